@@ -1,0 +1,14 @@
+//! Configuration: `relay.yaml` (how the relay runs) and `backends.yaml` (what it fronts).
+//!
+//! Both are strict (`deny_unknown_fields`): a typo is an error at start-up, not a silently
+//! ignored setting.
+
+mod backends;
+mod relay;
+mod store;
+mod watch;
+
+pub use backends::{Backend, BackendSpec, BackendsFile, ConfigError, Transport};
+pub use relay::{ListenConfig, LogFormat, LoggingConfig, RelayConfig, UpstreamConfig};
+pub use store::{BackendStore, StoreError};
+pub use watch::watch_backends;

@@ -1,0 +1,123 @@
+//! `relay.yaml`: listener, limits, upstream timing and logging.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::mcp::Limits;
+
+/// The whole of `relay.yaml`. Every section has working defaults, so an empty file runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Where clients connect.
+    pub listen: ListenConfig,
+    /// Path of the backends file, relative to the directory of `relay.yaml`.
+    pub backends_file: Option<PathBuf>,
+    /// Bounds on client input.
+    pub limits: Limits,
+    /// Timing of upstream connections and calls.
+    pub upstream: UpstreamConfig,
+    /// Log output.
+    pub logging: LoggingConfig,
+    /// Origins (scheme://host[:port]) allowed to call `/mcp` from a browser, besides loopback.
+    /// Requests without an `Origin` header (non-browser clients) are always allowed.
+    pub allowed_origins: Vec<String>,
+}
+
+/// The one TCP listener that serves every transport.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Address to bind; loopback by default so a fresh install is not exposed.
+    pub host: String,
+    /// Port; `RELAY_PORT` in the environment overrides it.
+    pub port: u16,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self { host: "127.0.0.1".into(), port: 8000 }
+    }
+}
+
+/// How the relay treats its upstreams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Deadline of one forwarded call, including waiting for a restarted upstream and re-sending.
+    pub call_timeout_secs: f64,
+    /// Time allowed to connect and finish `initialize` + `tools/list`.
+    pub connect_timeout_secs: f64,
+    /// First reconnect delay; doubles per failed attempt, with jitter.
+    pub backoff_initial_ms: u64,
+    /// Cap on the reconnect delay.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self { call_timeout_secs: 120.0, connect_timeout_secs: 10.0, backoff_initial_ms: 100, backoff_max_ms: 10_000 }
+    }
+}
+
+/// Log output settings; `--log-format` and `RUST_LOG` override them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// `human` (default) or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `relay=debug`.
+    pub level: Option<String>,
+}
+
+/// How log records are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per record.
+    #[default]
+    Human,
+    /// One JSON object per record, for log shippers.
+    Json,
+}
+
+impl RelayConfig {
+    /// Reads and validates `relay.yaml`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        let config: RelayConfig =
+            serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))?;
+        config.validate().map_err(|msg| ConfigError::Invalid(path.to_owned(), msg))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.upstream.call_timeout_secs <= 0.0 || self.upstream.connect_timeout_secs <= 0.0 {
+            return Err("upstream timeouts must be positive".into());
+        }
+        if self.limits.max_message_bytes < 1024 || self.limits.max_json_depth < 4 {
+            return Err("limits.max_message_bytes must be >= 1024 and limits.max_json_depth >= 4".into());
+        }
+        Ok(())
+    }
+
+    /// The backends file, resolved against the directory that holds `relay.yaml`.
+    pub fn backends_path(&self, relay_yaml: &Path) -> PathBuf {
+        let file = self.backends_file.clone().unwrap_or_else(|| PathBuf::from("backends.yaml"));
+        relay_yaml.parent().unwrap_or(Path::new(".")).join(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults_and_typos_are_errors() {
+        let config: RelayConfig = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(config.listen.port, 8000);
+        assert!(serde_yaml::from_str::<RelayConfig>("listen: {prot: 1}").is_err());
+    }
+}

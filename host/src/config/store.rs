@@ -1,0 +1,136 @@
+//! Persistence of `backends.yaml`: read-modify-write under an exclusive lock, written to a temp
+//! file, fsynced and renamed into place, so concurrent relays lose no update and a reader never
+//! sees half a file.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{Backend, BackendsFile};
+
+/// Why the backends file could not be read or updated.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading, locking or writing failed.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The file on disk (or the requested change) is invalid; nothing was written.
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The backends file and its lock file. The lock is a separate file because the data file is
+/// replaced by rename on every write, which would make a lock held on it meaningless.
+#[derive(Debug, Clone)]
+pub struct BackendStore {
+    path: PathBuf,
+    lock_path: PathBuf,
+}
+
+impl BackendStore {
+    /// A store for `path`; the lock file is `path` + `.lock` beside it.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let mut lock_path = path.clone().into_os_string();
+        lock_path.push(".lock");
+        Self { path, lock_path: lock_path.into() }
+    }
+
+    /// The data file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads and validates the file. A missing file means "no backends".
+    pub fn load(&self) -> Result<(BackendsFile, Vec<Backend>), StoreError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(StoreError::Io { path: self.path.clone(), source }),
+        };
+        let file = BackendsFile::parse(&text).map_err(|message| self.invalid(message))?;
+        let backends = file.validate().map_err(|message| self.invalid(message))?;
+        Ok((file, backends))
+    }
+
+    /// Applies `change` to the current file contents under the exclusive lock and writes the
+    /// result atomically. Blocking: call it from `spawn_blocking`.
+    pub fn update<F>(&self, change: F) -> Result<Vec<Backend>, StoreError>
+    where
+        F: FnOnce(&mut BackendsFile) -> Result<(), String>,
+    {
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)
+            .map_err(|source| self.io(source))?;
+        lock.lock().map_err(|source| self.io(source))?;
+        let (mut file, _) = self.load()?;
+        change(&mut file).map_err(|message| self.invalid(message))?;
+        let backends = file.validate().map_err(|message| self.invalid(message))?;
+        self.write_atomically(&file)?;
+        // Dropping `lock` releases it.
+        Ok(backends)
+    }
+
+    fn write_atomically(&self, file: &BackendsFile) -> Result<(), StoreError> {
+        let text = serde_yaml::to_string(file).map_err(|e| self.invalid(e.to_string()))?;
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".backends.")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|source| self.io(source))?;
+        tmp.write_all(text.as_bytes()).map_err(|source| self.io(source))?;
+        tmp.as_file().sync_all().map_err(|source| self.io(source))?;
+        tmp.persist(&self.path).map_err(|e| self.io(e.error))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|source| self.io(source))?;
+        Ok(())
+    }
+
+    fn io(&self, source: std::io::Error) -> StoreError {
+        StoreError::Io { path: self.path.clone(), source }
+    }
+
+    fn invalid(&self, message: String) -> StoreError {
+        StoreError::Invalid { path: self.path.clone(), message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendSpec;
+
+    fn spec(name: &str) -> BackendSpec {
+        serde_yaml::from_str(&format!("{{name: {name}, url: 'ws://127.0.0.1:1'}}")).unwrap()
+    }
+
+    #[test]
+    fn concurrent_updates_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackendStore::new(dir.path().join("backends.yaml"));
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let store = store.clone();
+                s.spawn(move || {
+                    for i in 0..10 {
+                        store.update(|f| Ok(f.backends.push(spec(&format!("b{t}_{i}"))))).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(store.load().unwrap().1.len(), 40);
+    }
+
+    #[test]
+    fn an_invalid_change_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackendStore::new(dir.path().join("backends.yaml"));
+        store.update(|f| Ok(f.backends.push(spec("a")))).unwrap();
+        let err = store.update(|f| Ok(f.backends.push(spec("a")))).unwrap_err();
+        assert!(err.to_string().contains("twice"));
+        assert_eq!(store.load().unwrap().1.len(), 1);
+    }
+}

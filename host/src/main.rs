@@ -1,0 +1,89 @@
+//! The `relay` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use relay::config::{LogFormat, RelayConfig};
+
+#[derive(Parser)]
+#[command(name = "relay", version, about = "MCP gateway: many MCP servers behind one endpoint")]
+struct Cli {
+    /// Log format (overrides `logging.format` in relay.yaml).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    Serve {
+        /// Path of relay.yaml; backends.yaml is resolved beside it.
+        #[arg(long, default_value = "config/relay.yaml")]
+        config: PathBuf,
+    },
+    /// Check a running relay over newline JSON-RPC (initialize + tools/list); exit 0 if healthy.
+    Health {
+        #[arg(long, default_value = "localhost")]
+        host: String,
+        #[arg(long)]
+        port: u16,
+        /// Seconds to wait for each answer.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
+    /// Validate relay.yaml and its backends file, then exit.
+    CheckConfig {
+        #[arg(long, default_value = "config/relay.yaml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match cli.command {
+        Command::Serve { config } => {
+            let loaded = match RelayConfig::load(&config) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    eprintln!("relay: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            relay::telemetry::init(cli.log_format.unwrap_or(loaded.logging.format), loaded.logging.level.as_deref());
+            match runtime.block_on(relay::server::run(&config, loaded)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("relay: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Health { host, port, timeout } => {
+            let healthy = runtime.block_on(relay::health::check(&host, port, Duration::from_secs_f64(timeout)));
+            if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Command::CheckConfig { config } => match check_config(&config) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("relay: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn check_config(path: &std::path::Path) -> Result<String, String> {
+    let config = RelayConfig::load(path).map_err(|e| e.to_string())?;
+    let store = relay::config::BackendStore::new(config.backends_path(path));
+    let (_, backends) = store.load().map_err(|e| e.to_string())?;
+    Ok(format!("{}: ok, {} backend(s) in {}", path.display(), backends.len(), store.path().display()))
+}

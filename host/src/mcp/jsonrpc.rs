@@ -1,0 +1,228 @@
+//! JSON-RPC 2.0 message types as MCP uses them (no batches since 2025-06-18).
+
+use serde_json::{Map, Value, json};
+
+/// Standard JSON-RPC error codes, plus the server-defined ones the relay uses.
+pub mod error_codes {
+    /// The text was not valid JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// Valid JSON, but not a JSON-RPC 2.0 message (or refused by an input limit).
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// The method does not exist here.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// The params are missing, of the wrong type, or name an unknown tool.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// The relay failed while handling the request.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// The upstream that owns the request could not answer it (down, timed out, gone).
+    pub const UPSTREAM_UNAVAILABLE: i64 = -32001;
+    /// The request did not finish within its deadline.
+    pub const REQUEST_TIMEOUT: i64 = -32002;
+}
+
+/// A JSON-RPC error object.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message} ({code})")]
+pub struct RpcError {
+    /// One of [`error_codes`] or a code an upstream chose.
+    pub code: i64,
+    /// A sentence a human can act on.
+    pub message: String,
+    /// Structured detail for programs (retry hints, the limit that was hit, ...).
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    /// An error with a code and message and no data.
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), data: None }
+    }
+
+    /// Adds structured data to the error.
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    /// The JSON object form of the error.
+    pub fn to_value(&self) -> Value {
+        let mut obj = Map::new();
+        obj.insert("code".into(), self.code.into());
+        obj.insert("message".into(), self.message.clone().into());
+        if let Some(data) = &self.data {
+            obj.insert("data".into(), data.clone());
+        }
+        Value::Object(obj)
+    }
+
+    /// Reads an error object sent by a peer; tolerant of missing fields.
+    pub fn from_value(value: &Value) -> Self {
+        Self {
+            code: value.get("code").and_then(Value::as_i64).unwrap_or(error_codes::INTERNAL_ERROR),
+            message: value.get("message").and_then(Value::as_str).unwrap_or("error").to_string(),
+            data: value.get("data").cloned(),
+        }
+    }
+}
+
+/// A request: has an id and expects exactly one response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The caller's id (string or number), echoed in the response.
+    pub id: Value,
+    /// The method name, e.g. `tools/call`.
+    pub method: String,
+    /// The params object, when present.
+    pub params: Option<Value>,
+}
+
+/// A notification: no id, no response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// The method name, e.g. `notifications/initialized`.
+    pub method: String,
+    /// The params object, when present.
+    pub params: Option<Value>,
+}
+
+/// A response to a request: a result or an error, never both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The id of the request this answers (`null` when the request could not be read).
+    pub id: Value,
+    /// The outcome.
+    pub outcome: Result<Value, RpcError>,
+}
+
+impl Response {
+    /// A successful response.
+    pub fn ok(id: Value, result: Value) -> Self {
+        Self { id, outcome: Ok(result) }
+    }
+
+    /// An error response.
+    pub fn err(id: Value, error: RpcError) -> Self {
+        Self { id, outcome: Err(error) }
+    }
+}
+
+/// Any JSON-RPC message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Expects a response.
+    Request(Request),
+    /// Fire and forget.
+    Notification(Notification),
+    /// Answers a request.
+    Response(Response),
+}
+
+impl Message {
+    /// Classifies a parsed JSON value; `Err` carries the error response to send back.
+    pub fn from_value(value: Value) -> Result<Self, Response> {
+        let Value::Object(mut obj) = value else {
+            let msg = if value.is_array() {
+                "batches are not supported; send one JSON-RPC message at a time"
+            } else {
+                "a JSON-RPC message must be an object"
+            };
+            return Err(invalid(Value::Null, msg));
+        };
+        let id = obj.remove("id");
+        if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return Err(invalid(id.unwrap_or(Value::Null), "\"jsonrpc\" must be \"2.0\""));
+        }
+        if let Some(id) = &id
+            && !(id.is_string() || id.is_number())
+        {
+            return Err(invalid(Value::Null, "\"id\" must be a string or a number"));
+        }
+        let params = obj.remove("params");
+        if let Some(p) = &params
+            && !(p.is_object() || p.is_array())
+        {
+            return Err(invalid(id.unwrap_or(Value::Null), "\"params\" must be an object"));
+        }
+        match (obj.remove("method"), id) {
+            (Some(Value::String(method)), Some(id)) => Ok(Message::Request(Request { id, method, params })),
+            (Some(Value::String(method)), None) => Ok(Message::Notification(Notification { method, params })),
+            (Some(_), id) => Err(invalid(id.unwrap_or(Value::Null), "\"method\" must be a string")),
+            (None, Some(id)) => {
+                if let Some(result) = obj.remove("result") {
+                    Ok(Message::Response(Response::ok(id, result)))
+                } else if let Some(error) = obj.get("error") {
+                    Ok(Message::Response(Response::err(id, RpcError::from_value(error))))
+                } else {
+                    Err(invalid(id, "a message with an id needs \"method\", \"result\" or \"error\""))
+                }
+            }
+            (None, None) => Err(invalid(Value::Null, "not a JSON-RPC request, notification or response")),
+        }
+    }
+
+    /// The JSON form of the message.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Message::Request(r) => with_params(json!({"jsonrpc": "2.0", "id": r.id, "method": r.method}), &r.params),
+            Message::Notification(n) => with_params(json!({"jsonrpc": "2.0", "method": n.method}), &n.params),
+            Message::Response(r) => match &r.outcome {
+                Ok(result) => json!({"jsonrpc": "2.0", "id": r.id, "result": result}),
+                Err(e) => json!({"jsonrpc": "2.0", "id": r.id, "error": e.to_value()}),
+            },
+        }
+    }
+
+    /// The message serialised on one line, as every transport sends it.
+    pub fn to_text(&self) -> String {
+        self.to_value().to_string()
+    }
+}
+
+fn with_params(mut value: Value, params: &Option<Value>) -> Value {
+    if let Some(p) = params {
+        value["params"] = p.clone();
+    }
+    value
+}
+
+fn invalid(id: Value, message: &str) -> Response {
+    Response::err(id, RpcError::new(error_codes::INVALID_REQUEST, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Message, Response> {
+        Message::from_value(serde_json::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn classifies_requests_notifications_and_responses() {
+        assert!(matches!(parse(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#), Ok(Message::Request(_))));
+        assert!(matches!(
+            parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            Ok(Message::Notification(_))
+        ));
+        let Ok(Message::Response(r)) = parse(r#"{"jsonrpc":"2.0","id":"a","error":{"code":-1,"message":"no"}}"#)
+        else {
+            panic!("not a response")
+        };
+        assert_eq!(r.outcome.unwrap_err().code, -1);
+    }
+
+    #[test]
+    fn rejects_what_is_not_json_rpc() {
+        for bad in [r#"[]"#, r#"{"id":1,"method":"x"}"#, r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#, r#"3"#] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.outcome.unwrap_err().code, error_codes::INVALID_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn round_trips_through_text() {
+        let text = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}"#;
+        let msg = parse(text).unwrap();
+        assert_eq!(parse(&msg.to_text()).unwrap(), msg);
+    }
+}

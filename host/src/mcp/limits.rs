@@ -1,0 +1,68 @@
+//! Input limits every transport enforces before a message reaches a session.
+
+use serde::Deserialize;
+
+/// Bounds on what a client may send. Defaults suit large documents (the reference plan sends
+/// ~140 KB files) while refusing abuse.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest single JSON-RPC message in bytes (a line, a WebSocket frame or an HTTP body).
+    pub max_message_bytes: usize,
+    /// Deepest nesting of JSON arrays and objects accepted in a message.
+    pub max_json_depth: usize,
+    /// Seconds a connection may stay silent before the relay closes it.
+    pub idle_timeout_secs: u64,
+    /// Most concurrent client sessions; further `initialize` requests are refused.
+    pub max_sessions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_message_bytes: 4 * 1024 * 1024, max_json_depth: 64, idle_timeout_secs: 600, max_sessions: 20_000 }
+    }
+}
+
+/// True when `text` nests arrays/objects deeper than `max`. A single pass over the bytes that
+/// skips string contents, so it is cheap enough to run before parsing.
+pub fn json_depth_exceeds(text: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_nesting_outside_strings_only() {
+        assert!(!json_depth_exceeds(br#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(json_depth_exceeds(br#"{"a":[1,{"b":2}]}"#, 2));
+        assert!(!json_depth_exceeds(br#"{"a":"[[[[[[\"{{{{"}"#, 1));
+    }
+}

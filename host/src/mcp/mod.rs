@@ -1,0 +1,15 @@
+//! MCP on the wire: JSON-RPC 2.0 messages, input limits and protocol versions.
+//!
+//! Transports turn bytes into [`Message`]s with [`decode`]; everything downstream works on
+//! these types and never sees raw bytes.
+
+mod codec;
+mod jsonrpc;
+mod limits;
+mod lines;
+pub mod version;
+
+pub use codec::{DecodeError, decode};
+pub use jsonrpc::{Message, Notification, Request, Response, RpcError, error_codes};
+pub use limits::{Limits, json_depth_exceeds};
+pub use lines::{Line, LineCodec};

@@ -1,0 +1,96 @@
+//! The router: one aggregated catalog over every upstream, and dispatch of each call to the
+//! tool's owner. The catalog is rebuilt (never edited) whenever an upstream's tools change and
+//! published as an immutable snapshot; in-flight requests keep the snapshot they started with.
+
+mod catalog;
+mod error;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+pub use catalog::{Catalog, Owner, PREFIX_SEPARATOR};
+pub use error::RouterError;
+
+use crate::upstream::{Builtin, Upstreams};
+
+/// Routes requests to upstreams by catalog ownership.
+pub struct Router {
+    /// The running upstreams.
+    upstreams: Arc<Upstreams>,
+    /// The relay's own tools.
+    builtin: Arc<Builtin>,
+    /// The current catalog snapshot.
+    catalog: watch::Sender<Arc<Catalog>>,
+}
+
+/// The outcome of a routed call, with the backend that served it (for the call log).
+pub struct Routed {
+    /// The backend that owns the tool (`relay` for built-ins), if the tool was found.
+    pub backend: Option<String>,
+    /// The call's result or why it failed.
+    pub result: Result<Value, RouterError>,
+}
+
+impl Router {
+    /// Builds the first catalog and starts the task that rebuilds it on every upstream change.
+    pub fn new(upstreams: Arc<Upstreams>, builtin: Arc<Builtin>) -> Arc<Self> {
+        let catalog = watch::Sender::new(Arc::new(Catalog::build(&builtin.tools(), &upstreams)));
+        let router = Arc::new(Self { upstreams, builtin, catalog });
+        let weak = Arc::downgrade(&router);
+        let mut changes = router.upstreams.subscribe();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(router) = weak.upgrade() else { break };
+                let next = Catalog::build(&router.builtin.tools(), &router.upstreams);
+                router.catalog.send_if_modified(|current| {
+                    let modified = current.tools() != next.tools();
+                    *current = Arc::new(next);
+                    modified
+                });
+            }
+        });
+        router
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
+    }
+
+    /// Changes whenever the tools clients see change (for `notifications/tools/list_changed`).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Catalog>> {
+        self.catalog.subscribe()
+    }
+
+    /// Calls the tool that the catalog lists as `name`.
+    pub async fn call_tool(&self, name: &str, arguments: Option<Value>) -> Routed {
+        let catalog = self.catalog();
+        let Some(entry) = catalog.get(name) else {
+            return Routed { backend: None, result: Err(RouterError::UnknownTool(name.to_owned())) };
+        };
+        match &entry.owner {
+            Owner::Builtin => Routed {
+                backend: Some(Owner::BUILTIN_NAME.to_owned()),
+                result: Ok(self.builtin.call(&entry.upstream_name, arguments.unwrap_or_else(|| json!({}))).await),
+            },
+            Owner::Backend(backend) => {
+                let result = match self.upstreams.get(backend) {
+                    None => Err(RouterError::UnknownTool(name.to_owned())),
+                    Some(upstream) => {
+                        let mut params = json!({"name": entry.upstream_name});
+                        if let Some(arguments) = arguments {
+                            params["arguments"] = arguments;
+                        }
+                        upstream
+                            .request("tools/call", Some(params), upstream.call_timeout())
+                            .await
+                            .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
+                    }
+                };
+                Routed { backend: Some(backend.clone()), result }
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `relay serve`: builds the layers from configuration, binds the port and runs until a
+//! shutdown signal.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BackendStore, RelayConfig, watch_backends};
+use crate::lifecycle::Lifecycle;
+use crate::router::Router;
+use crate::session::{SessionFactory, SessionRegistry};
+use crate::transport::{self, HttpState};
+use crate::upstream::{Builtin, Upstreams};
+
+/// Runs the relay with the configuration at `config_path` until SIGINT/SIGTERM.
+pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> {
+    let store = BackendStore::new(config.backends_path(config_path));
+    let (_, backends) = store.load().with_context(|| "cannot start with this backends file")?;
+    let lifecycle = Arc::new(Lifecycle::new(std::env::var("RELAY_INSTANCE").unwrap_or_default()));
+    let limits = Arc::new(config.limits.clone());
+
+    let upstreams = Arc::new(Upstreams::new(config.upstream.clone(), limits.max_message_bytes));
+    upstreams.reconcile(&backends);
+    let builtin = Arc::new(Builtin::new(upstreams.clone(), store.clone(), lifecycle.clone()));
+    let router = Router::new(upstreams.clone(), builtin);
+    let state = Arc::new(HttpState {
+        sessions_factory: SessionFactory { router, lifecycle: lifecycle.clone(), limits: limits.clone() },
+        sessions: SessionRegistry::default(),
+        lifecycle: lifecycle.clone(),
+        allowed_origins: config.allowed_origins.clone(),
+    });
+
+    let (_watch_guard, mut file_changes) =
+        watch_backends(store.path()).with_context(|| format!("cannot watch {}", store.path().display()))?;
+    let reload_upstreams = upstreams.clone();
+    let reload_store = store.clone();
+    tokio::spawn(async move {
+        while file_changes.recv().await.is_some() {
+            let store = reload_store.clone();
+            match tokio::task::spawn_blocking(move || store.load()).await {
+                Ok(Ok((_, backends))) => {
+                    reload_upstreams.reconcile(&backends);
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "backends file rejected; the running set stays"),
+                Err(e) => tracing::error!(error = %e, "backends reload task failed"),
+            }
+        }
+    });
+
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let sweeper_state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30).min(idle));
+        loop {
+            tick.tick().await;
+            let expired = sweeper_state.sessions.expire_idle(idle);
+            if expired > 0 {
+                tracing::info!(expired, "idle HTTP sessions expired");
+            }
+        }
+    });
+
+    let port = std::env::var("RELAY_PORT")
+        .ok()
+        .map(|p| p.parse::<u16>().with_context(|| format!("RELAY_PORT={p} is not a port")))
+        .transpose()?
+        .unwrap_or(config.listen.port);
+    let addr: SocketAddr = format!("{}:{port}", config.listen.host)
+        .parse()
+        .with_context(|| format!("listen address {}:{port}", config.listen.host))?;
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%bound, instance = %lifecycle.instance, backends = backends.len(), config = %config_path.display(), "relay listening");
+    // Machine-readable line on stdout for scripts and tests that start the relay on port 0.
+    println!("relay listening on {bound}");
+
+    let shutdown = CancellationToken::new();
+    lifecycle.set_ready(true);
+    let server = tokio::spawn(transport::serve(listener, state, shutdown.clone()));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    lifecycle.set_ready(false);
+    shutdown.cancel();
+    let _ = server.await;
+    upstreams.stop_all();
+    // Give supervisors a moment to kill stdio children and close sockets.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,73 @@
+//! Drives a session over a message-oriented connection (newline JSON-RPC, WebSocket): reads
+//! messages, answers each request on its own task so a slow call never blocks a ping, and
+//! interleaves server-initiated notifications.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::Session;
+use crate::mcp::{DecodeError, Limits, Message, decode};
+
+/// One unit read by a transport.
+pub enum Inbound {
+    /// A whole message.
+    Text(bytes::Bytes),
+    /// A message the transport already refused (too large); answered with an error.
+    TooLarge(usize),
+}
+
+/// Serves `session` until the inbound stream ends, the client stays silent past the idle
+/// timeout, or the outbound side closes. Requests still running when it returns are aborted.
+pub async fn drive<S>(session: Arc<Session>, mut inbound: S, outbound: mpsc::Sender<String>, limits: &Limits)
+where
+    S: Stream<Item = Inbound> + Unpin,
+{
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let mut events = session.server_events();
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            next = tokio::time::timeout(idle, inbound.next()) => {
+                let message = match next {
+                    Ok(Some(Inbound::Text(text))) => decode(&text, limits),
+                    Ok(Some(Inbound::TooLarge(size))) => {
+                        Err(DecodeError::TooLarge { size, limit: limits.max_message_bytes })
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::info!(session = %session.id, "closing idle connection");
+                        break;
+                    }
+                };
+                match message {
+                    Ok(message) => {
+                        let session = session.clone();
+                        let outbound = outbound.clone();
+                        tasks.spawn(async move {
+                            if let Some(response) = session.handle(message).await {
+                                let _ = outbound.send(Message::Response(response).to_text()).await;
+                            }
+                        });
+                    }
+                    Err(refused) => {
+                        tracing::debug!(session = %session.id, error = %refused, "refused client input");
+                        let text = Message::Response(refused.into_response()).to_text();
+                        if outbound.send(text).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            Some(message) = events.next() => {
+                if outbound.send(message.to_text()).await.is_err() {
+                    break;
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+}

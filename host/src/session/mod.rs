@@ -1,0 +1,184 @@
+//! Sessions: one per client connection (newline, WebSocket) or per `Mcp-Session-Id`
+//! (Streamable HTTP). A session answers the protocol itself (initialize, ping, lists) and hands
+//! tool calls to the router. Every tools/call is logged here as one structured record.
+
+mod driver;
+mod registry;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+pub use driver::{Inbound, drive};
+pub use registry::SessionRegistry;
+
+use crate::lifecycle::{Lifecycle, SessionCount};
+use crate::mcp::{Limits, Message, Notification, Request, Response, RpcError, error_codes, version};
+use crate::router::{Catalog, Router};
+
+/// What every session needs; cloned cheaply into each new session.
+#[derive(Clone)]
+pub struct SessionFactory {
+    /// Where requests go.
+    pub router: Arc<Router>,
+    /// Instance facts (session counting).
+    pub lifecycle: Arc<Lifecycle>,
+    /// Input limits for the transports.
+    pub limits: Arc<Limits>,
+}
+
+impl SessionFactory {
+    /// Opens a session for a connection of `transport` (`line`, `websocket`, `http`).
+    pub fn open(&self, transport: &'static str) -> Arc<Session> {
+        Arc::new(Session {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            transport,
+            router: self.router.clone(),
+            state: Mutex::new(SessionState::default()),
+            last_seen: Mutex::new(Instant::now()),
+            _count: self.lifecycle.session_opened(),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    /// Negotiated in `initialize`.
+    protocol_version: Option<String>,
+    /// `clientInfo.name`, for logs.
+    client_name: Option<String>,
+}
+
+/// One client session.
+pub struct Session {
+    /// Random id; the `Mcp-Session-Id` for HTTP sessions.
+    pub id: String,
+    /// Which transport the client uses (for logs).
+    pub transport: &'static str,
+    /// Where requests go.
+    router: Arc<Router>,
+    /// What `initialize` established.
+    state: Mutex<SessionState>,
+    /// Last client activity, for idle expiry of HTTP sessions.
+    last_seen: Mutex<Instant>,
+    /// Keeps the instance's session count right for this session's lifetime.
+    _count: SessionCount,
+}
+
+impl Session {
+    /// Handles one decoded message; returns the response for requests.
+    pub async fn handle(&self, message: Message) -> Option<Response> {
+        *self.last_seen.lock().expect("last_seen lock") = Instant::now();
+        match message {
+            Message::Request(request) => Some(self.handle_request(request).await),
+            Message::Notification(notification) => {
+                self.handle_notification(notification);
+                None
+            }
+            // Answers to server-to-client requests are forwarded in a later capability.
+            Message::Response(_) => None,
+        }
+    }
+
+    /// The protocol version `initialize` negotiated, if any.
+    pub fn protocol_version(&self) -> Option<String> {
+        self.state.lock().expect("session lock").protocol_version.clone()
+    }
+
+    /// When the client last sent something.
+    pub fn last_seen(&self) -> Instant {
+        *self.last_seen.lock().expect("last_seen lock")
+    }
+
+    /// Server-initiated messages for this session (today: tool list changes).
+    pub fn server_events(&self) -> ServerEvents {
+        let mut catalog = self.router.subscribe();
+        catalog.mark_unchanged();
+        ServerEvents { catalog }
+    }
+
+    async fn handle_request(&self, request: Request) -> Response {
+        let Request { id, method, params } = request;
+        let outcome = match method.as_str() {
+            "initialize" => Ok(self.initialize(params.as_ref())),
+            "ping" => Ok(json!({})),
+            "tools/list" => Ok(self.list_tools()),
+            "tools/call" => self.call_tool(params).await,
+            _ => Err(RpcError::new(error_codes::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
+        };
+        Response { id, outcome }
+    }
+
+    fn handle_notification(&self, notification: Notification) {
+        match notification.method.as_str() {
+            "notifications/initialized" => tracing::debug!(session = %self.id, "client initialized"),
+            method => tracing::debug!(session = %self.id, method, "client notification ignored"),
+        }
+    }
+
+    fn initialize(&self, params: Option<&Value>) -> Value {
+        let requested = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
+        let client = params.and_then(|p| p.pointer("/clientInfo/name")).and_then(Value::as_str).map(str::to_owned);
+        let negotiated = version::negotiate(requested);
+        tracing::info!(session = %self.id, transport = self.transport, client = client.as_deref().unwrap_or("-"), requested, negotiated, "session initialized");
+        let mut state = self.state.lock().expect("session lock");
+        state.protocol_version = Some(negotiated.to_owned());
+        state.client_name = client;
+        json!({
+            "protocolVersion": negotiated,
+            "capabilities": {"tools": {"listChanged": true}},
+            "serverInfo": {"name": "relay", "title": "MCP relay", "version": env!("CARGO_PKG_VERSION")},
+            "instructions": "Tools from every backend behind this relay. Colliding names are prefixed `<backend>__`; relay_* tools manage the relay.",
+        })
+    }
+
+    fn list_tools(&self) -> Value {
+        let catalog = self.router.catalog();
+        let tools: Vec<&Value> = catalog.tools().iter().map(|e| &e.definition).collect();
+        json!({"tools": tools})
+    }
+
+    async fn call_tool(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let invalid = |message: &str| RpcError::new(error_codes::INVALID_PARAMS, message);
+        let Some(Value::Object(mut params)) = params else {
+            return Err(invalid("tools/call needs params {name, arguments}"));
+        };
+        let Some(Value::String(name)) = params.remove("name") else {
+            return Err(invalid("tools/call needs \"name\" (string)"));
+        };
+        let arguments = match params.remove("arguments") {
+            None | Some(Value::Null) => None,
+            Some(arguments @ Value::Object(_)) => Some(arguments),
+            Some(_) => return Err(invalid("\"arguments\" must be an object")),
+        };
+        let started = Instant::now();
+        let routed = self.router.call_tool(&name, arguments).await;
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let backend = routed.backend.as_deref().unwrap_or("-");
+        match &routed.result {
+            Ok(result) => {
+                let outcome = if result.get("isError").and_then(Value::as_bool) == Some(true) { "tool_error" } else { "ok" };
+                tracing::info!(target: "relay::call", session = %self.id, tool = %name, backend, duration_ms, outcome, "tools/call");
+            }
+            Err(error) => {
+                tracing::info!(target: "relay::call", session = %self.id, tool = %name, backend, duration_ms, outcome = "error", %error, "tools/call");
+            }
+        }
+        routed.result.map_err(RpcError::from)
+    }
+}
+
+/// Messages the relay sends to a client on its own initiative.
+pub struct ServerEvents {
+    catalog: watch::Receiver<Arc<Catalog>>,
+}
+
+impl ServerEvents {
+    /// Waits for the next server-initiated message; `None` when the relay is shutting down.
+    pub async fn next(&mut self) -> Option<Message> {
+        self.catalog.changed().await.ok()?;
+        Some(Message::Notification(Notification { method: "notifications/tools/list_changed".into(), params: None }))
+    }
+}

@@ -1,0 +1,38 @@
+//! Streamable HTTP sessions by `Mcp-Session-Id`, with idle expiry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::Session;
+
+/// Live HTTP sessions.
+#[derive(Default)]
+pub struct SessionRegistry {
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl SessionRegistry {
+    /// Registers a new session.
+    pub fn insert(&self, session: Arc<Session>) {
+        self.sessions.lock().expect("sessions lock").insert(session.id.clone(), session);
+    }
+
+    /// The session with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().expect("sessions lock").get(id).cloned()
+    }
+
+    /// Ends a session; false if there was none.
+    pub fn remove(&self, id: &str) -> bool {
+        self.sessions.lock().expect("sessions lock").remove(id).is_some()
+    }
+
+    /// Drops sessions silent for longer than `idle`; returns how many.
+    pub fn expire_idle(&self, idle: Duration) -> usize {
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let before = sessions.len();
+        sessions.retain(|_, s| s.last_seen().elapsed() < idle);
+        before - sessions.len()
+    }
+}

@@ -1,0 +1,230 @@
+//! HTTP on the shared port: Streamable HTTP (`POST`/`GET`/`DELETE /mcp`), WebSocket upgrades on
+//! `/` and `/ws`, and the `/healthz` and `/readyz` probes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::stream;
+use serde_json::{Value, json};
+
+use crate::lifecycle::Lifecycle;
+use crate::mcp::{self, DecodeError, Message, RpcError, error_codes, version};
+use crate::session::{Session, SessionFactory, SessionRegistry};
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// What the HTTP side needs.
+pub struct HttpState {
+    /// Opens sessions for every transport on this port.
+    pub sessions_factory: SessionFactory,
+    /// Streamable HTTP sessions by id.
+    pub sessions: SessionRegistry,
+    /// Readiness for `/readyz`.
+    pub lifecycle: Arc<Lifecycle>,
+    /// Browser origins allowed besides loopback.
+    pub allowed_origins: Vec<String>,
+}
+
+/// The HTTP routes; a plain `axum::Router` so tests can drive it without a socket.
+pub fn app(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/mcp", get(mcp_get).post(mcp_post).delete(mcp_delete))
+        .route("/", get(websocket_or_info))
+        .route("/ws", get(websocket_or_info))
+        .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    let ready = state.lifecycle.is_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(json!({"ready": ready, "instance": state.lifecycle.instance}))).into_response()
+}
+
+async fn websocket_or_info(
+    State(state): State<Arc<HttpState>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => {
+            let factory = state.sessions_factory.clone();
+            // Frames a little over the message limit are read and refused with a JSON-RPC
+            // error; far larger ones close the socket (1009) before being buffered.
+            let hard_cap = factory.limits.max_message_bytes.saturating_mul(2);
+            upgrade
+                .protocols(["mcp"])
+                .max_message_size(hard_cap)
+                .max_frame_size(hard_cap)
+                .on_upgrade(move |socket| super::websocket::serve(socket, factory))
+        }
+        Err(_) => axum::Json(json!({
+            "name": "relay",
+            "version": env!("CARGO_PKG_VERSION"),
+            "endpoints": {"streamable_http": "/mcp", "websocket": ["/", "/ws"], "health": "/healthz", "ready": "/readyz"},
+        }))
+        .into_response(),
+    }
+}
+
+/// POST /mcp: one JSON-RPC message per request.
+async fn mcp_post(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -> Response {
+    if let Some(refusal) = check_origin(&state, &headers) {
+        return refusal;
+    }
+    let accept = header_str(&headers, header::ACCEPT);
+    if !accept.is_empty() && !["application/json", "text/event-stream", "*/*"].iter().any(|t| accept.contains(t)) {
+        return plain(StatusCode::NOT_ACCEPTABLE, "Accept must include application/json and text/event-stream");
+    }
+    let content_type = header_str(&headers, header::CONTENT_TYPE);
+    if !content_type.starts_with("application/json") {
+        return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
+    }
+    let limits = state.sessions_factory.limits.clone();
+    let bytes = match to_bytes(body, limits.max_message_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let error = DecodeError::TooLarge { size: limits.max_message_bytes + 1, limit: limits.max_message_bytes };
+            return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, error.into_response());
+        }
+    };
+    let message = match mcp::decode(&bytes, &limits) {
+        Ok(message) => message,
+        Err(refused) => return rpc_error(StatusCode::BAD_REQUEST, refused.into_response()),
+    };
+
+    if let Message::Request(request) = &message
+        && request.method == "initialize"
+    {
+        let session = state.sessions_factory.open("http");
+        let Some(response) = session.handle(message).await else { unreachable!("a request has a response") };
+        state.sessions.insert(session.clone());
+        let mut reply = json_response(&Message::Response(response));
+        reply.headers_mut().insert(SESSION_HEADER, HeaderValue::from_str(&session.id).expect("hex id"));
+        return reply;
+    }
+
+    let session = match find_session(&state, &headers) {
+        Ok(session) => session,
+        Err(refusal) => return refusal,
+    };
+    match message {
+        Message::Request(request) => {
+            let streams = accept.contains("text/event-stream") && request.method == "tools/call";
+            let Some(response) = session.handle(Message::Request(request)).await else {
+                unreachable!("a request has a response")
+            };
+            let message = Message::Response(response);
+            if streams { sse_response(message) } else { json_response(&message) }
+        }
+        other => {
+            session.handle(other).await;
+            StatusCode::ACCEPTED.into_response()
+        }
+    }
+}
+
+/// GET /mcp: the server-to-client stream of a session.
+async fn mcp_get(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = check_origin(&state, &headers) {
+        return refusal;
+    }
+    if !header_str(&headers, header::ACCEPT).contains("text/event-stream") {
+        return plain(StatusCode::NOT_ACCEPTABLE, "GET /mcp needs Accept: text/event-stream");
+    }
+    let session = match find_session(&state, &headers) {
+        Ok(session) => session,
+        Err(refusal) => return refusal,
+    };
+    let events = session.server_events();
+    let stream = stream::unfold((events, session), |(mut events, session)| async move {
+        let message = events.next().await?;
+        Some((Ok::<_, Infallible>(Event::default().event("message").data(message.to_text())), (events, session)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+/// DELETE /mcp: the client ends its session.
+async fn mcp_delete(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        return plain(StatusCode::BAD_REQUEST, "Mcp-Session-Id header required");
+    };
+    if state.sessions.remove(id) {
+        tracing::info!(session = id, "session ended by client");
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        plain(StatusCode::NOT_FOUND, "unknown session")
+    }
+}
+
+/// The session named by `Mcp-Session-Id`, after checking `MCP-Protocol-Version`.
+fn find_session(state: &HttpState, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
+    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            mcp::Response::err(Value::Null, RpcError::new(error_codes::INVALID_REQUEST, "Mcp-Session-Id header required; send initialize first")),
+        ));
+    };
+    let Some(session) = state.sessions.get(id) else {
+        return Err(rpc_error(
+            StatusCode::NOT_FOUND,
+            mcp::Response::err(Value::Null, RpcError::new(error_codes::INVALID_REQUEST, "unknown or expired session; initialize again")),
+        ));
+    };
+    if let Some(requested) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok())
+        && !version::is_supported(requested)
+    {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            mcp::Response::err(
+                Value::Null,
+                RpcError::new(error_codes::INVALID_REQUEST, format!("unsupported MCP-Protocol-Version {requested}"))
+                    .with_data(json!({"supported": version::SUPPORTED})),
+            ),
+        ));
+    }
+    Ok(session)
+}
+
+/// Browsers must come from loopback or a configured origin (DNS-rebinding protection).
+fn check_origin(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
+    let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or("");
+    let host = origin.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
+    let loopback = matches!(host, "localhost" | "127.0.0.1" | "[") || origin.contains("://[::1]");
+    if loopback || state.allowed_origins.iter().any(|o| o == origin) {
+        None
+    } else {
+        Some(plain(StatusCode::FORBIDDEN, "origin not allowed"))
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+fn plain(status: StatusCode, message: &'static str) -> Response {
+    (status, message).into_response()
+}
+
+fn json_response(message: &Message) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], message.to_text()).into_response()
+}
+
+fn rpc_error(status: StatusCode, response: mcp::Response) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], Message::Response(response).to_text()).into_response()
+}
+
+fn sse_response(message: Message) -> Response {
+    let event = Event::default().event("message").data(message.to_text());
+    Sse::new(stream::iter([Ok::<_, Infallible>(event)])).into_response()
+}

@@ -1,0 +1,12 @@
+//! Transports: one TCP port, the first bytes decide. `{` starts newline-delimited JSON-RPC;
+//! anything else is HTTP (Streamable HTTP on `/mcp`, WebSocket upgrade on `/` and `/ws`,
+//! `/healthz`, `/readyz`). Transports turn bytes into messages and hand them to a session;
+//! nothing downstream calls back into a transport.
+
+mod http;
+mod line;
+mod listener;
+mod websocket;
+
+pub use http::{HttpState, app};
+pub use listener::serve;

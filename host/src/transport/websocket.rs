@@ -1,0 +1,36 @@
+//! MCP over WebSocket: one JSON-RPC message per text frame, subprotocol `mcp` when offered.
+
+use axum::extract::ws::{Message as Frame, WebSocket};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::session::{Inbound, SessionFactory, drive};
+
+/// Serves one upgraded WebSocket as one session.
+pub async fn serve(socket: WebSocket, factory: SessionFactory) {
+    let (mut sink, stream) = socket.split();
+    let limit = factory.limits.max_message_bytes;
+    let inbound = stream
+        .take_while(|frame| futures::future::ready(matches!(frame, Ok(f) if !matches!(f, Frame::Close(_)))))
+        .filter_map(move |frame| {
+            futures::future::ready(match frame {
+                Ok(Frame::Text(text)) if text.len() > limit => Some(Inbound::TooLarge(text.len())),
+                Ok(Frame::Text(text)) => Some(Inbound::Text(bytes::Bytes::from(text))),
+                Ok(Frame::Binary(bytes)) if bytes.len() > limit => Some(Inbound::TooLarge(bytes.len())),
+                Ok(Frame::Binary(bytes)) => Some(Inbound::Text(bytes)),
+                _ => None,
+            })
+        });
+    let (tx, mut rx) = mpsc::channel::<String>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(text) = rx.recv().await {
+            if sink.send(Frame::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let session = factory.open("websocket");
+    drive(session, Box::pin(inbound), tx, &factory.limits).await;
+    let _ = writer.await;
+}

@@ -1,0 +1,58 @@
+//! One live connection to an upstream, whatever its transport.
+
+use serde_json::Value;
+
+use super::UpstreamError;
+use super::framed::FramedConnection;
+use super::http::HttpConnection;
+
+/// A connected upstream. Message-oriented transports (WebSocket, stdio) share one
+/// implementation; Streamable HTTP has its own because every request is an HTTP exchange.
+pub enum Connection {
+    /// WebSocket or stdio.
+    Framed(FramedConnection),
+    /// Streamable HTTP.
+    Http(HttpConnection),
+}
+
+impl Connection {
+    /// Sends a request and waits for its response.
+    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+        match self {
+            Connection::Framed(c) => c.request(method, params).await,
+            Connection::Http(c) => c.request(method, params).await,
+        }
+    }
+
+    /// Sends a notification.
+    pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), UpstreamError> {
+        match self {
+            Connection::Framed(c) => c.notify(method, params).await,
+            Connection::Http(c) => c.notify(method, params).await,
+        }
+    }
+
+    /// True once the connection can carry no more requests.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Connection::Framed(c) => c.closed_token().is_cancelled(),
+            Connection::Http(c) => c.closed_token().is_cancelled(),
+        }
+    }
+
+    /// Resolves when the connection closes.
+    pub async fn closed(&self) {
+        match self {
+            Connection::Framed(c) => c.closed_token().cancelled().await,
+            Connection::Http(c) => c.closed_token().cancelled().await,
+        }
+    }
+
+    /// Closes the connection; pending requests fail with [`UpstreamError::ConnectionLost`].
+    pub async fn close(&self) {
+        match self {
+            Connection::Framed(c) => c.closed_token().cancel(),
+            Connection::Http(c) => c.close().await,
+        }
+    }
+}

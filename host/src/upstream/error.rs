@@ -1,0 +1,26 @@
+//! Errors of the upstream layer.
+
+use crate::mcp::RpcError;
+
+/// Why a request to an upstream failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// The connection closed before the answer came; the caller may re-send on a new one.
+    #[error("connection to the upstream was lost")]
+    ConnectionLost,
+    /// The request's deadline passed (waiting for a reconnect counts).
+    #[error("backend {backend} did not answer within {secs:.1}s")]
+    Timeout { backend: String, secs: f64 },
+    /// The backend was removed (or the relay is shutting down) while the request waited.
+    #[error("backend {0} is no longer configured")]
+    Gone(String),
+    /// Connecting or the MCP handshake failed.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The upstream broke the protocol (bad HTTP status, unreadable answer).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The upstream answered with a JSON-RPC error.
+    #[error("upstream error: {0}")]
+    Rpc(RpcError),
+}

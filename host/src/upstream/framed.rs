@@ -1,0 +1,164 @@
+//! JSON-RPC over a message-oriented link (WebSocket frames, stdio lines): correlates responses
+//! to requests by id and hands notifications to the supervisor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{Stream, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::UpstreamError;
+use crate::mcp::{Message, Notification, Request, Response, RpcError, error_codes};
+
+type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
+
+/// The request side of a framed link. The link's reader task owns the incoming half.
+pub struct FramedConnection {
+    /// Text messages to send; the transport's writer task drains it.
+    outgoing: mpsc::Sender<String>,
+    /// Requests waiting for their response, by the relay-assigned id.
+    pending: Pending,
+    /// Source of relay-assigned request ids (unique per connection).
+    next_id: AtomicU64,
+    /// Cancelled when the link is gone, from either side.
+    closed: CancellationToken,
+}
+
+impl FramedConnection {
+    /// Starts the reader task over `incoming`. Returns the connection and the stream of
+    /// notifications the upstream sends; that stream ends when the link closes.
+    pub fn start<S>(
+        backend: &str,
+        incoming: S,
+        outgoing: mpsc::Sender<String>,
+        closed: CancellationToken,
+    ) -> (Self, mpsc::Receiver<Notification>)
+    where
+        S: Stream<Item = String> + Send + Unpin + 'static,
+    {
+        let pending: Pending = Arc::default();
+        let (events_tx, events_rx) = mpsc::channel(64);
+        tokio::spawn(read_loop(
+            backend.to_owned(),
+            incoming,
+            pending.clone(),
+            outgoing.clone(),
+            events_tx,
+            closed.clone(),
+        ));
+        (Self { outgoing, pending, next_id: AtomicU64::new(1), closed }, events_rx)
+    }
+
+    /// Cancelled when the link is closed.
+    pub fn closed_token(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    /// Sends a request and waits for the matching response.
+    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending lock").insert(id, tx);
+        let _cleanup = RemoveOnDrop { pending: &self.pending, id };
+        let text = Message::Request(Request { id: id.into(), method: method.into(), params }).to_text();
+        if self.outgoing.send(text).await.is_err() {
+            return Err(UpstreamError::ConnectionLost);
+        }
+        tokio::select! {
+            answer = rx => match answer {
+                Ok(Ok(result)) => Ok(result),
+                Ok(Err(e)) => Err(UpstreamError::Rpc(e)),
+                Err(_) => Err(UpstreamError::ConnectionLost),
+            },
+            _ = self.closed.cancelled() => Err(UpstreamError::ConnectionLost),
+        }
+    }
+
+    /// Sends a notification.
+    pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), UpstreamError> {
+        let text = Message::Notification(Notification { method: method.into(), params }).to_text();
+        self.outgoing.send(text).await.map_err(|_| UpstreamError::ConnectionLost)
+    }
+}
+
+/// Forgets a pending request whose caller stopped waiting (deadline, cancellation).
+struct RemoveOnDrop<'a> {
+    pending: &'a Pending,
+    id: u64,
+}
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        self.pending.lock().expect("pending lock").remove(&self.id);
+    }
+}
+
+async fn read_loop<S>(
+    backend: String,
+    mut incoming: S,
+    pending: Pending,
+    outgoing: mpsc::Sender<String>,
+    events: mpsc::Sender<Notification>,
+    closed: CancellationToken,
+) where
+    S: Stream<Item = String> + Unpin,
+{
+    loop {
+        let text = tokio::select! {
+            next = incoming.next() => match next { Some(text) => text, None => break },
+            _ = closed.cancelled() => break,
+        };
+        let message = match serde_json::from_str::<Value>(&text).map(Message::from_value) {
+            Ok(Ok(message)) => message,
+            _ => {
+                tracing::warn!(backend, sample = %truncate(&text, 120), "upstream sent something that is not JSON-RPC; ignored");
+                continue;
+            }
+        };
+        match message {
+            Message::Response(Response { id, outcome }) => {
+                let waiter = id.as_u64().and_then(|id| pending.lock().expect("pending lock").remove(&id));
+                match waiter {
+                    Some(waiter) => {
+                        let _ = waiter.send(outcome);
+                    }
+                    None => tracing::debug!(backend, %id, "response for no pending request (late or unknown); dropped"),
+                }
+            }
+            Message::Notification(n) => {
+                if events.try_send(n).is_err() {
+                    tracing::warn!(backend, "upstream notification queue full; notification dropped");
+                }
+            }
+            Message::Request(r) => {
+                let answer = answer_server_request(&r);
+                let _ = outgoing.try_send(Message::Response(answer).to_text());
+            }
+        }
+    }
+    closed.cancel();
+    // Dropping the waiters wakes every pending request with ConnectionLost.
+    pending.lock().expect("pending lock").clear();
+}
+
+/// Requests an upstream sends to the relay itself. `ping` is answered; forwarding sampling,
+/// elicitation and roots to the client session is a later capability (see the issue tracker).
+pub fn answer_server_request(request: &Request) -> Response {
+    match request.method.as_str() {
+        "ping" => Response::ok(request.id.clone(), json!({})),
+        method => Response::err(
+            request.id.clone(),
+            RpcError::new(error_codes::METHOD_NOT_FOUND, format!("the relay does not forward {method} to clients yet")),
+        ),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}

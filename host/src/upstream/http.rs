@@ -1,0 +1,223 @@
+//! MCP Streamable HTTP client: each request is a POST answered with JSON or an SSE stream;
+//! a GET stream (when the server offers one) carries the server's own notifications.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use serde_json::Value;
+use tokio::sync::{RwLock, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::UpstreamError;
+use super::connection::Connection;
+use super::framed::answer_server_request;
+use crate::mcp::{Message, Notification, Request};
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// A Streamable HTTP session with one upstream.
+pub struct HttpConnection {
+    /// Shared HTTP client (connection pooling across requests).
+    client: reqwest::Client,
+    /// The MCP endpoint.
+    url: String,
+    /// Configured extra headers.
+    headers: HeaderMap,
+    /// Assigned by the server in its `initialize` response.
+    session_id: RwLock<Option<String>>,
+    /// Negotiated in `initialize`; sent on every later request.
+    protocol_version: RwLock<Option<String>>,
+    /// Source of relay-assigned request ids.
+    next_id: AtomicU64,
+    /// Notifications from SSE responses and the GET stream.
+    events: mpsc::Sender<Notification>,
+    /// Cancelled when the session is unusable (transport failure, session expired).
+    closed: CancellationToken,
+}
+
+/// Builds the connection; no request is made until `initialize`.
+pub fn connect(
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    timeout: std::time::Duration,
+) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let name = HeaderName::try_from(name.as_str()).map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        let value = HeaderValue::try_from(value.as_str()).map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        map.insert(name, value);
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .build()
+        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let (events, events_rx) = mpsc::channel(64);
+    let conn = HttpConnection {
+        client,
+        url: url.to_owned(),
+        headers: map,
+        session_id: RwLock::new(None),
+        protocol_version: RwLock::new(None),
+        next_id: AtomicU64::new(1),
+        events,
+        closed: CancellationToken::new(),
+    };
+    Ok((Connection::Http(conn), events_rx))
+}
+
+impl HttpConnection {
+    /// Cancelled when the session is unusable.
+    pub fn closed_token(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    /// POSTs a request and reads its response from JSON or from the SSE stream.
+    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+        if self.closed.is_cancelled() {
+            return Err(UpstreamError::ConnectionLost);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let message = Message::Request(Request { id: id.into(), method: method.into(), params });
+        let response = self.post(&message).await?;
+        if method == "initialize" {
+            if let Some(session) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+                *self.session_id.write().await = Some(session.to_owned());
+            }
+        }
+        let is_sse = content_type(response.headers()).starts_with("text/event-stream");
+        let result = if is_sse { self.read_sse(response, id).await } else { read_json(response, id).await }?;
+        if method == "initialize" {
+            let version = result.get("protocolVersion").and_then(Value::as_str).map(str::to_owned);
+            *self.protocol_version.write().await = version;
+            self.spawn_get_stream();
+        }
+        Ok(result)
+    }
+
+    /// POSTs a notification (answered with 202).
+    pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), UpstreamError> {
+        self.post(&Message::Notification(Notification { method: method.into(), params })).await.map(drop)
+    }
+
+    /// Ends the session politely (DELETE) and marks the connection closed.
+    pub async fn close(&self) {
+        self.closed.cancel();
+        if let Some(session) = self.session_id.read().await.clone() {
+            let _ = self.client.delete(&self.url).headers(self.headers.clone()).header(SESSION_HEADER, session).send().await;
+        }
+    }
+
+    async fn post(&self, message: &Message) -> Result<reqwest::Response, UpstreamError> {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(message.to_text());
+        if let Some(session) = self.session_id.read().await.as_deref() {
+            request = request.header(SESSION_HEADER, session);
+        }
+        if let Some(version) = self.protocol_version.read().await.as_deref() {
+            request = request.header(VERSION_HEADER, version);
+        }
+        let response = request.send().await.map_err(|e| {
+            self.closed.cancel();
+            tracing::debug!(url = %self.url, error = %e, "http upstream unreachable");
+            UpstreamError::ConnectionLost
+        })?;
+        match response.status() {
+            status if status.is_success() => Ok(response),
+            StatusCode::NOT_FOUND if self.session_id.read().await.is_some() => {
+                // The server forgot our session (restart): reconnecting re-initializes.
+                self.closed.cancel();
+                Err(UpstreamError::ConnectionLost)
+            }
+            status => {
+                let body = response.text().await.unwrap_or_default();
+                Err(UpstreamError::Protocol(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>())))
+            }
+        }
+    }
+
+    async fn read_sse(&self, response: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|_| UpstreamError::ConnectionLost)?;
+            if event.data.trim().is_empty() {
+                continue;
+            }
+            match parse(&event.data)? {
+                Message::Response(r) if r.id.as_u64() == Some(id) => return r.outcome.map_err(UpstreamError::Rpc),
+                other => self.dispatch(other).await,
+            }
+        }
+        Err(UpstreamError::ConnectionLost)
+    }
+
+    async fn dispatch(&self, message: Message) {
+        match message {
+            Message::Notification(n) => {
+                let _ = self.events.try_send(n);
+            }
+            Message::Request(r) => {
+                let _ = self.post(&Message::Response(answer_server_request(&r))).await;
+            }
+            Message::Response(_) => {}
+        }
+    }
+
+    /// Opens the server-to-client stream; a server without one answers 405 and that is fine.
+    fn spawn_get_stream(&self) {
+        let client = self.client.clone();
+        let url = self.url.clone();
+        let headers = self.headers.clone();
+        let events = self.events.clone();
+        let closed = self.closed.clone();
+        let session = self.session_id.try_read().ok().and_then(|s| s.clone());
+        let version = self.protocol_version.try_read().ok().and_then(|s| s.clone());
+        tokio::spawn(async move {
+            let mut request = client.get(&url).headers(headers).header(header::ACCEPT, "text/event-stream");
+            if let Some(session) = session {
+                request = request.header(SESSION_HEADER, session);
+            }
+            if let Some(version) = version {
+                request = request.header(VERSION_HEADER, version);
+            }
+            let stream = async {
+                let Ok(response) = request.send().await else { return };
+                if !response.status().is_success() {
+                    return;
+                }
+                let mut sse = response.bytes_stream().eventsource();
+                while let Some(Ok(event)) = sse.next().await {
+                    if let Ok(Message::Notification(n)) = parse(&event.data) {
+                        let _ = events.try_send(n);
+                    }
+                }
+            };
+            tokio::select! { _ = stream => {}, _ = closed.cancelled() => {} }
+        });
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+fn parse(text: &str) -> Result<Message, UpstreamError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| UpstreamError::Protocol(format!("bad JSON: {e}")))?;
+    Message::from_value(value).map_err(|_| UpstreamError::Protocol("not a JSON-RPC message".into()))
+}
+
+async fn read_json(response: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
+    let text = response.text().await.map_err(|_| UpstreamError::ConnectionLost)?;
+    match parse(&text)? {
+        Message::Response(r) if r.id.as_u64() == Some(id) => r.outcome.map_err(UpstreamError::Rpc),
+        _ => Err(UpstreamError::Protocol("HTTP response did not answer the request".into())),
+    }
+}

@@ -1,0 +1,20 @@
+//! Upstreams: the MCP servers behind the relay. Each has a supervisor that keeps one
+//! connection alive (connect, initialize, list, reconnect with capped exponential backoff and
+//! jitter) and publishes its tool list; requests wait for a live connection and are re-sent
+//! once if the connection drops under them, within their deadline.
+
+mod builtin;
+mod connection;
+mod error;
+mod framed;
+mod handshake;
+mod http;
+mod registry;
+mod stdio;
+mod supervisor;
+mod websocket;
+
+pub use builtin::Builtin;
+pub use error::UpstreamError;
+pub use registry::Upstreams;
+pub use supervisor::{State, Status, Upstream};

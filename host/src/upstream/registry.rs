@@ -1,0 +1,81 @@
+//! The set of upstreams, reconciled against the configured backends.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+
+use super::Upstream;
+use crate::config::{Backend, UpstreamConfig};
+
+/// All running upstreams by name. Reconciling is idempotent: applying the same backend list
+/// twice changes nothing, so the file watch and the admin tools may both apply a change.
+pub struct Upstreams {
+    /// Running upstreams by backend name (sorted, so listings are stable).
+    map: RwLock<BTreeMap<String, Arc<Upstream>>>,
+    /// Bumped whenever the set or any tool list changes.
+    changed: watch::Sender<u64>,
+    /// Timing handed to every supervisor.
+    timing: UpstreamConfig,
+    /// Largest message accepted from an upstream.
+    max_message_bytes: usize,
+}
+
+impl Upstreams {
+    /// An empty set.
+    pub fn new(timing: UpstreamConfig, max_message_bytes: usize) -> Self {
+        Self { map: RwLock::default(), changed: watch::Sender::new(0), timing, max_message_bytes }
+    }
+
+    /// Starts upstreams that are new, stops those that are gone, restarts those whose
+    /// configuration changed. Returns the names started and stopped.
+    pub fn reconcile(&self, backends: &[Backend]) -> (Vec<String>, Vec<String>) {
+        let mut map = self.map.write().expect("upstreams lock");
+        let mut stopped = Vec::new();
+        map.retain(|name, upstream| {
+            let keep = backends.iter().any(|b| b == &upstream.backend);
+            if !keep {
+                upstream.stop();
+                stopped.push(name.clone());
+            }
+            keep
+        });
+        let mut started = Vec::new();
+        for backend in backends {
+            if !map.contains_key(&backend.name) {
+                let upstream =
+                    Upstream::spawn(backend.clone(), self.timing.clone(), self.max_message_bytes, self.changed.clone());
+                map.insert(backend.name.clone(), upstream);
+                started.push(backend.name.clone());
+            }
+        }
+        drop(map);
+        if !started.is_empty() || !stopped.is_empty() {
+            tracing::info!(?started, ?stopped, "backends reconciled");
+            self.changed.send_modify(|generation| *generation += 1);
+        }
+        (started, stopped)
+    }
+
+    /// The upstream called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.map.read().expect("upstreams lock").get(name).cloned()
+    }
+
+    /// Every upstream, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Upstream>> {
+        self.map.read().expect("upstreams lock").values().cloned().collect()
+    }
+
+    /// Changes whenever the set of upstreams or any tool list changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Stops every upstream (relay shutdown).
+    pub fn stop_all(&self) {
+        for upstream in self.map.write().expect("upstreams lock").values() {
+            upstream.stop();
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! MCP over a child process's stdin/stdout, one JSON-RPC message per line. The child's stderr
+//! is forwarded to the relay's log. The process is killed when its connection closes, and the
+//! supervisor starts a new one.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::UpstreamError;
+use super::connection::Connection;
+use super::framed::FramedConnection;
+use crate::mcp::{Line, LineCodec, Notification};
+
+/// What to run.
+pub struct StdioCommand<'a> {
+    pub command: &'a str,
+    pub args: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+    pub cwd: Option<&'a PathBuf>,
+}
+
+/// Starts the process and its reader, writer and stderr tasks.
+pub fn connect(
+    backend: &str,
+    spec: StdioCommand<'_>,
+    max_message_bytes: usize,
+) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
+    let mut command = Command::new(spec.command);
+    command
+        .args(spec.args)
+        .envs(spec.env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(cwd) = spec.cwd {
+        command.current_dir(cwd);
+    }
+    let mut child = command.spawn().map_err(|e| UpstreamError::Connect(format!("cannot start {}: {e}", spec.command)))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let closed = CancellationToken::new();
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
+
+    let writer_closed = closed.clone();
+    tokio::spawn(async move {
+        while let Some(mut line) = tokio::select! { l = out_rx.recv() => l, _ = writer_closed.cancelled() => None } {
+            line.push('\n');
+            if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                break;
+            }
+        }
+        writer_closed.cancel();
+    });
+
+    let name = backend.to_owned();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::debug!(backend = %name, "stderr: {line}");
+        }
+    });
+
+    let name = backend.to_owned();
+    let child_closed = closed.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            status = child.wait() => tracing::warn!(backend = %name, ?status, "stdio upstream exited"),
+            _ = child_closed.cancelled() => {
+                let _ = child.kill().await;
+            }
+        }
+        child_closed.cancel();
+    });
+
+    let name = backend.to_owned();
+    let incoming = Box::pin(FramedRead::new(stdout, LineCodec::new(max_message_bytes)).filter_map(move |line| {
+        let line = match line {
+            Ok(Line::Text(line)) if !line.trim().is_empty() => Some(line),
+            Ok(Line::Text(_)) => None,
+            Ok(Line::TooLong) => {
+                tracing::warn!(backend = %name, "stdio upstream sent a line over the size limit; skipped");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(backend = %name, error = %e, "cannot read stdio upstream");
+                None
+            }
+        };
+        futures::future::ready(line)
+    }));
+    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed);
+    Ok((Connection::Framed(conn), events))
+}

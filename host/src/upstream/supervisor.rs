@@ -1,0 +1,303 @@
+//! One upstream and the task that keeps it connected.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::connection::Connection;
+use super::handshake::{self, ServerIdentity};
+use super::{UpstreamError, http, stdio, websocket};
+use crate::config::{Backend, Transport, UpstreamConfig};
+use crate::mcp::Notification;
+
+/// Where the supervisor is in its cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// First connection attempt in progress.
+    Connecting,
+    /// Connected and initialized; requests flow.
+    Ready,
+    /// Lost or never reached; waiting out the backoff before the next attempt.
+    Reconnecting,
+    /// Removed from the configuration or the relay is stopping.
+    Stopped,
+}
+
+impl State {
+    /// Lower-case name for status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Ready => "ready",
+            State::Reconnecting => "reconnecting",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// A snapshot of an upstream's health, for status output.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Current state.
+    pub state: State,
+    /// The last connect or handshake error, if any.
+    pub last_error: Option<String>,
+    /// How many times a connection was established.
+    pub connects: u64,
+    /// When the current connection was established.
+    pub connected_since: Option<SystemTime>,
+    /// `serverInfo` and version from the upstream's `initialize` answer.
+    pub identity: Option<ServerIdentity>,
+}
+
+/// An upstream: its configuration, its live connection (if any) and its last known tools.
+pub struct Upstream {
+    /// The validated configuration entry.
+    pub backend: Backend,
+    /// Timing shared by all upstreams.
+    timing: UpstreamConfig,
+    /// Largest message accepted from the upstream.
+    max_message_bytes: usize,
+    /// The live connection; `None` while (re)connecting.
+    connection: watch::Sender<Option<Arc<Connection>>>,
+    /// Last tool list received. Kept while reconnecting so that clients do not see tools
+    /// flicker away during a restart and calls can wait for the upstream to return.
+    tools: watch::Sender<Arc<Vec<Value>>>,
+    /// Health for status output.
+    status: Mutex<Status>,
+    /// Asks the supervisor to drop the connection and connect again now.
+    reconnect: Notify,
+    /// Stops the supervisor for good.
+    stop: CancellationToken,
+}
+
+impl Upstream {
+    /// Creates the upstream and starts its supervisor; `changed` is bumped on every tool list
+    /// change so the router can rebuild its catalog.
+    pub fn spawn(backend: Backend, timing: UpstreamConfig, max_message_bytes: usize, changed: watch::Sender<u64>) -> Arc<Self> {
+        let upstream = Arc::new(Self {
+            backend,
+            timing,
+            max_message_bytes,
+            connection: watch::Sender::new(None),
+            tools: watch::Sender::new(Arc::new(Vec::new())),
+            status: Mutex::new(Status {
+                state: State::Connecting,
+                last_error: None,
+                connects: 0,
+                connected_since: None,
+                identity: None,
+            }),
+            reconnect: Notify::new(),
+            stop: CancellationToken::new(),
+        });
+        tokio::spawn(supervise(upstream.clone(), changed));
+        upstream
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &str {
+        &self.backend.name
+    }
+
+    /// The last known tools, as the upstream described them.
+    pub fn tools(&self) -> Arc<Vec<Value>> {
+        self.tools.borrow().clone()
+    }
+
+    /// A health snapshot.
+    pub fn status(&self) -> Status {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// The deadline of one call to this upstream.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.backend.call_timeout_secs.unwrap_or(self.timing.call_timeout_secs))
+    }
+
+    /// Drops the current connection and connects again at once.
+    pub fn request_reconnect(&self) {
+        self.reconnect.notify_one();
+    }
+
+    /// Stops the supervisor and closes the connection; waiting requests fail with `Gone`.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Sends a request, waiting for a live connection first. If the connection drops before the
+    /// answer, the request is sent again on the next connection; all of it within `timeout`.
+    pub async fn request(&self, method: &str, params: Option<Value>, timeout: Duration) -> Result<Value, UpstreamError> {
+        let attempt = async {
+            let mut connection = self.connection.subscribe();
+            loop {
+                let conn = loop {
+                    if self.stop.is_cancelled() {
+                        return Err(UpstreamError::Gone(self.name().to_owned()));
+                    }
+                    if let Some(conn) = connection.borrow_and_update().clone().filter(|c| !c.is_closed()) {
+                        break conn;
+                    }
+                    tokio::select! {
+                        changed = connection.changed() => if changed.is_err() {
+                            return Err(UpstreamError::Gone(self.name().to_owned()));
+                        },
+                        _ = self.stop.cancelled() => {}
+                    }
+                };
+                match conn.request(method, params.clone()).await {
+                    Err(UpstreamError::ConnectionLost) => {
+                        tracing::info!(backend = self.name(), method, "connection lost mid-request; re-sending when the upstream is back");
+                    }
+                    other => return other,
+                }
+            }
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err(UpstreamError::Timeout { backend: self.name().to_owned(), secs: timeout.as_secs_f64() }))
+    }
+
+    fn set_status(&self, change: impl FnOnce(&mut Status)) {
+        change(&mut self.status.lock().expect("status lock"));
+    }
+
+    async fn open(&self) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
+        let name = self.name();
+        match &self.backend.transport {
+            Transport::WebSocket { url, headers } => websocket::connect(name, url, headers, self.max_message_bytes).await,
+            Transport::Http { url, headers } => {
+                http::connect(url, headers, Duration::from_secs_f64(self.timing.connect_timeout_secs))
+            }
+            Transport::Stdio { command, args, env, cwd } => stdio::connect(
+                name,
+                stdio::StdioCommand { command, args, env, cwd: cwd.as_ref() },
+                self.max_message_bytes,
+            ),
+        }
+    }
+
+    /// Connects and performs the handshake and first listing, within the connect timeout.
+    async fn establish(&self) -> Result<(Arc<Connection>, mpsc::Receiver<Notification>, ServerIdentity, Vec<Value>), UpstreamError> {
+        let timeout = Duration::from_secs_f64(self.timing.connect_timeout_secs);
+        let attempt = async {
+            let (conn, events) = self.open().await?;
+            let conn = Arc::new(conn);
+            let setup = async {
+                let identity = handshake::initialize(&conn).await?;
+                let tools = if identity.has_tools { handshake::list_tools(&conn).await? } else { Vec::new() };
+                Ok::<_, UpstreamError>((identity, tools))
+            };
+            match setup.await {
+                Ok((identity, tools)) => Ok((conn, events, identity, tools)),
+                Err(e) => {
+                    conn.close().await;
+                    Err(e)
+                }
+            }
+        };
+        tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| {
+            Err(UpstreamError::Connect(format!("no complete handshake within {:.1}s", timeout.as_secs_f64())))
+        })
+    }
+
+    fn publish_tools(&self, tools: Vec<Value>, changed: &watch::Sender<u64>) {
+        self.tools.send_replace(Arc::new(tools));
+        changed.send_modify(|generation| *generation += 1);
+    }
+}
+
+/// The supervisor loop: connect, serve, and on loss reconnect with capped backoff and jitter.
+async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
+    let name = upstream.name().to_owned();
+    let backoff_builder = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(upstream.timing.backoff_initial_ms))
+        .with_max_delay(Duration::from_millis(upstream.timing.backoff_max_ms))
+        .with_jitter()
+        .without_max_times();
+    let mut backoff = backoff_builder.build();
+    loop {
+        let established = tokio::select! {
+            result = upstream.establish() => result,
+            _ = upstream.stop.cancelled() => break,
+        };
+        match established {
+            Ok((conn, mut events, identity, tools)) => {
+                backoff = backoff_builder.build();
+                tracing::info!(backend = %name, tools = tools.len(), server = %identity.server_info, version = %identity.protocol_version, "upstream ready");
+                upstream.set_status(|s| {
+                    s.state = State::Ready;
+                    s.last_error = None;
+                    s.connects += 1;
+                    s.connected_since = Some(SystemTime::now());
+                    s.identity = Some(identity);
+                });
+                upstream.publish_tools(tools, &changed);
+                upstream.connection.send_replace(Some(conn.clone()));
+                let reason = serve(&upstream, &conn, &mut events, &changed).await;
+                upstream.connection.send_replace(None);
+                conn.close().await;
+                if upstream.stop.is_cancelled() {
+                    break;
+                }
+                tracing::warn!(backend = %name, reason, "upstream connection ended; reconnecting");
+                upstream.set_status(|s| {
+                    s.state = State::Reconnecting;
+                    s.connected_since = None;
+                    s.last_error = Some(reason.to_owned());
+                });
+            }
+            Err(e) => {
+                tracing::warn!(backend = %name, error = %e, "upstream connect failed");
+                upstream.set_status(|s| {
+                    if s.state != State::Connecting || s.connects > 0 {
+                        s.state = State::Reconnecting;
+                    }
+                    s.last_error = Some(e.to_string());
+                });
+            }
+        }
+        let delay = backoff.next().unwrap_or(Duration::from_millis(upstream.timing.backoff_max_ms));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = upstream.reconnect.notified() => {}
+            _ = upstream.stop.cancelled() => break,
+        }
+    }
+    upstream.set_status(|s| s.state = State::Stopped);
+    tracing::info!(backend = %name, "upstream stopped");
+}
+
+/// Serves one connection until it ends; returns why.
+async fn serve(
+    upstream: &Upstream,
+    conn: &Connection,
+    events: &mut mpsc::Receiver<Notification>,
+    changed: &watch::Sender<u64>,
+) -> &'static str {
+    let started = Instant::now();
+    loop {
+        tokio::select! {
+            _ = upstream.stop.cancelled() => return "stopped",
+            _ = upstream.reconnect.notified() => return "reconnect requested",
+            _ = conn.closed() => return "connection closed",
+            event = events.recv() => match event {
+                None => return "connection closed",
+                Some(n) if n.method == "notifications/tools/list_changed" => {
+                    match handshake::list_tools(conn).await {
+                        Ok(tools) => {
+                            tracing::info!(backend = upstream.name(), tools = tools.len(), "upstream tools changed");
+                            upstream.publish_tools(tools, changed);
+                        }
+                        Err(e) => tracing::warn!(backend = upstream.name(), error = %e, "re-listing tools failed"),
+                    }
+                }
+                Some(n) => tracing::debug!(backend = upstream.name(), method = %n.method, up_secs = started.elapsed().as_secs(), "upstream notification not forwarded"),
+            },
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! MCP over WebSocket: one JSON-RPC message per text frame.
+
+use std::collections::BTreeMap;
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message as Frame};
+use tokio_util::sync::CancellationToken;
+
+use super::UpstreamError;
+use super::connection::Connection;
+use super::framed::FramedConnection;
+use crate::mcp::Notification;
+
+/// Opens the WebSocket and starts its reader and writer tasks.
+pub async fn connect(
+    backend: &str,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    max_message_bytes: usize,
+) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
+    let mut request = url.into_client_request().map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    for (name, value) in headers {
+        let name = http::HeaderName::try_from(name.as_str()).map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        let value = http::HeaderValue::try_from(value.as_str()).map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        request.headers_mut().insert(name, value);
+    }
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes));
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .map_err(|e| UpstreamError::Connect(format!("{url}: {e}")))?;
+    let (mut sink, stream) = socket.split();
+    let closed = CancellationToken::new();
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
+
+    let writer_closed = closed.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                next = out_rx.recv() => match next {
+                    Some(text) => if sink.send(Frame::text(text)).await.is_err() { break },
+                    None => break,
+                },
+                _ = writer_closed.cancelled() => break,
+            }
+        }
+        let _ = sink.close().await;
+        writer_closed.cancel();
+    });
+
+    let backend_name = backend.to_owned();
+    let incoming = Box::pin(stream.filter_map(move |frame| {
+        let text = match frame {
+            Ok(Frame::Text(text)) => Some(text.as_str().to_owned()),
+            Ok(Frame::Binary(bytes)) => String::from_utf8(bytes.to_vec()).ok(),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(backend = %backend_name, error = %e, "websocket read error");
+                None
+            }
+        };
+        futures::future::ready(text)
+    }));
+    // A read error ends the stream through `Frame::Close`/EOF; treat errors as the end too.
+    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed);
+    Ok((Connection::Framed(conn), events))
+}
