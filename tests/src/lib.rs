@@ -1,1 +1,330 @@
+//! Harness for the end-to-end tests: starts the real `relay` binary (and fixture backends) on
+//! ephemeral ports in a temporary directory, and speaks to it over real sockets.
+//!
+//! The relay binary must be built first (`cargo build -p relay`); the README's test command
+//! does that.
 
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::process::{Child, Command};
+
+/// How long a test waits for anything that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_owned()
+}
+
+/// A binary of this workspace and build profile (beside the test executable's `deps/` folder).
+fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let bin = profile_dir.join(name);
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace` first (scripts/test.sh does)", bin.display());
+    bin
+}
+
+/// The `relay` binary.
+pub fn relay_bin() -> PathBuf {
+    workspace_bin("relay")
+}
+
+/// A running relay process; killed on drop.
+pub struct Relay {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its config directory (relay.yaml, backends.yaml, relay.log).
+    pub dir: PathBuf,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+/// A relay.yaml with fast reconnects, for tests.
+pub const TEST_RELAY_YAML: &str = "upstream:\n  backoff_initial_ms: 50\n  backoff_max_ms: 500\n  call_timeout_secs: 20\n  connect_timeout_secs: 10\n";
+
+impl Relay {
+    /// Starts a relay with the test relay.yaml and this backends.yaml.
+    pub async fn start(backends_yaml: &str) -> Relay {
+        Self::start_with(TEST_RELAY_YAML, backends_yaml, &[]).await
+    }
+
+    /// Starts a relay with the given files and extra arguments, in a fresh temp dir.
+    pub async fn start_with(relay_yaml: &str, backends_yaml: &str, args: &[&str]) -> Relay {
+        let tempdir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tempdir.path().join("relay.yaml"), relay_yaml).unwrap();
+        std::fs::write(tempdir.path().join("backends.yaml"), backends_yaml).unwrap();
+        let dir = tempdir.path().to_owned();
+        let mut relay = Self::start_in(&dir, "relay.log", args, &[]).await;
+        relay._tempdir = Some(tempdir);
+        relay
+    }
+
+    /// Starts a relay on the config already in `dir`, logging to `dir/log_name`.
+    pub async fn start_in(dir: &Path, log_name: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
+        let log = std::fs::File::create(dir.join(log_name)).expect("log file");
+        let mut child = Command::new(relay_bin())
+            .args(args)
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.join("relay.yaml"))
+            .env("RELAY_PORT", "0")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start relay");
+        let port = read_listening_port(&mut child, "relay listening on ").await;
+        Relay { child, port, dir: dir.to_owned(), _tempdir: None }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn http(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `ws://127.0.0.1:PORT{path}`.
+    pub fn ws(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The backends file.
+    pub fn backends_path(&self) -> PathBuf {
+        self.dir.join("backends.yaml")
+    }
+
+    /// Everything the relay logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("relay.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        eventually(&format!("log line {needle:?}"), || async { self.log().contains(needle).then_some(()) }).await
+    }
+
+    /// A newline JSON-RPC client, already initialized.
+    pub async fn line_client(&self) -> LineClient {
+        let mut client = LineClient::connect(self.port).await;
+        let init = client.request("initialize", json!({"protocolVersion": "2025-06-18", "clientInfo": {"name": "e2e"}})).await;
+        assert!(init["result"]["serverInfo"].is_object(), "{init}");
+        client
+    }
+
+    /// `relay_get_status`'s structured result.
+    pub async fn status(&self) -> Value {
+        let mut client = self.line_client().await;
+        let reply = client.call_tool("relay_get_status", json!({})).await;
+        reply["result"]["structuredContent"].clone()
+    }
+
+    /// The state of one backend in `relay_get_status`.
+    pub async fn backend_state(&self, name: &str) -> Option<String> {
+        let status = self.status().await;
+        status["backends"].as_array()?.iter().find(|b| b["name"] == name)?["state"].as_str().map(str::to_owned)
+    }
+
+    /// Waits until backend `name` is `ready`.
+    pub async fn wait_ready(&self, name: &str) {
+        eventually(&format!("backend {name} ready"), || async {
+            (self.backend_state(name).await.as_deref() == Some("ready")).then_some(())
+        })
+        .await
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+        tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("relay exits").expect("wait")
+    }
+}
+
+async fn read_listening_port(child: &mut Child, prefix: &str) -> u16 {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let find = async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(addr) = line.strip_prefix(prefix) {
+                return addr.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port");
+            }
+        }
+        panic!("process exited before listening (status {:?})", child.try_wait());
+    };
+    let port = tokio::time::timeout(PATIENCE, find).await.expect("process starts listening");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    port
+}
+
+/// Polls `check` until it yields `Some`, or panics after [`PATIENCE`] naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client of the newline-delimited JSON-RPC transport.
+pub struct LineClient {
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    write: OwnedWriteHalf,
+    next_id: u64,
+}
+
+impl LineClient {
+    /// Connects without initializing.
+    pub async fn connect(port: u16) -> LineClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let (read, write) = stream.into_split();
+        LineClient { lines: BufReader::new(read).lines(), write, next_id: 1 }
+    }
+
+    /// Sends `text` and a newline, as is.
+    pub async fn send_raw(&mut self, text: &str) {
+        self.write.write_all(format!("{text}\n").as_bytes()).await.expect("write");
+    }
+
+    /// The next message from the relay.
+    pub async fn recv(&mut self) -> Value {
+        let line = tokio::time::timeout(PATIENCE, self.lines.next_line())
+            .await
+            .expect("a message within the timeout")
+            .expect("read")
+            .expect("connection open");
+        serde_json::from_str(&line).expect("relay sends JSON")
+    }
+
+    /// The next message that is a response (notifications are skipped).
+    pub async fn recv_response(&mut self) -> Value {
+        loop {
+            let message = self.recv().await;
+            if message.get("id").is_some() {
+                return message;
+            }
+        }
+    }
+
+    /// Sends a request and returns its response.
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_raw(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()).await;
+        let response = self.recv_response().await;
+        assert_eq!(response["id"], id, "{response}");
+        response
+    }
+
+    /// `tools/call`.
+    pub async fn call_tool(&mut self, name: &str, arguments: Value) -> Value {
+        self.request("tools/call", json!({"name": name, "arguments": arguments})).await
+    }
+
+    /// The names of `tools/list`.
+    pub async fn tool_names(&mut self) -> Vec<String> {
+        let reply = self.request("tools/list", json!({})).await;
+        reply["result"]["tools"].as_array().expect("tools").iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+    }
+}
+
+/// The first text content of a tools/call response.
+pub fn text_of(response: &Value) -> String {
+    response["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text content in {response}")).to_owned()
+}
+
+/// A running fixture WebSocket MCP server; killed on drop.
+pub struct Fixture {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    /// The name it reports and prefixes echo answers with.
+    pub name: String,
+}
+
+impl Fixture {
+    /// Starts a fixture on an ephemeral port.
+    pub async fn start(name: &str) -> Fixture {
+        Self::start_on(name, 0, &[]).await
+    }
+
+    /// Starts a fixture on `port` (0 for any) with extra flags.
+    pub async fn start_on(name: &str, port: u16, flags: &[&str]) -> Fixture {
+        let mut child = Command::new(workspace_bin("fixture-ws-server"))
+            .args(["--name", name, "--port", &port.to_string()])
+            .args(flags)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start fixture");
+        let port = read_listening_port(&mut child, "listening on ").await;
+        Fixture { child, port, name: name.to_owned() }
+    }
+
+    /// `ws://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// A backends.yaml entry for this fixture.
+    pub fn entry(&self) -> String {
+        format!("  - name: {}\n    url: {}\n", self.name, self.url())
+    }
+
+    /// Kills the process (its connections drop at once).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The published reference server, run from the test clients' node_modules.
+pub fn everything_js() -> PathBuf {
+    let path = repo_root().join("tests/clients/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(path.exists(), "{} is missing: run scripts/test.sh (it runs npm ci)", path.display());
+    path
+}
+
+/// A backends.yaml entry running server-everything over stdio.
+pub fn everything_stdio_entry(name: &str) -> String {
+    format!("  - name: {name}\n    command: node\n    args: [{:?}, stdio]\n", everything_js().display().to_string())
+}
+
+/// Runs the official TypeScript SDK driver; returns its one-line JSON report.
+pub async fn ts_client(transport: &str, url: &str, calls: Value) -> Value {
+    let script = repo_root().join("tests/clients/ts/drive.mjs");
+    run_driver(Command::new("node").arg(script).args(["--transport", transport, "--url", url, "--calls", &calls.to_string()])).await
+}
+
+/// Runs the official Python SDK driver; returns its one-line JSON report.
+pub async fn py_client(url: &str, calls: Value) -> Value {
+    let python = repo_root().join("tests/clients/.venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/test.sh (it creates the venv)", python.display());
+    let script = repo_root().join("tests/clients/py/drive.py");
+    run_driver(Command::new(python).arg(script).args(["--url", url, "--calls", &calls.to_string()])).await
+}
+
+async fn run_driver(command: &mut Command) -> Value {
+    let output = tokio::time::timeout(Duration::from_secs(60), command.kill_on_drop(true).output())
+        .await
+        .expect("driver finishes")
+        .expect("driver runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "driver failed ({}):\nstdout: {stdout}\nstderr: {stderr}", output.status);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("driver output is not JSON ({e}): {stdout}"))
+}

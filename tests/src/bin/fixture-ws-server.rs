@@ -1,0 +1,141 @@
+//! A WebSocket MCP server for the end-to-end tests: a few tools with predictable results, plus
+//! misbehaviours on demand (slow, hanging, garbage). Prints `listening on 127.0.0.1:PORT` on
+//! stdout once it accepts connections.
+//!
+//! Usage: fixture-ws-server [--port N] [--name NAME] [--hang-initialize]
+//!
+//! Tools: `echo {message}` → "NAME: message"; `add {a, b}`; `slow {ms, message}`;
+//! `hang` (never answers); `garbage` (sends a non-JSON frame, never answers);
+//! `register_tool {name}` (adds an echo-like tool and sends `tools/list_changed`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Options {
+    port: u16,
+    name: String,
+    hang_initialize: bool,
+}
+
+fn options() -> Options {
+    let mut opts = Options { port: 0, name: "fixture".into(), hang_initialize: false };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--port" => opts.port = args.next().and_then(|p| p.parse().ok()).expect("--port N"),
+            "--name" => opts.name = args.next().expect("--name NAME"),
+            "--hang-initialize" => opts.hang_initialize = true,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    opts
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let opts = Arc::new(options());
+    let listener = TcpListener::bind(("127.0.0.1", opts.port)).await.expect("bind");
+    println!("listening on {}", listener.local_addr().unwrap());
+    let extra_tools: Arc<Mutex<Vec<String>>> = Arc::default();
+    loop {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let opts = opts.clone();
+        let extra_tools = extra_tools.clone();
+        tokio::spawn(async move {
+            let Ok(socket) = tokio_tungstenite::accept_async(stream).await else { return };
+            let (mut sink, mut stream) = socket.split();
+            let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            tokio::spawn(async move {
+                while let Some(text) = rx.recv().await {
+                    if sink.send(Message::text(text)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            while let Some(Ok(frame)) = stream.next().await {
+                let Message::Text(text) = frame else { continue };
+                let Ok(request) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                let opts = opts.clone();
+                let tx = tx.clone();
+                let extra_tools = extra_tools.clone();
+                tokio::spawn(async move { handle(&opts, &extra_tools, request, &tx).await });
+            }
+        });
+    }
+}
+
+async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: &mpsc::UnboundedSender<String>) {
+    let Some(id) = request.get("id").cloned() else { return };
+    let method = request["method"].as_str().unwrap_or("");
+    let params = &request["params"];
+    let result = match method {
+        "initialize" if opts.hang_initialize => return,
+        "initialize" => json!({
+            "protocolVersion": params["protocolVersion"].as_str().unwrap_or("2025-06-18"),
+            "capabilities": {"tools": {"listChanged": true}},
+            "serverInfo": {"name": opts.name, "version": "1.0.0"},
+        }),
+        "ping" => json!({}),
+        "tools/list" => json!({"tools": tools(extra)}),
+        "tools/call" => {
+            let args = &params["arguments"];
+            match params["name"].as_str().unwrap_or("") {
+                "echo" => text(format!("{}: {}", opts.name, args["message"].as_str().unwrap_or(""))),
+                "add" => text((args["a"].as_f64().unwrap_or(0.0) + args["b"].as_f64().unwrap_or(0.0)).to_string()),
+                "slow" => {
+                    tokio::time::sleep(Duration::from_millis(args["ms"].as_u64().unwrap_or(1000))).await;
+                    text(format!("{}: {}", opts.name, args["message"].as_str().unwrap_or("done")))
+                }
+                "hang" => return,
+                "garbage" => {
+                    let _ = tx.send("this is not json {{{".into());
+                    return;
+                }
+                "register_tool" => {
+                    let name = args["name"].as_str().unwrap_or("extra").to_owned();
+                    extra.lock().unwrap().push(name.clone());
+                    let _ = tx.send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}).to_string());
+                    text(format!("registered {name}"))
+                }
+                name if extra.lock().unwrap().iter().any(|t| t == name) => text(format!("{}: {name}", opts.name)),
+                name => {
+                    let error = json!({"code": -32602, "message": format!("Unknown tool: {name}")});
+                    let _ = tx.send(json!({"jsonrpc": "2.0", "id": id, "error": error}).to_string());
+                    return;
+                }
+            }
+        }
+        _ => {
+            let error = json!({"code": -32601, "message": format!("Method not found: {method}")});
+            let _ = tx.send(json!({"jsonrpc": "2.0", "id": id, "error": error}).to_string());
+            return;
+        }
+    };
+    let _ = tx.send(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string());
+}
+
+fn text(text: String) -> Value {
+    json!({"content": [{"type": "text", "text": text}]})
+}
+
+fn tools(extra: &Mutex<Vec<String>>) -> Vec<Value> {
+    let object = |props: Value| json!({"type": "object", "properties": props});
+    let mut tools = vec![
+        json!({"name": "echo", "description": "Echo a message", "inputSchema": object(json!({"message": {"type": "string"}}))}),
+        json!({"name": "add", "description": "Add two numbers", "inputSchema": object(json!({"a": {"type": "number"}, "b": {"type": "number"}}))}),
+        json!({"name": "slow", "description": "Answer after ms milliseconds", "inputSchema": object(json!({"ms": {"type": "integer"}, "message": {"type": "string"}}))}),
+        json!({"name": "hang", "description": "Never answer", "inputSchema": object(json!({}))}),
+        json!({"name": "garbage", "description": "Send a non-JSON frame", "inputSchema": object(json!({}))}),
+        json!({"name": "register_tool", "description": "Add a tool", "inputSchema": object(json!({"name": {"type": "string"}}))}),
+    ];
+    for name in extra.lock().unwrap().iter() {
+        tools.push(json!({"name": name, "inputSchema": object(json!({}))}));
+    }
+    tools
+}

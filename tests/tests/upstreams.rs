@@ -1,0 +1,197 @@
+//! Upstream aggregation, routing, collisions, re-listing, recovery and isolation, driven over
+//! the newline transport against real fixture backends (WebSocket) and the published
+//! server-everything (stdio and Streamable HTTP).
+
+use std::time::{Duration, Instant};
+
+use relay_tests::{Fixture, Relay, eventually, everything_js, everything_stdio_entry, text_of};
+use serde_json::json;
+
+#[tokio::test]
+async fn line_to_websocket_aggregates_and_prefixes_collisions() {
+    let (alpha, beta) = (Fixture::start("alpha").await, Fixture::start("beta").await);
+    let relay = Relay::start(&format!("backends:\n{}{}", alpha.entry(), beta.entry())).await;
+    relay.wait_ready("alpha").await;
+    relay.wait_ready("beta").await;
+    let mut client = relay.line_client().await;
+    let names = eventually("both tool lists", || async {
+        let mut c = relay.line_client().await;
+        let names = c.tool_names().await;
+        names.contains(&"beta__echo".to_string()).then_some(names)
+    })
+    .await;
+    // Every fixture tool collides, so every copy is prefixed; built-ins keep their names.
+    for expected in ["relay_get_status", "alpha__echo", "beta__echo", "alpha__add", "beta__add"] {
+        assert!(names.contains(&expected.to_string()), "{expected} missing from {names:?}");
+    }
+    assert!(!names.contains(&"echo".to_string()), "a colliding tool kept its bare name: {names:?}");
+    assert_eq!(text_of(&client.call_tool("alpha__echo", json!({"message": "hi"})).await), "alpha: hi");
+    assert_eq!(text_of(&client.call_tool("beta__echo", json!({"message": "hi"})).await), "beta: hi");
+}
+
+#[tokio::test]
+async fn line_to_websocket_unique_names_stay_and_list_changed_is_followed() {
+    let alpha = Fixture::start("alpha").await;
+    let relay = Relay::start(&format!("backends:\n{}", alpha.entry())).await;
+    relay.wait_ready("alpha").await;
+    let mut client = relay.line_client().await;
+    assert_eq!(text_of(&client.call_tool("add", json!({"a": 2, "b": 3})).await), "5");
+    client.call_tool("register_tool", json!({"name": "fresh_tool"})).await;
+    // The relay re-lists on notifications/tools/list_changed and tells its own clients.
+    let notified = client.recv().await;
+    assert_eq!(notified["method"], "notifications/tools/list_changed", "{notified}");
+    let names = client.tool_names().await;
+    assert!(names.contains(&"fresh_tool".to_string()), "{names:?}");
+    assert_eq!(text_of(&client.call_tool("fresh_tool", json!({})).await), "alpha: fresh_tool");
+}
+
+#[tokio::test]
+async fn line_to_websocket_call_survives_backend_restart() {
+    let mut alpha = Fixture::start("alpha").await;
+    let port = alpha.port;
+    let relay = Relay::start(&format!("backends:\n{}", alpha.entry())).await;
+    relay.wait_ready("alpha").await;
+    let mut client = relay.line_client().await;
+    client.send_raw(&json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"ms": 1500, "message": "finished"}}}).to_string()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alpha.kill().await; // the backend dies mid-call
+    relay.wait_for_log("connection lost mid-request").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _restarted = Fixture::start_on("alpha", port, &[]).await;
+    let response = client.recv_response().await;
+    assert_eq!(response["id"], 77);
+    assert_eq!(text_of(&response), "alpha: finished", "{response}");
+    let status = relay.status().await;
+    assert!(status["backends"][0]["connects"].as_u64().unwrap() >= 2, "{status}");
+}
+
+#[tokio::test]
+async fn line_to_websocket_call_past_deadline_gets_clear_error() {
+    let mut alpha = Fixture::start("alpha").await;
+    let backends = format!("backends:\n{}    call_timeout_secs: 1.5\n", alpha.entry());
+    let relay = Relay::start(&backends).await;
+    relay.wait_ready("alpha").await;
+    let mut client = relay.line_client().await;
+    alpha.kill().await; // and it never comes back
+    let started = Instant::now();
+    let response = client.call_tool("echo", json!({"message": "anyone?"})).await;
+    let error = &response["error"];
+    assert_eq!(error["code"], -32002, "{response}");
+    assert!(error["message"].as_str().unwrap().contains("did not answer within 1.5s"), "{response}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn line_to_websocket_hanging_and_garbage_backends_are_isolated() {
+    let (good, bad) = (Fixture::start("good").await, Fixture::start("bad").await);
+    let stuck = Fixture::start_on("stuck", 0, &["--hang-initialize"]).await;
+    let backends = format!(
+        "backends:\n{}{}    call_timeout_secs: 1\n{}",
+        good.entry(),
+        bad.entry(),
+        stuck.entry()
+    );
+    let relay = Relay::start_with(
+        "upstream:\n  connect_timeout_secs: 1\n  backoff_initial_ms: 50\n  backoff_max_ms: 500\n",
+        &backends,
+        &[],
+    )
+    .await;
+    relay.wait_ready("good").await;
+    relay.wait_ready("bad").await;
+    let mut client = relay.line_client().await;
+    // A hang and a garbage answer on `bad` run concurrently with healthy calls on `good`.
+    client.send_raw(&json!({"jsonrpc":"2.0","id":"h","method":"tools/call","params":{"name":"bad__hang"}}).to_string()).await;
+    client.send_raw(&json!({"jsonrpc":"2.0","id":"g","method":"tools/call","params":{"name":"bad__garbage"}}).to_string()).await;
+    let started = Instant::now();
+    assert_eq!(text_of(&client.call_tool("good__echo", json!({"message": "still here"})).await), "good: still here");
+    assert!(started.elapsed() < Duration::from_millis(900), "the healthy backend waited for the bad one");
+    let mut errors = vec![client.recv_response().await, client.recv_response().await];
+    errors.sort_by_key(|e| e["id"].as_str().unwrap().to_owned());
+    for error in &errors {
+        assert_eq!(error["error"]["code"], -32002, "{error}");
+    }
+    relay.wait_for_log("not JSON-RPC").await;
+    // The backend whose handshake hangs never becomes ready and says why; the others serve.
+    let status = relay.status().await;
+    let stuck = status["backends"].as_array().unwrap().iter().find(|b| b["name"] == "stuck").unwrap();
+    assert_ne!(stuck["state"], "ready");
+    assert!(stuck["last_error"].as_str().unwrap().contains("handshake"), "{stuck}");
+    assert_eq!(text_of(&client.call_tool("good__add", json!({"a": 1, "b": 1})).await), "2");
+}
+
+#[tokio::test]
+async fn line_to_stdio_everything_lists_and_calls() {
+    let relay = Relay::start(&format!("backends:\n{}", everything_stdio_entry("everything"))).await;
+    relay.wait_ready("everything").await;
+    let mut client = relay.line_client().await;
+    let names = client.tool_names().await;
+    assert!(names.contains(&"echo".to_string()) && names.contains(&"get-sum".to_string()), "{names:?}");
+    assert_eq!(text_of(&client.call_tool("echo", json!({"message": "via stdio"})).await), "Echo: via stdio");
+    let sum = client.call_tool("get-sum", json!({"a": 20, "b": 22})).await;
+    assert!(text_of(&sum).contains("42"), "{sum}");
+}
+
+#[tokio::test]
+async fn line_to_stdio_process_is_restarted_after_it_dies() {
+    let relay = Relay::start(&format!("backends:\n{}", everything_stdio_entry("everything"))).await;
+    relay.wait_ready("everything").await;
+    let pid = child_pid_running(&everything_js().display().to_string(), &relay.dir);
+    let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    relay.wait_for_log("stdio upstream exited").await;
+    relay.wait_ready("everything").await;
+    let mut client = relay.line_client().await;
+    assert_eq!(text_of(&client.call_tool("echo", json!({"message": "again"})).await), "Echo: again");
+}
+
+#[tokio::test]
+async fn line_to_http_everything_lists_and_calls() {
+    let port = free_port();
+    let mut server = tokio::process::Command::new("node")
+        .arg(everything_js())
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("server-everything http up", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+    })
+    .await;
+    let relay = Relay::start(&format!("backends:\n  - name: web\n    url: http://127.0.0.1:{port}/mcp\n")).await;
+    relay.wait_ready("web").await;
+    let mut client = relay.line_client().await;
+    assert_eq!(text_of(&client.call_tool("echo", json!({"message": "via http"})).await), "Echo: via http");
+    let status = relay.status().await;
+    assert_eq!(status["backends"][0]["transport"], "http");
+    assert!(status["backends"][0]["tools"].as_u64().unwrap() >= 10, "{status}");
+    server.kill().await.unwrap();
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The pid of the process whose command line contains `needle` and whose parent is a relay
+/// started from `dir`.
+fn child_pid_running(needle: &str, dir: &std::path::Path) -> u32 {
+    let relay_config = dir.join("relay.yaml").display().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
+        if !cmdline.contains(needle) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat.rsplit(')').next().and_then(|s| s.split_whitespace().nth(1)).unwrap_or("0");
+        let parent = std::fs::read_to_string(format!("/proc/{ppid}/cmdline")).unwrap_or_default().replace('\0', " ");
+        if parent.contains(&relay_config) {
+            return pid;
+        }
+    }
+    panic!("no process running {needle} under the relay in {}", dir.display());
+}
