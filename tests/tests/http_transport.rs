@@ -1,0 +1,144 @@
+//! Streamable HTTP on `/mcp` spoken by hand (reqwest), checking the protocol rules the SDK
+//! clients rely on, plus the `/healthz` and `/readyz` probes.
+
+use relay_tests::{Fixture, Relay};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const NO_BACKENDS: &str = "backends: []\n";
+const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+fn post(relay: &Relay, body: &Value) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .post(relay.http("/mcp"))
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+}
+
+async fn initialize(relay: &Relay) -> String {
+    let response = post(relay, &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "e2e"}}}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let session = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["result"]["protocolVersion"], "2025-11-25");
+    session
+}
+
+/// Reads the JSON-RPC message(s) of an SSE body.
+fn sse_messages(body: &str) -> Vec<Value> {
+    body.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn http_session_lifecycle_and_header_rules() {
+    let relay = Relay::start(NO_BACKENDS).await;
+    let session = initialize(&relay).await;
+
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let response = post(&relay, &note).header("mcp-session-id", &session).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let response = post(&relay, &list)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["result"]["tools"].as_array().unwrap().len(), 5);
+
+    // tools/call answers on an SSE stream when the client accepts one.
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "relay_get_status"}});
+    let response = post(&relay, &call).header("mcp-session-id", &session).send().await.unwrap();
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let messages = sse_messages(&response.text().await.unwrap());
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["id"], 3);
+    assert!(messages[0]["result"]["structuredContent"]["sessions"].as_u64().unwrap() >= 1);
+
+    let missing = post(&relay, &list).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    let unknown = post(&relay, &list).header("mcp-session-id", "nope").send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let bad_version =
+        post(&relay, &list).header("mcp-session-id", &session).header("mcp-protocol-version", "1999-01-01").send().await.unwrap();
+    assert_eq!(bad_version.status(), StatusCode::BAD_REQUEST);
+    assert!(bad_version.text().await.unwrap().contains("unsupported MCP-Protocol-Version"));
+
+    let delete = reqwest::Client::new().delete(relay.http("/mcp")).header("mcp-session-id", &session).send().await.unwrap();
+    assert!(delete.status().is_success());
+    let after = post(&relay, &list).header("mcp-session-id", &session).send().await.unwrap();
+    assert_eq!(after.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn http_bad_input_is_refused_with_status_and_json_rpc_error() {
+    let relay = Relay::start_with("limits:\n  max_message_bytes: 2048\n", NO_BACKENDS, &[]).await;
+    let client = reqwest::Client::new();
+    let send = |body: String| {
+        client.post(relay.http("/mcp")).header("accept", ACCEPT_BOTH).header("content-type", "application/json").body(body)
+    };
+    let response = send("{oops".into()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], -32700);
+
+    let response = send(format!("{{\"pad\":\"{}\"}}", "x".repeat(5000))).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], -32600);
+
+    let response = send(format!("{}{}", "[".repeat(100), "]".repeat(100))).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let response = client.post(relay.http("/mcp")).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let response = send("{}".into()).header("origin", "http://evil.example").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn http_get_stream_carries_tool_list_changes() {
+    let relay = Relay::start(NO_BACKENDS).await;
+    let session = initialize(&relay).await;
+    let mut stream = reqwest::Client::new()
+        .get(relay.http("/mcp"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    // Adding a backend changes the catalog; the open GET stream must say so.
+    let fixture = Fixture::start("late").await;
+    std::fs::write(relay.backends_path(), format!("backends:\n{}", fixture.entry())).unwrap();
+    let mut seen = String::new();
+    let found = tokio::time::timeout(relay_tests::PATIENCE, async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("notifications/tools/list_changed") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "stream said: {seen}");
+}
+
+#[tokio::test]
+async fn probes_report_alive_and_ready() {
+    let relay = Relay::start(NO_BACKENDS).await;
+    let health = reqwest::get(relay.http("/healthz")).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let ready = reqwest::get(relay.http("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(ready.json::<Value>().await.unwrap()["ready"], true);
+}

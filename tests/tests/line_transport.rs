@@ -1,0 +1,100 @@
+//! The newline-delimited JSON-RPC transport: the health check (ours and the reference
+//! plan's `health_check.py`, unchanged) and every kind of bad input.
+
+use relay_tests::{LineClient, Relay, repo_root, text_of};
+use serde_json::json;
+
+const NO_BACKENDS: &str = "backends: []\n";
+
+#[tokio::test]
+async fn health_command_passes_against_a_running_relay_and_fails_without_one() {
+    let relay = Relay::start(NO_BACKENDS).await;
+    let output = tokio::process::Command::new(relay_tests::relay_bin())
+        .args(["health", "--host", "127.0.0.1", "--port", &relay.port.to_string(), "--timeout", "5"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("Health check PASSED") && stdout.contains("Tools: 5 available"), "{stdout}");
+
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = tokio::process::Command::new(relay_tests::relay_bin())
+        .args(["health", "--port", &closed_port.to_string(), "--timeout", "2"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn reference_health_check_script_passes_unchanged() {
+    let relay = Relay::start(NO_BACKENDS).await;
+    let output = tokio::process::Command::new("python3")
+        .arg(repo_root().join("tests/reference/health_check.py"))
+        .args(["--host", "127.0.0.1", "--port", &relay.port.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("Health check PASSED") && stdout.contains("Tools: 5 available"), "{stdout}");
+}
+
+#[tokio::test]
+async fn line_bad_input_gets_errors_and_the_connection_stays_usable() {
+    let relay = Relay::start_with(
+        "limits:\n  max_message_bytes: 2048\n  max_json_depth: 8\n",
+        NO_BACKENDS,
+        &[],
+    )
+    .await;
+    let mut client = relay.line_client().await;
+
+    client.send_raw("{this is not json").await;
+    let reply = client.recv().await;
+    assert_eq!(reply["error"]["code"], -32700, "{reply}");
+    assert_eq!(reply["id"], serde_json::Value::Null);
+
+    assert_eq!(client.request("no/such/method", json!({})).await["error"]["code"], -32601);
+
+    let reply = client.request("tools/call", json!({"arguments": {}})).await;
+    assert_eq!(reply["error"]["code"], -32602, "missing name: {reply}");
+    let reply = client.request("tools/call", json!({"name": "relay_get_status", "arguments": [1]})).await;
+    assert_eq!(reply["error"]["code"], -32602, "arguments not an object: {reply}");
+
+    let reply = client.call_tool("no_such_tool", json!({})).await;
+    assert_eq!(reply["error"]["code"], -32602);
+    assert!(reply["error"]["message"].as_str().unwrap().contains("Unknown tool: no_such_tool"), "{reply}");
+
+    let big = json!({"jsonrpc": "2.0", "id": 9, "method": "ping", "params": {"pad": "x".repeat(4096)}});
+    client.send_raw(&big.to_string()).await;
+    let reply = client.recv().await;
+    assert_eq!(reply["error"]["code"], -32600, "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("exceeds the limit of 2048 bytes"), "{reply}");
+
+    let deep = format!("{}{}", "[".repeat(50), "]".repeat(50));
+    client.send_raw(&deep).await;
+    let reply = client.recv().await;
+    assert_eq!(reply["error"]["code"], -32600, "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("deeper than the limit of 8"), "{reply}");
+
+    client.send_raw(r#"{"jsonrpc":"1.0","id":3,"method":"ping"}"#).await;
+    assert_eq!(client.recv().await["error"]["code"], -32600);
+    client.send_raw(r#"[{"jsonrpc":"2.0","id":4,"method":"ping"}]"#).await;
+    assert_eq!(client.recv().await["error"]["code"], -32600);
+
+    // After all of that, the same connection still works.
+    assert_eq!(client.request("ping", json!({})).await["result"], json!({}));
+    assert!(text_of(&client.call_tool("relay_get_status", json!({})).await).contains("uptime_secs"));
+}
+
+#[tokio::test]
+async fn line_requests_are_answered_concurrently_and_notifications_get_no_reply() {
+    let relay = Relay::start(NO_BACKENDS).await;
+    let mut client = LineClient::connect(relay.port).await;
+    // No initialize needed for the lenient newline transport (health checks skip it too).
+    client.send_raw(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await;
+    let reply = client.request("ping", json!({})).await;
+    assert_eq!(reply["id"], 1, "a notification must not be answered: {reply}");
+}

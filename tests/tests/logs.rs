@@ -1,0 +1,31 @@
+//! Structured logging: every tools/call is one JSON record with session, tool, backend,
+//! duration and outcome.
+
+use relay_tests::{Fixture, Relay, TEST_RELAY_YAML};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn json_logs_have_one_record_per_tool_call() {
+    let fixture = Fixture::start("alpha").await;
+    let relay = Relay::start_with(TEST_RELAY_YAML, &format!("backends:\n{}", fixture.entry()), &["--log-format", "json"]).await;
+    relay.wait_ready("alpha").await;
+    let mut client = relay.line_client().await;
+    client.call_tool("echo", json!({"message": "logged"})).await;
+    client.call_tool("nope", json!({})).await;
+    relay.wait_for_log("\"tool\":\"nope\"").await;
+
+    let records: Vec<Value> = relay.log().lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
+    // Readiness polling calls relay_get_status on other sessions; look at this client's calls.
+    let calls: Vec<&Value> =
+        records.iter().filter(|r| r["message"] == "tools/call" && r["tool"] != "relay_get_status").collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let ok = calls.iter().find(|r| r["tool"] == "echo").unwrap();
+    assert_eq!(ok["backend"], "alpha");
+    assert_eq!(ok["outcome"], "ok");
+    assert!(ok["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(ok["session"].as_str().unwrap().len(), 32);
+    let failed = calls.iter().find(|r| r["tool"] == "nope").unwrap();
+    assert_eq!(failed["session"], ok["session"]);
+    assert_eq!(failed["outcome"], "error");
+    assert!(failed["error"].as_str().unwrap().contains("Unknown tool"));
+}

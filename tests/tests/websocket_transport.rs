@@ -1,0 +1,54 @@
+//! The client-side WebSocket transport spoken by hand (tokio-tungstenite).
+
+use futures::{SinkExt, StreamExt};
+use relay_tests::Relay;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn recv(socket: &mut Socket) -> Value {
+    loop {
+        let frame = tokio::time::timeout(relay_tests::PATIENCE, socket.next()).await.expect("frame in time").unwrap().unwrap();
+        if let Message::Text(text) = frame {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, text: String) {
+    socket.send(Message::text(text)).await.unwrap();
+}
+
+#[tokio::test]
+async fn websocket_negotiates_mcp_subprotocol_and_serves_a_session() {
+    let relay = Relay::start("backends: []\n").await;
+    for path in ["/", "/ws"] {
+        let mut request = relay.ws(path).into_client_request().unwrap();
+        request.headers_mut().insert("sec-websocket-protocol", "mcp".parse().unwrap());
+        let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(response.headers()["sec-websocket-protocol"], "mcp");
+        send(&mut socket, json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}).to_string()).await;
+        assert_eq!(recv(&mut socket).await["result"]["protocolVersion"], "2025-06-18");
+        send(&mut socket, json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"relay_list_servers"}}).to_string()).await;
+        let reply = recv(&mut socket).await;
+        assert_eq!(reply["result"]["structuredContent"]["servers"], json!([]), "{reply}");
+    }
+}
+
+#[tokio::test]
+async fn websocket_bad_input_gets_errors_and_the_socket_stays_open() {
+    let relay = Relay::start_with("limits:\n  max_message_bytes: 2048\n", "backends: []\n", &[]).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(relay.ws("/ws")).await.unwrap();
+    send(&mut socket, "not json".into()).await;
+    assert_eq!(recv(&mut socket).await["error"]["code"], -32700);
+    send(&mut socket, format!("{{\"pad\":\"{}\"}}", "x".repeat(3000))).await;
+    let reply = recv(&mut socket).await;
+    assert_eq!(reply["error"]["code"], -32600);
+    assert!(reply["error"]["message"].as_str().unwrap().contains("exceeds the limit"), "{reply}");
+    send(&mut socket, json!({"jsonrpc":"2.0","id":"x","method":"bogus"}).to_string()).await;
+    assert_eq!(recv(&mut socket).await["error"]["code"], -32601);
+    send(&mut socket, json!({"jsonrpc":"2.0","id":5,"method":"ping"}).to_string()).await;
+    assert_eq!(recv(&mut socket).await["id"], 5);
+}
