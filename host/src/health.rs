@@ -44,6 +44,7 @@ async fn probe(host: &str, port: u16) -> Result<(Value, usize), String> {
     .await?;
     let server = init.pointer("/result/serverInfo").cloned().ok_or_else(|| format!("Invalid response: {init}"))?;
     let list = call(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await?;
-    let tools = list.pointer("/result/tools").and_then(Value::as_array).ok_or_else(|| format!("Invalid response: {list}"))?;
+    let tools =
+        list.pointer("/result/tools").and_then(Value::as_array).ok_or_else(|| format!("Invalid response: {list}"))?;
     Ok((server, tools.len()))
 }

@@ -47,7 +47,8 @@ pub struct Relay {
 }
 
 /// A relay.yaml with fast reconnects, for tests.
-pub const TEST_RELAY_YAML: &str = "upstream:\n  backoff_initial_ms: 50\n  backoff_max_ms: 500\n  call_timeout_secs: 20\n  connect_timeout_secs: 10\n";
+pub const TEST_RELAY_YAML: &str =
+    "upstream:\n  backoff_initial_ms: 50\n  backoff_max_ms: 500\n  call_timeout_secs: 20\n  connect_timeout_secs: 10\n";
 
 impl Relay {
     /// Starts a relay with the test relay.yaml and this backends.yaml.
@@ -113,7 +114,8 @@ impl Relay {
     /// A newline JSON-RPC client, already initialized.
     pub async fn line_client(&self) -> LineClient {
         let mut client = LineClient::connect(self.port).await;
-        let init = client.request("initialize", json!({"protocolVersion": "2025-06-18", "clientInfo": {"name": "e2e"}})).await;
+        let init =
+            client.request("initialize", json!({"protocolVersion": "2025-06-18", "clientInfo": {"name": "e2e"}})).await;
         assert!(init["result"]["serverInfo"].is_object(), "{init}");
         client
     }
@@ -239,13 +241,21 @@ impl LineClient {
     /// The names of `tools/list`.
     pub async fn tool_names(&mut self) -> Vec<String> {
         let reply = self.request("tools/list", json!({})).await;
-        reply["result"]["tools"].as_array().expect("tools").iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+        reply["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
     }
 }
 
 /// The first text content of a tools/call response.
 pub fn text_of(response: &Value) -> String {
-    response["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text content in {response}")).to_owned()
+    response["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text content in {response}"))
+        .to_owned()
 }
 
 /// A running fixture WebSocket MCP server; killed on drop.
@@ -307,7 +317,15 @@ pub fn everything_stdio_entry(name: &str) -> String {
 /// Runs the official TypeScript SDK driver; returns its one-line JSON report.
 pub async fn ts_client(transport: &str, url: &str, calls: Value) -> Value {
     let script = repo_root().join("tests/clients/ts/drive.mjs");
-    run_driver(Command::new("node").arg(script).args(["--transport", transport, "--url", url, "--calls", &calls.to_string()])).await
+    run_driver(Command::new("node").arg(script).args([
+        "--transport",
+        transport,
+        "--url",
+        url,
+        "--calls",
+        &calls.to_string(),
+    ]))
+    .await
 }
 
 /// Runs the official Python SDK driver; returns its one-line JSON report.

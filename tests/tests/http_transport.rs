@@ -17,8 +17,11 @@ fn post(relay: &Relay, body: &Value) -> reqwest::RequestBuilder {
 }
 
 async fn initialize(relay: &Relay) -> String {
-    let response = post(relay, &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "e2e"}}}))
+    let response = post(
+        relay,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "e2e"}}}),
+    )
     .send()
     .await
     .unwrap();
@@ -68,12 +71,17 @@ async fn http_session_lifecycle_and_header_rules() {
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
     let unknown = post(&relay, &list).header("mcp-session-id", "nope").send().await.unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
-    let bad_version =
-        post(&relay, &list).header("mcp-session-id", &session).header("mcp-protocol-version", "1999-01-01").send().await.unwrap();
+    let bad_version = post(&relay, &list)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "1999-01-01")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad_version.status(), StatusCode::BAD_REQUEST);
     assert!(bad_version.text().await.unwrap().contains("unsupported MCP-Protocol-Version"));
 
-    let delete = reqwest::Client::new().delete(relay.http("/mcp")).header("mcp-session-id", &session).send().await.unwrap();
+    let delete =
+        reqwest::Client::new().delete(relay.http("/mcp")).header("mcp-session-id", &session).send().await.unwrap();
     assert!(delete.status().is_success());
     let after = post(&relay, &list).header("mcp-session-id", &session).send().await.unwrap();
     assert_eq!(after.status(), StatusCode::NOT_FOUND);
@@ -84,7 +92,11 @@ async fn http_bad_input_is_refused_with_status_and_json_rpc_error() {
     let relay = Relay::start_with("limits:\n  max_message_bytes: 2048\n", NO_BACKENDS, &[]).await;
     let client = reqwest::Client::new();
     let send = |body: String| {
-        client.post(relay.http("/mcp")).header("accept", ACCEPT_BOTH).header("content-type", "application/json").body(body)
+        client
+            .post(relay.http("/mcp"))
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .body(body)
     };
     let response = send("{oops".into()).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
@@ -97,7 +109,8 @@ async fn http_bad_input_is_refused_with_status_and_json_rpc_error() {
     let response = send(format!("{}{}", "[".repeat(100), "]".repeat(100))).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
-    let response = client.post(relay.http("/mcp")).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let response =
+        client.post(relay.http("/mcp")).header("content-type", "text/plain").body("{}").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let response = send("{}".into()).header("origin", "http://evil.example").send().await.unwrap();

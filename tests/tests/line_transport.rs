@@ -43,12 +43,7 @@ async fn reference_health_check_script_passes_unchanged() {
 
 #[tokio::test]
 async fn line_bad_input_gets_errors_and_the_connection_stays_usable() {
-    let relay = Relay::start_with(
-        "limits:\n  max_message_bytes: 2048\n  max_json_depth: 8\n",
-        NO_BACKENDS,
-        &[],
-    )
-    .await;
+    let relay = Relay::start_with("limits:\n  max_message_bytes: 2048\n  max_json_depth: 8\n", NO_BACKENDS, &[]).await;
     let mut client = relay.line_client().await;
 
     client.send_raw("{this is not json").await;

@@ -7,14 +7,16 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn json_logs_have_one_record_per_tool_call() {
     let fixture = Fixture::start("alpha").await;
-    let relay = Relay::start_with(TEST_RELAY_YAML, &format!("backends:\n{}", fixture.entry()), &["--log-format", "json"]).await;
+    let relay =
+        Relay::start_with(TEST_RELAY_YAML, &format!("backends:\n{}", fixture.entry()), &["--log-format", "json"]).await;
     relay.wait_ready("alpha").await;
     let mut client = relay.line_client().await;
     client.call_tool("echo", json!({"message": "logged"})).await;
     client.call_tool("nope", json!({})).await;
     relay.wait_for_log("\"tool\":\"nope\"").await;
 
-    let records: Vec<Value> = relay.log().lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
+    let records: Vec<Value> =
+        relay.log().lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
     // Readiness polling calls relay_get_status on other sessions; look at this client's calls.
     let calls: Vec<&Value> =
         records.iter().filter(|r| r["message"] == "tools/call" && r["tool"] != "relay_get_status").collect();

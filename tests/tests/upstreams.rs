@@ -52,8 +52,13 @@ async fn line_to_websocket_call_survives_backend_restart() {
     let relay = Relay::start(&format!("backends:\n{}", alpha.entry())).await;
     relay.wait_ready("alpha").await;
     let mut client = relay.line_client().await;
-    client.send_raw(&json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call",
-        "params": {"name": "slow", "arguments": {"ms": 1500, "message": "finished"}}}).to_string()).await;
+    client
+        .send_raw(
+            &json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"ms": 1500, "message": "finished"}}})
+            .to_string(),
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     alpha.kill().await; // the backend dies mid-call
     relay.wait_for_log("connection lost mid-request").await;
@@ -86,12 +91,7 @@ async fn line_to_websocket_call_past_deadline_gets_clear_error() {
 async fn line_to_websocket_hanging_and_garbage_backends_are_isolated() {
     let (good, bad) = (Fixture::start("good").await, Fixture::start("bad").await);
     let stuck = Fixture::start_on("stuck", 0, &["--hang-initialize"]).await;
-    let backends = format!(
-        "backends:\n{}{}    call_timeout_secs: 1\n{}",
-        good.entry(),
-        bad.entry(),
-        stuck.entry()
-    );
+    let backends = format!("backends:\n{}{}    call_timeout_secs: 1\n{}", good.entry(), bad.entry(), stuck.entry());
     let relay = Relay::start_with(
         "upstream:\n  connect_timeout_secs: 1\n  backoff_initial_ms: 50\n  backoff_max_ms: 500\n",
         &backends,
@@ -102,8 +102,12 @@ async fn line_to_websocket_hanging_and_garbage_backends_are_isolated() {
     relay.wait_ready("bad").await;
     let mut client = relay.line_client().await;
     // A hang and a garbage answer on `bad` run concurrently with healthy calls on `good`.
-    client.send_raw(&json!({"jsonrpc":"2.0","id":"h","method":"tools/call","params":{"name":"bad__hang"}}).to_string()).await;
-    client.send_raw(&json!({"jsonrpc":"2.0","id":"g","method":"tools/call","params":{"name":"bad__garbage"}}).to_string()).await;
+    client
+        .send_raw(&json!({"jsonrpc":"2.0","id":"h","method":"tools/call","params":{"name":"bad__hang"}}).to_string())
+        .await;
+    client
+        .send_raw(&json!({"jsonrpc":"2.0","id":"g","method":"tools/call","params":{"name":"bad__garbage"}}).to_string())
+        .await;
     let started = Instant::now();
     assert_eq!(text_of(&client.call_tool("good__echo", json!({"message": "still here"})).await), "good: still here");
     assert!(started.elapsed() < Duration::from_millis(900), "the healthy backend waited for the bad one");

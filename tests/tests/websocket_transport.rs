@@ -10,7 +10,8 @@ type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 
 async fn recv(socket: &mut Socket) -> Value {
     loop {
-        let frame = tokio::time::timeout(relay_tests::PATIENCE, socket.next()).await.expect("frame in time").unwrap().unwrap();
+        let frame =
+            tokio::time::timeout(relay_tests::PATIENCE, socket.next()).await.expect("frame in time").unwrap().unwrap();
         if let Message::Text(text) = frame {
             return serde_json::from_str(text.as_str()).unwrap();
         }
@@ -29,9 +30,17 @@ async fn websocket_negotiates_mcp_subprotocol_and_serves_a_session() {
         request.headers_mut().insert("sec-websocket-protocol", "mcp".parse().unwrap());
         let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
         assert_eq!(response.headers()["sec-websocket-protocol"], "mcp");
-        send(&mut socket, json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}).to_string()).await;
+        send(
+            &mut socket,
+            json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}).to_string(),
+        )
+        .await;
         assert_eq!(recv(&mut socket).await["result"]["protocolVersion"], "2025-06-18");
-        send(&mut socket, json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"relay_list_servers"}}).to_string()).await;
+        send(
+            &mut socket,
+            json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"relay_list_servers"}}).to_string(),
+        )
+        .await;
         let reply = recv(&mut socket).await;
         assert_eq!(reply["result"]["structuredContent"]["servers"], json!([]), "{reply}");
     }

@@ -116,7 +116,10 @@ impl BackendSpec {
                 } else if url.starts_with("http://") || url.starts_with("https://") {
                     Transport::Http { url: url.clone(), headers }
                 } else {
-                    return Err(format!("backend {}: url must start with ws://, wss://, http:// or https://", self.name));
+                    return Err(format!(
+                        "backend {}: url must start with ws://, wss://, http:// or https://",
+                        self.name
+                    ));
                 }
             }
             (None, Some(command)) if !command.is_empty() => Transport::Stdio {
@@ -172,7 +175,8 @@ mod tests {
 
     #[test]
     fn refuses_duplicates_bad_names_and_ambiguous_entries() {
-        let dup = BackendsFile::parse("backends:\n  - {name: a, url: 'ws://x'}\n  - {name: a, url: 'ws://y'}\n").unwrap();
+        let dup =
+            BackendsFile::parse("backends:\n  - {name: a, url: 'ws://x'}\n  - {name: a, url: 'ws://y'}\n").unwrap();
         assert!(dup.validate().unwrap_err().contains("twice"));
         let bad = BackendsFile::parse("backends:\n  - {name: 'a b', url: 'ws://x'}\n").unwrap();
         assert!(bad.validate().is_err());

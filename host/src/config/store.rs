@@ -116,7 +116,12 @@ mod tests {
                 let store = store.clone();
                 s.spawn(move || {
                     for i in 0..10 {
-                        store.update(|f| Ok(f.backends.push(spec(&format!("b{t}_{i}"))))).unwrap();
+                        store
+                            .update(|f| {
+                                f.backends.push(spec(&format!("b{t}_{i}")));
+                                Ok(())
+                            })
+                            .unwrap();
                     }
                 });
             }
@@ -128,8 +133,12 @@ mod tests {
     fn an_invalid_change_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = BackendStore::new(dir.path().join("backends.yaml"));
-        store.update(|f| Ok(f.backends.push(spec("a")))).unwrap();
-        let err = store.update(|f| Ok(f.backends.push(spec("a")))).unwrap_err();
+        let add_a = |f: &mut crate::config::BackendsFile| {
+            f.backends.push(spec("a"));
+            Ok(())
+        };
+        store.update(add_a).unwrap();
+        let err = store.update(add_a).unwrap_err();
         assert!(err.to_string().contains("twice"));
         assert_eq!(store.load().unwrap().1.len(), 1);
     }

@@ -204,8 +204,7 @@ mod tests {
             parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
             Ok(Message::Notification(_))
         ));
-        let Ok(Message::Response(r)) = parse(r#"{"jsonrpc":"2.0","id":"a","error":{"code":-1,"message":"no"}}"#)
-        else {
+        let Ok(Message::Response(r)) = parse(r#"{"jsonrpc":"2.0","id":"a","error":{"code":-1,"message":"no"}}"#) else {
             panic!("not a response")
         };
         assert_eq!(r.outcome.unwrap_err().code, -1);

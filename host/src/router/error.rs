@@ -19,8 +19,10 @@ pub enum RouterError {
 impl From<RouterError> for RpcError {
     fn from(error: RouterError) -> Self {
         match error {
-            RouterError::UnknownTool(name) => RpcError::new(error_codes::INVALID_PARAMS, format!("Unknown tool: {name}"))
-                .with_data(json!({"tool": name})),
+            RouterError::UnknownTool(name) => {
+                RpcError::new(error_codes::INVALID_PARAMS, format!("Unknown tool: {name}"))
+                    .with_data(json!({"tool": name}))
+            }
             // An upstream's own JSON-RPC error passes through unchanged.
             RouterError::Upstream { source: UpstreamError::Rpc(e), .. } => e,
             RouterError::Upstream { backend, source } => {

@@ -159,7 +159,8 @@ impl Session {
         let backend = routed.backend.as_deref().unwrap_or("-");
         match &routed.result {
             Ok(result) => {
-                let outcome = if result.get("isError").and_then(Value::as_bool) == Some(true) { "tool_error" } else { "ok" };
+                let outcome =
+                    if result.get("isError").and_then(Value::as_bool) == Some(true) { "tool_error" } else { "ok" };
                 tracing::info!(target: "relay::call", session = %self.id, tool = %name, backend, duration_ms, outcome, "tools/call");
             }
             Err(error) => {

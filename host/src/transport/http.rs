@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::State;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -168,17 +168,24 @@ async fn mcp_delete(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> 
 }
 
 /// The session named by `Mcp-Session-Id`, after checking `MCP-Protocol-Version`.
+#[allow(clippy::result_large_err)] // the refusal is the handler's response, built once
 fn find_session(state: &HttpState, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         return Err(rpc_error(
             StatusCode::BAD_REQUEST,
-            mcp::Response::err(Value::Null, RpcError::new(error_codes::INVALID_REQUEST, "Mcp-Session-Id header required; send initialize first")),
+            mcp::Response::err(
+                Value::Null,
+                RpcError::new(error_codes::INVALID_REQUEST, "Mcp-Session-Id header required; send initialize first"),
+            ),
         ));
     };
     let Some(session) = state.sessions.get(id) else {
         return Err(rpc_error(
             StatusCode::NOT_FOUND,
-            mcp::Response::err(Value::Null, RpcError::new(error_codes::INVALID_REQUEST, "unknown or expired session; initialize again")),
+            mcp::Response::err(
+                Value::Null,
+                RpcError::new(error_codes::INVALID_REQUEST, "unknown or expired session; initialize again"),
+            ),
         ));
     };
     if let Some(requested) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok())

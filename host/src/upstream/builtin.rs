@@ -140,7 +140,11 @@ impl Builtin {
 }
 
 fn name_argument(arguments: &Value) -> Result<String, String> {
-    arguments.get("name").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| "argument \"name\" (string) is required".into())
+    arguments
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| "argument \"name\" (string) is required".into())
 }
 
 fn definitions() -> Vec<Value> {

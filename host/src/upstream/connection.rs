@@ -12,7 +12,7 @@ pub enum Connection {
     /// WebSocket or stdio.
     Framed(FramedConnection),
     /// Streamable HTTP.
-    Http(HttpConnection),
+    Http(Box<HttpConnection>),
 }
 
 impl Connection {

@@ -40,7 +40,11 @@ pub async fn initialize(conn: &Connection) -> Result<ServerIdentity, UpstreamErr
         .to_owned();
     let has_tools = result.pointer("/capabilities/tools").is_some();
     conn.notify("notifications/initialized", None).await?;
-    Ok(ServerIdentity { server_info: result.get("serverInfo").cloned().unwrap_or(Value::Null), protocol_version, has_tools })
+    Ok(ServerIdentity {
+        server_info: result.get("serverInfo").cloned().unwrap_or(Value::Null),
+        protocol_version,
+        has_tools,
+    })
 }
 
 /// Every tool the upstream offers, following `nextCursor`. A server without tools support

@@ -66,7 +66,7 @@ pub fn connect(
         events,
         closed: CancellationToken::new(),
     };
-    Ok((Connection::Http(conn), events_rx))
+    Ok((Connection::Http(Box::new(conn)), events_rx))
 }
 
 impl HttpConnection {
@@ -83,10 +83,10 @@ impl HttpConnection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let message = Message::Request(Request { id: id.into(), method: method.into(), params });
         let response = self.post(&message).await?;
-        if method == "initialize" {
-            if let Some(session) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-                *self.session_id.write().await = Some(session.to_owned());
-            }
+        if method == "initialize"
+            && let Some(session) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+        {
+            *self.session_id.write().await = Some(session.to_owned());
         }
         let is_sse = content_type(response.headers()).starts_with("text/event-stream");
         let result = if is_sse { self.read_sse(response, id).await } else { read_json(response, id).await }?;
@@ -107,7 +107,13 @@ impl HttpConnection {
     pub async fn close(&self) {
         self.closed.cancel();
         if let Some(session) = self.session_id.read().await.clone() {
-            let _ = self.client.delete(&self.url).headers(self.headers.clone()).header(SESSION_HEADER, session).send().await;
+            let _ = self
+                .client
+                .delete(&self.url)
+                .headers(self.headers.clone())
+                .header(SESSION_HEADER, session)
+                .send()
+                .await;
         }
     }
 

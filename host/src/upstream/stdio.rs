@@ -43,7 +43,8 @@ pub fn connect(
     if let Some(cwd) = spec.cwd {
         command.current_dir(cwd);
     }
-    let mut child = command.spawn().map_err(|e| UpstreamError::Connect(format!("cannot start {}: {e}", spec.command)))?;
+    let mut child =
+        command.spawn().map_err(|e| UpstreamError::Connect(format!("cannot start {}: {e}", spec.command)))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");

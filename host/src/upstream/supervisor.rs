@@ -78,7 +78,12 @@ pub struct Upstream {
 impl Upstream {
     /// Creates the upstream and starts its supervisor; `changed` is bumped on every tool list
     /// change so the router can rebuild its catalog.
-    pub fn spawn(backend: Backend, timing: UpstreamConfig, max_message_bytes: usize, changed: watch::Sender<u64>) -> Arc<Self> {
+    pub fn spawn(
+        backend: Backend,
+        timing: UpstreamConfig,
+        max_message_bytes: usize,
+        changed: watch::Sender<u64>,
+    ) -> Arc<Self> {
         let upstream = Arc::new(Self {
             backend,
             timing,
@@ -131,7 +136,12 @@ impl Upstream {
 
     /// Sends a request, waiting for a live connection first. If the connection drops before the
     /// answer, the request is sent again on the next connection; all of it within `timeout`.
-    pub async fn request(&self, method: &str, params: Option<Value>, timeout: Duration) -> Result<Value, UpstreamError> {
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, UpstreamError> {
         let attempt = async {
             let mut connection = self.connection.subscribe();
             loop {
@@ -151,15 +161,19 @@ impl Upstream {
                 };
                 match conn.request(method, params.clone()).await {
                     Err(UpstreamError::ConnectionLost) => {
-                        tracing::info!(backend = self.name(), method, "connection lost mid-request; re-sending when the upstream is back");
+                        tracing::info!(
+                            backend = self.name(),
+                            method,
+                            "connection lost mid-request; re-sending when the upstream is back"
+                        );
                     }
                     other => return other,
                 }
             }
         };
-        tokio::time::timeout(timeout, attempt)
-            .await
-            .unwrap_or_else(|_| Err(UpstreamError::Timeout { backend: self.name().to_owned(), secs: timeout.as_secs_f64() }))
+        tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| {
+            Err(UpstreamError::Timeout { backend: self.name().to_owned(), secs: timeout.as_secs_f64() })
+        })
     }
 
     fn set_status(&self, change: impl FnOnce(&mut Status)) {
@@ -169,7 +183,9 @@ impl Upstream {
     async fn open(&self) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
         let name = self.name();
         match &self.backend.transport {
-            Transport::WebSocket { url, headers } => websocket::connect(name, url, headers, self.max_message_bytes).await,
+            Transport::WebSocket { url, headers } => {
+                websocket::connect(name, url, headers, self.max_message_bytes).await
+            }
             Transport::Http { url, headers } => {
                 http::connect(url, headers, Duration::from_secs_f64(self.timing.connect_timeout_secs))
             }
@@ -182,7 +198,9 @@ impl Upstream {
     }
 
     /// Connects and performs the handshake and first listing, within the connect timeout.
-    async fn establish(&self) -> Result<(Arc<Connection>, mpsc::Receiver<Notification>, ServerIdentity, Vec<Value>), UpstreamError> {
+    async fn establish(
+        &self,
+    ) -> Result<(Arc<Connection>, mpsc::Receiver<Notification>, ServerIdentity, Vec<Value>), UpstreamError> {
         let timeout = Duration::from_secs_f64(self.timing.connect_timeout_secs);
         let attempt = async {
             let (conn, events) = self.open().await?;

@@ -100,7 +100,8 @@ async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: 
                 "register_tool" => {
                     let name = args["name"].as_str().unwrap_or("extra").to_owned();
                     extra.lock().unwrap().push(name.clone());
-                    let _ = tx.send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}).to_string());
+                    let _ =
+                        tx.send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}).to_string());
                     text(format!("registered {name}"))
                 }
                 name if extra.lock().unwrap().iter().any(|t| t == name) => text(format!("{}: {name}", opts.name)),

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need (the official MCP
+# SDK clients and reference server from npm, the Python SDK from PyPI), builds the workspace
+# and runs unit and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need_apt=()
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+if ((${#need_apt[@]})); then
+  log "installing ${need_apt[*]}"
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+fi
+
+log "npm test clients (tests/clients)"
+npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+
+log "python test client (tests/clients/.venv)"
+if [ ! -x tests/clients/.venv/bin/python ]; then
+  python3 -m venv tests/clients/.venv || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv tests/clients/.venv; }
+fi
+tests/clients/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+
+log "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "build"
+cargo build --workspace --all-targets --locked
+
+log "tests"
+cargo test --workspace --locked "$@"
