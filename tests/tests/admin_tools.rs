@@ -93,3 +93,18 @@ async fn two_relays_adding_to_one_file_lose_no_update() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn status_reports_the_instance_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.yaml"), relay_tests::TEST_RELAY_YAML).unwrap();
+    std::fs::write(dir.path().join("backends.yaml"), "backends: []\n").unwrap();
+    let relay = Relay::start_in(dir.path(), "relay.log", &[], &[("RELAY_INSTANCE", "green")]).await;
+    let status = relay.status().await;
+    assert_eq!(status["instance"], "green");
+    assert_eq!(status["version"], "0.1.0");
+    assert!(status["uptime_secs"].as_f64().unwrap() >= 0.0);
+    assert_eq!(status["sessions"], 1, "{status}");
+    let ready: Value = reqwest::get(relay.http("/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["instance"], "green");
+}

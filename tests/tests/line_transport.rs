@@ -93,3 +93,23 @@ async fn line_requests_are_answered_concurrently_and_notifications_get_no_reply(
     let reply = client.request("ping", json!({})).await;
     assert_eq!(reply["id"], 1, "a notification must not be answered: {reply}");
 }
+
+#[tokio::test]
+async fn sessions_over_the_limit_are_refused_with_an_error() {
+    let relay = Relay::start_with("limits:\n  max_sessions: 2\n", NO_BACKENDS, &[]).await;
+    let _first = relay.line_client().await;
+    let _second = relay.line_client().await;
+    let mut third = LineClient::connect(relay.port).await;
+    third.send_raw(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+    let refusal = third.recv().await;
+    assert_eq!(refusal["error"]["code"], -32003, "{refusal}");
+    assert!(refusal["error"]["message"].as_str().unwrap().contains("2 sessions"), "{refusal}");
+    drop(_first);
+    // A closed session frees its slot.
+    relay_tests::eventually("a free session slot", || async {
+        let mut client = LineClient::connect(relay.port).await;
+        client.send_raw(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+        client.recv().await.get("result").map(drop)
+    })
+    .await;
+}

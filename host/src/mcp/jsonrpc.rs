@@ -18,6 +18,8 @@ pub mod error_codes {
     pub const UPSTREAM_UNAVAILABLE: i64 = -32001;
     /// The request did not finish within its deadline.
     pub const REQUEST_TIMEOUT: i64 = -32002;
+    /// The relay is at a capacity limit (sessions); try again later.
+    pub const SERVER_BUSY: i64 = -32003;
 }
 
 /// A JSON-RPC error object.

@@ -30,16 +30,24 @@ pub struct SessionFactory {
 }
 
 impl SessionFactory {
-    /// Opens a session for a connection of `transport` (`line`, `websocket`, `http`).
-    pub fn open(&self, transport: &'static str) -> Arc<Session> {
-        Arc::new(Session {
+    /// Opens a session for a connection of `transport` (`line`, `websocket`, `http`), unless
+    /// `max_sessions` are already open.
+    pub fn open(&self, transport: &'static str) -> Result<Arc<Session>, RpcError> {
+        if self.lifecycle.sessions() >= self.limits.max_sessions {
+            tracing::warn!(limit = self.limits.max_sessions, transport, "session refused: limit reached");
+            return Err(RpcError::new(
+                error_codes::SERVER_BUSY,
+                format!("the relay already serves {} sessions; try again later", self.limits.max_sessions),
+            ));
+        }
+        Ok(Arc::new(Session {
             id: uuid::Uuid::new_v4().simple().to_string(),
             transport,
             router: self.router.clone(),
             state: Mutex::new(SessionState::default()),
             last_seen: Mutex::new(Instant::now()),
             _count: self.lifecycle.session_opened(),
-        })
+        }))
     }
 }
 

@@ -106,7 +106,10 @@ async fn mcp_post(State(state): State<Arc<HttpState>>, headers: HeaderMap, body:
     if let Message::Request(request) = &message
         && request.method == "initialize"
     {
-        let session = state.sessions_factory.open("http");
+        let session = match state.sessions_factory.open("http") {
+            Ok(session) => session,
+            Err(busy) => return rpc_error(StatusCode::SERVICE_UNAVAILABLE, mcp::Response::err(request.id.clone(), busy)),
+        };
         let Some(response) = session.handle(message).await else { unreachable!("a request has a response") };
         state.sessions.insert(session.clone());
         let mut reply = json_response(&Message::Response(response));
@@ -206,8 +209,8 @@ fn find_session(state: &HttpState, headers: &HeaderMap) -> Result<Arc<Session>, 
 /// Browsers must come from loopback or a configured origin (DNS-rebinding protection).
 fn check_origin(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
     let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or("");
-    let host = origin.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
-    let loopback = matches!(host, "localhost" | "127.0.0.1" | "[") || origin.contains("://[::1]");
+    let host = origin.parse::<axum::http::Uri>().ok().and_then(|uri| uri.host().map(str::to_owned));
+    let loopback = matches!(host.as_deref(), Some("localhost" | "127.0.0.1" | "[::1]" | "::1"));
     if loopback || state.allowed_origins.iter().any(|o| o == origin) {
         None
     } else {

@@ -6,7 +6,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
-use crate::mcp::{Line, LineCodec};
+use serde_json::Value;
+
+use crate::mcp::{Line, LineCodec, Message, Response};
 use crate::session::{Inbound, SessionFactory, drive};
 
 /// Serves one newline connection as one session.
@@ -30,7 +32,12 @@ pub async fn serve(stream: TcpStream, factory: &SessionFactory) {
             }
         }
     });
-    let session = factory.open("line");
-    drive(session, Box::pin(inbound), tx, &factory.limits).await;
+    match factory.open("line") {
+        Ok(session) => drive(session, Box::pin(inbound), tx, &factory.limits).await,
+        Err(busy) => {
+            let _ = tx.send(Message::Response(Response::err(Value::Null, busy)).to_text()).await;
+            drop(tx);
+        }
+    }
     let _ = writer.await;
 }

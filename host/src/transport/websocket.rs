@@ -4,6 +4,9 @@ use axum::extract::ws::{Message as Frame, WebSocket};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
+use serde_json::Value;
+
+use crate::mcp::{Message, Response};
 use crate::session::{Inbound, SessionFactory, drive};
 
 /// Serves one upgraded WebSocket as one session.
@@ -30,7 +33,12 @@ pub async fn serve(socket: WebSocket, factory: SessionFactory) {
         }
         let _ = sink.close().await;
     });
-    let session = factory.open("websocket");
-    drive(session, Box::pin(inbound), tx, &factory.limits).await;
+    match factory.open("websocket") {
+        Ok(session) => drive(session, Box::pin(inbound), tx, &factory.limits).await,
+        Err(busy) => {
+            let _ = tx.send(Message::Response(Response::err(Value::Null, busy)).to_text()).await;
+            drop(tx);
+        }
+    }
     let _ = writer.await;
 }
