@@ -108,7 +108,9 @@ async fn mcp_post(State(state): State<Arc<HttpState>>, headers: HeaderMap, body:
     {
         let session = match state.sessions_factory.open("http") {
             Ok(session) => session,
-            Err(busy) => return rpc_error(StatusCode::SERVICE_UNAVAILABLE, mcp::Response::err(request.id.clone(), busy)),
+            Err(busy) => {
+                return rpc_error(StatusCode::SERVICE_UNAVAILABLE, mcp::Response::err(request.id.clone(), busy));
+            }
         };
         let Some(response) = session.handle(message).await else { unreachable!("a request has a response") };
         state.sessions.insert(session.clone());
