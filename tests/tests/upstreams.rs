@@ -143,8 +143,14 @@ async fn line_to_stdio_process_is_restarted_after_it_dies() {
     relay.wait_ready("everything").await;
     let pid = child_pid_running(&everything_js().display().to_string(), &relay.dir);
     let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
-    relay.wait_for_log("stdio upstream exited").await;
-    relay.wait_ready("everything").await;
+    // The supervisor notices, starts a new process and completes a second handshake.
+    eventually("a second stdio connection", || async {
+        let status = relay.status().await;
+        let backend = &status["backends"][0];
+        (backend["connects"].as_u64() >= Some(2) && backend["state"] == "ready").then_some(())
+    })
+    .await;
+    assert_ne!(child_pid_running(&everything_js().display().to_string(), &relay.dir), pid);
     let mut client = relay.line_client().await;
     assert_eq!(text_of(&client.call_tool("echo", json!({"message": "again"})).await), "Echo: again");
 }

@@ -75,9 +75,12 @@ pub fn connect(
     tokio::spawn(async move {
         tokio::select! {
             status = child.wait() => tracing::warn!(backend = %name, ?status, "stdio upstream exited"),
-            _ = child_closed.cancelled() => {
-                let _ = child.kill().await;
-            }
+            _ = child_closed.cancelled() => match child.try_wait() {
+                Ok(Some(status)) => tracing::warn!(backend = %name, ?status, "stdio upstream exited"),
+                _ => {
+                    let _ = child.kill().await;
+                }
+            },
         }
         child_closed.cancel();
     });
