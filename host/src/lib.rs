@@ -1,12 +1,17 @@
 //! relay: many MCP servers behind one endpoint.
 //!
-//! The request path runs one way: [`transport`] → [`session`] → [`router`] → [`upstream`].
-//! [`config`], [`mcp`] and [`lifecycle`] are shared vocabulary; [`server`] wires the layers.
+//! The request path runs one way: [`transport`] → [`session`] → [`policy`] → [`router`] →
+//! [`upstream`] (MCP backends and built-in tools) and [`plugins`] (auth, policy and adapter
+//! components). [`config`], [`mcp`], [`access`] and [`lifecycle`] are shared vocabulary;
+//! [`server`] wires the layers.
 
+pub mod access;
 pub mod config;
 pub mod health;
 pub mod lifecycle;
 pub mod mcp;
+pub mod plugins;
+pub mod policy;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BackendStore, RelayConfig, watch_backends};
 use crate::lifecycle::Lifecycle;
+use crate::plugins::{self, KvStore, Plugins};
+use crate::policy::Policy;
 use crate::router::Router;
 use crate::session::{SessionFactory, SessionRegistry};
 use crate::transport::{self, HttpState};
@@ -26,10 +28,41 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
 
     let upstreams = Arc::new(Upstreams::new(config.upstream.clone(), limits.max_message_bytes));
     upstreams.reconcile(&backends);
-    let builtin = Arc::new(Builtin::new(upstreams.clone(), store.clone(), lifecycle.clone()));
-    let router = Router::new(upstreams.clone(), builtin);
+
+    let cache_dir = config.plugin_cache_dir.clone().map(|d| config_path.parent().unwrap_or(Path::new(".")).join(d));
+    let plugins = Plugins::load(
+        &config.plugins,
+        config_path,
+        cache_dir.or_else(plugins::default_cache_dir),
+        Arc::new(KvStore::default()),
+        upstreams.clone(),
+    )
+    .await
+    .context("cannot load plugins")?;
+    if !plugins.has_auth() {
+        tracing::warn!("no auth plugin configured: the relay is OPEN, every client is admin");
+    }
+    let _plugin_watch = plugins::watch(plugins.clone()).context("cannot watch plugin files")?;
+    let sighup_plugins = plugins.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading plugins");
+            sighup_plugins.reload_all().await;
+        }
+    });
+
+    let builtin = Arc::new(Builtin::new(upstreams.clone(), store.clone(), lifecycle.clone(), plugins.clone()));
+    let router = Router::new(upstreams.clone(), builtin, plugins.clone());
+    let policy = Arc::new(Policy::new(plugins.clone()));
     let state = Arc::new(HttpState {
-        sessions_factory: SessionFactory { router, lifecycle: lifecycle.clone(), limits: limits.clone() },
+        sessions_factory: SessionFactory {
+            router,
+            policy,
+            plugins,
+            lifecycle: lifecycle.clone(),
+            limits: limits.clone(),
+        },
         sessions: SessionRegistry::default(),
         lifecycle: lifecycle.clone(),
         allowed_origins: config.allowed_origins.clone(),

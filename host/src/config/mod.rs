@@ -4,11 +4,13 @@
 //! ignored setting.
 
 mod backends;
+mod plugins;
 mod relay;
 mod store;
 mod watch;
 
 pub use backends::{Backend, BackendSpec, BackendsFile, ConfigError, Transport};
+pub use plugins::{Grants, MAX_PLUGIN_MEMORY_MB, PluginConfig, PluginLimits, World, validate_plugins};
 pub use relay::{ListenConfig, LogFormat, LoggingConfig, RelayConfig, UpstreamConfig};
 pub use store::{BackendStore, StoreError};
 pub use watch::watch_backends;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, PluginConfig, validate_plugins};
 use crate::mcp::Limits;
 
 /// The whole of `relay.yaml`. Every section has working defaults, so an empty file runs.
@@ -24,6 +24,12 @@ pub struct RelayConfig {
     /// Origins (scheme://host[:port]) allowed to call `/mcp` from a browser, besides loopback.
     /// Requests without an `Origin` header (non-browser clients) are always allowed.
     pub allowed_origins: Vec<String>,
+    /// WebAssembly plugins, in order: auth once per session, policies before every request,
+    /// adapters as tool sources. None configured: the relay runs open.
+    pub plugins: Vec<PluginConfig>,
+    /// Where compiled plugins are cached (by content hash and engine); default
+    /// `$XDG_CACHE_HOME/relay` or `~/.cache/relay`.
+    pub plugin_cache_dir: Option<PathBuf>,
 }
 
 /// The one TCP listener that serves every transport.
@@ -100,7 +106,7 @@ impl RelayConfig {
         if self.limits.max_message_bytes < 1024 || self.limits.max_json_depth < 4 {
             return Err("limits.max_message_bytes must be >= 1024 and limits.max_json_depth >= 4".into());
         }
-        Ok(())
+        validate_plugins(&self.plugins)
     }
 
     /// The backends file, resolved against the directory that holds `relay.yaml`.

@@ -20,6 +20,12 @@ pub mod error_codes {
     pub const REQUEST_TIMEOUT: i64 = -32002;
     /// The relay is at a capacity limit (sessions); try again later.
     pub const SERVER_BUSY: i64 = -32003;
+    /// Authentication failed or is missing.
+    pub const UNAUTHENTICATED: i64 = -32041;
+    /// The caller may not do this (e.g. an admin tool without the `admin` role).
+    pub const FORBIDDEN: i64 = -32043;
+    /// A rate limit refused the request; `data.retry_after_ms` says when to retry.
+    pub const RATE_LIMITED: i64 = -32029;
 }
 
 /// A JSON-RPC error object.

@@ -7,9 +7,11 @@
 //! `[A-Za-z0-9_.-]` are rewritten with `_`, and names are cut to 128 characters.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::plugins::Plugins;
 use crate::upstream::Upstreams;
 
 /// Joins backend and tool name when names collide.
@@ -23,13 +25,23 @@ const MAX_NAME: usize = 128;
 pub enum Owner {
     /// The relay's built-in tools.
     Builtin,
-    /// The backend of that name.
+    /// The MCP backend of that name.
     Backend(String),
+    /// The adapter plugin of that name.
+    Adapter(String),
 }
 
 impl Owner {
     /// The backend name logged for built-in tools.
     pub const BUILTIN_NAME: &'static str = "relay";
+
+    /// The name used in logs and as the collision prefix.
+    pub fn name(&self) -> &str {
+        match self {
+            Owner::Builtin => Self::BUILTIN_NAME,
+            Owner::Backend(name) | Owner::Adapter(name) => name,
+        }
+    }
 }
 
 /// One tool as clients see it.
@@ -53,15 +65,20 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Builds the catalog from the built-in tools and every upstream's last known tools.
-    pub fn build(builtin: &[Value], upstreams: &Upstreams) -> Self {
-        let sources: Vec<(String, std::sync::Arc<Vec<Value>>)> =
-            upstreams.list().iter().map(|u| (u.name().to_owned(), u.tools())).collect();
-        Self::from_sources(builtin, sources.iter().map(|(name, tools)| (name.as_str(), tools.as_slice())))
+    /// Builds the catalog from the built-in tools, every upstream's last known tools (sorted by
+    /// backend name) and every adapter's tools (in configuration order).
+    pub fn build(builtin: &[Value], upstreams: &Upstreams, plugins: &Plugins) -> Self {
+        let mut sources: Vec<(Owner, Arc<Vec<Value>>)> =
+            upstreams.list().iter().map(|u| (Owner::Backend(u.name().to_owned()), u.tools())).collect();
+        sources.extend(plugins.adapter_tools().into_iter().map(|(name, tools)| (Owner::Adapter(name), tools)));
+        Self::from_sources(builtin, sources.iter().map(|(owner, tools)| (owner, tools.as_slice())))
     }
 
-    /// Applies the collision rule. `sources` must come in a stable order (sorted by backend).
-    pub fn from_sources<'a>(builtin: &[Value], sources: impl Iterator<Item = (&'a str, &'a [Value])> + Clone) -> Self {
+    /// Applies the collision rule. `sources` must come in a stable order.
+    pub fn from_sources<'a>(
+        builtin: &[Value],
+        sources: impl Iterator<Item = (&'a Owner, &'a [Value])> + Clone,
+    ) -> Self {
         let reserved: HashSet<&str> = builtin.iter().filter_map(tool_name).collect();
         let mut counts: HashMap<String, usize> = HashMap::new();
         for (_, tools) in sources.clone() {
@@ -75,16 +92,16 @@ impl Catalog {
                 catalog.push(name.to_owned(), Owner::Builtin, name, tool);
             }
         }
-        for (backend, tools) in sources {
+        for (owner, tools) in sources {
             for tool in tools {
                 let Some(original) = tool_name(tool) else { continue };
                 let clean = sanitize(original);
                 let exposed = if counts[&clean] == 1 && !reserved.contains(clean.as_str()) {
                     clean
                 } else {
-                    cut(format!("{backend}{PREFIX_SEPARATOR}{clean}"))
+                    cut(format!("{}{PREFIX_SEPARATOR}{clean}", owner.name()))
                 };
-                catalog.push(exposed, Owner::Backend(backend.to_owned()), original, tool);
+                catalog.push(exposed, owner.clone(), original, tool);
             }
         }
         catalog
@@ -116,11 +133,6 @@ impl Catalog {
     /// Every entry, built-ins first, then by backend name.
     pub fn tools(&self) -> &[Entry] {
         &self.entries
-    }
-
-    /// How many tools `backend` contributes.
-    pub fn count_for(&self, backend: &str) -> usize {
-        self.entries.iter().filter(|e| matches!(&e.owner, Owner::Backend(b) if b == backend)).count()
     }
 }
 
@@ -157,18 +169,20 @@ mod tests {
     fn unique_names_stay_and_collisions_prefix_every_copy() {
         let builtin = tools(&["relay_get_status"]);
         let (a, b) = (tools(&["echo", "add"]), tools(&["echo", "relay_get_status", "mul"]));
-        let catalog = Catalog::from_sources(&builtin, [("a", a.as_slice()), ("b", b.as_slice())].into_iter());
+        let (oa, ob) = (Owner::Backend("a".into()), Owner::Adapter("b".into()));
+        let catalog = Catalog::from_sources(&builtin, [(&oa, a.as_slice()), (&ob, b.as_slice())].into_iter());
         assert_eq!(names(&catalog), ["relay_get_status", "a__echo", "add", "b__echo", "b__relay_get_status", "mul"]);
         let entry = catalog.get("b__echo").unwrap();
-        assert_eq!((entry.owner.clone(), entry.upstream_name.as_str()), (Owner::Backend("b".into()), "echo"));
+        assert_eq!((entry.owner.clone(), entry.upstream_name.as_str()), (Owner::Adapter("b".into()), "echo"));
         assert_eq!(entry.definition["name"], "b__echo");
     }
 
     #[test]
     fn the_result_does_not_depend_on_arrival_order_within_a_backend_set() {
         let (a, b) = (tools(&["x"]), tools(&["x"]));
-        let one = Catalog::from_sources(&[], [("a", a.as_slice()), ("b", b.as_slice())].into_iter());
-        let two = Catalog::from_sources(&[], [("a", a.as_slice()), ("b", b.as_slice())].into_iter());
+        let (oa, ob) = (Owner::Backend("a".into()), Owner::Backend("b".into()));
+        let one = Catalog::from_sources(&[], [(&oa, a.as_slice()), (&ob, b.as_slice())].into_iter());
+        let two = Catalog::from_sources(&[], [(&oa, a.as_slice()), (&ob, b.as_slice())].into_iter());
         assert_eq!(names(&one), names(&two));
     }
 
@@ -177,7 +191,8 @@ mod tests {
         let long = "t".repeat(200);
         let a = tools(&["has space", &long, "x"]);
         let weird = tools(&["a__x", "x"]);
-        let catalog = Catalog::from_sources(&[], [("a", a.as_slice()), ("w", weird.as_slice())].into_iter());
+        let (oa, ow) = (Owner::Backend("a".into()), Owner::Backend("w".into()));
+        let catalog = Catalog::from_sources(&[], [(&oa, a.as_slice()), (&ow, weird.as_slice())].into_iter());
         let names = names(&catalog);
         assert_eq!(names[0], "has_space");
         assert_eq!(names[1].len(), 128);

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::mcp::{RpcError, error_codes};
+use crate::plugins::PluginError;
 use crate::upstream::UpstreamError;
 
 /// Why a routed request failed.
@@ -14,6 +15,9 @@ pub enum RouterError {
     /// The owning upstream failed.
     #[error("backend {backend}: {source}")]
     Upstream { backend: String, source: UpstreamError },
+    /// The owning adapter plugin failed (trap, timeout, out of memory).
+    #[error("{source}")]
+    Adapter { adapter: String, source: PluginError },
 }
 
 impl From<RouterError> for RpcError {
@@ -25,6 +29,9 @@ impl From<RouterError> for RpcError {
             }
             // An upstream's own JSON-RPC error passes through unchanged.
             RouterError::Upstream { source: UpstreamError::Rpc(e), .. } => e,
+            RouterError::Adapter { adapter, source } => {
+                RpcError::new(error_codes::INTERNAL_ERROR, source.to_string()).with_data(json!({"adapter": adapter}))
+            }
             RouterError::Upstream { backend, source } => {
                 let code = match source {
                     UpstreamError::Timeout { .. } => error_codes::REQUEST_TIMEOUT,

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 pub use catalog::{Catalog, Owner, PREFIX_SEPARATOR};
 pub use error::RouterError;
 
+use crate::plugins::Plugins;
 use crate::upstream::{Builtin, Upstreams};
 
 /// Routes requests to upstreams by catalog ownership.
@@ -21,6 +22,8 @@ pub struct Router {
     upstreams: Arc<Upstreams>,
     /// The relay's own tools.
     builtin: Arc<Builtin>,
+    /// Adapter plugins.
+    plugins: Arc<Plugins>,
     /// The current catalog snapshot.
     catalog: watch::Sender<Arc<Catalog>>,
 }
@@ -35,15 +38,23 @@ pub struct Routed {
 
 impl Router {
     /// Builds the first catalog and starts the task that rebuilds it on every upstream change.
-    pub fn new(upstreams: Arc<Upstreams>, builtin: Arc<Builtin>) -> Arc<Self> {
-        let catalog = watch::Sender::new(Arc::new(Catalog::build(&builtin.tools(), &upstreams)));
-        let router = Arc::new(Self { upstreams, builtin, catalog });
+    pub fn new(upstreams: Arc<Upstreams>, builtin: Arc<Builtin>, plugins: Arc<Plugins>) -> Arc<Self> {
+        let catalog = watch::Sender::new(Arc::new(Catalog::build(&builtin.tools(), &upstreams, &plugins)));
+        let router = Arc::new(Self { upstreams, builtin, plugins, catalog });
         let weak = Arc::downgrade(&router);
-        let mut changes = router.upstreams.subscribe();
+        let mut upstream_changes = router.upstreams.subscribe();
+        let mut adapter_changes = router.plugins.subscribe();
         tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
+            loop {
+                let changed = tokio::select! {
+                    changed = upstream_changes.changed() => changed,
+                    changed = adapter_changes.changed() => changed,
+                };
+                if changed.is_err() {
+                    break;
+                }
                 let Some(router) = weak.upgrade() else { break };
-                let next = Catalog::build(&router.builtin.tools(), &router.upstreams);
+                let next = Catalog::build(&router.builtin.tools(), &router.upstreams, &router.plugins);
                 router.catalog.send_if_modified(|current| {
                     let modified = current.tools() != next.tools();
                     *current = Arc::new(next);
@@ -90,6 +101,15 @@ impl Router {
                     }
                 };
                 Routed { backend: Some(backend.clone()), result }
+            }
+            Owner::Adapter(adapter) => {
+                let arguments = arguments.unwrap_or_else(|| json!({}));
+                let result = self
+                    .plugins
+                    .call_tool(adapter, &entry.upstream_name, &arguments)
+                    .await
+                    .map_err(|source| RouterError::Adapter { adapter: adapter.clone(), source });
+                Routed { backend: Some(adapter.clone()), result }
             }
         }
     }

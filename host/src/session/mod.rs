@@ -14,15 +14,24 @@ use tokio::sync::watch;
 pub use driver::{Inbound, drive};
 pub use registry::SessionRegistry;
 
+use sha2::{Digest, Sha256};
+
+use crate::access::{ConnectInfo, Principal, RequestInfo, TransportKind};
 use crate::lifecycle::{Lifecycle, SessionCount};
 use crate::mcp::{Limits, Message, Notification, Request, Response, RpcError, error_codes, version};
+use crate::plugins::{Plugins, Refusal};
+use crate::policy::Policy;
 use crate::router::{Catalog, Router};
 
 /// What every session needs; cloned cheaply into each new session.
 #[derive(Clone)]
 pub struct SessionFactory {
-    /// Where requests go.
+    /// Where admitted requests go.
     pub router: Arc<Router>,
+    /// What every request passes before routing.
+    pub policy: Arc<Policy>,
+    /// The auth plugin (if any) decides who a session is.
+    pub plugins: Arc<Plugins>,
     /// Instance facts (session counting).
     pub lifecycle: Arc<Lifecycle>,
     /// Input limits for the transports.
@@ -30,11 +39,48 @@ pub struct SessionFactory {
 }
 
 impl SessionFactory {
-    /// Opens a session for a connection of `transport` (`line`, `websocket`, `http`), unless
-    /// `max_sessions` are already open.
-    pub fn open(&self, transport: &'static str) -> Result<Arc<Session>, RpcError> {
+    /// Whether clients must authenticate (an auth plugin is configured).
+    pub fn requires_auth(&self) -> bool {
+        self.plugins.has_auth()
+    }
+
+    /// Asks the auth plugin who a new connection is. Every attempt is logged with its outcome
+    /// and principal, never with the token.
+    pub async fn authenticate(&self, info: &ConnectInfo) -> Result<Principal, Refusal> {
+        let outcome = self.plugins.authenticate(info).await;
+        if self.plugins.has_auth() {
+            let transport = info.transport.as_str();
+            let remote = info.remote_addr.as_str();
+            match &outcome {
+                Ok(p) => {
+                    tracing::info!(target: "relay::auth", transport, remote, outcome = "ok", principal = %p.id, "authentication")
+                }
+                Err(Refusal::Denied(d)) => {
+                    tracing::warn!(target: "relay::auth", transport, remote, outcome = "denied", reason = %d.message, "authentication")
+                }
+                Err(Refusal::Failed(e)) => {
+                    tracing::error!(target: "relay::auth", transport, remote, outcome = "error", error = %e, "authentication")
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Opens a session for an authenticated `principal`, unless `max_sessions` are already
+    /// open. `token` is the credential it authenticated with; HTTP requests of the session
+    /// must keep presenting it.
+    pub fn open(
+        &self,
+        transport: TransportKind,
+        principal: Principal,
+        token: Option<&str>,
+    ) -> Result<Arc<Session>, RpcError> {
         if self.lifecycle.sessions() >= self.limits.max_sessions {
-            tracing::warn!(limit = self.limits.max_sessions, transport, "session refused: limit reached");
+            tracing::warn!(
+                limit = self.limits.max_sessions,
+                transport = transport.as_str(),
+                "session refused: limit reached"
+            );
             return Err(RpcError::new(
                 error_codes::SERVER_BUSY,
                 format!("the relay already serves {} sessions; try again later", self.limits.max_sessions),
@@ -43,7 +89,10 @@ impl SessionFactory {
         Ok(Arc::new(Session {
             id: uuid::Uuid::new_v4().simple().to_string(),
             transport,
+            principal,
+            credential: self.plugins.has_auth().then(|| digest(token.unwrap_or(""))),
             router: self.router.clone(),
+            policy: self.policy.clone(),
             state: Mutex::new(SessionState::default()),
             last_seen: Mutex::new(Instant::now()),
             _count: self.lifecycle.session_opened(),
@@ -63,10 +112,16 @@ struct SessionState {
 pub struct Session {
     /// Random id; the `Mcp-Session-Id` for HTTP sessions.
     pub id: String,
-    /// Which transport the client uses (for logs).
-    pub transport: &'static str,
-    /// Where requests go.
+    /// Which transport the client uses.
+    pub transport: TransportKind,
+    /// Who the client is.
+    pub principal: Principal,
+    /// SHA-256 of the token the session authenticated with (`None` when auth is off).
+    credential: Option<[u8; 32]>,
+    /// Where admitted requests go.
     router: Arc<Router>,
+    /// What requests pass first.
+    policy: Arc<Policy>,
     /// What `initialize` established.
     state: Mutex<SessionState>,
     /// Last client activity, for idle expiry of HTTP sessions.
@@ -90,6 +145,12 @@ impl Session {
         }
     }
 
+    /// Whether `token` is the credential this session authenticated with (always true when
+    /// auth is off).
+    pub fn credential_matches(&self, token: Option<&str>) -> bool {
+        self.credential.is_none_or(|expected| digest(token.unwrap_or("")) == expected)
+    }
+
     /// The protocol version `initialize` negotiated, if any.
     pub fn protocol_version(&self) -> Option<String> {
         self.state.lock().expect("session lock").protocol_version.clone()
@@ -109,6 +170,11 @@ impl Session {
 
     async fn handle_request(&self, request: Request) -> Response {
         let Request { id, method, params } = request;
+        if method != "initialize"
+            && let Err(refusal) = self.admit(&method, params.as_ref()).await
+        {
+            return Response::err(id, refusal.into());
+        }
         let outcome = match method.as_str() {
             "initialize" => Ok(self.initialize(params.as_ref())),
             "ping" => Ok(json!({})),
@@ -117,6 +183,25 @@ impl Session {
             _ => Err(RpcError::new(error_codes::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
         };
         Response { id, outcome }
+    }
+
+    /// Runs the policy chain on a request.
+    async fn admit(&self, method: &str, params: Option<&Value>) -> Result<(), Refusal> {
+        let tool = (method == "tools/call")
+            .then(|| params.and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_owned))
+            .flatten();
+        let info = RequestInfo {
+            principal: self.principal.clone(),
+            session_id: self.id.clone(),
+            transport: self.transport,
+            method: method.to_owned(),
+            tool,
+        };
+        let outcome = self.policy.check(&info).await;
+        if let Err(refusal) = &outcome {
+            tracing::info!(target: "relay::policy", session = %self.id, principal = %self.principal.id, method, tool = info.tool.as_deref().unwrap_or("-"), reason = %refusal, "request refused");
+        }
+        outcome
     }
 
     fn handle_notification(&self, notification: Notification) {
@@ -130,7 +215,7 @@ impl Session {
         let requested = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
         let client = params.and_then(|p| p.pointer("/clientInfo/name")).and_then(Value::as_str).map(str::to_owned);
         let negotiated = version::negotiate(requested);
-        tracing::info!(session = %self.id, transport = self.transport, client = client.as_deref().unwrap_or("-"), requested, negotiated, "session initialized");
+        tracing::info!(session = %self.id, transport = self.transport.as_str(), principal = %self.principal.id, client = client.as_deref().unwrap_or("-"), requested, negotiated, "session initialized");
         let mut state = self.state.lock().expect("session lock");
         state.protocol_version = Some(negotiated.to_owned());
         state.client_name = client;
@@ -177,6 +262,10 @@ impl Session {
         }
         routed.result.map_err(RpcError::from)
     }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Messages the relay sends to a client on its own initiative.

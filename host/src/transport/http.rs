@@ -7,17 +7,20 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{ConnectInfo as PeerAddr, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::stream;
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 
+use crate::access::{ConnectInfo, TransportKind};
 use crate::lifecycle::Lifecycle;
 use crate::mcp::{self, DecodeError, Message, RpcError, error_codes, version};
+use crate::plugins::Refusal;
 use crate::session::{Session, SessionFactory, SessionRegistry};
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -54,11 +57,19 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
 
 async fn websocket_or_info(
     State(state): State<Arc<HttpState>>,
+    PeerAddr(peer): PeerAddr<SocketAddr>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match upgrade {
         Ok(upgrade) => {
             let factory = state.sessions_factory.clone();
+            let token = bearer(&headers);
+            let info = ConnectInfo { transport: TransportKind::WebSocket, remote_addr: peer.to_string(), token: token.clone() };
+            let principal = match factory.authenticate(&info).await {
+                Ok(principal) => principal,
+                Err(refusal) => return refused(refusal, Value::Null),
+            };
             // Frames a little over the message limit are read and refused with a JSON-RPC
             // error; far larger ones close the socket (1009) before being buffered.
             let hard_cap = factory.limits.max_message_bytes.saturating_mul(2);
@@ -66,7 +77,7 @@ async fn websocket_or_info(
                 .protocols(["mcp"])
                 .max_message_size(hard_cap)
                 .max_frame_size(hard_cap)
-                .on_upgrade(move |socket| super::websocket::serve(socket, factory))
+                .on_upgrade(move |socket| super::websocket::serve(socket, factory, principal, token))
         }
         Err(_) => axum::Json(json!({
             "name": "relay",
@@ -78,7 +89,12 @@ async fn websocket_or_info(
 }
 
 /// POST /mcp: one JSON-RPC message per request.
-async fn mcp_post(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -> Response {
+async fn mcp_post(
+    State(state): State<Arc<HttpState>>,
+    PeerAddr(peer): PeerAddr<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if let Some(refusal) = check_origin(&state, &headers) {
         return refusal;
     }
@@ -106,7 +122,13 @@ async fn mcp_post(State(state): State<Arc<HttpState>>, headers: HeaderMap, body:
     if let Message::Request(request) = &message
         && request.method == "initialize"
     {
-        let session = match state.sessions_factory.open("http") {
+        let token = bearer(&headers);
+        let info = ConnectInfo { transport: TransportKind::Http, remote_addr: peer.to_string(), token: token.clone() };
+        let principal = match state.sessions_factory.authenticate(&info).await {
+            Ok(principal) => principal,
+            Err(refusal) => return refused(refusal, request.id.clone()),
+        };
+        let session = match state.sessions_factory.open(TransportKind::Http, principal, token.as_deref()) {
             Ok(session) => session,
             Err(busy) => {
                 return rpc_error(StatusCode::SERVICE_UNAVAILABLE, mcp::Response::err(request.id.clone(), busy));
@@ -161,14 +183,13 @@ async fn mcp_get(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Res
 
 /// DELETE /mcp: the client ends its session.
 async fn mcp_delete(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
-    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
-        return plain(StatusCode::BAD_REQUEST, "Mcp-Session-Id header required");
-    };
-    if state.sessions.remove(id) {
-        tracing::info!(session = id, "session ended by client");
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        plain(StatusCode::NOT_FOUND, "unknown session")
+    match find_session(&state, &headers) {
+        Ok(session) => {
+            state.sessions.remove(&session.id);
+            tracing::info!(session = %session.id, "session ended by client");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(refusal) => refusal,
     }
 }
 
@@ -193,6 +214,17 @@ fn find_session(state: &HttpState, headers: &HeaderMap) -> Result<Arc<Session>, 
             ),
         ));
     };
+    if !session.credential_matches(bearer(headers).as_deref()) {
+        let mut response = rpc_error(
+            StatusCode::UNAUTHORIZED,
+            mcp::Response::err(
+                Value::Null,
+                RpcError::new(error_codes::UNAUTHENTICATED, "this session needs the bearer token it was opened with"),
+            ),
+        );
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Err(response);
+    }
     if let Some(requested) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok())
         && !version::is_supported(requested)
     {
@@ -218,6 +250,27 @@ fn check_origin(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
     } else {
         Some(plain(StatusCode::FORBIDDEN, "origin not allowed"))
     }
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+/// The response to a refused connection or session: the denial's HTTP status (401 with
+/// `WWW-Authenticate` for missing credentials), or 503 when the auth plugin failed.
+fn refused(refusal: Refusal, id: Value) -> Response {
+    let status = match &refusal {
+        Refusal::Denied(denial) => StatusCode::from_u16(denial.http_status()).unwrap_or(StatusCode::FORBIDDEN),
+        Refusal::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut response = rpc_error(status, mcp::Response::err(id, refusal.into()));
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {

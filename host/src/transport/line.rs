@@ -1,4 +1,8 @@
 //! Newline-delimited JSON-RPC 2.0 over plain TCP, as the reference `health_check.py` speaks it.
+//! With auth on, the first message carries the bearer token in
+//! `params._meta.authorization` (`"Bearer <token>"`).
+
+use std::net::SocketAddr;
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -8,11 +12,12 @@ use tokio_util::codec::FramedRead;
 
 use serde_json::Value;
 
-use crate::mcp::{Line, LineCodec, Message, Response};
+use crate::access::{ConnectInfo, Principal, TransportKind};
+use crate::mcp::{Line, LineCodec, Message, Response, RpcError};
 use crate::session::{Inbound, SessionFactory, drive};
 
 /// Serves one newline connection as one session.
-pub async fn serve(stream: TcpStream, factory: &SessionFactory) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory) {
     let (read, mut write) = stream.into_split();
     let limits = factory.limits.clone();
     let inbound = FramedRead::new(read, LineCodec::new(limits.max_message_bytes)).filter_map(|line| {
@@ -32,12 +37,49 @@ pub async fn serve(stream: TcpStream, factory: &SessionFactory) {
             }
         }
     });
-    match factory.open("line") {
-        Ok(session) => drive(session, Box::pin(inbound), tx, &factory.limits).await,
+    let mut inbound = Box::pin(inbound);
+    let mut first = None;
+    let mut token = None;
+    let principal = if factory.requires_auth() {
+        first = inbound.next().await;
+        let (id, found) = match &first {
+            Some(Inbound::Text(text)) => credential_of(text),
+            _ => (Value::Null, None),
+        };
+        token = found;
+        let info = ConnectInfo { transport: TransportKind::Line, remote_addr: peer.to_string(), token: token.clone() };
+        match factory.authenticate(&info).await {
+            Ok(principal) => principal,
+            Err(refusal) => {
+                let _ = tx.send(Message::Response(Response::err(id, RpcError::from(refusal))).to_text()).await;
+                drop(tx);
+                let _ = writer.await;
+                return;
+            }
+        }
+    } else {
+        Principal::open_access()
+    };
+    match factory.open(TransportKind::Line, principal, token.as_deref()) {
+        Ok(session) => {
+            let replay = futures::stream::iter(first);
+            drive(session, Box::pin(replay.chain(inbound)), tx, &factory.limits).await
+        }
         Err(busy) => {
             let _ = tx.send(Message::Response(Response::err(Value::Null, busy)).to_text()).await;
             drop(tx);
         }
     }
     let _ = writer.await;
+}
+
+/// The id and bearer token of a client's first message (`params._meta.authorization`).
+fn credential_of(text: &[u8]) -> (Value, Option<String>) {
+    let Ok(message) = serde_json::from_slice::<Value>(text) else { return (Value::Null, None) };
+    let id = message.get("id").cloned().unwrap_or(Value::Null);
+    let token = message
+        .pointer("/params/_meta/authorization")
+        .and_then(Value::as_str)
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
+    (id, token)
 }

@@ -3,6 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
@@ -36,14 +39,19 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: Cance
         let state = state.clone();
         let router = router.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, state, router).await {
+            if let Err(e) = handle(stream, peer, state, router).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
 }
 
-async fn handle(stream: TcpStream, state: Arc<HttpState>, router: axum::Router) -> std::io::Result<()> {
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<HttpState>,
+    router: axum::Router,
+) -> std::io::Result<()> {
     let mut first = [0u8; 1];
     match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
         Ok(Ok(0)) | Err(_) => return Ok(()),
@@ -51,10 +59,11 @@ async fn handle(stream: TcpStream, state: Arc<HttpState>, router: axum::Router) 
         Ok(Err(e)) => return Err(e),
     }
     if matches!(first[0], b'{' | b'[' | b' ' | b'\t' | b'\r' | b'\n') {
-        line::serve(stream, &state.sessions_factory).await;
+        line::serve(stream, peer, &state.sessions_factory).await;
         return Ok(());
     }
-    let service = TowerToHyperService::new(router);
+    // Handlers read the peer address through axum's `ConnectInfo` extractor.
+    let service = TowerToHyperService::new(router.layer(axum::Extension(ConnectInfo(peer))));
     hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))

@@ -6,11 +6,12 @@ use tokio::sync::mpsc;
 
 use serde_json::Value;
 
+use crate::access::{Principal, TransportKind};
 use crate::mcp::{Message, Response};
 use crate::session::{Inbound, SessionFactory, drive};
 
-/// Serves one upgraded WebSocket as one session.
-pub async fn serve(socket: WebSocket, factory: SessionFactory) {
+/// Serves one upgraded WebSocket as one session of `principal` (authenticated at the handshake).
+pub async fn serve(socket: WebSocket, factory: SessionFactory, principal: Principal, token: Option<String>) {
     let (mut sink, stream) = socket.split();
     let limit = factory.limits.max_message_bytes;
     let inbound = stream
@@ -33,7 +34,7 @@ pub async fn serve(socket: WebSocket, factory: SessionFactory) {
         }
         let _ = sink.close().await;
     });
-    match factory.open("websocket") {
+    match factory.open(TransportKind::WebSocket, principal, token.as_deref()) {
         Ok(session) => drive(session, Box::pin(inbound), tx, &factory.limits).await,
         Err(busy) => {
             let _ = tx.send(Message::Response(Response::err(Value::Null, busy)).to_text()).await;

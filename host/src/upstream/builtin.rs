@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::Upstreams;
 use crate::config::{BackendSpec, BackendStore, Transport};
 use crate::lifecycle::Lifecycle;
+use crate::plugins::Plugins;
 
 /// State the built-in tools read and change.
 pub struct Builtin {
@@ -19,14 +20,21 @@ pub struct Builtin {
     store: BackendStore,
     /// Instance facts for `relay_get_status`.
     lifecycle: Arc<Lifecycle>,
+    /// Loaded plugins, for status, reload and rollback.
+    plugins: Arc<Plugins>,
     /// Tool definitions, built once.
     tools: Vec<Value>,
 }
 
 impl Builtin {
     /// The built-in tool set.
-    pub fn new(upstreams: Arc<Upstreams>, store: BackendStore, lifecycle: Arc<Lifecycle>) -> Self {
-        Self { upstreams, store, lifecycle, tools: definitions() }
+    pub fn new(
+        upstreams: Arc<Upstreams>,
+        store: BackendStore,
+        lifecycle: Arc<Lifecycle>,
+        plugins: Arc<Plugins>,
+    ) -> Self {
+        Self { upstreams, store, lifecycle, plugins, tools: definitions() }
     }
 
     /// Tool definitions for the catalog.
@@ -43,6 +51,13 @@ impl Builtin {
             "relay_add_server" => self.add_server(arguments).await,
             "relay_remove_server" => self.remove_server(arguments).await,
             "relay_reconnect_server" => self.reconnect_server(arguments),
+            "relay_reload_plugins" => Ok(self.reload_plugins().await),
+            "relay_rollback_plugin" => match name_argument(&arguments) {
+                Ok(name) => {
+                    self.plugins.rollback(&name).await.map(|outcome| json!({"plugin": name, "outcome": outcome}))
+                }
+                Err(e) => Err(e),
+            },
             other => Err(format!("no built-in tool {other}")),
         };
         match outcome {
@@ -61,7 +76,22 @@ impl Builtin {
             "uptime_secs": self.lifecycle.started.elapsed().as_secs_f64(),
             "sessions": self.lifecycle.sessions(),
             "backends": self.servers(),
+            "plugins": self.plugins.status(),
         })
+    }
+
+    async fn reload_plugins(&self) -> Value {
+        let outcomes: Vec<Value> = self
+            .plugins
+            .reload_all()
+            .await
+            .into_iter()
+            .map(|(name, outcome)| match outcome {
+                Ok(message) => json!({"plugin": name, "ok": true, "outcome": message}),
+                Err(error) => json!({"plugin": name, "ok": false, "error": error}),
+            })
+            .collect();
+        json!({"plugins": outcomes})
     }
 
     fn servers(&self) -> Vec<Value> {
@@ -191,6 +221,20 @@ fn definitions() -> Vec<Value> {
             "name": "relay_reconnect_server",
             "description": "Drop a backend's connection and reconnect now.",
             "inputSchema": by_name,
+        }),
+        json!({
+            "name": "relay_reload_plugins",
+            "description": "Reload every plugin from its file now (admin). A plugin that fails to load keeps its running version.",
+            "inputSchema": no_args,
+        }),
+        json!({
+            "name": "relay_rollback_plugin",
+            "description": "Switch a plugin back to its previous version at once (admin).",
+            "inputSchema": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "description": "Plugin name"}},
+                "required": ["name"],
+            },
         }),
     ]
 }

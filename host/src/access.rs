@@ -1,0 +1,138 @@
+//! Who is calling and why a request is refused: the vocabulary that the session, the policy
+//! chain and the plugins share.
+
+use serde_json::{Value, json};
+
+use crate::mcp::{RpcError, error_codes};
+
+/// The transport a client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Newline-delimited JSON-RPC over TCP.
+    Line,
+    /// MCP over WebSocket.
+    WebSocket,
+    /// Streamable HTTP.
+    Http,
+}
+
+impl TransportKind {
+    /// Lower-case name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Line => "line",
+            TransportKind::WebSocket => "websocket",
+            TransportKind::Http => "http",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Stable id: rate-limit key, log field.
+    pub id: String,
+    /// Roles; `admin` unlocks the management tools.
+    pub roles: Vec<String>,
+}
+
+impl Principal {
+    /// The role that may change the relay at run time.
+    pub const ADMIN: &'static str = "admin";
+
+    /// The caller when no auth plugin is configured: the relay is open and everyone is admin.
+    pub fn open_access() -> Self {
+        Self { id: "anonymous".into(), roles: vec![Self::ADMIN.into()] }
+    }
+
+    /// Whether the principal has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// What authentication sees of a new connection or session.
+#[derive(Debug, Clone)]
+pub struct ConnectInfo {
+    /// The client's transport.
+    pub transport: TransportKind,
+    /// The peer address.
+    pub remote_addr: String,
+    /// The bearer token, if the client sent one.
+    pub token: Option<String>,
+}
+
+/// What the policy chain sees of one request.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// The caller.
+    pub principal: Principal,
+    /// The session.
+    pub session_id: String,
+    /// The client's transport.
+    pub transport: TransportKind,
+    /// The JSON-RPC method.
+    pub method: String,
+    /// The tool, for `tools/call`.
+    pub tool: Option<String>,
+}
+
+/// The category of a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialCode {
+    /// No or unknown credentials.
+    Unauthenticated,
+    /// Known caller, not allowed.
+    Forbidden,
+    /// Too many requests.
+    RateLimited,
+    /// The request is unacceptable.
+    Invalid,
+}
+
+/// A refusal from authentication or policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Denial {
+    /// The category.
+    pub code: DenialCode,
+    /// A sentence for the client.
+    pub message: String,
+    /// When to retry, for rate limits.
+    pub retry_after_ms: Option<u64>,
+    /// Which plugin (or `relay` for built-in rules) refused.
+    pub refused_by: String,
+}
+
+impl Denial {
+    /// A denial by the relay's own rules.
+    pub fn by_relay(code: DenialCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry_after_ms: None, refused_by: "relay".into() }
+    }
+
+    /// The HTTP status for a refused connection or session.
+    pub fn http_status(&self) -> u16 {
+        match self.code {
+            DenialCode::Unauthenticated => 401,
+            DenialCode::Forbidden => 403,
+            DenialCode::RateLimited => 429,
+            DenialCode::Invalid => 400,
+        }
+    }
+}
+
+impl From<Denial> for RpcError {
+    fn from(denial: Denial) -> Self {
+        let code = match denial.code {
+            DenialCode::Unauthenticated => error_codes::UNAUTHENTICATED,
+            DenialCode::Forbidden => error_codes::FORBIDDEN,
+            DenialCode::RateLimited => error_codes::RATE_LIMITED,
+            DenialCode::Invalid => error_codes::INVALID_PARAMS,
+        };
+        let mut data = json!({"refused_by": denial.refused_by});
+        if let Some(ms) = denial.retry_after_ms {
+            data["retry_after_ms"] = Value::from(ms);
+        }
+        RpcError::new(code, denial.message).with_data(data)
+    }
+}

@@ -1,0 +1,147 @@
+//! The `plugins` section of `relay.yaml`: which WebAssembly components to load, in what order,
+//! with what configuration and which grants.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The world a plugin targets; decides where the host calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum World {
+    /// Runs once per connection or session: who is calling.
+    Auth,
+    /// Runs before every request, in the listed order: may it go ahead.
+    Policy,
+    /// Offers tools that join the catalog.
+    Adapter,
+}
+
+impl World {
+    /// The WIT world name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Auth => "auth",
+            World::Policy => "policy",
+            World::Adapter => "adapter",
+        }
+    }
+}
+
+/// One plugin entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Unique name: log field, `kv` namespace, prefix for colliding adapter tools.
+    pub name: String,
+    /// The world the component implements.
+    pub world: World,
+    /// The `.wasm` component, relative to the directory of `relay.yaml`. Watched for changes.
+    pub path: PathBuf,
+    /// Handed to the plugin as JSON by `config.get-json`.
+    #[serde(default)]
+    pub config: serde_yaml::Value,
+    /// What the sandbox lets the plugin see.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Per-call bounds.
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+/// Capabilities a plugin gets beyond pure computation. Everything not granted is denied.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Environment variables the plugin may read (only these, with the relay's values).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Whether the plugin may read the wall and monotonic clocks.
+    #[serde(default)]
+    pub clock: bool,
+}
+
+/// Bounds on one plugin call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    /// Wall time one call may take before it is interrupted.
+    pub deadline_ms: u64,
+    /// Linear memory one instance may grow to.
+    pub memory_mb: u64,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self { deadline_ms: 100, memory_mb: 32 }
+    }
+}
+
+/// Largest `memory_mb` a plugin may ask for (the pooling allocator reserves this much per slot).
+pub const MAX_PLUGIN_MEMORY_MB: u64 = 256;
+
+impl PluginConfig {
+    /// The component's path, resolved against the directory of `relay.yaml`.
+    pub fn resolved_path(&self, relay_yaml: &Path) -> PathBuf {
+        relay_yaml.parent().unwrap_or(Path::new(".")).join(&self.path)
+    }
+
+    /// The configuration as JSON text.
+    pub fn config_json(&self) -> String {
+        match &self.config {
+            serde_yaml::Value::Null => "{}".to_owned(),
+            other => serde_json::to_string(other).unwrap_or_else(|_| "{}".to_owned()),
+        }
+    }
+
+    /// Checks one entry.
+    pub fn validate(&self) -> Result<(), String> {
+        if !super::backends::valid_backend_name(&self.name) {
+            return Err(format!("plugin name {:?} must match [A-Za-z0-9_-]{{1,64}}", self.name));
+        }
+        if self.limits.deadline_ms == 0 || !(1..=MAX_PLUGIN_MEMORY_MB).contains(&self.limits.memory_mb) {
+            return Err(format!(
+                "plugin {}: limits.deadline_ms must be positive and limits.memory_mb within 1..={MAX_PLUGIN_MEMORY_MB}",
+                self.name
+            ));
+        }
+        if serde_json::to_string(&self.config).is_err() {
+            return Err(format!("plugin {}: config must be JSON-compatible", self.name));
+        }
+        Ok(())
+    }
+}
+
+/// Checks the whole list: valid entries, unique names, at most one auth plugin.
+pub fn validate_plugins(plugins: &[PluginConfig]) -> Result<(), String> {
+    let mut names = std::collections::HashSet::new();
+    for plugin in plugins {
+        plugin.validate()?;
+        if !names.insert(plugin.name.as_str()) {
+            return Err(format!("plugin name {:?} appears twice", plugin.name));
+        }
+    }
+    if plugins.iter().filter(|p| p.world == World::Auth).count() > 1 {
+        return Err("at most one auth plugin may be configured".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_an_entry_and_rejects_two_auth_plugins() {
+        let yaml = "- {name: auth, world: auth, path: a.wasm, config: {tokens: []}, grants: {env: [T]}}\n- {name: rl, world: policy, path: r.wasm}\n";
+        let plugins: Vec<PluginConfig> = serde_yaml::from_str(yaml).unwrap();
+        assert!(validate_plugins(&plugins).is_ok());
+        assert_eq!(plugins[0].config_json(), r#"{"tokens":[]}"#);
+        assert_eq!(plugins[1].config_json(), "{}");
+        let two_auth: Vec<PluginConfig> =
+            serde_yaml::from_str("- {name: a, world: auth, path: a.wasm}\n- {name: b, world: auth, path: b.wasm}\n")
+                .unwrap();
+        assert!(validate_plugins(&two_auth).unwrap_err().contains("one auth"));
+        assert!(serde_yaml::from_str::<Vec<PluginConfig>>("- {name: a, world: magic, path: a.wasm}\n").is_err());
+    }
+}

@@ -1,0 +1,45 @@
+//! Host bindings generated from `wit/`, kept private to the plugins module. The adapter world
+//! imports every host interface, so its generated interfaces are reused (`with`) by the other
+//! worlds: one `Host` impl per interface serves all three.
+
+pub mod adapter {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "adapter",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+pub mod auth {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "auth",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "relay:plugin/log": super::adapter::relay::plugin::log,
+            "relay:plugin/clock": super::adapter::relay::plugin::clock,
+            "relay:plugin/config": super::adapter::relay::plugin::config,
+            "relay:plugin/kv": super::adapter::relay::plugin::kv,
+        },
+    });
+}
+
+pub mod policy {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "policy",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "relay:plugin/types": super::auth::relay::plugin::types,
+            "relay:plugin/log": super::adapter::relay::plugin::log,
+            "relay:plugin/clock": super::adapter::relay::plugin::clock,
+            "relay:plugin/config": super::adapter::relay::plugin::config,
+            "relay:plugin/kv": super::adapter::relay::plugin::kv,
+        },
+    });
+}
+
+pub use auth::relay::plugin::types;

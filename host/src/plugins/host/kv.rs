@@ -1,0 +1,39 @@
+//! `kv`: the host-owned store, with every key under the plugin's own prefix.
+
+use crate::plugins::bindings::adapter::relay::plugin::kv::{Host, KvError};
+use crate::plugins::kv::KvError as StoreError;
+use crate::plugins::sandbox::PluginState;
+
+fn wit(error: StoreError) -> KvError {
+    match error {
+        StoreError::Invalid(message) => KvError::Invalid(message),
+    }
+}
+
+impl Host for PluginState {
+    async fn get(&mut self, key: String) -> Result<Option<String>, KvError> {
+        self.ctx.kv.get(&self.ctx.kv_key(&key)).map_err(wit)
+    }
+
+    async fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> Result<(), KvError> {
+        self.ctx.kv.set(&self.ctx.kv_key(&key), &value, ttl_ms).map_err(wit)
+    }
+
+    async fn delete(&mut self, key: String) -> Result<(), KvError> {
+        self.ctx.kv.delete(&self.ctx.kv_key(&key)).map_err(wit)
+    }
+
+    async fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
+        self.ctx.kv.increment(&self.ctx.kv_key(&key), delta, ttl_ms).map_err(wit)
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<String>,
+        new: String,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, KvError> {
+        self.ctx.kv.compare_and_swap(&self.ctx.kv_key(&key), expected.as_deref(), &new, ttl_ms).map_err(wit)
+    }
+}

@@ -1,0 +1,19 @@
+//! `upstream`: adapters call tools of configured MCP backends through the relay.
+
+use serde_json::{Value, json};
+
+use crate::plugins::bindings::adapter::relay::plugin::upstream::Host;
+use crate::plugins::sandbox::PluginState;
+
+impl Host for PluginState {
+    async fn call_tool(&mut self, backend: String, tool: String, arguments: String) -> Result<String, String> {
+        let upstreams = self.ctx.upstreams.clone().ok_or("this plugin may not call backends")?;
+        let upstream = upstreams.get(&backend).ok_or_else(|| format!("no backend named {backend}"))?;
+        let arguments: Value = serde_json::from_str(&arguments).map_err(|e| format!("arguments are not JSON: {e}"))?;
+        upstream
+            .request("tools/call", Some(json!({"name": tool, "arguments": arguments})), upstream.call_timeout())
+            .await
+            .map(|result| result.to_string())
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,166 @@
+//! The host-owned key-value store behind the `kv` interface: values with optional expiry,
+//! atomic increment and compare-and-swap. In memory; one store per relay process, shared by
+//! every plugin (each under its own key prefix) and by every version of a plugin, so state
+//! survives a reload.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Why an operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The key or value is unacceptable (too long, not a counter).
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+/// Longest key, after the plugin prefix.
+const MAX_KEY: usize = 512;
+/// Longest value.
+const MAX_VALUE: usize = 64 * 1024;
+/// Expired entries are swept once the map has grown by this many inserts.
+const SWEEP_EVERY: usize = 4096;
+
+struct Entry {
+    value: String,
+    expires: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|t| t > now)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<String, Entry>,
+    inserts_since_sweep: usize,
+}
+
+/// The store. Every operation holds one lock for its whole duration, which is what makes
+/// increment and compare-and-swap atomic.
+#[derive(Default)]
+pub struct KvStore {
+    inner: Mutex<Inner>,
+}
+
+fn expiry(ttl_ms: Option<u64>) -> Option<Instant> {
+    ttl_ms.map(|ms| Instant::now() + Duration::from_millis(ms))
+}
+
+fn check(key: &str, value: Option<&str>) -> Result<(), KvError> {
+    if key.len() > MAX_KEY {
+        return Err(KvError::Invalid(format!("key longer than {MAX_KEY} bytes")));
+    }
+    if value.is_some_and(|v| v.len() > MAX_VALUE) {
+        return Err(KvError::Invalid(format!("value longer than {MAX_VALUE} bytes")));
+    }
+    Ok(())
+}
+
+impl KvStore {
+    /// The live value at `key`.
+    pub fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        check(key, None)?;
+        let inner = self.inner.lock().expect("kv lock");
+        Ok(inner.map.get(key).filter(|e| e.live(Instant::now())).map(|e| e.value.clone()))
+    }
+
+    /// Stores `value` at `key`.
+    pub fn set(&self, key: &str, value: &str, ttl_ms: Option<u64>) -> Result<(), KvError> {
+        check(key, Some(value))?;
+        let mut inner = self.inner.lock().expect("kv lock");
+        inner.insert(key, Entry { value: value.to_owned(), expires: expiry(ttl_ms) });
+        Ok(())
+    }
+
+    /// Removes `key`.
+    pub fn delete(&self, key: &str) -> Result<(), KvError> {
+        check(key, None)?;
+        self.inner.lock().expect("kv lock").map.remove(key);
+        Ok(())
+    }
+
+    /// Adds `delta` to the counter at `key` (missing or expired counts as 0).
+    pub fn increment(&self, key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
+        check(key, None)?;
+        let mut inner = self.inner.lock().expect("kv lock");
+        let now = Instant::now();
+        let (current, expires) = match inner.map.get(key).filter(|e| e.live(now)) {
+            Some(entry) => {
+                let n = entry.value.parse::<i64>().map_err(|_| KvError::Invalid(format!("{key} is not a counter")))?;
+                (n, entry.expires)
+            }
+            None => (0, expiry(ttl_ms)),
+        };
+        let next = current.checked_add(delta).ok_or_else(|| KvError::Invalid("counter overflow".into()))?;
+        inner.insert(key, Entry { value: next.to_string(), expires });
+        Ok(next)
+    }
+
+    /// Replaces the value at `key` with `new` if it equals `expected` (`None`: absent).
+    pub fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, KvError> {
+        check(key, Some(new))?;
+        let mut inner = self.inner.lock().expect("kv lock");
+        let now = Instant::now();
+        let current = inner.map.get(key).filter(|e| e.live(now)).map(|e| e.value.as_str());
+        if current != expected {
+            return Ok(false);
+        }
+        inner.insert(key, Entry { value: new.to_owned(), expires: expiry(ttl_ms) });
+        Ok(true)
+    }
+}
+
+impl Inner {
+    fn insert(&mut self, key: &str, entry: Entry) {
+        self.map.insert(key.to_owned(), entry);
+        self.inserts_since_sweep += 1;
+        if self.inserts_since_sweep >= SWEEP_EVERY {
+            let now = Instant::now();
+            self.map.retain(|_, e| e.live(now));
+            self.inserts_since_sweep = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn increments_atomically_across_threads() {
+        let store = KvStore::default();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        store.increment("n", 1, None).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(store.get("n").unwrap().as_deref(), Some("8000"));
+    }
+
+    #[test]
+    fn compare_and_swap_and_expiry() {
+        let store = KvStore::default();
+        assert!(store.compare_and_swap("k", None, "1", None).unwrap());
+        assert!(!store.compare_and_swap("k", None, "2", None).unwrap());
+        assert!(store.compare_and_swap("k", Some("1"), "2", Some(1)).unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.get("k").unwrap(), None);
+        assert!(store.compare_and_swap("k", None, "3", None).unwrap());
+        store.set("c", "x", None).unwrap();
+        assert!(store.increment("c", 1, None).is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! WebAssembly plugins (wasmtime component model): the `auth`, `policy` and `adapter` worlds of
+//! `wit/`, each plugin sandboxed per call and hot-reloaded from disk.
+//!
+//! Lifecycle in three stages (as in Spin): the engine and linker are built once; each plugin
+//! version is compiled (or loaded from the disk cache), type-checked and pre-instantiated once;
+//! every call instantiates from the pool into a fresh store with its own deadline and memory cap.
+
+mod bindings;
+mod cache;
+mod engine;
+mod host;
+mod kv;
+mod loaded;
+mod registry;
+mod sandbox;
+mod watch;
+
+pub use cache::default_dir as default_cache_dir;
+pub use kv::{KvError, KvStore};
+pub use registry::{Plugins, Refusal};
+pub use sandbox::PluginError;
+pub use watch::{WatchGuard, watch};

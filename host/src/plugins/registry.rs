@@ -1,0 +1,388 @@
+//! The loaded plugins, in configuration order, and everything the rest of the relay asks of
+//! them: authenticate, check, list and call adapter tools, reload, roll back, report.
+//!
+//! Each plugin has a current version and the previous good one, both behind `ArcSwap`: a
+//! reload builds a complete new version first and then publishes it in one store, so a call
+//! either sees the old version or the new one, and finishes on the one it started with.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use super::bindings::{self, types};
+use super::kv::KvStore;
+use super::loaded::{Instantiable, Version};
+use super::sandbox::{PluginContext, PluginError, PluginState, classify, new_store};
+use super::{engine, host};
+use crate::access::{ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
+use crate::config::{PluginConfig, World};
+use crate::mcp::{RpcError, error_codes};
+use crate::upstream::Upstreams;
+
+/// Why authentication or policy did not let something through.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// A plugin (or a built-in rule) said no.
+    #[error(transparent)]
+    Denied(#[from] Denial),
+    /// A plugin failed (trap, timeout, out of memory); the request fails, the plugin stays.
+    #[error(transparent)]
+    Failed(#[from] PluginError),
+}
+
+impl From<Refusal> for RpcError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Denied(denial) => denial.into(),
+            Refusal::Failed(error) => RpcError::new(error_codes::INTERNAL_ERROR, error.to_string()),
+        }
+    }
+}
+
+/// Counters per plugin, for status (and metrics later).
+#[derive(Default)]
+struct Stats {
+    calls: AtomicU64,
+    denials: AtomicU64,
+    traps: AtomicU64,
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+}
+
+/// One configured plugin.
+struct Slot {
+    config: PluginConfig,
+    /// The resolved `.wasm` path.
+    path: PathBuf,
+    /// Shared by every call of every version.
+    ctx: Arc<PluginContext>,
+    current: ArcSwap<Version>,
+    /// The previous good version, for `relay_rollback_plugin`.
+    previous: ArcSwapOption<Version>,
+    stats: Stats,
+    /// The last load or call failure, for status.
+    last_error: Mutex<Option<String>>,
+    /// Serialises reloads and rollbacks of this plugin.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn record_failure(&self, error: &PluginError) {
+        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().expect("last_error lock") = Some(error.to_string());
+        tracing::warn!(plugin = %self.config.name, error = %error, "plugin call failed");
+    }
+}
+
+/// Every loaded plugin.
+pub struct Plugins {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    cache_dir: Option<PathBuf>,
+    slots: Vec<Arc<Slot>>,
+    /// Bumped when an adapter's tools may have changed (reload, rollback).
+    changed: watch::Sender<u64>,
+}
+
+impl Plugins {
+    /// Loads every configured plugin; fails if any does not load (a relay must not start with
+    /// half its policy).
+    pub async fn load(
+        configs: &[PluginConfig],
+        relay_yaml: &Path,
+        cache_dir: Option<PathBuf>,
+        kv: Arc<KvStore>,
+        upstreams: Arc<Upstreams>,
+    ) -> Result<Arc<Plugins>, PluginError> {
+        let setup = |message: String| PluginError::Load { plugin: "relay".into(), message };
+        let engine = engine::build().map_err(|e| setup(format!("wasm engine: {e:#}")))?;
+        let linker = host::linker(&engine).map_err(|e| setup(format!("wasm linker: {e:#}")))?;
+        let mut slots = Vec::new();
+        for config in configs {
+            let env = config.grants.env.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))).collect();
+            let ctx = Arc::new(PluginContext {
+                name: config.name.clone(),
+                config_json: config.config_json(),
+                env,
+                clock: config.grants.clock,
+                limits: config.limits.clone(),
+                kv: kv.clone(),
+                upstreams: (config.world == World::Adapter).then(|| upstreams.clone()),
+            });
+            let path = config.resolved_path(relay_yaml);
+            let version = Version::load(&engine, &linker, &ctx, config.world, &path, cache_dir.as_deref()).await?;
+            tracing::info!(plugin = %config.name, world = config.world.as_str(), hash = %&version.hash[..12], cached = version.from_cache, "plugin loaded");
+            slots.push(Arc::new(Slot {
+                config: config.clone(),
+                path,
+                ctx,
+                current: ArcSwap::from_pointee(version),
+                previous: ArcSwapOption::empty(),
+                stats: Stats::default(),
+                last_error: Mutex::new(None),
+                reloading: tokio::sync::Mutex::new(()),
+            }));
+        }
+        Ok(Arc::new(Plugins { engine, linker, cache_dir, slots, changed: watch::Sender::new(0) }))
+    }
+
+    /// Whether an auth plugin is configured (without one the relay is open).
+    pub fn has_auth(&self) -> bool {
+        self.slots.iter().any(|s| s.config.world == World::Auth)
+    }
+
+    /// Whether any plugin is configured.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The `.wasm` paths, by plugin name (for the file watch).
+    pub fn paths(&self) -> Vec<(String, PathBuf)> {
+        self.slots.iter().map(|s| (s.config.name.clone(), s.path.clone())).collect()
+    }
+
+    /// Decides who a connection is. Without an auth plugin everyone is admin.
+    pub async fn authenticate(&self, info: &ConnectInfo) -> Result<Principal, Refusal> {
+        let Some(slot) = self.slots.iter().find(|s| s.config.world == World::Auth) else {
+            return Ok(Principal::open_access());
+        };
+        slot.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let version = slot.current.load_full();
+        let Instantiable::Auth(pre) = &version.component else { unreachable!("auth slot holds an auth component") };
+        let mut store = new_store(&self.engine, &slot.ctx);
+        let wit_info = types::ConnectInfo {
+            transport: wit_transport(info.transport),
+            remote_addr: info.remote_addr.clone(),
+            token: info.token.clone(),
+        };
+        let outcome = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.relay_plugin_authenticator().call_authenticate(&mut store, &wit_info).await
+        }
+        .await;
+        match outcome {
+            Ok(Ok(principal)) => Ok(Principal { id: principal.id, roles: principal.roles }),
+            Ok(Err(denial)) => {
+                slot.stats.denials.fetch_add(1, Ordering::Relaxed);
+                Err(Refusal::Denied(from_wit(denial, &slot.config.name)))
+            }
+            Err(e) => {
+                let error = classify(e, &store);
+                slot.record_failure(&error);
+                Err(Refusal::Failed(error))
+            }
+        }
+    }
+
+    /// Runs every policy plugin, in order, on one request.
+    pub async fn check(&self, info: &RequestInfo) -> Result<(), Refusal> {
+        let mut request = None;
+        for slot in self.slots.iter().filter(|s| s.config.world == World::Policy) {
+            let request = request.get_or_insert_with(|| types::RequestInfo {
+                principal: types::Principal { id: info.principal.id.clone(), roles: info.principal.roles.clone() },
+                session_id: info.session_id.clone(),
+                transport: wit_transport(info.transport),
+                method: info.method.clone(),
+                tool: info.tool.clone(),
+            });
+            slot.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let version = slot.current.load_full();
+            let Instantiable::Policy(pre) = &version.component else { unreachable!("policy slot holds a policy") };
+            let mut store = new_store(&self.engine, &slot.ctx);
+            let outcome = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                instance.relay_plugin_policy_check().call_check(&mut store, request).await
+            }
+            .await;
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(denial)) => {
+                    slot.stats.denials.fetch_add(1, Ordering::Relaxed);
+                    return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
+                }
+                Err(e) => {
+                    let error = classify(e, &store);
+                    slot.record_failure(&error);
+                    return Err(Refusal::Failed(error));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each adapter's name and current tools, in configuration order.
+    pub fn adapter_tools(&self) -> Vec<(String, Arc<Vec<Value>>)> {
+        self.slots
+            .iter()
+            .filter(|s| s.config.world == World::Adapter)
+            .map(|s| (s.config.name.clone(), s.current.load().tools()))
+            .collect()
+    }
+
+    /// Calls `tool` of adapter `name`; returns an MCP `CallToolResult`.
+    pub async fn call_tool(&self, name: &str, tool: &str, arguments: &Value) -> Result<Value, PluginError> {
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| s.config.name == name && s.config.world == World::Adapter)
+            .ok_or_else(|| PluginError::Load { plugin: name.to_owned(), message: "no such adapter".into() })?;
+        slot.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let version = slot.current.load_full();
+        let Instantiable::Adapter { pre, .. } = &version.component else {
+            unreachable!("adapter slot holds an adapter")
+        };
+        let mut store = new_store(&self.engine, &slot.ctx);
+        let outcome = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.relay_plugin_tools().call_call_tool(&mut store, tool, &arguments.to_string()).await
+        }
+        .await;
+        use bindings::adapter::exports::relay::plugin::tools::ToolError;
+        match outcome {
+            Ok(Ok(result)) => Ok(match serde_json::from_str::<Value>(&result) {
+                Ok(value) if value.get("content").is_some_and(Value::is_array) => value,
+                _ => json!({"content": [{"type": "text", "text": result}]}),
+            }),
+            Ok(Err(error)) => {
+                let message = match error {
+                    ToolError::InvalidArguments(m) => format!("invalid arguments: {m}"),
+                    ToolError::UnknownTool(m) => format!("unknown tool: {m}"),
+                    ToolError::Failed(m) => m,
+                };
+                Ok(json!({"content": [{"type": "text", "text": message}], "isError": true}))
+            }
+            Err(e) => {
+                let error = classify(e, &store);
+                slot.record_failure(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Loads plugin `name` again from its file. A failure keeps the running version.
+    pub async fn reload(&self, name: &str) -> Result<String, String> {
+        let slot = self.slot(name)?;
+        let _guard = slot.reloading.lock().await;
+        let loaded = Version::load(
+            &self.engine,
+            &self.linker,
+            &slot.ctx,
+            slot.config.world,
+            &slot.path,
+            self.cache_dir.as_deref(),
+        )
+        .await;
+        match loaded {
+            Ok(version) if version.hash == slot.current.load().hash => {
+                Ok(format!("{} unchanged", short(&version.hash)))
+            }
+            Ok(version) => {
+                let hash = version.hash.clone();
+                let old = slot.current.swap(Arc::new(version));
+                slot.previous.store(Some(old));
+                slot.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                *slot.last_error.lock().expect("last_error lock") = None;
+                if slot.config.world == World::Adapter {
+                    self.changed.send_modify(|n| *n += 1);
+                }
+                tracing::info!(plugin = name, hash = short(&hash), "plugin reloaded");
+                Ok(format!("loaded {}", short(&hash)))
+            }
+            Err(error) => {
+                slot.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+                let message = error.to_string();
+                *slot.last_error.lock().expect("last_error lock") = Some(message.clone());
+                tracing::error!(plugin = name, error = %message, running = short(&slot.current.load().hash), "plugin reload failed; keeping the running version");
+                Err(message)
+            }
+        }
+    }
+
+    /// Reloads every plugin; returns each outcome.
+    pub async fn reload_all(&self) -> Vec<(String, Result<String, String>)> {
+        let mut outcomes = Vec::new();
+        for slot in &self.slots {
+            outcomes.push((slot.config.name.clone(), self.reload(&slot.config.name).await));
+        }
+        outcomes
+    }
+
+    /// Switches plugin `name` back to its previous version at once (and keeps the one it
+    /// replaces as the new previous, so a second rollback undoes the first).
+    pub async fn rollback(&self, name: &str) -> Result<String, String> {
+        let slot = self.slot(name)?;
+        let _guard = slot.reloading.lock().await;
+        let previous = slot.previous.swap(None).ok_or_else(|| format!("plugin {name} has no previous version"))?;
+        let hash = previous.hash.clone();
+        let replaced = slot.current.swap(previous);
+        slot.previous.store(Some(replaced));
+        if slot.config.world == World::Adapter {
+            self.changed.send_modify(|n| *n += 1);
+        }
+        tracing::warn!(plugin = name, hash = short(&hash), "plugin rolled back");
+        Ok(format!("rolled back to {}", short(&hash)))
+    }
+
+    /// Status of every plugin for `relay_get_status`.
+    pub fn status(&self) -> Vec<Value> {
+        self.slots
+            .iter()
+            .map(|slot| {
+                let current = slot.current.load();
+                let stat = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                json!({
+                    "name": slot.config.name,
+                    "world": slot.config.world.as_str(),
+                    "path": slot.path.display().to_string(),
+                    "hash": current.hash,
+                    "loaded_at": current.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                    "previous_hash": slot.previous.load().as_ref().map(|p| p.hash.clone()),
+                    "calls": stat(&slot.stats.calls),
+                    "denials": stat(&slot.stats.denials),
+                    "traps": stat(&slot.stats.traps),
+                    "reloads": stat(&slot.stats.reloads),
+                    "reload_failures": stat(&slot.stats.reload_failures),
+                    "last_error": *slot.last_error.lock().expect("last_error lock"),
+                })
+            })
+            .collect()
+    }
+
+    /// Changes when adapter tools may have changed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn slot(&self, name: &str) -> Result<&Arc<Slot>, String> {
+        self.slots.iter().find(|s| s.config.name == name).ok_or_else(|| format!("no plugin named {name}"))
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+fn wit_transport(transport: TransportKind) -> types::Transport {
+    match transport {
+        TransportKind::Line => types::Transport::Line,
+        TransportKind::WebSocket => types::Transport::Websocket,
+        TransportKind::Http => types::Transport::Http,
+    }
+}
+
+fn from_wit(denial: types::Denial, plugin: &str) -> Denial {
+    let code = match denial.code {
+        types::DenialCode::Unauthenticated => DenialCode::Unauthenticated,
+        types::DenialCode::Forbidden => DenialCode::Forbidden,
+        types::DenialCode::RateLimited => DenialCode::RateLimited,
+        types::DenialCode::Invalid => DenialCode::Invalid,
+    };
+    Denial { code, message: denial.message, retry_after_ms: denial.retry_after_ms, refused_by: plugin.to_owned() }
+}

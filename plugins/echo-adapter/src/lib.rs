@@ -1,0 +1,64 @@
+//! `echo-adapter`: the smallest useful adapter, and the template to copy for a new one.
+//!
+//! It offers two tools: `echo` returns its message, `count` increments a counter kept in the
+//! host's `kv` store (so the count survives a reload of the plugin).
+
+use relay::plugin::{config, kv, log};
+use serde_json::{Value, json};
+
+wit_bindgen::generate!({ path: "../../wit", world: "adapter" });
+
+use exports::relay::plugin::tools::{Guest, Tool, ToolError};
+
+struct EchoAdapter;
+
+impl Guest for EchoAdapter {
+    fn list_tools() -> Vec<Tool> {
+        vec![
+            Tool {
+                name: "echo".into(),
+                description: "Return the message, with the configured prefix".into(),
+                input_schema:
+                    json!({"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]})
+                        .to_string(),
+            },
+            Tool {
+                name: "count".into(),
+                description: "Increment and return a counter that survives plugin reloads".into(),
+                input_schema: json!({"type": "object", "properties": {}}).to_string(),
+            },
+        ]
+    }
+
+    fn call_tool(name: String, arguments: String) -> Result<String, ToolError> {
+        let arguments: Value =
+            serde_json::from_str(&arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+        match name.as_str() {
+            "echo" => {
+                let message = arguments["message"]
+                    .as_str()
+                    .ok_or_else(|| ToolError::InvalidArguments("\"message\" (string) is required".into()))?;
+                Ok(text(format!("{}{message}", prefix())))
+            }
+            "count" => {
+                let count = kv::increment("count", 1, None).map_err(|e| ToolError::Failed(format!("{e:?}")))?;
+                log::log(log::Level::Debug, &format!("count is now {count}"));
+                Ok(text(count.to_string()))
+            }
+            other => Err(ToolError::UnknownTool(other.to_owned())),
+        }
+    }
+}
+
+/// The `prefix` from the plugin's configuration (empty by default).
+fn prefix() -> String {
+    let config: Value = serde_json::from_str(&config::get_json()).unwrap_or(Value::Null);
+    config["prefix"].as_str().unwrap_or("").to_owned()
+}
+
+/// An MCP `CallToolResult` with one text item.
+fn text(text: String) -> String {
+    json!({"content": [{"type": "text", "text": text}]}).to_string()
+}
+
+export!(EchoAdapter);

@@ -1,0 +1,87 @@
+//! The generic cell rate algorithm: a token bucket stored as one number, the theoretical
+//! arrival time (TAT) of the next request.
+
+/// A rate: `per_minute` requests, with bursts of up to `burst` back to back.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    per_minute: u32,
+    /// Microseconds between requests at the steady rate.
+    interval_us: u64,
+    /// How far ahead of real time the TAT may run: `(burst - 1) * interval`.
+    tolerance_us: u64,
+}
+
+/// What to do with one request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it pass and store `new_tat` (it can be forgotten after `ttl_us`).
+    Allow { new_tat: u64, ttl_us: u64 },
+    /// Refuse it; a request after `retry_after_us` would pass.
+    Deny { retry_after_us: u64 },
+}
+
+impl Rate {
+    /// `per_minute` requests per minute (at least 1); `burst` defaults to `per_minute`.
+    pub fn per_minute(per_minute: u32, burst: Option<u32>) -> Rate {
+        let per_minute = per_minute.max(1);
+        let interval_us = 60_000_000 / u64::from(per_minute);
+        let burst = u64::from(burst.unwrap_or(per_minute).max(1));
+        Rate { per_minute, interval_us, tolerance_us: (burst - 1) * interval_us }
+    }
+
+    /// The steady rate.
+    pub fn limit(&self) -> u32 {
+        self.per_minute
+    }
+
+    /// Decides a request arriving at `now_us` given the stored `tat` (none: a fresh bucket).
+    pub fn decide(&self, tat: Option<u64>, now_us: u64) -> Decision {
+        let tat = tat.unwrap_or(now_us).max(now_us);
+        let earliest = tat.saturating_sub(self.tolerance_us);
+        if now_us < earliest {
+            return Decision::Deny { retry_after_us: earliest - now_us };
+        }
+        let new_tat = tat + self.interval_us;
+        Decision::Allow { new_tat, ttl_us: new_tat - now_us }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rate: Rate, times_us: &[u64]) -> Vec<bool> {
+        let mut tat = None;
+        times_us
+            .iter()
+            .map(|&now| match rate.decide(tat, now) {
+                Decision::Allow { new_tat, .. } => {
+                    tat = Some(new_tat);
+                    true
+                }
+                Decision::Deny { .. } => false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn allows_a_burst_then_the_steady_rate() {
+        let rate = Rate::per_minute(60, Some(3)); // one per second, bursts of 3
+        assert_eq!(run(rate, &[0, 0, 0, 0]), [true, true, true, false]);
+        assert_eq!(run(rate, &[0, 0, 0, 1_000_000, 1_000_001]), [true, true, true, true, false]);
+    }
+
+    #[test]
+    fn says_when_to_retry() {
+        let rate = Rate::per_minute(60, Some(1));
+        let Decision::Allow { new_tat, .. } = rate.decide(None, 0) else { panic!() };
+        assert_eq!(rate.decide(Some(new_tat), 250_000), Decision::Deny { retry_after_us: 750_000 });
+    }
+
+    #[test]
+    fn a_default_bucket_holds_one_minute_of_requests() {
+        let rate = Rate::per_minute(100, None);
+        let results = run(rate, &[0; 101]);
+        assert_eq!(results.iter().filter(|ok| **ok).count(), 100);
+    }
+}

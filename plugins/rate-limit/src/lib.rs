@@ -1,0 +1,83 @@
+//! `rate-limit`: a token bucket per principal, and optionally per principal and tool.
+//!
+//! The bucket is kept as GCRA state (one "theoretical arrival time" per key) in the host's
+//! `kv` store and updated with compare-and-swap, so it is exact under concurrency, survives a
+//! reload of this plugin, and is shared between relay instances that share a store.
+
+mod gcra;
+mod settings;
+
+use relay::plugin::types::{Denial, DenialCode, RequestInfo};
+use relay::plugin::{clock, config, kv, log};
+
+wit_bindgen::generate!({ path: "../../wit", world: "policy" });
+
+struct RateLimit;
+
+/// Attempts at a contended compare-and-swap before giving up (and letting the request pass).
+const CAS_ATTEMPTS: usize = 16;
+
+impl exports::relay::plugin::policy_check::Guest for RateLimit {
+    fn check(request: RequestInfo) -> Result<(), Denial> {
+        let settings =
+            match settings::Settings::from_config(&config::get_json(), std::env::var("RELAY_RATE_LIMIT").ok()) {
+                Ok(settings) => settings,
+                Err(problem) => {
+                    log::log(log::Level::Error, &format!("rate-limit configuration: {problem}"));
+                    return Ok(());
+                }
+            };
+        if !settings.applies_to(&request.method) {
+            return Ok(());
+        }
+        let principal = &request.principal.id;
+        if let Some(tool) = request.tool.as_deref()
+            && let Some(limit) = settings.per_tool.get(tool)
+        {
+            take(&format!("tool:{principal}:{tool}"), gcra::Rate::per_minute(*limit, None), principal)?;
+        }
+        take(&format!("principal:{principal}"), settings.rate(), principal)
+    }
+}
+
+/// Takes one token from the bucket at `key`, or explains when the next one is due.
+fn take(key: &str, rate: gcra::Rate, principal: &str) -> Result<(), Denial> {
+    for _ in 0..CAS_ATTEMPTS {
+        let now_us = clock::now_ms() * 1000;
+        let stored = match kv::get(key) {
+            Ok(value) => value,
+            Err(e) => {
+                log::log(log::Level::Warn, &format!("kv unavailable, allowing request: {e:?}"));
+                return Ok(());
+            }
+        };
+        let tat = stored.as_deref().and_then(|v| v.parse().ok());
+        match rate.decide(tat, now_us) {
+            gcra::Decision::Allow { new_tat, ttl_us } => {
+                match kv::compare_and_swap(key, stored.as_deref(), &new_tat.to_string(), Some(ttl_us / 1000 + 1)) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => continue,
+                    Err(e) => {
+                        log::log(log::Level::Warn, &format!("kv unavailable, allowing request: {e:?}"));
+                        return Ok(());
+                    }
+                }
+            }
+            gcra::Decision::Deny { retry_after_us } => {
+                let retry_after_ms = retry_after_us.div_ceil(1000);
+                return Err(Denial {
+                    code: DenialCode::RateLimited,
+                    message: format!(
+                        "rate limit exceeded for {principal}: {} requests per minute; retry in {retry_after_ms} ms",
+                        rate.limit()
+                    ),
+                    retry_after_ms: Some(retry_after_ms),
+                });
+            }
+        }
+    }
+    log::log(log::Level::Warn, &format!("bucket {key} too contended; request allowed"));
+    Ok(())
+}
+
+export!(RateLimit);

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds every WebAssembly plugin (wasm32-wasip2) into target/plugins/: the shipped plugins
+# and the test plugins. Installs the wasm32-wasip2 target on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+# Plugins ship without debug info: smaller files compile faster on load.
+export CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo
+
+out=target/plugins
+wasm=target/wasm32-wasip2/release
+mkdir -p "$out"
+
+# The strict rate-limit build (built-in default 5/min) used by the reload tests.
+cargo build --quiet --locked --release --target wasm32-wasip2 -p rate-limit --features strict-default
+cp "$wasm/rate_limit.wasm" "$out/rate_limit_strict.wasm"
+
+cargo build --quiet --locked --release --target wasm32-wasip2 \
+  -p token-auth -p rate-limit -p echo-adapter -p misbehaving-policy
+for name in token_auth rate_limit echo_adapter misbehaving_policy; do
+  cp "$wasm/$name.wasm" "$out/$name.wasm"
+done
+ls -l "$out"
