@@ -355,6 +355,11 @@ impl Plugins {
             .collect()
     }
 
+    /// A counter that moves whenever adapter tools may have changed.
+    pub fn generation(&self) -> u64 {
+        *self.changed.borrow()
+    }
+
     /// Changes when adapter tools may have changed.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()

@@ -5,7 +5,7 @@
 mod catalog;
 mod error;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -24,9 +24,15 @@ pub struct Router {
     builtin: Arc<Builtin>,
     /// Adapter plugins.
     plugins: Arc<Plugins>,
-    /// The current catalog snapshot.
-    catalog: watch::Sender<Arc<Catalog>>,
+    /// The catalog and the source generations it was built from. Rebuilt on first use after
+    /// any source changed, so a tool is routable as soon as its upstream published it.
+    cache: Mutex<(Generations, Arc<Catalog>)>,
+    /// The catalog as last announced to sessions (for `notifications/tools/list_changed`).
+    announced: watch::Sender<Arc<Catalog>>,
 }
+
+/// Change counters of the catalog's sources (upstreams, adapters).
+type Generations = (u64, u64);
 
 /// The outcome of a routed call, with the backend that served it (for the call log).
 pub struct Routed {
@@ -37,10 +43,17 @@ pub struct Routed {
 }
 
 impl Router {
-    /// Builds the first catalog and starts the task that rebuilds it on every upstream change.
+    /// Builds the first catalog and starts the task that announces catalog changes.
     pub fn new(upstreams: Arc<Upstreams>, builtin: Arc<Builtin>, plugins: Arc<Plugins>) -> Arc<Self> {
-        let catalog = watch::Sender::new(Arc::new(Catalog::build(&builtin.tools(), &upstreams, &plugins)));
-        let router = Arc::new(Self { upstreams, builtin, plugins, catalog });
+        let generations = (upstreams.generation(), plugins.generation());
+        let first = Arc::new(Catalog::build(&builtin.tools(), &upstreams, &plugins));
+        let router = Arc::new(Self {
+            upstreams,
+            builtin,
+            plugins,
+            cache: Mutex::new((generations, first.clone())),
+            announced: watch::Sender::new(first),
+        });
         let weak = Arc::downgrade(&router);
         let mut upstream_changes = router.upstreams.subscribe();
         let mut adapter_changes = router.plugins.subscribe();
@@ -54,10 +67,10 @@ impl Router {
                     break;
                 }
                 let Some(router) = weak.upgrade() else { break };
-                let next = Catalog::build(&router.builtin.tools(), &router.upstreams, &router.plugins);
-                router.catalog.send_if_modified(|current| {
+                let next = router.catalog();
+                router.announced.send_if_modified(|current| {
                     let modified = current.tools() != next.tools();
-                    *current = Arc::new(next);
+                    *current = next;
                     modified
                 });
             }
@@ -67,12 +80,17 @@ impl Router {
 
     /// The current catalog.
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.borrow().clone()
+        let generations = (self.upstreams.generation(), self.plugins.generation());
+        let mut cache = self.cache.lock().expect("catalog lock");
+        if cache.0 != generations {
+            *cache = (generations, Arc::new(Catalog::build(&self.builtin.tools(), &self.upstreams, &self.plugins)));
+        }
+        cache.1.clone()
     }
 
     /// Changes whenever the tools clients see change (for `notifications/tools/list_changed`).
     pub fn subscribe(&self) -> watch::Receiver<Arc<Catalog>> {
-        self.catalog.subscribe()
+        self.announced.subscribe()
     }
 
     /// Calls the tool that the catalog lists as `name`.

@@ -67,6 +67,11 @@ impl Upstreams {
         self.map.read().expect("upstreams lock").values().cloned().collect()
     }
 
+    /// A counter that moves whenever the set of upstreams or any tool list changes.
+    pub fn generation(&self) -> u64 {
+        *self.changed.borrow()
+    }
+
     /// Changes whenever the set of upstreams or any tool list changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()

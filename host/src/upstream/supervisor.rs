@@ -247,6 +247,9 @@ async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
             Ok((conn, mut events, identity, tools)) => {
                 backoff = backoff_builder.build();
                 tracing::info!(backend = %name, tools = tools.len(), server = %identity.server_info, version = %identity.protocol_version, "upstream ready");
+                // Tools and connection first: once the status says ready, calls route.
+                upstream.publish_tools(tools, &changed);
+                upstream.connection.send_replace(Some(conn.clone()));
                 upstream.set_status(|s| {
                     s.state = State::Ready;
                     s.last_error = None;
@@ -254,8 +257,6 @@ async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
                     s.connected_since = Some(SystemTime::now());
                     s.identity = Some(identity);
                 });
-                upstream.publish_tools(tools, &changed);
-                upstream.connection.send_replace(Some(conn.clone()));
                 let reason = serve(&upstream, &conn, &mut events, &changed).await;
                 upstream.connection.send_replace(None);
                 conn.close().await;
