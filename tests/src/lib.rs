@@ -43,6 +43,8 @@ pub struct Relay {
     pub port: u16,
     /// Its config directory (relay.yaml, backends.yaml, relay.log).
     pub dir: PathBuf,
+    /// The bearer token the harness's own clients send (when auth is configured).
+    pub token: Option<String>,
     _tempdir: Option<tempfile::TempDir>,
 }
 
@@ -67,6 +69,14 @@ impl Relay {
         relay
     }
 
+    /// Starts a relay on files written into `dir` (which the caller keeps alive), with extra
+    /// environment variables.
+    pub async fn start_files(dir: &Path, relay_yaml: &str, backends_yaml: &str, env: &[(&str, &str)]) -> Relay {
+        std::fs::write(dir.join("relay.yaml"), relay_yaml).unwrap();
+        std::fs::write(dir.join("backends.yaml"), backends_yaml).unwrap();
+        Self::start_in(dir, "relay.log", &[], env).await
+    }
+
     /// Starts a relay on the config already in `dir`, logging to `dir/log_name`.
     pub async fn start_in(dir: &Path, log_name: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
         let log = std::fs::File::create(dir.join(log_name)).expect("log file");
@@ -83,7 +93,7 @@ impl Relay {
             .spawn()
             .expect("start relay");
         let port = read_listening_port(&mut child, "relay listening on ").await;
-        Relay { child, port, dir: dir.to_owned(), _tempdir: None }
+        Relay { child, port, dir: dir.to_owned(), token: None, _tempdir: None }
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -111,13 +121,39 @@ impl Relay {
         eventually(&format!("log line {needle:?}"), || async { self.log().contains(needle).then_some(()) }).await
     }
 
-    /// A newline JSON-RPC client, already initialized.
+    /// A newline JSON-RPC client, already initialized (with [`Relay::token`] if set).
     pub async fn line_client(&self) -> LineClient {
+        self.line_client_as(self.token.as_deref()).await
+    }
+
+    /// A newline JSON-RPC client initialized with `token`.
+    pub async fn line_client_as(&self, token: Option<&str>) -> LineClient {
         let mut client = LineClient::connect(self.port).await;
-        let init =
-            client.request("initialize", json!({"protocolVersion": "2025-06-18", "clientInfo": {"name": "e2e"}})).await;
+        let mut params = json!({"protocolVersion": "2025-06-18", "clientInfo": {"name": "e2e"}});
+        if let Some(token) = token {
+            params["_meta"] = json!({"authorization": format!("Bearer {token}")});
+        }
+        let init = client.request("initialize", params).await;
         assert!(init["result"]["serverInfo"].is_object(), "{init}");
         client
+    }
+
+    /// The status entry of plugin `name`.
+    pub async fn plugin_status(&self, name: &str) -> Value {
+        let status = self.status().await;
+        status["plugins"]
+            .as_array()
+            .expect("plugins")
+            .iter()
+            .find(|p| p["name"] == name)
+            .expect("plugin listed")
+            .clone()
+    }
+
+    /// Sends `signal` (e.g. `-HUP`) to the relay.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("relay running");
+        let _ = std::process::Command::new("kill").arg(signal).arg(pid.to_string()).status();
     }
 
     /// `relay_get_status`'s structured result.
@@ -300,6 +336,50 @@ impl Fixture {
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// A built plugin (`target/plugins/NAME.wasm`, from scripts/build-plugins.sh).
+pub fn plugin_wasm(name: &str) -> PathBuf {
+    let path = repo_root().join("target/plugins").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run scripts/build-plugins.sh (scripts/test.sh does)", path.display());
+    path
+}
+
+/// Copies a built plugin into `dir` (so a test may replace it) and returns the copy's path.
+pub fn copy_plugin(dir: &Path, name: &str) -> PathBuf {
+    let target = dir.join(format!("{name}.wasm"));
+    std::fs::copy(plugin_wasm(name), &target).unwrap();
+    target
+}
+
+/// Replaces `target` with `bytes` the way deploys do: write beside it, then rename over it.
+pub fn replace_file(target: &Path, bytes: &[u8]) {
+    let staging = target.with_extension("staging");
+    std::fs::write(&staging, bytes).unwrap();
+    std::fs::rename(&staging, target).unwrap();
+}
+
+/// The component with a custom section appended: behaves the same, hashes differently (a
+/// "new build" of the same plugin).
+pub fn rebuilt(component: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"relay-test-build";
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(tag.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    let mut size = body.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&body);
+    out
 }
 
 /// The published reference server, run from the test clients' node_modules.

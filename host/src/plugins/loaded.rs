@@ -38,18 +38,24 @@ pub struct Version {
 }
 
 impl Version {
-    /// Reads, compiles (or loads from cache), type-checks and smoke-instantiates the component
-    /// at `path` as `world`.
+    /// Reads the component file at `path`.
+    pub async fn read(ctx: &PluginContext, path: &Path) -> Result<Vec<u8>, PluginError> {
+        tokio::fs::read(path).await.map_err(|e| PluginError::Load {
+            plugin: ctx.name.clone(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })
+    }
+
+    /// Compiles (or loads from cache), type-checks and smoke-instantiates `bytes` as `world`.
     pub async fn load(
         engine: &Engine,
         linker: &Linker<PluginState>,
         ctx: &Arc<PluginContext>,
         world: World,
-        path: &Path,
+        bytes: Vec<u8>,
         cache_dir: Option<&Path>,
     ) -> Result<Version, PluginError> {
         let fail = |message: String| PluginError::Load { plugin: ctx.name.clone(), message };
-        let bytes = tokio::fs::read(path).await.map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
         let hash = cache::content_hash(&bytes);
         let (engine2, hash2, dir) = (engine.clone(), hash.clone(), cache_dir.map(Path::to_owned));
         let (component, from_cache) =

@@ -69,6 +69,9 @@ struct Slot {
     stats: Stats,
     /// The last load or call failure, for status.
     last_error: Mutex<Option<String>>,
+    /// Hash of the last file that failed to load, so the same bad file is not retried (and
+    /// counted) on every file event.
+    last_failed_hash: Mutex<Option<String>>,
     /// Serialises reloads and rollbacks of this plugin.
     reloading: tokio::sync::Mutex<()>,
 }
@@ -117,7 +120,8 @@ impl Plugins {
                 upstreams: (config.world == World::Adapter).then(|| upstreams.clone()),
             });
             let path = config.resolved_path(relay_yaml);
-            let version = Version::load(&engine, &linker, &ctx, config.world, &path, cache_dir.as_deref()).await?;
+            let bytes = Version::read(&ctx, &path).await?;
+            let version = Version::load(&engine, &linker, &ctx, config.world, bytes, cache_dir.as_deref()).await?;
             tracing::info!(plugin = %config.name, world = config.world.as_str(), hash = %&version.hash[..12], cached = version.from_cache, "plugin loaded");
             slots.push(Arc::new(Slot {
                 config: config.clone(),
@@ -127,6 +131,7 @@ impl Plugins {
                 previous: ArcSwapOption::empty(),
                 stats: Stats::default(),
                 last_error: Mutex::new(None),
+                last_failed_hash: Mutex::new(None),
                 reloading: tokio::sync::Mutex::new(()),
             }));
         }
@@ -270,25 +275,33 @@ impl Plugins {
     pub async fn reload(&self, name: &str) -> Result<String, String> {
         let slot = self.slot(name)?;
         let _guard = slot.reloading.lock().await;
-        let loaded = Version::load(
-            &self.engine,
-            &self.linker,
-            &slot.ctx,
-            slot.config.world,
-            &slot.path,
-            self.cache_dir.as_deref(),
-        )
-        .await;
-        match loaded {
-            Ok(version) if version.hash == slot.current.load().hash => {
-                Ok(format!("{} unchanged", short(&version.hash)))
-            }
+        let failed = |message: String| {
+            slot.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+            *slot.last_error.lock().expect("last_error lock") = Some(message.clone());
+            tracing::error!(plugin = name, error = %message, running = short(&slot.current.load().hash), "plugin reload failed; keeping the running version");
+            Err(message)
+        };
+        let bytes = match Version::read(&slot.ctx, &slot.path).await {
+            Ok(bytes) => bytes,
+            Err(error) => return failed(error.to_string()),
+        };
+        let hash = super::cache::content_hash(&bytes);
+        if hash == slot.current.load().hash {
+            return Ok(format!("{} unchanged", short(&hash)));
+        }
+        if slot.last_failed_hash.lock().expect("failed hash lock").as_deref() == Some(hash.as_str()) {
+            let known = slot.last_error.lock().expect("last_error lock").clone().unwrap_or_default();
+            return Err(known);
+        }
+        match Version::load(&self.engine, &self.linker, &slot.ctx, slot.config.world, bytes, self.cache_dir.as_deref())
+            .await
+        {
             Ok(version) => {
-                let hash = version.hash.clone();
                 let old = slot.current.swap(Arc::new(version));
                 slot.previous.store(Some(old));
                 slot.stats.reloads.fetch_add(1, Ordering::Relaxed);
                 *slot.last_error.lock().expect("last_error lock") = None;
+                *slot.last_failed_hash.lock().expect("failed hash lock") = None;
                 if slot.config.world == World::Adapter {
                     self.changed.send_modify(|n| *n += 1);
                 }
@@ -296,11 +309,8 @@ impl Plugins {
                 Ok(format!("loaded {}", short(&hash)))
             }
             Err(error) => {
-                slot.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
-                let message = error.to_string();
-                *slot.last_error.lock().expect("last_error lock") = Some(message.clone());
-                tracing::error!(plugin = name, error = %message, running = short(&slot.current.load().hash), "plugin reload failed; keeping the running version");
-                Err(message)
+                *slot.last_failed_hash.lock().expect("failed hash lock") = Some(hash);
+                failed(error.to_string())
             }
         }
     }

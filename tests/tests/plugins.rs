@@ -1,0 +1,323 @@
+//! The Wasm plugin runtime end to end: token-auth on every transport, the rate limiter, the
+//! echo adapter, the sandbox against misbehaving plugins, hot reload (under load, corrupt
+//! files, rollback, SIGHUP) and the compile cache.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use relay_tests::{LineClient, Relay, copy_plugin, eventually, plugin_wasm, rebuilt, replace_file, text_of};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const ADMIN: &str = "admin-secret-7f3a";
+const USER: &str = "user-token-91bc";
+
+/// relay.yaml with token-auth (admin via a granted environment variable, user literal) and
+/// whatever other plugin entries `extra` adds.
+fn relay_yaml(dir: &Path, extra: &str) -> String {
+    let auth = copy_plugin(dir, "token_auth");
+    format!(
+        "plugin_cache_dir: cache\nupstream: {{backoff_initial_ms: 50, backoff_max_ms: 500}}\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    grants: {{env: [E2E_ADMIN_TOKEN]}}\n    config:\n      tokens:\n        - {{token_env: E2E_ADMIN_TOKEN, principal: ops, roles: [admin]}}\n        - {{token: {USER}, principal: user}}\n{extra}",
+        auth.display()
+    )
+}
+
+async fn start(dir: &Path, extra: &str) -> Relay {
+    let yaml = relay_yaml(dir, extra);
+    let mut relay = Relay::start_files(dir, &yaml, "backends: []\n", &[("E2E_ADMIN_TOKEN", ADMIN)]).await;
+    relay.token = Some(ADMIN.to_owned());
+    relay
+}
+
+fn mcp_post(relay: &Relay, body: &Value, token: Option<&str>) -> reqwest::RequestBuilder {
+    let mut request = reqwest::Client::new()
+        .post(relay.http("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request
+}
+
+#[tokio::test]
+async fn auth_is_enforced_on_every_transport_and_never_logs_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start(dir.path(), "").await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}});
+
+    // Streamable HTTP: 401 without or with a wrong token; the session keeps needing its token.
+    let missing = mcp_post(&relay, &init, None).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+    assert_eq!(mcp_post(&relay, &init, Some("nope")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let ok = mcp_post(&relay, &init, Some(USER)).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let session = ok.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let hijack = mcp_post(&relay, &list, None).header("mcp-session-id", &session).send().await.unwrap();
+    assert_eq!(hijack.status(), StatusCode::UNAUTHORIZED);
+    let listed = mcp_post(&relay, &list, Some(USER)).header("mcp-session-id", &session).send().await.unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+
+    // WebSocket: the handshake is refused without a token.
+    let refused = tokio_tungstenite::connect_async(relay.ws("/ws")).await.unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    let mut request = relay.ws("/ws").into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {USER}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket.send(init.to_string().into()).await.unwrap();
+    let reply = socket.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(reply.contains("serverInfo"), "{reply}");
+
+    // Newline: the first message must carry the token; without it, an error and the end.
+    let mut anonymous = LineClient::connect(relay.port).await;
+    anonymous.send_raw(&init.to_string()).await;
+    let denied = anonymous.recv().await;
+    assert_eq!(denied["error"]["code"], -32041, "{denied}");
+    assert_eq!(denied["id"], 1);
+    let mut user = relay.line_client_as(Some(USER)).await;
+
+    // Roles: only admin may change the relay.
+    let forbidden = user.call_tool("relay_add_server", json!({"name": "x", "url": "ws://127.0.0.1:9"})).await;
+    assert_eq!(forbidden["error"]["code"], -32043, "{forbidden}");
+    assert!(forbidden["error"]["message"].as_str().unwrap().contains("admin role"));
+    let mut admin = relay.line_client().await;
+    let added = admin.call_tool("relay_add_server", json!({"name": "x", "url": "ws://127.0.0.1:9"})).await;
+    assert_eq!(added["result"]["structuredContent"]["added"], "x", "{added}");
+
+    let log = relay.log();
+    assert!(log.contains("outcome=\"denied\""), "attempts are logged: {log}");
+    assert!(log.contains("principal=ops"), "{log}");
+    assert!(!log.contains(ADMIN) && !log.contains(USER), "a token leaked into the log");
+}
+
+#[tokio::test]
+async fn rate_limit_denies_per_principal_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let limiter = copy_plugin(dir.path(), "rate_limit");
+    let extra = format!(
+        "  - name: rate-limit\n    world: policy\n    path: {}\n    grants: {{clock: true}}\n    config: {{per_minute: 3}}\n",
+        limiter.display()
+    );
+    let relay = start(dir.path(), &extra).await;
+    let mut user = relay.line_client_as(Some(USER)).await;
+    for _ in 0..3 {
+        assert!(user.call_tool("relay_list_servers", json!({})).await.get("result").is_some());
+    }
+    let denied = user.call_tool("relay_list_servers", json!({})).await;
+    assert_eq!(denied["error"]["code"], -32029, "{denied}");
+    assert!(denied["error"]["message"].as_str().unwrap().contains("rate limit"), "{denied}");
+    assert!(denied["error"]["data"]["retry_after_ms"].as_u64().unwrap() > 0, "{denied}");
+    // Another principal has its own bucket; ping is not counted.
+    let mut admin = relay.line_client().await;
+    assert!(admin.call_tool("relay_list_servers", json!({})).await.get("result").is_some());
+    assert_eq!(user.request("ping", json!({})).await["result"], json!({}));
+}
+
+fn adapter_entry(dir: &Path) -> String {
+    let echo = copy_plugin(dir, "echo_adapter");
+    format!("  - name: echo\n    world: adapter\n    path: {}\n    config: {{prefix: 'echo: '}}\n", echo.display())
+}
+
+#[tokio::test]
+async fn adapter_tools_join_the_catalog_and_kv_state_survives_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start(dir.path(), &adapter_entry(dir.path())).await;
+    let mut client = relay.line_client().await;
+    let names = client.tool_names().await;
+    assert!(names.contains(&"echo".to_string()) && names.contains(&"count".to_string()), "{names:?}");
+    assert_eq!(text_of(&client.call_tool("echo", json!({"message": "hi"})).await), "echo: hi");
+    assert_eq!(text_of(&client.call_tool("count", json!({})).await), "1");
+    let bad = client.call_tool("echo", json!({})).await;
+    assert_eq!(bad["result"]["isError"], true, "{bad}");
+
+    let before = relay.plugin_status("echo").await["hash"].clone();
+    replace_file(
+        &dir.path().join("echo_adapter.wasm"),
+        &rebuilt(&std::fs::read(plugin_wasm("echo_adapter")).unwrap(), "v2"),
+    );
+    eventually("the new echo build", || async { (relay.plugin_status("echo").await["hash"] != before).then_some(()) })
+        .await;
+    assert_eq!(text_of(&client.call_tool("count", json!({})).await), "2", "kv state lost across the reload");
+}
+
+#[tokio::test]
+async fn misbehaving_plugin_fails_only_the_request_that_triggered_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = copy_plugin(dir.path(), "misbehaving_policy");
+    let extra = format!(
+        "  - name: misbehaving\n    world: policy\n    path: {}\n    limits: {{deadline_ms: 300, memory_mb: 16}}\n{}",
+        bad.display(),
+        adapter_entry(dir.path())
+    );
+    let relay = start(dir.path(), &extra).await;
+    let mut client = relay.line_client().await;
+
+    // A spinning call and a healthy call at the same time: the healthy one does not wait.
+    client
+        .send_raw(&json!({"jsonrpc":"2.0","id":"spin","method":"tools/call","params":{"name":"spin"}}).to_string())
+        .await;
+    let started = Instant::now();
+    let healthy = relay.line_client().await.call_tool("echo", json!({"message": "fine"})).await;
+    assert_eq!(text_of(&healthy), "echo: fine");
+    let spin = client.recv_response().await;
+    assert_eq!(spin["error"]["code"], -32603, "{spin}");
+    assert!(spin["error"]["message"].as_str().unwrap().contains("exceeded its 300 ms deadline"), "{spin}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let bomb = client.call_tool("bomb", json!({})).await;
+    assert!(bomb["error"]["message"].as_str().unwrap().contains("ran out of memory (cap 16 MiB)"), "{bomb}");
+    let panic = client.call_tool("panic", json!({})).await;
+    assert!(panic["error"]["message"].as_str().unwrap().contains("trapped"), "{panic}");
+
+    // The plugin keeps serving, and the failures are counted and explained.
+    assert_eq!(text_of(&client.call_tool("echo", json!({"message": "after"})).await), "echo: after");
+    let status = relay.plugin_status("misbehaving").await;
+    assert_eq!(status["traps"], 3, "{status}");
+    assert!(status["last_error"].as_str().unwrap().contains("trapped"), "{status}");
+}
+
+/// Plugins for the reload tests: auth + rate-limit (built-in default, 100/min) + echo.
+async fn start_for_reload(dir: &Path) -> Relay {
+    let limiter = copy_plugin(dir, "rate_limit");
+    let extra = format!(
+        "  - name: rate-limit\n    world: policy\n    path: {}\n    grants: {{clock: true}}\n{}",
+        limiter.display(),
+        adapter_entry(dir)
+    );
+    start(dir, &extra).await
+}
+
+#[tokio::test]
+async fn reload_under_load_switches_the_limit_without_failed_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_for_reload(dir.path()).await;
+    let original = relay.plugin_status("rate-limit").await["hash"].as_str().unwrap().to_owned();
+    let landed = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+
+    // Four clients of one principal call through auth + rate-limit while the file is replaced
+    // (the harness checks status as the admin principal, which has its own bucket).
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let token = USER;
+        let port = relay.port;
+        let landed = landed.clone();
+        clients.push(tokio::spawn(async move {
+            let mut client = relay_tests::LineClient::connect(port).await;
+            let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"_meta":{"authorization":format!("Bearer {token}")}}});
+            client.send_raw(&init.to_string()).await;
+            assert!(client.recv().await.get("result").is_some());
+            let (mut ok, mut denied_before, mut denied_after, mut first_denial) = (0, 0, 0, None);
+            let deadline = Instant::now() + Duration::from_millis(3000);
+            let mut id = 1;
+            while Instant::now() < deadline {
+                let reply = client.call_tool("echo", json!({"message": id.to_string()})).await;
+                id += 1;
+                match reply.get("error") {
+                    None => {
+                        assert_eq!(text_of(&reply), format!("echo: {}", id - 1));
+                        ok += 1;
+                    }
+                    Some(error) => {
+                        assert_eq!(error["code"], -32029, "a request failed for another reason: {reply}");
+                        match *landed.lock().unwrap() {
+                            Some(_) => denied_after += 1,
+                            None => denied_before += 1,
+                        }
+                        first_denial.get_or_insert_with(Instant::now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(80)).await;
+            }
+            (ok, denied_before, denied_after, first_denial)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let strict = std::fs::read(plugin_wasm("rate_limit_strict")).unwrap();
+    replace_file(&dir.path().join("rate_limit.wasm"), &strict);
+    *landed.lock().unwrap() = Some(Instant::now());
+
+    let mut denied_total = 0;
+    for client in clients {
+        let (ok, denied_before, denied_after, first_denial) = client.await.unwrap();
+        assert!(ok > 5, "each client got through before the swap ({ok})");
+        assert_eq!(denied_before, 0, "the old 100/min limit denied requests");
+        denied_total += denied_after;
+        if let (Some(first), Some(landed)) = (first_denial, *landed.lock().unwrap()) {
+            println!("first denial {:?} after the new file landed", first.saturating_duration_since(landed));
+        }
+    }
+    assert!(denied_total > 0, "the new 5/min limit never took effect");
+    let status = relay.plugin_status("rate-limit").await;
+    assert_eq!(status["reloads"], 1, "{status}");
+    assert_eq!(status["previous_hash"], original.as_str());
+    assert_ne!(status["hash"], original.as_str());
+}
+
+#[tokio::test]
+async fn corrupt_file_keeps_the_running_version_and_reports_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_for_reload(dir.path()).await;
+    let running = relay.plugin_status("rate-limit").await["hash"].clone();
+    replace_file(&dir.path().join("rate_limit.wasm"), b"\0asm this is not a component");
+    relay.wait_for_log("plugin reload failed").await;
+    let status = relay.plugin_status("rate-limit").await;
+    assert_eq!(status["hash"], running, "{status}");
+    assert_eq!(status["reload_failures"], 1, "{status}");
+    assert!(status["last_error"].as_str().unwrap().contains("not a valid component"), "{status}");
+    let mut client = relay.line_client_as(Some(USER)).await;
+    assert_eq!(text_of(&client.call_tool("echo", json!({"message": "still"})).await), "echo: still");
+}
+
+#[tokio::test]
+async fn rollback_reload_tool_and_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_for_reload(dir.path()).await;
+    let original = relay.plugin_status("rate-limit").await["hash"].as_str().unwrap().to_owned();
+    let mut admin = relay.line_client().await;
+
+    let nothing = admin.call_tool("relay_rollback_plugin", json!({"name": "rate-limit"})).await;
+    assert_eq!(nothing["result"]["isError"], true, "{nothing}");
+
+    // A new build lands while the watch is busy elsewhere; SIGHUP and the admin tool reload too.
+    let strict = std::fs::read(plugin_wasm("rate_limit_strict")).unwrap();
+    replace_file(&dir.path().join("rate_limit.wasm"), &strict);
+    eventually("the strict build", || async {
+        (relay.plugin_status("rate-limit").await["hash"] != original.as_str()).then_some(())
+    })
+    .await;
+    relay.signal("-HUP");
+    relay.wait_for_log("SIGHUP: reloading plugins").await;
+    let reloaded = admin.call_tool("relay_reload_plugins", json!({})).await;
+    assert_eq!(reloaded["result"]["structuredContent"]["plugins"].as_array().unwrap().len(), 3, "{reloaded}");
+
+    let mut user = relay.line_client_as(Some(USER)).await;
+    let forbidden = user.call_tool("relay_rollback_plugin", json!({"name": "rate-limit"})).await;
+    assert_eq!(forbidden["error"]["code"], -32043);
+    let rolled = admin.call_tool("relay_rollback_plugin", json!({"name": "rate-limit"})).await;
+    assert!(text_of(&rolled).contains("rolled back"), "{rolled}");
+    assert_eq!(relay.plugin_status("rate-limit").await["hash"], original.as_str());
+}
+
+#[tokio::test]
+async fn compiled_plugins_are_cached_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start_for_reload(dir.path()).await;
+    first.wait_for_log("plugin loaded").await;
+    first.terminate().await;
+    let second =
+        Relay::start_in(dir.path(), "second.log", &["--log-format", "json"], &[("E2E_ADMIN_TOKEN", ADMIN)]).await;
+    let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    let loaded: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["message"] == "plugin loaded")
+        .collect();
+    assert_eq!(loaded.len(), 3, "{log}");
+    assert!(loaded.iter().all(|r| r["cached"] == true), "{log}");
+    drop(second);
+}
