@@ -6,7 +6,8 @@ pub mod adapter {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "adapter",
-        imports: { default: async },
+        // Host functions are synchronous (cheap, no I/O) except the one that waits on a backend.
+        imports: { "relay:plugin/upstream.call-tool": async },
         exports: { default: async },
     });
 }
@@ -15,7 +16,6 @@ pub mod auth {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "auth",
-        imports: { default: async },
         exports: { default: async },
         with: {
             "relay:plugin/log": super::adapter::relay::plugin::log,
@@ -30,7 +30,6 @@ pub mod policy {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "policy",
-        imports: { default: async },
         exports: { default: async },
         with: {
             "relay:plugin/types": super::auth::relay::plugin::types,

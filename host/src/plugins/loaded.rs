@@ -1,18 +1,27 @@
 //! One loaded version of a plugin: compiled, type-checked against its world,
-//! pre-instantiated, and smoke-tested. Immutable once built; calls hold it by `Arc`, so a call
-//! that started on a version finishes on it even if a reload swaps in another.
+//! pre-instantiated, and smoke-tested. Calls hold it by `Arc`, so a call that started on a
+//! version finishes on it even if a reload swaps in another.
+//!
+//! Instances are kept warm: a call takes an idle instance of the version (or instantiates one
+//! from the pool), and gives it back when the call succeeds. An instance whose call failed
+//! (trap, deadline, memory cap) is dropped, never reused. Guest memory therefore persists
+//! between calls of one version and may serve as a cache; state that must survive a reload
+//! belongs in `kv`.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
-use wasmtime::Engine;
 use wasmtime::component::Linker;
+use wasmtime::{Engine, Store};
 
 use super::bindings::{adapter, auth, policy};
 use super::cache;
-use super::sandbox::{PluginContext, PluginError, PluginState, classify, new_store};
+use super::sandbox::{PluginContext, PluginError, PluginState, arm, classify, new_store};
+
+/// Most idle instances kept per version.
+const MAX_IDLE: usize = 64;
 use crate::config::World;
 
 /// The pre-instantiated component, by world.
@@ -25,6 +34,24 @@ pub enum Instantiable {
     Adapter { pre: adapter::AdapterPre<PluginState>, tools: Arc<Vec<Value>> },
 }
 
+/// An instance bound to its world's exports.
+pub enum Bound {
+    /// An instantiated `auth` component.
+    Auth(auth::Auth),
+    /// An instantiated `policy` component.
+    Policy(policy::Policy),
+    /// An instantiated `adapter` component.
+    Adapter(adapter::Adapter),
+}
+
+/// An instance with its store, ready for a call.
+pub struct Warm {
+    /// The instance's store (its sandbox).
+    pub store: Store<PluginState>,
+    /// The instance.
+    pub bound: Bound,
+}
+
 /// One version of a plugin.
 pub struct Version {
     /// SHA-256 of the `.wasm` file.
@@ -35,6 +62,8 @@ pub struct Version {
     pub from_cache: bool,
     /// Ready to instantiate.
     pub component: Instantiable,
+    /// Idle instances of this version.
+    idle: Mutex<Vec<Warm>>,
 }
 
 impl Version {
@@ -86,7 +115,34 @@ impl Version {
                 Instantiable::Adapter { pre, tools: Arc::new(tools) }
             }
         };
-        Ok(Version { hash, loaded_at: SystemTime::now(), from_cache, component })
+        Ok(Version { hash, loaded_at: SystemTime::now(), from_cache, component, idle: Mutex::new(Vec::new()) })
+    }
+
+    /// An instance for one call: an idle one, or a new one from the pool.
+    pub async fn checkout(&self, engine: &Engine, ctx: &Arc<PluginContext>) -> Result<Warm, PluginError> {
+        let idle = self.idle.lock().expect("idle lock").pop();
+        if let Some(mut warm) = idle {
+            arm(&mut warm.store);
+            return Ok(warm);
+        }
+        let mut store = new_store(engine, ctx);
+        let bound = match &self.component {
+            Instantiable::Auth(pre) => pre.instantiate_async(&mut store).await.map(Bound::Auth),
+            Instantiable::Policy(pre) => pre.instantiate_async(&mut store).await.map(Bound::Policy),
+            Instantiable::Adapter { pre, .. } => pre.instantiate_async(&mut store).await.map(Bound::Adapter),
+        };
+        match bound {
+            Ok(bound) => Ok(Warm { store, bound }),
+            Err(e) => Err(classify(e, &store)),
+        }
+    }
+
+    /// Returns an instance whose call succeeded.
+    pub fn checkin(&self, warm: Warm) {
+        let mut idle = self.idle.lock().expect("idle lock");
+        if idle.len() < MAX_IDLE {
+            idle.push(warm);
+        }
     }
 
     /// The adapter's tools as MCP tool definitions (empty for other worlds).

@@ -18,8 +18,8 @@ use wasmtime::component::Linker;
 
 use super::bindings::{self, types};
 use super::kv::KvStore;
-use super::loaded::{Instantiable, Version};
-use super::sandbox::{PluginContext, PluginError, PluginState, classify, new_store};
+use super::loaded::{Bound, Version};
+use super::sandbox::{PluginContext, PluginError, PluginState, classify};
 use super::{engine, host};
 use crate::access::{ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
 use crate::config::{PluginConfig, World};
@@ -159,27 +159,27 @@ impl Plugins {
             return Ok(Principal::open_access());
         };
         slot.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let version = slot.current.load_full();
-        let Instantiable::Auth(pre) = &version.component else { unreachable!("auth slot holds an auth component") };
-        let mut store = new_store(&self.engine, &slot.ctx);
         let wit_info = types::ConnectInfo {
             transport: wit_transport(info.transport),
             remote_addr: info.remote_addr.clone(),
             token: info.token.clone(),
         };
-        let outcome = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.relay_plugin_authenticator().call_authenticate(&mut store, &wit_info).await
-        }
-        .await;
-        match outcome {
-            Ok(Ok(principal)) => Ok(Principal { id: principal.id, roles: principal.roles }),
-            Ok(Err(denial)) => {
-                slot.stats.denials.fetch_add(1, Ordering::Relaxed);
-                Err(Refusal::Denied(from_wit(denial, &slot.config.name)))
+        let version = slot.current.load_full();
+        let mut warm = version.checkout(&self.engine, &slot.ctx).await.inspect_err(|e| slot.record_failure(e))?;
+        let Bound::Auth(auth) = &warm.bound else { unreachable!("auth slot holds an auth component") };
+        match auth.relay_plugin_authenticator().call_authenticate(&mut warm.store, &wit_info).await {
+            Ok(outcome) => {
+                version.checkin(warm);
+                match outcome {
+                    Ok(principal) => Ok(Principal { id: principal.id, roles: principal.roles }),
+                    Err(denial) => {
+                        slot.stats.denials.fetch_add(1, Ordering::Relaxed);
+                        Err(Refusal::Denied(from_wit(denial, &slot.config.name)))
+                    }
+                }
             }
             Err(e) => {
-                let error = classify(e, &store);
+                let error = classify(e, &warm.store);
                 slot.record_failure(&error);
                 Err(Refusal::Failed(error))
             }
@@ -199,21 +199,18 @@ impl Plugins {
             });
             slot.stats.calls.fetch_add(1, Ordering::Relaxed);
             let version = slot.current.load_full();
-            let Instantiable::Policy(pre) = &version.component else { unreachable!("policy slot holds a policy") };
-            let mut store = new_store(&self.engine, &slot.ctx);
-            let outcome = async {
-                let instance = pre.instantiate_async(&mut store).await?;
-                instance.relay_plugin_policy_check().call_check(&mut store, request).await
-            }
-            .await;
-            match outcome {
-                Ok(Ok(())) => {}
-                Ok(Err(denial)) => {
-                    slot.stats.denials.fetch_add(1, Ordering::Relaxed);
-                    return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
+            let mut warm = version.checkout(&self.engine, &slot.ctx).await.inspect_err(|e| slot.record_failure(e))?;
+            let Bound::Policy(policy) = &warm.bound else { unreachable!("policy slot holds a policy") };
+            match policy.relay_plugin_policy_check().call_check(&mut warm.store, request).await {
+                Ok(outcome) => {
+                    version.checkin(warm);
+                    if let Err(denial) = outcome {
+                        slot.stats.denials.fetch_add(1, Ordering::Relaxed);
+                        return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
+                    }
                 }
                 Err(e) => {
-                    let error = classify(e, &store);
+                    let error = classify(e, &warm.store);
                     slot.record_failure(&error);
                     return Err(Refusal::Failed(error));
                 }
@@ -240,15 +237,16 @@ impl Plugins {
             .ok_or_else(|| PluginError::Load { plugin: name.to_owned(), message: "no such adapter".into() })?;
         slot.stats.calls.fetch_add(1, Ordering::Relaxed);
         let version = slot.current.load_full();
-        let Instantiable::Adapter { pre, .. } = &version.component else {
-            unreachable!("adapter slot holds an adapter")
+        let mut warm = version.checkout(&self.engine, &slot.ctx).await.inspect_err(|e| slot.record_failure(e))?;
+        let Bound::Adapter(adapter) = &warm.bound else { unreachable!("adapter slot holds an adapter") };
+        let outcome = adapter.relay_plugin_tools().call_call_tool(&mut warm.store, tool, &arguments.to_string()).await;
+        let outcome = match outcome {
+            Ok(outcome) => {
+                version.checkin(warm);
+                Ok(outcome)
+            }
+            Err(e) => Err((e, warm)),
         };
-        let mut store = new_store(&self.engine, &slot.ctx);
-        let outcome = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.relay_plugin_tools().call_call_tool(&mut store, tool, &arguments.to_string()).await
-        }
-        .await;
         use bindings::adapter::exports::relay::plugin::tools::ToolError;
         match outcome {
             Ok(Ok(result)) => Ok(match serde_json::from_str::<Value>(&result) {
@@ -263,8 +261,8 @@ impl Plugins {
                 };
                 Ok(json!({"content": [{"type": "text", "text": message}], "isError": true}))
             }
-            Err(e) => {
-                let error = classify(e, &store);
+            Err((e, warm)) => {
+                let error = classify(e, &warm.store);
                 slot.record_failure(&error);
                 Err(error)
             }

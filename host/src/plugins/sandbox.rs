@@ -1,6 +1,7 @@
-//! One plugin call's sandbox: a fresh `Store` with its own WASI context (only the granted
-//! environment variables and clocks, no filesystem, no network), a memory cap and an epoch
-//! deadline. Failures are classified so the caller can report them clearly.
+//! A plugin instance's sandbox: a `Store` with its own WASI context (only the granted
+//! environment variables and clocks, no filesystem, no network), a memory cap, and an epoch
+//! deadline re-armed for every call. Failures are classified so the caller can report them
+//! clearly.
 
 use std::sync::Arc;
 
@@ -125,8 +126,15 @@ pub fn new_store(engine: &wasmtime::Engine, ctx: &Arc<PluginContext>) -> Store<P
     let state = PluginState { wasi: wasi.build(), table: ResourceTable::new(), limiter, ctx: ctx.clone() };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
-    store.set_epoch_deadline(ctx.limits.deadline_ms.div_ceil(TICK.as_millis() as u64).max(1));
+    arm(&mut store);
     store
+}
+
+/// Prepares a (new or warm) store for one call: a fresh deadline and a clean memory-cap flag.
+pub fn arm(store: &mut Store<PluginState>) {
+    store.data_mut().limiter.denied = false;
+    let ticks = store.data().ctx.limits.deadline_ms.div_ceil(TICK.as_millis() as u64).max(1);
+    store.set_epoch_deadline(ticks);
 }
 
 /// Names a failed call: timeout, out of memory or another trap.

@@ -7,6 +7,8 @@
 mod gcra;
 mod settings;
 
+use std::sync::OnceLock;
+
 use relay::plugin::types::{Denial, DenialCode, RequestInfo};
 use relay::plugin::{clock, config, kv, log};
 
@@ -19,14 +21,13 @@ const CAS_ATTEMPTS: usize = 16;
 
 impl exports::relay::plugin::policy_check::Guest for RateLimit {
     fn check(request: RequestInfo) -> Result<(), Denial> {
-        let settings =
-            match settings::Settings::from_config(&config::get_json(), std::env::var("RELAY_RATE_LIMIT").ok()) {
-                Ok(settings) => settings,
-                Err(problem) => {
-                    log::log(log::Level::Error, &format!("rate-limit configuration: {problem}"));
-                    return Ok(());
-                }
-            };
+        let settings = match settings() {
+            Ok(settings) => settings,
+            Err(problem) => {
+                log::log(log::Level::Error, &format!("rate-limit configuration: {problem}"));
+                return Ok(());
+            }
+        };
         if !settings.applies_to(&request.method) {
             return Ok(());
         }
@@ -38,6 +39,13 @@ impl exports::relay::plugin::policy_check::Guest for RateLimit {
         }
         take(&format!("principal:{principal}"), settings.rate(), principal)
     }
+}
+
+/// The settings, parsed on the first call of this instance (the host keeps instances warm).
+fn settings() -> &'static Result<settings::Settings, String> {
+    static SETTINGS: OnceLock<Result<settings::Settings, String>> = OnceLock::new();
+    SETTINGS
+        .get_or_init(|| settings::Settings::from_config(&config::get_json(), std::env::var("RELAY_RATE_LIMIT").ok()))
 }
 
 /// Takes one token from the bucket at `key`, or explains when the next one is due.

@@ -5,6 +5,8 @@
 
 mod tokens;
 
+use std::sync::OnceLock;
+
 use relay::plugin::types::{ConnectInfo, Denial, DenialCode, Principal};
 use relay::plugin::{config, log};
 
@@ -14,7 +16,7 @@ struct TokenAuth;
 
 impl exports::relay::plugin::authenticator::Guest for TokenAuth {
     fn authenticate(info: ConnectInfo) -> Result<Principal, Denial> {
-        let table = match tokens::Table::from_config(&config::get_json(), |name| std::env::var(name).ok()) {
+        let table = match table() {
             Ok(table) => table,
             Err(problem) => {
                 log::log(log::Level::Error, &format!("token-auth configuration: {problem}"));
@@ -36,6 +38,13 @@ impl exports::relay::plugin::authenticator::Guest for TokenAuth {
             }
         }
     }
+}
+
+/// The token table, built on the first call of this instance. The host keeps instances warm,
+/// so later calls reuse it; configuration cannot change without a new instance.
+fn table() -> &'static Result<tokens::Table, String> {
+    static TABLE: OnceLock<Result<tokens::Table, String>> = OnceLock::new();
+    TABLE.get_or_init(|| tokens::Table::from_config(&config::get_json(), |name| std::env::var(name).ok()))
 }
 
 fn deny(message: &str) -> Denial {

@@ -9,14 +9,14 @@ use crate::plugins::sandbox::PluginState;
 static START: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 impl Host for PluginState {
-    async fn now_ms(&mut self) -> u64 {
+    fn now_ms(&mut self) -> u64 {
         if !self.ctx.clock {
             return 0;
         }
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     }
 
-    async fn monotonic_ns(&mut self) -> u64 {
+    fn monotonic_ns(&mut self) -> u64 {
         if !self.ctx.clock {
             return 0;
         }

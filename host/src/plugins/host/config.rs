@@ -4,7 +4,7 @@ use crate::plugins::bindings::adapter::relay::plugin::config::Host;
 use crate::plugins::sandbox::PluginState;
 
 impl Host for PluginState {
-    async fn get_json(&mut self) -> String {
+    fn get_json(&mut self) -> String {
         self.ctx.config_json.clone()
     }
 }

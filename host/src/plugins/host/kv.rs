@@ -11,23 +11,23 @@ fn wit(error: StoreError) -> KvError {
 }
 
 impl Host for PluginState {
-    async fn get(&mut self, key: String) -> Result<Option<String>, KvError> {
+    fn get(&mut self, key: String) -> Result<Option<String>, KvError> {
         self.ctx.kv.get(&self.ctx.kv_key(&key)).map_err(wit)
     }
 
-    async fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> Result<(), KvError> {
+    fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> Result<(), KvError> {
         self.ctx.kv.set(&self.ctx.kv_key(&key), &value, ttl_ms).map_err(wit)
     }
 
-    async fn delete(&mut self, key: String) -> Result<(), KvError> {
+    fn delete(&mut self, key: String) -> Result<(), KvError> {
         self.ctx.kv.delete(&self.ctx.kv_key(&key)).map_err(wit)
     }
 
-    async fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
+    fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
         self.ctx.kv.increment(&self.ctx.kv_key(&key), delta, ttl_ms).map_err(wit)
     }
 
-    async fn compare_and_swap(
+    fn compare_and_swap(
         &mut self,
         key: String,
         expected: Option<String>,

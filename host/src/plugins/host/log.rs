@@ -4,7 +4,7 @@ use crate::plugins::bindings::adapter::relay::plugin::log::{Host, Level};
 use crate::plugins::sandbox::PluginState;
 
 impl Host for PluginState {
-    async fn log(&mut self, level: Level, message: String) {
+    fn log(&mut self, level: Level, message: String) {
         let plugin = self.ctx.name.as_str();
         match level {
             Level::Trace => tracing::trace!(target: "relay::plugin", plugin, "{message}"),
