@@ -85,5 +85,21 @@ fn check_config(path: &std::path::Path) -> Result<String, String> {
     let config = RelayConfig::load(path).map_err(|e| e.to_string())?;
     let store = relay::config::BackendStore::new(config.backends_path(path));
     let (_, backends) = store.load().map_err(|e| e.to_string())?;
-    Ok(format!("{}: ok, {} backend(s) in {}", path.display(), backends.len(), store.path().display()))
+    for plugin in &config.plugins {
+        let wasm = plugin.resolved_path(path);
+        if !wasm.is_file() {
+            return Err(format!(
+                "plugin {}: {} does not exist (scripts/build-plugins.sh builds ours)",
+                plugin.name,
+                wasm.display()
+            ));
+        }
+    }
+    Ok(format!(
+        "{}: ok, {} backend(s) in {}, {} plugin(s)",
+        path.display(),
+        backends.len(),
+        store.path().display(),
+        config.plugins.len()
+    ))
 }
