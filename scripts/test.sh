@@ -43,6 +43,6 @@ cargo build --release --all-targets --locked
 
 log "tests"
 # Plugin logic natively (the plugins themselves run in the end-to-end tests).
-cargo test --release --locked --lib -p token-auth -p rate-limit
+cargo test --release --locked --lib -p token-auth -p rate-limit -p echo-adapter
 # The host and the end-to-end tests.
 cargo test --release --locked "$@"

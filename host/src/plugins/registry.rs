@@ -273,6 +273,7 @@ impl Plugins {
     pub async fn reload(&self, name: &str) -> Result<String, String> {
         let slot = self.slot(name)?;
         let _guard = slot.reloading.lock().await;
+        let started = std::time::Instant::now();
         let failed = |message: String| {
             slot.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
             *slot.last_error.lock().expect("last_error lock") = Some(message.clone());
@@ -303,7 +304,8 @@ impl Plugins {
                 if slot.config.world == World::Adapter {
                     self.changed.send_modify(|n| *n += 1);
                 }
-                tracing::info!(plugin = name, hash = short(&hash), "plugin reloaded");
+                let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+                tracing::info!(plugin = name, hash = short(&hash), took_ms, "plugin reloaded");
                 Ok(format!("loaded {}", short(&hash)))
             }
             Err(error) => {

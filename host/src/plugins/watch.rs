@@ -2,7 +2,7 @@
 //! are watched because builds and deploys replace files by rename.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ pub fn watch(plugins: Arc<Plugins>) -> notify::Result<Option<WatchGuard>> {
     Ok(Some(debouncer))
 }
 
-fn same_file(configured: &PathBuf, changed: &PathBuf) -> bool {
+fn same_file(configured: &Path, changed: &Path) -> bool {
     configured.file_name() == changed.file_name()
         && std::fs::canonicalize(configured.parent().unwrap_or(configured)).ok()
             == std::fs::canonicalize(changed.parent().unwrap_or(changed)).ok()

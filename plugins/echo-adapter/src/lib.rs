@@ -62,3 +62,21 @@ fn text(text: String) -> String {
 }
 
 export!(EchoAdapter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_mcp_call_tool_results() {
+        let result: Value = serde_json::from_str(&text("hi".into())).unwrap();
+        assert_eq!(result, json!({"content": [{"type": "text", "text": "hi"}]}));
+    }
+
+    #[test]
+    fn every_listed_schema_is_json() {
+        for tool in EchoAdapter::list_tools() {
+            assert!(serde_json::from_str::<Value>(&tool.input_schema).unwrap().is_object(), "{}", tool.name);
+        }
+    }
+}
