@@ -82,7 +82,7 @@ async fn line_to_websocket_call_past_deadline_gets_clear_error() {
     let started = Instant::now();
     let response = client.call_tool("echo", json!({"message": "anyone?"})).await;
     let error = &response["error"];
-    assert_eq!(error["code"], -32002, "{response}");
+    assert_eq!(error["code"], -32001, "{response}");
     assert!(error["message"].as_str().unwrap().contains("did not answer within 1.5s"), "{response}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -114,7 +114,7 @@ async fn line_to_websocket_hanging_and_garbage_backends_are_isolated() {
     let mut errors = vec![client.recv_response().await, client.recv_response().await];
     errors.sort_by_key(|e| e["id"].as_str().unwrap().to_owned());
     for error in &errors {
-        assert_eq!(error["error"]["code"], -32002, "{error}");
+        assert_eq!(error["error"]["code"], -32001, "{error}");
     }
     relay.wait_for_log("not JSON-RPC").await;
     // The backend whose handshake hangs never becomes ready and says why; the others serve.

@@ -14,10 +14,12 @@ pub mod error_codes {
     pub const INVALID_PARAMS: i64 = -32602;
     /// The relay failed while handling the request.
     pub const INTERNAL_ERROR: i64 = -32603;
-    /// The upstream that owns the request could not answer it (down, timed out, gone).
-    pub const UPSTREAM_UNAVAILABLE: i64 = -32001;
-    /// The request did not finish within its deadline.
-    pub const REQUEST_TIMEOUT: i64 = -32002;
+    /// The upstream that owns the request could not answer it (down, gone).
+    pub const UPSTREAM_UNAVAILABLE: i64 = -32000;
+    /// The request did not finish within its deadline (the TypeScript SDK's code too).
+    pub const REQUEST_TIMEOUT: i64 = -32001;
+    /// No resource has this URI (MCP's code).
+    pub const RESOURCE_NOT_FOUND: i64 = -32002;
     /// The relay is at a capacity limit (sessions); try again later.
     pub const SERVER_BUSY: i64 = -32003;
     /// Authentication failed or is missing.

@@ -1,21 +1,35 @@
-//! The aggregated tool catalog and the collision rule.
+//! The aggregated catalog (tools, prompts, resources, resource templates) and the collision
+//! rule.
 //!
-//! Rule (documented in the README): a tool keeps its upstream name while that name is unique
-//! across all backends and is not a built-in `relay_*` name. When two or more backends offer
-//! the same name, *every* copy is exposed as `<backend>__<tool>`, so no tool shadows another
-//! and the result does not depend on which backend connected first. Names outside
-//! `[A-Za-z0-9_.-]` are rewritten with `_`, and names are cut to 128 characters.
+//! Rule (documented in the README): a tool or prompt keeps its upstream name while that name is
+//! unique across all sources and is not a built-in `relay_*` name. When two or more sources
+//! offer the same name, *every* copy is exposed as `<source>__<name>`, so nothing shadows
+//! anything and the result does not depend on which backend connected first. Tool names
+//! outside `[A-Za-z0-9_.-]` are rewritten with `_`, and names are cut to 128 characters.
+//! Resources follow the same rule on their URI: a URI offered by two backends is exposed as
+//! `relay://<backend>/<percent-encoded original URI>` for each. Resource templates are listed
+//! as their backends give them; a read of a URI no listed resource has goes to the backend
+//! whose template's literal prefix matches it best.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use crate::plugins::Plugins;
-use crate::upstream::Upstreams;
+use crate::upstream::{ListKind, Upstreams};
 
 /// Joins backend and tool name when names collide.
 pub const PREFIX_SEPARATOR: &str = "__";
+
+/// Characters escaped in a rewritten resource URI: everything but RFC 3986's unreserved set.
+const URI_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// The client-facing URI of `uri` from `owner` when it collides.
+pub fn relay_uri(owner: &Owner, uri: &str) -> String {
+    format!("relay://{}/{}", owner.name(), utf8_percent_encode(uri, URI_ESCAPE))
+}
 
 /// Longest tool name the relay exposes.
 const MAX_NAME: usize = 128;
@@ -44,100 +58,220 @@ impl Owner {
     }
 }
 
-/// One tool as clients see it.
+/// One catalog item as clients see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    /// The name clients call.
+    /// The name (or URI) clients use.
     pub name: String,
     /// Who serves it.
     pub owner: Owner,
-    /// The name the owner knows it by.
+    /// The name (or URI) the owner knows it by.
     pub upstream_name: String,
-    /// The tool definition sent to clients (with `name` set to the exposed name).
+    /// The definition sent to clients (with the exposed name or URI).
     pub definition: Value,
 }
 
-/// An immutable snapshot of every tool the relay offers.
+/// Name-keyed (or URI-keyed) entries with unique keys.
+#[derive(Debug, Default)]
+pub struct Section {
+    entries: Vec<Entry>,
+    by_key: HashMap<String, usize>,
+}
+
+impl Section {
+    /// The entry clients call `key`.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.by_key.get(key).map(|&i| &self.entries[i])
+    }
+
+    /// Every entry in catalog order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    fn push(&mut self, field: &str, mut key: String, owner: Owner, upstream_name: &str, item: &Value) {
+        if self.by_key.contains_key(&key) {
+            // Only reachable with adversarial names (a tool literally called `a__x` next to a
+            // collision on `x` from backend `a`); a numbered suffix keeps both reachable.
+            let base = key.clone();
+            let mut n = 2;
+            while self.by_key.contains_key(&key) {
+                key = cut(format!("{base}_{n}"));
+                n += 1;
+            }
+            tracing::warn!(item = upstream_name, exposed = %key, "name still collided after prefixing; numbered");
+        }
+        let mut definition = item.clone();
+        definition[field] = Value::String(key.clone());
+        self.by_key.insert(key.clone(), self.entries.len());
+        self.entries.push(Entry { name: key, owner, upstream_name: upstream_name.to_owned(), definition });
+    }
+
+    /// Applies the collision rule to the items of `sources` under `field`; `expose` turns a
+    /// clean key into its prefixed form for `owner`.
+    fn build<'a>(
+        field: &str,
+        reserved: &HashSet<&str>,
+        sources: impl Iterator<Item = (&'a Owner, &'a [Value])> + Clone,
+        clean: impl Fn(&str) -> String,
+        expose: impl Fn(&Owner, &str) -> String,
+        section: &mut Section,
+    ) {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for (_, items) in sources.clone() {
+            for key in items.iter().filter_map(|i| key_of(i, field)) {
+                *counts.entry(clean(key)).or_default() += 1;
+            }
+        }
+        for (owner, items) in sources {
+            for item in items {
+                let Some(original) = key_of(item, field) else { continue };
+                let key = clean(original);
+                let exposed =
+                    if counts[&key] == 1 && !reserved.contains(key.as_str()) { key } else { expose(owner, &key) };
+                section.push(field, exposed, owner.clone(), original, item);
+            }
+        }
+    }
+}
+
+/// A resource template and its backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    /// The backend.
+    pub owner: Owner,
+    /// The template as the backend gave it.
+    pub definition: Value,
+    /// The literal text before the first `{`, for routing reads.
+    prefix: String,
+}
+
+/// An immutable snapshot of everything the relay offers.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    entries: Vec<Entry>,
-    by_name: HashMap<String, usize>,
+    tools: Section,
+    prompts: Section,
+    resources: Section,
+    templates: Vec<Template>,
 }
 
 impl Catalog {
-    /// Builds the catalog from the built-in tools, every upstream's last known tools (sorted by
+    /// Builds the catalog from the built-in tools, every upstream's last known lists (sorted by
     /// backend name) and every adapter's tools (in configuration order).
     pub fn build(builtin: &[Value], upstreams: &Upstreams, plugins: &Plugins) -> Self {
-        let mut sources: Vec<(Owner, Arc<Vec<Value>>)> =
-            upstreams.list().iter().map(|u| (Owner::Backend(u.name().to_owned()), u.tools())).collect();
-        sources.extend(plugins.adapter_tools().into_iter().map(|(name, tools)| (Owner::Adapter(name), tools)));
-        Self::from_sources(builtin, sources.iter().map(|(owner, tools)| (owner, tools.as_slice())))
-    }
-
-    /// Applies the collision rule. `sources` must come in a stable order.
-    pub fn from_sources<'a>(
-        builtin: &[Value],
-        sources: impl Iterator<Item = (&'a Owner, &'a [Value])> + Clone,
-    ) -> Self {
-        let reserved: HashSet<&str> = builtin.iter().filter_map(tool_name).collect();
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        for (_, tools) in sources.clone() {
-            for tool in tools.iter().filter_map(tool_name) {
-                *counts.entry(sanitize(tool)).or_default() += 1;
-            }
-        }
-        let mut catalog = Catalog::default();
-        for tool in builtin {
-            if let Some(name) = tool_name(tool) {
-                catalog.push(name.to_owned(), Owner::Builtin, name, tool);
-            }
-        }
-        for (owner, tools) in sources {
-            for tool in tools {
-                let Some(original) = tool_name(tool) else { continue };
-                let clean = sanitize(original);
-                let exposed = if counts[&clean] == 1 && !reserved.contains(clean.as_str()) {
-                    clean
-                } else {
-                    cut(format!("{}{PREFIX_SEPARATOR}{clean}", owner.name()))
-                };
-                catalog.push(exposed, owner.clone(), original, tool);
+        let listings: Vec<(Owner, crate::upstream::Listing)> =
+            upstreams.list().iter().map(|u| (Owner::Backend(u.name().to_owned()), u.listing())).collect();
+        let mut tool_sources: Vec<(Owner, Arc<Vec<Value>>)> =
+            listings.iter().map(|(owner, listing)| (owner.clone(), listing.tools.clone())).collect();
+        tool_sources.extend(plugins.adapter_tools().into_iter().map(|(name, tools)| (Owner::Adapter(name), tools)));
+        let mut catalog = Self::from_sources(builtin, tool_sources.iter().map(|(o, t)| (o, t.as_slice())));
+        let of = |kind: ListKind| listings.iter().map(move |(owner, listing)| (owner, listing.get(kind).as_slice()));
+        Section::build(
+            "name",
+            &HashSet::new(),
+            of(ListKind::Prompts),
+            str::to_owned,
+            |owner, name| format!("{}{PREFIX_SEPARATOR}{name}", owner.name()),
+            &mut catalog.prompts,
+        );
+        Section::build(
+            "uri",
+            &HashSet::new(),
+            of(ListKind::Resources),
+            str::to_owned,
+            relay_uri,
+            &mut catalog.resources,
+        );
+        for (owner, templates) in of(ListKind::ResourceTemplates) {
+            for template in templates {
+                if let Some(uri) = key_of(template, "uriTemplate") {
+                    let prefix = uri.split('{').next().unwrap_or("").to_owned();
+                    catalog.templates.push(Template { owner: owner.clone(), definition: template.clone(), prefix });
+                }
             }
         }
         catalog
     }
 
-    fn push(&mut self, mut name: String, owner: Owner, upstream_name: &str, tool: &Value) {
-        if self.by_name.contains_key(&name) {
-            // Only reachable with adversarial names (a tool literally called `a__x` next to a
-            // collision on `x` from backend `a`); a numbered suffix keeps both reachable.
-            let base = name.clone();
-            let mut n = 2;
-            while self.by_name.contains_key(&name) {
-                name = cut(format!("{base}_{n}"));
-                n += 1;
+    /// The tool part of the catalog from explicit sources (built-ins first, reserved).
+    pub fn from_sources<'a>(
+        builtin: &[Value],
+        sources: impl Iterator<Item = (&'a Owner, &'a [Value])> + Clone,
+    ) -> Self {
+        let reserved: HashSet<&str> = builtin.iter().filter_map(|t| key_of(t, "name")).collect();
+        let mut catalog = Catalog::default();
+        for tool in builtin {
+            if let Some(name) = key_of(tool, "name") {
+                catalog.tools.push("name", name.to_owned(), Owner::Builtin, name, tool);
             }
-            tracing::warn!(tool = upstream_name, exposed = %name, "tool name still collided after prefixing; numbered");
         }
-        let mut definition = tool.clone();
-        definition["name"] = Value::String(name.clone());
-        self.by_name.insert(name.clone(), self.entries.len());
-        self.entries.push(Entry { name, owner, upstream_name: upstream_name.to_owned(), definition });
+        Section::build(
+            "name",
+            &reserved,
+            sources,
+            sanitize,
+            |owner, name| cut(format!("{}{PREFIX_SEPARATOR}{name}", owner.name())),
+            &mut catalog.tools,
+        );
+        catalog
     }
 
-    /// The entry clients call `name`.
+    /// The tool clients call `name`.
     pub fn get(&self, name: &str) -> Option<&Entry> {
-        self.by_name.get(name).map(|&i| &self.entries[i])
+        self.tools.get(name)
     }
 
-    /// Every entry, built-ins first, then by backend name.
+    /// Every tool, built-ins first, then by backend name, then adapters.
     pub fn tools(&self) -> &[Entry] {
-        &self.entries
+        self.tools.entries()
+    }
+
+    /// Prompts.
+    pub fn prompts(&self) -> &Section {
+        &self.prompts
+    }
+
+    /// Concrete resources.
+    pub fn resources(&self) -> &Section {
+        &self.resources
+    }
+
+    /// Resource templates, by backend name.
+    pub fn templates(&self) -> &[Template] {
+        &self.templates
+    }
+
+    /// Owners whose templates could produce `uri`, best (longest literal prefix) first.
+    pub fn template_owners(&self, uri: &str) -> Vec<&Owner> {
+        let mut matches: Vec<&Template> = self.templates.iter().filter(|t| uri.starts_with(&t.prefix)).collect();
+        matches.sort_by_key(|t| std::cmp::Reverse(t.prefix.len()));
+        let mut owners: Vec<&Owner> = Vec::new();
+        for template in matches {
+            if !owners.contains(&&template.owner) {
+                owners.push(&template.owner);
+            }
+        }
+        owners
+    }
+
+    /// The owner of the template whose `uriTemplate` is exactly `template` (for completion).
+    pub fn template_owner(&self, template: &str) -> Option<&Owner> {
+        self.templates.iter().find(|t| key_of(&t.definition, "uriTemplate") == Some(template)).map(|t| &t.owner)
+    }
+
+    /// Whether anything clients see differs from `other` (for list_changed announcements).
+    pub fn differs(&self, other: &Catalog, kind: ListKind) -> bool {
+        match kind {
+            ListKind::Tools => self.tools.entries != other.tools.entries,
+            ListKind::Prompts => self.prompts.entries != other.prompts.entries,
+            ListKind::Resources => self.resources.entries != other.resources.entries,
+            ListKind::ResourceTemplates => self.templates != other.templates,
+        }
     }
 }
 
-fn tool_name(tool: &Value) -> Option<&str> {
-    tool.get("name").and_then(Value::as_str).filter(|n| !n.is_empty())
+fn key_of<'a>(item: &'a Value, field: &str) -> Option<&'a str> {
+    item.get(field).and_then(Value::as_str).filter(|n| !n.is_empty())
 }
 
 fn sanitize(name: &str) -> String {
@@ -184,6 +318,26 @@ mod tests {
         let one = Catalog::from_sources(&[], [(&oa, a.as_slice()), (&ob, b.as_slice())].into_iter());
         let two = Catalog::from_sources(&[], [(&oa, a.as_slice()), (&ob, b.as_slice())].into_iter());
         assert_eq!(names(&one), names(&two));
+    }
+
+    #[test]
+    fn colliding_resource_uris_are_rewritten_per_backend() {
+        let mut section = Section::default();
+        let a = vec![json!({"uri": "file:///x", "name": "x"}), json!({"uri": "mem://only-a", "name": "a"})];
+        let b = vec![json!({"uri": "file:///x", "name": "x"})];
+        let (oa, ob) = (Owner::Backend("a".into()), Owner::Backend("b".into()));
+        Section::build(
+            "uri",
+            &HashSet::new(),
+            [(&oa, a.as_slice()), (&ob, b.as_slice())].into_iter(),
+            str::to_owned,
+            relay_uri,
+            &mut section,
+        );
+        let uris: Vec<&str> = section.entries().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(uris, ["relay://a/file%3A%2F%2F%2Fx", "mem://only-a", "relay://b/file%3A%2F%2F%2Fx"]);
+        assert_eq!(section.get("relay://b/file%3A%2F%2F%2Fx").unwrap().upstream_name, "file:///x");
+        assert_eq!(relay_uri(&oa, "demo://doc/a-b.md"), "relay://a/demo%3A%2F%2Fdoc%2Fa-b.md");
     }
 
     #[test]

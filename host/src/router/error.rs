@@ -12,6 +12,15 @@ pub enum RouterError {
     /// No tool of that name is in the catalog.
     #[error("Unknown tool: {0}")]
     UnknownTool(String),
+    /// No prompt of that name is in the catalog.
+    #[error("Unknown prompt: {0}")]
+    UnknownPrompt(String),
+    /// No resource or template covers the URI.
+    #[error("Resource not found: {0}")]
+    UnknownResource(String),
+    /// The request names nothing the relay can route (e.g. a completion ref of unknown type).
+    #[error("{0}")]
+    Unroutable(String),
     /// The owning upstream failed.
     #[error("backend {backend}: {source}")]
     Upstream { backend: String, source: UpstreamError },
@@ -27,6 +36,15 @@ impl From<RouterError> for RpcError {
                 RpcError::new(error_codes::INVALID_PARAMS, format!("Unknown tool: {name}"))
                     .with_data(json!({"tool": name}))
             }
+            RouterError::UnknownPrompt(name) => {
+                RpcError::new(error_codes::INVALID_PARAMS, format!("Unknown prompt: {name}"))
+                    .with_data(json!({"prompt": name}))
+            }
+            RouterError::UnknownResource(uri) => {
+                RpcError::new(error_codes::RESOURCE_NOT_FOUND, format!("Resource not found: {uri}"))
+                    .with_data(json!({"uri": uri}))
+            }
+            RouterError::Unroutable(message) => RpcError::new(error_codes::INVALID_PARAMS, message),
             // An upstream's own JSON-RPC error passes through unchanged.
             RouterError::Upstream { source: UpstreamError::Rpc(e), .. } => e,
             RouterError::Adapter { adapter, source } => {

@@ -5,16 +5,17 @@
 mod catalog;
 mod error;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
-pub use catalog::{Catalog, Owner, PREFIX_SEPARATOR};
+pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
 
 use crate::plugins::Plugins;
-use crate::upstream::{Builtin, Upstreams};
+use crate::upstream::{Builtin, ListKind, UpstreamEvent, Upstreams};
 
 /// Routes requests to upstreams by catalog ownership.
 pub struct Router {
@@ -27,12 +28,66 @@ pub struct Router {
     /// The catalog and the source generations it was built from. Rebuilt on first use after
     /// any source changed, so a tool is routable as soon as its upstream published it.
     cache: Mutex<(Generations, Arc<Catalog>)>,
-    /// The catalog as last announced to sessions (for `notifications/tools/list_changed`).
+    /// The catalog as last announced to sessions (for the `list_changed` notifications).
     announced: watch::Sender<Arc<Catalog>>,
+    /// Upstream notifications meant for clients, already mapped to client-facing names.
+    client_events: broadcast::Sender<ClientEvent>,
+    /// How many sessions subscribe to each exposed resource URI (the upstream subscription is
+    /// made for the first and dropped with the last).
+    subscriptions: Mutex<HashMap<String, usize>>,
+}
+
+/// A notification from an upstream on its way to client sessions.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// `notifications/resources/updated` for this client-facing URI (to its subscribers).
+    ResourceUpdated(String),
+    /// `notifications/message` (to sessions that set a log level at or below it).
+    Log(Value),
 }
 
 /// Change counters of the catalog's sources (upstreams, adapters).
 type Generations = (u64, u64);
+
+fn uri_of(params: &Value) -> String {
+    params.get("uri").and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+/// Maps upstream notifications to client-facing ones and hands them to the sessions.
+async fn route_notifications(router: Weak<Router>, mut events: broadcast::Receiver<UpstreamEvent>) {
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(dropped = n, "upstream notifications dropped (sessions too slow)");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        };
+        let Some(router) = router.upgrade() else { break };
+        let params = event.notification.params.unwrap_or(Value::Null);
+        let client_event = match event.notification.method.as_str() {
+            "notifications/resources/updated" => {
+                let uri = uri_of(&params);
+                let catalog = router.catalog();
+                let exposed = catalog
+                    .resources()
+                    .entries()
+                    .iter()
+                    .find(|e| e.owner == Owner::Backend(event.backend.clone()) && e.upstream_name == uri)
+                    .map(|e| e.name.clone())
+                    .unwrap_or(uri);
+                ClientEvent::ResourceUpdated(exposed)
+            }
+            "notifications/message" => ClientEvent::Log(params),
+            method => {
+                tracing::debug!(backend = %event.backend, method, "upstream notification not forwarded");
+                continue;
+            }
+        };
+        let _ = router.client_events.send(client_event);
+    }
+}
 
 /// The outcome of a routed call, with the backend that served it (for the call log).
 pub struct Routed {
@@ -53,7 +108,10 @@ impl Router {
             plugins,
             cache: Mutex::new((generations, first.clone())),
             announced: watch::Sender::new(first),
+            client_events: broadcast::Sender::new(1024),
+            subscriptions: Mutex::default(),
         });
+        tokio::spawn(route_notifications(Arc::downgrade(&router), router.upstreams.notifications()));
         let weak = Arc::downgrade(&router);
         let mut upstream_changes = router.upstreams.subscribe();
         let mut adapter_changes = router.plugins.subscribe();
@@ -69,7 +127,7 @@ impl Router {
                 let Some(router) = weak.upgrade() else { break };
                 let next = router.catalog();
                 router.announced.send_if_modified(|current| {
-                    let modified = current.tools() != next.tools();
+                    let modified = ListKind::ALL.iter().any(|&kind| current.differs(&next, kind));
                     *current = next;
                     modified
                 });
@@ -91,6 +149,142 @@ impl Router {
     /// Changes whenever the tools clients see change (for `notifications/tools/list_changed`).
     pub fn subscribe(&self) -> watch::Receiver<Arc<Catalog>> {
         self.announced.subscribe()
+    }
+
+    /// Upstream notifications for clients.
+    pub fn client_events(&self) -> broadcast::Receiver<ClientEvent> {
+        self.client_events.subscribe()
+    }
+
+    /// `prompts/get`: routed by the prompt's client-facing name.
+    pub async fn get_prompt(&self, mut params: Value) -> Result<Value, RouterError> {
+        let name = params.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+        let catalog = self.catalog();
+        let entry = catalog.prompts().get(&name).ok_or_else(|| RouterError::UnknownPrompt(name.clone()))?;
+        params["name"] = Value::String(entry.upstream_name.clone());
+        self.forward(&entry.owner, "prompts/get", params).await
+    }
+
+    /// `resources/read`: a listed resource goes to its owner; any other URI to the backends
+    /// whose templates match it, best match first, until one has it.
+    pub async fn read_resource(&self, params: Value) -> Result<Value, RouterError> {
+        self.by_uri("resources/read", params).await
+    }
+
+    /// `resources/subscribe` for one session; the upstream subscription is shared.
+    pub async fn subscribe_resource(&self, params: Value) -> Result<Value, RouterError> {
+        let uri = uri_of(&params);
+        let first = {
+            let mut subscriptions = self.subscriptions.lock().expect("subscriptions lock");
+            let count = subscriptions.entry(uri.clone()).or_default();
+            *count += 1;
+            *count == 1
+        };
+        if first {
+            if let Err(e) = self.by_uri("resources/subscribe", params).await {
+                self.release_subscription(&uri);
+                return Err(e);
+            }
+        }
+        Ok(json!({}))
+    }
+
+    /// `resources/unsubscribe` for one session.
+    pub async fn unsubscribe_resource(&self, params: Value) -> Result<Value, RouterError> {
+        let uri = uri_of(&params);
+        if self.release_subscription(&uri) {
+            self.by_uri("resources/unsubscribe", params).await?;
+        }
+        Ok(json!({}))
+    }
+
+    /// Drops one session's subscription; true when it was the last.
+    fn release_subscription(&self, uri: &str) -> bool {
+        let mut subscriptions = self.subscriptions.lock().expect("subscriptions lock");
+        match subscriptions.get_mut(uri) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                subscriptions.remove(uri);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `completion/complete`: routed by the prompt or resource template it completes.
+    pub async fn complete(&self, mut params: Value) -> Result<Value, RouterError> {
+        let catalog = self.catalog();
+        let kind = params.pointer("/ref/type").and_then(Value::as_str).unwrap_or("").to_owned();
+        let owner = match kind.as_str() {
+            "ref/prompt" => {
+                let name = params.pointer("/ref/name").and_then(Value::as_str).unwrap_or("");
+                let entry = catalog.prompts().get(name).ok_or_else(|| RouterError::UnknownPrompt(name.to_owned()))?;
+                params["ref"]["name"] = Value::String(entry.upstream_name.clone());
+                entry.owner.clone()
+            }
+            "ref/resource" => {
+                let uri = params.pointer("/ref/uri").and_then(Value::as_str).unwrap_or("");
+                match (catalog.template_owner(uri), catalog.resources().get(uri)) {
+                    (Some(owner), _) => owner.clone(),
+                    (None, Some(entry)) => {
+                        params["ref"]["uri"] = Value::String(entry.upstream_name.clone());
+                        entry.owner.clone()
+                    }
+                    (None, None) => return Err(RouterError::UnknownResource(uri.to_owned())),
+                }
+            }
+            other => return Err(RouterError::Unroutable(format!("cannot complete a ref of type {other:?}"))),
+        };
+        self.forward(&owner, "completion/complete", params).await
+    }
+
+    /// `logging/setLevel`, passed to every upstream that offers logging (best effort).
+    pub async fn set_log_level(&self, params: Value) {
+        for upstream in self.upstreams.list() {
+            if upstream.status().identity.is_some_and(|i| i.has("logging")) {
+                let _ = upstream.request("logging/setLevel", Some(params.clone()), upstream.call_timeout()).await;
+            }
+        }
+    }
+
+    async fn by_uri(&self, method: &str, mut params: Value) -> Result<Value, RouterError> {
+        let uri = uri_of(&params);
+        let catalog = self.catalog();
+        if let Some(entry) = catalog.resources().get(&uri) {
+            params["uri"] = Value::String(entry.upstream_name.clone());
+            let mut result = self.forward(&entry.owner, method, params).await?;
+            // Contents name the URI the client asked for, not the backend's own.
+            if let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut) {
+                for item in contents.iter_mut().filter(|c| c["uri"] == entry.upstream_name.as_str()) {
+                    item["uri"] = Value::String(uri.clone());
+                }
+            }
+            return Ok(result);
+        }
+        let mut last = RouterError::UnknownResource(uri.clone());
+        for owner in catalog.template_owners(&uri) {
+            match self.forward(owner, method, params.clone()).await {
+                Ok(result) => return Ok(result),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Sends `method` to the backend `owner`.
+    async fn forward(&self, owner: &Owner, method: &str, params: Value) -> Result<Value, RouterError> {
+        let Owner::Backend(backend) = owner else {
+            return Err(RouterError::Unroutable(format!("{method} is not served by {}", owner.name())));
+        };
+        let upstream =
+            self.upstreams.get(backend).ok_or_else(|| RouterError::Unroutable(format!("backend {backend} is gone")))?;
+        upstream
+            .request(method, Some(params), upstream.call_timeout())
+            .await
+            .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
     }
 
     /// Calls the tool that the catalog lists as `name`.

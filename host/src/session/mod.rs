@@ -5,11 +5,12 @@
 mod driver;
 mod registry;
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 pub use driver::{Inbound, drive};
 pub use registry::SessionRegistry;
@@ -21,7 +22,8 @@ use crate::lifecycle::{Lifecycle, SessionCount};
 use crate::mcp::{Limits, Message, Notification, Request, Response, RpcError, error_codes, version};
 use crate::plugins::{Plugins, Refusal};
 use crate::policy::Policy;
-use crate::router::{Catalog, Router};
+use crate::router::{Catalog, ClientEvent, Router};
+use crate::upstream::ListKind;
 
 /// What every session needs; cloned cheaply into each new session.
 #[derive(Clone)]
@@ -93,7 +95,7 @@ impl SessionFactory {
             credential: self.plugins.has_auth().then(|| digest(token.unwrap_or(""))),
             router: self.router.clone(),
             policy: self.policy.clone(),
-            state: Mutex::new(SessionState::default()),
+            state: Arc::new(Mutex::new(SessionState::default())),
             last_seen: Mutex::new(Instant::now()),
             _count: self.lifecycle.session_opened(),
         }))
@@ -106,6 +108,17 @@ struct SessionState {
     protocol_version: Option<String>,
     /// `clientInfo.name`, for logs.
     client_name: Option<String>,
+    /// From `logging/setLevel`: log notifications at or above it are sent.
+    log_level: Option<u8>,
+    /// Client-facing URIs from `resources/subscribe`.
+    subscriptions: HashSet<String>,
+}
+
+/// RFC 5424 severities as MCP names them, least severe first.
+const LOG_LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+
+fn log_rank(level: &str) -> Option<u8> {
+    LOG_LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
 }
 
 /// One client session.
@@ -122,8 +135,8 @@ pub struct Session {
     router: Arc<Router>,
     /// What requests pass first.
     policy: Arc<Policy>,
-    /// What `initialize` established.
-    state: Mutex<SessionState>,
+    /// What `initialize` and later requests established (shared with [`ServerEvents`]).
+    state: Arc<Mutex<SessionState>>,
     /// Last client activity, for idle expiry of HTTP sessions.
     last_seen: Mutex<Instant>,
     /// Keeps the instance's session count right for this session's lifetime.
@@ -161,11 +174,18 @@ impl Session {
         *self.last_seen.lock().expect("last_seen lock")
     }
 
-    /// Server-initiated messages for this session (today: tool list changes).
+    /// Server-initiated messages for this session: list changes, resource updates for its
+    /// subscriptions, log messages at its level.
     pub fn server_events(&self) -> ServerEvents {
         let mut catalog = self.router.subscribe();
-        catalog.mark_unchanged();
-        ServerEvents { catalog }
+        let last = catalog.borrow_and_update().clone();
+        ServerEvents {
+            catalog,
+            last,
+            events: self.router.client_events(),
+            state: self.state.clone(),
+            queued: VecDeque::new(),
+        }
     }
 
     async fn handle_request(&self, request: Request) -> Response {
@@ -180,6 +200,37 @@ impl Session {
             "ping" => Ok(json!({})),
             "tools/list" => Ok(self.list_tools()),
             "tools/call" => self.call_tool(params).await,
+            "prompts/list" => {
+                Ok(self.list(|c| c.prompts().entries().iter().map(|e| &e.definition).collect(), "prompts"))
+            }
+            "resources/list" => {
+                Ok(self.list(|c| c.resources().entries().iter().map(|e| &e.definition).collect(), "resources"))
+            }
+            "resources/templates/list" => {
+                Ok(self.list(|c| c.templates().iter().map(|t| &t.definition).collect(), "resourceTemplates"))
+            }
+            "prompts/get" => self.routed(params, "name", |router, p| Box::pin(router.get_prompt(p))).await,
+            "resources/read" => self.routed(params, "uri", |router, p| Box::pin(router.read_resource(p))).await,
+            "completion/complete" => self.routed(params, "ref", |router, p| Box::pin(router.complete(p))).await,
+            "resources/subscribe" => {
+                let uri = params.as_ref().and_then(|p| p.get("uri")).and_then(Value::as_str).map(str::to_owned);
+                let result = self.routed(params, "uri", |router, p| Box::pin(router.subscribe_resource(p))).await;
+                if let (Ok(_), Some(uri)) = (&result, uri) {
+                    self.state.lock().expect("session lock").subscriptions.insert(uri);
+                }
+                result
+            }
+            "resources/unsubscribe" => {
+                let uri = params.as_ref().and_then(|p| p.get("uri")).and_then(Value::as_str).map(str::to_owned);
+                let subscribed =
+                    uri.as_ref().is_some_and(|uri| self.state.lock().expect("session lock").subscriptions.remove(uri));
+                if subscribed {
+                    self.routed(params, "uri", |router, p| Box::pin(router.unsubscribe_resource(p))).await
+                } else {
+                    Ok(json!({}))
+                }
+            }
+            "logging/setLevel" => self.set_log_level(params).await,
             _ => Err(RpcError::new(error_codes::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
         };
         Response { id, outcome }
@@ -221,7 +272,13 @@ impl Session {
         state.client_name = client;
         json!({
             "protocolVersion": negotiated,
-            "capabilities": {"tools": {"listChanged": true}},
+            "capabilities": {
+                "tools": {"listChanged": true},
+                "prompts": {"listChanged": true},
+                "resources": {"subscribe": true, "listChanged": true},
+                "logging": {},
+                "completions": {},
+            },
             "serverInfo": {"name": "relay", "title": "MCP relay", "version": env!("CARGO_PKG_VERSION")},
             "instructions": "Tools from every backend behind this relay. Colliding names are prefixed `<backend>__`; relay_* tools manage the relay.",
         })
@@ -231,6 +288,41 @@ impl Session {
         let catalog = self.router.catalog();
         let tools: Vec<&Value> = catalog.tools().iter().map(|e| &e.definition).collect();
         json!({"tools": tools})
+    }
+
+    fn list(&self, pick: impl for<'a> Fn(&'a Catalog) -> Vec<&'a Value>, field: &str) -> Value {
+        let catalog = self.router.catalog();
+        json!({ field: pick(&catalog) })
+    }
+
+    /// Checks that `params` is an object with `required`, then hands it to the router.
+    async fn routed<'a>(
+        &'a self,
+        params: Option<Value>,
+        required: &str,
+        route: impl FnOnce(
+            &'a Router,
+            Value,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Value, crate::router::RouterError>> + Send + 'a>,
+        >,
+    ) -> Result<Value, RpcError> {
+        match params {
+            Some(params @ Value::Object(_)) if params.get(required).is_some() => {
+                route(&self.router, params).await.map_err(RpcError::from)
+            }
+            _ => Err(RpcError::new(error_codes::INVALID_PARAMS, format!("params need \"{required}\""))),
+        }
+    }
+
+    async fn set_log_level(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let level = params.as_ref().and_then(|p| p.get("level")).and_then(Value::as_str).unwrap_or("");
+        let rank = log_rank(level).ok_or_else(|| {
+            RpcError::new(error_codes::INVALID_PARAMS, format!("level must be one of {}", LOG_LEVELS.join(", ")))
+        })?;
+        self.state.lock().expect("session lock").log_level = Some(rank);
+        self.router.set_log_level(json!({"level": level})).await;
+        Ok(json!({}))
     }
 
     async fn call_tool(&self, params: Option<Value>) -> Result<Value, RpcError> {
@@ -271,12 +363,58 @@ fn digest(token: &str) -> [u8; 32] {
 /// Messages the relay sends to a client on its own initiative.
 pub struct ServerEvents {
     catalog: watch::Receiver<Arc<Catalog>>,
+    /// The catalog as this session last heard of it.
+    last: Arc<Catalog>,
+    events: broadcast::Receiver<ClientEvent>,
+    state: Arc<Mutex<SessionState>>,
+    /// Notifications decided but not yet handed out.
+    queued: VecDeque<Message>,
 }
 
 impl ServerEvents {
     /// Waits for the next server-initiated message; `None` when the relay is shutting down.
     pub async fn next(&mut self) -> Option<Message> {
-        self.catalog.changed().await.ok()?;
-        Some(Message::Notification(Notification { method: "notifications/tools/list_changed".into(), params: None }))
+        loop {
+            if let Some(message) = self.queued.pop_front() {
+                return Some(message);
+            }
+            tokio::select! {
+                changed = self.catalog.changed() => {
+                    changed.ok()?;
+                    let next = self.catalog.borrow_and_update().clone();
+                    for (kind, method) in [
+                        (ListKind::Tools, "notifications/tools/list_changed"),
+                        (ListKind::Prompts, "notifications/prompts/list_changed"),
+                        (ListKind::Resources, "notifications/resources/list_changed"),
+                    ] {
+                        let templates = kind == ListKind::Resources && next.differs(&self.last, ListKind::ResourceTemplates);
+                        if next.differs(&self.last, kind) || templates {
+                            self.queued.push_back(notification(method, None));
+                        }
+                    }
+                    self.last = next;
+                }
+                event = self.events.recv() => match event {
+                    Ok(ClientEvent::ResourceUpdated(uri)) => {
+                        if self.state.lock().expect("session lock").subscriptions.contains(&uri) {
+                            self.queued.push_back(notification("notifications/resources/updated", Some(json!({"uri": uri}))));
+                        }
+                    }
+                    Ok(ClientEvent::Log(params)) => {
+                        let wanted = self.state.lock().expect("session lock").log_level;
+                        let rank = params.get("level").and_then(Value::as_str).and_then(log_rank);
+                        if let (Some(wanted), Some(rank)) = (wanted, rank) && rank >= wanted {
+                            self.queued.push_back(notification("notifications/message", Some(params)));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            }
+        }
     }
+}
+
+fn notification(method: &str, params: Option<Value>) -> Message {
+    Message::Notification(Notification { method: method.into(), params })
 }

@@ -1,4 +1,6 @@
-//! The MCP client handshake the relay performs with each upstream, and tool listing.
+//! The MCP client handshake the relay performs with each upstream, and the listings it keeps.
+
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -6,8 +8,8 @@ use super::UpstreamError;
 use super::connection::Connection;
 use crate::mcp::{error_codes, version};
 
-/// Most pages of `tools/list` followed before the relay stops (a guard against a server that
-/// keeps returning cursors).
+/// Most pages of one list followed before the relay stops (a guard against a server that keeps
+/// returning cursors).
 const MAX_PAGES: usize = 1000;
 
 /// What the upstream said about itself in `initialize`.
@@ -17,8 +19,118 @@ pub struct ServerIdentity {
     pub server_info: Value,
     /// The protocol version the upstream agreed to.
     pub protocol_version: String,
-    /// Whether it advertised the `tools` capability.
-    pub has_tools: bool,
+    /// `capabilities` as sent.
+    pub capabilities: Value,
+}
+
+impl ServerIdentity {
+    /// Whether the upstream advertised capability `name` (`tools`, `prompts`, ...).
+    pub fn has(&self, name: &str) -> bool {
+        self.capabilities.get(name).is_some_and(|c| !c.is_null())
+    }
+}
+
+/// The kinds of things an upstream lists, each with its MCP method and result field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// `tools/list` → `tools`.
+    Tools,
+    /// `prompts/list` → `prompts`.
+    Prompts,
+    /// `resources/list` → `resources`.
+    Resources,
+    /// `resources/templates/list` → `resourceTemplates`.
+    ResourceTemplates,
+}
+
+impl ListKind {
+    /// Every kind.
+    pub const ALL: [ListKind; 4] =
+        [ListKind::Tools, ListKind::Prompts, ListKind::Resources, ListKind::ResourceTemplates];
+
+    /// The list method.
+    pub fn method(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools/list",
+            ListKind::Prompts => "prompts/list",
+            ListKind::Resources => "resources/list",
+            ListKind::ResourceTemplates => "resources/templates/list",
+        }
+    }
+
+    /// The array field of the list result.
+    pub fn field(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources => "resources",
+            ListKind::ResourceTemplates => "resourceTemplates",
+        }
+    }
+
+    /// The capability that says the upstream has this kind.
+    pub fn capability(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources | ListKind::ResourceTemplates => "resources",
+        }
+    }
+
+    /// The key every entry must have (name or URI).
+    pub fn key(self) -> &'static str {
+        match self {
+            ListKind::Tools | ListKind::Prompts => "name",
+            ListKind::Resources => "uri",
+            ListKind::ResourceTemplates => "uriTemplate",
+        }
+    }
+
+    /// The kind whose `list_changed` notification is `method`, if any.
+    pub fn changed_by(method: &str) -> &'static [ListKind] {
+        match method {
+            "notifications/tools/list_changed" => &[ListKind::Tools],
+            "notifications/prompts/list_changed" => &[ListKind::Prompts],
+            "notifications/resources/list_changed" => &[ListKind::Resources, ListKind::ResourceTemplates],
+            _ => &[],
+        }
+    }
+}
+
+/// An upstream's last known lists.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Tool definitions.
+    pub tools: Arc<Vec<Value>>,
+    /// Prompt definitions.
+    pub prompts: Arc<Vec<Value>>,
+    /// Concrete resources.
+    pub resources: Arc<Vec<Value>>,
+    /// Resource templates.
+    pub templates: Arc<Vec<Value>>,
+}
+
+impl Listing {
+    /// The list of `kind`.
+    pub fn get(&self, kind: ListKind) -> &Arc<Vec<Value>> {
+        match kind {
+            ListKind::Tools => &self.tools,
+            ListKind::Prompts => &self.prompts,
+            ListKind::Resources => &self.resources,
+            ListKind::ResourceTemplates => &self.templates,
+        }
+    }
+
+    /// Replaces the list of `kind`.
+    pub fn set(&mut self, kind: ListKind, items: Vec<Value>) {
+        let slot = match kind {
+            ListKind::Tools => &mut self.tools,
+            ListKind::Prompts => &mut self.prompts,
+            ListKind::Resources => &mut self.resources,
+            ListKind::ResourceTemplates => &mut self.templates,
+        };
+        *slot = Arc::new(items);
+    }
 }
 
 /// `initialize` then `notifications/initialized`.
@@ -38,35 +150,44 @@ pub async fn initialize(conn: &Connection) -> Result<ServerIdentity, UpstreamErr
         .and_then(Value::as_str)
         .ok_or_else(|| UpstreamError::Protocol("initialize result has no protocolVersion".into()))?
         .to_owned();
-    let has_tools = result.pointer("/capabilities/tools").is_some();
     conn.notify("notifications/initialized", None).await?;
     Ok(ServerIdentity {
         server_info: result.get("serverInfo").cloned().unwrap_or(Value::Null),
         protocol_version,
-        has_tools,
+        capabilities: result.get("capabilities").cloned().unwrap_or(Value::Null),
     })
 }
 
-/// Every tool the upstream offers, following `nextCursor`. A server without tools support
-/// (`-32601`) has none.
-pub async fn list_tools(conn: &Connection) -> Result<Vec<Value>, UpstreamError> {
-    let mut tools = Vec::new();
+/// Every list the upstream's capabilities promise.
+pub async fn list_everything(conn: &Connection, identity: &ServerIdentity) -> Result<Listing, UpstreamError> {
+    let mut listing = Listing::default();
+    for kind in ListKind::ALL {
+        if identity.has(kind.capability()) {
+            listing.set(kind, list(conn, kind).await?);
+        }
+    }
+    Ok(listing)
+}
+
+/// Every item of one list, following `nextCursor`. A server without the method (`-32601`)
+/// has none.
+pub async fn list(conn: &Connection, kind: ListKind) -> Result<Vec<Value>, UpstreamError> {
+    let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let params = cursor.as_ref().map(|c| json!({"cursor": c}));
-        let page = match conn.request("tools/list", params).await {
-            Err(UpstreamError::Rpc(e)) if e.code == error_codes::METHOD_NOT_FOUND => return Ok(tools),
+        let page = match conn.request(kind.method(), params).await {
+            Err(UpstreamError::Rpc(e)) if e.code == error_codes::METHOD_NOT_FOUND => return Ok(items),
             other => other?,
         };
-        let items = page
-            .get("tools")
-            .and_then(Value::as_array)
-            .ok_or_else(|| UpstreamError::Protocol("tools/list result has no tools array".into()))?;
-        tools.extend(items.iter().filter(|t| t.get("name").and_then(Value::as_str).is_some()).cloned());
+        let page_items = page.get(kind.field()).and_then(Value::as_array).ok_or_else(|| {
+            UpstreamError::Protocol(format!("{} result has no {} array", kind.method(), kind.field()))
+        })?;
+        items.extend(page_items.iter().filter(|t| t.get(kind.key()).and_then(Value::as_str).is_some()).cloned());
         match page.get("nextCursor").and_then(Value::as_str) {
             Some(next) if !next.is_empty() => cursor = Some(next.to_owned()),
-            _ => return Ok(tools),
+            _ => return Ok(items),
         }
     }
-    Err(UpstreamError::Protocol(format!("tools/list returned more than {MAX_PAGES} pages")))
+    Err(UpstreamError::Protocol(format!("{} returned more than {MAX_PAGES} pages", kind.method())))
 }

@@ -16,5 +16,6 @@ mod websocket;
 
 pub use builtin::Builtin;
 pub use error::UpstreamError;
+pub use handshake::{ListKind, Listing};
 pub use registry::Upstreams;
-pub use supervisor::{State, Status, Upstream};
+pub use supervisor::{State, Status, Upstream, UpstreamEvent};

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
-use super::Upstream;
+use super::{Upstream, UpstreamEvent};
 use crate::config::{Backend, UpstreamConfig};
 
 /// All running upstreams by name. Reconciling is idempotent: applying the same backend list
@@ -15,6 +15,8 @@ pub struct Upstreams {
     map: RwLock<BTreeMap<String, Arc<Upstream>>>,
     /// Bumped whenever the set or any tool list changes.
     changed: watch::Sender<u64>,
+    /// Notifications from every upstream (other than list changes), for the router.
+    notifications: broadcast::Sender<UpstreamEvent>,
     /// Timing handed to every supervisor.
     timing: UpstreamConfig,
     /// Largest message accepted from an upstream.
@@ -24,7 +26,13 @@ pub struct Upstreams {
 impl Upstreams {
     /// An empty set.
     pub fn new(timing: UpstreamConfig, max_message_bytes: usize) -> Self {
-        Self { map: RwLock::default(), changed: watch::Sender::new(0), timing, max_message_bytes }
+        Self {
+            map: RwLock::default(),
+            changed: watch::Sender::new(0),
+            notifications: broadcast::Sender::new(1024),
+            timing,
+            max_message_bytes,
+        }
     }
 
     /// Starts upstreams that are new, stops those that are gone, restarts those whose
@@ -43,8 +51,13 @@ impl Upstreams {
         let mut started = Vec::new();
         for backend in backends {
             if !map.contains_key(&backend.name) {
-                let upstream =
-                    Upstream::spawn(backend.clone(), self.timing.clone(), self.max_message_bytes, self.changed.clone());
+                let upstream = Upstream::spawn(
+                    backend.clone(),
+                    self.timing.clone(),
+                    self.max_message_bytes,
+                    self.changed.clone(),
+                    self.notifications.clone(),
+                );
                 map.insert(backend.name.clone(), upstream);
                 started.push(backend.name.clone());
             }
@@ -75,6 +88,11 @@ impl Upstreams {
     /// Changes whenever the set of upstreams or any tool list changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// Notifications from every upstream (resource updates, log messages, progress).
+    pub fn notifications(&self) -> broadcast::Receiver<UpstreamEvent> {
+        self.notifications.subscribe()
     }
 
     /// Stops every upstream (relay shutdown).

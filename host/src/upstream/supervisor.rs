@@ -5,11 +5,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
-use super::handshake::{self, ServerIdentity};
+use super::handshake::{self, ListKind, Listing, ServerIdentity};
 use super::{UpstreamError, http, stdio, websocket};
 use crate::config::{Backend, Transport, UpstreamConfig};
 use crate::mcp::Notification;
@@ -54,7 +54,16 @@ pub struct Status {
     pub identity: Option<ServerIdentity>,
 }
 
-/// An upstream: its configuration, its live connection (if any) and its last known tools.
+/// A notification from an upstream, for the router.
+#[derive(Debug, Clone)]
+pub struct UpstreamEvent {
+    /// The backend that sent it.
+    pub backend: String,
+    /// The notification as sent.
+    pub notification: Notification,
+}
+
+/// An upstream: its configuration, its live connection (if any) and its last known lists.
 pub struct Upstream {
     /// The validated configuration entry.
     pub backend: Backend,
@@ -64,9 +73,13 @@ pub struct Upstream {
     max_message_bytes: usize,
     /// The live connection; `None` while (re)connecting.
     connection: watch::Sender<Option<Arc<Connection>>>,
-    /// Last tool list received. Kept while reconnecting so that clients do not see tools
-    /// flicker away during a restart and calls can wait for the upstream to return.
-    tools: watch::Sender<Arc<Vec<Value>>>,
+    /// Last lists received (tools, prompts, resources, templates). Kept while reconnecting so
+    /// that clients do not see them flicker away during a restart and calls can wait for the
+    /// upstream to return.
+    listing: watch::Sender<Listing>,
+    /// Where notifications that are not list changes go (resource updates, log messages,
+    /// progress): the router routes them to the sessions they belong to.
+    notifications: broadcast::Sender<UpstreamEvent>,
     /// Health for status output.
     status: Mutex<Status>,
     /// Asks the supervisor to drop the connection and connect again now.
@@ -83,13 +96,15 @@ impl Upstream {
         timing: UpstreamConfig,
         max_message_bytes: usize,
         changed: watch::Sender<u64>,
+        notifications: broadcast::Sender<UpstreamEvent>,
     ) -> Arc<Self> {
         let upstream = Arc::new(Self {
             backend,
             timing,
             max_message_bytes,
             connection: watch::Sender::new(None),
-            tools: watch::Sender::new(Arc::new(Vec::new())),
+            listing: watch::Sender::new(Listing::default()),
+            notifications,
             status: Mutex::new(Status {
                 state: State::Connecting,
                 last_error: None,
@@ -111,7 +126,12 @@ impl Upstream {
 
     /// The last known tools, as the upstream described them.
     pub fn tools(&self) -> Arc<Vec<Value>> {
-        self.tools.borrow().clone()
+        self.listing.borrow().tools.clone()
+    }
+
+    /// The last known lists of every kind.
+    pub fn listing(&self) -> Listing {
+        self.listing.borrow().clone()
     }
 
     /// A health snapshot.
@@ -200,18 +220,18 @@ impl Upstream {
     /// Connects and performs the handshake and first listing, within the connect timeout.
     async fn establish(
         &self,
-    ) -> Result<(Arc<Connection>, mpsc::Receiver<Notification>, ServerIdentity, Vec<Value>), UpstreamError> {
+    ) -> Result<(Arc<Connection>, mpsc::Receiver<Notification>, ServerIdentity, Listing), UpstreamError> {
         let timeout = Duration::from_secs_f64(self.timing.connect_timeout_secs);
         let attempt = async {
             let (conn, events) = self.open().await?;
             let conn = Arc::new(conn);
             let setup = async {
                 let identity = handshake::initialize(&conn).await?;
-                let tools = if identity.has_tools { handshake::list_tools(&conn).await? } else { Vec::new() };
-                Ok::<_, UpstreamError>((identity, tools))
+                let listing = handshake::list_everything(&conn, &identity).await?;
+                Ok::<_, UpstreamError>((identity, listing))
             };
             match setup.await {
-                Ok((identity, tools)) => Ok((conn, events, identity, tools)),
+                Ok((identity, listing)) => Ok((conn, events, identity, listing)),
                 Err(e) => {
                     conn.close().await;
                     Err(e)
@@ -223,8 +243,8 @@ impl Upstream {
         })
     }
 
-    fn publish_tools(&self, tools: Vec<Value>, changed: &watch::Sender<u64>) {
-        self.tools.send_replace(Arc::new(tools));
+    fn publish(&self, listing: Listing, changed: &watch::Sender<u64>) {
+        self.listing.send_replace(listing);
         changed.send_modify(|generation| *generation += 1);
     }
 }
@@ -244,11 +264,11 @@ async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
             _ = upstream.stop.cancelled() => break,
         };
         match established {
-            Ok((conn, mut events, identity, tools)) => {
+            Ok((conn, mut events, identity, listing)) => {
                 backoff = backoff_builder.build();
-                tracing::info!(backend = %name, tools = tools.len(), server = %identity.server_info, version = %identity.protocol_version, "upstream ready");
-                // Tools and connection first: once the status says ready, calls route.
-                upstream.publish_tools(tools, &changed);
+                tracing::info!(backend = %name, tools = listing.tools.len(), prompts = listing.prompts.len(), resources = listing.resources.len(), server = %identity.server_info, version = %identity.protocol_version, "upstream ready");
+                // Lists and connection first: once the status says ready, calls route.
+                upstream.publish(listing, &changed);
                 upstream.connection.send_replace(Some(conn.clone()));
                 upstream.set_status(|s| {
                     s.state = State::Ready;
@@ -306,16 +326,23 @@ async fn serve(
             _ = conn.closed() => return "connection closed",
             event = events.recv() => match event {
                 None => return "connection closed",
-                Some(n) if n.method == "notifications/tools/list_changed" => {
-                    match handshake::list_tools(conn).await {
-                        Ok(tools) => {
-                            tracing::info!(backend = upstream.name(), tools = tools.len(), "upstream tools changed");
-                            upstream.publish_tools(tools, changed);
+                Some(n) if !ListKind::changed_by(&n.method).is_empty() => {
+                    let mut listing = upstream.listing();
+                    for &kind in ListKind::changed_by(&n.method) {
+                        match handshake::list(conn, kind).await {
+                            Ok(items) => {
+                                tracing::info!(backend = upstream.name(), list = kind.method(), items = items.len(), "upstream list changed");
+                                listing.set(kind, items);
+                            }
+                            Err(e) => tracing::warn!(backend = upstream.name(), list = kind.method(), error = %e, "re-listing failed"),
                         }
-                        Err(e) => tracing::warn!(backend = upstream.name(), error = %e, "re-listing tools failed"),
                     }
+                    upstream.publish(listing, changed);
                 }
-                Some(n) => tracing::debug!(backend = upstream.name(), method = %n.method, up_secs = started.elapsed().as_secs(), "upstream notification not forwarded"),
+                Some(notification) => {
+                    tracing::trace!(backend = upstream.name(), method = %notification.method, up_secs = started.elapsed().as_secs(), "upstream notification");
+                    let _ = upstream.notifications.send(UpstreamEvent { backend: upstream.name().to_owned(), notification });
+                }
             },
         }
     }
