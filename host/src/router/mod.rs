@@ -180,11 +180,9 @@ impl Router {
             *count += 1;
             *count == 1
         };
-        if first {
-            if let Err(e) = self.by_uri("resources/subscribe", params).await {
-                self.release_subscription(&uri);
-                return Err(e);
-            }
+        if first && let Err(e) = self.by_uri("resources/subscribe", params).await {
+            self.release_subscription(&uri);
+            return Err(e);
         }
         Ok(json!({}))
     }
