@@ -69,3 +69,85 @@ async fn line_to_stdio_prompts_resources_and_completion_across_two_backends() {
     assert_eq!(client.request("resources/unsubscribe", json!({"uri": first})).await["result"], json!({}));
     assert_eq!(client.request("ping", json!({})).await["result"], json!({}));
 }
+
+#[tokio::test]
+async fn line_to_stdio_progress_reaches_the_caller_with_its_own_token() {
+    let relay = Relay::start(&format!("backends:\n{}", everything_stdio_entry("everything"))).await;
+    relay.wait_ready("everything").await;
+    let mut client = relay.line_client().await;
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+        "name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 3},
+        "_meta": {"progressToken": "my-token"}}});
+    client.send_raw(&call.to_string()).await;
+    let mut progress = Vec::new();
+    let response = loop {
+        let message = client.recv().await;
+        if message["method"] == "notifications/progress" {
+            progress.push(message["params"].clone());
+        } else if message["id"] == 5 {
+            break message;
+        }
+    };
+    assert!(response["result"]["content"][0]["text"].as_str().unwrap().contains("completed"), "{response}");
+    assert!(progress.len() >= 2, "{progress:?}");
+    assert!(progress.iter().all(|p| p["progressToken"] == "my-token"), "{progress:?}");
+}
+
+#[tokio::test]
+async fn http_to_stdio_progress_streams_before_the_response() {
+    let relay = Relay::start(&format!("backends:\n{}", everything_stdio_entry("everything"))).await;
+    relay.wait_ready("everything").await;
+    let client = reqwest::Client::new();
+    let post = |body: Value, session: Option<&str>| {
+        let mut request = client
+            .post(relay.http("/mcp"))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request
+    };
+    let init = post(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}),
+        None,
+    )
+    .send()
+    .await
+    .unwrap();
+    let session = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 2},
+        "_meta": {"progressToken": 42}}});
+    let body = post(call, Some(&session)).send().await.unwrap().text().await.unwrap();
+    let messages: Vec<Value> =
+        body.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect();
+    let last = messages.last().unwrap();
+    assert_eq!(last["id"], 2, "the response comes last: {body}");
+    let progress: Vec<&Value> = messages.iter().filter(|m| m["method"] == "notifications/progress").collect();
+    assert!(!progress.is_empty(), "{body}");
+    assert!(progress.iter().all(|p| p["params"]["progressToken"] == 42), "{body}");
+}
+
+#[tokio::test]
+async fn line_to_websocket_cancellation_reaches_the_upstream_and_no_response_follows() {
+    let fixture = relay_tests::Fixture::start("alpha").await;
+    let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
+    relay.wait_ready("alpha").await;
+    let mut client = relay.line_client().await;
+    let call = json!({"jsonrpc": "2.0", "id": "slow-1", "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 1500}}});
+    client.send_raw(&call.to_string()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "slow-1", "reason": "changed my mind"}});
+    client.send_raw(&cancel.to_string()).await;
+    relay_tests::eventually("the upstream hears of the cancellation", || async {
+        let mut probe = relay.line_client().await;
+        (relay_tests::text_of(&probe.call_tool("cancellations", json!({})).await) == "1").then_some(())
+    })
+    .await;
+    // Past the time the slow call would have answered: nothing for it, and the session works.
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    let next = client.request("ping", json!({})).await;
+    assert_eq!(next["result"], json!({}), "a response for the cancelled request arrived: {next}");
+}

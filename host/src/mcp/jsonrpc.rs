@@ -20,6 +20,8 @@ pub mod error_codes {
     pub const REQUEST_TIMEOUT: i64 = -32001;
     /// No resource has this URI (MCP's code).
     pub const RESOURCE_NOT_FOUND: i64 = -32002;
+    /// The client cancelled the request (answered only where a transport needs an answer).
+    pub const REQUEST_CANCELLED: i64 = -32800;
     /// The relay is at a capacity limit (sessions); try again later.
     pub const SERVER_BUSY: i64 = -32003;
     /// Authentication failed or is missing.

@@ -4,6 +4,7 @@
 
 mod catalog;
 mod error;
+mod progress;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -13,6 +14,9 @@ use tokio::sync::{broadcast, watch};
 
 pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
+pub use progress::Related;
+
+use progress::ProgressRoutes;
 
 use crate::plugins::Plugins;
 use crate::upstream::{Builtin, ListKind, UpstreamEvent, Upstreams};
@@ -35,6 +39,8 @@ pub struct Router {
     /// How many sessions subscribe to each exposed resource URI (the upstream subscription is
     /// made for the first and dropped with the last).
     subscriptions: Mutex<HashMap<String, usize>>,
+    /// Where progress notifications of requests in flight go.
+    progress: Arc<ProgressRoutes>,
 }
 
 /// A notification from an upstream on its way to client sessions.
@@ -80,6 +86,10 @@ async fn route_notifications(router: Weak<Router>, mut events: broadcast::Receiv
                 ClientEvent::ResourceUpdated(exposed)
             }
             "notifications/message" => ClientEvent::Log(params),
+            "notifications/progress" => {
+                router.progress.deliver(params);
+                continue;
+            }
             method => {
                 tracing::debug!(backend = %event.backend, method, "upstream notification not forwarded");
                 continue;
@@ -110,6 +120,7 @@ impl Router {
             announced: watch::Sender::new(first),
             client_events: broadcast::Sender::new(1024),
             subscriptions: Mutex::default(),
+            progress: Arc::default(),
         });
         tokio::spawn(route_notifications(Arc::downgrade(&router), router.upstreams.notifications()));
         let weak = Arc::downgrade(&router);
@@ -157,18 +168,18 @@ impl Router {
     }
 
     /// `prompts/get`: routed by the prompt's client-facing name.
-    pub async fn get_prompt(&self, mut params: Value) -> Result<Value, RouterError> {
+    pub async fn get_prompt(&self, mut params: Value, related: Option<&Related>) -> Result<Value, RouterError> {
         let name = params.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
         let catalog = self.catalog();
         let entry = catalog.prompts().get(&name).ok_or_else(|| RouterError::UnknownPrompt(name.clone()))?;
         params["name"] = Value::String(entry.upstream_name.clone());
-        self.forward(&entry.owner, "prompts/get", params).await
+        self.forward(&entry.owner, "prompts/get", params, related).await
     }
 
     /// `resources/read`: a listed resource goes to its owner; any other URI to the backends
     /// whose templates match it, best match first, until one has it.
-    pub async fn read_resource(&self, params: Value) -> Result<Value, RouterError> {
-        self.by_uri("resources/read", params).await
+    pub async fn read_resource(&self, params: Value, related: Option<&Related>) -> Result<Value, RouterError> {
+        self.by_uri("resources/read", params, related).await
     }
 
     /// `resources/subscribe` for one session; the upstream subscription is shared.
@@ -180,7 +191,7 @@ impl Router {
             *count += 1;
             *count == 1
         };
-        if first && let Err(e) = self.by_uri("resources/subscribe", params).await {
+        if first && let Err(e) = self.by_uri("resources/subscribe", params, None).await {
             self.release_subscription(&uri);
             return Err(e);
         }
@@ -191,7 +202,7 @@ impl Router {
     pub async fn unsubscribe_resource(&self, params: Value) -> Result<Value, RouterError> {
         let uri = uri_of(&params);
         if self.release_subscription(&uri) {
-            self.by_uri("resources/unsubscribe", params).await?;
+            self.by_uri("resources/unsubscribe", params, None).await?;
         }
         Ok(json!({}))
     }
@@ -213,7 +224,7 @@ impl Router {
     }
 
     /// `completion/complete`: routed by the prompt or resource template it completes.
-    pub async fn complete(&self, mut params: Value) -> Result<Value, RouterError> {
+    pub async fn complete(&self, mut params: Value, related: Option<&Related>) -> Result<Value, RouterError> {
         let catalog = self.catalog();
         let kind = params.pointer("/ref/type").and_then(Value::as_str).unwrap_or("").to_owned();
         let owner = match kind.as_str() {
@@ -236,7 +247,7 @@ impl Router {
             }
             other => return Err(RouterError::Unroutable(format!("cannot complete a ref of type {other:?}"))),
         };
-        self.forward(&owner, "completion/complete", params).await
+        self.forward(&owner, "completion/complete", params, related).await
     }
 
     /// `logging/setLevel`, passed to every upstream that offers logging (best effort).
@@ -248,12 +259,12 @@ impl Router {
         }
     }
 
-    async fn by_uri(&self, method: &str, mut params: Value) -> Result<Value, RouterError> {
+    async fn by_uri(&self, method: &str, mut params: Value, related: Option<&Related>) -> Result<Value, RouterError> {
         let uri = uri_of(&params);
         let catalog = self.catalog();
         if let Some(entry) = catalog.resources().get(&uri) {
             params["uri"] = Value::String(entry.upstream_name.clone());
-            let mut result = self.forward(&entry.owner, method, params).await?;
+            let mut result = self.forward(&entry.owner, method, params, related).await?;
             // Contents name the URI the client asked for, not the backend's own.
             if let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut) {
                 for item in contents.iter_mut().filter(|c| c["uri"] == entry.upstream_name.as_str()) {
@@ -264,7 +275,7 @@ impl Router {
         }
         let mut last = RouterError::UnknownResource(uri.clone());
         for owner in catalog.template_owners(&uri) {
-            match self.forward(owner, method, params.clone()).await {
+            match self.forward(owner, method, params.clone(), related).await {
                 Ok(result) => return Ok(result),
                 Err(e) => last = e,
             }
@@ -272,21 +283,37 @@ impl Router {
         Err(last)
     }
 
-    /// Sends `method` to the backend `owner`.
-    async fn forward(&self, owner: &Owner, method: &str, params: Value) -> Result<Value, RouterError> {
+    /// Sends `method` to the backend `owner`. With `related`, the request's progress
+    /// notifications come back to it (its progress token is swapped for one unique to the relay
+    /// while the request runs).
+    async fn forward(
+        &self,
+        owner: &Owner,
+        method: &str,
+        mut params: Value,
+        related: Option<&Related>,
+    ) -> Result<Value, RouterError> {
         let Owner::Backend(backend) = owner else {
             return Err(RouterError::Unroutable(format!("{method} is not served by {}", owner.name())));
         };
         let upstream =
             self.upstreams.get(backend).ok_or_else(|| RouterError::Unroutable(format!("backend {backend} is gone")))?;
+        let _route = related.and_then(|sink| self.progress.route(&mut params, sink));
         upstream
             .request(method, Some(params), upstream.call_timeout())
             .await
             .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
     }
 
-    /// Calls the tool that the catalog lists as `name`.
-    pub async fn call_tool(&self, name: &str, arguments: Option<Value>) -> Routed {
+    /// Calls the tool that the catalog lists as `name`; `meta` is the request's `_meta`
+    /// (progress token), `related` where its progress notifications go.
+    pub async fn call_tool(
+        &self,
+        name: &str,
+        arguments: Option<Value>,
+        meta: Option<Value>,
+        related: Option<&Related>,
+    ) -> Routed {
         let catalog = self.catalog();
         let Some(entry) = catalog.get(name) else {
             return Routed { backend: None, result: Err(RouterError::UnknownTool(name.to_owned())) };
@@ -304,6 +331,10 @@ impl Router {
                         if let Some(arguments) = arguments {
                             params["arguments"] = arguments;
                         }
+                        if let Some(meta) = meta {
+                            params["_meta"] = meta;
+                        }
+                        let _route = related.and_then(|sink| self.progress.route(&mut params, sink));
                         upstream
                             .request("tools/call", Some(params), upstream.call_timeout())
                             .await

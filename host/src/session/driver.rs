@@ -44,14 +44,18 @@ where
                     }
                 };
                 match message {
-                    Ok(message) => {
-                        let session = session.clone();
+                    Ok(Message::Request(request)) => {
+                        let running = session.spawn_request(request, Some(outbound.clone()));
                         let outbound = outbound.clone();
                         tasks.spawn(async move {
-                            if let Some(response) = session.handle(message).await {
+                            // A cancelled request ends without a response, as MCP asks.
+                            if let Ok(Some(response)) = running.await {
                                 let _ = outbound.send(Message::Response(response).to_text()).await;
                             }
                         });
+                    }
+                    Ok(other) => {
+                        session.handle(other, None).await;
                     }
                     Err(refused) => {
                         tracing::debug!(session = %session.id, error = %refused, "refused client input");
@@ -70,4 +74,5 @@ where
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
+    session.cancel_all();
 }

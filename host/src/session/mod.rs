@@ -5,12 +5,13 @@
 mod driver;
 mod registry;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
+use tokio::task::{AbortHandle, JoinHandle};
 
 pub use driver::{Inbound, drive};
 pub use registry::SessionRegistry;
@@ -22,7 +23,7 @@ use crate::lifecycle::{Lifecycle, SessionCount};
 use crate::mcp::{Limits, Message, Notification, Request, Response, RpcError, error_codes, version};
 use crate::plugins::{Plugins, Refusal};
 use crate::policy::Policy;
-use crate::router::{Catalog, ClientEvent, Router};
+use crate::router::{Catalog, ClientEvent, Related, Router};
 use crate::upstream::ListKind;
 
 /// What every session needs; cloned cheaply into each new session.
@@ -97,6 +98,7 @@ impl SessionFactory {
             policy: self.policy.clone(),
             state: Arc::new(Mutex::new(SessionState::default())),
             last_seen: Mutex::new(Instant::now()),
+            inflight: Mutex::default(),
             _count: self.lifecycle.session_opened(),
         }))
     }
@@ -139,16 +141,19 @@ pub struct Session {
     state: Arc<Mutex<SessionState>>,
     /// Last client activity, for idle expiry of HTTP sessions.
     last_seen: Mutex<Instant>,
+    /// Requests in flight by their JSON id, for `notifications/cancelled`.
+    inflight: Mutex<HashMap<String, AbortHandle>>,
     /// Keeps the instance's session count right for this session's lifetime.
     _count: SessionCount,
 }
 
 impl Session {
-    /// Handles one decoded message; returns the response for requests.
-    pub async fn handle(&self, message: Message) -> Option<Response> {
+    /// Handles one decoded message; returns the response for requests. Notifications related
+    /// to a request (progress) go to `related`.
+    pub async fn handle(&self, message: Message, related: Option<Related>) -> Option<Response> {
         *self.last_seen.lock().expect("last_seen lock") = Instant::now();
         match message {
-            Message::Request(request) => Some(self.handle_request(request).await),
+            Message::Request(request) => Some(self.handle_request(request, related.as_ref()).await),
             Message::Notification(notification) => {
                 self.handle_notification(notification);
                 None
@@ -188,7 +193,33 @@ impl Session {
         }
     }
 
-    async fn handle_request(&self, request: Request) -> Response {
+    /// Aborts every request still running (the client went away).
+    pub fn cancel_all(&self) {
+        for (_, task) in self.inflight.lock().expect("inflight lock").drain() {
+            task.abort();
+        }
+    }
+
+    /// Runs a request on its own task, cancellable by the client's `notifications/cancelled`.
+    /// The task yields `None` when it was cancelled (no response is owed then).
+    pub fn spawn_request(self: &Arc<Self>, request: Request, related: Option<Related>) -> JoinHandle<Option<Response>> {
+        let key = request.id.to_string();
+        let session = self.clone();
+        // Holding the lock while spawning makes the task's own removal wait for the insert.
+        let mut inflight = self.inflight.lock().expect("inflight lock");
+        let task = tokio::spawn({
+            let key = key.clone();
+            async move {
+                let response = session.handle(Message::Request(request), related).await;
+                session.inflight.lock().expect("inflight lock").remove(&key);
+                response
+            }
+        });
+        inflight.insert(key, task.abort_handle());
+        task
+    }
+
+    async fn handle_request(&self, request: Request, related: Option<&Related>) -> Response {
         let Request { id, method, params } = request;
         if method != "initialize"
             && let Err(refusal) = self.admit(&method, params.as_ref()).await
@@ -199,7 +230,7 @@ impl Session {
             "initialize" => Ok(self.initialize(params.as_ref())),
             "ping" => Ok(json!({})),
             "tools/list" => Ok(self.list_tools()),
-            "tools/call" => self.call_tool(params).await,
+            "tools/call" => self.call_tool(params, related).await,
             "prompts/list" => {
                 Ok(self.list(|c| c.prompts().entries().iter().map(|e| &e.definition).collect(), "prompts"))
             }
@@ -209,9 +240,13 @@ impl Session {
             "resources/templates/list" => {
                 Ok(self.list(|c| c.templates().iter().map(|t| &t.definition).collect(), "resourceTemplates"))
             }
-            "prompts/get" => self.routed(params, "name", |router, p| Box::pin(router.get_prompt(p))).await,
-            "resources/read" => self.routed(params, "uri", |router, p| Box::pin(router.read_resource(p))).await,
-            "completion/complete" => self.routed(params, "ref", |router, p| Box::pin(router.complete(p))).await,
+            "prompts/get" => self.routed(params, "name", |router, p| Box::pin(router.get_prompt(p, related))).await,
+            "resources/read" => {
+                self.routed(params, "uri", |router, p| Box::pin(router.read_resource(p, related))).await
+            }
+            "completion/complete" => {
+                self.routed(params, "ref", |router, p| Box::pin(router.complete(p, related))).await
+            }
             "resources/subscribe" => {
                 let uri = params.as_ref().and_then(|p| p.get("uri")).and_then(Value::as_str).map(str::to_owned);
                 let result = self.routed(params, "uri", |router, p| Box::pin(router.subscribe_resource(p))).await;
@@ -258,6 +293,15 @@ impl Session {
     fn handle_notification(&self, notification: Notification) {
         match notification.method.as_str() {
             "notifications/initialized" => tracing::debug!(session = %self.id, "client initialized"),
+            "notifications/cancelled" => {
+                let id = notification.params.as_ref().and_then(|p| p.get("requestId")).map(Value::to_string);
+                let task = id.as_ref().and_then(|id| self.inflight.lock().expect("inflight lock").remove(id));
+                if let Some(task) = task {
+                    // Dropping the request's future tells its upstream (notifications/cancelled).
+                    task.abort();
+                    tracing::info!(session = %self.id, request = id.as_deref().unwrap_or("-"), "request cancelled by the client");
+                }
+            }
             method => tracing::debug!(session = %self.id, method, "client notification ignored"),
         }
     }
@@ -325,7 +369,7 @@ impl Session {
         Ok(json!({}))
     }
 
-    async fn call_tool(&self, params: Option<Value>) -> Result<Value, RpcError> {
+    async fn call_tool(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
         let invalid = |message: &str| RpcError::new(error_codes::INVALID_PARAMS, message);
         let Some(Value::Object(mut params)) = params else {
             return Err(invalid("tools/call needs params {name, arguments}"));
@@ -339,7 +383,8 @@ impl Session {
             Some(_) => return Err(invalid("\"arguments\" must be an object")),
         };
         let started = Instant::now();
-        let routed = self.router.call_tool(&name, arguments).await;
+        let meta = params.remove("_meta");
+        let routed = self.router.call_tool(&name, arguments, meta, related).await;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let backend = routed.backend.as_deref().unwrap_or("-");
         match &routed.result {

@@ -134,7 +134,7 @@ async fn mcp_post(
                 return rpc_error(StatusCode::SERVICE_UNAVAILABLE, mcp::Response::err(request.id.clone(), busy));
             }
         };
-        let Some(response) = session.handle(message).await else { unreachable!("a request has a response") };
+        let Some(response) = session.handle(message, None).await else { unreachable!("a request has a response") };
         state.sessions.insert(session.clone());
         let mut reply = json_response(&Message::Response(response));
         reply.headers_mut().insert(SESSION_HEADER, HeaderValue::from_str(&session.id).expect("hex id"));
@@ -147,15 +147,43 @@ async fn mcp_post(
     };
     match message {
         Message::Request(request) => {
-            let streams = accept.contains("text/event-stream") && request.method == "tools/call";
-            let Some(response) = session.handle(Message::Request(request)).await else {
-                unreachable!("a request has a response")
-            };
-            let message = Message::Response(response);
-            if streams { sse_response(message) } else { json_response(&message) }
+            // Requests that travel to a backend answer on an SSE stream (when the client takes
+            // one), so their progress notifications reach the client before the response.
+            let forwarded = matches!(
+                request.method.as_str(),
+                "tools/call" | "prompts/get" | "resources/read" | "completion/complete"
+            );
+            let id = request.id.clone();
+            if forwarded && accept.contains("text/event-stream") {
+                let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
+                let task = session.spawn_request(request, Some(tx.clone()));
+                let guard = AbortOnDrop(task.abort_handle());
+                tokio::spawn(async move {
+                    if let Ok(Some(response)) = task.await {
+                        let _ = tx.send(Message::Response(response).to_text()).await;
+                    }
+                });
+                // The stream ends when the response is out; a client that closes it cancels
+                // the request.
+                let stream = stream::unfold((rx, guard), |(mut rx, guard)| async move {
+                    let text = rx.recv().await?;
+                    Some((Ok::<_, Infallible>(Event::default().event("message").data(text)), (rx, guard)))
+                });
+                Sse::new(stream).into_response()
+            } else {
+                let task = session.spawn_request(request, None);
+                let _guard = AbortOnDrop(task.abort_handle());
+                match task.await {
+                    Ok(Some(response)) => json_response(&Message::Response(response)),
+                    _ => json_response(&Message::Response(mcp::Response::err(
+                        id,
+                        RpcError::new(error_codes::REQUEST_CANCELLED, "request cancelled"),
+                    ))),
+                }
+            }
         }
         other => {
-            session.handle(other).await;
+            session.handle(other, None).await;
             StatusCode::ACCEPTED.into_response()
         }
     }
@@ -289,7 +317,11 @@ fn rpc_error(status: StatusCode, response: mcp::Response) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], Message::Response(response).to_text()).into_response()
 }
 
-fn sse_response(message: Message) -> Response {
-    let event = Event::default().event("message").data(message.to_text());
-    Sse::new(stream::iter([Ok::<_, Infallible>(event)])).into_response()
+/// Aborts a request's task when the HTTP exchange that waits for it goes away.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -62,7 +62,7 @@ impl FramedConnection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id, tx);
-        let _cleanup = RemoveOnDrop { pending: &self.pending, id };
+        let _cleanup = RemoveOnDrop { pending: &self.pending, outgoing: &self.outgoing, id };
         let text = Message::Request(Request { id: id.into(), method: method.into(), params }).to_text();
         if self.outgoing.send(text).await.is_err() {
             return Err(UpstreamError::ConnectionLost);
@@ -84,15 +84,24 @@ impl FramedConnection {
     }
 }
 
-/// Forgets a pending request whose caller stopped waiting (deadline, cancellation).
+/// Forgets a pending request whose caller stopped waiting (deadline, client cancellation) and
+/// tells the upstream with `notifications/cancelled`, as MCP asks.
 struct RemoveOnDrop<'a> {
     pending: &'a Pending,
+    outgoing: &'a mpsc::Sender<String>,
     id: u64,
 }
 
 impl Drop for RemoveOnDrop<'_> {
     fn drop(&mut self) {
-        self.pending.lock().expect("pending lock").remove(&self.id);
+        let unanswered = self.pending.lock().expect("pending lock").remove(&self.id).is_some();
+        if unanswered {
+            let cancel = Notification {
+                method: "notifications/cancelled".into(),
+                params: Some(json!({"requestId": self.id, "reason": "the relay's caller stopped waiting"})),
+            };
+            let _ = self.outgoing.try_send(Message::Notification(cancel).to_text());
+        }
     }
 }
 

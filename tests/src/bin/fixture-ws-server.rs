@@ -6,7 +6,8 @@
 //!
 //! Tools: `echo {message}` → "NAME: message"; `add {a, b}`; `slow {ms, message}`;
 //! `hang` (never answers); `garbage` (sends a non-JSON frame, never answers);
-//! `register_tool {name}` (adds an echo-like tool and sends `tools/list_changed`).
+//! `register_tool {name}` (adds an echo-like tool and sends `tools/list_changed`);
+//! `cancellations` (how many `notifications/cancelled` it has received).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,7 +71,12 @@ async fn main() {
     }
 }
 
+static CANCELLATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: &mpsc::UnboundedSender<String>) {
+    if request["method"] == "notifications/cancelled" {
+        CANCELLATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let Some(id) = request.get("id").cloned() else { return };
     let method = request["method"].as_str().unwrap_or("");
     let params = &request["params"];
@@ -93,6 +99,7 @@ async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: 
                     text(format!("{}: {}", opts.name, args["message"].as_str().unwrap_or("done")))
                 }
                 "hang" => return,
+                "cancellations" => text(CANCELLATIONS.load(std::sync::atomic::Ordering::Relaxed).to_string()),
                 "garbage" => {
                     let _ = tx.send("this is not json {{{".into());
                     return;
@@ -134,6 +141,7 @@ fn tools(extra: &Mutex<Vec<String>>) -> Vec<Value> {
         json!({"name": "hang", "description": "Never answer", "inputSchema": object(json!({}))}),
         json!({"name": "garbage", "description": "Send a non-JSON frame", "inputSchema": object(json!({}))}),
         json!({"name": "register_tool", "description": "Add a tool", "inputSchema": object(json!({"name": {"type": "string"}}))}),
+        json!({"name": "cancellations", "description": "Count received cancellations", "inputSchema": object(json!({}))}),
     ];
     for name in extra.lock().unwrap().iter() {
         tools.push(json!({"name": name, "inputSchema": object(json!({}))}));
