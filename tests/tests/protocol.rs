@@ -151,3 +151,77 @@ async fn line_to_websocket_cancellation_reaches_the_upstream_and_no_response_fol
     let next = client.request("ping", json!({})).await;
     assert_eq!(next["result"], json!({}), "a response for the cancelled request arrived: {next}");
 }
+
+#[tokio::test]
+async fn line_to_stdio_elicitation_round_trip_reaches_the_calling_client() {
+    let relay = Relay::start(&format!("backends:\n{}", everything_stdio_entry("everything"))).await;
+    relay.wait_ready("everything").await;
+    let mut client = relay.line_client().await;
+    let names = client.tool_names().await;
+    assert!(names.contains(&"trigger-elicitation-request".into()), "the relay offers elicitation upstream: {names:?}");
+    let call = json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": {"name": "trigger-elicitation-request", "arguments": {}}});
+    client.send_raw(&call.to_string()).await;
+    let asked = loop {
+        let message = client.recv().await;
+        if message["method"] == "elicitation/create" {
+            break message;
+        }
+    };
+    assert!(asked["params"]["requestedSchema"]["properties"]["name"].is_object(), "{asked}");
+    let answer = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"name": "Ada", "check": true}}});
+    client.send_raw(&answer.to_string()).await;
+    let response = client.recv_response().await;
+    assert_eq!(response["id"], 11, "{response}");
+    let text = response["result"]["content"][1]["text"].as_str().unwrap_or_default();
+    assert!(text.contains("Name: Ada"), "{response}");
+}
+
+#[tokio::test]
+async fn http_to_stdio_elicitation_request_travels_on_the_call_stream() {
+    let relay = Relay::start(&format!("backends:\n{}", everything_stdio_entry("everything"))).await;
+    relay.wait_ready("everything").await;
+    let client = reqwest::Client::new();
+    let post = |body: Value, session: Option<&str>| {
+        let mut request = client
+            .post(relay.http("/mcp"))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request
+    };
+    let init = post(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}}}), None)
+        .send()
+        .await
+        .unwrap();
+    let session = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "trigger-elicitation-request", "arguments": {}}});
+    let mut stream = post(call, Some(&session)).send().await.unwrap();
+    let mut seen = String::new();
+    let mut answered = false;
+    let result = tokio::time::timeout(relay_tests::PATIENCE, async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            for line in seen.clone().lines() {
+                let Some(data) = line.strip_prefix("data:") else { continue };
+                let message: Value = serde_json::from_str(data.trim()).unwrap();
+                if message["method"] == "elicitation/create" && !answered {
+                    answered = true;
+                    let answer = json!({"jsonrpc": "2.0", "id": message["id"], "result": {"action": "decline"}});
+                    let accepted = post(answer, Some(&session)).send().await.unwrap();
+                    assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED);
+                }
+                if message["id"] == 2 {
+                    return message;
+                }
+            }
+        }
+        panic!("stream ended: {seen}");
+    })
+    .await
+    .expect("the call finishes");
+    assert!(answered, "no elicitation request on the stream: {seen}");
+    assert!(result["result"]["content"][0]["text"].as_str().unwrap().contains("declined"), "{result}");
+}

@@ -7,9 +7,11 @@ mod codec;
 mod jsonrpc;
 mod limits;
 mod lines;
+mod related;
 pub mod version;
 
 pub use codec::{DecodeError, decode};
 pub use jsonrpc::{Message, Notification, Request, Response, RpcError, error_codes};
 pub use limits::{Limits, json_depth_exceeds};
 pub use lines::{Line, LineCodec};
+pub use related::{ClientRequests, Related};

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, Weak};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
+pub use crate::mcp::Related;
 pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
-pub use progress::Related;
 
 use progress::ProgressRoutes;
 
@@ -298,9 +298,9 @@ impl Router {
         };
         let upstream =
             self.upstreams.get(backend).ok_or_else(|| RouterError::Unroutable(format!("backend {backend} is gone")))?;
-        let _route = related.and_then(|sink| self.progress.route(&mut params, sink));
+        let _route = related.and_then(|r| self.progress.route(&mut params, &r.sink));
         upstream
-            .request(method, Some(params), upstream.call_timeout())
+            .request_for(method, Some(params), upstream.call_timeout(), related)
             .await
             .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
     }
@@ -334,9 +334,9 @@ impl Router {
                         if let Some(meta) = meta {
                             params["_meta"] = meta;
                         }
-                        let _route = related.and_then(|sink| self.progress.route(&mut params, sink));
+                        let _route = related.and_then(|r| self.progress.route(&mut params, &r.sink));
                         upstream
-                            .request("tools/call", Some(params), upstream.call_timeout())
+                            .request_for("tools/call", Some(params), upstream.call_timeout(), related)
                             .await
                             .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
                     }

@@ -12,11 +12,8 @@ use tokio::sync::mpsc;
 
 use crate::mcp::{Message, Notification};
 
-/// Where messages related to one client request go (its SSE stream or its connection), as text.
-pub type Related = mpsc::Sender<String>;
-
 struct Route {
-    sink: Related,
+    sink: mpsc::Sender<String>,
     client_token: Value,
 }
 
@@ -41,7 +38,7 @@ impl Drop for RouteGuard {
 
 impl ProgressRoutes {
     /// If `params._meta.progressToken` is set, swaps it for a relay token routed to `sink`.
-    pub fn route(self: &Arc<Self>, params: &mut Value, sink: &Related) -> Option<RouteGuard> {
+    pub fn route(self: &Arc<Self>, params: &mut Value, sink: &mpsc::Sender<String>) -> Option<RouteGuard> {
         let slot = params.pointer_mut("/_meta/progressToken")?;
         let token = format!("relay-{}", self.next.fetch_add(1, Ordering::Relaxed));
         let client_token = std::mem::replace(slot, Value::String(token.clone()));

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 pub use driver::{Inbound, drive};
@@ -20,10 +20,11 @@ use sha2::{Digest, Sha256};
 
 use crate::access::{ConnectInfo, Principal, RequestInfo, TransportKind};
 use crate::lifecycle::{Lifecycle, SessionCount};
+use crate::mcp::{ClientRequests, Related};
 use crate::mcp::{Limits, Message, Notification, Request, Response, RpcError, error_codes, version};
 use crate::plugins::{Plugins, Refusal};
 use crate::policy::Policy;
-use crate::router::{Catalog, ClientEvent, Related, Router};
+use crate::router::{Catalog, ClientEvent, Router};
 use crate::upstream::ListKind;
 
 /// What every session needs; cloned cheaply into each new session.
@@ -99,6 +100,7 @@ impl SessionFactory {
             state: Arc::new(Mutex::new(SessionState::default())),
             last_seen: Mutex::new(Instant::now()),
             inflight: Mutex::default(),
+            client_requests: Arc::default(),
             _count: self.lifecycle.session_opened(),
         }))
     }
@@ -143,23 +145,30 @@ pub struct Session {
     last_seen: Mutex<Instant>,
     /// Requests in flight by their JSON id, for `notifications/cancelled`.
     inflight: Mutex<HashMap<String, AbortHandle>>,
+    /// Requests the relay sent to this client (on an upstream's behalf) awaiting answers.
+    client_requests: Arc<ClientRequests>,
     /// Keeps the instance's session count right for this session's lifetime.
     _count: SessionCount,
 }
 
 impl Session {
-    /// Handles one decoded message; returns the response for requests. Notifications related
-    /// to a request (progress) go to `related`.
-    pub async fn handle(&self, message: Message, related: Option<Related>) -> Option<Response> {
+    /// Handles one decoded message; returns the response for requests. Messages related to a
+    /// request (progress, requests from the upstream to the client) go to `stream`.
+    pub async fn handle(&self, message: Message, stream: Option<mpsc::Sender<String>>) -> Option<Response> {
         *self.last_seen.lock().expect("last_seen lock") = Instant::now();
+        let related = stream.map(|sink| Related { sink, client: self.client_requests.clone() });
         match message {
             Message::Request(request) => Some(self.handle_request(request, related.as_ref()).await),
             Message::Notification(notification) => {
                 self.handle_notification(notification);
                 None
             }
-            // Answers to server-to-client requests are forwarded in a later capability.
-            Message::Response(_) => None,
+            Message::Response(response) => {
+                if !self.client_requests.resolve(response) {
+                    tracing::debug!(session = %self.id, "response to no pending request; dropped");
+                }
+                None
+            }
         }
     }
 
@@ -202,7 +211,11 @@ impl Session {
 
     /// Runs a request on its own task, cancellable by the client's `notifications/cancelled`.
     /// The task yields `None` when it was cancelled (no response is owed then).
-    pub fn spawn_request(self: &Arc<Self>, request: Request, related: Option<Related>) -> JoinHandle<Option<Response>> {
+    pub fn spawn_request(
+        self: &Arc<Self>,
+        request: Request,
+        stream: Option<mpsc::Sender<String>>,
+    ) -> JoinHandle<Option<Response>> {
         let key = request.id.to_string();
         let session = self.clone();
         // Holding the lock while spawning makes the task's own removal wait for the insert.
@@ -210,7 +223,7 @@ impl Session {
         let task = tokio::spawn({
             let key = key.clone();
             async move {
-                let response = session.handle(Message::Request(request), related).await;
+                let response = session.handle(Message::Request(request), stream).await;
                 session.inflight.lock().expect("inflight lock").remove(&key);
                 response
             }

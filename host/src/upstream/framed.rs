@@ -15,6 +15,34 @@ use crate::mcp::{Message, Notification, Request, Response, RpcError, error_codes
 
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
 
+/// A request an upstream sent to the relay (sampling, elicitation, ...), with where its answer
+/// goes. The upstream's supervisor forwards it to the client the upstream is working for.
+pub struct ServerRequest {
+    /// The request as the upstream sent it (its id is the upstream's own).
+    pub request: Request,
+    /// Receives the answer, with the upstream's id.
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// Hands `request` to the supervisor and returns the answer for the upstream; `ping` is
+/// answered at once, and a request nobody can take gets an error.
+pub async fn answer_server_request(request: Request, server_requests: &mpsc::Sender<ServerRequest>) -> Response {
+    if request.method == "ping" {
+        return Response::ok(request.id, json!({}));
+    }
+    let id = request.id.clone();
+    let (reply, answer) = oneshot::channel();
+    if server_requests.try_send(ServerRequest { request, reply }).is_err() {
+        return Response::err(
+            id,
+            RpcError::new(error_codes::INTERNAL_ERROR, "the relay is too busy to forward this request"),
+        );
+    }
+    answer.await.unwrap_or_else(|_| {
+        Response::err(id, RpcError::new(error_codes::INTERNAL_ERROR, "the relay dropped this request"))
+    })
+}
+
 /// The request side of a framed link. The link's reader task owns the incoming half.
 pub struct FramedConnection {
     /// Text messages to send; the transport's writer task drains it.
@@ -35,6 +63,7 @@ impl FramedConnection {
         incoming: S,
         outgoing: mpsc::Sender<String>,
         closed: CancellationToken,
+        server_requests: mpsc::Sender<ServerRequest>,
     ) -> (Self, mpsc::Receiver<Notification>)
     where
         S: Stream<Item = String> + Send + Unpin + 'static,
@@ -48,6 +77,7 @@ impl FramedConnection {
             outgoing.clone(),
             events_tx,
             closed.clone(),
+            server_requests,
         ));
         (Self { outgoing, pending, next_id: AtomicU64::new(1), closed }, events_rx)
     }
@@ -112,6 +142,7 @@ async fn read_loop<S>(
     outgoing: mpsc::Sender<String>,
     events: mpsc::Sender<Notification>,
     closed: CancellationToken,
+    server_requests: mpsc::Sender<ServerRequest>,
 ) where
     S: Stream<Item = String> + Unpin,
 {
@@ -142,27 +173,18 @@ async fn read_loop<S>(
                     tracing::warn!(backend, "upstream notification queue full; notification dropped");
                 }
             }
-            Message::Request(r) => {
-                let answer = answer_server_request(&r);
-                let _ = outgoing.try_send(Message::Response(answer).to_text());
+            Message::Request(request) => {
+                let (outgoing, server_requests) = (outgoing.clone(), server_requests.clone());
+                tokio::spawn(async move {
+                    let answer = answer_server_request(request, &server_requests).await;
+                    let _ = outgoing.send(Message::Response(answer).to_text()).await;
+                });
             }
         }
     }
     closed.cancel();
     // Dropping the waiters wakes every pending request with ConnectionLost.
     pending.lock().expect("pending lock").clear();
-}
-
-/// Requests an upstream sends to the relay itself. `ping` is answered; forwarding sampling,
-/// elicitation and roots to the client session is a later capability (see the issue tracker).
-pub fn answer_server_request(request: &Request) -> Response {
-    match request.method.as_str() {
-        "ping" => Response::ok(request.id.clone(), json!({})),
-        method => Response::err(
-            request.id.clone(),
-            RpcError::new(error_codes::METHOD_NOT_FOUND, format!("the relay does not forward {method} to clients yet")),
-        ),
-    }
 }
 
 fn truncate(text: &str, max: usize) -> &str {

@@ -140,7 +140,8 @@ pub async fn initialize(conn: &Connection) -> Result<ServerIdentity, UpstreamErr
             "initialize",
             Some(json!({
                 "protocolVersion": version::UPSTREAM_REQUEST,
-                "capabilities": {},
+                // Requests the upstream sends back are forwarded to the client it works for.
+                "capabilities": {"sampling": {}, "elicitation": {}},
                 "clientInfo": {"name": "relay", "version": env!("CARGO_PKG_VERSION")},
             })),
         )

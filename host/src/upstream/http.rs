@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::connection::Connection;
-use super::framed::answer_server_request;
+use super::framed::{ServerRequest, answer_server_request};
 use crate::mcp::{Message, Notification, Request};
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -37,6 +37,8 @@ pub struct HttpConnection {
     events: mpsc::Sender<Notification>,
     /// Cancelled when the session is unusable (transport failure, session expired).
     closed: CancellationToken,
+    /// Where requests from the server to the relay go.
+    server_requests: mpsc::Sender<ServerRequest>,
 }
 
 /// Builds the connection; no request is made until `initialize`.
@@ -44,6 +46,7 @@ pub fn connect(
     url: &str,
     headers: &BTreeMap<String, String>,
     timeout: std::time::Duration,
+    server_requests: mpsc::Sender<ServerRequest>,
 ) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
     let mut map = HeaderMap::new();
     for (name, value) in headers {
@@ -65,6 +68,7 @@ pub fn connect(
         next_id: AtomicU64::new(1),
         events,
         closed: CancellationToken::new(),
+        server_requests,
     };
     Ok((Connection::Http(Box::new(conn)), events_rx))
 }
@@ -170,8 +174,9 @@ impl HttpConnection {
             Message::Notification(n) => {
                 let _ = self.events.try_send(n);
             }
-            Message::Request(r) => {
-                let _ = self.post(&Message::Response(answer_server_request(&r))).await;
+            Message::Request(request) => {
+                let answer = answer_server_request(request, &self.server_requests).await;
+                let _ = self.post(&Message::Response(answer)).await;
             }
             Message::Response(_) => {}
         }

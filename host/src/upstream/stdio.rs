@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::connection::Connection;
-use super::framed::FramedConnection;
+use super::framed::{FramedConnection, ServerRequest};
 use crate::mcp::{Line, LineCodec, Notification};
 
 /// What to run.
@@ -31,6 +31,7 @@ pub fn connect(
     backend: &str,
     spec: StdioCommand<'_>,
     max_message_bytes: usize,
+    server_requests: mpsc::Sender<ServerRequest>,
 ) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
     let mut command = Command::new(spec.command);
     command
@@ -101,6 +102,6 @@ pub fn connect(
         };
         futures::future::ready(line)
     }));
-    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed);
+    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed, server_requests);
     Ok((Connection::Framed(conn), events))
 }

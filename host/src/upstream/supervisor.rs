@@ -1,5 +1,6 @@
 //! One upstream and the task that keeps it connected.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -9,10 +10,11 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
+use super::framed::ServerRequest;
 use super::handshake::{self, ListKind, Listing, ServerIdentity};
 use super::{UpstreamError, http, stdio, websocket};
 use crate::config::{Backend, Transport, UpstreamConfig};
-use crate::mcp::Notification;
+use crate::mcp::{Notification, Related, Request, Response, RpcError, error_codes};
 
 /// Where the supervisor is in its cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,13 @@ pub struct Upstream {
     reconnect: Notify,
     /// Stops the supervisor for good.
     stop: CancellationToken,
+    /// Client requests in flight on this upstream, latest last: a request the upstream sends
+    /// to "its client" (sampling, elicitation) goes to the latest of them.
+    callers: Mutex<Vec<(u64, Related)>>,
+    /// Source of caller registration ids.
+    next_caller: AtomicU64,
+    /// Requests the upstream sends; every connection gets a clone.
+    server_requests: mpsc::Sender<ServerRequest>,
 }
 
 impl Upstream {
@@ -98,6 +107,7 @@ impl Upstream {
         changed: watch::Sender<u64>,
         notifications: broadcast::Sender<UpstreamEvent>,
     ) -> Arc<Self> {
+        let (requests_tx, requests_rx) = mpsc::channel(64);
         let upstream = Arc::new(Self {
             backend,
             timing,
@@ -114,8 +124,12 @@ impl Upstream {
             }),
             reconnect: Notify::new(),
             stop: CancellationToken::new(),
+            callers: Mutex::new(Vec::new()),
+            next_caller: AtomicU64::new(0),
+            server_requests: requests_tx,
         });
         tokio::spawn(supervise(upstream.clone(), changed));
+        tokio::spawn(forward_server_requests(Arc::downgrade(&upstream), requests_rx));
         upstream
     }
 
@@ -154,14 +168,32 @@ impl Upstream {
         self.stop.cancel();
     }
 
-    /// Sends a request, waiting for a live connection first. If the connection drops before the
-    /// answer, the request is sent again on the next connection; all of it within `timeout`.
+    /// Sends a request on the relay's own behalf (see [`Upstream::request_for`]).
     pub async fn request(
         &self,
         method: &str,
         params: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, UpstreamError> {
+        self.request_for(method, params, timeout, None).await
+    }
+
+    /// Sends a request, waiting for a live connection first. If the connection drops before the
+    /// answer, the request is sent again on the next connection; all of it within `timeout`.
+    /// With `related`, requests the upstream makes meanwhile (sampling, elicitation) go to that
+    /// client.
+    pub async fn request_for(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+        related: Option<&Related>,
+    ) -> Result<Value, UpstreamError> {
+        let _caller = related.map(|related| {
+            let id = self.next_caller.fetch_add(1, Ordering::Relaxed);
+            self.callers.lock().expect("callers lock").push((id, related.clone()));
+            CallerGuard { upstream: self, id }
+        });
         let attempt = async {
             let mut connection = self.connection.subscribe();
             loop {
@@ -204,15 +236,19 @@ impl Upstream {
         let name = self.name();
         match &self.backend.transport {
             Transport::WebSocket { url, headers } => {
-                websocket::connect(name, url, headers, self.max_message_bytes).await
+                websocket::connect(name, url, headers, self.max_message_bytes, self.server_requests.clone()).await
             }
-            Transport::Http { url, headers } => {
-                http::connect(url, headers, Duration::from_secs_f64(self.timing.connect_timeout_secs))
-            }
+            Transport::Http { url, headers } => http::connect(
+                url,
+                headers,
+                Duration::from_secs_f64(self.timing.connect_timeout_secs),
+                self.server_requests.clone(),
+            ),
             Transport::Stdio { command, args, env, cwd } => stdio::connect(
                 name,
                 stdio::StdioCommand { command, args, env, cwd: cwd.as_ref() },
                 self.max_message_bytes,
+                self.server_requests.clone(),
             ),
         }
     }
@@ -246,6 +282,42 @@ impl Upstream {
     fn publish(&self, listing: Listing, changed: &watch::Sender<u64>) {
         self.listing.send_replace(listing);
         changed.send_modify(|generation| *generation += 1);
+    }
+}
+
+/// Unregisters a caller when its request ends.
+struct CallerGuard<'a> {
+    upstream: &'a Upstream,
+    id: u64,
+}
+
+impl Drop for CallerGuard<'_> {
+    fn drop(&mut self) {
+        self.upstream.callers.lock().expect("callers lock").retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// Forwards requests from the upstream to the client it is working for, and the answers back.
+async fn forward_server_requests(upstream: std::sync::Weak<Upstream>, mut requests: mpsc::Receiver<ServerRequest>) {
+    while let Some(ServerRequest { request, reply }) = requests.recv().await {
+        let Some(upstream) = upstream.upgrade() else { break };
+        let caller = upstream.callers.lock().expect("callers lock").last().map(|(_, related)| related.clone());
+        let timeout = upstream.call_timeout();
+        let backend = upstream.name().to_owned();
+        tokio::spawn(async move {
+            let Request { id, method, params } = request;
+            let outcome = match caller {
+                Some(related) => {
+                    tracing::info!(backend, method, "forwarding a request from the upstream to its client");
+                    related.request(&method, params, timeout).await
+                }
+                None => Err(RpcError::new(
+                    error_codes::METHOD_NOT_FOUND,
+                    format!("{method}: no client request is waiting on this backend"),
+                )),
+            };
+            let _ = reply.send(Response { id, outcome });
+        });
     }
 }
 

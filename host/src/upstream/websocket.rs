@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::connection::Connection;
-use super::framed::FramedConnection;
+use super::framed::{FramedConnection, ServerRequest};
 use crate::mcp::Notification;
 
 /// Opens the WebSocket and starts its reader and writer tasks.
@@ -19,6 +19,7 @@ pub async fn connect(
     url: &str,
     headers: &BTreeMap<String, String>,
     max_message_bytes: usize,
+    server_requests: mpsc::Sender<ServerRequest>,
 ) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
     let mut request = url.into_client_request().map_err(|e| UpstreamError::Connect(e.to_string()))?;
     for (name, value) in headers {
@@ -65,6 +66,6 @@ pub async fn connect(
         futures::future::ready(text)
     }));
     // A read error ends the stream through `Frame::Close`/EOF; treat errors as the end too.
-    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed);
+    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed, server_requests);
     Ok((Connection::Framed(conn), events))
 }

@@ -1,0 +1,70 @@
+//! The way back to one client request: the stream its related messages travel on (progress,
+//! server-to-client requests), and the session's table of requests that await the client's
+//! answer. Upstream requests made on a client's behalf carry it, so what the upstream sends
+//! about that request reaches that client and no other.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Message, Request, Response, RpcError, error_codes};
+
+/// Where messages related to one client request go (its SSE stream or its connection).
+#[derive(Clone)]
+pub struct Related {
+    /// The request's stream, as text messages.
+    pub sink: mpsc::Sender<String>,
+    /// The session's requests awaiting the client's answer.
+    pub client: Arc<ClientRequests>,
+}
+
+/// Requests the relay sent to one client session, by the relay-assigned id.
+#[derive(Default)]
+pub struct ClientRequests {
+    pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, RpcError>>>>,
+    next: AtomicU64,
+}
+
+impl Related {
+    /// Sends a request to the client over this stream and waits (up to `timeout`) for the
+    /// answer, which arrives through the session as a response message.
+    pub async fn request(&self, method: &str, params: Option<Value>, timeout: Duration) -> Result<Value, RpcError> {
+        let id = format!("relay-{}", self.client.next.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.client.pending.lock().expect("client requests lock").insert(id.clone(), tx);
+        let text = Message::Request(Request { id: Value::String(id.clone()), method: method.into(), params }).to_text();
+        let unavailable = |message: &str| RpcError::new(error_codes::UPSTREAM_UNAVAILABLE, message.to_owned());
+        let outcome = async {
+            self.sink.send(text).await.map_err(|_| unavailable("the client's stream is closed"))?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(unavailable("the client session ended")),
+                Err(_) => Err(RpcError::new(
+                    error_codes::REQUEST_TIMEOUT,
+                    format!("the client did not answer {method} in time"),
+                )),
+            }
+        }
+        .await;
+        self.client.pending.lock().expect("client requests lock").remove(&id);
+        outcome
+    }
+}
+
+impl ClientRequests {
+    /// Hands a client's response to the request waiting for it; false if none waits.
+    pub fn resolve(&self, response: Response) -> bool {
+        let key = match &response.id {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match self.pending.lock().expect("client requests lock").remove(&key) {
+            Some(waiter) => waiter.send(response.outcome).is_ok(),
+            None => false,
+        }
+    }
+}
