@@ -286,6 +286,44 @@ impl LineClient {
     }
 }
 
+/// A Streamable HTTP session spoken by hand (for tests that need the raw stream).
+pub struct HttpSession {
+    client: reqwest::Client,
+    url: String,
+    /// The `Mcp-Session-Id` the relay assigned.
+    pub id: String,
+}
+
+impl HttpSession {
+    /// Initializes a session at `url` declaring `capabilities`.
+    pub async fn open(url: &str, capabilities: Value) -> HttpSession {
+        let client = reqwest::Client::new();
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities}});
+        let response = Self::request(&client, url, &init, None).send().await.expect("initialize");
+        assert!(response.status().is_success(), "initialize: {}", response.status());
+        let id = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+        HttpSession { client, url: url.to_owned(), id }
+    }
+
+    /// A POST of `body` on this session (accepting JSON and SSE).
+    pub fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+        Self::request(&self.client, &self.url, body, Some(&self.id))
+    }
+
+    fn request(client: &reqwest::Client, url: &str, body: &Value, session: Option<&str>) -> reqwest::RequestBuilder {
+        let mut request = client
+            .post(url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request
+    }
+}
+
 /// The first text content of a tools/call response.
 pub fn text_of(response: &Value) -> String {
     response["result"]["content"][0]["text"]

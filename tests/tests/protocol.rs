@@ -97,30 +97,11 @@ async fn line_to_stdio_progress_reaches_the_caller_with_its_own_token() {
 async fn http_to_stdio_progress_streams_before_the_response() {
     let relay = Relay::start(&format!("backends:\n{}", everything_stdio_entry("everything"))).await;
     relay.wait_ready("everything").await;
-    let client = reqwest::Client::new();
-    let post = |body: Value, session: Option<&str>| {
-        let mut request = client
-            .post(relay.http("/mcp"))
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if let Some(session) = session {
-            request = request.header("mcp-session-id", session);
-        }
-        request
-    };
-    let init = post(
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}),
-        None,
-    )
-    .send()
-    .await
-    .unwrap();
-    let session = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let session = relay_tests::HttpSession::open(&relay.http("/mcp"), json!({})).await;
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
         "name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 2},
         "_meta": {"progressToken": 42}}});
-    let body = post(call, Some(&session)).send().await.unwrap().text().await.unwrap();
+    let body = session.post(&call).send().await.unwrap().text().await.unwrap();
     let messages: Vec<Value> =
         body.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect();
     let last = messages.last().unwrap();
@@ -180,25 +161,9 @@ async fn line_to_stdio_elicitation_round_trip_reaches_the_calling_client() {
 async fn http_to_stdio_elicitation_request_travels_on_the_call_stream() {
     let relay = Relay::start(&format!("backends:\n{}", everything_stdio_entry("everything"))).await;
     relay.wait_ready("everything").await;
-    let client = reqwest::Client::new();
-    let post = |body: Value, session: Option<&str>| {
-        let mut request = client
-            .post(relay.http("/mcp"))
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if let Some(session) = session {
-            request = request.header("mcp-session-id", session);
-        }
-        request
-    };
-    let init = post(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}}}), None)
-        .send()
-        .await
-        .unwrap();
-    let session = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let session = relay_tests::HttpSession::open(&relay.http("/mcp"), json!({"elicitation": {}})).await;
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "trigger-elicitation-request", "arguments": {}}});
-    let mut stream = post(call, Some(&session)).send().await.unwrap();
+    let mut stream = session.post(&call).send().await.unwrap();
     let mut seen = String::new();
     let mut answered = false;
     let result = tokio::time::timeout(relay_tests::PATIENCE, async {
@@ -210,7 +175,7 @@ async fn http_to_stdio_elicitation_request_travels_on_the_call_stream() {
                 if message["method"] == "elicitation/create" && !answered {
                     answered = true;
                     let answer = json!({"jsonrpc": "2.0", "id": message["id"], "result": {"action": "decline"}});
-                    let accepted = post(answer, Some(&session)).send().await.unwrap();
+                    let accepted = session.post(&answer).send().await.unwrap();
                     assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED);
                 }
                 if message["id"] == 2 {
