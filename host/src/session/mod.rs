@@ -210,7 +210,8 @@ impl Session {
     }
 
     /// Runs a request on its own task, cancellable by the client's `notifications/cancelled`.
-    /// The task yields `None` when it was cancelled (no response is owed then).
+    /// Awaiting the handle gives an error when the request was cancelled (no response is owed
+    /// then).
     pub fn spawn_request(
         self: &Arc<Self>,
         request: Request,

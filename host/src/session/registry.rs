@@ -23,16 +23,23 @@ impl SessionRegistry {
         self.sessions.lock().expect("sessions lock").get(id).cloned()
     }
 
-    /// Ends a session; false if there was none.
+    /// Ends a session and its requests still running; false if there was none.
     pub fn remove(&self, id: &str) -> bool {
-        self.sessions.lock().expect("sessions lock").remove(id).is_some()
+        let removed = self.sessions.lock().expect("sessions lock").remove(id);
+        removed.inspect(|session| session.cancel_all()).is_some()
     }
 
     /// Drops sessions silent for longer than `idle`; returns how many.
     pub fn expire_idle(&self, idle: Duration) -> usize {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let before = sessions.len();
-        sessions.retain(|_, s| s.last_seen().elapsed() < idle);
+        sessions.retain(|_, s| {
+            let live = s.last_seen().elapsed() < idle;
+            if !live {
+                s.cancel_all();
+            }
+            live
+        });
         before - sessions.len()
     }
 }
