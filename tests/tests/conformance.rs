@@ -1,14 +1,17 @@
 //! The official MCP conformance suite (`@modelcontextprotocol/conformance`, server scenarios)
-//! against the relay over Streamable HTTP, with server-everything behind it. Scenarios that
-//! cannot pass are listed, with the reason, in `tests/conformance/expected-failures.yml`; the
-//! suite fails on any unexpected failure and on any listed scenario that now passes.
+//! against the relay over Streamable HTTP, with a fixture backend behind it that implements the
+//! scenarios' tools, resources and prompts with the official TypeScript SDK
+//! (`tests/clients/fixtures/conformance-server.mjs`, over stdio). Scenarios that cannot pass
+//! are listed, with the reason, in `tests/conformance/expected-failures.yml`; the suite fails
+//! on any unexpected failure and on any listed scenario that now passes.
 
-use relay_tests::{Relay, everything_stdio_entry, repo_root};
+use relay_tests::{Relay, repo_root};
 
 #[tokio::test]
 async fn official_conformance_suite_through_the_relay() {
-    let relay = Relay::start(&format!("backends:\n{}", everything_stdio_entry("everything"))).await;
-    relay.wait_ready("everything").await;
+    let fixture = repo_root().join("tests/clients/fixtures/conformance-server.mjs");
+    let relay = Relay::start(&format!("backends:\n  - name: fixture\n    command: node\n    args: [{:?}]\n", fixture.display().to_string())).await;
+    relay.wait_ready("fixture").await;
     let suite = repo_root().join("tests/clients/node_modules/.bin/conformance");
     assert!(suite.exists(), "{} is missing: run scripts/test.sh (it runs npm ci)", suite.display());
     let baseline = repo_root().join("tests/conformance/expected-failures.yml");

@@ -4,7 +4,6 @@
 
 mod catalog;
 mod error;
-mod progress;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -15,8 +14,6 @@ use tokio::sync::{broadcast, watch};
 pub use crate::mcp::Related;
 pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
-
-use progress::ProgressRoutes;
 
 use crate::plugins::Plugins;
 use crate::upstream::{Builtin, ListKind, UpstreamEvent, Upstreams};
@@ -39,8 +36,6 @@ pub struct Router {
     /// How many sessions subscribe to each exposed resource URI (the upstream subscription is
     /// made for the first and dropped with the last).
     subscriptions: Mutex<HashMap<String, usize>>,
-    /// Where progress notifications of requests in flight go.
-    progress: Arc<ProgressRoutes>,
 }
 
 /// A notification from an upstream on its way to client sessions.
@@ -86,10 +81,6 @@ async fn route_notifications(router: Weak<Router>, mut events: broadcast::Receiv
                 ClientEvent::ResourceUpdated(exposed)
             }
             "notifications/message" => ClientEvent::Log(params),
-            "notifications/progress" => {
-                router.progress.deliver(params);
-                continue;
-            }
             method => {
                 tracing::debug!(backend = %event.backend, method, "upstream notification not forwarded");
                 continue;
@@ -120,7 +111,6 @@ impl Router {
             announced: watch::Sender::new(first),
             client_events: broadcast::Sender::new(1024),
             subscriptions: Mutex::default(),
-            progress: Arc::default(),
         });
         tokio::spawn(route_notifications(Arc::downgrade(&router), router.upstreams.notifications()));
         let weak = Arc::downgrade(&router);
@@ -283,14 +273,13 @@ impl Router {
         Err(last)
     }
 
-    /// Sends `method` to the backend `owner`. With `related`, the request's progress
-    /// notifications come back to it (its progress token is swapped for one unique to the relay
-    /// while the request runs).
+    /// Sends `method` to the backend `owner`. With `related`, what the backend sends about the
+    /// request (progress, log messages, its own requests) comes back to that client.
     async fn forward(
         &self,
         owner: &Owner,
         method: &str,
-        mut params: Value,
+        params: Value,
         related: Option<&Related>,
     ) -> Result<Value, RouterError> {
         let Owner::Backend(backend) = owner else {
@@ -298,7 +287,6 @@ impl Router {
         };
         let upstream =
             self.upstreams.get(backend).ok_or_else(|| RouterError::Unroutable(format!("backend {backend} is gone")))?;
-        let _route = related.and_then(|r| self.progress.route(&mut params, &r.sink));
         upstream
             .request_for(method, Some(params), upstream.call_timeout(), related)
             .await
@@ -334,7 +322,6 @@ impl Router {
                         if let Some(meta) = meta {
                             params["_meta"] = meta;
                         }
-                        let _route = related.and_then(|r| self.progress.route(&mut params, &r.sink));
                         upstream
                             .request_for("tools/call", Some(params), upstream.call_timeout(), related)
                             .await

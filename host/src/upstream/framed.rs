@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
+use super::routes::ClientRoutes;
 use crate::mcp::{Message, Notification, Request, Response, RpcError, error_codes};
 
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
@@ -64,6 +65,7 @@ impl FramedConnection {
         outgoing: mpsc::Sender<String>,
         closed: CancellationToken,
         server_requests: mpsc::Sender<ServerRequest>,
+        routes: Arc<ClientRoutes>,
     ) -> (Self, mpsc::Receiver<Notification>)
     where
         S: Stream<Item = String> + Send + Unpin + 'static,
@@ -78,6 +80,7 @@ impl FramedConnection {
             events_tx,
             closed.clone(),
             server_requests,
+            routes,
         ));
         (Self { outgoing, pending, next_id: AtomicU64::new(1), closed }, events_rx)
     }
@@ -143,6 +146,7 @@ async fn read_loop<S>(
     events: mpsc::Sender<Notification>,
     closed: CancellationToken,
     server_requests: mpsc::Sender<ServerRequest>,
+    routes: Arc<ClientRoutes>,
 ) where
     S: Stream<Item = String> + Unpin,
 {
@@ -168,6 +172,9 @@ async fn read_loop<S>(
                     None => tracing::debug!(backend, %id, "response for no pending request (late or unknown); dropped"),
                 }
             }
+            // Progress and log messages of a client request go straight to its stream, so they
+            // stay ahead of the response read after them.
+            Message::Notification(n) if routes.deliver(&n) => {}
             Message::Notification(n) => {
                 if events.try_send(n).is_err() {
                     tracing::warn!(backend, "upstream notification queue full; notification dropped");

@@ -2,6 +2,7 @@
 //! a GET stream (when the server offers one) carries the server's own notifications.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use eventsource_stream::Eventsource;
@@ -12,6 +13,7 @@ use tokio::sync::{RwLock, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
+use super::routes::ClientRoutes;
 use super::connection::Connection;
 use super::framed::{ServerRequest, answer_server_request};
 use crate::mcp::{Message, Notification, Request};
@@ -39,6 +41,8 @@ pub struct HttpConnection {
     closed: CancellationToken,
     /// Where requests from the server to the relay go.
     server_requests: mpsc::Sender<ServerRequest>,
+    /// The client requests this upstream is working for.
+    routes: Arc<ClientRoutes>,
 }
 
 /// Builds the connection; no request is made until `initialize`.
@@ -47,6 +51,7 @@ pub fn connect(
     headers: &BTreeMap<String, String>,
     timeout: std::time::Duration,
     server_requests: mpsc::Sender<ServerRequest>,
+    routes: Arc<ClientRoutes>,
 ) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
     let mut map = HeaderMap::new();
     for (name, value) in headers {
@@ -69,6 +74,7 @@ pub fn connect(
         events,
         closed: CancellationToken::new(),
         server_requests,
+        routes,
     };
     Ok((Connection::Http(Box::new(conn)), events_rx))
 }
@@ -171,6 +177,7 @@ impl HttpConnection {
 
     async fn dispatch(&self, message: Message) {
         match message {
+            Message::Notification(n) if self.routes.deliver(&n) => {}
             Message::Notification(n) => {
                 let _ = self.events.try_send(n);
             }

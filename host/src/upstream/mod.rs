@@ -10,6 +10,7 @@ mod framed;
 mod handshake;
 mod http;
 mod registry;
+mod routes;
 mod stdio;
 mod supervisor;
 mod websocket;

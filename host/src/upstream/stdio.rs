@@ -3,6 +3,7 @@
 //! supervisor starts a new one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -14,6 +15,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
+use super::routes::ClientRoutes;
 use super::connection::Connection;
 use super::framed::{FramedConnection, ServerRequest};
 use crate::mcp::{Line, LineCodec, Notification};
@@ -32,6 +34,7 @@ pub fn connect(
     spec: StdioCommand<'_>,
     max_message_bytes: usize,
     server_requests: mpsc::Sender<ServerRequest>,
+    routes: Arc<ClientRoutes>,
 ) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
     let mut command = Command::new(spec.command);
     command
@@ -102,6 +105,6 @@ pub fn connect(
         };
         futures::future::ready(line)
     }));
-    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed, server_requests);
+    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed, server_requests, routes);
     Ok((Connection::Framed(conn), events))
 }

@@ -1,6 +1,5 @@
 //! One upstream and the task that keeps it connected.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
 use super::framed::ServerRequest;
+use super::routes::ClientRoutes;
 use super::handshake::{self, ListKind, Listing, ServerIdentity};
 use super::{UpstreamError, http, stdio, websocket};
 use crate::config::{Backend, Transport, UpstreamConfig};
@@ -88,11 +88,9 @@ pub struct Upstream {
     reconnect: Notify,
     /// Stops the supervisor for good.
     stop: CancellationToken,
-    /// Client requests in flight on this upstream, latest last: a request the upstream sends
-    /// to "its client" (sampling, elicitation) goes to the latest of them.
-    callers: Mutex<Vec<(u64, Related)>>,
-    /// Source of caller registration ids.
-    next_caller: AtomicU64,
+    /// Client requests in flight on this upstream: where their progress, log messages and the
+    /// upstream's own requests (sampling, elicitation) go.
+    routes: Arc<ClientRoutes>,
     /// Requests the upstream sends; every connection gets a clone.
     server_requests: mpsc::Sender<ServerRequest>,
 }
@@ -124,8 +122,7 @@ impl Upstream {
             }),
             reconnect: Notify::new(),
             stop: CancellationToken::new(),
-            callers: Mutex::new(Vec::new()),
-            next_caller: AtomicU64::new(0),
+            routes: Arc::default(),
             server_requests: requests_tx,
         });
         tokio::spawn(supervise(upstream.clone(), changed));
@@ -185,15 +182,11 @@ impl Upstream {
     pub async fn request_for(
         &self,
         method: &str,
-        params: Option<Value>,
+        mut params: Option<Value>,
         timeout: Duration,
         related: Option<&Related>,
     ) -> Result<Value, UpstreamError> {
-        let _caller = related.map(|related| {
-            let id = self.next_caller.fetch_add(1, Ordering::Relaxed);
-            self.callers.lock().expect("callers lock").push((id, related.clone()));
-            CallerGuard { upstream: self, id }
-        });
+        let _route = related.map(|related| self.routes.register(&mut params, related));
         let attempt = async {
             let mut connection = self.connection.subscribe();
             loop {
@@ -236,19 +229,22 @@ impl Upstream {
         let name = self.name();
         match &self.backend.transport {
             Transport::WebSocket { url, headers } => {
-                websocket::connect(name, url, headers, self.max_message_bytes, self.server_requests.clone()).await
+                let (requests, routes) = (self.server_requests.clone(), self.routes.clone());
+                websocket::connect(name, url, headers, self.max_message_bytes, requests, routes).await
             }
             Transport::Http { url, headers } => http::connect(
                 url,
                 headers,
                 Duration::from_secs_f64(self.timing.connect_timeout_secs),
                 self.server_requests.clone(),
+                self.routes.clone(),
             ),
             Transport::Stdio { command, args, env, cwd } => stdio::connect(
                 name,
                 stdio::StdioCommand { command, args, env, cwd: cwd.as_ref() },
                 self.max_message_bytes,
                 self.server_requests.clone(),
+                self.routes.clone(),
             ),
         }
     }
@@ -285,23 +281,11 @@ impl Upstream {
     }
 }
 
-/// Unregisters a caller when its request ends.
-struct CallerGuard<'a> {
-    upstream: &'a Upstream,
-    id: u64,
-}
-
-impl Drop for CallerGuard<'_> {
-    fn drop(&mut self) {
-        self.upstream.callers.lock().expect("callers lock").retain(|(id, _)| *id != self.id);
-    }
-}
-
 /// Forwards requests from the upstream to the client it is working for, and the answers back.
 async fn forward_server_requests(upstream: std::sync::Weak<Upstream>, mut requests: mpsc::Receiver<ServerRequest>) {
     while let Some(ServerRequest { request, reply }) = requests.recv().await {
         let Some(upstream) = upstream.upgrade() else { break };
-        let caller = upstream.callers.lock().expect("callers lock").last().map(|(_, related)| related.clone());
+        let caller = upstream.routes.last_caller();
         let timeout = upstream.call_timeout();
         let backend = upstream.name().to_owned();
         tokio::spawn(async move {

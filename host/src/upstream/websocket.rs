@@ -1,6 +1,7 @@
 //! MCP over WebSocket: one JSON-RPC message per text frame.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -9,6 +10,7 @@ use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
+use super::routes::ClientRoutes;
 use super::connection::Connection;
 use super::framed::{FramedConnection, ServerRequest};
 use crate::mcp::Notification;
@@ -20,6 +22,7 @@ pub async fn connect(
     headers: &BTreeMap<String, String>,
     max_message_bytes: usize,
     server_requests: mpsc::Sender<ServerRequest>,
+    routes: Arc<ClientRoutes>,
 ) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
     let mut request = url.into_client_request().map_err(|e| UpstreamError::Connect(e.to_string()))?;
     for (name, value) in headers {
@@ -66,6 +69,6 @@ pub async fn connect(
         futures::future::ready(text)
     }));
     // A read error ends the stream through `Frame::Close`/EOF; treat errors as the end too.
-    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed, server_requests);
+    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed, server_requests, routes);
     Ok((Connection::Framed(conn), events))
 }

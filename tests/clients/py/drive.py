@@ -4,7 +4,7 @@ Python SDK 2.x (`mcp` package), Streamable HTTP transport only.
 
 Usage:
     tests/clients/.venv/bin/python tests/clients/py/drive.py --url URL
-        [--calls JSON] [--header 'Name: value']... [--timeout SECONDS]
+        [--calls JSON] [--ops JSON] [--header 'Name: value']... [--timeout SECONDS]
 
 Connects with `ClientSession` over `streamable_http_client`, performs the
 legacy `initialize` handshake, lists all tools (following nextCursor),
@@ -12,8 +12,11 @@ performs each call of --calls (a JSON array of {"name": ..., "arguments": {...}}
 and prints exactly one line of JSON:
     {"serverInfo": {...}, "protocolVersion": "...", "tools": [...],
      "results": [<CallToolResult | {"error": {"code": .., "message": ..}}>]}
-Per-call errors land in "results". Connection / handshake failures print a
-message on stderr and exit 1. Bad usage exits 2.
+With --ops (a JSON array of {"op": ..., ...}, see OPS below and
+tests/clients/README.md) the operations run after the calls, in order, and
+their results go into an extra top-level key "ops" (one entry per op).
+Per-call / per-op errors land in "results" / "ops". Connection / handshake
+failures print a message on stderr and exit 1. Bad usage exits 2.
 """
 
 from __future__ import annotations
@@ -29,8 +32,26 @@ from mcp import ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 import httpx2
+from pydantic import TypeAdapter
 
 CLIENT_INFO = types.Implementation(name="relay-e2e-py-driver", version="0.1.0")
+
+# Operation name -> string fields it requires.
+OPS: dict[str, tuple[str, ...]] = {
+    "listResources": (),
+    "readResource": ("uri",),
+    "listResourceTemplates": (),
+    "listPrompts": (),
+    "getPrompt": ("name",),
+    "complete": (),
+    "callWithProgress": ("name",),
+    "callWithElicitation": ("name",),
+    "cancelCall": ("name",),
+}
+
+_REFERENCE: TypeAdapter[types.PromptReference | types.ResourceTemplateReference] = TypeAdapter(
+    types.PromptReference | types.ResourceTemplateReference
+)
 
 
 class DriverFailure(Exception):
@@ -42,6 +63,10 @@ def dump(model: Any) -> Any:
 
 
 def error_json(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        # The backend's cancellation exception (asyncio.CancelledError); its
+        # text names the cancel scope's address, so report only the type.
+        return {"code": None, "message": type(exc).__name__}
     if isinstance(exc, MCPError):
         out: dict[str, Any] = {"code": exc.code, "message": exc.message}
         if exc.data is not None:
@@ -58,10 +83,37 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def op_problem(op: Any) -> str | None:
+    """Why `op` is not a valid --ops entry, or None."""
+    if not isinstance(op, dict):
+        return "each op must be a JSON object"
+    name = op.get("op")
+    if not isinstance(name, str) or name not in OPS:
+        return f"unknown op {json.dumps(name)} (want one of {', '.join(OPS)})"
+    for field in OPS[name]:
+        if not isinstance(op.get(field), str):
+            return f'op {name} needs a string "{field}"'
+    if name == "complete":
+        if not isinstance(op.get("ref"), dict):
+            return 'op complete needs an object "ref"'
+        if not isinstance(op.get("argument"), dict):
+            return 'op complete needs an object "argument"'
+    if name == "callWithElicitation" and not (
+        isinstance(op.get("answer"), dict) and isinstance(op["answer"].get("action"), str)
+    ):
+        return 'op callWithElicitation needs an "answer" object with a string "action"'
+    if name == "cancelCall" and "afterMs" in op:
+        after = op["afterMs"]
+        if isinstance(after, bool) or not isinstance(after, int | float) or after < 0:
+            return 'op cancelCall: "afterMs" must be a non-negative number'
+    return None
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True)
     p.add_argument("--calls", default="[]", help="JSON array of {name, arguments}")
+    p.add_argument("--ops", default=None, help="JSON array of {op, ...} (see tests/clients/README.md)")
     p.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
     args = p.parse_args(argv)
@@ -72,6 +124,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
         p.error('--calls must be a JSON array of {"name": str, "arguments": {...}}')
     args.calls = calls
+    if args.ops is not None:
+        try:
+            ops = json.loads(args.ops)
+        except json.JSONDecodeError as e:
+            p.error(f"--ops is not valid JSON: {e}")
+        if not isinstance(ops, list):
+            p.error("--ops must be a JSON array")
+        for op in ops:
+            problem = op_problem(op)
+            if problem is not None:
+                p.error(problem)
+        args.ops = ops
     headers: dict[str, str] = {}
     for raw in args.header:
         name, sep, value = raw.partition(":")
@@ -84,6 +148,104 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def json_number(value: float) -> float | int:
+    """The SDK hands progress values over as floats; print 1 rather than 1.0,
+    as the server sent it and as the TS driver prints it."""
+    return int(value) if value.is_integer() else value
+
+
+class ElicitationState:
+    """The callWithElicitation op in progress (if any) sets `sink` (where each
+    request's params.message is recorded) and `answer`. Outside such an op,
+    requests are answered with the first such op's answer."""
+
+    def __init__(self, default_answer: dict[str, Any]) -> None:
+        self.default_answer = default_answer
+        self.sink: list[Any] | None = None
+        self.answer: dict[str, Any] | None = None
+
+    async def callback(self, context: Any, params: types.ElicitRequestParams) -> types.ElicitResult | types.ErrorData:
+        if self.sink is not None:
+            self.sink.append(params.message)
+        return types.ElicitResult.model_validate(self.answer if self.answer is not None else self.default_answer)
+
+
+async def list_all(fetch: Any, items: str, key: str) -> list[str]:
+    """Follow nextCursor through a paginated list method, collecting item.<key>."""
+    out: list[str] = []
+    cursor: str | None = None
+    while True:
+        params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+        page = await fetch(params=params)
+        out.extend(getattr(item, key) for item in getattr(page, items))
+        cursor = page.next_cursor
+        if not cursor:
+            return out
+
+
+async def run_op(session: ClientSession, op: dict[str, Any], elicit: ElicitationState | None) -> dict[str, Any]:
+    kind = op["op"]
+    if kind == "listResources":
+        return {"resources": await list_all(session.list_resources, "resources", "uri")}
+    if kind == "readResource":
+        return dump(await session.read_resource(op["uri"]))
+    if kind == "listResourceTemplates":
+        return {
+            "resourceTemplates": await list_all(session.list_resource_templates, "resource_templates", "uri_template")
+        }
+    if kind == "listPrompts":
+        return {"prompts": await list_all(session.list_prompts, "prompts", "name")}
+    if kind == "getPrompt":
+        return dump(await session.get_prompt(op["name"], op.get("arguments")))
+    if kind == "complete":
+        context = op.get("context")
+        context_arguments = context.get("arguments") if isinstance(context, dict) else None
+        ref = _REFERENCE.validate_python(op["ref"], by_name=False)
+        return dump(await session.complete(ref, op["argument"], context_arguments))
+    if kind == "callWithProgress":
+        progress: list[dict[str, Any]] = []
+
+        async def on_progress(value: float, total: float | None, message: str | None) -> None:
+            entry: dict[str, Any] = {"progress": json_number(value)}
+            if total is not None:
+                entry["total"] = json_number(total)
+            if message is not None:
+                entry["message"] = message
+            progress.append(entry)
+
+        res = await session.call_tool(op["name"], op.get("arguments") or {}, progress_callback=on_progress)
+        # Progress callbacks run as tasks spawned by the dispatcher; let any
+        # still queued run before reading the list.
+        await anyio.lowlevel.checkpoint()
+        return {"result": dump(res), "progress": progress}
+    if kind == "callWithElicitation":
+        assert elicit is not None
+        elicitations: list[Any] = []
+        elicit.sink, elicit.answer = elicitations, op["answer"]
+        try:
+            res = await session.call_tool(op["name"], op.get("arguments") or {})
+        finally:
+            elicit.sink, elicit.answer = None, None
+        return {"result": dump(res), "elicitations": elicitations}
+    if kind == "cancelCall":
+        # 2.x cancellation is structural: cancelling the scope around the
+        # awaiting call makes the dispatcher send notifications/cancelled
+        # (reason "caller cancelled") and re-raise the backend's cancellation.
+        caught: BaseException | None = None
+        res = None
+        with anyio.move_on_after(float(op.get("afterMs", 0)) / 1000) as scope:
+            try:
+                res = await session.call_tool(op["name"], op.get("arguments") or {})
+            except anyio.get_cancelled_exc_class() as e:
+                caught = e
+                raise
+        if scope.cancelled_caught:
+            assert caught is not None
+            return {"cancelled": True, "error": error_json(caught)}
+        return {"cancelled": False, "result": dump(res)}
+    raise ValueError(f"unknown op {kind}")  # rejected by parse_args already
+
+
 async def drive(args: argparse.Namespace) -> dict[str, Any]:
     timeout = httpx2.Timeout(args.timeout, read=args.timeout + 5)
     # Extra headers ride on the httpx2 client (the SDK's documented way); the
@@ -93,7 +255,17 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
     failure: str | None = None
     async with http_client:
         async with streamable_http_client(args.url, http_client=http_client) as (read, write):
-            async with ClientSession(read, write, read_timeout_seconds=args.timeout, client_info=CLIENT_INFO) as session:
+            # Declare elicitation (the SDK does so once a callback is given) only
+            # when an op needs it, so other runs send the same initialize as before.
+            elicit_answers = [op["answer"] for op in args.ops or [] if op["op"] == "callWithElicitation"]
+            elicit = ElicitationState(elicit_answers[0]) if elicit_answers else None
+            async with ClientSession(
+                read,
+                write,
+                read_timeout_seconds=args.timeout,
+                client_info=CLIENT_INFO,
+                elicitation_callback=elicit.callback if elicit is not None else None,
+            ) as session:
                 try:
                     init = await session.initialize()
                 except Exception as e:  # noqa: BLE001
@@ -126,6 +298,14 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
                         "tools": tools,
                         "results": results,
                     }
+                    if args.ops is not None:
+                        ops: list[Any] = []
+                        for op in args.ops:
+                            try:
+                                ops.append(await run_op(session, op, elicit))
+                            except Exception as e:  # noqa: BLE001
+                                ops.append({"error": error_json(e)})
+                        output["ops"] = ops
     if failure is not None:
         raise DriverFailure(failure)
     assert output is not None

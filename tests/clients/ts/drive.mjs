@@ -4,32 +4,48 @@
 //
 // Usage:
 //   node tests/clients/ts/drive.mjs --transport http|ws --url URL
-//        [--calls JSON] [--header 'Name: value']... [--timeout SECONDS]
+//        [--calls JSON] [--ops JSON] [--header 'Name: value']... [--timeout SECONDS]
 //
 // Connects, performs the initialize handshake, lists all tools (following
 // nextCursor), performs each call of --calls (a JSON array of
 // {"name": ..., "arguments": {...}}) and prints exactly one line of JSON:
 //   {"serverInfo": {...}, "protocolVersion": "...", "tools": [...],
 //    "results": [<CallToolResult | {"error": {"code": .., "message": ..}}>]}
-// Per-call errors land in "results". Connection / handshake failures print a
-// message on stderr and exit 1. Bad usage exits 2.
+// With --ops (a JSON array of {"op": ..., ...}, see OPS below and
+// tests/clients/README.md) the operations run after the calls, in order, and
+// their results go into an extra top-level key "ops" (one entry per op).
+// Per-call / per-op errors land in "results" / "ops". Connection / handshake
+// failures print a message on stderr and exit 1. Bad usage exits 2.
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { WebSocketClientTransport } from '@modelcontextprotocol/sdk/client/websocket.js';
-import { McpError } from '@modelcontextprotocol/sdk/types.js';
+import { ElicitRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
+
+// Operation name -> string fields it requires.
+const OPS = {
+    listResources: [],
+    readResource: ['uri'],
+    listResourceTemplates: [],
+    listPrompts: [],
+    getPrompt: ['name'],
+    complete: [],
+    callWithProgress: ['name'],
+    callWithElicitation: ['name'],
+    cancelCall: ['name']
+};
 
 function usage(msg) {
     if (msg) process.stderr.write(`drive.mjs: ${msg}\n`);
     process.stderr.write(
-        'usage: node drive.mjs --transport http|ws --url URL [--calls JSON] ' +
+        'usage: node drive.mjs --transport http|ws --url URL [--calls JSON] [--ops JSON] ' +
             "[--header 'Name: value']... [--timeout SECONDS]\n"
     );
     process.exit(2);
 }
 
 function parseArgs(argv) {
-    const opts = { transport: 'http', url: null, calls: [], headers: {}, timeoutMs: 30_000 };
+    const opts = { transport: 'http', url: null, calls: [], ops: null, headers: {}, timeoutMs: 30_000 };
     for (let i = 0; i < argv.length; i++) {
         const arg = argv[i];
         const next = () => {
@@ -57,6 +73,17 @@ function parseArgs(argv) {
                 }
                 break;
             }
+            case '--ops': {
+                const raw = next();
+                try {
+                    opts.ops = JSON.parse(raw);
+                } catch (e) {
+                    usage(`--ops is not valid JSON: ${e.message}`);
+                }
+                if (!Array.isArray(opts.ops)) usage('--ops must be a JSON array');
+                for (const op of opts.ops) validateOp(op);
+                break;
+            }
             case '--header': {
                 const raw = next();
                 const idx = raw.indexOf(':');
@@ -80,6 +107,26 @@ function parseArgs(argv) {
     }
     if (!opts.url) usage('--url is required');
     return opts;
+}
+
+function validateOp(op) {
+    if (!op || typeof op !== 'object' || Array.isArray(op)) usage('each op must be a JSON object');
+    if (typeof op.op !== 'string' || !Object.hasOwn(OPS, op.op)) {
+        usage(`unknown op ${JSON.stringify(op.op)} (want one of ${Object.keys(OPS).join(', ')})`);
+    }
+    for (const field of OPS[op.op]) {
+        if (typeof op[field] !== 'string') usage(`op ${op.op} needs a string "${field}"`);
+    }
+    if (op.op === 'complete') {
+        if (!op.ref || typeof op.ref !== 'object') usage('op complete needs an object "ref"');
+        if (!op.argument || typeof op.argument !== 'object') usage('op complete needs an object "argument"');
+    }
+    if (op.op === 'callWithElicitation' && (!op.answer || typeof op.answer.action !== 'string')) {
+        usage('op callWithElicitation needs an "answer" object with a string "action"');
+    }
+    if (op.op === 'cancelCall' && op.afterMs !== undefined && !(typeof op.afterMs === 'number' && op.afterMs >= 0)) {
+        usage('op cancelCall: "afterMs" must be a non-negative number');
+    }
 }
 
 async function installWebSocket(headers) {
@@ -118,6 +165,103 @@ function describe(err) {
     return msg;
 }
 
+// Elicitation state: the callWithElicitation op in progress (if any) sets
+// `sink` (where each request's params.message is recorded) and `answer`.
+// Outside such an op, requests are answered with the first such op's answer.
+const elicitState = { sink: null, answer: null };
+
+function progressEntry(p) {
+    const out = { progress: p.progress };
+    if (p.total !== undefined) out.total = p.total;
+    if (p.message !== undefined) out.message = p.message;
+    return out;
+}
+
+async function runOp(client, op, reqOpts) {
+    const callParams = () => ({ name: op.name, arguments: op.arguments ?? {} });
+    switch (op.op) {
+        case 'listResources': {
+            const resources = [];
+            let cursor;
+            do {
+                const page = await client.listResources(cursor ? { cursor } : undefined, reqOpts);
+                for (const r of page.resources) resources.push(r.uri);
+                cursor = page.nextCursor;
+            } while (cursor);
+            return { resources };
+        }
+        case 'readResource':
+            return await client.readResource({ uri: op.uri }, reqOpts);
+        case 'listResourceTemplates': {
+            const resourceTemplates = [];
+            let cursor;
+            do {
+                const page = await client.listResourceTemplates(cursor ? { cursor } : undefined, reqOpts);
+                for (const t of page.resourceTemplates) resourceTemplates.push(t.uriTemplate);
+                cursor = page.nextCursor;
+            } while (cursor);
+            return { resourceTemplates };
+        }
+        case 'listPrompts': {
+            const prompts = [];
+            let cursor;
+            do {
+                const page = await client.listPrompts(cursor ? { cursor } : undefined, reqOpts);
+                for (const p of page.prompts) prompts.push(p.name);
+                cursor = page.nextCursor;
+            } while (cursor);
+            return { prompts };
+        }
+        case 'getPrompt': {
+            const params = { name: op.name };
+            if (op.arguments !== undefined) params.arguments = op.arguments;
+            return await client.getPrompt(params, reqOpts);
+        }
+        case 'complete': {
+            const params = { ref: op.ref, argument: op.argument };
+            if (op.context !== undefined) params.context = op.context;
+            return await client.complete(params, reqOpts);
+        }
+        case 'callWithProgress': {
+            const progress = [];
+            const result = await client.callTool(callParams(), undefined, {
+                ...reqOpts,
+                onprogress: p => progress.push(progressEntry(p))
+            });
+            return { result, progress };
+        }
+        case 'callWithElicitation': {
+            const elicitations = [];
+            elicitState.sink = elicitations;
+            elicitState.answer = op.answer;
+            try {
+                const result = await client.callTool(callParams(), undefined, reqOpts);
+                return { result, elicitations };
+            } finally {
+                elicitState.sink = null;
+                elicitState.answer = null;
+            }
+        }
+        case 'cancelCall': {
+            // The SDK's cancellation: aborting the signal makes Protocol.request
+            // send notifications/cancelled and reject with McpError(-32001, reason).
+            const controller = new AbortController();
+            const timer = setTimeout(() => controller.abort(), op.afterMs ?? 0);
+            try {
+                const result = await client.callTool(callParams(), undefined, { ...reqOpts, signal: controller.signal });
+                return { cancelled: false, result };
+            } catch (err) {
+                if (!controller.signal.aborted) throw err;
+                return { cancelled: true, error: errorJson(err) };
+            } finally {
+                clearTimeout(timer);
+            }
+        }
+        default:
+            throw new Error(`unknown op ${op.op}`); // rejected by parseArgs already
+    }
+}
+
 async function main() {
     const opts = parseArgs(process.argv.slice(2));
     const reqOpts = { timeout: opts.timeoutMs };
@@ -141,8 +285,19 @@ async function main() {
         }
     };
 
-    const client = new Client({ name: 'relay-e2e-ts-driver', version: '0.1.0' }, { capabilities: {} });
+    // Declare elicitation only when an op needs it, so runs without such an op
+    // send exactly the same initialize request as before. Mirrors the Python
+    // SDK, which declares {"form": {}, "url": {}} once a callback is given.
+    const elicitationOps = (opts.ops ?? []).filter(op => op.op === 'callWithElicitation');
+    const capabilities = elicitationOps.length > 0 ? { elicitation: { form: {}, url: {} } } : {};
+    const client = new Client({ name: 'relay-e2e-ts-driver', version: '0.1.0' }, { capabilities });
     client.onerror = () => {}; // surfaced through the awaited calls instead
+    if (elicitationOps.length > 0) {
+        client.setRequestHandler(ElicitRequestSchema, async request => {
+            if (elicitState.sink) elicitState.sink.push(request.params.message);
+            return elicitState.answer ?? elicitationOps[0].answer;
+        });
+    }
 
     let output;
     try {
@@ -181,6 +336,18 @@ async function main() {
             tools,
             results
         };
+
+        if (opts.ops !== null) {
+            const ops = [];
+            for (const op of opts.ops) {
+                try {
+                    ops.push(await runOp(client, op, reqOpts));
+                } catch (err) {
+                    ops.push({ error: errorJson(err) });
+                }
+            }
+            output.ops = ops;
+        }
     } finally {
         if (opts.transport === 'http' && typeof transport.terminateSession === 'function' && transport.sessionId) {
             try {

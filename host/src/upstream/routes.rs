@@ -1,0 +1,127 @@
+//! The way back from an upstream to the clients it is working for. Requests made on a
+//! client's behalf register here while they run; the connection's reader consults this before
+//! anything else, so a request's progress and log messages reach its stream in the order the
+//! upstream sent them, ahead of the response that follows them.
+//!
+//! Progress tokens are swapped for relay-unique ones (two clients may use the same token on
+//! the same backend) and restored on the way back. Log messages and requests from the
+//! upstream (sampling, elicitation) go to the latest client request in flight.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+
+use crate::mcp::{Message, Notification, Related};
+
+/// Client requests in flight on one upstream.
+#[derive(Default)]
+pub struct ClientRoutes {
+    /// In flight, latest last.
+    callers: Mutex<Vec<(u64, Related)>>,
+    /// Relay progress token → (caller id, the client's own token).
+    progress: Mutex<HashMap<String, (u64, Value)>>,
+    next: AtomicU64,
+}
+
+/// Unregisters a request (and its progress token) when it ends or is cancelled.
+pub struct RouteGuard<'a> {
+    routes: &'a ClientRoutes,
+    id: u64,
+    token: Option<String>,
+}
+
+impl Drop for RouteGuard<'_> {
+    fn drop(&mut self) {
+        self.routes.callers.lock().expect("callers lock").retain(|(id, _)| *id != self.id);
+        if let Some(token) = &self.token {
+            self.routes.progress.lock().expect("progress lock").remove(token);
+        }
+    }
+}
+
+impl ClientRoutes {
+    /// Registers a request made for the client behind `related`; swaps the progress token in
+    /// `params._meta`, if any, for a relay token.
+    pub fn register<'a>(&'a self, params: &mut Option<Value>, related: &Related) -> RouteGuard<'a> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.callers.lock().expect("callers lock").push((id, related.clone()));
+        let token = params.as_mut().and_then(|p| p.pointer_mut("/_meta/progressToken")).map(|slot| {
+            let token = format!("relay-{id}");
+            let client_token = std::mem::replace(slot, Value::String(token.clone()));
+            self.progress.lock().expect("progress lock").insert(token.clone(), (id, client_token));
+            token
+        });
+        RouteGuard { routes: self, id, token }
+    }
+
+    /// The client request the upstream most recently started working on.
+    pub fn last_caller(&self) -> Option<Related> {
+        self.callers.lock().expect("callers lock").last().map(|(_, related)| related.clone())
+    }
+
+    /// Sends a notification that belongs to a client request to its stream, unbuffered.
+    /// False when it belongs to none (the caller then treats it as a notification for all).
+    pub fn deliver(&self, notification: &Notification) -> bool {
+        match notification.method.as_str() {
+            "notifications/progress" => {
+                let mut params = notification.params.clone().unwrap_or(Value::Null);
+                let Some(token) = params.get("progressToken").and_then(Value::as_str).map(str::to_owned) else {
+                    return false;
+                };
+                let Some((caller, client_token)) = self.progress.lock().expect("progress lock").get(&token).cloned()
+                else {
+                    return false;
+                };
+                params["progressToken"] = client_token;
+                let sink = self.callers.lock().expect("callers lock").iter().find(|(id, _)| *id == caller).map(|(_, r)| r.sink.clone());
+                if let Some(sink) = sink {
+                    let text = Message::Notification(Notification { method: notification.method.clone(), params: Some(params) });
+                    let _ = sink.try_send(text.to_text());
+                }
+                true
+            }
+            "notifications/message" => match self.last_caller() {
+                Some(related) => {
+                    let _ = related.sink.try_send(Message::Notification(notification.clone()).to_text());
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::mcp::ClientRequests;
+
+    #[test]
+    fn progress_tokens_are_swapped_and_restored_while_the_request_runs() {
+        let routes = ClientRoutes::default();
+        let (tx, mut rx) = mpsc::channel(4);
+        let related = Related { sink: tx, client: Arc::new(ClientRequests::default()) };
+        let mut params = Some(json!({"name": "t", "_meta": {"progressToken": 7}}));
+        let guard = routes.register(&mut params, &related);
+        let relay_token = params.as_ref().unwrap()["_meta"]["progressToken"].clone();
+        assert_ne!(relay_token, json!(7));
+        let progress = |n| Notification {
+            method: "notifications/progress".into(),
+            params: Some(json!({"progressToken": relay_token, "progress": n})),
+        };
+        assert!(routes.deliver(&progress(1)));
+        let sent: Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        assert_eq!(sent["params"], json!({"progressToken": 7, "progress": 1}));
+        drop(guard);
+        assert!(!routes.deliver(&progress(2)), "a finished request gets no more progress");
+        assert!(routes.last_caller().is_none());
+    }
+}
