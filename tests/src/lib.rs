@@ -434,24 +434,29 @@ pub fn everything_stdio_entry(name: &str) -> String {
 
 /// Runs the official TypeScript SDK driver; returns its one-line JSON report.
 pub async fn ts_client(transport: &str, url: &str, calls: Value) -> Value {
+    ts_client_ops(transport, url, calls, json!([])).await
+}
+
+/// Runs the TypeScript SDK driver with `--ops` (resources, prompts, progress, ...).
+pub async fn ts_client_ops(transport: &str, url: &str, calls: Value, ops: Value) -> Value {
     let script = repo_root().join("tests/clients/ts/drive.mjs");
-    run_driver(Command::new("node").arg(script).args([
-        "--transport",
-        transport,
-        "--url",
-        url,
-        "--calls",
-        &calls.to_string(),
-    ]))
-    .await
+    let (calls, ops) = (calls.to_string(), ops.to_string());
+    let args = ["--transport", transport, "--url", url, "--calls", &calls, "--ops", &ops];
+    run_driver(Command::new("node").arg(script).args(args)).await
 }
 
 /// Runs the official Python SDK driver; returns its one-line JSON report.
 pub async fn py_client(url: &str, calls: Value) -> Value {
+    py_client_ops(url, calls, json!([])).await
+}
+
+/// Runs the Python SDK driver with `--ops`.
+pub async fn py_client_ops(url: &str, calls: Value, ops: Value) -> Value {
     let python = repo_root().join("tests/clients/.venv/bin/python");
     assert!(python.exists(), "{} is missing: run scripts/test.sh (it creates the venv)", python.display());
     let script = repo_root().join("tests/clients/py/drive.py");
-    run_driver(Command::new(python).arg(script).args(["--url", url, "--calls", &calls.to_string()])).await
+    let (calls, ops) = (calls.to_string(), ops.to_string());
+    run_driver(Command::new(python).arg(script).args(["--url", url, "--calls", &calls, "--ops", &ops])).await
 }
 
 async fn run_driver(command: &mut Command) -> Value {

@@ -10,7 +10,11 @@ use relay_tests::{Relay, repo_root};
 #[tokio::test]
 async fn official_conformance_suite_through_the_relay() {
     let fixture = repo_root().join("tests/clients/fixtures/conformance-server.mjs");
-    let relay = Relay::start(&format!("backends:\n  - name: fixture\n    command: node\n    args: [{:?}]\n", fixture.display().to_string())).await;
+    let relay = Relay::start(&format!(
+        "backends:\n  - name: fixture\n    command: node\n    args: [{:?}]\n",
+        fixture.display().to_string()
+    ))
+    .await;
     relay.wait_ready("fixture").await;
     let suite = repo_root().join("tests/clients/node_modules/.bin/conformance");
     assert!(suite.exists(), "{} is missing: run scripts/test.sh (it runs npm ci)", suite.display());

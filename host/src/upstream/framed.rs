@@ -79,8 +79,7 @@ impl FramedConnection {
             outgoing.clone(),
             events_tx,
             closed.clone(),
-            server_requests,
-            routes,
+            ForClients { server_requests, routes },
         ));
         (Self { outgoing, pending, next_id: AtomicU64::new(1), closed }, events_rx)
     }
@@ -138,6 +137,13 @@ impl Drop for RemoveOnDrop<'_> {
     }
 }
 
+/// Where what the upstream sends for its clients goes: its own requests (sampling,
+/// elicitation) and the routes back to the client requests in flight.
+struct ForClients {
+    server_requests: mpsc::Sender<ServerRequest>,
+    routes: Arc<ClientRoutes>,
+}
+
 async fn read_loop<S>(
     backend: String,
     mut incoming: S,
@@ -145,8 +151,7 @@ async fn read_loop<S>(
     outgoing: mpsc::Sender<String>,
     events: mpsc::Sender<Notification>,
     closed: CancellationToken,
-    server_requests: mpsc::Sender<ServerRequest>,
-    routes: Arc<ClientRoutes>,
+    ForClients { server_requests, routes }: ForClients,
 ) where
     S: Stream<Item = String> + Unpin,
 {

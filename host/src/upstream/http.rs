@@ -13,9 +13,9 @@ use tokio::sync::{RwLock, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
-use super::routes::ClientRoutes;
 use super::connection::Connection;
 use super::framed::{ServerRequest, answer_server_request};
+use super::routes::ClientRoutes;
 use crate::mcp::{Message, Notification, Request};
 
 const SESSION_HEADER: &str = "mcp-session-id";

@@ -75,9 +75,18 @@ impl ClientRoutes {
                     return false;
                 };
                 params["progressToken"] = client_token;
-                let sink = self.callers.lock().expect("callers lock").iter().find(|(id, _)| *id == caller).map(|(_, r)| r.sink.clone());
+                let sink = self
+                    .callers
+                    .lock()
+                    .expect("callers lock")
+                    .iter()
+                    .find(|(id, _)| *id == caller)
+                    .map(|(_, r)| r.sink.clone());
                 if let Some(sink) = sink {
-                    let text = Message::Notification(Notification { method: notification.method.clone(), params: Some(params) });
+                    let text = Message::Notification(Notification {
+                        method: notification.method.clone(),
+                        params: Some(params),
+                    });
                     let _ = sink.try_send(text.to_text());
                 }
                 true

@@ -3,9 +3,9 @@
 //! supervisor starts a new one.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -15,9 +15,9 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
-use super::routes::ClientRoutes;
 use super::connection::Connection;
 use super::framed::{FramedConnection, ServerRequest};
+use super::routes::ClientRoutes;
 use crate::mcp::{Line, LineCodec, Notification};
 
 /// What to run.

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
 use super::framed::ServerRequest;
-use super::routes::ClientRoutes;
 use super::handshake::{self, ListKind, Listing, ServerIdentity};
+use super::routes::ClientRoutes;
 use super::{UpstreamError, http, stdio, websocket};
 use crate::config::{Backend, Transport, UpstreamConfig};
 use crate::mcp::{Notification, Related, Request, Response, RpcError, error_codes};

@@ -10,9 +10,9 @@ use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
-use super::routes::ClientRoutes;
 use super::connection::Connection;
 use super::framed::{FramedConnection, ServerRequest};
+use super::routes::ClientRoutes;
 use crate::mcp::Notification;
 
 /// Opens the WebSocket and starts its reader and writer tasks.
