@@ -143,11 +143,6 @@ impl Plugins {
         self.slots.iter().any(|s| s.config.world == World::Auth)
     }
 
-    /// Whether any plugin is configured.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
     /// The `.wasm` paths, by plugin name (for the file watch).
     pub fn paths(&self) -> Vec<(String, PathBuf)> {
         self.slots.iter().map(|s| (s.config.name.clone(), s.path.clone())).collect()

@@ -178,11 +178,6 @@ impl Session {
         self.credential.is_none_or(|expected| digest(token.unwrap_or("")) == expected)
     }
 
-    /// The protocol version `initialize` negotiated, if any.
-    pub fn protocol_version(&self) -> Option<String> {
-        self.state.lock().expect("session lock").protocol_version.clone()
-    }
-
     /// When the client last sent something.
     pub fn last_seen(&self) -> Instant {
         *self.last_seen.lock().expect("last_seen lock")
