@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod config;
+pub mod file_watch;
 pub mod health;
 pub mod lifecycle;
 pub mod mcp;

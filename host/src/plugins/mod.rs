@@ -19,4 +19,4 @@ pub use cache::default_dir as default_cache_dir;
 pub use kv::{KvError, KvStore};
 pub use registry::{Plugins, Refusal};
 pub use sandbox::PluginError;
-pub use watch::{WatchGuard, watch};
+pub use watch::watch;

@@ -1,18 +1,14 @@
-//! Hot reload: a debounced file watch on every plugin's `.wasm` file. The parent directories
-//! are watched because builds and deploys replace files by rename.
+//! Hot reload: a debounced file watch on every plugin's `.wasm` file.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify};
+use notify_debouncer_mini::notify;
 use tokio::sync::mpsc;
 
 use super::Plugins;
-
-/// Keeps the watch alive; dropping it stops watching.
-pub type WatchGuard = notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>;
+use crate::file_watch::{WatchGuard, watch_files};
 
 /// How long a file must be quiet before it is reloaded.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -24,32 +20,16 @@ pub fn watch(plugins: Arc<Plugins>) -> notify::Result<Option<WatchGuard>> {
         return Ok(None);
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
-    let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
-        Ok(events) => {
-            for event in events {
-                let _ = tx.send(event.path);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "plugin watch error"),
+    let files = paths.iter().map(|(_, path)| path.clone()).collect();
+    let guard = watch_files(files, DEBOUNCE, move |changed| {
+        let _ = tx.send(changed.to_owned());
     })?;
-    let dirs: HashSet<PathBuf> = paths.iter().filter_map(|(_, p)| p.parent().map(PathBuf::from)).collect();
-    for dir in dirs {
-        debouncer.watcher().watch(&dir, notify::RecursiveMode::NonRecursive)?;
-    }
     tokio::spawn(async move {
         while let Some(changed) = rx.recv().await {
-            for (name, path) in &paths {
-                if same_file(path, &changed) {
-                    let _ = plugins.reload(name).await;
-                }
+            for (name, _) in paths.iter().filter(|(_, path)| *path == changed) {
+                let _ = plugins.reload(name).await;
             }
         }
     });
-    Ok(Some(debouncer))
-}
-
-fn same_file(configured: &Path, changed: &Path) -> bool {
-    configured.file_name() == changed.file_name()
-        && std::fs::canonicalize(configured.parent().unwrap_or(configured)).ok()
-            == std::fs::canonicalize(changed.parent().unwrap_or(changed)).ok()
+    Ok(Some(guard))
 }
