@@ -13,8 +13,8 @@ use std::time::UNIX_EPOCH;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use wasmtime::Engine;
 use wasmtime::component::Linker;
+use wasmtime::{Engine, Store};
 
 use super::bindings::{self, types};
 use super::kv::KvStore;
@@ -77,6 +77,29 @@ struct Slot {
 }
 
 impl Slot {
+    /// One call on a warm instance of the current version: counted, the instance given back
+    /// when the call succeeds, dropped (and the failure recorded) when it traps.
+    async fn invoke<T>(
+        &self,
+        engine: &Engine,
+        call: impl AsyncFnOnce(&Bound, &mut Store<PluginState>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let version = self.current.load_full();
+        let mut warm = version.checkout(engine, &self.ctx).await.inspect_err(|e| self.record_failure(e))?;
+        match call(&warm.bound, &mut warm.store).await {
+            Ok(value) => {
+                version.checkin(warm);
+                Ok(value)
+            }
+            Err(e) => {
+                let error = classify(e, &warm.store);
+                self.record_failure(&error);
+                Err(error)
+            }
+        }
+    }
+
     fn record_failure(&self, error: &PluginError) {
         self.stats.traps.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().expect("last_error lock") = Some(error.to_string());
@@ -153,30 +176,22 @@ impl Plugins {
         let Some(slot) = self.slots.iter().find(|s| s.config.world == World::Auth) else {
             return Ok(Principal::open_access());
         };
-        slot.stats.calls.fetch_add(1, Ordering::Relaxed);
         let wit_info = types::ConnectInfo {
             transport: wit_transport(info.transport),
             remote_addr: info.remote_addr.clone(),
             token: info.token.clone(),
         };
-        let version = slot.current.load_full();
-        let mut warm = version.checkout(&self.engine, &slot.ctx).await.inspect_err(|e| slot.record_failure(e))?;
-        let Bound::Auth(auth) = &warm.bound else { unreachable!("auth slot holds an auth component") };
-        match auth.relay_plugin_authenticator().call_authenticate(&mut warm.store, &wit_info).await {
-            Ok(outcome) => {
-                version.checkin(warm);
-                match outcome {
-                    Ok(principal) => Ok(Principal { id: principal.id, roles: principal.roles }),
-                    Err(denial) => {
-                        slot.stats.denials.fetch_add(1, Ordering::Relaxed);
-                        Err(Refusal::Denied(from_wit(denial, &slot.config.name)))
-                    }
-                }
-            }
-            Err(e) => {
-                let error = classify(e, &warm.store);
-                slot.record_failure(&error);
-                Err(Refusal::Failed(error))
+        let outcome = slot
+            .invoke(&self.engine, async |bound, store| {
+                let Bound::Auth(auth) = bound else { unreachable!("auth slot holds an auth component") };
+                auth.relay_plugin_authenticator().call_authenticate(store, &wit_info).await
+            })
+            .await?;
+        match outcome {
+            Ok(principal) => Ok(Principal { id: principal.id, roles: principal.roles }),
+            Err(denial) => {
+                slot.stats.denials.fetch_add(1, Ordering::Relaxed);
+                Err(Refusal::Denied(from_wit(denial, &slot.config.name)))
             }
         }
     }
@@ -192,23 +207,15 @@ impl Plugins {
                 method: info.method.clone(),
                 tool: info.tool.clone(),
             });
-            slot.stats.calls.fetch_add(1, Ordering::Relaxed);
-            let version = slot.current.load_full();
-            let mut warm = version.checkout(&self.engine, &slot.ctx).await.inspect_err(|e| slot.record_failure(e))?;
-            let Bound::Policy(policy) = &warm.bound else { unreachable!("policy slot holds a policy") };
-            match policy.relay_plugin_policy_check().call_check(&mut warm.store, request).await {
-                Ok(outcome) => {
-                    version.checkin(warm);
-                    if let Err(denial) = outcome {
-                        slot.stats.denials.fetch_add(1, Ordering::Relaxed);
-                        return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
-                    }
-                }
-                Err(e) => {
-                    let error = classify(e, &warm.store);
-                    slot.record_failure(&error);
-                    return Err(Refusal::Failed(error));
-                }
+            let outcome = slot
+                .invoke(&self.engine, async |bound, store| {
+                    let Bound::Policy(policy) = bound else { unreachable!("policy slot holds a policy") };
+                    policy.relay_plugin_policy_check().call_check(store, request).await
+                })
+                .await?;
+            if let Err(denial) = outcome {
+                slot.stats.denials.fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
             }
         }
         Ok(())
@@ -230,38 +237,28 @@ impl Plugins {
             .iter()
             .find(|s| s.config.name == name && s.config.world == World::Adapter)
             .ok_or_else(|| PluginError::Load { plugin: name.to_owned(), message: "no such adapter".into() })?;
-        slot.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let version = slot.current.load_full();
-        let mut warm = version.checkout(&self.engine, &slot.ctx).await.inspect_err(|e| slot.record_failure(e))?;
-        let Bound::Adapter(adapter) = &warm.bound else { unreachable!("adapter slot holds an adapter") };
-        let outcome = adapter.relay_plugin_tools().call_call_tool(&mut warm.store, tool, &arguments.to_string()).await;
-        let outcome = match outcome {
-            Ok(outcome) => {
-                version.checkin(warm);
-                Ok(outcome)
-            }
-            Err(e) => Err((e, warm)),
-        };
+        let arguments = arguments.to_string();
+        let outcome = slot
+            .invoke(&self.engine, async |bound, store| {
+                let Bound::Adapter(adapter) = bound else { unreachable!("adapter slot holds an adapter") };
+                adapter.relay_plugin_tools().call_call_tool(store, tool, &arguments).await
+            })
+            .await?;
         use bindings::adapter::exports::relay::plugin::tools::ToolError;
-        match outcome {
-            Ok(Ok(result)) => Ok(match serde_json::from_str::<Value>(&result) {
+        Ok(match outcome {
+            Ok(result) => match serde_json::from_str::<Value>(&result) {
                 Ok(value) if value.get("content").is_some_and(Value::is_array) => value,
                 _ => json!({"content": [{"type": "text", "text": result}]}),
-            }),
-            Ok(Err(error)) => {
+            },
+            Err(error) => {
                 let message = match error {
                     ToolError::InvalidArguments(m) => format!("invalid arguments: {m}"),
                     ToolError::UnknownTool(m) => format!("unknown tool: {m}"),
                     ToolError::Failed(m) => m,
                 };
-                Ok(json!({"content": [{"type": "text", "text": message}], "isError": true}))
+                json!({"content": [{"type": "text", "text": message}], "isError": true})
             }
-            Err((e, warm)) => {
-                let error = classify(e, &warm.store);
-                slot.record_failure(&error);
-                Err(error)
-            }
-        }
+        })
     }
 
     /// Loads plugin `name` again from its file. A failure keeps the running version.
