@@ -64,6 +64,7 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
             limits: limits.clone(),
         },
         sessions: SessionRegistry::default(),
+        parked: Default::default(),
         lifecycle: lifecycle.clone(),
         allowed_origins: config.allowed_origins.clone(),
     });

@@ -450,13 +450,20 @@ pub async fn py_client(url: &str, calls: Value) -> Value {
     py_client_ops(url, calls, json!([])).await
 }
 
-/// Runs the Python SDK driver with `--ops`.
+/// Runs the Python SDK driver with `--ops`, in its handshake (`legacy`) mode.
 pub async fn py_client_ops(url: &str, calls: Value, ops: Value) -> Value {
+    py_client_mode("legacy", url, calls, ops).await
+}
+
+/// Runs the Python SDK driver in `mode`: `legacy` (initialize handshake), `2026-07-28`
+/// (stateless, pinned) or `auto` (probes `server/discover`).
+pub async fn py_client_mode(mode: &str, url: &str, calls: Value, ops: Value) -> Value {
     let python = repo_root().join("tests/clients/.venv/bin/python");
     assert!(python.exists(), "{} is missing: run scripts/test.sh (it creates the venv)", python.display());
     let script = repo_root().join("tests/clients/py/drive.py");
     let (calls, ops) = (calls.to_string(), ops.to_string());
-    run_driver(Command::new(python).arg(script).args(["--url", url, "--calls", &calls, "--ops", &ops])).await
+    let args = ["--mode", mode, "--url", url, "--calls", &calls, "--ops", &ops];
+    run_driver(Command::new(python).arg(script).args(args)).await
 }
 
 async fn run_driver(command: &mut Command) -> Value {

@@ -2,7 +2,7 @@
 //! both kinds of backend through the relay: our WebSocket fixture and the published
 //! server-everything over stdio.
 
-use relay_tests::{Fixture, Relay, everything_stdio_entry, py_client, ts_client};
+use relay_tests::{Fixture, Relay, everything_stdio_entry, py_client, py_client_mode, ts_client};
 use serde_json::{Value, json};
 
 async fn relay_with_both() -> (Relay, Fixture) {
@@ -60,6 +60,15 @@ async fn python_sdk_http_to_websocket_and_stdio_backends() {
     let (relay, _fixture) = relay_with_both().await;
     let report = py_client(&relay.http("/mcp"), calls()).await;
     assert_eq!(report["protocolVersion"], "2025-11-25");
+    check_report(&report);
+}
+
+#[tokio::test]
+async fn python_sdk_stateless_2026_mode_to_websocket_and_stdio_backends() {
+    let (relay, _fixture) = relay_with_both().await;
+    // `auto` probes server/discover and, finding 2026-07-28 offered, speaks it (no session).
+    let report = py_client_mode("auto", &relay.http("/mcp"), calls(), json!([])).await;
+    assert_eq!(report["protocolVersion"], "2026-07-28");
     check_report(&report);
 }
 
@@ -130,4 +139,14 @@ async fn ts_sdk_websocket_to_stdio_resources_prompts_progress_elicitation_cancel
 async fn python_sdk_http_to_stdio_resources_prompts_progress_elicitation_cancellation() {
     let relay = relay_with_everything().await;
     check_protocol_ops(&relay_tests::py_client_ops(&relay.http("/mcp"), json!([]), protocol_ops()).await, 3);
+}
+
+#[tokio::test]
+async fn python_sdk_stateless_2026_mode_resources_prompts_progress_elicitation_cancellation() {
+    // The elicitation from the (2025-era) upstream reaches the stateless client as an
+    // `input_required` result; its retry carries the answer back to the waiting upstream.
+    let relay = relay_with_everything().await;
+    let report = py_client_mode("2026-07-28", &relay.http("/mcp"), json!([]), protocol_ops()).await;
+    assert_eq!(report["protocolVersion"], "2026-07-28");
+    check_protocol_ops(&report, 3);
 }

@@ -30,6 +30,12 @@ pub mod error_codes {
     pub const FORBIDDEN: i64 = -32043;
     /// A rate limit refused the request; `data.retry_after_ms` says when to retry.
     pub const RATE_LIMITED: i64 = -32029;
+    /// A 2026-07-28 request's HTTP headers disagree with its body (`Mcp-Method`, `Mcp-Name`,
+    /// `MCP-Protocol-Version`).
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// The request names a protocol version the relay does not speak; `data.supported` lists
+    /// the ones it does.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 }
 
 /// A JSON-RPC error object.

@@ -4,6 +4,7 @@
 //! these types and never sees raw bytes.
 
 mod codec;
+pub mod envelope;
 mod jsonrpc;
 mod limits;
 mod lines;

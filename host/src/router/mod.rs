@@ -147,6 +147,29 @@ impl Router {
         cache.1.clone()
     }
 
+    /// The capabilities to advertise to clients: the union of what the upstreams offer, plus
+    /// tools (the relay's own) and `listChanged` everywhere (the relay announces every change of
+    /// its aggregated lists, whatever each upstream does).
+    pub fn capabilities(&self) -> Value {
+        let identities: Vec<_> = self.upstreams.list().iter().filter_map(|u| u.status().identity).collect();
+        let offered = |name: &str| identities.iter().any(|i| i.has(name));
+        let mut capabilities = json!({"tools": {"listChanged": true}});
+        if offered("prompts") {
+            capabilities["prompts"] = json!({"listChanged": true});
+        }
+        if offered("resources") {
+            let subscribe =
+                identities.iter().any(|i| i.capabilities.pointer("/resources/subscribe") == Some(&json!(true)));
+            capabilities["resources"] = json!({"subscribe": subscribe, "listChanged": true});
+        }
+        for name in ["logging", "completions"] {
+            if offered(name) {
+                capabilities[name] = json!({});
+            }
+        }
+        capabilities
+    }
+
     /// Changes whenever the tools clients see change (for `notifications/tools/list_changed`).
     pub fn subscribe(&self) -> watch::Receiver<Arc<Catalog>> {
         self.announced.subscribe()

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::access::{ConnectInfo, Principal, RequestInfo, TransportKind};
 use crate::lifecycle::{Lifecycle, SessionCount};
+use crate::mcp::envelope::{self, Envelope};
 use crate::mcp::{ClientRequests, Related};
 use crate::mcp::{Limits, Message, Notification, Request, Response, RpcError, error_codes, version};
 use crate::plugins::{Plugins, Refusal};
@@ -95,6 +96,7 @@ impl SessionFactory {
             transport,
             principal,
             credential: self.plugins.has_auth().then(|| digest(token.unwrap_or(""))),
+            stateless: false,
             router: self.router.clone(),
             policy: self.policy.clone(),
             state: Arc::new(Mutex::new(SessionState::default())),
@@ -103,6 +105,21 @@ impl SessionFactory {
             client_requests: Arc::default(),
             _count: self.lifecycle.session_opened(),
         }))
+    }
+
+    /// Opens the session of one stateless (2026-07-28) exchange: what a handshake would have
+    /// established comes from the request's envelope instead. It lives as long as the request
+    /// (and any input-required rounds of it), under the same `max_sessions` limit.
+    pub fn open_stateless(&self, principal: Principal, envelope: &Envelope) -> Result<Arc<Session>, RpcError> {
+        let mut session = self.open(TransportKind::Http, principal, None)?;
+        let session_mut = Arc::get_mut(&mut session).expect("a new session has one owner");
+        session_mut.stateless = true;
+        let mut state = session_mut.state.lock().expect("session lock");
+        state.protocol_version = Some(envelope.protocol_version.clone());
+        state.client_name = envelope.client_name.clone();
+        state.log_level = envelope.log_level.as_deref().and_then(log_rank);
+        drop(state);
+        Ok(session)
     }
 }
 
@@ -135,6 +152,8 @@ pub struct Session {
     pub principal: Principal,
     /// SHA-256 of the token the session authenticated with (`None` when auth is off).
     credential: Option<[u8; 32]>,
+    /// A 2026-07-28 exchange: no handshake, results stamped with the 2026 result fields.
+    stateless: bool,
     /// Where admitted requests go.
     router: Arc<Router>,
     /// What requests pass first.
@@ -230,13 +249,18 @@ impl Session {
 
     async fn handle_request(&self, request: Request, related: Option<&Related>) -> Response {
         let Request { id, method, params } = request;
-        if method != "initialize"
+        if self.stateless && STATELESS_REMOVED.contains(&method.as_str()) {
+            let message = format!("Method not found: {method} is not part of protocol version {}", self.version());
+            return Response::err(id, RpcError::new(error_codes::METHOD_NOT_FOUND, message).with_data(json!(method)));
+        }
+        if !matches!(method.as_str(), "initialize" | "server/discover")
             && let Err(refusal) = self.admit(&method, params.as_ref()).await
         {
             return Response::err(id, refusal.into());
         }
-        let outcome = match method.as_str() {
+        let mut outcome = match method.as_str() {
             "initialize" => Ok(self.initialize(params.as_ref())),
+            "server/discover" if self.stateless => Ok(self.discover()),
             "ping" => Ok(json!({})),
             "tools/list" => Ok(self.list_tools()),
             "tools/call" => self.call_tool(params, related).await,
@@ -277,7 +301,27 @@ impl Session {
             "logging/setLevel" => self.set_log_level(params).await,
             _ => Err(RpcError::new(error_codes::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
         };
+        if self.stateless
+            && let Ok(result) = &mut outcome
+        {
+            envelope::stamp(&method, result, &envelope::server_info());
+        }
         Response { id, outcome }
+    }
+
+    /// The protocol version this session speaks (negotiated, or from the stateless envelope).
+    fn version(&self) -> String {
+        self.state.lock().expect("session lock").protocol_version.clone().unwrap_or_default()
+    }
+
+    /// `server/discover`: what `initialize` would have said, for stateless clients.
+    fn discover(&self) -> Value {
+        let versions: Vec<&str> = version::STATELESS.iter().chain(version::SUPPORTED).copied().collect();
+        json!({
+            "supportedVersions": versions,
+            "capabilities": self.router.capabilities(),
+            "instructions": INSTRUCTIONS,
+        })
     }
 
     /// Runs the policy chain on a request.
@@ -325,15 +369,9 @@ impl Session {
         state.client_name = client;
         json!({
             "protocolVersion": negotiated,
-            "capabilities": {
-                "tools": {"listChanged": true},
-                "prompts": {"listChanged": true},
-                "resources": {"subscribe": true, "listChanged": true},
-                "logging": {},
-                "completions": {},
-            },
-            "serverInfo": {"name": "relay", "title": "MCP relay", "version": env!("CARGO_PKG_VERSION")},
-            "instructions": "Tools from every backend behind this relay. Colliding names are prefixed `<backend>__`; relay_* tools manage the relay.",
+            "capabilities": self.router.capabilities(),
+            "serverInfo": envelope::server_info(),
+            "instructions": INSTRUCTIONS,
         })
     }
 
@@ -361,8 +399,12 @@ impl Session {
         >,
     ) -> Result<Value, RpcError> {
         match params {
-            Some(params @ Value::Object(_)) if params.get(required).is_some() => {
-                route(&self.router, params).await.map_err(RpcError::from)
+            Some(Value::Object(mut params)) if params.get(required).is_some() => {
+                match envelope::strip(params.remove("_meta")) {
+                    Some(meta) => params.insert("_meta".into(), meta),
+                    None => None,
+                };
+                route(&self.router, Value::Object(params)).await.map_err(RpcError::from)
             }
             _ => Err(RpcError::new(error_codes::INVALID_PARAMS, format!("params need \"{required}\""))),
         }
@@ -392,7 +434,7 @@ impl Session {
             Some(_) => return Err(invalid("\"arguments\" must be an object")),
         };
         let started = Instant::now();
-        let meta = params.remove("_meta");
+        let meta = envelope::strip(params.remove("_meta"));
         let routed = self.router.call_tool(&name, arguments, meta, related).await;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let backend = routed.backend.as_deref().unwrap_or("-");
@@ -409,6 +451,14 @@ impl Session {
         routed.result.map_err(RpcError::from)
     }
 }
+
+/// Methods of the handshake era that 2026-07-28 removed (the envelope replaces the handshake
+/// and the per-request log level replaces `logging/setLevel`; there are no standing
+/// subscriptions without a session).
+const STATELESS_REMOVED: &[&str] =
+    &["initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"];
+
+const INSTRUCTIONS: &str = "Tools from every backend behind this relay. Colliding names are prefixed `<backend>__`; relay_* tools manage the relay.";
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()

@@ -23,6 +23,8 @@ use crate::mcp::{self, DecodeError, Message, RpcError, error_codes, version};
 use crate::plugins::Refusal;
 use crate::session::{Session, SessionFactory, SessionRegistry};
 
+use super::stateless::{self, ParkedCalls};
+
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 
@@ -36,6 +38,8 @@ pub struct HttpState {
     pub lifecycle: Arc<Lifecycle>,
     /// Browser origins allowed besides loopback.
     pub allowed_origins: Vec<String>,
+    /// Stateless (2026-07-28) calls waiting for their client's input.
+    pub parked: Arc<ParkedCalls>,
 }
 
 /// The HTTP routes; a plain `axum::Router` so tests can drive it without a socket.
@@ -118,6 +122,9 @@ async fn mcp_post(
         Ok(message) => message,
         Err(refused) => return rpc_error(StatusCode::BAD_REQUEST, refused.into_response()),
     };
+    if stateless::is_stateless(&headers) {
+        return stateless::post(&state, peer, &headers, accept, message).await;
+    }
 
     if let Message::Request(request) = &message
         && request.method == "initialize"
@@ -191,6 +198,9 @@ async fn mcp_post(
 
 /// GET /mcp: the server-to-client stream of a session.
 async fn mcp_get(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    if stateless::is_stateless(&headers) {
+        return stateless::method_not_allowed();
+    }
     if let Some(refusal) = check_origin(&state, &headers) {
         return refusal;
     }
@@ -211,6 +221,9 @@ async fn mcp_get(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Res
 
 /// DELETE /mcp: the client ends its session.
 async fn mcp_delete(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    if stateless::is_stateless(&headers) {
+        return stateless::method_not_allowed();
+    }
     match find_session(&state, &headers) {
         Ok(session) => {
             state.sessions.remove(&session.id);
@@ -281,7 +294,7 @@ fn check_origin(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
 }
 
 /// The token of an `Authorization: Bearer` header.
-fn bearer(headers: &HeaderMap) -> Option<String> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
@@ -289,7 +302,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 
 /// The response to a refused connection or session: the denial's HTTP status (401 with
 /// `WWW-Authenticate` for missing credentials), or 503 when the auth plugin failed.
-fn refused(refusal: Refusal, id: Value) -> Response {
+pub(super) fn refused(refusal: Refusal, id: Value) -> Response {
     let status = match &refusal {
         Refusal::Denied(denial) => StatusCode::from_u16(denial.http_status()).unwrap_or(StatusCode::FORBIDDEN),
         Refusal::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -309,11 +322,11 @@ fn plain(status: StatusCode, message: &'static str) -> Response {
     (status, message).into_response()
 }
 
-fn json_response(message: &Message) -> Response {
+pub(super) fn json_response(message: &Message) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], message.to_text()).into_response()
 }
 
-fn rpc_error(status: StatusCode, response: mcp::Response) -> Response {
+pub(super) fn rpc_error(status: StatusCode, response: mcp::Response) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], Message::Response(response).to_text()).into_response()
 }
 

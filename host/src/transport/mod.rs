@@ -6,6 +6,7 @@
 mod http;
 mod line;
 mod listener;
+mod stateless;
 mod websocket;
 
 pub use http::{HttpState, app};

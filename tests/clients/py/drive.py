@@ -4,13 +4,23 @@ Python SDK 2.x (`mcp` package), Streamable HTTP transport only.
 
 Usage:
     tests/clients/.venv/bin/python tests/clients/py/drive.py --url URL
-        [--calls JSON] [--ops JSON] [--header 'Name: value']... [--timeout SECONDS]
+        [--mode legacy|2026-07-28|auto] [--calls JSON] [--ops JSON]
+        [--header 'Name: value']... [--timeout SECONDS]
 
-Connects with `ClientSession` over `streamable_http_client`, performs the
-legacy `initialize` handshake, lists all tools (following nextCursor),
+--mode picks how the SDK connects (default legacy):
+  legacy      `ClientSession` over `streamable_http_client`, with the
+              `initialize` handshake (Mcp-Session-Id, DELETE on close).
+  2026-07-28  `mcp.Client(..., mode="2026-07-28")`: the stateless protocol,
+              pinned. Nothing goes on the wire at connect; every request is
+              its own POST carrying the version in a header and in _meta.
+              serverInfo is null (the client never asks for it).
+  auto        `mcp.Client(..., mode="auto")`: probes `server/discover` and
+              adopts 2026-07-28 if the server offers it, otherwise falls back
+              to the `initialize` handshake.
+In every mode the driver then lists all tools (following nextCursor),
 performs each call of --calls (a JSON array of {"name": ..., "arguments": {...}})
 and prints exactly one line of JSON:
-    {"serverInfo": {...}, "protocolVersion": "...", "tools": [...],
+    {"serverInfo": {...} | null, "protocolVersion": "<negotiated>", "tools": [...],
      "results": [<CallToolResult | {"error": {"code": .., "message": ..}}>]}
 With --ops (a JSON array of {"op": ..., ...}, see OPS below and
 tests/clients/README.md) the operations run after the calls, in order, and
@@ -28,13 +38,16 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp import ClientSession, MCPError
+from mcp import Client, ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 import httpx2
 from pydantic import TypeAdapter
 
 CLIENT_INFO = types.Implementation(name="relay-e2e-py-driver", version="0.1.0")
+
+# --mode values: the handshake, the pinned stateless protocol, or discover-then-fall-back.
+MODES = ("legacy", "2026-07-28", "auto")
 
 # Operation name -> string fields it requires.
 OPS: dict[str, tuple[str, ...]] = {
@@ -112,6 +125,7 @@ def op_problem(op: Any) -> str | None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True)
+    p.add_argument("--mode", choices=MODES, default="legacy", help="how to connect (default legacy)")
     p.add_argument("--calls", default="[]", help="JSON array of {name, arguments}")
     p.add_argument("--ops", default=None, help="JSON array of {op, ...} (see tests/clients/README.md)")
     p.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
@@ -183,7 +197,54 @@ async def list_all(fetch: Any, items: str, key: str) -> list[str]:
             return out
 
 
-async def run_op(session: ClientSession, op: dict[str, Any], elicit: ElicitationState | None) -> dict[str, Any]:
+class ModernApi:
+    """An `mcp.Client` (modes 2026-07-28 and auto) behind the `ClientSession`
+    call shapes this driver uses, so both paths share the code below.
+
+    The `Client` methods (not `client.session`) are used on purpose: they run
+    the SDK's "input_required" loop (the elicitation callback answers, then the
+    request is resent with inputResponses) and its HEADER_MISMATCH re-list."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def list_tools(self, *, params: types.PaginatedRequestParams | None = None) -> types.ListToolsResult:
+        return await self.client.list_tools(cursor=params.cursor if params else None)
+
+    async def list_resources(self, *, params: types.PaginatedRequestParams | None = None) -> types.ListResourcesResult:
+        return await self.client.list_resources(cursor=params.cursor if params else None)
+
+    async def list_resource_templates(
+        self, *, params: types.PaginatedRequestParams | None = None
+    ) -> types.ListResourceTemplatesResult:
+        return await self.client.list_resource_templates(cursor=params.cursor if params else None)
+
+    async def list_prompts(self, *, params: types.PaginatedRequestParams | None = None) -> types.ListPromptsResult:
+        return await self.client.list_prompts(cursor=params.cursor if params else None)
+
+    async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        return await self.client.read_resource(uri)
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None = None) -> types.GetPromptResult:
+        return await self.client.get_prompt(name, arguments)
+
+    async def complete(
+        self,
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: dict[str, str],
+        context_arguments: dict[str, str] | None = None,
+    ) -> types.CompleteResult:
+        return await self.client.complete(ref, argument, context_arguments)
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], progress_callback: Any = None
+    ) -> types.CallToolResult:
+        return await self.client.call_tool(name, arguments, progress_callback=progress_callback)
+
+
+async def run_op(
+    session: ClientSession | ModernApi, op: dict[str, Any], elicit: ElicitationState | None
+) -> dict[str, Any]:
     kind = op["op"]
     if kind == "listResources":
         return {"resources": await list_all(session.list_resources, "resources", "uri")}
@@ -231,6 +292,8 @@ async def run_op(session: ClientSession, op: dict[str, Any], elicit: Elicitation
         # 2.x cancellation is structural: cancelling the scope around the
         # awaiting call makes the dispatcher send notifications/cancelled
         # (reason "caller cancelled") and re-raise the backend's cancellation.
+        # At 2026-07-28 no notification is sent: the SDK closes the call's
+        # response stream (drops its HTTP connection), which is how 2026 cancels.
         caught: BaseException | None = None
         res = None
         with anyio.move_on_after(float(op.get("afterMs", 0)) / 1000) as scope:
@@ -246,66 +309,111 @@ async def run_op(session: ClientSession, op: dict[str, Any], elicit: Elicitation
     raise ValueError(f"unknown op {kind}")  # rejected by parse_args already
 
 
+async def exercise(
+    session: ClientSession | ModernApi,
+    args: argparse.Namespace,
+    elicit: ElicitationState | None,
+    identity: Any,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """List tools, run the calls and ops; return (output, None) or (None, failure).
+    `identity()` gives (serverInfo, protocolVersion) once the calls are done."""
+    tools: list[str] = []
+    try:
+        cursor: str | None = None
+        while True:
+            params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+            page = await session.list_tools(params=params)
+            tools.extend(t.name for t in page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+    except Exception as e:  # noqa: BLE001
+        return None, f"tools/list failed: {describe(e)}"
+    results: list[Any] = []
+    for call in args.calls:
+        try:
+            res = await session.call_tool(call["name"], call.get("arguments") or {})
+            results.append(dump(res))
+        except Exception as e:  # noqa: BLE001
+            results.append({"error": error_json(e)})
+    server_info, protocol_version = identity()
+    output: dict[str, Any] = {
+        "serverInfo": dump(server_info) if server_info is not None else None,
+        "protocolVersion": protocol_version,
+        "tools": tools,
+        "results": results,
+    }
+    if args.ops is not None:
+        ops: list[Any] = []
+        for op in args.ops:
+            try:
+                ops.append(await run_op(session, op, elicit))
+            except Exception as e:  # noqa: BLE001
+                ops.append({"error": error_json(e)})
+        output["ops"] = ops
+    return output, None
+
+
 async def drive(args: argparse.Namespace) -> dict[str, Any]:
     timeout = httpx2.Timeout(args.timeout, read=args.timeout + 5)
     # Extra headers ride on the httpx2 client (the SDK's documented way); the
     # transport layers Accept / Content-Type / Mcp-* headers on top per request.
     http_client = httpx2.AsyncClient(headers=args.headers, timeout=timeout)
+    # Declare elicitation (the SDK does so once a callback is given) only
+    # when an op needs it, so other runs send the same initialize as before.
+    # At 2026-07-28 the capability rides in every request's _meta instead.
+    elicit_answers = [op["answer"] for op in args.ops or [] if op["op"] == "callWithElicitation"]
+    elicit = ElicitationState(elicit_answers[0]) if elicit_answers else None
     output: dict[str, Any] | None = None
     failure: str | None = None
     async with http_client:
-        async with streamable_http_client(args.url, http_client=http_client) as (read, write):
-            # Declare elicitation (the SDK does so once a callback is given) only
-            # when an op needs it, so other runs send the same initialize as before.
-            elicit_answers = [op["answer"] for op in args.ops or [] if op["op"] == "callWithElicitation"]
-            elicit = ElicitationState(elicit_answers[0]) if elicit_answers else None
-            async with ClientSession(
-                read,
-                write,
+        if args.mode == "legacy":
+            async with streamable_http_client(args.url, http_client=http_client) as (read, write):
+                async with ClientSession(
+                    read,
+                    write,
+                    read_timeout_seconds=args.timeout,
+                    client_info=CLIENT_INFO,
+                    elicitation_callback=elicit.callback if elicit is not None else None,
+                ) as session:
+                    try:
+                        init = await session.initialize()
+                    except Exception as e:  # noqa: BLE001
+                        failure = f"connect/initialize failed: {describe(e)}"
+                    if failure is None:
+                        output, failure = await exercise(
+                            session,
+                            args,
+                            elicit,
+                            lambda: (
+                                session.server_info or init.server_info,
+                                session.protocol_version or init.protocol_version,
+                            ),
+                        )
+        else:
+            # mcp.Client takes the transport rather than the bare URL so that
+            # --header and --timeout apply (the URL form builds its own httpx2
+            # client). Response caching is off: every op reaches the server.
+            client = Client(
+                streamable_http_client(args.url, http_client=http_client),
+                mode=args.mode,
                 read_timeout_seconds=args.timeout,
                 client_info=CLIENT_INFO,
                 elicitation_callback=elicit.callback if elicit is not None else None,
-            ) as session:
-                try:
-                    init = await session.initialize()
-                except Exception as e:  # noqa: BLE001
-                    failure = f"connect/initialize failed: {describe(e)}"
-                if failure is None:
-                    tools: list[str] = []
-                    try:
-                        cursor: str | None = None
-                        while True:
-                            params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
-                            page = await session.list_tools(params=params)
-                            tools.extend(t.name for t in page.tools)
-                            cursor = page.next_cursor
-                            if not cursor:
-                                break
-                    except Exception as e:  # noqa: BLE001
-                        failure = f"tools/list failed: {describe(e)}"
-                if failure is None:
-                    results: list[Any] = []
-                    for call in args.calls:
-                        try:
-                            res = await session.call_tool(call["name"], call.get("arguments") or {})
-                            results.append(dump(res))
-                        except Exception as e:  # noqa: BLE001
-                            results.append({"error": error_json(e)})
-                    server_info = session.server_info or init.server_info
-                    output = {
-                        "serverInfo": dump(server_info) if server_info is not None else None,
-                        "protocolVersion": session.protocol_version or init.protocol_version,
-                        "tools": tools,
-                        "results": results,
-                    }
-                    if args.ops is not None:
-                        ops: list[Any] = []
-                        for op in args.ops:
-                            try:
-                                ops.append(await run_op(session, op, elicit))
-                            except Exception as e:  # noqa: BLE001
-                                ops.append({"error": error_json(e)})
-                        output["ops"] = ops
+                cache=None,
+            )
+            entered = False
+            try:
+                async with client:
+                    entered = True
+                    output, failure = await exercise(
+                        ModernApi(client), args, elicit, lambda: (client.server_info, client.protocol_version)
+                    )
+            except Exception as e:  # noqa: BLE001
+                if entered:
+                    raise
+                # auto: server/discover (or the fallback initialize) failed.
+                failure = f"connect (mode {args.mode}) failed: {describe(e)}"
     if failure is not None:
         raise DriverFailure(failure)
     assert output is not None

@@ -1,0 +1,171 @@
+//! The 2026-07-28 request envelope: with no `initialize`, every request carries the protocol
+//! version, the client's capabilities and identity in `params._meta`, and every result says
+//! what kind of result it is and how long it may be cached.
+
+use serde_json::{Map, Value, json};
+
+use super::{RpcError, error_codes, version};
+
+/// Prefix of the `_meta` keys the protocol itself owns.
+pub const META_PREFIX: &str = "io.modelcontextprotocol/";
+const PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+const CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+const LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+const SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+
+/// What a stateless request says about its client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// The protocol version this one request speaks.
+    pub protocol_version: String,
+    /// `clientInfo.name`, for logs.
+    pub client_name: Option<String>,
+    /// What the client can do (elicitation, sampling, roots), as sent.
+    pub capabilities: Value,
+    /// The least severe log level the client wants as `notifications/message`, if any.
+    pub log_level: Option<String>,
+}
+
+impl Envelope {
+    /// Reads the envelope from a request's params, refusing one without the required keys
+    /// (-32602) or naming a version the relay does not speak (-32022, with the ones it does).
+    pub fn read(params: Option<&Value>) -> Result<Self, RpcError> {
+        let meta = match params.and_then(|p| p.get("_meta")) {
+            Some(Value::Object(meta)) => meta,
+            _ => {
+                return Err(RpcError::new(
+                    error_codes::INVALID_PARAMS,
+                    format!("params._meta must be an object carrying {PROTOCOL_VERSION} and {CLIENT_CAPABILITIES}"),
+                ));
+            }
+        };
+        let missing: Vec<&str> =
+            [PROTOCOL_VERSION, CLIENT_CAPABILITIES].into_iter().filter(|key| !meta.contains_key(*key)).collect();
+        if !missing.is_empty() {
+            return Err(RpcError::new(
+                error_codes::INVALID_PARAMS,
+                format!("params._meta is missing the required envelope key(s): {}", missing.join(", ")),
+            ));
+        }
+        let Some(requested) = meta[PROTOCOL_VERSION].as_str() else {
+            return Err(RpcError::new(error_codes::INVALID_PARAMS, format!("{PROTOCOL_VERSION} must be a string")));
+        };
+        if !version::is_stateless(requested) {
+            return Err(unsupported(requested));
+        }
+        Ok(Self {
+            protocol_version: requested.to_owned(),
+            client_name: meta.get(CLIENT_INFO).and_then(|i| i.get("name")).and_then(Value::as_str).map(str::to_owned),
+            capabilities: meta[CLIENT_CAPABILITIES].clone(),
+            log_level: meta.get(LOG_LEVEL).and_then(Value::as_str).map(str::to_owned),
+        })
+    }
+}
+
+/// The -32022 refusal of a version, listing the stateless versions the relay speaks.
+pub fn unsupported(requested: &str) -> RpcError {
+    RpcError::new(error_codes::UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version")
+        .with_data(json!({"supported": version::STATELESS, "requested": requested}))
+}
+
+/// Removes the protocol's own keys from a `_meta` before it travels on to an upstream that
+/// speaks an older version (they describe the client's hop, not the upstream's).
+pub fn strip(meta: Option<Value>) -> Option<Value> {
+    match meta {
+        Some(Value::Object(meta)) => {
+            let kept: Map<String, Value> = meta.into_iter().filter(|(key, _)| !key.starts_with(META_PREFIX)).collect();
+            (!kept.is_empty()).then_some(Value::Object(kept))
+        }
+        other => other,
+    }
+}
+
+/// How the relay names itself to clients (`serverInfo`).
+pub fn server_info() -> Value {
+    json!({"name": "relay", "title": "MCP relay", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// Marks a result of `method` as a complete 2026-07-28 result: `resultType`, the caching fields
+/// the cacheable methods need (the relay's catalog changes under clients, so nothing is cached)
+/// and the relay's identity in `_meta`.
+pub fn stamp(method: &str, result: &mut Value, server_info: &Value) {
+    let Value::Object(fields) = result else { return };
+    fields.entry("resultType").or_insert_with(|| json!("complete"));
+    let cacheable = matches!(
+        method,
+        "server/discover"
+            | "tools/list"
+            | "prompts/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+    );
+    if cacheable && fields.get("resultType").and_then(Value::as_str) == Some("complete") {
+        fields.entry("ttlMs").or_insert_with(|| json!(0));
+        fields.entry("cacheScope").or_insert_with(|| json!("private"));
+    }
+    let meta = fields.entry("_meta").or_insert_with(|| json!({}));
+    if let Value::Object(meta) = meta {
+        meta.insert(SERVER_INFO.to_owned(), server_info.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(meta: Value) -> Value {
+        json!({"name": "echo", "_meta": meta})
+    }
+
+    #[test]
+    fn reads_a_complete_envelope() {
+        let envelope = Envelope::read(Some(&params(json!({
+            PROTOCOL_VERSION: "2026-07-28",
+            CLIENT_CAPABILITIES: {"elicitation": {}},
+            CLIENT_INFO: {"name": "probe", "version": "1"},
+            LOG_LEVEL: "info",
+        }))))
+        .unwrap();
+        assert_eq!(envelope.protocol_version, "2026-07-28");
+        assert_eq!(envelope.client_name.as_deref(), Some("probe"));
+        assert_eq!(envelope.log_level.as_deref(), Some("info"));
+    }
+
+    #[test]
+    fn refuses_missing_keys_and_unknown_versions() {
+        let missing = Envelope::read(Some(&params(json!({PROTOCOL_VERSION: "2026-07-28"})))).unwrap_err();
+        assert_eq!(missing.code, error_codes::INVALID_PARAMS);
+        assert!(missing.message.contains(CLIENT_CAPABILITIES));
+        assert_eq!(Envelope::read(None).unwrap_err().code, error_codes::INVALID_PARAMS);
+        let future = Envelope::read(Some(&params(json!({PROTOCOL_VERSION: "2099-01-01", CLIENT_CAPABILITIES: {}}))))
+            .unwrap_err();
+        assert_eq!(future.code, error_codes::UNSUPPORTED_PROTOCOL_VERSION);
+        assert_eq!(future.data.unwrap()["supported"], json!(["2026-07-28"]));
+    }
+
+    #[test]
+    fn strips_only_the_protocols_keys() {
+        let meta = json!({PROTOCOL_VERSION: "2026-07-28", "progressToken": 7});
+        assert_eq!(strip(Some(meta)), Some(json!({"progressToken": 7})));
+        assert_eq!(strip(Some(json!({PROTOCOL_VERSION: "2026-07-28"}))), None);
+    }
+
+    #[test]
+    fn stamps_cacheable_results_but_not_input_requests() {
+        let info = json!({"name": "relay"});
+        let mut list = json!({"tools": []});
+        stamp("tools/list", &mut list, &info);
+        assert_eq!(list["resultType"], "complete");
+        assert_eq!(list["ttlMs"], 0);
+        assert_eq!(list["cacheScope"], "private");
+        assert_eq!(list["_meta"][SERVER_INFO], info);
+        let mut call = json!({"content": []});
+        stamp("tools/call", &mut call, &info);
+        assert!(call.get("ttlMs").is_none());
+        let mut asking = json!({"resultType": "input_required", "requestState": "x"});
+        stamp("resources/read", &mut asking, &info);
+        assert!(asking.get("ttlMs").is_none());
+    }
+}

@@ -1,0 +1,329 @@
+//! Stateless Streamable HTTP (protocol 2026-07-28): every POST is a whole exchange. There is no
+//! `initialize` and no `Mcp-Session-Id`; the request carries its version and the client's
+//! capabilities in `params._meta`, and its method and name again in the `Mcp-Method` and
+//! `Mcp-Name` headers, which must agree with the body. Closing the response stream cancels the
+//! request.
+//!
+//! An upstream that asks its client something mid-request (elicitation, sampling, roots) speaks
+//! an older protocol, where the relay would send a request on the client's stream. A 2026 client
+//! takes no requests, so the relay answers the POST with an `input_required` result instead and
+//! parks the running call under an opaque `requestState`; the client's retry (same method, new
+//! id, `inputResponses` plus that `requestState`) hands the answers to the waiting upstream and
+//! continues the same call.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures::{StreamExt, stream};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::http::{HttpState, bearer, json_response, refused, rpc_error};
+use crate::access::{ConnectInfo, TransportKind};
+use crate::mcp::envelope::{self, Envelope};
+use crate::mcp::{self, Message, Request, RpcError, error_codes};
+use crate::session::Session;
+
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const METHOD_HEADER: &str = "mcp-method";
+const NAME_HEADER: &str = "mcp-name";
+
+/// How long a call waiting for the client's input stays parked before it is cancelled.
+const PARKED_FOR: Duration = Duration::from_secs(300);
+
+/// One POST of a stateless client. `message` is the decoded body.
+pub async fn post(
+    state: &Arc<HttpState>,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    accept: &str,
+    message: Message,
+) -> Response {
+    let request = match message {
+        Message::Request(request) => request,
+        Message::Notification(_) => return StatusCode::ACCEPTED.into_response(),
+        Message::Response(_) => {
+            let error = RpcError::new(
+                error_codes::INVALID_REQUEST,
+                "Body must be a single JSON-RPC request or notification object",
+            );
+            return rpc_error(StatusCode::BAD_REQUEST, mcp::Response::err(Value::Null, error));
+        }
+    };
+    let id = request.id.clone();
+    let envelope = match check(headers, &request) {
+        Ok(envelope) => envelope,
+        Err(error) => return rpc_error(StatusCode::BAD_REQUEST, mcp::Response::err(id, error)),
+    };
+    let token = bearer(headers);
+    let info = ConnectInfo { transport: TransportKind::Http, remote_addr: peer.to_string(), token };
+    let principal = match state.sessions_factory.authenticate(&info).await {
+        Ok(principal) => principal,
+        Err(refusal) => return refused(refusal, id),
+    };
+
+    let call = match request.params.as_ref().and_then(|p| p.get("requestState")).and_then(Value::as_str) {
+        Some(request_state) => match state.parked.resume(request_state, &principal.id, &request).await {
+            Ok(call) => call,
+            Err(error) => return rpc_error(StatusCode::BAD_REQUEST, mcp::Response::err(id, error)),
+        },
+        None => {
+            let session = match state.sessions_factory.open_stateless(principal, &envelope) {
+                Ok(session) => session,
+                Err(busy) => return rpc_error(StatusCode::SERVICE_UNAVAILABLE, mcp::Response::err(id, busy)),
+            };
+            Call::start(session, request.clone())
+        }
+    };
+    let mut exchange =
+        Exchange { call: Some(call), id, method: request.method, parked: state.parked.clone(), error_code: None };
+    let streaming = accept.contains("text/event-stream");
+    let Some(first) = exchange.next_message(streaming).await else {
+        let cancelled = RpcError::new(error_codes::REQUEST_CANCELLED, "request cancelled");
+        return json_response(&Message::Response(mcp::Response::err(exchange.id, cancelled)));
+    };
+    if exchange.call.is_none() {
+        // Answered without anything before it: one JSON body, with the status the error
+        // calls for.
+        return (status_for(exchange.error_code), [(header::CONTENT_TYPE, "application/json")], first).into_response();
+    }
+    // Progress came first: the rest streams as it comes, and closing the stream cancels.
+    let rest = stream::unfold(exchange, |mut exchange| async move {
+        let text = exchange.next_message(true).await?;
+        Some((text, exchange))
+    });
+    let events = stream::once(async { first })
+        .chain(rest)
+        .map(|text| Ok::<_, Infallible>(Event::default().event("message").data(text)));
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+/// The HTTP status of an answer: client mistakes are 400, an unknown method 404, and
+/// everything else (results, failures of the call itself) 200.
+fn status_for(error_code: Option<i64>) -> StatusCode {
+    match error_code {
+        Some(
+            error_codes::PARSE_ERROR
+            | error_codes::INVALID_REQUEST
+            | error_codes::INVALID_PARAMS
+            | error_codes::HEADER_MISMATCH
+            | error_codes::UNSUPPORTED_PROTOCOL_VERSION,
+        ) => StatusCode::BAD_REQUEST,
+        Some(error_codes::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
+}
+
+/// GET and DELETE have no meaning without a session.
+pub fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response()
+}
+
+/// Whether a request without a session speaks a stateless version (by its version header;
+/// a version the relay does not know is treated as stateless and refused with the list).
+pub fn is_stateless(headers: &HeaderMap) -> bool {
+    let Some(version) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()) else { return false };
+    !mcp::version::HANDSHAKE_ERA.contains(&version) && headers.get("mcp-session-id").is_none()
+}
+
+/// The checks a stateless request passes before anything runs: headers not repeated, the
+/// envelope complete, and the headers agreeing with the body.
+fn check(headers: &HeaderMap, request: &Request) -> Result<Envelope, RpcError> {
+    let mismatch = |message: String| RpcError::new(error_codes::HEADER_MISMATCH, message);
+    for name in [VERSION_HEADER, METHOD_HEADER, NAME_HEADER] {
+        if headers.get_all(name).iter().count() > 1 {
+            return Err(mismatch(format!("{name} header appears more than once")));
+        }
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let envelope = Envelope::read(request.params.as_ref())?;
+    if header(VERSION_HEADER) != Some(envelope.protocol_version.as_str()) {
+        return Err(mismatch(format!(
+            "{VERSION_HEADER} header does not match the request envelope's protocol version"
+        )));
+    }
+    if header(METHOD_HEADER) != Some(request.method.as_str()) {
+        return Err(mismatch(format!("{METHOD_HEADER} header does not match the request body's method")));
+    }
+    let field = match request.method.as_str() {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    if let Some(field) = field
+        && let Some(expected) = request.params.as_ref().and_then(|p| p.get(field)).and_then(Value::as_str)
+        && header(NAME_HEADER).map(decode_header_value).as_deref() != Some(expected)
+    {
+        return Err(mismatch(format!("{NAME_HEADER} header does not match the request body's '{field}' parameter")));
+    }
+    Ok(envelope)
+}
+
+/// Header values that are not plain printable ASCII travel as `=?base64?<utf-8 bytes>?=`.
+fn decode_header_value(value: &str) -> String {
+    value
+        .strip_prefix("=?base64?")
+        .and_then(|rest| rest.strip_suffix("?="))
+        .and_then(|encoded| base64::engine::general_purpose::STANDARD.decode(encoded).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_else(|| value.to_owned())
+}
+
+/// A request running in its stateless session, and the stream of messages related to it.
+struct Call {
+    session: Arc<Session>,
+    method: String,
+    task: JoinHandle<Option<mcp::Response>>,
+    related: mpsc::Receiver<String>,
+    /// The task's outcome once it ended (`Some(None)`: cancelled); messages queued before it
+    /// still go out first.
+    finished: Option<Option<mcp::Response>>,
+}
+
+/// What a call produced next.
+enum Step {
+    /// A notification about the request (progress, a log message).
+    Notify(String),
+    /// The upstream asks the client something.
+    Ask(Request),
+    /// The call is over (`None`: it was cancelled).
+    Done(Option<mcp::Response>),
+}
+
+impl Call {
+    fn start(session: Arc<Session>, request: Request) -> Self {
+        let (sink, related) = mpsc::channel(64);
+        let method = request.method.clone();
+        let task = session.spawn_request(request, Some(sink));
+        Self { session, method, task, related, finished: None }
+    }
+
+    /// Waits for what the call produces next; after [`Step::Done`] the call is spent.
+    async fn next_step(&mut self) -> Step {
+        if self.finished.is_none() {
+            tokio::select! {
+                biased;
+                Some(text) = self.related.recv() => return classify(text),
+                outcome = &mut self.task => self.finished = Some(outcome.ok().flatten()),
+            }
+        }
+        match self.related.try_recv() {
+            Ok(text) => classify(text),
+            Err(_) => Step::Done(self.finished.take().flatten()),
+        }
+    }
+}
+
+fn classify(text: String) -> Step {
+    match serde_json::from_str(&text).map(Message::from_value) {
+        Ok(Ok(Message::Request(request))) => Step::Ask(request),
+        _ => Step::Notify(text),
+    }
+}
+
+impl Drop for Call {
+    /// A call nobody waits for any more (stream closed, parked too long) is cancelled.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One POST's view of a call: it answers with this POST's id.
+struct Exchange {
+    call: Option<Call>,
+    id: Value,
+    method: String,
+    parked: Arc<ParkedCalls>,
+    /// The error code of the answer, once given.
+    error_code: Option<i64>,
+}
+
+impl Exchange {
+    /// The next message for the client, the last being the response (or the `input_required`
+    /// result); `None` after that. Notifications are skipped unless `notifications` is set.
+    async fn next_message(&mut self, notifications: bool) -> Option<String> {
+        loop {
+            let call = self.call.as_mut()?;
+            match call.next_step().await {
+                Step::Notify(text) if notifications => return Some(text),
+                Step::Notify(_) => {}
+                Step::Ask(request) => {
+                    let call = self.call.take().expect("checked above");
+                    let key = match &request.id {
+                        Value::String(id) => id.clone(),
+                        other => other.to_string(),
+                    };
+                    let asks = json!({ key: {"method": request.method, "params": request.params} });
+                    let token = self.parked.park(call);
+                    let mut result =
+                        json!({"resultType": "input_required", "inputRequests": asks, "requestState": token});
+                    envelope::stamp(&self.method, &mut result, &envelope::server_info());
+                    return Some(Message::Response(mcp::Response::ok(self.id.clone(), result)).to_text());
+                }
+                Step::Done(outcome) => {
+                    self.call = None;
+                    let mut response = outcome?;
+                    response.id = self.id.clone();
+                    self.error_code = response.outcome.as_ref().err().map(|e| e.code);
+                    return Some(Message::Response(response).to_text());
+                }
+            }
+        }
+    }
+}
+
+/// Calls waiting for their client's input, by `requestState`.
+#[derive(Default)]
+pub struct ParkedCalls {
+    calls: Mutex<HashMap<String, (String, Call)>>,
+}
+
+impl ParkedCalls {
+    /// Parks `call` until the client's retry (or [`PARKED_FOR`]); returns its `requestState`.
+    fn park(self: &Arc<Self>, call: Call) -> String {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let principal = call.session.principal.id.clone();
+        self.calls.lock().expect("parked lock").insert(token.clone(), (principal, call));
+        let parked: Weak<Self> = Arc::downgrade(self);
+        let key = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(PARKED_FOR).await;
+            if let Some(parked) = parked.upgrade() {
+                // Dropping the call cancels it.
+                parked.calls.lock().expect("parked lock").remove(&key);
+            }
+        });
+        token
+    }
+
+    /// Takes the call a retry continues, after checking it belongs to the same principal and
+    /// method, and hands the client's answers to the requests waiting for them.
+    async fn resume(&self, token: &str, principal: &str, retry: &Request) -> Result<Call, RpcError> {
+        let call = self.take(token, principal, &retry.method).ok_or_else(|| {
+            RpcError::new(
+                error_codes::INVALID_PARAMS,
+                "requestState names no waiting request (finished, expired or not yours)",
+            )
+        })?;
+        let answers = retry.params.as_ref().and_then(|p| p.get("inputResponses")).and_then(Value::as_object);
+        for (key, answer) in answers.into_iter().flatten() {
+            let response = mcp::Response::ok(Value::String(key.clone()), answer.clone());
+            call.session.handle(Message::Response(response), None).await;
+        }
+        Ok(call)
+    }
+
+    fn take(&self, token: &str, principal: &str, method: &str) -> Option<Call> {
+        let mut calls = self.calls.lock().expect("parked lock");
+        let matches = calls.get(token).is_some_and(|(owner, call)| owner == principal && call.method == method);
+        if matches { calls.remove(token).map(|(_, call)| call) } else { None }
+    }
+}

@@ -1,0 +1,198 @@
+//! The stateless protocol (2026-07-28) on `/mcp`, spoken by hand: `server/discover`, the
+//! `_meta` envelope, the `Mcp-Method`/`Mcp-Name` header rules, the 2026 result fields, and
+//! closing the response stream as cancellation. The official Python SDK's 2026 mode is driven
+//! in `real_clients.rs`.
+
+use std::time::Duration;
+
+use relay_tests::{Fixture, Relay, eventually, text_of};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const VERSION: &str = "2026-07-28";
+
+fn envelope() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": VERSION,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-e2e", "version": "1"},
+    })
+}
+
+/// A 2026 request with matching headers; `params` gains the envelope.
+fn request(relay: &Relay, id: u64, method: &str, mut params: Value) -> reqwest::RequestBuilder {
+    params["_meta"] = envelope();
+    let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned);
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let mut builder = reqwest::Client::new()
+        .post(relay.http("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", VERSION)
+        .header("mcp-method", method);
+    if let Some(name) = name {
+        builder = builder.header("mcp-name", name);
+    }
+    builder.body(body.to_string())
+}
+
+async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    assert!(response.headers().get("mcp-session-id").is_none(), "stateless answers open no session");
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+}
+
+async fn relay_with_fixture() -> (Relay, Fixture) {
+    let fixture = Fixture::start("alpha").await;
+    let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
+    relay.wait_ready("alpha").await;
+    (relay, fixture)
+}
+
+#[tokio::test]
+async fn discover_lists_and_calls_without_a_session() {
+    let (relay, _fixture) = relay_with_fixture().await;
+
+    let (status, discover) = json_of(request(&relay, 1, "server/discover", json!({})).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{discover}");
+    let result = &discover["result"];
+    assert!(result["supportedVersions"].as_array().unwrap().contains(&json!(VERSION)), "{result}");
+    assert_eq!(result["capabilities"]["tools"]["listChanged"], true, "{result}");
+    assert_eq!(result["resultType"], "complete");
+    assert_eq!(result["ttlMs"], 0);
+    assert_eq!(result["cacheScope"], "private");
+    assert_eq!(result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "relay");
+
+    let (_, list) = json_of(request(&relay, 2, "tools/list", json!({})).send().await.unwrap()).await;
+    let names: Vec<&str> =
+        list["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.contains(&"echo") && names.contains(&"relay_get_status"), "{names:?}");
+    assert_eq!(list["result"]["resultType"], "complete");
+    assert_eq!(list["result"]["ttlMs"], 0);
+
+    let call = request(&relay, 3, "tools/call", json!({"name": "echo", "arguments": {"message": "hi"}}));
+    let (status, answer) = json_of(call.send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["id"], 3);
+    assert_eq!(text_of(&answer), "alpha: hi");
+    assert_eq!(answer["result"]["resultType"], "complete");
+    assert!(answer["result"].get("ttlMs").is_none(), "tool results are not cacheable: {answer}");
+
+    // A repeated Mcp-Name header is refused, even when both copies agree with the body.
+    let repeated = request(&relay, 4, "tools/call", json!({"name": "echo", "arguments": {"message": "x"}}))
+        .header("mcp-name", "=?base64?ZWNobw==?=");
+    let (status, answer) = json_of(repeated.send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "two Mcp-Name headers are refused: {answer}");
+    assert_eq!(answer["error"]["code"], -32020);
+}
+
+#[tokio::test]
+async fn header_and_envelope_rules() {
+    let (relay, _fixture) = relay_with_fixture().await;
+    let code = |value: &Value| value["error"]["code"].as_i64().unwrap();
+
+    let wrong_method = request(&relay, 1, "tools/list", json!({})).header("mcp-method", "tools/call");
+    let (status, answer) = json_of(wrong_method.send().await.unwrap()).await;
+    assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, -32020), "{answer}");
+
+    // Built by hand: the name header says one tool, the body another.
+    let mut params = json!({"name": "echo", "arguments": {"message": "x"}});
+    params["_meta"] = envelope();
+    let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params});
+    let send = |name: &'static str, body: &Value| {
+        reqwest::Client::new()
+            .post(relay.http("/mcp"))
+            .header("accept", "application/json")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", VERSION)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", name)
+            .body(body.to_string())
+            .send()
+    };
+    let (status, answer) = json_of(send("add", &body).await.unwrap()).await;
+    assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, -32020), "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("mcp-name"), "{answer}");
+    let (status, answer) = json_of(send("=?base64?ZWNobw==?=", &body).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "a base64-encoded name matches: {answer}");
+    assert_eq!(text_of(&answer), "alpha: x");
+
+    let mut bare = body.clone();
+    bare["params"].as_object_mut().unwrap().remove("_meta");
+    let (status, answer) = json_of(send("echo", &bare).await.unwrap()).await;
+    assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, -32602), "{answer}");
+
+    let unknown_version = reqwest::Client::new()
+        .post(relay.http("/mcp"))
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2099-01-01")
+        .header("mcp-method", "tools/list")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2099-01-01",
+                "io.modelcontextprotocol/clientCapabilities": {}}}})
+            .to_string(),
+        );
+    let (status, answer) = json_of(unknown_version.send().await.unwrap()).await;
+    assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, -32022), "{answer}");
+    assert!(answer["error"]["data"]["supported"].as_array().unwrap().contains(&json!(VERSION)), "{answer}");
+
+    let mismatched_version = request(&relay, 4, "tools/list", json!({})).header("mcp-protocol-version", "2099-01-01");
+    let (status, answer) = json_of(mismatched_version.send().await.unwrap()).await;
+    assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, -32020), "{answer}");
+
+    for removed in ["initialize", "ping", "logging/setLevel"] {
+        let (status, answer) = json_of(request(&relay, 5, removed, json!({})).send().await.unwrap()).await;
+        assert_eq!((status, code(&answer)), (StatusCode::NOT_FOUND, -32601), "{removed}: {answer}");
+    }
+
+    let get = reqwest::Client::new().get(relay.http("/mcp")).header("mcp-protocol-version", VERSION).send();
+    let get = get.await.unwrap();
+    assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get.headers()["allow"], "POST");
+
+    let notification =
+        json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed", "params": {"_meta": envelope()}});
+    let posted = reqwest::Client::new()
+        .post(relay.http("/mcp"))
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", VERSION)
+        .header("mcp-method", "notifications/roots/list_changed")
+        .body(notification.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), StatusCode::ACCEPTED);
+
+    // A handshake-era client on the same endpoint is unaffected.
+    let init = json!({"jsonrpc": "2.0", "id": 9, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "old"}}});
+    let response = reqwest::Client::new()
+        .post(relay.http("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(init.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("mcp-session-id").is_some());
+}
+
+#[tokio::test]
+async fn closing_the_response_cancels_the_upstream_call() {
+    let (relay, _fixture) = relay_with_fixture().await;
+    let hang = request(&relay, 1, "tools/call", json!({"name": "hang", "arguments": {}}))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(hang.is_err(), "the hang call never answers; the client gives up and closes");
+    eventually("the upstream hears notifications/cancelled", || async {
+        let (_, answer) = json_of(
+            request(&relay, 2, "tools/call", json!({"name": "cancellations", "arguments": {}})).send().await.unwrap(),
+        )
+        .await;
+        (text_of(&answer).parse::<u64>().unwrap_or(0) >= 1).then_some(())
+    })
+    .await;
+}
