@@ -18,8 +18,8 @@ cargo build --quiet --locked --release --target wasm32-wasip2 -p rate-limit --fe
 cp "$wasm/rate_limit.wasm" "$out/rate_limit_strict.wasm"
 
 cargo build --quiet --locked --release --target wasm32-wasip2 \
-  -p token-auth -p rate-limit -p echo-adapter -p misbehaving-policy
-for name in token_auth rate_limit echo_adapter misbehaving_policy; do
+  -p token-auth -p rate-limit -p echo-adapter -p fiedler -p misbehaving-policy
+for name in token_auth rate_limit echo_adapter fiedler misbehaving_policy; do
   cp "$wasm/$name.wasm" "$out/$name.wasm"
 done
 ls -l "$out"

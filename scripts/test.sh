@@ -30,7 +30,7 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 log "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-PLUGINS=(-p token-auth -p rate-limit -p echo-adapter -p misbehaving-policy)
+PLUGINS=(-p token-auth -p rate-limit -p echo-adapter -p fiedler -p misbehaving-policy)
 cargo clippy --release --target wasm32-wasip2 --locked "${PLUGINS[@]}" -- -D warnings
 
 log "plugins (wasm32-wasip2)"
@@ -43,6 +43,6 @@ cargo build --release --all-targets --locked
 
 log "tests"
 # Plugin logic natively (the plugins themselves run in the end-to-end tests).
-cargo test --release --locked --lib -p token-auth -p rate-limit -p echo-adapter
+cargo test --release --locked --lib -p token-auth -p rate-limit -p echo-adapter -p fiedler
 # The host and the end-to-end tests.
 cargo test --release --locked "$@"

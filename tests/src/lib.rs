@@ -4,6 +4,10 @@
 //! The relay binary must be built first (`cargo build -p relay`); the README's test command
 //! does that.
 
+pub mod mock_openai;
+
+pub use mock_openai::MockOpenAi;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

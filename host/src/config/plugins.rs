@@ -59,6 +59,26 @@ pub struct Grants {
     /// Whether the plugin may read the wall and monotonic clocks.
     #[serde(default)]
     pub clock: bool,
+    /// Hosts (`host` or `host:port`) the plugin may send HTTP requests to through `wasi:http`;
+    /// a request to any other host is refused before it leaves the relay.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Directories the plugin sees, at the same paths as on the host (relative paths are
+    /// resolved against relay.yaml's directory).
+    #[serde(default)]
+    pub files: FileGrants,
+}
+
+/// Directories granted to a plugin: read-only ones, and writable ones (created if missing).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGrants {
+    /// Readable, never writable.
+    #[serde(default)]
+    pub read: Vec<PathBuf>,
+    /// Readable and writable.
+    #[serde(default)]
+    pub write: Vec<PathBuf>,
 }
 
 /// Bounds on one plugin call.
@@ -105,6 +125,9 @@ impl PluginConfig {
                 self.name
             ));
         }
+        if let Some(host) = self.grants.http.iter().find(|h| h.is_empty() || h.contains(['/', ' '])) {
+            return Err(format!("plugin {}: grants.http entry {host:?} must be a host or host:port", self.name));
+        }
         if serde_json::to_string(&self.config).is_err() {
             return Err(format!("plugin {}: config must be JSON-compatible", self.name));
         }
@@ -143,5 +166,18 @@ mod tests {
                 .unwrap();
         assert!(validate_plugins(&two_auth).unwrap_err().contains("one auth"));
         assert!(serde_yaml::from_str::<Vec<PluginConfig>>("- {name: a, world: magic, path: a.wasm}\n").is_err());
+    }
+
+    #[test]
+    fn parses_http_and_file_grants_and_rejects_urls_as_hosts() {
+        let yaml = "- {name: f, world: adapter, path: f.wasm, grants: {http: [api.openai.com, '127.0.0.1:8080'], files: {read: [docs], write: [out]}}}\n";
+        let plugins: Vec<PluginConfig> = serde_yaml::from_str(yaml).unwrap();
+        assert!(validate_plugins(&plugins).is_ok());
+        assert_eq!(plugins[0].grants.files.write, vec![PathBuf::from("out")]);
+        let url: Vec<PluginConfig> = serde_yaml::from_str(
+            "- {name: f, world: adapter, path: f.wasm, grants: {http: ['https://api.openai.com/v1']}}\n",
+        )
+        .unwrap();
+        assert!(validate_plugins(&url).unwrap_err().contains("host or host:port"));
     }
 }

@@ -141,6 +141,9 @@ impl Plugins {
                 limits: config.limits.clone(),
                 kv: kv.clone(),
                 upstreams: (config.world == World::Adapter).then(|| upstreams.clone()),
+                http_hosts: config.grants.http.iter().cloned().collect(),
+                read_dirs: granted_dirs(config, relay_yaml, false)?,
+                write_dirs: granted_dirs(config, relay_yaml, true)?,
             });
             let path = config.resolved_path(relay_yaml);
             let bytes = Version::read(&ctx, &path).await?;
@@ -392,4 +395,24 @@ fn from_wit(denial: types::Denial, plugin: &str) -> Denial {
         types::DenialCode::Invalid => DenialCode::Invalid,
     };
     Denial { code, message: denial.message, retry_after_ms: denial.retry_after_ms, refused_by: plugin.to_owned() }
+}
+
+/// The directories `config` grants (read-only or writable), resolved against relay.yaml's
+/// directory. Read-only ones must exist; writable ones are created.
+fn granted_dirs(config: &PluginConfig, relay_yaml: &Path, writable: bool) -> Result<Vec<PathBuf>, PluginError> {
+    let grants = if writable { &config.grants.files.write } else { &config.grants.files.read };
+    let base = relay_yaml.parent().unwrap_or(Path::new("."));
+    grants
+        .iter()
+        .map(|dir| {
+            let dir = base.join(dir);
+            if writable {
+                let _ = std::fs::create_dir_all(&dir);
+            }
+            std::fs::canonicalize(&dir).map_err(|e| PluginError::Load {
+                plugin: config.name.clone(),
+                message: format!("granted directory {}: {e}", dir.display()),
+            })
+        })
+        .collect()
 }

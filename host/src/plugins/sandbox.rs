@@ -1,13 +1,14 @@
 //! A plugin instance's sandbox: a `Store` with its own WASI context (only the granted
-//! environment variables and clocks, no filesystem, no network), a memory cap, and an epoch
-//! deadline re-armed for every call. Failures are classified so the caller can report them
+//! environment variables, clocks and directories; no sockets; `wasi:http` only to granted
+//! hosts), a memory cap, and an epoch deadline re-armed for every call. Failures are classified so the caller can report them
 //! clearly.
 
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::engine::TICK;
 use super::kv::KvStore;
@@ -47,6 +48,12 @@ pub struct PluginContext {
     pub kv: Arc<KvStore>,
     /// The backends, for adapters' `upstream` import.
     pub upstreams: Option<Arc<Upstreams>>,
+    /// Hosts `wasi:http` requests may go to.
+    pub http_hosts: Arc<[String]>,
+    /// Directories the plugin may read (host path = guest path).
+    pub read_dirs: Vec<std::path::PathBuf>,
+    /// Directories the plugin may read and write.
+    pub write_dirs: Vec<std::path::PathBuf>,
 }
 
 impl PluginContext {
@@ -59,6 +66,8 @@ impl PluginContext {
 /// The data of one call's `Store`.
 pub struct PluginState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_grant: HttpGrant,
     table: ResourceTable,
     limiter: CallLimiter,
     /// The plugin's shared context.
@@ -69,6 +78,72 @@ impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_grant }
+    }
+}
+
+/// The `wasi:http` gate: requests leave the relay only for hosts in the plugin's grant.
+struct HttpGrant {
+    plugin: String,
+    hosts: Arc<[String]>,
+}
+
+impl HttpGrant {
+    /// Whether `authority` (`host[:port]`) is granted: an entry names the host (any port) or
+    /// the exact `host:port`.
+    fn allows(&self, authority: &str) -> bool {
+        let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+        self.hosts.iter().any(|granted| granted.eq_ignore_ascii_case(authority) || granted.eq_ignore_ascii_case(host))
+    }
+}
+
+impl WasiHttpHooks for HttpGrant {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    hyper::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                )>,
+            > + Send,
+    > {
+        let authority = request.uri().authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+        if !self.allows(&authority) {
+            tracing::warn!(plugin = %self.plugin, host = %authority, "outgoing HTTP refused: host not in grants.http");
+            // Answered as a 403 from the relay rather than a transport error, which guests'
+            // HTTP clients tend to report as a bare "connection reset".
+            // The body is read (and dropped) so the guest's writes of it succeed.
+            return Box::new(async move {
+                use http_body_util::BodyExt;
+                let _ = request.into_body().collect().await;
+                Ok((refusal(&authority), Box::new(async { Ok(()) }) as Box<_>))
+            });
+        }
+        // The default sender (hyper, rustls with the webpki roots) does the rest.
+        wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
+    }
+}
+
+/// The answer to a request for a host outside the grant.
+fn refusal(authority: &str) -> hyper::Response<wasmtime_wasi_http::WasiBody> {
+    use http_body_util::BodyExt;
+    let message = format!("the relay refused a request to {authority}: the host is not in this plugin's grants.http");
+    let body = serde_json::json!({"error": {"message": message, "type": "relay_refused"}}).to_string();
+    let body = http_body_util::Full::new(bytes::Bytes::from(body)).map_err(|never| match never {}).boxed_unsync();
+    hyper::Response::builder()
+        .status(403)
+        .header("content-type", "application/json")
+        .header("x-relay-refused", "grants.http")
+        .body(body)
+        .expect("a static response")
 }
 
 /// Caps linear memory and remembers whether the cap was hit (to name out-of-memory traps).
@@ -122,8 +197,25 @@ pub fn new_store(engine: &wasmtime::Engine, ctx: &Arc<PluginContext>) -> Store<P
         wasi.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
     }
     wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    for (dirs, perms) in [(&ctx.read_dirs, FsPerms::ReadOnly), (&ctx.write_dirs, FsPerms::ReadWrite)] {
+        for dir in dirs {
+            let guest = dir.to_string_lossy();
+            if let Err(error) = wasi.preopened_dir(dir, &guest, perms) {
+                // Checked at load; a directory removed since is logged and left out.
+                tracing::warn!(plugin = %ctx.name, dir = %guest, %error, "granted directory unavailable");
+            }
+        }
+    }
     let limiter = CallLimiter { max_bytes: (ctx.limits.memory_mb as usize) << 20, denied: false };
-    let state = PluginState { wasi: wasi.build(), table: ResourceTable::new(), limiter, ctx: ctx.clone() };
+    let http_grant = HttpGrant { plugin: ctx.name.clone(), hosts: ctx.http_hosts.clone() };
+    let state = PluginState {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        http_grant,
+        table: ResourceTable::new(),
+        limiter,
+        ctx: ctx.clone(),
+    };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
     arm(&mut store);
@@ -151,5 +243,25 @@ pub fn classify(error: wasmtime::Error, store: &Store<PluginState>) -> PluginErr
             None => error.root_cause().to_string(),
         };
         PluginError::Trap { plugin, message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_grants_name_a_host_or_an_exact_host_and_port() {
+        let grant = HttpGrant {
+            plugin: "p".into(),
+            hosts: Arc::from(vec!["api.openai.com".to_owned(), "127.0.0.1:8080".to_owned()]),
+        };
+        assert!(grant.allows("api.openai.com"));
+        assert!(grant.allows("API.openai.com:443"));
+        assert!(grant.allows("127.0.0.1:8080"));
+        assert!(!grant.allows("127.0.0.1:9"));
+        assert!(!grant.allows("evil.example"));
+        assert!(!grant.allows("api.openai.com.evil.example"));
+        assert!(!grant.allows(""));
     }
 }

@@ -17,6 +17,8 @@ use super::sandbox::PluginState;
 pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<PluginState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    // Every plugin may import wasi:http; the store's grant decides where requests may go.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Adapter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
     Ok(linker)
 }
