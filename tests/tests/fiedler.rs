@@ -32,7 +32,7 @@ impl Setup {
         let base = mock.base_url();
         let model = |provider: &str, extra: &str| format!("{{base_url: '{base}', model: {provider}{extra}}}");
         let relay_yaml = format!(
-            "plugin_cache_dir: cache\nplugins:\n  - name: fiedler\n    world: adapter\n    path: {wasm}\n    grants:\n      env: [FIEDLER_TEST_KEY]\n      clock: true\n      http: ['{authority}']\n      files: {{read: [docs], write: [out]}}\n    limits: {{deadline_ms: 60000, memory_mb: 64}}\n    config:\n      output_dir: {out}\n      default_models: [gpt-4o]\n      models:\n        gpt-4o: {gpt}\n        gemini-2.5-pro: {gemini}\n        deepseek: {deepseek}\n        slow-a: {slow_a}\n        slow-b: {slow_b}\n        slow-c: {slow_c}\n        broken: {broken}\n        locked: {locked}\n        flaky: {flaky}\n        garbage: {garbage}\n        stuck: {stuck}\n        elsewhere: {{base_url: 'http://127.0.0.1:9/v1'}}\n",
+            "plugin_cache_dir: cache\nplugins:\n  - name: fiedler\n    world: adapter\n    path: {wasm}\n    grants:\n      env: [FIEDLER_TEST_KEY]\n      clock: true\n      http: ['{authority}']\n      files: {{read: [docs], write: [out]}}\n    limits: {{deadline_ms: 60000, memory_mb: 64}}\n    config:\n      output_dir: {out}\n      default_models: [gpt-4o]\n      models:\n        gpt-4o: {gpt}\n        gemini-2.5-pro: {gemini}\n        deepseek: {deepseek}\n        slow-a: {slow_a}\n        slow-b: {slow_b}\n        slow-c: {slow_c}\n        broken: {broken}\n        locked: {locked}\n        flaky: {flaky}\n        garbage: {garbage}\n        stuck: {stuck}\n        elsewhere: {{base_url: 'http://127.0.0.1:9/v1'}}\n        nokey: {nokey}\n",
             wasm = wasm.display(),
             authority = mock.authority(),
             out = dir.join("out").display(),
@@ -47,6 +47,7 @@ impl Setup {
             flaky = model("flaky-2", ""),
             garbage = model("garbage", ""),
             stuck = model("hang", ", timeout_ms: 500"),
+            nokey = model("gpt-4o", ", api_key_env: FIEDLER_UNSET_KEY"),
         );
         let relay = Relay::start_files(&dir, &relay_yaml, "backends: []\n", &[("FIEDLER_TEST_KEY", KEY)]).await;
         Setup { relay, dir, _tempdir: tempdir }
@@ -144,7 +145,7 @@ async fn provider_failures_are_per_model_retried_and_never_leak_the_key() {
     let mock = MockOpenAi::start().await;
     let setup = Setup::start(&mock).await;
     let mut client = setup.relay.line_client().await;
-    let models = json!(["gpt-4o", "broken", "flaky", "garbage", "stuck", "locked", "elsewhere"]);
+    let models = json!(["gpt-4o", "broken", "flaky", "garbage", "stuck", "locked", "elsewhere", "nokey"]);
     let (report, failed) = send(&mut client, json!({"models": models, "prompt": "hello"})).await;
     assert_eq!(report["status"], "partial_success", "{report}");
     assert!(!failed);
@@ -169,6 +170,9 @@ async fn provider_failures_are_per_model_retried_and_never_leak_the_key() {
         elsewhere.contains("not in this plugin's grants.http"),
         "a host outside grants.http is refused: {elsewhere}"
     );
+
+    let nokey = entry(&report, "nokey")["error"].as_str().unwrap().to_owned();
+    assert!(nokey.contains("FIEDLER_UNSET_KEY is not set"), "{nokey}");
 
     // The 401 body echoed the key; neither the result nor the relay's log may carry it.
     assert!(!report.to_string().contains(KEY), "{report}");

@@ -175,6 +175,10 @@ mod provider {
         Box::pin(async move {
             let started = Instant::now();
             let key = model.api_key_env.as_deref().and_then(|v| std::env::var(v).ok());
+            if let (Some(variable), None) = (&model.api_key_env, &key) {
+                let error = format!("API key variable {variable} is not set (or not in the plugin's grants.env)");
+                return Outcome { result: Err(error), attempts: 0, duration_ms: 0 };
+            }
             let body = chat::request_body(model.provider_model(name), content, model.max_tokens);
             let mut attempts = 0u32;
             let deadline = Duration::from_millis(model.timeout_ms);
