@@ -80,6 +80,30 @@ impl SessionFactory {
         principal: Principal,
         token: Option<&str>,
     ) -> Result<Arc<Session>, RpcError> {
+        self.build(transport, principal, token, SessionState::default(), false)
+    }
+
+    /// Opens the session of one stateless (2026-07-28) exchange: what a handshake would have
+    /// established comes from the request's envelope instead. It lives as long as the request
+    /// (and any input-required rounds of it), under the same `max_sessions` limit.
+    pub fn open_stateless(&self, principal: Principal, envelope: &Envelope) -> Result<Arc<Session>, RpcError> {
+        let state = SessionState {
+            protocol_version: Some(envelope.protocol_version.clone()),
+            client_name: envelope.client_name.clone(),
+            log_level: envelope.log_level.as_deref().and_then(log_rank),
+            subscriptions: HashSet::new(),
+        };
+        self.build(TransportKind::Http, principal, None, state, true)
+    }
+
+    fn build(
+        &self,
+        transport: TransportKind,
+        principal: Principal,
+        token: Option<&str>,
+        state: SessionState,
+        stateless: bool,
+    ) -> Result<Arc<Session>, RpcError> {
         if self.lifecycle.sessions() >= self.limits.max_sessions {
             tracing::warn!(
                 limit = self.limits.max_sessions,
@@ -96,30 +120,15 @@ impl SessionFactory {
             transport,
             principal,
             credential: self.plugins.has_auth().then(|| digest(token.unwrap_or(""))),
-            stateless: false,
+            stateless,
             router: self.router.clone(),
             policy: self.policy.clone(),
-            state: Arc::new(Mutex::new(SessionState::default())),
+            state: Arc::new(Mutex::new(state)),
             last_seen: Mutex::new(Instant::now()),
             inflight: Mutex::default(),
             client_requests: Arc::default(),
             _count: self.lifecycle.session_opened(),
         }))
-    }
-
-    /// Opens the session of one stateless (2026-07-28) exchange: what a handshake would have
-    /// established comes from the request's envelope instead. It lives as long as the request
-    /// (and any input-required rounds of it), under the same `max_sessions` limit.
-    pub fn open_stateless(&self, principal: Principal, envelope: &Envelope) -> Result<Arc<Session>, RpcError> {
-        let mut session = self.open(TransportKind::Http, principal, None)?;
-        let session_mut = Arc::get_mut(&mut session).expect("a new session has one owner");
-        session_mut.stateless = true;
-        let mut state = session_mut.state.lock().expect("session lock");
-        state.protocol_version = Some(envelope.protocol_version.clone());
-        state.client_name = envelope.client_name.clone();
-        state.log_level = envelope.log_level.as_deref().and_then(log_rank);
-        drop(state);
-        Ok(session)
     }
 }
 
@@ -400,10 +409,9 @@ impl Session {
     ) -> Result<Value, RpcError> {
         match params {
             Some(Value::Object(mut params)) if params.get(required).is_some() => {
-                match envelope::strip(params.remove("_meta")) {
-                    Some(meta) => params.insert("_meta".into(), meta),
-                    None => None,
-                };
+                if let Some(meta) = envelope::strip(params.remove("_meta")) {
+                    params.insert("_meta".into(), meta);
+                }
                 route(&self.router, Value::Object(params)).await.map_err(RpcError::from)
             }
             _ => Err(RpcError::new(error_codes::INVALID_PARAMS, format!("params need \"{required}\""))),

@@ -36,6 +36,10 @@ const VERSION_HEADER: &str = "mcp-protocol-version";
 const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
 
+/// How long a quiet call may run before its answer is committed to an SSE stream (so the
+/// client and any proxy in between see keep-alives rather than a silent connection).
+const STREAM_AFTER: Duration = Duration::from_secs(10);
+
 /// How long a call waiting for the client's input stays parked before it is cancelled.
 const PARKED_FOR: Duration = Duration::from_secs(300);
 
@@ -86,23 +90,32 @@ pub async fn post(
     let mut exchange =
         Exchange { call: Some(call), id, method: request.method, parked: state.parked.clone(), error_code: None };
     let streaming = accept.contains("text/event-stream");
-    let Some(first) = exchange.next_message(streaming).await else {
-        let cancelled = RpcError::new(error_codes::REQUEST_CANCELLED, "request cancelled");
-        return json_response(&Message::Response(mcp::Response::err(exchange.id, cancelled)));
+    // A quick answer goes out as one JSON body; a call that streams progress, or that runs
+    // longer than STREAM_AFTER, gets an SSE stream (with keep-alives).
+    let waited = if streaming {
+        tokio::time::timeout(STREAM_AFTER, exchange.next_message(true)).await.ok()
+    } else {
+        Some(exchange.next_message(false).await)
     };
-    if exchange.call.is_none() {
-        // Answered without anything before it: one JSON body, with the status the error
-        // calls for.
-        return (status_for(exchange.error_code), [(header::CONTENT_TYPE, "application/json")], first).into_response();
-    }
-    // Progress came first: the rest streams as it comes, and closing the stream cancels.
+    let first = match waited {
+        Some(None) => {
+            let cancelled = RpcError::new(error_codes::REQUEST_CANCELLED, "request cancelled");
+            return json_response(&Message::Response(mcp::Response::err(exchange.id, cancelled)));
+        }
+        Some(Some(answer)) if exchange.call.is_none() => {
+            let status = status_for(exchange.error_code);
+            return (status, [(header::CONTENT_TYPE, "application/json")], answer).into_response();
+        }
+        Some(Some(notification)) => Some(notification),
+        None => None,
+    };
+    // Closing the stream drops the exchange, which cancels the call.
     let rest = stream::unfold(exchange, |mut exchange| async move {
         let text = exchange.next_message(true).await?;
         Some((text, exchange))
     });
-    let events = stream::once(async { first })
-        .chain(rest)
-        .map(|text| Ok::<_, Infallible>(Event::default().event("message").data(text)));
+    let events =
+        stream::iter(first).chain(rest).map(|text| Ok::<_, Infallible>(Event::default().event("message").data(text)));
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
