@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use relay_tests::{Fixture, Relay, eventually, text_of};
+use relay_tests::{Fixture, Relay, eventually, repo_root, text_of};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -19,9 +19,13 @@ fn envelope() -> Value {
     })
 }
 
-/// A 2026 request with matching headers; `params` gains the envelope.
+/// A 2026 request with matching headers; `params._meta` gains the envelope.
 fn request(relay: &Relay, id: u64, method: &str, mut params: Value) -> reqwest::RequestBuilder {
-    params["_meta"] = envelope();
+    let mut meta = envelope();
+    if let Some(Value::Object(extra)) = params.get("_meta") {
+        meta.as_object_mut().unwrap().extend(extra.clone());
+    }
+    params["_meta"] = meta;
     let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned);
     let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
     let mut builder = reqwest::Client::new()
@@ -195,4 +199,43 @@ async fn closing_the_response_cancels_the_upstream_call() {
         (text_of(&answer).parse::<u64>().unwrap_or(0) >= 1).then_some(())
     })
     .await;
+}
+
+/// Reads the JSON-RPC messages of a response, SSE or JSON.
+async fn messages(response: reqwest::Response) -> Vec<Value> {
+    let sse = response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream");
+    let text = response.text().await.unwrap();
+    if sse {
+        text.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect()
+    } else {
+        vec![serde_json::from_str(&text).unwrap()]
+    }
+}
+
+#[tokio::test]
+async fn log_messages_reach_only_requests_that_ask_for_them() {
+    let fixture = repo_root().join("tests/clients/fixtures/conformance-server.mjs");
+    let relay = Relay::start(&format!(
+        "backends:\n  - name: fixture\n    command: node\n    args: [{:?}]\n",
+        fixture.display().to_string()
+    ))
+    .await;
+    relay.wait_ready("fixture").await;
+    let call = |meta: Value| {
+        request(&relay, 1, "tools/call", json!({"name": "test_tool_with_logging", "arguments": {}, "_meta": meta}))
+    };
+    let is_log = |m: &Value| m["method"] == "notifications/message";
+
+    let quiet = messages(call(json!({})).send().await.unwrap()).await;
+    assert!(!quiet.iter().any(is_log), "no logLevel, no log messages: {quiet:?}");
+    assert!(text_of(quiet.last().unwrap()).contains("executed successfully"), "{quiet:?}");
+
+    let wanted = json!({"io.modelcontextprotocol/logLevel": "debug"});
+    let chatty = messages(call(wanted).send().await.unwrap()).await;
+    let logs = chatty.iter().filter(|m| is_log(m)).count();
+    assert!(logs >= 1, "logLevel debug gets the tool's info messages: {chatty:?}");
+    assert_eq!(chatty.last().unwrap()["id"], 1, "the answer comes last: {chatty:?}");
+
+    let above = messages(call(json!({"io.modelcontextprotocol/logLevel": "error"})).send().await.unwrap()).await;
+    assert!(!above.iter().any(is_log), "info messages are below an error level: {above:?}");
 }

@@ -151,6 +151,11 @@ fn log_rank(level: &str) -> Option<u8> {
     LOG_LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
 }
 
+/// Whether a log message at `level` meets a client's `wanted` level (none wanted: no messages).
+fn meets(wanted: Option<u8>, level: &str) -> bool {
+    matches!((wanted, log_rank(level)), (Some(wanted), Some(rank)) if rank >= wanted)
+}
+
 /// One client session.
 pub struct Session {
     /// Random id; the `Mcp-Session-Id` for HTTP sessions.
@@ -204,6 +209,12 @@ impl Session {
     /// auth is off).
     pub fn credential_matches(&self, token: Option<&str>) -> bool {
         self.credential.is_none_or(|expected| digest(token.unwrap_or("")) == expected)
+    }
+
+    /// Whether this client asked for log messages at `level` (with `logging/setLevel`, or the
+    /// stateless envelope's `logLevel`).
+    pub fn wants_log(&self, level: &str) -> bool {
+        meets(self.state.lock().expect("session lock").log_level, level)
     }
 
     /// When the client last sent something.
@@ -514,8 +525,7 @@ impl ServerEvents {
                     }
                     Ok(ClientEvent::Log(params)) => {
                         let wanted = self.state.lock().expect("session lock").log_level;
-                        let rank = params.get("level").and_then(Value::as_str).and_then(log_rank);
-                        if let (Some(wanted), Some(rank)) = (wanted, rank) && rank >= wanted {
+                        if meets(wanted, params.get("level").and_then(Value::as_str).unwrap_or("")) {
                             self.queued.push_back(notification("notifications/message", Some(params)));
                         }
                     }

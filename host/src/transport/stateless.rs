@@ -203,8 +203,10 @@ struct Call {
 
 /// What a call produced next.
 enum Step {
-    /// A notification about the request (progress, a log message).
+    /// A notification about the request (progress).
     Notify(String),
+    /// A log message about the request, at this level.
+    Log(String, String),
     /// The upstream asks the client something.
     Ask(Request),
     /// The call is over (`None`: it was cancelled).
@@ -238,6 +240,10 @@ impl Call {
 fn classify(text: String) -> Step {
     match serde_json::from_str(&text).map(Message::from_value) {
         Ok(Ok(Message::Request(request))) => Step::Ask(request),
+        Ok(Ok(Message::Notification(note))) if note.method == "notifications/message" => {
+            let level = note.params.as_ref().and_then(|p| p.get("level")).and_then(Value::as_str).unwrap_or("");
+            Step::Log(level.to_owned(), text)
+        }
         _ => Step::Notify(text),
     }
 }
@@ -267,7 +273,9 @@ impl Exchange {
             let call = self.call.as_mut()?;
             match call.next_step().await {
                 Step::Notify(text) if notifications => return Some(text),
-                Step::Notify(_) => {}
+                // 2026-07-28 sends log messages only to requests whose envelope asks for them.
+                Step::Log(level, text) if notifications && call.session.wants_log(&level) => return Some(text),
+                Step::Notify(_) | Step::Log(..) => {}
                 Step::Ask(request) => {
                     let call = self.call.take().expect("checked above");
                     let key = match &request.id {

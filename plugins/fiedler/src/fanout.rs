@@ -29,7 +29,16 @@ struct Job<'a> {
 /// Asks every model in `requested` with `content`; returns the report for the client.
 pub fn run(settings: &Settings, requested: &[String], content: &str, output_dir: &str) -> Value {
     let started = clock::monotonic_ns();
-    let jobs: Vec<Job> = requested.iter().map(|name| Job { requested: name, model: settings.resolve(name) }).collect();
+    // A model named twice (or by name and alias) is asked once.
+    let mut jobs: Vec<Job> = Vec::with_capacity(requested.len());
+    for name in requested {
+        let model = settings.resolve(name);
+        let repeated =
+            jobs.iter().any(|j| j.requested == name || (model.is_some() && j.model.map(|m| m.0) == model.map(|m| m.0)));
+        if !repeated {
+            jobs.push(Job { requested: name, model });
+        }
+    }
     let known: Vec<(&str, &ModelConfig)> = jobs.iter().filter_map(|j| j.model).collect();
     let mut answers = ask_all(&known, content).into_iter();
     let stem = format!("{}-{}", clock::now_ms(), kv::increment("sequence", 1, None).unwrap_or(0));
