@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use relay_tests::{Fixture, Relay, eventually, repo_root, text_of};
+use relay_tests::{Fixture, Relay, copy_plugin, eventually, everything_stdio_entry, repo_root, text_of};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -238,4 +238,52 @@ async fn log_messages_reach_only_requests_that_ask_for_them() {
 
     let above = messages(call(json!({"io.modelcontextprotocol/logLevel": "error"})).send().await.unwrap()).await;
     assert!(!above.iter().any(is_log), "info messages are below an error level: {above:?}");
+}
+
+#[tokio::test]
+async fn every_request_authenticates_and_a_parked_call_resumes_only_for_its_principal() {
+    const ALICE: &str = "alice-token-1234";
+    const BOB: &str = "bob-token-5678";
+    let dir = tempfile::tempdir().unwrap();
+    let auth = copy_plugin(dir.path(), "token_auth");
+    let yaml = format!(
+        "plugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: {ALICE}, principal: alice, roles: [admin]}}\n        - {{token: {BOB}, principal: bob}}\n",
+        auth.display()
+    );
+    let backends = format!("backends:\n{}", everything_stdio_entry("everything"));
+    let mut relay = Relay::start_files(dir.path(), &yaml, &backends, &[]).await;
+    relay.token = Some(ALICE.to_owned());
+    relay.wait_ready("everything").await;
+
+    let anonymous = request(&relay, 1, "server/discover", json!({})).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+
+    // The upstream elicits mid-call: the stateless client gets input_required and a state.
+    let elicit = json!({"name": "trigger-elicitation-request", "arguments": {}});
+    let (status, asked) =
+        json_of(request(&relay, 2, "tools/call", elicit.clone()).bearer_auth(ALICE).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{asked}");
+    let result = &asked["result"];
+    assert_eq!(result["resultType"], "input_required", "{asked}");
+    let (key, input) = result["inputRequests"].as_object().unwrap().iter().next().unwrap();
+    assert_eq!(input["method"], "elicitation/create", "{asked}");
+    let state = result["requestState"].as_str().unwrap().to_owned();
+
+    let retry = |id: u64, token: &'static str| {
+        let mut params = elicit.clone();
+        params["requestState"] = json!(state);
+        params["inputResponses"] =
+            json!({ key.as_str(): {"action": "accept", "content": {"name": "Ada", "check": true}} });
+        request(&relay, id, "tools/call", params).bearer_auth(token).send()
+    };
+    let (status, stolen) = json_of(retry(3, BOB).await.unwrap()).await;
+    assert_eq!((status, stolen["error"]["code"].as_i64()), (StatusCode::BAD_REQUEST, Some(-32602)), "{stolen}");
+    let (status, answered) = json_of(retry(4, ALICE).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{answered}");
+    assert_eq!(answered["id"], 4, "the retry's id answers");
+    assert_eq!(answered["result"]["resultType"], "complete");
+    assert!(answered["result"].to_string().contains("Ada"), "the answer reached the upstream: {answered}");
+    let (status, replayed) = json_of(retry(5, ALICE).await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a spent requestState is gone: {replayed}");
 }
