@@ -25,6 +25,11 @@ struct Setup {
 
 impl Setup {
     async fn start(mock: &MockOpenAi) -> Setup {
+        Self::start_with_deadline(mock, 60_000).await
+    }
+
+    /// With `limits.deadline_ms` for the whole plugin call.
+    async fn start_with_deadline(mock: &MockOpenAi, deadline_ms: u64) -> Setup {
         let tempdir = tempfile::tempdir().unwrap();
         let dir = std::fs::canonicalize(tempdir.path()).unwrap();
         std::fs::create_dir_all(dir.join("docs")).unwrap();
@@ -32,7 +37,7 @@ impl Setup {
         let base = mock.base_url();
         let model = |provider: &str, extra: &str| format!("{{base_url: '{base}', model: {provider}{extra}}}");
         let relay_yaml = format!(
-            "plugin_cache_dir: cache\nplugins:\n  - name: fiedler\n    world: adapter\n    path: {wasm}\n    grants:\n      env: [FIEDLER_TEST_KEY]\n      clock: true\n      http: ['{authority}']\n      files: {{read: [docs], write: [out]}}\n    limits: {{deadline_ms: 60000, memory_mb: 64}}\n    config:\n      output_dir: {out}\n      default_models: [gpt-4o]\n      models:\n        gpt-4o: {gpt}\n        gemini-2.5-pro: {gemini}\n        deepseek: {deepseek}\n        slow-a: {slow_a}\n        slow-b: {slow_b}\n        slow-c: {slow_c}\n        broken: {broken}\n        locked: {locked}\n        flaky: {flaky}\n        garbage: {garbage}\n        stuck: {stuck}\n        elsewhere: {{base_url: 'http://127.0.0.1:9/v1'}}\n        nokey: {nokey}\n",
+            "plugin_cache_dir: cache\nplugins:\n  - name: fiedler\n    world: adapter\n    path: {wasm}\n    grants:\n      env: [FIEDLER_TEST_KEY]\n      clock: true\n      http: ['{authority}']\n      files: {{read: [docs], write: [out]}}\n    limits: {{deadline_ms: {deadline_ms}, memory_mb: 64}}\n    config:\n      output_dir: {out}\n      default_models: [gpt-4o]\n      models:\n        gpt-4o: {gpt}\n        gemini-2.5-pro: {gemini}\n        deepseek: {deepseek}\n        slow-a: {slow_a}\n        slow-b: {slow_b}\n        slow-c: {slow_c}\n        broken: {broken}\n        locked: {locked}\n        flaky: {flaky}\n        garbage: {garbage}\n        stuck: {stuck}\n        elsewhere: {{base_url: 'http://127.0.0.1:9/v1'}}\n        nokey: {nokey}\n        stuck-long: {stuck_long}\n",
             wasm = wasm.display(),
             authority = mock.authority(),
             out = dir.join("out").display(),
@@ -48,6 +53,7 @@ impl Setup {
             garbage = model("garbage", ""),
             stuck = model("hang", ", timeout_ms: 500"),
             nokey = model("gpt-4o", ", api_key_env: FIEDLER_UNSET_KEY"),
+            stuck_long = model("hang", ", timeout_ms: 60000"),
         );
         let relay = Relay::start_files(&dir, &relay_yaml, "backends: []\n", &[("FIEDLER_TEST_KEY", KEY)]).await;
         Setup { relay, dir, _tempdir: tempdir }
@@ -273,4 +279,20 @@ async fn fiedler_send_through_every_client_transport() {
         "params": {"name": "fiedler_send", "arguments": {"models": ["gpt-4o"], "prompt": "2+2?"}}});
     let text = session.post(&body).send().await.unwrap().text().await.unwrap();
     assert!(text.contains(r#"\"status\":\"success\""#) || text.contains(r#""status":"success""#), "{text}");
+}
+
+#[tokio::test]
+async fn the_plugin_deadline_ends_a_call_waiting_on_a_provider() {
+    // The epoch deadline only interrupts running guest code; a guest waiting on wasi:http is
+    // in the host, where the relay's own timer ends the call.
+    let mock = MockOpenAi::start().await;
+    let setup = Setup::start_with_deadline(&mock, 1000).await;
+    let mut client = setup.relay.line_client().await;
+    let started = Instant::now();
+    let reply = client.call_tool("fiedler_send", json!({"models": ["stuck-long"], "prompt": "x"})).await;
+    let elapsed = started.elapsed();
+    assert!(reply.to_string().contains("exceeded its 1000 ms deadline"), "{reply}");
+    assert!(elapsed < Duration::from_secs(10), "ended by the deadline, not the model's 60 s timeout: {elapsed:?}");
+    let (report, _) = send(&mut client, json!({"models": ["gpt-4o"], "prompt": "still serving?"})).await;
+    assert_eq!(report["status"], "success", "the plugin keeps serving: {report}");
 }

@@ -259,8 +259,15 @@ async fn every_request_authenticates_and_a_parked_call_resumes_only_for_its_prin
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
 
+    // A client that did not declare elicitation is not asked: the upstream hears so at once.
+    let undeclared = json!({"name": "trigger-elicitation-request", "arguments": {}});
+    let (_, answer) =
+        json_of(request(&relay, 6, "tools/call", undeclared).bearer_auth(ALICE).send().await.unwrap()).await;
+    assert_ne!(answer["result"]["resultType"], "input_required", "{answer}");
+
     // The upstream elicits mid-call: the stateless client gets input_required and a state.
-    let elicit = json!({"name": "trigger-elicitation-request", "arguments": {}});
+    let can_elicit = json!({"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}});
+    let elicit = json!({"name": "trigger-elicitation-request", "arguments": {}, "_meta": can_elicit});
     let (status, asked) =
         json_of(request(&relay, 2, "tools/call", elicit.clone()).bearer_auth(ALICE).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{asked}");

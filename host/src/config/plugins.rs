@@ -125,7 +125,7 @@ impl PluginConfig {
                 self.name
             ));
         }
-        if let Some(host) = self.grants.http.iter().find(|h| h.is_empty() || h.contains(['/', ' '])) {
+        if let Some(host) = self.grants.http.iter().find(|h| h.is_empty() || h.contains(['/', ' ', '@'])) {
             return Err(format!("plugin {}: grants.http entry {host:?} must be a host or host:port", self.name));
         }
         if serde_json::to_string(&self.config).is_err() {

@@ -6,8 +6,6 @@ use serde_json::{Map, Value, json};
 
 use super::{RpcError, error_codes, version};
 
-/// Prefix of the `_meta` keys the protocol itself owns.
-pub const META_PREFIX: &str = "io.modelcontextprotocol/";
 const PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 const CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
@@ -63,18 +61,35 @@ impl Envelope {
     }
 }
 
+impl Envelope {
+    /// Whether the client declared the capability a server-to-client `method` needs
+    /// (`elicitation/create`, `sampling/createMessage`, `roots/list`).
+    pub fn can_answer(&self, method: &str) -> bool {
+        let capability = match method {
+            "elicitation/create" => "elicitation",
+            "sampling/createMessage" => "sampling",
+            "roots/list" => "roots",
+            _ => return false,
+        };
+        self.capabilities.get(capability).is_some_and(|c| !c.is_null())
+    }
+}
+
 /// The -32022 refusal of a version, listing the stateless versions the relay speaks.
 pub fn unsupported(requested: &str) -> RpcError {
     RpcError::new(error_codes::UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version")
         .with_data(json!({"supported": version::STATELESS, "requested": requested}))
 }
 
-/// Removes the protocol's own keys from a `_meta` before it travels on to an upstream that
-/// speaks an older version (they describe the client's hop, not the upstream's).
+/// Removes the envelope's keys from a `_meta` before it travels on to an upstream that speaks
+/// an older version (they describe the client's hop, not the upstream's). Other keys, the
+/// protocol's own included, pass.
 pub fn strip(meta: Option<Value>) -> Option<Value> {
+    const ENVELOPE: [&str; 4] = [PROTOCOL_VERSION, CLIENT_CAPABILITIES, CLIENT_INFO, LOG_LEVEL];
     match meta {
         Some(Value::Object(meta)) => {
-            let kept: Map<String, Value> = meta.into_iter().filter(|(key, _)| !key.starts_with(META_PREFIX)).collect();
+            let kept: Map<String, Value> =
+                meta.into_iter().filter(|(key, _)| !ENVELOPE.contains(&key.as_str())).collect();
             (!kept.is_empty()).then_some(Value::Object(kept))
         }
         other => other,
@@ -146,9 +161,10 @@ mod tests {
     }
 
     #[test]
-    fn strips_only_the_protocols_keys() {
-        let meta = json!({PROTOCOL_VERSION: "2026-07-28", "progressToken": 7});
-        assert_eq!(strip(Some(meta)), Some(json!({"progressToken": 7})));
+    fn strips_only_the_envelope() {
+        let meta =
+            json!({PROTOCOL_VERSION: "2026-07-28", "progressToken": 7, "io.modelcontextprotocol/related-task": {}});
+        assert_eq!(strip(Some(meta)), Some(json!({"progressToken": 7, "io.modelcontextprotocol/related-task": {}})));
         assert_eq!(strip(Some(json!({PROTOCOL_VERSION: "2026-07-28"}))), None);
     }
 

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{Value, json};
@@ -87,13 +87,21 @@ impl Slot {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let version = self.current.load_full();
         let mut warm = version.checkout(engine, &self.ctx).await.inspect_err(|e| self.record_failure(e))?;
-        match call(&warm.bound, &mut warm.store).await {
-            Ok(value) => {
+        // The epoch deadline interrupts running guest code; this one also ends a call that
+        // waits in the host (an outgoing HTTP request, a clock sleep). The store is dropped.
+        let deadline_ms = self.ctx.limits.deadline_ms;
+        match tokio::time::timeout(Duration::from_millis(deadline_ms), call(&warm.bound, &mut warm.store)).await {
+            Ok(Ok(value)) => {
                 version.checkin(warm);
                 Ok(value)
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 let error = classify(e, &warm.store);
+                self.record_failure(&error);
+                Err(error)
+            }
+            Err(_) => {
+                let error = PluginError::Timeout { plugin: self.config.name.clone(), deadline_ms };
                 self.record_failure(&error);
                 Err(error)
             }
@@ -397,22 +405,27 @@ fn from_wit(denial: types::Denial, plugin: &str) -> Denial {
     Denial { code, message: denial.message, retry_after_ms: denial.retry_after_ms, refused_by: plugin.to_owned() }
 }
 
-/// The directories `config` grants (read-only or writable), resolved against relay.yaml's
-/// directory. Read-only ones must exist; writable ones are created.
+/// The directories `config` grants (read-only or writable), made absolute against relay.yaml's
+/// directory but not resolved through symlinks: the plugin sees them at the configured paths.
+/// Read-only ones must exist; writable ones are created.
 fn granted_dirs(config: &PluginConfig, relay_yaml: &Path, writable: bool) -> Result<Vec<PathBuf>, PluginError> {
     let grants = if writable { &config.grants.files.write } else { &config.grants.files.read };
     let base = relay_yaml.parent().unwrap_or(Path::new("."));
     grants
         .iter()
         .map(|dir| {
-            let dir = base.join(dir);
-            if writable {
-                let _ = std::fs::create_dir_all(&dir);
-            }
-            std::fs::canonicalize(&dir).map_err(|e| PluginError::Load {
+            let failed = |e: std::io::Error| PluginError::Load {
                 plugin: config.name.clone(),
                 message: format!("granted directory {}: {e}", dir.display()),
-            })
+            };
+            let dir = std::path::absolute(base.join(dir)).map_err(failed)?;
+            if writable {
+                std::fs::create_dir_all(&dir).map_err(failed)?;
+            }
+            if !dir.is_dir() {
+                return Err(failed(std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory")));
+            }
+            Ok(dir)
         })
         .collect()
 }

@@ -93,11 +93,22 @@ struct HttpGrant {
 }
 
 impl HttpGrant {
-    /// Whether `authority` (`host[:port]`) is granted: an entry names the host (any port) or
-    /// the exact `host:port`.
-    fn allows(&self, authority: &str) -> bool {
-        let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
-        self.hosts.iter().any(|granted| granted.eq_ignore_ascii_case(authority) || granted.eq_ignore_ascii_case(host))
+    /// Whether a request to `uri` is granted: an entry names the host (any port) or the exact
+    /// `host:port` (the scheme's default port counts). Authorities with user info are refused.
+    fn allows(&self, uri: &hyper::Uri) -> bool {
+        let Some(authority) = uri.authority() else { return false };
+        if authority.as_str().contains('@') {
+            return false;
+        }
+        let host = authority.host();
+        let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+        let port = authority.port_u16().unwrap_or(default_port);
+        self.hosts.iter().any(|granted| match granted.rsplit_once(':') {
+            Some((granted_host, granted_port)) if granted_port.parse::<u16>().is_ok() => {
+                granted_host.eq_ignore_ascii_case(host) && granted_port.parse::<u16>() == Ok(port)
+            }
+            _ => granted.eq_ignore_ascii_case(host),
+        })
     }
 }
 
@@ -116,14 +127,15 @@ impl WasiHttpHooks for HttpGrant {
             > + Send,
     > {
         let authority = request.uri().authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
-        if !self.allows(&authority) {
+        if !self.allows(request.uri()) {
             tracing::warn!(plugin = %self.plugin, host = %authority, "outgoing HTTP refused: host not in grants.http");
             // Answered as a 403 from the relay rather than a transport error, which guests'
             // HTTP clients tend to report as a bare "connection reset".
-            // The body is read (and dropped) so the guest's writes of it succeed.
+            // The body is read and dropped frame by frame, so the guest's writes of it succeed.
             return Box::new(async move {
                 use http_body_util::BodyExt;
-                let _ = request.into_body().collect().await;
+                let mut body = request.into_body();
+                while let Some(Ok(_)) = body.frame().await {}
                 Ok((refusal(&authority), Box::new(async { Ok(()) }) as Box<_>))
             });
         }
@@ -252,16 +264,19 @@ mod tests {
 
     #[test]
     fn http_grants_name_a_host_or_an_exact_host_and_port() {
-        let grant = HttpGrant {
-            plugin: "p".into(),
-            hosts: Arc::from(vec!["api.openai.com".to_owned(), "127.0.0.1:8080".to_owned()]),
-        };
-        assert!(grant.allows("api.openai.com"));
-        assert!(grant.allows("API.openai.com:443"));
-        assert!(grant.allows("127.0.0.1:8080"));
-        assert!(!grant.allows("127.0.0.1:9"));
-        assert!(!grant.allows("evil.example"));
-        assert!(!grant.allows("api.openai.com.evil.example"));
-        assert!(!grant.allows(""));
+        let hosts = ["api.openai.com", "127.0.0.1:8080", "secure.example:443"].map(str::to_owned);
+        let grant = HttpGrant { plugin: "p".into(), hosts: Arc::from(hosts.to_vec()) };
+        let allows = |uri: &str| grant.allows(&uri.parse().unwrap());
+        assert!(allows("https://api.openai.com/v1/chat/completions"));
+        assert!(allows("https://API.openai.com:8443/v1"));
+        assert!(allows("http://127.0.0.1:8080/v1"));
+        assert!(!allows("http://127.0.0.1:9/v1"));
+        assert!(!allows("http://127.0.0.1/v1"), "port 80 is not the granted 8080");
+        assert!(allows("https://secure.example/x"), "443 is https's default port");
+        assert!(!allows("http://secure.example/x"), "80 is not the granted 443");
+        assert!(!allows("https://evil.example/"));
+        assert!(!allows("https://api.openai.com.evil.example/"));
+        assert!(!allows("http://api.openai.com:x@h.evil.example/"), "user info is refused");
+        assert!(!allows("/relative"));
     }
 }

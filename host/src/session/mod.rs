@@ -337,9 +337,14 @@ impl Session {
     /// `server/discover`: what `initialize` would have said, for stateless clients.
     fn discover(&self) -> Value {
         let versions: Vec<&str> = version::STATELESS.iter().chain(version::SUPPORTED).copied().collect();
+        let mut capabilities = self.router.capabilities();
+        if let Some(resources) = capabilities.get_mut("resources") {
+            // Stateless clients have no standing subscriptions.
+            resources["subscribe"] = json!(false);
+        }
         json!({
             "supportedVersions": versions,
-            "capabilities": self.router.capabilities(),
+            "capabilities": capabilities,
             "instructions": INSTRUCTIONS,
         })
     }

@@ -40,8 +40,10 @@ const NAME_HEADER: &str = "mcp-name";
 /// client and any proxy in between see keep-alives rather than a silent connection).
 const STREAM_AFTER: Duration = Duration::from_secs(10);
 
-/// How long a call waiting for the client's input stays parked before it is cancelled.
-const PARKED_FOR: Duration = Duration::from_secs(300);
+/// How long a call waiting for the client's input stays parked before it is cancelled. The
+/// upstream's own wait for the answer (its call deadline, 120 s by default) usually ends first;
+/// a retry after that gets the call's timeout error.
+const PARKED_FOR: Duration = Duration::from_secs(150);
 
 /// One POST of a stateless client. `message` is the decoded body.
 pub async fn post(
@@ -87,8 +89,14 @@ pub async fn post(
             Call::start(session, request.clone())
         }
     };
-    let mut exchange =
-        Exchange { call: Some(call), id, method: request.method, parked: state.parked.clone(), error_code: None };
+    let mut exchange = Exchange {
+        call: Some(call),
+        id,
+        method: request.method,
+        envelope,
+        parked: state.parked.clone(),
+        error_code: None,
+    };
     let streaming = accept.contains("text/event-stream");
     // A quick answer goes out as one JSON body; a call that streams progress, or that runs
     // longer than STREAM_AFTER, gets an SSE stream (with keep-alives).
@@ -166,18 +174,23 @@ fn check(headers: &HeaderMap, request: &Request) -> Result<Envelope, RpcError> {
     if header(METHOD_HEADER) != Some(request.method.as_str()) {
         return Err(mismatch(format!("{METHOD_HEADER} header does not match the request body's method")));
     }
-    let field = match request.method.as_str() {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    };
-    if let Some(field) = field
-        && let Some(expected) = request.params.as_ref().and_then(|p| p.get(field)).and_then(Value::as_str)
+    if let Some(expected) = target_of(request)
         && header(NAME_HEADER).map(decode_header_value).as_deref() != Some(expected)
     {
+        let field = if request.method == "resources/read" { "uri" } else { "name" };
         return Err(mismatch(format!("{NAME_HEADER} header does not match the request body's '{field}' parameter")));
     }
     Ok(envelope)
+}
+
+/// What a request is about, as `Mcp-Name` repeats it: the tool or prompt name, or the URI.
+fn target_of(request: &Request) -> Option<&str> {
+    let field = match request.method.as_str() {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" => "uri",
+        _ => return None,
+    };
+    request.params.as_ref()?.get(field)?.as_str()
 }
 
 /// Header values that are not plain printable ASCII travel as `=?base64?<utf-8 bytes>?=`.
@@ -194,6 +207,8 @@ fn decode_header_value(value: &str) -> String {
 struct Call {
     session: Arc<Session>,
     method: String,
+    /// The tool name, prompt name or resource URI it is for (a retry must name the same).
+    target: Option<String>,
     task: JoinHandle<Option<mcp::Response>>,
     related: mpsc::Receiver<String>,
     /// The task's outcome once it ended (`Some(None)`: cancelled); messages queued before it
@@ -217,8 +232,9 @@ impl Call {
     fn start(session: Arc<Session>, request: Request) -> Self {
         let (sink, related) = mpsc::channel(64);
         let method = request.method.clone();
+        let target = target_of(&request).map(str::to_owned);
         let task = session.spawn_request(request, Some(sink));
-        Self { session, method, task, related, finished: None }
+        Self { session, method, target, task, related, finished: None }
     }
 
     /// Waits for what the call produces next; after [`Step::Done`] the call is spent.
@@ -260,6 +276,8 @@ struct Exchange {
     call: Option<Call>,
     id: Value,
     method: String,
+    /// What this POST's client declared it can do.
+    envelope: Envelope,
     parked: Arc<ParkedCalls>,
     /// The error code of the answer, once given.
     error_code: Option<i64>,
@@ -276,6 +294,12 @@ impl Exchange {
                 // 2026-07-28 sends log messages only to requests whose envelope asks for them.
                 Step::Log(level, text) if notifications && call.session.wants_log(&level) => return Some(text),
                 Step::Notify(_) | Step::Log(..) => {}
+                Step::Ask(request) if !self.envelope.can_answer(&request.method) => {
+                    // The client cannot answer this; the upstream hears so at once.
+                    let message = format!("the client did not declare the capability {} needs", request.method);
+                    let refusal = mcp::Response::err(request.id, RpcError::new(error_codes::METHOD_NOT_FOUND, message));
+                    call.session.handle(Message::Response(refusal), None).await;
+                }
                 Step::Ask(request) => {
                     let call = self.call.take().expect("checked above");
                     let key = match &request.id {
@@ -328,7 +352,7 @@ impl ParkedCalls {
     /// Takes the call a retry continues, after checking it belongs to the same principal and
     /// method, and hands the client's answers to the requests waiting for them.
     async fn resume(&self, token: &str, principal: &str, retry: &Request) -> Result<Call, RpcError> {
-        let call = self.take(token, principal, &retry.method).ok_or_else(|| {
+        let call = self.take(token, principal, retry).ok_or_else(|| {
             RpcError::new(
                 error_codes::INVALID_PARAMS,
                 "requestState names no waiting request (finished, expired or not yours)",
@@ -342,9 +366,11 @@ impl ParkedCalls {
         Ok(call)
     }
 
-    fn take(&self, token: &str, principal: &str, method: &str) -> Option<Call> {
+    fn take(&self, token: &str, principal: &str, retry: &Request) -> Option<Call> {
         let mut calls = self.calls.lock().expect("parked lock");
-        let matches = calls.get(token).is_some_and(|(owner, call)| owner == principal && call.method == method);
+        let matches = calls.get(token).is_some_and(|(owner, call)| {
+            owner == principal && call.method == retry.method && call.target.as_deref() == target_of(retry)
+        });
         if matches { calls.remove(token).map(|(_, call)| call) } else { None }
     }
 }

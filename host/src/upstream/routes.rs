@@ -56,9 +56,14 @@ impl ClientRoutes {
         RouteGuard { routes: self, id, token }
     }
 
-    /// The client request the upstream most recently started working on.
-    pub fn last_caller(&self) -> Option<Related> {
-        self.callers.lock().expect("callers lock").last().map(|(_, related)| related.clone())
+    /// The one client this upstream works for right now: every request in flight on it comes
+    /// from the same client session. `None` when there is none, or when requests of several
+    /// clients are in flight: a request or log message from the upstream carries nothing that
+    /// says which of them it is about, and guessing would show one client another's data.
+    pub fn sole_caller(&self) -> Option<Related> {
+        let callers = self.callers.lock().expect("callers lock");
+        let (_, first) = callers.first()?;
+        callers.iter().all(|(_, r)| std::sync::Arc::ptr_eq(&r.client, &first.client)).then(|| first.clone())
     }
 
     /// Sends a notification that belongs to a client request to its stream, unbuffered.
@@ -91,7 +96,7 @@ impl ClientRoutes {
                 }
                 true
             }
-            "notifications/message" => match self.last_caller() {
+            "notifications/message" => match self.sole_caller() {
                 Some(related) => {
                     let _ = related.sink.try_send(Message::Notification(notification.clone()).to_text());
                     true
@@ -131,6 +136,23 @@ mod tests {
         assert_eq!(sent["params"], json!({"progressToken": 7, "progress": 1}));
         drop(guard);
         assert!(!routes.deliver(&progress(2)), "a finished request gets no more progress");
-        assert!(routes.last_caller().is_none());
+        assert!(routes.sole_caller().is_none());
+    }
+
+    #[test]
+    fn requests_from_the_upstream_go_to_a_client_only_when_it_is_the_only_one() {
+        let routes = ClientRoutes::default();
+        let client = Arc::new(ClientRequests::default());
+        let (tx, _rx) = mpsc::channel(4);
+        let first = Related { sink: tx.clone(), client: client.clone() };
+        let same_session = Related { sink: tx.clone(), client };
+        let other_session = Related { sink: tx, client: Arc::new(ClientRequests::default()) };
+        let _a = routes.register(&mut None, &first);
+        let b = routes.register(&mut None, &same_session);
+        assert!(routes.sole_caller().is_some(), "two requests of one session");
+        let c = routes.register(&mut None, &other_session);
+        assert!(routes.sole_caller().is_none(), "two sessions: the upstream's request is not attributable");
+        drop((b, c));
+        assert!(routes.sole_caller().is_some());
     }
 }

@@ -285,7 +285,7 @@ impl Upstream {
 async fn forward_server_requests(upstream: std::sync::Weak<Upstream>, mut requests: mpsc::Receiver<ServerRequest>) {
     while let Some(ServerRequest { request, reply }) = requests.recv().await {
         let Some(upstream) = upstream.upgrade() else { break };
-        let caller = upstream.routes.last_caller();
+        let caller = upstream.routes.sole_caller();
         let timeout = upstream.call_timeout();
         let backend = upstream.name().to_owned();
         tokio::spawn(async move {
@@ -297,7 +297,9 @@ async fn forward_server_requests(upstream: std::sync::Weak<Upstream>, mut reques
                 }
                 None => Err(RpcError::new(
                     error_codes::METHOD_NOT_FOUND,
-                    format!("{method}: no client request is waiting on this backend"),
+                    format!(
+                        "{method}: the relay cannot tell which client this is for (no client request, or requests of several clients, are in flight on this backend)"
+                    ),
                 )),
             };
             let _ = reply.send(Response { id, outcome });

@@ -22,11 +22,13 @@ pub fn read_all(paths: &[String], max_bytes: u64) -> Result<Vec<Document>, Strin
         if !path.starts_with('/') {
             return Err(format!("file {path}: give an absolute path inside a directory granted to the plugin"));
         }
-        let bytes = std::fs::read(path).map_err(|e| read_error(path, &e))?;
-        total += bytes.len() as u64;
+        // The size is checked before reading, so a huge file is refused, not loaded.
+        let size = std::fs::metadata(path).map_err(|e| read_error(path, &e))?.len();
+        total += size;
         if total > max_bytes {
             return Err(format!("files are larger than the {max_bytes} bytes one request may include"));
         }
+        let bytes = std::fs::read(path).map_err(|e| read_error(path, &e))?;
         let text = String::from_utf8(bytes).map_err(|_| format!("file {path} is not UTF-8 text"))?;
         documents.push(Document { path: path.clone(), text });
     }
