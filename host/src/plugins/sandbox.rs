@@ -1,7 +1,7 @@
 //! A plugin instance's sandbox: a `Store` with its own WASI context (only the granted
 //! environment variables, clocks and directories; no sockets; `wasi:http` only to granted
-//! hosts), a memory cap, and an epoch deadline re-armed for every call. Failures are classified so the caller can report them
-//! clearly.
+//! hosts), a memory cap, and an epoch deadline re-armed for every call. Failures are
+//! classified so the caller can report them clearly.
 
 use std::sync::Arc;
 
