@@ -2,7 +2,7 @@
 //! server-everything (stdio): prompts, resources (with colliding URIs), resource templates,
 //! completion, subscriptions, logging, and the capabilities the relay advertises.
 
-use relay_tests::{Relay, everything_stdio_entry};
+use relay_tests::{Fixture, Relay, everything_stdio_entry};
 use serde_json::{Value, json};
 
 async fn two_everythings() -> Relay {
@@ -189,4 +189,29 @@ async fn http_to_stdio_elicitation_request_travels_on_the_call_stream() {
     .expect("the call finishes");
     assert!(answered, "no elicitation request on the stream: {seen}");
     assert!(result["result"]["content"][0]["text"].as_str().unwrap().contains("declined"), "{result}");
+}
+
+#[tokio::test]
+async fn capabilities_are_the_union_of_the_upstreams_and_everything_while_one_is_pending() {
+    // The WebSocket fixture offers tools only: once it is connected, so does the relay.
+    let fixture = Fixture::start("tools-only").await;
+    let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
+    relay.wait_ready("tools-only").await;
+    let mut client = relay.line_client().await;
+    let init = client.request("initialize", json!({"protocolVersion": "2025-11-25"})).await;
+    let capabilities = &init["result"]["capabilities"];
+    assert!(capabilities["tools"].is_object(), "{init}");
+    for absent in ["prompts", "resources", "logging", "completions"] {
+        assert!(capabilities.get(absent).is_none(), "{absent} offered by no upstream: {init}");
+    }
+
+    // A backend still in its first handshake might offer anything, and a client cannot learn
+    // of a capability after its own initialize: everything is advertised until it is known.
+    let stuck = Fixture::start_on("stuck", 0, &["--hang-initialize"]).await;
+    let relay = Relay::start(&format!("backends:\n{}", stuck.entry())).await;
+    let mut client = relay.line_client().await;
+    let init = client.request("initialize", json!({"protocolVersion": "2025-11-25"})).await;
+    for capability in ["tools", "prompts", "resources", "logging", "completions"] {
+        assert!(init["result"]["capabilities"][capability].is_object(), "{capability}: {init}");
+    }
 }

@@ -149,17 +149,21 @@ impl Router {
 
     /// The capabilities to advertise to clients: the union of what the upstreams offer, plus
     /// tools (the relay's own) and `listChanged` everywhere (the relay announces every change of
-    /// its aggregated lists, whatever each upstream does).
+    /// its aggregated lists, whatever each upstream does). An upstream that has not finished
+    /// its first handshake counts as offering everything: a client cannot learn of a capability
+    /// after its own `initialize`, but an empty list does no harm.
     pub fn capabilities(&self) -> Value {
-        let identities: Vec<_> = self.upstreams.list().iter().filter_map(|u| u.status().identity).collect();
-        let offered = |name: &str| identities.iter().any(|i| i.has(name));
+        let upstreams = self.upstreams.list();
+        let identities: Vec<_> = upstreams.iter().filter_map(|u| u.status().identity).collect();
+        let pending = identities.len() < upstreams.len();
+        let offered = |name: &str| pending || identities.iter().any(|i| i.has(name));
         let mut capabilities = json!({"tools": {"listChanged": true}});
         if offered("prompts") {
             capabilities["prompts"] = json!({"listChanged": true});
         }
         if offered("resources") {
-            let subscribe =
-                identities.iter().any(|i| i.capabilities.pointer("/resources/subscribe") == Some(&json!(true)));
+            let subscribe = pending
+                || identities.iter().any(|i| i.capabilities.pointer("/resources/subscribe") == Some(&json!(true)));
             capabilities["resources"] = json!({"subscribe": subscribe, "listChanged": true});
         }
         for name in ["logging", "completions"] {
