@@ -95,6 +95,11 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The configured model names, comma-separated (for error messages).
+    pub fn names(&self) -> String {
+        self.models.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+
     /// The model called `name` (or having it as an alias), with its canonical name.
     pub fn resolve(&self, name: &str) -> Option<(&str, &ModelConfig)> {
         if let Some((key, model)) = self.models.get_key_value(name) {

@@ -46,7 +46,7 @@ pub fn run(settings: &Settings, requested: &[String], content: &str, output_dir:
     let mut results = Vec::with_capacity(jobs.len());
     for job in &jobs {
         let Some((name, model)) = job.model else {
-            let error = format!("unknown model {} (configured: {})", job.requested, known_names(settings));
+            let error = format!("unknown model {} (configured: {})", job.requested, settings.names());
             results.push(entry(job.requested, None, Err(error), 0, 0, None));
             continue;
         };
@@ -63,10 +63,6 @@ pub fn run(settings: &Settings, requested: &[String], content: &str, output_dir:
     }
     let duration_ms = (clock::monotonic_ns().saturating_sub(started)) / 1_000_000;
     summarise(results, output_dir, duration_ms)
-}
-
-fn known_names(settings: &Settings) -> String {
-    settings.models.keys().cloned().collect::<Vec<_>>().join(", ")
 }
 
 /// One model's entry in the report.
@@ -126,8 +122,9 @@ pub fn summarise(results: Vec<Value>, output_dir: &str, duration_ms: u64) -> Val
 /// Asks every model at once and waits for all of them; outcomes come back in order.
 #[cfg(target_arch = "wasm32")]
 fn ask_all(models: &[(&str, &ModelConfig)], content: &str) -> Vec<Outcome> {
-    let asks: Vec<_> = models.iter().map(|(name, model)| provider::ask(name, model, content)).collect();
-    wstd::runtime::block_on(provider::join_all(asks))
+    let asks = models.iter().map(|(name, model)| provider::ask(name, model, content));
+    // The wstd reactor polls every request together.
+    wstd::runtime::block_on(futures::future::join_all(asks))
 }
 
 /// Off wasm there is no `wasi:http`: every model fails (only the native unit tests get here).
@@ -141,9 +138,6 @@ fn ask_all(models: &[(&str, &ModelConfig)], _content: &str) -> Vec<Outcome> {
 mod provider {
     //! One model's exchange over `wasi:http`, with retries and a deadline.
 
-    use std::future::Future;
-    use std::pin::Pin;
-
     use wstd::future::FutureExt;
     use wstd::http::{Body, Client, Request};
     use wstd::time::{Duration, Instant};
@@ -152,55 +146,26 @@ mod provider {
     use crate::chat::{self, Answer, Verdict};
     use crate::config::ModelConfig;
 
-    type Ask<'a> = Pin<Box<dyn Future<Output = Outcome> + 'a>>;
-
-    /// Runs all asks concurrently (the wstd reactor polls their requests together).
-    pub async fn join_all(asks: Vec<Ask<'_>>) -> Vec<Outcome> {
-        let mut outcomes = Vec::with_capacity(asks.len());
-        let mut pending: Vec<Option<Ask<'_>>> = asks.into_iter().map(Some).collect();
-        let mut done: Vec<Option<Outcome>> = pending.iter().map(|_| None).collect();
-        std::future::poll_fn(|cx| {
-            let mut all = true;
-            for (slot, result) in pending.iter_mut().zip(done.iter_mut()) {
-                if let Some(ask) = slot {
-                    match ask.as_mut().poll(cx) {
-                        std::task::Poll::Ready(outcome) => {
-                            *result = Some(outcome);
-                            *slot = None;
-                        }
-                        std::task::Poll::Pending => all = false,
-                    }
-                }
-            }
-            if all { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-        })
-        .await;
-        outcomes.extend(done.into_iter().map(|o| o.expect("every ask finished")));
-        outcomes
-    }
-
     /// Asks `model` within its deadline.
-    pub fn ask<'a>(name: &'a str, model: &'a ModelConfig, content: &'a str) -> Ask<'a> {
-        Box::pin(async move {
-            let started = Instant::now();
-            let key = model.api_key_env.as_deref().and_then(|v| std::env::var(v).ok());
-            if let (Some(variable), None) = (&model.api_key_env, &key) {
-                let error = format!("API key variable {variable} is not set (or not in the plugin's grants.env)");
-                return Outcome { result: Err(error), attempts: 0, duration_ms: 0 };
-            }
-            let body = chat::request_body(model.provider_model(name), content, model.max_tokens);
-            let mut attempts = 0u32;
-            let deadline = Duration::from_millis(model.timeout_ms);
-            let result = match exchange(model, key.as_deref(), &body, &mut attempts).timeout(deadline).await {
-                Ok(result) => result,
-                Err(_) => Err(format!("no answer within the model's timeout of {} ms", model.timeout_ms)),
-            };
-            Outcome {
-                result: result.map_err(|e| chat::redact(&e, key.as_deref())),
-                attempts,
-                duration_ms: started.elapsed().as_millis() as u64,
-            }
-        })
+    pub async fn ask(name: &str, model: &ModelConfig, content: &str) -> Outcome {
+        let started = Instant::now();
+        let key = model.api_key_env.as_deref().and_then(|v| std::env::var(v).ok());
+        if let (Some(variable), None) = (&model.api_key_env, &key) {
+            let error = format!("API key variable {variable} is not set (or not in the plugin's grants.env)");
+            return Outcome { result: Err(error), attempts: 0, duration_ms: 0 };
+        }
+        let body = chat::request_body(model.provider_model(name), content, model.max_tokens);
+        let mut attempts = 0u32;
+        let deadline = Duration::from_millis(model.timeout_ms);
+        let result = match exchange(model, key.as_deref(), &body, &mut attempts).timeout(deadline).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within the model's timeout of {} ms", model.timeout_ms)),
+        };
+        Outcome {
+            result: result.map_err(|e| chat::redact(&e, key.as_deref())),
+            attempts,
+            duration_ms: started.elapsed().as_millis() as u64,
+        }
     }
 
     /// Sends the request, retrying 429 and 5xx answers with capped backoff.

@@ -140,7 +140,7 @@ fn set_models(settings: &Settings, arguments: &Value) -> Result<String, ToolErro
     let mut canonical = Vec::new();
     for model in &models {
         let (name, _) = settings.resolve(model).ok_or_else(|| {
-            ToolError::InvalidArguments(format!("unknown model {model} (configured: {})", known(settings)))
+            ToolError::InvalidArguments(format!("unknown model {model} (configured: {})", settings.names()))
         })?;
         canonical.push(name.to_owned());
     }
@@ -171,10 +171,6 @@ fn default_models(settings: &Settings) -> Vec<String> {
 /// The output directory: chosen at run time, else configured.
 fn output_dir(settings: &Settings) -> String {
     kv::get(OUTPUT_DIR_KEY).ok().flatten().unwrap_or_else(|| settings.output_dir.clone())
-}
-
-fn known(settings: &Settings) -> String {
-    settings.models.keys().cloned().collect::<Vec<_>>().join(", ")
 }
 
 fn string_list(value: &Value) -> Option<Vec<String>> {
