@@ -436,6 +436,18 @@ pub fn everything_stdio_entry(name: &str) -> String {
     format!("  - name: {name}\n    command: node\n    args: [{:?}, stdio]\n", everything_js().display().to_string())
 }
 
+/// The backends.yaml entry for the conformance fixture backend (official TypeScript SDK,
+/// stdio): the conformance scenarios' tools, resources and prompts.
+pub fn conformance_fixture_entry(name: &str) -> String {
+    let fixture = repo_root().join("tests/clients/fixtures/conformance-server.mjs");
+    format!("  - name: {name}\n    command: node\n    args: [{:?}]\n", fixture.display().to_string())
+}
+
+/// The JSON-RPC messages of an SSE body (its `data:` lines).
+pub fn sse_messages(body: &str) -> Vec<Value> {
+    body.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect()
+}
+
 /// Runs the official TypeScript SDK driver; returns its one-line JSON report.
 pub async fn ts_client(transport: &str, url: &str, calls: Value) -> Value {
     ts_client_ops(transport, url, calls, json!([])).await

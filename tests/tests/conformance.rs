@@ -5,16 +5,11 @@
 //! are listed, with the reason, in `tests/conformance/expected-failures.yml`; the suite fails
 //! on any unexpected failure and on any listed scenario that now passes.
 
-use relay_tests::{Relay, repo_root};
+use relay_tests::{Relay, conformance_fixture_entry, repo_root};
 
 #[tokio::test]
 async fn official_conformance_suite_through_the_relay() {
-    let fixture = repo_root().join("tests/clients/fixtures/conformance-server.mjs");
-    let relay = Relay::start(&format!(
-        "backends:\n  - name: fixture\n    command: node\n    args: [{:?}]\n",
-        fixture.display().to_string()
-    ))
-    .await;
+    let relay = Relay::start(&format!("backends:\n{}", conformance_fixture_entry("fixture"))).await;
     relay.wait_ready("fixture").await;
     let suite = repo_root().join("tests/clients/node_modules/.bin/conformance");
     assert!(suite.exists(), "{} is missing: run scripts/test.sh (it runs npm ci)", suite.display());

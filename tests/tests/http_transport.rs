@@ -1,7 +1,7 @@
 //! Streamable HTTP on `/mcp` spoken by hand (reqwest), checking the protocol rules the SDK
 //! clients rely on, plus the `/healthz` and `/readyz` probes.
 
-use relay_tests::{Fixture, Relay};
+use relay_tests::{Fixture, Relay, sse_messages};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -30,11 +30,6 @@ async fn initialize(relay: &Relay) -> String {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["result"]["protocolVersion"], "2025-11-25");
     session
-}
-
-/// Reads the JSON-RPC message(s) of an SSE body.
-fn sse_messages(body: &str) -> Vec<Value> {
-    body.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect()
 }
 
 #[tokio::test]

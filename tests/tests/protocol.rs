@@ -102,8 +102,7 @@ async fn http_to_stdio_progress_streams_before_the_response() {
         "name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 2},
         "_meta": {"progressToken": 42}}});
     let body = session.post(&call).send().await.unwrap().text().await.unwrap();
-    let messages: Vec<Value> =
-        body.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect();
+    let messages = relay_tests::sse_messages(&body);
     let last = messages.last().unwrap();
     assert_eq!(last["id"], 2, "the response comes last: {body}");
     let progress: Vec<&Value> = messages.iter().filter(|m| m["method"] == "notifications/progress").collect();

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use relay_tests::{Fixture, Relay, copy_plugin, eventually, everything_stdio_entry, repo_root, text_of};
+use relay_tests::{
+    Fixture, Relay, conformance_fixture_entry, copy_plugin, eventually, everything_stdio_entry, sse_messages, text_of,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -205,21 +207,12 @@ async fn closing_the_response_cancels_the_upstream_call() {
 async fn messages(response: reqwest::Response) -> Vec<Value> {
     let sse = response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream");
     let text = response.text().await.unwrap();
-    if sse {
-        text.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect()
-    } else {
-        vec![serde_json::from_str(&text).unwrap()]
-    }
+    if sse { sse_messages(&text) } else { vec![serde_json::from_str(&text).unwrap()] }
 }
 
 #[tokio::test]
 async fn log_messages_reach_only_requests_that_ask_for_them() {
-    let fixture = repo_root().join("tests/clients/fixtures/conformance-server.mjs");
-    let relay = Relay::start(&format!(
-        "backends:\n  - name: fixture\n    command: node\n    args: [{:?}]\n",
-        fixture.display().to_string()
-    ))
-    .await;
+    let relay = Relay::start(&format!("backends:\n{}", conformance_fixture_entry("fixture"))).await;
     relay.wait_ready("fixture").await;
     let call = |meta: Value| {
         request(&relay, 1, "tools/call", json!({"name": "test_tool_with_logging", "arguments": {}, "_meta": meta}))

@@ -25,8 +25,8 @@ use crate::session::{Session, SessionFactory, SessionRegistry};
 
 use super::stateless::{self, ParkedCalls};
 
-const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
+pub(super) const SESSION_HEADER: &str = "mcp-session-id";
+pub(super) const VERSION_HEADER: &str = "mcp-protocol-version";
 
 /// What the HTTP side needs.
 pub struct HttpState {

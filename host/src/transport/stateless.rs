@@ -26,13 +26,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::http::{HttpState, bearer, json_response, refused, rpc_error};
+use super::http::{HttpState, SESSION_HEADER, VERSION_HEADER, bearer, json_response, refused, rpc_error};
 use crate::access::{ConnectInfo, TransportKind};
 use crate::mcp::envelope::{self, Envelope};
 use crate::mcp::{self, Message, Request, RpcError, error_codes};
 use crate::session::Session;
 
-const VERSION_HEADER: &str = "mcp-protocol-version";
 const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
 
@@ -152,7 +151,7 @@ pub fn method_not_allowed() -> Response {
 /// a version the relay does not know is treated as stateless and refused with the list).
 pub fn is_stateless(headers: &HeaderMap) -> bool {
     let Some(version) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()) else { return false };
-    !mcp::version::HANDSHAKE_ERA.contains(&version) && headers.get("mcp-session-id").is_none()
+    !mcp::version::HANDSHAKE_ERA.contains(&version) && headers.get(SESSION_HEADER).is_none()
 }
 
 /// The checks a stateless request passes before anything runs: headers not repeated, the
