@@ -40,9 +40,11 @@ impl Principal {
     /// The role that may change the relay at run time.
     pub const ADMIN: &'static str = "admin";
 
-    /// The caller when no auth plugin is configured: the relay is open and everyone is admin.
-    pub fn open_access() -> Self {
-        Self { id: "anonymous".into(), roles: vec![Self::ADMIN.into()] }
+    /// The caller when no auth plugin is configured: anonymous, and admin only when relay.yaml
+    /// says `access.admin_without_auth: true`.
+    pub fn open_access(admin: bool) -> Self {
+        let roles = if admin { vec![Self::ADMIN.into()] } else { Vec::new() };
+        Self { id: "anonymous".into(), roles }
     }
 
     /// Whether the principal has `role`.

@@ -6,6 +6,7 @@
 //! [`server`] wires the layers.
 
 pub mod access;
+pub mod admission;
 pub mod config;
 pub mod file_watch;
 pub mod health;

@@ -16,7 +16,7 @@ use crate::plugins::{self, KvStore, Plugins};
 use crate::policy::Policy;
 use crate::router::Router;
 use crate::session::{SessionFactory, SessionRegistry};
-use crate::transport::{self, HttpState};
+use crate::transport::{self, BrowserRules, HttpState};
 use crate::upstream::{Builtin, Upstreams};
 
 /// Runs the relay with the configuration at `config_path` until SIGINT/SIGTERM.
@@ -40,7 +40,15 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
     .await
     .context("cannot load plugins")?;
     if !plugins.has_auth() {
-        tracing::warn!("no auth plugin configured: the relay is OPEN, every client is admin");
+        if config.access.admin_without_auth {
+            tracing::warn!(
+                "no auth plugin configured and access.admin_without_auth is true: the relay is OPEN and EVERY CLIENT IS ADMIN (may add, remove and reconnect backends, reload plugins)"
+            );
+        } else {
+            tracing::warn!(
+                "no auth plugin configured: the relay is open (anyone who reaches the port may call tools); the relay_* tools that change it are refused"
+            );
+        }
     }
     let _plugin_watch = plugins::watch(plugins.clone()).context("cannot watch plugin files")?;
     let sighup_plugins = plugins.clone();
@@ -52,7 +60,13 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
         }
     });
 
-    let builtin = Arc::new(Builtin::new(upstreams.clone(), store.clone(), lifecycle.clone(), plugins.clone()));
+    let builtin = Arc::new(Builtin::new(
+        upstreams.clone(),
+        store.clone(),
+        lifecycle.clone(),
+        plugins.clone(),
+        config.access.add_server_commands.clone(),
+    ));
     let router = Router::new(upstreams.clone(), builtin, plugins.clone());
     let policy = Arc::new(Policy::new(plugins.clone()));
     let state = Arc::new(HttpState {
@@ -62,11 +76,19 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
             plugins,
             lifecycle: lifecycle.clone(),
             limits: limits.clone(),
+            open_admin: config.access.admin_without_auth,
+            per_principal: Arc::default(),
+            per_address: Arc::default(),
         },
         sessions: SessionRegistry::default(),
         parked: Default::default(),
         lifecycle: lifecycle.clone(),
-        allowed_origins: config.allowed_origins.clone(),
+        browser: Arc::new(BrowserRules {
+            allowed_origins: config.allowed_origins.clone(),
+            allowed_hosts: config.allowed_hosts.clone(),
+            loopback_listener: is_loopback_host(&config.listen.host),
+        }),
+        pending: Arc::default(),
     });
 
     let (_watch_guard, mut file_changes) =
@@ -125,6 +147,12 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
     // Give supervisors a moment to kill stdio children and close sockets.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
+}
+
+/// Whether the configured listen host is a loopback address or name.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn shutdown_signal() {

@@ -45,9 +45,13 @@ pub struct BackendSpec {
     /// Arguments of `command`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Extra environment for `command`.
+    /// Environment for `command`, on top of a minimal safe set (`PATH`, `HOME`, ...); the
+    /// relay's own environment is not passed on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Names of the relay's environment variables that `command` inherits as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherit_env: Vec<String>,
     /// Working directory of `command`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
@@ -78,7 +82,13 @@ pub enum Transport {
     /// MCP Streamable HTTP.
     Http { url: String, headers: BTreeMap<String, String> },
     /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
-    Stdio { command: String, args: Vec<String>, env: BTreeMap<String, String>, cwd: Option<PathBuf> },
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        inherit_env: Vec<String>,
+        cwd: Option<PathBuf>,
+    },
 }
 
 impl Transport {
@@ -126,6 +136,7 @@ impl BackendSpec {
                 command: command.clone(),
                 args: self.args.clone(),
                 env: self.env.clone(),
+                inherit_env: self.inherit_env.clone(),
                 cwd: self.cwd.clone(),
             },
             _ => return Err(format!("backend {}: set exactly one of url or command", self.name)),

@@ -5,12 +5,14 @@
 
 mod backends;
 mod plugins;
+mod redact;
 mod relay;
 mod store;
 mod watch;
 
 pub use backends::{Backend, BackendSpec, BackendsFile, ConfigError, Transport};
 pub use plugins::{Grants, MAX_PLUGIN_MEMORY_MB, PluginConfig, PluginLimits, World, validate_plugins};
-pub use relay::{ListenConfig, LogFormat, LoggingConfig, RelayConfig, UpstreamConfig};
+pub use redact::redact_url;
+pub use relay::{AccessConfig, ListenConfig, LogFormat, LoggingConfig, RelayConfig, UpstreamConfig};
 pub use store::{BackendStore, StoreError};
 pub use watch::watch_backends;

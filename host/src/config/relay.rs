@@ -21,9 +21,16 @@ pub struct RelayConfig {
     pub upstream: UpstreamConfig,
     /// Log output.
     pub logging: LoggingConfig,
-    /// Origins (scheme://host[:port]) allowed to call `/mcp` from a browser, besides loopback.
-    /// Requests without an `Origin` header (non-browser clients) are always allowed.
+    /// Origins (scheme://host[:port]) allowed to reach any HTTP route (WebSocket upgrades
+    /// included) from a browser, besides loopback. Requests without an `Origin` header
+    /// (non-browser clients) are always allowed.
     pub allowed_origins: Vec<String>,
+    /// `Host` header names (without port) accepted besides loopback names, against DNS
+    /// rebinding. Empty: any host when listening beyond loopback, loopback names only when
+    /// listening on loopback.
+    pub allowed_hosts: Vec<String>,
+    /// Who may change the relay when no auth plugin is configured.
+    pub access: AccessConfig,
     /// WebAssembly plugins, in order: auth once per session, policies before every request,
     /// adapters as tool sources. None configured: the relay runs open.
     pub plugins: Vec<PluginConfig>,
@@ -46,6 +53,19 @@ impl Default for ListenConfig {
     fn default() -> Self {
         Self { host: "127.0.0.1".into(), port: 8000 }
     }
+}
+
+/// What an unauthenticated (open) relay allows, and which programs run-time changes may start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// Without an auth plugin, give every client the `admin` role (add/remove/reconnect
+    /// backends, reload and roll back plugins). Off by default: an open relay serves tools but
+    /// cannot be reconfigured by whoever reaches its port. Logged loudly at start-up.
+    pub admin_without_auth: bool,
+    /// Programs `relay_add_server` may start as stdio backends (exact `command` strings).
+    /// Empty by default: only the operator's own edits of backends.yaml add commands.
+    pub add_server_commands: Vec<String>,
 }
 
 /// How the relay treats its upstreams.
@@ -105,6 +125,19 @@ impl RelayConfig {
         }
         if self.limits.max_message_bytes < 1024 || self.limits.max_json_depth < 4 {
             return Err("limits.max_message_bytes must be >= 1024 and limits.max_json_depth >= 4".into());
+        }
+        let limits = &self.limits;
+        let positive = [
+            ("max_sessions", limits.max_sessions as u64),
+            ("max_sessions_per_principal", limits.max_sessions_per_principal as u64),
+            ("max_sessions_per_address", limits.max_sessions_per_address as u64),
+            ("max_requests_in_flight", limits.max_requests_in_flight as u64),
+            ("handshake_timeout_secs", limits.handshake_timeout_secs),
+            ("body_timeout_secs", limits.body_timeout_secs),
+            ("max_pending_per_address", limits.max_pending_per_address as u64),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("limits.{name} must be positive"));
         }
         validate_plugins(&self.plugins)
     }

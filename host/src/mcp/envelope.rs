@@ -81,6 +81,19 @@ pub fn unsupported(requested: &str) -> RpcError {
         .with_data(json!({"supported": version::STATELESS, "requested": requested}))
 }
 
+/// Where a newline client puts its bearer token (`params._meta.authorization`).
+pub const AUTHORIZATION: &str = "authorization";
+
+/// Removes the client's credential from a request's params, so no backend ever sees it (the
+/// MCP authorization spec forbids token passthrough). An emptied `_meta` goes too.
+pub fn strip_credentials(params: &mut Option<Value>) {
+    let Some(Value::Object(params)) = params else { return };
+    let Some(Value::Object(meta)) = params.get_mut("_meta") else { return };
+    if meta.remove(AUTHORIZATION).is_some() && meta.is_empty() {
+        params.remove("_meta");
+    }
+}
+
 /// Removes the envelope's keys from a `_meta` before it travels on to an upstream that speaks
 /// an older version (they describe the client's hop, not the upstream's). Other keys, the
 /// protocol's own included, pass.

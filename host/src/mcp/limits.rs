@@ -15,11 +15,37 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Most concurrent client sessions; further `initialize` requests are refused.
     pub max_sessions: usize,
+    /// Most concurrent sessions of one principal, so no caller can take every session.
+    pub max_sessions_per_principal: usize,
+    /// Most concurrent sessions opened from one remote IP address.
+    pub max_sessions_per_address: usize,
+    /// Most requests one session may have running; past it the transport stops reading (or
+    /// an HTTP request waits) until one finishes.
+    pub max_requests_in_flight: usize,
+    /// Seconds a new connection has to send its first message (newline) or its request head
+    /// (HTTP), i.e. to reach authentication.
+    pub handshake_timeout_secs: u64,
+    /// Seconds an HTTP request body may take to arrive.
+    pub body_timeout_secs: u64,
+    /// Most connections from one remote IP address that have not yet been authenticated (or,
+    /// for HTTP, have not yet sent a whole request head).
+    pub max_pending_per_address: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_message_bytes: 4 * 1024 * 1024, max_json_depth: 64, idle_timeout_secs: 600, max_sessions: 20_000 }
+        Self {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_json_depth: 64,
+            idle_timeout_secs: 600,
+            max_sessions: 20_000,
+            max_sessions_per_principal: 4096,
+            max_sessions_per_address: 4096,
+            max_requests_in_flight: 64,
+            handshake_timeout_secs: 10,
+            body_timeout_secs: 10,
+            max_pending_per_address: 256,
+        }
     }
 }
 

@@ -13,12 +13,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Message, Request, Response, RpcError, error_codes};
 
-/// Where messages related to one client request go (its SSE stream or its connection).
+/// Who one upstream request is for, and where messages related to it go (its SSE stream or
+/// its connection). Every request the relay forwards on a client's behalf carries one, so the
+/// upstream side always knows how many client sessions it is working for.
 #[derive(Clone)]
 pub struct Related {
-    /// The request's stream, as text messages.
-    pub sink: mpsc::Sender<String>,
-    /// The session's requests awaiting the client's answer.
+    /// The request's stream, as text messages; `None` when the client takes nothing but the
+    /// response (an HTTP request answered with plain JSON, an adapter plugin's call).
+    pub sink: Option<mpsc::Sender<String>>,
+    /// The session's requests awaiting the client's answer; its identity is the session's.
     pub client: Arc<ClientRequests>,
 }
 
@@ -30,6 +33,12 @@ pub struct ClientRequests {
 }
 
 impl Related {
+    /// A caller of its own that takes nothing but responses (an adapter plugin calling a
+    /// backend): it counts as one more client on the upstream, and nothing is sent to it.
+    pub fn detached() -> Self {
+        Self { sink: None, client: Arc::default() }
+    }
+
     /// Sends a request to the client over this stream and waits (up to `timeout`) for the
     /// answer, which arrives through the session as a response message.
     pub async fn request(&self, method: &str, params: Option<Value>, timeout: Duration) -> Result<Value, RpcError> {
@@ -39,7 +48,13 @@ impl Related {
         let text = Message::Request(Request { id: Value::String(id.clone()), method: method.into(), params }).to_text();
         let unavailable = |message: &str| RpcError::new(error_codes::UPSTREAM_UNAVAILABLE, message.to_owned());
         let outcome = async {
-            self.sink.send(text).await.map_err(|_| unavailable("the client's stream is closed"))?;
+            let Some(sink) = &self.sink else {
+                return Err(RpcError::new(
+                    error_codes::METHOD_NOT_FOUND,
+                    format!("{method}: the client's request has no stream the relay could send it on"),
+                ));
+            };
+            sink.send(text).await.map_err(|_| unavailable("the client's stream is closed"))?;
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(_)) => Err(unavailable("the client session ended")),

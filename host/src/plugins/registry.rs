@@ -185,7 +185,7 @@ impl Plugins {
     /// Decides who a connection is. Without an auth plugin everyone is admin.
     pub async fn authenticate(&self, info: &ConnectInfo) -> Result<Principal, Refusal> {
         let Some(slot) = self.slots.iter().find(|s| s.config.world == World::Auth) else {
-            return Ok(Principal::open_access());
+            return Ok(Principal::open_access(false));
         };
         let wit_info = types::ConnectInfo {
             transport: wit_transport(info.transport),

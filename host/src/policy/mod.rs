@@ -1,14 +1,11 @@
-//! The policy chain between session and router: the relay's own rule (management tools need
-//! the `admin` role), then every `policy` plugin in configuration order.
+//! The policy chain between session and router: the relay's own rule (built-in tools marked
+//! admin in their definitions need the `admin` role), then every `policy` plugin in
+//! configuration order.
 
 use std::sync::Arc;
 
 use crate::access::{Denial, DenialCode, Principal, RequestInfo};
 use crate::plugins::{Plugins, Refusal};
-
-/// Built-in tools that change the relay; only principals with the `admin` role may call them.
-pub const ADMIN_TOOLS: &[&str] =
-    &["relay_add_server", "relay_remove_server", "relay_reload_plugins", "relay_rollback_plugin"];
 
 /// Decides whether a request may be routed.
 pub struct Policy {
@@ -24,7 +21,7 @@ impl Policy {
     /// Ok when every rule lets `request` through.
     pub async fn check(&self, request: &RequestInfo) -> Result<(), Refusal> {
         if let Some(tool) = request.tool.as_deref()
-            && ADMIN_TOOLS.contains(&tool)
+            && crate::upstream::builtin_needs_admin(tool)
             && !request.principal.has_role(Principal::ADMIN)
         {
             return Err(Refusal::Denied(Denial::by_relay(

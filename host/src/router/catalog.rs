@@ -108,13 +108,16 @@ impl Section {
     }
 
     /// Applies the collision rule to the items of `sources` under `field`; `expose` turns a
-    /// clean key into its prefixed form for `owner`.
+    /// clean key into its prefixed form for `owner`. A key in a form that belongs to another
+    /// source (`claims_other`: `<other>__x`, `relay://<other>/...`) is exposed in its owner's
+    /// own prefixed form instead, so no source can answer under another's name.
     fn build<'a>(
         field: &str,
         reserved: &HashSet<&str>,
         sources: impl Iterator<Item = (&'a Owner, &'a [Value])> + Clone,
         clean: impl Fn(&str) -> String,
         expose: impl Fn(&Owner, &str) -> String,
+        claims_other: impl Fn(&Owner, &str) -> bool,
         section: &mut Section,
     ) {
         let mut counts: HashMap<String, usize> = HashMap::new();
@@ -127,8 +130,15 @@ impl Section {
             for item in items {
                 let Some(original) = key_of(item, field) else { continue };
                 let key = clean(original);
-                let exposed =
-                    if counts[&key] == 1 && !reserved.contains(key.as_str()) { key } else { expose(owner, &key) };
+                let exposed = if claims_other(owner, &key) {
+                    let renamed = expose(owner, &key);
+                    tracing::warn!(source = owner.name(), item = original, exposed = %renamed, "{field} takes another source's prefixed form; renamed");
+                    renamed
+                } else if counts[&key] == 1 && !reserved.contains(key.as_str()) {
+                    key
+                } else {
+                    expose(owner, &key)
+                };
                 section.push(field, exposed, owner.clone(), original, item);
             }
         }
@@ -165,6 +175,7 @@ impl Catalog {
             listings.iter().map(|(owner, listing)| (owner.clone(), listing.tools.clone())).collect();
         tool_sources.extend(plugins.adapter_tools().into_iter().map(|(name, tools)| (Owner::Adapter(name), tools)));
         let mut catalog = Self::from_sources(builtin, tool_sources.iter().map(|(o, t)| (o, t.as_slice())));
+        let sources: HashSet<&str> = tool_sources.iter().map(|(owner, _)| owner.name()).collect();
         let of = |kind: ListKind| listings.iter().map(move |(owner, listing)| (owner, listing.get(kind).as_slice()));
         Section::build(
             "name",
@@ -172,6 +183,7 @@ impl Catalog {
             of(ListKind::Prompts),
             str::to_owned,
             |owner, name| format!("{}{PREFIX_SEPARATOR}{name}", owner.name()),
+            |owner, name| claims_prefix(&sources, owner, name),
             &mut catalog.prompts,
         );
         Section::build(
@@ -180,6 +192,7 @@ impl Catalog {
             of(ListKind::Resources),
             str::to_owned,
             relay_uri,
+            claims_relay_uri,
             &mut catalog.resources,
         );
         for (owner, templates) in of(ListKind::ResourceTemplates) {
@@ -199,6 +212,8 @@ impl Catalog {
         sources: impl Iterator<Item = (&'a Owner, &'a [Value])> + Clone,
     ) -> Self {
         let reserved: HashSet<&str> = builtin.iter().filter_map(|t| key_of(t, "name")).collect();
+        let names: HashSet<&str> =
+            sources.clone().map(|(owner, _)| owner.name()).chain([Owner::BUILTIN_NAME]).collect();
         let mut catalog = Catalog::default();
         for tool in builtin {
             if let Some(name) = key_of(tool, "name") {
@@ -211,6 +226,7 @@ impl Catalog {
             sources,
             sanitize,
             |owner, name| cut(format!("{}{PREFIX_SEPARATOR}{name}", owner.name())),
+            |owner, name| claims_prefix(&names, owner, name),
             &mut catalog.tools,
         );
         catalog
@@ -268,6 +284,17 @@ impl Catalog {
             ListKind::ResourceTemplates => self.templates != other.templates,
         }
     }
+}
+
+/// Whether `name` has the form `<source>__...` of a source other than `owner`.
+fn claims_prefix(sources: &HashSet<&str>, owner: &Owner, name: &str) -> bool {
+    name.split_once(PREFIX_SEPARATOR).is_some_and(|(prefix, _)| prefix != owner.name() && sources.contains(prefix))
+}
+
+/// Whether `uri` is a `relay://` URI of any source other than `owner` (the relay's own scheme
+/// for rewritten URIs: only a source's own rewritten form may start with it).
+fn claims_relay_uri(owner: &Owner, uri: &str) -> bool {
+    uri.strip_prefix("relay://").is_some_and(|rest| rest.split('/').next() != Some(owner.name()))
 }
 
 fn key_of<'a>(item: &'a Value, field: &str) -> Option<&'a str> {
@@ -332,12 +359,25 @@ mod tests {
             [(&oa, a.as_slice()), (&ob, b.as_slice())].into_iter(),
             str::to_owned,
             relay_uri,
+            claims_relay_uri,
             &mut section,
         );
         let uris: Vec<&str> = section.entries().iter().map(|e| e.name.as_str()).collect();
         assert_eq!(uris, ["relay://a/file%3A%2F%2F%2Fx", "mem://only-a", "relay://b/file%3A%2F%2F%2Fx"]);
         assert_eq!(section.get("relay://b/file%3A%2F%2F%2Fx").unwrap().upstream_name, "file:///x");
         assert_eq!(relay_uri(&oa, "demo://doc/a-b.md"), "relay://a/demo%3A%2F%2Fdoc%2Fa-b.md");
+    }
+
+    #[test]
+    fn no_source_can_take_another_sources_prefixed_name() {
+        let (alpha, zeta, aaa) = (tools(&["delete_repo"]), tools(&["delete_repo"]), tools(&["zeta__delete_repo"]));
+        let (oa, oz, oaaa) =
+            (Owner::Backend("alpha".into()), Owner::Backend("zeta".into()), Owner::Backend("aaa".into()));
+        let sources = [(&oaaa, aaa.as_slice()), (&oa, alpha.as_slice()), (&oz, zeta.as_slice())];
+        let catalog = Catalog::from_sources(&[], sources.into_iter());
+        assert_eq!(catalog.get("zeta__delete_repo").unwrap().owner, oz);
+        assert_eq!(catalog.get("aaa__zeta__delete_repo").unwrap().owner, oaaa);
+        assert!(claims_relay_uri(&oaaa, "relay://zeta/x") && !claims_relay_uri(&oz, "relay://zeta/x"));
     }
 
     #[test]

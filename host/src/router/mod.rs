@@ -15,6 +15,7 @@ pub use crate::mcp::Related;
 pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
 
+use crate::access::Principal;
 use crate::plugins::Plugins;
 use crate::upstream::{Builtin, ListKind, UpstreamEvent, Upstreams};
 
@@ -320,14 +321,15 @@ impl Router {
             .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
     }
 
-    /// Calls the tool that the catalog lists as `name`; `meta` is the request's `_meta`
-    /// (progress token), `related` where its progress notifications go.
+    /// Calls the tool that the catalog lists as `name` for `caller`; `meta` is the request's
+    /// `_meta` (progress token), `related` where its progress notifications go.
     pub async fn call_tool(
         &self,
         name: &str,
         arguments: Option<Value>,
         meta: Option<Value>,
         related: Option<&Related>,
+        caller: &Principal,
     ) -> Routed {
         let catalog = self.catalog();
         let Some(entry) = catalog.get(name) else {
@@ -336,7 +338,10 @@ impl Router {
         match &entry.owner {
             Owner::Builtin => Routed {
                 backend: Some(Owner::BUILTIN_NAME.to_owned()),
-                result: Ok(self.builtin.call(&entry.upstream_name, arguments.unwrap_or_else(|| json!({}))).await),
+                result: Ok(self
+                    .builtin
+                    .call(&entry.upstream_name, arguments.unwrap_or_else(|| json!({})), caller)
+                    .await),
             },
             Owner::Backend(backend) => {
                 let result = match self.upstreams.get(backend) {

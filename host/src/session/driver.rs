@@ -22,6 +22,8 @@ pub enum Inbound {
 
 /// Serves `session` until the inbound stream ends, the client stays silent past the idle
 /// timeout, or the outbound side closes. Requests still running when it returns are aborted.
+/// While the session has `limits.max_requests_in_flight` requests running, nothing more is
+/// read from the client (backpressure: the connection's buffers fill, not the relay's memory).
 pub async fn drive<S>(session: Arc<Session>, mut inbound: S, outbound: mpsc::Sender<String>, limits: &Limits)
 where
     S: Stream<Item = Inbound> + Unpin,
@@ -31,7 +33,7 @@ where
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
-            next = tokio::time::timeout(idle, inbound.next()) => {
+            next = tokio::time::timeout(idle, inbound.next()), if session.has_free_slot() => {
                 let message = match next {
                     Ok(Some(Inbound::Text(text))) => decode(&text, limits),
                     Ok(Some(Inbound::TooLarge(size))) => {
@@ -45,7 +47,7 @@ where
                 };
                 match message {
                     Ok(Message::Request(request)) => {
-                        let running = session.spawn_request(request, Some(outbound.clone()));
+                        let running = session.spawn_request(request, Some(outbound.clone())).await;
                         let outbound = outbound.clone();
                         tasks.spawn(async move {
                             // A cancelled request ends without a response, as MCP asks.

@@ -3,6 +3,7 @@
 //! tool calls to the router. Every tools/call is logged here as one structured record.
 
 mod driver;
+mod factory;
 mod registry;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -10,127 +11,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 pub use driver::{Inbound, drive};
+pub use factory::SessionFactory;
 pub use registry::SessionRegistry;
 
 use sha2::{Digest, Sha256};
 
-use crate::access::{ConnectInfo, Principal, RequestInfo, TransportKind};
-use crate::lifecycle::{Lifecycle, SessionCount};
-use crate::mcp::envelope::{self, Envelope};
+use crate::access::{Principal, RequestInfo, TransportKind};
+use crate::admission::CountGuard;
+use crate::lifecycle::SessionCount;
+use crate::mcp::envelope;
 use crate::mcp::{ClientRequests, Related};
-use crate::mcp::{Limits, Message, Notification, Request, Response, RpcError, error_codes, version};
-use crate::plugins::{Plugins, Refusal};
+use crate::mcp::{Message, Notification, Request, Response, RpcError, error_codes, version};
+use crate::plugins::Refusal;
 use crate::policy::Policy;
 use crate::router::{Catalog, ClientEvent, Router};
 use crate::upstream::ListKind;
-
-/// What every session needs; cloned cheaply into each new session.
-#[derive(Clone)]
-pub struct SessionFactory {
-    /// Where admitted requests go.
-    pub router: Arc<Router>,
-    /// What every request passes before routing.
-    pub policy: Arc<Policy>,
-    /// The auth plugin (if any) decides who a session is.
-    pub plugins: Arc<Plugins>,
-    /// Instance facts (session counting).
-    pub lifecycle: Arc<Lifecycle>,
-    /// Input limits for the transports.
-    pub limits: Arc<Limits>,
-}
-
-impl SessionFactory {
-    /// Whether clients must authenticate (an auth plugin is configured).
-    pub fn requires_auth(&self) -> bool {
-        self.plugins.has_auth()
-    }
-
-    /// Asks the auth plugin who a new connection is. Every attempt is logged with its outcome
-    /// and principal, never with the token.
-    pub async fn authenticate(&self, info: &ConnectInfo) -> Result<Principal, Refusal> {
-        let outcome = self.plugins.authenticate(info).await;
-        if self.plugins.has_auth() {
-            let transport = info.transport.as_str();
-            let remote = info.remote_addr.as_str();
-            match &outcome {
-                Ok(p) => {
-                    tracing::info!(target: "relay::auth", transport, remote, outcome = "ok", principal = %p.id, "authentication")
-                }
-                Err(Refusal::Denied(d)) => {
-                    tracing::warn!(target: "relay::auth", transport, remote, outcome = "denied", reason = %d.message, "authentication")
-                }
-                Err(Refusal::Failed(e)) => {
-                    tracing::error!(target: "relay::auth", transport, remote, outcome = "error", error = %e, "authentication")
-                }
-            }
-        }
-        outcome
-    }
-
-    /// Opens a session for an authenticated `principal`, unless `max_sessions` are already
-    /// open. `token` is the credential it authenticated with; HTTP requests of the session
-    /// must keep presenting it.
-    pub fn open(
-        &self,
-        transport: TransportKind,
-        principal: Principal,
-        token: Option<&str>,
-    ) -> Result<Arc<Session>, RpcError> {
-        self.build(transport, principal, token, SessionState::default(), false)
-    }
-
-    /// Opens the session of one stateless (2026-07-28) exchange: what a handshake would have
-    /// established comes from the request's envelope instead. It lives as long as the request
-    /// (and any input-required rounds of it), under the same `max_sessions` limit.
-    pub fn open_stateless(&self, principal: Principal, envelope: &Envelope) -> Result<Arc<Session>, RpcError> {
-        let state = SessionState {
-            protocol_version: Some(envelope.protocol_version.clone()),
-            client_name: envelope.client_name.clone(),
-            log_level: envelope.log_level.as_deref().and_then(log_rank),
-            subscriptions: HashSet::new(),
-        };
-        self.build(TransportKind::Http, principal, None, state, true)
-    }
-
-    fn build(
-        &self,
-        transport: TransportKind,
-        principal: Principal,
-        token: Option<&str>,
-        state: SessionState,
-        stateless: bool,
-    ) -> Result<Arc<Session>, RpcError> {
-        if self.lifecycle.sessions() >= self.limits.max_sessions {
-            tracing::warn!(
-                limit = self.limits.max_sessions,
-                transport = transport.as_str(),
-                "session refused: limit reached"
-            );
-            return Err(RpcError::new(
-                error_codes::SERVER_BUSY,
-                format!("the relay already serves {} sessions; try again later", self.limits.max_sessions),
-            ));
-        }
-        Ok(Arc::new(Session {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            transport,
-            principal,
-            credential: self.plugins.has_auth().then(|| digest(token.unwrap_or(""))),
-            stateless,
-            router: self.router.clone(),
-            policy: self.policy.clone(),
-            state: Arc::new(Mutex::new(state)),
-            last_seen: Mutex::new(Instant::now()),
-            inflight: Mutex::default(),
-            client_requests: Arc::default(),
-            _count: self.lifecycle.session_opened(),
-        }))
-    }
-}
 
 #[derive(Debug, Default)]
 struct SessionState {
@@ -178,10 +77,13 @@ pub struct Session {
     last_seen: Mutex<Instant>,
     /// Requests in flight by their JSON id, for `notifications/cancelled`.
     inflight: Mutex<HashMap<String, AbortHandle>>,
+    /// One permit per request that may run at once (`limits.max_requests_in_flight`).
+    slots: Arc<Semaphore>,
     /// Requests the relay sent to this client (on an upstream's behalf) awaiting answers.
     client_requests: Arc<ClientRequests>,
-    /// Keeps the instance's session count right for this session's lifetime.
-    _count: SessionCount,
+    /// Keep the instance's, the principal's and the address's session counts right for this
+    /// session's lifetime.
+    _counts: (SessionCount, CountGuard<String>, CountGuard<std::net::IpAddr>),
 }
 
 impl Session {
@@ -189,7 +91,8 @@ impl Session {
     /// request (progress, requests from the upstream to the client) go to `stream`.
     pub async fn handle(&self, message: Message, stream: Option<mpsc::Sender<String>>) -> Option<Response> {
         *self.last_seen.lock().expect("last_seen lock") = Instant::now();
-        let related = stream.map(|sink| Related { sink, client: self.client_requests.clone() });
+        // Every request is attributed to this session upstream, with a stream or without one.
+        let related = Some(Related { sink: stream, client: self.client_requests.clone() });
         match message {
             Message::Request(request) => Some(self.handle_request(request, related.as_ref()).await),
             Message::Notification(notification) => {
@@ -243,14 +146,21 @@ impl Session {
         }
     }
 
-    /// Runs a request on its own task, cancellable by the client's `notifications/cancelled`.
-    /// Awaiting the handle gives an error when the request was cancelled (no response is owed
-    /// then).
-    pub fn spawn_request(
+    /// Whether another request may start now without waiting (transports that read many
+    /// requests from one connection stop reading while this is false).
+    pub fn has_free_slot(&self) -> bool {
+        self.slots.available_permits() > 0
+    }
+
+    /// Runs a request on its own task, cancellable by the client's `notifications/cancelled`,
+    /// once one of the session's in-flight slots is free. Awaiting the handle gives an error
+    /// when the request was cancelled (no response is owed then).
+    pub async fn spawn_request(
         self: &Arc<Self>,
         request: Request,
         stream: Option<mpsc::Sender<String>>,
     ) -> JoinHandle<Option<Response>> {
+        let slot = self.slots.clone().acquire_owned().await.expect("session slots are never closed");
         let key = request.id.to_string();
         let session = self.clone();
         // Holding the lock while spawning makes the task's own removal wait for the insert.
@@ -260,6 +170,7 @@ impl Session {
             async move {
                 let response = session.handle(Message::Request(request), stream).await;
                 session.inflight.lock().expect("inflight lock").remove(&key);
+                drop(slot);
                 response
             }
         });
@@ -268,14 +179,14 @@ impl Session {
     }
 
     async fn handle_request(&self, request: Request, related: Option<&Related>) -> Response {
-        let Request { id, method, params } = request;
+        let Request { id, method, mut params } = request;
+        // The client's credential is for the relay alone: never passed on (no token passthrough).
+        envelope::strip_credentials(&mut params);
         if self.stateless && STATELESS_REMOVED.contains(&method.as_str()) {
             let message = format!("Method not found: {method} is not part of protocol version {}", self.version());
             return Response::err(id, RpcError::new(error_codes::METHOD_NOT_FOUND, message).with_data(json!(method)));
         }
-        if !matches!(method.as_str(), "initialize" | "server/discover")
-            && let Err(refusal) = self.admit(&method, params.as_ref()).await
-        {
+        if let Err(refusal) = self.admit(&method, params.as_ref()).await {
             return Response::err(id, refusal.into());
         }
         let mut outcome = match method.as_str() {
@@ -459,7 +370,7 @@ impl Session {
         };
         let started = Instant::now();
         let meta = envelope::strip(params.remove("_meta"));
-        let routed = self.router.call_tool(&name, arguments, meta, related).await;
+        let routed = self.router.call_tool(&name, arguments, meta, related, &self.principal).await;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let backend = routed.backend.as_deref().unwrap_or("-");
         match &routed.result {

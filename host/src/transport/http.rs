@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::stream;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::access::{ConnectInfo, TransportKind};
 use crate::lifecycle::Lifecycle;
@@ -23,7 +23,9 @@ use crate::mcp::{self, DecodeError, Message, RpcError, error_codes, version};
 use crate::plugins::Refusal;
 use crate::session::{Session, SessionFactory, SessionRegistry};
 
+use super::browser_guard::{self, BrowserRules};
 use super::stateless::{self, ParkedCalls};
+use crate::admission::KeyedCounts;
 
 pub(super) const SESSION_HEADER: &str = "mcp-session-id";
 pub(super) const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -36,8 +38,10 @@ pub struct HttpState {
     pub sessions: SessionRegistry,
     /// Readiness for `/readyz`.
     pub lifecycle: Arc<Lifecycle>,
-    /// Browser origins allowed besides loopback.
-    pub allowed_origins: Vec<String>,
+    /// Origin and Host rules for every route.
+    pub browser: Arc<BrowserRules>,
+    /// Connections per remote address not yet authenticated (or without a whole request head).
+    pub pending: Arc<KeyedCounts<IpAddr>>,
     /// Stateless (2026-07-28) calls waiting for their client's input.
     pub parked: Arc<ParkedCalls>,
 }
@@ -50,6 +54,7 @@ pub fn app(state: Arc<HttpState>) -> Router {
         .route("/ws", get(websocket_or_info))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .layer(axum::middleware::from_fn_with_state(state.browser.clone(), browser_guard::enforce))
         .with_state(state)
 }
 
@@ -74,6 +79,7 @@ async fn websocket_or_info(
                 Ok(principal) => principal,
                 Err(refusal) => return refused(refusal, Value::Null),
             };
+            let remote = peer.ip();
             // Frames a little over the message limit are read and refused with a JSON-RPC
             // error; far larger ones close the socket (1009) before being buffered.
             let hard_cap = factory.limits.max_message_bytes.saturating_mul(2);
@@ -81,7 +87,7 @@ async fn websocket_or_info(
                 .protocols(["mcp"])
                 .max_message_size(hard_cap)
                 .max_frame_size(hard_cap)
-                .on_upgrade(move |socket| super::websocket::serve(socket, factory, principal, token))
+                .on_upgrade(move |socket| super::websocket::serve(socket, factory, principal, remote, token))
         }
         Err(_) => axum::Json(json!({
             "name": "relay",
@@ -99,9 +105,6 @@ async fn mcp_post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(refusal) = check_origin(&state, &headers) {
-        return refusal;
-    }
     let accept = header_str(&headers, header::ACCEPT);
     if !accept.is_empty() && !["application/json", "text/event-stream", "*/*"].iter().any(|t| accept.contains(t)) {
         return plain(StatusCode::NOT_ACCEPTABLE, "Accept must include application/json and text/event-stream");
@@ -111,9 +114,14 @@ async fn mcp_post(
         return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
     }
     let limits = state.sessions_factory.limits.clone();
-    let bytes = match to_bytes(body, limits.max_message_bytes).await {
-        Ok(bytes) => bytes,
+    let body_deadline = Duration::from_secs(limits.body_timeout_secs);
+    let bytes = match tokio::time::timeout(body_deadline, to_bytes(body, limits.max_message_bytes)).await {
+        Ok(Ok(bytes)) => bytes,
         Err(_) => {
+            tracing::info!(remote = %peer, secs = limits.body_timeout_secs, "request body too slow; refused");
+            return plain(StatusCode::REQUEST_TIMEOUT, "request body did not arrive in time");
+        }
+        Ok(Err(_)) => {
             let error = DecodeError::TooLarge { size: limits.max_message_bytes + 1, limit: limits.max_message_bytes };
             return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, error.into_response());
         }
@@ -135,13 +143,22 @@ async fn mcp_post(
             Ok(principal) => principal,
             Err(refusal) => return refused(refusal, request.id.clone()),
         };
-        let session = match state.sessions_factory.open(TransportKind::Http, principal, token.as_deref()) {
+        let session = match state.sessions_factory.open(TransportKind::Http, principal, peer.ip(), token.as_deref()) {
             Ok(session) => session,
             Err(busy) => {
                 return rpc_error(StatusCode::SERVICE_UNAVAILABLE, mcp::Response::err(request.id.clone(), busy));
             }
         };
         let Some(response) = session.handle(message, None).await else { unreachable!("a request has a response") };
+        if let Err(refusal) = &response.outcome {
+            // Refused by policy: no session is kept.
+            let status = if refusal.code == error_codes::RATE_LIMITED {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            return rpc_error(status, response);
+        }
         state.sessions.insert(session.clone());
         let mut reply = json_response(&Message::Response(response));
         reply.headers_mut().insert(SESSION_HEADER, HeaderValue::from_str(&session.id).expect("hex id"));
@@ -163,7 +180,7 @@ async fn mcp_post(
             let id = request.id.clone();
             if forwarded && accept.contains("text/event-stream") {
                 let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
-                let task = session.spawn_request(request, Some(tx.clone()));
+                let task = session.spawn_request(request, Some(tx.clone())).await;
                 let guard = AbortOnDrop(task.abort_handle());
                 tokio::spawn(async move {
                     if let Ok(Some(response)) = task.await {
@@ -178,7 +195,7 @@ async fn mcp_post(
                 });
                 Sse::new(stream).into_response()
             } else {
-                let task = session.spawn_request(request, None);
+                let task = session.spawn_request(request, None).await;
                 let _guard = AbortOnDrop(task.abort_handle());
                 match task.await {
                     Ok(Some(response)) => json_response(&Message::Response(response)),
@@ -200,9 +217,6 @@ async fn mcp_post(
 async fn mcp_get(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
     if stateless::is_stateless(&headers) {
         return stateless::method_not_allowed();
-    }
-    if let Some(refusal) = check_origin(&state, &headers) {
-        return refusal;
     }
     if !header_str(&headers, header::ACCEPT).contains("text/event-stream") {
         return plain(StatusCode::NOT_ACCEPTABLE, "GET /mcp needs Accept: text/event-stream");
@@ -279,18 +293,6 @@ fn find_session(state: &HttpState, headers: &HeaderMap) -> Result<Arc<Session>, 
         ));
     }
     Ok(session)
-}
-
-/// Browsers must come from loopback or a configured origin (DNS-rebinding protection).
-fn check_origin(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
-    let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or("");
-    let host = origin.parse::<axum::http::Uri>().ok().and_then(|uri| uri.host().map(str::to_owned));
-    let loopback = matches!(host.as_deref(), Some("localhost" | "127.0.0.1" | "[::1]" | "::1"));
-    if loopback || state.allowed_origins.iter().any(|o| o == origin) {
-        None
-    } else {
-        Some(plain(StatusCode::FORBIDDEN, "origin not allowed"))
-    }
 }
 
 /// The token of an `Authorization: Bearer` header.

@@ -3,6 +3,7 @@
 //! `params._meta.authorization` (`"Bearer <token>"`).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -12,12 +13,14 @@ use tokio_util::codec::FramedRead;
 
 use serde_json::Value;
 
-use crate::access::{ConnectInfo, Principal, TransportKind};
+use super::listener::PendingGuard;
+use crate::access::{ConnectInfo, TransportKind};
 use crate::mcp::{Line, LineCodec, Message, Response, RpcError};
 use crate::session::{Inbound, SessionFactory, drive};
 
-/// Serves one newline connection as one session.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory) {
+/// Serves one newline connection as one session. `pending` counts the connection against its
+/// address's cap on unauthenticated connections until its session opens.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory, pending: PendingGuard) {
     let (read, mut write) = stream.into_split();
     let limits = factory.limits.clone();
     let inbound = FramedRead::new(read, LineCodec::new(limits.max_message_bytes)).filter_map(|line| {
@@ -40,27 +43,34 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory
     let mut inbound = Box::pin(inbound);
     let mut first = None;
     let mut token = None;
-    let principal = if factory.requires_auth() {
-        first = inbound.next().await;
-        let (id, found) = match &first {
+    let mut id = Value::Null;
+    if factory.requires_auth() {
+        let deadline = Duration::from_secs(limits.handshake_timeout_secs);
+        first = match tokio::time::timeout(deadline, inbound.next()).await {
+            Ok(first) => first,
+            Err(_) => {
+                tracing::info!(remote = %peer, secs = limits.handshake_timeout_secs, "no first message in time; connection closed");
+                return;
+            }
+        };
+        (id, token) = match &first {
             Some(Inbound::Text(text)) => credential_of(text),
             _ => (Value::Null, None),
         };
-        token = found;
-        let info = ConnectInfo { transport: TransportKind::Line, remote_addr: peer.to_string(), token: token.clone() };
-        match factory.authenticate(&info).await {
-            Ok(principal) => principal,
-            Err(refusal) => {
-                let _ = tx.send(Message::Response(Response::err(id, RpcError::from(refusal))).to_text()).await;
-                drop(tx);
-                let _ = writer.await;
-                return;
-            }
+    }
+    let info = ConnectInfo { transport: TransportKind::Line, remote_addr: peer.to_string(), token: token.clone() };
+    let principal = match factory.authenticate(&info).await {
+        Ok(principal) => principal,
+        Err(refusal) => {
+            let _ = tx.send(Message::Response(Response::err(id, RpcError::from(refusal))).to_text()).await;
+            drop(tx);
+            let _ = writer.await;
+            return;
         }
-    } else {
-        Principal::open_access()
     };
-    match factory.open(TransportKind::Line, principal, token.as_deref()) {
+    let opened = factory.open(TransportKind::Line, principal, peer.ip(), token.as_deref());
+    drop(pending);
+    match opened {
         Ok(session) => {
             let replay = futures::stream::iter(first);
             drive(session, Box::pin(replay.chain(inbound)), tx, &factory.limits).await

@@ -3,11 +3,13 @@
 //! `/healthz`, `/readyz`). Transports turn bytes into messages and hand them to a session;
 //! nothing downstream calls back into a transport.
 
+mod browser_guard;
 mod http;
 mod line;
 mod listener;
 mod stateless;
 mod websocket;
 
+pub use browser_guard::BrowserRules;
 pub use http::{HttpState, app};
 pub use listener::serve;

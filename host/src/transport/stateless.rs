@@ -81,11 +81,11 @@ pub async fn post(
             Err(error) => return rpc_error(StatusCode::BAD_REQUEST, mcp::Response::err(id, error)),
         },
         None => {
-            let session = match state.sessions_factory.open_stateless(principal, &envelope) {
+            let session = match state.sessions_factory.open_stateless(principal, peer.ip(), &envelope) {
                 Ok(session) => session,
                 Err(busy) => return rpc_error(StatusCode::SERVICE_UNAVAILABLE, mcp::Response::err(id, busy)),
             };
-            Call::start(session, request.clone())
+            Call::start(session, request.clone()).await
         }
     };
     let mut exchange = Exchange {
@@ -228,11 +228,11 @@ enum Step {
 }
 
 impl Call {
-    fn start(session: Arc<Session>, request: Request) -> Self {
+    async fn start(session: Arc<Session>, request: Request) -> Self {
         let (sink, related) = mpsc::channel(64);
         let method = request.method.clone();
         let target = target_of(&request).map(str::to_owned);
-        let task = session.spawn_request(request, Some(sink));
+        let task = session.spawn_request(request, Some(sink)).await;
         Self { session, method, target, task, related, finished: None }
     }
 

@@ -1,5 +1,7 @@
 //! MCP over WebSocket: one JSON-RPC message per text frame, subprotocol `mcp` when offered.
 
+use std::net::IpAddr;
+
 use axum::extract::ws::{Message as Frame, WebSocket};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -10,8 +12,15 @@ use crate::access::{Principal, TransportKind};
 use crate::mcp::{Message, Response};
 use crate::session::{Inbound, SessionFactory, drive};
 
-/// Serves one upgraded WebSocket as one session of `principal` (authenticated at the handshake).
-pub async fn serve(socket: WebSocket, factory: SessionFactory, principal: Principal, token: Option<String>) {
+/// Serves one upgraded WebSocket as one session of `principal` (authenticated at the handshake)
+/// connected from `remote`.
+pub async fn serve(
+    socket: WebSocket,
+    factory: SessionFactory,
+    principal: Principal,
+    remote: IpAddr,
+    token: Option<String>,
+) {
     let (mut sink, stream) = socket.split();
     let limit = factory.limits.max_message_bytes;
     let inbound = stream
@@ -34,7 +43,7 @@ pub async fn serve(socket: WebSocket, factory: SessionFactory, principal: Princi
         }
         let _ = sink.close().await;
     });
-    match factory.open(TransportKind::WebSocket, principal, token.as_deref()) {
+    match factory.open(TransportKind::WebSocket, principal, remote, token.as_deref()) {
         Ok(session) => drive(session, Box::pin(inbound), tx, &factory.limits).await,
         Err(busy) => {
             let _ = tx.send(Message::Response(Response::err(Value::Null, busy)).to_text()).await;

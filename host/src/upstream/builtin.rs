@@ -2,13 +2,14 @@
 //! run-time management of backends. Add/remove persist `backends.yaml` through the store and
 //! then reconcile the running set, so the file stays the single source of truth.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::UNIX_EPOCH;
 
 use serde_json::{Value, json};
 
 use super::Upstreams;
-use crate::config::{BackendSpec, BackendStore, Transport};
+use crate::access::Principal;
+use crate::config::{BackendSpec, BackendStore};
 use crate::lifecycle::Lifecycle;
 use crate::plugins::Plugins;
 
@@ -22,8 +23,24 @@ pub struct Builtin {
     lifecycle: Arc<Lifecycle>,
     /// Loaded plugins, for status, reload and rollback.
     plugins: Arc<Plugins>,
-    /// Tool definitions, built once.
-    tools: Vec<Value>,
+    /// Programs `relay_add_server` may start (`access.add_server_commands`).
+    add_server_commands: Vec<String>,
+}
+
+/// One built-in tool: what clients see, and whether calling it needs the `admin` role.
+struct BuiltinTool {
+    definition: Value,
+    /// Changes the relay or disturbs other clients' work.
+    admin: bool,
+}
+
+/// Every built-in tool, built once.
+static TOOLS: LazyLock<Vec<BuiltinTool>> = LazyLock::new(definitions);
+
+/// Whether the built-in tool `name` needs the `admin` role (false for any other name). The
+/// policy chain asks this; the requirement lives on each tool's definition below.
+pub fn needs_admin(name: &str) -> bool {
+    TOOLS.iter().any(|t| t.admin && t.definition["name"] == name)
 }
 
 impl Builtin {
@@ -33,21 +50,25 @@ impl Builtin {
         store: BackendStore,
         lifecycle: Arc<Lifecycle>,
         plugins: Arc<Plugins>,
+        add_server_commands: Vec<String>,
     ) -> Self {
-        Self { upstreams, store, lifecycle, plugins, tools: definitions() }
+        Self { upstreams, store, lifecycle, plugins, add_server_commands }
     }
 
     /// Tool definitions for the catalog.
     pub fn tools(&self) -> Vec<Value> {
-        self.tools.clone()
+        TOOLS.iter().map(|t| t.definition.clone()).collect()
     }
 
     /// Runs a built-in tool. Failures are tool results with `isError`, as MCP asks for
     /// errors the caller can act on.
-    pub async fn call(&self, name: &str, arguments: Value) -> Value {
+    /// What a backend looks like in status output depends on `caller`: everyone sees names,
+    /// states and counts, with secrets hidden; admins also see where each backend is.
+    pub async fn call(&self, name: &str, arguments: Value, caller: &Principal) -> Value {
+        let admin = caller.has_role(Principal::ADMIN);
         let outcome = match name {
-            "relay_get_status" => Ok(self.status()),
-            "relay_list_servers" => Ok(json!({"servers": self.servers()})),
+            "relay_get_status" => Ok(self.status(admin)),
+            "relay_list_servers" => Ok(json!({"servers": self.servers(admin)})),
             "relay_add_server" => self.add_server(arguments).await,
             "relay_remove_server" => self.remove_server(arguments).await,
             "relay_reconnect_server" => self.reconnect_server(arguments),
@@ -69,13 +90,13 @@ impl Builtin {
         }
     }
 
-    fn status(&self) -> Value {
+    fn status(&self, admin: bool) -> Value {
         json!({
             "instance": self.lifecycle.instance,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": self.lifecycle.started.elapsed().as_secs_f64(),
             "sessions": self.lifecycle.sessions(),
-            "backends": self.servers(),
+            "backends": self.servers(admin),
             "plugins": self.plugins.status(),
         })
     }
@@ -94,27 +115,27 @@ impl Builtin {
         json!({"plugins": outcomes})
     }
 
-    fn servers(&self) -> Vec<Value> {
+    fn servers(&self, admin: bool) -> Vec<Value> {
         self.upstreams
             .list()
             .iter()
             .map(|upstream| {
                 let status = upstream.status();
-                let target = match &upstream.backend.transport {
-                    Transport::WebSocket { url, .. } | Transport::Http { url, .. } => url.clone(),
-                    Transport::Stdio { command, .. } => command.clone(),
-                };
-                json!({
+                let backend = &upstream.backend;
+                let mut entry = json!({
                     "name": upstream.name(),
-                    "transport": upstream.backend.transport.kind(),
-                    "target": target,
+                    "transport": backend.transport.kind(),
                     "state": status.state.as_str(),
                     "tools": upstream.tools().len(),
                     "connects": status.connects,
                     "connected_since": status.connected_since.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
-                    "last_error": status.last_error,
+                    "last_error": status.last_error.map(|e| backend.redact(&e)),
                     "server_info": status.identity.as_ref().map(|i| i.server_info.clone()),
-                })
+                });
+                if admin {
+                    entry["target"] = json!(backend.shown_target());
+                }
+                entry
             })
             .collect()
     }
@@ -123,6 +144,13 @@ impl Builtin {
         let spec: BackendSpec =
             serde_json::from_value(arguments).map_err(|e| format!("invalid server description: {e}"))?;
         spec.validate()?;
+        if let Some(command) = &spec.command
+            && !self.add_server_commands.contains(command)
+        {
+            return Err(format!(
+                "command {command:?} is not in access.add_server_commands in relay.yaml; stdio backends with other commands are added by editing backends.yaml"
+            ));
+        }
         let name = spec.name.clone();
         self.persist(move |file| {
             if file.backends.iter().any(|b| b.name == spec.name) {
@@ -177,64 +205,106 @@ fn name_argument(arguments: &Value) -> Result<String, String> {
         .ok_or_else(|| "argument \"name\" (string) is required".into())
 }
 
-fn definitions() -> Vec<Value> {
+fn definitions() -> Vec<BuiltinTool> {
     let no_args = json!({"type": "object", "properties": {}, "additionalProperties": false});
     let by_name = json!({
         "type": "object",
         "properties": {"name": {"type": "string", "description": "Backend name"}},
         "required": ["name"],
     });
+    let tool = |admin: bool, definition: Value| BuiltinTool { definition, admin };
     vec![
-        json!({
-            "name": "relay_get_status",
-            "description": "Relay instance colour, version, uptime, session count and every backend's state, transport and tool count.",
-            "inputSchema": no_args,
-        }),
-        json!({
-            "name": "relay_list_servers",
-            "description": "List the configured backends with their state and tool count.",
-            "inputSchema": no_args,
-        }),
-        json!({
-            "name": "relay_add_server",
-            "description": "Add a backend and persist it to backends.yaml. Give `url` (ws://, http://) or `command` (+ `args`, `env`) for stdio.",
-            "inputSchema": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
-                    "url": {"type": "string"},
-                    "command": {"type": "string"},
-                    "args": {"type": "array", "items": {"type": "string"}},
-                    "env": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "call_timeout_secs": {"type": "number"},
+        tool(
+            false,
+            json!({
+                "name": "relay_get_status",
+                "description": "Relay instance colour, version, uptime, session count and every backend's state, transport and tool count.",
+                "inputSchema": no_args,
+            }),
+        ),
+        tool(
+            false,
+            json!({
+                "name": "relay_list_servers",
+                "description": "List the configured backends with their state and tool count.",
+                "inputSchema": no_args,
+            }),
+        ),
+        tool(
+            true,
+            json!({
+                "name": "relay_add_server",
+                "description": "Add a backend and persist it to backends.yaml (admin). Give `url` (ws://, http://) or `command` (+ `args`, `env`) for stdio; commands must be allowed in relay.yaml.",
+                "inputSchema": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                        "url": {"type": "string"},
+                        "command": {"type": "string"},
+                        "args": {"type": "array", "items": {"type": "string"}},
+                        "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "inherit_env": {"type": "array", "items": {"type": "string"}},
+                        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "call_timeout_secs": {"type": "number"},
+                    },
+                    "required": ["name"],
                 },
-                "required": ["name"],
-            },
-        }),
-        json!({
-            "name": "relay_remove_server",
-            "description": "Remove a backend and persist the change to backends.yaml.",
-            "inputSchema": by_name,
-        }),
-        json!({
-            "name": "relay_reconnect_server",
-            "description": "Drop a backend's connection and reconnect now.",
-            "inputSchema": by_name,
-        }),
-        json!({
-            "name": "relay_reload_plugins",
-            "description": "Reload every plugin from its file now (admin). A plugin that fails to load keeps its running version.",
-            "inputSchema": no_args,
-        }),
-        json!({
-            "name": "relay_rollback_plugin",
-            "description": "Switch a plugin back to its previous version at once (admin).",
-            "inputSchema": {
-                "type": "object",
-                "properties": {"name": {"type": "string", "description": "Plugin name"}},
-                "required": ["name"],
-            },
-        }),
+            }),
+        ),
+        tool(
+            true,
+            json!({
+                "name": "relay_remove_server",
+                "description": "Remove a backend and persist the change to backends.yaml (admin).",
+                "inputSchema": by_name,
+            }),
+        ),
+        tool(
+            true,
+            json!({
+                "name": "relay_reconnect_server",
+                "description": "Drop a backend's connection and reconnect now (admin; calls in flight on it are re-sent).",
+                "inputSchema": by_name,
+            }),
+        ),
+        tool(
+            true,
+            json!({
+                "name": "relay_reload_plugins",
+                "description": "Reload every plugin from its file now (admin). A plugin that fails to load keeps its running version.",
+                "inputSchema": no_args,
+            }),
+        ),
+        tool(
+            true,
+            json!({
+                "name": "relay_rollback_plugin",
+                "description": "Switch a plugin back to its previous version at once (admin).",
+                "inputSchema": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string", "description": "Plugin name"}},
+                    "required": ["name"],
+                },
+            }),
+        ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_that_changes_the_relay_or_disturbs_others_needs_admin() {
+        for name in [
+            "relay_add_server",
+            "relay_remove_server",
+            "relay_reconnect_server",
+            "relay_reload_plugins",
+            "relay_rollback_plugin",
+        ] {
+            assert!(needs_admin(name), "{name}");
+        }
+        assert!(!needs_admin("relay_get_status") && !needs_admin("relay_list_servers") && !needs_admin("echo"));
+    }
 }

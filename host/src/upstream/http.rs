@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -43,6 +43,8 @@ pub struct HttpConnection {
     server_requests: mpsc::Sender<ServerRequest>,
     /// The client requests this upstream is working for.
     routes: Arc<ClientRoutes>,
+    /// Largest JSON body or SSE event accepted from the server.
+    max_message_bytes: usize,
 }
 
 /// Builds the connection; no request is made until `initialize`.
@@ -50,6 +52,7 @@ pub fn connect(
     url: &str,
     headers: &BTreeMap<String, String>,
     timeout: std::time::Duration,
+    max_message_bytes: usize,
     server_requests: mpsc::Sender<ServerRequest>,
     routes: Arc<ClientRoutes>,
 ) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
@@ -75,6 +78,7 @@ pub fn connect(
         closed: CancellationToken::new(),
         server_requests,
         routes,
+        max_message_bytes,
     };
     Ok((Connection::Http(Box::new(conn)), events_rx))
 }
@@ -99,7 +103,11 @@ impl HttpConnection {
             *self.session_id.write().await = Some(session.to_owned());
         }
         let is_sse = content_type(response.headers()).starts_with("text/event-stream");
-        let result = if is_sse { self.read_sse(response, id).await } else { read_json(response, id).await }?;
+        let result = if is_sse {
+            self.read_sse(response, id).await
+        } else {
+            read_json(response, id, self.max_message_bytes).await
+        }?;
         if method == "initialize" {
             let version = result.get("protocolVersion").and_then(Value::as_str).map(str::to_owned);
             *self.protocol_version.write().await = version;
@@ -161,9 +169,17 @@ impl HttpConnection {
     }
 
     async fn read_sse(&self, response: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
-        let mut events = response.bytes_stream().eventsource();
+        let (body, since_event) = capped_events(response, self.max_message_bytes);
+        let mut events = body.eventsource();
         while let Some(event) = events.next().await {
-            let event = event.map_err(|_| UpstreamError::ConnectionLost)?;
+            let event = event.map_err(|_| {
+                if since_event.load(Ordering::Relaxed) > self.max_message_bytes {
+                    too_large(self.max_message_bytes)
+                } else {
+                    UpstreamError::ConnectionLost
+                }
+            })?;
+            since_event.store(0, Ordering::Relaxed);
             if event.data.trim().is_empty() {
                 continue;
             }
@@ -198,6 +214,7 @@ impl HttpConnection {
         let closed = self.closed.clone();
         let session = self.session_id.try_read().ok().and_then(|s| s.clone());
         let version = self.protocol_version.try_read().ok().and_then(|s| s.clone());
+        let max_message_bytes = self.max_message_bytes;
         tokio::spawn(async move {
             let mut request = client.get(&url).headers(headers).header(header::ACCEPT, "text/event-stream");
             if let Some(session) = session {
@@ -211,8 +228,10 @@ impl HttpConnection {
                 if !response.status().is_success() {
                     return;
                 }
-                let mut sse = response.bytes_stream().eventsource();
+                let (body, since_event) = capped_events(response, max_message_bytes);
+                let mut sse = body.eventsource();
                 while let Some(Ok(event)) = sse.next().await {
+                    since_event.store(0, Ordering::Relaxed);
                     if let Ok(Message::Notification(n)) = parse(&event.data) {
                         let _ = events.try_send(n);
                     }
@@ -232,8 +251,48 @@ fn parse(text: &str) -> Result<Message, UpstreamError> {
     Message::from_value(value).map_err(|_| UpstreamError::Protocol("not a JSON-RPC message".into()))
 }
 
-async fn read_json(response: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
-    let text = response.text().await.map_err(|_| UpstreamError::ConnectionLost)?;
+/// The call's error when the server sends more than the relay takes in one message.
+fn too_large(limit: usize) -> UpstreamError {
+    UpstreamError::Protocol(format!("the backend's answer is larger than max_message_bytes ({limit} bytes); refused"))
+}
+
+/// The body of an SSE response as a byte stream that fails once more than `limit` bytes arrive
+/// without an event being taken from it (the reader resets the returned counter per event),
+/// so one event can never grow past the limit in memory.
+fn capped_events(
+    response: reqwest::Response,
+    limit: usize,
+) -> (impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>>, Arc<AtomicUsize>) {
+    let since_event = Arc::new(AtomicUsize::new(0));
+    let counter = since_event.clone();
+    // Some slack for the `data:` framing and keep-alive comments around one message.
+    let cap = limit.saturating_add(64 * 1024);
+    let body = response.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if counter.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len() > cap {
+            counter.store(usize::MAX / 2, Ordering::Relaxed);
+            return Err(std::io::Error::other("SSE event over the size limit"));
+        }
+        Ok(chunk)
+    });
+    (body, since_event)
+}
+
+/// A JSON response body, read chunk by chunk up to `limit` bytes.
+async fn read_json(response: reqwest::Response, id: u64, limit: usize) -> Result<Value, UpstreamError> {
+    if response.content_length().is_some_and(|length| length > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| UpstreamError::ConnectionLost)?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body).map_err(|_| UpstreamError::Protocol("answer is not UTF-8".into()))?;
     match parse(&text)? {
         Message::Response(r) if r.id.as_u64() == Some(id) => r.outcome.map_err(UpstreamError::Rpc),
         _ => Err(UpstreamError::Protocol("HTTP response did not answer the request".into())),

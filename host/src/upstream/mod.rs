@@ -15,7 +15,7 @@ mod stdio;
 mod supervisor;
 mod websocket;
 
-pub use builtin::Builtin;
+pub use builtin::{Builtin, needs_admin as builtin_needs_admin};
 pub use error::UpstreamError;
 pub use handshake::{ListKind, Listing};
 pub use registry::Upstreams;

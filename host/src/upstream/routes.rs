@@ -4,8 +4,10 @@
 //! upstream sent them, ahead of the response that follows them.
 //!
 //! Progress tokens are swapped for relay-unique ones (two clients may use the same token on
-//! the same backend) and restored on the way back. Log messages and requests from the
-//! upstream (sampling, elicitation) go to the latest client request in flight.
+//! the same backend) and restored on the way back. Every request forwarded for a client is
+//! registered, streamed or not (adapter plugins' calls as callers of their own), so log
+//! messages and requests from the upstream (sampling, elicitation) go to a client only when
+//! every request in flight on the upstream is that client session's.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -86,7 +88,7 @@ impl ClientRoutes {
                     .expect("callers lock")
                     .iter()
                     .find(|(id, _)| *id == caller)
-                    .map(|(_, r)| r.sink.clone());
+                    .and_then(|(_, r)| r.sink.clone());
                 if let Some(sink) = sink {
                     let text = Message::Notification(Notification {
                         method: notification.method.clone(),
@@ -96,9 +98,9 @@ impl ClientRoutes {
                 }
                 true
             }
-            "notifications/message" => match self.sole_caller() {
-                Some(related) => {
-                    let _ = related.sink.try_send(Message::Notification(notification.clone()).to_text());
+            "notifications/message" => match self.sole_caller().and_then(|related| related.sink) {
+                Some(sink) => {
+                    let _ = sink.try_send(Message::Notification(notification.clone()).to_text());
                     true
                 }
                 None => false,
@@ -122,7 +124,7 @@ mod tests {
     fn progress_tokens_are_swapped_and_restored_while_the_request_runs() {
         let routes = ClientRoutes::default();
         let (tx, mut rx) = mpsc::channel(4);
-        let related = Related { sink: tx, client: Arc::new(ClientRequests::default()) };
+        let related = Related { sink: Some(tx), client: Arc::new(ClientRequests::default()) };
         let mut params = Some(json!({"name": "t", "_meta": {"progressToken": 7}}));
         let guard = routes.register(&mut params, &related);
         let relay_token = params.as_ref().unwrap()["_meta"]["progressToken"].clone();
@@ -144,9 +146,10 @@ mod tests {
         let routes = ClientRoutes::default();
         let client = Arc::new(ClientRequests::default());
         let (tx, _rx) = mpsc::channel(4);
-        let first = Related { sink: tx.clone(), client: client.clone() };
-        let same_session = Related { sink: tx.clone(), client };
-        let other_session = Related { sink: tx, client: Arc::new(ClientRequests::default()) };
+        let first = Related { sink: Some(tx.clone()), client: client.clone() };
+        let same_session = Related { sink: Some(tx.clone()), client };
+        // Another session's request without a stream (plain JSON over HTTP) counts as much.
+        let other_session = Related { sink: None, client: Arc::new(ClientRequests::default()) };
         let _a = routes.register(&mut None, &first);
         let b = routes.register(&mut None, &same_session);
         assert!(routes.sole_caller().is_some(), "two requests of one session");
@@ -154,5 +157,7 @@ mod tests {
         assert!(routes.sole_caller().is_none(), "two sessions: the upstream's request is not attributable");
         drop((b, c));
         assert!(routes.sole_caller().is_some());
+        let _adapter = routes.register(&mut None, &Related::detached());
+        assert!(routes.sole_caller().is_none(), "an adapter plugin's call is a caller of its own");
     }
 }

@@ -1,5 +1,6 @@
 //! MCP over a child process's stdin/stdout, one JSON-RPC message per line. The child's stderr
-//! is forwarded to the relay's log. The process is killed when its connection closes, and the
+//! is forwarded to the relay's log. The child gets a minimal environment, never the relay's
+//! own (which holds its tokens and API keys). The process is killed when its connection closes, and the
 //! supervisor starts a new one.
 
 use std::collections::BTreeMap;
@@ -24,8 +25,28 @@ use crate::mcp::{Line, LineCodec, Notification};
 pub struct StdioCommand<'a> {
     pub command: &'a str,
     pub args: &'a [String],
+    /// Set on top of the safe set.
     pub env: &'a BTreeMap<String, String>,
+    /// Names passed on from the relay's environment.
+    pub inherit_env: &'a [String],
     pub cwd: Option<&'a PathBuf>,
+}
+
+/// What every stdio backend inherits from the relay's environment, as the official MCP SDKs
+/// do: enough to find programs and run them in the user's locale, no credentials.
+const SAFE_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_ALL", "TMPDIR", "TZ"];
+
+/// The environment a stdio backend starts with: the safe set and `inherit_env` from the
+/// relay's environment (when set there), then the backend's own `env`.
+fn backend_env(spec: &StdioCommand<'_>) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = SAFE_ENV
+        .iter()
+        .copied()
+        .chain(spec.inherit_env.iter().map(String::as_str))
+        .filter_map(|name| std::env::var(name).ok().map(|value| (name.to_owned(), value)))
+        .collect();
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
 }
 
 /// Starts the process and its reader, writer and stderr tasks.
@@ -39,7 +60,8 @@ pub fn connect(
     let mut command = Command::new(spec.command);
     command
         .args(spec.args)
-        .envs(spec.env)
+        .env_clear()
+        .envs(backend_env(&spec))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

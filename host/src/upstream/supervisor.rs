@@ -236,12 +236,13 @@ impl Upstream {
                 url,
                 headers,
                 Duration::from_secs_f64(self.timing.connect_timeout_secs),
+                self.max_message_bytes,
                 self.server_requests.clone(),
                 self.routes.clone(),
             ),
-            Transport::Stdio { command, args, env, cwd } => stdio::connect(
+            Transport::Stdio { command, args, env, inherit_env, cwd } => stdio::connect(
                 name,
-                stdio::StdioCommand { command, args, env, cwd: cwd.as_ref() },
+                stdio::StdioCommand { command, args, env, inherit_env, cwd: cwd.as_ref() },
                 self.max_message_bytes,
                 self.server_requests.clone(),
                 self.routes.clone(),

@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use crate::mcp::Related;
 use crate::plugins::bindings::adapter::relay::plugin::upstream::Host;
 use crate::plugins::sandbox::PluginState;
 
@@ -10,8 +11,11 @@ impl Host for PluginState {
         let upstreams = self.ctx.upstreams.clone().ok_or("this plugin may not call backends")?;
         let upstream = upstreams.get(&backend).ok_or_else(|| format!("no backend named {backend}"))?;
         let arguments: Value = serde_json::from_str(&arguments).map_err(|e| format!("arguments are not JSON: {e}"))?;
+        // The plugin's call is a caller of its own on that backend: nothing the backend sends
+        // about it (log messages, elicitation) can reach some other client.
+        let params = Some(json!({"name": tool, "arguments": arguments}));
         upstream
-            .request("tools/call", Some(json!({"name": tool, "arguments": arguments})), upstream.call_timeout())
+            .request_for("tools/call", params, upstream.call_timeout(), Some(&Related::detached()))
             .await
             .map(|result| result.to_string())
             .map_err(|e| e.to_string())

@@ -1,0 +1,150 @@
+//! Who may open a session, and the opening itself: authentication (the auth plugin, or the
+//! open-mode principal), then the caps on sessions (in all, per principal, per remote address).
+//! Every transport opens its sessions here, so every transport is held to the same caps.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+
+use super::{Session, SessionState, digest, log_rank};
+use crate::access::{ConnectInfo, Principal, TransportKind};
+use crate::admission::KeyedCounts;
+use crate::lifecycle::Lifecycle;
+use crate::mcp::envelope::Envelope;
+use crate::mcp::{Limits, RpcError, error_codes};
+use crate::plugins::{Plugins, Refusal};
+use crate::policy::Policy;
+use crate::router::Router;
+
+/// What every session needs; cloned cheaply into each new session.
+#[derive(Clone)]
+pub struct SessionFactory {
+    /// Where admitted requests go.
+    pub router: Arc<Router>,
+    /// What every request passes before routing.
+    pub policy: Arc<Policy>,
+    /// The auth plugin (if any) decides who a session is.
+    pub plugins: Arc<Plugins>,
+    /// Instance facts (session counting).
+    pub lifecycle: Arc<Lifecycle>,
+    /// Input limits for the transports.
+    pub limits: Arc<Limits>,
+    /// Without an auth plugin, whether clients get the `admin` role
+    /// (`access.admin_without_auth`).
+    pub open_admin: bool,
+    /// Open sessions per principal id.
+    pub per_principal: Arc<KeyedCounts<String>>,
+    /// Open sessions per remote IP address.
+    pub per_address: Arc<KeyedCounts<IpAddr>>,
+}
+
+impl SessionFactory {
+    /// Whether clients must authenticate (an auth plugin is configured).
+    pub fn requires_auth(&self) -> bool {
+        self.plugins.has_auth()
+    }
+
+    /// Decides who a new connection is: the auth plugin's answer, or without one the open-mode
+    /// principal (admin only when configured so). Every plugin decision is logged with its
+    /// outcome and principal, never with the token.
+    pub async fn authenticate(&self, info: &ConnectInfo) -> Result<Principal, Refusal> {
+        if !self.plugins.has_auth() {
+            return Ok(Principal::open_access(self.open_admin));
+        }
+        let outcome = self.plugins.authenticate(info).await;
+        let transport = info.transport.as_str();
+        let remote = info.remote_addr.as_str();
+        match &outcome {
+            Ok(p) => {
+                tracing::info!(target: "relay::auth", transport, remote, outcome = "ok", principal = %p.id, "authentication")
+            }
+            Err(Refusal::Denied(d)) => {
+                tracing::warn!(target: "relay::auth", transport, remote, outcome = "denied", reason = %d.message, "authentication")
+            }
+            Err(Refusal::Failed(e)) => {
+                tracing::error!(target: "relay::auth", transport, remote, outcome = "error", error = %e, "authentication")
+            }
+        }
+        outcome
+    }
+
+    /// Opens a session for an authenticated `principal` connected from `remote`, unless a
+    /// session cap is reached. `token` is the credential it authenticated with; HTTP requests
+    /// of the session must keep presenting it.
+    pub fn open(
+        &self,
+        transport: TransportKind,
+        principal: Principal,
+        remote: IpAddr,
+        token: Option<&str>,
+    ) -> Result<Arc<Session>, RpcError> {
+        self.build(transport, principal, remote, token, SessionState::default(), false)
+    }
+
+    /// Opens the session of one stateless (2026-07-28) exchange: what a handshake would have
+    /// established comes from the request's envelope instead. It lives as long as the request
+    /// (and any input-required rounds of it), under the same caps as any session.
+    pub fn open_stateless(
+        &self,
+        principal: Principal,
+        remote: IpAddr,
+        envelope: &Envelope,
+    ) -> Result<Arc<Session>, RpcError> {
+        let state = SessionState {
+            protocol_version: Some(envelope.protocol_version.clone()),
+            client_name: envelope.client_name.clone(),
+            log_level: envelope.log_level.as_deref().and_then(log_rank),
+            subscriptions: HashSet::new(),
+        };
+        self.build(TransportKind::Http, principal, remote, None, state, true)
+    }
+
+    fn build(
+        &self,
+        transport: TransportKind,
+        principal: Principal,
+        remote: IpAddr,
+        token: Option<&str>,
+        state: SessionState,
+        stateless: bool,
+    ) -> Result<Arc<Session>, RpcError> {
+        let limits = &self.limits;
+        let refuse = |what: &str, limit: usize| {
+            tracing::warn!(limit, transport = transport.as_str(), principal = %principal.id, %remote, "session refused: {what} limit reached");
+            Err(RpcError::new(
+                error_codes::SERVER_BUSY,
+                format!(
+                    "session refused: {what} already has {limit} open sessions (the relay's limit); close one or try again later"
+                ),
+            ))
+        };
+        if self.lifecycle.sessions() >= limits.max_sessions {
+            return refuse("the relay", limits.max_sessions);
+        }
+        let Some(principal_count) = self.per_principal.try_acquire(&principal.id, limits.max_sessions_per_principal)
+        else {
+            return refuse(&format!("principal {}", principal.id), limits.max_sessions_per_principal);
+        };
+        let Some(address_count) = self.per_address.try_acquire(&remote, limits.max_sessions_per_address) else {
+            return refuse(&format!("address {remote}"), limits.max_sessions_per_address);
+        };
+        Ok(Arc::new(Session {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            transport,
+            principal,
+            credential: self.plugins.has_auth().then(|| digest(token.unwrap_or(""))),
+            stateless,
+            router: self.router.clone(),
+            policy: self.policy.clone(),
+            state: Arc::new(Mutex::new(state)),
+            last_seen: Mutex::new(Instant::now()),
+            inflight: Mutex::default(),
+            slots: Arc::new(Semaphore::new(limits.max_requests_in_flight)),
+            client_requests: Arc::default(),
+            _counts: (self.lifecycle.session_opened(), principal_count, address_count),
+        }))
+    }
+}
