@@ -52,9 +52,9 @@ pub struct Relay {
     _tempdir: Option<tempfile::TempDir>,
 }
 
-/// A relay.yaml with fast reconnects, for tests.
-pub const TEST_RELAY_YAML: &str =
-    "upstream:\n  backoff_initial_ms: 50\n  backoff_max_ms: 500\n  call_timeout_secs: 20\n  connect_timeout_secs: 10\n";
+/// A relay.yaml with fast reconnects, for tests; open (no auth) with admin for everyone, so
+/// tests may manage backends without tokens.
+pub const TEST_RELAY_YAML: &str = "upstream:\n  backoff_initial_ms: 50\n  backoff_max_ms: 500\n  call_timeout_secs: 20\n  connect_timeout_secs: 10\naccess:\n  admin_without_auth: true\n";
 
 impl Relay {
     /// Starts a relay with the test relay.yaml and this backends.yaml.

@@ -47,13 +47,16 @@ where
                 };
                 match message {
                     Ok(Message::Request(request)) => {
-                        let running = session.spawn_request(request, Some(outbound.clone())).await;
+                        // Free now (the read waited for one); held until the answer is handed on.
+                        let slot = session.slot().await;
+                        let running = session.spawn_request(request, Some(outbound.clone()));
                         let outbound = outbound.clone();
                         tasks.spawn(async move {
                             // A cancelled request ends without a response, as MCP asks.
                             if let Ok(Some(response)) = running.await {
                                 let _ = outbound.send(Message::Response(response).to_text()).await;
                             }
+                            drop(slot);
                         });
                     }
                     Ok(other) => {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 pub use driver::{Inbound, drive};
@@ -152,15 +152,21 @@ impl Session {
         self.slots.available_permits() > 0
     }
 
-    /// Runs a request on its own task, cancellable by the client's `notifications/cancelled`,
-    /// once one of the session's in-flight slots is free. Awaiting the handle gives an error
-    /// when the request was cancelled (no response is owed then).
-    pub async fn spawn_request(
+    /// Waits for one of the session's in-flight slots (`limits.max_requests_in_flight`). The
+    /// transport holds it until the request's response has been handed on, so a client that
+    /// does not read its answers cannot make the relay hold more than that many.
+    pub async fn slot(&self) -> OwnedSemaphorePermit {
+        self.slots.clone().acquire_owned().await.expect("session slots are never closed")
+    }
+
+    /// Runs a request on its own task, cancellable by the client's `notifications/cancelled`.
+    /// Awaiting the handle gives an error when the request was cancelled (no response is owed
+    /// then).
+    pub fn spawn_request(
         self: &Arc<Self>,
         request: Request,
         stream: Option<mpsc::Sender<String>>,
     ) -> JoinHandle<Option<Response>> {
-        let slot = self.slots.clone().acquire_owned().await.expect("session slots are never closed");
         let key = request.id.to_string();
         let session = self.clone();
         // Holding the lock while spawning makes the task's own removal wait for the insert.
@@ -170,7 +176,6 @@ impl Session {
             async move {
                 let response = session.handle(Message::Request(request), stream).await;
                 session.inflight.lock().expect("inflight lock").remove(&key);
-                drop(slot);
                 response
             }
         });

@@ -178,14 +178,17 @@ async fn mcp_post(
                 "tools/call" | "prompts/get" | "resources/read" | "completion/complete"
             );
             let id = request.id.clone();
+            // Waits while the session has max_requests_in_flight requests running.
+            let slot = session.slot().await;
             if forwarded && accept.contains("text/event-stream") {
                 let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
-                let task = session.spawn_request(request, Some(tx.clone())).await;
+                let task = session.spawn_request(request, Some(tx.clone()));
                 let guard = AbortOnDrop(task.abort_handle());
                 tokio::spawn(async move {
                     if let Ok(Some(response)) = task.await {
                         let _ = tx.send(Message::Response(response).to_text()).await;
                     }
+                    drop(slot);
                 });
                 // The stream ends when the response is out; a client that closes it cancels
                 // the request.
@@ -195,8 +198,8 @@ async fn mcp_post(
                 });
                 Sse::new(stream).into_response()
             } else {
-                let task = session.spawn_request(request, None).await;
-                let _guard = AbortOnDrop(task.abort_handle());
+                let task = session.spawn_request(request, None);
+                let _guard = (AbortOnDrop(task.abort_handle()), slot);
                 match task.await {
                     Ok(Some(response)) => json_response(&Message::Response(response)),
                     _ => json_response(&Message::Response(mcp::Response::err(

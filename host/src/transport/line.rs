@@ -76,7 +76,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory
             drive(session, Box::pin(replay.chain(inbound)), tx, &factory.limits).await
         }
         Err(busy) => {
-            let _ = tx.send(Message::Response(Response::err(Value::Null, busy)).to_text()).await;
+            let _ = tx.send(Message::Response(Response::err(id, busy)).to_text()).await;
             drop(tx);
         }
     }

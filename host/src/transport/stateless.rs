@@ -85,7 +85,7 @@ pub async fn post(
                 Ok(session) => session,
                 Err(busy) => return rpc_error(StatusCode::SERVICE_UNAVAILABLE, mcp::Response::err(id, busy)),
             };
-            Call::start(session, request.clone()).await
+            Call::start(session, request.clone())
         }
     };
     let mut exchange = Exchange {
@@ -228,11 +228,11 @@ enum Step {
 }
 
 impl Call {
-    async fn start(session: Arc<Session>, request: Request) -> Self {
+    fn start(session: Arc<Session>, request: Request) -> Self {
         let (sink, related) = mpsc::channel(64);
         let method = request.method.clone();
         let target = target_of(&request).map(str::to_owned);
-        let task = session.spawn_request(request, Some(sink)).await;
+        let task = session.spawn_request(request, Some(sink));
         Self { session, method, target, task, related, finished: None }
     }
 

@@ -1,0 +1,427 @@
+//! Regression tests for the security defects found by trying the relay as an attacker would
+//! (issue 9): each test is named after what it guards and fails on the code before the fix.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use relay_tests::{HttpSession, LineClient, Relay, copy_plugin, eventually, repo_root, sse_messages, text_of};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// relay.yaml for these tests: fast reconnects, plus `extra` (top-level YAML).
+fn yaml(extra: &str) -> String {
+    format!("upstream: {{backoff_initial_ms: 50, backoff_max_ms: 500, call_timeout_secs: 20}}\n{extra}")
+}
+
+/// A backends.yaml entry for the Python stdio fixture (tests/fixtures/stdio_server.py).
+fn stdio_entry(name: &str, flags: &[&str]) -> String {
+    let script = repo_root().join("tests/fixtures/stdio_server.py");
+    let mut args = vec![script.display().to_string(), "--name".into(), name.into()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    format!("  - name: {name}\n    command: python3\n    args: {}\n", serde_json::to_string(&args).unwrap())
+}
+
+fn record_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.record"))
+}
+
+/// A newline client initialized as anonymous (open relay).
+async fn line(relay: &Relay) -> LineClient {
+    relay.line_client_as(None).await
+}
+
+#[tokio::test]
+async fn browsers_from_other_origins_cannot_drive_any_route() {
+    let relay = Relay::start_with(&yaml("access: {admin_without_auth: true}\n"), "backends: []\n", &[]).await;
+    // The WebSocket upgrade from a foreign page is refused before any session exists.
+    let mut request = relay.ws("/ws").into_client_request().unwrap();
+    request.headers_mut().insert("origin", "http://evil.example".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(request).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("a foreign origin got a WebSocket: {:?}", other.map(|(_, r)| r.status())),
+    }
+    let mut request = relay.ws("/").into_client_request().unwrap();
+    request.headers_mut().insert("origin", "http://localhost:5173".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(request).await.is_ok(), "a loopback page may connect");
+
+    // DELETE and GET of a session are held to the same rule.
+    let session = HttpSession::open(&relay.http("/mcp"), json!({})).await;
+    let client = reqwest::Client::new();
+    for method in [reqwest::Method::DELETE, reqwest::Method::GET] {
+        let response = client
+            .request(method.clone(), relay.http("/mcp"))
+            .header("mcp-session-id", &session.id)
+            .header("accept", "text/event-stream")
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method}");
+    }
+    // DNS rebinding: the page's own name in Host, no Origin (a same-origin request).
+    let rebound = client
+        .post(relay.http("/mcp"))
+        .header("host", format!("rebound.evil.example:{}", relay.port))
+        .header("content-type", "application/json")
+        .body(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), StatusCode::MISDIRECTED_REQUEST);
+    // The session survived all of that.
+    let list = session.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).send().await.unwrap();
+    assert_eq!(list.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_backends_request_never_reaches_another_principal() {
+    let relay = Relay::start_with(&yaml(""), &format!("backends:\n{}", stdio_entry("b", &[])), &[]).await;
+    relay.wait_ready("b").await;
+    let url = relay.http("/mcp");
+    let alice = HttpSession::open(&url, json!({"elicitation": {}})).await;
+    let bob = HttpSession::open(&url, json!({"elicitation": {}})).await;
+    // Alice's call streams (SSE) and runs a while.
+    let alice_call = alice.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"ms": 2500}}}));
+    let alice_task = tokio::spawn(async move { alice_call.send().await.unwrap().text().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Bob's call takes plain JSON only: it has no stream, but it is in flight on the backend.
+    let bob_answer: Value = reqwest::Client::new()
+        .post(&url)
+        .header("mcp-session-id", &bob.id)
+        .header("accept", "application/json")
+        .header("content-type", "application/json")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "ask", "arguments": {"question": "Bob's secret question"}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let alice_body = alice_task.await.unwrap();
+    assert!(!alice_body.contains("Bob's secret question"), "Bob's elicitation reached Alice: {alice_body}");
+    let alice_messages = sse_messages(&alice_body);
+    assert_eq!(text_of(alice_messages.last().unwrap()), "b: slow");
+    // The backend was told no (no client can be named), and Bob's call completed.
+    let answer: Value = serde_json::from_str(&text_of(&bob_answer)).unwrap();
+    assert_eq!(answer["code"], -32601, "{bob_answer}");
+}
+
+/// relay.yaml with token-auth (`ops` is admin, `alice` has no roles), the top-level settings
+/// `top` and the plugin entries `extra` after auth.
+fn auth_yaml(dir: &Path, top: &str, extra: &str) -> String {
+    let auth = copy_plugin(dir, "token_auth");
+    format!(
+        "{}plugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: ADMINTOKEN-123, principal: ops, roles: [admin]}}\n        - {{token: ALICETOKEN-456, principal: alice}}\n{extra}",
+        yaml(top),
+        auth.display()
+    )
+}
+
+#[tokio::test]
+async fn tools_that_disturb_other_clients_need_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = format!("backends:\n{}", stdio_entry("b", &[]));
+    let relay = Relay::start_files(dir.path(), &auth_yaml(dir.path(), "", ""), &backends, &[]).await;
+    let mut alice = relay.line_client_as(Some("ALICETOKEN-456")).await;
+    let reconnect = alice.call_tool("relay_reconnect_server", json!({"name": "b"})).await;
+    assert_eq!(reconnect["error"]["code"], -32043, "{reconnect}");
+    let mut ops = relay.line_client_as(Some("ADMINTOKEN-123")).await;
+    let reconnect = ops.call_tool("relay_reconnect_server", json!({"name": "b"})).await;
+    assert_eq!(reconnect["result"]["structuredContent"]["reconnecting"], "b", "{reconnect}");
+}
+
+#[tokio::test]
+async fn client_credentials_are_never_forwarded_to_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = record_path(dir.path(), "b");
+    let backends = format!("backends:\n{}", stdio_entry("b", &["--record", record.to_str().unwrap()]));
+    let mut relay = Relay::start_files(dir.path(), &auth_yaml(dir.path(), "", ""), &backends, &[]).await;
+    relay.token = Some("ADMINTOKEN-123".into());
+    relay.wait_ready("b").await;
+    let mut alice = relay.line_client_as(Some("ALICETOKEN-456")).await;
+    let meta = json!({"authorization": "Bearer ALICETOKEN-456", "progressToken": 5});
+    let reply =
+        alice.request("tools/call", json!({"name": "echo", "arguments": {"message": "hi"}, "_meta": meta})).await;
+    assert_eq!(text_of(&reply), "b: hi");
+    alice.request("prompts/get", json!({"name": "x", "_meta": {"authorization": "Bearer ALICETOKEN-456"}})).await;
+    let received = std::fs::read_to_string(&record).unwrap();
+    assert!(received.contains("\"progressToken\""), "other _meta keys still pass: {received}");
+    assert!(!received.contains("ALICETOKEN"), "a client's token reached the backend: {received}");
+}
+
+/// Reads until the peer closes; returns how long that took (or panics after `limit`).
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("connection still open after {limit:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn nothing_waits_forever_before_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = "limits: {handshake_timeout_secs: 1, body_timeout_secs: 1, max_pending_per_address: 3}\n";
+    let relay = Relay::start_files(dir.path(), &auth_yaml(dir.path(), limits, ""), "backends: []\n", &[]).await;
+    let deadline = Duration::from_secs(5);
+
+    // A newline connection that never finishes its first line.
+    let mut half_line = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    half_line.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,").await.unwrap();
+    // An HTTP request whose head never ends.
+    let mut half_head = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    half_head.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
+    // A silent connection.
+    let mut silent = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    // A fourth unauthenticated connection from the same address is over the cap: closed at once.
+    let mut fourth = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    assert!(closed_within(&mut fourth, Duration::from_millis(800)).await < Duration::from_millis(800));
+    for stream in [&mut half_line, &mut half_head, &mut silent] {
+        closed_within(stream, deadline).await;
+    }
+
+    // A body that declares 1000 bytes and sends 10 gets 408 once the body deadline passes.
+    let mut slow_body = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    let head = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json\r\nAuthorization: Bearer ALICETOKEN-456\r\nContent-Length: 1000\r\n\r\n{\"jsonrpc\"";
+    slow_body.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(deadline, slow_body.read(&mut answer)).await.expect("answered").unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+
+    // With the stalled connections gone, clients connect again.
+    let mut alice = relay.line_client_as(Some("ALICETOKEN-456")).await;
+    assert!(alice.request("ping", json!({})).await.get("result").is_some());
+}
+
+#[tokio::test]
+async fn no_principal_can_use_up_the_relays_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let limiter = copy_plugin(dir.path(), "rate_limit");
+    let policy = format!(
+        "  - name: rate-limit\n    world: policy\n    path: {}\n    grants: {{clock: true}}\n    config: {{per_minute: 2, methods: [initialize]}}\n",
+        limiter.display()
+    );
+    let limits = "limits: {max_sessions_per_principal: 2, max_sessions: 100}\n";
+    let relay_yaml = auth_yaml(dir.path(), limits, &policy);
+    let relay = Relay::start_files(dir.path(), &relay_yaml, "backends: []\n", &[]).await;
+    let _one = relay.line_client_as(Some("ALICETOKEN-456")).await;
+    let _two = relay.line_client_as(Some("ALICETOKEN-456")).await;
+    // Alice's third session is refused, clearly; the admin still gets in.
+    let mut third = LineClient::connect(relay.port).await;
+    let init = json!({"protocolVersion": "2025-06-18", "_meta": {"authorization": "Bearer ALICETOKEN-456"}});
+    let refused = third.request("initialize", init).await;
+    assert_eq!(refused["error"]["code"], -32003, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("principal alice"), "{refused}");
+    let mut ops = relay.line_client_as(Some("ADMINTOKEN-123")).await;
+    // initialize passes the policy chain: a policy that counts it refuses the third.
+    assert!(ops.request("initialize", json!({"protocolVersion": "2025-06-18"})).await.get("result").is_some());
+    let limited = ops.request("initialize", json!({"protocolVersion": "2025-06-18"})).await;
+    assert_eq!(limited["error"]["code"], -32029, "{limited}");
+}
+
+#[tokio::test]
+async fn one_connection_cannot_start_unbounded_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = record_path(dir.path(), "b");
+    let backends = format!("backends:\n{}", stdio_entry("b", &["--record", record.to_str().unwrap()]));
+    let relay = Relay::start_files(dir.path(), &yaml("limits: {max_requests_in_flight: 4}\n"), &backends, &[]).await;
+    relay.wait_ready("b").await;
+    let mut client = line(&relay).await;
+    for id in 100..120 {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 1000}}});
+        client.send_raw(&call.to_string()).await;
+    }
+    let calls = || std::fs::read_to_string(&record).unwrap().matches("\"tools/call\"").count();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(calls(), 4, "only max_requests_in_flight calls run at once");
+    for _ in 0..20 {
+        assert_eq!(text_of(&client.recv_response().await), "b: slow");
+    }
+    assert_eq!(calls(), 20);
+}
+
+#[tokio::test]
+async fn status_tools_do_not_show_backend_secrets() {
+    let backends = "backends:\n  - name: svc\n    url: http://svc:PASS1234@127.0.0.1:9/mcp?api_key=KEY5678\n    headers: {Authorization: Bearer HEADER9012}\n";
+    for admin in [false, true] {
+        let relay =
+            Relay::start_with(&yaml(&format!("access: {{admin_without_auth: {admin}}}\n")), backends, &[]).await;
+        eventually("a connect error", || async {
+            let status = relay.status().await;
+            status["backends"][0]["last_error"].as_str().map(drop)
+        })
+        .await;
+        let mut client = line(&relay).await;
+        for tool in ["relay_get_status", "relay_list_servers"] {
+            let shown = client.call_tool(tool, json!({})).await.to_string();
+            for secret in ["PASS1234", "KEY5678", "HEADER9012"] {
+                assert!(!shown.contains(secret), "{tool} shows {secret} (admin: {admin}): {shown}");
+            }
+            assert_eq!(shown.contains("127.0.0.1:9/mcp?api_key=***"), admin, "{tool}: {shown}");
+        }
+    }
+}
+
+/// A Streamable HTTP MCP backend whose `big` tool answers with `size` bytes (as JSON or SSE).
+async fn oversized_backend(size: usize) -> (u16, tokio::task::JoinHandle<()>) {
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |headers: HeaderMap, body: String| async move {
+            let message: Value = serde_json::from_str(&body).unwrap();
+            let id = message["id"].clone();
+            let result = match message["method"].as_str().unwrap_or("") {
+                "initialize" => json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "big", "version": "1"}}),
+                "tools/list" => json!({"tools": [{"name": "big", "inputSchema": {"type": "object"}}, {"name": "big_sse", "inputSchema": {"type": "object"}}, {"name": "small", "inputSchema": {"type": "object"}}]}),
+                "tools/call" => {
+                    let text = if message["params"]["name"] == "small" { "fine".to_owned() } else { "x".repeat(size) };
+                    json!({"content": [{"type": "text", "text": text}]})
+                }
+                _ if id.is_null() => return axum::http::StatusCode::ACCEPTED.into_response(),
+                _ => json!({}),
+            };
+            let reply = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+            let _ = headers;
+            if message["params"]["name"] == "big_sse" {
+                ([("content-type", "text/event-stream")], format!("event: message\ndata: {reply}\n\n")).into_response()
+            } else {
+                ([("content-type", "application/json")], reply).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (port, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
+}
+
+#[tokio::test]
+async fn every_upstream_transport_enforces_the_message_size_limit() {
+    let (port, _server) = oversized_backend(3 * 1024 * 1024).await;
+    let backends = format!("backends:\n  - name: big\n    url: http://127.0.0.1:{port}/mcp\n");
+    let relay = Relay::start_with(&yaml("limits: {max_message_bytes: 1048576}\n"), &backends, &[]).await;
+    relay.wait_ready("big").await;
+    let mut client = line(&relay).await;
+    for tool in ["big", "big_sse"] {
+        let refused = client.call_tool(tool, json!({})).await;
+        let message = refused["error"]["message"].as_str().unwrap_or_else(|| panic!("{tool}: no error"));
+        assert!(message.contains("larger than max_message_bytes"), "{tool}: {message}");
+    }
+    assert_eq!(text_of(&client.call_tool("small", json!({})).await), "fine", "only those calls failed");
+}
+
+#[tokio::test]
+async fn logs_cannot_be_forged_by_client_text() {
+    let forged =
+        "nope\n2026-11-30T00:00:00.000000Z  INFO relay::auth: authentication outcome=\"ok\" principal=ops\r\x1b[2J";
+    for format in ["human", "json"] {
+        let relay = Relay::start_with(&yaml(""), "backends: []\n", &["--log-format", format]).await;
+        let mut client = line(&relay).await;
+        client.call_tool(forged, json!({})).await;
+        relay.wait_for_log("tools/call").await;
+        let log = relay.log();
+        assert!(!log.contains('\x1b') && !log.contains('\r'), "{format}: raw control bytes in the log");
+        assert!(!log.lines().any(|l| l.starts_with("2026-11-30T00:00:00")), "{format}: a forged line:\n{log}");
+        if format == "json" {
+            assert!(log.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{log}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn stdio_backends_get_only_the_environment_they_are_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = format!("{}    env: {{OWN_SETTING: mine}}\n    inherit_env: [PASSED_ON]\n", stdio_entry("b", &[]));
+    let env = [("RELAY_AUTH_TOKEN", "SECRET-ONE"), ("OPENAI_API_KEY", "SECRET-TWO"), ("PASSED_ON", "yes")];
+    let relay = Relay::start_files(dir.path(), &yaml(""), &format!("backends:\n{entry}"), &env).await;
+    relay.wait_ready("b").await;
+    let mut client = line(&relay).await;
+    let seen: Value = serde_json::from_str(&text_of(&client.call_tool("env", json!({})).await)).unwrap();
+    assert_eq!(seen["OWN_SETTING"], "mine");
+    assert_eq!(seen["PASSED_ON"], "yes");
+    assert!(seen["PATH"].is_string(), "the safe set is passed: {seen}");
+    assert!(seen.get("RELAY_AUTH_TOKEN").is_none() && seen.get("OPENAI_API_KEY").is_none(), "{seen}");
+}
+
+#[tokio::test]
+async fn a_backend_cannot_take_another_backends_name() {
+    let backends = format!(
+        "backends:\n{}{}{}",
+        stdio_entry(
+            "aaa",
+            &[
+                "--tools",
+                "zeta__delete_repo",
+                "--prompts",
+                "zeta__review",
+                "--resources",
+                "relay://zeta/mem%3A%2F%2Fdoc"
+            ]
+        ),
+        stdio_entry("alpha", &["--tools", "delete_repo", "--prompts", "review", "--resources", "mem://doc"]),
+        stdio_entry("zeta", &["--tools", "delete_repo", "--prompts", "review", "--resources", "mem://doc"]),
+    );
+    let relay = Relay::start_with(&yaml(""), &backends, &[]).await;
+    for name in ["aaa", "alpha", "zeta"] {
+        relay.wait_ready(name).await;
+    }
+    let mut client = line(&relay).await;
+    assert_eq!(text_of(&client.call_tool("zeta__delete_repo", json!({})).await), "zeta: delete_repo");
+    assert_eq!(text_of(&client.call_tool("aaa__zeta__delete_repo", json!({})).await), "aaa: zeta__delete_repo");
+    let prompt = client.request("prompts/get", json!({"name": "zeta__review"})).await;
+    assert_eq!(prompt["result"]["messages"][0]["content"]["text"], "zeta: review", "{prompt}");
+    let read = client.request("resources/read", json!({"uri": "relay://zeta/mem%3A%2F%2Fdoc"})).await;
+    assert_eq!(read["result"]["contents"][0]["text"], "zeta: mem://doc", "{read}");
+    relay.wait_for_log("takes another source's prefixed form; renamed").await;
+}
+
+#[tokio::test]
+async fn an_open_relay_is_not_admin() {
+    let relay = Relay::start_with(&yaml(""), "backends: []\n", &[]).await;
+    relay.wait_for_log("the relay_* tools that change it are refused").await;
+    let mut client = line(&relay).await;
+    let calls = [
+        ("relay_add_server", json!({"name": "x", "command": "sh", "args": ["-c", "touch /tmp/pwned"]})),
+        ("relay_remove_server", json!({"name": "x"})),
+        ("relay_reconnect_server", json!({"name": "x"})),
+        ("relay_reload_plugins", json!({})),
+        ("relay_rollback_plugin", json!({"name": "x"})),
+    ];
+    for (tool, arguments) in calls {
+        let refused = client.call_tool(tool, arguments).await;
+        assert_eq!(refused["error"]["code"], -32043, "{tool}: {refused}");
+    }
+    assert!(client.call_tool("relay_get_status", json!({})).await.get("result").is_some());
+
+    // Admin for a quick local try: said loudly, and stdio commands still need the allow-list.
+    let open = "access: {admin_without_auth: true, add_server_commands: [python3]}\n";
+    let relay = Relay::start_with(&yaml(open), "backends: []\n", &[]).await;
+    relay.wait_for_log("EVERY CLIENT IS ADMIN").await;
+    let mut client = line(&relay).await;
+    let shell =
+        client.call_tool("relay_add_server", json!({"name": "x", "command": "sh", "args": ["-c", "true"]})).await;
+    assert_eq!(shell["result"]["isError"], true, "{shell}");
+    assert!(text_of(&shell).contains("add_server_commands"), "{shell}");
+    let script = repo_root().join("tests/fixtures/stdio_server.py").display().to_string();
+    let allowed =
+        client.call_tool("relay_add_server", json!({"name": "py", "command": "python3", "args": [script]})).await;
+    assert_eq!(allowed["result"]["structuredContent"]["added"], "py", "{allowed}");
+    relay.wait_ready("py").await;
+}
