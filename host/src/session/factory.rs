@@ -117,7 +117,7 @@ impl SessionFactory {
             Err(RpcError::new(
                 error_codes::SERVER_BUSY,
                 format!(
-                    "session refused: {what} already has {limit} open sessions (the relay's limit); close one or try again later"
+                    "session refused: {what} already has {limit} sessions open (the relay's limit); close one or try again later"
                 ),
             ))
         };
