@@ -161,7 +161,7 @@ impl Session {
 
     /// Runs a request on its own task, cancellable by the client's `notifications/cancelled`.
     /// Awaiting the handle gives an error when the request was cancelled (no response is owed
-    /// then).
+    /// then). A request whose id is already in flight is answered `-32600` at once.
     pub fn spawn_request(
         self: &Arc<Self>,
         request: Request,
@@ -171,6 +171,12 @@ impl Session {
         let session = self.clone();
         // Holding the lock while spawning makes the task's own removal wait for the insert.
         let mut inflight = self.inflight.lock().expect("inflight lock");
+        if inflight.contains_key(&key) {
+            // Two requests with one id could not be told apart (answers, cancellation).
+            let message = format!("request id {key} is already in flight in this session");
+            let refusal = Response::err(request.id, RpcError::new(error_codes::INVALID_REQUEST, message));
+            return tokio::spawn(async move { Some(refusal) });
+        }
         let task = tokio::spawn({
             let key = key.clone();
             async move {

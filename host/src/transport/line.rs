@@ -25,8 +25,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory
     let limits = factory.limits.clone();
     let inbound = FramedRead::new(read, LineCodec::new(limits.max_message_bytes)).filter_map(|line| {
         futures::future::ready(match line {
-            Ok(Line::Text(text)) if text.trim().is_empty() => None,
-            Ok(Line::Text(text)) => Some(Inbound::Text(text.into())),
+            Ok(Line::Text(text)) if Line::is_blank(&text) => None,
+            Ok(Line::Text(text)) => Some(Inbound::Text(text)),
             Ok(Line::TooLong) => Some(Inbound::TooLarge(limits.max_message_bytes + 1)),
             Err(_) => None,
         })

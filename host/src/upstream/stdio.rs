@@ -114,8 +114,15 @@ pub fn connect(
     let name = backend.to_owned();
     let incoming = Box::pin(FramedRead::new(stdout, LineCodec::new(max_message_bytes)).filter_map(move |line| {
         let line = match line {
-            Ok(Line::Text(line)) if !line.trim().is_empty() => Some(line),
-            Ok(Line::Text(_)) => None,
+            Ok(Line::Text(line)) if Line::is_blank(&line) => None,
+            Ok(Line::Text(line)) => match String::from_utf8(line.to_vec()) {
+                Ok(line) => Some(line),
+                Err(_) => {
+                    // One bad line costs that line, not the connection (and every call on it).
+                    tracing::warn!(backend = %name, "stdio upstream sent a line that is not UTF-8; skipped");
+                    None
+                }
+            },
             Ok(Line::TooLong) => {
                 tracing::warn!(backend = %name, "stdio upstream sent a line over the size limit; skipped");
                 None
