@@ -7,9 +7,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// Checks the relay at `host:port`; true when healthy. Prints the verdict like the reference.
-pub async fn check(host: &str, port: u16, timeout: Duration) -> bool {
-    match tokio::time::timeout(timeout, probe(host, port)).await {
+/// Checks the relay at `host:port` (presenting `token`, if any); true when healthy. Prints the
+/// verdict like the reference.
+pub async fn check(host: &str, port: u16, timeout: Duration, token: Option<&str>) -> bool {
+    match tokio::time::timeout(timeout, probe(host, port, token)).await {
         Ok(Ok((server, tools))) => {
             println!("✅ Health check PASSED for {host}:{port}");
             println!("   Server: {server}");
@@ -28,7 +29,7 @@ pub async fn check(host: &str, port: u16, timeout: Duration) -> bool {
     }
 }
 
-async fn probe(host: &str, port: u16) -> Result<(Value, usize), String> {
+async fn probe(host: &str, port: u16, token: Option<&str>) -> Result<(Value, usize), String> {
     let stream = TcpStream::connect((host, port)).await.map_err(|e| format!("cannot connect: {e}"))?;
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
@@ -37,11 +38,11 @@ async fn probe(host: &str, port: u16) -> Result<(Value, usize), String> {
         let line = lines.next_line().await.map_err(|e| e.to_string())?.ok_or("connection closed")?;
         serde_json::from_str(&line).map_err(|e| format!("invalid response: {e}"))
     };
-    let init = call(json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": crate::mcp::version::LATEST, "capabilities": {}, "clientInfo": {"name": "relay-health"}},
-    }))
-    .await?;
+    let mut params = json!({"protocolVersion": crate::mcp::version::LATEST, "capabilities": {}, "clientInfo": {"name": "relay-health"}});
+    if let Some(token) = token {
+        params["_meta"] = json!({"authorization": format!("Bearer {token}")});
+    }
+    let init = call(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params})).await?;
     let server = init.pointer("/result/serverInfo").cloned().ok_or_else(|| format!("Invalid response: {init}"))?;
     let list = call(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await?;
     let tools =

@@ -34,6 +34,9 @@ enum Command {
         /// Seconds to wait for each answer.
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
+        /// Bearer token, for a relay with an auth plugin.
+        #[arg(long, env = "RELAY_AUTH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Validate relay.yaml and its backends file, then exit.
     CheckConfig {
@@ -64,11 +67,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Health { host, port, timeout } => {
-            let healthy = runtime.block_on(relay::health::check(&host, port, Duration::from_secs_f64(timeout)));
+        Command::Health { host, port, timeout, token } => {
+            let timeout = Duration::from_secs_f64(timeout);
+            let healthy = runtime.block_on(relay::health::check(&host, port, timeout, token.as_deref()));
             if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
-        Command::CheckConfig { config } => match check_config(&config) {
+        Command::CheckConfig { config } => match runtime.block_on(check_config(&config)) {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS
@@ -81,7 +85,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(path: &std::path::Path) -> Result<String, String> {
+/// Validates what `serve` validates, plugins included (loaded and instantiated as `serve` does);
+/// prints warnings for what is legal but probably not meant.
+async fn check_config(path: &std::path::Path) -> Result<String, String> {
     let config = RelayConfig::load(path).map_err(|e| e.to_string())?;
     let store = relay::config::BackendStore::new(config.backends_path(path));
     let (_, backends) = store.load().map_err(|e| e.to_string())?;
@@ -94,6 +100,12 @@ fn check_config(path: &std::path::Path) -> Result<String, String> {
                 wasm.display()
             ));
         }
+    }
+    let upstreams =
+        std::sync::Arc::new(relay::upstream::Upstreams::new(config.upstream.clone(), config.limits.max_message_bytes));
+    relay::server::load_plugins(&config, path, upstreams).await.map_err(|e| format!("{e:#}"))?;
+    for warning in relay::server::config_warnings(&config) {
+        eprintln!("warning: {warning}");
     }
     Ok(format!(
         "{}: ok, {} backend(s) in {}, {} plugin(s)",

@@ -29,16 +29,10 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
     let upstreams = Arc::new(Upstreams::new(config.upstream.clone(), limits.max_message_bytes));
     upstreams.reconcile(&backends);
 
-    let cache_dir = config.plugin_cache_dir.clone().map(|d| config_path.parent().unwrap_or(Path::new(".")).join(d));
-    let plugins = Plugins::load(
-        &config.plugins,
-        config_path,
-        cache_dir.or_else(plugins::default_cache_dir),
-        Arc::new(KvStore::default()),
-        upstreams.clone(),
-    )
-    .await
-    .context("cannot load plugins")?;
+    let plugins = load_plugins(&config, config_path, upstreams.clone()).await?;
+    for warning in config_warnings(&config) {
+        tracing::warn!("{warning}");
+    }
     if !plugins.has_auth() {
         if config.access.admin_without_auth {
             tracing::warn!(
@@ -98,7 +92,7 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
     tokio::spawn(async move {
         while file_changes.recv().await.is_some() {
             let store = reload_store.clone();
-            match tokio::task::spawn_blocking(move || store.load()).await {
+            match tokio::task::spawn_blocking(move || store.reload()).await {
                 Ok(Ok((_, backends))) => {
                     reload_upstreams.reconcile(&backends);
                 }
@@ -147,6 +141,46 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
     // Give supervisors a moment to kill stdio children and close sockets.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
+}
+
+/// Loads the configured plugins as `serve` does (compiled, type-checked, smoke-instantiated);
+/// `check-config` runs the same, so it refuses what `serve` would.
+pub async fn load_plugins(
+    config: &RelayConfig,
+    config_path: &Path,
+    upstreams: Arc<Upstreams>,
+) -> anyhow::Result<Arc<Plugins>> {
+    let cache_dir = config.plugin_cache_dir.clone().map(|d| config_path.parent().unwrap_or(Path::new(".")).join(d));
+    Plugins::load(
+        &config.plugins,
+        config_path,
+        cache_dir.or_else(plugins::default_cache_dir),
+        Arc::new(KvStore::default()),
+        upstreams,
+    )
+    .await
+    .context("cannot load plugins")
+}
+
+/// What in the configuration is legal but probably not meant: environment variables granted to
+/// plugins that are not set (an auth plugin's secret missing means every client using it is
+/// refused).
+pub fn config_warnings(config: &RelayConfig) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for plugin in &config.plugins {
+        for name in plugin.grants.env.iter().filter(|name| std::env::var_os(name).is_none()) {
+            let consequence = if plugin.world == crate::config::World::Auth {
+                " (clients whose credentials it holds will be refused)"
+            } else {
+                ""
+            };
+            warnings.push(format!(
+                "plugin {} is granted the environment variable {name}, which is not set{consequence}",
+                plugin.name
+            ));
+        }
+    }
+    warnings
 }
 
 /// Whether the configured listen host is a loopback address or name.

@@ -4,8 +4,10 @@
 //! The relay binary must be built first (`cargo build -p relay`); the README's test command
 //! does that.
 
+pub mod http_backend;
 pub mod mock_openai;
 
+pub use http_backend::HttpBackend;
 pub use mock_openai::MockOpenAi;
 
 use std::path::{Path, PathBuf};
@@ -152,6 +154,22 @@ impl Relay {
             .find(|p| p["name"] == name)
             .expect("plugin listed")
             .clone()
+    }
+
+    /// The relay's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("relay running")
+    }
+
+    /// The relay's resident memory now, in bytes (Linux).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS");
+        kb * 1024
     }
 
     /// Sends `signal` (e.g. `-HUP`) to the relay.
@@ -422,6 +440,21 @@ pub fn rebuilt(component: &[u8], tag: &str) -> Vec<u8> {
     }
     out.extend_from_slice(&body);
     out
+}
+
+/// A backends.yaml entry for the Python stdio fixture (`tests/fixtures/stdio_server.py`) named
+/// `name`, with extra flags.
+pub fn stdio_fixture_entry(name: &str, flags: &[&str]) -> String {
+    let script = repo_root().join("tests/fixtures/stdio_server.py");
+    let mut args = vec![script.display().to_string(), "--name".into(), name.into()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    format!("  - name: {name}\n    command: python3\n    args: {}\n", serde_json::to_string(&args).unwrap())
+}
+
+/// Whether process `pid` is alive (and not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .is_ok_and(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
 }
 
 /// The published reference server, run from the test clients' node_modules.

@@ -77,13 +77,13 @@ async fn auth_is_enforced_on_every_transport_and_never_logs_the_token() {
     let mut anonymous = LineClient::connect(relay.port).await;
     anonymous.send_raw(&init.to_string()).await;
     let denied = anonymous.recv().await;
-    assert_eq!(denied["error"]["code"], -32041, "{denied}");
+    assert_eq!(denied["error"]["code"], -32011, "{denied}");
     assert_eq!(denied["id"], 1);
     let mut user = relay.line_client_as(Some(USER)).await;
 
     // Roles: only admin may change the relay.
     let forbidden = user.call_tool("relay_add_server", json!({"name": "x", "url": "ws://127.0.0.1:9"})).await;
-    assert_eq!(forbidden["error"]["code"], -32043, "{forbidden}");
+    assert_eq!(forbidden["error"]["code"], -32013, "{forbidden}");
     assert!(forbidden["error"]["message"].as_str().unwrap().contains("admin role"));
     let mut admin = relay.line_client().await;
     let added = admin.call_tool("relay_add_server", json!({"name": "x", "url": "ws://127.0.0.1:9"})).await;
@@ -109,7 +109,7 @@ async fn rate_limit_denies_per_principal_with_retry_after() {
         assert!(user.call_tool("relay_list_servers", json!({})).await.get("result").is_some());
     }
     let denied = user.call_tool("relay_list_servers", json!({})).await;
-    assert_eq!(denied["error"]["code"], -32029, "{denied}");
+    assert_eq!(denied["error"]["code"], -32019, "{denied}");
     assert!(denied["error"]["message"].as_str().unwrap().contains("rate limit"), "{denied}");
     assert!(denied["error"]["data"]["retry_after_ms"].as_u64().unwrap() > 0, "{denied}");
     // Another principal has its own bucket; ping is not counted.
@@ -223,7 +223,7 @@ async fn reload_under_load_switches_the_limit_without_failed_requests() {
                         ok += 1;
                     }
                     Some(error) => {
-                        assert_eq!(error["code"], -32029, "a request failed for another reason: {reply}");
+                        assert_eq!(error["code"], -32019, "a request failed for another reason: {reply}");
                         match *landed.lock().unwrap() {
                             Some(_) => denied_after += 1,
                             None => denied_before += 1,
@@ -297,7 +297,7 @@ async fn rollback_reload_tool_and_sighup() {
 
     let mut user = relay.line_client_as(Some(USER)).await;
     let forbidden = user.call_tool("relay_rollback_plugin", json!({"name": "rate-limit"})).await;
-    assert_eq!(forbidden["error"]["code"], -32043);
+    assert_eq!(forbidden["error"]["code"], -32013);
     let rolled = admin.call_tool("relay_rollback_plugin", json!({"name": "rate-limit"})).await;
     assert!(text_of(&rolled).contains("rolled back"), "{rolled}");
     assert_eq!(relay.plugin_status("rate-limit").await["hash"], original.as_str());

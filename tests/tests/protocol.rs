@@ -136,7 +136,11 @@ async fn line_to_websocket_cancellation_reaches_the_upstream_and_no_response_fol
 async fn line_to_stdio_elicitation_round_trip_reaches_the_calling_client() {
     let relay = Relay::start(&format!("backends:\n{}", everything_stdio_entry("everything"))).await;
     relay.wait_ready("everything").await;
-    let mut client = relay.line_client().await;
+    // The client declares elicitation: the relay sends such requests only to clients that do.
+    let mut client = relay_tests::LineClient::connect(relay.port).await;
+    let init =
+        json!({"protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}}, "clientInfo": {"name": "e2e"}});
+    assert!(client.request("initialize", init).await["result"].is_object());
     let names = client.tool_names().await;
     assert!(names.contains(&"trigger-elicitation-request".into()), "the relay offers elicitation upstream: {names:?}");
     let call = json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": {"name": "trigger-elicitation-request", "arguments": {}}});

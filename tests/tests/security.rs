@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use relay_tests::{HttpSession, LineClient, Relay, copy_plugin, eventually, repo_root, sse_messages, text_of};
+use relay_tests::{
+    HttpBackend, HttpSession, LineClient, Relay, copy_plugin, eventually, repo_root, sse_messages, text_of,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,12 +18,8 @@ fn yaml(extra: &str) -> String {
     format!("upstream: {{backoff_initial_ms: 50, backoff_max_ms: 500, call_timeout_secs: 20}}\n{extra}")
 }
 
-/// A backends.yaml entry for the Python stdio fixture (tests/fixtures/stdio_server.py).
 fn stdio_entry(name: &str, flags: &[&str]) -> String {
-    let script = repo_root().join("tests/fixtures/stdio_server.py");
-    let mut args = vec![script.display().to_string(), "--name".into(), name.into()];
-    args.extend(flags.iter().map(|f| f.to_string()));
-    format!("  - name: {name}\n    command: python3\n    args: {}\n", serde_json::to_string(&args).unwrap())
+    relay_tests::stdio_fixture_entry(name, flags)
 }
 
 fn record_path(dir: &Path, name: &str) -> PathBuf {
@@ -89,11 +87,11 @@ async fn a_backends_request_never_reaches_another_principal() {
         "params": {"name": "slow", "arguments": {"ms": 2500}}}));
     let alice_task = tokio::spawn(async move { alice_call.send().await.unwrap().text().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // Bob's call takes plain JSON only: it has no stream, but it is in flight on the backend.
+    // Bob's call names no stream format, so it is answered with plain JSON: it has no stream,
+    // but it is in flight on the backend.
     let bob_answer: Value = reqwest::Client::new()
         .post(&url)
         .header("mcp-session-id", &bob.id)
-        .header("accept", "application/json")
         .header("content-type", "application/json")
         .body(
             json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
@@ -133,7 +131,7 @@ async fn tools_that_disturb_other_clients_need_admin() {
     let relay = Relay::start_files(dir.path(), &auth_yaml(dir.path(), "", ""), &backends, &[]).await;
     let mut alice = relay.line_client_as(Some("ALICETOKEN-456")).await;
     let reconnect = alice.call_tool("relay_reconnect_server", json!({"name": "b"})).await;
-    assert_eq!(reconnect["error"]["code"], -32043, "{reconnect}");
+    assert_eq!(reconnect["error"]["code"], -32013, "{reconnect}");
     let mut ops = relay.line_client_as(Some("ADMINTOKEN-123")).await;
     let reconnect = ops.call_tool("relay_reconnect_server", json!({"name": "b"})).await;
     assert_eq!(reconnect["result"]["structuredContent"]["reconnecting"], "b", "{reconnect}");
@@ -195,7 +193,7 @@ async fn nothing_waits_forever_before_authentication() {
 
     // A body that declares 1000 bytes and sends 10 gets 408 once the body deadline passes.
     let mut slow_body = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
-    let head = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json\r\nAuthorization: Bearer ALICETOKEN-456\r\nContent-Length: 1000\r\n\r\n{\"jsonrpc\"";
+    let head = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: Bearer ALICETOKEN-456\r\nContent-Length: 1000\r\n\r\n{\"jsonrpc\"";
     slow_body.write_all(head.as_bytes()).await.unwrap();
     let mut answer = vec![0u8; 512];
     let n = tokio::time::timeout(deadline, slow_body.read(&mut answer)).await.expect("answered").unwrap();
@@ -233,7 +231,7 @@ async fn no_principal_can_use_up_the_relays_sessions() {
     // initialize passes the policy chain: a policy that counts it refuses the third.
     assert!(ops.request("initialize", json!({"protocolVersion": "2025-06-18"})).await.get("result").is_some());
     let limited = ops.request("initialize", json!({"protocolVersion": "2025-06-18"})).await;
-    assert_eq!(limited["error"]["code"], -32029, "{limited}");
+    assert_eq!(limited["error"]["code"], -32019, "{limited}");
 }
 
 #[tokio::test]
@@ -279,43 +277,10 @@ async fn status_tools_do_not_show_backend_secrets() {
     }
 }
 
-/// A Streamable HTTP MCP backend whose `big` tool answers with `size` bytes (as JSON or SSE).
-async fn oversized_backend(size: usize) -> (u16, tokio::task::JoinHandle<()>) {
-    use axum::http::HeaderMap;
-    use axum::response::IntoResponse;
-    let app = axum::Router::new().route(
-        "/mcp",
-        axum::routing::post(move |headers: HeaderMap, body: String| async move {
-            let message: Value = serde_json::from_str(&body).unwrap();
-            let id = message["id"].clone();
-            let result = match message["method"].as_str().unwrap_or("") {
-                "initialize" => json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "big", "version": "1"}}),
-                "tools/list" => json!({"tools": [{"name": "big", "inputSchema": {"type": "object"}}, {"name": "big_sse", "inputSchema": {"type": "object"}}, {"name": "small", "inputSchema": {"type": "object"}}]}),
-                "tools/call" => {
-                    let text = if message["params"]["name"] == "small" { "fine".to_owned() } else { "x".repeat(size) };
-                    json!({"content": [{"type": "text", "text": text}]})
-                }
-                _ if id.is_null() => return axum::http::StatusCode::ACCEPTED.into_response(),
-                _ => json!({}),
-            };
-            let reply = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
-            let _ = headers;
-            if message["params"]["name"] == "big_sse" {
-                ([("content-type", "text/event-stream")], format!("event: message\ndata: {reply}\n\n")).into_response()
-            } else {
-                ([("content-type", "application/json")], reply).into_response()
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    (port, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
-}
-
 #[tokio::test]
 async fn every_upstream_transport_enforces_the_message_size_limit() {
-    let (port, _server) = oversized_backend(3 * 1024 * 1024).await;
-    let backends = format!("backends:\n  - name: big\n    url: http://127.0.0.1:{port}/mcp\n");
+    let backend = HttpBackend::start(3 * 1024 * 1024).await;
+    let backends = format!("backends:\n  - name: big\n    url: {}\n", backend.url());
     let relay = Relay::start_with(&yaml("limits: {max_message_bytes: 1048576}\n"), &backends, &[]).await;
     relay.wait_ready("big").await;
     let mut client = line(&relay).await;
@@ -324,7 +289,7 @@ async fn every_upstream_transport_enforces_the_message_size_limit() {
         let message = refused["error"]["message"].as_str().unwrap_or_else(|| panic!("{tool}: no error"));
         assert!(message.contains("larger than max_message_bytes"), "{tool}: {message}");
     }
-    assert_eq!(text_of(&client.call_tool("small", json!({})).await), "fine", "only those calls failed");
+    assert_eq!(text_of(&client.call_tool("ok", json!({})).await), "fine", "only those calls failed");
 }
 
 #[tokio::test]
@@ -406,7 +371,7 @@ async fn an_open_relay_is_not_admin() {
     ];
     for (tool, arguments) in calls {
         let refused = client.call_tool(tool, arguments).await;
-        assert_eq!(refused["error"]["code"], -32043, "{tool}: {refused}");
+        assert_eq!(refused["error"]["code"], -32013, "{tool}: {refused}");
     }
     assert!(client.call_tool("relay_get_status", json!({})).await.get("result").is_some());
 

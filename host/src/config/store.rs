@@ -28,9 +28,12 @@ pub struct BackendStore {
 }
 
 impl BackendStore {
-    /// A store for `path`; the lock file is `path` + `.lock` beside it.
+    /// A store for `path`; the lock file is `path` + `.lock` beside it. A symlinked file is
+    /// resolved to its target, so locking and the atomic rename act on the file every relay
+    /// sharing it reads (the link itself stays).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
         let mut lock_path = path.clone().into_os_string();
         lock_path.push(".lock");
         Self { path, lock_path: lock_path.into() }
@@ -39,6 +42,20 @@ impl BackendStore {
     /// The data file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Reads the file again after a change was noticed. An empty or missing file is refused
+    /// (an editor's truncate-then-write or a deploy's remove-then-copy passes through that
+    /// state); only an explicit `backends: []` empties the set.
+    pub fn reload(&self) -> Result<(BackendsFile, Vec<Backend>), StoreError> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) if !text.trim().is_empty() => self.load(),
+            Ok(_) => Err(self.invalid("the file is empty (write `backends: []` to remove every backend)".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(self.invalid("the file is missing (write `backends: []` to remove every backend)".into()))
+            }
+            Err(source) => Err(StoreError::Io { path: self.path.clone(), source }),
+        }
     }
 
     /// Reads and validates the file. A missing file means "no backends".

@@ -61,24 +61,17 @@ impl Envelope {
     }
 }
 
-impl Envelope {
-    /// Whether the client declared the capability a server-to-client `method` needs
-    /// (`elicitation/create`, `sampling/createMessage`, `roots/list`).
-    pub fn can_answer(&self, method: &str) -> bool {
-        let capability = match method {
-            "elicitation/create" => "elicitation",
-            "sampling/createMessage" => "sampling",
-            "roots/list" => "roots",
-            _ => return false,
-        };
-        self.capabilities.get(capability).is_some_and(|c| !c.is_null())
-    }
+/// The -32022 refusal of a version, listing every version the relay speaks (as
+/// `server/discover` does).
+pub fn unsupported(requested: &str) -> RpcError {
+    let supported: Vec<&str> = version::STATELESS.iter().chain(version::SUPPORTED).copied().collect();
+    RpcError::new(error_codes::UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version")
+        .with_data(json!({"supported": supported, "requested": requested}))
 }
 
-/// The -32022 refusal of a version, listing the stateless versions the relay speaks.
-pub fn unsupported(requested: &str) -> RpcError {
-    RpcError::new(error_codes::UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version")
-        .with_data(json!({"supported": version::STATELESS, "requested": requested}))
+/// The protocol version a request's envelope names, if it names one as a string.
+pub fn requested_version(params: Option<&Value>) -> Option<&str> {
+    params?.get("_meta")?.get(PROTOCOL_VERSION)?.as_str()
 }
 
 /// Where a newline client puts its bearer token (`params._meta.authorization`).
@@ -170,7 +163,9 @@ mod tests {
         let future = Envelope::read(Some(&params(json!({PROTOCOL_VERSION: "2099-01-01", CLIENT_CAPABILITIES: {}}))))
             .unwrap_err();
         assert_eq!(future.code, error_codes::UNSUPPORTED_PROTOCOL_VERSION);
-        assert_eq!(future.data.unwrap()["supported"], json!(["2026-07-28"]));
+        let supported = future.data.unwrap()["supported"].clone();
+        assert_eq!(supported[0], "2026-07-28", "every version, the stateless first: {supported}");
+        assert!(supported.as_array().unwrap().contains(&json!("2025-11-25")), "{supported}");
     }
 
     #[test]

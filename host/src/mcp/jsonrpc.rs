@@ -24,18 +24,21 @@ pub mod error_codes {
     pub const REQUEST_CANCELLED: i64 = -32800;
     /// The relay is at a capacity limit (sessions); try again later.
     pub const SERVER_BUSY: i64 = -32003;
-    /// Authentication failed or is missing.
-    pub const UNAUTHENTICATED: i64 = -32041;
+    /// Authentication failed or is missing. The relay's own codes stay within -32000..-32019
+    /// (the implementation range that 2026-07-28 leaves free; it reserves -32020..-32099).
+    pub const UNAUTHENTICATED: i64 = -32011;
     /// The caller may not do this (e.g. an admin tool without the `admin` role).
-    pub const FORBIDDEN: i64 = -32043;
+    pub const FORBIDDEN: i64 = -32013;
     /// A rate limit refused the request; `data.retry_after_ms` says when to retry.
-    pub const RATE_LIMITED: i64 = -32029;
+    pub const RATE_LIMITED: i64 = -32019;
     /// A 2026-07-28 request's HTTP headers disagree with its body (`Mcp-Method`, `Mcp-Name`,
     /// `MCP-Protocol-Version`).
     pub const HEADER_MISMATCH: i64 = -32020;
     /// The request names a protocol version the relay does not speak; `data.supported` lists
     /// the ones it does.
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+    /// 2026-07-28: a server-to-client request needs a capability the client did not declare.
+    pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
 }
 
 /// A JSON-RPC error object.

@@ -14,5 +14,5 @@ pub mod version;
 pub use codec::{DecodeError, decode};
 pub use jsonrpc::{Message, Notification, Request, Response, RpcError, error_codes};
 pub use limits::{Limits, json_depth_exceeds};
-pub use lines::{Line, LineCodec};
+pub use lines::{Line, LineCodec, Oversized};
 pub use related::{ClientRequests, Related};

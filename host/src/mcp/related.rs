@@ -25,11 +25,25 @@ pub struct Related {
     pub client: Arc<ClientRequests>,
 }
 
-/// Requests the relay sent to one client session, by the relay-assigned id.
+/// Requests the relay sent to one client session, by the relay-assigned id, and what the
+/// client declared it can answer.
 #[derive(Default)]
 pub struct ClientRequests {
     pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, RpcError>>>>,
     next: AtomicU64,
+    /// The client's capabilities (from `initialize` or the stateless envelope) and whether it
+    /// speaks 2026-07-28 (which has its own refusal code).
+    declared: Mutex<(Value, bool)>,
+}
+
+/// The client capability a server-to-client request needs.
+pub fn capability_for(method: &str) -> Option<&'static str> {
+    match method {
+        "elicitation/create" => Some("elicitation"),
+        "sampling/createMessage" => Some("sampling"),
+        "roots/list" => Some("roots"),
+        _ => None,
+    }
 }
 
 impl Related {
@@ -42,6 +56,9 @@ impl Related {
     /// Sends a request to the client over this stream and waits (up to `timeout`) for the
     /// answer, which arrives through the session as a response message.
     pub async fn request(&self, method: &str, params: Option<Value>, timeout: Duration) -> Result<Value, RpcError> {
+        if let Some(refusal) = self.client.refusal(method) {
+            return Err(refusal);
+        }
         let id = format!("relay-{}", self.client.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         self.client.pending.lock().expect("client requests lock").insert(id.clone(), tx);
@@ -71,6 +88,23 @@ impl Related {
 }
 
 impl ClientRequests {
+    /// Records what the client can answer (`capabilities` as it declared them).
+    pub fn declare(&self, capabilities: Value, stateless: bool) {
+        *self.declared.lock().expect("declared lock") = (capabilities, stateless);
+    }
+
+    /// Why `method` may not be sent to this client: it never declared the capability (MCP
+    /// forbids sending it then). 2026-07-28 clients get MissingRequiredClientCapability.
+    fn refusal(&self, method: &str) -> Option<RpcError> {
+        let (capabilities, stateless) = &*self.declared.lock().expect("declared lock");
+        let needed = capability_for(method)?;
+        if capabilities.get(needed).is_some_and(|c| !c.is_null()) {
+            return None;
+        }
+        let code = if *stateless { error_codes::MISSING_CLIENT_CAPABILITY } else { error_codes::METHOD_NOT_FOUND };
+        Some(RpcError::new(code, format!("{method}: the client did not declare the {needed} capability")))
+    }
+
     /// Hands a client's response to the request waiting for it; false if none waits.
     pub fn resolve(&self, response: Response) -> bool {
         let key = match &response.id {

@@ -289,6 +289,10 @@ impl Plugins {
         };
         let hash = super::cache::content_hash(&bytes);
         if hash == slot.current.load().hash {
+            // The file is the running version again: a reload error it had is history.
+            if slot.last_failed_hash.lock().expect("failed hash lock").take().is_some() {
+                *slot.last_error.lock().expect("last_error lock") = None;
+            }
             return Ok(format!("{} unchanged", short(&hash)));
         }
         if slot.last_failed_hash.lock().expect("failed hash lock").as_deref() == Some(hash.as_str()) {

@@ -268,13 +268,20 @@ impl Router {
         self.forward(&owner, "completion/complete", params, related).await
     }
 
-    /// `logging/setLevel`, passed to every upstream that offers logging (best effort).
+    /// `logging/setLevel`, passed to every upstream that offers logging at once (best effort,
+    /// each within a short deadline: one hung backend delays nobody).
     pub async fn set_log_level(&self, params: Value) {
-        for upstream in self.upstreams.list() {
-            if upstream.status().identity.is_some_and(|i| i.has("logging")) {
-                let _ = upstream.request("logging/setLevel", Some(params.clone()), upstream.call_timeout()).await;
+        const DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+        let upstreams = self.upstreams.list();
+        let asks = upstreams.iter().filter(|u| u.status().identity.is_some_and(|i| i.has("logging"))).map(|upstream| {
+            let params = params.clone();
+            async move {
+                if let Err(e) = upstream.request("logging/setLevel", Some(params), DEADLINE).await {
+                    tracing::debug!(backend = upstream.name(), error = %e, "logging/setLevel not applied");
+                }
             }
-        }
+        });
+        futures::future::join_all(asks).await;
     }
 
     async fn by_uri(&self, method: &str, mut params: Value, related: Option<&Related>) -> Result<Value, RouterError> {

@@ -40,6 +40,8 @@ where
                         Err(DecodeError::TooLarge { size, limit: limits.max_message_bytes })
                     }
                     Ok(None) => break,
+                    // A call still running is activity: its answer must not be lost.
+                    Err(_) if !tasks.is_empty() => continue,
                     Err(_) => {
                         tracing::info!(session = %session.id, "closing idle connection");
                         break;

@@ -99,7 +99,9 @@ impl SessionFactory {
             log_level: envelope.log_level.as_deref().and_then(log_rank),
             subscriptions: HashSet::new(),
         };
-        self.build(TransportKind::Http, principal, remote, None, state, true)
+        let session = self.build(TransportKind::Http, principal, remote, None, state, true)?;
+        session.client_requests.declare(envelope.capabilities.clone(), true);
+        Ok(session)
     }
 
     fn build(
@@ -143,6 +145,7 @@ impl SessionFactory {
             last_seen: Mutex::new(Instant::now()),
             inflight: Mutex::default(),
             slots: Arc::new(Semaphore::new(limits.max_requests_in_flight)),
+            get_stream: Arc::default(),
             client_requests: Arc::default(),
             _counts: (self.lifecycle.session_opened(), principal_count, address_count),
         }))

@@ -79,6 +79,8 @@ pub struct Session {
     inflight: Mutex<HashMap<String, AbortHandle>>,
     /// One permit per request that may run at once (`limits.max_requests_in_flight`).
     slots: Arc<Semaphore>,
+    /// Whether the session's one GET stream (HTTP) is open.
+    get_stream: Arc<std::sync::atomic::AtomicBool>,
     /// Requests the relay sent to this client (on an upstream's behalf) awaiting answers.
     client_requests: Arc<ClientRequests>,
     /// Keep the instance's, the principal's and the address's session counts right for this
@@ -146,6 +148,14 @@ impl Session {
         }
     }
 
+    /// Claims the session's one server-to-client stream; `None` while another is open. The
+    /// claim ends when the returned guard is dropped (the stream closed).
+    pub fn claim_get_stream(&self) -> Option<GetStreamClaim> {
+        use std::sync::atomic::Ordering;
+        let free = self.get_stream.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        free.then(|| GetStreamClaim(self.get_stream.clone()))
+    }
+
     /// Whether another request may start now without waiting (transports that read many
     /// requests from one connection stop reading while this is false).
     pub fn has_free_slot(&self) -> bool {
@@ -204,6 +214,15 @@ impl Session {
             "initialize" => Ok(self.initialize(params.as_ref())),
             "server/discover" if self.stateless => Ok(self.discover()),
             "ping" => Ok(json!({})),
+            "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list"
+                if params.as_ref().and_then(|p| p.get("cursor")).is_some_and(|c| !c.is_null()) =>
+            {
+                // The relay answers every list in one page and hands out no cursors.
+                Err(RpcError::new(
+                    error_codes::INVALID_PARAMS,
+                    "invalid cursor: the relay lists everything in one page",
+                ))
+            }
             "tools/list" => Ok(self.list_tools()),
             "tools/call" => self.call_tool(params, related).await,
             "prompts/list" => {
@@ -310,6 +329,8 @@ impl Session {
         let requested = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
         let client = params.and_then(|p| p.pointer("/clientInfo/name")).and_then(Value::as_str).map(str::to_owned);
         let negotiated = version::negotiate(requested);
+        let capabilities = params.and_then(|p| p.get("capabilities")).cloned().unwrap_or(Value::Null);
+        self.client_requests.declare(capabilities, false);
         tracing::info!(session = %self.id, transport = self.transport.as_str(), principal = %self.principal.id, client = client.as_deref().unwrap_or("-"), requested, negotiated, "session initialized");
         let mut state = self.state.lock().expect("session lock");
         state.protocol_version = Some(negotiated.to_owned());
@@ -408,6 +429,15 @@ const INSTRUCTIONS: &str = "Tools from every backend behind this relay. Collidin
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// Holds a session's GET stream open; released on drop.
+pub struct GetStreamClaim(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for GetStreamClaim {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// Messages the relay sends to a client on its own initiative.

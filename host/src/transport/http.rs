@@ -1,7 +1,6 @@
 //! HTTP on the shared port: Streamable HTTP (`POST`/`GET`/`DELETE /mcp`), WebSocket upgrades on
 //! `/` and `/ws`, and the `/healthz` and `/readyz` probes.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,6 @@ use axum::body::{Body, to_bytes};
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo as PeerAddr, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::stream;
@@ -25,6 +23,7 @@ use crate::session::{Session, SessionFactory, SessionRegistry};
 
 use super::browser_guard::{self, BrowserRules};
 use super::stateless::{self, ParkedCalls};
+use super::{media, sse};
 use crate::admission::KeyedCounts;
 
 pub(super) const SESSION_HEADER: &str = "mcp-session-id";
@@ -105,12 +104,12 @@ async fn mcp_post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // The transport spec: a POST accepts both JSON and SSE answers (no Accept header: anything).
     let accept = header_str(&headers, header::ACCEPT);
-    if !accept.is_empty() && !["application/json", "text/event-stream", "*/*"].iter().any(|t| accept.contains(t)) {
+    if !(media::accepts(accept, "application/json") && media::accepts(accept, "text/event-stream")) {
         return plain(StatusCode::NOT_ACCEPTABLE, "Accept must include application/json and text/event-stream");
     }
-    let content_type = header_str(&headers, header::CONTENT_TYPE);
-    if !content_type.starts_with("application/json") {
+    if !media::is(header_str(&headers, header::CONTENT_TYPE), "application/json") {
         return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
     }
     let limits = state.sessions_factory.limits.clone();
@@ -180,7 +179,7 @@ async fn mcp_post(
             let id = request.id.clone();
             // Waits while the session has max_requests_in_flight requests running.
             let slot = session.slot().await;
-            if forwarded && accept.contains("text/event-stream") {
+            if forwarded && media::names(accept, "text/event-stream") {
                 let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
                 let task = session.spawn_request(request, Some(tx.clone()));
                 let guard = AbortOnDrop(task.abort_handle());
@@ -194,9 +193,9 @@ async fn mcp_post(
                 // the request.
                 let stream = stream::unfold((rx, guard), |(mut rx, guard)| async move {
                     let text = rx.recv().await?;
-                    Some((Ok::<_, Infallible>(Event::default().event("message").data(text)), (rx, guard)))
+                    Some((text, (rx, guard)))
                 });
-                Sse::new(stream).into_response()
+                sse::respond(stream, false)
             } else {
                 let task = session.spawn_request(request, None);
                 let _guard = (AbortOnDrop(task.abort_handle()), slot);
@@ -221,19 +220,24 @@ async fn mcp_get(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Res
     if stateless::is_stateless(&headers) {
         return stateless::method_not_allowed();
     }
-    if !header_str(&headers, header::ACCEPT).contains("text/event-stream") {
+    if !media::accepts(header_str(&headers, header::ACCEPT), "text/event-stream") {
         return plain(StatusCode::NOT_ACCEPTABLE, "GET /mcp needs Accept: text/event-stream");
     }
     let session = match find_session(&state, &headers) {
         Ok(session) => session,
         Err(refusal) => return refusal,
     };
+    // One GET stream per session: MCP forbids broadcasting a message on several streams, and
+    // a second stream would get every notification again.
+    let Some(claim) = session.claim_get_stream() else {
+        return plain(StatusCode::CONFLICT, "this session already has a GET stream open");
+    };
     let events = session.server_events();
-    let stream = stream::unfold((events, session), |(mut events, session)| async move {
+    let stream = stream::unfold((events, claim), |(mut events, claim)| async move {
         let message = events.next().await?;
-        Some((Ok::<_, Infallible>(Event::default().event("message").data(message.to_text())), (events, session)))
+        Some((message.to_text(), (events, claim)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+    sse::respond(stream, true)
 }
 
 /// DELETE /mcp: the client ends its session.

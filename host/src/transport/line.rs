@@ -27,7 +27,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory
         futures::future::ready(match line {
             Ok(Line::Text(text)) if Line::is_blank(&text) => None,
             Ok(Line::Text(text)) => Some(Inbound::Text(text)),
-            Ok(Line::TooLong) => Some(Inbound::TooLarge(limits.max_message_bytes + 1)),
+            Ok(Line::TooLong(skipped)) => Some(Inbound::TooLarge(skipped.size)),
             Err(_) => None,
         })
     });

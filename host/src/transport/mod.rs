@@ -7,6 +7,8 @@ mod browser_guard;
 mod http;
 mod line;
 mod listener;
+mod media;
+mod sse;
 mod stateless;
 mod websocket;
 

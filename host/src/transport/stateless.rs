@@ -12,13 +12,11 @@
 //! continues the same call.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::{StreamExt, stream};
@@ -88,15 +86,9 @@ pub async fn post(
             Call::start(session, request.clone())
         }
     };
-    let mut exchange = Exchange {
-        call: Some(call),
-        id,
-        method: request.method,
-        envelope,
-        parked: state.parked.clone(),
-        error_code: None,
-    };
-    let streaming = accept.contains("text/event-stream");
+    let mut exchange =
+        Exchange { call: Some(call), id, method: request.method, parked: state.parked.clone(), error_code: None };
+    let streaming = super::media::names(accept, "text/event-stream");
     // A quick answer goes out as one JSON body; a call that streams progress, or that runs
     // longer than STREAM_AFTER, gets an SSE stream (with keep-alives).
     let waited = if streaming {
@@ -121,9 +113,7 @@ pub async fn post(
         let text = exchange.next_message(true).await?;
         Some((text, exchange))
     });
-    let events =
-        stream::iter(first).chain(rest).map(|text| Ok::<_, Infallible>(Event::default().event("message").data(text)));
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+    super::sse::respond(stream::iter(first).chain(rest), true)
 }
 
 /// The HTTP status of an answer: client mistakes are 400, an unknown method 404, and
@@ -151,7 +141,10 @@ pub fn method_not_allowed() -> Response {
 /// a version the relay does not know is treated as stateless and refused with the list).
 pub fn is_stateless(headers: &HeaderMap) -> bool {
     let Some(version) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()) else { return false };
-    !mcp::version::HANDSHAKE_ERA.contains(&version) && headers.get(SESSION_HEADER).is_none()
+    // A 2026 request is served as such even if it carries an `Mcp-Session-Id` (ignored); an
+    // unknown version with a session goes to that session (which refuses the version).
+    !mcp::version::HANDSHAKE_ERA.contains(&version)
+        && (mcp::version::is_stateless(version) || headers.get(SESSION_HEADER).is_none())
 }
 
 /// The checks a stateless request passes before anything runs: headers not repeated, the
@@ -164,17 +157,26 @@ fn check(headers: &HeaderMap, request: &Request) -> Result<Envelope, RpcError> {
         }
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let envelope = Envelope::read(request.params.as_ref())?;
-    if header(VERSION_HEADER) != Some(envelope.protocol_version.as_str()) {
+    // Agreement first, support second: a header naming another version than the body is a
+    // mismatch whatever either names.
+    if let Some(body) = envelope::requested_version(request.params.as_ref())
+        && header(VERSION_HEADER) != Some(body)
+    {
         return Err(mismatch(format!(
             "{VERSION_HEADER} header does not match the request envelope's protocol version"
         )));
     }
+    let envelope = Envelope::read(request.params.as_ref())?;
     if header(METHOD_HEADER) != Some(request.method.as_str()) {
         return Err(mismatch(format!("{METHOD_HEADER} header does not match the request body's method")));
     }
+    let name = match header(NAME_HEADER).map(decode_header_value) {
+        Some(None) => return Err(mismatch(format!("{NAME_HEADER} header is not valid =?base64?…?= encoding"))),
+        Some(Some(name)) => Some(name),
+        None => None,
+    };
     if let Some(expected) = target_of(request)
-        && header(NAME_HEADER).map(decode_header_value).as_deref() != Some(expected)
+        && name.as_deref() != Some(expected)
     {
         let field = if request.method == "resources/read" { "uri" } else { "name" };
         return Err(mismatch(format!("{NAME_HEADER} header does not match the request body's '{field}' parameter")));
@@ -193,13 +195,13 @@ fn target_of(request: &Request) -> Option<&str> {
 }
 
 /// Header values that are not plain printable ASCII travel as `=?base64?<utf-8 bytes>?=`.
-fn decode_header_value(value: &str) -> String {
-    value
-        .strip_prefix("=?base64?")
-        .and_then(|rest| rest.strip_suffix("?="))
-        .and_then(|encoded| base64::engine::general_purpose::STANDARD.decode(encoded).ok())
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .unwrap_or_else(|| value.to_owned())
+/// A header value as sent, or decoded from `=?base64?…?=`; `None` when that encoding is broken.
+fn decode_header_value(value: &str) -> Option<String> {
+    let Some(encoded) = value.strip_prefix("=?base64?").and_then(|rest| rest.strip_suffix("?=")) else {
+        return Some(value.to_owned());
+    };
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// A request running in its stateless session, and the stream of messages related to it.
@@ -276,7 +278,6 @@ struct Exchange {
     id: Value,
     method: String,
     /// What this POST's client declared it can do.
-    envelope: Envelope,
     parked: Arc<ParkedCalls>,
     /// The error code of the answer, once given.
     error_code: Option<i64>,
@@ -293,12 +294,6 @@ impl Exchange {
                 // 2026-07-28 sends log messages only to requests whose envelope asks for them.
                 Step::Log(level, text) if notifications && call.session.wants_log(&level) => return Some(text),
                 Step::Notify(_) | Step::Log(..) => {}
-                Step::Ask(request) if !self.envelope.can_answer(&request.method) => {
-                    // The client cannot answer this; the upstream hears so at once.
-                    let message = format!("the client did not declare the capability {} needs", request.method);
-                    let refusal = mcp::Response::err(request.id, RpcError::new(error_codes::METHOD_NOT_FOUND, message));
-                    call.session.handle(Message::Response(refusal), None).await;
-                }
                 Step::Ask(request) => {
                     let call = self.call.take().expect("checked above");
                     let key = match &request.id {
@@ -316,6 +311,12 @@ impl Exchange {
                     self.call = None;
                     let mut response = outcome?;
                     response.id = self.id.clone();
+                    // 2026-07-28 has no "resource not found" code: an unknown URI is a bad param.
+                    if let Err(error) = &mut response.outcome
+                        && error.code == error_codes::RESOURCE_NOT_FOUND
+                    {
+                        error.code = error_codes::INVALID_PARAMS;
+                    }
                     self.error_code = response.outcome.as_ref().err().map(|e| e.code);
                     return Some(Message::Response(response).to_text());
                 }

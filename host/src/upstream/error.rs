@@ -11,6 +11,10 @@ pub enum UpstreamError {
     /// The request's deadline passed (waiting for a reconnect counts).
     #[error("backend {backend} did not answer within {secs:.1}s")]
     Timeout { backend: String, secs: f64 },
+    /// The connection dropped under the request twice (it was re-sent once already); a call
+    /// that keeps taking its backend down is not re-sent again.
+    #[error("backend {0} lost its connection during this request twice; not re-sent again")]
+    LostTwice(String),
     /// The backend was removed (or the relay is shutting down) while the request waited.
     #[error("backend {0} is no longer configured")]
     Gone(String),

@@ -12,7 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::routes::ClientRoutes;
-use crate::mcp::{Message, Notification, Request, Response, RpcError, error_codes};
+use crate::mcp::{Message, Notification, Oversized, Request, Response, RpcError, error_codes};
+
+/// How many requests from one upstream (pings, sampling, elicitation) are handled at once.
+const SERVER_REQUESTS_AT_ONCE: usize = 32;
 
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
 
@@ -44,6 +47,16 @@ pub async fn answer_server_request(request: Request, server_requests: &mpsc::Sen
     })
 }
 
+/// One unit read from a framed link by its transport.
+pub enum Incoming {
+    /// A whole message as text.
+    Text(String),
+    /// A message over `max_message_bytes`, of which only the ends were kept.
+    Oversized(Oversized),
+    /// A message that is not UTF-8 text.
+    Unreadable(Oversized),
+}
+
 /// The request side of a framed link. The link's reader task owns the incoming half.
 pub struct FramedConnection {
     /// Text messages to send; the transport's writer task drains it.
@@ -68,7 +81,7 @@ impl FramedConnection {
         routes: Arc<ClientRoutes>,
     ) -> (Self, mpsc::Receiver<Notification>)
     where
-        S: Stream<Item = String> + Send + Unpin + 'static,
+        S: Stream<Item = Incoming> + Send + Unpin + 'static,
     {
         let pending: Pending = Arc::default();
         let (events_tx, events_rx) = mpsc::channel(64);
@@ -116,6 +129,14 @@ impl FramedConnection {
     }
 }
 
+impl Drop for FramedConnection {
+    /// A link nobody holds any more is closed: its process or socket and its tasks end with it
+    /// (a handshake given up by its deadline, say, leaves nothing behind).
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}
+
 /// Forgets a pending request whose caller stopped waiting (deadline, client cancellation) and
 /// tells the upstream with `notifications/cancelled`, as MCP asks.
 struct RemoveOnDrop<'a> {
@@ -153,17 +174,37 @@ async fn read_loop<S>(
     closed: CancellationToken,
     ForClients { server_requests, routes }: ForClients,
 ) where
-    S: Stream<Item = String> + Unpin,
+    S: Stream<Item = Incoming> + Unpin,
 {
+    let requests_at_once = Arc::new(tokio::sync::Semaphore::new(SERVER_REQUESTS_AT_ONCE));
     loop {
-        let text = tokio::select! {
-            next = incoming.next() => match next { Some(text) => text, None => break },
+        let next = tokio::select! {
+            next = incoming.next() => match next { Some(next) => next, None => break },
             _ = closed.cancelled() => break,
+        };
+        let text = match next {
+            Incoming::Text(text) => text,
+            Incoming::Oversized(kept) => {
+                let why = format!("its answer ({} bytes) is larger than max_message_bytes", kept.size);
+                fail_waiter(&backend, &pending, kept.response_id(), &why);
+                continue;
+            }
+            Incoming::Unreadable(kept) => {
+                fail_waiter(&backend, &pending, kept.response_id(), "its answer is not UTF-8 text");
+                continue;
+            }
         };
         let message = match serde_json::from_str::<Value>(&text).map(Message::from_value) {
             Ok(Ok(message)) => message,
-            _ => {
+            parsed => {
+                // A malformed answer still names its request more often than not: fail that
+                // call now rather than let it wait out its deadline.
+                let id = match &parsed {
+                    Ok(Err(_)) => serde_json::from_str::<Value>(&text).ok().and_then(|v| v.get("id")?.as_u64()),
+                    _ => Oversized::of(text.as_bytes()).response_id(),
+                };
                 tracing::warn!(backend, sample = %truncate(&text, 120), "upstream sent something that is not JSON-RPC; ignored");
+                fail_waiter(&backend, &pending, id, "its answer is not a valid JSON-RPC response");
                 continue;
             }
         };
@@ -172,6 +213,13 @@ async fn read_loop<S>(
                 let waiter = id.as_u64().and_then(|id| pending.lock().expect("pending lock").remove(&id));
                 match waiter {
                     Some(waiter) => {
+                        let outcome = outcome.and_then(|result| {
+                            if result.is_object() {
+                                Ok(result)
+                            } else {
+                                Err(bad_answer("its result is not a JSON object"))
+                            }
+                        });
                         let _ = waiter.send(outcome);
                     }
                     None => tracing::debug!(backend, %id, "response for no pending request (late or unknown); dropped"),
@@ -185,11 +233,15 @@ async fn read_loop<S>(
                     tracing::warn!(backend, "upstream notification queue full; notification dropped");
                 }
             }
+            // At most SERVER_REQUESTS_AT_ONCE of the upstream's requests are handled at once; past
+            // that, reading stops until one is answered (a flood cannot grow the relay).
             Message::Request(request) => {
+                let Ok(slot) = requests_at_once.clone().acquire_owned().await else { break };
                 let (outgoing, server_requests) = (outgoing.clone(), server_requests.clone());
                 tokio::spawn(async move {
                     let answer = answer_server_request(request, &server_requests).await;
                     let _ = outgoing.send(Message::Response(answer).to_text()).await;
+                    drop(slot);
                 });
             }
         }
@@ -197,6 +249,19 @@ async fn read_loop<S>(
     closed.cancel();
     // Dropping the waiters wakes every pending request with ConnectionLost.
     pending.lock().expect("pending lock").clear();
+}
+
+/// The error a call gets when its backend's answer cannot be used.
+fn bad_answer(why: &str) -> RpcError {
+    RpcError::new(error_codes::INTERNAL_ERROR, format!("the backend's answer was refused: {why}"))
+}
+
+/// Fails the request `id` is waiting for (if any) at once, saying why.
+fn fail_waiter(backend: &str, pending: &Pending, id: Option<u64>, why: &str) {
+    tracing::warn!(backend, request = ?id, "upstream answer refused: {why}");
+    if let Some(waiter) = id.and_then(|id| pending.lock().expect("pending lock").remove(&id)) {
+        let _ = waiter.send(Err(bad_answer(why)));
+    }
 }
 
 fn truncate(text: &str, max: usize) -> &str {

@@ -83,6 +83,13 @@ pub fn connect(
     Ok((Connection::Http(Box::new(conn)), events_rx))
 }
 
+impl Drop for HttpConnection {
+    /// A session nobody holds any more stops its GET stream.
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}
+
 impl HttpConnection {
     /// Cancelled when the session is unusable.
     pub fn closed_token(&self) -> &CancellationToken {
@@ -96,6 +103,7 @@ impl HttpConnection {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let message = Message::Request(Request { id: id.into(), method: method.into(), params });
+        let mut unanswered = CancelUnanswered { conn: self, id: Some(id) };
         let response = self.post(&message).await?;
         if method == "initialize"
             && let Some(session) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
@@ -107,7 +115,10 @@ impl HttpConnection {
             self.read_sse(response, id).await
         } else {
             read_json(response, id, self.max_message_bytes).await
-        }?;
+        };
+        // Answered (even with an error): nothing to cancel.
+        unanswered.id = None;
+        let result = result?;
         if method == "initialize" {
             let version = result.get("protocolVersion").and_then(Value::as_str).map(str::to_owned);
             *self.protocol_version.write().await = version;
@@ -149,10 +160,18 @@ impl HttpConnection {
         if let Some(version) = self.protocol_version.read().await.as_deref() {
             request = request.header(VERSION_HEADER, version);
         }
+        let never_connected = self.protocol_version.read().await.is_none();
         let response = request.send().await.map_err(|e| {
             self.closed.cancel();
-            tracing::debug!(url = %self.url, error = %e, "http upstream unreachable");
-            UpstreamError::ConnectionLost
+            let e = e.without_url();
+            if never_connected {
+                // Refused or unreachable before anything was exchanged: say so, not "lost".
+                let why = if e.is_connect() { "connection refused or unreachable" } else { "request failed" };
+                UpstreamError::Connect(format!("{why}: {}", error_chain(&e)))
+            } else {
+                tracing::debug!(error = %e, "http upstream unreachable");
+                UpstreamError::ConnectionLost
+            }
         })?;
         match response.status() {
             status if status.is_success() => Ok(response),
@@ -176,6 +195,8 @@ impl HttpConnection {
                 if since_event.load(Ordering::Relaxed) > self.max_message_bytes {
                     too_large(self.max_message_bytes)
                 } else {
+                    // The exchange broke mid-stream: the session is suspect, reconnect.
+                    self.closed.cancel();
                     UpstreamError::ConnectionLost
                 }
             })?;
@@ -188,7 +209,10 @@ impl HttpConnection {
                 other => self.dispatch(other).await,
             }
         }
-        Err(UpstreamError::ConnectionLost)
+        // The server may end a stream early; without resumption the answer is lost. Saying so
+        // at once beats re-sending on the same session (which would run the call again and
+        // again) or waiting out the deadline.
+        Err(UpstreamError::Protocol("the backend ended the response stream before answering".into()))
     }
 
     async fn dispatch(&self, message: Message) {
@@ -240,6 +264,58 @@ impl HttpConnection {
             tokio::select! { _ = stream => {}, _ = closed.cancelled() => {} }
         });
     }
+}
+
+/// Tells the server `notifications/cancelled` for a request whose caller stopped waiting
+/// (deadline, client cancellation) before its answer came, as MCP asks of every transport.
+struct CancelUnanswered<'a> {
+    conn: &'a HttpConnection,
+    /// Cleared once the request is answered.
+    id: Option<u64>,
+}
+
+impl Drop for CancelUnanswered<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id else { return };
+        let conn = self.conn;
+        if conn.closed.is_cancelled() {
+            return;
+        }
+        let cancel = Message::Notification(Notification {
+            method: "notifications/cancelled".into(),
+            params: Some(serde_json::json!({"requestId": id, "reason": "the relay's caller stopped waiting"})),
+        });
+        let mut request = conn
+            .client
+            .post(&conn.url)
+            .headers(conn.headers.clone())
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(cancel.to_text());
+        if let Some(session) = conn.session_id.try_read().ok().and_then(|s| s.clone()) {
+            request = request.header(SESSION_HEADER, session);
+        }
+        if let Some(version) = conn.protocol_version.try_read().ok().and_then(|v| v.clone()) {
+            request = request.header(VERSION_HEADER, version);
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = request.send().await;
+            });
+        }
+    }
+}
+
+/// An error and its causes in one line (reqwest's own message names only the outermost).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn content_type(headers: &HeaderMap) -> &str {

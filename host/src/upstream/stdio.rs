@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::connection::Connection;
-use super::framed::{FramedConnection, ServerRequest};
+use super::framed::{FramedConnection, Incoming, ServerRequest};
 use super::routes::ClientRoutes;
-use crate::mcp::{Line, LineCodec, Notification};
+use crate::mcp::{Line, LineCodec, Notification, Oversized};
 
 /// What to run.
 pub struct StdioCommand<'a> {
@@ -30,6 +30,45 @@ pub struct StdioCommand<'a> {
     /// Names passed on from the relay's environment.
     pub inherit_env: &'a [String],
     pub cwd: Option<&'a PathBuf>,
+}
+
+/// Longest stderr line logged; a longer one (a `\r` progress bar never ends its line) is
+/// logged by its last part, so memory stays bounded whatever the backend writes.
+const MAX_STDERR_LINE: usize = 8 * 1024;
+
+/// Logs a backend's stderr line by line: bytes, decoded lossily (not UTF-8 is no reason to
+/// stop reading, which would block the backend's next write), each line capped at its tail.
+async fn log_stderr(backend: String, mut stderr: tokio::process::ChildStderr) {
+    let mut line: Vec<u8> = Vec::with_capacity(1024);
+    let mut cut = false;
+    let mut chunk = [0u8; 4096];
+    let emit = |line: &[u8], cut: bool| {
+        let text = String::from_utf8_lossy(line);
+        let marker = if cut { "[…] " } else { "" };
+        tracing::debug!(backend = %backend, "stderr: {marker}{}", text.trim_end_matches('\r'));
+    };
+    loop {
+        let n = match stderr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut rest = &chunk[..n];
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&rest[..end]);
+            emit(&line, cut);
+            line.clear();
+            cut = false;
+            rest = &rest[end + 1..];
+        }
+        line.extend_from_slice(rest);
+        if line.len() > MAX_STDERR_LINE {
+            line.drain(..line.len() - MAX_STDERR_LINE / 2);
+            cut = true;
+        }
+    }
+    if !line.is_empty() {
+        emit(&line, cut);
+    }
 }
 
 /// What every stdio backend inherits from the relay's environment, as the official MCP SDKs
@@ -88,13 +127,7 @@ pub fn connect(
         writer_closed.cancel();
     });
 
-    let name = backend.to_owned();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::debug!(backend = %name, "stderr: {line}");
-        }
-    });
+    tokio::spawn(log_stderr(backend.to_owned(), stderr));
 
     let name = backend.to_owned();
     let child_closed = closed.clone();
@@ -115,18 +148,12 @@ pub fn connect(
     let incoming = Box::pin(FramedRead::new(stdout, LineCodec::new(max_message_bytes)).filter_map(move |line| {
         let line = match line {
             Ok(Line::Text(line)) if Line::is_blank(&line) => None,
-            Ok(Line::Text(line)) => match String::from_utf8(line.to_vec()) {
-                Ok(line) => Some(line),
-                Err(_) => {
-                    // One bad line costs that line, not the connection (and every call on it).
-                    tracing::warn!(backend = %name, "stdio upstream sent a line that is not UTF-8; skipped");
-                    None
-                }
-            },
-            Ok(Line::TooLong) => {
-                tracing::warn!(backend = %name, "stdio upstream sent a line over the size limit; skipped");
-                None
-            }
+            Ok(Line::Text(line)) => Some(match String::from_utf8(line.to_vec()) {
+                Ok(text) => Incoming::Text(text),
+                // One bad line costs that line (or its call), not the connection.
+                Err(_) => Incoming::Unreadable(Oversized::of(&line)),
+            }),
+            Ok(Line::TooLong(skipped)) => Some(Incoming::Oversized(skipped)),
             Err(e) => {
                 tracing::warn!(backend = %name, error = %e, "cannot read stdio upstream");
                 None

@@ -23,8 +23,10 @@ pub enum State {
     Connecting,
     /// Connected and initialized; requests flow.
     Ready,
-    /// Lost or never reached; waiting out the backoff before the next attempt.
+    /// Was connected, lost it; waiting out the backoff before the next attempt.
     Reconnecting,
+    /// Never connected: every attempt so far failed (`last_error` says why).
+    Down,
     /// Removed from the configuration or the relay is stopping.
     Stopped,
 }
@@ -36,6 +38,7 @@ impl State {
             State::Connecting => "connecting",
             State::Ready => "ready",
             State::Reconnecting => "reconnecting",
+            State::Down => "down",
             State::Stopped => "stopped",
         }
     }
@@ -176,9 +179,10 @@ impl Upstream {
     }
 
     /// Sends a request, waiting for a live connection first. If the connection drops before the
-    /// answer, the request is sent again on the next connection; all of it within `timeout`.
-    /// With `related`, requests the upstream makes meanwhile (sampling, elicitation) go to that
-    /// client.
+    /// answer, the request is sent once more, on the next connection (never twice on one, and
+    /// never a third time: a call that crashes its backend would otherwise run without end);
+    /// all of it within `timeout`. With `related`, requests the upstream makes meanwhile
+    /// (sampling, elicitation) go to that client.
     pub async fn request_for(
         &self,
         method: &str,
@@ -189,12 +193,14 @@ impl Upstream {
         let _route = related.map(|related| self.routes.register(&mut params, related));
         let attempt = async {
             let mut connection = self.connection.subscribe();
+            let mut lost_on: Option<Arc<Connection>> = None;
             loop {
                 let conn = loop {
                     if self.stop.is_cancelled() {
                         return Err(UpstreamError::Gone(self.name().to_owned()));
                     }
-                    if let Some(conn) = connection.borrow_and_update().clone().filter(|c| !c.is_closed()) {
+                    let live = connection.borrow_and_update().clone().filter(|c| !c.is_closed());
+                    if let Some(conn) = live.filter(|c| !lost_on.as_ref().is_some_and(|lost| Arc::ptr_eq(lost, c))) {
                         break conn;
                     }
                     tokio::select! {
@@ -205,12 +211,17 @@ impl Upstream {
                     }
                 };
                 match conn.request(method, params.clone()).await {
+                    Err(UpstreamError::ConnectionLost) if lost_on.is_some() => {
+                        tracing::warn!(backend = self.name(), method, "connection lost again mid-request; giving up");
+                        return Err(UpstreamError::LostTwice(self.name().to_owned()));
+                    }
                     Err(UpstreamError::ConnectionLost) => {
                         tracing::info!(
                             backend = self.name(),
                             method,
-                            "connection lost mid-request; re-sending when the upstream is back"
+                            "connection lost mid-request; re-sending once when the upstream is back"
                         );
+                        lost_on = Some(conn);
                     }
                     other => return other,
                 }
@@ -308,6 +319,10 @@ async fn forward_server_requests(upstream: std::sync::Weak<Upstream>, mut reques
     }
 }
 
+/// How long a connection must stay up before the reconnect backoff starts again from its
+/// first delay.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
 /// The supervisor loop: connect, serve, and on loss reconnect with capped backoff and jitter.
 async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
     let name = upstream.name().to_owned();
@@ -324,7 +339,7 @@ async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
         };
         match established {
             Ok((conn, mut events, identity, listing)) => {
-                backoff = backoff_builder.build();
+                let connected = Instant::now();
                 tracing::info!(backend = %name, tools = listing.tools.len(), prompts = listing.prompts.len(), resources = listing.resources.len(), server = %identity.server_info, version = %identity.protocol_version, "upstream ready");
                 // Lists and connection first: once the status says ready, calls route.
                 upstream.publish(listing, &changed);
@@ -339,6 +354,11 @@ async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
                 let reason = serve(&upstream, &conn, &mut events, &changed).await;
                 upstream.connection.send_replace(None);
                 conn.close().await;
+                // Only a connection that stayed up a while earns a quick reconnect: a backend
+                // that dies right after its handshake keeps backing off.
+                if connected.elapsed() >= STABLE_AFTER {
+                    backoff = backoff_builder.build();
+                }
                 if upstream.stop.is_cancelled() {
                     break;
                 }
@@ -352,9 +372,7 @@ async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
             Err(e) => {
                 tracing::warn!(backend = %name, error = %e, "upstream connect failed");
                 upstream.set_status(|s| {
-                    if s.state != State::Connecting || s.connects > 0 {
-                        s.state = State::Reconnecting;
-                    }
+                    s.state = if s.connects > 0 { State::Reconnecting } else { State::Down };
                     s.last_error = Some(e.to_string());
                 });
             }
@@ -368,6 +386,36 @@ async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
     }
     upstream.set_status(|s| s.state = State::Stopped);
     tracing::info!(backend = %name, "upstream stopped");
+}
+
+/// Lists again what a `list_changed` notification says changed, each list within the connect
+/// timeout, and publishes the result.
+async fn relist(upstream: &Upstream, conn: &Connection, method: &str, changed: &watch::Sender<u64>) {
+    let deadline = Duration::from_secs_f64(upstream.timing.connect_timeout_secs);
+    let mut listing = upstream.listing();
+    for &kind in ListKind::changed_by(method) {
+        match tokio::time::timeout(deadline, handshake::list(conn, kind)).await {
+            Ok(Ok(items)) => {
+                tracing::info!(
+                    backend = upstream.name(),
+                    list = kind.method(),
+                    items = items.len(),
+                    "upstream list changed"
+                );
+                listing.set(kind, items);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(backend = upstream.name(), list = kind.method(), error = %e, "re-listing failed")
+            }
+            Err(_) => tracing::warn!(
+                backend = upstream.name(),
+                list = kind.method(),
+                secs = deadline.as_secs_f64(),
+                "re-listing got no answer in time; the last list stays"
+            ),
+        }
+    }
+    upstream.publish(listing, changed);
 }
 
 /// Serves one connection until it ends; returns why.
@@ -386,17 +434,14 @@ async fn serve(
             event = events.recv() => match event {
                 None => return "connection closed",
                 Some(n) if !ListKind::changed_by(&n.method).is_empty() => {
-                    let mut listing = upstream.listing();
-                    for &kind in ListKind::changed_by(&n.method) {
-                        match handshake::list(conn, kind).await {
-                            Ok(items) => {
-                                tracing::info!(backend = upstream.name(), list = kind.method(), items = items.len(), "upstream list changed");
-                                listing.set(kind, items);
-                            }
-                            Err(e) => tracing::warn!(backend = upstream.name(), list = kind.method(), error = %e, "re-listing failed"),
-                        }
+                    // The re-list has a deadline and gives way to stop, reconnect and close: a
+                    // backend that never answers it cannot freeze its supervisor.
+                    tokio::select! {
+                        _ = relist(upstream, conn, &n.method, changed) => {}
+                        _ = upstream.stop.cancelled() => return "stopped",
+                        _ = upstream.reconnect.notified() => return "reconnect requested",
+                        _ = conn.closed() => return "connection closed",
                     }
-                    upstream.publish(listing, changed);
                 }
                 Some(notification) => {
                     tracing::trace!(backend = upstream.name(), method = %notification.method, up_secs = started.elapsed().as_secs(), "upstream notification");

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::connection::Connection;
-use super::framed::{FramedConnection, ServerRequest};
+use super::framed::{FramedConnection, Incoming, ServerRequest};
 use super::routes::ClientRoutes;
-use crate::mcp::Notification;
+use crate::mcp::{Notification, Oversized};
 
 /// Opens the WebSocket and starts its reader and writer tasks.
 pub async fn connect(
@@ -30,9 +30,12 @@ pub async fn connect(
         let value = http::HeaderValue::try_from(value.as_str()).map_err(|e| UpstreamError::Connect(e.to_string()))?;
         request.headers_mut().insert(name, value);
     }
+    // Frames a little over the limit are read and refused by size (failing their call alone);
+    // far larger ones end the connection before being buffered.
+    let hard_cap = max_message_bytes.saturating_mul(2);
     let config = tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(max_message_bytes))
-        .max_frame_size(Some(max_message_bytes));
+        .max_message_size(Some(hard_cap))
+        .max_frame_size(Some(hard_cap));
     let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
         .map_err(|e| UpstreamError::Connect(format!("{url}: {e}")))?;
@@ -58,8 +61,17 @@ pub async fn connect(
     let backend_name = backend.to_owned();
     let incoming = Box::pin(stream.filter_map(move |frame| {
         let text = match frame {
-            Ok(Frame::Text(text)) => Some(text.as_str().to_owned()),
-            Ok(Frame::Binary(bytes)) => String::from_utf8(bytes.to_vec()).ok(),
+            Ok(Frame::Text(text)) if text.len() > max_message_bytes => {
+                Some(Incoming::Oversized(Oversized::of(text.as_bytes())))
+            }
+            Ok(Frame::Text(text)) => Some(Incoming::Text(text.as_str().to_owned())),
+            Ok(Frame::Binary(bytes)) if bytes.len() > max_message_bytes => {
+                Some(Incoming::Oversized(Oversized::of(&bytes)))
+            }
+            Ok(Frame::Binary(bytes)) => Some(match String::from_utf8(bytes.to_vec()) {
+                Ok(text) => Incoming::Text(text),
+                Err(_) => Incoming::Unreadable(Oversized::of(&bytes)),
+            }),
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(backend = %backend_name, error = %e, "websocket read error");

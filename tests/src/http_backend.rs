@@ -1,0 +1,113 @@
+//! A Streamable HTTP MCP backend for the end-to-end tests, in process on loopback: it records
+//! every message it receives and misbehaves on demand.
+//!
+//! Tools: `ok` answers "fine"; `slow` answers after 3 s; `early_close` answers with an SSE
+//! stream that ends before the response; `big` and `big_sse` answer with `big_bytes` of text as
+//! JSON or as one SSE event.
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// A running backend; stopped on drop.
+pub struct HttpBackend {
+    /// Its port.
+    pub port: u16,
+    received: Arc<Mutex<Vec<Value>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    received: Arc<Mutex<Vec<Value>>>,
+    big_bytes: usize,
+}
+
+impl HttpBackend {
+    /// Starts the backend; `big` and `big_sse` answer with `big_bytes` bytes of text.
+    pub async fn start(big_bytes: usize) -> HttpBackend {
+        let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let shared = Shared { received: received.clone(), big_bytes };
+        let app = axum::Router::new()
+            .route(
+                "/mcp",
+                axum::routing::post(handle)
+                    .get(|| async { StatusCode::METHOD_NOT_ALLOWED })
+                    .delete(|| async { StatusCode::OK }),
+            )
+            .with_state(shared);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        HttpBackend { port, received, server }
+    }
+
+    /// `http://127.0.0.1:PORT/mcp`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// Every message received so far.
+    pub fn received(&self) -> Vec<Value> {
+        self.received.lock().expect("received lock").clone()
+    }
+
+    /// How many `tools/call` of `tool` arrived.
+    pub fn calls_of(&self, tool: &str) -> usize {
+        self.received().iter().filter(|m| m["method"] == "tools/call" && m["params"]["name"] == tool).count()
+    }
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn handle(
+    axum::extract::State(shared): axum::extract::State<Shared>,
+    _headers: HeaderMap,
+    body: String,
+) -> Response {
+    let message: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    shared.received.lock().expect("received lock").push(message.clone());
+    let id = message["id"].clone();
+    if id.is_null() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let tool = message["params"]["name"].as_str().unwrap_or("");
+    let result = match message["method"].as_str().unwrap_or("") {
+        "initialize" => {
+            let result = json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                "serverInfo": {"name": "http-backend", "version": "1"}});
+            let reply = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+            return ([("content-type", "application/json"), ("mcp-session-id", "backend-session")], reply)
+                .into_response();
+        }
+        "tools/list" => {
+            let tools: Vec<Value> = ["ok", "slow", "early_close", "big", "big_sse"]
+                .iter()
+                .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
+                .collect();
+            json!({"tools": tools})
+        }
+        "tools/call" => match tool {
+            "early_close" => return ([("content-type", "text/event-stream")], ": nothing to say\n\n").into_response(),
+            "slow" => {
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                json!({"content": [{"type": "text", "text": "slow done"}]})
+            }
+            "big" | "big_sse" => json!({"content": [{"type": "text", "text": "x".repeat(shared.big_bytes)}]}),
+            _ => json!({"content": [{"type": "text", "text": "fine"}]}),
+        },
+        _ => json!({}),
+    };
+    let reply = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+    if tool == "big_sse" {
+        ([("content-type", "text/event-stream")], format!("event: message\ndata: {reply}\n\n")).into_response()
+    } else {
+        ([("content-type", "application/json")], reply).into_response()
+    }
+}

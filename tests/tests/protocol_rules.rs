@@ -1,0 +1,332 @@
+//! Regression tests for protocol defects and operator papercuts (issue 10, items 13–21): the
+//! JSON-RPC and MCP rules the relay broke, each test named after what it guards.
+
+use std::time::Duration;
+
+use relay_tests::{
+    Fixture, HttpSession, LineClient, Relay, copy_plugin, relay_bin, repo_root, sse_messages, stdio_fixture_entry,
+    text_of,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const STATELESS: &str = "2026-07-28";
+
+/// A stateless (2026-07-28) request; `capabilities` go in the envelope.
+fn stateless(relay: &Relay, method: &str, params: Value, capabilities: Value) -> reqwest::RequestBuilder {
+    let mut params = params;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": STATELESS,
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+    });
+    let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned);
+    let mut builder = reqwest::Client::new()
+        .post(relay.http("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", STATELESS)
+        .header("mcp-method", method);
+    if let Some(name) = name {
+        builder = builder.header("mcp-name", name);
+    }
+    builder.body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
+}
+
+async fn body_json(response: reqwest::Response) -> Value {
+    let text = response.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| sse_messages(&text).pop().expect("a message"))
+}
+
+#[tokio::test]
+async fn server_to_client_requests_reach_only_clients_that_declared_them() {
+    let relay = Relay::start(&format!("backends:\n{}", stdio_fixture_entry("b", &[]))).await;
+    relay.wait_ready("b").await;
+    let session = HttpSession::open(&relay.http("/mcp"), json!({})).await;
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "ask", "arguments": {"question": "q?"}}});
+    let body = session.post(&call).send().await.unwrap().text().await.unwrap();
+    let messages = sse_messages(&body);
+    assert!(messages.iter().all(|m| m["method"] != "elicitation/create"), "{body}");
+    let answer: Value = serde_json::from_str(&text_of(messages.last().unwrap())).unwrap();
+    assert_eq!(answer["code"], -32601, "{answer}");
+    // A 2026 client without the capability: MissingRequiredClientCapability.
+    let response =
+        stateless(&relay, "tools/call", json!({"name": "ask", "arguments": {}}), json!({})).send().await.unwrap();
+    let answer: Value = serde_json::from_str(&text_of(&body_json(response).await)).unwrap();
+    assert_eq!(answer["code"], -32021, "{answer}");
+}
+
+#[tokio::test]
+async fn one_notification_goes_out_on_one_stream() {
+    let relay = Relay::start("backends: []\n").await;
+    let session = HttpSession::open(&relay.http("/mcp"), json!({})).await;
+    let get = || {
+        reqwest::Client::new()
+            .get(relay.http("/mcp"))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session.id)
+            .send()
+    };
+    let first = get().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["x-accel-buffering"], "no");
+    assert_eq!(get().await.unwrap().status(), StatusCode::CONFLICT, "a second GET stream would duplicate messages");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get().await.unwrap().status(), StatusCode::OK, "the stream is free again once closed");
+}
+
+#[tokio::test]
+async fn stateless_clients_get_the_2026_error_codes() {
+    let fixture = Fixture::start("alpha").await;
+    let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
+    relay.wait_ready("alpha").await;
+    // An unknown resource is a bad param in 2026 (no -32002).
+    let response =
+        stateless(&relay, "resources/read", json!({"uri": "mem://nowhere"}), json!({})).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body_json(response).await["error"]["code"], -32602);
+    // A header naming another version than the body is a mismatch, whatever the body names.
+    let mismatch = stateless(&relay, "tools/list", json!({}), json!({}))
+        .header("mcp-protocol-version", "2099-01-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_json(mismatch).await["error"]["code"], -32020);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2099-01-01", "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let unknown = reqwest::Client::new()
+        .post(relay.http("/mcp"))
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2099-01-01")
+        .header("mcp-method", "tools/list")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let unknown = body_json(unknown).await;
+    assert_eq!(unknown["error"]["code"], -32022, "{unknown}");
+    let supported = unknown["error"]["data"]["supported"].as_array().unwrap();
+    assert!(supported.contains(&json!(STATELESS)) && supported.contains(&json!("2025-11-25")), "{unknown}");
+    // Broken base64 in Mcp-Name.
+    let broken = stateless(&relay, "tools/call", json!({"name": "echo", "arguments": {}}), json!({}))
+        .header("mcp-name", "=?base64?%%%?=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_json(broken).await["error"]["code"], -32020);
+    // A 2026 request carrying Mcp-Session-Id is served; the header is ignored.
+    let served = stateless(&relay, "tools/list", json!({}), json!({}))
+        .header("mcp-session-id", "not-a-session")
+        .send()
+        .await
+        .unwrap();
+    assert!(body_json(served).await["result"]["tools"].is_array());
+}
+
+#[tokio::test]
+async fn relay_error_codes_stay_out_of_the_range_2026_reserves() {
+    let relay = Relay::start_with("access: {admin_without_auth: false}\n", "backends: []\n", &[]).await;
+    let mut client = relay.line_client().await;
+    let refused = client.call_tool("relay_add_server", json!({"name": "x", "url": "ws://127.0.0.1:9"})).await;
+    let code = refused["error"]["code"].as_i64().unwrap();
+    assert!((-32019..=-32000).contains(&code), "{refused}");
+}
+
+#[tokio::test]
+async fn invalid_utf8_on_the_newline_transport_is_a_parse_error_and_the_connection_stays() {
+    let relay = Relay::start("backends: []\n").await;
+    let mut raw = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    raw.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{}}\n").await.unwrap();
+    raw.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\",\"x\":\"\xff\xfe\"}\n").await.unwrap();
+    raw.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"ping\"}\n").await.unwrap();
+    let (read, _write) = raw.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let line = tokio::time::timeout(relay_tests::PATIENCE, lines.next_line()).await.unwrap().unwrap();
+        seen.push(serde_json::from_str::<Value>(&line.expect("connection kept open")).unwrap());
+    }
+    assert!(seen.iter().any(|m| m["error"]["code"] == -32700), "{seen:?}");
+    assert!(seen.iter().any(|m| m["id"] == 3 && m["result"] == json!({})), "{seen:?}");
+}
+
+#[tokio::test]
+async fn ids_and_numbers_are_echoed_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    let entry = stdio_fixture_entry("b", &["--record", record.to_str().unwrap()]);
+    let relay = Relay::start_files(dir.path(), relay_tests::TEST_RELAY_YAML, &format!("backends:\n{entry}"), &[]).await;
+    relay.wait_ready("b").await;
+    let mut raw = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    let call = r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"tools/call","params":{"name":"echo","arguments":{"message":"m","n":1e3,"big":123456789012345678901234567890,"x":0.1}}}"#;
+    raw.write_all(format!("{call}\n").as_bytes()).await.unwrap();
+    let (read, _write) = raw.into_split();
+    let line = tokio::time::timeout(relay_tests::PATIENCE, BufReader::new(read).lines().next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(line.contains("\"id\":123456789012345678901234567890"), "{line}");
+    let received = std::fs::read_to_string(&record).unwrap();
+    for literal in ["\"big\":123456789012345678901234567890", "\"x\":0.1"] {
+        assert!(received.contains(literal), "{literal} was rewritten on its way: {received}");
+    }
+    // The exponent's spelling is normalised (`1e+3`), never its value or kind (not `1000.0`).
+    assert!(received.contains("\"n\":1e+3") || received.contains("\"n\":1e3"), "{received}");
+}
+
+#[tokio::test]
+async fn a_duplicate_request_id_in_flight_is_refused() {
+    let fixture = Fixture::start("alpha").await;
+    let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
+    relay.wait_ready("alpha").await;
+    let mut client: LineClient = relay.line_client().await;
+    let slow = json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 800, "message": "first"}}});
+    client.send_raw(&slow.to_string()).await;
+    client.send_raw(&slow.to_string()).await;
+    let refused = client.recv_response().await;
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("already in flight"), "{refused}");
+    assert_eq!(text_of(&client.recv_response().await), "alpha: first");
+    // Once it is answered, the id may be used again.
+    client.send_raw(&slow.to_string()).await;
+    assert_eq!(text_of(&client.recv_response().await), "alpha: first");
+}
+
+#[tokio::test]
+async fn an_invalid_pagination_cursor_is_refused() {
+    let relay = Relay::start("backends: []\n").await;
+    let mut client = relay.line_client().await;
+    for method in ["tools/list", "prompts/list", "resources/list", "resources/templates/list"] {
+        let reply = client.request(method, json!({"cursor": "not-ours"})).await;
+        assert_eq!(reply["error"]["code"], -32602, "{method}: {reply}");
+    }
+    assert!(client.request("tools/list", json!({})).await["result"]["tools"].is_array());
+}
+
+#[tokio::test]
+async fn http_media_types_and_sse_framing_follow_the_spec() {
+    let relay = Relay::start("backends: []\n").await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}});
+    let post = |content_type: &'static str, accept: &'static str| {
+        reqwest::Client::new()
+            .post(relay.http("/mcp"))
+            .header("content-type", content_type)
+            .header("accept", accept)
+            .body(init.to_string())
+            .send()
+    };
+    let both = "application/json, text/event-stream";
+    assert_eq!(post("APPLICATION/JSON", both).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(post("application/json; charset=utf-8", "*/*").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(post("application/jsonfoo", both).await.unwrap().status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(post("application/json", "application/json").await.unwrap().status(), StatusCode::NOT_ACCEPTABLE);
+    // A forwarded call answered on SSE: numbered events, unbuffered by proxies.
+    let fixture = Fixture::start("alpha").await;
+    let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
+    relay.wait_ready("alpha").await;
+    let session = HttpSession::open(&relay.http("/mcp"), json!({})).await;
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "m"}}});
+    let response = session.post(&call).send().await.unwrap();
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    let body = response.text().await.unwrap();
+    assert!(body.lines().any(|l| l == "id: 1"), "{body}");
+}
+
+#[tokio::test]
+async fn a_closed_post_stream_cancels_its_call_upstream() {
+    // Chosen behaviour (2025 transport): the relay cannot resume a stream, so a client that
+    // closes its POST's SSE stream gets nothing more; the call is cancelled upstream rather
+    // than left running for nobody.
+    let fixture = Fixture::start("alpha").await;
+    let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
+    relay.wait_ready("alpha").await;
+    let session = HttpSession::open(&relay.http("/mcp"), json!({})).await;
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "hang", "arguments": {}}});
+    let pending = tokio::spawn(session.post(&call).send());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pending.abort();
+    relay_tests::eventually("the upstream hears of the cancellation", || async {
+        let mut client = relay.line_client().await;
+        let count = text_of(&client.call_tool("cancellations", json!({})).await);
+        (count != "0").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn check_config_refuses_what_serve_refuses_and_health_authenticates() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backends.yaml"), "backends: []\n").unwrap();
+    let check = |yaml: String| {
+        std::fs::write(dir.path().join("relay.yaml"), yaml).unwrap();
+        std::process::Command::new(relay_bin())
+            .args(["check-config", "--config"])
+            .arg(dir.path().join("relay.yaml"))
+            .output()
+            .unwrap()
+    };
+    let readme = repo_root().join("README.md");
+    let cases = [
+        format!("plugins:\n  - {{name: p, world: policy, path: {}}}\n", readme.display()),
+        format!(
+            "plugins:\n  - {{name: p, world: adapter, path: {}}}\n",
+            copy_plugin(dir.path(), "rate_limit").display()
+        ),
+        format!(
+            "plugins:\n  - {{name: p, world: adapter, path: {}, grants: {{files: {{read: [/nonexistent/docs]}}}}}}\n",
+            copy_plugin(dir.path(), "echo_adapter").display()
+        ),
+    ];
+    for yaml in cases {
+        let output = check(yaml.clone());
+        assert!(!output.status.success(), "check-config accepted {yaml}: {}", String::from_utf8_lossy(&output.stdout));
+    }
+    // An auth plugin whose secret is not set is a warning, loud.
+    let auth = copy_plugin(dir.path(), "token_auth");
+    let yaml = format!(
+        "plugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    grants: {{env: [E2E_UNSET_SECRET]}}\n    config: {{tokens: [{{token_env: E2E_UNSET_SECRET, principal: ops, roles: [admin]}}, {{token: HEALTHTOKEN, principal: probe}}]}}\n",
+        auth.display()
+    );
+    let output = check(yaml.clone());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("E2E_UNSET_SECRET, which is not set"));
+    let warned = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
+    warned.wait_for_log("E2E_UNSET_SECRET, which is not set").await;
+    drop(warned);
+    // `relay health` with auth on: fails without a token, passes with one.
+    let yaml = format!(
+        "plugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config: {{tokens: [{{token: HEALTHTOKEN, principal: probe}}]}}\n",
+        auth.display()
+    );
+    let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
+    let health = |token: Option<&str>| {
+        let mut command = std::process::Command::new(relay_bin());
+        command.args(["health", "--host", "127.0.0.1", "--port", &relay.port.to_string()]);
+        command.env_remove("RELAY_AUTH_TOKEN");
+        if let Some(token) = token {
+            command.env("RELAY_AUTH_TOKEN", token);
+        }
+        command.output().unwrap().status.success()
+    };
+    assert!(!health(None));
+    assert!(health(Some("HEALTHTOKEN")));
+}
+
+#[tokio::test]
+async fn a_backend_that_refuses_the_connection_is_said_to_refuse() {
+    let relay = Relay::start("backends:\n  - name: closed\n    url: http://127.0.0.1:9/mcp\n").await;
+    relay_tests::eventually("an error", || async {
+        let status = relay.status().await;
+        status["backends"][0]["last_error"].as_str().map(str::to_owned)
+    })
+    .await;
+    let status = relay.status().await;
+    let error = status["backends"][0]["last_error"].as_str().unwrap().to_owned();
+    assert!(error.contains("refused"), "{error}");
+    assert!(!error.contains("lost"), "{error}");
+    let ignored = std::fs::read_to_string(repo_root().join(".gitignore")).unwrap();
+    assert!(ignored.lines().any(|l| l == "config/backends.yaml.lock"));
+}
