@@ -17,9 +17,17 @@ mkdir -p "$out"
 cargo build --quiet --locked --release --target wasm32-wasip2 -p rate-limit --features strict-default
 cp "$wasm/rate_limit.wasm" "$out/rate_limit_strict.wasm"
 
-cargo build --quiet --locked --release --target wasm32-wasip2 \
-  -p token-auth -p rate-limit -p echo-adapter -p fiedler -p misbehaving-policy
-for name in token_auth rate_limit echo_adapter fiedler misbehaving_policy; do
+# Every plugin crate in plugins/ and tests/plugins/ (a new one is picked up without editing
+# this script): its package name from Cargo.toml, its file named like the crate's library.
+packages=()
+names=()
+for manifest in plugins/*/Cargo.toml tests/plugins/*/Cargo.toml; do
+  package=$(sed -n 's/^name = "\(.*\)"$/\1/p' "$manifest" | head -1)
+  packages+=(-p "$package")
+  names+=("${package//-/_}")
+done
+cargo build --quiet --locked --release --target wasm32-wasip2 "${packages[@]}"
+for name in "${names[@]}"; do
   cp "$wasm/$name.wasm" "$out/$name.wasm"
 done
 ls -l "$out"

@@ -11,7 +11,7 @@ mod store;
 mod watch;
 
 pub use backends::{Backend, BackendSpec, BackendsFile, ConfigError, Transport};
-pub use plugins::{Grants, MAX_PLUGIN_MEMORY_MB, PluginConfig, PluginLimits, World, validate_plugins};
+pub use plugins::{Grants, MAX_PLUGIN_MEMORY_MB, PluginConfig, PluginLimits, World, backend_granted, validate_plugins};
 pub use redact::redact_url;
 pub use relay::{AccessConfig, ListenConfig, LogFormat, LoggingConfig, RelayConfig, UpstreamConfig};
 pub use store::{BackendStore, StoreError};

@@ -67,6 +67,18 @@ pub struct Grants {
     /// resolved against relay.yaml's directory).
     #[serde(default)]
     pub files: FileGrants,
+    /// Backends an adapter may call through `upstream.call-tool`: `name` (every tool) or
+    /// `name/tool`. Empty: none. Calls pass the policy chain as the calling client.
+    #[serde(default)]
+    pub backends: Vec<String>,
+}
+
+/// Whether `tool` of `backend` is in a `grants.backends` list (`name` or `name/tool`).
+pub fn backend_granted(grants: &[String], backend: &str, tool: &str) -> bool {
+    grants.iter().any(|grant| match grant.split_once('/') {
+        Some((b, t)) => b == backend && t == tool,
+        None => grant == backend,
+    })
 }
 
 /// Directories granted to a plugin: read-only ones, and writable ones (created if missing).
@@ -81,19 +93,40 @@ pub struct FileGrants {
     pub write: Vec<PathBuf>,
 }
 
-/// Bounds on one plugin call.
+/// Bounds on a plugin: per call, and on everything its calls together may hold.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginLimits {
-    /// Wall time one call may take before it is interrupted.
+    /// Wall time one call may take before it is ended (waiting for a free call slot counts).
     pub deadline_ms: u64,
     /// Linear memory one instance may grow to.
     pub memory_mb: u64,
+    /// Calls running at once; more wait (within their deadline).
+    pub max_concurrent_calls: usize,
+    /// Idle instances kept warm.
+    pub max_idle_instances: usize,
+    /// `kv` entries the plugin may hold.
+    pub kv_entries: usize,
+    /// `kv` bytes (keys and values) the plugin may hold.
+    pub kv_bytes: usize,
+    /// Outgoing `wasi:http` requests in flight at once.
+    pub max_outgoing_requests: usize,
+    /// `log` records per second; more are dropped (and counted).
+    pub logs_per_sec: u32,
 }
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        Self { deadline_ms: 100, memory_mb: 32 }
+        Self {
+            deadline_ms: 100,
+            memory_mb: 32,
+            max_concurrent_calls: 16,
+            max_idle_instances: 8,
+            kv_entries: 10_000,
+            kv_bytes: 16 << 20,
+            max_outgoing_requests: 32,
+            logs_per_sec: 50,
+        }
     }
 }
 
@@ -122,6 +155,15 @@ impl PluginConfig {
         if self.limits.deadline_ms == 0 || !(1..=MAX_PLUGIN_MEMORY_MB).contains(&self.limits.memory_mb) {
             return Err(format!(
                 "plugin {}: limits.deadline_ms must be positive and limits.memory_mb within 1..={MAX_PLUGIN_MEMORY_MB}",
+                self.name
+            ));
+        }
+        if self.limits.max_concurrent_calls == 0 {
+            return Err(format!("plugin {}: limits.max_concurrent_calls must be positive", self.name));
+        }
+        if let Some(grant) = self.grants.backends.iter().find(|g| g.is_empty() || g.split('/').count() > 2) {
+            return Err(format!(
+                "plugin {}: grants.backends entry {grant:?} must be a backend or backend/tool",
                 self.name
             ));
         }
@@ -166,6 +208,15 @@ mod tests {
                 .unwrap();
         assert!(validate_plugins(&two_auth).unwrap_err().contains("one auth"));
         assert!(serde_yaml::from_str::<Vec<PluginConfig>>("- {name: a, world: magic, path: a.wasm}\n").is_err());
+    }
+
+    #[test]
+    fn backend_grants_name_a_backend_or_one_tool() {
+        let grants = ["docs".to_owned(), "git/status".to_owned()];
+        assert!(backend_granted(&grants, "docs", "anything"));
+        assert!(backend_granted(&grants, "git", "status"));
+        assert!(!backend_granted(&grants, "git", "push"));
+        assert!(!backend_granted(&[], "docs", "x"), "nothing by default");
     }
 
     #[test]

@@ -4,9 +4,14 @@
 //!
 //! Instances are kept warm: a call takes an idle instance of the version (or instantiates one
 //! from the pool), and gives it back when the call succeeds. An instance whose call failed
-//! (trap, deadline, memory cap) is dropped, never reused. Guest memory therefore persists
-//! between calls of one version and may serve as a cache; state that must survive a reload
-//! belongs in `kv`.
+//! (trap, deadline, memory cap) is dropped, never reused; so is one whose call left host
+//! resources behind (an unfinished HTTP request, streams, fields) or grew its memory by more
+//! than [`MAX_GROWTH`]: nothing a call creates outlives it. Guest memory therefore persists
+//! between calls of one version (across sessions and principals) and may serve as a cache of
+//! what is the same for everyone; state that must survive a reload belongs in `kv`.
+//!
+//! Loading is bounded too: instantiation and `list-tools` run under a load deadline, and an
+//! adapter's catalog is capped ([`MAX_TOOLS`], [`MAX_DESCRIPTION`], [`MAX_SCHEMA`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,9 +25,19 @@ use super::bindings::{adapter, auth, policy};
 use super::cache;
 use super::sandbox::{PluginContext, PluginError, PluginState, arm, classify, new_store};
 
-/// Most idle instances kept per version.
-const MAX_IDLE: usize = 64;
 use crate::config::World;
+
+/// How much an instance's memory may grow beyond its size after instantiation before the
+/// instance is dropped rather than kept warm.
+pub const MAX_GROWTH: usize = 8 << 20;
+/// Most tools one adapter may list.
+pub const MAX_TOOLS: usize = 1000;
+/// Longest tool description, in bytes.
+pub const MAX_DESCRIPTION: usize = 8 * 1024;
+/// Largest input schema, in bytes of JSON.
+pub const MAX_SCHEMA: usize = 64 * 1024;
+/// Longest a load (instantiation, `list-tools`) may take, whatever the plugin's deadline.
+const MAX_LOAD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The pre-instantiated component, by world.
 pub enum Instantiable {
@@ -50,6 +65,8 @@ pub struct Warm {
     pub store: Store<PluginState>,
     /// The instance.
     pub bound: Bound,
+    /// Host resources and memory bytes right after instantiation.
+    baseline: (usize, usize),
 }
 
 /// One version of a plugin.
@@ -85,6 +102,8 @@ impl Version {
         cache_dir: Option<&Path>,
     ) -> Result<Version, PluginError> {
         let fail = |message: String| PluginError::Load { plugin: ctx.name.clone(), message };
+        let load_deadline =
+            std::time::Duration::from_millis(ctx.limits.deadline_ms).clamp(std::time::Duration::from_secs(1), MAX_LOAD);
         let hash = cache::content_hash(&bytes);
         let (engine2, hash2, dir) = (engine.clone(), hash.clone(), cache_dir.map(Path::to_owned));
         let (component, from_cache) =
@@ -96,25 +115,32 @@ impl Version {
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("imports do not match the {} world: {e:#}", world.as_str())))?;
         let exports = |e: wasmtime::Error| fail(format!("exports do not match the {} world: {e:#}", world.as_str()));
-        let component = match world {
-            World::Auth => {
-                let pre = auth::AuthPre::new(pre).map_err(exports)?;
-                let mut store = new_store(engine, ctx);
-                pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
-                Instantiable::Auth(pre)
-            }
-            World::Policy => {
-                let pre = policy::PolicyPre::new(pre).map_err(exports)?;
-                let mut store = new_store(engine, ctx);
-                pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
-                Instantiable::Policy(pre)
-            }
-            World::Adapter => {
-                let pre = adapter::AdapterPre::new(pre).map_err(exports)?;
-                let tools = list_tools(engine, ctx, &pre).await?;
-                Instantiable::Adapter { pre, tools: Arc::new(tools) }
-            }
+        let instantiate = async {
+            Ok::<_, PluginError>(match world {
+                World::Auth => {
+                    let pre = auth::AuthPre::new(pre).map_err(exports)?;
+                    let mut store = new_store(engine, ctx);
+                    pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
+                    Instantiable::Auth(pre)
+                }
+                World::Policy => {
+                    let pre = policy::PolicyPre::new(pre).map_err(exports)?;
+                    let mut store = new_store(engine, ctx);
+                    pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
+                    Instantiable::Policy(pre)
+                }
+                World::Adapter => {
+                    let pre = adapter::AdapterPre::new(pre).map_err(exports)?;
+                    let tools = list_tools(engine, ctx, &pre).await?;
+                    Instantiable::Adapter { pre, tools: Arc::new(tools) }
+                }
+            })
         };
+        // A guest that loops or waits in `list-tools` or its start-up cannot hold start-up or a
+        // reload (and the plugin's reload lock) hostage.
+        let component = tokio::time::timeout(load_deadline, instantiate).await.map_err(|_| {
+            fail(format!("instantiation and listing took longer than {} ms", load_deadline.as_millis()))
+        })??;
         Ok(Version { hash, loaded_at: SystemTime::now(), from_cache, component, idle: Mutex::new(Vec::new()) })
     }
 
@@ -132,15 +158,29 @@ impl Version {
             Instantiable::Adapter { pre, .. } => pre.instantiate_async(&mut store).await.map(Bound::Adapter),
         };
         match bound {
-            Ok(bound) => Ok(Warm { store, bound }),
+            Ok(bound) => {
+                let baseline = (store.data_mut().resources(), store.data().memory_bytes());
+                Ok(Warm { store, bound, baseline })
+            }
             Err(e) => Err(classify(e, &store)),
         }
     }
 
-    /// Returns an instance whose call succeeded.
-    pub fn checkin(&self, warm: Warm) {
+    /// Returns an instance whose call succeeded: kept warm unless the call left resources
+    /// behind, its memory grew too much, or `limits.max_idle_instances` are already idle.
+    pub fn checkin(&self, mut warm: Warm, ctx: &PluginContext) {
+        let resources = warm.store.data_mut().resources();
+        let memory = warm.store.data().memory_bytes();
+        if resources > warm.baseline.0 {
+            tracing::debug!(plugin = %ctx.name, left = resources - warm.baseline.0, "instance dropped: its call left host resources behind");
+            return;
+        }
+        if memory > warm.baseline.1 + MAX_GROWTH {
+            tracing::debug!(plugin = %ctx.name, grown_mb = (memory - warm.baseline.1) >> 20, "instance dropped: its memory grew");
+            return;
+        }
         let mut idle = self.idle.lock().expect("idle lock");
-        if idle.len() < MAX_IDLE {
+        if idle.len() < ctx.limits.max_idle_instances {
             idle.push(warm);
         }
     }
@@ -166,6 +206,16 @@ async fn list_tools(
     }
     .await;
     let listed = listed.map_err(|e| classify(e, &store))?;
+    let refuse = |message: String| PluginError::Load { plugin: ctx.name.clone(), message };
+    if listed.len() > MAX_TOOLS {
+        return Err(refuse(format!("lists {} tools; at most {MAX_TOOLS} are accepted", listed.len())));
+    }
+    if let Some(tool) = listed.iter().find(|t| t.description.len() > MAX_DESCRIPTION) {
+        return Err(refuse(format!("tool {}: description over {MAX_DESCRIPTION} bytes", tool.name)));
+    }
+    if let Some(tool) = listed.iter().find(|t| t.input_schema.len() > MAX_SCHEMA) {
+        return Err(refuse(format!("tool {}: input-schema over {MAX_SCHEMA} bytes", tool.name)));
+    }
     listed
         .into_iter()
         .map(|tool| {

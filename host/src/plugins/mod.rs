@@ -18,5 +18,5 @@ mod watch;
 pub use cache::default_dir as default_cache_dir;
 pub use kv::{KvError, KvStore};
 pub use registry::{Plugins, Refusal};
-pub use sandbox::PluginError;
+pub use sandbox::{Admission, Caller, PluginError};
 pub use watch::watch;

@@ -17,9 +17,9 @@ use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
 use super::bindings::{self, types};
-use super::kv::KvStore;
+use super::kv::{KvStore, Quota};
 use super::loaded::{Bound, Version};
-use super::sandbox::{PluginContext, PluginError, PluginState, classify};
+use super::sandbox::{Caller, PluginContext, PluginError, PluginState, classify};
 use super::{engine, host};
 use crate::access::{ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
 use crate::config::{PluginConfig, World};
@@ -74,6 +74,11 @@ struct Slot {
     last_failed_hash: Mutex<Option<String>>,
     /// Serialises reloads and rollbacks of this plugin.
     reloading: tokio::sync::Mutex<()>,
+    /// One permit per call that may run at once (`limits.max_concurrent_calls`).
+    calls_at_once: Arc<tokio::sync::Semaphore>,
+    /// Hash of the version a rollback went away from: not loaded again until the file's
+    /// content changes.
+    rolled_back: Mutex<Option<String>>,
 }
 
 impl Slot {
@@ -82,20 +87,33 @@ impl Slot {
     async fn invoke<T>(
         &self,
         engine: &Engine,
+        caller: Option<Caller>,
         call: impl AsyncFnOnce(&Bound, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, PluginError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let version = self.current.load_full();
-        let mut warm = version.checkout(engine, &self.ctx).await.inspect_err(|e| self.record_failure(e))?;
-        // The epoch deadline interrupts running guest code; this one also ends a call that
-        // waits in the host (an outgoing HTTP request, a clock sleep). The store is dropped.
+        // The deadline covers waiting for a call slot, running guest code (which yields at
+        // every epoch tick) and waiting in the host (an outgoing HTTP request, a clock sleep).
+        // A call cut short drops its store.
         let deadline_ms = self.ctx.limits.deadline_ms;
-        match tokio::time::timeout(Duration::from_millis(deadline_ms), call(&warm.bound, &mut warm.store)).await {
-            Ok(Ok(value)) => {
-                version.checkin(warm);
+        let run = async {
+            let _slot = self.calls_at_once.acquire().await.expect("call slots are never closed");
+            let mut warm = version.checkout(engine, &self.ctx).await?;
+            warm.store.data_mut().caller = caller;
+            let outcome = call(&warm.bound, &mut warm.store).await;
+            warm.store.data_mut().caller = None;
+            Ok::<_, PluginError>((outcome, warm))
+        };
+        match tokio::time::timeout(Duration::from_millis(deadline_ms), run).await {
+            Ok(Err(error)) => {
+                self.record_failure(&error);
+                Err(error)
+            }
+            Ok(Ok((Ok(value), warm))) => {
+                version.checkin(warm, &self.ctx);
                 Ok(value)
             }
-            Ok(Err(e)) => {
+            Ok(Ok((Err(e), warm))) => {
                 let error = classify(e, &warm.store);
                 self.record_failure(&error);
                 Err(error)
@@ -152,6 +170,12 @@ impl Plugins {
                 http_hosts: config.grants.http.iter().cloned().collect(),
                 read_dirs: granted_dirs(config, relay_yaml, false)?,
                 write_dirs: granted_dirs(config, relay_yaml, true)?,
+                kv_quota: Quota { entries: config.limits.kv_entries, bytes: config.limits.kv_bytes },
+                kv_refusals: AtomicU64::new(0),
+                outgoing: Arc::new(tokio::sync::Semaphore::new(config.limits.max_outgoing_requests)),
+                log_budget: Mutex::new((std::time::Instant::now(), 0)),
+                logs_dropped: AtomicU64::new(0),
+                backends: config.grants.backends.clone(),
             });
             let path = config.resolved_path(relay_yaml);
             let bytes = Version::read(&ctx, &path).await?;
@@ -167,6 +191,8 @@ impl Plugins {
                 last_error: Mutex::new(None),
                 last_failed_hash: Mutex::new(None),
                 reloading: tokio::sync::Mutex::new(()),
+                calls_at_once: Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent_calls)),
+                rolled_back: Mutex::new(None),
             }));
         }
         Ok(Arc::new(Plugins { engine, linker, cache_dir, slots, changed: watch::Sender::new(0) }))
@@ -193,7 +219,7 @@ impl Plugins {
             token: info.token.clone(),
         };
         let outcome = slot
-            .invoke(&self.engine, async |bound, store| {
+            .invoke(&self.engine, None, async |bound, store| {
                 let Bound::Auth(auth) = bound else { unreachable!("auth slot holds an auth component") };
                 auth.relay_plugin_authenticator().call_authenticate(store, &wit_info).await
             })
@@ -219,7 +245,7 @@ impl Plugins {
                 tool: info.tool.clone(),
             });
             let outcome = slot
-                .invoke(&self.engine, async |bound, store| {
+                .invoke(&self.engine, None, async |bound, store| {
                     let Bound::Policy(policy) = bound else { unreachable!("policy slot holds a policy") };
                     policy.relay_plugin_policy_check().call_check(store, request).await
                 })
@@ -241,8 +267,15 @@ impl Plugins {
             .collect()
     }
 
-    /// Calls `tool` of adapter `name`; returns an MCP `CallToolResult`.
-    pub async fn call_tool(&self, name: &str, tool: &str, arguments: &Value) -> Result<Value, PluginError> {
+    /// Calls `tool` of adapter `name` for `caller` (whose principal and limits apply to the
+    /// backend calls the adapter makes); returns an MCP `CallToolResult`.
+    pub async fn call_tool(
+        &self,
+        name: &str,
+        tool: &str,
+        arguments: &Value,
+        caller: Option<Caller>,
+    ) -> Result<Value, PluginError> {
         let slot = self
             .slots
             .iter()
@@ -250,7 +283,7 @@ impl Plugins {
             .ok_or_else(|| PluginError::Load { plugin: name.to_owned(), message: "no such adapter".into() })?;
         let arguments = arguments.to_string();
         let outcome = slot
-            .invoke(&self.engine, async |bound, store| {
+            .invoke(&self.engine, caller, async |bound, store| {
                 let Bound::Adapter(adapter) = bound else { unreachable!("adapter slot holds an adapter") };
                 adapter.relay_plugin_tools().call_call_tool(store, tool, &arguments).await
             })
@@ -288,6 +321,14 @@ impl Plugins {
             Err(error) => return failed(error.to_string()),
         };
         let hash = super::cache::content_hash(&bytes);
+        {
+            let mut rolled_back = slot.rolled_back.lock().expect("rolled back lock");
+            if rolled_back.as_deref() == Some(hash.as_str()) {
+                return Ok(format!("{} was rolled back; not loaded again until the file changes", short(&hash)));
+            }
+            // The file changed since the rollback: the rollback has had its say.
+            *rolled_back = None;
+        }
         if hash == slot.current.load().hash {
             // The file is the running version again: a reload error it had is history.
             if slot.last_failed_hash.lock().expect("failed hash lock").take().is_some() {
@@ -339,6 +380,7 @@ impl Plugins {
         let previous = slot.previous.swap(None).ok_or_else(|| format!("plugin {name} has no previous version"))?;
         let hash = previous.hash.clone();
         let replaced = slot.current.swap(previous);
+        *slot.rolled_back.lock().expect("rolled back lock") = Some(replaced.hash.clone());
         slot.previous.store(Some(replaced));
         if slot.config.world == World::Adapter {
             self.changed.send_modify(|n| *n += 1);
@@ -367,6 +409,8 @@ impl Plugins {
                     "reloads": stat(&slot.stats.reloads),
                     "reload_failures": stat(&slot.stats.reload_failures),
                     "last_error": *slot.last_error.lock().expect("last_error lock"),
+                    "kv_refusals": stat(&slot.ctx.kv_refusals),
+                    "logs_dropped": stat(&slot.ctx.logs_dropped),
                 })
             })
             .collect()

@@ -3,15 +3,19 @@
 //! hosts), a memory cap, and an epoch deadline re-armed for every call. Failures are
 //! classified so the caller can report them clearly.
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use tokio::sync::Semaphore;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::engine::TICK;
-use super::kv::KvStore;
+use super::kv::{KvStore, Quota};
+use crate::access::RequestInfo;
 use crate::config::PluginLimits;
 use crate::upstream::Upstreams;
 
@@ -54,6 +58,18 @@ pub struct PluginContext {
     pub read_dirs: Vec<std::path::PathBuf>,
     /// Directories the plugin may read and write.
     pub write_dirs: Vec<std::path::PathBuf>,
+    /// What the plugin may hold in `kv`.
+    pub kv_quota: Quota,
+    /// `kv` writes refused by the quota.
+    pub kv_refusals: AtomicU64,
+    /// Outgoing `wasi:http` requests in flight (one permit each).
+    pub outgoing: Arc<Semaphore>,
+    /// `log` records allowed in the current second.
+    pub log_budget: Mutex<(Instant, u32)>,
+    /// `log` records dropped by the rate limit.
+    pub logs_dropped: AtomicU64,
+    /// Backends the plugin may call (`grants.backends`).
+    pub backends: Vec<String>,
 }
 
 impl PluginContext {
@@ -61,7 +77,36 @@ impl PluginContext {
     pub fn kv_key(&self, key: &str) -> String {
         format!("{}:{key}", self.name)
     }
+
+    /// Whether another `log` record fits this second's budget (`limits.logs_per_sec`).
+    pub fn may_log(&self) -> bool {
+        let mut budget = self.log_budget.lock().expect("log budget lock");
+        if budget.0.elapsed() >= std::time::Duration::from_secs(1) {
+            *budget = (Instant::now(), 0);
+        }
+        budget.1 += 1;
+        let allowed = budget.1 <= self.limits.logs_per_sec;
+        if !allowed {
+            self.logs_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        allowed
+    }
 }
+
+/// The client whose request an adapter call serves: backend calls the plugin makes go through
+/// the policy chain as this client.
+#[derive(Clone)]
+pub struct Caller {
+    /// Who the client is, and where from.
+    pub request: RequestInfo,
+    /// The policy chain.
+    pub admit: Admission,
+}
+
+/// Runs the policy chain on a request (the session hands it in, so plugins need no policy).
+pub type Admission = Arc<
+    dyn Fn(RequestInfo) -> std::pin::Pin<Box<dyn Future<Output = Result<(), super::Refusal>> + Send>> + Send + Sync,
+>;
 
 /// The data of one call's `Store`.
 pub struct PluginState {
@@ -72,6 +117,20 @@ pub struct PluginState {
     limiter: CallLimiter,
     /// The plugin's shared context.
     pub ctx: Arc<PluginContext>,
+    /// The client the current call serves (adapters), while it runs.
+    pub caller: Option<Caller>,
+}
+
+impl PluginState {
+    /// How many host resources (streams, HTTP requests, fields, ...) the store holds.
+    pub fn resources(&mut self) -> usize {
+        self.table.iter_mut().count()
+    }
+
+    /// The instance's linear memory now, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.limiter.current
+    }
 }
 
 impl WasiView for PluginState {
@@ -86,10 +145,12 @@ impl WasiHttpView for PluginState {
     }
 }
 
-/// The `wasi:http` gate: requests leave the relay only for hosts in the plugin's grant.
+/// The `wasi:http` gate: requests leave the relay only for hosts in the plugin's grant, and at
+/// most `limits.max_outgoing_requests` at once.
 struct HttpGrant {
     plugin: String,
     hosts: Arc<[String]>,
+    outgoing: Arc<Semaphore>,
 }
 
 impl HttpGrant {
@@ -136,32 +197,53 @@ impl WasiHttpHooks for HttpGrant {
                 use http_body_util::BodyExt;
                 let mut body = request.into_body();
                 while let Some(Ok(_)) = body.frame().await {}
-                Ok((refusal(&authority), Box::new(async { Ok(()) }) as Box<_>))
+                let why = "the host is not in this plugin's grants.http";
+                Ok((refusal(&authority, 403, why), Box::new(async { Ok(()) }) as Box<_>))
             });
         }
-        // The default sender (hyper, rustls with the webpki roots) does the rest.
-        wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
+        let Ok(permit) = self.outgoing.clone().try_acquire_owned() else {
+            tracing::warn!(plugin = %self.plugin, host = %authority, "outgoing HTTP refused: too many requests in flight");
+            return Box::new(async move {
+                Ok((
+                    refusal(&authority, 429, "too many of this plugin's requests are in flight"),
+                    Box::new(async { Ok(()) }) as Box<_>,
+                ))
+            });
+        };
+        // The default sender (hyper, rustls with the webpki roots) does the rest; the permit is
+        // held until the request's I/O is done (or dropped with the store).
+        let sending = wasmtime_wasi_http::default_hooks().send_request(request, options, fut);
+        Box::new(async move {
+            let (response, io) = Box::into_pin(sending).await?;
+            let io = Box::new(async move {
+                let _permit = permit;
+                Box::into_pin(io).await
+            }) as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+            Ok((response, io))
+        })
     }
 }
 
-/// The answer to a request for a host outside the grant.
-fn refusal(authority: &str) -> hyper::Response<wasmtime_wasi_http::WasiBody> {
+/// The relay's own answer to a request it did not send.
+fn refusal(authority: &str, status: u16, why: &str) -> hyper::Response<wasmtime_wasi_http::WasiBody> {
     use http_body_util::BodyExt;
-    let message = format!("the relay refused a request to {authority}: the host is not in this plugin's grants.http");
+    let message = format!("the relay refused a request to {authority}: {why}");
     let body = serde_json::json!({"error": {"message": message, "type": "relay_refused"}}).to_string();
     let body = http_body_util::Full::new(bytes::Bytes::from(body)).map_err(|never| match never {}).boxed_unsync();
     hyper::Response::builder()
-        .status(403)
+        .status(status)
         .header("content-type", "application/json")
         .header("x-relay-refused", "grants.http")
         .body(body)
         .expect("a static response")
 }
 
-/// Caps linear memory and remembers whether the cap was hit (to name out-of-memory traps).
+/// Caps linear memory, remembers whether the cap was hit (to name out-of-memory traps) and
+/// how large memory is now (to drop instances that grew).
 struct CallLimiter {
     max_bytes: usize,
     denied: bool,
+    current: usize,
 }
 
 impl ResourceLimiter for CallLimiter {
@@ -170,6 +252,7 @@ impl ResourceLimiter for CallLimiter {
             self.denied = true;
             return Ok(false);
         }
+        self.current = self.current.max(desired);
         Ok(true)
     }
 
@@ -218,15 +301,20 @@ pub fn new_store(engine: &wasmtime::Engine, ctx: &Arc<PluginContext>) -> Store<P
             }
         }
     }
-    let limiter = CallLimiter { max_bytes: (ctx.limits.memory_mb as usize) << 20, denied: false };
-    let http_grant = HttpGrant { plugin: ctx.name.clone(), hosts: ctx.http_hosts.clone() };
+    let limiter = CallLimiter { max_bytes: (ctx.limits.memory_mb as usize) << 20, denied: false, current: 0 };
+    let http_grant =
+        HttpGrant { plugin: ctx.name.clone(), hosts: ctx.http_hosts.clone(), outgoing: ctx.outgoing.clone() };
+    let mut table = ResourceTable::new();
+    // Host resources are host memory: one call cannot pile up more than this many.
+    table.set_max_capacity(MAX_RESOURCES);
     let state = PluginState {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
         http_grant,
-        table: ResourceTable::new(),
+        table,
         limiter,
         ctx: ctx.clone(),
+        caller: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -234,12 +322,20 @@ pub fn new_store(engine: &wasmtime::Engine, ctx: &Arc<PluginContext>) -> Store<P
     store
 }
 
-/// Prepares a (new or warm) store for one call: a fresh deadline and a clean memory-cap flag.
+/// Most host resources one store may hold.
+const MAX_RESOURCES: usize = 4096;
+
+/// Prepares a (new or warm) store for one call: a clean memory-cap flag, and guest code that
+/// yields to the runtime at every epoch tick, so a busy guest never holds a worker thread and
+/// the call's wall-clock deadline (enforced around the call) can end it.
 pub fn arm(store: &mut Store<PluginState>) {
     store.data_mut().limiter.denied = false;
-    let ticks = store.data().ctx.limits.deadline_ms.div_ceil(TICK.as_millis() as u64).max(1);
-    store.set_epoch_deadline(ticks);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(YIELD_EVERY.as_millis().div_ceil(TICK.as_millis()).max(1) as u64);
 }
+
+/// How often running guest code yields to the runtime.
+const YIELD_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Names a failed call: timeout, out of memory or another trap.
 pub fn classify(error: wasmtime::Error, store: &Store<PluginState>) -> PluginError {
@@ -265,7 +361,8 @@ mod tests {
     #[test]
     fn http_grants_name_a_host_or_an_exact_host_and_port() {
         let hosts = ["api.openai.com", "127.0.0.1:8080", "secure.example:443"].map(str::to_owned);
-        let grant = HttpGrant { plugin: "p".into(), hosts: Arc::from(hosts.to_vec()) };
+        let outgoing = Arc::new(Semaphore::new(1));
+        let grant = HttpGrant { plugin: "p".into(), hosts: Arc::from(hosts.to_vec()), outgoing };
         let allows = |uri: &str| grant.allows(&uri.parse().unwrap());
         assert!(allows("https://api.openai.com/v1/chat/completions"));
         assert!(allows("https://API.openai.com:8443/v1"));

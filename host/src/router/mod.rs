@@ -15,8 +15,7 @@ pub use crate::mcp::Related;
 pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
 
-use crate::access::Principal;
-use crate::plugins::Plugins;
+use crate::plugins::{Caller, Plugins};
 use crate::upstream::{Builtin, ListKind, UpstreamEvent, Upstreams};
 
 /// Routes requests to upstreams by catalog ownership.
@@ -336,7 +335,7 @@ impl Router {
         arguments: Option<Value>,
         meta: Option<Value>,
         related: Option<&Related>,
-        caller: &Principal,
+        caller: &Caller,
     ) -> Routed {
         let catalog = self.catalog();
         let Some(entry) = catalog.get(name) else {
@@ -347,7 +346,7 @@ impl Router {
                 backend: Some(Owner::BUILTIN_NAME.to_owned()),
                 result: Ok(self
                     .builtin
-                    .call(&entry.upstream_name, arguments.unwrap_or_else(|| json!({})), caller)
+                    .call(&entry.upstream_name, arguments.unwrap_or_else(|| json!({})), &caller.request.principal)
                     .await),
             },
             Owner::Backend(backend) => {
@@ -373,7 +372,7 @@ impl Router {
                 let arguments = arguments.unwrap_or_else(|| json!({}));
                 let result = self
                     .plugins
-                    .call_tool(adapter, &entry.upstream_name, &arguments)
+                    .call_tool(adapter, &entry.upstream_name, &arguments, Some(caller.clone()))
                     .await
                     .map_err(|source| RouterError::Adapter { adapter: adapter.clone(), source });
                 Routed { backend: Some(adapter.clone()), result }

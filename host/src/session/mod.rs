@@ -26,7 +26,7 @@ use crate::lifecycle::SessionCount;
 use crate::mcp::envelope;
 use crate::mcp::{ClientRequests, Related};
 use crate::mcp::{Message, Notification, Request, Response, RpcError, error_codes, version};
-use crate::plugins::Refusal;
+use crate::plugins::{Admission, Caller, Refusal};
 use crate::policy::Policy;
 use crate::router::{Catalog, ClientEvent, Router};
 use crate::upstream::ListKind;
@@ -290,6 +290,24 @@ impl Session {
         })
     }
 
+    /// This session as the caller of a tool: who it is, and its policy chain (which backend
+    /// calls an adapter plugin makes on its behalf pass too).
+    fn caller(&self) -> Caller {
+        let policy = self.policy.clone();
+        let admit: Admission = std::sync::Arc::new(move |info: RequestInfo| {
+            let policy = policy.clone();
+            Box::pin(async move { policy.check(&info).await })
+        });
+        let request = RequestInfo {
+            principal: self.principal.clone(),
+            session_id: self.id.clone(),
+            transport: self.transport,
+            method: "tools/call".into(),
+            tool: None,
+        };
+        Caller { request, admit }
+    }
+
     /// Runs the policy chain on a request.
     async fn admit(&self, method: &str, params: Option<&Value>) -> Result<(), Refusal> {
         let tool = (method == "tools/call")
@@ -402,7 +420,7 @@ impl Session {
         };
         let started = Instant::now();
         let meta = envelope::strip(params.remove("_meta"));
-        let routed = self.router.call_tool(&name, arguments, meta, related, &self.principal).await;
+        let routed = self.router.call_tool(&name, arguments, meta, related, &self.caller()).await;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let backend = routed.backend.as_deref().unwrap_or("-");
         match &routed.result {

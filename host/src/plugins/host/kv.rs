@@ -7,6 +7,17 @@ use crate::plugins::sandbox::PluginState;
 fn wit(error: StoreError) -> KvError {
     match error {
         StoreError::Invalid(message) => KvError::Invalid(message),
+        StoreError::Quota(message) => KvError::Invalid(format!("quota exceeded: {message}")),
+    }
+}
+
+impl PluginState {
+    /// Counts and logs a refused write (quota), then converts the error.
+    fn refused(&self, error: StoreError) -> KvError {
+        if matches!(error, StoreError::Quota(_)) {
+            self.ctx.kv_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        wit(error)
     }
 }
 
@@ -16,7 +27,7 @@ impl Host for PluginState {
     }
 
     fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> Result<(), KvError> {
-        self.ctx.kv.set(&self.ctx.kv_key(&key), &value, ttl_ms).map_err(wit)
+        self.ctx.kv.set(&self.ctx.kv_key(&key), &value, ttl_ms, Some(&self.ctx.kv_quota)).map_err(|e| self.refused(e))
     }
 
     fn delete(&mut self, key: String) -> Result<(), KvError> {
@@ -24,7 +35,8 @@ impl Host for PluginState {
     }
 
     fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
-        self.ctx.kv.increment(&self.ctx.kv_key(&key), delta, ttl_ms).map_err(wit)
+        let quota = Some(&self.ctx.kv_quota);
+        self.ctx.kv.increment(&self.ctx.kv_key(&key), delta, ttl_ms, quota).map_err(|e| self.refused(e))
     }
 
     fn compare_and_swap(
@@ -34,6 +46,8 @@ impl Host for PluginState {
         new: String,
         ttl_ms: Option<u64>,
     ) -> Result<bool, KvError> {
-        self.ctx.kv.compare_and_swap(&self.ctx.kv_key(&key), expected.as_deref(), &new, ttl_ms).map_err(wit)
+        let quota = Some(&self.ctx.kv_quota);
+        let key = self.ctx.kv_key(&key);
+        self.ctx.kv.compare_and_swap(&key, expected.as_deref(), &new, ttl_ms, quota).map_err(|e| self.refused(e))
     }
 }
