@@ -46,10 +46,12 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
     }
     let _plugin_watch = plugins::watch(plugins.clone()).context("cannot watch plugin files")?;
     let sighup_plugins = plugins.clone();
+    let (running_entries, relay_yaml) = (config.plugins.clone(), config_path.to_owned());
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading plugins");
+            warn_of_plugin_entry_changes(&relay_yaml, &running_entries);
             sighup_plugins.reload_all().await;
         }
     });
@@ -181,6 +183,25 @@ pub fn config_warnings(config: &RelayConfig) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// Plugin files reload while the relay runs, plugin *entries* do not: says so when relay.yaml's
+/// entries (config, grants, limits, new or removed plugins) differ from the running ones.
+fn warn_of_plugin_entry_changes(relay_yaml: &Path, running: &[crate::config::PluginConfig]) {
+    let Ok(on_disk) = RelayConfig::load(relay_yaml) else { return };
+    let changed: Vec<&str> = on_disk
+        .plugins
+        .iter()
+        .filter(|entry| !running.contains(entry))
+        .map(|entry| entry.name.as_str())
+        .chain(running.iter().filter(|r| !on_disk.plugins.iter().any(|e| e.name == r.name)).map(|r| r.name.as_str()))
+        .collect();
+    if !changed.is_empty() {
+        tracing::warn!(
+            plugins = ?changed,
+            "relay.yaml's entries for these plugins differ from the running ones (config, grants, limits, added or removed); a restart applies them, a reload loads plugin files only"
+        );
+    }
 }
 
 /// Whether the configured listen host is a loopback address or name.

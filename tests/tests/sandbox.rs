@@ -121,6 +121,7 @@ async fn serve_until_exit(dir: &Path) -> (bool, String, Duration) {
             .args(["serve", "--config"])
             .arg(dir.join("relay.yaml"))
             .env("RELAY_PORT", "0")
+            .kill_on_drop(true)
             .output(),
     )
     .await
@@ -244,6 +245,11 @@ async fn a_rollback_sticks() {
     assert!(reloaded.to_string().contains("rolled back"), "{reloaded}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(relay.plugin_status("hostile").await["hash"], original.as_str(), "the rolled-back file came back");
+    // Entries in relay.yaml are not reloaded: the relay says so rather than answer "unchanged".
+    let yaml = std::fs::read_to_string(dir.path().join("relay.yaml")).unwrap();
+    std::fs::write(dir.path().join("relay.yaml"), yaml.replace("deadline_ms: 5000", "deadline_ms: 6000")).unwrap();
+    relay.signal("-HUP");
+    relay.wait_for_log("differ from the running ones").await;
     // A new file is loaded as usual.
     replace_file(&path, &rebuilt(&std::fs::read(&path).unwrap(), "v3"));
     eventually("v3 loaded", || async {

@@ -29,7 +29,7 @@ impl World {
 }
 
 /// One plugin entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Unique name: log field, `kv` namespace, prefix for colliding adapter tools.
@@ -50,7 +50,7 @@ pub struct PluginConfig {
 }
 
 /// Capabilities a plugin gets beyond pure computation. Everything not granted is denied.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Environment variables the plugin may read (only these, with the relay's values).
@@ -82,7 +82,7 @@ pub fn backend_granted(grants: &[String], backend: &str, tool: &str) -> bool {
 }
 
 /// Directories granted to a plugin: read-only ones, and writable ones (created if missing).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileGrants {
     /// Readable, never writable.
@@ -94,7 +94,7 @@ pub struct FileGrants {
 }
 
 /// Bounds on a plugin: per call, and on everything its calls together may hold.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginLimits {
     /// Wall time one call may take before it is ended (waiting for a free call slot counts).

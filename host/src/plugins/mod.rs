@@ -3,7 +3,9 @@
 //!
 //! Lifecycle in three stages (as in Spin): the engine and linker are built once; each plugin
 //! version is compiled (or loaded from the disk cache), type-checked and pre-instantiated once;
-//! every call instantiates from the pool into a fresh store with its own deadline and memory cap.
+//! a call takes a warm instance of the version (or instantiates one from the pool) and gives it
+//! back only if the call succeeded cleanly (see `loaded`), so instances and their guest memory
+//! are reused across calls, sessions and principals.
 
 mod bindings;
 mod cache;
