@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use relay::access::{ConnectInfo, Principal, RequestInfo, TransportKind};
-use relay::config::{PluginConfig, UpstreamConfig};
-use relay::plugins::{KvStore, Plugins};
-use relay::upstream::Upstreams;
+use relay::config::PluginConfig;
+use relay::plugins::{KvStore, NoBackends, Plugins};
 
 fn plugin_configs() -> Vec<PluginConfig> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
@@ -29,9 +28,8 @@ fn plugin_configs() -> Vec<PluginConfig> {
 }
 
 async fn load(configs: &[PluginConfig]) -> Arc<Plugins> {
-    let upstreams = Arc::new(Upstreams::new(UpstreamConfig::default(), 1 << 20));
     let relay_yaml = PathBuf::from("relay.yaml");
-    Plugins::load(configs, &relay_yaml, None, Arc::new(KvStore::default()), upstreams)
+    Plugins::load(configs, &relay_yaml, None, Arc::new(KvStore::default()), Arc::new(NoBackends))
         .await
         .expect("plugins load (run scripts/build-plugins.sh first)")
 }

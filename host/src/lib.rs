@@ -1,11 +1,13 @@
 //! relay: many MCP servers behind one endpoint.
 //!
 //! The request path runs one way: [`transport`] → [`session`] → [`policy`] → [`router`] →
-//! [`upstream`] (MCP backends and built-in tools) and [`plugins`] (auth, policy and adapter
-//! components). [`config`], [`mcp`], [`access`] and [`lifecycle`] are shared vocabulary;
-//! [`server`] wires the layers.
+//! [`upstream`] (MCP backends), [`admin`] (the relay's own tools) and [`plugins`] (auth, policy
+//! and adapter components). [`config`], [`mcp`], [`access`], [`admission`] and [`lifecycle`]
+//! are shared vocabulary; [`server`] wires the layers. `host/README.md` maps every hop, and
+//! everything that travels back.
 
 pub mod access;
+pub mod admin;
 pub mod admission;
 pub mod config;
 pub mod file_watch;

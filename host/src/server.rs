@@ -10,14 +10,15 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::RelayTools;
 use crate::config::{BackendStore, RelayConfig, watch_backends};
 use crate::lifecycle::Lifecycle;
 use crate::plugins::{self, KvStore, Plugins};
 use crate::policy::Policy;
 use crate::router::Router;
 use crate::session::{SessionFactory, SessionRegistry};
-use crate::transport::{self, BrowserRules, HttpState};
-use crate::upstream::{Builtin, Upstreams};
+use crate::transport::{self, BrowserRules, TransportState};
+use crate::upstream::Upstreams;
 
 /// Runs the relay with the configuration at `config_path` until SIGINT/SIGTERM.
 pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> {
@@ -56,16 +57,16 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
         }
     });
 
-    let builtin = Arc::new(Builtin::new(
+    let relay_tools = Arc::new(RelayTools::new(
         upstreams.clone(),
         store.clone(),
         lifecycle.clone(),
         plugins.clone(),
         config.access.add_server_commands.clone(),
     ));
-    let router = Router::new(upstreams.clone(), builtin, plugins.clone());
+    let router = Router::new(upstreams.clone(), relay_tools, plugins.clone());
     let policy = Arc::new(Policy::new(plugins.clone()));
-    let state = Arc::new(HttpState {
+    let state = Arc::new(TransportState {
         sessions_factory: SessionFactory {
             router,
             policy,
@@ -158,10 +159,33 @@ pub async fn load_plugins(
         config_path,
         cache_dir.or_else(plugins::default_cache_dir),
         Arc::new(KvStore::default()),
-        upstreams,
+        Arc::new(UpstreamBackends(upstreams)),
     )
     .await
     .context("cannot load plugins")
+}
+
+/// Adapter plugins' door to the backends: each call is a caller of its own on the backend, so
+/// nothing the backend sends about it (log messages, elicitation) can reach another client.
+struct UpstreamBackends(Arc<Upstreams>);
+
+impl plugins::BackendCalls for UpstreamBackends {
+    fn call_tool<'a>(
+        &'a self,
+        backend: &'a str,
+        tool: &'a str,
+        arguments: serde_json::Value,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let upstream = self.0.get(backend).ok_or_else(|| format!("no backend named {backend}"))?;
+            let params = Some(serde_json::json!({"name": tool, "arguments": arguments}));
+            let detached = crate::mcp::Related::detached();
+            upstream
+                .request_for("tools/call", params, upstream.call_timeout(), Some(&detached))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// What in the configuration is legal but probably not meant: environment variables granted to

@@ -7,18 +7,22 @@
 //! back only if the call succeeded cleanly (see `loaded`), so instances and their guest memory
 //! are reused across calls, sessions and principals.
 
+mod backends;
 mod bindings;
 mod cache;
 mod engine;
 mod host;
-mod kv;
+mod kv_store;
 mod loaded;
 mod registry;
+#[cfg(test)]
+mod registry_tests;
 mod sandbox;
 mod watch;
 
+pub use backends::{BackendCalls, NoBackends};
 pub use cache::default_dir as default_cache_dir;
-pub use kv::{KvError, KvStore};
+pub use kv_store::{KvError, KvStore};
 pub use registry::{Plugins, Refusal};
 pub use sandbox::{Admission, Caller, PluginError};
 pub use watch::watch;

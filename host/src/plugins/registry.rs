@@ -17,14 +17,13 @@ use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
 use super::bindings::{self, types};
-use super::kv::{KvStore, Quota};
+use super::kv_store::{KvStore, Quota};
 use super::loaded::{Bound, Version};
 use super::sandbox::{Caller, PluginContext, PluginError, PluginState, classify};
 use super::{engine, host};
 use crate::access::{ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
 use crate::config::{PluginConfig, World};
 use crate::mcp::{RpcError, error_codes};
-use crate::upstream::Upstreams;
 
 /// Why authentication or policy did not let something through.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -151,7 +150,7 @@ impl Plugins {
         relay_yaml: &Path,
         cache_dir: Option<PathBuf>,
         kv: Arc<KvStore>,
-        upstreams: Arc<Upstreams>,
+        backends: Arc<dyn super::BackendCalls>,
     ) -> Result<Arc<Plugins>, PluginError> {
         let setup = |message: String| PluginError::Load { plugin: "relay".into(), message };
         let engine = engine::build().map_err(|e| setup(format!("wasm engine: {e:#}")))?;
@@ -166,7 +165,7 @@ impl Plugins {
                 clock: config.grants.clock,
                 limits: config.limits.clone(),
                 kv: kv.clone(),
-                upstreams: (config.world == World::Adapter).then(|| upstreams.clone()),
+                backends_door: (config.world == World::Adapter).then(|| backends.clone()),
                 http_hosts: config.grants.http.iter().cloned().collect(),
                 read_dirs: granted_dirs(config, relay_yaml, false)?,
                 write_dirs: granted_dirs(config, relay_yaml, true)?,
@@ -280,7 +279,7 @@ impl Plugins {
             .slots
             .iter()
             .find(|s| s.config.name == name && s.config.world == World::Adapter)
-            .ok_or_else(|| PluginError::Load { plugin: name.to_owned(), message: "no such adapter".into() })?;
+            .ok_or_else(|| PluginError::NoSuchAdapter(name.to_owned()))?;
         let arguments = arguments.to_string();
         let outcome = slot
             .invoke(&self.engine, caller, async |bound, store| {

@@ -14,10 +14,9 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::engine::TICK;
-use super::kv::{KvStore, Quota};
+use super::kv_store::{KvStore, Quota};
 use crate::access::RequestInfo;
 use crate::config::PluginLimits;
-use crate::upstream::Upstreams;
 
 /// Why a plugin call failed. The plugin stays loaded; only this call is lost.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,6 +33,9 @@ pub enum PluginError {
     /// The plugin could not be loaded or instantiated.
     #[error("plugin {plugin}: {message}")]
     Load { plugin: String, message: String },
+    /// No adapter of that name is loaded (the catalog changed under the call).
+    #[error("no adapter plugin named {0}")]
+    NoSuchAdapter(String),
 }
 
 /// What every call of one plugin shares: set up once per plugin, not per call.
@@ -51,7 +53,7 @@ pub struct PluginContext {
     /// The shared store behind `kv`.
     pub kv: Arc<KvStore>,
     /// The backends, for adapters' `upstream` import.
-    pub upstreams: Option<Arc<Upstreams>>,
+    pub backends_door: Option<Arc<dyn super::BackendCalls>>,
     /// Hosts `wasi:http` requests may go to.
     pub http_hosts: Arc<[String]>,
     /// Directories the plugin may read (host path = guest path).

@@ -21,7 +21,7 @@ impl Policy {
     /// Ok when every rule lets `request` through.
     pub async fn check(&self, request: &RequestInfo) -> Result<(), Refusal> {
         if let Some(tool) = request.tool.as_deref()
-            && crate::upstream::builtin_needs_admin(tool)
+            && crate::admin::needs_admin(tool)
             && !request.principal.has_role(Principal::ADMIN)
         {
             return Err(Refusal::Denied(Denial::by_relay(

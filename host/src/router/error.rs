@@ -22,11 +22,20 @@ pub enum RouterError {
     #[error("{0}")]
     Unroutable(String),
     /// The owning upstream failed.
-    #[error("backend {backend}: {source}")]
+    #[error("{}", upstream_message(backend, source))]
     Upstream { backend: String, source: UpstreamError },
     /// The owning adapter plugin failed (trap, timeout, out of memory).
     #[error("{source}")]
     Adapter { adapter: String, source: PluginError },
+}
+
+/// An upstream failure as clients read it, naming the backend once (some upstream errors name
+/// it already: "backend a did not answer within 1s").
+fn upstream_message(backend: &str, source: &UpstreamError) -> String {
+    match source {
+        UpstreamError::Timeout { .. } | UpstreamError::Gone(_) | UpstreamError::LostTwice(_) => source.to_string(),
+        other => format!("backend {backend}: {other}"),
+    }
 }
 
 impl From<RouterError> for RpcError {
@@ -55,7 +64,7 @@ impl From<RouterError> for RpcError {
                     UpstreamError::Timeout { .. } => error_codes::REQUEST_TIMEOUT,
                     _ => error_codes::UPSTREAM_UNAVAILABLE,
                 };
-                RpcError::new(code, format!("backend {backend}: {source}")).with_data(json!({"backend": backend}))
+                RpcError::new(code, upstream_message(&backend, &source)).with_data(json!({"backend": backend}))
             }
         }
     }

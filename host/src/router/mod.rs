@@ -15,15 +15,16 @@ pub use crate::mcp::Related;
 pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
 
+use crate::admin::RelayTools;
 use crate::plugins::{Caller, Plugins};
-use crate::upstream::{Builtin, ListKind, UpstreamEvent, Upstreams};
+use crate::upstream::{ListKind, UpstreamEvent, Upstreams};
 
 /// Routes requests to upstreams by catalog ownership.
 pub struct Router {
     /// The running upstreams.
     upstreams: Arc<Upstreams>,
     /// The relay's own tools.
-    builtin: Arc<Builtin>,
+    builtin: Arc<RelayTools>,
     /// Adapter plugins.
     plugins: Arc<Plugins>,
     /// The catalog and the source generations it was built from. Rebuilt on first use after
@@ -100,7 +101,7 @@ pub struct Routed {
 
 impl Router {
     /// Builds the first catalog and starts the task that announces catalog changes.
-    pub fn new(upstreams: Arc<Upstreams>, builtin: Arc<Builtin>, plugins: Arc<Plugins>) -> Arc<Self> {
+    pub fn new(upstreams: Arc<Upstreams>, builtin: Arc<RelayTools>, plugins: Arc<Plugins>) -> Arc<Self> {
         let generations = (upstreams.generation(), plugins.generation());
         let first = Arc::new(Catalog::build(&builtin.tools(), &upstreams, &plugins));
         let router = Arc::new(Self {

@@ -3,7 +3,7 @@
 //! Every transport opens its sessions here, so every transport is held to the same caps.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,6 +18,35 @@ use crate::mcp::{Limits, RpcError, error_codes};
 use crate::plugins::{Plugins, Refusal};
 use crate::policy::Policy;
 use crate::router::Router;
+
+/// Why a client was not admitted: its credentials (or the auth plugin) said no, or a session
+/// cap is reached. One mapping to an HTTP status here, one to JSON-RPC below.
+#[derive(Debug)]
+pub enum Refused {
+    /// Authentication refused or failed.
+    Auth(Refusal),
+    /// A session cap is reached.
+    Busy(RpcError),
+}
+
+impl Refused {
+    /// The HTTP status of a refused request or handshake.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Refused::Auth(Refusal::Denied(denial)) => denial.http_status(),
+            Refused::Auth(Refusal::Failed(_)) | Refused::Busy(_) => 503,
+        }
+    }
+}
+
+impl From<Refused> for RpcError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Auth(refusal) => refusal.into(),
+            Refused::Busy(error) => error,
+        }
+    }
+}
 
 /// What every session needs; cloned cheaply into each new session.
 #[derive(Clone)]
@@ -69,6 +98,20 @@ impl SessionFactory {
             }
         }
         outcome
+    }
+
+    /// Admits a client: authenticates `token` (as the auth plugin decides, or the open-mode
+    /// principal) and opens its session under the caps. Every transport that opens sessions
+    /// comes through here.
+    pub async fn admit(
+        &self,
+        transport: TransportKind,
+        peer: SocketAddr,
+        token: Option<String>,
+    ) -> Result<Arc<Session>, Refused> {
+        let info = ConnectInfo { transport, remote_addr: peer.to_string(), token };
+        let principal = self.authenticate(&info).await.map_err(Refused::Auth)?;
+        self.open(transport, principal, peer.ip(), info.token.as_deref()).map_err(Refused::Busy)
     }
 
     /// Opens a session for an authenticated `principal` connected from `remote`, unless a

@@ -5,6 +5,8 @@
 mod driver;
 mod factory;
 mod registry;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 pub use driver::{Inbound, drive};
-pub use factory::SessionFactory;
+pub use factory::{Refused, SessionFactory};
 pub use registry::SessionRegistry;
 
 use sha2::{Digest, Sha256};

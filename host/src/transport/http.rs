@@ -15,11 +15,10 @@ use futures::stream;
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::access::{ConnectInfo, TransportKind};
+use crate::access::TransportKind;
 use crate::lifecycle::Lifecycle;
 use crate::mcp::{self, DecodeError, Message, RpcError, error_codes, version};
-use crate::plugins::Refusal;
-use crate::session::{Session, SessionFactory, SessionRegistry};
+use crate::session::{Refused, Session, SessionFactory, SessionRegistry};
 
 use super::browser_guard::{self, BrowserRules};
 use super::stateless::{self, ParkedCalls};
@@ -29,8 +28,8 @@ use crate::admission::KeyedCounts;
 pub(super) const SESSION_HEADER: &str = "mcp-session-id";
 pub(super) const VERSION_HEADER: &str = "mcp-protocol-version";
 
-/// What the HTTP side needs.
-pub struct HttpState {
+/// What every transport on the port needs (newline and WebSocket clients too, not only HTTP).
+pub struct TransportState {
     /// Opens sessions for every transport on this port.
     pub sessions_factory: SessionFactory,
     /// Streamable HTTP sessions by id.
@@ -45,8 +44,8 @@ pub struct HttpState {
     pub parked: Arc<ParkedCalls>,
 }
 
-/// The HTTP routes; a plain `axum::Router` so tests can drive it without a socket.
-pub fn app(state: Arc<HttpState>) -> Router {
+/// The HTTP routes as one `axum::Router`, served per connection by the listener.
+pub fn app(state: Arc<TransportState>) -> Router {
     Router::new()
         .route("/mcp", get(mcp_get).post(mcp_post).delete(mcp_delete))
         .route("/", get(websocket_or_info))
@@ -57,14 +56,14 @@ pub fn app(state: Arc<HttpState>) -> Router {
         .with_state(state)
 }
 
-async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+async fn readyz(State(state): State<Arc<TransportState>>) -> Response {
     let ready = state.lifecycle.is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(json!({"ready": ready, "instance": state.lifecycle.instance}))).into_response()
 }
 
 async fn websocket_or_info(
-    State(state): State<Arc<HttpState>>,
+    State(state): State<Arc<TransportState>>,
     PeerAddr(peer): PeerAddr<SocketAddr>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -72,13 +71,11 @@ async fn websocket_or_info(
     match upgrade {
         Ok(upgrade) => {
             let factory = state.sessions_factory.clone();
-            let token = bearer(&headers);
-            let info = ConnectInfo { transport: TransportKind::WebSocket, remote_addr: peer.to_string(), token: token.clone() };
-            let principal = match factory.authenticate(&info).await {
-                Ok(principal) => principal,
+            // Admitted (or refused with an HTTP status) before the upgrade.
+            let session = match factory.admit(TransportKind::WebSocket, peer, bearer(&headers)).await {
+                Ok(session) => session,
                 Err(refusal) => return refused(refusal, Value::Null),
             };
-            let remote = peer.ip();
             // Frames a little over the message limit are read and refused with a JSON-RPC
             // error; far larger ones close the socket (1009) before being buffered.
             let hard_cap = factory.limits.max_message_bytes.saturating_mul(2);
@@ -86,7 +83,7 @@ async fn websocket_or_info(
                 .protocols(["mcp"])
                 .max_message_size(hard_cap)
                 .max_frame_size(hard_cap)
-                .on_upgrade(move |socket| super::websocket::serve(socket, factory, principal, remote, token))
+                .on_upgrade(move |socket| super::websocket::serve(socket, factory, session))
         }
         Err(_) => axum::Json(json!({
             "name": "relay",
@@ -99,7 +96,7 @@ async fn websocket_or_info(
 
 /// POST /mcp: one JSON-RPC message per request.
 async fn mcp_post(
-    State(state): State<Arc<HttpState>>,
+    State(state): State<Arc<TransportState>>,
     PeerAddr(peer): PeerAddr<SocketAddr>,
     headers: HeaderMap,
     body: Body,
@@ -136,17 +133,9 @@ async fn mcp_post(
     if let Message::Request(request) = &message
         && request.method == "initialize"
     {
-        let token = bearer(&headers);
-        let info = ConnectInfo { transport: TransportKind::Http, remote_addr: peer.to_string(), token: token.clone() };
-        let principal = match state.sessions_factory.authenticate(&info).await {
-            Ok(principal) => principal,
-            Err(refusal) => return refused(refusal, request.id.clone()),
-        };
-        let session = match state.sessions_factory.open(TransportKind::Http, principal, peer.ip(), token.as_deref()) {
+        let session = match state.sessions_factory.admit(TransportKind::Http, peer, bearer(&headers)).await {
             Ok(session) => session,
-            Err(busy) => {
-                return rpc_error(StatusCode::SERVICE_UNAVAILABLE, mcp::Response::err(request.id.clone(), busy));
-            }
+            Err(refusal) => return refused(refusal, request.id.clone()),
         };
         let Some(response) = session.handle(message, None).await else { unreachable!("a request has a response") };
         if let Err(refusal) = &response.outcome {
@@ -216,7 +205,7 @@ async fn mcp_post(
 }
 
 /// GET /mcp: the server-to-client stream of a session.
-async fn mcp_get(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+async fn mcp_get(State(state): State<Arc<TransportState>>, headers: HeaderMap) -> Response {
     if stateless::is_stateless(&headers) {
         return stateless::method_not_allowed();
     }
@@ -241,7 +230,7 @@ async fn mcp_get(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Res
 }
 
 /// DELETE /mcp: the client ends its session.
-async fn mcp_delete(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+async fn mcp_delete(State(state): State<Arc<TransportState>>, headers: HeaderMap) -> Response {
     if stateless::is_stateless(&headers) {
         return stateless::method_not_allowed();
     }
@@ -257,7 +246,7 @@ async fn mcp_delete(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> 
 
 /// The session named by `Mcp-Session-Id`, after checking `MCP-Protocol-Version`.
 #[allow(clippy::result_large_err)] // the refusal is the handler's response, built once
-fn find_session(state: &HttpState, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
+fn find_session(state: &TransportState, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         return Err(rpc_error(
             StatusCode::BAD_REQUEST,
@@ -309,13 +298,10 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
-/// The response to a refused connection or session: the denial's HTTP status (401 with
-/// `WWW-Authenticate` for missing credentials), or 503 when the auth plugin failed.
-pub(super) fn refused(refusal: Refusal, id: Value) -> Response {
-    let status = match &refusal {
-        Refusal::Denied(denial) => StatusCode::from_u16(denial.http_status()).unwrap_or(StatusCode::FORBIDDEN),
-        Refusal::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
+/// The response to a refused connection or session: the refusal's HTTP status (401 with
+/// `WWW-Authenticate` for missing credentials) and its JSON-RPC error.
+pub(super) fn refused(refusal: Refused, id: Value) -> Response {
+    let status = StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::FORBIDDEN);
     let mut response = rpc_error(status, mcp::Response::err(id, refusal.into()));
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

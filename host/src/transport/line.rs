@@ -14,7 +14,7 @@ use tokio_util::codec::FramedRead;
 use serde_json::Value;
 
 use super::listener::PendingGuard;
-use crate::access::{ConnectInfo, TransportKind};
+use crate::access::TransportKind;
 use crate::mcp::{Line, LineCodec, Message, Response, RpcError};
 use crate::session::{Inbound, SessionFactory, drive};
 
@@ -58,25 +58,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory
             _ => (Value::Null, None),
         };
     }
-    let info = ConnectInfo { transport: TransportKind::Line, remote_addr: peer.to_string(), token: token.clone() };
-    let principal = match factory.authenticate(&info).await {
-        Ok(principal) => principal,
-        Err(refusal) => {
-            let _ = tx.send(Message::Response(Response::err(id, RpcError::from(refusal))).to_text()).await;
-            drop(tx);
-            let _ = writer.await;
-            return;
-        }
-    };
-    let opened = factory.open(TransportKind::Line, principal, peer.ip(), token.as_deref());
+    let admitted = factory.admit(TransportKind::Line, peer, token).await;
     drop(pending);
-    match opened {
+    match admitted {
         Ok(session) => {
             let replay = futures::stream::iter(first);
             drive(session, Box::pin(replay.chain(inbound)), tx, &factory.limits).await
         }
-        Err(busy) => {
-            let _ = tx.send(Message::Response(Response::err(id, busy)).to_text()).await;
+        Err(refused) => {
+            let _ = tx.send(Message::Response(Response::err(id, RpcError::from(refused))).to_text()).await;
             drop(tx);
         }
     }

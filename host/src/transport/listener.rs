@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::{HttpState, line};
+use super::{TransportState, line};
 use crate::admission::CountGuard;
 
 /// Counts a connection as not yet authenticated until dropped.
@@ -22,7 +22,7 @@ pub type PendingGuard = CountGuard<IpAddr>;
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Accepts connections until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, state: Arc<TransportState>, shutdown: CancellationToken) {
     let router = super::app(state.clone());
     loop {
         let (stream, peer) = tokio::select! {
@@ -56,7 +56,7 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: Cance
 async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<HttpState>,
+    state: Arc<TransportState>,
     router: axum::Router,
     pending: PendingGuard,
 ) -> std::io::Result<()> {

@@ -24,11 +24,11 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::http::{HttpState, SESSION_HEADER, VERSION_HEADER, bearer, json_response, refused, rpc_error};
+use super::http::{SESSION_HEADER, TransportState, VERSION_HEADER, bearer, json_response, refused, rpc_error};
 use crate::access::{ConnectInfo, TransportKind};
 use crate::mcp::envelope::{self, Envelope};
 use crate::mcp::{self, Message, Request, RpcError, error_codes};
-use crate::session::Session;
+use crate::session::{Refused, Session};
 
 const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
@@ -44,7 +44,7 @@ const PARKED_FOR: Duration = Duration::from_secs(150);
 
 /// One POST of a stateless client. `message` is the decoded body.
 pub async fn post(
-    state: &Arc<HttpState>,
+    state: &Arc<TransportState>,
     peer: SocketAddr,
     headers: &HeaderMap,
     accept: &str,
@@ -70,7 +70,7 @@ pub async fn post(
     let info = ConnectInfo { transport: TransportKind::Http, remote_addr: peer.to_string(), token };
     let principal = match state.sessions_factory.authenticate(&info).await {
         Ok(principal) => principal,
-        Err(refusal) => return refused(refusal, id),
+        Err(refusal) => return refused(Refused::Auth(refusal), id),
     };
 
     let call = match request.params.as_ref().and_then(|p| p.get("requestState")).and_then(Value::as_str) {
@@ -81,7 +81,7 @@ pub async fn post(
         None => {
             let session = match state.sessions_factory.open_stateless(principal, peer.ip(), &envelope) {
                 Ok(session) => session,
-                Err(busy) => return rpc_error(StatusCode::SERVICE_UNAVAILABLE, mcp::Response::err(id, busy)),
+                Err(busy) => return refused(Refused::Busy(busy), id),
             };
             Call::start(session, request.clone())
         }

@@ -1,26 +1,15 @@
 //! MCP over WebSocket: one JSON-RPC message per text frame, subprotocol `mcp` when offered.
 
-use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::extract::ws::{Message as Frame, WebSocket};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use serde_json::Value;
+use crate::session::{Inbound, Session, SessionFactory, drive};
 
-use crate::access::{Principal, TransportKind};
-use crate::mcp::{Message, Response};
-use crate::session::{Inbound, SessionFactory, drive};
-
-/// Serves one upgraded WebSocket as one session of `principal` (authenticated at the handshake)
-/// connected from `remote`.
-pub async fn serve(
-    socket: WebSocket,
-    factory: SessionFactory,
-    principal: Principal,
-    remote: IpAddr,
-    token: Option<String>,
-) {
+/// Serves one upgraded WebSocket as `session` (admitted at the handshake).
+pub async fn serve(socket: WebSocket, factory: SessionFactory, session: Arc<Session>) {
     let (mut sink, stream) = socket.split();
     let limit = factory.limits.max_message_bytes;
     let inbound = stream
@@ -43,12 +32,6 @@ pub async fn serve(
         }
         let _ = sink.close().await;
     });
-    match factory.open(TransportKind::WebSocket, principal, remote, token.as_deref()) {
-        Ok(session) => drive(session, Box::pin(inbound), tx, &factory.limits).await,
-        Err(busy) => {
-            let _ = tx.send(Message::Response(Response::err(Value::Null, busy)).to_text()).await;
-            drop(tx);
-        }
-    }
+    drive(session, Box::pin(inbound), tx, &factory.limits).await;
     let _ = writer.await;
 }

@@ -3,7 +3,6 @@
 //! jitter) and publishes its tool list; requests wait for a live connection and are re-sent
 //! once if the connection drops under them, within their deadline.
 
-mod builtin;
 mod connection;
 mod error;
 mod framed;
@@ -15,7 +14,6 @@ mod stdio;
 mod supervisor;
 mod websocket;
 
-pub use builtin::{Builtin, needs_admin as builtin_needs_admin};
 pub use error::UpstreamError;
 pub use handshake::{ListKind, Listing};
 pub use registry::Upstreams;

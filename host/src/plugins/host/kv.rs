@@ -1,7 +1,7 @@
 //! `kv`: the host-owned store, with every key under the plugin's own prefix.
 
 use crate::plugins::bindings::adapter::relay::plugin::kv::{Host, KvError};
-use crate::plugins::kv::KvError as StoreError;
+use crate::plugins::kv_store::KvError as StoreError;
 use crate::plugins::sandbox::PluginState;
 
 fn wit(error: StoreError) -> KvError {

@@ -1,5 +1,7 @@
-//! The relay's own tools (`relay_*`), served as if by one more upstream: status, listing and
-//! run-time management of backends. Add/remove persist `backends.yaml` through the store and
+//! The relay's own tools (`relay_*`): status, listing and run-time management of backends and
+//! plugins. They sit beside the router (which routes their calls here), above the upstream and
+//! plugin layers they manage. Each definition says whether it needs the `admin` role; the
+//! policy chain asks [`needs_admin`]. Add/remove persist `backends.yaml` through the store and
 //! then reconcile the running set, so the file stays the single source of truth.
 
 use std::sync::{Arc, LazyLock};
@@ -7,14 +9,14 @@ use std::time::UNIX_EPOCH;
 
 use serde_json::{Value, json};
 
-use super::Upstreams;
 use crate::access::Principal;
 use crate::config::{BackendSpec, BackendStore};
 use crate::lifecycle::Lifecycle;
 use crate::plugins::Plugins;
+use crate::upstream::Upstreams;
 
 /// State the built-in tools read and change.
-pub struct Builtin {
+pub struct RelayTools {
     /// Running upstreams.
     upstreams: Arc<Upstreams>,
     /// The backends file.
@@ -43,7 +45,7 @@ pub fn needs_admin(name: &str) -> bool {
     TOOLS.iter().any(|t| t.admin && t.definition["name"] == name)
 }
 
-impl Builtin {
+impl RelayTools {
     /// The built-in tool set.
     pub fn new(
         upstreams: Arc<Upstreams>,

@@ -1,0 +1,34 @@
+//! How adapter plugins reach MCP backends (the WIT `upstream` import): a narrow door that
+//! `server.rs` hands in, so the plugin runtime knows nothing of the upstream layer and the
+//! upstream layer nothing of plugins.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+/// Calls tools of configured backends for adapter plugins.
+pub trait BackendCalls: Send + Sync {
+    /// Calls `tool` on `backend` with `arguments`; the `CallToolResult`, or why not. Grants and
+    /// the policy chain are checked before this is reached.
+    fn call_tool<'a>(
+        &'a self,
+        backend: &'a str,
+        tool: &'a str,
+        arguments: Value,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + 'a>>;
+}
+
+/// No backends at all (tools and benchmarks that load plugins without a relay around them).
+pub struct NoBackends;
+
+impl BackendCalls for NoBackends {
+    fn call_tool<'a>(
+        &'a self,
+        backend: &'a str,
+        _tool: &'a str,
+        _arguments: Value,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + 'a>> {
+        Box::pin(async move { Err(format!("no backend named {backend}")) })
+    }
+}

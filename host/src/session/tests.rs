@@ -1,0 +1,100 @@
+//! The session driven in-process, no socket: method dispatch, the admin rule, the protocol
+//! rules a session enforces itself, and the stateless differences.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::{Session, SessionFactory};
+use crate::access::{Principal, TransportKind};
+use crate::admin::RelayTools;
+use crate::config::{BackendStore, UpstreamConfig};
+use crate::lifecycle::Lifecycle;
+use crate::mcp::envelope::Envelope;
+use crate::mcp::{Limits, Message, Request, Response};
+use crate::plugins::{KvStore, NoBackends, Plugins};
+use crate::policy::Policy;
+use crate::router::Router;
+use crate::upstream::Upstreams;
+
+const HERE: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A factory over no backends and no plugins, with `limits`.
+async fn factory(dir: &std::path::Path, limits: Limits) -> SessionFactory {
+    let upstreams = Arc::new(Upstreams::new(UpstreamConfig::default(), limits.max_message_bytes));
+    let plugins = Plugins::load(&[], &dir.join("relay.yaml"), None, Arc::new(KvStore::default()), Arc::new(NoBackends))
+        .await
+        .expect("no plugins load");
+    let lifecycle = Arc::new(Lifecycle::new("test".into()));
+    let store = BackendStore::new(dir.join("backends.yaml"));
+    let tools = Arc::new(RelayTools::new(upstreams.clone(), store, lifecycle.clone(), plugins.clone(), Vec::new()));
+    SessionFactory {
+        router: Router::new(upstreams, tools, plugins.clone()),
+        policy: Arc::new(Policy::new(plugins.clone())),
+        plugins,
+        lifecycle,
+        limits: Arc::new(limits),
+        open_admin: false,
+        per_principal: Arc::default(),
+        per_address: Arc::default(),
+    }
+}
+
+async fn ask(session: &Arc<Session>, id: u64, method: &str, params: Value) -> Response {
+    let request = Request { id: id.into(), method: method.into(), params: Some(params) };
+    session.handle(Message::Request(request), None).await.expect("a request is answered")
+}
+
+fn code(response: &Response) -> i64 {
+    response.outcome.as_ref().expect_err("an error").code
+}
+
+#[tokio::test]
+async fn dispatches_methods_and_enforces_its_own_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = factory(dir.path(), Limits::default()).await;
+    let session = factory.open(TransportKind::Line, Principal::open_access(false), HERE, None).unwrap();
+    let init = ask(&session, 1, "initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}})).await;
+    assert_eq!(init.outcome.unwrap()["protocolVersion"], "2025-06-18");
+    let tools = ask(&session, 2, "tools/list", json!({})).await.outcome.unwrap();
+    assert!(tools["tools"].as_array().unwrap().iter().any(|t| t["name"] == "relay_get_status"));
+    assert_eq!(code(&ask(&session, 3, "tools/list", json!({"cursor": "x"})).await), -32602, "no cursors");
+    assert_eq!(code(&ask(&session, 4, "nope/nope", json!({})).await), -32601);
+    // Open mode is not admin: the policy chain refuses the tools that change the relay.
+    let refused =
+        ask(&session, 5, "tools/call", json!({"name": "relay_reconnect_server", "arguments": {"name": "x"}})).await;
+    assert_eq!(code(&refused), -32013);
+    let status = ask(&session, 6, "tools/call", json!({"name": "relay_get_status", "arguments": {}})).await;
+    let status = status.outcome.unwrap();
+    assert_eq!(status["structuredContent"]["instance"], "test");
+}
+
+#[tokio::test]
+async fn caps_sessions_per_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { max_sessions_per_principal: 1, ..Limits::default() };
+    let factory = factory(dir.path(), limits).await;
+    let first = factory.open(TransportKind::Line, Principal::open_access(false), HERE, None).unwrap();
+    let Err(refused) = factory.open(TransportKind::Line, Principal::open_access(false), HERE, None) else {
+        panic!("a second session of one principal over a cap of 1");
+    };
+    assert_eq!(refused.code, -32003);
+    assert!(refused.message.contains("principal anonymous"), "{}", refused.message);
+    drop(first);
+    assert!(factory.open(TransportKind::Line, Principal::open_access(false), HERE, None).is_ok(), "freed on drop");
+}
+
+#[tokio::test]
+async fn stateless_sessions_refuse_the_handshake_era_methods() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = factory(dir.path(), Limits::default()).await;
+    let envelope =
+        Envelope { protocol_version: "2026-07-28".into(), client_name: None, capabilities: json!({}), log_level: None };
+    let session = factory.open_stateless(Principal::open_access(false), HERE, &envelope).unwrap();
+    for method in ["initialize", "ping", "logging/setLevel"] {
+        assert_eq!(code(&ask(&session, 1, method, json!({})).await), -32601, "{method}");
+    }
+    let discover = ask(&session, 2, "server/discover", json!({})).await.outcome.unwrap();
+    assert_eq!(discover["supportedVersions"][0], "2026-07-28");
+}
