@@ -146,7 +146,9 @@ impl HttpConnection {
         }
     }
 
-    async fn post(&self, message: &Message) -> Result<reqwest::Response, UpstreamError> {
+    /// A POST of `message` on this session: configured headers, both answer formats accepted,
+    /// the session id and protocol version once known.
+    fn post_request(&self, message: &Message, session: Option<&str>, version: Option<&str>) -> reqwest::RequestBuilder {
         let mut request = self
             .client
             .post(&self.url)
@@ -154,13 +156,19 @@ impl HttpConnection {
             .header(header::ACCEPT, "application/json, text/event-stream")
             .header(header::CONTENT_TYPE, "application/json")
             .body(message.to_text());
-        if let Some(session) = self.session_id.read().await.as_deref() {
+        if let Some(session) = session {
             request = request.header(SESSION_HEADER, session);
         }
-        if let Some(version) = self.protocol_version.read().await.as_deref() {
+        if let Some(version) = version {
             request = request.header(VERSION_HEADER, version);
         }
-        let never_connected = self.protocol_version.read().await.is_none();
+        request
+    }
+
+    async fn post(&self, message: &Message) -> Result<reqwest::Response, UpstreamError> {
+        let (session, version) = (self.session_id.read().await.clone(), self.protocol_version.read().await.clone());
+        let request = self.post_request(message, session.as_deref(), version.as_deref());
+        let never_connected = version.is_none();
         let response = request.send().await.map_err(|e| {
             self.closed.cancel();
             let e = e.without_url();
@@ -285,19 +293,9 @@ impl Drop for CancelUnanswered<'_> {
             method: "notifications/cancelled".into(),
             params: Some(serde_json::json!({"requestId": id, "reason": "the relay's caller stopped waiting"})),
         });
-        let mut request = conn
-            .client
-            .post(&conn.url)
-            .headers(conn.headers.clone())
-            .header(header::ACCEPT, "application/json, text/event-stream")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(cancel.to_text());
-        if let Some(session) = conn.session_id.try_read().ok().and_then(|s| s.clone()) {
-            request = request.header(SESSION_HEADER, session);
-        }
-        if let Some(version) = conn.protocol_version.try_read().ok().and_then(|v| v.clone()) {
-            request = request.header(VERSION_HEADER, version);
-        }
+        let session = conn.session_id.try_read().ok().and_then(|s| s.clone());
+        let version = conn.protocol_version.try_read().ok().and_then(|v| v.clone());
+        let request = conn.post_request(&cancel, session.as_deref(), version.as_deref());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _ = request.send().await;
