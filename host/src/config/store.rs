@@ -48,24 +48,29 @@ impl BackendStore {
     /// (an editor's truncate-then-write or a deploy's remove-then-copy passes through that
     /// state); only an explicit `backends: []` empties the set.
     pub fn reload(&self) -> Result<(BackendsFile, Vec<Backend>), StoreError> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) if !text.trim().is_empty() => self.load(),
-            Ok(_) => Err(self.invalid("the file is empty (write `backends: []` to remove every backend)".into())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(self.invalid("the file is missing (write `backends: []` to remove every backend)".into()))
-            }
-            Err(source) => Err(StoreError::Io { path: self.path.clone(), source }),
+        match self.read()? {
+            Some(text) if !text.trim().is_empty() => self.parse(&text),
+            Some(_) => Err(self.invalid("the file is empty (write `backends: []` to remove every backend)".into())),
+            None => Err(self.invalid("the file is missing (write `backends: []` to remove every backend)".into())),
         }
     }
 
     /// Reads and validates the file. A missing file means "no backends".
     pub fn load(&self) -> Result<(BackendsFile, Vec<Backend>), StoreError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => return Err(StoreError::Io { path: self.path.clone(), source }),
-        };
-        let file = BackendsFile::parse(&text).map_err(|message| self.invalid(message))?;
+        self.parse(&self.read()?.unwrap_or_default())
+    }
+
+    /// The file's text; `None` when it does not exist.
+    fn read(&self) -> Result<Option<String>, StoreError> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io { path: self.path.clone(), source }),
+        }
+    }
+
+    fn parse(&self, text: &str) -> Result<(BackendsFile, Vec<Backend>), StoreError> {
+        let file = BackendsFile::parse(text).map_err(|message| self.invalid(message))?;
         let backends = file.validate().map_err(|message| self.invalid(message))?;
         Ok((file, backends))
     }
