@@ -41,7 +41,8 @@ impl<K: Eq + Hash + Clone> KeyedCounts<K> {
     }
 
     /// How many `key` holds now.
-    pub fn count(&self, key: &K) -> usize {
+    #[cfg(test)]
+    fn count(&self, key: &K) -> usize {
         self.counts.lock().expect("counts lock").get(key).copied().unwrap_or(0)
     }
 }

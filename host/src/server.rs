@@ -80,11 +80,11 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
         sessions: SessionRegistry::default(),
         parked: Default::default(),
         lifecycle: lifecycle.clone(),
-        browser: Arc::new(BrowserRules {
-            allowed_origins: config.allowed_origins.clone(),
-            allowed_hosts: config.allowed_hosts.clone(),
-            loopback_listener: is_loopback_host(&config.listen.host),
-        }),
+        browser: Arc::new(BrowserRules::new(
+            config.allowed_origins.clone(),
+            config.allowed_hosts.clone(),
+            &config.listen.host,
+        )),
         pending: Arc::default(),
     });
 
@@ -226,12 +226,6 @@ fn warn_of_plugin_entry_changes(relay_yaml: &Path, running: &[crate::config::Plu
             "relay.yaml's entries for these plugins differ from the running ones (config, grants, limits, added or removed); a restart applies them, a reload loads plugin files only"
         );
     }
-}
-
-/// Whether the configured listen host is a loopback address or name.
-fn is_loopback_host(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn shutdown_signal() {

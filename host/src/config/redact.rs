@@ -39,6 +39,7 @@ impl Backend {
                 if let Ok(parsed) = reqwest::Url::parse(url) {
                     secrets.push(parsed.username().to_owned());
                     secrets.extend(parsed.password().map(str::to_owned));
+                    // Query values decoded and as written (percent-encoded): error texts quote either.
                     secrets.extend(parsed.query_pairs().map(|(_, v)| v.into_owned()));
                     secrets.extend(
                         parsed
@@ -57,7 +58,7 @@ impl Backend {
 }
 
 /// `url` with its user info and every query value replaced by `***` (and no fragment).
-pub fn redact_url(url: &str) -> String {
+fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = reqwest::Url::parse(url) else { return HIDDEN.to_owned() };
     if !parsed.username().is_empty() || parsed.password().is_some() {
         let _ = parsed.set_username(HIDDEN);

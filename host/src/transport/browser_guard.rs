@@ -25,6 +25,11 @@ pub struct BrowserRules {
 }
 
 impl BrowserRules {
+    /// The rules for a relay listening on `listen_host` (an address or name).
+    pub fn new(allowed_origins: Vec<String>, allowed_hosts: Vec<String>, listen_host: &str) -> Self {
+        Self { allowed_origins, allowed_hosts, loopback_listener: is_loopback_name(listen_host) }
+    }
+
     /// Why a request is refused, if it is.
     pub fn refusal(&self, headers: &HeaderMap) -> Option<(StatusCode, &'static str)> {
         if let Some(origin) = headers.get(header::ORIGIN) {
