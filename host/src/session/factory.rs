@@ -10,12 +10,12 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 
 use super::{Session, SessionState, digest, log_rank};
-use crate::access::{ConnectInfo, Principal, TransportKind};
+use crate::access::{ConnectInfo, Principal, RequestInfo, TransportKind};
 use crate::admission::KeyedCounts;
 use crate::lifecycle::Lifecycle;
 use crate::mcp::envelope::Envelope;
 use crate::mcp::{Limits, RpcError, error_codes};
-use crate::plugins::{Plugins, Refusal};
+use crate::plugins::{Admission, Caller, Plugins, Refusal};
 use crate::policy::Policy;
 use crate::router::Router;
 
@@ -176,8 +176,21 @@ impl SessionFactory {
         let Some(address_count) = self.per_address.try_acquire(&remote, limits.max_sessions_per_address) else {
             return refuse(&format!("address {remote}"), limits.max_sessions_per_address);
         };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let policy = self.policy.clone();
+        let admit: Admission = Arc::new(move |info: RequestInfo| {
+            let policy = policy.clone();
+            Box::pin(async move { policy.check(&info).await })
+        });
+        let request = RequestInfo {
+            principal: principal.clone(),
+            session_id: id.clone(),
+            transport,
+            method: "tools/call".into(),
+            tool: None,
+        };
         Ok(Arc::new(Session {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id,
             transport,
             principal,
             credential: self.plugins.has_auth().then(|| digest(token.unwrap_or(""))),
@@ -190,6 +203,7 @@ impl SessionFactory {
             slots: Arc::new(Semaphore::new(limits.max_requests_in_flight)),
             get_stream: Arc::default(),
             client_requests: Arc::default(),
+            caller: Caller { request, admit },
             _counts: (self.lifecycle.session_opened(), principal_count, address_count),
         }))
     }

@@ -28,7 +28,7 @@ use crate::lifecycle::SessionCount;
 use crate::mcp::envelope;
 use crate::mcp::{ClientRequests, Related};
 use crate::mcp::{Message, Notification, Request, Response, RpcError, error_codes, version};
-use crate::plugins::{Admission, Caller, Refusal};
+use crate::plugins::{Caller, Refusal};
 use crate::policy::Policy;
 use crate::router::{Catalog, ClientEvent, Router};
 use crate::upstream::ListKind;
@@ -85,6 +85,9 @@ pub struct Session {
     get_stream: Arc<std::sync::atomic::AtomicBool>,
     /// Requests the relay sent to this client (on an upstream's behalf) awaiting answers.
     client_requests: Arc<ClientRequests>,
+    /// This session as the caller of a tool (built once): who it is, and its policy chain,
+    /// which backend calls an adapter plugin makes on its behalf pass too.
+    caller: Caller,
     /// Keep the instance's, the principal's and the address's session counts right for this
     /// session's lifetime.
     _counts: (SessionCount, CountGuard<String>, CountGuard<std::net::IpAddr>),
@@ -292,24 +295,6 @@ impl Session {
         })
     }
 
-    /// This session as the caller of a tool: who it is, and its policy chain (which backend
-    /// calls an adapter plugin makes on its behalf pass too).
-    fn caller(&self) -> Caller {
-        let policy = self.policy.clone();
-        let admit: Admission = std::sync::Arc::new(move |info: RequestInfo| {
-            let policy = policy.clone();
-            Box::pin(async move { policy.check(&info).await })
-        });
-        let request = RequestInfo {
-            principal: self.principal.clone(),
-            session_id: self.id.clone(),
-            transport: self.transport,
-            method: "tools/call".into(),
-            tool: None,
-        };
-        Caller { request, admit }
-    }
-
     /// Runs the policy chain on a request.
     async fn admit(&self, method: &str, params: Option<&Value>) -> Result<(), Refusal> {
         let tool = (method == "tools/call")
@@ -422,7 +407,7 @@ impl Session {
         };
         let started = Instant::now();
         let meta = envelope::strip(params.remove("_meta"));
-        let routed = self.router.call_tool(&name, arguments, meta, related, &self.caller()).await;
+        let routed = self.router.call_tool(&name, arguments, meta, related, &self.caller).await;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let backend = routed.backend.as_deref().unwrap_or("-");
         match &routed.result {
