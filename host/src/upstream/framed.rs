@@ -194,15 +194,21 @@ async fn read_loop<S>(
                 continue;
             }
         };
-        let message = match serde_json::from_str::<Value>(&text).map(Message::from_value) {
-            Ok(Ok(message)) => message,
-            parsed => {
-                // A malformed answer still names its request more often than not: fail that
-                // call now rather than let it wait out its deadline.
-                let id = match &parsed {
-                    Ok(Err(_)) => serde_json::from_str::<Value>(&text).ok().and_then(|v| v.get("id")?.as_u64()),
-                    _ => Oversized::of(text.as_bytes()).response_id(),
-                };
+        // A malformed answer still names its request more often than not: fail that call now
+        // rather than let it wait out its deadline.
+        let malformed = match serde_json::from_str::<Value>(&text) {
+            Ok(value) => {
+                let id = value.get("id").and_then(Value::as_u64);
+                match Message::from_value(value) {
+                    Ok(message) => Ok(message),
+                    Err(_) => Err(id),
+                }
+            }
+            Err(_) => Err(Oversized::of(text.as_bytes()).response_id()),
+        };
+        let message = match malformed {
+            Ok(message) => message,
+            Err(id) => {
                 tracing::warn!(backend, sample = %truncate(&text, 120), "upstream sent something that is not JSON-RPC; ignored");
                 fail_waiter(&backend, &pending, id, "its answer is not a valid JSON-RPC response");
                 continue;
