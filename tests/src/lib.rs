@@ -346,6 +346,32 @@ impl HttpSession {
     }
 }
 
+/// The stateless protocol version.
+pub const STATELESS_VERSION: &str = "2026-07-28";
+
+/// A stateless (2026-07-28) POST to `url`: `params._meta` gains the envelope `meta` (keys the
+/// params' own `_meta` already has win), and the `MCP-Protocol-Version`, `Mcp-Method` and
+/// `Mcp-Name` headers agree with the body.
+pub fn stateless_request(url: &str, id: u64, method: &str, mut params: Value, meta: Value) -> reqwest::RequestBuilder {
+    let mut meta = meta;
+    if let Some(Value::Object(extra)) = params.get("_meta") {
+        meta.as_object_mut().expect("the envelope is an object").extend(extra.clone());
+    }
+    params["_meta"] = meta;
+    let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned);
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let mut builder = reqwest::Client::new()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", STATELESS_VERSION)
+        .header("mcp-method", method);
+    if let Some(name) = name {
+        builder = builder.header("mcp-name", name);
+    }
+    builder.body(body.to_string())
+}
+
 /// The first text content of a tools/call response.
 pub fn text_of(response: &Value) -> String {
     response["result"]["content"][0]["text"]

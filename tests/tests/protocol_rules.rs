@@ -12,26 +12,15 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const STATELESS: &str = "2026-07-28";
+const STATELESS: &str = relay_tests::STATELESS_VERSION;
 
 /// A stateless (2026-07-28) request; `capabilities` go in the envelope.
 fn stateless(relay: &Relay, method: &str, params: Value, capabilities: Value) -> reqwest::RequestBuilder {
-    let mut params = params;
-    params["_meta"] = json!({
+    let envelope = json!({
         "io.modelcontextprotocol/protocolVersion": STATELESS,
         "io.modelcontextprotocol/clientCapabilities": capabilities,
     });
-    let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned);
-    let mut builder = reqwest::Client::new()
-        .post(relay.http("/mcp"))
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", STATELESS)
-        .header("mcp-method", method);
-    if let Some(name) = name {
-        builder = builder.header("mcp-name", name);
-    }
-    builder.body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
+    relay_tests::stateless_request(&relay.http("/mcp"), 1, method, params, envelope)
 }
 
 async fn body_json(response: reqwest::Response) -> Value {

@@ -11,7 +11,7 @@ use relay_tests::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const VERSION: &str = "2026-07-28";
+const VERSION: &str = relay_tests::STATELESS_VERSION;
 
 fn envelope() -> Value {
     json!({
@@ -22,24 +22,8 @@ fn envelope() -> Value {
 }
 
 /// A 2026 request with matching headers; `params._meta` gains the envelope.
-fn request(relay: &Relay, id: u64, method: &str, mut params: Value) -> reqwest::RequestBuilder {
-    let mut meta = envelope();
-    if let Some(Value::Object(extra)) = params.get("_meta") {
-        meta.as_object_mut().unwrap().extend(extra.clone());
-    }
-    params["_meta"] = meta;
-    let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned);
-    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-    let mut builder = reqwest::Client::new()
-        .post(relay.http("/mcp"))
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", VERSION)
-        .header("mcp-method", method);
-    if let Some(name) = name {
-        builder = builder.header("mcp-name", name);
-    }
-    builder.body(body.to_string())
+fn request(relay: &Relay, id: u64, method: &str, params: Value) -> reqwest::RequestBuilder {
+    relay_tests::stateless_request(&relay.http("/mcp"), id, method, params, envelope())
 }
 
 async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
