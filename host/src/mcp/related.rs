@@ -18,9 +18,9 @@ use super::{Message, Request, Response, RpcError, error_codes};
 /// upstream side always knows how many client sessions it is working for.
 #[derive(Clone)]
 pub struct Related {
-    /// The request's stream, as text messages; `None` when the client takes nothing but the
-    /// response (an HTTP request answered with plain JSON, an adapter plugin's call).
-    pub sink: Option<mpsc::Sender<String>>,
+    /// The request's stream; `None` when the client takes nothing but the response (an HTTP
+    /// request answered with plain JSON, an adapter plugin's call). The transport encodes.
+    pub sink: Option<mpsc::Sender<Message>>,
     /// The session's requests awaiting the client's answer; its identity is the session's.
     pub client: Arc<ClientRequests>,
 }
@@ -62,7 +62,7 @@ impl Related {
         let id = format!("relay-{}", self.client.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         self.client.pending.lock().expect("client requests lock").insert(id.clone(), tx);
-        let text = Message::Request(Request { id: Value::String(id.clone()), method: method.into(), params }).to_text();
+        let message = Message::Request(Request { id: Value::String(id.clone()), method: method.into(), params });
         let unavailable = |message: &str| RpcError::new(error_codes::UPSTREAM_UNAVAILABLE, message.to_owned());
         let outcome = async {
             let Some(sink) = &self.sink else {
@@ -71,7 +71,7 @@ impl Related {
                     format!("{method}: the client's request has no stream the relay could send it on"),
                 ));
             };
-            sink.send(text).await.map_err(|_| unavailable("the client's stream is closed"))?;
+            sink.send(message).await.map_err(|_| unavailable("the client's stream is closed"))?;
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(_)) => Err(unavailable("the client session ended")),

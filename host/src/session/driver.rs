@@ -1,6 +1,7 @@
-//! Drives a session over a message-oriented connection (newline JSON-RPC, WebSocket): reads
-//! messages, answers each request on its own task so a slow call never blocks a ping, and
-//! interleaves server-initiated notifications.
+//! Drives a session over a message-oriented connection (newline JSON-RPC, WebSocket): takes
+//! the messages its transport decoded, answers each request on its own task so a slow call
+//! never blocks a ping, and interleaves server-initiated notifications. The transport encodes
+//! what goes out; nothing here sees bytes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,21 +11,16 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::Session;
-use crate::mcp::{DecodeError, Limits, Message, decode};
+use crate::mcp::{DecodeError, Limits, Message};
 
-/// One unit read by a transport.
-pub enum Inbound {
-    /// A whole message.
-    Text(bytes::Bytes),
-    /// A message the transport already refused (too large); answered with an error.
-    TooLarge(usize),
-}
+/// One message as a transport decoded it, or why it was refused (answered with an error).
+pub type Inbound = Result<Message, DecodeError>;
 
 /// Serves `session` until the inbound stream ends, the client stays silent past the idle
 /// timeout, or the outbound side closes. Requests still running when it returns are aborted.
 /// While the session has `limits.max_requests_in_flight` requests running, nothing more is
 /// read from the client (backpressure: the connection's buffers fill, not the relay's memory).
-pub async fn drive<S>(session: Arc<Session>, mut inbound: S, outbound: mpsc::Sender<String>, limits: &Limits)
+pub async fn drive<S>(session: Arc<Session>, mut inbound: S, outbound: mpsc::Sender<Message>, limits: &Limits)
 where
     S: Stream<Item = Inbound> + Unpin,
 {
@@ -35,10 +31,7 @@ where
         tokio::select! {
             next = tokio::time::timeout(idle, inbound.next()), if session.has_free_slot() => {
                 let message = match next {
-                    Ok(Some(Inbound::Text(text))) => decode(&text, limits),
-                    Ok(Some(Inbound::TooLarge(size))) => {
-                        Err(DecodeError::TooLarge { size, limit: limits.max_message_bytes })
-                    }
+                    Ok(Some(message)) => message,
                     Ok(None) => break,
                     // A call still running is activity: its answer must not be lost.
                     Err(_) if !tasks.is_empty() => continue,
@@ -56,7 +49,7 @@ where
                         tasks.spawn(async move {
                             // A cancelled request ends without a response, as MCP asks.
                             if let Ok(Some(response)) = running.await {
-                                let _ = outbound.send(Message::Response(response).to_text()).await;
+                                let _ = outbound.send(Message::Response(response)).await;
                             }
                             drop(slot);
                         });
@@ -66,15 +59,14 @@ where
                     }
                     Err(refused) => {
                         tracing::debug!(session = %session.id, error = %refused, "refused client input");
-                        let text = Message::Response(refused.into_response()).to_text();
-                        if outbound.send(text).await.is_err() {
+                        if outbound.send(Message::Response(refused.into_response())).await.is_err() {
                             break;
                         }
                     }
                 }
             }
             Some(message) = events.next() => {
-                if outbound.send(message.to_text()).await.is_err() {
+                if outbound.send(message).await.is_err() {
                     break;
                 }
             }

@@ -96,7 +96,7 @@ pub struct Session {
 impl Session {
     /// Handles one decoded message; returns the response for requests. Messages related to a
     /// request (progress, requests from the upstream to the client) go to `stream`.
-    pub async fn handle(&self, message: Message, stream: Option<mpsc::Sender<String>>) -> Option<Response> {
+    pub async fn handle(&self, message: Message, stream: Option<mpsc::Sender<Message>>) -> Option<Response> {
         *self.last_seen.lock().expect("last_seen lock") = Instant::now();
         // Every request is attributed to this session upstream, with a stream or without one.
         let related = Some(Related { sink: stream, client: self.client_requests.clone() });
@@ -180,7 +180,7 @@ impl Session {
     pub fn spawn_request(
         self: &Arc<Self>,
         request: Request,
-        stream: Option<mpsc::Sender<String>>,
+        stream: Option<mpsc::Sender<Message>>,
     ) -> JoinHandle<Option<Response>> {
         let key = request.id.to_string();
         let session = self.clone();

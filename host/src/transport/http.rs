@@ -169,20 +169,20 @@ async fn mcp_post(
             // Waits while the session has max_requests_in_flight requests running.
             let slot = session.slot().await;
             if forwarded && media::names(accept, "text/event-stream") {
-                let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
+                let (tx, rx) = tokio::sync::mpsc::channel::<Message>(64);
                 let task = session.spawn_request(request, Some(tx.clone()));
                 let guard = AbortOnDrop(task.abort_handle());
                 tokio::spawn(async move {
                     if let Ok(Some(response)) = task.await {
-                        let _ = tx.send(Message::Response(response).to_text()).await;
+                        let _ = tx.send(Message::Response(response)).await;
                     }
                     drop(slot);
                 });
                 // The stream ends when the response is out; a client that closes it cancels
                 // the request.
                 let stream = stream::unfold((rx, guard), |(mut rx, guard)| async move {
-                    let text = rx.recv().await?;
-                    Some((text, (rx, guard)))
+                    let message = rx.recv().await?;
+                    Some((message, (rx, guard)))
                 });
                 sse::respond(stream, false)
             } else {
@@ -224,7 +224,7 @@ async fn mcp_get(State(state): State<Arc<TransportState>>, headers: HeaderMap) -
     let events = session.server_events();
     let stream = stream::unfold((events, claim), |(mut events, claim)| async move {
         let message = events.next().await?;
-        Some((message.to_text(), (events, claim)))
+        Some((message, (events, claim)))
     });
     sse::respond(stream, true)
 }

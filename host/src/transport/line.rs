@@ -15,8 +15,14 @@ use serde_json::Value;
 
 use super::listener::PendingGuard;
 use crate::access::TransportKind;
-use crate::mcp::{Line, LineCodec, Message, Response, RpcError};
-use crate::session::{Inbound, SessionFactory, drive};
+use crate::mcp::{DecodeError, Line, LineCodec, Message, Response, RpcError, decode};
+use crate::session::{SessionFactory, drive};
+
+/// One line as read, before decoding (the first one is read for its credential).
+enum Frame {
+    Text(bytes::Bytes),
+    TooLarge(usize),
+}
 
 /// Serves one newline connection as one session. `pending` counts the connection against its
 /// address's cap on unauthenticated connections until its session opens.
@@ -26,14 +32,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory
     let inbound = FramedRead::new(read, LineCodec::new(limits.max_message_bytes)).filter_map(|line| {
         futures::future::ready(match line {
             Ok(Line::Text(text)) if Line::is_blank(&text) => None,
-            Ok(Line::Text(text)) => Some(Inbound::Text(text)),
-            Ok(Line::TooLong(skipped)) => Some(Inbound::TooLarge(skipped.size)),
+            Ok(Line::Text(text)) => Some(Frame::Text(text)),
+            Ok(Line::TooLong(skipped)) => Some(Frame::TooLarge(skipped.size)),
             Err(_) => None,
         })
     });
-    let (tx, mut rx) = mpsc::channel::<String>(64);
+    let (tx, mut rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(async move {
-        while let Some(mut text) = rx.recv().await {
+        while let Some(message) = rx.recv().await {
+            let mut text = message.to_text();
             text.push('\n');
             if write.write_all(text.as_bytes()).await.is_err() {
                 break;
@@ -54,7 +61,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory
             }
         };
         (id, token) = match &first {
-            Some(Inbound::Text(text)) => credential_of(text),
+            Some(Frame::Text(text)) => credential_of(text),
             _ => (Value::Null, None),
         };
     }
@@ -63,10 +70,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory
     match admitted {
         Ok(session) => {
             let replay = futures::stream::iter(first);
-            drive(session, Box::pin(replay.chain(inbound)), tx, &factory.limits).await
+            let limits = &factory.limits;
+            let decoded = replay.chain(inbound).map(|frame| match frame {
+                Frame::Text(text) => decode(&text, limits),
+                Frame::TooLarge(size) => Err(DecodeError::TooLarge { size, limit: limits.max_message_bytes }),
+            });
+            drive(session, Box::pin(decoded), tx, limits).await
         }
         Err(refused) => {
-            let _ = tx.send(Message::Response(Response::err(id, RpcError::from(refused))).to_text()).await;
+            let _ = tx.send(Message::Response(Response::err(id, RpcError::from(refused)))).await;
             drop(tx);
         }
     }

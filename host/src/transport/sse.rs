@@ -11,17 +11,19 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 
+use crate::mcp::Message;
+
 /// How often a quiet stream gets a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// An SSE response carrying `messages` (JSON-RPC texts), numbered from 1.
+/// An SSE response carrying `messages`, numbered from 1.
 pub fn respond<S>(messages: S, keep_alive: bool) -> Response
 where
-    S: Stream<Item = String> + Send + 'static,
+    S: Stream<Item = Message> + Send + 'static,
 {
-    let events = messages
-        .enumerate()
-        .map(|(n, text)| Ok::<_, Infallible>(Event::default().event("message").id((n + 1).to_string()).data(text)));
+    let events = messages.enumerate().map(|(n, message)| {
+        Ok::<_, Infallible>(Event::default().event("message").id((n + 1).to_string()).data(message.to_text()))
+    });
     let mut response = if keep_alive {
         Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
     } else {

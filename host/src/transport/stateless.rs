@@ -103,15 +103,15 @@ pub async fn post(
         }
         Some(Some(answer)) if exchange.call.is_none() => {
             let status = status_for(exchange.error_code);
-            return (status, [(header::CONTENT_TYPE, "application/json")], answer).into_response();
+            return (status, [(header::CONTENT_TYPE, "application/json")], answer.to_text()).into_response();
         }
         Some(Some(notification)) => Some(notification),
         None => None,
     };
     // Closing the stream drops the exchange, which cancels the call.
     let rest = stream::unfold(exchange, |mut exchange| async move {
-        let text = exchange.next_message(true).await?;
-        Some((text, exchange))
+        let message = exchange.next_message(true).await?;
+        Some((message, exchange))
     });
     super::sse::respond(stream::iter(first).chain(rest), true)
 }
@@ -211,7 +211,7 @@ struct Call {
     /// The tool name, prompt name or resource URI it is for (a retry must name the same).
     target: Option<String>,
     task: JoinHandle<Option<mcp::Response>>,
-    related: mpsc::Receiver<String>,
+    related: mpsc::Receiver<Message>,
     /// The task's outcome once it ended (`Some(None)`: cancelled); messages queued before it
     /// still go out first.
     finished: Option<Option<mcp::Response>>,
@@ -220,9 +220,9 @@ struct Call {
 /// What a call produced next.
 enum Step {
     /// A notification about the request (progress).
-    Notify(String),
+    Notify(Message),
     /// A log message about the request, at this level.
-    Log(String, String),
+    Log(String, Message),
     /// The upstream asks the client something.
     Ask(Request),
     /// The call is over (`None`: it was cancelled).
@@ -243,25 +243,25 @@ impl Call {
         if self.finished.is_none() {
             tokio::select! {
                 biased;
-                Some(text) = self.related.recv() => return classify(text),
+                Some(message) = self.related.recv() => return classify(message),
                 outcome = &mut self.task => self.finished = Some(outcome.ok().flatten()),
             }
         }
         match self.related.try_recv() {
-            Ok(text) => classify(text),
+            Ok(message) => classify(message),
             Err(_) => Step::Done(self.finished.take().flatten()),
         }
     }
 }
 
-fn classify(text: String) -> Step {
-    match serde_json::from_str(&text).map(Message::from_value) {
-        Ok(Ok(Message::Request(request))) => Step::Ask(request),
-        Ok(Ok(Message::Notification(note))) if note.method == "notifications/message" => {
+fn classify(message: Message) -> Step {
+    match message {
+        Message::Request(request) => Step::Ask(request),
+        Message::Notification(note) if note.method == "notifications/message" => {
             let level = note.params.as_ref().and_then(|p| p.get("level")).and_then(Value::as_str).unwrap_or("");
-            Step::Log(level.to_owned(), text)
+            Step::Log(level.to_owned(), Message::Notification(note))
         }
-        _ => Step::Notify(text),
+        other => Step::Notify(other),
     }
 }
 
@@ -286,13 +286,15 @@ struct Exchange {
 impl Exchange {
     /// The next message for the client, the last being the response (or the `input_required`
     /// result); `None` after that. Notifications are skipped unless `notifications` is set.
-    async fn next_message(&mut self, notifications: bool) -> Option<String> {
+    async fn next_message(&mut self, notifications: bool) -> Option<Message> {
         loop {
             let call = self.call.as_mut()?;
             match call.next_step().await {
-                Step::Notify(text) if notifications => return Some(text),
+                Step::Notify(message) if notifications => return Some(message),
                 // 2026-07-28 sends log messages only to requests whose envelope asks for them.
-                Step::Log(level, text) if notifications && call.session.wants_log(&level) => return Some(text),
+                Step::Log(level, message) if notifications && call.session.wants_log(&level) => {
+                    return Some(message);
+                }
                 Step::Notify(_) | Step::Log(..) => {}
                 Step::Ask(request) => {
                     let call = self.call.take().expect("checked above");
@@ -305,7 +307,7 @@ impl Exchange {
                     let mut result =
                         json!({"resultType": "input_required", "inputRequests": asks, "requestState": token});
                     envelope::stamp(&self.method, &mut result, &envelope::server_info());
-                    return Some(Message::Response(mcp::Response::ok(self.id.clone(), result)).to_text());
+                    return Some(Message::Response(mcp::Response::ok(self.id.clone(), result)));
                 }
                 Step::Done(outcome) => {
                     self.call = None;
@@ -318,7 +320,7 @@ impl Exchange {
                         error.code = error_codes::INVALID_PARAMS;
                     }
                     self.error_code = response.outcome.as_ref().err().map(|e| e.code);
-                    return Some(Message::Response(response).to_text());
+                    return Some(Message::Response(response));
                 }
             }
         }

@@ -6,27 +6,30 @@ use axum::extract::ws::{Message as Frame, WebSocket};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::session::{Inbound, Session, SessionFactory, drive};
+use crate::mcp::{DecodeError, Message, decode};
+use crate::session::{Session, SessionFactory, drive};
 
 /// Serves one upgraded WebSocket as `session` (admitted at the handshake).
 pub async fn serve(socket: WebSocket, factory: SessionFactory, session: Arc<Session>) {
     let (mut sink, stream) = socket.split();
-    let limit = factory.limits.max_message_bytes;
+    let limits = factory.limits.clone();
+    let limit = limits.max_message_bytes;
+    let too_large = move |size| Some(Err(DecodeError::TooLarge { size, limit }));
     let inbound = stream
         .take_while(|frame| futures::future::ready(matches!(frame, Ok(f) if !matches!(f, Frame::Close(_)))))
         .filter_map(move |frame| {
             futures::future::ready(match frame {
-                Ok(Frame::Text(text)) if text.len() > limit => Some(Inbound::TooLarge(text.len())),
-                Ok(Frame::Text(text)) => Some(Inbound::Text(bytes::Bytes::from(text))),
-                Ok(Frame::Binary(bytes)) if bytes.len() > limit => Some(Inbound::TooLarge(bytes.len())),
-                Ok(Frame::Binary(bytes)) => Some(Inbound::Text(bytes)),
+                Ok(Frame::Text(text)) if text.len() > limit => too_large(text.len()),
+                Ok(Frame::Text(text)) => Some(decode(text.as_bytes(), &limits)),
+                Ok(Frame::Binary(bytes)) if bytes.len() > limit => too_large(bytes.len()),
+                Ok(Frame::Binary(bytes)) => Some(decode(&bytes, &limits)),
                 _ => None,
             })
         });
-    let (tx, mut rx) = mpsc::channel::<String>(64);
+    let (tx, mut rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(async move {
-        while let Some(text) = rx.recv().await {
-            if sink.send(Frame::Text(text.into())).await.is_err() {
+        while let Some(message) = rx.recv().await {
+            if sink.send(Frame::Text(message.to_text().into())).await.is_err() {
                 break;
             }
         }

@@ -19,34 +19,6 @@ const SERVER_REQUESTS_AT_ONCE: usize = 32;
 
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
 
-/// A request an upstream sent to the relay (sampling, elicitation, ...), with where its answer
-/// goes. The upstream's supervisor forwards it to the client the upstream is working for.
-pub struct ServerRequest {
-    /// The request as the upstream sent it (its id is the upstream's own).
-    pub request: Request,
-    /// Receives the answer, with the upstream's id.
-    pub reply: oneshot::Sender<Response>,
-}
-
-/// Hands `request` to the supervisor and returns the answer for the upstream; `ping` is
-/// answered at once, and a request nobody can take gets an error.
-pub async fn answer_server_request(request: Request, server_requests: &mpsc::Sender<ServerRequest>) -> Response {
-    if request.method == "ping" {
-        return Response::ok(request.id, json!({}));
-    }
-    let id = request.id.clone();
-    let (reply, answer) = oneshot::channel();
-    if server_requests.try_send(ServerRequest { request, reply }).is_err() {
-        return Response::err(
-            id,
-            RpcError::new(error_codes::INTERNAL_ERROR, "the relay is too busy to forward this request"),
-        );
-    }
-    answer.await.unwrap_or_else(|_| {
-        Response::err(id, RpcError::new(error_codes::INTERNAL_ERROR, "the relay dropped this request"))
-    })
-}
-
 /// One unit read from a framed link by its transport.
 pub enum Incoming {
     /// A whole message as text.
@@ -71,13 +43,14 @@ pub struct FramedConnection {
 
 impl FramedConnection {
     /// Starts the reader task over `incoming`. Returns the connection and the stream of
-    /// notifications the upstream sends; that stream ends when the link closes.
+    /// notifications the upstream sends; that stream ends when the link closes. What the
+    /// upstream sends for its clients (progress, log messages, its own requests) goes through
+    /// `routes`.
     pub fn start<S>(
         backend: &str,
         incoming: S,
         outgoing: mpsc::Sender<String>,
         closed: CancellationToken,
-        server_requests: mpsc::Sender<ServerRequest>,
         routes: Arc<ClientRoutes>,
     ) -> (Self, mpsc::Receiver<Notification>)
     where
@@ -92,7 +65,7 @@ impl FramedConnection {
             outgoing.clone(),
             events_tx,
             closed.clone(),
-            ForClients { server_requests, routes },
+            routes,
         ));
         (Self { outgoing, pending, next_id: AtomicU64::new(1), closed }, events_rx)
     }
@@ -158,13 +131,6 @@ impl Drop for RemoveOnDrop<'_> {
     }
 }
 
-/// Where what the upstream sends for its clients goes: its own requests (sampling,
-/// elicitation) and the routes back to the client requests in flight.
-struct ForClients {
-    server_requests: mpsc::Sender<ServerRequest>,
-    routes: Arc<ClientRoutes>,
-}
-
 async fn read_loop<S>(
     backend: String,
     mut incoming: S,
@@ -172,7 +138,7 @@ async fn read_loop<S>(
     outgoing: mpsc::Sender<String>,
     events: mpsc::Sender<Notification>,
     closed: CancellationToken,
-    ForClients { server_requests, routes }: ForClients,
+    routes: Arc<ClientRoutes>,
 ) where
     S: Stream<Item = Incoming> + Unpin,
 {
@@ -243,9 +209,9 @@ async fn read_loop<S>(
             // that, reading stops until one is answered (a flood cannot grow the relay).
             Message::Request(request) => {
                 let Ok(slot) = requests_at_once.clone().acquire_owned().await else { break };
-                let (outgoing, server_requests) = (outgoing.clone(), server_requests.clone());
+                let (outgoing, routes) = (outgoing.clone(), routes.clone());
                 tokio::spawn(async move {
-                    let answer = answer_server_request(request, &server_requests).await;
+                    let answer = routes.answer(request).await;
                     let _ = outgoing.send(Message::Response(answer).to_text()).await;
                     drop(slot);
                 });

@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::connection::Connection;
-use super::framed::{ServerRequest, answer_server_request};
 use super::routes::ClientRoutes;
 use crate::mcp::{Message, Notification, Request};
 
@@ -39,9 +38,8 @@ pub struct HttpConnection {
     events: mpsc::Sender<Notification>,
     /// Cancelled when the session is unusable (transport failure, session expired).
     closed: CancellationToken,
-    /// Where requests from the server to the relay go.
-    server_requests: mpsc::Sender<ServerRequest>,
-    /// The client requests this upstream is working for.
+    /// The client requests this upstream is working for (and where the server's own requests
+    /// to the relay go).
     routes: Arc<ClientRoutes>,
     /// Largest JSON body or SSE event accepted from the server.
     max_message_bytes: usize,
@@ -53,7 +51,6 @@ pub fn connect(
     headers: &BTreeMap<String, String>,
     timeout: std::time::Duration,
     max_message_bytes: usize,
-    server_requests: mpsc::Sender<ServerRequest>,
     routes: Arc<ClientRoutes>,
 ) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
     let mut map = HeaderMap::new();
@@ -76,7 +73,6 @@ pub fn connect(
         next_id: AtomicU64::new(1),
         events,
         closed: CancellationToken::new(),
-        server_requests,
         routes,
         max_message_bytes,
     };
@@ -230,7 +226,7 @@ impl HttpConnection {
                 let _ = self.events.try_send(n);
             }
             Message::Request(request) => {
-                let answer = answer_server_request(request, &self.server_requests).await;
+                let answer = self.routes.answer(request).await;
                 let _ = self.post(&Message::Response(answer)).await;
             }
             Message::Response(_) => {}

@@ -1,7 +1,9 @@
-//! The way back from an upstream to the clients it is working for. Requests made on a
-//! client's behalf register here while they run; the connection's reader consults this before
-//! anything else, so a request's progress and log messages reach its stream in the order the
-//! upstream sent them, ahead of the response that follows them.
+//! The way back from an upstream to the clients it is working for: the upstream side of the
+//! typed way back (the session side is `mcp::Related`). Requests made on a client's behalf
+//! register here while they run; the connection's reader consults this before anything else,
+//! so a request's progress and log messages reach its stream in the order the upstream sent
+//! them, ahead of the response that follows them. Requests the upstream itself sends (sampling,
+//! elicitation, ping) are answered here too, by asking the client they are for.
 //!
 //! Progress tokens are swapped for relay-unique ones (two clients may use the same token on
 //! the same backend) and restored on the way back. Every request forwarded for a client is
@@ -12,14 +14,18 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::mcp::{Message, Notification, Related};
+use crate::mcp::{Message, Notification, Related, Request, Response, RpcError, error_codes};
 
 /// Client requests in flight on one upstream.
-#[derive(Default)]
 pub struct ClientRoutes {
+    /// The backend's name, for logs.
+    backend: String,
+    /// How long a client gets to answer the upstream's request (the backend's call deadline).
+    answer_within: Duration,
     /// In flight, latest last.
     callers: Mutex<Vec<(u64, Related)>>,
     /// Relay progress token → (caller id, the client's own token).
@@ -44,6 +50,40 @@ impl Drop for RouteGuard<'_> {
 }
 
 impl ClientRoutes {
+    /// No requests in flight yet on `backend`, whose clients get `answer_within` to answer it.
+    pub fn new(backend: &str, answer_within: Duration) -> Self {
+        Self {
+            backend: backend.to_owned(),
+            answer_within,
+            callers: Mutex::default(),
+            progress: Mutex::default(),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Answers a request the upstream sent to the relay: `ping` at once; anything else
+    /// (sampling, elicitation, roots) by asking the one client the upstream works for, or an
+    /// error when that client cannot be told apart.
+    pub async fn answer(&self, request: Request) -> Response {
+        let Request { id, method, params } = request;
+        if method == "ping" {
+            return Response::ok(id, json!({}));
+        }
+        let outcome = match self.sole_caller() {
+            Some(related) => {
+                tracing::info!(backend = %self.backend, method, "forwarding a request from the upstream to its client");
+                related.request(&method, params, self.answer_within).await
+            }
+            None => Err(RpcError::new(
+                error_codes::METHOD_NOT_FOUND,
+                format!(
+                    "{method}: the relay cannot tell which client this is for (no client request, or requests of several clients, are in flight on this backend)"
+                ),
+            )),
+        };
+        Response { id, outcome }
+    }
+
     /// Registers a request made for the client behind `related`; swaps the progress token in
     /// `params._meta`, if any, for a relay token.
     pub fn register<'a>(&'a self, params: &mut Option<Value>, related: &Related) -> RouteGuard<'a> {
@@ -90,17 +130,17 @@ impl ClientRoutes {
                     .find(|(id, _)| *id == caller)
                     .and_then(|(_, r)| r.sink.clone());
                 if let Some(sink) = sink {
-                    let text = Message::Notification(Notification {
+                    let message = Message::Notification(Notification {
                         method: notification.method.clone(),
                         params: Some(params),
                     });
-                    let _ = sink.try_send(text.to_text());
+                    let _ = sink.try_send(message);
                 }
                 true
             }
             "notifications/message" => match self.sole_caller().and_then(|related| related.sink) {
                 Some(sink) => {
-                    let _ = sink.try_send(Message::Notification(notification.clone()).to_text());
+                    let _ = sink.try_send(Message::Notification(notification.clone()));
                     true
                 }
                 None => false,
@@ -122,7 +162,7 @@ mod tests {
 
     #[test]
     fn progress_tokens_are_swapped_and_restored_while_the_request_runs() {
-        let routes = ClientRoutes::default();
+        let routes = ClientRoutes::new("b", Duration::from_secs(1));
         let (tx, mut rx) = mpsc::channel(4);
         let related = Related { sink: Some(tx), client: Arc::new(ClientRequests::default()) };
         let mut params = Some(json!({"name": "t", "_meta": {"progressToken": 7}}));
@@ -134,8 +174,8 @@ mod tests {
             params: Some(json!({"progressToken": relay_token, "progress": n})),
         };
         assert!(routes.deliver(&progress(1)));
-        let sent: Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
-        assert_eq!(sent["params"], json!({"progressToken": 7, "progress": 1}));
+        let Message::Notification(sent) = rx.try_recv().unwrap() else { panic!("a notification") };
+        assert_eq!(sent.params, Some(json!({"progressToken": 7, "progress": 1})));
         drop(guard);
         assert!(!routes.deliver(&progress(2)), "a finished request gets no more progress");
         assert!(routes.sole_caller().is_none());
@@ -143,7 +183,7 @@ mod tests {
 
     #[test]
     fn requests_from_the_upstream_go_to_a_client_only_when_it_is_the_only_one() {
-        let routes = ClientRoutes::default();
+        let routes = ClientRoutes::new("b", Duration::from_secs(1));
         let client = Arc::new(ClientRequests::default());
         let (tx, _rx) = mpsc::channel(4);
         let first = Related { sink: Some(tx.clone()), client: client.clone() };

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::connection::Connection;
-use super::framed::{FramedConnection, Incoming, ServerRequest};
+use super::framed::{FramedConnection, Incoming};
 use super::routes::ClientRoutes;
 use crate::mcp::{Line, LineCodec, Notification, Oversized};
 
@@ -93,7 +93,6 @@ pub fn connect(
     backend: &str,
     spec: StdioCommand<'_>,
     max_message_bytes: usize,
-    server_requests: mpsc::Sender<ServerRequest>,
     routes: Arc<ClientRoutes>,
 ) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
     let mut command = Command::new(spec.command);
@@ -161,6 +160,6 @@ pub fn connect(
         };
         futures::future::ready(line)
     }));
-    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed, server_requests, routes);
+    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed, routes);
     Ok((Connection::Framed(conn), events))
 }

@@ -9,12 +9,11 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
-use super::framed::ServerRequest;
 use super::handshake::{self, ListKind, Listing, ServerIdentity};
 use super::routes::ClientRoutes;
 use super::{UpstreamError, http, stdio, websocket};
 use crate::config::{Backend, Transport, UpstreamConfig};
-use crate::mcp::{Notification, Related, Request, Response, RpcError, error_codes};
+use crate::mcp::{Notification, Related};
 
 /// Where the supervisor is in its cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +93,6 @@ pub struct Upstream {
     /// Client requests in flight on this upstream: where their progress, log messages and the
     /// upstream's own requests (sampling, elicitation) go.
     routes: Arc<ClientRoutes>,
-    /// Requests the upstream sends; every connection gets a clone.
-    server_requests: mpsc::Sender<ServerRequest>,
 }
 
 impl Upstream {
@@ -108,7 +105,7 @@ impl Upstream {
         changed: watch::Sender<u64>,
         notifications: broadcast::Sender<UpstreamEvent>,
     ) -> Arc<Self> {
-        let (requests_tx, requests_rx) = mpsc::channel(64);
+        let routes = Arc::new(ClientRoutes::new(&backend.name, call_deadline(&backend, &timing)));
         let upstream = Arc::new(Self {
             backend,
             timing,
@@ -125,11 +122,9 @@ impl Upstream {
             }),
             reconnect: Notify::new(),
             stop: CancellationToken::new(),
-            routes: Arc::default(),
-            server_requests: requests_tx,
+            routes,
         });
         tokio::spawn(supervise(upstream.clone(), changed));
-        tokio::spawn(forward_server_requests(Arc::downgrade(&upstream), requests_rx));
         upstream
     }
 
@@ -155,7 +150,7 @@ impl Upstream {
 
     /// The deadline of one call to this upstream.
     pub fn call_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.backend.call_timeout_secs.unwrap_or(self.timing.call_timeout_secs))
+        call_deadline(&self.backend, &self.timing)
     }
 
     /// Drops the current connection and connects again at once.
@@ -240,22 +235,19 @@ impl Upstream {
         let name = self.name();
         match &self.backend.transport {
             Transport::WebSocket { url, headers } => {
-                let (requests, routes) = (self.server_requests.clone(), self.routes.clone());
-                websocket::connect(name, url, headers, self.max_message_bytes, requests, routes).await
+                websocket::connect(name, url, headers, self.max_message_bytes, self.routes.clone()).await
             }
             Transport::Http { url, headers } => http::connect(
                 url,
                 headers,
                 Duration::from_secs_f64(self.timing.connect_timeout_secs),
                 self.max_message_bytes,
-                self.server_requests.clone(),
                 self.routes.clone(),
             ),
             Transport::Stdio { command, args, env, inherit_env, cwd } => stdio::connect(
                 name,
                 stdio::StdioCommand { command, args, env, inherit_env, cwd: cwd.as_ref() },
                 self.max_message_bytes,
-                self.server_requests.clone(),
                 self.routes.clone(),
             ),
         }
@@ -293,30 +285,9 @@ impl Upstream {
     }
 }
 
-/// Forwards requests from the upstream to the client it is working for, and the answers back.
-async fn forward_server_requests(upstream: std::sync::Weak<Upstream>, mut requests: mpsc::Receiver<ServerRequest>) {
-    while let Some(ServerRequest { request, reply }) = requests.recv().await {
-        let Some(upstream) = upstream.upgrade() else { break };
-        let caller = upstream.routes.sole_caller();
-        let timeout = upstream.call_timeout();
-        let backend = upstream.name().to_owned();
-        tokio::spawn(async move {
-            let Request { id, method, params } = request;
-            let outcome = match caller {
-                Some(related) => {
-                    tracing::info!(backend, method, "forwarding a request from the upstream to its client");
-                    related.request(&method, params, timeout).await
-                }
-                None => Err(RpcError::new(
-                    error_codes::METHOD_NOT_FOUND,
-                    format!(
-                        "{method}: the relay cannot tell which client this is for (no client request, or requests of several clients, are in flight on this backend)"
-                    ),
-                )),
-            };
-            let _ = reply.send(Response { id, outcome });
-        });
-    }
+/// The deadline of one call to `backend`: its own, or the relay-wide one.
+fn call_deadline(backend: &Backend, timing: &UpstreamConfig) -> Duration {
+    Duration::from_secs_f64(backend.call_timeout_secs.unwrap_or(timing.call_timeout_secs))
 }
 
 /// How long a connection must stay up before the reconnect backoff starts again from its

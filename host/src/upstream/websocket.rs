@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::connection::Connection;
-use super::framed::{FramedConnection, Incoming, ServerRequest};
+use super::framed::{FramedConnection, Incoming};
 use super::routes::ClientRoutes;
 use crate::mcp::{Notification, Oversized};
 
@@ -21,7 +21,6 @@ pub async fn connect(
     url: &str,
     headers: &BTreeMap<String, String>,
     max_message_bytes: usize,
-    server_requests: mpsc::Sender<ServerRequest>,
     routes: Arc<ClientRoutes>,
 ) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
     let mut request = url.into_client_request().map_err(|e| UpstreamError::Connect(e.to_string()))?;
@@ -81,6 +80,6 @@ pub async fn connect(
         futures::future::ready(text)
     }));
     // A read error ends the stream through `Frame::Close`/EOF; treat errors as the end too.
-    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed, server_requests, routes);
+    let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed, routes);
     Ok((Connection::Framed(conn), events))
 }
