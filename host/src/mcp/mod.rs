@@ -8,11 +8,15 @@ pub mod envelope;
 mod jsonrpc;
 mod limits;
 mod lines;
+mod lists;
 mod related;
+mod requests;
 pub mod version;
 
 pub use codec::{DecodeError, decode};
 pub use jsonrpc::{Message, Notification, Request, Response, RpcError, error_codes};
 pub use limits::{Limits, json_depth_exceeds};
 pub use lines::{Line, LineCodec, Oversized};
+pub use lists::ListKind;
 pub use related::{ClientRequests, Related};
+pub use requests::{Addressed, Completion, CompletionRef, ToolCall};

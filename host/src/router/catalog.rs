@@ -17,8 +17,9 @@ use std::sync::Arc;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
+use crate::mcp::ListKind;
 use crate::plugins::Plugins;
-use crate::upstream::{ListKind, Upstreams};
+use crate::upstream::Upstreams;
 
 /// Joins backend and tool name when names collide.
 pub const PREFIX_SEPARATOR: &str = "__";

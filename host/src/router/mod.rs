@@ -16,8 +16,9 @@ pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
 
 use crate::admin::RelayTools;
+use crate::mcp::{Addressed, Completion, CompletionRef, ListKind, ToolCall};
 use crate::plugins::{Caller, Plugins};
-use crate::upstream::{ListKind, UpstreamEvent, Upstreams};
+use crate::upstream::{UpstreamEvent, Upstreams};
 
 /// Routes requests to upstreams by catalog ownership.
 pub struct Router {
@@ -51,10 +52,6 @@ pub enum ClientEvent {
 /// Change counters of the catalog's sources (upstreams, adapters).
 type Generations = (u64, u64);
 
-fn uri_of(params: &Value) -> String {
-    params.get("uri").and_then(Value::as_str).unwrap_or("").to_owned()
-}
-
 /// Maps upstream notifications to client-facing ones and hands them to the sessions.
 async fn route_notifications(router: Weak<Router>, mut events: broadcast::Receiver<UpstreamEvent>) {
     loop {
@@ -70,7 +67,7 @@ async fn route_notifications(router: Weak<Router>, mut events: broadcast::Receiv
         let params = event.notification.params.unwrap_or(Value::Null);
         let client_event = match event.notification.method.as_str() {
             "notifications/resources/updated" => {
-                let uri = uri_of(&params);
+                let uri = params.get("uri").and_then(Value::as_str).unwrap_or("").to_owned();
                 let catalog = router.catalog();
                 let exposed = catalog
                     .resources()
@@ -186,41 +183,39 @@ impl Router {
     }
 
     /// `prompts/get`: routed by the prompt's client-facing name.
-    pub async fn get_prompt(&self, mut params: Value, related: Option<&Related>) -> Result<Value, RouterError> {
-        let name = params.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+    pub async fn get_prompt(&self, request: &Addressed, related: Option<&Related>) -> Result<Value, RouterError> {
         let catalog = self.catalog();
-        let entry = catalog.prompts().get(&name).ok_or_else(|| RouterError::UnknownPrompt(name.clone()))?;
-        params["name"] = Value::String(entry.upstream_name.clone());
-        self.forward(&entry.owner, "prompts/get", params, related).await
+        let name = &request.target;
+        let entry = catalog.prompts().get(name).ok_or_else(|| RouterError::UnknownPrompt(name.clone()))?;
+        self.forward(&entry.owner, "prompts/get", request.to_params(&entry.upstream_name), related).await
     }
 
     /// `resources/read`: a listed resource goes to its owner; any other URI to the backends
     /// whose templates match it, best match first, until one has it.
-    pub async fn read_resource(&self, params: Value, related: Option<&Related>) -> Result<Value, RouterError> {
-        self.by_uri("resources/read", params, related).await
+    pub async fn read_resource(&self, request: &Addressed, related: Option<&Related>) -> Result<Value, RouterError> {
+        self.by_uri("resources/read", request, related).await
     }
 
     /// `resources/subscribe` for one session; the upstream subscription is shared.
-    pub async fn subscribe_resource(&self, params: Value) -> Result<Value, RouterError> {
-        let uri = uri_of(&params);
+    pub async fn subscribe_resource(&self, request: &Addressed) -> Result<Value, RouterError> {
+        let uri = &request.target;
         let first = {
             let mut subscriptions = self.subscriptions.lock().expect("subscriptions lock");
             let count = subscriptions.entry(uri.clone()).or_default();
             *count += 1;
             *count == 1
         };
-        if first && let Err(e) = self.by_uri("resources/subscribe", params, None).await {
-            self.release_subscription(&uri);
+        if first && let Err(e) = self.by_uri("resources/subscribe", request, None).await {
+            self.release_subscription(uri);
             return Err(e);
         }
         Ok(json!({}))
     }
 
     /// `resources/unsubscribe` for one session.
-    pub async fn unsubscribe_resource(&self, params: Value) -> Result<Value, RouterError> {
-        let uri = uri_of(&params);
-        if self.release_subscription(&uri) {
-            self.by_uri("resources/unsubscribe", params, None).await?;
+    pub async fn unsubscribe_resource(&self, request: &Addressed) -> Result<Value, RouterError> {
+        if self.release_subscription(&request.target) {
+            self.by_uri("resources/unsubscribe", request, None).await?;
         }
         Ok(json!({}))
     }
@@ -242,35 +237,30 @@ impl Router {
     }
 
     /// `completion/complete`: routed by the prompt or resource template it completes.
-    pub async fn complete(&self, mut params: Value, related: Option<&Related>) -> Result<Value, RouterError> {
+    pub async fn complete(&self, request: &Completion, related: Option<&Related>) -> Result<Value, RouterError> {
         let catalog = self.catalog();
-        let kind = params.pointer("/ref/type").and_then(Value::as_str).unwrap_or("").to_owned();
-        let owner = match kind.as_str() {
-            "ref/prompt" => {
-                let name = params.pointer("/ref/name").and_then(Value::as_str).unwrap_or("");
-                let entry = catalog.prompts().get(name).ok_or_else(|| RouterError::UnknownPrompt(name.to_owned()))?;
-                params["ref"]["name"] = Value::String(entry.upstream_name.clone());
-                entry.owner.clone()
+        let (owner, target) = match &request.reference {
+            CompletionRef::Prompt(name) => {
+                let entry = catalog.prompts().get(name).ok_or_else(|| RouterError::UnknownPrompt(name.clone()))?;
+                (&entry.owner, &entry.upstream_name)
             }
-            "ref/resource" => {
-                let uri = params.pointer("/ref/uri").and_then(Value::as_str).unwrap_or("");
-                match (catalog.template_owner(uri), catalog.resources().get(uri)) {
-                    (Some(owner), _) => owner.clone(),
-                    (None, Some(entry)) => {
-                        params["ref"]["uri"] = Value::String(entry.upstream_name.clone());
-                        entry.owner.clone()
-                    }
-                    (None, None) => return Err(RouterError::UnknownResource(uri.to_owned())),
-                }
+            // A template keeps its URI; a listed resource is known to its owner by its own.
+            CompletionRef::Resource(uri) => match (catalog.template_owner(uri), catalog.resources().get(uri)) {
+                (Some(owner), _) => (owner, uri),
+                (None, Some(entry)) => (&entry.owner, &entry.upstream_name),
+                (None, None) => return Err(RouterError::UnknownResource(uri.clone())),
+            },
+            CompletionRef::Other(kind) => {
+                return Err(RouterError::Unroutable(format!("cannot complete a ref of type {kind:?}")));
             }
-            other => return Err(RouterError::Unroutable(format!("cannot complete a ref of type {other:?}"))),
         };
-        self.forward(&owner, "completion/complete", params, related).await
+        self.forward(owner, "completion/complete", request.to_params(target), related).await
     }
 
     /// `logging/setLevel`, passed to every upstream that offers logging at once (best effort,
     /// each within a short deadline: one hung backend delays nobody).
-    pub async fn set_log_level(&self, params: Value) {
+    pub async fn set_log_level(&self, level: &str) {
+        let params = json!({"level": level});
         const DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
         let upstreams = self.upstreams.list();
         let asks = upstreams.iter().filter(|u| u.status().identity.is_some_and(|i| i.has("logging"))).map(|upstream| {
@@ -284,11 +274,11 @@ impl Router {
         futures::future::join_all(asks).await;
     }
 
-    async fn by_uri(&self, method: &str, mut params: Value, related: Option<&Related>) -> Result<Value, RouterError> {
-        let uri = uri_of(&params);
+    async fn by_uri(&self, method: &str, request: &Addressed, related: Option<&Related>) -> Result<Value, RouterError> {
+        let uri = &request.target;
         let catalog = self.catalog();
-        if let Some(entry) = catalog.resources().get(&uri) {
-            params["uri"] = Value::String(entry.upstream_name.clone());
+        if let Some(entry) = catalog.resources().get(uri) {
+            let params = request.to_params(&entry.upstream_name);
             let mut result = self.forward(&entry.owner, method, params, related).await?;
             // Contents name the URI the client asked for, not the backend's own.
             if let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut) {
@@ -299,8 +289,8 @@ impl Router {
             return Ok(result);
         }
         let mut last = RouterError::UnknownResource(uri.clone());
-        for owner in catalog.template_owners(&uri) {
-            match self.forward(owner, method, params.clone(), related).await {
+        for owner in catalog.template_owners(uri) {
+            match self.forward(owner, method, request.to_params(uri), related).await {
                 Ok(result) => return Ok(result),
                 Err(e) => last = e,
             }
@@ -328,17 +318,11 @@ impl Router {
             .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
     }
 
-    /// Calls the tool that the catalog lists as `name` for `caller`; `meta` is the request's
-    /// `_meta` (progress token), `related` where its progress notifications go.
-    pub async fn call_tool(
-        &self,
-        name: &str,
-        arguments: Option<Value>,
-        meta: Option<Value>,
-        related: Option<&Related>,
-        caller: &Caller,
-    ) -> Routed {
+    /// Calls the tool that the catalog lists as `call.name` for `caller`; `related` is where
+    /// its progress notifications go.
+    pub async fn call_tool(&self, call: ToolCall, related: Option<&Related>, caller: &Caller) -> Routed {
         let catalog = self.catalog();
+        let name = &call.name;
         let Some(entry) = catalog.get(name) else {
             return Routed { backend: None, result: Err(RouterError::UnknownTool(name.to_owned())) };
         };
@@ -347,20 +331,14 @@ impl Router {
                 backend: Some(Owner::BUILTIN_NAME.to_owned()),
                 result: Ok(self
                     .builtin
-                    .call(&entry.upstream_name, arguments.unwrap_or_else(|| json!({})), &caller.request.principal)
+                    .call(&entry.upstream_name, call.arguments.unwrap_or_else(|| json!({})), &caller.request.principal)
                     .await),
             },
             Owner::Backend(backend) => {
                 let result = match self.upstreams.get(backend) {
                     None => Err(RouterError::UnknownTool(name.to_owned())),
                     Some(upstream) => {
-                        let mut params = json!({"name": entry.upstream_name});
-                        if let Some(arguments) = arguments {
-                            params["arguments"] = arguments;
-                        }
-                        if let Some(meta) = meta {
-                            params["_meta"] = meta;
-                        }
+                        let params = call.to_params(&entry.upstream_name);
                         upstream
                             .request_for("tools/call", Some(params), upstream.call_timeout(), related)
                             .await
@@ -370,7 +348,7 @@ impl Router {
                 Routed { backend: Some(backend.clone()), result }
             }
             Owner::Adapter(adapter) => {
-                let arguments = arguments.unwrap_or_else(|| json!({}));
+                let arguments = call.arguments.unwrap_or_else(|| json!({}));
                 let result = self
                     .plugins
                     .call_tool(adapter, &entry.upstream_name, &arguments, Some(caller.clone()))

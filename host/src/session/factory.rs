@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-use super::{Session, SessionState, digest, log_rank};
+use super::events::log_rank;
+use super::{Session, SessionState, digest};
 use crate::access::{ConnectInfo, Principal, RequestInfo, TransportKind};
 use crate::admission::KeyedCounts;
 use crate::lifecycle::Lifecycle;

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::UpstreamError;
 use super::connection::Connection;
-use crate::mcp::{error_codes, version};
+use crate::mcp::{ListKind, error_codes, version};
 
 /// Most pages of one list followed before the relay stops (a guard against a server that keeps
 /// returning cursors).
@@ -27,73 +27,6 @@ impl ServerIdentity {
     /// Whether the upstream advertised capability `name` (`tools`, `prompts`, ...).
     pub fn has(&self, name: &str) -> bool {
         self.capabilities.get(name).is_some_and(|c| !c.is_null())
-    }
-}
-
-/// The kinds of things an upstream lists, each with its MCP method and result field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListKind {
-    /// `tools/list` → `tools`.
-    Tools,
-    /// `prompts/list` → `prompts`.
-    Prompts,
-    /// `resources/list` → `resources`.
-    Resources,
-    /// `resources/templates/list` → `resourceTemplates`.
-    ResourceTemplates,
-}
-
-impl ListKind {
-    /// Every kind.
-    pub const ALL: [ListKind; 4] =
-        [ListKind::Tools, ListKind::Prompts, ListKind::Resources, ListKind::ResourceTemplates];
-
-    /// The list method.
-    pub fn method(self) -> &'static str {
-        match self {
-            ListKind::Tools => "tools/list",
-            ListKind::Prompts => "prompts/list",
-            ListKind::Resources => "resources/list",
-            ListKind::ResourceTemplates => "resources/templates/list",
-        }
-    }
-
-    /// The array field of the list result.
-    pub fn field(self) -> &'static str {
-        match self {
-            ListKind::Tools => "tools",
-            ListKind::Prompts => "prompts",
-            ListKind::Resources => "resources",
-            ListKind::ResourceTemplates => "resourceTemplates",
-        }
-    }
-
-    /// The capability that says the upstream has this kind.
-    pub fn capability(self) -> &'static str {
-        match self {
-            ListKind::Tools => "tools",
-            ListKind::Prompts => "prompts",
-            ListKind::Resources | ListKind::ResourceTemplates => "resources",
-        }
-    }
-
-    /// The key every entry must have (name or URI).
-    pub fn key(self) -> &'static str {
-        match self {
-            ListKind::Tools | ListKind::Prompts => "name",
-            ListKind::Resources => "uri",
-            ListKind::ResourceTemplates => "uriTemplate",
-        }
-    }
-
-    /// The kind whose `list_changed` notification is `method`, if any.
-    pub fn changed_by(method: &str) -> &'static [ListKind] {
-        match method {
-            "notifications/tools/list_changed" => &[ListKind::Tools],
-            "notifications/prompts/list_changed" => &[ListKind::Prompts],
-            "notifications/resources/list_changed" => &[ListKind::Resources, ListKind::ResourceTemplates],
-            _ => &[],
-        }
     }
 }
 

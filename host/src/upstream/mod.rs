@@ -15,6 +15,6 @@ mod supervisor;
 mod websocket;
 
 pub use error::UpstreamError;
-pub use handshake::{ListKind, Listing};
+pub use handshake::Listing;
 pub use registry::Upstreams;
 pub use supervisor::{State, Status, Upstream, UpstreamEvent};

@@ -9,10 +9,11 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
-use super::handshake::{self, ListKind, Listing, ServerIdentity};
+use super::handshake::{self, Listing, ServerIdentity};
 use super::routes::ClientRoutes;
 use super::{UpstreamError, http, stdio, websocket};
 use crate::config::{Backend, Transport, UpstreamConfig};
+use crate::mcp::ListKind;
 use crate::mcp::{Notification, Related};
 
 /// Where the supervisor is in its cycle.

@@ -1,0 +1,205 @@
+//! Client requests the relay routes, typed once by the session: what they target (tool or
+//! prompt name, resource URI, completion reference) is read out and checked here, and the rest
+//! of the params travels on as the client sent it (with the stateless envelope taken out of
+//! `_meta`). The router maps the client-facing target to the owner's own and rebuilds the
+//! params for it; no layer re-reads or edits raw params.
+
+use serde_json::{Map, Value};
+
+use super::{RpcError, envelope, error_codes};
+
+/// `tools/call`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// The client-facing tool name.
+    pub name: String,
+    /// The call's arguments (an object), if any.
+    pub arguments: Option<Value>,
+    /// `_meta` (progress token and the like), without the stateless envelope.
+    pub meta: Option<Value>,
+}
+
+/// A request addressed by one name or URI: `prompts/get` (by `name`), `resources/read`,
+/// `resources/subscribe` and `resources/unsubscribe` (by `uri`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Addressed {
+    /// The client-facing name or URI.
+    pub target: String,
+    /// Which field holds it.
+    key: &'static str,
+    /// Every other field, `_meta` without the envelope.
+    rest: Map<String, Value>,
+}
+
+/// `completion/complete`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// What is completed.
+    pub reference: CompletionRef,
+    /// The `ref` object as sent (its name or URI is replaced for the owner).
+    sent_ref: Map<String, Value>,
+    /// Every other field (`argument`, `context`, `_meta` without the envelope).
+    rest: Map<String, Value>,
+}
+
+/// The `ref` of a completion request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompletionRef {
+    /// `ref/prompt`, by the client-facing prompt name.
+    Prompt(String),
+    /// `ref/resource`, by the client-facing URI or URI template.
+    Resource(String),
+    /// A ref type the relay cannot route.
+    Other(String),
+}
+
+fn invalid(message: String) -> RpcError {
+    RpcError::new(error_codes::INVALID_PARAMS, message)
+}
+
+/// The params as an object, with `_meta` stripped of the stateless envelope.
+fn object(params: Option<Value>, needs: &str) -> Result<Map<String, Value>, RpcError> {
+    let Some(Value::Object(mut params)) = params else { return Err(invalid(format!("params need {needs}"))) };
+    if let Some(meta) = envelope::strip(params.remove("_meta")) {
+        params.insert("_meta".into(), meta);
+    }
+    Ok(params)
+}
+
+impl ToolCall {
+    /// Reads `{name, arguments?, _meta?}`.
+    pub fn parse(params: Option<Value>) -> Result<Self, RpcError> {
+        let mut params = object(params, "{name, arguments}")?;
+        let Some(Value::String(name)) = params.remove("name") else {
+            return Err(invalid("tools/call needs \"name\" (string)".into()));
+        };
+        let arguments = match params.remove("arguments") {
+            None | Some(Value::Null) => None,
+            Some(arguments @ Value::Object(_)) => Some(arguments),
+            Some(_) => return Err(invalid("\"arguments\" must be an object".into())),
+        };
+        Ok(Self { name, arguments, meta: params.remove("_meta") })
+    }
+
+    /// The params for the tool's owner, which knows it as `upstream_name`.
+    pub fn to_params(&self, upstream_name: &str) -> Value {
+        let mut params = Map::new();
+        params.insert("name".into(), upstream_name.into());
+        if let Some(arguments) = &self.arguments {
+            params.insert("arguments".into(), arguments.clone());
+        }
+        if let Some(meta) = &self.meta {
+            params.insert("_meta".into(), meta.clone());
+        }
+        Value::Object(params)
+    }
+}
+
+impl Addressed {
+    /// A `prompts/get` request (`name` required).
+    pub fn prompt(params: Option<Value>) -> Result<Self, RpcError> {
+        Self::parse(params, "name")
+    }
+
+    /// A resource request (`uri` required).
+    pub fn resource(params: Option<Value>) -> Result<Self, RpcError> {
+        Self::parse(params, "uri")
+    }
+
+    fn parse(params: Option<Value>, key: &'static str) -> Result<Self, RpcError> {
+        let mut rest = object(params, &format!("\"{key}\""))?;
+        let Some(Value::String(target)) = rest.remove(key) else {
+            return Err(invalid(format!("params need \"{key}\" (string)")));
+        };
+        Ok(Self { target, key, rest })
+    }
+
+    /// The params for the owner, which knows the target as `upstream_target`.
+    pub fn to_params(&self, upstream_target: &str) -> Value {
+        let mut params = self.rest.clone();
+        params.insert(self.key.into(), upstream_target.into());
+        Value::Object(params)
+    }
+}
+
+impl Completion {
+    /// Reads `{ref: {type, name | uri}, argument, context?, _meta?}`.
+    pub fn parse(params: Option<Value>) -> Result<Self, RpcError> {
+        let mut rest = object(params, "\"ref\"")?;
+        let Some(Value::Object(sent_ref)) = rest.remove("ref") else {
+            return Err(invalid("params need \"ref\" (object)".into()));
+        };
+        let field = |key: &str| sent_ref.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+        let reference = match field("type").as_str() {
+            "ref/prompt" => CompletionRef::Prompt(field("name")),
+            "ref/resource" => CompletionRef::Resource(field("uri")),
+            other => CompletionRef::Other(other.to_owned()),
+        };
+        Ok(Self { reference, sent_ref, rest })
+    }
+
+    /// The params for the owner, which knows the prompt or URI as `upstream_target`.
+    pub fn to_params(&self, upstream_target: &str) -> Value {
+        let mut reference = self.sent_ref.clone();
+        match &self.reference {
+            CompletionRef::Prompt(_) => reference.insert("name".into(), upstream_target.into()),
+            CompletionRef::Resource(_) => reference.insert("uri".into(), upstream_target.into()),
+            CompletionRef::Other(_) => None,
+        };
+        let mut params = self.rest.clone();
+        params.insert("ref".into(), Value::Object(reference));
+        Value::Object(params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_tool_call_keeps_arguments_and_meta_and_drops_the_envelope() {
+        let params = json!({
+            "name": "echo",
+            "arguments": {"text": "hi"},
+            "_meta": {"progressToken": 3, "io.modelcontextprotocol/protocolVersion": "2026-07-28"},
+            "stray": true,
+        });
+        let call = ToolCall::parse(Some(params)).unwrap();
+        assert_eq!(call.name, "echo");
+        assert_eq!(
+            call.to_params("upstream_echo"),
+            json!({"name": "upstream_echo", "arguments": {"text": "hi"}, "_meta": {"progressToken": 3}})
+        );
+        for bad in [json!([]), json!({"name": 1}), json!({"name": "t", "arguments": [1]})] {
+            let error = ToolCall::parse(Some(bad)).unwrap_err();
+            assert_eq!(error.code, error_codes::INVALID_PARAMS);
+        }
+    }
+
+    #[test]
+    fn addressed_requests_pass_every_other_field_and_swap_the_target() {
+        let prompt = Addressed::prompt(Some(json!({"name": "p", "arguments": {"x": "1"}}))).unwrap();
+        assert_eq!(prompt.target, "p");
+        assert_eq!(prompt.to_params("q"), json!({"name": "q", "arguments": {"x": "1"}}));
+        let resource = Addressed::resource(Some(json!({"uri": "file:///a"}))).unwrap();
+        assert_eq!(resource.to_params("file:///b"), json!({"uri": "file:///b"}));
+        assert!(Addressed::resource(Some(json!({"name": "x"}))).is_err());
+        assert!(Addressed::prompt(None).is_err());
+    }
+
+    #[test]
+    fn completion_refs_are_read_and_rebuilt() {
+        let params = json!({"ref": {"type": "ref/prompt", "name": "p"}, "argument": {"name": "a", "value": "v"}});
+        let completion = Completion::parse(Some(params)).unwrap();
+        assert_eq!(completion.reference, CompletionRef::Prompt("p".into()));
+        assert_eq!(
+            completion.to_params("q"),
+            json!({"ref": {"type": "ref/prompt", "name": "q"}, "argument": {"name": "a", "value": "v"}})
+        );
+        let other = Completion::parse(Some(json!({"ref": {"type": "ref/odd"}}))).unwrap();
+        assert_eq!(other.reference, CompletionRef::Other("ref/odd".into()));
+        assert!(Completion::parse(Some(json!({"argument": {}}))).is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! What a session sends on its own initiative: `list_changed` when the catalog a client sees
+//! changes, resource updates for its subscriptions, and log messages at or above the level it
+//! asked for. Also the one ranking of MCP log levels.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+use super::SessionState;
+use crate::mcp::{ListKind, Message, Notification};
+use crate::router::{Catalog, ClientEvent};
+
+/// RFC 5424 severities as MCP names them, least severe first.
+pub(super) const LOG_LEVELS: [&str; 8] =
+    ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+
+/// The rank of a log level name (`debug` lowest); `None` for a name MCP does not have.
+pub(super) fn log_rank(level: &str) -> Option<u8> {
+    LOG_LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
+}
+
+/// Whether a log message at `level` meets a client's `wanted` level (none wanted: no messages).
+pub(super) fn meets(wanted: Option<u8>, level: &str) -> bool {
+    matches!((wanted, log_rank(level)), (Some(wanted), Some(rank)) if rank >= wanted)
+}
+
+/// Messages the relay sends to a client on its own initiative.
+pub struct ServerEvents {
+    pub(super) catalog: watch::Receiver<Arc<Catalog>>,
+    /// The catalog as this session last heard of it.
+    pub(super) last: Arc<Catalog>,
+    pub(super) events: broadcast::Receiver<ClientEvent>,
+    pub(super) state: Arc<Mutex<SessionState>>,
+    /// Notifications decided but not yet handed out.
+    pub(super) queued: VecDeque<Message>,
+}
+
+impl ServerEvents {
+    /// Waits for the next server-initiated message; `None` when the relay is shutting down.
+    pub async fn next(&mut self) -> Option<Message> {
+        loop {
+            if let Some(message) = self.queued.pop_front() {
+                return Some(message);
+            }
+            tokio::select! {
+                changed = self.catalog.changed() => {
+                    changed.ok()?;
+                    let next = self.catalog.borrow_and_update().clone();
+                    self.announce_changes(&next);
+                    self.last = next;
+                }
+                event = self.events.recv() => match event {
+                    Ok(ClientEvent::ResourceUpdated(uri)) => {
+                        if self.state.lock().expect("session lock").subscriptions.contains(&uri) {
+                            self.queued.push_back(notification("notifications/resources/updated", Some(json!({"uri": uri}))));
+                        }
+                    }
+                    Ok(ClientEvent::Log(params)) => {
+                        let wanted = self.state.lock().expect("session lock").log_level;
+                        if meets(wanted, params.get("level").and_then(Value::as_str).unwrap_or("")) {
+                            self.queued.push_back(notification("notifications/message", Some(params)));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            }
+        }
+    }
+
+    /// Queues one `list_changed` per list that differs from what the client last heard of
+    /// (templates and resources share one notification).
+    fn announce_changes(&mut self, next: &Catalog) {
+        for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
+            let templates = kind == ListKind::Resources && next.differs(&self.last, ListKind::ResourceTemplates);
+            if next.differs(&self.last, kind) || templates {
+                self.queued.push_back(notification(kind.changed_notification(), None));
+            }
+        }
+    }
+}
+
+fn notification(method: &str, params: Option<Value>) -> Message {
+    Message::Notification(Notification { method: method.into(), params })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_level_meets_the_wanted_one_and_above() {
+        assert!(meets(log_rank("warning"), "error"));
+        assert!(meets(log_rank("warning"), "warning"));
+        assert!(!meets(log_rank("warning"), "info"));
+        assert!(!meets(None, "emergency"), "no level asked: no messages");
+        assert!(!meets(log_rank("debug"), "loud"), "an unknown level is not sent");
+    }
+}

@@ -1,0 +1,227 @@
+//! One function per MCP method a session answers, and the dispatch that picks it: the
+//! stateless rules (methods 2026-07-28 removed), the policy chain, and the stamping of
+//! stateless results happen here, once, for every method.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::Session;
+use super::events::{LOG_LEVELS, log_rank};
+use crate::access::RequestInfo;
+use crate::mcp::envelope;
+use crate::mcp::{
+    Addressed, Completion, ListKind, Notification, Related, Request, Response, RpcError, ToolCall, error_codes, version,
+};
+use crate::plugins::Refusal;
+
+impl Session {
+    /// Answers one client request: refused if 2026-07-28 removed its method or the policy says
+    /// no, otherwise by its method's function.
+    pub(super) async fn handle_request(&self, request: Request, related: Option<&Related>) -> Response {
+        let Request { id, method, mut params } = request;
+        // The client's credential is for the relay alone: never passed on (no token passthrough).
+        envelope::strip_credentials(&mut params);
+        if self.stateless && STATELESS_REMOVED.contains(&method.as_str()) {
+            let message = format!("Method not found: {method} is not part of protocol version {}", self.version());
+            return Response::err(id, RpcError::new(error_codes::METHOD_NOT_FOUND, message).with_data(json!(method)));
+        }
+        if let Err(refusal) = self.admit(&method, params.as_ref()).await {
+            return Response::err(id, refusal.into());
+        }
+        let mut outcome = match method.as_str() {
+            "initialize" => Ok(self.initialize(params.as_ref())),
+            "server/discover" if self.stateless => Ok(self.discover()),
+            "ping" => Ok(json!({})),
+            "tools/list" => self.list(ListKind::Tools, params.as_ref()),
+            "prompts/list" => self.list(ListKind::Prompts, params.as_ref()),
+            "resources/list" => self.list(ListKind::Resources, params.as_ref()),
+            "resources/templates/list" => self.list(ListKind::ResourceTemplates, params.as_ref()),
+            "tools/call" => self.call_tool(params, related).await,
+            "prompts/get" => self.get_prompt(params, related).await,
+            "resources/read" => self.read_resource(params, related).await,
+            "completion/complete" => self.complete(params, related).await,
+            "resources/subscribe" => self.subscribe(params).await,
+            "resources/unsubscribe" => self.unsubscribe(params).await,
+            "logging/setLevel" => self.set_log_level(params).await,
+            _ => Err(RpcError::new(error_codes::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
+        };
+        if self.stateless
+            && let Ok(result) = &mut outcome
+        {
+            envelope::stamp(&method, result, &envelope::server_info());
+        }
+        Response { id, outcome }
+    }
+
+    /// The protocol version this session speaks (negotiated, or from the stateless envelope).
+    fn version(&self) -> String {
+        self.state.lock().expect("session lock").protocol_version.clone().unwrap_or_default()
+    }
+
+    /// `server/discover`: what `initialize` would have said, for stateless clients.
+    fn discover(&self) -> Value {
+        let versions: Vec<&str> = version::STATELESS.iter().chain(version::SUPPORTED).copied().collect();
+        let mut capabilities = self.router.capabilities();
+        if let Some(resources) = capabilities.get_mut("resources") {
+            // Stateless clients have no standing subscriptions.
+            resources["subscribe"] = json!(false);
+        }
+        json!({
+            "supportedVersions": versions,
+            "capabilities": capabilities,
+            "instructions": INSTRUCTIONS,
+        })
+    }
+
+    /// Runs the policy chain on a request.
+    async fn admit(&self, method: &str, params: Option<&Value>) -> Result<(), Refusal> {
+        let tool = (method == "tools/call")
+            .then(|| params.and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_owned))
+            .flatten();
+        let info = RequestInfo {
+            principal: self.principal.clone(),
+            session_id: self.id.clone(),
+            transport: self.transport,
+            method: method.to_owned(),
+            tool,
+        };
+        let outcome = self.policy.check(&info).await;
+        if let Err(refusal) = &outcome {
+            tracing::info!(target: "relay::policy", session = %self.id, principal = %self.principal.id, method, tool = info.tool.as_deref().unwrap_or("-"), reason = %refusal, "request refused");
+        }
+        outcome
+    }
+
+    /// Client notifications: `notifications/cancelled` aborts the request it names.
+    pub(super) fn handle_notification(&self, notification: Notification) {
+        match notification.method.as_str() {
+            "notifications/initialized" => tracing::debug!(session = %self.id, "client initialized"),
+            "notifications/cancelled" => {
+                let id = notification.params.as_ref().and_then(|p| p.get("requestId")).map(Value::to_string);
+                let task = id.as_ref().and_then(|id| self.inflight.lock().expect("inflight lock").remove(id));
+                if let Some(task) = task {
+                    // Dropping the request's future tells its upstream (notifications/cancelled).
+                    task.abort();
+                    tracing::info!(session = %self.id, request = id.as_deref().unwrap_or("-"), "request cancelled by the client");
+                }
+            }
+            method => tracing::debug!(session = %self.id, method, "client notification ignored"),
+        }
+    }
+
+    /// `initialize`: negotiates the version and records what the client can answer.
+    fn initialize(&self, params: Option<&Value>) -> Value {
+        let requested = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
+        let client = params.and_then(|p| p.pointer("/clientInfo/name")).and_then(Value::as_str).map(str::to_owned);
+        let negotiated = version::negotiate(requested);
+        let capabilities = params.and_then(|p| p.get("capabilities")).cloned().unwrap_or(Value::Null);
+        self.client_requests.declare(capabilities, false);
+        tracing::info!(session = %self.id, transport = self.transport.as_str(), principal = %self.principal.id, client = client.as_deref().unwrap_or("-"), requested, negotiated, "session initialized");
+        let mut state = self.state.lock().expect("session lock");
+        state.protocol_version = Some(negotiated.to_owned());
+        state.client_name = client;
+        json!({
+            "protocolVersion": negotiated,
+            "capabilities": self.router.capabilities(),
+            "serverInfo": envelope::server_info(),
+            "instructions": INSTRUCTIONS,
+        })
+    }
+
+    /// A list request: the whole catalog list of `kind` in one page.
+    fn list(&self, kind: ListKind, params: Option<&Value>) -> Result<Value, RpcError> {
+        if params.and_then(|p| p.get("cursor")).is_some_and(|c| !c.is_null()) {
+            // The relay answers every list in one page and hands out no cursors.
+            return Err(RpcError::new(
+                error_codes::INVALID_PARAMS,
+                "invalid cursor: the relay lists everything in one page",
+            ));
+        }
+        let catalog = self.router.catalog();
+        let definitions: Vec<&Value> = match kind {
+            ListKind::Tools => catalog.tools().iter().map(|e| &e.definition).collect(),
+            ListKind::Prompts => catalog.prompts().entries().iter().map(|e| &e.definition).collect(),
+            ListKind::Resources => catalog.resources().entries().iter().map(|e| &e.definition).collect(),
+            ListKind::ResourceTemplates => catalog.templates().iter().map(|t| &t.definition).collect(),
+        };
+        Ok(json!({ kind.field(): definitions }))
+    }
+
+    /// `prompts/get`, routed by the prompt's name.
+    async fn get_prompt(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
+        let request = Addressed::prompt(params)?;
+        Ok(self.router.get_prompt(&request, related).await?)
+    }
+
+    /// `resources/read`, routed by the URI.
+    async fn read_resource(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
+        let request = Addressed::resource(params)?;
+        Ok(self.router.read_resource(&request, related).await?)
+    }
+
+    /// `completion/complete`, routed by the prompt or resource it completes.
+    async fn complete(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
+        let request = Completion::parse(params)?;
+        Ok(self.router.complete(&request, related).await?)
+    }
+
+    /// `resources/subscribe`: this session hears of the URI's updates from now on.
+    async fn subscribe(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let request = Addressed::resource(params)?;
+        let result = self.router.subscribe_resource(&request).await?;
+        self.state.lock().expect("session lock").subscriptions.insert(request.target);
+        Ok(result)
+    }
+
+    /// `resources/unsubscribe`; unsubscribing from what this session never subscribed to is a
+    /// no-op, so one session cannot end another's subscription.
+    async fn unsubscribe(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let request = Addressed::resource(params)?;
+        let subscribed = self.state.lock().expect("session lock").subscriptions.remove(&request.target);
+        if !subscribed {
+            return Ok(json!({}));
+        }
+        Ok(self.router.unsubscribe_resource(&request).await?)
+    }
+
+    /// `logging/setLevel`: this session's level, passed on to the backends.
+    async fn set_log_level(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let level = params.as_ref().and_then(|p| p.get("level")).and_then(Value::as_str).unwrap_or("");
+        let rank = log_rank(level).ok_or_else(|| {
+            RpcError::new(error_codes::INVALID_PARAMS, format!("level must be one of {}", LOG_LEVELS.join(", ")))
+        })?;
+        self.state.lock().expect("session lock").log_level = Some(rank);
+        self.router.set_log_level(level).await;
+        Ok(json!({}))
+    }
+
+    /// `tools/call`, logged as one structured record (tool, backend, duration, outcome).
+    async fn call_tool(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
+        let call = ToolCall::parse(params)?;
+        let name = call.name.clone();
+        let started = Instant::now();
+        let routed = self.router.call_tool(call, related, &self.caller).await;
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let backend = routed.backend.as_deref().unwrap_or("-");
+        match &routed.result {
+            Ok(result) => {
+                let outcome =
+                    if result.get("isError").and_then(Value::as_bool) == Some(true) { "tool_error" } else { "ok" };
+                tracing::info!(target: "relay::call", session = %self.id, tool = %name, backend, duration_ms, outcome, "tools/call");
+            }
+            Err(error) => {
+                tracing::info!(target: "relay::call", session = %self.id, tool = %name, backend, duration_ms, outcome = "error", %error, "tools/call");
+            }
+        }
+        routed.result.map_err(RpcError::from)
+    }
+}
+
+/// Methods of the handshake era that 2026-07-28 removed (the envelope replaces the handshake
+/// and the per-request log level replaces `logging/setLevel`; there are no standing
+/// subscriptions without a session).
+const STATELESS_REMOVED: &[&str] =
+    &["initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"];
+
+const INSTRUCTIONS: &str = "Tools from every backend behind this relay. Colliding names are prefixed `<backend>__`; relay_* tools manage the relay.";
