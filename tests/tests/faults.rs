@@ -234,6 +234,8 @@ async fn an_oversized_or_malformed_answer_fails_its_call_at_once() {
         let reply = client.call_tool(tool, arguments).await;
         let message = reply["error"]["message"].as_str().unwrap_or_else(|| panic!("{tool}: {reply}"));
         assert!(message.contains(expected), "{tool}: {message}");
+        assert_eq!(reply["error"]["code"], -32603, "{tool}: {reply}");
+        assert!(message.starts_with("backend b: answer refused: "), "named once, said once: {message}");
         assert!(started.elapsed() < Duration::from_secs(5), "{tool} waited for its deadline");
     }
     assert_eq!(text_of(&client.call_tool("echo", json!({"message": "m"})).await), "b: m");

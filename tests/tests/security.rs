@@ -288,6 +288,8 @@ async fn every_upstream_transport_enforces_the_message_size_limit() {
         let refused = client.call_tool(tool, json!({})).await;
         let message = refused["error"]["message"].as_str().unwrap_or_else(|| panic!("{tool}: no error"));
         assert!(message.contains("larger than max_message_bytes"), "{tool}: {message}");
+        // One code for an unusable answer, whichever transport brought it (-32603 on stdio too).
+        assert_eq!(refused["error"]["code"], -32603, "{tool}: {refused}");
     }
     assert_eq!(text_of(&client.call_tool("ok", json!({})).await), "fine", "only those calls failed");
 }

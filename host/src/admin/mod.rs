@@ -4,6 +4,8 @@
 //! policy chain asks [`needs_admin`]. Add/remove persist `backends.yaml` through the store and
 //! then reconcile the running set, so the file stays the single source of truth.
 
+mod error;
+
 use std::sync::{Arc, LazyLock};
 use std::time::UNIX_EPOCH;
 
@@ -14,6 +16,7 @@ use crate::config::{BackendSpec, BackendStore};
 use crate::lifecycle::Lifecycle;
 use crate::plugins::Plugins;
 use crate::upstream::Upstreams;
+pub use error::AdminError;
 
 /// State the built-in tools read and change.
 pub struct RelayTools {
@@ -75,20 +78,15 @@ impl RelayTools {
             "relay_remove_server" => self.remove_server(arguments).await,
             "relay_reconnect_server" => self.reconnect_server(arguments),
             "relay_reload_plugins" => Ok(self.reload_plugins().await),
-            "relay_rollback_plugin" => match name_argument(&arguments) {
-                Ok(name) => {
-                    self.plugins.rollback(&name).await.map(|outcome| json!({"plugin": name, "outcome": outcome}))
-                }
-                Err(e) => Err(e),
-            },
-            other => Err(format!("no built-in tool {other}")),
+            "relay_rollback_plugin" => self.rollback_plugin(&arguments).await,
+            other => Err(AdminError::NoSuchTool(other.to_owned())),
         };
         match outcome {
             Ok(value) => json!({
                 "content": [{"type": "text", "text": serde_json::to_string_pretty(&value).unwrap_or_default()}],
                 "structuredContent": value,
             }),
-            Err(message) => json!({"content": [{"type": "text", "text": message}], "isError": true}),
+            Err(error) => json!({"content": [{"type": "text", "text": error.to_string()}], "isError": true}),
         }
     }
 
@@ -110,11 +108,17 @@ impl RelayTools {
             .await
             .into_iter()
             .map(|(name, outcome)| match outcome {
-                Ok(message) => json!({"plugin": name, "ok": true, "outcome": message}),
-                Err(error) => json!({"plugin": name, "ok": false, "error": error}),
+                Ok(reloaded) => json!({"plugin": name, "ok": true, "outcome": reloaded.to_string()}),
+                Err(error) => json!({"plugin": name, "ok": false, "error": error.to_string()}),
             })
             .collect();
         json!({"plugins": outcomes})
+    }
+
+    async fn rollback_plugin(&self, arguments: &Value) -> Result<Value, AdminError> {
+        let name = name_argument(arguments)?;
+        let rolled_back = self.plugins.rollback(&name).await?;
+        Ok(json!({"plugin": name, "outcome": rolled_back.to_string()}))
     }
 
     fn servers(&self, admin: bool) -> Vec<Value> {
@@ -142,16 +146,14 @@ impl RelayTools {
             .collect()
     }
 
-    async fn add_server(&self, arguments: Value) -> Result<Value, String> {
-        let spec: BackendSpec =
-            serde_json::from_value(arguments).map_err(|e| format!("invalid server description: {e}"))?;
-        spec.validate()?;
+    async fn add_server(&self, arguments: Value) -> Result<Value, AdminError> {
+        let spec: BackendSpec = serde_json::from_value(arguments)
+            .map_err(|e| AdminError::BadArguments(format!("invalid server description: {e}")))?;
+        spec.validate().map_err(AdminError::BadArguments)?;
         if let Some(command) = &spec.command
             && !self.add_server_commands.contains(command)
         {
-            return Err(format!(
-                "command {command:?} is not in access.add_server_commands in relay.yaml; stdio backends with other commands are added by editing backends.yaml"
-            ));
+            return Err(AdminError::CommandNotAllowed(command.clone()));
         }
         let name = spec.name.clone();
         self.persist(move |file| {
@@ -165,7 +167,7 @@ impl RelayTools {
         Ok(json!({"added": name}))
     }
 
-    async fn remove_server(&self, arguments: Value) -> Result<Value, String> {
+    async fn remove_server(&self, arguments: Value) -> Result<Value, AdminError> {
         let name = name_argument(&arguments)?;
         let target = name.clone();
         self.persist(move |file| {
@@ -177,34 +179,33 @@ impl RelayTools {
         Ok(json!({"removed": name}))
     }
 
-    fn reconnect_server(&self, arguments: Value) -> Result<Value, String> {
+    fn reconnect_server(&self, arguments: Value) -> Result<Value, AdminError> {
         let name = name_argument(&arguments)?;
-        let upstream = self.upstreams.get(&name).ok_or_else(|| format!("no backend named {name}"))?;
+        let upstream = self.upstreams.get(&name).ok_or_else(|| AdminError::NoSuchBackend(name.clone()))?;
         upstream.request_reconnect();
         Ok(json!({"reconnecting": name}))
     }
 
     /// Changes the file under its lock (off the async runtime), then applies the result.
-    async fn persist<F>(&self, change: F) -> Result<(), String>
+    async fn persist<F>(&self, change: F) -> Result<(), AdminError>
     where
         F: FnOnce(&mut crate::config::BackendsFile) -> Result<(), String> + Send + 'static,
     {
         let store = self.store.clone();
         let backends = tokio::task::spawn_blocking(move || store.update(change))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| AdminError::Interrupted(e.to_string()))??;
         self.upstreams.reconcile(&backends);
         Ok(())
     }
 }
 
-fn name_argument(arguments: &Value) -> Result<String, String> {
+fn name_argument(arguments: &Value) -> Result<String, AdminError> {
     arguments
         .get("name")
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| "argument \"name\" (string) is required".into())
+        .ok_or_else(|| AdminError::BadArguments("argument \"name\" (string) is required".into()))
 }
 
 fn definitions() -> Vec<BuiltinTool> {

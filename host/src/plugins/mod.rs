@@ -17,12 +17,15 @@ mod loaded;
 mod registry;
 #[cfg(test)]
 mod registry_tests;
+mod reload;
 mod sandbox;
+mod status;
 mod watch;
 
 pub use backends::{BackendCalls, NoBackends};
 pub use cache::default_dir as default_cache_dir;
 pub use kv_store::{KvError, KvStore};
 pub use registry::{Plugins, Refusal};
+pub use reload::{ReloadError, Reloaded, RolledBack};
 pub use sandbox::{Admission, Caller, PluginError};
 pub use watch::watch;

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{Value, json};
@@ -19,6 +19,7 @@ use wasmtime::{Engine, Store};
 use super::bindings::{self, types};
 use super::kv_store::{KvStore, Quota};
 use super::loaded::{Bound, Version};
+use super::reload::ReloadError;
 use super::sandbox::{Caller, PluginContext, PluginError, PluginState, classify};
 use super::{engine, host};
 use crate::access::{ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
@@ -47,37 +48,37 @@ impl From<Refusal> for RpcError {
 
 /// Counters per plugin, for status (and metrics later).
 #[derive(Default)]
-struct Stats {
-    calls: AtomicU64,
-    denials: AtomicU64,
-    traps: AtomicU64,
-    reloads: AtomicU64,
-    reload_failures: AtomicU64,
+pub(super) struct Stats {
+    pub(super) calls: AtomicU64,
+    pub(super) denials: AtomicU64,
+    pub(super) traps: AtomicU64,
+    pub(super) reloads: AtomicU64,
+    pub(super) reload_failures: AtomicU64,
 }
 
 /// One configured plugin.
-struct Slot {
-    config: PluginConfig,
+pub(super) struct Slot {
+    pub(super) config: PluginConfig,
     /// The resolved `.wasm` path.
-    path: PathBuf,
+    pub(super) path: PathBuf,
     /// Shared by every call of every version.
-    ctx: Arc<PluginContext>,
-    current: ArcSwap<Version>,
+    pub(super) ctx: Arc<PluginContext>,
+    pub(super) current: ArcSwap<Version>,
     /// The previous good version, for `relay_rollback_plugin`.
-    previous: ArcSwapOption<Version>,
-    stats: Stats,
+    pub(super) previous: ArcSwapOption<Version>,
+    pub(super) stats: Stats,
     /// The last load or call failure, for status.
-    last_error: Mutex<Option<String>>,
+    pub(super) last_error: Mutex<Option<String>>,
     /// Hash of the last file that failed to load, so the same bad file is not retried (and
     /// counted) on every file event.
-    last_failed_hash: Mutex<Option<String>>,
+    pub(super) last_failed_hash: Mutex<Option<String>>,
     /// Serialises reloads and rollbacks of this plugin.
-    reloading: tokio::sync::Mutex<()>,
+    pub(super) reloading: tokio::sync::Mutex<()>,
     /// One permit per call that may run at once (`limits.max_concurrent_calls`).
-    calls_at_once: Arc<tokio::sync::Semaphore>,
+    pub(super) calls_at_once: Arc<tokio::sync::Semaphore>,
     /// Hash of the version a rollback went away from: not loaded again until the file's
     /// content changes.
-    rolled_back: Mutex<Option<String>>,
+    pub(super) rolled_back: Mutex<Option<String>>,
 }
 
 impl Slot {
@@ -134,12 +135,12 @@ impl Slot {
 
 /// Every loaded plugin.
 pub struct Plugins {
-    engine: Engine,
-    linker: Linker<PluginState>,
-    cache_dir: Option<PathBuf>,
-    slots: Vec<Arc<Slot>>,
+    pub(super) engine: Engine,
+    pub(super) linker: Linker<PluginState>,
+    pub(super) cache_dir: Option<PathBuf>,
+    pub(super) slots: Vec<Arc<Slot>>,
     /// Bumped when an adapter's tools may have changed (reload, rollback).
-    changed: watch::Sender<u64>,
+    pub(super) changed: watch::Sender<u64>,
 }
 
 impl Plugins {
@@ -304,117 +305,6 @@ impl Plugins {
         })
     }
 
-    /// Loads plugin `name` again from its file. A failure keeps the running version.
-    pub async fn reload(&self, name: &str) -> Result<String, String> {
-        let slot = self.slot(name)?;
-        let _guard = slot.reloading.lock().await;
-        let started = std::time::Instant::now();
-        let failed = |message: String| {
-            slot.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
-            *slot.last_error.lock().expect("last_error lock") = Some(message.clone());
-            tracing::error!(plugin = name, error = %message, running = short(&slot.current.load().hash), "plugin reload failed; keeping the running version");
-            Err(message)
-        };
-        let bytes = match Version::read(&slot.ctx, &slot.path).await {
-            Ok(bytes) => bytes,
-            Err(error) => return failed(error.to_string()),
-        };
-        let hash = super::cache::content_hash(&bytes);
-        {
-            let mut rolled_back = slot.rolled_back.lock().expect("rolled back lock");
-            if rolled_back.as_deref() == Some(hash.as_str()) {
-                return Ok(format!("{} was rolled back; not loaded again until the file changes", short(&hash)));
-            }
-            // The file changed since the rollback: the rollback has had its say.
-            *rolled_back = None;
-        }
-        if hash == slot.current.load().hash {
-            // The file is the running version again: a reload error it had is history.
-            if slot.last_failed_hash.lock().expect("failed hash lock").take().is_some() {
-                *slot.last_error.lock().expect("last_error lock") = None;
-            }
-            return Ok(format!("{} unchanged", short(&hash)));
-        }
-        if slot.last_failed_hash.lock().expect("failed hash lock").as_deref() == Some(hash.as_str()) {
-            let known = slot.last_error.lock().expect("last_error lock").clone().unwrap_or_default();
-            return Err(known);
-        }
-        match Version::load(&self.engine, &self.linker, &slot.ctx, slot.config.world, bytes, self.cache_dir.as_deref())
-            .await
-        {
-            Ok(version) => {
-                let old = slot.current.swap(Arc::new(version));
-                slot.previous.store(Some(old));
-                slot.stats.reloads.fetch_add(1, Ordering::Relaxed);
-                *slot.last_error.lock().expect("last_error lock") = None;
-                *slot.last_failed_hash.lock().expect("failed hash lock") = None;
-                if slot.config.world == World::Adapter {
-                    self.changed.send_modify(|n| *n += 1);
-                }
-                let took_ms = started.elapsed().as_secs_f64() * 1000.0;
-                tracing::info!(plugin = name, hash = short(&hash), took_ms, "plugin reloaded");
-                Ok(format!("loaded {}", short(&hash)))
-            }
-            Err(error) => {
-                *slot.last_failed_hash.lock().expect("failed hash lock") = Some(hash);
-                failed(error.to_string())
-            }
-        }
-    }
-
-    /// Reloads every plugin; returns each outcome.
-    pub async fn reload_all(&self) -> Vec<(String, Result<String, String>)> {
-        let mut outcomes = Vec::new();
-        for slot in &self.slots {
-            outcomes.push((slot.config.name.clone(), self.reload(&slot.config.name).await));
-        }
-        outcomes
-    }
-
-    /// Switches plugin `name` back to its previous version at once (and keeps the one it
-    /// replaces as the new previous, so a second rollback undoes the first).
-    pub async fn rollback(&self, name: &str) -> Result<String, String> {
-        let slot = self.slot(name)?;
-        let _guard = slot.reloading.lock().await;
-        let previous = slot.previous.swap(None).ok_or_else(|| format!("plugin {name} has no previous version"))?;
-        let hash = previous.hash.clone();
-        let replaced = slot.current.swap(previous);
-        *slot.rolled_back.lock().expect("rolled back lock") = Some(replaced.hash.clone());
-        slot.previous.store(Some(replaced));
-        if slot.config.world == World::Adapter {
-            self.changed.send_modify(|n| *n += 1);
-        }
-        tracing::warn!(plugin = name, hash = short(&hash), "plugin rolled back");
-        Ok(format!("rolled back to {}", short(&hash)))
-    }
-
-    /// Status of every plugin for `relay_get_status`.
-    pub fn status(&self) -> Vec<Value> {
-        self.slots
-            .iter()
-            .map(|slot| {
-                let current = slot.current.load();
-                let stat = |c: &AtomicU64| c.load(Ordering::Relaxed);
-                json!({
-                    "name": slot.config.name,
-                    "world": slot.config.world.as_str(),
-                    "path": slot.path.display().to_string(),
-                    "hash": current.hash,
-                    "loaded_at": current.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-                    "previous_hash": slot.previous.load().as_ref().map(|p| p.hash.clone()),
-                    "calls": stat(&slot.stats.calls),
-                    "denials": stat(&slot.stats.denials),
-                    "traps": stat(&slot.stats.traps),
-                    "reloads": stat(&slot.stats.reloads),
-                    "reload_failures": stat(&slot.stats.reload_failures),
-                    "last_error": *slot.last_error.lock().expect("last_error lock"),
-                    "kv_refusals": stat(&slot.ctx.kv_refusals),
-                    "logs_dropped": stat(&slot.ctx.logs_dropped),
-                })
-            })
-            .collect()
-    }
-
     /// A counter that moves whenever adapter tools may have changed.
     pub fn generation(&self) -> u64 {
         *self.changed.borrow()
@@ -425,12 +315,13 @@ impl Plugins {
         self.changed.subscribe()
     }
 
-    fn slot(&self, name: &str) -> Result<&Arc<Slot>, String> {
-        self.slots.iter().find(|s| s.config.name == name).ok_or_else(|| format!("no plugin named {name}"))
+    pub(super) fn slot(&self, name: &str) -> Result<&Arc<Slot>, ReloadError> {
+        self.slots.iter().find(|s| s.config.name == name).ok_or_else(|| ReloadError::NoSuchPlugin(name.to_owned()))
     }
 }
 
-fn short(hash: &str) -> &str {
+/// The first 12 hex digits of a content hash, as logs and outcomes show it.
+pub(super) fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{KvStore, NoBackends, Plugins};
+use super::{KvStore, NoBackends, Plugins, ReloadError, Reloaded};
 use crate::config::PluginConfig;
 
 fn built(name: &str) -> PathBuf {
@@ -42,25 +42,27 @@ async fn reload_memo_rollback_and_a_rollback_that_sticks() {
     let plugins = load(dir.path()).await;
     let file = dir.path().join("rl.wasm");
     let original = status(&plugins)["hash"].clone();
-    assert!(plugins.reload("rl").await.unwrap().ends_with("unchanged"));
+    assert!(matches!(plugins.reload("rl").await, Ok(Reloaded::Unchanged(_))));
 
     // A bad file keeps the running version, and is not retried (or counted) again.
     std::fs::write(&file, b"\0asm not a component").unwrap();
-    assert!(plugins.reload("rl").await.is_err());
-    assert!(plugins.reload("rl").await.is_err());
+    let first = plugins.reload("rl").await.unwrap_err();
+    assert!(matches!(first, ReloadError::Failed(_)), "{first}");
+    assert_eq!(plugins.reload("rl").await.unwrap_err(), first, "the memo answers the same file");
     assert_eq!(status(&plugins)["reload_failures"], 1, "{}", status(&plugins));
     assert_eq!(status(&plugins)["hash"], original);
 
     // A good new build loads; rollback goes back; the rolled-back file does not return.
     let good = std::fs::read(built("rate_limit")).unwrap();
     std::fs::write(&file, rebuilt(&good, b'2')).unwrap();
-    assert!(plugins.reload("rl").await.unwrap().starts_with("loaded"));
+    assert!(matches!(plugins.reload("rl").await, Ok(Reloaded::Loaded(_))));
     assert!(status(&plugins)["last_error"].is_null(), "a good load clears the error");
     assert_ne!(status(&plugins)["hash"], original);
     plugins.rollback("rl").await.unwrap();
     assert_eq!(status(&plugins)["hash"], original);
-    assert!(plugins.reload("rl").await.unwrap().contains("rolled back"));
+    assert!(matches!(plugins.reload("rl").await, Ok(Reloaded::StillRolledBack(_))));
     assert_eq!(status(&plugins)["hash"], original, "the rolled-back file stays out");
     std::fs::write(&file, rebuilt(&good, b'3')).unwrap();
-    assert!(plugins.reload("rl").await.unwrap().starts_with("loaded"), "a changed file loads again");
+    assert!(matches!(plugins.reload("rl").await, Ok(Reloaded::Loaded(_))), "a changed file loads again");
+    assert_eq!(plugins.rollback("nope").await.unwrap_err(), ReloadError::NoSuchPlugin("nope".into()));
 }

@@ -62,6 +62,8 @@ impl From<RouterError> for RpcError {
             RouterError::Upstream { backend, source } => {
                 let code = match source {
                     UpstreamError::Timeout { .. } => error_codes::REQUEST_TIMEOUT,
+                    // The backend answered, but not usably: the same code on every transport.
+                    UpstreamError::BadAnswer(_) => error_codes::INTERNAL_ERROR,
                     _ => error_codes::UPSTREAM_UNAVAILABLE,
                 };
                 RpcError::new(code, upstream_message(&backend, &source)).with_data(json!({"backend": backend}))

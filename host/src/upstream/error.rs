@@ -1,5 +1,7 @@
 //! Errors of the upstream layer.
 
+use serde_json::Value;
+
 use crate::mcp::RpcError;
 
 /// Why a request to an upstream failed.
@@ -21,10 +23,31 @@ pub enum UpstreamError {
     /// Connecting or the MCP handshake failed.
     #[error("cannot connect: {0}")]
     Connect(String),
-    /// The upstream broke the protocol (bad HTTP status, unreadable answer).
+    /// The upstream broke the protocol (bad HTTP status, a stream that ended unanswered).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The upstream's answer to this request cannot be used (too large, not JSON-RPC, a result
+    /// that is not an object): the same on every transport.
+    #[error("answer refused: {0}")]
+    BadAnswer(String),
     /// The upstream answered with a JSON-RPC error.
     #[error("upstream error: {0}")]
     Rpc(RpcError),
+}
+
+impl UpstreamError {
+    /// The error of a call whose answer exceeded `limit` bytes.
+    pub fn too_large(limit: usize) -> Self {
+        Self::BadAnswer(format!("its answer is larger than max_message_bytes ({limit} bytes)"))
+    }
+
+    /// A call's outcome as the upstream answered it: a result must be a JSON object, and a
+    /// JSON-RPC error is the upstream's own.
+    pub fn check_answer(outcome: Result<Value, RpcError>) -> Result<Value, Self> {
+        match outcome {
+            Ok(result) if result.is_object() => Ok(result),
+            Ok(_) => Err(Self::BadAnswer("its result is not a JSON object".into())),
+            Err(error) => Err(Self::Rpc(error)),
+        }
+    }
 }

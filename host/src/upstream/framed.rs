@@ -12,12 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::routes::ClientRoutes;
-use crate::mcp::{Message, Notification, Oversized, Request, Response, RpcError, error_codes};
+use crate::mcp::{Message, Notification, Oversized, Request, Response};
 
 /// How many requests from one upstream (pings, sampling, elicitation) are handled at once.
 const SERVER_REQUESTS_AT_ONCE: usize = 32;
 
-type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
+type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Value, UpstreamError>>>>>;
 
 /// One unit read from a framed link by its transport.
 pub enum Incoming {
@@ -87,8 +87,7 @@ impl FramedConnection {
         }
         tokio::select! {
             answer = rx => match answer {
-                Ok(Ok(result)) => Ok(result),
-                Ok(Err(e)) => Err(UpstreamError::Rpc(e)),
+                Ok(outcome) => outcome,
                 Err(_) => Err(UpstreamError::ConnectionLost),
             },
             _ = self.closed.cancelled() => Err(UpstreamError::ConnectionLost),
@@ -152,11 +151,12 @@ async fn read_loop<S>(
             Incoming::Text(text) => text,
             Incoming::Oversized(kept) => {
                 let why = format!("its answer ({} bytes) is larger than max_message_bytes", kept.size);
-                fail_waiter(&backend, &pending, kept.response_id(), &why);
+                fail_waiter(&backend, &pending, kept.response_id(), UpstreamError::BadAnswer(why));
                 continue;
             }
             Incoming::Unreadable(kept) => {
-                fail_waiter(&backend, &pending, kept.response_id(), "its answer is not UTF-8 text");
+                let why = "its answer is not UTF-8 text".to_owned();
+                fail_waiter(&backend, &pending, kept.response_id(), UpstreamError::BadAnswer(why));
                 continue;
             }
         };
@@ -176,7 +176,8 @@ async fn read_loop<S>(
             Ok(message) => message,
             Err(id) => {
                 tracing::warn!(backend, sample = %truncate(&text, 120), "upstream sent something that is not JSON-RPC; ignored");
-                fail_waiter(&backend, &pending, id, "its answer is not a valid JSON-RPC response");
+                let why = "its answer is not a valid JSON-RPC response".to_owned();
+                fail_waiter(&backend, &pending, id, UpstreamError::BadAnswer(why));
                 continue;
             }
         };
@@ -185,14 +186,7 @@ async fn read_loop<S>(
                 let waiter = id.as_u64().and_then(|id| pending.lock().expect("pending lock").remove(&id));
                 match waiter {
                     Some(waiter) => {
-                        let outcome = outcome.and_then(|result| {
-                            if result.is_object() {
-                                Ok(result)
-                            } else {
-                                Err(bad_answer("its result is not a JSON object"))
-                            }
-                        });
-                        let _ = waiter.send(outcome);
+                        let _ = waiter.send(UpstreamError::check_answer(outcome));
                     }
                     None => tracing::debug!(backend, %id, "response for no pending request (late or unknown); dropped"),
                 }
@@ -223,16 +217,11 @@ async fn read_loop<S>(
     pending.lock().expect("pending lock").clear();
 }
 
-/// The error a call gets when its backend's answer cannot be used.
-fn bad_answer(why: &str) -> RpcError {
-    RpcError::new(error_codes::INTERNAL_ERROR, format!("the backend's answer was refused: {why}"))
-}
-
 /// Fails the request `id` is waiting for (if any) at once, saying why.
-fn fail_waiter(backend: &str, pending: &Pending, id: Option<u64>, why: &str) {
-    tracing::warn!(backend, request = ?id, "upstream answer refused: {why}");
+fn fail_waiter(backend: &str, pending: &Pending, id: Option<u64>, error: UpstreamError) {
+    tracing::warn!(backend, request = ?id, "upstream {error}");
     if let Some(waiter) = id.and_then(|id| pending.lock().expect("pending lock").remove(&id)) {
-        let _ = waiter.send(Err(bad_answer(why)));
+        let _ = waiter.send(Err(error));
     }
 }
 

@@ -197,7 +197,7 @@ impl HttpConnection {
         while let Some(event) = events.next().await {
             let event = event.map_err(|_| {
                 if since_event.load(Ordering::Relaxed) > self.max_message_bytes {
-                    too_large(self.max_message_bytes)
+                    UpstreamError::too_large(self.max_message_bytes)
                 } else {
                     // The exchange broke mid-stream: the session is suspect, reconnect.
                     self.closed.cancel();
@@ -209,7 +209,7 @@ impl HttpConnection {
                 continue;
             }
             match parse(&event.data)? {
-                Message::Response(r) if r.id.as_u64() == Some(id) => return r.outcome.map_err(UpstreamError::Rpc),
+                Message::Response(r) if r.id.as_u64() == Some(id) => return UpstreamError::check_answer(r.outcome),
                 other => self.dispatch(other).await,
             }
         }
@@ -317,13 +317,9 @@ fn content_type(headers: &HeaderMap) -> &str {
 }
 
 fn parse(text: &str) -> Result<Message, UpstreamError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| UpstreamError::Protocol(format!("bad JSON: {e}")))?;
-    Message::from_value(value).map_err(|_| UpstreamError::Protocol("not a JSON-RPC message".into()))
-}
-
-/// The call's error when the server sends more than the relay takes in one message.
-fn too_large(limit: usize) -> UpstreamError {
-    UpstreamError::Protocol(format!("the backend's answer is larger than max_message_bytes ({limit} bytes); refused"))
+    let value: Value = serde_json::from_str(text).map_err(|e| UpstreamError::BadAnswer(format!("bad JSON: {e}")))?;
+    Message::from_value(value)
+        .map_err(|_| UpstreamError::BadAnswer("its answer is not a valid JSON-RPC message".into()))
 }
 
 /// The body of an SSE response as a byte stream that fails once more than `limit` bytes arrive
@@ -351,20 +347,20 @@ fn capped_events(
 /// A JSON response body, read chunk by chunk up to `limit` bytes.
 async fn read_json(response: reqwest::Response, id: u64, limit: usize) -> Result<Value, UpstreamError> {
     if response.content_length().is_some_and(|length| length > limit as u64) {
-        return Err(too_large(limit));
+        return Err(UpstreamError::too_large(limit));
     }
     let mut body = Vec::new();
     let mut chunks = response.bytes_stream();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|_| UpstreamError::ConnectionLost)?;
         if body.len() + chunk.len() > limit {
-            return Err(too_large(limit));
+            return Err(UpstreamError::too_large(limit));
         }
         body.extend_from_slice(&chunk);
     }
-    let text = String::from_utf8(body).map_err(|_| UpstreamError::Protocol("answer is not UTF-8".into()))?;
+    let text = String::from_utf8(body).map_err(|_| UpstreamError::BadAnswer("its answer is not UTF-8 text".into()))?;
     match parse(&text)? {
-        Message::Response(r) if r.id.as_u64() == Some(id) => r.outcome.map_err(UpstreamError::Rpc),
+        Message::Response(r) if r.id.as_u64() == Some(id) => UpstreamError::check_answer(r.outcome),
         _ => Err(UpstreamError::Protocol("HTTP response did not answer the request".into())),
     }
 }

@@ -1,0 +1,38 @@
+//! What `relay_get_status` shows of each plugin: its version, the one before, its counters and
+//! its last error.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
+
+use serde_json::{Value, json};
+
+use super::registry::Plugins;
+
+impl Plugins {
+    /// Status of every plugin for `relay_get_status`.
+    pub fn status(&self) -> Vec<Value> {
+        self.slots
+            .iter()
+            .map(|slot| {
+                let current = slot.current.load();
+                let stat = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                json!({
+                    "name": slot.config.name,
+                    "world": slot.config.world.as_str(),
+                    "path": slot.path.display().to_string(),
+                    "hash": current.hash,
+                    "loaded_at": current.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                    "previous_hash": slot.previous.load().as_ref().map(|p| p.hash.clone()),
+                    "calls": stat(&slot.stats.calls),
+                    "denials": stat(&slot.stats.denials),
+                    "traps": stat(&slot.stats.traps),
+                    "reloads": stat(&slot.stats.reloads),
+                    "reload_failures": stat(&slot.stats.reload_failures),
+                    "last_error": *slot.last_error.lock().expect("last_error lock"),
+                    "kv_refusals": stat(&slot.ctx.kv_refusals),
+                    "logs_dropped": stat(&slot.ctx.logs_dropped),
+                })
+            })
+            .collect()
+    }
+}
