@@ -1,5 +1,5 @@
 //! WebAssembly plugins (wasmtime component model): the `auth`, `policy` and `adapter` worlds of
-//! `wit/`, each plugin sandboxed per call and hot-reloaded from disk.
+//! `wit/`, each plugin sandboxed (memory cap, deadline, grants) and hot-reloaded from disk.
 //!
 //! Lifecycle in three stages (as in Spin): the engine and linker are built once; each plugin
 //! version is compiled (or loaded from the disk cache), type-checked and pre-instantiated once;

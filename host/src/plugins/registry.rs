@@ -17,7 +17,8 @@ use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
 use super::bindings::{self, types};
-use super::kv_store::{KvStore, Quota};
+use super::host::Capabilities;
+use super::kv_store::KvStore;
 use super::loaded::{Bound, Version};
 use super::reload::ReloadError;
 use super::sandbox::{Caller, PluginContext, PluginError, PluginState, classify};
@@ -158,24 +159,10 @@ impl Plugins {
         let linker = host::linker(&engine).map_err(|e| setup(format!("wasm linker: {e:#}")))?;
         let mut slots = Vec::new();
         for config in configs {
-            let env = config.grants.env.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))).collect();
             let ctx = Arc::new(PluginContext {
                 name: config.name.clone(),
-                config_json: config.config_json(),
-                env,
-                clock: config.grants.clock,
                 limits: config.limits.clone(),
-                kv: kv.clone(),
-                backends_door: (config.world == World::Adapter).then(|| backends.clone()),
-                http_hosts: config.grants.http.iter().cloned().collect(),
-                read_dirs: granted_dirs(config, relay_yaml, false)?,
-                write_dirs: granted_dirs(config, relay_yaml, true)?,
-                kv_quota: Quota { entries: config.limits.kv_entries, bytes: config.limits.kv_bytes },
-                kv_refusals: AtomicU64::new(0),
-                outgoing: Arc::new(tokio::sync::Semaphore::new(config.limits.max_outgoing_requests)),
-                log_budget: Mutex::new((std::time::Instant::now(), 0)),
-                logs_dropped: AtomicU64::new(0),
-                backends: config.grants.backends.clone(),
+                caps: Capabilities::new(config, relay_yaml, kv.clone(), backends.clone())?,
             });
             let path = config.resolved_path(relay_yaml);
             let bytes = Version::read(&ctx, &path).await?;
@@ -341,29 +328,4 @@ fn from_wit(denial: types::Denial, plugin: &str) -> Denial {
         types::DenialCode::Invalid => DenialCode::Invalid,
     };
     Denial { code, message: denial.message, retry_after_ms: denial.retry_after_ms, refused_by: plugin.to_owned() }
-}
-
-/// The directories `config` grants (read-only or writable), made absolute against relay.yaml's
-/// directory but not resolved through symlinks: the plugin sees them at the configured paths.
-/// Read-only ones must exist; writable ones are created.
-fn granted_dirs(config: &PluginConfig, relay_yaml: &Path, writable: bool) -> Result<Vec<PathBuf>, PluginError> {
-    let grants = if writable { &config.grants.files.write } else { &config.grants.files.read };
-    let base = relay_yaml.parent().unwrap_or(Path::new("."));
-    grants
-        .iter()
-        .map(|dir| {
-            let failed = |e: std::io::Error| PluginError::Load {
-                plugin: config.name.clone(),
-                message: format!("granted directory {}: {e}", dir.display()),
-            };
-            let dir = std::path::absolute(base.join(dir)).map_err(failed)?;
-            if writable {
-                std::fs::create_dir_all(&dir).map_err(failed)?;
-            }
-            if !dir.is_dir() {
-                return Err(failed(std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory")));
-            }
-            Ok(dir)
-        })
-        .collect()
 }

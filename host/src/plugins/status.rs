@@ -29,8 +29,8 @@ impl Plugins {
                     "reloads": stat(&slot.stats.reloads),
                     "reload_failures": stat(&slot.stats.reload_failures),
                     "last_error": *slot.last_error.lock().expect("last_error lock"),
-                    "kv_refusals": stat(&slot.ctx.kv_refusals),
-                    "logs_dropped": stat(&slot.ctx.logs_dropped),
+                    "kv_refusals": slot.ctx.caps.kv_refusals(),
+                    "logs_dropped": slot.ctx.caps.logs_dropped(),
                 })
             })
             .collect()

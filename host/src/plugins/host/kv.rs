@@ -1,8 +1,44 @@
-//! `kv`: the host-owned store, with every key under the plugin's own prefix.
+//! `kv`: the host-owned store, with every key under the plugin's own prefix and the plugin's
+//! writes within its quota (`limits.kv_entries`, `limits.kv_bytes`).
 
-use crate::plugins::bindings::adapter::relay::plugin::kv::{Host, KvError};
-use crate::plugins::kv_store::KvError as StoreError;
-use crate::plugins::sandbox::PluginState;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wasmtime::component::{HasData, Linker};
+
+use crate::plugins::bindings::adapter::relay::plugin::kv::{self, Host, KvError};
+use crate::plugins::kv_store::{KvError as StoreError, KvStore, Quota};
+
+/// The `kv` capability of one plugin.
+pub struct KvGrant {
+    /// The store every plugin shares.
+    store: Arc<KvStore>,
+    /// `<plugin>:`, put before every key.
+    prefix: String,
+    /// What the plugin may hold.
+    quota: Quota,
+    /// Writes refused by the quota.
+    pub refusals: AtomicU64,
+}
+
+impl KvGrant {
+    /// `plugin`'s namespace in `store`, within `quota`.
+    pub fn new(plugin: &str, store: Arc<KvStore>, quota: Quota) -> Self {
+        Self { store, prefix: format!("{plugin}:"), quota, refusals: AtomicU64::new(0) }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Counts a refused write (quota), then converts the error.
+    fn refused(&self, error: StoreError) -> KvError {
+        if matches!(error, StoreError::Quota(_)) {
+            self.refusals.fetch_add(1, Ordering::Relaxed);
+        }
+        wit(error)
+    }
+}
 
 fn wit(error: StoreError) -> KvError {
     match error {
@@ -11,32 +47,37 @@ fn wit(error: StoreError) -> KvError {
     }
 }
 
-impl PluginState {
-    /// Counts and logs a refused write (quota), then converts the error.
-    fn refused(&self, error: StoreError) -> KvError {
-        if matches!(error, StoreError::Quota(_)) {
-            self.ctx.kv_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        wit(error)
-    }
+/// The view the generated `Host` trait is implemented on.
+pub struct Kv<'a>(pub &'a KvGrant);
+
+struct HasKv;
+
+impl HasData for HasKv {
+    type Data<'a> = Kv<'a>;
 }
 
-impl Host for PluginState {
+/// Adds `kv` to `linker`; `get` finds the calling plugin's grant in the store data.
+pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> Kv<'_>) -> wasmtime::Result<()> {
+    kv::add_to_linker::<T, HasKv>(linker, get)
+}
+
+impl Host for Kv<'_> {
     fn get(&mut self, key: String) -> Result<Option<String>, KvError> {
-        self.ctx.kv.get(&self.ctx.kv_key(&key)).map_err(wit)
+        self.0.store.get(&self.0.key(&key)).map_err(wit)
     }
 
     fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> Result<(), KvError> {
-        self.ctx.kv.set(&self.ctx.kv_key(&key), &value, ttl_ms, Some(&self.ctx.kv_quota)).map_err(|e| self.refused(e))
+        let grant = self.0;
+        grant.store.set(&grant.key(&key), &value, ttl_ms, Some(&grant.quota)).map_err(|e| grant.refused(e))
     }
 
     fn delete(&mut self, key: String) -> Result<(), KvError> {
-        self.ctx.kv.delete(&self.ctx.kv_key(&key)).map_err(wit)
+        self.0.store.delete(&self.0.key(&key)).map_err(wit)
     }
 
     fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
-        let quota = Some(&self.ctx.kv_quota);
-        self.ctx.kv.increment(&self.ctx.kv_key(&key), delta, ttl_ms, quota).map_err(|e| self.refused(e))
+        let grant = self.0;
+        grant.store.increment(&grant.key(&key), delta, ttl_ms, Some(&grant.quota)).map_err(|e| grant.refused(e))
     }
 
     fn compare_and_swap(
@@ -46,8 +87,9 @@ impl Host for PluginState {
         new: String,
         ttl_ms: Option<u64>,
     ) -> Result<bool, KvError> {
-        let quota = Some(&self.ctx.kv_quota);
-        let key = self.ctx.kv_key(&key);
-        self.ctx.kv.compare_and_swap(&key, expected.as_deref(), &new, ttl_ms, quota).map_err(|e| self.refused(e))
+        let grant = self.0;
+        let key = grant.key(&key);
+        let quota = Some(&grant.quota);
+        grant.store.compare_and_swap(&key, expected.as_deref(), &new, ttl_ms, quota).map_err(|e| grant.refused(e))
     }
 }
