@@ -4,6 +4,8 @@
 
 mod catalog;
 mod error;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};

@@ -23,7 +23,7 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Accepts connections until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: Arc<TransportState>, shutdown: CancellationToken) {
-    let router = super::app(state.clone());
+    let router = super::http::app(state.clone());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -13,5 +13,5 @@ mod stateless;
 mod websocket;
 
 pub use browser_guard::BrowserRules;
-pub use http::{TransportState, app};
+pub use http::TransportState;
 pub use listener::serve;
