@@ -11,9 +11,11 @@ need_apt=()
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+# Observability tests: promtool checks the shipped alert rules, a real Prometheus scrapes a relay.
+command -v promtool >/dev/null && command -v prometheus >/dev/null || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]}"
-  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
 log "npm test clients (tests/clients)"

@@ -14,6 +14,7 @@ pub mod file_watch;
 pub mod health;
 pub mod lifecycle;
 pub mod mcp;
+pub mod metrics;
 pub mod plugins;
 pub mod policy;
 pub mod router;

@@ -126,13 +126,24 @@ pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> 
     let addr: SocketAddr = format!("{}:{port}", config.listen.host)
         .parse()
         .with_context(|| format!("listen address {}:{port}", config.listen.host))?;
+    let shutdown = CancellationToken::new();
+    crate::metrics::metrics().attach(upstreams.clone(), lifecycle.clone());
+    if let Some(listen) = &config.metrics.listen {
+        let listener =
+            TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen} (metrics.listen)"))?;
+        let bound = listener.local_addr()?;
+        let host = listen.rsplit_once(':').map_or(listen.as_str(), |(host, _)| host);
+        let browser = Arc::new(BrowserRules::new(config.allowed_origins.clone(), config.allowed_hosts.clone(), host));
+        tracing::info!(%bound, "metrics listening");
+        println!("metrics listening on {bound}");
+        tokio::spawn(transport::serve_metrics(listener, browser, shutdown.clone()));
+    }
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, instance = %lifecycle.instance, backends = backends.len(), config = %config_path.display(), "relay listening");
     // Machine-readable line on stdout for scripts and tests that start the relay on port 0.
     println!("relay listening on {bound}");
 
-    let shutdown = CancellationToken::new();
     lifecycle.set_ready(true);
     let server = tokio::spawn(transport::serve(listener, state, shutdown.clone()));
     shutdown_signal().await;

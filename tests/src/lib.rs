@@ -47,6 +47,8 @@ pub struct Relay {
     child: Child,
     /// The port it listens on.
     pub port: u16,
+    /// The private metrics listener's port (`metrics.listen`), if configured.
+    pub metrics_port: Option<u16>,
     /// Its config directory (relay.yaml, backends.yaml, relay.log).
     pub dir: PathBuf,
     /// The bearer token the harness's own clients send (when auth is configured).
@@ -98,8 +100,9 @@ impl Relay {
             .kill_on_drop(true)
             .spawn()
             .expect("start relay");
-        let port = read_listening_port(&mut child, "relay listening on ").await;
-        Relay { child, port, dir: dir.to_owned(), token: None, _tempdir: None }
+        let (port, before) = read_listening(&mut child, "relay listening on ").await;
+        let metrics_port = before.iter().find_map(|line| line.strip_prefix("metrics listening on ")).map(port_of);
+        Relay { child, port, metrics_port, dir: dir.to_owned(), token: None, _tempdir: None }
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -209,20 +212,31 @@ impl Relay {
 }
 
 async fn read_listening_port(child: &mut Child, prefix: &str) -> u16 {
+    read_listening(child, prefix).await.0
+}
+
+/// The port of the stdout line starting with `prefix`, and the lines printed before it.
+async fn read_listening(child: &mut Child, prefix: &str) -> (u16, Vec<String>) {
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let mut before = Vec::new();
     let find = async {
         while let Some(line) = lines.next_line().await.expect("read stdout") {
             if let Some(addr) = line.strip_prefix(prefix) {
-                return addr.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port");
+                return port_of(addr);
             }
+            before.push(line);
         }
         panic!("process exited before listening (status {:?})", child.try_wait());
     };
     let port = tokio::time::timeout(PATIENCE, find).await.expect("process starts listening");
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    port
+    (port, before)
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port")
 }
 
 /// Polls `check` until it yields `Some`, or panics after [`PATIENCE`] naming `what`.

@@ -21,6 +21,8 @@ pub struct RelayConfig {
     pub upstream: UpstreamConfig,
     /// Log output.
     pub logging: LoggingConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
     /// Origins (scheme://host[:port]) allowed to reach any HTTP route (WebSocket upgrades
     /// included) from a browser, besides loopback. Requests without an `Origin` header
     /// (non-browser clients) are always allowed.
@@ -66,6 +68,16 @@ pub struct AccessConfig {
     /// Programs `relay_add_server` may start as stdio backends (exact `command` strings).
     /// Empty by default: only the operator's own edits of backends.yaml add commands.
     pub add_server_commands: Vec<String>,
+}
+
+/// Where Prometheus scrapes the relay: `/metrics` on the main port always, and on a private
+/// listener of its own when `listen` is set (e.g. `127.0.0.1:9090`, as the reference plan
+/// has it), which serves nothing else of the relay.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` of the private metrics listener.
+    pub listen: Option<String>,
 }
 
 /// How the relay treats its upstreams.

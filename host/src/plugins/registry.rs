@@ -26,6 +26,7 @@ use super::{engine, host};
 use crate::access::{ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
 use crate::config::{PluginConfig, World};
 use crate::mcp::{RpcError, error_codes};
+use crate::metrics::{PluginMetrics, PluginOutcomeKind, metrics};
 
 /// Why authentication or policy did not let something through.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -80,6 +81,8 @@ pub(super) struct Slot {
     /// Hash of the version a rollback went away from: not loaded again until the file's
     /// content changes.
     pub(super) rolled_back: Mutex<Option<String>>,
+    /// Its series in the metrics.
+    pub(super) metrics: PluginMetrics,
 }
 
 impl Slot {
@@ -92,6 +95,7 @@ impl Slot {
         call: impl AsyncFnOnce(&Bound, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, PluginError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let version = self.current.load_full();
         // The deadline covers waiting for a call slot, running guest code (which yields at
         // every epoch tick) and waiting in the host (an outgoing HTTP request, a clock sleep).
@@ -105,7 +109,9 @@ impl Slot {
             warm.store.data_mut().caller = None;
             Ok::<_, PluginError>((outcome, warm))
         };
-        match tokio::time::timeout(Duration::from_millis(deadline_ms), run).await {
+        let finished = tokio::time::timeout(Duration::from_millis(deadline_ms), run).await;
+        self.metrics.duration(started.elapsed());
+        match finished {
             Ok(Err(error)) => {
                 self.record_failure(&error);
                 Err(error)
@@ -127,7 +133,21 @@ impl Slot {
         }
     }
 
+    /// A call that answered: `ok`, or `denied` (counted apart).
+    fn settled(&self, denied: bool) {
+        if denied {
+            self.stats.denials.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics.call(if denied { PluginOutcomeKind::Denied } else { PluginOutcomeKind::Ok });
+    }
+
     fn record_failure(&self, error: &PluginError) {
+        let outcome = if matches!(error, PluginError::Timeout { .. }) {
+            PluginOutcomeKind::Timeout
+        } else {
+            PluginOutcomeKind::Trap
+        };
+        self.metrics.call(outcome);
         self.stats.traps.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().expect("last_error lock") = Some(error.to_string());
         tracing::warn!(plugin = %self.config.name, error = %error, "plugin call failed");
@@ -180,6 +200,7 @@ impl Plugins {
                 reloading: tokio::sync::Mutex::new(()),
                 calls_at_once: Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent_calls)),
                 rolled_back: Mutex::new(None),
+                metrics: metrics().plugin(&config.name),
             }));
         }
         Ok(Arc::new(Plugins { engine, linker, cache_dir, slots, changed: watch::Sender::new(0) }))
@@ -211,12 +232,10 @@ impl Plugins {
                 auth.relay_plugin_authenticator().call_authenticate(store, &wit_info).await
             })
             .await?;
+        slot.settled(outcome.is_err());
         match outcome {
             Ok(principal) => Ok(Principal { id: principal.id, roles: principal.roles }),
-            Err(denial) => {
-                slot.stats.denials.fetch_add(1, Ordering::Relaxed);
-                Err(Refusal::Denied(from_wit(denial, &slot.config.name)))
-            }
+            Err(denial) => Err(Refusal::Denied(from_wit(denial, &slot.config.name))),
         }
     }
 
@@ -237,8 +256,8 @@ impl Plugins {
                     policy.relay_plugin_policy_check().call_check(store, request).await
                 })
                 .await?;
+            slot.settled(outcome.is_err());
             if let Err(denial) = outcome {
-                slot.stats.denials.fetch_add(1, Ordering::Relaxed);
                 return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
             }
         }
@@ -275,6 +294,7 @@ impl Plugins {
                 adapter.relay_plugin_tools().call_call_tool(store, tool, &arguments).await
             })
             .await?;
+        slot.settled(false);
         use bindings::adapter::exports::relay::plugin::tools::ToolError;
         Ok(match outcome {
             Ok(result) => match serde_json::from_str::<Value>(&result) {

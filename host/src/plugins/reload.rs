@@ -66,6 +66,7 @@ impl Plugins {
             slot.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
             *slot.last_error.lock().expect("last_error lock") = Some(message.clone());
             tracing::error!(plugin = name, error = %message, running = short(&slot.current.load().hash), "plugin reload failed; keeping the running version");
+            slot.metrics.reload(false);
             Err(ReloadError::Failed(message))
         };
         let bytes = match Version::read(&slot.ctx, &slot.path).await {
@@ -106,6 +107,7 @@ impl Plugins {
                 }
                 let took_ms = started.elapsed().as_secs_f64() * 1000.0;
                 tracing::info!(plugin = name, hash = short(&hash), took_ms, "plugin reloaded");
+                slot.metrics.reload(true);
                 Ok(Reloaded::Loaded(hash))
             }
             Err(error) => {

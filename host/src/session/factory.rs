@@ -92,9 +92,11 @@ impl SessionFactory {
                 tracing::info!(target: "relay::auth", transport, remote, outcome = "ok", principal = %p.id, "authentication")
             }
             Err(Refusal::Denied(d)) => {
+                crate::metrics::metrics().auth_failure(transport);
                 tracing::warn!(target: "relay::auth", transport, remote, outcome = "denied", reason = %d.message, "authentication")
             }
             Err(Refusal::Failed(e)) => {
+                crate::metrics::metrics().auth_failure(transport);
                 tracing::error!(target: "relay::auth", transport, remote, outcome = "error", error = %e, "authentication")
             }
         }

@@ -13,12 +13,49 @@ use crate::mcp::envelope;
 use crate::mcp::{
     Addressed, Completion, ListKind, Notification, Related, Request, Response, RpcError, ToolCall, error_codes, version,
 };
+use crate::metrics::metrics;
 use crate::plugins::Refusal;
 
+/// What kind of failure an error code is, for `relay_errors_total{kind}`: the client's own
+/// mistakes, refusals, and failures of the relay or its backends (what `HighErrorRate` reads).
+fn error_kind(code: i64) -> &'static str {
+    match code {
+        error_codes::PARSE_ERROR
+        | error_codes::INVALID_REQUEST
+        | error_codes::METHOD_NOT_FOUND
+        | error_codes::INVALID_PARAMS
+        | error_codes::RESOURCE_NOT_FOUND
+        | error_codes::HEADER_MISMATCH
+        | error_codes::UNSUPPORTED_PROTOCOL_VERSION
+        | error_codes::MISSING_CLIENT_CAPABILITY => "client",
+        error_codes::UNAUTHENTICATED | error_codes::FORBIDDEN => "denied",
+        error_codes::RATE_LIMITED => "rate_limited",
+        error_codes::REQUEST_CANCELLED => "cancelled",
+        error_codes::UPSTREAM_UNAVAILABLE => "upstream",
+        error_codes::REQUEST_TIMEOUT => "timeout",
+        error_codes::SERVER_BUSY => "busy",
+        _ => "internal",
+    }
+}
+
 impl Session {
+    /// Answers one client request, counted in the metrics by method and outcome.
+    pub(super) async fn handle_request(&self, request: Request, related: Option<&Related>) -> Response {
+        let started = Instant::now();
+        let method = request.method.clone();
+        let response = self.answer(request, related).await;
+        let (outcome, kind) = match &response.outcome {
+            Ok(result) if result.get("isError").and_then(Value::as_bool) == Some(true) => ("tool_error", None),
+            Ok(_) => ("ok", None),
+            Err(error) => ("error", Some(error_kind(error.code))),
+        };
+        metrics().request(&method, outcome, kind, started.elapsed());
+        response
+    }
+
     /// Answers one client request: refused if 2026-07-28 removed its method or the policy says
     /// no, otherwise by its method's function.
-    pub(super) async fn handle_request(&self, request: Request, related: Option<&Related>) -> Response {
+    async fn answer(&self, request: Request, related: Option<&Related>) -> Response {
         let Request { id, method, mut params } = request;
         // The client's credential is for the relay alone: never passed on (no token passthrough).
         envelope::strip_credentials(&mut params);
@@ -87,6 +124,11 @@ impl Session {
             tool,
         };
         let outcome = self.policy.check(&info).await;
+        if let Err(Refusal::Denied(denial)) = &outcome
+            && denial.code == crate::access::DenialCode::RateLimited
+        {
+            metrics().rate_limited();
+        }
         if let Err(refusal) = &outcome {
             tracing::info!(target: "relay::policy", session = %self.id, principal = %self.principal.id, method, tool = info.tool.as_deref().unwrap_or("-"), reason = %refusal, "request refused");
         }

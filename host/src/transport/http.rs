@@ -52,6 +52,7 @@ pub fn app(state: Arc<TransportState>) -> Router {
         .route("/ws", get(websocket_or_info))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(super::observe::render_metrics))
         .layer(axum::middleware::from_fn_with_state(state.browser.clone(), browser_guard::enforce))
         .with_state(state)
 }

@@ -68,12 +68,14 @@ async fn handle(
         Ok(Err(e)) => return Err(e),
     }
     if matches!(first[0], b'{' | b'[' | b' ' | b'\t' | b'\r' | b'\n') {
+        let _open = crate::metrics::metrics().connection("line");
         line::serve(stream, peer, &state.sessions_factory, pending).await;
         return Ok(());
     }
     // Handlers read the peer address through axum's `ConnectInfo` extractor. The first whole
     // request head ends the connection's unauthenticated phase (each request then
     // authenticates on its own, with its body under `limits.body_timeout_secs`).
+    let _open = crate::metrics::metrics().connection("http");
     let router = router.layer(axum::Extension(ConnectInfo(peer)));
     let pending = Mutex::new(Some(pending));
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {

@@ -15,6 +15,7 @@ use super::{UpstreamError, http, stdio, websocket};
 use crate::config::{Backend, Transport, UpstreamConfig};
 use crate::mcp::ListKind;
 use crate::mcp::{Notification, Related};
+use crate::metrics::{BackendMetrics, BackendOutcomeKind, metrics};
 
 /// Where the supervisor is in its cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +95,8 @@ pub struct Upstream {
     /// Client requests in flight on this upstream: where their progress, log messages and the
     /// upstream's own requests (sampling, elicitation) go.
     routes: Arc<ClientRoutes>,
+    /// This backend's series in the metrics.
+    metrics: BackendMetrics,
 }
 
 impl Upstream {
@@ -107,6 +110,7 @@ impl Upstream {
         notifications: broadcast::Sender<UpstreamEvent>,
     ) -> Arc<Self> {
         let routes = Arc::new(ClientRoutes::new(&backend.name, call_deadline(&backend, &timing)));
+        let series = metrics().backend(&backend.name);
         let upstream = Arc::new(Self {
             backend,
             timing,
@@ -124,6 +128,7 @@ impl Upstream {
             reconnect: Notify::new(),
             stop: CancellationToken::new(),
             routes,
+            metrics: series,
         });
         tokio::spawn(supervise(upstream.clone(), changed));
         upstream
@@ -187,6 +192,7 @@ impl Upstream {
         related: Option<&Related>,
     ) -> Result<Value, UpstreamError> {
         let _route = related.map(|related| self.routes.register(&mut params, related));
+        let started = std::time::Instant::now();
         let attempt = async {
             let mut connection = self.connection.subscribe();
             let mut lost_on: Option<Arc<Connection>> = None;
@@ -223,9 +229,16 @@ impl Upstream {
                 }
             }
         };
-        tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| {
+        let outcome = tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| {
             Err(UpstreamError::Timeout { backend: self.name().to_owned(), secs: timeout.as_secs_f64() })
-        })
+        });
+        let kind = match &outcome {
+            Ok(_) | Err(UpstreamError::Rpc(_)) => BackendOutcomeKind::Ok,
+            Err(UpstreamError::Timeout { .. }) => BackendOutcomeKind::Timeout,
+            Err(_) => BackendOutcomeKind::Error,
+        };
+        self.metrics.request(kind, started.elapsed());
+        outcome
     }
 
     fn set_status(&self, change: impl FnOnce(&mut Status)) {
@@ -335,6 +348,7 @@ async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
                     break;
                 }
                 tracing::warn!(backend = %name, reason, "upstream connection ended; reconnecting");
+                upstream.metrics.reconnect();
                 upstream.set_status(|s| {
                     s.state = State::Reconnecting;
                     s.connected_since = None;

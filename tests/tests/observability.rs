@@ -1,0 +1,201 @@
+//! Observability (issue 13): Prometheus metrics on the relay's port and on the private
+//! listener, the shipped alert rules under promtool, and a real Prometheus scraping a real
+//! relay and seeing a backend go down.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use relay_tests::{Fixture, Relay, TEST_RELAY_YAML, copy_plugin, eventually, repo_root, text_of};
+
+fn deploy_dir() -> PathBuf {
+    repo_root().join("deploy/prometheus")
+}
+
+/// A relay.yaml with the private metrics listener and the echo adapter plugin.
+fn relay_yaml(dir: &Path) -> String {
+    let echo = copy_plugin(dir, "echo_adapter");
+    format!(
+        "{TEST_RELAY_YAML}metrics: {{listen: '127.0.0.1:0'}}\nplugins:\n  - name: echoes\n    world: adapter\n    path: {}\n    config: {{prefix: 'echo: '}}\n",
+        echo.display()
+    )
+}
+
+async fn scrape(url: &str) -> String {
+    let response = reqwest::get(url).await.expect("scrape");
+    assert!(response.status().is_success(), "{url}: {}", response.status());
+    let kind = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    response.text().await.unwrap()
+}
+
+/// The value of the series written exactly as `series` (name and labels), if present.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn the_shipped_alert_rules_and_scrape_config_pass_promtool() {
+    let dir = deploy_dir();
+    for args in [
+        vec!["check", "rules", "relay-alerts.yml"],
+        vec!["check", "config", "prometheus.yml"],
+        vec!["test", "rules", "relay-alerts.test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (installed by scripts/test.sh)");
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool {args:?}: {said}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_errors_plugins_and_backends() {
+    let mut alpha = Fixture::start("alpha").await;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start_files(
+        dir.path(),
+        &relay_yaml(dir.path()),
+        &format!("backends:\n{}", alpha.entry()),
+        &[("RELAY_INSTANCE", "blue")],
+    )
+    .await;
+    relay.wait_ready("alpha").await;
+    let mut client = relay.line_client().await;
+    assert_eq!(text_of(&client.call_tool("alpha__echo", json!({"message": "m"})).await), "alpha: m");
+    assert_eq!(text_of(&client.call_tool("echoes__echo", json!({"message": "m"})).await), "echo: m");
+    assert!(client.call_tool("no_such_tool", json!({})).await.get("error").is_some());
+
+    let text = scrape(&relay.http("/metrics")).await;
+    let at = |series: &str| value(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert!(at(r#"relay_requests_total{method="tools/call",outcome="ok"}"#) >= 2.0);
+    assert!(at(r#"relay_requests_total{method="tools/call",outcome="error"}"#) >= 1.0);
+    assert!(at(r#"relay_errors_total{kind="client"}"#) >= 1.0);
+    assert!(at(r#"relay_request_duration_seconds_count{method="tools/call"}"#) >= 3.0);
+    assert_eq!(at(r#"relay_backend_health{backend="alpha"}"#), 1.0);
+    assert!(at(r#"relay_backend_requests_total{backend="alpha",outcome="ok"}"#) >= 1.0);
+    assert!(at(r#"relay_plugin_calls_total{plugin="echoes",outcome="ok"}"#) >= 1.0);
+    assert!(at(r#"relay_plugin_call_duration_seconds_count{plugin="echoes"}"#) >= 1.0);
+    assert_eq!(at(r#"relay_connections{transport="line"}"#), 1.0);
+    assert_eq!(at("relay_sessions"), 1.0);
+    assert_eq!(at(r#"relay_build_info{version="0.1.0",instance="blue"}"#), 1.0);
+    assert!(at("process_resident_memory_bytes") > 1e6);
+    assert!(text.contains("process_cpu_seconds_total "), "{text}");
+    assert!(!text.contains("no_such_tool"), "tool names from clients are not labels");
+
+    // The private listener serves the same metrics, and nothing else of the relay.
+    let private = format!("http://127.0.0.1:{}", relay.metrics_port.expect("metrics.listen is set"));
+    assert!(scrape(&format!("{private}/metrics")).await.contains(r#"relay_backend_health{backend="alpha"} 1"#));
+    assert_eq!(reqwest::get(format!("{private}/mcp")).await.unwrap().status(), 404);
+
+    alpha.kill().await;
+    let url = relay.http("/metrics");
+    eventually("alpha's health turns 0", || {
+        let url = url.clone();
+        async move {
+            let text = scrape(&url).await;
+            let down = value(&text, r#"relay_backend_health{backend="alpha"}"#) == Some(0.0);
+            let reconnects = value(&text, r#"relay_backend_reconnects_total{backend="alpha"}"#).unwrap_or(0.0);
+            (down && reconnects >= 1.0).then_some(())
+        }
+    })
+    .await;
+}
+
+/// A running Prometheus server; killed on drop.
+struct Prometheus {
+    _child: Child,
+    port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with the shipped scrape config, its target pointed at `target`
+    /// (host:port) and scraping every second.
+    async fn start(target: &str) -> Prometheus {
+        let shipped = std::fs::read_to_string(deploy_dir().join("prometheus.yml")).unwrap();
+        let mut config: serde_yaml::Value = serde_yaml::from_str(&shipped).unwrap();
+        config["global"]["scrape_interval"] = "1s".into();
+        config["global"]["evaluation_interval"] = "1s".into();
+        let rules = deploy_dir().join("relay-alerts.yml");
+        config["rule_files"] = serde_yaml::to_value([rules.display().to_string()]).unwrap();
+        let job = &mut config["scrape_configs"][0];
+        assert_eq!(job["job_name"], "relay");
+        job["static_configs"] =
+            serde_yaml::to_value([json!({"targets": [target], "labels": {"colour": "blue"}})]).unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let file = data.path().join("prometheus.yml");
+        std::fs::write(&file, serde_yaml::to_string(&config).unwrap()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!("--storage.tsdb.path={}", data.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(data.path().join("prometheus.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("prometheus (installed by scripts/test.sh)");
+        Prometheus { _child: child, port, _data: data }
+    }
+
+    /// The value of an instant query's first series, if it has one.
+    async fn query(&self, query: &str) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
+        let response = reqwest::Client::new().get(url).query(&[("query", query)]).send().await.ok()?;
+        let body: Value = response.json().await.ok()?;
+        body.pointer("/data/result/0/value/1").and_then(Value::as_str).map(str::to_owned)
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_the_relay_and_sees_a_backend_go_down() {
+    let mut alpha = Fixture::start("alpha").await;
+    let dir = tempfile::tempdir().unwrap();
+    let relay =
+        Relay::start_files(dir.path(), &relay_yaml(dir.path()), &format!("backends:\n{}", alpha.entry()), &[]).await;
+    relay.wait_ready("alpha").await;
+    let prometheus = Prometheus::start(&format!("127.0.0.1:{}", relay.metrics_port.unwrap())).await;
+    let wait_for = |query: &'static str, expected: &'static str| {
+        let prometheus = &prometheus;
+        async move {
+            eventually(&format!("Prometheus reads {query} = {expected}"), || async {
+                (prometheus.query(query).await.as_deref() == Some(expected)).then_some(())
+            })
+            .await
+        }
+    };
+    wait_for(r#"up{job="relay",colour="blue"}"#, "1").await;
+    wait_for(r#"relay_backend_health{backend="alpha"}"#, "1").await;
+    alpha.kill().await;
+    wait_for(r#"relay_backend_health{backend="alpha"}"#, "0").await;
+    // The shipped rules are loaded and evaluated against the relay's series.
+    let rules = reqwest::get(format!("http://127.0.0.1:{}/api/v1/rules", prometheus.port))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let names: Vec<&str> =
+        rules["data"]["groups"][0]["rules"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert!(names.contains(&"BackendDown") && names.contains(&"HighErrorRate"), "{names:?}");
+    eventually("BackendDown is pending for alpha", || async {
+        let alerts: Value = reqwest::get(format!("http://127.0.0.1:{}/api/v1/alerts", prometheus.port))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        alerts["data"]["alerts"]
+            .as_array()?
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "BackendDown" && a["labels"]["backend"] == "alpha")
+            .then_some(())
+    })
+    .await;
+}
