@@ -13,6 +13,7 @@ pub mod config;
 pub mod file_watch;
 pub mod health;
 pub mod lifecycle;
+pub mod log_forward;
 pub mod mcp;
 pub mod metrics;
 pub mod plugins;

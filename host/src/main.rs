@@ -57,8 +57,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            relay::telemetry::init(cli.log_format.unwrap_or(loaded.logging.format), loaded.logging.level.as_deref());
-            match runtime.block_on(relay::server::run(&config, loaded)) {
+            let forward = &loaded.logging.forward;
+            let (layer, forwarder) = forward.resolved_url().map(|url| relay::log_forward::channel(&url)).unzip();
+            let format = cli.log_format.unwrap_or(loaded.logging.format);
+            relay::telemetry::init(format, loaded.logging.level.as_deref(), layer.map(|l| (l, forward.level())));
+            match runtime.block_on(relay::server::run(&config, loaded, forwarder)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

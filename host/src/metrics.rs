@@ -320,9 +320,9 @@ impl Metrics {
         self.log_forward_connected.set(i64::from(connected));
     }
 
-    /// Log records dropped so far (for status).
-    pub fn log_forward_dropped_count(&self) -> u64 {
-        self.log_forward_dropped.get()
+    /// Log records dropped so far, and whether the forwarder is connected (for status).
+    pub fn log_forward_state(&self) -> (u64, bool) {
+        (self.log_forward_dropped.get(), self.log_forward_connected.get() == 1)
     }
 }
 

@@ -21,7 +21,14 @@ use crate::transport::{self, BrowserRules, TransportState};
 use crate::upstream::Upstreams;
 
 /// Runs the relay with the configuration at `config_path` until SIGINT/SIGTERM.
-pub async fn run(config_path: &Path, config: RelayConfig) -> anyhow::Result<()> {
+pub async fn run(
+    config_path: &Path,
+    config: RelayConfig,
+    forwarder: Option<crate::log_forward::Forwarder>,
+) -> anyhow::Result<()> {
+    if let Some(forwarder) = forwarder {
+        tokio::spawn(forwarder.run());
+    }
     let store = BackendStore::new(config.backends_path(config_path));
     let (_, backends) = store.load().with_context(|| "cannot start with this backends file")?;
     let lifecycle = Arc::new(Lifecycle::new(std::env::var("RELAY_INSTANCE").unwrap_or_default()));

@@ -9,20 +9,21 @@
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::LogFormat;
+use crate::log_forward::ForwardLayer;
 
-/// Installs the global subscriber. `RUST_LOG` wins over `level`.
-pub fn init(format: LogFormat, level: Option<&str>) {
+/// Installs the global subscriber: stderr (`RUST_LOG` wins over `level`) and, when given, the
+/// log forwarder with its own level (the relay's records only), each filtered on its own.
+pub fn init(format: LogFormat, level: Option<&str>, forward: Option<(ForwardLayer, tracing::Level)>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.unwrap_or("info")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
-        LogFormat::Human => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let stderr: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Human => fmt
             .fmt_fields(
                 tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
                     let text = escape_controls(&format!("{value:?}"));
@@ -33,9 +34,11 @@ pub fn init(format: LogFormat, level: Option<&str>) {
                 })
                 .delimited(" "),
             )
-            .try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+            .boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(false).boxed(),
     };
+    let forward = forward.map(|(layer, level)| layer.with_filter(Targets::new().with_target("relay", level)));
+    let _ = tracing_subscriber::registry().with(stderr.with_filter(filter)).with(forward).try_init();
 }
 
 /// `text` with every control character written as an escape (`\n`, `\r`, `\t`, `\x1b`).

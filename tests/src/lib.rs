@@ -565,3 +565,44 @@ async fn run_driver(command: &mut Command) -> Value {
     assert!(output.status.success(), "driver failed ({}):\nstdout: {stdout}\nstderr: {stderr}", output.status);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("driver output is not JSON ({e}): {stdout}"))
 }
+
+/// A running mock WebSocket logger (`fixture-logger`); killed on drop.
+pub struct Logger {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    /// Where it appends each `logger_log` call's arguments, one JSON line each.
+    pub record: PathBuf,
+}
+
+impl Logger {
+    /// Starts a logger on `port` (0 for any) recording into `record`; `silent` never answers
+    /// `logger_log`.
+    pub async fn start(port: u16, record: &Path, silent: bool) -> Logger {
+        let mut command = Command::new(workspace_bin("fixture-logger"));
+        command.args(["--port", &port.to_string(), "--record"]).arg(record);
+        if silent {
+            command.arg("--silent");
+        }
+        let mut child = command.stdout(Stdio::piped()).kill_on_drop(true).spawn().expect("start fixture-logger");
+        let port = read_listening_port(&mut child, "listening on ").await;
+        Logger { child, port, record: record.to_owned() }
+    }
+
+    /// `ws://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// The records received so far.
+    pub fn records(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.record).unwrap_or_default();
+        text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+    }
+
+    /// Stops the logger (its connection drops at once).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
+    }
+}

@@ -1,5 +1,5 @@
-//! Structured logging: every tools/call is one JSON record with session, tool, backend,
-//! duration and outcome.
+//! Structured logging: every tools/call is a JSON record when it arrives ("Tool call
+//! received") and one when it ends ("Tool call finished", with duration and outcome).
 
 use relay_tests::{Fixture, Relay, TEST_RELAY_YAML};
 use serde_json::{Value, json};
@@ -19,7 +19,11 @@ async fn json_logs_have_one_record_per_tool_call() {
         relay.log().lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
     // Readiness polling calls relay_get_status on other sessions; look at this client's calls.
     let calls: Vec<&Value> =
-        records.iter().filter(|r| r["message"] == "tools/call" && r["tool"] != "relay_get_status").collect();
+        records.iter().filter(|r| r["message"] == "Tool call finished" && r["tool"] != "relay_get_status").collect();
+    let received: Vec<&Value> =
+        records.iter().filter(|r| r["message"] == "Tool call received" && r["tool"] != "relay_get_status").collect();
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!(received[0]["backend"], "alpha", "the owner is named before the call runs");
     assert_eq!(calls.len(), 2, "{calls:?}");
     let ok = calls.iter().find(|r| r["tool"] == "echo").unwrap();
     assert_eq!(ok["backend"], "alpha");

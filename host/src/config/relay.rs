@@ -108,6 +108,32 @@ pub struct LoggingConfig {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `relay=debug`.
     pub level: Option<String>,
+    /// Forwarding of records to the WebSocket logger.
+    pub forward: ForwardConfig,
+}
+
+/// Where records also go: the WebSocket logger (`joshua_logger`'s protocol). Off unless `url`
+/// (or `JOSHUA_LOGGER_URL` in the environment, which wins) is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    /// The logger's `ws://` or `wss://` URL.
+    pub url: Option<String>,
+    /// Records at or above this level are forwarded: `error`, `warn`, `info` (default),
+    /// `debug` or `trace`.
+    pub level: Option<String>,
+}
+
+impl ForwardConfig {
+    /// The logger's URL: `JOSHUA_LOGGER_URL` when set and not empty, else `url`.
+    pub fn resolved_url(&self) -> Option<String> {
+        std::env::var("JOSHUA_LOGGER_URL").ok().filter(|u| !u.trim().is_empty()).or_else(|| self.url.clone())
+    }
+
+    /// The forwarding level (info unless set).
+    pub fn level(&self) -> tracing::Level {
+        self.level.as_deref().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::INFO)
+    }
 }
 
 /// How log records are written.
@@ -132,6 +158,16 @@ impl RelayConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(level) = &self.logging.forward.level
+            && level.parse::<tracing::Level>().is_err()
+        {
+            return Err(format!("logging.forward.level {level:?} must be error, warn, info, debug or trace"));
+        }
+        if let Some(url) = &self.logging.forward.url
+            && !(url.starts_with("ws://") || url.starts_with("wss://"))
+        {
+            return Err(format!("logging.forward.url {url:?} must be a ws:// or wss:// URL"));
+        }
         if self.upstream.call_timeout_secs <= 0.0 || self.upstream.connect_timeout_secs <= 0.0 {
             return Err("upstream timeouts must be positive".into());
         }

@@ -11,6 +11,7 @@ mod lines;
 mod lists;
 mod related;
 mod requests;
+mod trace;
 pub mod version;
 
 pub use codec::{DecodeError, decode};
@@ -20,3 +21,4 @@ pub use lines::{Line, LineCodec, Oversized};
 pub use lists::ListKind;
 pub use related::{ClientRequests, Related};
 pub use requests::{Addressed, Completion, CompletionRef, ToolCall};
+pub use trace::Trace;

@@ -320,6 +320,11 @@ impl Router {
             .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
     }
 
+    /// The name of the backend, adapter or `relay` that serves tool `name` now, if any.
+    pub fn owner_of(&self, name: &str) -> Option<String> {
+        self.catalog().get(name).map(|entry| entry.owner.name().to_owned())
+    }
+
     /// Calls the tool that the catalog lists as `call.name` for `caller`; `related` is where
     /// its progress notifications go.
     pub async fn call_tool(&self, call: ToolCall, related: Option<&Related>, caller: &Caller) -> Routed {

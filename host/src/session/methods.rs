@@ -11,7 +11,8 @@ use super::events::{LOG_LEVELS, log_rank};
 use crate::access::RequestInfo;
 use crate::mcp::envelope;
 use crate::mcp::{
-    Addressed, Completion, ListKind, Notification, Related, Request, Response, RpcError, ToolCall, error_codes, version,
+    Addressed, Completion, ListKind, Notification, Related, Request, Response, RpcError, ToolCall, Trace, error_codes,
+    version,
 };
 use crate::metrics::metrics;
 use crate::plugins::Refusal;
@@ -240,8 +241,19 @@ impl Session {
 
     /// `tools/call`, logged as one structured record (tool, backend, duration, outcome).
     async fn call_tool(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
-        let call = ToolCall::parse(params)?;
+        let mut call = ToolCall::parse(params)?;
         let name = call.name.clone();
+        let (session, principal) = (self.id.as_str(), self.principal.id.as_str());
+        // The backend sees the same trace, with the relay's hop as its parent span.
+        let trace = Trace::of(call.meta.as_ref());
+        let meta = call.meta.get_or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("traceparent".into(), trace.traceparent().into());
+        }
+        let trace_id = trace.trace_id.as_str();
+        let owner = self.router.owner_of(&name);
+        let backend = owner.as_deref().unwrap_or("-");
+        tracing::info!(target: "relay::call", session, principal, tool = %name, backend, trace_id, "Tool call received");
         let started = Instant::now();
         let routed = self.router.call_tool(call, related, &self.caller).await;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -250,10 +262,10 @@ impl Session {
             Ok(result) => {
                 let outcome =
                     if result.get("isError").and_then(Value::as_bool) == Some(true) { "tool_error" } else { "ok" };
-                tracing::info!(target: "relay::call", session = %self.id, tool = %name, backend, duration_ms, outcome, "tools/call");
+                tracing::info!(target: "relay::call", session, principal, tool = %name, backend, trace_id, duration_ms, outcome, "Tool call finished");
             }
             Err(error) => {
-                tracing::info!(target: "relay::call", session = %self.id, tool = %name, backend, duration_ms, outcome = "error", %error, "tools/call");
+                tracing::info!(target: "relay::call", session, principal, tool = %name, backend, trace_id, duration_ms, outcome = "error", %error, "Tool call finished");
             }
         }
         routed.result.map_err(RpcError::from)

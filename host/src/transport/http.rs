@@ -123,10 +123,11 @@ async fn mcp_post(
             return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, error.into_response());
         }
     };
-    let message = match mcp::decode(&bytes, &limits) {
+    let mut message = match mcp::decode(&bytes, &limits) {
         Ok(message) => message,
         Err(refused) => return rpc_error(StatusCode::BAD_REQUEST, refused.into_response()),
     };
+    adopt_traceparent(&headers, &mut message);
     if stateless::is_stateless(&headers) {
         return stateless::post(&state, peer, &headers, accept, message).await;
     }
@@ -290,6 +291,18 @@ fn find_session(state: &TransportState, headers: &HeaderMap) -> Result<Arc<Sessi
         ));
     }
     Ok(session)
+}
+
+/// A W3C `traceparent` header travels on as the request's `_meta.traceparent` (where the
+/// session reads it), unless the body names one itself.
+fn adopt_traceparent(headers: &HeaderMap, message: &mut Message) {
+    let Some(header) = headers.get("traceparent").and_then(|v| v.to_str().ok()) else { return };
+    let Message::Request(request) = message else { return };
+    let Some(Value::Object(params)) = &mut request.params else { return };
+    let meta = params.entry("_meta").or_insert_with(|| json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        meta.entry("traceparent").or_insert_with(|| header.into());
+    }
 }
 
 /// The token of an `Authorization: Bearer` header.

@@ -7,7 +7,8 @@
 //! Tools: `echo {message}` → "NAME: message"; `add {a, b}`; `slow {ms, message}`;
 //! `hang` (never answers); `garbage` (sends a non-JSON frame, never answers);
 //! `register_tool {name}` (adds an echo-like tool and sends `tools/list_changed`);
-//! `cancellations` (how many `notifications/cancelled` it has received).
+//! `cancellations` (how many `notifications/cancelled` it has received); `meta` (the request's
+//! `_meta` as JSON text).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,6 +100,8 @@ async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: 
                     text(format!("{}: {}", opts.name, args["message"].as_str().unwrap_or("done")))
                 }
                 "hang" => return,
+                // What the relay passed on in `_meta` (trace context, progress token).
+                "meta" => text(params.get("_meta").cloned().unwrap_or(Value::Null).to_string()),
                 "cancellations" => text(CANCELLATIONS.load(std::sync::atomic::Ordering::Relaxed).to_string()),
                 "garbage" => {
                     let _ = tx.send("this is not json {{{".into());
@@ -139,6 +142,7 @@ fn tools(extra: &Mutex<Vec<String>>) -> Vec<Value> {
         json!({"name": "add", "description": "Add two numbers", "inputSchema": object(json!({"a": {"type": "number"}, "b": {"type": "number"}}))}),
         json!({"name": "slow", "description": "Answer after ms milliseconds", "inputSchema": object(json!({"ms": {"type": "integer"}, "message": {"type": "string"}}))}),
         json!({"name": "hang", "description": "Never answer", "inputSchema": object(json!({}))}),
+        json!({"name": "meta", "description": "The request's _meta", "inputSchema": object(json!({}))}),
         json!({"name": "garbage", "description": "Send a non-JSON frame", "inputSchema": object(json!({}))}),
         json!({"name": "register_tool", "description": "Add a tool", "inputSchema": object(json!({"name": {"type": "string"}}))}),
         json!({"name": "cancellations", "description": "Count received cancellations", "inputSchema": object(json!({}))}),

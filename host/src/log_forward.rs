@@ -1,0 +1,250 @@
+//! Log forwarding to the WebSocket logger, the way `joshua_logger` speaks to it: the logger is
+//! an MCP server on WebSocket, and each record is a `tools/call` of its `logger_log` tool with
+//! `{level, message, component: "mcp-relay", data, trace_id}`.
+//!
+//! A `tracing` layer copies the relay's records (at or above `logging.forward.level`) into a
+//! bounded queue and never waits: a full queue drops the record and counts it. One task keeps
+//! one connection to the logger (reconnecting with capped backoff) and sends what the queue
+//! holds without waiting for answers; past [`MAX_UNANSWERED`] unanswered records it drops
+//! rather than let a logger that stopped answering grow the relay. The stderr log is unaffected.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+
+use crate::metrics::metrics;
+
+/// Records waiting to be sent; past this the layer drops (and counts) new ones.
+const QUEUE: usize = 1024;
+
+/// Records sent but not yet answered; past this, new records are dropped.
+pub const MAX_UNANSWERED: usize = 256;
+
+/// How the relay names itself in forwarded records.
+const COMPONENT: &str = "mcp-relay";
+
+/// The records of the forwarder itself stay local (a logger that is down must not produce
+/// records about itself that queue for it).
+const OWN_TARGET: &str = "relay::log_forward";
+
+/// One record on its way to the logger.
+#[derive(Debug)]
+struct Record {
+    level: &'static str,
+    message: String,
+    data: Map<String, Value>,
+    trace_id: Option<String>,
+}
+
+/// The `tracing` layer: copies records into the queue.
+pub struct ForwardLayer {
+    queue: mpsc::Sender<Record>,
+}
+
+/// The sending side, started by the server on its runtime.
+pub struct Forwarder {
+    url: String,
+    queue: mpsc::Receiver<Record>,
+}
+
+/// A layer and its forwarder for the logger at `url`.
+pub fn channel(url: &str) -> (ForwardLayer, Forwarder) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    (ForwardLayer { queue: tx }, Forwarder { url: url.to_owned(), queue: rx })
+}
+
+impl<S: Subscriber> Layer<S> for ForwardLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        if meta.target().starts_with(OWN_TARGET) {
+            return;
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let level = match *meta.level() {
+            Level::ERROR => "ERROR",
+            Level::WARN => "WARN",
+            Level::INFO => "INFO",
+            Level::DEBUG => "DEBUG",
+            Level::TRACE => "TRACE",
+        };
+        let trace_id = fields.data.remove("trace_id").and_then(|v| v.as_str().map(str::to_owned));
+        fields.data.insert("target".into(), meta.target().into());
+        let record = Record { level, message: fields.message, data: fields.data, trace_id };
+        if self.queue.try_send(record).is_err() {
+            metrics().log_forward_dropped();
+        }
+    }
+}
+
+/// A record's message and other fields, as JSON.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    data: Map<String, Value>,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Value::String(value.to_owned()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+}
+
+impl Fields {
+    fn put(&mut self, field: &Field, value: Value) {
+        match (field.name(), value) {
+            ("message", Value::String(text)) => self.message = text,
+            (name, value) => {
+                self.data.insert(name.to_owned(), value);
+            }
+        }
+    }
+}
+
+impl Forwarder {
+    /// Runs until the relay exits: connect, send, and on loss reconnect with capped backoff.
+    pub async fn run(mut self) {
+        let backoff_builder = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times();
+        let mut backoff = backoff_builder.build();
+        loop {
+            match connect(&self.url).await {
+                Ok(socket) => {
+                    backoff = backoff_builder.build();
+                    self.set_connected(true);
+                    tracing::info!(target: "relay::log_forward", url = %self.url, "log forwarding connected");
+                    let why = self.serve(socket).await;
+                    self.set_connected(false);
+                    tracing::warn!(target: "relay::log_forward", url = %self.url, why, "log forwarding disconnected; reconnecting");
+                }
+                Err(error) => {
+                    tracing::debug!(target: "relay::log_forward", url = %self.url, %error, "logger not reachable");
+                }
+            }
+            if self.queue.is_closed() {
+                return;
+            }
+            tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
+        }
+    }
+
+    fn set_connected(&self, connected: bool) {
+        metrics().log_forward_connected(connected);
+    }
+
+    /// Sends queued records on `socket` until it fails; says why it ended.
+    async fn serve(&mut self, socket: Socket) -> &'static str {
+        let (mut sink, mut stream) = socket.split();
+        let unanswered = Arc::new(AtomicUsize::new(0));
+        let answers = unanswered.clone();
+        // Answers are only counted: a failed logger_log is the logger's business.
+        let mut reader = tokio::spawn(async move {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Frame::Text(_)) {
+                    let _ = answers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                }
+                if matches!(frame, Frame::Close(_)) {
+                    break;
+                }
+            }
+        });
+        let mut next_id: u64 = 1;
+        loop {
+            let record = tokio::select! {
+                record = self.queue.recv() => match record {
+                    Some(record) => record,
+                    None => return "the relay is stopping",
+                },
+                _ = &mut reader => return "the logger closed the connection",
+            };
+            if unanswered.load(Ordering::Relaxed) >= MAX_UNANSWERED {
+                metrics().log_forward_dropped();
+                continue;
+            }
+            next_id += 1;
+            let call = json!({
+                "jsonrpc": "2.0",
+                "id": next_id,
+                "method": "tools/call",
+                "params": {"name": "logger_log", "arguments": {
+                    "level": record.level,
+                    "message": record.message,
+                    "component": COMPONENT,
+                    "data": record.data,
+                    "trace_id": record.trace_id,
+                }},
+            });
+            unanswered.fetch_add(1, Ordering::Relaxed);
+            if sink.send(Frame::Text(call.to_string().into())).await.is_err() {
+                metrics().log_forward_dropped();
+                reader.abort();
+                return "sending failed";
+            }
+        }
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the WebSocket and performs the MCP handshake with the logger.
+async fn connect(url: &str) -> Result<Socket, String> {
+    let attempt = async {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| e.to_string())?;
+        let initialize = json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {
+                "protocolVersion": crate::mcp::version::UPSTREAM_REQUEST,
+                "capabilities": {},
+                "clientInfo": {"name": COMPONENT, "version": env!("CARGO_PKG_VERSION")},
+            },
+        });
+        socket.send(Frame::Text(initialize.to_string().into())).await.map_err(|e| e.to_string())?;
+        loop {
+            match socket.next().await {
+                Some(Ok(Frame::Text(text))) => {
+                    let answer: Value = serde_json::from_str(text.as_str()).map_err(|e| e.to_string())?;
+                    if answer["id"] == 1 {
+                        if let Some(error) = answer.get("error") {
+                            return Err(format!("initialize refused: {error}"));
+                        }
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("closed during the handshake".into()),
+            }
+        }
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        socket.send(Frame::Text(initialized.to_string().into())).await.map_err(|e| e.to_string())?;
+        Ok(socket)
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt).await.unwrap_or_else(|_| Err("handshake timed out".into()))
+}

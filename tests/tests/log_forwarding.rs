@@ -1,0 +1,139 @@
+//! Log forwarding to the WebSocket logger (issue 13): records reach a mock of the Godot logger
+//! as `logger_log` calls with component `mcp-relay`, tool calls are followed by trace id from
+//! the client to the backend, and a logger that is down, restarting or hanging never costs a
+//! call anything (drops are counted instead).
+
+use serde_json::{Value, json};
+
+use relay_tests::{Fixture, Logger, Relay, TEST_RELAY_YAML, eventually, text_of};
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+async fn relay_logging_to(url: &str, alpha: &Fixture) -> (Relay, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start_files(
+        dir.path(),
+        TEST_RELAY_YAML,
+        &format!("backends:\n{}", alpha.entry()),
+        &[("JOSHUA_LOGGER_URL", url)],
+    )
+    .await;
+    relay.wait_ready("alpha").await;
+    (relay, dir)
+}
+
+fn tool_calls<'a>(records: &'a [Value], message: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["message"] == message && r["data"]["tool"] == "echo").collect()
+}
+
+async fn metric(relay: &Relay, series: &str) -> f64 {
+    let text = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn tool_calls_reach_the_logger_with_their_trace_id_which_the_backend_sees_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let logger = Logger::start(0, &dir.path().join("records.jsonl"), false).await;
+    let alpha = Fixture::start("alpha").await;
+    let (relay, _dir) = relay_logging_to(&logger.url(), &alpha).await;
+    let mut client = relay.line_client().await;
+    let traceparent = format!("00-{TRACE}-00f067aa0ba902b7-01");
+    let call = |name: &str| json!({"name": name, "arguments": {"message": "m"}, "_meta": {"traceparent": traceparent}});
+    assert_eq!(text_of(&client.request("tools/call", call("echo")).await), "alpha: m");
+
+    let records = eventually("the call's records reach the logger", || async {
+        let records = logger.records();
+        (tool_calls(&records, "Tool call finished").len() == 1).then_some(records)
+    })
+    .await;
+    let received = tool_calls(&records, "Tool call received")[0];
+    assert_eq!(received["component"], "mcp-relay");
+    assert_eq!(received["level"], "INFO");
+    assert_eq!(received["trace_id"], TRACE, "{received}");
+    assert_eq!(received["data"]["backend"], "alpha");
+    assert_eq!(received["data"]["session"].as_str().unwrap().len(), 32);
+    assert!(received["data"]["principal"].is_string());
+    let finished = tool_calls(&records, "Tool call finished")[0];
+    assert_eq!(finished["trace_id"], TRACE);
+    assert_eq!(finished["data"]["outcome"], "ok");
+    assert!(finished["data"]["duration_ms"].as_f64().is_some(), "{finished}");
+    assert!(records.iter().all(|r| r["component"] == "mcp-relay"));
+
+    // The backend gets the same trace, with the relay's hop as the parent span.
+    let meta: Value = serde_json::from_str(&text_of(&client.request("tools/call", call("meta")).await)).unwrap();
+    let forwarded = meta["traceparent"].as_str().unwrap();
+    assert!(forwarded.starts_with(&format!("00-{TRACE}-")), "{forwarded}");
+    assert_ne!(forwarded, traceparent);
+
+    // Over HTTP the W3C header does the same; without any, the relay starts a trace.
+    let session = relay_tests::HttpSession::open(&relay.http("/mcp"), json!({})).await;
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "meta", "arguments": {}}});
+    let answer = session.post(&body).header("traceparent", &traceparent).send().await.unwrap().text().await.unwrap();
+    assert!(answer.contains(&format!("00-{TRACE}-")), "{answer}");
+    let meta: Value = serde_json::from_str(&text_of(&client.call_tool("meta", json!({})).await)).unwrap();
+    let fresh = meta["traceparent"].as_str().unwrap();
+    assert!(fresh.len() == 55 && !fresh.contains(TRACE), "{fresh}");
+}
+
+#[tokio::test]
+async fn a_logger_down_at_start_or_restarting_costs_nothing_and_forwarding_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let alpha = Fixture::start("alpha").await;
+    let (relay, _dir) = relay_logging_to(&format!("ws://127.0.0.1:{port}"), &alpha).await;
+    let mut client = relay.line_client().await;
+    assert_eq!(
+        text_of(&client.call_tool("echo", json!({"message": "m"})).await),
+        "alpha: m",
+        "served without a logger"
+    );
+    assert_eq!(metric(&relay, "relay_log_forward_connected").await, 0.0);
+
+    let mut logger = Logger::start(port, &dir.path().join("first.jsonl"), false).await;
+    eventually("the relay connects once the logger appears", || async {
+        (metric(&relay, "relay_log_forward_connected").await == 1.0).then_some(())
+    })
+    .await;
+    client.call_tool("echo", json!({"message": "after"})).await;
+    eventually("records arrive", || async {
+        (!tool_calls(&logger.records(), "Tool call finished").is_empty()).then_some(())
+    })
+    .await;
+
+    logger.kill().await;
+    let logger = Logger::start(port, &dir.path().join("second.jsonl"), false).await;
+    eventually("forwarding resumes after the logger restarts", || async {
+        (metric(&relay, "relay_log_forward_connected").await == 1.0).then_some(())
+    })
+    .await;
+    client.call_tool("echo", json!({"message": "again"})).await;
+    eventually("records arrive at the restarted logger", || async {
+        (!tool_calls(&logger.records(), "Tool call finished").is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_logger_that_never_answers_leaves_calls_alone_and_drops_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let logger = Logger::start(0, &dir.path().join("records.jsonl"), true).await;
+    let alpha = Fixture::start("alpha").await;
+    let (relay, _dir) = relay_logging_to(&logger.url(), &alpha).await;
+    let mut client = relay.line_client().await;
+    // Two records per call: well past the forwarder's limit of unanswered records.
+    for n in 0..300 {
+        let answer = client.call_tool("echo", json!({"message": n.to_string()})).await;
+        assert_eq!(text_of(&answer), format!("alpha: {n}"));
+    }
+    eventually("drops are counted", || async {
+        (metric(&relay, "relay_log_forward_dropped_total").await > 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&relay, "relay_log_forward_connected").await, 1.0, "still connected, just not answered");
+    // It got exactly as many as may go unanswered (256), and no more.
+    eventually("the logger has the unanswered records", || async { (logger.records().len() >= 256).then_some(()) })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(logger.records().len(), 256);
+}
