@@ -13,6 +13,8 @@ command -v npm >/dev/null || need_apt+=(npm)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 # Observability tests: promtool checks the shipped alert rules, a real Prometheus scrapes a relay.
 command -v promtool >/dev/null && command -v prometheus >/dev/null || need_apt+=(prometheus)
+# The status page is checked in a real headless browser.
+command -v chromium >/dev/null || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"

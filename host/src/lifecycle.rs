@@ -3,6 +3,10 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use crate::access::TransportKind;
+
+const TRANSPORTS: [TransportKind; 3] = [TransportKind::Line, TransportKind::WebSocket, TransportKind::Http];
+
 /// Facts about this relay process.
 #[derive(Debug)]
 pub struct Lifecycle {
@@ -12,14 +16,14 @@ pub struct Lifecycle {
     pub started: Instant,
     /// False until the listener is up, and again once draining begins.
     ready: AtomicBool,
-    /// Open client sessions across all transports.
-    sessions: AtomicUsize,
+    /// Open client sessions, per transport (in [`TRANSPORTS`] order).
+    sessions: [AtomicUsize; 3],
 }
 
 impl Lifecycle {
     /// A not-yet-ready instance.
     pub fn new(instance: String) -> Self {
-        Self { instance, started: Instant::now(), ready: AtomicBool::new(false), sessions: AtomicUsize::new(0) }
+        Self { instance, started: Instant::now(), ready: AtomicBool::new(false), sessions: Default::default() }
     }
 
     /// Whether `/readyz` should say yes.
@@ -34,22 +38,28 @@ impl Lifecycle {
 
     /// Open sessions now.
     pub fn sessions(&self) -> usize {
-        self.sessions.load(Ordering::Relaxed)
+        self.sessions.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 
-    /// Counts a session in; the returned guard counts it out when dropped.
-    pub fn session_opened(self: &std::sync::Arc<Self>) -> SessionCount {
-        self.sessions.fetch_add(1, Ordering::Relaxed);
-        SessionCount(self.clone())
+    /// Open sessions now, per transport.
+    pub fn sessions_by_transport(&self) -> Vec<(&'static str, usize)> {
+        TRANSPORTS.iter().zip(&self.sessions).map(|(t, n)| (t.as_str(), n.load(Ordering::Relaxed))).collect()
+    }
+
+    /// Counts a session of `transport` in; the returned guard counts it out when dropped.
+    pub fn session_opened(self: &std::sync::Arc<Self>, transport: TransportKind) -> SessionCount {
+        let slot = TRANSPORTS.iter().position(|t| *t == transport).expect("every transport has a slot");
+        self.sessions[slot].fetch_add(1, Ordering::Relaxed);
+        SessionCount(self.clone(), slot)
     }
 }
 
 /// Held by a session for its lifetime.
 #[derive(Debug)]
-pub struct SessionCount(std::sync::Arc<Lifecycle>);
+pub struct SessionCount(std::sync::Arc<Lifecycle>, usize);
 
 impl Drop for SessionCount {
     fn drop(&mut self) {
-        self.0.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.0.sessions[self.1].fetch_sub(1, Ordering::Relaxed);
     }
 }

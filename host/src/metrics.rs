@@ -363,6 +363,12 @@ impl BackendMetrics {
     pub fn reconnect(&self) {
         self.reconnects.inc();
     }
+
+    /// Requests so far, and how many of them failed or timed out (for status).
+    pub fn counts(&self) -> (u64, u64) {
+        let failed = self.error.get() + self.timeout.get();
+        (self.ok.get() + failed, failed)
+    }
 }
 
 /// One plugin's series (see [`Metrics::plugin`]).

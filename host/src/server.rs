@@ -71,7 +71,7 @@ pub async fn run(
         plugins.clone(),
         config.access.add_server_commands.clone(),
     ));
-    let router = Router::new(upstreams.clone(), relay_tools, plugins.clone());
+    let router = Router::new(upstreams.clone(), relay_tools.clone(), plugins.clone());
     let policy = Arc::new(Policy::new(plugins.clone()));
     let state = Arc::new(TransportState {
         sessions_factory: SessionFactory {
@@ -93,6 +93,7 @@ pub async fn run(
             &config.listen.host,
         )),
         pending: Arc::default(),
+        relay_tools: relay_tools.clone(),
     });
 
     let (_watch_guard, mut file_changes) =
@@ -143,7 +144,7 @@ pub async fn run(
         let browser = Arc::new(BrowserRules::new(config.allowed_origins.clone(), config.allowed_hosts.clone(), host));
         tracing::info!(%bound, "metrics listening");
         println!("metrics listening on {bound}");
-        tokio::spawn(transport::serve_metrics(listener, browser, shutdown.clone()));
+        tokio::spawn(transport::serve_metrics(listener, browser, relay_tools.clone(), shutdown.clone()));
     }
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;

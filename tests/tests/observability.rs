@@ -199,3 +199,79 @@ async fn a_real_prometheus_scrapes_the_relay_and_sees_a_backend_go_down() {
     })
     .await;
 }
+
+/// The DOM of `url` after a real headless browser (Debian's chromium) loaded it.
+fn browser_dom(url: &str, profile: &Path) -> String {
+    let out = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", url])
+        .output()
+        .expect("chromium (installed by scripts/test.sh)");
+    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_status_page_shows_backends_and_plugins_in_a_real_browser() {
+    let alpha = Fixture::start("alpha").await;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start_files(
+        dir.path(),
+        &relay_yaml(dir.path()),
+        &format!("backends:\n{}", alpha.entry()),
+        &[("RELAY_INSTANCE", "green")],
+    )
+    .await;
+    relay.wait_ready("alpha").await;
+    let mut client = relay.line_client().await;
+    client.call_tool("alpha__echo", json!({"message": "m"})).await;
+
+    let url = relay.http("/status");
+    let profile = dir.path().join("chromium");
+    let dom = tokio::task::spawn_blocking(move || browser_dom(&url, &profile)).await.unwrap();
+    assert!(dom.contains("relay green"), "{dom}");
+    let backends = &dom[dom.find("id=\"backends\"").expect("backends table")..];
+    assert!(backends.contains("<td>alpha</td>") && backends.contains(">ready<"), "{backends}");
+    let plugins = &dom[dom.find("id=\"plugins\"").expect("plugins table")..];
+    assert!(plugins.contains("<td>echoes</td>") && plugins.contains("<td>adapter</td>"), "{plugins}");
+    assert!(dom.contains("id=\"log-forward\""));
+
+    let report: Value = reqwest::get(relay.http("/status.json")).await.unwrap().json().await.unwrap();
+    assert_eq!(report["instance"], "green");
+    assert_eq!(report["sessions_by_transport"]["line"], 1, "{report}");
+    let alpha_status = report["backends"].as_array().unwrap().iter().find(|b| b["name"] == "alpha").unwrap();
+    assert!(alpha_status["requests"].as_u64().unwrap() >= 1, "{alpha_status}");
+    assert!(alpha_status.get("target").is_none(), "no backend addresses on the page");
+    let private = format!("http://127.0.0.1:{}/status", relay.metrics_port.unwrap());
+    assert!(reqwest::get(private).await.unwrap().text().await.unwrap().contains("<td>alpha</td>"));
+}
+
+#[tokio::test]
+async fn with_an_auth_plugin_the_status_needs_an_admin_on_the_main_port() {
+    const ADMIN: &str = "admin-token-5e1f";
+    let dir = tempfile::tempdir().unwrap();
+    let auth = copy_plugin(dir.path(), "token_auth");
+    let yaml = format!(
+        "metrics: {{listen: '127.0.0.1:0'}}\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: {ADMIN}, principal: ops, roles: [admin]}}\n        - {{token: user-token, principal: user}}\n",
+        auth.display()
+    );
+    let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = client.get(relay.http(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    for path in ["/status", "/status.json"] {
+        assert_eq!(get(path, None).await.unwrap().status(), 401, "{path}");
+        assert_eq!(get(path, Some("wrong")).await.unwrap().status(), 401, "{path}");
+        assert_eq!(get(path, Some("user-token")).await.unwrap().status(), 403, "{path}");
+        assert_eq!(get(path, Some(ADMIN)).await.unwrap().status(), 200, "{path}");
+    }
+    // The private listener is the operator's own: open.
+    let private = format!("http://127.0.0.1:{}/status.json", relay.metrics_port.unwrap());
+    assert_eq!(reqwest::get(private).await.unwrap().status(), 200);
+}

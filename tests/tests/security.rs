@@ -302,7 +302,7 @@ async fn logs_cannot_be_forged_by_client_text() {
         let relay = Relay::start_with(&yaml(""), "backends: []\n", &["--log-format", format]).await;
         let mut client = line(&relay).await;
         client.call_tool(forged, json!({})).await;
-        relay.wait_for_log("tools/call").await;
+        relay.wait_for_log("Tool call finished").await;
         let log = relay.log();
         assert!(!log.contains('\x1b') && !log.contains('\r'), "{format}: raw control bytes in the log");
         assert!(!log.lines().any(|l| l.starts_with("2026-11-30T00:00:00")), "{format}: a forged line:\n{log}");

@@ -5,6 +5,7 @@
 //! then reconcile the running set, so the file stays the single source of truth.
 
 mod error;
+mod status_page;
 
 use std::sync::{Arc, LazyLock};
 use std::time::UNIX_EPOCH;
@@ -17,6 +18,7 @@ use crate::lifecycle::Lifecycle;
 use crate::plugins::Plugins;
 use crate::upstream::Upstreams;
 pub use error::AdminError;
+pub use status_page::render as render_status_page;
 
 /// State the built-in tools read and change.
 pub struct RelayTools {
@@ -91,14 +93,25 @@ impl RelayTools {
     }
 
     fn status(&self, admin: bool) -> Value {
+        let (dropped, connected) = crate::metrics::metrics().log_forward_state();
+        let by_transport: serde_json::Map<String, Value> =
+            self.lifecycle.sessions_by_transport().into_iter().map(|(t, n)| (t.to_owned(), n.into())).collect();
         json!({
             "instance": self.lifecycle.instance,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": self.lifecycle.started.elapsed().as_secs_f64(),
             "sessions": self.lifecycle.sessions(),
+            "sessions_by_transport": by_transport,
             "backends": self.servers(admin),
             "plugins": self.plugins.status(),
+            "log_forward": {"connected": connected, "dropped": dropped},
         })
+    }
+
+    /// What the status page shows (`relay_get_status` as a non-admin sees it: no backend
+    /// targets).
+    pub fn status_report(&self) -> Value {
+        self.status(false)
     }
 
     async fn reload_plugins(&self) -> Value {
@@ -134,6 +147,8 @@ impl RelayTools {
                     "state": status.state.as_str(),
                     "tools": upstream.tools().len(),
                     "connects": status.connects,
+                    "requests": upstream.request_counts().0,
+                    "errors": upstream.request_counts().1,
                     "connected_since": status.connected_since.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
                     "last_error": status.last_error.map(|e| backend.redact(&e)),
                     "server_info": status.identity.as_ref().map(|i| i.server_info.clone()),

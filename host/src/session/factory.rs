@@ -207,7 +207,7 @@ impl SessionFactory {
             get_stream: Arc::default(),
             client_requests: Arc::default(),
             caller: Caller { request, admit },
-            _counts: (self.lifecycle.session_opened(), principal_count, address_count),
+            _counts: (self.lifecycle.session_opened(transport), principal_count, address_count),
         }))
     }
 }

@@ -42,6 +42,8 @@ pub struct TransportState {
     pub pending: Arc<KeyedCounts<IpAddr>>,
     /// Stateless (2026-07-28) calls waiting for their client's input.
     pub parked: Arc<ParkedCalls>,
+    /// The relay's own tools, for the status page.
+    pub relay_tools: Arc<crate::admin::RelayTools>,
 }
 
 /// The HTTP routes as one `axum::Router`, served per connection by the listener.
@@ -53,6 +55,8 @@ pub fn app(state: Arc<TransportState>) -> Router {
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(super::observe::render_metrics))
+        .route("/status", get(super::observe::status_page))
+        .route("/status.json", get(super::observe::status_json))
         .layer(axum::middleware::from_fn_with_state(state.browser.clone(), browser_guard::enforce))
         .with_state(state)
 }

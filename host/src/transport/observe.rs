@@ -1,17 +1,22 @@
-//! Routes for operators rather than MCP clients: `/metrics` (Prometheus, OpenMetrics text) on
-//! the main port, and the same on the private listener (`metrics.listen`), which serves
-//! nothing else of the relay.
+//! Routes for operators rather than MCP clients: `/metrics` (Prometheus, OpenMetrics text),
+//! `/status` (an HTML page) and `/status.json`. The main port serves them all, the status
+//! behind the `admin` role when an auth plugin is configured; the private listener
+//! (`metrics.listen`) serves them open, and nothing else of the relay.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::header;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::browser_guard::{self, BrowserRules};
+use super::http::{TransportState, bearer};
+use crate::access::{Principal, TransportKind};
+use crate::admin::{RelayTools, render_status_page};
 use crate::metrics::metrics;
 
 /// The content type of the OpenMetrics text format, which Prometheus negotiates.
@@ -22,16 +27,80 @@ pub async fn render_metrics() -> Response {
     ([(header::CONTENT_TYPE, OPENMETRICS)], metrics().render()).into_response()
 }
 
+/// `GET /status` on the main port.
+pub async fn status_page(
+    State(state): State<Arc<TransportState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match admitted(&state, peer, &headers).await {
+        Ok(()) => html(&state.relay_tools),
+        Err(refusal) => refusal,
+    }
+}
+
+/// `GET /status.json` on the main port.
+pub async fn status_json(
+    State(state): State<Arc<TransportState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match admitted(&state, peer, &headers).await {
+        Ok(()) => axum::Json(state.relay_tools.status_report()).into_response(),
+        Err(refusal) => refusal,
+    }
+}
+
+fn html(tools: &RelayTools) -> Response {
+    let page = render_status_page(&tools.status_report());
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], page).into_response()
+}
+
+/// With an auth plugin, the status is for principals with the `admin` role (401 without a
+/// valid bearer token, 403 without the role); without one it is as open as the relay.
+async fn admitted(state: &TransportState, peer: std::net::SocketAddr, headers: &HeaderMap) -> Result<(), Response> {
+    let factory = &state.sessions_factory;
+    if !factory.requires_auth() {
+        return Ok(());
+    }
+    let info = crate::access::ConnectInfo {
+        transport: TransportKind::Http,
+        remote_addr: peer.to_string(),
+        token: bearer(headers),
+    };
+    match factory.authenticate(&info).await {
+        Ok(principal) if principal.has_role(Principal::ADMIN) => Ok(()),
+        Ok(_) => Err((StatusCode::FORBIDDEN, "the status page needs the admin role").into_response()),
+        Err(_) => {
+            let mut refusal =
+                (StatusCode::UNAUTHORIZED, "the status page needs an admin's bearer token").into_response();
+            refusal.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(refusal)
+        }
+    }
+}
+
 /// The private listener's routes, behind the same browser rules as the main port.
-fn private_app(browser: Arc<BrowserRules>) -> Router {
+fn private_app(browser: Arc<BrowserRules>, tools: Arc<RelayTools>) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
+        .route("/status", get(|State(tools): State<Arc<RelayTools>>| async move { html(&tools) }))
+        .route(
+            "/status.json",
+            get(|State(tools): State<Arc<RelayTools>>| async move { axum::Json(tools.status_report()) }),
+        )
+        .with_state(tools)
         .layer(axum::middleware::from_fn_with_state(browser, browser_guard::enforce))
 }
 
 /// Serves the private listener until `shutdown`.
-pub async fn serve_private(listener: TcpListener, browser: Arc<BrowserRules>, shutdown: CancellationToken) {
-    let app = private_app(browser);
+pub async fn serve_private(
+    listener: TcpListener,
+    browser: Arc<BrowserRules>,
+    tools: Arc<RelayTools>,
+    shutdown: CancellationToken,
+) {
+    let app = private_app(browser, tools);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
     if let Err(error) = served {
         tracing::error!(%error, "metrics listener failed");

@@ -149,6 +149,11 @@ impl Upstream {
         self.listing.borrow().clone()
     }
 
+    /// Requests sent to this backend so far, and how many failed (for status).
+    pub fn request_counts(&self) -> (u64, u64) {
+        self.metrics.counts()
+    }
+
     /// A health snapshot.
     pub fn status(&self) -> Status {
         self.status.lock().expect("status lock").clone()
