@@ -29,6 +29,11 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A binary of this workspace and build profile (beside the test executable's `deps/` folder).
+/// The `relay-load` binary of this workspace.
+pub fn load_bin() -> PathBuf {
+    workspace_bin("relay-load")
+}
+
 fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");

@@ -1,0 +1,133 @@
+//! The load tool (`relay-load`, issue 14) against a test relay, small N: the reference stress
+//! test over every transport, a run that must fail the plan's criteria, hold, rate, and auth.
+
+use std::process::Output;
+
+use serde_json::Value;
+
+use relay_tests::{Fixture, Relay, TEST_RELAY_YAML, copy_plugin, load_bin};
+
+async fn load(args: &[&str]) -> (Output, Value) {
+    let out = tokio::process::Command::new(load_bin()).args(args).arg("--json").output().await.expect("run relay-load");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let summary = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not JSON: {stdout}"));
+    (out, summary)
+}
+
+async fn relay_with_alpha(alpha: &Fixture) -> Relay {
+    let relay = Relay::start_with(TEST_RELAY_YAML, &format!("backends:\n{}", alpha.entry()), &[]).await;
+    relay.wait_ready("alpha").await;
+    relay
+}
+
+#[tokio::test]
+async fn the_reference_scenario_passes_over_every_transport() {
+    let alpha = Fixture::start("alpha").await;
+    let relay = relay_with_alpha(&alpha).await;
+    let urls = [
+        (format!("tcp://127.0.0.1:{}", relay.port), "newline", false),
+        (relay.ws("/ws"), "websocket", false),
+        (relay.http("/mcp"), "http", false),
+        (relay.http("/mcp"), "stateless-http", true),
+    ];
+    for (url, transport, stateless) in urls {
+        let mut args = vec!["--scenario", "reference", "--clients", "20", url.as_str()];
+        if stateless {
+            args.push("--stateless");
+        }
+        let (out, summary) = load(&args).await;
+        assert!(out.status.success(), "{transport}: {summary}");
+        assert_eq!(summary["transport"], transport);
+        assert_eq!(summary["successes"], 20, "{transport}: {summary}");
+        assert_eq!(summary["failures"], 0, "{transport}: {summary}");
+        assert_eq!(summary["passed"], true);
+        for key in ["p50", "p95", "p99", "max", "avg"] {
+            assert!(summary["latency_ms"][key].as_f64().unwrap() > 0.0, "{transport} {key}: {summary}");
+        }
+        assert!(summary["calls_per_s"].as_f64().unwrap() > 0.0);
+        assert!(summary["rss_before"].as_u64().unwrap() > 1_000_000, "the relay's /metrics is read: {summary}");
+    }
+}
+
+#[tokio::test]
+async fn a_backend_that_answers_too_slowly_fails_the_criteria_with_exit_1() {
+    let alpha = Fixture::start("alpha").await;
+    let relay = relay_with_alpha(&alpha).await;
+    let url = format!("tcp://127.0.0.1:{}", relay.port);
+    let args = ["--clients", "10", "--tool", "slow", "--args", r#"{"ms": 300}"#, "--max-avg-ms", "100", url.as_str()];
+    let (out, summary) = load(&args).await;
+    assert_eq!(out.status.code(), Some(1), "{summary}");
+    assert_eq!(summary["passed"], false);
+    assert_eq!(summary["successes"], 10, "every call answered, just slowly");
+    assert!(summary["why_failed"][0].as_str().unwrap().contains("average"), "{summary}");
+
+    // Failures count against the success criterion, by kind.
+    let args = ["--clients", "10", "--tool", "no_such_tool", url.as_str()];
+    let (out, summary) = load(&args).await;
+    assert_eq!(out.status.code(), Some(1), "{summary}");
+    assert_eq!(summary["failures"], 10);
+    assert_eq!(summary["errors"]["rpc -32602"]["count"], 10, "{summary}");
+}
+
+#[tokio::test]
+async fn hold_keeps_every_session_open_then_all_call_and_rate_calls_for_its_duration() {
+    let alpha = Fixture::start("alpha").await;
+    let relay = relay_with_alpha(&alpha).await;
+    let (out, summary) = load(&[
+        "--scenario",
+        "hold",
+        "--clients",
+        "60",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"message": "m"}"#,
+        &relay.ws("/ws"),
+    ])
+    .await;
+    assert!(out.status.success(), "{summary}");
+    assert_eq!(summary["sessions_held"], 60, "{summary}");
+    assert_eq!(summary["successes"], 60);
+    assert!(summary["rss_holding"].as_u64().unwrap() > 1_000_000);
+
+    let args = [
+        "--scenario",
+        "rate",
+        "--connections",
+        "2",
+        "--duration",
+        "1",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"message": "m"}"#,
+    ];
+    let url = relay.http("/mcp");
+    let (out, summary) = load(&[&args[..], &[url.as_str()]].concat()).await;
+    assert!(out.status.success(), "{summary}");
+    assert!(summary["successes"].as_u64().unwrap() > 10, "{summary}");
+    assert!((0.9..3.0).contains(&summary["duration_s"].as_f64().unwrap()), "{summary}");
+
+    // A fixed rate: about 20 calls in a second, not as many as possible.
+    let (_, summary) = load(&[&args[..], &["--rate", "20", url.as_str()]].concat()).await;
+    let calls = summary["successes"].as_u64().unwrap();
+    assert!((10..=30).contains(&calls), "{summary}");
+}
+
+#[tokio::test]
+async fn a_bearer_token_is_presented_on_every_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = copy_plugin(dir.path(), "token_auth");
+    let yaml = format!(
+        "plugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: load-token, principal: ops, roles: [admin]}}\n",
+        auth.display()
+    );
+    let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
+    for url in [format!("tcp://127.0.0.1:{}", relay.port), relay.ws("/ws"), relay.http("/mcp")] {
+        let (out, summary) = load(&["--clients", "5", "--token", "load-token", url.as_str()]).await;
+        assert!(out.status.success(), "{url}: {summary}");
+        let (out, summary) = load(&["--clients", "5", "--token", "wrong", url.as_str()]).await;
+        assert_eq!(out.status.code(), Some(1), "{url}: {summary}");
+        assert_eq!(summary["failures"], 5, "{url}: {summary}");
+    }
+}
