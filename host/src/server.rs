@@ -146,7 +146,7 @@ pub async fn run(
         println!("metrics listening on {bound}");
         tokio::spawn(transport::serve_metrics(listener, browser, relay_tools.clone(), shutdown.clone()));
     }
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, instance = %lifecycle.instance, backends = backends.len(), config = %config_path.display(), "relay listening");
     // Machine-readable line on stdout for scripts and tests that start the relay on port 0.
@@ -163,6 +163,19 @@ pub async fn run(
     // Give supervisors a moment to kill stdio children and close sockets.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
+}
+
+/// How many connections may wait to be accepted (the kernel caps it at `net.core.somaxconn`).
+/// Tokio's default of 1024 drops SYNs when a thousand clients connect at once, and each
+/// dropped one waits a second for its retransmission.
+const ACCEPT_BACKLOG: u32 = 8192;
+
+/// The main listener, with [`ACCEPT_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// Loads the configured plugins as `serve` does (compiled, type-checked, smoke-instantiated);

@@ -46,6 +46,9 @@ pub struct TransportState {
     pub relay_tools: Arc<crate::admin::RelayTools>,
 }
 
+/// What a WebSocket session's read buffer starts at.
+const WS_READ_BUFFER: usize = 4096;
+
 /// The HTTP routes as one `axum::Router`, served per connection by the listener.
 pub fn app(state: Arc<TransportState>) -> Router {
     Router::new()
@@ -86,6 +89,10 @@ async fn websocket_or_info(
             let hard_cap = factory.limits.max_message_bytes.saturating_mul(2);
             upgrade
                 .protocols(["mcp"])
+                // tungstenite reserves 128 KiB per socket for reading by default; an idle
+                // session needs little, and the buffer grows for a large message.
+                .read_buffer_size(WS_READ_BUFFER)
+                .write_buffer_size(0)
                 .max_message_size(hard_cap)
                 .max_frame_size(hard_cap)
                 .on_upgrade(move |socket| super::websocket::serve(socket, factory, session))

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The cost of a relay hop, measured in one run on one machine: the same `relay-load rate` load
+# against the fast echo backend directly, through the relay (WebSocket and HTTP upstream; no
+# plugins, and with token-auth + rate-limit at a limit that never triggers) and through HAProxy
+# (`mode http` and `mode tcp`), each at 4 and 32 connections. Prints throughput, p50/p99
+# latency and the CPU time the serving processes spent per call (from /proc/PID/stat), and the
+# relay's throughput as a ratio of direct and of HAProxy `mode http`. Then `hold` at 1,000
+# sessions and at the file-descriptor limit, and the reference scenario at 1,000 clients.
+#
+# Usage: scripts/bench.sh            (BENCH_SECS=5 per run by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${BENCH_SECS:-5}
+ulimit -n "$(ulimit -Hn)"   # every process started here may use the whole file-descriptor limit
+
+command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy; }
+./scripts/build-plugins.sh >/dev/null
+cargo build --release --locked -p relay -p relay-load -p relay-tests --bins >/dev/null 2>&1 || cargo build --release --locked -p relay -p relay-load -p relay-tests --bins
+BIN=target/release
+WORK=$(mktemp -d); [ -n "${BENCH_KEEP:-}" ] && echo "work dir: $WORK"
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+# CPU ticks (user + system) of a process; 100 ticks a second.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+BACKEND=$(free_port)
+$BIN/echo-backend --port "$BACKEND" >/dev/null &
+BACKEND_PID=$!; PIDS+=("$BACKEND_PID")
+wait_port "$BACKEND"
+
+# A relay in front of the backend: $1 name, $2 backend URL, $3 extra relay.yaml.
+start_relay() {
+  local dir="$WORK/$1" port; port=$(free_port)
+  mkdir -p "$dir"
+  printf 'listen: {host: 127.0.0.1, port: %s}\nlogging: {level: warn}\nlimits: {max_sessions: 200000, max_sessions_per_principal: 200000, max_sessions_per_address: 200000, max_pending_per_address: 100000}\n%s' "$port" "$3" >"$dir/relay.yaml"
+  printf 'backends:\n  - name: echo\n    url: %s\n' "$2" >"$dir/backends.yaml"
+  RELAY_RATE_LIMIT=1000000000 BENCH_TOKEN=bench-token $BIN/relay serve --config "$dir/relay.yaml" >/dev/null 2>"$dir/relay.log" &
+  PIDS+=("$!"); eval "${1}_PID=$!; ${1}_PORT=$port"
+  wait_port "$port"
+  # Wait until the backend is connected: one echo call answers.
+  for _ in $(seq 100); do
+    $BIN/relay-load --clients 1 --tool echo --args '{"message":"up"}' --json ${4:+--token "$4"} \
+      "tcp://127.0.0.1:$port" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+}
+PLUGINS=$(cat <<EOF
+plugins:
+  - {name: auth, world: auth, path: $PWD/target/plugins/token_auth.wasm, grants: {env: [BENCH_TOKEN]}, config: {tokens: [{token_env: BENCH_TOKEN, principal: bench, roles: [admin]}]}}
+  - {name: rate-limit, world: policy, path: $PWD/target/plugins/rate_limit.wasm, grants: {clock: true, env: [RELAY_RATE_LIMIT]}}
+EOF
+)
+start_relay RWS "ws://127.0.0.1:$BACKEND/ws" ""
+start_relay RHTTP "http://127.0.0.1:$BACKEND/mcp" ""
+start_relay RPLUG "ws://127.0.0.1:$BACKEND/ws" "$PLUGINS" bench-token
+
+HTTPMODE=$(free_port); TCPMODE=$(free_port)
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+  maxconn 9000
+defaults
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 60s
+frontend http_mode
+  mode http
+  bind 127.0.0.1:$HTTPMODE
+  default_backend echo_http
+backend echo_http
+  mode http
+  server echo 127.0.0.1:$BACKEND
+frontend tcp_mode
+  mode tcp
+  bind 127.0.0.1:$TCPMODE
+  default_backend echo_tcp
+backend echo_tcp
+  mode tcp
+  server echo 127.0.0.1:$BACKEND
+EOF
+haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 &
+HAPROXY_PID=$!; PIDS+=("$HAPROXY_PID")
+wait_port "$HTTPMODE"; wait_port "$TCPMODE"
+
+RESULTS="$WORK/results.tsv"
+# run NAME URL CONNECTIONS "PIDS THAT SERVE" [extra relay-load args]
+run() {
+  local name=$1 url=$2 conns=$3 serving=$4; shift 4
+  local before=() pid i=0 cpu=0
+  for pid in $serving; do before+=("$(ticks "$pid")"); done
+  local json; json=$($BIN/relay-load --scenario rate --connections "$conns" --duration "$SECS" \
+    --tool echo --args '{"message":"bench"}' --json "$@" "$url")
+  for pid in $serving; do cpu=$((cpu + $(ticks "$pid") - before[i])); i=$((i + 1)); done
+  python3 - "$name" "$conns" "$cpu" "$json" >>"$RESULTS" <<'PY'
+import json, sys
+name, conns, ticks, summary = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+calls = max(summary["successes"], 1)
+errors = ",".join(f"{kind}:{e['count']}" for kind, e in summary["errors"].items()) or "0"
+print("\t".join(map(str, [name, conns, round(summary["calls_per_s"]), summary["latency_ms"]["p50"],
+      summary["latency_ms"]["p99"], round(ticks * 10000 / calls, 1), errors])))
+PY
+}
+
+for conns in 4 32; do
+  run "direct ws" "ws://127.0.0.1:$BACKEND/ws" $conns "$BACKEND_PID"
+  run "direct http" "http://127.0.0.1:$BACKEND/mcp" $conns "$BACKEND_PID"
+  run "relay ws>ws" "ws://127.0.0.1:$RWS_PORT/ws" $conns "$RWS_PID $BACKEND_PID"
+  run "relay http>http" "http://127.0.0.1:$RHTTP_PORT/mcp" $conns "$RHTTP_PID $BACKEND_PID"
+  run "relay ws>ws +auth+rl" "ws://127.0.0.1:$RPLUG_PORT/ws" $conns "$RPLUG_PID $BACKEND_PID" --token bench-token
+  run "haproxy http ws" "ws://127.0.0.1:$HTTPMODE/ws" $conns "$HAPROXY_PID $BACKEND_PID"
+  run "haproxy http http" "http://127.0.0.1:$HTTPMODE/mcp" $conns "$HAPROXY_PID $BACKEND_PID"
+  run "haproxy tcp ws" "ws://127.0.0.1:$TCPMODE/ws" $conns "$HAPROXY_PID $BACKEND_PID"
+done
+
+python3 - "$RESULTS" <<'PY'
+import sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
+print(f"{'path':24} {'conns':>5} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/call':>12} {'failed':>7}")
+for r in rows:
+    print(f"{r[0]:24} {r[1]:>5} {r[2]:>9} {float(r[3]):8.2f} {float(r[4]):8.2f} {r[5]:>12} {r[6]:>7}")
+by = {(r[0], r[1]): float(r[2]) for r in rows}
+print("\nrelay throughput as a ratio (same run, same client transport):")
+for conns in ("4", "32"):
+    for relay, direct, haproxy in (("relay ws>ws", "direct ws", "haproxy http ws"),
+                                   ("relay http>http", "direct http", "haproxy http http"),
+                                   ("relay ws>ws +auth+rl", "direct ws", "haproxy http ws")):
+        r = by[(relay, conns)]
+        print(f"  {relay:22} @{conns:>2}: {r / by[(direct, conns)]:.2f}x direct, {r / by[(haproxy, conns)]:.2f}x haproxy mode http")
+PY
+echo "(CPU µs/call counts every serving process: the relay or HAProxy plus the backend.)"
+
+echo; echo "hold (WebSocket sessions against the relay):"
+LIMIT=$(ulimit -Hn)
+for n in 1000 $((LIMIT - 500)); do
+  $BIN/relay-load --scenario hold --clients "$n" --tool echo --args '{"message":"h"}' --json "ws://127.0.0.1:$RWS_PORT/ws" |
+    python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+held = max(s["sessions_held"], 1)
+per = (s["rss_holding"] - s["rss_before"]) / held if s.get("rss_holding") and s.get("rss_before") else 0
+print("  %d sessions: %d held, %d answered, %.1f KB resident per session, errors %s"
+      % (s["clients"], s["sessions_held"], s["successes"], per / 1024, json.dumps(s["errors"])))'
+done
+echo; echo "reference scenario (1000 clients, newline JSON-RPC, relay_get_status):"
+$BIN/relay-load --scenario reference --clients 1000 "tcp://127.0.0.1:$RWS_PORT" | sed 's/^/  /'
