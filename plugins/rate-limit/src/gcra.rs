@@ -26,7 +26,10 @@ impl Rate {
         let per_minute = per_minute.max(1);
         let interval_us = 60_000_000 / u64::from(per_minute);
         let burst = u64::from(burst.unwrap_or(per_minute).max(1));
-        Rate { per_minute, interval_us, tolerance_us: (burst - 1) * interval_us }
+        // Multiplied before dividing: above 60 M/min the interval rounds to 0 µs, and a
+        // tolerance of 0 would deny a caller whose clock read came a moment before another's.
+        let tolerance_us = (burst - 1) * 60_000_000 / u64::from(per_minute);
+        Rate { per_minute, interval_us, tolerance_us }
     }
 
     /// The steady rate.
@@ -62,6 +65,13 @@ mod tests {
                 Decision::Deny { .. } => false,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_limit_beyond_a_call_per_microsecond_never_denies_a_slightly_older_clock() {
+        let rate = Rate::per_minute(1_000_000_000, None);
+        // Another call stored its time (1 ms later) before this one, which read the clock first.
+        assert!(matches!(rate.decide(Some(1_000), 0), Decision::Allow { .. }));
     }
 
     #[test]
