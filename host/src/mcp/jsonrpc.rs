@@ -193,10 +193,49 @@ impl Message {
         }
     }
 
-    /// The message serialised on one line, as every transport sends it.
+    /// The message serialised on one line, as every transport sends it (written from the
+    /// message as it is: params and results are not copied first).
     pub fn to_text(&self) -> String {
-        self.to_value().to_string()
+        let wire = match self {
+            Message::Request(r) => {
+                Wire { id: Some(&r.id), method: Some(&r.method), params: r.params.as_ref(), ..Wire::EMPTY }
+            }
+            Message::Notification(n) => Wire { method: Some(&n.method), params: n.params.as_ref(), ..Wire::EMPTY },
+            Message::Response(r) => match &r.outcome {
+                Ok(result) => Wire { id: Some(&r.id), result: Some(result), ..Wire::EMPTY },
+                Err(e) => Wire { id: Some(&r.id), error: Some(e.to_value()), ..Wire::EMPTY },
+            },
+        };
+        serde_json::to_string(&wire).expect("JSON values serialise")
     }
+}
+
+/// A request on one line, from borrowed parts (an upstream request that may be re-sent keeps
+/// its params and is not copied for each attempt).
+pub fn request_text(id: &Value, method: &str, params: Option<&Value>) -> String {
+    serde_json::to_string(&Wire { id: Some(id), method: Some(method), params, ..Wire::EMPTY })
+        .expect("JSON values serialise")
+}
+
+/// Any JSON-RPC message as written on the wire, fields in the order `to_value` gives them.
+#[derive(serde::Serialize)]
+struct Wire<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+    jsonrpc: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Value>,
+}
+
+impl Wire<'_> {
+    const EMPTY: Wire<'static> =
+        Wire { error: None, id: None, jsonrpc: "2.0", method: None, params: None, result: None };
 }
 
 fn with_params(mut value: Value, params: &Option<Value>) -> Value {

@@ -15,7 +15,7 @@ mod trace;
 pub mod version;
 
 pub use codec::{DecodeError, decode};
-pub use jsonrpc::{Message, Notification, Request, Response, RpcError, error_codes};
+pub use jsonrpc::{Message, Notification, Request, Response, RpcError, error_codes, request_text};
 pub use limits::{Limits, json_depth_exceeds};
 pub use lines::{Line, LineCodec, Oversized};
 pub use lists::ListKind;

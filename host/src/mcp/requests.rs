@@ -81,15 +81,16 @@ impl ToolCall {
         Ok(Self { name, arguments, meta: params.remove("_meta") })
     }
 
-    /// The params for the tool's owner, which knows it as `upstream_name`.
-    pub fn to_params(&self, upstream_name: &str) -> Value {
+    /// The params for the tool's owner, which knows it as `upstream_name` (the arguments move
+    /// on, not copied).
+    pub fn into_params(self, upstream_name: &str) -> Value {
         let mut params = Map::new();
         params.insert("name".into(), upstream_name.into());
-        if let Some(arguments) = &self.arguments {
-            params.insert("arguments".into(), arguments.clone());
+        if let Some(arguments) = self.arguments {
+            params.insert("arguments".into(), arguments);
         }
-        if let Some(meta) = &self.meta {
-            params.insert("_meta".into(), meta.clone());
+        if let Some(meta) = self.meta {
+            params.insert("_meta".into(), meta);
         }
         Value::Object(params)
     }
@@ -169,7 +170,7 @@ mod tests {
         let call = ToolCall::parse(Some(params)).unwrap();
         assert_eq!(call.name, "echo");
         assert_eq!(
-            call.to_params("upstream_echo"),
+            call.into_params("upstream_echo"),
             json!({"name": "upstream_echo", "arguments": {"text": "hi"}, "_meta": {"progressToken": 3}})
         );
         for bad in [json!([]), json!({"name": 1}), json!({"name": "t", "arguments": [1]})] {

@@ -345,7 +345,7 @@ impl Router {
                 let result = match self.upstreams.get(backend) {
                     None => Err(RouterError::UnknownTool(name.to_owned())),
                     Some(upstream) => {
-                        let params = call.to_params(&entry.upstream_name);
+                        let params = call.into_params(&entry.upstream_name);
                         upstream
                             .request_for("tools/call", Some(params), upstream.call_timeout(), related)
                             .await

@@ -17,10 +17,10 @@ pub enum Connection {
 
 impl Connection {
     /// Sends a request and waits for its response.
-    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+    pub async fn request(&self, method: &str, params: Option<&Value>) -> Result<Value, UpstreamError> {
         match self {
             Connection::Framed(c) => c.request(method, params).await,
-            Connection::Http(c) => c.request(method, params).await,
+            Connection::Http(c) => c.request(method, params.cloned()).await,
         }
     }
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::routes::ClientRoutes;
-use crate::mcp::{Message, Notification, Oversized, Request, Response};
+use crate::mcp::{Message, Notification, Oversized, Response, request_text};
 
 /// How many requests from one upstream (pings, sampling, elicitation) are handled at once.
 const SERVER_REQUESTS_AT_ONCE: usize = 32;
@@ -76,12 +76,12 @@ impl FramedConnection {
     }
 
     /// Sends a request and waits for the matching response.
-    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+    pub async fn request(&self, method: &str, params: Option<&Value>) -> Result<Value, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id, tx);
         let _cleanup = RemoveOnDrop { pending: &self.pending, outgoing: &self.outgoing, id };
-        let text = Message::Request(Request { id: id.into(), method: method.into(), params }).to_text();
+        let text = request_text(&id.into(), method, params);
         if self.outgoing.send(text).await.is_err() {
             return Err(UpstreamError::ConnectionLost);
         }

@@ -217,7 +217,7 @@ impl Upstream {
                         _ = self.stop.cancelled() => {}
                     }
                 };
-                match conn.request(method, params.clone()).await {
+                match conn.request(method, params.as_ref()).await {
                     Err(UpstreamError::ConnectionLost) if lost_on.is_some() => {
                         tracing::warn!(backend = self.name(), method, "connection lost again mid-request; giving up");
                         return Err(UpstreamError::LostTwice(self.name().to_owned()));
