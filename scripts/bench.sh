@@ -13,7 +13,10 @@ cd "$(dirname "$0")/.."
 SECS=${BENCH_SECS:-5}
 ulimit -n "$(ulimit -Hn)"   # every process started here may use the whole file-descriptor limit
 
-command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy; }
+need=()
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+if ((${#need[@]})); then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"; fi
 ./scripts/build-plugins.sh >/dev/null
 cargo build --release --locked -p relay -p relay-load -p relay-tests --bins >/dev/null 2>&1 || cargo build --release --locked -p relay -p relay-load -p relay-tests --bins
 BIN=target/release
@@ -37,7 +40,7 @@ start_relay() {
   local dir="$WORK/$1" port; port=$(free_port)
   mkdir -p "$dir"
   printf 'listen: {host: 127.0.0.1, port: %s}\nlogging: {level: warn}\nlimits: {max_sessions: 200000, max_sessions_per_principal: 200000, max_sessions_per_address: 200000, max_pending_per_address: 100000}\n%s' "$port" "$3" >"$dir/relay.yaml"
-  printf 'backends:\n  - name: echo\n    url: %s\n' "$2" >"$dir/backends.yaml"
+  if [ -n "$2" ]; then printf 'backends:\n  - name: echo\n    url: %s\n' "$2"; else echo 'backends: []'; fi >"$dir/backends.yaml"
   RELAY_RATE_LIMIT=1000000000 BENCH_TOKEN=bench-token $BIN/relay serve --config "$dir/relay.yaml" >/dev/null 2>"$dir/relay.log" &
   PIDS+=("$!"); eval "${1}_PID=$!; ${1}_PORT=$port"
   wait_port "$port"
@@ -57,6 +60,10 @@ EOF
 start_relay RWS "ws://127.0.0.1:$BACKEND/ws" ""
 start_relay RHTTP "http://127.0.0.1:$BACKEND/mcp" ""
 start_relay RPLUG "ws://127.0.0.1:$BACKEND/ws" "$PLUGINS" bench-token
+# The relay serving an adapter plugin's tool itself (no backend): its `echo` answers in-process.
+start_relay RADAPT "" "plugins:
+  - {name: adapter, world: adapter, path: $PWD/target/plugins/echo_adapter.wasm, config: {prefix: ''}}
+"
 
 HTTPMODE=$(free_port); TCPMODE=$(free_port)
 cat >"$WORK/haproxy.cfg" <<EOF
@@ -116,6 +123,15 @@ for conns in 4 32; do
   run "haproxy tcp ws" "ws://127.0.0.1:$TCPMODE/ws" $conns "$HAPROXY_PID $BACKEND_PID"
 done
 
+# What the relay spends answering GET /healthz (its floor per request), for the adapter row.
+healthz() {
+  local before; before=$(ticks "$RADAPT_PID")
+  local requests; requests=$(wrk -t1 -c32 -d"${SECS}s" "http://127.0.0.1:$RADAPT_PORT/healthz" | awk '/requests in/ {print $1}')
+  python3 -c "import sys; print('healthz\t32\t%d\t0\t0\t%.1f\t0' % ($requests / $SECS, ($(ticks "$RADAPT_PID") - $before) * 10000 / max($requests, 1)))" >>"$RESULTS"
+}
+run "relay adapter (ws)" "ws://127.0.0.1:$RADAPT_PORT/ws" 32 "$RADAPT_PID"
+healthz
+
 python3 - "$RESULTS" <<'PY'
 import sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
@@ -123,6 +139,10 @@ print(f"{'path':24} {'conns':>5} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CP
 for r in rows:
     print(f"{r[0]:24} {r[1]:>5} {r[2]:>9} {float(r[3]):8.2f} {float(r[4]):8.2f} {r[5]:>12} {r[6]:>7}")
 by = {(r[0], r[1]): float(r[2]) for r in rows}
+if ("relay adapter (ws)", "32") in by:
+    cpu = {(r[0], r[1]): float(r[5]) for r in rows}
+    extra = cpu[("relay adapter (ws)", "32")] - cpu[("healthz", "32")]
+    print(f"\nadapter tool served by the relay: {extra:.1f} µs of CPU per call above GET /healthz (goal: at most 5)")
 print("\nrelay throughput as a ratio (same run, same client transport):")
 for conns in ("4", "32"):
     for relay, direct, haproxy in (("relay ws>ws", "direct ws", "haproxy http ws"),
