@@ -10,6 +10,7 @@ mod tests;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use arc_swap::ArcSwap;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
@@ -31,8 +32,9 @@ pub struct Router {
     /// Adapter plugins.
     plugins: Arc<Plugins>,
     /// The catalog and the source generations it was built from. Rebuilt on first use after
-    /// any source changed, so a tool is routable as soon as its upstream published it.
-    cache: Mutex<(Generations, Arc<Catalog>)>,
+    /// any source changed, so a tool is routable as soon as its upstream published it. Read
+    /// without a lock on every request; two callers that see a change may both rebuild.
+    cache: ArcSwap<(Generations, Arc<Catalog>)>,
     /// The catalog as last announced to sessions (for the `list_changed` notifications).
     announced: watch::Sender<Arc<Catalog>>,
     /// Upstream notifications meant for clients, already mapped to client-facing names.
@@ -107,7 +109,7 @@ impl Router {
             upstreams,
             builtin,
             plugins,
-            cache: Mutex::new((generations, first.clone())),
+            cache: ArcSwap::from_pointee((generations, first.clone())),
             announced: watch::Sender::new(first),
             client_events: broadcast::Sender::new(1024),
             subscriptions: Mutex::default(),
@@ -140,11 +142,13 @@ impl Router {
     /// The current catalog.
     pub fn catalog(&self) -> Arc<Catalog> {
         let generations = (self.upstreams.generation(), self.plugins.generation());
-        let mut cache = self.cache.lock().expect("catalog lock");
-        if cache.0 != generations {
-            *cache = (generations, Arc::new(Catalog::build(&self.builtin.tools(), &self.upstreams, &self.plugins)));
+        let cached = self.cache.load();
+        if cached.0 == generations {
+            return cached.1.clone();
         }
-        cache.1.clone()
+        let built = Arc::new(Catalog::build(&self.builtin.tools(), &self.upstreams, &self.plugins));
+        self.cache.store(Arc::new((generations, built.clone())));
+        built
     }
 
     /// The capabilities to advertise to clients: the union of what the upstreams offer, plus
