@@ -17,6 +17,9 @@ pub enum TransportKind {
 }
 
 impl TransportKind {
+    /// Every transport.
+    pub const ALL: [TransportKind; 3] = [TransportKind::Line, TransportKind::WebSocket, TransportKind::Http];
+
     /// Lower-case name for logs.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -5,8 +5,6 @@ use std::time::Instant;
 
 use crate::access::TransportKind;
 
-const TRANSPORTS: [TransportKind; 3] = [TransportKind::Line, TransportKind::WebSocket, TransportKind::Http];
-
 /// Facts about this relay process.
 #[derive(Debug)]
 pub struct Lifecycle {
@@ -16,7 +14,7 @@ pub struct Lifecycle {
     pub started: Instant,
     /// False until the listener is up, and again once draining begins.
     ready: AtomicBool,
-    /// Open client sessions, per transport (in [`TRANSPORTS`] order).
+    /// Open client sessions, per transport (in [`TransportKind::ALL`] order).
     sessions: [AtomicUsize; 3],
 }
 
@@ -43,12 +41,12 @@ impl Lifecycle {
 
     /// Open sessions now, per transport.
     pub fn sessions_by_transport(&self) -> Vec<(&'static str, usize)> {
-        TRANSPORTS.iter().zip(&self.sessions).map(|(t, n)| (t.as_str(), n.load(Ordering::Relaxed))).collect()
+        TransportKind::ALL.iter().zip(&self.sessions).map(|(t, n)| (t.as_str(), n.load(Ordering::Relaxed))).collect()
     }
 
     /// Counts a session of `transport` in; the returned guard counts it out when dropped.
     pub fn session_opened(self: &std::sync::Arc<Self>, transport: TransportKind) -> SessionCount {
-        let slot = TRANSPORTS.iter().position(|t| *t == transport).expect("every transport has a slot");
+        let slot = TransportKind::ALL.iter().position(|t| *t == transport).expect("every transport has a slot");
         self.sessions[slot].fetch_add(1, Ordering::Relaxed);
         SessionCount(self.clone(), slot)
     }

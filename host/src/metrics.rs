@@ -45,6 +45,12 @@ const METHODS: &[&str] = &[
     "logging/setLevel",
 ];
 
+/// The label value of an MCP method: its own name when the protocol has it, `other` otherwise
+/// (a client's made-up method names never become series).
+pub fn method_label(method: &str) -> &'static str {
+    METHODS.iter().copied().find(|m| *m == method).unwrap_or("other")
+}
+
 /// A duration histogram whose recording is lock-free (prometheus-client's own takes a write
 /// lock per observation). Clones share the counts, so a layer can keep its handle.
 #[derive(Debug, Clone, Default)]
@@ -264,8 +270,13 @@ impl Metrics {
 
     /// One client request answered: `outcome` is `ok`, `tool_error` or `error` (then `kind`
     /// says which, for `relay_errors_total`).
-    pub fn request(&self, method: &str, outcome: &'static str, error_kind: Option<&'static str>, elapsed: Duration) {
-        let method = METHODS.iter().copied().find(|m| *m == method).unwrap_or("other");
+    pub fn request(
+        &self,
+        method: &'static str,
+        outcome: &'static str,
+        error_kind: Option<&'static str>,
+        elapsed: Duration,
+    ) {
         self.requests.get_or_create(&MethodOutcome { method, outcome }).inc();
         self.request_duration.get_or_create(&MethodLabel { method }).observe(elapsed);
         if let Some(kind) = error_kind {
@@ -502,8 +513,8 @@ mod tests {
     #[test]
     fn renders_counters_histograms_and_process_figures_with_bounded_labels() {
         let metrics = Metrics::new();
-        metrics.request("tools/call", "ok", None, Duration::from_millis(3));
-        metrics.request("x/secret-method-name", "error", Some("client"), Duration::from_micros(50));
+        metrics.request(method_label("tools/call"), "ok", None, Duration::from_millis(3));
+        metrics.request(method_label("x/secret-method-name"), "error", Some("client"), Duration::from_micros(50));
         metrics.backend("alpha").request(BackendOutcomeKind::Timeout, Duration::from_secs(2));
         let _open = metrics.connection("line");
         let text = metrics.render();

@@ -244,6 +244,11 @@ fn port_of(addr: &str) -> u16 {
     addr.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port")
 }
 
+/// The value of the series written exactly as `series` (name and labels) in a `/metrics` text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Polls `check` until it yields `Some`, or panics after [`PATIENCE`] naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where

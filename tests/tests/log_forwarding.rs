@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use relay_tests::{Fixture, Logger, Relay, TEST_RELAY_YAML, eventually, text_of};
+use relay_tests::{Fixture, Logger, Relay, TEST_RELAY_YAML, eventually, metric_value, text_of};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -28,7 +28,7 @@ fn tool_calls<'a>(records: &'a [Value], message: &str) -> Vec<&'a Value> {
 
 async fn metric(relay: &Relay, series: &str) -> f64 {
     let text = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+    metric_value(&text, series).unwrap_or(0.0)
 }
 
 #[tokio::test]

@@ -8,7 +8,9 @@ use std::process::Stdio;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use relay_tests::{Fixture, Relay, TEST_RELAY_YAML, copy_plugin, eventually, repo_root, text_of};
+use relay_tests::{
+    Fixture, Relay, TEST_RELAY_YAML, copy_plugin, eventually, metric_value as value, repo_root, text_of,
+};
 
 fn deploy_dir() -> PathBuf {
     repo_root().join("deploy/prometheus")
@@ -29,11 +31,6 @@ async fn scrape(url: &str) -> String {
     let kind = response.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
     response.text().await.unwrap()
-}
-
-/// The value of the series written exactly as `series` (name and labels), if present.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use crate::mcp::{
     Addressed, Completion, ListKind, Notification, Related, Request, Response, RpcError, ToolCall, Trace, error_codes,
     version,
 };
-use crate::metrics::metrics;
+use crate::metrics::{method_label, metrics};
 use crate::plugins::Refusal;
 
 /// What kind of failure an error code is, for `relay_errors_total{kind}`: the client's own
@@ -39,18 +39,22 @@ fn error_kind(code: i64) -> &'static str {
     }
 }
 
+/// How a result went: `tool_error` when a tool said it failed (`isError`), `ok` otherwise.
+fn result_outcome(result: &Value) -> &'static str {
+    if result.get("isError").and_then(Value::as_bool) == Some(true) { "tool_error" } else { "ok" }
+}
+
 impl Session {
     /// Answers one client request, counted in the metrics by method and outcome.
     pub(super) async fn handle_request(&self, request: Request, related: Option<&Related>) -> Response {
         let started = Instant::now();
-        let method = request.method.clone();
+        let method = method_label(&request.method);
         let response = self.answer(request, related).await;
         let (outcome, kind) = match &response.outcome {
-            Ok(result) if result.get("isError").and_then(Value::as_bool) == Some(true) => ("tool_error", None),
-            Ok(_) => ("ok", None),
+            Ok(result) => (result_outcome(result), None),
             Err(error) => ("error", Some(error_kind(error.code))),
         };
-        metrics().request(&method, outcome, kind, started.elapsed());
+        metrics().request(method, outcome, kind, started.elapsed());
         response
     }
 
@@ -260,8 +264,7 @@ impl Session {
         let backend = routed.backend.as_deref().unwrap_or("-");
         match &routed.result {
             Ok(result) => {
-                let outcome =
-                    if result.get("isError").and_then(Value::as_bool) == Some(true) { "tool_error" } else { "ok" };
+                let outcome = result_outcome(result);
                 tracing::info!(target: "relay::call", session, principal, tool = %name, backend, trace_id, duration_ms, outcome, "Tool call finished");
             }
             Err(error) => {
