@@ -11,6 +11,7 @@ mod lines;
 mod lists;
 mod related;
 mod requests;
+mod sink;
 mod trace;
 pub mod version;
 
@@ -21,4 +22,5 @@ pub use lines::{Line, LineCodec, Oversized};
 pub use lists::ListKind;
 pub use related::{ClientRequests, Related};
 pub use requests::{Addressed, Completion, CompletionRef, ToolCall};
+pub use sink::{CLIENT_QUEUE, ClientSink, ClientStream, Closed, client_channel};
 pub use trace::Trace;

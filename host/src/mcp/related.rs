@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::{Message, Request, Response, RpcError, error_codes};
+use super::{ClientSink, Message, Request, Response, RpcError, error_codes};
 
 /// Who one upstream request is for, and where messages related to it go (its SSE stream or
 /// its connection). Every request the relay forwards on a client's behalf carries one, so the
@@ -20,7 +20,7 @@ use super::{Message, Request, Response, RpcError, error_codes};
 pub struct Related {
     /// The request's stream; `None` when the client takes nothing but the response (an HTTP
     /// request answered with plain JSON, an adapter plugin's call). The transport encodes.
-    pub sink: Option<mpsc::Sender<Message>>,
+    pub sink: Option<ClientSink>,
     /// The session's requests awaiting the client's answer; its identity is the session's.
     pub client: Arc<ClientRequests>,
 }

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::Session;
-use crate::mcp::{DecodeError, Limits, Message};
+use crate::mcp::{ClientSink, DecodeError, Limits, Message};
 
 /// One message as a transport decoded it, or why it was refused (answered with an error).
 pub type Inbound = Result<Message, DecodeError>;
@@ -20,7 +19,7 @@ pub type Inbound = Result<Message, DecodeError>;
 /// timeout, or the outbound side closes. Requests still running when it returns are aborted.
 /// While the session has `limits.max_requests_in_flight` requests running, nothing more is
 /// read from the client (backpressure: the connection's buffers fill, not the relay's memory).
-pub async fn drive<S>(session: Arc<Session>, mut inbound: S, outbound: mpsc::Sender<Message>, limits: &Limits)
+pub async fn drive<S>(session: Arc<Session>, mut inbound: S, outbound: ClientSink, limits: &Limits)
 where
     S: Stream<Item = Inbound> + Unpin,
 {
@@ -55,7 +54,9 @@ where
                         });
                     }
                     Ok(other) => {
-                        session.handle(other, None).await;
+                        // Boxed: the handler's future is large, and inline it would make every idle
+                        // connection's task as large.
+                        Box::pin(session.handle(other, None)).await;
                     }
                     Err(refused) => {
                         tracing::debug!(session = %session.id, error = %refused, "refused client input");

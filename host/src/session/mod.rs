@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
 pub use driver::{Inbound, drive};
@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use crate::access::{Principal, TransportKind};
 use crate::admission::CountGuard;
 use crate::lifecycle::SessionCount;
-use crate::mcp::{ClientRequests, Related};
+use crate::mcp::{ClientRequests, ClientSink, Related};
 use crate::mcp::{Message, Request, Response, RpcError, error_codes};
 use crate::plugins::Caller;
 use crate::policy::Policy;
@@ -88,7 +88,7 @@ pub struct Session {
 impl Session {
     /// Handles one decoded message; returns the response for requests. Messages related to a
     /// request (progress, requests from the upstream to the client) go to `stream`.
-    pub async fn handle(&self, message: Message, stream: Option<mpsc::Sender<Message>>) -> Option<Response> {
+    pub async fn handle(&self, message: Message, stream: Option<ClientSink>) -> Option<Response> {
         *self.last_seen.lock().expect("last_seen lock") = Instant::now();
         // Every request is attributed to this session upstream, with a stream or without one.
         let related = Some(Related { sink: stream, client: self.client_requests.clone() });
@@ -172,7 +172,7 @@ impl Session {
     pub fn spawn_request(
         self: &Arc<Self>,
         request: Request,
-        stream: Option<mpsc::Sender<Message>>,
+        stream: Option<ClientSink>,
     ) -> JoinHandle<Option<Response>> {
         let key = request.id.to_string();
         let session = self.clone();

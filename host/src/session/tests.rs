@@ -98,3 +98,17 @@ async fn stateless_sessions_refuse_the_handshake_era_methods() {
     let discover = ask(&session, 2, "server/discover", json!({})).await.outcome.unwrap();
     assert_eq!(discover["supportedVersions"][0], "2026-07-28");
 }
+
+/// An idle connection's task holds the driver's future: it must stay small (the request
+/// handler's much larger future is boxed or spawned), or every held session costs kilobytes.
+#[tokio::test]
+async fn an_idle_connection_holds_a_small_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = factory(dir.path(), Limits::default()).await;
+    let session = factory.open(TransportKind::Line, Principal::open_access(false), HERE, None).unwrap();
+    let (sink, _stream) = crate::mcp::client_channel();
+    let inbound = futures::stream::pending::<super::Inbound>();
+    let driver = super::drive(session, inbound, sink, &factory.limits);
+    let size = std::mem::size_of_val(&driver);
+    assert!(size <= 1536, "the driver's future is {size} bytes");
+}

@@ -46,8 +46,9 @@ pub struct TransportState {
     pub relay_tools: Arc<crate::admin::RelayTools>,
 }
 
-/// What a WebSocket session's read buffer starts at.
-const WS_READ_BUFFER: usize = 4096;
+/// What a WebSocket session's read buffer starts at (and the most one read takes): an idle
+/// session holds this much; a larger message grows it.
+const WS_READ_BUFFER: usize = 2048;
 
 /// The HTTP routes as one `axum::Router`, served per connection by the listener.
 pub fn app(state: Arc<TransportState>) -> Router {
@@ -182,7 +183,7 @@ async fn mcp_post(
             // Waits while the session has max_requests_in_flight requests running.
             let slot = session.slot().await;
             if forwarded && media::names(accept, "text/event-stream") {
-                let (tx, rx) = tokio::sync::mpsc::channel::<Message>(64);
+                let (tx, rx) = crate::mcp::client_channel();
                 let task = session.spawn_request(request, Some(tx.clone()));
                 let guard = AbortOnDrop(task.abort_handle());
                 tokio::spawn(async move {

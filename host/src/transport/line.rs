@@ -8,14 +8,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use serde_json::Value;
 
 use super::listener::PendingGuard;
 use crate::access::TransportKind;
-use crate::mcp::{DecodeError, Line, LineCodec, Message, Response, RpcError, decode};
+use crate::mcp::{DecodeError, Line, LineCodec, Message, Response, RpcError, client_channel, decode};
 use crate::session::{SessionFactory, drive};
 
 /// One line as read, before decoding (the first one is read for its credential).
@@ -37,7 +36,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory
             Err(_) => None,
         })
     });
-    let (tx, mut rx) = mpsc::channel::<Message>(64);
+    let (tx, mut rx) = client_channel();
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
             let mut text = message.to_text();

@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::{StreamExt, stream};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::http::{SESSION_HEADER, TransportState, VERSION_HEADER, bearer, json_response, refused, rpc_error};
@@ -211,7 +210,7 @@ struct Call {
     /// The tool name, prompt name or resource URI it is for (a retry must name the same).
     target: Option<String>,
     task: JoinHandle<Option<mcp::Response>>,
-    related: mpsc::Receiver<Message>,
+    related: mcp::ClientStream,
     /// The task's outcome once it ended (`Some(None)`: cancelled); messages queued before it
     /// still go out first.
     finished: Option<Option<mcp::Response>>,
@@ -231,7 +230,7 @@ enum Step {
 
 impl Call {
     fn start(session: Arc<Session>, request: Request) -> Self {
-        let (sink, related) = mpsc::channel(64);
+        let (sink, related) = mcp::client_channel();
         let method = request.method.clone();
         let target = target_of(&request).map(str::to_owned);
         let task = session.spawn_request(request, Some(sink));
@@ -248,8 +247,8 @@ impl Call {
             }
         }
         match self.related.try_recv() {
-            Ok(message) => classify(message),
-            Err(_) => Step::Done(self.finished.take().flatten()),
+            Some(message) => classify(message),
+            None => Step::Done(self.finished.take().flatten()),
         }
     }
 }

@@ -4,9 +4,8 @@ use std::sync::Arc;
 
 use axum::extract::ws::{Message as Frame, WebSocket};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 
-use crate::mcp::{DecodeError, Message, decode};
+use crate::mcp::{DecodeError, client_channel, decode};
 use crate::session::{Session, SessionFactory, drive};
 
 /// Serves one upgraded WebSocket as `session` (admitted at the handshake).
@@ -27,7 +26,7 @@ pub async fn serve(socket: WebSocket, factory: SessionFactory, session: Arc<Sess
                 _ => None,
             })
         });
-    let (tx, mut rx) = mpsc::channel::<Message>(64);
+    let (tx, mut rx) = client_channel();
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
             if sink.send(Frame::Text(message.to_text().into())).await.is_err() {

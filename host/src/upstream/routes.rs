@@ -134,13 +134,13 @@ impl ClientRoutes {
                         method: notification.method.clone(),
                         params: Some(params),
                     });
-                    let _ = sink.try_send(message);
+                    sink.try_send(message);
                 }
                 true
             }
             "notifications/message" => match self.sole_caller().and_then(|related| related.sink) {
                 Some(sink) => {
-                    let _ = sink.try_send(Message::Notification(notification.clone()));
+                    sink.try_send(Message::Notification(notification.clone()));
                     true
                 }
                 None => false,
@@ -155,7 +155,6 @@ mod tests {
     use std::sync::Arc;
 
     use serde_json::json;
-    use tokio::sync::mpsc;
 
     use super::*;
     use crate::mcp::ClientRequests;
@@ -163,7 +162,7 @@ mod tests {
     #[test]
     fn progress_tokens_are_swapped_and_restored_while_the_request_runs() {
         let routes = ClientRoutes::new("b", Duration::from_secs(1));
-        let (tx, mut rx) = mpsc::channel(4);
+        let (tx, mut rx) = crate::mcp::client_channel();
         let related = Related { sink: Some(tx), client: Arc::new(ClientRequests::default()) };
         let mut params = Some(json!({"name": "t", "_meta": {"progressToken": 7}}));
         let guard = routes.register(&mut params, &related);
@@ -174,7 +173,7 @@ mod tests {
             params: Some(json!({"progressToken": relay_token, "progress": n})),
         };
         assert!(routes.deliver(&progress(1)));
-        let Message::Notification(sent) = rx.try_recv().unwrap() else { panic!("a notification") };
+        let Some(Message::Notification(sent)) = rx.try_recv() else { panic!("a notification") };
         assert_eq!(sent.params, Some(json!({"progressToken": 7, "progress": 1})));
         drop(guard);
         assert!(!routes.deliver(&progress(2)), "a finished request gets no more progress");
@@ -185,7 +184,7 @@ mod tests {
     fn requests_from_the_upstream_go_to_a_client_only_when_it_is_the_only_one() {
         let routes = ClientRoutes::new("b", Duration::from_secs(1));
         let client = Arc::new(ClientRequests::default());
-        let (tx, _rx) = mpsc::channel(4);
+        let (tx, _rx) = crate::mcp::client_channel();
         let first = Related { sink: Some(tx.clone()), client: client.clone() };
         let same_session = Related { sink: Some(tx.clone()), client };
         // Another session's request without a stream (plain JSON over HTTP) counts as much.
