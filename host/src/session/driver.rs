@@ -6,11 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
-use tokio::task::JoinSet;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::Session;
-use crate::mcp::{ClientSink, DecodeError, Limits, Message};
+use crate::mcp::{ClientSink, DecodeError, Limits, Message, Response};
 
 /// One message as a transport decoded it, or why it was refused (answered with an error).
 pub type Inbound = Result<Message, DecodeError>;
@@ -25,33 +28,23 @@ where
 {
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     let mut events = session.server_events();
-    let mut tasks = JoinSet::new();
+    // Requests running on their own tasks, awaited here rather than by a task each.
+    let mut running = FuturesUnordered::new();
+    // One timer for the connection's life, moved only when it fires: arming a new one for
+    // every read would cost a timer-wheel insert and removal per message.
+    let mut last_read = Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     loop {
         tokio::select! {
-            next = tokio::time::timeout(idle, inbound.next()), if session.has_free_slot() => {
-                let message = match next {
-                    Ok(Some(message)) => message,
-                    Ok(None) => break,
-                    // A call still running is activity: its answer must not be lost.
-                    Err(_) if !tasks.is_empty() => continue,
-                    Err(_) => {
-                        tracing::info!(session = %session.id, "closing idle connection");
-                        break;
-                    }
-                };
+            next = inbound.next(), if session.has_free_slot() => {
+                last_read = Instant::now();
+                let Some(message) = next else { break };
                 match message {
                     Ok(Message::Request(request)) => {
                         // Free now (the read waited for one); held until the answer is handed on.
                         let slot = session.slot().await;
-                        let running = session.spawn_request(request, Some(outbound.clone()));
-                        let outbound = outbound.clone();
-                        tasks.spawn(async move {
-                            // A cancelled request ends without a response, as MCP asks.
-                            if let Ok(Some(response)) = running.await {
-                                let _ = outbound.send(Message::Response(response)).await;
-                            }
-                            drop(slot);
-                        });
+                        running.push(answer(session.spawn_request(request, Some(outbound.clone())), slot));
                     }
                     Ok(other) => {
                         // Boxed: the handler's future is large, and inline it would make every idle
@@ -66,13 +59,36 @@ where
                     }
                 }
             }
+            Some(response) = running.next(), if !running.is_empty() => {
+                if let Some(response) = response
+                    && outbound.send(Message::Response(response)).await.is_err()
+                {
+                    break;
+                }
+            }
             Some(message) = events.next() => {
                 if outbound.send(message).await.is_err() {
                     break;
                 }
             }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            () = &mut idle_timer => {
+                // A call still running is activity: its answer must not be lost.
+                let since = if running.is_empty() { last_read } else { Instant::now() };
+                if since.elapsed() >= idle {
+                    tracing::info!(session = %session.id, "closing idle connection");
+                    break;
+                }
+                idle_timer.as_mut().reset(since + idle);
+            }
         }
     }
     session.cancel_all();
+}
+
+/// The response of one running request (`None`: it was cancelled, and MCP wants no answer),
+/// holding its in-flight slot until then.
+async fn answer(running: JoinHandle<Option<Response>>, slot: OwnedSemaphorePermit) -> Option<Response> {
+    let response = running.await.ok().flatten();
+    drop(slot);
+    response
 }

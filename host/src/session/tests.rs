@@ -112,3 +112,37 @@ async fn an_idle_connection_holds_a_small_driver() {
     let size = std::mem::size_of_val(&driver);
     assert!(size <= 1536, "the driver's future is {size} bytes");
 }
+
+/// A connection that sends nothing for the idle timeout is closed; one that keeps talking is
+/// not, however long it lives.
+#[tokio::test]
+async fn the_driver_closes_a_silent_connection_and_keeps_a_chatty_one() {
+    use futures::StreamExt as _;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { idle_timeout_secs: 1, ..Limits::default() };
+    let factory = factory(dir.path(), limits).await;
+    let open = || factory.open(TransportKind::Line, Principal::open_access(false), HERE, None).unwrap();
+
+    let (sink, _stream) = crate::mcp::client_channel();
+    let silent = super::drive(open(), futures::stream::pending::<super::Inbound>(), sink, &factory.limits);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), silent).await.expect("closed when idle");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    // A notification every 300 ms for 3 s: never a second of silence.
+    let (sink, _stream) = crate::mcp::client_channel();
+    let ping =
+        || Ok(Message::Notification(crate::mcp::Notification { method: "notifications/x".into(), params: None }));
+    let chatty = futures::stream::iter((0..10).map(move |_| ping()))
+        .then(|message| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            message
+        })
+        .chain(futures::stream::pending());
+    let started = Instant::now();
+    super::drive(open(), Box::pin(chatty), sink, &factory.limits).await;
+    let lived = started.elapsed();
+    assert!(lived >= Duration::from_secs(3), "closed after {lived:?} of a chatty connection");
+}

@@ -17,6 +17,9 @@ use crate::access::TransportKind;
 use crate::mcp::{DecodeError, Line, LineCodec, Message, Response, RpcError, client_channel, decode};
 use crate::session::{SessionFactory, drive};
 
+/// Queued messages joined into one write until it is this long.
+const BATCH_BYTES: usize = 64 << 10;
+
 /// One line as read, before decoding (the first one is read for its credential).
 enum Frame {
     Text(bytes::Bytes),
@@ -39,8 +42,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory
     let (tx, mut rx) = client_channel();
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
+            // Everything already queued goes out in one write.
             let mut text = message.to_text();
             text.push('\n');
+            while text.len() < BATCH_BYTES
+                && let Some(message) = rx.try_recv()
+            {
+                text.push_str(&message.to_text());
+                text.push('\n');
+            }
             if write.write_all(text.as_bytes()).await.is_err() {
                 break;
             }

@@ -29,7 +29,14 @@ pub async fn serve(socket: WebSocket, factory: SessionFactory, session: Arc<Sess
     let (tx, mut rx) = client_channel();
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
-            if sink.send(Frame::Text(message.to_text().into())).await.is_err() {
+            // Everything already queued goes out in one write.
+            let mut sent = sink.feed(Frame::Text(message.to_text().into())).await;
+            while sent.is_ok()
+                && let Some(message) = rx.try_recv()
+            {
+                sent = sink.feed(Frame::Text(message.to_text().into())).await;
+            }
+            if sent.is_err() || sink.flush().await.is_err() {
                 break;
             }
         }

@@ -47,7 +47,19 @@ pub async fn connect(
         loop {
             tokio::select! {
                 next = out_rx.recv() => match next {
-                    Some(text) => if sink.send(Frame::text(text)).await.is_err() { break },
+                    Some(text) => {
+                        // Everything already queued goes out in one write: under load, one
+                        // syscall carries many calls.
+                        let mut sent = sink.feed(Frame::text(text)).await;
+                        while sent.is_ok()
+                            && let Ok(text) = out_rx.try_recv()
+                        {
+                            sent = sink.feed(Frame::text(text)).await;
+                        }
+                        if sent.is_err() || sink.flush().await.is_err() {
+                            break;
+                        }
+                    }
                     None => break,
                 },
                 _ = writer_closed.cancelled() => break,
