@@ -15,6 +15,8 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v promtool >/dev/null && command -v prometheus >/dev/null || need_apt+=(prometheus)
 # The status page is checked in a real headless browser.
 command -v chromium >/dev/null || need_apt+=(chromium)
+# TLS tests probe the listener with openssl s_client (protocol versions, suites, rotation).
+command -v openssl >/dev/null || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"

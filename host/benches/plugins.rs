@@ -39,6 +39,7 @@ async fn one_request(plugins: &Plugins) {
         transport: TransportKind::Line,
         remote_addr: "127.0.0.1:1".into(),
         token: Some("bench-token".into()),
+        client_cert_subject: None,
     };
     let principal = plugins.authenticate(&info).await.expect("authenticated");
     check(plugins, principal).await;

@@ -1,6 +1,9 @@
 //! Who is calling and why a request is refused: the vocabulary that the session, the policy
 //! chain and the plugins share.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use crate::mcp::{RpcError, error_codes};
@@ -56,6 +59,23 @@ impl Principal {
     }
 }
 
+/// Who is on the other end of a connection, as the listener established it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The remote address.
+    pub addr: SocketAddr,
+    /// The subject (RFC 4514, e.g. `CN=agent-7,O=Example`) of the client certificate the TLS
+    /// handshake verified against `tls.client_ca`.
+    pub client_cert_subject: Option<Arc<str>>,
+}
+
+impl Peer {
+    /// A peer known by its address alone (plaintext, or TLS without a client certificate).
+    pub fn at(addr: SocketAddr) -> Self {
+        Self { addr, client_cert_subject: None }
+    }
+}
+
 /// What authentication sees of a new connection or session.
 #[derive(Debug, Clone)]
 pub struct ConnectInfo {
@@ -65,6 +85,20 @@ pub struct ConnectInfo {
     pub remote_addr: String,
     /// The bearer token, if the client sent one.
     pub token: Option<String>,
+    /// The verified client certificate's subject (mTLS).
+    pub client_cert_subject: Option<String>,
+}
+
+impl ConnectInfo {
+    /// What `peer` presents over `transport`, with `token`.
+    pub fn new(transport: TransportKind, peer: &Peer, token: Option<String>) -> Self {
+        Self {
+            transport,
+            remote_addr: peer.addr.to_string(),
+            token,
+            client_cert_subject: peer.client_cert_subject.as_deref().map(str::to_owned),
+        }
+    }
 }
 
 /// What the policy chain sees of one request.

@@ -9,8 +9,8 @@ use tokio::net::TcpStream;
 
 /// Checks the relay at `host:port` (presenting `token`, if any); true when healthy. Prints the
 /// verdict like the reference.
-pub async fn check(host: &str, port: u16, timeout: Duration, token: Option<&str>) -> bool {
-    match tokio::time::timeout(timeout, probe(host, port, token)).await {
+pub async fn check(host: &str, port: u16, timeout: Duration, token: Option<&str>, tls: Option<&TlsCheck>) -> bool {
+    match tokio::time::timeout(timeout, connect_and_probe(host, port, token, tls)).await {
         Ok(Ok((server, tools))) => {
             println!("✅ Health check PASSED for {host}:{port}");
             println!("   Server: {server}");
@@ -29,9 +29,56 @@ pub async fn check(host: &str, port: u16, timeout: Duration, token: Option<&str>
     }
 }
 
-async fn probe(host: &str, port: u16, token: Option<&str>) -> Result<(Value, usize), String> {
+/// `--tls`: speak TLS, verifying the relay's certificate against `ca` (PEM) or, without it,
+/// the Mozilla roots.
+pub struct TlsCheck {
+    /// A PEM file of the CA certificates to trust.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+async fn connect_and_probe(
+    host: &str,
+    port: u16,
+    token: Option<&str>,
+    tls: Option<&TlsCheck>,
+) -> Result<(Value, usize), String> {
     let stream = TcpStream::connect((host, port)).await.map_err(|e| format!("cannot connect: {e}"))?;
-    let (read, mut write) = stream.into_split();
+    let Some(tls) = tls else {
+        let (read, write) = stream.into_split();
+        return probe(read, write, token).await;
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca {
+        Some(ca) => {
+            use rustls_pki_types::pem::PemObject;
+            let certs =
+                rustls_pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            for cert in certs {
+                roots.add(cert.map_err(|e| format!("{}: {e}", ca.display()))?).map_err(|e| e.to_string())?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let (read, write) = tokio::io::split(stream);
+    probe(read, write, token).await
+}
+
+async fn probe<R, W>(read: R, mut write: W, token: Option<&str>) -> Result<(Value, usize), String>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let mut lines = BufReader::new(read).lines();
     let mut call = async |request: Value| -> Result<Value, String> {
         write.write_all(format!("{request}\n").as_bytes()).await.map_err(|e| e.to_string())?;

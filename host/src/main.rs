@@ -37,6 +37,12 @@ enum Command {
         /// Bearer token, for a relay with an auth plugin.
         #[arg(long, env = "RELAY_AUTH_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Speak TLS, verifying the relay's certificate.
+        #[arg(long)]
+        tls: bool,
+        /// PEM file of CA certificates to trust with --tls (default: the Mozilla roots).
+        #[arg(long, requires = "tls")]
+        ca: Option<PathBuf>,
     },
     /// Validate relay.yaml and its backends file, then exit.
     CheckConfig {
@@ -70,9 +76,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Health { host, port, timeout, token } => {
+        Command::Health { host, port, timeout, token, tls, ca } => {
             let timeout = Duration::from_secs_f64(timeout);
-            let healthy = runtime.block_on(relay::health::check(&host, port, timeout, token.as_deref()));
+            let tls = tls.then_some(relay::health::TlsCheck { ca });
+            let healthy = runtime.block_on(relay::health::check(&host, port, timeout, token.as_deref(), tls.as_ref()));
             if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Command::CheckConfig { config } => match runtime.block_on(check_config(&config)) {

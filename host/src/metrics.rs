@@ -128,6 +128,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabel {
     backend: String,
 }
@@ -163,6 +168,7 @@ pub struct Metrics {
     plugin_reloads: Family<PluginOutcome, Counter>,
     plugin_duration: Histograms<PluginLabel>,
     auth_failures: Family<TransportLabel, Counter>,
+    tls_refused: Family<ReasonLabel, Counter>,
     rate_limited: Counter,
     log_forward_dropped: Counter,
     log_forward_connected: Gauge,
@@ -201,6 +207,7 @@ impl Metrics {
             plugin_reloads: Family::default(),
             plugin_duration: Family::default(),
             auth_failures: Family::default(),
+            tls_refused: Family::default(),
             rate_limited: Counter::default(),
             log_forward_dropped: Counter::default(),
             log_forward_connected: Gauge::default(),
@@ -234,6 +241,11 @@ impl Metrics {
         registry.register("relay_plugin_reloads", "Plugin reloads by outcome (ok, error)", m.plugin_reloads.clone());
         registry.register("relay_plugin_call_duration_seconds", "Time a plugin call took", m.plugin_duration.clone());
         registry.register("relay_auth_failures", "Failed authentications", m.auth_failures.clone());
+        registry.register(
+            "relay_tls_refused",
+            "Connections refused at TLS: handshake (failed or too slow), plaintext (TLS required)",
+            m.tls_refused.clone(),
+        );
         registry.register("relay_rate_limited", "Requests refused by a rate limit", m.rate_limited.clone());
         registry.register(
             "relay_log_forward_dropped",
@@ -314,6 +326,11 @@ impl Metrics {
     /// A client failed to authenticate over `transport`.
     pub fn auth_failure(&self, transport: &'static str) {
         self.auth_failures.get_or_create(&TransportLabel { transport }).inc();
+    }
+
+    /// A connection refused at TLS, for `reason` (`handshake` or `plaintext`).
+    pub fn tls_refused(&self, reason: &'static str) {
+        self.tls_refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// A request refused by a rate limit.

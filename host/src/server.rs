@@ -64,6 +64,13 @@ pub async fn run(
         }
     });
 
+    let tls = match &config.tls {
+        Some(tls) => Some(
+            transport::Tls::load(tls.resolved(config_path)).context("cannot use the TLS certificate and key (tls)")?,
+        ),
+        None => None,
+    };
+    let _tls_watch = tls.as_ref().map(|tls| tls.watch()).transpose().context("cannot watch the TLS files")?;
     let relay_tools = Arc::new(RelayTools::new(
         upstreams.clone(),
         store.clone(),
@@ -94,6 +101,7 @@ pub async fn run(
         )),
         pending: Arc::default(),
         relay_tools: relay_tools.clone(),
+        tls: tls.clone(),
     });
 
     let (_watch_guard, mut file_changes) =
@@ -150,7 +158,12 @@ pub async fn run(
     let bound = listener.local_addr()?;
     tracing::info!(%bound, instance = %lifecycle.instance, backends = backends.len(), config = %config_path.display(), "relay listening");
     // Machine-readable line on stdout for scripts and tests that start the relay on port 0.
-    println!("relay listening on {bound}");
+    let scheme = match &tls {
+        Some(tls) if tls.required() => "TLS only",
+        Some(_) => "TLS and plaintext",
+        None => "plaintext",
+    };
+    println!("relay listening on {bound} ({scheme})");
 
     lifecycle.set_ready(true);
     let server = tokio::spawn(transport::serve(listener, state, shutdown.clone()));

@@ -6,6 +6,7 @@
 
 pub mod http_backend;
 pub mod mock_openai;
+pub mod pki;
 
 pub use http_backend::HttpBackend;
 pub use mock_openai::MockOpenAi;
@@ -241,6 +242,7 @@ async fn read_listening(child: &mut Child, prefix: &str) -> (u16, Vec<String>) {
 }
 
 fn port_of(addr: &str) -> u16 {
+    let addr = addr.split_whitespace().next().unwrap_or(addr);
     addr.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port")
 }
 
@@ -538,10 +540,15 @@ pub async fn ts_client(transport: &str, url: &str, calls: Value) -> Value {
 
 /// Runs the TypeScript SDK driver with `--ops` (resources, prompts, progress, ...).
 pub async fn ts_client_ops(transport: &str, url: &str, calls: Value, ops: Value) -> Value {
+    ts_client_env(transport, url, calls, ops, &[]).await
+}
+
+/// Runs the TypeScript SDK driver with extra environment (e.g. `NODE_EXTRA_CA_CERTS`).
+pub async fn ts_client_env(transport: &str, url: &str, calls: Value, ops: Value, env: &[(&str, &str)]) -> Value {
     let script = repo_root().join("tests/clients/ts/drive.mjs");
     let (calls, ops) = (calls.to_string(), ops.to_string());
     let args = ["--transport", transport, "--url", url, "--calls", &calls, "--ops", &ops];
-    run_driver(Command::new("node").arg(script).args(args)).await
+    run_driver(Command::new("node").arg(script).args(args).envs(env.iter().copied())).await
 }
 
 /// Runs the official Python SDK driver; returns its one-line JSON report.
@@ -557,12 +564,17 @@ pub async fn py_client_ops(url: &str, calls: Value, ops: Value) -> Value {
 /// Runs the Python SDK driver in `mode`: `legacy` (initialize handshake), `2026-07-28`
 /// (stateless, pinned) or `auto` (probes `server/discover`).
 pub async fn py_client_mode(mode: &str, url: &str, calls: Value, ops: Value) -> Value {
+    py_client_env(mode, url, calls, ops, &[]).await
+}
+
+/// Runs the Python SDK driver in `mode` with extra environment (e.g. `SSL_CERT_FILE`).
+pub async fn py_client_env(mode: &str, url: &str, calls: Value, ops: Value, env: &[(&str, &str)]) -> Value {
     let python = repo_root().join("tests/clients/.venv/bin/python");
     assert!(python.exists(), "{} is missing: run scripts/test.sh (it creates the venv)", python.display());
     let script = repo_root().join("tests/clients/py/drive.py");
     let (calls, ops) = (calls.to_string(), ops.to_string());
     let args = ["--mode", mode, "--url", url, "--calls", &calls, "--ops", &ops];
-    run_driver(Command::new(python).arg(script).args(args)).await
+    run_driver(Command::new(python).arg(script).args(args).envs(env.iter().copied())).await
 }
 
 async fn run_driver(command: &mut Command) -> Value {

@@ -13,6 +13,8 @@ use crate::mcp::Limits;
 pub struct RelayConfig {
     /// Where clients connect.
     pub listen: ListenConfig,
+    /// Native TLS on the listener's port; off when absent.
+    pub tls: Option<TlsConfig>,
     /// Path of the backends file, relative to the directory of `relay.yaml`.
     pub backends_file: Option<PathBuf>,
     /// Bounds on client input.
@@ -54,6 +56,41 @@ pub struct ListenConfig {
 impl Default for ListenConfig {
     fn default() -> Self {
         Self { host: "127.0.0.1".into(), port: 8000 }
+    }
+}
+
+/// TLS on the one port: a connection whose first byte starts a TLS handshake is served over TLS
+/// (every transport), others in the clear unless `required`. Paths are relative to relay.yaml;
+/// the files are watched and a changed pair is used for new handshakes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf.
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates are verified against (mTLS); a verified
+    /// client's subject reaches the auth plugin. Absent: no client certificates asked for.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: refuse clients without a valid certificate (else they are optional).
+    #[serde(default)]
+    pub client_cert_required: bool,
+    /// Refuse plaintext connections on the port.
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl TlsConfig {
+    /// The same settings with every path resolved against the directory that holds relay.yaml.
+    pub fn resolved(&self, relay_yaml: &Path) -> Self {
+        let dir = relay_yaml.parent().unwrap_or(Path::new("."));
+        Self {
+            cert: dir.join(&self.cert),
+            key: dir.join(&self.key),
+            client_ca: self.client_ca.as_ref().map(|ca| dir.join(ca)),
+            ..self.clone()
+        }
     }
 }
 
@@ -186,6 +223,14 @@ impl RelayConfig {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("limits.{name} must be positive"));
+        }
+        if let Some(tls) = &self.tls
+            && tls.client_cert_required
+            && tls.client_ca.is_none()
+        {
+            return Err(
+                "tls.client_cert_required needs tls.client_ca (the CA client certificates are verified against)".into(),
+            );
         }
         validate_plugins(&self.plugins)
     }

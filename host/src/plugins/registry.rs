@@ -225,6 +225,7 @@ impl Plugins {
             transport: wit_transport(info.transport),
             remote_addr: info.remote_addr.clone(),
             token: info.token.clone(),
+            client_cert_subject: info.client_cert_subject.clone(),
         };
         let outcome = slot
             .invoke(&self.engine, None, async |bound, store| {

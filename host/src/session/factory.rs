@@ -3,7 +3,7 @@
 //! Every transport opens its sessions here, so every transport is held to the same caps.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::events::log_rank;
 use super::{Session, SessionState, digest};
-use crate::access::{ConnectInfo, Principal, RequestInfo, TransportKind};
+use crate::access::{ConnectInfo, Peer, Principal, RequestInfo, TransportKind};
 use crate::admission::KeyedCounts;
 use crate::lifecycle::Lifecycle;
 use crate::mcp::envelope::Envelope;
@@ -109,12 +109,12 @@ impl SessionFactory {
     pub async fn admit(
         &self,
         transport: TransportKind,
-        peer: SocketAddr,
+        peer: &Peer,
         token: Option<String>,
     ) -> Result<Arc<Session>, Refused> {
-        let info = ConnectInfo { transport, remote_addr: peer.to_string(), token };
+        let info = ConnectInfo::new(transport, peer, token);
         let principal = self.authenticate(&info).await.map_err(Refused::Auth)?;
-        self.open(transport, principal, peer.ip(), info.token.as_deref()).map_err(Refused::Busy)
+        self.open(transport, principal, peer.addr.ip(), info.token.as_deref()).map_err(Refused::Busy)
     }
 
     /// Opens a session for an authenticated `principal` connected from `remote`, unless a

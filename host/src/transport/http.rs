@@ -6,16 +6,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
+use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{ConnectInfo as PeerAddr, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::stream;
 use serde_json::{Value, json};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use crate::access::TransportKind;
+use crate::access::{Peer, TransportKind};
 use crate::lifecycle::Lifecycle;
 use crate::mcp::{self, DecodeError, Message, RpcError, error_codes, version};
 use crate::session::{Refused, Session, SessionFactory, SessionRegistry};
@@ -44,6 +44,8 @@ pub struct TransportState {
     pub parked: Arc<ParkedCalls>,
     /// The relay's own tools, for the status page.
     pub relay_tools: Arc<crate::admin::RelayTools>,
+    /// TLS on this port, when configured.
+    pub tls: Option<Arc<super::Tls>>,
 }
 
 /// What a WebSocket session's read buffer starts at (and the most one read takes): an idle
@@ -73,7 +75,7 @@ async fn readyz(State(state): State<Arc<TransportState>>) -> Response {
 
 async fn websocket_or_info(
     State(state): State<Arc<TransportState>>,
-    PeerAddr(peer): PeerAddr<SocketAddr>,
+    axum::Extension(peer): axum::Extension<Peer>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -81,7 +83,7 @@ async fn websocket_or_info(
         Ok(upgrade) => {
             let factory = state.sessions_factory.clone();
             // Admitted (or refused with an HTTP status) before the upgrade.
-            let session = match factory.admit(TransportKind::WebSocket, peer, bearer(&headers)).await {
+            let session = match factory.admit(TransportKind::WebSocket, &peer, bearer(&headers)).await {
                 Ok(session) => session,
                 Err(refusal) => return refused(refusal, Value::Null),
             };
@@ -110,7 +112,7 @@ async fn websocket_or_info(
 /// POST /mcp: one JSON-RPC message per request.
 async fn mcp_post(
     State(state): State<Arc<TransportState>>,
-    PeerAddr(peer): PeerAddr<SocketAddr>,
+    axum::Extension(peer): axum::Extension<Peer>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -127,7 +129,7 @@ async fn mcp_post(
     let bytes = match tokio::time::timeout(body_deadline, to_bytes(body, limits.max_message_bytes)).await {
         Ok(Ok(bytes)) => bytes,
         Err(_) => {
-            tracing::info!(remote = %peer, secs = limits.body_timeout_secs, "request body too slow; refused");
+            tracing::info!(remote = %peer.addr, secs = limits.body_timeout_secs, "request body too slow; refused");
             return plain(StatusCode::REQUEST_TIMEOUT, "request body did not arrive in time");
         }
         Ok(Err(_)) => {
@@ -141,13 +143,13 @@ async fn mcp_post(
     };
     adopt_traceparent(&headers, &mut message);
     if stateless::is_stateless(&headers) {
-        return stateless::post(&state, peer, &headers, accept, message).await;
+        return stateless::post(&state, &peer, &headers, accept, message).await;
     }
 
     if let Message::Request(request) = &message
         && request.method == "initialize"
     {
-        let session = match state.sessions_factory.admit(TransportKind::Http, peer, bearer(&headers)).await {
+        let session = match state.sessions_factory.admit(TransportKind::Http, &peer, bearer(&headers)).await {
             Ok(session) => session,
             Err(refusal) => return refused(refusal, request.id.clone()),
         };

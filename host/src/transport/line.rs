@@ -2,18 +2,16 @@
 //! With auth on, the first message carries the bearer token in
 //! `params._meta.authorization` (`"Bearer <token>"`).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
 use serde_json::Value;
 
 use super::listener::PendingGuard;
-use crate::access::TransportKind;
+use crate::access::{Peer, TransportKind};
 use crate::mcp::{DecodeError, Line, LineCodec, Message, Response, RpcError, client_channel, decode};
 use crate::session::{SessionFactory, drive};
 
@@ -28,8 +26,11 @@ enum Frame {
 
 /// Serves one newline connection as one session. `pending` counts the connection against its
 /// address's cap on unauthenticated connections until its session opens.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory, pending: PendingGuard) {
-    let (read, mut write) = stream.into_split();
+pub async fn serve<R, W>(read: R, mut write: W, peer: Peer, factory: &SessionFactory, pending: PendingGuard)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
     let limits = factory.limits.clone();
     let inbound = FramedRead::new(read, LineCodec::new(limits.max_message_bytes)).filter_map(|line| {
         futures::future::ready(match line {
@@ -65,7 +66,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory
         first = match tokio::time::timeout(deadline, inbound.next()).await {
             Ok(first) => first,
             Err(_) => {
-                tracing::info!(remote = %peer, secs = limits.handshake_timeout_secs, "no first message in time; connection closed");
+                tracing::info!(remote = %peer.addr, secs = limits.handshake_timeout_secs, "no first message in time; connection closed");
                 return;
             }
         };
@@ -74,7 +75,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, factory: &SessionFactory
             _ => (Value::Null, None),
         };
     }
-    let admitted = factory.admit(TransportKind::Line, peer, token).await;
+    let admitted = factory.admit(TransportKind::Line, &peer, token).await;
     drop(pending);
     match admitted {
         Ok(session) => {

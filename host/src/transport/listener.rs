@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::{TransportState, line};
+use super::{TransportState, line, tls};
+use crate::access::Peer;
 use crate::admission::CountGuard;
 
 /// Counts a connection as not yet authenticated until dropped.
@@ -67,16 +69,121 @@ async fn handle(
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(e),
     }
-    if matches!(first[0], b'{' | b'[' | b' ' | b'\t' | b'\r' | b'\n') {
+    match (&state.tls, first[0]) {
+        (Some(tls), tls::HANDSHAKE_RECORD) => {
+            // The handshake is part of the unauthenticated phase and has the same deadline.
+            let (mut stream, subject) = match tokio::time::timeout(handshake, tls.accept(stream)).await {
+                Ok(Ok(accepted)) => accepted,
+                Ok(Err(e)) => {
+                    crate::metrics::metrics().tls_refused("handshake");
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return Ok(());
+                }
+                Err(_) => {
+                    crate::metrics::metrics().tls_refused("handshake");
+                    tracing::debug!(%peer, "TLS handshake not finished in time");
+                    return Ok(());
+                }
+            };
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(handshake, stream.read(&mut first)).await {
+                Ok(Ok(1)) => {}
+                _ => return Ok(()),
+            }
+            let peer = Peer { addr: peer, client_cert_subject: subject.map(Arc::from) };
+            let stream = tls::Prefixed::new(first.to_vec(), stream);
+            serve_stream(stream, first[0], peer, state, router, pending).await
+        }
+        (Some(tls), _) if tls.required() => {
+            refuse_plaintext(stream, first[0]).await;
+            Ok(())
+        }
+        _ => serve_plain(stream, first[0], peer, state, router, pending).await,
+    }
+}
+
+/// A plaintext connection: the newline transport reads and writes the socket's halves directly.
+async fn serve_plain(
+    stream: TcpStream,
+    first: u8,
+    peer: SocketAddr,
+    state: Arc<TransportState>,
+    router: axum::Router,
+    pending: PendingGuard,
+) -> std::io::Result<()> {
+    if is_line_start(first) {
         let _open = crate::metrics::metrics().connection("line");
-        line::serve(stream, peer, &state.sessions_factory, pending).await;
+        let (read, write) = stream.into_split();
+        line::serve(read, write, Peer::at(peer), &state.sessions_factory, pending).await;
         return Ok(());
     }
-    // Handlers read the peer address through axum's `ConnectInfo` extractor. The first whole
+    serve_http(stream, Peer::at(peer), state, router, pending).await
+}
+
+/// Any stream (the decrypted side of TLS): sniffed by its first byte like a plain one.
+async fn serve_stream<S>(
+    stream: S,
+    first: u8,
+    peer: Peer,
+    state: Arc<TransportState>,
+    router: axum::Router,
+    pending: PendingGuard,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    if is_line_start(first) {
+        let _open = crate::metrics::metrics().connection("line");
+        let (read, write) = tokio::io::split(stream);
+        line::serve(read, write, peer, &state.sessions_factory, pending).await;
+        return Ok(());
+    }
+    serve_http(stream, peer, state, router, pending).await
+}
+
+/// Newline JSON-RPC starts with a JSON object (or whitespace before it); anything else is HTTP.
+fn is_line_start(first: u8) -> bool {
+    matches!(first, b'{' | b'[' | b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Answers a plaintext client of a TLS-only port with a short, clear refusal in its own
+/// protocol, then closes.
+async fn refuse_plaintext(mut stream: TcpStream, first: u8) {
+    crate::metrics::metrics().tls_refused("plaintext");
+    let answer: &[u8] = if is_line_start(first) {
+        b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,\"message\":\"this port requires TLS\"}}\n"
+    } else {
+        b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 23\r\nconnection: close\r\n\r\nthis port requires TLS\n"
+    };
+    // Closing with the client's bytes unread would reset the connection and could destroy the
+    // answer in flight: write, end our side, then read what the client sent until it closes.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+async fn serve_http<S>(
+    stream: S,
+    peer: Peer,
+    state: Arc<TransportState>,
+    router: axum::Router,
+    pending: PendingGuard,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let handshake = Duration::from_secs(state.sessions_factory.limits.handshake_timeout_secs);
+    // Handlers read the peer through an extension (axum's `ConnectInfo` too, for the address).
+    // The first whole
     // request head ends the connection's unauthenticated phase (each request then
     // authenticates on its own, with its body under `limits.body_timeout_secs`).
     let _open = crate::metrics::metrics().connection("http");
-    let router = router.layer(axum::Extension(ConnectInfo(peer)));
+    let router = router.layer(axum::Extension(ConnectInfo(peer.addr))).layer(axum::Extension(peer));
     let pending = Mutex::new(Some(pending));
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         pending.lock().expect("pending lock").take();

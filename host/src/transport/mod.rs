@@ -11,9 +11,11 @@ mod media;
 mod observe;
 mod sse;
 mod stateless;
+mod tls;
 mod websocket;
 
 pub use browser_guard::BrowserRules;
 pub use http::TransportState;
 pub use listener::serve;
 pub use observe::serve_private as serve_metrics;
+pub use tls::{Tls, TlsError};

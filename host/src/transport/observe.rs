@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::browser_guard::{self, BrowserRules};
 use super::http::{TransportState, bearer};
-use crate::access::{Principal, TransportKind};
+use crate::access::{Peer, Principal, TransportKind};
 use crate::admin::{RelayTools, render_status_page};
 use crate::metrics::metrics;
 
@@ -30,10 +31,10 @@ pub async fn render_metrics() -> Response {
 /// `GET /status` on the main port.
 pub async fn status_page(
     State(state): State<Arc<TransportState>>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    match admitted(&state, peer, &headers).await {
+    match admitted(&state, &peer, &headers).await {
         Ok(()) => html(&state.relay_tools),
         Err(refusal) => refusal,
     }
@@ -42,10 +43,10 @@ pub async fn status_page(
 /// `GET /status.json` on the main port.
 pub async fn status_json(
     State(state): State<Arc<TransportState>>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    match admitted(&state, peer, &headers).await {
+    match admitted(&state, &peer, &headers).await {
         Ok(()) => axum::Json(state.relay_tools.status_report()).into_response(),
         Err(refusal) => refusal,
     }
@@ -58,16 +59,12 @@ fn html(tools: &RelayTools) -> Response {
 
 /// With an auth plugin, the status is for principals with the `admin` role (401 without a
 /// valid bearer token, 403 without the role); without one it is as open as the relay.
-async fn admitted(state: &TransportState, peer: std::net::SocketAddr, headers: &HeaderMap) -> Result<(), Response> {
+async fn admitted(state: &TransportState, peer: &Peer, headers: &HeaderMap) -> Result<(), Response> {
     let factory = &state.sessions_factory;
     if !factory.requires_auth() {
         return Ok(());
     }
-    let info = crate::access::ConnectInfo {
-        transport: TransportKind::Http,
-        remote_addr: peer.to_string(),
-        token: bearer(headers),
-    };
+    let info = crate::access::ConnectInfo::new(TransportKind::Http, peer, bearer(headers));
     match factory.authenticate(&info).await {
         Ok(principal) if principal.has_role(Principal::ADMIN) => Ok(()),
         Ok(_) => Err((StatusCode::FORBIDDEN, "the status page needs the admin role").into_response()),

@@ -12,7 +12,6 @@
 //! continues the same call.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::http::{SESSION_HEADER, TransportState, VERSION_HEADER, bearer, json_response, refused, rpc_error};
-use crate::access::{ConnectInfo, TransportKind};
+use crate::access::{ConnectInfo, Peer, TransportKind};
 use crate::mcp::envelope::{self, Envelope};
 use crate::mcp::{self, Message, Request, RpcError, error_codes};
 use crate::session::{Refused, Session};
@@ -44,7 +43,7 @@ const PARKED_FOR: Duration = Duration::from_secs(150);
 /// One POST of a stateless client. `message` is the decoded body.
 pub async fn post(
     state: &Arc<TransportState>,
-    peer: SocketAddr,
+    peer: &Peer,
     headers: &HeaderMap,
     accept: &str,
     message: Message,
@@ -66,7 +65,7 @@ pub async fn post(
         Err(error) => return rpc_error(StatusCode::BAD_REQUEST, mcp::Response::err(id, error)),
     };
     let token = bearer(headers);
-    let info = ConnectInfo { transport: TransportKind::Http, remote_addr: peer.to_string(), token };
+    let info = ConnectInfo::new(TransportKind::Http, peer, token);
     let principal = match state.sessions_factory.authenticate(&info).await {
         Ok(principal) => principal,
         Err(refusal) => return refused(Refused::Auth(refusal), id),
@@ -78,7 +77,7 @@ pub async fn post(
             Err(error) => return rpc_error(StatusCode::BAD_REQUEST, mcp::Response::err(id, error)),
         },
         None => {
-            let session = match state.sessions_factory.open_stateless(principal, peer.ip(), &envelope) {
+            let session = match state.sessions_factory.open_stateless(principal, peer.addr.ip(), &envelope) {
                 Ok(session) => session,
                 Err(busy) => return refused(Refused::Busy(busy), id),
             };

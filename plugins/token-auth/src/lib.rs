@@ -1,4 +1,5 @@
-//! `token-auth`: bearer tokens from configuration, each mapped to a principal and roles.
+//! `token-auth`: bearer tokens from configuration, each mapped to a principal and roles; and,
+//! with mTLS, verified client certificate subjects mapped the same way.
 //!
 //! Tokens are compared in constant time (SHA-256 digests compared with `subtle`), and no token
 //! is ever written to a log or a denial message.
@@ -23,6 +24,14 @@ impl exports::relay::plugin::authenticator::Guest for TokenAuth {
                 return Err(deny("authentication is misconfigured"));
             }
         };
+        // A client certificate the host verified and this table lists is enough on its own.
+        if let Some((principal, roles)) = info.client_cert_subject.as_deref().and_then(|s| table.by_subject(s)) {
+            log::log(
+                log::Level::Info,
+                &format!("authenticated {} as {principal} by client certificate", info.remote_addr),
+            );
+            return Ok(Principal { id: principal.to_owned(), roles: roles.to_vec() });
+        }
         let Some(token) = info.token.as_deref().filter(|t| !t.is_empty()) else {
             log::log(log::Level::Info, &format!("denied {}: no token", info.remote_addr));
             return Err(deny("a bearer token is required"));

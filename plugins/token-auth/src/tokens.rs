@@ -8,7 +8,21 @@ use subtle::ConstantTimeEq;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    #[serde(default)]
     tokens: Vec<TokenConfig>,
+    #[serde(default)]
+    certificates: Vec<CertificateConfig>,
+}
+
+/// A client certificate subject (as the host's TLS handshake verified it against
+/// `tls.client_ca`) that stands for a principal, without a token.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateConfig {
+    subject: String,
+    principal: String,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 /// One accepted token. Exactly one of `token` (literal, for tests) or `token_env` (the name of
@@ -33,10 +47,12 @@ pub struct Entry {
     pub roles: Vec<String>,
 }
 
-/// Every accepted token.
+/// Every accepted token and certificate subject.
 #[derive(Debug)]
 pub struct Table {
     entries: Vec<Entry>,
+    /// Verified client certificate subjects, with their principal and roles.
+    subjects: Vec<(String, String, Vec<String>)>,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -61,7 +77,13 @@ impl Table {
             }
             entries.push(Entry { digest: digest(&secret), principal: t.principal, roles: t.roles });
         }
-        Ok(Table { entries })
+        let subjects = config.certificates.into_iter().map(|c| (c.subject, c.principal, c.roles)).collect();
+        Ok(Table { entries, subjects })
+    }
+
+    /// The principal and roles of a verified client certificate's `subject`, if listed.
+    pub fn by_subject(&self, subject: &str) -> Option<(&str, &[String])> {
+        self.subjects.iter().find(|(s, _, _)| s == subject).map(|(_, p, r)| (p.as_str(), r.as_slice()))
     }
 
     /// The entry whose token equals `token`. Every entry is compared, in constant time, so the
@@ -99,6 +121,11 @@ mod tests {
         assert_eq!(table.find("from-env").unwrap().principal, "team");
         assert!(table.find("s3cre").is_none());
         assert!(table.find("").is_none());
+        assert!(table.by_subject("CN=agent-7").is_none());
+        let with_certs = r#"{"certificates": [{"subject": "CN=agent-7", "principal": "agent", "roles": ["ops"]}]}"#;
+        let table = Table::from_config(with_certs, env).unwrap();
+        assert_eq!(table.by_subject("CN=agent-7"), Some(("agent", ["ops".to_owned()].as_slice())));
+        assert!(table.by_subject("CN=agent-8").is_none());
     }
 
     #[test]

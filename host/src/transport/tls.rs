@@ -1,0 +1,224 @@
+//! Native TLS on the one port (rustls with the ring provider, no OpenSSL): TLS 1.2 and 1.3
+//! with forward-secret AEAD suites only, optional or required client certificates (mTLS), and
+//! certificate rotation without a restart: new handshakes use whatever pair was last loaded
+//! well, and a bad pair on disk keeps the old one (and says why).
+
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::{CryptoProvider, ring};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::TlsConfig;
+use crate::file_watch::{WatchGuard, watch_files};
+
+/// The first byte of a TLS record carrying a handshake (a ClientHello, on a new connection).
+pub const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Why a certificate, key or CA could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or holds no PEM item of the kind needed.
+    #[error("{path}: {problem}")]
+    File { path: PathBuf, problem: String },
+    /// rustls refused the pair (e.g. the key is not the certificate's).
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// The suites offered: ECDHE key exchange (forward secrecy) with AES-GCM or ChaCha20-Poly1305.
+fn provider() -> CryptoProvider {
+    use ring::cipher_suite::*;
+    CryptoProvider {
+        cipher_suites: vec![
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_CHACHA20_POLY1305_SHA256,
+            TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ],
+        ..ring::default_provider()
+    }
+}
+
+fn file_error(path: &std::path::Path, problem: impl ToString) -> TlsError {
+    TlsError::File { path: path.to_owned(), problem: problem.to_string() }
+}
+
+fn certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no PEM certificate in the file"));
+    }
+    Ok(certs)
+}
+
+/// Builds the server configuration from `config`'s (resolved) files.
+pub fn server_config(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::new(provider());
+    let certs = certificates(&config.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| file_error(&config.key, e))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Rejected(e.to_string()))?;
+    let builder = match &config.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(ca)? {
+                roots.add(cert).map_err(|e| file_error(ca, e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if config.client_cert_required { verifier } else { verifier.allow_unauthenticated() };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Rejected(e.to_string()))?)
+        }
+    };
+    let mut server = builder.with_single_cert(certs, key).map_err(|e| TlsError::Rejected(e.to_string()))?;
+    // Every transport here is HTTP/1.1 (or raw newline JSON-RPC, which offers no ALPN).
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(server)
+}
+
+/// The listener's TLS: the configuration new handshakes use, swapped when the files change.
+pub struct Tls {
+    config: TlsConfig,
+    current: ArcSwap<ServerConfig>,
+    /// Why the files on disk are not in use (`None` when they are).
+    last_error: Mutex<Option<String>>,
+}
+
+/// A connection after its handshake, and the verified client certificate's subject, if any.
+pub type Accepted = (TlsStream<TcpStream>, Option<String>);
+
+impl Tls {
+    /// Loads `config` (paths already resolved); fails if the files are not a usable pair.
+    pub fn load(config: TlsConfig) -> Result<Arc<Self>, TlsError> {
+        let server = server_config(&config)?;
+        Ok(Arc::new(Self { config, current: ArcSwap::from_pointee(server), last_error: Mutex::new(None) }))
+    }
+
+    /// Whether plaintext connections are refused.
+    pub fn required(&self) -> bool {
+        self.config.required
+    }
+
+    /// Loads the files again; on failure the running pair stays, and the reason is kept.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let outcome = server_config(&self.config);
+        let mut last_error = self.last_error.lock().expect("tls error lock");
+        match outcome {
+            Ok(server) => {
+                self.current.store(Arc::new(server));
+                *last_error = None;
+                tracing::info!(cert = %self.config.cert.display(), "TLS certificate reloaded; new handshakes use it");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS files rejected; the running certificate stays");
+                *last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Why the files on disk are not in use, if they are not.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("tls error lock").clone()
+    }
+
+    /// Reloads whenever the certificate, key or client CA file changes.
+    pub fn watch(self: &Arc<Self>) -> notify::Result<WatchGuard> {
+        let paths = [Some(&self.config.cert), Some(&self.config.key), self.config.client_ca.as_ref()];
+        let tls = Arc::downgrade(self);
+        watch_files(paths.into_iter().flatten().cloned().collect(), Duration::from_millis(200), move |_| {
+            if let Some(tls) = tls.upgrade() {
+                let _ = tls.reload();
+            }
+        })
+    }
+
+    /// Runs the server side of a handshake on `stream`.
+    pub async fn accept(&self, stream: TcpStream) -> io::Result<Accepted> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.current.load_full());
+        let stream = acceptor.accept(stream).await?;
+        let subject = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(subject_of);
+        Ok((stream, subject))
+    }
+}
+
+/// A stream with bytes already read from it put back in front: the transport sniff reads the
+/// first decrypted byte of a TLS connection (there is no peek below TLS).
+pub struct Prefixed<S> {
+    prefix: Vec<u8>,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// `inner`, whose reads return `prefix` first.
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The subject of a (verified) certificate, RFC 4514 style (`CN=agent-7`); `None` if it cannot
+/// be read.
+fn subject_of(der: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.subject().to_string())
+}

@@ -1,0 +1,62 @@
+//! A throwaway certificate authority for TLS tests: a CA, server certificates for `localhost`
+//! and `127.0.0.1`, and client certificates, written as PEM files into a directory.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+
+/// A CA whose certificate is at [`TestCa::ca_pem`].
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA certificate (PEM file).
+    pub ca_pem: PathBuf,
+    dir: PathBuf,
+}
+
+/// A certificate and its key, as PEM files.
+pub struct Issued {
+    /// The certificate chain (leaf only).
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    /// A new CA named `name`, its files in `dir`.
+    pub fn new(dir: &Path, name: &str) -> TestCa {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).expect("CA certificate");
+        let ca_pem = dir.join(format!("{name}.pem"));
+        std::fs::write(&ca_pem, cert.pem()).unwrap();
+        TestCa { issuer: Issuer::new(params, key), ca_pem, dir: dir.to_owned() }
+    }
+
+    /// A server certificate for `localhost` and `127.0.0.1` with common name `cn`, written as
+    /// `<file>.crt` and `<file>.key`.
+    pub fn server(&self, cn: &str, file: &str) -> Issued {
+        self.issue(cn, file, vec!["localhost".into(), "127.0.0.1".into()], ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate with common name `cn`.
+    pub fn client(&self, cn: &str, file: &str) -> Issued {
+        self.issue(cn, file, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(&self, cn: &str, file: &str, names: Vec<String>, usage: ExtendedKeyUsagePurpose) -> Issued {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(names).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &self.issuer).expect("certificate");
+        let issued = Issued { cert: self.dir.join(format!("{file}.crt")), key: self.dir.join(format!("{file}.key")) };
+        std::fs::write(&issued.cert, cert.pem()).unwrap();
+        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
+        issued
+    }
+}

@@ -1,0 +1,256 @@
+//! Native TLS on the one port: the official SDK clients over `https://` and `wss://`, newline
+//! JSON-RPC over TLS (`relay health --tls`), plaintext still served when TLS is optional and
+//! refused when it is required, only TLS 1.2+ with forward-secret AEAD suites (probed with
+//! `openssl s_client`), client certificates, and certificate rotation without a restart.
+
+use std::path::Path;
+use std::process::Output;
+
+use relay_tests::pki::TestCa;
+use relay_tests::{Relay, eventually, metric_value, py_client_env, relay_bin, replace_file, ts_client_env};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A relay.yaml serving TLS with `server.crt`/`server.key` (plus `extra` keys of `tls:`).
+fn tls_yaml(extra: &str) -> String {
+    format!("tls: {{cert: server.crt, key: server.key{extra}}}\nmetrics: {{listen: 127.0.0.1:0}}\n")
+}
+
+/// `openssl s_client` against the relay with `args`; stdin closed at once.
+async fn s_client(port: u16, args: &[&str]) -> Output {
+    tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl runs (scripts/test.sh installs it)")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// `relay health` against the relay's port with `args`: whether it passed.
+async fn health(port: u16, args: &[&str]) -> bool {
+    let status = tokio::process::Command::new(relay_bin())
+        .args(["health", "--host", "localhost", "--port", &port.to_string(), "--timeout", "5"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    status.success()
+}
+
+fn ca_env(ca: &Path) -> [(&'static str, String); 2] {
+    let ca = ca.display().to_string();
+    [("NODE_EXTRA_CA_CERTS", ca.clone()), ("SSL_CERT_FILE", ca)]
+}
+
+#[tokio::test]
+async fn sdk_clients_speak_https_and_wss_and_plaintext_stays_served_when_tls_is_optional() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "relay-test-ca");
+    ca.server("relay-one", "server");
+    let relay = Relay::start_files(dir.path(), &tls_yaml(""), "backends: []\n", &[]).await;
+    let env = ca_env(&ca.ca_pem);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let calls = json!([{"name": "relay_get_status", "arguments": {}}]);
+    let https = format!("https://localhost:{}/mcp", relay.port);
+    let wss = format!("wss://localhost:{}/ws", relay.port);
+    for report in [
+        ts_client_env("http", &https, calls.clone(), json!([]), &env).await,
+        ts_client_env("ws", &wss, calls.clone(), json!([]), &env).await,
+        py_client_env("legacy", &https, calls.clone(), json!([]), &env).await,
+    ] {
+        assert_eq!(report["serverInfo"]["name"], "relay", "{report}");
+        assert!(report["results"][0]["structuredContent"]["backends"].is_array(), "{report}");
+    }
+    // Newline JSON-RPC over TLS, verified against the test CA; not against the public roots.
+    let ca_path = ca.ca_pem.display().to_string();
+    assert!(health(relay.port, &["--tls", "--ca", &ca_path]).await, "newline over TLS");
+    assert!(!health(relay.port, &["--tls"]).await, "a certificate from an unknown CA is refused");
+    // TLS is optional here: plaintext clients on the same port are still served.
+    assert!(health(relay.port, &[]).await, "newline in the clear");
+    let mut line = relay.line_client().await;
+    assert_eq!(
+        line.request("initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}})).await["result"]["serverInfo"]
+            ["name"],
+        "relay"
+    );
+}
+
+#[tokio::test]
+async fn tls_required_refuses_plaintext_old_protocols_and_weak_suites() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "relay-test-ca");
+    ca.server("relay-one", "server");
+    let relay = Relay::start_files(dir.path(), &tls_yaml(", required: true"), "backends: []\n", &[]).await;
+    // Plaintext HTTP gets a clear refusal, newline JSON-RPC a JSON-RPC error.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    plain.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("this port requires TLS"), "{answer}");
+    let mut line = tokio::net::TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    line.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{}}\n").await.unwrap();
+    let mut answer = String::new();
+    line.read_to_string(&mut answer).await.unwrap();
+    let answer: serde_json::Value = serde_json::from_str(answer.trim()).unwrap();
+    assert_eq!(answer["error"]["message"], "this port requires TLS");
+    assert!(!health(relay.port, &[]).await);
+    let ca_path = ca.ca_pem.display().to_string();
+    assert!(health(relay.port, &["--tls", "--ca", &ca_path]).await);
+
+    // TLS 1.0 and 1.1 are refused by the server (the client is allowed to offer them).
+    for old in ["-tls1", "-tls1_1"] {
+        let probe = s_client(relay.port, &[old, "-cipher", "DEFAULT@SECLEVEL=0"]).await;
+        assert!(!probe.status.success(), "{old} accepted: {}", text(&probe));
+    }
+    // TLS 1.2: ECDHE with AES-GCM or ChaCha20-Poly1305 only; CBC and static-RSA suites refused.
+    for weak in ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384", "AES128-GCM-SHA256", "AES128-SHA"] {
+        let probe = s_client(relay.port, &["-tls1_2", "-cipher", weak]).await;
+        assert!(!probe.status.success(), "{weak} accepted: {}", text(&probe));
+    }
+    for strong in ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305"] {
+        let probe = s_client(relay.port, &["-tls1_2", "-cipher", strong]).await;
+        assert!(probe.status.success() && text(&probe).contains(strong), "{strong} refused: {}", text(&probe));
+    }
+    let probe = s_client(relay.port, &["-tls1_3"]).await;
+    assert!(probe.status.success() && text(&probe).contains("TLSv1.3"), "{}", text(&probe));
+
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", relay.metrics_port.unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metric_value(&metrics, r#"relay_tls_refused_total{reason="plaintext"}"#).unwrap() >= 3.0, "{metrics}");
+    assert!(metric_value(&metrics, r#"relay_tls_refused_total{reason="handshake"}"#).unwrap() >= 6.0, "{metrics}");
+}
+
+/// The subject common name of the certificate the relay presents now.
+async fn presented_cn(port: u16) -> String {
+    let probe = s_client(port, &[]).await;
+    let out = text(&probe);
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("subject=").map(str::to_owned))
+        .unwrap_or_else(|| panic!("no subject in: {out}"))
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_used_for_new_handshakes_and_a_bad_pair_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "relay-test-ca");
+    ca.server("relay-one", "server");
+    let relay = Relay::start_files(dir.path(), &tls_yaml(""), "backends: []\n", &[]).await;
+    assert!(presented_cn(relay.port).await.contains("relay-one"));
+
+    // A new pair, written the way deploy tools do (new files renamed into place).
+    let two = ca.server("relay-two", "staged-two");
+    replace_file(&dir.path().join("server.key"), &std::fs::read(&two.key).unwrap());
+    replace_file(&dir.path().join("server.crt"), &std::fs::read(&two.cert).unwrap());
+    eventually("the new certificate presented", || async {
+        presented_cn(relay.port).await.contains("relay-two").then_some(())
+    })
+    .await;
+
+    // A key that is not the certificate's: refused, the running pair stays, the log says why.
+    let three = ca.server("relay-three", "staged-three");
+    let four = ca.server("relay-four", "staged-four");
+    replace_file(&dir.path().join("server.crt"), &std::fs::read(&three.cert).unwrap());
+    replace_file(&dir.path().join("server.key"), &std::fs::read(&four.key).unwrap());
+    relay.wait_for_log("TLS files rejected; the running certificate stays").await;
+    assert!(presented_cn(relay.port).await.contains("relay-two"));
+    let ca_path = ca.ca_pem.display().to_string();
+    assert!(health(relay.port, &["--tls", "--ca", &ca_path]).await);
+}
+
+#[tokio::test]
+async fn client_certificates_are_verified_when_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "relay-test-ca");
+    ca.server("relay-one", "server");
+    let client = ca.client("agent-7", "client");
+    let stranger_ca = TestCa::new(dir.path(), "stranger-ca");
+    let stranger = stranger_ca.client("agent-8", "stranger");
+    let yaml = tls_yaml(", client_ca: relay-test-ca.pem, client_cert_required: true");
+    let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
+    let pair =
+        |issued: &relay_tests::pki::Issued| [issued.cert.display().to_string(), issued.key.display().to_string()];
+    let [cert, key] = pair(&client);
+    // TLS 1.2, where the server checks the client's certificate within the handshake.
+    let ok = s_client(relay.port, &["-tls1_2", "-cert", &cert, "-key", &key]).await;
+    assert!(ok.status.success(), "{}", text(&ok));
+    let refused = s_client(relay.port, &["-tls1_2"]).await;
+    assert!(!refused.status.success(), "no certificate: {}", text(&refused));
+    let [cert, key] = pair(&stranger);
+    let refused = s_client(relay.port, &["-tls1_2", "-cert", &cert, "-key", &key]).await;
+    assert!(!refused.status.success(), "another CA's certificate: {}", text(&refused));
+}
+
+/// Newline JSON-RPC over TLS from a client presenting `identity` (certificate, key), trusting
+/// `ca`: sends `initialize` and returns the answer.
+async fn initialize_over_tls(port: u16, ca: &Path, identity: Option<&relay_tests::pki::Issued>) -> serde_json::Value {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some(id) => {
+            let chain = CertificateDer::pem_file_iter(&id.cert).unwrap().map(Result::unwrap).collect();
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(&id.key).unwrap()).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}}});
+    tls.write_all(format!("{init}\n").as_bytes()).await.unwrap();
+    let mut lines = tokio::io::BufReader::new(tls);
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line).await.unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+#[tokio::test]
+async fn a_verified_client_certificate_reaches_the_auth_plugin_as_its_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "relay-test-ca");
+    ca.server("relay-one", "server");
+    let agent = ca.client("agent-7", "agent");
+    let stranger = TestCa::new(dir.path(), "stranger-ca").client("agent-7", "forged");
+    let auth = relay_tests::plugin_wasm("token_auth");
+    // Client certificates are optional here: a client without one falls back to tokens.
+    let yaml = format!(
+        "{}plugins:\n  - {{name: auth, world: auth, path: {}, config: {{tokens: [], certificates: [{{subject: 'CN=agent-7', principal: agent-7, roles: [ops]}}]}}}}\n",
+        tls_yaml(", client_ca: relay-test-ca.pem"),
+        auth.display()
+    );
+    let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
+    let answer = initialize_over_tls(relay.port, &ca.ca_pem, Some(&agent)).await;
+    assert_eq!(answer["result"]["serverInfo"]["name"], "relay", "{answer}");
+    relay.wait_for_log("as agent-7 by client certificate").await;
+    let answer = initialize_over_tls(relay.port, &ca.ca_pem, None).await;
+    assert_eq!(answer["error"]["code"], -32011, "no certificate, no token: {answer}");
+    // A certificate with the same subject from another CA never passes the handshake.
+    let forged = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        tokio::spawn({
+            let (port, ca) = (relay.port, ca.ca_pem.clone());
+            async move { initialize_over_tls(port, &ca, Some(&stranger)).await }
+        })
+        .await
+    })
+    .await
+    .unwrap();
+    assert!(forged.is_err() || forged.as_ref().unwrap()["result"].is_null(), "{forged:?}");
+}
