@@ -1,7 +1,10 @@
 //! One MCP client connection over any of the relay's transports, as the URL's scheme picks it:
 //! `tcp://` newline JSON-RPC, `ws://` WebSocket, `http://` Streamable HTTP with a session, or
-//! (with `--stateless`) HTTP in the 2026-07-28 protocol, where every call stands alone.
+//! (with `--stateless`) HTTP in the 2026-07-28 protocol, where every call stands alone;
+//! `wss://` and `https://` over TLS, verified against `--ca` or the Mozilla roots.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -27,6 +30,8 @@ pub struct Target {
     pub token: Option<String>,
     /// Give up on any one step after this long.
     pub timeout: Duration,
+    /// How `wss://` and `https://` connections verify the server.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// The transport a URL's scheme picks.
@@ -56,7 +61,13 @@ impl Transport {
 
 impl Target {
     /// Parses `url`; `stateless` picks 2026-07-28 for an `http://` URL.
-    pub fn parse(url: &str, stateless: bool, token: Option<String>, timeout: Duration) -> Result<Self, String> {
+    pub fn parse(
+        url: &str,
+        stateless: bool,
+        token: Option<String>,
+        timeout: Duration,
+        ca: Option<&Path>,
+    ) -> Result<Self, String> {
         let transport = match url.split_once("://").map(|(scheme, _)| scheme) {
             Some("tcp") => Transport::Line,
             Some("ws" | "wss") => Transport::WebSocket,
@@ -67,15 +78,41 @@ impl Target {
         if stateless && transport != Transport::Stateless {
             return Err("--stateless needs an http:// URL".into());
         }
-        Ok(Self { url: url.to_owned(), transport, token, timeout })
+        Ok(Self { url: url.to_owned(), transport, token, timeout, tls: tls_config(ca)? })
     }
 
-    /// Where the relay's `/metrics` would be (same host and port).
+    /// Where the relay's `/metrics` would be (same host and port, same TLS or not).
     pub fn metrics_url(&self) -> Option<String> {
-        let rest = self.url.split_once("://")?.1;
+        let (scheme, rest) = self.url.split_once("://")?;
         let authority = rest.split('/').next()?;
-        Some(format!("http://{authority}/metrics"))
+        let scheme = if matches!(scheme, "https" | "wss") { "https" } else { "http" };
+        Some(format!("{scheme}://{authority}/metrics"))
     }
+}
+
+/// A TLS client configuration trusting the CA certificates in `ca` (PEM), or the Mozilla
+/// roots without it.
+fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+                roots.add(cert).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Why a step failed, by kind (the summary counts them).
@@ -102,8 +139,12 @@ pub enum Client {
 }
 
 /// Builds the HTTP client all HTTP connections of a run share (its pool holds the sockets).
-pub fn http_client(connections: usize) -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(connections).build().expect("HTTP client")
+pub fn http_client(target: &Target, connections: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .use_preconfigured_tls((*target.tls).clone())
+        .build()
+        .expect("HTTP client")
 }
 
 impl Client {
@@ -132,8 +173,10 @@ impl Client {
                         let value = format!("Bearer {token}").parse().map_err(|e| Failure::new("connect", e))?;
                         request.headers_mut().insert("authorization", value);
                     }
-                    let (socket, _) =
-                        tokio_tungstenite::connect_async(request).await.map_err(|e| Failure::new("connect", e))?;
+                    let tls = tokio_tungstenite::Connector::Rustls(target.tls.clone());
+                    let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(tls))
+                        .await
+                        .map_err(|e| Failure::new("connect", e))?;
                     let mut client = Client::WebSocket(Box::new(socket));
                     client
                         .exchange(target, "initialize", initialize_params())

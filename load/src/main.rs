@@ -24,7 +24,7 @@ use scenario::Plan;
 #[derive(Parser)]
 #[command(name = "relay-load", version, about = "Load generator for MCP servers and the relay")]
 struct Cli {
-    /// tcp://host:port, ws://host:port/ws, or http://host:port/mcp.
+    /// tcp://host:port, ws[s]://host:port/ws, or http[s]://host:port/mcp.
     url: String,
     /// What to run.
     #[arg(long, value_enum, default_value = "reference")]
@@ -50,6 +50,10 @@ struct Cli {
     /// HTTP in the 2026-07-28 protocol (no session).
     #[arg(long)]
     stateless: bool,
+    /// PEM file of CA certificates that `wss://` and `https://` servers are verified against
+    /// (default: the Mozilla roots).
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
     /// Give up on one connect or call after this many seconds.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
@@ -93,7 +97,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let target = match Target::parse(&cli.url, cli.stateless, cli.token.clone(), Duration::from_secs_f64(cli.timeout)) {
+    let timeout = Duration::from_secs_f64(cli.timeout);
+    let target = match Target::parse(&cli.url, cli.stateless, cli.token.clone(), timeout, cli.ca.as_deref()) {
         Ok(target) => target,
         Err(message) => {
             eprintln!("{message}");
@@ -122,7 +127,7 @@ async fn run(cli: &Cli, target: Target, arguments: Value) -> Value {
         opening_at_once: cli.opening_at_once.max(1),
     };
     let metrics_url = plan.target.metrics_url();
-    let rss_before = report::target_rss(metrics_url.as_deref()).await;
+    let rss_before = report::target_rss(&plan.target, metrics_url.as_deref()).await;
     let stats = Arc::new(Stats::default());
     let total = match cli.scenario {
         Scenario::Rate => None,
@@ -142,7 +147,7 @@ async fn run(cli: &Cli, target: Target, arguments: Value) -> Value {
     summary["url"] = plan.target.url.clone().into();
     summary["clients"] = plan.count.into();
     summary["rss_before"] = json!(rss_before);
-    summary["rss_after"] = json!(report::target_rss(metrics_url.as_deref()).await);
+    summary["rss_after"] = json!(report::target_rss(&plan.target, metrics_url.as_deref()).await);
     for (key, value) in extra.as_object().into_iter().flatten() {
         summary[key] = value.clone();
     }

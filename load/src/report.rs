@@ -83,8 +83,9 @@ impl Stats {
 }
 
 /// Resident memory of the target, from its `/metrics`, if reachable.
-pub async fn target_rss(metrics_url: Option<&str>) -> Option<u64> {
-    let text = reqwest::get(metrics_url?).await.ok()?.text().await.ok()?;
+pub async fn target_rss(target: &crate::client::Target, metrics_url: Option<&str>) -> Option<u64> {
+    let client = crate::client::http_client(target, 1);
+    let text = client.get(metrics_url?).send().await.ok()?.text().await.ok()?;
     text.lines()
         .find_map(|line| line.strip_prefix("process_resident_memory_bytes ")?.trim().parse::<f64>().ok())
         .map(|v| v as u64)

@@ -33,7 +33,7 @@ pub struct Plan {
 /// Every client connects, initializes, calls once and disconnects, all at once; a success is
 /// the whole client, timed from connect to disconnect.
 pub async fn reference(plan: &Plan, stats: &Arc<Stats>, progress: &Progress) -> Value {
-    let http = http_client(plan.count);
+    let http = http_client(&plan.target, plan.count);
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..plan.count {
@@ -60,7 +60,7 @@ pub async fn reference(plan: &Plan, stats: &Arc<Stats>, progress: &Progress) -> 
 
 /// Opens `count` sessions and keeps them all open; then each calls once, all at once.
 pub async fn hold(plan: &Plan, stats: &Arc<Stats>, progress: &Progress) -> Value {
-    let http = http_client(plan.count.min(4096));
+    let http = http_client(&plan.target, plan.count.min(4096));
     let opening = Arc::new(Semaphore::new(plan.opening_at_once));
     let go = Arc::new(tokio::sync::Notify::new());
     let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -101,7 +101,7 @@ pub async fn hold(plan: &Plan, stats: &Arc<Stats>, progress: &Progress) -> Value
     }
     let (_, failed_to_open) = stats.counts();
     let held = plan.count as u64 - failed_to_open;
-    let rss_holding = crate::report::target_rss(plan.target.metrics_url().as_deref()).await;
+    let rss_holding = crate::report::target_rss(&plan.target, plan.target.metrics_url().as_deref()).await;
     go.notify_waiters();
     let mut clients = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -123,7 +123,7 @@ pub async fn hold(plan: &Plan, stats: &Arc<Stats>, progress: &Progress) -> Value
 
 /// `count` connections call for `duration`, as fast as they can or at `rate` calls/s in all.
 pub async fn rate(plan: &Plan, stats: &Arc<Stats>, progress: &Progress) -> Value {
-    let http = http_client(plan.count);
+    let http = http_client(&plan.target, plan.count);
     let started = Instant::now();
     let until = started + plan.duration;
     let interval = plan.rate.map(|rate| Duration::from_secs_f64(plan.count as f64 / rate.max(0.001)));

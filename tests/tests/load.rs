@@ -131,3 +131,35 @@ async fn a_bearer_token_is_presented_on_every_transport() {
         assert_eq!(summary["failures"], 5, "{url}: {summary}");
     }
 }
+
+#[tokio::test]
+async fn https_and_wss_against_a_tls_only_relay_with_the_test_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = relay_tests::pki::TestCa::new(dir.path(), "load-ca");
+    ca.server("relay", "server");
+    let yaml = format!("{TEST_RELAY_YAML}tls: {{cert: server.crt, key: server.key, required: true}}\n");
+    let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
+    let ca_pem = ca.ca_pem.display().to_string();
+    let https = format!("https://localhost:{}/mcp", relay.port);
+    let wss = format!("wss://localhost:{}/ws", relay.port);
+    for (url, transport, stateless) in
+        [(&https, "http", false), (&https, "stateless-http", true), (&wss, "websocket", false)]
+    {
+        let mut args = vec!["--scenario", "reference", "--clients", "10", "--ca", &ca_pem, url.as_str()];
+        if stateless {
+            args.push("--stateless");
+        }
+        let (out, summary) = load(&args).await;
+        assert!(out.status.success(), "{transport}: {summary}");
+        assert_eq!(
+            (summary["transport"].as_str(), summary["successes"].as_u64()),
+            (Some(transport), Some(10)),
+            "{summary}"
+        );
+        assert!(summary["rss_before"].as_u64().unwrap() > 1_000_000, "/metrics over https: {summary}");
+    }
+    // Without the CA the relay's certificate is not trusted: every client fails to connect.
+    let (out, summary) = load(&["--scenario", "reference", "--clients", "3", wss.as_str()]).await;
+    assert_eq!(out.status.code(), Some(1), "{summary}");
+    assert_eq!(summary["errors"]["connect"]["count"], 3, "{summary}");
+}
