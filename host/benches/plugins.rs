@@ -37,7 +37,7 @@ async fn load(configs: &[PluginConfig]) -> Arc<Plugins> {
 async fn one_request(plugins: &Plugins) {
     let info = ConnectInfo {
         transport: TransportKind::Line,
-        remote_addr: "127.0.0.1:1".into(),
+        remote_addr: ([127, 0, 0, 1], 1).into(),
         token: Some("bench-token".into()),
         client_cert_subject: None,
     };

@@ -82,7 +82,7 @@ pub struct ConnectInfo {
     /// The client's transport.
     pub transport: TransportKind,
     /// The peer address.
-    pub remote_addr: String,
+    pub remote_addr: SocketAddr,
     /// The bearer token, if the client sent one.
     pub token: Option<String>,
     /// The verified client certificate's subject (mTLS).
@@ -94,7 +94,7 @@ impl ConnectInfo {
     pub fn new(transport: TransportKind, peer: &Peer, token: Option<String>) -> Self {
         Self {
             transport,
-            remote_addr: peer.addr.to_string(),
+            remote_addr: peer.addr,
             token,
             client_cert_subject: peer.client_cert_subject.as_deref().map(str::to_owned),
         }
@@ -125,6 +125,8 @@ pub enum DenialCode {
     Forbidden,
     /// Too many requests.
     RateLimited,
+    /// Too many failed authentications from the client's address (the relay's own rule).
+    TooManyFailures,
     /// The request is unacceptable.
     Invalid,
 }
@@ -149,12 +151,17 @@ impl Denial {
         Self { code, message: message.into(), retry_after_ms: None, refused_by: "relay".into() }
     }
 
+    /// Seconds to put in `Retry-After` (rounded up), when the denial says when to retry.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after_ms.map(|ms| ms.div_ceil(1000).max(1))
+    }
+
     /// The HTTP status for a refused connection or session.
     pub fn http_status(&self) -> u16 {
         match self.code {
             DenialCode::Unauthenticated => 401,
             DenialCode::Forbidden => 403,
-            DenialCode::RateLimited => 429,
+            DenialCode::RateLimited | DenialCode::TooManyFailures => 429,
             DenialCode::Invalid => 400,
         }
     }
@@ -166,6 +173,7 @@ impl From<Denial> for RpcError {
             DenialCode::Unauthenticated => error_codes::UNAUTHENTICATED,
             DenialCode::Forbidden => error_codes::FORBIDDEN,
             DenialCode::RateLimited => error_codes::RATE_LIMITED,
+            DenialCode::TooManyFailures => error_codes::AUTH_THROTTLED,
             DenialCode::Invalid => error_codes::INVALID_PARAMS,
         };
         let mut data = json!({"refused_by": denial.refused_by});

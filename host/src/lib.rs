@@ -9,6 +9,7 @@
 pub mod access;
 pub mod admin;
 pub mod admission;
+pub mod auth_throttle;
 pub mod config;
 pub mod file_watch;
 pub mod health;

@@ -168,6 +168,7 @@ pub struct Metrics {
     plugin_reloads: Family<PluginOutcome, Counter>,
     plugin_duration: Histograms<PluginLabel>,
     auth_failures: Family<TransportLabel, Counter>,
+    auth_throttled: Family<TransportLabel, Counter>,
     tls_refused: Family<ReasonLabel, Counter>,
     rate_limited: Counter,
     log_forward_dropped: Counter,
@@ -207,6 +208,7 @@ impl Metrics {
             plugin_reloads: Family::default(),
             plugin_duration: Family::default(),
             auth_failures: Family::default(),
+            auth_throttled: Family::default(),
             tls_refused: Family::default(),
             rate_limited: Counter::default(),
             log_forward_dropped: Counter::default(),
@@ -241,6 +243,11 @@ impl Metrics {
         registry.register("relay_plugin_reloads", "Plugin reloads by outcome (ok, error)", m.plugin_reloads.clone());
         registry.register("relay_plugin_call_duration_seconds", "Time a plugin call took", m.plugin_duration.clone());
         registry.register("relay_auth_failures", "Failed authentications", m.auth_failures.clone());
+        registry.register(
+            "relay_auth_throttled",
+            "Authentication attempts refused without asking the auth plugin (too many failures from the address)",
+            m.auth_throttled.clone(),
+        );
         registry.register(
             "relay_tls_refused",
             "Connections refused at TLS: handshake (failed or too slow), plaintext (TLS required)",
@@ -326,6 +333,11 @@ impl Metrics {
     /// A client failed to authenticate over `transport`.
     pub fn auth_failure(&self, transport: &'static str) {
         self.auth_failures.get_or_create(&TransportLabel { transport }).inc();
+    }
+
+    /// An authentication attempt over `transport` refused for the address's earlier failures.
+    pub fn auth_throttled(&self, transport: &'static str) {
+        self.auth_throttled.get_or_create(&TransportLabel { transport }).inc();
     }
 
     /// A connection refused at TLS, for `reason` (`handshake` or `plaintext`).

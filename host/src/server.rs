@@ -90,6 +90,10 @@ pub async fn run(
             open_admin: config.access.admin_without_auth,
             per_principal: Arc::default(),
             per_address: Arc::default(),
+            auth_throttle: Arc::new(crate::auth_throttle::AuthThrottle::new(
+                limits.auth_failures,
+                Duration::from_secs(limits.auth_failure_window_secs),
+            )),
         },
         sessions: SessionRegistry::default(),
         parked: Default::default(),

@@ -220,6 +220,8 @@ impl RelayConfig {
             ("handshake_timeout_secs", limits.handshake_timeout_secs),
             ("body_timeout_secs", limits.body_timeout_secs),
             ("max_pending_per_address", limits.max_pending_per_address as u64),
+            ("auth_failures", limits.auth_failures as u64),
+            ("auth_failure_window_secs", limits.auth_failure_window_secs),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("limits.{name} must be positive"));

@@ -30,6 +30,12 @@ pub struct Limits {
     /// Most connections from one remote IP address that have not yet been authenticated (or,
     /// for HTTP, have not yet sent a whole request head).
     pub max_pending_per_address: usize,
+    /// Failed authentications one address (an IPv6 /64) may make within
+    /// `auth_failure_window_secs`; past it, its attempts are refused (HTTP 429, `-32029`)
+    /// without reaching the auth plugin until the window ends.
+    pub auth_failures: u32,
+    /// The window `auth_failures` counts in, from the first failure.
+    pub auth_failure_window_secs: u64,
 }
 
 impl Default for Limits {
@@ -45,6 +51,8 @@ impl Default for Limits {
             handshake_timeout_secs: 10,
             body_timeout_secs: 10,
             max_pending_per_address: 256,
+            auth_failures: 20,
+            auth_failure_window_secs: 60,
         }
     }
 }

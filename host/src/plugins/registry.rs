@@ -223,7 +223,7 @@ impl Plugins {
         };
         let wit_info = types::ConnectInfo {
             transport: wit_transport(info.transport),
-            remote_addr: info.remote_addr.clone(),
+            remote_addr: info.remote_addr.to_string(),
             token: info.token.clone(),
             client_cert_subject: info.client_cert_subject.clone(),
         };

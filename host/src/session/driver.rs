@@ -31,14 +31,15 @@ where
     // Requests running on their own tasks, awaited here rather than by a task each.
     let mut running = FuturesUnordered::new();
     // One timer for the connection's life, moved only when it fires: arming a new one for
-    // every read would cost a timer-wheel insert and removal per message.
-    let mut last_read = Instant::now();
+    // every message would cost a timer-wheel insert and removal each. Anything that travels
+    // (a message read, an answer or notification sent) is activity.
+    let mut last_activity = Instant::now();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
     loop {
         tokio::select! {
             next = inbound.next(), if session.has_free_slot() => {
-                last_read = Instant::now();
+                last_activity = Instant::now();
                 let Some(message) = next else { break };
                 match message {
                     Ok(Message::Request(request)) => {
@@ -60,6 +61,7 @@ where
                 }
             }
             Some(response) = running.next(), if !running.is_empty() => {
+                last_activity = Instant::now();
                 if let Some(response) = response
                     && outbound.send(Message::Response(response)).await.is_err()
                 {
@@ -67,13 +69,14 @@ where
                 }
             }
             Some(message) = events.next() => {
+                last_activity = Instant::now();
                 if outbound.send(message).await.is_err() {
                     break;
                 }
             }
             () = &mut idle_timer => {
                 // A call still running is activity: its answer must not be lost.
-                let since = if running.is_empty() { last_read } else { Instant::now() };
+                let since = if running.is_empty() { last_activity } else { Instant::now() };
                 if since.elapsed() >= idle {
                     tracing::info!(session = %session.id, "closing idle connection");
                     break;

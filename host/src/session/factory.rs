@@ -11,8 +11,9 @@ use tokio::sync::Semaphore;
 
 use super::events::log_rank;
 use super::{Session, SessionState, digest};
-use crate::access::{ConnectInfo, Peer, Principal, RequestInfo, TransportKind};
+use crate::access::{ConnectInfo, Denial, DenialCode, Peer, Principal, RequestInfo, TransportKind};
 use crate::admission::KeyedCounts;
+use crate::auth_throttle::AuthThrottle;
 use crate::lifecycle::Lifecycle;
 use crate::mcp::envelope::Envelope;
 use crate::mcp::{Limits, RpcError, error_codes};
@@ -31,6 +32,14 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// When the client may try again, for `Retry-After`.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Refused::Auth(Refusal::Denied(denial)) => denial.retry_after_secs(),
+            _ => None,
+        }
+    }
+
     /// The HTTP status of a refused request or handshake.
     pub fn http_status(&self) -> u16 {
         match self {
@@ -69,6 +78,8 @@ pub struct SessionFactory {
     pub per_principal: Arc<KeyedCounts<String>>,
     /// Open sessions per remote IP address.
     pub per_address: Arc<KeyedCounts<IpAddr>>,
+    /// Failed authentications per address, and who is refused for now.
+    pub auth_throttle: Arc<AuthThrottle>,
 }
 
 impl SessionFactory {
@@ -84,20 +95,39 @@ impl SessionFactory {
         if !self.plugins.has_auth() {
             return Ok(Principal::open_access(self.open_admin));
         }
-        let outcome = self.plugins.authenticate(info).await;
         let transport = info.transport.as_str();
-        let remote = info.remote_addr.as_str();
+        let remote = info.remote_addr;
+        let ip = remote.ip();
+        let attempt = match self.auth_throttle.attempt(ip).await {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                crate::metrics::metrics().auth_throttled(transport);
+                tracing::warn!(target: "relay::auth", transport, %remote, outcome = "throttled", retry_after_s = wait.as_secs(), "authentication");
+                let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+                let message = format!(
+                    "too many failed authentications from this address; try again in {} s",
+                    retry_after_ms.div_ceil(1000)
+                );
+                let denial = Denial {
+                    retry_after_ms: Some(retry_after_ms),
+                    ..Denial::by_relay(DenialCode::TooManyFailures, message)
+                };
+                return Err(Refusal::Denied(denial));
+            }
+        };
+        let outcome = self.plugins.authenticate(info).await;
         match &outcome {
             Ok(p) => {
-                tracing::info!(target: "relay::auth", transport, remote, outcome = "ok", principal = %p.id, "authentication")
+                tracing::info!(target: "relay::auth", transport, %remote, outcome = "ok", principal = %p.id, "authentication")
             }
             Err(Refusal::Denied(d)) => {
+                attempt.failed();
                 crate::metrics::metrics().auth_failure(transport);
-                tracing::warn!(target: "relay::auth", transport, remote, outcome = "denied", reason = %d.message, "authentication")
+                tracing::warn!(target: "relay::auth", transport, %remote, outcome = "denied", reason = %d.message, "authentication")
             }
             Err(Refusal::Failed(e)) => {
                 crate::metrics::metrics().auth_failure(transport);
-                tracing::error!(target: "relay::auth", transport, remote, outcome = "error", error = %e, "authentication")
+                tracing::error!(target: "relay::auth", transport, %remote, outcome = "error", error = %e, "authentication")
             }
         }
         outcome

@@ -38,6 +38,7 @@ async fn factory(dir: &std::path::Path, limits: Limits) -> SessionFactory {
         open_admin: false,
         per_principal: Arc::default(),
         per_address: Arc::default(),
+        auth_throttle: Arc::new(crate::auth_throttle::AuthThrottle::new(20, std::time::Duration::from_secs(60))),
     }
 }
 

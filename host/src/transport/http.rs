@@ -330,9 +330,13 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
 /// `WWW-Authenticate` for missing credentials) and its JSON-RPC error.
 pub(super) fn refused(refusal: Refused, id: Value) -> Response {
     let status = StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    let retry_after = refusal.retry_after_secs();
     let mut response = rpc_error(status, mcp::Response::err(id, refusal.into()));
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let Some(secs) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
 }
