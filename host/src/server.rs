@@ -106,6 +106,7 @@ pub async fn run(
         pending: Arc::default(),
         relay_tools: relay_tools.clone(),
         tls: tls.clone(),
+        oauth: config.oauth.as_ref().map(|oauth| Arc::new(transport::ProtectedResource::new(oauth))),
     });
 
     let (_watch_guard, mut file_changes) =

@@ -540,15 +540,23 @@ pub async fn ts_client(transport: &str, url: &str, calls: Value) -> Value {
 
 /// Runs the TypeScript SDK driver with `--ops` (resources, prompts, progress, ...).
 pub async fn ts_client_ops(transport: &str, url: &str, calls: Value, ops: Value) -> Value {
-    ts_client_env(transport, url, calls, ops, &[]).await
+    ts_client_env(transport, url, calls, ops, &[], &[]).await
 }
 
-/// Runs the TypeScript SDK driver with extra environment (e.g. `NODE_EXTRA_CA_CERTS`).
-pub async fn ts_client_env(transport: &str, url: &str, calls: Value, ops: Value, env: &[(&str, &str)]) -> Value {
+/// Runs the TypeScript SDK driver with extra environment (e.g. `NODE_EXTRA_CA_CERTS`) and
+/// extra arguments (e.g. `--header 'Authorization: Bearer …'`).
+pub async fn ts_client_env(
+    transport: &str,
+    url: &str,
+    calls: Value,
+    ops: Value,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> Value {
     let script = repo_root().join("tests/clients/ts/drive.mjs");
     let (calls, ops) = (calls.to_string(), ops.to_string());
     let args = ["--transport", transport, "--url", url, "--calls", &calls, "--ops", &ops];
-    run_driver(Command::new("node").arg(script).args(args).envs(env.iter().copied())).await
+    run_driver(Command::new("node").arg(script).args(args).args(extra).envs(env.iter().copied())).await
 }
 
 /// Runs the official Python SDK driver; returns its one-line JSON report.

@@ -60,8 +60,8 @@ async fn sdk_clients_speak_https_and_wss_and_plaintext_stays_served_when_tls_is_
     let https = format!("https://localhost:{}/mcp", relay.port);
     let wss = format!("wss://localhost:{}/ws", relay.port);
     for report in [
-        ts_client_env("http", &https, calls.clone(), json!([]), &env).await,
-        ts_client_env("ws", &wss, calls.clone(), json!([]), &env).await,
+        ts_client_env("http", &https, calls.clone(), json!([]), &env, &[]).await,
+        ts_client_env("ws", &wss, calls.clone(), json!([]), &env, &[]).await,
         py_client_env("legacy", &https, calls.clone(), json!([]), &env).await,
     ] {
         assert_eq!(report["serverInfo"]["name"], "relay", "{report}");

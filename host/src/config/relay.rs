@@ -15,6 +15,9 @@ pub struct RelayConfig {
     pub listen: ListenConfig,
     /// Native TLS on the listener's port; off when absent.
     pub tls: Option<TlsConfig>,
+    /// The relay as an OAuth 2.1 protected resource (with an auth plugin such as `jwt-auth`):
+    /// its metadata document and the challenges that point to it.
+    pub oauth: Option<OAuthConfig>,
     /// Path of the backends file, relative to the directory of `relay.yaml`.
     pub backends_file: Option<PathBuf>,
     /// Bounds on client input.
@@ -57,6 +60,20 @@ impl Default for ListenConfig {
     fn default() -> Self {
         Self { host: "127.0.0.1".into(), port: 8000 }
     }
+}
+
+/// What RFC 9728 Protected Resource Metadata says about the relay.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// The relay's canonical resource URL (what tokens' `aud` names), e.g.
+    /// `https://relay.example.com/mcp`.
+    pub resource: String,
+    /// Issuers whose tokens the relay accepts.
+    pub authorization_servers: Vec<String>,
+    /// Scopes clients may ask for; also put in `WWW-Authenticate` challenges.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
 }
 
 /// TLS on the one port: a connection whose first byte starts a TLS handshake is served over TLS
@@ -233,6 +250,14 @@ impl RelayConfig {
             return Err(
                 "tls.client_cert_required needs tls.client_ca (the CA client certificates are verified against)".into(),
             );
+        }
+        if let Some(oauth) = &self.oauth {
+            if !(oauth.resource.starts_with("https://") || oauth.resource.starts_with("http://")) {
+                return Err(format!("oauth.resource {:?} must be an absolute http(s) URL", oauth.resource));
+            }
+            if oauth.authorization_servers.is_empty() {
+                return Err("oauth.authorization_servers must name at least one issuer".into());
+            }
         }
         validate_plugins(&self.plugins)
     }

@@ -22,7 +22,7 @@ use crate::session::{Refused, Session, SessionFactory, SessionRegistry};
 
 use super::browser_guard::{self, BrowserRules};
 use super::stateless::{self, ParkedCalls};
-use super::{media, sse};
+use super::{media, oauth, sse};
 use crate::admission::KeyedCounts;
 
 pub(super) const SESSION_HEADER: &str = "mcp-session-id";
@@ -46,6 +46,8 @@ pub struct TransportState {
     pub relay_tools: Arc<crate::admin::RelayTools>,
     /// TLS on this port, when configured.
     pub tls: Option<Arc<super::Tls>>,
+    /// The OAuth protected resource metadata, when configured.
+    pub oauth: Option<Arc<super::ProtectedResource>>,
 }
 
 /// What a WebSocket session's read buffer starts at (and the most one read takes): an idle
@@ -63,6 +65,14 @@ pub fn app(state: Arc<TransportState>) -> Router {
         .route("/metrics", get(super::observe::render_metrics))
         .route("/status", get(super::observe::status_page))
         .route("/status.json", get(super::observe::status_json))
+        .merge(
+            Router::new()
+                .route("/.well-known/oauth-protected-resource", get(oauth::metadata))
+                .route("/.well-known/oauth-protected-resource/mcp", get(oauth::metadata))
+                .with_state(state.oauth.clone()),
+        )
+        .layer(axum::middleware::from_fn_with_state(state.oauth.clone(), oauth::challenges))
+        .layer(axum::middleware::from_fn(oauth::no_query_tokens))
         .layer(axum::middleware::from_fn_with_state(state.browser.clone(), browser_guard::enforce))
         .with_state(state)
 }
@@ -331,9 +341,14 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
 pub(super) fn refused(refusal: Refused, id: Value) -> Response {
     let status = StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::FORBIDDEN);
     let retry_after = refusal.retry_after_secs();
+    let auth_denial = matches!(refusal, Refused::Auth(crate::plugins::Refusal::Denied(_)));
     let mut response = rpc_error(status, mcp::Response::err(id, refusal.into()));
+    // Bearer challenges (RFC 6750); `oauth::challenges` adds the metadata URL and scopes.
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    } else if status == StatusCode::FORBIDDEN && auth_denial {
+        let challenge = HeaderValue::from_static(r#"Bearer error="insufficient_scope""#);
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
     }
     if let Some(secs) = retry_after {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

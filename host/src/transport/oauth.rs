@@ -1,0 +1,135 @@
+//! The relay as an OAuth 2.1 protected resource (the MCP authorization spec): its Protected
+//! Resource Metadata (RFC 9728) at `/.well-known/oauth-protected-resource[/mcp]`, and the
+//! `WWW-Authenticate` challenges that point clients at it. Also the one rule about where a
+//! bearer token may travel: in the `Authorization` header only, never in a query string.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::config::OAuthConfig;
+
+/// The metadata document and the challenge parameters derived from `oauth` in relay.yaml.
+#[derive(Debug)]
+pub struct ProtectedResource {
+    metadata: Value,
+    /// Where the metadata is served, for `resource_metadata="…"`.
+    metadata_url: String,
+    /// `scope="…"` in challenges (the supported scopes, space-separated), when configured.
+    scope: Option<String>,
+}
+
+impl ProtectedResource {
+    /// From the configured resource URL, authorization servers and scopes.
+    pub fn new(config: &OAuthConfig) -> Self {
+        let metadata = json!({
+            "resource": config.resource,
+            "authorization_servers": config.authorization_servers,
+            "scopes_supported": config.scopes_supported,
+            "bearer_methods_supported": ["header"],
+        });
+        let scope = (!config.scopes_supported.is_empty()).then(|| config.scopes_supported.join(" "));
+        Self { metadata, metadata_url: metadata_url(&config.resource), scope }
+    }
+
+    /// The `WWW-Authenticate` value for a refusal whose own challenge is `base` (`Bearer` or
+    /// `Bearer error="insufficient_scope"`).
+    fn challenge(&self, base: &str) -> String {
+        let mut value = base.to_owned();
+        let mut add = |param: String| {
+            value.push_str(if value.contains(' ') { ", " } else { " " });
+            value.push_str(&param);
+        };
+        if let Some(scope) = &self.scope {
+            add(format!("scope=\"{scope}\""));
+        }
+        add(format!("resource_metadata=\"{}\"", self.metadata_url));
+        value
+    }
+}
+
+/// RFC 9728 §3.1: `/.well-known/oauth-protected-resource` inserted between the resource URL's
+/// authority and its path.
+pub fn metadata_url(resource: &str) -> String {
+    let (scheme, rest) = resource.split_once("://").unwrap_or(("https", resource));
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    format!("{scheme}://{authority}/.well-known/oauth-protected-resource{}", path.trim_end_matches('/'))
+}
+
+/// `GET /.well-known/oauth-protected-resource[/mcp]`: the metadata, or 404 when `oauth` is not
+/// configured.
+pub async fn metadata(State(resource): State<Option<Arc<ProtectedResource>>>) -> Response {
+    match resource {
+        Some(resource) => axum::Json(resource.metadata.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no OAuth protected resource metadata configured").into_response(),
+    }
+}
+
+/// Points every bearer challenge the relay sends (401, and 403 for a missing scope) at the
+/// metadata, with the supported scopes.
+pub async fn challenges(
+    State(resource): State<Option<Arc<ProtectedResource>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if let Some(resource) = resource
+        && let Some(base) = response.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok())
+        && base.starts_with("Bearer")
+        && let Ok(value) = HeaderValue::from_str(&resource.challenge(base))
+    {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// Refuses a request that carries a token in its query string (OAuth 2.1 forbids it: URLs end
+/// up in logs and histories), before anything reads it.
+pub async fn no_query_tokens(request: Request, next: Next) -> Response {
+    let in_query =
+        request.uri().query().is_some_and(|q| q.split('&').any(|pair| pair.split('=').next() == Some("access_token")));
+    if in_query {
+        return (StatusCode::BAD_REQUEST, "bearer tokens are accepted in the Authorization header only")
+            .into_response();
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metadata_url_inserts_the_well_known_path_before_the_resource_path() {
+        assert_eq!(
+            metadata_url("https://relay.example.com/mcp"),
+            "https://relay.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            metadata_url("https://relay.example.com:8443"),
+            "https://relay.example.com:8443/.well-known/oauth-protected-resource"
+        );
+    }
+
+    #[test]
+    fn challenges_carry_scope_and_metadata() {
+        let config = OAuthConfig {
+            resource: "https://r.test/mcp".into(),
+            authorization_servers: vec!["https://as.test".into()],
+            scopes_supported: vec!["mcp".into(), "admin".into()],
+        };
+        let resource = ProtectedResource::new(&config);
+        assert_eq!(
+            resource.challenge("Bearer"),
+            r#"Bearer scope="mcp admin", resource_metadata="https://r.test/.well-known/oauth-protected-resource/mcp""#
+        );
+        assert_eq!(
+            resource.challenge(r#"Bearer error="insufficient_scope""#),
+            r#"Bearer error="insufficient_scope", scope="mcp admin", resource_metadata="https://r.test/.well-known/oauth-protected-resource/mcp""#
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! The relay as an OAuth 2.1 resource server (issue 15): the `jwt-auth` plugin verifies
+//! bearer JWTs minted here with test keys (RS256, ES256, EdDSA), the relay serves RFC 9728
+//! metadata and points its challenges at it, verified tokens are cached until they expire, an
+//! unknown `kid` refetches a JWKS URL once, and no token reaches a backend.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use relay_tests::{Relay, plugin_wasm, stdio_fixture_entry, ts_client_env};
+use serde_json::{Value, json};
+
+const ISSUER: &str = "https://as.relay.test";
+const AUDIENCE: &str = "https://relay.test/mcp";
+
+/// A signing key and its public JWK.
+struct TestKey {
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: Value,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn ec_key(kid: &str) -> TestKey {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let point = pair.public_key_raw();
+    let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])});
+    TestKey { alg: Algorithm::ES256, encoding: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(), jwk }
+}
+
+fn ed_key(kid: &str) -> TestKey {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let jwk = json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": B64.encode(pair.public_key_raw())});
+    TestKey { alg: Algorithm::EdDSA, encoding: EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).unwrap(), jwk }
+}
+
+fn rsa_key(dir: &Path, kid: &str) -> TestKey {
+    let pem = dir.join(format!("{kid}.pem"));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().expect("openssl runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", pem.to_str().unwrap()]);
+    let modulus = run(&["rsa", "-in", pem.to_str().unwrap(), "-noout", "-modulus"]);
+    let hex = modulus.trim().trim_start_matches("Modulus=");
+    let n: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    let jwk = json!({"kty": "RSA", "kid": kid, "alg": "RS256", "n": B64.encode(n), "e": "AQAB"});
+    TestKey { alg: Algorithm::RS256, encoding: EncodingKey::from_rsa_pem(&std::fs::read(&pem).unwrap()).unwrap(), jwk }
+}
+
+fn claims(extra: Value) -> Value {
+    let mut claims =
+        json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "scope": "mcp tools", "exp": now() + 600, "iat": now()});
+    claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    claims
+}
+
+fn mint(key: &TestKey, claims: &Value) -> String {
+    let mut header = Header::new(key.alg);
+    header.kid = key.jwk["kid"].as_str().map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+}
+
+fn jwks(keys: &[&TestKey]) -> String {
+    json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string()
+}
+
+fn relay_yaml(plugin_config: &str, grants: &str) -> String {
+    format!(
+        "oauth: {{resource: '{AUDIENCE}', authorization_servers: ['{ISSUER}'], scopes_supported: [mcp]}}\nplugins:\n  - {{name: auth, world: auth, path: {}, grants: {{clock: true, {grants}}}, config: {{issuer: '{ISSUER}', audience: '{AUDIENCE}', required_scopes: [mcp], {plugin_config}}}}}\n",
+        plugin_wasm("jwt_auth").display()
+    )
+}
+
+async fn initialize(relay: &Relay, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(relay.http("/mcp"))
+        .header("Accept", "application/json, text/event-stream")
+        .bearer_auth(token)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t"}}}))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn challenge(response: &reqwest::Response) -> String {
+    response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn tokens_are_verified_by_signature_and_claims_and_refusals_point_at_the_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    std::fs::create_dir(&keys_dir).unwrap();
+    let (rsa, ec, ed) = (rsa_key(dir.path(), "rsa-1"), ec_key("ec-1"), ed_key("ed-1"));
+    let stranger = ec_key("ec-1"); // same kid, another key: a forged signature
+    let jwks_file = keys_dir.join("jwks.json");
+    std::fs::write(&jwks_file, jwks(&[&rsa, &ec, &ed])).unwrap();
+    let record = dir.path().join("backend-received.jsonl");
+    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &["--record", record.to_str().unwrap()]));
+    let yaml = relay_yaml(
+        &format!("jwks_file: {}", jwks_file.display()),
+        &format!("files: {{read: [{}]}}", keys_dir.display()),
+    );
+    let relay = Relay::start_files(dir.path(), &yaml, &backends, &[]).await;
+
+    for key in [&rsa, &ec, &ed] {
+        let response = initialize(&relay, &mint(key, &claims(json!({})))).await;
+        assert_eq!(response.status(), 200, "{:?}: {}", key.alg, response.text().await.unwrap());
+    }
+    let metadata_url = "https://relay.test/.well-known/oauth-protected-resource/mcp";
+    let refused = [
+        ("expired", mint(&ec, &claims(json!({"exp": now() - 120})))),
+        ("not yet valid", mint(&ec, &claims(json!({"nbf": now() + 120})))),
+        ("wrong audience", mint(&ec, &claims(json!({"aud": "https://other.test/mcp"})))),
+        ("wrong issuer", mint(&ec, &claims(json!({"iss": "https://evil.test"})))),
+        ("bad signature", mint(&stranger, &claims(json!({})))),
+        ("unknown kid", mint(&ec_key("ec-9"), &claims(json!({})))),
+        (
+            "alg none",
+            format!("{}.{}.", B64.encode(r#"{"alg":"none","kid":"ec-1"}"#), B64.encode(claims(json!({})).to_string())),
+        ),
+        ("HMAC with the public key", {
+            let header = Header { kid: Some("rsa-1".into()), ..Header::new(Algorithm::HS256) };
+            let secret = EncodingKey::from_secret(rsa.jwk.to_string().as_bytes());
+            jsonwebtoken::encode(&header, &claims(json!({})), &secret).unwrap()
+        }),
+    ];
+    for (case, token) in &refused {
+        let response = initialize(&relay, token).await;
+        assert_eq!(response.status(), 401, "{case}");
+        let challenge = challenge(&response);
+        assert!(
+            challenge.starts_with("Bearer ") && challenge.contains(&format!("resource_metadata=\"{metadata_url}\"")),
+            "{case}: {challenge}"
+        );
+        assert!(challenge.contains("scope=\"mcp\""), "{case}: {challenge}");
+    }
+    // A valid token without the required scope: 403, insufficient_scope.
+    let response = initialize(&relay, &mint(&ed, &claims(json!({"scope": "tools"})))).await;
+    assert_eq!(response.status(), 403);
+    assert!(challenge(&response).contains(r#"error="insufficient_scope""#), "{}", challenge(&response));
+    // Tokens travel in the header only.
+    let good = mint(&rsa, &claims(json!({})));
+    let in_query =
+        reqwest::Client::new().post(format!("{}?access_token={good}", relay.http("/mcp"))).send().await.unwrap();
+    assert_eq!(in_query.status(), 400);
+
+    // The metadata, at both well-known paths.
+    for path in ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"] {
+        let metadata: Value = reqwest::get(relay.http(path)).await.unwrap().json().await.unwrap();
+        assert_eq!(metadata["resource"], AUDIENCE);
+        assert_eq!(metadata["authorization_servers"], json!([ISSUER]));
+        assert_eq!(metadata["scopes_supported"], json!(["mcp"]));
+    }
+
+    // The official TS SDK client connects with a valid token; the backend never sees it.
+    let header = format!("Authorization: Bearer {good}");
+    let calls = json!([{"name": "echo", "arguments": {"message": "hi"}}]);
+    let report = ts_client_env("http", &relay.http("/mcp"), calls, json!([]), &[], &["--header", &header]).await;
+    assert_eq!(report["results"][0]["content"][0]["text"], "b: hi", "{report}");
+    let received = std::fs::read_to_string(&record).unwrap();
+    assert!(received.contains("\"echo\"") && !received.contains(&good), "the token reached the backend");
+
+    // Verified tokens are remembered until they expire: with the key set emptied, a token
+    // seen before still passes, a new one does not.
+    std::fs::write(&jwks_file, r#"{"keys": []}"#).unwrap();
+    assert_eq!(initialize(&relay, &good).await.status(), 200, "cached");
+    assert_eq!(initialize(&relay, &mint(&rsa, &claims(json!({"sub": "bob"})))).await.status(), 401);
+    assert!(!relay.log().contains(&good), "a token reached the log");
+}
+
+/// A JWKS endpoint that counts its fetches and serves whatever `document` holds.
+async fn jwks_server(document: Arc<std::sync::Mutex<String>>, fetches: Arc<AtomicUsize>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let (document, fetches) = (document.clone(), fetches.clone());
+            async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                let body = document.lock().unwrap().clone();
+                ([("content-type", "application/json")], body)
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test]
+async fn an_unknown_kid_refetches_the_jwks_url_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (ec_key("k1"), ed_key("k2"));
+    let document = Arc::new(std::sync::Mutex::new(jwks(&[&first])));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let port = jwks_server(document.clone(), fetches.clone()).await;
+    let yaml = relay_yaml(
+        &format!("jwks_url: 'http://127.0.0.1:{port}/jwks.json', jwks_refresh_secs: 600"),
+        &format!("http: ['127.0.0.1:{port}']"),
+    );
+    let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
+    assert_eq!(initialize(&relay, &mint(&first, &claims(json!({})))).await.status(), 200);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "fetched once, then cached");
+    assert_eq!(initialize(&relay, &mint(&first, &claims(json!({"sub": "carol"})))).await.status(), 200);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    // The issuer rotates in a new key: a token naming it triggers one refetch.
+    *document.lock().unwrap() = jwks(&[&first, &second]);
+    assert_eq!(initialize(&relay, &mint(&second, &claims(json!({})))).await.status(), 200);
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    // Unknown kids after that do not hammer the issuer: no refetch within jwks_refresh_secs.
+    for i in 0..5 {
+        assert_eq!(initialize(&relay, &mint(&ec_key(&format!("x{i}")), &claims(json!({})))).await.status(), 401);
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+}
