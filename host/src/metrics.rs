@@ -133,6 +133,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabel {
     backend: String,
 }
@@ -170,6 +175,7 @@ pub struct Metrics {
     auth_failures: Family<TransportLabel, Counter>,
     auth_throttled: Family<TransportLabel, Counter>,
     tls_refused: Family<ReasonLabel, Counter>,
+    limit_refusals: Family<LimitLabel, Counter>,
     rate_limited: Counter,
     log_forward_dropped: Counter,
     log_forward_connected: Gauge,
@@ -210,6 +216,7 @@ impl Metrics {
             auth_failures: Family::default(),
             auth_throttled: Family::default(),
             tls_refused: Family::default(),
+            limit_refusals: Family::default(),
             rate_limited: Counter::default(),
             log_forward_dropped: Counter::default(),
             log_forward_connected: Gauge::default(),
@@ -252,6 +259,11 @@ impl Metrics {
             "relay_tls_refused",
             "Connections refused at TLS: handshake (failed or too slow), plaintext (TLS required)",
             m.tls_refused.clone(),
+        );
+        registry.register(
+            "relay_limit_refusals",
+            "Requests refused by a limit of relay.yaml (max_header_bytes, max_parked_per_principal)",
+            m.limit_refusals.clone(),
         );
         registry.register("relay_rate_limited", "Requests refused by a rate limit", m.rate_limited.clone());
         registry.register(
@@ -343,6 +355,11 @@ impl Metrics {
     /// A connection refused at TLS, for `reason` (`handshake` or `plaintext`).
     pub fn tls_refused(&self, reason: &'static str) {
         self.tls_refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A request refused by the relay.yaml limit named `limit`.
+    pub fn limit_refused(&self, limit: &'static str) {
+        self.limit_refusals.get_or_create(&LimitLabel { limit }).inc();
     }
 
     /// A request refused by a rate limit.

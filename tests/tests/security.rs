@@ -392,3 +392,22 @@ async fn an_open_relay_is_not_admin() {
     assert_eq!(allowed["result"]["structuredContent"]["added"], "py", "{allowed}");
     relay.wait_ready("py").await;
 }
+
+#[tokio::test]
+async fn request_heads_over_the_limit_are_refused_with_431_and_counted() {
+    let relay = Relay::start_with(
+        &format!("{}limits: {{max_header_bytes: 4096}}\n", relay_tests::TEST_RELAY_YAML),
+        "backends: []\n",
+        &[],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let ok = client.get(relay.http("/healthz")).header("x-pad", "a".repeat(3000)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let big = client.get(relay.http("/healthz")).header("x-pad", "a".repeat(5000)).send().await.unwrap();
+    assert_eq!(big.status(), 431);
+    assert!(big.text().await.unwrap().contains("limits.max_header_bytes"));
+    let metrics = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
+    let counted = relay_tests::metric_value(&metrics, r#"relay_limit_refusals_total{limit="max_header_bytes"}"#);
+    assert_eq!(counted, Some(1.0), "{metrics}");
+}

@@ -271,3 +271,28 @@ async fn every_request_authenticates_and_a_parked_call_resumes_only_for_its_prin
     let (status, replayed) = json_of(retry(5, ALICE).await.unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a spent requestState is gone: {replayed}");
 }
+
+#[tokio::test]
+async fn a_principal_may_park_only_so_many_calls_waiting_for_input() {
+    let yaml = format!("{}limits: {{max_parked_per_principal: 2}}\n", relay_tests::TEST_RELAY_YAML);
+    // One backend each: a backend asks a client only while that client alone has calls on it.
+    let names = ["e1", "e2", "e3"];
+    let backends: String = names.iter().map(|name| everything_stdio_entry(name)).collect();
+    let relay = Relay::start_with(&yaml, &format!("backends:\n{backends}"), &[]).await;
+    for name in names {
+        relay.wait_ready(name).await;
+    }
+    let can_elicit = json!({"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}});
+    let elicit = |backend: &str| json!({"name": format!("{backend}__trigger-elicitation-request"), "arguments": {}, "_meta": can_elicit});
+    for (id, backend) in [(1, "e1"), (2, "e2")] {
+        let (_, asked) = json_of(request(&relay, id, "tools/call", elicit(backend)).send().await.unwrap()).await;
+        assert_eq!(asked["result"]["resultType"], "input_required", "{asked}");
+    }
+    let (_, refused) = json_of(request(&relay, 3, "tools/call", elicit("e3")).send().await.unwrap()).await;
+    assert_eq!(refused["error"]["code"], -32003, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("max_parked_per_principal"), "{refused}");
+    let metrics = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
+    let counted =
+        relay_tests::metric_value(&metrics, r#"relay_limit_refusals_total{limit="max_parked_per_principal"}"#);
+    assert_eq!(counted, Some(1.0), "{metrics}");
+}

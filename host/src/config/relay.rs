@@ -225,6 +225,9 @@ impl RelayConfig {
         if self.upstream.call_timeout_secs <= 0.0 || self.upstream.connect_timeout_secs <= 0.0 {
             return Err("upstream timeouts must be positive".into());
         }
+        if self.limits.max_header_bytes < 1024 {
+            return Err("limits.max_header_bytes must be >= 1024".into());
+        }
         if self.limits.max_message_bytes < 1024 || self.limits.max_json_depth < 4 {
             return Err("limits.max_message_bytes must be >= 1024 and limits.max_json_depth >= 4".into());
         }
@@ -239,6 +242,7 @@ impl RelayConfig {
             ("max_pending_per_address", limits.max_pending_per_address as u64),
             ("auth_failures", limits.auth_failures as u64),
             ("auth_failure_window_secs", limits.auth_failure_window_secs),
+            ("max_parked_per_principal", limits.max_parked_per_principal as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("limits.{name} must be positive"));

@@ -36,6 +36,12 @@ pub struct Limits {
     pub auth_failures: u32,
     /// The window `auth_failures` counts in, from the first failure.
     pub auth_failure_window_secs: u64,
+    /// Stateless (2026-07-28) calls one principal may have parked, waiting for its input;
+    /// one more is ended and answered `-32003`.
+    pub max_parked_per_principal: usize,
+    /// Largest HTTP request head (request line and headers) accepted; larger ones are answered
+    /// 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +59,8 @@ impl Default for Limits {
             max_pending_per_address: 256,
             auth_failures: 20,
             auth_failure_window_secs: 60,
+            max_parked_per_principal: 64,
+            max_header_bytes: 32 * 1024,
         }
     }
 }

@@ -73,8 +73,26 @@ pub fn app(state: Arc<TransportState>) -> Router {
         )
         .layer(axum::middleware::from_fn_with_state(state.oauth.clone(), oauth::challenges))
         .layer(axum::middleware::from_fn(oauth::no_query_tokens))
+        .layer(axum::middleware::from_fn_with_state(state.sessions_factory.limits.max_header_bytes, header_limit))
         .layer(axum::middleware::from_fn_with_state(state.browser.clone(), browser_guard::enforce))
         .with_state(state)
+}
+
+/// Refuses a request whose head (target and headers) is larger than
+/// `limits.max_header_bytes`: 431, counted.
+async fn header_limit(
+    State(max): State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let target = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let headers: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if target + headers > max {
+        crate::metrics::metrics().limit_refused("max_header_bytes");
+        let message = format!("request headers are larger than {max} bytes (limits.max_header_bytes)");
+        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message).into_response();
+    }
+    next.run(request).await
 }
 
 async fn readyz(State(state): State<Arc<TransportState>>) -> Response {

@@ -20,9 +20,6 @@ use crate::admission::CountGuard;
 /// Counts a connection as not yet authenticated until dropped.
 pub type PendingGuard = CountGuard<IpAddr>;
 
-/// Largest HTTP request head (request line + headers) accepted.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
-
 /// Accepts connections until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: Arc<TransportState>, shutdown: CancellationToken) {
     let router = super::http::app(state.clone());
@@ -192,7 +189,9 @@ where
     hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake)
-        .max_buf_size(MAX_HEADER_BYTES)
+        // Heads up to twice the limit are read and refused with a clear 431 by the router;
+        // hyper closes on larger ones before buffering them.
+        .max_buf_size((state.sessions_factory.limits.max_header_bytes * 2).max(8192))
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await

@@ -84,8 +84,14 @@ pub async fn post(
             Call::start(session, request.clone())
         }
     };
-    let mut exchange =
-        Exchange { call: Some(call), id, method: request.method, parked: state.parked.clone(), error_code: None };
+    let mut exchange = Exchange {
+        call: Some(call),
+        id,
+        method: request.method,
+        parked: state.parked.clone(),
+        park_limit: state.sessions_factory.limits.max_parked_per_principal,
+        error_code: None,
+    };
     let streaming = super::media::names(accept, "text/event-stream");
     // A quick answer goes out as one JSON body; a call that streams progress, or that runs
     // longer than STREAM_AFTER, gets an SSE stream (with keep-alives).
@@ -275,8 +281,10 @@ struct Exchange {
     call: Option<Call>,
     id: Value,
     method: String,
-    /// What this POST's client declared it can do.
+    /// Where a call waiting for the client's input is parked.
     parked: Arc<ParkedCalls>,
+    /// `limits.max_parked_per_principal`.
+    park_limit: usize,
     /// The error code of the answer, once given.
     error_code: Option<i64>,
 }
@@ -301,7 +309,13 @@ impl Exchange {
                         other => other.to_string(),
                     };
                     let asks = json!({ key: {"method": request.method, "params": request.params} });
-                    let token = self.parked.park(call);
+                    let token = match self.parked.park(call, self.park_limit) {
+                        Ok(token) => token,
+                        Err(error) => {
+                            self.error_code = Some(error.code);
+                            return Some(Message::Response(mcp::Response::err(self.id.clone(), error)));
+                        }
+                    };
                     let mut result =
                         json!({"resultType": "input_required", "inputRequests": asks, "requestState": token});
                     envelope::stamp(&self.method, &mut result, &envelope::server_info());
@@ -333,10 +347,25 @@ pub struct ParkedCalls {
 
 impl ParkedCalls {
     /// Parks `call` until the client's retry (or [`PARKED_FOR`]); returns its `requestState`.
-    fn park(self: &Arc<Self>, call: Call) -> String {
+    /// A principal with `limit` calls parked already gets an error instead (the call ends).
+    fn park(self: &Arc<Self>, call: Call, limit: usize) -> Result<String, RpcError> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let principal = call.session.principal.id.clone();
-        self.calls.lock().expect("parked lock").insert(token.clone(), (principal, call));
+        {
+            let mut calls = self.calls.lock().expect("parked lock");
+            if calls.values().filter(|(p, _)| *p == principal).count() >= limit {
+                drop(calls);
+                crate::metrics::metrics().limit_refused("max_parked_per_principal");
+                tracing::info!(%principal, limit, "stateless call not parked: the principal has too many waiting for input");
+                return Err(RpcError::new(
+                    error_codes::SERVER_BUSY,
+                    format!(
+                        "{principal} has {limit} calls waiting for input already (limits.max_parked_per_principal)"
+                    ),
+                ));
+            }
+            calls.insert(token.clone(), (principal, call));
+        }
         let parked: Weak<Self> = Arc::downgrade(self);
         let key = token.clone();
         tokio::spawn(async move {
@@ -346,7 +375,7 @@ impl ParkedCalls {
                 parked.calls.lock().expect("parked lock").remove(&key);
             }
         });
-        token
+        Ok(token)
     }
 
     /// Takes the call a retry continues, after checking it belongs to the same principal and
