@@ -411,3 +411,50 @@ async fn request_heads_over_the_limit_are_refused_with_431_and_counted() {
     let counted = relay_tests::metric_value(&metrics, r#"relay_limit_refusals_total{limit="max_header_bytes"}"#);
     assert_eq!(counted, Some(1.0), "{metrics}");
 }
+
+/// The reference plan's checklist item "nothing secret in logs": a run at debug level with
+/// bearer tokens (right and wrong, in headers and in `_meta`), backend API keys (a stdio
+/// backend's `env`, an HTTP backend's header and URL credentials) logs none of them.
+#[tokio::test]
+async fn nothing_secret_reaches_the_logs_even_at_debug_level() {
+    const API_KEY: &str = "sk-APIKEY-99bb";
+    const URL_PASS: &str = "URLPASS-55cc";
+    let dir = tempfile::tempdir().unwrap();
+    let backends = format!(
+        "backends:\n{}    env: {{OPENAI_API_KEY: {API_KEY}}}\n  - name: down\n    url: http://user:{URL_PASS}@127.0.0.1:9/mcp?api_key={API_KEY}\n    headers: {{Authorization: Bearer {API_KEY}}}\n",
+        stdio_entry("b", &[])
+    );
+    let mut relay =
+        Relay::start_files(dir.path(), &auth_yaml(dir.path(), "logging: {level: debug}\n", ""), &backends, &[]).await;
+    relay.token = Some("ADMINTOKEN-123".into());
+    relay.wait_ready("b").await;
+    eventually("the unreachable backend's error", || async {
+        relay.log().contains("upstream connect failed backend=down").then_some(())
+    })
+    .await;
+    let mut ops = relay.line_client_as(Some("ADMINTOKEN-123")).await;
+    let meta = json!({"authorization": "Bearer ALICETOKEN-456"});
+    ops.request("tools/call", json!({"name": "echo", "arguments": {"message": "hi"}, "_meta": meta})).await;
+    ops.call_tool("relay_get_status", json!({})).await;
+    ops.call_tool("relay_list_servers", json!({})).await;
+    for wrong in ["WRONGTOKEN-1", "WRONGTOKEN-2"] {
+        let mut client = LineClient::connect(relay.port).await;
+        let params = json!({"protocolVersion": "2025-06-18", "_meta": {"authorization": format!("Bearer {wrong}")}});
+        assert_eq!(client.request("initialize", params).await["error"]["code"], -32011);
+        let response = reqwest::Client::new()
+            .post(relay.http("/mcp"))
+            .header("Accept", "application/json, text/event-stream")
+            .bearer_auth(wrong)
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    relay.wait_for_log("outcome=\"denied\"").await;
+    let log = relay.log();
+    assert!(log.contains("DEBUG"), "the run logged at debug level");
+    for secret in ["ADMINTOKEN-123", "ALICETOKEN-456", "WRONGTOKEN-1", "WRONGTOKEN-2", API_KEY, URL_PASS] {
+        assert!(!log.contains(secret), "{secret} is in the log");
+    }
+}

@@ -211,6 +211,14 @@ impl RelayConfig {
         Ok(config)
     }
 
+    /// Parses and validates the text of a `relay.yaml` (what [`RelayConfig::load`] does after
+    /// reading the file).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: RelayConfig = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
     fn validate(&self) -> Result<(), String> {
         if let Some(level) = &self.logging.forward.level
             && level.parse::<tracing::Level>().is_err()

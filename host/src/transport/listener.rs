@@ -66,8 +66,8 @@ async fn handle(
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(e),
     }
-    match (&state.tls, first[0]) {
-        (Some(tls), tls::HANDSHAKE_RECORD) => {
+    match (&state.tls, sniff(first[0])) {
+        (Some(tls), Sniffed::Tls) => {
             // The handshake is part of the unauthenticated phase and has the same deadline.
             let (mut stream, subject) = match tokio::time::timeout(handshake, tls.accept(stream)).await {
                 Ok(Ok(accepted)) => accepted,
@@ -138,9 +138,28 @@ where
     serve_http(stream, peer, state, router, pending).await
 }
 
-/// Newline JSON-RPC starts with a JSON object (or whitespace before it); anything else is HTTP.
+/// What a connection's first byte says it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniffed {
+    /// A TLS record carrying a handshake (a ClientHello).
+    Tls,
+    /// Newline JSON-RPC: a JSON value (or whitespace before it).
+    Line,
+    /// Anything else is taken for HTTP.
+    Http,
+}
+
+/// The transport sniff: one home for the rule, so that the listener and the fuzzers agree.
+pub fn sniff(first: u8) -> Sniffed {
+    match first {
+        tls::HANDSHAKE_RECORD => Sniffed::Tls,
+        b'{' | b'[' | b' ' | b'\t' | b'\r' | b'\n' => Sniffed::Line,
+        _ => Sniffed::Http,
+    }
+}
+
 fn is_line_start(first: u8) -> bool {
-    matches!(first, b'{' | b'[' | b' ' | b'\t' | b'\r' | b'\n')
+    sniff(first) == Sniffed::Line
 }
 
 /// Answers a plaintext client of a TLS-only port with a short, clear refusal in its own

@@ -17,7 +17,8 @@ mod websocket;
 
 pub use browser_guard::BrowserRules;
 pub use http::TransportState;
-pub use listener::serve;
+pub use listener::{Sniffed, serve, sniff};
 pub use oauth::ProtectedResource;
 pub use observe::serve_private as serve_metrics;
+pub use stateless::check as check_stateless_request;
 pub use tls::{Tls, TlsError};

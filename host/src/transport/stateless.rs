@@ -151,9 +151,10 @@ pub fn is_stateless(headers: &HeaderMap) -> bool {
         && (mcp::version::is_stateless(version) || headers.get(SESSION_HEADER).is_none())
 }
 
-/// The checks a stateless request passes before anything runs: headers not repeated, the
-/// envelope complete, and the headers agreeing with the body.
-fn check(headers: &HeaderMap, request: &Request) -> Result<Envelope, RpcError> {
+/// The checks a stateless request passes before anything runs (the 2026-07-28 rules): each
+/// header at most once, the envelope complete, and `MCP-Protocol-Version`, `Mcp-Method` and
+/// `Mcp-Name` agreeing with the body. Returns the envelope.
+pub fn check(headers: &HeaderMap, request: &Request) -> Result<Envelope, RpcError> {
     let mismatch = |message: String| RpcError::new(error_codes::HEADER_MISMATCH, message);
     for name in [VERSION_HEADER, METHOD_HEADER, NAME_HEADER] {
         if headers.get_all(name).iter().count() > 1 {
