@@ -17,6 +17,14 @@ command -v promtool >/dev/null && command -v prometheus >/dev/null || need_apt+=
 command -v chromium >/dev/null || need_apt+=(chromium)
 # TLS tests probe the listener with openssl s_client (protocol versions, suites, rotation).
 command -v openssl >/dev/null || need_apt+=(openssl)
+# Shared state: a real Redis (redis-cli comes with it) for the kv tests.
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || need_apt+=(redis-server)
+# deploy/: HAProxy runs the shipped config, systemd-analyze checks the units, the scripts
+# speak to HAProxy's runtime API with socat and check ports with curl.
+command -v haproxy >/dev/null || need_apt+=(haproxy)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v socat >/dev/null || need_apt+=(socat)
+command -v curl >/dev/null || need_apt+=(curl)
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"

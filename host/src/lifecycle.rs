@@ -1,7 +1,12 @@
-//! Instance-wide facts every layer may read: colour, uptime, readiness, session count.
+//! Instance-wide facts every layer may read: colour, uptime, readiness, session count, and the
+//! drain: once it starts, nothing new begins (connections, sessions, requests are refused) and
+//! what runs is awaited.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::access::TransportKind;
 
@@ -16,12 +21,67 @@ pub struct Lifecycle {
     ready: AtomicBool,
     /// Open client sessions, per transport (in [`TransportKind::ALL`] order).
     sessions: [AtomicUsize; 3],
+    /// Cancelled when the drain starts (SIGTERM, or the `relay_drain` tool).
+    drain: CancellationToken,
+    /// Client requests being answered now.
+    running: AtomicUsize,
+    /// Woken when `running` drops to zero.
+    all_answered: Notify,
 }
 
 impl Lifecycle {
     /// A not-yet-ready instance.
     pub fn new(instance: String) -> Self {
-        Self { instance, started: Instant::now(), ready: AtomicBool::new(false), sessions: Default::default() }
+        Self {
+            instance,
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+            sessions: Default::default(),
+            drain: CancellationToken::new(),
+            running: AtomicUsize::new(0),
+            all_answered: Notify::new(),
+        }
+    }
+
+    /// Starts the drain: `/readyz` says no from now on, and new connections, sessions and
+    /// requests are refused. Returns false when it had already started.
+    pub fn start_drain(&self) -> bool {
+        self.set_ready(false);
+        let first = !self.drain.is_cancelled();
+        self.drain.cancel();
+        first
+    }
+
+    /// Whether the drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_cancelled()
+    }
+
+    /// Cancelled when the drain starts (a clone: waiting on it costs the waiter, not others).
+    pub fn drain_signal(&self) -> CancellationToken {
+        self.drain.clone()
+    }
+
+    /// Counts a client request in while it is answered; the guard counts it out.
+    pub fn request_started(self: &std::sync::Arc<Self>) -> RunningRequest {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        RunningRequest(self.clone())
+    }
+
+    /// Client requests being answered now.
+    pub fn running_requests(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Returns once no client request is running.
+    pub async fn requests_answered(&self) {
+        loop {
+            let woken = self.all_answered.notified();
+            if self.running_requests() == 0 {
+                return;
+            }
+            woken.await;
+        }
     }
 
     /// Whether `/readyz` should say yes.
@@ -52,9 +112,28 @@ impl Lifecycle {
     }
 }
 
+/// Held by a running client request.
+#[derive(Debug)]
+pub struct RunningRequest(std::sync::Arc<Lifecycle>);
+
+impl Drop for RunningRequest {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_answered.notify_waiters();
+        }
+    }
+}
+
 /// Held by a session for its lifetime.
 #[derive(Debug)]
 pub struct SessionCount(std::sync::Arc<Lifecycle>, usize);
+
+impl SessionCount {
+    /// The instance the session belongs to.
+    pub fn lifecycle(&self) -> &std::sync::Arc<Lifecycle> {
+        &self.0
+    }
+}
 
 impl Drop for SessionCount {
     fn drop(&mut self) {

@@ -176,6 +176,7 @@ pub struct Metrics {
     auth_throttled: Family<TransportLabel, Counter>,
     tls_refused: Family<ReasonLabel, Counter>,
     limit_refusals: Family<LimitLabel, Counter>,
+    kv_unavailable: Counter,
     rate_limited: Counter,
     log_forward_dropped: Counter,
     log_forward_connected: Gauge,
@@ -217,6 +218,7 @@ impl Metrics {
             auth_throttled: Family::default(),
             tls_refused: Family::default(),
             limit_refusals: Family::default(),
+            kv_unavailable: Counter::default(),
             rate_limited: Counter::default(),
             log_forward_dropped: Counter::default(),
             log_forward_connected: Gauge::default(),
@@ -266,6 +268,11 @@ impl Metrics {
             m.limit_refusals.clone(),
         );
         registry.register("relay_rate_limited", "Requests refused by a rate limit", m.rate_limited.clone());
+        registry.register(
+            "relay_kv_unavailable",
+            "Plugin kv calls that could not reach the store (Redis down or slower than kv.timeout_ms)",
+            m.kv_unavailable.clone(),
+        );
         registry.register(
             "relay_log_forward_dropped",
             "Log records not forwarded (queue full or logger away)",
@@ -360,6 +367,11 @@ impl Metrics {
     /// A request refused by the relay.yaml limit named `limit`.
     pub fn limit_refused(&self, limit: &'static str) {
         self.limit_refusals.get_or_create(&LimitLabel { limit }).inc();
+    }
+
+    /// A plugin `kv` call that could not reach the store.
+    pub fn kv_unavailable(&self) {
+        self.kv_unavailable.inc();
     }
 
     /// A request refused by a rate limit.

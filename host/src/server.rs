@@ -171,16 +171,47 @@ pub async fn run(
     println!("relay listening on {bound} ({scheme})");
 
     lifecycle.set_ready(true);
-    let server = tokio::spawn(transport::serve(listener, state, shutdown.clone()));
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    lifecycle.set_ready(false);
+    let server = tokio::spawn(transport::serve(listener, state.clone(), shutdown.clone()));
+    let drain_signal = lifecycle.drain_signal();
+    tokio::select! {
+        signal = shutdown_signal() => tracing::info!(signal, "shutdown signal"),
+        () = drain_signal.cancelled() => tracing::info!("relay_drain called"),
+    }
+    drain(&state, Duration::from_secs(config.shutdown.grace_secs)).await;
     shutdown.cancel();
     let _ = server.await;
     upstreams.stop_all();
-    // Give supervisors a moment to kill stdio children and close sockets.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    crate::upstream::children_stopped(Duration::from_secs(5)).await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// The drain (SIGTERM, SIGINT or `relay_drain`): `/readyz` says no and nothing new starts
+/// (connections, sessions, requests are refused with 503 / `-32004`); running requests get
+/// `grace` to finish; then every session closes (WebSocket with 1001 Going Away).
+async fn drain(state: &TransportState, grace: Duration) {
+    let lifecycle = &state.lifecycle;
+    lifecycle.start_drain();
+    tracing::info!(
+        running = lifecycle.running_requests(),
+        sessions = lifecycle.sessions(),
+        grace_secs = grace.as_secs(),
+        "draining: new connections, sessions and requests are refused; running requests finish"
+    );
+    if tokio::time::timeout(grace, lifecycle.requests_answered()).await.is_err() {
+        tracing::warn!(
+            running = lifecycle.running_requests(),
+            "drain grace passed; requests still running are cut off"
+        );
+    }
+    let http_sessions = state.sessions.clear();
+    // Newline and WebSocket sessions close themselves once their requests are answered; their
+    // last answers get a moment to be written.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while lifecycle.sessions() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::info!(http_sessions, left_open = lifecycle.sessions(), "drained");
 }
 
 /// How many connections may wait to be accepted (the kernel caps it at `net.core.somaxconn`).
@@ -208,7 +239,7 @@ pub async fn load_plugins(
         &config.plugins,
         config_path,
         cache_dir.or_else(plugins::default_cache_dir),
-        Arc::new(KvStore::default()),
+        Arc::new(KvStore::from_config(&config.kv).context("cannot use the kv store (kv)")?),
         Arc::new(UpstreamBackends(upstreams)),
     )
     .await
@@ -244,6 +275,12 @@ impl plugins::BackendCalls for UpstreamBackends {
 pub fn config_warnings(config: &RelayConfig) -> Vec<String> {
     let mut warnings = Vec::new();
     for plugin in &config.plugins {
+        if config.kv.backend == crate::config::KvBackend::Redis && plugin.limits.deadline_ms <= config.kv.timeout_ms {
+            warnings.push(format!(
+                "plugin {} has a deadline of {} ms, not above kv.timeout_ms ({} ms): a slow Redis would trap it instead of letting it decide",
+                plugin.name, plugin.limits.deadline_ms, config.kv.timeout_ms
+            ));
+        }
         for name in plugin.grants.env.iter().filter(|name| std::env::var_os(name).is_none()) {
             let consequence = if plugin.world == crate::config::World::Auth {
                 " (clients whose credentials it holds will be refused)"
@@ -278,11 +315,12 @@ fn warn_of_plugin_entry_changes(relay_yaml: &Path, running: &[crate::config::Plu
     }
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGINT or SIGTERM; says which.
+async fn shutdown_signal() -> &'static str {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+        _ = ctrl_c => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }

@@ -7,9 +7,11 @@
 pub mod http_backend;
 pub mod mock_openai;
 pub mod pki;
+pub mod redis;
 
 pub use http_backend::HttpBackend;
 pub use mock_openai::MockOpenAi;
+pub use redis::RedisServer;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -206,6 +208,11 @@ impl Relay {
             (self.backend_state(name).await.as_deref() == Some("ready")).then_some(())
         })
         .await
+    }
+
+    /// Waits for the process to exit (after a signal or `relay_drain`).
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().await.expect("wait")
     }
 
     /// Sends SIGTERM and waits for the process to exit.

@@ -51,7 +51,7 @@ async fn http_session_lifecycle_and_header_rules() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["result"]["tools"].as_array().unwrap().len(), 7);
+    assert_eq!(body["result"]["tools"].as_array().unwrap().len(), 8);
 
     // tools/call answers on an SSE stream when the client accepts one.
     let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "relay_get_status"}});

@@ -370,6 +370,7 @@ async fn an_open_relay_is_not_admin() {
         ("relay_reconnect_server", json!({"name": "x"})),
         ("relay_reload_plugins", json!({})),
         ("relay_rollback_plugin", json!({"name": "x"})),
+        ("relay_drain", json!({})),
     ];
     for (tool, arguments) in calls {
         let refused = client.call_tool(tool, arguments).await;

@@ -81,6 +81,7 @@ impl RelayTools {
             "relay_reconnect_server" => self.reconnect_server(arguments),
             "relay_reload_plugins" => Ok(self.reload_plugins().await),
             "relay_rollback_plugin" => self.rollback_plugin(&arguments).await,
+            "relay_drain" => Ok(self.drain(caller)),
             other => Err(AdminError::NoSuchTool(other.to_owned())),
         };
         match outcome {
@@ -101,6 +102,8 @@ impl RelayTools {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": self.lifecycle.started.elapsed().as_secs_f64(),
             "sessions": self.lifecycle.sessions(),
+            "draining": self.lifecycle.is_draining(),
+            "running_requests": self.lifecycle.running_requests(),
             "sessions_by_transport": by_transport,
             "backends": self.servers(admin),
             "plugins": self.plugins.status(),
@@ -112,6 +115,21 @@ impl RelayTools {
     /// targets).
     pub fn status_report(&self) -> Value {
         self.status(false)
+    }
+
+    /// Starts the drain, as SIGTERM does: the process exits once running requests finish (or
+    /// `shutdown.grace_secs` passes).
+    fn drain(&self, caller: &Principal) -> Value {
+        let started = self.lifecycle.start_drain();
+        if started {
+            tracing::warn!(principal = %caller.id, "relay_drain: draining");
+        }
+        json!({
+            "draining": true,
+            "already_draining": !started,
+            "instance": self.lifecycle.instance,
+            "running_requests": self.lifecycle.running_requests(),
+        })
     }
 
     async fn reload_plugins(&self) -> Value {
@@ -305,6 +323,14 @@ fn definitions() -> Vec<BuiltinTool> {
                 },
             }),
         ),
+        tool(
+            true,
+            json!({
+                "name": "relay_drain",
+                "description": "Drain this instance and exit, as SIGTERM does (admin): /readyz turns 503, new connections, sessions and requests are refused, running requests finish (up to shutdown.grace_secs), then the process exits.",
+                "inputSchema": no_args,
+            }),
+        ),
     ]
 }
 
@@ -320,6 +346,7 @@ mod tests {
             "relay_reconnect_server",
             "relay_reload_plugins",
             "relay_rollback_plugin",
+            "relay_drain",
         ] {
             assert!(needs_admin(name), "{name}");
         }

@@ -13,8 +13,8 @@ mod watch;
 pub use backends::{Backend, BackendSpec, BackendsFile, ConfigError, Transport};
 pub use plugins::{Grants, MAX_PLUGIN_MEMORY_MB, PluginConfig, PluginLimits, World, backend_granted, validate_plugins};
 pub use relay::{
-    AccessConfig, ForwardConfig, ListenConfig, LogFormat, LoggingConfig, MetricsConfig, OAuthConfig, RelayConfig,
-    TlsConfig, UpstreamConfig,
+    AccessConfig, ForwardConfig, KvBackend, KvConfig, ListenConfig, LogFormat, LoggingConfig, MetricsConfig,
+    OAuthConfig, RelayConfig, ShutdownConfig, TlsConfig, UpstreamConfig,
 };
 pub use store::{BackendStore, StoreError};
 pub use watch::watch_backends;

@@ -44,6 +44,66 @@ pub struct RelayConfig {
     /// Where compiled plugins are cached (by content hash and engine); default
     /// `$XDG_CACHE_HOME/relay` or `~/.cache/relay`.
     pub plugin_cache_dir: Option<PathBuf>,
+    /// How the process stops (SIGTERM, `relay_drain`).
+    pub shutdown: ShutdownConfig,
+    /// Where plugins' key-value state lives (shared between instances on Redis).
+    pub kv: KvConfig,
+}
+
+/// The drain on SIGTERM or `relay_drain`: nothing new starts, running requests get this long to
+/// finish, then sessions close and the process exits 0.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Seconds running requests may take to finish once the drain starts.
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_secs: 30 }
+    }
+}
+
+/// Which store backs the plugins' `kv` interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvBackend {
+    /// In this process: fast, lost on restart, not shared between instances.
+    #[default]
+    Memory,
+    /// A Redis server: shared by every instance with the same `namespace` (blue and green).
+    Redis,
+}
+
+/// The plugins' key-value store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvConfig {
+    /// `memory` (default) or `redis`.
+    pub backend: KvBackend,
+    /// With `redis`: `redis://[user:password@]host:port/db` (or `rediss://`); `RELAY_KV_URL`
+    /// overrides, so the password need not be in the file.
+    pub url: Option<String>,
+    /// Prefix of every key: instances that should share state (blue and green of one
+    /// deployment) use the same one, other deployments on the same Redis another.
+    pub namespace: String,
+    /// Longest a `kv` call may wait for Redis (connecting included) before it is `unavailable`:
+    /// below the plugins' deadlines, so a slow Redis costs a decision, not a trapped plugin.
+    pub timeout_ms: u64,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        Self { backend: KvBackend::Memory, url: None, namespace: "relay".into(), timeout_ms: 25 }
+    }
+}
+
+impl KvConfig {
+    /// The Redis URL: `RELAY_KV_URL` from the environment, else `url`.
+    pub fn resolved_url(&self) -> Option<String> {
+        std::env::var("RELAY_KV_URL").ok().filter(|u| !u.is_empty()).or_else(|| self.url.clone())
+    }
 }
 
 /// The one TCP listener that serves every transport.
@@ -220,6 +280,18 @@ impl RelayConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.kv.backend == KvBackend::Redis {
+            match self.kv.resolved_url() {
+                None => return Err("kv.backend is redis but no kv.url (or RELAY_KV_URL) is given".into()),
+                Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                    return Err("kv.url must start with redis:// or rediss://".into());
+                }
+                Some(_) => {}
+            }
+        }
+        if self.kv.namespace.is_empty() || self.kv.namespace.contains(|c: char| c.is_whitespace()) {
+            return Err("kv.namespace must be a non-empty word".into());
+        }
         if let Some(level) = &self.logging.forward.level
             && level.parse::<tracing::Level>().is_err()
         {

@@ -24,6 +24,9 @@ pub mod error_codes {
     pub const REQUEST_CANCELLED: i64 = -32800;
     /// The relay is at a capacity limit (sessions); try again later.
     pub const SERVER_BUSY: i64 = -32003;
+    /// The relay is draining (shutting down or leaving the pool): nothing new starts here;
+    /// connect again, and a load balancer sends the client to another instance.
+    pub const SHUTTING_DOWN: i64 = -32004;
     /// Authentication failed or is missing. The relay's own codes stay within -32000..-32019
     /// (the implementation range that 2026-07-28 leaves free; it reserves -32020..-32099).
     pub const UNAUTHENTICATED: i64 = -32011;

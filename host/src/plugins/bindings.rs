@@ -6,8 +6,9 @@ pub mod adapter {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "adapter",
-        // Host functions are synchronous (cheap, no I/O) except the one that waits on a backend.
-        imports: { "relay:plugin/upstream.call-tool": async },
+        // Host functions are synchronous (cheap, no I/O) except those that may wait on the
+        // network: a backend call, and `kv` (on Redis).
+        imports: { "relay:plugin/upstream.call-tool": async, "relay:plugin/kv": async },
         exports: { default: async },
     });
 }

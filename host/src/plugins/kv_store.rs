@@ -1,12 +1,14 @@
-//! The host-owned key-value store behind the `kv` interface: values with optional expiry,
-//! atomic increment and compare-and-swap. In memory; one store per relay process, shared by
+//! The host-owned key-value store behind the `kv` interface, with the semantics the WIT
+//! promises (expiry, atomic increment, compare-and-swap) on either backend: in memory (the
+//! default; one process) or on Redis (shared by every instance of a deployment, so blue and
+//! green share rate-limit budgets and run-time settings). One store per relay process, shared by
 //! every plugin (each under its own key prefix, `plugin:key`) and by every version of a plugin,
-//! so state survives a reload. Each prefix's entries and bytes are counted, so a plugin's
-//! writes can be held to its quota.
+//! so state survives a reload.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::kv_memory::MemoryKv;
+use super::kv_redis::RedisKv;
 
 /// Why an operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +19,9 @@ pub enum KvError {
     /// The write would take the plugin past its quota of entries or bytes.
     #[error("quota exceeded: {0}")]
     Quota(String),
+    /// The backing store cannot be reached (Redis down, or slower than the kv timeout).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// How much one prefix (plugin) may hold.
@@ -28,54 +33,13 @@ pub struct Quota {
     pub bytes: usize,
 }
 
-/// What one prefix holds now.
-#[derive(Debug, Default, Clone, Copy)]
-struct Usage {
-    entries: usize,
-    bytes: usize,
-}
-
-fn namespace(key: &str) -> &str {
-    key.split_once(':').map_or("", |(ns, _)| ns)
-}
-
 /// Longest key, after the plugin prefix.
 const MAX_KEY: usize = 512;
 /// Longest value.
 const MAX_VALUE: usize = 64 * 1024;
-/// Expired entries are swept once the map has grown by this many inserts.
-const SWEEP_EVERY: usize = 4096;
 
-struct Entry {
-    value: String,
-    expires: Option<Instant>,
-}
-
-impl Entry {
-    fn live(&self, now: Instant) -> bool {
-        self.expires.is_none_or(|t| t > now)
-    }
-}
-
-#[derive(Default)]
-struct Inner {
-    map: HashMap<String, Entry>,
-    inserts_since_sweep: usize,
-    usage: HashMap<String, Usage>,
-}
-
-/// The store. Every operation holds one lock for its whole duration, which is what makes
-/// increment and compare-and-swap atomic.
-#[derive(Default)]
-pub struct KvStore {
-    inner: Mutex<Inner>,
-}
-
-fn expiry(ttl_ms: Option<u64>) -> Option<Instant> {
-    ttl_ms.map(|ms| Instant::now() + Duration::from_millis(ms))
-}
-
-fn check(key: &str, value: Option<&str>) -> Result<(), KvError> {
+/// The size limits every backend applies before anything is stored.
+pub(super) fn check(key: &str, value: Option<&str>) -> Result<(), KvError> {
     if key.len() > MAX_KEY {
         return Err(KvError::Invalid(format!("key longer than {MAX_KEY} bytes")));
     }
@@ -85,47 +49,76 @@ fn check(key: &str, value: Option<&str>) -> Result<(), KvError> {
     Ok(())
 }
 
+/// The store, on the backend `relay.yaml`'s `kv` chose.
+pub enum KvStore {
+    /// In this process.
+    Memory(MemoryKv),
+    /// On a Redis server.
+    Redis(RedisKv),
+}
+
+impl Default for KvStore {
+    fn default() -> Self {
+        KvStore::Memory(MemoryKv::default())
+    }
+}
+
 impl KvStore {
-    /// The live value at `key`.
-    pub fn get(&self, key: &str) -> Result<Option<String>, KvError> {
-        check(key, None)?;
-        let inner = self.inner.lock().expect("kv lock");
-        Ok(inner.map.get(key).filter(|e| e.live(Instant::now())).map(|e| e.value.clone()))
+    /// The store `config` describes. A Redis store connects lazily and reconnects by itself:
+    /// the relay starts while Redis is down, and `kv` calls say `unavailable` until it is up.
+    pub fn from_config(config: &crate::config::KvConfig) -> Result<Self, KvError> {
+        match config.backend {
+            crate::config::KvBackend::Memory => Ok(Self::default()),
+            crate::config::KvBackend::Redis => {
+                let url = config.resolved_url().ok_or_else(|| KvError::Invalid("kv.url is missing".into()))?;
+                let timeout = Duration::from_millis(config.timeout_ms);
+                Ok(KvStore::Redis(RedisKv::new(&url, &config.namespace, timeout)?))
+            }
+        }
     }
 
-    /// Stores `value` at `key`, within `quota` (if any) for the key's prefix.
-    pub fn set(&self, key: &str, value: &str, ttl_ms: Option<u64>, quota: Option<&Quota>) -> Result<(), KvError> {
-        check(key, Some(value))?;
-        let mut inner = self.inner.lock().expect("kv lock");
-        inner.insert(key, Entry { value: value.to_owned(), expires: expiry(ttl_ms) }, quota)
+    /// The live value at `key`.
+    pub async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        match self {
+            KvStore::Memory(store) => store.get(key),
+            KvStore::Redis(store) => store.get(key).await,
+        }
+    }
+
+    /// Stores `value` at `key`, within `quota` (if any) for the key's prefix (memory only:
+    /// on Redis, bound memory with Redis's own `maxmemory`).
+    pub async fn set(&self, key: &str, value: &str, ttl_ms: Option<u64>, quota: Option<&Quota>) -> Result<(), KvError> {
+        match self {
+            KvStore::Memory(store) => store.set(key, value, ttl_ms, quota),
+            KvStore::Redis(store) => store.set(key, value, ttl_ms).await,
+        }
     }
 
     /// Removes `key`.
-    pub fn delete(&self, key: &str) -> Result<(), KvError> {
-        check(key, None)?;
-        self.inner.lock().expect("kv lock").remove(key);
-        Ok(())
+    pub async fn delete(&self, key: &str) -> Result<(), KvError> {
+        match self {
+            KvStore::Memory(store) => store.delete(key),
+            KvStore::Redis(store) => store.delete(key).await,
+        }
     }
 
-    /// Adds `delta` to the counter at `key` (missing or expired counts as 0).
-    pub fn increment(&self, key: &str, delta: i64, ttl_ms: Option<u64>, quota: Option<&Quota>) -> Result<i64, KvError> {
-        check(key, None)?;
-        let mut inner = self.inner.lock().expect("kv lock");
-        let now = Instant::now();
-        let (current, expires) = match inner.map.get(key).filter(|e| e.live(now)) {
-            Some(entry) => {
-                let n = entry.value.parse::<i64>().map_err(|_| KvError::Invalid(format!("{key} is not a counter")))?;
-                (n, entry.expires)
-            }
-            None => (0, expiry(ttl_ms)),
-        };
-        let next = current.checked_add(delta).ok_or_else(|| KvError::Invalid("counter overflow".into()))?;
-        inner.insert(key, Entry { value: next.to_string(), expires }, quota)?;
-        Ok(next)
+    /// Adds `delta` to the counter at `key` (missing or expired counts as 0); `ttl_ms` applies
+    /// when the counter is created.
+    pub async fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl_ms: Option<u64>,
+        quota: Option<&Quota>,
+    ) -> Result<i64, KvError> {
+        match self {
+            KvStore::Memory(store) => store.increment(key, delta, ttl_ms, quota),
+            KvStore::Redis(store) => store.increment(key, delta, ttl_ms).await,
+        }
     }
 
     /// Replaces the value at `key` with `new` if it equals `expected` (`None`: absent).
-    pub fn compare_and_swap(
+    pub async fn compare_and_swap(
         &self,
         key: &str,
         expected: Option<&str>,
@@ -133,128 +126,9 @@ impl KvStore {
         ttl_ms: Option<u64>,
         quota: Option<&Quota>,
     ) -> Result<bool, KvError> {
-        check(key, Some(new))?;
-        let mut inner = self.inner.lock().expect("kv lock");
-        let now = Instant::now();
-        let current = inner.map.get(key).filter(|e| e.live(now)).map(|e| e.value.as_str());
-        if current != expected {
-            return Ok(false);
+        match self {
+            KvStore::Memory(store) => store.compare_and_swap(key, expected, new, ttl_ms, quota),
+            KvStore::Redis(store) => store.compare_and_swap(key, expected, new, ttl_ms).await,
         }
-        inner.insert(key, Entry { value: new.to_owned(), expires: expiry(ttl_ms) }, quota)?;
-        Ok(true)
-    }
-}
-
-impl Inner {
-    /// Stores `entry` unless that takes the key's prefix past `quota` (expired entries are
-    /// swept first before a write is refused).
-    fn insert(&mut self, key: &str, entry: Entry, quota: Option<&Quota>) -> Result<(), KvError> {
-        let size = key.len() + entry.value.len();
-        let replaced = self.map.get(key).map(|e| key.len() + e.value.len());
-        if let Some(quota) = quota {
-            let fits = |usage: Usage| {
-                let entries = usage.entries + usize::from(replaced.is_none());
-                let bytes = usage.bytes - replaced.unwrap_or(0) + size;
-                entries <= quota.entries && bytes <= quota.bytes
-            };
-            if !fits(self.usage_of(key)) {
-                self.sweep();
-                let usage = self.usage_of(key);
-                if !fits(usage) {
-                    return Err(KvError::Quota(format!(
-                        "{} entries and {} bytes held, at most {} and {} allowed",
-                        usage.entries, usage.bytes, quota.entries, quota.bytes
-                    )));
-                }
-            }
-        }
-        let replaced = self.map.get(key).map(|e| key.len() + e.value.len());
-        let usage = self.usage.entry(namespace(key).to_owned()).or_default();
-        usage.entries += usize::from(replaced.is_none());
-        usage.bytes = usage.bytes - replaced.unwrap_or(0) + size;
-        self.map.insert(key.to_owned(), entry);
-        self.inserts_since_sweep += 1;
-        if self.inserts_since_sweep >= SWEEP_EVERY {
-            self.sweep();
-        }
-        Ok(())
-    }
-
-    fn remove(&mut self, key: &str) {
-        if let Some(entry) = self.map.remove(key) {
-            self.release(key, &entry);
-        }
-    }
-
-    fn usage_of(&self, key: &str) -> Usage {
-        self.usage.get(namespace(key)).copied().unwrap_or_default()
-    }
-
-    fn release(&mut self, key: &str, entry: &Entry) {
-        if let Some(usage) = self.usage.get_mut(namespace(key)) {
-            usage.entries -= 1;
-            usage.bytes -= key.len() + entry.value.len();
-        }
-    }
-
-    /// Drops expired entries.
-    fn sweep(&mut self) {
-        let now = Instant::now();
-        let expired: Vec<String> = self.map.iter().filter(|(_, e)| !e.live(now)).map(|(k, _)| k.clone()).collect();
-        for key in expired {
-            self.remove(&key);
-        }
-        self.inserts_since_sweep = 0;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn increments_atomically_across_threads() {
-        let store = KvStore::default();
-        std::thread::scope(|s| {
-            for _ in 0..8 {
-                s.spawn(|| {
-                    for _ in 0..1000 {
-                        store.increment("n", 1, None, None).unwrap();
-                    }
-                });
-            }
-        });
-        assert_eq!(store.get("n").unwrap().as_deref(), Some("8000"));
-    }
-
-    #[test]
-    fn compare_and_swap_and_expiry() {
-        let store = KvStore::default();
-        assert!(store.compare_and_swap("k", None, "1", None, None).unwrap());
-        assert!(!store.compare_and_swap("k", None, "2", None, None).unwrap());
-        assert!(store.compare_and_swap("k", Some("1"), "2", Some(1), None).unwrap());
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(store.get("k").unwrap(), None);
-        assert!(store.compare_and_swap("k", None, "3", None, None).unwrap());
-        store.set("c", "x", None, None).unwrap();
-        assert!(store.increment("c", 1, None, None).is_err());
-    }
-
-    #[test]
-    fn each_prefix_is_held_to_its_quota() {
-        let store = KvStore::default();
-        let quota = Quota { entries: 2, bytes: 40 };
-        store.set("p:a", "1", None, Some(&quota)).unwrap();
-        store.set("p:b", "2", None, Some(&quota)).unwrap();
-        assert!(matches!(store.set("p:c", "3", None, Some(&quota)), Err(KvError::Quota(_))), "a third entry");
-        store.set("p:a", "replaced", None, Some(&quota)).unwrap();
-        assert!(matches!(store.set("p:a", &"x".repeat(64), None, Some(&quota)), Err(KvError::Quota(_))), "bytes");
-        store.set("q:c", "3", None, Some(&quota)).unwrap();
-        store.delete("p:b").unwrap();
-        store.set("p:c", "3", None, Some(&quota)).unwrap();
-        store.set("p:t", "expiring", Some(1), None).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        store.delete("p:c").unwrap();
-        store.set("p:d", "4", None, Some(&quota)).expect("expired entries are swept before a refusal");
     }
 }

@@ -12,6 +12,8 @@ mod bindings;
 mod cache;
 mod engine;
 mod host;
+mod kv_memory;
+mod kv_redis;
 mod kv_store;
 mod loaded;
 mod registry;

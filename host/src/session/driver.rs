@@ -12,14 +12,16 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::Session;
+use super::{Session, draining_error};
 use crate::mcp::{ClientSink, DecodeError, Limits, Message, Response};
 
 /// One message as a transport decoded it, or why it was refused (answered with an error).
 pub type Inbound = Result<Message, DecodeError>;
 
 /// Serves `session` until the inbound stream ends, the client stays silent past the idle
-/// timeout, or the outbound side closes. Requests still running when it returns are aborted.
+/// timeout, the outbound side closes, or the relay drains (then requests read are refused, the
+/// running ones are answered, and it returns). Requests still running when it returns are
+/// aborted.
 /// While the session has `limits.max_requests_in_flight` requests running, nothing more is
 /// read from the client (backpressure: the connection's buffers fill, not the relay's memory).
 pub async fn drive<S>(session: Arc<Session>, mut inbound: S, outbound: ClientSink, limits: &Limits)
@@ -36,12 +38,26 @@ where
     let mut last_activity = Instant::now();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
+    let drain = session.draining();
+    let drain_started = drain.cancelled();
+    tokio::pin!(drain_started);
+    let mut draining = false;
     loop {
+        if draining && running.is_empty() {
+            tracing::debug!(session = %session.id, "drained: closing the connection");
+            break;
+        }
         tokio::select! {
             next = inbound.next(), if session.has_free_slot() => {
                 last_activity = Instant::now();
                 let Some(message) = next else { break };
                 match message {
+                    Ok(Message::Request(request)) if draining => {
+                        let refusal = Response::err(request.id, draining_error());
+                        if outbound.send(Message::Response(refusal)).await.is_err() {
+                            break;
+                        }
+                    }
                     Ok(Message::Request(request)) => {
                         // Free now (the read waited for one); held until the answer is handed on.
                         let slot = session.slot().await;
@@ -74,6 +90,7 @@ where
                     break;
                 }
             }
+            () = &mut drain_started, if !draining => draining = true,
             () = &mut idle_timer => {
                 // A call still running is activity: its answer must not be lost.
                 let since = if running.is_empty() { last_activity } else { Instant::now() };

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 
 use super::events::log_rank;
-use super::{Session, SessionState, digest};
+use super::{Session, SessionState, digest, draining_error};
 use crate::access::{ConnectInfo, Denial, DenialCode, Peer, Principal, RequestInfo, TransportKind};
 use crate::admission::KeyedCounts;
 use crate::auth_throttle::AuthThrottle;
@@ -36,6 +36,8 @@ impl Refused {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Refused::Auth(Refusal::Denied(denial)) => denial.retry_after_secs(),
+            // Another instance can take the client at once.
+            Refused::Busy(error) if error.code == error_codes::SHUTTING_DOWN => Some(1),
             _ => None,
         }
     }
@@ -142,6 +144,9 @@ impl SessionFactory {
         peer: &Peer,
         token: Option<String>,
     ) -> Result<Arc<Session>, Refused> {
+        if self.lifecycle.is_draining() {
+            return Err(Refused::Busy(draining_error()));
+        }
         let info = ConnectInfo::new(transport, peer, token);
         let principal = self.authenticate(&info).await.map_err(Refused::Auth)?;
         self.open(transport, principal, peer.addr.ip(), info.token.as_deref()).map_err(Refused::Busy)
@@ -189,6 +194,9 @@ impl SessionFactory {
         state: SessionState,
         stateless: bool,
     ) -> Result<Arc<Session>, RpcError> {
+        if self.lifecycle.is_draining() {
+            return Err(draining_error());
+        }
         let limits = &self.limits;
         let refuse = |what: &str, limit: usize| {
             tracing::warn!(limit, transport = transport.as_str(), principal = %principal.id, %remote, "session refused: {what} limit reached");
@@ -237,7 +245,7 @@ impl SessionFactory {
             get_stream: Arc::default(),
             client_requests: Arc::default(),
             caller: Caller { request, admit },
-            _counts: (self.lifecycle.session_opened(transport), principal_count, address_count),
+            counts: (self.lifecycle.session_opened(transport), principal_count, address_count),
         }))
     }
 }

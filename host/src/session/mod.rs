@@ -82,7 +82,7 @@ pub struct Session {
     caller: Caller,
     /// Keep the instance's, the principal's and the address's session counts right for this
     /// session's lifetime.
-    _counts: (SessionCount, CountGuard<String>, CountGuard<std::net::IpAddr>),
+    counts: (SessionCount, CountGuard<String>, CountGuard<std::net::IpAddr>),
 }
 
 impl Session {
@@ -93,7 +93,11 @@ impl Session {
         // Every request is attributed to this session upstream, with a stream or without one.
         let related = Some(Related { sink: stream, client: self.client_requests.clone() });
         match message {
-            Message::Request(request) => Some(self.handle_request(request, related.as_ref()).await),
+            Message::Request(request) => {
+                // Counted while it runs: the drain waits for it.
+                let _running = self.counts.0.lifecycle().request_started();
+                Some(self.handle_request(request, related.as_ref()).await)
+            }
             Message::Notification(notification) => {
                 self.handle_notification(notification);
                 None
@@ -111,6 +115,11 @@ impl Session {
     /// auth is off).
     pub fn credential_matches(&self, token: Option<&str>) -> bool {
         self.credential.is_none_or(|expected| digest(token.unwrap_or("")) == expected)
+    }
+
+    /// Cancelled when the relay starts draining (nothing new starts; running requests finish).
+    pub fn draining(&self) -> tokio_util::sync::CancellationToken {
+        self.counts.0.lifecycle().drain_signal()
     }
 
     /// Whether this client asked for log messages at `level` (with `logging/setLevel`, or the
@@ -195,6 +204,14 @@ impl Session {
         inflight.insert(key, task.abort_handle());
         task
     }
+}
+
+/// The answer to anything new (a connection, a session, a request) once the relay drains.
+pub fn draining_error() -> RpcError {
+    RpcError::new(
+        error_codes::SHUTTING_DOWN,
+        "the relay is draining (shutting down): nothing new starts here; connect again (a load balancer picks another instance)",
+    )
 }
 
 fn digest(token: &str) -> [u8; 32] {

@@ -42,4 +42,15 @@ impl SessionRegistry {
         });
         before - sessions.len()
     }
+
+    /// Ends every session (the drain's last step); their requests are cancelled.
+    pub fn clear(&self) -> usize {
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        for session in sessions.values() {
+            session.cancel_all();
+        }
+        let ended = sessions.len();
+        sessions.clear();
+        ended
+    }
 }

@@ -202,6 +202,9 @@ async fn mcp_post(
         Err(refusal) => return refusal,
     };
     match message {
+        Message::Request(request) if state.lifecycle.is_draining() => {
+            refused(Refused::Busy(crate::session::draining_error()), request.id)
+        }
         Message::Request(request) => {
             // Requests that travel to a backend answer on an SSE stream (when the client takes
             // one), so their progress notifications reach the client before the response.
@@ -260,6 +263,9 @@ async fn mcp_get(State(state): State<Arc<TransportState>>, headers: HeaderMap) -
         Ok(session) => session,
         Err(refusal) => return refusal,
     };
+    if state.lifecycle.is_draining() {
+        return refused(Refused::Busy(crate::session::draining_error()), Value::Null);
+    }
     // One GET stream per session: MCP forbids broadcasting a message on several streams, and
     // a second stream would get every notification again.
     let Some(claim) = session.claim_get_stream() else {
@@ -270,7 +276,9 @@ async fn mcp_get(State(state): State<Arc<TransportState>>, headers: HeaderMap) -
         let message = events.next().await?;
         Some((message, (events, claim)))
     });
-    sse::respond(stream, true)
+    // The stream ends when the relay drains; answers of running requests travel on their
+    // POST's own stream, so nothing owed is lost.
+    sse::respond(futures::StreamExt::take_until(stream, session.draining().cancelled_owned()), true)
 }
 
 /// DELETE /mcp: the client ends its session.

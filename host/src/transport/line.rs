@@ -15,6 +15,9 @@ use crate::access::{Peer, TransportKind};
 use crate::mcp::{DecodeError, Line, LineCodec, Message, Response, RpcError, client_channel, decode};
 use crate::session::{SessionFactory, drive};
 
+/// How long a refused client's first request is waited for, to answer it by its id.
+const REFUSAL_WAIT: Duration = Duration::from_secs(2);
+
 /// Queued messages joined into one write until it is this long.
 const BATCH_BYTES: usize = 64 << 10;
 
@@ -88,6 +91,14 @@ where
             drive(session, Box::pin(decoded), tx, limits).await
         }
         Err(refused) => {
+            if first.is_none() {
+                // Refused before reading anything (auth off): the answer goes to the client's
+                // first request, by its id, when it comes soon.
+                let wait = Duration::from_secs(limits.handshake_timeout_secs).min(REFUSAL_WAIT);
+                if let Ok(Some(Frame::Text(text))) = tokio::time::timeout(wait, inbound.next()).await {
+                    id = credential_of(&text).0;
+                }
+            }
             let _ = tx.send(Message::Response(Response::err(id, RpcError::from(refused)))).await;
             drop(tx);
         }

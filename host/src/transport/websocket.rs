@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{Message as Frame, WebSocket};
+use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket, close_code};
 use futures::{SinkExt, StreamExt};
 
 use crate::mcp::{DecodeError, client_channel, decode};
@@ -40,8 +40,16 @@ pub async fn serve(socket: WebSocket, factory: SessionFactory, session: Arc<Sess
                 break;
             }
         }
-        let _ = sink.close().await;
+        sink
     });
+    let draining = session.draining();
     drive(session, Box::pin(inbound), tx, &factory.limits).await;
-    let _ = writer.await;
+    if let Ok(mut sink) = writer.await {
+        if draining.is_cancelled() {
+            // 1001 Going Away: the client should connect again (to another instance).
+            let reason = "relay draining; connect again".into();
+            let _ = sink.send(Frame::Close(Some(CloseFrame { code: close_code::AWAY, reason }))).await;
+        }
+        let _ = sink.close().await;
+    }
 }

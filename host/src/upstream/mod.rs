@@ -17,4 +17,5 @@ mod websocket;
 pub use error::UpstreamError;
 pub use handshake::Listing;
 pub use registry::Upstreams;
+pub use stdio::children_stopped;
 pub use supervisor::{State, Status, Upstream, UpstreamEvent};

@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::UpstreamError;
 use super::connection::Connection;
@@ -130,15 +132,10 @@ pub fn connect(
 
     let name = backend.to_owned();
     let child_closed = closed.clone();
-    tokio::spawn(async move {
+    CHILDREN.spawn(async move {
         tokio::select! {
             status = child.wait() => tracing::warn!(backend = %name, ?status, "stdio upstream exited"),
-            _ = child_closed.cancelled() => match child.try_wait() {
-                Ok(Some(status)) => tracing::warn!(backend = %name, ?status, "stdio upstream exited"),
-                _ => {
-                    let _ = child.kill().await;
-                }
-            },
+            _ = child_closed.cancelled() => stop(&name, &mut child).await,
         }
         child_closed.cancel();
     });
@@ -162,4 +159,35 @@ pub fn connect(
     }));
     let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed, routes);
     Ok((Connection::Framed(conn), events))
+}
+
+/// The reapers of every stdio child: [`children_stopped`] waits for them at shutdown.
+static CHILDREN: std::sync::LazyLock<TaskTracker> = std::sync::LazyLock::new(TaskTracker::new);
+
+/// How long a child gets after its stdin closes, and again after SIGTERM.
+const STOP_STEP: Duration = Duration::from_secs(2);
+
+/// Stops a child as the MCP stdio transport asks: its stdin is closed (the writer has ended),
+/// then SIGTERM if it has not exited within [`STOP_STEP`], then SIGKILL.
+async fn stop(name: &str, child: &mut Child) {
+    if let Ok(Ok(status)) = tokio::time::timeout(STOP_STEP, child.wait()).await {
+        tracing::info!(backend = %name, ?status, "stdio upstream stopped");
+        return;
+    }
+    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        // SAFETY: kill(2) with a pid this process spawned and has not reaped; no memory is shared.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        if let Ok(Ok(status)) = tokio::time::timeout(STOP_STEP, child.wait()).await {
+            tracing::info!(backend = %name, ?status, "stdio upstream stopped (SIGTERM)");
+            return;
+        }
+    }
+    tracing::warn!(backend = %name, "stdio upstream ignored stdin closing and SIGTERM; killed");
+    let _ = child.kill().await;
+}
+
+/// Waits (up to `limit`) until every stdio child has been stopped and reaped.
+pub async fn children_stopped(limit: Duration) {
+    CHILDREN.close();
+    let _ = tokio::time::timeout(limit, CHILDREN.wait()).await;
 }

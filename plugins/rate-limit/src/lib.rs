@@ -35,9 +35,10 @@ impl exports::relay::plugin::policy_check::Guest for RateLimit {
         if let Some(tool) = request.tool.as_deref()
             && let Some(limit) = settings.per_tool.get(tool)
         {
-            take(&format!("tool:{principal}:{tool}"), gcra::Rate::per_minute(*limit, None), principal)?;
+            let rate = gcra::Rate::per_minute(*limit, None);
+            take(&format!("tool:{principal}:{tool}"), rate, principal, settings.on_kv_unavailable)?;
         }
-        take(&format!("principal:{principal}"), settings.rate(), principal)
+        take(&format!("principal:{principal}"), settings.rate(), principal, settings.on_kv_unavailable)
     }
 }
 
@@ -48,16 +49,37 @@ fn settings() -> &'static Result<settings::Settings, String> {
         .get_or_init(|| settings::Settings::from_config(&config::get_json(), std::env::var("RELAY_RATE_LIMIT").ok()))
 }
 
+/// The decision when the store fails, as configured (`on_kv_unavailable`), logged.
+fn store_failed(error: kv::KvError, mode: settings::FailMode, principal: &str) -> Result<(), Denial> {
+    match mode {
+        settings::FailMode::Open => {
+            log::log(
+                log::Level::Warn,
+                &format!("kv unavailable ({error:?}); failing open: request of {principal} allowed"),
+            );
+            Ok(())
+        }
+        settings::FailMode::Closed => {
+            log::log(
+                log::Level::Warn,
+                &format!("kv unavailable ({error:?}); failing closed: request of {principal} refused"),
+            );
+            Err(Denial {
+                code: DenialCode::RateLimited,
+                message: "rate-limit state is unavailable; request refused (on_kv_unavailable: closed)".into(),
+                retry_after_ms: Some(1000),
+            })
+        }
+    }
+}
+
 /// Takes one token from the bucket at `key`, or explains when the next one is due.
-fn take(key: &str, rate: gcra::Rate, principal: &str) -> Result<(), Denial> {
+fn take(key: &str, rate: gcra::Rate, principal: &str, on_failure: settings::FailMode) -> Result<(), Denial> {
     for _ in 0..CAS_ATTEMPTS {
         let now_us = clock::now_ms() * 1000;
         let stored = match kv::get(key) {
             Ok(value) => value,
-            Err(e) => {
-                log::log(log::Level::Warn, &format!("kv unavailable, allowing request: {e:?}"));
-                return Ok(());
-            }
+            Err(e) => return store_failed(e, on_failure, principal),
         };
         let tat = stored.as_deref().and_then(|v| v.parse().ok());
         match rate.decide(tat, now_us) {
@@ -65,10 +87,7 @@ fn take(key: &str, rate: gcra::Rate, principal: &str) -> Result<(), Denial> {
                 match kv::compare_and_swap(key, stored.as_deref(), &new_tat.to_string(), Some(ttl_us / 1000 + 1)) {
                     Ok(true) => return Ok(()),
                     Ok(false) => continue,
-                    Err(e) => {
-                        log::log(log::Level::Warn, &format!("kv unavailable, allowing request: {e:?}"));
-                        return Ok(());
-                    }
+                    Err(e) => return store_failed(e, on_failure, principal),
                 }
             }
             gcra::Decision::Deny { retry_after_us } => {

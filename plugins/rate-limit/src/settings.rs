@@ -27,6 +27,21 @@ pub struct Settings {
     pub per_tool: BTreeMap<String, u32>,
     /// Methods that count; default: every request except `initialize` and `ping`.
     pub methods: Option<Vec<String>>,
+    /// What to do when the `kv` store cannot be reached (Redis down): `open` (default) lets
+    /// requests through, `closed` refuses them. Either way each such decision is logged.
+    #[serde(default)]
+    pub on_kv_unavailable: FailMode,
+}
+
+/// Fail open or closed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Allow the request.
+    #[default]
+    Open,
+    /// Refuse the request.
+    Closed,
 }
 
 impl Settings {
@@ -67,6 +82,9 @@ mod tests {
         assert_eq!(Settings::from_config("{}", None).unwrap().rate().limit(), BUILT_IN_PER_MINUTE);
         assert!(Settings::from_config("{}", Some("lots".into())).is_err());
         assert!(Settings::from_config(r#"{"per_minit": 7}"#, None).is_err());
+        let closed = Settings::from_config(r#"{"on_kv_unavailable": "closed"}"#, None).unwrap();
+        assert_eq!(closed.on_kv_unavailable, FailMode::Closed);
+        assert!(Settings::from_config(r#"{"on_kv_unavailable": "ajar"}"#, None).is_err());
     }
 
     #[test]

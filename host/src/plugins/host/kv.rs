@@ -1,5 +1,5 @@
 //! `kv`: the host-owned store, with every key under the plugin's own prefix and the plugin's
-//! writes within its quota (`limits.kv_entries`, `limits.kv_bytes`).
+//! writes within its quota (`limits.kv_entries`, `limits.kv_bytes`; in memory).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +44,7 @@ fn wit(error: StoreError) -> KvError {
     match error {
         StoreError::Invalid(message) => KvError::Invalid(message),
         StoreError::Quota(message) => KvError::Invalid(format!("quota exceeded: {message}")),
+        StoreError::Unavailable(message) => KvError::Unavailable(message),
     }
 }
 
@@ -61,26 +62,28 @@ pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, get: fn(&mut T) 
     kv::add_to_linker::<T, HasKv>(linker, get)
 }
 
+// Async: on Redis each call is a network round trip (bounded by `kv.timeout_ms`); in memory
+// the futures are ready at once.
 impl Host for Kv<'_> {
-    fn get(&mut self, key: String) -> Result<Option<String>, KvError> {
-        self.0.store.get(&self.0.key(&key)).map_err(wit)
+    async fn get(&mut self, key: String) -> Result<Option<String>, KvError> {
+        self.0.store.get(&self.0.key(&key)).await.map_err(wit)
     }
 
-    fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> Result<(), KvError> {
+    async fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> Result<(), KvError> {
         let grant = self.0;
-        grant.store.set(&grant.key(&key), &value, ttl_ms, Some(&grant.quota)).map_err(|e| grant.refused(e))
+        grant.store.set(&grant.key(&key), &value, ttl_ms, Some(&grant.quota)).await.map_err(|e| grant.refused(e))
     }
 
-    fn delete(&mut self, key: String) -> Result<(), KvError> {
-        self.0.store.delete(&self.0.key(&key)).map_err(wit)
+    async fn delete(&mut self, key: String) -> Result<(), KvError> {
+        self.0.store.delete(&self.0.key(&key)).await.map_err(wit)
     }
 
-    fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
+    async fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
         let grant = self.0;
-        grant.store.increment(&grant.key(&key), delta, ttl_ms, Some(&grant.quota)).map_err(|e| grant.refused(e))
+        grant.store.increment(&grant.key(&key), delta, ttl_ms, Some(&grant.quota)).await.map_err(|e| grant.refused(e))
     }
 
-    fn compare_and_swap(
+    async fn compare_and_swap(
         &mut self,
         key: String,
         expected: Option<String>,
@@ -90,6 +93,6 @@ impl Host for Kv<'_> {
         let grant = self.0;
         let key = grant.key(&key);
         let quota = Some(&grant.quota);
-        grant.store.compare_and_swap(&key, expected.as_deref(), &new, ttl_ms, quota).map_err(|e| grant.refused(e))
+        grant.store.compare_and_swap(&key, expected.as_deref(), &new, ttl_ms, quota).await.map_err(|e| grant.refused(e))
     }
 }

@@ -1,0 +1,500 @@
+# shellcheck shell=bash
+# Blue/green steps shared by deploy.sh and rollback.sh: the settings, and the checks and
+# switches both scripts make. Sourced by them, never run on its own.
+#
+# Settings: every one can be set in the environment; the defaults match deploy/README.md's
+# install (units relay@blue / relay@green, HAProxy with deploy/haproxy/haproxy.cfg).
+#
+#   RELAY_ROOT          /opt/relay                  install root: RELAY_ROOT/blue, RELAY_ROOT/green
+#   ACTIVE_LINK         $RELAY_ROOT/relay-active    symlink to the colour taking traffic; the
+#                                                   scripts read the active colour from it
+#   CONFIG_PATH         config/relay.yaml           relay.yaml inside a colour's directory
+#   RELAY_HOST          127.0.0.1                   where the colours listen (checks go there)
+#   BLUE_PORT           8001                        blue's port (RELAY_PORT in /etc/relay/blue.env)
+#   GREEN_PORT          8002                        green's port (RELAY_PORT in /etc/relay/green.env)
+#   START_CMD           systemctl start relay@%s    starts a colour; %s = colour, %p = its port,
+#   STOP_CMD            systemctl stop relay@%s     %d = its directory; run with `bash -c`
+#   ENABLE_CMD          systemctl enable --quiet relay@%s    the colour that takes traffic starts
+#   DISABLE_CMD         systemctl disable --quiet relay@%s   at boot, the other does not; both are
+#                                                   empty (nothing done) when START_CMD / STOP_CMD
+#                                                   are not the systemctl defaults; a failure is
+#                                                   only a warning
+#   RELAY_BIN           (the colour's bin/relay)    relay binary for `check-config` and `health`
+#   RUN_AS              relay (when run as root)    user that runs `relay check-config` (so the
+#                                                   plugin cache it fills stays the relay's);
+#                                                   empty: the current user
+#   ENV_DIR             /etc/relay                  COLOUR.env files; RELAY_AUTH_TOKEN is read
+#                                                   from there for `relay health` unless set
+#   HEALTH_TIMEOUT      5                           seconds per answer for `relay health`
+#   HEALTH_ARGS         (none)                      more `relay health` arguments, e.g. "--tls --ca F"
+#   READY_TIMEOUT       60                          seconds for a started colour's /readyz to say 200
+#   SWITCH_TIMEOUT      30                          seconds for HAProxy's checks to pass for the
+#                                                   new colour (it gets no traffic meanwhile)
+#   SWITCH_SETTLE       5                           ...and to keep passing that long; must exceed
+#                                                   fall x inter in haproxy.cfg (2 x 2 s)
+#   DRAIN_GRACE         120                         seconds to wait for the old colour's sessions
+#                                                   (relay_sessions) to reach 0 before stopping it
+#   STOP_TIMEOUT        60                          seconds for a stopped colour to stop answering
+#   POLL_INTERVAL       1                           seconds between polls
+#                                                   (all durations are whole seconds)
+#   HAPROXY_SOCKET      $RELAY_LB_SOCKET or /run/haproxy/admin.sock   runtime API (level admin);
+#                                                   tcp:HOST:PORT for one served over TCP
+#   HAPROXY_BACKENDS    "relay_http relay_tcp"      backends holding servers named blue and green
+#   HAPROXY_STATE_FILE  $RELAY_LB_STATE_FILE or /var/lib/haproxy/server-state
+#                                                   `show servers state` is saved here after each
+#                                                   change (haproxy.cfg loads it on start/reload);
+#                                                   empty: not saved
+#   LOCK_FILE           $RELAY_ROOT/.deploy.lock    one deploy or rollback at a time
+#   SOCAT, CURL         socat, curl                 the tools used
+
+RELAY_ROOT=${RELAY_ROOT:-/opt/relay}
+ACTIVE_LINK=${ACTIVE_LINK:-$RELAY_ROOT/relay-active}
+CONFIG_PATH=${CONFIG_PATH:-config/relay.yaml}
+RELAY_HOST=${RELAY_HOST:-127.0.0.1}
+BLUE_PORT=${BLUE_PORT:-8001}
+GREEN_PORT=${GREEN_PORT:-8002}
+START_CMD=${START_CMD:-systemctl start relay@%s}
+STOP_CMD=${STOP_CMD:-systemctl stop relay@%s}
+# Enabling follows the service commands: systemd's by default, nothing when START_CMD is custom.
+if [[ -z ${ENABLE_CMD+set} ]]; then
+  ENABLE_CMD=
+  if [[ $START_CMD == "systemctl start relay@%s" ]]; then ENABLE_CMD="systemctl enable --quiet relay@%s"; fi
+fi
+if [[ -z ${DISABLE_CMD+set} ]]; then
+  DISABLE_CMD=
+  if [[ $STOP_CMD == "systemctl stop relay@%s" ]]; then DISABLE_CMD="systemctl disable --quiet relay@%s"; fi
+fi
+RELAY_BIN=${RELAY_BIN:-}
+if [[ -z ${RUN_AS+set} ]]; then
+  RUN_AS=
+  if [[ $EUID -eq 0 ]] && id relay >/dev/null 2>&1; then RUN_AS=relay; fi
+fi
+ENV_DIR=${ENV_DIR:-/etc/relay}
+HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-5}
+HEALTH_ARGS=${HEALTH_ARGS:-}
+READY_TIMEOUT=${READY_TIMEOUT:-60}
+SWITCH_TIMEOUT=${SWITCH_TIMEOUT:-30}
+SWITCH_SETTLE=${SWITCH_SETTLE:-5}
+DRAIN_GRACE=${DRAIN_GRACE:-120}
+STOP_TIMEOUT=${STOP_TIMEOUT:-60}
+POLL_INTERVAL=${POLL_INTERVAL:-1}
+HAPROXY_SOCKET=${HAPROXY_SOCKET:-${RELAY_LB_SOCKET:-/run/haproxy/admin.sock}}
+HAPROXY_BACKENDS=${HAPROXY_BACKENDS:-relay_http relay_tcp}
+HAPROXY_STATE_FILE=${HAPROXY_STATE_FILE-${RELAY_LB_STATE_FILE-/var/lib/haproxy/server-state}}
+LOCK_FILE=${LOCK_FILE:-$RELAY_ROOT/.deploy.lock}
+SOCAT=${SOCAT:-socat}
+CURL=${CURL:-curl}
+
+read -r -a BACKENDS <<<"$HAPROXY_BACKENDS"
+SCRIPT_NAME=${SCRIPT_NAME:-$(basename "$0")}
+STEP_NO=0
+STEP="starting"
+
+# ---- output and failure -----------------------------------------------------------------------
+
+# A numbered step; its name is also what a failure reports.
+step() {
+  STEP_NO=$((STEP_NO + 1))
+  STEP=$1
+  printf '[%s] %d. %s\n' "$SCRIPT_NAME" "$STEP_NO" "$1"
+}
+
+info() { printf '[%s]    %s\n' "$SCRIPT_NAME" "$*"; }
+warn() { printf '[%s]    WARNING: %s\n' "$SCRIPT_NAME" "$*" >&2; }
+
+# Stops the script: says why and in which step, runs the script's `cleanup` (which knows what
+# to undo at this point), and exits 1. Inside a subshell ($(...)) it only ends the subshell:
+# the parent sees the failure and undoes things once.
+die() {
+  trap - ERR
+  set +e
+  if [[ ${1-} != "$REPORTED" ]]; then
+    if ((STEP_NO == 0)); then
+      printf '[%s] FAILED: %s\n' "$SCRIPT_NAME" "$*" >&2
+    else
+      printf '[%s] FAILED in step %d (%s): %s\n' "$SCRIPT_NAME" "$STEP_NO" "$STEP" "$*" >&2
+    fi
+  fi
+  if [[ $BASHPID != "$$" ]]; then exit "$REPORTED_STATUS"; fi
+  if declare -F cleanup >/dev/null; then cleanup; fi
+  exit 1
+}
+
+# Any command that fails outside a condition ends the script through die (once: a die inside
+# $(...) has said why already, and its status tells so).
+REPORTED="(reported)"
+REPORTED_STATUS=86
+on_err() {
+  if [[ $1 == "$REPORTED_STATUS" ]]; then die "$REPORTED"; fi
+  die "command failed (exit $1, line $2): $3"
+}
+set -E
+trap 'on_err $? $LINENO "$BASH_COMMAND"' ERR
+
+need() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is required but not installed"
+  done
+}
+
+# ---- colours ----------------------------------------------------------------------------------
+
+valid_colour() { [[ $1 == blue || $1 == green ]]; }
+other_colour() { if [[ $1 == blue ]]; then echo green; else echo blue; fi; }
+colour_port() { if [[ $1 == blue ]]; then echo "$BLUE_PORT"; else echo "$GREEN_PORT"; fi; }
+colour_dir() { echo "$RELAY_ROOT/$1"; }
+
+# The colour ACTIVE_LINK points at, or nothing when there is no link yet (first install).
+active_colour() {
+  [[ -L $ACTIVE_LINK ]] || return 0
+  local colour
+  colour=$(basename "$(readlink "$ACTIVE_LINK")")
+  valid_colour "$colour" || die "$ACTIVE_LINK points at $(readlink "$ACTIVE_LINK"), not a blue or green directory"
+  echo "$colour"
+}
+
+# Points ACTIVE_LINK at COLOUR's directory atomically: a new link under a temporary name,
+# renamed over the old one (mv -T), so readers see the old or the new target, never neither.
+set_active_link() {
+  local tmp="$ACTIVE_LINK.tmp.$$"
+  ln -sfn "$(colour_dir "$1")" "$tmp"
+  mv -T "$tmp" "$ACTIVE_LINK"
+  info "$ACTIVE_LINK -> $(readlink "$ACTIVE_LINK")"
+}
+
+# The relay binary that checks COLOUR: RELAY_BIN, else the colour's own.
+relay_bin() { echo "${RELAY_BIN:-$(colour_dir "$1")/bin/relay}"; }
+
+# ---- services ---------------------------------------------------------------------------------
+
+# START_CMD or STOP_CMD with %s, %p and %d filled in for COLOUR.
+service_cmd() {
+  local template=$1 colour=$2 cmd
+  cmd=${template//%s/$colour}
+  cmd=${cmd//%p/$(colour_port "$colour")}
+  cmd=${cmd//%d/$(colour_dir "$colour")}
+  echo "$cmd"
+}
+
+start_colour() {
+  local cmd
+  cmd=$(service_cmd "$START_CMD" "$1")
+  info "starting $1: $cmd"
+  # 9>&-: what it starts must not inherit the deploy lock.
+  bash -c "$cmd" 9>&- || die "starting $1 failed: $cmd"
+}
+
+# Stops COLOUR and waits until its port stops answering (STOP_TIMEOUT).
+stop_colour() {
+  local cmd waited=0
+  cmd=$(service_cmd "$STOP_CMD" "$1")
+  info "stopping $1: $cmd"
+  bash -c "$cmd" 9>&- || { warn "stopping $1 failed: $cmd"; return 1; }
+  while is_running "$1"; do
+    if ((waited >= STOP_TIMEOUT)); then
+      warn "$1 still answers on port $(colour_port "$1") ${STOP_TIMEOUT}s after the stop command"
+      return 1
+    fi
+    sleep "$POLL_INTERVAL"
+    waited=$((waited + POLL_INTERVAL))
+  done
+  info "$1 stopped"
+}
+
+# Makes COLOUR the one started at boot (ENABLE_CMD) and OTHER not (DISABLE_CMD), so a reboot
+# brings back the colour HAProxy's saved state sends traffic to. Warnings only: traffic has
+# moved already.
+boot_colour() {
+  local cmd
+  if [[ -n $ENABLE_CMD ]]; then
+    cmd=$(service_cmd "$ENABLE_CMD" "$1")
+    if bash -c "$cmd" 9>&-; then info "enabled at boot: $1"; else warn "could not enable $1 at boot: $cmd"; fi
+  fi
+  if [[ -n $DISABLE_CMD && -n ${2:-} ]]; then
+    cmd=$(service_cmd "$DISABLE_CMD" "$2")
+    if bash -c "$cmd" 9>&-; then info "disabled at boot: $2"; else warn "could not disable $2 at boot: $cmd"; fi
+  fi
+}
+
+# ---- checks of a colour -----------------------------------------------------------------------
+
+# HTTP status of GET PATH on COLOUR's port ("000" when nothing answers).
+http_status() {
+  "$CURL" --noproxy '*' -s -o /dev/null -w '%{http_code}' --max-time 3 \
+    "http://$RELAY_HOST:$(colour_port "$1")$2" 2>/dev/null || true
+}
+
+# Whether COLOUR's process answers at all (/healthz says 200 while the process runs).
+is_running() { [[ $(http_status "$1" /healthz) == 200 ]]; }
+
+# Waits up to READY_TIMEOUT for COLOUR's /readyz to say 200, and checks that the relay on that
+# port calls itself COLOUR (RELAY_INSTANCE), so a port mix-up cannot switch traffic to the
+# wrong process. Returns 1 (with the reason) when it does not get there.
+wait_ready() {
+  local colour=$1 port waited=0 body code instance
+  port=$(colour_port "$colour")
+  while :; do
+    body=$("$CURL" --noproxy '*' -s --max-time 3 -w '\n%{http_code}' "http://$RELAY_HOST:$port/readyz" 2>/dev/null || true)
+    code=${body##*$'\n'}
+    [[ $code == 200 ]] && break
+    if ((waited >= READY_TIMEOUT)); then
+      warn "$colour: GET /readyz on port $port did not say 200 within ${READY_TIMEOUT}s (last status: ${code:-none})"
+      return 1
+    fi
+    sleep "$POLL_INTERVAL"
+    waited=$((waited + POLL_INTERVAL))
+  done
+  instance=$(sed -n 's/.*"instance"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' <<<"${body%$'\n'*}")
+  if [[ -z $instance ]]; then
+    warn "$colour: /readyz names no instance (RELAY_INSTANCE is not set in its environment)"
+  elif [[ $instance != "$colour" ]]; then
+    warn "$colour: the relay on port $port says it is \"$instance\": check RELAY_PORT/RELAY_INSTANCE in $ENV_DIR/*.env"
+    return 1
+  fi
+  info "$colour: /readyz 200 on port $port"
+}
+
+# The bearer token `relay health` needs when the relay runs token auth: RELAY_AUTH_TOKEN from
+# the environment, else from ENV_DIR/COLOUR.env when this user can read it.
+health_token() {
+  if [[ -n ${RELAY_AUTH_TOKEN:-} ]]; then
+    echo "$RELAY_AUTH_TOKEN"
+  elif [[ -r $ENV_DIR/$1.env ]]; then
+    sed -n 's/^[[:space:]]*RELAY_AUTH_TOKEN[[:space:]]*=[[:space:]]*//p' "$ENV_DIR/$1.env" | tail -n 1 | sed 's/^"\(.*\)"$/\1/; s/^'"'"'\(.*\)'"'"'$/\1/'
+  fi
+}
+
+# `relay health` against COLOUR (initialize + tools/list over newline JSON-RPC). The token goes
+# through the environment, never the command line (which other users can see in ps).
+relay_health() {
+  local colour=$1 bin token extra=()
+  bin=$(relay_bin "$colour")
+  token=$(health_token "$colour")
+  read -r -a extra <<<"$HEALTH_ARGS"
+  if [[ -n $token ]]; then
+    RELAY_AUTH_TOKEN=$token "$bin" health --host "$RELAY_HOST" --port "$(colour_port "$colour")" \
+      --timeout "$HEALTH_TIMEOUT" "${extra[@]}"
+  else
+    env -u RELAY_AUTH_TOKEN "$bin" health --host "$RELAY_HOST" --port "$(colour_port "$colour")" \
+      --timeout "$HEALTH_TIMEOUT" "${extra[@]}"
+  fi
+}
+
+# Ready and healthy: what a colour must be before it gets traffic.
+check_colour() {
+  wait_ready "$1" || return 1
+  if ! relay_health "$1"; then
+    warn "$1: relay health failed on port $(colour_port "$1")"
+    return 1
+  fi
+  info "$1: relay health OK"
+}
+
+# Open sessions of COLOUR (relay_sessions from its /metrics); empty when it does not answer.
+sessions() {
+  "$CURL" --noproxy '*' -s --max-time 3 "http://$RELAY_HOST:$(colour_port "$1")/metrics" 2>/dev/null |
+    awk '$1 == "relay_sessions" && !seen { print int($2); seen = 1 }' || true
+}
+
+# Waits until COLOUR has no open session, or DRAIN_GRACE seconds. HAProxy keeps sending it
+# the requests of its own Streamable HTTP sessions meanwhile (drain honours the stick table).
+wait_drained() {
+  local colour=$1 waited=0 open
+  while :; do
+    open=$(sessions "$colour")
+    if [[ -z $open ]]; then
+      info "$colour: /metrics does not answer; nothing left to drain"
+      return 0
+    fi
+    if ((open == 0)); then
+      info "$colour: no open sessions after ${waited}s"
+      return 0
+    fi
+    if ((waited >= DRAIN_GRACE)); then
+      info "$colour: $open sessions still open after DRAIN_GRACE=${DRAIN_GRACE}s; stopping anyway (the relay lets running requests finish)"
+      return 0
+    fi
+    if ((waited % 10 == 0)); then info "$colour: $open sessions open; waiting (${waited}/${DRAIN_GRACE}s)"; fi
+    sleep "$POLL_INTERVAL"
+    waited=$((waited + POLL_INTERVAL))
+  done
+}
+
+# ---- HAProxy runtime API ----------------------------------------------------------------------
+
+# One runtime API command; prints HAProxy's answer. HAPROXY_SOCKET is a Unix socket path, or
+# tcp:HOST:PORT for a runtime API served over TCP (haproxy.cfg's RELAY_LB_ADMIN_ADDR).
+haproxy_cmd() {
+  local address="UNIX-CONNECT:$HAPROXY_SOCKET"
+  if [[ $HAPROXY_SOCKET == tcp:* ]]; then address="TCP:${HAPROXY_SOCKET#tcp:}"; fi
+  printf '%s\n' "$1" | "$SOCAT" -t 5 stdio "$address"
+}
+
+# `set server BACKEND/SERVER state STATE`; HAProxy answers nothing when it worked.
+haproxy_set() {
+  local answer
+  answer=$(haproxy_cmd "set server $1/$2 state $3") || { warn "HAProxy socket $HAPROXY_SOCKET did not answer"; return 1; }
+  if [[ -n ${answer//[[:space:]]/} ]]; then
+    warn "HAProxy refused 'set server $1/$2 state $3': $answer"
+    return 1
+  fi
+  info "HAProxy: $1/$2 -> $3"
+}
+
+# `set weight BACKEND/SERVER WEIGHT` (100% = the weight haproxy.cfg gives it).
+haproxy_weight() {
+  local answer
+  answer=$(haproxy_cmd "set weight $1/$2 $3") || { warn "HAProxy socket $HAPROXY_SOCKET did not answer"; return 1; }
+  if [[ -n ${answer//[[:space:]]/} ]]; then
+    warn "HAProxy refused 'set weight $1/$2 $3': $answer"
+    return 1
+  fi
+  info "HAProxy: $1/$2 weight $3"
+}
+
+# SERVER's "op_state admin_state" in BACKEND from `show servers state`. op_state 2 = running
+# (health checks pass). admin_state is a bit set: 0x01/0x02/0x20/0x40 maintenance, 0x08/0x10
+# drain; 0x04 only records that the file said `disabled` and is kept after `state ready`.
+server_state() {
+  haproxy_cmd "show servers state $1" | awk -v s="$2" '$4 == s { print $6, $7; found = 1 } END { exit !found }'
+}
+
+# Whether SERVER takes new traffic in BACKEND (neither in maintenance nor draining).
+takes_traffic() {
+  local state admin
+  state=$(server_state "$1" "$2") || return 1
+  admin=${state#* }
+  (((admin & 0x7b) == 0))
+}
+
+# The socket answers, and every backend has servers blue and green.
+check_haproxy() {
+  [[ $HAPROXY_SOCKET == tcp:* || -S $HAPROXY_SOCKET ]] || die "no HAProxy runtime socket at $HAPROXY_SOCKET (set HAPROXY_SOCKET)"
+  local info_text
+  info_text=$(haproxy_cmd "show info" 2>/dev/null || true)
+  [[ $info_text == *"Name: "* ]] || die "HAProxy does not answer on $HAPROXY_SOCKET"
+  local backend colour state
+  for backend in "${BACKENDS[@]}"; do
+    for colour in blue green; do
+      state=$(server_state "$backend" "$colour") || die "HAProxy has no server $backend/$colour (HAPROXY_BACKENDS=$HAPROXY_BACKENDS)"
+      if takes_traffic "$backend" "$colour"; then
+        info "HAProxy: $backend/$colour takes traffic (op/admin state $state)"
+      else
+        info "HAProxy: $backend/$colour takes no new traffic (op/admin state $state)"
+      fi
+    done
+  done
+}
+
+# Saves the servers' states where haproxy.cfg's server-state-file reads them back, so a reload
+# or restart of HAProxy keeps the colour this script chose.
+save_haproxy_state() {
+  [[ -n $HAPROXY_STATE_FILE ]] || return 0
+  if [[ ! -w $(dirname "$HAPROXY_STATE_FILE") ]]; then
+    info "not saving HAProxy state: $(dirname "$HAPROXY_STATE_FILE") is not writable (set HAPROXY_STATE_FILE)"
+    return 0
+  fi
+  if haproxy_cmd "show servers state" >"$HAPROXY_STATE_FILE.tmp"; then
+    mv -f "$HAPROXY_STATE_FILE.tmp" "$HAPROXY_STATE_FILE"
+    info "HAProxy state saved to $HAPROXY_STATE_FILE"
+  else
+    rm -f "$HAPROXY_STATE_FILE.tmp"
+    warn "could not save HAProxy state to $HAPROXY_STATE_FILE"
+  fi
+}
+
+# SERVER's "status check_status" in BACKEND from `show stat` (e.g. "UP L7OK", "DOWN L4CON").
+server_check() {
+  haproxy_cmd "show stat $1 4 -1" | awk -F, -v b="$1" -v s="$2" '$1 == b && $2 == s { print $18, ($37 == "" ? "-" : $37) }'
+}
+
+# Waits until HAProxy's own health checks pass for COLOUR in every backend, and keep passing for
+# SWITCH_SETTLE seconds (give up after SWITCH_TIMEOUT). A server leaving maintenance is marked
+# UP at once, before any check ran; only checks that keep passing for longer than fall x inter
+# (2 x 2 s in haproxy.cfg) prove that HAProxy reaches the colour at the address it has.
+wait_haproxy_up() {
+  local colour=$1 waited=0 good=0 backend state failing
+  while :; do
+    failing=()
+    for backend in "${BACKENDS[@]}"; do
+      state=$(server_check "$backend" "$colour") || state=""
+      [[ $state == "UP L7OK" ]] || failing+=("$backend ${state:-no answer};")
+    done
+    if ((${#failing[@]} == 0)); then
+      if ((good >= SWITCH_SETTLE)); then
+        info "HAProxy's checks pass for $colour in every backend (for ${good}s)"
+        return 0
+      fi
+      good=$((good + POLL_INTERVAL))
+    else
+      good=0
+    fi
+    if ((waited >= SWITCH_TIMEOUT)); then
+      warn "HAProxy's checks do not pass for $colour within ${SWITCH_TIMEOUT}s (${failing[*]:-not steady for ${SWITCH_SETTLE}s}); check RELAY_LB_${colour^^} in HAProxy's environment"
+      return 1
+    fi
+    sleep "$POLL_INTERVAL"
+    waited=$((waited + POLL_INTERVAL))
+  done
+}
+
+# ---- the switch -------------------------------------------------------------------------------
+
+# Traffic to NEW. First NEW leaves maintenance with weight 0 in every backend: HAProxy checks
+# it but sends it nothing. Once the checks pass steadily (wait_haproxy_up), NEW gets its full
+# weight and OLD (if any) drains: no new connections or sessions, but requests of its sticky
+# Streamable HTTP sessions still go there. Returns 1 if any of it fails; the caller's cleanup
+# then calls revert_switch.
+switch_traffic() {
+  local new=$1 old=${2:-} backend
+  for backend in "${BACKENDS[@]}"; do
+    haproxy_weight "$backend" "$new" 0 || return 1
+    haproxy_set "$backend" "$new" ready || return 1
+  done
+  wait_haproxy_up "$new" || return 1
+  for backend in "${BACKENDS[@]}"; do
+    haproxy_weight "$backend" "$new" 100% || return 1
+  done
+  if [[ -n $old ]]; then
+    for backend in "${BACKENDS[@]}"; do
+      haproxy_set "$backend" "$old" drain || return 1
+    done
+  fi
+  save_haproxy_state
+}
+
+# Undoes a switch that did not complete: OLD ready again, NEW in maintenance (best effort: says
+# what it could not do).
+revert_switch() {
+  local new=$1 old=${2:-} backend ok=1
+  for backend in "${BACKENDS[@]}"; do
+    if [[ -n $old ]]; then haproxy_set "$backend" "$old" ready || ok=0; fi
+    haproxy_set "$backend" "$new" maint || ok=0
+    haproxy_weight "$backend" "$new" 100% || ok=0
+  done
+  save_haproxy_state
+  if ((ok)); then
+    info "HAProxy restored: ${old:-nothing} serving, $new in maintenance"
+  else
+    warn "HAProxy could not be fully restored: check 'show servers state' on $HAPROXY_SOCKET"
+  fi
+}
+
+# After the switch: wait for OLD's sessions to end (or DRAIN_GRACE), stop it (SIGTERM: it
+# finishes running requests within shutdown.grace_secs), then maintenance in every backend.
+retire_colour() {
+  local old=$1 backend
+  wait_drained "$old"
+  stop_colour "$old" || die "$old did not stop; traffic is on $(other_colour "$old") already. Stop $old by hand, then: set server <backend>/$old state maint"
+  for backend in "${BACKENDS[@]}"; do
+    haproxy_set "$backend" "$old" maint || die "could not put $backend/$old in maintenance (it is stopped; health checks keep it out)"
+  done
+  save_haproxy_state
+}
+
+# One deploy or rollback at a time.
+take_lock() {
+  exec 9>>"$LOCK_FILE" || die "cannot open the lock file $LOCK_FILE"
+  flock -n 9 || die "another deploy or rollback holds $LOCK_FILE"
+}

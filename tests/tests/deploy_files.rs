@@ -1,0 +1,155 @@
+//! What `deploy/` ships is checked with the tools that will read it: `systemd-analyze verify`
+//! for the unit, `haproxy -c` for the HAProxy configuration, `bash -n` for the scripts,
+//! `relay check-config` for the production and container configurations, and the compose file's
+//! mounts against the repository. (The scripts themselves run for real in `bluegreen.rs`; the
+//! Docker images cannot be built offline.)
+
+use std::path::Path;
+use std::process::Command;
+
+use relay_tests::{plugin_wasm, relay_bin, repo_root};
+
+fn run(command: &mut Command) -> (bool, String) {
+    let output = command.output().expect("run the checker (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(repo_root().join("deploy/systemd/relay@.service")).unwrap();
+    assert!(unit.contains("ExecStart=/opt/relay/%i/bin/relay serve --config /opt/relay/%i/config/relay.yaml"));
+    for hardening in [
+        "User=relay",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=\n",
+        "RestrictAddressFamilies=",
+        "Restart=on-failure",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "TimeoutStopSec=45",
+    ] {
+        assert!(unit.contains(hardening), "the unit lacks {hardening:?}");
+    }
+    // The binary is not installed here: verify the unit with a command that exists.
+    let testable = unit.replace("ExecStart=/opt/relay/%i/bin/relay ", "ExecStart=/bin/true ");
+    std::fs::write(dir.path().join("relay@.service"), testable).unwrap();
+    let (ok, text) = run(Command::new("systemd-analyze").arg("verify").arg(dir.path().join("relay@blue.service")));
+    assert!(ok, "systemd-analyze verify: {text}");
+    for colour in ["blue", "green"] {
+        let env = std::fs::read_to_string(repo_root().join(format!("deploy/systemd/{colour}.env"))).unwrap();
+        assert!(env.contains("RELAY_PORT="), "{colour}.env");
+    }
+}
+
+#[test]
+fn the_haproxy_configuration_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = relay_tests::pki::TestCa::new(dir.path(), "ca");
+    let issued = ca.server("localhost", "lb");
+    let pem = dir.path().join("lb.pem");
+    std::fs::write(
+        &pem,
+        std::fs::read_to_string(&issued.cert).unwrap() + &std::fs::read_to_string(&issued.key).unwrap(),
+    )
+    .unwrap();
+    let cfg = repo_root().join("deploy/haproxy/haproxy.cfg");
+    let (ok, text) = run(Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&cfg)
+        .env("RELAY_LB_UNPRIVILEGED", "1")
+        .env("RELAY_LB_CERT", &pem)
+        .env("RELAY_LB_SOCKET", dir.path().join("admin.sock"))
+        .env("RELAY_LB_STATE_FILE", dir.path().join("state")));
+    assert!(ok, "haproxy -c: {text}");
+    let text = std::fs::read_to_string(cfg).unwrap();
+    for needed in [
+        "ssl-min-ver TLSv1.2",
+        "ECDHE+AESGCM",
+        "stick store-response res.hdr(mcp-session-id)",
+        "stick match req.hdr(mcp-session-id)",
+        "timeout tunnel",
+        "mode tcp",
+        "option httpchk GET /readyz",
+        "level admin",
+        "stats enable",
+    ] {
+        assert!(text.contains(needed), "haproxy.cfg lacks {needed:?}");
+    }
+}
+
+#[test]
+fn the_scripts_parse_and_explain_themselves() {
+    for script in ["deploy/deploy.sh", "deploy/rollback.sh", "deploy/lib/bluegreen.sh"] {
+        let (ok, text) = run(Command::new("bash").arg("-n").arg(repo_root().join(script)));
+        assert!(ok, "{script}: {text}");
+    }
+    for script in ["deploy/deploy.sh", "deploy/rollback.sh"] {
+        let path = repo_root().join(script);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+        assert!(mode & 0o111 != 0, "{script} is executable");
+    }
+    let (ok, usage) = run(Command::new(repo_root().join("deploy/deploy.sh")).arg("--help"));
+    assert!(!ok && usage.contains("BUILD_DIR"), "{usage}");
+}
+
+/// A config of `deploy/` checked as `relay check-config` would in its install layout: plugins
+/// beside it in `../plugins`, its absolute state paths moved into a temporary directory.
+fn check_config(shipped: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("config")).unwrap();
+    std::fs::create_dir_all(root.join("plugins")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib/relay/fiedler")).unwrap();
+    for plugin in ["token_auth", "rate_limit", "echo_adapter", "fiedler"] {
+        std::fs::copy(plugin_wasm(plugin), root.join(format!("plugins/{plugin}.wasm"))).unwrap();
+    }
+    let text = std::fs::read_to_string(repo_root().join(shipped)).unwrap();
+    let moved = text
+        .replace("/var/lib/relay", &root.join("var/lib/relay").display().to_string())
+        .replace("/var/cache/relay", &root.join("var/cache/relay").display().to_string());
+    std::fs::write(root.join("config/relay.yaml"), moved).unwrap();
+    std::fs::write(root.join("var/lib/relay/backends.yaml"), "backends: []\n").unwrap();
+    let (ok, text) = run(Command::new(relay_bin())
+        .args(["check-config", "--config"])
+        .arg(root.join("config/relay.yaml"))
+        .env("RELAY_AUTH_TOKEN", "x"));
+    assert!(ok, "{shipped}: {text}");
+}
+
+#[test]
+fn the_shipped_configurations_pass_check_config() {
+    check_config("deploy/config/relay.yaml");
+    check_config("deploy/docker/relay.yaml");
+}
+
+#[test]
+fn the_compose_file_mounts_what_the_repository_holds() {
+    let dir = repo_root().join("deploy/docker");
+    let mut compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("docker-compose.yml")).unwrap()).unwrap();
+    compose.apply_merge().unwrap();
+    let services = compose["services"].as_mapping().expect("services");
+    for name in ["blue", "green", "haproxy", "redis", "logger"] {
+        assert!(services.contains_key(name), "service {name}");
+    }
+    for (name, service) in services {
+        for volume in service["volumes"].as_sequence().into_iter().flatten() {
+            let spec = volume.as_str().unwrap_or_default();
+            if let Some(source) = spec.split(':').next().filter(|s| s.starts_with('.')) {
+                let exists = Path::new(&dir).join(source).exists() || source == "./certs";
+                assert!(exists, "{name:?} mounts {source}, which is not in the repository");
+            }
+            if spec.contains("relay.yaml") || spec.contains("haproxy.cfg") {
+                assert!(spec.ends_with(":ro"), "{name:?}: configs are mounted read-only: {spec}");
+            }
+        }
+    }
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    for needed in ["HEALTHCHECK", "USER relay", "AS builder", "relay health"] {
+        assert!(dockerfile.contains(needed), "Dockerfile lacks {needed}");
+    }
+}
