@@ -128,7 +128,9 @@ fn build(dir: &Path, name: &str, redis: &RedisServer, backends: &Path, auth: boo
 
 /// Runs deploy/NAME with the settings that point it at this test's processes.
 async fn script(dir: &Path, lb: &Haproxy, ports: (u16, u16), name: &str, args: &[&Path]) -> (bool, String) {
-    let start = "cd %d && RELAY_INSTANCE=%s RELAY_PORT=%p setsid nohup %d/bin/relay serve --config %d/config/relay.yaml >%d.out 2>>%d.log </dev/null & echo $! >%d.pid";
+    // `;`, not `&&`: only the relay goes to the background (a backgrounded list would hold the
+    // script's output open, and `$!` would not be the relay).
+    let start = "cd %d; RELAY_INSTANCE=%s RELAY_PORT=%p setsid nohup %d/bin/relay serve --config %d/config/relay.yaml >%d.out 2>>%d.log </dev/null & echo $! >%d.pid";
     let output = Command::new(repo_root().join("deploy").join(name))
         .args(args)
         .env("RELAY_ROOT", dir.join("opt"))
