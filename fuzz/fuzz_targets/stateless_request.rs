@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let body = parts.next_back().unwrap_or_default();
+    let body = parts.last().unwrap_or_default();
     let Ok(Message::Request(request)) = decode(body, &Limits::default()) else { return };
     if check_stateless_request(&headers, &request).is_ok() {
         assert_eq!(headers.get("mcp-method").and_then(|v| v.to_str().ok()), Some(request.method.as_str()));

@@ -149,7 +149,9 @@ pub async fn run(
         .with_context(|| format!("listen address {}:{port}", config.listen.host))?;
     let shutdown = CancellationToken::new();
     crate::metrics::metrics().attach(upstreams.clone(), lifecycle.clone());
-    if let Some(listen) = &config.metrics.listen {
+    // RELAY_METRICS_LISTEN overrides, so blue and green on one relay.yaml get a port each.
+    let metrics_listen = std::env::var("RELAY_METRICS_LISTEN").ok().filter(|l| !l.is_empty());
+    if let Some(listen) = metrics_listen.as_ref().or(config.metrics.listen.as_ref()) {
         let listener =
             TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen} (metrics.listen)"))?;
         let bound = listener.local_addr()?;

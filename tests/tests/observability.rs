@@ -272,3 +272,22 @@ async fn with_an_auth_plugin_the_status_needs_an_admin_on_the_main_port() {
     let private = format!("http://127.0.0.1:{}/status.json", relay.metrics_port.unwrap());
     assert_eq!(reqwest::get(private).await.unwrap().status(), 200);
 }
+
+/// Blue and green share one relay.yaml: `RELAY_METRICS_LISTEN` gives each colour its own private
+/// metrics port (what deploy/systemd/*.env and deploy/prometheus/prometheus.yml rely on).
+#[tokio::test]
+async fn relay_metrics_listen_overrides_the_configured_metrics_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let relay = Relay::start_files(
+        dir.path(),
+        "metrics: {listen: '127.0.0.1:0'}\n",
+        "backends: []\n",
+        &[("RELAY_METRICS_LISTEN", listen.as_str()), ("RELAY_INSTANCE", "green")],
+    )
+    .await;
+    assert_eq!(relay.metrics_port, Some(port));
+    let text = scrape(&format!("http://{listen}/metrics")).await;
+    assert!(text.contains(r#"relay_build_info{version="#) && text.contains(r#"instance="green""#), "{text}");
+}
