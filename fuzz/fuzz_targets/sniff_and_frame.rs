@@ -3,28 +3,14 @@
 //! panic, no line may exceed the limit, and chunking must not change what is read.
 #![no_main]
 
-use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use relay::mcp::{Limits, Line, LineCodec, decode};
+use relay::mcp::{Limits, LineCodec, decode};
 use relay::transport::{Sniffed, sniff};
-use tokio_util::codec::Decoder;
 
 const MAX: usize = 256;
 
 fn lines(data: &[u8], chunk: usize) -> Vec<Result<Vec<u8>, usize>> {
-    let mut codec = LineCodec::new(MAX);
-    let mut buffer = BytesMut::new();
-    let mut out = Vec::new();
-    for piece in data.chunks(chunk.max(1)) {
-        buffer.extend_from_slice(piece);
-        while let Ok(Some(line)) = codec.decode(&mut buffer) {
-            out.push(match line {
-                Line::Text(text) => Ok(text.to_vec()),
-                Line::TooLong(skipped) => Err(skipped.size),
-            });
-        }
-    }
-    out
+    LineCodec::split_chunked(MAX, data, chunk)
 }
 
 fuzz_target!(|data: &[u8]| {

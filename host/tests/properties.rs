@@ -3,32 +3,18 @@
 //! newline codec, JSON-RPC decoding under the size and depth limits, the 2026-07-28 header
 //! checks and config parsing never panic and keep their promises.
 
-use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use relay::config::{BackendsFile, RelayConfig};
-use relay::mcp::{Limits, Line, LineCodec, Message, decode, json_depth_exceeds};
+use relay::mcp::{Limits, LineCodec, Message, decode, json_depth_exceeds};
 use relay::transport::{Sniffed, check_stateless_request, sniff};
 use serde_json::{Value, json};
-use tokio_util::codec::Decoder;
 
 const MAX_LINE: usize = 128;
 
 /// Lines the codec yields from `data` fed `chunk` bytes at a time.
 fn lines(data: &[u8], chunk: usize) -> Vec<Result<Vec<u8>, usize>> {
-    let mut codec = LineCodec::new(MAX_LINE);
-    let mut buffer = BytesMut::new();
-    let mut out = Vec::new();
-    for piece in data.chunks(chunk.max(1)) {
-        buffer.extend_from_slice(piece);
-        while let Ok(Some(line)) = codec.decode(&mut buffer) {
-            out.push(match line {
-                Line::Text(text) => Ok(text.to_vec()),
-                Line::TooLong(skipped) => Err(skipped.size),
-            });
-        }
-    }
-    out
+    LineCodec::split_chunked(MAX_LINE, data, chunk)
 }
 
 /// JSON values of bounded size and depth.

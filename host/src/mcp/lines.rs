@@ -99,6 +99,25 @@ impl LineCodec {
     pub fn new(max_length: usize) -> Self {
         Self { max_length, next_index: 0, discarding: None }
     }
+
+    /// Every line a fresh codec yields from `data` delivered `chunk` bytes at a time: its text,
+    /// or the size of a line over `max_length`. What the property tests and the fuzzers compare
+    /// across chunkings (a connection's reads may split a line anywhere).
+    pub fn split_chunked(max_length: usize, data: &[u8], chunk: usize) -> Vec<Result<Vec<u8>, usize>> {
+        let mut codec = Self::new(max_length);
+        let mut buffer = BytesMut::new();
+        let mut lines = Vec::new();
+        for piece in data.chunks(chunk.max(1)) {
+            buffer.extend_from_slice(piece);
+            while let Ok(Some(line)) = codec.decode(&mut buffer) {
+                lines.push(match line {
+                    Line::Text(text) => Ok(text.to_vec()),
+                    Line::TooLong(skipped) => Err(skipped.size),
+                });
+            }
+        }
+        lines
+    }
 }
 
 impl Decoder for LineCodec {
