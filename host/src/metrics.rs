@@ -177,6 +177,7 @@ pub struct Metrics {
     tls_refused: Family<ReasonLabel, Counter>,
     limit_refusals: Family<LimitLabel, Counter>,
     kv_unavailable: Counter,
+    interceptor_failed_open: Family<PluginLabel, Counter>,
     rate_limited: Counter,
     log_forward_dropped: Counter,
     log_forward_connected: Gauge,
@@ -219,6 +220,7 @@ impl Metrics {
             tls_refused: Family::default(),
             limit_refusals: Family::default(),
             kv_unavailable: Counter::default(),
+            interceptor_failed_open: Family::default(),
             rate_limited: Counter::default(),
             log_forward_dropped: Counter::default(),
             log_forward_connected: Gauge::default(),
@@ -268,6 +270,11 @@ impl Metrics {
             m.limit_refusals.clone(),
         );
         registry.register("relay_rate_limited", "Requests refused by a rate limit", m.rate_limited.clone());
+        registry.register(
+            "relay_interceptor_failed_open",
+            "Calls that went on without an interceptor that failed (on_error: fail-open)",
+            m.interceptor_failed_open.clone(),
+        );
         registry.register(
             "relay_kv_unavailable",
             "Plugin kv calls that could not reach the store (Redis down or slower than kv.timeout_ms)",
@@ -367,6 +374,11 @@ impl Metrics {
     /// A request refused by the relay.yaml limit named `limit`.
     pub fn limit_refused(&self, limit: &'static str) {
         self.limit_refusals.get_or_create(&LimitLabel { limit }).inc();
+    }
+
+    /// A call that went on without the failed interceptor `plugin` (`on_error: fail-open`).
+    pub fn interceptor_failed_open(&self, plugin: &str) {
+        self.interceptor_failed_open.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).inc();
     }
 
     /// A plugin `kv` call that could not reach the store.

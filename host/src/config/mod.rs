@@ -11,7 +11,10 @@ mod store;
 mod watch;
 
 pub use backends::{Backend, BackendSpec, BackendsFile, ConfigError, Transport};
-pub use plugins::{Grants, MAX_PLUGIN_MEMORY_MB, PluginConfig, PluginLimits, World, backend_granted, validate_plugins};
+pub use plugins::{
+    Binding, BindingMatcher, Grants, MAX_PLUGIN_MEMORY_MB, OnError, PluginConfig, PluginLimits, World, backend_granted,
+    validate_plugins,
+};
 pub use relay::{
     AccessConfig, ForwardConfig, KvBackend, KvConfig, ListenConfig, LogFormat, LoggingConfig, MetricsConfig,
     OAuthConfig, RelayConfig, ShutdownConfig, TlsConfig, UpstreamConfig,

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
 /// The world a plugin targets; decides where the host calls it.
@@ -15,6 +16,8 @@ pub enum World {
     Policy,
     /// Offers tools that join the catalog.
     Adapter,
+    /// Sees and may change the calls it is bound to (arguments before, results after).
+    Interceptor,
 }
 
 impl World {
@@ -24,6 +27,7 @@ impl World {
             World::Auth => "auth",
             World::Policy => "policy",
             World::Adapter => "adapter",
+            World::Interceptor => "interceptor",
         }
     }
 }
@@ -47,6 +51,69 @@ pub struct PluginConfig {
     /// Per-call bounds.
     #[serde(default)]
     pub limits: PluginLimits,
+    /// Which calls an interceptor sees (others do not pay for it).
+    #[serde(default)]
+    pub bind: Binding,
+    /// What a failing interceptor (trap, deadline, kv outage) does to the call.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// The calls an interceptor is bound to: backends (or adapters) and tool names, as globs
+/// (`*`, `?`, `[abc]`, `{a,b}`). Empty lists match everything.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    /// Backend or adapter names.
+    #[serde(default)]
+    pub backends: Vec<String>,
+    /// Client-facing tool names.
+    #[serde(default)]
+    pub tools: Vec<String>,
+}
+
+impl Binding {
+    /// The globs compiled (a bad glob is a configuration error).
+    pub fn matcher(&self) -> Result<BindingMatcher, String> {
+        let set = |globs: &[String]| -> Result<Option<GlobSet>, String> {
+            if globs.is_empty() {
+                return Ok(None);
+            }
+            let mut set = GlobSetBuilder::new();
+            for glob in globs {
+                set.add(Glob::new(glob).map_err(|e| format!("bind: {e}"))?);
+            }
+            set.build().map(Some).map_err(|e| format!("bind: {e}"))
+        };
+        Ok(BindingMatcher { backends: set(&self.backends)?, tools: set(&self.tools)? })
+    }
+}
+
+/// A [`Binding`], compiled once at load: asked on every call.
+#[derive(Debug, Clone, Default)]
+pub struct BindingMatcher {
+    backends: Option<GlobSet>,
+    tools: Option<GlobSet>,
+}
+
+impl BindingMatcher {
+    /// Whether a call of `tool` served by `backend` is bound.
+    pub fn matches(&self, backend: &str, tool: &str) -> bool {
+        self.backends.as_ref().is_none_or(|set| set.is_match(backend))
+            && self.tools.as_ref().is_none_or(|set| set.is_match(tool))
+    }
+}
+
+/// A failing interceptor: the call fails (`fail-closed`, default) or goes on without it
+/// (`fail-open`; logged and counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// The request fails with a clear error.
+    #[default]
+    FailClosed,
+    /// The request continues as if the interceptor had passed it.
+    FailOpen,
 }
 
 /// Capabilities a plugin gets beyond pure computation. Everything not granted is denied.
@@ -186,6 +253,14 @@ pub fn validate_plugins(plugins: &[PluginConfig]) -> Result<(), String> {
             return Err(format!("plugin name {:?} appears twice", plugin.name));
         }
     }
+    for plugin in plugins {
+        plugin.bind.matcher().map_err(|e| format!("plugin {}: {e}", plugin.name))?;
+        if plugin.world != World::Interceptor
+            && (plugin.bind != Binding::default() || plugin.on_error != OnError::default())
+        {
+            return Err(format!("plugin {}: bind and on_error are for interceptors", plugin.name));
+        }
+    }
     if plugins.iter().filter(|p| p.world == World::Auth).count() > 1 {
         return Err("at most one auth plugin may be configured".into());
     }
@@ -208,6 +283,24 @@ mod tests {
                 .unwrap();
         assert!(validate_plugins(&two_auth).unwrap_err().contains("one auth"));
         assert!(serde_yaml::from_str::<Vec<PluginConfig>>("- {name: a, world: magic, path: a.wasm}\n").is_err());
+    }
+
+    #[test]
+    fn an_interceptor_is_bound_by_globs_and_fails_closed_by_default() {
+        let yaml = "- {name: r, world: interceptor, path: r.wasm, bind: {backends: [docs, 'git*'], tools: ['read_*']}}\n- {name: o, world: interceptor, path: o.wasm, on_error: fail-open}\n";
+        let plugins: Vec<PluginConfig> = serde_yaml::from_str(yaml).unwrap();
+        assert!(validate_plugins(&plugins).is_ok());
+        let bound = plugins[0].bind.matcher().unwrap();
+        assert!(bound.matches("docs", "read_file") && bound.matches("github", "read_issue"));
+        assert!(!bound.matches("docs", "write_file") && !bound.matches("other", "read_file"));
+        assert!(plugins[1].bind.matcher().unwrap().matches("anything", "at all"));
+        assert_eq!((plugins[0].on_error, plugins[1].on_error), (OnError::FailClosed, OnError::FailOpen));
+        let bad: Vec<PluginConfig> =
+            serde_yaml::from_str("- {name: r, world: interceptor, path: r.wasm, bind: {tools: ['[']}}\n").unwrap();
+        assert!(validate_plugins(&bad).unwrap_err().contains("bind"));
+        let misplaced: Vec<PluginConfig> =
+            serde_yaml::from_str("- {name: p, world: policy, path: p.wasm, on_error: fail-open}\n").unwrap();
+        assert!(validate_plugins(&misplaced).unwrap_err().contains("interceptors"));
     }
 
     #[test]

@@ -42,4 +42,19 @@ pub mod policy {
     });
 }
 
+pub mod interceptor {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "interceptor",
+        exports: { default: async },
+        with: {
+            "relay:plugin/types": super::auth::relay::plugin::types,
+            "relay:plugin/log": super::adapter::relay::plugin::log,
+            "relay:plugin/clock": super::adapter::relay::plugin::clock,
+            "relay:plugin/config": super::adapter::relay::plugin::config,
+            "relay:plugin/kv": super::adapter::relay::plugin::kv,
+        },
+    });
+}
+
 pub use auth::relay::plugin::types;

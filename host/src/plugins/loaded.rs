@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
-use super::bindings::{adapter, auth, policy};
+use super::bindings::{adapter, auth, interceptor, policy};
 use super::cache;
 use super::sandbox::{PluginContext, PluginError, PluginState, arm, classify, new_store};
 
@@ -47,6 +47,8 @@ pub enum Instantiable {
     Policy(policy::PolicyPre<PluginState>),
     /// An `adapter` component and the tools it listed when loaded.
     Adapter { pre: adapter::AdapterPre<PluginState>, tools: Arc<Vec<Value>> },
+    /// An `interceptor` component.
+    Interceptor(interceptor::InterceptorPre<PluginState>),
 }
 
 /// An instance bound to its world's exports.
@@ -57,6 +59,8 @@ pub enum Bound {
     Policy(policy::Policy),
     /// An instantiated `adapter` component.
     Adapter(adapter::Adapter),
+    /// An instantiated `interceptor` component.
+    Interceptor(interceptor::Interceptor),
 }
 
 /// An instance with its store, ready for a call.
@@ -129,6 +133,12 @@ impl Version {
                     pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
                     Instantiable::Policy(pre)
                 }
+                World::Interceptor => {
+                    let pre = interceptor::InterceptorPre::new(pre).map_err(exports)?;
+                    let mut store = new_store(engine, ctx);
+                    pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
+                    Instantiable::Interceptor(pre)
+                }
                 World::Adapter => {
                     let pre = adapter::AdapterPre::new(pre).map_err(exports)?;
                     let tools = list_tools(engine, ctx, &pre).await?;
@@ -156,6 +166,7 @@ impl Version {
             Instantiable::Auth(pre) => pre.instantiate_async(&mut store).await.map(Bound::Auth),
             Instantiable::Policy(pre) => pre.instantiate_async(&mut store).await.map(Bound::Policy),
             Instantiable::Adapter { pre, .. } => pre.instantiate_async(&mut store).await.map(Bound::Adapter),
+            Instantiable::Interceptor(pre) => pre.instantiate_async(&mut store).await.map(Bound::Interceptor),
         };
         match bound {
             Ok(bound) => {

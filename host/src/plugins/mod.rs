@@ -1,4 +1,5 @@
-//! WebAssembly plugins (wasmtime component model): the `auth`, `policy` and `adapter` worlds of
+//! WebAssembly plugins (wasmtime component model): the `auth`, `policy`, `adapter` and
+//! `interceptor` worlds of
 //! `wit/`, each plugin sandboxed (memory cap, deadline, grants) and hot-reloaded from disk.
 //!
 //! Lifecycle in three stages (as in Spin): the engine and linker are built once; each plugin
@@ -12,6 +13,7 @@ mod bindings;
 mod cache;
 mod engine;
 mod host;
+mod intercept;
 mod kv_memory;
 mod kv_redis;
 mod kv_store;
@@ -26,6 +28,7 @@ mod watch;
 
 pub use backends::{BackendCalls, NoBackends};
 pub use cache::default_dir as default_cache_dir;
+pub use intercept::CallHook;
 pub use kv_store::{KvError, KvStore};
 pub use registry::{Plugins, Refusal};
 pub use reload::{ReloadError, Reloaded, RolledBack};

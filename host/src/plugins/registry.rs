@@ -83,12 +83,14 @@ pub(super) struct Slot {
     pub(super) rolled_back: Mutex<Option<String>>,
     /// Its series in the metrics.
     pub(super) metrics: PluginMetrics,
+    /// The calls an interceptor is bound to (`bind`), compiled.
+    pub(super) binding: crate::config::BindingMatcher,
 }
 
 impl Slot {
     /// One call on a warm instance of the current version: counted, the instance given back
     /// when the call succeeds, dropped (and the failure recorded) when it traps.
-    async fn invoke<T>(
+    pub(super) async fn invoke<T>(
         &self,
         engine: &Engine,
         caller: Option<Caller>,
@@ -134,7 +136,7 @@ impl Slot {
     }
 
     /// A call that answered: `ok`, or `denied` (counted apart).
-    fn settled(&self, denied: bool) {
+    pub(super) fn settled(&self, denied: bool) {
         if denied {
             self.stats.denials.fetch_add(1, Ordering::Relaxed);
         }
@@ -188,7 +190,10 @@ impl Plugins {
             let bytes = Version::read(&ctx, &path).await?;
             let version = Version::load(&engine, &linker, &ctx, config.world, bytes, cache_dir.as_deref()).await?;
             tracing::info!(plugin = %config.name, world = config.world.as_str(), hash = %&version.hash[..12], cached = version.from_cache, "plugin loaded");
+            let binding =
+                config.bind.matcher().map_err(|message| PluginError::Load { plugin: config.name.clone(), message })?;
             slots.push(Arc::new(Slot {
+                binding,
                 config: config.clone(),
                 path,
                 ctx,
@@ -333,7 +338,7 @@ pub(super) fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
-fn wit_transport(transport: TransportKind) -> types::Transport {
+pub(super) fn wit_transport(transport: TransportKind) -> types::Transport {
     match transport {
         TransportKind::Line => types::Transport::Line,
         TransportKind::WebSocket => types::Transport::Websocket,
@@ -341,7 +346,7 @@ fn wit_transport(transport: TransportKind) -> types::Transport {
     }
 }
 
-fn from_wit(denial: types::Denial, plugin: &str) -> Denial {
+pub(super) fn from_wit(denial: types::Denial, plugin: &str) -> Denial {
     let code = match denial.code {
         types::DenialCode::Unauthenticated => DenialCode::Unauthenticated,
         types::DenialCode::Forbidden => DenialCode::Forbidden,

@@ -30,6 +30,9 @@ pub enum PluginError {
     /// The plugin could not be loaded or instantiated.
     #[error("plugin {plugin}: {message}")]
     Load { plugin: String, message: String },
+    /// The plugin answered with something the host cannot use.
+    #[error("plugin {plugin}: {message}")]
+    BadAnswer { plugin: String, message: String },
     /// No adapter of that name is loaded (the catalog changed under the call).
     #[error("no adapter plugin named {0}")]
     NoSuchAdapter(String),

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::mcp::{RpcError, error_codes};
-use crate::plugins::PluginError;
+use crate::plugins::{PluginError, Refusal};
 use crate::upstream::UpstreamError;
 
 /// Why a routed request failed.
@@ -27,6 +27,9 @@ pub enum RouterError {
     /// The owning adapter plugin failed (trap, timeout, out of memory).
     #[error("{source}")]
     Adapter { adapter: String, source: PluginError },
+    /// An interceptor denied the call, or failed with `on_error: fail-closed`.
+    #[error("{0}")]
+    Intercepted(Refusal),
 }
 
 /// An upstream failure as clients read it, naming the backend once (some upstream errors name
@@ -56,6 +59,7 @@ impl From<RouterError> for RpcError {
             RouterError::Unroutable(message) => RpcError::new(error_codes::INVALID_PARAMS, message),
             // An upstream's own JSON-RPC error passes through unchanged.
             RouterError::Upstream { source: UpstreamError::Rpc(e), .. } => e,
+            RouterError::Intercepted(refusal) => refusal.into(),
             RouterError::Adapter { adapter, source } => {
                 RpcError::new(error_codes::INTERNAL_ERROR, source.to_string()).with_data(json!({"adapter": adapter}))
             }

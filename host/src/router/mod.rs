@@ -20,7 +20,7 @@ pub use error::RouterError;
 
 use crate::admin::RelayTools;
 use crate::mcp::{Addressed, Completion, CompletionRef, ListKind, ToolCall};
-use crate::plugins::{Caller, Plugins};
+use crate::plugins::{CallHook, Caller, Plugins};
 use crate::upstream::{UpstreamEvent, Upstreams};
 
 /// Routes requests to upstreams by catalog ownership.
@@ -330,43 +330,53 @@ impl Router {
     }
 
     /// Calls the tool that the catalog lists as `call.name` for `caller`; `related` is where
-    /// its progress notifications go.
-    pub async fn call_tool(&self, call: ToolCall, related: Option<&Related>, caller: &Caller) -> Routed {
+    /// its progress notifications go. Interceptors bound to the call see its arguments before
+    /// and its result after (the relay's own tools are not intercepted).
+    pub async fn call_tool(&self, mut call: ToolCall, related: Option<&Related>, caller: &Caller) -> Routed {
         let catalog = self.catalog();
-        let name = &call.name;
-        let Some(entry) = catalog.get(name) else {
-            return Routed { backend: None, result: Err(RouterError::UnknownTool(name.to_owned())) };
+        let name = call.name.clone();
+        let Some(entry) = catalog.get(&name) else {
+            return Routed { backend: None, result: Err(RouterError::UnknownTool(name)) };
         };
-        match &entry.owner {
-            Owner::Builtin => Routed {
-                backend: Some(Owner::BUILTIN_NAME.to_owned()),
-                result: Ok(self
-                    .builtin
-                    .call(&entry.upstream_name, call.arguments.unwrap_or_else(|| json!({})), &caller.request.principal)
-                    .await),
-            },
-            Owner::Backend(backend) => {
-                let result = match self.upstreams.get(backend) {
-                    None => Err(RouterError::UnknownTool(name.to_owned())),
-                    Some(upstream) => {
-                        let params = call.into_params(&entry.upstream_name);
-                        upstream
-                            .request_for("tools/call", Some(params), upstream.call_timeout(), related)
-                            .await
-                            .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
-                    }
-                };
-                Routed { backend: Some(backend.clone()), result }
-            }
-            Owner::Adapter(adapter) => {
-                let arguments = call.arguments.unwrap_or_else(|| json!({}));
-                let result = self
-                    .plugins
-                    .call_tool(adapter, &entry.upstream_name, &arguments, Some(caller.clone()))
-                    .await
-                    .map_err(|source| RouterError::Adapter { adapter: adapter.clone(), source });
-                Routed { backend: Some(adapter.clone()), result }
+        let owner = entry.owner.name().to_owned();
+        let hook = CallHook { principal: &caller.request.principal, backend: &owner, tool: &name };
+        let intercepted = !matches!(entry.owner, Owner::Builtin) && self.plugins.intercepts(&hook);
+        if intercepted {
+            let arguments = call.arguments.take().unwrap_or_else(|| json!({}));
+            match self.plugins.intercept_request(&hook, arguments).await {
+                Ok(arguments) => call.arguments = Some(arguments),
+                Err(refusal) => return Routed { backend: Some(owner), result: Err(RouterError::Intercepted(refusal)) },
             }
         }
+        let result = match &entry.owner {
+            Owner::Builtin => Ok(self
+                .builtin
+                .call(&entry.upstream_name, call.arguments.unwrap_or_else(|| json!({})), &caller.request.principal)
+                .await),
+            Owner::Backend(backend) => match self.upstreams.get(backend) {
+                None => Err(RouterError::UnknownTool(name.clone())),
+                Some(upstream) => {
+                    let params = call.into_params(&entry.upstream_name);
+                    upstream
+                        .request_for("tools/call", Some(params), upstream.call_timeout(), related)
+                        .await
+                        .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
+                }
+            },
+            Owner::Adapter(adapter) => {
+                let arguments = call.arguments.unwrap_or_else(|| json!({}));
+                self.plugins
+                    .call_tool(adapter, &entry.upstream_name, &arguments, Some(caller.clone()))
+                    .await
+                    .map_err(|source| RouterError::Adapter { adapter: adapter.clone(), source })
+            }
+        };
+        let result = match result {
+            Ok(value) if intercepted => {
+                self.plugins.intercept_result(&hook, value).await.map_err(RouterError::Intercepted)
+            }
+            other => other,
+        };
+        Routed { backend: Some(owner), result }
     }
 }

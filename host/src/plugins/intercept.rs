@@ -1,0 +1,122 @@
+//! The `interceptor` world's hooks around a tool call: every interceptor bound to the call
+//! (`bind`), in the listed order, sees its arguments before (and may replace them or deny the
+//! call) and its result after (and may replace it). Calls no interceptor is bound to pay one
+//! glob match per interceptor. A failing interceptor fails the call (`on_error: fail-closed`) or
+//! is skipped, logged and counted (`fail-open`).
+
+use serde_json::Value;
+
+use super::bindings::interceptor::exports::relay::plugin::interception::{CallInfo, RequestDecision, ResultDecision};
+use super::bindings::types;
+use super::loaded::Bound;
+use super::registry::{Plugins, Refusal, Slot, from_wit};
+use super::sandbox::PluginError;
+use crate::access::Principal;
+use crate::config::{OnError, World};
+
+/// One tool call as the hooks see it.
+pub struct CallHook<'a> {
+    /// The caller.
+    pub principal: &'a Principal,
+    /// The backend or adapter that serves the call.
+    pub backend: &'a str,
+    /// The client-facing tool name.
+    pub tool: &'a str,
+}
+
+impl CallHook<'_> {
+    fn info(&self) -> CallInfo {
+        CallInfo {
+            principal: types::Principal { id: self.principal.id.clone(), roles: self.principal.roles.clone() },
+            method: "tools/call".into(),
+            backend: self.backend.to_owned(),
+            name: self.tool.to_owned(),
+        }
+    }
+}
+
+impl Plugins {
+    fn bound<'a>(&'a self, call: &'a CallHook<'_>) -> impl Iterator<Item = &'a std::sync::Arc<Slot>> {
+        self.slots.iter().filter(|s| s.config.world == World::Interceptor && s.binding.matches(call.backend, call.tool))
+    }
+
+    /// Whether any interceptor is bound to the call (else the hooks need not run at all).
+    pub fn intercepts(&self, call: &CallHook<'_>) -> bool {
+        self.bound(call).next().is_some()
+    }
+
+    /// Runs the request hooks: the arguments the call goes ahead with, or why it is refused.
+    pub async fn intercept_request(&self, call: &CallHook<'_>, mut arguments: Value) -> Result<Value, Refusal> {
+        let mut info = None;
+        for slot in self.bound(call) {
+            let info = info.get_or_insert_with(|| call.info());
+            let text = arguments.to_string();
+            let outcome = slot
+                .invoke(&self.engine, None, async |bound, store| {
+                    let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
+                    interceptor.relay_plugin_interception().call_on_request(store, info, &text).await
+                })
+                .await;
+            match outcome {
+                Ok(RequestDecision::Proceed) => slot.settled(false),
+                Ok(RequestDecision::Replace(replaced)) => match serde_json::from_str::<Value>(&replaced) {
+                    Ok(value) if value.is_object() => {
+                        slot.settled(false);
+                        arguments = value;
+                    }
+                    _ => failed(slot, invalid(slot, "replaced the arguments with something not a JSON object"))?,
+                },
+                Ok(RequestDecision::Deny(denial)) => {
+                    slot.settled(true);
+                    return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
+                }
+                Err(error) => failed(slot, error)?,
+            }
+        }
+        Ok(arguments)
+    }
+
+    /// Runs the result hooks: the result the client gets.
+    pub async fn intercept_result(&self, call: &CallHook<'_>, mut result: Value) -> Result<Value, Refusal> {
+        let mut info = None;
+        for slot in self.bound(call) {
+            let info = info.get_or_insert_with(|| call.info());
+            let text = result.to_string();
+            let outcome = slot
+                .invoke(&self.engine, None, async |bound, store| {
+                    let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
+                    interceptor.relay_plugin_interception().call_on_result(store, info, &text).await
+                })
+                .await;
+            match outcome {
+                Ok(ResultDecision::Pass) => slot.settled(false),
+                Ok(ResultDecision::Replace(replaced)) => match serde_json::from_str::<Value>(&replaced) {
+                    Ok(value) if value.get("content").is_some_and(Value::is_array) => {
+                        slot.settled(false);
+                        result = value;
+                    }
+                    _ => failed(slot, invalid(slot, "replaced the result with something not a CallToolResult"))?,
+                },
+                Err(error) => failed(slot, error)?,
+            }
+        }
+        Ok(result)
+    }
+}
+
+fn invalid(slot: &Slot, message: &str) -> PluginError {
+    PluginError::BadAnswer { plugin: slot.config.name.clone(), message: message.to_owned() }
+}
+
+/// A failed hook: the call fails (`fail-closed`), or goes on without it (`fail-open`, logged
+/// and counted).
+fn failed(slot: &Slot, error: PluginError) -> Result<(), Refusal> {
+    match slot.config.on_error {
+        OnError::FailClosed => Err(Refusal::Failed(error)),
+        OnError::FailOpen => {
+            crate::metrics::metrics().interceptor_failed_open(&slot.config.name);
+            tracing::warn!(plugin = %slot.config.name, %error, "interceptor failed; the call goes on without it (on_error: fail-open)");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! `redact`: an interceptor that masks secrets and personal data in tool results before they
+//! reach the client: API keys and tokens of common shapes, private keys, e-mail addresses, and
+//! patterns from its configuration. What it masked is counted in the result's
+//! `_meta["relay/redacted"]`. Requests pass unchanged.
+
+mod masking;
+
+use std::sync::OnceLock;
+
+use exports::relay::plugin::interception::{CallInfo, Guest, RequestDecision, ResultDecision};
+use relay::plugin::{config, log};
+
+wit_bindgen::generate!({ path: "../../wit", world: "interceptor" });
+
+struct Redact;
+
+/// The compiled rules of this instance (instances are kept warm; the configuration does not
+/// change while one lives).
+fn masker() -> &'static Result<masking::Masker, String> {
+    static MASKER: OnceLock<Result<masking::Masker, String>> = OnceLock::new();
+    MASKER.get_or_init(|| {
+        let settings: masking::Settings =
+            serde_json::from_str(&config::get_json()).map_err(|e| format!("configuration: {e}"))?;
+        masking::Masker::new(&settings)
+    })
+}
+
+impl Guest for Redact {
+    fn on_request(_call: CallInfo, _arguments: String) -> RequestDecision {
+        RequestDecision::Proceed
+    }
+
+    fn on_result(call: CallInfo, result: String) -> ResultDecision {
+        let masker = match masker() {
+            Ok(masker) => masker,
+            Err(problem) => {
+                log::log(log::Level::Error, &format!("redact {problem}"));
+                // Misconfigured: fail (the host's on_error decides), never pass unmasked.
+                panic!("redact is misconfigured: {problem}");
+            }
+        };
+        match masker.redact_result(&result) {
+            Some(redacted) => {
+                log::log(log::Level::Debug, &format!("masked parts of {}/{}'s result", call.backend, call.name));
+                ResultDecision::Replace(redacted)
+            }
+            None => ResultDecision::Pass,
+        }
+    }
+}
+
+export!(Redact);

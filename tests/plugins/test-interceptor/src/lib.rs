@@ -1,0 +1,58 @@
+//! A configurable interceptor for the end-to-end tests. Configuration:
+//! `deny: [tool]` refuses those tools (forbidden); `pin: {param: value}` sets those arguments;
+//! `trap: [tool]` traps on those tools' requests; `tag: "text"` appends text to each result's
+//! first content item.
+
+use exports::relay::plugin::interception::{CallInfo, Guest, RequestDecision, ResultDecision};
+use relay::plugin::config;
+use relay::plugin::types::{Denial, DenialCode};
+use serde_json::Value;
+
+wit_bindgen::generate!({ path: "../../../wit", world: "interceptor" });
+
+struct TestInterceptor;
+
+fn settings() -> Value {
+    serde_json::from_str(&config::get_json()).unwrap_or_default()
+}
+
+fn listed(settings: &Value, key: &str, name: &str) -> bool {
+    settings[key].as_array().is_some_and(|names| names.iter().any(|n| n == name))
+}
+
+impl Guest for TestInterceptor {
+    fn on_request(call: CallInfo, arguments: String) -> RequestDecision {
+        let settings = settings();
+        if listed(&settings, "trap", &call.name) {
+            panic!("told to trap on {}", call.name);
+        }
+        if listed(&settings, "deny", &call.name) {
+            return RequestDecision::Deny(Denial {
+                code: DenialCode::Forbidden,
+                message: format!("{} is not for {}", call.name, call.principal.id),
+                retry_after_ms: None,
+            });
+        }
+        match settings["pin"].as_object() {
+            Some(pins) => {
+                let mut arguments: Value = serde_json::from_str(&arguments).unwrap_or_default();
+                for (key, value) in pins {
+                    arguments[key] = value.clone();
+                }
+                RequestDecision::Replace(arguments.to_string())
+            }
+            None => RequestDecision::Proceed,
+        }
+    }
+
+    fn on_result(_call: CallInfo, result: String) -> ResultDecision {
+        let Some(tag) = settings()["tag"].as_str().map(str::to_owned) else { return ResultDecision::Pass };
+        let mut result: Value = serde_json::from_str(&result).unwrap_or_default();
+        if let Some(text) = result["content"][0]["text"].as_str() {
+            result["content"][0]["text"] = Value::from(format!("{text}{tag}"));
+        }
+        ResultDecision::Replace(result.to_string())
+    }
+}
+
+export!(TestInterceptor);
