@@ -60,6 +60,14 @@ EOF
 start_relay RWS "ws://127.0.0.1:$BACKEND/ws" ""
 start_relay RHTTP "http://127.0.0.1:$BACKEND/mcp" ""
 start_relay RPLUG "ws://127.0.0.1:$BACKEND/ws" "$PLUGINS" bench-token
+# Interceptors bound to another backend (what unbound calls pay), and redact bound to this one.
+start_relay RINTO "ws://127.0.0.1:$BACKEND/ws" "plugins:
+  - {name: redact, world: interceptor, path: $PWD/target/plugins/redact.wasm, bind: {backends: [other]}}
+  - {name: filter, world: interceptor, path: $PWD/target/plugins/test_interceptor.wasm, bind: {backends: [other]}}
+"
+start_relay RREDACT "ws://127.0.0.1:$BACKEND/ws" "plugins:
+  - {name: redact, world: interceptor, path: $PWD/target/plugins/redact.wasm, bind: {backends: [echo]}}
+"
 # The relay serving an adapter plugin's tool itself (no backend): its `echo` answers in-process.
 start_relay RADAPT "" "plugins:
   - {name: adapter, world: adapter, path: $PWD/target/plugins/echo_adapter.wasm, config: {prefix: ''}}
@@ -118,6 +126,8 @@ for conns in 4 32; do
   run "relay ws>ws" "ws://127.0.0.1:$RWS_PORT/ws" $conns "$RWS_PID $BACKEND_PID"
   run "relay http>http" "http://127.0.0.1:$RHTTP_PORT/mcp" $conns "$RHTTP_PID $BACKEND_PID"
   run "relay ws>ws +auth+rl" "ws://127.0.0.1:$RPLUG_PORT/ws" $conns "$RPLUG_PID $BACKEND_PID" --token bench-token
+  run "relay ws>ws +2 unbound" "ws://127.0.0.1:$RINTO_PORT/ws" $conns "$RINTO_PID $BACKEND_PID"
+  run "relay ws>ws +redact" "ws://127.0.0.1:$RREDACT_PORT/ws" $conns "$RREDACT_PID $BACKEND_PID"
   run "haproxy http ws" "ws://127.0.0.1:$HTTPMODE/ws" $conns "$HAPROXY_PID $BACKEND_PID"
   run "haproxy http http" "http://127.0.0.1:$HTTPMODE/mcp" $conns "$HAPROXY_PID $BACKEND_PID"
   run "haproxy tcp ws" "ws://127.0.0.1:$TCPMODE/ws" $conns "$HAPROXY_PID $BACKEND_PID"
@@ -150,6 +160,12 @@ for conns in ("4", "32"):
                                    ("relay ws>ws +auth+rl", "direct ws", "haproxy http ws")):
         r = by[(relay, conns)]
         print(f"  {relay:22} @{conns:>2}: {r / by[(direct, conns)]:.2f}x direct, {r / by[(haproxy, conns)]:.2f}x haproxy mode http")
+cpu = {(r[0], r[1]): float(r[5]) for r in rows}
+print("\ninterceptors (CPU per call against the plain relay ws>ws row, same run):")
+for conns in ("4", "32"):
+    base = cpu[("relay ws>ws", conns)]
+    for row in ("relay ws>ws +2 unbound", "relay ws>ws +redact"):
+        print(f"  {row:22} @{conns:>2}: {cpu[(row, conns)] - base:+.1f} µs/call, {by[(row, conns)] / by[('relay ws>ws', conns)]:.2f}x throughput")
 PY
 echo "(CPU µs/call counts every serving process: the relay or HAProxy plus the backend.)"
 

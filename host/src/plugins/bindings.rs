@@ -57,4 +57,46 @@ pub mod interceptor {
     });
 }
 
+/// `relay:plugin@0.1.0` (frozen in `wit/v0.1/`): plugins built against it keep loading; the
+/// host's 0.2 implementations serve its imports (`host::v0_1`).
+pub mod v0_1 {
+    pub mod adapter {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1",
+            world: "adapter",
+            imports: { "relay:plugin/upstream.call-tool": async, "relay:plugin/kv": async },
+            exports: { default: async },
+        });
+    }
+
+    pub mod auth {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1",
+            world: "auth",
+            exports: { default: async },
+            with: {
+                "relay:plugin/log": super::adapter::relay::plugin::log,
+                "relay:plugin/clock": super::adapter::relay::plugin::clock,
+                "relay:plugin/config": super::adapter::relay::plugin::config,
+                "relay:plugin/kv": super::adapter::relay::plugin::kv,
+            },
+        });
+    }
+
+    pub mod policy {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1",
+            world: "policy",
+            exports: { default: async },
+            with: {
+                "relay:plugin/types": super::auth::relay::plugin::types,
+                "relay:plugin/log": super::adapter::relay::plugin::log,
+                "relay:plugin/clock": super::adapter::relay::plugin::clock,
+                "relay:plugin/config": super::adapter::relay::plugin::config,
+                "relay:plugin/kv": super::adapter::relay::plugin::kv,
+            },
+        });
+    }
+}
+
 pub use auth::relay::plugin::types;

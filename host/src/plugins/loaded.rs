@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
-use super::bindings::{adapter, auth, interceptor, policy};
+use super::bindings::{adapter, auth, interceptor, policy, v0_1};
 use super::cache;
 use super::sandbox::{PluginContext, PluginError, PluginState, arm, classify, new_store};
 
@@ -49,6 +49,12 @@ pub enum Instantiable {
     Adapter { pre: adapter::AdapterPre<PluginState>, tools: Arc<Vec<Value>> },
     /// An `interceptor` component.
     Interceptor(interceptor::InterceptorPre<PluginState>),
+    /// An `auth` component built against relay:plugin 0.1.
+    AuthV01(v0_1::auth::AuthPre<PluginState>),
+    /// A `policy` component built against relay:plugin 0.1.
+    PolicyV01(v0_1::policy::PolicyPre<PluginState>),
+    /// An `adapter` component built against relay:plugin 0.1, and its tools.
+    AdapterV01 { pre: v0_1::adapter::AdapterPre<PluginState>, tools: Arc<Vec<Value>> },
 }
 
 /// An instance bound to its world's exports.
@@ -61,6 +67,12 @@ pub enum Bound {
     Adapter(adapter::Adapter),
     /// An instantiated `interceptor` component.
     Interceptor(interceptor::Interceptor),
+    /// An instantiated 0.1 `auth` component.
+    AuthV01(v0_1::auth::Auth),
+    /// An instantiated 0.1 `policy` component.
+    PolicyV01(v0_1::policy::Policy),
+    /// An instantiated 0.1 `adapter` component.
+    AdapterV01(v0_1::adapter::Adapter),
 }
 
 /// An instance with its store, ready for a call.
@@ -121,29 +133,50 @@ impl Version {
         let exports = |e: wasmtime::Error| fail(format!("exports do not match the {} world: {e:#}", world.as_str()));
         let instantiate = async {
             Ok::<_, PluginError>(match world {
-                World::Auth => {
-                    let pre = auth::AuthPre::new(pre).map_err(exports)?;
-                    let mut store = new_store(engine, ctx);
-                    pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
-                    Instantiable::Auth(pre)
-                }
-                World::Policy => {
-                    let pre = policy::PolicyPre::new(pre).map_err(exports)?;
-                    let mut store = new_store(engine, ctx);
-                    pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
-                    Instantiable::Policy(pre)
-                }
+                // Each world in its current version, else as relay:plugin 0.1 built it.
+                World::Auth => match auth::AuthPre::new(pre.clone()) {
+                    Ok(pre) => {
+                        let mut store = new_store(engine, ctx);
+                        pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
+                        Instantiable::Auth(pre)
+                    }
+                    Err(current) => {
+                        let pre = v0_1::auth::AuthPre::new(pre).map_err(|_| exports(current))?;
+                        let mut store = new_store(engine, ctx);
+                        pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
+                        Instantiable::AuthV01(pre)
+                    }
+                },
+                World::Policy => match policy::PolicyPre::new(pre.clone()) {
+                    Ok(pre) => {
+                        let mut store = new_store(engine, ctx);
+                        pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
+                        Instantiable::Policy(pre)
+                    }
+                    Err(current) => {
+                        let pre = v0_1::policy::PolicyPre::new(pre).map_err(|_| exports(current))?;
+                        let mut store = new_store(engine, ctx);
+                        pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
+                        Instantiable::PolicyV01(pre)
+                    }
+                },
                 World::Interceptor => {
                     let pre = interceptor::InterceptorPre::new(pre).map_err(exports)?;
                     let mut store = new_store(engine, ctx);
                     pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
                     Instantiable::Interceptor(pre)
                 }
-                World::Adapter => {
-                    let pre = adapter::AdapterPre::new(pre).map_err(exports)?;
-                    let tools = list_tools(engine, ctx, &pre).await?;
-                    Instantiable::Adapter { pre, tools: Arc::new(tools) }
-                }
+                World::Adapter => match adapter::AdapterPre::new(pre.clone()) {
+                    Ok(pre) => {
+                        let tools = list_tools(engine, ctx, &pre).await?;
+                        Instantiable::Adapter { pre, tools: Arc::new(tools) }
+                    }
+                    Err(current) => {
+                        let pre = v0_1::adapter::AdapterPre::new(pre).map_err(|_| exports(current))?;
+                        let tools = list_tools_v01(engine, ctx, &pre).await?;
+                        Instantiable::AdapterV01 { pre, tools: Arc::new(tools) }
+                    }
+                },
             })
         };
         // A guest that loops or waits in `list-tools` or its start-up cannot hold start-up or a
@@ -167,6 +200,9 @@ impl Version {
             Instantiable::Policy(pre) => pre.instantiate_async(&mut store).await.map(Bound::Policy),
             Instantiable::Adapter { pre, .. } => pre.instantiate_async(&mut store).await.map(Bound::Adapter),
             Instantiable::Interceptor(pre) => pre.instantiate_async(&mut store).await.map(Bound::Interceptor),
+            Instantiable::AuthV01(pre) => pre.instantiate_async(&mut store).await.map(Bound::AuthV01),
+            Instantiable::PolicyV01(pre) => pre.instantiate_async(&mut store).await.map(Bound::PolicyV01),
+            Instantiable::AdapterV01 { pre, .. } => pre.instantiate_async(&mut store).await.map(Bound::AdapterV01),
         };
         match bound {
             Ok(bound) => {
@@ -199,7 +235,7 @@ impl Version {
     /// The adapter's tools as MCP tool definitions (empty for other worlds).
     pub fn tools(&self) -> Arc<Vec<Value>> {
         match &self.component {
-            Instantiable::Adapter { tools, .. } => tools.clone(),
+            Instantiable::Adapter { tools, .. } | Instantiable::AdapterV01 { tools, .. } => tools.clone(),
             _ => Arc::default(),
         }
     }
@@ -217,6 +253,38 @@ async fn list_tools(
     }
     .await;
     let listed = listed.map_err(|e| classify(e, &store))?;
+    checked_tools(ctx, listed)
+}
+
+/// [`list_tools`] for an adapter built against relay:plugin 0.1.
+async fn list_tools_v01(
+    engine: &Engine,
+    ctx: &Arc<PluginContext>,
+    pre: &v0_1::adapter::AdapterPre<PluginState>,
+) -> Result<Vec<Value>, PluginError> {
+    let mut store = new_store(engine, ctx);
+    let listed = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance.relay_plugin_tools().call_list_tools(&mut store).await
+    }
+    .await;
+    let listed = listed.map_err(|e| classify(e, &store))?;
+    let listed = listed
+        .into_iter()
+        .map(|t| adapter::exports::relay::plugin::tools::Tool {
+            name: t.name,
+            description: t.description,
+            input_schema: t.input_schema,
+        })
+        .collect();
+    checked_tools(ctx, listed)
+}
+
+/// An adapter's listing held to the catalog caps, as MCP tool definitions.
+fn checked_tools(
+    ctx: &Arc<PluginContext>,
+    listed: Vec<adapter::exports::relay::plugin::tools::Tool>,
+) -> Result<Vec<Value>, PluginError> {
     let refuse = |message: String| PluginError::Load { plugin: ctx.name.clone(), message };
     if listed.len() > MAX_TOOLS {
         return Err(refuse(format!("lists {} tools; at most {MAX_TOOLS} are accepted", listed.len())));

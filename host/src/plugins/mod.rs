@@ -24,6 +24,7 @@ mod registry_tests;
 mod reload;
 mod sandbox;
 mod status;
+mod v0_1;
 mod watch;
 
 pub use backends::{BackendCalls, NoBackends};

@@ -22,6 +22,7 @@ use super::kv_store::KvStore;
 use super::loaded::{Bound, Version};
 use super::reload::ReloadError;
 use super::sandbox::{Caller, PluginContext, PluginError, PluginState, classify};
+use super::v0_1;
 use super::{engine, host};
 use crate::access::{ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
 use crate::config::{PluginConfig, World};
@@ -233,9 +234,16 @@ impl Plugins {
             client_cert_subject: info.client_cert_subject.clone(),
         };
         let outcome = slot
-            .invoke(&self.engine, None, async |bound, store| {
-                let Bound::Auth(auth) = bound else { unreachable!("auth slot holds an auth component") };
-                auth.relay_plugin_authenticator().call_authenticate(store, &wit_info).await
+            .invoke(&self.engine, None, async |bound, store| match bound {
+                Bound::Auth(auth) => auth.relay_plugin_authenticator().call_authenticate(store, &wit_info).await,
+                Bound::AuthV01(auth) => {
+                    let answer = auth
+                        .relay_plugin_authenticator()
+                        .call_authenticate(store, &v0_1::connect_info(&wit_info))
+                        .await?;
+                    Ok(answer.map(v0_1::principal).map_err(v0_1::denial))
+                }
+                _ => unreachable!("auth slot holds an auth component"),
             })
             .await?;
         slot.settled(outcome.is_err());
@@ -257,9 +265,14 @@ impl Plugins {
                 tool: info.tool.clone(),
             });
             let outcome = slot
-                .invoke(&self.engine, None, async |bound, store| {
-                    let Bound::Policy(policy) = bound else { unreachable!("policy slot holds a policy") };
-                    policy.relay_plugin_policy_check().call_check(store, request).await
+                .invoke(&self.engine, None, async |bound, store| match bound {
+                    Bound::Policy(policy) => policy.relay_plugin_policy_check().call_check(store, request).await,
+                    Bound::PolicyV01(policy) => {
+                        let answer =
+                            policy.relay_plugin_policy_check().call_check(store, &v0_1::request_info(request)).await?;
+                        Ok(answer.map_err(v0_1::denial))
+                    }
+                    _ => unreachable!("policy slot holds a policy"),
                 })
                 .await?;
             slot.settled(outcome.is_err());
@@ -295,9 +308,13 @@ impl Plugins {
             .ok_or_else(|| PluginError::NoSuchAdapter(name.to_owned()))?;
         let arguments = arguments.to_string();
         let outcome = slot
-            .invoke(&self.engine, caller, async |bound, store| {
-                let Bound::Adapter(adapter) = bound else { unreachable!("adapter slot holds an adapter") };
-                adapter.relay_plugin_tools().call_call_tool(store, tool, &arguments).await
+            .invoke(&self.engine, caller, async |bound, store| match bound {
+                Bound::Adapter(adapter) => adapter.relay_plugin_tools().call_call_tool(store, tool, &arguments).await,
+                Bound::AdapterV01(adapter) => {
+                    let answer = adapter.relay_plugin_tools().call_call_tool(store, tool, &arguments).await?;
+                    Ok(answer.map_err(v0_1::tool_error))
+                }
+                _ => unreachable!("adapter slot holds an adapter"),
             })
             .await?;
         slot.settled(false);

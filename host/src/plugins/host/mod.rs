@@ -9,6 +9,7 @@ mod http;
 mod kv;
 mod log;
 mod upstream;
+mod v0_1;
 mod wasi;
 
 use std::path::Path;
@@ -95,5 +96,7 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<PluginState>
         grant: &state.ctx.caps.upstream,
         caller: state.caller.as_ref(),
     })?;
+    // Plugins built against relay:plugin 0.1.0 import these.
+    v0_1::add_to_linker(&mut linker)?;
     Ok(linker)
 }
