@@ -77,3 +77,46 @@ async fn interceptors_deny_pin_tag_and_redact_only_what_they_are_bound_to() {
     let failed_open = metric_value(&metrics, r#"relay_interceptor_failed_open_total{plugin="trap-open"}"#);
     assert_eq!(failed_open, Some(1.0), "{metrics}");
 }
+
+/// The shipped `tool-filter`: an allow list, a deny rule that admins are exempt from, and a
+/// pinned and a dropped parameter, per caller (roles from the auth plugin).
+#[tokio::test]
+async fn tool_filter_allows_denies_by_role_and_pins_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = copy_plugin(dir.path(), "token_auth");
+    let filter = interceptor(
+        dir.path(),
+        "filter",
+        "tool_filter",
+        "    bind: {backends: [a]}\n    config:\n      allow: ['a__*']\n      deny: [{tools: [a__env], unless_roles: [admin]}]\n      pin: [{tools: [a__slow], params: {ms: 1}}]\n      drop: [{tools: [a__echo], params: [secret]}]\n",
+    );
+    let relay_yaml = format!(
+        "upstream: {{backoff_initial_ms: 50, call_timeout_secs: 20}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config: {{tokens: [{{token: ADMIN, principal: ops, roles: [admin]}}, {{token: USER, principal: ann}}]}}\n{filter}",
+        auth.display()
+    );
+    let record = dir.path().join("a.record");
+    let a = stdio_fixture_entry("a", &["--tools", "only_a", "--record", record.to_str().unwrap()]);
+    let backends = format!("backends:\n{a}{}", stdio_fixture_entry("c", &[]));
+    let mut relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
+    relay.token = Some("ADMIN".into());
+    relay.wait_ready("a").await;
+    let mut user = relay.line_client_as(Some("USER")).await;
+    let mut admin = relay.line_client_as(Some("ADMIN")).await;
+
+    let denied = user.call_tool("a__env", json!({})).await;
+    assert_eq!(denied["error"]["code"], -32013, "{denied}");
+    assert!(admin.call_tool("a__env", json!({})).await.get("result").is_some(), "admins are exempt");
+    // `only_a` is unique (keeps its name), so the allow list `a__*` does not cover it.
+    let outside = user.call_tool("only_a", json!({})).await;
+    assert!(outside["error"]["message"].as_str().unwrap().contains("allow list"), "{outside}");
+    let started = std::time::Instant::now();
+    assert_eq!(text_of(&user.call_tool("a__slow", json!({"ms": 5000})).await), "a: slow");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "ms pinned to 1");
+    let echoed = user.call_tool("a__echo", json!({"message": "hi", "secret": "s3cr3t-value"})).await;
+    assert_eq!(text_of(&echoed), "a: hi", "{echoed}");
+    let received = std::fs::read_to_string(&record).unwrap();
+    assert!(!received.contains("s3cr3t-value"), "the dropped parameter never reached the backend");
+    assert!(received.contains(r#""ms":1"#) && !received.contains("5000"), "the pinned value did: {received}");
+    // Another backend is not bound: nothing applies.
+    assert!(user.call_tool("c__env", json!({})).await.get("result").is_some());
+}
