@@ -36,25 +36,34 @@ impl CallHook<'_> {
 }
 
 impl Plugins {
-    fn bound<'a>(&'a self, call: &'a CallHook<'_>) -> impl Iterator<Item = &'a std::sync::Arc<Slot>> {
-        self.slots.iter().filter(|s| s.config.world == World::Interceptor && s.binding.matches(call.backend, call.tool))
+    /// The interceptors bound to `call`, matched once for the whole call; `None` when no
+    /// interceptor is (then the hooks need not run at all).
+    pub fn interception(&self, call: &CallHook<'_>) -> Option<Interception<'_>> {
+        let slots: Vec<_> = self
+            .slots
+            .iter()
+            .filter(|s| s.config.world == World::Interceptor && s.binding.matches(call.backend, call.tool))
+            .collect();
+        (!slots.is_empty()).then(|| Interception { plugins: self, slots, info: call.info() })
     }
+}
 
-    /// Whether any interceptor is bound to the call (else the hooks need not run at all).
-    pub fn intercepts(&self, call: &CallHook<'_>) -> bool {
-        self.bound(call).next().is_some()
-    }
+/// The interceptors bound to one call, and what they are told about it.
+pub struct Interception<'a> {
+    plugins: &'a Plugins,
+    slots: Vec<&'a std::sync::Arc<Slot>>,
+    info: CallInfo,
+}
 
+impl Interception<'_> {
     /// Runs the request hooks: the arguments the call goes ahead with, or why it is refused.
-    pub async fn intercept_request(&self, call: &CallHook<'_>, mut arguments: Value) -> Result<Value, Refusal> {
-        let mut info = None;
-        for slot in self.bound(call) {
-            let info = info.get_or_insert_with(|| call.info());
+    pub async fn request(&self, mut arguments: Value) -> Result<Value, Refusal> {
+        for slot in &self.slots {
             let text = arguments.to_string();
             let outcome = slot
-                .invoke(&self.engine, None, async |bound, store| {
+                .invoke(&self.plugins.engine, None, async |bound, store| {
                     let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
-                    interceptor.relay_plugin_interception().call_on_request(store, info, &text).await
+                    interceptor.relay_plugin_interception().call_on_request(store, &self.info, &text).await
                 })
                 .await;
             match outcome {
@@ -77,15 +86,13 @@ impl Plugins {
     }
 
     /// Runs the result hooks: the result the client gets.
-    pub async fn intercept_result(&self, call: &CallHook<'_>, mut result: Value) -> Result<Value, Refusal> {
-        let mut info = None;
-        for slot in self.bound(call) {
-            let info = info.get_or_insert_with(|| call.info());
+    pub async fn result(&self, mut result: Value) -> Result<Value, Refusal> {
+        for slot in &self.slots {
             let text = result.to_string();
             let outcome = slot
-                .invoke(&self.engine, None, async |bound, store| {
+                .invoke(&self.plugins.engine, None, async |bound, store| {
                     let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
-                    interceptor.relay_plugin_interception().call_on_result(store, info, &text).await
+                    interceptor.relay_plugin_interception().call_on_result(store, &self.info, &text).await
                 })
                 .await;
             match outcome {

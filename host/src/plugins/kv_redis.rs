@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, RedisError, Script};
+use redis::{ErrorKind, Script};
 
 use super::kv_store::{KvError, check};
 
@@ -67,25 +67,19 @@ impl RedisKv {
         format!("{}{key}", self.prefix)
     }
 
-    /// Runs one command within the timeout; failures to reach the server are `unavailable`,
-    /// refusals by the server (not a counter, overflow) are `invalid`.
+    /// Runs one command within the timeout; failures to reach the server are `unavailable`
+    /// (counted), refusals by the server (not a counter, overflow) are `invalid`.
     async fn run<T>(&self, call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, KvError> {
-        let outcome = tokio::time::timeout(self.timeout, call).await;
-        let result = outcome.map_err(|_| {
-            crate::metrics::metrics().kv_unavailable();
-            KvError::Unavailable(format!("Redis did not answer within {} ms", self.timeout.as_millis()))
-        })?;
-        result.map_err(|e| self.error(e))
-    }
-
-    fn error(&self, error: RedisError) -> KvError {
-        match error.kind() {
-            ErrorKind::Server(_) => KvError::Invalid(error.to_string()),
-            _ => {
-                crate::metrics::metrics().kv_unavailable();
-                KvError::Unavailable(format!("Redis: {error}"))
+        let unavailable = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) if matches!(error.kind(), ErrorKind::Server(_)) => {
+                return Err(KvError::Invalid(error.to_string()));
             }
-        }
+            Ok(Err(error)) => KvError::Unavailable(format!("Redis: {error}")),
+            Err(_) => KvError::Unavailable(format!("Redis did not answer within {} ms", self.timeout.as_millis())),
+        };
+        crate::metrics::metrics().kv_unavailable();
+        Err(unavailable)
     }
 
     /// The live value at `key`.

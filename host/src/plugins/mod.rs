@@ -29,7 +29,7 @@ mod watch;
 
 pub use backends::{BackendCalls, NoBackends};
 pub use cache::default_dir as default_cache_dir;
-pub use intercept::CallHook;
+pub use intercept::{CallHook, Interception};
 pub use kv_store::{KvError, KvStore};
 pub use registry::{Plugins, Refusal};
 pub use reload::{ReloadError, Reloaded, RolledBack};

@@ -340,10 +340,13 @@ impl Router {
         };
         let owner = entry.owner.name().to_owned();
         let hook = CallHook { principal: &caller.request.principal, backend: &owner, tool: &name };
-        let intercepted = !matches!(entry.owner, Owner::Builtin) && self.plugins.intercepts(&hook);
-        if intercepted {
+        let interception = match entry.owner {
+            Owner::Builtin => None,
+            _ => self.plugins.interception(&hook),
+        };
+        if let Some(interception) = &interception {
             let arguments = call.arguments.take().unwrap_or_else(|| json!({}));
-            match self.plugins.intercept_request(&hook, arguments).await {
+            match interception.request(arguments).await {
                 Ok(arguments) => call.arguments = Some(arguments),
                 Err(refusal) => return Routed { backend: Some(owner), result: Err(RouterError::Intercepted(refusal)) },
             }
@@ -371,11 +374,9 @@ impl Router {
                     .map_err(|source| RouterError::Adapter { adapter: adapter.clone(), source })
             }
         };
-        let result = match result {
-            Ok(value) if intercepted => {
-                self.plugins.intercept_result(&hook, value).await.map_err(RouterError::Intercepted)
-            }
-            other => other,
+        let result = match (result, &interception) {
+            (Ok(value), Some(interception)) => interception.result(value).await.map_err(RouterError::Intercepted),
+            (other, _) => other,
         };
         Routed { backend: Some(owner), result }
     }

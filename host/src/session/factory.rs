@@ -32,6 +32,11 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// The refusal of anything new while the relay drains (503 with `Retry-After: 1`).
+    pub fn draining() -> Self {
+        Refused::Busy(draining_error())
+    }
+
     /// When the client may try again, for `Retry-After`.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
@@ -145,7 +150,7 @@ impl SessionFactory {
         token: Option<String>,
     ) -> Result<Arc<Session>, Refused> {
         if self.lifecycle.is_draining() {
-            return Err(Refused::Busy(draining_error()));
+            return Err(Refused::draining());
         }
         let info = ConnectInfo::new(transport, peer, token);
         let principal = self.authenticate(&info).await.map_err(Refused::Auth)?;

@@ -202,9 +202,7 @@ async fn mcp_post(
         Err(refusal) => return refusal,
     };
     match message {
-        Message::Request(request) if state.lifecycle.is_draining() => {
-            refused(Refused::Busy(crate::session::draining_error()), request.id)
-        }
+        Message::Request(request) if state.lifecycle.is_draining() => refused(Refused::draining(), request.id),
         Message::Request(request) => {
             // Requests that travel to a backend answer on an SSE stream (when the client takes
             // one), so their progress notifications reach the client before the response.
@@ -264,7 +262,7 @@ async fn mcp_get(State(state): State<Arc<TransportState>>, headers: HeaderMap) -
         Err(refusal) => return refusal,
     };
     if state.lifecycle.is_draining() {
-        return refused(Refused::Busy(crate::session::draining_error()), Value::Null);
+        return refused(Refused::draining(), Value::Null);
     }
     // One GET stream per session: MCP forbids broadcasting a message on several streams, and
     // a second stream would get every notification again.
