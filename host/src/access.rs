@@ -34,7 +34,7 @@ impl TransportKind {
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Principal {
     /// Stable id: rate-limit key, log field.
     pub id: String,

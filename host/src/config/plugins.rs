@@ -16,7 +16,8 @@ pub enum World {
     Policy,
     /// Offers tools that join the catalog.
     Adapter,
-    /// Sees and may change the calls it is bound to (arguments before, results after).
+    /// Edits what each caller sees of the lists, and sees and may change the calls it is
+    /// bound to (arguments before, results after).
     Interceptor,
 }
 
@@ -29,6 +30,12 @@ impl World {
             World::Adapter => "adapter",
             World::Interceptor => "interceptor",
         }
+    }
+
+    /// Whether a new version of such a plugin may change what clients see listed (an
+    /// adapter's tools, an interceptor's edits).
+    pub fn shapes_lists(self) -> bool {
+        matches!(self, World::Adapter | World::Interceptor)
     }
 }
 
@@ -101,6 +108,11 @@ impl BindingMatcher {
     pub fn matches(&self, backend: &str, tool: &str) -> bool {
         self.backends.as_ref().is_none_or(|set| set.is_match(backend))
             && self.tools.as_ref().is_none_or(|set| set.is_match(tool))
+    }
+
+    /// Whether an item served by `backend` that is not a tool (a prompt, a resource) is bound.
+    pub fn matches_backend(&self, backend: &str) -> bool {
+        self.backends.as_ref().is_none_or(|set| set.is_match(backend))
     }
 }
 

@@ -20,7 +20,7 @@ pub struct CallHook<'a> {
     pub principal: &'a Principal,
     /// The backend or adapter that serves the call.
     pub backend: &'a str,
-    /// The client-facing tool name.
+    /// The tool's name in the relay's catalog (before any interceptor renamed it).
     pub tool: &'a str,
 }
 
@@ -118,12 +118,18 @@ fn invalid(slot: &Slot, message: &str) -> PluginError {
 /// A failed hook: the call fails (`fail-closed`), or goes on without it (`fail-open`, logged
 /// and counted).
 fn failed(slot: &Slot, error: PluginError) -> Result<(), Refusal> {
+    if fails_closed(slot, &error) { Err(Refusal::Failed(error)) } else { Ok(()) }
+}
+
+/// Whether a failed hook stops what it was asked about (`on_error: fail-closed`); under
+/// `fail-open` the failure is logged and counted here and the hook is skipped.
+pub(super) fn fails_closed(slot: &Slot, error: &PluginError) -> bool {
     match slot.config.on_error {
-        OnError::FailClosed => Err(Refusal::Failed(error)),
+        OnError::FailClosed => true,
         OnError::FailOpen => {
             crate::metrics::metrics().interceptor_failed_open(&slot.config.name);
-            tracing::warn!(plugin = %slot.config.name, %error, "interceptor failed; the call goes on without it (on_error: fail-open)");
-            Ok(())
+            tracing::warn!(plugin = %slot.config.name, %error, "interceptor failed; going on without it (on_error: fail-open)");
+            false
         }
     }
 }

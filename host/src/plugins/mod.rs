@@ -17,6 +17,7 @@ mod intercept;
 mod kv_memory;
 mod kv_redis;
 mod kv_store;
+mod listing;
 mod loaded;
 mod registry;
 #[cfg(test)]
@@ -31,6 +32,7 @@ pub use backends::{BackendCalls, NoBackends};
 pub use cache::default_dir as default_cache_dir;
 pub use intercept::{CallHook, Interception};
 pub use kv_store::{KvError, KvStore};
+pub use listing::{Edited, Listed};
 pub use registry::{Plugins, Refusal};
 pub use reload::{ReloadError, Reloaded, RolledBack};
 pub use sandbox::{Admission, Caller, PluginError};

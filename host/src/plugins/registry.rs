@@ -163,7 +163,8 @@ pub struct Plugins {
     pub(super) linker: Linker<PluginState>,
     pub(super) cache_dir: Option<PathBuf>,
     pub(super) slots: Vec<Arc<Slot>>,
-    /// Bumped when an adapter's tools may have changed (reload, rollback).
+    /// Bumped when what clients see listed may have changed (an adapter or interceptor was
+    /// reloaded or rolled back).
     pub(super) changed: watch::Sender<u64>,
 }
 
@@ -335,12 +336,12 @@ impl Plugins {
         })
     }
 
-    /// A counter that moves whenever adapter tools may have changed.
+    /// A counter that moves whenever what clients see listed may have changed.
     pub fn generation(&self) -> u64 {
         *self.changed.borrow()
     }
 
-    /// Changes when adapter tools may have changed.
+    /// Changes when what clients see listed may have changed.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 
 use super::loaded::Version;
 use super::registry::{Plugins, short};
-use crate::config::World;
 
 /// Why a reload or rollback did not happen.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -102,7 +101,7 @@ impl Plugins {
                 slot.stats.reloads.fetch_add(1, Ordering::Relaxed);
                 *slot.last_error.lock().expect("last_error lock") = None;
                 *slot.last_failed_hash.lock().expect("failed hash lock") = None;
-                if slot.config.world == World::Adapter {
+                if slot.config.world.shapes_lists() {
                     self.changed.send_modify(|n| *n += 1);
                 }
                 let took_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -136,7 +135,7 @@ impl Plugins {
         let replaced = slot.current.swap(previous);
         *slot.rolled_back.lock().expect("rolled back lock") = Some(replaced.hash.clone());
         slot.previous.store(Some(replaced));
-        if slot.config.world == World::Adapter {
+        if slot.config.world.shapes_lists() {
             self.changed.send_modify(|n| *n += 1);
         }
         tracing::warn!(plugin = name, hash = short(&hash), "plugin rolled back");

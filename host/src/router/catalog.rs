@@ -64,6 +64,9 @@ impl Owner {
 pub struct Entry {
     /// The name (or URI) clients use.
     pub name: String,
+    /// The name in the relay's own catalog, before any interceptor renamed it for a caller
+    /// (what `bind` globs and the interceptors' hooks see).
+    pub catalog_name: String,
     /// Who serves it.
     pub owner: Owner,
     /// The name (or URI) the owner knows it by.
@@ -73,7 +76,7 @@ pub struct Entry {
 }
 
 /// Name-keyed (or URI-keyed) entries with unique keys.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Section {
     entries: Vec<Entry>,
     by_key: HashMap<String, usize>,
@@ -105,7 +108,33 @@ impl Section {
         let mut definition = item.clone();
         definition[field] = Value::String(key.clone());
         self.by_key.insert(key.clone(), self.entries.len());
-        self.entries.push(Entry { name: key, owner, upstream_name: upstream_name.to_owned(), definition });
+        let catalog_name = key.clone();
+        self.entries.push(Entry {
+            name: key,
+            catalog_name,
+            owner,
+            upstream_name: upstream_name.to_owned(),
+            definition,
+        });
+    }
+
+    /// The section as one caller sees it: `edits` (one per entry, in order) hides an entry
+    /// (`None`) or gives its definition, whose `field` may rename it. A name that is already
+    /// taken hides the later entry.
+    fn view(&self, field: &str, edits: Option<Vec<Option<Value>>>) -> Section {
+        let Some(edits) = edits else { return self.clone() };
+        let mut section = Section::default();
+        for (entry, edit) in self.entries.iter().zip(edits) {
+            let Some(definition) = edit else { continue };
+            let name = definition.get(field).and_then(Value::as_str).unwrap_or(&entry.name).to_owned();
+            if section.by_key.contains_key(&name) {
+                tracing::warn!(item = %entry.catalog_name, name = %name, "an interceptor renamed an item onto a name already listed; the later item is hidden");
+                continue;
+            }
+            section.by_key.insert(name.clone(), section.entries.len());
+            section.entries.push(Entry { name, definition, ..entry.clone() });
+        }
+        section
     }
 
     /// Applies the collision rule to the items of `sources` under `field`; `expose` turns a
@@ -276,6 +305,43 @@ impl Catalog {
         self.templates.iter().find(|t| key_of(&t.definition, "uriTemplate") == Some(template)).map(|t| &t.owner)
     }
 
+    /// Every item of the `kind` list with its owner and catalog name (a template's is its URI
+    /// template), in list order: what the interceptors' list hooks are asked about.
+    pub fn items<'a>(&'a self, kind: ListKind) -> Vec<(&'a Owner, &'a str, &'a Value)> {
+        let section = match kind {
+            ListKind::Tools => &self.tools,
+            ListKind::Prompts => &self.prompts,
+            ListKind::Resources => &self.resources,
+            ListKind::ResourceTemplates => {
+                let uri = |t: &'a Template| key_of(&t.definition, "uriTemplate").unwrap_or_default();
+                return self.templates.iter().map(|t| (&t.owner, uri(t), &t.definition)).collect();
+            }
+        };
+        section.entries.iter().map(|e| (&e.owner, e.catalog_name.as_str(), &e.definition)).collect()
+    }
+
+    /// The catalog as one caller sees it, given what the list hooks made of each list (`None`:
+    /// the list as it is; otherwise one entry per item of [`Catalog::items`], hidden or edited).
+    /// Renamed tools and prompts are found by their new names only, hidden items not at all,
+    /// so a call by a name the caller was not shown is refused like an unknown one.
+    pub fn view(&self, mut edits: impl FnMut(ListKind) -> Option<Vec<Option<Value>>>) -> Catalog {
+        let templates = match edits(ListKind::ResourceTemplates) {
+            None => self.templates.clone(),
+            Some(edits) => self
+                .templates
+                .iter()
+                .zip(edits)
+                .filter_map(|(template, edit)| Some(Template { definition: edit?, ..template.clone() }))
+                .collect(),
+        };
+        Catalog {
+            tools: self.tools.view("name", edits(ListKind::Tools)),
+            prompts: self.prompts.view("name", edits(ListKind::Prompts)),
+            resources: self.resources.view("uri", edits(ListKind::Resources)),
+            templates,
+        }
+    }
+
     /// Whether anything clients see differs from `other` (for list_changed announcements).
     pub fn differs(&self, other: &Catalog, kind: ListKind) -> bool {
         match kind {
@@ -315,6 +381,8 @@ fn cut(mut name: String) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::ops::Not;
+
     use serde_json::json;
 
     use super::*;
@@ -337,6 +405,22 @@ mod tests {
         let entry = catalog.get("b__echo").unwrap();
         assert_eq!((entry.owner.clone(), entry.upstream_name.as_str()), (Owner::Adapter("b".into()), "echo"));
         assert_eq!(entry.definition["name"], "b__echo");
+    }
+
+    #[test]
+    fn a_view_hides_renames_and_a_taken_name_hides_the_later_item() {
+        let a = tools(&["x", "y", "z"]);
+        let oa = Owner::Backend("a".into());
+        let catalog = Catalog::from_sources(&[], [(&oa, a.as_slice())].into_iter());
+        let view = catalog.view(|kind| {
+            (kind == ListKind::Tools).then(|| vec![None, Some(json!({"name": "z"})), Some(json!({"name": "z"}))])
+        });
+        assert_eq!(names(&view), ["z"], "x hidden, y renamed onto z, the original z hidden");
+        let z = view.get("z").unwrap();
+        assert_eq!((z.upstream_name.as_str(), z.catalog_name.as_str()), ("y", "y"), "calls reach y");
+        assert!(view.get("x").is_none() && view.get("y").is_none(), "hidden and old names are not routable");
+        assert_eq!(names(&catalog), ["x", "y", "z"], "the catalog itself is unchanged");
+        assert!(catalog.view(|_| None).differs(&catalog, ListKind::Tools).not());
     }
 
     #[test]

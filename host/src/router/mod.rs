@@ -6,6 +6,7 @@ mod catalog;
 mod error;
 #[cfg(test)]
 mod tests;
+mod views;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -18,6 +19,7 @@ pub use crate::mcp::Related;
 pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
 
+use crate::access::Principal;
 use crate::admin::RelayTools;
 use crate::mcp::{Addressed, Completion, CompletionRef, ListKind, ToolCall};
 use crate::plugins::{CallHook, Caller, Plugins};
@@ -35,7 +37,10 @@ pub struct Router {
     /// any source changed, so a tool is routable as soon as its upstream published it. Read
     /// without a lock on every request; two callers that see a change may both rebuild.
     cache: ArcSwap<(Generations, Arc<Catalog>)>,
-    /// The catalog as last announced to sessions (for the `list_changed` notifications).
+    /// What each principal sees of the catalog, when interceptors edit lists.
+    views: views::Views,
+    /// The catalog as last announced to sessions (for the `list_changed` notifications; each
+    /// session compares its own view).
     announced: watch::Sender<Arc<Catalog>>,
     /// Upstream notifications meant for clients, already mapped to client-facing names.
     client_events: broadcast::Sender<ClientEvent>,
@@ -110,6 +115,7 @@ impl Router {
             builtin,
             plugins,
             cache: ArcSwap::from_pointee((generations, first.clone())),
+            views: views::Views::default(),
             announced: watch::Sender::new(first),
             client_events: broadcast::Sender::new(1024),
             subscriptions: Mutex::default(),
@@ -129,8 +135,11 @@ impl Router {
                 }
                 let Some(router) = weak.upgrade() else { break };
                 let next = router.catalog();
+                // With interceptors, a reload may change what callers see of an unchanged
+                // catalog: sessions are woken and compare their own views.
+                let edited = router.plugins.edits_lists();
                 router.announced.send_if_modified(|current| {
-                    let modified = ListKind::ALL.iter().any(|&kind| current.differs(&next, kind));
+                    let modified = edited || ListKind::ALL.iter().any(|&kind| current.differs(&next, kind));
                     *current = next;
                     modified
                 });
@@ -139,16 +148,22 @@ impl Router {
         router
     }
 
-    /// The current catalog.
+    /// The current catalog (as the relay has it, before interceptors edit it per caller: see
+    /// [`Router::catalog_for`]).
     pub fn catalog(&self) -> Arc<Catalog> {
+        self.snapshot().1
+    }
+
+    /// The current catalog and the source generations it was built from.
+    fn snapshot(&self) -> (Generations, Arc<Catalog>) {
         let generations = (self.upstreams.generation(), self.plugins.generation());
         let cached = self.cache.load();
         if cached.0 == generations {
-            return cached.1.clone();
+            return (generations, cached.1.clone());
         }
         let built = Arc::new(Catalog::build(&self.builtin.tools(), &self.upstreams, &self.plugins));
         self.cache.store(Arc::new((generations, built.clone())));
-        built
+        (generations, built)
     }
 
     /// The capabilities to advertise to clients: the union of what the upstreams offer, plus
@@ -188,9 +203,14 @@ impl Router {
         self.client_events.subscribe()
     }
 
-    /// `prompts/get`: routed by the prompt's client-facing name.
-    pub async fn get_prompt(&self, request: &Addressed, related: Option<&Related>) -> Result<Value, RouterError> {
-        let catalog = self.catalog();
+    /// `prompts/get`: routed by the prompt's name as `principal` sees it.
+    pub async fn get_prompt(
+        &self,
+        request: &Addressed,
+        related: Option<&Related>,
+        principal: &Principal,
+    ) -> Result<Value, RouterError> {
+        let catalog = self.catalog_for(principal).await;
         let name = &request.target;
         let entry = catalog.prompts().get(name).ok_or_else(|| RouterError::UnknownPrompt(name.clone()))?;
         self.forward(&entry.owner, "prompts/get", request.to_params(&entry.upstream_name), related).await
@@ -198,12 +218,17 @@ impl Router {
 
     /// `resources/read`: a listed resource goes to its owner; any other URI to the backends
     /// whose templates match it, best match first, until one has it.
-    pub async fn read_resource(&self, request: &Addressed, related: Option<&Related>) -> Result<Value, RouterError> {
-        self.by_uri("resources/read", request, related).await
+    pub async fn read_resource(
+        &self,
+        request: &Addressed,
+        related: Option<&Related>,
+        principal: &Principal,
+    ) -> Result<Value, RouterError> {
+        self.by_uri("resources/read", request, related, principal).await
     }
 
     /// `resources/subscribe` for one session; the upstream subscription is shared.
-    pub async fn subscribe_resource(&self, request: &Addressed) -> Result<Value, RouterError> {
+    pub async fn subscribe_resource(&self, request: &Addressed, principal: &Principal) -> Result<Value, RouterError> {
         let uri = &request.target;
         let first = {
             let mut subscriptions = self.subscriptions.lock().expect("subscriptions lock");
@@ -211,7 +236,7 @@ impl Router {
             *count += 1;
             *count == 1
         };
-        if first && let Err(e) = self.by_uri("resources/subscribe", request, None).await {
+        if first && let Err(e) = self.by_uri("resources/subscribe", request, None, principal).await {
             self.release_subscription(uri);
             return Err(e);
         }
@@ -219,9 +244,9 @@ impl Router {
     }
 
     /// `resources/unsubscribe` for one session.
-    pub async fn unsubscribe_resource(&self, request: &Addressed) -> Result<Value, RouterError> {
+    pub async fn unsubscribe_resource(&self, request: &Addressed, principal: &Principal) -> Result<Value, RouterError> {
         if self.release_subscription(&request.target) {
-            self.by_uri("resources/unsubscribe", request, None).await?;
+            self.by_uri("resources/unsubscribe", request, None, principal).await?;
         }
         Ok(json!({}))
     }
@@ -243,8 +268,13 @@ impl Router {
     }
 
     /// `completion/complete`: routed by the prompt or resource template it completes.
-    pub async fn complete(&self, request: &Completion, related: Option<&Related>) -> Result<Value, RouterError> {
-        let catalog = self.catalog();
+    pub async fn complete(
+        &self,
+        request: &Completion,
+        related: Option<&Related>,
+        principal: &Principal,
+    ) -> Result<Value, RouterError> {
+        let catalog = self.catalog_for(principal).await;
         let (owner, target) = match &request.reference {
             CompletionRef::Prompt(name) => {
                 let entry = catalog.prompts().get(name).ok_or_else(|| RouterError::UnknownPrompt(name.clone()))?;
@@ -280,9 +310,15 @@ impl Router {
         futures::future::join_all(asks).await;
     }
 
-    async fn by_uri(&self, method: &str, request: &Addressed, related: Option<&Related>) -> Result<Value, RouterError> {
+    async fn by_uri(
+        &self,
+        method: &str,
+        request: &Addressed,
+        related: Option<&Related>,
+        principal: &Principal,
+    ) -> Result<Value, RouterError> {
         let uri = &request.target;
-        let catalog = self.catalog();
+        let catalog = self.catalog_for(principal).await;
         if let Some(entry) = catalog.resources().get(uri) {
             let params = request.to_params(&entry.upstream_name);
             let mut result = self.forward(&entry.owner, method, params, related).await?;
@@ -324,22 +360,23 @@ impl Router {
             .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
     }
 
-    /// The name of the backend, adapter or `relay` that serves tool `name` now, if any.
-    pub fn owner_of(&self, name: &str) -> Option<String> {
-        self.catalog().get(name).map(|entry| entry.owner.name().to_owned())
+    /// The name of the backend, adapter or `relay` that serves tool `name` to `principal` now,
+    /// if any.
+    pub async fn owner_of(&self, name: &str, principal: &Principal) -> Option<String> {
+        self.catalog_for(principal).await.get(name).map(|entry| entry.owner.name().to_owned())
     }
 
-    /// Calls the tool that the catalog lists as `call.name` for `caller`; `related` is where
-    /// its progress notifications go. Interceptors bound to the call see its arguments before
-    /// and its result after (the relay's own tools are not intercepted).
+    /// Calls the tool that `caller` sees listed as `call.name`; `related` is where its progress
+    /// notifications go. Interceptors bound to the call see its arguments before and its result
+    /// after (the relay's own tools are not intercepted).
     pub async fn call_tool(&self, mut call: ToolCall, related: Option<&Related>, caller: &Caller) -> Routed {
-        let catalog = self.catalog();
+        let catalog = self.catalog_for(&caller.request.principal).await;
         let name = call.name.clone();
         let Some(entry) = catalog.get(&name) else {
             return Routed { backend: None, result: Err(RouterError::UnknownTool(name)) };
         };
         let owner = entry.owner.name().to_owned();
-        let hook = CallHook { principal: &caller.request.principal, backend: &owner, tool: &name };
+        let hook = CallHook { principal: &caller.request.principal, backend: &owner, tool: &entry.catalog_name };
         let interception = match entry.owner {
             Owner::Builtin => None,
             _ => self.plugins.interception(&hook),

@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
 use super::SessionState;
+use crate::access::Principal;
 use crate::mcp::{ListKind, Message, Notification};
-use crate::router::{Catalog, ClientEvent};
+use crate::router::{Catalog, ClientEvent, Router};
 
 /// RFC 5424 severities as MCP names them, least severe first.
 pub(super) const LOG_LEVELS: [&str; 8] =
@@ -28,9 +29,13 @@ pub(super) fn meets(wanted: Option<u8>, level: &str) -> bool {
 
 /// Messages the relay sends to a client on its own initiative.
 pub struct ServerEvents {
+    /// Changes when the catalog (or what interceptors make of it) may have changed.
     pub(super) catalog: watch::Receiver<Arc<Catalog>>,
-    /// The catalog as this session last heard of it.
-    pub(super) last: Arc<Catalog>,
+    pub(super) router: Arc<Router>,
+    pub(super) principal: Principal,
+    /// The catalog as this session's principal saw it when it last heard of it (taken when the
+    /// events are first awaited).
+    pub(super) last: Option<Arc<Catalog>>,
     pub(super) events: broadcast::Receiver<ClientEvent>,
     pub(super) state: Arc<Mutex<SessionState>>,
     /// Notifications decided but not yet handed out.
@@ -40,6 +45,10 @@ pub struct ServerEvents {
 impl ServerEvents {
     /// Waits for the next server-initiated message; `None` when the relay is shutting down.
     pub async fn next(&mut self) -> Option<Message> {
+        if self.last.is_none() {
+            self.catalog.mark_unchanged();
+            self.last = Some(self.view().await);
+        }
         loop {
             if let Some(message) = self.queued.pop_front() {
                 return Some(message);
@@ -47,9 +56,10 @@ impl ServerEvents {
             tokio::select! {
                 changed = self.catalog.changed() => {
                     changed.ok()?;
-                    let next = self.catalog.borrow_and_update().clone();
+                    self.catalog.mark_unchanged();
+                    let next = self.view().await;
                     self.announce_changes(&next);
-                    self.last = next;
+                    self.last = Some(next);
                 }
                 event = self.events.recv() => match event {
                     Ok(ClientEvent::ResourceUpdated(uri)) => {
@@ -70,12 +80,19 @@ impl ServerEvents {
         }
     }
 
+    /// The catalog as this session's principal sees it now. Boxed: the (rare) view building
+    /// must not grow the future every idle connection holds.
+    async fn view(&self) -> Arc<Catalog> {
+        Box::pin(self.router.catalog_for(&self.principal)).await
+    }
+
     /// Queues one `list_changed` per list that differs from what the client last heard of
     /// (templates and resources share one notification).
     fn announce_changes(&mut self, next: &Catalog) {
+        let Some(last) = self.last.as_deref() else { return };
         for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
-            let templates = kind == ListKind::Resources && next.differs(&self.last, ListKind::ResourceTemplates);
-            if next.differs(&self.last, kind) || templates {
+            let templates = kind == ListKind::Resources && next.differs(last, ListKind::ResourceTemplates);
+            if next.differs(last, kind) || templates {
                 self.queued.push_back(notification(kind.changed_notification(), None));
             }
         }

@@ -75,10 +75,10 @@ impl Session {
             "initialize" => Ok(self.initialize(params.as_ref())),
             "server/discover" if self.stateless => Ok(self.discover()),
             "ping" => Ok(json!({})),
-            "tools/list" => self.list(ListKind::Tools, params.as_ref()),
-            "prompts/list" => self.list(ListKind::Prompts, params.as_ref()),
-            "resources/list" => self.list(ListKind::Resources, params.as_ref()),
-            "resources/templates/list" => self.list(ListKind::ResourceTemplates, params.as_ref()),
+            "tools/list" => self.list(ListKind::Tools, params.as_ref()).await,
+            "prompts/list" => self.list(ListKind::Prompts, params.as_ref()).await,
+            "resources/list" => self.list(ListKind::Resources, params.as_ref()).await,
+            "resources/templates/list" => self.list(ListKind::ResourceTemplates, params.as_ref()).await,
             "tools/call" => self.call_tool(params, related).await,
             "prompts/get" => self.get_prompt(params, related).await,
             "resources/read" => self.read_resource(params, related).await,
@@ -176,8 +176,9 @@ impl Session {
         })
     }
 
-    /// A list request: the whole catalog list of `kind` in one page.
-    fn list(&self, kind: ListKind, params: Option<&Value>) -> Result<Value, RpcError> {
+    /// A list request: the whole list of `kind`, as this session's principal sees it, in one
+    /// page.
+    async fn list(&self, kind: ListKind, params: Option<&Value>) -> Result<Value, RpcError> {
         if params.and_then(|p| p.get("cursor")).is_some_and(|c| !c.is_null()) {
             // The relay answers every list in one page and hands out no cursors.
             return Err(RpcError::new(
@@ -185,7 +186,7 @@ impl Session {
                 "invalid cursor: the relay lists everything in one page",
             ));
         }
-        let catalog = self.router.catalog();
+        let catalog = self.router.catalog_for(&self.principal).await;
         let definitions: Vec<&Value> = match kind {
             ListKind::Tools => catalog.tools().iter().map(|e| &e.definition).collect(),
             ListKind::Prompts => catalog.prompts().entries().iter().map(|e| &e.definition).collect(),
@@ -198,25 +199,25 @@ impl Session {
     /// `prompts/get`, routed by the prompt's name.
     async fn get_prompt(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
         let request = Addressed::prompt(params)?;
-        Ok(self.router.get_prompt(&request, related).await?)
+        Ok(self.router.get_prompt(&request, related, &self.principal).await?)
     }
 
     /// `resources/read`, routed by the URI.
     async fn read_resource(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
         let request = Addressed::resource(params)?;
-        Ok(self.router.read_resource(&request, related).await?)
+        Ok(self.router.read_resource(&request, related, &self.principal).await?)
     }
 
     /// `completion/complete`, routed by the prompt or resource it completes.
     async fn complete(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
         let request = Completion::parse(params)?;
-        Ok(self.router.complete(&request, related).await?)
+        Ok(self.router.complete(&request, related, &self.principal).await?)
     }
 
     /// `resources/subscribe`: this session hears of the URI's updates from now on.
     async fn subscribe(&self, params: Option<Value>) -> Result<Value, RpcError> {
         let request = Addressed::resource(params)?;
-        let result = self.router.subscribe_resource(&request).await?;
+        let result = self.router.subscribe_resource(&request, &self.principal).await?;
         self.state.lock().expect("session lock").subscriptions.insert(request.target);
         Ok(result)
     }
@@ -229,7 +230,7 @@ impl Session {
         if !subscribed {
             return Ok(json!({}));
         }
-        Ok(self.router.unsubscribe_resource(&request).await?)
+        Ok(self.router.unsubscribe_resource(&request, &self.principal).await?)
     }
 
     /// `logging/setLevel`: this session's level, passed on to the backends.
@@ -255,7 +256,7 @@ impl Session {
             meta.insert("traceparent".into(), trace.traceparent().into());
         }
         let trace_id = trace.trace_id.as_str();
-        let owner = self.router.owner_of(&name);
+        let owner = self.router.owner_of(&name, &self.principal).await;
         let backend = owner.as_deref().unwrap_or("-");
         tracing::info!(target: "relay::call", session, principal, tool = %name, backend, trace_id, "Tool call received");
         let started = Instant::now();

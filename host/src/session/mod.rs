@@ -136,11 +136,11 @@ impl Session {
     /// Server-initiated messages for this session: list changes, resource updates for its
     /// subscriptions, log messages at its level.
     pub fn server_events(&self) -> ServerEvents {
-        let mut catalog = self.router.subscribe();
-        let last = catalog.borrow_and_update().clone();
         ServerEvents {
-            catalog,
-            last,
+            catalog: self.router.subscribe(),
+            router: self.router.clone(),
+            principal: self.principal.clone(),
+            last: None,
             events: self.router.client_events(),
             state: self.state.clone(),
             queued: VecDeque::new(),

@@ -7,7 +7,10 @@ mod masking;
 
 use std::sync::OnceLock;
 
-use exports::relay::plugin::interception::{CallInfo, Guest, RequestDecision, ResultDecision};
+use exports::relay::plugin::interception::{
+    CallInfo, Guest, ListDecision, ListItem, ListKind, RequestDecision, ResultDecision,
+};
+use relay::plugin::types::Principal;
 use relay::plugin::{config, log};
 
 wit_bindgen::generate!({ path: "../../wit", world: "interceptor" });
@@ -26,6 +29,10 @@ fn masker() -> &'static Result<masking::Masker, String> {
 }
 
 impl Guest for Redact {
+    fn on_list(_principal: Principal, _kind: ListKind, _items: Vec<ListItem>) -> ListDecision {
+        ListDecision::Pass
+    }
+
     fn on_request(_call: CallInfo, _arguments: String) -> RequestDecision {
         RequestDecision::Proceed
     }

@@ -1,5 +1,8 @@
-//! What `tool-filter` decides for one call: refused (by an allow list or a deny rule, per
-//! role), or allowed with its arguments edited (parameters pinned to a value, or dropped).
+//! What `tool-filter` decides: which tools a caller may use (allow rules and deny rules, by
+//! tool and backend globs and by role) and what a call carries (parameters pinned to a value
+//! or dropped). Names are the relay's catalog names, before any rename.
+
+use std::collections::BTreeMap;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
@@ -9,22 +12,55 @@ use serde_json::{Map, Value};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// Only these tools (globs on the client-facing name) may be called; absent: every tool.
-    pub allow: Option<Vec<String>>,
-    /// Tools refused, unless the caller has one of `unless_roles`.
+    /// Only tools some rule allows may be seen and called; absent: every tool.
+    pub allow: Option<Vec<AllowRule>>,
+    /// Tools hidden and refused, unless the caller has one of `unless_roles`.
     pub deny: Vec<DenyRule>,
-    /// Parameters set to a value whatever the client sent, by tool glob.
+    /// Parameters set to a value whatever the client sent, by tool glob (and hidden from the
+    /// tool's input schema).
     pub pin: Vec<ParamRule>,
-    /// Parameters removed from what the client sent, by tool glob.
+    /// Parameters removed from what the client sent, by tool glob (and hidden from the tool's
+    /// input schema).
     pub drop: Vec<ParamRule>,
+    /// New client-facing names: catalog name → new name.
+    pub rename: BTreeMap<String, String>,
+    /// New descriptions: catalog name → description.
+    pub describe: BTreeMap<String, String>,
+}
+
+/// One allow rule: a tool glob, or tools (and backends) allowed to some roles.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AllowRule {
+    /// Tools matching this glob, for everyone.
+    Tools(String),
+    /// Tools by tool and backend globs, for some roles.
+    Scoped(ScopedAllow),
+}
+
+/// Tools matching `tools` served by `backends` (both globs; absent: any), for callers with one
+/// of `roles` (absent: everyone).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedAllow {
+    #[serde(default)]
+    tools: Vec<String>,
+    #[serde(default)]
+    backends: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 /// One deny rule.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DenyRule {
-    /// Tool globs.
+    /// Tool globs (absent: every tool of `backends`).
+    #[serde(default)]
     pub tools: Vec<String>,
+    /// Backend globs (absent: any backend).
+    #[serde(default)]
+    pub backends: Vec<String>,
     /// Roles the rule does not apply to.
     #[serde(default)]
     pub unless_roles: Vec<String>,
@@ -40,12 +76,34 @@ pub struct ParamRule {
     pub params: Value,
 }
 
+/// Tools (and backends) a rule covers; `None` covers all.
+struct Scope {
+    tools: Option<GlobSet>,
+    backends: Option<GlobSet>,
+}
+
+impl Scope {
+    fn new(tools: &[String], backends: &[String]) -> Result<Scope, String> {
+        let set = |patterns: &[String]| (!patterns.is_empty()).then(|| globs(patterns)).transpose();
+        Ok(Scope { tools: set(tools)?, backends: set(backends)? })
+    }
+
+    fn covers(&self, tool: &str, backend: &str) -> bool {
+        self.tools.as_ref().is_none_or(|s| s.is_match(tool))
+            && self.backends.as_ref().is_none_or(|s| s.is_match(backend))
+    }
+}
+
 /// The settings with their globs compiled.
 pub struct Rules {
-    allow: Option<GlobSet>,
-    deny: Vec<(GlobSet, Vec<String>)>,
+    allow: Option<Vec<(Scope, Vec<String>)>>,
+    deny: Vec<(Scope, Vec<String>)>,
     pin: Vec<(GlobSet, Map<String, Value>)>,
     drop: Vec<(GlobSet, Vec<String>)>,
+    /// Catalog name → new name.
+    pub rename: BTreeMap<String, String>,
+    /// Catalog name → description.
+    pub describe: BTreeMap<String, String>,
 }
 
 /// What happens to a call.
@@ -65,6 +123,10 @@ fn globs(patterns: &[String]) -> Result<GlobSet, String> {
     set.build().map_err(|e| e.to_string())
 }
 
+fn has_any(roles: &[String], wanted: &[String]) -> bool {
+    roles.iter().any(|r| wanted.contains(r))
+}
+
 impl Rules {
     /// Compiles `settings`.
     pub fn new(settings: Settings) -> Result<Rules, String> {
@@ -76,13 +138,24 @@ impl Rules {
             }
             .map_err(|_| "drop.params must list parameter names".to_owned())
         };
-        Ok(Rules {
-            allow: settings.allow.as_deref().map(globs).transpose()?,
-            deny: settings
-                .deny
+        let allow = settings.allow.map(|rules| {
+            rules
                 .into_iter()
-                .map(|r| Ok((globs(&r.tools)?, r.unless_roles)))
-                .collect::<Result<_, String>>()?,
+                .map(|rule| match rule {
+                    AllowRule::Tools(glob) => Ok((Scope::new(&[glob], &[])?, Vec::new())),
+                    AllowRule::Scoped(rule) => Ok((Scope::new(&rule.tools, &rule.backends)?, rule.roles)),
+                })
+                .collect::<Result<Vec<_>, String>>()
+        });
+        let deny = settings.deny.into_iter().map(|r| {
+            if r.tools.is_empty() && r.backends.is_empty() {
+                return Err("a deny rule needs tools or backends".to_owned());
+            }
+            Ok((Scope::new(&r.tools, &r.backends)?, r.unless_roles))
+        });
+        Ok(Rules {
+            allow: allow.transpose()?,
+            deny: deny.collect::<Result<_, String>>()?,
             pin: settings
                 .pin
                 .into_iter()
@@ -96,18 +169,38 @@ impl Rules {
                 .into_iter()
                 .map(|r| Ok((globs(&r.tools)?, names(&r.params)?)))
                 .collect::<Result<_, String>>()?,
+            rename: settings.rename,
+            describe: settings.describe,
         })
     }
 
-    /// The decision for `tool` called by someone with `roles` with `arguments`.
-    pub fn decide(&self, tool: &str, roles: &[String], arguments: &str) -> Decision {
-        if self.allow.as_ref().is_some_and(|allow| !allow.is_match(tool)) {
-            return Decision::Deny(format!("{tool} is not on this relay's allow list"));
-        }
-        for (tools, unless) in &self.deny {
-            if tools.is_match(tool) && !roles.iter().any(|r| unless.contains(r)) {
-                return Decision::Deny(format!("{tool} is not allowed for this caller"));
+    /// Why a caller with `roles` may not use `tool` of `backend`, if they may not.
+    pub fn refusal(&self, tool: &str, backend: &str, roles: &[String]) -> Option<String> {
+        if let Some(allow) = &self.allow {
+            let allowed = allow
+                .iter()
+                .any(|(scope, only)| scope.covers(tool, backend) && (only.is_empty() || has_any(roles, only)));
+            if !allowed {
+                return Some(format!("{tool} is not on this relay's allow list"));
             }
+        }
+        let denied = self.deny.iter().any(|(scope, unless)| scope.covers(tool, backend) && !has_any(roles, unless));
+        denied.then(|| format!("{tool} is not allowed for this caller"))
+    }
+
+    /// Parameters of `tool` the client does not choose (pinned or dropped): hidden from its
+    /// input schema.
+    pub fn fixed_params(&self, tool: &str) -> Vec<&str> {
+        let pinned = self.pin.iter().filter(|(t, _)| t.is_match(tool)).flat_map(|(_, m)| m.keys().map(String::as_str));
+        let dropped =
+            self.drop.iter().filter(|(t, _)| t.is_match(tool)).flat_map(|(_, n)| n.iter().map(String::as_str));
+        pinned.chain(dropped).collect()
+    }
+
+    /// The decision for `tool` of `backend` called by someone with `roles` with `arguments`.
+    pub fn decide(&self, tool: &str, backend: &str, roles: &[String], arguments: &str) -> Decision {
+        if let Some(reason) = self.refusal(tool, backend, roles) {
+            return Decision::Deny(reason);
         }
         let pins: Vec<_> = self.pin.iter().filter(|(tools, _)| tools.is_match(tool)).collect();
         let drops: Vec<_> = self.drop.iter().filter(|(tools, _)| tools.is_match(tool)).collect();
@@ -132,20 +225,25 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn rules(config: Value) -> Rules {
+    pub(crate) fn rules(config: Value) -> Rules {
         Rules::new(serde_json::from_value(config).unwrap()).unwrap()
     }
 
     #[test]
-    fn allow_lists_and_deny_rules_by_role() {
+    fn allow_lists_and_deny_rules_by_role_and_backend() {
         let rules = rules(json!({
-            "allow": ["github__*", "search"],
-            "deny": [{"tools": ["*delete*", "*__push"], "unless_roles": ["admin"]}],
+            "allow": ["github__*", "search", {"backends": ["shell"], "roles": ["ops"]}],
+            "deny": [{"tools": ["*delete*", "*__push"], "unless_roles": ["admin"]}, {"backends": ["shell"], "tools": ["*rm*"]}],
         }));
-        assert_eq!(rules.decide("search", &[], "{}"), Decision::Allow(None));
-        assert!(matches!(rules.decide("shell", &[], "{}"), Decision::Deny(m) if m.contains("allow list")));
-        assert!(matches!(rules.decide("github__delete_repo", &[], "{}"), Decision::Deny(_)));
-        assert_eq!(rules.decide("github__delete_repo", &["admin".into()], "{}"), Decision::Allow(None));
+        assert_eq!(rules.decide("search", "web", &[], "{}"), Decision::Allow(None));
+        assert!(matches!(rules.decide("fetch", "web", &[], "{}"), Decision::Deny(m) if m.contains("allow list")));
+        assert!(matches!(rules.decide("github__delete_repo", "github", &[], "{}"), Decision::Deny(_)));
+        let admin = ["admin".to_owned()];
+        assert_eq!(rules.decide("github__delete_repo", "github", &admin, "{}"), Decision::Allow(None));
+        let ops = ["ops".to_owned()];
+        assert!(rules.refusal("ls", "shell", &[]).is_some(), "shell tools are for ops only");
+        assert!(rules.refusal("ls", "shell", &ops).is_none());
+        assert!(rules.refusal("rm_rf", "shell", &ops).is_some(), "denied by backend, no role exempt");
     }
 
     #[test]
@@ -154,10 +252,12 @@ mod tests {
             "pin": [{"tools": ["search"], "params": {"limit": 10, "safe": true}}],
             "drop": [{"tools": ["search", "fetch"], "params": ["debug"]}],
         }));
-        let decided = rules.decide("search", &[], r#"{"q": "x", "limit": 1000, "debug": true}"#);
+        let decided = rules.decide("search", "web", &[], r#"{"q": "x", "limit": 1000, "debug": true}"#);
         assert_eq!(decided, Decision::Allow(Some(json!({"q": "x", "limit": 10, "safe": true}))));
-        assert_eq!(rules.decide("fetch", &[], r#"{"debug": 1}"#), Decision::Allow(Some(json!({}))));
+        assert_eq!(rules.decide("fetch", "web", &[], r#"{"debug": 1}"#), Decision::Allow(Some(json!({}))));
+        assert_eq!(rules.fixed_params("search"), ["limit", "safe", "debug"]);
         assert!(Rules::new(serde_json::from_value(json!({"allow": ["["]})).unwrap()).is_err());
+        assert!(Rules::new(serde_json::from_value(json!({"deny": [{"unless_roles": ["x"]}]})).unwrap()).is_err());
         assert!(serde_json::from_value::<Settings>(json!({"alow": []})).is_err());
     }
 }

@@ -1,11 +1,15 @@
 //! A configurable interceptor for the end-to-end tests. Configuration:
 //! `deny: [tool]` refuses those tools (forbidden); `pin: {param: value}` sets those arguments;
 //! `trap: [tool]` traps on those tools' requests; `tag: "text"` appends text to each result's
-//! first content item.
+//! first content item. Lists: `hide: [name]` hides those items, `rename: {name: new}` renames
+//! them, `hide_for: {principal: [name]}` hides items from one principal only, `trap_list: true`
+//! traps in the list hook, `short_list: true` answers with one item too few.
 
-use exports::relay::plugin::interception::{CallInfo, Guest, RequestDecision, ResultDecision};
+use exports::relay::plugin::interception::{
+    CallInfo, Guest, ListDecision, ListItem, ListKind, RequestDecision, ResultDecision,
+};
 use relay::plugin::config;
-use relay::plugin::types::{Denial, DenialCode};
+use relay::plugin::types::{Denial, DenialCode, Principal};
 use serde_json::Value;
 
 wit_bindgen::generate!({ path: "../../../wit", world: "interceptor" });
@@ -21,6 +25,36 @@ fn listed(settings: &Value, key: &str, name: &str) -> bool {
 }
 
 impl Guest for TestInterceptor {
+    fn on_list(principal: Principal, _kind: ListKind, items: Vec<ListItem>) -> ListDecision {
+        let settings = settings();
+        if settings["trap_list"] == true {
+            panic!("told to trap on lists");
+        }
+        let mut answers: Vec<Option<String>> = items
+            .into_iter()
+            .map(|item| {
+                let hidden_for_principal = settings["hide_for"][&principal.id]
+                    .as_array()
+                    .is_some_and(|names| names.iter().any(|n| n == item.name.as_str()));
+                if listed(&settings, "hide", &item.name) || hidden_for_principal {
+                    return None;
+                }
+                match settings["rename"][&item.name].as_str() {
+                    Some(new_name) => {
+                        let mut definition: Value = serde_json::from_str(&item.definition).unwrap_or_default();
+                        definition["name"] = Value::from(new_name);
+                        Some(definition.to_string())
+                    }
+                    None => Some(item.definition),
+                }
+            })
+            .collect();
+        if settings["short_list"] == true {
+            answers.pop();
+        }
+        ListDecision::Edit(answers)
+    }
+
     fn on_request(call: CallInfo, arguments: String) -> RequestDecision {
         let settings = settings();
         if listed(&settings, "trap", &call.name) {

@@ -1,0 +1,179 @@
+//! The `interceptor` world's list hook: what one principal sees of a list. Every interceptor
+//! bound to an item (`bind`), in the listed order, is asked about it and may hide it or give it
+//! a new definition (a tool or prompt renamed, a description replaced, a schema edited). The
+//! answer is checked here against the hook's contract; the router turns it into the principal's
+//! view of the catalog and maps renamed names back on calls.
+
+use serde_json::Value;
+
+use super::bindings::interceptor::exports::relay::plugin::interception::{
+    ListDecision, ListItem, ListKind as WitListKind,
+};
+use super::bindings::types;
+use super::intercept::fails_closed;
+use super::loaded::Bound;
+use super::registry::{Plugins, Slot};
+use super::sandbox::PluginError;
+use crate::access::Principal;
+use crate::config::World;
+use crate::mcp::ListKind;
+
+/// Longest name a hook may give a tool or prompt (the catalog's own limit).
+const MAX_NAME: usize = 128;
+
+/// One list item as the hooks are told about it.
+pub struct Listed<'a> {
+    /// The backend or adapter that serves it.
+    pub backend: &'a str,
+    /// Its name (or URI, or URI template) in the relay's catalog.
+    pub name: &'a str,
+    /// Its definition in the catalog.
+    pub definition: &'a Value,
+}
+
+/// What the hooks made of one list.
+pub struct Edited {
+    /// Per item, in order: hidden (`None`) or the definition the principal sees.
+    pub items: Vec<Option<Value>>,
+    /// False when a hook failed: the answer holds for this request but must not be kept.
+    pub complete: bool,
+}
+
+impl Plugins {
+    /// Whether any interceptor may edit lists (without one, everyone sees the catalog as is).
+    pub fn edits_lists(&self) -> bool {
+        self.slots.iter().any(|s| s.config.world == World::Interceptor)
+    }
+
+    /// Runs the list hooks of every interceptor bound to some of `items` for `principal`;
+    /// `None` when none is bound to any (the list is seen as it is).
+    pub async fn edit_list(&self, principal: &Principal, kind: ListKind, items: &[Listed<'_>]) -> Option<Edited> {
+        let bound_to = |slot: &Slot, item: &Listed<'_>| match kind {
+            ListKind::Tools => slot.binding.matches(item.backend, item.name),
+            _ => slot.binding.matches_backend(item.backend),
+        };
+        let slots: Vec<&Slot> = self
+            .slots
+            .iter()
+            .map(|s| &**s)
+            .filter(|s| s.config.world == World::Interceptor && items.iter().any(|i| bound_to(s, i)))
+            .collect();
+        if slots.is_empty() {
+            return None;
+        }
+        let who = types::Principal { id: principal.id.clone(), roles: principal.roles.clone() };
+        let mut edited = Edited { items: items.iter().map(|i| Some(i.definition.clone())).collect(), complete: true };
+        for slot in slots {
+            let asked: Vec<usize> =
+                (0..items.len()).filter(|&i| edited.items[i].is_some() && bound_to(slot, &items[i])).collect();
+            if asked.is_empty() {
+                continue;
+            }
+            let offered: Vec<ListItem> = asked
+                .iter()
+                .map(|&i| ListItem {
+                    backend: items[i].backend.to_owned(),
+                    name: items[i].name.to_owned(),
+                    definition: edited.items[i].as_ref().map(Value::to_string).unwrap_or_default(),
+                })
+                .collect();
+            let outcome = slot
+                .invoke(&self.engine, None, async |bound, store| {
+                    let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
+                    interceptor.relay_plugin_interception().call_on_list(store, &who, wit_kind(kind), &offered).await
+                })
+                .await;
+            let answer = match outcome {
+                Ok(ListDecision::Pass) => Ok(None),
+                Ok(ListDecision::Edit(answers)) => checked(slot, kind, &asked, &edited.items, answers).map(Some),
+                Err(error) => Err(error),
+            };
+            match answer {
+                Ok(answers) => {
+                    slot.settled(false);
+                    for (i, answer) in asked.into_iter().zip(answers.into_iter().flatten()) {
+                        edited.items[i] = answer;
+                    }
+                }
+                Err(error) => {
+                    edited.complete = false;
+                    if fails_closed(slot, &error) {
+                        tracing::warn!(plugin = %slot.config.name, %error, list = kind.method(), principal = %principal.id, "interceptor's list hook failed; the items it was asked about are hidden (on_error: fail-closed)");
+                        asked.into_iter().for_each(|i| edited.items[i] = None);
+                    }
+                }
+            }
+        }
+        Some(edited)
+    }
+}
+
+/// The hook's answer for the `asked` items, if it keeps the contract: one entry per item, each
+/// hidden or a JSON object; a tool or prompt named `[A-Za-z0-9_.-]{1,128}`, a resource or
+/// template with its key unchanged.
+fn checked(
+    slot: &Slot,
+    kind: ListKind,
+    asked: &[usize],
+    current: &[Option<Value>],
+    answers: Vec<Option<String>>,
+) -> Result<Vec<Option<Value>>, PluginError> {
+    let bad = |message: String| PluginError::BadAnswer { plugin: slot.config.name.clone(), message };
+    if answers.len() != asked.len() {
+        return Err(bad(format!("answered {} items of a list of {}", answers.len(), asked.len())));
+    }
+    let key = kind.key();
+    asked
+        .iter()
+        .zip(answers)
+        .map(|(&i, answer)| {
+            let Some(text) = answer else { return Ok(None) };
+            let definition: Value = serde_json::from_str(&text)
+                .ok()
+                .filter(Value::is_object)
+                .ok_or_else(|| bad(format!("an item of {} is not a JSON object", kind.method())))?;
+            let was = current[i].as_ref().and_then(|d| d.get(key));
+            match kind {
+                ListKind::Tools | ListKind::Prompts => {
+                    let name = definition.get(key).and_then(Value::as_str).unwrap_or("");
+                    if !valid_name(name) {
+                        return Err(bad(format!("renamed an item of {} to {name:?}", kind.method())));
+                    }
+                }
+                ListKind::Resources | ListKind::ResourceTemplates if definition.get(key) != was => {
+                    return Err(bad(format!("changed the {key} of an item of {}", kind.method())));
+                }
+                _ => {}
+            }
+            Ok(Some(definition))
+        })
+        .collect()
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn wit_kind(kind: ListKind) -> WitListKind {
+    match kind {
+        ListKind::Tools => WitListKind::Tools,
+        ListKind::Prompts => WitListKind::Prompts,
+        ListKind::Resources => WitListKind::Resources,
+        ListKind::ResourceTemplates => WitListKind::ResourceTemplates,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn names_a_hook_may_give() {
+        assert!(valid_name("search_v2.beta-1"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("has space"));
+        assert!(!valid_name(&"x".repeat(129)));
+        assert!(!valid_name("relay://x"));
+    }
+}

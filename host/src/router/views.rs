@@ -1,0 +1,91 @@
+//! What each caller sees of the catalog: the catalog as the interceptors' list hooks edited it
+//! for one principal (items hidden, renamed, redescribed). Every request of that principal is
+//! routed through its view, so a hidden item cannot be called by name and a renamed one is
+//! found by its new name only. Views are kept per principal until the catalog or a plugin
+//! changes; without interceptors everyone shares the catalog itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use super::{Catalog, Generations, Owner, Router};
+use crate::access::Principal;
+use crate::mcp::ListKind;
+use crate::plugins::{Listed, Plugins};
+
+/// Principals whose views are kept at most (beyond it the store starts over: a view is
+/// rebuilt on demand, so this bounds memory, not correctness).
+const MAX_KEPT: usize = 4096;
+
+/// The views built since the catalog last changed.
+#[derive(Default)]
+pub(super) struct Views(Mutex<HashMap<Principal, (Generations, Arc<Catalog>)>>);
+
+impl Views {
+    fn get(&self, principal: &Principal, generations: Generations) -> Option<Arc<Catalog>> {
+        let views = self.0.lock().expect("views lock");
+        views.get(principal).filter(|(built, _)| *built == generations).map(|(_, view)| view.clone())
+    }
+
+    fn keep(&self, principal: &Principal, generations: Generations, view: Arc<Catalog>) {
+        let mut views = self.0.lock().expect("views lock");
+        if views.len() >= MAX_KEPT {
+            views.clear();
+        }
+        views.insert(principal.clone(), (generations, view));
+    }
+}
+
+impl Router {
+    /// The catalog as `principal` sees it (the whole catalog when no interceptor edits lists).
+    pub async fn catalog_for(&self, principal: &Principal) -> Arc<Catalog> {
+        let (generations, catalog) = self.snapshot();
+        if !self.plugins.edits_lists() {
+            return catalog;
+        }
+        if let Some(view) = self.views.get(principal, generations) {
+            return view;
+        }
+        let (view, complete) = edit(&self.plugins, &catalog, principal).await;
+        if complete {
+            self.views.keep(principal, generations, view.clone());
+        }
+        view
+    }
+}
+
+/// Asks the list hooks about every list but the relay's own tools (which interceptors do not
+/// see); returns the view and whether every hook answered (a view built while one failed is
+/// used once, not kept).
+async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) -> (Arc<Catalog>, bool) {
+    let mut edits: [Option<Vec<Option<Value>>>; 4] = Default::default();
+    let mut complete = true;
+    for (slot, kind) in edits.iter_mut().zip(ListKind::ALL) {
+        let items = catalog.items(kind);
+        let (positions, offered): (Vec<usize>, Vec<Listed>) = items
+            .iter()
+            .enumerate()
+            .filter(|(_, (owner, ..))| **owner != Owner::Builtin)
+            .map(|(i, &(owner, name, definition))| (i, Listed { backend: owner.name(), name, definition }))
+            .unzip();
+        let Some(edited) = plugins.edit_list(principal, kind, &offered).await else { continue };
+        complete &= edited.complete;
+        if edited.items.iter().zip(&offered).all(|(edit, item)| edit.as_ref() == Some(item.definition)) {
+            continue;
+        }
+        let mut all: Vec<Option<Value>> = items.iter().map(|&(_, _, definition)| Some(definition.clone())).collect();
+        for (i, edit) in positions.into_iter().zip(edited.items) {
+            all[i] = edit;
+        }
+        *slot = Some(all);
+    }
+    if edits.iter().all(Option::is_none) {
+        return (catalog.clone(), complete);
+    }
+    let view = catalog.view(|kind| {
+        let i = ListKind::ALL.iter().position(|&k| k == kind).expect("every kind is in ALL");
+        edits[i].take()
+    });
+    (Arc::new(view), complete)
+}

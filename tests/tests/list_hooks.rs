@@ -1,0 +1,155 @@
+//! The interceptors' list hooks: each caller sees the lists as the interceptors bound to them
+//! edited them for that caller (hidden, renamed, redescribed); calls follow the edits (a renamed
+//! tool answers to its new name only, a hidden tool or prompt is refused by name); a reload that
+//! changes what a caller sees sends `list_changed`; a failing list hook hides what it was asked
+//! about (fail-closed) or is skipped and counted (fail-open).
+
+use relay_tests::{
+    LineClient, Relay, copy_plugin, eventually, metric_value, plugin_wasm, replace_file, stdio_fixture_entry, text_of,
+};
+use serde_json::{Value, json};
+
+fn interceptor(dir: &std::path::Path, name: &str, wasm: &str, extra: &str) -> String {
+    let path = copy_plugin(dir, wasm);
+    format!("  - name: {name}\n    world: interceptor\n    path: {}\n{extra}", path.display())
+}
+
+/// A relay over stdio backends `a` and `c`; `admin` is the token status checks use when an auth
+/// plugin is configured.
+async fn start(dir: &std::path::Path, plugins: &str, admin: Option<&str>) -> Relay {
+    let relay_yaml = format!(
+        "upstream: {{backoff_initial_ms: 50, call_timeout_secs: 20}}\nplugin_cache_dir: cache\nplugins:\n{plugins}"
+    );
+    let backends = format!(
+        "backends:\n{}{}",
+        stdio_fixture_entry("a", &["--prompts", "p", "--resources", "mem://a-only"]),
+        stdio_fixture_entry("c", &["--prompts", "p"])
+    );
+    let mut relay = Relay::start_files(dir, &relay_yaml, &backends, &[]).await;
+    relay.token = admin.map(str::to_owned);
+    relay.wait_ready("a").await;
+    relay.wait_ready("c").await;
+    relay
+}
+
+fn token_auth(dir: &std::path::Path) -> String {
+    let auth = copy_plugin(dir, "token_auth");
+    format!(
+        "  - name: auth\n    world: auth\n    path: {}\n    config: {{tokens: [{{token: ADMIN, principal: ops, roles: [admin]}}, {{token: USER, principal: ann}}]}}\n",
+        auth.display()
+    )
+}
+
+async fn listed(client: &mut LineClient, method: &str, field: &str) -> Vec<Value> {
+    let reply = client.request(method, json!({})).await;
+    reply["result"][field].as_array().unwrap_or_else(|| panic!("{reply}")).clone()
+}
+
+fn names(items: &[Value]) -> Vec<&str> {
+    items.iter().map(|i| i["name"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn each_caller_sees_the_lists_edited_for_it_and_calls_follow_the_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = [
+        token_auth(dir.path()),
+        interceptor(
+            dir.path(),
+            "filter",
+            "tool_filter",
+            "    bind: {backends: [a]}\n    config:\n      deny: [{tools: [a__env], unless_roles: [admin]}]\n      rename: {a__echo: say}\n      describe: {a__echo: Says it back.}\n",
+        ),
+        interceptor(
+            dir.path(),
+            "hider",
+            "test_interceptor",
+            "    bind: {backends: [a]}\n    config: {hide_for: {ann: [a__p]}}\n",
+        ),
+    ];
+    let relay = start(dir.path(), &plugins.concat(), Some("ADMIN")).await;
+    let mut user = relay.line_client_as(Some("USER")).await;
+    let mut admin = relay.line_client_as(Some("ADMIN")).await;
+
+    let user_tools = listed(&mut user, "tools/list", "tools").await;
+    let user_names = names(&user_tools);
+    assert!(!user_names.contains(&"a__env") && !user_names.contains(&"a__echo"), "{user_names:?}");
+    assert!(user_names.contains(&"say") && user_names.contains(&"c__env"), "{user_names:?}");
+    assert!(user_names.contains(&"relay_get_status"), "the relay's own tools are not offered to hooks");
+    let say = user_tools.iter().find(|t| t["name"] == "say").unwrap();
+    assert_eq!(say["description"], "Says it back.");
+    let admin_tools = listed(&mut admin, "tools/list", "tools").await;
+    assert!(names(&admin_tools).contains(&"a__env") && names(&admin_tools).contains(&"say"));
+
+    // The new name reaches the backend under its own name; the old name and hidden tools are
+    // refused like unknown ones.
+    assert_eq!(text_of(&user.call_tool("say", json!({"message": "hi"})).await), "a: hi");
+    for hidden in ["a__echo", "a__env"] {
+        let refused = user.call_tool(hidden, json!({})).await;
+        assert_eq!(refused["error"]["code"], -32602, "{refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("Unknown tool"), "{refused}");
+    }
+    assert!(admin.call_tool("a__env", json!({})).await.get("result").is_some(), "admins keep a__env");
+
+    // Prompts: hidden from one principal only, and refused to it by name.
+    assert_eq!(names(&listed(&mut user, "prompts/list", "prompts").await), ["c__p"]);
+    assert_eq!(names(&listed(&mut admin, "prompts/list", "prompts").await), ["a__p", "c__p"]);
+    let refused = user.request("prompts/get", json!({"name": "a__p"})).await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("Unknown prompt"), "{refused}");
+    let got = admin.request("prompts/get", json!({"name": "a__p"})).await;
+    assert_eq!(got["result"]["messages"][0]["content"]["text"], "a: p", "{got}");
+    // Resources of a bound backend pass through the hooks unchanged.
+    let resources = listed(&mut user, "resources/list", "resources").await;
+    assert_eq!(resources[0]["uri"], "mem://a-only");
+}
+
+#[tokio::test]
+async fn an_interceptor_reload_that_changes_a_list_is_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "    bind: {backends: [a]}\n    config: {deny: [{tools: [a__env]}]}\n";
+    let plugin = interceptor(dir.path(), "hider", "tool_filter", config);
+    let relay = start(dir.path(), &plugin, None).await;
+    let mut client = relay.line_client().await;
+    assert!(!client.tool_names().await.contains(&"a__env".to_string()));
+
+    // A build that reads the same configuration differently (the test interceptor denies only
+    // tools named by a plain string) replaces the filter.
+    let before = relay.plugin_status("hider").await["hash"].clone();
+    replace_file(&dir.path().join("tool_filter.wasm"), &std::fs::read(plugin_wasm("test_interceptor")).unwrap());
+    eventually("the reload", || async { (relay.plugin_status("hider").await["hash"] != before).then_some(()) }).await;
+    let notified = client.recv().await;
+    assert_eq!(notified["method"], "notifications/tools/list_changed", "{notified}");
+    assert!(client.tool_names().await.contains(&"a__env".to_string()));
+    assert!(client.call_tool("a__env", json!({})).await.get("result").is_some());
+}
+
+#[tokio::test]
+async fn a_failing_list_hook_hides_what_it_was_asked_about_or_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = [
+        interceptor(
+            dir.path(),
+            "closed",
+            "test_interceptor",
+            "    bind: {backends: [a]}\n    config: {trap_list: true}\n",
+        ),
+        interceptor(
+            dir.path(),
+            "open",
+            "test_interceptor",
+            "    bind: {backends: [c]}\n    on_error: fail-open\n    config: {short_list: true}\n",
+        ),
+    ];
+    let relay = start(dir.path(), &plugins.concat(), None).await;
+    let mut client = relay.line_client().await;
+    let names = client.tool_names().await;
+    assert!(!names.iter().any(|n| n.starts_with("a__")), "fail-closed hides a's tools: {names:?}");
+    assert!(names.contains(&"c__echo".to_string()), "fail-open skips the bad answer: {names:?}");
+    let refused = client.call_tool("a__echo", json!({"message": "x"})).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    assert_eq!(text_of(&client.call_tool("c__echo", json!({"message": "x"})).await), "c: x");
+    relay.wait_for_log("the items it was asked about are hidden").await;
+    let metrics = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
+    let failed_open = metric_value(&metrics, r#"relay_interceptor_failed_open_total{plugin="open"}"#).unwrap_or(0.0);
+    assert!(failed_open >= 1.0, "{metrics}");
+}
