@@ -53,6 +53,8 @@ cargo clippy --release --target wasm32-wasip2 --locked "${PLUGINS[@]}" -- -D war
 
 log "plugins (wasm32-wasip2)"
 ./scripts/build-plugins.sh
+log "plugins in Python and JavaScript (componentize-py, ComponentizeJS)"
+./scripts/build-guest-plugins.sh
 
 # One profile for everything (release): wasmtime is built once, and plugin calls run at
 # production speed in the end-to-end tests.

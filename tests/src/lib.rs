@@ -26,6 +26,10 @@ use tokio::process::{Child, Command};
 /// How long a test waits for anything that should happen promptly.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// How long a process may take to start listening: a relay compiles its plugins first, and the
+/// Python and JavaScript ones take seconds each on a busy machine (a healthy start is quick).
+pub const STARTUP_PATIENCE: Duration = Duration::from_secs(120);
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_owned()
@@ -242,7 +246,7 @@ async fn read_listening(child: &mut Child, prefix: &str) -> (u16, Vec<String>) {
         }
         panic!("process exited before listening (status {:?})", child.try_wait());
     };
-    let port = tokio::time::timeout(PATIENCE, find).await.expect("process starts listening");
+    let port = tokio::time::timeout(STARTUP_PATIENCE, find).await.expect("process starts listening");
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (port, before)

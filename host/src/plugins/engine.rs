@@ -13,13 +13,19 @@ pub const TICK: Duration = Duration::from_millis(1);
 /// Concurrent plugin instances the pool holds (calls beyond it fail fast with an error).
 const POOL_INSTANCES: u32 = 1000;
 
+/// Core module instances (and tables) one plugin instance may take on average. A Rust plugin
+/// is 3 core instances; a Python one (componentize-py: CPython, libc, the WASI adapter and
+/// their shims) is 14, so the pool is sized for every slot holding a Python plugin. Slots are
+/// counters and lazily committed reservations: an idle pool costs address space, not memory.
+const CORE_PER_INSTANCE: u32 = 16;
+
 /// Builds the engine and starts the thread that advances its epoch.
 pub fn build() -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(POOL_INSTANCES)
-        .total_core_instances(POOL_INSTANCES * 4)
+        .total_core_instances(POOL_INSTANCES * CORE_PER_INSTANCE)
         .total_memories(POOL_INSTANCES * 2)
-        .total_tables(POOL_INSTANCES * 4)
+        .total_tables(POOL_INSTANCES * CORE_PER_INSTANCE)
         .total_stacks(POOL_INSTANCES)
         .max_memory_size((MAX_PLUGIN_MEMORY_MB as usize) << 20);
     let mut config = Config::new();
