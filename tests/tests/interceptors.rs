@@ -40,7 +40,8 @@ async fn interceptors_deny_pin_tag_and_redact_only_what_they_are_bound_to() {
         "upstream: {{backoff_initial_ms: 50, call_timeout_secs: 20}}\nplugin_cache_dir: cache\nplugins:\n{}",
         plugins.concat()
     );
-    let backends = format!("backends:\n{}{}", stdio_fixture_entry("a", &[]), stdio_fixture_entry("c", &[]));
+    let a = stdio_fixture_entry("a", &["--prompts", "p", "--resources", "mem://ann@example.com"]);
+    let backends = format!("backends:\n{a}{}", stdio_fixture_entry("c", &[]));
     let relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
     relay.wait_ready("a").await;
     relay.wait_ready("c").await;
@@ -60,6 +61,15 @@ async fn interceptors_deny_pin_tag_and_redact_only_what_they_are_bound_to() {
     let pinned = client.call_tool("a__slow", json!({"ms": 5000})).await;
     assert_eq!(text_of(&pinned), "a: slow [seen]");
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "the pinned ms applied");
+
+    // Prompts and resources of a bound backend pass the same hooks (those bound by tool name
+    // do not see them).
+    let prompt = client.request("prompts/get", json!({"name": "p"})).await;
+    assert_eq!(prompt["result"]["messages"][0]["content"]["text"], "a: p [seen]", "{prompt}");
+    let read = client.request("resources/read", json!({"uri": "mem://ann@example.com"})).await;
+    let text = read["result"]["contents"][0]["text"].as_str().unwrap_or_else(|| panic!("{read}"));
+    assert!(text.starts_with("a: mem://[REDACTED:email]") && text.ends_with(" [seen]"), "{read}");
+    assert!(read["result"]["_meta"]["relay/redacted"]["total"].as_u64() >= Some(1), "{read}");
 
     // Not bound: untouched.
     let other = client.call_tool("c__echo", json!({"message": secret})).await;

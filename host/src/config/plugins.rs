@@ -66,15 +66,16 @@ pub struct PluginConfig {
     pub on_error: OnError,
 }
 
-/// The calls an interceptor is bound to: backends (or adapters) and tool names, as globs
-/// (`*`, `?`, `[abc]`, `{a,b}`). Empty lists match everything.
+/// What an interceptor is bound to: backends (or adapters) and tool names, as globs (`*`, `?`,
+/// `[abc]`, `{a,b}`). Empty lists match everything. An interceptor bound by `tools` sees those
+/// tools only; without `tools` it also sees the prompts and resources of its backends.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Binding {
     /// Backend or adapter names.
     #[serde(default)]
     pub backends: Vec<String>,
-    /// Client-facing tool names.
+    /// Tool names in the relay's catalog (before any interceptor renamed them).
     #[serde(default)]
     pub tools: Vec<String>,
 }
@@ -110,9 +111,10 @@ impl BindingMatcher {
             && self.tools.as_ref().is_none_or(|set| set.is_match(tool))
     }
 
-    /// Whether an item served by `backend` that is not a tool (a prompt, a resource) is bound.
-    pub fn matches_backend(&self, backend: &str) -> bool {
-        self.backends.as_ref().is_none_or(|set| set.is_match(backend))
+    /// Whether an item served by `backend` that is not a tool (a prompt, a resource) is bound:
+    /// only when the binding names no tools.
+    pub fn matches_item(&self, backend: &str) -> bool {
+        self.tools.is_none() && self.backends.as_ref().is_none_or(|set| set.is_match(backend))
     }
 }
 

@@ -115,6 +115,18 @@ impl Addressed {
         Ok(Self { target, key, rest })
     }
 
+    /// The `arguments` object (a prompt's; `{}` when none was sent).
+    pub fn arguments(&self) -> Value {
+        self.rest.get("arguments").filter(|a| a.is_object()).cloned().unwrap_or_else(|| Value::Object(Map::new()))
+    }
+
+    /// The same request with `arguments` instead (an interceptor replaced them).
+    pub fn with_arguments(&self, arguments: Value) -> Self {
+        let mut request = self.clone();
+        request.rest.insert("arguments".into(), arguments);
+        request
+    }
+
     /// The params for the owner, which knows the target as `upstream_target`.
     pub fn to_params(&self, upstream_target: &str) -> Value {
         let mut params = self.rest.clone();

@@ -1,8 +1,9 @@
-//! The `interceptor` world's hooks around a tool call: every interceptor bound to the call
-//! (`bind`), in the listed order, sees its arguments before (and may replace them or deny the
-//! call) and its result after (and may replace it). Calls no interceptor is bound to pay one
-//! glob match per interceptor. A failing interceptor fails the call (`on_error: fail-closed`) or
-//! is skipped, logged and counted (`fail-open`).
+//! The `interceptor` world's hooks around a call (`tools/call`, `prompts/get`,
+//! `resources/read`): every interceptor bound to it (`bind`), in the listed order, sees its
+//! arguments before (and may replace them or deny the call) and its result after (and may
+//! replace it). Calls no interceptor is bound to pay one glob match per interceptor. A failing
+//! interceptor fails the call (`on_error: fail-closed`) or is skipped, logged and counted
+//! (`fail-open`).
 
 use serde_json::Value;
 
@@ -12,25 +13,51 @@ use super::loaded::Bound;
 use super::registry::{Plugins, Refusal, Slot, from_wit};
 use super::sandbox::PluginError;
 use crate::access::Principal;
-use crate::config::{OnError, World};
+use crate::config::{BindingMatcher, OnError, World};
 
-/// One tool call as the hooks see it.
+/// The methods interceptors see.
+pub const TOOLS_CALL: &str = "tools/call";
+/// See [`TOOLS_CALL`].
+pub const PROMPTS_GET: &str = "prompts/get";
+/// See [`TOOLS_CALL`].
+pub const RESOURCES_READ: &str = "resources/read";
+
+/// One call as the hooks see it.
 pub struct CallHook<'a> {
     /// The caller.
     pub principal: &'a Principal,
+    /// `tools/call`, `prompts/get` or `resources/read`.
+    pub method: &'static str,
     /// The backend or adapter that serves the call.
     pub backend: &'a str,
-    /// The tool's name in the relay's catalog (before any interceptor renamed it).
-    pub tool: &'a str,
+    /// The tool's or prompt's name in the relay's catalog (before any interceptor renamed it),
+    /// or the resource's URI.
+    pub name: &'a str,
 }
 
 impl CallHook<'_> {
+    fn binds(&self, binding: &BindingMatcher) -> bool {
+        match self.method {
+            TOOLS_CALL => binding.matches(self.backend, self.name),
+            _ => binding.matches_item(self.backend),
+        }
+    }
+
+    /// The result type the method answers with, and the array field that every one has.
+    fn result_shape(&self) -> (&'static str, &'static str) {
+        match self.method {
+            TOOLS_CALL => ("CallToolResult", "content"),
+            PROMPTS_GET => ("GetPromptResult", "messages"),
+            _ => ("ReadResourceResult", "contents"),
+        }
+    }
+
     fn info(&self) -> CallInfo {
         CallInfo {
             principal: types::Principal { id: self.principal.id.clone(), roles: self.principal.roles.clone() },
-            method: "tools/call".into(),
+            method: self.method.into(),
             backend: self.backend.to_owned(),
-            name: self.tool.to_owned(),
+            name: self.name.to_owned(),
         }
     }
 }
@@ -39,12 +66,14 @@ impl Plugins {
     /// The interceptors bound to `call`, matched once for the whole call; `None` when no
     /// interceptor is (then the hooks need not run at all).
     pub fn interception(&self, call: &CallHook<'_>) -> Option<Interception<'_>> {
-        let slots: Vec<_> = self
-            .slots
-            .iter()
-            .filter(|s| s.config.world == World::Interceptor && s.binding.matches(call.backend, call.tool))
-            .collect();
-        (!slots.is_empty()).then(|| Interception { plugins: self, slots, info: call.info() })
+        let slots: Vec<_> =
+            self.slots.iter().filter(|s| s.config.world == World::Interceptor && call.binds(&s.binding)).collect();
+        (!slots.is_empty()).then(|| Interception {
+            plugins: self,
+            slots,
+            info: call.info(),
+            shape: call.result_shape(),
+        })
     }
 }
 
@@ -53,6 +82,7 @@ pub struct Interception<'a> {
     plugins: &'a Plugins,
     slots: Vec<&'a std::sync::Arc<Slot>>,
     info: CallInfo,
+    shape: (&'static str, &'static str),
 }
 
 impl Interception<'_> {
@@ -68,6 +98,9 @@ impl Interception<'_> {
                 .await;
             match outcome {
                 Ok(RequestDecision::Proceed) => slot.settled(false),
+                Ok(RequestDecision::Replace(_)) if self.info.method == RESOURCES_READ => {
+                    failed(slot, invalid(slot, "replaced the arguments of resources/read, which has none"))?
+                }
                 Ok(RequestDecision::Replace(replaced)) => match serde_json::from_str::<Value>(&replaced) {
                     Ok(value) if value.is_object() => {
                         slot.settled(false);
@@ -98,11 +131,14 @@ impl Interception<'_> {
             match outcome {
                 Ok(ResultDecision::Pass) => slot.settled(false),
                 Ok(ResultDecision::Replace(replaced)) => match serde_json::from_str::<Value>(&replaced) {
-                    Ok(value) if value.get("content").is_some_and(Value::is_array) => {
+                    Ok(value) if value.get(self.shape.1).is_some_and(Value::is_array) => {
                         slot.settled(false);
                         result = value;
                     }
-                    _ => failed(slot, invalid(slot, "replaced the result with something not a CallToolResult"))?,
+                    _ => {
+                        let message = format!("replaced the result with something not a {}", self.shape.0);
+                        failed(slot, invalid(slot, &message))?
+                    }
                 },
                 Err(error) => failed(slot, error)?,
             }

@@ -50,7 +50,7 @@ impl Plugins {
     pub async fn edit_list(&self, principal: &Principal, kind: ListKind, items: &[Listed<'_>]) -> Option<Edited> {
         let bound_to = |slot: &Slot, item: &Listed<'_>| match kind {
             ListKind::Tools => slot.binding.matches(item.backend, item.name),
-            _ => slot.binding.matches_backend(item.backend),
+            _ => slot.binding.matches_item(item.backend),
         };
         let slots: Vec<&Slot> = self
             .slots

@@ -30,7 +30,7 @@ mod watch;
 
 pub use backends::{BackendCalls, NoBackends};
 pub use cache::default_dir as default_cache_dir;
-pub use intercept::{CallHook, Interception};
+pub use intercept::{CallHook, Interception, PROMPTS_GET, RESOURCES_READ, TOOLS_CALL};
 pub use kv_store::{KvError, KvStore};
 pub use listing::{Edited, Listed};
 pub use registry::{Plugins, Refusal};

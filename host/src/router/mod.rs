@@ -22,7 +22,7 @@ pub use error::RouterError;
 use crate::access::Principal;
 use crate::admin::RelayTools;
 use crate::mcp::{Addressed, Completion, CompletionRef, ListKind, ToolCall};
-use crate::plugins::{CallHook, Caller, Plugins};
+use crate::plugins::{CallHook, Caller, PROMPTS_GET, Plugins, RESOURCES_READ, TOOLS_CALL};
 use crate::upstream::{UpstreamEvent, Upstreams};
 
 /// Routes requests to upstreams by catalog ownership.
@@ -213,7 +213,30 @@ impl Router {
         let catalog = self.catalog_for(principal).await;
         let name = &request.target;
         let entry = catalog.prompts().get(name).ok_or_else(|| RouterError::UnknownPrompt(name.clone()))?;
-        self.forward(&entry.owner, "prompts/get", request.to_params(&entry.upstream_name), related).await
+        let hook = CallHook { principal, method: PROMPTS_GET, backend: entry.owner.name(), name: &entry.catalog_name };
+        self.intercepted(&hook, request, async |request| {
+            self.forward(&entry.owner, PROMPTS_GET, request.to_params(&entry.upstream_name), related).await
+        })
+        .await
+    }
+
+    /// Runs `forward` with the request hooks of the interceptors bound to `hook` before and
+    /// their result hooks after (for prompts and resources; tools have their own path).
+    async fn intercepted(
+        &self,
+        hook: &CallHook<'_>,
+        request: &Addressed,
+        forward: impl AsyncFnOnce(&Addressed) -> Result<Value, RouterError>,
+    ) -> Result<Value, RouterError> {
+        let Some(interception) = self.plugins.interception(hook) else { return forward(request).await };
+        let arguments = request.arguments();
+        let replaced = interception.request(arguments.clone()).await.map_err(RouterError::Intercepted)?;
+        let result = if replaced == arguments {
+            forward(request).await?
+        } else {
+            forward(&request.with_arguments(replaced)).await?
+        };
+        interception.result(result).await.map_err(RouterError::Intercepted)
     }
 
     /// `resources/read`: a listed resource goes to its owner; any other URI to the backends
@@ -319,21 +342,40 @@ impl Router {
     ) -> Result<Value, RouterError> {
         let uri = &request.target;
         let catalog = self.catalog_for(principal).await;
+        let read = method == RESOURCES_READ;
         if let Some(entry) = catalog.resources().get(uri) {
-            let params = request.to_params(&entry.upstream_name);
-            let mut result = self.forward(&entry.owner, method, params, related).await?;
-            // Contents name the URI the client asked for, not the backend's own.
-            if let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut) {
-                for item in contents.iter_mut().filter(|c| c["uri"] == entry.upstream_name.as_str()) {
-                    item["uri"] = Value::String(uri.clone());
+            let forward = async |request: &Addressed| {
+                let params = request.to_params(&entry.upstream_name);
+                let mut result = self.forward(&entry.owner, method, params, related).await?;
+                // Contents name the URI the client asked for, not the backend's own.
+                if let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut) {
+                    for item in contents.iter_mut().filter(|c| c["uri"] == entry.upstream_name.as_str()) {
+                        item["uri"] = Value::String(uri.clone());
+                    }
                 }
+                Ok(result)
+            };
+            if !read {
+                return forward(request).await;
             }
-            return Ok(result);
+            let hook =
+                CallHook { principal, method: RESOURCES_READ, backend: entry.owner.name(), name: &entry.catalog_name };
+            return self.intercepted(&hook, request, forward).await;
         }
         let mut last = RouterError::UnknownResource(uri.clone());
         for owner in catalog.template_owners(uri) {
-            match self.forward(owner, method, request.to_params(uri), related).await {
+            let forward =
+                async |request: &Addressed| self.forward(owner, method, request.to_params(uri), related).await;
+            let attempt = if read {
+                let hook = CallHook { principal, method: RESOURCES_READ, backend: owner.name(), name: uri };
+                self.intercepted(&hook, request, forward).await
+            } else {
+                forward(request).await
+            };
+            match attempt {
                 Ok(result) => return Ok(result),
+                // An interceptor's answer is final: no other backend is asked.
+                Err(e @ RouterError::Intercepted(_)) => return Err(e),
                 Err(e) => last = e,
             }
         }
@@ -376,7 +418,12 @@ impl Router {
             return Routed { backend: None, result: Err(RouterError::UnknownTool(name)) };
         };
         let owner = entry.owner.name().to_owned();
-        let hook = CallHook { principal: &caller.request.principal, backend: &owner, tool: &entry.catalog_name };
+        let hook = CallHook {
+            principal: &caller.request.principal,
+            method: TOOLS_CALL,
+            backend: &owner,
+            name: &entry.catalog_name,
+        };
         let interception = match entry.owner {
             Owner::Builtin => None,
             _ => self.plugins.interception(&hook),

@@ -1,9 +1,10 @@
 //! A configurable interceptor for the end-to-end tests. Configuration:
-//! `deny: [tool]` refuses those tools (forbidden); `pin: {param: value}` sets those arguments;
-//! `trap: [tool]` traps on those tools' requests; `tag: "text"` appends text to each result's
-//! first content item. Lists: `hide: [name]` hides those items, `rename: {name: new}` renames
-//! them, `hide_for: {principal: [name]}` hides items from one principal only, `trap_list: true`
-//! traps in the list hook, `short_list: true` answers with one item too few.
+//! `deny: [tool]` refuses those tools (forbidden); `pin: {param: value}` sets those arguments
+//! of tool calls; `trap: [tool]` traps on those tools' requests; `tag: "text"` appends text to
+//! the first text of each result (a tool's content, a prompt's message, a resource's
+//! contents). Lists: `hide: [name]` hides those items, `rename: {name: new}` renames them,
+//! `hide_for: {principal: [name]}` hides items from one principal only, `trap_list: true` traps
+//! in the list hook, `short_list: true` answers with one item too few.
 
 use exports::relay::plugin::interception::{
     CallInfo, Guest, ListDecision, ListItem, ListKind, RequestDecision, ResultDecision,
@@ -67,7 +68,7 @@ impl Guest for TestInterceptor {
                 retry_after_ms: None,
             });
         }
-        match settings["pin"].as_object() {
+        match settings["pin"].as_object().filter(|_| call.method == "tools/call") {
             Some(pins) => {
                 let mut arguments: Value = serde_json::from_str(&arguments).unwrap_or_default();
                 for (key, value) in pins {
@@ -82,8 +83,10 @@ impl Guest for TestInterceptor {
     fn on_result(_call: CallInfo, result: String) -> ResultDecision {
         let Some(tag) = settings()["tag"].as_str().map(str::to_owned) else { return ResultDecision::Pass };
         let mut result: Value = serde_json::from_str(&result).unwrap_or_default();
-        if let Some(text) = result["content"][0]["text"].as_str() {
-            result["content"][0]["text"] = Value::from(format!("{text}{tag}"));
+        for pointer in ["/content/0/text", "/messages/0/content/text", "/contents/0/text"] {
+            if let Some(text) = result.pointer_mut(pointer) {
+                *text = Value::from(format!("{}{tag}", text.as_str().unwrap_or_default()));
+            }
         }
         ResultDecision::Replace(result.to_string())
     }
