@@ -60,10 +60,11 @@ EOF
 start_relay RWS "ws://127.0.0.1:$BACKEND/ws" ""
 start_relay RHTTP "http://127.0.0.1:$BACKEND/mcp" ""
 start_relay RPLUG "ws://127.0.0.1:$BACKEND/ws" "$PLUGINS" bench-token
-# Interceptors bound to another backend (what unbound calls pay), and redact bound to this one.
+# tool-filter and redact bound to another backend (what unbound calls pay: a glob match each and
+# the caller's view of the catalog, looked up), and redact bound to this one.
 start_relay RINTO "ws://127.0.0.1:$BACKEND/ws" "plugins:
+  - {name: filter, world: interceptor, path: $PWD/target/plugins/tool_filter.wasm, bind: {backends: [other]}, config: {deny: [{tools: ['*']}], rename: {echo: other_echo}}}
   - {name: redact, world: interceptor, path: $PWD/target/plugins/redact.wasm, bind: {backends: [other]}}
-  - {name: filter, world: interceptor, path: $PWD/target/plugins/test_interceptor.wasm, bind: {backends: [other]}}
 "
 start_relay RREDACT "ws://127.0.0.1:$BACKEND/ws" "plugins:
   - {name: redact, world: interceptor, path: $PWD/target/plugins/redact.wasm, bind: {backends: [echo]}}

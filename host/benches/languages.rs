@@ -70,6 +70,7 @@ async fn one_call(plugins: &Plugins, world: &str) {
             transport: TransportKind::Line,
             method: "tools/call".into(),
             tool: Some("echo".into()),
+            route: None,
         };
         plugins.check(&request).await.expect("admitted");
     } else {

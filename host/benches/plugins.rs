@@ -53,6 +53,7 @@ async fn check(plugins: &Plugins, principal: Principal) {
         transport: TransportKind::Line,
         method: "tools/call".into(),
         tool: Some("echo".into()),
+        route: None,
     };
     plugins.check(&request).await.expect("admitted");
 }

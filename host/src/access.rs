@@ -114,6 +114,20 @@ pub struct RequestInfo {
     pub method: String,
     /// The tool, for `tools/call`.
     pub tool: Option<String>,
+    /// Where a `tools/call` goes, when the tool exists (policies bound to backends or tools
+    /// run only for the calls it matches).
+    pub route: Option<Route>,
+}
+
+/// The backend (or adapter) that serves a tool call, and the tool's name in the relay's
+/// catalog (before any interceptor renamed it; for an adapter's own backend calls, the
+/// backend's name for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The backend or adapter.
+    pub backend: String,
+    /// The tool.
+    pub tool: String,
 }
 
 /// The category of a refusal.

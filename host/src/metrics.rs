@@ -177,7 +177,7 @@ pub struct Metrics {
     tls_refused: Family<ReasonLabel, Counter>,
     limit_refusals: Family<LimitLabel, Counter>,
     kv_unavailable: Counter,
-    interceptor_failed_open: Family<PluginLabel, Counter>,
+    plugin_failed_open: Family<PluginLabel, Counter>,
     rate_limited: Counter,
     log_forward_dropped: Counter,
     log_forward_connected: Gauge,
@@ -220,7 +220,7 @@ impl Metrics {
             tls_refused: Family::default(),
             limit_refusals: Family::default(),
             kv_unavailable: Counter::default(),
-            interceptor_failed_open: Family::default(),
+            plugin_failed_open: Family::default(),
             rate_limited: Counter::default(),
             log_forward_dropped: Counter::default(),
             log_forward_connected: Gauge::default(),
@@ -271,9 +271,9 @@ impl Metrics {
         );
         registry.register("relay_rate_limited", "Requests refused by a rate limit", m.rate_limited.clone());
         registry.register(
-            "relay_interceptor_failed_open",
-            "Calls that went on without an interceptor that failed (on_error: fail-open)",
-            m.interceptor_failed_open.clone(),
+            "relay_plugin_failed_open",
+            "Requests that went on without a policy or interceptor that failed (on_error: fail-open)",
+            m.plugin_failed_open.clone(),
         );
         registry.register(
             "relay_kv_unavailable",
@@ -376,9 +376,10 @@ impl Metrics {
         self.limit_refusals.get_or_create(&LimitLabel { limit }).inc();
     }
 
-    /// A call that went on without the failed interceptor `plugin` (`on_error: fail-open`).
-    pub fn interceptor_failed_open(&self, plugin: &str) {
-        self.interceptor_failed_open.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).inc();
+    /// A request that went on without the failed policy or interceptor `plugin` (`on_error:
+    /// fail-open`).
+    pub fn plugin_failed_open(&self, plugin: &str) {
+        self.plugin_failed_open.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).inc();
     }
 
     /// A plugin `kv` call that could not reach the store.

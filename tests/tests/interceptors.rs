@@ -84,7 +84,7 @@ async fn interceptors_deny_pin_tag_and_redact_only_what_they_are_bound_to() {
     assert!(closed["error"]["message"].as_str().unwrap().contains("trap-closed"), "{closed}");
     relay.wait_for_log("going on without it (on_error: fail-open)").await;
     let metrics = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
-    let failed_open = metric_value(&metrics, r#"relay_interceptor_failed_open_total{plugin="trap-open"}"#);
+    let failed_open = metric_value(&metrics, r#"relay_plugin_failed_open_total{plugin="trap-open"}"#);
     assert_eq!(failed_open, Some(1.0), "{metrics}");
 }
 
@@ -131,4 +131,40 @@ async fn tool_filter_allows_denies_by_role_and_pins_parameters() {
     assert!(received.contains(r#""ms":1"#) && !received.contains("5000"), "the pinned value did: {received}");
     // Another backend is not bound: nothing applies.
     assert!(user.call_tool("c__env", json!({})).await.get("result").is_some());
+}
+
+/// Policies take `bind` and `on_error` too: a rate limit bound to one backend counts only its
+/// calls, and a policy that fails with `on_error: fail-open` lets the request through (logged,
+/// counted).
+#[tokio::test]
+async fn bound_policies_see_only_their_calls_and_may_fail_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = copy_plugin(dir.path(), "rate_limit");
+    let flaky = copy_plugin(dir.path(), "misbehaving_policy");
+    let relay_yaml = format!(
+        "upstream: {{backoff_initial_ms: 50, call_timeout_secs: 20}}\nplugin_cache_dir: cache\nplugins:\n\
+         \x20 - {{name: limit-a, world: policy, path: {}, grants: {{clock: true}}, bind: {{backends: [a]}}, config: {{per_minute: 1}}}}\n\
+         \x20 - {{name: flaky, world: policy, path: {}, bind: {{tools: [panic]}}, on_error: fail-open}}\n",
+        limit.display(),
+        flaky.display()
+    );
+    let backends =
+        format!("backends:\n{}{}", stdio_fixture_entry("a", &[]), stdio_fixture_entry("c", &["--tools", "panic"]));
+    let relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
+    relay.wait_ready("a").await;
+    relay.wait_ready("c").await;
+    let mut client = relay.line_client().await;
+
+    assert_eq!(text_of(&client.call_tool("a__echo", json!({"message": "1"})).await), "a: 1");
+    let limited = client.call_tool("a__echo", json!({"message": "2"})).await;
+    assert_eq!(limited["error"]["code"], -32019, "the second call to a is over its budget: {limited}");
+    for n in 0..3 {
+        let other = client.call_tool("c__echo", json!({"message": n.to_string()})).await;
+        assert_eq!(text_of(&other), format!("c: {n}"), "c's calls are not limit-a's business");
+    }
+    // `panic` makes the misbehaving policy trap: fail-open lets the call through.
+    assert_eq!(text_of(&client.call_tool("panic", json!({})).await), "c: panic");
+    relay.wait_for_log("going on without it (on_error: fail-open)").await;
+    let metrics = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(metric_value(&metrics, r#"relay_plugin_failed_open_total{plugin="flaky"}"#), Some(1.0), "{metrics}");
 }

@@ -58,17 +58,19 @@ pub struct PluginConfig {
     /// Per-call bounds.
     #[serde(default)]
     pub limits: PluginLimits,
-    /// Which calls an interceptor sees (others do not pay for it).
+    /// Which calls an interceptor or policy sees (others do not pay for it).
     #[serde(default)]
     pub bind: Binding,
-    /// What a failing interceptor (trap, deadline, kv outage) does to the call.
+    /// What a failing interceptor or policy (trap, deadline, kv outage) does to the request.
     #[serde(default)]
     pub on_error: OnError,
 }
 
-/// What an interceptor is bound to: backends (or adapters) and tool names, as globs (`*`, `?`,
-/// `[abc]`, `{a,b}`). Empty lists match everything. An interceptor bound by `tools` sees those
-/// tools only; without `tools` it also sees the prompts and resources of its backends.
+/// What an interceptor or policy is bound to: backends (or adapters) and tool names, as globs
+/// (`*`, `?`, `[abc]`, `{a,b}`). Empty lists match everything. An interceptor bound by `tools`
+/// sees those tools only; without `tools` it also sees the prompts and resources of its
+/// backends. A bound policy runs only for the `tools/call`s it matches; an unbound one for
+/// every request.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Binding {
@@ -109,6 +111,11 @@ impl BindingMatcher {
     pub fn matches(&self, backend: &str, tool: &str) -> bool {
         self.backends.as_ref().is_none_or(|set| set.is_match(backend))
             && self.tools.as_ref().is_none_or(|set| set.is_match(tool))
+    }
+
+    /// Whether neither backends nor tools were given (everything is bound).
+    pub fn is_unbound(&self) -> bool {
+        self.backends.is_none() && self.tools.is_none()
     }
 
     /// Whether an item served by `backend` that is not a tool (a prompt, a resource) is bound:
@@ -269,10 +276,10 @@ pub fn validate_plugins(plugins: &[PluginConfig]) -> Result<(), String> {
     }
     for plugin in plugins {
         plugin.bind.matcher().map_err(|e| format!("plugin {}: {e}", plugin.name))?;
-        if plugin.world != World::Interceptor
+        if !matches!(plugin.world, World::Interceptor | World::Policy)
             && (plugin.bind != Binding::default() || plugin.on_error != OnError::default())
         {
-            return Err(format!("plugin {}: bind and on_error are for interceptors", plugin.name));
+            return Err(format!("plugin {}: bind and on_error are for policies and interceptors", plugin.name));
         }
     }
     if plugins.iter().filter(|p| p.world == World::Auth).count() > 1 {
@@ -312,9 +319,14 @@ mod tests {
         let bad: Vec<PluginConfig> =
             serde_yaml::from_str("- {name: r, world: interceptor, path: r.wasm, bind: {tools: ['[']}}\n").unwrap();
         assert!(validate_plugins(&bad).unwrap_err().contains("bind"));
-        let misplaced: Vec<PluginConfig> =
+        let policy: Vec<PluginConfig> =
             serde_yaml::from_str("- {name: p, world: policy, path: p.wasm, on_error: fail-open}\n").unwrap();
-        assert!(validate_plugins(&misplaced).unwrap_err().contains("interceptors"));
+        assert!(validate_plugins(&policy).is_ok(), "policies take bind and on_error too");
+        let misplaced: Vec<PluginConfig> =
+            serde_yaml::from_str("- {name: a, world: adapter, path: a.wasm, on_error: fail-open}\n").unwrap();
+        assert!(validate_plugins(&misplaced).unwrap_err().contains("policies and interceptors"));
+        assert!(plugins[1].bind.matcher().unwrap().is_unbound() && !bound.is_unbound());
+        assert!(!bound.matches_item("docs"), "bound by tools: no prompts or resources");
     }
 
     #[test]

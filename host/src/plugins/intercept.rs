@@ -157,14 +157,15 @@ fn failed(slot: &Slot, error: PluginError) -> Result<(), Refusal> {
     if fails_closed(slot, &error) { Err(Refusal::Failed(error)) } else { Ok(()) }
 }
 
-/// Whether a failed hook stops what it was asked about (`on_error: fail-closed`); under
-/// `fail-open` the failure is logged and counted here and the hook is skipped.
+/// Whether a failed hook (of an interceptor or a policy) stops what it was asked about
+/// (`on_error: fail-closed`); under `fail-open` the failure is logged and counted here and the
+/// plugin is skipped.
 pub(super) fn fails_closed(slot: &Slot, error: &PluginError) -> bool {
     match slot.config.on_error {
         OnError::FailClosed => true,
         OnError::FailOpen => {
-            crate::metrics::metrics().interceptor_failed_open(&slot.config.name);
-            tracing::warn!(plugin = %slot.config.name, %error, "interceptor failed; going on without it (on_error: fail-open)");
+            crate::metrics::metrics().plugin_failed_open(&slot.config.name);
+            tracing::warn!(plugin = %slot.config.name, %error, "plugin failed; going on without it (on_error: fail-open)");
             false
         }
     }

@@ -21,6 +21,10 @@ use crate::mcp::ListKind;
 /// Longest name a hook may give a tool or prompt (the catalog's own limit).
 const MAX_NAME: usize = 128;
 
+/// Largest definition (JSON text) a hook may give an item, unless it was offered larger: views
+/// are kept per principal, so a hook must not be able to inflate them.
+const MAX_ITEM_BYTES: usize = 64 << 10;
+
 /// One list item as the hooks are told about it.
 pub struct Listed<'a> {
     /// The backend or adapter that serves it.
@@ -85,7 +89,7 @@ impl Plugins {
                 .await;
             let answer = match outcome {
                 Ok(ListDecision::Pass) => Ok(None),
-                Ok(ListDecision::Edit(answers)) => checked(slot, kind, &asked, &edited.items, answers).map(Some),
+                Ok(ListDecision::Edit(answers)) => checked(slot, kind, &offered, answers).map(Some),
                 Err(error) => Err(error),
             };
             match answer {
@@ -108,42 +112,46 @@ impl Plugins {
     }
 }
 
-/// The hook's answer for the `asked` items, if it keeps the contract: one entry per item, each
-/// hidden or a JSON object; a tool or prompt named `[A-Za-z0-9_.-]{1,128}`, a resource or
-/// template with its key unchanged.
+/// The hook's answer for the `offered` items, if it keeps the contract: one entry per item,
+/// each hidden or a JSON object of at most 64 KiB (or its offered size); a tool or prompt named
+/// `[A-Za-z0-9_.-]{1,128}`, a resource or template with its key unchanged.
 fn checked(
     slot: &Slot,
     kind: ListKind,
-    asked: &[usize],
-    current: &[Option<Value>],
+    offered: &[ListItem],
     answers: Vec<Option<String>>,
 ) -> Result<Vec<Option<Value>>, PluginError> {
     let bad = |message: String| PluginError::BadAnswer { plugin: slot.config.name.clone(), message };
-    if answers.len() != asked.len() {
-        return Err(bad(format!("answered {} items of a list of {}", answers.len(), asked.len())));
+    if answers.len() != offered.len() {
+        return Err(bad(format!("answered {} items of a list of {}", answers.len(), offered.len())));
     }
     let key = kind.key();
-    asked
+    offered
         .iter()
         .zip(answers)
-        .map(|(&i, answer)| {
+        .map(|(item, answer)| {
             let Some(text) = answer else { return Ok(None) };
+            if text.len() > MAX_ITEM_BYTES.max(item.definition.len()) {
+                return Err(bad(format!("grew an item of {} past {MAX_ITEM_BYTES} bytes", kind.method())));
+            }
             let definition: Value = serde_json::from_str(&text)
                 .ok()
                 .filter(Value::is_object)
                 .ok_or_else(|| bad(format!("an item of {} is not a JSON object", kind.method())))?;
-            let was = current[i].as_ref().and_then(|d| d.get(key));
             match kind {
                 ListKind::Tools | ListKind::Prompts => {
+                    // A backend's own prompt name may be anything; a new name must be plain.
                     let name = definition.get(key).and_then(Value::as_str).unwrap_or("");
-                    if !valid_name(name) {
+                    if name != item.name && !valid_name(name) {
                         return Err(bad(format!("renamed an item of {} to {name:?}", kind.method())));
                     }
                 }
-                ListKind::Resources | ListKind::ResourceTemplates if definition.get(key) != was => {
-                    return Err(bad(format!("changed the {key} of an item of {}", kind.method())));
+                ListKind::Resources | ListKind::ResourceTemplates => {
+                    let was: Option<Value> = serde_json::from_str(&item.definition).ok();
+                    if definition.get(key) != was.as_ref().and_then(|d| d.get(key)) {
+                        return Err(bad(format!("changed the {key} of an item of {}", kind.method())));
+                    }
                 }
-                _ => {}
             }
             Ok(Some(definition))
         })

@@ -257,7 +257,10 @@ impl Plugins {
     /// Runs every policy plugin, in order, on one request.
     pub async fn check(&self, info: &RequestInfo) -> Result<(), Refusal> {
         let mut request = None;
-        for slot in self.slots.iter().filter(|s| s.config.world == World::Policy) {
+        let bound = |slot: &Slot| {
+            slot.binding.is_unbound() || info.route.as_ref().is_some_and(|r| slot.binding.matches(&r.backend, &r.tool))
+        };
+        for slot in self.slots.iter().filter(|s| s.config.world == World::Policy && bound(s)) {
             let request = request.get_or_insert_with(|| types::RequestInfo {
                 principal: types::Principal { id: info.principal.id.clone(), roles: info.principal.roles.clone() },
                 session_id: info.session_id.clone(),
@@ -275,7 +278,12 @@ impl Plugins {
                     }
                     _ => unreachable!("policy slot holds a policy"),
                 })
-                .await?;
+                .await;
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(error) if super::intercept::fails_closed(slot, &error) => return Err(Refusal::Failed(error)),
+                Err(_) => continue,
+            };
             slot.settled(outcome.is_err());
             if let Err(denial) = outcome {
                 return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));

@@ -19,7 +19,7 @@ pub use crate::mcp::Related;
 pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
 
-use crate::access::Principal;
+use crate::access::{Principal, Route};
 use crate::admin::RelayTools;
 use crate::mcp::{Addressed, Completion, CompletionRef, ListKind, ToolCall};
 use crate::plugins::{CallHook, Caller, PROMPTS_GET, Plugins, RESOURCES_READ, TOOLS_CALL};
@@ -402,10 +402,12 @@ impl Router {
             .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
     }
 
-    /// The name of the backend, adapter or `relay` that serves tool `name` to `principal` now,
-    /// if any.
-    pub async fn owner_of(&self, name: &str, principal: &Principal) -> Option<String> {
-        self.catalog_for(principal).await.get(name).map(|entry| entry.owner.name().to_owned())
+    /// Where a call of tool `name` by `principal` goes now (the backend, adapter or `relay`, and
+    /// the tool's catalog name), if `principal` has such a tool.
+    pub async fn route_of(&self, name: &str, principal: &Principal) -> Option<Route> {
+        let catalog = self.catalog_for(principal).await;
+        let entry = catalog.get(name)?;
+        Some(Route { backend: entry.owner.name().to_owned(), tool: entry.catalog_name.clone() })
     }
 
     /// Calls the tool that `caller` sees listed as `call.name`; `related` is where its progress

@@ -50,6 +50,7 @@ fn caller() -> Caller {
         transport: TransportKind::Line,
         method: "tools/call".into(),
         tool: None,
+        route: None,
     };
     Caller { request, admit: Arc::new(|_| Box::pin(async { Ok(()) })) }
 }

@@ -234,6 +234,7 @@ impl SessionFactory {
             transport,
             method: "tools/call".into(),
             tool: None,
+            route: None,
         };
         Ok(Arc::new(Session {
             id,

@@ -121,12 +121,17 @@ impl Session {
         let tool = (method == "tools/call")
             .then(|| params.and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_owned))
             .flatten();
+        let route = match &tool {
+            Some(tool) => self.router.route_of(tool, &self.principal).await,
+            None => None,
+        };
         let info = RequestInfo {
             principal: self.principal.clone(),
             session_id: self.id.clone(),
             transport: self.transport,
             method: method.to_owned(),
             tool,
+            route,
         };
         let outcome = self.policy.check(&info).await;
         if let Err(Refusal::Denied(denial)) = &outcome
@@ -256,8 +261,8 @@ impl Session {
             meta.insert("traceparent".into(), trace.traceparent().into());
         }
         let trace_id = trace.trace_id.as_str();
-        let owner = self.router.owner_of(&name, &self.principal).await;
-        let backend = owner.as_deref().unwrap_or("-");
+        let route = self.router.route_of(&name, &self.principal).await;
+        let backend = route.as_ref().map_or("-", |r| r.backend.as_str());
         tracing::info!(target: "relay::call", session, principal, tool = %name, backend, trace_id, "Tool call received");
         let started = Instant::now();
         let routed = self.router.call_tool(call, related, &self.caller).await;
