@@ -22,7 +22,7 @@ async fn start(dir: &std::path::Path, plugins: &str, admin: Option<&str>) -> Rel
     );
     let backends = format!(
         "backends:\n{}{}",
-        stdio_fixture_entry("a", &["--prompts", "p", "--resources", "mem://a-only"]),
+        stdio_fixture_entry("a", &["--prompts", "p", "--resources", "mem://a-only", "--templates", "mem://{id}"]),
         stdio_fixture_entry("c", &["--prompts", "p"])
     );
     let mut relay = Relay::start_files(dir, &relay_yaml, &backends, &[]).await;
@@ -58,13 +58,13 @@ async fn each_caller_sees_the_lists_edited_for_it_and_calls_follow_the_edits() {
             dir.path(),
             "filter",
             "tool_filter",
-            "    bind: {backends: [a]}\n    config:\n      deny: [{tools: [a__env], unless_roles: [admin]}]\n      rename: {a__echo: say}\n      describe: {a__echo: Says it back.}\n",
+            "    bind: {backends: [a]}\n    config:\n      deny: [{tools: [a__env], unless_roles: [admin]}]\n      rename: {a__echo: say}\n      describe: {a__echo: Says it back.}\n      drop: [{tools: ['*'], params: [debug]}]\n",
         ),
         interceptor(
             dir.path(),
             "hider",
             "test_interceptor",
-            "    bind: {backends: [a]}\n    config: {hide_for: {ann: [a__p]}}\n",
+            "    bind: {backends: [a]}\n    config: {hide_for: {ann: [a__p, 'mem://a-only']}}\n",
         ),
     ];
     let relay = start(dir.path(), &plugins.concat(), Some("ADMIN")).await;
@@ -98,9 +98,21 @@ async fn each_caller_sees_the_lists_edited_for_it_and_calls_follow_the_edits() {
     assert!(refused["error"]["message"].as_str().unwrap().contains("Unknown prompt"), "{refused}");
     let got = admin.request("prompts/get", json!({"name": "a__p"})).await;
     assert_eq!(got["result"]["messages"][0]["content"]["text"], "a: p", "{got}");
-    // Resources of a bound backend pass through the hooks unchanged.
-    let resources = listed(&mut user, "resources/list", "resources").await;
-    assert_eq!(resources[0]["uri"], "mem://a-only");
+    // A hidden resource is unknown to that caller, though a listed template matches its URI:
+    // it can neither read it nor subscribe to it (not even after someone else did).
+    assert!(listed(&mut user, "resources/list", "resources").await.is_empty());
+    assert_eq!(listed(&mut admin, "resources/list", "resources").await[0]["uri"], "mem://a-only");
+    assert_eq!(admin.request("resources/subscribe", json!({"uri": "mem://a-only"})).await["result"], json!({}));
+    for method in ["resources/read", "resources/subscribe"] {
+        let refused = user.request(method, json!({"uri": "mem://a-only"})).await;
+        assert_eq!(refused["error"]["code"], -32002, "{method}: {refused}");
+    }
+    // Other URIs of the template are the caller's to read; tool-filter's rules (a dropped
+    // parameter for every tool) do not touch reads.
+    let read = user.request("resources/read", json!({"uri": "mem://other"})).await;
+    assert_eq!(read["result"]["contents"][0]["text"], "a: mem://other", "{read}");
+    let read = admin.request("resources/read", json!({"uri": "mem://a-only"})).await;
+    assert_eq!(read["result"]["contents"][0]["text"], "a: mem://a-only", "{read}");
 }
 
 #[tokio::test]

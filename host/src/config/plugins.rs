@@ -107,21 +107,20 @@ pub struct BindingMatcher {
 }
 
 impl BindingMatcher {
-    /// Whether a call of `tool` served by `backend` is bound.
-    pub fn matches(&self, backend: &str, tool: &str) -> bool {
-        self.backends.as_ref().is_none_or(|set| set.is_match(backend))
-            && self.tools.as_ref().is_none_or(|set| set.is_match(tool))
+    /// Whether an item served by `backend` is bound: the tool named `tool` (its catalog name),
+    /// or, with `tool: None`, a prompt or resource (bound only when the binding names no tools).
+    pub fn binds(&self, backend: &str, tool: Option<&str>) -> bool {
+        let tools = match (tool, &self.tools) {
+            (_, None) => true,
+            (Some(tool), Some(set)) => set.is_match(tool),
+            (None, Some(_)) => false,
+        };
+        tools && self.backends.as_ref().is_none_or(|set| set.is_match(backend))
     }
 
     /// Whether neither backends nor tools were given (everything is bound).
     pub fn is_unbound(&self) -> bool {
         self.backends.is_none() && self.tools.is_none()
-    }
-
-    /// Whether an item served by `backend` that is not a tool (a prompt, a resource) is bound:
-    /// only when the binding names no tools.
-    pub fn matches_item(&self, backend: &str) -> bool {
-        self.tools.is_none() && self.backends.as_ref().is_none_or(|set| set.is_match(backend))
     }
 }
 
@@ -312,9 +311,10 @@ mod tests {
         let plugins: Vec<PluginConfig> = serde_yaml::from_str(yaml).unwrap();
         assert!(validate_plugins(&plugins).is_ok());
         let bound = plugins[0].bind.matcher().unwrap();
-        assert!(bound.matches("docs", "read_file") && bound.matches("github", "read_issue"));
-        assert!(!bound.matches("docs", "write_file") && !bound.matches("other", "read_file"));
-        assert!(plugins[1].bind.matcher().unwrap().matches("anything", "at all"));
+        assert!(bound.binds("docs", Some("read_file")) && bound.binds("github", Some("read_issue")));
+        assert!(!bound.binds("docs", Some("write_file")) && !bound.binds("other", Some("read_file")));
+        assert!(plugins[1].bind.matcher().unwrap().binds("anything", Some("at all")));
+        assert!(plugins[1].bind.matcher().unwrap().binds("anything", None), "unbound: prompts too");
         assert_eq!((plugins[0].on_error, plugins[1].on_error), (OnError::FailClosed, OnError::FailOpen));
         let bad: Vec<PluginConfig> =
             serde_yaml::from_str("- {name: r, world: interceptor, path: r.wasm, bind: {tools: ['[']}}\n").unwrap();
@@ -326,7 +326,7 @@ mod tests {
             serde_yaml::from_str("- {name: a, world: adapter, path: a.wasm, on_error: fail-open}\n").unwrap();
         assert!(validate_plugins(&misplaced).unwrap_err().contains("policies and interceptors"));
         assert!(plugins[1].bind.matcher().unwrap().is_unbound() && !bound.is_unbound());
-        assert!(!bound.matches_item("docs"), "bound by tools: no prompts or resources");
+        assert!(!bound.binds("docs", None), "bound by tools: no prompts or resources");
     }
 
     #[test]

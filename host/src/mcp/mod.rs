@@ -9,6 +9,7 @@ mod jsonrpc;
 mod limits;
 mod lines;
 mod lists;
+pub mod names;
 mod related;
 mod requests;
 mod sink;

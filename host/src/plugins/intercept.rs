@@ -10,10 +10,10 @@ use serde_json::Value;
 use super::bindings::interceptor::exports::relay::plugin::interception::{CallInfo, RequestDecision, ResultDecision};
 use super::bindings::types;
 use super::loaded::Bound;
-use super::registry::{Plugins, Refusal, Slot, from_wit};
-use super::sandbox::PluginError;
+use super::registry::{Plugins, Slot, from_wit};
+use super::sandbox::{PluginError, Refusal, fails_closed};
 use crate::access::Principal;
-use crate::config::{BindingMatcher, OnError, World};
+use crate::config::{BindingMatcher, World};
 
 /// The methods interceptors see.
 pub const TOOLS_CALL: &str = "tools/call";
@@ -37,10 +37,7 @@ pub struct CallHook<'a> {
 
 impl CallHook<'_> {
     fn binds(&self, binding: &BindingMatcher) -> bool {
-        match self.method {
-            TOOLS_CALL => binding.matches(self.backend, self.name),
-            _ => binding.matches_item(self.backend),
-        }
+        binding.binds(self.backend, (self.method == TOOLS_CALL).then_some(self.name))
     }
 
     /// The result type the method answers with, and the array field that every one has.
@@ -98,10 +95,11 @@ impl Interception<'_> {
                 .await;
             match outcome {
                 Ok(RequestDecision::Proceed) => slot.settled(false),
-                Ok(RequestDecision::Replace(_)) if self.info.method == RESOURCES_READ => {
-                    failed(slot, invalid(slot, "replaced the arguments of resources/read, which has none"))?
-                }
                 Ok(RequestDecision::Replace(replaced)) => match serde_json::from_str::<Value>(&replaced) {
+                    Ok(value) if value == arguments => slot.settled(false),
+                    Ok(_) if self.info.method == RESOURCES_READ => {
+                        failed(slot, invalid(slot, "replaced the arguments of resources/read, which has none"))?
+                    }
                     Ok(value) if value.is_object() => {
                         slot.settled(false);
                         arguments = value;
@@ -154,19 +152,5 @@ fn invalid(slot: &Slot, message: &str) -> PluginError {
 /// A failed hook: the call fails (`fail-closed`), or goes on without it (`fail-open`, logged
 /// and counted).
 fn failed(slot: &Slot, error: PluginError) -> Result<(), Refusal> {
-    if fails_closed(slot, &error) { Err(Refusal::Failed(error)) } else { Ok(()) }
-}
-
-/// Whether a failed hook (of an interceptor or a policy) stops what it was asked about
-/// (`on_error: fail-closed`); under `fail-open` the failure is logged and counted here and the
-/// plugin is skipped.
-pub(super) fn fails_closed(slot: &Slot, error: &PluginError) -> bool {
-    match slot.config.on_error {
-        OnError::FailClosed => true,
-        OnError::FailOpen => {
-            crate::metrics::metrics().plugin_failed_open(&slot.config.name);
-            tracing::warn!(plugin = %slot.config.name, %error, "plugin failed; going on without it (on_error: fail-open)");
-            false
-        }
-    }
+    if fails_closed(&slot.config, &error) { Err(Refusal::Failed(error)) } else { Ok(()) }
 }

@@ -10,16 +10,12 @@ use super::bindings::interceptor::exports::relay::plugin::interception::{
     ListDecision, ListItem, ListKind as WitListKind,
 };
 use super::bindings::types;
-use super::intercept::fails_closed;
 use super::loaded::Bound;
 use super::registry::{Plugins, Slot};
-use super::sandbox::PluginError;
+use super::sandbox::{PluginError, fails_closed};
 use crate::access::Principal;
 use crate::config::World;
-use crate::mcp::ListKind;
-
-/// Longest name a hook may give a tool or prompt (the catalog's own limit).
-const MAX_NAME: usize = 128;
+use crate::mcp::{ListKind, names};
 
 /// Largest definition (JSON text) a hook may give an item, unless it was offered larger: views
 /// are kept per principal, so a hook must not be able to inflate them.
@@ -52,9 +48,8 @@ impl Plugins {
     /// Runs the list hooks of every interceptor bound to some of `items` for `principal`;
     /// `None` when none is bound to any (the list is seen as it is).
     pub async fn edit_list(&self, principal: &Principal, kind: ListKind, items: &[Listed<'_>]) -> Option<Edited> {
-        let bound_to = |slot: &Slot, item: &Listed<'_>| match kind {
-            ListKind::Tools => slot.binding.matches(item.backend, item.name),
-            _ => slot.binding.matches_item(item.backend),
+        let bound_to = |slot: &Slot, item: &Listed<'_>| {
+            slot.binding.binds(item.backend, (kind == ListKind::Tools).then_some(item.name))
         };
         let slots: Vec<&Slot> = self
             .slots
@@ -101,7 +96,7 @@ impl Plugins {
                 }
                 Err(error) => {
                     edited.complete = false;
-                    if fails_closed(slot, &error) {
+                    if fails_closed(&slot.config, &error) {
                         tracing::warn!(plugin = %slot.config.name, %error, list = kind.method(), principal = %principal.id, "interceptor's list hook failed; the items it was asked about are hidden (on_error: fail-closed)");
                         asked.into_iter().for_each(|i| edited.items[i] = None);
                     }
@@ -142,7 +137,7 @@ fn checked(
                 ListKind::Tools | ListKind::Prompts => {
                     // A backend's own prompt name may be anything; a new name must be plain.
                     let name = definition.get(key).and_then(Value::as_str).unwrap_or("");
-                    if name != item.name && !valid_name(name) {
+                    if name != item.name && !names::fits(name) {
                         return Err(bad(format!("renamed an item of {} to {name:?}", kind.method())));
                     }
                 }
@@ -158,30 +153,11 @@ fn checked(
         .collect()
 }
 
-fn valid_name(name: &str) -> bool {
-    (1..=MAX_NAME).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
 fn wit_kind(kind: ListKind) -> WitListKind {
     match kind {
         ListKind::Tools => WitListKind::Tools,
         ListKind::Prompts => WitListKind::Prompts,
         ListKind::Resources => WitListKind::Resources,
         ListKind::ResourceTemplates => WitListKind::ResourceTemplates,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::valid_name;
-
-    #[test]
-    fn names_a_hook_may_give() {
-        assert!(valid_name("search_v2.beta-1"));
-        assert!(!valid_name(""));
-        assert!(!valid_name("has space"));
-        assert!(!valid_name(&"x".repeat(129)));
-        assert!(!valid_name("relay://x"));
     }
 }

@@ -21,33 +21,12 @@ use super::host::Capabilities;
 use super::kv_store::KvStore;
 use super::loaded::{Bound, Version};
 use super::reload::ReloadError;
-use super::sandbox::{Caller, PluginContext, PluginError, PluginState, classify};
+use super::sandbox::{Caller, PluginContext, PluginError, PluginState, Refusal, classify, fails_closed};
 use super::v0_1;
 use super::{engine, host};
 use crate::access::{ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
 use crate::config::{PluginConfig, World};
-use crate::mcp::{RpcError, error_codes};
 use crate::metrics::{PluginMetrics, PluginOutcomeKind, metrics};
-
-/// Why authentication or policy did not let something through.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Refusal {
-    /// A plugin (or a built-in rule) said no.
-    #[error(transparent)]
-    Denied(#[from] Denial),
-    /// A plugin failed (trap, timeout, out of memory); the request fails, the plugin stays.
-    #[error(transparent)]
-    Failed(#[from] PluginError),
-}
-
-impl From<Refusal> for RpcError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::Denied(denial) => denial.into(),
-            Refusal::Failed(error) => RpcError::new(error_codes::INTERNAL_ERROR, error.to_string()),
-        }
-    }
-}
 
 /// Counters per plugin, for status (and metrics later).
 #[derive(Default)]
@@ -104,9 +83,15 @@ impl Slot {
         // every epoch tick) and waiting in the host (an outgoing HTTP request, a clock sleep).
         // A call cut short drops its store.
         let deadline_ms = self.ctx.limits.deadline_ms;
+        let running = std::sync::atomic::AtomicBool::new(false);
         let run = async {
             let _slot = self.calls_at_once.acquire().await.expect("call slots are never closed");
-            let mut warm = version.checkout(engine, &self.ctx).await?;
+            let mut warm = version.checkout(engine, &self.ctx).await.map_err(|error| match error {
+                // The version instantiated at load: failing now means the pool is exhausted.
+                PluginError::Load { .. } => PluginError::Busy { plugin: self.config.name.clone(), deadline_ms },
+                other => other,
+            })?;
+            running.store(true, Ordering::Relaxed);
             warm.store.data_mut().caller = caller;
             let outcome = call(&warm.bound, &mut warm.store).await;
             warm.store.data_mut().caller = None;
@@ -129,7 +114,12 @@ impl Slot {
                 Err(error)
             }
             Err(_) => {
-                let error = PluginError::Timeout { plugin: self.config.name.clone(), deadline_ms };
+                let plugin = self.config.name.clone();
+                let error = if running.load(Ordering::Relaxed) {
+                    PluginError::Timeout { plugin, deadline_ms }
+                } else {
+                    PluginError::Busy { plugin, deadline_ms }
+                };
                 self.record_failure(&error);
                 Err(error)
             }
@@ -257,8 +247,12 @@ impl Plugins {
     /// Runs every policy plugin, in order, on one request.
     pub async fn check(&self, info: &RequestInfo) -> Result<(), Refusal> {
         let mut request = None;
-        let bound = |slot: &Slot| {
-            slot.binding.is_unbound() || info.route.as_ref().is_some_and(|r| slot.binding.matches(&r.backend, &r.tool))
+        // A tools/call without a route (its tool is not in the caller's view now) passes every
+        // bound policy: no request skips a policy because a lookup came out empty.
+        let bound = |slot: &Slot| match &info.route {
+            _ if slot.binding.is_unbound() => true,
+            Some(route) => slot.binding.binds(&route.backend, Some(&route.tool)),
+            None => info.method == "tools/call",
         };
         for slot in self.slots.iter().filter(|s| s.config.world == World::Policy && bound(s)) {
             let request = request.get_or_insert_with(|| types::RequestInfo {
@@ -266,7 +260,8 @@ impl Plugins {
                 session_id: info.session_id.clone(),
                 transport: wit_transport(info.transport),
                 method: info.method.clone(),
-                tool: info.tool.clone(),
+                // The catalog name, which rules and bindings use, not the caller's rename.
+                tool: info.route.as_ref().map(|r| r.tool.clone()).or_else(|| info.tool.clone()),
             });
             let outcome = slot
                 .invoke(&self.engine, None, async |bound, store| match bound {
@@ -281,7 +276,7 @@ impl Plugins {
                 .await;
             let outcome = match outcome {
                 Ok(outcome) => outcome,
-                Err(error) if super::intercept::fails_closed(slot, &error) => return Err(Refusal::Failed(error)),
+                Err(error) if fails_closed(&slot.config, &error) => return Err(Refusal::Failed(error)),
                 Err(_) => continue,
             };
             slot.settled(outcome.is_err());

@@ -12,8 +12,11 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::engine::TICK;
 use super::host::{Capabilities, HttpGrant};
-use crate::access::RequestInfo;
-use crate::config::PluginLimits;
+use serde_json::json;
+
+use crate::access::{Denial, RequestInfo};
+use crate::config::{OnError, PluginConfig, PluginLimits};
+use crate::mcp::{RpcError, error_codes};
 
 /// Why a plugin call failed. The plugin stays loaded; only this call is lost.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -21,6 +24,10 @@ pub enum PluginError {
     /// The call ran past its deadline and was interrupted.
     #[error("plugin {plugin} exceeded its {deadline_ms} ms deadline")]
     Timeout { plugin: String, deadline_ms: u64 },
+    /// The call never started: every call slot stayed taken (or no instance could be had)
+    /// until its deadline. Load, not a fault of the plugin: `fail-open` does not skip it.
+    #[error("plugin {plugin} is busy: no call slot within {deadline_ms} ms")]
+    Busy { plugin: String, deadline_ms: u64 },
     /// The call tried to grow memory past the cap.
     #[error("plugin {plugin} ran out of memory (cap {memory_mb} MiB)")]
     OutOfMemory { plugin: String, memory_mb: u64 },
@@ -174,5 +181,44 @@ pub fn classify(error: wasmtime::Error, store: &Store<PluginState>) -> PluginErr
             None => error.root_cause().to_string(),
         };
         PluginError::Trap { plugin, message }
+    }
+}
+
+/// Why authentication or policy did not let something through.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// A plugin (or a built-in rule) said no.
+    #[error(transparent)]
+    Denied(#[from] Denial),
+    /// A plugin failed (trap, timeout, out of memory); the request fails, the plugin stays.
+    #[error(transparent)]
+    Failed(#[from] PluginError),
+}
+
+impl From<Refusal> for RpcError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Denied(denial) => denial.into(),
+            // A busy plugin is load: the client may try again shortly.
+            Refusal::Failed(error @ PluginError::Busy { .. }) => {
+                RpcError::new(error_codes::RATE_LIMITED, error.to_string()).with_data(json!({"retry_after_ms": 1000}))
+            }
+            Refusal::Failed(error) => RpcError::new(error_codes::INTERNAL_ERROR, error.to_string()),
+        }
+    }
+}
+
+/// Whether a failure of a policy or interceptor stops what it was asked about (`on_error:
+/// fail-closed`); under `fail-open` the failure is logged and counted here and the plugin is
+/// skipped. A busy plugin is load, not a fault: skipping it would let a flood past it.
+pub fn fails_closed(config: &PluginConfig, error: &PluginError) -> bool {
+    match config.on_error {
+        OnError::FailClosed => true,
+        OnError::FailOpen if matches!(error, PluginError::Busy { .. }) => true,
+        OnError::FailOpen => {
+            crate::metrics::metrics().plugin_failed_open(&config.name);
+            tracing::warn!(plugin = %config.name, %error, "plugin failed; going on without it (on_error: fail-open)");
+            false
+        }
     }
 }

@@ -18,6 +18,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use crate::mcp::ListKind;
+use crate::mcp::names::{cut, sanitize};
 use crate::plugins::Plugins;
 use crate::upstream::Upstreams;
 
@@ -31,9 +32,6 @@ const URI_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove
 pub fn relay_uri(owner: &Owner, uri: &str) -> String {
     format!("relay://{}/{}", owner.name(), utf8_percent_encode(uri, URI_ESCAPE))
 }
-
-/// Longest tool name the relay exposes.
-const MAX_NAME: usize = 128;
 
 /// Who serves a tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,22 +117,24 @@ impl Section {
     }
 
     /// The section as one caller sees it: `edits` (one per entry, in order) hides an entry
-    /// (`None`) or gives its definition, whose `field` may rename it. A name that is already
-    /// taken hides the later entry.
-    fn view(&self, field: &str, edits: Option<Vec<Option<Value>>>) -> Section {
+    /// (`None`) or gives its definition, whose `field` may rename it. A rename onto a name the
+    /// catalog already has (another source's item) hides the renamed entry; two renames onto
+    /// one new name hide the later.
+    fn view(self: &Arc<Self>, field: &str, edits: Option<Vec<Option<Value>>>) -> Arc<Section> {
         let Some(edits) = edits else { return self.clone() };
         let mut section = Section::default();
         for (entry, edit) in self.entries.iter().zip(edits) {
             let Some(definition) = edit else { continue };
             let name = definition.get(field).and_then(Value::as_str).unwrap_or(&entry.name).to_owned();
-            if section.by_key.contains_key(&name) {
+            let takes_another = name != entry.name && self.by_key.contains_key(&name);
+            if takes_another || section.by_key.contains_key(&name) {
                 tracing::warn!(item = %entry.catalog_name, name = %name, "an interceptor renamed an item onto a name already listed; the later item is hidden");
                 continue;
             }
             section.by_key.insert(name.clone(), section.entries.len());
             section.entries.push(Entry { name, definition, ..entry.clone() });
         }
-        section
+        Arc::new(section)
     }
 
     /// Applies the collision rule to the items of `sources` under `field`; `expose` turns a
@@ -186,13 +186,14 @@ pub struct Template {
     prefix: String,
 }
 
-/// An immutable snapshot of everything the relay offers.
+/// An immutable snapshot of everything the relay offers. Lists are shared: a caller's view
+/// holds its own copy only of the lists interceptors edited for it.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    tools: Section,
-    prompts: Section,
-    resources: Section,
-    templates: Vec<Template>,
+    tools: Arc<Section>,
+    prompts: Arc<Section>,
+    resources: Arc<Section>,
+    templates: Arc<Vec<Template>>,
 }
 
 impl Catalog {
@@ -214,7 +215,7 @@ impl Catalog {
             str::to_owned,
             |owner, name| format!("{}{PREFIX_SEPARATOR}{name}", owner.name()),
             |owner, name| claims_prefix(&sources, owner, name),
-            &mut catalog.prompts,
+            Arc::make_mut(&mut catalog.prompts),
         );
         Section::build(
             "uri",
@@ -223,13 +224,14 @@ impl Catalog {
             str::to_owned,
             relay_uri,
             claims_relay_uri,
-            &mut catalog.resources,
+            Arc::make_mut(&mut catalog.resources),
         );
         for (owner, templates) in of(ListKind::ResourceTemplates) {
             for template in templates {
                 if let Some(uri) = key_of(template, "uriTemplate") {
                     let prefix = uri.split('{').next().unwrap_or("").to_owned();
-                    catalog.templates.push(Template { owner: owner.clone(), definition: template.clone(), prefix });
+                    let template = Template { owner: owner.clone(), definition: template.clone(), prefix };
+                    Arc::make_mut(&mut catalog.templates).push(template);
                 }
             }
         }
@@ -247,7 +249,7 @@ impl Catalog {
         let mut catalog = Catalog::default();
         for tool in builtin {
             if let Some(name) = key_of(tool, "name") {
-                catalog.tools.push("name", name.to_owned(), Owner::Builtin, name, tool);
+                Arc::make_mut(&mut catalog.tools).push("name", name.to_owned(), Owner::Builtin, name, tool);
             }
         }
         Section::build(
@@ -257,7 +259,7 @@ impl Catalog {
             sanitize,
             |owner, name| cut(format!("{}{PREFIX_SEPARATOR}{name}", owner.name())),
             |owner, name| claims_prefix(&names, owner, name),
-            &mut catalog.tools,
+            Arc::make_mut(&mut catalog.tools),
         );
         catalog
     }
@@ -327,12 +329,13 @@ impl Catalog {
     pub fn view(&self, mut edits: impl FnMut(ListKind) -> Option<Vec<Option<Value>>>) -> Catalog {
         let templates = match edits(ListKind::ResourceTemplates) {
             None => self.templates.clone(),
-            Some(edits) => self
-                .templates
-                .iter()
-                .zip(edits)
-                .filter_map(|(template, edit)| Some(Template { definition: edit?, ..template.clone() }))
-                .collect(),
+            Some(edits) => Arc::new(
+                self.templates
+                    .iter()
+                    .zip(edits)
+                    .filter_map(|(template, edit)| Some(Template { definition: edit?, ..template.clone() }))
+                    .collect(),
+            ),
         };
         Catalog {
             tools: self.tools.view("name", edits(ListKind::Tools)),
@@ -368,116 +371,6 @@ fn key_of<'a>(item: &'a Value, field: &str) -> Option<&'a str> {
     item.get(field).and_then(Value::as_str).filter(|n| !n.is_empty())
 }
 
-fn sanitize(name: &str) -> String {
-    let clean: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).collect();
-    cut(clean)
-}
-
-fn cut(mut name: String) -> String {
-    name.truncate(MAX_NAME);
-    name
-}
-
 #[cfg(test)]
-mod tests {
-    use std::ops::Not;
-
-    use serde_json::json;
-
-    use super::*;
-
-    fn tools(names: &[&str]) -> Vec<Value> {
-        names.iter().map(|n| json!({"name": n, "inputSchema": {"type": "object"}})).collect()
-    }
-
-    fn names(catalog: &Catalog) -> Vec<&str> {
-        catalog.tools().iter().map(|e| e.name.as_str()).collect()
-    }
-
-    #[test]
-    fn unique_names_stay_and_collisions_prefix_every_copy() {
-        let builtin = tools(&["relay_get_status"]);
-        let (a, b) = (tools(&["echo", "add"]), tools(&["echo", "relay_get_status", "mul"]));
-        let (oa, ob) = (Owner::Backend("a".into()), Owner::Adapter("b".into()));
-        let catalog = Catalog::from_sources(&builtin, [(&oa, a.as_slice()), (&ob, b.as_slice())].into_iter());
-        assert_eq!(names(&catalog), ["relay_get_status", "a__echo", "add", "b__echo", "b__relay_get_status", "mul"]);
-        let entry = catalog.get("b__echo").unwrap();
-        assert_eq!((entry.owner.clone(), entry.upstream_name.as_str()), (Owner::Adapter("b".into()), "echo"));
-        assert_eq!(entry.definition["name"], "b__echo");
-    }
-
-    #[test]
-    fn a_view_hides_renames_and_a_taken_name_hides_the_later_item() {
-        let a = tools(&["x", "y", "z"]);
-        let oa = Owner::Backend("a".into());
-        let catalog = Catalog::from_sources(&[], [(&oa, a.as_slice())].into_iter());
-        let view = catalog.view(|kind| {
-            (kind == ListKind::Tools).then(|| vec![None, Some(json!({"name": "z"})), Some(json!({"name": "z"}))])
-        });
-        assert_eq!(names(&view), ["z"], "x hidden, y renamed onto z, the original z hidden");
-        let z = view.get("z").unwrap();
-        assert_eq!((z.upstream_name.as_str(), z.catalog_name.as_str()), ("y", "y"), "calls reach y");
-        assert!(view.get("x").is_none() && view.get("y").is_none(), "hidden and old names are not routable");
-        assert_eq!(names(&catalog), ["x", "y", "z"], "the catalog itself is unchanged");
-        assert!(catalog.view(|_| None).differs(&catalog, ListKind::Tools).not());
-    }
-
-    #[test]
-    fn the_result_does_not_depend_on_arrival_order_within_a_backend_set() {
-        let (a, b) = (tools(&["x"]), tools(&["x"]));
-        let (oa, ob) = (Owner::Backend("a".into()), Owner::Backend("b".into()));
-        let one = Catalog::from_sources(&[], [(&oa, a.as_slice()), (&ob, b.as_slice())].into_iter());
-        let two = Catalog::from_sources(&[], [(&oa, a.as_slice()), (&ob, b.as_slice())].into_iter());
-        assert_eq!(names(&one), names(&two));
-    }
-
-    #[test]
-    fn colliding_resource_uris_are_rewritten_per_backend() {
-        let mut section = Section::default();
-        let a = vec![json!({"uri": "file:///x", "name": "x"}), json!({"uri": "mem://only-a", "name": "a"})];
-        let b = vec![json!({"uri": "file:///x", "name": "x"})];
-        let (oa, ob) = (Owner::Backend("a".into()), Owner::Backend("b".into()));
-        Section::build(
-            "uri",
-            &HashSet::new(),
-            [(&oa, a.as_slice()), (&ob, b.as_slice())].into_iter(),
-            str::to_owned,
-            relay_uri,
-            claims_relay_uri,
-            &mut section,
-        );
-        let uris: Vec<&str> = section.entries().iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(uris, ["relay://a/file%3A%2F%2F%2Fx", "mem://only-a", "relay://b/file%3A%2F%2F%2Fx"]);
-        assert_eq!(section.get("relay://b/file%3A%2F%2F%2Fx").unwrap().upstream_name, "file:///x");
-        assert_eq!(relay_uri(&oa, "demo://doc/a-b.md"), "relay://a/demo%3A%2F%2Fdoc%2Fa-b.md");
-    }
-
-    #[test]
-    fn no_source_can_take_another_sources_prefixed_name() {
-        let (alpha, zeta, aaa) = (tools(&["delete_repo"]), tools(&["delete_repo"]), tools(&["zeta__delete_repo"]));
-        let (oa, oz, oaaa) =
-            (Owner::Backend("alpha".into()), Owner::Backend("zeta".into()), Owner::Backend("aaa".into()));
-        let sources = [(&oaaa, aaa.as_slice()), (&oa, alpha.as_slice()), (&oz, zeta.as_slice())];
-        let catalog = Catalog::from_sources(&[], sources.into_iter());
-        assert_eq!(catalog.get("zeta__delete_repo").unwrap().owner, oz);
-        assert_eq!(catalog.get("aaa__zeta__delete_repo").unwrap().owner, oaaa);
-        assert!(claims_relay_uri(&oaaa, "relay://zeta/x") && !claims_relay_uri(&oz, "relay://zeta/x"));
-    }
-
-    #[test]
-    fn names_are_sanitised_cut_and_kept_unique() {
-        let long = "t".repeat(200);
-        let a = tools(&["has space", &long, "x"]);
-        let weird = tools(&["a__x", "x"]);
-        let (oa, ow) = (Owner::Backend("a".into()), Owner::Backend("w".into()));
-        let catalog = Catalog::from_sources(&[], [(&oa, a.as_slice()), (&ow, weird.as_slice())].into_iter());
-        let names = names(&catalog);
-        assert_eq!(names[0], "has_space");
-        assert_eq!(names[1].len(), 128);
-        assert!(names.iter().all(|n| n.len() <= 128));
-        let unique: HashSet<_> = names.iter().collect();
-        assert_eq!(unique.len(), names.len(), "{names:?}");
-        assert_eq!(catalog.get("has_space").unwrap().upstream_name, "has space");
-    }
-}
+#[path = "catalog_tests.rs"]
+mod tests;

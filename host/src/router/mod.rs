@@ -4,6 +4,7 @@
 
 mod catalog;
 mod error;
+mod resources;
 #[cfg(test)]
 mod tests;
 mod views;
@@ -22,7 +23,7 @@ pub use error::RouterError;
 use crate::access::{Principal, Route};
 use crate::admin::RelayTools;
 use crate::mcp::{Addressed, Completion, CompletionRef, ListKind, ToolCall};
-use crate::plugins::{CallHook, Caller, PROMPTS_GET, Plugins, RESOURCES_READ, TOOLS_CALL};
+use crate::plugins::{CallHook, Caller, PROMPTS_GET, Plugins, TOOLS_CALL};
 use crate::upstream::{UpstreamEvent, Upstreams};
 
 /// Routes requests to upstreams by catalog ownership.
@@ -239,57 +240,6 @@ impl Router {
         interception.result(result).await.map_err(RouterError::Intercepted)
     }
 
-    /// `resources/read`: a listed resource goes to its owner; any other URI to the backends
-    /// whose templates match it, best match first, until one has it.
-    pub async fn read_resource(
-        &self,
-        request: &Addressed,
-        related: Option<&Related>,
-        principal: &Principal,
-    ) -> Result<Value, RouterError> {
-        self.by_uri("resources/read", request, related, principal).await
-    }
-
-    /// `resources/subscribe` for one session; the upstream subscription is shared.
-    pub async fn subscribe_resource(&self, request: &Addressed, principal: &Principal) -> Result<Value, RouterError> {
-        let uri = &request.target;
-        let first = {
-            let mut subscriptions = self.subscriptions.lock().expect("subscriptions lock");
-            let count = subscriptions.entry(uri.clone()).or_default();
-            *count += 1;
-            *count == 1
-        };
-        if first && let Err(e) = self.by_uri("resources/subscribe", request, None, principal).await {
-            self.release_subscription(uri);
-            return Err(e);
-        }
-        Ok(json!({}))
-    }
-
-    /// `resources/unsubscribe` for one session.
-    pub async fn unsubscribe_resource(&self, request: &Addressed, principal: &Principal) -> Result<Value, RouterError> {
-        if self.release_subscription(&request.target) {
-            self.by_uri("resources/unsubscribe", request, None, principal).await?;
-        }
-        Ok(json!({}))
-    }
-
-    /// Drops one session's subscription; true when it was the last.
-    fn release_subscription(&self, uri: &str) -> bool {
-        let mut subscriptions = self.subscriptions.lock().expect("subscriptions lock");
-        match subscriptions.get_mut(uri) {
-            Some(count) if *count > 1 => {
-                *count -= 1;
-                false
-            }
-            Some(_) => {
-                subscriptions.remove(uri);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// `completion/complete`: routed by the prompt or resource template it completes.
     pub async fn complete(
         &self,
@@ -331,55 +281,6 @@ impl Router {
             }
         });
         futures::future::join_all(asks).await;
-    }
-
-    async fn by_uri(
-        &self,
-        method: &str,
-        request: &Addressed,
-        related: Option<&Related>,
-        principal: &Principal,
-    ) -> Result<Value, RouterError> {
-        let uri = &request.target;
-        let catalog = self.catalog_for(principal).await;
-        let read = method == RESOURCES_READ;
-        if let Some(entry) = catalog.resources().get(uri) {
-            let forward = async |request: &Addressed| {
-                let params = request.to_params(&entry.upstream_name);
-                let mut result = self.forward(&entry.owner, method, params, related).await?;
-                // Contents name the URI the client asked for, not the backend's own.
-                if let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut) {
-                    for item in contents.iter_mut().filter(|c| c["uri"] == entry.upstream_name.as_str()) {
-                        item["uri"] = Value::String(uri.clone());
-                    }
-                }
-                Ok(result)
-            };
-            if !read {
-                return forward(request).await;
-            }
-            let hook =
-                CallHook { principal, method: RESOURCES_READ, backend: entry.owner.name(), name: &entry.catalog_name };
-            return self.intercepted(&hook, request, forward).await;
-        }
-        let mut last = RouterError::UnknownResource(uri.clone());
-        for owner in catalog.template_owners(uri) {
-            let forward =
-                async |request: &Addressed| self.forward(owner, method, request.to_params(uri), related).await;
-            let attempt = if read {
-                let hook = CallHook { principal, method: RESOURCES_READ, backend: owner.name(), name: uri };
-                self.intercepted(&hook, request, forward).await
-            } else {
-                forward(request).await
-            };
-            match attempt {
-                Ok(result) => return Ok(result),
-                // An interceptor's answer is final: no other backend is asked.
-                Err(e @ RouterError::Intercepted(_)) => return Err(e),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
     }
 
     /// Sends `method` to the backend `owner`. With `related`, what the backend sends about the

@@ -18,22 +18,27 @@ use crate::plugins::{Listed, Plugins};
 /// rebuilt on demand, so this bounds memory, not correctness).
 const MAX_KEPT: usize = 4096;
 
-/// The views built since the catalog last changed.
+/// The views built from one generation of the catalog (a newer one replaces them all).
 #[derive(Default)]
-pub(super) struct Views(Mutex<HashMap<Principal, (Generations, Arc<Catalog>)>>);
+pub(super) struct Views(Mutex<(Generations, HashMap<Principal, Arc<Catalog>>)>);
 
 impl Views {
     fn get(&self, principal: &Principal, generations: Generations) -> Option<Arc<Catalog>> {
         let views = self.0.lock().expect("views lock");
-        views.get(principal).filter(|(built, _)| *built == generations).map(|(_, view)| view.clone())
+        (views.0 == generations).then(|| views.1.get(principal).cloned()).flatten()
     }
 
     fn keep(&self, principal: &Principal, generations: Generations, view: Arc<Catalog>) {
         let mut views = self.0.lock().expect("views lock");
-        if views.len() >= MAX_KEPT {
-            views.clear();
+        let (kept, built) = (views.0, generations);
+        if kept != built && kept.0 >= built.0 && kept.1 >= built.1 {
+            return; // Built from an older catalog than the views kept now.
         }
-        views.insert(principal.clone(), (generations, view));
+        if kept != built || views.1.len() >= MAX_KEPT {
+            views.1.clear();
+            views.0 = generations;
+        }
+        views.1.insert(principal.clone(), view);
     }
 }
 

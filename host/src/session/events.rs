@@ -36,6 +36,9 @@ pub struct ServerEvents {
     /// The catalog as this session's principal saw it when it last heard of it (taken when the
     /// events are first awaited).
     pub(super) last: Option<Arc<Catalog>>,
+    /// A change seen but not yet compared: `next` may be dropped while it builds the view
+    /// (the driver selects over it), and the change must not be lost then.
+    pub(super) unsettled: bool,
     pub(super) events: broadcast::Receiver<ClientEvent>,
     pub(super) state: Arc<Mutex<SessionState>>,
     /// Notifications decided but not yet handed out.
@@ -53,13 +56,18 @@ impl ServerEvents {
             if let Some(message) = self.queued.pop_front() {
                 return Some(message);
             }
+            if self.unsettled {
+                let next = self.view().await;
+                self.announce_changes(&next);
+                self.last = Some(next);
+                self.unsettled = false;
+                continue;
+            }
             tokio::select! {
                 changed = self.catalog.changed() => {
                     changed.ok()?;
                     self.catalog.mark_unchanged();
-                    let next = self.view().await;
-                    self.announce_changes(&next);
-                    self.last = Some(next);
+                    self.unsettled = true;
                 }
                 event = self.events.recv() => match event {
                     Ok(ClientEvent::ResourceUpdated(uri)) => {

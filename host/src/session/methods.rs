@@ -235,7 +235,7 @@ impl Session {
         if !subscribed {
             return Ok(json!({}));
         }
-        Ok(self.router.unsubscribe_resource(&request, &self.principal).await?)
+        Ok(self.router.unsubscribe_resource(&request).await?)
     }
 
     /// `logging/setLevel`: this session's level, passed on to the backends.

@@ -141,6 +141,7 @@ impl Session {
             router: self.router.clone(),
             principal: self.principal.clone(),
             last: None,
+            unsettled: false,
             events: self.router.client_events(),
             state: self.state.clone(),
             queued: VecDeque::new(),

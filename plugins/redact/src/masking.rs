@@ -82,13 +82,17 @@ impl Masker {
                 }
             }
             Value::Array(items) => items.iter_mut().for_each(|item| self.walk(item, counts)),
-            Value::Object(map) => map.iter_mut().for_each(|(_, item)| self.walk(item, counts)),
+            // Protocol fields, not content: a resource's URI, base64 data, a MIME type.
+            Value::Object(map) => map
+                .iter_mut()
+                .filter(|(key, _)| !matches!(key.as_str(), "uri" | "blob" | "mimeType"))
+                .for_each(|(_, item)| self.walk(item, counts)),
             _ => {}
         }
     }
 
-    /// A `CallToolResult` with what it held masked and the counts in `_meta["relay/redacted"]`;
-    /// `None` when nothing needed masking.
+    /// A result (`CallToolResult`, `GetPromptResult`, `ReadResourceResult`) with what it held
+    /// masked and the counts in `_meta["relay/redacted"]`; `None` when nothing needed masking.
     pub fn redact_result(&self, result: &str) -> Option<String> {
         let mut value: Value = serde_json::from_str(result).ok()?;
         // `_meta` belongs to the protocol; what the tool said is the rest.
@@ -144,5 +148,17 @@ mod tests {
         let bad: Settings = serde_json::from_str(r#"{"patterns": {"x": "("}}"#).unwrap();
         assert!(Masker::new(&bad).is_err());
         assert!(serde_json::from_str::<Settings>(r#"{"emails": false, "secretz": true}"#).is_err());
+    }
+
+    #[test]
+    fn resource_contents_are_masked_but_their_uri_and_data_are_not() {
+        let read = json!({"contents": [
+            {"uri": "mailto:ann@example.com", "mimeType": "text/plain", "text": "write to ann@example.com"},
+            {"uri": "mem://b", "blob": "AKIAABCDEFGHIJKLMNOP"},
+        ]});
+        let redacted: Value = serde_json::from_str(&masker().redact_result(&read.to_string()).unwrap()).unwrap();
+        assert_eq!(redacted["contents"][0]["text"], "write to [REDACTED:email]");
+        assert_eq!(redacted["contents"][0]["uri"], "mailto:ann@example.com");
+        assert_eq!(redacted["contents"][1]["blob"], "AKIAABCDEFGHIJKLMNOP");
     }
 }

@@ -57,6 +57,10 @@ impl Guest for ToolFilter {
     }
 
     fn on_request(call: CallInfo, arguments: String) -> RequestDecision {
+        // Its rules are about tools: the prompts and resources of its backends pass.
+        if call.method != "tools/call" {
+            return RequestDecision::Proceed;
+        }
         match rules().decide(&call.name, &call.backend, &call.principal.roles, &arguments) {
             rules::Decision::Allow(None) => RequestDecision::Proceed,
             rules::Decision::Allow(Some(arguments)) => RequestDecision::Replace(arguments.to_string()),

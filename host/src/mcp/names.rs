@@ -1,0 +1,39 @@
+//! The one rule for the names the relay gives tools and prompts it exposes: characters from
+//! `[A-Za-z0-9_.-]`, at most 128 of them. The catalog rewrites backends' names to fit it, and
+//! an interceptor's rename must fit it already.
+
+/// Longest name the relay exposes.
+pub const MAX_NAME: usize = 128;
+
+fn allowed(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+/// Whether `name` fits the rule as it is.
+pub fn fits(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len()) && name.chars().all(allowed)
+}
+
+/// `name` made to fit: other characters become `_`, and it is cut to [`MAX_NAME`].
+pub fn sanitize(name: &str) -> String {
+    cut(name.chars().map(|c| if allowed(c) { c } else { '_' }).collect())
+}
+
+/// `name` cut to [`MAX_NAME`] (it is ASCII when it fits the rule otherwise).
+pub fn cut(mut name: String) -> String {
+    name.truncate(MAX_NAME);
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_or_are_made_to() {
+        assert!(fits("search_v2.beta-1"));
+        assert!(!fits("") && !fits("has space") && !fits(&"x".repeat(129)) && !fits("relay://x"));
+        assert_eq!(sanitize("has space/é"), "has_space__");
+        assert_eq!(sanitize(&"t".repeat(200)).len(), MAX_NAME);
+    }
+}

@@ -1,0 +1,127 @@
+//! Requests addressed by URI: `resources/read` (seen by the interceptors bound to the owner),
+//! `resources/subscribe` and `resources/unsubscribe` (one upstream subscription shared by every
+//! session that asked). A listed resource goes to its owner; any other URI to the backends whose
+//! templates match it, best match first. A caller may address only what its view of the
+//! catalog shows: a resource an interceptor hid from it is unknown to it, whichever template
+//! would also match its URI.
+
+use serde_json::{Value, json};
+
+use super::{Catalog, Router, RouterError};
+use crate::access::Principal;
+use crate::mcp::{Addressed, Related};
+use crate::plugins::{CallHook, RESOURCES_READ};
+
+impl Router {
+    /// `resources/read` for `principal`, through the interceptors bound to its owner.
+    pub async fn read_resource(
+        &self,
+        request: &Addressed,
+        related: Option<&Related>,
+        principal: &Principal,
+    ) -> Result<Value, RouterError> {
+        let view = self.view_with_uri(&request.target, principal).await?;
+        self.by_uri(RESOURCES_READ, request, related, &view, Some(principal)).await
+    }
+
+    /// `resources/subscribe` for one session; the upstream subscription is shared (made for the
+    /// first subscriber, but every subscriber must be shown the URI).
+    pub async fn subscribe_resource(&self, request: &Addressed, principal: &Principal) -> Result<Value, RouterError> {
+        let uri = &request.target;
+        let view = self.view_with_uri(uri, principal).await?;
+        let first = {
+            let mut subscriptions = self.subscriptions.lock().expect("subscriptions lock");
+            let count = subscriptions.entry(uri.clone()).or_default();
+            *count += 1;
+            *count == 1
+        };
+        if first && let Err(e) = self.by_uri("resources/subscribe", request, None, &view, None).await {
+            self.release_subscription(uri);
+            return Err(e);
+        }
+        Ok(json!({}))
+    }
+
+    /// `resources/unsubscribe` for one session (the last one ends the upstream subscription,
+    /// routed by the whole catalog: what this session's principal sees does not matter here).
+    pub async fn unsubscribe_resource(&self, request: &Addressed) -> Result<Value, RouterError> {
+        if self.release_subscription(&request.target) {
+            self.by_uri("resources/unsubscribe", request, None, &self.catalog(), None).await?;
+        }
+        Ok(json!({}))
+    }
+
+    /// Drops one session's subscription; true when it was the last.
+    fn release_subscription(&self, uri: &str) -> bool {
+        let mut subscriptions = self.subscriptions.lock().expect("subscriptions lock");
+        match subscriptions.get_mut(uri) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                subscriptions.remove(uri);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `principal`'s view, when `uri` is one it may address: listed in its view, or not a
+    /// listed resource at all (a template's). A listed resource its view hides is unknown.
+    async fn view_with_uri(&self, uri: &str, principal: &Principal) -> Result<std::sync::Arc<Catalog>, RouterError> {
+        let view = self.catalog_for(principal).await;
+        if view.resources().get(uri).is_none() && self.catalog().resources().get(uri).is_some() {
+            return Err(RouterError::UnknownResource(uri.to_owned()));
+        }
+        Ok(view)
+    }
+
+    /// Sends `method` for `request.target` by `catalog`; with `reader`, the interceptors bound
+    /// to the owner see the read.
+    async fn by_uri(
+        &self,
+        method: &'static str,
+        request: &Addressed,
+        related: Option<&Related>,
+        catalog: &Catalog,
+        reader: Option<&Principal>,
+    ) -> Result<Value, RouterError> {
+        let uri = &request.target;
+        if let Some(entry) = catalog.resources().get(uri) {
+            let forward = async |request: &Addressed| {
+                let params = request.to_params(&entry.upstream_name);
+                let mut result = self.forward(&entry.owner, method, params, related).await?;
+                // Contents name the URI the client asked for, not the backend's own.
+                if let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut) {
+                    for item in contents.iter_mut().filter(|c| c["uri"] == entry.upstream_name.as_str()) {
+                        item["uri"] = Value::String(uri.clone());
+                    }
+                }
+                Ok(result)
+            };
+            let Some(principal) = reader else { return forward(request).await };
+            let hook = CallHook { principal, method, backend: entry.owner.name(), name: &entry.catalog_name };
+            return self.intercepted(&hook, request, forward).await;
+        }
+        let mut last = RouterError::UnknownResource(uri.clone());
+        for owner in catalog.template_owners(uri) {
+            let forward =
+                async |request: &Addressed| self.forward(owner, method, request.to_params(uri), related).await;
+            let attempt = match reader {
+                Some(principal) => {
+                    let hook = CallHook { principal, method, backend: owner.name(), name: uri };
+                    self.intercepted(&hook, request, forward).await
+                }
+                None => forward(request).await,
+            };
+            match attempt {
+                Ok(result) => return Ok(result),
+                // An interceptor's answer is final: no other backend is asked.
+                Err(e @ RouterError::Intercepted(_)) => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
