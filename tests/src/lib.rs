@@ -468,6 +468,13 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
     path
 }
 
+/// A relay.yaml `plugins:` entry for interceptor `name` (a copy of the built `wasm` in `dir`),
+/// with `extra` lines (`bind`, `on_error`, `config`) as they are.
+pub fn interceptor_entry(dir: &Path, name: &str, wasm: &str, extra: &str) -> String {
+    let path = copy_plugin(dir, wasm);
+    format!("  - name: {name}\n    world: interceptor\n    path: {}\n{extra}", path.display())
+}
+
 /// Copies a built plugin into `dir` (so a test may replace it) and returns the copy's path.
 pub fn copy_plugin(dir: &Path, name: &str) -> PathBuf {
     let target = dir.join(format!("{name}.wasm"));

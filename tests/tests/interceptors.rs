@@ -4,32 +4,27 @@
 //! they are not bound to pass untouched; a failing interceptor fails the call or, with
 //! `on_error: fail-open`, is skipped, logged and counted.
 
-use relay_tests::{Relay, copy_plugin, metric_value, stdio_fixture_entry, text_of};
+use relay_tests::{Relay, copy_plugin, interceptor_entry, metric_value, stdio_fixture_entry, text_of};
 use serde_json::json;
-
-fn interceptor(dir: &std::path::Path, name: &str, wasm: &str, extra: &str) -> String {
-    let path = copy_plugin(dir, wasm);
-    format!("  - name: {name}\n    world: interceptor\n    path: {}\n{extra}", path.display())
-}
 
 #[tokio::test]
 async fn interceptors_deny_pin_tag_and_redact_only_what_they_are_bound_to() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = [
-        interceptor(
+        interceptor_entry(
             dir.path(),
             "filter",
             "test_interceptor",
             "    bind: {backends: [a]}\n    config: {deny: [a__env], pin: {ms: 1}, tag: ' [seen]'}\n",
         ),
-        interceptor(dir.path(), "redact", "redact", "    bind: {backends: ['a*']}\n"),
-        interceptor(
+        interceptor_entry(dir.path(), "redact", "redact", "    bind: {backends: ['a*']}\n"),
+        interceptor_entry(
             dir.path(),
             "trap-open",
             "test_interceptor",
             "    bind: {tools: [c__slow]}\n    on_error: fail-open\n    config: {trap: [c__slow]}\n",
         ),
-        interceptor(
+        interceptor_entry(
             dir.path(),
             "trap-closed",
             "test_interceptor",
@@ -94,7 +89,7 @@ async fn interceptors_deny_pin_tag_and_redact_only_what_they_are_bound_to() {
 async fn tool_filter_allows_denies_by_role_and_pins_parameters() {
     let dir = tempfile::tempdir().unwrap();
     let auth = copy_plugin(dir.path(), "token_auth");
-    let filter = interceptor(
+    let filter = interceptor_entry(
         dir.path(),
         "filter",
         "tool_filter",

@@ -5,14 +5,10 @@
 //! about (fail-closed) or is skipped and counted (fail-open).
 
 use relay_tests::{
-    LineClient, Relay, copy_plugin, eventually, metric_value, plugin_wasm, replace_file, stdio_fixture_entry, text_of,
+    LineClient, Relay, copy_plugin, eventually, interceptor_entry, metric_value, plugin_wasm, replace_file,
+    stdio_fixture_entry, text_of,
 };
 use serde_json::{Value, json};
-
-fn interceptor(dir: &std::path::Path, name: &str, wasm: &str, extra: &str) -> String {
-    let path = copy_plugin(dir, wasm);
-    format!("  - name: {name}\n    world: interceptor\n    path: {}\n{extra}", path.display())
-}
 
 /// A relay over stdio backends `a` and `c`; `admin` is the token status checks use when an auth
 /// plugin is configured.
@@ -54,13 +50,13 @@ async fn each_caller_sees_the_lists_edited_for_it_and_calls_follow_the_edits() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = [
         token_auth(dir.path()),
-        interceptor(
+        interceptor_entry(
             dir.path(),
             "filter",
             "tool_filter",
             "    bind: {backends: [a]}\n    config:\n      deny: [{tools: [a__env], unless_roles: [admin]}]\n      rename: {a__echo: say}\n      describe: {a__echo: Says it back.}\n      drop: [{tools: ['*'], params: [debug]}]\n",
         ),
-        interceptor(
+        interceptor_entry(
             dir.path(),
             "hider",
             "test_interceptor",
@@ -119,7 +115,7 @@ async fn each_caller_sees_the_lists_edited_for_it_and_calls_follow_the_edits() {
 async fn an_interceptor_reload_that_changes_a_list_is_announced() {
     let dir = tempfile::tempdir().unwrap();
     let config = "    bind: {backends: [a]}\n    config: {deny: [{tools: [a__env]}]}\n";
-    let plugin = interceptor(dir.path(), "hider", "tool_filter", config);
+    let plugin = interceptor_entry(dir.path(), "hider", "tool_filter", config);
     let relay = start(dir.path(), &plugin, None).await;
     let mut client = relay.line_client().await;
     assert!(!client.tool_names().await.contains(&"a__env".to_string()));
@@ -139,13 +135,13 @@ async fn an_interceptor_reload_that_changes_a_list_is_announced() {
 async fn a_failing_list_hook_hides_what_it_was_asked_about_or_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = [
-        interceptor(
+        interceptor_entry(
             dir.path(),
             "closed",
             "test_interceptor",
             "    bind: {backends: [a]}\n    config: {trap_list: true}\n",
         ),
-        interceptor(
+        interceptor_entry(
             dir.path(),
             "open",
             "test_interceptor",

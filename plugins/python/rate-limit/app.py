@@ -74,7 +74,7 @@ class Settings:
         self.per_minute = None if per_minute is None else _u32(per_minute, "per_minute")
         burst = raw.get("burst")
         self.burst = None if burst is None else _u32(burst, "burst")
-        per_tool = raw.get("per_tool") or {}
+        per_tool = raw.get("per_tool", {})
         if not isinstance(per_tool, dict):
             raise ValueError("per_tool: expected a map of tool name to requests per minute")
         self.per_tool = {tool: _u32(limit, f"per_tool.{tool}") for tool, limit in per_tool.items()}
