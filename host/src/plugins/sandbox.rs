@@ -222,3 +222,24 @@ pub fn fails_closed(config: &PluginConfig, error: &PluginError) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(on_error: &str) -> PluginConfig {
+        serde_yaml::from_str(&format!("{{name: p, world: policy, path: p.wasm, on_error: {on_error}}}")).unwrap()
+    }
+
+    #[test]
+    fn fail_open_skips_a_fault_but_never_a_busy_plugin() {
+        let busy = PluginError::Busy { plugin: "p".into(), deadline_ms: 100 };
+        let trap = PluginError::Trap { plugin: "p".into(), message: "boom".into() };
+        assert!(fails_closed(&config("fail-closed"), &trap) && fails_closed(&config("fail-closed"), &busy));
+        assert!(!fails_closed(&config("fail-open"), &trap), "a fault is skipped");
+        assert!(fails_closed(&config("fail-open"), &busy), "load is not skipped");
+        let refused = RpcError::from(Refusal::Failed(busy));
+        assert_eq!(refused.code, error_codes::RATE_LIMITED, "busy asks the client to come back");
+        assert_eq!(RpcError::from(Refusal::Failed(trap)).code, error_codes::INTERNAL_ERROR);
+    }
+}

@@ -45,18 +45,25 @@ impl Views {
 impl Router {
     /// The catalog as `principal` sees it (the whole catalog when no interceptor edits lists).
     pub async fn catalog_for(&self, principal: &Principal) -> Arc<Catalog> {
+        self.view_for(principal).await.0
+    }
+
+    /// The catalog as `principal` sees it, and whether every list hook answered (a view built
+    /// while one failed serves its request but is neither kept nor a baseline for
+    /// `list_changed`).
+    pub async fn view_for(&self, principal: &Principal) -> (Arc<Catalog>, bool) {
         let (generations, catalog) = self.snapshot();
         if !self.plugins.edits_lists() {
-            return catalog;
+            return (catalog, true);
         }
         if let Some(view) = self.views.get(principal, generations) {
-            return view;
+            return (view, true);
         }
         let (view, complete) = edit(&self.plugins, &catalog, principal).await;
         if complete {
             self.views.keep(principal, generations, view.clone());
         }
-        view
+        (view, complete)
     }
 }
 

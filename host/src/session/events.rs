@@ -50,16 +50,20 @@ impl ServerEvents {
     pub async fn next(&mut self) -> Option<Message> {
         if self.last.is_none() {
             self.catalog.mark_unchanged();
-            self.last = Some(self.view().await);
+            self.last = Some(self.view().await.0);
         }
         loop {
             if let Some(message) = self.queued.pop_front() {
                 return Some(message);
             }
             if self.unsettled {
-                let next = self.view().await;
-                self.announce_changes(&next);
-                self.last = Some(next);
+                // A view a failing list hook shaped is not what the client will see once the
+                // hook answers again: neither announced nor kept as the baseline.
+                let (next, complete) = self.view().await;
+                if complete {
+                    self.announce_changes(&next);
+                    self.last = Some(next);
+                }
                 self.unsettled = false;
                 continue;
             }
@@ -88,10 +92,11 @@ impl ServerEvents {
         }
     }
 
-    /// The catalog as this session's principal sees it now. Boxed: the (rare) view building
-    /// must not grow the future every idle connection holds.
-    async fn view(&self) -> Arc<Catalog> {
-        Box::pin(self.router.catalog_for(&self.principal)).await
+    /// The catalog as this session's principal sees it now, and whether every list hook
+    /// answered. Boxed: the (rare) view building must not grow the future every idle
+    /// connection holds.
+    async fn view(&self) -> (Arc<Catalog>, bool) {
+        Box::pin(self.router.view_for(&self.principal)).await
     }
 
     /// Queues one `list_changed` per list that differs from what the client last heard of
