@@ -86,11 +86,7 @@ impl Slot {
         let running = std::sync::atomic::AtomicBool::new(false);
         let run = async {
             let _slot = self.calls_at_once.acquire().await.expect("call slots are never closed");
-            let mut warm = version.checkout(engine, &self.ctx).await.map_err(|error| match error {
-                // The version instantiated at load: failing now means the pool is exhausted.
-                PluginError::Load { .. } => PluginError::Busy { plugin: self.config.name.clone(), deadline_ms },
-                other => other,
-            })?;
+            let mut warm = version.checkout(engine, &self.ctx).await?;
             running.store(true, Ordering::Relaxed);
             warm.store.data_mut().caller = caller;
             let outcome = call(&warm.bound, &mut warm.store).await;

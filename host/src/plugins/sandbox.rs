@@ -24,8 +24,9 @@ pub enum PluginError {
     /// The call ran past its deadline and was interrupted.
     #[error("plugin {plugin} exceeded its {deadline_ms} ms deadline")]
     Timeout { plugin: String, deadline_ms: u64 },
-    /// The call never started: every call slot stayed taken (or no instance could be had)
-    /// until its deadline. Load, not a fault of the plugin: `fail-open` does not skip it.
+    /// The call never started: every call slot stayed taken until its deadline, or the pool
+    /// had no instance slot left. Load, not a fault of the plugin: `fail-open` does not skip
+    /// it.
     #[error("plugin {plugin} is busy: no call slot within {deadline_ms} ms")]
     Busy { plugin: String, deadline_ms: u64 },
     /// The call tried to grow memory past the cap.
@@ -173,6 +174,9 @@ pub fn classify(error: wasmtime::Error, store: &Store<PluginState>) -> PluginErr
     let plugin = ctx.name.clone();
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         PluginError::Timeout { plugin, deadline_ms: ctx.limits.deadline_ms }
+    } else if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        // Every instance slot of the pool is taken: load, not a fault of the plugin.
+        PluginError::Busy { plugin, deadline_ms: ctx.limits.deadline_ms }
     } else if store.data().limiter.denied {
         PluginError::OutOfMemory { plugin, memory_mb: ctx.limits.memory_mb }
     } else {
