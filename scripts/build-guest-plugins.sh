@@ -14,6 +14,14 @@ wit=wit/relay-plugin.wit
 out=target/plugins
 mkdir -p "$out"
 
+# On a fresh machine: Python's venv module and npm come from Debian (skipped when present).
+need_apt=()
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+command -v npm >/dev/null || need_apt+=(npm)
+if ((${#need_apt[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
 # True when $1 is missing or older than any of the other files.
 stale() {
   local target=$1
