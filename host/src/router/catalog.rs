@@ -17,6 +17,7 @@ use std::sync::Arc;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
+use crate::access::Route;
 use crate::mcp::ListKind;
 use crate::mcp::names::{cut, sanitize};
 use crate::plugins::Plugins;
@@ -267,6 +268,12 @@ impl Catalog {
     /// The tool clients call `name`.
     pub fn get(&self, name: &str) -> Option<&Entry> {
         self.tools.get(name)
+    }
+
+    /// Where a call of the tool clients call `name` goes: its owner and catalog name.
+    pub fn route(&self, name: &str) -> Option<Route> {
+        let entry = self.tools.get(name)?;
+        Some(Route { backend: entry.owner.name().to_owned(), tool: entry.catalog_name.clone() })
     }
 
     /// Every tool, built-ins first, then by backend name, then adapters.

@@ -20,7 +20,7 @@ pub use crate::mcp::Related;
 pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
 
-use crate::access::{Principal, Route};
+use crate::access::Principal;
 use crate::admin::RelayTools;
 use crate::mcp::{Addressed, Completion, CompletionRef, ListKind, ToolCall};
 use crate::plugins::{CallHook, Caller, PROMPTS_GET, Plugins, TOOLS_CALL};
@@ -303,19 +303,24 @@ impl Router {
             .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
     }
 
-    /// Where a call of tool `name` by `principal` goes now (the backend, adapter or `relay`, and
-    /// the tool's catalog name), if `principal` has such a tool.
-    pub async fn route_of(&self, name: &str, principal: &Principal) -> Option<Route> {
-        let catalog = self.catalog_for(principal).await;
-        let entry = catalog.get(name)?;
-        Some(Route { backend: entry.owner.name().to_owned(), tool: entry.catalog_name.clone() })
+    /// Calls the tool that `caller` sees listed as `call.name` (in its view now); see
+    /// [`Router::call_tool_in`].
+    pub async fn call_tool(&self, call: ToolCall, related: Option<&Related>, caller: &Caller) -> Routed {
+        let view = self.catalog_for(&caller.request.principal).await;
+        self.call_tool_in(&view, call, related, caller).await
     }
 
-    /// Calls the tool that `caller` sees listed as `call.name`; `related` is where its progress
-    /// notifications go. Interceptors bound to the call see its arguments before and its result
-    /// after (the relay's own tools are not intercepted).
-    pub async fn call_tool(&self, mut call: ToolCall, related: Option<&Related>, caller: &Caller) -> Routed {
-        let catalog = self.catalog_for(&caller.request.principal).await;
+    /// Calls the tool that `view` (the caller's view, the one its request was admitted by)
+    /// lists as `call.name`; `related` is where its progress notifications go. Interceptors
+    /// bound to the call see its arguments before and its result after (the relay's own tools
+    /// are not intercepted).
+    pub async fn call_tool_in(
+        &self,
+        catalog: &Catalog,
+        mut call: ToolCall,
+        related: Option<&Related>,
+        caller: &Caller,
+    ) -> Routed {
         let name = call.name.clone();
         let Some(entry) = catalog.get(&name) else {
             return Routed { backend: None, result: Err(RouterError::UnknownTool(name)) };

@@ -16,6 +16,7 @@ use crate::mcp::{
 };
 use crate::metrics::{method_label, metrics};
 use crate::plugins::Refusal;
+use crate::router::Catalog;
 
 /// What kind of failure an error code is, for `relay_errors_total{kind}`: the client's own
 /// mistakes, refusals, and failures of the relay or its backends (what `HighErrorRate` reads).
@@ -68,7 +69,13 @@ impl Session {
             let message = format!("Method not found: {method} is not part of protocol version {}", self.version());
             return Response::err(id, RpcError::new(error_codes::METHOD_NOT_FOUND, message).with_data(json!(method)));
         }
-        if let Err(refusal) = self.admit(&method, params.as_ref()).await {
+        // A tool call is admitted and routed by one view of the catalog: a policy bound to a
+        // tool judges the call that is then made.
+        let view = match method.as_str() {
+            "tools/call" => Some(self.router.catalog_for(&self.principal).await),
+            _ => None,
+        };
+        if let Err(refusal) = self.admit(&method, params.as_ref(), view.as_deref()).await {
             return Response::err(id, refusal.into());
         }
         let mut outcome = match method.as_str() {
@@ -79,7 +86,7 @@ impl Session {
             "prompts/list" => self.list(ListKind::Prompts, params.as_ref()).await,
             "resources/list" => self.list(ListKind::Resources, params.as_ref()).await,
             "resources/templates/list" => self.list(ListKind::ResourceTemplates, params.as_ref()).await,
-            "tools/call" => self.call_tool(params, related).await,
+            "tools/call" => self.call_tool(params, related, view.as_deref().expect("tools/call has a view")).await,
             "prompts/get" => self.get_prompt(params, related).await,
             "resources/read" => self.read_resource(params, related).await,
             "completion/complete" => self.complete(params, related).await,
@@ -117,14 +124,11 @@ impl Session {
     }
 
     /// Runs the policy chain on a request.
-    async fn admit(&self, method: &str, params: Option<&Value>) -> Result<(), Refusal> {
+    async fn admit(&self, method: &str, params: Option<&Value>, view: Option<&Catalog>) -> Result<(), Refusal> {
         let tool = (method == "tools/call")
             .then(|| params.and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_owned))
             .flatten();
-        let route = match &tool {
-            Some(tool) => self.router.route_of(tool, &self.principal).await,
-            None => None,
-        };
+        let route = tool.as_deref().zip(view).and_then(|(tool, view)| view.route(tool));
         let info = RequestInfo {
             principal: self.principal.clone(),
             session_id: self.id.clone(),
@@ -250,7 +254,12 @@ impl Session {
     }
 
     /// `tools/call`, logged as one structured record (tool, backend, duration, outcome).
-    async fn call_tool(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
+    async fn call_tool(
+        &self,
+        params: Option<Value>,
+        related: Option<&Related>,
+        view: &Catalog,
+    ) -> Result<Value, RpcError> {
         let mut call = ToolCall::parse(params)?;
         let name = call.name.clone();
         let (session, principal) = (self.id.as_str(), self.principal.id.as_str());
@@ -261,11 +270,11 @@ impl Session {
             meta.insert("traceparent".into(), trace.traceparent().into());
         }
         let trace_id = trace.trace_id.as_str();
-        let route = self.router.route_of(&name, &self.principal).await;
+        let route = view.route(&name);
         let backend = route.as_ref().map_or("-", |r| r.backend.as_str());
         tracing::info!(target: "relay::call", session, principal, tool = %name, backend, trace_id, "Tool call received");
         let started = Instant::now();
-        let routed = self.router.call_tool(call, related, &self.caller).await;
+        let routed = self.router.call_tool_in(view, call, related, &self.caller).await;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let backend = routed.backend.as_deref().unwrap_or("-");
         match &routed.result {
