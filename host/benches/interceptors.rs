@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use relay::access::{Principal, RequestInfo, TransportKind};
+use relay::access::{Principal, RequestInfo};
 use relay::admin::RelayTools;
 use relay::config::{BackendStore, PluginConfig, UpstreamConfig};
 use relay::lifecycle::Lifecycle;
@@ -58,14 +58,7 @@ async fn router(interceptors: &str) -> Arc<Router> {
 }
 
 fn caller() -> Caller {
-    let request = RequestInfo {
-        principal: Principal { id: "bench".into(), roles: Vec::new() },
-        session_id: "s".into(),
-        transport: TransportKind::Line,
-        method: "tools/call".into(),
-        tool: Some("echo".into()),
-        route: None,
-    };
+    let request = RequestInfo::tool_call(Principal { id: "bench".into(), roles: Vec::new() }, "echo");
     Caller { request, admit: Arc::new(|_| Box::pin(async { Ok(()) })) }
 }
 

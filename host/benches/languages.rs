@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relay::access::{Principal, RequestInfo, TransportKind};
+use relay::access::{Principal, RequestInfo};
 use relay::config::PluginConfig;
 use relay::plugins::{KvStore, NoBackends, Plugins};
 use serde_json::json;
@@ -64,14 +64,7 @@ async fn load(config: &PluginConfig, cache: &std::path::Path) -> (Arc<Plugins>, 
 
 async fn one_call(plugins: &Plugins, world: &str) {
     if world == "policy" {
-        let request = RequestInfo {
-            principal: Principal { id: "bench".into(), roles: Vec::new() },
-            session_id: "s".into(),
-            transport: TransportKind::Line,
-            method: "tools/call".into(),
-            tool: Some("echo".into()),
-            route: None,
-        };
+        let request = RequestInfo::tool_call(Principal { id: "bench".into(), roles: Vec::new() }, "echo");
         plugins.check(&request).await.expect("admitted");
     } else {
         plugins.call_tool("p", "echo", &json!({"message": "hi"}), None).await.expect("echoed");

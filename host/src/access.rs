@@ -119,6 +119,21 @@ pub struct RequestInfo {
     pub route: Option<Route>,
 }
 
+impl RequestInfo {
+    /// A `tools/call` of `tool` by `principal` on a newline session `s` whose route is not
+    /// known (what benches and in-process callers ask the policy chain about).
+    pub fn tool_call(principal: Principal, tool: &str) -> Self {
+        RequestInfo {
+            principal,
+            session_id: "s".into(),
+            transport: TransportKind::Line,
+            method: "tools/call".into(),
+            tool: Some(tool.to_owned()),
+            route: None,
+        }
+    }
+}
+
 /// The backend (or adapter) that serves a tool call, and the tool's name in the relay's
 /// catalog (before any interceptor renamed it; for an adapter's own backend calls, the
 /// backend's name for it).
