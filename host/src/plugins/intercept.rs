@@ -83,10 +83,13 @@ pub struct Interception<'a> {
 }
 
 impl Interception<'_> {
-    /// Runs the request hooks: the arguments the call goes ahead with, or why it is refused.
-    pub async fn request(&self, mut arguments: Value) -> Result<Value, Refusal> {
+    /// Runs the request hooks on `arguments`: the arguments the call goes ahead with when a
+    /// hook replaced them (`None`: as they are), or why it is refused.
+    pub async fn request(&self, arguments: &Value) -> Result<Option<Value>, Refusal> {
+        let mut replaced: Option<Value> = None;
         for slot in &self.slots {
-            let text = arguments.to_string();
+            let current = replaced.as_ref().unwrap_or(arguments);
+            let text = current.to_string();
             let outcome = slot
                 .invoke(&self.plugins.engine, None, async |bound, store| {
                     let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
@@ -95,14 +98,14 @@ impl Interception<'_> {
                 .await;
             match outcome {
                 Ok(RequestDecision::Proceed) => slot.settled(false),
-                Ok(RequestDecision::Replace(replaced)) => match serde_json::from_str::<Value>(&replaced) {
-                    Ok(value) if value == arguments => slot.settled(false),
+                Ok(RequestDecision::Replace(answer)) => match serde_json::from_str::<Value>(&answer) {
+                    Ok(value) if value == *current => slot.settled(false),
                     Ok(_) if self.info.method == RESOURCES_READ => {
                         failed(slot, invalid(slot, "replaced the arguments of resources/read, which has none"))?
                     }
                     Ok(value) if value.is_object() => {
                         slot.settled(false);
-                        arguments = value;
+                        replaced = Some(value);
                     }
                     _ => failed(slot, invalid(slot, "replaced the arguments with something not a JSON object"))?,
                 },
@@ -113,7 +116,7 @@ impl Interception<'_> {
                 Err(error) => failed(slot, error)?,
             }
         }
-        Ok(arguments)
+        Ok(replaced)
     }
 
     /// Runs the result hooks: the result the client gets.

@@ -133,20 +133,15 @@ fn checked(
                 .ok()
                 .filter(Value::is_object)
                 .ok_or_else(|| bad(format!("an item of {} is not a JSON object", kind.method())))?;
-            match kind {
-                ListKind::Tools | ListKind::Prompts => {
-                    // A backend's own prompt name may be anything; a new name must be plain.
-                    let name = definition.get(key).and_then(Value::as_str).unwrap_or("");
-                    if name != item.name && !names::fits(name) {
-                        return Err(bad(format!("renamed an item of {} to {name:?}", kind.method())));
-                    }
-                }
-                ListKind::Resources | ListKind::ResourceTemplates => {
-                    let was: Option<Value> = serde_json::from_str(&item.definition).ok();
-                    if definition.get(key) != was.as_ref().and_then(|d| d.get(key)) {
-                        return Err(bad(format!("changed the {key} of an item of {}", kind.method())));
-                    }
-                }
+            // The key is the item's catalog name until a hook renames it, which only a tool or
+            // prompt may do; a backend's own prompt name may be anything, a new name must fit.
+            let name = definition.get(key).and_then(Value::as_str).unwrap_or("");
+            let renamable = matches!(kind, ListKind::Tools | ListKind::Prompts);
+            if name != item.name && !renamable {
+                return Err(bad(format!("changed the {key} of an item of {}", kind.method())));
+            }
+            if name != item.name && !names::fits(name) {
+                return Err(bad(format!("renamed an item of {} to {name:?}", kind.method())));
             }
             Ok(Some(definition))
         })

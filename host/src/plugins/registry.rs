@@ -245,10 +245,12 @@ impl Plugins {
         let mut request = None;
         // A tools/call without a route (its tool is not in the caller's view now) passes every
         // bound policy: no request skips a policy because a lookup came out empty.
-        let bound = |slot: &Slot| match &info.route {
-            _ if slot.binding.is_unbound() => true,
-            Some(route) => slot.binding.binds(&route.backend, Some(&route.tool)),
-            None => info.method == "tools/call",
+        let bound = |slot: &Slot| {
+            slot.binding.is_unbound()
+                || match &info.route {
+                    Some(route) => slot.binding.binds(&route.backend, Some(&route.tool)),
+                    None => info.method == "tools/call",
+                }
         };
         for slot in self.slots.iter().filter(|s| s.config.world == World::Policy && bound(s)) {
             let request = request.get_or_insert_with(|| types::RequestInfo {

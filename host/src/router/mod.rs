@@ -230,12 +230,10 @@ impl Router {
         forward: impl AsyncFnOnce(&Addressed) -> Result<Value, RouterError>,
     ) -> Result<Value, RouterError> {
         let Some(interception) = self.plugins.interception(hook) else { return forward(request).await };
-        let arguments = request.arguments();
-        let replaced = interception.request(arguments.clone()).await.map_err(RouterError::Intercepted)?;
-        let result = if replaced == arguments {
-            forward(request).await?
-        } else {
-            forward(&request.with_arguments(replaced)).await?
+        let replaced = interception.request(&request.arguments()).await.map_err(RouterError::Intercepted)?;
+        let result = match replaced {
+            None => forward(request).await?,
+            Some(arguments) => forward(&request.with_arguments(arguments)).await?,
         };
         interception.result(result).await.map_err(RouterError::Intercepted)
     }
@@ -338,8 +336,8 @@ impl Router {
         };
         if let Some(interception) = &interception {
             let arguments = call.arguments.take().unwrap_or_else(|| json!({}));
-            match interception.request(arguments).await {
-                Ok(arguments) => call.arguments = Some(arguments),
+            match interception.request(&arguments).await {
+                Ok(replaced) => call.arguments = Some(replaced.unwrap_or(arguments)),
                 Err(refusal) => return Routed { backend: Some(owner), result: Err(RouterError::Intercepted(refusal)) },
             }
         }
