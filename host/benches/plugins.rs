@@ -41,7 +41,7 @@ async fn one_request(plugins: &Plugins) {
         token: Some("bench-token".into()),
         client_cert_subject: None,
     };
-    let principal = plugins.authenticate(&info).await.expect("authenticated");
+    let principal = plugins.authenticate(&info).await.expect("authenticated").principal;
     check(plugins, principal).await;
 }
 

@@ -3,6 +3,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
 
 use serde_json::{Value, json};
 
@@ -59,6 +62,23 @@ impl Principal {
     }
 }
 
+/// A principal as authentication established it, and how long that holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// Who the caller is.
+    pub principal: Principal,
+    /// When the credential stops being valid (the auth plugin's `credential.expires-at`);
+    /// sessions opened with it are refused after that. `None`: it does not expire.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Authenticated {
+    /// A caller whose credential does not expire.
+    pub fn lasting(principal: Principal) -> Self {
+        Self { principal, expires_at: None }
+    }
+}
+
 /// Who is on the other end of a connection, as the listener established it.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -99,6 +119,30 @@ impl ConnectInfo {
             client_cert_subject: peer.client_cert_subject.as_deref().map(str::to_owned),
         }
     }
+
+    /// SHA-256 over everything the client authenticates with (its bearer token and its
+    /// verified certificate subject, each tagged so neither can stand for the other): what a
+    /// session is bound to and what the auth cache is keyed by. Never logged.
+    pub fn credential_digest(&self) -> [u8; 32] {
+        credential_digest(self.token.as_deref(), self.client_cert_subject.as_deref())
+    }
+}
+
+/// [`ConnectInfo::credential_digest`] of a token and a certificate subject.
+pub fn credential_digest(token: Option<&str>, subject: Option<&str>) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for (tag, part) in [(b"token", token), (b"subj_", subject)] {
+        hash.update(tag);
+        match part {
+            Some(part) => {
+                hash.update([1]);
+                hash.update((part.len() as u64).to_be_bytes());
+                hash.update(part.as_bytes());
+            }
+            None => hash.update([0]),
+        }
+    }
+    hash.finalize().into()
 }
 
 /// What the policy chain sees of one request.

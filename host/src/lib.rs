@@ -14,6 +14,7 @@ pub mod config;
 pub mod file_watch;
 pub mod health;
 pub mod lifecycle;
+pub mod limit_log;
 pub mod log_forward;
 pub mod mcp;
 pub mod metrics;

@@ -107,6 +107,7 @@ pub async fn run(
         relay_tools: relay_tools.clone(),
         tls: tls.clone(),
         oauth: config.oauth.as_ref().map(|oauth| Arc::new(transport::ProtectedResource::new(oauth))),
+        proxies: transport::TrustedProxies::new(config.listen.proxies().map_err(anyhow::Error::msg)?),
     });
 
     let (_watch_guard, mut file_changes) =
@@ -292,6 +293,18 @@ pub fn config_warnings(config: &RelayConfig) -> Vec<String> {
             warnings.push(format!(
                 "plugin {} is granted the environment variable {name}, which is not set{consequence}",
                 plugin.name
+            ));
+        }
+    }
+    let limits = &config.limits;
+    for (name, cap) in [
+        ("max_sessions_per_principal", limits.max_sessions_per_principal),
+        ("max_sessions_per_address", limits.max_sessions_per_address),
+    ] {
+        if cap >= limits.max_sessions {
+            warnings.push(format!(
+                "limits.{name} ({cap}) is not below limits.max_sessions ({}): one caller can take every session; set it lower",
+                limits.max_sessions
             ));
         }
     }

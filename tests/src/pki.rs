@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
+pub use rcgen::DnType;
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 /// A CA whose certificate is at [`TestCa::ca_pem`].
 pub struct TestCa {
@@ -48,10 +47,27 @@ impl TestCa {
         self.issue(cn, file, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A client certificate whose subject is `subject`, attribute by attribute, in order.
+    pub fn client_with_subject(&self, subject: &[(DnType, &str)], file: &str) -> Issued {
+        self.issue_to(subject, file, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
     fn issue(&self, cn: &str, file: &str, names: Vec<String>, usage: ExtendedKeyUsagePurpose) -> Issued {
+        self.issue_to(&[(DnType::CommonName, cn)], file, names, usage)
+    }
+
+    fn issue_to(
+        &self,
+        subject: &[(DnType, &str)],
+        file: &str,
+        names: Vec<String>,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Issued {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(names).expect("params");
-        params.distinguished_name.push(DnType::CommonName, cn);
+        for (kind, value) in subject {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
         params.extended_key_usages = vec![usage];
         let cert = params.signed_by(&key, &self.issuer).expect("certificate");
         let issued = Issued { cert: self.dir.join(format!("{file}.crt")), key: self.dir.join(format!("{file}.key")) };

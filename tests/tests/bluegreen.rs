@@ -9,18 +9,17 @@
 //! refused and traffic never moves.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use relay_tests::pki::TestCa;
+use relay_tests::haproxy::{Haproxy, free_port};
 use relay_tests::{PATIENCE, RedisServer, plugin_wasm, relay_bin, repo_root, stateless_request, stdio_fixture_entry};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 /// Stops whatever relays the scripts started (they run detached, as under systemd), however
@@ -34,69 +33,6 @@ impl Drop for Reaper {
                 let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.trim()).status();
             }
         }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// HAProxy on the shipped configuration.
-struct Haproxy {
-    _child: Child,
-    http: u16,
-    tcp: u16,
-    socket: PathBuf,
-}
-
-impl Haproxy {
-    async fn start(dir: &Path, blue: u16, green: u16) -> Haproxy {
-        let ca = TestCa::new(dir, "lb-ca");
-        let issued = ca.server("localhost", "lb");
-        let pem = dir.join("lb.pem");
-        let both = std::fs::read_to_string(&issued.cert).unwrap() + &std::fs::read_to_string(&issued.key).unwrap();
-        std::fs::write(&pem, both).unwrap();
-        let (http, tcp) = (free_port(), free_port());
-        let socket = dir.join("admin.sock");
-        let address = |port: u16| format!("127.0.0.1:{port}");
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(repo_root().join("deploy/haproxy/haproxy.cfg"))
-            .env("RELAY_LB_UNPRIVILEGED", "1")
-            .env("RELAY_LB_HTTPS_BIND", address(free_port()))
-            .env("RELAY_LB_HTTP_BIND", address(http))
-            .env("RELAY_LB_TCPS_BIND", address(free_port()))
-            .env("RELAY_LB_TCP_BIND", address(tcp))
-            .env("RELAY_LB_STATS_BIND", address(free_port()))
-            .env("RELAY_LB_CERT", &pem)
-            .env("RELAY_LB_BLUE", address(blue))
-            .env("RELAY_LB_GREEN", address(green))
-            .env("RELAY_LB_SOCKET", &socket)
-            .env("RELAY_LB_STATE_FILE", dir.join("server-state"))
-            .env("RELAY_LB_LOG", "stdout")
-            .stdout(std::fs::File::create(dir.join("haproxy.log")).unwrap())
-            .stderr(Stdio::from(std::fs::File::create(dir.join("haproxy.err")).unwrap()))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start haproxy (scripts/test.sh installs it)");
-        let up = async {
-            while TcpStream::connect(("127.0.0.1", http)).await.is_err() || !socket.exists() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(PATIENCE, up).await.expect("haproxy listens");
-        Haproxy { _child: child, http, tcp, socket }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http)
-    }
-
-    /// The colour that answers `/readyz` through HAProxy.
-    async fn serving(&self) -> String {
-        let ready: Value = reqwest::get(self.url("/readyz")).await.unwrap().json().await.unwrap();
-        ready["instance"].as_str().unwrap_or_default().to_owned()
     }
 }
 
@@ -117,7 +53,7 @@ fn build(dir: &Path, name: &str, redis: &RedisServer, backends: &Path, auth: boo
         ""
     };
     let yaml = format!(
-        "backends_file: {}\nplugin_cache_dir: {}\nshutdown: {{grace_secs: 10}}\nlimits: {{max_sessions_per_address: 20000, max_pending_per_address: 4096}}\nupstream: {{backoff_initial_ms: 50, backoff_max_ms: 500}}\nkv: {{backend: redis, url: '{}', namespace: prod, timeout_ms: 50}}\nplugins:\n{auth}  - name: rate-limit\n    world: policy\n    path: ../plugins/rate_limit.wasm\n    grants: {{clock: true}}\n    config: {{per_minute: 100000, per_tool: {{relay_list_servers: 4}}}}\n",
+        "listen: {{trusted_proxies: [127.0.0.1]}}\nbackends_file: {}\nplugin_cache_dir: {}\nshutdown: {{grace_secs: 10}}\nlimits: {{max_sessions_per_address: 20000, max_pending_per_address: 4096}}\nupstream: {{backoff_initial_ms: 50, backoff_max_ms: 500}}\nkv: {{backend: redis, url: '{}', namespace: prod, timeout_ms: 50}}\nplugins:\n{auth}  - name: rate-limit\n    world: policy\n    path: ../plugins/rate_limit.wasm\n    grants: {{clock: true}}\n    config: {{per_minute: 100000, per_tool: {{relay_list_servers: 4}}}}\n",
         backends.display(),
         dir.join("cache").display(),
         redis.url()

@@ -222,3 +222,124 @@ async fn an_unknown_kid_refetches_the_jwks_url_once() {
     }
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }
+
+/// A token signed by `key` whose header is exactly `header` (fields jsonwebtoken cannot set).
+fn mint_with_header(key: &TestKey, header: &Value, claims: &Value) -> String {
+    let signed = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+    let signature = jsonwebtoken::crypto::sign(signed.as_bytes(), &key.encoding, key.alg).unwrap();
+    format!("{signed}.{signature}")
+}
+
+/// A relay with jwt-auth over a JWKS file of `key`, no leeway, and `extra` relay.yaml keys.
+async fn jwt_relay(dir: &Path, key: &TestKey, plugin_config: &str, extra: &str) -> Relay {
+    let keys_dir = dir.join("keys");
+    std::fs::create_dir_all(&keys_dir).unwrap();
+    let jwks_file = keys_dir.join("jwks.json");
+    std::fs::write(&jwks_file, jwks(&[key])).unwrap();
+    let yaml = relay_yaml(
+        &format!("jwks_file: {}, leeway_secs: 0{plugin_config}", jwks_file.display()),
+        &format!("files: {{read: [{}]}}", keys_dir.display()),
+    );
+    Relay::start_files(dir, &format!("{extra}{yaml}"), "backends: []\n", &[]).await
+}
+
+#[tokio::test]
+async fn sessions_end_when_their_token_expires_on_every_transport() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message as Frame, client::IntoClientRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let ec = ec_key("ec-1");
+    let relay = jwt_relay(dir.path(), &ec, "", "").await;
+    let expires = now() + 4;
+    let short = mint(&ec, &claims(json!({"exp": expires})));
+
+    let opened = initialize(&relay, &short).await;
+    assert_eq!(opened.status(), 200);
+    let session = opened.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let list = || {
+        reqwest::Client::new()
+            .post(relay.http("/mcp"))
+            .header("Accept", "application/json, text/event-stream")
+            .header("Mcp-Session-Id", &session)
+            .bearer_auth(&short)
+            .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+    };
+    assert_eq!(list().send().await.unwrap().status(), 200);
+    let mut request = relay.ws("/ws").into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {short}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}}});
+    ws.send(Frame::Text(init.to_string().into())).await.unwrap();
+    assert!(matches!(ws.next().await, Some(Ok(Frame::Text(_)))));
+    let mut line = relay.line_client_as(Some(&short)).await;
+
+    // Past `exp` (no leeway configured), every session of the token ends.
+    while now() <= expires {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let refused = list().send().await.unwrap();
+    assert_eq!(refused.status(), 401, "the HTTP session outlived its token");
+    assert!(challenge(&refused).contains("resource_metadata="), "{}", challenge(&refused));
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], -32011);
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Frame::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the WebSocket was closed")
+    .expect("with a reason");
+    assert_eq!(u16::from(closed.code), 1008, "{closed:?}");
+    assert!(closed.reason.contains("expired"), "{closed:?}");
+    let last = line.recv().await;
+    assert_eq!(last["error"]["code"], -32011, "the newline session says why it ends: {last}");
+    assert_eq!(initialize(&relay, &short).await.status(), 401, "and no new session opens with it");
+}
+
+#[tokio::test]
+async fn crit_headers_are_refused_and_an_admin_scope_grants_no_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let ec = ec_key("ec-1");
+    let relay = jwt_relay(dir.path(), &ec, ", admin_subjects: [ops]", "").await;
+    let header = json!({"alg": "ES256", "kid": "ec-1", "crit": ["x-unknown"], "x-unknown": true});
+    let critical = mint_with_header(&ec, &header, &claims(json!({})));
+    assert_eq!(initialize(&relay, &critical).await.status(), 401, "crit names an extension nobody understands");
+    let plain = mint_with_header(&ec, &json!({"alg": "ES256", "kid": "ec-1"}), &claims(json!({})));
+    assert_eq!(initialize(&relay, &plain).await.status(), 200, "the same token without crit");
+
+    // `scope: mcp admin` is not the admin role; `admin_subjects` is.
+    let status = |token: String| {
+        let url = relay.http("/status.json");
+        async move { reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap().status() }
+    };
+    let scoped = mint(&ec, &claims(json!({"scope": "mcp admin"})));
+    assert_eq!(status(scoped).await, 403, "an admin scope made its holder relay admin");
+    let ops = mint(&ec, &claims(json!({"sub": "ops"})));
+    assert_eq!(status(ops).await, 200, "a subject the operator named is admin");
+}
+
+#[tokio::test]
+async fn nothing_written_into_redis_can_admit_a_token() {
+    use sha2::Digest;
+    let redis = relay_tests::redis::RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ec = ec_key("ec-1");
+    let kv = format!("kv: {{backend: redis, url: '{}', namespace: forged}}\n", redis.url());
+    let relay = jwt_relay(dir.path(), &ec, "", &kv).await;
+    let fake = "not-a-jwt-at-all";
+    let digest: String = sha2::Sha256::digest(fake.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    // What the plugin once cached verified tokens as, and a key set of the attacker's.
+    let principal = json!({"id": "ops", "roles": ["admin"]}).to_string();
+    redis.cli(&["SET", &format!("forged:auth:ok:{digest}"), &principal]);
+    let attacker = ec_key("ec-1");
+    redis.cli(&["SET", "forged:auth:jwks", &jwks(&[&attacker])]);
+    assert_eq!(initialize(&relay, fake).await.status(), 401, "a forged cache entry admitted a non-token");
+    let forged = mint(&attacker, &claims(json!({"scope": "mcp", "sub": "ops"})));
+    assert_eq!(initialize(&relay, &forged).await.status(), 401, "a key set planted in Redis was trusted");
+    assert_eq!(initialize(&relay, &mint(&ec, &claims(json!({})))).await.status(), 200);
+}

@@ -254,3 +254,70 @@ async fn a_verified_client_certificate_reaches_the_auth_plugin_as_its_subject() 
     .unwrap();
     assert!(forged.is_err() || forged.as_ref().unwrap()["result"].is_null(), "{forged:?}");
 }
+
+/// An HTTPS client trusting `ca`, presenting `identity` when given.
+fn https_client(ca: &Path, identity: Option<&relay_tests::pki::Issued>) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let mut builder = reqwest::Client::builder().use_rustls_tls().add_root_certificate(root);
+    if let Some(id) = identity {
+        let mut pem = std::fs::read(&id.cert).unwrap();
+        pem.extend(std::fs::read(&id.key).unwrap());
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+fn mcp_post(
+    client: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    body: serde_json::Value,
+) -> reqwest::RequestBuilder {
+    let request = client.post(url).header("Accept", "application/json, text/event-stream").json(&body);
+    match session {
+        Some(id) => request.header("Mcp-Session-Id", id),
+        None => request,
+    }
+}
+
+#[tokio::test]
+async fn certificate_subjects_match_as_names_and_a_session_keeps_to_its_certificate() {
+    use relay_tests::pki::DnType;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "relay-test-ca");
+    ca.server("relay-one", "server");
+    let agent =
+        ca.client_with_subject(&[(DnType::CommonName, "agent-7"), (DnType::OrganizationName, "Example")], "agent");
+    // Same CA, one CN that spells the admin's whole subject.
+    let impostor = ca.client_with_subject(&[(DnType::CommonName, "agent-7, O=Example")], "impostor");
+    let yaml = format!(
+        "{}plugins:\n  - {{name: auth, world: auth, path: {}, config: {{tokens: [], certificates: [{{subject: 'CN=agent-7, O=Example', principal: agent-7, roles: [admin]}}]}}}}\n",
+        tls_yaml(", client_ca: relay-test-ca.pem"),
+        relay_tests::plugin_wasm("token_auth").display()
+    );
+    let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
+    let answer = initialize_over_tls(relay.port, &ca.ca_pem, Some(&agent)).await;
+    assert_eq!(answer["result"]["serverInfo"]["name"], "relay", "{answer}");
+    let answer = initialize_over_tls(relay.port, &ca.ca_pem, Some(&impostor)).await;
+    assert_eq!(answer["error"]["code"], -32011, "a CN holding a comma is not the two-RDN subject: {answer}");
+
+    // A Streamable HTTP session opened with the certificate answers only to that certificate.
+    let https = format!("https://localhost:{}/mcp", relay.port);
+    let with_cert = https_client(&ca.ca_pem, Some(&agent));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t"}}});
+    let opened = mcp_post(&with_cert, &https, None, init).send().await.unwrap();
+    assert_eq!(opened.status(), 200);
+    let session = opened.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let plain =
+        mcp_post(&reqwest::Client::new(), &relay.http("/mcp"), Some(&session), list.clone()).send().await.unwrap();
+    assert_eq!(plain.status(), 401, "plaintext, no certificate, no token");
+    let no_cert = https_client(&ca.ca_pem, None);
+    let refused = mcp_post(&no_cert, &https, Some(&session), list.clone()).send().await.unwrap();
+    assert_eq!(refused.status(), 401, "TLS without the certificate");
+    let other = https_client(&ca.ca_pem, Some(&impostor));
+    assert_eq!(mcp_post(&other, &https, Some(&session), list.clone()).send().await.unwrap().status(), 401);
+    let served = mcp_post(&with_cert, &https, Some(&session), list).send().await.unwrap();
+    assert_eq!(served.status(), 200, "the certificate the session was opened with");
+    assert!(!relay.log().contains(&session), "a session id reached the log");
+}

@@ -114,11 +114,31 @@ pub struct ListenConfig {
     pub host: String,
     /// Port; `RELAY_PORT` in the environment overrides it.
     pub port: u16,
+    /// Proxies (addresses or CIDR blocks, e.g. `127.0.0.1`, `10.0.0.0/8`) whose connections may
+    /// start with a PROXY protocol v2 header (HAProxy's `send-proxy-v2`): the client address
+    /// it carries is then the one the relay counts, throttles and logs. Connections from
+    /// anywhere else are taken at their own address, and a header from them is not read.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { host: "127.0.0.1".into(), port: 8000 }
+        Self { host: "127.0.0.1".into(), port: 8000, trusted_proxies: Vec::new() }
+    }
+}
+
+impl ListenConfig {
+    /// `trusted_proxies`, parsed (a bare address is a block of one).
+    pub fn proxies(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("listen.trusted_proxies: {entry:?} is not an address or CIDR block"))
+            })
+            .collect()
     }
 }
 
@@ -280,6 +300,7 @@ impl RelayConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.listen.proxies()?;
         if self.kv.backend == KvBackend::Redis {
             match self.kv.resolved_url() {
                 None => return Err("kv.backend is redis but no kv.url (or RELAY_KV_URL) is given".into()),

@@ -77,12 +77,22 @@ pub fn requested_version(params: Option<&Value>) -> Option<&str> {
 /// Where a newline client puts its bearer token (`params._meta.authorization`).
 pub const AUTHORIZATION: &str = "authorization";
 
+/// The client's credential in a request's params: `_meta.authorization` in any letter case
+/// (the first such key, when a client sends several).
+pub fn credential(params: Option<&Value>) -> Option<&str> {
+    let meta = params?.get("_meta")?.as_object()?;
+    meta.iter().find(|(key, _)| key.eq_ignore_ascii_case(AUTHORIZATION)).and_then(|(_, v)| v.as_str())
+}
+
 /// Removes the client's credential from a request's params, so no backend ever sees it (the
-/// MCP authorization spec forbids token passthrough). An emptied `_meta` goes too.
+/// MCP authorization spec forbids token passthrough): every `_meta` key that spells
+/// `authorization` in any letter case. An emptied `_meta` goes too.
 pub fn strip_credentials(params: &mut Option<Value>) {
     let Some(Value::Object(params)) = params else { return };
     let Some(Value::Object(meta)) = params.get_mut("_meta") else { return };
-    if meta.remove(AUTHORIZATION).is_some() && meta.is_empty() {
+    let before = meta.len();
+    meta.retain(|key, _| !key.eq_ignore_ascii_case(AUTHORIZATION));
+    if meta.len() < before && meta.is_empty() {
         params.remove("_meta");
     }
 }

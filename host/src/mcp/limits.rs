@@ -39,6 +39,10 @@ pub struct Limits {
     /// Stateless (2026-07-28) calls one principal may have parked, waiting for its input;
     /// one more is ended and answered `-32003`.
     pub max_parked_per_principal: usize,
+    /// Largest first message (newline) a client may send before it has authenticated; the
+    /// whole `max_message_bytes` applies after. Keeps what a connection nobody vouched for
+    /// can make the relay hold small.
+    pub max_preauth_bytes: usize,
     /// Largest HTTP request head (request line and headers) accepted; larger ones are answered
     /// 431.
     pub max_header_bytes: usize,
@@ -61,6 +65,7 @@ impl Default for Limits {
             auth_failure_window_secs: 60,
             max_parked_per_principal: 64,
             max_header_bytes: 32 * 1024,
+            max_preauth_bytes: 64 * 1024,
         }
     }
 }

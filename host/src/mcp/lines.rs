@@ -100,6 +100,12 @@ impl LineCodec {
         Self { max_length, next_index: 0, discarding: None }
     }
 
+    /// Changes the longest line from now on (the relay allows a client more once it has
+    /// authenticated).
+    pub fn set_max_length(&mut self, max_length: usize) {
+        self.max_length = max_length;
+    }
+
     /// Every line a fresh codec yields from `data` delivered `chunk` bytes at a time: its text,
     /// or the size of a line over `max_length`. What the property tests and the fuzzers compare
     /// across chunkings (a connection's reads may split a line anywhere).

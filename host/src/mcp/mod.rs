@@ -3,6 +3,7 @@
 //! Transports turn bytes into [`Message`]s with [`decode`]; everything downstream works on
 //! these types and never sees raw bytes.
 
+mod clip;
 mod codec;
 pub mod envelope;
 mod jsonrpc;
@@ -16,6 +17,7 @@ mod sink;
 mod trace;
 pub mod version;
 
+pub use clip::{QUOTED_BYTES, clip};
 pub use codec::{DecodeError, decode};
 pub use jsonrpc::{Message, Notification, Request, Response, RpcError, error_codes, request_text};
 pub use limits::{Limits, json_depth_exceeds};

@@ -8,6 +8,7 @@
 //! back only if the call succeeded cleanly (see `loaded`), so instances and their guest memory
 //! are reused across calls, sessions and principals.
 
+mod auth_cache;
 mod backends;
 mod bindings;
 mod cache;

@@ -24,7 +24,7 @@ use super::reload::ReloadError;
 use super::sandbox::{Caller, PluginContext, PluginError, PluginState, Refusal, classify, fails_closed};
 use super::v0_1;
 use super::{engine, host};
-use crate::access::{ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
+use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
 use crate::config::{PluginConfig, World};
 use crate::metrics::{PluginMetrics, PluginOutcomeKind, metrics};
 
@@ -152,6 +152,8 @@ pub struct Plugins {
     /// Bumped when what clients see listed may have changed (an adapter or interceptor was
     /// reloaded or rolled back).
     pub(super) changed: watch::Sender<u64>,
+    /// The auth plugin's recent successes.
+    pub(super) auth_cache: super::auth_cache::AuthCache,
 }
 
 impl Plugins {
@@ -196,7 +198,14 @@ impl Plugins {
                 metrics: metrics().plugin(&config.name),
             }));
         }
-        Ok(Arc::new(Plugins { engine, linker, cache_dir, slots, changed: watch::Sender::new(0) }))
+        Ok(Arc::new(Plugins {
+            engine,
+            linker,
+            cache_dir,
+            slots,
+            changed: watch::Sender::new(0),
+            auth_cache: Default::default(),
+        }))
     }
 
     /// Whether an auth plugin is configured (without one the relay is open).
@@ -209,33 +218,68 @@ impl Plugins {
         self.slots.iter().map(|s| (s.config.name.clone(), s.path.clone())).collect()
     }
 
-    /// Decides who a connection is. Without an auth plugin everyone is admin.
-    pub async fn authenticate(&self, info: &ConnectInfo) -> Result<Principal, Refusal> {
+    /// A success the auth plugin's current version gave for this credential recently (see
+    /// `auth_cache`), without asking it again.
+    pub fn remembered(&self, info: &ConnectInfo) -> Option<Authenticated> {
+        let slot = self.slots.iter().find(|s| s.config.world == World::Auth)?;
+        self.auth_cache.get(&info.credential_digest(), &slot.current.load().hash)
+    }
+
+    /// Decides who a connection is: a success remembered for the same credential, or the auth
+    /// plugin's answer. Without an auth plugin everyone is anonymous.
+    pub async fn authenticate(&self, info: &ConnectInfo) -> Result<Authenticated, Refusal> {
         let Some(slot) = self.slots.iter().find(|s| s.config.world == World::Auth) else {
-            return Ok(Principal::open_access(false));
+            return Ok(Authenticated::lasting(Principal::open_access(false)));
         };
+        let credential = info.credential_digest();
+        let version = slot.current.load().hash.clone();
+        if let Some(known) = self.auth_cache.get(&credential, &version) {
+            return Ok(known);
+        }
         let wit_info = types::ConnectInfo {
             transport: wit_transport(info.transport),
             remote_addr: info.remote_addr.to_string(),
             token: info.token.clone(),
             client_cert_subject: info.client_cert_subject.clone(),
         };
-        let outcome = slot
-            .invoke(&self.engine, None, async |bound, store| match bound {
-                Bound::Auth(auth) => auth.relay_plugin_authenticator().call_authenticate(store, &wit_info).await,
-                Bound::AuthV01(auth) => {
-                    let answer = auth
-                        .relay_plugin_authenticator()
-                        .call_authenticate(store, &v0_1::connect_info(&wit_info))
-                        .await?;
-                    Ok(answer.map(v0_1::principal).map_err(v0_1::denial))
-                }
-                _ => unreachable!("auth slot holds an auth component"),
+        let (outcome, note) = slot
+            .invoke(&self.engine, None, async |bound, store| {
+                store.data_mut().credential = Default::default();
+                let outcome = match bound {
+                    Bound::Auth(auth) => {
+                        auth.relay_plugin_authenticator().call_authenticate(&mut *store, &wit_info).await?
+                    }
+                    Bound::AuthV01(auth) => {
+                        let answer = auth
+                            .relay_plugin_authenticator()
+                            .call_authenticate(&mut *store, &v0_1::connect_info(&wit_info))
+                            .await?;
+                        answer.map(v0_1::principal).map_err(v0_1::denial)
+                    }
+                    _ => unreachable!("auth slot holds an auth component"),
+                };
+                Ok((outcome, std::mem::take(&mut store.data_mut().credential)))
             })
             .await?;
         slot.settled(outcome.is_err());
         match outcome {
-            Ok(principal) => Ok(Principal { id: principal.id, roles: principal.roles }),
+            Ok(principal) => {
+                let expires_at = note.expires_at_ms.map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
+                let authenticated =
+                    Authenticated { principal: Principal { id: principal.id, roles: principal.roles }, expires_at };
+                if expires_at.is_some_and(|at| at <= std::time::SystemTime::now()) {
+                    let message = "the credential has expired".to_owned();
+                    let denial = Denial {
+                        code: DenialCode::Unauthenticated,
+                        message,
+                        retry_after_ms: None,
+                        refused_by: slot.config.name.clone(),
+                    };
+                    return Err(Refusal::Denied(denial));
+                }
+                self.auth_cache.put(credential, &version, &authenticated);
+                Ok(authenticated)
+            }
             Err(denial) => Err(Refusal::Denied(from_wit(denial, &slot.config.name))),
         }
     }

@@ -82,6 +82,8 @@ pub struct PluginState {
     pub ctx: Arc<PluginContext>,
     /// The client the current call serves (adapters), while it runs.
     pub caller: Option<Caller>,
+    /// What the current `authenticate` call said of its credential (auth plugins).
+    pub credential: super::host::CredentialNote,
 }
 
 impl PluginState {
@@ -146,6 +148,7 @@ pub fn new_store(engine: &wasmtime::Engine, ctx: &Arc<PluginContext>) -> Store<P
         limiter,
         ctx: ctx.clone(),
         caller: None,
+        credential: Default::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);

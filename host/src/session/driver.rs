@@ -18,13 +18,26 @@ use crate::mcp::{ClientSink, DecodeError, Limits, Message, Response};
 /// One message as a transport decoded it, or why it was refused (answered with an error).
 pub type Inbound = Result<Message, DecodeError>;
 
+/// Why [`drive`] stopped serving a session: the transport says so to its client in its own
+/// way (a WebSocket close code and reason, a last JSON-RPC error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The client went away, stayed idle, or its outbound side closed.
+    Closed,
+    /// The relay drains.
+    Drained,
+    /// The credential the session authenticated with expired.
+    CredentialExpired,
+}
+
 /// Serves `session` until the inbound stream ends, the client stays silent past the idle
 /// timeout, the outbound side closes, or the relay drains (then requests read are refused, the
 /// running ones are answered, and it returns). Requests still running when it returns are
 /// aborted.
 /// While the session has `limits.max_requests_in_flight` requests running, nothing more is
 /// read from the client (backpressure: the connection's buffers fill, not the relay's memory).
-pub async fn drive<S>(session: Arc<Session>, mut inbound: S, outbound: ClientSink, limits: &Limits)
+/// A session whose credential expires is ended then ([`Ended::CredentialExpired`]).
+pub async fn drive<S>(session: Arc<Session>, mut inbound: S, outbound: ClientSink, limits: &Limits) -> Ended
 where
     S: Stream<Item = Inbound> + Unpin,
 {
@@ -42,9 +55,14 @@ where
     let drain_started = drain.cancelled();
     tokio::pin!(drain_started);
     let mut draining = false;
+    let expires_in = session.expires_in();
+    let expiry = tokio::time::sleep(expires_in.unwrap_or(Duration::from_secs(86_400 * 365)));
+    tokio::pin!(expiry);
+    let mut ended = Ended::Closed;
     loop {
         if draining && running.is_empty() {
-            tracing::debug!(session = %session.id, "drained: closing the connection");
+            tracing::debug!(session = %session.tag, "drained: closing the connection");
+            ended = Ended::Drained;
             break;
         }
         tokio::select! {
@@ -69,7 +87,7 @@ where
                         Box::pin(session.handle(other, None)).await;
                     }
                     Err(refused) => {
-                        tracing::debug!(session = %session.id, error = %refused, "refused client input");
+                        tracing::debug!(session = %session.tag, error = %refused, "refused client input");
                         if outbound.send(Message::Response(refused.into_response())).await.is_err() {
                             break;
                         }
@@ -91,11 +109,16 @@ where
                 }
             }
             () = &mut drain_started, if !draining => draining = true,
+            () = &mut expiry, if expires_in.is_some() => {
+                tracing::info!(session = %session.tag, principal = %session.principal.id, "credential expired: closing the connection");
+                ended = Ended::CredentialExpired;
+                break;
+            }
             () = &mut idle_timer => {
                 // A call still running is activity: its answer must not be lost.
                 let since = if running.is_empty() { last_activity } else { Instant::now() };
                 if since.elapsed() >= idle {
-                    tracing::info!(session = %session.id, "closing idle connection");
+                    tracing::info!(session = %session.tag, "closing idle connection");
                     break;
                 }
                 idle_timer.as_mut().reset(since + idle);
@@ -103,6 +126,7 @@ where
         }
     }
     session.cancel_all();
+    ended
 }
 
 /// The response of one running request (`None`: it was cancelled, and MCP wants no answer),

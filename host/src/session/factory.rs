@@ -3,15 +3,15 @@
 //! Every transport opens its sessions here, so every transport is held to the same caps.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
 use super::events::log_rank;
-use super::{Session, SessionState, digest, draining_error};
-use crate::access::{ConnectInfo, Denial, DenialCode, Peer, Principal, RequestInfo, TransportKind};
+use super::{Session, SessionState, draining_error};
+use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Peer, Principal, RequestInfo, TransportKind};
 use crate::admission::KeyedCounts;
 use crate::auth_throttle::AuthThrottle;
 use crate::lifecycle::Lifecycle;
@@ -95,42 +95,33 @@ impl SessionFactory {
         self.plugins.has_auth()
     }
 
-    /// Decides who a new connection is: the auth plugin's answer, or without one the open-mode
-    /// principal (admin only when configured so). Every plugin decision is logged with its
-    /// outcome and principal, never with the token.
-    pub async fn authenticate(&self, info: &ConnectInfo) -> Result<Principal, Refusal> {
+    /// Decides who a new connection is: a success remembered for the same credential, the auth
+    /// plugin's answer, or without one the open-mode principal (admin only when configured
+    /// so). A credential the plugin admitted recently is admitted even while its address is
+    /// throttled: other clients' guesses do not lock out a valid caller. Every plugin decision
+    /// is logged with its outcome and principal, never with the token.
+    pub async fn authenticate(&self, info: &ConnectInfo) -> Result<Authenticated, Refusal> {
         if !self.plugins.has_auth() {
-            return Ok(Principal::open_access(self.open_admin));
+            return Ok(Authenticated::lasting(Principal::open_access(self.open_admin)));
+        }
+        if let Some(known) = self.plugins.remembered(info) {
+            return Ok(known);
         }
         let transport = info.transport.as_str();
         let remote = info.remote_addr;
-        let ip = remote.ip();
-        let attempt = match self.auth_throttle.attempt(ip).await {
+        let attempt = match self.auth_throttle.attempt(remote.ip()).await {
             Ok(attempt) => attempt,
-            Err(wait) => {
-                crate::metrics::metrics().auth_throttled(transport);
-                tracing::warn!(target: "relay::auth", transport, %remote, outcome = "throttled", retry_after_s = wait.as_secs(), "authentication");
-                let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-                let message = format!(
-                    "too many failed authentications from this address; try again in {} s",
-                    retry_after_ms.div_ceil(1000)
-                );
-                let denial = Denial {
-                    retry_after_ms: Some(retry_after_ms),
-                    ..Denial::by_relay(DenialCode::TooManyFailures, message)
-                };
-                return Err(Refusal::Denied(denial));
-            }
+            Err(wait) => return Err(Refusal::Denied(self.throttled(info.transport, remote, wait))),
         };
         let outcome = self.plugins.authenticate(info).await;
         match &outcome {
-            Ok(p) => {
-                tracing::info!(target: "relay::auth", transport, %remote, outcome = "ok", principal = %p.id, "authentication")
+            Ok(a) => {
+                tracing::info!(target: "relay::auth", transport, %remote, outcome = "ok", principal = %a.principal.id, "authentication")
             }
             Err(Refusal::Denied(d)) => {
                 attempt.failed();
                 crate::metrics::metrics().auth_failure(transport);
-                tracing::warn!(target: "relay::auth", transport, %remote, outcome = "denied", reason = %d.message, "authentication")
+                tracing::warn!(target: "relay::auth", transport, %remote, outcome = "denied", reason = %crate::mcp::clip(&d.message), "authentication")
             }
             Err(Refusal::Failed(e)) => {
                 crate::metrics::metrics().auth_failure(transport);
@@ -138,6 +129,32 @@ impl SessionFactory {
             }
         }
         outcome
+    }
+
+    /// Counts a wrong credential presented on an open session (a guess on its id) as a failed
+    /// authentication of `remote`; `Err` with the refusal when `remote` is throttled now.
+    pub async fn session_credential_failed(&self, transport: TransportKind, remote: SocketAddr) -> Result<(), Denial> {
+        crate::metrics::metrics().auth_failure(transport.as_str());
+        tracing::warn!(target: "relay::auth", transport = transport.as_str(), %remote, outcome = "denied", reason = "wrong credential for the session", "authentication");
+        match self.auth_throttle.attempt(remote.ip()).await {
+            Ok(attempt) => {
+                attempt.failed();
+                Ok(())
+            }
+            Err(wait) => Err(self.throttled(transport, remote, wait)),
+        }
+    }
+
+    fn throttled(&self, transport: TransportKind, remote: SocketAddr, wait: std::time::Duration) -> Denial {
+        let transport = transport.as_str();
+        crate::metrics::metrics().auth_throttled(transport);
+        tracing::warn!(target: "relay::auth", transport, %remote, outcome = "throttled", retry_after_s = wait.as_secs(), "authentication");
+        let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let message = format!(
+            "too many failed authentications from this address; try again in {} s",
+            retry_after_ms.div_ceil(1000)
+        );
+        Denial { retry_after_ms: Some(retry_after_ms), ..Denial::by_relay(DenialCode::TooManyFailures, message) }
     }
 
     /// Admits a client: authenticates `token` (as the auth plugin decides, or the open-mode
@@ -153,21 +170,23 @@ impl SessionFactory {
             return Err(Refused::draining());
         }
         let info = ConnectInfo::new(transport, peer, token);
-        let principal = self.authenticate(&info).await.map_err(Refused::Auth)?;
-        self.open(transport, principal, peer.addr.ip(), info.token.as_deref()).map_err(Refused::Busy)
+        let authenticated = self.authenticate(&info).await.map_err(Refused::Auth)?;
+        let credential = self.requires_auth().then(|| info.credential_digest());
+        self.open(transport, authenticated, peer.addr.ip(), credential).map_err(Refused::Busy)
     }
 
-    /// Opens a session for an authenticated `principal` connected from `remote`, unless a
-    /// session cap is reached. `token` is the credential it authenticated with; HTTP requests
-    /// of the session must keep presenting it.
+    /// Opens a session for an authenticated caller connected from `remote`, unless a session
+    /// cap is reached. `credential` is the digest of what it authenticated with
+    /// ([`ConnectInfo::credential_digest`]); HTTP requests of the session must keep presenting
+    /// the same token and certificate.
     pub fn open(
         &self,
         transport: TransportKind,
-        principal: Principal,
+        authenticated: Authenticated,
         remote: IpAddr,
-        token: Option<&str>,
+        credential: Option<[u8; 32]>,
     ) -> Result<Arc<Session>, RpcError> {
-        self.build(transport, principal, remote, token, SessionState::default(), false)
+        self.build(transport, authenticated, remote, credential, SessionState::default(), false)
     }
 
     /// Opens the session of one stateless (2026-07-28) exchange: what a handshake would have
@@ -175,7 +194,7 @@ impl SessionFactory {
     /// (and any input-required rounds of it), under the same caps as any session.
     pub fn open_stateless(
         &self,
-        principal: Principal,
+        principal: Authenticated,
         remote: IpAddr,
         envelope: &Envelope,
     ) -> Result<Arc<Session>, RpcError> {
@@ -193,15 +212,16 @@ impl SessionFactory {
     fn build(
         &self,
         transport: TransportKind,
-        principal: Principal,
+        authenticated: Authenticated,
         remote: IpAddr,
-        token: Option<&str>,
+        credential: Option<[u8; 32]>,
         state: SessionState,
         stateless: bool,
     ) -> Result<Arc<Session>, RpcError> {
         if self.lifecycle.is_draining() {
             return Err(draining_error());
         }
+        let Authenticated { principal, expires_at } = authenticated;
         let limits = &self.limits;
         let refuse = |what: &str, limit: usize| {
             tracing::warn!(limit, transport = transport.as_str(), principal = %principal.id, %remote, "session refused: {what} limit reached");
@@ -237,10 +257,12 @@ impl SessionFactory {
             route: None,
         };
         Ok(Arc::new(Session {
+            tag: super::tag_of(&id),
             id,
             transport,
             principal,
-            credential: self.plugins.has_auth().then(|| digest(token.unwrap_or(""))),
+            credential,
+            expires_at,
             stateless,
             router: self.router.clone(),
             policy: self.policy.clone(),

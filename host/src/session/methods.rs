@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 use super::Session;
 use super::events::{LOG_LEVELS, log_rank};
 use crate::access::RequestInfo;
-use crate::mcp::envelope;
 use crate::mcp::{
     Addressed, Completion, ListKind, Notification, Related, Request, Response, RpcError, ToolCall, Trace, error_codes,
     version,
 };
+use crate::mcp::{clip, envelope};
 use crate::metrics::{method_label, metrics};
 use crate::plugins::Refusal;
 use crate::router::Catalog;
@@ -144,7 +144,7 @@ impl Session {
             metrics().rate_limited();
         }
         if let Err(refusal) = &outcome {
-            tracing::info!(target: "relay::policy", session = %self.id, principal = %self.principal.id, method, tool = info.tool.as_deref().unwrap_or("-"), reason = %refusal, "request refused");
+            tracing::info!(target: "relay::policy", session = %self.tag, principal = %self.principal.id, method, tool = %clip(info.tool.as_deref().unwrap_or("-")), reason = %clip(&refusal.to_string()), "request refused");
         }
         outcome
     }
@@ -152,28 +152,29 @@ impl Session {
     /// Client notifications: `notifications/cancelled` aborts the request it names.
     pub(super) fn handle_notification(&self, notification: Notification) {
         match notification.method.as_str() {
-            "notifications/initialized" => tracing::debug!(session = %self.id, "client initialized"),
+            "notifications/initialized" => tracing::debug!(session = %self.tag, "client initialized"),
             "notifications/cancelled" => {
                 let id = notification.params.as_ref().and_then(|p| p.get("requestId")).map(Value::to_string);
                 let task = id.as_ref().and_then(|id| self.inflight.lock().expect("inflight lock").remove(id));
                 if let Some(task) = task {
                     // Dropping the request's future tells its upstream (notifications/cancelled).
                     task.abort();
-                    tracing::info!(session = %self.id, request = id.as_deref().unwrap_or("-"), "request cancelled by the client");
+                    tracing::info!(session = %self.tag, request = %clip(id.as_deref().unwrap_or("-")), "request cancelled by the client");
                 }
             }
-            method => tracing::debug!(session = %self.id, method, "client notification ignored"),
+            method => tracing::debug!(session = %self.tag, method = %clip(method), "client notification ignored"),
         }
     }
 
     /// `initialize`: negotiates the version and records what the client can answer.
     fn initialize(&self, params: Option<&Value>) -> Value {
         let requested = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
-        let client = params.and_then(|p| p.pointer("/clientInfo/name")).and_then(Value::as_str).map(str::to_owned);
+        let client =
+            params.and_then(|p| p.pointer("/clientInfo/name")).and_then(Value::as_str).map(|c| clip(c).into_owned());
         let negotiated = version::negotiate(requested);
         let capabilities = params.and_then(|p| p.get("capabilities")).cloned().unwrap_or(Value::Null);
         self.client_requests.declare(capabilities, false);
-        tracing::info!(session = %self.id, transport = self.transport.as_str(), principal = %self.principal.id, client = client.as_deref().unwrap_or("-"), requested, negotiated, "session initialized");
+        tracing::info!(session = %self.tag, transport = self.transport.as_str(), principal = %self.principal.id, client = client.as_deref().unwrap_or("-"), requested = requested.map(clip).as_deref(), negotiated, "session initialized");
         let mut state = self.state.lock().expect("session lock");
         state.protocol_version = Some(negotiated.to_owned());
         state.client_name = client;

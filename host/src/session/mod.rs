@@ -15,17 +15,16 @@ mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
-pub use driver::{Inbound, drive};
+pub use driver::{Ended, Inbound, drive};
 pub use events::ServerEvents;
 pub use factory::{Refused, SessionFactory};
-pub use registry::SessionRegistry;
 
-use sha2::{Digest, Sha256};
+pub use registry::SessionRegistry;
 
 use crate::access::{Principal, TransportKind};
 use crate::admission::CountGuard;
@@ -53,12 +52,18 @@ struct SessionState {
 pub struct Session {
     /// Random id; the `Mcp-Session-Id` for HTTP sessions.
     pub id: String,
+    /// How logs name the session: a short hash of its id (an HTTP session's id is what a
+    /// client presents to use it, so the id itself is never logged).
+    pub tag: String,
     /// Which transport the client uses.
     pub transport: TransportKind,
     /// Who the client is.
     pub principal: Principal,
-    /// SHA-256 of the token the session authenticated with (`None` when auth is off).
+    /// Digest of the token and certificate subject the session authenticated with
+    /// ([`crate::access::ConnectInfo::credential_digest`]; `None` when auth is off).
     credential: Option<[u8; 32]>,
+    /// When that credential stops being valid; the session refuses requests after it.
+    expires_at: Option<SystemTime>,
     /// A 2026-07-28 exchange: no handshake, results stamped with the 2026 result fields.
     stateless: bool,
     /// Where admitted requests go.
@@ -93,6 +98,7 @@ impl Session {
         // Every request is attributed to this session upstream, with a stream or without one.
         let related = Some(Related { sink: stream, client: self.client_requests.clone() });
         match message {
+            Message::Request(request) if self.expired() => Some(Response::err(request.id, expired_error())),
             Message::Request(request) => {
                 // Counted while it runs: the drain waits for it.
                 let _running = self.counts.0.lifecycle().request_started();
@@ -104,17 +110,29 @@ impl Session {
             }
             Message::Response(response) => {
                 if !self.client_requests.resolve(response) {
-                    tracing::debug!(session = %self.id, "response to no pending request; dropped");
+                    tracing::debug!(session = %self.tag, "response to no pending request; dropped");
                 }
                 None
             }
         }
     }
 
-    /// Whether `token` is the credential this session authenticated with (always true when
-    /// auth is off).
-    pub fn credential_matches(&self, token: Option<&str>) -> bool {
-        self.credential.is_none_or(|expected| digest(token.unwrap_or("")) == expected)
+    /// Whether `credential` (a [`crate::access::ConnectInfo::credential_digest`]) is what this
+    /// session authenticated with: the same token and the same certificate subject (always
+    /// true when auth is off).
+    pub fn credential_matches(&self, credential: &[u8; 32]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.credential.is_none_or(|expected| bool::from(expected.ct_eq(credential)))
+    }
+
+    /// Whether the credential the session authenticated with has expired.
+    pub fn expired(&self) -> bool {
+        self.expires_at.is_some_and(|at| at <= SystemTime::now())
+    }
+
+    /// How long until the session's credential expires (`None`: it does not).
+    pub fn expires_in(&self) -> Option<std::time::Duration> {
+        self.expires_at.map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())
     }
 
     /// Cancelled when the relay starts draining (nothing new starts; running requests finish).
@@ -215,8 +233,18 @@ pub fn draining_error() -> RpcError {
     )
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+/// The log name of session `id`: the first 12 hex digits of its SHA-256.
+fn tag_of(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(id.as_bytes())[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The answer to a request on a session whose credential has expired.
+pub fn expired_error() -> RpcError {
+    RpcError::new(
+        error_codes::UNAUTHENTICATED,
+        "the credential this session authenticated with has expired; authenticate again with a fresh one",
+    )
 }
 
 /// Holds a session's GET stream open; released on drop.

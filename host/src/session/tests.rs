@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{Session, SessionFactory};
-use crate::access::{Principal, TransportKind};
+use crate::access::{Authenticated, Principal, TransportKind};
 use crate::admin::RelayTools;
 use crate::config::{BackendStore, UpstreamConfig};
 use crate::lifecycle::Lifecycle;
@@ -55,7 +55,8 @@ fn code(response: &Response) -> i64 {
 async fn dispatches_methods_and_enforces_its_own_rules() {
     let dir = tempfile::tempdir().unwrap();
     let factory = factory(dir.path(), Limits::default()).await;
-    let session = factory.open(TransportKind::Line, Principal::open_access(false), HERE, None).unwrap();
+    let session =
+        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
     let init = ask(&session, 1, "initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}})).await;
     assert_eq!(init.outcome.unwrap()["protocolVersion"], "2025-06-18");
     let tools = ask(&session, 2, "tools/list", json!({})).await.outcome.unwrap();
@@ -76,14 +77,20 @@ async fn caps_sessions_per_principal() {
     let dir = tempfile::tempdir().unwrap();
     let limits = Limits { max_sessions_per_principal: 1, ..Limits::default() };
     let factory = factory(dir.path(), limits).await;
-    let first = factory.open(TransportKind::Line, Principal::open_access(false), HERE, None).unwrap();
-    let Err(refused) = factory.open(TransportKind::Line, Principal::open_access(false), HERE, None) else {
+    let first =
+        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
+    let Err(refused) =
+        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None)
+    else {
         panic!("a second session of one principal over a cap of 1");
     };
     assert_eq!(refused.code, -32003);
     assert!(refused.message.contains("principal anonymous"), "{}", refused.message);
     drop(first);
-    assert!(factory.open(TransportKind::Line, Principal::open_access(false), HERE, None).is_ok(), "freed on drop");
+    assert!(
+        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).is_ok(),
+        "freed on drop"
+    );
 }
 
 #[tokio::test]
@@ -92,7 +99,8 @@ async fn stateless_sessions_refuse_the_handshake_era_methods() {
     let factory = factory(dir.path(), Limits::default()).await;
     let envelope =
         Envelope { protocol_version: "2026-07-28".into(), client_name: None, capabilities: json!({}), log_level: None };
-    let session = factory.open_stateless(Principal::open_access(false), HERE, &envelope).unwrap();
+    let session =
+        factory.open_stateless(Authenticated::lasting(Principal::open_access(false)), HERE, &envelope).unwrap();
     for method in ["initialize", "ping", "logging/setLevel"] {
         assert_eq!(code(&ask(&session, 1, method, json!({})).await), -32601, "{method}");
     }
@@ -106,7 +114,8 @@ async fn stateless_sessions_refuse_the_handshake_era_methods() {
 async fn an_idle_connection_holds_a_small_driver() {
     let dir = tempfile::tempdir().unwrap();
     let factory = factory(dir.path(), Limits::default()).await;
-    let session = factory.open(TransportKind::Line, Principal::open_access(false), HERE, None).unwrap();
+    let session =
+        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
     let (sink, _stream) = crate::mcp::client_channel();
     let inbound = futures::stream::pending::<super::Inbound>();
     let driver = super::drive(session, inbound, sink, &factory.limits);
@@ -124,7 +133,9 @@ async fn the_driver_closes_a_silent_connection_and_keeps_a_chatty_one() {
     let dir = tempfile::tempdir().unwrap();
     let limits = Limits { idle_timeout_secs: 1, ..Limits::default() };
     let factory = factory(dir.path(), limits).await;
-    let open = || factory.open(TransportKind::Line, Principal::open_access(false), HERE, None).unwrap();
+    let open = || {
+        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap()
+    };
 
     let (sink, _stream) = crate::mcp::client_channel();
     let silent = super::drive(open(), futures::stream::pending::<super::Inbound>(), sink, &factory.limits);

@@ -15,7 +15,7 @@ use futures::stream;
 use serde_json::{Value, json};
 use std::net::IpAddr;
 
-use crate::access::{Peer, TransportKind};
+use crate::access::{ConnectInfo, Peer, TransportKind};
 use crate::lifecycle::Lifecycle;
 use crate::mcp::{self, DecodeError, Message, RpcError, error_codes, version};
 use crate::session::{Refused, Session, SessionFactory, SessionRegistry};
@@ -48,6 +48,8 @@ pub struct TransportState {
     pub tls: Option<Arc<super::Tls>>,
     /// The OAuth protected resource metadata, when configured.
     pub oauth: Option<Arc<super::ProtectedResource>>,
+    /// Proxies whose PROXY protocol headers name the client (`listen.trusted_proxies`).
+    pub proxies: super::TrustedProxies,
 }
 
 /// What a WebSocket session's read buffer starts at (and the most one read takes): an idle
@@ -62,7 +64,7 @@ pub fn app(state: Arc<TransportState>) -> Router {
         .route("/ws", get(websocket_or_info))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(super::observe::render_metrics))
+        .route("/metrics", get(super::observe::main_port_metrics))
         .route("/status", get(super::observe::status_page))
         .route("/status.json", get(super::observe::status_json))
         .merge(
@@ -197,7 +199,7 @@ async fn mcp_post(
         return reply;
     }
 
-    let session = match find_session(&state, &headers) {
+    let session = match find_session(&state, &headers, &peer).await {
         Ok(session) => session,
         Err(refusal) => return refusal,
     };
@@ -250,14 +252,18 @@ async fn mcp_post(
 }
 
 /// GET /mcp: the server-to-client stream of a session.
-async fn mcp_get(State(state): State<Arc<TransportState>>, headers: HeaderMap) -> Response {
+async fn mcp_get(
+    State(state): State<Arc<TransportState>>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
     if stateless::is_stateless(&headers) {
         return stateless::method_not_allowed();
     }
     if !media::accepts(header_str(&headers, header::ACCEPT), "text/event-stream") {
         return plain(StatusCode::NOT_ACCEPTABLE, "GET /mcp needs Accept: text/event-stream");
     }
-    let session = match find_session(&state, &headers) {
+    let session = match find_session(&state, &headers, &peer).await {
         Ok(session) => session,
         Err(refusal) => return refusal,
     };
@@ -280,23 +286,29 @@ async fn mcp_get(State(state): State<Arc<TransportState>>, headers: HeaderMap) -
 }
 
 /// DELETE /mcp: the client ends its session.
-async fn mcp_delete(State(state): State<Arc<TransportState>>, headers: HeaderMap) -> Response {
+async fn mcp_delete(
+    State(state): State<Arc<TransportState>>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
     if stateless::is_stateless(&headers) {
         return stateless::method_not_allowed();
     }
-    match find_session(&state, &headers) {
+    match find_session(&state, &headers, &peer).await {
         Ok(session) => {
             state.sessions.remove(&session.id);
-            tracing::info!(session = %session.id, "session ended by client");
+            tracing::debug!(session = %session.tag, "session ended by client");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(refusal) => refusal,
     }
 }
 
-/// The session named by `Mcp-Session-Id`, after checking `MCP-Protocol-Version`.
-#[allow(clippy::result_large_err)] // the refusal is the handler's response, built once
-fn find_session(state: &TransportState, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
+/// The session named by `Mcp-Session-Id`, after checking that the request presents the
+/// credential the session was opened with (the same bearer token and client certificate
+/// subject: a wrong one counts as a failed authentication of the address), that the
+/// credential has not expired, and `MCP-Protocol-Version`.
+async fn find_session(state: &TransportState, headers: &HeaderMap, peer: &Peer) -> Result<Arc<Session>, Response> {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         return Err(rpc_error(
             StatusCode::BAD_REQUEST,
@@ -315,16 +327,23 @@ fn find_session(state: &TransportState, headers: &HeaderMap) -> Result<Arc<Sessi
             ),
         ));
     };
-    if !session.credential_matches(bearer(headers).as_deref()) {
-        let mut response = rpc_error(
-            StatusCode::UNAUTHORIZED,
-            mcp::Response::err(
-                Value::Null,
-                RpcError::new(error_codes::UNAUTHENTICATED, "this session needs the bearer token it was opened with"),
-            ),
+    let presented = ConnectInfo::new(TransportKind::Http, peer, bearer(headers)).credential_digest();
+    if !session.credential_matches(&presented) {
+        let factory = &state.sessions_factory;
+        if let Err(throttled) = factory.session_credential_failed(TransportKind::Http, peer.addr).await {
+            let refusal = Refused::Auth(crate::plugins::Refusal::Denied(throttled));
+            return Err(refused(refusal, Value::Null));
+        }
+        let error = RpcError::new(
+            error_codes::UNAUTHENTICATED,
+            "this session needs the credential it was opened with (the same bearer token and client certificate)",
         );
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Err(response);
+        return Err(unauthorized(error));
+    }
+    if session.expired() {
+        state.sessions.remove(&session.id);
+        tracing::debug!(session = %session.tag, principal = %session.principal.id, "session ended: its credential expired");
+        return Err(unauthorized(crate::session::expired_error()));
     }
     if let Some(requested) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok())
         && !version::is_supported(requested)
@@ -339,6 +358,13 @@ fn find_session(state: &TransportState, headers: &HeaderMap) -> Result<Arc<Sessi
         ));
     }
     Ok(session)
+}
+
+/// 401 with a Bearer challenge (`oauth::challenges` adds the metadata URL) and `error`.
+fn unauthorized(error: RpcError) -> Response {
+    let mut response = rpc_error(StatusCode::UNAUTHORIZED, mcp::Response::err(Value::Null, error));
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 /// A W3C `traceparent` header travels on as the request's `_meta.traceparent` (where the

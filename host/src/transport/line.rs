@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::listener::PendingGuard;
 use crate::access::{Peer, TransportKind};
 use crate::mcp::{DecodeError, Line, LineCodec, Message, Response, RpcError, client_channel, decode};
-use crate::session::{SessionFactory, drive};
+use crate::session::{Ended, SessionFactory, drive, expired_error};
 
 /// How long a refused client's first request is waited for, to answer it by its id.
 const REFUSAL_WAIT: Duration = Duration::from_secs(2);
@@ -35,14 +35,14 @@ where
     W: AsyncWrite + Send + Unpin + 'static,
 {
     let limits = factory.limits.clone();
-    let inbound = FramedRead::new(read, LineCodec::new(limits.max_message_bytes)).filter_map(|line| {
-        futures::future::ready(match line {
-            Ok(Line::Text(text)) if Line::is_blank(&text) => None,
-            Ok(Line::Text(text)) => Some(Frame::Text(text)),
-            Ok(Line::TooLong(skipped)) => Some(Frame::TooLarge(skipped.size)),
-            Err(_) => None,
-        })
-    });
+    // Until the client has authenticated, its first line may be only `max_preauth_bytes` long:
+    // a connection nobody vouched for holds little memory.
+    let preauth = if factory.requires_auth() {
+        limits.max_preauth_bytes.min(limits.max_message_bytes)
+    } else {
+        limits.max_message_bytes
+    };
+    let mut framed = FramedRead::new(read, LineCodec::new(preauth));
     let (tx, mut rx) = client_channel();
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
@@ -60,13 +60,12 @@ where
             }
         }
     });
-    let mut inbound = Box::pin(inbound);
     let mut first = None;
     let mut token = None;
     let mut id = Value::Null;
     if factory.requires_auth() {
         let deadline = Duration::from_secs(limits.handshake_timeout_secs);
-        first = match tokio::time::timeout(deadline, inbound.next()).await {
+        first = match tokio::time::timeout(deadline, next_frame(&mut framed)).await {
             Ok(first) => first,
             Err(_) => {
                 tracing::info!(remote = %peer.addr, secs = limits.handshake_timeout_secs, "no first message in time; connection closed");
@@ -75,11 +74,25 @@ where
         };
         (id, token) = match &first {
             Some(Frame::Text(text)) => credential_of(text),
-            _ => (Value::Null, None),
+            Some(Frame::TooLarge(size)) => {
+                crate::metrics::metrics().limit_refused("max_preauth_bytes");
+                let message = format!(
+                    "the first message ({size} bytes) is larger than {preauth} bytes, the most the relay reads before a client has authenticated (limits.max_preauth_bytes)"
+                );
+                let refusal =
+                    Response::err(Value::Null, RpcError::new(crate::mcp::error_codes::INVALID_REQUEST, message));
+                let _ = tx.send(Message::Response(refusal)).await;
+                drop(tx);
+                let _ = writer.await;
+                return;
+            }
+            None => (Value::Null, None),
         };
     }
     let admitted = factory.admit(TransportKind::Line, &peer, token).await;
     drop(pending);
+    framed.decoder_mut().set_max_length(limits.max_message_bytes);
+    let mut inbound = Box::pin(framed.filter_map(|line| futures::future::ready(frame_of(line))));
     match admitted {
         Ok(session) => {
             let replay = futures::stream::iter(first);
@@ -88,7 +101,12 @@ where
                 Frame::Text(text) => decode(&text, limits),
                 Frame::TooLarge(size) => Err(DecodeError::TooLarge { size, limit: limits.max_message_bytes }),
             });
-            drive(session, Box::pin(decoded), tx, limits).await
+            let expired_tx = tx.clone();
+            if drive(session, Box::pin(decoded), tx, limits).await == Ended::CredentialExpired {
+                // The last word: why the relay closes the connection.
+                let _ = expired_tx.send(Message::Response(Response::err(Value::Null, expired_error()))).await;
+            }
+            drop(expired_tx);
         }
         Err(refused) => {
             if first.is_none() {
@@ -106,13 +124,32 @@ where
     let _ = writer.await;
 }
 
-/// The id and bearer token of a client's first message (`params._meta.authorization`).
+/// What one read line is to the session: a message's text, an over-long line's size, or
+/// nothing (blank lines and read errors are skipped).
+fn frame_of(line: std::io::Result<Line>) -> Option<Frame> {
+    match line {
+        Ok(Line::Text(text)) if Line::is_blank(&text) => None,
+        Ok(Line::Text(text)) => Some(Frame::Text(text)),
+        Ok(Line::TooLong(skipped)) => Some(Frame::TooLarge(skipped.size)),
+        Err(_) => None,
+    }
+}
+
+/// The next frame that is not blank; `None` at the end of the stream.
+async fn next_frame<R: AsyncRead + Unpin>(framed: &mut FramedRead<R, LineCodec>) -> Option<Frame> {
+    loop {
+        if let Some(frame) = frame_of(framed.next().await?) {
+            return Some(frame);
+        }
+    }
+}
+
+/// The id and bearer token of a client's first message (`params._meta.authorization`, the
+/// key in any letter case).
 fn credential_of(text: &[u8]) -> (Value, Option<String>) {
     let Ok(message) = serde_json::from_slice::<Value>(text) else { return (Value::Null, None) };
     let id = message.get("id").cloned().unwrap_or(Value::Null);
-    let token = message
-        .pointer("/params/_meta/authorization")
-        .and_then(Value::as_str)
+    let token = crate::mcp::envelope::credential(message.get("params"))
         .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
     (id, token)
 }

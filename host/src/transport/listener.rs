@@ -36,12 +36,11 @@ pub async fn serve(listener: TcpListener, state: Arc<TransportState>, shutdown: 
             },
             _ = shutdown.cancelled() => break,
         };
-        let limit = state.sessions_factory.limits.max_pending_per_address;
-        let Some(pending) = state.pending.try_acquire(&peer.ip(), limit) else {
-            tracing::debug!(%peer, limit, "connection refused: too many unauthenticated connections from this address");
+        let _ = stream.set_nodelay(true);
+        let Some(pending) = pending_slot(&state, peer) else {
+            tokio::spawn(refuse_pending(stream));
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let state = state.clone();
         let router = router.clone();
         tokio::spawn(async move {
@@ -52,14 +51,65 @@ pub async fn serve(listener: TcpListener, state: Arc<TransportState>, shutdown: 
     }
 }
 
+/// Counts a connection from `peer` as not yet authenticated, unless its address has
+/// `limits.max_pending_per_address` such connections already (refused: logged and counted).
+fn pending_slot(state: &TransportState, peer: SocketAddr) -> Option<PendingGuard> {
+    let limit = state.sessions_factory.limits.max_pending_per_address;
+    let slot = state.pending.try_acquire(&peer.ip(), limit);
+    if slot.is_none() {
+        crate::limit_log::limit_refused(
+            "max_pending_per_address",
+            format_args!("a connection from {} ({limit} not yet authenticated from there)", peer.ip()),
+        );
+    }
+    slot
+}
+
+/// Answers a connection refused before anything was read, in the protocol its first bytes
+/// show (HTTP 503 with `Retry-After`, or a JSON-RPC error line), then closes it.
+async fn refuse_pending(mut stream: TcpStream) {
+    let mut first = [0u8; 1];
+    let answer: &[u8] = match tokio::time::timeout(Duration::from_secs(1), stream.peek(&mut first)).await {
+        Ok(Ok(1)) if sniff(first[0]) == Sniffed::Line => {
+            b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32000,\"message\":\"too many connections from this address are not yet authenticated (limits.max_pending_per_address); try again shortly\"}}\n"
+        }
+        Ok(Ok(1)) if sniff(first[0]) == Sniffed::Http => {
+            b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: text/plain\r\ncontent-length: 84\r\nconnection: close\r\n\r\ntoo many connections from this address are not yet authenticated; try again shortly\n"
+        }
+        // TLS, or nothing in time: nothing the client could read.
+        _ => return,
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
 async fn handle(
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
     state: Arc<TransportState>,
     router: axum::Router,
-    pending: PendingGuard,
+    mut pending: PendingGuard,
 ) -> std::io::Result<()> {
     let handshake = Duration::from_secs(state.sessions_factory.limits.handshake_timeout_secs);
+    // Behind a trusted proxy, the client is who its PROXY header says, and is counted so.
+    let client = match tokio::time::timeout(handshake, state.proxies.client_of(&mut stream, peer)).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            tracing::warn!(proxy = %peer, error = %e, "PROXY header refused; connection closed");
+            return Ok(());
+        }
+        Err(_) => return Ok(()),
+    };
+    if client != peer {
+        pending = match pending_slot(&state, client) {
+            Some(slot) => slot,
+            None => return Ok(()),
+        };
+        peer = client;
+    }
     let mut first = [0u8; 1];
     match tokio::time::timeout(handshake, stream.peek(&mut first)).await {
         Ok(Ok(0)) | Err(_) => return Ok(()),

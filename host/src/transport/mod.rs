@@ -10,8 +10,10 @@ mod listener;
 mod media;
 mod oauth;
 mod observe;
+mod proxy_protocol;
 mod sse;
 mod stateless;
+mod subject;
 mod tls;
 mod websocket;
 
@@ -20,5 +22,6 @@ pub use http::TransportState;
 pub use listener::{Sniffed, serve, sniff};
 pub use oauth::ProtectedResource;
 pub use observe::serve_private as serve_metrics;
+pub use proxy_protocol::TrustedProxies;
 pub use stateless::check as check_stateless_request;
 pub use tls::{Tls, TlsError};

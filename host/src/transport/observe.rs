@@ -1,7 +1,8 @@
 //! Routes for operators rather than MCP clients: `/metrics` (Prometheus, OpenMetrics text),
-//! `/status` (an HTML page) and `/status.json`. The main port serves them all, the status
-//! behind the `admin` role when an auth plugin is configured; the private listener
-//! (`metrics.listen`) serves them open, and nothing else of the relay.
+//! `/status` (an HTML page) and `/status.json`. The main port serves them all, behind the
+//! `admin` role when an auth plugin is configured (they name every backend and plugin); the
+//! private listener (`metrics.listen`) serves them open, for Prometheus, and nothing else of
+//! the relay.
 
 use std::sync::Arc;
 
@@ -23,9 +24,21 @@ use crate::metrics::metrics;
 /// The content type of the OpenMetrics text format, which Prometheus negotiates.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// `GET /metrics`.
+/// `GET /metrics` on the private listener.
 pub async fn render_metrics() -> Response {
     ([(header::CONTENT_TYPE, OPENMETRICS)], metrics().render()).into_response()
+}
+
+/// `GET /metrics` on the main port.
+pub async fn main_port_metrics(
+    State(state): State<Arc<TransportState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    match admitted(&state, &peer, &headers).await {
+        Ok(()) => render_metrics().await,
+        Err(refusal) => refusal,
+    }
 }
 
 /// `GET /status` on the main port.
@@ -57,8 +70,9 @@ fn html(tools: &RelayTools) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], page).into_response()
 }
 
-/// With an auth plugin, the status is for principals with the `admin` role (401 without a
-/// valid bearer token, 403 without the role); without one it is as open as the relay.
+/// With an auth plugin, the status and metrics are for principals with the `admin` role (401
+/// without a valid bearer token or certificate, 403 without the role); without one they are
+/// as open as the relay.
 async fn admitted(state: &TransportState, peer: &Peer, headers: &HeaderMap) -> Result<(), Response> {
     let factory = &state.sessions_factory;
     if !factory.requires_auth() {
@@ -66,11 +80,10 @@ async fn admitted(state: &TransportState, peer: &Peer, headers: &HeaderMap) -> R
     }
     let info = crate::access::ConnectInfo::new(TransportKind::Http, peer, bearer(headers));
     match factory.authenticate(&info).await {
-        Ok(principal) if principal.has_role(Principal::ADMIN) => Ok(()),
-        Ok(_) => Err((StatusCode::FORBIDDEN, "the status page needs the admin role").into_response()),
+        Ok(admitted) if admitted.principal.has_role(Principal::ADMIN) => Ok(()),
+        Ok(_) => Err((StatusCode::FORBIDDEN, "this page needs the admin role").into_response()),
         Err(_) => {
-            let mut refusal =
-                (StatusCode::UNAUTHORIZED, "the status page needs an admin's bearer token").into_response();
+            let mut refusal = (StatusCode::UNAUTHORIZED, "this page needs an admin's credential").into_response();
             refusal.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             Err(refusal)
         }

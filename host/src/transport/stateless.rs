@@ -66,18 +66,18 @@ pub async fn post(
     };
     let token = bearer(headers);
     let info = ConnectInfo::new(TransportKind::Http, peer, token);
-    let principal = match state.sessions_factory.authenticate(&info).await {
-        Ok(principal) => principal,
+    let authenticated = match state.sessions_factory.authenticate(&info).await {
+        Ok(authenticated) => authenticated,
         Err(refusal) => return refused(Refused::Auth(refusal), id),
     };
 
     let call = match request.params.as_ref().and_then(|p| p.get("requestState")).and_then(Value::as_str) {
-        Some(request_state) => match state.parked.resume(request_state, &principal.id, &request).await {
+        Some(request_state) => match state.parked.resume(request_state, &authenticated.principal.id, &request).await {
             Ok(call) => call,
             Err(error) => return rpc_error(StatusCode::BAD_REQUEST, mcp::Response::err(id, error)),
         },
         None => {
-            let session = match state.sessions_factory.open_stateless(principal, peer.addr.ip(), &envelope) {
+            let session = match state.sessions_factory.open_stateless(authenticated, peer.addr.ip(), &envelope) {
                 Ok(session) => session,
                 Err(busy) => return refused(Refused::Busy(busy), id),
             };

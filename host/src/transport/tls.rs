@@ -216,9 +216,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// The subject of a (verified) certificate, RFC 4514 style (`CN=agent-7`); `None` if it cannot
-/// be read.
+/// The subject of a (verified) certificate, escaped as RFC 4514 says (`CN=agent-7, O=Example`;
+/// see `subject`); `None` if it cannot be read.
 fn subject_of(der: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.subject().to_string())
+    Some(super::subject::render(cert.subject()))
 }

@@ -6,7 +6,7 @@ use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket, close_code};
 use futures::{SinkExt, StreamExt};
 
 use crate::mcp::{DecodeError, client_channel, decode};
-use crate::session::{Session, SessionFactory, drive};
+use crate::session::{Ended, Session, SessionFactory, drive};
 
 /// Serves one upgraded WebSocket as `session` (admitted at the handshake).
 pub async fn serve(socket: WebSocket, factory: SessionFactory, session: Arc<Session>) {
@@ -43,12 +43,19 @@ pub async fn serve(socket: WebSocket, factory: SessionFactory, session: Arc<Sess
         sink
     });
     let draining = session.draining();
-    drive(session, Box::pin(inbound), tx, &factory.limits).await;
+    let ended = drive(session, Box::pin(inbound), tx, &factory.limits).await;
     if let Ok(mut sink) = writer.await {
-        if draining.is_cancelled() {
+        let close = if ended == Ended::CredentialExpired {
+            // 1008 Policy Violation: the client must authenticate again, with a fresh token.
+            Some((close_code::POLICY, "credential expired; connect again with a fresh token"))
+        } else if draining.is_cancelled() {
             // 1001 Going Away: the client should connect again (to another instance).
-            let reason = "relay draining; connect again".into();
-            let _ = sink.send(Frame::Close(Some(CloseFrame { code: close_code::AWAY, reason }))).await;
+            Some((close_code::AWAY, "relay draining; connect again"))
+        } else {
+            None
+        };
+        if let Some((code, reason)) = close {
+            let _ = sink.send(Frame::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
         }
         let _ = sink.close().await;
     }

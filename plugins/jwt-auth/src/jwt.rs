@@ -20,16 +20,29 @@ pub enum Rejection {
     UnknownKey(String),
     /// The signature does not verify.
     Signature,
+    /// The header names an extension in `crit` (RFC 7515 section 4.1.11): none is understood
+    /// here, so the token must be refused.
+    Critical(String),
     /// A claim check failed.
     Claim(&'static str),
+}
+
+/// Text from the token quoted in a rejection, cut to 64 characters: a token is the client's
+/// to make as long as it likes, and rejections reach logs and the client.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Rejection::Malformed(what) => write!(f, "malformed token: {what}"),
-            Rejection::Algorithm(alg) => write!(f, "algorithm {alg:?} is not accepted"),
-            Rejection::UnknownKey(kid) => write!(f, "no key with kid {kid:?}"),
+            Rejection::Algorithm(alg) => write!(f, "algorithm {:?} is not accepted", clip(alg)),
+            Rejection::UnknownKey(kid) => write!(f, "no key with kid {:?}", clip(kid)),
+            Rejection::Critical(ext) => write!(f, "critical extension {:?} is not understood", clip(ext)),
             Rejection::Signature => write!(f, "bad signature"),
             Rejection::Claim(what) => write!(f, "{what}"),
         }
@@ -40,6 +53,8 @@ impl std::fmt::Display for Rejection {
 struct Header {
     alg: String,
     kid: Option<String>,
+    /// Extensions the verifier must understand; any at all is refused.
+    crit: Option<Value>,
 }
 
 /// What the claims must say.
@@ -78,6 +93,10 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expect, now: u64) -> Result<V
         serde_json::from_slice(&decode(header_b64, "header")?).map_err(|_| Rejection::Malformed("header"))?;
     if !matches!(header.alg.as_str(), "RS256" | "ES256" | "EdDSA") {
         return Err(Rejection::Algorithm(header.alg));
+    }
+    if let Some(crit) = &header.crit {
+        let named = crit.as_array().and_then(|c| c.first()).and_then(Value::as_str).unwrap_or("(malformed crit)");
+        return Err(Rejection::Critical(named.to_owned()));
     }
     let kid = header.kid.unwrap_or_default();
     let key = keys.find(&kid).ok_or_else(|| Rejection::UnknownKey(kid.clone()))?;
@@ -207,5 +226,18 @@ mod tests {
             assert_eq!(verify(&token, &keys, &expect(), 1000).unwrap_err(), Rejection::Algorithm(alg.into()));
         }
         assert_eq!(verify("a.b", &keys, &expect(), 1000).unwrap_err(), Rejection::Malformed("not three parts"));
+    }
+
+    #[test]
+    fn crit_is_refused_and_long_header_values_are_clipped() {
+        let keys = KeySet::parse(r#"{"keys": []}"#).unwrap();
+        let body = URL_SAFE_NO_PAD.encode(claims(json!({})).to_string());
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"k","crit":["x-unknown"]}"#);
+        let refused = verify(&format!("{header}.{body}.sig"), &keys, &expect(), 1000).unwrap_err();
+        assert_eq!(refused, Rejection::Critical("x-unknown".into()));
+        let huge = "A".repeat(3 << 20);
+        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{huge}"}}"#));
+        let message = verify(&format!("{header}.{body}."), &keys, &expect(), 1000).unwrap_err().to_string();
+        assert!(message.len() < 120, "{} bytes", message.len());
     }
 }

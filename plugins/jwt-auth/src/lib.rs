@@ -3,24 +3,29 @@
 //! issuer's keys, from a JWKS file it is granted or a JWKS URL it fetches over `wasi:http`
 //! (cached, refetched when a token names an unknown `kid`, at most once per
 //! `jwks_refresh_secs`), checks `iss`, `aud` (the relay's canonical resource URL, RFC 8707),
-//! `exp` and `nbf`, and maps `sub` to the principal and `roles_claim` to its roles. A token
-//! without every `required_scopes` is refused as `insufficient_scope` (403).
+//! `exp` and `nbf`, refuses any `crit` extension, and maps `sub` to the principal. Roles come
+//! from the claim the operator names in `roles_claim`; without one, the token's scopes become
+//! roles except `admin`, which is granted only by a named `roles_claim` or by `admin_subjects`
+//! (so whoever can get an `admin` scope from the authorization server does not administer the
+//! relay by default). A token without every `required_scopes` (in its `scope` claim) is refused
+//! as `insufficient_scope` (403).
 //!
-//! Verified tokens are remembered in the host's `kv` by their SHA-256 until they expire, so
-//! clients that authenticate on every request (stateless 2026-07-28) do not pay a signature
-//! check each time. No token is ever logged or stored in the clear.
+//! The host is told when each token expires (`credential.expires-at`): sessions opened with
+//! it end then, and the host remembers the decision (in its own memory) until then. Nothing
+//! about a token is kept in `kv`, where whoever can write the store could forge a decision; the
+//! JWKS fetched from a URL is kept in this instance's memory, never in `kv`, for the same
+//! reason. No token is ever logged or stored in the clear.
 
 mod jwks;
 mod jwt;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use serde::Deserialize;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 
 use relay::plugin::types::{ConnectInfo, Denial, DenialCode, Principal};
-use relay::plugin::{clock, config, kv, log};
+use relay::plugin::{clock, config, credential, kv, log};
 
 wit_bindgen::generate!({ path: "../../wit", world: "auth" });
 
@@ -36,8 +41,13 @@ struct Settings {
     jwks_url: Option<String>,
     #[serde(default = "default_leeway")]
     leeway_secs: u64,
-    #[serde(default = "default_roles_claim")]
-    roles_claim: String,
+    /// The claim roles come from (a space-separated string or a list), `admin` included.
+    /// Unset: the `scope` claim's values, without `admin`.
+    #[serde(default)]
+    roles_claim: Option<String>,
+    /// Subjects (`sub`) given the `admin` role.
+    #[serde(default)]
+    admin_subjects: Vec<String>,
     #[serde(default)]
     required_scopes: Vec<String>,
     #[serde(default = "default_refresh")]
@@ -46,9 +56,6 @@ struct Settings {
 
 fn default_leeway() -> u64 {
     30
-}
-fn default_roles_claim() -> String {
-    "scope".into()
 }
 fn default_refresh() -> u64 {
     30
@@ -76,28 +83,21 @@ impl exports::relay::plugin::authenticator::Guest for JwtAuth {
         let Some(token) = info.token.as_deref().filter(|t| !t.is_empty()) else {
             return Err(deny(DenialCode::Unauthenticated, "a bearer token is required"));
         };
-        let digest = hex(&Sha256::digest(token.as_bytes()));
         let now = clock::now_ms() / 1000;
-        if let Ok(Some(cached)) = kv::get(&format!("ok:{digest}"))
-            && let Ok(principal) = serde_json::from_str::<Value>(&cached)
-        {
-            return Ok(principal_of(&principal));
-        }
         let verified = verify(settings, token, now).map_err(|rejection| {
             log::log(log::Level::Info, &format!("denied {}: {rejection}", info.remote_addr));
             deny(DenialCode::Unauthenticated, &format!("invalid token: {rejection}"))
         })?;
-        let roles = roles_of(&verified.claims, &settings.roles_claim);
-        if let Some(missing) = settings.required_scopes.iter().find(|s| !roles.contains(s)) {
+        let scopes = roles_of(&verified.claims, "scope");
+        if let Some(missing) = settings.required_scopes.iter().find(|s| !scopes.contains(s)) {
             log::log(log::Level::Info, &format!("denied {}: scope {missing} missing", info.remote_addr));
             return Err(deny(DenialCode::Forbidden, &format!("insufficient_scope: the token lacks scope {missing}")));
         }
         let subject = verified.claims["sub"].as_str().unwrap_or_default().to_owned();
-        let principal = json!({"id": subject, "roles": roles});
-        let ttl_ms = verified.expires.saturating_sub(now).max(1) * 1000;
-        let _ = kv::set(&format!("ok:{digest}"), &principal.to_string(), Some(ttl_ms));
+        let roles = roles_for(settings, &verified.claims, &subject);
+        credential::expires_at(verified.expires.saturating_add(settings.leeway_secs).saturating_mul(1000));
         log::log(log::Level::Info, &format!("authenticated {} as {subject}", info.remote_addr));
-        Ok(principal_of(&principal))
+        Ok(Principal { id: subject, roles })
     }
 }
 
@@ -117,17 +117,24 @@ fn verify(settings: &Settings, token: &str, now: u64) -> Result<jwt::Verified, j
     }
 }
 
+/// How long a fetched JWKS document is used before it is fetched again.
+const JWKS_MAX_AGE_MS: u64 = 3_600_000;
+
 /// The key set: the granted file (read each time, so a rotated file is seen at once), or the
-/// URL's document from `kv` (fetched when missing or when `refresh`).
+/// URL's document from this instance's memory (fetched when missing, older than an hour, or
+/// when `refresh`). Never from `kv`: a key set there could be replaced by whoever writes it.
 fn key_set(settings: &Settings, refresh: bool) -> jwks::KeySet {
+    static FETCHED: Mutex<Option<(u64, String)>> = Mutex::new(None);
     let loaded = match (&settings.jwks_file, &settings.jwks_url) {
         (Some(file), _) => std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}")),
-        (None, Some(url)) => match kv::get("jwks").ok().flatten().filter(|_| !refresh) {
-            Some(document) => Ok(document),
-            None => fetch(url).inspect(|document| {
-                let _ = kv::set("jwks", document, Some(3_600_000));
-            }),
-        },
+        (None, Some(url)) => {
+            let now = clock::now_ms();
+            let mut fetched = FETCHED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match fetched.as_ref().filter(|(at, _)| !refresh && now.saturating_sub(*at) < JWKS_MAX_AGE_MS) {
+                Some((_, document)) => Ok(document.clone()),
+                None => fetch(url).inspect(|document| *fetched = Some((now, document.clone()))),
+            }
+        }
         (None, None) => Err("no key source".into()),
     };
     match loaded.and_then(|document| jwks::KeySet::parse(&document)) {
@@ -163,6 +170,22 @@ fn fetch(url: &str) -> Result<String, String> {
     Err(format!("{url}: fetching needs wasi:http"))
 }
 
+/// The principal's roles: the named `roles_claim` as it is, or the scopes without `admin`;
+/// plus `admin` for an `admin_subjects` subject.
+fn roles_for(settings: &Settings, claims: &Value, subject: &str) -> Vec<String> {
+    let mut roles = match &settings.roles_claim {
+        Some(claim) => roles_of(claims, claim),
+        None => roles_of(claims, "scope").into_iter().filter(|r| r != ADMIN).collect(),
+    };
+    if settings.admin_subjects.iter().any(|s| s == subject) && !roles.iter().any(|r| r == ADMIN) {
+        roles.push(ADMIN.to_owned());
+    }
+    roles
+}
+
+/// The role that administers the relay.
+const ADMIN: &str = "admin";
+
 /// The roles a claim grants: a space-separated string (`scope`) or a list of strings.
 fn roles_of(claims: &Value, claim: &str) -> Vec<String> {
     match claims.get(claim) {
@@ -172,16 +195,31 @@ fn roles_of(claims: &Value, claim: &str) -> Vec<String> {
     }
 }
 
-fn principal_of(principal: &Value) -> Principal {
-    Principal { id: principal["id"].as_str().unwrap_or_default().to_owned(), roles: roles_of(principal, "roles") }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn deny(code: DenialCode, message: &str) -> Denial {
     Denial { code, message: message.to_owned(), retry_after_ms: None }
 }
 
 export!(JwtAuth);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings(extra: Value) -> Settings {
+        let mut base = json!({"issuer": "https://as", "audience": "https://relay/mcp", "jwks_file": "/k"});
+        base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn admin_is_never_granted_by_scope_unless_the_operator_says_so() {
+        let claims = json!({"sub": "mallory", "scope": "mcp admin", "roles": ["admin", "ops"]});
+        assert_eq!(roles_for(&settings(json!({})), &claims, "mallory"), ["mcp"], "scope's admin is dropped");
+        let named = settings(json!({"roles_claim": "roles"}));
+        assert_eq!(roles_for(&named, &claims, "mallory"), ["admin", "ops"], "a named claim is taken as it is");
+        let listed = settings(json!({"admin_subjects": ["ops-bot"]}));
+        assert_eq!(roles_for(&listed, &json!({"scope": "mcp"}), "ops-bot"), ["mcp", "admin"]);
+        assert_eq!(roles_for(&listed, &claims, "mallory"), ["mcp"]);
+    }
+}

@@ -4,6 +4,7 @@
 //! Tokens are compared in constant time (SHA-256 digests compared with `subtle`), and no token
 //! is ever written to a log or a denial message.
 
+mod dn;
 mod tokens;
 
 use std::sync::OnceLock;

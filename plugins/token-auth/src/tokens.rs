@@ -4,6 +4,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::dn::Name;
+
 /// The plugin's configuration.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,8 +53,8 @@ pub struct Entry {
 #[derive(Debug)]
 pub struct Table {
     entries: Vec<Entry>,
-    /// Verified client certificate subjects, with their principal and roles.
-    subjects: Vec<(String, String, Vec<String>)>,
+    /// Verified client certificate subjects (parsed), with their principal and roles.
+    subjects: Vec<(Name, String, Vec<String>)>,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -77,13 +79,21 @@ impl Table {
             }
             entries.push(Entry { digest: digest(&secret), principal: t.principal, roles: t.roles });
         }
-        let subjects = config.certificates.into_iter().map(|c| (c.subject, c.principal, c.roles)).collect();
+        let mut subjects = Vec::new();
+        for c in config.certificates {
+            let name =
+                Name::parse(&c.subject).map_err(|problem| format!("principal {}: subject {problem}", c.principal))?;
+            subjects.push((name, c.principal, c.roles));
+        }
         Ok(Table { entries, subjects })
     }
 
-    /// The principal and roles of a verified client certificate's `subject`, if listed.
+    /// The principal and roles of a verified client certificate's `subject` (as the host
+    /// renders it, RFC 4514 escapes included), if listed: compared as distinguished names,
+    /// RDN by RDN, never as strings.
     pub fn by_subject(&self, subject: &str) -> Option<(&str, &[String])> {
-        self.subjects.iter().find(|(s, _, _)| s == subject).map(|(_, p, r)| (p.as_str(), r.as_slice()))
+        let presented = Name::parse(subject).ok()?;
+        self.subjects.iter().find(|(s, _, _)| *s == presented).map(|(_, p, r)| (p.as_str(), r.as_slice()))
     }
 
     /// The entry whose token equals `token`. Every entry is compared, in constant time, so the
@@ -126,6 +136,12 @@ mod tests {
         let table = Table::from_config(with_certs, env).unwrap();
         assert_eq!(table.by_subject("CN=agent-7"), Some(("agent", ["ops".to_owned()].as_slice())));
         assert!(table.by_subject("CN=agent-8").is_none());
+        let two =
+            r#"{"certificates": [{"subject": "CN=agent-7, O=Example", "principal": "agent", "roles": ["admin"]}]}"#;
+        let table = Table::from_config(two, env).unwrap();
+        assert!(table.by_subject("CN=agent-7,O=Example").is_some());
+        assert!(table.by_subject("CN=agent-7\\, O=Example").is_none(), "one CN holding a comma");
+        assert!(Table::from_config(r#"{"certificates": [{"subject": "agent-7", "principal": "a"}]}"#, env).is_err());
     }
 
     #[test]

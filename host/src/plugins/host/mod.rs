@@ -5,6 +5,7 @@
 
 mod clock;
 mod config;
+mod credential;
 mod http;
 mod kv;
 mod log;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use wasmtime::component::Linker;
 
+pub use credential::CredentialNote;
 pub use http::HttpGrant;
 pub use wasi::WasiGrant;
 
@@ -91,6 +93,7 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<PluginState>
     log::add_to_linker(&mut linker, |state| log::Log(&state.ctx.caps.log))?;
     clock::add_to_linker(&mut linker, |state| clock::Clock(&state.ctx.caps.clock))?;
     config::add_to_linker(&mut linker, |state| config::Config(&state.ctx.caps.config))?;
+    credential::add_to_linker(&mut linker, |state| credential::Credential(&mut state.credential))?;
     kv::add_to_linker(&mut linker, |state| kv::Kv(&state.ctx.caps.kv))?;
     upstream::add_to_linker(&mut linker, |state| upstream::Upstream {
         grant: &state.ctx.caps.upstream,

@@ -1,0 +1,145 @@
+//! The client's own address behind a trusted proxy: a connection from an address in
+//! `listen.trusted_proxies` may start with a PROXY protocol v2 header (HAProxy's
+//! `send-proxy-v2`), and the source address it carries is then the peer the relay admits,
+//! counts, throttles and logs. Without it, every client behind the proxy would share one
+//! address, and one guesser would lock them all out. The header is optional from a trusted
+//! proxy (its health checks and an operator's `curl` on the colour's port need none) and never
+//! read from anyone else. Parsing is the `ppp` crate's.
+
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use ppp::v2::{Addresses, Command, Header, PROTOCOL_PREFIX};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// The most a header may carry after its 16 fixed bytes (addresses and TLVs): HAProxy's are
+/// well under this.
+const MAX_PAYLOAD: usize = 1024;
+
+/// The fixed part of a v2 header: signature, version and command, family, payload length.
+const MINIMUM_LENGTH: usize = 16;
+
+/// Why a trusted proxy's header was refused (the connection is closed).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyHeaderError {
+    /// The connection failed while the header was read.
+    #[error("reading the PROXY header: {0}")]
+    Io(#[from] std::io::Error),
+    /// The header does not parse or is too large.
+    #[error("malformed PROXY v2 header: {0}")]
+    Malformed(String),
+}
+
+/// The proxies whose PROXY headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// From `listen.trusted_proxies`, parsed.
+    pub fn new(blocks: Vec<IpNet>) -> Self {
+        Self(blocks)
+    }
+
+    /// Whether `peer` is one of them.
+    pub fn trusts(&self, peer: SocketAddr) -> bool {
+        let ip = match peer.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer.ip(), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|block| block.contains(&ip))
+    }
+
+    /// The client `peer` stands for: the source of a PROXY v2 header at the start of `stream`
+    /// when `peer` is trusted and sent one (`LOCAL` headers, a proxy's own checks, keep
+    /// `peer`); `peer` itself otherwise. Consumes the header; leaves everything after it.
+    pub async fn client_of(&self, stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, ProxyHeaderError> {
+        if !self.trusts(peer) || !starts_with_signature(stream).await? {
+            return Ok(peer);
+        }
+        let mut fixed = [0u8; MINIMUM_LENGTH];
+        stream.read_exact(&mut fixed).await?;
+        let payload = usize::from(u16::from_be_bytes([fixed[14], fixed[15]]));
+        if payload > MAX_PAYLOAD {
+            return Err(ProxyHeaderError::Malformed(format!("{payload} bytes of addresses")));
+        }
+        let mut whole = fixed.to_vec();
+        whole.resize(MINIMUM_LENGTH + payload, 0);
+        stream.read_exact(&mut whole[MINIMUM_LENGTH..]).await?;
+        let header = Header::try_from(whole.as_slice()).map_err(|e| ProxyHeaderError::Malformed(e.to_string()))?;
+        Ok(match (header.command, header.addresses) {
+            (Command::Proxy, Addresses::IPv4(a)) => SocketAddr::new(a.source_address.into(), a.source_port),
+            (Command::Proxy, Addresses::IPv6(a)) => SocketAddr::new(a.source_address.into(), a.source_port),
+            // LOCAL (the proxy's own connection) or an address family without an IP.
+            _ => peer,
+        })
+    }
+}
+
+/// Whether the stream's first bytes are the PROXY v2 signature; waits (peeking) until enough
+/// bytes arrived to tell. The caller's handshake deadline bounds the wait.
+async fn starts_with_signature(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut seen = [0u8; 12];
+    loop {
+        let n = stream.peek(&mut seen).await?;
+        if n == 0 || seen[..n] != PROTOCOL_PREFIX[..n] {
+            return Ok(false);
+        }
+        if n == PROTOCOL_PREFIX.len() {
+            return Ok(true);
+        }
+        // A partial signature: let more arrive.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        (client, listener.accept().await.unwrap().0)
+    }
+
+    fn header(source: &str) -> Vec<u8> {
+        let source: SocketAddr = source.parse().unwrap();
+        let destination: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+            ppp::v2::Protocol::Stream,
+            (source, destination),
+        )
+        .build()
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_trusted_proxy_names_the_client_and_nobody_else_can() {
+        let proxy: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let trusted = TrustedProxies::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let (mut client, mut server) = pair().await;
+        client.write_all(&header("203.0.113.7:5555")).await.unwrap();
+        client.write_all(b"{\"jsonrpc\":\"2.0\"}\n").await.unwrap();
+        assert_eq!(trusted.client_of(&mut server, proxy).await.unwrap(), "203.0.113.7:5555".parse().unwrap());
+        let mut rest = [0u8; 1];
+        server.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"{", "what follows the header is left for the sniff");
+
+        let (mut client, mut server) = pair().await;
+        client.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(trusted.client_of(&mut server, proxy).await.unwrap(), proxy, "no header: the proxy itself");
+
+        let stranger: SocketAddr = "198.51.100.1:1".parse().unwrap();
+        let (mut client, mut server) = pair().await;
+        client.write_all(&header("203.0.113.7:5555")).await.unwrap();
+        assert_eq!(
+            trusted.client_of(&mut server, stranger).await.unwrap(),
+            stranger,
+            "an untrusted header is not read"
+        );
+        assert!(!TrustedProxies::default().trusts(proxy));
+    }
+}
