@@ -3,7 +3,8 @@
 //! `{level, message, component: "mcp-relay", data, trace_id}`.
 //!
 //! A `tracing` layer copies the relay's records (at or above `logging.forward.level`) into a
-//! bounded queue and never waits: a full queue drops the record and counts it. One task keeps
+//! queue bounded in records and in bytes ([`QUEUE_BYTES`]; each field is cut to
+//! [`FIELD_BYTES`]) and never waits: a full queue drops the record and counts it. One task keeps
 //! one connection to the logger (reconnecting with capped backoff) and sends what the queue
 //! holds without waiting for answers; past [`MAX_UNANSWERED`] unanswered records it drops
 //! rather than let a logger that stopped answering grow the relay. The stderr log is unaffected.
@@ -26,6 +27,14 @@ use crate::metrics::metrics;
 /// Records waiting to be sent; past this the layer drops (and counts) new ones.
 const QUEUE: usize = 1024;
 
+/// Bytes of records waiting to be sent; past this the layer drops (and counts) new ones, so
+/// a logger that is down costs at most this much memory whatever the records hold.
+pub const QUEUE_BYTES: usize = 4 << 20;
+
+/// The most of one field (the message included) a forwarded record carries: records quote
+/// client text, which the client makes as long as it likes.
+pub const FIELD_BYTES: usize = 4096;
+
 /// Records sent but not yet answered; past this, new records are dropped.
 pub const MAX_UNANSWERED: usize = 256;
 
@@ -43,23 +52,31 @@ struct Record {
     message: String,
     data: Map<String, Value>,
     trace_id: Option<String>,
+    /// What it counts against [`QUEUE_BYTES`].
+    bytes: usize,
 }
 
 /// The `tracing` layer: copies records into the queue.
 pub struct ForwardLayer {
     queue: mpsc::Sender<Record>,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 /// The sending side, started by the server on its runtime.
 pub struct Forwarder {
     url: String,
     queue: mpsc::Receiver<Record>,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 /// A layer and its forwarder for the logger at `url`.
 pub fn channel(url: &str) -> (ForwardLayer, Forwarder) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    (ForwardLayer { queue: tx }, Forwarder { url: url.to_owned(), queue: rx })
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    (
+        ForwardLayer { queue: tx, queued_bytes: queued_bytes.clone() },
+        Forwarder { url: url.to_owned(), queue: rx, queued_bytes },
+    )
 }
 
 impl<S: Subscriber> Layer<S> for ForwardLayer {
@@ -79,26 +96,38 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
         };
         let trace_id = fields.data.remove("trace_id").and_then(|v| v.as_str().map(str::to_owned));
         fields.data.insert("target".into(), meta.target().into());
-        let record = Record { level, message: fields.message, data: fields.data, trace_id };
-        if self.queue.try_send(record).is_err() {
+        let bytes = fields.bytes + trace_id.as_ref().map_or(0, String::len);
+        let record = Record { level, message: fields.message, data: fields.data, trace_id, bytes };
+        let fits = self
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + bytes <= QUEUE_BYTES).then_some(queued + bytes)
+            })
+            .is_ok();
+        if !fits {
+            metrics().log_forward_dropped();
+        } else if self.queue.try_send(record).is_err() {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             metrics().log_forward_dropped();
         }
     }
 }
 
-/// A record's message and other fields, as JSON.
+/// A record's message and other fields, as JSON, each cut to [`FIELD_BYTES`].
 #[derive(Default)]
 struct Fields {
     message: String,
     data: Map<String, Value>,
+    /// The bytes of text held.
+    bytes: usize,
 }
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.put(field, Value::String(format!("{value:?}")));
+        self.put_text(field, &format!("{value:?}"));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::String(value.to_owned()));
+        self.put_text(field, value);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.put(field, value.into());
@@ -115,7 +144,14 @@ impl Visit for Fields {
 }
 
 impl Fields {
+    fn put_text(&mut self, field: &Field, text: &str) {
+        let text = crate::mcp::clip_to(text, FIELD_BYTES).into_owned();
+        self.bytes += field.name().len() + text.len();
+        self.put(field, Value::String(text));
+    }
+
     fn put(&mut self, field: &Field, value: Value) {
+        self.bytes += 16;
         match (field.name(), value) {
             ("message", Value::String(text)) => self.message = text,
             (name, value) => {
@@ -179,7 +215,10 @@ impl Forwarder {
         loop {
             let record = tokio::select! {
                 record = self.queue.recv() => match record {
-                    Some(record) => record,
+                    Some(record) => {
+                        self.queued_bytes.fetch_sub(record.bytes, Ordering::AcqRel);
+                        record
+                    }
                     None => return "the relay is stopping",
                 },
                 _ = &mut reader => return "the logger closed the connection",

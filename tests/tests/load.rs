@@ -163,3 +163,24 @@ async fn https_and_wss_against_a_tls_only_relay_with_the_test_ca() {
     assert_eq!(out.status.code(), Some(1), "{summary}");
     assert_eq!(summary["errors"]["connect"]["count"], 3, "{summary}");
 }
+
+#[tokio::test]
+async fn a_thousand_clients_from_one_address_pass_on_the_shipped_limits() {
+    // config/relay.yaml as shipped (its plugins found where the test build put them), the rate
+    // limit raised as an operator would for a stress test.
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(relay_tests::repo_root().join("config/relay.yaml")).unwrap();
+    let plugins = relay_tests::repo_root().join("target/plugins");
+    let yaml = shipped.replace("../target/plugins", plugins.to_str().unwrap());
+    let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[("RELAY_RATE_LIMIT", "100000000")]).await;
+    let urls = [
+        (format!("tcp://127.0.0.1:{}", relay.port), "newline"),
+        (relay.ws("/ws"), "websocket"),
+        (relay.http("/mcp"), "http"),
+    ];
+    for (url, transport) in urls {
+        let (out, summary) = load(&["--scenario", "reference", "--clients", "1000", url.as_str()]).await;
+        assert!(out.status.success(), "{transport}: {summary}");
+        assert_eq!(summary["successes"], 1000, "{transport}: {summary}");
+    }
+}

@@ -52,7 +52,7 @@ async fn tool_calls_reach_the_logger_with_their_trace_id_which_the_backend_sees_
     assert_eq!(received["level"], "INFO");
     assert_eq!(received["trace_id"], TRACE, "{received}");
     assert_eq!(received["data"]["backend"], "alpha");
-    assert_eq!(received["data"]["session"].as_str().unwrap().len(), 32);
+    assert_eq!(received["data"]["session"].as_str().unwrap().len(), 12, "the session by its tag, not its id");
     assert!(received["data"]["principal"].is_string());
     let finished = tool_calls(&records, "Tool call finished")[0];
     assert_eq!(finished["trace_id"], TRACE);
@@ -136,4 +136,24 @@ async fn a_logger_that_never_answers_leaves_calls_alone_and_drops_are_counted() 
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(logger.records().len(), 256);
+}
+
+#[tokio::test]
+async fn a_logger_that_is_down_holds_little_memory_whatever_the_records_quote() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let alpha = Fixture::start("alpha").await;
+    let (relay, _dir) = relay_logging_to(&format!("ws://127.0.0.1:{port}"), &alpha).await;
+    let mut client = relay.line_client().await;
+    client.call_tool("echo", json!({"message": "warm"})).await;
+    let before = relay.rss_bytes();
+    let long_name = "n".repeat(1 << 20);
+    for _ in 0..100 {
+        let answer = client.call_tool(&long_name, json!({})).await;
+        let error = answer["error"].to_string();
+        assert!(error.len() < 1024, "the client's own megabyte came back: {} bytes", error.len());
+    }
+    let grown = relay.rss_bytes().saturating_sub(before);
+    assert!(grown < 96 << 20, "100 calls with 1 MiB tool names grew the relay by {} MiB", grown >> 20);
+    let longest = relay.log().lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 8192, "a log line of {longest} bytes");
 }

@@ -343,3 +343,30 @@ async fn nothing_written_into_redis_can_admit_a_token() {
     assert_eq!(initialize(&relay, &forged).await.status(), 401, "a key set planted in Redis was trusted");
     assert_eq!(initialize(&relay, &mint(&ec, &claims(json!({})))).await.status(), 200);
 }
+
+#[tokio::test]
+async fn attacker_text_in_a_token_is_not_echoed_at_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let ec = ec_key("ec-1");
+    let relay = jwt_relay(dir.path(), &ec, "", "").await;
+    // Under the pre-authentication cap (64 KiB), but far over what any reason should quote.
+    let header = json!({"alg": "A".repeat(40_000), "kid": "ec-1"});
+    let token = format!("{}.{}.sig", B64.encode(header.to_string()), B64.encode(claims(json!({})).to_string()));
+    let mut line = relay_tests::LineClient::connect(relay.port).await;
+    let params = json!({"protocolVersion": "2025-06-18", "_meta": {"authorization": format!("Bearer {token}")}});
+    let answer = line.request("initialize", params).await;
+    assert_eq!(answer["error"]["code"], -32011, "{}", &answer.to_string()[..200]);
+    assert!(answer.to_string().len() < 1024, "the error quotes {} bytes", answer.to_string().len());
+    relay.wait_for_log("outcome=\"denied\"").await;
+    let longest = relay.log().lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 8192, "a log line of {longest} bytes");
+    // A first line past the cap is refused before anyone reads it as a credential.
+    let mut huge = relay_tests::LineClient::connect(relay.port).await;
+    huge.send_raw(&format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"x\":\"{}\"}}}}",
+        "y".repeat(70_000)
+    ))
+    .await;
+    let refused = huge.recv().await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("max_preauth_bytes"), "{refused}");
+}

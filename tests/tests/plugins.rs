@@ -13,14 +13,17 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const ADMIN: &str = "admin-secret-7f3a";
 const USER: &str = "user-token-91bc";
+/// A token whose principal id is 600 characters long.
+const LONG: &str = "long-token-5e21";
 
 /// relay.yaml with token-auth (admin via a granted environment variable, user literal) and
 /// whatever other plugin entries `extra` adds.
 fn relay_yaml(dir: &Path, extra: &str) -> String {
     let auth = copy_plugin(dir, "token_auth");
     format!(
-        "plugin_cache_dir: cache\nupstream: {{backoff_initial_ms: 50, backoff_max_ms: 500}}\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    grants: {{env: [E2E_ADMIN_TOKEN]}}\n    config:\n      tokens:\n        - {{token_env: E2E_ADMIN_TOKEN, principal: ops, roles: [admin]}}\n        - {{token: {USER}, principal: user}}\n{extra}",
-        auth.display()
+        "plugin_cache_dir: cache\nupstream: {{backoff_initial_ms: 50, backoff_max_ms: 500}}\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    grants: {{env: [E2E_ADMIN_TOKEN]}}\n    config:\n      tokens:\n        - {{token_env: E2E_ADMIN_TOKEN, principal: ops, roles: [admin]}}\n        - {{token: {USER}, principal: user}}\n        - {{token: {LONG}, principal: {}}}\n{extra}",
+        auth.display(),
+        long_principal()
     )
 }
 
@@ -116,6 +119,19 @@ async fn rate_limit_denies_per_principal_with_retry_after() {
     let mut admin = relay.line_client().await;
     assert!(admin.call_tool("relay_list_servers", json!({})).await.get("result").is_some());
     assert_eq!(user.request("ping", json!({})).await["result"], json!({}));
+    // A principal id too long for a store key is limited all the same (its bucket is hashed).
+    let mut long = relay.line_client_as(Some(LONG)).await;
+    for _ in 0..3 {
+        assert!(long.call_tool("relay_list_servers", json!({})).await.get("result").is_some());
+    }
+    let denied = long.call_tool("relay_list_servers", json!({})).await;
+    assert_eq!(denied["error"]["code"], -32019, "a 600-character principal escaped the limit: {denied}");
+    assert!(denied["error"]["message"].as_str().unwrap().len() < 300, "the denial quotes the whole id");
+}
+
+/// A principal id of 600 characters.
+fn long_principal() -> String {
+    "p".repeat(600)
 }
 
 fn adapter_entry(dir: &Path) -> String {

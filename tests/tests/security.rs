@@ -151,6 +151,17 @@ async fn client_credentials_are_never_forwarded_to_backends() {
         alice.request("tools/call", json!({"name": "echo", "arguments": {"message": "hi"}, "_meta": meta})).await;
     assert_eq!(text_of(&reply), "b: hi");
     alice.request("prompts/get", json!({"name": "x", "_meta": {"authorization": "Bearer ALICETOKEN-456"}})).await;
+    // The key in any letter case is the same credential, and stripped the same.
+    for key in ["Authorization", "AUTHORIZATION", "authoRization"] {
+        let meta = json!({key: "Bearer ALICETOKEN-456", "progressToken": 6});
+        let reply =
+            alice.request("tools/call", json!({"name": "echo", "arguments": {"message": key}, "_meta": meta})).await;
+        assert_eq!(text_of(&reply), format!("b: {key}"));
+    }
+    let mut capitalised = LineClient::connect(relay.port).await;
+    let params = json!({"protocolVersion": "2025-06-18", "_meta": {"Authorization": "Bearer ALICETOKEN-456"}});
+    let answer = capitalised.request("initialize", params).await;
+    assert!(answer["result"].is_object(), "_meta.Authorization authenticates too: {answer}");
     let received = std::fs::read_to_string(&record).unwrap();
     assert!(received.contains("\"progressToken\""), "other _meta keys still pass: {received}");
     assert!(!received.contains("ALICETOKEN"), "a client's token reached the backend: {received}");
@@ -187,6 +198,14 @@ async fn nothing_waits_forever_before_authentication() {
     // A fourth unauthenticated connection from the same address is over the cap: closed at once.
     let mut fourth = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
     assert!(closed_within(&mut fourth, Duration::from_millis(800)).await < Duration::from_millis(800));
+    // One that speaks is told why, in its own protocol; the refusals are logged and counted.
+    let mut fifth = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(deadline, fifth.read(&mut answer)).await.expect("answered").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("retry-after: 1"), "{answer}");
+    relay.wait_for_log("refused by limits.max_pending_per_address").await;
     for stream in [&mut half_line, &mut half_head, &mut silent] {
         closed_within(stream, deadline).await;
     }
@@ -257,22 +276,25 @@ async fn one_connection_cannot_start_unbounded_work() {
 
 #[tokio::test]
 async fn status_tools_do_not_show_backend_secrets() {
-    let backends = "backends:\n  - name: svc\n    url: http://svc:PASS1234@127.0.0.1:9/mcp?api_key=KEY5678\n    headers: {Authorization: Bearer HEADER9012}\n";
+    let backends = "backends:\n  - name: svc\n    url: http://svc:PASS1234@127.0.0.1:9/mcp?api_key=KEY5678\n    headers: {Authorization: Bearer HEADER9012}\n  - name: sock\n    url: ws://u:WSPASS3456@127.0.0.1:9/ws?token=WSTOKEN7890\n";
     for admin in [false, true] {
         let access = if admin { "access: {admin_without_auth: true}\n" } else { "" };
         let relay = Relay::start_with(&yaml(access), backends, &[]).await;
         eventually("a connect error", || async {
             let status = relay.status().await;
-            status["backends"][0]["last_error"].as_str().map(drop)
+            let backends = status["backends"].as_array()?;
+            backends.iter().all(|b| b["last_error"].is_string()).then_some(())
         })
         .await;
         let mut client = line(&relay).await;
         for tool in ["relay_get_status", "relay_list_servers"] {
             let shown = client.call_tool(tool, json!({})).await.to_string();
-            for secret in ["PASS1234", "KEY5678", "HEADER9012"] {
+            for secret in ["PASS1234", "KEY5678", "HEADER9012", "WSPASS3456", "WSTOKEN7890"] {
                 assert!(!shown.contains(secret), "{tool} shows {secret} (admin: {admin}): {shown}");
             }
             assert_eq!(shown.contains("127.0.0.1:9/mcp?api_key=***"), admin, "{tool}: {shown}");
+            // A non-admin learns which backend failed, never its address (not even in errors).
+            assert_eq!(shown.contains("127.0.0.1:9"), admin, "{tool} (admin: {admin}): {shown}");
         }
     }
 }
@@ -422,7 +444,7 @@ async fn nothing_secret_reaches_the_logs_even_at_debug_level() {
     const URL_PASS: &str = "URLPASS-55cc";
     let dir = tempfile::tempdir().unwrap();
     let backends = format!(
-        "backends:\n{}    env: {{OPENAI_API_KEY: {API_KEY}}}\n  - name: down\n    url: http://user:{URL_PASS}@127.0.0.1:9/mcp?api_key={API_KEY}\n    headers: {{Authorization: Bearer {API_KEY}}}\n",
+        "backends:\n{}    env: {{OPENAI_API_KEY: {API_KEY}}}\n  - name: down\n    url: http://user:{URL_PASS}@127.0.0.1:9/mcp?api_key={API_KEY}\n    headers: {{Authorization: Bearer {API_KEY}}}\n  - name: gone\n    url: ws://user:{URL_PASS}@127.0.0.1:9/ws?token={API_KEY}\n",
         stdio_entry("b", &[])
     );
     let mut relay =
@@ -430,7 +452,9 @@ async fn nothing_secret_reaches_the_logs_even_at_debug_level() {
     relay.token = Some("ADMINTOKEN-123".into());
     relay.wait_ready("b").await;
     eventually("the unreachable backend's error", || async {
-        relay.log().contains("upstream connect failed backend=down").then_some(())
+        let log = relay.log();
+        (log.contains("upstream connect failed backend=down") && log.contains("upstream connect failed backend=gone"))
+            .then_some(())
     })
     .await;
     let mut ops = relay.line_client_as(Some("ADMINTOKEN-123")).await;
@@ -458,4 +482,54 @@ async fn nothing_secret_reaches_the_logs_even_at_debug_level() {
     for secret in ["ADMINTOKEN-123", "ALICETOKEN-456", "WRONGTOKEN-1", "WRONGTOKEN-2", API_KEY, URL_PASS] {
         assert!(!log.contains(secret), "{secret} is in the log");
     }
+}
+
+#[tokio::test]
+async fn unauthenticated_connections_hold_little_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start_files(dir.path(), &auth_yaml(dir.path(), "", ""), "backends: []\n", &[]).await;
+    let before = relay.rss_bytes();
+    // 100 connections, each 2 MiB into a first line that never ends.
+    let chunk = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"x\":\"{}",
+        "a".repeat(2 << 20)
+    );
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut stream = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+        stream.write_all(chunk.as_bytes()).await.unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = relay.rss_bytes().saturating_sub(before);
+    assert!(grown < 48 << 20, "100 unauthenticated partial lines grew the relay by {} MiB", grown >> 20);
+    // Once a client has authenticated, a large message is read in full.
+    let mut ops = relay.line_client_as(Some("ADMINTOKEN-123")).await;
+    let big = "b".repeat(1 << 20);
+    let answer = ops.call_tool("relay_get_status", json!({"padding": big})).await;
+    let shown = answer.to_string();
+    assert!(
+        !shown.contains("larger than"),
+        "a 1 MiB message after authentication was refused: {}",
+        &shown[..shown.len().min(300)]
+    );
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_per_caller_session_cap_that_cannot_bite_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay_yaml = auth_yaml(dir.path(), "limits: {max_sessions: 40}\n", "");
+    std::fs::write(dir.path().join("relay.yaml"), &relay_yaml).unwrap();
+    std::fs::write(dir.path().join("backends.yaml"), "backends: []\n").unwrap();
+    let checked = tokio::process::Command::new(relay_tests::relay_bin())
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("relay.yaml"))
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stderr).to_string() + &String::from_utf8_lossy(&checked.stdout);
+    assert!(said.contains("limits.max_sessions_per_principal (4096) is not below limits.max_sessions (40)"), "{said}");
+    let relay = Relay::start_files(dir.path(), &relay_yaml, "backends: []\n", &[]).await;
+    relay.wait_for_log("max_sessions_per_principal (4096) is not below").await;
 }

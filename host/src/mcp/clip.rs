@@ -10,10 +10,16 @@ pub const QUOTED_BYTES: usize = 128;
 /// `text`, or its first [`QUOTED_BYTES`] bytes (on a character boundary) followed by how much
 /// was left out.
 pub fn clip(text: &str) -> Cow<'_, str> {
-    if text.len() <= QUOTED_BYTES {
+    clip_to(text, QUOTED_BYTES)
+}
+
+/// `text`, or its first `max` bytes (on a character boundary) followed by how much was left
+/// out: for text that is longer by nature (a plugin's message, a log record's field).
+pub fn clip_to(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
         return Cow::Borrowed(text);
     }
-    let mut end = QUOTED_BYTES;
+    let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }

@@ -28,7 +28,11 @@ pub struct Limits {
     /// Seconds an HTTP request body may take to arrive.
     pub body_timeout_secs: u64,
     /// Most connections from one remote IP address that have not yet been authenticated (or,
-    /// for HTTP, have not yet sent a whole request head).
+    /// for HTTP, have not yet sent a whole request head). Each holds at most
+    /// `max_preauth_bytes` (newline) or twice `max_header_bytes` (HTTP) for at most
+    /// `handshake_timeout_secs`: time and memory bound them, and this count only caps what
+    /// one address can make the relay hold (2048 x 64 KiB = 128 MiB), so it is large enough
+    /// for a thousand clients connecting at once behind one address.
     pub max_pending_per_address: usize,
     /// Failed authentications one address (an IPv6 /64) may make within
     /// `auth_failure_window_secs`; past it, its attempts are refused (HTTP 429, `-32029`)
@@ -60,7 +64,7 @@ impl Default for Limits {
             max_requests_in_flight: 64,
             handshake_timeout_secs: 10,
             body_timeout_secs: 10,
-            max_pending_per_address: 256,
+            max_pending_per_address: 2048,
             auth_failures: 20,
             auth_failure_window_secs: 60,
             max_parked_per_principal: 64,

@@ -17,7 +17,7 @@ mod sink;
 mod trace;
 pub mod version;
 
-pub use clip::{QUOTED_BYTES, clip};
+pub use clip::{QUOTED_BYTES, clip, clip_to};
 pub use codec::{DecodeError, decode};
 pub use jsonrpc::{Message, Notification, Request, Response, RpcError, error_codes, request_text};
 pub use limits::{Limits, json_depth_exceeds};

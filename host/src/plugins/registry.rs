@@ -409,6 +409,9 @@ pub(super) fn wit_transport(transport: TransportKind) -> types::Transport {
     }
 }
 
+/// The most of a plugin's denial message that reaches a client or a log.
+const PLUGIN_MESSAGE_BYTES: usize = 512;
+
 pub(super) fn from_wit(denial: types::Denial, plugin: &str) -> Denial {
     let code = match denial.code {
         types::DenialCode::Unauthenticated => DenialCode::Unauthenticated,
@@ -416,5 +419,7 @@ pub(super) fn from_wit(denial: types::Denial, plugin: &str) -> Denial {
         types::DenialCode::RateLimited => DenialCode::RateLimited,
         types::DenialCode::Invalid => DenialCode::Invalid,
     };
-    Denial { code, message: denial.message, retry_after_ms: denial.retry_after_ms, refused_by: plugin.to_owned() }
+    // A plugin may quote its caller's input: its message is cut to a sentence's length.
+    let message = crate::mcp::clip_to(&denial.message, PLUGIN_MESSAGE_BYTES).into_owned();
+    Denial { code, message, retry_after_ms: denial.retry_after_ms, refused_by: plugin.to_owned() }
 }

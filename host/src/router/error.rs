@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::mcp::{RpcError, error_codes};
+use crate::mcp::{RpcError, clip, error_codes};
 use crate::plugins::{PluginError, Refusal};
 use crate::upstream::UpstreamError;
 
@@ -44,15 +44,20 @@ fn upstream_message(backend: &str, source: &UpstreamError) -> String {
 impl From<RouterError> for RpcError {
     fn from(error: RouterError) -> Self {
         match error {
+            // The client's own text comes back cut short (`clip`): a megabyte of tool name is
+            // not echoed.
             RouterError::UnknownTool(name) => {
+                let name = clip(&name);
                 RpcError::new(error_codes::INVALID_PARAMS, format!("Unknown tool: {name}"))
                     .with_data(json!({"tool": name}))
             }
             RouterError::UnknownPrompt(name) => {
+                let name = clip(&name);
                 RpcError::new(error_codes::INVALID_PARAMS, format!("Unknown prompt: {name}"))
                     .with_data(json!({"prompt": name}))
             }
             RouterError::UnknownResource(uri) => {
+                let uri = clip(&uri);
                 RpcError::new(error_codes::RESOURCE_NOT_FOUND, format!("Resource not found: {uri}"))
                     .with_data(json!({"uri": uri}))
             }

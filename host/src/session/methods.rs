@@ -263,7 +263,8 @@ impl Session {
     ) -> Result<Value, RpcError> {
         let mut call = ToolCall::parse(params)?;
         let name = call.name.clone();
-        let (session, principal) = (self.id.as_str(), self.principal.id.as_str());
+        // Logs name the session by its tag, and quote the client's tool name cut short.
+        let (session, principal, tool) = (self.tag.as_str(), self.principal.id.as_str(), clip(&name));
         // The backend sees the same trace, with the relay's hop as its parent span.
         let trace = Trace::of(call.meta.as_ref());
         let meta = call.meta.get_or_insert_with(|| json!({}));
@@ -273,7 +274,7 @@ impl Session {
         let trace_id = trace.trace_id.as_str();
         let route = view.route(&name);
         let backend = route.as_ref().map_or("-", |r| r.backend.as_str());
-        tracing::info!(target: "relay::call", session, principal, tool = %name, backend, trace_id, "Tool call received");
+        tracing::info!(target: "relay::call", session, principal, %tool, backend, trace_id, "Tool call received");
         let started = Instant::now();
         let routed = self.router.call_tool_in(view, call, related, &self.caller).await;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -281,10 +282,11 @@ impl Session {
         match &routed.result {
             Ok(result) => {
                 let outcome = result_outcome(result);
-                tracing::info!(target: "relay::call", session, principal, tool = %name, backend, trace_id, duration_ms, outcome, "Tool call finished");
+                tracing::info!(target: "relay::call", session, principal, %tool, backend, trace_id, duration_ms, outcome, "Tool call finished");
             }
             Err(error) => {
-                tracing::info!(target: "relay::call", session, principal, tool = %name, backend, trace_id, duration_ms, outcome = "error", %error, "Tool call finished");
+                let error = clip(&error.to_string()).into_owned();
+                tracing::info!(target: "relay::call", session, principal, %tool, backend, trace_id, duration_ms, outcome = "error", %error, "Tool call finished");
             }
         }
         routed.result.map_err(RpcError::from)

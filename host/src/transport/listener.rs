@@ -17,6 +17,9 @@ use super::{TransportState, line, tls};
 use crate::access::Peer;
 use crate::admission::CountGuard;
 
+/// How long a refused connection's first byte is waited for, to answer in its protocol.
+const REFUSAL_PEEK: Duration = Duration::from_millis(250);
+
 /// Counts a connection as not yet authenticated until dropped.
 pub type PendingGuard = CountGuard<IpAddr>;
 
@@ -69,7 +72,7 @@ fn pending_slot(state: &TransportState, peer: SocketAddr) -> Option<PendingGuard
 /// show (HTTP 503 with `Retry-After`, or a JSON-RPC error line), then closes it.
 async fn refuse_pending(mut stream: TcpStream) {
     let mut first = [0u8; 1];
-    let answer: &[u8] = match tokio::time::timeout(Duration::from_secs(1), stream.peek(&mut first)).await {
+    let answer: &[u8] = match tokio::time::timeout(REFUSAL_PEEK, stream.peek(&mut first)).await {
         Ok(Ok(1)) if sniff(first[0]) == Sniffed::Line => {
             b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32000,\"message\":\"too many connections from this address are not yet authenticated (limits.max_pending_per_address); try again shortly\"}}\n"
         }

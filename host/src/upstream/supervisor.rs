@@ -361,10 +361,13 @@ async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
                 });
             }
             Err(e) => {
-                tracing::warn!(backend = %name, error = %e, "upstream connect failed");
+                // URLs in the error lose their user info and query values, like everywhere
+                // else the relay shows a backend.
+                let error = upstream.backend.redact(&e.to_string());
+                tracing::warn!(backend = %name, %error, "upstream connect failed");
                 upstream.set_status(|s| {
                     s.state = if s.connects > 0 { State::Reconnecting } else { State::Down };
-                    s.last_error = Some(e.to_string());
+                    s.last_error = Some(error);
                 });
             }
         }
@@ -396,7 +399,7 @@ async fn relist(upstream: &Upstream, conn: &Connection, method: &str, changed: &
                 listing.set(kind, items);
             }
             Ok(Err(e)) => {
-                tracing::warn!(backend = upstream.name(), list = kind.method(), error = %e, "re-listing failed")
+                tracing::warn!(backend = upstream.name(), list = kind.method(), error = %upstream.backend.redact(&e.to_string()), "re-listing failed")
             }
             Err(_) => tracing::warn!(
                 backend = upstream.name(),

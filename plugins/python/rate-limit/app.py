@@ -10,6 +10,7 @@ Nothing here may call an import at module level: the module is imported while th
 being built (pre-initialisation), where the host's functions do not exist.
 """
 
+import hashlib
 import json
 import os
 
@@ -164,6 +165,23 @@ def take(key, rate, principal, fail_closed):
     log.log(log.Level.WARN, f"bucket {key} too contended; request allowed")
 
 
+MAX_PLAIN_KEY = 128
+
+
+def bucket(kind: str, *parts: str) -> str:
+    """The key of a bucket, as the Rust plugin makes it: plain while short, else the SHA-256
+    of its length-prefixed parts (a key the host refuses must never mean "no limit")."""
+    plain = f"{kind}:" + ":".join(parts)
+    if len(plain.encode()) <= MAX_PLAIN_KEY:
+        return plain
+    digest = hashlib.sha256()
+    for part in parts:
+        raw = part.encode()
+        digest.update(len(raw).to_bytes(8, "big"))
+        digest.update(raw)
+    return f"{kind}#sha256:{digest.hexdigest()}"
+
+
 class PolicyCheck(exports.PolicyCheck):
     def check(self, request: RequestInfo) -> None:
         current, problem = settings()
@@ -175,5 +193,5 @@ class PolicyCheck(exports.PolicyCheck):
         principal = request.principal.id
         if request.tool is not None and request.tool in current.per_tool:
             rate = Rate(current.per_tool[request.tool])
-            take(f"tool:{principal}:{request.tool}", rate, principal, current.fail_closed)
-        take(f"principal:{principal}", current.rate(), principal, current.fail_closed)
+            take(bucket("tool", principal, request.tool), rate, principal, current.fail_closed)
+        take(bucket("principal", principal), current.rate(), principal, current.fail_closed)

@@ -5,6 +5,7 @@
 //! reload of this plugin, and is shared between relay instances that share a store.
 
 mod gcra;
+mod keys;
 mod settings;
 
 use std::sync::OnceLock;
@@ -36,9 +37,9 @@ impl exports::relay::plugin::policy_check::Guest for RateLimit {
             && let Some(limit) = settings.per_tool.get(tool)
         {
             let rate = gcra::Rate::per_minute(*limit, None);
-            take(&format!("tool:{principal}:{tool}"), rate, principal, settings.on_kv_unavailable)?;
+            take(&keys::bucket("tool", &[principal, tool]), rate, principal, settings.on_kv_unavailable)?;
         }
-        take(&format!("principal:{principal}"), settings.rate(), principal, settings.on_kv_unavailable)
+        take(&keys::bucket("principal", &[principal]), settings.rate(), principal, settings.on_kv_unavailable)
     }
 }
 
@@ -49,8 +50,17 @@ fn settings() -> &'static Result<settings::Settings, String> {
         .get_or_init(|| settings::Settings::from_config(&config::get_json(), std::env::var("RELAY_RATE_LIMIT").ok()))
 }
 
-/// The decision when the store fails, as configured (`on_kv_unavailable`), logged.
+/// A principal id as quoted in logs and denials: its first 64 characters.
+fn shown(principal: &str) -> String {
+    match principal.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &principal[..at]),
+        None => principal.to_owned(),
+    }
+}
+
+/// The decision when the store fails or refuses, as configured (`on_kv_unavailable`), logged.
 fn store_failed(error: kv::KvError, mode: settings::FailMode, principal: &str) -> Result<(), Denial> {
+    let principal = &shown(principal);
     match mode {
         settings::FailMode::Open => {
             log::log(
@@ -92,6 +102,7 @@ fn take(key: &str, rate: gcra::Rate, principal: &str, on_failure: settings::Fail
             }
             gcra::Decision::Deny { retry_after_us } => {
                 let retry_after_ms = retry_after_us.div_ceil(1000);
+                let principal = shown(principal);
                 return Err(Denial {
                     code: DenialCode::RateLimited,
                     message: format!(
