@@ -96,6 +96,14 @@ restore_previous() {
 need "$CURL" "$SOCAT" flock
 [[ -d $BUILD ]] || die "$BUILD is not a directory"
 BUILD=$(cd "$BUILD" && pwd)
+# The build is run (as the relay user) and installed (by root): anyone who could change it
+# between the build and here would get their code run. Every part of it must belong to the
+# deploying user and be writable by no one else, the directory above it included (a /tmp path
+# made with `mkdir -p` by someone else is refused; use `mktemp -d`).
+foreign=$(find "$BUILD" "$(dirname "$BUILD")" -maxdepth 0 \( ! -user "$(id -u)" -a ! -user 0 \) -print -quit)
+[[ -z $foreign ]] || die "$foreign is not owned by $(id -un) (or root): refusing a build others could have changed"
+foreign=$(find "$BUILD" \( ! -user "$(id -u)" -o -perm -g+w -o -perm -o+w \) ! -type l -print -quit)
+[[ -z $foreign ]] || die "$foreign is owned by someone else or writable by others: refusing a build others could have changed (build into a fresh mktemp -d directory)"
 [[ -x $BUILD/bin/relay ]] || die "$BUILD/bin/relay is missing or not executable"
 [[ -f $BUILD/$CONFIG_PATH ]] || die "$BUILD/$CONFIG_PATH is missing"
 compgen -G "$BUILD/plugins/*.wasm" >/dev/null || warn "$BUILD/plugins holds no .wasm file"

@@ -266,17 +266,19 @@ health_token() {
 }
 
 # `relay health` against COLOUR (initialize + tools/list over newline JSON-RPC). The token goes
-# through the environment, never the command line (which other users can see in ps).
+# through the environment, never the command line (which other users can see in ps). Like every
+# command of a new build, it runs as RUN_AS (the relay user), never as the deploying root.
 relay_health() {
-  local colour=$1 bin token extra=()
+  local colour=$1 bin token extra=() as_user=()
   bin=$(relay_bin "$colour")
   token=$(health_token "$colour")
   read -r -a extra <<<"$HEALTH_ARGS"
+  if [[ -n $RUN_AS ]]; then as_user=(runuser -u "$RUN_AS" --); fi
   if [[ -n $token ]]; then
-    RELAY_AUTH_TOKEN=$token "$bin" health --host "$RELAY_HOST" --port "$(colour_port "$colour")" \
+    RELAY_AUTH_TOKEN=$token "${as_user[@]}" "$bin" health --host "$RELAY_HOST" --port "$(colour_port "$colour")" \
       --timeout "$HEALTH_TIMEOUT" "${extra[@]}"
   else
-    env -u RELAY_AUTH_TOKEN "$bin" health --host "$RELAY_HOST" --port "$(colour_port "$colour")" \
+    env -u RELAY_AUTH_TOKEN "${as_user[@]}" "$bin" health --host "$RELAY_HOST" --port "$(colour_port "$colour")" \
       --timeout "$HEALTH_TIMEOUT" "${extra[@]}"
   fi
 }

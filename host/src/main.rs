@@ -52,6 +52,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything reads a secret: no same-user process may read this one's environment.
+    relay::process_guard::keep_secrets_from_same_user_processes();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match cli.command {

@@ -29,6 +29,9 @@ pub async fn run(
     if let Some(forwarder) = forwarder {
         tokio::spawn(forwarder.run());
     }
+    // What plugins are granted from the environment is the relay's to hold: no stdio backend
+    // inherits it.
+    crate::upstream::protect_env(config.plugins.iter().flat_map(|p| p.grants.env.iter().cloned()));
     let store = BackendStore::new(config.backends_path(config_path));
     let (_, backends) = store.load().with_context(|| "cannot start with this backends file")?;
     let lifecycle = Arc::new(Lifecycle::new(std::env::var("RELAY_INSTANCE").unwrap_or_default()));
@@ -76,7 +79,7 @@ pub async fn run(
         store.clone(),
         lifecycle.clone(),
         plugins.clone(),
-        config.access.add_server_commands.clone(),
+        config.access.allowed_commands().map_err(anyhow::Error::msg)?,
     ));
     let router = Router::new(upstreams.clone(), relay_tools.clone(), plugins.clone());
     let policy = Arc::new(Policy::new(plugins.clone()));

@@ -153,3 +153,69 @@ fn the_compose_file_mounts_what_the_repository_holds() {
         assert!(dockerfile.contains(needed), "Dockerfile lacks {needed}");
     }
 }
+
+/// A build directory laid out as deploy.sh takes it, in `parent`.
+fn fake_build(parent: &Path) -> std::path::PathBuf {
+    let build = parent.join("build");
+    for sub in ["bin", "plugins", "config"] {
+        std::fs::create_dir_all(build.join(sub)).unwrap();
+    }
+    std::fs::write(build.join("bin/relay"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::write(build.join("config/relay.yaml"), "{}\n").unwrap();
+    std::fs::write(build.join("plugins/x.wasm"), "").unwrap();
+    run(Command::new("chmod").args(["-R", "u=rwX,go=rX"]).arg(&build));
+    run(Command::new("chmod").arg("0755").arg(build.join("bin/relay")));
+    build
+}
+
+fn deploy(build: &Path, root: &Path) -> (bool, String) {
+    run(Command::new(repo_root().join("deploy/deploy.sh"))
+        .arg(build)
+        .env("RELAY_ROOT", root)
+        .env("HAPROXY_SOCKET", root.join("no-such.sock")))
+}
+
+#[test]
+fn deploy_refuses_a_build_someone_else_could_have_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("opt");
+    std::fs::create_dir_all(&root).unwrap();
+    // A build tree another user made (a predictable /tmp path pre-created by `nobody`).
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    let build = fake_build(&theirs);
+    run(Command::new("chown").args(["-R", "nobody"]).arg(&theirs));
+    let (ok, text) = deploy(&build, &root);
+    assert!(!ok && text.contains("refusing a build others could have changed"), "{text}");
+    // Ours, but one file others may write.
+    let ours = dir.path().join("ours");
+    std::fs::create_dir_all(&ours).unwrap();
+    let build = fake_build(&ours);
+    run(Command::new("chmod").arg("o+w").arg(build.join("plugins/x.wasm")));
+    let (ok, text) = deploy(&build, &root);
+    assert!(!ok && text.contains("writable by others"), "{text}");
+    // Clean: it gets past the check (and stops at HAProxy, which this test does not run).
+    run(Command::new("chmod").arg("o-w").arg(build.join("plugins/x.wasm")));
+    let (ok, text) = deploy(&build, &root);
+    assert!(!ok && !text.contains("refusing a build") && text.contains("HAProxy"), "{text}");
+}
+
+#[test]
+fn the_health_check_of_a_new_build_runs_as_the_service_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // A stand-in for the new build's relay: says who ran it and whether it got the token.
+    let fake = bin.join("relay");
+    std::fs::write(&fake, "#!/bin/sh\necho \"uid=$(id -u) token=${RELAY_AUTH_TOKEN:+set}\"\n").unwrap();
+    run(Command::new("chmod").args(["-R", "0755"]).arg(dir.path()));
+    let script = format!("source {}; relay_health blue", repo_root().join("deploy/lib/bluegreen.sh").display());
+    let (ok, text) = run(Command::new("bash")
+        .args(["-c", &script])
+        .env("RELAY_BIN", &fake)
+        .env("RUN_AS", "nobody")
+        .env("RELAY_AUTH_TOKEN", "t0ken"));
+    let nobody = String::from_utf8(Command::new("id").args(["-u", "nobody"]).output().unwrap().stdout).unwrap();
+    assert!(ok, "{text}");
+    assert!(text.contains(&format!("uid={} token=set", nobody.trim())), "{text}");
+}

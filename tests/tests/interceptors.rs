@@ -163,3 +163,63 @@ async fn bound_policies_see_only_their_calls_and_may_fail_open() {
     let metrics = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
     assert_eq!(metric_value(&metrics, r#"relay_plugin_failed_open_total{plugin="flaky"}"#), Some(1.0), "{metrics}");
 }
+
+/// tool-filter's rules follow a tool, not a name that moves: when a second backend offers the
+/// same tool while the relay runs, the collision prefixes both, and the deny rule still holds.
+#[tokio::test]
+async fn tool_filter_rules_hold_when_a_collision_renames_the_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = copy_plugin(dir.path(), "token_auth");
+    let filter = interceptor_entry(
+        dir.path(),
+        "filter",
+        "tool_filter",
+        "    config:\n      deny: [{tools: [delete_repo], unless_roles: [admin]}]\n",
+    );
+    let relay_yaml = format!(
+        "upstream: {{backoff_initial_ms: 50, call_timeout_secs: 20}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config: {{tokens: [{{token: ADMIN, principal: ops, roles: [admin]}}, {{token: USER, principal: alice}}]}}\n{filter}",
+        auth.display()
+    );
+    let alpha = stdio_fixture_entry("alpha", &["--tools", "delete_repo"]);
+    let mut relay = Relay::start_files(dir.path(), &relay_yaml, &format!("backends:\n{alpha}"), &[]).await;
+    relay.token = Some("ADMIN".into());
+    relay.wait_ready("alpha").await;
+    let mut alice = relay.line_client_as(Some("USER")).await;
+    assert_eq!(alice.call_tool("delete_repo", json!({})).await["error"]["code"], -32602);
+
+    // A second backend offers the same tool: the catalog now says alpha__delete_repo and
+    // beta__delete_repo, under the running filter.
+    let beta = stdio_fixture_entry("beta", &["--tools", "delete_repo"]);
+    std::fs::write(relay.backends_path(), format!("backends:\n{alpha}{beta}")).unwrap();
+    relay.wait_ready("beta").await;
+    let mut admin = relay.line_client_as(Some("ADMIN")).await;
+    let deadline = std::time::Instant::now() + relay_tests::PATIENCE;
+    while !admin.tool_names().await.contains(&"alpha__delete_repo".to_string()) {
+        assert!(std::time::Instant::now() < deadline, "the collision never reached the catalog");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let names = alice.tool_names().await;
+    assert!(!names.iter().any(|n| n.contains("delete_repo")), "alice sees {names:?}");
+    for name in ["alpha__delete_repo", "beta__delete_repo", "delete_repo"] {
+        let refused = alice.call_tool(name, json!({})).await;
+        assert_eq!(refused["error"]["code"], -32602, "alice ran {name} over newline: {refused}");
+    }
+    let call = json!({"name": "alpha__delete_repo", "arguments": {}});
+    let over_http = relay_tests::stateless_request(&relay.http("/mcp"), 1, "tools/call", call, json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}))
+        .bearer_auth("USER")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        over_http.contains("-32602") && !over_http.contains("alpha: delete_repo"),
+        "alice ran it over HTTP: {over_http}"
+    );
+    assert_eq!(
+        text_of(&admin.call_tool("alpha__delete_repo", json!({})).await),
+        "alpha: delete_repo",
+        "admins are exempt"
+    );
+}

@@ -400,20 +400,58 @@ async fn an_open_relay_is_not_admin() {
     }
     assert!(client.call_tool("relay_get_status", json!({})).await.get("result").is_some());
 
-    // Admin for a quick local try: said loudly, and stdio commands still need the allow-list.
-    let open = "access: {admin_without_auth: true, add_server_commands: [python3]}\n";
-    let relay = Relay::start_with(&yaml(open), "backends: []\n", &[]).await;
+    // Admin for a quick local try: said loudly, and stdio commands still need the allow-list,
+    // which names the arguments too.
+    let script = repo_root().join("tests/fixtures/stdio_server.py").display().to_string();
+    let open = format!(
+        "access:\n  admin_without_auth: true\n  add_server_commands:\n    - python3 {script}\n    - {{command: python3, args: ['{script}', '--name', '*'], env: [LOG_LEVEL, RELAY_AUTH_TOKEN]}}\n"
+    );
+    let open_dir = tempfile::tempdir().unwrap();
+    let env = [("RELAY_AUTH_TOKEN", "SECRET-ADMIN-77")];
+    let relay = Relay::start_files(open_dir.path(), &yaml(&open), "backends: []\n", &env).await;
     relay.wait_for_log("EVERY CLIENT IS ADMIN").await;
     let mut client = line(&relay).await;
-    let shell =
-        client.call_tool("relay_add_server", json!({"name": "x", "command": "sh", "args": ["-c", "true"]})).await;
-    assert_eq!(shell["result"]["isError"], true, "{shell}");
-    assert!(text_of(&shell).contains("add_server_commands"), "{shell}");
-    let script = repo_root().join("tests/fixtures/stdio_server.py").display().to_string();
-    let allowed =
-        client.call_tool("relay_add_server", json!({"name": "py", "command": "python3", "args": [script]})).await;
+    let refused = [
+        json!({"name": "x", "command": "sh", "args": ["-c", "true"]}),
+        // The allowed program told to run something else.
+        json!({"name": "x", "command": "python3", "args": ["-c", "import os; os.system('id')"]}),
+        json!({"name": "x", "command": "python3", "args": [script.clone(), "--record", "/tmp/x"]}),
+        // An environment name the entry does not list.
+        json!({"name": "x", "command": "python3", "args": [script.clone()], "env": {"PYTHONSTARTUP": "/tmp/evil.py"}}),
+        // The relay's own secret, even where an entry lists it.
+        json!({"name": "x", "command": "python3", "args": [script.clone(), "--name", "x"], "inherit_env": ["RELAY_AUTH_TOKEN"]}),
+    ];
+    for arguments in refused {
+        let answer = client.call_tool("relay_add_server", arguments.clone()).await;
+        assert_eq!(answer["result"]["isError"], true, "{arguments}: {answer}");
+    }
+    let allowed = client
+        .call_tool("relay_add_server", json!({"name": "py", "command": "python3", "args": [script.clone()]}))
+        .await;
     assert_eq!(allowed["result"]["structuredContent"]["added"], "py", "{allowed}");
+    let named =
+        json!({"name": "pz", "command": "python3", "args": [script, "--name", "pz"], "env": {"LOG_LEVEL": "info"}});
+    let allowed = client.call_tool("relay_add_server", named).await;
+    assert_eq!(allowed["result"]["structuredContent"]["added"], "pz", "{allowed}");
     relay.wait_ready("py").await;
+}
+
+#[tokio::test]
+async fn a_backend_never_inherits_the_relays_own_secrets() {
+    let entry = format!("{}    inherit_env: [RELAY_AUTH_TOKEN, OPENAI_API_KEY, PASSED_ON]\n", stdio_entry("b", &[]));
+    let plugin = "plugins:\n  - {name: fiedler-keys, world: policy, path: PLUGIN, grants: {env: [OPENAI_API_KEY]}}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let limiter = copy_plugin(dir.path(), "rate_limit");
+    let relay_yaml = yaml(&plugin.replace("PLUGIN", limiter.to_str().unwrap()));
+    let env = [("RELAY_AUTH_TOKEN", "SECRET-ONE"), ("OPENAI_API_KEY", "SECRET-TWO"), ("PASSED_ON", "yes")];
+    let relay = Relay::start_files(dir.path(), &relay_yaml, &format!("backends:\n{entry}"), &env).await;
+    relay.wait_ready("b").await;
+    let mut client = line(&relay).await;
+    let seen: Value = serde_json::from_str(&text_of(&client.call_tool("env", json!({})).await)).unwrap();
+    assert_eq!(seen["PASSED_ON"], "yes");
+    assert!(seen.get("RELAY_AUTH_TOKEN").is_none(), "the admin token was inherited: {seen}");
+    assert!(seen.get("OPENAI_API_KEY").is_none(), "a plugin's granted key was inherited: {seen}");
+    relay.wait_for_log("inherit_env names one of the relay's own secrets").await;
 }
 
 #[tokio::test]
@@ -532,4 +570,44 @@ async fn a_per_caller_session_cap_that_cannot_bite_is_warned_about() {
     assert!(said.contains("limits.max_sessions_per_principal (4096) is not below limits.max_sessions (40)"), "{said}");
     let relay = Relay::start_files(dir.path(), &relay_yaml, "backends: []\n", &[]).await;
     relay.wait_for_log("max_sessions_per_principal (4096) is not below").await;
+}
+
+#[tokio::test]
+async fn a_process_of_the_relays_own_user_cannot_read_its_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.yaml"), "backends_file: backends.yaml\n").unwrap();
+    std::fs::write(dir.path().join("backends.yaml"), "backends: []\n").unwrap();
+    std::process::Command::new("chmod").args(["-R", "0755"]).arg(dir.path()).status().unwrap();
+    let config = dir.path().join("relay.yaml");
+    // The relay as an ordinary user (nobody), with a secret in its environment.
+    let mut relay = tokio::process::Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(relay_tests::relay_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RELAY_PORT", "0")
+        .env("RELAY_AUTH_TOKEN", "SECRET-IN-ENVIRON-31")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("runuser");
+    let pid = eventually("the relay runs as nobody", || async {
+        let out = std::process::Command::new("pgrep")
+            .args(["-u", "nobody", "-f"])
+            .arg(config.to_str().unwrap())
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_owned)
+    })
+    .await;
+    // Another process of the same user (what a stdio backend is) tries to read it.
+    let read = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "cat"])
+        .arg(format!("/proc/{pid}/environ"))
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&read.stdout);
+    assert!(!read.status.success() && !seen.contains("SECRET-IN-ENVIRON-31"), "a same-user process read: {seen}");
+    relay.kill().await.unwrap();
 }

@@ -15,7 +15,7 @@ pub enum AdminError {
     BadArguments(String),
     /// `relay_add_server` with a command outside `access.add_server_commands`.
     #[error(
-        "command {0:?} is not in access.add_server_commands in relay.yaml; stdio backends with other commands are added by editing backends.yaml"
+        "the command line {0:?} (with its arguments and environment names) is not allowed by access.add_server_commands in relay.yaml; stdio backends with other commands are added by editing backends.yaml"
     )]
     CommandNotAllowed(String),
     /// No backend of that name runs.

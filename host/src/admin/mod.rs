@@ -30,8 +30,8 @@ pub struct RelayTools {
     lifecycle: Arc<Lifecycle>,
     /// Loaded plugins, for status, reload and rollback.
     plugins: Arc<Plugins>,
-    /// Programs `relay_add_server` may start (`access.add_server_commands`).
-    add_server_commands: Vec<String>,
+    /// Command lines `relay_add_server` may start (`access.add_server_commands`).
+    add_server_commands: Vec<crate::config::AllowedCommand>,
 }
 
 /// One built-in tool: what clients see, and whether calling it needs the `admin` role.
@@ -57,7 +57,7 @@ impl RelayTools {
         store: BackendStore,
         lifecycle: Arc<Lifecycle>,
         plugins: Arc<Plugins>,
-        add_server_commands: Vec<String>,
+        add_server_commands: Vec<crate::config::AllowedCommand>,
     ) -> Self {
         Self { upstreams, store, lifecycle, plugins, add_server_commands }
     }
@@ -188,10 +188,17 @@ impl RelayTools {
         let spec: BackendSpec = serde_json::from_value(arguments)
             .map_err(|e| AdminError::BadArguments(format!("invalid server description: {e}")))?;
         spec.validate().map_err(AdminError::BadArguments)?;
-        if let Some(command) = &spec.command
-            && !self.add_server_commands.contains(command)
-        {
-            return Err(AdminError::CommandNotAllowed(command.clone()));
+        if let Some(command) = &spec.command {
+            let env_names = || spec.env.keys().map(String::as_str).chain(spec.inherit_env.iter().map(String::as_str));
+            if let Some(secret) = env_names().find(|name| crate::upstream::is_relay_secret(name)) {
+                return Err(AdminError::BadArguments(format!(
+                    "{secret} is one of the relay's own secrets: no backend may be given it"
+                )));
+            }
+            if !self.add_server_commands.iter().any(|rule| rule.allows(command, &spec.args, env_names())) {
+                let line = std::iter::once(command.as_str()).chain(spec.args.iter().map(String::as_str));
+                return Err(AdminError::CommandNotAllowed(line.collect::<Vec<_>>().join(" ")));
+            }
         }
         let name = spec.name.clone();
         self.persist(move |file| {

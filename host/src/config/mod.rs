@@ -4,6 +4,7 @@
 //! ignored setting.
 
 mod backends;
+mod commands;
 mod plugins;
 mod redact;
 mod relay;
@@ -11,6 +12,7 @@ mod store;
 mod watch;
 
 pub use backends::{Backend, BackendSpec, BackendsFile, ConfigError, Transport};
+pub use commands::{AllowedCommand, CommandRule};
 pub use plugins::{
     Binding, BindingMatcher, Grants, MAX_PLUGIN_MEMORY_MB, OnError, PluginConfig, PluginLimits, World, backend_granted,
     validate_plugins,

@@ -199,9 +199,17 @@ pub struct AccessConfig {
     /// backends, reload and roll back plugins). Off by default: an open relay serves tools but
     /// cannot be reconfigured by whoever reaches its port. Logged loudly at start-up.
     pub admin_without_auth: bool,
-    /// Programs `relay_add_server` may start as stdio backends (exact `command` strings).
-    /// Empty by default: only the operator's own edits of backends.yaml add commands.
-    pub add_server_commands: Vec<String>,
+    /// Command lines `relay_add_server` may start as stdio backends: the program *and* its
+    /// arguments (and the environment names it may set), see `config::commands`. Empty by
+    /// default: only the operator's own edits of backends.yaml add commands.
+    pub add_server_commands: Vec<super::CommandRule>,
+}
+
+impl AccessConfig {
+    /// `add_server_commands`, compiled.
+    pub fn allowed_commands(&self) -> Result<Vec<super::AllowedCommand>, String> {
+        self.add_server_commands.iter().map(super::CommandRule::compile).collect()
+    }
 }
 
 /// Where Prometheus scrapes the relay: `/metrics` on the main port always, and on a private
@@ -301,6 +309,7 @@ impl RelayConfig {
 
     fn validate(&self) -> Result<(), String> {
         self.listen.proxies()?;
+        self.access.allowed_commands()?;
         if self.kv.backend == KvBackend::Redis {
             match self.kv.resolved_url() {
                 None => return Err("kv.backend is redis but no kv.url (or RELAY_KV_URL) is given".into()),

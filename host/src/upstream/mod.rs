@@ -17,5 +17,5 @@ mod websocket;
 pub use error::UpstreamError;
 pub use handshake::Listing;
 pub use registry::Upstreams;
-pub use stdio::children_stopped;
+pub use stdio::{children_stopped, is_relay_secret, protect_env};
 pub use supervisor::{State, Status, Upstream, UpstreamEvent};

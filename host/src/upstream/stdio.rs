@@ -77,13 +77,42 @@ async fn log_stderr(backend: String, mut stderr: tokio::process::ChildStderr) {
 /// do: enough to find programs and run them in the user's locale, no credentials.
 const SAFE_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_ALL", "TMPDIR", "TZ"];
 
+/// Names of the relay's environment granted to plugins (`grants.env`), set once at start-up.
+static PLUGIN_SECRETS: std::sync::OnceLock<std::collections::HashSet<String>> = std::sync::OnceLock::new();
+
+/// Marks `names` (what plugins are granted) as the relay's own secrets.
+pub fn protect_env(names: impl IntoIterator<Item = String>) {
+    let _ = PLUGIN_SECRETS.set(names.into_iter().collect());
+}
+
+/// Whether `name` is one of the relay's own secrets, which no backend inherits: its own
+/// settings (`RELAY_*`, the Redis URL with its password and the admin token among them), the
+/// logger's URL, and whatever plugins are granted from the environment.
+pub fn is_relay_secret(name: &str) -> bool {
+    name.starts_with("RELAY_")
+        || name == "JOSHUA_LOGGER_URL"
+        || PLUGIN_SECRETS.get().is_some_and(|names| names.contains(name))
+}
+
 /// The environment a stdio backend starts with: the safe set and `inherit_env` from the
-/// relay's environment (when set there), then the backend's own `env`.
+/// relay's environment (when set there, and not one of the relay's own secrets), then the
+/// backend's own `env`.
 fn backend_env(spec: &StdioCommand<'_>) -> BTreeMap<String, String> {
+    let inherited = spec.inherit_env.iter().map(String::as_str).filter(|name| {
+        let secret = is_relay_secret(name);
+        if secret {
+            tracing::warn!(
+                command = spec.command,
+                name,
+                "inherit_env names one of the relay's own secrets; not passed on"
+            );
+        }
+        !secret
+    });
     let mut env: BTreeMap<String, String> = SAFE_ENV
         .iter()
         .copied()
-        .chain(spec.inherit_env.iter().map(String::as_str))
+        .chain(inherited)
         .filter_map(|name| std::env::var(name).ok().map(|value| (name.to_owned(), value)))
         .collect();
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));

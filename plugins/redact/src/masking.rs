@@ -82,10 +82,12 @@ impl Masker {
                 }
             }
             Value::Array(items) => items.iter_mut().for_each(|item| self.walk(item, counts)),
-            // Protocol fields, not content: a resource's URI, base64 data, a MIME type.
+            // Every string is content a secret can hide in (URIs of resource links, `_meta`,
+            // `structuredContent` at any depth) except base64 data, which a pattern could match
+            // by chance and break, and a MIME type.
             Value::Object(map) => map
                 .iter_mut()
-                .filter(|(key, _)| !matches!(key.as_str(), "uri" | "blob" | "mimeType"))
+                .filter(|(key, _)| !matches!(key.as_str(), "blob" | "mimeType"))
                 .for_each(|(_, item)| self.walk(item, counts)),
             _ => {}
         }
@@ -95,14 +97,13 @@ impl Masker {
     /// masked and the counts in `_meta["relay/redacted"]`; `None` when nothing needed masking.
     pub fn redact_result(&self, result: &str) -> Option<String> {
         let mut value: Value = serde_json::from_str(result).ok()?;
-        // `_meta` belongs to the protocol; what the tool said is the rest.
-        let meta = value.as_object_mut()?.remove("_meta");
+        // `_meta` is masked like the rest (a backend can put anything there).
         let counts = self.mask(&mut value);
         let object = value.as_object_mut()?;
-        let mut meta = meta.unwrap_or_else(|| json!({}));
         if counts.is_empty() {
             return None;
         }
+        let mut meta = object.remove("_meta").filter(Value::is_object).unwrap_or_else(|| json!({}));
         let total: u64 = counts.values().sum();
         meta["relay/redacted"] = json!({"total": total, "by_kind": counts});
         object.insert("_meta".into(), meta);
@@ -151,14 +152,24 @@ mod tests {
     }
 
     #[test]
-    fn resource_contents_are_masked_but_their_uri_and_data_are_not() {
+    fn every_string_is_masked_but_base64_data() {
         let read = json!({"contents": [
             {"uri": "mailto:ann@example.com", "mimeType": "text/plain", "text": "write to ann@example.com"},
             {"uri": "mem://b", "blob": "AKIAABCDEFGHIJKLMNOP"},
         ]});
         let redacted: Value = serde_json::from_str(&masker().redact_result(&read.to_string()).unwrap()).unwrap();
         assert_eq!(redacted["contents"][0]["text"], "write to [REDACTED:email]");
-        assert_eq!(redacted["contents"][0]["uri"], "mailto:ann@example.com");
+        assert_eq!(redacted["contents"][0]["uri"], "mailto:[REDACTED:email]");
         assert_eq!(redacted["contents"][1]["blob"], "AKIAABCDEFGHIJKLMNOP");
+        let key = "sk-proj-abcdefghijklmnopqrstuvwx";
+        let call = json!({
+            "content": [{"type": "resource_link", "uri": format!("https://x.test/?key={key}"), "name": "r"}],
+            "structuredContent": {"deep": {"uri": key, "list": [key]}},
+            "_meta": {"debug": key},
+        });
+        let redacted = masker().redact_result(&call.to_string()).unwrap();
+        assert!(!redacted.contains(key), "{redacted}");
+        let redacted: Value = serde_json::from_str(&redacted).unwrap();
+        assert_eq!(redacted["_meta"]["relay/redacted"]["total"], 4);
     }
 }

@@ -25,7 +25,7 @@ pub fn edit_tool(rules: &Rules, backend: &str, name: &str, roles: &[String], def
     }
     let renamed = rules.rename.get(name);
     let described = rules.describe.get(name);
-    let fixed = rules.fixed_params(name);
+    let fixed = rules.fixed_params(name, backend);
     if renamed.is_none() && described.is_none() && fixed.is_empty() {
         return Edit::Keep;
     }

@@ -1,6 +1,9 @@
 //! What `tool-filter` decides: which tools a caller may use (allow rules and deny rules, by
 //! tool and backend globs and by role) and what a call carries (parameters pinned to a value
-//! or dropped). Names are the relay's catalog names, before any rename.
+//! or dropped). Tool globs match a tool by its identity, not by a name that moves: a tool is
+//! matched by its catalog name (before any rename) *and* by its backend's own name for it. So
+//! a rule on `delete_repo` keeps matching when a second backend offers `delete_repo` too and
+//! the relay's collision rule exposes it as `<backend>__delete_repo`.
 
 use std::collections::BTreeMap;
 
@@ -89,9 +92,22 @@ impl Scope {
     }
 
     fn covers(&self, tool: &str, backend: &str) -> bool {
-        self.tools.as_ref().is_none_or(|s| s.is_match(tool))
+        self.tools.as_ref().is_none_or(|s| matches_tool(s, tool, backend))
             && self.backends.as_ref().is_none_or(|s| s.is_match(backend))
     }
+}
+
+/// The relay's collision prefix: a tool two backends offer is exposed as `<backend>__<name>`.
+const COLLISION_SEPARATOR: &str = "__";
+
+/// The backend's own name for catalog name `tool` of `backend`: without the collision prefix.
+fn own_name<'a>(tool: &'a str, backend: &str) -> Option<&'a str> {
+    tool.strip_prefix(backend)?.strip_prefix(COLLISION_SEPARATOR)
+}
+
+/// Whether `globs` match `tool` of `backend` by either of its names.
+fn matches_tool(globs: &GlobSet, tool: &str, backend: &str) -> bool {
+    globs.is_match(tool) || own_name(tool, backend).is_some_and(|own| globs.is_match(own))
 }
 
 /// The settings with their globs compiled.
@@ -188,12 +204,12 @@ impl Rules {
         denied.then(|| format!("{tool} is not allowed for this caller"))
     }
 
-    /// Parameters of `tool` the client does not choose (pinned or dropped): hidden from its
-    /// input schema.
-    pub fn fixed_params(&self, tool: &str) -> Vec<&str> {
-        let pinned = self.pin.iter().filter(|(t, _)| t.is_match(tool)).flat_map(|(_, m)| m.keys().map(String::as_str));
-        let dropped =
-            self.drop.iter().filter(|(t, _)| t.is_match(tool)).flat_map(|(_, n)| n.iter().map(String::as_str));
+    /// Parameters of `tool` of `backend` the client does not choose (pinned or dropped):
+    /// hidden from its input schema.
+    pub fn fixed_params(&self, tool: &str, backend: &str) -> Vec<&str> {
+        let covers = |t: &GlobSet| matches_tool(t, tool, backend);
+        let pinned = self.pin.iter().filter(|(t, _)| covers(t)).flat_map(|(_, m)| m.keys().map(String::as_str));
+        let dropped = self.drop.iter().filter(|(t, _)| covers(t)).flat_map(|(_, n)| n.iter().map(String::as_str));
         pinned.chain(dropped).collect()
     }
 
@@ -202,8 +218,8 @@ impl Rules {
         if let Some(reason) = self.refusal(tool, backend, roles) {
             return Decision::Deny(reason);
         }
-        let pins: Vec<_> = self.pin.iter().filter(|(tools, _)| tools.is_match(tool)).collect();
-        let drops: Vec<_> = self.drop.iter().filter(|(tools, _)| tools.is_match(tool)).collect();
+        let pins: Vec<_> = self.pin.iter().filter(|(tools, _)| matches_tool(tools, tool, backend)).collect();
+        let drops: Vec<_> = self.drop.iter().filter(|(tools, _)| matches_tool(tools, tool, backend)).collect();
         if pins.is_empty() && drops.is_empty() {
             return Decision::Allow(None);
         }
@@ -247,6 +263,21 @@ mod tests {
     }
 
     #[test]
+    fn rules_follow_a_tool_whose_catalog_name_moved_after_a_collision() {
+        let rules = rules(
+            json!({"deny": [{"tools": ["delete_repo"]}], "pin": [{"tools": ["search"], "params": {"limit": 1}}]}),
+        );
+        assert!(rules.refusal("delete_repo", "alpha", &[]).is_some());
+        assert!(rules.refusal("alpha__delete_repo", "alpha", &[]).is_some(), "the same tool, prefixed");
+        assert!(rules.refusal("beta__delete_repo", "beta", &[]).is_some());
+        assert!(
+            rules.refusal("alpha__delete_repo", "beta", &[]).is_none(),
+            "beta's tool named alpha__delete_repo is another tool"
+        );
+        assert!(matches!(rules.decide("alpha__search", "alpha", &[], "{}"), Decision::Allow(Some(_))));
+    }
+
+    #[test]
     fn pins_and_drops_parameters() {
         let rules = rules(json!({
             "pin": [{"tools": ["search"], "params": {"limit": 10, "safe": true}}],
@@ -255,7 +286,8 @@ mod tests {
         let decided = rules.decide("search", "web", &[], r#"{"q": "x", "limit": 1000, "debug": true}"#);
         assert_eq!(decided, Decision::Allow(Some(json!({"q": "x", "limit": 10, "safe": true}))));
         assert_eq!(rules.decide("fetch", "web", &[], r#"{"debug": 1}"#), Decision::Allow(Some(json!({}))));
-        assert_eq!(rules.fixed_params("search"), ["limit", "safe", "debug"]);
+        assert_eq!(rules.fixed_params("search", "web"), ["limit", "safe", "debug"]);
+        assert_eq!(rules.fixed_params("web__search", "web"), ["limit", "safe", "debug"], "after a collision");
         assert!(Rules::new(serde_json::from_value(json!({"allow": ["["]})).unwrap()).is_err());
         assert!(Rules::new(serde_json::from_value(json!({"deny": [{"unless_roles": ["x"]}]})).unwrap()).is_err());
         assert!(serde_json::from_value::<Settings>(json!({"alow": []})).is_err());

@@ -1,0 +1,116 @@
+//! `access.add_server_commands`: what `relay_add_server` may start, program *and* arguments.
+//! Allowing a program by name alone allows everything it can be told to do (`npx -c 'id >
+//! FILE'` runs a shell), so each entry names the arguments too:
+//!
+//! ```yaml
+//! add_server_commands:
+//!   - npx -y @modelcontextprotocol/server-everything stdio   # exactly this (split on spaces)
+//!   - command: npx                                           # or, per argument, a glob
+//!     args: ["-y", "@modelcontextprotocol/server-*", "stdio"]
+//!     env: [LOG_LEVEL]                                       # env/inherit_env names it may set
+//! ```
+//!
+//! A backend matches an entry when its command is the entry's, it has as many arguments, each
+//! matching its glob, and every `env` and `inherit_env` name it sets is listed.
+
+use globset::{Glob, GlobMatcher};
+use serde::Deserialize;
+
+/// One allowed command line, as written in relay.yaml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum CommandRule {
+    /// The program and its arguments, exactly, separated by spaces.
+    Exact(String),
+    /// The program, a glob per argument, and the environment names it may be given.
+    Pattern {
+        /// The program, exactly.
+        command: String,
+        /// One glob per argument.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Names `env` and `inherit_env` may set.
+        #[serde(default)]
+        env: Vec<String>,
+    },
+}
+
+/// A rule, compiled.
+#[derive(Debug, Clone)]
+pub struct AllowedCommand {
+    command: String,
+    args: Vec<GlobMatcher>,
+    env: Vec<String>,
+}
+
+impl CommandRule {
+    /// The compiled rule; a glob that does not compile is an error.
+    pub fn compile(&self) -> Result<AllowedCommand, String> {
+        let exact = |arg: &str| Glob::new(&globset::escape(arg)).map(|g| g.compile_matcher());
+        let (command, args, env) = match self {
+            CommandRule::Exact(line) => {
+                let mut words = line.split_whitespace();
+                let command = words.next().ok_or("access.add_server_commands: an empty entry")?.to_owned();
+                let args = words.map(exact).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+                (command, args, Vec::new())
+            }
+            CommandRule::Pattern { command, args, env } => {
+                let args = args
+                    .iter()
+                    .map(|glob| Glob::new(glob).map(|g| g.compile_matcher()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("access.add_server_commands: {e}"))?;
+                (command.clone(), args, env.clone())
+            }
+        };
+        Ok(AllowedCommand { command, args, env })
+    }
+}
+
+impl AllowedCommand {
+    /// Whether `command args` with environment names `env_names` is allowed by this rule.
+    pub fn allows<'a>(&self, command: &str, args: &[String], mut env_names: impl Iterator<Item = &'a str>) -> bool {
+        self.command == command
+            && self.args.len() == args.len()
+            && self.args.iter().zip(args).all(|(glob, arg)| glob.is_match(arg))
+            && env_names.all(|name| self.env.iter().any(|allowed| allowed == name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(yaml: &str) -> AllowedCommand {
+        serde_yaml::from_str::<CommandRule>(yaml).unwrap().compile().unwrap()
+    }
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments_and_environment_are_part_of_what_is_allowed() {
+        let exact = rule("npx -y @modelcontextprotocol/server-everything stdio");
+        let none = std::iter::empty();
+        assert!(exact.allows("npx", &args(&["-y", "@modelcontextprotocol/server-everything", "stdio"]), none));
+        assert!(!exact.allows("npx", &args(&["-y", "-c", "id > /tmp/x"]), std::iter::empty()), "a shell");
+        assert!(!exact.allows("npx", &args(&["-y", "@modelcontextprotocol/server-everything"]), std::iter::empty()));
+        let bare = rule("npx");
+        assert!(!bare.allows("npx", &args(&["-c", "id"]), std::iter::empty()), "a bare name allows no arguments");
+        let pattern = rule("{command: npx, args: ['-y', '@modelcontextprotocol/server-*'], env: [LOG_LEVEL]}");
+        assert!(pattern.allows(
+            "npx",
+            &args(&["-y", "@modelcontextprotocol/server-memory"]),
+            ["LOG_LEVEL"].into_iter()
+        ));
+        assert!(!pattern.allows("npx", &args(&["-c", "@modelcontextprotocol/server-memory"]), std::iter::empty()));
+        assert!(!pattern.allows("npx", &args(&["-y", "evil"]), std::iter::empty()));
+        assert!(
+            !pattern.allows("npx", &args(&["-y", "@modelcontextprotocol/server-x"]), ["NODE_OPTIONS"].into_iter()),
+            "environment it does not list"
+        );
+        assert!(rule("'x a*'").allows("x", &args(&["a*"]), std::iter::empty()), "exact entries are literal");
+        assert!(!rule("'x a*'").allows("x", &args(&["ab"]), std::iter::empty()));
+    }
+}
