@@ -113,3 +113,21 @@ async fn sessions_over_the_limit_are_refused_with_an_error() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_batch_is_answered_with_an_error_and_the_session_goes_on() {
+    let relay = Relay::start("backends: []\n").await;
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#;
+    // As the first message...
+    let mut client = LineClient::connect(relay.port).await;
+    client.send_raw(batch).await;
+    let answer = client.recv().await;
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("batches"), "{answer}");
+    // ... and within a session.
+    let mut client = relay.line_client().await;
+    client.send_raw(batch).await;
+    let answer = client.recv().await;
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    assert_eq!(client.request("ping", json!({})).await["result"], json!({}), "the session goes on");
+}
