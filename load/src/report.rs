@@ -85,7 +85,12 @@ impl Stats {
 /// Resident memory of the target, from its `/metrics`, if reachable.
 pub async fn target_rss(target: &crate::client::Target, metrics_url: Option<&str>) -> Option<u64> {
     let client = crate::client::http_client(target, 1);
-    let text = client.get(metrics_url?).send().await.ok()?.text().await.ok()?;
+    // With auth on, the relay's main-port /metrics wants an admin's token: present ours.
+    let mut request = client.get(metrics_url?);
+    if let Some(token) = &target.token {
+        request = request.bearer_auth(token);
+    }
+    let text = request.send().await.ok()?.text().await.ok()?;
     text.lines()
         .find_map(|line| line.strip_prefix("process_resident_memory_bytes ")?.trim().parse::<f64>().ok())
         .map(|v| v as u64)

@@ -29,7 +29,7 @@ async fn json_logs_have_one_record_per_tool_call() {
     assert_eq!(ok["backend"], "alpha");
     assert_eq!(ok["outcome"], "ok");
     assert!(ok["duration_ms"].as_f64().unwrap() >= 0.0);
-    assert_eq!(ok["session"].as_str().unwrap().len(), 32);
+    assert_eq!(ok["session"].as_str().unwrap().len(), 12, "the session by its tag, never its id");
     let failed = calls.iter().find(|r| r["tool"] == "nope").unwrap();
     assert_eq!(failed["session"], ok["session"]);
     assert_eq!(failed["outcome"], "error");

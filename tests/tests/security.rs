@@ -611,3 +611,29 @@ async fn a_process_of_the_relays_own_user_cannot_read_its_environment() {
     assert!(!read.status.success() && !seen.contains("SECRET-IN-ENVIRON-31"), "a same-user process read: {seen}");
     relay.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn metrics_on_the_main_port_need_the_admin_role_when_auth_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay_yaml = auth_yaml(dir.path(), "metrics: {listen: 127.0.0.1:0}\n", "");
+    let relay = Relay::start_files(dir.path(), &relay_yaml, "backends: []\n", &[]).await;
+    let get = |token: Option<&'static str>| {
+        let url = relay.http("/metrics");
+        async move {
+            let request = reqwest::Client::new().get(url);
+            let request = match token {
+                Some(token) => request.bearer_auth(token),
+                None => request,
+            };
+            request.send().await.unwrap()
+        }
+    };
+    assert_eq!(get(None).await.status(), StatusCode::UNAUTHORIZED, "metrics name every backend and plugin");
+    assert_eq!(get(Some("ALICETOKEN-456")).await.status(), StatusCode::FORBIDDEN);
+    let admin = get(Some("ADMINTOKEN-123")).await;
+    assert_eq!(admin.status(), StatusCode::OK);
+    assert!(admin.text().await.unwrap().contains("relay_build_info"));
+    // The private listener stays open, for Prometheus.
+    let private = format!("http://127.0.0.1:{}/metrics", relay.metrics_port.unwrap());
+    assert_eq!(reqwest::get(private).await.unwrap().status(), StatusCode::OK);
+}

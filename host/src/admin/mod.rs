@@ -168,11 +168,11 @@ impl RelayTools {
                     "requests": upstream.request_counts().0,
                     "errors": upstream.request_counts().1,
                     "connected_since": status.connected_since.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
-                    // Non-admins learn that a backend failed, not where it lives.
+                    // Non-admins learn why a backend failed, not where it lives.
                     "last_error": status.last_error.map(|e| if admin {
                         backend.redact(&e)
                     } else {
-                        format!("backend {} failed (an admin's relay_list_servers says why)", upstream.name())
+                        backend.without_address(&e)
                     }),
                     "server_info": status.identity.as_ref().map(|i| i.server_info.clone()),
                 });

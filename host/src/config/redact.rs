@@ -31,6 +31,35 @@ impl Backend {
         text
     }
 
+    /// `text` as a caller who may not see where backends live reads it: the secrets hidden as
+    /// [`Backend::redact`] does, then the backend's URL, `host:port` and host (or its stdio
+    /// command) replaced by `<backend NAME>`.
+    pub fn without_address(&self, text: &str) -> String {
+        let mut text = self.redact(text);
+        let hidden = format!("<backend {}>", self.name);
+        let mut places: Vec<String> = match &self.transport {
+            Transport::WebSocket { url, .. } | Transport::Http { url, .. } => {
+                let mut places = vec![url.clone(), redact_url(url)];
+                if let Ok(parsed) = reqwest::Url::parse(url)
+                    && let Some(host) = parsed.host_str()
+                {
+                    if let Some(port) = parsed.port_or_known_default() {
+                        places.push(format!("{host}:{port}"));
+                    }
+                    places.push(host.to_owned());
+                }
+                places
+            }
+            Transport::Stdio { command, .. } => vec![command.clone()],
+        };
+        places.retain(|p| !p.is_empty());
+        places.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for place in places {
+            text = text.replace(&place, &hidden);
+        }
+        text
+    }
+
     /// Every value of this backend that may be a credential.
     fn secrets(&self) -> Vec<String> {
         match &self.transport {
@@ -101,5 +130,8 @@ mod tests {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("host:8080/mcp"), "{shown}");
+        let for_anyone = backend.without_address(&format!("{error}; connect to host:8080 failed; dns host"));
+        assert!(!for_anyone.contains("host:8080") && !for_anyone.contains("dns host"), "{for_anyone}");
+        assert!(for_anyone.contains("<backend b>") && for_anyone.contains("refused"), "{for_anyone}");
     }
 }

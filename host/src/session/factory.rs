@@ -104,11 +104,12 @@ impl SessionFactory {
         if !self.plugins.has_auth() {
             return Ok(Authenticated::lasting(Principal::open_access(self.open_admin)));
         }
-        if let Some(known) = self.plugins.remembered(info) {
-            return Ok(known);
-        }
         let transport = info.transport.as_str();
         let remote = info.remote_addr;
+        if let Some(known) = self.plugins.remembered(info) {
+            tracing::info!(target: "relay::auth", transport, %remote, outcome = "ok", principal = %known.principal.id, remembered = true, "authentication");
+            return Ok(known);
+        }
         let attempt = match self.auth_throttle.attempt(remote.ip()).await {
             Ok(attempt) => attempt,
             Err(wait) => return Err(Refusal::Denied(self.throttled(info.transport, remote, wait))),
