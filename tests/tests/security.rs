@@ -541,6 +541,16 @@ async fn unauthenticated_connections_hold_little_memory() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let grown = relay.rss_bytes().saturating_sub(before);
     assert!(grown < 48 << 20, "100 unauthenticated partial lines grew the relay by {} MiB", grown >> 20);
+    // Over HTTP, a POST nobody vouches for is answered before its body is read.
+    let mut post = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    let head = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: Bearer WRONG-1\r\nContent-Length: 4000000\r\n\r\n";
+    post.write_all(head.as_bytes()).await.unwrap();
+    post.write_all(&vec![b' '; 65536]).await.unwrap();
+    let mut answer = vec![0u8; 256];
+    let n =
+        tokio::time::timeout(Duration::from_secs(5), post.read(&mut answer)).await.expect("answered at once").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     // Once a client has authenticated, a large message is read in full.
     let mut ops = relay.line_client_as(Some("ADMINTOKEN-123")).await;
     let big = "b".repeat(1 << 20);

@@ -154,6 +154,9 @@ async fn mcp_post(
     if !media::is(header_str(&headers, header::CONTENT_TYPE), "application/json") {
         return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
     }
+    if let Err(refusal) = vouched_for(&state, &peer, &headers).await {
+        return refusal;
+    }
     let limits = state.sessions_factory.limits.clone();
     let body_deadline = Duration::from_secs(limits.body_timeout_secs);
     let bytes = match tokio::time::timeout(body_deadline, to_bytes(body, limits.max_message_bytes)).await {
@@ -301,6 +304,28 @@ async fn mcp_delete(
             StatusCode::NO_CONTENT.into_response()
         }
         Err(refusal) => refusal,
+    }
+}
+
+/// With auth on, a POST's credential (all of it is in its head: the bearer token, the client
+/// certificate) is checked before its body is read, so nobody the relay cannot vouch for makes
+/// it buffer up to `max_message_bytes`: the credential of an open session it names, or one the
+/// auth plugin admits (remembered, so the session's or the stateless call's own check after is
+/// free). A refusal answers with id `null`: the request was not read.
+#[allow(clippy::result_large_err)] // the refusal is the handler's response, built once
+async fn vouched_for(state: &TransportState, peer: &Peer, headers: &HeaderMap) -> Result<(), Response> {
+    let factory = &state.sessions_factory;
+    if !factory.requires_auth() {
+        return Ok(());
+    }
+    let info = ConnectInfo::new(TransportKind::Http, peer, bearer(headers));
+    let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).and_then(|id| state.sessions.get(id));
+    if session.is_some_and(|s| s.credential_matches(&info.credential_digest())) {
+        return Ok(());
+    }
+    match factory.authenticate(&info).await {
+        Ok(_) => Ok(()),
+        Err(refusal) => Err(refused(Refused::Auth(refusal), Value::Null)),
     }
 }
 
