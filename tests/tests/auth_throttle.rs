@@ -25,14 +25,32 @@ fn client_from(address: &str) -> reqwest::Client {
 }
 
 async fn initialize_with(client: &reqwest::Client, relay: &Relay, token: &str) -> reqwest::Response {
-    client
-        .post(relay.http("/mcp"))
-        .header("Accept", "application/json, text/event-stream")
-        .bearer_auth(token)
-        .json(&initialize())
-        .send()
-        .await
-        .unwrap()
+    post(client, &relay.http("/mcp"), token, None, &initialize()).await
+}
+
+/// A POST of `body` to `url` with `token`, on `session` when given.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
+    let mut request = client.post(url).header("Accept", "application/json, text/event-stream").bearer_auth(token);
+    if let Some(session) = session {
+        request = request.header("Mcp-Session-Id", session);
+    }
+    request.json(body).send().await.unwrap()
+}
+
+/// The shipped HAProxy in front of `relay` (as blue), once it sees the relay ready.
+async fn haproxy_in_front(dir: &std::path::Path, relay: &Relay) -> relay_tests::haproxy::Haproxy {
+    let lb = relay_tests::haproxy::Haproxy::start(dir, relay.port, relay_tests::haproxy::free_port()).await;
+    relay_tests::eventually("HAProxy sees the relay ready", || async {
+        reqwest::get(lb.url("/readyz")).await.ok().filter(|r| r.status() == 200)
+    })
+    .await;
+    lb
 }
 
 #[tokio::test]
@@ -53,14 +71,7 @@ async fn two_thousand_wrong_tokens_reach_the_plugin_at_most_the_configured_numbe
             let relay_url = format!("http://127.0.0.1:{relay_port}/mcp");
             let mut served = 0;
             while !*stop.borrow_and_update() {
-                let response = client
-                    .post(&relay_url)
-                    .header("Accept", "application/json, text/event-stream")
-                    .bearer_auth(GOOD)
-                    .json(&initialize())
-                    .send()
-                    .await
-                    .unwrap();
+                let response = post(&client, &relay_url, GOOD, None, &initialize()).await;
                 assert_eq!(response.status(), 200, "the good client was refused: {:?}", response.text().await);
                 served += 1;
             }
@@ -149,16 +160,9 @@ async fn wrong_tokens_on_an_open_session_count_as_guesses() {
     let opened = initialize_with(&client, &relay, GOOD).await;
     let session = opened.headers()["mcp-session-id"].to_str().unwrap().to_owned();
     let mut statuses = Vec::new();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     for i in 0..60 {
-        let response = client
-            .post(relay.http("/mcp"))
-            .header("Accept", "application/json, text/event-stream")
-            .header("Mcp-Session-Id", &session)
-            .bearer_auth(format!("guess-{i}"))
-            .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
-            .send()
-            .await
-            .unwrap();
+        let response = post(&client, &relay.http("/mcp"), &format!("guess-{i}"), Some(&session), &list).await;
         statuses.push(response.status().as_u16());
     }
     assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "guesses counted: {statuses:?}");
@@ -190,24 +194,13 @@ async fn behind_the_shipped_haproxy_each_client_is_throttled_by_its_own_address(
         plugin_wasm("token_auth").display()
     );
     let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
-    let lb = relay_tests::haproxy::Haproxy::start(dir.path(), relay.port, relay_tests::haproxy::free_port()).await;
-    relay_tests::eventually("HAProxy sees the relay ready", || async {
-        reqwest::get(lb.url("/readyz")).await.ok().filter(|r| r.status() == 200)
-    })
-    .await;
+    let lb = haproxy_in_front(dir.path(), &relay).await;
 
     // One guesser behind HAProxy...
     let attacker = client_from("127.0.0.3");
     let mut statuses = Vec::new();
     for i in 0..12 {
-        let response = attacker
-            .post(lb.url("/mcp"))
-            .header("Accept", "application/json, text/event-stream")
-            .bearer_auth(format!("guess-{i}"))
-            .json(&initialize())
-            .send()
-            .await
-            .unwrap();
+        let response = post(&attacker, &lb.url("/mcp"), &format!("guess-{i}"), None, &initialize()).await;
         statuses.push(response.status().as_u16());
     }
     assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
@@ -218,14 +211,7 @@ async fn behind_the_shipped_haproxy_each_client_is_throttled_by_its_own_address(
     // ... does not lock out other clients behind the same HAProxy, on any transport, even with
     // tokens the relay has never seen.
     let alice = client_from("127.0.0.4");
-    let response = alice
-        .post(lb.url("/mcp"))
-        .header("Accept", "application/json, text/event-stream")
-        .bearer_auth(GOOD)
-        .json(&initialize())
-        .send()
-        .await
-        .unwrap();
+    let response = post(&alice, &lb.url("/mcp"), GOOD, None, &initialize()).await;
     assert_eq!(response.status(), 200, "a client behind the proxy was locked out by another");
     let answer = line_initialize_from("127.0.0.5", lb.tcp, UNUSED).await;
     assert!(answer["result"].is_object(), "{answer}");
@@ -238,11 +224,7 @@ async fn the_tls_tcp_frontend_passes_newline_json_rpc_only() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = "listen: {trusted_proxies: [127.0.0.1]}\n";
     let relay = Relay::start_files(dir.path(), yaml, "backends: []\n", &[]).await;
-    let lb = relay_tests::haproxy::Haproxy::start(dir.path(), relay.port, relay_tests::haproxy::free_port()).await;
-    relay_tests::eventually("HAProxy sees the relay ready", || async {
-        reqwest::get(lb.url("/readyz")).await.ok().filter(|r| r.status() == 200)
-    })
-    .await;
+    let lb = haproxy_in_front(dir.path(), &relay).await;
     let through_tls = |request: &'static str| {
         let port = lb.tcps;
         async move {

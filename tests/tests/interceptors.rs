@@ -85,19 +85,24 @@ async fn interceptors_deny_pin_tag_and_redact_only_what_they_are_bound_to() {
 
 /// The shipped `tool-filter`: an allow list, a deny rule that admins are exempt from, and a
 /// pinned and a dropped parameter, per caller (roles from the auth plugin).
+/// relay.yaml with token-auth (`ADMIN`: ops, admin; `USER`: `user`) and tool-filter named
+/// `filter` with `entry` (its bind and config lines).
+fn filtered(dir: &std::path::Path, user: &str, entry: &str) -> String {
+    let auth = copy_plugin(dir, "token_auth");
+    let filter = interceptor_entry(dir, "filter", "tool_filter", entry);
+    format!(
+        "upstream: {{backoff_initial_ms: 50, call_timeout_secs: 20}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config: {{tokens: [{{token: ADMIN, principal: ops, roles: [admin]}}, {{token: USER, principal: {user}}}]}}\n{filter}",
+        auth.display()
+    )
+}
+
 #[tokio::test]
 async fn tool_filter_allows_denies_by_role_and_pins_parameters() {
     let dir = tempfile::tempdir().unwrap();
-    let auth = copy_plugin(dir.path(), "token_auth");
-    let filter = interceptor_entry(
+    let relay_yaml = filtered(
         dir.path(),
-        "filter",
-        "tool_filter",
+        "ann",
         "    bind: {backends: [a]}\n    config:\n      allow: ['a__*']\n      deny: [{tools: [a__env], unless_roles: [admin]}]\n      pin: [{tools: [a__slow], params: {ms: 1}}]\n      drop: [{tools: [a__echo], params: [secret]}]\n",
-    );
-    let relay_yaml = format!(
-        "upstream: {{backoff_initial_ms: 50, call_timeout_secs: 20}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config: {{tokens: [{{token: ADMIN, principal: ops, roles: [admin]}}, {{token: USER, principal: ann}}]}}\n{filter}",
-        auth.display()
     );
     let record = dir.path().join("a.record");
     let a = stdio_fixture_entry("a", &["--tools", "only_a", "--record", record.to_str().unwrap()]);
@@ -169,17 +174,8 @@ async fn bound_policies_see_only_their_calls_and_may_fail_open() {
 #[tokio::test]
 async fn tool_filter_rules_hold_when_a_collision_renames_the_tool() {
     let dir = tempfile::tempdir().unwrap();
-    let auth = copy_plugin(dir.path(), "token_auth");
-    let filter = interceptor_entry(
-        dir.path(),
-        "filter",
-        "tool_filter",
-        "    config:\n      deny: [{tools: [delete_repo], unless_roles: [admin]}]\n",
-    );
-    let relay_yaml = format!(
-        "upstream: {{backoff_initial_ms: 50, call_timeout_secs: 20}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config: {{tokens: [{{token: ADMIN, principal: ops, roles: [admin]}}, {{token: USER, principal: alice}}]}}\n{filter}",
-        auth.display()
-    );
+    let relay_yaml =
+        filtered(dir.path(), "alice", "    config:\n      deny: [{tools: [delete_repo], unless_roles: [admin]}]\n");
     let alpha = stdio_fixture_entry("alpha", &["--tools", "delete_repo"]);
     let mut relay = Relay::start_files(dir.path(), &relay_yaml, &format!("backends:\n{alpha}"), &[]).await;
     relay.token = Some("ADMIN".into());
