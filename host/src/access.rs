@@ -129,7 +129,7 @@ impl ConnectInfo {
 }
 
 /// [`ConnectInfo::credential_digest`] of a token and a certificate subject.
-pub fn credential_digest(token: Option<&str>, subject: Option<&str>) -> [u8; 32] {
+fn credential_digest(token: Option<&str>, subject: Option<&str>) -> [u8; 32] {
     let mut hash = Sha256::new();
     for (tag, part) in [(b"token", token), (b"subj_", subject)] {
         hash.update(tag);

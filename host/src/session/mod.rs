@@ -23,7 +23,6 @@ use tokio::task::{AbortHandle, JoinHandle};
 pub use driver::{Ended, Inbound, drive};
 pub use events::ServerEvents;
 pub use factory::{Refused, SessionFactory};
-
 pub use registry::SessionRegistry;
 
 use crate::access::{Principal, TransportKind};

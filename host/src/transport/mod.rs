@@ -5,6 +5,7 @@
 
 mod browser_guard;
 mod http;
+mod http_session;
 mod line;
 mod listener;
 mod media;
