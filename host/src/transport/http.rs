@@ -92,7 +92,10 @@ async fn header_limit(
     let target = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
     let headers: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     if target + headers > max {
-        crate::metrics::metrics().limit_refused("max_header_bytes");
+        crate::limit_log::limit_refused(
+            "max_header_bytes",
+            format_args!("a request head of {} bytes", target + headers),
+        );
         let message = format!("request headers are larger than {max} bytes (limits.max_header_bytes)");
         return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message).into_response();
     }

@@ -75,7 +75,10 @@ where
         (id, token) = match &first {
             Some(Frame::Text(text)) => credential_of(text),
             Some(Frame::TooLarge(size)) => {
-                crate::metrics::metrics().limit_refused("max_preauth_bytes");
+                crate::limit_log::limit_refused(
+                    "max_preauth_bytes",
+                    format_args!("a first message of {size} bytes from {} before authentication", peer.addr.ip()),
+                );
                 let message = format!(
                     "the first message ({size} bytes) is larger than {preauth} bytes, the most the relay reads before a client has authenticated (limits.max_preauth_bytes)"
                 );

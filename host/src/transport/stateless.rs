@@ -356,8 +356,10 @@ impl ParkedCalls {
             let mut calls = self.calls.lock().expect("parked lock");
             if calls.values().filter(|(p, _)| *p == principal).count() >= limit {
                 drop(calls);
-                crate::metrics::metrics().limit_refused("max_parked_per_principal");
-                tracing::info!(%principal, limit, "stateless call not parked: the principal has too many waiting for input");
+                crate::limit_log::limit_refused(
+                    "max_parked_per_principal",
+                    format_args!("a stateless call of {} waiting for input", crate::mcp::clip(&principal)),
+                );
                 return Err(RpcError::new(
                     error_codes::SERVER_BUSY,
                     format!(
