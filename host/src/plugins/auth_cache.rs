@@ -15,7 +15,8 @@ use crate::access::Authenticated;
 /// The longest a success is remembered, whatever the credential's own expiry.
 pub const MAX_AGE: Duration = Duration::from_secs(300);
 
-/// Entries kept before the oldest half is dropped.
+/// Entries kept; a put beyond it first drops what no longer holds, and everything when that
+/// is not enough.
 const CAPACITY: usize = 8192;
 
 struct Entry {

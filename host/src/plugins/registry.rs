@@ -225,17 +225,14 @@ impl Plugins {
         self.auth_cache.get(&info.credential_digest(), &slot.current.load().hash)
     }
 
-    /// Decides who a connection is: a success remembered for the same credential, or the auth
-    /// plugin's answer. Without an auth plugin everyone is anonymous.
+    /// Asks the auth plugin who a connection is, and remembers a success (see [`Self::remembered`],
+    /// which the caller asks first). Without an auth plugin everyone is anonymous.
     pub async fn authenticate(&self, info: &ConnectInfo) -> Result<Authenticated, Refusal> {
         let Some(slot) = self.slots.iter().find(|s| s.config.world == World::Auth) else {
             return Ok(Authenticated::lasting(Principal::open_access(false)));
         };
         let credential = info.credential_digest();
         let version = slot.current.load().hash.clone();
-        if let Some(known) = self.auth_cache.get(&credential, &version) {
-            return Ok(known);
-        }
         let wit_info = types::ConnectInfo {
             transport: wit_transport(info.transport),
             remote_addr: info.remote_addr.to_string(),

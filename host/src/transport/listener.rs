@@ -70,7 +70,7 @@ fn pending_slot(state: &TransportState, peer: SocketAddr) -> Option<PendingGuard
 
 /// Answers a connection refused before anything was read, in the protocol its first bytes
 /// show (HTTP 503 with `Retry-After`, or a JSON-RPC error line), then closes it.
-async fn refuse_pending(mut stream: TcpStream) {
+async fn refuse_pending(stream: TcpStream) {
     let mut first = [0u8; 1];
     let answer: &[u8] = match tokio::time::timeout(REFUSAL_PEEK, stream.peek(&mut first)).await {
         Ok(Ok(1)) if sniff(first[0]) == Sniffed::Line => {
@@ -82,11 +82,7 @@ async fn refuse_pending(mut stream: TcpStream) {
         // TLS, or nothing in time: nothing the client could read.
         _ => return,
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(answer).await?;
-        stream.shutdown().await
-    })
-    .await;
+    answer_and_close(stream, answer).await;
 }
 
 async fn handle(
@@ -217,15 +213,20 @@ fn is_line_start(first: u8) -> bool {
 
 /// Answers a plaintext client of a TLS-only port with a short, clear refusal in its own
 /// protocol, then closes.
-async fn refuse_plaintext(mut stream: TcpStream, first: u8) {
+async fn refuse_plaintext(stream: TcpStream, first: u8) {
     crate::metrics::metrics().tls_refused("plaintext");
     let answer: &[u8] = if is_line_start(first) {
         b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,\"message\":\"this port requires TLS\"}}\n"
     } else {
         b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 23\r\nconnection: close\r\n\r\nthis port requires TLS\n"
     };
-    // Closing with the client's bytes unread would reset the connection and could destroy the
-    // answer in flight: write, end our side, then read what the client sent until it closes.
+    answer_and_close(stream, answer).await;
+}
+
+/// Writes a refusal and closes, within a second. Closing with the client's bytes unread would
+/// reset the connection and could destroy the answer in flight: write, end our side, then
+/// read what the client sent until it closes.
+async fn answer_and_close(mut stream: TcpStream, answer: &[u8]) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(answer).await?;
         stream.shutdown().await?;
