@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
 # The cost of a relay hop, measured in one run on one machine: the same `relay-load rate` load
 # against the fast echo backend directly, through the relay (WebSocket and HTTP upstream; no
-# plugins, and with token-auth + rate-limit at a limit that never triggers) and through HAProxy
-# (`mode http` and `mode tcp`), each at 4 and 32 connections. Prints throughput, p50/p99
-# latency and the CPU time the serving processes spent per call (from /proc/PID/stat), and the
-# relay's throughput as a ratio of direct and of HAProxy `mode http`. Then `hold` at 1,000
-# sessions and at the file-descriptor limit, and the reference scenario at 1,000 clients.
+# plugins, with token-auth + rate-limit at a limit that never triggers, with interceptors bound
+# elsewhere and bound here) and through HAProxy (`mode http` and `mode tcp`), each at 4 and 32
+# connections. Prints throughput, p50/p99 latency and the CPU time the serving processes spent
+# per call (from /proc/PID/stat), the relay's ratios to direct and to HAProxy `mode http`, the
+# relay at 1 and at 2 server cores, `hold` at 1,000 sessions and at the file-descriptor limit,
+# a soak (64 connections, memory after warm-up and at the end), and the reference scenario at
+# 1,000 clients. Last, one row per performance goal (issue 25) with its figure and met/missed.
 #
-# Usage: scripts/bench.sh            (BENCH_SECS=5 per run by default)
+# Usage: scripts/bench.sh
+#   BENCH_SECS=5          seconds per rate run
+#   BENCH_SOAK_SECS=60    seconds of the soak run (64 connections)
+#   BENCH_SERVER_CPUS=2-9 BENCH_LOAD_CPUS=10-15
+#                         taskset CPU lists for the servers (backend, relays, HAProxy) and for
+#                         the load generators; unset, everything shares every core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${BENCH_SECS:-5}
+SOAK_SECS=${BENCH_SOAK_SECS:-$((SECS * 12))}
+# Prefixes that put a server or a load generator on its CPU list (nothing when unset).
+SERVE=(); LOAD=()
+[ -n "${BENCH_SERVER_CPUS:-}" ] && SERVE=(taskset -c "$BENCH_SERVER_CPUS")
+[ -n "${BENCH_LOAD_CPUS:-}" ] && LOAD=(taskset -c "$BENCH_LOAD_CPUS")
 ulimit -n "$(ulimit -Hn)"   # every process started here may use the whole file-descriptor limit
 
 need=()
@@ -31,7 +43,7 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 BACKEND=$(free_port)
-$BIN/echo-backend --port "$BACKEND" >/dev/null &
+"${SERVE[@]}" $BIN/echo-backend --port "$BACKEND" >/dev/null &
 BACKEND_PID=$!; PIDS+=("$BACKEND_PID")
 wait_port "$BACKEND"
 
@@ -41,12 +53,12 @@ start_relay() {
   mkdir -p "$dir"
   printf 'listen: {host: 127.0.0.1, port: %s}\nlogging: {level: warn}\nlimits: {max_sessions: 200000, max_sessions_per_principal: 200000, max_sessions_per_address: 200000, max_pending_per_address: 100000}\n%s' "$port" "$3" >"$dir/relay.yaml"
   if [ -n "$2" ]; then printf 'backends:\n  - name: echo\n    url: %s\n' "$2"; else echo 'backends: []'; fi >"$dir/backends.yaml"
-  RELAY_RATE_LIMIT=1000000000 BENCH_TOKEN=bench-token $BIN/relay serve --config "$dir/relay.yaml" >/dev/null 2>"$dir/relay.log" &
+  RELAY_RATE_LIMIT=1000000000 BENCH_TOKEN=bench-token "${SERVE[@]}" $BIN/relay serve --config "$dir/relay.yaml" >/dev/null 2>"$dir/relay.log" &
   PIDS+=("$!"); eval "${1}_PID=$!; ${1}_PORT=$port"
   wait_port "$port"
   # Wait until the backend is connected: one echo call answers.
   for _ in $(seq 100); do
-    $BIN/relay-load --clients 1 --tool echo --args '{"message":"up"}' --json ${4:+--token "$4"} \
+    "${LOAD[@]}" $BIN/relay-load --clients 1 --tool echo --args '{"message":"up"}' --json ${4:+--token "$4"} \
       "tcp://127.0.0.1:$port" >/dev/null 2>&1 && break
     sleep 0.1
   done
@@ -98,18 +110,19 @@ backend echo_tcp
   mode tcp
   server echo 127.0.0.1:$BACKEND
 EOF
-haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 &
+"${SERVE[@]}" haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 &
 HAPROXY_PID=$!; PIDS+=("$HAPROXY_PID")
 wait_port "$HTTPMODE"; wait_port "$TCPMODE"
 
 RESULTS="$WORK/results.tsv"
+KIB=$(python3 -c 'print("x" * 1024)')
 # run NAME URL CONNECTIONS "PIDS THAT SERVE" [extra relay-load args]
 run() {
   local name=$1 url=$2 conns=$3 serving=$4; shift 4
   local before=() pid i=0 cpu=0
   for pid in $serving; do before+=("$(ticks "$pid")"); done
-  local json; json=$($BIN/relay-load --scenario rate --connections "$conns" --duration "$SECS" \
-    --tool echo --args '{"message":"bench"}' --json "$@" "$url")
+  local json; json=$("${LOAD[@]}" $BIN/relay-load --scenario rate --connections "$conns" --duration "$SECS" \
+    --tool echo --args "${ARGS:-{\"message\":\"bench\"\}}" --json "$@" "$url")
   for pid in $serving; do cpu=$((cpu + $(ticks "$pid") - before[i])); i=$((i + 1)); done
   python3 - "$name" "$conns" "$cpu" "$json" >>"$RESULTS" <<'PY'
 import json, sys
@@ -128,7 +141,9 @@ for conns in 4 32; do
   run "relay http>http" "http://127.0.0.1:$RHTTP_PORT/mcp" $conns "$RHTTP_PID $BACKEND_PID"
   run "relay ws>ws +auth+rl" "ws://127.0.0.1:$RPLUG_PORT/ws" $conns "$RPLUG_PID $BACKEND_PID" --token bench-token
   run "relay ws>ws +2 unbound" "ws://127.0.0.1:$RINTO_PORT/ws" $conns "$RINTO_PID $BACKEND_PID"
-  run "relay ws>ws +redact" "ws://127.0.0.1:$RREDACT_PORT/ws" $conns "$RREDACT_PID $BACKEND_PID"
+  # redact on a 1 KiB text result, against the plain relay with the same result.
+  ARGS="{\"message\":\"$KIB\"}" run "relay ws>ws 1KiB" "ws://127.0.0.1:$RWS_PORT/ws" $conns "$RWS_PID $BACKEND_PID"
+  ARGS="{\"message\":\"$KIB\"}" run "relay ws>ws +redact 1KiB" "ws://127.0.0.1:$RREDACT_PORT/ws" $conns "$RREDACT_PID $BACKEND_PID"
   run "haproxy http ws" "ws://127.0.0.1:$HTTPMODE/ws" $conns "$HAPROXY_PID $BACKEND_PID"
   run "haproxy http http" "http://127.0.0.1:$HTTPMODE/mcp" $conns "$HAPROXY_PID $BACKEND_PID"
   run "haproxy tcp ws" "ws://127.0.0.1:$TCPMODE/ws" $conns "$HAPROXY_PID $BACKEND_PID"
@@ -143,17 +158,22 @@ healthz() {
 run "relay adapter (ws)" "ws://127.0.0.1:$RADAPT_PORT/ws" 32 "$RADAPT_PID"
 healthz
 
+# The relay given one core, then all it had (its threads pinned with taskset; the load and the
+# backend keep theirs).
+ALL_CPUS=$(taskset -pc "$RWS_PID" | sed 's/.*: //')
+ONE_CPU=$(python3 -c 'import os, sys; print(min(os.sched_getaffinity(int(sys.argv[1]))))' "$RWS_PID")
+taskset -apc "$ONE_CPU" "$RWS_PID" >/dev/null
+run "relay ws>ws, 1 core" "ws://127.0.0.1:$RWS_PORT/ws" 32 "$RWS_PID $BACKEND_PID"
+taskset -apc "$ALL_CPUS" "$RWS_PID" >/dev/null
+run "relay ws>ws, cores $ALL_CPUS" "ws://127.0.0.1:$RWS_PORT/ws" 32 "$RWS_PID $BACKEND_PID"
+
 python3 - "$RESULTS" <<'PY'
 import sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
-print(f"{'path':24} {'conns':>5} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/call':>12} {'failed':>7}")
+print(f"{'path':28} {'conns':>5} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/call':>12} {'failed':>7}")
 for r in rows:
-    print(f"{r[0]:24} {r[1]:>5} {r[2]:>9} {float(r[3]):8.2f} {float(r[4]):8.2f} {r[5]:>12} {r[6]:>7}")
+    print(f"{r[0]:28} {r[1]:>5} {r[2]:>9} {float(r[3]):8.2f} {float(r[4]):8.2f} {r[5]:>12} {r[6]:>7}")
 by = {(r[0], r[1]): float(r[2]) for r in rows}
-if ("relay adapter (ws)", "32") in by:
-    cpu = {(r[0], r[1]): float(r[5]) for r in rows}
-    extra = cpu[("relay adapter (ws)", "32")] - cpu[("healthz", "32")]
-    print(f"\nadapter tool served by the relay: {extra:.1f} µs of CPU per call above GET /healthz (goal: at most 5)")
 print("\nrelay throughput as a ratio (same run, same client transport):")
 for conns in ("4", "32"):
     for relay, direct, haproxy in (("relay ws>ws", "direct ws", "haproxy http ws"),
@@ -161,26 +181,87 @@ for conns in ("4", "32"):
                                    ("relay ws>ws +auth+rl", "direct ws", "haproxy http ws")):
         r = by[(relay, conns)]
         print(f"  {relay:22} @{conns:>2}: {r / by[(direct, conns)]:.2f}x direct, {r / by[(haproxy, conns)]:.2f}x haproxy mode http")
-cpu = {(r[0], r[1]): float(r[5]) for r in rows}
-print("\ninterceptors (CPU per call against the plain relay ws>ws row, same run):")
-for conns in ("4", "32"):
-    base = cpu[("relay ws>ws", conns)]
-    for row in ("relay ws>ws +2 unbound", "relay ws>ws +redact"):
-        print(f"  {row:22} @{conns:>2}: {cpu[(row, conns)] - base:+.1f} µs/call, {by[(row, conns)] / by[('relay ws>ws', conns)]:.2f}x throughput")
 PY
 echo "(CPU µs/call counts every serving process: the relay or HAProxy plus the backend.)"
 
 echo; echo "hold (WebSocket sessions against the relay):"
 LIMIT=$(ulimit -Hn)
 for n in 1000 $((LIMIT - 500)); do
-  $BIN/relay-load --scenario hold --clients "$n" --tool echo --args '{"message":"h"}' --json "ws://127.0.0.1:$RWS_PORT/ws" |
+  "${LOAD[@]}" $BIN/relay-load --scenario hold --clients "$n" --tool echo --args '{"message":"h"}' --json "ws://127.0.0.1:$RWS_PORT/ws" |
     python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 held = max(s["sessions_held"], 1)
 per = (s["rss_holding"] - s["rss_before"]) / held if s.get("rss_holding") and s.get("rss_before") else 0
 print("  %d sessions: %d held, %d answered, %.1f KB resident per session, errors %s"
-      % (s["clients"], s["sessions_held"], s["successes"], per / 1024, json.dumps(s["errors"])))'
+      % (s["clients"], s["sessions_held"], s["successes"], per / 1024, json.dumps(s["errors"])))
+print("hold\t%d\t%.1f" % (s["clients"], per / 1024), file=open(sys.argv[1], "a"))' "$WORK/hold.tsv"
 done
+
+# The soak: 64 connections for SOAK_SECS; the relay's resident memory after a quarter of the
+# run (warm-up) and at its end.
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+echo; echo "soak (64 WebSocket connections, ${SOAK_SECS}s):"
+"${LOAD[@]}" $BIN/relay-load --scenario rate --connections 64 --duration "$SOAK_SECS" --tool echo \
+  --args '{"message":"soak"}' --json "ws://127.0.0.1:$RWS_PORT/ws" >"$WORK/soak.json" &
+SOAK_PID=$!
+sleep $((SOAK_SECS / 4)); WARM=$(rss_kb "$RWS_PID")
+wait "$SOAK_PID"; END=$(rss_kb "$RWS_PID")
+python3 - "$WORK/soak.json" "$WARM" "$END" <<'PY'
+import json, sys
+s, warm, end = json.load(open(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
+print(f"  {s['successes']} calls, {s['failures']} failed; relay resident {warm / 1024:.1f} MB after warm-up, {end / 1024:.1f} MB at the end ({(end - warm) / 1024:+.1f} MB)")
+PY
+
 echo; echo "reference scenario (1000 clients, newline JSON-RPC, relay_get_status):"
-$BIN/relay-load --scenario reference --clients 1000 "tcp://127.0.0.1:$RWS_PORT" | sed 's/^/  /'
+"${LOAD[@]}" $BIN/relay-load --scenario reference --clients 1000 "tcp://127.0.0.1:$RWS_PORT" | tee "$WORK/reference.txt" | sed 's/^/  /'
+
+# One row per goal of issue 25, from the figures above (same run).
+echo; echo "goals (issue 25), measured in this run:"
+python3 - "$RESULTS" "$WORK/hold.tsv" "$WORK/soak.json" "$WARM" "$END" "$WORK/reference.txt" "$ALL_CPUS" <<'PY'
+import json, re, sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
+calls = {(r[0], r[1]): float(r[2]) for r in rows}
+p50 = {(r[0], r[1]): float(r[3]) for r in rows}
+cpu = {(r[0], r[1]): float(r[5]) for r in rows}
+hold = [line.split("\t") for line in open(sys.argv[2])]
+soak, warm, end = json.load(open(sys.argv[3])), int(sys.argv[4]), int(sys.argv[5])
+avg = re.search(r"avg ([0-9.]+)", open(sys.argv[6]).read())
+all_cpus = sys.argv[7]
+
+def goal(name, met, figure):
+    print(f"  {'met   ' if met else 'MISSED'} {name:46} {figure}")
+
+for conns in ("4", "32"):
+    r, h = ("relay http>http", conns), ("haproxy http http", conns)
+    goal(f"1. http>http >= 1.0x HAProxy http @{conns}",
+         calls[r] >= calls[h] and cpu[r] <= cpu[h] and p50[r] <= p50[h],
+         f"{calls[r] / calls[h]:.2f}x calls/s; CPU {cpu[r]:.1f} vs {cpu[h]:.1f} µs/call; p50 {p50[r]:.2f} vs {p50[h]:.2f} ms")
+for conns in ("4", "32"):
+    r, h = ("relay ws>ws", conns), ("haproxy http ws", conns)
+    goal(f"2. ws>ws >= 1.1x HAProxy http (ws) @{conns}", calls[r] >= 1.1 * calls[h],
+         f"{calls[r] / calls[h]:.2f}x calls/s; CPU {cpu[r]:.1f} vs {cpu[h]:.1f} µs/call")
+for conns in ("4", "32"):
+    plain = ("relay ws>ws", conns)
+    ratio = calls[("relay ws>ws +auth+rl", conns)] / calls[plain]
+    goal(f"3. token-auth + rate-limit >= 0.9x plain @{conns}", ratio >= 0.9,
+         f"{ratio:.2f}x calls/s, {cpu[('relay ws>ws +auth+rl', conns)] - cpu[plain]:+.1f} µs/call")
+    unbound = ("relay ws>ws +2 unbound", conns)
+    extra, ratio = cpu[unbound] - cpu[plain], calls[unbound] / calls[plain]
+    goal(f"3. 2 unbound interceptors ~ none @{conns}", extra <= 1 and ratio >= 0.97,
+         f"{extra:+.1f} µs/call, {ratio:.2f}x calls/s (goal <= +1 µs, >= 0.97x)")
+    kib = ("relay ws>ws 1KiB", conns)
+    extra = cpu[("relay ws>ws +redact 1KiB", conns)] - cpu[kib]
+    goal(f"3. redact bound, 1 KiB result @{conns}", extra <= 5, f"{extra:+.1f} µs/call (goal <= +5)")
+extra = cpu[("relay adapter (ws)", "32")] - cpu[("healthz", "32")]
+goal("4. adapter served directly, above GET /healthz", extra <= 5, f"{extra:.1f} µs/call (goal <= 5)")
+if avg:
+    goal("5. reference, 1000 newline clients, avg", float(avg.group(1)) < 50, f"{float(avg.group(1)):.1f} ms (goal < 50)")
+one, many = calls[("relay ws>ws, 1 core", "32")], calls[(f"relay ws>ws, cores {all_cpus}", "32")]
+goal(f"6. scales with cores (1 -> {all_cpus})", many > one * 1.1, f"{one:.0f} -> {many:.0f} calls/s ({many / one:.2f}x)")
+for clients, per in hold:
+    goal(f"7. idle session <= 8 KB ({clients} held)", float(per) <= 8, f"{float(per):.1f} KB")
+growth = (end - warm) / max(warm, 1)
+goal("7. soak flat after warm-up", growth <= 0.05 and soak["failures"] == 0,
+     f"{warm / 1024:.1f} -> {end / 1024:.1f} MB over {soak['successes']} calls ({growth * 100:+.1f}%)")
+PY

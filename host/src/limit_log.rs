@@ -14,7 +14,7 @@ static LAST: LazyLock<Mutex<HashMap<&'static str, (Instant, u64)>>> = LazyLock::
 
 /// `limit` (its relay.yaml name) refused something; `what` says what, for the log.
 pub fn limit_refused(limit: &'static str, what: std::fmt::Arguments<'_>) {
-    crate::metrics::metrics().limit_refused(limit);
+    crate::metrics::metrics().access.limit_refused(limit);
     let now = Instant::now();
     let suppressed = {
         let mut last = LAST.lock().expect("limit log lock");

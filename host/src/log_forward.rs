@@ -105,10 +105,10 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
             })
             .is_ok();
         if !fits {
-            metrics().log_forward_dropped();
+            metrics().process.log_forward_dropped();
         } else if self.queue.try_send(record).is_err() {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-            metrics().log_forward_dropped();
+            metrics().process.log_forward_dropped();
         }
     }
 }
@@ -192,7 +192,7 @@ impl Forwarder {
     }
 
     fn set_connected(&self, connected: bool) {
-        metrics().log_forward_connected(connected);
+        metrics().process.log_forward_connected(connected);
     }
 
     /// Sends queued records on `socket` until it fails; says why it ended.
@@ -224,7 +224,7 @@ impl Forwarder {
                 _ = &mut reader => return "the logger closed the connection",
             };
             if unanswered.load(Ordering::Relaxed) >= MAX_UNANSWERED {
-                metrics().log_forward_dropped();
+                metrics().process.log_forward_dropped();
                 continue;
             }
             next_id += 1;
@@ -242,7 +242,7 @@ impl Forwarder {
             });
             unanswered.fetch_add(1, Ordering::Relaxed);
             if sink.send(Frame::Text(call.to_string().into())).await.is_err() {
-                metrics().log_forward_dropped();
+                metrics().process.log_forward_dropped();
                 reader.abort();
                 return "sending failed";
             }

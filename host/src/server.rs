@@ -152,7 +152,7 @@ pub async fn run(
         .parse()
         .with_context(|| format!("listen address {}:{port}", config.listen.host))?;
     let shutdown = CancellationToken::new();
-    crate::metrics::metrics().attach(upstreams.clone(), lifecycle.clone());
+    crate::metrics::metrics().process.attach(lifecycle.clone());
     // RELAY_METRICS_LISTEN overrides, so blue and green on one relay.yaml get a port each.
     let metrics_listen = std::env::var("RELAY_METRICS_LISTEN").ok().filter(|l| !l.is_empty());
     if let Some(listen) = metrics_listen.as_ref().or(config.metrics.listen.as_ref()) {

@@ -547,8 +547,13 @@ pub fn conformance_fixture_entry(name: &str) -> String {
     format!("  - name: {name}\n    command: node\n    args: [{:?}]\n", fixture.display().to_string())
 }
 
-/// The JSON-RPC messages of an SSE body (its `data:` lines).
+/// The JSON-RPC messages of a POST's answer: the `data:` lines of an SSE body, or the one
+/// message of an `application/json` body (what the relay answers when nothing streamed before
+/// the response).
 pub fn sse_messages(body: &str) -> Vec<Value> {
+    if let Ok(message) = serde_json::from_str::<Value>(body) {
+        return vec![message];
+    }
     body.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect()
 }
 

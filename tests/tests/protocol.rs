@@ -101,7 +101,10 @@ async fn http_to_stdio_progress_streams_before_the_response() {
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
         "name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 2},
         "_meta": {"progressToken": 42}}});
-    let body = session.post(&call).send().await.unwrap().text().await.unwrap();
+    let response = session.post(&call).send().await.unwrap();
+    // Progress came before the answer: the answer is an SSE stream.
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let body = response.text().await.unwrap();
     let messages = relay_tests::sse_messages(&body);
     let last = messages.last().unwrap();
     assert_eq!(last["id"], 2, "the response comes last: {body}");

@@ -212,16 +212,28 @@ async fn http_media_types_and_sse_framing_follow_the_spec() {
     assert_eq!(post("application/json; charset=utf-8", "*/*").await.unwrap().status(), StatusCode::OK);
     assert_eq!(post("application/jsonfoo", both).await.unwrap().status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(post("application/json", "application/json").await.unwrap().status(), StatusCode::NOT_ACCEPTABLE);
-    // A forwarded call answered on SSE: numbered events, unbuffered by proxies.
+    // A forwarded call with nothing streamed before its answer: one JSON body.
     let fixture = Fixture::start("alpha").await;
     let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
     relay.wait_ready("alpha").await;
     let session = HttpSession::open(&relay.http("/mcp"), json!({})).await;
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "m"}}});
     let response = session.post(&call).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.json::<Value>().await.unwrap()["id"], 2);
+    // One whose progress comes first is answered on SSE: numbered events, the progress then
+    // the answer, unbuffered by proxies.
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "progress", "arguments": {}, "_meta": {"progressToken": "p-1"}}});
+    let response = session.post(&call).send().await.unwrap();
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     assert_eq!(response.headers()["x-accel-buffering"], "no");
     let body = response.text().await.unwrap();
-    assert!(body.lines().any(|l| l == "id: 1"), "{body}");
+    assert!(body.lines().any(|l| l == "id: 1") && body.lines().any(|l| l == "id: 2"), "{body}");
+    let messages = relay_tests::sse_messages(&body);
+    assert_eq!(messages[0]["method"], "notifications/progress", "{body}");
+    assert_eq!(messages[0]["params"]["progressToken"], "p-1", "{body}");
+    assert_eq!(messages[1]["id"], 3, "{body}");
 }
 
 #[tokio::test]

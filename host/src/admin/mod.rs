@@ -94,7 +94,7 @@ impl RelayTools {
     }
 
     fn status(&self, admin: bool) -> Value {
-        let (dropped, connected) = crate::metrics::metrics().log_forward_state();
+        let (dropped, connected) = crate::metrics::metrics().process.log_forward_state();
         let by_transport: serde_json::Map<String, Value> =
             self.lifecycle.sessions_by_transport().into_iter().map(|(t, n)| (t.to_owned(), n.into())).collect();
         json!({

@@ -78,7 +78,7 @@ impl RedisKv {
             Ok(Err(error)) => KvError::Unavailable(format!("Redis: {error}")),
             Err(_) => KvError::Unavailable(format!("Redis did not answer within {} ms", self.timeout.as_millis())),
         };
-        crate::metrics::metrics().kv_unavailable();
+        crate::metrics::metrics().plugins.kv_unavailable();
         Err(unavailable)
     }
 

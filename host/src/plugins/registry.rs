@@ -195,7 +195,7 @@ impl Plugins {
                 reloading: tokio::sync::Mutex::new(()),
                 calls_at_once: Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent_calls)),
                 rolled_back: Mutex::new(None),
-                metrics: metrics().plugin(&config.name),
+                metrics: metrics().plugins.series(&config.name),
             }));
         }
         Ok(Arc::new(Plugins {

@@ -223,7 +223,7 @@ pub fn fails_closed(config: &PluginConfig, error: &PluginError) -> bool {
         OnError::FailClosed => true,
         OnError::FailOpen if matches!(error, PluginError::Busy { .. }) => true,
         OnError::FailOpen => {
-            crate::metrics::metrics().plugin_failed_open(&config.name);
+            crate::metrics::metrics().plugins.failed_open(&config.name);
             tracing::warn!(plugin = %config.name, %error, "plugin failed; going on without it (on_error: fail-open)");
             false
         }

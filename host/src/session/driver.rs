@@ -1,6 +1,6 @@
 //! Drives a session over a message-oriented connection (newline JSON-RPC, WebSocket): takes
-//! the messages its transport decoded, answers each request on its own task so a slow call
-//! never blocks a ping, and interleaves server-initiated notifications. The transport encodes
+//! the messages its transport decoded, answers each request concurrently with the others (on
+//! the connection's own task) so a slow call never blocks a ping, and interleaves server-initiated notifications. The transport encodes
 //! what goes out; nothing here sees bytes.
 
 use std::sync::Arc;
@@ -9,10 +9,9 @@ use std::time::Duration;
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Session, draining_error};
+use super::{RunningRequest, Session, draining_error};
 use crate::mcp::{ClientSink, DecodeError, Limits, Message, Response};
 
 /// One message as a transport decoded it, or why it was refused (answered with an error).
@@ -79,7 +78,7 @@ where
                     Ok(Message::Request(request)) => {
                         // Free now (the read waited for one); held until the answer is handed on.
                         let slot = session.slot().await;
-                        running.push(answer(session.spawn_request(request, Some(outbound.clone())), slot));
+                        running.push(answer(session.request(request, Some(outbound.clone())), slot));
                     }
                     Ok(other) => {
                         // Boxed: the handler's future is large, and inline it would make every idle
@@ -130,9 +129,10 @@ where
 }
 
 /// The response of one running request (`None`: it was cancelled, and MCP wants no answer),
-/// holding its in-flight slot until then.
-async fn answer(running: JoinHandle<Option<Response>>, slot: OwnedSemaphorePermit) -> Option<Response> {
-    let response = running.await.ok().flatten();
+/// holding its in-flight slot until then. Polled on the connection's own task, beside the
+/// others: a slow call never blocks the rest, and no task is spawned per call.
+async fn answer(running: RunningRequest, slot: OwnedSemaphorePermit) -> Option<Response> {
+    let response = running.await;
     drop(slot);
     response
 }

@@ -121,11 +121,11 @@ impl SessionFactory {
             }
             Err(Refusal::Denied(d)) => {
                 attempt.failed();
-                crate::metrics::metrics().auth_failure(transport);
+                crate::metrics::metrics().access.auth_failure(transport);
                 tracing::warn!(target: "relay::auth", transport, %remote, outcome = "denied", reason = %crate::mcp::clip(&d.message), "authentication")
             }
             Err(Refusal::Failed(e)) => {
-                crate::metrics::metrics().auth_failure(transport);
+                crate::metrics::metrics().access.auth_failure(transport);
                 tracing::error!(target: "relay::auth", transport, %remote, outcome = "error", error = %e, "authentication")
             }
         }
@@ -135,7 +135,7 @@ impl SessionFactory {
     /// Counts a wrong credential presented on an open session (a guess on its id) as a failed
     /// authentication of `remote`; `Err` with the refusal when `remote` is throttled now.
     pub async fn session_credential_failed(&self, transport: TransportKind, remote: SocketAddr) -> Result<(), Denial> {
-        crate::metrics::metrics().auth_failure(transport.as_str());
+        crate::metrics::metrics().access.auth_failure(transport.as_str());
         tracing::warn!(target: "relay::auth", transport = transport.as_str(), %remote, outcome = "denied", reason = "wrong credential for the session", "authentication");
         match self.auth_throttle.attempt(remote.ip()).await {
             Ok(attempt) => {
@@ -148,7 +148,7 @@ impl SessionFactory {
 
     fn throttled(&self, transport: TransportKind, remote: SocketAddr, wait: std::time::Duration) -> Denial {
         let transport = transport.as_str();
-        crate::metrics::metrics().auth_throttled(transport);
+        crate::metrics::metrics().access.auth_throttled(transport);
         tracing::warn!(target: "relay::auth", transport, %remote, outcome = "throttled", retry_after_s = wait.as_secs(), "authentication");
         let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         let message = format!(
@@ -270,6 +270,7 @@ impl SessionFactory {
             state: Arc::new(Mutex::new(state)),
             last_seen: Mutex::new(Instant::now()),
             inflight: Mutex::default(),
+            started: Default::default(),
             slots: Arc::new(Semaphore::new(limits.max_requests_in_flight)),
             get_stream: Arc::default(),
             client_requests: Arc::default(),

@@ -55,7 +55,7 @@ impl Session {
             Ok(result) => (result_outcome(result), None),
             Err(error) => ("error", Some(error_kind(error.code))),
         };
-        metrics().request(method, outcome, kind, started.elapsed());
+        metrics().clients.request(method, outcome, kind, started.elapsed());
         response
     }
 
@@ -141,7 +141,7 @@ impl Session {
         if let Err(Refusal::Denied(denial)) = &outcome
             && denial.code == crate::access::DenialCode::RateLimited
         {
-            metrics().rate_limited();
+            metrics().access.rate_limited();
         }
         if let Err(refusal) = &outcome {
             tracing::info!(target: "relay::policy", session = %self.tag, principal = %self.principal.id, method, tool = %clip(info.tool.as_deref().unwrap_or("-")), reason = %clip(&refusal.to_string()), "request refused");
@@ -156,7 +156,7 @@ impl Session {
             "notifications/cancelled" => {
                 let id = notification.params.as_ref().and_then(|p| p.get("requestId")).map(Value::to_string);
                 let task = id.as_ref().and_then(|id| self.inflight.lock().expect("inflight lock").remove(id));
-                if let Some(task) = task {
+                if let Some((_, task)) = task {
                     // Dropping the request's future tells its upstream (notifications/cancelled).
                     task.abort();
                     tracing::info!(session = %self.tag, request = %clip(id.as_deref().unwrap_or("-")), "request cancelled by the client");

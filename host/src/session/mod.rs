@@ -17,8 +17,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use futures::FutureExt;
+use futures::future::{AbortHandle, Abortable, BoxFuture};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 
 pub use driver::{Ended, Inbound, drive};
 pub use events::ServerEvents;
@@ -73,8 +75,11 @@ pub struct Session {
     state: Arc<Mutex<SessionState>>,
     /// Last client activity, for idle expiry of HTTP sessions.
     last_seen: Mutex<Instant>,
-    /// Requests in flight by their JSON id, for `notifications/cancelled`.
-    inflight: Mutex<HashMap<String, AbortHandle>>,
+    /// Requests in flight by their JSON id, for `notifications/cancelled`; each with the
+    /// number it was started under, so a request only ever forgets its own entry.
+    inflight: Mutex<HashMap<String, (u64, AbortHandle)>>,
+    /// Numbers the requests started in this session.
+    started: std::sync::atomic::AtomicU64,
     /// One permit per request that may run at once (`limits.max_requests_in_flight`).
     slots: Arc<Semaphore>,
     /// Whether the session's one GET stream (HTTP) is open.
@@ -167,7 +172,7 @@ impl Session {
 
     /// Aborts every request still running (the client went away).
     pub fn cancel_all(&self) {
-        for (_, task) in self.inflight.lock().expect("inflight lock").drain() {
+        for (_, (_, task)) in self.inflight.lock().expect("inflight lock").drain() {
             task.abort();
         }
     }
@@ -193,34 +198,77 @@ impl Session {
         self.slots.clone().acquire_owned().await.expect("session slots are never closed")
     }
 
-    /// Runs a request on its own task, cancellable by the client's `notifications/cancelled`.
-    /// Awaiting the handle gives an error when the request was cancelled (no response is owed
-    /// then). A request whose id is already in flight is answered `-32600` at once.
+    /// Runs a request on its own task (see [`Session::request`]). Awaiting the handle gives
+    /// `None` or an error when the request was cancelled (no response is owed then).
     pub fn spawn_request(
         self: &Arc<Self>,
         request: Request,
         stream: Option<ClientSink>,
     ) -> JoinHandle<Option<Response>> {
+        tokio::spawn(self.request(request, stream))
+    }
+
+    /// The future that answers `request`, cancellable by the client's
+    /// `notifications/cancelled` (it then ends with `None`: MCP wants no answer). The caller
+    /// polls it where it likes: inline on the connection's own task (no task, no wake-up of
+    /// another thread per call), or spawned. A request whose id is already in flight is
+    /// answered `-32600` at once; a request that panics is answered with an internal error.
+    pub fn request(self: &Arc<Self>, request: Request, stream: Option<ClientSink>) -> RunningRequest {
+        use std::sync::atomic::Ordering;
         let key = request.id.to_string();
-        let session = self.clone();
-        // Holding the lock while spawning makes the task's own removal wait for the insert.
         let mut inflight = self.inflight.lock().expect("inflight lock");
         if inflight.contains_key(&key) {
             // Two requests with one id could not be told apart (answers, cancellation).
             let message = format!("request id {key} is already in flight in this session");
             let refusal = Response::err(request.id, RpcError::new(error_codes::INVALID_REQUEST, message));
-            return tokio::spawn(async move { Some(refusal) });
+            return futures::future::ready(Some(refusal)).boxed();
         }
-        let task = tokio::spawn({
-            let key = key.clone();
-            async move {
-                let response = session.handle(Message::Request(request), stream).await;
-                session.inflight.lock().expect("inflight lock").remove(&key);
-                response
+        let number = self.started.fetch_add(1, Ordering::Relaxed);
+        let (abort, registration) = AbortHandle::new_pair();
+        inflight.insert(key.clone(), (number, abort));
+        drop(inflight);
+        let forget = ForgetOnDrop { session: self.clone(), key, number };
+        let id = request.id.clone();
+        let answer = Abortable::new(self.clone().handle_owned(request, stream), registration);
+        async move {
+            let outcome = std::panic::AssertUnwindSafe(answer).catch_unwind().await;
+            drop(forget);
+            match outcome {
+                Ok(Ok(response)) => response,
+                // Cancelled by the client: no answer.
+                Ok(Err(_aborted)) => None,
+                Err(_panic) => {
+                    tracing::error!("a request's handler panicked; answered with an internal error");
+                    Some(Response::err(id, RpcError::new(error_codes::INTERNAL_ERROR, "internal error")))
+                }
             }
-        });
-        inflight.insert(key, task.abort_handle());
-        task
+        }
+        .boxed()
+    }
+
+    /// [`Session::handle`] of a request, owning what it needs (so its future is `'static`).
+    async fn handle_owned(self: Arc<Self>, request: Request, stream: Option<ClientSink>) -> Option<Response> {
+        self.handle(Message::Request(request), stream).await
+    }
+}
+
+/// A request being answered ([`Session::request`]): `None` once cancelled by the client.
+pub type RunningRequest = BoxFuture<'static, Option<Response>>;
+
+/// Takes a finished (or dropped) request out of the session's in-flight set: its own entry
+/// only, never a later request's that reused the id.
+struct ForgetOnDrop {
+    session: Arc<Session>,
+    key: String,
+    number: u64,
+}
+
+impl Drop for ForgetOnDrop {
+    fn drop(&mut self) {
+        let mut inflight = self.session.inflight.lock().expect("inflight lock");
+        if inflight.get(&self.key).is_some_and(|(number, _)| *number == self.number) {
+            inflight.remove(&self.key);
+        }
     }
 }
 

@@ -11,14 +11,15 @@ use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::stream;
+use futures::{StreamExt, stream};
 use serde_json::{Value, json};
 use std::net::IpAddr;
 
 use crate::access::{Peer, TransportKind};
 use crate::lifecycle::Lifecycle;
-use crate::mcp::{self, DecodeError, Message, RpcError, error_codes};
-use crate::session::{Refused, SessionFactory, SessionRegistry};
+use crate::mcp::{self, ClientStream, DecodeError, Message, RpcError, error_codes};
+use crate::session::{Refused, RunningRequest, Session, SessionFactory, SessionRegistry};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::http_session::{find_session, vouched_for};
 
@@ -214,8 +215,8 @@ async fn mcp_post(
     match message {
         Message::Request(request) if state.lifecycle.is_draining() => refused(Refused::draining(), request.id),
         Message::Request(request) => {
-            // Requests that travel to a backend answer on an SSE stream (when the client takes
-            // one), so their progress notifications reach the client before the response.
+            // Requests that travel to a backend may stream (progress, the backend's own requests)
+            // before their answer: those go out on an SSE stream, when the client takes one.
             let forwarded = matches!(
                 request.method.as_str(),
                 "tools/call" | "prompts/get" | "resources/read" | "completion/complete"
@@ -224,32 +225,15 @@ async fn mcp_post(
             // Waits while the session has max_requests_in_flight requests running.
             let slot = session.slot().await;
             if forwarded && media::names(accept, "text/event-stream") {
-                let (tx, rx) = crate::mcp::client_channel();
-                let task = session.spawn_request(request, Some(tx.clone()));
-                let guard = AbortOnDrop(task.abort_handle());
-                tokio::spawn(async move {
-                    if let Ok(Some(response)) = task.await {
-                        let _ = tx.send(Message::Response(response)).await;
-                    }
-                    drop(slot);
-                });
-                // The stream ends when the response is out; a client that closes it cancels
-                // the request.
-                let stream = stream::unfold((rx, guard), |(mut rx, guard)| async move {
-                    let message = rx.recv().await?;
-                    Some((message, (rx, guard)))
-                });
-                sse::respond(stream, false)
+                answer_or_stream(&session, request, slot).await
             } else {
-                let task = session.spawn_request(request, None);
-                let _guard = (AbortOnDrop(task.abort_handle()), slot);
-                match task.await {
-                    Ok(Some(response)) => json_response(&Message::Response(response)),
-                    _ => json_response(&Message::Response(mcp::Response::err(
-                        id,
-                        RpcError::new(error_codes::REQUEST_CANCELLED, "request cancelled"),
-                    ))),
-                }
+                // Dropped with this exchange when the client goes away: the request is cancelled.
+                let _slot = slot;
+                let response = session.request(request, None).await;
+                let response = response.unwrap_or_else(|| {
+                    mcp::Response::err(id, RpcError::new(error_codes::REQUEST_CANCELLED, "request cancelled"))
+                });
+                json_response(&Message::Response(response))
             }
         }
         other => {
@@ -367,11 +351,66 @@ pub(super) fn rpc_error(status: StatusCode, response: mcp::Response) -> Response
     (status, [(header::CONTENT_TYPE, "application/json")], Message::Response(response).to_text()).into_response()
 }
 
-/// Aborts a request's task when the HTTP exchange that waits for it goes away.
-struct AbortOnDrop(tokio::task::AbortHandle);
+/// Answers a forwarded request the cheapest way its backend allows: while nothing is streamed
+/// before the answer, the request runs on this exchange's own task and its answer goes back as
+/// one `application/json` body (the transport lets the server choose). The first message
+/// streamed before the answer (progress, a log message, the backend's own request) turns the
+/// answer into an SSE stream, and the request moves, unfinished, into that stream's body. A
+/// client that goes away cancels the request either way. `slot` is held until the answer is
+/// handed on.
+async fn answer_or_stream(session: &Arc<Session>, request: mcp::Request, slot: OwnedSemaphorePermit) -> Response {
+    let (tx, mut rx) = crate::mcp::client_channel();
+    let mut running = session.request(request, Some(tx));
+    let state = tokio::select! {
+        biased;
+        Some(first) = rx.recv() => (Some(first), Streaming::Running(running, rx, slot)),
+        answer = &mut running => match rx.try_recv() {
+            // Streamed in the same step as the answer: still first.
+            Some(first) => (Some(first), Streaming::Answered(answer, rx, slot)),
+            None => {
+                return match answer {
+                    Some(response) => json_response(&Message::Response(response)),
+                    // Cancelled by the client's notifications/cancelled: no answer is owed.
+                    None => sse::respond(stream::empty(), false),
+                };
+            }
+        },
+    };
+    let (first, state) = state;
+    sse::respond(stream::iter(first).chain(stream::unfold(Some(state), Streaming::next)), false)
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// A forwarded request whose answer streams: running, or answered with messages still queued
+/// before its answer. Dropping it (the client closed the stream) cancels the request.
+enum Streaming {
+    Running(RunningRequest, ClientStream, OwnedSemaphorePermit),
+    Answered(Option<mcp::Response>, ClientStream, OwnedSemaphorePermit),
+}
+
+impl Streaming {
+    /// The next message for the stream, the response last; `None` after it.
+    async fn next(state: Option<Self>) -> Option<(Message, Option<Self>)> {
+        match state? {
+            Self::Running(mut running, mut rx, slot) => tokio::select! {
+                biased;
+                Some(message) = rx.recv() => Some((message, Some(Self::Running(running, rx, slot)))),
+                answer = &mut running => Self::after(answer, rx, slot),
+            },
+            Self::Answered(answer, rx, slot) => Self::after(answer, rx, slot),
+        }
+    }
+
+    /// What follows a request's answer: what was queued before it, then the answer itself
+    /// (nothing when the request was cancelled), and the slot is handed back.
+    fn after(
+        answer: Option<mcp::Response>,
+        mut rx: ClientStream,
+        slot: OwnedSemaphorePermit,
+    ) -> Option<(Message, Option<Self>)> {
+        if let Some(message) = rx.try_recv() {
+            return Some((message, Some(Self::Answered(answer, rx, slot))));
+        }
+        drop(slot);
+        answer.map(|response| (Message::Response(response), None))
     }
 }

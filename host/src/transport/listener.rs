@@ -121,12 +121,12 @@ async fn handle(
             let (mut stream, subject) = match tokio::time::timeout(handshake, tls.accept(stream)).await {
                 Ok(Ok(accepted)) => accepted,
                 Ok(Err(e)) => {
-                    crate::metrics::metrics().tls_refused("handshake");
+                    crate::metrics::metrics().access.tls_refused("handshake");
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return Ok(());
                 }
                 Err(_) => {
-                    crate::metrics::metrics().tls_refused("handshake");
+                    crate::metrics::metrics().access.tls_refused("handshake");
                     tracing::debug!(%peer, "TLS handshake not finished in time");
                     return Ok(());
                 }
@@ -158,7 +158,7 @@ async fn serve_plain(
     pending: PendingGuard,
 ) -> std::io::Result<()> {
     if is_line_start(first) {
-        let _open = crate::metrics::metrics().connection("line");
+        let _open = crate::metrics::metrics().clients.connection("line");
         let (read, write) = stream.into_split();
         line::serve(read, write, Peer::at(peer), &state.sessions_factory, pending).await;
         return Ok(());
@@ -179,7 +179,7 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     if is_line_start(first) {
-        let _open = crate::metrics::metrics().connection("line");
+        let _open = crate::metrics::metrics().clients.connection("line");
         let (read, write) = tokio::io::split(stream);
         line::serve(read, write, peer, &state.sessions_factory, pending).await;
         return Ok(());
@@ -214,7 +214,7 @@ fn is_line_start(first: u8) -> bool {
 /// Answers a plaintext client of a TLS-only port with a short, clear refusal in its own
 /// protocol, then closes.
 async fn refuse_plaintext(stream: TcpStream, first: u8) {
-    crate::metrics::metrics().tls_refused("plaintext");
+    crate::metrics::metrics().access.tls_refused("plaintext");
     let answer: &[u8] = if is_line_start(first) {
         b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,\"message\":\"this port requires TLS\"}}\n"
     } else {
@@ -252,7 +252,7 @@ where
     // The first whole
     // request head ends the connection's unauthenticated phase (each request then
     // authenticates on its own, with its body under `limits.body_timeout_secs`).
-    let _open = crate::metrics::metrics().connection("http");
+    let _open = crate::metrics::metrics().clients.connection("http");
     let router = router.layer(axum::Extension(ConnectInfo(peer.addr))).layer(axum::Extension(peer));
     let pending = Mutex::new(Some(pending));
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {

@@ -10,7 +10,7 @@ use crate::session::{Ended, Session, SessionFactory, drive};
 
 /// Serves one upgraded WebSocket as `session` (admitted at the handshake).
 pub async fn serve(socket: WebSocket, factory: SessionFactory, session: Arc<Session>) {
-    let _open = crate::metrics::metrics().connection("websocket");
+    let _open = crate::metrics::metrics().clients.connection("websocket");
     let (mut sink, stream) = socket.split();
     let limits = factory.limits.clone();
     let limit = limits.max_message_bytes;

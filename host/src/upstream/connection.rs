@@ -20,7 +20,7 @@ impl Connection {
     pub async fn request(&self, method: &str, params: Option<&Value>) -> Result<Value, UpstreamError> {
         match self {
             Connection::Framed(c) => c.request(method, params).await,
-            Connection::Http(c) => c.request(method, params.cloned()).await,
+            Connection::Http(c) => c.request(method, params).await,
         }
     }
 

@@ -1,37 +1,51 @@
 //! MCP Streamable HTTP client: each request is a POST answered with JSON or an SSE stream;
 //! a GET stream (when the server offers one) carries the server's own notifications.
+//!
+//! The hot path is hyper's pooled client with keep-alive: the URI and the headers every POST
+//! carries are built once per connection, the request is written straight from the borrowed
+//! params, and a JSON answer is read into one buffer and parsed from it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
+use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use http_body_util::{BodyExt, BodyStream, Full, Limited};
 use serde_json::Value;
-use tokio::sync::{RwLock, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::connection::Connection;
+use super::http_client::{HttpClient, error_chain};
 use super::routes::ClientRoutes;
-use crate::mcp::{Message, Notification, Request};
+use crate::mcp::{Message, Notification, request_text};
 
-const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
+const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+
+/// What a POST on this session carries besides its body: set once `initialize` is answered.
+#[derive(Default, Clone)]
+struct SessionHeaders {
+    /// Assigned by the server in its `initialize` response.
+    session_id: Option<HeaderValue>,
+    /// Negotiated in `initialize`; sent on every later request.
+    protocol_version: Option<HeaderValue>,
+}
 
 /// A Streamable HTTP session with one upstream.
 pub struct HttpConnection {
-    /// Shared HTTP client (connection pooling across requests).
-    client: reqwest::Client,
-    /// The MCP endpoint.
-    url: String,
+    /// Pooled HTTP client (keep-alive connections reused across requests).
+    client: HttpClient,
+    /// The MCP endpoint, parsed once.
+    uri: Uri,
     /// Configured extra headers.
     headers: HeaderMap,
-    /// Assigned by the server in its `initialize` response.
-    session_id: RwLock<Option<String>>,
-    /// Negotiated in `initialize`; sent on every later request.
-    protocol_version: RwLock<Option<String>>,
+    /// The session id and protocol version, once known.
+    session: RwLock<SessionHeaders>,
     /// Source of relay-assigned request ids.
     next_id: AtomicU64,
     /// Notifications from SSE responses and the GET stream.
@@ -59,17 +73,14 @@ pub fn connect(
         let value = HeaderValue::try_from(value.as_str()).map_err(|e| UpstreamError::Connect(e.to_string()))?;
         map.insert(name, value);
     }
-    let client = reqwest::Client::builder()
-        .connect_timeout(timeout)
-        .build()
-        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let uri = Uri::try_from(url).map_err(|e| UpstreamError::Connect(format!("bad URL: {e}")))?;
+    let client = super::http_client::build(timeout)?;
     let (events, events_rx) = mpsc::channel(64);
     let conn = HttpConnection {
         client,
-        url: url.to_owned(),
+        uri,
         headers: map,
-        session_id: RwLock::new(None),
-        protocol_version: RwLock::new(None),
+        session: RwLock::default(),
         next_id: AtomicU64::new(1),
         events,
         closed: CancellationToken::new(),
@@ -93,18 +104,17 @@ impl HttpConnection {
     }
 
     /// POSTs a request and reads its response from JSON or from the SSE stream.
-    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+    pub async fn request(&self, method: &str, params: Option<&Value>) -> Result<Value, UpstreamError> {
         if self.closed.is_cancelled() {
             return Err(UpstreamError::ConnectionLost);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let message = Message::Request(Request { id: id.into(), method: method.into(), params });
         let mut unanswered = CancelUnanswered { conn: self, id: Some(id) };
-        let response = self.post(&message).await?;
+        let response = self.post(request_text(&id.into(), method, params)).await?;
         if method == "initialize"
-            && let Some(session) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+            && let Some(session) = response.headers().get(SESSION_HEADER)
         {
-            *self.session_id.write().await = Some(session.to_owned());
+            self.session.write().expect("session lock").session_id = Some(session.clone());
         }
         let is_sse = content_type(response.headers()).starts_with("text/event-stream");
         let result = if is_sse {
@@ -116,8 +126,9 @@ impl HttpConnection {
         unanswered.id = None;
         let result = result?;
         if method == "initialize" {
-            let version = result.get("protocolVersion").and_then(Value::as_str).map(str::to_owned);
-            *self.protocol_version.write().await = version;
+            let version = result.get("protocolVersion").and_then(Value::as_str);
+            self.session.write().expect("session lock").protocol_version =
+                version.and_then(|v| HeaderValue::from_str(v).ok());
             self.spawn_get_stream();
         }
         Ok(result)
@@ -125,73 +136,80 @@ impl HttpConnection {
 
     /// POSTs a notification (answered with 202).
     pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), UpstreamError> {
-        self.post(&Message::Notification(Notification { method: method.into(), params })).await.map(drop)
+        self.post(Message::Notification(Notification { method: method.into(), params }).to_text()).await.map(drop)
     }
 
     /// Ends the session politely (DELETE) and marks the connection closed.
     pub async fn close(&self) {
         self.closed.cancel();
-        if let Some(session) = self.session_id.read().await.clone() {
-            let _ = self
-                .client
-                .delete(&self.url)
-                .headers(self.headers.clone())
-                .header(SESSION_HEADER, session)
-                .send()
-                .await;
+        let session = self.session_headers();
+        if session.session_id.is_some() {
+            let request = self.request_to(Method::DELETE, &session, Full::default());
+            let _ = self.client.request(request).await;
         }
     }
 
-    /// A POST of `message` on this session: configured headers, both answer formats accepted,
-    /// the session id and protocol version once known.
-    fn post_request(&self, message: &Message, session: Option<&str>, version: Option<&str>) -> reqwest::RequestBuilder {
-        let mut request = self
-            .client
-            .post(&self.url)
-            .headers(self.headers.clone())
-            .header(header::ACCEPT, "application/json, text/event-stream")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(message.to_text());
-        if let Some(session) = session {
-            request = request.header(SESSION_HEADER, session);
+    fn session_headers(&self) -> SessionHeaders {
+        self.session.read().expect("session lock").clone()
+    }
+
+    /// A request to the endpoint: configured headers, and the session id and protocol version
+    /// once known.
+    fn request_to(&self, method: Method, session: &SessionHeaders, body: Full<Bytes>) -> http::Request<Full<Bytes>> {
+        let mut request = http::Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.clone_from(&self.headers);
+        if let Some(session) = &session.session_id {
+            headers.insert(SESSION_HEADER, session.clone());
         }
-        if let Some(version) = version {
-            request = request.header(VERSION_HEADER, version);
+        if let Some(version) = &session.protocol_version {
+            headers.insert(VERSION_HEADER, version.clone());
         }
         request
     }
 
-    async fn post(&self, message: &Message) -> Result<reqwest::Response, UpstreamError> {
-        let (session, version) = (self.session_id.read().await.clone(), self.protocol_version.read().await.clone());
-        let request = self.post_request(message, session.as_deref(), version.as_deref());
-        let never_connected = version.is_none();
-        let response = request.send().await.map_err(|e| {
+    /// A POST of `text` on this session, both answer formats accepted.
+    fn post_request(&self, text: String, session: &SessionHeaders) -> http::Request<Full<Bytes>> {
+        let mut request = self.request_to(Method::POST, session, Full::new(Bytes::from(text)));
+        let headers = request.headers_mut();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        request
+    }
+
+    async fn post(&self, text: String) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let session = self.session_headers();
+        let never_connected = session.protocol_version.is_none();
+        let response = self.client.request(self.post_request(text, &session)).await.map_err(|e| {
             self.closed.cancel();
-            let e = e.without_url();
             if never_connected {
                 // Refused or unreachable before anything was exchanged: say so, not "lost".
                 let why = if e.is_connect() { "connection refused or unreachable" } else { "request failed" };
                 UpstreamError::Connect(format!("{why}: {}", error_chain(&e)))
             } else {
-                tracing::debug!(error = %e, "http upstream unreachable");
+                tracing::debug!(error = %error_chain(&e), "http upstream unreachable");
                 UpstreamError::ConnectionLost
             }
         })?;
         match response.status() {
             status if status.is_success() => Ok(response),
-            StatusCode::NOT_FOUND if self.session_id.read().await.is_some() => {
+            StatusCode::NOT_FOUND if session.session_id.is_some() => {
                 // The server forgot our session (restart): reconnecting re-initializes.
                 self.closed.cancel();
                 Err(UpstreamError::ConnectionLost)
             }
             status => {
-                let body = response.text().await.unwrap_or_default();
+                let body = Limited::new(response.into_body(), 4096).collect().await;
+                let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+                let body = String::from_utf8_lossy(&body);
                 Err(UpstreamError::Protocol(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>())))
             }
         }
     }
 
-    async fn read_sse(&self, response: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
+    async fn read_sse(&self, response: http::Response<hyper::body::Incoming>, id: u64) -> Result<Value, UpstreamError> {
         let (body, since_event) = capped_events(response, self.max_message_bytes);
         let mut events = body.eventsource();
         while let Some(event) = events.next().await {
@@ -208,7 +226,7 @@ impl HttpConnection {
             if event.data.trim().is_empty() {
                 continue;
             }
-            match parse(&event.data)? {
+            match parse(event.data.as_bytes())? {
                 Message::Response(r) if r.id.as_u64() == Some(id) => return UpstreamError::check_answer(r.outcome),
                 other => self.dispatch(other).await,
             }
@@ -227,7 +245,7 @@ impl HttpConnection {
             }
             Message::Request(request) => {
                 let answer = self.routes.answer(request).await;
-                let _ = self.post(&Message::Response(answer)).await;
+                let _ = self.post(Message::Response(answer).to_text()).await;
             }
             Message::Response(_) => {}
         }
@@ -236,23 +254,14 @@ impl HttpConnection {
     /// Opens the server-to-client stream; a server without one answers 405 and that is fine.
     fn spawn_get_stream(&self) {
         let client = self.client.clone();
-        let url = self.url.clone();
-        let headers = self.headers.clone();
+        let mut request = self.request_to(Method::GET, &self.session_headers(), Full::default());
+        request.headers_mut().insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
         let events = self.events.clone();
         let closed = self.closed.clone();
-        let session = self.session_id.try_read().ok().and_then(|s| s.clone());
-        let version = self.protocol_version.try_read().ok().and_then(|s| s.clone());
         let max_message_bytes = self.max_message_bytes;
         tokio::spawn(async move {
-            let mut request = client.get(&url).headers(headers).header(header::ACCEPT, "text/event-stream");
-            if let Some(session) = session {
-                request = request.header(SESSION_HEADER, session);
-            }
-            if let Some(version) = version {
-                request = request.header(VERSION_HEADER, version);
-            }
             let stream = async {
-                let Ok(response) = request.send().await else { return };
+                let Ok(response) = client.request(request).await else { return };
                 if !response.status().is_success() {
                     return;
                 }
@@ -260,7 +269,7 @@ impl HttpConnection {
                 let mut sse = body.eventsource();
                 while let Some(Ok(event)) = sse.next().await {
                     since_event.store(0, Ordering::Relaxed);
-                    if let Ok(Message::Notification(n)) = parse(&event.data) {
+                    if let Ok(Message::Notification(n)) = parse(event.data.as_bytes()) {
                         let _ = events.try_send(n);
                     }
                 }
@@ -289,35 +298,22 @@ impl Drop for CancelUnanswered<'_> {
             method: "notifications/cancelled".into(),
             params: Some(serde_json::json!({"requestId": id, "reason": "the relay's caller stopped waiting"})),
         });
-        let session = conn.session_id.try_read().ok().and_then(|s| s.clone());
-        let version = conn.protocol_version.try_read().ok().and_then(|v| v.clone());
-        let request = conn.post_request(&cancel, session.as_deref(), version.as_deref());
+        let request = conn.post_request(cancel.to_text(), &conn.session_headers());
+        let client = conn.client.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = request.send().await;
+                let _ = client.request(request).await;
             });
         }
     }
-}
-
-/// An error and its causes in one line (reqwest's own message names only the outermost).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn content_type(headers: &HeaderMap) -> &str {
     headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-fn parse(text: &str) -> Result<Message, UpstreamError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| UpstreamError::BadAnswer(format!("bad JSON: {e}")))?;
+fn parse(text: &[u8]) -> Result<Message, UpstreamError> {
+    let value: Value = serde_json::from_slice(text).map_err(|e| UpstreamError::BadAnswer(format!("bad JSON: {e}")))?;
     Message::from_value(value)
         .map_err(|_| UpstreamError::BadAnswer("its answer is not a valid JSON-RPC message".into()))
 }
@@ -326,40 +322,50 @@ fn parse(text: &str) -> Result<Message, UpstreamError> {
 /// without an event being taken from it (the reader resets the returned counter per event),
 /// so one event can never grow past the limit in memory.
 fn capped_events(
-    response: reqwest::Response,
+    response: http::Response<hyper::body::Incoming>,
     limit: usize,
-) -> (impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>>, Arc<AtomicUsize>) {
+) -> (impl futures::Stream<Item = Result<Bytes, std::io::Error>>, Arc<AtomicUsize>) {
     let since_event = Arc::new(AtomicUsize::new(0));
     let counter = since_event.clone();
     // Some slack for the `data:` framing and keep-alive comments around one message.
     let cap = limit.saturating_add(64 * 1024);
-    let body = response.bytes_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
+    let body = BodyStream::new(response.into_body()).filter_map(move |frame| {
+        let chunk = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(chunk) => chunk,
+                // Trailers: nothing to read.
+                Err(_) => return futures::future::ready(None),
+            },
+            Err(e) => return futures::future::ready(Some(Err(std::io::Error::other(e)))),
+        };
         if counter.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len() > cap {
             counter.store(usize::MAX / 2, Ordering::Relaxed);
-            return Err(std::io::Error::other("SSE event over the size limit"));
+            return futures::future::ready(Some(Err(std::io::Error::other("SSE event over the size limit"))));
         }
-        Ok(chunk)
+        futures::future::ready(Some(Ok(chunk)))
     });
     (body, since_event)
 }
 
-/// A JSON response body, read chunk by chunk up to `limit` bytes.
-async fn read_json(response: reqwest::Response, id: u64, limit: usize) -> Result<Value, UpstreamError> {
-    if response.content_length().is_some_and(|length| length > limit as u64) {
+/// A JSON response body, read up to `limit` bytes into one buffer and parsed from it.
+async fn read_json(
+    response: http::Response<hyper::body::Incoming>,
+    id: u64,
+    limit: usize,
+) -> Result<Value, UpstreamError> {
+    let length = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    if length.and_then(|v| v.parse::<u64>().ok()).is_some_and(|length| length > limit as u64) {
         return Err(UpstreamError::too_large(limit));
     }
-    let mut body = Vec::new();
-    let mut chunks = response.bytes_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|_| UpstreamError::ConnectionLost)?;
-        if body.len() + chunk.len() > limit {
-            return Err(UpstreamError::too_large(limit));
-        }
-        body.extend_from_slice(&chunk);
+    let body = match Limited::new(response.into_body(), limit).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(UpstreamError::too_large(limit)),
+        Err(_) => return Err(UpstreamError::ConnectionLost),
+    };
+    if std::str::from_utf8(&body).is_err() {
+        return Err(UpstreamError::BadAnswer("its answer is not UTF-8 text".into()));
     }
-    let text = String::from_utf8(body).map_err(|_| UpstreamError::BadAnswer("its answer is not UTF-8 text".into()))?;
-    match parse(&text)? {
+    match parse(&body)? {
         Message::Response(r) if r.id.as_u64() == Some(id) => UpstreamError::check_answer(r.outcome),
         _ => Err(UpstreamError::Protocol("HTTP response did not answer the request".into())),
     }

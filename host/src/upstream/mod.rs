@@ -8,6 +8,7 @@ mod error;
 mod framed;
 mod handshake;
 mod http;
+mod http_client;
 mod registry;
 mod routes;
 mod stdio;

@@ -110,7 +110,7 @@ impl Upstream {
         notifications: broadcast::Sender<UpstreamEvent>,
     ) -> Arc<Self> {
         let routes = Arc::new(ClientRoutes::new(&backend.name, call_deadline(&backend, &timing)));
-        let series = metrics().backend(&backend.name);
+        let series = metrics().backends.series(&backend.name);
         let upstream = Arc::new(Self {
             backend,
             timing,
@@ -171,6 +171,7 @@ impl Upstream {
 
     /// Stops the supervisor and closes the connection; waiting requests fail with `Gone`.
     pub fn stop(&self) {
+        self.metrics.forget();
         self.stop.cancel();
     }
 
@@ -246,8 +247,11 @@ impl Upstream {
         outcome
     }
 
+    /// Changes the status, and tells the metrics whether the backend is ready now.
     fn set_status(&self, change: impl FnOnce(&mut Status)) {
-        change(&mut self.status.lock().expect("status lock"));
+        let mut status = self.status.lock().expect("status lock");
+        change(&mut status);
+        self.metrics.ready(status.state == State::Ready);
     }
 
     async fn open(&self) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {

@@ -100,6 +100,14 @@ async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: 
                     text(format!("{}: {}", opts.name, args["message"].as_str().unwrap_or("done")))
                 }
                 "hang" => return,
+                // One progress notification for the call's token, then the answer.
+                "progress" => {
+                    let token = params["_meta"]["progressToken"].clone();
+                    let note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                        "params": {"progressToken": token, "progress": 1, "total": 2}});
+                    let _ = tx.send(note.to_string());
+                    text(format!("{}: progressed", opts.name))
+                }
                 // What the relay passed on in `_meta` (trace context, progress token).
                 "meta" => text(params.get("_meta").cloned().unwrap_or(Value::Null).to_string()),
                 "cancellations" => text(CANCELLATIONS.load(std::sync::atomic::Ordering::Relaxed).to_string()),
@@ -142,6 +150,7 @@ fn tools(extra: &Mutex<Vec<String>>) -> Vec<Value> {
         json!({"name": "add", "description": "Add two numbers", "inputSchema": object(json!({"a": {"type": "number"}, "b": {"type": "number"}}))}),
         json!({"name": "slow", "description": "Answer after ms milliseconds", "inputSchema": object(json!({"ms": {"type": "integer"}, "message": {"type": "string"}}))}),
         json!({"name": "hang", "description": "Never answer", "inputSchema": object(json!({}))}),
+        json!({"name": "progress", "description": "Report progress once, then answer", "inputSchema": object(json!({}))}),
         json!({"name": "meta", "description": "The request's _meta", "inputSchema": object(json!({}))}),
         json!({"name": "garbage", "description": "Send a non-JSON frame", "inputSchema": object(json!({}))}),
         json!({"name": "register_tool", "description": "Add a tool", "inputSchema": object(json!({"name": {"type": "string"}}))}),

@@ -1,0 +1,132 @@
+//! The plugin layer's series: calls by outcome and their durations, reloads, requests that
+//! went on without a failed plugin, and kv calls that could not reach the store.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use super::histogram::{DurationHistogram, Histograms};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginOutcome {
+    plugin: String,
+    outcome: &'static str,
+}
+
+/// Every plugin's series.
+pub struct PluginSeries {
+    calls: Family<PluginOutcome, Counter>,
+    reloads: Family<PluginOutcome, Counter>,
+    duration: Histograms<PluginLabel>,
+    failed_open: Family<PluginLabel, Counter>,
+    kv_unavailable: Counter,
+}
+
+impl PluginSeries {
+    /// The series, registered in `registry`.
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let series = Self {
+            calls: Family::default(),
+            reloads: Family::default(),
+            duration: Family::default(),
+            failed_open: Family::default(),
+            kv_unavailable: Counter::default(),
+        };
+        registry.register(
+            "relay_plugin_calls",
+            "Plugin calls by outcome (ok, denied, trap, timeout)",
+            series.calls.clone(),
+        );
+        registry.register("relay_plugin_reloads", "Plugin reloads by outcome (ok, error)", series.reloads.clone());
+        registry.register("relay_plugin_call_duration_seconds", "Time a plugin call took", series.duration.clone());
+        registry.register(
+            "relay_plugin_failed_open",
+            "Requests that went on without a policy or interceptor that failed (on_error: fail-open)",
+            series.failed_open.clone(),
+        );
+        registry.register(
+            "relay_kv_unavailable",
+            "Plugin kv calls that could not reach the store (Redis down or slower than kv.timeout_ms)",
+            series.kv_unavailable.clone(),
+        );
+        series
+    }
+
+    /// The series of one plugin, resolved once and kept by its slot.
+    pub fn series(&self, plugin: &str) -> PluginMetrics {
+        let label = |outcome| PluginOutcome { plugin: plugin.to_owned(), outcome };
+        let call = |outcome| self.calls.get_or_create(&label(outcome)).clone();
+        let reload = |outcome| self.reloads.get_or_create(&label(outcome)).clone();
+        let (ok, denied, trap, timeout) = (call("ok"), call("denied"), call("trap"), call("timeout"));
+        let (reloaded, reload_failed) = (reload("ok"), reload("error"));
+        let duration = self.duration.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).clone();
+        PluginMetrics { ok, denied, trap, timeout, duration, reloaded, reload_failed }
+    }
+
+    /// A request that went on without the failed policy or interceptor `plugin` (`on_error:
+    /// fail-open`).
+    pub fn failed_open(&self, plugin: &str) {
+        self.failed_open.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).inc();
+    }
+
+    /// A plugin `kv` call that could not reach the store.
+    pub fn kv_unavailable(&self) {
+        self.kv_unavailable.inc();
+    }
+}
+
+/// One plugin's series (see [`PluginSeries::series`]).
+#[derive(Clone, Debug)]
+pub struct PluginMetrics {
+    ok: Counter,
+    denied: Counter,
+    trap: Counter,
+    timeout: Counter,
+    duration: DurationHistogram,
+    reloaded: Counter,
+    reload_failed: Counter,
+}
+
+/// How a plugin call ended.
+#[derive(Clone, Copy, Debug)]
+pub enum PluginOutcomeKind {
+    /// It answered and let the request through (or served its tool).
+    Ok,
+    /// It answered with a denial.
+    Denied,
+    /// It trapped (out of memory included).
+    Trap,
+    /// It ran past its deadline.
+    Timeout,
+}
+
+impl PluginMetrics {
+    /// One call's outcome.
+    pub fn call(&self, outcome: PluginOutcomeKind) {
+        match outcome {
+            PluginOutcomeKind::Ok => &self.ok,
+            PluginOutcomeKind::Denied => &self.denied,
+            PluginOutcomeKind::Trap => &self.trap,
+            PluginOutcomeKind::Timeout => &self.timeout,
+        }
+        .inc();
+    }
+
+    /// How long one call took, whatever its outcome.
+    pub fn duration(&self, elapsed: Duration) {
+        self.duration.observe(elapsed);
+    }
+
+    /// A reload that loaded a new version (`true`) or failed.
+    pub fn reload(&self, loaded: bool) {
+        if loaded { &self.reloaded } else { &self.reload_failed }.inc();
+    }
+}
