@@ -12,6 +12,10 @@
 # Usage: scripts/bench.sh
 #   BENCH_SECS=5          seconds per rate run
 #   BENCH_SOAK_SECS=60    seconds of the soak run (64 connections)
+#   BENCH_BASELINE=/path/to/an/older/relay
+#                         also runs that binary's ws>ws and http>http in the same run, for a
+#                         before/after of a change (e.g. `git stash; cargo build --release -p relay;
+#                         cp target/release/relay /tmp/relay-before; git stash pop`)
 #   BENCH_SERVER_CPUS=2-9 BENCH_LOAD_CPUS=10-15
 #                         taskset CPU lists for the servers (backend, relays, HAProxy) and for
 #                         the load generators; unset, everything shares every core.
@@ -53,7 +57,7 @@ start_relay() {
   mkdir -p "$dir"
   printf 'listen: {host: 127.0.0.1, port: %s}\nlogging: {level: warn}\nlimits: {max_sessions: 200000, max_sessions_per_principal: 200000, max_sessions_per_address: 200000, max_pending_per_address: 100000}\n%s' "$port" "$3" >"$dir/relay.yaml"
   if [ -n "$2" ]; then printf 'backends:\n  - name: echo\n    url: %s\n' "$2"; else echo 'backends: []'; fi >"$dir/backends.yaml"
-  RELAY_RATE_LIMIT=1000000000 BENCH_TOKEN=bench-token "${SERVE[@]}" $BIN/relay serve --config "$dir/relay.yaml" >/dev/null 2>"$dir/relay.log" &
+  RELAY_RATE_LIMIT=1000000000 BENCH_TOKEN=bench-token "${SERVE[@]}" "${RELAY_BIN:-$BIN/relay}" serve --config "$dir/relay.yaml" >/dev/null 2>"$dir/relay.log" &
   PIDS+=("$!"); eval "${1}_PID=$!; ${1}_PORT=$port"
   wait_port "$port"
   # Wait until the backend is connected: one echo call answers.
@@ -72,6 +76,10 @@ EOF
 start_relay RWS "ws://127.0.0.1:$BACKEND/ws" ""
 start_relay RHTTP "http://127.0.0.1:$BACKEND/mcp" ""
 start_relay RPLUG "ws://127.0.0.1:$BACKEND/ws" "$PLUGINS" bench-token
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  RELAY_BIN=$BENCH_BASELINE start_relay BWS "ws://127.0.0.1:$BACKEND/ws" ""
+  RELAY_BIN=$BENCH_BASELINE start_relay BHTTP "http://127.0.0.1:$BACKEND/mcp" ""
+fi
 # tool-filter and redact bound to another backend (what unbound calls pay: a glob match each and
 # the caller's view of the catalog, looked up), and redact bound to this one.
 start_relay RINTO "ws://127.0.0.1:$BACKEND/ws" "plugins:
@@ -139,6 +147,10 @@ for conns in 4 32; do
   run "direct http" "http://127.0.0.1:$BACKEND/mcp" $conns "$BACKEND_PID"
   run "relay ws>ws" "ws://127.0.0.1:$RWS_PORT/ws" $conns "$RWS_PID $BACKEND_PID"
   run "relay http>http" "http://127.0.0.1:$RHTTP_PORT/mcp" $conns "$RHTTP_PID $BACKEND_PID"
+  if [ -n "${BENCH_BASELINE:-}" ]; then
+    run "baseline ws>ws" "ws://127.0.0.1:$BWS_PORT/ws" $conns "$BWS_PID $BACKEND_PID"
+    run "baseline http>http" "http://127.0.0.1:$BHTTP_PORT/mcp" $conns "$BHTTP_PID $BACKEND_PID"
+  fi
   run "relay ws>ws +auth+rl" "ws://127.0.0.1:$RPLUG_PORT/ws" $conns "$RPLUG_PID $BACKEND_PID" --token bench-token
   run "relay ws>ws +2 unbound" "ws://127.0.0.1:$RINTO_PORT/ws" $conns "$RINTO_PID $BACKEND_PID"
   # redact on a 1 KiB text result, against the plain relay with the same result.
@@ -181,6 +193,13 @@ for conns in ("4", "32"):
                                    ("relay ws>ws +auth+rl", "direct ws", "haproxy http ws")):
         r = by[(relay, conns)]
         print(f"  {relay:22} @{conns:>2}: {r / by[(direct, conns)]:.2f}x direct, {r / by[(haproxy, conns)]:.2f}x haproxy mode http")
+cpu = {(r[0], r[1]): float(r[5]) for r in rows}
+if ("baseline ws>ws", "4") in by:
+    print("\nthis build against BENCH_BASELINE (same run):")
+    for conns in ("4", "32"):
+        for path in ("ws>ws", "http>http"):
+            new, old = ("relay " + path, conns), ("baseline " + path, conns)
+            print(f"  {path:10} @{conns:>2}: {by[new] / by[old]:.2f}x calls/s, CPU {cpu[new]:.1f} vs {cpu[old]:.1f} µs/call")
 PY
 echo "(CPU µs/call counts every serving process: the relay or HAProxy plus the backend.)"
 

@@ -41,7 +41,12 @@ where
     S: Stream<Item = Inbound> + Unpin,
 {
     let idle = Duration::from_secs(limits.idle_timeout_secs);
-    let mut events = session.server_events();
+    // A stream that keeps its pending `next()` between polls: re-created on every turn of the
+    // loop, it would register and drop its wakers (catalog watch, broadcast) once per message.
+    let events = futures::stream::unfold(session.server_events(), |mut events| async move {
+        events.next().await.map(|message| (message, events))
+    });
+    let mut events = std::pin::pin!(events);
     // Requests running on their own tasks, awaited here rather than by a task each.
     let mut running = FuturesUnordered::new();
     // One timer for the connection's life, moved only when it fires: arming a new one for

@@ -160,9 +160,10 @@ async fn mcp_post(
     if !media::is(header_str(&headers, header::CONTENT_TYPE), "application/json") {
         return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
     }
-    if let Err(refusal) = vouched_for(&state, &peer, &headers).await {
-        return refusal;
-    }
+    let vouched = match vouched_for(&state, &peer, &headers).await {
+        Ok(vouched) => vouched,
+        Err(refusal) => return refusal,
+    };
     let limits = state.sessions_factory.limits.clone();
     let body_deadline = Duration::from_secs(limits.body_timeout_secs);
     let bytes = match tokio::time::timeout(body_deadline, to_bytes(body, limits.max_message_bytes)).await {
@@ -208,7 +209,7 @@ async fn mcp_post(
         return reply;
     }
 
-    let session = match find_session(&state, &headers, &peer).await {
+    let session = match find_session(&state, &headers, &peer, vouched).await {
         Ok(session) => session,
         Err(refusal) => return refusal,
     };
@@ -255,7 +256,7 @@ async fn mcp_get(
     if !media::accepts(header_str(&headers, header::ACCEPT), "text/event-stream") {
         return plain(StatusCode::NOT_ACCEPTABLE, "GET /mcp needs Accept: text/event-stream");
     }
-    let session = match find_session(&state, &headers, &peer).await {
+    let session = match find_session(&state, &headers, &peer, None).await {
         Ok(session) => session,
         Err(refusal) => return refusal,
     };
@@ -286,7 +287,7 @@ async fn mcp_delete(
     if stateless::is_stateless(&headers) {
         return stateless::method_not_allowed();
     }
-    match find_session(&state, &headers, &peer).await {
+    match find_session(&state, &headers, &peer, None).await {
         Ok(session) => {
             state.sessions.remove(&session.id);
             tracing::debug!(session = %session.tag, "session ended by client");

@@ -17,20 +17,25 @@ use crate::session::{Refused, Session};
 /// certificate) is checked before its body is read, so nobody the relay cannot vouch for makes
 /// it buffer up to `max_message_bytes`: the credential of an open session it names, or one the
 /// auth plugin admits (remembered, so the session's or the stateless call's own check after is
-/// free). A refusal answers with id `null`: the request was not read.
+/// free). A refusal answers with id `null`: the request was not read. Gives the open session
+/// whose credential vouched, so [`find_session`] need not look it up and hash it again.
 #[allow(clippy::result_large_err)] // the refusal is the handler's response, built once
-pub(super) async fn vouched_for(state: &TransportState, peer: &Peer, headers: &HeaderMap) -> Result<(), Response> {
+pub(super) async fn vouched_for(
+    state: &TransportState,
+    peer: &Peer,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<Session>>, Response> {
     let factory = &state.sessions_factory;
     if !factory.requires_auth() {
-        return Ok(());
+        return Ok(None);
     }
     let info = ConnectInfo::new(TransportKind::Http, peer, bearer(headers));
     let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).and_then(|id| state.sessions.get(id));
-    if session.is_some_and(|s| s.credential_matches(&info.credential_digest())) {
-        return Ok(());
+    if let Some(session) = session.filter(|s| s.credential_matches(&info.credential_digest())) {
+        return Ok(Some(session));
     }
     match factory.authenticate(&info).await {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(None),
         Err(refusal) => Err(refused(Refused::Auth(refusal), Value::Null)),
     }
 }
@@ -38,12 +43,40 @@ pub(super) async fn vouched_for(state: &TransportState, peer: &Peer, headers: &H
 /// The session named by `Mcp-Session-Id`, after checking that the request presents the
 /// credential the session was opened with (the same bearer token and client certificate
 /// subject: a wrong one counts as a failed authentication of the address), that the
-/// credential has not expired, and `MCP-Protocol-Version`.
+/// credential has not expired, and `MCP-Protocol-Version`. `vouched` is the session
+/// [`vouched_for`] already found with a matching credential, if it did.
 pub(super) async fn find_session(
     state: &TransportState,
     headers: &HeaderMap,
     peer: &Peer,
+    vouched: Option<Arc<Session>>,
 ) -> Result<Arc<Session>, Response> {
+    let session = match vouched {
+        Some(session) => session,
+        None => named_session(state, headers, peer).await?,
+    };
+    if session.expired() {
+        state.sessions.remove(&session.id);
+        tracing::debug!(session = %session.tag, principal = %session.principal.id, "session ended: its credential expired");
+        return Err(unauthorized(crate::session::expired_error()));
+    }
+    if let Some(requested) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok())
+        && !version::is_supported(requested)
+    {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            mcp::Response::err(
+                Value::Null,
+                RpcError::new(error_codes::INVALID_REQUEST, format!("unsupported MCP-Protocol-Version {requested}"))
+                    .with_data(json!({"supported": version::SUPPORTED})),
+            ),
+        ));
+    }
+    Ok(session)
+}
+
+/// The session `Mcp-Session-Id` names, if the request presents its credential.
+async fn named_session(state: &TransportState, headers: &HeaderMap, peer: &Peer) -> Result<Arc<Session>, Response> {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         return Err(rpc_error(
             StatusCode::BAD_REQUEST,
@@ -75,27 +108,9 @@ pub(super) async fn find_session(
         );
         return Err(unauthorized(error));
     }
-    if session.expired() {
-        state.sessions.remove(&session.id);
-        tracing::debug!(session = %session.tag, principal = %session.principal.id, "session ended: its credential expired");
-        return Err(unauthorized(crate::session::expired_error()));
-    }
-    if let Some(requested) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok())
-        && !version::is_supported(requested)
-    {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            mcp::Response::err(
-                Value::Null,
-                RpcError::new(error_codes::INVALID_REQUEST, format!("unsupported MCP-Protocol-Version {requested}"))
-                    .with_data(json!({"supported": version::SUPPORTED})),
-            ),
-        ));
-    }
     Ok(session)
 }
 
-/// 401 with a Bearer challenge (`oauth::challenges` adds the metadata URL) and `error`.
 fn unauthorized(error: RpcError) -> Response {
     let mut response = rpc_error(StatusCode::UNAUTHORIZED, mcp::Response::err(Value::Null, error));
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
