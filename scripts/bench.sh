@@ -203,20 +203,6 @@ if ("baseline ws>ws", "4") in by:
 PY
 echo "(CPU µs/call counts every serving process: the relay or HAProxy plus the backend.)"
 
-echo; echo "hold (WebSocket sessions against the relay):"
-LIMIT=$(ulimit -Hn)
-for n in 1000 $((LIMIT - 500)); do
-  "${LOAD[@]}" $BIN/relay-load --scenario hold --clients "$n" --tool echo --args '{"message":"h"}' --json "ws://127.0.0.1:$RWS_PORT/ws" |
-    python3 -c '
-import json, sys
-s = json.load(sys.stdin)
-held = max(s["sessions_held"], 1)
-per = (s["rss_holding"] - s["rss_before"]) / held if s.get("rss_holding") and s.get("rss_before") else 0
-print("  %d sessions: %d held, %d answered, %.1f KB resident per session, errors %s"
-      % (s["clients"], s["sessions_held"], s["successes"], per / 1024, json.dumps(s["errors"])))
-print("hold\t%d\t%.1f" % (s["clients"], per / 1024), file=open(sys.argv[1], "a"))' "$WORK/hold.tsv"
-done
-
 # The soak: 64 connections for SOAK_SECS; the relay's resident memory after a quarter of the
 # run (warm-up) and at its end.
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -231,6 +217,20 @@ import json, sys
 s, warm, end = json.load(open(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
 print(f"  {s['successes']} calls, {s['failures']} failed; relay resident {warm / 1024:.1f} MB after warm-up, {end / 1024:.1f} MB at the end ({(end - warm) / 1024:+.1f} MB)")
 PY
+
+echo; echo "hold (WebSocket sessions against the relay):"
+LIMIT=$(ulimit -Hn)
+for n in 1000 $((LIMIT - 500)); do
+  "${LOAD[@]}" $BIN/relay-load --scenario hold --clients "$n" --tool echo --args '{"message":"h"}' --json "ws://127.0.0.1:$RWS_PORT/ws" |
+    python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+held = max(s["sessions_held"], 1)
+per = (s["rss_holding"] - s["rss_before"]) / held if s.get("rss_holding") and s.get("rss_before") else 0
+print("  %d sessions: %d held, %d answered, %.1f KB resident per session, errors %s"
+      % (s["clients"], s["sessions_held"], s["successes"], per / 1024, json.dumps(s["errors"])))
+print("hold\t%d\t%.1f" % (s["clients"], per / 1024), file=open(sys.argv[1], "a"))' "$WORK/hold.tsv"
+done
 
 echo; echo "reference scenario (1000 clients, newline JSON-RPC, relay_get_status):"
 "${LOAD[@]}" $BIN/relay-load --scenario reference --clients 1000 "tcp://127.0.0.1:$RWS_PORT" | tee "$WORK/reference.txt" | sed 's/^/  /'
@@ -278,7 +278,7 @@ if avg:
     goal("5. reference, 1000 newline clients, avg", float(avg.group(1)) < 50, f"{float(avg.group(1)):.1f} ms (goal < 50)")
 one, many = calls[("relay ws>ws, 1 core", "32")], calls[(f"relay ws>ws, cores {all_cpus}", "32")]
 goal(f"6. scales with cores (1 -> {all_cpus})", many > one * 1.1, f"{one:.0f} -> {many:.0f} calls/s ({many / one:.2f}x)")
-for clients, per in hold:
+for _, clients, per in hold:
     goal(f"7. idle session <= 8 KB ({clients} held)", float(per) <= 8, f"{float(per):.1f} KB")
 growth = (end - warm) / max(warm, 1)
 goal("7. soak flat after warm-up", growth <= 0.05 and soak["failures"] == 0,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -42,6 +42,9 @@ const EMAIL: &str = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za
 /// The compiled rules, in the order they apply.
 pub struct Masker {
     rules: Vec<(String, Regex)>,
+    /// Every rule's pattern at once: one scan says which rules a string needs (most strings
+    /// need none), instead of one scan per rule.
+    any: RegexSet,
 }
 
 impl Masker {
@@ -60,7 +63,8 @@ impl Masker {
             let regex = Regex::new(pattern).map_err(|e| format!("pattern {name}: {e}"))?;
             rules.push((name.clone(), regex));
         }
-        Ok(Masker { rules })
+        let any = RegexSet::new(rules.iter().map(|(_, regex)| regex.as_str())).map_err(|e| format!("patterns: {e}"))?;
+        Ok(Masker { rules, any })
     }
 
     /// Masks every string in `value` in place; returns how many matches of each kind.
@@ -73,7 +77,12 @@ impl Masker {
     fn walk(&self, value: &mut Value, counts: &mut BTreeMap<String, u64>) {
         match value {
             Value::String(text) => {
-                for (kind, regex) in &self.rules {
+                let wanted = self.any.matches(text);
+                if !wanted.matched_any() {
+                    return;
+                }
+                // In rule order: a rule sees what the rules before it left.
+                for (kind, regex) in wanted.iter().map(|rule| &self.rules[rule]) {
                     let found = regex.find_iter(text).count() as u64;
                     if found > 0 {
                         *text = regex.replace_all(text, format!("[REDACTED:{kind}]").as_str()).into_owned();
