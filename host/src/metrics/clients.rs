@@ -35,9 +35,10 @@ pub fn method_label(method: &str) -> &'static str {
     METHODS.iter().copied().find(|m| *m == method).unwrap_or("other")
 }
 
+/// A series per client transport (`line`, `websocket`, `http`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TransportLabel {
-    transport: &'static str,
+pub(super) struct TransportLabel {
+    pub(super) transport: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
