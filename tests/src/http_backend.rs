@@ -37,11 +37,21 @@ impl HttpBackend {
                     .get(|| async { StatusCode::METHOD_NOT_ALLOWED })
                     .delete(|| async { StatusCode::OK }),
             )
+            // An endpoint that moved, as some frameworks answer `/mcp` when they serve `/mcp/`.
+            .route("/moved", axum::routing::any(|| async { moved("/mcp") }))
+            // A redirect to another origin, which would receive the configured credentials.
+            .route("/elsewhere", axum::routing::any(|| async { moved("http://127.0.0.2:9/mcp") }))
             .with_state(shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("address").port();
         let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
         HttpBackend { port, received, server }
+    }
+
+    /// `http://127.0.0.1:PORT/PATH` (`moved` redirects to `/mcp`, `elsewhere` to another
+    /// origin).
+    pub fn url_at(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
     }
 
     /// `http://127.0.0.1:PORT/mcp`.
@@ -110,4 +120,10 @@ async fn handle(
     } else {
         ([("content-type", "application/json")], reply).into_response()
     }
+}
+
+/// A `307 Temporary Redirect` to `location`.
+fn moved(location: &'static str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, location)]).into_response()
 }

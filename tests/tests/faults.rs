@@ -188,6 +188,31 @@ async fn bytes_that_are_not_utf8_do_not_break_a_stdio_backend() {
 }
 
 #[tokio::test]
+async fn an_http_upstream_that_moved_is_followed_within_its_origin_only() {
+    let backend = HttpBackend::start(0).await;
+    let backends = format!(
+        "backends:\n  - name: moved\n    url: {}\n  - name: away\n    url: {}\n",
+        backend.url_at("moved"),
+        backend.url_at("elsewhere")
+    );
+    let relay = Relay::start(&backends).await;
+    // `/moved` answers 307 to `/mcp` on the same origin: followed, and the calls work.
+    relay.wait_ready("moved").await;
+    let mut client = relay.line_client().await;
+    let reply = client.call_tool("ok", json!({})).await;
+    assert!(reply["error"].is_null(), "{reply}");
+    assert!(backend.calls_of("ok") >= 1);
+    // `/elsewhere` sends the request to another origin: not followed, and said why.
+    let status = eventually("the refused redirect in the backend's status", || async {
+        let status = relay.line_client().await.call_tool("relay_list_servers", json!({})).await;
+        let text = text_of(&status);
+        text.contains("only redirects to the same origin are followed").then_some(text)
+    })
+    .await;
+    assert!(status.contains("307"), "{status}");
+}
+
+#[tokio::test]
 async fn http_upstreams_are_told_when_a_call_is_cancelled() {
     let backend = HttpBackend::start(0).await;
     let backends = format!("backends:\n  - name: h\n    url: {}\n    call_timeout_secs: 1\n", backend.url());

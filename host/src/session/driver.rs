@@ -1,7 +1,8 @@
 //! Drives a session over a message-oriented connection (newline JSON-RPC, WebSocket): takes
 //! the messages its transport decoded, answers each request concurrently with the others (on
-//! the connection's own task) so a slow call never blocks a ping, and interleaves server-initiated notifications. The transport encodes
-//! what goes out; nothing here sees bytes.
+//! the connection's own task) so a slow call never blocks a ping, and interleaves
+//! server-initiated notifications. The transport encodes what goes out; nothing here sees
+//! bytes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +48,7 @@ where
         events.next().await.map(|message| (message, events))
     });
     let mut events = std::pin::pin!(events);
-    // Requests running on their own tasks, awaited here rather than by a task each.
+    // Requests running, polled here on the connection's task (no task spawned per call).
     let mut running = FuturesUnordered::new();
     // One timer for the connection's life, moved only when it fires: arming a new one for
     // every message would cost a timer-wheel insert and removal each. Anything that travels

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::connection::Connection;
-use super::http_client::{HttpClient, error_chain};
+use super::http_client::{HttpClient, error_chain, same_origin_redirect};
 use super::routes::ClientRoutes;
 use crate::mcp::{Message, Notification, request_text};
 
@@ -40,8 +40,8 @@ struct SessionHeaders {
 pub struct HttpConnection {
     /// Pooled HTTP client (keep-alive connections reused across requests).
     client: HttpClient,
-    /// The MCP endpoint, parsed once.
-    uri: Uri,
+    /// The MCP endpoint, parsed once (moved by a same-origin `307`/`308`).
+    uri: RwLock<Uri>,
     /// Configured extra headers.
     headers: HeaderMap,
     /// The session id and protocol version, once known.
@@ -78,7 +78,7 @@ pub fn connect(
     let (events, events_rx) = mpsc::channel(64);
     let conn = HttpConnection {
         client,
-        uri,
+        uri: RwLock::new(uri),
         headers: map,
         session: RwLock::default(),
         next_id: AtomicU64::new(1),
@@ -158,7 +158,7 @@ impl HttpConnection {
     fn request_to(&self, method: Method, session: &SessionHeaders, body: Full<Bytes>) -> http::Request<Full<Bytes>> {
         let mut request = http::Request::new(body);
         *request.method_mut() = method;
-        *request.uri_mut() = self.uri.clone();
+        *request.uri_mut() = self.uri.read().expect("uri lock").clone();
         let headers = request.headers_mut();
         headers.clone_from(&self.headers);
         if let Some(session) = &session.session_id {
@@ -170,29 +170,54 @@ impl HttpConnection {
         request
     }
 
-    /// A POST of `text` on this session, both answer formats accepted.
-    fn post_request(&self, text: String, session: &SessionHeaders) -> http::Request<Full<Bytes>> {
-        let mut request = self.request_to(Method::POST, session, Full::new(Bytes::from(text)));
+    /// A POST of `body` on this session, both answer formats accepted.
+    fn post_request(&self, body: Bytes, session: &SessionHeaders) -> http::Request<Full<Bytes>> {
+        let mut request = self.request_to(Method::POST, session, Full::new(body));
         let headers = request.headers_mut();
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         request
     }
 
+    /// POSTs `text`; a same-origin `307`/`308` (an endpoint that moved, `/mcp` to `/mcp/`) is
+    /// followed, a few times at most, and remembered for the requests after.
     async fn post(&self, text: String) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        const REDIRECTS: usize = 4;
         let session = self.session_headers();
         let never_connected = session.protocol_version.is_none();
-        let response = self.client.request(self.post_request(text, &session)).await.map_err(|e| {
-            self.closed.cancel();
-            if never_connected {
-                // Refused or unreachable before anything was exchanged: say so, not "lost".
-                let why = if e.is_connect() { "connection refused or unreachable" } else { "request failed" };
-                UpstreamError::Connect(format!("{why}: {}", error_chain(&e)))
-            } else {
-                tracing::debug!(error = %error_chain(&e), "http upstream unreachable");
-                UpstreamError::ConnectionLost
+        let body = Bytes::from(text);
+        let mut redirects = 0;
+        let response = loop {
+            let response = self.client.request(self.post_request(body.clone(), &session)).await.map_err(|e| {
+                self.closed.cancel();
+                if never_connected {
+                    // Refused or unreachable before anything was exchanged: say so, not "lost".
+                    let why = if e.is_connect() { "connection refused or unreachable" } else { "request failed" };
+                    UpstreamError::Connect(format!("{why}: {}", error_chain(&e)))
+                } else {
+                    tracing::debug!(error = %error_chain(&e), "http upstream unreachable");
+                    UpstreamError::ConnectionLost
+                }
+            })?;
+            let moved = matches!(response.status(), StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT);
+            let Some(location) = response.headers().get(header::LOCATION).filter(|_| moved) else { break response };
+            let from = self.uri.read().expect("uri lock").clone();
+            match same_origin_redirect(&from, location) {
+                Some(target) if redirects < REDIRECTS => {
+                    tracing::debug!(from = %from, to = %target, "http upstream moved its endpoint; following");
+                    *self.uri.write().expect("uri lock") = target;
+                    redirects += 1;
+                }
+                _ => {
+                    // Where it pointed stays out of the message (status shows it to non-admins).
+                    tracing::debug!(from = %from, location = %crate::mcp::clip(location.to_str().unwrap_or("?")), "http upstream redirect not followed");
+                    return Err(UpstreamError::Protocol(format!(
+                        "HTTP {}: redirected elsewhere; only redirects to the same origin are followed, {REDIRECTS} at most",
+                        response.status()
+                    )));
+                }
             }
-        })?;
+        };
         match response.status() {
             status if status.is_success() => Ok(response),
             StatusCode::NOT_FOUND if session.session_id.is_some() => {
@@ -298,7 +323,7 @@ impl Drop for CancelUnanswered<'_> {
             method: "notifications/cancelled".into(),
             params: Some(serde_json::json!({"requestId": id, "reason": "the relay's caller stopped waiting"})),
         });
-        let request = conn.post_request(cancel.to_text(), &conn.session_headers());
+        let request = conn.post_request(Bytes::from(cancel.to_text()), &conn.session_headers());
         let client = conn.client.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{HeaderValue, Uri};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -37,6 +38,22 @@ pub fn build(connect_timeout: Duration) -> Result<HttpClient, UpstreamError> {
         .build(connector))
 }
 
+/// Where a `307`/`308` answer from `from` sends the request, when that is the same origin
+/// (scheme, host and port): a server that moved its endpoint (`/mcp` to `/mcp/`, as some
+/// frameworks do). `None` for another origin, which would receive the configured credential
+/// headers, or for a `Location` that is not a URI.
+pub fn same_origin_redirect(from: &Uri, location: &HeaderValue) -> Option<Uri> {
+    let location = location.to_str().ok()?;
+    let target = if location.starts_with('/') && !location.starts_with("//") {
+        let mut parts = from.clone().into_parts();
+        parts.path_and_query = Some(location.parse().ok()?);
+        Uri::from_parts(parts).ok()?
+    } else {
+        location.parse::<Uri>().ok()?
+    };
+    (target.scheme() == from.scheme() && target.authority() == from.authority()).then_some(target)
+}
+
 /// An error and its causes in one line (the outermost message alone rarely says what failed).
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -47,4 +64,21 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_same_origin_redirects_are_followed() {
+        let from: Uri = "http://127.0.0.1:8000/mcp".parse().unwrap();
+        let to = |location: &str| same_origin_redirect(&from, &HeaderValue::from_str(location).unwrap());
+        assert_eq!(to("/mcp/").unwrap().to_string(), "http://127.0.0.1:8000/mcp/");
+        assert_eq!(to("http://127.0.0.1:8000/v2/mcp").unwrap().to_string(), "http://127.0.0.1:8000/v2/mcp");
+        assert_eq!(to("http://127.0.0.1:9000/mcp"), None, "another port");
+        assert_eq!(to("https://127.0.0.1:8000/mcp"), None, "another scheme");
+        assert_eq!(to("//evil.example/mcp"), None, "scheme-relative: another host");
+        assert_eq!(to("http://evil.example/mcp"), None);
+    }
 }
