@@ -12,6 +12,9 @@
 # Usage: scripts/bench.sh
 #   BENCH_SECS=5          seconds per rate run
 #   BENCH_SOAK_SECS=60    seconds of the soak run (64 connections)
+#   BENCH_PASSES=2        runs every path/connections row that many times, interleaved, and
+#                         reports their mean (the small differences, such as an unbound
+#                         interceptor's, drown in this VM's run-to-run noise otherwise)
 #   BENCH_BASELINE=/path/to/an/older/relay
 #                         also runs that binary's ws>ws and http>http in the same run, for a
 #                         before/after of a change (e.g. `git stash; cargo build --release -p relay;
@@ -23,6 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${BENCH_SECS:-5}
 SOAK_SECS=${BENCH_SOAK_SECS:-$((SECS * 12))}
+PASSES=${BENCH_PASSES:-1}
 # Prefixes that put a server or a load generator on its CPU list (nothing when unset).
 SERVE=(); LOAD=()
 [ -n "${BENCH_SERVER_CPUS:-}" ] && SERVE=(taskset -c "$BENCH_SERVER_CPUS")
@@ -142,6 +146,7 @@ print("\t".join(map(str, [name, conns, round(summary["calls_per_s"]), summary["l
 PY
 }
 
+for pass in $(seq "$PASSES"); do
 for conns in 4 32; do
   run "direct ws" "ws://127.0.0.1:$BACKEND/ws" $conns "$BACKEND_PID"
   run "direct http" "http://127.0.0.1:$BACKEND/mcp" $conns "$BACKEND_PID"
@@ -159,6 +164,7 @@ for conns in 4 32; do
   run "haproxy http ws" "ws://127.0.0.1:$HTTPMODE/ws" $conns "$HAPROXY_PID $BACKEND_PID"
   run "haproxy http http" "http://127.0.0.1:$HTTPMODE/mcp" $conns "$HAPROXY_PID $BACKEND_PID"
   run "haproxy tcp ws" "ws://127.0.0.1:$TCPMODE/ws" $conns "$HAPROXY_PID $BACKEND_PID"
+done
 done
 
 # What the relay spends answering GET /healthz (its floor per request), for the adapter row.
@@ -179,6 +185,19 @@ run "relay ws>ws, 1 core" "ws://127.0.0.1:$RWS_PORT/ws" 32 "$RWS_PID $BACKEND_PI
 taskset -apc "$ALL_CPUS" "$RWS_PID" >/dev/null
 run "relay ws>ws, cores $ALL_CPUS" "ws://127.0.0.1:$RWS_PORT/ws" 32 "$RWS_PID $BACKEND_PID"
 
+# Rows measured in several passes: their mean, in the order first measured.
+python3 - "$RESULTS" <<'PY'
+import sys
+groups = {}
+for line in open(sys.argv[1]):
+    r = line.rstrip("\n").split("\t")
+    groups.setdefault((r[0], r[1]), []).append(r)
+with open(sys.argv[1], "w") as out:
+    for (name, conns), rs in groups.items():
+        mean = lambda i: sum(float(r[i]) for r in rs) / len(rs)
+        failed = ",".join(sorted({r[6] for r in rs} - {"0"})) or "0"
+        print("\t".join([name, conns, str(round(mean(2))), f"{mean(3):.3f}", f"{mean(4):.3f}", f"{mean(5):.1f}", failed]), file=out)
+PY
 python3 - "$RESULTS" <<'PY'
 import sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
