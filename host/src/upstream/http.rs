@@ -204,13 +204,19 @@ impl HttpConnection {
             let from = self.uri.read().expect("uri lock").clone();
             match same_origin_redirect(&from, location) {
                 Some(target) if redirects < REDIRECTS => {
-                    tracing::debug!(from = %from, to = %target, "http upstream moved its endpoint; following");
+                    // Paths only: a URL may carry credentials.
+                    tracing::debug!(
+                        from = from.path(),
+                        to = target.path(),
+                        "http upstream moved its endpoint; following"
+                    );
                     *self.uri.write().expect("uri lock") = target;
                     redirects += 1;
                 }
                 _ => {
-                    // Where it pointed stays out of the message (status shows it to non-admins).
-                    tracing::debug!(from = %from, location = %crate::mcp::clip(location.to_str().unwrap_or("?")), "http upstream redirect not followed");
+                    // Where it pointed stays out of the message (status shows it to non-admins)
+                    // and out of the log (a URL may carry credentials).
+                    tracing::debug!(from = from.path(), "http upstream redirected to another origin; not followed");
                     return Err(UpstreamError::Protocol(format!(
                         "HTTP {}: redirected elsewhere; only redirects to the same origin are followed, {REDIRECTS} at most",
                         response.status()
