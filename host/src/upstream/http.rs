@@ -257,7 +257,7 @@ impl HttpConnection {
             if event.data.trim().is_empty() {
                 continue;
             }
-            match parse(event.data.as_bytes())? {
+            match parse(&event.data)? {
                 Message::Response(r) if r.id.as_u64() == Some(id) => return UpstreamError::check_answer(r.outcome),
                 other => self.dispatch(other).await,
             }
@@ -300,7 +300,7 @@ impl HttpConnection {
                 let mut sse = body.eventsource();
                 while let Some(Ok(event)) = sse.next().await {
                     since_event.store(0, Ordering::Relaxed);
-                    if let Ok(Message::Notification(n)) = parse(event.data.as_bytes()) {
+                    if let Ok(Message::Notification(n)) = parse(&event.data) {
                         let _ = events.try_send(n);
                     }
                 }
@@ -343,8 +343,8 @@ fn content_type(headers: &HeaderMap) -> &str {
     headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-fn parse(text: &[u8]) -> Result<Message, UpstreamError> {
-    let value: Value = serde_json::from_slice(text).map_err(|e| UpstreamError::BadAnswer(format!("bad JSON: {e}")))?;
+fn parse(text: &str) -> Result<Message, UpstreamError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| UpstreamError::BadAnswer(format!("bad JSON: {e}")))?;
     Message::from_value(value)
         .map_err(|_| UpstreamError::BadAnswer("its answer is not a valid JSON-RPC message".into()))
 }
@@ -393,10 +393,9 @@ async fn read_json(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(UpstreamError::too_large(limit)),
         Err(_) => return Err(UpstreamError::ConnectionLost),
     };
-    if std::str::from_utf8(&body).is_err() {
-        return Err(UpstreamError::BadAnswer("its answer is not UTF-8 text".into()));
-    }
-    match parse(&body)? {
+    let text =
+        std::str::from_utf8(&body).map_err(|_| UpstreamError::BadAnswer("its answer is not UTF-8 text".into()))?;
+    match parse(text)? {
         Message::Response(r) if r.id.as_u64() == Some(id) => UpstreamError::check_answer(r.outcome),
         _ => Err(UpstreamError::Protocol("HTTP response did not answer the request".into())),
     }
