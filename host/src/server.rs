@@ -16,7 +16,7 @@ use crate::lifecycle::Lifecycle;
 use crate::plugins::{self, KvStore, Plugins};
 use crate::policy::Policy;
 use crate::router::Router;
-use crate::session::{SessionFactory, SessionRegistry};
+use crate::session::{SessionFactory, SessionRegistry, SharedSessions};
 use crate::transport::{self, BrowserRules, TransportState};
 use crate::upstream::Upstreams;
 
@@ -40,7 +40,8 @@ pub async fn run(
     let upstreams = Arc::new(Upstreams::new(config.upstream.clone(), limits.max_message_bytes));
     upstreams.reconcile(&backends);
 
-    let plugins = load_plugins(&config, config_path, upstreams.clone()).await?;
+    let kv = kv_store(&config)?;
+    let plugins = load_plugins(&config, config_path, upstreams.clone(), kv.clone()).await?;
     for warning in config_warnings(&config) {
         tracing::warn!("{warning}");
     }
@@ -98,7 +99,7 @@ pub async fn run(
                 Duration::from_secs(limits.auth_failure_window_secs),
             )),
         },
-        sessions: SessionRegistry::default(),
+        sessions: SessionRegistry::new(SharedSessions::new(kv, Duration::from_secs(limits.idle_timeout_secs))),
         parked: Default::default(),
         lifecycle: lifecycle.clone(),
         browser: Arc::new(BrowserRules::new(
@@ -239,17 +240,24 @@ pub async fn load_plugins(
     config: &RelayConfig,
     config_path: &Path,
     upstreams: Arc<Upstreams>,
+    kv: Arc<KvStore>,
 ) -> anyhow::Result<Arc<Plugins>> {
     let cache_dir = config.plugin_cache_dir.clone().map(|d| config_path.parent().unwrap_or(Path::new(".")).join(d));
     Plugins::load(
         &config.plugins,
         config_path,
         cache_dir.or_else(plugins::default_cache_dir),
-        Arc::new(KvStore::from_config(&config.kv).context("cannot use the kv store (kv)")?),
+        kv,
         Arc::new(UpstreamBackends(upstreams)),
     )
     .await
     .context("cannot load plugins")
+}
+
+/// The one kv store of the process (`kv`): plugins' state, and the HTTP sessions every
+/// instance sharing it can serve.
+pub fn kv_store(config: &RelayConfig) -> anyhow::Result<Arc<KvStore>> {
+    Ok(Arc::new(KvStore::from_config(&config.kv).context("cannot use the kv store (kv)")?))
 }
 
 /// Adapter plugins' door to the backends: each call is a caller of its own on the backend, so

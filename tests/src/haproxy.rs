@@ -76,6 +76,16 @@ impl Haproxy {
         format!("http://127.0.0.1:{}{path}", self.http)
     }
 
+    /// Sends one command to HAProxy's runtime API; gives its answer.
+    pub async fn admin(&self, command: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::UnixStream::connect(&self.socket).await.expect("haproxy runtime socket");
+        socket.write_all(format!("{command}\n").as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
     /// The colour that answers `/readyz` through HAProxy.
     pub async fn serving(&self) -> String {
         let ready: Value = reqwest::get(self.url("/readyz")).await.unwrap().json().await.unwrap();

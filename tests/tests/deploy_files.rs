@@ -66,11 +66,13 @@ fn the_haproxy_configuration_checks() {
         .env("RELAY_LB_STATE_FILE", dir.path().join("state")));
     assert!(ok, "haproxy -c: {text}");
     let text = std::fs::read_to_string(cfg).unwrap();
+    // Sessions are shared through Redis: nothing sticks to a colour (the table is documented as
+    // optional, commented out).
+    assert!(!text.lines().any(|l| l.trim_start().starts_with("stick ")), "haproxy.cfg sticks sessions");
     for needed in [
         "ssl-min-ver TLSv1.2",
         "ECDHE+AESGCM",
-        "stick store-response res.hdr(mcp-session-id)",
-        "stick match req.hdr(mcp-session-id)",
+        "balance roundrobin",
         "timeout tunnel",
         "mode tcp",
         "option httpchk GET /readyz",

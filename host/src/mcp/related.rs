@@ -93,6 +93,11 @@ impl ClientRequests {
         *self.declared.lock().expect("declared lock") = (capabilities, stateless);
     }
 
+    /// The capabilities the client declared.
+    pub fn declared(&self) -> Value {
+        self.declared.lock().expect("declared lock").0.clone()
+    }
+
     /// Why `method` may not be sent to this client: it never declared the capability (MCP
     /// forbids sending it then). 2026-07-28 clients get MissingRequiredClientCapability.
     fn refusal(&self, method: &str) -> Option<RpcError> {

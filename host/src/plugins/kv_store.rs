@@ -77,6 +77,11 @@ impl KvStore {
         }
     }
 
+    /// Whether other processes see what this store holds (Redis).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, KvStore::Redis(_))
+    }
+
     /// The live value at `key`.
     pub async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
         match self {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 
 use super::events::log_rank;
-use super::{Session, SessionState, draining_error};
+use super::{Session, SessionRecord, SessionState, draining_error};
 use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Peer, Principal, RequestInfo, TransportKind};
 use crate::admission::KeyedCounts;
 use crate::auth_throttle::AuthThrottle;
@@ -187,7 +187,24 @@ impl SessionFactory {
         remote: IpAddr,
         credential: Option<[u8; 32]>,
     ) -> Result<Arc<Session>, RpcError> {
-        self.build(transport, authenticated, remote, credential, SessionState::default(), false)
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.build(id, transport, authenticated, remote, credential, SessionState::default(), false)
+    }
+
+    /// Opens, on this instance, the Streamable HTTP session `id` that another instance opened
+    /// (its [`SessionRecord`]), for a caller the auth plugin has just authenticated again with
+    /// the session's own credential. Held to the same caps as a new session.
+    pub fn reopen(
+        &self,
+        id: String,
+        authenticated: Authenticated,
+        remote: IpAddr,
+        record: &SessionRecord,
+    ) -> Result<Arc<Session>, RpcError> {
+        let credential = record.credential_digest();
+        let session = self.build(id, TransportKind::Http, authenticated, remote, credential, record.state(), false)?;
+        session.client_requests.declare(record.capabilities.clone(), false);
+        Ok(session)
     }
 
     /// Opens the session of one stateless (2026-07-28) exchange: what a handshake would have
@@ -205,13 +222,16 @@ impl SessionFactory {
             log_level: envelope.log_level.as_deref().and_then(log_rank),
             subscriptions: HashSet::new(),
         };
-        let session = self.build(TransportKind::Http, principal, remote, None, state, true)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let session = self.build(id, TransportKind::Http, principal, remote, None, state, true)?;
         session.client_requests.declare(envelope.capabilities.clone(), true);
         Ok(session)
     }
 
+    #[allow(clippy::too_many_arguments)] // one private constructor behind three public ones
     fn build(
         &self,
+        id: String,
         transport: TransportKind,
         authenticated: Authenticated,
         remote: IpAddr,
@@ -243,7 +263,6 @@ impl SessionFactory {
         let Some(address_count) = self.per_address.try_acquire(&remote, limits.max_sessions_per_address) else {
             return refuse(&format!("address {remote}"), limits.max_sessions_per_address);
         };
-        let id = uuid::Uuid::new_v4().simple().to_string();
         let policy = self.policy.clone();
         let admit: Admission = Arc::new(move |info: RequestInfo| {
             let policy = policy.clone();
@@ -275,6 +294,7 @@ impl SessionFactory {
             get_stream: Arc::default(),
             client_requests: Arc::default(),
             caller: Caller { request, admit },
+            shared_at: Mutex::default(),
             counts: (self.lifecycle.session_opened(transport), principal_count, address_count),
         }))
     }

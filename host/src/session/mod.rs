@@ -10,6 +10,7 @@ mod events;
 mod factory;
 mod methods;
 mod registry;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -26,6 +27,7 @@ pub use driver::{Ended, Inbound, drive};
 pub use events::ServerEvents;
 pub use factory::{Refused, SessionFactory};
 pub use registry::SessionRegistry;
+pub use shared::{SessionRecord, SharedSessions};
 
 use crate::access::{Principal, TransportKind};
 use crate::admission::CountGuard;
@@ -89,6 +91,9 @@ pub struct Session {
     /// This session as the caller of a tool (built once): who it is, and its policy chain,
     /// which backend calls an adapter plugin makes on its behalf pass too.
     caller: Caller,
+    /// When this session's record was last written to the shared kv, and what it said
+    /// ([`SharedSessions`]; HTTP sessions only).
+    shared_at: Mutex<Option<(Instant, String)>>,
     /// Keep the instance's, the principal's and the address's session counts right for this
     /// session's lifetime.
     counts: (SessionCount, CountGuard<String>, CountGuard<std::net::IpAddr>),

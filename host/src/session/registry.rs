@@ -1,21 +1,64 @@
-//! Streamable HTTP sessions by `Mcp-Session-Id`, with idle expiry.
+//! Streamable HTTP sessions by `Mcp-Session-Id`, with idle expiry: the ones this instance
+//! serves, in memory, and (with a shared `kv`) the records every instance can take a session
+//! up from ([`SharedSessions`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::Session;
+use super::{Session, SharedSessions};
 
 /// Live HTTP sessions.
-#[derive(Default)]
 pub struct SessionRegistry {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    shared: SharedSessions,
+}
+
+impl Default for SessionRegistry {
+    fn default() -> Self {
+        Self::new(SharedSessions::local())
+    }
 }
 
 impl SessionRegistry {
+    /// A registry whose sessions are also kept in `shared`.
+    pub fn new(shared: SharedSessions) -> Self {
+        Self { sessions: Mutex::default(), shared }
+    }
+
+    /// The sessions every instance sharing the kv can serve.
+    pub fn shared(&self) -> &SharedSessions {
+        &self.shared
+    }
+
     /// Registers a new session.
     pub fn insert(&self, session: Arc<Session>) {
         self.sessions.lock().expect("sessions lock").insert(session.id.clone(), session);
+    }
+
+    /// Registers a session taken up from another instance, unless a concurrent request already
+    /// did: gives the one registered, and whether it is `session`.
+    pub fn adopt(&self, session: Arc<Session>) -> (Arc<Session>, bool) {
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        match sessions.get(&session.id) {
+            Some(existing) => (existing.clone(), false),
+            None => {
+                sessions.insert(session.id.clone(), session.clone());
+                (session, true)
+            }
+        }
+    }
+
+    /// Registers a session `initialize` opened, and records it for the other instances.
+    pub async fn open(&self, session: Arc<Session>) {
+        self.insert(session.clone());
+        self.shared.save(&session).await;
+    }
+
+    /// Ends session `id` on every instance (the client's `DELETE`, its credential's expiry).
+    pub async fn end(&self, id: &str) {
+        self.remove(id);
+        self.shared.forget(id).await;
     }
 
     /// The session with this id.
@@ -23,7 +66,8 @@ impl SessionRegistry {
         self.sessions.lock().expect("sessions lock").get(id).cloned()
     }
 
-    /// Ends a session and its requests still running; false if there was none.
+    /// Ends a session here (not for other instances) and its requests still running; false if
+    /// there was none.
     pub fn remove(&self, id: &str) -> bool {
         let removed = self.sessions.lock().expect("sessions lock").remove(id);
         removed.inspect(|session| session.cancel_all()).is_some()
@@ -43,7 +87,8 @@ impl SessionRegistry {
         before - sessions.len()
     }
 
-    /// Ends every session (the drain's last step); their requests are cancelled.
+    /// Ends every session here (the drain's last step; their records stay, for the instances
+    /// that go on serving them); their requests are cancelled.
     pub fn clear(&self) -> usize {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         for session in sessions.values() {

@@ -203,7 +203,7 @@ async fn mcp_post(
             };
             return rpc_error(status, response);
         }
-        state.sessions.insert(session.clone());
+        state.sessions.open(session.clone()).await;
         let mut reply = json_response(&Message::Response(response));
         reply.headers_mut().insert(SESSION_HEADER, HeaderValue::from_str(&session.id).expect("hex id"));
         return reply;
@@ -222,6 +222,9 @@ async fn mcp_post(
                 request.method.as_str(),
                 "tools/call" | "prompts/get" | "resources/read" | "completion/complete"
             );
+            // What these change, the other instances must know to serve the session.
+            let changes_session =
+                matches!(request.method.as_str(), "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe");
             let id = request.id.clone();
             // Waits while the session has max_requests_in_flight requests running.
             let slot = session.slot().await;
@@ -234,6 +237,9 @@ async fn mcp_post(
                 let response = response.unwrap_or_else(|| {
                     mcp::Response::err(id, RpcError::new(error_codes::REQUEST_CANCELLED, "request cancelled"))
                 });
+                if changes_session {
+                    state.sessions.shared().save(&session).await;
+                }
                 json_response(&Message::Response(response))
             }
         }
@@ -289,7 +295,7 @@ async fn mcp_delete(
     }
     match find_session(&state, &headers, &peer, None).await {
         Ok(session) => {
-            state.sessions.remove(&session.id);
+            state.sessions.end(&session.id).await;
             tracing::debug!(session = %session.tag, "session ended by client");
             StatusCode::NO_CONTENT.into_response()
         }

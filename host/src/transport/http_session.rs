@@ -1,6 +1,7 @@
 //! Who may use a Streamable HTTP session, checked on every request before it is served: the
 //! credential a POST presents is vouched for before its body is read, and a request naming a
-//! session must present the credential the session was opened with, before it expires.
+//! session must present the credential the session was opened with, before it expires. A
+//! session another instance opened (shared kv) is taken up here on its first request.
 
 use std::sync::Arc;
 
@@ -55,8 +56,13 @@ pub(super) async fn find_session(
         Some(session) => session,
         None => named_session(state, headers, peer).await?,
     };
-    if session.expired() {
+    if !state.sessions.shared().still_open(&session).await {
+        // Ended on another instance (DELETE there, or its record expired).
         state.sessions.remove(&session.id);
+        return Err(unknown_session());
+    }
+    if session.expired() {
+        state.sessions.end(&session.id).await;
         tracing::debug!(session = %session.tag, principal = %session.principal.id, "session ended: its credential expired");
         return Err(unauthorized(crate::session::expired_error()));
     }
@@ -86,29 +92,74 @@ async fn named_session(state: &TransportState, headers: &HeaderMap, peer: &Peer)
             ),
         ));
     };
-    let Some(session) = state.sessions.get(id) else {
-        return Err(rpc_error(
-            StatusCode::NOT_FOUND,
-            mcp::Response::err(
-                Value::Null,
-                RpcError::new(error_codes::INVALID_REQUEST, "unknown or expired session; initialize again"),
-            ),
-        ));
+    let session = match state.sessions.get(id) {
+        Some(session) => session,
+        None => taken_up(state, id, headers, peer).await?.ok_or_else(unknown_session)?,
     };
     let presented = ConnectInfo::new(TransportKind::Http, peer, bearer(headers)).credential_digest();
     if !session.credential_matches(&presented) {
-        let factory = &state.sessions_factory;
-        if let Err(throttled) = factory.session_credential_failed(TransportKind::Http, peer.addr).await {
-            let refusal = Refused::Auth(crate::plugins::Refusal::Denied(throttled));
-            return Err(refused(refusal, Value::Null));
-        }
-        let error = RpcError::new(
-            error_codes::UNAUTHENTICATED,
-            "this session needs the credential it was opened with (the same bearer token and client certificate)",
-        );
-        return Err(unauthorized(error));
+        return Err(wrong_credential(state, peer).await);
     }
     Ok(session)
+}
+
+/// Session `id` as another instance opened it (its record in the shared kv), served here from
+/// now on: the presented credential must be the session's own (by digest) and authenticate
+/// again, here, as the session's principal. `None` when no instance has it open.
+async fn taken_up(
+    state: &TransportState,
+    id: &str,
+    headers: &HeaderMap,
+    peer: &Peer,
+) -> Result<Option<Arc<Session>>, Response> {
+    use subtle::ConstantTimeEq;
+    let Some(record) = state.sessions.shared().load(id).await else { return Ok(None) };
+    let factory = &state.sessions_factory;
+    let info = ConnectInfo::new(TransportKind::Http, peer, bearer(headers));
+    if let Some(expected) = record.credential_digest()
+        && !bool::from(expected.ct_eq(&info.credential_digest()))
+    {
+        return Err(wrong_credential(state, peer).await);
+    }
+    let authenticated = factory.authenticate(&info).await.map_err(|r| refused(Refused::Auth(r), Value::Null))?;
+    if authenticated.principal.id != record.principal {
+        tracing::info!(principal = %authenticated.principal.id, "a session's credential now names another principal; not taken up");
+        return Ok(None);
+    }
+    let session = factory
+        .reopen(id.to_owned(), authenticated, peer.addr.ip(), &record)
+        .map_err(|e| refused(Refused::Busy(e), Value::Null))?;
+    let (session, adopted) = state.sessions.adopt(session);
+    if adopted {
+        session.resume_upstream().await;
+        tracing::info!(session = %session.tag, principal = %session.principal.id, "session taken up from another instance");
+    }
+    Ok(Some(session))
+}
+
+/// The answer to a wrong credential on a session: counted as a failed authentication of the
+/// address (throttled past the limit), 401 otherwise.
+async fn wrong_credential(state: &TransportState, peer: &Peer) -> Response {
+    let factory = &state.sessions_factory;
+    if let Err(throttled) = factory.session_credential_failed(TransportKind::Http, peer.addr).await {
+        let refusal = Refused::Auth(crate::plugins::Refusal::Denied(throttled));
+        return refused(refusal, Value::Null);
+    }
+    let error = RpcError::new(
+        error_codes::UNAUTHENTICATED,
+        "this session needs the credential it was opened with (the same bearer token and client certificate)",
+    );
+    unauthorized(error)
+}
+
+fn unknown_session() -> Response {
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        mcp::Response::err(
+            Value::Null,
+            RpcError::new(error_codes::INVALID_REQUEST, "unknown or expired session; initialize again"),
+        ),
+    )
 }
 
 fn unauthorized(error: RpcError) -> Response {

@@ -1,0 +1,252 @@
+//! Streamable HTTP sessions that outlive the instance that opened them: what `initialize` and
+//! later requests established (negotiated version, client capabilities and name, log level,
+//! subscriptions, and the digest of the credential the session is bound to) is kept in the
+//! `kv` when it is shared (Redis), so any instance sharing it (the other colour, after a
+//! blue/green switch, or a peer behind round-robin) serves the session without a new
+//! `initialize`, and a session ended anywhere (`DELETE`, credential expiry) is refused
+//! everywhere.
+//!
+//! Nothing in a record admits anyone: the instance that takes a session over authenticates the
+//! presented credential itself (the auth plugin, as for a new session) and requires it to match
+//! the record's credential digest and principal. Whoever can write to Redis can end sessions
+//! (as they could end anything there), not join or widen one. With the in-memory `kv` there is
+//! one process and the local registry is the whole truth: nothing is written.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Session, SessionState};
+use crate::plugins::{KvError, KvStore};
+
+/// Where records live in the kv: plugin prefixes are `[A-Za-z0-9_-]` only, so no plugin's key
+/// can be one of these.
+const PREFIX: &str = "relay.session:";
+
+/// What a session established, as another instance needs it to go on serving the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Who the session is (the principal id); the credential must still authenticate as it.
+    pub principal: String,
+    /// Hex SHA-256 digest of the credential the session was opened with (`None`: auth off).
+    pub credential: Option<String>,
+    /// When that credential expires (ms since the epoch).
+    pub expires_at_ms: Option<u64>,
+    /// Negotiated in `initialize`.
+    pub protocol_version: Option<String>,
+    /// `clientInfo.name`, for logs.
+    pub client_name: Option<String>,
+    /// From `logging/setLevel`.
+    pub log_level: Option<u8>,
+    /// Client-facing URIs from `resources/subscribe`.
+    pub subscriptions: Vec<String>,
+    /// What the client declared it can answer (`initialize`'s `capabilities`).
+    pub capabilities: Value,
+}
+
+impl SessionRecord {
+    /// The credential digest as the session keeps it.
+    pub fn credential_digest(&self) -> Option<[u8; 32]> {
+        let hex = self.credential.as_deref()?.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut digest = [0u8; 32];
+        for (byte, pair) in digest.iter_mut().zip(hex.chunks(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(digest)
+    }
+
+    /// When the credential expires.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at_ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+    }
+
+    pub(super) fn state(&self) -> SessionState {
+        SessionState {
+            protocol_version: self.protocol_version.clone(),
+            client_name: self.client_name.clone(),
+            log_level: self.log_level,
+            subscriptions: self.subscriptions.iter().cloned().collect::<HashSet<_>>(),
+        }
+    }
+}
+
+/// The records of open sessions in the shared `kv` (a no-op on the in-memory one).
+pub struct SharedSessions {
+    /// `None` unless the kv is shared by instances.
+    kv: Option<Arc<KvStore>>,
+    /// How long a record outlives its session's last request (`limits.idle_timeout_secs`).
+    ttl: Duration,
+}
+
+impl SharedSessions {
+    /// Records in `kv` when other instances can read it, each kept `ttl` past its last use.
+    pub fn new(kv: Arc<KvStore>, ttl: Duration) -> Self {
+        Self { kv: kv.is_shared().then_some(kv), ttl }
+    }
+
+    /// Records nowhere (one process).
+    pub fn local() -> Self {
+        Self { kv: None, ttl: Duration::ZERO }
+    }
+
+    /// Whether sessions are shared with other instances.
+    pub fn enabled(&self) -> bool {
+        self.kv.is_some()
+    }
+
+    /// Writes what `session` established now (after `initialize`, and whenever it changes).
+    pub async fn save(&self, session: &Session) {
+        let Some(kv) = &self.kv else { return };
+        let record = serde_json::to_string(&session.record()).expect("a record serializes");
+        match kv.set(&key(&session.id), &record, Some(self.ttl_ms()), None).await {
+            Ok(()) => *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), record)),
+            Err(e) => unavailable("could not store a session for the other instances", &e),
+        }
+    }
+
+    /// The record of session `id`, if some instance opened it and it has not ended.
+    pub async fn load(&self, id: &str) -> Option<SessionRecord> {
+        let kv = self.kv.as_ref()?;
+        match kv.get(&key(id)).await {
+            Ok(Some(text)) => serde_json::from_str(&text).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                unavailable("could not look up a session another instance opened", &e);
+                None
+            }
+        }
+    }
+
+    /// Whether `session` is still open for every instance (not ended elsewhere); its record's
+    /// expiry moves on while it is used. While the kv cannot be reached the local copy is
+    /// trusted.
+    pub async fn still_open(&self, session: &Session) -> bool {
+        let Some(kv) = &self.kv else { return true };
+        let key = key(&session.id);
+        let saved = session.shared_at.lock().expect("shared_at lock").clone();
+        let outcome = match saved {
+            // Used recently: one read says whether it still exists.
+            Some((at, _)) if at.elapsed() < self.ttl / 4 => kv.get(&key).await.map(|v| v.is_some()),
+            // Refreshed only if still there: an ended session is not brought back.
+            Some((_, record)) => {
+                let refreshed = kv.compare_and_swap(&key, Some(&record), &record, Some(self.ttl_ms()), None).await;
+                if refreshed == Ok(true) {
+                    *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), record));
+                }
+                refreshed
+            }
+            None => kv.get(&key).await.map(|v| v.is_some()),
+        };
+        match outcome {
+            Ok(open) => open,
+            Err(e) => {
+                unavailable("could not check a session with the other instances; serving it as this one knows it", &e);
+                true
+            }
+        }
+    }
+
+    /// Ends session `id` for every instance.
+    pub async fn forget(&self, id: &str) {
+        let Some(kv) = &self.kv else { return };
+        if let Err(e) = kv.delete(&key(id)).await {
+            unavailable("could not end a session for the other instances", &e);
+        }
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX).max(1000)
+    }
+}
+
+/// The kv key of session `id`: a digest, so Redis never holds an id a client could present.
+fn key(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{PREFIX}{}", to_hex(&Sha256::digest(id.as_bytes())))
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Says, at most once a minute, that the kv failed a session operation.
+fn unavailable(what: &str, error: &KvError) {
+    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().expect("warning lock");
+    if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+        *last = Some(Instant::now());
+        tracing::warn!(error = %error, "{what} (said at most once a minute)");
+    }
+}
+
+impl Session {
+    /// What this session established, for [`SharedSessions`].
+    pub fn record(&self) -> SessionRecord {
+        let state = self.state.lock().expect("session lock");
+        let mut subscriptions: Vec<String> = state.subscriptions.iter().cloned().collect();
+        subscriptions.sort();
+        SessionRecord {
+            principal: self.principal.id.clone(),
+            credential: self.credential.as_ref().map(|digest| to_hex(digest)),
+            expires_at_ms: self
+                .expires_at
+                .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            protocol_version: state.protocol_version.clone(),
+            client_name: state.client_name.clone(),
+            log_level: state.log_level,
+            subscriptions,
+            capabilities: self.client_requests.declared(),
+        }
+    }
+
+    /// Takes up, on this instance, what a session established elsewhere and the backends must
+    /// know: its resource subscriptions and its log level.
+    pub async fn resume_upstream(&self) {
+        let (subscriptions, level) = {
+            let state = self.state.lock().expect("session lock");
+            (state.subscriptions.clone(), state.log_level)
+        };
+        for uri in subscriptions {
+            let Ok(request) = crate::mcp::Addressed::resource(Some(serde_json::json!({"uri": uri}))) else { continue };
+            if let Err(e) = self.router.subscribe_resource(&request, &self.principal).await {
+                tracing::warn!(session = %self.tag, error = %e, "a moved session's resource subscription could not be made again");
+            }
+        }
+        if let Some(level) = level.and_then(|rank| super::events::LOG_LEVELS.get(usize::from(rank))) {
+            self.router.set_log_level(level).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_round_trips_and_keys_never_hold_the_id() {
+        let record = SessionRecord {
+            principal: "alice".into(),
+            credential: Some(to_hex(&[7u8; 32])),
+            expires_at_ms: Some(1_900_000_000_000),
+            protocol_version: Some("2025-06-18".into()),
+            client_name: Some("c".into()),
+            log_level: Some(3),
+            subscriptions: vec!["file:///a".into()],
+            capabilities: serde_json::json!({"elicitation": {}}),
+        };
+        let text = serde_json::to_string(&record).unwrap();
+        let back: SessionRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, record);
+        assert_eq!(back.credential_digest(), Some([7u8; 32]));
+        assert_eq!(back.state().subscriptions.len(), 1);
+        let k = key("0123456789abcdef");
+        assert!(k.starts_with(PREFIX) && !k.contains("0123456789abcdef"), "{k}");
+    }
+}

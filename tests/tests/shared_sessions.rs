@@ -1,0 +1,184 @@
+//! Streamable HTTP sessions shared through Redis: a session one instance opened is served by
+//! another without a new `initialize` (after a blue/green switch, or behind round-robin), only
+//! with the credential it was opened with, and a session ended on one instance is refused on
+//! every one. Behind the shipped HAProxy configuration (round-robin, no stick table needed),
+//! one session alternates between two relays.
+
+use std::path::Path;
+use std::time::Duration;
+
+use relay_tests::haproxy::{Haproxy, free_port};
+use relay_tests::{RedisServer, Relay, copy_plugin, sse_messages, stdio_fixture_entry, text_of};
+use serde_json::{Value, json};
+
+/// relay.yaml on `redis` with token-auth (alice and bob), trusting HAProxy's PROXY headers.
+fn yaml(dir: &Path, redis: &RedisServer) -> String {
+    let auth = copy_plugin(dir, "token_auth");
+    format!(
+        "listen: {{trusted_proxies: [127.0.0.1]}}\nkv: {{backend: redis, url: '{}', namespace: shared, timeout_ms: 200}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: ALICE-TOKEN-1, principal: alice}}\n        - {{token: BOB-TOKEN-2, principal: bob}}\n",
+        redis.url(),
+        auth.display()
+    )
+}
+
+async fn relay(dir: &Path, redis: &RedisServer, colour: &str, port: u16) -> Relay {
+    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
+    let port = port.to_string();
+    let mut relay =
+        Relay::start_files(dir, &yaml(dir, redis), &backends, &[("RELAY_INSTANCE", colour), ("RELAY_PORT", &port)])
+            .await;
+    relay.token = Some("ALICE-TOKEN-1".into());
+    relay.wait_ready("b").await;
+    relay
+}
+
+fn post(url: &str, token: &str, session: Option<&str>, body: &Value) -> reqwest::RequestBuilder {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    request
+}
+
+async fn initialize(url: &str, token: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}, "clientInfo": {"name": "mover", "version": "1"}}});
+    let response = post(url, token, None, &init).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.headers()["mcp-session-id"].to_str().unwrap().to_owned()
+}
+
+/// A call on `session` at `url`: its HTTP status and JSON-RPC answer.
+async fn call(url: &str, token: &str, session: &str, id: u64, method: &str, params: Value) -> (u16, Value) {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let response = post(url, token, Some(session), &body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let reply = sse_messages(&text).pop().or_else(|| serde_json::from_str(&text).ok()).unwrap_or(json!({"body": text}));
+    (status, reply)
+}
+
+async fn echo(url: &str, token: &str, session: &str, id: u64) -> (u16, Value) {
+    call(url, token, session, id, "tools/call", json!({"name": "echo", "arguments": {"message": "hi"}})).await
+}
+
+#[tokio::test]
+async fn a_session_opened_on_one_instance_is_served_by_another_with_its_own_credential_only() {
+    let redis = RedisServer::start().await;
+    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let blue = relay(blue_dir.path(), &redis, "blue", 0).await;
+    let green = relay(green_dir.path(), &redis, "green", 0).await;
+    let (on_blue, on_green) = (blue.http("/mcp"), green.http("/mcp"));
+
+    let session = initialize(&on_blue, "ALICE-TOKEN-1").await;
+    let (status, reply) = echo(&on_blue, "ALICE-TOKEN-1", &session, 1).await;
+    assert_eq!((status, text_of(&reply)), (200, "b: hi".to_owned()), "{reply}");
+    // Redis holds a digest of the id, never the id a client presents.
+    let keys = redis.cli(&["--scan", "--pattern", "shared:relay.session:*"]);
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+    assert!(!keys.contains(&session), "{keys}");
+
+    // Someone else's token on the moved session: 401, and green does not take it up.
+    let (status, reply) = echo(&on_green, "BOB-TOKEN-2", &session, 2).await;
+    assert_eq!(status, 401, "{reply}");
+    // No token at all: refused before the body is read.
+    let body = json!({"jsonrpc": "2.0", "id": 3, "method": "ping"});
+    let anonymous = reqwest::Client::new()
+        .post(&on_green)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-session-id", &session)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // Alice's own token: green serves the session without a new initialize, log level and all.
+    let (status, reply) = echo(&on_green, "ALICE-TOKEN-1", &session, 4).await;
+    assert_eq!((status, text_of(&reply)), (200, "b: hi".to_owned()), "{reply}");
+    green.wait_for_log("session taken up from another instance").await;
+    let (status, reply) =
+        call(&on_green, "ALICE-TOKEN-1", &session, 5, "logging/setLevel", json!({"level": "error"})).await;
+    assert_eq!(status, 200, "{reply}");
+    // What green changed, blue sees (the record is rewritten).
+    let record = redis.cli(&["--scan", "--pattern", "shared:relay.session:*"]);
+    let stored = redis.cli(&["get", record.trim()]);
+    let stored: Value = serde_json::from_str(stored.trim()).unwrap();
+    assert_eq!(stored["log_level"], 4, "{stored}");
+    assert_eq!(stored["principal"], "alice", "{stored}");
+    assert!(stored["capabilities"].get("elicitation").is_some(), "{stored}");
+
+    // Blue goes away: green goes on serving.
+    drop(blue);
+    let (status, reply) = echo(&on_green, "ALICE-TOKEN-1", &session, 6).await;
+    assert_eq!(status, 200, "{reply}");
+
+    // DELETE on one instance ends the session for every instance.
+    let third_dir = tempfile::tempdir().unwrap();
+    let third = relay(third_dir.path(), &redis, "third", 0).await;
+    let (status, _) = echo(&third.http("/mcp"), "ALICE-TOKEN-1", &session, 7).await;
+    assert_eq!(status, 200);
+    let deleted = reqwest::Client::new()
+        .delete(&on_green)
+        .bearer_auth("ALICE-TOKEN-1")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let (status, reply) = echo(&third.http("/mcp"), "ALICE-TOKEN-1", &session, 8).await;
+    assert_eq!(status, 404, "the session ended on green is refused on the third instance: {reply}");
+    let (status, _) = echo(&on_green, "ALICE-TOKEN-1", &session, 9).await;
+    assert_eq!(status, 404);
+    assert!(redis.cli(&["--scan", "--pattern", "shared:relay.session:*"]).trim().is_empty());
+}
+
+#[tokio::test]
+async fn one_session_alternates_between_two_relays_behind_the_shipped_haproxy() {
+    let redis = RedisServer::start().await;
+    let lb_dir = tempfile::tempdir().unwrap();
+    let ports = (free_port(), free_port());
+    let lb = Haproxy::start(lb_dir.path(), ports.0, ports.1).await;
+    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let _blue = relay(blue_dir.path(), &redis, "blue", ports.0).await;
+    let _green = relay(green_dir.path(), &redis, "green", ports.1).await;
+    // Both colours take traffic: round-robin, as if both were active.
+    let answer = lb.admin("set server relay_http/green state ready").await;
+    assert!(answer.trim().is_empty(), "{answer}");
+    relay_tests::eventually("both colours are up in HAProxy", || async {
+        let stat = lb.admin("show servers state relay_http").await;
+        // srv_op_state 2 = running, for both servers.
+        (stat.lines().filter(|l| l.split_whitespace().nth(5) == Some("2")).count() == 2).then_some(())
+    })
+    .await;
+
+    let url = lb.url("/mcp");
+    let session = initialize(&url, "ALICE-TOKEN-1").await;
+    let mut served_by = std::collections::BTreeSet::new();
+    for id in 1..=12 {
+        let (status, reply) = call(
+            &url,
+            "ALICE-TOKEN-1",
+            &session,
+            id,
+            "tools/call",
+            json!({"name": "relay_get_status", "arguments": {}}),
+        )
+        .await;
+        assert_eq!(status, 200, "call {id}: {reply}");
+        let instance = reply["result"]["structuredContent"]["instance"].as_str().unwrap_or_default().to_owned();
+        served_by.insert(instance);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for id in 100..106 {
+        let (status, reply) = echo(&url, "ALICE-TOKEN-1", &session, id).await;
+        assert_eq!((status, text_of(&reply)), (200, "b: hi".to_owned()), "{reply}");
+    }
+    assert_eq!(served_by.into_iter().collect::<Vec<_>>(), ["blue", "green"], "the session was served by both colours");
+}
