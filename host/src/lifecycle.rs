@@ -1,6 +1,6 @@
 //! Instance-wide facts every layer may read: colour, uptime, readiness, session count, and the
 //! drain: once it starts, nothing new begins (connections, sessions, requests are refused) and
-//! what runs is awaited.
+//! what runs is awaited; past its grace, what still runs is cut off (answered with an error).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -23,6 +23,9 @@ pub struct Lifecycle {
     sessions: [AtomicUsize; 3],
     /// Cancelled when the drain starts (SIGTERM, or the `relay_drain` tool).
     drain: CancellationToken,
+    /// Cancelled when the drain's grace has passed: requests still running are cut off (each
+    /// answered with an error, and logged).
+    cut: CancellationToken,
     /// Client requests being answered now.
     running: AtomicUsize,
     /// Woken when `running` drops to zero.
@@ -38,6 +41,7 @@ impl Lifecycle {
             ready: AtomicBool::new(false),
             sessions: Default::default(),
             drain: CancellationToken::new(),
+            cut: CancellationToken::new(),
             running: AtomicUsize::new(0),
             all_answered: Notify::new(),
         }
@@ -60,6 +64,16 @@ impl Lifecycle {
     /// Cancelled when the drain starts (a clone: waiting on it costs the waiter, not others).
     pub fn drain_signal(&self) -> CancellationToken {
         self.drain.clone()
+    }
+
+    /// Cuts off the requests still running once the drain's grace has passed.
+    pub fn cut_off(&self) {
+        self.cut.cancel();
+    }
+
+    /// Cancelled when requests still running are cut off ([`Lifecycle::cut_off`]).
+    pub fn cut_signal(&self) -> &CancellationToken {
+        &self.cut
     }
 
     /// Counts a client request in while it is answered; the guard counts it out.

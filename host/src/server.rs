@@ -194,8 +194,11 @@ pub async fn run(
 }
 
 /// The drain (SIGTERM, SIGINT or `relay_drain`): `/readyz` says no and nothing new starts
-/// (connections, sessions, requests are refused with 503 / `-32004`); running requests get
-/// `grace` to finish; then every session closes (WebSocket with 1001 Going Away).
+/// (connections, sessions, requests are refused with 503 / `-32004`, which clients retry
+/// elsewhere); running requests get `grace` to finish, and persistent connections close as
+/// soon as nothing of theirs runs (WebSocket with 1001 Going Away). The relay stops as soon as
+/// that is done, or when `grace` passes: then what still runs is cut off, each request
+/// answered with an error and logged, and the rest closes.
 async fn drain(state: &TransportState, grace: Duration) {
     let lifecycle = &state.lifecycle;
     lifecycle.start_drain();
@@ -205,12 +208,23 @@ async fn drain(state: &TransportState, grace: Duration) {
         grace_secs = grace.as_secs(),
         "draining: new connections, sessions and requests are refused; running requests finish"
     );
-    if tokio::time::timeout(grace, lifecycle.requests_answered()).await.is_err() {
+    // Persistent connections close by themselves once nothing of theirs is in flight and they
+    // are quiet; HTTP sessions have nothing to close (other instances take them up).
+    let settled = async {
+        lifecycle.requests_answered().await;
+        while lifecycle.sessions_by_transport().iter().any(|(t, n)| *t != "http" && *n > 0) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(grace, settled).await.is_err() && lifecycle.running_requests() > 0 {
         tracing::warn!(
             running = lifecycle.running_requests(),
-            "drain grace passed; requests still running are cut off"
+            "drain grace passed; requests still running are cut off (each answered with an error)"
         );
     }
+    lifecycle.cut_off();
+    // The cut requests' answers are handed to their transports before HTTP sessions end.
+    let _ = tokio::time::timeout(Duration::from_secs(1), lifecycle.requests_answered()).await;
     let http_sessions = state.sessions.clear();
     // Newline and WebSocket sessions close themselves once their requests are answered; their
     // last answers get a moment to be written.

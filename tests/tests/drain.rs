@@ -1,7 +1,8 @@
 //! The drain (SIGTERM, `relay_drain`): `/readyz` turns 503 at once, nothing new starts (new
 //! connections, sessions and requests are refused at once), running requests finish within
-//! `shutdown.grace_secs`, then sessions close (WebSocket with 1001), stdio backends are stopped
-//! by closing their stdin, and the process exits 0.
+//! `shutdown.grace_secs` (past it they are cut off: answered with an error and logged), a
+//! persistent connection closes once nothing of its own runs and it is quiet (WebSocket with
+//! 1001), stdio backends are stopped by closing their stdin, and the process exits 0.
 
 use std::time::{Duration, Instant};
 
@@ -115,7 +116,7 @@ async fn relay_status_running(relay: &Relay) -> u64 {
 }
 
 #[tokio::test]
-async fn a_call_longer_than_the_grace_is_cut_off_and_the_process_still_exits_zero() {
+async fn a_call_longer_than_the_grace_is_cut_off_answered_and_logged_and_the_process_still_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
     let relay_yaml = format!("{RELAY_YAML}shutdown: {{grace_secs: 1}}\n");
@@ -123,12 +124,63 @@ async fn a_call_longer_than_the_grace_is_cut_off_and_the_process_still_exits_zer
     relay.wait_ready("b").await;
     let mut line = relay.line_client().await;
     line.send_raw(&slow_call(1, 30_000).to_string()).await;
-    eventually("the call running", || async { (relay_status_running(&relay).await >= 1).then_some(()) }).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(relay.ws("/ws")).await.unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}});
+    ws.send(Frame::text(init.to_string())).await.unwrap();
+    ws.next().await.unwrap().unwrap();
+    ws.send(Frame::text(slow_call(2, 30_000).to_string())).await.unwrap();
+    eventually("the calls running", || async { (relay_status_running(&relay).await >= 2).then_some(()) }).await;
     let started = Instant::now();
     relay.signal("-TERM");
+
+    // Each cut call gets an error answer (not the retryable drain error: it was running).
+    let answer = line.recv_response().await;
+    assert_eq!((answer["id"].clone(), answer["error"]["code"].clone()), (json!(1), json!(-32800)), "{answer}");
+    assert_eq!(answer["error"]["data"]["reason"], "drain_grace_passed", "{answer}");
+    let mut cut = None;
+    let mut close_code = None;
+    while let Some(Ok(frame)) = ws.next().await {
+        match frame {
+            Frame::Text(text) => cut = Some(serde_json::from_str::<Value>(&text).unwrap()),
+            Frame::Close(close) => {
+                close_code = close.map(|c| u16::from(c.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    let cut = cut.expect("the WebSocket call was answered");
+    assert_eq!((cut["id"].clone(), cut["error"]["code"].clone()), (json!(2), json!(-32800)), "{cut}");
+    assert_eq!(close_code, Some(1001), "closed with Going Away, not dropped (1006)");
+
     assert_eq!(exit_code(&mut relay, Duration::from_secs(15)).await, 0);
     assert!(started.elapsed() < Duration::from_secs(9), "exited {:?} after SIGTERM", started.elapsed());
-    relay.wait_for_log("drain grace passed").await;
+    let log = relay.log();
+    assert!(log.contains("drain grace passed"), "{log}");
+    let records = log.lines().filter(|l| l.contains("Tool call finished") && l.contains("outcome=\"cut\"")).count();
+    assert_eq!(records, 2, "each cut call has its record: {log}");
+}
+
+#[tokio::test]
+async fn a_request_sent_as_the_last_answer_arrives_is_answered_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
+    let relay_yaml = format!("{RELAY_YAML}shutdown: {{grace_secs: 20}}\n");
+    let mut relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
+    relay.wait_ready("b").await;
+    let mut line = relay.line_client().await;
+    line.send_raw(&slow_call(1, 800).to_string()).await;
+    eventually("the call running", || async { (relay_status_running(&relay).await >= 1).then_some(()) }).await;
+    relay.signal("-TERM");
+    let answer = line.recv_response().await;
+    assert_eq!(answer["result"]["content"][0]["text"], "b: slow", "{answer}");
+    // The next request goes out the moment the answer is in: read and refused as draining
+    // (retryable elsewhere), never met by a closed socket.
+    line.send_raw(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string()).await;
+    let refused = line.recv_response().await;
+    assert_eq!((refused["id"].clone(), refused["error"]["code"].clone()), (json!(2), json!(-32004)), "{refused}");
+    // Then, quiet and with nothing in flight, the connection closes and the relay exits early.
+    assert_eq!(exit_code(&mut relay, Duration::from_secs(10)).await, 0);
 }
 
 #[tokio::test]

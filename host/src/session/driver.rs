@@ -15,6 +15,11 @@ use tokio::time::Instant;
 use super::{RunningRequest, Session, draining_error};
 use crate::mcp::{ClientSink, DecodeError, Limits, Message, Response};
 
+/// How long a draining connection with nothing in flight must have been quiet before it is
+/// closed (a client's next request, sent as its last answer arrived, is read and answered with
+/// the retryable drain error instead of meeting a closed socket).
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
+
 /// One message as a transport decoded it, or why it was refused (answered with an error).
 pub type Inbound = Result<Message, DecodeError>;
 
@@ -31,9 +36,10 @@ pub enum Ended {
 }
 
 /// Serves `session` until the inbound stream ends, the client stays silent past the idle
-/// timeout, the outbound side closes, or the relay drains (then requests read are refused, the
-/// running ones are answered, and it returns). Requests still running when it returns are
-/// aborted.
+/// timeout, the outbound side closes, or the relay drains (then requests read are refused with
+/// the retryable drain error, the running ones are answered, and it returns once nothing is in
+/// flight and the client has been quiet for [`DRAIN_QUIET`], or at once after the drain's
+/// grace). Requests still running when it returns are aborted.
 /// While the session has `limits.max_requests_in_flight` requests running, nothing more is
 /// read from the client (backpressure: the connection's buffers fill, not the relay's memory).
 /// A session whose credential expires is ended then ([`Ended::CredentialExpired`]).
@@ -64,13 +70,28 @@ where
     let expiry = tokio::time::sleep(expires_in.unwrap_or(Duration::from_secs(86_400 * 365)));
     tokio::pin!(expiry);
     let mut ended = Ended::Closed;
+    let cut = session.counts.0.lifecycle().cut_signal().clone();
+    let cut_off = cut.cancelled();
+    tokio::pin!(cut_off);
+    // Armed only while draining with nothing in flight.
+    let quiet = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(quiet);
     loop {
-        if draining && running.is_empty() {
-            tracing::debug!(session = %session.tag, "drained: closing the connection");
-            ended = Ended::Drained;
-            break;
+        let settled = draining && running.is_empty();
+        if settled {
+            if last_activity.elapsed() >= DRAIN_QUIET || cut.is_cancelled() {
+                tracing::debug!(session = %session.tag, "drained: closing the connection");
+                ended = Ended::Drained;
+                break;
+            }
+            quiet.as_mut().reset(last_activity + DRAIN_QUIET);
         }
         tokio::select! {
+            // Draining with nothing in flight: the connection closes once it has been quiet a
+            // moment, so a request the client sent just after its last answer is read (and
+            // refused as draining) rather than lost in a closing socket.
+            () = &mut quiet, if settled => {}
+            () = &mut cut_off, if settled => {}
             next = inbound.next(), if session.has_free_slot() => {
                 last_activity = Instant::now();
                 let Some(message) = next else { break };

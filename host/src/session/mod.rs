@@ -5,6 +5,7 @@
 //! each MCP method, `events.rs` says what the session sends on its own, and `driver.rs` runs it
 //! over a message-oriented connection.
 
+mod cut;
 mod driver;
 mod events;
 mod factory;
@@ -110,8 +111,14 @@ impl Session {
             Message::Request(request) if self.expired() => Some(Response::err(request.id, expired_error())),
             Message::Request(request) => {
                 // Counted while it runs: the drain waits for it.
-                let _running = self.counts.0.lifecycle().request_started();
-                Some(self.handle_request(request, related.as_ref()).await)
+                let lifecycle = self.counts.0.lifecycle();
+                let _running = lifecycle.request_started();
+                let (id, what) = (request.id.clone(), cut::what(&request));
+                tokio::select! {
+                    biased;
+                    response = self.handle_request(request, related.as_ref()) => Some(response),
+                    () = lifecycle.cut_signal().cancelled() => Some(cut::answer(self, id, &what)),
+                }
             }
             Message::Notification(notification) => {
                 self.handle_notification(notification);

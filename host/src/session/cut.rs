@@ -1,0 +1,42 @@
+//! A request still running when the drain's grace has passed is cut off, not dropped: its
+//! client gets an error answer saying so (on whatever transport it came), and the cut is
+//! logged as the request's last record (for a tool call, its "Tool call finished" record), so
+//! nobody is left waiting and no call disappears from the logs.
+
+use serde_json::Value;
+
+use super::Session;
+use crate::mcp::{Request, Response, RpcError, clip, error_codes};
+
+/// What a request is, for its record: the method, and the tool for a tool call.
+pub(super) fn what(request: &Request) -> (String, Option<String>) {
+    let tool = (request.method == "tools/call")
+        .then(|| request.params.as_ref()?.get("name")?.as_str().map(|n| clip(n).into_owned()))
+        .flatten();
+    (request.method.clone(), tool)
+}
+
+/// The answer to a request cut off by the drain, after logging its record. Not the retryable
+/// drain error: the request was running, so it may have taken effect.
+pub(super) fn answer(session: &Session, id: Value, (method, tool): &(String, Option<String>)) -> Response {
+    let (tag, principal) = (session.tag.as_str(), session.principal.id.as_str());
+    let error = "cut off: the relay shut down before it finished (shutdown.grace_secs passed)";
+    match tool {
+        Some(tool) => {
+            tracing::warn!(target: "relay::call", session = tag, principal, tool = %tool, outcome = "cut", error, "Tool call finished")
+        }
+        None => tracing::warn!(session = tag, principal, method = %clip(method), error, "request cut off by the drain"),
+    }
+    crate::metrics::metrics().clients.request(
+        crate::metrics::method_label(method),
+        "error",
+        Some("cancelled"),
+        std::time::Duration::ZERO,
+    );
+    let message = "the relay shut down before this request finished (its drain grace, shutdown.grace_secs, passed); it may have taken effect";
+    Response::err(
+        id,
+        RpcError::new(error_codes::REQUEST_CANCELLED, message)
+            .with_data(serde_json::json!({"reason": "drain_grace_passed"})),
+    )
+}
