@@ -310,3 +310,32 @@ async fn set_level_fans_out_idle_counts_calls_and_status_says_why() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_dead_backend_fails_calls_at_once_counted_as_down_until_it_is_back() {
+    let mut alpha = Fixture::start("alpha").await;
+    let port = alpha.port;
+    // A long call deadline: a call that waited for it would take 60 s.
+    let backends = format!("backends:\n{}    call_timeout_secs: 60\n", alpha.entry());
+    let relay = Relay::start(&backends).await;
+    relay.wait_ready("alpha").await;
+    let mut client = relay.line_client().await;
+    alpha.kill().await;
+    relay.wait_for_log("upstream connect failed").await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = client.call_tool("echo", json!({"message": "anyone?"})).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "failed at once, not after {:?}", started.elapsed());
+        assert_eq!(reply["error"]["code"], -32000, "{reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("backend alpha is down: its last connection attempt failed"), "{message}");
+    }
+    let metrics = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
+    let down = relay_tests::metric_value(&metrics, r#"relay_backend_requests_total{backend="alpha",outcome="down"}"#);
+    assert_eq!(down, Some(3.0), "{metrics}");
+    // Back: calls go through again.
+    let _back = Fixture::start_on("alpha", port, &[]).await;
+    relay.wait_ready("alpha").await;
+    let reply = client.call_tool("echo", json!({"message": "back"})).await;
+    assert_eq!(text_of(&reply), "alpha: back", "{reply}");
+}

@@ -68,14 +68,14 @@ impl BackendSeries {
             let series = self.requests.get_or_create(&BackendOutcome { backend: backend.to_owned(), outcome });
             series.clone()
         };
-        let (ok, error, timeout) = (outcome("ok"), outcome("error"), outcome("timeout"));
+        let (ok, error, timeout, down) = (outcome("ok"), outcome("error"), outcome("timeout"), outcome("down"));
         let label = BackendLabel { backend: backend.to_owned() };
         let duration = self.duration.get_or_create(&label).clone();
         let reconnects = self.reconnects.get_or_create(&label).clone();
         let health = self.health.get_or_create(&label).clone();
         health.set(0);
         let healths = self.health.clone();
-        BackendMetrics { ok, error, timeout, duration, reconnects, health, healths, label }
+        BackendMetrics { ok, error, timeout, down, duration, reconnects, health, healths, label }
     }
 }
 
@@ -85,6 +85,7 @@ pub struct BackendMetrics {
     ok: Counter,
     error: Counter,
     timeout: Counter,
+    down: Counter,
     duration: DurationHistogram,
     reconnects: Counter,
     health: Gauge,
@@ -102,6 +103,8 @@ pub enum BackendOutcomeKind {
     Error,
     /// The deadline passed.
     Timeout,
+    /// Not sent: the backend is known to be down.
+    Down,
 }
 
 impl BackendMetrics {
@@ -111,6 +114,7 @@ impl BackendMetrics {
             BackendOutcomeKind::Ok => &self.ok,
             BackendOutcomeKind::Error => &self.error,
             BackendOutcomeKind::Timeout => &self.timeout,
+            BackendOutcomeKind::Down => &self.down,
         }
         .inc();
         self.duration.observe(elapsed);

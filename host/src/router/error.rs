@@ -36,7 +36,10 @@ pub enum RouterError {
 /// it already: "backend a did not answer within 1s").
 fn upstream_message(backend: &str, source: &UpstreamError) -> String {
     match source {
-        UpstreamError::Timeout { .. } | UpstreamError::Gone(_) | UpstreamError::LostTwice(_) => source.to_string(),
+        UpstreamError::Timeout { .. }
+        | UpstreamError::Down { .. }
+        | UpstreamError::Gone(_)
+        | UpstreamError::LostTwice(_) => source.to_string(),
         other => format!("backend {backend}: {other}"),
     }
 }

@@ -17,6 +17,10 @@ pub enum UpstreamError {
     /// that keeps taking its backend down is not re-sent again.
     #[error("backend {0} lost its connection during this request twice; not re-sent again")]
     LostTwice(String),
+    /// Not sent: the backend is down (its last connection attempt failed, or it did not come
+    /// back within `connect_timeout_secs` while the request waited).
+    #[error("backend {backend} is down: {reason}")]
+    Down { backend: String, reason: String },
     /// The backend was removed (or the relay is shutting down) while the request waited.
     #[error("backend {0} is no longer configured")]
     Gone(String),

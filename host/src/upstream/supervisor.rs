@@ -97,6 +97,9 @@ pub struct Upstream {
     routes: Arc<ClientRoutes>,
     /// This backend's series in the metrics.
     metrics: BackendMetrics,
+    /// Set when a connection attempt fails, cleared when one succeeds: while it is set,
+    /// requests fail at once instead of waiting for a backend that is not coming back soon.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl Upstream {
@@ -129,6 +132,7 @@ impl Upstream {
             stop: CancellationToken::new(),
             routes,
             metrics: series,
+            down: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(supervise(upstream.clone(), changed));
         upstream
@@ -202,6 +206,9 @@ impl Upstream {
         let attempt = async {
             let mut connection = self.connection.subscribe();
             let mut lost_on: Option<Arc<Connection>> = None;
+            // A request waits this long for a connection (a restart), not its whole deadline.
+            let patience = tokio::time::sleep(Duration::from_secs_f64(self.timing.connect_timeout_secs));
+            tokio::pin!(patience);
             loop {
                 let conn = loop {
                     if self.stop.is_cancelled() {
@@ -211,11 +218,20 @@ impl Upstream {
                     if let Some(conn) = live.filter(|c| !lost_on.as_ref().is_some_and(|lost| Arc::ptr_eq(lost, c))) {
                         break conn;
                     }
+                    // A new request fails at once while the backend is known down; one whose
+                    // connection was lost under it waits (up to `patience`) to be re-sent.
+                    if lost_on.is_none() && self.down.load(std::sync::atomic::Ordering::Acquire) {
+                        return Err(self.is_down());
+                    }
                     tokio::select! {
                         changed = connection.changed() => if changed.is_err() {
                             return Err(UpstreamError::Gone(self.name().to_owned()));
                         },
                         _ = self.stop.cancelled() => {}
+                        () = &mut patience => return Err(UpstreamError::Down {
+                            backend: self.name().to_owned(),
+                            reason: format!("not connected within connect_timeout_secs ({:.1}s)", self.timing.connect_timeout_secs),
+                        }),
                     }
                 };
                 match conn.request(method, params.as_ref()).await {
@@ -241,10 +257,23 @@ impl Upstream {
         let kind = match &outcome {
             Ok(_) | Err(UpstreamError::Rpc(_)) => BackendOutcomeKind::Ok,
             Err(UpstreamError::Timeout { .. }) => BackendOutcomeKind::Timeout,
+            Err(UpstreamError::Down { .. }) => BackendOutcomeKind::Down,
             Err(_) => BackendOutcomeKind::Error,
         };
         self.metrics.request(kind, started.elapsed());
         outcome
+    }
+
+    /// The refusal of a request while the backend is down, with its last error.
+    fn is_down(&self) -> UpstreamError {
+        let last = self.status.lock().expect("status lock").last_error.clone();
+        UpstreamError::Down {
+            backend: self.name().to_owned(),
+            reason: format!(
+                "its last connection attempt failed ({}); calls fail at once until it is back",
+                last.as_deref().unwrap_or("no reason given")
+            ),
+        }
     }
 
     /// Changes the status, and tells the metrics whether the backend is ready now.
@@ -338,6 +367,7 @@ async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
                 // Lists and connection first: once the status says ready, calls route.
                 upstream.publish(listing, &changed);
                 upstream.connection.send_replace(Some(conn.clone()));
+                upstream.down.store(false, std::sync::atomic::Ordering::Release);
                 upstream.set_status(|s| {
                     s.state = State::Ready;
                     s.last_error = None;
@@ -373,6 +403,9 @@ async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
                     s.state = if s.connects > 0 { State::Reconnecting } else { State::Down };
                     s.last_error = Some(error);
                 });
+                // Requests waiting for a connection learn it is not coming soon.
+                upstream.down.store(true, std::sync::atomic::Ordering::Release);
+                upstream.connection.send_replace(None);
             }
         }
         let delay = backoff.next().unwrap_or(Duration::from_millis(upstream.timing.backoff_max_ms));
