@@ -20,6 +20,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod plugins;
 pub mod policy;
+pub mod preflight;
 pub mod process_guard;
 pub mod router;
 pub mod server;

@@ -101,6 +101,7 @@ fn main() -> ExitCode {
 /// prints warnings for what is legal but probably not meant.
 async fn check_config(path: &std::path::Path) -> Result<String, String> {
     let config = RelayConfig::load(path).map_err(|e| e.to_string())?;
+    relay::preflight::preflight(&config, path).map_err(|e| format!("{e:#}"))?;
     let store = relay::config::BackendStore::new(config.backends_path(path));
     let (_, backends) = store.load().map_err(|e| e.to_string())?;
     for plugin in &config.plugins {

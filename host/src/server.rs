@@ -68,12 +68,7 @@ pub async fn run(
         }
     });
 
-    let tls = match &config.tls {
-        Some(tls) => Some(
-            transport::Tls::load(tls.resolved(config_path)).context("cannot use the TLS certificate and key (tls)")?,
-        ),
-        None => None,
-    };
+    let crate::preflight::Preflight { addr, metrics_listen, tls } = crate::preflight::preflight(&config, config_path)?;
     let _tls_watch = tls.as_ref().map(|tls| tls.watch()).transpose().context("cannot watch the TLS files")?;
     let relay_tools = Arc::new(RelayTools::new(
         upstreams.clone(),
@@ -144,19 +139,9 @@ pub async fn run(
         }
     });
 
-    let port = std::env::var("RELAY_PORT")
-        .ok()
-        .map(|p| p.parse::<u16>().with_context(|| format!("RELAY_PORT={p} is not a port")))
-        .transpose()?
-        .unwrap_or(config.listen.port);
-    let addr: SocketAddr = format!("{}:{port}", config.listen.host)
-        .parse()
-        .with_context(|| format!("listen address {}:{port}", config.listen.host))?;
     let shutdown = CancellationToken::new();
     crate::metrics::metrics().process.attach(lifecycle.clone());
-    // RELAY_METRICS_LISTEN overrides, so blue and green on one relay.yaml get a port each.
-    let metrics_listen = std::env::var("RELAY_METRICS_LISTEN").ok().filter(|l| !l.is_empty());
-    if let Some(listen) = metrics_listen.as_ref().or(config.metrics.listen.as_ref()) {
+    if let Some(listen) = &metrics_listen {
         let listener =
             TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen} (metrics.listen)"))?;
         let bound = listener.local_addr()?;

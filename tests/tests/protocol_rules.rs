@@ -257,6 +257,42 @@ async fn a_closed_post_stream_cancels_its_call_upstream() {
     .await;
 }
 
+/// Each of these makes `serve` exit at start; `check-config` must say so first, with the same
+/// reason.
+#[test]
+fn check_config_refuses_addresses_tls_files_and_directories_serve_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backends.yaml"), "backends: []\n").unwrap();
+    let run = |command: &str, yaml: &str, env: &[(&str, &str)]| {
+        std::fs::write(dir.path().join("relay.yaml"), yaml).unwrap();
+        let mut child = std::process::Command::new(relay_bin());
+        child.args([command, "--config"]).arg(dir.path().join("relay.yaml")).env("RELAY_PORT", "0");
+        child.env_remove("RELAY_METRICS_LISTEN").envs(env.iter().copied());
+        let child = child.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let cases: [(&str, &[(&str, &str)], &str); 5] = [
+        ("tls: {cert: missing.pem, key: missing.key}\n", &[], "TLS"),
+        ("listen: {host: 127.0.0.256}\n", &[], "127.0.0.256"),
+        ("", &[("RELAY_PORT", "99999")], "RELAY_PORT=99999"),
+        ("", &[("RELAY_METRICS_LISTEN", "not-an-address")], "RELAY_METRICS_LISTEN=not-an-address"),
+        ("backends_file: nowhere/backends.yaml\n", &[], "does not exist"),
+    ];
+    for (yaml, env, reason) in cases {
+        let (ok, text) = run("check-config", yaml, env);
+        assert!(
+            !ok && text.contains(reason),
+            "check-config passed or said something else for {yaml:?} {env:?}: {text}"
+        );
+        let (ok, text) = run("serve", yaml, env);
+        assert!(!ok && text.contains(reason), "serve for {yaml:?} {env:?}: {text}");
+    }
+}
+
 #[tokio::test]
 async fn check_config_refuses_what_serve_refuses_and_health_authenticates() {
     let dir = tempfile::tempdir().unwrap();
