@@ -122,13 +122,31 @@ pub struct Failure {
     pub kind: String,
     /// What happened.
     pub detail: String,
+    /// The relay did not act on it, and says so: refused because it drains (`-32004`), a
+    /// session it no longer knows (404: initialize again), or never sent at all (the
+    /// connection was refused or already closed). A good client sends it again on a fresh
+    /// connection. A request sent and then left without any answer is never retryable.
+    pub retryable: bool,
 }
 
 impl Failure {
     fn new(kind: impl Into<String>, detail: impl std::fmt::Display) -> Self {
-        Self { kind: kind.into(), detail: detail.to_string() }
+        Self { kind: kind.into(), detail: detail.to_string(), retryable: false }
+    }
+
+    fn retryable(kind: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Self { retryable: true, ..Self::new(kind, detail) }
+    }
+
+    /// A failed HTTP send: retryable when the request never left (no connection).
+    fn of_send(error: reqwest::Error) -> Self {
+        if error.is_connect() { Self::retryable("connect", error) } else { Self::new("connect", error) }
     }
 }
+
+/// The JSON-RPC error code of a relay that drains: nothing new starts there, another
+/// instance takes the request.
+const DRAINING: i64 = -32004;
 
 /// An open, initialized client.
 pub enum Client {
@@ -154,7 +172,7 @@ impl Client {
             match target.transport {
                 Transport::Line => {
                     let address = target.url.trim_start_matches("tcp://").trim_end_matches('/');
-                    let stream = TcpStream::connect(address).await.map_err(|e| Failure::new("connect", e))?;
+                    let stream = TcpStream::connect(address).await.map_err(|e| Failure::retryable("connect", e))?;
                     let _ = stream.set_nodelay(true);
                     let (read, writer) = stream.into_split();
                     let mut client = Client::Line { reader: BufReader::new(read), writer, line: String::new() };
@@ -174,9 +192,10 @@ impl Client {
                         request.headers_mut().insert("authorization", value);
                     }
                     let tls = tokio_tungstenite::Connector::Rustls(target.tls.clone());
+                    // A refused handshake (503 from a draining relay) or connection was never a call.
                     let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(tls))
                         .await
-                        .map_err(|e| Failure::new("connect", e))?;
+                        .map_err(|e| Failure::retryable("connect", e))?;
                     let mut client = Client::WebSocket(Box::new(socket));
                     client
                         .exchange(target, "initialize", initialize_params())
@@ -188,8 +207,7 @@ impl Client {
                 Transport::Http => {
                     let body =
                         json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": initialize_params()});
-                    let response =
-                        post(http, target, None, &body).send().await.map_err(|e| Failure::new("connect", e))?;
+                    let response = post(http, target, None, &body).send().await.map_err(Failure::of_send)?;
                     let session = response
                         .headers()
                         .get("mcp-session-id")
@@ -254,12 +272,32 @@ impl Client {
         }
     }
 
+    /// Whether the relay has closed this connection already (a drained relay closes a quiet
+    /// connection): a good client watches its connection and does not send into a closed one.
+    fn closed_by_relay(&mut self) -> bool {
+        use futures::FutureExt;
+        use tokio::io::AsyncBufReadExt;
+        match self {
+            Client::Line { reader, .. } => {
+                matches!(reader.fill_buf().now_or_never(), Some(Ok([]) | Err(_)))
+            }
+            Client::WebSocket(socket) => {
+                matches!(socket.next().now_or_never(), Some(None | Some(Err(_)) | Some(Ok(Frame::Close(_)))))
+            }
+            _ => false,
+        }
+    }
+
     /// One request and its answer.
     async fn exchange(&mut self, target: &Target, method: &str, params: Value) -> Result<Value, Failure> {
+        if self.closed_by_relay() {
+            return Err(Failure::retryable("closed", "the relay closed the connection before the call was sent"));
+        }
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         match self {
             Client::Line { reader, writer, line } => {
-                writer.write_all(format!("{body}\n").as_bytes()).await.map_err(|e| Failure::new("protocol", e))?;
+                // Not written: the relay never saw it.
+                writer.write_all(format!("{body}\n").as_bytes()).await.map_err(|e| Failure::retryable("closed", e))?;
                 loop {
                     line.clear();
                     if reader.read_line(line).await.map_err(|e| Failure::new("protocol", e))? == 0 {
@@ -272,7 +310,7 @@ impl Client {
                 }
             }
             Client::WebSocket(socket) => {
-                socket.send(Frame::text(body.to_string())).await.map_err(|e| Failure::new("protocol", e))?;
+                socket.send(Frame::text(body.to_string())).await.map_err(|e| Failure::retryable("closed", e))?;
                 while let Some(frame) = socket.next().await {
                     let Frame::Text(text) = frame.map_err(|e| Failure::new("protocol", e))? else { continue };
                     let message: Value =
@@ -284,8 +322,11 @@ impl Client {
                 Err(Failure::new("protocol", "connection closed"))
             }
             Client::Http { http, session } => {
-                let response =
-                    post(http, target, Some(session), &body).send().await.map_err(|e| Failure::new("connect", e))?;
+                let response = post(http, target, Some(session), &body).send().await.map_err(Failure::of_send)?;
+                if response.status() == reqwest::StatusCode::NOT_FOUND {
+                    // The session is unknown here: MCP says initialize again; nothing ran.
+                    return Err(Failure::retryable("session gone", "HTTP 404 for the session; initialize again"));
+                }
                 answer_of(response).await
             }
             Client::Stateless { http } => {
@@ -302,7 +343,7 @@ impl Client {
                 if !name.is_empty() {
                     request = request.header("mcp-name", name);
                 }
-                let response = request.send().await.map_err(|e| Failure::new("connect", e))?;
+                let response = request.send().await.map_err(Failure::of_send)?;
                 answer_of(response).await
             }
         }
@@ -315,6 +356,60 @@ fn initialize_params() -> Value {
 
 fn retag(failure: Failure, kind: &str) -> Failure {
     if failure.kind == "protocol" { Failure { kind: kind.into(), ..failure } } else { failure }
+}
+
+/// How many times a call is sent again after a retryable failure.
+const RETRIES: u32 = 8;
+
+/// Opens a client, like a good client: a refusal the relay did not act on (it drains, the
+/// connection was refused) is tried again on a fresh connection, each try counted in
+/// `retried`.
+pub async fn open_retrying(
+    target: &Target,
+    http: &reqwest::Client,
+    retried: &(dyn Fn() + Sync),
+) -> Result<Client, Failure> {
+    let mut tries = 0;
+    loop {
+        match Client::open(target, http).await {
+            Err(failure) if failure.retryable && tries < RETRIES => {
+                tries += 1;
+                retried();
+                tokio::time::sleep(backoff(tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Calls `tool` on `client` like a good client: a call the relay refused without acting on it
+/// (it drains; a session it no longer knows; never sent on a closing connection) is sent again
+/// on a fresh connection (`client` is replaced), each try counted in `retried`. A call sent and
+/// left without an answer is a failure, never retried.
+pub async fn call_retrying(
+    client: &mut Client,
+    target: &Target,
+    http: &reqwest::Client,
+    tool: &str,
+    arguments: &Value,
+    retried: &(dyn Fn() + Sync),
+) -> Result<Value, Failure> {
+    let mut tries = 0;
+    loop {
+        match client.call(target, tool, arguments).await {
+            Err(failure) if failure.retryable && tries < RETRIES => {
+                tries += 1;
+                retried();
+                tokio::time::sleep(backoff(tries)).await;
+                *client = open_retrying(target, http, retried).await?;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn backoff(tries: u32) -> Duration {
+    Duration::from_millis(25u64 << tries.min(5))
 }
 
 fn post(http: &reqwest::Client, target: &Target, session: Option<&str>, body: &Value) -> reqwest::RequestBuilder {
@@ -352,7 +447,11 @@ async fn answer_of(response: reqwest::Response) -> Result<Value, Failure> {
 fn outcome(message: Value) -> Result<Value, Failure> {
     if let Some(error) = message.get("error") {
         let code = error["code"].as_i64().unwrap_or(0);
-        return Err(Failure::new(format!("rpc {code}"), error["message"].as_str().unwrap_or("")));
+        let detail = error["message"].as_str().unwrap_or("");
+        if code == DRAINING {
+            return Err(Failure::retryable(format!("rpc {code}"), detail));
+        }
+        return Err(Failure::new(format!("rpc {code}"), detail));
     }
     message.get("result").cloned().ok_or_else(|| Failure::new("protocol", "an answer without result or error"))
 }

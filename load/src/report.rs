@@ -16,6 +16,9 @@ use crate::client::Failure;
 pub struct Stats {
     successes: AtomicU64,
     failures: AtomicU64,
+    /// Calls (and connections) sent again after the relay refused them without acting on
+    /// them (a drain, a moved session): not failures, counted apart.
+    retried: AtomicU64,
     errors: Mutex<BTreeMap<String, (u64, String)>>,
     /// Latency of each success, in microseconds (1 µs to 10 min, 3 significant digits).
     latency: Mutex<Histogram<u64>>,
@@ -26,6 +29,7 @@ impl Default for Stats {
         Self {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
             errors: Mutex::default(),
             latency: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")),
         }
@@ -45,6 +49,11 @@ impl Stats {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let mut errors = self.errors.lock().expect("errors lock");
         errors.entry(failure.kind).or_insert((0, failure.detail)).0 += 1;
+    }
+
+    /// One call or connection sent again (see [`crate::client::call_retrying`]).
+    pub fn retried(&self) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Successes and failures so far.
@@ -67,6 +76,7 @@ impl Stats {
         json!({
             "successes": successes,
             "failures": failures,
+            "retried": self.retried.load(Ordering::Relaxed),
             "success_ratio": if successes + failures == 0 { 0.0 } else { successes as f64 / (successes + failures) as f64 },
             "errors": errors,
             "duration_s": elapsed.as_secs_f64(),
@@ -146,12 +156,13 @@ impl Progress {
 pub fn print_human(summary: &Value) {
     let latency = &summary["latency_ms"];
     println!(
-        "{} {} against {}: {} ok, {} failed in {:.1} s ({:.0} calls/s)",
+        "{} {} against {}: {} ok, {} failed, {} retried in {:.1} s ({:.0} calls/s)",
         summary["scenario"].as_str().unwrap_or(""),
         summary["transport"].as_str().unwrap_or(""),
         summary["url"].as_str().unwrap_or(""),
         summary["successes"],
         summary["failures"],
+        summary["retried"],
         summary["duration_s"].as_f64().unwrap_or(0.0),
         summary["calls_per_s"].as_f64().unwrap_or(0.0),
     );

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::client::{Client, Target, http_client};
+use crate::client::{Client, Target, call_retrying, http_client, open_retrying};
 use crate::report::{Progress, Stats};
 
 /// What one run does.
@@ -132,8 +132,9 @@ pub async fn rate(plan: &Plan, stats: &Arc<Stats>, progress: &Progress) -> Value
         let (target, tool, arguments, http, stats) =
             (plan.target.clone(), plan.tool.clone(), plan.arguments.clone(), http.clone(), stats.clone());
         tasks.spawn(async move {
+            let retried = || stats.retried();
             let mut client = loop {
-                match Client::open(&target, &http).await {
+                match open_retrying(&target, &http, &retried).await {
                     Ok(client) => break client,
                     Err(failure) => {
                         stats.failure(failure);
@@ -151,12 +152,12 @@ pub async fn rate(plan: &Plan, stats: &Arc<Stats>, progress: &Progress) -> Value
                     next += interval;
                 }
                 let began = Instant::now();
-                match client.call(&target, &tool, &arguments).await {
+                match call_retrying(&mut client, &target, &http, &tool, &arguments, &retried).await {
                     Ok(_) => stats.success(began.elapsed()),
                     Err(failure) => {
                         stats.failure(failure);
                         // A broken connection is replaced, not hammered.
-                        match Client::open(&target, &http).await {
+                        match open_retrying(&target, &http, &retried).await {
                             Ok(fresh) => client = fresh,
                             Err(failure) => {
                                 stats.failure(failure);
