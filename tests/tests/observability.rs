@@ -80,7 +80,7 @@ async fn metrics_count_requests_errors_plugins_and_backends() {
     assert!(at(r#"relay_plugin_call_duration_seconds_count{plugin="echoes"}"#) >= 1.0);
     assert_eq!(at(r#"relay_connections{transport="line"}"#), 1.0);
     assert_eq!(at("relay_sessions"), 1.0);
-    assert_eq!(at(r#"relay_build_info{version="0.1.0",instance="blue"}"#), 1.0);
+    assert_eq!(at(r#"relay_build_info{version="0.1.0",colour="blue"}"#), 1.0);
     assert!(at("process_resident_memory_bytes") > 1e6);
     assert!(text.contains("process_cpu_seconds_total "), "{text}");
     assert!(!text.contains("no_such_tool"), "tool names from clients are not labels");
@@ -289,5 +289,5 @@ async fn relay_metrics_listen_overrides_the_configured_metrics_port() {
     .await;
     assert_eq!(relay.metrics_port, Some(port));
     let text = scrape(&format!("http://{listen}/metrics")).await;
-    assert!(text.contains(r#"relay_build_info{version="#) && text.contains(r#"instance="green""#), "{text}");
+    assert!(text.contains(r#"relay_build_info{version="#) && text.contains(r#"colour="green""#), "{text}");
 }

@@ -106,6 +106,12 @@ async fn a_redis_outage_fails_open_or_closed_as_configured_and_the_relay_recover
     assert!(refused.to_string().contains("unavailable"), "{refused}");
     open.wait_for_log("failing open").await;
     closed.wait_for_log("failing closed").await;
+    // Every request is refused, but the log says so once per 10 s, not once per request.
+    for _ in 0..30 {
+        assert_eq!(status_call(&mut to_closed).await["error"]["code"], -32019);
+    }
+    let records = closed.log().matches("failing closed").count();
+    assert!(records <= 2, "{records} warnings for 31 refusals:\n{}", closed.log());
     let metrics = reqwest::get(closed.http("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metric_value(&metrics, "relay_kv_unavailable_total").unwrap_or(0.0) >= 1.0, "{metrics}");
 

@@ -84,10 +84,21 @@ impl Collector for ScrapeSources {
                 None,
                 sessions.metric_type(),
             )?)?;
+            let running = ConstGauge::new(lifecycle.running_requests() as i64);
+            let help = "Client requests being answered now (a draining relay stops once this is 0)";
+            running.encode(encoder.encode_descriptor(
+                "relay_requests_running",
+                help,
+                None,
+                running.metric_type(),
+            )?)?;
+            let draining = ConstGauge::new(i64::from(lifecycle.is_draining()));
+            let help = "1 once the relay drains (SIGTERM or relay_drain): nothing new starts here";
+            draining.encode(encoder.encode_descriptor("relay_draining", help, None, draining.metric_type())?)?;
             let info = Family::<BuildLabels, Gauge>::default();
-            let labels = BuildLabels { version: env!("CARGO_PKG_VERSION"), instance: lifecycle.instance.clone() };
+            let labels = BuildLabels { version: env!("CARGO_PKG_VERSION"), colour: lifecycle.instance.clone() };
             info.get_or_create(&labels).set(1);
-            let help = "The relay's version and blue/green colour (RELAY_INSTANCE); always 1";
+            let help = "The relay's version and blue/green colour (RELAY_INSTANCE, label colour); always 1";
             info.encode(encoder.encode_descriptor("relay_build_info", help, None, info.metric_type())?)?;
         }
         if let Some(process) = Process::read() {
@@ -105,7 +116,9 @@ impl Collector for ScrapeSources {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
-    instance: String,
+    /// `RELAY_INSTANCE`. Not `instance`: Prometheus sets that label itself on every scraped
+    /// series (the target's address) and would rename this one `exported_instance`.
+    colour: String,
 }
 
 /// This process's memory and CPU time, from `/proc/self`.

@@ -9,6 +9,7 @@ mod keys;
 mod settings;
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use relay::plugin::types::{Denial, DenialCode, RequestInfo};
 use relay::plugin::{clock, config, kv, log};
@@ -58,22 +59,43 @@ fn shown(principal: &str) -> String {
     }
 }
 
-/// The decision when the store fails or refuses, as configured (`on_kv_unavailable`), logged.
+/// How often, at most, an unavailable store is logged (each record says how many decisions it
+/// stands for): with Redis down, one line per request would flood the log.
+const WARN_EVERY_MS: u64 = 10_000;
+
+/// When the store failure was last logged (ms), and the decisions not logged since.
+static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+
+/// The decision when the store fails or refuses, as configured (`on_kv_unavailable`), logged
+/// at most once per [`WARN_EVERY_MS`] (the failures are counted by the host's
+/// `relay_kv_unavailable_total` either way).
 fn store_failed(error: kv::KvError, mode: settings::FailMode, principal: &str) -> Result<(), Denial> {
     let principal = &shown(principal);
+    let now = clock::now_ms();
+    let last = LAST_WARNED.load(Ordering::Relaxed);
+    let log_now = now.saturating_sub(last) >= WARN_EVERY_MS
+        && LAST_WARNED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+    let warn = |what: &str| {
+        if log_now {
+            let others = UNLOGGED.swap(0, Ordering::Relaxed);
+            let also = if others > 0 {
+                format!(" ({others} more such decisions since the last record)")
+            } else {
+                String::new()
+            };
+            log::log(log::Level::Warn, &format!("kv unavailable ({error:?}); {what}{also}"));
+        } else {
+            UNLOGGED.fetch_add(1, Ordering::Relaxed);
+        }
+    };
     match mode {
         settings::FailMode::Open => {
-            log::log(
-                log::Level::Warn,
-                &format!("kv unavailable ({error:?}); failing open: request of {principal} allowed"),
-            );
+            warn(&format!("failing open: request of {principal} allowed"));
             Ok(())
         }
         settings::FailMode::Closed => {
-            log::log(
-                log::Level::Warn,
-                &format!("kv unavailable ({error:?}); failing closed: request of {principal} refused"),
-            );
+            warn(&format!("failing closed: request of {principal} refused"));
             Err(Denial {
                 code: DenialCode::RateLimited,
                 message: "rate-limit state is unavailable; request refused (on_kv_unavailable: closed)".into(),
