@@ -275,7 +275,8 @@ fn check_config_refuses_addresses_tls_files_and_directories_serve_cannot_use() {
             String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
         )
     };
-    let cases: [(&str, &[(&str, &str)], &str); 5] = [
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 5] = [
         ("tls: {cert: missing.pem, key: missing.key}\n", &[], "TLS"),
         ("listen: {host: 127.0.0.256}\n", &[], "127.0.0.256"),
         ("", &[("RELAY_PORT", "99999")], "RELAY_PORT=99999"),
