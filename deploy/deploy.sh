@@ -19,8 +19,9 @@
 #      old colour drains (its Streamable HTTP sessions keep reaching it, nothing new does).
 #      Then relay-active moves to the target (atomic rename), which is enabled at boot while
 #      the old colour is disabled.
-#   6. Retire the old colour: wait for its relay_sessions to reach 0 (or DRAIN_GRACE seconds),
-#      stop it (STOP_CMD: SIGTERM, it lets running requests finish), `maint` in every backend.
+#   6. Retire the old colour: stop it at once (STOP_CMD: SIGTERM; it drains itself: running
+#      requests finish, persistent connections close once nothing of theirs runs, and it exits
+#      when that is done, within shutdown.grace_secs), then `maint` in every backend.
 #
 # Until step 5 completes the active colour keeps all traffic: a failure stops the target, puts
 # its previous build back, and leaves HAProxy as it was (a failure within step 5 first puts
@@ -37,9 +38,11 @@
 #     (%s colour, %p port, %d directory; e.g. START_CMD='my-start %s' in tests)
 #   ENABLE_CMD='systemctl enable --quiet relay@%s'  DISABLE_CMD='systemctl disable --quiet relay@%s'
 #     (empty when START_CMD / STOP_CMD are custom)
+#   ALIVE_CMD='systemctl is-active --quiet relay@%s'  LOG_CMD='journalctl -u relay@%s -n 20 ...'
+#     (a colour that exits while starting is reported at once, with its last log lines)
 #   RELAY_BIN=<colour>/bin/relay  RUN_AS=relay (as root)  ENV_DIR=/etc/relay
 #   HEALTH_TIMEOUT=5  HEALTH_ARGS=  READY_TIMEOUT=60  SWITCH_TIMEOUT=30  SWITCH_SETTLE=5
-#   DRAIN_GRACE=120  STOP_TIMEOUT=60  POLL_INTERVAL=1
+#   STOP_TIMEOUT=60  POLL_INTERVAL=1
 #   HAPROXY_SOCKET=/run/haproxy/admin.sock  HAPROXY_BACKENDS='relay_http relay_tcp'
 #   HAPROXY_STATE_FILE=/var/lib/haproxy/server-state  LOCK_FILE=$RELAY_ROOT/.deploy.lock
 #   FIRST_COLOUR=blue     colour of the very first install (no relay-active yet)
@@ -140,14 +143,14 @@ cp -R "$BUILD/." "$STAGING/"
 # Owned by whoever deploys (root in production), readable by the relay user, writable by none.
 chmod -R u+rwX,go+rX,go-w "$STAGING"
 check_bin=${RELAY_BIN:-$STAGING/bin/relay}
-if [[ -n $RUN_AS ]]; then
-  info "relay check-config --config $STAGING/$CONFIG_PATH (as $RUN_AS)"
-  runuser -u "$RUN_AS" -- "$check_bin" check-config --config "$STAGING/$CONFIG_PATH" ||
-    die "relay check-config refused the new configuration"
-else
-  info "relay check-config --config $STAGING/$CONFIG_PATH"
-  "$check_bin" check-config --config "$STAGING/$CONFIG_PATH" || die "relay check-config refused the new configuration"
-fi
+# With the environment the target's service will have (its ENV_DIR file: port, metrics
+# address, tokens), so what check-config passes, serve accepts.
+mapfile -t target_env < <(colour_env "$TARGET")
+as_user=()
+if [[ -n $RUN_AS ]]; then as_user=(runuser -u "$RUN_AS" --); fi
+info "relay check-config --config $STAGING/$CONFIG_PATH (${RUN_AS:+as $RUN_AS, }with $ENV_DIR/$TARGET.env: ${#target_env[@]} settings)"
+"${as_user[@]}" env "${target_env[@]}" RELAY_INSTANCE="$TARGET" "$check_bin" check-config --config "$STAGING/$CONFIG_PATH" ||
+  die "relay check-config refused the new configuration"
 
 step "Installing the build as $TARGET ($TARGET_DIR)"
 if is_running "$TARGET"; then
@@ -178,7 +181,7 @@ boot_colour "$TARGET" "$ACTIVE"
 if [[ -n $PREVIOUS ]]; then rm -rf "$PREVIOUS"; fi
 
 if [[ -n $ACTIVE ]]; then
-  step "Retiring $ACTIVE (drain up to ${DRAIN_GRACE}s, stop, maintenance)"
+  step "Retiring $ACTIVE (it drains itself and stops; then maintenance)"
   retire_colour "$ACTIVE"
 else
   other=$(other_colour "$TARGET")

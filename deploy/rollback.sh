@@ -10,8 +10,8 @@
 #   3. Switch as deploy.sh does: previous colour ready with weight 0, HAProxy's checks pass
 #      steadily, full weight, current colour drains; relay-active moves to the previous colour
 #      (atomic rename), which is enabled at boot while the current one is disabled.
-#   4. Retire the current colour: wait for its relay_sessions to reach 0 (or DRAIN_GRACE
-#      seconds), stop it (STOP_CMD), `maint` in every backend.
+#   4. Retire the current colour: stop it at once (STOP_CMD: SIGTERM; it drains itself and
+#      exits once what it runs is done), `maint` in every backend.
 #
 # Running it twice goes back and forth: each run swaps the colours.
 #
@@ -22,9 +22,11 @@
 #     (%s colour, %p port, %d directory; e.g. START_CMD='my-start %s' in tests)
 #   ENABLE_CMD='systemctl enable --quiet relay@%s'  DISABLE_CMD='systemctl disable --quiet relay@%s'
 #     (empty when START_CMD / STOP_CMD are custom)
+#   ALIVE_CMD='systemctl is-active --quiet relay@%s'  LOG_CMD='journalctl -u relay@%s -n 20 ...'
+#     (a colour that exits while starting is reported at once, with its last log lines)
 #   RELAY_BIN=<colour>/bin/relay  ENV_DIR=/etc/relay
 #   HEALTH_TIMEOUT=5  HEALTH_ARGS=  READY_TIMEOUT=60  SWITCH_TIMEOUT=30  SWITCH_SETTLE=5
-#   DRAIN_GRACE=120  STOP_TIMEOUT=60  POLL_INTERVAL=1
+#   STOP_TIMEOUT=60  POLL_INTERVAL=1
 #   HAPROXY_SOCKET=/run/haproxy/admin.sock  HAPROXY_BACKENDS='relay_http relay_tcp'
 #   HAPROXY_STATE_FILE=/var/lib/haproxy/server-state  LOCK_FILE=$RELAY_ROOT/.deploy.lock
 #
@@ -88,7 +90,7 @@ set_active_link "$TARGET"
 PHASE=switched
 boot_colour "$TARGET" "$CURRENT"
 
-step "Retiring $CURRENT (drain up to ${DRAIN_GRACE}s, stop, maintenance)"
+step "Retiring $CURRENT (it drains itself and stops; then maintenance)"
 retire_colour "$CURRENT"
 
 PHASE=finished

@@ -19,12 +19,21 @@
 #                                                   empty (nothing done) when START_CMD / STOP_CMD
 #                                                   are not the systemctl defaults; a failure is
 #                                                   only a warning
+#   ALIVE_CMD           systemctl is-active --quiet relay@%s   exits non-zero once a started
+#                                                   colour's process has exited (wait_ready then
+#                                                   stops waiting at once); empty (not checked)
+#                                                   when START_CMD is not the systemctl default
+#   LOG_CMD             journalctl -u relay@%s -n 20 --no-pager -o cat   prints a colour's last
+#                                                   log lines (shown when it exits at start);
+#                                                   empty when START_CMD is custom
 #   RELAY_BIN           (the colour's bin/relay)    relay binary for `check-config` and `health`
 #   RUN_AS              relay (when run as root)    user that runs `relay check-config` (so the
 #                                                   plugin cache it fills stays the relay's);
 #                                                   empty: the current user
-#   ENV_DIR             /etc/relay                  COLOUR.env files; RELAY_AUTH_TOKEN is read
-#                                                   from there for `relay health` unless set
+#   ENV_DIR             /etc/relay                  COLOUR.env files: `relay check-config` runs
+#                                                   with the target's, as the service will; and
+#                                                   RELAY_AUTH_TOKEN is read from there for
+#                                                   `relay health` unless set
 #   HEALTH_TIMEOUT      5                           seconds per answer for `relay health`
 #   HEALTH_ARGS         (none)                      more `relay health` arguments, e.g. "--tls --ca F"
 #   READY_TIMEOUT       60                          seconds for a started colour's /readyz to say 200
@@ -32,9 +41,11 @@
 #                                                   new colour (it gets no traffic meanwhile)
 #   SWITCH_SETTLE       5                           ...and to keep passing that long; must exceed
 #                                                   fall x inter in haproxy.cfg (2 x 2 s)
-#   DRAIN_GRACE         120                         seconds to wait for the old colour's sessions
-#                                                   (relay_sessions) to reach 0 before stopping it
-#   STOP_TIMEOUT        60                          seconds for a stopped colour to stop answering
+#   STOP_TIMEOUT        60                          seconds for a stopped colour to stop answering;
+#                                                   the old colour drains itself on SIGTERM (its
+#                                                   running requests finish within shutdown.
+#                                                   grace_secs, 30 s in deploy/config/relay.yaml),
+#                                                   so keep this above that grace
 #   POLL_INTERVAL       1                           seconds between polls
 #                                                   (all durations are whole seconds)
 #   HAPROXY_SOCKET      $RELAY_LB_SOCKET or /run/haproxy/admin.sock   runtime API (level admin);
@@ -64,6 +75,15 @@ if [[ -z ${DISABLE_CMD+set} ]]; then
   DISABLE_CMD=
   if [[ $STOP_CMD == "systemctl stop relay@%s" ]]; then DISABLE_CMD="systemctl disable --quiet relay@%s"; fi
 fi
+# Watching a colour's process follows the service commands too.
+if [[ -z ${ALIVE_CMD+set} ]]; then
+  ALIVE_CMD=
+  if [[ $START_CMD == "systemctl start relay@%s" ]]; then ALIVE_CMD="systemctl is-active --quiet relay@%s"; fi
+fi
+if [[ -z ${LOG_CMD+set} ]]; then
+  LOG_CMD=
+  if [[ $START_CMD == "systemctl start relay@%s" ]]; then LOG_CMD="journalctl -u relay@%s -n 20 --no-pager -o cat"; fi
+fi
 RELAY_BIN=${RELAY_BIN:-}
 if [[ -z ${RUN_AS+set} ]]; then
   RUN_AS=
@@ -75,7 +95,6 @@ HEALTH_ARGS=${HEALTH_ARGS:-}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 SWITCH_TIMEOUT=${SWITCH_TIMEOUT:-30}
 SWITCH_SETTLE=${SWITCH_SETTLE:-5}
-DRAIN_GRACE=${DRAIN_GRACE:-120}
 STOP_TIMEOUT=${STOP_TIMEOUT:-60}
 POLL_INTERVAL=${POLL_INTERVAL:-1}
 HAPROXY_SOCKET=${HAPROXY_SOCKET:-${RELAY_LB_SOCKET:-/run/haproxy/admin.sock}}
@@ -185,21 +204,32 @@ start_colour() {
   bash -c "$cmd" 9>&- || die "starting $1 failed: $cmd"
 }
 
-# Stops COLOUR and waits until its port stops answering (STOP_TIMEOUT).
+# Stops COLOUR and waits until its port stops answering (STOP_TIMEOUT). On SIGTERM the relay
+# drains: nothing new starts there, running requests finish (within shutdown.grace_secs),
+# persistent connections close once nothing of theirs runs, and it exits as soon as that is
+# done; meanwhile its running requests and open sessions are shown.
 stop_colour() {
-  local cmd waited=0
+  local cmd waited=0 running sessions
   cmd=$(service_cmd "$STOP_CMD" "$1")
   info "stopping $1: $cmd"
-  bash -c "$cmd" 9>&- || { warn "stopping $1 failed: $cmd"; return 1; }
+  # In the background: `systemctl stop` waits for the exit, and the drain is shown meanwhile.
+  bash -c "$cmd" 9>&- &
+  local stopper=$!
   while is_running "$1"; do
     if ((waited >= STOP_TIMEOUT)); then
       warn "$1 still answers on port $(colour_port "$1") ${STOP_TIMEOUT}s after the stop command"
       return 1
     fi
+    if ((waited % 5 == 0)); then
+      running=$(metric "$1" relay_requests_running)
+      sessions=$(metric "$1" relay_sessions)
+      if [[ -n $running ]]; then info "$1 draining: ${running} requests running, ${sessions:-?} sessions open (${waited}s)"; fi
+    fi
     sleep "$POLL_INTERVAL"
     waited=$((waited + POLL_INTERVAL))
   done
-  info "$1 stopped"
+  wait "$stopper" || { warn "stopping $1 failed: $cmd"; return 1; }
+  info "$1 stopped after ${waited}s"
 }
 
 # Makes COLOUR the one started at boot (ENABLE_CMD) and OTHER not (DISABLE_CMD), so a reboot
@@ -225,6 +255,27 @@ http_status() {
     "http://$RELAY_HOST:$(colour_port "$1")$2" 2>/dev/null || true
 }
 
+# Whether COLOUR's process is still running (ALIVE_CMD; always yes without one).
+colour_alive() {
+  [[ -n $ALIVE_CMD ]] || return 0
+  bash -c "$(service_cmd "$ALIVE_CMD" "$1")" 9>&- >/dev/null 2>&1
+}
+
+# COLOUR's last log lines (LOG_CMD), indented.
+colour_log() {
+  [[ -n $LOG_CMD ]] || return 0
+  bash -c "$(service_cmd "$LOG_CMD" "$1")" 9>&- 2>&1 | tail -n 20 | sed 's/^/    /'
+}
+
+# The settings in ENV_DIR/COLOUR.env (systemd EnvironmentFile syntax: KEY=value per line, `#`
+# comments, optional quotes), one KEY=value per line, for `env`.
+colour_env() {
+  local file=$ENV_DIR/$1.env
+  [[ -r $file ]] || return 0
+  sed -n 's/^[[:space:]]*\([A-Za-z_][A-Za-z0-9_]*\)[[:space:]]*=[[:space:]]*\(.*\)$/\1=\2/p' "$file" |
+    sed 's/^\([^=]*\)="\(.*\)"$/\1=\2/; s/^\([^=]*\)='"'"'\(.*\)'"'"'$/\1=\2/'
+}
+
 # Whether COLOUR's process answers at all (/healthz says 200 while the process runs).
 is_running() { [[ $(http_status "$1" /healthz) == 200 ]]; }
 
@@ -238,6 +289,11 @@ wait_ready() {
     body=$("$CURL" --noproxy '*' -s --max-time 3 -w '\n%{http_code}' "http://$RELAY_HOST:$port/readyz" 2>/dev/null || true)
     code=${body##*$'\n'}
     [[ $code == 200 ]] && break
+    if ! colour_alive "$colour"; then
+      warn "$colour exited while starting; its last log lines:"
+      colour_log "$colour" >&2 || true
+      return 1
+    fi
     if ((waited >= READY_TIMEOUT)); then
       warn "$colour: GET /readyz on port $port did not say 200 within ${READY_TIMEOUT}s (last status: ${code:-none})"
       return 1
@@ -293,34 +349,11 @@ check_colour() {
   info "$1: relay health OK"
 }
 
-# Open sessions of COLOUR (relay_sessions from its /metrics); empty when it does not answer.
-sessions() {
+# One series of COLOUR's /metrics (its first value, as an integer); empty when it does not
+# answer.
+metric() {
   "$CURL" --noproxy '*' -s --max-time 3 "http://$RELAY_HOST:$(colour_port "$1")/metrics" 2>/dev/null |
-    awk '$1 == "relay_sessions" && !seen { print int($2); seen = 1 }' || true
-}
-
-# Waits until COLOUR has no open session, or DRAIN_GRACE seconds. HAProxy keeps sending it
-# the requests of its own Streamable HTTP sessions meanwhile (drain honours the stick table).
-wait_drained() {
-  local colour=$1 waited=0 open
-  while :; do
-    open=$(sessions "$colour")
-    if [[ -z $open ]]; then
-      info "$colour: /metrics does not answer; nothing left to drain"
-      return 0
-    fi
-    if ((open == 0)); then
-      info "$colour: no open sessions after ${waited}s"
-      return 0
-    fi
-    if ((waited >= DRAIN_GRACE)); then
-      info "$colour: $open sessions still open after DRAIN_GRACE=${DRAIN_GRACE}s; stopping anyway (the relay lets running requests finish)"
-      return 0
-    fi
-    if ((waited % 10 == 0)); then info "$colour: $open sessions open; waiting (${waited}/${DRAIN_GRACE}s)"; fi
-    sleep "$POLL_INTERVAL"
-    waited=$((waited + POLL_INTERVAL))
-  done
+    awk -v name="$2" '$1 == name && !seen { print int($2); seen = 1 }' || true
 }
 
 # ---- HAProxy runtime API ----------------------------------------------------------------------
@@ -445,8 +478,8 @@ wait_haproxy_up() {
 
 # Traffic to NEW. First NEW leaves maintenance with weight 0 in every backend: HAProxy checks
 # it but sends it nothing. Once the checks pass steadily (wait_haproxy_up), NEW gets its full
-# weight and OLD (if any) drains: no new connections or sessions, but requests of its sticky
-# Streamable HTTP sessions still go there. Returns 1 if any of it fails; the caller's cleanup
+# weight and OLD (if any) drains: no new connections or requests go there (Streamable HTTP
+# sessions are shared through Redis; the new colour takes them up). Returns 1 if any of it fails; the caller's cleanup
 # then calls revert_switch.
 switch_traffic() {
   local new=$1 old=${2:-} backend
@@ -483,11 +516,11 @@ revert_switch() {
   fi
 }
 
-# After the switch: wait for OLD's sessions to end (or DRAIN_GRACE), stop it (SIGTERM: it
-# finishes running requests within shutdown.grace_secs), then maintenance in every backend.
+# After the switch: stop OLD at once (SIGTERM: it drains itself, finishing what runs; its
+# Streamable HTTP sessions go on on the new colour, its other clients reconnect there), then
+# maintenance in every backend.
 retire_colour() {
   local old=$1 backend
-  wait_drained "$old"
   stop_colour "$old" || die "$old did not stop; traffic is on $(other_colour "$old") already. Stop $old by hand, then: set server <backend>/$old state maint"
   for backend in "${BACKENDS[@]}"; do
     haproxy_set "$backend" "$old" maint || die "could not put $backend/$old in maintenance (it is stopped; health checks keep it out)"
