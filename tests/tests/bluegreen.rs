@@ -407,6 +407,17 @@ async fn deploy_and_rollback_through_haproxy_lose_no_call() {
     assert_eq!(lb.serving().await, "blue");
     assert_eq!(std::fs::read_link(dir.join("opt/relay-active")).unwrap(), dir.join("opt/blue"));
 
+    // A relay that exits at start (its port is taken) is reported at once, with its reason,
+    // not after READY_TIMEOUT.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", ports.1)).unwrap();
+    let started = std::time::Instant::now();
+    let (ok, log) = script(dir, &lb, ports, "deploy.sh", &[&build(dir, "build-4", &redis, &backends, false)]).await;
+    assert!(!ok, "a relay that could not listen was deployed:\n{log}");
+    assert!(log.contains("green exited while starting") && log.contains("cannot listen"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(20), "noticed after {:?}", started.elapsed());
+    drop(squatter);
+    assert_eq!(lb.serving().await, "blue");
+
     let mut failed = Vec::new();
     let mut report = Vec::new();
     for (kind, run) in loads {
