@@ -87,12 +87,25 @@ async fn tls_required_refuses_plaintext_old_protocols_and_weak_suites() {
     let ca = TestCa::new(dir.path(), "relay-test-ca");
     ca.server("relay-one", "server");
     let relay = Relay::start_files(dir.path(), &tls_yaml(", required: true"), "backends: []\n", &[]).await;
-    // Plaintext HTTP gets a clear refusal, newline JSON-RPC a JSON-RPC error.
-    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
-    plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-    let mut answer = String::new();
-    plain.read_to_string(&mut answer).await.unwrap();
-    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("this port requires TLS"), "{answer}");
+    // Plaintext HTTP gets a clear refusal, newline JSON-RPC a JSON-RPC error; the probes stay
+    // reachable in the clear (HAProxy's health checks speak plain HTTP).
+    let port = relay.port;
+    let plain_get = |path: &'static str| async move {
+        let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        plain.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        plain.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    for refused in ["/mcp", "/metrics", "/status"] {
+        let answer = plain_get(refused).await;
+        assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("this port requires TLS"), "{refused}: {answer}");
+    }
+    for probe in ["/healthz", "/readyz"] {
+        let answer = plain_get(probe).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{probe}: {answer}");
+    }
     let mut line = tokio::net::TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
     line.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{}}\n").await.unwrap();
     let mut answer = String::new();
@@ -147,14 +160,22 @@ async fn a_replaced_certificate_is_used_for_new_handshakes_and_a_bad_pair_keeps_
     let relay = Relay::start_files(dir.path(), &tls_yaml(""), "backends: []\n", &[]).await;
     assert!(presented_cn(relay.port).await.contains("relay-one"));
 
-    // A new pair, written the way deploy tools do (new files renamed into place).
+    // A new pair, written the way deploy tools do (new files renamed into place), the key 2 s
+    // before the certificate: in between the files do not match, which is a rotation, not an
+    // error.
     let two = ca.server("relay-two", "staged-two");
     replace_file(&dir.path().join("server.key"), &std::fs::read(&two.key).unwrap());
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(presented_cn(relay.port).await.contains("relay-one"), "the running pair stays meanwhile");
     replace_file(&dir.path().join("server.crt"), &std::fs::read(&two.cert).unwrap());
     eventually("the new certificate presented", || async {
         presented_cn(relay.port).await.contains("relay-two").then_some(())
     })
     .await;
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let log = relay.log();
+    assert!(!log.contains("ERROR") && !log.contains("TLS files rejected"), "a rotation logged an error:\n{log}");
+    assert!(log.contains("not a usable pair yet"), "{log}");
 
     // A key that is not the certificate's: refused, the running pair stays, the log says why.
     let three = ca.server("relay-three", "staged-three");

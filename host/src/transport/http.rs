@@ -65,7 +65,7 @@ pub fn app(state: Arc<TransportState>) -> Router {
         .route("/mcp", get(mcp_get).post(mcp_post).delete(mcp_delete))
         .route("/", get(websocket_or_info))
         .route("/ws", get(websocket_or_info))
-        .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(super::observe::main_port_metrics))
         .route("/status", get(super::observe::status_page))
@@ -101,6 +101,22 @@ async fn header_limit(
         return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message).into_response();
     }
     next.run(request).await
+}
+
+/// With `tls.required`, all a plaintext HTTP connection may reach: the probes (load balancers'
+/// health checks, HAProxy's among them, often speak plain HTTP, and they carry nothing secret);
+/// anything else is refused as needing TLS.
+pub fn plaintext_probes(state: Arc<TransportState>) -> Router {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).fallback(needs_tls).with_state(state)
+}
+
+async fn needs_tls() -> Response {
+    crate::metrics::metrics().access.tls_refused("plaintext");
+    (StatusCode::BAD_REQUEST, "this port requires TLS\n").into_response()
+}
+
+async fn healthz() -> axum::Json<Value> {
+    axum::Json(json!({"status": "ok"}))
 }
 
 async fn readyz(State(state): State<Arc<TransportState>>) -> Response {

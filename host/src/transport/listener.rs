@@ -140,9 +140,14 @@ async fn handle(
             let stream = tls::Prefixed::new(first.to_vec(), stream);
             serve_stream(stream, first[0], peer, state, router, pending).await
         }
-        (Some(tls), _) if tls.required() => {
+        (Some(tls), _) if tls.required() && is_line_start(first[0]) => {
             refuse_plaintext(stream, first[0]).await;
             Ok(())
+        }
+        // Plain HTTP on a TLS-only port: the probes only (health checks), the rest refused.
+        (Some(tls), _) if tls.required() => {
+            let probes = super::http::plaintext_probes(state.clone());
+            serve_http(stream, Peer::at(peer), state, probes, pending).await
         }
         _ => serve_plain(stream, first[0], peer, state, router, pending).await,
     }

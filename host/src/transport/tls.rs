@@ -103,7 +103,12 @@ pub struct Tls {
     current: ArcSwap<ServerConfig>,
     /// Why the files on disk are not in use (`None` when they are).
     last_error: Mutex<Option<String>>,
+    /// How many times a pair was loaded (a retry after a half-done rotation checks it).
+    loads: std::sync::atomic::AtomicU64,
 }
+
+/// How long a rotation may leave the certificate and key unmatched before it is an error.
+const ROTATION_SETTLE: Duration = Duration::from_secs(5);
 
 /// A connection after its handshake, and the verified client certificate's subject, if any.
 pub type Accepted = (TlsStream<TcpStream>, Option<String>);
@@ -112,7 +117,12 @@ impl Tls {
     /// Loads `config` (paths already resolved); fails if the files are not a usable pair.
     pub fn load(config: TlsConfig) -> Result<Arc<Self>, TlsError> {
         let server = server_config(&config)?;
-        Ok(Arc::new(Self { config, current: ArcSwap::from_pointee(server), last_error: Mutex::new(None) }))
+        Ok(Arc::new(Self {
+            config,
+            current: ArcSwap::from_pointee(server),
+            last_error: Mutex::new(None),
+            loads: Default::default(),
+        }))
     }
 
     /// Whether plaintext connections are refused.
@@ -122,18 +132,14 @@ impl Tls {
 
     /// Loads the files again; on failure the running pair stays, and the reason is kept.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let outcome = server_config(&self.config);
-        let mut last_error = self.last_error.lock().expect("tls error lock");
-        match outcome {
+        match server_config(&self.config) {
             Ok(server) => {
-                self.current.store(Arc::new(server));
-                *last_error = None;
-                tracing::info!(cert = %self.config.cert.display(), "TLS certificate reloaded; new handshakes use it");
+                self.swap_in(server);
                 Ok(())
             }
             Err(e) => {
                 tracing::error!(error = %e, "TLS files rejected; the running certificate stays");
-                *last_error = Some(e.to_string());
+                *self.last_error.lock().expect("tls error lock") = Some(e.to_string());
                 Err(e)
             }
         }
@@ -144,15 +150,40 @@ impl Tls {
         self.last_error.lock().expect("tls error lock").clone()
     }
 
-    /// Reloads whenever the certificate, key or client CA file changes.
+    /// Reloads whenever the certificate, key or client CA file changes. A rotation replaces
+    /// the files one after the other, so a pair that does not match (yet) is not an error at
+    /// first: the running certificate stays, and the files are tried again after
+    /// [`ROTATION_SETTLE`]; only a pair still unusable then is reported (and shown by /status).
     pub fn watch(self: &Arc<Self>) -> notify::Result<WatchGuard> {
         let paths = [Some(&self.config.cert), Some(&self.config.key), self.config.client_ca.as_ref()];
         let tls = Arc::downgrade(self);
         watch_files(paths.into_iter().flatten().cloned().collect(), Duration::from_millis(200), move |_| {
-            if let Some(tls) = tls.upgrade() {
-                let _ = tls.reload();
+            let Some(current) = tls.upgrade() else { return };
+            let loads = current.loads.load(std::sync::atomic::Ordering::Acquire);
+            match server_config(&current.config) {
+                Ok(server) => current.swap_in(server),
+                Err(e) => {
+                    tracing::info!(reason = %e, settle_secs = ROTATION_SETTLE.as_secs(), "TLS files changed but are not a usable pair yet (a rotation half done?); the running certificate stays, checking again shortly");
+                    let tls = tls.clone();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(ROTATION_SETTLE);
+                        // Unless a later change loaded a good pair meanwhile.
+                        if let Some(tls) = tls.upgrade()
+                            && tls.loads.load(std::sync::atomic::Ordering::Acquire) == loads
+                        {
+                            let _ = tls.reload();
+                        }
+                    });
+                }
             }
         })
+    }
+
+    fn swap_in(&self, server: ServerConfig) {
+        self.current.store(Arc::new(server));
+        *self.last_error.lock().expect("tls error lock") = None;
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        tracing::info!(cert = %self.config.cert.display(), "TLS certificate reloaded; new handshakes use it");
     }
 
     /// Runs the server side of a handshake on `stream`.
