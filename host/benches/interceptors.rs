@@ -53,6 +53,7 @@ async fn router(interceptors: &str) -> Arc<Router> {
         lifecycle,
         plugins.clone(),
         Vec::new(),
+        Arc::default(),
     ));
     Router::new(upstreams, tools, plugins)
 }

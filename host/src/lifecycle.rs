@@ -23,6 +23,8 @@ pub struct Lifecycle {
     sessions: [AtomicUsize; 3],
     /// Cancelled when the drain starts (SIGTERM, or the `relay_drain` tool).
     drain: CancellationToken,
+    /// When the drain started.
+    drain_started: std::sync::OnceLock<std::time::SystemTime>,
     /// Cancelled when the drain's grace has passed: requests still running are cut off (each
     /// answered with an error, and logged).
     cut: CancellationToken,
@@ -41,6 +43,7 @@ impl Lifecycle {
             ready: AtomicBool::new(false),
             sessions: Default::default(),
             drain: CancellationToken::new(),
+            drain_started: std::sync::OnceLock::new(),
             cut: CancellationToken::new(),
             running: AtomicUsize::new(0),
             all_answered: Notify::new(),
@@ -52,8 +55,14 @@ impl Lifecycle {
     pub fn start_drain(&self) -> bool {
         self.set_ready(false);
         let first = !self.drain.is_cancelled();
+        let _ = self.drain_started.set(std::time::SystemTime::now());
         self.drain.cancel();
         first
+    }
+
+    /// When the drain started, once it has.
+    pub fn drain_started(&self) -> Option<std::time::SystemTime> {
+        self.drain_started.get().copied()
     }
 
     /// Whether the drain has started.

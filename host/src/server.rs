@@ -76,6 +76,7 @@ pub async fn run(
         lifecycle.clone(),
         plugins.clone(),
         config.access.allowed_commands().map_err(anyhow::Error::msg)?,
+        kv.clone(),
     ));
     let router = Router::new(upstreams.clone(), relay_tools.clone(), plugins.clone());
     let policy = Arc::new(Policy::new(plugins.clone()));

@@ -233,13 +233,24 @@ async fn the_status_page_shows_backends_and_plugins_in_a_real_browser() {
     let plugins = &dom[dom.find("id=\"plugins\"").expect("plugins table")..];
     assert!(plugins.contains("<td>echoes</td>") && plugins.contains("<td>adapter</td>"), "{plugins}");
     assert!(dom.contains("id=\"log-forward\""));
+    // What an operator asks first: ready or draining, the kv, TLS, and since when a backend
+    // is in its state.
+    let state = &dom[dom.find("id=\"state\"").expect("state line")..];
+    assert!(state.contains(">ready<") && state.contains("kv memory") && state.contains("reachable"), "{state}");
+    assert!(backends.contains(" ago<"), "{backends}");
 
     let report: Value = reqwest::get(relay.http("/status.json")).await.unwrap().json().await.unwrap();
     assert_eq!(report["instance"], "green");
+    assert_eq!((report["state"].as_str(), report["draining_since"].is_null()), (Some("ready"), true), "{report}");
+    assert_eq!((report["kv"]["backend"].as_str(), report["kv"]["reachable"].as_bool()), (Some("memory"), Some(true)));
+    assert!(report["tls"].is_null(), "no TLS here: {report}");
     assert_eq!(report["sessions_by_transport"]["line"], 1, "{report}");
     let alpha_status = report["backends"].as_array().unwrap().iter().find(|b| b["name"] == "alpha").unwrap();
     assert!(alpha_status["requests"].as_u64().unwrap() >= 1, "{alpha_status}");
     assert!(alpha_status.get("target").is_none(), "no backend addresses on the page");
+    let since = alpha_status["state_since"].as_u64().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(since <= now && now - since < 120, "{alpha_status}");
     let private = format!("http://127.0.0.1:{}/status", relay.metrics_port.unwrap());
     assert!(reqwest::get(private).await.unwrap().text().await.unwrap().contains("<td>alpha</td>"));
 }

@@ -114,6 +114,8 @@ async fn a_redis_outage_fails_open_or_closed_as_configured_and_the_relay_recover
     assert!(records <= 2, "{records} warnings for 31 refusals:\n{}", closed.log());
     let metrics = reqwest::get(closed.http("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metric_value(&metrics, "relay_kv_unavailable_total").unwrap_or(0.0) >= 1.0, "{metrics}");
+    let kv = &status_call(&mut to_open).await["result"]["structuredContent"]["kv"];
+    assert_eq!((kv["backend"].as_str(), kv["reachable"].as_bool()), (Some("redis"), Some(false)), "{kv}");
 
     // Back without a restart of either relay.
     redis.restart().await;
@@ -121,6 +123,8 @@ async fn a_redis_outage_fails_open_or_closed_as_configured_and_the_relay_recover
         status_call(&mut closed.line_client().await).await.get("result").map(|_| ())
     })
     .await;
+    let kv = &status_call(&mut closed.line_client().await).await["result"]["structuredContent"]["kv"];
+    assert_eq!(kv["reachable"], true, "{kv}");
     let keys = redis.cli(&["--scan", "--pattern", "b:rate-limit:*"]);
     assert!(!keys.is_empty(), "state is written to the restarted Redis");
 }

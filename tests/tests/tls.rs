@@ -176,6 +176,15 @@ async fn a_replaced_certificate_is_used_for_new_handshakes_and_a_bad_pair_keeps_
     let log = relay.log();
     assert!(!log.contains("ERROR") && !log.contains("TLS files rejected"), "a rotation logged an error:\n{log}");
     assert!(log.contains("not a usable pair yet"), "{log}");
+    // The status says when the certificate in use expires.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/status.json", relay.metrics_port.unwrap()))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let days = metrics["tls"]["days_left"].as_f64().unwrap_or_else(|| panic!("{metrics}"));
+    assert!(days > 1.0, "the test CA issues long-lived certificates: {metrics}");
 
     // A key that is not the certificate's: refused, the running pair stays, the log says why.
     let three = ca.server("relay-three", "staged-three");

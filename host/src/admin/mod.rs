@@ -5,17 +5,17 @@
 //! then reconcile the running set, so the file stays the single source of truth.
 
 mod error;
+mod status;
 mod status_page;
 
 use std::sync::{Arc, LazyLock};
-use std::time::UNIX_EPOCH;
 
 use serde_json::{Value, json};
 
 use crate::access::Principal;
 use crate::config::{BackendSpec, BackendStore};
 use crate::lifecycle::Lifecycle;
-use crate::plugins::Plugins;
+use crate::plugins::{KvStore, Plugins};
 use crate::upstream::Upstreams;
 pub use error::AdminError;
 pub use status_page::render as render_status_page;
@@ -32,6 +32,8 @@ pub struct RelayTools {
     plugins: Arc<Plugins>,
     /// Command lines `relay_add_server` may start (`access.add_server_commands`).
     add_server_commands: Vec<crate::config::AllowedCommand>,
+    /// The kv store, whose reachability the status reports.
+    kv: Arc<KvStore>,
 }
 
 /// One built-in tool: what clients see, and whether calling it needs the `admin` role.
@@ -58,8 +60,9 @@ impl RelayTools {
         lifecycle: Arc<Lifecycle>,
         plugins: Arc<Plugins>,
         add_server_commands: Vec<crate::config::AllowedCommand>,
+        kv: Arc<KvStore>,
     ) -> Self {
-        Self { upstreams, store, lifecycle, plugins, add_server_commands }
+        Self { upstreams, store, lifecycle, plugins, add_server_commands, kv }
     }
 
     /// Tool definitions for the catalog.
@@ -74,7 +77,7 @@ impl RelayTools {
     pub async fn call(&self, name: &str, arguments: Value, caller: &Principal) -> Value {
         let admin = caller.has_role(Principal::ADMIN);
         let outcome = match name {
-            "relay_get_status" => Ok(self.status(admin)),
+            "relay_get_status" => Ok(self.status(admin).await),
             "relay_list_servers" => Ok(json!({"servers": self.servers(admin)})),
             "relay_add_server" => self.add_server(arguments).await,
             "relay_remove_server" => self.remove_server(arguments).await,
@@ -91,30 +94,6 @@ impl RelayTools {
             }),
             Err(error) => json!({"content": [{"type": "text", "text": error.to_string()}], "isError": true}),
         }
-    }
-
-    fn status(&self, admin: bool) -> Value {
-        let (dropped, connected) = crate::metrics::metrics().process.log_forward_state();
-        let by_transport: serde_json::Map<String, Value> =
-            self.lifecycle.sessions_by_transport().into_iter().map(|(t, n)| (t.to_owned(), n.into())).collect();
-        json!({
-            "instance": self.lifecycle.instance,
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_secs": self.lifecycle.started.elapsed().as_secs_f64(),
-            "sessions": self.lifecycle.sessions(),
-            "draining": self.lifecycle.is_draining(),
-            "running_requests": self.lifecycle.running_requests(),
-            "sessions_by_transport": by_transport,
-            "backends": self.servers(admin),
-            "plugins": self.plugins.status(),
-            "log_forward": {"connected": connected, "dropped": dropped},
-        })
-    }
-
-    /// What the status page shows (`relay_get_status` as a non-admin sees it: no backend
-    /// targets).
-    pub fn status_report(&self) -> Value {
-        self.status(false)
     }
 
     /// Starts the drain, as SIGTERM does: the process exits once running requests finish (or
@@ -150,38 +129,6 @@ impl RelayTools {
         let name = name_argument(arguments)?;
         let rolled_back = self.plugins.rollback(&name).await?;
         Ok(json!({"plugin": name, "outcome": rolled_back.to_string()}))
-    }
-
-    fn servers(&self, admin: bool) -> Vec<Value> {
-        self.upstreams
-            .list()
-            .iter()
-            .map(|upstream| {
-                let status = upstream.status();
-                let backend = &upstream.backend;
-                let mut entry = json!({
-                    "name": upstream.name(),
-                    "transport": backend.transport.kind(),
-                    "state": status.state.as_str(),
-                    "tools": upstream.tools().len(),
-                    "connects": status.connects,
-                    "requests": upstream.request_counts().0,
-                    "errors": upstream.request_counts().1,
-                    "connected_since": status.connected_since.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
-                    // Non-admins learn why a backend failed, not where it lives.
-                    "last_error": status.last_error.map(|e| if admin {
-                        backend.redact(&e)
-                    } else {
-                        backend.without_address(&e)
-                    }),
-                    "server_info": status.identity.as_ref().map(|i| i.server_info.clone()),
-                });
-                if admin {
-                    entry["target"] = json!(backend.shown_target());
-                }
-                entry
-            })
-            .collect()
     }
 
     async fn add_server(&self, arguments: Value) -> Result<Value, AdminError> {

@@ -27,7 +27,21 @@ th{{background:#f3f3f3}} .ready{{color:#070}} .bad{{color:#b00}} code{{font-size
 </style></head><body>
 <h1 id="instance">relay {instance}</h1>
 <div class="sub">version {version} · up {uptime} · {sessions} sessions ({by_transport}) · refreshes every {REFRESH_SECS} s</div>
+<p id="state"><b class="{state_class}">{state}</b> · kv {kv_backend}: <span class="{kv_class}">{kv}</span> · TLS: {tls}</p>
 "#,
+        state = text(&report["state"]),
+        state_class = if report["state"] == "ready" { "ready" } else { "bad" },
+        kv_backend = text(&report["kv"]["backend"]),
+        kv = if report["kv"]["reachable"] == true {
+            "reachable".to_owned()
+        } else {
+            format!("unreachable ({})", text(&report["kv"]["error"]))
+        },
+        kv_class = if report["kv"]["reachable"] == true { "ready" } else { "bad" },
+        tls = match report["tls"]["days_left"].as_f64() {
+            Some(days) => format!("certificate expires in {days} days"),
+            None => "off".to_owned(),
+        },
         version = text(&report["version"]),
         uptime = uptime(report["uptime_secs"].as_f64().unwrap_or(0.0)),
         sessions = text(&report["sessions"]),
@@ -36,15 +50,16 @@ th{{background:#f3f3f3}} .ready{{color:#070}} .bad{{color:#b00}} code{{font-size
             .map(|m| m.iter().map(|(k, v)| format!("{} {}", escape(k), plain(v))).collect::<Vec<_>>().join(", "))
             .unwrap_or_default(),
     );
-    page.push_str("<h2>Backends</h2><table id=\"backends\"><tr><th>name</th><th>state</th><th>transport</th><th>tools</th><th>requests</th><th>errors</th><th>last error</th></tr>\n");
+    page.push_str("<h2>Backends</h2><table id=\"backends\"><tr><th>name</th><th>state</th><th>since</th><th>transport</th><th>tools</th><th>requests</th><th>errors</th><th>last error</th></tr>\n");
     for backend in report["backends"].as_array().into_iter().flatten() {
         let state = plain(&backend["state"]);
         let class = if state == "ready" { "ready" } else { "bad" };
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             text(&backend["name"]),
             escape(&state),
+            since(backend["state_since"].as_u64()),
             text(&backend["transport"]),
             text(&backend["tools"]),
             text(&backend["requests"]),
@@ -85,6 +100,13 @@ fn plain(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// How long ago a Unix time was, as the page shows it.
+fn since(at: Option<u64>) -> String {
+    let Some(at) = at else { return String::new() };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("{} ago", uptime(now.saturating_sub(at) as f64))
 }
 
 fn escape(text: &str) -> String {

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::clients::TransportLabel;
@@ -25,6 +26,9 @@ pub struct AccessSeries {
     tls_refused: Family<ReasonLabel, Counter>,
     limit_refusals: Family<LimitLabel, Counter>,
     rate_limited: Counter,
+    tls_expiry: Gauge,
+    /// Whether TLS is configured, and why the files on disk are not in use (if they are not).
+    tls_state: std::sync::Mutex<Option<Option<String>>>,
 }
 
 impl AccessSeries {
@@ -36,6 +40,8 @@ impl AccessSeries {
             tls_refused: Family::default(),
             limit_refusals: Family::default(),
             rate_limited: Counter::default(),
+            tls_expiry: Gauge::default(),
+            tls_state: std::sync::Mutex::default(),
         };
         registry.register("relay_auth_failures", "Failed authentications", series.auth_failures.clone());
         registry.register(
@@ -54,6 +60,11 @@ impl AccessSeries {
             series.limit_refusals.clone(),
         );
         registry.register("relay_rate_limited", "Requests refused by a rate limit", series.rate_limited.clone());
+        registry.register(
+            "relay_tls_certificate_expiry_timestamp_seconds",
+            "When the TLS certificate in use expires (Unix time; 0 without TLS)",
+            series.tls_expiry.clone(),
+        );
         series
     }
 
@@ -75,6 +86,20 @@ impl AccessSeries {
     /// A request refused by the relay.yaml limit named `limit`.
     pub fn limit_refused(&self, limit: &'static str) {
         self.limit_refusals.get_or_create(&LimitLabel { limit }).inc();
+    }
+
+    /// The TLS certificate in use now expires at `not_after` (Unix seconds); `error` says why
+    /// the files on disk are not in use, if they are not.
+    pub fn tls_certificate(&self, not_after: i64, error: Option<String>) {
+        self.tls_expiry.set(not_after);
+        *self.tls_state.lock().expect("tls state lock") = Some(error);
+    }
+
+    /// For `/status`: when the certificate in use expires, and why the files on disk are not in
+    /// use (`None` without TLS).
+    pub fn tls_state(&self) -> Option<(i64, Option<String>)> {
+        let state = self.tls_state.lock().expect("tls state lock").clone()?;
+        Some((self.tls_expiry.get(), state))
     }
 
     /// A request refused by a rate limit.

@@ -82,6 +82,14 @@ impl KvStore {
         matches!(self, KvStore::Redis(_))
     }
 
+    /// Whether the store answers now (Redis: `PING`, within the kv timeout).
+    pub async fn ping(&self) -> Result<(), KvError> {
+        match self {
+            KvStore::Memory(_) => Ok(()),
+            KvStore::Redis(store) => store.ping().await,
+        }
+    }
+
     /// The live value at `key`.
     pub async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
         match self {

@@ -39,7 +39,8 @@ async fn router(dir: &std::path::Path) -> Arc<Router> {
         .unwrap();
     let lifecycle = Arc::new(Lifecycle::new("test".into()));
     let store = BackendStore::new(dir.join("backends.yaml"));
-    let tools = Arc::new(RelayTools::new(upstreams.clone(), store, lifecycle, plugins.clone(), Vec::new()));
+    let tools =
+        Arc::new(RelayTools::new(upstreams.clone(), store, lifecycle, plugins.clone(), Vec::new(), Arc::default()));
     Router::new(upstreams, tools, plugins)
 }
 

@@ -70,28 +70,20 @@ where
     let expiry = tokio::time::sleep(expires_in.unwrap_or(Duration::from_secs(86_400 * 365)));
     tokio::pin!(expiry);
     let mut ended = Ended::Closed;
-    let cut = session.counts.0.lifecycle().cut_signal().clone();
-    let cut_off = cut.cancelled();
-    tokio::pin!(cut_off);
-    // Armed only while draining with nothing in flight.
-    let quiet = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(quiet);
     loop {
-        let settled = draining && running.is_empty();
-        if settled {
-            if last_activity.elapsed() >= DRAIN_QUIET || cut.is_cancelled() {
+        // Draining with nothing in flight: the connection closes once it has been quiet a
+        // moment (or the grace has passed), so a request the client sent just after its last
+        // answer is read (and refused as draining) rather than lost in a closing socket. The
+        // idle timer wakes the loop for it.
+        if draining && running.is_empty() {
+            if last_activity.elapsed() >= DRAIN_QUIET || session.counts.0.lifecycle().cut_signal().is_cancelled() {
                 tracing::debug!(session = %session.tag, "drained: closing the connection");
                 ended = Ended::Drained;
                 break;
             }
-            quiet.as_mut().reset(last_activity + DRAIN_QUIET);
+            idle_timer.as_mut().reset(last_activity + DRAIN_QUIET);
         }
         tokio::select! {
-            // Draining with nothing in flight: the connection closes once it has been quiet a
-            // moment, so a request the client sent just after its last answer is read (and
-            // refused as draining) rather than lost in a closing socket.
-            () = &mut quiet, if settled => {}
-            () = &mut cut_off, if settled => {}
             next = inbound.next(), if session.has_free_slot() => {
                 last_activity = Instant::now();
                 let Some(message) = next else { break };
@@ -141,6 +133,10 @@ where
                 break;
             }
             () = &mut idle_timer => {
+                if draining && running.is_empty() {
+                    // The drain's quiet moment is up: the loop's top closes the connection.
+                    continue;
+                }
                 // A call still running is activity: its answer must not be lost.
                 let since = if running.is_empty() { last_activity } else { Instant::now() };
                 if since.elapsed() >= idle {

@@ -28,7 +28,14 @@ async fn factory(dir: &std::path::Path, limits: Limits) -> SessionFactory {
         .expect("no plugins load");
     let lifecycle = Arc::new(Lifecycle::new("test".into()));
     let store = BackendStore::new(dir.join("backends.yaml"));
-    let tools = Arc::new(RelayTools::new(upstreams.clone(), store, lifecycle.clone(), plugins.clone(), Vec::new()));
+    let tools = Arc::new(RelayTools::new(
+        upstreams.clone(),
+        store,
+        lifecycle.clone(),
+        plugins.clone(),
+        Vec::new(),
+        Arc::default(),
+    ));
     SessionFactory {
         router: Router::new(upstreams, tools, plugins.clone()),
         policy: Arc::new(Policy::new(plugins.clone())),

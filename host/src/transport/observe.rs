@@ -48,7 +48,7 @@ pub async fn status_page(
     headers: HeaderMap,
 ) -> Response {
     match admitted(&state, &peer, &headers).await {
-        Ok(()) => html(&state.relay_tools),
+        Ok(()) => html(&state.relay_tools).await,
         Err(refusal) => refusal,
     }
 }
@@ -60,13 +60,13 @@ pub async fn status_json(
     headers: HeaderMap,
 ) -> Response {
     match admitted(&state, &peer, &headers).await {
-        Ok(()) => axum::Json(state.relay_tools.status_report()).into_response(),
+        Ok(()) => axum::Json(state.relay_tools.status_report().await).into_response(),
         Err(refusal) => refusal,
     }
 }
 
-fn html(tools: &RelayTools) -> Response {
-    let page = render_status_page(&tools.status_report());
+async fn html(tools: &RelayTools) -> Response {
+    let page = render_status_page(&tools.status_report().await);
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], page).into_response()
 }
 
@@ -94,10 +94,10 @@ async fn admitted(state: &TransportState, peer: &Peer, headers: &HeaderMap) -> R
 fn private_app(browser: Arc<BrowserRules>, tools: Arc<RelayTools>) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
-        .route("/status", get(|State(tools): State<Arc<RelayTools>>| async move { html(&tools) }))
+        .route("/status", get(|State(tools): State<Arc<RelayTools>>| async move { html(&tools).await }))
         .route(
             "/status.json",
-            get(|State(tools): State<Arc<RelayTools>>| async move { axum::Json(tools.status_report()) }),
+            get(|State(tools): State<Arc<RelayTools>>| async move { axum::Json(tools.status_report().await) }),
         )
         .with_state(tools)
         .layer(axum::middleware::from_fn_with_state(browser, browser_guard::enforce))

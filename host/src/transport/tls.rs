@@ -117,6 +117,7 @@ impl Tls {
     /// Loads `config` (paths already resolved); fails if the files are not a usable pair.
     pub fn load(config: TlsConfig) -> Result<Arc<Self>, TlsError> {
         let server = server_config(&config)?;
+        crate::metrics::metrics().access.tls_certificate(not_after(&config.cert).unwrap_or(0), None);
         Ok(Arc::new(Self {
             config,
             current: ArcSwap::from_pointee(server),
@@ -140,6 +141,9 @@ impl Tls {
             Err(e) => {
                 tracing::error!(error = %e, "TLS files rejected; the running certificate stays");
                 *self.last_error.lock().expect("tls error lock") = Some(e.to_string());
+                let metrics = &crate::metrics::metrics().access;
+                let running = metrics.tls_state().map_or(0, |(not_after, _)| not_after);
+                metrics.tls_certificate(running, Some(e.to_string()));
                 Err(e)
             }
         }
@@ -183,6 +187,7 @@ impl Tls {
         self.current.store(Arc::new(server));
         *self.last_error.lock().expect("tls error lock") = None;
         self.loads.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        crate::metrics::metrics().access.tls_certificate(not_after(&self.config.cert).unwrap_or(0), None);
         tracing::info!(cert = %self.config.cert.display(), "TLS certificate reloaded; new handshakes use it");
     }
 
@@ -245,6 +250,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
+}
+
+/// When the first certificate in the PEM file at `path` expires (Unix seconds).
+fn not_after(path: &std::path::Path) -> Option<i64> {
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 /// The subject of a (verified) certificate, escaped as RFC 4514 says (`CN=agent-7, O=Example`;

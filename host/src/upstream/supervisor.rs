@@ -50,6 +50,8 @@ impl State {
 pub struct Status {
     /// Current state.
     pub state: State,
+    /// Since when it is in that state.
+    pub since: SystemTime,
     /// The last connect or handshake error, if any.
     pub last_error: Option<String>,
     /// How many times a connection was established.
@@ -123,6 +125,7 @@ impl Upstream {
             notifications,
             status: Mutex::new(Status {
                 state: State::Connecting,
+                since: SystemTime::now(),
                 last_error: None,
                 connects: 0,
                 connected_since: None,
@@ -279,7 +282,11 @@ impl Upstream {
     /// Changes the status, and tells the metrics whether the backend is ready now.
     fn set_status(&self, change: impl FnOnce(&mut Status)) {
         let mut status = self.status.lock().expect("status lock");
+        let before = status.state;
         change(&mut status);
+        if status.state != before {
+            status.since = SystemTime::now();
+        }
         self.metrics.ready(status.state == State::Ready);
     }
 
