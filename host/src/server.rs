@@ -108,6 +108,7 @@ pub async fn run(
         tls: tls.clone(),
         oauth: config.oauth.as_ref().map(|oauth| Arc::new(transport::ProtectedResource::new(oauth))),
         proxies: transport::TrustedProxies::new(config.listen.proxies().map_err(anyhow::Error::msg)?),
+        resumable: Arc::default(),
     });
 
     let (_watch_guard, mut file_changes) =

@@ -229,11 +229,64 @@ async fn http_media_types_and_sse_framing_follow_the_spec() {
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     assert_eq!(response.headers()["x-accel-buffering"], "no");
     let body = response.text().await.unwrap();
-    assert!(body.lines().any(|l| l == "id: 1") && body.lines().any(|l| l == "id: 2"), "{body}");
+    // Event ids name the stream and the event (`<stream>-<n>`), for a resume.
+    let ids: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    assert_eq!(ids.len(), 2, "{body}");
+    let stream = ids[0].strip_suffix("-0").unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(ids[1], format!("{stream}-1"), "{body}");
     let messages = relay_tests::sse_messages(&body);
     assert_eq!(messages[0]["method"], "notifications/progress", "{body}");
     assert_eq!(messages[0]["params"]["progressToken"], "p-1", "{body}");
     assert_eq!(messages[1]["id"], 3, "{body}");
+}
+
+#[tokio::test]
+async fn a_broken_answer_stream_is_resumed_with_last_event_id_and_nothing_is_lost() {
+    let fixture = Fixture::start("alpha").await;
+    let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
+    relay.wait_ready("alpha").await;
+    let session = HttpSession::open(&relay.http("/mcp"), json!({})).await;
+    // Progress at once, the answer 1.5 s later: the client's connection breaks in between.
+    let call = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+        "params": {"name": "progress", "arguments": {"ms": 1500}, "_meta": {"progressToken": "p-8"}}});
+    let mut response = session.post(&call).send().await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        seen.push_str(&String::from_utf8_lossy(&response.chunk().await.unwrap().expect("the first event")));
+    }
+    drop(response);
+    let last = seen.lines().find_map(|l| l.strip_prefix("id: ")).unwrap_or_else(|| panic!("{seen}")).to_owned();
+    assert!(seen.contains("notifications/progress"), "{seen}");
+
+    // Another session cannot resume it; this one can, and gets the answer (not the progress
+    // again), the request having gone on meanwhile.
+    let other = HttpSession::open(&relay.http("/mcp"), json!({})).await;
+    let resume = |session: &HttpSession| {
+        reqwest::Client::new()
+            .get(relay.http("/mcp"))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session.id)
+            .header("last-event-id", &last)
+    };
+    let foreign = tokio::time::timeout(Duration::from_millis(800), async {
+        resume(&other).send().await.unwrap().chunk().await.unwrap()
+    })
+    .await;
+    assert!(foreign.is_err() || !String::from_utf8_lossy(&foreign.unwrap().unwrap_or_default()).contains("progressed"));
+    let body = tokio::time::timeout(Duration::from_secs(10), async {
+        resume(&session).send().await.unwrap().text().await.unwrap()
+    })
+    .await
+    .expect("the resumed stream ends with the answer");
+    let messages = relay_tests::sse_messages(&body);
+    assert_eq!(messages.len(), 1, "only what was missed: {body}");
+    assert_eq!(
+        (messages[0]["id"].clone(), text_of(&messages[0])),
+        (json!(8), "alpha: progressed".to_owned()),
+        "{body}"
+    );
+    let stream = last.strip_suffix("-0").unwrap();
+    assert!(body.lines().any(|l| l == format!("id: {stream}-1")), "{body}");
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::http_session::{find_session, vouched_for};
 
 use super::browser_guard::{self, BrowserRules};
+use super::resumable::{RESUME_WINDOW, RETAIN, ResumableStreams};
 use super::stateless::{self, ParkedCalls};
 use super::{media, oauth, sse};
 use crate::admission::KeyedCounts;
@@ -53,6 +54,8 @@ pub struct TransportState {
     pub oauth: Option<Arc<super::ProtectedResource>>,
     /// Proxies whose PROXY protocol headers name the client (`listen.trusted_proxies`).
     pub proxies: super::TrustedProxies,
+    /// Answer streams a client may resume with `Last-Event-ID`.
+    pub resumable: Arc<ResumableStreams>,
 }
 
 /// What a WebSocket session's read buffer starts at (and the most one read takes): an idle
@@ -245,7 +248,7 @@ async fn mcp_post(
             // Waits while the session has max_requests_in_flight requests running.
             let slot = session.slot().await;
             if forwarded && media::names(accept, "text/event-stream") {
-                answer_or_stream(&session, request, slot).await
+                answer_or_stream(&state, &session, request, slot).await
             } else {
                 // Dropped with this exchange when the client goes away: the request is cancelled.
                 let _slot = slot;
@@ -282,6 +285,14 @@ async fn mcp_get(
         Ok(session) => session,
         Err(refusal) => return refusal,
     };
+    // A broken answer stream resumed: what the client missed, then the rest (even while
+    // draining: the request runs here until answered).
+    if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok())
+        && let Some((stream, replay, from)) = state.resumable.find(&session.id, last)
+    {
+        tracing::debug!(session = %session.tag, stream, from, "answer stream resumed");
+        return sse::respond_events(replay.read_from(stream, from));
+    }
     if state.lifecycle.is_draining() {
         return refused(Refused::draining(), Value::Null);
     }
@@ -376,15 +387,20 @@ pub(super) fn rpc_error(status: StatusCode, response: mcp::Response) -> Response
 
 /// Answers a forwarded request the cheapest way its backend allows: while nothing is streamed
 /// before the answer, the request runs on this exchange's own task and its answer goes back as
-/// one `application/json` body (the transport lets the server choose). The first message
-/// streamed before the answer (progress, a log message, the backend's own request) turns the
-/// answer into an SSE stream, and the request moves, unfinished, into that stream's body. A
-/// client that goes away cancels the request either way. `slot` is held until the answer is
-/// handed on.
-async fn answer_or_stream(session: &Arc<Session>, request: mcp::Request, slot: OwnedSemaphorePermit) -> Response {
+/// one `application/json` body (the transport lets the server choose); a client that goes away
+/// then cancels it. The first message streamed before the answer (progress, a log message, the
+/// backend's own request) turns the answer into a resumable SSE stream: the request moves,
+/// unfinished, to a task of its own that records each event ([`super::resumable`]), and the
+/// response body reads them. `slot` is held until the answer is handed on.
+async fn answer_or_stream(
+    state: &TransportState,
+    session: &Arc<Session>,
+    request: mcp::Request,
+    slot: OwnedSemaphorePermit,
+) -> Response {
     let (tx, mut rx) = crate::mcp::client_channel();
     let mut running = session.request(request, Some(tx));
-    let state = tokio::select! {
+    let streamed = tokio::select! {
         biased;
         Some(first) = rx.recv() => (Some(first), Streaming::Running(running, rx, slot)),
         answer = &mut running => match rx.try_recv() {
@@ -399,8 +415,36 @@ async fn answer_or_stream(session: &Arc<Session>, request: mcp::Request, slot: O
             }
         },
     };
-    let (first, state) = state;
-    sse::respond(stream::iter(first).chain(stream::unfold(Some(state), Streaming::next)), false)
+    let (first, streaming) = streamed;
+    let (number, replay) = state.resumable.open(&session.id);
+    if let Some(first) = &first {
+        replay.push(first);
+    }
+    let streams = state.resumable.clone();
+    let session_id = session.id.clone();
+    let pumped = replay.clone();
+    tokio::spawn(async move {
+        let mut messages = std::pin::pin!(stream::unfold(Some(streaming), Streaming::next));
+        let mut check = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                next = messages.next() => match next {
+                    Some(message) => pumped.push(&message),
+                    None => break,
+                },
+                _ = check.tick() => if pumped.abandoned(RESUME_WINDOW) {
+                    // Nobody came back for it: the request is cancelled (dropped with the stream).
+                    tracing::info!(stream = number, "an answer stream nobody resumed was given up; its request is cancelled");
+                    streams.forget(&session_id, number);
+                    return;
+                },
+            }
+        }
+        pumped.finish();
+        tokio::time::sleep(RETAIN).await;
+        streams.forget(&session_id, number);
+    });
+    sse::respond_events(replay.read_from(number, 0))
 }
 
 /// A forwarded request whose answer streams: running, or answered with messages still queued

@@ -12,6 +12,7 @@ mod media;
 mod oauth;
 mod observe;
 mod proxy_protocol;
+mod resumable;
 mod sse;
 mod stateless;
 mod subject;

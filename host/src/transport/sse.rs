@@ -16,6 +16,18 @@ use crate::mcp::Message;
 /// How often a quiet stream gets a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// An SSE response carrying events already numbered: `(id, JSON-RPC message text)` (a
+/// resumable answer stream's, [`super::resumable`]).
+pub fn respond_events<S>(events: S) -> Response
+where
+    S: Stream<Item = (String, String)> + Send + 'static,
+{
+    let events = events.map(|(id, text)| Ok::<_, Infallible>(Event::default().event("message").id(id).data(text)));
+    let mut response = Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response();
+    response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
 /// An SSE response carrying `messages`, numbered from 1.
 pub fn respond<S>(messages: S, keep_alive: bool) -> Response
 where

@@ -100,12 +100,15 @@ async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: 
                     text(format!("{}: {}", opts.name, args["message"].as_str().unwrap_or("done")))
                 }
                 "hang" => return,
-                // One progress notification for the call's token, then the answer.
+                // One progress notification for the call's token, then (after `ms`) the answer.
                 "progress" => {
                     let token = params["_meta"]["progressToken"].clone();
                     let note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
                         "params": {"progressToken": token, "progress": 1, "total": 2}});
                     let _ = tx.send(note.to_string());
+                    if let Some(ms) = args["ms"].as_u64() {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
                     text(format!("{}: progressed", opts.name))
                 }
                 // What the relay passed on in `_meta` (trace context, progress token).

@@ -1,0 +1,184 @@
+//! Resumable answer streams (Streamable HTTP, 2025-06-18 and later): a POST whose answer
+//! streams (progress, log messages, the backend's own requests before the answer) gets events
+//! with ids `<stream>-<n>`, kept while the request runs and for [`RETAIN`] after its answer. A
+//! client whose connection broke sends `GET /mcp` with `Last-Event-ID` and gets every event
+//! after that one, then the rest live, the answer last. A disconnect is not a cancellation
+//! (the transport says so): the request keeps running, but a stream nobody reads again within
+//! [`RESUME_WINDOW`] is given up and its request cancelled, so nothing runs for nobody.
+//!
+//! Streams live in the memory of the instance that runs the request: a resume that reaches
+//! another instance (after a blue/green switch) finds nothing to replay and gets the session's
+//! ordinary GET stream; the request itself is answered on the instance it started on.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use tokio::sync::Notify;
+
+use crate::mcp::Message;
+
+/// How long a broken stream waits for its client to come back before its request is cancelled.
+pub const RESUME_WINDOW: Duration = Duration::from_secs(30);
+/// How long a finished stream's events stay for a late resume.
+pub const RETAIN: Duration = Duration::from_secs(60);
+/// The most events one stream keeps (older ones are dropped; a resume from before them starts
+/// at the oldest kept).
+const MAX_EVENTS: usize = 1024;
+
+/// The resumable streams of every session on this instance, by session id and stream number.
+#[derive(Default)]
+pub struct ResumableStreams {
+    streams: Mutex<HashMap<(String, u64), Arc<Replay>>>,
+    next: AtomicU64,
+}
+
+/// One answer stream's events so far, and whether its answer has been sent.
+#[derive(Default)]
+pub struct Replay {
+    state: Mutex<ReplayState>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct ReplayState {
+    /// Event texts; the first is number `first`.
+    events: std::collections::VecDeque<String>,
+    first: u64,
+    done: bool,
+    readers: usize,
+    /// When the last reader went away (`None` while one reads).
+    unread_since: Option<Instant>,
+}
+
+impl ResumableStreams {
+    /// A new stream of `session`: its number (for event ids) and its events.
+    pub fn open(&self, session: &str) -> (u64, Arc<Replay>) {
+        let number = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let replay = Arc::new(Replay::default());
+        self.streams.lock().expect("streams lock").insert((session.to_owned(), number), replay.clone());
+        (number, replay)
+    }
+
+    /// The stream a `Last-Event-ID` of `session` names, and the first event number not yet
+    /// seen; `None` when it is not (or no longer) here.
+    pub fn find(&self, session: &str, last_event_id: &str) -> Option<(u64, Arc<Replay>, u64)> {
+        let (stream, n) = last_event_id.split_once('-')?;
+        let (stream, n) = (stream.parse::<u64>().ok()?, n.parse::<u64>().ok()?);
+        let replay = self.streams.lock().expect("streams lock").get(&(session.to_owned(), stream)).cloned()?;
+        Some((stream, replay, n + 1))
+    }
+
+    /// Forgets stream `number` of `session` (its answer is old, or it was given up).
+    pub fn forget(&self, session: &str, number: u64) {
+        self.streams.lock().expect("streams lock").remove(&(session.to_owned(), number));
+    }
+}
+
+impl Replay {
+    /// Adds the next event.
+    pub fn push(&self, message: &Message) {
+        let mut state = self.state.lock().expect("replay lock");
+        state.events.push_back(message.to_text());
+        if state.events.len() > MAX_EVENTS {
+            state.events.pop_front();
+            state.first += 1;
+        }
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    /// No event follows (the answer was the last).
+    pub fn finish(&self) {
+        self.state.lock().expect("replay lock").done = true;
+        self.changed.notify_waiters();
+    }
+
+    /// Whether nobody has read the stream for longer than `window`.
+    pub fn abandoned(&self, window: Duration) -> bool {
+        let state = self.state.lock().expect("replay lock");
+        state.readers == 0 && state.unread_since.is_some_and(|since| since.elapsed() >= window)
+    }
+
+    /// Events from number `from` on (ids `<stream>-<n>`, numbered from 0), live until the
+    /// answer: what one response body sends.
+    pub fn read_from(self: Arc<Self>, stream: u64, from: u64) -> impl Stream<Item = (String, String)> + Send {
+        {
+            let mut state = self.state.lock().expect("replay lock");
+            state.readers += 1;
+            state.unread_since = None;
+        }
+        let reader = Reader { replay: self, next: from };
+        futures::stream::unfold(reader, move |mut reader| async move {
+            loop {
+                let replay = reader.replay.clone();
+                let woken = replay.changed.notified();
+                {
+                    let state = replay.state.lock().expect("replay lock");
+                    let at = reader.next.max(state.first);
+                    if let Some(text) = usize::try_from(at - state.first).ok().and_then(|i| state.events.get(i)) {
+                        let event = (format!("{stream}-{at}"), text.clone());
+                        drop(state);
+                        reader.next = at + 1;
+                        return Some((event, reader));
+                    }
+                    if state.done {
+                        return None;
+                    }
+                }
+                woken.await;
+            }
+        })
+    }
+}
+
+/// One reader of a stream; counted while it lives.
+struct Reader {
+    replay: Arc<Replay>,
+    next: u64,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut state = self.replay.state.lock().expect("replay lock");
+        state.readers -= 1;
+        if state.readers == 0 {
+            state.unread_since = Some(Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn note(n: u64) -> Message {
+        Message::Notification(crate::mcp::Notification {
+            method: "notifications/progress".into(),
+            params: Some(serde_json::json!({"progress": n})),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_comes_back_gets_what_it_missed_then_the_rest() {
+        let streams = ResumableStreams::default();
+        let (number, replay) = streams.open("s1");
+        replay.push(&note(0));
+        replay.push(&note(1));
+        let first: Vec<_> = replay.clone().read_from(number, 0).take(2).collect().await;
+        assert_eq!(first[1].0, format!("{number}-1"));
+        assert!(replay.abandoned(Duration::ZERO), "nobody reads now");
+        replay.push(&note(2));
+        replay.finish();
+        // Another session cannot name this stream; this one resumes after event 0.
+        assert!(streams.find("s2", &format!("{number}-0")).is_none());
+        let (stream, replay, from) = streams.find("s1", &format!("{number}-0")).unwrap();
+        let rest: Vec<_> = replay.read_from(stream, from).collect().await;
+        let ids: Vec<_> = rest.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(ids, [format!("{number}-1"), format!("{number}-2")]);
+        assert!(rest[1].1.contains("\"progress\":2"));
+    }
+}
