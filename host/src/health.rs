@@ -1,5 +1,7 @@
 //! `relay health`: the reference plan's `health_check.py` as a subcommand. Speaks newline
-//! JSON-RPC: `initialize`, then `tools/list`; prints server info and tool count.
+//! JSON-RPC: `initialize`, then `tools/list`; prints server info and tool count. With
+//! `--ready` it only asks `GET /readyz` (no login, no session: what a container's frequent
+//! health check should cost).
 
 use std::time::Duration;
 
@@ -24,6 +26,39 @@ pub async fn check(host: &str, port: u16, timeout: Duration, token: Option<&str>
         }
         Err(_) => {
             println!("❌ Health check TIMEOUT for {host}:{port}");
+            false
+        }
+    }
+}
+
+/// `--ready`: whether `GET /readyz` on `host:port` says 200 within `timeout` (plain HTTP: the
+/// probes stay reachable in the clear even when the port requires TLS).
+pub async fn ready(host: &str, port: u16, timeout: Duration) -> bool {
+    use hyper_util::client::legacy::Client;
+    let client =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri = match format!("http://{host}:{port}/readyz").parse::<hyper::Uri>() {
+        Ok(uri) => uri,
+        Err(e) => {
+            println!("❌ {host}:{port}: {e}");
+            return false;
+        }
+    };
+    match tokio::time::timeout(timeout, client.get(uri)).await {
+        Ok(Ok(response)) if response.status() == hyper::StatusCode::OK => {
+            println!("✅ {host}:{port} is ready");
+            true
+        }
+        Ok(Ok(response)) => {
+            println!("❌ {host}:{port} is not ready (/readyz said {})", response.status());
+            false
+        }
+        Ok(Err(e)) => {
+            println!("❌ {host}:{port}: {e}");
+            false
+        }
+        Err(_) => {
+            println!("❌ {host}:{port}: /readyz did not answer in time");
             false
         }
     }

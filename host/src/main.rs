@@ -43,6 +43,9 @@ enum Command {
         /// PEM file of CA certificates to trust with --tls (default: the Mozilla roots).
         #[arg(long, requires = "tls")]
         ca: Option<PathBuf>,
+        /// Only ask `GET /readyz` (no login, no session): for frequent container health checks.
+        #[arg(long, conflicts_with = "tls")]
+        ready: bool,
     },
     /// Validate relay.yaml and its backends file, then exit.
     CheckConfig {
@@ -78,7 +81,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Health { host, port, timeout, token, tls, ca } => {
+        Command::Health { host, port, timeout, ready: true, .. } => {
+            let ready = runtime.block_on(relay::health::ready(&host, port, Duration::from_secs_f64(timeout)));
+            if ready { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Command::Health { host, port, timeout, token, tls, ca, ready: false } => {
             let timeout = Duration::from_secs_f64(timeout);
             let tls = tls.then_some(relay::health::TlsCheck { ca });
             let healthy = runtime.block_on(relay::health::check(&host, port, timeout, token.as_deref(), tls.as_ref()));

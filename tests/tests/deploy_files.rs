@@ -151,8 +151,22 @@ fn the_compose_file_mounts_what_the_repository_holds() {
         }
     }
     let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
-    for needed in ["HEALTHCHECK", "USER relay", "AS builder", "relay health"] {
+    // The health check asks /readyz (no login, no session every 10 s); tini reaps stdio
+    // backends' grandchildren; a variant image has Node.js and Python for npx/uvx backends.
+    for needed in [
+        "HEALTHCHECK",
+        "USER relay",
+        "AS builder",
+        "CMD relay health --ready",
+        "\"tini\", \"--\"",
+        "AS relay-node-python",
+    ] {
         assert!(dockerfile.contains(needed), "Dockerfile lacks {needed}");
+    }
+    // No node_modules (the JavaScript plugins' are hundreds of MB) or venvs in the context.
+    let ignore = std::fs::read_to_string(dir.join("Dockerfile.dockerignore")).unwrap();
+    for needed in ["**/node_modules", "**/.venv", "target"] {
+        assert!(ignore.lines().any(|l| l.trim() == needed), "Dockerfile.dockerignore lacks {needed}");
     }
 }
 

@@ -45,6 +45,16 @@ async fn sigterm_lets_running_calls_finish_refuses_new_work_and_exits_zero() {
     let http_call = tokio::spawn(http.post(&slow_call(3, 1500)).send());
     eventually("three calls running", || async { (relay_status_running(&relay).await >= 3).then_some(()) }).await;
 
+    let ready = |port: u16| async move {
+        let status = tokio::process::Command::new(relay_tests::relay_bin())
+            .args(["health", "--ready", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await
+            .unwrap();
+        status.success()
+    };
+    assert!(ready(relay.port).await, "relay health --ready passes while the relay is ready");
     relay.signal("-TERM");
     let started = Instant::now();
     eventually("/readyz says 503", || async {
@@ -53,6 +63,7 @@ async fn sigterm_lets_running_calls_finish_refuses_new_work_and_exits_zero() {
     })
     .await;
 
+    assert!(!ready(relay.port).await, "relay health --ready fails while the relay drains");
     // New work is refused at once, on every transport.
     let mut newcomer = LineClient::connect(relay.port).await;
     let refused = newcomer.request("initialize", json!({"protocolVersion": "2025-06-18"})).await;
