@@ -27,13 +27,15 @@ struct CertificateConfig {
     roles: Vec<String>,
 }
 
-/// One accepted token. Exactly one of `token` (literal, for tests) or `token_env` (the name of
-/// an environment variable the operator granted) is set.
+/// One accepted token. Exactly one of `token` (literal, for tests), `token_env` (the name of
+/// an environment variable the operator granted) or `token_sha256` (the hex SHA-256 of the
+/// token: one line per client in a world-readable relay.yaml, no secret in it) is set.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenConfig {
     token: Option<String>,
     token_env: Option<String>,
+    token_sha256: Option<String>,
     principal: String,
     #[serde(default)]
     roles: Vec<String>,
@@ -61,18 +63,43 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// 64 hex digits as 32 bytes.
+fn from_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim().as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (byte, pair) in bytes.iter_mut().zip(hex.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(bytes)
+}
+
 impl Table {
     /// Builds the table from the JSON configuration; `env` reads granted variables.
     pub fn from_config(json: &str, env: impl Fn(&str) -> Option<String>) -> Result<Table, String> {
         let config: Config = serde_json::from_str(json).map_err(|e| e.to_string())?;
         let mut entries = Vec::new();
         for t in config.tokens {
-            let secret = match (&t.token, &t.token_env) {
-                (Some(token), None) => token.clone(),
-                (None, Some(var)) => {
+            let secret = match (&t.token, &t.token_env, &t.token_sha256) {
+                (Some(token), None, None) => token.clone(),
+                (None, Some(var), None) => {
                     env(var).ok_or_else(|| format!("environment variable {var} is not granted or not set"))?
                 }
-                _ => return Err(format!("principal {}: set exactly one of token or token_env", t.principal)),
+                (None, None, Some(hex)) => {
+                    let digest = from_hex(hex).ok_or_else(|| {
+                        format!("principal {}: token_sha256 must be 64 hex digits (sha256sum of the token)", t.principal)
+                    })?;
+                    entries.push(Entry { digest, principal: t.principal, roles: t.roles });
+                    continue;
+                }
+                _ => {
+                    return Err(format!(
+                        "principal {}: set exactly one of token, token_env or token_sha256",
+                        t.principal
+                    ));
+                }
             };
             if secret.is_empty() {
                 return Err(format!("principal {}: empty token", t.principal));
@@ -142,6 +169,23 @@ mod tests {
         assert!(table.by_subject("CN=agent-7,O=Example").is_some());
         assert!(table.by_subject("CN=agent-7\\, O=Example").is_none(), "one CN holding a comma");
         assert!(Table::from_config(r#"{"certificates": [{"subject": "agent-7", "principal": "a"}]}"#, env).is_err());
+    }
+
+    #[test]
+    fn a_client_token_is_listed_by_its_digest_alone() {
+        // printf %s client-token | sha256sum
+        let hex = "6b7d16c2e1c5e2d0c6c0a8d1a0b5a1b3a0d9cbb79f1f1c5cf61b54f54b8d0c41";
+        let real: String = Sha256::digest(b"client-token").iter().map(|b| format!("{b:02x}")).collect();
+        let config = format!(r#"{{"tokens": [{{"token_sha256": "{real}", "principal": "billing"}}]}}"#);
+        let table = Table::from_config(&config, env).unwrap();
+        assert_eq!(table.find("client-token").unwrap().principal, "billing");
+        assert!(table.find(&real).is_none(), "the digest is not itself a token");
+        let wrong = format!(r#"{{"tokens": [{{"token_sha256": "{hex}", "principal": "x"}}]}}"#);
+        assert!(Table::from_config(&wrong, env).unwrap().find("client-token").is_none());
+        let short = r#"{"tokens": [{"token_sha256": "abc", "principal": "x"}]}"#;
+        assert!(Table::from_config(short, env).unwrap_err().contains("64 hex digits"));
+        let two = format!(r#"{{"tokens": [{{"token": "a", "token_sha256": "{real}", "principal": "x"}}]}}"#);
+        assert!(Table::from_config(&two, env).is_err());
     }
 
     #[test]
