@@ -8,31 +8,27 @@ use serde_json::Value;
 use super::Session;
 use crate::mcp::{Request, Response, RpcError, clip, error_codes};
 
-/// What a request is, for its record: the method, and the tool for a tool call.
-pub(super) fn what(request: &Request) -> (String, Option<String>) {
+/// What a request is, for its record: the method (as the metrics name it), and the tool for a
+/// tool call.
+pub(super) fn what(request: &Request) -> (&'static str, Option<String>) {
     let tool = (request.method == "tools/call")
         .then(|| request.params.as_ref()?.get("name")?.as_str().map(|n| clip(n).into_owned()))
         .flatten();
-    (request.method.clone(), tool)
+    (crate::metrics::method_label(&request.method), tool)
 }
 
 /// The answer to a request cut off by the drain, after logging its record. Not the retryable
 /// drain error: the request was running, so it may have taken effect.
-pub(super) fn answer(session: &Session, id: Value, (method, tool): &(String, Option<String>)) -> Response {
+pub(super) fn answer(session: &Session, id: Value, (method, tool): &(&'static str, Option<String>)) -> Response {
     let (tag, principal) = (session.tag.as_str(), session.principal.id.as_str());
     let error = "cut off: the relay shut down before it finished (shutdown.grace_secs passed)";
     match tool {
         Some(tool) => {
             tracing::warn!(target: "relay::call", session = tag, principal, tool = %tool, outcome = "cut", error, "Tool call finished")
         }
-        None => tracing::warn!(session = tag, principal, method = %clip(method), error, "request cut off by the drain"),
+        None => tracing::warn!(session = tag, principal, method, error, "request cut off by the drain"),
     }
-    crate::metrics::metrics().clients.request(
-        crate::metrics::method_label(method),
-        "error",
-        Some("cancelled"),
-        std::time::Duration::ZERO,
-    );
+    crate::metrics::metrics().clients.request(method, "error", Some("cancelled"), std::time::Duration::ZERO);
     let message = "the relay shut down before this request finished (its drain grace, shutdown.grace_secs, passed); it may have taken effect";
     Response::err(
         id,

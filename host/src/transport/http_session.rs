@@ -115,6 +115,10 @@ async fn taken_up(
     use subtle::ConstantTimeEq;
     let Some(record) = state.sessions.shared().load(id).await else { return Ok(None) };
     let factory = &state.sessions_factory;
+    if factory.requires_auth() && record.credential.is_none() {
+        // Opened where auth was off: bound to no credential, so not served where it is on.
+        return Ok(None);
+    }
     let info = ConnectInfo::new(TransportKind::Http, peer, bearer(headers));
     if let Some(expected) = record.credential_digest()
         && !bool::from(expected.ct_eq(&info.credential_digest()))

@@ -89,7 +89,10 @@ impl Table {
                 }
                 (None, None, Some(hex)) => {
                     let digest = from_hex(hex).ok_or_else(|| {
-                        format!("principal {}: token_sha256 must be 64 hex digits (sha256sum of the token)", t.principal)
+                        format!(
+                            "principal {}: token_sha256 must be 64 hex digits (sha256sum of the token)",
+                            t.principal
+                        )
                     })?;
                     entries.push(Entry { digest, principal: t.principal, roles: t.roles });
                     continue;
