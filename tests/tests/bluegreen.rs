@@ -5,7 +5,7 @@
 //! `relay-load` on all four client kinds (stateless 2026-07-28, Streamable HTTP sessions,
 //! newline, WebSocket), each with quick calls and with calls slow enough to be running when
 //! their colour is stopped, plus held sessions that call now and then. Counted over the whole
-//! run, for every kind: no failed call (a retry of what the relay refused without acting on it
+//! run of three switches (deploy, rollback, deploy), for every kind: no failed call (a retry of what the relay refused without acting on it
 //! is counted apart); the held Streamable HTTP session keeps its id across both switches (the
 //! new colour takes it up); the old colour is retired in seconds; the rate-limit budget stays
 //! shared. Then a build whose health check fails is refused and traffic never moves.
@@ -70,6 +70,7 @@ fn build(dir: &Path, name: &str, redis: &RedisServer, backends: &Path, auth: boo
 async fn script(dir: &Path, lb: &Haproxy, ports: (u16, u16), name: &str, args: &[&Path]) -> (bool, String) {
     // `;`, not `&&`: only the relay goes to the background (a backgrounded list would hold the
     // script's output open, and `$!` would not be the relay).
+    let began = std::time::Instant::now();
     let start = "cd %d; RELAY_INSTANCE=%s RELAY_PORT=%p setsid nohup %d/bin/relay serve --config %d/config/relay.yaml >%d.out 2>>%d.log </dev/null & echo $! >%d.pid";
     let output = Command::new(repo_root().join("deploy").join(name))
         .args(args)
@@ -93,7 +94,7 @@ async fn script(dir: &Path, lb: &Haproxy, ports: (u16, u16), name: &str, args: &
         .await
         .expect("run the script");
     let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    println!("---- {name} ----\n{text}");
+    println!("---- {name} ({:.1} s) ----\n{text}", began.elapsed().as_secs_f64());
     (output.status.success(), text)
 }
 
@@ -355,7 +356,7 @@ async fn deploy_and_rollback_through_haproxy_lose_no_call() {
     }
 
     // Load for the whole sequence below: every kind, quick calls and slow ones.
-    const LOAD_SECS: u64 = 40;
+    const LOAD_SECS: u64 = 55;
     let (tcp, ws) = (format!("tcp://127.0.0.1:{}", lb.tcp), format!("ws://127.0.0.1:{}/ws", lb.http));
     let mut loads = Vec::new();
     for slow in [false, true] {
@@ -418,6 +419,13 @@ async fn deploy_and_rollback_through_haproxy_lose_no_call() {
     drop(squatter);
     assert_eq!(lb.serving().await, "blue");
 
+    // The third switch, under the same load.
+    let (ok, log) = script(dir, &lb, ports, "deploy.sh", &[&build(dir, "build-5", &redis, &backends, false)]).await;
+    assert!(ok, "the third switch failed:\n{log}");
+    assert_eq!(lb.serving().await, "green");
+    let retired = retired_in(&log).expect("deploy.sh says when blue stopped");
+    assert!(retired <= 8, "blue took {retired}s to drain and stop:\n{log}");
+
     let mut failed = Vec::new();
     let mut report = Vec::new();
     for (kind, run) in loads {
@@ -449,9 +457,11 @@ async fn deploy_and_rollback_through_haproxy_lose_no_call() {
     }
     println!("over the whole run:\n  {}", report.join("\n  "));
     assert!(failed.is_empty(), "failed calls: {failed:#?}");
-    // The colour that is not serving was stopped, and every relay exited cleanly; the held
-    // HTTP session moved both ways without a new initialize (its 404s would be failures above).
+    // The colours that were retired drained, and the held HTTP session moved every time
+    // without a new initialize (its 404s would be failures above).
     let green_log = std::fs::read_to_string(dir.join("opt/green.log")).unwrap_or_default();
     assert!(green_log.contains("drained"), "green drained when it was retired:\n{green_log}");
     assert!(green_log.contains("session taken up from another instance"), "{green_log}");
+    let blue_log = std::fs::read_to_string(dir.join("opt/blue.log")).unwrap_or_default();
+    assert!(blue_log.contains("session taken up from another instance"), "{blue_log}");
 }
