@@ -360,7 +360,7 @@ impl HttpSession {
         let client = reqwest::Client::new();
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities}});
-        let response = Self::request(&client, url, &init, None).send().await.expect("initialize");
+        let response = mcp_post(&client, url, &init, None).send().await.expect("initialize");
         assert!(response.status().is_success(), "initialize: {}", response.status());
         let id = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
         HttpSession { client, url: url.to_owned(), id }
@@ -368,20 +368,21 @@ impl HttpSession {
 
     /// A POST of `body` on this session (accepting JSON and SSE).
     pub fn post(&self, body: &Value) -> reqwest::RequestBuilder {
-        Self::request(&self.client, &self.url, body, Some(&self.id))
+        mcp_post(&self.client, &self.url, body, Some(&self.id))
     }
+}
 
-    fn request(client: &reqwest::Client, url: &str, body: &Value, session: Option<&str>) -> reqwest::RequestBuilder {
-        let mut request = client
-            .post(url)
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if let Some(session) = session {
-            request = request.header("mcp-session-id", session);
-        }
-        request
+/// A Streamable HTTP POST of `body` to `url` (accepting JSON and SSE), on `session` if given.
+pub fn mcp_post(client: &reqwest::Client, url: &str, body: &Value, session: Option<&str>) -> reqwest::RequestBuilder {
+    let mut request = client
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
     }
+    request
 }
 
 /// The stateless protocol version.

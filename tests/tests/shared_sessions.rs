@@ -33,16 +33,7 @@ async fn relay(dir: &Path, redis: &RedisServer, colour: &str, port: u16) -> Rela
 }
 
 fn post(url: &str, token: &str, session: Option<&str>, body: &Value) -> reqwest::RequestBuilder {
-    let mut request = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
-    }
-    request
+    relay_tests::mcp_post(&reqwest::Client::new(), url, body, session).bearer_auth(token)
 }
 
 async fn initialize(url: &str, token: &str) -> String {
