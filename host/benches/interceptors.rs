@@ -54,6 +54,7 @@ async fn router(interceptors: &str) -> Arc<Router> {
         plugins.clone(),
         Vec::new(),
         Arc::default(),
+        relay::credentials::Credentials::new(relay::credentials::Vault::from_env(Arc::default())),
     ));
     Router::new(upstreams, tools, plugins)
 }

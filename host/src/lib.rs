@@ -11,6 +11,7 @@ pub mod admin;
 pub mod admission;
 pub mod auth_throttle;
 pub mod config;
+pub mod credentials;
 pub mod file_watch;
 pub mod health;
 pub mod lifecycle;

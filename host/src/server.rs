@@ -77,7 +77,13 @@ pub async fn run(
         plugins.clone(),
         config.access.allowed_commands().map_err(anyhow::Error::msg)?,
         kv.clone(),
+        crate::credentials::Credentials::new(crate::credentials::Vault::from_env(kv.clone())),
     ));
+    if let Some(problem) = relay_tools.credentials().vault.problem()
+        && backends.iter().any(|b| b.credentials.is_per_user())
+    {
+        tracing::warn!("backends call with each user's own credential, but {problem}: their calls will fail");
+    }
     let router = Router::new(upstreams.clone(), relay_tools.clone(), plugins.clone());
     let policy = Arc::new(Policy::new(plugins.clone()));
     let state = Arc::new(TransportState {

@@ -78,7 +78,7 @@ impl Drop for HttpBackend {
 
 async fn handle(
     axum::extract::State(shared): axum::extract::State<Shared>,
-    _headers: HeaderMap,
+    headers: HeaderMap,
     body: String,
 ) -> Response {
     let message: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -97,7 +97,7 @@ async fn handle(
                 .into_response();
         }
         "tools/list" => {
-            let tools: Vec<Value> = ["ok", "slow", "early_close", "big", "big_sse"]
+            let tools: Vec<Value> = ["ok", "slow", "early_close", "big", "big_sse", "whoami"]
                 .iter()
                 .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
                 .collect();
@@ -110,6 +110,11 @@ async fn handle(
                 json!({"content": [{"type": "text", "text": "slow done"}]})
             }
             "big" | "big_sse" => json!({"content": [{"type": "text", "text": "x".repeat(shared.big_bytes)}]}),
+            // The credential this call came with, as the backend sees it.
+            "whoami" => {
+                let seen = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                json!({"content": [{"type": "text", "text": seen}]})
+            }
             _ => json!({"content": [{"type": "text", "text": "fine"}]}),
         },
         _ => json!({}),

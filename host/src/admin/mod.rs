@@ -4,6 +4,7 @@
 //! policy chain asks [`needs_admin`]. Add/remove persist `backends.yaml` through the store and
 //! then reconcile the running set, so the file stays the single source of truth.
 
+mod auth_tools;
 mod error;
 mod status;
 mod status_page;
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::access::Principal;
 use crate::config::{BackendSpec, BackendStore};
+use crate::credentials::Credentials;
 use crate::lifecycle::Lifecycle;
 use crate::plugins::{KvStore, Plugins};
 use crate::upstream::Upstreams;
@@ -34,6 +36,8 @@ pub struct RelayTools {
     add_server_commands: Vec<crate::config::AllowedCommand>,
     /// The kv store, whose reachability the status reports.
     kv: Arc<KvStore>,
+    /// Callers' own credentials for backends (the `relay_auth_*` tools; the router's calls).
+    credentials: Arc<Credentials>,
 }
 
 /// One built-in tool: what clients see, and whether calling it needs the `admin` role.
@@ -61,8 +65,14 @@ impl RelayTools {
         plugins: Arc<Plugins>,
         add_server_commands: Vec<crate::config::AllowedCommand>,
         kv: Arc<KvStore>,
+        credentials: Arc<Credentials>,
     ) -> Self {
-        Self { upstreams, store, lifecycle, plugins, add_server_commands, kv }
+        Self { upstreams, store, lifecycle, plugins, add_server_commands, kv, credentials }
+    }
+
+    /// The credential step the router takes for calls to per-user backends.
+    pub fn credentials(&self) -> &Arc<Credentials> {
+        &self.credentials
     }
 
     /// Tool definitions for the catalog.
@@ -85,6 +95,9 @@ impl RelayTools {
             "relay_reload_plugins" => Ok(self.reload_plugins().await),
             "relay_rollback_plugin" => self.rollback_plugin(&arguments).await,
             "relay_drain" => Ok(self.drain(caller)),
+            "relay_auth_set_secret" => self.auth_set_secret(&arguments, caller).await,
+            "relay_auth_status" => self.auth_status(caller).await,
+            "relay_auth_revoke" => self.auth_revoke(&arguments, caller).await,
             other => Err(AdminError::NoSuchTool(other.to_owned())),
         };
         match outcome {
@@ -291,6 +304,9 @@ fn definitions() -> Vec<BuiltinTool> {
             }),
         ),
     ]
+    .into_iter()
+    .chain(auth_tools::definitions())
+    .collect()
 }
 
 #[cfg(test)]

@@ -61,6 +61,13 @@ pub struct BackendSpec {
     /// Per-call deadline for this backend, overriding `upstream.call_timeout_secs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_timeout_secs: Option<f64>,
+    /// Whose identity calls carry: the relay's (`static`, the default) or the caller's own.
+    #[serde(default, skip_serializing_if = "is_static")]
+    pub credentials: super::CredentialMode,
+}
+
+fn is_static(mode: &super::CredentialMode) -> bool {
+    !mode.is_per_user()
 }
 
 /// A validated backend, ready for an upstream supervisor.
@@ -72,6 +79,8 @@ pub struct Backend {
     pub transport: Transport,
     /// Per-call deadline override in seconds.
     pub call_timeout_secs: Option<f64>,
+    /// Whose identity calls carry.
+    pub credentials: super::CredentialMode,
 }
 
 /// The transport of an upstream.
@@ -141,7 +150,13 @@ impl BackendSpec {
             },
             _ => return Err(format!("backend {}: set exactly one of url or command", self.name)),
         };
-        Ok(Backend { name: self.name.clone(), transport, call_timeout_secs: self.call_timeout_secs })
+        self.credentials.validate(&self.name, transport.kind())?;
+        Ok(Backend {
+            name: self.name.clone(),
+            transport,
+            call_timeout_secs: self.call_timeout_secs,
+            credentials: self.credentials.clone(),
+        })
     }
 }
 

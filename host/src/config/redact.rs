@@ -123,6 +123,7 @@ mod tests {
                 headers: BTreeMap::from([("Authorization".into(), "Bearer HEADERSECRET".into())]),
             },
             call_timeout_secs: None,
+            credentials: Default::default(),
         };
         let error = format!("error sending request for url ({url}): refused; Bearer HEADERSECRET; KEY123");
         let shown = backend.redact(&error);

@@ -30,6 +30,9 @@ pub enum RouterError {
     /// An interceptor denied the call, or failed with `on_error: fail-closed`.
     #[error("{0}")]
     Intercepted(Refusal),
+    /// The caller has no usable credential of its own for a per-user backend.
+    #[error("{0}")]
+    Credential(crate::credentials::CredentialError),
 }
 
 /// An upstream failure as clients read it, naming the backend once (some upstream errors name
@@ -68,6 +71,17 @@ impl From<RouterError> for RpcError {
             // An upstream's own JSON-RPC error passes through unchanged.
             RouterError::Upstream { source: UpstreamError::Rpc(e), .. } => e,
             RouterError::Intercepted(refusal) => refusal.into(),
+            RouterError::Credential(error) => {
+                let missing = matches!(error, crate::credentials::CredentialError::Missing { .. });
+                let code = if missing { error_codes::UNAUTHENTICATED } else { error_codes::UPSTREAM_UNAVAILABLE };
+                let data = match &error {
+                    crate::credentials::CredentialError::Missing { backend } => {
+                        json!({"backend": backend, "store_with": "relay_auth_set_secret"})
+                    }
+                    _ => json!({}),
+                };
+                RpcError::new(code, error.to_string()).with_data(data)
+            }
             RouterError::Adapter { adapter, source } => {
                 RpcError::new(error_codes::INTERNAL_ERROR, source.to_string()).with_data(json!({"adapter": adapter}))
             }

@@ -349,11 +349,20 @@ impl Router {
             Owner::Backend(backend) => match self.upstreams.get(backend) {
                 None => Err(RouterError::UnknownTool(name.clone())),
                 Some(upstream) => {
-                    let params = call.into_params(&entry.upstream_name);
-                    upstream
-                        .request_for("tools/call", Some(params), upstream.call_timeout(), related)
-                        .await
-                        .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
+                    // A per-user backend is called with the caller's own credential.
+                    let mode = &upstream.backend.credentials;
+                    let principal = &caller.request.principal.id;
+                    match self.builtin.credentials().header_for(backend, mode, principal).await {
+                        Err(error) => Err(RouterError::Credential(error)),
+                        Ok(credential) => {
+                            let params = call.into_params(&entry.upstream_name);
+                            let timeout = upstream.call_timeout();
+                            upstream
+                                .request_as("tools/call", Some(params), timeout, related, credential.as_ref())
+                                .await
+                                .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
+                        }
+                    }
                 }
             },
             Owner::Adapter(adapter) => {

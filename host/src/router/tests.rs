@@ -39,8 +39,15 @@ async fn router(dir: &std::path::Path) -> Arc<Router> {
         .unwrap();
     let lifecycle = Arc::new(Lifecycle::new("test".into()));
     let store = BackendStore::new(dir.join("backends.yaml"));
-    let tools =
-        Arc::new(RelayTools::new(upstreams.clone(), store, lifecycle, plugins.clone(), Vec::new(), Arc::default()));
+    let tools = Arc::new(RelayTools::new(
+        upstreams.clone(),
+        store,
+        lifecycle,
+        plugins.clone(),
+        Vec::new(),
+        Arc::default(),
+        crate::credentials::Credentials::new(crate::credentials::Vault::from_env(Arc::default())),
+    ));
     Router::new(upstreams, tools, plugins)
 }
 

@@ -35,6 +35,7 @@ async fn factory(dir: &std::path::Path, limits: Limits) -> SessionFactory {
         plugins.clone(),
         Vec::new(),
         Arc::default(),
+        crate::credentials::Credentials::new(crate::credentials::Vault::from_env(Arc::default())),
     ));
     SessionFactory {
         router: Router::new(upstreams, tools, plugins.clone()),

@@ -18,9 +18,20 @@ pub enum Connection {
 impl Connection {
     /// Sends a request and waits for its response.
     pub async fn request(&self, method: &str, params: Option<&Value>) -> Result<Value, UpstreamError> {
+        self.request_as(method, params, None).await
+    }
+
+    /// Sends a request carrying `credential` (a caller's own; HTTP only: configuration refuses
+    /// per-user credentials for the other transports).
+    pub async fn request_as(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        credential: Option<&super::http::Credential>,
+    ) -> Result<Value, UpstreamError> {
         match self {
             Connection::Framed(c) => c.request(method, params).await,
-            Connection::Http(c) => c.request(method, params).await,
+            Connection::Http(c) => c.request(method, params, credential).await,
         }
     }
 

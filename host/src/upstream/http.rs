@@ -27,6 +27,8 @@ use crate::mcp::{Message, Notification, request_text};
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
+/// A header a request carries for its caller (name, value), instead of the configured one.
+pub type Credential = (http::HeaderName, HeaderValue);
 /// What a POST on this session carries besides its body: set once `initialize` is answered.
 #[derive(Default, Clone)]
 struct SessionHeaders {
@@ -103,14 +105,21 @@ impl HttpConnection {
         &self.closed
     }
 
-    /// POSTs a request and reads its response from JSON or from the SSE stream.
-    pub async fn request(&self, method: &str, params: Option<&Value>) -> Result<Value, UpstreamError> {
+    /// POSTs a request and reads its response from JSON or from the SSE stream. `credential`
+    /// (a caller's own, [`crate::credentials`]) replaces the configured header of its name for
+    /// this request only.
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        credential: Option<&Credential>,
+    ) -> Result<Value, UpstreamError> {
         if self.closed.is_cancelled() {
             return Err(UpstreamError::ConnectionLost);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut unanswered = CancelUnanswered { conn: self, id: Some(id) };
-        let response = self.post(request_text(&id.into(), method, params)).await?;
+        let response = self.post(request_text(&id.into(), method, params), credential).await?;
         if method == "initialize"
             && let Some(session) = response.headers().get(SESSION_HEADER)
         {
@@ -136,7 +145,7 @@ impl HttpConnection {
 
     /// POSTs a notification (answered with 202).
     pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), UpstreamError> {
-        self.post(Message::Notification(Notification { method: method.into(), params }).to_text()).await.map(drop)
+        self.post(Message::Notification(Notification { method: method.into(), params }).to_text(), None).await.map(drop)
     }
 
     /// Ends the session politely (DELETE) and marks the connection closed.
@@ -181,14 +190,22 @@ impl HttpConnection {
 
     /// POSTs `text`; a same-origin `307`/`308` (an endpoint that moved, `/mcp` to `/mcp/`) is
     /// followed, a few times at most, and remembered for the requests after.
-    async fn post(&self, text: String) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+    async fn post(
+        &self,
+        text: String,
+        credential: Option<&Credential>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
         const REDIRECTS: usize = 4;
         let session = self.session_headers();
         let never_connected = session.protocol_version.is_none();
         let body = Bytes::from(text);
         let mut redirects = 0;
         let response = loop {
-            let response = self.client.request(self.post_request(body.clone(), &session)).await.map_err(|e| {
+            let mut request = self.post_request(body.clone(), &session);
+            if let Some((name, value)) = credential {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
+            let response = self.client.request(request).await.map_err(|e| {
                 self.closed.cancel();
                 if never_connected {
                     // Refused or unreachable before anything was exchanged: say so, not "lost".
@@ -276,7 +293,7 @@ impl HttpConnection {
             }
             Message::Request(request) => {
                 let answer = self.routes.answer(request).await;
-                let _ = self.post(Message::Response(answer).to_text()).await;
+                let _ = self.post(Message::Response(answer).to_text(), None).await;
             }
             Message::Response(_) => {}
         }

@@ -200,9 +200,21 @@ impl Upstream {
     pub async fn request_for(
         &self,
         method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+        related: Option<&Related>,
+    ) -> Result<Value, UpstreamError> {
+        self.request_as(method, params, timeout, related, None).await
+    }
+
+    /// [`Upstream::request_for`], the request carrying `credential` (its caller's own).
+    pub async fn request_as(
+        &self,
+        method: &str,
         mut params: Option<Value>,
         timeout: Duration,
         related: Option<&Related>,
+        credential: Option<&super::http::Credential>,
     ) -> Result<Value, UpstreamError> {
         let _route = related.map(|related| self.routes.register(&mut params, related));
         let started = std::time::Instant::now();
@@ -237,7 +249,7 @@ impl Upstream {
                         }),
                     }
                 };
-                match conn.request(method, params.as_ref()).await {
+                match conn.request_as(method, params.as_ref(), credential).await {
                     Err(UpstreamError::ConnectionLost) if lost_on.is_some() => {
                         tracing::warn!(backend = self.name(), method, "connection lost again mid-request; giving up");
                         return Err(UpstreamError::LostTwice(self.name().to_owned()));

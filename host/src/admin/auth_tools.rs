@@ -1,0 +1,127 @@
+//! The `relay_auth_*` tools: a principal stores its own credential for a backend whose
+//! `credentials:` mode is per user, sees which backends it has one for (never the value), and
+//! revokes it; an admin may revoke another principal's. The secret travels as a tool argument
+//! to the relay alone: built-in tools are never intercepted, and arguments are never logged.
+
+use serde_json::{Value, json};
+
+use super::{AdminError, BuiltinTool, RelayTools};
+use crate::access::Principal;
+
+impl RelayTools {
+    /// `relay_auth_set_secret {backend, secret}`.
+    pub(super) async fn auth_set_secret(&self, arguments: &Value, caller: &Principal) -> Result<Value, AdminError> {
+        let backend = self.per_user_backend(arguments)?;
+        let secret = arguments.get("secret").and_then(Value::as_str).filter(|s| !s.is_empty());
+        let secret =
+            secret.ok_or_else(|| AdminError::BadArguments("secret (a non-empty string) is required".into()))?;
+        if secret.len() > 8192 || secret.chars().any(char::is_control) {
+            return Err(AdminError::BadArguments("secret must be at most 8 KiB, without control characters".into()));
+        }
+        let vault = &self.credentials.vault;
+        vault.put(&caller.id, &backend, secret).await.map_err(|e| AdminError::BadArguments(e.to_string()))?;
+        tracing::info!(principal = %caller.id, backend, "credential stored");
+        Ok(json!({"backend": backend, "stored": true}))
+    }
+
+    /// `relay_auth_status`: for each per-user backend, whether the caller has a credential.
+    pub(super) async fn auth_status(&self, caller: &Principal) -> Result<Value, AdminError> {
+        let mut backends = Vec::new();
+        for upstream in self.upstreams.list().iter().filter(|u| u.backend.credentials.is_per_user()) {
+            let name = upstream.name();
+            let stored = self.credentials.vault.get(&caller.id, name).await;
+            let entry = match stored {
+                Ok(found) => {
+                    json!({"backend": name, "mode": upstream.backend.credentials.name(), "authorized": found.is_some()})
+                }
+                Err(e) => {
+                    json!({"backend": name, "mode": upstream.backend.credentials.name(), "authorized": false, "error": e.to_string()})
+                }
+            };
+            backends.push(entry);
+        }
+        Ok(json!({"principal": caller.id, "backends": backends}))
+    }
+
+    /// `relay_auth_revoke {backend?, principal?}`: the caller's own credential for `backend` (or
+    /// for every per-user backend); another principal's needs the admin role.
+    pub(super) async fn auth_revoke(&self, arguments: &Value, caller: &Principal) -> Result<Value, AdminError> {
+        let whose = match arguments.get("principal").and_then(Value::as_str) {
+            Some(other) if other != caller.id && !caller.has_role(Principal::ADMIN) => {
+                return Err(AdminError::BadArguments(
+                    "revoking another principal's credentials needs the admin role".into(),
+                ));
+            }
+            Some(other) => other.to_owned(),
+            None => caller.id.clone(),
+        };
+        let backends: Vec<String> = match arguments.get("backend") {
+            Some(_) => vec![self.per_user_backend(arguments)?],
+            None => self
+                .upstreams
+                .list()
+                .iter()
+                .filter(|u| u.backend.credentials.is_per_user())
+                .map(|u| u.name().to_owned())
+                .collect(),
+        };
+        let mut revoked = Vec::new();
+        for backend in backends {
+            if self
+                .credentials
+                .vault
+                .delete(&whose, &backend)
+                .await
+                .map_err(|e| AdminError::BadArguments(e.to_string()))?
+            {
+                revoked.push(backend);
+            }
+        }
+        tracing::info!(principal = %whose, by = %caller.id, revoked = ?revoked, "credentials revoked");
+        Ok(json!({"principal": whose, "revoked": revoked}))
+    }
+
+    /// The `backend` argument, naming a running backend whose mode is per user.
+    fn per_user_backend(&self, arguments: &Value) -> Result<String, AdminError> {
+        let name = arguments.get("backend").and_then(Value::as_str);
+        let name = name.ok_or_else(|| AdminError::BadArguments("backend (a backend name) is required".into()))?;
+        let upstream = self.upstreams.get(name).ok_or_else(|| AdminError::NoSuchBackend(name.to_owned()))?;
+        if !upstream.backend.credentials.is_per_user() {
+            return Err(AdminError::BadArguments(format!(
+                "backend {name} is called with the relay's own credentials; there is nothing of yours to store"
+            )));
+        }
+        Ok(name.to_owned())
+    }
+}
+
+/// The three tools' definitions (none needs the admin role; revoking another principal's does).
+pub(super) fn definitions() -> Vec<BuiltinTool> {
+    let backend = json!({"type": "string", "description": "Backend name"});
+    vec![
+        BuiltinTool {
+            admin: false,
+            definition: json!({
+                "name": "relay_auth_set_secret",
+                "description": "Store your own credential (e.g. an API key) for a backend that is called with each user's own credential. Sealed at rest; never shown again.",
+                "inputSchema": {"type": "object", "properties": {"backend": backend, "secret": {"type": "string"}}, "required": ["backend", "secret"], "additionalProperties": false},
+            }),
+        },
+        BuiltinTool {
+            admin: false,
+            definition: json!({
+                "name": "relay_auth_status",
+                "description": "Which backends called with each user's own credential you have authorized (never the credentials themselves).",
+                "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false},
+            }),
+        },
+        BuiltinTool {
+            admin: false,
+            definition: json!({
+                "name": "relay_auth_revoke",
+                "description": "Remove your stored credential for a backend (or for all). An admin may name another principal.",
+                "inputSchema": {"type": "object", "properties": {"backend": backend, "principal": {"type": "string"}}, "additionalProperties": false},
+            }),
+        },
+    ]
+}

@@ -1,0 +1,98 @@
+//! How the relay authenticates to a backend (`credentials:` of a backends.yaml entry): as itself
+//! with the entry's static `headers` (the default), or, per call, as the calling principal with
+//! a credential of that principal's own (`per_user_secret`: a secret each principal stores once
+//! with `relay_auth_set_secret`, sent in the header the entry names).
+
+use serde::{Deserialize, Serialize};
+
+/// A backend's credential mode.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CredentialMode {
+    /// The entry's `headers` (or `env`), one identity for every caller.
+    #[default]
+    Static,
+    /// Each principal's own secret, in `header`, written as `format` with `{secret}` in it.
+    PerUserSecret {
+        /// The header that carries it.
+        #[serde(default = "authorization")]
+        header: String,
+        /// Its value, `{secret}` replaced by the principal's secret.
+        #[serde(default = "bearer")]
+        format: String,
+    },
+}
+
+fn authorization() -> String {
+    "authorization".into()
+}
+
+fn bearer() -> String {
+    "Bearer {secret}".into()
+}
+
+impl CredentialMode {
+    /// Whether calls carry the calling principal's own credential.
+    pub fn is_per_user(&self) -> bool {
+        !matches!(self, CredentialMode::Static)
+    }
+
+    /// The mode's name, as status output says it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CredentialMode::Static => "static",
+            CredentialMode::PerUserSecret { .. } => "per_user_secret",
+        }
+    }
+
+    /// Checks the mode for `backend`, whose transport is `transport` (a per-user credential
+    /// needs a request per call to carry it: Streamable HTTP only).
+    pub fn validate(&self, backend: &str, transport: &str) -> Result<(), String> {
+        let CredentialMode::PerUserSecret { header, format } = self else { return Ok(()) };
+        if transport != "http" {
+            return Err(format!(
+                "backend {backend}: credentials mode {} needs an http(s):// backend (one connection of a {transport} backend is shared by every caller)",
+                self.name()
+            ));
+        }
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            return Err(format!("backend {backend}: credentials.header {header:?} is not a header name"));
+        }
+        if !format.contains("{secret}") {
+            return Err(format!("backend {backend}: credentials.format must contain {{secret}}"));
+        }
+        Ok(())
+    }
+
+    /// The header a call carries for `secret` (`None`: not a header value).
+    pub fn header_for(&self, secret: &str) -> Option<(http::HeaderName, http::HeaderValue)> {
+        let CredentialMode::PerUserSecret { header, format } = self else { return None };
+        let name = http::HeaderName::from_bytes(header.as_bytes()).ok()?;
+        let mut value = http::HeaderValue::from_str(&format.replace("{secret}", secret)).ok()?;
+        value.set_sensitive(true);
+        Some((name, value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_user_secrets_need_http_a_header_name_and_a_place_for_the_secret() {
+        let mode: CredentialMode =
+            serde_yaml::from_str("{mode: per_user_secret, header: X-Api-Key, format: '{secret}'}").unwrap();
+        assert!(mode.validate("b", "http").is_ok());
+        assert!(mode.validate("b", "stdio").unwrap_err().contains("needs an http(s)://"));
+        let (name, value) = mode.header_for("s3").unwrap();
+        assert_eq!((name.as_str(), value.to_str().unwrap()), ("x-api-key", "s3"));
+        assert!(value.is_sensitive());
+        let default: CredentialMode = serde_yaml::from_str("{mode: per_user_secret}").unwrap();
+        assert_eq!(default.header_for("t").unwrap().1, "Bearer t");
+        let bad: CredentialMode = serde_yaml::from_str("{mode: per_user_secret, format: 'Bearer'}").unwrap();
+        assert!(bad.validate("b", "http").is_err());
+        assert!(serde_yaml::from_str::<CredentialMode>("{mode: per_user_secret, extra: 1}").is_err());
+        assert!(serde_yaml::from_str::<CredentialMode>("{mode: telepathy}").is_err());
+        assert!(default.header_for("line\nbreak").is_none(), "a secret cannot smuggle a header");
+    }
+}

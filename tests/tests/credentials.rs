@@ -1,0 +1,115 @@
+//! Each user's own identity at a backend (`credentials: {mode: per_user_secret}`): every
+//! principal stores its own secret once (`relay_auth_set_secret`), and each of its calls to that
+//! backend carries it, never another principal's. Secrets are sealed in the shared kv (a second
+//! relay on the same Redis and keys uses them; Redis never holds them in the clear; the log never
+//! shows them), listed without values (`relay_auth_status`) and revoked by their owner or an
+//! admin (`relay_auth_revoke`). Per-user modes are refused for backends whose one connection
+//! every caller shares.
+
+use std::path::Path;
+
+use relay_tests::{HttpBackend, RedisServer, Relay, copy_plugin, text_of};
+use serde_json::{Value, json};
+
+const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn yaml(dir: &Path, redis: &RedisServer) -> String {
+    let auth = copy_plugin(dir, "token_auth");
+    format!(
+        "kv: {{backend: redis, url: '{}', namespace: creds, timeout_ms: 200}}\nupstream: {{backoff_initial_ms: 50, backoff_max_ms: 500}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: ALICE-T, principal: alice}}\n        - {{token: BOB-T, principal: bob}}\n        - {{token: OPS-T, principal: ops, roles: [admin]}}\n",
+        redis.url(),
+        auth.display()
+    )
+}
+
+async fn relay(dir: &Path, redis: &RedisServer, backend: &HttpBackend) -> Relay {
+    let backends = format!(
+        "backends:\n  - name: h\n    url: {}\n    headers: {{Authorization: 'Bearer SERVICE'}}\n    credentials: {{mode: per_user_secret}}\n",
+        backend.url()
+    );
+    let mut relay = Relay::start_files(dir, &yaml(dir, redis), &backends, &[("RELAY_CREDENTIAL_KEYS", KEYS)]).await;
+    relay.token = Some("OPS-T".into());
+    relay.wait_ready("h").await;
+    relay
+}
+
+async fn call(relay: &Relay, token: &str, tool: &str, arguments: Value) -> Value {
+    relay.line_client_as(Some(token)).await.call_tool(tool, arguments).await
+}
+
+#[tokio::test]
+async fn each_principal_calls_a_backend_with_its_own_stored_secret() {
+    let redis = RedisServer::start().await;
+    let backend = HttpBackend::start(0).await;
+    let (one_dir, two_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = relay(one_dir.path(), &redis, &backend).await;
+
+    // Nothing stored: refused, saying how to store one; the backend is not called.
+    let refused = call(&one, "ALICE-T", "whoami", json!({})).await;
+    assert_eq!(refused["error"]["code"], -32011, "{refused}");
+    assert_eq!(refused["error"]["data"]["store_with"], "relay_auth_set_secret", "{refused}");
+    assert_eq!(backend.calls_of("whoami"), 0);
+
+    for (token, secret) in [("ALICE-T", "alice-key-0001"), ("BOB-T", "bob-key-0002")] {
+        let stored = call(&one, token, "relay_auth_set_secret", json!({"backend": "h", "secret": secret})).await;
+        assert_eq!(stored["result"]["structuredContent"]["stored"], true, "{stored}");
+    }
+    assert_eq!(text_of(&call(&one, "ALICE-T", "whoami", json!({})).await), "Bearer alice-key-0001");
+    assert_eq!(text_of(&call(&one, "BOB-T", "whoami", json!({})).await), "Bearer bob-key-0002");
+    let status = call(&one, "ALICE-T", "relay_auth_status", json!({})).await;
+    let entry = &status["result"]["structuredContent"]["backends"][0];
+    assert_eq!((entry["backend"].clone(), entry["authorized"].clone()), (json!("h"), json!(true)), "{status}");
+    assert!(!status.to_string().contains("alice-key"), "status never shows the secret: {status}");
+
+    // A second relay on the same Redis and keys uses the stored secrets.
+    let two = relay(two_dir.path(), &redis, &backend).await;
+    assert_eq!(text_of(&call(&two, "ALICE-T", "whoami", json!({})).await), "Bearer alice-key-0001");
+
+    // Secrets at rest are sealed; logs never hold them.
+    let keys = redis.cli(&["--scan", "--pattern", "creds:relay.credential:*"]);
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    for key in keys.lines() {
+        let stored = redis.cli(&["get", key.trim()]);
+        assert!(stored.starts_with("k1:") && !stored.contains("key-000"), "{stored}");
+    }
+    for relay in [&one, &two] {
+        assert!(!relay.log().contains("key-000"), "a secret in the log:\n{}", relay.log());
+    }
+
+    // Revoking: one's own, not another's (unless admin).
+    let denied = call(&one, "BOB-T", "relay_auth_revoke", json!({"backend": "h", "principal": "alice"})).await;
+    assert_eq!(denied["result"]["isError"], true, "{denied}");
+    let revoked = call(&one, "ALICE-T", "relay_auth_revoke", json!({"backend": "h"})).await;
+    assert_eq!(revoked["result"]["structuredContent"]["revoked"], json!(["h"]), "{revoked}");
+    assert_eq!(call(&two, "ALICE-T", "whoami", json!({})).await["error"]["code"], -32011);
+    let by_admin = call(&one, "OPS-T", "relay_auth_revoke", json!({"principal": "bob"})).await;
+    assert_eq!(by_admin["result"]["structuredContent"]["revoked"], json!(["h"]), "{by_admin}");
+    assert_eq!(call(&one, "BOB-T", "whoami", json!({})).await["error"]["code"], -32011);
+}
+
+#[tokio::test]
+async fn per_user_credentials_are_refused_where_one_connection_serves_every_caller() {
+    // In the backends file: check-config (and so serve) refuses it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.yaml"), relay_tests::TEST_RELAY_YAML).unwrap();
+    let bad = "backends:\n  - {name: w, url: 'ws://127.0.0.1:9/', credentials: {mode: per_user_secret}}\n";
+    std::fs::write(dir.path().join("backends.yaml"), bad).unwrap();
+    let output = std::process::Command::new(relay_tests::relay_bin())
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("relay.yaml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && said.contains("needs an http(s):// backend"), "{said}");
+    // At run time: relay_add_server refuses it too.
+    let relay = Relay::start("backends: []\n").await;
+    let added = relay
+        .line_client()
+        .await
+        .call_tool(
+            "relay_add_server",
+            json!({"name": "s", "command": "true", "credentials": {"mode": "per_user_secret"}}),
+        )
+        .await;
+    assert!(added.to_string().contains("needs an http(s):// backend"), "{added}");
+}
