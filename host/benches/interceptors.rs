@@ -61,7 +61,7 @@ async fn router(interceptors: &str) -> Arc<Router> {
 
 fn caller() -> Caller {
     let request = RequestInfo::tool_call(Principal { id: "bench".into(), roles: Vec::new() }, "echo");
-    Caller { request, admit: Arc::new(|_| Box::pin(async { Ok(()) })) }
+    Caller { request, admit: Arc::new(|_| Box::pin(async { Ok(()) })), bearer: None }
 }
 
 async fn one_call(router: &Router, caller: &Caller) {

@@ -70,12 +70,25 @@ pub struct Authenticated {
     /// When the credential stops being valid (the auth plugin's `credential.expires-at`);
     /// sessions opened with it are refused after that. `None`: it does not expire.
     pub expires_at: Option<SystemTime>,
+    /// The bearer token it authenticated with, for a backend whose credential is exchanged
+    /// for it (`token_exchange`); never sent on as it is.
+    pub bearer: Option<Bearer>,
 }
 
 impl Authenticated {
     /// A caller whose credential does not expire.
     pub fn lasting(principal: Principal) -> Self {
-        Self { principal, expires_at: None }
+        Self { principal, expires_at: None, bearer: None }
+    }
+}
+
+/// A client's bearer token, kept for a token exchange: its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bearer(pub Arc<str>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(..)")
     }
 }
 

@@ -9,6 +9,7 @@ pub mod http_backend;
 pub mod mock_openai;
 pub mod pki;
 pub mod redis;
+pub mod token_endpoint;
 
 pub use http_backend::HttpBackend;
 pub use mock_openai::MockOpenAi;

@@ -113,3 +113,48 @@ async fn per_user_credentials_are_refused_where_one_connection_serves_every_call
         .await;
     assert!(added.to_string().contains("needs an http(s):// backend"), "{added}");
 }
+
+/// `token_exchange` (RFC 8693) against an in-process endpoint (`relay_tests::token_endpoint`,
+/// on axum): each principal's own bearer token is exchanged for one meant for the backend, the
+/// relay authenticating itself as `relay`; the exchanged token is cached per principal, and a
+/// refused exchange fails the call with the server's reason.
+#[tokio::test]
+async fn a_token_exchange_gives_each_principal_its_own_token_for_the_backend() {
+    let redis = RedisServer::start().await;
+    let backend = HttpBackend::start(0).await;
+    let endpoint = relay_tests::token_endpoint::TokenEndpoint::start(3600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = copy_plugin(dir.path(), "token_auth");
+    let yaml = format!(
+        "kv: {{backend: redis, url: '{}', namespace: xchg, timeout_ms: 200}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: ALICE-T, principal: alice}}\n        - {{token: BOB-T, principal: bob}}\n        - {{token: CAROL-T, principal: carol}}\n",
+        redis.url(),
+        auth.display()
+    );
+    let backends = format!(
+        "backends:\n  - name: h\n    url: {}\n    credentials: {{mode: token_exchange, token_endpoint: '{}', audience: backend-h, client_id: relay, client_secret_env: XCHG_SECRET}}\n",
+        backend.url(),
+        endpoint.url()
+    );
+    let env = [("RELAY_CREDENTIAL_KEYS", KEYS), ("XCHG_SECRET", "relay-secret")];
+    let mut relay = Relay::start_files(dir.path(), &yaml, &backends, &env).await;
+    relay.token = Some("ALICE-T".into());
+    relay.wait_ready("h").await;
+
+    let alice = text_of(&call(&relay, "ALICE-T", "whoami", json!({})).await);
+    assert!(alice.starts_with("Bearer xchg-alice-"), "{alice}");
+    assert_eq!(text_of(&call(&relay, "ALICE-T", "whoami", json!({})).await), alice, "cached, not exchanged again");
+    let bob = text_of(&call(&relay, "BOB-T", "whoami", json!({})).await);
+    assert!(bob.starts_with("Bearer xchg-bob-"), "{bob}");
+    let exchanges = endpoint.exchanges();
+    assert_eq!(exchanges.len(), 2, "{exchanges:?}");
+    assert_eq!(exchanges[0]["subject_token"], "ALICE-T");
+    assert_eq!(exchanges[0]["audience"], "backend-h");
+
+    // Refused by the server: the call fails with its reason, and the backend is not called.
+    let calls = backend.calls_of("whoami");
+    let refused = call(&relay, "CAROL-T", "whoami", json!({})).await;
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("token exchange failed") && message.contains("invalid_grant"), "{refused}");
+    assert_eq!(backend.calls_of("whoami"), calls);
+    assert!(!relay.log().contains("xchg-alice"), "exchanged tokens stay out of the log");
+}

@@ -1,7 +1,9 @@
 //! How the relay authenticates to a backend (`credentials:` of a backends.yaml entry): as itself
 //! with the entry's static `headers` (the default), or, per call, as the calling principal with
-//! a credential of that principal's own (`per_user_secret`: a secret each principal stores once
-//! with `relay_auth_set_secret`, sent in the header the entry names).
+//! a credential of that principal's own: `per_user_secret` (a secret each principal stores once
+//! with `relay_auth_set_secret`, sent in the header the entry names) or `token_exchange` (RFC
+//! 8693: the principal's own validated bearer token exchanged at `token_endpoint` for one whose
+//! audience is the backend).
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +22,27 @@ pub enum CredentialMode {
         /// Its value, `{secret}` replaced by the principal's secret.
         #[serde(default = "bearer")]
         format: String,
+    },
+    /// The caller's bearer token, exchanged (RFC 8693) for one meant for this backend; sent as
+    /// `Authorization: Bearer <token>`, cached per principal until it expires.
+    TokenExchange {
+        /// The authorization server's token endpoint (`https://`, or `http://` on loopback).
+        token_endpoint: String,
+        /// `audience` of the exchange (the backend's identifier at the server), if any.
+        #[serde(default)]
+        audience: Option<String>,
+        /// `resource` of the exchange (RFC 8707), if any.
+        #[serde(default)]
+        resource: Option<String>,
+        /// `scope` asked for, if any.
+        #[serde(default)]
+        scope: Option<String>,
+        /// The relay's client id at the server (HTTP Basic with the secret below), if it has one.
+        #[serde(default)]
+        client_id: Option<String>,
+        /// The environment variable holding the client secret.
+        #[serde(default)]
+        client_secret_env: Option<String>,
     },
 }
 
@@ -42,19 +65,41 @@ impl CredentialMode {
         match self {
             CredentialMode::Static => "static",
             CredentialMode::PerUserSecret { .. } => "per_user_secret",
+            CredentialMode::TokenExchange { .. } => "token_exchange",
         }
     }
 
     /// Checks the mode for `backend`, whose transport is `transport` (a per-user credential
     /// needs a request per call to carry it: Streamable HTTP only).
     pub fn validate(&self, backend: &str, transport: &str) -> Result<(), String> {
-        let CredentialMode::PerUserSecret { header, format } = self else { return Ok(()) };
+        if !self.is_per_user() {
+            return Ok(());
+        }
         if transport != "http" {
             return Err(format!(
                 "backend {backend}: credentials mode {} needs an http(s):// backend (one connection of a {transport} backend is shared by every caller)",
                 self.name()
             ));
         }
+        let (header, format) = match self {
+            CredentialMode::TokenExchange { token_endpoint, client_id, client_secret_env, .. } => {
+                let https = token_endpoint.starts_with("https://");
+                let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                    .iter()
+                    .any(|prefix| token_endpoint.starts_with(prefix));
+                if !https && !loopback {
+                    return Err(format!(
+                        "backend {backend}: credentials.token_endpoint must be https:// (http:// only on loopback): callers' tokens travel there"
+                    ));
+                }
+                if client_secret_env.is_some() && client_id.is_none() {
+                    return Err(format!("backend {backend}: credentials.client_secret_env needs client_id"));
+                }
+                return Ok(());
+            }
+            CredentialMode::PerUserSecret { header, format } => (header, format),
+            CredentialMode::Static => return Ok(()),
+        };
         if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
             return Err(format!("backend {backend}: credentials.header {header:?} is not a header name"));
         }
@@ -66,9 +111,14 @@ impl CredentialMode {
 
     /// The header a call carries for `secret` (`None`: not a header value).
     pub fn header_for(&self, secret: &str) -> Option<(http::HeaderName, http::HeaderValue)> {
-        let CredentialMode::PerUserSecret { header, format } = self else { return None };
-        let name = http::HeaderName::from_bytes(header.as_bytes()).ok()?;
-        let mut value = http::HeaderValue::from_str(&format.replace("{secret}", secret)).ok()?;
+        let (name, value) = match self {
+            CredentialMode::PerUserSecret { header, format } => {
+                (http::HeaderName::from_bytes(header.as_bytes()).ok()?, format.replace("{secret}", secret))
+            }
+            CredentialMode::TokenExchange { .. } => (http::header::AUTHORIZATION, format!("Bearer {secret}")),
+            CredentialMode::Static => return None,
+        };
+        let mut value = http::HeaderValue::from_str(&value).ok()?;
         value.set_sensitive(true);
         Some((name, value))
     }
@@ -94,5 +144,22 @@ mod tests {
         assert!(serde_yaml::from_str::<CredentialMode>("{mode: per_user_secret, extra: 1}").is_err());
         assert!(serde_yaml::from_str::<CredentialMode>("{mode: telepathy}").is_err());
         assert!(default.header_for("line\nbreak").is_none(), "a secret cannot smuggle a header");
+    }
+
+    #[test]
+    fn a_token_endpoint_is_https_or_loopback_and_a_client_secret_needs_a_client() {
+        let parse = |yaml: &str| serde_yaml::from_str::<CredentialMode>(yaml).unwrap().validate("b", "http");
+        assert!(parse("{mode: token_exchange, token_endpoint: 'https://as.example/token'}").is_ok());
+        assert!(parse("{mode: token_exchange, token_endpoint: 'http://127.0.0.1:9/token'}").is_ok());
+        assert!(
+            parse("{mode: token_exchange, token_endpoint: 'http://as.example/token'}")
+                .unwrap_err()
+                .contains("https://")
+        );
+        let secret_alone = "{mode: token_exchange, token_endpoint: 'https://as/t', client_secret_env: S}";
+        assert!(parse(secret_alone).unwrap_err().contains("needs client_id"));
+        let mode: CredentialMode =
+            serde_yaml::from_str("{mode: token_exchange, token_endpoint: 'https://as/t'}").unwrap();
+        assert_eq!(mode.header_for("tok").unwrap().1, "Bearer tok");
     }
 }

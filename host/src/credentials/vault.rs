@@ -96,6 +96,21 @@ impl Vault {
 
     /// Seals and stores `secret` as `principal`'s credential for `backend`, replacing any.
     pub async fn put(&self, principal: &str, backend: &str, secret: &str) -> Result<(), VaultError> {
+        self.seal(principal, backend, secret, None).await
+    }
+
+    /// [`Vault::put`] for `lifetime` only (an exchanged token, until shortly before it expires).
+    pub async fn put_for(
+        &self,
+        principal: &str,
+        backend: &str,
+        secret: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<(), VaultError> {
+        self.seal(principal, backend, secret, Some(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX))).await
+    }
+
+    async fn seal(&self, principal: &str, backend: &str, secret: &str, ttl_ms: Option<u64>) -> Result<(), VaultError> {
         let (id, key) = &self.keys()?.0[0];
         let place = place(principal, backend);
         let mut nonce = [0u8; NONCE_LEN];
@@ -105,7 +120,7 @@ impl Vault {
             .map_err(|_| VaultError::Unreadable)?;
         let mut record = nonce.to_vec();
         record.extend_from_slice(&sealed);
-        self.kv.set(&place, &format!("{id}:{}", B64.encode(record)), None, None).await?;
+        self.kv.set(&place, &format!("{id}:{}", B64.encode(record)), ttl_ms, None).await?;
         Ok(())
     }
 

@@ -79,7 +79,7 @@ mod tests {
     use crate::access::Principal;
 
     fn alice(expires_at: Option<SystemTime>) -> Authenticated {
-        Authenticated { principal: Principal { id: "alice".into(), roles: vec![] }, expires_at }
+        Authenticated { principal: Principal { id: "alice".into(), roles: vec![] }, expires_at, bearer: None }
     }
 
     #[test]

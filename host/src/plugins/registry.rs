@@ -262,8 +262,11 @@ impl Plugins {
         match outcome {
             Ok(principal) => {
                 let expires_at = note.expires_at_ms.map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
-                let authenticated =
-                    Authenticated { principal: Principal { id: principal.id, roles: principal.roles }, expires_at };
+                let authenticated = Authenticated {
+                    principal: Principal { id: principal.id, roles: principal.roles },
+                    expires_at,
+                    bearer: None,
+                };
                 if expires_at.is_some_and(|at| at <= std::time::SystemTime::now()) {
                     let message = "the credential has expired".to_owned();
                     let denial = Denial {

@@ -64,6 +64,8 @@ pub struct Caller {
     pub request: RequestInfo,
     /// The policy chain.
     pub admit: Admission,
+    /// The bearer token the caller authenticated with (for `token_exchange` backends).
+    pub bearer: Option<crate::access::Bearer>,
 }
 
 /// Runs the policy chain on a request (the session hands it in, so plugins need no policy).

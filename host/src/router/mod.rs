@@ -352,7 +352,8 @@ impl Router {
                     // A per-user backend is called with the caller's own credential.
                     let mode = &upstream.backend.credentials;
                     let principal = &caller.request.principal.id;
-                    match self.builtin.credentials().header_for(backend, mode, principal).await {
+                    let credentials = self.builtin.credentials();
+                    match credentials.header_for(backend, mode, principal, caller.bearer.as_ref()).await {
                         Err(error) => Err(RouterError::Credential(error)),
                         Ok(credential) => {
                             let params = call.into_params(&entry.upstream_name);

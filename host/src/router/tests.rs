@@ -60,7 +60,7 @@ fn caller() -> Caller {
         tool: None,
         route: None,
     };
-    Caller { request, admit: Arc::new(|_| Box::pin(async { Ok(()) })) }
+    Caller { request, admit: Arc::new(|_| Box::pin(async { Ok(()) })), bearer: None }
 }
 
 fn anyone() -> Principal {

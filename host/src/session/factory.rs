@@ -106,7 +106,8 @@ impl SessionFactory {
         }
         let transport = info.transport.as_str();
         let remote = info.remote_addr;
-        if let Some(known) = self.plugins.remembered(info) {
+        if let Some(mut known) = self.plugins.remembered(info) {
+            known.bearer = info.token.as_deref().map(|t| crate::access::Bearer(t.into()));
             tracing::info!(target: "relay::auth", transport, %remote, outcome = "ok", principal = %known.principal.id, remembered = true, "authentication");
             return Ok(known);
         }
@@ -114,7 +115,10 @@ impl SessionFactory {
             Ok(attempt) => attempt,
             Err(wait) => return Err(Refusal::Denied(self.throttled(info.transport, remote, wait))),
         };
-        let outcome = self.plugins.authenticate(info).await;
+        let outcome = self.plugins.authenticate(info).await.map(|mut authenticated| {
+            authenticated.bearer = info.token.as_deref().map(|t| crate::access::Bearer(t.into()));
+            authenticated
+        });
         match &outcome {
             Ok(a) => {
                 tracing::info!(target: "relay::auth", transport, %remote, outcome = "ok", principal = %a.principal.id, "authentication")
@@ -242,7 +246,7 @@ impl SessionFactory {
         if self.lifecycle.is_draining() {
             return Err(draining_error());
         }
-        let Authenticated { principal, expires_at } = authenticated;
+        let Authenticated { principal, expires_at, bearer } = authenticated;
         let limits = &self.limits;
         let refuse = |what: &str, limit: usize| {
             tracing::warn!(limit, transport = transport.as_str(), principal = %principal.id, %remote, "session refused: {what} limit reached");
@@ -293,7 +297,7 @@ impl SessionFactory {
             slots: Arc::new(Semaphore::new(limits.max_requests_in_flight)),
             get_stream: Arc::default(),
             client_requests: Arc::default(),
-            caller: Caller { request, admit },
+            caller: Caller { request, admit, bearer },
             shared_at: Mutex::default(),
             counts: (self.lifecycle.session_opened(transport), principal_count, address_count),
         }))
