@@ -22,11 +22,14 @@ fn yaml(dir: &Path, redis: &RedisServer) -> String {
 }
 
 async fn relay(dir: &Path, redis: &RedisServer, colour: &str, port: u16) -> Relay {
+    relay_with(dir, &yaml(dir, redis), colour, port).await
+}
+
+async fn relay_with(dir: &Path, yaml: &str, colour: &str, port: u16) -> Relay {
     let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
     let port = port.to_string();
     let mut relay =
-        Relay::start_files(dir, &yaml(dir, redis), &backends, &[("RELAY_INSTANCE", colour), ("RELAY_PORT", &port)])
-            .await;
+        Relay::start_files(dir, yaml, &backends, &[("RELAY_INSTANCE", colour), ("RELAY_PORT", &port)]).await;
     relay.token = Some("ALICE-TOKEN-1".into());
     relay.wait_ready("b").await;
     relay
@@ -172,4 +175,24 @@ async fn one_session_alternates_between_two_relays_behind_the_shipped_haproxy() 
         assert_eq!((status, text_of(&reply)), (200, "b: hi".to_owned()), "{reply}");
     }
     assert_eq!(served_by.into_iter().collect::<Vec<_>>(), ["blue", "green"], "the session was served by both colours");
+}
+
+#[tokio::test]
+async fn a_record_another_instance_rewrote_keeps_the_session_open_here() {
+    let redis = RedisServer::start().await;
+    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A short idle timeout: the record's expiry is refreshed every quarter of it (2 s).
+    let short = |dir: &Path| format!("limits: {{idle_timeout_secs: 8}}\n{}", yaml(dir, &redis));
+    let blue = relay_with(blue_dir.path(), &short(blue_dir.path()), "blue", 0).await;
+    let green = relay_with(green_dir.path(), &short(green_dir.path()), "green", 0).await;
+    let session = initialize(&blue.http("/mcp"), "ALICE-TOKEN-1").await;
+    let level = json!({"level": "error"});
+    let (status, _) = call(&green.http("/mcp"), "ALICE-TOKEN-1", &session, 1, "logging/setLevel", level).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Blue's refresh finds the record green rewrote: still open, not ended.
+    for id in 2..4 {
+        let (status, reply) = echo(&blue.http("/mcp"), "ALICE-TOKEN-1", &session, id).await;
+        assert_eq!(status, 200, "{reply}");
+    }
 }

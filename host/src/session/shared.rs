@@ -123,33 +123,35 @@ impl SharedSessions {
         }
     }
 
-    /// Whether `session` is still open for every instance (not ended elsewhere); its record's
-    /// expiry moves on while it is used. While the kv cannot be reached the local copy is
-    /// trusted.
+    /// Whether `session` is still open for every instance (not ended elsewhere). What another
+    /// instance changed in its record (log level, client capabilities) is taken over here, and
+    /// the record's expiry moves on while the session is used (a compare-and-swap every quarter
+    /// of the TTL, so an ended session is never brought back). While the kv cannot be reached
+    /// the local copy is trusted.
     pub async fn still_open(&self, session: &Session) -> bool {
         let Some(kv) = &self.kv else { return true };
         let key = key(&session.id);
-        let saved = session.shared_at.lock().expect("shared_at lock").clone();
-        let outcome = match saved {
-            // Used recently: one read says whether it still exists.
-            Some((at, _)) if at.elapsed() < self.ttl / 4 => kv.get(&key).await.map(|v| v.is_some()),
-            // Refreshed only if still there: an ended session is not brought back.
-            Some((_, record)) => {
-                let refreshed = kv.compare_and_swap(&key, Some(&record), &record, Some(self.ttl_ms()), None).await;
-                if refreshed == Ok(true) {
-                    *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), record));
-                }
-                refreshed
-            }
-            None => kv.get(&key).await.map(|v| v.is_some()),
-        };
-        match outcome {
-            Ok(open) => open,
+        let current = match kv.get(&key).await {
+            Ok(Some(current)) => current,
+            Ok(None) => return false,
             Err(e) => {
                 unavailable("could not check a session with the other instances; serving it as this one knows it", &e);
-                true
+                return true;
             }
+        };
+        let saved = session.shared_at.lock().expect("shared_at lock").clone();
+        if saved.as_ref().is_none_or(|(_, text)| *text != current)
+            && let Ok(record) = serde_json::from_str::<SessionRecord>(&current)
+        {
+            session.take_over(&record);
         }
+        let due = saved.as_ref().is_none_or(|(at, _)| at.elapsed() >= self.ttl / 4);
+        let mut refreshed_at = saved.map(|(at, _)| at).unwrap_or_else(Instant::now);
+        if due && kv.compare_and_swap(&key, Some(&current), &current, Some(self.ttl_ms()), None).await == Ok(true) {
+            refreshed_at = Instant::now();
+        }
+        *session.shared_at.lock().expect("shared_at lock") = Some((refreshed_at, current));
+        true
     }
 
     /// Ends session `id` for every instance.
@@ -204,6 +206,17 @@ impl Session {
             subscriptions,
             capabilities: self.client_requests.declared(),
         }
+    }
+
+    /// What another instance changed in this session's record since this one last saw it: its
+    /// log level and what the client declared (subscriptions stay as this instance made them).
+    fn take_over(&self, record: &SessionRecord) {
+        let mut state = self.state.lock().expect("session lock");
+        state.log_level = record.log_level;
+        state.protocol_version.clone_from(&record.protocol_version);
+        state.client_name.clone_from(&record.client_name);
+        drop(state);
+        self.client_requests.declare(record.capabilities.clone(), false);
     }
 
     /// Takes up, on this instance, what a session established elsewhere and the backends must
