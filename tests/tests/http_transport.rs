@@ -51,7 +51,9 @@ async fn http_session_lifecycle_and_header_rules() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["result"]["tools"].as_array().unwrap().len(), 8);
+    // The relay's own tools: status, servers (list, add, remove, reconnect), plugins (reload,
+    // rollback), drain, and the caller's own credentials (set, status, revoke).
+    assert_eq!(body["result"]["tools"].as_array().unwrap().len(), 11);
 
     // A tools/call with nothing streamed before its answer is answered as one JSON body (the
     // transport lets the server choose; SSE only when progress or requests come first).

@@ -24,9 +24,11 @@ use crate::mcp::Message;
 pub const RESUME_WINDOW: Duration = Duration::from_secs(30);
 /// How long a finished stream's events stay for a late resume.
 pub const RETAIN: Duration = Duration::from_secs(60);
-/// The most events one stream keeps (older ones are dropped; a resume from before them starts
-/// at the oldest kept).
+/// The most events one stream keeps, and the most bytes of them (older ones are dropped; a
+/// resume from before them starts at the oldest kept), so a backend streaming without end
+/// cannot make the relay hold more.
 const MAX_EVENTS: usize = 1024;
+const MAX_BYTES: usize = 8 << 20;
 
 /// The resumable streams of every session on this instance, by session id and stream number.
 #[derive(Default)]
@@ -46,6 +48,8 @@ pub struct Replay {
 struct ReplayState {
     /// Event texts; the first is number `first`.
     events: std::collections::VecDeque<String>,
+    /// Their total length.
+    bytes: usize,
     first: u64,
     done: bool,
     readers: usize,
@@ -80,10 +84,13 @@ impl ResumableStreams {
 impl Replay {
     /// Adds the next event.
     pub fn push(&self, message: &Message) {
+        let text = message.to_text();
         let mut state = self.state.lock().expect("replay lock");
-        state.events.push_back(message.to_text());
-        if state.events.len() > MAX_EVENTS {
-            state.events.pop_front();
+        state.bytes += text.len();
+        state.events.push_back(text);
+        while state.events.len() > 1 && (state.events.len() > MAX_EVENTS || state.bytes > MAX_BYTES) {
+            let dropped = state.events.pop_front().map_or(0, |e| e.len());
+            state.bytes -= dropped;
             state.first += 1;
         }
         drop(state);
