@@ -16,7 +16,7 @@ async fn health_command_passes_against_a_running_relay_and_fails_without_one() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
-    assert!(stdout.contains("Health check PASSED") && stdout.contains("Tools: 8 available"), "{stdout}");
+    assert!(stdout.contains("Health check PASSED") && stdout.contains("Tools: 11 available"), "{stdout}");
 
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let output = tokio::process::Command::new(relay_tests::relay_bin())
@@ -38,7 +38,7 @@ async fn reference_health_check_script_passes_unchanged() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("Health check PASSED") && stdout.contains("Tools: 8 available"), "{stdout}");
+    assert!(stdout.contains("Health check PASSED") && stdout.contains("Tools: 11 available"), "{stdout}");
 }
 
 #[tokio::test]
