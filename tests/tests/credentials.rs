@@ -112,6 +112,18 @@ async fn per_user_credentials_are_refused_where_one_connection_serves_every_call
         )
         .await;
     assert!(added.to_string().contains("needs an http(s):// backend"), "{added}");
+    // Without an auth plugin every client is one principal: nothing is stored for "everyone".
+    let backend = HttpBackend::start(0).await;
+    let open = Relay::start(&format!(
+        "backends:\n  - {{name: h, url: '{}', credentials: {{mode: per_user_secret}}}}\n",
+        backend.url()
+    ))
+    .await;
+    open.wait_ready("h").await;
+    let mut client = open.line_client().await;
+    let refused = client.call_tool("relay_auth_set_secret", json!({"backend": "h", "secret": "x"})).await;
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    assert!(refused.to_string().contains("no auth plugin"), "{refused}");
 }
 
 /// `token_exchange` (RFC 8693) against an in-process endpoint (`relay_tests::token_endpoint`,

@@ -11,6 +11,12 @@ use crate::access::Principal;
 impl RelayTools {
     /// `relay_auth_set_secret {backend, secret}`.
     pub(super) async fn auth_set_secret(&self, arguments: &Value, caller: &Principal) -> Result<Value, AdminError> {
+        if !self.plugins.has_auth() {
+            // Every client is the same principal then: a credential stored here would be everyone's.
+            return Err(AdminError::BadArguments(
+                "the relay has no auth plugin, so every client is the same principal: a credential stored now would be used for everyone; configure an auth plugin first".into(),
+            ));
+        }
         let backend = self.per_user_backend(arguments)?;
         let secret = arguments.get("secret").and_then(Value::as_str).filter(|s| !s.is_empty());
         let secret =
