@@ -21,6 +21,10 @@ pub struct Preflight {
     pub metrics_listen: Option<String>,
     /// TLS on the main port, when configured.
     pub tls: Option<Arc<Tls>>,
+    /// Proxies whose PROXY protocol headers are believed (`listen.trusted_proxies`).
+    pub proxies: Vec<ipnet::IpNet>,
+    /// Command lines `relay_add_server` may start (`access.add_server_commands`).
+    pub allowed_commands: Vec<crate::config::AllowedCommand>,
 }
 
 /// Resolves and checks what `serve` needs from `config` (read from `config_path`) and the
@@ -64,7 +68,7 @@ pub fn preflight(config: &RelayConfig, config_path: &Path) -> anyhow::Result<Pre
             dir.display()
         );
     }
-    config.listen.proxies().map_err(anyhow::Error::msg)?;
-    config.access.allowed_commands().map_err(anyhow::Error::msg)?;
-    Ok(Preflight { addr, metrics_listen, tls })
+    let proxies = config.listen.proxies().map_err(anyhow::Error::msg)?;
+    let allowed_commands = config.access.allowed_commands().map_err(anyhow::Error::msg)?;
+    Ok(Preflight { addr, metrics_listen, tls, proxies, allowed_commands })
 }

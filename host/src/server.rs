@@ -68,14 +68,15 @@ pub async fn run(
         }
     });
 
-    let crate::preflight::Preflight { addr, metrics_listen, tls } = crate::preflight::preflight(&config, config_path)?;
+    let crate::preflight::Preflight { addr, metrics_listen, tls, proxies, allowed_commands } =
+        crate::preflight::preflight(&config, config_path)?;
     let _tls_watch = tls.as_ref().map(|tls| tls.watch()).transpose().context("cannot watch the TLS files")?;
     let relay_tools = Arc::new(RelayTools::new(
         upstreams.clone(),
         store.clone(),
         lifecycle.clone(),
         plugins.clone(),
-        config.access.allowed_commands().map_err(anyhow::Error::msg)?,
+        allowed_commands,
         kv.clone(),
         crate::credentials::Credentials::new(crate::credentials::Vault::from_env(kv.clone())),
     ));
@@ -113,7 +114,7 @@ pub async fn run(
         relay_tools: relay_tools.clone(),
         tls: tls.clone(),
         oauth: config.oauth.as_ref().map(|oauth| Arc::new(transport::ProtectedResource::new(oauth))),
-        proxies: transport::TrustedProxies::new(config.listen.proxies().map_err(anyhow::Error::msg)?),
+        proxies: transport::TrustedProxies::new(proxies),
         resumable: Arc::default(),
     });
 

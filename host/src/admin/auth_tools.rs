@@ -33,7 +33,7 @@ impl RelayTools {
     /// `relay_auth_status`: for each per-user backend, whether the caller has a credential.
     pub(super) async fn auth_status(&self, caller: &Principal) -> Result<Value, AdminError> {
         let mut backends = Vec::new();
-        for upstream in self.upstreams.list().iter().filter(|u| u.backend.credentials.is_per_user()) {
+        for upstream in self.per_user_backends() {
             let name = upstream.name();
             let stored = self.credentials.vault.get(&caller.id, name).await;
             let entry = match stored {
@@ -63,13 +63,7 @@ impl RelayTools {
         };
         let backends: Vec<String> = match arguments.get("backend") {
             Some(_) => vec![self.per_user_backend(arguments)?],
-            None => self
-                .upstreams
-                .list()
-                .iter()
-                .filter(|u| u.backend.credentials.is_per_user())
-                .map(|u| u.name().to_owned())
-                .collect(),
+            None => self.per_user_backends().iter().map(|u| u.name().to_owned()).collect(),
         };
         let mut revoked = Vec::new();
         for backend in backends {
@@ -85,6 +79,11 @@ impl RelayTools {
         }
         tracing::info!(principal = %whose, by = %caller.id, revoked = ?revoked, "credentials revoked");
         Ok(json!({"principal": whose, "revoked": revoked}))
+    }
+
+    /// The running backends called with each caller's own credential.
+    fn per_user_backends(&self) -> Vec<std::sync::Arc<crate::upstream::Upstream>> {
+        self.upstreams.list().into_iter().filter(|u| u.backend.credentials.is_per_user()).collect()
     }
 
     /// The `backend` argument, naming a running backend whose mode is per user.

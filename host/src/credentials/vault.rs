@@ -154,9 +154,7 @@ impl Vault {
 /// The kv key of `principal`'s credential for `backend` (the principal by digest: ids may hold
 /// any character).
 fn place(principal: &str, backend: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest: String = Sha256::digest(principal.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    format!("{PREFIX}{digest}:{backend}")
+    format!("{PREFIX}{}:{backend}", crate::digest::sha256_hex(principal.as_bytes()))
 }
 
 #[cfg(test)]

@@ -7,13 +7,12 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The SHA-256 of a component file, hex.
 pub fn content_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::sha256_hex(bytes)
 }
 
 /// The default cache directory: `$XDG_CACHE_HOME/relay` or `~/.cache/relay`.

@@ -72,13 +72,12 @@ impl From<RouterError> for RpcError {
             RouterError::Upstream { source: UpstreamError::Rpc(e), .. } => e,
             RouterError::Intercepted(refusal) => refusal.into(),
             RouterError::Credential(error) => {
-                let missing = matches!(error, crate::credentials::CredentialError::Missing { .. });
-                let code = if missing { error_codes::UNAUTHENTICATED } else { error_codes::UPSTREAM_UNAVAILABLE };
-                let data = match &error {
-                    crate::credentials::CredentialError::Missing { backend } => {
-                        json!({"backend": backend, "store_with": "relay_auth_set_secret"})
-                    }
-                    _ => json!({}),
+                let (code, data) = match &error {
+                    crate::credentials::CredentialError::Missing { backend } => (
+                        error_codes::UNAUTHENTICATED,
+                        json!({"backend": backend, "store_with": "relay_auth_set_secret"}),
+                    ),
+                    _ => (error_codes::UPSTREAM_UNAVAILABLE, json!({})),
                 };
                 RpcError::new(code, error.to_string()).with_data(data)
             }

@@ -295,7 +295,7 @@ pub fn draining_error() -> RpcError {
 /// The log name of session `id`: the first 12 hex digits of its SHA-256.
 fn tag_of(id: &str) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(id.as_bytes())[..6].iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::hex(&Sha256::digest(id.as_bytes())[..6])
 }
 
 /// The answer to a request on a session whose credential has expired.

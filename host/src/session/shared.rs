@@ -50,15 +50,7 @@ pub struct SessionRecord {
 impl SessionRecord {
     /// The credential digest as the session keeps it.
     pub fn credential_digest(&self) -> Option<[u8; 32]> {
-        let hex = self.credential.as_deref()?.as_bytes();
-        if hex.len() != 64 {
-            return None;
-        }
-        let mut digest = [0u8; 32];
-        for (byte, pair) in digest.iter_mut().zip(hex.chunks(2)) {
-            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-        }
-        Some(digest)
+        crate::digest::parse_hex32(self.credential.as_deref()?)
     }
 
     /// When the credential expires.
@@ -169,12 +161,7 @@ impl SharedSessions {
 
 /// The kv key of session `id`: a digest, so Redis never holds an id a client could present.
 fn key(id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{PREFIX}{}", to_hex(&Sha256::digest(id.as_bytes())))
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{PREFIX}{}", crate::digest::sha256_hex(id.as_bytes()))
 }
 
 /// Says, at most once a minute, that the kv failed a session operation.
@@ -195,7 +182,7 @@ impl Session {
         subscriptions.sort();
         SessionRecord {
             principal: self.principal.id.clone(),
-            credential: self.credential.as_ref().map(|digest| to_hex(digest)),
+            credential: self.credential.as_ref().map(|digest| crate::digest::hex(digest)),
             expires_at_ms: self
                 .expires_at
                 .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
@@ -246,7 +233,7 @@ mod tests {
     fn a_record_round_trips_and_keys_never_hold_the_id() {
         let record = SessionRecord {
             principal: "alice".into(),
-            credential: Some(to_hex(&[7u8; 32])),
+            credential: Some(crate::digest::hex(&[7u8; 32])),
             expires_at_ms: Some(1_900_000_000_000),
             protocol_version: Some("2025-06-18".into()),
             client_name: Some("c".into()),

@@ -23,7 +23,7 @@ pub fn render(name: &X509Name<'_>) -> String {
                     let value = match attribute.as_str() {
                         Ok(text) => escape(text),
                         // Not a string type: its bytes in hex, which RFC 4514 marks with `#`.
-                        Err(_) => format!("#{}", hex(attribute.attr_value().data)),
+                        Err(_) => format!("#{}", crate::digest::hex(attribute.attr_value().data)),
                     };
                     format!("{kind}={value}")
                 })
@@ -56,10 +56,6 @@ pub fn escape(value: &str) -> String {
         }
     }
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
