@@ -12,6 +12,7 @@ pub mod admission;
 pub mod auth_throttle;
 pub mod config;
 pub mod credentials;
+pub mod deadline;
 pub mod digest;
 pub mod file_watch;
 pub mod health;

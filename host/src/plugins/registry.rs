@@ -93,7 +93,7 @@ impl Slot {
             warm.store.data_mut().caller = None;
             Ok::<_, PluginError>((outcome, warm))
         };
-        let finished = super::sandbox::within_deadline(Duration::from_millis(deadline_ms), run).await;
+        let finished = crate::deadline::within(Duration::from_millis(deadline_ms), run).await;
         self.metrics.duration(started.elapsed());
         match finished {
             Ok(Err(error)) => {

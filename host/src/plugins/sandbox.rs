@@ -170,24 +170,6 @@ pub fn arm(store: &mut Store<PluginState>) {
     store.epoch_deadline_async_yield_and_update(YIELD_EVERY.as_millis().div_ceil(TICK.as_millis()).max(1) as u64);
 }
 
-/// `call`, ended with `Err(Elapsed)` once `deadline` has passed. Most plugin calls finish in
-/// their first poll (guest code that never waits: a policy on the in-memory kv, an interceptor,
-/// an adapter that answers from its arguments), and those take no timer: arming and cancelling
-/// one per call would lock the runtime's timer wheel twice per call, from every worker. A call
-/// still running after its first poll (waiting for a call slot or in the host, or guest code
-/// that ran long enough to yield at an epoch tick) gets the timer then, measured from its start.
-pub(super) async fn within_deadline<F: Future>(
-    deadline: std::time::Duration,
-    call: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let started = tokio::time::Instant::now();
-    let mut call = std::pin::pin!(call);
-    match futures::poll!(call.as_mut()) {
-        std::task::Poll::Ready(output) => Ok(output),
-        std::task::Poll::Pending => tokio::time::timeout_at(started + deadline, call).await,
-    }
-}
-
 /// How often running guest code yields to the runtime.
 const YIELD_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
 

@@ -82,7 +82,8 @@ fn host_name(host: &str) -> &str {
 fn is_loopback_name(name: &str) -> bool {
     let name = name.trim_start_matches('[').trim_end_matches(']');
     name.eq_ignore_ascii_case("localhost")
-        || name.to_ascii_lowercase().ends_with(".localhost")
+        || name.len() > ".localhost".len()
+            && name.get(name.len() - ".localhost".len()..).is_some_and(|end| end.eq_ignore_ascii_case(".localhost"))
         || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 

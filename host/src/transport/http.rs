@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::to_bytes;
 use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -23,7 +23,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::http_session::{find_session, vouched_for};
 
-use super::browser_guard::{self, BrowserRules};
+use super::browser_guard::BrowserRules;
 use super::resumable::{RESUME_WINDOW, RETAIN, ResumableStreams};
 use super::stateless::{self, ParkedCalls};
 use super::{media, oauth, sse};
@@ -62,10 +62,12 @@ pub struct TransportState {
 /// session holds this much; a larger message grows it.
 const WS_READ_BUFFER: usize = 2048;
 
-/// The HTTP routes as one `axum::Router`, served per connection by the listener.
+/// The HTTP routes as one `axum::Router`, served per connection by the listener (behind
+/// [`super::gate`], which every request passes first).
 pub fn app(state: Arc<TransportState>) -> Router {
     Router::new()
-        .route("/mcp", get(mcp_get).post(mcp_post).delete(mcp_delete))
+        // POST /mcp is answered before this router is asked ([`respond`]).
+        .route("/mcp", get(mcp_get).delete(mcp_delete))
         .route("/", get(websocket_or_info))
         .route("/ws", get(websocket_or_info))
         .route("/healthz", get(healthz))
@@ -79,31 +81,7 @@ pub fn app(state: Arc<TransportState>) -> Router {
                 .route("/.well-known/oauth-protected-resource/mcp", get(oauth::metadata))
                 .with_state(state.oauth.clone()),
         )
-        .layer(axum::middleware::from_fn_with_state(state.oauth.clone(), oauth::challenges))
-        .layer(axum::middleware::from_fn(oauth::no_query_tokens))
-        .layer(axum::middleware::from_fn_with_state(state.sessions_factory.limits.max_header_bytes, header_limit))
-        .layer(axum::middleware::from_fn_with_state(state.browser.clone(), browser_guard::enforce))
         .with_state(state)
-}
-
-/// Refuses a request whose head (target and headers) is larger than
-/// `limits.max_header_bytes`: 431, counted.
-async fn header_limit(
-    State(max): State<usize>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let target = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    let headers: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
-    if target + headers > max {
-        crate::limit_log::limit_refused(
-            "max_header_bytes",
-            format_args!("a request head of {} bytes", target + headers),
-        );
-        let message = format!("request headers are larger than {max} bytes (limits.max_header_bytes)");
-        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message).into_response();
-    }
-    next.run(request).await
 }
 
 /// With `tls.required`, all a plaintext HTTP connection may reach: the probes (load balancers'
@@ -164,13 +142,38 @@ async fn websocket_or_info(
     }
 }
 
-/// POST /mcp: one JSON-RPC message per request.
-async fn mcp_post(
-    State(state): State<Arc<TransportState>>,
-    axum::Extension(peer): axum::Extension<Peer>,
-    headers: HeaderMap,
-    body: Body,
+/// Answers one HTTP request of a connection: through [`super::gate`] when `gated`, then
+/// `POST /mcp` (every call a client makes, the hot path) directly, anything else by `router`.
+/// The router's per-request machinery (its boxed services and futures, the path parameters,
+/// the extractors' copies of the headers) is a dozen allocations a call does not need.
+pub(super) async fn respond(
+    state: Arc<TransportState>,
+    router: Router,
+    gated: bool,
+    peer: Peer,
+    mut request: axum::extract::Request,
 ) -> Response {
+    if gated && let Some(refusal) = super::gate::refusal(&state, &request) {
+        return refusal;
+    }
+    let response = if request.method() == axum::http::Method::POST && request.uri().path() == "/mcp" {
+        mcp_post(&state, peer, request).await
+    } else {
+        // The other handlers read the peer through an extension.
+        request.extensions_mut().insert(peer);
+        match tower::ServiceExt::oneshot(router, request).await {
+            Ok(response) => response,
+            Err(infallible) => match infallible {},
+        }
+    };
+    if gated { super::gate::finish(&state, response) } else { response }
+}
+
+/// POST /mcp: one JSON-RPC message per request.
+async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extract::Request) -> Response {
+    let state = state.clone();
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     // The transport spec: a POST accepts both JSON and SSE answers (no Accept header: anything).
     let accept = header_str(&headers, header::ACCEPT);
     if !(media::accepts(accept, "application/json") && media::accepts(accept, "text/event-stream")) {
@@ -185,7 +188,7 @@ async fn mcp_post(
     };
     let limits = state.sessions_factory.limits.clone();
     let body_deadline = Duration::from_secs(limits.body_timeout_secs);
-    let bytes = match tokio::time::timeout(body_deadline, to_bytes(body, limits.max_message_bytes)).await {
+    let bytes = match crate::deadline::within(body_deadline, to_bytes(body, limits.max_message_bytes)).await {
         Ok(Ok(bytes)) => bytes,
         Err(_) => {
             tracing::info!(remote = %peer.addr, secs = limits.body_timeout_secs, "request body too slow; refused");
@@ -356,7 +359,7 @@ pub(super) fn refused(refusal: Refused, id: Value) -> Response {
     let retry_after = refusal.retry_after_secs();
     let auth_denial = matches!(refusal, Refused::Auth(crate::plugins::Refusal::Denied(_)));
     let mut response = rpc_error(status, mcp::Response::err(id, refusal.into()));
-    // Bearer challenges (RFC 6750); `oauth::challenges` adds the metadata URL and scopes.
+    // Bearer challenges (RFC 6750); `gate::finish` adds the metadata URL and scopes.
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     } else if status == StatusCode::FORBIDDEN && auth_denial {

@@ -6,12 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use super::{TransportState, line, tls};
 use crate::access::Peer;
@@ -147,7 +145,7 @@ async fn handle(
         // Plain HTTP on a TLS-only port: the probes only (health checks), the rest refused.
         (Some(tls), _) if tls.required() => {
             let probes = super::http::plaintext_probes(state.clone());
-            serve_http(stream, Peer::at(peer), state, probes, pending).await
+            serve_http(stream, Peer::at(peer), state, probes, Gated::No, pending).await
         }
         _ => serve_plain(stream, first[0], peer, state, router, pending).await,
     }
@@ -168,7 +166,7 @@ async fn serve_plain(
         line::serve(read, write, Peer::at(peer), &state.sessions_factory, pending).await;
         return Ok(());
     }
-    serve_http(stream, Peer::at(peer), state, router, pending).await
+    serve_http(stream, Peer::at(peer), state, router, Gated::Yes, pending).await
 }
 
 /// Any stream (the decrypted side of TLS): sniffed by its first byte like a plain one.
@@ -189,7 +187,7 @@ where
         line::serve(read, write, peer, &state.sessions_factory, pending).await;
         return Ok(());
     }
-    serve_http(stream, peer, state, router, pending).await
+    serve_http(stream, peer, state, router, Gated::Yes, pending).await
 }
 
 /// What a connection's first byte says it speaks.
@@ -242,34 +240,43 @@ async fn answer_and_close(mut stream: TcpStream, answer: &[u8]) {
     .await;
 }
 
+/// Whether an HTTP connection's requests pass [`super::gate`] (the plaintext probes of a
+/// TLS-only port do not: load balancers' health checks reach them as they are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gated {
+    Yes,
+    No,
+}
+
 async fn serve_http<S>(
     stream: S,
     peer: Peer,
     state: Arc<TransportState>,
     router: axum::Router,
+    gated: Gated,
     pending: PendingGuard,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let handshake = Duration::from_secs(state.sessions_factory.limits.handshake_timeout_secs);
-    // Handlers read the peer through an extension (axum's `ConnectInfo` too, for the address).
-    // The first whole
-    // request head ends the connection's unauthenticated phase (each request then
-    // authenticates on its own, with its body under `limits.body_timeout_secs`).
+    // The first whole request head ends the connection's unauthenticated phase (each request
+    // then authenticates on its own, with its body under `limits.body_timeout_secs`).
     let _open = crate::metrics::metrics().clients.connection("http");
-    let router = router.layer(axum::Extension(ConnectInfo(peer.addr))).layer(axum::Extension(peer));
+    let max_buf = (state.sessions_factory.limits.max_header_bytes * 2).max(8192);
     let pending = Mutex::new(Some(pending));
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         pending.lock().expect("pending lock").take();
-        router.clone().oneshot(request.map(axum::body::Body::new))
+        let request = request.map(axum::body::Body::new);
+        let answer = super::http::respond(state.clone(), router.clone(), gated == Gated::Yes, peer.clone(), request);
+        async move { Ok::<_, std::convert::Infallible>(answer.await) }
     });
     hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake)
         // Heads up to twice the limit are read and refused with a clear 431 by the router;
         // hyper closes on larger ones before buffering them.
-        .max_buf_size((state.sessions_factory.limits.max_header_bytes * 2).max(8192))
+        .max_buf_size(max_buf)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await

@@ -2,14 +2,9 @@
 //! whole types only (`application/jsonfoo` is not `application/json`), parameters aside, and
 //! `Accept` ranges (`*/*`, `text/*`) and `q=0` honoured.
 
-/// The bare media type of a `Content-Type` value, lower-cased.
-pub fn media_type(value: &str) -> String {
-    value.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
-}
-
 /// Whether a `Content-Type` value is `wanted` (a lower-case `type/subtype`).
 pub fn is(content_type: &str, wanted: &str) -> bool {
-    media_type(content_type) == wanted
+    content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(wanted)
 }
 
 /// Whether an `Accept` header value accepts `wanted`. An empty header accepts everything.
@@ -18,20 +13,22 @@ pub fn accepts(accept: &str, wanted: &str) -> bool {
         return true;
     }
     let (kind, _) = wanted.split_once('/').unwrap_or((wanted, ""));
-    ranges(accept).any(|range| range == "*/*" || range == wanted || range == format!("{kind}/*"))
+    let kind_range = |range: &str| range.strip_suffix("/*").is_some_and(|k| k.eq_ignore_ascii_case(kind));
+    ranges(accept).any(|range| range == "*/*" || range.eq_ignore_ascii_case(wanted) || kind_range(range))
 }
 
 /// Whether an `Accept` header value names `wanted` itself (not through a wildcard): the
 /// client says it handles that format specifically.
 pub fn names(accept: &str, wanted: &str) -> bool {
-    ranges(accept).any(|range| range == wanted)
+    ranges(accept).any(|range| range.eq_ignore_ascii_case(wanted))
 }
 
-/// The media ranges of an `Accept` value that are acceptable (q above 0), lower-cased.
-fn ranges(accept: &str) -> impl Iterator<Item = String> + '_ {
+/// The media ranges of an `Accept` value that are acceptable (q above 0), as written (compare
+/// them case-insensitively).
+fn ranges(accept: &str) -> impl Iterator<Item = &str> + '_ {
     accept.split(',').filter_map(|item| {
         let mut parts = item.split(';');
-        let range = parts.next()?.trim().to_ascii_lowercase();
+        let range = parts.next()?.trim();
         let refused = parts.any(|p| {
             let p = p.trim();
             p.strip_prefix("q=")
@@ -61,6 +58,7 @@ mod tests {
         assert!(accepts("", "application/json"), "no Accept header accepts anything");
         assert!(!accepts("application/jsonfoo", "application/json"));
         assert!(!accepts("text/event-stream;q=0, application/json", "text/event-stream"));
+        assert!(accepts("TEXT/*", "text/event-stream") && !accepts("text/*", "application/json"));
         assert!(names("Application/Json, TEXT/EVENT-STREAM", "text/event-stream"));
         assert!(!names("*/*", "text/event-stream"));
     }

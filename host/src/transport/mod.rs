@@ -4,6 +4,7 @@
 //! nothing downstream calls back into a transport.
 
 mod browser_guard;
+mod gate;
 mod http;
 mod http_session;
 mod line;

@@ -1,13 +1,12 @@
 //! The relay as an OAuth 2.1 protected resource (the MCP authorization spec): its Protected
 //! Resource Metadata (RFC 9728) at `/.well-known/oauth-protected-resource[/mcp]`, and the
-//! `WWW-Authenticate` challenges that point clients at it. Also the one rule about where a
-//! bearer token may travel: in the `Authorization` header only, never in a query string.
+//! `WWW-Authenticate` challenges that point clients at it ([`super::gate`] adds them to every
+//! bearer challenge, and keeps tokens out of query strings).
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -38,7 +37,7 @@ impl ProtectedResource {
 
     /// The `WWW-Authenticate` value for a refusal whose own challenge is `base` (`Bearer` or
     /// `Bearer error="insufficient_scope"`).
-    fn challenge(&self, base: &str) -> String {
+    pub(super) fn challenge(&self, base: &str) -> String {
         let mut value = base.to_owned();
         let mut add = |param: String| {
             value.push_str(if value.contains(' ') { ", " } else { " " });
@@ -67,36 +66,6 @@ pub async fn metadata(State(resource): State<Option<Arc<ProtectedResource>>>) ->
         Some(resource) => axum::Json(resource.metadata.clone()).into_response(),
         None => (StatusCode::NOT_FOUND, "no OAuth protected resource metadata configured").into_response(),
     }
-}
-
-/// Points every bearer challenge the relay sends (401, and 403 for a missing scope) at the
-/// metadata, with the supported scopes.
-pub async fn challenges(
-    State(resource): State<Option<Arc<ProtectedResource>>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    if let Some(resource) = resource
-        && let Some(base) = response.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok())
-        && base.starts_with("Bearer")
-        && let Ok(value) = HeaderValue::from_str(&resource.challenge(base))
-    {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
-    }
-    response
-}
-
-/// Refuses a request that carries a token in its query string (OAuth 2.1 forbids it: URLs end
-/// up in logs and histories), before anything reads it.
-pub async fn no_query_tokens(request: Request, next: Next) -> Response {
-    let in_query =
-        request.uri().query().is_some_and(|q| q.split('&').any(|pair| pair.split('=').next() == Some("access_token")));
-    if in_query {
-        return (StatusCode::BAD_REQUEST, "bearer tokens are accepted in the Authorization header only")
-            .into_response();
-    }
-    next.run(request).await
 }
 
 #[cfg(test)]
