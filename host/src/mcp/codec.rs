@@ -48,8 +48,7 @@ pub fn decode(text: &[u8], limits: &Limits) -> Result<Message, DecodeError> {
     if json_depth_exceeds(text, limits.max_json_depth) {
         return Err(DecodeError::TooDeep { limit: limits.max_json_depth });
     }
-    let value: Value = serde_json::from_slice(text)?;
-    Message::from_value(value).map_err(|r| DecodeError::Invalid(Box::new(r)))
+    Message::from_slice(text)?.map_err(|r| DecodeError::Invalid(Box::new(r)))
 }
 
 #[cfg(test)]

@@ -188,6 +188,21 @@ impl Message {
         }
     }
 
+    /// Reads one message from its JSON text. A well-formed message is read straight into its
+    /// parts, with no map built for its envelope (every call is read twice so, once from its
+    /// client and once from its backend); anything else is read as a value and judged by
+    /// [`Message::from_value`], so each refusal keeps one home and one wording.
+    pub fn from_slice(text: &[u8]) -> Result<Result<Self, Response>, serde_json::Error> {
+        let object = text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if object
+            && let Ok(envelope) = serde_json::from_slice::<Envelope>(text)
+            && let Some(message) = envelope.into_message()
+        {
+            return Ok(Ok(message));
+        }
+        serde_json::from_slice::<Value>(text).map(Message::from_value)
+    }
+
     /// The JSON form of the message.
     pub fn to_value(&self) -> Value {
         match self {
@@ -240,6 +255,50 @@ struct Wire<'a> {
     result: Option<&'a Value>,
 }
 
+/// A message's members as read from the wire, before they are judged; `Some(Null)` for a
+/// member that is present and `null` (which is not the same as absent).
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    jsonrpc: Option<&'a str>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    method: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    params: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<Value>,
+}
+
+impl Envelope<'_> {
+    /// The message, when it is one exactly as [`Message::from_value`] would read it; `None`
+    /// for anything that function refuses (it then says why).
+    fn into_message(self) -> Option<Message> {
+        let id_ok = self.id.as_ref().is_none_or(|id| id.is_string() || id.is_number());
+        let params_ok = self.params.as_ref().is_none_or(|p| p.is_object() || p.is_array());
+        if self.jsonrpc != Some("2.0") || !id_ok || !params_ok {
+            return None;
+        }
+        let params = self.params;
+        match (self.method, self.id) {
+            (Some(Value::String(method)), Some(id)) => Some(Message::Request(Request { id, method, params })),
+            (Some(Value::String(method)), None) => Some(Message::Notification(Notification { method, params })),
+            (None, Some(id)) => match (self.result, &self.error) {
+                (Some(result), _) => Some(Message::Response(Response::ok(id, result))),
+                (None, Some(error)) => Some(Message::Response(Response::err(id, RpcError::from_value(error)))),
+                (None, None) => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
 impl Wire<'_> {
     const EMPTY: Wire<'static> =
         Wire { error: None, id: None, jsonrpc: "2.0", method: None, params: None, result: None };
@@ -283,6 +342,30 @@ mod tests {
             let err = parse(bad).unwrap_err();
             assert_eq!(err.outcome.unwrap_err().code, error_codes::INVALID_REQUEST, "{bad}");
         }
+    }
+
+    #[test]
+    fn reading_text_directly_agrees_with_reading_a_value() {
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            r#" {"method":"tools/call","params":{"name":"x","n":1.50},"id":"a","jsonrpc":"2.0","extra":1}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":null}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"a":[1,2]},"error":{"code":1}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"error":{"code":-5,"message":"no","data":[1]}}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":null,"result":1}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"params":3,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+            r#"{"jsonrpc":"2\u002e0","id":1,"method":"x"}"#,
+            r#"{"jsonrpc":2,"id":1,"method":"x"}"#,
+            r#"["jsonrpc","2.0"]"#,
+            r#"3"#,
+        ] {
+            assert_eq!(Message::from_slice(text.as_bytes()).unwrap(), parse(text), "{text}");
+        }
+        assert!(Message::from_slice(b"{nope").is_err());
     }
 
     #[test]

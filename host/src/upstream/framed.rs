@@ -162,13 +162,10 @@ async fn read_loop<S>(
         };
         // A malformed answer still names its request more often than not: fail that call now
         // rather than let it wait out its deadline.
-        let malformed = match serde_json::from_str::<Value>(&text) {
-            Ok(value) => {
-                let id = value.get("id").and_then(Value::as_u64);
-                match Message::from_value(value) {
-                    Ok(message) => Ok(message),
-                    Err(_) => Err(id),
-                }
+        let malformed = match Message::from_slice(text.as_bytes()) {
+            Ok(Ok(message)) => Ok(message),
+            Ok(Err(_)) => {
+                Err(serde_json::from_str::<Value>(&text).ok().and_then(|v| v.get("id").and_then(Value::as_u64)))
             }
             Err(_) => Err(Oversized::of(text.as_bytes()).response_id()),
         };

@@ -361,8 +361,8 @@ fn content_type(headers: &HeaderMap) -> &str {
 }
 
 fn parse(text: &str) -> Result<Message, UpstreamError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| UpstreamError::BadAnswer(format!("bad JSON: {e}")))?;
-    Message::from_value(value)
+    Message::from_slice(text.as_bytes())
+        .map_err(|e| UpstreamError::BadAnswer(format!("bad JSON: {e}")))?
         .map_err(|_| UpstreamError::BadAnswer("its answer is not a valid JSON-RPC message".into()))
 }
 
