@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use relay::config::CredentialMode;
+use relay::config::{Backend, Transport};
 use relay::credentials::{Credentials, Vault};
 use relay::plugins::KvStore;
 
@@ -21,13 +21,18 @@ fn bench(c: &mut Criterion) {
     let vault = Vault::with_keys(Arc::new(KvStore::default()), KEYS).unwrap();
     let credentials = Credentials::new(vault);
     runtime.block_on(credentials.vault.put("alice", "tracker", "tk_alice_0123456789abcdef")).unwrap();
-    let per_user: CredentialMode = serde_yaml::from_str("{mode: per_user_secret}").unwrap();
-    let fixed = CredentialMode::Static;
+    let backend = |credentials: &str| Backend {
+        name: "tracker".into(),
+        transport: Transport::Http { url: "http://127.0.0.1:9/mcp".into(), headers: Default::default() },
+        call_timeout_secs: None,
+        credentials: serde_yaml::from_str(credentials).unwrap(),
+    };
+    let (fixed, per_user) = (backend("{mode: static}"), backend("{mode: per_user_secret}"));
     c.bench_function("credential step: static backend", |b| {
-        b.iter(|| runtime.block_on(credentials.header_for("tracker", &fixed, "alice", None)).unwrap())
+        b.iter(|| runtime.block_on(credentials.header_for(&fixed, "alice", None)).unwrap())
     });
     c.bench_function("credential step: per_user_secret (memory kv)", |b| {
-        b.iter(|| runtime.block_on(credentials.header_for("tracker", &per_user, "alice", None)).unwrap())
+        b.iter(|| runtime.block_on(credentials.header_for(&per_user, "alice", None)).unwrap())
     });
 }
 

@@ -18,6 +18,16 @@ impl RelayTools {
             ));
         }
         let backend = self.per_user_backend(arguments)?;
+        // Tokens the relay obtains itself (exchanged, or an OAuth grant with the endpoints to
+        // refresh it at) are never written by a caller: a forged grant could send the relay
+        // anywhere.
+        let mode = self.upstreams.get(&backend).map(|u| u.backend.credentials.name());
+        if mode != Some("per_user_secret") {
+            return Err(AdminError::BadArguments(format!(
+                "backend {backend} obtains your token itself ({}); there is no secret to store",
+                mode.unwrap_or("gone")
+            )));
+        }
         let secret = arguments.get("secret").and_then(Value::as_str).filter(|s| !s.is_empty());
         let secret =
             secret.ok_or_else(|| AdminError::BadArguments("secret (a non-empty string) is required".into()))?;

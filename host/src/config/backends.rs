@@ -109,6 +109,14 @@ impl Transport {
             Transport::Stdio { .. } => "stdio",
         }
     }
+
+    /// The backend's URL (`None` for a process).
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Transport::WebSocket { url, .. } | Transport::Http { url, .. } => Some(url),
+            Transport::Stdio { .. } => None,
+        }
+    }
 }
 
 /// True for names that can prefix a tool name: `[A-Za-z0-9_-]{1,64}`.

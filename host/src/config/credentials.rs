@@ -3,7 +3,8 @@
 //! a credential of that principal's own: `per_user_secret` (a secret each principal stores once
 //! with `relay_auth_set_secret`, sent in the header the entry names) or `token_exchange` (RFC
 //! 8693: the principal's own validated bearer token exchanged at `token_endpoint` for one whose
-//! audience is the backend).
+//! audience is the backend) or `oauth` (the relay as each principal's OAuth 2.1 client of the
+//! backend's authorization server: the user authorizes once in a browser).
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,33 @@ pub enum CredentialMode {
         #[serde(default)]
         client_secret_env: Option<String>,
     },
+    /// The relay as each principal's OAuth 2.1 client of the backend's authorization server
+    /// (found from the backend's RFC 9728 metadata): authorization code with PKCE S256 and the
+    /// `resource` parameter, tokens refreshed before they expire. The entry's `headers` (a
+    /// service credential) are what the relay lists the backend's tools with.
+    Oauth {
+        /// Where the authorization server sends the user back: this relay's
+        /// `/oauth/callback`, as users' browsers reach it.
+        redirect_uri: String,
+        /// The relay's client id at the server; without it the relay registers itself (RFC 7591).
+        #[serde(default)]
+        client_id: Option<String>,
+        /// The environment variable holding that client's secret (none: a public client).
+        #[serde(default)]
+        client_secret_env: Option<String>,
+        /// `scope` asked for, if any.
+        #[serde(default)]
+        scope: Option<String>,
+        /// The authorization server's issuer, when the backend's metadata does not name one.
+        #[serde(default)]
+        authorization_server: Option<String>,
+    },
+}
+
+/// Whether `url` may carry callers' credentials or codes: `https://`, or `http://` on loopback.
+fn secure_or_loopback(url: &str) -> bool {
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
+    url.starts_with("https://") || loopback.iter().any(|prefix| url.starts_with(prefix))
 }
 
 fn authorization() -> String {
@@ -66,6 +94,7 @@ impl CredentialMode {
             CredentialMode::Static => "static",
             CredentialMode::PerUserSecret { .. } => "per_user_secret",
             CredentialMode::TokenExchange { .. } => "token_exchange",
+            CredentialMode::Oauth { .. } => "oauth",
         }
     }
 
@@ -82,12 +111,24 @@ impl CredentialMode {
             ));
         }
         let (header, format) = match self {
+            CredentialMode::Oauth { redirect_uri, client_id, client_secret_env, authorization_server, .. } => {
+                if !secure_or_loopback(redirect_uri) || !redirect_uri.ends_with("/oauth/callback") {
+                    return Err(format!(
+                        "backend {backend}: credentials.redirect_uri must be this relay's /oauth/callback, https:// (http:// only on loopback)"
+                    ));
+                }
+                if authorization_server.as_deref().is_some_and(|issuer| !secure_or_loopback(issuer)) {
+                    return Err(format!(
+                        "backend {backend}: credentials.authorization_server must be https:// (http:// only on loopback)"
+                    ));
+                }
+                if client_secret_env.is_some() && client_id.is_none() {
+                    return Err(format!("backend {backend}: credentials.client_secret_env needs client_id"));
+                }
+                return Ok(());
+            }
             CredentialMode::TokenExchange { token_endpoint, client_id, client_secret_env, .. } => {
-                let https = token_endpoint.starts_with("https://");
-                let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-                    .iter()
-                    .any(|prefix| token_endpoint.starts_with(prefix));
-                if !https && !loopback {
+                if !secure_or_loopback(token_endpoint) {
                     return Err(format!(
                         "backend {backend}: credentials.token_endpoint must be https:// (http:// only on loopback): callers' tokens travel there"
                     ));
@@ -115,7 +156,9 @@ impl CredentialMode {
             CredentialMode::PerUserSecret { header, format } => {
                 (http::HeaderName::from_bytes(header.as_bytes()).ok()?, format.replace("{secret}", secret))
             }
-            CredentialMode::TokenExchange { .. } => (http::header::AUTHORIZATION, format!("Bearer {secret}")),
+            CredentialMode::TokenExchange { .. } | CredentialMode::Oauth { .. } => {
+                (http::header::AUTHORIZATION, format!("Bearer {secret}"))
+            }
             CredentialMode::Static => return None,
         };
         let mut value = http::HeaderValue::from_str(&value).ok()?;
@@ -160,6 +203,23 @@ mod tests {
         assert!(parse(secret_alone).unwrap_err().contains("needs client_id"));
         let mode: CredentialMode =
             serde_yaml::from_str("{mode: token_exchange, token_endpoint: 'https://as/t'}").unwrap();
+        assert_eq!(mode.header_for("tok").unwrap().1, "Bearer tok");
+    }
+
+    #[test]
+    fn an_oauth_redirect_is_the_relays_callback_over_https_or_loopback() {
+        let parse = |yaml: &str| serde_yaml::from_str::<CredentialMode>(yaml).unwrap().validate("b", "http");
+        assert!(parse("{mode: oauth, redirect_uri: 'https://relay.example/oauth/callback'}").is_ok());
+        assert!(parse("{mode: oauth, redirect_uri: 'http://127.0.0.1:8000/oauth/callback'}").is_ok());
+        assert!(parse("{mode: oauth, redirect_uri: 'http://relay.example/oauth/callback'}").is_err());
+        assert!(parse("{mode: oauth, redirect_uri: 'https://relay.example/elsewhere'}").is_err());
+        let secret_alone = "{mode: oauth, redirect_uri: 'https://r/oauth/callback', client_secret_env: S}";
+        assert!(parse(secret_alone).unwrap_err().contains("needs client_id"));
+        let issuer = "{mode: oauth, redirect_uri: 'https://r/oauth/callback', authorization_server: 'http://as'}";
+        assert!(parse(issuer).is_err());
+        let mode: CredentialMode =
+            serde_yaml::from_str("{mode: oauth, redirect_uri: 'https://r/oauth/callback'}").unwrap();
+        assert!(mode.validate("b", "ws").unwrap_err().contains("needs an http(s)://"));
         assert_eq!(mode.header_for("tok").unwrap().1, "Bearer tok");
     }
 }

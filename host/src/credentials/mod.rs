@@ -1,9 +1,12 @@
 //! The credential step of a call to a backend whose `credentials:` mode is per user: which
 //! header the call carries for the calling principal, from what that principal stored
-//! ([`Vault`]). Asked by the router for each such call; managed by the `relay_auth_*` tools.
+//! ([`Vault`]). Asked by the router for each such call; managed by the `relay_auth_*` tools;
+//! the `oauth` mode's authorizations are completed by the relay's `/oauth/callback`.
 
 mod exchange;
+mod oauth;
 mod vault;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +14,7 @@ use std::time::Duration;
 pub use vault::{KEYS_ENV, Vault, VaultError};
 
 use crate::access::Bearer;
-use crate::config::CredentialMode;
+use crate::config::{Backend, CredentialMode};
 
 /// How long before its expiry an exchanged token is exchanged again.
 const REFRESH_MARGIN: Duration = Duration::from_secs(30);
@@ -40,6 +43,38 @@ pub enum CredentialError {
     /// The exchange failed.
     #[error("backend {backend}: token exchange failed: {reason}")]
     Exchange { backend: String, reason: String },
+    /// The principal has not authorized the relay at the backend's authorization server yet
+    /// (or no longer has a usable grant): `url` is where the user does so.
+    #[error(
+        "backend {backend} is called as you, with your own authorization: open {url} in a browser to authorize, then call again"
+    )]
+    AuthorizationRequired { backend: String, url: String, id: String },
+    /// The backend's authorization server cannot be used.
+    #[error("backend {backend}: cannot ask for your authorization: {reason}")]
+    Discovery { backend: String, reason: String },
+}
+
+/// Why an authorization's callback did not store a grant (its page says so).
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("this authorization link is unknown or was already used; call the tool again for a new one")]
+    Unknown,
+    #[error("this authorization link has expired; call the tool again for a new one")]
+    Expired,
+    #[error("the authorization was refused ({0}); nothing was stored")]
+    Denied(String),
+    #[error("the authorization server did not accept the authorization: {0}")]
+    Redeem(String),
+    #[error("the credential store failed: {0}")]
+    Vault(#[from] VaultError),
+}
+
+/// What the authorization server's redirect to `/oauth/callback` carries.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Callback {
+    pub state: Option<String>,
+    pub code: Option<String>,
+    pub error: Option<String>,
 }
 
 /// The credential step, shared by the router (calls) and the relay tools (store, status, revoke).
@@ -48,24 +83,27 @@ pub struct Credentials {
     pub vault: Vault,
     /// To token endpoints.
     client: crate::upstream::HttpClient,
+    /// `oauth` backends' authorization servers and the relay's clients there.
+    servers: oauth::Servers,
 }
 
 impl Credentials {
     /// The step on `vault`.
     pub fn new(vault: Vault) -> Arc<Self> {
         let client = crate::upstream::build_http_client(Duration::from_secs(5)).expect("an HTTP client builds");
-        Arc::new(Self { vault, client })
+        Arc::new(Self { vault, client, servers: oauth::Servers::default() })
     }
 
-    /// The header a call to `backend` (in `mode`) carries for `principal` (who authenticated
-    /// with `bearer`); `None` for a static backend.
+    /// The header a call to `backend` carries for `principal` (who authenticated with
+    /// `bearer`); `None` for a static backend.
     pub async fn header_for(
         &self,
-        backend: &str,
-        mode: &CredentialMode,
+        backend: &Backend,
         principal: &str,
         bearer: Option<&Bearer>,
     ) -> Result<Option<(http::HeaderName, http::HeaderValue)>, CredentialError> {
+        let (mode, url) = (&backend.credentials, backend.transport.url().unwrap_or_default());
+        let backend = backend.name.as_str();
         let vault_error = |source| CredentialError::Vault { backend: backend.to_owned(), source };
         let secret = match mode {
             CredentialMode::Static => return Ok(None),
@@ -112,7 +150,100 @@ impl Credentials {
                     issued.access_token
                 }
             }
+            CredentialMode::Oauth { redirect_uri, client_id, client_secret_env, scope, authorization_server } => {
+                let settings = oauth::Settings {
+                    redirect_uri,
+                    client_id: client_id.as_deref(),
+                    client_secret_env: client_secret_env.as_deref(),
+                    scope: scope.as_deref(),
+                    authorization_server: authorization_server.as_deref(),
+                };
+                self.oauth_token(backend, url, &settings, principal).await?
+            }
         };
         mode.header_for(&secret).map(Some).ok_or_else(|| CredentialError::NotAHeader { backend: backend.to_owned() })
+    }
+
+    /// `principal`'s access token for an `oauth` backend: the stored one while it is fresh,
+    /// refreshed when it is about to expire; otherwise a new authorization is started and the
+    /// call is answered with its URL.
+    async fn oauth_token(
+        &self,
+        backend: &str,
+        url: &str,
+        settings: &oauth::Settings<'_>,
+        principal: &str,
+    ) -> Result<String, CredentialError> {
+        let vault_error = |source| CredentialError::Vault { backend: backend.to_owned(), source };
+        if let Some(text) = self.vault.get(principal, backend).await.map_err(vault_error)? {
+            let grant: oauth::Grant = serde_json::from_str(&text)
+                .map_err(|_| CredentialError::Vault { backend: backend.to_owned(), source: VaultError::Unreadable })?;
+            if let Some(token) = grant.usable() {
+                return Ok(token.to_owned());
+            }
+            match grant.refresh(&self.client).await {
+                Ok(renewed) => {
+                    self.store_grant(principal, backend, &renewed).await.map_err(vault_error)?;
+                    tracing::info!(principal, backend, "token refreshed");
+                    return Ok(renewed.usable().unwrap_or_default().to_owned());
+                }
+                Err(reason) => {
+                    // Spent: the user authorizes again.
+                    tracing::info!(principal, backend, reason, "token could not be refreshed; authorization needed");
+                    self.vault.delete(principal, backend).await.map_err(vault_error)?;
+                }
+            }
+        }
+        let started = self
+            .servers
+            .start(&self.client, backend, url, settings, principal)
+            .await
+            .map_err(|reason| CredentialError::Discovery { backend: backend.to_owned(), reason })?;
+        let record = serde_json::to_string(&started.attempt).expect("an attempt serialises");
+        let place = crate::digest::sha256_hex(started.state.as_bytes());
+        self.vault.put_for(oauth::ATTEMPTS, &place, &record, oauth::ATTEMPT_LIFETIME).await.map_err(vault_error)?;
+        tracing::info!(principal, backend, "authorization asked of the user");
+        Err(CredentialError::AuthorizationRequired {
+            backend: backend.to_owned(),
+            url: started.url,
+            id: place[..16].to_owned(),
+        })
+    }
+
+    async fn store_grant(&self, principal: &str, backend: &str, grant: &oauth::Grant) -> Result<(), VaultError> {
+        let record = serde_json::to_string(grant).expect("a grant serialises");
+        match grant.keep_for() {
+            Some(lifetime) => self.vault.put_for(principal, backend, &record, lifetime).await,
+            None => self.vault.put(principal, backend, &record).await,
+        }
+    }
+
+    /// Completes an authorization at the callback: the attempt named by `state` is taken (once:
+    /// a replayed state finds nothing), its code redeemed, and the grant stored for the
+    /// principal who started it. Returns that principal and backend.
+    pub async fn complete(&self, callback: &Callback) -> Result<(String, String), CallbackError> {
+        let state = callback.state.as_deref().ok_or(CallbackError::Unknown)?;
+        let place = crate::digest::sha256_hex(state.as_bytes());
+        // One use, on every instance: only the first to count the state goes on.
+        let uses = self.vault.kv().increment(&format!("relay.oauth-used:{place}"), 1, Some(600_000), None).await;
+        if uses.map_err(VaultError::from)? != 1 {
+            return Err(CallbackError::Unknown);
+        }
+        let record = self.vault.get(oauth::ATTEMPTS, &place).await?.ok_or(CallbackError::Unknown)?;
+        self.vault.delete(oauth::ATTEMPTS, &place).await?;
+        let attempt: oauth::Attempt = serde_json::from_str(&record).map_err(|_| VaultError::Unreadable)?;
+        if attempt.expired() {
+            return Err(CallbackError::Expired);
+        }
+        if let Some(error) = &callback.error {
+            tracing::info!(principal = %attempt.principal, backend = %attempt.backend, error = %crate::mcp::clip(error), "authorization refused");
+            return Err(CallbackError::Denied(crate::mcp::clip(error).into_owned()));
+        }
+        let code = callback.code.as_deref().ok_or_else(|| CallbackError::Redeem("no code came back".into()))?;
+        let (principal, backend) = (attempt.principal.clone(), attempt.backend.clone());
+        let grant = attempt.redeem(&self.client, code).await.map_err(CallbackError::Redeem)?;
+        self.store_grant(&principal, &backend, &grant).await?;
+        tracing::info!(principal, backend, "authorized");
+        Ok((principal, backend))
     }
 }

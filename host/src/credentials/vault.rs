@@ -83,6 +83,11 @@ impl Vault {
         Ok(Self { kv, keys: Ok(Keys::parse(keys)?), random: SystemRandom::new() })
     }
 
+    /// The store underneath (for markers that are not secrets).
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
     /// Why credentials cannot be sealed, if they cannot.
     pub fn problem(&self) -> Option<&str> {
         self.keys.as_ref().err().map(String::as_str)

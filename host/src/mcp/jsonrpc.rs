@@ -46,6 +46,8 @@ pub mod error_codes {
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
     /// 2026-07-28: a server-to-client request needs a capability the client did not declare.
     pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+    /// The request needs the user to visit a URL first (URL-mode elicitation, 2025-11-25).
+    pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 }
 
 /// A JSON-RPC error object.

@@ -77,6 +77,21 @@ impl From<RouterError> for RpcError {
                         error_codes::UNAUTHENTICATED,
                         json!({"backend": backend, "store_with": "relay_auth_set_secret"}),
                     ),
+                    // URL-mode elicitation (MCP 2025-11-25): the client shows the user the URL.
+                    // The session answers clients that did not declare it with -32011 instead.
+                    crate::credentials::CredentialError::AuthorizationRequired { backend, url, id } => (
+                        error_codes::URL_ELICITATION_REQUIRED,
+                        json!({
+                            "backend": backend,
+                            "authorize_url": url,
+                            "elicitations": [{
+                                "mode": "url",
+                                "elicitationId": id,
+                                "url": url,
+                                "message": format!("Authorize the relay to call {backend} as you"),
+                            }],
+                        }),
+                    ),
                     _ => (error_codes::UPSTREAM_UNAVAILABLE, json!({})),
                 };
                 RpcError::new(code, error.to_string()).with_data(data)

@@ -350,10 +350,9 @@ impl Router {
                 None => Err(RouterError::UnknownTool(name.clone())),
                 Some(upstream) => {
                     // A per-user backend is called with the caller's own credential.
-                    let mode = &upstream.backend.credentials;
                     let principal = &caller.request.principal.id;
                     let credentials = self.builtin.credentials();
-                    match credentials.header_for(backend, mode, principal, caller.bearer.as_ref()).await {
+                    match credentials.header_for(&upstream.backend, principal, caller.bearer.as_ref()).await {
                         Err(error) => Err(RouterError::Credential(error)),
                         Ok(credential) => {
                             let params = call.into_params(&entry.upstream_name);

@@ -289,7 +289,20 @@ impl Session {
                 tracing::info!(target: "relay::call", session, principal, %tool, backend, trace_id, duration_ms, outcome = "error", %error, "Tool call finished");
             }
         }
-        routed.result.map_err(RpcError::from)
+        routed.result.map_err(|error| self.for_this_client(RpcError::from(error)))
+    }
+
+    /// An error as this client can take it: URL-mode elicitation (`-32042`) only for a client
+    /// that declared `elicitation.url`; others get `-32011` with the same message and data
+    /// (which carry the URL).
+    fn for_this_client(&self, mut error: RpcError) -> RpcError {
+        if error.code == error_codes::URL_ELICITATION_REQUIRED {
+            let declared = self.client_requests.declared();
+            if declared.pointer("/elicitation/url").is_none_or(Value::is_null) {
+                error.code = error_codes::UNAUTHENTICATED;
+            }
+        }
+        error
     }
 }
 

@@ -72,6 +72,7 @@ pub fn app(state: Arc<TransportState>) -> Router {
         .route("/ws", get(websocket_or_info))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/oauth/callback", get(super::oauth_callback::callback))
         .route("/metrics", get(super::observe::main_port_metrics))
         .route("/status", get(super::observe::status_page))
         .route("/status.json", get(super::observe::status_json))

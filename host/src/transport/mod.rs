@@ -11,6 +11,7 @@ mod line;
 mod listener;
 mod media;
 mod oauth;
+mod oauth_callback;
 mod observe;
 mod proxy_protocol;
 mod resumable;

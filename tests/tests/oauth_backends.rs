@@ -1,0 +1,313 @@
+//! The relay as each user's own OAuth client of a backend (`credentials: {mode: oauth}`),
+//! against code nobody here wrote: the TypeScript SDK's example server
+//! (`simpleStreamableHttp.js --oauth-strict`) with its in-memory authorization server, which
+//! registers clients dynamically (RFC 7591), wants PKCE S256, and with `--oauth-strict` accepts
+//! only tokens issued for its own resource (RFC 8707). It logs the token of every request it
+//! serves, so the test sees whose token each call carried.
+//!
+//! The relay lists the backend's tools with a service credential (the entry's `headers`);
+//! each principal's calls carry that principal's own token, obtained by the relay the first
+//! time the principal calls (URL-mode elicitation, or an error carrying the URL), completed at
+//! the relay's `/oauth/callback`, sealed in Redis and used by a second relay too.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use base64::Engine as _;
+use relay_tests::{RedisServer, Relay, copy_plugin, eventually, repo_root};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+use tokio::process::{Child, Command};
+
+const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// The example server and its authorization server, logging to a file.
+struct ExampleServer {
+    _child: Child,
+    mcp_port: u16,
+    auth_port: u16,
+    log: PathBuf,
+    /// The relay's service token, once issued.
+    service: String,
+}
+
+impl ExampleServer {
+    async fn start(dir: &Path) -> ExampleServer {
+        let script = repo_root().join(
+            "tests/clients/node_modules/@modelcontextprotocol/sdk/dist/esm/examples/server/simpleStreamableHttp.js",
+        );
+        assert!(script.exists(), "{} is missing: run scripts/test.sh (it runs npm ci)", script.display());
+        let (mcp_port, auth_port) = (free_port(), free_port());
+        let log = dir.join("example-server.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new("node")
+            .arg(script)
+            .args(["--oauth", "--oauth-strict"])
+            .env("MCP_PORT", mcp_port.to_string())
+            .env("MCP_AUTH_PORT", auth_port.to_string())
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs the example server");
+        let mut server = ExampleServer { _child: child, mcp_port, auth_port, log, service: String::new() };
+        eventually("the example server listens", || async {
+            let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+            (text.contains("MCP Streamable HTTP Server listening") && text.contains("Authorization Server listening"))
+                .then_some(())
+        })
+        .await;
+        server.service = server.service_token().await;
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://localhost:{}/mcp", self.mcp_port)
+    }
+
+    /// The tokens of the requests it has served, in order.
+    fn tokens(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.split("Authenticated user:")
+            .skip(1)
+            .filter_map(|entry| entry.split("token: '").nth(1)?.split('\'').next().map(str::to_owned))
+            .collect()
+    }
+
+    /// A token for the relay's own use (its catalog): registered, authorized and redeemed here,
+    /// as an operator would once.
+    async fn service_token(&self) -> String {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let auth = format!("http://localhost:{}", self.auth_port);
+        let redirect = "http://localhost/service-callback";
+        let registered: Value = http
+            .post(format!("{auth}/register"))
+            .json(&json!({"redirect_uris": [redirect], "token_endpoint_auth_method": "none", "client_name": "ops"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let client_id = registered["client_id"].as_str().expect("a client id").to_owned();
+        let verifier = "service-verifier-0123456789-0123456789-0123456789";
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier));
+        let authorized = http
+            .get(format!("{auth}/authorize"))
+            .query(&[
+                ("response_type", "code"),
+                ("client_id", &client_id),
+                ("redirect_uri", redirect),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("resource", &self.url()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let location = authorized.headers()["location"].to_str().unwrap().to_owned();
+        let code = url::Url::parse(&location).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+        let token: Value = http
+            .post(format!("{auth}/token"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", verifier),
+                ("redirect_uri", redirect),
+                ("client_id", &client_id),
+                ("resource", &self.url()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        token["access_token"].as_str().expect("a service token").to_owned()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn relay_yaml(dir: &Path, redis: &RedisServer) -> String {
+    let auth = copy_plugin(dir, "token_auth");
+    format!(
+        "kv: {{backend: redis, url: '{}', namespace: oauthb, timeout_ms: 500}}\nupstream: {{backoff_initial_ms: 50, backoff_max_ms: 500}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: ALICE-T, principal: alice}}\n        - {{token: BOB-T, principal: bob}}\n        - {{token: OPS-T, principal: ops, roles: [admin]}}\n",
+        redis.url(),
+        auth.display()
+    )
+}
+
+/// A relay whose backend `demo` is the example server, called as each user.
+async fn relay(dir: &Path, redis: &RedisServer, server: &ExampleServer, service: &str) -> Relay {
+    let mut relay =
+        Relay::start_files(dir, &relay_yaml(dir, redis), "backends: []\n", &[("RELAY_CREDENTIAL_KEYS", KEYS)]).await;
+    relay.token = Some("OPS-T".into());
+    // The redirect names the relay's own port, known once it listens.
+    let backends = format!(
+        "backends:\n  - name: demo\n    url: {}\n    headers: {{Authorization: 'Bearer {service}'}}\n    credentials: {{mode: oauth, redirect_uri: '{}'}}\n",
+        server.url(),
+        relay.http("/oauth/callback")
+    );
+    std::fs::write(relay.backends_path(), backends).unwrap();
+    relay.wait_ready("demo").await;
+    relay
+}
+
+async fn call(relay: &Relay, token: &str, name: &str) -> Value {
+    relay.line_client_as(Some(token)).await.call_tool("greet", json!({"name": name})).await
+}
+
+/// Calls `greet` as `token` and returns the tokens the example server saw meanwhile, but for
+/// the service token (the relay's own requests, which may come at any time).
+async fn tokens_of_call(relay: &Relay, server: &ExampleServer, token: &str) -> (Value, BTreeSet<String>) {
+    let before = server.tokens().len();
+    let answer = call(relay, token, token).await;
+    let seen = server.tokens().split_off(before).into_iter().filter(|t| *t != server.service).collect();
+    (answer, seen)
+}
+
+/// Opens the authorization URL as the user's browser would (the demo server approves at once
+/// and redirects back to the relay); the final URL (the relay's callback) and its page.
+async fn authorize(url: &str) -> (String, reqwest::StatusCode, String) {
+    let response = reqwest::get(url).await.expect("the authorization flow runs");
+    let (at, status) = (response.url().to_string(), response.status());
+    (at, status, response.text().await.unwrap())
+}
+
+fn authorize_url(refused: &Value) -> String {
+    refused["error"]["data"]["authorize_url"].as_str().unwrap_or_else(|| panic!("no URL: {refused}")).to_owned()
+}
+
+#[tokio::test]
+async fn each_principal_authorizes_once_and_its_calls_carry_its_own_token() {
+    let redis = RedisServer::start().await;
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = ExampleServer::start(dirs.0.path()).await;
+    let service = server.service.clone();
+    let one = relay(dirs.1.path(), &redis, &server, &service).await;
+    // The catalog comes from the service credential.
+    let tools = one.line_client_as(Some("ALICE-T")).await.tool_names().await;
+    assert!(tools.iter().any(|t| t == "greet"), "{tools:?}");
+
+    // A client without URL elicitation: -32011, the URL in the message and data; the backend
+    // was not called with anything of alice's.
+    let (refused, seen) = tokens_of_call(&one, &server, "ALICE-T").await;
+    assert_eq!(refused["error"]["code"], -32011, "{refused}");
+    let url = authorize_url(&refused);
+    assert!(refused["error"]["message"].as_str().unwrap().contains(&url), "{refused}");
+    assert!(seen.is_empty(), "{seen:?}");
+    let query: Vec<(String, String)> = url::Url::parse(&url).unwrap().query_pairs().into_owned().collect();
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert_eq!(param("code_challenge_method").as_deref(), Some("S256"));
+    assert_eq!(param("resource"), Some(server.url()), "RFC 8707 resource: the backend");
+
+    // A client that declared URL elicitation gets -32042 with the elicitation.
+    let elicited = http_call_with_url_elicitation(&one, "ALICE-T").await;
+    assert_eq!(elicited["error"]["code"], -32042, "{elicited}");
+    let elicitation = &elicited["error"]["data"]["elicitations"][0];
+    assert_eq!(elicitation["mode"], "url", "{elicited}");
+
+    // The user opens the URL; the relay's callback completes the flow and says so.
+    let (callback, status, page) = authorize(elicitation["url"].as_str().unwrap()).await;
+    assert!(callback.starts_with(&one.http("/oauth/callback")), "{callback}");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Authorized") && page.contains("demo"), "{page}");
+    // The same link again is refused: one use.
+    let replay = reqwest::get(&callback).await.unwrap();
+    assert_eq!(replay.status(), 400);
+    assert!(replay.text().await.unwrap().contains("already used"));
+
+    // The call now succeeds, carrying alice's own token: not the service token.
+    let (answer, seen) = tokens_of_call(&one, &server, "ALICE-T").await;
+    assert!(answer["result"]["content"][0]["text"].as_str().is_some_and(|t| t.contains("ALICE-T")), "{answer}");
+    assert_eq!(seen.len(), 1, "one token, not the service's: {seen:?}");
+    let alice = seen.into_iter().next().unwrap();
+
+    // Bob authorizes too (through the URL of his own error) and gets his own token.
+    let (refused, _) = tokens_of_call(&one, &server, "BOB-T").await;
+    let (_, status, _) = authorize(&authorize_url(&refused)).await;
+    assert_eq!(status, 200);
+    let (answer, seen) = tokens_of_call(&one, &server, "BOB-T").await;
+    assert!(answer["result"].is_object(), "{answer}");
+    let bob = seen.into_iter().next().expect("bob's call reached the backend with his own token");
+    assert_ne!(bob, alice);
+    let (_, seen) = tokens_of_call(&one, &server, "ALICE-T").await;
+    assert_eq!(seen, BTreeSet::from([alice.clone()]), "alice's calls keep her token");
+
+    // A second relay on the same Redis and keys uses alice's stored grant.
+    let two = relay(dirs.2.path(), &redis, &server, &service).await;
+    let (answer, seen) = tokens_of_call(&two, &server, "ALICE-T").await;
+    assert!(answer["result"].is_object(), "{answer}");
+    assert_eq!(seen, BTreeSet::from([alice.clone()]));
+
+    // Tokens are sealed at rest and never logged.
+    for key in redis.cli(&["--scan", "--pattern", "oauthb:relay.credential:*"]).lines() {
+        let stored = redis.cli(&["get", key.trim()]);
+        assert!(!stored.contains(&alice) && !stored.contains(&bob), "{stored}");
+    }
+    for relay in [&one, &two] {
+        let log = relay.log();
+        assert!(!log.contains(&alice) && !log.contains(&bob) && !log.contains(&service), "a token in the log");
+    }
+
+    // Revoked: alice is asked again; bob is not.
+    let revoked = call_tool(&one, "ALICE-T", "relay_auth_revoke", json!({"backend": "demo"})).await;
+    assert_eq!(revoked["result"]["structuredContent"]["revoked"], json!(["demo"]), "{revoked}");
+    assert_eq!(call(&two, "ALICE-T", "a").await["error"]["code"], -32011);
+    assert!(call(&two, "BOB-T", "b").await["result"].is_object());
+}
+
+#[tokio::test]
+async fn a_refused_or_foreign_callback_stores_nothing() {
+    let redis = RedisServer::start().await;
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = ExampleServer::start(dirs.0.path()).await;
+    let service = server.service.clone();
+    let relay = relay(dirs.1.path(), &redis, &server, &service).await;
+    let url = authorize_url(&call(&relay, "ALICE-T", "a").await);
+    let state = url::Url::parse(&url).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+
+    // A state the relay never issued, and no state at all.
+    for query in ["state=forged&code=x", "code=x"] {
+        let page = reqwest::get(relay.http(&format!("/oauth/callback?{query}"))).await.unwrap();
+        assert_eq!(page.status(), 400, "{query}");
+    }
+    // The user refuses: the page says so, nothing is stored, and the state is spent.
+    let denied = reqwest::get(relay.http(&format!("/oauth/callback?error=access_denied&state={state}"))).await.unwrap();
+    assert_eq!(denied.status(), 400);
+    assert!(denied.text().await.unwrap().contains("refused (access_denied)"));
+    assert_eq!(call(&relay, "ALICE-T", "a").await["error"]["code"], -32011);
+    let again = reqwest::get(relay.http(&format!("/oauth/callback?code=x&state={state}"))).await.unwrap();
+    assert_eq!(again.status(), 400);
+    let status = call_tool(&relay, "ALICE-T", "relay_auth_status", json!({})).await;
+    assert_eq!(status["result"]["structuredContent"]["backends"][0]["authorized"], false, "{status}");
+}
+
+async fn call_tool(relay: &Relay, token: &str, tool: &str, arguments: Value) -> Value {
+    relay.line_client_as(Some(token)).await.call_tool(tool, arguments).await
+}
+
+/// A `tools/call` over Streamable HTTP from a client that declared URL elicitation.
+async fn http_call_with_url_elicitation(relay: &Relay, token: &str) -> Value {
+    let client = reqwest::Client::new();
+    let post = |body: Value, session: Option<String>| {
+        let mut request = relay_tests::mcp_post(&client, &relay.http("/mcp"), &body, session.as_deref())
+            .header("authorization", format!("Bearer {token}"));
+        if session.is_some() {
+            request = request.header("mcp-protocol-version", "2025-11-25");
+        }
+        request
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"url": {}}},
+        "clientInfo": {"name": "t", "version": "1"}}});
+    let response = post(init, None).send().await.unwrap();
+    let session = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "greet", "arguments": {"name": "x"}}});
+    let body = post(call, Some(session)).send().await.unwrap().text().await.unwrap();
+    relay_tests::sse_messages(&body).pop().expect("an answer")
+}
