@@ -4,6 +4,7 @@
 //! The relay binary must be built first (`cargo build -p relay`); the README's test command
 //! does that.
 
+pub mod authorization_server;
 pub mod haproxy;
 pub mod http_backend;
 pub mod mock_openai;

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use base64::Engine as _;
-use relay_tests::{RedisServer, Relay, copy_plugin, eventually, repo_root};
+use relay_tests::authorization_server::AuthorizationServer;
+use relay_tests::{HttpBackend, RedisServer, Relay, copy_plugin, eventually, repo_root};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 use tokio::process::{Child, Command};
@@ -310,4 +311,64 @@ async fn http_call_with_url_elicitation(relay: &Relay, token: &str) -> Value {
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "greet", "arguments": {"name": "x"}}});
     let body = post(call, Some(session)).send().await.unwrap().text().await.unwrap();
     relay_tests::sse_messages(&body).pop().expect("an answer")
+}
+
+#[tokio::test]
+async fn tokens_are_refreshed_before_they_expire_and_unusable_servers_are_named() {
+    // Tokens live 62 s; the relay refreshes within 60 s of expiry, so the second call refreshes.
+    let server = AuthorizationServer::start(62, true).await;
+    let plain_only = AuthorizationServer::start(3600, false).await;
+    let backend = HttpBackend::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start().await;
+    let mut relay = Relay::start_files(
+        dir.path(),
+        &relay_yaml(dir.path(), &redis),
+        "backends: []\n",
+        &[("RELAY_CREDENTIAL_KEYS", KEYS)],
+    )
+    .await;
+    relay.token = Some("OPS-T".into());
+    let entry = |name: &str, issuer: &str| {
+        format!(
+            "  - name: {name}\n    url: {}\n    credentials: {{mode: oauth, redirect_uri: '{}', authorization_server: '{issuer}'}}\n",
+            backend.url(),
+            relay.http("/oauth/callback")
+        )
+    };
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let backends = format!(
+        "backends:\n{}{}{}",
+        entry("h", &server.url()),
+        entry("plain", &plain_only.url()),
+        entry("gone", &gone)
+    );
+    std::fs::write(relay.backends_path(), backends).unwrap();
+    for name in ["h", "plain", "gone"] {
+        relay.wait_ready(name).await;
+    }
+    let whoami = |tool: &'static str| {
+        let relay = &relay;
+        async move { relay.line_client_as(Some("ALICE-T")).await.call_tool(tool, json!({})).await }
+    };
+
+    let (_, status, page) = authorize(&authorize_url(&whoami("h__whoami").await)).await;
+    assert_eq!(status, 200, "{page}");
+    let first = relay_tests::text_of(&whoami("h__whoami").await);
+    assert!(first.starts_with("Bearer at-"), "{first}");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let second = relay_tests::text_of(&whoami("h__whoami").await);
+    assert!(second.starts_with("Bearer at-") && second != first, "refreshed: {first} then {second}");
+    let refresh = server.forms().pop().unwrap();
+    assert_eq!(refresh["grant_type"], "refresh_token");
+    assert_eq!(refresh["refresh_token"], first.replace("Bearer at-", "rt-"));
+    assert_eq!(refresh["resource"], backend.url(), "the refresh names the resource too");
+    let code = &server.forms()[0];
+    assert_eq!((code["grant_type"].as_str(), code["client_id"].as_str()), ("authorization_code", "relay-client"));
+
+    // A server without PKCE S256, and one that cannot be reached: refused, saying why.
+    let refused = whoami("plain__whoami").await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("does not offer PKCE S256"), "{refused}");
+    let refused = whoami("gone__whoami").await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("cannot be reached"), "{refused}");
 }
