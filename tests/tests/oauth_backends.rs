@@ -239,6 +239,21 @@ async fn each_principal_authorizes_once_and_its_calls_carry_its_own_token() {
     let (_, seen) = tokens_of_call(&one, &server, "ALICE-T").await;
     assert_eq!(seen, BTreeSet::from([alice.clone()]), "alice's calls keep her token");
 
+    // Prompts and resources of the backend are read as the caller too: alice with her token,
+    // and ops (who never authorized) is asked to rather than served as the relay.
+    let mut alice_client = one.line_client_as(Some("ALICE-T")).await;
+    let before = server.tokens().len();
+    let read = alice_client.request("resources/read", json!({"uri": "https://example.com/greetings/default"})).await;
+    assert!(read["result"]["contents"][0]["text"].is_string(), "{read}");
+    let prompt =
+        alice_client.request("prompts/get", json!({"name": "greeting-template", "arguments": {"name": "a"}})).await;
+    assert!(prompt["result"]["messages"].is_array(), "{prompt}");
+    let seen: BTreeSet<String> = server.tokens().split_off(before).into_iter().filter(|t| *t != service).collect();
+    assert_eq!(seen, BTreeSet::from([alice.clone()]), "resources and prompts carry alice's token");
+    let mut ops_client = one.line_client_as(Some("OPS-T")).await;
+    let refused = ops_client.request("resources/read", json!({"uri": "https://example.com/greetings/default"})).await;
+    assert_eq!(refused["error"]["code"], -32011, "{refused}");
+
     // A second relay on the same Redis and keys uses alice's stored grant.
     let two = relay(dirs.2.path(), &redis, &server, &service).await;
     let (answer, seen) = tokens_of_call(&two, &server, "ALICE-T").await;

@@ -20,7 +20,6 @@ pub use crate::mcp::Related;
 pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
 
-use crate::access::Principal;
 use crate::admin::RelayTools;
 use crate::mcp::{Addressed, Completion, CompletionRef, ListKind, ToolCall};
 use crate::plugins::{CallHook, Caller, PROMPTS_GET, Plugins, TOOLS_CALL};
@@ -204,19 +203,21 @@ impl Router {
         self.client_events.subscribe()
     }
 
-    /// `prompts/get`: routed by the prompt's name as `principal` sees it.
+    /// `prompts/get`: routed by the prompt's name as `caller` sees it.
     pub async fn get_prompt(
         &self,
         request: &Addressed,
         related: Option<&Related>,
-        principal: &Principal,
+        caller: &Caller,
     ) -> Result<Value, RouterError> {
+        let principal = &caller.request.principal;
         let catalog = self.catalog_for(principal).await;
         let name = &request.target;
         let entry = catalog.prompts().get(name).ok_or_else(|| RouterError::UnknownPrompt(name.clone()))?;
         let hook = CallHook { principal, method: PROMPTS_GET, backend: entry.owner.name(), name: &entry.catalog_name };
         self.intercepted(&hook, request, async |request| {
-            self.forward(&entry.owner, PROMPTS_GET, request.to_params(&entry.upstream_name), related).await
+            self.forward(&entry.owner, PROMPTS_GET, request.to_params(&entry.upstream_name), related, Some(caller))
+                .await
         })
         .await
     }
@@ -243,9 +244,9 @@ impl Router {
         &self,
         request: &Completion,
         related: Option<&Related>,
-        principal: &Principal,
+        caller: &Caller,
     ) -> Result<Value, RouterError> {
-        let catalog = self.catalog_for(principal).await;
+        let catalog = self.catalog_for(&caller.request.principal).await;
         let (owner, target) = match &request.reference {
             CompletionRef::Prompt(name) => {
                 let entry = catalog.prompts().get(name).ok_or_else(|| RouterError::UnknownPrompt(name.clone()))?;
@@ -261,7 +262,7 @@ impl Router {
                 return Err(RouterError::Unroutable(format!("cannot complete a ref of type {kind:?}")));
             }
         };
-        self.forward(owner, "completion/complete", request.to_params(target), related).await
+        self.forward(owner, "completion/complete", request.to_params(target), related, Some(caller)).await
     }
 
     /// `logging/setLevel`, passed to every upstream that offers logging at once (best effort,
@@ -281,24 +282,46 @@ impl Router {
         futures::future::join_all(asks).await;
     }
 
-    /// Sends `method` to the backend `owner`. With `related`, what the backend sends about the
-    /// request (progress, log messages, its own requests) comes back to that client.
+    /// Sends `method` to the backend `owner`, for `caller` when a client asked (with its own
+    /// credential where the backend is called as each user). With `related`, what the backend
+    /// sends about the request (progress, log messages, its own requests) comes back to that
+    /// client.
     async fn forward(
         &self,
         owner: &Owner,
         method: &str,
         params: Value,
         related: Option<&Related>,
+        caller: Option<&Caller>,
     ) -> Result<Value, RouterError> {
         let Owner::Backend(backend) = owner else {
             return Err(RouterError::Unroutable(format!("{method} is not served by {}", owner.name())));
         };
         let upstream =
             self.upstreams.get(backend).ok_or_else(|| RouterError::Unroutable(format!("backend {backend} is gone")))?;
+        let credential = match caller {
+            Some(caller) => self.credential_for(&upstream, caller).await?,
+            None => None,
+        };
         upstream
-            .request_for(method, Some(params), upstream.call_timeout(), related)
+            .request_as(method, Some(params), upstream.call_timeout(), related, credential.as_ref())
             .await
             .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
+    }
+
+    /// The credential a request of `caller` to `upstream` carries: the caller's own where the
+    /// backend is called as each user (`credentials:`), none otherwise (its static headers).
+    async fn credential_for(
+        &self,
+        upstream: &crate::upstream::Upstream,
+        caller: &Caller,
+    ) -> Result<Option<crate::upstream::Credential>, RouterError> {
+        let principal = &caller.request.principal.id;
+        self.builtin
+            .credentials()
+            .header_for(&upstream.backend, principal, caller.bearer.as_ref())
+            .await
+            .map_err(RouterError::Credential)
     }
 
     /// Calls the tool that `caller` sees listed as `call.name` (in its view now); see
@@ -350,10 +373,8 @@ impl Router {
                 None => Err(RouterError::UnknownTool(name.clone())),
                 Some(upstream) => {
                     // A per-user backend is called with the caller's own credential.
-                    let principal = &caller.request.principal.id;
-                    let credentials = self.builtin.credentials();
-                    match credentials.header_for(&upstream.backend, principal, caller.bearer.as_ref()).await {
-                        Err(error) => Err(RouterError::Credential(error)),
+                    match self.credential_for(&upstream, caller).await {
+                        Err(error) => Err(error),
                         Ok(credential) => {
                             let params = call.into_params(&entry.upstream_name);
                             let timeout = upstream.call_timeout();

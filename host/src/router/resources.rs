@@ -10,18 +10,19 @@ use serde_json::{Value, json};
 use super::{Catalog, Router, RouterError};
 use crate::access::Principal;
 use crate::mcp::{Addressed, Related};
-use crate::plugins::{CallHook, RESOURCES_READ};
+use crate::plugins::{CallHook, Caller, RESOURCES_READ};
 
 impl Router {
-    /// `resources/read` for `principal`, through the interceptors bound to its owner.
+    /// `resources/read` for `caller`, through the interceptors bound to its owner (and with the
+    /// caller's own credential where the owner is called as each user).
     pub async fn read_resource(
         &self,
         request: &Addressed,
         related: Option<&Related>,
-        principal: &Principal,
+        caller: &Caller,
     ) -> Result<Value, RouterError> {
-        let view = self.view_with_uri(&request.target, principal).await?;
-        self.by_uri(RESOURCES_READ, request, related, &view, Some(principal)).await
+        let view = self.view_with_uri(&request.target, &caller.request.principal).await?;
+        self.by_uri(RESOURCES_READ, request, related, &view, Some(caller)).await
     }
 
     /// `resources/subscribe` for one session; the upstream subscription is shared (made for the
@@ -78,20 +79,20 @@ impl Router {
     }
 
     /// Sends `method` for `request.target` by `catalog`; with `reader`, the interceptors bound
-    /// to the owner see the read.
+    /// to the owner see the read, and it carries the reader's credential where needed.
     async fn by_uri(
         &self,
         method: &'static str,
         request: &Addressed,
         related: Option<&Related>,
         catalog: &Catalog,
-        reader: Option<&Principal>,
+        reader: Option<&Caller>,
     ) -> Result<Value, RouterError> {
         let uri = &request.target;
         if let Some(entry) = catalog.resources().get(uri) {
             let forward = async |request: &Addressed| {
                 let params = request.to_params(&entry.upstream_name);
-                let mut result = self.forward(&entry.owner, method, params, related).await?;
+                let mut result = self.forward(&entry.owner, method, params, related, reader).await?;
                 // Contents name the URI the client asked for, not the backend's own.
                 if let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut) {
                     for item in contents.iter_mut().filter(|c| c["uri"] == entry.upstream_name.as_str()) {
@@ -100,16 +101,18 @@ impl Router {
                 }
                 Ok(result)
             };
-            let Some(principal) = reader else { return forward(request).await };
+            let Some(reader) = reader else { return forward(request).await };
+            let principal = &reader.request.principal;
             let hook = CallHook { principal, method, backend: entry.owner.name(), name: &entry.catalog_name };
             return self.intercepted(&hook, request, forward).await;
         }
         let mut last = RouterError::UnknownResource(uri.clone());
         for owner in catalog.template_owners(uri) {
             let forward =
-                async |request: &Addressed| self.forward(owner, method, request.to_params(uri), related).await;
+                async |request: &Addressed| self.forward(owner, method, request.to_params(uri), related, reader).await;
             let attempt = match reader {
-                Some(principal) => {
+                Some(reader) => {
+                    let principal = &reader.request.principal;
                     let hook = CallHook { principal, method, backend: owner.name(), name: uri };
                     self.intercepted(&hook, request, forward).await
                 }

@@ -63,10 +63,6 @@ fn caller() -> Caller {
     Caller { request, admit: Arc::new(|_| Box::pin(async { Ok(()) })), bearer: None }
 }
 
-fn anyone() -> Principal {
-    Principal::open_access(false)
-}
-
 fn call(name: &str, arguments: Value) -> ToolCall {
     ToolCall { name: name.into(), arguments: Some(arguments), meta: None }
 }
@@ -104,10 +100,10 @@ async fn prompts_resources_and_completions_go_to_their_owner_under_its_own_names
     let router = router(dir.path()).await;
 
     let prompt = Addressed::prompt(Some(json!({"name": "b__p"}))).unwrap();
-    let got = router.get_prompt(&prompt, None, &anyone()).await.unwrap();
+    let got = router.get_prompt(&prompt, None, &caller()).await.unwrap();
     assert_eq!(got.pointer("/messages/0/content/text"), Some(&json!("b: p")));
     let missing = Addressed::prompt(Some(json!({"name": "p"}))).unwrap();
-    assert!(matches!(router.get_prompt(&missing, None, &anyone()).await, Err(RouterError::UnknownPrompt(_))));
+    assert!(matches!(router.get_prompt(&missing, None, &caller()).await, Err(RouterError::UnknownPrompt(_))));
 
     let catalog = router.catalog();
     let exposed = catalog
@@ -119,14 +115,14 @@ async fn prompts_resources_and_completions_go_to_their_owner_under_its_own_names
         .unwrap();
     assert_ne!(exposed, "file:///x", "colliding URIs are rewritten per backend");
     let read = router
-        .read_resource(&Addressed::resource(Some(json!({"uri": exposed}))).unwrap(), None, &anyone())
+        .read_resource(&Addressed::resource(Some(json!({"uri": exposed}))).unwrap(), None, &caller())
         .await
         .unwrap();
     assert_eq!(read.pointer("/contents/0/text"), Some(&json!("b: file:///x")), "b read its own URI");
     assert_eq!(read.pointer("/contents/0/uri"), Some(&json!(exposed)), "the client sees the URI it asked for");
     let nowhere = Addressed::resource(Some(json!({"uri": "file:///nowhere"}))).unwrap();
-    assert!(matches!(router.read_resource(&nowhere, None, &anyone()).await, Err(RouterError::UnknownResource(_))));
+    assert!(matches!(router.read_resource(&nowhere, None, &caller()).await, Err(RouterError::UnknownResource(_))));
 
     let odd = Completion::parse(Some(json!({"ref": {"type": "ref/odd"}, "argument": {}}))).unwrap();
-    assert!(matches!(router.complete(&odd, None, &anyone()).await, Err(RouterError::Unroutable(_))));
+    assert!(matches!(router.complete(&odd, None, &caller()).await, Err(RouterError::Unroutable(_))));
 }

@@ -95,6 +95,7 @@ impl Session {
             "logging/setLevel" => self.set_log_level(params).await,
             _ => Err(RpcError::new(error_codes::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
         };
+        outcome = outcome.map_err(|error| self.for_this_client(error));
         if self.stateless
             && let Ok(result) = &mut outcome
         {
@@ -209,19 +210,19 @@ impl Session {
     /// `prompts/get`, routed by the prompt's name.
     async fn get_prompt(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
         let request = Addressed::prompt(params)?;
-        Ok(self.router.get_prompt(&request, related, &self.principal).await?)
+        Ok(self.router.get_prompt(&request, related, &self.caller).await?)
     }
 
     /// `resources/read`, routed by the URI.
     async fn read_resource(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
         let request = Addressed::resource(params)?;
-        Ok(self.router.read_resource(&request, related, &self.principal).await?)
+        Ok(self.router.read_resource(&request, related, &self.caller).await?)
     }
 
     /// `completion/complete`, routed by the prompt or resource it completes.
     async fn complete(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
         let request = Completion::parse(params)?;
-        Ok(self.router.complete(&request, related, &self.principal).await?)
+        Ok(self.router.complete(&request, related, &self.caller).await?)
     }
 
     /// `resources/subscribe`: this session hears of the URI's updates from now on.
@@ -289,7 +290,7 @@ impl Session {
                 tracing::info!(target: "relay::call", session, principal, %tool, backend, trace_id, duration_ms, outcome = "error", %error, "Tool call finished");
             }
         }
-        routed.result.map_err(|error| self.for_this_client(RpcError::from(error)))
+        routed.result.map_err(RpcError::from)
     }
 
     /// An error as this client can take it: URL-mode elicitation (`-32042`) only for a client

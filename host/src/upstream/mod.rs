@@ -17,6 +17,7 @@ mod websocket;
 
 pub use error::UpstreamError;
 pub use handshake::Listing;
+pub use http::Credential;
 pub use http_client::{HttpClient, build as build_http_client};
 pub use registry::Upstreams;
 pub use stdio::{children_stopped, is_relay_secret, protect_env};
