@@ -69,7 +69,7 @@ pub enum CredentialMode {
 }
 
 /// Whether `url` may carry callers' credentials or codes: `https://`, or `http://` on loopback.
-fn secure_or_loopback(url: &str) -> bool {
+pub fn secure_or_loopback(url: &str) -> bool {
     let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
     url.starts_with("https://") || loopback.iter().any(|prefix| url.starts_with(prefix))
 }

@@ -220,6 +220,12 @@ async fn discover(client: &HttpClient, url: &str, settings: &Settings<'_>) -> Re
         .or_else(|| named("authorization_servers")?.get(0)?.as_str().map(str::to_owned))
         .ok_or("the backend names no authorization server (RFC 9728 metadata), and credentials.authorization_server is not set")?;
     let resource = named("resource").and_then(Value::as_str).unwrap_or(url).to_owned();
+    // RFC 9728 section 3.3: the metadata is for this backend, not another resource (whose
+    // tokens the relay would then ask for and send here).
+    if origin(&resource) != origin(url) {
+        return Err(format!("the backend's metadata names another resource ({})", crate::mcp::clip(&resource)));
+    }
+    secure(&issuer, "the authorization server")?;
     let metadata = server_metadata(client, &issuer).await?;
     let field = |key: &str| metadata.get(key).and_then(Value::as_str).map(str::to_owned);
     let s256 = metadata
@@ -234,12 +240,16 @@ async fn discover(client: &HttpClient, url: &str, settings: &Settings<'_>) -> Re
     let authorization_endpoint =
         field("authorization_endpoint").ok_or_else(|| format!("{issuer} names no authorization_endpoint"))?;
     let token_endpoint = field("token_endpoint").ok_or_else(|| format!("{issuer} names no token_endpoint"))?;
+    // Codes, tokens and users' browsers go there: never in the clear across a network.
+    secure(&authorization_endpoint, "its authorization_endpoint")?;
+    secure(&token_endpoint, "its token_endpoint")?;
     let (client_id, client_secret) = match settings.client_id {
         Some(id) => (id.to_owned(), settings.client_secret_env.and_then(|name| std::env::var(name).ok())),
         None => {
             let endpoint = field("registration_endpoint").ok_or_else(|| {
                 format!("{issuer} offers no client registration (RFC 7591): set credentials.client_id")
             })?;
+            secure(&endpoint, "its registration_endpoint")?;
             register(client, &endpoint, settings.redirect_uri).await?
         }
     };
@@ -286,6 +296,20 @@ fn well_known(url: &str, name: &str) -> String {
     format!("{scheme}://{authority}/.well-known/{name}{}", path.trim_end_matches('/'))
 }
 
+/// `scheme://authority` of a URL.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    url[after_scheme..].find('/').map_or(url, |i| &url[..after_scheme + i])
+}
+
+/// Refuses a URL that is neither `https://` nor `http://` on loopback.
+fn secure(url: &str, what: &str) -> Result<(), String> {
+    if crate::config::secure_or_loopback(url) {
+        return Ok(());
+    }
+    Err(format!("{what} ({}) is not https:// (http:// only on loopback)", crate::mcp::clip(url)))
+}
+
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -293,6 +317,15 @@ fn now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_and_secure_urls() {
+        assert_eq!(origin("http://localhost:3000/mcp"), "http://localhost:3000");
+        assert_eq!(origin("https://as.example"), "https://as.example");
+        assert_ne!(origin("https://evil.example/mcp"), origin("https://docs.example/mcp"));
+        assert!(secure("https://as.example/token", "t").is_ok() && secure("http://127.0.0.1:9/t", "t").is_ok());
+        assert!(secure("http://as.example/token", "t").unwrap_err().contains("not https://"));
+    }
 
     #[test]
     fn well_known_urls_go_before_the_path() {
