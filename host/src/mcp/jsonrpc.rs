@@ -196,8 +196,11 @@ impl Message {
     /// [`Message::from_value`], so each refusal keeps one home and one wording.
     pub fn from_slice(text: &[u8]) -> Result<Result<Self, Response>, serde_json::Error> {
         let object = text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        // Read as text: members it skips are checked to be UTF-8 too (the value path checks
+        // every string; serde skips an ignored one unchecked).
         if object
-            && let Ok(envelope) = serde_json::from_slice::<Envelope>(text)
+            && let Ok(text) = std::str::from_utf8(text)
+            && let Ok(envelope) = serde_json::from_str::<Envelope>(text)
             && let Some(message) = envelope.into_message()
         {
             return Ok(Ok(message));
@@ -368,6 +371,8 @@ mod tests {
             assert_eq!(Message::from_slice(text.as_bytes()).unwrap(), parse(text), "{text}");
         }
         assert!(Message::from_slice(b"{nope").is_err());
+        let unread = b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\",\"x\":\"\xff\xfe\"}";
+        assert!(Message::from_slice(unread).is_err(), "invalid UTF-8 in a member nobody reads is still refused");
     }
 
     #[test]
