@@ -5,7 +5,8 @@
 //!
 //! `per_user_secret` on the in-memory kv is the step's own cost (a kv read and an AES-256-GCM
 //! open); on Redis a call adds one round trip to it (not measured here: it is the network's).
-//! A cached `token_exchange` token costs the same as a stored secret.
+//! A cached `token_exchange` token costs the same as a stored secret; an `oauth` grant adds the
+//! parse of its JSON record.
 
 use std::sync::Arc;
 
@@ -28,11 +29,25 @@ fn bench(c: &mut Criterion) {
         credentials: serde_yaml::from_str(credentials).unwrap(),
     };
     let (fixed, per_user) = (backend("{mode: static}"), backend("{mode: per_user_secret}"));
+    // An `oauth` grant that is still fresh: what every call of an authorized user reads.
+    let oauth = backend("{mode: oauth, redirect_uri: 'http://127.0.0.1:9/oauth/callback'}");
+    let grant = serde_json::json!({
+        "access_token": "at_alice_0123456789abcdef0123456789abcdef",
+        "refresh_token": "rt_alice_0123456789abcdef",
+        "expires_at": u64::MAX / 2,
+        "server": {"authorization_endpoint": "https://as/authorize", "token_endpoint": "https://as/token",
+                   "resource": "http://127.0.0.1:9/mcp", "client_id": "relay", "client_secret": null},
+    });
+    runtime.block_on(credentials.vault.put("alice", "tracker-oauth", &grant.to_string())).unwrap();
+    let oauth = Backend { name: "tracker-oauth".into(), ..oauth };
     c.bench_function("credential step: static backend", |b| {
         b.iter(|| runtime.block_on(credentials.header_for(&fixed, "alice", None)).unwrap())
     });
     c.bench_function("credential step: per_user_secret (memory kv)", |b| {
         b.iter(|| runtime.block_on(credentials.header_for(&per_user, "alice", None)).unwrap())
+    });
+    c.bench_function("credential step: oauth, fresh grant (memory kv)", |b| {
+        b.iter(|| runtime.block_on(credentials.header_for(&oauth, "alice", None)).unwrap().expect("a header"))
     });
 }
 

@@ -224,12 +224,14 @@ impl Credentials {
     pub async fn complete(&self, callback: &Callback) -> Result<(String, String), CallbackError> {
         let state = callback.state.as_deref().ok_or(CallbackError::Unknown)?;
         let place = crate::digest::sha256_hex(state.as_bytes());
+        // A state the relay never issued writes nothing (anyone may call this route).
+        let record = self.vault.get(oauth::ATTEMPTS, &place).await?.ok_or(CallbackError::Unknown)?;
         // One use, on every instance: only the first to count the state goes on.
-        let uses = self.vault.kv().increment(&format!("relay.oauth-used:{place}"), 1, Some(600_000), None).await;
-        if uses.map_err(VaultError::from)? != 1 {
+        let marker = format!("relay.oauth-used:{place}");
+        let lifetime = u64::try_from(oauth::ATTEMPT_LIFETIME.as_millis()).unwrap_or(u64::MAX);
+        if self.vault.kv().increment(&marker, 1, Some(lifetime), None).await.map_err(VaultError::from)? != 1 {
             return Err(CallbackError::Unknown);
         }
-        let record = self.vault.get(oauth::ATTEMPTS, &place).await?.ok_or(CallbackError::Unknown)?;
         self.vault.delete(oauth::ATTEMPTS, &place).await?;
         let attempt: oauth::Attempt = serde_json::from_str(&record).map_err(|_| VaultError::Unreadable)?;
         if attempt.expired() {

@@ -39,8 +39,9 @@ pub struct Settings<'a> {
     pub authorization_server: Option<&'a str>,
 }
 
-/// Where a backend's users authorize and tokens come from, and the relay's client there.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Where a backend's users authorize and tokens come from, and the relay's client there. (No
+/// `Debug`, here or on the records below: they hold secrets and tokens.)
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Server {
     authorization_endpoint: String,
     token_endpoint: String,
@@ -57,7 +58,7 @@ impl Server {
 }
 
 /// A principal's tokens for a backend, with what refreshing them needs.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Grant {
     access_token: String,
     refresh_token: Option<String>,
@@ -105,7 +106,7 @@ impl Grant {
 }
 
 /// An authorization the relay asked a user for, waiting for its callback.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Attempt {
     pub principal: String,
     pub backend: String,
@@ -149,7 +150,7 @@ pub struct Started {
 /// Discovery and registration results per backend (per instance: an attempt carries its own
 /// copy, so any instance can complete it).
 #[derive(Default)]
-pub struct Servers(tokio::sync::Mutex<HashMap<String, Server>>);
+pub struct Servers(std::sync::Mutex<HashMap<String, Server>>);
 
 impl Servers {
     /// Starts an authorization of `backend` (at `url`) for `principal`.
@@ -161,15 +162,15 @@ impl Servers {
         settings: &Settings<'_>,
         principal: &str,
     ) -> Result<Started, String> {
-        let server = {
-            let mut known = self.0.lock().await;
-            match known.get(backend) {
-                Some(server) => server.clone(),
-                None => {
-                    let server = discover(client, url, settings).await?;
-                    known.insert(backend.to_owned(), server.clone());
-                    server
-                }
+        // Not held while discovering: one slow server delays no other backend's users (two
+        // first calls may both discover; the second result wins, both work).
+        let known = self.0.lock().expect("servers lock").get(backend).cloned();
+        let server = match known {
+            Some(server) => server,
+            None => {
+                let server = discover(client, url, settings).await?;
+                self.0.lock().expect("servers lock").insert(backend.to_owned(), server.clone());
+                server
             }
         };
         let random = SystemRandom::new();

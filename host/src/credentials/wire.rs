@@ -20,8 +20,8 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// How long one request may take.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// What a token endpoint issued.
-#[derive(Debug, Deserialize)]
+/// What a token endpoint issued (no `Debug`: it holds tokens).
+#[derive(Deserialize)]
 pub struct TokenAnswer {
     pub access_token: String,
     #[serde(default)]
