@@ -1,7 +1,9 @@
 //! Callers' own credentials for backends, at rest: one record per (principal, backend) in the
 //! `kv` (Redis when configured, so every instance and colour shares them), sealed with
 //! AES-256-GCM. The key comes from `RELAY_CREDENTIAL_KEYS` (`id:base64key[,id:base64key...]`,
-//! 32-byte keys): the first encrypts, every one decrypts, so keys rotate by putting a new one
+//! 32-byte keys), or from the file `RELAY_CREDENTIAL_KEYS_FILE` names (the same text; for
+//! secret stores that mount files, and so the keys stay out of the process environment): the
+//! first encrypts, every one decrypts, so keys rotate by putting a new one
 //! first and dropping the old once its records have been rewritten or revoked. The record's key
 //! names the principal and backend and is bound into the seal (as associated data): a record
 //! copied to another principal's place does not open. Nothing here is logged.
@@ -17,6 +19,8 @@ use crate::plugins::{KvError, KvStore};
 
 /// The environment variable holding the keys.
 pub const KEYS_ENV: &str = "RELAY_CREDENTIAL_KEYS";
+/// The environment variable naming a file that holds them instead.
+pub const KEYS_FILE_ENV: &str = "RELAY_CREDENTIAL_KEYS_FILE";
 
 /// Where records live in the kv (plugin prefixes are `[A-Za-z0-9_-]`: no clash).
 const PREFIX: &str = "relay.credential:";
@@ -25,7 +29,7 @@ const PREFIX: &str = "relay.credential:";
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
     /// No key is configured.
-    #[error("the relay has no key to seal credentials with ({KEYS_ENV} is not set)")]
+    #[error("the relay has no key to seal credentials with ({KEYS_ENV} or {KEYS_FILE_ENV} is not set)")]
     NoKey,
     /// The key setting is malformed.
     #[error("{KEYS_ENV}: {0}")]
@@ -69,13 +73,12 @@ pub struct Vault {
 }
 
 impl Vault {
-    /// A vault on `kv`, its keys from `RELAY_CREDENTIAL_KEYS` (read once, at start).
+    /// A vault on `kv`, its keys from `RELAY_CREDENTIAL_KEYS` or the file
+    /// `RELAY_CREDENTIAL_KEYS_FILE` names (read once, at start).
     pub fn from_env(kv: Arc<KvStore>) -> Self {
-        let keys = match std::env::var(KEYS_ENV) {
-            Ok(text) => Keys::parse(&text).map_err(|e| e.to_string()),
-            Err(_) => Err(VaultError::NoKey.to_string()),
-        };
-        Self { kv, keys, random: SystemRandom::new() }
+        let file = std::env::var_os(KEYS_FILE_ENV).map(std::path::PathBuf::from);
+        let keys = keys_from(std::env::var(KEYS_ENV).ok(), file.as_deref()).and_then(|text| Keys::parse(&text));
+        Self { kv, keys: keys.map_err(|e| e.to_string()), random: SystemRandom::new() }
     }
 
     /// A vault with `keys` (the variable's syntax), for tests.
@@ -156,6 +159,19 @@ impl Vault {
     }
 }
 
+/// The keys' text: the variable's value, or the named file's content (not both: which one
+/// would win is a guess an operator should not have to make).
+fn keys_from(value: Option<String>, file: Option<&std::path::Path>) -> Result<String, VaultError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(VaultError::BadKeys(format!("set {KEYS_ENV} or {KEYS_FILE_ENV}, not both"))),
+        (Some(text), None) => Ok(text),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|text| text.trim().to_owned())
+            .map_err(|e| VaultError::BadKeys(format!("{KEYS_FILE_ENV} ({}): {e}", path.display()))),
+        (None, None) => Err(VaultError::NoKey),
+    }
+}
+
 /// The kv key of `principal`'s credential for `backend` (the principal by digest: ids may hold
 /// any character).
 fn place(principal: &str, backend: &str) -> String {
@@ -195,5 +211,18 @@ mod tests {
         assert_eq!(vault.get("alice", "github").await.unwrap(), None);
         assert!(Vault::with_keys(kv.clone(), "k1:c2hvcnQ=").is_err(), "a short key is refused");
         assert!(matches!(Vault::with_keys(kv, ""), Err(VaultError::NoKey)));
+    }
+
+    #[test]
+    fn keys_come_from_the_variable_or_a_file_never_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, format!("{K2},{K1}\n")).unwrap();
+        assert_eq!(keys_from(None, Some(&file)).unwrap(), format!("{K2},{K1}"));
+        assert_eq!(keys_from(Some(K1.into()), None).unwrap(), K1);
+        assert!(keys_from(Some(K1.into()), Some(&file)).unwrap_err().to_string().contains("not both"));
+        assert!(matches!(keys_from(None, None), Err(VaultError::NoKey)));
+        let missing = keys_from(None, Some(&dir.path().join("nope"))).unwrap_err().to_string();
+        assert!(missing.contains(KEYS_FILE_ENV) && missing.contains("nope"), "{missing}");
     }
 }
