@@ -85,6 +85,7 @@ pub async fn run(
     {
         tracing::warn!("backends call with each user's own credential, but {problem}: their calls will fail");
     }
+    upstreams.set_catalog_credential(relay_tools.credentials().clone());
     let router = Router::new(upstreams.clone(), relay_tools.clone(), plugins.clone());
     let policy = Arc::new(Policy::new(plugins.clone()));
     let state = Arc::new(TransportState {

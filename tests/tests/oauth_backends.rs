@@ -387,3 +387,42 @@ async fn tokens_are_refreshed_before_they_expire_and_unusable_servers_are_named(
     let refused = whoami("gone__whoami").await;
     assert!(refused["error"]["message"].as_str().unwrap().contains("cannot be reached"), "{refused}");
 }
+
+#[tokio::test]
+async fn without_a_service_credential_the_catalog_is_listed_as_the_first_user_who_authorized() {
+    let redis = RedisServer::start().await;
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = ExampleServer::start(dirs.0.path()).await;
+    let dir = dirs.1.path();
+    let mut relay =
+        Relay::start_files(dir, &relay_yaml(dir, &redis), "backends: []\n", &[("RELAY_CREDENTIAL_KEYS", KEYS)]).await;
+    relay.token = Some("OPS-T".into());
+    let backends = format!(
+        "backends:\n  - name: demo\n    url: {}\n    credentials: {{mode: oauth, catalog: first_user, redirect_uri: '{}'}}\n",
+        server.url(),
+        relay.http("/oauth/callback")
+    );
+    std::fs::write(relay.backends_path(), backends).unwrap();
+
+    // Nobody has authorized: the backend cannot connect, and lists nothing; relay_auth_status
+    // gives the way in.
+    let status = eventually("the backend is known", || async {
+        let status = call_tool(&relay, "ALICE-T", "relay_auth_status", json!({})).await;
+        status["result"]["structuredContent"]["backends"][0]["authorize_url"].as_str().map(|_| status.clone())
+    })
+    .await;
+    assert_ne!(relay.backend_state("demo").await.as_deref(), Some("ready"), "{status}");
+    let url = status["result"]["structuredContent"]["backends"][0]["authorize_url"].as_str().unwrap().to_owned();
+    let (_, code, page) = authorize(&url).await;
+    assert_eq!(code, 200, "{page}");
+
+    // Listed as alice now: its handshake and lists carry her token, and so do her calls.
+    relay.wait_ready("demo").await;
+    let (answer, seen) = tokens_of_call(&relay, &server, "ALICE-T").await;
+    assert!(answer["result"].is_object(), "{answer}");
+    let alice = seen.into_iter().next().expect("alice's call carried a token");
+    let every: BTreeSet<String> = server.tokens().into_iter().filter(|t| *t != server.service).collect();
+    assert_eq!(every, BTreeSet::from([alice.clone()]), "the relay's own requests went as alice");
+    // Bob sees the tools but is still asked for his own authorization.
+    assert_eq!(call(&relay, "BOB-T", "b").await["error"]["code"], -32011);
+}

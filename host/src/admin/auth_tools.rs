@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 use super::{AdminError, BuiltinTool, RelayTools};
 use crate::access::Principal;
+use crate::config::CredentialMode;
+use crate::credentials::CredentialError;
 
 impl RelayTools {
     /// `relay_auth_set_secret {backend, secret}`.
@@ -46,7 +48,7 @@ impl RelayTools {
         for upstream in self.per_user_backends() {
             let name = upstream.name();
             let stored = self.credentials.vault.get(&caller.id, name).await;
-            let entry = match stored {
+            let mut entry = match stored {
                 Ok(found) => {
                     json!({"backend": name, "mode": upstream.backend.credentials.name(), "authorized": found.is_some()})
                 }
@@ -54,6 +56,15 @@ impl RelayTools {
                     json!({"backend": name, "mode": upstream.backend.credentials.name(), "authorized": false, "error": e.to_string()})
                 }
             };
+            // Where to authorize an `oauth` backend not authorized yet (the way in for a
+            // backend whose tools are not listed until someone does).
+            if entry["authorized"] == false && matches!(upstream.backend.credentials, CredentialMode::Oauth { .. }) {
+                match self.credentials.header_for(&upstream.backend, &caller.id, None).await {
+                    Err(CredentialError::AuthorizationRequired { url, .. }) => entry["authorize_url"] = json!(url),
+                    Err(error) => entry["error"] = json!(error.to_string()),
+                    Ok(_) => entry["authorized"] = json!(true),
+                }
+            }
             backends.push(entry);
         }
         Ok(json!({"principal": caller.id, "backends": backends}))

@@ -65,7 +65,29 @@ pub enum CredentialMode {
         /// The authorization server's issuer, when the backend's metadata does not name one.
         #[serde(default)]
         authorization_server: Option<String>,
+        /// Whose identity the relay lists the backend's tools with: the entry's `headers` (a
+        /// service credential, the default) or the first user who authorizes it.
+        #[serde(default)]
+        catalog: CatalogSource,
     },
+}
+
+/// Where an `oauth` backend's catalog comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogSource {
+    /// The entry's `headers`.
+    #[default]
+    Service,
+    /// The first principal who authorized the backend (every user then sees its tool list).
+    FirstUser,
+}
+
+impl CatalogSource {
+    /// Whether the first authorized user's token lists the catalog.
+    pub fn is_first_user(self) -> bool {
+        self == CatalogSource::FirstUser
+    }
 }
 
 /// Whether `url` may carry callers' credentials or codes: `https://`, or `http://` on loopback.

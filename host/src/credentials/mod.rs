@@ -150,7 +150,9 @@ impl Credentials {
                     issued.access_token
                 }
             }
-            CredentialMode::Oauth { redirect_uri, client_id, client_secret_env, scope, authorization_server } => {
+            CredentialMode::Oauth {
+                redirect_uri, client_id, client_secret_env, scope, authorization_server, ..
+            } => {
                 let settings = oauth::Settings {
                     redirect_uri,
                     client_id: client_id.as_deref(),
@@ -174,26 +176,10 @@ impl Credentials {
         settings: &oauth::Settings<'_>,
         principal: &str,
     ) -> Result<String, CredentialError> {
-        let vault_error = |source| CredentialError::Vault { backend: backend.to_owned(), source };
-        if let Some(text) = self.vault.get(principal, backend).await.map_err(vault_error)? {
-            let grant: oauth::Grant = serde_json::from_str(&text)
-                .map_err(|_| CredentialError::Vault { backend: backend.to_owned(), source: VaultError::Unreadable })?;
-            if let Some(token) = grant.usable() {
-                return Ok(token.to_owned());
-            }
-            match grant.refresh(&self.client).await {
-                Ok(renewed) => {
-                    self.store_grant(principal, backend, &renewed).await.map_err(vault_error)?;
-                    tracing::info!(principal, backend, "token refreshed");
-                    return Ok(renewed.usable().unwrap_or_default().to_owned());
-                }
-                Err(reason) => {
-                    // Spent: the user authorizes again.
-                    tracing::info!(principal, backend, reason, "token could not be refreshed; authorization needed");
-                    self.vault.delete(principal, backend).await.map_err(vault_error)?;
-                }
-            }
+        if let Some(token) = self.stored_oauth_token(backend, principal).await? {
+            return Ok(token);
         }
+        let vault_error = |source| CredentialError::Vault { backend: backend.to_owned(), source };
         let started = self
             .servers
             .start(&self.client, backend, url, settings, principal)
@@ -208,6 +194,32 @@ impl Credentials {
             url: started.url,
             id: place[..16].to_owned(),
         })
+    }
+
+    /// `principal`'s stored access token for an `oauth` backend, refreshed when it is about to
+    /// expire; `None` when there is none (or it could not be refreshed, and was forgotten).
+    async fn stored_oauth_token(&self, backend: &str, principal: &str) -> Result<Option<String>, CredentialError> {
+        let vault_error = |source| CredentialError::Vault { backend: backend.to_owned(), source };
+        if let Some(text) = self.vault.get(principal, backend).await.map_err(vault_error)? {
+            let grant: oauth::Grant = serde_json::from_str(&text)
+                .map_err(|_| CredentialError::Vault { backend: backend.to_owned(), source: VaultError::Unreadable })?;
+            if let Some(token) = grant.usable() {
+                return Ok(Some(token.to_owned()));
+            }
+            match grant.refresh(&self.client).await {
+                Ok(renewed) => {
+                    self.store_grant(principal, backend, &renewed).await.map_err(vault_error)?;
+                    tracing::info!(principal, backend, "token refreshed");
+                    return Ok(Some(renewed.usable().unwrap_or_default().to_owned()));
+                }
+                Err(reason) => {
+                    // Spent: the user authorizes again.
+                    tracing::info!(principal, backend, reason, "token could not be refreshed; authorization needed");
+                    self.vault.delete(principal, backend).await.map_err(vault_error)?;
+                }
+            }
+        }
+        Ok(None)
     }
 
     async fn store_grant(&self, principal: &str, backend: &str, grant: &oauth::Grant) -> Result<(), VaultError> {
@@ -245,7 +257,40 @@ impl Credentials {
         let (principal, backend) = (attempt.principal.clone(), attempt.backend.clone());
         let grant = attempt.redeem(&self.client, code).await.map_err(CallbackError::Redeem)?;
         self.store_grant(&principal, &backend, &grant).await?;
+        // The first principal to authorize a backend is the one a `first_user` catalog is
+        // listed as (kept until that principal's grant is gone).
+        let catalog = catalog_key(&backend);
+        if self.vault.kv().compare_and_swap(&catalog, None, &principal, None, None).await.unwrap_or(false) {
+            tracing::info!(principal, backend, "catalog user of the backend");
+        }
         tracing::info!(principal, backend, "authorized");
         Ok((principal, backend))
+    }
+}
+
+/// The kv key naming the principal a backend's `first_user` catalog is listed as.
+fn catalog_key(backend: &str) -> String {
+    format!("relay.oauth-catalog:{backend}")
+}
+
+impl crate::upstream::CatalogCredential for Credentials {
+    fn catalog_header<'a>(
+        &'a self,
+        backend: &'a Backend,
+    ) -> futures::future::BoxFuture<'a, Result<Option<crate::upstream::Credential>, String>> {
+        Box::pin(async move {
+            let key = catalog_key(&backend.name);
+            let Some(principal) = self.vault.kv().get(&key).await.map_err(|e| e.to_string())? else {
+                return Ok(None);
+            };
+            match self.stored_oauth_token(&backend.name, &principal).await.map_err(|e| e.to_string())? {
+                Some(token) => Ok(backend.credentials.header_for(&token)),
+                None => {
+                    // That user's grant is gone: the next user to authorize lists it.
+                    let _ = self.vault.kv().delete(&key).await;
+                    Ok(None)
+                }
+            }
+        })
     }
 }

@@ -3,6 +3,7 @@
 //! jitter) and publishes its tool list; requests wait for a live connection and are re-sent
 //! once if the connection drops under them, within their deadline.
 
+mod catalog_credential;
 mod connection;
 mod error;
 mod framed;
@@ -15,6 +16,7 @@ mod stdio;
 mod supervisor;
 mod websocket;
 
+pub use catalog_credential::{CatalogCredential, CatalogSource};
 pub use error::UpstreamError;
 pub use handshake::Listing;
 pub use http::Credential;

@@ -21,6 +21,8 @@ pub struct Upstreams {
     timing: UpstreamConfig,
     /// Largest message accepted from an upstream.
     max_message_bytes: usize,
+    /// The credential step, for backends listed as their first authorized user.
+    catalog: super::CatalogSource,
 }
 
 impl Upstreams {
@@ -32,7 +34,13 @@ impl Upstreams {
             notifications: broadcast::Sender::new(1024),
             timing,
             max_message_bytes,
+            catalog: super::CatalogSource::default(),
         }
+    }
+
+    /// Hands every upstream (now and later) the credential step, once it exists.
+    pub fn set_catalog_credential(&self, source: std::sync::Arc<dyn super::CatalogCredential>) {
+        let _ = self.catalog.set(source);
     }
 
     /// Starts upstreams that are new, stops those that are gone, restarts those whose
@@ -57,6 +65,7 @@ impl Upstreams {
                     self.max_message_bytes,
                     self.changed.clone(),
                     self.notifications.clone(),
+                    self.catalog.clone(),
                 );
                 map.insert(backend.name.clone(), upstream);
                 started.push(backend.name.clone());

@@ -102,6 +102,8 @@ pub struct Upstream {
     /// Set when a connection attempt fails, cleared when one succeeds: while it is set,
     /// requests fail at once instead of waiting for a backend that is not coming back soon.
     down: std::sync::atomic::AtomicBool,
+    /// The catalog user's credential, for a backend listed as its first authorized user.
+    catalog: super::CatalogSource,
 }
 
 impl Upstream {
@@ -113,6 +115,7 @@ impl Upstream {
         max_message_bytes: usize,
         changed: watch::Sender<u64>,
         notifications: broadcast::Sender<UpstreamEvent>,
+        catalog: super::CatalogSource,
     ) -> Arc<Self> {
         let routes = Arc::new(ClientRoutes::new(&backend.name, call_deadline(&backend, &timing)));
         let series = metrics().backends.series(&backend.name);
@@ -136,6 +139,7 @@ impl Upstream {
             routes,
             metrics: series,
             down: std::sync::atomic::AtomicBool::new(false),
+            catalog,
         });
         tokio::spawn(supervise(upstream.clone(), changed));
         upstream
@@ -308,13 +312,18 @@ impl Upstream {
             Transport::WebSocket { url, headers } => {
                 websocket::connect(name, url, headers, self.max_message_bytes, self.routes.clone()).await
             }
-            Transport::Http { url, headers } => http::connect(
-                url,
-                headers,
-                Duration::from_secs_f64(self.timing.connect_timeout_secs),
-                self.max_message_bytes,
-                self.routes.clone(),
-            ),
+            Transport::Http { url, headers } => {
+                let headers = super::catalog_credential::connection_headers(&self.catalog, &self.backend, headers)
+                    .await
+                    .map_err(UpstreamError::Connect)?;
+                http::connect(
+                    url,
+                    &headers,
+                    Duration::from_secs_f64(self.timing.connect_timeout_secs),
+                    self.max_message_bytes,
+                    self.routes.clone(),
+                )
+            }
             Transport::Stdio { command, args, env, inherit_env, cwd } => stdio::connect(
                 name,
                 stdio::StdioCommand { command, args, env, inherit_env, cwd: cwd.as_ref() },
