@@ -142,19 +142,28 @@ fn relay_yaml(dir: &Path, redis: &RedisServer) -> String {
     )
 }
 
-/// A relay whose backend `demo` is the example server, called as each user.
+/// A relay whose backend `demo` is the example server, called as each user, its catalog
+/// listed with the service token.
 async fn relay(dir: &Path, redis: &RedisServer, server: &ExampleServer, service: &str) -> Relay {
+    let headers = format!("    headers: {{Authorization: 'Bearer {service}'}}\n");
+    let relay = relay_with(dir, redis, server, &headers, "").await;
+    relay.wait_ready("demo").await;
+    relay
+}
+
+/// A relay whose backend `demo` is the example server in `oauth` mode, with `headers` (lines
+/// of the entry) and `options` (more `credentials:` members, each followed by a comma).
+async fn relay_with(dir: &Path, redis: &RedisServer, server: &ExampleServer, headers: &str, options: &str) -> Relay {
     let mut relay =
         Relay::start_files(dir, &relay_yaml(dir, redis), "backends: []\n", &[("RELAY_CREDENTIAL_KEYS", KEYS)]).await;
     relay.token = Some("OPS-T".into());
     // The redirect names the relay's own port, known once it listens.
     let backends = format!(
-        "backends:\n  - name: demo\n    url: {}\n    headers: {{Authorization: 'Bearer {service}'}}\n    credentials: {{mode: oauth, redirect_uri: '{}'}}\n",
+        "backends:\n  - name: demo\n    url: {}\n{headers}    credentials: {{mode: oauth, {options} redirect_uri: '{}'}}\n",
         server.url(),
         relay.http("/oauth/callback")
     );
     std::fs::write(relay.backends_path(), backends).unwrap();
-    relay.wait_ready("demo").await;
     relay
 }
 
@@ -393,16 +402,7 @@ async fn without_a_service_credential_the_catalog_is_listed_as_the_first_user_wh
     let redis = RedisServer::start().await;
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let server = ExampleServer::start(dirs.0.path()).await;
-    let dir = dirs.1.path();
-    let mut relay =
-        Relay::start_files(dir, &relay_yaml(dir, &redis), "backends: []\n", &[("RELAY_CREDENTIAL_KEYS", KEYS)]).await;
-    relay.token = Some("OPS-T".into());
-    let backends = format!(
-        "backends:\n  - name: demo\n    url: {}\n    credentials: {{mode: oauth, catalog: first_user, redirect_uri: '{}'}}\n",
-        server.url(),
-        relay.http("/oauth/callback")
-    );
-    std::fs::write(relay.backends_path(), backends).unwrap();
+    let relay = relay_with(dirs.1.path(), &redis, &server, "", "catalog: first_user,").await;
 
     // Nobody has authorized: the backend cannot connect, and lists nothing; relay_auth_status
     // gives the way in.
