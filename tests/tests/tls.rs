@@ -102,6 +102,18 @@ async fn tls_required_refuses_plaintext_old_protocols_and_weak_suites() {
         let answer = plain_get(refused).await;
         assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("this port requires TLS"), "{refused}: {answer}");
     }
+    // A call in the clear too (POST /mcp is answered before the router on the TLS side).
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let body =
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{}}}"#;
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    plain.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    plain.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("this port requires TLS"), "POST /mcp: {answer}");
     for probe in ["/healthz", "/readyz"] {
         let answer = plain_get(probe).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{probe}: {answer}");

@@ -143,21 +143,24 @@ async fn websocket_or_info(
     }
 }
 
-/// Answers one HTTP request of a connection: through [`super::gate`] when `gated`, then
-/// `POST /mcp` (every call a client makes, the hot path) directly, anything else by `router`.
-/// The router's per-request machinery (its boxed services and futures, the path parameters,
-/// the extractors' copies of the headers) is a dozen allocations a call does not need.
+/// Answers one HTTP request of a connection. `main`: the connection is served the relay's
+/// routes ([`app`]): through [`super::gate`] first, then `POST /mcp` (every call a client
+/// makes, the hot path) directly, and anything else by `router`; the router's per-request
+/// machinery (its boxed services and futures, the path parameters, the extractors' copies of
+/// the headers) is a dozen allocations a call does not need. Otherwise (the plaintext probes
+/// of a TLS-only port) `router` answers everything, `POST /mcp` included.
 pub(super) async fn respond(
     state: Arc<TransportState>,
     router: Router,
-    gated: bool,
+    main: bool,
     peer: Peer,
     mut request: axum::extract::Request,
 ) -> Response {
-    if gated && let Some(refusal) = super::gate::refusal(&state, &request) {
+    if main && let Some(refusal) = super::gate::refusal(&state, &request) {
         return refusal;
     }
-    let response = if request.method() == axum::http::Method::POST && request.uri().path() == "/mcp" {
+    let hot = main && request.method() == axum::http::Method::POST && request.uri().path() == "/mcp";
+    let response = if hot {
         mcp_post(&state, peer, request).await
     } else {
         // The other handlers read the peer through an extension.
@@ -167,7 +170,7 @@ pub(super) async fn respond(
             Err(infallible) => match infallible {},
         }
     };
-    if gated { super::gate::finish(&state, response) } else { response }
+    if main { super::gate::finish(&state, response) } else { response }
 }
 
 /// POST /mcp: one JSON-RPC message per request.

@@ -240,8 +240,8 @@ async fn answer_and_close(mut stream: TcpStream, answer: &[u8]) {
     .await;
 }
 
-/// Whether an HTTP connection's requests pass [`super::gate`] (the plaintext probes of a
-/// TLS-only port do not: load balancers' health checks reach them as they are).
+/// Whether an HTTP connection is served the relay's routes behind [`super::gate`], or only the
+/// plaintext probes of a TLS-only port (which load balancers' health checks reach as they are).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Gated {
     Yes,
