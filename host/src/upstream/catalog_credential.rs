@@ -19,12 +19,12 @@ pub trait CatalogCredential: Send + Sync {
 }
 
 /// The source, set once the credential step exists (shared by every upstream).
-pub type CatalogSource = Arc<OnceLock<Arc<dyn CatalogCredential>>>;
+pub type CatalogCredentialSlot = Arc<OnceLock<Arc<dyn CatalogCredential>>>;
 
 /// The headers `backend`'s connection is made with: its configured `headers`, with the
 /// catalog user's credential in place of its own for a `first_user` catalog.
 pub async fn connection_headers(
-    source: &CatalogSource,
+    source: &CatalogCredentialSlot,
     backend: &Backend,
     headers: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, String> {

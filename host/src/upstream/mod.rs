@@ -16,7 +16,7 @@ mod stdio;
 mod supervisor;
 mod websocket;
 
-pub use catalog_credential::{CatalogCredential, CatalogSource};
+pub use catalog_credential::{CatalogCredential, CatalogCredentialSlot};
 pub use error::UpstreamError;
 pub use handshake::Listing;
 pub use http::Credential;

@@ -22,7 +22,7 @@ pub struct Upstreams {
     /// Largest message accepted from an upstream.
     max_message_bytes: usize,
     /// The credential step, for backends listed as their first authorized user.
-    catalog: super::CatalogSource,
+    catalog: super::CatalogCredentialSlot,
 }
 
 impl Upstreams {
@@ -34,7 +34,7 @@ impl Upstreams {
             notifications: broadcast::Sender::new(1024),
             timing,
             max_message_bytes,
-            catalog: super::CatalogSource::default(),
+            catalog: super::CatalogCredentialSlot::default(),
         }
     }
 

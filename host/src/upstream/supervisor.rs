@@ -103,7 +103,7 @@ pub struct Upstream {
     /// requests fail at once instead of waiting for a backend that is not coming back soon.
     down: std::sync::atomic::AtomicBool,
     /// The catalog user's credential, for a backend listed as its first authorized user.
-    catalog: super::CatalogSource,
+    catalog: super::CatalogCredentialSlot,
 }
 
 impl Upstream {
@@ -115,7 +115,7 @@ impl Upstream {
         max_message_bytes: usize,
         changed: watch::Sender<u64>,
         notifications: broadcast::Sender<UpstreamEvent>,
-        catalog: super::CatalogSource,
+        catalog: super::CatalogCredentialSlot,
     ) -> Arc<Self> {
         let routes = Arc::new(ClientRoutes::new(&backend.name, call_deadline(&backend, &timing)));
         let series = metrics().backends.series(&backend.name);
