@@ -56,7 +56,7 @@ impl Related {
     /// Sends a request to the client over this stream and waits (up to `timeout`) for the
     /// answer, which arrives through the session as a response message.
     pub async fn request(&self, method: &str, params: Option<Value>, timeout: Duration) -> Result<Value, RpcError> {
-        if let Some(refusal) = self.client.refusal(method) {
+        if let Some(refusal) = self.client.refusal(method, params.as_ref()) {
             return Err(refusal);
         }
         let id = format!("relay-{}", self.client.next.fetch_add(1, Ordering::Relaxed));
@@ -100,14 +100,24 @@ impl ClientRequests {
 
     /// Why `method` may not be sent to this client: it never declared the capability (MCP
     /// forbids sending it then). 2026-07-28 clients get MissingRequiredClientCapability.
-    fn refusal(&self, method: &str) -> Option<RpcError> {
+    /// An elicitation needs its mode declared too (MCP 2025-11-25): `url` for URL mode, and
+    /// `form` (or an empty `elicitation: {}`, which means form only) for form mode.
+    fn refusal(&self, method: &str, params: Option<&Value>) -> Option<RpcError> {
         let (capabilities, stateless) = &*self.declared.lock().expect("declared lock");
         let needed = capability_for(method)?;
-        if capabilities.get(needed).is_some_and(|c| !c.is_null()) {
+        let code = if *stateless { error_codes::MISSING_CLIENT_CAPABILITY } else { error_codes::METHOD_NOT_FOUND };
+        let Some(declared) = capabilities.get(needed).filter(|c| !c.is_null()) else {
+            return Some(RpcError::new(code, format!("{method}: the client did not declare the {needed} capability")));
+        };
+        if method != "elicitation/create" {
             return None;
         }
-        let code = if *stateless { error_codes::MISSING_CLIENT_CAPABILITY } else { error_codes::METHOD_NOT_FOUND };
-        Some(RpcError::new(code, format!("{method}: the client did not declare the {needed} capability")))
+        let mode = params.and_then(|p| p.get("mode")).and_then(Value::as_str).unwrap_or("form");
+        let form_only = declared.as_object().is_some_and(|modes| modes.is_empty());
+        let offered = declared.get(mode).is_some_and(|m| !m.is_null()) || (mode == "form" && form_only);
+        (!offered).then(|| {
+            RpcError::new(code, format!("{method}: the client did not declare elicitation.{mode} ({mode} mode)"))
+        })
     }
 
     /// Hands a client's response to the request waiting for it; false if none waits.
@@ -120,5 +130,30 @@ impl ClientRequests {
             Some(waiter) => waiter.send(response.outcome).is_ok(),
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_elicitation_needs_its_mode_declared() {
+        let client = ClientRequests::default();
+        let refused = |declared: Value, params: Value| {
+            client.declare(declared, false);
+            client.refusal("elicitation/create", Some(&params)).map(|e| e.message)
+        };
+        let (url, form) = (json!({"mode": "url", "url": "https://x"}), json!({"message": "m"}));
+        assert!(refused(json!({"elicitation": {}}), form.clone()).is_none(), "{{}} means form");
+        assert!(refused(json!({"elicitation": {}}), url.clone()).unwrap().contains("elicitation.url"));
+        assert!(refused(json!({"elicitation": {"url": {}}}), url.clone()).is_none());
+        assert!(refused(json!({"elicitation": {"url": {}}}), form.clone()).unwrap().contains("elicitation.form"));
+        assert!(refused(json!({"elicitation": {"form": {}, "url": {}}}), form).is_none());
+        assert!(refused(json!({}), url).unwrap().contains("elicitation capability"));
+        client.declare(json!({"sampling": {}}), false);
+        assert!(client.refusal("sampling/createMessage", None).is_none());
     }
 }
