@@ -21,6 +21,7 @@ pub mod limit_log;
 pub mod log_forward;
 pub mod mcp;
 pub mod metrics;
+pub mod oauth_url;
 pub mod plugins;
 pub mod policy;
 pub mod preflight;

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::oauth_url::secure_or_loopback;
+
 /// A backend's credential mode.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
@@ -88,12 +90,6 @@ impl CatalogSource {
     pub fn is_first_user(self) -> bool {
         self == CatalogSource::FirstUser
     }
-}
-
-/// Whether `url` may carry callers' credentials or codes: `https://`, or `http://` on loopback.
-pub fn secure_or_loopback(url: &str) -> bool {
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
-    url.starts_with("https://") || loopback.iter().any(|prefix| url.starts_with(prefix))
 }
 
 fn authorization() -> String {

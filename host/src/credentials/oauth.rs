@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::wire::{self, ClientAuth};
+use crate::oauth_url::{same_origin, well_known};
 use crate::upstream::HttpClient;
 
 /// How long a user has to authorize after the relay asked.
@@ -223,7 +224,7 @@ async fn discover(client: &HttpClient, url: &str, settings: &Settings<'_>) -> Re
     let resource = named("resource").and_then(Value::as_str).unwrap_or(url).to_owned();
     // RFC 9728 section 3.3: the metadata is for this backend, not another resource (whose
     // tokens the relay would then ask for and send here).
-    if origin(&resource) != origin(url) {
+    if !same_origin(&resource, url) {
         return Err(format!("the backend's metadata names another resource ({})", crate::mcp::clip(&resource)));
     }
     secure(&issuer, "the authorization server")?;
@@ -289,23 +290,9 @@ async fn register(client: &HttpClient, endpoint: &str, redirect_uri: &str) -> Re
     Ok((id.to_owned(), secret))
 }
 
-/// `/.well-known/<name>` inserted between a URL's authority and its path (RFC 8414 section 3,
-/// RFC 9728 section 3.1).
-fn well_known(url: &str, name: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
-    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-    format!("{scheme}://{authority}/.well-known/{name}{}", path.trim_end_matches('/'))
-}
-
-/// `scheme://authority` of a URL.
-fn origin(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    url[after_scheme..].find('/').map_or(url, |i| &url[..after_scheme + i])
-}
-
 /// Refuses a URL that is neither `https://` nor `http://` on loopback.
 fn secure(url: &str, what: &str) -> Result<(), String> {
-    if crate::config::secure_or_loopback(url) {
+    if crate::oauth_url::secure_or_loopback(url) {
         return Ok(());
     }
     Err(format!("{what} ({}) is not https:// (http:// only on loopback)", crate::mcp::clip(url)))
@@ -320,24 +307,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn origins_and_secure_urls() {
-        assert_eq!(origin("http://localhost:3000/mcp"), "http://localhost:3000");
-        assert_eq!(origin("https://as.example"), "https://as.example");
-        assert_ne!(origin("https://evil.example/mcp"), origin("https://docs.example/mcp"));
+    fn insecure_endpoints_are_named() {
         assert!(secure("https://as.example/token", "t").is_ok() && secure("http://127.0.0.1:9/t", "t").is_ok());
         assert!(secure("http://as.example/token", "t").unwrap_err().contains("not https://"));
-    }
-
-    #[test]
-    fn well_known_urls_go_before_the_path() {
-        assert_eq!(
-            well_known("http://localhost:3000/mcp", "oauth-protected-resource"),
-            "http://localhost:3000/.well-known/oauth-protected-resource/mcp"
-        );
-        assert_eq!(
-            well_known("https://as.example", "oauth-authorization-server"),
-            "https://as.example/.well-known/oauth-authorization-server"
-        );
     }
 
     #[test]

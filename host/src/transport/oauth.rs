@@ -32,7 +32,11 @@ impl ProtectedResource {
             "bearer_methods_supported": ["header"],
         });
         let scope = (!config.scopes_supported.is_empty()).then(|| config.scopes_supported.join(" "));
-        Self { metadata, metadata_url: metadata_url(&config.resource), scope }
+        Self {
+            metadata,
+            metadata_url: crate::oauth_url::well_known(&config.resource, "oauth-protected-resource"),
+            scope,
+        }
     }
 
     /// The `WWW-Authenticate` value for a refusal whose own challenge is `base` (`Bearer` or
@@ -51,14 +55,6 @@ impl ProtectedResource {
     }
 }
 
-/// RFC 9728 §3.1: `/.well-known/oauth-protected-resource` inserted between the resource URL's
-/// authority and its path.
-pub fn metadata_url(resource: &str) -> String {
-    let (scheme, rest) = resource.split_once("://").unwrap_or(("https", resource));
-    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-    format!("{scheme}://{authority}/.well-known/oauth-protected-resource{}", path.trim_end_matches('/'))
-}
-
 /// `GET /.well-known/oauth-protected-resource[/mcp]`: the metadata, or 404 when `oauth` is not
 /// configured.
 pub async fn metadata(State(resource): State<Option<Arc<ProtectedResource>>>) -> Response {
@@ -71,18 +67,6 @@ pub async fn metadata(State(resource): State<Option<Arc<ProtectedResource>>>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_metadata_url_inserts_the_well_known_path_before_the_resource_path() {
-        assert_eq!(
-            metadata_url("https://relay.example.com/mcp"),
-            "https://relay.example.com/.well-known/oauth-protected-resource/mcp"
-        );
-        assert_eq!(
-            metadata_url("https://relay.example.com:8443"),
-            "https://relay.example.com:8443/.well-known/oauth-protected-resource"
-        );
-    }
 
     #[test]
     fn challenges_carry_scope_and_metadata() {
