@@ -53,20 +53,26 @@ impl BrowserRules {
     }
 }
 
-/// Middleware: refuses requests that break the browser rules before any handler runs.
+/// Middleware: refuses requests that break the browser rules before any handler runs (the
+/// metrics port; the main port's requests pass [`super::gate`], which asks [`refuse`]).
 pub async fn enforce(State(rules): State<Arc<BrowserRules>>, request: Request, next: Next) -> Response {
-    match rules.refusal(request.headers()) {
-        Some((status, message)) => {
-            tracing::warn!(
-                origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("-"),
-                host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("-"),
-                path = request.uri().path(),
-                "browser request refused: {message}"
-            );
-            (status, message).into_response()
-        }
+    match refuse(&rules, &request) {
+        Some(refusal) => refusal,
         None => next.run(request).await,
     }
+}
+
+/// The answer to a request that breaks the browser rules (logged), if it does.
+pub fn refuse<B>(rules: &BrowserRules, request: &axum::http::Request<B>) -> Option<Response> {
+    let (status, message) = rules.refusal(request.headers())?;
+    let named = |name| request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::warn!(
+        origin = named(header::ORIGIN),
+        host = named(header::HOST),
+        path = request.uri().path(),
+        "browser request refused: {message}"
+    );
+    Some((status, message).into_response())
 }
 
 /// The name part of a `Host` header (`[::1]:8000` → `::1`, `example:80` → `example`).

@@ -16,16 +16,8 @@ use super::TransportState;
 
 /// The answer to a request that breaks one of the rules, if it does.
 pub fn refusal<B>(state: &TransportState, request: &Request<B>) -> Option<Response> {
-    if let Some((status, message)) = state.browser.refusal(request.headers()) {
-        let headers = request.headers();
-        let named = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).unwrap_or("-");
-        tracing::warn!(
-            origin = named(header::ORIGIN),
-            host = named(header::HOST),
-            path = request.uri().path(),
-            "browser request refused: {message}"
-        );
-        return Some((status, message).into_response());
+    if let Some(refusal) = super::browser_guard::refuse(&state.browser, request) {
+        return Some(refusal);
     }
     let max = state.sessions_factory.limits.max_header_bytes;
     let head = head_bytes(request);
