@@ -93,6 +93,15 @@ impl ClientRequests {
         *self.declared.lock().expect("declared lock") = (capabilities, stateless);
     }
 
+    /// Whether the client declared elicitation in `mode` (`form` or `url`, MCP 2025-11-25): a
+    /// mode named under `elicitation`, or for `form` an empty `elicitation: {}` (form only).
+    pub fn takes_elicitation(&self, mode: &str) -> bool {
+        let declared = &self.declared.lock().expect("declared lock").0;
+        let Some(modes) = declared.get("elicitation").filter(|c| !c.is_null()) else { return false };
+        let form_only = modes.as_object().is_some_and(|modes| modes.is_empty());
+        modes.get(mode).is_some_and(|m| !m.is_null()) || (mode == "form" && form_only)
+    }
+
     /// The capabilities the client declared.
     pub fn declared(&self) -> Value {
         self.declared.lock().expect("declared lock").0.clone()
@@ -103,19 +112,17 @@ impl ClientRequests {
     /// An elicitation needs its mode declared too (MCP 2025-11-25): `url` for URL mode, and
     /// `form` (or an empty `elicitation: {}`, which means form only) for form mode.
     fn refusal(&self, method: &str, params: Option<&Value>) -> Option<RpcError> {
-        let (capabilities, stateless) = &*self.declared.lock().expect("declared lock");
         let needed = capability_for(method)?;
-        let code = if *stateless { error_codes::MISSING_CLIENT_CAPABILITY } else { error_codes::METHOD_NOT_FOUND };
-        let Some(declared) = capabilities.get(needed).filter(|c| !c.is_null()) else {
-            return Some(RpcError::new(code, format!("{method}: the client did not declare the {needed} capability")));
+        let (declared, stateless) = {
+            let (capabilities, stateless) = &*self.declared.lock().expect("declared lock");
+            (capabilities.get(needed).is_some_and(|c| !c.is_null()), *stateless)
         };
-        if method != "elicitation/create" {
-            return None;
+        let code = if stateless { error_codes::MISSING_CLIENT_CAPABILITY } else { error_codes::METHOD_NOT_FOUND };
+        if !declared {
+            return Some(RpcError::new(code, format!("{method}: the client did not declare the {needed} capability")));
         }
         let mode = params.and_then(|p| p.get("mode")).and_then(Value::as_str).unwrap_or("form");
-        let form_only = declared.as_object().is_some_and(|modes| modes.is_empty());
-        let offered = declared.get(mode).is_some_and(|m| !m.is_null()) || (mode == "form" && form_only);
-        (!offered).then(|| {
+        (method == "elicitation/create" && !self.takes_elicitation(mode)).then(|| {
             RpcError::new(code, format!("{method}: the client did not declare elicitation.{mode} ({mode} mode)"))
         })
     }

@@ -297,11 +297,8 @@ impl Session {
     /// that declared `elicitation.url`; others get `-32011` with the same message and data
     /// (which carry the URL).
     fn for_this_client(&self, mut error: RpcError) -> RpcError {
-        if error.code == error_codes::URL_ELICITATION_REQUIRED {
-            let declared = self.client_requests.declared();
-            if declared.pointer("/elicitation/url").is_none_or(Value::is_null) {
-                error.code = error_codes::UNAUTHENTICATED;
-            }
+        if error.code == error_codes::URL_ELICITATION_REQUIRED && !self.client_requests.takes_elicitation("url") {
+            error.code = error_codes::UNAUTHENTICATED;
         }
         error
     }
