@@ -195,17 +195,25 @@ impl Message {
     /// client and once from its backend); anything else is read as a value and judged by
     /// [`Message::from_value`], so each refusal keeps one home and one wording.
     pub fn from_slice(text: &[u8]) -> Result<Result<Self, Response>, serde_json::Error> {
-        let object = text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         // Read as text: members it skips are checked to be UTF-8 too (the value path checks
         // every string; serde skips an ignored one unchecked).
+        match std::str::from_utf8(text) {
+            Ok(text) => Self::from_text(text),
+            Err(_) => serde_json::from_slice::<Value>(text).map(Message::from_value),
+        }
+    }
+
+    /// [`Message::from_slice`] of text already known to be UTF-8 (a backend's answer once its
+    /// body was checked, an SSE event, a line).
+    pub fn from_text(text: &str) -> Result<Result<Self, Response>, serde_json::Error> {
+        let object = text.trim_start_matches(|c: char| c.is_ascii_whitespace()).starts_with('{');
         if object
-            && let Ok(text) = std::str::from_utf8(text)
             && let Ok(envelope) = serde_json::from_str::<Envelope>(text)
             && let Some(message) = envelope.into_message()
         {
             return Ok(Ok(message));
         }
-        serde_json::from_slice::<Value>(text).map(Message::from_value)
+        serde_json::from_str::<Value>(text).map(Message::from_value)
     }
 
     /// The JSON form of the message.

@@ -162,7 +162,7 @@ async fn read_loop<S>(
         };
         // A malformed answer still names its request more often than not: fail that call now
         // rather than let it wait out its deadline.
-        let malformed = match Message::from_slice(text.as_bytes()) {
+        let malformed = match Message::from_text(&text) {
             Ok(Ok(message)) => Ok(message),
             Ok(Err(_)) => {
                 Err(serde_json::from_str::<Value>(&text).ok().and_then(|v| v.get("id").and_then(Value::as_u64)))

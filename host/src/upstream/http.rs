@@ -361,7 +361,7 @@ fn content_type(headers: &HeaderMap) -> &str {
 }
 
 fn parse(text: &str) -> Result<Message, UpstreamError> {
-    Message::from_slice(text.as_bytes())
+    Message::from_text(text)
         .map_err(|e| UpstreamError::BadAnswer(format!("bad JSON: {e}")))?
         .map_err(|_| UpstreamError::BadAnswer("its answer is not a valid JSON-RPC message".into()))
 }
