@@ -19,15 +19,16 @@ impl RelayTools {
                 "the relay has no auth plugin, so every client is the same principal: a credential stored now would be used for everyone; configure an auth plugin first".into(),
             ));
         }
-        let backend = self.per_user_backend(arguments)?;
+        let upstream = self.per_user_backend(arguments)?;
+        let backend = upstream.name();
         // Tokens the relay obtains itself (exchanged, or an OAuth grant with the endpoints to
         // refresh it at) are never written by a caller: a forged grant could send the relay
         // anywhere.
-        let mode = self.upstreams.get(&backend).map(|u| u.backend.credentials.name());
-        if mode != Some("per_user_secret") {
+        let mode = &upstream.backend.credentials;
+        if !matches!(mode, CredentialMode::PerUserSecret { .. }) {
             return Err(AdminError::BadArguments(format!(
                 "backend {backend} obtains your token itself ({}); there is no secret to store",
-                mode.unwrap_or("gone")
+                mode.name()
             )));
         }
         let secret = arguments.get("secret").and_then(Value::as_str).filter(|s| !s.is_empty());
@@ -37,7 +38,7 @@ impl RelayTools {
             return Err(AdminError::BadArguments("secret must be at most 8 KiB, without control characters".into()));
         }
         let vault = &self.credentials.vault;
-        vault.put(&caller.id, &backend, secret).await.map_err(|e| AdminError::BadArguments(e.to_string()))?;
+        vault.put(&caller.id, backend, secret).await.map_err(|e| AdminError::BadArguments(e.to_string()))?;
         tracing::info!(principal = %caller.id, backend, "credential stored");
         Ok(json!({"backend": backend, "stored": true}))
     }
@@ -83,7 +84,7 @@ impl RelayTools {
             None => caller.id.clone(),
         };
         let backends: Vec<String> = match arguments.get("backend") {
-            Some(_) => vec![self.per_user_backend(arguments)?],
+            Some(_) => vec![self.per_user_backend(arguments)?.name().to_owned()],
             None => self.per_user_backends().iter().map(|u| u.name().to_owned()).collect(),
         };
         let mut revoked = Vec::new();
@@ -108,7 +109,7 @@ impl RelayTools {
     }
 
     /// The `backend` argument, naming a running backend whose mode is per user.
-    fn per_user_backend(&self, arguments: &Value) -> Result<String, AdminError> {
+    fn per_user_backend(&self, arguments: &Value) -> Result<std::sync::Arc<crate::upstream::Upstream>, AdminError> {
         let name = arguments.get("backend").and_then(Value::as_str);
         let name = name.ok_or_else(|| AdminError::BadArguments("backend (a backend name) is required".into()))?;
         let upstream = self.upstreams.get(name).ok_or_else(|| AdminError::NoSuchBackend(name.to_owned()))?;
@@ -117,7 +118,7 @@ impl RelayTools {
                 "backend {name} is called with the relay's own credentials; there is nothing of yours to store"
             )));
         }
-        Ok(name.to_owned())
+        Ok(upstream)
     }
 }
 
