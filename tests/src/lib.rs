@@ -486,6 +486,18 @@ pub fn copy_plugin(dir: &Path, name: &str) -> PathBuf {
     target
 }
 
+/// A relay.yaml for per-user credential tests: Redis `redis` as the kv under `namespace`, fast
+/// reconnects, and token-auth (copied into `dir`) with three principals: `ALICE-T` (alice),
+/// `BOB-T` (bob) and `OPS-T` (ops, admin).
+pub fn three_principals_yaml(dir: &Path, redis: &redis::RedisServer, namespace: &str) -> String {
+    let auth = copy_plugin(dir, "token_auth");
+    format!(
+        "kv: {{backend: redis, url: '{}', namespace: {namespace}, timeout_ms: 200}}\nupstream: {{backoff_initial_ms: 50, backoff_max_ms: 500}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: ALICE-T, principal: alice}}\n        - {{token: BOB-T, principal: bob}}\n        - {{token: OPS-T, principal: ops, roles: [admin]}}\n",
+        redis.url(),
+        auth.display()
+    )
+}
+
 /// Replaces `target` with `bytes` the way deploys do: write beside it, then rename over it.
 pub fn replace_file(target: &Path, bytes: &[u8]) {
     let staging = target.with_extension("staging");

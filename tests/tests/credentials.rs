@@ -14,12 +14,7 @@ use serde_json::{Value, json};
 const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn yaml(dir: &Path, redis: &RedisServer) -> String {
-    let auth = copy_plugin(dir, "token_auth");
-    format!(
-        "kv: {{backend: redis, url: '{}', namespace: creds, timeout_ms: 200}}\nupstream: {{backoff_initial_ms: 50, backoff_max_ms: 500}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: ALICE-T, principal: alice}}\n        - {{token: BOB-T, principal: bob}}\n        - {{token: OPS-T, principal: ops, roles: [admin]}}\n",
-        redis.url(),
-        auth.display()
-    )
+    relay_tests::three_principals_yaml(dir, redis, "creds")
 }
 
 async fn relay(dir: &Path, redis: &RedisServer, backend: &HttpBackend) -> Relay {

@@ -16,7 +16,8 @@ use std::process::Stdio;
 
 use base64::Engine as _;
 use relay_tests::authorization_server::AuthorizationServer;
-use relay_tests::{HttpBackend, RedisServer, Relay, copy_plugin, eventually, repo_root};
+use relay_tests::haproxy::free_port;
+use relay_tests::{HttpBackend, RedisServer, Relay, eventually, repo_root};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 use tokio::process::{Child, Command};
@@ -129,17 +130,8 @@ impl ExampleServer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn relay_yaml(dir: &Path, redis: &RedisServer) -> String {
-    let auth = copy_plugin(dir, "token_auth");
-    format!(
-        "kv: {{backend: redis, url: '{}', namespace: oauthb, timeout_ms: 500}}\nupstream: {{backoff_initial_ms: 50, backoff_max_ms: 500}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: ALICE-T, principal: alice}}\n        - {{token: BOB-T, principal: bob}}\n        - {{token: OPS-T, principal: ops, roles: [admin]}}\n",
-        redis.url(),
-        auth.display()
-    )
+    relay_tests::three_principals_yaml(dir, redis, "oauthb")
 }
 
 /// A relay whose backend `demo` is the example server, called as each user, its catalog
