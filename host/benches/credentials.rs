@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use relay::access::Principal;
 use relay::config::{Backend, Transport};
 use relay::credentials::{Credentials, Vault};
 use relay::plugins::KvStore;
@@ -20,7 +21,8 @@ const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let vault = Vault::with_keys(Arc::new(KvStore::default()), KEYS).unwrap();
-    let credentials = Credentials::new(vault);
+    let credentials = Credentials::new(vault, None);
+    let alice = Principal { id: "alice".into(), roles: Vec::new() };
     runtime.block_on(credentials.vault.put("alice", "tracker", "tk_alice_0123456789abcdef")).unwrap();
     let backend = |credentials: &str| Backend {
         name: "tracker".into(),
@@ -41,13 +43,13 @@ fn bench(c: &mut Criterion) {
     runtime.block_on(credentials.vault.put("alice", "tracker-oauth", &grant.to_string())).unwrap();
     let oauth = Backend { name: "tracker-oauth".into(), ..oauth };
     c.bench_function("credential step: static backend", |b| {
-        b.iter(|| runtime.block_on(credentials.header_for(&fixed, "alice", None)).unwrap())
+        b.iter(|| runtime.block_on(credentials.header_for(&fixed, &alice, None)).unwrap())
     });
     c.bench_function("credential step: per_user_secret (memory kv)", |b| {
-        b.iter(|| runtime.block_on(credentials.header_for(&per_user, "alice", None)).unwrap())
+        b.iter(|| runtime.block_on(credentials.header_for(&per_user, &alice, None)).unwrap())
     });
     c.bench_function("credential step: oauth, fresh grant (memory kv)", |b| {
-        b.iter(|| runtime.block_on(credentials.header_for(&oauth, "alice", None)).unwrap().expect("a header"))
+        b.iter(|| runtime.block_on(credentials.header_for(&oauth, &alice, None)).unwrap().expect("a header"))
     });
 }
 

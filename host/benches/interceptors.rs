@@ -54,7 +54,10 @@ async fn router(interceptors: &str) -> Arc<Router> {
         plugins.clone(),
         Vec::new(),
         Arc::default(),
-        relay::credentials::Credentials::new(relay::credentials::Vault::from_env(Arc::default())),
+        relay::credentials::Credentials::new(
+            relay::credentials::Vault::from_env(Arc::default()),
+            Some(plugins.clone()),
+        ),
     ));
     Router::new(upstreams, tools, plugins)
 }

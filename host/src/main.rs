@@ -111,6 +111,9 @@ async fn check_config(path: &std::path::Path) -> Result<String, String> {
     relay::preflight::preflight(&config, path).map_err(|e| format!("{e:#}"))?;
     let store = relay::config::BackendStore::new(config.backends_path(path));
     let (_, backends) = store.load().map_err(|e| e.to_string())?;
+    if let Some(problem) = relay::config::unknown_credential_plugins(&backends, &config.plugins).into_iter().next() {
+        return Err(problem);
+    }
     for plugin in &config.plugins {
         let wasm = plugin.resolved_path(path);
         if !wasm.is_file() {

@@ -45,6 +45,9 @@ pub async fn run(
     for warning in config_warnings(&config) {
         tracing::warn!("{warning}");
     }
+    for problem in crate::config::unknown_credential_plugins(&backends, &config.plugins) {
+        tracing::warn!("{problem}: its calls will fail");
+    }
     if !plugins.has_auth() {
         if config.access.admin_without_auth {
             tracing::warn!(
@@ -78,7 +81,7 @@ pub async fn run(
         plugins.clone(),
         allowed_commands,
         kv.clone(),
-        crate::credentials::Credentials::new(crate::credentials::Vault::from_env(kv.clone())),
+        crate::credentials::Credentials::new(crate::credentials::Vault::from_env(kv.clone()), Some(plugins.clone())),
     ));
     if let Some(problem) = relay_tools.credentials().vault.problem()
         && backends.iter().any(|b| b.credentials.is_per_user())

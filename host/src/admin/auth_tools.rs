@@ -60,7 +60,7 @@ impl RelayTools {
             // Where to authorize an `oauth` backend not authorized yet (the way in for a
             // backend whose tools are not listed until someone does).
             if entry["authorized"] == false && matches!(upstream.backend.credentials, CredentialMode::Oauth { .. }) {
-                match self.credentials.header_for(&upstream.backend, &caller.id, None).await {
+                match self.credentials.header_for(&upstream.backend, caller, None).await {
                     Err(CredentialError::AuthorizationRequired { url, .. }) => entry["authorize_url"] = json!(url),
                     Err(error) => entry["error"] = json!(error.to_string()),
                     Ok(_) => entry["authorized"] = json!(true),

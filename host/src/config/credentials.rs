@@ -4,7 +4,8 @@
 //! with `relay_auth_set_secret`, sent in the header the entry names) or `token_exchange` (RFC
 //! 8693: the principal's own validated bearer token exchanged at `token_endpoint` for one whose
 //! audience is the backend) or `oauth` (the relay as each principal's OAuth 2.1 client of the
-//! backend's authorization server: the user authorizes once in a browser).
+//! backend's authorization server: the user authorizes once in a browser) or `plugin` (a
+//! `credentials` Wasm plugin issues it: a custom exchange without a new relay build).
 
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,19 @@ pub enum CredentialMode {
         #[serde(default)]
         catalog: CatalogSource,
     },
+    /// The `credentials` plugin named `plugin` issues each principal's secret (a company STS, a
+    /// secrets service), sent in `header` as `format` with `{secret}` in it; kept per principal
+    /// until the expiry the plugin gives.
+    Plugin {
+        /// The plugin (`world: credentials` in relay.yaml).
+        plugin: String,
+        /// The header that carries it.
+        #[serde(default = "authorization")]
+        header: String,
+        /// Its value, `{secret}` replaced by what the plugin issued.
+        #[serde(default = "bearer")]
+        format: String,
+    },
 }
 
 /// Where an `oauth` backend's catalog comes from.
@@ -113,6 +127,7 @@ impl CredentialMode {
             CredentialMode::PerUserSecret { .. } => "per_user_secret",
             CredentialMode::TokenExchange { .. } => "token_exchange",
             CredentialMode::Oauth { .. } => "oauth",
+            CredentialMode::Plugin { .. } => "plugin",
         }
     }
 
@@ -157,6 +172,12 @@ impl CredentialMode {
                 return Ok(());
             }
             CredentialMode::PerUserSecret { header, format } => (header, format),
+            CredentialMode::Plugin { plugin, header, format } => {
+                if plugin.is_empty() {
+                    return Err(format!("backend {backend}: credentials.plugin names no plugin"));
+                }
+                (header, format)
+            }
             CredentialMode::Static => return Ok(()),
         };
         if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
@@ -171,7 +192,7 @@ impl CredentialMode {
     /// The header a call carries for `secret` (`None`: not a header value).
     pub fn header_for(&self, secret: &str) -> Option<(http::HeaderName, http::HeaderValue)> {
         let (name, value) = match self {
-            CredentialMode::PerUserSecret { header, format } => {
+            CredentialMode::PerUserSecret { header, format } | CredentialMode::Plugin { header, format, .. } => {
                 (http::HeaderName::from_bytes(header.as_bytes()).ok()?, format.replace("{secret}", secret))
             }
             CredentialMode::TokenExchange { .. } | CredentialMode::Oauth { .. } => {
@@ -183,6 +204,25 @@ impl CredentialMode {
         value.set_sensitive(true);
         Some((name, value))
     }
+}
+
+/// Why each backend of `backends` whose `plugin` mode names no `credentials` plugin of
+/// `plugins` cannot be called (its calls would fail).
+pub fn unknown_credential_plugins(backends: &[super::Backend], plugins: &[super::PluginConfig]) -> Vec<String> {
+    backends
+        .iter()
+        .filter_map(|backend| match &backend.credentials {
+            CredentialMode::Plugin { plugin, .. }
+                if !plugins.iter().any(|p| p.name == *plugin && p.world == super::World::Credentials) =>
+            {
+                Some(format!(
+                    "backend {}: credentials.plugin {plugin:?} is not a plugin of world credentials in relay.yaml",
+                    backend.name
+                ))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -205,6 +245,20 @@ mod tests {
         assert!(serde_yaml::from_str::<CredentialMode>("{mode: per_user_secret, extra: 1}").is_err());
         assert!(serde_yaml::from_str::<CredentialMode>("{mode: telepathy}").is_err());
         assert!(default.header_for("line\nbreak").is_none(), "a secret cannot smuggle a header");
+    }
+
+    #[test]
+    fn a_plugin_mode_names_its_plugin_and_a_header_like_a_stored_secret() {
+        let parse = |yaml: &str| serde_yaml::from_str::<CredentialMode>(yaml).unwrap();
+        let mode = parse("{mode: plugin, plugin: sts}");
+        assert!(mode.validate("b", "http").is_ok());
+        assert_eq!(mode.header_for("t").unwrap().1, "Bearer t");
+        assert!(mode.validate("b", "ws").unwrap_err().contains("needs an http(s)://"));
+        let keyed = parse("{mode: plugin, plugin: sts, header: X-Key, format: 'k={secret}'}");
+        assert_eq!(keyed.header_for("s").unwrap().1, "k=s");
+        assert!(parse("{mode: plugin, plugin: ''}").validate("b", "http").is_err());
+        assert!(parse("{mode: plugin, plugin: sts, format: x}").validate("b", "http").is_err());
+        assert!(serde_yaml::from_str::<CredentialMode>("{mode: plugin}").is_err(), "the plugin must be named");
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod watch;
 
 pub use backends::{Backend, BackendSpec, BackendsFile, ConfigError, Transport};
 pub use commands::{AllowedCommand, CommandRule};
-pub use credentials::CredentialMode;
+pub use credentials::{CredentialMode, unknown_credential_plugins};
 pub use plugins::{
     Binding, BindingMatcher, Grants, MAX_PLUGIN_MEMORY_MB, OnError, PluginConfig, PluginLimits, World, backend_granted,
     validate_plugins,

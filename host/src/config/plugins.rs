@@ -19,6 +19,9 @@ pub enum World {
     /// Edits what each caller sees of the lists, and sees and may change the calls it is
     /// bound to (arguments before, results after).
     Interceptor,
+    /// Issues the credential each caller's calls to a backend carry (the backends whose
+    /// `credentials` are `{mode: plugin, plugin: <its name>}`).
+    Credentials,
 }
 
 impl World {
@@ -29,6 +32,7 @@ impl World {
             World::Policy => "policy",
             World::Adapter => "adapter",
             World::Interceptor => "interceptor",
+            World::Credentials => "credentials",
         }
     }
 

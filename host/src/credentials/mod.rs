@@ -1,7 +1,8 @@
 //! The credential step of a call to a backend whose `credentials:` mode is per user: which
 //! header the call carries for the calling principal, from what that principal stored
-//! ([`Vault`]). Asked by the router for each such call; managed by the `relay_auth_*` tools;
-//! the `oauth` mode's authorizations are completed by the relay's `/oauth/callback`.
+//! ([`Vault`]), from an exchange, an authorization, or a `credentials` plugin. Asked by the
+//! router for each such call; managed by the `relay_auth_*` tools; the `oauth` mode's
+//! authorizations are completed by the relay's `/oauth/callback`.
 
 mod exchange;
 mod oauth;
@@ -13,8 +14,9 @@ use std::time::Duration;
 
 pub use vault::{KEYS_ENV, Vault, VaultError};
 
-use crate::access::Bearer;
+use crate::access::{Bearer, Principal};
 use crate::config::{Backend, CredentialMode};
+use crate::plugins::{CredentialAsk, IssueError, Plugins};
 
 /// How long before its expiry an exchanged token is exchanged again.
 const REFRESH_MARGIN: Duration = Duration::from_secs(30);
@@ -52,6 +54,13 @@ pub enum CredentialError {
     /// The backend's authorization server cannot be used.
     #[error("backend {backend}: cannot ask for your authorization: {reason}")]
     Discovery { backend: String, reason: String },
+    /// The backend's `credentials` plugin refused the caller, saying why.
+    #[error("backend {backend}: {reason}")]
+    Refused { backend: String, reason: String },
+    /// The backend's `credentials` plugin failed (the reason is in the relay's log: it may
+    /// name internals the client has no business seeing).
+    #[error("backend {backend}: the credential plugin {plugin} failed; the relay's log says why")]
+    Plugin { backend: String, plugin: String },
 }
 
 /// Why an authorization's callback did not store a grant (its page says so).
@@ -85,13 +94,15 @@ pub struct Credentials {
     client: crate::upstream::HttpClient,
     /// `oauth` backends' authorization servers and the relay's clients there.
     servers: oauth::Servers,
+    /// The `credentials` plugins of `plugin` backends (`None`: the relay runs without plugins).
+    plugins: Option<Arc<Plugins>>,
 }
 
 impl Credentials {
-    /// The step on `vault`.
-    pub fn new(vault: Vault) -> Arc<Self> {
+    /// The step on `vault`, asking `plugins`' `credentials` plugins for `plugin` backends.
+    pub fn new(vault: Vault, plugins: Option<Arc<Plugins>>) -> Arc<Self> {
         let client = crate::upstream::build_http_client(Duration::from_secs(5)).expect("an HTTP client builds");
-        Arc::new(Self { vault, client, servers: oauth::Servers::default() })
+        Arc::new(Self { vault, client, servers: oauth::Servers::default(), plugins })
     }
 
     /// The header a call to `backend` carries for `principal` (who authenticated with
@@ -99,11 +110,12 @@ impl Credentials {
     pub async fn header_for(
         &self,
         backend: &Backend,
-        principal: &str,
+        caller: &Principal,
         bearer: Option<&Bearer>,
     ) -> Result<Option<(http::HeaderName, http::HeaderValue)>, CredentialError> {
         let (mode, url) = (&backend.credentials, backend.transport.url().unwrap_or_default());
         let backend = backend.name.as_str();
+        let principal = caller.id.as_str();
         let vault_error = |source| CredentialError::Vault { backend: backend.to_owned(), source };
         let secret = match mode {
             CredentialMode::Static => return Ok(None),
@@ -162,8 +174,51 @@ impl Credentials {
                 };
                 self.oauth_token(backend, url, &settings, principal).await?
             }
+            CredentialMode::Plugin { plugin, .. } => {
+                match self.vault.get(principal, backend).await.map_err(vault_error)? {
+                    Some(secret) => secret,
+                    None => self.issued_by(plugin, backend, url, caller, bearer).await?,
+                }
+            }
         };
         mode.header_for(&secret).map(Some).ok_or_else(|| CredentialError::NotAHeader { backend: backend.to_owned() })
+    }
+
+    /// What the `credentials` plugin `plugin` issues for `caller`'s call to `backend`, kept
+    /// (sealed, shared by instances) until shortly before the expiry it gives.
+    async fn issued_by(
+        &self,
+        plugin: &str,
+        backend: &str,
+        url: &str,
+        caller: &Principal,
+        bearer: Option<&Bearer>,
+    ) -> Result<String, CredentialError> {
+        let failed = || CredentialError::Plugin { backend: backend.to_owned(), plugin: plugin.to_owned() };
+        let Some(plugins) = &self.plugins else { return Err(failed()) };
+        let ask = CredentialAsk { principal: caller, backend, resource: url, subject_token: bearer.map(|b| &*b.0) };
+        let issued = match plugins.issue_credential(plugin, ask).await {
+            Ok(issued) => issued,
+            Err(IssueError::Refused(reason)) => {
+                tracing::info!(principal = %caller.id, backend, plugin, reason, "credential refused by its plugin");
+                return Err(CredentialError::Refused { backend: backend.to_owned(), reason });
+            }
+            Err(error) => {
+                tracing::warn!(principal = %caller.id, backend, plugin, error = %error, "credential plugin failed");
+                return Err(failed());
+            }
+        };
+        if let Some(expires_in) = issued.expires_in {
+            let lifetime = expires_in.saturating_sub(REFRESH_MARGIN);
+            if !lifetime.is_zero() {
+                self.vault
+                    .put_for(&caller.id, backend, &issued.secret, lifetime)
+                    .await
+                    .map_err(|source| CredentialError::Vault { backend: backend.to_owned(), source })?;
+            }
+        }
+        tracing::info!(principal = %caller.id, backend, plugin, "credential issued by its plugin");
+        Ok(issued.secret)
     }
 
     /// `principal`'s access token for an `oauth` backend: the stored one while it is fresh,

@@ -1,6 +1,6 @@
 //! Host bindings generated from `wit/`, kept private to the plugins module. The adapter world
 //! imports every host interface, so its generated interfaces are reused (`with`) by the other
-//! worlds: one `Host` impl per interface serves all three.
+//! worlds: one `Host` impl per interface serves them all.
 
 pub mod adapter {
     wasmtime::component::bindgen!({
@@ -46,6 +46,21 @@ pub mod interceptor {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "interceptor",
+        exports: { default: async },
+        with: {
+            "relay:plugin/types": super::auth::relay::plugin::types,
+            "relay:plugin/log": super::adapter::relay::plugin::log,
+            "relay:plugin/clock": super::adapter::relay::plugin::clock,
+            "relay:plugin/config": super::adapter::relay::plugin::config,
+            "relay:plugin/kv": super::adapter::relay::plugin::kv,
+        },
+    });
+}
+
+pub mod credentials {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "credentials",
         exports: { default: async },
         with: {
             "relay:plugin/types": super::auth::relay::plugin::types,

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
-use super::bindings::{adapter, auth, interceptor, policy, v0_1};
+use super::bindings::{adapter, auth, credentials, interceptor, policy, v0_1};
 use super::cache;
 use super::sandbox::{PluginContext, PluginError, PluginState, arm, classify, new_store};
 
@@ -49,6 +49,8 @@ pub enum Instantiable {
     Adapter { pre: adapter::AdapterPre<PluginState>, tools: Arc<Vec<Value>> },
     /// An `interceptor` component.
     Interceptor(interceptor::InterceptorPre<PluginState>),
+    /// A `credentials` component.
+    Credentials(credentials::CredentialsPre<PluginState>),
     /// An `auth` component built against relay:plugin 0.1.
     AuthV01(v0_1::auth::AuthPre<PluginState>),
     /// A `policy` component built against relay:plugin 0.1.
@@ -67,6 +69,8 @@ pub enum Bound {
     Adapter(adapter::Adapter),
     /// An instantiated `interceptor` component.
     Interceptor(interceptor::Interceptor),
+    /// An instantiated `credentials` component.
+    Credentials(credentials::Credentials),
     /// An instantiated 0.1 `auth` component.
     AuthV01(v0_1::auth::Auth),
     /// An instantiated 0.1 `policy` component.
@@ -166,6 +170,12 @@ impl Version {
                     pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
                     Instantiable::Interceptor(pre)
                 }
+                World::Credentials => {
+                    let pre = credentials::CredentialsPre::new(pre).map_err(exports)?;
+                    let mut store = new_store(engine, ctx);
+                    pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &store))?;
+                    Instantiable::Credentials(pre)
+                }
                 World::Adapter => match adapter::AdapterPre::new(pre.clone()) {
                     Ok(pre) => {
                         let tools = list_tools(engine, ctx, &pre).await?;
@@ -200,6 +210,7 @@ impl Version {
             Instantiable::Policy(pre) => pre.instantiate_async(&mut store).await.map(Bound::Policy),
             Instantiable::Adapter { pre, .. } => pre.instantiate_async(&mut store).await.map(Bound::Adapter),
             Instantiable::Interceptor(pre) => pre.instantiate_async(&mut store).await.map(Bound::Interceptor),
+            Instantiable::Credentials(pre) => pre.instantiate_async(&mut store).await.map(Bound::Credentials),
             Instantiable::AuthV01(pre) => pre.instantiate_async(&mut store).await.map(Bound::AuthV01),
             Instantiable::PolicyV01(pre) => pre.instantiate_async(&mut store).await.map(Bound::PolicyV01),
             Instantiable::AdapterV01 { pre, .. } => pre.instantiate_async(&mut store).await.map(Bound::AdapterV01),

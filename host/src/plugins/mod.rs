@@ -1,6 +1,5 @@
-//! WebAssembly plugins (wasmtime component model): the `auth`, `policy`, `adapter` and
-//! `interceptor` worlds of
-//! `wit/`, each plugin sandboxed (memory cap, deadline, grants) and hot-reloaded from disk.
+//! WebAssembly plugins (wasmtime component model): the `auth`, `policy`, `adapter`,
+//! `interceptor` and `credentials` worlds of `wit/`, each plugin sandboxed (memory cap, deadline, grants) and hot-reloaded from disk.
 //!
 //! Lifecycle in three stages (as in Spin): the engine and linker are built once; each plugin
 //! version is compiled (or loaded from the disk cache), type-checked and pre-instantiated once;
@@ -12,6 +11,7 @@ mod auth_cache;
 mod backends;
 mod bindings;
 mod cache;
+mod credential_source;
 mod engine;
 mod host;
 mod intercept;
@@ -31,6 +31,7 @@ mod watch;
 
 pub use backends::{BackendCalls, NoBackends};
 pub use cache::default_dir as default_cache_dir;
+pub use credential_source::{CredentialAsk, IssueError, Issued};
 pub use intercept::{CallHook, Interception, PROMPTS_GET, RESOURCES_READ, TOOLS_CALL};
 pub use kv_store::{KvError, KvStore};
 pub use listing::{Edited, Listed};

@@ -92,6 +92,9 @@ impl From<RouterError> for RpcError {
                             }],
                         }),
                     ),
+                    crate::credentials::CredentialError::Refused { backend, .. } => {
+                        (error_codes::FORBIDDEN, json!({"backend": backend}))
+                    }
                     _ => (error_codes::UPSTREAM_UNAVAILABLE, json!({})),
                 };
                 RpcError::new(code, error.to_string()).with_data(data)

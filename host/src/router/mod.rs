@@ -316,10 +316,9 @@ impl Router {
         upstream: &crate::upstream::Upstream,
         caller: &Caller,
     ) -> Result<Option<crate::upstream::Credential>, RouterError> {
-        let principal = &caller.request.principal.id;
         self.builtin
             .credentials()
-            .header_for(&upstream.backend, principal, caller.bearer.as_ref())
+            .header_for(&upstream.backend, &caller.request.principal, caller.bearer.as_ref())
             .await
             .map_err(RouterError::Credential)
     }

@@ -46,7 +46,10 @@ async fn router(dir: &std::path::Path) -> Arc<Router> {
         plugins.clone(),
         Vec::new(),
         Arc::default(),
-        crate::credentials::Credentials::new(crate::credentials::Vault::from_env(Arc::default())),
+        crate::credentials::Credentials::new(
+            crate::credentials::Vault::from_env(Arc::default()),
+            Some(plugins.clone()),
+        ),
     ));
     Router::new(upstreams, tools, plugins)
 }

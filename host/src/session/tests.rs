@@ -35,7 +35,10 @@ async fn factory(dir: &std::path::Path, limits: Limits) -> SessionFactory {
         plugins.clone(),
         Vec::new(),
         Arc::default(),
-        crate::credentials::Credentials::new(crate::credentials::Vault::from_env(Arc::default())),
+        crate::credentials::Credentials::new(
+            crate::credentials::Vault::from_env(Arc::default()),
+            Some(plugins.clone()),
+        ),
     ));
     SessionFactory {
         router: Router::new(upstreams, tools, plugins.clone()),
