@@ -5,7 +5,8 @@
 //!
 //! `per_user_secret` on the in-memory kv is the step's own cost (a kv read and an AES-256-GCM
 //! open); on Redis a call adds one round trip to it (not measured here: it is the network's).
-//! A cached `token_exchange` token costs the same as a stored secret; an `oauth` grant adds the
+//! A cached `token_exchange` token or a kept `plugin` secret costs the same as a stored secret;
+//! an `oauth` grant adds the
 //! parse of its JSON record.
 
 use std::sync::Arc;
@@ -47,6 +48,11 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("credential step: per_user_secret (memory kv)", |b| {
         b.iter(|| runtime.block_on(credentials.header_for(&per_user, &alice, None)).unwrap())
+    });
+    // A `plugin` backend whose issued secret the relay still keeps: every call but the first.
+    let kept = backend("{mode: plugin, plugin: sts}");
+    c.bench_function("credential step: plugin, kept secret (memory kv)", |b| {
+        b.iter(|| runtime.block_on(credentials.header_for(&kept, &alice, None)).unwrap().expect("a header"))
     });
     c.bench_function("credential step: oauth, fresh grant (memory kv)", |b| {
         b.iter(|| runtime.block_on(credentials.header_for(&oauth, &alice, None)).unwrap().expect("a header"))

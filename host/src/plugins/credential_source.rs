@@ -15,6 +15,8 @@ use crate::config::World;
 
 /// Longest sentence a refusal may put before the client.
 const MAX_REFUSAL: usize = 512;
+/// Longest secret a plugin may issue (a large JWT fits; a header of megabytes does not).
+const MAX_SECRET: usize = 16 * 1024;
 
 /// One caller's call to one backend, as the plugin is told it.
 pub struct CredentialAsk<'a> {
@@ -56,6 +58,20 @@ pub enum IssueError {
     Plugin(#[from] PluginError),
 }
 
+/// Why `secret` cannot be sent (checked before the host keeps it: a bad one would fail every
+/// call until it expired).
+fn unusable(secret: &str) -> Option<&'static str> {
+    if secret.is_empty() {
+        Some("issued an empty secret")
+    } else if secret.len() > MAX_SECRET {
+        Some("issued a secret over 16 KiB")
+    } else if http::HeaderValue::from_str(secret).is_err() {
+        Some("issued a secret that cannot be a header value")
+    } else {
+        None
+    }
+}
+
 impl Plugins {
     /// Asks the `credentials` plugin `name` for the credential `ask`'s call carries.
     pub async fn issue_credential(&self, name: &str, ask: CredentialAsk<'_>) -> Result<Issued, IssueError> {
@@ -80,13 +96,12 @@ impl Plugins {
             .await?;
         slot.settled(matches!(answer, Err(CredentialError::Refused(_))));
         match answer {
-            Ok(IssuedCredential { secret, expires_in_ms }) if !secret.is_empty() => {
-                Ok(Issued { secret, expires_in: expires_in_ms.map(std::time::Duration::from_millis) })
-            }
-            Ok(_) => Err(IssueError::Plugin(PluginError::BadAnswer {
-                plugin: name.to_owned(),
-                message: "issued an empty secret".into(),
-            })),
+            Ok(IssuedCredential { secret, expires_in_ms }) => match unusable(&secret) {
+                None => Ok(Issued { secret, expires_in: expires_in_ms.map(std::time::Duration::from_millis) }),
+                Some(problem) => {
+                    Err(IssueError::Plugin(PluginError::BadAnswer { plugin: name.to_owned(), message: problem.into() }))
+                }
+            },
             Err(CredentialError::Refused(reason)) => {
                 Err(IssueError::Refused(crate::mcp::clip_to(&reason, MAX_REFUSAL).into_owned()))
             }
@@ -94,5 +109,16 @@ impl Plugins {
                 Err(IssueError::Failed(crate::mcp::clip_to(&reason, MAX_REFUSAL).into_owned()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_issued_secret_must_fit_in_a_header() {
+        assert_eq!(super::unusable("eyJ.abc-_~+/="), None);
+        assert!(super::unusable("").is_some());
+        assert!(super::unusable("tok\r\nx-admin: yes").is_some(), "no header smuggling");
+        assert!(super::unusable(&"a".repeat(super::MAX_SECRET + 1)).is_some());
     }
 }
