@@ -6,8 +6,7 @@
 //! `per_user_secret` on the in-memory kv is the step's own cost (a kv read and an AES-256-GCM
 //! open); on Redis a call adds one round trip to it (not measured here: it is the network's).
 //! A cached `token_exchange` token or a kept `plugin` secret costs the same as a stored secret;
-//! an `oauth` grant adds the
-//! parse of its JSON record.
+//! an `oauth` grant adds the parse of its JSON record.
 
 use std::sync::Arc;
 
