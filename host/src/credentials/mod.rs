@@ -349,3 +349,30 @@ impl crate::upstream::CatalogCredential for Credentials {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    #[tokio::test]
+    async fn a_late_callback_stores_nothing_and_cannot_be_replayed() {
+        let vault = Vault::with_keys(Arc::default(), KEYS).unwrap();
+        let credentials = Credentials::new(vault, None);
+        let attempt = serde_json::json!({
+            "principal": "alice", "backend": "docs", "verifier": "v", "expires_at": 1,
+            "redirect_uri": "http://127.0.0.1:9/oauth/callback",
+            "server": {"authorization_endpoint": "http://127.0.0.1:9/authorize", "token_endpoint": "http://127.0.0.1:9/token",
+                       "resource": "http://127.0.0.1:9/mcp", "client_id": "relay", "client_secret": null},
+        });
+        let place = crate::digest::sha256_hex(b"the-state");
+        credentials.vault.put_for(oauth::ATTEMPTS, &place, &attempt.to_string(), oauth::ATTEMPT_LIFETIME).await.unwrap();
+        let callback = Callback { state: Some("the-state".into()), code: Some("c".into()), error: None };
+        assert!(matches!(credentials.complete(&callback).await, Err(CallbackError::Expired)));
+        assert_eq!(credentials.vault.get("alice", "docs").await.unwrap(), None, "no half-stored grant");
+        assert!(matches!(credentials.complete(&callback).await, Err(CallbackError::Unknown)), "one use");
+        let forged = Callback { state: Some("never-issued".into()), ..callback };
+        assert!(matches!(credentials.complete(&forged).await, Err(CallbackError::Unknown)));
+    }
+}
