@@ -207,17 +207,34 @@ async fn each_principal_authorizes_once_and_its_calls_carry_its_own_token() {
     assert_eq!(param("code_challenge_method").as_deref(), Some("S256"));
     assert_eq!(param("resource"), Some(server.url()), "RFC 8707 resource: the backend");
 
-    // A client that declared URL elicitation gets -32042 with the elicitation.
+    // A client that declared URL elicitation gets -32042 with the elicitation, over Streamable
+    // HTTP and over the newline transport.
     let elicited = http_call_with_url_elicitation(&one, "ALICE-T").await;
+    assert_eq!(elicited["error"]["code"], -32042, "{elicited}");
+    assert_eq!(elicited["error"]["data"]["elicitations"][0]["mode"], "url", "{elicited}");
+    let mut asked = relay_tests::LineClient::connect(one.port).await;
+    let init = asked
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"url": {}}},
+            "clientInfo": {"name": "e2e"}, "_meta": {"authorization": "Bearer ALICE-T"}}),
+        )
+        .await;
+    assert!(init["result"].is_object(), "{init}");
+    let elicited = asked.call_tool("greet", json!({"name": "x"})).await;
     assert_eq!(elicited["error"]["code"], -32042, "{elicited}");
     let elicitation = &elicited["error"]["data"]["elicitations"][0];
     assert_eq!(elicitation["mode"], "url", "{elicited}");
 
-    // The user opens the URL; the relay's callback completes the flow and says so.
+    // The user opens the URL; the relay's callback completes the flow and says so, in the page
+    // and to the client that was asked (MCP 2025-11-25 `notifications/elicitation/complete`).
     let (callback, status, page) = authorize(elicitation["url"].as_str().unwrap()).await;
     assert!(callback.starts_with(&one.http("/oauth/callback")), "{callback}");
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Authorized") && page.contains("demo"), "{page}");
+    let completed = asked.recv().await;
+    assert_eq!(completed["method"], "notifications/elicitation/complete", "{completed}");
+    assert_eq!(completed["params"]["elicitationId"], elicitation["elicitationId"], "{completed}");
     // The same link again is refused: one use.
     let replay = reqwest::get(&callback).await.unwrap();
     assert_eq!(replay.status(), 400);

@@ -78,6 +78,17 @@ pub enum CallbackError {
     Vault(#[from] VaultError),
 }
 
+/// An authorization the callback completed.
+#[derive(Debug)]
+pub struct Authorized {
+    /// Who authorized.
+    pub principal: String,
+    /// Which backend.
+    pub backend: String,
+    /// The `elicitationId` the caller's URL elicitation (`-32042`) named.
+    pub elicitation_id: String,
+}
+
 /// What the authorization server's redirect to `/oauth/callback` carries.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct Callback {
@@ -247,7 +258,7 @@ impl Credentials {
         Err(CredentialError::AuthorizationRequired {
             backend: backend.to_owned(),
             url: started.url,
-            id: place[..16].to_owned(),
+            id: elicitation_id(&place),
         })
     }
 
@@ -287,8 +298,8 @@ impl Credentials {
 
     /// Completes an authorization at the callback: the attempt named by `state` is taken (once:
     /// a replayed state finds nothing), its code redeemed, and the grant stored for the
-    /// principal who started it. Returns that principal and backend.
-    pub async fn complete(&self, callback: &Callback) -> Result<(String, String), CallbackError> {
+    /// principal who started it.
+    pub async fn complete(&self, callback: &Callback) -> Result<Authorized, CallbackError> {
         let state = callback.state.as_deref().ok_or(CallbackError::Unknown)?;
         let place = crate::digest::sha256_hex(state.as_bytes());
         // A state the relay never issued writes nothing (anyone may call this route).
@@ -319,8 +330,14 @@ impl Credentials {
             tracing::info!(principal, backend, "catalog user of the backend");
         }
         tracing::info!(principal, backend, "authorized");
-        Ok((principal, backend))
+        Ok(Authorized { principal, backend, elicitation_id: elicitation_id(&place) })
     }
+}
+
+/// The `elicitationId` of the authorization attempt stored at `place`: what the client's URL
+/// elicitation names, and what `notifications/elicitation/complete` names when it is done.
+fn elicitation_id(place: &str) -> String {
+    place[..16].to_owned()
 }
 
 /// The kv key naming the principal a backend's `first_user` catalog is listed as.
@@ -367,7 +384,11 @@ mod tests {
                        "resource": "http://127.0.0.1:9/mcp", "client_id": "relay", "client_secret": null},
         });
         let place = crate::digest::sha256_hex(b"the-state");
-        credentials.vault.put_for(oauth::ATTEMPTS, &place, &attempt.to_string(), oauth::ATTEMPT_LIFETIME).await.unwrap();
+        credentials
+            .vault
+            .put_for(oauth::ATTEMPTS, &place, &attempt.to_string(), oauth::ATTEMPT_LIFETIME)
+            .await
+            .unwrap();
         let callback = Callback { state: Some("the-state".into()), code: Some("c".into()), error: None };
         assert!(matches!(credentials.complete(&callback).await, Err(CallbackError::Expired)));
         assert_eq!(credentials.vault.get("alice", "docs").await.unwrap(), None, "no half-stored grant");

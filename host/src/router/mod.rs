@@ -56,6 +56,9 @@ pub enum ClientEvent {
     ResourceUpdated(String),
     /// `notifications/message` (to sessions that set a log level at or below it).
     Log(Value),
+    /// `notifications/elicitation/complete` for this `elicitationId` (to the session whose
+    /// client was asked with it): a user finished authorizing the relay in the browser.
+    ElicitationComplete(String),
 }
 
 /// Change counters of the catalog's sources (upstreams, adapters).
@@ -201,6 +204,12 @@ impl Router {
     /// Upstream notifications for clients.
     pub fn client_events(&self) -> broadcast::Receiver<ClientEvent> {
         self.client_events.subscribe()
+    }
+
+    /// Tells the sessions that the URL elicitation `elicitation_id` is done (the session that
+    /// asked its client with it sends `notifications/elicitation/complete`).
+    pub fn elicitation_completed(&self, elicitation_id: String) {
+        let _ = self.client_events.send(ClientEvent::ElicitationComplete(elicitation_id));
     }
 
     /// `prompts/get`: routed by the prompt's name as `caller` sees it.

@@ -1,6 +1,6 @@
 //! What a session sends on its own initiative: `list_changed` when the catalog a client sees
-//! changes, resource updates for its subscriptions, and log messages at or above the level it
-//! asked for. Also the one ranking of MCP log levels.
+//! changes, resource updates for its subscriptions, log messages at or above the level it
+//! asked for, and the completion of the URL elicitations it was asked with. Also the one ranking of MCP log levels.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -77,6 +77,14 @@ impl ServerEvents {
                     Ok(ClientEvent::ResourceUpdated(uri)) => {
                         if self.state.lock().expect("session lock").subscriptions.contains(&uri) {
                             self.queued.push_back(notification("notifications/resources/updated", Some(json!({"uri": uri}))));
+                        }
+                    }
+                    Ok(ClientEvent::ElicitationComplete(id)) => {
+                        let mut state = self.state.lock().expect("session lock");
+                        if let Some(at) = state.awaited_elicitations.iter().position(|awaited| *awaited == id) {
+                            state.awaited_elicitations.remove(at);
+                            let params = json!({"elicitationId": id});
+                            self.queued.push_back(notification("notifications/elicitation/complete", Some(params)));
                         }
                     }
                     Ok(ClientEvent::Log(params)) => {

@@ -297,8 +297,21 @@ impl Session {
     /// that declared `elicitation.url`; others get `-32011` with the same message and data
     /// (which carry the URL).
     fn for_this_client(&self, mut error: RpcError) -> RpcError {
-        if error.code == error_codes::URL_ELICITATION_REQUIRED && !self.client_requests.takes_elicitation("url") {
+        if error.code != error_codes::URL_ELICITATION_REQUIRED {
+            return error;
+        }
+        if !self.client_requests.takes_elicitation("url") {
             error.code = error_codes::UNAUTHENTICATED;
+            return error;
+        }
+        // Its completion is announced to this client (and no other).
+        let elicitations = error.data.as_ref().and_then(|d| d.get("elicitations")).and_then(Value::as_array);
+        let mut state = self.state.lock().expect("session lock");
+        for id in elicitations.into_iter().flatten().filter_map(|e| e.get("elicitationId")?.as_str()) {
+            if state.awaited_elicitations.len() == super::MAX_AWAITED_ELICITATIONS {
+                state.awaited_elicitations.pop_front();
+            }
+            state.awaited_elicitations.push_back(id.to_owned());
         }
         error
     }

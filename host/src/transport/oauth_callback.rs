@@ -29,13 +29,19 @@ pub async fn callback(State(state): State<Arc<TransportState>>, RawQuery(query):
         }
     }
     match state.relay_tools.credentials().complete(&callback).await {
-        Ok((_, backend)) => page(
-            StatusCode::OK,
-            "Authorized",
-            &format!(
-                "The relay now calls {backend} as you. You can close this page and call the tool again from your client."
-            ),
-        ),
+        Ok(authorized) => {
+            // Heard by the session this instance holds that asked with it (a session on another
+            // instance is not told; its client retries when the user says so).
+            state.sessions_factory.router.elicitation_completed(authorized.elicitation_id);
+            page(
+                StatusCode::OK,
+                "Authorized",
+                &format!(
+                    "The relay now calls {} as you. You can close this page and call the tool again from your client.",
+                    authorized.backend
+                ),
+            )
+        }
         Err(error) => {
             let status = match error {
                 CallbackError::Vault(_) => StatusCode::SERVICE_UNAVAILABLE,
