@@ -55,6 +55,12 @@ async fn each_principal_calls_a_backend_with_its_own_stored_secret() {
     let entry = &status["result"]["structuredContent"]["backends"][0];
     assert_eq!((entry["backend"].clone(), entry["authorized"].clone()), (json!("h"), json!(true)), "{status}");
     assert!(!status.to_string().contains("alice-key"), "status never shows the secret: {status}");
+    // An admin sees whether another principal authorized what; no one else does.
+    let of_bob = call(&one, "OPS-T", "relay_auth_status", json!({"principal": "bob"})).await;
+    assert_eq!(of_bob["result"]["structuredContent"]["principal"], "bob", "{of_bob}");
+    assert_eq!(of_bob["result"]["structuredContent"]["backends"][0]["authorized"], true, "{of_bob}");
+    let nosy = call(&one, "BOB-T", "relay_auth_status", json!({"principal": "alice"})).await;
+    assert_eq!(nosy["result"]["isError"], true, "{nosy}");
 
     // A second relay on the same Redis and keys uses the stored secrets.
     let two = relay(two_dir.path(), &redis, &backend).await;

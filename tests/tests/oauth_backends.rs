@@ -421,6 +421,10 @@ async fn without_a_service_credential_the_catalog_is_listed_as_the_first_user_wh
     })
     .await;
     assert_ne!(relay.backend_state("demo").await.as_deref(), Some("ready"), "{status}");
+    // An admin asking about alice gets no link: whoever followed it would authorize as alice.
+    let of_alice = call_tool(&relay, "OPS-T", "relay_auth_status", json!({"principal": "alice"})).await;
+    let entry = &of_alice["result"]["structuredContent"]["backends"][0];
+    assert!(entry["authorized"] == false && entry.get("authorize_url").is_none(), "{of_alice}");
     let url = status["result"]["structuredContent"]["backends"][0]["authorize_url"].as_str().unwrap().to_owned();
     let (_, code, page) = authorize(&url).await;
     assert_eq!(code, 200, "{page}");

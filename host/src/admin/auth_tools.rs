@@ -43,12 +43,14 @@ impl RelayTools {
         Ok(json!({"backend": backend, "stored": true}))
     }
 
-    /// `relay_auth_status`: for each per-user backend, whether the caller has a credential.
-    pub(super) async fn auth_status(&self, caller: &Principal) -> Result<Value, AdminError> {
+    /// `relay_auth_status {principal?}`: for each per-user backend, whether the caller (or, for
+    /// an admin, the principal named) has a credential.
+    pub(super) async fn auth_status(&self, arguments: &Value, caller: &Principal) -> Result<Value, AdminError> {
+        let whose = whose(arguments, caller, "listing")?;
         let mut backends = Vec::new();
         for upstream in self.per_user_backends() {
             let name = upstream.name();
-            let stored = self.credentials.vault.get(&caller.id, name).await;
+            let stored = self.credentials.vault.get(&whose, name).await;
             let mut entry = match stored {
                 Ok(found) => {
                     json!({"backend": name, "mode": upstream.backend.credentials.name(), "authorized": found.is_some()})
@@ -58,8 +60,12 @@ impl RelayTools {
                 }
             };
             // Where to authorize an `oauth` backend not authorized yet (the way in for a
-            // backend whose tools are not listed until someone does).
-            if entry["authorized"] == false && matches!(upstream.backend.credentials, CredentialMode::Oauth { .. }) {
+            // backend whose tools are not listed until someone does). Only for the caller's own:
+            // a link asked for someone else would bind whoever follows it to that principal.
+            if entry["authorized"] == false
+                && whose == caller.id
+                && matches!(upstream.backend.credentials, CredentialMode::Oauth { .. })
+            {
                 match self.credentials.header_for(&upstream.backend, caller, None).await {
                     Err(CredentialError::AuthorizationRequired { url, .. }) => entry["authorize_url"] = json!(url),
                     Err(error) => entry["error"] = json!(error.to_string()),
@@ -68,21 +74,13 @@ impl RelayTools {
             }
             backends.push(entry);
         }
-        Ok(json!({"principal": caller.id, "backends": backends}))
+        Ok(json!({"principal": whose, "backends": backends}))
     }
 
     /// `relay_auth_revoke {backend?, principal?}`: the caller's own credential for `backend` (or
     /// for every per-user backend); another principal's needs the admin role.
     pub(super) async fn auth_revoke(&self, arguments: &Value, caller: &Principal) -> Result<Value, AdminError> {
-        let whose = match arguments.get("principal").and_then(Value::as_str) {
-            Some(other) if other != caller.id && !caller.has_role(Principal::ADMIN) => {
-                return Err(AdminError::BadArguments(
-                    "revoking another principal's credentials needs the admin role".into(),
-                ));
-            }
-            Some(other) => other.to_owned(),
-            None => caller.id.clone(),
-        };
+        let whose = whose(arguments, caller, "revoking")?;
         let backends: Vec<String> = match arguments.get("backend") {
             Some(_) => vec![self.per_user_backend(arguments)?.name().to_owned()],
             None => self.per_user_backends().iter().map(|u| u.name().to_owned()).collect(),
@@ -122,6 +120,18 @@ impl RelayTools {
     }
 }
 
+/// The principal `arguments` name (the caller's own by default); another's needs the admin role
+/// (`doing` says what for, in the refusal).
+fn whose(arguments: &Value, caller: &Principal, doing: &str) -> Result<String, AdminError> {
+    match arguments.get("principal").and_then(Value::as_str) {
+        Some(other) if other != caller.id && !caller.has_role(Principal::ADMIN) => {
+            Err(AdminError::BadArguments(format!("{doing} another principal's credentials needs the admin role")))
+        }
+        Some(other) => Ok(other.to_owned()),
+        None => Ok(caller.id.clone()),
+    }
+}
+
 /// The three tools' definitions (none needs the admin role; revoking another principal's does).
 pub(super) fn definitions() -> Vec<BuiltinTool> {
     let backend = json!({"type": "string", "description": "Backend name"});
@@ -138,8 +148,8 @@ pub(super) fn definitions() -> Vec<BuiltinTool> {
             admin: false,
             definition: json!({
                 "name": "relay_auth_status",
-                "description": "Which backends called with each user's own credential you have authorized (never the credentials themselves).",
-                "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false},
+                "description": "Which backends called with each user's own credential you have authorized (never the credentials themselves). An admin may name another principal.",
+                "inputSchema": {"type": "object", "properties": {"principal": {"type": "string"}}, "additionalProperties": false},
             }),
         },
         BuiltinTool {

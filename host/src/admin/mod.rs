@@ -96,7 +96,7 @@ impl RelayTools {
             "relay_rollback_plugin" => self.rollback_plugin(&arguments).await,
             "relay_drain" => Ok(self.drain(caller)),
             "relay_auth_set_secret" => self.auth_set_secret(&arguments, caller).await,
-            "relay_auth_status" => self.auth_status(caller).await,
+            "relay_auth_status" => self.auth_status(&arguments, caller).await,
             "relay_auth_revoke" => self.auth_revoke(&arguments, caller).await,
             other => Err(AdminError::NoSuchTool(other.to_owned())),
         };
