@@ -10,6 +10,7 @@ pub mod http_backend;
 pub mod mock_openai;
 pub mod pki;
 pub mod redis;
+pub mod sdk_example;
 pub mod sts;
 pub mod token_endpoint;
 

@@ -11,124 +11,18 @@
 //! the relay's `/oauth/callback`, sealed in Redis and used by a second relay too.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 
-use base64::Engine as _;
 use relay_tests::authorization_server::AuthorizationServer;
 use relay_tests::haproxy::free_port;
-use relay_tests::{HttpBackend, RedisServer, Relay, eventually, repo_root};
+use relay_tests::sdk_example::ExampleServer;
+use relay_tests::{HttpBackend, RedisServer, Relay, eventually};
 use serde_json::{Value, json};
-use sha2::Digest as _;
-use tokio::process::{Child, Command};
 
 const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-/// The example server and its authorization server, logging to a file.
-struct ExampleServer {
-    _child: Child,
-    mcp_port: u16,
-    auth_port: u16,
-    log: PathBuf,
-    /// The relay's service token, once issued.
-    service: String,
-}
-
-impl ExampleServer {
-    async fn start(dir: &Path) -> ExampleServer {
-        let script = repo_root().join(
-            "tests/clients/node_modules/@modelcontextprotocol/sdk/dist/esm/examples/server/simpleStreamableHttp.js",
-        );
-        assert!(script.exists(), "{} is missing: run scripts/test.sh (it runs npm ci)", script.display());
-        let (mcp_port, auth_port) = (free_port(), free_port());
-        let log = dir.join("example-server.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new("node")
-            .arg(script)
-            .args(["--oauth", "--oauth-strict"])
-            .env("MCP_PORT", mcp_port.to_string())
-            .env("MCP_AUTH_PORT", auth_port.to_string())
-            .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs the example server");
-        let mut server = ExampleServer { _child: child, mcp_port, auth_port, log, service: String::new() };
-        eventually("the example server listens", || async {
-            let text = std::fs::read_to_string(&server.log).unwrap_or_default();
-            (text.contains("MCP Streamable HTTP Server listening") && text.contains("Authorization Server listening"))
-                .then_some(())
-        })
-        .await;
-        server.service = server.service_token().await;
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("http://localhost:{}/mcp", self.mcp_port)
-    }
-
-    /// The tokens of the requests it has served, in order.
-    fn tokens(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.split("Authenticated user:")
-            .skip(1)
-            .filter_map(|entry| entry.split("token: '").nth(1)?.split('\'').next().map(str::to_owned))
-            .collect()
-    }
-
-    /// A token for the relay's own use (its catalog): registered, authorized and redeemed here,
-    /// as an operator would once.
-    async fn service_token(&self) -> String {
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let auth = format!("http://localhost:{}", self.auth_port);
-        let redirect = "http://localhost/service-callback";
-        let registered: Value = http
-            .post(format!("{auth}/register"))
-            .json(&json!({"redirect_uris": [redirect], "token_endpoint_auth_method": "none", "client_name": "ops"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let client_id = registered["client_id"].as_str().expect("a client id").to_owned();
-        let verifier = "service-verifier-0123456789-0123456789-0123456789";
-        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier));
-        let authorized = http
-            .get(format!("{auth}/authorize"))
-            .query(&[
-                ("response_type", "code"),
-                ("client_id", &client_id),
-                ("redirect_uri", redirect),
-                ("code_challenge", &challenge),
-                ("code_challenge_method", "S256"),
-                ("resource", &self.url()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let location = authorized.headers()["location"].to_str().unwrap().to_owned();
-        let code = url::Url::parse(&location).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
-        let token: Value = http
-            .post(format!("{auth}/token"))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("code_verifier", verifier),
-                ("redirect_uri", redirect),
-                ("client_id", &client_id),
-                ("resource", &self.url()),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        token["access_token"].as_str().expect("a service token").to_owned()
-    }
-}
+/// The example server, with its authorization server accepting only tokens for its own resource.
+const SCRIPT: &str = "simpleStreamableHttp.js";
+const ARGS: [&str; 2] = ["--oauth", "--oauth-strict"];
 
 fn relay_yaml(dir: &Path, redis: &RedisServer) -> String {
     relay_tests::three_principals_yaml(dir, redis, "oauthb")
@@ -188,7 +82,7 @@ fn authorize_url(refused: &Value) -> String {
 async fn each_principal_authorizes_once_and_its_calls_carry_its_own_token() {
     let redis = RedisServer::start().await;
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let server = ExampleServer::start(dirs.0.path()).await;
+    let server = ExampleServer::start(dirs.0.path(), SCRIPT, &ARGS).await;
     let service = server.service.clone();
     let one = relay(dirs.1.path(), &redis, &server, &service).await;
     // The catalog comes from the service credential.
@@ -299,7 +193,7 @@ async fn each_principal_authorizes_once_and_its_calls_carry_its_own_token() {
 async fn a_refused_or_foreign_callback_stores_nothing() {
     let redis = RedisServer::start().await;
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let server = ExampleServer::start(dirs.0.path()).await;
+    let server = ExampleServer::start(dirs.0.path(), SCRIPT, &ARGS).await;
     let service = server.service.clone();
     let relay = relay(dirs.1.path(), &redis, &server, &service).await;
     let url = authorize_url(&call(&relay, "ALICE-T", "a").await);
@@ -410,7 +304,7 @@ async fn tokens_are_refreshed_before_they_expire_and_unusable_servers_are_named(
 async fn without_a_service_credential_the_catalog_is_listed_as_the_first_user_who_authorized() {
     let redis = RedisServer::start().await;
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let server = ExampleServer::start(dirs.0.path()).await;
+    let server = ExampleServer::start(dirs.0.path(), SCRIPT, &ARGS).await;
     let relay = relay_with(dirs.1.path(), &redis, &server, "", "catalog: first_user,").await;
 
     // Nobody has authorized: the backend cannot connect, and lists nothing; relay_auth_status

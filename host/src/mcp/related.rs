@@ -3,7 +3,7 @@
 //! answer. Upstream requests made on a client's behalf carry it, so what the upstream sends
 //! about that request reaches that client and no other.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,7 +34,16 @@ pub struct ClientRequests {
     /// The client's capabilities (from `initialize` or the stateless envelope) and whether it
     /// speaks 2026-07-28 (which has its own refusal code).
     declared: Mutex<(Value, bool)>,
+    /// The `elicitationId`s of the URL elicitations the client was asked with (a `-32042`
+    /// error, an `elicitation/create` in URL mode), newest last, at most
+    /// [`MAX_AWAITED_ELICITATIONS`]: the ones whose completion it hears.
+    awaited_elicitations: Mutex<VecDeque<String>>,
 }
+
+/// How many URL elicitations one session remembers, for their completion notifications.
+const MAX_AWAITED_ELICITATIONS: usize = 16;
+/// Longest `elicitationId` remembered.
+const MAX_ELICITATION_ID: usize = 256;
 
 /// The client capability a server-to-client request needs.
 pub fn capability_for(method: &str) -> Option<&'static str> {
@@ -58,6 +67,11 @@ impl Related {
     pub async fn request(&self, method: &str, params: Option<Value>, timeout: Duration) -> Result<Value, RpcError> {
         if let Some(refusal) = self.client.refusal(method, params.as_ref()) {
             return Err(refusal);
+        }
+        if method == "elicitation/create"
+            && let Some(elicitation) = params.as_ref().filter(|p| p.get("mode").and_then(Value::as_str) == Some("url"))
+        {
+            self.client.await_elicitation(elicitation);
         }
         let id = format!("relay-{}", self.client.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
@@ -91,6 +105,27 @@ impl ClientRequests {
     /// Records what the client can answer (`capabilities` as it declared them).
     pub fn declare(&self, capabilities: Value, stateless: bool) {
         *self.declared.lock().expect("declared lock") = (capabilities, stateless);
+    }
+
+    /// Remembers the URL elicitation `elicitation` (its `elicitationId`) the client is being
+    /// asked with, so that it hears when it completes.
+    pub fn await_elicitation(&self, elicitation: &Value) {
+        let Some(id) = elicitation.get("elicitationId").and_then(Value::as_str) else { return };
+        if id.len() > MAX_ELICITATION_ID {
+            return;
+        }
+        let mut awaited = self.awaited_elicitations.lock().expect("elicitations lock");
+        if awaited.len() == MAX_AWAITED_ELICITATIONS {
+            awaited.pop_front();
+        }
+        awaited.push_back(id.to_owned());
+    }
+
+    /// Whether the client was asked with the URL elicitation `id` and has not heard it complete
+    /// (it then has: a completion is told once).
+    pub fn completes_elicitation(&self, id: &str) -> bool {
+        let mut awaited = self.awaited_elicitations.lock().expect("elicitations lock");
+        awaited.iter().position(|awaited| awaited == id).and_then(|at| awaited.remove(at)).is_some()
     }
 
     /// Whether the client declared elicitation in `mode` (`form` or `url`, MCP 2025-11-25): a
@@ -145,6 +180,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_url_elicitation_completes_once_for_the_client_asked_and_few_are_remembered() {
+        let client = ClientRequests::default();
+        client.await_elicitation(&json!({"mode": "url", "elicitationId": "e1"}));
+        assert!(client.completes_elicitation("e1"));
+        assert!(!client.completes_elicitation("e1"), "told once");
+        assert!(!ClientRequests::default().completes_elicitation("e1"), "another client was not asked");
+        for n in 0..=MAX_AWAITED_ELICITATIONS {
+            client.await_elicitation(&json!({"elicitationId": format!("e{n}")}));
+        }
+        assert!(!client.completes_elicitation("e0"), "the oldest is forgotten");
+        assert!(client.completes_elicitation(&format!("e{MAX_AWAITED_ELICITATIONS}")));
+        client.await_elicitation(&json!({"elicitationId": "x".repeat(MAX_ELICITATION_ID + 1)}));
+        assert!(!client.completes_elicitation(&"x".repeat(MAX_ELICITATION_ID + 1)));
+    }
 
     #[test]
     fn an_elicitation_needs_its_mode_declared() {

@@ -91,6 +91,11 @@ async fn route_notifications(router: Weak<Router>, mut events: broadcast::Receiv
                 ClientEvent::ResourceUpdated(exposed)
             }
             "notifications/message" => ClientEvent::Log(params),
+            // To the session whose client the backend asked with it (and no other).
+            "notifications/elicitation/complete" => match params.get("elicitationId").and_then(Value::as_str) {
+                Some(id) => ClientEvent::ElicitationComplete(id.to_owned()),
+                None => continue,
+            },
             method => {
                 tracing::debug!(backend = %event.backend, method, "upstream notification not forwarded");
                 continue;

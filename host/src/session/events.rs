@@ -41,6 +41,8 @@ pub struct ServerEvents {
     pub(super) unsettled: bool,
     pub(super) events: broadcast::Receiver<ClientEvent>,
     pub(super) state: Arc<Mutex<SessionState>>,
+    /// The URL elicitations the client was asked with, whose completion it hears.
+    pub(super) client_requests: Arc<crate::mcp::ClientRequests>,
     /// Notifications decided but not yet handed out.
     pub(super) queued: VecDeque<Message>,
 }
@@ -80,9 +82,7 @@ impl ServerEvents {
                         }
                     }
                     Ok(ClientEvent::ElicitationComplete(id)) => {
-                        let mut state = self.state.lock().expect("session lock");
-                        if let Some(at) = state.awaited_elicitations.iter().position(|awaited| *awaited == id) {
-                            state.awaited_elicitations.remove(at);
+                        if self.client_requests.completes_elicitation(&id) {
                             let params = json!({"elicitationId": id});
                             self.queued.push_back(notification("notifications/elicitation/complete", Some(params)));
                         }

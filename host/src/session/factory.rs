@@ -225,7 +225,6 @@ impl SessionFactory {
             client_name: envelope.client_name.clone(),
             log_level: envelope.log_level.as_deref().and_then(log_rank),
             subscriptions: HashSet::new(),
-            awaited_elicitations: Default::default(),
         };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let session = self.build(id, TransportKind::Http, principal, remote, None, state, true)?;

@@ -304,14 +304,10 @@ impl Session {
             error.code = error_codes::UNAUTHENTICATED;
             return error;
         }
-        // Its completion is announced to this client (and no other).
+        // Their completion is announced to this client (and no other).
         let elicitations = error.data.as_ref().and_then(|d| d.get("elicitations")).and_then(Value::as_array);
-        let mut state = self.state.lock().expect("session lock");
-        for id in elicitations.into_iter().flatten().filter_map(|e| e.get("elicitationId")?.as_str()) {
-            if state.awaited_elicitations.len() == super::MAX_AWAITED_ELICITATIONS {
-                state.awaited_elicitations.pop_front();
-            }
-            state.awaited_elicitations.push_back(id.to_owned());
+        for elicitation in elicitations.into_iter().flatten() {
+            self.client_requests.await_elicitation(elicitation);
         }
         error
     }

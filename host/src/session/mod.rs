@@ -50,13 +50,7 @@ struct SessionState {
     log_level: Option<u8>,
     /// Client-facing URIs from `resources/subscribe`.
     subscriptions: HashSet<String>,
-    /// The `elicitationId`s of the URL elicitations (`-32042`) this client was last asked with,
-    /// newest last, at most [`MAX_AWAITED_ELICITATIONS`]: the ones it hears completed.
-    awaited_elicitations: VecDeque<String>,
 }
-
-/// How many URL elicitations one session remembers, for their completion notifications.
-const MAX_AWAITED_ELICITATIONS: usize = 16;
 
 /// One client session.
 pub struct Session {
@@ -184,6 +178,7 @@ impl Session {
             unsettled: false,
             events: self.router.client_events(),
             state: self.state.clone(),
+            client_requests: self.client_requests.clone(),
             queued: VecDeque::new(),
         }
     }

@@ -64,7 +64,6 @@ impl SessionRecord {
             client_name: self.client_name.clone(),
             log_level: self.log_level,
             subscriptions: self.subscriptions.iter().cloned().collect::<HashSet<_>>(),
-            awaited_elicitations: Default::default(),
         }
     }
 }

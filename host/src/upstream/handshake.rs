@@ -74,7 +74,9 @@ pub async fn initialize(conn: &Connection) -> Result<ServerIdentity, UpstreamErr
             Some(&json!({
                 "protocolVersion": version::UPSTREAM_REQUEST,
                 // Requests the upstream sends back are forwarded to the client it works for.
-                "capabilities": {"sampling": {}, "elicitation": {}},
+                // Both elicitation modes (MCP 2025-11-25): a URL one reaches the clients that
+                // declared it; the others get its URL in an error (`-32011`) they can show.
+                "capabilities": {"sampling": {}, "elicitation": {"form": {}, "url": {}}},
                 "clientInfo": {"name": "relay", "version": env!("CARGO_PKG_VERSION")},
             })),
         )
