@@ -57,7 +57,8 @@ pub enum ClientEvent {
     /// `notifications/message` (to sessions that set a log level at or below it).
     Log(Value),
     /// `notifications/elicitation/complete` for this `elicitationId` (to the session whose
-    /// client was asked with it): a user finished authorizing the relay in the browser.
+    /// client was asked with it): a user finished what a backend's URL elicitation, or the
+    /// relay's own authorization link, asked of them.
     ElicitationComplete(String),
 }
 

@@ -1,6 +1,7 @@
 //! What a session sends on its own initiative: `list_changed` when the catalog a client sees
 //! changes, resource updates for its subscriptions, log messages at or above the level it
-//! asked for, and the completion of the URL elicitations it was asked with. Also the one ranking of MCP log levels.
+//! asked for, and the completion of the URL elicitations it was asked with. Also the one
+//! ranking of MCP log levels.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -294,8 +294,8 @@ impl Session {
     }
 
     /// An error as this client can take it: URL-mode elicitation (`-32042`) only for a client
-    /// that declared `elicitation.url`; others get `-32011` with the same message and data
-    /// (which carry the URL).
+    /// that declared `elicitation.url` (which then hears when each completes); others get
+    /// `-32011` with the same message and data (which carry the URL).
     fn for_this_client(&self, mut error: RpcError) -> RpcError {
         if error.code != error_codes::URL_ELICITATION_REQUIRED {
             return error;
