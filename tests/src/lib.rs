@@ -164,6 +164,11 @@ impl Relay {
         client
     }
 
+    /// One `tools/call` on a new newline connection authenticated with `token`.
+    pub async fn call_tool_as(&self, token: &str, tool: &str, arguments: Value) -> Value {
+        self.line_client_as(Some(token)).await.call_tool(tool, arguments).await
+    }
+
     /// The status entry of plugin `name`.
     pub async fn plugin_status(&self, name: &str) -> Value {
         let status = self.status().await;

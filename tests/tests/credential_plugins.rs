@@ -10,7 +10,7 @@ use std::path::Path;
 
 use relay_tests::sts::{self, Sts};
 use relay_tests::{HttpBackend, RedisServer, Relay, copy_plugin, text_of};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -34,10 +34,6 @@ async fn relay(dir: &Path, redis: &RedisServer, backend: &HttpBackend, sts: &Sts
     relay
 }
 
-async fn call(relay: &Relay, token: &str, tool: &str, arguments: Value) -> Value {
-    relay.line_client_as(Some(token)).await.call_tool(tool, arguments).await
-}
-
 #[tokio::test]
 async fn a_credentials_plugin_gives_each_principal_its_own_token_from_the_sts() {
     let redis = RedisServer::start().await;
@@ -46,13 +42,13 @@ async fn a_credentials_plugin_gives_each_principal_its_own_token_from_the_sts() 
     let (one_dir, two_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let one = relay(one_dir.path(), &redis, &backend, &sts, sts::KEY).await;
 
-    assert_eq!(text_of(&call(&one, "ALICE-T", "whoami", json!({})).await), "Bearer sts-alice-1");
+    assert_eq!(text_of(&one.call_tool_as("ALICE-T", "whoami", json!({})).await), "Bearer sts-alice-1");
     assert_eq!(
-        text_of(&call(&one, "ALICE-T", "whoami", json!({})).await),
+        text_of(&one.call_tool_as("ALICE-T", "whoami", json!({})).await),
         "Bearer sts-alice-1",
         "kept, not asked again"
     );
-    assert_eq!(text_of(&call(&one, "BOB-T", "whoami", json!({})).await), "Bearer sts-bob-2");
+    assert_eq!(text_of(&one.call_tool_as("BOB-T", "whoami", json!({})).await), "Bearer sts-bob-2");
     let asked = sts.requests();
     assert_eq!(asked.len(), 2, "{asked:?}");
     assert_eq!(
@@ -62,7 +58,7 @@ async fn a_credentials_plugin_gives_each_principal_its_own_token_from_the_sts() 
 
     // Refused by the STS: the caller is told why, the backend never sees the call.
     let calls = backend.calls_of("whoami");
-    let refused = call(&one, "OPS-T", "whoami", json!({})).await;
+    let refused = one.call_tool_as("OPS-T", "whoami", json!({})).await;
     assert_eq!(refused["error"]["code"], -32013, "{refused}");
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("ops is not in the group allowed to reach"), "{refused}");
@@ -70,7 +66,7 @@ async fn a_credentials_plugin_gives_each_principal_its_own_token_from_the_sts() 
 
     // A second relay on the same Redis and keys uses the kept token; the STS is not asked.
     let two = relay(two_dir.path(), &redis, &backend, &sts, sts::KEY).await;
-    assert_eq!(text_of(&call(&two, "ALICE-T", "whoami", json!({})).await), "Bearer sts-alice-1");
+    assert_eq!(text_of(&two.call_tool_as("ALICE-T", "whoami", json!({})).await), "Bearer sts-alice-1");
     assert_eq!(sts.requests().len(), 3, "alice, bob and the refused ops only");
 
     // Kept tokens are sealed; a caller cannot store its own in the plugin's place; revoking
@@ -79,11 +75,11 @@ async fn a_credentials_plugin_gives_each_principal_its_own_token_from_the_sts() 
     for key in keys.lines() {
         assert!(!redis.cli(&["get", key.trim()]).contains("sts-"), "a token in the clear at {key}");
     }
-    let forged = call(&one, "ALICE-T", "relay_auth_set_secret", json!({"backend": "h", "secret": "mine"})).await;
+    let forged = one.call_tool_as("ALICE-T", "relay_auth_set_secret", json!({"backend": "h", "secret": "mine"})).await;
     assert_eq!(forged["result"]["isError"], true, "{forged}");
-    let revoked = call(&one, "ALICE-T", "relay_auth_revoke", json!({"backend": "h"})).await;
+    let revoked = one.call_tool_as("ALICE-T", "relay_auth_revoke", json!({"backend": "h"})).await;
     assert_eq!(revoked["result"]["structuredContent"]["revoked"], json!(["h"]), "{revoked}");
-    assert_eq!(text_of(&call(&two, "ALICE-T", "whoami", json!({})).await), "Bearer sts-alice-4");
+    assert_eq!(text_of(&two.call_tool_as("ALICE-T", "whoami", json!({})).await), "Bearer sts-alice-4");
     for relay in [&one, &two] {
         assert!(!relay.log().contains("sts-alice"), "a token in the log:\n{}", relay.log());
     }
@@ -97,7 +93,7 @@ async fn a_failing_credentials_plugin_fails_the_call_and_says_why_in_the_log_onl
     let dir = tempfile::tempdir().unwrap();
     let relay = relay(dir.path(), &redis, &backend, &sts, "not-the-key").await;
 
-    let failed = call(&relay, "ALICE-T", "whoami", json!({})).await;
+    let failed = relay.call_tool_as("ALICE-T", "whoami", json!({})).await;
     let message = failed["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("credential plugin sts failed"), "{failed}");
     assert!(!message.contains("401") && !message.contains("127.0.0.1"), "internals stay in the log: {failed}");

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use relay_tests::{HttpBackend, RedisServer, Relay, copy_plugin, text_of};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -28,10 +28,6 @@ async fn relay(dir: &Path, redis: &RedisServer, backend: &HttpBackend) -> Relay 
     relay
 }
 
-async fn call(relay: &Relay, token: &str, tool: &str, arguments: Value) -> Value {
-    relay.line_client_as(Some(token)).await.call_tool(tool, arguments).await
-}
-
 #[tokio::test]
 async fn each_principal_calls_a_backend_with_its_own_stored_secret() {
     let redis = RedisServer::start().await;
@@ -40,31 +36,31 @@ async fn each_principal_calls_a_backend_with_its_own_stored_secret() {
     let one = relay(one_dir.path(), &redis, &backend).await;
 
     // Nothing stored: refused, saying how to store one; the backend is not called.
-    let refused = call(&one, "ALICE-T", "whoami", json!({})).await;
+    let refused = one.call_tool_as("ALICE-T", "whoami", json!({})).await;
     assert_eq!(refused["error"]["code"], -32011, "{refused}");
     assert_eq!(refused["error"]["data"]["store_with"], "relay_auth_set_secret", "{refused}");
     assert_eq!(backend.calls_of("whoami"), 0);
 
     for (token, secret) in [("ALICE-T", "alice-key-0001"), ("BOB-T", "bob-key-0002")] {
-        let stored = call(&one, token, "relay_auth_set_secret", json!({"backend": "h", "secret": secret})).await;
+        let stored = one.call_tool_as(token, "relay_auth_set_secret", json!({"backend": "h", "secret": secret})).await;
         assert_eq!(stored["result"]["structuredContent"]["stored"], true, "{stored}");
     }
-    assert_eq!(text_of(&call(&one, "ALICE-T", "whoami", json!({})).await), "Bearer alice-key-0001");
-    assert_eq!(text_of(&call(&one, "BOB-T", "whoami", json!({})).await), "Bearer bob-key-0002");
-    let status = call(&one, "ALICE-T", "relay_auth_status", json!({})).await;
+    assert_eq!(text_of(&one.call_tool_as("ALICE-T", "whoami", json!({})).await), "Bearer alice-key-0001");
+    assert_eq!(text_of(&one.call_tool_as("BOB-T", "whoami", json!({})).await), "Bearer bob-key-0002");
+    let status = one.call_tool_as("ALICE-T", "relay_auth_status", json!({})).await;
     let entry = &status["result"]["structuredContent"]["backends"][0];
     assert_eq!((entry["backend"].clone(), entry["authorized"].clone()), (json!("h"), json!(true)), "{status}");
     assert!(!status.to_string().contains("alice-key"), "status never shows the secret: {status}");
     // An admin sees whether another principal authorized what; no one else does.
-    let of_bob = call(&one, "OPS-T", "relay_auth_status", json!({"principal": "bob"})).await;
+    let of_bob = one.call_tool_as("OPS-T", "relay_auth_status", json!({"principal": "bob"})).await;
     assert_eq!(of_bob["result"]["structuredContent"]["principal"], "bob", "{of_bob}");
     assert_eq!(of_bob["result"]["structuredContent"]["backends"][0]["authorized"], true, "{of_bob}");
-    let nosy = call(&one, "BOB-T", "relay_auth_status", json!({"principal": "alice"})).await;
+    let nosy = one.call_tool_as("BOB-T", "relay_auth_status", json!({"principal": "alice"})).await;
     assert_eq!(nosy["result"]["isError"], true, "{nosy}");
 
     // A second relay on the same Redis and keys uses the stored secrets.
     let two = relay(two_dir.path(), &redis, &backend).await;
-    assert_eq!(text_of(&call(&two, "ALICE-T", "whoami", json!({})).await), "Bearer alice-key-0001");
+    assert_eq!(text_of(&two.call_tool_as("ALICE-T", "whoami", json!({})).await), "Bearer alice-key-0001");
 
     // Secrets at rest are sealed; logs never hold them.
     let keys = redis.cli(&["--scan", "--pattern", "creds:relay.credential:*"]);
@@ -78,14 +74,14 @@ async fn each_principal_calls_a_backend_with_its_own_stored_secret() {
     }
 
     // Revoking: one's own, not another's (unless admin).
-    let denied = call(&one, "BOB-T", "relay_auth_revoke", json!({"backend": "h", "principal": "alice"})).await;
+    let denied = one.call_tool_as("BOB-T", "relay_auth_revoke", json!({"backend": "h", "principal": "alice"})).await;
     assert_eq!(denied["result"]["isError"], true, "{denied}");
-    let revoked = call(&one, "ALICE-T", "relay_auth_revoke", json!({"backend": "h"})).await;
+    let revoked = one.call_tool_as("ALICE-T", "relay_auth_revoke", json!({"backend": "h"})).await;
     assert_eq!(revoked["result"]["structuredContent"]["revoked"], json!(["h"]), "{revoked}");
-    assert_eq!(call(&two, "ALICE-T", "whoami", json!({})).await["error"]["code"], -32011);
-    let by_admin = call(&one, "OPS-T", "relay_auth_revoke", json!({"principal": "bob"})).await;
+    assert_eq!(two.call_tool_as("ALICE-T", "whoami", json!({})).await["error"]["code"], -32011);
+    let by_admin = one.call_tool_as("OPS-T", "relay_auth_revoke", json!({"principal": "bob"})).await;
     assert_eq!(by_admin["result"]["structuredContent"]["revoked"], json!(["h"]), "{by_admin}");
-    assert_eq!(call(&one, "BOB-T", "whoami", json!({})).await["error"]["code"], -32011);
+    assert_eq!(one.call_tool_as("BOB-T", "whoami", json!({})).await["error"]["code"], -32011);
 }
 
 #[tokio::test]
@@ -153,10 +149,14 @@ async fn a_token_exchange_gives_each_principal_its_own_token_for_the_backend() {
     relay.token = Some("ALICE-T".into());
     relay.wait_ready("h").await;
 
-    let alice = text_of(&call(&relay, "ALICE-T", "whoami", json!({})).await);
+    let alice = text_of(&relay.call_tool_as("ALICE-T", "whoami", json!({})).await);
     assert!(alice.starts_with("Bearer xchg-alice-"), "{alice}");
-    assert_eq!(text_of(&call(&relay, "ALICE-T", "whoami", json!({})).await), alice, "cached, not exchanged again");
-    let bob = text_of(&call(&relay, "BOB-T", "whoami", json!({})).await);
+    assert_eq!(
+        text_of(&relay.call_tool_as("ALICE-T", "whoami", json!({})).await),
+        alice,
+        "cached, not exchanged again"
+    );
+    let bob = text_of(&relay.call_tool_as("BOB-T", "whoami", json!({})).await);
     assert!(bob.starts_with("Bearer xchg-bob-"), "{bob}");
     let exchanges = endpoint.exchanges();
     assert_eq!(exchanges.len(), 2, "{exchanges:?}");
@@ -165,7 +165,7 @@ async fn a_token_exchange_gives_each_principal_its_own_token_for_the_backend() {
 
     // Refused by the server: the call fails with its reason, and the backend is not called.
     let calls = backend.calls_of("whoami");
-    let refused = call(&relay, "CAROL-T", "whoami", json!({})).await;
+    let refused = relay.call_tool_as("CAROL-T", "whoami", json!({})).await;
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("token exchange failed") && message.contains("invalid_grant"), "{refused}");
     assert_eq!(backend.calls_of("whoami"), calls);

@@ -54,7 +54,7 @@ async fn relay_with(dir: &Path, redis: &RedisServer, server: &ExampleServer, hea
 }
 
 async fn call(relay: &Relay, token: &str, name: &str) -> Value {
-    relay.line_client_as(Some(token)).await.call_tool("greet", json!({"name": name})).await
+    relay.call_tool_as(token, "greet", json!({"name": name})).await
 }
 
 /// Calls `greet` as `token` and returns the tokens the example server saw meanwhile, but for
@@ -183,7 +183,7 @@ async fn each_principal_authorizes_once_and_its_calls_carry_its_own_token() {
     }
 
     // Revoked: alice is asked again; bob is not.
-    let revoked = call_tool(&one, "ALICE-T", "relay_auth_revoke", json!({"backend": "demo"})).await;
+    let revoked = one.call_tool_as("ALICE-T", "relay_auth_revoke", json!({"backend": "demo"})).await;
     assert_eq!(revoked["result"]["structuredContent"]["revoked"], json!(["demo"]), "{revoked}");
     assert_eq!(call(&two, "ALICE-T", "a").await["error"]["code"], -32011);
     assert!(call(&two, "BOB-T", "b").await["result"].is_object());
@@ -211,12 +211,8 @@ async fn a_refused_or_foreign_callback_stores_nothing() {
     assert_eq!(call(&relay, "ALICE-T", "a").await["error"]["code"], -32011);
     let again = reqwest::get(relay.http(&format!("/oauth/callback?code=x&state={state}"))).await.unwrap();
     assert_eq!(again.status(), 400);
-    let status = call_tool(&relay, "ALICE-T", "relay_auth_status", json!({})).await;
+    let status = relay.call_tool_as("ALICE-T", "relay_auth_status", json!({})).await;
     assert_eq!(status["result"]["structuredContent"]["backends"][0]["authorized"], false, "{status}");
-}
-
-async fn call_tool(relay: &Relay, token: &str, tool: &str, arguments: Value) -> Value {
-    relay.line_client_as(Some(token)).await.call_tool(tool, arguments).await
 }
 
 /// A `tools/call` over Streamable HTTP from a client that declared URL elicitation.
@@ -310,13 +306,13 @@ async fn without_a_service_credential_the_catalog_is_listed_as_the_first_user_wh
     // Nobody has authorized: the backend cannot connect, and lists nothing; relay_auth_status
     // gives the way in.
     let status = eventually("the backend is known", || async {
-        let status = call_tool(&relay, "ALICE-T", "relay_auth_status", json!({})).await;
+        let status = relay.call_tool_as("ALICE-T", "relay_auth_status", json!({})).await;
         status["result"]["structuredContent"]["backends"][0]["authorize_url"].as_str().map(|_| status.clone())
     })
     .await;
     assert_ne!(relay.backend_state("demo").await.as_deref(), Some("ready"), "{status}");
     // An admin asking about alice gets no link: whoever followed it would authorize as alice.
-    let of_alice = call_tool(&relay, "OPS-T", "relay_auth_status", json!({"principal": "alice"})).await;
+    let of_alice = relay.call_tool_as("OPS-T", "relay_auth_status", json!({"principal": "alice"})).await;
     let entry = &of_alice["result"]["structuredContent"]["backends"][0];
     assert!(entry["authorized"] == false && entry.get("authorize_url").is_none(), "{of_alice}");
     let url = status["result"]["structuredContent"]["backends"][0]["authorize_url"].as_str().unwrap().to_owned();
