@@ -50,6 +50,8 @@ fn bench(c: &mut Criterion) {
     });
     // A `plugin` backend whose issued secret the relay still keeps: every call but the first.
     let kept = backend("{mode: plugin, plugin: sts}");
+    let slot = kept.credentials.slot("tracker").into_owned();
+    runtime.block_on(credentials.vault.put("alice", &slot, "sts_alice_0123456789abcdef")).unwrap();
     c.bench_function("credential step: plugin, kept secret (memory kv)", |b| {
         b.iter(|| runtime.block_on(credentials.header_for(&kept, &alice, None)).unwrap().expect("a header"))
     });

@@ -38,7 +38,8 @@ impl RelayTools {
             return Err(AdminError::BadArguments("secret must be at most 8 KiB, without control characters".into()));
         }
         let vault = &self.credentials.vault;
-        vault.put(&caller.id, backend, secret).await.map_err(|e| AdminError::BadArguments(e.to_string()))?;
+        let slot = mode.slot(backend);
+        vault.put(&caller.id, &slot, secret).await.map_err(|e| AdminError::BadArguments(e.to_string()))?;
         tracing::info!(principal = %caller.id, backend, "credential stored");
         Ok(json!({"backend": backend, "stored": true}))
     }
@@ -50,7 +51,7 @@ impl RelayTools {
         let mut backends = Vec::new();
         for upstream in self.per_user_backends() {
             let name = upstream.name();
-            let stored = self.credentials.vault.get(&whose, name).await;
+            let stored = self.credentials.vault.get(&whose, &upstream.backend.credentials.slot(name)).await;
             let mut entry = match stored {
                 Ok(found) => {
                     json!({"backend": name, "mode": upstream.backend.credentials.name(), "authorized": found.is_some()})
@@ -81,20 +82,21 @@ impl RelayTools {
     /// for every per-user backend); another principal's needs the admin role.
     pub(super) async fn auth_revoke(&self, arguments: &Value, caller: &Principal) -> Result<Value, AdminError> {
         let whose = whose(arguments, caller, "revoking")?;
-        let backends: Vec<String> = match arguments.get("backend") {
-            Some(_) => vec![self.per_user_backend(arguments)?.name().to_owned()],
-            None => self.per_user_backends().iter().map(|u| u.name().to_owned()).collect(),
+        let backends = match arguments.get("backend") {
+            Some(_) => vec![self.per_user_backend(arguments)?],
+            None => self.per_user_backends(),
         };
         let mut revoked = Vec::new();
-        for backend in backends {
+        for upstream in backends {
+            let slot = upstream.backend.credentials.slot(upstream.name());
             if self
                 .credentials
                 .vault
-                .delete(&whose, &backend)
+                .delete(&whose, &slot)
                 .await
                 .map_err(|e| AdminError::BadArguments(e.to_string()))?
             {
-                revoked.push(backend);
+                revoked.push(upstream.name().to_owned());
             }
         }
         tracing::info!(principal = %whose, by = %caller.id, revoked = ?revoked, "credentials revoked");

@@ -189,6 +189,19 @@ impl CredentialMode {
         Ok(())
     }
 
+    /// Where the kv keeps a principal's credential for `backend` under this mode: the backend's
+    /// name for what a principal put there (a stored secret, an `oauth` grant), and with the
+    /// mode (and plugin) appended for what the relay derived and keeps for a while (an exchanged
+    /// token, a plugin's secret), so that a mode changed in backends.yaml never serves what
+    /// another mode kept.
+    pub fn slot<'a>(&self, backend: &'a str) -> std::borrow::Cow<'a, str> {
+        match self {
+            CredentialMode::TokenExchange { .. } => format!("{backend}#token_exchange").into(),
+            CredentialMode::Plugin { plugin, .. } => format!("{backend}#plugin:{plugin}").into(),
+            _ => backend.into(),
+        }
+    }
+
     /// The header a call carries for `secret` (`None`: not a header value).
     pub fn header_for(&self, secret: &str) -> Option<(http::HeaderName, http::HeaderValue)> {
         let (name, value) = match self {
@@ -245,6 +258,16 @@ mod tests {
         assert!(serde_yaml::from_str::<CredentialMode>("{mode: per_user_secret, extra: 1}").is_err());
         assert!(serde_yaml::from_str::<CredentialMode>("{mode: telepathy}").is_err());
         assert!(default.header_for("line\nbreak").is_none(), "a secret cannot smuggle a header");
+    }
+
+    #[test]
+    fn what_the_relay_derived_is_kept_apart_per_mode_and_plugin() {
+        let parse = |yaml: &str| serde_yaml::from_str::<CredentialMode>(yaml).unwrap();
+        assert_eq!(parse("{mode: per_user_secret}").slot("b"), "b");
+        assert_eq!(parse("{mode: oauth, redirect_uri: 'https://r/oauth/callback'}").slot("b"), "b");
+        assert_eq!(parse("{mode: token_exchange, token_endpoint: 'https://as/t'}").slot("b"), "b#token_exchange");
+        assert_eq!(parse("{mode: plugin, plugin: sts}").slot("b"), "b#plugin:sts");
+        assert_ne!(parse("{mode: plugin, plugin: sts}").slot("b"), parse("{mode: plugin, plugin: other}").slot("b"));
     }
 
     #[test]

@@ -127,6 +127,7 @@ impl Credentials {
         let (mode, url) = (&backend.credentials, backend.transport.url().unwrap_or_default());
         let backend = backend.name.as_str();
         let principal = caller.id.as_str();
+        let slot = mode.slot(backend);
         let vault_error = |source| CredentialError::Vault { backend: backend.to_owned(), source };
         let secret = match mode {
             CredentialMode::Static => return Ok(None),
@@ -146,7 +147,7 @@ impl Credentials {
             } => {
                 // Cached per principal (sealed, shared by instances) until shortly before it
                 // expires.
-                if let Some(token) = self.vault.get(principal, backend).await.map_err(vault_error)? {
+                if let Some(token) = self.vault.get(principal, &slot).await.map_err(vault_error)? {
                     token
                 } else {
                     let bearer = bearer.ok_or_else(|| CredentialError::NoBearer { backend: backend.to_owned() })?;
@@ -165,7 +166,7 @@ impl Credentials {
                     let lifetime = issued.expires_in.unwrap_or(DEFAULT_LIFETIME).saturating_sub(REFRESH_MARGIN);
                     if !lifetime.is_zero() {
                         self.vault
-                            .put_for(principal, backend, &issued.access_token, lifetime)
+                            .put_for(principal, &slot, &issued.access_token, lifetime)
                             .await
                             .map_err(vault_error)?;
                     }
@@ -186,9 +187,9 @@ impl Credentials {
                 self.oauth_token(backend, url, &settings, principal).await?
             }
             CredentialMode::Plugin { plugin, .. } => {
-                match self.vault.get(principal, backend).await.map_err(vault_error)? {
+                match self.vault.get(principal, &slot).await.map_err(vault_error)? {
                     Some(secret) => secret,
-                    None => self.issued_by(plugin, backend, url, caller, bearer).await?,
+                    None => self.issued_by(plugin, (backend, &slot), url, caller, bearer).await?,
                 }
             }
         };
@@ -196,11 +197,12 @@ impl Credentials {
     }
 
     /// What the `credentials` plugin `plugin` issues for `caller`'s call to `backend`, kept
-    /// (sealed, shared by instances) until shortly before the expiry it gives.
+    /// (sealed, shared by instances, at the mode's `slot`) until shortly before the expiry it
+    /// gives.
     async fn issued_by(
         &self,
         plugin: &str,
-        backend: &str,
+        (backend, slot): (&str, &str),
         url: &str,
         caller: &Principal,
         bearer: Option<&Bearer>,
@@ -223,7 +225,7 @@ impl Credentials {
             let lifetime = expires_in.saturating_sub(REFRESH_MARGIN);
             if !lifetime.is_zero() {
                 self.vault
-                    .put_for(&caller.id, backend, &issued.secret, lifetime)
+                    .put_for(&caller.id, slot, &issued.secret, lifetime)
                     .await
                     .map_err(|source| CredentialError::Vault { backend: backend.to_owned(), source })?;
             }
