@@ -582,6 +582,15 @@ async fn a_per_caller_session_cap_that_cannot_bite_is_warned_about() {
     relay.wait_for_log("max_sessions_per_principal (4096) is not below").await;
 }
 
+/// A process (by pid) killed when the test ends, passed or not.
+struct KilledOnDrop(String);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-KILL", &self.0]).status();
+    }
+}
+
 #[tokio::test]
 async fn a_process_of_the_relays_own_user_cannot_read_its_environment() {
     let dir = tempfile::tempdir().unwrap();
@@ -611,6 +620,8 @@ async fn a_process_of_the_relays_own_user_cannot_read_its_environment() {
         String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_owned)
     })
     .await;
+    // Killing runuser (below, or on drop) would leave the relay running: it is killed by pid.
+    let _relay_itself = KilledOnDrop(pid.clone());
     // Another process of the same user (what a stdio backend is) tries to read it.
     let read = std::process::Command::new("runuser")
         .args(["-u", "nobody", "--", "cat"])
