@@ -77,6 +77,16 @@ pub struct Relay {
 /// tests may manage backends without tokens.
 pub const TEST_RELAY_YAML: &str = "upstream:\n  backoff_initial_ms: 50\n  backoff_max_ms: 500\n  call_timeout_secs: 20\n  connect_timeout_secs: 10\naccess:\n  admin_without_auth: true\n";
 
+impl Drop for Relay {
+    /// Kills the relay's process group: the relay alone (`kill_on_drop`) would leave its stdio
+    /// backends running, orphaned.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+        }
+    }
+}
+
 impl Relay {
     /// Starts a relay with the test relay.yaml and this backends.yaml.
     pub async fn start(backends_yaml: &str) -> Relay {
@@ -114,6 +124,8 @@ impl Relay {
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
+            // Its own process group, with its stdio backends: all killed together on drop.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("start relay");
