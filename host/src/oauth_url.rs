@@ -2,10 +2,19 @@
 //! resource (its metadata URL, `transport/oauth.rs`) and as a client of backends' authorization
 //! servers (discovery, `credentials/oauth.rs`; the endpoints a backend's `credentials:` names).
 
-/// Whether `url` may carry callers' credentials or codes: `https://`, or `http://` on loopback.
+/// Whether `url` may carry callers' credentials or codes: `https://`, or `http://` to
+/// `localhost`, `127.0.0.1` or `[::1]`. The host is read from the parsed URL, not from the
+/// text's start: `http://localhost.evil.example` and `http://127.0.0.1@evil.example` are
+/// other hosts.
 pub fn secure_or_loopback(url: &str) -> bool {
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
-    url.starts_with("https://") || loopback.iter().any(|prefix| url.starts_with(prefix))
+    let Ok(url) = url::Url::parse(url) else { return false };
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Domain(name))) => name == "localhost",
+        ("http", Some(url::Host::Ipv4(ip))) => ip == std::net::Ipv4Addr::LOCALHOST,
+        ("http", Some(url::Host::Ipv6(ip))) => ip == std::net::Ipv6Addr::LOCALHOST,
+        _ => false,
+    }
 }
 
 /// `/.well-known/<name>` inserted between a URL's authority and its path (RFC 8414 section 3,
@@ -58,5 +67,25 @@ mod tests {
         assert!(!same_origin("not a url", "not a url"));
         assert!(secure_or_loopback("https://as.example/token") && secure_or_loopback("http://127.0.0.1:9/t"));
         assert!(!secure_or_loopback("http://as.example/token"));
+    }
+
+    #[test]
+    fn loopback_is_the_urls_host_not_how_its_text_begins() {
+        for url in
+            ["http://localhost:8000/oauth/callback", "http://127.0.0.1/t", "http://[::1]:9/t", "https://a.example"]
+        {
+            assert!(secure_or_loopback(url), "{url}");
+        }
+        for url in [
+            "http://localhost.evil.example/token",
+            "http://127.0.0.1.nip.io/token",
+            "http://127.0.0.1@evil.example/token",
+            "http://localhost:80@evil.example/token",
+            "http://[::1].evil/t",
+            "ftp://localhost/t",
+            "https://",
+        ] {
+            assert!(!secure_or_loopback(url), "{url}");
+        }
     }
 }

@@ -36,13 +36,23 @@ impl Settings {
     pub fn parse(json: &str) -> Result<Settings, String> {
         let settings: Settings =
             serde_json::from_str(json).map_err(|e| format!("sts-credentials configuration: {e}"))?;
-        let loopback = ["http://127.0.0.1", "http://[::1]", "http://localhost"];
-        let secure = settings.url.starts_with("https://")
-            || loopback.iter().any(|l| settings.url.strip_prefix(l).is_some_and(|rest| rest.starts_with([':', '/'])));
-        if !secure {
+        if !secure_or_loopback(&settings.url) {
             return Err("sts-credentials configuration: url must be https:// (http:// only on loopback)".into());
         }
         Ok(settings)
+    }
+}
+
+/// Whether `url` is `https://`, or `http://` to `localhost`, `127.0.0.1` or `[::1]`, read from
+/// the parsed URL's host (the relay's own rule for where tokens may travel).
+fn secure_or_loopback(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else { return false };
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Domain(name))) => name == "localhost",
+        ("http", Some(url::Host::Ipv4(ip))) => ip == std::net::Ipv4Addr::LOCALHOST,
+        ("http", Some(url::Host::Ipv6(ip))) => ip == std::net::Ipv6Addr::LOCALHOST,
+        _ => false,
     }
 }
 
@@ -123,6 +133,7 @@ mod tests {
         assert!(Settings::parse(r#"{"url": "http://127.0.0.1:9/issue"}"#).is_ok());
         assert!(Settings::parse(r#"{"url": "http://sts.example/issue"}"#).unwrap_err().contains("https://"));
         assert!(Settings::parse(r#"{"url": "http://127.0.0.1.evil/issue"}"#).is_err());
+        assert!(Settings::parse(r#"{"url": "http://127.0.0.1:80@evil.example/issue"}"#).is_err());
         assert!(Settings::parse(r#"{"url": "https://s", "tokne_field": "x"}"#).is_err());
     }
 
