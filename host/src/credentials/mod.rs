@@ -18,7 +18,7 @@ use crate::access::{Bearer, Principal};
 use crate::config::{Backend, CredentialMode};
 use crate::plugins::{CredentialAsk, IssueError, Plugins};
 
-/// How long before its expiry an exchanged token is exchanged again.
+/// How long before its expiry an exchanged token (or a plugin's secret) is obtained again.
 const REFRESH_MARGIN: Duration = Duration::from_secs(30);
 /// How long an exchanged token without `expires_in` is kept.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
@@ -163,13 +163,8 @@ impl Credentials {
                         .run(&self.client, &bearer.0)
                         .await
                         .map_err(|reason| CredentialError::Exchange { backend: backend.to_owned(), reason })?;
-                    let lifetime = issued.expires_in.unwrap_or(DEFAULT_LIFETIME).saturating_sub(REFRESH_MARGIN);
-                    if !lifetime.is_zero() {
-                        self.vault
-                            .put_for(principal, &slot, &issued.access_token, lifetime)
-                            .await
-                            .map_err(vault_error)?;
-                    }
+                    let expires_in = issued.expires_in.unwrap_or(DEFAULT_LIFETIME);
+                    self.keep(principal, &slot, &issued.access_token, expires_in).await.map_err(vault_error)?;
                     tracing::info!(principal, backend, "token exchanged");
                     issued.access_token
                 }
@@ -222,16 +217,23 @@ impl Credentials {
             }
         };
         if let Some(expires_in) = issued.expires_in {
-            let lifetime = expires_in.saturating_sub(REFRESH_MARGIN);
-            if !lifetime.is_zero() {
-                self.vault
-                    .put_for(&caller.id, slot, &issued.secret, lifetime)
-                    .await
-                    .map_err(|source| CredentialError::Vault { backend: backend.to_owned(), source })?;
-            }
+            self.keep(&caller.id, slot, &issued.secret, expires_in)
+                .await
+                .map_err(|source| CredentialError::Vault { backend: backend.to_owned(), source })?;
         }
         tracing::info!(principal = %caller.id, backend, plugin, "credential issued by its plugin");
         Ok(issued.secret)
+    }
+
+    /// Keeps a token the relay obtained for `principal` (sealed at `slot`) until
+    /// [`REFRESH_MARGIN`] before it expires `expires_in` from now; not at all when that is
+    /// sooner.
+    async fn keep(&self, principal: &str, slot: &str, token: &str, expires_in: Duration) -> Result<(), VaultError> {
+        let lifetime = expires_in.saturating_sub(REFRESH_MARGIN);
+        if lifetime.is_zero() {
+            return Ok(());
+        }
+        self.vault.put_for(principal, slot, token, lifetime).await
     }
 
     /// `principal`'s access token for an `oauth` backend: the stored one while it is fresh,
