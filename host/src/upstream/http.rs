@@ -1,9 +1,10 @@
 //! MCP Streamable HTTP client: each request is a POST answered with JSON or an SSE stream;
 //! a GET stream (when the server offers one) carries the server's own notifications.
 //!
-//! The hot path is hyper's pooled client with keep-alive: the URI and the headers every POST
-//! carries are built once per connection, the request is written straight from the borrowed
-//! params, and a JSON answer is read into one buffer and parsed from it.
+//! The hot path is a keep-alive connection driven by the call itself ([`super::http_pool`]):
+//! the URI and the headers every POST carries are built once per session, the request is
+//! written straight from the borrowed params, and a JSON answer is read into one buffer and
+//! parsed from it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::connection::Connection;
-use super::http_client::{HttpClient, error_chain, same_origin_redirect};
+use super::http_client::{error_chain, same_origin_redirect};
+use super::http_pool::{HttpPool, PooledBody};
 use super::routes::ClientRoutes;
 use crate::mcp::{Message, Notification, request_text};
 
@@ -40,8 +42,8 @@ struct SessionHeaders {
 
 /// A Streamable HTTP session with one upstream.
 pub struct HttpConnection {
-    /// Pooled HTTP client (keep-alive connections reused across requests).
-    client: HttpClient,
+    /// Keep-alive connections reused across requests.
+    client: Arc<HttpPool>,
     /// The MCP endpoint, parsed once (moved by a same-origin `307`/`308`).
     uri: RwLock<Uri>,
     /// Configured extra headers.
@@ -76,7 +78,9 @@ pub fn connect(
         map.insert(name, value);
     }
     let uri = Uri::try_from(url).map_err(|e| UpstreamError::Connect(format!("bad URL: {e}")))?;
-    let client = super::http_client::build(timeout)?;
+    let client = HttpPool::new(super::http_client::connector(timeout), &uri)
+        .map_err(|e| UpstreamError::Connect(format!("bad URL: {e}")))?;
+    let client = Arc::new(client);
     let (events, events_rx) = mpsc::channel(64);
     let conn = HttpConnection {
         client,
@@ -194,7 +198,7 @@ impl HttpConnection {
         &self,
         text: String,
         credential: Option<&Credential>,
-    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+    ) -> Result<http::Response<PooledBody>, UpstreamError> {
         const REDIRECTS: usize = 4;
         let session = self.session_headers();
         let never_connected = session.protocol_version.is_none();
@@ -257,7 +261,7 @@ impl HttpConnection {
         }
     }
 
-    async fn read_sse(&self, response: http::Response<hyper::body::Incoming>, id: u64) -> Result<Value, UpstreamError> {
+    async fn read_sse(&self, response: http::Response<PooledBody>, id: u64) -> Result<Value, UpstreamError> {
         let (body, since_event) = capped_events(response, self.max_message_bytes);
         let mut events = body.eventsource();
         while let Some(event) = events.next().await {
@@ -370,7 +374,7 @@ fn parse(text: &str) -> Result<Message, UpstreamError> {
 /// without an event being taken from it (the reader resets the returned counter per event),
 /// so one event can never grow past the limit in memory.
 fn capped_events(
-    response: http::Response<hyper::body::Incoming>,
+    response: http::Response<PooledBody>,
     limit: usize,
 ) -> (impl futures::Stream<Item = Result<Bytes, std::io::Error>>, Arc<AtomicUsize>) {
     let since_event = Arc::new(AtomicUsize::new(0));
@@ -396,11 +400,7 @@ fn capped_events(
 }
 
 /// A JSON response body, read up to `limit` bytes into one buffer and parsed from it.
-async fn read_json(
-    response: http::Response<hyper::body::Incoming>,
-    id: u64,
-    limit: usize,
-) -> Result<Value, UpstreamError> {
+async fn read_json(response: http::Response<PooledBody>, id: u64, limit: usize) -> Result<Value, UpstreamError> {
     let length = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
     if length.and_then(|v| v.parse::<u64>().ok()).is_some_and(|length| length > limit as u64) {
         return Err(UpstreamError::too_large(limit));

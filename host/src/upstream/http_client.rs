@@ -1,5 +1,6 @@
-//! The HTTP client the Streamable HTTP upstream speaks through: hyper's pooled client over
-//! plain TCP or rustls (webpki roots), HTTP/1.1 with keep-alive, one pool per upstream.
+//! The HTTP connector every outgoing HTTP request of the relay uses (plain TCP or rustls with
+//! the webpki roots, HTTP/1.1), hyper's pooled client for the credential flows, and the rules
+//! the Streamable HTTP upstream follows (same-origin redirects, error chains).
 
 use std::time::Duration;
 
@@ -21,21 +22,23 @@ const IDLE_PER_HOST: usize = 256;
 /// How long an idle pooled connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A client whose connection attempts give up after `connect_timeout`.
+/// A client whose connection attempts give up after `connect_timeout` (the token endpoints
+/// and discovery of [`crate::credentials`]; MCP upstreams use [`super::http_pool`]).
 pub fn build(connect_timeout: Duration) -> Result<HttpClient, UpstreamError> {
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(IDLE_PER_HOST)
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .build(connector(connect_timeout)))
+}
+
+/// Opens TCP (no delay) or TLS connections to `http://` and `https://` origins, giving up
+/// after `connect_timeout`.
+pub fn connector(connect_timeout: Duration) -> hyper_rustls::HttpsConnector<HttpConnector> {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
     tcp.set_connect_timeout(Some(connect_timeout));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(tcp);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(IDLE_PER_HOST)
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .build(connector))
+    hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().wrap_connector(tcp)
 }
 
 /// Where a `307`/`308` answer from `from` sends the request, when that is the same origin

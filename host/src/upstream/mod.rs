@@ -10,6 +10,7 @@ mod framed;
 mod handshake;
 mod http;
 mod http_client;
+mod http_pool;
 mod registry;
 mod routes;
 mod stdio;
