@@ -78,9 +78,8 @@ pub fn connect(
         map.insert(name, value);
     }
     let uri = Uri::try_from(url).map_err(|e| UpstreamError::Connect(format!("bad URL: {e}")))?;
-    let client = HttpPool::new(super::http_client::connector(timeout), &uri)
+    let client = HttpPool::start(super::http_client::connector(timeout), &uri)
         .map_err(|e| UpstreamError::Connect(format!("bad URL: {e}")))?;
-    let client = Arc::new(client);
     let (events, events_rx) = mpsc::channel(64);
     let conn = HttpConnection {
         client,
