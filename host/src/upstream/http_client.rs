@@ -16,11 +16,12 @@ use super::UpstreamError;
 /// A pooled client for `http://` and `https://` endpoints.
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Idle keep-alive connections kept per host: enough for the calls one upstream runs at once.
-const IDLE_PER_HOST: usize = 256;
+/// Idle keep-alive connections kept per origin: enough for the calls one upstream runs at once
+/// (for this client and for an upstream's own connections, [`super::http_pool`]).
+pub(super) const IDLE_PER_HOST: usize = 256;
 
-/// How long an idle pooled connection is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an idle keep-alive connection is kept before it is closed instead of reused.
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A client whose connection attempts give up after `connect_timeout` (the token endpoints
 /// and discovery of [`crate::credentials`]; MCP upstreams use [`super::http_pool`]).

@@ -26,15 +26,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tower::Service;
 
-use super::http_client::error_chain;
+use super::http_client::{IDLE_PER_HOST, IDLE_TIMEOUT, error_chain};
 
 type Stream = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
-
-/// Idle keep-alive connections kept: enough for the calls one upstream runs at once.
-const MAX_IDLE: usize = 256;
-
-/// How long an idle connection is kept before it is closed instead of reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often the idle connections are looked over when no call does it: those expired, and
 /// those the server closed, are closed on our side too (no socket waits in `CLOSE_WAIT`).
@@ -171,7 +165,7 @@ impl HttpPool {
         if idle.front().is_some_and(|(_, since)| since.elapsed() >= IDLE_TIMEOUT) {
             idle.pop_front();
         }
-        if idle.len() < MAX_IDLE {
+        if idle.len() < IDLE_PER_HOST {
             idle.push_back((conn, Instant::now()));
         }
     }
