@@ -67,20 +67,31 @@ fn caller() -> Caller {
     Caller { request, admit: Arc::new(|_| Box::pin(async { Ok(()) })), bearer: None }
 }
 
-async fn one_call(router: &Router, caller: &Caller) {
-    let call = ToolCall { name: "echo".into(), arguments: Some(json!({"message": "hello"})), meta: None };
+async fn one_call(router: &Router, caller: &Caller, message: &str) {
+    let call = ToolCall { name: "echo".into(), arguments: Some(json!({"message": message})), meta: None };
     let routed = router.call_tool(call, None, caller).await;
     routed.result.expect("echoed");
 }
 
-fn per_call(runtime: &tokio::runtime::Runtime, router: &Router, caller: &Caller, calls: u32) -> Duration {
+fn per_call(
+    runtime: &tokio::runtime::Runtime,
+    router: &Router,
+    caller: &Caller,
+    message: &str,
+    calls: u32,
+) -> Duration {
     runtime.block_on(async {
         let started = Instant::now();
         for _ in 0..calls {
-            one_call(router, caller).await;
+            one_call(router, caller, message).await;
         }
         started.elapsed() / calls
     })
+}
+
+/// The messages echoed: a short one, and the 1 KiB text `scripts/bench.sh` sends the redact row.
+fn messages() -> [(&'static str, String); 2] {
+    [("", "hello".into()), (", 1 KiB", "x".repeat(1024))]
 }
 
 fn bench(c: &mut Criterion) {
@@ -89,14 +100,22 @@ fn bench(c: &mut Criterion) {
     let routers: Vec<_> = SETUPS.iter().map(|(_, yaml)| runtime.block_on(router(yaml))).collect();
     let mut group = c.benchmark_group("adapter call");
     for ((name, _), router) in SETUPS.iter().zip(&routers) {
-        group.bench_function(*name, |b| b.to_async(&runtime).iter(|| one_call(router, &caller)));
+        group.bench_function(*name, |b| b.to_async(&runtime).iter(|| one_call(router, &caller, "hello")));
     }
+    let kib = "x".repeat(1024);
+    let redacting = routers.last().expect("the redact setup");
+    group.bench_function("redact bound to the call, 1 KiB", |b| {
+        b.to_async(&runtime).iter(|| one_call(redacting, &caller, &kib))
+    });
     group.finish();
     // Interleaved rounds, so drift on a noisy machine hits every setup alike.
-    let mut totals = vec![Duration::ZERO; routers.len()];
+    let messages = messages();
+    let mut totals = vec![[Duration::ZERO; 2]; routers.len()];
     for _ in 0..5 {
         for (total, router) in totals.iter_mut().zip(&routers) {
-            *total += per_call(&runtime, router, &caller, 4_000);
+            for (sum, (_, message)) in total.iter_mut().zip(&messages) {
+                *sum += per_call(&runtime, router, &caller, message, 4_000);
+            }
         }
     }
     // The list hook: a caller's first view (later requests reuse it until the catalog or a
@@ -113,11 +132,14 @@ fn bench(c: &mut Criterion) {
         }
         started.elapsed() / views
     });
-    let base = totals[0].as_secs_f64() / 5.0;
     println!("\nsummary (mean of 5 interleaved rounds of 4000 calls):");
-    for ((name, _), total) in SETUPS.iter().zip(&totals) {
-        let each = total.as_secs_f64() / 5.0;
-        println!("  {name:<36} {:>6.2} µs/call  {:+6.2} µs  {:.2}x", each * 1e6, (each - base) * 1e6, each / base);
+    for (size, (suffix, _)) in messages.iter().enumerate() {
+        let base = totals[0][size].as_secs_f64() / 5.0;
+        for ((name, _), total) in SETUPS.iter().zip(&totals) {
+            let each = total[size].as_secs_f64() / 5.0;
+            let label = format!("{name}{suffix}");
+            println!("  {label:<44} {:>6.2} µs/call  {:+6.2} µs  {:.2}x", each * 1e6, (each - base) * 1e6, each / base);
+        }
     }
     println!("  a caller's first view, tool-filter editing the list: {:.1} µs", view.as_secs_f64() * 1e6);
 }

@@ -35,6 +35,10 @@ pub fn build() -> wasmtime::Result<Engine> {
         .memory_reservation(MAX_PLUGIN_MEMORY_MB << 20)
         .memory_guard_size(64 << 10)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // Development only: a symbol map for `perf` (plugins/README.md, "What each language costs").
+    if std::env::var_os("RELAY_WASM_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config)?;
     let weak = engine.weak();
     std::thread::Builder::new().name("relay-epoch".into()).spawn(move || {
