@@ -101,10 +101,13 @@ impl RelayTools {
             other => Err(AdminError::NoSuchTool(other.to_owned())),
         };
         match outcome {
-            Ok(value) => json!({
-                "content": [{"type": "text", "text": serde_json::to_string_pretty(&value).unwrap_or_default()}],
-                "structuredContent": value,
-            }),
+            Ok(value) => {
+                let text = Value::String(serde_json::to_string_pretty(&value).unwrap_or_default());
+                let mut result = json!({"content": [{"type": "text"}]});
+                result["content"][0]["text"] = text;
+                result["structuredContent"] = value;
+                result
+            }
             Err(error) => json!({"content": [{"type": "text", "text": error.to_string()}], "isError": true}),
         }
     }

@@ -24,7 +24,10 @@ impl RelayTools {
             let days_left = (not_after - unix_now()) as f64 / 86_400.0;
             json!({"certificate_expires": not_after, "days_left": (days_left * 10.0).round() / 10.0, "files_error": error})
         });
-        json!({
+        // Subtrees that are already `Value`s are moved in, not written into `json!`, which
+        // would copy each through `to_value` (the status is asked for often: `/status`, and
+        // every client of the reference scenario).
+        let mut status = json!({
             "instance": self.lifecycle.instance,
             "version": env!("CARGO_PKG_VERSION"),
             "state": state,
@@ -32,14 +35,15 @@ impl RelayTools {
             "sessions": self.lifecycle.sessions(),
             "draining": self.lifecycle.is_draining(),
             "draining_since": self.lifecycle.drain_started().map(unix_secs),
-            "kv": self.kv_status().await,
-            "tls": tls,
             "running_requests": self.lifecycle.running_requests(),
-            "sessions_by_transport": by_transport,
-            "backends": self.servers(admin),
-            "plugins": self.plugins.status(),
             "log_forward": {"connected": connected, "dropped": dropped},
-        })
+        });
+        status["kv"] = self.kv_status().await;
+        status["tls"] = tls.unwrap_or(Value::Null);
+        status["sessions_by_transport"] = Value::Object(by_transport);
+        status["backends"] = Value::Array(self.servers(admin));
+        status["plugins"] = Value::Array(self.plugins.status());
+        status
     }
 
     /// What the status page shows (`relay_get_status` as a non-admin sees it: no backend
@@ -84,8 +88,8 @@ impl RelayTools {
                     } else {
                         backend.without_address(&e)
                     }),
-                    "server_info": status.identity.as_ref().map(|i| i.server_info.clone()),
                 });
+                entry["server_info"] = status.identity.map_or(Value::Null, |i| i.server_info);
                 if admin {
                     entry["target"] = json!(backend.shown_target());
                 }

@@ -91,7 +91,17 @@ async fn tools_route_by_exposed_name_and_collisions_name_their_backend() {
 
     let status = router.call_tool(call("relay_get_status", json!({})), None, &caller()).await;
     assert_eq!(status.backend.as_deref(), Some("relay"));
-    assert_eq!(status.result.unwrap()["structuredContent"]["instance"], "test");
+    let status = status.result.unwrap();
+    let report = &status["structuredContent"];
+    assert_eq!(report["instance"], "test");
+    // Every part of the report, and the same report as text for clients that read only that.
+    let backends: Vec<_> = report["backends"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(backends, ["a", "b"]);
+    assert!(report["backends"][0]["server_info"].is_object(), "{report}");
+    assert_eq!(report["kv"]["backend"], "memory");
+    assert!(report["sessions_by_transport"].is_object() && report["plugins"].is_array() && report["tls"].is_null());
+    let text: Value = serde_json::from_str(status["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(&text, report);
 
     let unknown = router.call_tool(call("echo", json!({})), None, &caller()).await;
     assert!(matches!(unknown.result, Err(RouterError::UnknownTool(name)) if name == "echo"));
