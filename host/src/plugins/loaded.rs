@@ -23,7 +23,7 @@ use wasmtime::{Engine, Store};
 
 use super::bindings::{adapter, auth, credentials, interceptor, policy, v0_1};
 use super::cache;
-use super::sandbox::{PluginContext, PluginError, PluginState, arm, classify, new_store};
+use super::sandbox::{PluginContext, PluginError, PluginState, arm, classify, disarm, new_store};
 
 use crate::config::World;
 
@@ -237,6 +237,7 @@ impl Version {
             tracing::debug!(plugin = %ctx.name, grown_mb = (memory - warm.baseline.1) >> 20, "instance dropped: its memory grew");
             return;
         }
+        disarm(&mut warm.store);
         let mut idle = self.idle.lock().expect("idle lock");
         if idle.len() < ctx.limits.max_idle_instances {
             idle.push(warm);

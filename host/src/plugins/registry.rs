@@ -167,7 +167,7 @@ impl Plugins {
         backends: Arc<dyn super::BackendCalls>,
     ) -> Result<Arc<Plugins>, PluginError> {
         let setup = |message: String| PluginError::Load { plugin: "relay".into(), message };
-        let engine = engine::build().map_err(|e| setup(format!("wasm engine: {e:#}")))?;
+        let (engine, epoch) = engine::build().map_err(|e| setup(format!("wasm engine: {e:#}")))?;
         let linker = host::linker(&engine).map_err(|e| setup(format!("wasm linker: {e:#}")))?;
         let mut slots = Vec::new();
         for config in configs {
@@ -175,6 +175,7 @@ impl Plugins {
                 name: config.name.clone(),
                 limits: config.limits.clone(),
                 caps: Capabilities::new(config, relay_yaml, kv.clone(), backends.clone())?,
+                epoch: epoch.clone(),
             });
             let path = config.resolved_path(relay_yaml);
             let bytes = Version::read(&ctx, &path).await?;

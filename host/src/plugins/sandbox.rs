@@ -10,7 +10,7 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::engine::TICK;
+use super::engine::{EpochClock, TICK, Ticking};
 use super::host::{Capabilities, HttpGrant};
 use serde_json::json;
 
@@ -54,6 +54,8 @@ pub struct PluginContext {
     pub limits: PluginLimits,
     /// What it may do through each interface it imports.
     pub caps: Capabilities,
+    /// The engine's epoch, which must advance while one of this plugin's stores is armed.
+    pub epoch: Arc<EpochClock>,
 }
 
 /// The client whose request an adapter call serves: backend calls the plugin makes go through
@@ -86,6 +88,8 @@ pub struct PluginState {
     pub caller: Option<Caller>,
     /// What the current `authenticate` call said of its credential (auth plugins).
     pub credential: super::host::CredentialNote,
+    /// Held from [`arm`] until the instance is idle again (`loaded.rs`) or dropped.
+    ticking: Option<Ticking>,
 }
 
 impl PluginState {
@@ -151,6 +155,7 @@ pub fn new_store(engine: &wasmtime::Engine, ctx: &Arc<PluginContext>) -> Store<P
         ctx: ctx.clone(),
         caller: None,
         credential: Default::default(),
+        ticking: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -161,13 +166,21 @@ pub fn new_store(engine: &wasmtime::Engine, ctx: &Arc<PluginContext>) -> Store<P
 /// Most host resources one store may hold.
 const MAX_RESOURCES: usize = 4096;
 
-/// Prepares a (new or warm) store for one call: a clean memory-cap flag, and guest code that
-/// yields to the runtime at every epoch tick, so a busy guest never holds a worker thread and
-/// the call's wall-clock deadline (enforced around the call) can end it.
+/// Prepares a (new or warm) store for one call: a clean memory-cap flag, the epoch advancing
+/// until [`disarm`], and guest code that yields to the runtime at every epoch tick, so a busy
+/// guest never holds a worker thread and the call's wall-clock deadline (enforced around the
+/// call) can end it.
 pub fn arm(store: &mut Store<PluginState>) {
-    store.data_mut().limiter.denied = false;
+    let state = store.data_mut();
+    state.ticking = Some(state.ctx.epoch.ticking());
+    state.limiter.denied = false;
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(YIELD_EVERY.as_millis().div_ceil(TICK.as_millis()).max(1) as u64);
+}
+
+/// Marks a store whose call is over as idle (the epoch need not advance for it).
+pub fn disarm(store: &mut Store<PluginState>) {
+    store.data_mut().ticking = None;
 }
 
 /// How often running guest code yields to the runtime.
