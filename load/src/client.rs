@@ -14,6 +14,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::reply::Reply;
+
 /// The protocol version a session asks for.
 const VERSION: &str = "2025-06-18";
 /// The stateless protocol version.
@@ -130,11 +132,11 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(kind: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+    pub(crate) fn new(kind: impl Into<String>, detail: impl std::fmt::Display) -> Self {
         Self { kind: kind.into(), detail: detail.to_string(), retryable: false }
     }
 
-    fn retryable(kind: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+    pub(crate) fn retryable(kind: impl Into<String>, detail: impl std::fmt::Display) -> Self {
         Self { retryable: true, ..Self::new(kind, detail) }
     }
 
@@ -143,10 +145,6 @@ impl Failure {
         if error.is_connect() { Self::retryable("connect", error) } else { Self::new("connect", error) }
     }
 }
-
-/// The JSON-RPC error code of a relay that drains: nothing new starts there, another
-/// instance takes the request.
-const DRAINING: i64 = -32004;
 
 /// An open, initialized client.
 pub enum Client {
@@ -232,7 +230,7 @@ impl Client {
 
     /// Calls `tool`; the result must not be a JSON-RPC error (a tool result with `isError`
     /// counts as an answer).
-    pub async fn call(&mut self, target: &Target, tool: &str, arguments: &Value) -> Result<Value, Failure> {
+    pub async fn call(&mut self, target: &Target, tool: &str, arguments: &Value) -> Result<(), Failure> {
         let params = json!({"name": tool, "arguments": arguments});
         tokio::time::timeout(target.timeout, self.exchange(target, "tools/call", params))
             .await
@@ -289,7 +287,7 @@ impl Client {
     }
 
     /// One request and its answer.
-    async fn exchange(&mut self, target: &Target, method: &str, params: Value) -> Result<Value, Failure> {
+    async fn exchange(&mut self, target: &Target, method: &str, params: Value) -> Result<(), Failure> {
         if self.closed_by_relay() {
             return Err(Failure::retryable("closed", "the relay closed the connection before the call was sent"));
         }
@@ -303,9 +301,9 @@ impl Client {
                     if reader.read_line(line).await.map_err(|e| Failure::new("protocol", e))? == 0 {
                         return Err(Failure::new("protocol", "connection closed"));
                     }
-                    let message: Value = serde_json::from_str(line).map_err(|e| Failure::new("protocol", e))?;
-                    if message.get("id") == Some(&json!(1)) {
-                        return outcome(message);
+                    let reply = Reply::parse(line)?;
+                    if reply.answers("1") {
+                        return reply.outcome();
                     }
                 }
             }
@@ -313,10 +311,9 @@ impl Client {
                 socket.send(Frame::text(body.to_string())).await.map_err(|e| Failure::retryable("closed", e))?;
                 while let Some(frame) = socket.next().await {
                     let Frame::Text(text) = frame.map_err(|e| Failure::new("protocol", e))? else { continue };
-                    let message: Value =
-                        serde_json::from_str(text.as_str()).map_err(|e| Failure::new("protocol", e))?;
-                    if message.get("id") == Some(&json!(1)) {
-                        return outcome(message);
+                    let reply = Reply::parse(text.as_str())?;
+                    if reply.answers("1") {
+                        return reply.outcome();
                     }
                 }
                 Err(Failure::new("protocol", "connection closed"))
@@ -393,7 +390,7 @@ pub async fn call_retrying(
     tool: &str,
     arguments: &Value,
     retried: &(dyn Fn() + Sync),
-) -> Result<Value, Failure> {
+) -> Result<(), Failure> {
     let mut tries = 0;
     loop {
         match client.call(target, tool, arguments).await {
@@ -428,30 +425,18 @@ fn post(http: &reqwest::Client, target: &Target, session: Option<&str>, body: &V
 }
 
 /// The JSON-RPC answer in an HTTP response: the body, or the SSE event that carries it.
-async fn answer_of(response: reqwest::Response) -> Result<Value, Failure> {
+async fn answer_of(response: reqwest::Response) -> Result<(), Failure> {
     let status = response.status();
     let sse = response.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let text = response.text().await.map_err(|e| Failure::new("protocol", e))?;
-    let message = if sse {
+    let reply = if sse {
         text.lines()
             .filter_map(|line| line.strip_prefix("data:"))
-            .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
-            .find(|message| message.get("id").is_some() && message.get("method").is_none())
+            .filter_map(|data| Reply::parse(data.trim()).ok())
+            .find(Reply::is_answer)
             .ok_or_else(|| Failure::new("protocol", "the event stream ended without an answer"))?
     } else {
-        serde_json::from_str(&text).map_err(|_| Failure::new("protocol", format!("HTTP {status}: {text:.120}")))?
+        Reply::parse(&text).map_err(|_| Failure::new("protocol", format!("HTTP {status}: {text:.120}")))?
     };
-    outcome(message)
-}
-
-fn outcome(message: Value) -> Result<Value, Failure> {
-    if let Some(error) = message.get("error") {
-        let code = error["code"].as_i64().unwrap_or(0);
-        let detail = error["message"].as_str().unwrap_or("");
-        if code == DRAINING {
-            return Err(Failure::retryable(format!("rpc {code}"), detail));
-        }
-        return Err(Failure::new(format!("rpc {code}"), detail));
-    }
-    message.get("result").cloned().ok_or_else(|| Failure::new("protocol", "an answer without result or error"))
+    reply.outcome()
 }

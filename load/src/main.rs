@@ -7,6 +7,7 @@
 //! exit 1 when under `--min-success` or over `--max-avg-ms`), `hold` and `rate`.
 
 mod client;
+mod reply;
 mod report;
 mod scenario;
 
