@@ -91,8 +91,9 @@ impl Masker {
     fn walk(&self, value: &mut Value, counts: &mut BTreeMap<String, u64>) {
         match value {
             Value::String(text) => {
-                // In rule order, the rules that match the string as it came: a rule sees what
-                // the rules before it left (a mask is never masked again).
+                // In rule order, only the rules that match the string as it came (one that
+                // would match nothing but a mask an earlier rule wrote is not run); each sees
+                // what the rules before it left.
                 if !self.any.is_match(text) {
                     return;
                 }
