@@ -282,7 +282,7 @@ impl plugins::BackendCalls for UpstreamBackends {
         backend: &'a str,
         tool: &'a str,
         arguments: serde_json::Value,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::mcp::Payload, String>> + Send + 'a>> {
         Box::pin(async move {
             let upstream = self.0.get(backend).ok_or_else(|| format!("no backend named {backend}"))?;
             let params = Some(serde_json::json!({"name": tool, "arguments": arguments}));

@@ -97,13 +97,19 @@ async fn handle(
                 .into_response();
         }
         "tools/list" => {
-            let tools: Vec<Value> = ["ok", "slow", "early_close", "big", "big_sse", "whoami"]
+            let tools: Vec<Value> = ["ok", "slow", "early_close", "big", "big_sse", "whoami", "verbatim", "pretty"]
                 .iter()
                 .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
                 .collect();
             json!({"tools": tools})
         }
         "tools/call" => match tool {
+            // Results written by hand, to be passed on as they are (or, on many lines, made one).
+            "verbatim" | "pretty" => {
+                let result = if tool == "verbatim" { VERBATIM.to_owned() } else { pretty(VERBATIM) };
+                let reply = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#);
+                return ([("content-type", "application/json")], reply).into_response();
+            }
             "early_close" => return ([("content-type", "text/event-stream")], ": nothing to say\n\n").into_response(),
             "slow" => {
                 tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -125,6 +131,18 @@ async fn handle(
     } else {
         ([("content-type", "application/json")], reply).into_response()
     }
+}
+
+/// The result of the `verbatim` tool, as the backend writes it: members not in sorted order,
+/// spaces between tokens, a number written as the backend chose, an escaped character.
+pub const VERBATIM: &str =
+    r#"{"structuredContent": {"z": 1.50e0, "a": "caf\u00e9"}, "content": [{"type": "text", "text": "as written"}]}"#;
+
+/// `text` (JSON) spread over lines, as a pretty-printing backend writes it.
+fn pretty(text: &str) -> String {
+    serde_json::to_string_pretty(&serde_json::from_str::<Value>(text).expect("JSON"))
+        .expect("JSON")
+        .replace('\n', "\r\n")
 }
 
 /// A `307 Temporary Redirect` to `location`.

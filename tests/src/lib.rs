@@ -322,12 +322,16 @@ impl LineClient {
 
     /// The next message from the relay.
     pub async fn recv(&mut self) -> Value {
-        let line = tokio::time::timeout(PATIENCE, self.lines.next_line())
+        serde_json::from_str(&self.recv_line().await).expect("relay sends JSON")
+    }
+
+    /// The next line from the relay, as it was written.
+    pub async fn recv_line(&mut self) -> String {
+        tokio::time::timeout(PATIENCE, self.lines.next_line())
             .await
             .expect("a message within the timeout")
             .expect("read")
-            .expect("connection open");
-        serde_json::from_str(&line).expect("relay sends JSON")
+            .expect("connection open")
     }
 
     /// The next message that is a response (notifications are skipped).

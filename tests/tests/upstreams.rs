@@ -4,8 +4,34 @@
 
 use std::time::{Duration, Instant};
 
+use relay_tests::http_backend::{HttpBackend, VERBATIM};
 use relay_tests::{Fixture, Relay, eventually, everything_js, everything_stdio_entry, text_of};
-use serde_json::json;
+use serde_json::{Value, json};
+
+/// A backend's result reaches the client as the backend wrote it (members in its order, its
+/// spacing and number forms; only the id is the client's), and a result spread over lines is
+/// still sent on one line.
+#[tokio::test]
+async fn a_backends_result_is_passed_on_as_it_was_written() {
+    let backend = HttpBackend::start(0).await;
+    let relay = Relay::start(&format!("backends:\n  - name: h\n    url: {}\n", backend.url())).await;
+    relay.wait_ready("h").await;
+    let mut client = relay.line_client().await;
+    let call =
+        |id: u64, tool: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool}});
+    client.send_raw(&call(70, "verbatim").to_string()).await;
+    let line = loop {
+        let line = client.recv_line().await;
+        if line.contains("\"id\":70") {
+            break line;
+        }
+    };
+    assert_eq!(line, format!(r#"{{"id":70,"jsonrpc":"2.0","result":{VERBATIM}}}"#));
+    client.send_raw(&call(71, "pretty").to_string()).await;
+    let reply = client.recv_response().await;
+    assert_eq!(reply["id"], 71, "{reply}");
+    assert_eq!(reply["result"], serde_json::from_str::<Value>(VERBATIM).unwrap(), "{reply}");
+}
 
 #[tokio::test]
 async fn line_to_websocket_aggregates_and_prefixes_collisions() {

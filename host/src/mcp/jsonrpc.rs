@@ -1,6 +1,9 @@
 //! JSON-RPC 2.0 message types as MCP uses them (no batches since 2025-06-18).
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+
+use super::payload::Payload;
 
 /// Standard JSON-RPC error codes, plus the server-defined ones the relay uses.
 pub mod error_codes {
@@ -120,14 +123,14 @@ pub struct Notification {
 pub struct Response {
     /// The id of the request this answers (`null` when the request could not be read).
     pub id: Value,
-    /// The outcome.
-    pub outcome: Result<Value, RpcError>,
+    /// The outcome: a result as a backend sent it (passed on as text) or as the relay built it.
+    pub outcome: Result<Payload, RpcError>,
 }
 
 impl Response {
     /// A successful response.
-    pub fn ok(id: Value, result: Value) -> Self {
-        Self { id, outcome: Ok(result) }
+    pub fn ok(id: Value, result: impl Into<Payload>) -> Self {
+        Self { id, outcome: Ok(result.into()) }
     }
 
     /// An error response.
@@ -265,11 +268,12 @@ struct Wire<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     params: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<&'a Value>,
+    result: Option<&'a Payload>,
 }
 
 /// A message's members as read from the wire, before they are judged; `Some(Null)` for a
-/// member that is present and `null` (which is not the same as absent).
+/// member that is present and `null` (which is not the same as absent). The result is kept as
+/// the text it came as ([`Payload`]).
 #[derive(serde::Deserialize)]
 struct Envelope<'a> {
     jsonrpc: Option<&'a str>,
@@ -279,8 +283,8 @@ struct Envelope<'a> {
     method: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     params: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    result: Option<Value>,
+    #[serde(default, borrow, deserialize_with = "present_text")]
+    result: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present")]
     error: Option<Value>,
 }
@@ -299,7 +303,7 @@ impl Envelope<'_> {
             (Some(Value::String(method)), Some(id)) => Some(Message::Request(Request { id, method, params })),
             (Some(Value::String(method)), None) => Some(Message::Notification(Notification { method, params })),
             (None, Some(id)) => match (self.result, &self.error) {
-                (Some(result), _) => Some(Message::Response(Response::ok(id, result))),
+                (Some(result), _) => Some(Message::Response(Response::ok(id, Payload::from_raw(result.to_owned())))),
                 (None, Some(error)) => Some(Message::Response(Response::err(id, RpcError::from_value(error)))),
                 (None, None) => None,
             },
@@ -310,6 +314,10 @@ impl Envelope<'_> {
 
 fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
     <Value as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
+fn present_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
 impl Wire<'_> {
@@ -388,5 +396,14 @@ mod tests {
         let text = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}"#;
         let msg = parse(text).unwrap();
         assert_eq!(parse(&msg.to_text()).unwrap(), msg);
+    }
+
+    #[test]
+    fn a_result_read_from_text_is_written_as_it_came() {
+        let text = r#"{"jsonrpc":"2.0","id":7,"result":{"z": 1.50, "a": [true]}}"#;
+        let Ok(Ok(Message::Response(mut response))) = Message::from_text(text) else { panic!("a response") };
+        response.id = "client-id".into();
+        let written = Message::Response(response).to_text();
+        assert_eq!(written, r#"{"id":"client-id","jsonrpc":"2.0","result":{"z": 1.50, "a": [true]}}"#);
     }
 }

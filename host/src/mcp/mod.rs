@@ -11,6 +11,7 @@ mod limits;
 mod lines;
 mod lists;
 pub mod names;
+mod payload;
 mod related;
 mod requests;
 mod sink;
@@ -23,6 +24,7 @@ pub use jsonrpc::{Message, Notification, Request, Response, RpcError, error_code
 pub use limits::{Limits, json_depth_exceeds};
 pub use lines::{Line, LineCodec, Oversized};
 pub use lists::ListKind;
+pub use payload::Payload;
 pub use related::{ClientRequests, Related};
 pub use requests::{Addressed, Completion, CompletionRef, ToolCall};
 pub use sink::{CLIENT_QUEUE, ClientSink, ClientStream, Closed, client_channel};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{ClientSink, Message, Request, Response, RpcError, error_codes};
+use super::{ClientSink, Message, Payload, Request, Response, RpcError, error_codes};
 
 /// Who one upstream request is for, and where messages related to it go (its SSE stream or
 /// its connection). Every request the relay forwards on a client's behalf carries one, so the
@@ -29,7 +29,7 @@ pub struct Related {
 /// client declared it can answer.
 #[derive(Default)]
 pub struct ClientRequests {
-    pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, RpcError>>>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Result<Payload, RpcError>>>>,
     next: AtomicU64,
     /// The client's capabilities (from `initialize` or the stateless envelope) and whether it
     /// speaks 2026-07-28 (which has its own refusal code).
@@ -64,7 +64,7 @@ impl Related {
 
     /// Sends a request to the client over this stream and waits (up to `timeout`) for the
     /// answer, which arrives through the session as a response message.
-    pub async fn request(&self, method: &str, params: Option<Value>, timeout: Duration) -> Result<Value, RpcError> {
+    pub async fn request(&self, method: &str, params: Option<Value>, timeout: Duration) -> Result<Payload, RpcError> {
         if let Some(refusal) = self.client.refusal(method, params.as_ref()) {
             return Err(refusal);
         }

@@ -7,6 +7,8 @@ use std::pin::Pin;
 
 use serde_json::Value;
 
+use crate::mcp::Payload;
+
 /// Calls tools of configured backends for adapter plugins.
 pub trait BackendCalls: Send + Sync {
     /// Calls `tool` on `backend` with `arguments`; the `CallToolResult`, or why not. Grants and
@@ -16,7 +18,7 @@ pub trait BackendCalls: Send + Sync {
         backend: &'a str,
         tool: &'a str,
         arguments: Value,
-    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Payload, String>> + Send + 'a>>;
 }
 
 /// No backends at all (tools and benchmarks that load plugins without a relay around them).
@@ -28,7 +30,7 @@ impl BackendCalls for NoBackends {
         backend: &'a str,
         _tool: &'a str,
         _arguments: Value,
-    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Payload, String>> + Send + 'a>> {
         Box::pin(async move { Err(format!("no backend named {backend}")) })
     }
 }

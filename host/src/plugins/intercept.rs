@@ -14,6 +14,7 @@ use super::registry::{Plugins, Slot, from_wit};
 use super::sandbox::{PluginError, Refusal, fails_closed};
 use crate::access::Principal;
 use crate::config::{BindingMatcher, World};
+use crate::mcp::Payload;
 
 /// The methods interceptors see.
 pub const TOOLS_CALL: &str = "tools/call";
@@ -119,10 +120,12 @@ impl Interception<'_> {
         Ok(replaced)
     }
 
-    /// Runs the result hooks: the result the client gets.
-    pub async fn result(&self, mut result: Value) -> Result<Value, Refusal> {
+    /// Runs the result hooks: the result the client gets. A backend's result reaches the
+    /// first hook as the text it came as, and is passed on as that text unless a hook
+    /// replaces it.
+    pub async fn result(&self, mut result: Payload) -> Result<Payload, Refusal> {
         for slot in &self.slots {
-            let text = result.to_string();
+            let text = result.text();
             let outcome = slot
                 .invoke(&self.plugins.engine, None, async |bound, store| {
                     let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
@@ -134,7 +137,7 @@ impl Interception<'_> {
                 Ok(ResultDecision::Replace(replaced)) => match serde_json::from_str::<Value>(&replaced) {
                     Ok(value) if value.get(self.shape.1).is_some_and(Value::is_array) => {
                         slot.settled(false);
-                        result = value;
+                        result = value.into();
                     }
                     _ => {
                         let message = format!("replaced the result with something not a {}", self.shape.0);

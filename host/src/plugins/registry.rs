@@ -26,6 +26,7 @@ use super::v0_1;
 use super::{engine, host};
 use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
 use crate::config::{PluginConfig, World};
+use crate::mcp::Payload;
 use crate::metrics::{PluginMetrics, PluginOutcomeKind, metrics};
 
 /// Counters per plugin, for status (and metrics later).
@@ -347,7 +348,7 @@ impl Plugins {
         tool: &str,
         arguments: &Value,
         caller: Option<Caller>,
-    ) -> Result<Value, PluginError> {
+    ) -> Result<Payload, PluginError> {
         let slot = self
             .slots
             .iter()
@@ -367,9 +368,11 @@ impl Plugins {
         slot.settled(false);
         use bindings::adapter::exports::relay::plugin::tools::ToolError;
         Ok(match outcome {
-            Ok(result) => match serde_json::from_str::<Value>(&result) {
-                Ok(value) if value.get("content").is_some_and(Value::is_array) => value,
-                _ => json!({"content": [{"type": "text", "text": result}]}),
+            // A result in shape is passed on as the text the adapter wrote; anything else is
+            // the text of one.
+            Ok(result) => match Payload::tool_result(result) {
+                Ok(result) => return Ok(result),
+                Err(text) => json!({"content": [{"type": "text", "text": text}]}),
             },
             Err(error) => {
                 let message = match error {
@@ -379,7 +382,8 @@ impl Plugins {
                 };
                 json!({"content": [{"type": "text", "text": message}], "isError": true})
             }
-        })
+        }
+        .into())
     }
 
     /// A counter that moves whenever what clients see listed may have changed.

@@ -21,7 +21,7 @@ pub use catalog::{Catalog, Entry, Owner, PREFIX_SEPARATOR, Section, Template};
 pub use error::RouterError;
 
 use crate::admin::RelayTools;
-use crate::mcp::{Addressed, Completion, CompletionRef, ListKind, ToolCall};
+use crate::mcp::{Addressed, Completion, CompletionRef, ListKind, Payload, ToolCall};
 use crate::plugins::{CallHook, Caller, PROMPTS_GET, Plugins, TOOLS_CALL};
 use crate::upstream::{UpstreamEvent, Upstreams};
 
@@ -111,7 +111,7 @@ pub struct Routed {
     /// The backend that owns the tool (`relay` for built-ins), if the tool was found.
     pub backend: Option<String>,
     /// The call's result or why it failed.
-    pub result: Result<Value, RouterError>,
+    pub result: Result<Payload, RouterError>,
 }
 
 impl Router {
@@ -224,7 +224,7 @@ impl Router {
         request: &Addressed,
         related: Option<&Related>,
         caller: &Caller,
-    ) -> Result<Value, RouterError> {
+    ) -> Result<Payload, RouterError> {
         let principal = &caller.request.principal;
         let catalog = self.catalog_for(principal).await;
         let name = &request.target;
@@ -243,8 +243,8 @@ impl Router {
         &self,
         hook: &CallHook<'_>,
         request: &Addressed,
-        forward: impl AsyncFnOnce(&Addressed) -> Result<Value, RouterError>,
-    ) -> Result<Value, RouterError> {
+        forward: impl AsyncFnOnce(&Addressed) -> Result<Payload, RouterError>,
+    ) -> Result<Payload, RouterError> {
         let Some(interception) = self.plugins.interception(hook) else { return forward(request).await };
         let replaced = interception.request(&request.arguments()).await.map_err(RouterError::Intercepted)?;
         let result = match replaced {
@@ -260,7 +260,7 @@ impl Router {
         request: &Completion,
         related: Option<&Related>,
         caller: &Caller,
-    ) -> Result<Value, RouterError> {
+    ) -> Result<Payload, RouterError> {
         let catalog = self.catalog_for(&caller.request.principal).await;
         let (owner, target) = match &request.reference {
             CompletionRef::Prompt(name) => {
@@ -308,7 +308,7 @@ impl Router {
         params: Value,
         related: Option<&Related>,
         caller: Option<&Caller>,
-    ) -> Result<Value, RouterError> {
+    ) -> Result<Payload, RouterError> {
         let Owner::Backend(backend) = owner else {
             return Err(RouterError::Unroutable(format!("{method} is not served by {}", owner.name())));
         };
@@ -382,7 +382,8 @@ impl Router {
             Owner::Builtin => Ok(self
                 .builtin
                 .call(&entry.upstream_name, call.arguments.unwrap_or_else(|| json!({})), &caller.request.principal)
-                .await),
+                .await
+                .into()),
             Owner::Backend(backend) => match self.upstreams.get(backend) {
                 None => Err(RouterError::UnknownTool(name.clone())),
                 Some(upstream) => {
@@ -409,7 +410,7 @@ impl Router {
             }
         };
         let result = match (result, &interception) {
-            (Ok(value), Some(interception)) => interception.result(value).await.map_err(RouterError::Intercepted),
+            (Ok(result), Some(interception)) => interception.result(result).await.map_err(RouterError::Intercepted),
             (other, _) => other,
         };
         Routed { backend: Some(owner), result }

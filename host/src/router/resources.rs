@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Catalog, Router, RouterError};
 use crate::access::Principal;
-use crate::mcp::{Addressed, Related};
+use crate::mcp::{Addressed, Payload, Related};
 use crate::plugins::{CallHook, Caller, RESOURCES_READ};
 
 impl Router {
@@ -20,7 +20,7 @@ impl Router {
         request: &Addressed,
         related: Option<&Related>,
         caller: &Caller,
-    ) -> Result<Value, RouterError> {
+    ) -> Result<Payload, RouterError> {
         let view = self.view_with_uri(&request.target, &caller.request.principal).await?;
         self.by_uri(RESOURCES_READ, request, related, &view, Some(caller)).await
     }
@@ -87,14 +87,17 @@ impl Router {
         related: Option<&Related>,
         catalog: &Catalog,
         reader: Option<&Caller>,
-    ) -> Result<Value, RouterError> {
+    ) -> Result<Payload, RouterError> {
         let uri = &request.target;
         if let Some(entry) = catalog.resources().get(uri) {
             let forward = async |request: &Addressed| {
                 let params = request.to_params(&entry.upstream_name);
                 let mut result = self.forward(&entry.owner, method, params, related, reader).await?;
-                // Contents name the URI the client asked for, not the backend's own.
-                if let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut) {
+                // Contents name the URI the client asked for, not the backend's own (a result
+                // that names the URI the client asked for is passed on as it came).
+                if entry.upstream_name != *uri
+                    && let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut)
+                {
                     for item in contents.iter_mut().filter(|c| c["uri"] == entry.upstream_name.as_str()) {
                         item["uri"] = Value::String(uri.clone());
                     }

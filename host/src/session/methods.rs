@@ -10,8 +10,8 @@ use super::Session;
 use super::events::{LOG_LEVELS, log_rank};
 use crate::access::RequestInfo;
 use crate::mcp::{
-    Addressed, Completion, ListKind, Notification, Related, Request, Response, RpcError, ToolCall, Trace, error_codes,
-    version,
+    Addressed, Completion, ListKind, Notification, Payload, Related, Request, Response, RpcError, ToolCall, Trace,
+    error_codes, version,
 };
 use crate::mcp::{clip, envelope};
 use crate::metrics::{method_label, metrics};
@@ -41,8 +41,8 @@ fn error_kind(code: i64) -> &'static str {
 }
 
 /// How a result went: `tool_error` when a tool said it failed (`isError`), `ok` otherwise.
-fn result_outcome(result: &Value) -> &'static str {
-    if result.get("isError").and_then(Value::as_bool) == Some(true) { "tool_error" } else { "ok" }
+fn result_outcome(result: &Payload) -> &'static str {
+    if result.is_tool_error() { "tool_error" } else { "ok" }
 }
 
 impl Session {
@@ -78,22 +78,14 @@ impl Session {
         if let Err(refusal) = self.admit(&method, params.as_ref(), view.as_deref()).await {
             return Response::err(id, refusal.into());
         }
+        // What a backend answered is passed on as it came (a [`Payload`]); what the relay
+        // answers itself is a value.
         let mut outcome = match method.as_str() {
-            "initialize" => Ok(self.initialize(params.as_ref())),
-            "server/discover" if self.stateless => Ok(self.discover()),
-            "ping" => Ok(json!({})),
-            "tools/list" => self.list(ListKind::Tools, params.as_ref()).await,
-            "prompts/list" => self.list(ListKind::Prompts, params.as_ref()).await,
-            "resources/list" => self.list(ListKind::Resources, params.as_ref()).await,
-            "resources/templates/list" => self.list(ListKind::ResourceTemplates, params.as_ref()).await,
             "tools/call" => self.call_tool(params, related, view.as_deref().expect("tools/call has a view")).await,
             "prompts/get" => self.get_prompt(params, related).await,
             "resources/read" => self.read_resource(params, related).await,
             "completion/complete" => self.complete(params, related).await,
-            "resources/subscribe" => self.subscribe(params).await,
-            "resources/unsubscribe" => self.unsubscribe(params).await,
-            "logging/setLevel" => self.set_log_level(params).await,
-            _ => Err(RpcError::new(error_codes::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
+            _ => self.answer_here(&method, params).await.map(Payload::from),
         };
         outcome = outcome.map_err(|error| self.for_this_client(error));
         if self.stateless
@@ -102,6 +94,23 @@ impl Session {
             envelope::stamp(&method, result, &envelope::server_info());
         }
         Response { id, outcome }
+    }
+
+    /// The methods the relay answers itself, from its own state.
+    async fn answer_here(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
+        match method {
+            "initialize" => Ok(self.initialize(params.as_ref())),
+            "server/discover" if self.stateless => Ok(self.discover()),
+            "ping" => Ok(json!({})),
+            "tools/list" => self.list(ListKind::Tools, params.as_ref()).await,
+            "prompts/list" => self.list(ListKind::Prompts, params.as_ref()).await,
+            "resources/list" => self.list(ListKind::Resources, params.as_ref()).await,
+            "resources/templates/list" => self.list(ListKind::ResourceTemplates, params.as_ref()).await,
+            "resources/subscribe" => self.subscribe(params).await,
+            "resources/unsubscribe" => self.unsubscribe(params).await,
+            "logging/setLevel" => self.set_log_level(params).await,
+            _ => Err(RpcError::new(error_codes::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
+        }
     }
 
     /// The protocol version this session speaks (negotiated, or from the stateless envelope).
@@ -208,19 +217,19 @@ impl Session {
     }
 
     /// `prompts/get`, routed by the prompt's name.
-    async fn get_prompt(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
+    async fn get_prompt(&self, params: Option<Value>, related: Option<&Related>) -> Result<Payload, RpcError> {
         let request = Addressed::prompt(params)?;
         Ok(self.router.get_prompt(&request, related, &self.caller).await?)
     }
 
     /// `resources/read`, routed by the URI.
-    async fn read_resource(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
+    async fn read_resource(&self, params: Option<Value>, related: Option<&Related>) -> Result<Payload, RpcError> {
         let request = Addressed::resource(params)?;
         Ok(self.router.read_resource(&request, related, &self.caller).await?)
     }
 
     /// `completion/complete`, routed by the prompt or resource it completes.
-    async fn complete(&self, params: Option<Value>, related: Option<&Related>) -> Result<Value, RpcError> {
+    async fn complete(&self, params: Option<Value>, related: Option<&Related>) -> Result<Payload, RpcError> {
         let request = Completion::parse(params)?;
         Ok(self.router.complete(&request, related, &self.caller).await?)
     }
@@ -261,7 +270,7 @@ impl Session {
         params: Option<Value>,
         related: Option<&Related>,
         view: &Catalog,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<Payload, RpcError> {
         let mut call = ToolCall::parse(params)?;
         let name = call.name.clone();
         // Logs name the session by its tag, and quote the client's tool name cut short.

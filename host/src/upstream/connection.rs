@@ -5,6 +5,7 @@ use serde_json::Value;
 use super::UpstreamError;
 use super::framed::FramedConnection;
 use super::http::HttpConnection;
+use crate::mcp::Payload;
 
 /// A connected upstream. Message-oriented transports (WebSocket, stdio) share one
 /// implementation; Streamable HTTP has its own because every request is an HTTP exchange.
@@ -17,7 +18,7 @@ pub enum Connection {
 
 impl Connection {
     /// Sends a request and waits for its response.
-    pub async fn request(&self, method: &str, params: Option<&Value>) -> Result<Value, UpstreamError> {
+    pub async fn request(&self, method: &str, params: Option<&Value>) -> Result<Payload, UpstreamError> {
         self.request_as(method, params, None).await
     }
 
@@ -28,7 +29,7 @@ impl Connection {
         method: &str,
         params: Option<&Value>,
         credential: Option<&super::http::Credential>,
-    ) -> Result<Value, UpstreamError> {
+    ) -> Result<Payload, UpstreamError> {
         match self {
             Connection::Framed(c) => c.request(method, params).await,
             Connection::Http(c) => c.request(method, params, credential).await,

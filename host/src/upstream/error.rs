@@ -1,8 +1,6 @@
 //! Errors of the upstream layer.
 
-use serde_json::Value;
-
-use crate::mcp::RpcError;
+use crate::mcp::{Payload, RpcError};
 
 /// Why a request to an upstream failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -47,7 +45,7 @@ impl UpstreamError {
 
     /// A call's outcome as the upstream answered it: a result must be a JSON object, and a
     /// JSON-RPC error is the upstream's own.
-    pub fn check_answer(outcome: Result<Value, RpcError>) -> Result<Value, Self> {
+    pub fn check_answer(outcome: Result<Payload, RpcError>) -> Result<Payload, Self> {
         match outcome {
             Ok(result) if result.is_object() => Ok(result),
             Ok(_) => Err(Self::BadAnswer("its result is not a JSON object".into())),

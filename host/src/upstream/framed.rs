@@ -12,12 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::routes::ClientRoutes;
-use crate::mcp::{Message, Notification, Oversized, Response, request_text};
+use crate::mcp::{Message, Notification, Oversized, Payload, Response, request_text};
 
 /// How many requests from one upstream (pings, sampling, elicitation) are handled at once.
 const SERVER_REQUESTS_AT_ONCE: usize = 32;
 
-type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Value, UpstreamError>>>>>;
+type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Payload, UpstreamError>>>>>;
 
 /// One unit read from a framed link by its transport.
 pub enum Incoming {
@@ -76,7 +76,7 @@ impl FramedConnection {
     }
 
     /// Sends a request and waits for the matching response.
-    pub async fn request(&self, method: &str, params: Option<&Value>) -> Result<Value, UpstreamError> {
+    pub async fn request(&self, method: &str, params: Option<&Value>) -> Result<Payload, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id, tx);

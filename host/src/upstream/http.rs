@@ -24,7 +24,7 @@ use super::connection::Connection;
 use super::http_client::{error_chain, same_origin_redirect};
 use super::http_pool::{HttpPool, PooledBody};
 use super::routes::ClientRoutes;
-use crate::mcp::{Message, Notification, request_text};
+use crate::mcp::{Message, Notification, Payload, request_text};
 
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
@@ -116,7 +116,7 @@ impl HttpConnection {
         method: &str,
         params: Option<&Value>,
         credential: Option<&Credential>,
-    ) -> Result<Value, UpstreamError> {
+    ) -> Result<Payload, UpstreamError> {
         if self.closed.is_cancelled() {
             return Err(UpstreamError::ConnectionLost);
         }
@@ -260,7 +260,7 @@ impl HttpConnection {
         }
     }
 
-    async fn read_sse(&self, response: http::Response<PooledBody>, id: u64) -> Result<Value, UpstreamError> {
+    async fn read_sse(&self, response: http::Response<PooledBody>, id: u64) -> Result<Payload, UpstreamError> {
         let (body, since_event) = capped_events(response, self.max_message_bytes);
         let mut events = body.eventsource();
         while let Some(event) = events.next().await {
@@ -399,7 +399,7 @@ fn capped_events(
 }
 
 /// A JSON response body, read up to `limit` bytes into one buffer and parsed from it.
-async fn read_json(response: http::Response<PooledBody>, id: u64, limit: usize) -> Result<Value, UpstreamError> {
+async fn read_json(response: http::Response<PooledBody>, id: u64, limit: usize) -> Result<Payload, UpstreamError> {
     let length = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
     if length.and_then(|v| v.parse::<u64>().ok()).is_some_and(|length| length > limit as u64) {
         return Err(UpstreamError::too_large(limit));

@@ -14,7 +14,7 @@ use super::routes::ClientRoutes;
 use super::{UpstreamError, http, stdio, websocket};
 use crate::config::{Backend, Transport, UpstreamConfig};
 use crate::mcp::ListKind;
-use crate::mcp::{Notification, Related};
+use crate::mcp::{Notification, Payload, Related};
 use crate::metrics::{BackendMetrics, BackendOutcomeKind, metrics};
 
 /// Where the supervisor is in its cycle.
@@ -193,7 +193,7 @@ impl Upstream {
         params: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, UpstreamError> {
-        self.request_for(method, params, timeout, None).await
+        self.request_for(method, params, timeout, None).await.map(Payload::into_value)
     }
 
     /// Sends a request, waiting for a live connection first. If the connection drops before the
@@ -207,7 +207,7 @@ impl Upstream {
         params: Option<Value>,
         timeout: Duration,
         related: Option<&Related>,
-    ) -> Result<Value, UpstreamError> {
+    ) -> Result<Payload, UpstreamError> {
         self.request_as(method, params, timeout, related, None).await
     }
 
@@ -219,7 +219,7 @@ impl Upstream {
         timeout: Duration,
         related: Option<&Related>,
         credential: Option<&super::http::Credential>,
-    ) -> Result<Value, UpstreamError> {
+    ) -> Result<Payload, UpstreamError> {
         let _route = related.map(|related| self.routes.register(&mut params, related));
         let started = std::time::Instant::now();
         let attempt = async {

@@ -63,6 +63,6 @@ impl Host for Upstream<'_> {
         request.route = Some(crate::access::Route { backend: backend.clone(), tool: tool.clone() });
         (caller.admit)(request).await.map_err(|refusal| format!("refused by policy: {refusal}"))?;
         let arguments: Value = serde_json::from_str(&arguments).map_err(|e| format!("arguments are not JSON: {e}"))?;
-        door.call_tool(&backend, &tool, arguments).await.map(|result| result.to_string())
+        door.call_tool(&backend, &tool, arguments).await.map(|result| result.text().into_owned())
     }
 }

@@ -1,0 +1,222 @@
+//! A result as it travels through the relay: the backend's JSON text, kept as text and written
+//! to the client as it came, until something needs to read it. A forwarded call's result is
+//! then neither decoded into a tree nor encoded again (the hop rewrites the id and nothing
+//! else); whatever reads it (an interceptor, the 2026-07-28 stamping, a relay tool) decodes it
+//! once, on first use.
+
+use std::borrow::Cow;
+use std::ops::{Deref, DerefMut};
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// A JSON-RPC result: a backend's text passed through, or a value the relay built or read.
+#[derive(Debug, Clone)]
+pub struct Payload(Repr);
+
+#[derive(Debug, Clone)]
+enum Repr {
+    /// A backend's text, checked to be one JSON value on one line; decoded into the cell when
+    /// first read.
+    Text(Box<RawValue>, OnceLock<Value>),
+    /// A value, written when sent.
+    Value(Value),
+}
+
+impl Payload {
+    /// Keeps `raw` as text when it can be written as it is: on one line (newline JSON-RPC and
+    /// SSE `data:` lines frame by line ends, which a pretty-printed answer holds between its
+    /// tokens). Otherwise it is decoded and written again, compactly.
+    pub fn from_raw(raw: Box<RawValue>) -> Self {
+        if raw.get().bytes().any(|b| b == b'\n' || b == b'\r') {
+            return Payload(Repr::Value(decode(&raw)));
+        }
+        Payload(Repr::Text(raw, OnceLock::new()))
+    }
+
+    /// A tool's result as text (an adapter's answer): kept as text when it is one JSON object
+    /// whose `content` is an array; the text is given back otherwise.
+    pub fn tool_result(text: String) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        struct Shape<'a> {
+            #[serde(borrow)]
+            content: Option<&'a RawValue>,
+        }
+        // Reading the shape reads (and checks) the whole text.
+        let in_shape = serde_json::from_str::<Shape>(&text)
+            .is_ok_and(|shape| shape.content.is_some_and(|content| content.get().starts_with('[')));
+        if !in_shape {
+            return Err(text);
+        }
+        Ok(Payload::from_raw(RawValue::from_string(text).expect("read as JSON above")))
+    }
+
+    /// The value, decoded from the text if it was not read before.
+    pub fn into_value(self) -> Value {
+        match self.0 {
+            Repr::Text(raw, mut cell) => cell.take().unwrap_or_else(|| decode(&raw)),
+            Repr::Value(value) => value,
+        }
+    }
+
+    /// The JSON text of the result: the backend's own, or the value written.
+    pub fn text(&self) -> Cow<'_, str> {
+        match &self.0 {
+            Repr::Text(raw, _) => Cow::Borrowed(raw.get()),
+            Repr::Value(value) => Cow::Owned(value.to_string()),
+        }
+    }
+
+    /// Whether this is a JSON object (what a result must be), without decoding the text.
+    pub fn is_object(&self) -> bool {
+        match &self.0 {
+            Repr::Text(raw, _) => raw.get().trim_start().starts_with('{'),
+            Repr::Value(value) => value.is_object(),
+        }
+    }
+
+    /// Whether a tool said it failed (`"isError": true`), read without building the result.
+    pub fn is_tool_error(&self) -> bool {
+        match &self.0 {
+            Repr::Text(raw, cell) => match cell.get() {
+                Some(value) => is_error(value),
+                // A result that never names the member cannot set it.
+                None if !raw.get().contains("\"isError\"") => false,
+                None => serde_json::from_str::<ToolOutcome>(raw.get()).is_ok_and(|o| o.is_error == Some(true)),
+            },
+            Repr::Value(value) => is_error(value),
+        }
+    }
+
+    /// Whether the result is still the backend's text, not decoded (for tests).
+    #[cfg(test)]
+    pub fn is_text(&self) -> bool {
+        matches!(&self.0, Repr::Text(_, cell) if cell.get().is_none())
+    }
+}
+
+/// The one member of a tool's result the relay reads on every call (for the metrics).
+#[derive(serde::Deserialize)]
+struct ToolOutcome {
+    #[serde(rename = "isError", default, deserialize_with = "lenient_bool")]
+    is_error: Option<bool>,
+}
+
+/// `isError` as a bool when it is one; anything else counts as not set (as [`is_error`] reads it).
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    Ok(<Value as serde::Deserialize>::deserialize(deserializer)?.as_bool())
+}
+
+fn is_error(value: &Value) -> bool {
+    value.get("isError").and_then(Value::as_bool) == Some(true)
+}
+
+fn decode(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).expect("a raw value is JSON")
+}
+
+impl From<Value> for Payload {
+    fn from(value: Value) -> Self {
+        Payload(Repr::Value(value))
+    }
+}
+
+impl Deref for Payload {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        match &self.0 {
+            Repr::Text(raw, cell) => cell.get_or_init(|| decode(raw)),
+            Repr::Value(value) => value,
+        }
+    }
+}
+
+impl DerefMut for Payload {
+    /// A result about to change is a value from then on: the backend's text no longer says it.
+    fn deref_mut(&mut self) -> &mut Value {
+        if let Repr::Text(..) = self.0 {
+            let taken = std::mem::replace(&mut self.0, Repr::Value(Value::Null));
+            self.0 = Repr::Value(Payload(taken).into_value());
+        }
+        match &mut self.0 {
+            Repr::Value(value) => value,
+            Repr::Text(..) => unreachable!("made a value above"),
+        }
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Repr::Text(raw, _) => raw.serialize(serializer),
+            Repr::Value(value) => value.serialize(serializer),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn text_is_written_as_it_came_until_it_changes() {
+        let text = r#"{"content":[{"type":"text","text":"a"}],"n":1.50,"x":{}}"#;
+        let mut payload = Payload::from_raw(raw(text));
+        assert_eq!(serde_json::to_string(&payload).unwrap(), text);
+        assert_eq!(payload["n"].to_string(), "1.50", "read without losing the number's text");
+        assert_eq!(serde_json::to_string(&payload).unwrap(), text, "reading does not rewrite it");
+        payload["x"] = Value::from(2);
+        assert_eq!(
+            serde_json::to_string(&payload).unwrap(),
+            r#"{"content":[{"text":"a","type":"text"}],"n":1.50,"x":2}"#
+        );
+    }
+
+    #[test]
+    fn text_on_more_than_one_line_is_written_compactly() {
+        let payload = Payload::from_raw(raw("{\n  \"a\": [1,\r\n 2]\n}"));
+        assert!(!payload.is_text());
+        assert_eq!(serde_json::to_string(&payload).unwrap(), r#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn tool_errors_are_read_without_decoding() {
+        for (text, failed) in [
+            (r#"{"content":[],"isError":true}"#, true),
+            (r#"{"content":[{"type":"text","text":"\"isError\": true"}]}"#, false),
+            (r#"{"isError":"yes"}"#, false),
+            (r#"{"isError":false}"#, false),
+            (r#"{"content":[]}"#, false),
+        ] {
+            let payload = Payload::from_raw(raw(text));
+            assert_eq!(payload.is_tool_error(), failed, "{text}");
+            assert!(payload.is_text(), "{text} was decoded");
+            assert_eq!(payload.is_tool_error(), Payload::from(payload.clone().into_value()).is_tool_error());
+        }
+        assert!(Payload::from_raw(raw(" {}")).is_object());
+        assert!(!Payload::from_raw(raw("[1]")).is_object());
+    }
+
+    #[test]
+    fn a_tool_result_is_kept_as_text_when_it_has_content() {
+        let kept = Payload::tool_result(r#"{"content": [{"type": "text", "text": "x"}], "b": 1}"#.into()).unwrap();
+        assert!(kept.is_text());
+        assert_eq!(kept.text(), r#"{"content": [{"type": "text", "text": "x"}], "b": 1}"#);
+        for refused in [r#"{"content": "x"}"#, r#"{"other": []}"#, "[]", "not json", r#"{"content": []"#] {
+            assert_eq!(Payload::tool_result(refused.into()).unwrap_err(), refused);
+        }
+    }
+}
