@@ -303,7 +303,8 @@ impl Envelope<'_> {
             (Some(Value::String(method)), Some(id)) => Some(Message::Request(Request { id, method, params })),
             (Some(Value::String(method)), None) => Some(Message::Notification(Notification { method, params })),
             (None, Some(id)) => match (self.result, &self.error) {
-                (Some(result), _) => Some(Message::Response(Response::ok(id, Payload::from_raw(result.to_owned())))),
+                // Nested too deep to read: read as a value, and refused so.
+                (Some(result), _) => Some(Message::Response(Response::ok(id, Payload::from_raw(result.to_owned())?))),
                 (None, Some(error)) => Some(Message::Response(Response::err(id, RpcError::from_value(error)))),
                 (None, None) => None,
             },
@@ -405,5 +406,10 @@ mod tests {
         response.id = "client-id".into();
         let written = Message::Response(response).to_text();
         assert_eq!(written, r#"{"id":"client-id","jsonrpc":"2.0","result":{"z": 1.50, "a": [true]}}"#);
+        // A result too deep to read is refused as it was when results were read as values.
+        let deep = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{}{}}}"#, "[".repeat(128), "]".repeat(128));
+        assert!(Message::from_text(&deep).is_err());
+        let deepest = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{}{}}}"#, "[".repeat(127), "]".repeat(127));
+        assert!(matches!(Message::from_text(&deepest), Ok(Ok(Message::Response(_)))));
     }
 }

@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::json_depth_exceeds;
+
 /// A JSON-RPC result: a backend's text passed through, or a value the relay built or read.
 #[derive(Debug, Clone)]
 pub struct Payload(Repr);
@@ -28,12 +30,18 @@ enum Repr {
 impl Payload {
     /// Keeps `raw` as text when it can be written as it is: on one line (newline JSON-RPC and
     /// SSE `data:` lines frame by line ends, which a pretty-printed answer holds between its
-    /// tokens). Otherwise it is decoded and written again, compactly.
-    pub fn from_raw(raw: Box<RawValue>) -> Self {
-        if raw.get().bytes().any(|b| b == b'\n' || b == b'\r') {
-            return Payload(Repr::Value(decode(&raw)));
+    /// tokens); otherwise it is decoded and written again, compactly. `None` when it nests
+    /// deeper than a value can be read ([`MAX_DEPTH`]): refused, as it was before it was kept
+    /// as text, so nothing downstream meets a result it cannot read.
+    pub fn from_raw(raw: Box<RawValue>) -> Option<Self> {
+        let (openers, line_ends) = count_openers_and_line_ends(raw.get().as_bytes());
+        if openers > MAX_DEPTH && json_depth_exceeds(raw.get().as_bytes(), MAX_DEPTH) {
+            return None;
         }
-        Payload(Repr::Text(raw, OnceLock::new()))
+        if line_ends > 0 {
+            return Some(Payload(Repr::Value(decode(&raw))));
+        }
+        Some(Payload(Repr::Text(raw, OnceLock::new())))
     }
 
     /// A tool's result as text (an adapter's answer): kept as text when it is one JSON object
@@ -50,7 +58,11 @@ impl Payload {
         if !in_shape {
             return Err(text);
         }
-        Ok(Payload::from_raw(RawValue::from_string(text).expect("read as JSON above")))
+        let raw = RawValue::from_string(text).expect("read as JSON above");
+        match Payload::from_raw(raw) {
+            Some(payload) => Ok(payload),
+            None => Err("a tool result nested too deeply to be read".to_owned()),
+        }
     }
 
     /// The value, decoded from the text if it was not read before.
@@ -95,6 +107,22 @@ impl Payload {
     pub fn is_text(&self) -> bool {
         matches!(&self.0, Repr::Text(_, cell) if cell.get().is_none())
     }
+}
+
+/// How deeply a kept text may nest: what `serde_json` reads into a value (128 levels) inside a
+/// message's own object.
+const MAX_DEPTH: usize = 127;
+
+/// How many `[`/`{` bytes and line ends `text` holds, in one pass (one that compiles to vector
+/// instructions): fewer openers than [`MAX_DEPTH`] cannot nest too deep, so the exact depth is
+/// only counted for the rare text with more.
+fn count_openers_and_line_ends(text: &[u8]) -> (usize, usize) {
+    let (mut openers, mut line_ends) = (0, 0);
+    for &b in text {
+        openers += usize::from(b == b'[' || b == b'{');
+        line_ends += usize::from(b == b'\n' || b == b'\r');
+    }
+    (openers, line_ends)
 }
 
 /// The one member of a tool's result the relay reads on every call (for the metrics).
@@ -174,7 +202,7 @@ mod tests {
     #[test]
     fn text_is_written_as_it_came_until_it_changes() {
         let text = r#"{"content":[{"type":"text","text":"a"}],"n":1.50,"x":{}}"#;
-        let mut payload = Payload::from_raw(raw(text));
+        let mut payload = Payload::from_raw(raw(text)).unwrap();
         assert_eq!(serde_json::to_string(&payload).unwrap(), text);
         assert_eq!(payload["n"].to_string(), "1.50", "read without losing the number's text");
         assert_eq!(serde_json::to_string(&payload).unwrap(), text, "reading does not rewrite it");
@@ -187,7 +215,7 @@ mod tests {
 
     #[test]
     fn text_on_more_than_one_line_is_written_compactly() {
-        let payload = Payload::from_raw(raw("{\n  \"a\": [1,\r\n 2]\n}"));
+        let payload = Payload::from_raw(raw("{\n  \"a\": [1,\r\n 2]\n}")).unwrap();
         assert!(!payload.is_text());
         assert_eq!(serde_json::to_string(&payload).unwrap(), r#"{"a":[1,2]}"#);
     }
@@ -201,13 +229,28 @@ mod tests {
             (r#"{"isError":false}"#, false),
             (r#"{"content":[]}"#, false),
         ] {
-            let payload = Payload::from_raw(raw(text));
+            let payload = Payload::from_raw(raw(text)).unwrap();
             assert_eq!(payload.is_tool_error(), failed, "{text}");
             assert!(payload.is_text(), "{text} was decoded");
             assert_eq!(payload.is_tool_error(), Payload::from(payload.clone().into_value()).is_tool_error());
         }
-        assert!(Payload::from_raw(raw(" {}")).is_object());
-        assert!(!Payload::from_raw(raw("[1]")).is_object());
+        assert!(Payload::from_raw(raw(" {}")).unwrap().is_object());
+        assert!(!Payload::from_raw(raw("[1]")).unwrap().is_object());
+    }
+
+    #[test]
+    fn text_nested_deeper_than_a_value_can_be_read_is_refused() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let deepest = Payload::from_raw(raw(&nested(MAX_DEPTH))).expect("readable");
+        assert_eq!(
+            serde_json::to_value(&*deepest).unwrap(),
+            serde_json::from_str::<Value>(&nested(MAX_DEPTH)).unwrap()
+        );
+        assert!(Payload::from_raw(raw(&nested(MAX_DEPTH + 1))).is_none());
+        let many = format!("[{}]", vec!["[]"; 500].join(","));
+        assert!(Payload::from_raw(raw(&many)).is_some(), "many arrays, not deep");
+        let deep_result = format!(r#"{{"content": [], "x": {}}}"#, nested(200));
+        assert!(Payload::tool_result(deep_result).is_err());
     }
 
     #[test]
