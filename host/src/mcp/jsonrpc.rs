@@ -411,5 +411,6 @@ mod tests {
         assert!(Message::from_text(&deep).is_err());
         let deepest = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{}{}}}"#, "[".repeat(127), "]".repeat(127));
         assert!(matches!(Message::from_text(&deepest), Ok(Ok(Message::Response(_)))));
+        assert!(Message::from_text(r#"{"jsonrpc":"2.0","id":7,"result":{"t":"\ud800"}}"#).is_err(), "half a character");
     }
 }

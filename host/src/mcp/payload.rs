@@ -30,16 +30,19 @@ enum Repr {
 impl Payload {
     /// Keeps `raw` as text when it can be written as it is: on one line (newline JSON-RPC and
     /// SSE `data:` lines frame by line ends, which a pretty-printed answer holds between its
-    /// tokens); otherwise it is decoded and written again, compactly. `None` when it nests
-    /// deeper than a value can be read ([`MAX_DEPTH`]): refused, as it was before it was kept
-    /// as text, so nothing downstream meets a result it cannot read.
+    /// tokens); otherwise it is decoded and written again, compactly. `None` for text that
+    /// JSON's grammar allows but a value cannot hold: nested deeper than [`MAX_DEPTH`], or a
+    /// `\uD800`-style escape of half a character. Such a result was refused when results were
+    /// read as values, and still is: nothing downstream meets a result it cannot read.
     pub fn from_raw(raw: Box<RawValue>) -> Option<Self> {
-        let (openers, line_ends) = count_openers_and_line_ends(raw.get().as_bytes());
-        if openers > MAX_DEPTH && json_depth_exceeds(raw.get().as_bytes(), MAX_DEPTH) {
+        let text = raw.get();
+        let (openers, line_ends) = count_openers_and_line_ends(text.as_bytes());
+        if openers > MAX_DEPTH && json_depth_exceeds(text.as_bytes(), MAX_DEPTH) {
             return None;
         }
-        if line_ends > 0 {
-            return Some(Payload(Repr::Value(decode(&raw))));
+        // A surrogate escape reads as a value only in pairs: read it now to know.
+        if line_ends > 0 || text.contains("\\ud") || text.contains("\\uD") {
+            return serde_json::from_str(text).ok().map(|value| Payload(Repr::Value(value)));
         }
         Some(Payload(Repr::Text(raw, OnceLock::new())))
     }
@@ -59,10 +62,7 @@ impl Payload {
             return Err(text);
         }
         let raw = RawValue::from_string(text).expect("read as JSON above");
-        match Payload::from_raw(raw) {
-            Some(payload) => Ok(payload),
-            None => Err("a tool result nested too deeply to be read".to_owned()),
-        }
+        Payload::from_raw(raw).ok_or_else(|| "a tool result that cannot be read as a JSON value".to_owned())
     }
 
     /// The value, decoded from the text if it was not read before.
@@ -251,6 +251,16 @@ mod tests {
         assert!(Payload::from_raw(raw(&many)).is_some(), "many arrays, not deep");
         let deep_result = format!(r#"{{"content": [], "x": {}}}"#, nested(200));
         assert!(Payload::tool_result(deep_result).is_err());
+    }
+
+    #[test]
+    fn half_a_character_is_refused_and_a_whole_one_read() {
+        assert!(Payload::from_raw(raw(r#"{"text": "a\ud800b"}"#)).is_none(), "a lone surrogate");
+        assert!(Payload::from_raw(raw(r#"{"text": "\uDE00"}"#)).is_none(), "a lone trailing surrogate");
+        let pair = Payload::from_raw(raw(r#"{"text": "\ud83d\ude00"}"#)).expect("a pair is a character");
+        assert_eq!(pair["text"], "\u{1F600}");
+        let escaped = Payload::from_raw(raw(r#"{"text": "\\ud800"}"#)).expect("an escaped backslash, then letters");
+        assert_eq!(escaped["text"], "\\ud800");
     }
 
     #[test]
