@@ -58,18 +58,19 @@ impl EpochClock {
     }
 
     /// Sleeps while no store is in use, for up to [`ASLEEP_CHECK`]: whether it is still idle.
+    /// Awake again on return either way, so a store that comes later does not take the lock
+    /// to wake a thread that is not asleep.
     fn sleep_while_idle(&self) -> bool {
         let mut held = self.lock.lock().expect("epoch lock");
         self.asleep.store(true, Ordering::SeqCst);
-        while self.idle() {
+        let mut timed_out = false;
+        while self.idle() && !timed_out {
             let (again, waited) = self.wake.wait_timeout(held, ASLEEP_CHECK).expect("epoch lock");
             held = again;
-            if waited.timed_out() {
-                return self.idle();
-            }
+            timed_out = waited.timed_out();
         }
         self.asleep.store(false, Ordering::SeqCst);
-        false
+        self.idle()
     }
 
     fn idle(&self) -> bool {
