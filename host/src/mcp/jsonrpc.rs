@@ -283,7 +283,7 @@ struct Envelope<'a> {
     method: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     params: Option<Value>,
-    #[serde(default, borrow, deserialize_with = "present_text")]
+    #[serde(default, borrow, deserialize_with = "present")]
     result: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present")]
     error: Option<Value>,
@@ -303,7 +303,8 @@ impl Envelope<'_> {
             (Some(Value::String(method)), Some(id)) => Some(Message::Request(Request { id, method, params })),
             (Some(Value::String(method)), None) => Some(Message::Notification(Notification { method, params })),
             (None, Some(id)) => match (self.result, &self.error) {
-                // Nested too deep to read: read as a value, and refused so.
+                // A result no value can hold ([`Payload::from_raw`]): read as a value, and
+                // refused so.
                 (Some(result), _) => Some(Message::Response(Response::ok(id, Payload::from_raw(result.to_owned())?))),
                 (None, Some(error)) => Some(Message::Response(Response::err(id, RpcError::from_value(error)))),
                 (None, None) => None,
@@ -313,12 +314,13 @@ impl Envelope<'_> {
     }
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    <Value as serde::Deserialize>::deserialize(deserializer).map(Some)
-}
-
-fn present_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue as serde::Deserialize>::deserialize(deserializer).map(Some)
+/// A member that is present, `null` included (`Option`'s own reading takes `null` for absent).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 impl Wire<'_> {

@@ -370,20 +370,17 @@ impl Plugins {
         Ok(match outcome {
             // A result in shape is passed on as the text the adapter wrote; anything else is
             // the text of one.
-            Ok(result) => match Payload::tool_result(result) {
-                Ok(result) => return Ok(result),
-                Err(text) => json!({"content": [{"type": "text", "text": text}]}),
-            },
+            Ok(result) => Payload::tool_result(result)
+                .unwrap_or_else(|text| json!({"content": [{"type": "text", "text": text}]}).into()),
             Err(error) => {
                 let message = match error {
                     ToolError::InvalidArguments(m) => format!("invalid arguments: {m}"),
                     ToolError::UnknownTool(m) => format!("unknown tool: {m}"),
                     ToolError::Failed(m) => m,
                 };
-                json!({"content": [{"type": "text", "text": message}], "isError": true})
+                json!({"content": [{"type": "text", "text": message}], "isError": true}).into()
             }
-        }
-        .into())
+        })
     }
 
     /// A counter that moves whenever what clients see listed may have changed.
