@@ -158,4 +158,12 @@ mod tests {
         drop(in_use);
         eventually("asleep again", || clock.is_asleep());
     }
+
+    #[test]
+    fn a_sleep_that_times_out_leaves_the_thread_marked_awake() {
+        let clock = EpochClock::default();
+        assert!(clock.sleep_while_idle(), "still idle after the timeout");
+        // Marked asleep, the next store would take the lock to wake a thread that is awake.
+        assert!(!clock.is_asleep());
+    }
 }
