@@ -2,6 +2,7 @@
 //! transport encodes them. Each message travels boxed: a tokio channel allocates its slots 32
 //! at a time when it is made, and 32 unboxed messages would cost every idle session 3 KB.
 
+use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use super::Message;
@@ -29,9 +30,18 @@ pub fn client_channel() -> (ClientSink, ClientStream) {
 }
 
 impl ClientSink {
-    /// Queues `message`, waiting while the queue is full.
-    pub async fn send(&self, message: Message) -> Result<(), Closed> {
-        self.0.send(Box::new(message)).await.map_err(|_| Closed)
+    /// Queues `message`, waiting while the queue is full. Queued at once when there is room
+    /// (nearly always); only a wait is a future of its own, boxed: a connection's task awaits
+    /// this inline, and every idle connection's task would otherwise be as large as the wait.
+    pub fn send(&self, message: Message) -> impl Future<Output = Result<(), Closed>> + Send + '_ {
+        use futures::future::{Either, ready};
+        match self.0.try_send(Box::new(message)) {
+            Ok(()) => Either::Left(ready(Ok(()))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Either::Left(ready(Err(Closed))),
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                Either::Right(Box::pin(self.0.send(message)).map(|sent| sent.map_err(|_| Closed)))
+            }
+        }
     }
 
     /// Queues `message` unless the queue is full or closed (what may be dropped: progress
@@ -75,5 +85,25 @@ mod tests {
         assert_eq!(stream.try_recv(), None);
         drop(stream);
         assert_eq!(sink.send(note(0)).await, Err(Closed));
+    }
+
+    #[tokio::test]
+    async fn send_waits_while_the_queue_is_full_and_keeps_the_order() {
+        let (sink, mut stream) = client_channel();
+        for n in 0..CLIENT_QUEUE as u32 {
+            sink.send(note(n)).await.expect("room");
+        }
+        let waiting = tokio::spawn({
+            let sink = sink.clone();
+            async move { sink.send(note(999)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "a full queue makes the sender wait");
+        assert_eq!(stream.recv().await, Some(note(0)));
+        assert_eq!(waiting.await.expect("task"), Ok(()));
+        for n in 1..CLIENT_QUEUE as u32 {
+            assert_eq!(stream.recv().await, Some(note(n)));
+        }
+        assert_eq!(stream.recv().await, Some(note(999)), "the waiting message comes last");
     }
 }

@@ -58,17 +58,18 @@ where
     let mut running = FuturesUnordered::new();
     // One timer for the connection's life, moved only when it fires: arming a new one for
     // every message would cost a timer-wheel insert and removal each. Anything that travels
-    // (a message read, an answer or notification sent) is activity.
+    // (a message read, an answer or notification sent) is activity. The same timer wakes the
+    // loop when the session's credential expires: a second one would grow every idle
+    // connection's task by its size.
     let mut last_activity = Instant::now();
-    let idle_timer = tokio::time::sleep(idle);
+    let expires_at = session.expires_in().map(|left| last_activity + left);
+    let wake_at = |at: Instant| expires_at.map_or(at, |expiry| expiry.min(at));
+    let idle_timer = tokio::time::sleep_until(wake_at(last_activity + idle));
     tokio::pin!(idle_timer);
     let drain = session.draining();
     let drain_started = drain.cancelled();
     tokio::pin!(drain_started);
     let mut draining = false;
-    let expires_in = session.expires_in();
-    let expiry = tokio::time::sleep(expires_in.unwrap_or(Duration::from_secs(86_400 * 365)));
-    tokio::pin!(expiry);
     let mut ended = Ended::Closed;
     loop {
         // Draining with nothing in flight: the connection closes once it has been quiet a
@@ -81,7 +82,7 @@ where
                 ended = Ended::Drained;
                 break;
             }
-            idle_timer.as_mut().reset(last_activity + DRAIN_QUIET);
+            idle_timer.as_mut().reset(wake_at(last_activity + DRAIN_QUIET));
         }
         tokio::select! {
             next = inbound.next(), if session.has_free_slot() => {
@@ -127,12 +128,12 @@ where
                 }
             }
             () = &mut drain_started, if !draining => draining = true,
-            () = &mut expiry, if expires_in.is_some() => {
-                tracing::info!(session = %session.tag, principal = %session.principal.id, "credential expired: closing the connection");
-                ended = Ended::CredentialExpired;
-                break;
-            }
             () = &mut idle_timer => {
+                if expires_at.is_some_and(|expiry| expiry <= Instant::now()) {
+                    tracing::info!(session = %session.tag, principal = %session.principal.id, "credential expired: closing the connection");
+                    ended = Ended::CredentialExpired;
+                    break;
+                }
                 if draining && running.is_empty() {
                     // The drain's quiet moment is up: the loop's top closes the connection.
                     continue;
@@ -143,7 +144,7 @@ where
                     tracing::info!(session = %session.tag, "closing idle connection");
                     break;
                 }
-                idle_timer.as_mut().reset(since + idle);
+                idle_timer.as_mut().reset(wake_at(since + idle));
             }
         }
     }

@@ -207,8 +207,14 @@ impl Session {
     /// Waits for one of the session's in-flight slots (`limits.max_requests_in_flight`). The
     /// transport holds it until the request's response has been handed on, so a client that
     /// does not read its answers cannot make the relay hold more than that many.
+    /// One is taken at once when free (a connection reads a request only while one is), and
+    /// only a wait is boxed: its future would otherwise be part of every idle connection's.
     pub async fn slot(&self) -> OwnedSemaphorePermit {
-        self.slots.clone().acquire_owned().await.expect("session slots are never closed")
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(_) => Box::pin(self.slots.clone().acquire_owned()).await,
+        };
+        permit.expect("session slots are never closed")
     }
 
     /// Runs a request on its own task (see [`Session::request`]). Awaiting the handle gives

@@ -131,7 +131,7 @@ async fn an_idle_connection_holds_a_small_driver() {
     let inbound = futures::stream::pending::<super::Inbound>();
     let driver = super::drive(session, inbound, sink, &factory.limits);
     let size = std::mem::size_of_val(&driver);
-    assert!(size <= 1536, "the driver's future is {size} bytes");
+    assert!(size <= 1280, "the driver's future is {size} bytes");
 }
 
 /// A connection that sends nothing for the idle timeout is closed; one that keeps talking is
@@ -168,4 +168,41 @@ async fn the_driver_closes_a_silent_connection_and_keeps_a_chatty_one() {
     super::drive(open(), Box::pin(chatty), sink, &factory.limits).await;
     let lived = started.elapsed();
     assert!(lived >= Duration::from_secs(3), "closed after {lived:?} of a chatty connection");
+}
+
+/// A session whose credential expires is ended then ([`super::Ended::CredentialExpired`]),
+/// whether it is silent or busy, long before its idle timeout; the one timer the driver keeps
+/// serves both.
+#[tokio::test]
+async fn the_driver_ends_a_session_when_its_credential_expires() {
+    use futures::StreamExt as _;
+    use std::time::{Duration, Instant, SystemTime};
+
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { idle_timeout_secs: 600, ..Limits::default() };
+    let factory = factory(dir.path(), limits).await;
+    let expiring = || {
+        let mut authenticated = Authenticated::lasting(Principal::open_access(false));
+        authenticated.expires_at = Some(SystemTime::now() + Duration::from_millis(800));
+        factory.open(TransportKind::Line, authenticated, HERE, None).unwrap()
+    };
+
+    let (sink, _stream) = crate::mcp::client_channel();
+    let silent = super::drive(expiring(), futures::stream::pending::<super::Inbound>(), sink, &factory.limits);
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), silent).await.expect("ended at expiry");
+    assert_eq!(ended, super::Ended::CredentialExpired);
+    assert!(started.elapsed() >= Duration::from_millis(700), "ended after {:?}", started.elapsed());
+
+    // Talking every 100 ms moves the idle deadline, never the expiry.
+    let (sink, _stream) = crate::mcp::client_channel();
+    let ping =
+        || Ok(Message::Notification(crate::mcp::Notification { method: "notifications/x".into(), params: None }));
+    let chatty = futures::stream::iter((0..100).map(move |_| ping())).then(|message| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        message
+    });
+    let busy = super::drive(expiring(), Box::pin(chatty), sink, &factory.limits);
+    let ended = tokio::time::timeout(Duration::from_secs(5), busy).await.expect("ended at expiry");
+    assert_eq!(ended, super::Ended::CredentialExpired);
 }
