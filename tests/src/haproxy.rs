@@ -38,10 +38,26 @@ impl Haproxy {
         let pem = dir.join("lb.pem");
         let both = std::fs::read_to_string(&issued.cert).unwrap() + &std::fs::read_to_string(&issued.key).unwrap();
         std::fs::write(&pem, both).unwrap();
+        // Its ports are chosen free beforehand, and another test may bind one first: then
+        // HAProxy exits at start, and it is started again on other ports.
+        for _ in 0..5 {
+            if let Some(haproxy) = Self::try_start(dir, &pem, blue, green).await {
+                return haproxy;
+            }
+        }
+        panic!(
+            "haproxy exited at start five times: {}",
+            std::fs::read_to_string(dir.join("haproxy.err")).unwrap_or_default()
+        );
+    }
+
+    /// HAProxy listening, or `None` when it exited before it listened (a port was taken).
+    async fn try_start(dir: &Path, pem: &Path, blue: u16, green: u16) -> Option<Haproxy> {
         let (http, tcp, tcps) = (free_port(), free_port(), free_port());
         let socket = dir.join("admin.sock");
+        let _ = std::fs::remove_file(&socket);
         let address = |port: u16| format!("127.0.0.1:{port}");
-        let child = Command::new("haproxy")
+        let mut child = Command::new("haproxy")
             .arg("-db")
             .arg("-f")
             .arg(repo_root().join("deploy/haproxy/haproxy.cfg"))
@@ -51,7 +67,7 @@ impl Haproxy {
             .env("RELAY_LB_TCPS_BIND", address(tcps))
             .env("RELAY_LB_TCP_BIND", address(tcp))
             .env("RELAY_LB_STATS_BIND", address(free_port()))
-            .env("RELAY_LB_CERT", &pem)
+            .env("RELAY_LB_CERT", pem)
             .env("RELAY_LB_BLUE", address(blue))
             .env("RELAY_LB_GREEN", address(green))
             .env("RELAY_LB_SOCKET", &socket)
@@ -63,12 +79,17 @@ impl Haproxy {
             .spawn()
             .expect("start haproxy (scripts/test.sh installs it)");
         let up = async {
+            // Listening once its runtime socket exists (made after every bind succeeded).
             while TcpStream::connect(("127.0.0.1", http)).await.is_err() || !socket.exists() {
+                if child.try_wait().expect("haproxy's status").is_some() {
+                    return false;
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            true
         };
-        tokio::time::timeout(PATIENCE, up).await.expect("haproxy listens");
-        Haproxy { _child: child, http, tcp, tcps, socket }
+        let listening = tokio::time::timeout(PATIENCE, up).await.expect("haproxy listens");
+        listening.then_some(Haproxy { _child: child, http, tcp, tcps, socket })
     }
 
     /// `http://127.0.0.1:HTTP{path}`.

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use relay_tests::haproxy::{Haproxy, free_port};
+use relay_tests::haproxy::Haproxy;
 use relay_tests::{RedisServer, Relay, copy_plugin, sse_messages, stdio_fixture_entry, text_of};
 use serde_json::{Value, json};
 
@@ -136,12 +136,13 @@ async fn a_session_opened_on_one_instance_is_served_by_another_with_its_own_cred
 #[tokio::test]
 async fn one_session_alternates_between_two_relays_behind_the_shipped_haproxy() {
     let redis = RedisServer::start().await;
-    let lb_dir = tempfile::tempdir().unwrap();
-    let ports = (free_port(), free_port());
-    let lb = Haproxy::start(lb_dir.path(), ports.0, ports.1).await;
+    // The relays pick their ports and HAProxy is pointed at them: a port chosen free
+    // beforehand could be taken by another test before a relay binds it.
     let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let _blue = relay(blue_dir.path(), &redis, "blue", ports.0).await;
-    let _green = relay(green_dir.path(), &redis, "green", ports.1).await;
+    let blue = relay(blue_dir.path(), &redis, "blue", 0).await;
+    let green = relay(green_dir.path(), &redis, "green", 0).await;
+    let lb_dir = tempfile::tempdir().unwrap();
+    let lb = Haproxy::start(lb_dir.path(), blue.port, green.port).await;
     // Both colours take traffic: round-robin, as if both were active.
     let answer = lb.admin("set server relay_http/green state ready").await;
     assert!(answer.trim().is_empty(), "{answer}");
