@@ -10,7 +10,17 @@ use std::time::Duration;
 /// finishes in its first poll takes no timer; work still running then gets one, measured from
 /// the start.
 pub async fn within<F: Future>(deadline: Duration, work: F) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let started = tokio::time::Instant::now();
+    within_from(std::time::Instant::now(), deadline, work).await
+}
+
+/// [`within`], the deadline counted from `started` (a caller that reads the clock anyway
+/// passes its reading instead of taking another).
+pub async fn within_from<F: Future>(
+    started: std::time::Instant,
+    deadline: Duration,
+    work: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let started = tokio::time::Instant::from_std(started);
     let mut work = std::pin::pin!(work);
     match futures::poll!(work.as_mut()) {
         std::task::Poll::Ready(output) => Ok(output),

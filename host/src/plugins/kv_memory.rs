@@ -33,6 +33,11 @@ impl Entry {
     fn live(&self, now: Instant) -> bool {
         self.expires.is_none_or(|t| t > now)
     }
+
+    /// [`Self::live`], reading the clock only for an entry that can expire.
+    fn live_now(&self) -> bool {
+        self.expires.is_none_or(|t| t > Instant::now())
+    }
 }
 
 #[derive(Default)]
@@ -49,8 +54,8 @@ pub struct MemoryKv {
     inner: Mutex<Inner>,
 }
 
-fn expiry(ttl_ms: Option<u64>) -> Option<Instant> {
-    ttl_ms.map(|ms| Instant::now() + Duration::from_millis(ms))
+fn expiry(now: Instant, ttl_ms: Option<u64>) -> Option<Instant> {
+    ttl_ms.map(|ms| now + Duration::from_millis(ms))
 }
 
 impl MemoryKv {
@@ -58,14 +63,14 @@ impl MemoryKv {
     pub fn get(&self, key: &str) -> Result<Option<String>, KvError> {
         check(key, None)?;
         let inner = self.inner.lock().expect("kv lock");
-        Ok(inner.map.get(key).filter(|e| e.live(Instant::now())).map(|e| e.value.clone()))
+        Ok(inner.map.get(key).filter(|e| e.live_now()).map(|e| e.value.clone()))
     }
 
     /// Stores `value` at `key`, within `quota` (if any) for the key's prefix.
     pub fn set(&self, key: &str, value: &str, ttl_ms: Option<u64>, quota: Option<&Quota>) -> Result<(), KvError> {
         check(key, Some(value))?;
         let mut inner = self.inner.lock().expect("kv lock");
-        inner.insert(key, Entry { value: value.to_owned(), expires: expiry(ttl_ms) }, quota)
+        inner.insert(key, Entry { value: value.to_owned(), expires: expiry(Instant::now(), ttl_ms) }, quota)
     }
 
     /// Removes `key`.
@@ -85,7 +90,7 @@ impl MemoryKv {
                 let n = entry.value.parse::<i64>().map_err(|_| KvError::Invalid(format!("{key} is not a counter")))?;
                 (n, entry.expires)
             }
-            None => (0, expiry(ttl_ms)),
+            None => (0, expiry(now, ttl_ms)),
         };
         let next = current.checked_add(delta).ok_or_else(|| KvError::Invalid("counter overflow".into()))?;
         inner.insert(key, Entry { value: next.to_string(), expires }, quota)?;
@@ -108,27 +113,31 @@ impl MemoryKv {
         if current != expected {
             return Ok(false);
         }
-        inner.insert(key, Entry { value: new.to_owned(), expires: expiry(ttl_ms) }, quota)?;
+        inner.insert(key, Entry { value: new.to_owned(), expires: expiry(now, ttl_ms) }, quota)?;
         Ok(true)
     }
 }
 
 impl Inner {
     /// Stores `entry` unless that takes the key's prefix past `quota` (expired entries are
-    /// swept first before a write is refused).
+    /// swept first before a write is refused). A key already present is overwritten in place:
+    /// the hot path (a counter or a rate-limit bucket rewritten on every request) allocates
+    /// nothing but the value.
     fn insert(&mut self, key: &str, entry: Entry, quota: Option<&Quota>) -> Result<(), KvError> {
         let size = key.len() + entry.value.len();
-        let replaced = self.map.get(key).map(|e| key.len() + e.value.len());
+        let mut replaced = self.map.get(key).map(|e| key.len() + e.value.len());
         if let Some(quota) = quota {
-            let fits = |usage: Usage| {
+            let fits = |usage: Usage, replaced: Option<usize>| {
                 let entries = usage.entries + usize::from(replaced.is_none());
                 let bytes = usage.bytes - replaced.unwrap_or(0) + size;
                 entries <= quota.entries && bytes <= quota.bytes
             };
-            if !fits(self.usage_of(key)) {
+            if !fits(self.usage_of(key), replaced) {
                 self.sweep();
+                // The sweep may have dropped the entry this write replaces.
+                replaced = self.map.get(key).map(|e| key.len() + e.value.len());
                 let usage = self.usage_of(key);
-                if !fits(usage) {
+                if !fits(usage, replaced) {
                     return Err(KvError::Quota(format!(
                         "{} entries and {} bytes held, at most {} and {} allowed",
                         usage.entries, usage.bytes, quota.entries, quota.bytes
@@ -136,11 +145,19 @@ impl Inner {
                 }
             }
         }
-        let replaced = self.map.get(key).map(|e| key.len() + e.value.len());
-        let usage = self.usage.entry(namespace(key).to_owned()).or_default();
+        let prefix = namespace(key);
+        if !self.usage.contains_key(prefix) {
+            self.usage.insert(prefix.to_owned(), Usage::default());
+        }
+        let usage = self.usage.get_mut(prefix).expect("usage of the prefix was just ensured");
         usage.entries += usize::from(replaced.is_none());
         usage.bytes = usage.bytes - replaced.unwrap_or(0) + size;
-        self.map.insert(key.to_owned(), entry);
+        match self.map.get_mut(key) {
+            Some(held) => *held = entry,
+            None => {
+                self.map.insert(key.to_owned(), entry);
+            }
+        }
         self.inserts_since_sweep += 1;
         if self.inserts_since_sweep >= SWEEP_EVERY {
             self.sweep();

@@ -50,6 +50,10 @@ pub(super) fn check(key: &str, value: Option<&str>) -> Result<(), KvError> {
 }
 
 /// The store, on the backend `relay.yaml`'s `kv` chose.
+///
+/// Each operation boxes the Redis future and only it: a plugin's host call boxes the
+/// operation's future, and one sized for a Redis round trip would make every in-memory call
+/// allocate (and free) over a kilobyte.
 pub enum KvStore {
     /// In this process.
     Memory(MemoryKv),
@@ -94,7 +98,7 @@ impl KvStore {
     pub async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
         match self {
             KvStore::Memory(store) => store.get(key),
-            KvStore::Redis(store) => store.get(key).await,
+            KvStore::Redis(store) => Box::pin(store.get(key)).await,
         }
     }
 
@@ -103,7 +107,7 @@ impl KvStore {
     pub async fn set(&self, key: &str, value: &str, ttl_ms: Option<u64>, quota: Option<&Quota>) -> Result<(), KvError> {
         match self {
             KvStore::Memory(store) => store.set(key, value, ttl_ms, quota),
-            KvStore::Redis(store) => store.set(key, value, ttl_ms).await,
+            KvStore::Redis(store) => Box::pin(store.set(key, value, ttl_ms)).await,
         }
     }
 
@@ -111,7 +115,7 @@ impl KvStore {
     pub async fn delete(&self, key: &str) -> Result<(), KvError> {
         match self {
             KvStore::Memory(store) => store.delete(key),
-            KvStore::Redis(store) => store.delete(key).await,
+            KvStore::Redis(store) => Box::pin(store.delete(key)).await,
         }
     }
 
@@ -126,7 +130,7 @@ impl KvStore {
     ) -> Result<i64, KvError> {
         match self {
             KvStore::Memory(store) => store.increment(key, delta, ttl_ms, quota),
-            KvStore::Redis(store) => store.increment(key, delta, ttl_ms).await,
+            KvStore::Redis(store) => Box::pin(store.increment(key, delta, ttl_ms)).await,
         }
     }
 
@@ -141,7 +145,30 @@ impl KvStore {
     ) -> Result<bool, KvError> {
         match self {
             KvStore::Memory(store) => store.compare_and_swap(key, expected, new, ttl_ms, quota),
-            KvStore::Redis(store) => store.compare_and_swap(key, expected, new, ttl_ms).await,
+            KvStore::Redis(store) => Box::pin(store.compare_and_swap(key, expected, new, ttl_ms)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plugin's `kv` call boxes the operation's future: on the in-memory store it must stay
+    /// small (the Redis round trip is boxed apart), or every call allocates a kilobyte or more.
+    #[test]
+    fn operations_are_small_futures_whatever_the_backend() {
+        let store = KvStore::default();
+        let quota = Quota { entries: 1, bytes: 1 };
+        let sizes = [
+            ("get", std::mem::size_of_val(&store.get("k"))),
+            ("set", std::mem::size_of_val(&store.set("k", "v", None, Some(&quota)))),
+            ("delete", std::mem::size_of_val(&store.delete("k"))),
+            ("increment", std::mem::size_of_val(&store.increment("k", 1, None, Some(&quota)))),
+            ("compare_and_swap", std::mem::size_of_val(&store.compare_and_swap("k", None, "v", None, Some(&quota)))),
+        ];
+        for (operation, size) in sizes {
+            assert!(size <= 160, "{operation}: a {size}-byte future");
         }
     }
 }

@@ -94,7 +94,7 @@ impl Slot {
             warm.store.data_mut().caller = None;
             Ok::<_, PluginError>((outcome, warm))
         };
-        let finished = crate::deadline::within(Duration::from_millis(deadline_ms), run).await;
+        let finished = crate::deadline::within_from(started, Duration::from_millis(deadline_ms), run).await;
         self.metrics.duration(started.elapsed());
         match finished {
             Ok(Err(error)) => {
