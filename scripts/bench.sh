@@ -93,6 +93,10 @@ start_relay RINTO "ws://127.0.0.1:$BACKEND/ws" "plugins:
 start_relay RREDACT "ws://127.0.0.1:$BACKEND/ws" "plugins:
   - {name: redact, world: interceptor, path: $PWD/target/plugins/redact.wasm, bind: {backends: [echo]}}
 "
+# redact as its README configures it: its result hook only (it never changes a request).
+start_relay RREDACTR "ws://127.0.0.1:$BACKEND/ws" "plugins:
+  - {name: redact, world: interceptor, path: $PWD/target/plugins/redact.wasm, bind: {backends: [echo], hooks: [result]}}
+"
 # The relay serving an adapter plugin's tool itself (no backend): its `echo` answers in-process.
 start_relay RADAPT "" "plugins:
   - {name: adapter, world: adapter, path: $PWD/target/plugins/echo_adapter.wasm, config: {prefix: ''}}
@@ -161,6 +165,7 @@ for conns in 4 32; do
   # redact on a 1 KiB text result, against the plain relay with the same result.
   ARGS="{\"message\":\"$KIB\"}" run "relay ws>ws 1KiB" "ws://127.0.0.1:$RWS_PORT/ws" $conns "$RWS_PID $BACKEND_PID"
   ARGS="{\"message\":\"$KIB\"}" run "relay ws>ws +redact 1KiB" "ws://127.0.0.1:$RREDACT_PORT/ws" $conns "$RREDACT_PID $BACKEND_PID"
+  ARGS="{\"message\":\"$KIB\"}" run "relay ws>ws +redact result" "ws://127.0.0.1:$RREDACTR_PORT/ws" $conns "$RREDACTR_PID $BACKEND_PID"
   run "haproxy http ws" "ws://127.0.0.1:$HTTPMODE/ws" $conns "$HAPROXY_PID $BACKEND_PID"
   run "haproxy http http" "http://127.0.0.1:$HTTPMODE/mcp" $conns "$HAPROXY_PID $BACKEND_PID"
   run "haproxy tcp ws" "ws://127.0.0.1:$TCPMODE/ws" $conns "$HAPROXY_PID $BACKEND_PID"
@@ -291,6 +296,8 @@ for conns in ("4", "32"):
     kib = ("relay ws>ws 1KiB", conns)
     extra = cpu[("relay ws>ws +redact 1KiB", conns)] - cpu[kib]
     goal(f"3. redact bound, 1 KiB result @{conns}", extra <= 5, f"{extra:+.1f} µs/call (goal <= +5)")
+    extra = cpu[("relay ws>ws +redact result", conns)] - cpu[kib]
+    goal(f"3. redact, hooks: [result], 1 KiB @{conns}", extra <= 5, f"{extra:+.1f} µs/call (goal <= +5)")
 extra = cpu[("relay adapter (ws)", "32")] - cpu[("healthz", "32")]
 goal("4. adapter served directly, above GET /healthz", extra <= 5, f"{extra:.1f} µs/call (goal <= 5)")
 if avg:

@@ -83,6 +83,51 @@ async fn interceptors_deny_pin_tag_and_redact_only_what_they_are_bound_to() {
     assert_eq!(failed_open, Some(1.0), "{metrics}");
 }
 
+/// `bind.hooks`: an interceptor runs only the hooks its binding names. The same test
+/// interceptor (deny `*__env`, hide `*__slow`, tag results) on two backends: on `a` with its
+/// result hook only (nothing denied or hidden, results tagged), on `b` with its request and list
+/// hooks only (denied and hidden, nothing tagged).
+#[tokio::test]
+async fn an_interceptor_runs_only_the_hooks_its_binding_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "    config: {deny: [a__env, b__env], hide: [a__slow, b__slow], tag: ' [tagged]'}\n";
+    let plugins = [
+        interceptor_entry(
+            dir.path(),
+            "results",
+            "test_interceptor",
+            &format!("    bind: {{backends: [a], hooks: [result]}}\n{config}"),
+        ),
+        interceptor_entry(
+            dir.path(),
+            "requests",
+            "test_interceptor",
+            &format!("    bind: {{backends: [b], hooks: [request, list]}}\n{config}"),
+        ),
+    ];
+    let relay_yaml = format!("upstream: {{backoff_initial_ms: 50}}\nplugins:\n{}", plugins.concat());
+    let backends = format!("backends:\n{}{}", stdio_fixture_entry("a", &[]), stdio_fixture_entry("b", &[]));
+    let relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
+    relay.wait_ready("a").await;
+    relay.wait_ready("b").await;
+    let mut client = relay.line_client().await;
+
+    let tagged = client.call_tool("a__echo", json!({"message": "hi"})).await;
+    assert_eq!(text_of(&tagged), "a: hi [tagged]", "{tagged}");
+    let not_denied = client.call_tool("a__env", json!({})).await;
+    assert!(not_denied.get("error").is_none(), "no request hook on a: {not_denied}");
+    let untagged = client.call_tool("b__echo", json!({"message": "hi"})).await;
+    assert_eq!(text_of(&untagged), "b: hi", "{untagged}");
+    let denied = client.call_tool("b__env", json!({})).await;
+    assert_eq!(denied["error"]["code"], -32013, "{denied}");
+
+    let listed = client.request("tools/list", json!({})).await;
+    let names: Vec<&str> =
+        listed["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.contains(&"a__slow"), "no list hook on a: {names:?}");
+    assert!(!names.contains(&"b__slow") && names.contains(&"b__echo"), "b's list hook hides: {names:?}");
+}
+
 /// The shipped `tool-filter`: an allow list, a deny rule that admins are exempt from, and a
 /// pinned and a dropped parameter, per caller (roles from the auth plugin).
 /// relay.yaml with token-auth (`ADMIN`: ops, admin; `USER`: `user`) and tool-filter named

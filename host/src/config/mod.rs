@@ -16,8 +16,8 @@ pub use backends::{Backend, BackendSpec, BackendsFile, ConfigError, Transport};
 pub use commands::{AllowedCommand, CommandRule};
 pub use credentials::{CredentialMode, unknown_credential_plugins};
 pub use plugins::{
-    Binding, BindingMatcher, Grants, MAX_PLUGIN_MEMORY_MB, OnError, PluginConfig, PluginLimits, World, backend_granted,
-    validate_plugins,
+    Binding, BindingMatcher, Grants, Hook, MAX_PLUGIN_MEMORY_MB, OnError, PluginConfig, PluginLimits, World,
+    backend_granted, validate_plugins,
 };
 pub use relay::{
     AccessConfig, ForwardConfig, KvBackend, KvConfig, ListenConfig, LogFormat, LoggingConfig, MetricsConfig,

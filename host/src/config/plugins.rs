@@ -74,7 +74,7 @@ pub struct PluginConfig {
 /// (`*`, `?`, `[abc]`, `{a,b}`). Empty lists match everything. An interceptor bound by `tools`
 /// sees those tools only; without `tools` it also sees the prompts and resources of its
 /// backends. A bound policy runs only for the `tools/call`s it matches; an unbound one for
-/// every request.
+/// every request. An interceptor's `hooks` say which of its hooks run (all three when absent).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Binding {
@@ -84,6 +84,22 @@ pub struct Binding {
     /// Tool names in the relay's catalog (before any interceptor renamed them).
     #[serde(default)]
     pub tools: Vec<String>,
+    /// The interceptor's hooks that run; absent, all three. An interceptor that only reads
+    /// results (`redact`) need not be entered before every call with the call's arguments.
+    #[serde(default)]
+    pub hooks: Option<Vec<Hook>>,
+}
+
+/// One of an interceptor's hooks (`bind.hooks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    /// `on-list`: the lists each caller sees.
+    List,
+    /// `on-request`: a call's arguments, before it goes to its backend.
+    Request,
+    /// `on-result`: a call's result, before it goes to the client.
+    Result,
 }
 
 impl Binding {
@@ -99,7 +115,12 @@ impl Binding {
             }
             set.build().map(Some).map_err(|e| format!("bind: {e}"))
         };
-        Ok(BindingMatcher { backends: set(&self.backends)?, tools: set(&self.tools)? })
+        if self.hooks.as_ref().is_some_and(Vec::is_empty) {
+            return Err(
+                "bind: hooks is empty; name at least one of list, request, result (or leave it out for all)".into()
+            );
+        }
+        Ok(BindingMatcher { backends: set(&self.backends)?, tools: set(&self.tools)?, hooks: self.hooks.clone() })
     }
 }
 
@@ -108,6 +129,8 @@ impl Binding {
 pub struct BindingMatcher {
     backends: Option<GlobSet>,
     tools: Option<GlobSet>,
+    /// `None`: every hook.
+    hooks: Option<Vec<Hook>>,
 }
 
 impl BindingMatcher {
@@ -125,6 +148,11 @@ impl BindingMatcher {
     /// Whether neither backends nor tools were given (everything is bound).
     pub fn is_unbound(&self) -> bool {
         self.backends.is_none() && self.tools.is_none()
+    }
+
+    /// Whether an interceptor's `hook` runs (`bind.hooks`).
+    pub fn runs(&self, hook: Hook) -> bool {
+        self.hooks.as_ref().is_none_or(|hooks| hooks.contains(&hook))
     }
 }
 
@@ -284,6 +312,9 @@ pub fn validate_plugins(plugins: &[PluginConfig]) -> Result<(), String> {
         {
             return Err(format!("plugin {}: bind and on_error are for policies and interceptors", plugin.name));
         }
+        if plugin.world != World::Interceptor && plugin.bind.hooks.is_some() {
+            return Err(format!("plugin {}: bind.hooks is for interceptors (a policy has one hook)", plugin.name));
+        }
     }
     if plugins.iter().filter(|p| p.world == World::Auth).count() > 1 {
         return Err("at most one auth plugin may be configured".into());
@@ -331,6 +362,28 @@ mod tests {
         assert!(validate_plugins(&misplaced).unwrap_err().contains("policies and interceptors"));
         assert!(plugins[1].bind.matcher().unwrap().is_unbound() && !bound.is_unbound());
         assert!(!bound.binds("docs", None), "bound by tools: no prompts or resources");
+    }
+
+    #[test]
+    fn an_interceptor_runs_the_hooks_its_binding_names() {
+        let yaml = "- {name: r, world: interceptor, path: r.wasm, bind: {backends: [docs], hooks: [result]}}\n- {name: all, world: interceptor, path: a.wasm}\n";
+        let plugins: Vec<PluginConfig> = serde_yaml::from_str(yaml).unwrap();
+        assert!(validate_plugins(&plugins).is_ok());
+        let (results_only, all) = (plugins[0].bind.matcher().unwrap(), plugins[1].bind.matcher().unwrap());
+        assert!(results_only.runs(Hook::Result) && !results_only.runs(Hook::Request) && !results_only.runs(Hook::List));
+        assert!([Hook::List, Hook::Request, Hook::Result].iter().all(|h| all.runs(*h)), "absent: every hook");
+        let empty: Vec<PluginConfig> =
+            serde_yaml::from_str("- {name: r, world: interceptor, path: r.wasm, bind: {hooks: []}}\n").unwrap();
+        assert!(validate_plugins(&empty).unwrap_err().contains("at least one"));
+        let policy: Vec<PluginConfig> =
+            serde_yaml::from_str("- {name: p, world: policy, path: p.wasm, bind: {hooks: [request]}}\n").unwrap();
+        assert!(validate_plugins(&policy).unwrap_err().contains("for interceptors"));
+        assert!(
+            serde_yaml::from_str::<Vec<PluginConfig>>(
+                "- {name: r, world: interceptor, path: r.wasm, bind: {hooks: [before]}}\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::loaded::Bound;
 use super::registry::{Plugins, Slot, from_wit};
 use super::sandbox::{PluginError, Refusal, fails_closed};
 use crate::access::Principal;
-use crate::config::{BindingMatcher, World};
+use crate::config::{BindingMatcher, Hook, World};
 use crate::mcp::Payload;
 
 /// The methods interceptors see.
@@ -61,11 +61,16 @@ impl CallHook<'_> {
 }
 
 impl Plugins {
-    /// The interceptors bound to `call`, matched once for the whole call; `None` when no
-    /// interceptor is (then the hooks need not run at all).
+    /// The interceptors bound to `call` with a call hook (`on-request` or `on-result`), matched
+    /// once for the whole call; `None` when no interceptor is (then the hooks need not run at
+    /// all).
     pub fn interception(&self, call: &CallHook<'_>) -> Option<Interception<'_>> {
-        let slots: Vec<_> =
-            self.slots.iter().filter(|s| s.config.world == World::Interceptor && call.binds(&s.binding)).collect();
+        let hooked = |binding: &BindingMatcher| binding.runs(Hook::Request) || binding.runs(Hook::Result);
+        let slots: Vec<_> = self
+            .slots
+            .iter()
+            .filter(|s| s.config.world == World::Interceptor && hooked(&s.binding) && call.binds(&s.binding))
+            .collect();
         (!slots.is_empty()).then(|| Interception {
             plugins: self,
             slots,
@@ -88,7 +93,7 @@ impl Interception<'_> {
     /// hook replaced them (`None`: as they are), or why it is refused.
     pub async fn request(&self, arguments: &Value) -> Result<Option<Value>, Refusal> {
         let mut replaced: Option<Value> = None;
-        for slot in &self.slots {
+        for slot in self.slots.iter().filter(|s| s.binding.runs(Hook::Request)) {
             let current = replaced.as_ref().unwrap_or(arguments);
             let text = current.to_string();
             let outcome = slot
@@ -124,7 +129,7 @@ impl Interception<'_> {
     /// first hook as the text it came as, and is passed on as that text unless a hook
     /// replaces it.
     pub async fn result(&self, mut result: Payload) -> Result<Payload, Refusal> {
-        for slot in &self.slots {
+        for slot in self.slots.iter().filter(|s| s.binding.runs(Hook::Result)) {
             let text = result.text();
             let outcome = slot
                 .invoke(&self.plugins.engine, None, async |bound, store| {
