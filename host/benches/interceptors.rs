@@ -2,8 +2,9 @@
 //! work): a tool of the echo adapter called through the router with no interceptors, with
 //! `tool-filter` and `redact` bound to another backend (what an unrelated call pays: the
 //! caller's view of the catalog and one glob match per interceptor), and with `redact` bound to
-//! the called tool (both hooks run). After criterion's report a summary prints each against
-//! the first, and what building one caller's view costs when `tool-filter` edits the list.
+//! the called tool: with its result hook only (`bind.hooks`, as its README configures it) and
+//! with both call hooks. After criterion's report a summary prints each against the first, and
+//! what building one caller's view costs when `tool-filter` edits the list.
 //!
 //! Run: `./scripts/build-plugins.sh && cargo bench -p relay --bench interceptors`
 
@@ -22,12 +23,16 @@ use relay::router::Router;
 use relay::upstream::Upstreams;
 use serde_json::json;
 
-const SETUPS: [(&str, &str); 3] = [
+const SETUPS: [(&str, &str); 4] = [
     ("no interceptors", ""),
     (
         "tool-filter+redact bound elsewhere",
         "- {name: filter, world: interceptor, path: '{dir}/tool_filter.wasm', bind: {backends: [other]}, config: {deny: [{tools: ['*']}], rename: {echo: other_echo}}}\n\
          - {name: redact, world: interceptor, path: '{dir}/redact.wasm', bind: {backends: [other]}}\n",
+    ),
+    (
+        "redact bound, hooks: [result]",
+        "- {name: redact, world: interceptor, path: '{dir}/redact.wasm', bind: {backends: [echo], hooks: [result]}}\n",
     ),
     (
         "redact bound to the call",
