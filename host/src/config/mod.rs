@@ -4,6 +4,7 @@
 //! ignored setting.
 
 mod backends;
+mod binding;
 mod commands;
 mod credentials;
 mod plugins;
@@ -13,11 +14,11 @@ mod store;
 mod watch;
 
 pub use backends::{Backend, BackendSpec, BackendsFile, ConfigError, Transport};
+pub use binding::{Binding, BindingMatcher, Hook};
 pub use commands::{AllowedCommand, CommandRule};
 pub use credentials::{CredentialMode, unknown_credential_plugins};
 pub use plugins::{
-    Binding, BindingMatcher, Grants, Hook, MAX_PLUGIN_MEMORY_MB, OnError, PluginConfig, PluginLimits, World,
-    backend_granted, validate_plugins,
+    Grants, MAX_PLUGIN_MEMORY_MB, OnError, PluginConfig, PluginLimits, World, backend_granted, validate_plugins,
 };
 pub use relay::{
     AccessConfig, ForwardConfig, KvBackend, KvConfig, ListenConfig, LogFormat, LoggingConfig, MetricsConfig,
