@@ -13,7 +13,7 @@ use super::loaded::Bound;
 use super::registry::{Plugins, Slot, from_wit};
 use super::sandbox::{PluginError, Refusal, fails_closed};
 use crate::access::Principal;
-use crate::config::{BindingMatcher, Hook, World};
+use crate::config::{BindingMatcher, Hook};
 use crate::mcp::Payload;
 
 /// The methods interceptors see.
@@ -65,11 +65,10 @@ impl Plugins {
     /// once for the whole call; `None` when no interceptor is (then the hooks need not run at
     /// all).
     pub fn interception(&self, call: &CallHook<'_>) -> Option<Interception<'_>> {
-        let hooked = |binding: &BindingMatcher| binding.runs(Hook::Request) || binding.runs(Hook::Result);
         let slots: Vec<_> = self
             .slots
             .iter()
-            .filter(|s| s.config.world == World::Interceptor && hooked(&s.binding) && call.binds(&s.binding))
+            .filter(|s| (s.intercepts(Hook::Request) || s.intercepts(Hook::Result)) && call.binds(&s.binding))
             .collect();
         (!slots.is_empty()).then(|| Interception {
             plugins: self,
@@ -93,7 +92,7 @@ impl Interception<'_> {
     /// hook replaced them (`None`: as they are), or why it is refused.
     pub async fn request(&self, arguments: &Value) -> Result<Option<Value>, Refusal> {
         let mut replaced: Option<Value> = None;
-        for slot in self.slots.iter().filter(|s| s.binding.runs(Hook::Request)) {
+        for slot in self.slots.iter().filter(|s| s.intercepts(Hook::Request)) {
             let current = replaced.as_ref().unwrap_or(arguments);
             let text = current.to_string();
             let outcome = slot
@@ -129,7 +128,7 @@ impl Interception<'_> {
     /// first hook as the text it came as, and is passed on as that text unless a hook
     /// replaces it.
     pub async fn result(&self, mut result: Payload) -> Result<Payload, Refusal> {
-        for slot in self.slots.iter().filter(|s| s.binding.runs(Hook::Result)) {
+        for slot in self.slots.iter().filter(|s| s.intercepts(Hook::Result)) {
             let text = result.text();
             let outcome = slot
                 .invoke(&self.plugins.engine, None, async |bound, store| {

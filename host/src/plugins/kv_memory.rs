@@ -145,13 +145,18 @@ impl Inner {
                 }
             }
         }
-        let prefix = namespace(key);
-        if !self.usage.contains_key(prefix) {
-            self.usage.insert(prefix.to_owned(), Usage::default());
+        let account = |usage: &mut Usage| {
+            usage.entries += usize::from(replaced.is_none());
+            usage.bytes = usage.bytes - replaced.unwrap_or(0) + size;
+        };
+        match self.usage.get_mut(namespace(key)) {
+            Some(usage) => account(usage),
+            None => {
+                let mut usage = Usage::default();
+                account(&mut usage);
+                self.usage.insert(namespace(key).to_owned(), usage);
+            }
         }
-        let usage = self.usage.get_mut(prefix).expect("usage of the prefix was just ensured");
-        usage.entries += usize::from(replaced.is_none());
-        usage.bytes = usage.bytes - replaced.unwrap_or(0) + size;
         match self.map.get_mut(key) {
             Some(held) => *held = entry,
             None => {

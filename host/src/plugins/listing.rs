@@ -14,7 +14,7 @@ use super::loaded::Bound;
 use super::registry::{Plugins, Slot};
 use super::sandbox::{PluginError, fails_closed};
 use crate::access::Principal;
-use crate::config::{Hook, World};
+use crate::config::Hook;
 use crate::mcp::{ListKind, names};
 
 /// Largest definition (JSON text) a hook may give an item, unless it was offered larger: views
@@ -42,7 +42,7 @@ pub struct Edited {
 impl Plugins {
     /// Whether any interceptor may edit lists (without one, everyone sees the catalog as is).
     pub fn edits_lists(&self) -> bool {
-        self.slots.iter().any(|s| s.config.world == World::Interceptor && s.binding.runs(Hook::List))
+        self.slots.iter().any(|s| s.intercepts(Hook::List))
     }
 
     /// Runs the list hooks of every interceptor bound to some of `items` for `principal`;
@@ -55,11 +55,7 @@ impl Plugins {
             .slots
             .iter()
             .map(|s| &**s)
-            .filter(|s| {
-                s.config.world == World::Interceptor
-                    && s.binding.runs(Hook::List)
-                    && items.iter().any(|i| bound_to(s, i))
-            })
+            .filter(|s| s.intercepts(Hook::List) && items.iter().any(|i| bound_to(s, i)))
             .collect();
         if slots.is_empty() {
             return None;

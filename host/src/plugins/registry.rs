@@ -25,7 +25,7 @@ use super::sandbox::{Caller, PluginContext, PluginError, PluginState, Refusal, c
 use super::v0_1;
 use super::{engine, host};
 use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
-use crate::config::{PluginConfig, World};
+use crate::config::{Hook, PluginConfig, World};
 use crate::mcp::Payload;
 use crate::metrics::{PluginMetrics, PluginOutcomeKind, metrics};
 
@@ -121,6 +121,11 @@ impl Slot {
                 Err(error)
             }
         }
+    }
+
+    /// Whether this plugin is an interceptor whose `hook` runs (`bind.hooks`).
+    pub(super) fn intercepts(&self, hook: Hook) -> bool {
+        self.config.world == World::Interceptor && self.binding.runs(hook)
     }
 
     /// A call that answered: `ok`, or `denied` (counted apart).
