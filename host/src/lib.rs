@@ -32,3 +32,4 @@ pub mod session;
 pub mod telemetry;
 pub mod transport;
 pub mod upstream;
+pub mod workers;

@@ -58,7 +58,8 @@ fn main() -> ExitCode {
     // Before anything reads a secret: no same-user process may read this one's environment.
     relay::process_guard::keep_secrets_from_same_user_processes();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // The main thread's runtime is worker 0; `serve` starts the other workers (`relay::workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match cli.command {
         Command::Serve { config } => {
             let loaded = match RelayConfig::load(&config) {

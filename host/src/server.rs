@@ -32,6 +32,8 @@ pub async fn run(
     // What plugins are granted from the environment is the relay's to hold: no stdio backend
     // inherits it.
     crate::upstream::protect_env(config.plugins.iter().flat_map(|p| p.grants.env.iter().cloned()));
+    // Before the upstreams: each keeps idle HTTP connections per worker.
+    crate::workers::start(config.listen.worker_count()).context("cannot start the worker threads")?;
     let store = BackendStore::new(config.backends_path(config_path));
     let (_, backends) = store.load().with_context(|| "cannot start with this backends file")?;
     let lifecycle = Arc::new(Lifecycle::new(std::env::var("RELAY_INSTANCE").unwrap_or_default()));
@@ -176,7 +178,9 @@ pub async fn run(
     println!("relay listening on {bound} ({scheme})");
 
     lifecycle.set_ready(true);
-    let server = tokio::spawn(transport::serve(listener, state.clone(), shutdown.clone()));
+    crate::workers::serve(listener, |listener| transport::serve(listener, state.clone(), shutdown.clone()))
+        .context("cannot serve on the worker threads")?;
+    tracing::info!(workers = crate::workers::count(), "serving");
     let drain_signal = lifecycle.drain_signal();
     tokio::select! {
         signal = shutdown_signal() => tracing::info!(signal, "shutdown signal"),
@@ -184,7 +188,6 @@ pub async fn run(
     }
     drain(&state, Duration::from_secs(config.shutdown.grace_secs)).await;
     shutdown.cancel();
-    let _ = server.await;
     upstreams.stop_all();
     crate::upstream::children_stopped(Duration::from_secs(5)).await;
     tracing::info!("stopped");

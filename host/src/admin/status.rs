@@ -79,6 +79,7 @@ impl RelayTools {
                     "state_since": unix_secs(status.since),
                     "tools": upstream.tools().len(),
                     "connects": status.connects,
+                    "lanes": status.lanes,
                     "requests": upstream.request_counts().0,
                     "errors": upstream.request_counts().1,
                     "connected_since": status.connected_since.map(unix_secs),

@@ -7,6 +7,7 @@ mod backends;
 mod binding;
 mod commands;
 mod credentials;
+mod listen;
 mod plugins;
 mod redact;
 mod relay;
@@ -17,12 +18,13 @@ pub use backends::{Backend, BackendSpec, BackendsFile, ConfigError, Transport};
 pub use binding::{Binding, BindingMatcher, Hook};
 pub use commands::{AllowedCommand, CommandRule};
 pub use credentials::{CredentialMode, unknown_credential_plugins};
+pub use listen::{ListenConfig, MAX_WORKERS};
 pub use plugins::{
     Grants, MAX_PLUGIN_MEMORY_MB, OnError, PluginConfig, PluginLimits, World, backend_granted, validate_plugins,
 };
 pub use relay::{
-    AccessConfig, ForwardConfig, KvBackend, KvConfig, ListenConfig, LogFormat, LoggingConfig, MetricsConfig,
-    OAuthConfig, RelayConfig, ShutdownConfig, TlsConfig, UpstreamConfig,
+    AccessConfig, ForwardConfig, KvBackend, KvConfig, LogFormat, LoggingConfig, MetricsConfig, OAuthConfig,
+    RelayConfig, ShutdownConfig, TlsConfig, UpstreamConfig,
 };
 pub use store::{BackendStore, StoreError};
 pub use watch::watch_backends;

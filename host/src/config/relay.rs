@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigError, PluginConfig, validate_plugins};
+use super::{ConfigError, ListenConfig, PluginConfig, validate_plugins};
 use crate::mcp::Limits;
 
 /// The whole of `relay.yaml`. Every section has working defaults, so an empty file runs.
@@ -103,42 +103,6 @@ impl KvConfig {
     /// The Redis URL: `RELAY_KV_URL` from the environment, else `url`.
     pub fn resolved_url(&self) -> Option<String> {
         std::env::var("RELAY_KV_URL").ok().filter(|u| !u.is_empty()).or_else(|| self.url.clone())
-    }
-}
-
-/// The one TCP listener that serves every transport.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ListenConfig {
-    /// Address to bind; loopback by default so a fresh install is not exposed.
-    pub host: String,
-    /// Port; `RELAY_PORT` in the environment overrides it.
-    pub port: u16,
-    /// Proxies (addresses or CIDR blocks, e.g. `127.0.0.1`, `10.0.0.0/8`) whose connections may
-    /// start with a PROXY protocol v2 header (HAProxy's `send-proxy-v2`): the client address
-    /// it carries is then the one the relay counts, throttles and logs. Connections from
-    /// anywhere else are taken at their own address, and a header from them is not read.
-    pub trusted_proxies: Vec<String>,
-}
-
-impl Default for ListenConfig {
-    fn default() -> Self {
-        Self { host: "127.0.0.1".into(), port: 8000, trusted_proxies: Vec::new() }
-    }
-}
-
-impl ListenConfig {
-    /// `trusted_proxies`, parsed (a bare address is a block of one).
-    pub fn proxies(&self) -> Result<Vec<ipnet::IpNet>, String> {
-        self.trusted_proxies
-            .iter()
-            .map(|entry| {
-                entry
-                    .parse::<ipnet::IpNet>()
-                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| format!("listen.trusted_proxies: {entry:?} is not an address or CIDR block"))
-            })
-            .collect()
     }
 }
 
@@ -308,7 +272,7 @@ impl RelayConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        self.listen.proxies()?;
+        self.listen.check()?;
         self.access.allowed_commands()?;
         if self.kv.backend == KvBackend::Redis {
             match self.kv.resolved_url() {

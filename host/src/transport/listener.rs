@@ -42,13 +42,40 @@ pub async fn serve(listener: TcpListener, state: Arc<TransportState>, shutdown: 
             tokio::spawn(refuse_pending(stream));
             continue;
         };
-        let state = state.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(stream, peer, state, router, pending).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        dispatch(stream, peer, state.clone(), router.clone(), pending);
+    }
+}
+
+/// Serves a connection on the worker with the fewest ([`crate::workers::assign`]): whichever
+/// worker's accept wins the race, a burst of connections does not all land on it.
+fn dispatch(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<TransportState>,
+    router: axum::Router,
+    pending: PendingGuard,
+) {
+    let assignment = crate::workers::assign();
+    let worker = assignment.worker();
+    let serve = move |stream: TcpStream| async move {
+        let _assignment = assignment;
+        if let Err(e) = handle(stream, peer, state, router, pending).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    };
+    if worker == crate::workers::current() {
+        tokio::spawn(serve(stream));
+        return;
+    }
+    // Moved to the other worker's runtime, which watches its socket from then on.
+    match stream.into_std() {
+        Ok(stream) => crate::workers::spawn_on(worker, async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve(stream).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "connection could not move to its worker"),
             }
-        });
+        }),
+        Err(e) => tracing::debug!(%peer, error = %e, "connection could not move to its worker"),
     }
 }
 

@@ -70,8 +70,10 @@ pub struct HttpPool {
     origin: Uri,
     /// The `Host` header every request carries (the port only when not the scheme's default).
     host: HeaderValue,
-    /// Idle connections, the most recently used last, each with when it went idle.
-    idle: Mutex<VecDeque<(Box<Conn>, Instant)>>,
+    /// Idle connections of each worker ([`crate::workers`]), the most recently used last, each
+    /// with when it went idle. A connection is polled by the worker that opened it, whose
+    /// runtime watches its socket: handed to another, every read would wake across threads.
+    idle: Box<[Mutex<VecDeque<(Box<Conn>, Instant)>>]>,
 }
 
 impl HttpPool {
@@ -104,7 +106,8 @@ impl HttpPool {
         };
         let host = HeaderValue::from_str(&host).map_err(|e| PoolError::Connect(e.to_string()))?;
         let origin = origin_of(scheme.clone(), authority.clone())?;
-        Ok(Self { connector, origin, host, idle: Mutex::default() })
+        let idle = (0..crate::workers::count()).map(|_| Mutex::default()).collect();
+        Ok(Self { connector, origin, host, idle })
     }
 
     /// Sends `request` (its URI absolute, of this pool's origin) and returns the answer's head;
@@ -144,9 +147,14 @@ impl HttpPool {
         }
     }
 
-    /// The most recently used idle connection still open and not expired.
+    /// The idle connections of the worker running this code.
+    fn lane(&self) -> &Mutex<VecDeque<(Box<Conn>, Instant)>> {
+        &self.idle[crate::workers::current() % self.idle.len()]
+    }
+
+    /// The most recently used idle connection of this worker still open and not expired.
     fn checkout(&self) -> Option<Box<Conn>> {
-        let mut idle = self.idle.lock().expect("pool lock");
+        let mut idle = self.lane().lock().expect("pool lock");
         while let Some((conn, since)) = idle.pop_back() {
             if since.elapsed() < IDLE_TIMEOUT && !conn.sender.is_closed() {
                 return Some(conn);
@@ -161,7 +169,7 @@ impl HttpPool {
         if conn.sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().expect("pool lock");
+        let mut idle = self.lane().lock().expect("pool lock");
         if idle.front().is_some_and(|(_, since)| since.elapsed() >= IDLE_TIMEOUT) {
             idle.pop_front();
         }
@@ -175,9 +183,11 @@ impl HttpPool {
     /// that last used the connection is not woken for it).
     fn sweep(&self) {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        self.idle.lock().expect("pool lock").retain_mut(|(conn, since)| {
-            since.elapsed() < IDLE_TIMEOUT && conn.driver.poll_without_shutdown(&mut cx).is_pending()
-        });
+        for lane in &self.idle {
+            lane.lock().expect("pool lock").retain_mut(|(conn, since)| {
+                since.elapsed() < IDLE_TIMEOUT && conn.driver.poll_without_shutdown(&mut cx).is_pending()
+            });
+        }
     }
 
     async fn connect(&self) -> Result<Box<Conn>, PoolError> {

@@ -107,16 +107,16 @@ async fn the_sweep_closes_idle_connections_the_server_closed_and_keeps_the_other
     let (closing, _) = server("answer", After::Close).await;
     let closed_pool = pool(&closing);
     read(&closed_pool, &closing).await;
-    assert_eq!(closed_pool.idle.lock().unwrap().len(), 1);
+    assert_eq!(closed_pool.lane().lock().unwrap().len(), 1);
     tokio::time::sleep(Duration::from_millis(50)).await;
     closed_pool.sweep();
-    assert!(closed_pool.idle.lock().unwrap().is_empty(), "closed by the server while idle");
+    assert!(closed_pool.lane().lock().unwrap().is_empty(), "closed by the server while idle");
 
     let (open, _) = server("answer", After::KeepAlive).await;
     let open_pool = pool(&open);
     read(&open_pool, &open).await;
     open_pool.sweep();
-    assert_eq!(open_pool.idle.lock().unwrap().len(), 1, "a live idle connection stays");
+    assert_eq!(open_pool.lane().lock().unwrap().len(), 1, "a live idle connection stays");
 }
 
 #[tokio::test]
@@ -124,7 +124,7 @@ async fn a_body_dropped_unread_closes_its_connection() {
     let (uri, accepted) = server("answer", After::KeepAlive).await;
     let pool = pool(&uri);
     drop(pool.request(post(&uri)).await.unwrap());
-    assert!(pool.idle.lock().unwrap().is_empty(), "a half-read connection never goes back");
+    assert!(pool.lane().lock().unwrap().is_empty(), "a half-read connection never goes back");
     assert_eq!(read(&pool, &uri).await.0, "answer");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
@@ -150,4 +150,22 @@ async fn refused_connections_and_other_origins_are_connect_errors() {
     assert!(pool.request(post(&uri)).await.unwrap_err().is_connect());
     let elsewhere: Uri = "http://127.0.0.1:1/mcp".parse().unwrap();
     assert!(pool.request(post(&elsewhere)).await.unwrap_err().is_connect());
+}
+
+#[tokio::test]
+async fn each_worker_reuses_the_connections_it_opened_and_no_other() {
+    let (uri, accepted) = server("answer", After::KeepAlive).await;
+    let mut pool = HttpPool::new(super::super::http_client::connector(Duration::from_secs(2)), &uri).unwrap();
+    pool.idle = (0..2).map(|_| Mutex::default()).collect();
+    let pool = Arc::new(pool);
+    crate::workers::pretend_to_be(0);
+    read(&pool, &uri).await;
+    crate::workers::pretend_to_be(1);
+    read(&pool, &uri).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "worker 1 does not take worker 0's idle connection");
+    read(&pool, &uri).await;
+    crate::workers::pretend_to_be(0);
+    read(&pool, &uri).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "each reuses its own");
+    assert_eq!(pool.idle.iter().map(|lane| lane.lock().unwrap().len()).collect::<Vec<_>>(), [1, 1]);
 }

@@ -11,6 +11,7 @@ mod handshake;
 mod http;
 mod http_client;
 mod http_pool;
+mod lanes;
 mod registry;
 mod routes;
 mod stdio;

@@ -60,6 +60,8 @@ pub struct Status {
     pub connected_since: Option<SystemTime>,
     /// `serverInfo` and version from the upstream's `initialize` answer.
     pub identity: Option<ServerIdentity>,
+    /// Other workers' own connections to it, for their tool calls ([`super::lanes`]).
+    pub lanes: usize,
 }
 
 /// A notification from an upstream, for the router.
@@ -80,7 +82,9 @@ pub struct Upstream {
     /// Largest message accepted from the upstream.
     max_message_bytes: usize,
     /// The live connection; `None` while (re)connecting.
-    connection: watch::Sender<Option<Arc<Connection>>>,
+    pub(super) connection: watch::Sender<Option<Arc<Connection>>>,
+    /// The other workers' own connections, for tool calls (WebSocket backends).
+    pub(super) lanes: super::lanes::Lanes,
     /// Last lists received (tools, prompts, resources, templates). Kept while reconnecting so
     /// that clients do not see them flicker away during a restart and calls can wait for the
     /// upstream to return.
@@ -93,7 +97,7 @@ pub struct Upstream {
     /// Asks the supervisor to drop the connection and connect again now.
     reconnect: Notify,
     /// Stops the supervisor for good.
-    stop: CancellationToken,
+    pub(super) stop: CancellationToken,
     /// Client requests in flight on this upstream: where their progress, log messages and the
     /// upstream's own requests (sampling, elicitation) go.
     routes: Arc<ClientRoutes>,
@@ -124,6 +128,7 @@ impl Upstream {
             timing,
             max_message_bytes,
             connection: watch::Sender::new(None),
+            lanes: super::lanes::Lanes::new(),
             listing: watch::Sender::new(Listing::default()),
             notifications,
             status: Mutex::new(Status {
@@ -133,6 +138,7 @@ impl Upstream {
                 connects: 0,
                 connected_since: None,
                 identity: None,
+                lanes: 0,
             }),
             reconnect: Notify::new(),
             stop: CancellationToken::new(),
@@ -141,7 +147,12 @@ impl Upstream {
             down: std::sync::atomic::AtomicBool::new(false),
             catalog,
         });
-        tokio::spawn(supervise(upstream.clone(), changed));
+        // What lanes' backend sessions send that is not for a call goes to the supervisor.
+        let (lane_events_tx, lane_events) = mpsc::channel(64);
+        if matches!(upstream.backend.transport, Transport::WebSocket { .. }) {
+            super::lanes::start(&upstream, &lane_events_tx);
+        }
+        tokio::spawn(supervise(upstream.clone(), changed, lane_events));
         upstream
     }
 
@@ -167,12 +178,23 @@ impl Upstream {
 
     /// A health snapshot.
     pub fn status(&self) -> Status {
-        self.status.lock().expect("status lock").clone()
+        let status = self.status.lock().expect("status lock").clone();
+        Status { lanes: self.lanes.connected(), ..status }
     }
 
     /// The deadline of one call to this upstream.
     pub fn call_timeout(&self) -> Duration {
         call_deadline(&self.backend, &self.timing)
+    }
+
+    /// How long a connection attempt, handshake included, may take.
+    pub(super) fn connect_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timing.connect_timeout_secs)
+    }
+
+    /// The first and the longest delay between connection attempts.
+    pub(super) fn backoff_bounds(&self) -> (Duration, Duration) {
+        (Duration::from_millis(self.timing.backoff_initial_ms), Duration::from_millis(self.timing.backoff_max_ms))
     }
 
     /// Drops the current connection and connects again at once.
@@ -233,8 +255,13 @@ impl Upstream {
                     if self.stop.is_cancelled() {
                         return Err(UpstreamError::Gone(self.name().to_owned()));
                     }
+                    let not_lost = |c: &Arc<Connection>| !lost_on.as_ref().is_some_and(|lost| Arc::ptr_eq(lost, c));
+                    // A tool call takes its worker's own connection when it has one.
+                    if let Some(lane) = self.lanes.for_call(method).filter(not_lost) {
+                        break lane;
+                    }
                     let live = connection.borrow_and_update().clone().filter(|c| !c.is_closed());
-                    if let Some(conn) = live.filter(|c| !lost_on.as_ref().is_some_and(|lost| Arc::ptr_eq(lost, c))) {
+                    if let Some(conn) = live.filter(not_lost) {
                         break conn;
                     }
                     // A new request fails at once while the backend is known down; one whose
@@ -306,7 +333,7 @@ impl Upstream {
         self.metrics.ready(status.state == State::Ready);
     }
 
-    async fn open(&self) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
+    pub(super) async fn open(&self) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
         let name = self.name();
         match &self.backend.transport {
             Transport::WebSocket { url, headers } => {
@@ -375,7 +402,11 @@ fn call_deadline(backend: &Backend, timing: &UpstreamConfig) -> Duration {
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// The supervisor loop: connect, serve, and on loss reconnect with capped backoff and jitter.
-async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
+async fn supervise(
+    upstream: Arc<Upstream>,
+    changed: watch::Sender<u64>,
+    mut lane_events: mpsc::Receiver<Notification>,
+) {
     let name = upstream.name().to_owned();
     let backoff_builder = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(upstream.timing.backoff_initial_ms))
@@ -403,7 +434,7 @@ async fn supervise(upstream: Arc<Upstream>, changed: watch::Sender<u64>) {
                     s.connected_since = Some(SystemTime::now());
                     s.identity = Some(identity);
                 });
-                let reason = serve(&upstream, &conn, &mut events, &changed).await;
+                let reason = serve(&upstream, &conn, [&mut events, &mut lane_events], &changed).await;
                 upstream.connection.send_replace(None);
                 conn.close().await;
                 // Only a connection that stayed up a while earns a quick reconnect: a backend
@@ -477,36 +508,39 @@ async fn relist(upstream: &Upstream, conn: &Connection, method: &str, changed: &
     upstream.publish(listing, changed);
 }
 
-/// Serves one connection until it ends; returns why.
+/// Serves one connection until it ends; returns why. `events` are its notifications and those
+/// of the lanes ([`super::lanes`]).
 async fn serve(
     upstream: &Upstream,
     conn: &Connection,
-    events: &mut mpsc::Receiver<Notification>,
+    events: [&mut mpsc::Receiver<Notification>; 2],
     changed: &watch::Sender<u64>,
 ) -> &'static str {
     let started = Instant::now();
+    let [own, lanes] = events;
     loop {
-        tokio::select! {
+        let notification = tokio::select! {
             _ = upstream.stop.cancelled() => return "stopped",
             _ = upstream.reconnect.notified() => return "reconnect requested",
             _ = conn.closed() => return "connection closed",
-            event = events.recv() => match event {
+            event = own.recv() => match event {
                 None => return "connection closed",
-                Some(n) if !ListKind::changed_by(&n.method).is_empty() => {
-                    // The re-list has a deadline and gives way to stop, reconnect and close: a
-                    // backend that never answers it cannot freeze its supervisor.
-                    tokio::select! {
-                        _ = relist(upstream, conn, &n.method, changed) => {}
-                        _ = upstream.stop.cancelled() => return "stopped",
-                        _ = upstream.reconnect.notified() => return "reconnect requested",
-                        _ = conn.closed() => return "connection closed",
-                    }
-                }
-                Some(notification) => {
-                    tracing::trace!(backend = upstream.name(), method = %notification.method, up_secs = started.elapsed().as_secs(), "upstream notification");
-                    let _ = upstream.notifications.send(UpstreamEvent { backend: upstream.name().to_owned(), notification });
-                }
+                Some(n) => n,
             },
+            Some(n) = lanes.recv() => n,
+        };
+        if !ListKind::changed_by(&notification.method).is_empty() {
+            // The re-list has a deadline and gives way to stop, reconnect and close: a
+            // backend that never answers it cannot freeze its supervisor.
+            tokio::select! {
+                _ = relist(upstream, conn, &notification.method, changed) => {}
+                _ = upstream.stop.cancelled() => return "stopped",
+                _ = upstream.reconnect.notified() => return "reconnect requested",
+                _ = conn.closed() => return "connection closed",
+            }
+        } else {
+            tracing::trace!(backend = upstream.name(), method = %notification.method, up_secs = started.elapsed().as_secs(), "upstream notification");
+            let _ = upstream.notifications.send(UpstreamEvent { backend: upstream.name().to_owned(), notification });
         }
     }
 }

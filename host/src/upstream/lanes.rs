@@ -1,0 +1,140 @@
+//! A WebSocket backend's tool calls, each on a connection of the worker that serves its caller.
+//!
+//! The supervisor's connection lives on worker 0 ([`crate::workers`]): a call from a client
+//! on another worker would cross threads twice (to the writer, back from the reader). So each
+//! other worker keeps a lane: a connection of its own to the same backend, opened on its own
+//! runtime while the supervisor's is up, and closed and opened again when that one is
+//! replaced. Only `tools/call` takes a lane. Listing, subscriptions, `logging/setLevel` and the
+//! relay's own requests stay on the supervisor's connection, where the relay keeps the state
+//! they set. What a lane's backend session sends that is not for a call (list changes,
+//! resource updates) goes to the supervisor, as if its own connection had sent it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::{mpsc, watch};
+
+use super::connection::Connection;
+use super::handshake;
+use super::supervisor::Upstream;
+use crate::mcp::Notification;
+
+/// The method that takes a lane: the hot path, and one that leaves no state on the backend
+/// session that the relay tracks.
+const LANE_METHOD: &str = "tools/call";
+
+/// Each worker's connection (none for worker 0, whose calls use the supervisor's).
+pub struct Lanes {
+    slots: Box<[watch::Sender<Option<Arc<Connection>>>]>,
+}
+
+impl Lanes {
+    /// A slot per worker, all empty until [`keep`] fills them.
+    pub fn new() -> Self {
+        Self { slots: (0..crate::workers::count()).map(|_| watch::Sender::new(None)).collect() }
+    }
+
+    /// The live lane of the worker running this code, for `method`; `None` sends it on the
+    /// supervisor's connection.
+    pub fn for_call(&self, method: &str) -> Option<Arc<Connection>> {
+        if method != LANE_METHOD {
+            return None;
+        }
+        let index = crate::workers::current();
+        if index == 0 {
+            return None;
+        }
+        self.slots.get(index)?.borrow().clone().filter(|conn| !conn.is_closed())
+    }
+
+    /// How many lanes are connected (for status).
+    pub fn connected(&self) -> usize {
+        self.slots.iter().filter(|slot| slot.borrow().as_ref().is_some_and(|conn| !conn.is_closed())).count()
+    }
+}
+
+/// Starts a lane on every worker but 0, for a WebSocket backend, when there is more than one.
+pub fn start(upstream: &Arc<Upstream>, to_supervisor: &mpsc::Sender<Notification>) {
+    for index in 1..crate::workers::count() {
+        crate::workers::spawn_on(index, keep(upstream.clone(), index, to_supervisor.clone()));
+    }
+}
+
+/// Keeps worker `index`'s lane connected while the supervisor's connection is up, until the
+/// upstream stops.
+async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender<Notification>) {
+    let Some(slot) = upstream.lanes.slots.get(index) else { return };
+    let mut primary = upstream.connection.subscribe();
+    let mut backoff = retry_delays(&upstream);
+    loop {
+        // The supervisor's connection first: a backend it cannot reach is not tried N times.
+        let following = loop {
+            if let Some(conn) = primary.borrow_and_update().clone() {
+                break conn;
+            }
+            tokio::select! {
+                changed = primary.changed() => if changed.is_err() { return },
+                () = upstream.stop.cancelled() => return,
+            }
+        };
+        let opened = tokio::select! {
+            opened = open(&upstream) => opened,
+            () = upstream.stop.cancelled() => return,
+        };
+        let Some((conn, mut events)) = opened else {
+            let delay = backoff.next().unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = upstream.stop.cancelled() => return,
+            }
+            continue;
+        };
+        backoff = retry_delays(&upstream);
+        slot.send_replace(Some(conn.clone()));
+        loop {
+            tokio::select! {
+                () = upstream.stop.cancelled() => break,
+                () = conn.closed() => break,
+                // The supervisor reconnected (or lost its connection): so does the lane.
+                changed = primary.changed() => if changed.is_err()
+                    || !primary.borrow().as_ref().is_some_and(|now| Arc::ptr_eq(now, &following)) { break },
+                event = events.recv() => match event {
+                    Some(notification) => { let _ = to_supervisor.send(notification).await; }
+                    None => break,
+                },
+            }
+        }
+        slot.send_replace(None);
+        conn.close().await;
+        if upstream.stop.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// A lane's connection, initialized within the connect timeout; `None` when that failed.
+async fn open(upstream: &Upstream) -> Option<(Arc<Connection>, mpsc::Receiver<Notification>)> {
+    let attempt = async {
+        let (conn, events) = upstream.open().await?;
+        let conn = Arc::new(conn);
+        if let Err(e) = handshake::initialize(&conn).await {
+            conn.close().await;
+            return Err(e);
+        }
+        Ok((conn, events))
+    };
+    match tokio::time::timeout(upstream.connect_timeout(), attempt).await {
+        Ok(Ok(opened)) => Some(opened),
+        Ok(Err(e)) => {
+            tracing::debug!(backend = upstream.name(), error = %upstream.backend.redact(&e.to_string()), "lane connect failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+fn retry_delays(upstream: &Upstream) -> impl Iterator<Item = Duration> {
+    let (initial, max) = upstream.backoff_bounds();
+    ExponentialBuilder::default().with_min_delay(initial).with_max_delay(max).with_jitter().without_max_times().build()
+}

@@ -1,0 +1,180 @@
+//! The threads that serve the port: one current-thread tokio runtime each, all accepting on the
+//! one listener. A connection is served to its end by the worker that accepted it, with its
+//! session's tasks and the upstream HTTP connections its calls take (each worker has its own
+//! idle ones), so the wake-ups of a call stay on one thread: no task is stolen, and no idle
+//! worker is woken to look for work. On a 2-core machine shared with its load, tokio's
+//! work-stealing scheduler cost about a quarter more CPU per call than this.
+//!
+//! The main thread's runtime is worker 0: it also runs everything that is not a connection
+//! (upstream supervisors and their WebSocket and stdio links, file watches, the metrics port).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
+
+use crate::config::MAX_WORKERS;
+
+thread_local! {
+    /// This thread's worker index; 0 on the main thread and on threads that are not workers.
+    static INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many workers run (1 until [`start`]).
+static COUNT: AtomicUsize = AtomicUsize::new(1);
+
+/// How many workers serve the port.
+pub fn count() -> usize {
+    COUNT.load(Ordering::Relaxed)
+}
+
+/// The index of the worker running this code, in `0..count()`: what per-worker state (an
+/// upstream's idle HTTP connections) is picked by.
+pub fn current() -> usize {
+    INDEX.with(Cell::get)
+}
+
+/// Connections each worker serves now.
+static CONNECTIONS: [AtomicUsize; MAX_WORKERS] = [const { AtomicUsize::new(0) }; MAX_WORKERS];
+
+/// A connection, counted against the worker that serves it until dropped.
+pub struct Assignment {
+    worker: usize,
+}
+
+impl Assignment {
+    /// The worker that serves it.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+}
+
+impl Drop for Assignment {
+    fn drop(&mut self) {
+        CONNECTIONS[self.worker].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The worker with the fewest connections (the one running this code when none has fewer),
+/// counted for one more.
+pub fn assign() -> Assignment {
+    let here = current();
+    let mut worker = here;
+    let mut fewest = CONNECTIONS[here].load(Ordering::Relaxed);
+    for (index, connections) in CONNECTIONS.iter().enumerate().take(count()) {
+        let connections = connections.load(Ordering::Relaxed);
+        if connections < fewest {
+            (worker, fewest) = (index, connections);
+        }
+    }
+    CONNECTIONS[worker].fetch_add(1, Ordering::Relaxed);
+    Assignment { worker }
+}
+
+/// Makes this thread count as worker `index`, for tests of per-worker state.
+#[cfg(test)]
+pub(crate) fn pretend_to_be(index: usize) {
+    INDEX.with(|cell| cell.set(index));
+}
+
+/// The runtimes of workers 1 and up, set once by [`start`].
+static OTHERS: OnceLock<Vec<Handle>> = OnceLock::new();
+
+/// Starts workers 1 to `workers - 1`, each a thread running a current-thread runtime until
+/// the process exits; the caller's own runtime is worker 0. Called once, before anything that
+/// keeps per-worker state is built. Nothing is served until [`serve`].
+pub fn start(workers: usize) -> std::io::Result<()> {
+    let workers = workers.clamp(1, MAX_WORKERS);
+    let mut handles = Vec::with_capacity(workers - 1);
+    for index in 1..workers {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        handles.push(runtime.handle().clone());
+        std::thread::Builder::new().name(format!("relay-worker-{index}")).spawn(move || {
+            INDEX.with(|cell| cell.set(index));
+            runtime.block_on(std::future::pending::<()>());
+        })?;
+    }
+    OTHERS.set(handles).map_err(|_| std::io::Error::other("the workers were started already"))?;
+    COUNT.store(workers, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Runs `task` on worker `index` (0: the caller's runtime, which must be worker 0's).
+pub fn spawn_on<F>(index: usize, task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match index.checked_sub(1).and_then(|other| OTHERS.get()?.get(other)) {
+        Some(handle) => drop(handle.spawn(task)),
+        None => drop(tokio::spawn(task)),
+    }
+}
+
+/// Has every worker run `serve` on its own handle of `listener`: workers 1 and up on theirs,
+/// worker 0 on the caller's runtime. Returns when `serve` started everywhere.
+pub fn serve<F, Fut>(listener: TcpListener, serve: F) -> std::io::Result<()>
+where
+    F: Fn(TcpListener) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = listener.into_std()?;
+    for index in 1..count() {
+        let own = listener.try_clone()?;
+        // Registered with the worker's own runtime, whose thread will poll it.
+        let own = {
+            let _worker = OTHERS.get().expect("workers started")[index - 1].enter();
+            TcpListener::from_std(own)?
+        };
+        spawn_on(index, serve(own));
+    }
+    spawn_on(0, serve(TcpListener::from_std(listener)?));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_worker_accepts_on_the_shared_listener_and_knows_its_index() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            start(3).unwrap();
+            assert_eq!(count(), 3);
+            assert!(start(2).is_err(), "started once");
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            // Each worker accepts one connection, answers with its index and stops accepting:
+            // three connections are then served by three different workers.
+            serve(listener, |listener: TcpListener| async move {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let index = u8::try_from(current()).unwrap();
+                tokio::io::AsyncWriteExt::write_all(&mut stream, &[index]).await.unwrap();
+                std::future::pending::<()>().await;
+            })
+            .unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            let mut clients = Vec::new();
+            for _ in 0..3 {
+                let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let mut index = [0u8; 1];
+                tokio::io::AsyncReadExt::read_exact(&mut client, &mut index).await.unwrap();
+                seen.insert(index[0]);
+                clients.push(client);
+            }
+            assert_eq!(seen, [0, 1, 2].into(), "each worker served one connection");
+            let first = assign();
+            let second = assign();
+            let third = assign();
+            assert_eq!([first.worker(), second.worker(), third.worker()], [0, 1, 2], "the fewest, this one first");
+            drop(second);
+            assert_eq!(assign().worker(), 1, "a worker whose connection ended is next");
+            let (ran_tx, ran_rx) = tokio::sync::oneshot::channel();
+            spawn_on(2, async move { ran_tx.send(current()).unwrap() });
+            assert_eq!(ran_rx.await.unwrap(), 2, "spawn_on runs on that worker");
+        });
+    }
+}
