@@ -29,6 +29,7 @@ fn bench(c: &mut Criterion) {
         transport: Transport::Http { url: "http://127.0.0.1:9/mcp".into(), headers: Default::default() },
         call_timeout_secs: None,
         credentials: serde_yaml::from_str(credentials).unwrap(),
+        session_per_worker: false,
     };
     let (fixed, per_user) = (backend("{mode: static}"), backend("{mode: per_user_secret}"));
     // An `oauth` grant that is still fresh: what every call of an authorized user reads.

@@ -62,10 +62,30 @@ async fn line_to_websocket_unique_names_stay_and_list_changed_is_followed() {
     relay.wait_ready("alpha").await;
     let mut client = relay.line_client().await;
     assert_eq!(text_of(&client.call_tool("add", json!({"a": 2, "b": 3})).await), "5");
-    client.call_tool("register_tool", json!({"name": "fresh_tool"})).await;
-    // The relay re-lists on notifications/tools/list_changed and tells its own clients.
-    let notified = client.recv().await;
-    assert_eq!(notified["method"], "notifications/tools/list_changed", "{notified}");
+    client
+        .send_raw(
+            &json!({"jsonrpc": "2.0", "id": "reg", "method": "tools/call",
+                "params": {"name": "register_tool", "arguments": {"name": "fresh_tool"}}})
+            .to_string(),
+        )
+        .await;
+    // The relay re-lists on notifications/tools/list_changed and tells its own clients. The call
+    // rides a worker's own connection (a lane) and the re-list the supervisor's, so the response
+    // and the notification may come in either order; both must come.
+    let (mut answered, mut notified) = (false, false);
+    while !(answered && notified) {
+        let message = client.recv().await;
+        match message.get("id") {
+            Some(id) => {
+                assert_eq!(id, "reg", "{message}");
+                answered = true;
+            }
+            None => {
+                assert_eq!(message["method"], "notifications/tools/list_changed", "{message}");
+                notified = true;
+            }
+        }
+    }
     let names = client.tool_names().await;
     assert!(names.contains(&"fresh_tool".to_string()), "{names:?}");
     assert_eq!(text_of(&client.call_tool("fresh_tool", json!({})).await), "alpha: fresh_tool");

@@ -64,6 +64,12 @@ pub struct BackendSpec {
     /// Whose identity calls carry: the relay's (`static`, the default) or the caller's own.
     #[serde(default, skip_serializing_if = "is_static")]
     pub credentials: super::CredentialMode,
+    /// A WebSocket backend only: open one MCP session per worker thread and send each tool call
+    /// on its caller's worker's session (faster on many cores). Off by default, because the
+    /// backend then sees several sessions: only for backends whose tools do not depend on the
+    /// session that calls them (a tool registered, or state set, in one is not in the others).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session_per_worker: bool,
 }
 
 fn is_static(mode: &super::CredentialMode) -> bool {
@@ -81,6 +87,8 @@ pub struct Backend {
     pub call_timeout_secs: Option<f64>,
     /// Whose identity calls carry.
     pub credentials: super::CredentialMode,
+    /// One backend session per worker for tool calls ([`BackendSpec::session_per_worker`]).
+    pub session_per_worker: bool,
 }
 
 /// The transport of an upstream.
@@ -159,11 +167,19 @@ impl BackendSpec {
             _ => return Err(format!("backend {}: set exactly one of url or command", self.name)),
         };
         self.credentials.validate(&self.name, transport.kind())?;
+        if self.session_per_worker && !matches!(transport, Transport::WebSocket { .. }) {
+            return Err(format!(
+                "backend {}: session_per_worker applies to ws:// and wss:// backends only ({} given)",
+                self.name,
+                transport.kind()
+            ));
+        }
         Ok(Backend {
             name: self.name.clone(),
             transport,
             call_timeout_secs: self.call_timeout_secs,
             credentials: self.credentials.clone(),
+            session_per_worker: self.session_per_worker,
         })
     }
 }
@@ -217,5 +233,22 @@ mod tests {
         let both = BackendsFile::parse("backends:\n  - {name: a, url: 'ws://x', command: c}\n").unwrap();
         assert!(both.validate().is_err());
         assert!(BackendsFile::parse("backends:\n  - {name: a, uri: 'ws://x'}\n").is_err());
+    }
+
+    #[test]
+    fn a_session_per_worker_is_asked_for_and_only_of_websocket_backends() {
+        let ws = BackendsFile::parse(
+            "backends:\n  - {name: a, url: 'ws://x'}\n  - {name: b, url: 'ws://y', session_per_worker: true}\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(!ws[0].session_per_worker, "off unless asked for");
+        assert!(ws[1].session_per_worker);
+        for other in ["url: 'http://x/mcp'", "command: cat"] {
+            let file = BackendsFile::parse(&format!("backends:\n  - {{name: a, {other}, session_per_worker: true}}\n"))
+                .unwrap();
+            assert!(file.validate().unwrap_err().contains("session_per_worker applies to ws://"), "{other}");
+        }
     }
 }

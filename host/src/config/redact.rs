@@ -124,6 +124,7 @@ mod tests {
             },
             call_timeout_secs: None,
             credentials: Default::default(),
+            session_per_worker: false,
         };
         let error = format!("error sending request for url ({url}): refused; Bearer HEADERSECRET; KEY123");
         let shown = backend.redact(&error);

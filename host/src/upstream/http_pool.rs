@@ -63,6 +63,9 @@ struct Conn {
     driver: http1::Connection<Stream, Full<Bytes>>,
 }
 
+/// One worker's idle connections, the most recently used last, each with when it went idle.
+type IdleLane = Mutex<VecDeque<(Box<Conn>, Instant)>>;
+
 /// The connections to one origin (scheme, host and port).
 pub struct HttpPool {
     connector: HttpsConnector<HttpConnector>,
@@ -73,7 +76,7 @@ pub struct HttpPool {
     /// Idle connections of each worker ([`crate::workers`]), the most recently used last, each
     /// with when it went idle. A connection is polled by the worker that opened it, whose
     /// runtime watches its socket: handed to another, every read would wake across threads.
-    idle: Box<[Mutex<VecDeque<(Box<Conn>, Instant)>>]>,
+    idle: Box<[IdleLane]>,
 }
 
 impl HttpPool {
@@ -148,7 +151,7 @@ impl HttpPool {
     }
 
     /// The idle connections of the worker running this code.
-    fn lane(&self) -> &Mutex<VecDeque<(Box<Conn>, Instant)>> {
+    fn lane(&self) -> &IdleLane {
         &self.idle[crate::workers::current() % self.idle.len()]
     }
 

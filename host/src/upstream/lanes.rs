@@ -1,4 +1,5 @@
-//! A WebSocket backend's tool calls, each on a connection of the worker that serves its caller.
+//! A WebSocket backend's tool calls, each on a connection of the worker that serves its caller,
+//! for a backend that asked for it (`session_per_worker`: each lane is a backend session).
 //!
 //! The supervisor's connection lives on worker 0 ([`crate::workers`]): a call from a client
 //! on another worker would cross threads twice (to the writer, back from the reader). So each

@@ -149,7 +149,7 @@ impl Upstream {
         });
         // What lanes' backend sessions send that is not for a call goes to the supervisor.
         let (lane_events_tx, lane_events) = mpsc::channel(64);
-        if matches!(upstream.backend.transport, Transport::WebSocket { .. }) {
+        if upstream.backend.session_per_worker {
             super::lanes::start(&upstream, &lane_events_tx);
         }
         tokio::spawn(supervise(upstream.clone(), changed, lane_events));

@@ -7,8 +7,8 @@
 //! Tools: `echo {message}` → "NAME: message"; `add {a, b}`; `slow {ms, message}`;
 //! `hang` (never answers); `garbage` (sends a non-JSON frame, never answers);
 //! `register_tool {name}` (adds an echo-like tool and sends `tools/list_changed`);
-//! `cancellations` (how many `notifications/cancelled` it has received); `meta` (the request's
-//! `_meta` as JSON text).
+//! `cancellations` (how many `notifications/cancelled` it has received); `sessions` (how many
+//! `initialize` requests it has answered); `meta` (the request's `_meta` as JSON text).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,6 +73,7 @@ async fn main() {
 }
 
 static CANCELLATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: &mpsc::UnboundedSender<String>) {
     if request["method"] == "notifications/cancelled" {
@@ -83,11 +84,14 @@ async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: 
     let params = &request["params"];
     let result = match method {
         "initialize" if opts.hang_initialize => return,
-        "initialize" => json!({
+        "initialize" => {
+            SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            json!({
             "protocolVersion": params["protocolVersion"].as_str().unwrap_or("2025-06-18"),
             "capabilities": {"tools": {"listChanged": true}},
             "serverInfo": {"name": opts.name, "version": "1.0.0"},
-        }),
+            })
+        }
         "ping" => json!({}),
         "tools/list" => json!({"tools": tools(extra)}),
         "tools/call" => {
@@ -114,6 +118,7 @@ async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: 
                 // What the relay passed on in `_meta` (trace context, progress token).
                 "meta" => text(params.get("_meta").cloned().unwrap_or(Value::Null).to_string()),
                 "cancellations" => text(CANCELLATIONS.load(std::sync::atomic::Ordering::Relaxed).to_string()),
+                "sessions" => text(SESSIONS.load(std::sync::atomic::Ordering::Relaxed).to_string()),
                 "garbage" => {
                     let _ = tx.send("this is not json {{{".into());
                     return;
@@ -158,6 +163,7 @@ fn tools(extra: &Mutex<Vec<String>>) -> Vec<Value> {
         json!({"name": "garbage", "description": "Send a non-JSON frame", "inputSchema": object(json!({}))}),
         json!({"name": "register_tool", "description": "Add a tool", "inputSchema": object(json!({"name": {"type": "string"}}))}),
         json!({"name": "cancellations", "description": "Count received cancellations", "inputSchema": object(json!({}))}),
+        json!({"name": "sessions", "description": "Count answered initialize requests", "inputSchema": object(json!({}))}),
     ];
     for name in extra.lock().unwrap().iter() {
         tools.push(json!({"name": name, "inputSchema": object(json!({}))}));

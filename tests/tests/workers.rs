@@ -1,0 +1,81 @@
+//! Several worker threads serving the one port (`listen.workers`): clients spread over them
+//! still get their own answers, and a WebSocket backend that asks for a session per worker
+//! (`session_per_worker`) gets one, while every other backend keeps one session for all.
+
+use relay_tests::{Fixture, Relay, TEST_RELAY_YAML, text_of};
+use serde_json::json;
+
+fn relay_yaml(workers: usize) -> String {
+    format!("{TEST_RELAY_YAML}listen:\n  workers: {workers}\n")
+}
+
+#[tokio::test]
+async fn clients_spread_over_four_workers_each_get_their_own_answers() {
+    let alpha = Fixture::start("alpha").await;
+    let relay = Relay::start_with(&relay_yaml(4), &format!("backends:\n{}", alpha.entry()), &[]).await;
+    relay.wait_ready("alpha").await;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(relay.line_client().await);
+    }
+    // Every client on its own task, all at once, each call with its own message.
+    let tasks = clients.into_iter().enumerate().map(|(c, mut client)| {
+        tokio::spawn(async move {
+            for call in 0..25 {
+                let message = format!("client {c} call {call}");
+                let reply = client.call_tool("echo", json!({"message": message})).await;
+                assert_eq!(text_of(&reply), format!("alpha: {message}"), "{reply}");
+            }
+        })
+    });
+    for task in futures::future::join_all(tasks).await {
+        task.expect("client task");
+    }
+    let sessions = relay.line_client().await.call_tool("sessions", json!({})).await;
+    assert_eq!(text_of(&sessions), "1", "without session_per_worker the backend sees one session");
+    assert_eq!(relay.status().await["backends"][0]["lanes"], 0);
+}
+
+#[tokio::test]
+async fn a_session_per_worker_backend_gets_one_per_worker_and_its_list_changes_are_followed() {
+    let (alpha, beta) = (Fixture::start("alpha").await, Fixture::start("beta").await);
+    let backends = format!("backends:\n{}    session_per_worker: true\n{}", alpha.entry(), beta.entry());
+    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
+    relay.wait_ready("alpha").await;
+    relay.wait_ready("beta").await;
+    relay_tests::eventually("alpha's lane on worker 1", || async {
+        (relay.status().await["backends"][0]["lanes"] == 1).then_some(())
+    })
+    .await;
+    assert_eq!(relay.status().await["backends"][1]["lanes"], 0, "beta did not ask for lanes");
+    // Connections go to the least-loaded worker: of four, two are on each.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(relay.line_client().await);
+    }
+    for (c, client) in clients.iter_mut().enumerate() {
+        for backend in ["alpha", "beta"] {
+            let reply = client.call_tool(&format!("{backend}__echo"), json!({"message": c.to_string()})).await;
+            assert_eq!(text_of(&reply), format!("{backend}: {c}"), "{reply}");
+        }
+    }
+    assert_eq!(sessions(&relay, "alpha").await, "2", "the supervisor's session and worker 1's");
+    assert_eq!(sessions(&relay, "beta").await, "1");
+
+    // A tool registered through one worker's session: every client hears of it and can call it.
+    let reply = clients[1].call_tool("alpha__register_tool", json!({"name": "fresh_tool"})).await;
+    assert_eq!(text_of(&reply), "registered fresh_tool", "{reply}");
+    relay_tests::eventually("fresh_tool listed", || async {
+        relay.line_client().await.tool_names().await.contains(&"fresh_tool".to_string()).then_some(())
+    })
+    .await;
+    for client in &mut clients {
+        assert!(client.tool_names().await.contains(&"fresh_tool".to_string()));
+        assert_eq!(text_of(&client.call_tool("fresh_tool", json!({})).await), "alpha: fresh_tool");
+    }
+}
+
+/// How many sessions `backend` (a fixture) has answered `initialize` for.
+async fn sessions(relay: &Relay, backend: &str) -> String {
+    text_of(&relay.line_client().await.call_tool(&format!("{backend}__sessions"), json!({})).await)
+}
