@@ -59,8 +59,8 @@ async fn a_session_per_worker_backend_gets_one_per_worker_and_its_list_changes_a
             assert_eq!(text_of(&reply), format!("{backend}: {c}"), "{reply}");
         }
     }
-    assert_eq!(sessions(&relay, "alpha").await, "2", "the supervisor's session and worker 1's");
-    assert_eq!(sessions(&relay, "beta").await, "1");
+    assert_eq!(sessions(&relay, "alpha__sessions").await, "2", "the supervisor's session and worker 1's");
+    assert_eq!(sessions(&relay, "beta__sessions").await, "1");
 
     // A tool registered through one worker's session: every client hears of it and can call it.
     let reply = clients[1].call_tool("alpha__register_tool", json!({"name": "fresh_tool"})).await;
@@ -75,7 +75,40 @@ async fn a_session_per_worker_backend_gets_one_per_worker_and_its_list_changes_a
     }
 }
 
-/// How many sessions `backend` (a fixture) has answered `initialize` for.
-async fn sessions(relay: &Relay, backend: &str) -> String {
-    text_of(&relay.line_client().await.call_tool(&format!("{backend}__sessions"), json!({})).await)
+/// How many sessions a fixture has answered `initialize` for, asked through its `sessions` tool
+/// as the relay names it (`alpha__sessions` when two backends have one).
+async fn sessions(relay: &Relay, tool: &str) -> String {
+    text_of(&relay.line_client().await.call_tool(tool, json!({})).await)
+}
+
+#[tokio::test]
+async fn lanes_follow_a_backend_restart_and_calls_from_every_worker_answer_again() {
+    let mut alpha = Fixture::start("alpha").await;
+    let port = alpha.port;
+    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
+    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
+    relay.wait_ready("alpha").await;
+    let lanes_up = || async { (relay.status().await["backends"][0]["lanes"] == 1).then_some(()) };
+    relay_tests::eventually("the lane on worker 1", lanes_up).await;
+    alpha.kill().await;
+    relay_tests::eventually("the lane gone with its backend", || async {
+        (relay.status().await["backends"][0]["lanes"] == 0).then_some(())
+    })
+    .await;
+    let _restarted = Fixture::start_on("alpha", port, &[]).await;
+    relay.wait_ready("alpha").await;
+    relay_tests::eventually("the lane back", lanes_up).await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(relay.line_client().await);
+    }
+    for (c, client) in clients.iter_mut().enumerate() {
+        let reply = client.call_tool("echo", json!({"message": c.to_string()})).await;
+        assert_eq!(text_of(&reply), format!("alpha: {c}"), "{reply}");
+    }
+    assert_eq!(
+        sessions(&relay, "sessions").await,
+        "2",
+        "the restarted fixture: the supervisor's session and the lane's backend: one session each, no more"
+    );
 }

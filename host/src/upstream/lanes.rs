@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{mpsc, watch};
 
 use super::connection::Connection;
@@ -67,7 +66,7 @@ pub fn start(upstream: &Arc<Upstream>, to_supervisor: &mpsc::Sender<Notification
 async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender<Notification>) {
     let Some(slot) = upstream.lanes.slots.get(index) else { return };
     let mut primary = upstream.connection.subscribe();
-    let mut backoff = retry_delays(&upstream);
+    let mut backoff = upstream.reconnect_delays();
     loop {
         // The supervisor's connection first: a backend it cannot reach is not tried N times.
         let following = loop {
@@ -91,7 +90,7 @@ async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender
             }
             continue;
         };
-        backoff = retry_delays(&upstream);
+        backoff = upstream.reconnect_delays();
         slot.send_replace(Some(conn.clone()));
         loop {
             tokio::select! {
@@ -133,9 +132,4 @@ async fn open(upstream: &Upstream) -> Option<(Arc<Connection>, mpsc::Receiver<No
         }
         Err(_) => None,
     }
-}
-
-fn retry_delays(upstream: &Upstream) -> impl Iterator<Item = Duration> {
-    let (initial, max) = upstream.backoff_bounds();
-    ExponentialBuilder::default().with_min_delay(initial).with_max_delay(max).with_jitter().without_max_times().build()
 }

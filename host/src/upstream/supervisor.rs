@@ -1,9 +1,15 @@
-//! One upstream and the task that keeps it connected.
+//! One upstream: its connection, lists, status and requests. The task that keeps it connected
+//! is [`lifecycle`].
+
+mod lifecycle;
+mod status;
+
+pub use status::{State, Status};
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -13,56 +19,8 @@ use super::handshake::{self, Listing, ServerIdentity};
 use super::routes::ClientRoutes;
 use super::{UpstreamError, http, stdio, websocket};
 use crate::config::{Backend, Transport, UpstreamConfig};
-use crate::mcp::ListKind;
 use crate::mcp::{Notification, Payload, Related};
 use crate::metrics::{BackendMetrics, BackendOutcomeKind, metrics};
-
-/// Where the supervisor is in its cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// First connection attempt in progress.
-    Connecting,
-    /// Connected and initialized; requests flow.
-    Ready,
-    /// Was connected, lost it; waiting out the backoff before the next attempt.
-    Reconnecting,
-    /// Never connected: every attempt so far failed (`last_error` says why).
-    Down,
-    /// Removed from the configuration or the relay is stopping.
-    Stopped,
-}
-
-impl State {
-    /// Lower-case name for status output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Connecting => "connecting",
-            State::Ready => "ready",
-            State::Reconnecting => "reconnecting",
-            State::Down => "down",
-            State::Stopped => "stopped",
-        }
-    }
-}
-
-/// A snapshot of an upstream's health, for status output.
-#[derive(Debug, Clone)]
-pub struct Status {
-    /// Current state.
-    pub state: State,
-    /// Since when it is in that state.
-    pub since: SystemTime,
-    /// The last connect or handshake error, if any.
-    pub last_error: Option<String>,
-    /// How many times a connection was established.
-    pub connects: u64,
-    /// When the current connection was established.
-    pub connected_since: Option<SystemTime>,
-    /// `serverInfo` and version from the upstream's `initialize` answer.
-    pub identity: Option<ServerIdentity>,
-    /// Other workers' own connections to it, for their tool calls ([`super::lanes`]).
-    pub lanes: usize,
-}
 
 /// A notification from an upstream, for the router.
 #[derive(Debug, Clone)]
@@ -152,7 +110,7 @@ impl Upstream {
         if upstream.backend.session_per_worker {
             super::lanes::start(&upstream, &lane_events_tx);
         }
-        tokio::spawn(supervise(upstream.clone(), changed, lane_events));
+        tokio::spawn(lifecycle::supervise(upstream.clone(), changed, lane_events));
         upstream
     }
 
@@ -192,9 +150,15 @@ impl Upstream {
         Duration::from_secs_f64(self.timing.connect_timeout_secs)
     }
 
-    /// The first and the longest delay between connection attempts.
-    pub(super) fn backoff_bounds(&self) -> (Duration, Duration) {
-        (Duration::from_millis(self.timing.backoff_initial_ms), Duration::from_millis(self.timing.backoff_max_ms))
+    /// The delays between connection attempts, the supervisor's and each lane's: from
+    /// `backoff_initial_ms` doubling up to `backoff_max_ms`, with jitter, never giving up.
+    pub(super) fn reconnect_delays(&self) -> ExponentialBackoff {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(self.timing.backoff_initial_ms))
+            .with_max_delay(Duration::from_millis(self.timing.backoff_max_ms))
+            .with_jitter()
+            .without_max_times()
+            .build()
     }
 
     /// Drops the current connection and connects again at once.
@@ -395,152 +359,4 @@ impl Upstream {
 /// The deadline of one call to `backend`: its own, or the relay-wide one.
 fn call_deadline(backend: &Backend, timing: &UpstreamConfig) -> Duration {
     Duration::from_secs_f64(backend.call_timeout_secs.unwrap_or(timing.call_timeout_secs))
-}
-
-/// How long a connection must stay up before the reconnect backoff starts again from its
-/// first delay.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
-
-/// The supervisor loop: connect, serve, and on loss reconnect with capped backoff and jitter.
-async fn supervise(
-    upstream: Arc<Upstream>,
-    changed: watch::Sender<u64>,
-    mut lane_events: mpsc::Receiver<Notification>,
-) {
-    let name = upstream.name().to_owned();
-    let backoff_builder = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(upstream.timing.backoff_initial_ms))
-        .with_max_delay(Duration::from_millis(upstream.timing.backoff_max_ms))
-        .with_jitter()
-        .without_max_times();
-    let mut backoff = backoff_builder.build();
-    loop {
-        let established = tokio::select! {
-            result = upstream.establish() => result,
-            _ = upstream.stop.cancelled() => break,
-        };
-        match established {
-            Ok((conn, mut events, identity, listing)) => {
-                let connected = Instant::now();
-                tracing::info!(backend = %name, tools = listing.tools.len(), prompts = listing.prompts.len(), resources = listing.resources.len(), server = %identity.server_info, version = %identity.protocol_version, "upstream ready");
-                // Lists and connection first: once the status says ready, calls route.
-                upstream.publish(listing, &changed);
-                upstream.connection.send_replace(Some(conn.clone()));
-                upstream.down.store(false, std::sync::atomic::Ordering::Release);
-                upstream.set_status(|s| {
-                    s.state = State::Ready;
-                    s.last_error = None;
-                    s.connects += 1;
-                    s.connected_since = Some(SystemTime::now());
-                    s.identity = Some(identity);
-                });
-                let reason = serve(&upstream, &conn, [&mut events, &mut lane_events], &changed).await;
-                upstream.connection.send_replace(None);
-                conn.close().await;
-                // Only a connection that stayed up a while earns a quick reconnect: a backend
-                // that dies right after its handshake keeps backing off.
-                if connected.elapsed() >= STABLE_AFTER {
-                    backoff = backoff_builder.build();
-                }
-                if upstream.stop.is_cancelled() {
-                    break;
-                }
-                tracing::warn!(backend = %name, reason, "upstream connection ended; reconnecting");
-                upstream.metrics.reconnect();
-                upstream.set_status(|s| {
-                    s.state = State::Reconnecting;
-                    s.connected_since = None;
-                    s.last_error = Some(reason.to_owned());
-                });
-            }
-            Err(e) => {
-                // URLs in the error lose their user info and query values, like everywhere
-                // else the relay shows a backend.
-                let error = upstream.backend.redact(&e.to_string());
-                tracing::warn!(backend = %name, %error, "upstream connect failed");
-                upstream.set_status(|s| {
-                    s.state = if s.connects > 0 { State::Reconnecting } else { State::Down };
-                    s.last_error = Some(error);
-                });
-                // Requests waiting for a connection learn it is not coming soon.
-                upstream.down.store(true, std::sync::atomic::Ordering::Release);
-                upstream.connection.send_replace(None);
-            }
-        }
-        let delay = backoff.next().unwrap_or(Duration::from_millis(upstream.timing.backoff_max_ms));
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = upstream.reconnect.notified() => {}
-            _ = upstream.stop.cancelled() => break,
-        }
-    }
-    upstream.set_status(|s| s.state = State::Stopped);
-    tracing::info!(backend = %name, "upstream stopped");
-}
-
-/// Lists again what a `list_changed` notification says changed, each list within the connect
-/// timeout, and publishes the result.
-async fn relist(upstream: &Upstream, conn: &Connection, method: &str, changed: &watch::Sender<u64>) {
-    let deadline = Duration::from_secs_f64(upstream.timing.connect_timeout_secs);
-    let mut listing = upstream.listing();
-    for &kind in ListKind::changed_by(method) {
-        match tokio::time::timeout(deadline, handshake::list(conn, kind)).await {
-            Ok(Ok(items)) => {
-                tracing::info!(
-                    backend = upstream.name(),
-                    list = kind.method(),
-                    items = items.len(),
-                    "upstream list changed"
-                );
-                listing.set(kind, items);
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(backend = upstream.name(), list = kind.method(), error = %upstream.backend.redact(&e.to_string()), "re-listing failed")
-            }
-            Err(_) => tracing::warn!(
-                backend = upstream.name(),
-                list = kind.method(),
-                secs = deadline.as_secs_f64(),
-                "re-listing got no answer in time; the last list stays"
-            ),
-        }
-    }
-    upstream.publish(listing, changed);
-}
-
-/// Serves one connection until it ends; returns why. `events` are its notifications and those
-/// of the lanes ([`super::lanes`]).
-async fn serve(
-    upstream: &Upstream,
-    conn: &Connection,
-    events: [&mut mpsc::Receiver<Notification>; 2],
-    changed: &watch::Sender<u64>,
-) -> &'static str {
-    let started = Instant::now();
-    let [own, lanes] = events;
-    loop {
-        let notification = tokio::select! {
-            _ = upstream.stop.cancelled() => return "stopped",
-            _ = upstream.reconnect.notified() => return "reconnect requested",
-            _ = conn.closed() => return "connection closed",
-            event = own.recv() => match event {
-                None => return "connection closed",
-                Some(n) => n,
-            },
-            Some(n) = lanes.recv() => n,
-        };
-        if !ListKind::changed_by(&notification.method).is_empty() {
-            // The re-list has a deadline and gives way to stop, reconnect and close: a
-            // backend that never answers it cannot freeze its supervisor.
-            tokio::select! {
-                _ = relist(upstream, conn, &notification.method, changed) => {}
-                _ = upstream.stop.cancelled() => return "stopped",
-                _ = upstream.reconnect.notified() => return "reconnect requested",
-                _ = conn.closed() => return "connection closed",
-            }
-        } else {
-            tracing::trace!(backend = upstream.name(), method = %notification.method, up_secs = started.elapsed().as_secs(), "upstream notification");
-            let _ = upstream.notifications.send(UpstreamEvent { backend: upstream.name().to_owned(), notification });
-        }
-    }
 }
