@@ -60,7 +60,11 @@ start_relay() {
   local dir="$WORK/$1" port; port=$(free_port)
   mkdir -p "$dir"
   printf 'listen: {host: 127.0.0.1, port: %s}\nlogging: {level: warn}\nlimits: {max_sessions: 200000, max_sessions_per_principal: 200000, max_sessions_per_address: 200000, max_pending_per_address: 100000}\n%s' "$port" "$3" >"$dir/relay.yaml"
-  if [ -n "$2" ]; then printf 'backends:\n  - name: echo\n    url: %s\n' "$2"; else echo 'backends: []'; fi >"$dir/backends.yaml"
+  # The echo backend keeps no state per session, so a WebSocket one takes a session per worker
+  # (session_per_worker); the baseline build (BENCH_BASELINE) may predate the option.
+  local per_worker=""
+  if [[ $2 == ws://* && -z ${RELAY_BIN:-} ]]; then per_worker='    session_per_worker: true\n'; fi
+  if [ -n "$2" ]; then printf "backends:\n  - name: echo\n    url: %s\n$per_worker" "$2"; else echo 'backends: []'; fi >"$dir/backends.yaml"
   RELAY_RATE_LIMIT=1000000000 BENCH_TOKEN=bench-token "${SERVE[@]}" "${RELAY_BIN:-$BIN/relay}" serve --config "$dir/relay.yaml" >/dev/null 2>"$dir/relay.log" &
   PIDS+=("$!"); eval "${1}_PID=$!; ${1}_PORT=$port"
   wait_port "$port"
