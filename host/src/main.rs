@@ -54,6 +54,14 @@ enum Command {
     },
 }
 
+/// mimalloc rather than glibc's malloc. Each worker thread allocates and frees a call's
+/// buffers, JSON values and plugin arguments on its own free lists: in one run of alternated
+/// relays this cut the relay's CPU per call by a quarter with token-auth and rate-limit on
+/// (25.9 to 19.6 µs), by 14% with redact and by 9% with no plugin, at the price of about
+/// 15 MB more resident at start.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Before anything reads a secret: no same-user process may read this one's environment.
     relay::process_guard::keep_secrets_from_same_user_processes();
