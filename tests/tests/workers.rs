@@ -112,3 +112,45 @@ async fn lanes_follow_a_backend_restart_and_calls_from_every_worker_answer_again
         "the restarted fixture: the supervisor's session and the lane's backend: one session each, no more"
     );
 }
+
+#[tokio::test]
+async fn progress_and_cancellation_go_through_the_session_that_carries_the_call() {
+    let alpha = Fixture::start("alpha").await;
+    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
+    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
+    relay.wait_ready("alpha").await;
+    relay_tests::eventually("the lane on worker 1", || async {
+        (relay.status().await["backends"][0]["lanes"] == 1).then_some(())
+    })
+    .await;
+    // Four clients, two on each worker: half of them call through worker 1's session.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(relay.line_client().await);
+    }
+    for (c, client) in clients.iter_mut().enumerate() {
+        let call = json!({"jsonrpc": "2.0", "id": "p", "method": "tools/call",
+            "params": {"name": "progress", "arguments": {}, "_meta": {"progressToken": format!("token-{c}")}}});
+        client.send_raw(&call.to_string()).await;
+        let progress = client.recv().await;
+        assert_eq!(progress["method"], "notifications/progress", "client {c}: {progress}");
+        assert_eq!(progress["params"]["progressToken"], format!("token-{c}"), "client {c}: its own token back");
+        assert_eq!(text_of(&client.recv_response().await), "alpha: progressed");
+    }
+    // A cancelled call is cancelled on the session it went out on: the backend's request ids are
+    // its session's, so a cancellation on another one would cancel nothing (or someone else's).
+    for client in &mut clients {
+        let call = json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"ms": 1500}}});
+        client.send_raw(&call.to_string()).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for client in &mut clients {
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "slow"}});
+        client.send_raw(&cancel.to_string()).await;
+    }
+    relay_tests::eventually("the backend hears of four cancellations", || async {
+        (text_of(&relay.line_client().await.call_tool("cancellations", json!({})).await) == "4").then_some(())
+    })
+    .await;
+}

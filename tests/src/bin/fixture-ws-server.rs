@@ -7,9 +7,11 @@
 //! Tools: `echo {message}` → "NAME: message"; `add {a, b}`; `slow {ms, message}`;
 //! `hang` (never answers); `garbage` (sends a non-JSON frame, never answers);
 //! `register_tool {name}` (adds an echo-like tool and sends `tools/list_changed`);
-//! `cancellations` (how many `notifications/cancelled` it has received); `sessions` (how many
+//! `cancellations` (how many `notifications/cancelled` it has received that name a request in
+//! flight on their own session); `sessions` (how many
 //! `initialize` requests it has answered); `meta` (the request's `_meta` as JSON text).
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,8 +55,18 @@ async fn main() {
             let Ok(socket) = tokio_tungstenite::accept_async(stream).await else { return };
             let (mut sink, mut stream) = socket.split();
             let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            // This session's requests not answered yet: a cancellation counts only when it
+            // names one of them (the ids are the session's own).
+            let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+            let answered = in_flight.clone();
             tokio::spawn(async move {
                 while let Some(text) = rx.recv().await {
+                    if let Ok(message) = serde_json::from_str::<Value>(&text)
+                        && message.get("method").is_none()
+                        && let Some(id) = message.get("id")
+                    {
+                        answered.lock().unwrap().remove(&id.to_string());
+                    }
                     if sink.send(Message::text(text)).await.is_err() {
                         break;
                     }
@@ -63,6 +75,16 @@ async fn main() {
             while let Some(Ok(frame)) = stream.next().await {
                 let Message::Text(text) = frame else { continue };
                 let Ok(request) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                if request["method"] == "notifications/cancelled"
+                    && in_flight.lock().unwrap().contains(&request["params"]["requestId"].to_string())
+                {
+                    CANCELLATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if let Some(id) = request.get("id")
+                    && request.get("method").is_some()
+                {
+                    in_flight.lock().unwrap().insert(id.to_string());
+                }
                 let opts = opts.clone();
                 let tx = tx.clone();
                 let extra_tools = extra_tools.clone();
@@ -76,9 +98,6 @@ static CANCELLATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: &mpsc::UnboundedSender<String>) {
-    if request["method"] == "notifications/cancelled" {
-        CANCELLATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
     let Some(id) = request.get("id").cloned() else { return };
     let method = request["method"].as_str().unwrap_or("");
     let params = &request["params"];
