@@ -54,7 +54,8 @@ impl Lanes {
     }
 }
 
-/// Starts a lane on every worker but 0, for a WebSocket backend, when there is more than one.
+/// Starts a lane on every worker but 0 (none when there is one worker), for a WebSocket backend
+/// with `session_per_worker`.
 pub fn start(upstream: &Arc<Upstream>, to_supervisor: &mpsc::Sender<Notification>) {
     for index in 1..crate::workers::count() {
         crate::workers::spawn_on(index, keep(upstream.clone(), index, to_supervisor.clone()));
