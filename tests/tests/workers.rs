@@ -154,3 +154,26 @@ async fn progress_and_cancellation_go_through_the_session_that_carries_the_call(
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_backend_that_refuses_a_second_session_still_answers_every_worker_on_its_one() {
+    let alpha = Fixture::start_on("alpha", 0, &["--max-sessions", "1"]).await;
+    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
+    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
+    relay.wait_ready("alpha").await;
+    // The operator hears why there is no second session, once, though the lane keeps trying
+    // (every 50 to 500 ms here).
+    relay.wait_for_log("a worker's own session did not open").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(relay.log().matches("a worker's own session did not open").count(), 1, "{}", relay.log());
+    assert_eq!(relay.status().await["backends"][0]["lanes"], 0);
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(relay.line_client().await);
+    }
+    for (c, client) in clients.iter_mut().enumerate() {
+        let reply = client.call_tool("echo", json!({"message": c.to_string()})).await;
+        assert_eq!(text_of(&reply), format!("alpha: {c}"), "{reply}");
+    }
+    assert_eq!(sessions(&relay, "sessions").await, "1");
+}

@@ -68,6 +68,7 @@ async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender
     let Some(slot) = upstream.lanes.slots.get(index) else { return };
     let mut primary = upstream.connection.subscribe();
     let mut backoff = upstream.reconnect_delays();
+    let mut failing = false;
     loop {
         // The supervisor's connection first: a backend it cannot reach is not tried N times.
         let following = loop {
@@ -83,14 +84,26 @@ async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender
             opened = open(&upstream) => opened,
             () = upstream.stop.cancelled() => return,
         };
-        let Some((conn, mut events)) = opened else {
-            let delay = backoff.next().unwrap_or(Duration::from_secs(1));
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = upstream.stop.cancelled() => return,
+        let (conn, mut events) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                // Tried only while the supervisor's connection is up, so this backend refuses
+                // a second session: worth one warning per run of failures, not one per retry.
+                if failing {
+                    tracing::debug!(backend = upstream.name(), worker = index, %error, "session_per_worker: still no session of its own");
+                } else {
+                    tracing::warn!(backend = upstream.name(), worker = index, %error, "session_per_worker: a worker's own session did not open; its calls use the shared one until it does");
+                    failing = true;
+                }
+                let delay = backoff.next().unwrap_or(Duration::from_secs(1));
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = upstream.stop.cancelled() => return,
+                }
+                continue;
             }
-            continue;
         };
+        failing = false;
         backoff = upstream.reconnect_delays();
         slot.send_replace(Some(conn.clone()));
         loop {
@@ -114,8 +127,8 @@ async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender
     }
 }
 
-/// A lane's connection, initialized within the connect timeout; `None` when that failed.
-async fn open(upstream: &Upstream) -> Option<(Arc<Connection>, mpsc::Receiver<Notification>)> {
+/// A lane's connection, initialized within the connect timeout, or why it is not.
+async fn open(upstream: &Upstream) -> Result<(Arc<Connection>, mpsc::Receiver<Notification>), String> {
     let attempt = async {
         let (conn, events) = upstream.open().await?;
         let conn = Arc::new(conn);
@@ -126,11 +139,10 @@ async fn open(upstream: &Upstream) -> Option<(Arc<Connection>, mpsc::Receiver<No
         Ok((conn, events))
     };
     match tokio::time::timeout(upstream.connect_timeout(), attempt).await {
-        Ok(Ok(opened)) => Some(opened),
-        Ok(Err(e)) => {
-            tracing::debug!(backend = upstream.name(), error = %upstream.backend.redact(&e.to_string()), "lane connect failed");
-            None
+        Ok(Ok(opened)) => Ok(opened),
+        Ok(Err(e)) => Err(upstream.backend.redact(&e.to_string())),
+        Err(_) => {
+            Err(format!("no answer within connect_timeout_secs ({:.1}s)", upstream.connect_timeout().as_secs_f64()))
         }
-        Err(_) => None,
     }
 }

@@ -2,7 +2,8 @@
 //! misbehaviours on demand (slow, hanging, garbage). Prints `listening on 127.0.0.1:PORT` on
 //! stdout once it accepts connections.
 //!
-//! Usage: fixture-ws-server [--port N] [--name NAME] [--hang-initialize]
+//! Usage: fixture-ws-server [--port N] [--name NAME] [--hang-initialize] [--max-sessions N]
+//! (`--max-sessions`: a connection past N open ones is closed before its WebSocket handshake)
 //!
 //! Tools: `echo {message}` → "NAME: message"; `add {a, b}`; `slow {ms, message}`;
 //! `hang` (never answers); `garbage` (sends a non-JSON frame, never answers);
@@ -25,16 +26,18 @@ struct Options {
     port: u16,
     name: String,
     hang_initialize: bool,
+    max_sessions: usize,
 }
 
 fn options() -> Options {
-    let mut opts = Options { port: 0, name: "fixture".into(), hang_initialize: false };
+    let mut opts = Options { port: 0, name: "fixture".into(), hang_initialize: false, max_sessions: usize::MAX };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => opts.port = args.next().and_then(|p| p.parse().ok()).expect("--port N"),
             "--name" => opts.name = args.next().expect("--name NAME"),
             "--hang-initialize" => opts.hang_initialize = true,
+            "--max-sessions" => opts.max_sessions = args.next().and_then(|n| n.parse().ok()).expect("--max-sessions N"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -47,11 +50,18 @@ async fn main() {
     let listener = TcpListener::bind(("127.0.0.1", opts.port)).await.expect("bind");
     println!("listening on {}", listener.local_addr().unwrap());
     let extra_tools: Arc<Mutex<Vec<String>>> = Arc::default();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let (stream, _) = listener.accept().await.expect("accept");
+        if open.load(std::sync::atomic::Ordering::Relaxed) >= opts.max_sessions {
+            drop(stream);
+            continue;
+        }
         let opts = opts.clone();
         let extra_tools = extra_tools.clone();
+        let open = OpenGuard::new(&open);
         tokio::spawn(async move {
+            let _open = open;
             let Ok(socket) = tokio_tungstenite::accept_async(stream).await else { return };
             let (mut sink, mut stream) = socket.split();
             let (tx, mut rx) = mpsc::unbounded_channel::<String>();
@@ -91,6 +101,22 @@ async fn main() {
                 tokio::spawn(async move { handle(&opts, &extra_tools, request, &tx).await });
             }
         });
+    }
+}
+
+/// One open connection, counted until it ends.
+struct OpenGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenGuard {
+    fn new(open: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(open.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
