@@ -80,15 +80,17 @@ pub(crate) fn pretend_to_be(index: usize) {
     INDEX.with(|cell| cell.set(index));
 }
 
-/// The runtimes of workers 1 and up, set once by [`start`].
-static OTHERS: OnceLock<Vec<Handle>> = OnceLock::new();
+/// Every worker's runtime, worker 0's (the caller of [`start`]) first; set once by [`start`].
+static RUNTIMES: OnceLock<Vec<Handle>> = OnceLock::new();
 
 /// Starts workers 1 to `workers - 1`, each a thread running a current-thread runtime until
-/// the process exits; the caller's own runtime is worker 0. Called once, before anything that
-/// keeps per-worker state is built. Nothing is served until [`serve`].
+/// the process exits; the caller's own runtime is worker 0. Called once, from within that
+/// runtime, before anything that keeps per-worker state is built. Nothing is served until
+/// [`serve`].
 pub fn start(workers: usize) -> std::io::Result<()> {
     let workers = workers.clamp(1, MAX_WORKERS);
-    let mut handles = Vec::with_capacity(workers - 1);
+    let mut handles = Vec::with_capacity(workers);
+    handles.push(Handle::current());
     for index in 1..workers {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         handles.push(runtime.handle().clone());
@@ -97,40 +99,41 @@ pub fn start(workers: usize) -> std::io::Result<()> {
             runtime.block_on(std::future::pending::<()>());
         })?;
     }
-    OTHERS.set(handles).map_err(|_| std::io::Error::other("the workers were started already"))?;
+    RUNTIMES.set(handles).map_err(|_| std::io::Error::other("the workers were started already"))?;
     COUNT.store(workers, Ordering::Relaxed);
     Ok(())
 }
 
-/// Runs `task` on worker `index` (0: the caller's runtime, which must be worker 0's).
+/// Runs `task` on worker `index`, whichever worker calls (before [`start`]: on the caller's
+/// runtime).
 pub fn spawn_on<F>(index: usize, task: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    match index.checked_sub(1).and_then(|other| OTHERS.get()?.get(other)) {
-        Some(handle) => drop(handle.spawn(task)),
+    match RUNTIMES.get().and_then(|runtimes| runtimes.get(index)) {
+        Some(runtime) => drop(runtime.spawn(task)),
         None => drop(tokio::spawn(task)),
     }
 }
 
-/// Has every worker run `serve` on its own handle of `listener`: workers 1 and up on theirs,
-/// worker 0 on the caller's runtime. Returns when `serve` started everywhere.
+/// Has every worker run `serve` on its own handle of `listener`, registered with that worker's
+/// runtime. Returns once `serve` is started everywhere.
 pub fn serve<F, Fut>(listener: TcpListener, serve: F) -> std::io::Result<()>
 where
     F: Fn(TcpListener) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let listener = listener.into_std()?;
-    for index in 1..count() {
+    let runtimes = RUNTIMES.get().ok_or_else(|| std::io::Error::other("the workers were not started"))?;
+    for (index, runtime) in runtimes.iter().enumerate() {
         let own = listener.try_clone()?;
         // Registered with the worker's own runtime, whose thread will poll it.
         let own = {
-            let _worker = OTHERS.get().expect("workers started")[index - 1].enter();
+            let _worker = runtime.enter();
             TcpListener::from_std(own)?
         };
         spawn_on(index, serve(own));
     }
-    spawn_on(0, serve(TcpListener::from_std(listener)?));
     Ok(())
 }
 
@@ -140,9 +143,19 @@ mod tests {
 
     #[test]
     fn every_worker_accepts_on_the_shared_listener_and_knows_its_index() {
+        // Worker 0 on a thread of its own that outlives this test, as the main thread does in
+        // the relay: other tests of this process may still send work to it.
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                started_tx.send(start(3)).unwrap();
+                std::future::pending::<()>().await
+            })
+        });
+        started_rx.recv().unwrap().unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            start(3).unwrap();
             assert_eq!(count(), 3);
             assert!(start(2).is_err(), "started once");
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -175,6 +188,14 @@ mod tests {
             let (ran_tx, ran_rx) = tokio::sync::oneshot::channel();
             spawn_on(2, async move { ran_tx.send(current()).unwrap() });
             assert_eq!(ran_rx.await.unwrap(), 2, "spawn_on runs on that worker");
+            // From another worker too, worker 0 included: where a connection accepted on one
+            // worker is sent to be served.
+            let (ran_tx, ran_rx) = tokio::sync::oneshot::channel();
+            spawn_on(2, async move { spawn_on(0, async move { ran_tx.send(current()).unwrap() }) });
+            assert_eq!(ran_rx.await.unwrap(), 0, "spawn_on(0) from worker 2 runs on worker 0");
+            let (ran_tx, ran_rx) = tokio::sync::oneshot::channel();
+            spawn_on(1, async move { spawn_on(2, async move { ran_tx.send(current()).unwrap() }) });
+            assert_eq!(ran_rx.await.unwrap(), 2, "spawn_on(2) from worker 1 runs on worker 2");
         });
     }
 }
