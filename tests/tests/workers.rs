@@ -177,3 +177,18 @@ async fn a_backend_that_refuses_a_second_session_still_answers_every_worker_on_i
     }
     assert_eq!(sessions(&relay, "sessions").await, "1");
 }
+
+#[tokio::test]
+async fn a_backend_that_drops_each_extra_session_at_once_is_not_reconnected_to_in_a_loop() {
+    let alpha = Fixture::start_on("alpha", 0, &["--close-extra-sessions"]).await;
+    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
+    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
+    relay.wait_ready("alpha").await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // Backed off from like the supervisor (50 ms doubling to 500 ms here): a handful of
+    // sessions in two seconds, not one per round trip.
+    let opened: u32 = sessions(&relay, "sessions").await.parse().unwrap();
+    assert!((2..=12).contains(&opened), "{opened} sessions opened in 2 s");
+    let reply = relay.line_client().await.call_tool("echo", json!({"message": "still"})).await;
+    assert_eq!(text_of(&reply), "alpha: still", "{reply}");
+}

@@ -11,13 +11,13 @@
 //! resource updates) goes to the supervisor, as if its own connection had sent it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
 use super::connection::Connection;
 use super::handshake;
-use super::supervisor::Upstream;
+use super::supervisor::{STABLE_AFTER, Upstream};
 use crate::mcp::Notification;
 
 /// The method that takes a lane: the hot path, and one that leaves no state on the backend
@@ -104,25 +104,38 @@ async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender
             }
         };
         failing = false;
-        backoff = upstream.reconnect_delays();
+        let connected = Instant::now();
         slot.send_replace(Some(conn.clone()));
-        loop {
+        let followed = loop {
             tokio::select! {
-                () = upstream.stop.cancelled() => break,
-                () = conn.closed() => break,
+                () = upstream.stop.cancelled() => break false,
+                () = conn.closed() => break false,
                 // The supervisor reconnected (or lost its connection): so does the lane.
                 changed = primary.changed() => if changed.is_err()
-                    || !primary.borrow().as_ref().is_some_and(|now| Arc::ptr_eq(now, &following)) { break },
+                    || !primary.borrow().as_ref().is_some_and(|now| Arc::ptr_eq(now, &following)) { break true },
                 event = events.recv() => match event {
                     Some(notification) => { let _ = to_supervisor.send(notification).await; }
-                    None => break,
+                    None => break false,
                 },
             }
-        }
+        };
         slot.send_replace(None);
         conn.close().await;
         if upstream.stop.is_cancelled() {
             return;
+        }
+        if connected.elapsed() >= STABLE_AFTER {
+            backoff = upstream.reconnect_delays();
+        }
+        // A lane the backend closed under a live supervisor's connection waits before the next
+        // one, so a backend that drops each at once is not reconnected to in a loop; one that
+        // follows the supervisor's reconnect goes at once (the supervisor waited already).
+        if !followed {
+            let delay = backoff.next().unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = upstream.stop.cancelled() => return,
+            }
         }
     }
 }

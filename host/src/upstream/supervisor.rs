@@ -6,6 +6,11 @@ mod status;
 
 pub use status::{State, Status};
 
+/// How long a connection (the supervisor's or a lane's) must stay up before the reconnect
+/// backoff starts again from its first delay: a backend that drops connections right after
+/// their handshake keeps being backed off from.
+pub(super) const STABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 

@@ -3,7 +3,9 @@
 //! stdout once it accepts connections.
 //!
 //! Usage: fixture-ws-server [--port N] [--name NAME] [--hang-initialize] [--max-sessions N]
-//! (`--max-sessions`: a connection past N open ones is closed before its WebSocket handshake)
+//! [--close-extra-sessions] (`--max-sessions`: a connection past N open ones is closed before its
+//! WebSocket handshake; `--close-extra-sessions`: one opened while another is open is closed
+//! right after its `initialize` is answered)
 //!
 //! Tools: `echo {message}` → "NAME: message"; `add {a, b}`; `slow {ms, message}`;
 //! `hang` (never answers); `garbage` (sends a non-JSON frame, never answers);
@@ -27,16 +29,24 @@ struct Options {
     name: String,
     hang_initialize: bool,
     max_sessions: usize,
+    close_extra_sessions: bool,
 }
 
 fn options() -> Options {
-    let mut opts = Options { port: 0, name: "fixture".into(), hang_initialize: false, max_sessions: usize::MAX };
+    let mut opts = Options {
+        port: 0,
+        name: "fixture".into(),
+        hang_initialize: false,
+        max_sessions: usize::MAX,
+        close_extra_sessions: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => opts.port = args.next().and_then(|p| p.parse().ok()).expect("--port N"),
             "--name" => opts.name = args.next().expect("--name NAME"),
             "--hang-initialize" => opts.hang_initialize = true,
+            "--close-extra-sessions" => opts.close_extra_sessions = true,
             "--max-sessions" => opts.max_sessions = args.next().and_then(|n| n.parse().ok()).expect("--max-sessions N"),
             other => panic!("unknown argument {other}"),
         }
@@ -60,6 +70,7 @@ async fn main() {
         let opts = opts.clone();
         let extra_tools = extra_tools.clone();
         let open = OpenGuard::new(&open);
+        let extra = open.0.load(std::sync::atomic::Ordering::Relaxed) > 1;
         tokio::spawn(async move {
             let _open = open;
             let Ok(socket) = tokio_tungstenite::accept_async(stream).await else { return };
@@ -98,7 +109,13 @@ async fn main() {
                 let opts = opts.clone();
                 let tx = tx.clone();
                 let extra_tools = extra_tools.clone();
+                let close_after = request["method"] == "initialize" && extra && opts.close_extra_sessions;
                 tokio::spawn(async move { handle(&opts, &extra_tools, request, &tx).await });
+                if close_after {
+                    // Its answer goes out first; then the writer ends with the last sender.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return;
+                }
             }
         });
     }

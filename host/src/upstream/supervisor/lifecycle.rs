@@ -6,14 +6,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
-use super::{State, Upstream, UpstreamEvent};
+use super::{STABLE_AFTER, State, Upstream, UpstreamEvent};
 use crate::mcp::{ListKind, Notification};
 use crate::upstream::connection::Connection;
 use crate::upstream::handshake;
-
-/// How long a connection must stay up before the reconnect backoff starts again from its
-/// first delay.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// The supervisor loop: connect, serve, and on loss reconnect with capped backoff and jitter.
 pub(super) async fn supervise(
