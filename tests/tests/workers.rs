@@ -98,14 +98,7 @@ async fn lanes_follow_a_backend_restart_and_calls_from_every_worker_answer_again
     let _restarted = Fixture::start_on("alpha", port, &[]).await;
     relay.wait_ready("alpha").await;
     relay_tests::eventually("the lane back", lanes_up).await;
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        clients.push(relay.line_client().await);
-    }
-    for (c, client) in clients.iter_mut().enumerate() {
-        let reply = client.call_tool("echo", json!({"message": c.to_string()})).await;
-        assert_eq!(text_of(&reply), format!("alpha: {c}"), "{reply}");
-    }
+    each_of_four_clients_gets_its_echo(&relay).await;
     assert_eq!(
         sessions(&relay, "sessions").await,
         "2",
@@ -167,14 +160,7 @@ async fn a_backend_that_refuses_a_second_session_still_answers_every_worker_on_i
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(relay.log().matches("a worker's own session did not open").count(), 1, "{}", relay.log());
     assert_eq!(relay.status().await["backends"][0]["lanes"], 0);
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        clients.push(relay.line_client().await);
-    }
-    for (c, client) in clients.iter_mut().enumerate() {
-        let reply = client.call_tool("echo", json!({"message": c.to_string()})).await;
-        assert_eq!(text_of(&reply), format!("alpha: {c}"), "{reply}");
-    }
+    each_of_four_clients_gets_its_echo(&relay).await;
     assert_eq!(sessions(&relay, "sessions").await, "1");
 }
 
@@ -191,4 +177,17 @@ async fn a_backend_that_drops_each_extra_session_at_once_is_not_reconnected_to_i
     assert!((2..=12).contains(&opened), "{opened} sessions opened in 2 s");
     let reply = relay.line_client().await.call_tool("echo", json!({"message": "still"})).await;
     assert_eq!(text_of(&reply), "alpha: still", "{reply}");
+}
+
+/// Four clients at once (two on each of two workers), each of which gets its own `echo` answered
+/// by the one backend, alpha.
+async fn each_of_four_clients_gets_its_echo(relay: &Relay) {
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(relay.line_client().await);
+    }
+    for (c, client) in clients.iter_mut().enumerate() {
+        let reply = client.call_tool("echo", json!({"message": c.to_string()})).await;
+        assert_eq!(text_of(&reply), format!("alpha: {c}"), "{reply}");
+    }
 }
