@@ -88,6 +88,9 @@ static RUNTIMES: OnceLock<Vec<Handle>> = OnceLock::new();
 /// runtime, before anything that keeps per-worker state is built. Nothing is served until
 /// [`serve`].
 pub fn start(workers: usize) -> std::io::Result<()> {
+    if RUNTIMES.get().is_some() {
+        return Err(std::io::Error::other("the workers were started already"));
+    }
     let workers = workers.clamp(1, MAX_WORKERS);
     let mut handles = Vec::with_capacity(workers);
     handles.push(Handle::current());
