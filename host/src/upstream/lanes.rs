@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::connection::Connection;
-use super::handshake;
 use super::supervisor::{STABLE_AFTER, Upstream};
 use crate::mcp::Notification;
 
@@ -30,9 +29,11 @@ pub struct Lanes {
 }
 
 impl Lanes {
-    /// A slot per worker, all empty until [`keep`] fills them.
-    pub fn new() -> Self {
-        Self { slots: (0..crate::workers::count()).map(|_| watch::Sender::new(None)).collect() }
+    /// A slot per worker, all empty until [`keep`] fills them; none at all for a backend that
+    /// did not ask for lanes, whose calls then look no further.
+    pub fn new(session_per_worker: bool) -> Self {
+        let workers = if session_per_worker { crate::workers::count() } else { 0 };
+        Self { slots: (0..workers).map(|_| watch::Sender::new(None)).collect() }
     }
 
     /// The live lane of the worker running this code, for `method`; `None` sends it on the
@@ -142,20 +143,8 @@ async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender
 
 /// A lane's connection, initialized within the connect timeout, or why it is not.
 async fn open(upstream: &Upstream) -> Result<(Arc<Connection>, mpsc::Receiver<Notification>), String> {
-    let attempt = async {
-        let (conn, events) = upstream.open().await?;
-        let conn = Arc::new(conn);
-        if let Err(e) = handshake::initialize(&conn).await {
-            conn.close().await;
-            return Err(e);
-        }
-        Ok((conn, events))
-    };
-    match tokio::time::timeout(upstream.connect_timeout(), attempt).await {
-        Ok(Ok(opened)) => Ok(opened),
-        Ok(Err(e)) => Err(upstream.backend.redact(&e.to_string())),
-        Err(_) => {
-            Err(format!("no answer within connect_timeout_secs ({:.1}s)", upstream.connect_timeout().as_secs_f64()))
-        }
+    match upstream.within_connect_timeout(upstream.open_initialized()).await {
+        Ok((conn, events, _identity)) => Ok((conn, events)),
+        Err(e) => Err(upstream.backend.redact(&e.to_string())),
     }
 }

@@ -86,12 +86,13 @@ impl Upstream {
     ) -> Arc<Self> {
         let routes = Arc::new(ClientRoutes::new(&backend.name, call_deadline(&backend, &timing)));
         let series = metrics().backends.series(&backend.name);
+        let lanes = super::lanes::Lanes::new(backend.session_per_worker);
         let upstream = Arc::new(Self {
             backend,
             timing,
             max_message_bytes,
             connection: watch::Sender::new(None),
-            lanes: super::lanes::Lanes::new(),
+            lanes,
             listing: watch::Sender::new(Listing::default()),
             notifications,
             status: Mutex::new(Status {
@@ -217,7 +218,7 @@ impl Upstream {
             let mut connection = self.connection.subscribe();
             let mut lost_on: Option<Arc<Connection>> = None;
             // A request waits this long for a connection (a restart), not its whole deadline.
-            let patience = tokio::time::sleep(Duration::from_secs_f64(self.timing.connect_timeout_secs));
+            let patience = tokio::time::sleep(self.connect_timeout());
             tokio::pin!(patience);
             loop {
                 let conn = loop {
@@ -302,7 +303,7 @@ impl Upstream {
         self.metrics.ready(status.state == State::Ready);
     }
 
-    pub(super) async fn open(&self) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
+    async fn open(&self) -> Result<(Connection, mpsc::Receiver<Notification>), UpstreamError> {
         let name = self.name();
         match &self.backend.transport {
             Transport::WebSocket { url, headers } => {
@@ -312,13 +313,7 @@ impl Upstream {
                 let headers = super::catalog_credential::connection_headers(&self.catalog, &self.backend, headers)
                     .await
                     .map_err(UpstreamError::Connect)?;
-                http::connect(
-                    url,
-                    &headers,
-                    Duration::from_secs_f64(self.timing.connect_timeout_secs),
-                    self.max_message_bytes,
-                    self.routes.clone(),
-                )
+                http::connect(url, &headers, self.connect_timeout(), self.max_message_bytes, self.routes.clone())
             }
             Transport::Stdio { command, args, env, inherit_env, cwd } => stdio::connect(
                 name,
@@ -333,23 +328,41 @@ impl Upstream {
     async fn establish(
         &self,
     ) -> Result<(Arc<Connection>, mpsc::Receiver<Notification>, ServerIdentity, Listing), UpstreamError> {
-        let timeout = Duration::from_secs_f64(self.timing.connect_timeout_secs);
-        let attempt = async {
-            let (conn, events) = self.open().await?;
-            let conn = Arc::new(conn);
-            let setup = async {
-                let identity = handshake::initialize(&conn).await?;
-                let listing = handshake::list_everything(&conn, &identity).await?;
-                Ok::<_, UpstreamError>((identity, listing))
-            };
-            match setup.await {
-                Ok((identity, listing)) => Ok((conn, events, identity, listing)),
+        self.within_connect_timeout(async {
+            let (conn, events, identity) = self.open_initialized().await?;
+            match handshake::list_everything(&conn, &identity).await {
+                Ok(listing) => Ok((conn, events, identity, listing)),
                 Err(e) => {
                     conn.close().await;
                     Err(e)
                 }
             }
-        };
+        })
+        .await
+    }
+
+    /// A new connection that has answered `initialize` (closed again when it did not), with its
+    /// notifications: how the supervisor's connections and the lanes' ([`super::lanes`]) start.
+    pub(super) async fn open_initialized(
+        &self,
+    ) -> Result<(Arc<Connection>, mpsc::Receiver<Notification>, ServerIdentity), UpstreamError> {
+        let (conn, events) = self.open().await?;
+        let conn = Arc::new(conn);
+        match handshake::initialize(&conn).await {
+            Ok(identity) => Ok((conn, events, identity)),
+            Err(e) => {
+                conn.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// `attempt`, a connection's set-up, within `connect_timeout_secs`.
+    pub(super) async fn within_connect_timeout<T>(
+        &self,
+        attempt: impl std::future::Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        let timeout = self.connect_timeout();
         tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| {
             Err(UpstreamError::Connect(format!("no complete handshake within {:.1}s", timeout.as_secs_f64())))
         })

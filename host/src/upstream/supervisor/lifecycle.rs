@@ -86,7 +86,7 @@ pub(super) async fn supervise(
 /// Lists again what a `list_changed` notification says changed, each list within the connect
 /// timeout, and publishes the result.
 async fn relist(upstream: &Upstream, conn: &Connection, method: &str, changed: &watch::Sender<u64>) {
-    let deadline = Duration::from_secs_f64(upstream.timing.connect_timeout_secs);
+    let deadline = upstream.connect_timeout();
     let mut listing = upstream.listing();
     for &kind in ListKind::changed_by(method) {
         match tokio::time::timeout(deadline, handshake::list(conn, kind)).await {
