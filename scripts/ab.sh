@@ -7,15 +7,17 @@
 # each variant's mean.
 #
 # Usage: scripts/ab.sh CONNS SECS ROUNDS VARIANT...
-#   VARIANT is NAME or NAME=/path/to/relay (default: target/release/relay); NAME picks what it
-#   runs, by the words in it (separated by "-"):
+#   VARIANT is NAME, NAME=/path/to/relay (default: target/release/relay) or
+#   NAME=/path/to/relay,/path/to/plugins (default: target/plugins, the *.wasm files that
+#   variant loads); NAME picks what it runs, by the words in it (separated by "-"):
 #     auth      token-auth          rl      token-auth + rate-limit
-#     redact    redact bound to the backend, both call hooks
+#     redact    redact bound to the backend, both call hooks (with "result": its result hook only)
 #     1k        a 1 KiB message (and result) instead of a short one
 #     lanes     the backend with session_per_worker: true
 #     w1, w2    listen.workers: 1 or 2
 #     http      the backend over Streamable HTTP (and clients over HTTP) instead of WebSocket
 #   Names must differ: e.g. scripts/ab.sh 32 3 4 old=/tmp/relay-before new rl-old=/tmp/relay-before rl-new
+#   or, plugins before and after: scripts/ab.sh 32 3 4 redact-1k-old=target/release/relay,/tmp/old redact-1k
 set -euo pipefail
 cd "$(dirname "$0")/.."
 (($# >= 4)) || { sed -n '2,/^set -e/p' "$0" | sed '$d'; exit 2; }
@@ -34,17 +36,19 @@ has() { [[ -$1- == *-$2-* ]]; }
 BACKEND=$(free_port)
 $BIN/echo-backend --port "$BACKEND" >/dev/null & PIDS+=("$!")
 wait_port "$BACKEND"
-AUTH="  - {name: auth, world: auth, path: $PLUGINS/token_auth.wasm, grants: {env: [BENCH_TOKEN]}, config: {tokens: [{token_env: BENCH_TOKEN, principal: bench, roles: [admin]}]}}"
-RL="  - {name: rate-limit, world: policy, path: $PLUGINS/rate_limit.wasm, grants: {clock: true, env: [RELAY_RATE_LIMIT]}}"
-REDACT="  - {name: redact, world: interceptor, path: $PLUGINS/redact.wasm, bind: {backends: [echo]}}"
 declare -A PID URL TOKEN ARGS
 for variant in "$@"; do
-  name=${variant%%=*} relay=$BIN/relay
+  name=${variant%%=*} relay=$BIN/relay plugin_dir=$PLUGINS
   [[ $variant == *=* ]] && relay=${variant#*=}
+  [[ $relay == *,* ]] && plugin_dir=${relay#*,} relay=${relay%%,*}
+  AUTH="  - {name: auth, world: auth, path: $plugin_dir/token_auth.wasm, grants: {env: [BENCH_TOKEN]}, config: {tokens: [{token_env: BENCH_TOKEN, principal: bench, roles: [admin]}]}}"
+  RL="  - {name: rate-limit, world: policy, path: $plugin_dir/rate_limit.wasm, grants: {clock: true, env: [RELAY_RATE_LIMIT]}}"
+  REDACT="  - {name: redact, world: interceptor, path: $plugin_dir/redact.wasm, bind: {backends: [echo]}}"
   dir=$WORK/$name port=$(free_port) plugins="" workers=""
   mkdir -p "$dir"
   has "$name" auth && plugins+=$'\n'"$AUTH"
   has "$name" rl && plugins+=$'\n'"$AUTH"$'\n'"$RL"
+  has "$name" result && REDACT=${REDACT/\{backends: \[echo\]\}/\{backends: [echo], hooks: [result]\}}
   has "$name" redact && plugins+=$'\n'"$REDACT"
   has "$name" w1 && workers=", workers: 1"
   has "$name" w2 && workers=", workers: 2"

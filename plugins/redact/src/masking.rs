@@ -5,11 +5,16 @@
 //! together (a [`RegexSet`]: one pass of one automaton, whatever the text), and only the rules
 //! that matched it run on their own. Searching rule by rule costs a pass each, and in
 //! WebAssembly (no SIMD, so no fast literal search) a pass can cost a microsecond per KiB.
+//!
+//! Most results hold nothing to mask either, so a result is first read as it streams by
+//! ([`Scan`]: no tree of values, no copy of a string without escapes) to learn whether any of
+//! its strings needs a rule; only then is it parsed, masked and written again.
 
 use std::collections::BTreeMap;
 
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
 
 /// The plugin's configuration.
@@ -110,17 +115,28 @@ impl Masker {
             // Every string is content a secret can hide in (URIs of resource links, `_meta`,
             // `structuredContent` at any depth) except base64 data, which a pattern could match
             // by chance and break, and a MIME type.
-            Value::Object(map) => map
-                .iter_mut()
-                .filter(|(key, _)| !matches!(key.as_str(), "blob" | "mimeType"))
-                .for_each(|(_, item)| self.walk(item, counts)),
+            Value::Object(map) => {
+                map.iter_mut().filter(|(key, _)| !skipped(key)).for_each(|(_, item)| self.walk(item, counts))
+            }
             _ => {}
         }
+    }
+
+    /// Whether [`Masker::mask`] would find anything in the JSON `result`, read without
+    /// building it; `None` when it is not JSON.
+    fn needs_masking(&self, result: &str) -> Option<bool> {
+        let mut reader = serde_json::Deserializer::from_str(result);
+        let found = Scan { any: &self.any }.deserialize(&mut reader).ok()?;
+        reader.end().ok()?;
+        Some(found)
     }
 
     /// A result (`CallToolResult`, `GetPromptResult`, `ReadResourceResult`) with what it held
     /// masked and the counts in `_meta["relay/redacted"]`; `None` when nothing needed masking.
     pub fn redact_result(&self, result: &str) -> Option<String> {
+        if !self.needs_masking(result)? {
+            return None;
+        }
         let mut value: Value = serde_json::from_str(result).ok()?;
         // `_meta` is masked like the rest (a backend can put anything there).
         let counts = self.mask(&mut value);
@@ -133,6 +149,102 @@ impl Masker {
         meta["relay/redacted"] = json!({"total": total, "by_kind": counts});
         object.insert("_meta".into(), meta);
         Some(value.to_string())
+    }
+}
+
+/// Values under these keys are not masked: base64 data (a pattern could match it by chance,
+/// and masking would break it) and a MIME type.
+fn skipped(key: &str) -> bool {
+    matches!(key, "blob" | "mimeType")
+}
+
+/// Reads one JSON value as [`Masker::walk`] would walk it, without keeping it: whether any of
+/// the strings the walk visits matches a rule. Strings without escapes are searched where they
+/// lie in the text.
+struct Scan<'m> {
+    any: &'m RegexSet,
+}
+
+impl<'de> DeserializeSeed<'de> for Scan<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Scan<'_> {
+    type Value = bool;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<bool, E> {
+        Ok(self.any.is_match(text))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(item) = items.next_element_seed(Scan { any: self.any })? {
+            found |= item;
+        }
+        Ok(found)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(skip) = map.next_key_seed(SkippedKey)? {
+            if skip {
+                map.next_value::<IgnoredAny>()?;
+            } else {
+                found |= map.next_value_seed(Scan { any: self.any })?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Reads an object's key as whether its value is [`skipped`].
+struct SkippedKey;
+
+impl<'de> DeserializeSeed<'de> for SkippedKey {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SkippedKey {
+    type Value = bool;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        Ok(skipped(key))
     }
 }
 
@@ -193,6 +305,37 @@ mod tests {
         // Still a word boundary before every shape: a key inside a longer word is left.
         let mut inside = json!(format!("ask{key}"));
         assert!(masker().mask(&mut inside).is_empty(), "{inside}");
+    }
+
+    #[test]
+    fn the_scan_finds_what_the_walk_would_mask() {
+        let key = "sk-proj-abcdefghijklmnopqrstuvwx";
+        let cases = [
+            (r#"{"content": [{"type": "text", "text": "nothing here"}]}"#, Some(false)),
+            (r#"{"content": [{"type": "text", "text": "mail ann@example.com"}]}"#, Some(true)),
+            // Only the string the escape spells out matches: read unescaped, as the walk does.
+            (r#"{"content": [{"type": "text", "text": "mail ann\u0040example.com\n"}]}"#, Some(true)),
+            (
+                r#"{"contents": [{"uri": "mem://b", "blob": "AKIAABCDEFGHIJKLMNOP", "mimeType": "a@b.io"}]}"#,
+                Some(false),
+            ),
+            // Keys are not masked, only values.
+            (r#"{"ann@example.com": 1, "n": [1.5, null, true, {"deep": []}]}"#, Some(false)),
+            (r#"{"structuredContent": {"deep": {"list": [1, "x", "AKIAABCDEFGHIJKLMNOP"]}}}"#, Some(true)),
+            (r#"["not an object", "but scanned alike"]"#, Some(false)),
+            (r#"{"content": [] } trailing"#, None),
+            (r#"{"content": ["#, None),
+        ];
+        let masker = masker();
+        for (result, expected) in cases {
+            assert_eq!(masker.needs_masking(result), expected, "{result}");
+            if let Some(found) = expected {
+                let mut value: Value = serde_json::from_str(result).unwrap();
+                assert_eq!(!masker.mask(&mut value).is_empty(), found, "{result}");
+            }
+        }
+        let call = json!({"content": [{"type": "text", "text": format!("key {key}")}]}).to_string();
+        assert!(masker.redact_result(&call).is_some_and(|redacted| !redacted.contains(key)));
     }
 
     #[test]
