@@ -12,6 +12,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::wake_gate::WakeGate;
 use super::{RunningRequest, Session, draining_error};
 use crate::mcp::{ClientSink, DecodeError, Limits, Message, Response};
 
@@ -53,7 +54,11 @@ where
     let events = futures::stream::unfold(session.server_events(), |mut events| async move {
         events.next().await.map(|message| (message, events))
     });
-    let mut events = std::pin::pin!(events);
+    // The server events and the drain signal are rare: polled only when they woke the loop,
+    // not on each of its two turns per call.
+    let rare = WakeGate::default();
+    let events = std::pin::pin!(events);
+    let mut events = rare.gate(events);
     // Requests running, polled here on the connection's task (no task spawned per call).
     let mut running = FuturesUnordered::new();
     // One timer for the connection's life, moved only when it fires: arming a new one for
@@ -69,6 +74,7 @@ where
     let drain = session.draining();
     let drain_started = drain.cancelled();
     tokio::pin!(drain_started);
+    let mut drain_started = rare.gate(drain_started);
     let mut draining = false;
     let mut ended = Ended::Closed;
     loop {

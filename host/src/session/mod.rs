@@ -14,6 +14,7 @@ mod registry;
 mod shared;
 #[cfg(test)]
 mod tests;
+mod wake_gate;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -247,17 +248,17 @@ impl Session {
         inflight.insert(key.clone(), (number, abort));
         drop(inflight);
         let forget = ForgetOnDrop { session: self.clone(), key, number };
-        let id = request.id.clone();
         let answer = Abortable::new(self.clone().handle_owned(request, stream), registration);
         async move {
             let outcome = std::panic::AssertUnwindSafe(answer).catch_unwind().await;
-            drop(forget);
             match outcome {
                 Ok(Ok(response)) => response,
                 // Cancelled by the client: no answer.
                 Ok(Err(_aborted)) => None,
                 Err(_panic) => {
                     tracing::error!("a request's handler panicked; answered with an internal error");
+                    // The id, read back from its key (its JSON text): not kept for this alone.
+                    let id = serde_json::from_str(&forget.key).unwrap_or(serde_json::Value::Null);
                     Some(Response::err(id, RpcError::new(error_codes::INTERNAL_ERROR, "internal error")))
                 }
             }
