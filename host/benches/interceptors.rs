@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use relay::access::{Principal, RequestInfo};
+use relay::access::{Principal, TransportKind};
 use relay::admin::RelayTools;
 use relay::config::{BackendStore, PluginConfig, UpstreamConfig};
 use relay::lifecycle::Lifecycle;
@@ -68,8 +68,13 @@ async fn router(interceptors: &str) -> Arc<Router> {
 }
 
 fn caller() -> Caller {
-    let request = RequestInfo::tool_call(Principal { id: "bench".into(), roles: Vec::new() }, "echo");
-    Caller { request, admit: Arc::new(|_| Box::pin(async { Ok(()) })), bearer: None }
+    Caller {
+        principal: Principal { id: "bench".into(), roles: Vec::new() },
+        session_id: "s".into(),
+        transport: TransportKind::Line,
+        admit: Arc::new(|_| Box::pin(async { Ok(()) })),
+        bearer: None,
+    }
 }
 
 async fn one_call(router: &Router, caller: &Caller, message: &str) {

@@ -64,7 +64,8 @@ async fn load(config: &PluginConfig, cache: &std::path::Path) -> (Arc<Plugins>, 
 
 async fn one_call(plugins: &Plugins, world: &str) {
     if world == "policy" {
-        let request = RequestInfo::tool_call(Principal { id: "bench".into(), roles: Vec::new() }, "echo");
+        let principal = Principal { id: "bench".into(), roles: Vec::new() };
+        let request = RequestInfo::tool_call(&principal, "echo");
         plugins.check(&request).await.expect("admitted");
     } else {
         plugins.call_tool("p", "echo", &json!({"message": "hi"}), None).await.expect("echoed");

@@ -47,7 +47,7 @@ async fn one_request(plugins: &Plugins) {
 
 /// The per-request part alone: the policy chain for a session's principal.
 async fn check(plugins: &Plugins, principal: Principal) {
-    let request = RequestInfo::tool_call(principal, "echo");
+    let request = RequestInfo::tool_call(&principal, "echo");
     plugins.check(&request).await.expect("admitted");
 }
 

@@ -158,34 +158,35 @@ fn credential_digest(token: Option<&str>, subject: Option<&str>) -> [u8; 32] {
     hash.finalize().into()
 }
 
-/// What the policy chain sees of one request.
-#[derive(Debug, Clone)]
-pub struct RequestInfo {
+/// What the policy chain sees of one request, borrowed from the session and the request: a
+/// call with no policy to ask copies nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
     /// The caller.
-    pub principal: Principal,
+    pub principal: &'a Principal,
     /// The session.
-    pub session_id: String,
+    pub session_id: &'a str,
     /// The client's transport.
     pub transport: TransportKind,
     /// The JSON-RPC method.
-    pub method: String,
+    pub method: &'a str,
     /// The tool, for `tools/call`.
-    pub tool: Option<String>,
+    pub tool: Option<&'a str>,
     /// Where a `tools/call` goes, when the tool exists (policies bound to backends or tools
     /// run only for the calls it matches).
-    pub route: Option<Route>,
+    pub route: Option<Route<'a>>,
 }
 
-impl RequestInfo {
+impl<'a> RequestInfo<'a> {
     /// A `tools/call` of `tool` by `principal` on a newline session `s` whose route is not
     /// known (what benches and in-process callers ask the policy chain about).
-    pub fn tool_call(principal: Principal, tool: &str) -> Self {
+    pub fn tool_call(principal: &'a Principal, tool: &'a str) -> Self {
         RequestInfo {
             principal,
-            session_id: "s".into(),
+            session_id: "s",
             transport: TransportKind::Line,
-            method: "tools/call".into(),
-            tool: Some(tool.to_owned()),
+            method: "tools/call",
+            tool: Some(tool),
             route: None,
         }
     }
@@ -194,12 +195,12 @@ impl RequestInfo {
 /// The backend (or adapter) that serves a tool call, and the tool's name in the relay's
 /// catalog (before any interceptor renamed it; for an adapter's own backend calls, the
 /// backend's name for it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route<'a> {
     /// The backend or adapter.
-    pub backend: String,
+    pub backend: &'a str,
     /// The tool.
-    pub tool: String,
+    pub tool: &'a str,
 }
 
 /// The category of a refusal.

@@ -5,15 +5,16 @@
 
 use serde_json::Value;
 
-/// The trace a request belongs to.
+/// The trace a request belongs to: fixed-size text, so a call's trace costs no allocation but
+/// the `traceparent` it sends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trace {
     /// 32 lower-case hex digits.
-    pub trace_id: String,
+    trace_id: [u8; 32],
     /// The relay's span: 16 lower-case hex digits.
-    span_id: String,
-    /// Trace flags (sampled or not), as the client sent them.
-    flags: String,
+    span_id: [u8; 16],
+    /// Trace flags (sampled or not), as the client sent them: 2 lower-case hex digits.
+    flags: [u8; 2],
 }
 
 impl Trace {
@@ -21,23 +22,40 @@ impl Trace {
     /// or a new one.
     pub fn of(meta: Option<&Value>) -> Self {
         let parent = meta.and_then(|m| m.get("traceparent")).and_then(Value::as_str).and_then(parse);
-        let random = uuid::Uuid::new_v4().simple().to_string();
-        let span_id = random[..16].to_owned();
+        let mut span = [0u8; 32];
+        uuid::Uuid::new_v4().simple().encode_lower(&mut span);
+        let span_id = span[..16].try_into().expect("16 of 32 digits");
         match parent {
             Some((trace_id, flags)) => Self { trace_id, span_id, flags },
-            None => Self { trace_id: uuid::Uuid::new_v4().simple().to_string(), span_id, flags: "01".into() },
+            None => {
+                let mut trace_id = [0u8; 32];
+                uuid::Uuid::new_v4().simple().encode_lower(&mut trace_id);
+                Self { trace_id, span_id, flags: *b"01" }
+            }
         }
+    }
+
+    /// The trace id: 32 lower-case hex digits.
+    pub fn trace_id(&self) -> &str {
+        std::str::from_utf8(&self.trace_id).expect("hex digits")
     }
 
     /// The `traceparent` for the next hop (the backend): this trace, the relay's span.
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+        let mut header = String::with_capacity(55);
+        for part in [&b"00"[..], &self.trace_id, &self.span_id, &self.flags] {
+            if !header.is_empty() {
+                header.push('-');
+            }
+            header.push_str(std::str::from_utf8(part).expect("hex digits"));
+        }
+        header
     }
 }
 
 /// The trace id and flags of a version-00 `traceparent`; `None` when it is malformed (or all
 /// zeros, which the spec says to ignore).
-fn parse(header: &str) -> Option<(String, String)> {
+fn parse(header: &str) -> Option<([u8; 32], [u8; 2])> {
     let mut parts = header.trim().split('-');
     let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex =
@@ -49,7 +67,7 @@ fn parse(header: &str) -> Option<(String, String)> {
         && hex(flags, 2)
         && trace_id.bytes().any(|b| b != b'0')
         && parent_id.bytes().any(|b| b != b'0');
-    valid.then(|| (trace_id.to_owned(), flags.to_owned()))
+    valid.then(|| (trace_id.as_bytes().try_into().expect("32 digits"), flags.as_bytes().try_into().expect("2 digits")))
 }
 
 #[cfg(test)]
@@ -62,7 +80,7 @@ mod tests {
     fn a_client_trace_is_continued_with_the_relays_own_span() {
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let trace = Trace::of(Some(&json!({"traceparent": parent})));
-        assert_eq!(trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(trace.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let next = trace.traceparent();
         assert!(next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && next.ends_with("-01"), "{next}");
         assert_ne!(next, parent, "the relay's hop is a span of its own");
@@ -78,8 +96,8 @@ mod tests {
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
         ] {
             let trace = Trace::of(Some(&json!({"traceparent": bad})));
-            assert_eq!(trace.trace_id.len(), 32, "{bad}");
-            assert_ne!(trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            assert_eq!(trace.trace_id().len(), 32, "{bad}");
+            assert_ne!(trace.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
         }
         assert_ne!(Trace::of(None).trace_id, Trace::of(None).trace_id);
     }

@@ -292,25 +292,25 @@ impl Plugins {
     }
 
     /// Runs every policy plugin, in order, on one request.
-    pub async fn check(&self, info: &RequestInfo) -> Result<(), Refusal> {
+    pub async fn check(&self, info: &RequestInfo<'_>) -> Result<(), Refusal> {
         let mut request = None;
         // A tools/call without a route (its tool is not in the caller's view now) passes every
         // bound policy: no request skips a policy because a lookup came out empty.
         let bound = |slot: &Slot| {
             slot.binding.is_unbound()
-                || match &info.route {
-                    Some(route) => slot.binding.binds(&route.backend, Some(&route.tool)),
+                || match info.route {
+                    Some(route) => slot.binding.binds(route.backend, Some(route.tool)),
                     None => info.method == "tools/call",
                 }
         };
         for slot in self.slots.iter().filter(|s| s.config.world == World::Policy && bound(s)) {
             let request = request.get_or_insert_with(|| types::RequestInfo {
                 principal: types::Principal { id: info.principal.id.clone(), roles: info.principal.roles.clone() },
-                session_id: info.session_id.clone(),
+                session_id: info.session_id.to_owned(),
                 transport: wit_transport(info.transport),
-                method: info.method.clone(),
+                method: info.method.to_owned(),
                 // The catalog name, which rules and bindings use, not the caller's rename.
-                tool: info.route.as_ref().map(|r| r.tool.clone()).or_else(|| info.tool.clone()),
+                tool: info.route.map(|r| r.tool).or(info.tool).map(str::to_owned),
             });
             let outcome = slot
                 .invoke(&self.engine, None, async |bound, store| match bound {

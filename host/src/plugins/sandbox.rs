@@ -14,7 +14,7 @@ use super::engine::{EpochClock, TICK, Ticking};
 use super::host::{Capabilities, HttpGrant};
 use serde_json::json;
 
-use crate::access::{Denial, RequestInfo};
+use crate::access::{Denial, Principal, RequestInfo, Route, TransportKind};
 use crate::config::{OnError, PluginConfig, PluginLimits};
 use crate::mcp::{RpcError, error_codes};
 
@@ -62,17 +62,37 @@ pub struct PluginContext {
 /// the policy chain as this client.
 #[derive(Clone)]
 pub struct Caller {
-    /// Who the client is, and where from.
-    pub request: RequestInfo,
+    /// Who the client is.
+    pub principal: Principal,
+    /// The client's session.
+    pub session_id: String,
+    /// The client's transport.
+    pub transport: TransportKind,
     /// The policy chain.
     pub admit: Admission,
     /// The bearer token the caller authenticated with (for `token_exchange` backends).
     pub bearer: Option<crate::access::Bearer>,
 }
 
+impl Caller {
+    /// A `tools/call` of `route` by this client, as the policy chain sees it.
+    pub fn tool_call<'a>(&'a self, route: Route<'a>) -> RequestInfo<'a> {
+        RequestInfo {
+            principal: &self.principal,
+            session_id: &self.session_id,
+            transport: self.transport,
+            method: "tools/call",
+            tool: Some(route.tool),
+            route: Some(route),
+        }
+    }
+}
+
 /// Runs the policy chain on a request (the session hands it in, so plugins need no policy).
 pub type Admission = Arc<
-    dyn Fn(RequestInfo) -> std::pin::Pin<Box<dyn Future<Output = Result<(), super::Refusal>> + Send>> + Send + Sync,
+    dyn for<'a> Fn(RequestInfo<'a>) -> std::pin::Pin<Box<dyn Future<Output = Result<(), super::Refusal>> + Send + 'a>>
+        + Send
+        + Sync,
 >;
 
 /// The data of one call's `Store`.

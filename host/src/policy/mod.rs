@@ -19,8 +19,8 @@ impl Policy {
     }
 
     /// Ok when every rule lets `request` through.
-    pub async fn check(&self, request: &RequestInfo) -> Result<(), Refusal> {
-        if let Some(tool) = request.tool.as_deref()
+    pub async fn check(&self, request: &RequestInfo<'_>) -> Result<(), Refusal> {
+        if let Some(tool) = request.tool
             && crate::admin::needs_admin(tool)
             && !request.principal.has_role(Principal::ADMIN)
         {

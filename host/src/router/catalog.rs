@@ -271,9 +271,9 @@ impl Catalog {
     }
 
     /// Where a call of the tool clients call `name` goes: its owner and catalog name.
-    pub fn route(&self, name: &str) -> Option<Route> {
+    pub fn route(&self, name: &str) -> Option<Route<'_>> {
         let entry = self.tools.get(name)?;
-        Some(Route { backend: entry.owner.name().to_owned(), tool: entry.catalog_name.clone() })
+        Some(Route { backend: entry.owner.name(), tool: &entry.catalog_name })
     }
 
     /// Every tool, built-ins first, then by backend name, then adapters.

@@ -225,7 +225,7 @@ impl Router {
         related: Option<&Related>,
         caller: &Caller,
     ) -> Result<Payload, RouterError> {
-        let principal = &caller.request.principal;
+        let principal = &caller.principal;
         let catalog = self.catalog_for(principal).await;
         let name = &request.target;
         let entry = catalog.prompts().get(name).ok_or_else(|| RouterError::UnknownPrompt(name.clone()))?;
@@ -261,7 +261,7 @@ impl Router {
         related: Option<&Related>,
         caller: &Caller,
     ) -> Result<Payload, RouterError> {
-        let catalog = self.catalog_for(&caller.request.principal).await;
+        let catalog = self.catalog_for(&caller.principal).await;
         let (owner, target) = match &request.reference {
             CompletionRef::Prompt(name) => {
                 let entry = catalog.prompts().get(name).ok_or_else(|| RouterError::UnknownPrompt(name.clone()))?;
@@ -333,7 +333,7 @@ impl Router {
     ) -> Result<Option<crate::upstream::Credential>, RouterError> {
         self.builtin
             .credentials()
-            .header_for(&upstream.backend, &caller.request.principal, caller.bearer.as_ref())
+            .header_for(&upstream.backend, &caller.principal, caller.bearer.as_ref())
             .await
             .map_err(RouterError::Credential)
     }
@@ -341,7 +341,7 @@ impl Router {
     /// Calls the tool that `caller` sees listed as `call.name` (in its view now); see
     /// [`Router::call_tool_in`].
     pub async fn call_tool(&self, call: ToolCall, related: Option<&Related>, caller: &Caller) -> Routed {
-        let view = self.catalog_for(&caller.request.principal).await;
+        let view = self.catalog_for(&caller.principal).await;
         self.call_tool_in(&view, call, related, caller).await
     }
 
@@ -361,12 +361,8 @@ impl Router {
             return Routed { backend: None, result: Err(RouterError::UnknownTool(name)) };
         };
         let owner = entry.owner.name().to_owned();
-        let hook = CallHook {
-            principal: &caller.request.principal,
-            method: TOOLS_CALL,
-            backend: &owner,
-            name: &entry.catalog_name,
-        };
+        let hook =
+            CallHook { principal: &caller.principal, method: TOOLS_CALL, backend: &owner, name: &entry.catalog_name };
         let interception = match entry.owner {
             Owner::Builtin => None,
             _ => self.plugins.interception(&hook),
@@ -381,7 +377,7 @@ impl Router {
         let result = match &entry.owner {
             Owner::Builtin => Ok(self
                 .builtin
-                .call(&entry.upstream_name, call.arguments.unwrap_or_else(|| json!({})), &caller.request.principal)
+                .call(&entry.upstream_name, call.arguments.unwrap_or_else(|| json!({})), &caller.principal)
                 .await
                 .into()),
             Owner::Backend(backend) => match self.upstreams.get(backend) {

@@ -21,7 +21,7 @@ impl Router {
         related: Option<&Related>,
         caller: &Caller,
     ) -> Result<Payload, RouterError> {
-        let view = self.view_with_uri(&request.target, &caller.request.principal).await?;
+        let view = self.view_with_uri(&request.target, &caller.principal).await?;
         self.by_uri(RESOURCES_READ, request, related, &view, Some(caller)).await
     }
 
@@ -105,7 +105,7 @@ impl Router {
                 Ok(result)
             };
             let Some(reader) = reader else { return forward(request).await };
-            let principal = &reader.request.principal;
+            let principal = &reader.principal;
             let hook = CallHook { principal, method, backend: entry.owner.name(), name: &entry.catalog_name };
             return self.intercepted(&hook, request, forward).await;
         }
@@ -115,7 +115,7 @@ impl Router {
                 async |request: &Addressed| self.forward(owner, method, request.to_params(uri), related, reader).await;
             let attempt = match reader {
                 Some(reader) => {
-                    let principal = &reader.request.principal;
+                    let principal = &reader.principal;
                     let hook = CallHook { principal, method, backend: owner.name(), name: uri };
                     self.intercepted(&hook, request, forward).await
                 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{Router, RouterError};
-use crate::access::{Principal, RequestInfo, TransportKind};
+use crate::access::{Principal, TransportKind};
 use crate::admin::RelayTools;
 use crate::config::{BackendStore, BackendsFile, UpstreamConfig};
 use crate::lifecycle::Lifecycle;
@@ -55,15 +55,13 @@ async fn router(dir: &std::path::Path) -> Arc<Router> {
 }
 
 fn caller() -> Caller {
-    let request = RequestInfo {
+    Caller {
         principal: Principal::open_access(false),
         session_id: "s".into(),
         transport: TransportKind::Line,
-        method: "tools/call".into(),
-        tool: None,
-        route: None,
-    };
-    Caller { request, admit: Arc::new(|_| Box::pin(async { Ok(()) })), bearer: None }
+        admit: Arc::new(|_| Box::pin(async { Ok(()) })),
+        bearer: None,
+    }
 }
 
 fn call(name: &str, arguments: Value) -> ToolCall {

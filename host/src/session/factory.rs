@@ -268,18 +268,11 @@ impl SessionFactory {
             return refuse(&format!("address {remote}"), limits.max_sessions_per_address);
         };
         let policy = self.policy.clone();
-        let admit: Admission = Arc::new(move |info: RequestInfo| {
+        let admit: Admission = Arc::new(move |info: RequestInfo<'_>| {
             let policy = policy.clone();
             Box::pin(async move { policy.check(&info).await })
         });
-        let request = RequestInfo {
-            principal: principal.clone(),
-            session_id: id.clone(),
-            transport,
-            method: "tools/call".into(),
-            tool: None,
-            route: None,
-        };
+        let caller = Caller { principal: principal.clone(), session_id: id.clone(), transport, admit, bearer };
         Ok(Arc::new(Session {
             tag: super::tag_of(&id),
             id,
@@ -297,7 +290,7 @@ impl SessionFactory {
             slots: Arc::new(Semaphore::new(limits.max_requests_in_flight)),
             get_stream: Arc::default(),
             client_requests: Arc::default(),
-            caller: Caller { request, admit, bearer },
+            caller,
             shared_at: Mutex::default(),
             counts: (self.lifecycle.session_opened(transport), principal_count, address_count),
         }))

@@ -135,15 +135,14 @@ impl Session {
 
     /// Runs the policy chain on a request.
     async fn admit(&self, method: &str, params: Option<&Value>, view: Option<&Catalog>) -> Result<(), Refusal> {
-        let tool = (method == "tools/call")
-            .then(|| params.and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_owned))
-            .flatten();
-        let route = tool.as_deref().zip(view).and_then(|(tool, view)| view.route(tool));
+        let tool =
+            (method == "tools/call").then(|| params.and_then(|p| p.get("name")).and_then(Value::as_str)).flatten();
+        let route = tool.zip(view).and_then(|(tool, view)| view.route(tool));
         let info = RequestInfo {
-            principal: self.principal.clone(),
-            session_id: self.id.clone(),
+            principal: &self.principal,
+            session_id: &self.id,
             transport: self.transport,
-            method: method.to_owned(),
+            method,
             tool,
             route,
         };
@@ -154,7 +153,7 @@ impl Session {
             metrics().access.rate_limited();
         }
         if let Err(refusal) = &outcome {
-            tracing::info!(target: "relay::policy", session = %self.tag, principal = %self.principal.id, method, tool = %clip(info.tool.as_deref().unwrap_or("-")), reason = %clip(&refusal.to_string()), "request refused");
+            tracing::info!(target: "relay::policy", session = %self.tag, principal = %self.principal.id, method, tool = %clip(info.tool.unwrap_or("-")), reason = %clip(&refusal.to_string()), "request refused");
         }
         outcome
     }
@@ -281,9 +280,9 @@ impl Session {
         if let Some(meta) = meta.as_object_mut() {
             meta.insert("traceparent".into(), trace.traceparent().into());
         }
-        let trace_id = trace.trace_id.as_str();
+        let trace_id = trace.trace_id();
         let route = view.route(&name);
-        let backend = route.as_ref().map_or("-", |r| r.backend.as_str());
+        let backend = route.map_or("-", |r| r.backend);
         tracing::info!(target: "relay::call", session, principal, %tool, backend, trace_id, "Tool call received");
         let started = Instant::now();
         let routed = self.router.call_tool_in(view, call, related, &self.caller).await;

@@ -89,7 +89,9 @@ impl ClientRoutes {
     pub fn register<'a>(&'a self, params: &mut Option<Value>, related: &Related) -> RouteGuard<'a> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.callers.lock().expect("callers lock").push((id, related.clone()));
-        let token = params.as_mut().and_then(|p| p.pointer_mut("/_meta/progressToken")).map(|slot| {
+        // Not `pointer_mut`, which copies each segment of its path.
+        let slot = params.as_mut().and_then(|p| p.get_mut("_meta")).and_then(|meta| meta.get_mut("progressToken"));
+        let token = slot.map(|slot| {
             let token = format!("relay-{id}");
             let client_token = std::mem::replace(slot, Value::String(token.clone()));
             self.progress.lock().expect("progress lock").insert(token.clone(), (id, client_token));

@@ -58,9 +58,7 @@ impl Host for Upstream<'_> {
             return Err(format!("{backend}/{tool} is not in this plugin's grants.backends"));
         }
         let caller = self.caller.cloned().ok_or("no client request is being served")?;
-        let mut request = caller.request.clone();
-        request.tool = Some(tool.clone());
-        request.route = Some(crate::access::Route { backend: backend.clone(), tool: tool.clone() });
+        let request = caller.tool_call(crate::access::Route { backend: &backend, tool: &tool });
         (caller.admit)(request).await.map_err(|refusal| format!("refused by policy: {refusal}"))?;
         let arguments: Value = serde_json::from_str(&arguments).map_err(|e| format!("arguments are not JSON: {e}"))?;
         door.call_tool(&backend, &tool, arguments).await.map(|result| result.text().into_owned())
