@@ -51,9 +51,13 @@ where
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     // A stream that keeps its pending `next()` between polls: re-created on every turn of the
     // loop, it would register and drop its wakers (catalog watch, broadcast) once per message.
+    // Fused: should the events end (their senders live in the router, which the session
+    // holds), the loop's next turn gets `None` again rather than the panic of an `unfold`
+    // polled after its end.
     let events = futures::stream::unfold(session.server_events(), |mut events| async move {
         events.next().await.map(|message| (message, events))
-    });
+    })
+    .fuse();
     // The server events and the drain signal are rare: polled only when they woke the loop,
     // not on each of its two turns per call.
     let rare = WakeGate::default();
