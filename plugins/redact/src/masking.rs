@@ -142,7 +142,10 @@ impl Masker {
         let counts = self.mask(&mut value);
         let object = value.as_object_mut()?;
         if counts.is_empty() {
-            return None;
+            // The scan saw a string to mask that the parsed value does not hold: a key given
+            // twice, whose first value a client's parser might read. The value as parsed goes
+            // on instead of the text.
+            return Some(value.to_string());
         }
         let mut meta = object.remove("_meta").filter(Value::is_object).unwrap_or_else(|| json!({}));
         let total: u64 = counts.values().sum();
@@ -336,6 +339,15 @@ mod tests {
         }
         let call = json!({"content": [{"type": "text", "text": format!("key {key}")}]}).to_string();
         assert!(masker.redact_result(&call).is_some_and(|redacted| !redacted.contains(key)));
+    }
+
+    #[test]
+    fn a_secret_under_a_key_given_twice_does_not_pass() {
+        let key = "sk-proj-abcdefghijklmnopqrstuvwx";
+        let result = format!(r#"{{"content": [{{"type": "text", "text": "{key}"}}], "content": []}}"#);
+        let passed = masker().redact_result(&result).expect("not passed on as it came");
+        assert!(!passed.contains(key), "{passed}");
+        assert_eq!(serde_json::from_str::<Value>(&passed).unwrap(), json!({"content": []}));
     }
 
     #[test]
