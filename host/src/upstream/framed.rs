@@ -19,10 +19,11 @@ const SERVER_REQUESTS_AT_ONCE: usize = 32;
 
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Payload, UpstreamError>>>>>;
 
-/// One unit read from a framed link by its transport.
-pub enum Incoming {
+/// One unit read from a framed link by its transport: its text in whatever buffer the transport
+/// read it into (a WebSocket frame's own bytes, a line), not copied again.
+pub enum Incoming<T = String> {
     /// A whole message as text.
-    Text(String),
+    Text(T),
     /// A message over `max_message_bytes`, of which only the ends were kept.
     Oversized(Oversized),
     /// A message that is not UTF-8 text.
@@ -46,7 +47,7 @@ impl FramedConnection {
     /// notifications the upstream sends; that stream ends when the link closes. What the
     /// upstream sends for its clients (progress, log messages, its own requests) goes through
     /// `routes`.
-    pub fn start<S>(
+    pub fn start<S, T>(
         backend: &str,
         incoming: S,
         outgoing: mpsc::Sender<String>,
@@ -54,7 +55,8 @@ impl FramedConnection {
         routes: Arc<ClientRoutes>,
     ) -> (Self, mpsc::Receiver<Notification>)
     where
-        S: Stream<Item = Incoming> + Send + Unpin + 'static,
+        S: Stream<Item = Incoming<T>> + Send + Unpin + 'static,
+        T: AsRef<str> + Send + 'static,
     {
         let pending: Pending = Arc::default();
         let (events_tx, events_rx) = mpsc::channel(64);
@@ -130,7 +132,7 @@ impl Drop for RemoveOnDrop<'_> {
     }
 }
 
-async fn read_loop<S>(
+async fn read_loop<S, T>(
     backend: String,
     mut incoming: S,
     pending: Pending,
@@ -139,7 +141,8 @@ async fn read_loop<S>(
     closed: CancellationToken,
     routes: Arc<ClientRoutes>,
 ) where
-    S: Stream<Item = Incoming> + Unpin,
+    S: Stream<Item = Incoming<T>> + Unpin,
+    T: AsRef<str>,
 {
     let requests_at_once = Arc::new(tokio::sync::Semaphore::new(SERVER_REQUESTS_AT_ONCE));
     loop {
@@ -147,7 +150,7 @@ async fn read_loop<S>(
             next = incoming.next() => match next { Some(next) => next, None => break },
             _ = closed.cancelled() => break,
         };
-        let text = match next {
+        let read = match next {
             Incoming::Text(text) => text,
             Incoming::Oversized(kept) => {
                 let why = format!("its answer ({} bytes) is larger than max_message_bytes", kept.size);
@@ -160,19 +163,20 @@ async fn read_loop<S>(
                 continue;
             }
         };
+        let text = read.as_ref();
         // A malformed answer still names its request more often than not: fail that call now
         // rather than let it wait out its deadline.
-        let malformed = match Message::from_text(&text) {
+        let malformed = match Message::from_text(text) {
             Ok(Ok(message)) => Ok(message),
             Ok(Err(_)) => {
-                Err(serde_json::from_str::<Value>(&text).ok().and_then(|v| v.get("id").and_then(Value::as_u64)))
+                Err(serde_json::from_str::<Value>(text).ok().and_then(|v| v.get("id").and_then(Value::as_u64)))
             }
             Err(_) => Err(Oversized::of(text.as_bytes()).response_id()),
         };
         let message = match malformed {
             Ok(message) => message,
             Err(id) => {
-                tracing::warn!(backend, sample = %truncate(&text, 120), "upstream sent something that is not JSON-RPC; ignored");
+                tracing::warn!(backend, sample = %truncate(text, 120), "upstream sent something that is not JSON-RPC; ignored");
                 let why = "its answer is not a valid JSON-RPC response".to_owned();
                 fail_waiter(&backend, &pending, id, UpstreamError::BadAnswer(why));
                 continue;

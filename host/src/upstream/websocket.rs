@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, Message as Frame};
+use tokio_tungstenite::tungstenite::{self, Message as Frame, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
@@ -75,11 +75,12 @@ pub async fn connect(
             Ok(Frame::Text(text)) if text.len() > max_message_bytes => {
                 Some(Incoming::Oversized(Oversized::of(text.as_bytes())))
             }
-            Ok(Frame::Text(text)) => Some(Incoming::Text(text.as_str().to_owned())),
+            // The frame's own bytes, read in place: not copied into a string of their own.
+            Ok(Frame::Text(text)) => Some(Incoming::Text(text)),
             Ok(Frame::Binary(bytes)) if bytes.len() > max_message_bytes => {
                 Some(Incoming::Oversized(Oversized::of(&bytes)))
             }
-            Ok(Frame::Binary(bytes)) => Some(match String::from_utf8(bytes.to_vec()) {
+            Ok(Frame::Binary(bytes)) => Some(match Utf8Bytes::try_from(bytes.clone()) {
                 Ok(text) => Incoming::Text(text),
                 Err(_) => Incoming::Unreadable(Oversized::of(&bytes)),
             }),
@@ -94,4 +95,51 @@ pub async fn connect(
     // A read error ends the stream through `Frame::Close`/EOF; treat errors as the end too.
     let (conn, events) = FramedConnection::start(backend, incoming, out_tx, closed, routes);
     Ok((Connection::Framed(conn), events))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A backend that answers each request with `answer(id)` as a binary frame.
+    async fn binary_backend(answer: fn(u64) -> Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("ws://{}/", listener.local_addr().expect("address"));
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let mut socket = tokio_tungstenite::accept_async(stream).await.expect("handshake");
+            while let Some(Ok(Frame::Text(request))) = socket.next().await {
+                let request: Value = serde_json::from_str(&request).expect("JSON");
+                let id = request["id"].as_u64().expect("numeric id");
+                socket.send(Frame::Binary(answer(id).into())).await.expect("send");
+            }
+        });
+        url
+    }
+
+    async fn ping(url: &str) -> Result<String, UpstreamError> {
+        let routes = Arc::new(ClientRoutes::new("b", Duration::from_secs(5)));
+        let (connection, _events) = connect("b", url, &BTreeMap::new(), 1 << 20, routes).await.expect("connect");
+        let answered = tokio::time::timeout(Duration::from_secs(10), connection.request("ping", None));
+        answered.await.expect("answered or failed, not left waiting").map(|result| result.text().into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_binary_frame_of_utf8_text_is_read_as_text_and_one_that_is_not_fails_its_call() {
+        let text =
+            binary_backend(|id| json!({"jsonrpc": "2.0", "id": id, "result": {"é": "ok"}}).to_string().into()).await;
+        assert_eq!(ping(&text).await.expect("answered"), r#"{"é":"ok"}"#);
+        let unreadable = binary_backend(|id| {
+            let mut answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"x":""#).into_bytes();
+            answer.extend_from_slice(&[0xff, 0xfe, b'"', b'}', b'}']);
+            answer
+        })
+        .await;
+        let error = ping(&unreadable).await.expect_err("not UTF-8");
+        assert!(error.to_string().contains("not UTF-8"), "{error}");
+    }
 }
