@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::ExponentialBackoff;
 use tokio::sync::{mpsc, watch};
 
 use super::connection::Connection;
@@ -96,10 +97,8 @@ async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender
                     tracing::warn!(backend = upstream.name(), worker = index, %error, "session_per_worker: a worker's own session did not open; its calls use the shared one until it does");
                     failing = true;
                 }
-                let delay = backoff.next().unwrap_or(Duration::from_secs(1));
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = upstream.stop.cancelled() => return,
+                if !wait_out(&upstream, &mut backoff).await {
+                    return;
                 }
                 continue;
             }
@@ -131,13 +130,18 @@ async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender
         // A lane the backend closed under a live supervisor's connection waits before the next
         // one, so a backend that drops each at once is not reconnected to in a loop; one that
         // follows the supervisor's reconnect goes at once (the supervisor waited already).
-        if !followed {
-            let delay = backoff.next().unwrap_or(Duration::from_secs(1));
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = upstream.stop.cancelled() => return,
-            }
+        if !followed && !wait_out(&upstream, &mut backoff).await {
+            return;
         }
+    }
+}
+
+/// Waits out the next delay of `backoff`; false when the upstream stops meanwhile.
+async fn wait_out(upstream: &Upstream, backoff: &mut ExponentialBackoff) -> bool {
+    let delay = backoff.next().unwrap_or(Duration::from_secs(1));
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = upstream.stop.cancelled() => false,
     }
 }
 

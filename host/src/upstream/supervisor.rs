@@ -6,11 +6,6 @@ mod status;
 
 pub use status::{State, Status};
 
-/// How long a connection (the supervisor's or a lane's) must stay up before the reconnect
-/// backoff starts again from its first delay: a backend that drops connections right after
-/// their handshake keeps being backed off from.
-pub(super) const STABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +21,11 @@ use super::{UpstreamError, http, stdio, websocket};
 use crate::config::{Backend, Transport, UpstreamConfig};
 use crate::mcp::{Notification, Payload, Related};
 use crate::metrics::{BackendMetrics, BackendOutcomeKind, metrics};
+
+/// How long a connection (the supervisor's or a lane's) must stay up before the reconnect
+/// backoff starts again from its first delay: a backend that drops connections right after
+/// their handshake keeps being backed off from.
+pub(super) const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// A notification from an upstream, for the router.
 #[derive(Debug, Clone)]
