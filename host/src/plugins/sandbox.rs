@@ -75,16 +75,22 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A `tools/call` of `route` by this client, as the policy chain sees it.
-    pub fn tool_call<'a>(&'a self, route: Route<'a>) -> RequestInfo<'a> {
+    /// A request of `method` by this client, as the policy chain sees it (for a `tools/call`,
+    /// the tool the client named and where it goes, when it exists).
+    pub fn asking<'a>(&'a self, method: &'a str, tool: Option<&'a str>, route: Option<Route<'a>>) -> RequestInfo<'a> {
         RequestInfo {
             principal: &self.principal,
             session_id: &self.session_id,
             transport: self.transport,
-            method: "tools/call",
-            tool: Some(route.tool),
-            route: Some(route),
+            method,
+            tool,
+            route,
         }
+    }
+
+    /// A `tools/call` of `route` by this client (an adapter's call of a backend's tool).
+    pub fn tool_call<'a>(&'a self, route: Route<'a>) -> RequestInfo<'a> {
+        self.asking("tools/call", Some(route.tool), Some(route))
     }
 }
 

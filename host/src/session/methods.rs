@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 
 use super::Session;
 use super::events::{LOG_LEVELS, log_rank};
-use crate::access::RequestInfo;
 use crate::mcp::{
     Addressed, Completion, ListKind, Notification, Payload, Related, Request, Response, RpcError, ToolCall, Trace,
     error_codes, version,
@@ -138,14 +137,7 @@ impl Session {
         let tool =
             (method == "tools/call").then(|| params.and_then(|p| p.get("name")).and_then(Value::as_str)).flatten();
         let route = tool.zip(view).and_then(|(tool, view)| view.route(tool));
-        let info = RequestInfo {
-            principal: &self.principal,
-            session_id: &self.id,
-            transport: self.transport,
-            method,
-            tool,
-            route,
-        };
+        let info = self.caller.asking(method, tool, route);
         let outcome = self.policy.check(&info).await;
         if let Err(Refusal::Denied(denial)) = &outcome
             && denial.code == crate::access::DenialCode::RateLimited
