@@ -141,10 +141,10 @@ mod tests {
         // polled again (a stream only promises a wake-up after `Pending`).
         tx.send(7).unwrap();
         tx.send(8).unwrap();
-        assert_eq!(gated.next().await, Some(7));
-        assert_eq!(gated.next().await, Some(8));
+        assert_eq!(next_within_a_second(&mut gated).await, Some(7));
+        assert_eq!(next_within_a_second(&mut gated).await, Some(8));
         drop(tx);
-        assert_eq!(gated.next().await, None);
+        assert_eq!(next_within_a_second(&mut gated).await, None);
         assert!(polls.load(Ordering::Relaxed) <= 6, "{polls:?}");
     }
 
@@ -160,8 +160,14 @@ mod tests {
         tx.send(1).unwrap();
         token.cancel();
         // One gate, two branches: the first to be polled must not hide the wake-up from the other.
-        assert_eq!(events.next().await, Some(1));
-        cancelled.await;
+        assert_eq!(next_within_a_second(&mut events).await, Some(1));
+        tokio::time::timeout(std::time::Duration::from_secs(1), cancelled).await.expect("the drain seen too");
+    }
+
+    /// The stream's next item, failing the test (not hanging it) when none comes.
+    async fn next_within_a_second<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(1), stream.next());
+        next.await.expect("the gated stream was polled again")
     }
 
     fn tokio_stream_of(mut rx: tokio::sync::mpsc::UnboundedReceiver<u32>) -> impl Stream<Item = u32> + Unpin {
