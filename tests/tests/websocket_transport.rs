@@ -61,3 +61,36 @@ async fn websocket_bad_input_gets_errors_and_the_socket_stays_open() {
     send(&mut socket, json!({"jsonrpc":"2.0","id":5,"method":"ping"}).to_string()).await;
     assert_eq!(recv(&mut socket).await["id"], 5);
 }
+
+/// What a call sends before its answer (here a progress notification) reaches the client
+/// before the answer, on WebSocket and on newline alike: the connection's loop writes the
+/// answer itself, after whatever the call queued.
+#[tokio::test]
+async fn a_calls_progress_comes_before_its_answer_on_websocket_and_newline() {
+    let fixture = relay_tests::Fixture::start("alpha").await;
+    let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
+    relay.wait_ready("alpha").await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(relay.ws("/ws")).await.unwrap();
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}});
+    send(&mut socket, init.to_string()).await;
+    assert_eq!(recv(&mut socket).await["id"], 1);
+    let mut line = relay.line_client().await;
+    let call = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "progress", "arguments": {}, "_meta": {"progressToken": format!("t-{id}")}}})
+        .to_string()
+    };
+    for id in 2..42 {
+        send(&mut socket, call(id)).await;
+        line.send_raw(&call(id)).await;
+        for (transport, first, answer) in [
+            ("websocket", recv(&mut socket).await, recv(&mut socket).await),
+            ("newline", line.recv().await, line.recv().await),
+        ] {
+            assert_eq!(first["method"], "notifications/progress", "{transport}, call {id}: {first} came first");
+            assert_eq!(first["params"]["progressToken"], format!("t-{id}"), "{transport}: {first}");
+            assert_eq!(answer["id"], id, "{transport}: {answer}");
+            assert_eq!(answer["result"]["content"][0]["text"], "alpha: progressed", "{transport}: {answer}");
+        }
+    }
+}

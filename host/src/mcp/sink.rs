@@ -14,7 +14,8 @@ pub const CLIENT_QUEUE: usize = 64;
 #[derive(Clone, Debug)]
 pub struct ClientSink(mpsc::Sender<Box<Message>>);
 
-/// The receiving side, owned by the transport's writer.
+/// The receiving side, owned by whoever writes to the client (a connection's loop, an HTTP
+/// exchange); also a stream of the messages, ending once every sender is gone.
 #[derive(Debug)]
 pub struct ClientStream(mpsc::Receiver<Box<Message>>);
 
@@ -60,6 +61,14 @@ impl ClientStream {
     /// The next message if one is queued now.
     pub fn try_recv(&mut self) -> Option<Message> {
         self.0.try_recv().ok().map(|message| *message)
+    }
+}
+
+impl futures::Stream for ClientStream {
+    type Item = Message;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Message>> {
+        self.get_mut().0.poll_recv(cx).map(|message| message.map(|message| *message))
     }
 }
 

@@ -7,14 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use futures::{Stream, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::outbound::{Connection, deliver};
 use super::wake_gate::WakeGate;
 use super::{RunningRequest, Session, draining_error};
-use crate::mcp::{ClientSink, DecodeError, Limits, Message, Response};
+use crate::mcp::{DecodeError, Limits, Message, Response, client_channel};
 
 /// How long a draining connection with nothing in flight must have been quiet before it is
 /// closed (a client's next request, sent as its last answer arrived, is read and answered with
@@ -36,18 +37,17 @@ pub enum Ended {
     CredentialExpired,
 }
 
-/// Serves `session` until the inbound stream ends, the client stays silent past the idle
-/// timeout, the outbound side closes, or the relay drains (then requests read are refused with
+/// Serves `session` over `conn` until the client's messages end, the client stays silent past
+/// the idle timeout, a write to it fails, or the relay drains (then requests read are refused with
 /// the retryable drain error, the running ones are answered, and it returns once nothing is in
 /// flight and the client has been quiet for [`DRAIN_QUIET`], or at once after the drain's
 /// grace). Requests still running when it returns are aborted.
 /// While the session has `limits.max_requests_in_flight` requests running, nothing more is
 /// read from the client (backpressure: the connection's buffers fill, not the relay's memory).
 /// A session whose credential expires is ended then ([`Ended::CredentialExpired`]).
-pub async fn drive<S>(session: Arc<Session>, mut inbound: S, outbound: ClientSink, limits: &Limits) -> Ended
-where
-    S: Stream<Item = Inbound> + Unpin,
-{
+/// Everything goes out from this loop: answers as they finish, with what their requests
+/// queued on their own before them ([`super::outbound`]).
+pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &Limits) -> Ended {
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     // A stream that keeps its pending `next()` between polls: re-created on every turn of the
     // loop, it would register and drop its wakers (catalog watch, broadcast) once per message.
@@ -63,6 +63,10 @@ where
     let rare = WakeGate::default();
     let events = std::pin::pin!(events);
     let mut events = rare.gate(events);
+    // What a running request sends on its own (progress, logs, its backend's requests to the
+    // client): rare, so gated too; whatever it holds goes out before the loop's next write.
+    let (related, queue) = client_channel();
+    let mut queue = rare.gate(queue);
     // Requests running, polled here on the connection's task (no task spawned per call).
     let mut running = FuturesUnordered::new();
     // One timer for the connection's life, moved only when it fires: arming a new one for
@@ -95,20 +99,20 @@ where
             idle_timer.as_mut().reset(wake_at(last_activity + DRAIN_QUIET));
         }
         tokio::select! {
-            next = inbound.next(), if session.has_free_slot() => {
+            next = conn.next(), if session.has_free_slot() => {
                 last_activity = Instant::now();
                 let Some(message) = next else { break };
                 match message {
                     Ok(Message::Request(request)) if draining => {
-                        let refusal = Response::err(request.id, draining_error());
-                        if outbound.send(Message::Response(refusal)).await.is_err() {
+                        let refusal = Message::Response(Response::err(request.id, draining_error()));
+                        if deliver(conn, queue.get_mut(), Some(refusal)).await.is_err() {
                             break;
                         }
                     }
                     Ok(Message::Request(request)) => {
                         // Free now (the read waited for one); held until the answer is handed on.
                         let slot = session.slot().await;
-                        running.push(answer(session.request(request, Some(outbound.clone())), slot));
+                        running.push(answer(session.request(request, Some(related.clone())), slot));
                     }
                     Ok(other) => {
                         // Boxed: the handler's future is large, and inline it would make every idle
@@ -117,7 +121,8 @@ where
                     }
                     Err(refused) => {
                         tracing::debug!(session = %session.tag, error = %refused, "refused client input");
-                        if outbound.send(Message::Response(refused.into_response())).await.is_err() {
+                        let refusal = Message::Response(refused.into_response());
+                        if deliver(conn, queue.get_mut(), Some(refusal)).await.is_err() {
                             break;
                         }
                     }
@@ -125,15 +130,20 @@ where
             }
             Some(response) = running.next(), if !running.is_empty() => {
                 last_activity = Instant::now();
-                if let Some(response) = response
-                    && outbound.send(Message::Response(response)).await.is_err()
-                {
+                // A cancelled request owes no answer, but may have queued messages before it.
+                if deliver(conn, queue.get_mut(), response.map(Message::Response)).await.is_err() {
+                    break;
+                }
+            }
+            Some(message) = queue.next() => {
+                last_activity = Instant::now();
+                if deliver(conn, queue.get_mut(), Some(message)).await.is_err() {
                     break;
                 }
             }
             Some(message) = events.next() => {
                 last_activity = Instant::now();
-                if outbound.send(message).await.is_err() {
+                if deliver(conn, queue.get_mut(), Some(message)).await.is_err() {
                     break;
                 }
             }
@@ -159,6 +169,10 @@ where
         }
     }
     session.cancel_all();
+    // What the requests queued before they ended still goes out, ahead of the transport's
+    // last word.
+    drop(running);
+    let _ = deliver(conn, queue.get_mut(), None).await;
     ended
 }
 

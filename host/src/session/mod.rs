@@ -3,13 +3,14 @@
 //! what backends own to the router. This file holds the session's state and its life (in-flight
 //! requests, slots, cancellation); `factory.rs` admits and opens sessions, `methods.rs` answers
 //! each MCP method, `events.rs` says what the session sends on its own, and `driver.rs` runs it
-//! over a message-oriented connection.
+//! over a message-oriented connection (`outbound.rs`: how its loop writes to the client).
 
 mod cut;
 mod driver;
 mod events;
 mod factory;
 mod methods;
+mod outbound;
 mod registry;
 mod shared;
 #[cfg(test)]
@@ -28,6 +29,7 @@ use tokio::task::JoinHandle;
 pub use driver::{Ended, Inbound, drive};
 pub use events::ServerEvents;
 pub use factory::{Refused, SessionFactory};
+pub use outbound::{Connection, Outbound};
 pub use registry::SessionRegistry;
 pub use shared::{SessionRecord, SharedSessions};
 

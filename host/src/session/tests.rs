@@ -121,17 +121,18 @@ async fn stateless_sessions_refuse_the_handshake_era_methods() {
 
 /// An idle connection's task holds the driver's future: it must stay small (the request
 /// handler's much larger future is boxed or spawned), or every held session costs kilobytes.
+/// It writes to the client itself (a write in progress is part of it), so a connection has no
+/// writer task of its own.
 #[tokio::test]
 async fn an_idle_connection_holds_a_small_driver() {
     let dir = tempfile::tempdir().unwrap();
     let factory = factory(dir.path(), Limits::default()).await;
     let session =
         factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
-    let (sink, _stream) = crate::mcp::client_channel();
-    let inbound = futures::stream::pending::<super::Inbound>();
-    let driver = super::drive(session, inbound, sink, &factory.limits);
+    let mut conn = Scripted::new(futures::stream::pending());
+    let driver = super::drive(session, &mut conn, &factory.limits);
     let size = std::mem::size_of_val(&driver);
-    assert!(size <= 1280, "the driver's future is {size} bytes");
+    assert!(size <= 1400, "the driver's future is {size} bytes");
 }
 
 /// A connection that sends nothing for the idle timeout is closed; one that keeps talking is
@@ -148,14 +149,13 @@ async fn the_driver_closes_a_silent_connection_and_keeps_a_chatty_one() {
         factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap()
     };
 
-    let (sink, _stream) = crate::mcp::client_channel();
-    let silent = super::drive(open(), futures::stream::pending::<super::Inbound>(), sink, &factory.limits);
+    let mut conn = Scripted::new(futures::stream::pending());
+    let silent = super::drive(open(), &mut conn, &factory.limits);
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), silent).await.expect("closed when idle");
     assert!(started.elapsed() >= Duration::from_secs(1));
 
     // A notification every 300 ms for 3 s: never a second of silence.
-    let (sink, _stream) = crate::mcp::client_channel();
     let ping =
         || Ok(Message::Notification(crate::mcp::Notification { method: "notifications/x".into(), params: None }));
     let chatty = futures::stream::iter((0..10).map(move |_| ping()))
@@ -165,7 +165,7 @@ async fn the_driver_closes_a_silent_connection_and_keeps_a_chatty_one() {
         })
         .chain(futures::stream::pending());
     let started = Instant::now();
-    super::drive(open(), Box::pin(chatty), sink, &factory.limits).await;
+    super::drive(open(), &mut Scripted::new(Box::pin(chatty)), &factory.limits).await;
     let lived = started.elapsed();
     assert!(lived >= Duration::from_secs(3), "closed after {lived:?} of a chatty connection");
 }
@@ -187,22 +187,71 @@ async fn the_driver_ends_a_session_when_its_credential_expires() {
         factory.open(TransportKind::Line, authenticated, HERE, None).unwrap()
     };
 
-    let (sink, _stream) = crate::mcp::client_channel();
-    let silent = super::drive(expiring(), futures::stream::pending::<super::Inbound>(), sink, &factory.limits);
+    let mut conn = Scripted::new(futures::stream::pending());
+    let silent = super::drive(expiring(), &mut conn, &factory.limits);
     let started = Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(10), silent).await.expect("ended at expiry");
     assert_eq!(ended, super::Ended::CredentialExpired);
     assert!(started.elapsed() >= Duration::from_millis(700), "ended after {:?}", started.elapsed());
 
     // Talking every 100 ms moves the idle deadline, never the expiry.
-    let (sink, _stream) = crate::mcp::client_channel();
     let ping =
         || Ok(Message::Notification(crate::mcp::Notification { method: "notifications/x".into(), params: None }));
     let chatty = futures::stream::iter((0..100).map(move |_| ping())).then(|message| async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         message
     });
-    let busy = super::drive(expiring(), Box::pin(chatty), sink, &factory.limits);
+    let mut conn = Scripted::new(Box::pin(chatty));
+    let busy = super::drive(expiring(), &mut conn, &factory.limits);
     let ended = tokio::time::timeout(Duration::from_secs(5), busy).await.expect("ended at expiry");
     assert_eq!(ended, super::Ended::CredentialExpired);
+}
+
+/// A connection for the driver: the client's messages from a script, what the driver writes
+/// recorded (each flush closes a write).
+pub(super) struct Scripted<S> {
+    inbound: S,
+    /// Messages fed, not yet flushed.
+    fed: Vec<String>,
+    /// Each flush's messages, in order.
+    pub(super) writes: Vec<Vec<String>>,
+}
+
+impl<S> Scripted<S> {
+    pub(super) fn new(inbound: S) -> Self {
+        Self { inbound, fed: Vec::new(), writes: Vec::new() }
+    }
+}
+
+impl<S: futures::Stream<Item = super::Inbound> + Unpin> futures::Stream for Scripted<S> {
+    type Item = super::Inbound;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<super::Inbound>> {
+        use futures::StreamExt as _;
+        self.get_mut().inbound.poll_next_unpin(cx)
+    }
+}
+
+impl<S: Send> super::Outbound for Scripted<S> {
+    /// The message's text, as a transport would write it.
+    type Encoded = String;
+
+    fn encode(message: Message) -> String {
+        message.to_text()
+    }
+
+    async fn feed(&mut self, text: String) -> Result<(), crate::mcp::Closed> {
+        self.fed.push(text);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), crate::mcp::Closed> {
+        if !self.fed.is_empty() {
+            self.writes.push(std::mem::take(&mut self.fed));
+        }
+        Ok(())
+    }
 }

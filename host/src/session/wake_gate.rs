@@ -55,6 +55,12 @@ pub(super) struct Gated<T> {
 }
 
 impl<T: Unpin> Gated<T> {
+    /// The gated future or stream itself, for what its owner does besides polling it (taking
+    /// what a queue holds now).
+    pub(super) fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
     fn poll_gated<R>(
         &mut self,
         cx: &mut Context<'_>,

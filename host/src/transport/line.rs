@@ -2,9 +2,11 @@
 //! With auth on, the first message carries the bearer token in
 //! `params._meta.authorization` (`"Bearer <token>"`).
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
@@ -12,13 +14,13 @@ use serde_json::Value;
 
 use super::listener::PendingGuard;
 use crate::access::{Peer, TransportKind};
-use crate::mcp::{DecodeError, Line, LineCodec, Message, Response, RpcError, client_channel, decode};
-use crate::session::{Ended, SessionFactory, drive, expired_error};
+use crate::mcp::{Closed, DecodeError, Line, LineCodec, Message, Response, RpcError, decode};
+use crate::session::{Ended, Inbound, Outbound, SessionFactory, drive, expired_error};
 
 /// How long a refused client's first request is waited for, to answer it by its id.
 const REFUSAL_WAIT: Duration = Duration::from_secs(2);
 
-/// Queued messages joined into one write until it is this long.
+/// Messages fed between two flushes are joined into one write until it is this long.
 const BATCH_BYTES: usize = 64 << 10;
 
 /// One line as read, before decoding (the first one is read for its credential).
@@ -29,7 +31,7 @@ enum Frame {
 
 /// Serves one newline connection as one session. `pending` counts the connection against its
 /// address's cap on unauthenticated connections until its session opens.
-pub async fn serve<R, W>(read: R, mut write: W, peer: Peer, factory: &SessionFactory, pending: PendingGuard)
+pub async fn serve<R, W>(read: R, write: W, peer: Peer, factory: &SessionFactory, pending: PendingGuard)
 where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
@@ -43,23 +45,7 @@ where
         limits.max_message_bytes
     };
     let mut framed = FramedRead::new(read, LineCodec::new(preauth));
-    let (tx, mut rx) = client_channel();
-    let writer = tokio::spawn(async move {
-        while let Some(message) = rx.recv().await {
-            // Everything already queued goes out in one write.
-            let mut text = message.to_text();
-            text.push('\n');
-            while text.len() < BATCH_BYTES
-                && let Some(message) = rx.try_recv()
-            {
-                text.push_str(&message.to_text());
-                text.push('\n');
-            }
-            if write.write_all(text.as_bytes()).await.is_err() {
-                break;
-            }
-        }
-    });
+    let mut out = LineWriter { write, batch: String::new() };
     let mut first = None;
     let mut token = None;
     let mut id = Value::Null;
@@ -84,9 +70,7 @@ where
                 );
                 let refusal =
                     Response::err(Value::Null, RpcError::new(crate::mcp::error_codes::INVALID_REQUEST, message));
-                let _ = tx.send(Message::Response(refusal)).await;
-                drop(tx);
-                let _ = writer.await;
+                let _ = out.send(Message::Response(refusal)).await;
                 return;
             }
             None => (Value::Null, None),
@@ -104,12 +88,11 @@ where
                 Frame::Text(text) => decode(&text, limits),
                 Frame::TooLarge(size) => Err(DecodeError::TooLarge { size, limit: limits.max_message_bytes }),
             });
-            let expired_tx = tx.clone();
-            if drive(session, Box::pin(decoded), tx, limits).await == Ended::CredentialExpired {
+            let mut conn = Connection { inbound: decoded, out };
+            if drive(session, &mut conn, limits).await == Ended::CredentialExpired {
                 // The last word: why the relay closes the connection.
-                let _ = expired_tx.send(Message::Response(Response::err(Value::Null, expired_error()))).await;
+                let _ = conn.out.send(Message::Response(Response::err(Value::Null, expired_error()))).await;
             }
-            drop(expired_tx);
         }
         Err(refused) => {
             if first.is_none() {
@@ -120,11 +103,78 @@ where
                     id = credential_of(&text).0;
                 }
             }
-            let _ = tx.send(Message::Response(Response::err(id, RpcError::from(refused)))).await;
-            drop(tx);
+            let _ = out.send(Message::Response(Response::err(id, RpcError::from(refused)))).await;
         }
     }
-    let _ = writer.await;
+}
+
+/// A newline connection as its session's loop reads and writes it.
+struct Connection<S, W> {
+    inbound: S,
+    out: LineWriter<W>,
+}
+
+impl<S: Stream<Item = Inbound> + Unpin, W: Unpin> Stream for Connection<S, W> {
+    type Item = Inbound;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        self.get_mut().inbound.poll_next_unpin(cx)
+    }
+}
+
+impl<S, W: AsyncWrite + Send + Unpin> Outbound for Connection<S, W> {
+    type Encoded = String;
+
+    fn encode(message: Message) -> String {
+        LineWriter::<W>::encode(message)
+    }
+
+    fn feed(&mut self, line: String) -> impl Future<Output = Result<(), Closed>> + Send {
+        self.out.feed(line)
+    }
+
+    fn flush(&mut self) -> impl Future<Output = Result<(), Closed>> + Send {
+        self.out.flush()
+    }
+}
+
+/// The connection's writing half: one line per message, what is fed between two flushes
+/// joined into one write of up to [`BATCH_BYTES`].
+struct LineWriter<W> {
+    write: W,
+    batch: String,
+}
+
+impl<W: AsyncWrite + Send + Unpin> Outbound for LineWriter<W> {
+    /// The message's text and its newline.
+    type Encoded = String;
+
+    fn encode(message: Message) -> String {
+        let mut line = message.to_text();
+        line.push('\n');
+        line
+    }
+
+    async fn feed(&mut self, line: String) -> Result<(), Closed> {
+        if self.batch.is_empty() {
+            self.batch = line;
+        } else {
+            self.batch.push_str(&line);
+        }
+        if self.batch.len() >= BATCH_BYTES {
+            return self.flush().await;
+        }
+        Ok(())
+    }
+
+    /// Writes what was fed; the buffer goes with it (an idle connection holds none).
+    async fn flush(&mut self) -> Result<(), Closed> {
+        let batch = std::mem::take(&mut self.batch);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write.write_all(batch.as_bytes()).await.map_err(|_| Closed)
+    }
 }
 
 /// What one read line is to the session: a message's text, an over-long line's size, or
