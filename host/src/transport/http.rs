@@ -208,31 +208,15 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
         Err(refused) => return rpc_error(StatusCode::BAD_REQUEST, refused.into_response()),
     };
     adopt_traceparent(&headers, &mut message);
+    // The rare branches are boxed: their futures are kilobytes, and inline they would make
+    // every request's future as large (hyper moves it whole into its slot).
     if stateless::is_stateless(&headers) {
-        return stateless::post(&state, &peer, &headers, accept, message).await;
+        return Box::pin(stateless::post(&state, &peer, &headers, accept, message)).await;
     }
-
     if let Message::Request(request) = &message
         && request.method == "initialize"
     {
-        let session = match state.sessions_factory.admit(TransportKind::Http, &peer, bearer(&headers)).await {
-            Ok(session) => session,
-            Err(refusal) => return refused(refusal, request.id.clone()),
-        };
-        let Some(response) = session.handle(message, None).await else { unreachable!("a request has a response") };
-        if let Err(refusal) = &response.outcome {
-            // Refused by policy: no session is kept.
-            let status = if refusal.code == error_codes::RATE_LIMITED {
-                StatusCode::TOO_MANY_REQUESTS
-            } else {
-                StatusCode::FORBIDDEN
-            };
-            return rpc_error(status, response);
-        }
-        state.sessions.open(session.clone()).await;
-        let mut reply = json_response(&Message::Response(response));
-        reply.headers_mut().insert(SESSION_HEADER, HeaderValue::from_str(&session.id).expect("hex id"));
-        return reply;
+        return Box::pin(initialize(&state, &peer, &headers, message)).await;
     }
 
     let session = match find_session(&state, &headers, &peer, vouched).await {
@@ -270,10 +254,36 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
             }
         }
         other => {
-            session.handle(other, None).await;
+            Box::pin(session.handle(other, None)).await;
             StatusCode::ACCEPTED.into_response()
         }
     }
+}
+
+/// POST /mcp of `initialize` (`message`): a new session, its id in `Mcp-Session-Id`.
+async fn initialize(state: &TransportState, peer: &Peer, headers: &HeaderMap, message: Message) -> Response {
+    let id = match &message {
+        Message::Request(request) => request.id.clone(),
+        _ => Value::Null,
+    };
+    let session = match state.sessions_factory.admit(TransportKind::Http, peer, bearer(headers)).await {
+        Ok(session) => session,
+        Err(refusal) => return refused(refusal, id),
+    };
+    let Some(response) = session.handle(message, None).await else { unreachable!("a request has a response") };
+    if let Err(refusal) = &response.outcome {
+        // Refused by policy: no session is kept.
+        let status = if refusal.code == error_codes::RATE_LIMITED {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        return rpc_error(status, response);
+    }
+    state.sessions.open(session.clone()).await;
+    let mut reply = json_response(&Message::Response(response));
+    reply.headers_mut().insert(SESSION_HEADER, HeaderValue::from_str(&session.id).expect("hex id"));
+    reply
 }
 
 /// GET /mcp: the server-to-client stream of a session.

@@ -35,7 +35,9 @@ pub(super) async fn vouched_for(
     if let Some(session) = session.filter(|s| s.credential_matches(&info.credential_digest())) {
         return Ok(Some(session));
     }
-    match factory.authenticate(&info).await {
+    // Boxed, as every rare branch of the exchange is: its future is kilobytes, and inline it
+    // would make every request's future as large (moved whole into hyper's slot).
+    match Box::pin(factory.authenticate(&info)).await {
         Ok(_) => Ok(None),
         Err(refusal) => Err(refused(Refused::Auth(refusal), Value::Null)),
     }
@@ -56,13 +58,14 @@ pub(super) async fn find_session(
         Some(session) => session,
         None => named_session(state, headers, peer).await?,
     };
-    if !state.sessions.shared().still_open(&session).await {
+    let shared = state.sessions.shared();
+    if shared.enabled() && !Box::pin(shared.still_open(&session)).await {
         // Ended on another instance (DELETE there, or its record expired).
         state.sessions.remove(&session.id);
         return Err(unknown_session());
     }
     if session.expired() {
-        state.sessions.end(&session.id).await;
+        Box::pin(state.sessions.end(&session.id)).await;
         tracing::debug!(session = %session.tag, principal = %session.principal.id, "session ended: its credential expired");
         return Err(unauthorized(crate::session::expired_error()));
     }
@@ -94,11 +97,11 @@ async fn named_session(state: &TransportState, headers: &HeaderMap, peer: &Peer)
     };
     let session = match state.sessions.get(id) {
         Some(session) => session,
-        None => taken_up(state, id, headers, peer).await?.ok_or_else(unknown_session)?,
+        None => Box::pin(taken_up(state, id, headers, peer)).await?.ok_or_else(unknown_session)?,
     };
     let presented = ConnectInfo::new(TransportKind::Http, peer, bearer(headers)).credential_digest();
     if !session.credential_matches(&presented) {
-        return Err(wrong_credential(state, peer).await);
+        return Err(Box::pin(wrong_credential(state, peer)).await);
     }
     Ok(session)
 }
