@@ -94,3 +94,23 @@ async fn a_calls_progress_comes_before_its_answer_on_websocket_and_newline() {
         }
     }
 }
+
+/// A WebSocket backend's answer many times the relay's read chunk (16 KiB) arrives whole, as
+/// does the client's request of the same size on its way there.
+#[tokio::test]
+async fn a_large_answer_from_a_websocket_backend_arrives_whole() {
+    let fixture = relay_tests::Fixture::start("alpha").await;
+    let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
+    relay.wait_ready("alpha").await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(relay.ws("/ws")).await.unwrap();
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}});
+    send(&mut socket, init.to_string()).await;
+    assert_eq!(recv(&mut socket).await["id"], 1);
+    let message: String = (0..400_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"message": message}}});
+    send(&mut socket, call.to_string()).await;
+    let answer = recv(&mut socket).await;
+    assert_eq!(answer["id"], 2, "{}", &answer.to_string()[..200.min(answer.to_string().len())]);
+    assert_eq!(answer["result"]["content"][0]["text"].as_str(), Some(format!("alpha: {message}").as_str()));
+}

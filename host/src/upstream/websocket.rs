@@ -15,6 +15,10 @@ use super::framed::{FramedConnection, Incoming};
 use super::routes::ClientRoutes;
 use crate::mcp::{Notification, Oversized};
 
+/// The most one read from a backend's WebSocket takes: a larger message is read in chunks of
+/// this size (each a syscall), a smaller one in one read.
+const READ_CHUNK: usize = 16 << 10;
+
 /// Opens the WebSocket and starts its reader and writer tasks.
 pub async fn connect(
     backend: &str,
@@ -33,6 +37,9 @@ pub async fn connect(
     // far larger ones end the connection before being buffered.
     let hard_cap = max_message_bytes.saturating_mul(2);
     let config = tungstenite::protocol::WebSocketConfig::default()
+        // tungstenite zero-fills the whole chunk before each read (128 KiB by default): a
+        // backend's answer of a few hundred bytes paid that memset on every read.
+        .read_buffer_size(READ_CHUNK)
         .max_message_size(Some(hard_cap))
         .max_frame_size(Some(hard_cap));
     let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
