@@ -62,11 +62,9 @@ async fn websocket_bad_input_gets_errors_and_the_socket_stays_open() {
     assert_eq!(recv(&mut socket).await["id"], 5);
 }
 
-/// What a call sends before its answer (here a progress notification) reaches the client
-/// before the answer, on WebSocket and on newline alike: the connection's loop writes the
-/// answer itself, after whatever the call queued.
-#[tokio::test]
-async fn a_calls_progress_comes_before_its_answer_on_websocket_and_newline() {
+/// A relay in front of one WebSocket backend (`alpha`), and a WebSocket session initialized on
+/// it; the backend lives as long as the first value.
+async fn session_through_alpha() -> (relay_tests::Fixture, Relay, Socket) {
     let fixture = relay_tests::Fixture::start("alpha").await;
     let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
     relay.wait_ready("alpha").await;
@@ -74,6 +72,15 @@ async fn a_calls_progress_comes_before_its_answer_on_websocket_and_newline() {
     let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}});
     send(&mut socket, init.to_string()).await;
     assert_eq!(recv(&mut socket).await["id"], 1);
+    (fixture, relay, socket)
+}
+
+/// What a call sends before its answer (here a progress notification) reaches the client
+/// before the answer, on WebSocket and on newline alike: the connection's loop writes the
+/// answer itself, after whatever the call queued.
+#[tokio::test]
+async fn a_calls_progress_comes_before_its_answer_on_websocket_and_newline() {
+    let (_fixture, relay, mut socket) = session_through_alpha().await;
     let mut line = relay.line_client().await;
     let call = |id: u64| {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
@@ -99,13 +106,7 @@ async fn a_calls_progress_comes_before_its_answer_on_websocket_and_newline() {
 /// does the client's request of the same size on its way there.
 #[tokio::test]
 async fn a_large_answer_from_a_websocket_backend_arrives_whole() {
-    let fixture = relay_tests::Fixture::start("alpha").await;
-    let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
-    relay.wait_ready("alpha").await;
-    let (mut socket, _) = tokio_tungstenite::connect_async(relay.ws("/ws")).await.unwrap();
-    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}});
-    send(&mut socket, init.to_string()).await;
-    assert_eq!(recv(&mut socket).await["id"], 1);
+    let (_fixture, _relay, mut socket) = session_through_alpha().await;
     let message: String = (0..400_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": "echo", "arguments": {"message": message}}});
