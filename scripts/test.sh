@@ -77,5 +77,8 @@ status=0
 timeout --kill-after=30s "$TEST_LIMIT" cargo test --release --locked "$@" || status=$?
 if ((status == 124 || status == 137)); then
   echo "tests still running after $TEST_LIMIT: stopped (a hung test; see 'has been running for over 60 seconds' above)" >&2
+  # The relays the tests start run in process groups of their own (a test's drop kills each
+  # with its backends), out of the timeout's reach: stop what is left of this tree's binaries.
+  pkill -f "^$PWD/target/release/" || true
 fi
 exit "$status"
