@@ -248,11 +248,21 @@ impl Message {
     }
 }
 
-/// A request on one line, from borrowed parts (an upstream request that may be re-sent keeps
-/// its params and is not copied for each attempt).
-pub fn request_text(id: &Value, method: &str, params: Option<&Value>) -> String {
-    serde_json::to_string(&Wire { id: Some(id), method: Some(method), params, ..Wire::EMPTY })
-        .expect("JSON values serialise")
+/// A request of the relay's own (numbered by its connection) on one line, from borrowed parts
+/// (an upstream request that may be re-sent keeps its params and is not copied for each
+/// attempt). The id is written as a number straight away: as a `Value` it would be a string
+/// allocated for each request (numbers keep their text).
+pub fn request_text(id: u64, method: &str, params: Option<&Value>) -> String {
+    /// The members in the order [`Wire`] writes them.
+    #[derive(serde::Serialize)]
+    struct RequestWire<'a> {
+        id: u64,
+        jsonrpc: &'static str,
+        method: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        params: Option<&'a Value>,
+    }
+    serde_json::to_string(&RequestWire { id, jsonrpc: "2.0", method, params }).expect("JSON values serialise")
 }
 
 /// Any JSON-RPC message as written on the wire, fields in the order `to_value` gives them.
@@ -358,6 +368,15 @@ mod tests {
             panic!("not a response")
         };
         assert_eq!(r.outcome.unwrap_err().code, -1);
+    }
+
+    #[test]
+    fn a_request_of_the_relays_own_is_written_as_any_request_is() {
+        let params = serde_json::json!({"name": "echo", "arguments": {"n": 18446744073709551615u64}});
+        let text = request_text(u64::MAX, "tools/call", Some(&params));
+        let request = Request { id: u64::MAX.into(), method: "tools/call".into(), params: Some(params) };
+        assert_eq!(text, Message::Request(request).to_text());
+        assert_eq!(request_text(7, "ping", None), r#"{"id":7,"jsonrpc":"2.0","method":"ping"}"#);
     }
 
     #[test]

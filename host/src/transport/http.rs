@@ -235,7 +235,6 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
             // What these change, the other instances must know to serve the session.
             let changes_session =
                 matches!(request.method.as_str(), "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe");
-            let id = request.id.clone();
             // Waits while the session has max_requests_in_flight requests running.
             let slot = session.slot().await;
             if forwarded && media::names(accept, "text/event-stream") {
@@ -243,6 +242,7 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
             } else {
                 // Dropped with this exchange when the client goes away: the request is cancelled.
                 let _slot = slot;
+                let id = request.id.clone();
                 let response = session.request(request, None).await;
                 let response = response.unwrap_or_else(|| {
                     mcp::Response::err(id, RpcError::new(error_codes::REQUEST_CANCELLED, "request cancelled"))

@@ -83,7 +83,7 @@ impl FramedConnection {
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id, tx);
         let _cleanup = RemoveOnDrop { pending: &self.pending, outgoing: &self.outgoing, id };
-        let text = request_text(&id.into(), method, params);
+        let text = request_text(id, method, params);
         if self.outgoing.send(text).await.is_err() {
             return Err(UpstreamError::ConnectionLost);
         }

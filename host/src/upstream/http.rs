@@ -122,7 +122,7 @@ impl HttpConnection {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut unanswered = CancelUnanswered { conn: self, id: Some(id) };
-        let response = self.post(request_text(&id.into(), method, params), credential).await?;
+        let response = self.post(request_text(id, method, params), credential).await?;
         if method == "initialize"
             && let Some(session) = response.headers().get(SESSION_HEADER)
         {
