@@ -262,13 +262,15 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
 
 /// POST /mcp of `initialize` (`message`): a new session, its id in `Mcp-Session-Id`.
 async fn initialize(state: &TransportState, peer: &Peer, headers: &HeaderMap, message: Message) -> Response {
-    let id = match &message {
-        Message::Request(request) => request.id.clone(),
-        _ => Value::Null,
-    };
     let session = match state.sessions_factory.admit(TransportKind::Http, peer, bearer(headers)).await {
         Ok(session) => session,
-        Err(refusal) => return refused(refusal, id),
+        Err(refusal) => {
+            let id = match message {
+                Message::Request(request) => request.id,
+                _ => Value::Null,
+            };
+            return refused(refusal, id);
+        }
     };
     let Some(response) = session.handle(message, None).await else { unreachable!("a request has a response") };
     if let Err(refusal) = &response.outcome {
