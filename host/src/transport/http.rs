@@ -397,11 +397,11 @@ fn plain(status: StatusCode, message: &'static str) -> Response {
 }
 
 pub(super) fn json_response(message: &Message) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], message.to_text()).into_response()
+    ([(header::CONTENT_TYPE, media::APPLICATION_JSON)], message.to_text()).into_response()
 }
 
 pub(super) fn rpc_error(status: StatusCode, response: mcp::Response) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], Message::Response(response).to_text()).into_response()
+    (status, [(header::CONTENT_TYPE, media::APPLICATION_JSON)], Message::Response(response).to_text()).into_response()
 }
 
 /// Answers a forwarded request the cheapest way its backend allows: while nothing is streamed

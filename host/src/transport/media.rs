@@ -2,6 +2,10 @@
 //! whole types only (`application/jsonfoo` is not `application/json`), parameters aside, and
 //! `Accept` ranges (`*/*`, `text/*`) and `q=0` honoured.
 
+/// `Content-Type: application/json` as a header value, made once (a `&str` is copied into a new
+/// value on every response).
+pub const APPLICATION_JSON: axum::http::HeaderValue = axum::http::HeaderValue::from_static("application/json");
+
 /// Whether a `Content-Type` value is `wanted` (a lower-case `type/subtype`).
 pub fn is(content_type: &str, wanted: &str) -> bool {
     content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(wanted)

@@ -107,7 +107,8 @@ pub async fn post(
         }
         Some(Some(answer)) if exchange.call.is_none() => {
             let status = status_for(exchange.error_code);
-            return (status, [(header::CONTENT_TYPE, "application/json")], answer.to_text()).into_response();
+            return (status, [(header::CONTENT_TYPE, super::media::APPLICATION_JSON)], answer.to_text())
+                .into_response();
         }
         Some(Some(notification)) => Some(notification),
         None => None,
