@@ -396,12 +396,17 @@ fn plain(status: StatusCode, message: &'static str) -> Response {
     (status, message).into_response()
 }
 
+/// `message` as an `application/json` body with `status`: every JSON answer of the transport.
+pub(super) fn json_with_status(status: StatusCode, message: &Message) -> Response {
+    (status, [(header::CONTENT_TYPE, media::APPLICATION_JSON)], message.to_text()).into_response()
+}
+
 pub(super) fn json_response(message: &Message) -> Response {
-    ([(header::CONTENT_TYPE, media::APPLICATION_JSON)], message.to_text()).into_response()
+    json_with_status(StatusCode::OK, message)
 }
 
 pub(super) fn rpc_error(status: StatusCode, response: mcp::Response) -> Response {
-    (status, [(header::CONTENT_TYPE, media::APPLICATION_JSON)], Message::Response(response).to_text()).into_response()
+    json_with_status(status, &Message::Response(response))
 }
 
 /// Answers a forwarded request the cheapest way its backend allows: while nothing is streamed

@@ -22,7 +22,9 @@ use futures::{StreamExt, stream};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use super::http::{SESSION_HEADER, TransportState, VERSION_HEADER, bearer, json_response, refused, rpc_error};
+use super::http::{
+    SESSION_HEADER, TransportState, VERSION_HEADER, bearer, json_response, json_with_status, refused, rpc_error,
+};
 use crate::access::{ConnectInfo, Peer, TransportKind};
 use crate::mcp::envelope::{self, Envelope};
 use crate::mcp::{self, Message, Request, RpcError, error_codes};
@@ -107,8 +109,7 @@ pub async fn post(
         }
         Some(Some(answer)) if exchange.call.is_none() => {
             let status = status_for(exchange.error_code);
-            return (status, [(header::CONTENT_TYPE, super::media::APPLICATION_JSON)], answer.to_text())
-                .into_response();
+            return json_with_status(status, &answer);
         }
         Some(Some(notification)) => Some(notification),
         None => None,
