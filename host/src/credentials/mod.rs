@@ -124,6 +124,21 @@ impl Credentials {
         caller: &Principal,
         bearer: Option<&Bearer>,
     ) -> Result<Option<(http::HeaderName, http::HeaderValue)>, CredentialError> {
+        if matches!(backend.credentials, CredentialMode::Static) {
+            return Ok(None);
+        }
+        // Boxed: every call's future would otherwise be as large as this one (4 KB, the token
+        // exchange and the plugin's call), most of them to static backends.
+        Box::pin(self.per_user_header(backend, caller, bearer)).await
+    }
+
+    /// [`Credentials::header_for`] a backend whose callers each have their own credential.
+    async fn per_user_header(
+        &self,
+        backend: &Backend,
+        caller: &Principal,
+        bearer: Option<&Bearer>,
+    ) -> Result<Option<(http::HeaderName, http::HeaderValue)>, CredentialError> {
         let (mode, url) = (&backend.credentials, backend.transport.url().unwrap_or_default());
         let backend = backend.name.as_str();
         let principal = caller.id.as_str();

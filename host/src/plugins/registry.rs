@@ -312,17 +312,18 @@ impl Plugins {
                 // The catalog name, which rules and bindings use, not the caller's rename.
                 tool: info.route.map(|r| r.tool).or(info.tool).map(str::to_owned),
             });
-            let outcome = slot
-                .invoke(&self.engine, None, async |bound, store| match bound {
-                    Bound::Policy(policy) => policy.relay_plugin_policy_check().call_check(store, request).await,
-                    Bound::PolicyV01(policy) => {
-                        let answer =
-                            policy.relay_plugin_policy_check().call_check(store, &v0_1::request_info(request)).await?;
-                        Ok(answer.map_err(v0_1::denial))
-                    }
-                    _ => unreachable!("policy slot holds a policy"),
-                })
-                .await;
+            // Boxed: a plugin's call is a 3.6 KB future, which every request's future would
+            // otherwise carry (and copy) whether or not a policy is bound.
+            let outcome = Box::pin(slot.invoke(&self.engine, None, async |bound, store| match bound {
+                Bound::Policy(policy) => policy.relay_plugin_policy_check().call_check(store, request).await,
+                Bound::PolicyV01(policy) => {
+                    let answer =
+                        policy.relay_plugin_policy_check().call_check(store, &v0_1::request_info(request)).await?;
+                    Ok(answer.map_err(v0_1::denial))
+                }
+                _ => unreachable!("policy slot holds a policy"),
+            }))
+            .await;
             let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(error) if fails_closed(&slot.config, &error) => return Err(Refusal::Failed(error)),

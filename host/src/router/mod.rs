@@ -367,19 +367,21 @@ impl Router {
             Owner::Builtin => None,
             _ => self.plugins.interception(&hook),
         };
+        // What only some calls run (interceptors, the relay's own tools, adapters) is boxed
+        // where it runs: every call's future would otherwise be as large as the largest of
+        // them (4-5 KB each), and be copied whole into its box per call.
         if let Some(interception) = &interception {
             let arguments = call.arguments.take().unwrap_or_else(|| json!({}));
-            match interception.request(&arguments).await {
+            match Box::pin(interception.request(&arguments)).await {
                 Ok(replaced) => call.arguments = Some(replaced.unwrap_or(arguments)),
                 Err(refusal) => return Routed { backend: Some(owner), result: Err(RouterError::Intercepted(refusal)) },
             }
         }
         let result = match &entry.owner {
-            Owner::Builtin => Ok(self
-                .builtin
-                .call(&entry.upstream_name, call.arguments.unwrap_or_else(|| json!({})), &caller.principal)
-                .await
-                .into()),
+            Owner::Builtin => {
+                let arguments = call.arguments.unwrap_or_else(|| json!({}));
+                Ok(Box::pin(self.builtin.call(&entry.upstream_name, arguments, &caller.principal)).await.into())
+            }
             Owner::Backend(backend) => match self.upstreams.get(backend) {
                 None => Err(RouterError::UnknownTool(name.clone())),
                 Some(upstream) => {
@@ -399,14 +401,15 @@ impl Router {
             },
             Owner::Adapter(adapter) => {
                 let arguments = call.arguments.unwrap_or_else(|| json!({}));
-                self.plugins
-                    .call_tool(adapter, &entry.upstream_name, &arguments, Some(caller.clone()))
+                Box::pin(self.plugins.call_tool(adapter, &entry.upstream_name, &arguments, Some(caller.clone())))
                     .await
                     .map_err(|source| RouterError::Adapter { adapter: adapter.clone(), source })
             }
         };
         let result = match (result, &interception) {
-            (Ok(result), Some(interception)) => interception.result(result).await.map_err(RouterError::Intercepted),
+            (Ok(result), Some(interception)) => {
+                Box::pin(interception.result(result)).await.map_err(RouterError::Intercepted)
+            }
             (other, _) => other,
         };
         Routed { backend: Some(owner), result }

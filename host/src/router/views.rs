@@ -59,7 +59,9 @@ impl Router {
         if let Some(view) = self.views.get(principal, generations) {
             return (view, true);
         }
-        let (view, complete) = edit(&self.plugins, &catalog, principal).await;
+        // Boxed: the common case (a kept view, or no list hook) answers without it, and every
+        // request that asks for a view would otherwise carry its size (4 KB).
+        let (view, complete) = Box::pin(edit(&self.plugins, &catalog, principal)).await;
         if complete {
             self.views.keep(principal, generations, view.clone());
         }

@@ -83,6 +83,11 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
     let drain_started = drain.cancelled();
     tokio::pin!(drain_started);
     let mut drain_started = rare.gate(drain_started);
+    // The client's side, too, is read only when it woke the loop (or has just yielded a
+    // message): the loop turns three or four times per call, and a read that finds nothing
+    // still costs the WebSocket a zeroed read buffer and two waker registrations.
+    let input = WakeGate::default();
+    let mut conn = input.gate(conn);
     let mut draining = false;
     let mut ended = Ended::Closed;
     loop {
@@ -105,7 +110,7 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
                 match message {
                     Ok(Message::Request(request)) if draining => {
                         let refusal = Message::Response(Response::err(request.id, draining_error()));
-                        if deliver(conn, queue.get_mut(), Some(refusal)).await.is_err() {
+                        if deliver(&mut **conn.get_mut(), queue.get_mut(), Some(refusal)).await.is_err() {
                             break;
                         }
                     }
@@ -122,7 +127,7 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
                     Err(refused) => {
                         tracing::debug!(session = %session.tag, error = %refused, "refused client input");
                         let refusal = Message::Response(refused.into_response());
-                        if deliver(conn, queue.get_mut(), Some(refusal)).await.is_err() {
+                        if deliver(&mut **conn.get_mut(), queue.get_mut(), Some(refusal)).await.is_err() {
                             break;
                         }
                     }
@@ -131,19 +136,19 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
             Some(response) = running.next(), if !running.is_empty() => {
                 last_activity = Instant::now();
                 // A cancelled request owes no answer, but may have queued messages before it.
-                if deliver(conn, queue.get_mut(), response.map(Message::Response)).await.is_err() {
+                if deliver(&mut **conn.get_mut(), queue.get_mut(), response.map(Message::Response)).await.is_err() {
                     break;
                 }
             }
             Some(message) = queue.next() => {
                 last_activity = Instant::now();
-                if deliver(conn, queue.get_mut(), Some(message)).await.is_err() {
+                if deliver(&mut **conn.get_mut(), queue.get_mut(), Some(message)).await.is_err() {
                     break;
                 }
             }
             Some(message) = events.next() => {
                 last_activity = Instant::now();
-                if deliver(conn, queue.get_mut(), Some(message)).await.is_err() {
+                if deliver(&mut **conn.get_mut(), queue.get_mut(), Some(message)).await.is_err() {
                     break;
                 }
             }
@@ -172,7 +177,7 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
     // What the requests queued before they ended still goes out, ahead of the transport's
     // last word.
     drop(running);
-    let _ = deliver(conn, queue.get_mut(), None).await;
+    let _ = deliver(&mut **conn.get_mut(), queue.get_mut(), None).await;
     ended
 }
 

@@ -81,10 +81,8 @@ impl Session {
         // answers itself is a value.
         let mut outcome = match method.as_str() {
             "tools/call" => self.call_tool(params, related, view.as_deref().expect("tools/call has a view")).await,
-            "prompts/get" => self.get_prompt(params, related).await,
-            "resources/read" => self.read_resource(params, related).await,
-            "completion/complete" => self.complete(params, related).await,
-            _ => self.answer_here(&method, params).await.map(Payload::from),
+            // Boxed: every call's future would otherwise be as large as the largest of these.
+            _ => Box::pin(self.answer_other(&method, params, related)).await,
         };
         outcome = outcome.map_err(|error| self.for_this_client(error));
         if self.stateless
@@ -93,6 +91,21 @@ impl Session {
             envelope::stamp(&method, result, &envelope::server_info());
         }
         Response { id, outcome }
+    }
+
+    /// Every method but `tools/call`: routed to a backend, or answered here.
+    async fn answer_other(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        related: Option<&Related>,
+    ) -> Result<Payload, RpcError> {
+        match method {
+            "prompts/get" => self.get_prompt(params, related).await,
+            "resources/read" => self.read_resource(params, related).await,
+            "completion/complete" => self.complete(params, related).await,
+            _ => self.answer_here(method, params).await.map(Payload::from),
+        }
     }
 
     /// The methods the relay answers itself, from its own state.

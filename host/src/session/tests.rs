@@ -135,6 +135,22 @@ async fn an_idle_connection_holds_a_small_driver() {
     assert!(size <= 1400, "the driver's future is {size} bytes");
 }
 
+/// A request's future is boxed once per call, which copies it whole: what only some requests
+/// run (other methods than `tools/call`, policy and interceptor plugins, the relay's own tools,
+/// adapters, per-user credentials, an HTTP backend's exchange, list hooks) is boxed where it
+/// runs, so it does not make every call's future as large as itself (8 KB before).
+#[tokio::test]
+async fn a_requests_future_is_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = factory(dir.path(), Limits::default()).await;
+    let session =
+        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
+    let request = Request { id: 1.into(), method: "tools/call".into(), params: Some(json!({"name": "x"})) };
+    let handling = session.handle(Message::Request(request), None);
+    let size = std::mem::size_of_val(&handling);
+    assert!(size <= 3200, "a request's future is {size} bytes");
+}
+
 /// A connection that sends nothing for the idle timeout is closed; one that keeps talking is
 /// not, however long it lives.
 #[tokio::test]
@@ -205,6 +221,42 @@ async fn the_driver_ends_a_session_when_its_credential_expires() {
     let busy = super::drive(expiring(), &mut conn, &factory.limits);
     let ended = tokio::time::timeout(Duration::from_secs(5), busy).await.expect("ended at expiry");
     assert_eq!(ended, super::Ended::CredentialExpired);
+}
+
+/// The driver reads its connection when the connection woke it (or has just yielded a
+/// message), not on every turn of its loop: a read that finds nothing costs a WebSocket a
+/// zeroed buffer and its waker registrations. Twenty pings, 5 ms apart: each costs the read
+/// that yields it and the one that finds the next not there yet (ungated, three: the loop's
+/// turn that sends the answer reads again).
+#[tokio::test]
+async fn the_driver_reads_its_connection_only_when_there_may_be_input() {
+    use futures::StreamExt as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    const PINGS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    // The script then stays silent, and the driver ends at the idle timeout.
+    let factory = factory(dir.path(), Limits { idle_timeout_secs: 1, ..Limits::default() }).await;
+    let session =
+        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
+    let ping = |id: usize| Ok(Message::Request(Request { id: id.into(), method: "ping".into(), params: None }));
+    let spaced = futures::stream::iter((0..PINGS).map(ping)).then(|message| async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        message
+    });
+    let mut spaced = Box::pin(spaced.chain(futures::stream::pending()));
+    let polls = Arc::new(AtomicUsize::new(0));
+    let counted = polls.clone();
+    let inbound = futures::stream::poll_fn(move |cx| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        spaced.poll_next_unpin(cx)
+    });
+    let mut conn = Scripted::new(Box::pin(inbound));
+    super::drive(session, &mut conn, &factory.limits).await;
+    assert_eq!(conn.writes.iter().flatten().count(), PINGS, "every ping answered");
+    let polls = polls.load(Ordering::Relaxed);
+    assert!(polls <= 2 * PINGS + 1, "{polls} reads for {PINGS} messages");
 }
 
 /// A connection for the driver: the client's messages from a script, what the driver writes

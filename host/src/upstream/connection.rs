@@ -32,7 +32,9 @@ impl Connection {
     ) -> Result<Payload, UpstreamError> {
         match self {
             Connection::Framed(c) => c.request(method, params).await,
-            Connection::Http(c) => c.request(method, params, credential).await,
+            // Boxed: an HTTP exchange is a 2 KB future, which every call's future (a WebSocket
+            // or stdio backend's too) would otherwise carry and copy into its box.
+            Connection::Http(c) => Box::pin(c.request(method, params, credential)).await,
         }
     }
 

@@ -130,7 +130,8 @@ impl HttpConnection {
         }
         let is_sse = content_type(response.headers()).starts_with("text/event-stream");
         let result = if is_sse {
-            self.read_sse(response, id).await
+            // Boxed: what reads a stream is 4 KB that a JSON answer's request need not carry.
+            Box::pin(self.read_sse(response, id)).await
         } else {
             read_json(response, id, self.max_message_bytes).await
         };

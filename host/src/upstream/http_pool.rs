@@ -129,7 +129,8 @@ impl HttpPool {
         loop {
             let (mut conn, reused) = match self.checkout() {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                // Boxed: once per connection, and 2.4 KB every request would carry.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match send(&mut conn, request).await {
                 Ok(head) => {
