@@ -17,7 +17,10 @@ use crate::mcp::{Message, Notification, Oversized, Payload, Response, request_te
 /// How many requests from one upstream (pings, sampling, elicitation) are handled at once.
 const SERVER_REQUESTS_AT_ONCE: usize = 32;
 
-type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Payload, UpstreamError>>>>>;
+/// The requests awaiting their answers, by the relay's own id (keys no client chooses: a fast
+/// hasher).
+type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Payload, UpstreamError>>, FastHash>>>;
+type FastHash = foldhash::fast::RandomState;
 
 /// One unit read from a framed link by its transport: its text in whatever buffer the transport
 /// read it into (a WebSocket frame's own bytes, a line), not copied again.
