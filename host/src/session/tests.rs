@@ -53,6 +53,16 @@ async fn factory(dir: &std::path::Path, limits: Limits) -> SessionFactory {
     }
 }
 
+/// An open-access newline session from a factory over `limits` (and the directory the factory
+/// keeps its files in, removed when dropped).
+async fn open_session(limits: Limits) -> (tempfile::TempDir, SessionFactory, Arc<Session>) {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = factory(dir.path(), limits).await;
+    let session =
+        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
+    (dir, factory, session)
+}
+
 async fn ask(session: &Arc<Session>, id: u64, method: &str, params: Value) -> Response {
     let request = Request { id: id.into(), method: method.into(), params: Some(params) };
     session.handle(Message::Request(request), None).await.expect("a request is answered")
@@ -64,10 +74,7 @@ fn code(response: &Response) -> i64 {
 
 #[tokio::test]
 async fn dispatches_methods_and_enforces_its_own_rules() {
-    let dir = tempfile::tempdir().unwrap();
-    let factory = factory(dir.path(), Limits::default()).await;
-    let session =
-        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
+    let (_dir, _factory, session) = open_session(Limits::default()).await;
     let init = ask(&session, 1, "initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}})).await;
     assert_eq!(init.outcome.unwrap()["protocolVersion"], "2025-06-18");
     let tools = ask(&session, 2, "tools/list", json!({})).await.outcome.unwrap();
@@ -125,10 +132,7 @@ async fn stateless_sessions_refuse_the_handshake_era_methods() {
 /// writer task of its own.
 #[tokio::test]
 async fn an_idle_connection_holds_a_small_driver() {
-    let dir = tempfile::tempdir().unwrap();
-    let factory = factory(dir.path(), Limits::default()).await;
-    let session =
-        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
+    let (_dir, factory, session) = open_session(Limits::default()).await;
     let mut conn = Scripted::new(futures::stream::pending());
     let driver = super::drive(session, &mut conn, &factory.limits);
     let size = std::mem::size_of_val(&driver);
@@ -141,10 +145,7 @@ async fn an_idle_connection_holds_a_small_driver() {
 /// runs, so it does not make every call's future as large as itself (8 KB before).
 #[tokio::test]
 async fn a_requests_future_is_small() {
-    let dir = tempfile::tempdir().unwrap();
-    let factory = factory(dir.path(), Limits::default()).await;
-    let session =
-        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
+    let (_dir, _factory, session) = open_session(Limits::default()).await;
     let request = Request { id: 1.into(), method: "tools/call".into(), params: Some(json!({"name": "x"})) };
     let handling = session.handle(Message::Request(request), None);
     let size = std::mem::size_of_val(&handling);
@@ -235,11 +236,8 @@ async fn the_driver_reads_its_connection_only_when_there_may_be_input() {
     use std::time::Duration;
 
     const PINGS: usize = 20;
-    let dir = tempfile::tempdir().unwrap();
     // The script then stays silent, and the driver ends at the idle timeout.
-    let factory = factory(dir.path(), Limits { idle_timeout_secs: 1, ..Limits::default() }).await;
-    let session =
-        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
+    let (_dir, factory, session) = open_session(Limits { idle_timeout_secs: 1, ..Limits::default() }).await;
     let ping = |id: usize| Ok(Message::Request(Request { id: id.into(), method: "ping".into(), params: None }));
     let spaced = futures::stream::iter((0..PINGS).map(ping)).then(|message| async {
         tokio::time::sleep(Duration::from_millis(5)).await;
