@@ -94,7 +94,10 @@ impl Slot {
             warm.store.data_mut().caller = None;
             Ok::<_, PluginError>((outcome, warm))
         };
-        let finished = crate::deadline::within_from(started, Duration::from_millis(deadline_ms), run).await;
+        // Boxed: a plugin's call is a 3.6 KB future, and whatever awaits one (every request's
+        // future, through the policy chain, interceptors and adapters) would otherwise carry and
+        // copy that size whether or not a plugin is bound.
+        let finished = Box::pin(crate::deadline::within_from(started, Duration::from_millis(deadline_ms), run)).await;
         self.metrics.duration(started.elapsed());
         match finished {
             Ok(Err(error)) => {
@@ -312,18 +315,17 @@ impl Plugins {
                 // The catalog name, which rules and bindings use, not the caller's rename.
                 tool: info.route.map(|r| r.tool).or(info.tool).map(str::to_owned),
             });
-            // Boxed: a plugin's call is a 3.6 KB future, which every request's future would
-            // otherwise carry (and copy) whether or not a policy is bound.
-            let outcome = Box::pin(slot.invoke(&self.engine, None, async |bound, store| match bound {
-                Bound::Policy(policy) => policy.relay_plugin_policy_check().call_check(store, request).await,
-                Bound::PolicyV01(policy) => {
-                    let answer =
-                        policy.relay_plugin_policy_check().call_check(store, &v0_1::request_info(request)).await?;
-                    Ok(answer.map_err(v0_1::denial))
-                }
-                _ => unreachable!("policy slot holds a policy"),
-            }))
-            .await;
+            let outcome = slot
+                .invoke(&self.engine, None, async |bound, store| match bound {
+                    Bound::Policy(policy) => policy.relay_plugin_policy_check().call_check(store, request).await,
+                    Bound::PolicyV01(policy) => {
+                        let answer =
+                            policy.relay_plugin_policy_check().call_check(store, &v0_1::request_info(request)).await?;
+                        Ok(answer.map_err(v0_1::denial))
+                    }
+                    _ => unreachable!("policy slot holds a policy"),
+                })
+                .await;
             let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(error) if fails_closed(&slot.config, &error) => return Err(Refusal::Failed(error)),
