@@ -129,6 +129,35 @@ async fn rate_limit_denies_per_principal_with_retry_after() {
     assert!(denied["error"]["message"].as_str().unwrap().len() < 300, "the denial quotes the whole id");
 }
 
+#[tokio::test]
+async fn a_busy_principal_is_answered_by_holds_within_the_same_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let limiter = copy_plugin(dir.path(), "rate_limit");
+    let extra = format!(
+        "  - name: rate-limit\n    world: policy\n    path: {}\n    grants: {{clock: true}}\n    config: {{per_minute: 60000, burst: 400, methods: [tools/call]}}\n",
+        limiter.display()
+    );
+    let relay = start(dir.path(), &extra).await;
+    let mut user = relay.line_client_as(Some(USER)).await;
+    let started = Instant::now();
+    let mut allowed = 0u64;
+    let denied = loop {
+        let reply = user.call_tool("relay_list_servers", json!({})).await;
+        if reply.get("result").is_none() {
+            break reply;
+        }
+        allowed += 1;
+        assert!(allowed < 20_000, "the limit never refused");
+    };
+    assert_eq!(denied["error"]["code"], -32019, "{denied}");
+    // Every request a hold answered was paid for: the burst, plus what refilled meanwhile.
+    let refilled = (started.elapsed().as_secs_f64() * 1000.0).ceil() as u64 + 1;
+    assert!((400..=400 + refilled).contains(&allowed), "{allowed} allowed from a burst of 400 (+{refilled})");
+    let status = relay.plugin_status("rate-limit").await;
+    let (calls, held) = (status["calls"].as_u64().unwrap(), status["held"].as_u64().unwrap());
+    assert!(held >= allowed * 3 / 4, "holds answered {held} of {allowed} requests ({calls} calls): {status}");
+}
+
 /// A principal id of 600 characters.
 fn long_principal() -> String {
     "p".repeat(600)

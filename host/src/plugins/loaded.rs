@@ -101,6 +101,8 @@ pub struct Version {
     pub component: Instantiable,
     /// Idle instances of this version.
     idle: Mutex<Vec<Warm>>,
+    /// The `ok`s of this version that stand for more requests (policy plugins).
+    pub holds: super::holds::Holds,
 }
 
 impl Version {
@@ -194,7 +196,14 @@ impl Version {
         let component = tokio::time::timeout(load_deadline, instantiate).await.map_err(|_| {
             fail(format!("instantiation and listing took longer than {} ms", load_deadline.as_millis()))
         })??;
-        Ok(Version { hash, loaded_at: SystemTime::now(), from_cache, component, idle: Mutex::new(Vec::new()) })
+        Ok(Version {
+            hash,
+            loaded_at: SystemTime::now(),
+            from_cache,
+            component,
+            idle: Mutex::new(Vec::new()),
+            holds: Default::default(),
+        })
     }
 
     /// An instance for one call: an idle one, or a new one from the pool.

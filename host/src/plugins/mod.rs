@@ -13,6 +13,7 @@ mod bindings;
 mod cache;
 mod credential_source;
 mod engine;
+mod holds;
 mod host;
 mod intercept;
 mod kv_memory;

@@ -1,5 +1,5 @@
 //! The plugin registry driven in-process, no socket: reload, the memo of a bad file, rollback,
-//! and a rollback that sticks. Uses the built rate-limit plugin (scripts/build-plugins.sh,
+//! a rollback that sticks, and a policy's holds. Uses the built rate-limit plugin (scripts/build-plugins.sh,
 //! which scripts/test.sh runs before the tests).
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{KvStore, NoBackends, Plugins, ReloadError, Reloaded};
+use super::{KvStore, NoBackends, Plugins, Refusal, ReloadError, Reloaded};
+use crate::access::{Principal, RequestInfo};
 use crate::config::PluginConfig;
 
 fn built(name: &str) -> PathBuf {
@@ -17,9 +18,14 @@ fn built(name: &str) -> PathBuf {
 }
 
 async fn load(dir: &Path) -> Arc<Plugins> {
+    load_with(dir, "{}").await
+}
+
+/// Loads the rate-limit plugin with `config`.
+async fn load_with(dir: &Path, config: &str) -> Arc<Plugins> {
     std::fs::copy(built("rate_limit"), dir.join("rl.wasm")).unwrap();
-    let configs: Vec<PluginConfig> =
-        serde_yaml::from_str("- {name: rl, world: policy, path: rl.wasm, grants: {clock: true}}\n").unwrap();
+    let yaml = format!("- {{name: rl, world: policy, path: rl.wasm, grants: {{clock: true}}, config: {config}}}\n");
+    let configs: Vec<PluginConfig> = serde_yaml::from_str(&yaml).unwrap();
     Plugins::load(&configs, &dir.join("relay.yaml"), None, Arc::new(KvStore::default()), Arc::new(NoBackends))
         .await
         .expect("rate-limit loads")
@@ -65,4 +71,52 @@ async fn reload_memo_rollback_and_a_rollback_that_sticks() {
     std::fs::write(&file, rebuilt(&good, b'3')).unwrap();
     assert!(matches!(plugins.reload("rl").await, Ok(Reloaded::Loaded(_))), "a changed file loads again");
     assert_eq!(plugins.rollback("nope").await.unwrap_err(), ReloadError::NoSuchPlugin("nope".into()));
+}
+
+/// The plugin's calls and the requests its holds answered, from status.
+fn calls_and_held(plugins: &Plugins) -> (u64, u64) {
+    let status = status(plugins);
+    (status["calls"].as_u64().unwrap(), status["held"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn holds_answer_a_busy_principal_for_the_plugin_until_a_reload_or_the_budget_ends_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // 60,000 a minute with bursts of 500: the plugin pays for up to 50 requests at once.
+    let plugins = load_with(dir.path(), "{per_minute: 60000, burst: 500}").await;
+    let alice = Principal { id: "alice".into(), roles: vec![] };
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        plugins.check(&RequestInfo::tool_call(&alice, "echo")).await.expect("within the budget");
+    }
+    let (calls, held) = calls_and_held(&plugins);
+    assert_eq!(calls + held, 200, "each request was decided once");
+    assert!(calls <= 12, "holds of 1, 2, 4, ... 50 answer most requests: {calls} calls");
+
+    // Another principal, and another tool, are decided by the plugin: a hold is its key's alone.
+    let bob = Principal { id: "bob".into(), roles: vec![] };
+    plugins.check(&RequestInfo::tool_call(&bob, "echo")).await.unwrap();
+    plugins.check(&RequestInfo::tool_call(&alice, "other")).await.unwrap();
+    assert_eq!(calls_and_held(&plugins), (calls + 2, held));
+
+    // A new version starts without holds.
+    let good = std::fs::read(built("rate_limit")).unwrap();
+    std::fs::write(dir.path().join("rl.wasm"), rebuilt(&good, b'2')).unwrap();
+    assert!(matches!(plugins.reload("rl").await, Ok(Reloaded::Loaded(_))));
+    plugins.check(&RequestInfo::tool_call(&alice, "echo")).await.unwrap();
+    assert_eq!(calls_and_held(&plugins), (calls + 3, held), "the reloaded plugin decided");
+
+    // Paid in advance is paid: the budget (500, plus what refilled since the first request)
+    // ends as it would without holds.
+    let mut allowed = 202;
+    let refused = loop {
+        match plugins.check(&RequestInfo::tool_call(&alice, "echo")).await {
+            Ok(()) => allowed += 1,
+            Err(refusal) => break refusal,
+        }
+        assert!(allowed < 5000, "the limit never refused");
+    };
+    assert!(matches!(refused, Refusal::Denied(_)), "{refused:?}");
+    let refilled = (started.elapsed().as_secs_f64() * 1000.0).ceil() as u64 + 1;
+    assert!((500..=500 + refilled).contains(&allowed), "{allowed} allowed from a burst of 500 (+{refilled})");
 }

@@ -114,6 +114,8 @@ pub struct PluginState {
     pub caller: Option<Caller>,
     /// What the current `authenticate` call said of its credential (auth plugins).
     pub credential: super::host::CredentialNote,
+    /// What the current `check` call is told and says about holds (policy plugins).
+    pub verdict: super::host::VerdictNote,
     /// Held from [`arm`] until the instance is idle again (`loaded.rs`) or dropped.
     ticking: Option<Ticking>,
 }
@@ -181,6 +183,7 @@ pub fn new_store(engine: &wasmtime::Engine, ctx: &Arc<PluginContext>) -> Store<P
         ctx: ctx.clone(),
         caller: None,
         credential: Default::default(),
+        verdict: Default::default(),
         ticking: None,
     };
     let mut store = Store::new(engine, state);

@@ -24,6 +24,7 @@ impl Plugins {
                     "loaded_at": current.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
                     "previous_hash": slot.previous.load().as_ref().map(|p| p.hash.clone()),
                     "calls": stat(&slot.stats.calls),
+                    "held": stat(&slot.stats.held),
                     "denials": stat(&slot.stats.denials),
                     "traps": stat(&slot.stats.traps),
                     "reloads": stat(&slot.stats.reloads),

@@ -47,6 +47,30 @@ impl Rate {
         let new_tat = tat + self.interval_us;
         Decision::Allow { new_tat, ttl_us: new_tat - now_us }
     }
+
+    /// Decides `wanted` requests at once (this one and the ones a hold will serve, paid in
+    /// advance) when the bucket holds them all, else this one alone; with how many it allowed.
+    pub fn decide_many(&self, tat: Option<u64>, now_us: u64, wanted: u32) -> (Decision, u32) {
+        if wanted > 1 {
+            let start = tat.unwrap_or(now_us).max(now_us);
+            let last = start + (u64::from(wanted) - 1) * self.interval_us;
+            if last.saturating_sub(self.tolerance_us) <= now_us {
+                let new_tat = start + u64::from(wanted) * self.interval_us;
+                return (Decision::Allow { new_tat, ttl_us: new_tat - now_us }, wanted);
+            }
+        }
+        (self.decide(tat, now_us), 1)
+    }
+
+    /// The stored `tat` after giving back `unused` requests paid in advance.
+    pub fn refunded(&self, tat: u64, unused: u32) -> u64 {
+        tat.saturating_sub(u64::from(unused) * self.interval_us)
+    }
+
+    /// Requests per burst.
+    pub fn burst(&self) -> u64 {
+        self.tolerance_us.checked_div(self.interval_us).map_or(u64::from(self.per_minute), |n| n + 1)
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +110,20 @@ mod tests {
         let rate = Rate::per_minute(60, Some(1));
         let Decision::Allow { new_tat, .. } = rate.decide(None, 0) else { panic!() };
         assert_eq!(rate.decide(Some(new_tat), 250_000), Decision::Deny { retry_after_us: 750_000 });
+    }
+
+    #[test]
+    fn many_at_once_only_when_the_bucket_holds_them_all() {
+        let rate = Rate::per_minute(60, Some(10)); // one per second, bursts of 10
+        let (Decision::Allow { new_tat, .. }, 8) = rate.decide_many(None, 0, 8) else { panic!() };
+        assert_eq!(new_tat, 8_000_000);
+        // Two left in the burst: four at once do not fit, one does.
+        assert!(matches!(rate.decide_many(Some(new_tat), 0, 4), (Decision::Allow { .. }, 1)));
+        assert!(matches!(rate.decide_many(Some(new_tat), 0, 2), (Decision::Allow { .. }, 2)));
+        // Giving back six of the eight makes room for six more.
+        assert!(matches!(rate.decide_many(Some(rate.refunded(new_tat, 6)), 0, 8), (Decision::Allow { .. }, 8)));
+        assert_eq!(rate.burst(), 10);
+        assert_eq!(Rate::per_minute(1_000_000_000, None).burst(), 1_000_000_000);
     }
 
     #[test]

@@ -2,17 +2,20 @@
 //!
 //! The bucket is kept as GCRA state (one "theoretical arrival time" per key) in the host's
 //! `kv` store and updated with compare-and-swap, so it is exact under concurrency, survives a
-//! reload of this plugin, and is shared between relay instances that share a store.
+//! reload of this plugin, and is shared between relay instances that share a store. A busy
+//! principal's next requests are paid for in advance and handed to the host as a hold
+//! (`verdict.hold`, sized by `lease`), so most of them are decided without a call in here.
 
 mod gcra;
 mod keys;
+mod lease;
 mod settings;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use relay::plugin::types::{Denial, DenialCode, RequestInfo};
-use relay::plugin::{clock, config, kv, log};
+use relay::plugin::{clock, config, kv, log, verdict};
 
 wit_bindgen::generate!({ path: "../../wit", world: "policy" });
 
@@ -31,16 +34,30 @@ impl exports::relay::plugin::policy_check::Guest for RateLimit {
             }
         };
         if !settings.applies_to(&request.method) {
+            // Stands until a reload changes the settings.
+            verdict::hold(u32::MAX, 60_000);
             return Ok(());
         }
         let principal = &request.principal.id;
+        let fail = settings.on_kv_unavailable;
         if let Some(tool) = request.tool.as_deref()
             && let Some(limit) = settings.per_tool.get(tool)
         {
+            // Two buckets: decided request by request (per-tool limits are the small ones).
             let rate = gcra::Rate::per_minute(*limit, None);
-            take(&keys::bucket("tool", &[principal, tool]), rate, principal, settings.on_kv_unavailable)?;
+            take(&keys::bucket("tool", &[principal, tool]), rate, 1, 0, principal, fail)?;
+            take(&keys::bucket("principal", &[principal]), settings.rate(), 1, 0, principal, fail)?;
+            return Ok(());
         }
-        take(&keys::bucket("principal", &[principal]), settings.rate(), principal, settings.on_kv_unavailable)
+        let rate = settings.rate();
+        let previous = verdict::previous();
+        let unused = previous.map_or(0, |ended| ended.unused);
+        let hold = lease::next_hold(previous, rate.limit(), rate.burst());
+        let taken = take(&keys::bucket("principal", &[principal]), rate, 1 + hold, unused, principal, fail)?;
+        if taken > 1 {
+            verdict::hold(taken - 1, lease::HOLD_MS);
+        }
+        Ok(())
     }
 }
 
@@ -105,24 +122,34 @@ fn store_failed(error: kv::KvError, mode: settings::FailMode, principal: &str) -
     }
 }
 
-/// Takes one token from the bucket at `key`, or explains when the next one is due.
-fn take(key: &str, rate: gcra::Rate, principal: &str, on_failure: settings::FailMode) -> Result<(), Denial> {
+/// Takes `wanted` tokens from the bucket at `key` after giving back `unused` ones (of a hold
+/// that ended), or one when it does not hold them all; returns how many it took, or explains
+/// when the next one is due.
+fn take(
+    key: &str,
+    rate: gcra::Rate,
+    wanted: u32,
+    unused: u32,
+    principal: &str,
+    on_failure: settings::FailMode,
+) -> Result<u32, Denial> {
     for _ in 0..CAS_ATTEMPTS {
         let now_us = clock::now_ms() * 1000;
         let stored = match kv::get(key) {
             Ok(value) => value,
-            Err(e) => return store_failed(e, on_failure, principal),
+            Err(e) => return store_failed(e, on_failure, principal).map(|()| 1),
         };
-        let tat = stored.as_deref().and_then(|v| v.parse().ok());
-        match rate.decide(tat, now_us) {
-            gcra::Decision::Allow { new_tat, ttl_us } => {
-                match kv::compare_and_swap(key, stored.as_deref(), &new_tat.to_string(), Some(ttl_us / 1000 + 1)) {
-                    Ok(true) => return Ok(()),
-                    Ok(false) => continue,
-                    Err(e) => return store_failed(e, on_failure, principal),
+        let tat = stored.as_deref().and_then(|v| v.parse().ok()).map(|tat| rate.refunded(tat, unused));
+        let (new_tat, ttl_us, taken) = match rate.decide_many(tat, now_us, wanted) {
+            (gcra::Decision::Allow { new_tat, ttl_us }, taken) => (new_tat, ttl_us, taken),
+            (gcra::Decision::Deny { retry_after_us }, _) => {
+                if unused > 0
+                    && let Some(tat) = tat
+                {
+                    // The refund stands even when this request is refused (once; a lost race
+                    // only leaves the bucket a little fuller than it was).
+                    let _ = kv::compare_and_swap(key, stored.as_deref(), &tat.to_string(), None);
                 }
-            }
-            gcra::Decision::Deny { retry_after_us } => {
                 let retry_after_ms = retry_after_us.div_ceil(1000);
                 let principal = shown(principal);
                 return Err(Denial {
@@ -134,10 +161,15 @@ fn take(key: &str, rate: gcra::Rate, principal: &str, on_failure: settings::Fail
                     retry_after_ms: Some(retry_after_ms),
                 });
             }
+        };
+        match kv::compare_and_swap(key, stored.as_deref(), &new_tat.to_string(), Some(ttl_us / 1000 + 1)) {
+            Ok(true) => return Ok(taken),
+            Ok(false) => continue,
+            Err(e) => return store_failed(e, on_failure, principal).map(|()| 1),
         }
     }
     log::log(log::Level::Warn, &format!("bucket {key} too contended; request allowed"));
-    Ok(())
+    Ok(1)
 }
 
 export!(RateLimit);

@@ -11,6 +11,7 @@ mod kv;
 mod log;
 mod upstream;
 mod v0_1;
+mod verdict;
 mod wasi;
 
 use std::path::Path;
@@ -20,6 +21,7 @@ use wasmtime::component::Linker;
 
 pub use credential::CredentialNote;
 pub use http::HttpGrant;
+pub use verdict::VerdictNote;
 pub use wasi::WasiGrant;
 
 use super::kv_store::{KvStore, Quota};
@@ -94,6 +96,7 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<PluginState>
     clock::add_to_linker(&mut linker, |state| clock::Clock(&state.ctx.caps.clock))?;
     config::add_to_linker(&mut linker, |state| config::Config(&state.ctx.caps.config))?;
     credential::add_to_linker(&mut linker, |state| credential::Credential(&mut state.credential))?;
+    verdict::add_to_linker(&mut linker, |state| verdict::Verdict(&mut state.verdict))?;
     kv::add_to_linker(&mut linker, |state| kv::Kv(&state.ctx.caps.kv))?;
     upstream::add_to_linker(&mut linker, |state| upstream::Upstream {
         grant: &state.ctx.caps.upstream,

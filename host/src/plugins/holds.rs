@@ -1,0 +1,218 @@
+//! Holds: a policy plugin's `ok` that stands for the next requests of the same principal,
+//! method and tool (`verdict.hold`), so the host answers them without a call into the
+//! plugin. A version of a plugin keeps its own holds: a reload or a rollback starts with none.
+//! The table is bounded; a hold that ran out is reported once to the plugin's next call for the
+//! same key (`verdict.previous`), so a plugin that paid in advance can give back what was left.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use foldhash::fast::RandomState;
+
+use crate::access::Principal;
+
+/// Holds kept per plugin version; a new one beyond it first drops those that ran out, and is
+/// not kept when that is not enough.
+const CAPACITY: usize = 4096;
+
+/// The longest a hold may stand.
+pub const MAX_HOLD: Duration = Duration::from_secs(60);
+
+/// What a hold's decision was about: the caller, the method and the tool.
+#[derive(Clone, Copy)]
+pub struct HoldKey<'a> {
+    /// The caller (id and roles).
+    pub principal: &'a Principal,
+    /// The JSON-RPC method.
+    pub method: &'a str,
+    /// The tool (its catalog name), for `tools/call`.
+    pub tool: Option<&'a str>,
+}
+
+/// A hold that ended, as `verdict.previous` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndedHold {
+    /// The requests it was given for.
+    pub granted: u32,
+    /// The requests it had not served when it ended.
+    pub unused: u32,
+}
+
+/// What the table says of one request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Held {
+    /// A hold answers for the plugin (and counts the request).
+    Yes,
+    /// The plugin decides; `previous` is the hold of this key that ended since its last call.
+    No { previous: Option<EndedHold> },
+}
+
+struct Entry {
+    principal: Principal,
+    method: String,
+    tool: Option<String>,
+    granted: u32,
+    left: u32,
+    until: Instant,
+}
+
+impl Entry {
+    fn is_for(&self, key: &HoldKey<'_>) -> bool {
+        self.principal == *key.principal && self.method == key.method && self.tool.as_deref() == key.tool
+    }
+}
+
+/// One plugin version's holds, by a hash of their key (compared in full on a hit).
+#[derive(Default)]
+pub struct Holds {
+    hasher: RandomState,
+    entries: Mutex<HashMap<u64, Entry, RandomState>>,
+}
+
+impl Holds {
+    fn hash(&self, key: &HoldKey<'_>) -> u64 {
+        self.hasher.hash_one((&key.principal.id, &key.principal.roles, key.method, key.tool))
+    }
+
+    /// Serves the request from a standing hold of `key`, or says the plugin must decide (with
+    /// the hold of `key` that ended, removed from the table so it is told once).
+    pub fn take(&self, key: &HoldKey<'_>, now: Instant) -> Held {
+        let hash = self.hash(key);
+        let mut entries = self.entries.lock().expect("holds lock");
+        let Some(entry) = entries.get_mut(&hash) else { return Held::No { previous: None } };
+        if !entry.is_for(key) {
+            return Held::No { previous: None };
+        }
+        if entry.left > 0 && entry.until > now {
+            entry.left -= 1;
+            return Held::Yes;
+        }
+        let ended = EndedHold { granted: entry.granted, unused: entry.left };
+        entries.remove(&hash);
+        Held::No { previous: Some(ended) }
+    }
+
+    /// Records the plugin's `verdict.hold(requests, within)` for `key`, after its `ok`. A hold
+    /// still standing for the same key (another request's, decided meanwhile) is added to.
+    pub fn give(&self, key: &HoldKey<'_>, requests: u32, within: Duration, now: Instant) {
+        if requests == 0 || within.is_zero() {
+            return;
+        }
+        let until = now + within.min(MAX_HOLD);
+        let hash = self.hash(key);
+        let mut entries = self.entries.lock().expect("holds lock");
+        if let Some(entry) = entries.get_mut(&hash)
+            && entry.is_for(key)
+        {
+            entry.granted = entry.granted.saturating_add(requests);
+            entry.left = entry.left.saturating_add(requests);
+            entry.until = entry.until.max(until);
+            return;
+        }
+        if entries.len() >= CAPACITY {
+            entries.retain(|_, e| e.left > 0 && e.until > now);
+            if entries.len() >= CAPACITY {
+                return;
+            }
+        }
+        let entry = Entry {
+            principal: key.principal.clone(),
+            method: key.method.to_owned(),
+            tool: key.tool.map(str::to_owned),
+            granted: requests,
+            left: requests,
+            until,
+        };
+        entries.insert(hash, entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(id: &str, roles: &[&str]) -> Principal {
+        Principal { id: id.into(), roles: roles.iter().map(|r| r.to_string()).collect() }
+    }
+
+    #[test]
+    fn a_hold_serves_its_requests_then_is_reported_once() {
+        let holds = Holds::default();
+        let alice = principal("alice", &[]);
+        let key = HoldKey { principal: &alice, method: "tools/call", tool: Some("echo") };
+        let now = Instant::now();
+        assert_eq!(holds.take(&key, now), Held::No { previous: None });
+        holds.give(&key, 3, Duration::from_secs(1), now);
+        for _ in 0..3 {
+            assert_eq!(holds.take(&key, now), Held::Yes);
+        }
+        assert_eq!(holds.take(&key, now), Held::No { previous: Some(EndedHold { granted: 3, unused: 0 }) });
+        assert_eq!(holds.take(&key, now), Held::No { previous: None });
+    }
+
+    #[test]
+    fn a_hold_whose_time_ran_out_reports_what_it_left() {
+        let holds = Holds::default();
+        let alice = principal("alice", &[]);
+        let key = HoldKey { principal: &alice, method: "tools/call", tool: Some("echo") };
+        let now = Instant::now();
+        holds.give(&key, 5, Duration::from_millis(100), now);
+        assert_eq!(holds.take(&key, now), Held::Yes);
+        let later = now + Duration::from_millis(100);
+        assert_eq!(holds.take(&key, later), Held::No { previous: Some(EndedHold { granted: 5, unused: 4 }) });
+    }
+
+    #[test]
+    fn a_hold_stands_only_for_its_own_principal_roles_method_and_tool() {
+        let holds = Holds::default();
+        let alice = principal("alice", &["user"]);
+        let key = HoldKey { principal: &alice, method: "tools/call", tool: Some("echo") };
+        let now = Instant::now();
+        holds.give(&key, 100, Duration::from_secs(1), now);
+        let bob = principal("bob", &["user"]);
+        let alice_admin = principal("alice", &["user", "admin"]);
+        let others = [
+            HoldKey { principal: &bob, ..key },
+            HoldKey { principal: &alice_admin, ..key },
+            HoldKey { method: "prompts/get", ..key },
+            HoldKey { tool: Some("other"), ..key },
+            HoldKey { tool: None, ..key },
+        ];
+        for other in others {
+            assert_eq!(holds.take(&other, now), Held::No { previous: None });
+        }
+        assert_eq!(holds.take(&key, now), Held::Yes);
+    }
+
+    #[test]
+    fn holds_given_meanwhile_add_up_and_the_longest_time_stands() {
+        let holds = Holds::default();
+        let alice = principal("alice", &[]);
+        let key = HoldKey { principal: &alice, method: "tools/call", tool: None };
+        let now = Instant::now();
+        holds.give(&key, 1, Duration::from_millis(10), now);
+        holds.give(&key, 2, Duration::from_secs(1), now);
+        let later = now + Duration::from_millis(500);
+        for _ in 0..3 {
+            assert_eq!(holds.take(&key, later), Held::Yes);
+        }
+        assert!(matches!(holds.take(&key, later), Held::No { previous: Some(EndedHold { granted: 3, unused: 0 }) }));
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_holds_stand_at_most_a_minute() {
+        let holds = Holds::default();
+        let now = Instant::now();
+        let principals: Vec<Principal> = (0..CAPACITY + 10).map(|i| principal(&format!("p{i}"), &[])).collect();
+        for p in &principals {
+            holds.give(&HoldKey { principal: p, method: "m", tool: None }, 1, Duration::from_secs(3600), now);
+        }
+        assert_eq!(holds.entries.lock().unwrap().len(), CAPACITY);
+        let last = HoldKey { principal: &principals[CAPACITY + 9], method: "m", tool: None };
+        assert_eq!(holds.take(&last, now), Held::No { previous: None }, "not kept beyond the capacity");
+        let first = HoldKey { principal: &principals[0], method: "m", tool: None };
+        assert!(matches!(holds.take(&first, now + MAX_HOLD), Held::No { previous: Some(_) }));
+    }
+}

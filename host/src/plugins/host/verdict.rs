@@ -1,0 +1,47 @@
+//! `verdict`: a policy plugin says its `ok` stands for the next requests of the same principal,
+//! method and tool, and learns what became of the hold it gave before. Both belong to one
+//! `check` call, so they live in the store's data (set before the call, read after it), like
+//! `credential`'s note; the holds themselves are the plugin version's (`plugins/holds.rs`).
+
+use std::time::Duration;
+
+use wasmtime::component::{HasData, Linker};
+
+use crate::plugins::bindings::policy::relay::plugin::verdict::{self, EndedHold, Host};
+use crate::plugins::holds;
+
+/// What one `check` call is told and says about holds.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VerdictNote {
+    /// The hold of this request's key that ended since the plugin's last call for it (told once).
+    pub previous: Option<holds::EndedHold>,
+    /// `verdict.hold(requests, within-ms)`, the last one the call made.
+    pub hold: Option<(u32, Duration)>,
+}
+
+/// The view the generated `Host` trait is implemented on.
+pub struct Verdict<'a>(pub &'a mut VerdictNote);
+
+struct HasVerdict;
+
+impl HasData for HasVerdict {
+    type Data<'a> = Verdict<'a>;
+}
+
+/// Adds `verdict` to `linker`; `get` finds the current call's note in the store data.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> Verdict<'_>,
+) -> wasmtime::Result<()> {
+    verdict::add_to_linker::<T, HasVerdict>(linker, get)
+}
+
+impl Host for Verdict<'_> {
+    fn previous(&mut self) -> Option<EndedHold> {
+        self.0.previous.take().map(|ended| EndedHold { granted: ended.granted, unused: ended.unused })
+    }
+
+    fn hold(&mut self, requests: u32, within_ms: u32) {
+        self.0.hold = Some((requests, Duration::from_millis(u64::from(within_ms)).min(holds::MAX_HOLD)));
+    }
+}
