@@ -21,6 +21,7 @@ mod kv_redis;
 mod kv_store;
 mod listing;
 mod loaded;
+mod policy_chain;
 mod registry;
 #[cfg(test)]
 mod registry_tests;

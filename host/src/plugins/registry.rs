@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{Value, json};
@@ -17,15 +17,14 @@ use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
 use super::bindings::{self, types};
-use super::holds::{Held, HoldKey};
-use super::host::{Capabilities, VerdictNote};
+use super::host::Capabilities;
 use super::kv_store::KvStore;
 use super::loaded::{Bound, Version};
 use super::reload::ReloadError;
-use super::sandbox::{Caller, PluginContext, PluginError, PluginState, Refusal, classify, fails_closed};
+use super::sandbox::{Caller, PluginContext, PluginError, PluginState, Refusal, classify};
 use super::v0_1;
 use super::{engine, host};
-use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Principal, RequestInfo, TransportKind};
+use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Principal, TransportKind};
 use crate::config::{Hook, PluginConfig, World};
 use crate::mcp::Payload;
 use crate::metrics::{PluginMetrics, PluginOutcomeKind, metrics};
@@ -295,74 +294,6 @@ impl Plugins {
             }
             Err(denial) => Err(Refusal::Denied(from_wit(denial, &slot.config.name))),
         }
-    }
-
-    /// Runs every policy plugin, in order, on one request. A plugin whose `ok` for an earlier
-    /// request of the same principal, method and tool still holds (`verdict.hold`) is not called.
-    pub async fn check(&self, info: &RequestInfo<'_>) -> Result<(), Refusal> {
-        let mut request = None;
-        // A tools/call without a route (its tool is not in the caller's view now) passes every
-        // bound policy: no request skips a policy because a lookup came out empty.
-        let bound = |slot: &Slot| {
-            slot.binding.is_unbound()
-                || match info.route {
-                    Some(route) => slot.binding.binds(route.backend, Some(route.tool)),
-                    None => info.method == "tools/call",
-                }
-        };
-        // The catalog name, which rules and bindings use, not the caller's rename.
-        let tool = info.route.map(|r| r.tool).or(info.tool);
-        let key = HoldKey { principal: info.principal, method: info.method, tool };
-        for slot in self.slots.iter().filter(|s| s.config.world == World::Policy && bound(s)) {
-            let previous = match slot.current.load().holds.take(&key, Instant::now()) {
-                Held::Yes => {
-                    slot.stats.held.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                Held::No { previous } => previous,
-            };
-            let request = request.get_or_insert_with(|| types::RequestInfo {
-                principal: types::Principal { id: info.principal.id.clone(), roles: info.principal.roles.clone() },
-                session_id: info.session_id.to_owned(),
-                transport: wit_transport(info.transport),
-                method: info.method.to_owned(),
-                tool: tool.map(str::to_owned),
-            });
-            // The version that decides keeps its hold (calls start on the current one).
-            let version = slot.current.load_full();
-            let outcome = slot
-                .invoke(&self.engine, None, async |bound, store| {
-                    store.data_mut().verdict = VerdictNote { previous, hold: None };
-                    let outcome = match bound {
-                        Bound::Policy(policy) => {
-                            policy.relay_plugin_policy_check().call_check(&mut *store, request).await?
-                        }
-                        Bound::PolicyV01(policy) => {
-                            let answer = policy
-                                .relay_plugin_policy_check()
-                                .call_check(&mut *store, &v0_1::request_info(request))
-                                .await?;
-                            answer.map_err(v0_1::denial)
-                        }
-                        _ => unreachable!("policy slot holds a policy"),
-                    };
-                    Ok((outcome, std::mem::take(&mut store.data_mut().verdict).hold))
-                })
-                .await;
-            let (outcome, hold) = match outcome {
-                Ok(outcome) => outcome,
-                Err(error) if fails_closed(&slot.config, &error) => return Err(Refusal::Failed(error)),
-                Err(_) => continue,
-            };
-            slot.settled(outcome.is_err());
-            if let Err(denial) = outcome {
-                return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
-            }
-            if let Some((requests, within)) = hold {
-                version.holds.give(&key, requests, within, Instant::now());
-            }
-        }
-        Ok(())
     }
 
     /// Each adapter's name and current tools, in configuration order.
