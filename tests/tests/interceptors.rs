@@ -47,6 +47,15 @@ async fn interceptors_deny_pin_tag_and_redact_only_what_they_are_bound_to() {
     let reply = client.call_tool("a__echo", json!({"message": secret})).await;
     assert_eq!(text_of(&reply), "a: mail [REDACTED:email] key [REDACTED:api_key] [seen]", "{reply}");
     assert_eq!(reply["result"]["_meta"]["relay/redacted"]["total"], 2, "{reply}");
+    // `redact` passes every request and holds that (`verdict.hold`): its request hook is asked
+    // once for the caller and tool, its result hook every time.
+    let calls = relay.plugin_status("redact").await["calls"].as_u64().unwrap();
+    for _ in 0..3 {
+        let again = client.call_tool("a__echo", json!({"message": secret})).await;
+        assert_eq!(again["result"]["_meta"]["relay/redacted"]["total"], 2, "{again}");
+    }
+    let status = relay.plugin_status("redact").await;
+    assert_eq!((&status["calls"], &status["held"]), (&json!(calls + 3), &json!(3)), "{status}");
     // Denied by name, with the interceptor's reason.
     let denied = client.call_tool("a__env", json!({})).await;
     assert_eq!(denied["error"]["code"], -32013, "{denied}");

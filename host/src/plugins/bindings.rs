@@ -49,6 +49,7 @@ pub mod interceptor {
         exports: { default: async },
         with: {
             "relay:plugin/types": super::auth::relay::plugin::types,
+            "relay:plugin/verdict": super::policy::relay::plugin::verdict,
             "relay:plugin/log": super::adapter::relay::plugin::log,
             "relay:plugin/clock": super::adapter::relay::plugin::clock,
             "relay:plugin/config": super::adapter::relay::plugin::config,

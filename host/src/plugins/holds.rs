@@ -1,6 +1,6 @@
-//! Holds: a policy plugin's `ok` that stands for the next requests of the same principal,
-//! method and tool (`verdict.hold`), so the host answers them without a call into the
-//! plugin. A version of a plugin keeps its own holds: a reload or a rollback starts with none.
+//! Holds: a policy plugin's `ok` (or an interceptor's `proceed`) that stands for the next
+//! requests of the same principal, method and tool (`verdict.hold`), so the host answers them
+//! without a call into the plugin. A version of a plugin keeps its own holds: a reload or a rollback starts with none.
 //! The table is bounded; a hold that ran out is reported once to the plugin's next call for the
 //! same key (`verdict.previous`), so a plugin that paid in advance can give back what was left.
 
@@ -10,8 +10,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
-
-use crate::access::Principal;
 
 /// Holds kept per plugin version; a new one beyond it first drops those that ran out, and is
 /// not kept when that is not enough.
@@ -23,11 +21,15 @@ pub const MAX_HOLD: Duration = Duration::from_secs(60);
 /// What a hold's decision was about: the caller, the method and the tool.
 #[derive(Clone, Copy)]
 pub struct HoldKey<'a> {
-    /// The caller (id and roles).
-    pub principal: &'a Principal,
+    /// The caller's id.
+    pub id: &'a str,
+    /// The caller's roles.
+    pub roles: &'a [String],
     /// The JSON-RPC method.
     pub method: &'a str,
-    /// The tool (its catalog name), for `tools/call`.
+    /// The backend that serves the call, as interceptors are told it (policies are not).
+    pub backend: Option<&'a str>,
+    /// The tool (its catalog name), for `tools/call`; an interceptor's prompt or resource URI.
     pub tool: Option<&'a str>,
 }
 
@@ -50,8 +52,10 @@ pub enum Held {
 }
 
 struct Entry {
-    principal: Principal,
+    id: String,
+    roles: Vec<String>,
     method: String,
+    backend: Option<String>,
     tool: Option<String>,
     granted: u32,
     left: u32,
@@ -60,7 +64,11 @@ struct Entry {
 
 impl Entry {
     fn is_for(&self, key: &HoldKey<'_>) -> bool {
-        self.principal == *key.principal && self.method == key.method && self.tool.as_deref() == key.tool
+        self.id == key.id
+            && self.roles == key.roles
+            && self.method == key.method
+            && self.backend.as_deref() == key.backend
+            && self.tool.as_deref() == key.tool
     }
 }
 
@@ -73,7 +81,7 @@ pub struct Holds {
 
 impl Holds {
     fn hash(&self, key: &HoldKey<'_>) -> u64 {
-        self.hasher.hash_one((&key.principal.id, &key.principal.roles, key.method, key.tool))
+        self.hasher.hash_one((key.id, key.roles, key.method, key.backend, key.tool))
     }
 
     /// Serves the request from a standing hold of `key`, or says the plugin must decide (with
@@ -118,8 +126,10 @@ impl Holds {
             }
         }
         let entry = Entry {
-            principal: key.principal.clone(),
+            id: key.id.to_owned(),
+            roles: key.roles.to_vec(),
             method: key.method.to_owned(),
+            backend: key.backend.map(str::to_owned),
             tool: key.tool.map(str::to_owned),
             granted: requests,
             left: requests,
@@ -132,6 +142,7 @@ impl Holds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::Principal;
 
     fn principal(id: &str, roles: &[&str]) -> Principal {
         Principal { id: id.into(), roles: roles.iter().map(|r| r.to_string()).collect() }
@@ -141,7 +152,8 @@ mod tests {
     fn a_hold_serves_its_requests_then_is_reported_once() {
         let holds = Holds::default();
         let alice = principal("alice", &[]);
-        let key = HoldKey { principal: &alice, method: "tools/call", tool: Some("echo") };
+        let key =
+            HoldKey { id: &alice.id, roles: &alice.roles, method: "tools/call", backend: None, tool: Some("echo") };
         let now = Instant::now();
         assert_eq!(holds.take(&key, now), Held::No { previous: None });
         holds.give(&key, 3, Duration::from_secs(1), now);
@@ -156,7 +168,8 @@ mod tests {
     fn a_hold_whose_time_ran_out_reports_what_it_left() {
         let holds = Holds::default();
         let alice = principal("alice", &[]);
-        let key = HoldKey { principal: &alice, method: "tools/call", tool: Some("echo") };
+        let key =
+            HoldKey { id: &alice.id, roles: &alice.roles, method: "tools/call", backend: None, tool: Some("echo") };
         let now = Instant::now();
         holds.give(&key, 5, Duration::from_millis(100), now);
         assert_eq!(holds.take(&key, now), Held::Yes);
@@ -168,17 +181,19 @@ mod tests {
     fn a_hold_stands_only_for_its_own_principal_roles_method_and_tool() {
         let holds = Holds::default();
         let alice = principal("alice", &["user"]);
-        let key = HoldKey { principal: &alice, method: "tools/call", tool: Some("echo") };
+        let key =
+            HoldKey { id: &alice.id, roles: &alice.roles, method: "tools/call", backend: None, tool: Some("echo") };
         let now = Instant::now();
         holds.give(&key, 100, Duration::from_secs(1), now);
         let bob = principal("bob", &["user"]);
         let alice_admin = principal("alice", &["user", "admin"]);
         let others = [
-            HoldKey { principal: &bob, ..key },
-            HoldKey { principal: &alice_admin, ..key },
+            HoldKey { id: &bob.id, ..key },
+            HoldKey { roles: &alice_admin.roles, ..key },
             HoldKey { method: "prompts/get", ..key },
             HoldKey { tool: Some("other"), ..key },
             HoldKey { tool: None, ..key },
+            HoldKey { backend: Some("b"), ..key },
         ];
         for other in others {
             assert_eq!(holds.take(&other, now), Held::No { previous: None });
@@ -190,7 +205,7 @@ mod tests {
     fn holds_given_meanwhile_add_up_and_the_longest_time_stands() {
         let holds = Holds::default();
         let alice = principal("alice", &[]);
-        let key = HoldKey { principal: &alice, method: "tools/call", tool: None };
+        let key = HoldKey { id: &alice.id, roles: &alice.roles, method: "tools/call", backend: None, tool: None };
         let now = Instant::now();
         holds.give(&key, 1, Duration::from_millis(10), now);
         holds.give(&key, 2, Duration::from_secs(1), now);
@@ -207,12 +222,17 @@ mod tests {
         let now = Instant::now();
         let principals: Vec<Principal> = (0..CAPACITY + 10).map(|i| principal(&format!("p{i}"), &[])).collect();
         for p in &principals {
-            holds.give(&HoldKey { principal: p, method: "m", tool: None }, 1, Duration::from_secs(3600), now);
+            holds.give(
+                &HoldKey { id: &p.id, roles: &p.roles, method: "m", backend: None, tool: None },
+                1,
+                Duration::from_secs(3600),
+                now,
+            );
         }
         assert_eq!(holds.entries.lock().unwrap().len(), CAPACITY);
-        let last = HoldKey { principal: &principals[CAPACITY + 9], method: "m", tool: None };
+        let last = HoldKey { id: &principals[CAPACITY + 9].id, roles: &[], method: "m", backend: None, tool: None };
         assert_eq!(holds.take(&last, now), Held::No { previous: None }, "not kept beyond the capacity");
-        let first = HoldKey { principal: &principals[0], method: "m", tool: None };
+        let first = HoldKey { id: &principals[0].id, roles: &[], method: "m", backend: None, tool: None };
         assert!(matches!(holds.take(&first, now + MAX_HOLD), Held::No { previous: Some(_) }));
     }
 }

@@ -3,12 +3,18 @@
 //! arguments before (and may replace them or deny the call) and its result after (and may
 //! replace it). Calls no interceptor is bound to pay one glob match per interceptor. A failing
 //! interceptor fails the call (`on_error: fail-closed`) or is skipped, logged and counted
-//! (`fail-open`).
+//! (`fail-open`). An `on-request` that proceeds may hold that for the caller's next calls of
+//! the same backend and name (`verdict.hold`, kept in `holds`): they are not asked again.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use serde_json::Value;
 
 use super::bindings::interceptor::exports::relay::plugin::interception::{CallInfo, RequestDecision, ResultDecision};
 use super::bindings::types;
+use super::holds::{Held, HoldKey};
+use super::host::VerdictNote;
 use super::loaded::Bound;
 use super::registry::{Plugins, Slot, from_wit};
 use super::sandbox::{PluginError, Refusal, fails_closed};
@@ -90,20 +96,47 @@ pub struct Interception<'a> {
 impl Interception<'_> {
     /// Runs the request hooks on `arguments`: the arguments the call goes ahead with when a
     /// hook replaced them (`None`: as they are), or why it is refused.
+    /// A hook whose `proceed` for an earlier call of the same principal, method, backend and
+    /// name still holds (`verdict.hold`) is not called.
     pub async fn request(&self, arguments: &Value) -> Result<Option<Value>, Refusal> {
         let mut replaced: Option<Value> = None;
+        let info = &self.info;
+        let key = HoldKey {
+            id: &info.principal.id,
+            roles: &info.principal.roles,
+            method: &info.method,
+            backend: Some(&info.backend),
+            tool: Some(&info.name),
+        };
         for slot in self.slots.iter().filter(|s| s.intercepts(Hook::Request)) {
+            let previous = match slot.current.load().holds.take(&key, Instant::now()) {
+                Held::Yes => {
+                    slot.stats.held.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Held::No { previous } => previous,
+            };
             let current = replaced.as_ref().unwrap_or(arguments);
             let text = current.to_string();
+            // The version that decides keeps its hold (calls start on the current one).
+            let version = slot.current.load_full();
             let outcome = slot
                 .invoke(&self.plugins.engine, None, async |bound, store| {
                     let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
-                    interceptor.relay_plugin_interception().call_on_request(store, &self.info, &text).await
+                    store.data_mut().verdict = VerdictNote { previous, hold: None };
+                    let decision =
+                        interceptor.relay_plugin_interception().call_on_request(&mut *store, info, &text).await?;
+                    Ok((decision, std::mem::take(&mut store.data_mut().verdict).hold))
                 })
                 .await;
             match outcome {
-                Ok(RequestDecision::Proceed) => slot.settled(false),
-                Ok(RequestDecision::Replace(answer)) => match serde_json::from_str::<Value>(&answer) {
+                Ok((RequestDecision::Proceed, hold)) => {
+                    slot.settled(false);
+                    if let Some((requests, within)) = hold {
+                        version.holds.give(&key, requests, within, Instant::now());
+                    }
+                }
+                Ok((RequestDecision::Replace(answer), _)) => match serde_json::from_str::<Value>(&answer) {
                     Ok(value) if value == *current => slot.settled(false),
                     Ok(_) if self.info.method == RESOURCES_READ => {
                         failed(slot, invalid(slot, "replaced the arguments of resources/read, which has none"))?
@@ -114,7 +147,7 @@ impl Interception<'_> {
                     }
                     _ => failed(slot, invalid(slot, "replaced the arguments with something not a JSON object"))?,
                 },
-                Ok(RequestDecision::Deny(denial)) => {
+                Ok((RequestDecision::Deny(denial), _)) => {
                     slot.settled(true);
                     return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
                 }

@@ -31,7 +31,8 @@ impl Plugins {
         };
         // The catalog name, which rules and bindings use, not the caller's rename.
         let tool = info.route.map(|r| r.tool).or(info.tool);
-        let key = HoldKey { principal: info.principal, method: info.method, tool };
+        let (id, roles) = (info.principal.id.as_str(), info.principal.roles.as_slice());
+        let key = HoldKey { id, roles, method: info.method, backend: None, tool };
         for slot in self.slots.iter().filter(|s| s.config.world == World::Policy && bound(s)) {
             let previous = match slot.current.load().holds.take(&key, Instant::now()) {
                 Held::Yes => {

@@ -1,7 +1,7 @@
 //! `redact`: an interceptor that masks secrets and personal data in tool results before they
 //! reach the client: API keys and tokens of common shapes, private keys, e-mail addresses, and
 //! patterns from its configuration. What it masked is counted in the result's
-//! `_meta["relay/redacted"]`. Requests pass unchanged.
+//! `_meta["relay/redacted"]`. Requests pass unchanged (held: the host does not ask for each).
 
 mod masking;
 
@@ -11,7 +11,7 @@ use exports::relay::plugin::interception::{
     CallInfo, Guest, ListDecision, ListItem, ListKind, RequestDecision, ResultDecision,
 };
 use relay::plugin::types::Principal;
-use relay::plugin::{config, log};
+use relay::plugin::{config, log, verdict};
 
 wit_bindgen::generate!({ path: "../../wit", world: "interceptor" });
 
@@ -34,6 +34,8 @@ impl Guest for Redact {
     }
 
     fn on_request(_call: CallInfo, _arguments: String) -> RequestDecision {
+        // Requests always pass: the host need not ask again (for a minute, or until a reload).
+        verdict::hold(u32::MAX, 60_000);
         RequestDecision::Proceed
     }
 
