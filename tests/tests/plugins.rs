@@ -98,15 +98,19 @@ async fn auth_is_enforced_on_every_transport_and_never_logs_the_token() {
     assert!(!log.contains(ADMIN) && !log.contains(USER), "a token leaked into the log");
 }
 
+/// A relay.yaml entry for a copy of the rate-limit plugin with `config`.
+fn rate_limit_entry(dir: &Path, config: &str) -> String {
+    let limiter = copy_plugin(dir, "rate_limit");
+    format!(
+        "  - name: rate-limit\n    world: policy\n    path: {}\n    grants: {{clock: true}}\n    config: {config}\n",
+        limiter.display()
+    )
+}
+
 #[tokio::test]
 async fn rate_limit_denies_per_principal_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let limiter = copy_plugin(dir.path(), "rate_limit");
-    let extra = format!(
-        "  - name: rate-limit\n    world: policy\n    path: {}\n    grants: {{clock: true}}\n    config: {{per_minute: 3}}\n",
-        limiter.display()
-    );
-    let relay = start(dir.path(), &extra).await;
+    let relay = start(dir.path(), &rate_limit_entry(dir.path(), "{per_minute: 3}")).await;
     let mut user = relay.line_client_as(Some(USER)).await;
     for _ in 0..3 {
         assert!(user.call_tool("relay_list_servers", json!({})).await.get("result").is_some());
@@ -132,12 +136,8 @@ async fn rate_limit_denies_per_principal_with_retry_after() {
 #[tokio::test]
 async fn a_busy_principal_is_answered_by_holds_within_the_same_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let limiter = copy_plugin(dir.path(), "rate_limit");
-    let extra = format!(
-        "  - name: rate-limit\n    world: policy\n    path: {}\n    grants: {{clock: true}}\n    config: {{per_minute: 60000, burst: 400, methods: [tools/call]}}\n",
-        limiter.display()
-    );
-    let relay = start(dir.path(), &extra).await;
+    let config = "{per_minute: 60000, burst: 400, methods: [tools/call]}";
+    let relay = start(dir.path(), &rate_limit_entry(dir.path(), config)).await;
     let mut user = relay.line_client_as(Some(USER)).await;
     let started = Instant::now();
     let mut allowed = 0u64;

@@ -142,19 +142,15 @@ impl Holds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::Principal;
 
-    fn principal(id: &str, roles: &[&str]) -> Principal {
-        Principal { id: id.into(), roles: roles.iter().map(|r| r.to_string()).collect() }
+    /// alice, with no roles, calling the tool `echo`.
+    fn echo_call() -> HoldKey<'static> {
+        HoldKey { id: "alice", roles: &[], method: "tools/call", backend: None, tool: Some("echo") }
     }
 
     #[test]
     fn a_hold_serves_its_requests_then_is_reported_once() {
-        let holds = Holds::default();
-        let alice = principal("alice", &[]);
-        let key =
-            HoldKey { id: &alice.id, roles: &alice.roles, method: "tools/call", backend: None, tool: Some("echo") };
-        let now = Instant::now();
+        let (holds, key, now) = (Holds::default(), echo_call(), Instant::now());
         assert_eq!(holds.take(&key, now), Held::No { previous: None });
         holds.give(&key, 3, Duration::from_secs(1), now);
         for _ in 0..3 {
@@ -166,11 +162,7 @@ mod tests {
 
     #[test]
     fn a_hold_whose_time_ran_out_reports_what_it_left() {
-        let holds = Holds::default();
-        let alice = principal("alice", &[]);
-        let key =
-            HoldKey { id: &alice.id, roles: &alice.roles, method: "tools/call", backend: None, tool: Some("echo") };
-        let now = Instant::now();
+        let (holds, key, now) = (Holds::default(), echo_call(), Instant::now());
         holds.give(&key, 5, Duration::from_millis(100), now);
         assert_eq!(holds.take(&key, now), Held::Yes);
         let later = now + Duration::from_millis(100);
@@ -179,17 +171,13 @@ mod tests {
 
     #[test]
     fn a_hold_stands_only_for_its_own_principal_roles_method_and_tool() {
-        let holds = Holds::default();
-        let alice = principal("alice", &["user"]);
-        let key =
-            HoldKey { id: &alice.id, roles: &alice.roles, method: "tools/call", backend: None, tool: Some("echo") };
-        let now = Instant::now();
+        let (holds, now) = (Holds::default(), Instant::now());
+        let (user, user_admin) = (["user".to_owned()], ["user".to_owned(), "admin".to_owned()]);
+        let key = HoldKey { roles: &user, ..echo_call() };
         holds.give(&key, 100, Duration::from_secs(1), now);
-        let bob = principal("bob", &["user"]);
-        let alice_admin = principal("alice", &["user", "admin"]);
         let others = [
-            HoldKey { id: &bob.id, ..key },
-            HoldKey { roles: &alice_admin.roles, ..key },
+            HoldKey { id: "bob", ..key },
+            HoldKey { roles: &user_admin, ..key },
             HoldKey { method: "prompts/get", ..key },
             HoldKey { tool: Some("other"), ..key },
             HoldKey { tool: None, ..key },
@@ -203,10 +191,7 @@ mod tests {
 
     #[test]
     fn holds_given_meanwhile_add_up_and_the_longest_time_stands() {
-        let holds = Holds::default();
-        let alice = principal("alice", &[]);
-        let key = HoldKey { id: &alice.id, roles: &alice.roles, method: "tools/call", backend: None, tool: None };
-        let now = Instant::now();
+        let (holds, key, now) = (Holds::default(), HoldKey { tool: None, ..echo_call() }, Instant::now());
         holds.give(&key, 1, Duration::from_millis(10), now);
         holds.give(&key, 2, Duration::from_secs(1), now);
         let later = now + Duration::from_millis(500);
@@ -220,19 +205,14 @@ mod tests {
     fn the_table_is_bounded_and_holds_stand_at_most_a_minute() {
         let holds = Holds::default();
         let now = Instant::now();
-        let principals: Vec<Principal> = (0..CAPACITY + 10).map(|i| principal(&format!("p{i}"), &[])).collect();
-        for p in &principals {
-            holds.give(
-                &HoldKey { id: &p.id, roles: &p.roles, method: "m", backend: None, tool: None },
-                1,
-                Duration::from_secs(3600),
-                now,
-            );
+        let ids: Vec<String> = (0..CAPACITY + 10).map(|i| format!("p{i}")).collect();
+        for id in &ids {
+            holds.give(&HoldKey { id, ..echo_call() }, 1, Duration::from_secs(3600), now);
         }
         assert_eq!(holds.entries.lock().unwrap().len(), CAPACITY);
-        let last = HoldKey { id: &principals[CAPACITY + 9].id, roles: &[], method: "m", backend: None, tool: None };
+        let last = HoldKey { id: &ids[CAPACITY + 9], ..echo_call() };
         assert_eq!(holds.take(&last, now), Held::No { previous: None }, "not kept beyond the capacity");
-        let first = HoldKey { id: &principals[0].id, roles: &[], method: "m", backend: None, tool: None };
+        let first = HoldKey { id: &ids[0], ..echo_call() };
         assert!(matches!(holds.take(&first, now + MAX_HOLD), Held::No { previous: Some(_) }));
     }
 }
