@@ -1,8 +1,9 @@
 //! Holds: a policy plugin's `ok` (or an interceptor's `proceed`) that stands for the next
 //! requests of the same principal, method and tool (`verdict.hold`), so the host answers them
-//! without a call into the plugin. A version of a plugin keeps its own holds: a reload or a rollback starts with none.
-//! The table is bounded; a hold that ran out is reported once to the plugin's next call for the
-//! same key (`verdict.previous`), so a plugin that paid in advance can give back what was left.
+//! without a call into the plugin. A version of a plugin keeps its own holds: a reload or a
+//! rollback starts with none. The table is bounded; a hold that ran out is reported once to the
+//! plugin's next call for the same key (`verdict.previous`), so a plugin that paid in advance
+//! can give back what was left.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -102,7 +103,8 @@ impl Holds {
         Held::No { previous: Some(ended) }
     }
 
-    /// Records the plugin's `verdict.hold(requests, within)` for `key`, after its `ok`. A hold
+    /// Records the plugin's `verdict.hold(requests, within)` for `key`, after its `ok` (or
+    /// `proceed`). A hold
     /// still standing for the same key (another request's, decided meanwhile) is added to.
     pub fn give(&self, key: &HoldKey<'_>, requests: u32, within: Duration, now: Instant) {
         if requests == 0 || within.is_zero() {

@@ -101,7 +101,8 @@ pub struct Version {
     pub component: Instantiable,
     /// Idle instances of this version.
     idle: Mutex<Vec<Warm>>,
-    /// The `ok`s of this version that stand for more requests (policy plugins).
+    /// The decisions of this version that stand for more requests (policy and interceptor
+    /// plugins, `verdict.hold`).
     pub holds: super::holds::Holds,
 }
 

@@ -33,7 +33,8 @@ use crate::metrics::{PluginMetrics, PluginOutcomeKind, metrics};
 #[derive(Default)]
 pub(super) struct Stats {
     pub(super) calls: AtomicU64,
-    /// Requests a policy plugin's standing `ok` answered without a call (`verdict.hold`).
+    /// Requests a standing decision answered without a call (`verdict.hold`: a policy's `ok`,
+    /// an interceptor's `proceed`).
     pub(super) held: AtomicU64,
     pub(super) denials: AtomicU64,
     pub(super) traps: AtomicU64,

@@ -1,6 +1,6 @@
 //! The plugin registry driven in-process, no socket: reload, the memo of a bad file, rollback,
-//! a rollback that sticks, and a policy's holds. Uses the built rate-limit plugin (scripts/build-plugins.sh,
-//! which scripts/test.sh runs before the tests).
+//! a rollback that sticks, and a policy's holds. Uses the built rate-limit plugin
+//! (scripts/build-plugins.sh, which scripts/test.sh runs before the tests).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -114,7 +114,7 @@ pub struct PluginState {
     pub caller: Option<Caller>,
     /// What the current `authenticate` call said of its credential (auth plugins).
     pub credential: super::host::CredentialNote,
-    /// What the current `check` call is told and says about holds (policy plugins).
+    /// What the current `check` or `on-request` call is told and says about holds.
     pub verdict: super::host::VerdictNote,
     /// Held from [`arm`] until the instance is idle again (`loaded.rs`) or dropped.
     ticking: Option<Ticking>,

@@ -34,7 +34,7 @@ impl exports::relay::plugin::policy_check::Guest for RateLimit {
             }
         };
         if !settings.applies_to(&request.method) {
-            // Stands until a reload changes the settings.
+            // Not limited: that stands for a minute (a reload, which may change it, ends it).
             verdict::hold(u32::MAX, 60_000);
             return Ok(());
         }

@@ -1,7 +1,8 @@
-//! `verdict`: a policy plugin says its `ok` stands for the next requests of the same principal,
-//! method and tool, and learns what became of the hold it gave before. Both belong to one
-//! `check` call, so they live in the store's data (set before the call, read after it), like
-//! `credential`'s note; the holds themselves are the plugin version's (`plugins/holds.rs`).
+//! `verdict`: a policy plugin says its `ok` (an interceptor its `proceed`) stands for the next
+//! requests of the same principal, method and tool, and learns what became of the hold it gave
+//! before. Both belong to one `check` (or `on-request`) call, so they live in the store's data
+//! (set before the call, read after it), like `credential`'s note; the holds themselves are the
+//! plugin version's (`plugins/holds.rs`).
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::plugins::bindings::policy::relay::plugin::verdict::{self, EndedHold, Host};
 use crate::plugins::holds;
 
-/// What one `check` call is told and says about holds.
+/// What one `check` (or `on-request`) call is told and says about holds.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct VerdictNote {
     /// The hold of this request's key that ended since the plugin's last call for it (told once).
