@@ -107,7 +107,8 @@ async fn holds_answer_a_busy_principal_for_the_plugin_until_a_reload_or_the_budg
     assert_eq!(calls_and_held(&plugins), (calls + 3, held), "the reloaded plugin decided");
 
     // Paid in advance is paid: the budget (500, plus what refilled since the first request)
-    // ends as it would without holds.
+    // ends as it would without holds, less what the hold the reload ended left unused (up to
+    // 50, never given back). Alice's requests so far: 200, one of `other`, one after the reload.
     let mut allowed = 202;
     let refused = loop {
         match plugins.check(&RequestInfo::tool_call(&alice, "echo")).await {
@@ -118,5 +119,5 @@ async fn holds_answer_a_busy_principal_for_the_plugin_until_a_reload_or_the_budg
     };
     assert!(matches!(refused, Refusal::Denied(_)), "{refused:?}");
     let refilled = (started.elapsed().as_secs_f64() * 1000.0).ceil() as u64 + 1;
-    assert!((500..=500 + refilled).contains(&allowed), "{allowed} allowed from a burst of 500 (+{refilled})");
+    assert!((450..=500 + refilled).contains(&allowed), "{allowed} allowed from a burst of 500 (+{refilled})");
 }
