@@ -16,6 +16,11 @@ use foldhash::fast::RandomState;
 /// not kept when that is not enough.
 const CAPACITY: usize = 4096;
 
+/// Holds a principal id may have for a new one to be kept once the table is half full: a client
+/// that makes many keys (a resource URI per read, a tool name per call) cannot take the whole
+/// table from everyone else.
+const PER_PRINCIPAL: usize = 256;
+
 /// The longest a hold may stand.
 pub const MAX_HOLD: Duration = Duration::from_secs(60);
 
@@ -121,9 +126,15 @@ impl Holds {
             entry.until = entry.until.max(until);
             return;
         }
-        if entries.len() >= CAPACITY {
+        // Counted only when the table fills: below half of it every principal may hold.
+        let crowded = |entries: &HashMap<u64, Entry, RandomState>| {
+            entries.len() >= CAPACITY
+                || (entries.len() >= CAPACITY / 2
+                    && entries.values().filter(|e| e.id == key.id).count() >= PER_PRINCIPAL)
+        };
+        if crowded(&entries) {
             entries.retain(|_, e| e.left > 0 && e.until > now);
-            if entries.len() >= CAPACITY {
+            if crowded(&entries) {
                 return;
             }
         }
@@ -201,6 +212,20 @@ mod tests {
             assert_eq!(holds.take(&key, later), Held::Yes);
         }
         assert!(matches!(holds.take(&key, later), Held::No { previous: Some(EndedHold { granted: 3, unused: 0 }) }));
+    }
+
+    #[test]
+    fn one_principal_cannot_take_a_crowded_table_from_the_others() {
+        let (holds, now) = (Holds::default(), Instant::now());
+        let tools: Vec<String> = (0..CAPACITY).map(|i| format!("t{i}")).collect();
+        for tool in &tools {
+            holds.give(&HoldKey { tool: Some(tool), ..echo_call() }, 1, MAX_HOLD, now);
+        }
+        // Below half the table alice held freely; past it, not while she has her share.
+        assert_eq!(holds.entries.lock().unwrap().len(), CAPACITY / 2);
+        let bob = HoldKey { id: "bob", ..echo_call() };
+        holds.give(&bob, 1, MAX_HOLD, now);
+        assert_eq!(holds.take(&bob, now), Held::Yes, "another principal still holds");
     }
 
     #[test]
