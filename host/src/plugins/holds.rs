@@ -109,8 +109,8 @@ impl Holds {
     }
 
     /// Records the plugin's `verdict.hold(requests, within)` for `key`, after its `ok` (or
-    /// `proceed`). A hold
-    /// still standing for the same key (another request's, decided meanwhile) is added to.
+    /// `proceed`). A hold still standing for the same key (another request's, decided
+    /// meanwhile) is added to.
     pub fn give(&self, key: &HoldKey<'_>, requests: u32, within: Duration, now: Instant) {
         if requests == 0 || within.is_zero() {
             return;
