@@ -3,7 +3,8 @@
 //! without a call into the plugin. A version of a plugin keeps its own holds: a reload or a
 //! rollback starts with none. The table is bounded; a hold that ran out is reported once to the
 //! plugin's next call for the same key (`verdict.previous`), so a plugin that paid in advance
-//! can give back what was left.
+//! can give back what was left. [`Slot::decide`] is the one way a call consults them (the
+//! policy chain, the interceptors' request hook).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -11,6 +12,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
+use wasmtime::{Engine, Store};
+
+use super::host::VerdictNote;
+use super::loaded::Bound;
+use super::registry::Slot;
+use super::sandbox::{PluginError, PluginState};
 
 /// Holds kept per plugin version; a new one beyond it first drops those that ran out, and is
 /// not kept when that is not enough.
@@ -149,6 +156,44 @@ impl Holds {
             until,
         };
         entries.insert(hash, entry);
+    }
+}
+
+impl Slot {
+    /// A decision that may hold (`verdict.hold`): `None` when a standing hold of the current
+    /// version answers `key` (counted as held), else what `call` decided. The call is told the
+    /// hold of `key` that ended (`verdict.previous`), and a hold it gives is kept by the version
+    /// that decided when `stands` says the decision may stand (a policy's `ok`, an
+    /// interceptor's `proceed`).
+    pub(super) async fn decide<T>(
+        &self,
+        engine: &Engine,
+        key: &HoldKey<'_>,
+        stands: impl FnOnce(&T) -> bool,
+        call: impl AsyncFnOnce(&Bound, &mut Store<PluginState>) -> wasmtime::Result<T>,
+    ) -> Result<Option<T>, PluginError> {
+        let current = self.current.load();
+        let previous = match current.holds.take(key, Instant::now()) {
+            Held::Yes => {
+                self.stats.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(None);
+            }
+            Held::No { previous } => previous,
+        };
+        let version = arc_swap::Guard::into_inner(current);
+        let (decision, hold) = self
+            .invoke_on(version.clone(), engine, None, async |bound, store| {
+                store.data_mut().verdict = VerdictNote { previous, hold: None };
+                let decision = call(bound, &mut *store).await?;
+                Ok((decision, std::mem::take(&mut store.data_mut().verdict).hold))
+            })
+            .await?;
+        if let Some((requests, within)) = hold
+            && stands(&decision)
+        {
+            version.holds.give(key, requests, within, Instant::now());
+        }
+        Ok(Some(decision))
     }
 }
 

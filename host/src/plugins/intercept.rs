@@ -6,15 +6,11 @@
 //! (`fail-open`). An `on-request` that proceeds may hold that for the caller's next calls of
 //! the same backend and name (`verdict.hold`, kept in `holds`): they are not asked again.
 
-use std::sync::atomic::Ordering;
-use std::time::Instant;
-
 use serde_json::Value;
 
 use super::bindings::interceptor::exports::relay::plugin::interception::{CallInfo, RequestDecision, ResultDecision};
 use super::bindings::types;
-use super::holds::{Held, HoldKey};
-use super::host::VerdictNote;
+use super::holds::HoldKey;
 use super::loaded::Bound;
 use super::registry::{Plugins, Slot, from_wit};
 use super::sandbox::{PluginError, Refusal, fails_closed};
@@ -109,34 +105,19 @@ impl Interception<'_> {
             tool: Some(&info.name),
         };
         for slot in self.slots.iter().filter(|s| s.intercepts(Hook::Request)) {
-            let previous = match slot.current.load().holds.take(&key, Instant::now()) {
-                Held::Yes => {
-                    slot.stats.held.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                Held::No { previous } => previous,
-            };
             let current = replaced.as_ref().unwrap_or(arguments);
-            let text = current.to_string();
-            // The version that decides keeps its hold (calls start on the current one).
-            let version = slot.current.load_full();
+            let proceeds = |decision: &RequestDecision| matches!(decision, RequestDecision::Proceed);
             let outcome = slot
-                .invoke(&self.plugins.engine, None, async |bound, store| {
+                .decide(&self.plugins.engine, &key, proceeds, async |bound, store| {
                     let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
-                    store.data_mut().verdict = VerdictNote { previous, hold: None };
-                    let decision =
-                        interceptor.relay_plugin_interception().call_on_request(&mut *store, info, &text).await?;
-                    Ok((decision, std::mem::take(&mut store.data_mut().verdict).hold))
+                    interceptor.relay_plugin_interception().call_on_request(store, info, &current.to_string()).await
                 })
                 .await;
             match outcome {
-                Ok((RequestDecision::Proceed, hold)) => {
-                    slot.settled(false);
-                    if let Some((requests, within)) = hold {
-                        version.holds.give(&key, requests, within, Instant::now());
-                    }
-                }
-                Ok((RequestDecision::Replace(answer), _)) => match serde_json::from_str::<Value>(&answer) {
+                // An earlier `proceed` of this hook stands for this call.
+                Ok(None) => {}
+                Ok(Some(RequestDecision::Proceed)) => slot.settled(false),
+                Ok(Some(RequestDecision::Replace(answer))) => match serde_json::from_str::<Value>(&answer) {
                     Ok(value) if value == *current => slot.settled(false),
                     Ok(_) if self.info.method == RESOURCES_READ => {
                         failed(slot, invalid(slot, "replaced the arguments of resources/read, which has none"))?
@@ -147,7 +128,7 @@ impl Interception<'_> {
                     }
                     _ => failed(slot, invalid(slot, "replaced the arguments with something not a JSON object"))?,
                 },
-                Ok((RequestDecision::Deny(denial), _)) => {
+                Ok(Some(RequestDecision::Deny(denial))) => {
                     slot.settled(true);
                     return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
                 }

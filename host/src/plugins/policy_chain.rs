@@ -2,12 +2,8 @@
 //! order, each asked `check` unless an earlier `ok` of its current version still holds for the
 //! request's principal, method and tool (`verdict.hold`, kept in `holds`).
 
-use std::sync::atomic::Ordering;
-use std::time::Instant;
-
 use super::bindings::types;
-use super::holds::{Held, HoldKey};
-use super::host::VerdictNote;
+use super::holds::HoldKey;
 use super::loaded::Bound;
 use super::registry::{Plugins, Slot, from_wit, wit_transport};
 use super::sandbox::{Refusal, fails_closed};
@@ -34,52 +30,41 @@ impl Plugins {
         let (id, roles) = (info.principal.id.as_str(), info.principal.roles.as_slice());
         let key = HoldKey { id, roles, method: info.method, backend: None, tool };
         for slot in self.slots.iter().filter(|s| s.config.world == World::Policy && bound(s)) {
-            let previous = match slot.current.load().holds.take(&key, Instant::now()) {
-                Held::Yes => {
-                    slot.stats.held.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                Held::No { previous } => previous,
-            };
-            let request = request.get_or_insert_with(|| types::RequestInfo {
-                principal: types::Principal { id: info.principal.id.clone(), roles: info.principal.roles.clone() },
-                session_id: info.session_id.to_owned(),
-                transport: wit_transport(info.transport),
-                method: info.method.to_owned(),
-                tool: tool.map(str::to_owned),
-            });
-            // The version that decides keeps its hold (calls start on the current one).
-            let version = slot.current.load_full();
             let outcome = slot
-                .invoke(&self.engine, None, async |bound, store| {
-                    store.data_mut().verdict = VerdictNote { previous, hold: None };
-                    let outcome = match bound {
-                        Bound::Policy(policy) => {
-                            policy.relay_plugin_policy_check().call_check(&mut *store, request).await?
-                        }
+                .decide(&self.engine, &key, Result::is_ok, async |bound, store| {
+                    let request = request.get_or_insert_with(|| types::RequestInfo {
+                        principal: types::Principal {
+                            id: info.principal.id.clone(),
+                            roles: info.principal.roles.clone(),
+                        },
+                        session_id: info.session_id.to_owned(),
+                        transport: wit_transport(info.transport),
+                        method: info.method.to_owned(),
+                        tool: tool.map(str::to_owned),
+                    });
+                    match bound {
+                        Bound::Policy(policy) => policy.relay_plugin_policy_check().call_check(store, request).await,
                         Bound::PolicyV01(policy) => {
                             let answer = policy
                                 .relay_plugin_policy_check()
-                                .call_check(&mut *store, &v0_1::request_info(request))
+                                .call_check(store, &v0_1::request_info(request))
                                 .await?;
-                            answer.map_err(v0_1::denial)
+                            Ok(answer.map_err(v0_1::denial))
                         }
                         _ => unreachable!("policy slot holds a policy"),
-                    };
-                    Ok((outcome, std::mem::take(&mut store.data_mut().verdict).hold))
+                    }
                 })
                 .await;
-            let (outcome, hold) = match outcome {
-                Ok(outcome) => outcome,
+            let outcome = match outcome {
+                Ok(Some(outcome)) => outcome,
+                // An earlier `ok` of this plugin stands for this request.
+                Ok(None) => continue,
                 Err(error) if fails_closed(&slot.config, &error) => return Err(Refusal::Failed(error)),
                 Err(_) => continue,
             };
             slot.settled(outcome.is_err());
             if let Err(denial) = outcome {
                 return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
-            }
-            if let Some((requests, within)) = hold {
-                version.holds.give(&key, requests, within, Instant::now());
             }
         }
         Ok(())

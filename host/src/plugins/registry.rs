@@ -80,9 +80,19 @@ impl Slot {
         caller: Option<Caller>,
         call: impl AsyncFnOnce(&Bound, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, PluginError> {
+        self.invoke_on(self.current.load_full(), engine, caller, call).await
+    }
+
+    /// [`Self::invoke`] on `version` (one the caller has loaded already).
+    pub(super) async fn invoke_on<T>(
+        &self,
+        version: Arc<Version>,
+        engine: &Engine,
+        caller: Option<Caller>,
+        call: impl AsyncFnOnce(&Bound, &mut Store<PluginState>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let version = self.current.load_full();
         // The deadline covers waiting for a call slot, running guest code (which yields at
         // every epoch tick) and waiting in the host (an outgoing HTTP request, a clock sleep).
         // A call cut short drops its store.

@@ -40,19 +40,20 @@ impl exports::relay::plugin::policy_check::Guest for RateLimit {
         }
         let principal = &request.principal.id;
         let fail = settings.on_kv_unavailable;
+        let mut holds = true;
         if let Some(tool) = request.tool.as_deref()
             && let Some(limit) = settings.per_tool.get(tool)
         {
             // Two buckets: decided request by request (per-tool limits are the small ones).
             let rate = gcra::Rate::per_minute(*limit, None);
             take(&keys::bucket("tool", &[principal, tool]), rate, 1, 0, principal, fail)?;
-            take(&keys::bucket("principal", &[principal]), settings.rate(), 1, 0, principal, fail)?;
-            return Ok(());
+            holds = false;
         }
         let rate = settings.rate();
+        // Never a hold for a per-tool key, so nothing ended either.
         let previous = verdict::previous();
         let unused = previous.map_or(0, |ended| ended.unused);
-        let hold = lease::next_hold(previous, rate.limit(), rate.burst());
+        let hold = if holds { lease::next_hold(previous, rate.limit(), rate.burst()) } else { 0 };
         let taken = take(&keys::bucket("principal", &[principal]), rate, 1 + hold, unused, principal, fail)?;
         if taken > 1 {
             verdict::hold(taken - 1, lease::HOLD_MS);
