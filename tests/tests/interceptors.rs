@@ -1,6 +1,7 @@
 //! Interceptors (the `interceptor` world): bound to backends and tools by globs, they see a
 //! call's arguments before (and may replace them or deny the call) and its result after (and may
-//! replace it); the shipped `redact` masks secrets and e-mail addresses and counts them; calls
+//! replace it); the shipped `redact` masks secrets and e-mail addresses and counts them (and
+//! results that hold nothing it could mask pass it unread); calls
 //! they are not bound to pass untouched; a failing interceptor fails the call or, with
 //! `on_error: fail-open`, is skipped, logged and counted.
 
@@ -56,6 +57,15 @@ async fn interceptors_deny_pin_tag_and_redact_only_what_they_are_bound_to() {
     }
     let status = relay.plugin_status("redact").await;
     assert_eq!((&status["calls"], &status["held"]), (&json!(calls + 3), &json!(3)), "{status}");
+    // `redact` named the literals its rules need (`verdict.pass-results-without`: an `@`, the
+    // keys' prefixes): a result without any is passed by the host unread; one with a JSON
+    // escape (a control character is written `\u0007`) could spell one, and is read.
+    let clean = client.call_tool("a__echo", json!({"message": "nothing to mask here"})).await;
+    assert_eq!(text_of(&clean), "a: nothing to mask here [seen]", "{clean}");
+    let escaped = client.call_tool("a__echo", json!({"message": "a bell \u{7}"})).await;
+    assert_eq!(text_of(&escaped), "a: a bell \u{7} [seen]", "{escaped}");
+    let status = relay.plugin_status("redact").await;
+    assert_eq!((&status["calls"], &status["unread"]), (&json!(calls + 4), &json!(1)), "{status}");
     // Denied by name, with the interceptor's reason.
     let denied = client.call_tool("a__env", json!({})).await;
     assert_eq!(denied["error"]["code"], -32013, "{denied}");

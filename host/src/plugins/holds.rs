@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use foldhash::fast::RandomState;
 use wasmtime::{Engine, Store};
 
-use super::host::VerdictNote;
 use super::loaded::Bound;
 use super::registry::Slot;
 use super::sandbox::{PluginError, PluginState};
@@ -183,9 +182,10 @@ impl Slot {
         let version = arc_swap::Guard::into_inner(current);
         let (decision, hold) = self
             .invoke_on(version.clone(), engine, None, async |bound, store| {
-                store.data_mut().verdict = VerdictNote { previous, hold: None };
+                let note = &mut store.data_mut().verdict;
+                (note.previous, note.hold) = (previous, None);
                 let decision = call(bound, &mut *store).await?;
-                Ok((decision, std::mem::take(&mut store.data_mut().verdict).hold))
+                Ok((decision, store.data_mut().verdict.hold.take()))
             })
             .await?;
         if let Some((requests, within)) = hold

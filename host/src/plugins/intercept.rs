@@ -4,7 +4,9 @@
 //! replace it). Calls no interceptor is bound to pay one glob match per interceptor. A failing
 //! interceptor fails the call (`on_error: fail-closed`) or is skipped, logged and counted
 //! (`fail-open`). An `on-request` that proceeds may hold that for the caller's next calls of
-//! the same backend and name (`verdict.hold`, kept in `holds`): they are not asked again.
+//! the same backend and name (`verdict.hold`, kept in `holds`): they are not asked again. An
+//! `on-result` that named the literals it needs is not called for results without them
+//! (`result_filter`).
 
 use serde_json::Value;
 
@@ -140,10 +142,16 @@ impl Interception<'_> {
 
     /// Runs the result hooks: the result the client gets. A backend's result reaches the
     /// first hook as the text it came as, and is passed on as that text unless a hook
-    /// replaces it.
+    /// replaces it. A hook that named the literals it needs (`verdict.pass-results-without`)
+    /// is not called for a result without them.
     pub async fn result(&self, mut result: Payload) -> Result<Payload, Refusal> {
         for slot in self.slots.iter().filter(|s| s.intercepts(Hook::Result)) {
             let text = result.text();
+            if slot.current.load().results.load().as_ref().is_some_and(|filter| !filter.concerns(&text)) {
+                // None of the literals the hook named: it would pass this result.
+                slot.stats.unread.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
             let outcome = slot
                 .invoke(&self.plugins.engine, None, async |bound, store| {
                     let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };

@@ -17,12 +17,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use arc_swap::ArcSwapOption;
+
 use serde_json::{Value, json};
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
 use super::bindings::{adapter, auth, credentials, interceptor, policy, v0_1};
 use super::cache;
+use super::result_filter::{Rejected, ResultFilter};
 use super::sandbox::{PluginContext, PluginError, PluginState, arm, classify, disarm, new_store};
 
 use crate::config::World;
@@ -104,6 +107,8 @@ pub struct Version {
     /// The decisions of this version that stand for more requests (policy and interceptor
     /// plugins, `verdict.hold`).
     pub holds: super::holds::Holds,
+    /// The results this version's `on-result` need not see (`verdict.pass-results-without`).
+    pub results: ArcSwapOption<ResultFilter>,
 }
 
 impl Version {
@@ -204,7 +209,18 @@ impl Version {
             component,
             idle: Mutex::new(Vec::new()),
             holds: Default::default(),
+            results: Default::default(),
         })
+    }
+
+    /// Takes the literals a call of this version named for its result hook; the same list
+    /// again (each instance names it once) is not compiled again.
+    pub fn pass_results_without(&self, literals: Vec<String>) -> Result<(), Rejected> {
+        if self.results.load().as_ref().is_some_and(|current| current.is(&literals)) {
+            return Ok(());
+        }
+        self.results.store(Some(Arc::new(ResultFilter::new(literals)?)));
+        Ok(())
     }
 
     /// An instance for one call: an idle one, or a new one from the pool.

@@ -26,6 +26,7 @@ mod registry;
 #[cfg(test)]
 mod registry_tests;
 mod reload;
+mod result_filter;
 mod sandbox;
 mod status;
 mod v0_1;

@@ -36,6 +36,9 @@ pub(super) struct Stats {
     /// Requests a standing decision answered without a call (`verdict.hold`: a policy's `ok`,
     /// an interceptor's `proceed`).
     pub(super) held: AtomicU64,
+    /// Results passed without a call: they hold none of the literals the result hook named
+    /// (`verdict.pass-results-without`).
+    pub(super) unread: AtomicU64,
     pub(super) denials: AtomicU64,
     pub(super) traps: AtomicU64,
     pub(super) reloads: AtomicU64,
@@ -105,6 +108,11 @@ impl Slot {
             warm.store.data_mut().caller = caller;
             let outcome = call(&warm.bound, &mut warm.store).await;
             warm.store.data_mut().caller = None;
+            if let Some(literals) = warm.store.data_mut().verdict.results_without.take()
+                && outcome.is_ok()
+            {
+                self.pass_results_without(&version, literals);
+            }
             Ok::<_, PluginError>((outcome, warm))
         };
         // Boxed: a plugin's call is a 3.6 KB future, and whatever awaits one (every request's

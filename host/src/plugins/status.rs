@@ -25,6 +25,7 @@ impl Plugins {
                     "previous_hash": slot.previous.load().as_ref().map(|p| p.hash.clone()),
                     "calls": stat(&slot.stats.calls),
                     "held": stat(&slot.stats.held),
+                    "unread": stat(&slot.stats.unread),
                     "denials": stat(&slot.stats.denials),
                     "traps": stat(&slot.stats.traps),
                     "reloads": stat(&slot.stats.reloads),

@@ -1,11 +1,12 @@
 //! `redact`: an interceptor that masks secrets and personal data in tool results before they
 //! reach the client: API keys and tokens of common shapes, private keys, e-mail addresses, and
 //! patterns from its configuration. What it masked is counted in the result's
-//! `_meta["relay/redacted"]`. Requests pass unchanged (held: the host does not ask for each).
+//! `_meta["relay/redacted"]`. Requests pass unchanged (held: the host does not ask for each),
+//! and results that hold none of the literals its rules need are passed by the host unread.
 
 mod masking;
 
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 use exports::relay::plugin::interception::{
     CallInfo, Guest, ListDecision, ListItem, ListKind, RequestDecision, ResultDecision,
@@ -28,6 +29,17 @@ fn masker() -> &'static Result<masking::Masker, String> {
     })
 }
 
+/// Tells the host, once per instance, which literals a result must hold for this hook to have
+/// anything to mask; the host then passes results without them by itself.
+fn name_needed_literals(masker: &masking::Masker) {
+    static NAMED: Once = Once::new();
+    NAMED.call_once(|| {
+        if let Some(literals) = masker.needed_literals() {
+            verdict::pass_results_without(literals);
+        }
+    });
+}
+
 impl Guest for Redact {
     fn on_list(_principal: Principal, _kind: ListKind, _items: Vec<ListItem>) -> ListDecision {
         ListDecision::Pass
@@ -48,6 +60,7 @@ impl Guest for Redact {
                 panic!("redact is misconfigured: {problem}");
             }
         };
+        name_needed_literals(masker);
         match masker.redact_result(&result) {
             Some(redacted) => {
                 log::log(log::Level::Debug, &format!("masked parts of {}/{}'s result", call.backend, call.name));

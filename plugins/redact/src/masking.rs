@@ -51,11 +51,16 @@ const SECRETS: &[(&str, &str)] = &[
 
 const EMAIL: &str = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}";
 
+/// The most literals [`Masker::needed_literals`] names (the host takes at most 1024).
+const MAX_NEEDED: usize = 1024;
+
 /// The compiled rules, in the order they apply.
 pub struct Masker {
     rules: Vec<Rule>,
     /// Every rule's pattern, searched together: which rules a string needs at all.
     any: RegexSet,
+    /// Literals one of which every match of every rule holds; `None` when a rule has none.
+    needed: Option<Vec<String>>,
 }
 
 /// One kind of thing to mask.
@@ -83,7 +88,15 @@ impl Masker {
             rules.push(Rule { kind: name.clone(), regex });
         }
         let any = RegexSet::new(rules.iter().map(|rule| rule.regex.as_str())).map_err(|e| format!("patterns: {e}"))?;
-        Ok(Masker { rules, any })
+        let needed = needed_literals(&rules);
+        Ok(Masker { rules, any, needed })
+    }
+
+    /// Literals one of which every match of every rule holds, as it appears in a string
+    /// (`None` when some rule has no such few literals): a result whose strings hold none has
+    /// nothing to mask, and the host need not show it to the hook.
+    pub fn needed_literals(&self) -> Option<&[String]> {
+        self.needed.as_deref()
     }
 
     /// Masks every string in `value` in place; returns how many matches of each kind.
@@ -153,6 +166,26 @@ impl Masker {
         object.insert("_meta".into(), meta);
         Some(value.to_string())
     }
+}
+
+/// What each rule's matches must hold: an e-mail address its `@`, any other rule one of the
+/// literals its matches start with (`regex-syntax`'s extraction, which spells out case
+/// variants); `None` when a rule's matches may start with too many strings, or any string.
+fn needed_literals(rules: &[Rule]) -> Option<Vec<String>> {
+    let mut needed = std::collections::BTreeSet::new();
+    for rule in rules {
+        if rule.kind == "email" && rule.regex.as_str() == EMAIL {
+            needed.insert("@".to_string());
+            continue;
+        }
+        let hir = regex_syntax::Parser::new().parse(rule.regex.as_str()).ok()?;
+        let prefixes = regex_syntax::hir::literal::Extractor::new().extract(&hir);
+        for literal in prefixes.literals()? {
+            let literal = std::str::from_utf8(literal.as_bytes()).ok().filter(|l| !l.is_empty())?;
+            needed.insert(literal.to_string());
+        }
+    }
+    (needed.len() <= MAX_NEEDED).then(|| needed.into_iter().collect())
 }
 
 /// Values under these keys are not masked: base64 data (a pattern could match it by chance,
@@ -370,5 +403,39 @@ mod tests {
         assert!(!redacted.contains(key), "{redacted}");
         let redacted: Value = serde_json::from_str(&redacted).unwrap();
         assert_eq!(redacted["_meta"]["relay/redacted"]["total"], 4);
+    }
+
+    #[test]
+    fn every_match_holds_one_of_the_named_literals() {
+        let masker = masker();
+        let needed = masker.needed_literals().expect("every built-in rule needs a few literals");
+        for literal in
+            ["@", "sk-", "eyJ", "-----BEGIN ", "bearer", "Bearer", "BEARER", "ghp_", "AKIA", "xoxb-", "TICKET-4"]
+        {
+            assert!(needed.iter().any(|l| l == literal), "{literal} missing from {needed:?}");
+        }
+        let samples = [
+            "key sk-proj-abcdefghijklmnopqrstuvwx, mail ann@example.com, TICKET-42",
+            "ghp_0123456789abcdefghijklmnopqrstuvwxyzAB AKIAABCDEFGHIJKLMNOP",
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz",
+            "Authorization: bEaReR aaaaaaaaaaaaaaaaaaaaaaaa",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+            "xoxb-0123456789-abcdef AIzaSyA1234567890abcdefghijklmnopqrstu",
+        ];
+        for sample in samples {
+            let mut value = json!([sample]);
+            assert!(!masker.mask(&mut value).is_empty(), "{sample} is masked");
+            for rule in &masker.rules {
+                for found in rule.regex.find_iter(sample) {
+                    let text = found.as_str();
+                    assert!(needed.iter().any(|l| text.contains(l.as_str())), "{} match {text}", rule.kind);
+                }
+            }
+        }
+        // A rule whose matches may start with too many strings: every result is read.
+        let digits: Settings = serde_json::from_str(r#"{"patterns": {"phone": "\\d{3}-\\d{4}"}}"#).unwrap();
+        assert_eq!(Masker::new(&digits).unwrap().needed_literals(), None);
+        let none: Settings = serde_json::from_str(r#"{"secrets": false, "emails": false}"#).unwrap();
+        assert_eq!(Masker::new(&none).unwrap().needed_literals(), Some(&[][..]));
     }
 }

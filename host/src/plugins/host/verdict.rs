@@ -2,7 +2,8 @@
 //! requests of the same principal, method and tool, and learns what became of the hold it gave
 //! before. Both belong to one `check` (or `on-request`) call, so they live in the store's data
 //! (set before the call, read after it), like `credential`'s note; the holds themselves are the
-//! plugin version's (`plugins/holds.rs`).
+//! plugin version's (`plugins/holds.rs`). An interceptor also names the results its `on-result`
+//! need not see; they are the version's too (`plugins/result_filter.rs`).
 
 use std::time::Duration;
 
@@ -11,13 +12,17 @@ use wasmtime::component::{HasData, Linker};
 use crate::plugins::bindings::policy::relay::plugin::verdict::{self, EndedHold, Host};
 use crate::plugins::holds;
 
-/// What one `check` (or `on-request`) call is told and says about holds.
-#[derive(Debug, Default, Clone, Copy)]
+/// What one call is told and says about holds (`check`, `on-request`) and about the results
+/// its `on-result` need not see (any interceptor hook).
+#[derive(Debug, Default)]
 pub struct VerdictNote {
     /// The hold of this request's key that ended since the plugin's last call for it (told once).
     pub previous: Option<holds::EndedHold>,
     /// `verdict.hold(requests, within-ms)`, the last one the call made.
     pub hold: Option<(u32, Duration)>,
+    /// `verdict.pass-results-without(literals)`, the last one the call made (taken after every
+    /// call, by `Slot::invoke_on`).
+    pub results_without: Option<Vec<String>>,
 }
 
 /// The view the generated `Host` trait is implemented on.
@@ -44,5 +49,9 @@ impl Host for Verdict<'_> {
 
     fn hold(&mut self, requests: u32, within_ms: u32) {
         self.0.hold = Some((requests, Duration::from_millis(u64::from(within_ms)).min(holds::MAX_HOLD)));
+    }
+
+    fn pass_results_without(&mut self, literals: Vec<String>) {
+        self.0.results_without = Some(literals);
     }
 }
