@@ -138,12 +138,12 @@ impl Session {
         }
     }
 
-    /// Whether `credential` (a [`crate::access::ConnectInfo::credential_digest`]) is what this
-    /// session authenticated with: the same token and the same certificate subject (always
-    /// true when auth is off).
-    pub fn credential_matches(&self, credential: &[u8; 32]) -> bool {
+    /// Whether `credential` (a [`crate::access::ConnectInfo::credential_digest`], computed only
+    /// when the session has one to compare with) is what this session authenticated with: the
+    /// same token and the same certificate subject (always true when auth is off).
+    pub fn credential_matches(&self, credential: impl FnOnce() -> [u8; 32]) -> bool {
         use subtle::ConstantTimeEq;
-        self.credential.is_none_or(|expected| bool::from(expected.ct_eq(credential)))
+        self.credential.is_none_or(|expected| bool::from(expected.ct_eq(&credential())))
     }
 
     /// Whether the credential the session authenticated with has expired.

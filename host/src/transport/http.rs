@@ -179,8 +179,8 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     // The transport spec: a POST accepts both JSON and SSE answers (no Accept header: anything).
-    let accept = header_str(&headers, header::ACCEPT);
-    if !(media::accepts(accept, "application/json") && media::accepts(accept, "text/event-stream")) {
+    let accept = media::Accept::of(header_str(&headers, header::ACCEPT));
+    if !(accept.json && accept.event_stream) {
         return plain(StatusCode::NOT_ACCEPTABLE, "Accept must include application/json and text/event-stream");
     }
     if !media::is(header_str(&headers, header::CONTENT_TYPE), "application/json") {
@@ -237,7 +237,7 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
                 matches!(request.method.as_str(), "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe");
             // Waits while the session has max_requests_in_flight requests running.
             let slot = session.slot().await;
-            if forwarded && media::names(accept, "text/event-stream") {
+            if forwarded && accept.names_event_stream {
                 answer_or_stream(&state, &session, request, slot).await
             } else {
                 // Dropped with this exchange when the client goes away: the request is cancelled.
@@ -297,7 +297,7 @@ async fn mcp_get(
     if stateless::is_stateless(&headers) {
         return stateless::method_not_allowed();
     }
-    if !media::accepts(header_str(&headers, header::ACCEPT), "text/event-stream") {
+    if !media::Accept::of(header_str(&headers, header::ACCEPT)).event_stream {
         return plain(StatusCode::NOT_ACCEPTABLE, "GET /mcp needs Accept: text/event-stream");
     }
     let session = match find_session(&state, &headers, &peer, None).await {

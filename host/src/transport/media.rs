@@ -11,20 +11,40 @@ pub fn is(content_type: &str, wanted: &str) -> bool {
     content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(wanted)
 }
 
-/// Whether an `Accept` header value accepts `wanted`. An empty header accepts everything.
-pub fn accepts(accept: &str, wanted: &str) -> bool {
-    if accept.trim().is_empty() {
-        return true;
-    }
-    let (kind, _) = wanted.split_once('/').unwrap_or((wanted, ""));
-    let kind_range = |range: &str| range.strip_suffix("/*").is_some_and(|k| k.eq_ignore_ascii_case(kind));
-    ranges(accept).any(|range| range == "*/*" || range.eq_ignore_ascii_case(wanted) || kind_range(range))
+/// What an `Accept` header value says of the two formats an MCP answer comes in, read in one
+/// pass (an exchange asks three questions of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accept {
+    /// `application/json` is acceptable (named, or through `application/*` or `*/*`).
+    pub json: bool,
+    /// `text/event-stream` is acceptable.
+    pub event_stream: bool,
+    /// `text/event-stream` is named itself, not through a wildcard: the client says it handles
+    /// streams specifically.
+    pub names_event_stream: bool,
 }
 
-/// Whether an `Accept` header value names `wanted` itself (not through a wildcard): the
-/// client says it handles that format specifically.
-pub fn names(accept: &str, wanted: &str) -> bool {
-    ranges(accept).any(|range| range.eq_ignore_ascii_case(wanted))
+impl Accept {
+    /// Reads an `Accept` header value. An empty header accepts everything (and names nothing).
+    pub fn of(accept: &str) -> Accept {
+        // What MCP clients send, spelled as the specification does.
+        if accept == "application/json, text/event-stream" {
+            return Accept { json: true, event_stream: true, names_event_stream: true };
+        }
+        if accept.trim().is_empty() {
+            return Accept { json: true, event_stream: true, names_event_stream: false };
+        }
+        let mut found = Accept { json: false, event_stream: false, names_event_stream: false };
+        for range in ranges(accept) {
+            let any = range == "*/*";
+            let json = range.eq_ignore_ascii_case("application/json");
+            let stream = range.eq_ignore_ascii_case("text/event-stream");
+            found.json |= any || json || range.eq_ignore_ascii_case("application/*");
+            found.event_stream |= any || stream || range.eq_ignore_ascii_case("text/*");
+            found.names_event_stream |= stream;
+        }
+        found
+    }
 }
 
 /// The media ranges of an `Accept` value that are acceptable (q above 0), as written (compare
@@ -57,13 +77,19 @@ mod tests {
 
     #[test]
     fn accept_honours_ranges_and_q_zero() {
-        assert!(accepts("application/json, text/event-stream", "text/event-stream"));
-        assert!(accepts("*/*", "application/json") && accepts("text/*", "text/event-stream"));
-        assert!(accepts("", "application/json"), "no Accept header accepts anything");
-        assert!(!accepts("application/jsonfoo", "application/json"));
-        assert!(!accepts("text/event-stream;q=0, application/json", "text/event-stream"));
-        assert!(accepts("TEXT/*", "text/event-stream") && !accepts("text/*", "application/json"));
-        assert!(names("Application/Json, TEXT/EVENT-STREAM", "text/event-stream"));
-        assert!(!names("*/*", "text/event-stream"));
+        let of = Accept::of;
+        let both = Accept { json: true, event_stream: true, names_event_stream: true };
+        assert_eq!(of("application/json, text/event-stream"), both);
+        assert_eq!(of("text/event-stream ,application/json;q=0.5"), both);
+        assert_eq!(of("Application/Json, TEXT/EVENT-STREAM"), both);
+        let wildcards = Accept { json: true, event_stream: true, names_event_stream: false };
+        assert_eq!(of("*/*"), wildcards);
+        assert_eq!(of(""), wildcards, "no Accept header accepts anything");
+        assert_eq!(of("application/*, TEXT/*"), wildcards);
+        assert!(!of("application/jsonfoo").json);
+        assert!(!of("text/*").json && of("text/*").event_stream);
+        let refused = of("text/event-stream;q=0, application/json");
+        assert!(refused.json && !refused.event_stream && !refused.names_event_stream);
+        assert!(!of("application/json").event_stream);
     }
 }

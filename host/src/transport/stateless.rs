@@ -47,7 +47,7 @@ pub async fn post(
     state: &Arc<TransportState>,
     peer: &Peer,
     headers: &HeaderMap,
-    accept: &str,
+    accept: super::media::Accept,
     message: Message,
 ) -> Response {
     let request = match message {
@@ -94,7 +94,7 @@ pub async fn post(
         park_limit: state.sessions_factory.limits.max_parked_per_principal,
         error_code: None,
     };
-    let streaming = super::media::names(accept, "text/event-stream");
+    let streaming = accept.names_event_stream;
     // A quick answer goes out as one JSON body; a call that streams progress, or that runs
     // longer than STREAM_AFTER, gets an SSE stream (with keep-alives).
     let waited = if streaming {
