@@ -75,24 +75,27 @@ impl Default for Limits {
 }
 
 /// True when `text` nests arrays/objects deeper than `max`. A single pass over the bytes that
-/// skips string contents, so it is cheap enough to run before parsing.
+/// skips string contents (to the next quote or backslash at once: most of a message is the
+/// text of its strings), so it is cheap enough to run before parsing.
 pub fn json_depth_exceeds(text: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in text {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut at = 0;
+    while let Some(&byte) = text.get(at) {
+        match byte {
+            b'"' => {
+                // To the quote that ends the string: past each backslash and what it escapes.
+                at += 1;
+                loop {
+                    let Some(found) = text.get(at..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) else {
+                        return false;
+                    };
+                    at += found;
+                    if text[at] == b'"' {
+                        break;
+                    }
+                    at += 2;
+                }
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -102,6 +105,7 @@ pub fn json_depth_exceeds(text: &[u8], max: usize) -> bool {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     false
 }
@@ -115,5 +119,45 @@ mod tests {
         assert!(!json_depth_exceeds(br#"{"a":[1,{"b":2}]}"#, 3));
         assert!(json_depth_exceeds(br#"{"a":[1,{"b":2}]}"#, 2));
         assert!(!json_depth_exceeds(br#"{"a":"[[[[[[\"{{{{"}"#, 1));
+        assert!(json_depth_exceeds(br#"{"a":"\\",[{"b":"\\\"["}]}"#, 2), "an escaped backslash ends no string");
+    }
+
+    /// The byte-by-byte reading this function replaced, the reference for the property below.
+    fn depth_exceeds_byte_by_byte(text: &[u8], max: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in text {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return true;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn skipping_strings_at_once_reads_as_byte_by_byte(
+            text in proptest::collection::vec(proptest::sample::select(b"[]{}\"\\ax".to_vec()), 0..64),
+            max in 0usize..6,
+        ) {
+            proptest::prop_assert_eq!(json_depth_exceeds(&text, max), depth_exceeds_byte_by_byte(&text, max));
+        }
     }
 }
