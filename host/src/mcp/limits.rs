@@ -122,33 +122,28 @@ mod tests {
         assert!(json_depth_exceeds(br#"{"a":"\\",[{"b":"\\\"["}]}"#, 2), "an escaped backslash ends no string");
     }
 
-    /// The byte-by-byte reading this function replaced, the reference for the property below.
+    /// The reference for the property below: every byte outside strings, one at a time.
     fn depth_exceeds_byte_by_byte(text: &[u8], max: usize) -> bool {
-        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-        for &b in text {
-            if in_string {
-                if escaped {
-                    escaped = false;
-                } else if b == b'\\' {
-                    escaped = true;
-                } else if b == b'"' {
-                    in_string = false;
-                }
-                continue;
+        let (mut in_string, mut escaped) = (false, false);
+        let mut outside_strings = text.iter().filter(|&&b| {
+            let was_inside = in_string;
+            match (in_string, escaped, b) {
+                (true, true, _) => escaped = false,
+                (true, false, b'\\') => escaped = true,
+                (true, false, b'"') | (false, _, b'"') => in_string = !in_string,
+                _ => {}
             }
+            !was_inside && b != b'"'
+        });
+        let mut depth = 0usize;
+        outside_strings.any(|&b| {
             match b {
-                b'"' => in_string = true,
-                b'[' | b'{' => {
-                    depth += 1;
-                    if depth > max {
-                        return true;
-                    }
-                }
+                b'[' | b'{' => depth += 1,
                 b']' | b'}' => depth = depth.saturating_sub(1),
                 _ => {}
             }
-        }
-        false
+            depth > max
+        })
     }
 
     proptest::proptest! {

@@ -8,11 +8,20 @@
 //! escapes that could spell part of a literal are searched for too, and a text that has one
 //! is shown to the hook: any `\u`, and the short escapes of the characters the literals hold.
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, MatchKind};
 
 use super::loaded::Version;
 use super::registry::Slot;
 use crate::config::World;
+
+thread_local! {
+    /// A result's text in lower case, for the search (reused: a call allocates nothing).
+    static LOWERED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The most of [`LOWERED`] a thread keeps between results (a larger one is searched in a
+/// buffer given back after).
+const KEPT_BUFFER: usize = 64 << 10;
 
 /// Literals a hook may name.
 pub const MAX_LITERALS: usize = 1024;
@@ -25,7 +34,42 @@ pub struct ResultFilter {
     /// As the hook named them (a repeated declaration is recognised and not compiled again).
     literals: Vec<String>,
     /// The literals and the escapes that could spell part of one; `None` for an empty list.
-    search: Option<AhoCorasick>,
+    search: Option<Needles>,
+}
+
+/// What [`ResultFilter`] searches for, in lower case: the one-byte needles (an `@`) by
+/// `memchr`, the others together by Aho-Corasick (whose SIMD search, Teddy, takes a few dozen
+/// needles of two bytes and more, and gives up on one-byte ones).
+#[derive(Debug)]
+struct Needles {
+    bytes: Vec<u8>,
+    longer: Option<AhoCorasick>,
+}
+
+impl Needles {
+    fn new(needles: Vec<String>) -> Needles {
+        let (bytes, longer): (Vec<String>, Vec<String>) = fewest(needles).into_iter().partition(|n| n.len() == 1);
+        // Leftmost-first: the semantics Teddy supports; only whether one is found matters.
+        let longer = (!longer.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(longer)
+                .expect("at most 1033 needles of at most 256 bytes compile")
+        });
+        Needles { bytes: bytes.into_iter().map(|b| b.as_bytes()[0]).collect(), longer }
+    }
+
+    /// Whether `text` (in lower case) holds one.
+    fn found_in(&self, text: &[u8]) -> bool {
+        let byte = match *self.bytes.as_slice() {
+            [] => false,
+            [a] => memchr::memchr(a, text).is_some(),
+            [a, b] => memchr::memchr2(a, b, text).is_some(),
+            [a, b, c] => memchr::memchr3(a, b, c, text).is_some(),
+            ref many => text.iter().any(|byte| many.contains(byte)),
+        };
+        byte || self.longer.as_ref().is_some_and(|longer| longer.is_match(text))
+    }
 }
 
 /// Why a list of literals was not taken.
@@ -61,14 +105,14 @@ impl ResultFilter {
             return Err(Rejected::BadLength(bad.len()));
         }
         let search = (!literals.is_empty()).then(|| {
-            let mut needles: Vec<&str> = literals.iter().map(String::as_str).collect();
-            needles.push("\\u");
+            let mut needles: Vec<String> = literals.iter().map(|l| l.to_ascii_lowercase()).collect();
+            needles.push("\\u".into());
             for (character, escape) in SHORT_ESCAPES {
                 if literals.iter().any(|l| l.contains(character)) {
-                    needles.push(escape);
+                    needles.push(escape.into());
                 }
             }
-            AhoCorasick::new(needles).expect("at most 1033 needles of at most 256 bytes compile")
+            Needles::new(needles)
         });
         Ok(ResultFilter { literals, search })
     }
@@ -81,8 +125,34 @@ impl ResultFilter {
     /// Whether the hook must see `text` (a result's JSON): it holds a literal, or an escape that
     /// could spell part of one.
     pub fn concerns(&self, text: &str) -> bool {
-        self.search.as_ref().is_some_and(|search| search.is_match(text))
+        let Some(search) = &self.search else { return false };
+        // The needles are lower case; so is the copy searched (a KiB copies in well under a
+        // microsecond, and the search then runs on SIMD).
+        LOWERED.with_borrow_mut(|lowered| {
+            lowered.clear();
+            lowered.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
+            let found = search.found_in(lowered);
+            lowered.truncate(0);
+            lowered.shrink_to(KEPT_BUFFER);
+            found
+        })
     }
+}
+
+/// `needles` without those that hold another one (a text that holds `sk-ant-` holds `sk-`)
+/// or repeat one: a search for a few dozen needles runs on SIMD (Teddy), one for a hundred
+/// (the case variants a case-insensitive rule names) byte by byte. `needles` are in lower case
+/// and searched for in the text in lower case: ASCII-case-insensitively, which only shows the
+/// hook more results, never fewer.
+fn fewest(mut needles: Vec<String>) -> Vec<String> {
+    needles.sort_by_key(String::len);
+    let mut kept: Vec<String> = Vec::with_capacity(needles.len());
+    for needle in needles {
+        if !kept.iter().any(|shorter| needle.contains(shorter.as_str())) {
+            kept.push(needle);
+        }
+    }
+    kept
 }
 
 impl Slot {
@@ -130,6 +200,19 @@ mod tests {
         assert!(!lines.concerns(r#"{"text":"BEGIN KEY ab"}"#));
         let quotes = filter(&["say \"hi\""]);
         assert!(quotes.concerns(r#"{"text":"say \"hi\""}"#));
+    }
+
+    #[test]
+    fn case_variants_and_longer_literals_fold_into_fewer_needles() {
+        let variants: Vec<String> = ["bearer", "Bearer", "BEARER", "bEaReR", "sk-", "sk-ant-", "sk-proj-", "@"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(fewest(variants.iter().map(|v| v.to_ascii_lowercase()).collect()), ["@", "sk-", "bearer"]);
+        let filter = ResultFilter::new(variants).unwrap();
+        assert!(filter.concerns(r#"{"text":"Authorization: BeArEr abc"}"#));
+        assert!(filter.concerns(r#"{"text":"SK-ANT-xyz"}"#), "case-insensitive: more results shown, never fewer");
+        assert!(!filter.concerns(r#"{"text":"nothing"}"#));
     }
 
     #[test]
