@@ -41,7 +41,7 @@ impl Payload {
             return None;
         }
         // A surrogate escape reads as a value only in pairs: read it now to know.
-        if line_ends || text.contains("\\ud") || text.contains("\\uD") {
+        if line_ends || has_surrogate_escape(text.as_bytes()) {
             return serde_json::from_str(text).ok().map(|value| Payload(Repr::Value(value)));
         }
         Some(Payload(Repr::Text(raw, OnceLock::new())))
@@ -95,7 +95,7 @@ impl Payload {
             Repr::Text(raw, cell) => match cell.get() {
                 Some(value) => is_error(value),
                 // A result that never names the member cannot set it.
-                None if !raw.get().contains("\"isError\"") => false,
+                None if memchr::memmem::find(raw.get().as_bytes(), b"\"isError\"").is_none() => false,
                 None => serde_json::from_str::<ToolOutcome>(raw.get()).is_ok_and(|o| o.is_error == Some(true)),
             },
             Repr::Value(value) => is_error(value),
@@ -116,6 +116,11 @@ const MAX_DEPTH: usize = 127;
 /// How many `[`/`{` bytes `text` holds, and whether it holds a line end (searched with SIMD:
 /// every kept result passes here). Fewer openers than [`MAX_DEPTH`] cannot nest too deep, so
 /// the exact depth is only counted for the rare text with more.
+/// Whether `text` holds a `\\uD...` escape (half of a surrogate pair, or the first half of one).
+fn has_surrogate_escape(text: &[u8]) -> bool {
+    memchr::memmem::find_iter(text, b"\\u").any(|at| matches!(text.get(at + 2), Some(b'd' | b'D')))
+}
+
 fn count_openers_and_line_ends(text: &[u8]) -> (usize, bool) {
     (memchr::memchr2_iter(b'[', b'{', text).count(), memchr::memchr2(b'\n', b'\r', text).is_some())
 }
