@@ -113,14 +113,15 @@ impl Payload {
 /// message's own object.
 const MAX_DEPTH: usize = 127;
 
-/// How many `[`/`{` bytes `text` holds, and whether it holds a line end (searched with SIMD:
-/// every kept result passes here). Fewer openers than [`MAX_DEPTH`] cannot nest too deep, so
-/// the exact depth is only counted for the rare text with more.
-/// Whether `text` holds a `\\uD...` escape (half of a surrogate pair, or the first half of one).
+/// Whether `text` holds a `\uD...` escape: half of a surrogate pair, which a value can hold
+/// only with its other half (searched with SIMD, as below).
 fn has_surrogate_escape(text: &[u8]) -> bool {
     memchr::memmem::find_iter(text, b"\\u").any(|at| matches!(text.get(at + 2), Some(b'd' | b'D')))
 }
 
+/// How many `[`/`{` bytes `text` holds, and whether it holds a line end (searched with SIMD:
+/// every kept result passes here). Fewer openers than [`MAX_DEPTH`] cannot nest too deep, so
+/// the exact depth is only counted for the rare text with more.
 fn count_openers_and_line_ends(text: &[u8]) -> (usize, bool) {
     (memchr::memchr2_iter(b'[', b'{', text).count(), memchr::memchr2(b'\n', b'\r', text).is_some())
 }
