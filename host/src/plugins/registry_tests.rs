@@ -1,15 +1,17 @@
 //! The plugin registry driven in-process, no socket: reload, the memo of a bad file, rollback,
-//! a rollback that sticks, and a policy's holds. Uses the built rate-limit plugin
-//! (scripts/build-plugins.sh, which scripts/test.sh runs before the tests).
+//! a rollback that sticks, a policy's holds, and the results an interceptor need not see. Uses
+//! the built rate-limit and redact plugins (scripts/build-plugins.sh, which scripts/test.sh
+//! runs before the tests).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{KvStore, NoBackends, Plugins, Refusal, ReloadError, Reloaded};
+use super::{CallHook, KvStore, NoBackends, Plugins, Refusal, ReloadError, Reloaded, TOOLS_CALL};
 use crate::access::{Principal, RequestInfo};
 use crate::config::PluginConfig;
+use crate::mcp::Payload;
 
 fn built(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").join(format!("{name}.wasm"));
@@ -120,4 +122,63 @@ async fn holds_answer_a_busy_principal_for_the_plugin_until_a_reload_or_the_budg
     assert!(matches!(refused, Refusal::Denied(_)), "{refused:?}");
     let refilled = (started.elapsed().as_secs_f64() * 1000.0).ceil() as u64 + 1;
     assert!((450..=500 + refilled).contains(&allowed), "{allowed} allowed from a burst of 500 (+{refilled})");
+}
+
+/// One tool result through the interceptors bound to backend `a`: its text as the client gets it.
+async fn through_result_hooks(plugins: &Plugins, text: &str) -> String {
+    let alice = Principal { id: "alice".into(), roles: vec![] };
+    let hook = CallHook { principal: &alice, method: TOOLS_CALL, backend: "a", name: "echo" };
+    let interception = plugins.interception(&hook).expect("redact is bound to a");
+    let result = Payload::from(serde_json::json!({"content": [{"type": "text", "text": text}]}));
+    interception.result(result).await.expect("redact answers").text().into_owned()
+}
+
+/// The plugin's calls and the results it was not shown, from status.
+fn calls_and_unread(plugins: &Plugins) -> (u64, u64) {
+    let status = status(plugins);
+    (status["calls"].as_u64().unwrap(), status["unread"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn the_results_a_hook_need_not_see_are_its_versions_own() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(built("redact"), dir.path().join("redact.wasm")).unwrap();
+    let yaml = "- {name: redact, world: interceptor, path: redact.wasm, bind: {backends: [a], hooks: [result]}}\n";
+    let configs: Vec<PluginConfig> = serde_yaml::from_str(yaml).unwrap();
+    let plugins = Plugins::load(
+        &configs,
+        &dir.path().join("relay.yaml"),
+        None,
+        Arc::new(KvStore::default()),
+        Arc::new(NoBackends),
+    )
+    .await
+    .expect("redact loads");
+
+    // The first result is read (and masked); the hook names its literals as it reads it, and
+    // a result without any is then passed unread.
+    assert!(through_result_hooks(&plugins, "mail ann@example.com").await.contains("[REDACTED:email]"));
+    assert_eq!(
+        through_result_hooks(&plugins, "nothing here").await,
+        r#"{"content":[{"text":"nothing here","type":"text"}]}"#
+    );
+    assert_eq!(calls_and_unread(&plugins), (1, 1));
+
+    // A new version (which could have other rules) reads results until it names its own.
+    let bytes = std::fs::read(built("redact")).unwrap();
+    std::fs::write(dir.path().join("redact.wasm"), rebuilt(&bytes, b'2')).unwrap();
+    assert!(matches!(plugins.reload("redact").await, Ok(Reloaded::Loaded(_))));
+    through_result_hooks(&plugins, "nothing here").await;
+    assert_eq!(calls_and_unread(&plugins), (2, 1), "the reloaded version read it");
+    through_result_hooks(&plugins, "nothing here").await;
+    assert_eq!(calls_and_unread(&plugins), (2, 2));
+
+    // The version rolled back to keeps what it named; what needs masking is still read.
+    plugins.rollback("redact").await.unwrap();
+    through_result_hooks(&plugins, "nothing here").await;
+    assert_eq!(calls_and_unread(&plugins), (2, 3));
+    assert!(
+        through_result_hooks(&plugins, "key sk-proj-abcdefghijklmnopqrstuvwx").await.contains("[REDACTED:api_key]")
+    );
+    assert_eq!(calls_and_unread(&plugins), (3, 3));
 }
