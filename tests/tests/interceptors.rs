@@ -182,6 +182,17 @@ async fn tool_filter_allows_denies_by_role_and_pins_parameters() {
     assert_eq!(denied["error"]["code"], -32602, "{denied}");
     assert!(!user.tool_names().await.contains(&"a__env".to_string()));
     assert!(admin.call_tool("a__env", json!({})).await.get("result").is_some(), "admins are exempt");
+    // A call let through unchanged stands for the caller's next calls of the tool (`verdict.hold`),
+    // one whose parameters are dropped or pinned is decided each time (its arguments are read),
+    // and no result is shown to the plugin (it passes them all, and said so).
+    let before = relay.plugin_status("filter").await;
+    for _ in 0..2 {
+        assert!(admin.call_tool("a__env", json!({})).await.get("result").is_some());
+        assert_eq!(text_of(&admin.call_tool("a__echo", json!({"message": "m", "secret": "s"})).await), "a: m");
+    }
+    let after = relay.plugin_status("filter").await;
+    let grew = |field: &str| after[field].as_u64().unwrap() - before[field].as_u64().unwrap();
+    assert_eq!((grew("calls"), grew("held"), grew("unread")), (2, 2, 4), "{before} -> {after}");
     // `only_a` is unique (keeps its name), so the allow list `a__*` does not cover it.
     let outside = user.call_tool("only_a", json!({})).await;
     assert!(outside["error"]["message"].as_str().unwrap().contains("Unknown tool"), "{outside}");
