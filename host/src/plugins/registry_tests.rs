@@ -75,10 +75,11 @@ async fn reload_memo_rollback_and_a_rollback_that_sticks() {
     assert_eq!(plugins.rollback("nope").await.unwrap_err(), ReloadError::NoSuchPlugin("nope".into()));
 }
 
-/// The plugin's calls and the requests its holds answered, from status.
-fn calls_and_held(plugins: &Plugins) -> (u64, u64) {
+/// The plugin's calls and one more of its counters (`held`: requests its holds answered;
+/// `unread`: results it was not shown), from status.
+fn calls_and(plugins: &Plugins, counter: &str) -> (u64, u64) {
     let status = status(plugins);
-    (status["calls"].as_u64().unwrap(), status["held"].as_u64().unwrap())
+    (status["calls"].as_u64().unwrap(), status[counter].as_u64().unwrap())
 }
 
 #[tokio::test]
@@ -91,7 +92,7 @@ async fn holds_answer_a_busy_principal_for_the_plugin_until_a_reload_or_the_budg
     for _ in 0..200 {
         plugins.check(&RequestInfo::tool_call(&alice, "echo")).await.expect("within the budget");
     }
-    let (calls, held) = calls_and_held(&plugins);
+    let (calls, held) = calls_and(&plugins, "held");
     assert_eq!(calls + held, 200, "each request was decided once");
     assert!(calls <= 12, "holds of 1, 2, 4, ... 50 answer most requests: {calls} calls");
 
@@ -99,14 +100,14 @@ async fn holds_answer_a_busy_principal_for_the_plugin_until_a_reload_or_the_budg
     let bob = Principal { id: "bob".into(), roles: vec![] };
     plugins.check(&RequestInfo::tool_call(&bob, "echo")).await.unwrap();
     plugins.check(&RequestInfo::tool_call(&alice, "other")).await.unwrap();
-    assert_eq!(calls_and_held(&plugins), (calls + 2, held));
+    assert_eq!(calls_and(&plugins, "held"), (calls + 2, held));
 
     // A new version starts without holds.
     let good = std::fs::read(built("rate_limit")).unwrap();
     std::fs::write(dir.path().join("rl.wasm"), rebuilt(&good, b'2')).unwrap();
     assert!(matches!(plugins.reload("rl").await, Ok(Reloaded::Loaded(_))));
     plugins.check(&RequestInfo::tool_call(&alice, "echo")).await.unwrap();
-    assert_eq!(calls_and_held(&plugins), (calls + 3, held), "the reloaded plugin decided");
+    assert_eq!(calls_and(&plugins, "held"), (calls + 3, held), "the reloaded plugin decided");
 
     // Paid in advance is paid: the budget (500, plus what refilled since the first request)
     // ends as it would without holds, less what the hold the reload ended left unused (up to
@@ -133,12 +134,6 @@ async fn through_result_hooks(plugins: &Plugins, text: &str) -> String {
     interception.result(result).await.expect("redact answers").text().into_owned()
 }
 
-/// The plugin's calls and the results it was not shown, from status.
-fn calls_and_unread(plugins: &Plugins) -> (u64, u64) {
-    let status = status(plugins);
-    (status["calls"].as_u64().unwrap(), status["unread"].as_u64().unwrap())
-}
-
 #[tokio::test]
 async fn the_results_a_hook_need_not_see_are_its_versions_own() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,23 +157,23 @@ async fn the_results_a_hook_need_not_see_are_its_versions_own() {
         through_result_hooks(&plugins, "nothing here").await,
         r#"{"content":[{"text":"nothing here","type":"text"}]}"#
     );
-    assert_eq!(calls_and_unread(&plugins), (1, 1));
+    assert_eq!(calls_and(&plugins, "unread"), (1, 1));
 
     // A new version (which could have other rules) reads results until it names its own.
     let bytes = std::fs::read(built("redact")).unwrap();
     std::fs::write(dir.path().join("redact.wasm"), rebuilt(&bytes, b'2')).unwrap();
     assert!(matches!(plugins.reload("redact").await, Ok(Reloaded::Loaded(_))));
     through_result_hooks(&plugins, "nothing here").await;
-    assert_eq!(calls_and_unread(&plugins), (2, 1), "the reloaded version read it");
+    assert_eq!(calls_and(&plugins, "unread"), (2, 1), "the reloaded version read it");
     through_result_hooks(&plugins, "nothing here").await;
-    assert_eq!(calls_and_unread(&plugins), (2, 2));
+    assert_eq!(calls_and(&plugins, "unread"), (2, 2));
 
     // The version rolled back to keeps what it named; what needs masking is still read.
     plugins.rollback("redact").await.unwrap();
     through_result_hooks(&plugins, "nothing here").await;
-    assert_eq!(calls_and_unread(&plugins), (2, 3));
+    assert_eq!(calls_and(&plugins, "unread"), (2, 3));
     assert!(
         through_result_hooks(&plugins, "key sk-proj-abcdefghijklmnopqrstuvwx").await.contains("[REDACTED:api_key]")
     );
-    assert_eq!(calls_and_unread(&plugins), (3, 3));
+    assert_eq!(calls_and(&plugins, "unread"), (3, 3));
 }
