@@ -147,13 +147,17 @@ impl Interception<'_> {
     pub async fn result(&self, mut result: Payload) -> Result<Payload, Refusal> {
         for slot in self.slots.iter().filter(|s| s.intercepts(Hook::Result)) {
             let text = result.text();
-            if slot.current.load().results.load().as_ref().is_some_and(|filter| !filter.concerns(&text)) {
+            // The version loaded once: asked whether it reads this result, then (as `decide`
+            // does) the one called.
+            let current = slot.current.load();
+            if current.results.load().as_ref().is_some_and(|filter| !filter.concerns(&text)) {
                 // None of the literals the hook named: it would pass this result.
                 slot.stats.unread.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
+            let version = arc_swap::Guard::into_inner(current);
             let outcome = slot
-                .invoke(&self.plugins.engine, None, async |bound, store| {
+                .invoke_on(version, &self.plugins.engine, None, async |bound, store| {
                     let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
                     interceptor.relay_plugin_interception().call_on_result(store, &self.info, &text).await
                 })

@@ -25,7 +25,7 @@ use wasmtime::{Engine, Store};
 
 use super::bindings::{adapter, auth, credentials, interceptor, policy, v0_1};
 use super::cache;
-use super::result_filter::{Rejected, ResultFilter};
+use super::result_filter::ResultFilter;
 use super::sandbox::{PluginContext, PluginError, PluginState, arm, classify, disarm, new_store};
 
 use crate::config::World;
@@ -211,16 +211,6 @@ impl Version {
             holds: Default::default(),
             results: Default::default(),
         })
-    }
-
-    /// Takes the literals a call of this version named for its result hook; the same list
-    /// again (each instance names it once) is not compiled again.
-    pub fn pass_results_without(&self, literals: Vec<String>) -> Result<(), Rejected> {
-        if self.results.load().as_ref().is_some_and(|current| current.is(&literals)) {
-            return Ok(());
-        }
-        self.results.store(Some(Arc::new(ResultFilter::new(literals)?)));
-        Ok(())
     }
 
     /// An instance for one call: an idle one, or a new one from the pool.

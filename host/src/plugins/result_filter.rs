@@ -129,10 +129,10 @@ impl ResultFilter {
         // The needles are lower case; so is the copy searched (a KiB copies in well under a
         // microsecond, and the search then runs on SIMD).
         LOWERED.with_borrow_mut(|lowered| {
-            lowered.clear();
             lowered.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
             let found = search.found_in(lowered);
-            lowered.truncate(0);
+            // Left empty for the next result, and no larger than KEPT_BUFFER.
+            lowered.clear();
             lowered.shrink_to(KEPT_BUFFER);
             found
         })
@@ -156,13 +156,20 @@ fn fewest(mut needles: Vec<String>) -> Vec<String> {
 }
 
 impl Slot {
-    /// Keeps the literals a call of `version` named for its result hook, or logs why not.
+    /// Keeps the literals a call of `version` named for its result hook, or logs why not. The
+    /// same list again (each instance names it once) is not compiled again.
     pub(super) fn pass_results_without(&self, version: &Version, literals: Vec<String>) {
         let plugin = &self.config.name;
         if self.config.world != World::Interceptor {
             tracing::warn!(plugin = %plugin, "verdict.pass-results-without ignored: not an interceptor");
-        } else if let Err(rejected) = version.pass_results_without(literals) {
-            tracing::warn!(plugin = %plugin, "verdict.pass-results-without ignored: {rejected}");
+            return;
+        }
+        if version.results.load().as_ref().is_some_and(|current| current.is(&literals)) {
+            return;
+        }
+        match ResultFilter::new(literals) {
+            Ok(filter) => version.results.store(Some(std::sync::Arc::new(filter))),
+            Err(rejected) => tracing::warn!(plugin = %plugin, "verdict.pass-results-without ignored: {rejected}"),
         }
     }
 }
