@@ -25,12 +25,18 @@ async fn load(dir: &Path) -> Arc<Plugins> {
 
 /// Loads the rate-limit plugin with `config`.
 async fn load_with(dir: &Path, config: &str) -> Arc<Plugins> {
-    std::fs::copy(built("rate_limit"), dir.join("rl.wasm")).unwrap();
-    let yaml = format!("- {{name: rl, world: policy, path: rl.wasm, grants: {{clock: true}}, config: {config}}}\n");
-    let configs: Vec<PluginConfig> = serde_yaml::from_str(&yaml).unwrap();
+    let entry = format!("{{name: rl, world: policy, path: rl.wasm, grants: {{clock: true}}, config: {config}}}");
+    load_plugin(dir, "rate_limit", "rl.wasm", &entry).await
+}
+
+/// Copies the built plugin `built_name` into `dir` as `file` and loads it as configured by
+/// `entry` (one `plugins:` item in YAML flow style).
+async fn load_plugin(dir: &Path, built_name: &str, file: &str, entry: &str) -> Arc<Plugins> {
+    std::fs::copy(built(built_name), dir.join(file)).unwrap();
+    let configs: Vec<PluginConfig> = serde_yaml::from_str(&format!("- {entry}\n")).unwrap();
     Plugins::load(&configs, &dir.join("relay.yaml"), None, Arc::new(KvStore::default()), Arc::new(NoBackends))
         .await
-        .expect("rate-limit loads")
+        .unwrap_or_else(|e| panic!("{built_name} loads: {e}"))
 }
 
 fn status(plugins: &Plugins) -> Value {
@@ -137,18 +143,8 @@ async fn through_result_hooks(plugins: &Plugins, text: &str) -> String {
 #[tokio::test]
 async fn the_results_a_hook_need_not_see_are_its_versions_own() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(built("redact"), dir.path().join("redact.wasm")).unwrap();
-    let yaml = "- {name: redact, world: interceptor, path: redact.wasm, bind: {backends: [a], hooks: [result]}}\n";
-    let configs: Vec<PluginConfig> = serde_yaml::from_str(yaml).unwrap();
-    let plugins = Plugins::load(
-        &configs,
-        &dir.path().join("relay.yaml"),
-        None,
-        Arc::new(KvStore::default()),
-        Arc::new(NoBackends),
-    )
-    .await
-    .expect("redact loads");
+    let entry = "{name: redact, world: interceptor, path: redact.wasm, bind: {backends: [a], hooks: [result]}}";
+    let plugins = load_plugin(dir.path(), "redact", "redact.wasm", entry).await;
 
     // The first result is read (and masked); the hook names its literals as it reads it, and
     // a result without any is then passed unread.
