@@ -1,9 +1,10 @@
 //! The queue of messages on their way to one client's connection or stream, in order; its
-//! transport encodes them. Each message travels boxed: a tokio channel allocates its slots 32
-//! at a time when it is made, and 32 unboxed messages would cost every idle session 3 KB.
+//! transport encodes them. A flume channel: made with one small allocation, its slots grown as
+//! messages wait (tokio's channel allocated 800 bytes up front, held by every idle session and
+//! made again for every HTTP exchange). Each message travels boxed, so the slots a session once
+//! grew stay 8 bytes each.
 
-use futures::FutureExt;
-use tokio::sync::mpsc;
+use futures::{FutureExt, StreamExt};
 
 use super::Message;
 
@@ -12,12 +13,17 @@ pub const CLIENT_QUEUE: usize = 64;
 
 /// The sending side: cloned into every request of the session that may send related messages.
 #[derive(Clone, Debug)]
-pub struct ClientSink(mpsc::Sender<Box<Message>>);
+pub struct ClientSink(flume::Sender<Box<Message>>);
 
 /// The receiving side, owned by whoever writes to the client (a connection's loop, an HTTP
 /// exchange); also a stream of the messages, ending once every sender is gone.
 #[derive(Debug)]
-pub struct ClientStream(mpsc::Receiver<Box<Message>>);
+pub struct ClientStream {
+    /// What a wait registers with: polled as a stream.
+    waiting: flume::r#async::RecvStream<'static, Box<Message>>,
+    /// The same queue, read without touching the waker `waiting` registered.
+    now: flume::Receiver<Box<Message>>,
+}
 
 /// The client went away: nothing more can be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -26,8 +32,8 @@ pub struct Closed;
 
 /// A new queue of [`CLIENT_QUEUE`] messages.
 pub fn client_channel() -> (ClientSink, ClientStream) {
-    let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-    (ClientSink(tx), ClientStream(rx))
+    let (tx, rx) = flume::bounded(CLIENT_QUEUE);
+    (ClientSink(tx), ClientStream { waiting: rx.clone().into_stream(), now: rx })
 }
 
 impl ClientSink {
@@ -38,9 +44,9 @@ impl ClientSink {
         use futures::future::{Either, ready};
         match self.0.try_send(Box::new(message)) {
             Ok(()) => Either::Left(ready(Ok(()))),
-            Err(mpsc::error::TrySendError::Closed(_)) => Either::Left(ready(Err(Closed))),
-            Err(mpsc::error::TrySendError::Full(message)) => {
-                Either::Right(Box::pin(self.0.send(message)).map(|sent| sent.map_err(|_| Closed)))
+            Err(flume::TrySendError::Disconnected(_)) => Either::Left(ready(Err(Closed))),
+            Err(flume::TrySendError::Full(message)) => {
+                Either::Right(Box::pin(self.0.send_async(message)).map(|sent| sent.map_err(|_| Closed)))
             }
         }
     }
@@ -55,12 +61,12 @@ impl ClientSink {
 impl ClientStream {
     /// The next message; `None` once every sender is gone.
     pub async fn recv(&mut self) -> Option<Message> {
-        self.0.recv().await.map(|message| *message)
+        self.waiting.next().await.map(|message| *message)
     }
 
     /// The next message if one is queued now.
     pub fn try_recv(&mut self) -> Option<Message> {
-        self.0.try_recv().ok().map(|message| *message)
+        self.now.try_recv().ok().map(|message| *message)
     }
 }
 
@@ -68,7 +74,7 @@ impl futures::Stream for ClientStream {
     type Item = Message;
 
     fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Message>> {
-        self.get_mut().0.poll_recv(cx).map(|message| message.map(|message| *message))
+        self.get_mut().waiting.poll_next_unpin(cx).map(|message| message.map(|message| *message))
     }
 }
 
@@ -114,5 +120,35 @@ mod tests {
             assert_eq!(stream.recv().await, Some(note(n)));
         }
         assert_eq!(stream.recv().await, Some(note(999)), "the waiting message comes last");
+    }
+
+    /// A message taken with `try_recv` (the loop writing what was queued before an answer)
+    /// leaves the stream's wait intact: polled again, it waits, and the next message wakes it.
+    #[test]
+    fn a_message_taken_without_waiting_leaves_the_wait_to_be_woken_by_the_next() {
+        use futures::Stream;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Poll};
+        struct Count(AtomicUsize);
+        impl futures::task::ArcWake for Count {
+            fn wake_by_ref(this: &std::sync::Arc<Self>) {
+                this.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = std::sync::Arc::new(Count(AtomicUsize::new(0)));
+        let waker = futures::task::waker(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (sink, mut stream) = client_channel();
+        let mut poll = |stream: &mut ClientStream| std::pin::Pin::new(stream).poll_next(&mut cx);
+        assert_eq!(poll(&mut stream), Poll::Pending);
+        assert!(sink.try_send(note(1)));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the first message wakes the wait");
+        assert_eq!(stream.try_recv(), Some(note(1)));
+        assert_eq!(poll(&mut stream), Poll::Pending, "nothing left: waits again");
+        assert!(sink.try_send(note(2)));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2, "the next message wakes it again");
+        assert_eq!(poll(&mut stream), Poll::Ready(Some(note(2))));
+        drop(sink);
+        assert_eq!(poll(&mut stream), Poll::Ready(None), "ends once every sender is gone");
     }
 }
