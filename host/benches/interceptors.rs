@@ -78,7 +78,7 @@ fn caller() -> Caller {
 }
 
 async fn one_call(router: &Router, caller: &Caller, message: &str) {
-    let call = ToolCall { name: "echo".into(), arguments: Some(json!({"message": message})), meta: None };
+    let call = ToolCall { name: "echo".into(), arguments: Some(json!({"message": message}).into()), meta: None };
     let routed = router.call_tool(call, None, caller).await;
     routed.result.expect("echoed");
 }

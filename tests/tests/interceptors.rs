@@ -170,7 +170,8 @@ async fn tool_filter_allows_denies_by_role_and_pins_parameters() {
     );
     let record = dir.path().join("a.record");
     let a = stdio_fixture_entry("a", &["--tools", "only_a", "--record", record.to_str().unwrap()]);
-    let backends = format!("backends:\n{a}{}", stdio_fixture_entry("c", &[]));
+    let record_c = dir.path().join("c.record");
+    let backends = format!("backends:\n{a}{}", stdio_fixture_entry("c", &["--record", record_c.to_str().unwrap()]));
     let mut relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
     relay.token = Some("ADMIN".into());
     relay.wait_ready("a").await;
@@ -206,6 +207,25 @@ async fn tool_filter_allows_denies_by_role_and_pins_parameters() {
     assert!(received.contains(r#""ms":1"#) && !received.contains("5000"), "the pinned value did: {received}");
     // Another backend is not bound: nothing applies.
     assert!(user.call_tool("c__env", json!({})).await.get("result").is_some());
+
+    // Arguments nothing read reach their backend as the client wrote them (member order,
+    // spacing, a number's text); arguments an interceptor read (here: held, let through
+    // unchanged) are written from what it read, so a key sent twice reaches the backend once,
+    // as the plugin saw it, and cannot be read another way there.
+    for (tool, args) in
+        [("c__env", r#"{ "z": 1.50,  "m": "kept", "a": [true] }"#), ("a__env", r#"{"x": "first", "x": "second"}"#)]
+    {
+        let call = format!(
+            r#"{{"jsonrpc":"2.0","id":"raw-{tool}","method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+        );
+        admin.send_raw(&call).await;
+        assert!(admin.recv_response().await.get("result").is_some(), "{tool}");
+    }
+    let received_c = std::fs::read_to_string(&record_c).unwrap();
+    assert!(received_c.contains(r#""arguments":{ "z": 1.50,  "m": "kept", "a": [true] }"#), "{received_c}");
+    let received = std::fs::read_to_string(&record).unwrap();
+    let line = received.lines().find(|l| l.contains("\"x\"")).expect("a__env received");
+    assert!(line.contains(r#""arguments":{"x":"second"}"#) && !line.contains("first"), "{line}");
 }
 
 /// Policies take `bind` and `on_error` too: a rate limit bound to one backend counts only its

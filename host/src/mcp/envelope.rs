@@ -89,12 +89,19 @@ pub fn credential(params: Option<&Value>) -> Option<&str> {
 /// `authorization` in any letter case. An emptied `_meta` goes too.
 pub fn strip_credentials(params: &mut Option<Value>) {
     let Some(Value::Object(params)) = params else { return };
-    let Some(Value::Object(meta)) = params.get_mut("_meta") else { return };
+    let Some(meta) = params.remove("_meta") else { return };
+    if let Some(meta) = without_credentials(meta) {
+        params.insert("_meta".into(), meta);
+    }
+}
+
+/// A `_meta` without the client's credential ([`strip_credentials`]); `None` when that leaves
+/// it empty.
+pub fn without_credentials(meta: Value) -> Option<Value> {
+    let Value::Object(mut meta) = meta else { return Some(meta) };
     let before = meta.len();
     meta.retain(|key, _| !key.eq_ignore_ascii_case(AUTHORIZATION));
-    if meta.len() < before && meta.is_empty() {
-        params.remove("_meta");
-    }
+    (meta.len() == before || !meta.is_empty()).then_some(Value::Object(meta))
 }
 
 /// Removes the envelope's keys from a `_meta` before it travels on to an upstream that speaks

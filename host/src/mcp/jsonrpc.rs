@@ -105,8 +105,9 @@ pub struct Request {
     pub id: Value,
     /// The method name, e.g. `tools/call`.
     pub method: String,
-    /// The params object, when present.
-    pub params: Option<Value>,
+    /// The params object (or array), when present: as its sender wrote it until something
+    /// reads it ([`Payload`]), so a forwarded call's arguments are not decoded and written again.
+    pub params: Option<Payload>,
 }
 
 /// A notification: no id, no response.
@@ -177,7 +178,9 @@ impl Message {
             return Err(invalid(id.unwrap_or(Value::Null), "\"params\" must be an object"));
         }
         match (obj.remove("method"), id) {
-            (Some(Value::String(method)), Some(id)) => Ok(Message::Request(Request { id, method, params })),
+            (Some(Value::String(method)), Some(id)) => {
+                Ok(Message::Request(Request { id, method, params: params.map(Payload::from) }))
+            }
             (Some(Value::String(method)), None) => Ok(Message::Notification(Notification { method, params })),
             (Some(_), id) => Err(invalid(id.unwrap_or(Value::Null), "\"method\" must be a string")),
             (None, Some(id)) => {
@@ -222,8 +225,10 @@ impl Message {
     /// The JSON form of the message.
     pub fn to_value(&self) -> Value {
         match self {
-            Message::Request(r) => with_params(json!({"jsonrpc": "2.0", "id": r.id, "method": r.method}), &r.params),
-            Message::Notification(n) => with_params(json!({"jsonrpc": "2.0", "method": n.method}), &n.params),
+            Message::Request(r) => {
+                with_params(json!({"jsonrpc": "2.0", "id": r.id, "method": r.method}), r.params.as_deref())
+            }
+            Message::Notification(n) => with_params(json!({"jsonrpc": "2.0", "method": n.method}), n.params.as_ref()),
             Message::Response(r) => match &r.outcome {
                 Ok(result) => json!({"jsonrpc": "2.0", "id": r.id, "result": result}),
                 Err(e) => json!({"jsonrpc": "2.0", "id": r.id, "error": e.to_value()}),
@@ -234,17 +239,21 @@ impl Message {
     /// The message serialised on one line, as every transport sends it (written from the
     /// message as it is: params and results are not copied first).
     pub fn to_text(&self) -> String {
-        let wire = match self {
+        fn wire<P: serde::Serialize>(wire: Wire<'_, P>) -> String {
+            serde_json::to_string(&wire).expect("JSON values serialise")
+        }
+        match self {
             Message::Request(r) => {
-                Wire { id: Some(&r.id), method: Some(&r.method), params: r.params.as_ref(), ..Wire::EMPTY }
+                wire(Wire { id: Some(&r.id), method: Some(&r.method), params: r.params.as_ref(), ..Wire::EMPTY })
             }
-            Message::Notification(n) => Wire { method: Some(&n.method), params: n.params.as_ref(), ..Wire::EMPTY },
+            Message::Notification(n) => {
+                wire(Wire { method: Some(&n.method), params: n.params.as_ref(), ..Wire::EMPTY })
+            }
             Message::Response(r) => match &r.outcome {
-                Ok(result) => Wire { id: Some(&r.id), result: Some(result), ..Wire::EMPTY },
-                Err(e) => Wire { id: Some(&r.id), error: Some(e.to_value()), ..Wire::EMPTY },
+                Ok(result) => wire(Wire::<Value> { id: Some(&r.id), result: Some(result), ..Wire::EMPTY }),
+                Err(e) => wire(Wire::<Value> { id: Some(&r.id), error: Some(e.to_value()), ..Wire::EMPTY }),
             },
-        };
-        serde_json::to_string(&wire).expect("JSON values serialise")
+        }
     }
 }
 
@@ -252,7 +261,7 @@ impl Message {
 /// (an upstream request that may be re-sent keeps its params and is not copied for each
 /// attempt). The id is written as a number straight away: as a `Value` it would be a string
 /// allocated for each request (numbers keep their text).
-pub fn request_text(id: u64, method: &str, params: Option<&Value>) -> String {
+pub fn request_text(id: u64, method: &str, params: Option<&Payload>) -> String {
     /// The members in the order [`Wire`] writes them.
     #[derive(serde::Serialize)]
     struct RequestWire<'a> {
@@ -260,14 +269,15 @@ pub fn request_text(id: u64, method: &str, params: Option<&Value>) -> String {
         jsonrpc: &'static str,
         method: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
-        params: Option<&'a Value>,
+        params: Option<&'a Payload>,
     }
     serde_json::to_string(&RequestWire { id, jsonrpc: "2.0", method, params }).expect("JSON values serialise")
 }
 
-/// Any JSON-RPC message as written on the wire, fields in the order `to_value` gives them.
+/// Any JSON-RPC message as written on the wire, fields in the order `to_value` gives them;
+/// `P` is what its params are (a request's [`Payload`], a notification's value).
 #[derive(serde::Serialize)]
-struct Wire<'a> {
+struct Wire<'a, P> {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -276,14 +286,14 @@ struct Wire<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     method: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    params: Option<&'a Value>,
+    params: Option<&'a P>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a Payload>,
 }
 
 /// A message's members as read from the wire, before they are judged; `Some(Null)` for a
-/// member that is present and `null` (which is not the same as absent). The result is kept as
-/// the text it came as ([`Payload`]).
+/// member that is present and `null` (which is not the same as absent). The params and the
+/// result are kept as the text they came as ([`Payload`]).
 #[derive(serde::Deserialize)]
 struct Envelope<'a> {
     jsonrpc: Option<&'a str>,
@@ -291,8 +301,8 @@ struct Envelope<'a> {
     id: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     method: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    params: Option<Value>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     result: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present")]
@@ -304,14 +314,21 @@ impl Envelope<'_> {
     /// for anything that function refuses (it then says why).
     fn into_message(self) -> Option<Message> {
         let id_ok = self.id.as_ref().is_none_or(|id| id.is_string() || id.is_number());
-        let params_ok = self.params.as_ref().is_none_or(|p| p.is_object() || p.is_array());
+        let params_ok = self.params.is_none_or(|p| p.get().starts_with(['{', '[']));
         if self.jsonrpc != Some("2.0") || !id_ok || !params_ok {
             return None;
         }
+        // Params no value can hold ([`Payload::from_raw`]) are read as a value, and refused so.
         let params = self.params;
         match (self.method, self.id) {
-            (Some(Value::String(method)), Some(id)) => Some(Message::Request(Request { id, method, params })),
-            (Some(Value::String(method)), None) => Some(Message::Notification(Notification { method, params })),
+            (Some(Value::String(method)), Some(id)) => {
+                let params = params.map(|p| Payload::from_raw(p.to_owned())).map_or(Some(None), |p| p.map(Some))?;
+                Some(Message::Request(Request { id, method, params }))
+            }
+            (Some(Value::String(method)), None) => {
+                let params = params.map(|p| serde_json::from_str(p.get()).ok()).map_or(Some(None), |p| p.map(Some))?;
+                Some(Message::Notification(Notification { method, params }))
+            }
             (None, Some(id)) => match (self.result, &self.error) {
                 // A result no value can hold ([`Payload::from_raw`]): read as a value, and
                 // refused so.
@@ -333,12 +350,12 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
-impl Wire<'_> {
-    const EMPTY: Wire<'static> =
+impl<P: 'static> Wire<'_, P> {
+    const EMPTY: Wire<'static, P> =
         Wire { error: None, id: None, jsonrpc: "2.0", method: None, params: None, result: None };
 }
 
-fn with_params(mut value: Value, params: &Option<Value>) -> Value {
+fn with_params(mut value: Value, params: Option<&Value>) -> Value {
     if let Some(p) = params {
         value["params"] = p.clone();
     }
@@ -373,8 +390,8 @@ mod tests {
     #[test]
     fn a_request_of_the_relays_own_is_written_as_any_request_is() {
         let params = serde_json::json!({"name": "echo", "arguments": {"n": 18446744073709551615u64}});
-        let text = request_text(u64::MAX, "tools/call", Some(&params));
-        let request = Request { id: u64::MAX.into(), method: "tools/call".into(), params: Some(params) };
+        let text = request_text(u64::MAX, "tools/call", Some(&params.clone().into()));
+        let request = Request { id: u64::MAX.into(), method: "tools/call".into(), params: Some(params.into()) };
         assert_eq!(text, Message::Request(request).to_text());
         assert_eq!(request_text(7, "ping", None), r#"{"id":7,"jsonrpc":"2.0","method":"ping"}"#);
     }

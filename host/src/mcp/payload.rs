@@ -1,12 +1,12 @@
-//! A result as it travels through the relay: the backend's JSON text, kept as text and written
-//! to the client as it came, until something needs to read it. A forwarded call's result is
-//! then neither decoded into a tree nor encoded again (the hop rewrites the id and nothing
-//! else); whatever reads it (an interceptor, the 2026-07-28 stamping, a relay tool) decodes it
-//! once, on first use.
+//! A result or a request's params as they travel through the relay: the sender's JSON text,
+//! kept as text and written on as it came, until something needs to read it. A forwarded call's
+//! result, and its arguments, are then neither decoded into a tree nor encoded again (the hop
+//! rewrites the id, and the tool's name, and nothing else); whatever reads them (an interceptor,
+//! the 2026-07-28 stamping, a relay tool) decodes them once, on first use.
 
 use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -14,15 +14,16 @@ use serde_json::value::RawValue;
 
 use super::json_depth_exceeds;
 
-/// A JSON-RPC result: a backend's text passed through, or a value the relay built or read.
+/// A JSON-RPC result or params: a peer's text passed through, or a value the relay built or read.
 #[derive(Debug, Clone)]
 pub struct Payload(Repr);
 
 #[derive(Debug, Clone)]
 enum Repr {
-    /// A backend's text, checked to be one JSON value on one line; decoded into the cell when
-    /// first read.
-    Text(Box<RawValue>, OnceLock<Value>),
+    /// A peer's text, checked to be one JSON value on one line; decoded into the cell when
+    /// first read (boxed there: every request, response and call future carries a payload,
+    /// and most are never decoded).
+    Text(Box<RawValue>, OnceLock<Box<Value>>),
     /// A value, written when sent.
     Value(Value),
 }
@@ -44,7 +45,15 @@ impl Payload {
         if line_ends || has_surrogate_escape(text.as_bytes()) {
             return serde_json::from_str(text).ok().map(|value| Payload(Repr::Value(value)));
         }
-        Some(Payload(Repr::Text(raw, OnceLock::new())))
+        Some(Payload::checked(raw))
+    }
+
+    /// Text known to pass [`Payload::from_raw`]'s checks without them: a member of a text that
+    /// passed them (nested no deeper, holding no line end or surrogate escape the whole did not),
+    /// or text the relay wrote from such parts and values (which `serde_json` writes on one line,
+    /// with no escape of half a character).
+    pub(crate) fn checked(raw: Box<RawValue>) -> Self {
+        Payload(Repr::Text(raw, OnceLock::new()))
     }
 
     /// A tool's result as text (an adapter's answer): kept as text when it is one JSON object
@@ -68,7 +77,7 @@ impl Payload {
     /// The value, decoded from the text if it was not read before.
     pub fn into_value(self) -> Value {
         match self.0 {
-            Repr::Text(raw, mut cell) => cell.take().unwrap_or_else(|| decode(&raw)),
+            Repr::Text(raw, mut cell) => cell.take().map_or_else(|| decode(&raw), |value| *value),
             Repr::Value(value) => value,
         }
     }
@@ -95,11 +104,30 @@ impl Payload {
             Repr::Text(raw, cell) => match cell.get() {
                 Some(value) => is_error(value),
                 // A result that never names the member cannot set it.
-                None if memchr::memmem::find(raw.get().as_bytes(), b"\"isError\"").is_none() => false,
+                None if IS_ERROR.find(raw.get().as_bytes()).is_none() => false,
                 None => serde_json::from_str::<ToolOutcome>(raw.get()).is_ok_and(|o| o.is_error == Some(true)),
             },
             Repr::Value(value) => is_error(value),
         }
+    }
+
+    /// The text as it came, while nothing has read it: what was read may have been judged (an
+    /// interceptor's decision), and is then written from the value read, so that no reader
+    /// downstream can take the text another way (a key sent twice) than the relay did.
+    pub fn unread_text(&self) -> Option<&RawValue> {
+        match &self.0 {
+            Repr::Text(raw, cell) if cell.get().is_none() => Some(raw),
+            _ => None,
+        }
+    }
+
+    /// Whether the JSON text may hold the key `quoted` finds (its letters, digits and `_` in
+    /// quotes) as an object key: it holds it, or a `\u` escape that could spell one (such a key
+    /// has no other escape). Always true once decoded.
+    pub fn may_hold_key(&self, quoted: &memchr::memmem::Finder<'_>) -> bool {
+        let Some(raw) = self.unread_text() else { return true };
+        let text = raw.get().as_bytes();
+        quoted.find(text).is_some() || has_escape(text, |_| true)
     }
 
     /// Whether the result is still the backend's text, not decoded (for tests).
@@ -116,8 +144,19 @@ const MAX_DEPTH: usize = 127;
 /// Whether `text` holds a `\uD...` escape: half of a surrogate pair, which a value can hold
 /// only with its other half (searched with SIMD, as below).
 fn has_surrogate_escape(text: &[u8]) -> bool {
-    memchr::memmem::find_iter(text, b"\\u").any(|at| matches!(text.get(at + 2), Some(b'd' | b'D')))
+    has_escape(text, |hex| matches!(hex.first(), Some(b'd' | b'D')))
 }
+
+/// Whether `text` holds a `\u` escape whose hex digits (and whatever follows them) `holds`:
+/// found by their backslashes (rare in JSON text, and found with SIMD), without building a
+/// substring searcher per text.
+fn has_escape(text: &[u8], holds: impl Fn(&[u8]) -> bool) -> bool {
+    memchr::memchr_iter(b'\\', text).any(|at| text.get(at + 1) == Some(&b'u') && holds(&text[at + 2..]))
+}
+
+/// The one member of a result read on every call, found by its name first.
+static IS_ERROR: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"\"isError\""));
 
 /// How many `[`/`{` bytes `text` holds, and whether it holds a line end (searched with SIMD:
 /// every kept result passes here). Fewer openers than [`MAX_DEPTH`] cannot nest too deep, so
@@ -157,7 +196,7 @@ impl Deref for Payload {
 
     fn deref(&self) -> &Value {
         match &self.0 {
-            Repr::Text(raw, cell) => cell.get_or_init(|| decode(raw)),
+            Repr::Text(raw, cell) => cell.get_or_init(|| Box::new(decode(raw))),
             Repr::Value(value) => value,
         }
     }

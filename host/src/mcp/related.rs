@@ -76,7 +76,11 @@ impl Related {
         let id = format!("relay-{}", self.client.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         self.client.pending.lock().expect("client requests lock").insert(id.clone(), tx);
-        let message = Message::Request(Request { id: Value::String(id.clone()), method: method.into(), params });
+        let message = Message::Request(Request {
+            id: Value::String(id.clone()),
+            method: method.into(),
+            params: params.map(Payload::from),
+        });
         let unavailable = |message: &str| RpcError::new(error_codes::UPSTREAM_UNAVAILABLE, message.to_owned());
         let outcome = async {
             let Some(sink) = &self.sink else {

@@ -4,18 +4,21 @@
 //! `_meta`). The router maps the client-facing target to the owner's own and rebuilds the
 //! params for it; no layer re-reads or edits raw params.
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::{RpcError, envelope, error_codes};
+use super::{Payload, RpcError, envelope, error_codes};
 
 /// `tools/call`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolCall {
     /// The client-facing tool name.
     pub name: String,
-    /// The call's arguments (an object), if any.
-    pub arguments: Option<Value>,
-    /// `_meta` (progress token and the like), without the stateless envelope.
+    /// The call's arguments (an object), if any: the client's text, passed on as it came
+    /// unless an interceptor reads it.
+    pub arguments: Option<Payload>,
+    /// `_meta` (progress token and the like), without the stateless envelope or the client's
+    /// credential.
     pub meta: Option<Value>,
 }
 
@@ -66,34 +69,75 @@ fn object(params: Option<Value>, needs: &str) -> Result<Map<String, Value>, RpcE
     Ok(params)
 }
 
+/// The members of `tools/call`'s params the relay reads, from their text: the arguments are
+/// only delimited, not decoded. Every other member is skipped (none travels on).
+#[derive(serde::Deserialize)]
+struct ToolCallText<'a> {
+    name: Option<Value>,
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
+    #[serde(rename = "_meta")]
+    meta: Option<Value>,
+}
+
 impl ToolCall {
-    /// Reads `{name, arguments?, _meta?}`.
-    pub fn parse(params: Option<Value>) -> Result<Self, RpcError> {
+    /// Reads `{name, arguments?, _meta?}`; `_meta` loses the stateless envelope and any
+    /// credential ([`envelope::strip_credentials`]).
+    pub fn parse(params: Option<Payload>) -> Result<Self, RpcError> {
+        if let Some(read) = params.as_ref().and_then(Payload::unread_text).and_then(Self::parse_text) {
+            return read;
+        }
+        let mut params = params.map(Payload::into_value);
+        envelope::strip_credentials(&mut params);
         let mut params = object(params, "{name, arguments}")?;
-        let Some(Value::String(name)) = params.remove("name") else {
-            return Err(invalid("tools/call needs \"name\" (string)".into()));
-        };
+        let Some(Value::String(name)) = params.remove("name") else { return Err(no_name()) };
         let arguments = match params.remove("arguments") {
             None | Some(Value::Null) => None,
-            Some(arguments @ Value::Object(_)) => Some(arguments),
-            Some(_) => return Err(invalid("\"arguments\" must be an object".into())),
+            Some(arguments @ Value::Object(_)) => Some(arguments.into()),
+            Some(_) => return Err(no_object()),
         };
         Ok(Self { name, arguments, meta: params.remove("_meta") })
     }
 
-    /// The params for the tool's owner, which knows it as `upstream_name` (the arguments move
-    /// on, not copied).
-    pub fn into_params(self, upstream_name: &str) -> Value {
-        let mut params = Map::new();
-        params.insert("name".into(), upstream_name.into());
-        if let Some(arguments) = self.arguments {
-            params.insert("arguments".into(), arguments);
-        }
-        if let Some(meta) = self.meta {
-            params.insert("_meta".into(), meta);
-        }
-        Value::Object(params)
+    /// [`ToolCall::parse`] of params as their text, the arguments kept as text; `None` for
+    /// params this cannot read as [`ToolCall::parse`] reads a value (not an object, or a member
+    /// sent twice, which serde refuses where a value keeps the last): those are read as a value.
+    fn parse_text(params: &RawValue) -> Option<Result<Self, RpcError>> {
+        let read = serde_json::from_str::<ToolCallText>(params.get()).ok()?;
+        let arguments = match read.arguments.map(RawValue::get) {
+            None | Some("null") => None,
+            // A member of params that passed `Payload::from_raw`'s checks passes them too.
+            Some(text) if text.starts_with('{') => Some(Payload::checked(read.arguments?.to_owned())),
+            Some(_) => return Some(Err(no_object())),
+        };
+        let Some(Value::String(name)) = read.name else { return Some(Err(no_name())) };
+        let meta = envelope::strip(read.meta.and_then(envelope::without_credentials));
+        Some(Ok(Self { name, arguments, meta }))
     }
+
+    /// The params for the tool's owner, which knows it as `upstream_name`: written at once,
+    /// the arguments as their text when nothing read them.
+    pub fn into_params(self, upstream_name: &str) -> Payload {
+        #[derive(serde::Serialize)]
+        struct Params<'a> {
+            name: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            arguments: Option<&'a Payload>,
+            #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+            meta: Option<&'a Value>,
+        }
+        let params = Params { name: upstream_name, arguments: self.arguments.as_ref(), meta: self.meta.as_ref() };
+        // Written on one line by `serde_json` from values and checked text: checked text too.
+        Payload::checked(serde_json::value::to_raw_value(&params).expect("JSON values serialise"))
+    }
+}
+
+fn no_name() -> RpcError {
+    invalid("tools/call needs \"name\" (string)".into())
+}
+
+fn no_object() -> RpcError {
+    invalid("\"arguments\" must be an object".into())
 }
 
 impl Addressed {
@@ -171,24 +215,45 @@ mod tests {
 
     use super::*;
 
+    /// Params as a client's text, and as a value: a tool call reads them alike.
+    fn both(text: &str) -> [Option<Payload>; 2] {
+        let raw = RawValue::from_string(text.to_owned()).unwrap();
+        let unread = Payload::from_raw(raw).unwrap();
+        assert!(unread.unread_text().is_some());
+        [Some(unread), Some(serde_json::from_str::<Value>(text).unwrap().into())]
+    }
+
     #[test]
-    fn a_tool_call_keeps_arguments_and_meta_and_drops_the_envelope() {
-        let params = json!({
-            "name": "echo",
-            "arguments": {"text": "hi"},
-            "_meta": {"progressToken": 3, "io.modelcontextprotocol/protocolVersion": "2026-07-28"},
-            "stray": true,
-        });
-        let call = ToolCall::parse(Some(params)).unwrap();
-        assert_eq!(call.name, "echo");
-        assert_eq!(
-            call.into_params("upstream_echo"),
-            json!({"name": "upstream_echo", "arguments": {"text": "hi"}, "_meta": {"progressToken": 3}})
-        );
-        for bad in [json!([]), json!({"name": 1}), json!({"name": "t", "arguments": [1]})] {
-            let error = ToolCall::parse(Some(bad)).unwrap_err();
-            assert_eq!(error.code, error_codes::INVALID_PARAMS);
+    fn a_tool_call_keeps_arguments_and_meta_and_drops_the_envelope_and_the_credential() {
+        let params = r#"{"name": "echo", "arguments": {"text": "hi", "n": 1.50},
+            "_meta": {"progressToken": 3, "io.modelcontextprotocol/protocolVersion": "2026-07-28", "Authorization": "Bearer t"},
+            "stray": true}"#
+            .replace('\n', "");
+        for params in both(&params) {
+            let call = ToolCall::parse(params).unwrap();
+            assert_eq!(call.name, "echo");
+            let params = call.into_params("upstream_echo");
+            let expected =
+                r#"{"name": "upstream_echo", "arguments": {"text": "hi", "n": 1.50}, "_meta": {"progressToken": 3}}"#;
+            assert_eq!(*params, serde_json::from_str::<Value>(expected).unwrap());
         }
+        // The arguments travel as the client wrote them (member order, spacing, number text).
+        let [unread, _] = both(r#"{"arguments": { "z": 1.50, "a": [true] }, "name": "t"}"#);
+        let written = ToolCall::parse(unread).unwrap().into_params("u");
+        assert_eq!(written.text(), r#"{"name":"u","arguments":{ "z": 1.50, "a": [true] }}"#);
+        // A member sent twice is read as a value reads it (the last one), its arguments written
+        // from that value: nothing downstream can read them another way.
+        let [unread, _] = both(r#"{"name": "t", "arguments": {"p": "a"}, "arguments": {"p": "b"}}"#);
+        let call = ToolCall::parse(unread).unwrap();
+        assert_eq!(call.into_params("t").text(), r#"{"name":"t","arguments":{"p":"b"}}"#);
+        for bad in ["[]", r#"{"name": 1}"#, r#"{"name": "t", "arguments": [1]}"#, r#"{"arguments": {}}"#] {
+            for params in both(bad) {
+                let error = ToolCall::parse(params).unwrap_err();
+                assert_eq!(error.code, error_codes::INVALID_PARAMS, "{bad}");
+            }
+        }
+        let none = ToolCall::parse(both(r#"{"name": "t", "arguments": null}"#)[0].clone()).unwrap();
+        assert_eq!(none.arguments, None);
     }
 
     #[test]

@@ -319,7 +319,7 @@ impl Router {
             None => None,
         };
         upstream
-            .request_as(method, Some(params), upstream.call_timeout(), related, credential.as_ref())
+            .request_as(method, Some(params.into()), upstream.call_timeout(), related, credential.as_ref())
             .await
             .map_err(|source| RouterError::Upstream { backend: backend.clone(), source })
     }
@@ -371,15 +371,16 @@ impl Router {
         // only some calls run, are boxed here: every call's future would otherwise be as large
         // as theirs (4.8 KB), and be copied whole into its box per call.
         if let Some(interception) = &interception {
-            let arguments = call.arguments.take().unwrap_or_else(|| json!({}));
+            // What the interceptors read travels on, written from the value they read.
+            let arguments = call.arguments.take().map_or_else(|| json!({}), Payload::into_value);
             match interception.request(&arguments).await {
-                Ok(replaced) => call.arguments = Some(replaced.unwrap_or(arguments)),
+                Ok(replaced) => call.arguments = Some(replaced.unwrap_or(arguments).into()),
                 Err(refusal) => return Routed { backend: Some(owner), result: Err(RouterError::Intercepted(refusal)) },
             }
         }
         let result = match &entry.owner {
             Owner::Builtin => {
-                let arguments = call.arguments.unwrap_or_else(|| json!({}));
+                let arguments = call.arguments.map_or_else(|| json!({}), Payload::into_value);
                 Ok(Box::pin(self.builtin.call(&entry.upstream_name, arguments, &caller.principal)).await.into())
             }
             Owner::Backend(backend) => match self.upstreams.get(backend) {
@@ -400,7 +401,7 @@ impl Router {
                 }
             },
             Owner::Adapter(adapter) => {
-                let arguments = call.arguments.unwrap_or_else(|| json!({}));
+                let arguments = call.arguments.map_or_else(|| json!({}), Payload::into_value);
                 self.plugins
                     .call_tool(adapter, &entry.upstream_name, &arguments, Some(caller.clone()))
                     .await

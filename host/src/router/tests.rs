@@ -65,7 +65,7 @@ fn caller() -> Caller {
 }
 
 fn call(name: &str, arguments: Value) -> ToolCall {
-    ToolCall { name: name.into(), arguments: Some(arguments), meta: None }
+    ToolCall { name: name.into(), arguments: Some(arguments.into()), meta: None }
 }
 
 fn text(result: &Value) -> &str {

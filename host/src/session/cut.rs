@@ -6,20 +6,12 @@
 use serde_json::Value;
 
 use super::Session;
-use crate::mcp::{Request, Response, RpcError, clip, error_codes};
+use crate::mcp::{Response, RpcError, error_codes};
 
-/// What a request is, for its record: the method (as the metrics name it), and the tool for a
-/// tool call.
-pub(super) fn what(request: &Request) -> (&'static str, Option<String>) {
-    let tool = (request.method == "tools/call")
-        .then(|| request.params.as_ref()?.get("name")?.as_str().map(|n| clip(n).into_owned()))
-        .flatten();
-    (crate::metrics::method_label(&request.method), tool)
-}
-
-/// The answer to a request cut off by the drain, after logging its record. Not the retryable
-/// drain error: the request was running, so it may have taken effect.
-pub(super) fn answer(session: &Session, id: Value, (method, tool): &(&'static str, Option<String>)) -> Response {
+/// The answer to a request cut off by the drain, after logging its record (of `method`, as
+/// the metrics name it, and for a tool call whose params were read, its `tool`, cut short).
+/// Not the retryable drain error: the request was running, so it may have taken effect.
+pub(super) fn answer(session: &Session, id: Value, method: &'static str, tool: Option<&String>) -> Response {
     let (tag, principal) = (session.tag.as_str(), session.principal.id.as_str());
     let error = "cut off: the relay shut down before it finished (shutdown.grace_secs passed)";
     match tool {

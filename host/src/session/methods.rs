@@ -2,6 +2,7 @@
 //! stateless rules (methods 2026-07-28 removed), the policy chain, and the stamping of
 //! stateless results happen here, once, for every method.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -46,10 +47,16 @@ fn result_outcome(result: &Payload) -> &'static str {
 
 impl Session {
     /// Answers one client request, counted in the metrics by method and outcome.
-    pub(super) async fn handle_request(&self, request: Request, related: Option<&Related>) -> Response {
+    /// A tool call's name, once read, goes in `tool` (cut short, as its records quote it).
+    pub(super) async fn handle_request(
+        &self,
+        request: Request,
+        related: Option<&Related>,
+        tool: &OnceLock<String>,
+    ) -> Response {
         let started = Instant::now();
         let method = method_label(&request.method);
-        let response = self.answer(request, related).await;
+        let response = self.answer(request, related, tool).await;
         let (outcome, kind) = match &response.outcome {
             Ok(result) => (result_outcome(result), None),
             Err(error) => ("error", Some(error_kind(error.code))),
@@ -60,10 +67,8 @@ impl Session {
 
     /// Answers one client request: refused if 2026-07-28 removed its method or the policy says
     /// no, otherwise by its method's function.
-    async fn answer(&self, request: Request, related: Option<&Related>) -> Response {
-        let Request { id, method, mut params } = request;
-        // The client's credential is for the relay alone: never passed on (no token passthrough).
-        envelope::strip_credentials(&mut params);
+    async fn answer(&self, request: Request, related: Option<&Related>, tool: &OnceLock<String>) -> Response {
+        let Request { id, method, params } = request;
         if self.stateless && STATELESS_REMOVED.contains(&method.as_str()) {
             let message = format!("Method not found: {method} is not part of protocol version {}", self.version());
             return Response::err(id, RpcError::new(error_codes::METHOD_NOT_FOUND, message).with_data(json!(method)));
@@ -74,15 +79,30 @@ impl Session {
             "tools/call" => Some(self.router.catalog_for(&self.principal).await),
             _ => None,
         };
-        if let Err(refusal) = self.admit(&method, params.as_ref(), view.as_deref()).await {
+        // The client's credential is for the relay alone: never passed on (no token
+        // passthrough). A tool call's `_meta` loses it as the call is read (its arguments stay
+        // text); every other request's params are read as a value here.
+        let (call, params) = match method.as_str() {
+            "tools/call" => (Some(ToolCall::parse(params)), None),
+            _ => {
+                let mut params = params.map(Payload::into_value);
+                envelope::strip_credentials(&mut params);
+                (None, params)
+            }
+        };
+        let name = call.as_ref().and_then(|call| Some(call.as_ref().ok()?.name.as_str()));
+        if let Some(name) = name {
+            let _ = tool.set(clip(name).into_owned());
+        }
+        if let Err(refusal) = self.admit(&method, name, view.as_deref()).await {
             return Response::err(id, refusal.into());
         }
         // What a backend answered is passed on as it came (a [`Payload`]); what the relay
         // answers itself is a value.
-        let mut outcome = match method.as_str() {
-            "tools/call" => self.call_tool(params, related, view.as_deref().expect("tools/call has a view")).await,
+        let mut outcome = match call {
+            Some(call) => self.call_tool(call, related, view.as_deref().expect("tools/call has a view")).await,
             // Boxed: every call's future would otherwise be as large as the largest of these.
-            _ => Box::pin(self.answer_other(&method, params, related)).await,
+            None => Box::pin(self.answer_other(&method, params, related)).await,
         };
         outcome = outcome.map_err(|error| self.for_this_client(error));
         if self.stateless
@@ -145,10 +165,8 @@ impl Session {
         })
     }
 
-    /// Runs the policy chain on a request.
-    async fn admit(&self, method: &str, params: Option<&Value>, view: Option<&Catalog>) -> Result<(), Refusal> {
-        let tool =
-            (method == "tools/call").then(|| params.and_then(|p| p.get("name")).and_then(Value::as_str)).flatten();
+    /// Runs the policy chain on a request (of `tool`, for a tool call).
+    async fn admit(&self, method: &str, tool: Option<&str>, view: Option<&Catalog>) -> Result<(), Refusal> {
         let route = tool.zip(view).and_then(|(tool, view)| view.route(tool));
         let info = self.caller.asking(method, tool, route);
         let outcome = self.policy.check(&info).await;
@@ -271,11 +289,11 @@ impl Session {
     /// `tools/call`, logged as one structured record (tool, backend, duration, outcome).
     async fn call_tool(
         &self,
-        params: Option<Value>,
+        call: Result<ToolCall, RpcError>,
         related: Option<&Related>,
         view: &Catalog,
     ) -> Result<Payload, RpcError> {
-        let mut call = ToolCall::parse(params)?;
+        let mut call = call?;
         let name = call.name.clone();
         // Logs name the session by its tag, and quote the client's tool name cut short.
         let (session, principal, tool) = (self.tag.as_str(), self.principal.id.as_str(), clip(&name));

@@ -118,11 +118,13 @@ impl Session {
                 // Counted while it runs: the drain waits for it.
                 let lifecycle = self.counts.0.lifecycle();
                 let _running = lifecycle.request_started();
-                let (id, what) = (request.id.clone(), cut::what(&request));
+                let (id, method) = (request.id.clone(), crate::metrics::method_label(&request.method));
+                // The tool a call names, once read: its record, should the drain cut it off.
+                let tool = std::sync::OnceLock::new();
                 tokio::select! {
                     biased;
-                    response = self.handle_request(request, related.as_ref()) => Some(response),
-                    () = lifecycle.cut_signal().cancelled() => Some(cut::answer(self, id, &what)),
+                    response = self.handle_request(request, related.as_ref(), &tool) => Some(response),
+                    () = lifecycle.cut_signal().cancelled() => Some(cut::answer(self, id, method, tool.get())),
                 }
             }
             Message::Notification(notification) => {

@@ -64,7 +64,7 @@ async fn open_session(limits: Limits) -> (tempfile::TempDir, SessionFactory, Arc
 }
 
 async fn ask(session: &Arc<Session>, id: u64, method: &str, params: Value) -> Response {
-    let request = Request { id: id.into(), method: method.into(), params: Some(params) };
+    let request = Request { id: id.into(), method: method.into(), params: Some(params.into()) };
     session.handle(Message::Request(request), None).await.expect("a request is answered")
 }
 
@@ -129,14 +129,15 @@ async fn stateless_sessions_refuse_the_handshake_era_methods() {
 /// An idle connection's task holds the driver's future: it must stay small (the request
 /// handler's much larger future is boxed or spawned), or every held session costs kilobytes.
 /// It writes to the client itself (a write in progress is part of it), so a connection has no
-/// writer task of its own.
+/// writer task of its own. 1,424 bytes since its queue's receiving side is flume's (32 bytes
+/// where tokio's was 8, and 800 bytes less on the heap) and a message's params may be text.
 #[tokio::test]
 async fn an_idle_connection_holds_a_small_driver() {
     let (_dir, factory, session) = open_session(Limits::default()).await;
     let mut conn = Scripted::new(futures::stream::pending());
     let driver = super::drive(session, &mut conn, &factory.limits);
     let size = std::mem::size_of_val(&driver);
-    assert!(size <= 1400, "the driver's future is {size} bytes");
+    assert!(size <= 1440, "the driver's future is {size} bytes");
 }
 
 /// A request's future is boxed once per call, which copies it whole: what only some requests
@@ -146,7 +147,7 @@ async fn an_idle_connection_holds_a_small_driver() {
 #[tokio::test]
 async fn a_requests_future_is_small() {
     let (_dir, _factory, session) = open_session(Limits::default()).await;
-    let request = Request { id: 1.into(), method: "tools/call".into(), params: Some(json!({"name": "x"})) };
+    let request = Request { id: 1.into(), method: "tools/call".into(), params: Some(json!({"name": "x"}).into()) };
     let handling = session.handle(Message::Request(request), None);
     let size = std::mem::size_of_val(&handling);
     assert!(size <= 3200, "a request's future is {size} bytes");

@@ -354,7 +354,7 @@ async fn mcp_delete(
 fn adopt_traceparent(headers: &HeaderMap, message: &mut Message) {
     let Some(header) = headers.get("traceparent").and_then(|v| v.to_str().ok()) else { return };
     let Message::Request(request) = message else { return };
-    let Some(Value::Object(params)) = &mut request.params else { return };
+    let Some(Value::Object(params)) = request.params.as_deref_mut() else { return };
     let meta = params.entry("_meta").or_insert_with(|| json!({}));
     if let Some(meta) = meta.as_object_mut() {
         meta.entry("traceparent").or_insert_with(|| header.into());

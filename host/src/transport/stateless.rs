@@ -166,14 +166,14 @@ pub fn check(headers: &HeaderMap, request: &Request) -> Result<Envelope, RpcErro
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     // Agreement first, support second: a header naming another version than the body is a
     // mismatch whatever either names.
-    if let Some(body) = envelope::requested_version(request.params.as_ref())
+    if let Some(body) = envelope::requested_version(request.params.as_deref())
         && header(VERSION_HEADER) != Some(body)
     {
         return Err(mismatch(format!(
             "{VERSION_HEADER} header does not match the request envelope's protocol version"
         )));
     }
-    let envelope = Envelope::read(request.params.as_ref())?;
+    let envelope = Envelope::read(request.params.as_deref())?;
     if header(METHOD_HEADER) != Some(request.method.as_str()) {
         return Err(mismatch(format!("{METHOD_HEADER} header does not match the request body's method")));
     }

@@ -18,8 +18,8 @@ pub enum Connection {
 
 impl Connection {
     /// Sends a request and waits for its response.
-    pub async fn request(&self, method: &str, params: Option<&Value>) -> Result<Payload, UpstreamError> {
-        self.request_as(method, params, None).await
+    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Payload, UpstreamError> {
+        self.request_as(method, params.map(Payload::from).as_ref(), None).await
     }
 
     /// Sends a request carrying `credential` (a caller's own; HTTP only: configuration refuses
@@ -27,7 +27,7 @@ impl Connection {
     pub async fn request_as(
         &self,
         method: &str,
-        params: Option<&Value>,
+        params: Option<&Payload>,
         credential: Option<&super::http::Credential>,
     ) -> Result<Payload, UpstreamError> {
         match self {

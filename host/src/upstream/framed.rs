@@ -81,7 +81,7 @@ impl FramedConnection {
     }
 
     /// Sends a request and waits for the matching response.
-    pub async fn request(&self, method: &str, params: Option<&Value>) -> Result<Payload, UpstreamError> {
+    pub async fn request(&self, method: &str, params: Option<&Payload>) -> Result<Payload, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id, tx);

@@ -71,7 +71,7 @@ pub async fn initialize(conn: &Connection) -> Result<ServerIdentity, UpstreamErr
     let result = conn
         .request(
             "initialize",
-            Some(&json!({
+            Some(json!({
                 "protocolVersion": version::UPSTREAM_REQUEST,
                 // Requests the upstream sends back are forwarded to the client it works for.
                 // Both elicitation modes (MCP 2025-11-25): a URL one reaches the clients that
@@ -112,7 +112,7 @@ pub async fn list(conn: &Connection, kind: ListKind) -> Result<Vec<Value>, Upstr
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let params = cursor.as_ref().map(|c| json!({"cursor": c}));
-        let page = match conn.request(kind.method(), params.as_ref()).await {
+        let page = match conn.request(kind.method(), params).await {
             Err(UpstreamError::Rpc(e)) if e.code == error_codes::METHOD_NOT_FOUND => return Ok(items),
             other => other?,
         };

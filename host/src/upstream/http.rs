@@ -114,7 +114,7 @@ impl HttpConnection {
     pub async fn request(
         &self,
         method: &str,
-        params: Option<&Value>,
+        params: Option<&Payload>,
         credential: Option<&Credential>,
     ) -> Result<Payload, UpstreamError> {
         if self.closed.is_cancelled() {

@@ -18,7 +18,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::mcp::{Message, Notification, Related, Request, Response, RpcError, error_codes};
+use crate::mcp::{Message, Notification, Payload, Related, Request, Response, RpcError, error_codes};
+
+/// The key of a progress token, as params spell it (unless with an escape).
+static PROGRESS_TOKEN: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"progressToken\""));
 
 /// Client requests in flight on one upstream.
 pub struct ClientRoutes {
@@ -72,7 +76,7 @@ impl ClientRoutes {
         let outcome = match self.sole_caller() {
             Some(related) => {
                 tracing::info!(backend = %self.backend, method, "forwarding a request from the upstream to its client");
-                related.request(&method, params, self.answer_within).await
+                related.request(&method, params.map(Payload::into_value), self.answer_within).await
             }
             None => Err(RpcError::new(
                 error_codes::METHOD_NOT_FOUND,
@@ -85,12 +89,17 @@ impl ClientRoutes {
     }
 
     /// Registers a request made for the client behind `related`; swaps the progress token in
-    /// `params._meta`, if any, for a relay token.
-    pub fn register<'a>(&'a self, params: &mut Option<Value>, related: &Related) -> RouteGuard<'a> {
+    /// `params._meta`, if any, for a relay token. Params still text are decoded for that only
+    /// when they may hold one.
+    pub fn register<'a>(&'a self, params: &mut Option<Payload>, related: &Related) -> RouteGuard<'a> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.callers.lock().expect("callers lock").push((id, related.clone()));
         // Not `pointer_mut`, which copies each segment of its path.
-        let slot = params.as_mut().and_then(|p| p.get_mut("_meta")).and_then(|meta| meta.get_mut("progressToken"));
+        let slot = params
+            .as_mut()
+            .filter(|p| p.may_hold_key(&PROGRESS_TOKEN))
+            .and_then(|p| p.get_mut("_meta"))
+            .and_then(|meta| meta.get_mut("progressToken"));
         let token = slot.map(|slot| {
             let token = format!("relay-{id}");
             let client_token = std::mem::replace(slot, Value::String(token.clone()));
@@ -161,12 +170,28 @@ mod tests {
     use super::*;
     use crate::mcp::ClientRequests;
 
+    fn text(text: &str) -> Option<Payload> {
+        Payload::from_raw(serde_json::value::RawValue::from_string(text.to_owned()).unwrap())
+    }
+
     #[test]
     fn progress_tokens_are_swapped_and_restored_while_the_request_runs() {
         let routes = ClientRoutes::new("b", Duration::from_secs(1));
         let (tx, mut rx) = crate::mcp::client_channel();
         let related = Related { sink: Some(tx), client: Arc::new(ClientRequests::default()) };
-        let mut params = Some(json!({"name": "t", "_meta": {"progressToken": 7}}));
+        // Params as a client's text: read for the token, its key spelled with an escape too.
+        for mut unread in
+            [text(r#"{"name":"t","_meta":{"progress\u0054oken":7}}"#), text(r#"{"_meta":{"progressToken":7}}"#)]
+        {
+            let _guard = routes.register(&mut unread, &related);
+            let token = &unread.as_ref().unwrap()["_meta"]["progressToken"];
+            assert!(token.as_str().is_some_and(|t| t.starts_with("relay-")), "{token}");
+        }
+        // Without one, they stay text.
+        let mut unread = text(r#"{"name":"t","arguments":{"progress":1}}"#);
+        drop(routes.register(&mut unread, &related));
+        assert!(unread.unwrap().unread_text().is_some(), "no token: not decoded");
+        let mut params = Some(json!({"name": "t", "_meta": {"progressToken": 7}}).into());
         let guard = routes.register(&mut params, &related);
         let relay_token = params.as_ref().unwrap()["_meta"]["progressToken"].clone();
         assert_ne!(relay_token, json!(7));

@@ -200,14 +200,14 @@ impl Upstream {
         timeout: Duration,
         related: Option<&Related>,
     ) -> Result<Payload, UpstreamError> {
-        self.request_as(method, params, timeout, related, None).await
+        self.request_as(method, params.map(Payload::from), timeout, related, None).await
     }
 
     /// [`Upstream::request_for`], the request carrying `credential` (its caller's own).
     pub async fn request_as(
         &self,
         method: &str,
-        mut params: Option<Value>,
+        mut params: Option<Payload>,
         timeout: Duration,
         related: Option<&Related>,
         credential: Option<&super::http::Credential>,
