@@ -103,6 +103,10 @@ impl ToolCall {
     /// params this cannot read as [`ToolCall::parse`] reads a value (not an object, or a member
     /// sent twice, which serde refuses where a value keeps the last): those are read as a value.
     fn parse_text(params: &RawValue) -> Option<Result<Self, RpcError>> {
+        // serde reads a struct from an array too (by position): params must be an object.
+        if !params.get().starts_with('{') {
+            return None;
+        }
         let read = serde_json::from_str::<ToolCallText>(params.get()).ok()?;
         let arguments = match read.arguments.map(RawValue::get) {
             None | Some("null") => None,
@@ -246,7 +250,9 @@ mod tests {
         let [unread, _] = both(r#"{"name": "t", "arguments": {"p": "a"}, "arguments": {"p": "b"}}"#);
         let call = ToolCall::parse(unread).unwrap();
         assert_eq!(call.into_params("t").text(), r#"{"name":"t","arguments":{"p":"b"}}"#);
-        for bad in ["[]", r#"{"name": 1}"#, r#"{"name": "t", "arguments": [1]}"#, r#"{"arguments": {}}"#] {
+        for bad in
+            ["[]", r#"["t", {}]"#, r#"{"name": 1}"#, r#"{"name": "t", "arguments": [1]}"#, r#"{"arguments": {}}"#]
+        {
             for params in both(bad) {
                 let error = ToolCall::parse(params).unwrap_err();
                 assert_eq!(error.code, error_codes::INVALID_PARAMS, "{bad}");
