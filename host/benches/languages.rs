@@ -68,7 +68,7 @@ async fn one_call(plugins: &Plugins, world: &str) {
         let request = RequestInfo::tool_call(&principal, "echo");
         plugins.check(&request).await.expect("admitted");
     } else {
-        plugins.call_tool("p", "echo", &json!({"message": "hi"}), None).await.expect("echoed");
+        plugins.call_tool("p", "echo", &json!({"message": "hi"}).into(), None).await.expect("echoed");
     }
 }
 

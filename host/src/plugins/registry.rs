@@ -325,12 +325,13 @@ impl Plugins {
     }
 
     /// Calls `tool` of adapter `name` for `caller` (whose principal and limits apply to the
-    /// backend calls the adapter makes); returns an MCP `CallToolResult`.
+    /// backend calls the adapter makes); returns an MCP `CallToolResult`. The arguments reach
+    /// the guest as JSON text: the client's own when nothing read them.
     pub async fn call_tool(
         &self,
         name: &str,
         tool: &str,
-        arguments: &Value,
+        arguments: &Payload,
         caller: Option<Caller>,
     ) -> Result<Payload, PluginError> {
         let slot = self
@@ -338,7 +339,7 @@ impl Plugins {
             .iter()
             .find(|s| s.config.name == name && s.config.world == World::Adapter)
             .ok_or_else(|| PluginError::NoSuchAdapter(name.to_owned()))?;
-        let arguments = arguments.to_string();
+        let arguments = arguments.text();
         let outcome = slot
             .invoke(&self.engine, caller, async |bound, store| match bound {
                 Bound::Adapter(adapter) => adapter.relay_plugin_tools().call_call_tool(store, tool, &arguments).await,

@@ -401,7 +401,7 @@ impl Router {
                 }
             },
             Owner::Adapter(adapter) => {
-                let arguments = call.arguments.map_or_else(|| json!({}), Payload::into_value);
+                let arguments = call.arguments.unwrap_or_else(|| json!({}).into());
                 self.plugins
                     .call_tool(adapter, &entry.upstream_name, &arguments, Some(caller.clone()))
                     .await
