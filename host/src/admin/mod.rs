@@ -50,10 +50,17 @@ struct BuiltinTool {
 /// Every built-in tool, built once.
 static TOOLS: LazyLock<Vec<BuiltinTool>> = LazyLock::new(definitions);
 
+/// The names of the built-in tools that need the `admin` role, read once from their
+/// definitions (the policy chain asks on every tool call: looking each definition's name up
+/// was 1k instructions per call).
+static ADMIN_ONLY: LazyLock<Vec<String>> = LazyLock::new(|| {
+    TOOLS.iter().filter(|t| t.admin).filter_map(|t| t.definition["name"].as_str().map(str::to_owned)).collect()
+});
+
 /// Whether the built-in tool `name` needs the `admin` role (false for any other name). The
 /// policy chain asks this; the requirement lives on each tool's definition below.
 pub fn needs_admin(name: &str) -> bool {
-    TOOLS.iter().any(|t| t.admin && t.definition["name"] == name)
+    ADMIN_ONLY.iter().any(|admin_only| admin_only == name)
 }
 
 impl RelayTools {
