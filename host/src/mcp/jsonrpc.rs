@@ -322,11 +322,17 @@ impl Envelope<'_> {
         let params = self.params;
         match (self.method, self.id) {
             (Some(Value::String(method)), Some(id)) => {
-                let params = params.map(|p| Payload::from_raw(p.to_owned())).map_or(Some(None), |p| p.map(Some))?;
+                let params = match params {
+                    Some(params) => Some(Payload::from_raw(params.to_owned())?),
+                    None => None,
+                };
                 Some(Message::Request(Request { id, method, params }))
             }
             (Some(Value::String(method)), None) => {
-                let params = params.map(|p| serde_json::from_str(p.get()).ok()).map_or(Some(None), |p| p.map(Some))?;
+                let params = match params {
+                    Some(params) => Some(serde_json::from_str(params.get()).ok()?),
+                    None => None,
+                };
                 Some(Message::Notification(Notification { method, params }))
             }
             (None, Some(id)) => match (self.result, &self.error) {

@@ -129,12 +129,6 @@ impl Payload {
         let text = raw.get().as_bytes();
         quoted.find(text).is_some() || has_escape(text, |_| true)
     }
-
-    /// Whether the result is still the backend's text, not decoded (for tests).
-    #[cfg(test)]
-    pub fn is_text(&self) -> bool {
-        matches!(&self.0, Repr::Text(_, cell) if cell.get().is_none())
-    }
 }
 
 /// How deeply a kept text may nest: what `serde_json` reads into a value (128 levels) inside a
@@ -256,7 +250,7 @@ mod tests {
     #[test]
     fn text_on_more_than_one_line_is_written_compactly() {
         let payload = Payload::from_raw(raw("{\n  \"a\": [1,\r\n 2]\n}")).unwrap();
-        assert!(!payload.is_text());
+        assert!(payload.unread_text().is_none());
         assert_eq!(serde_json::to_string(&payload).unwrap(), r#"{"a":[1,2]}"#);
     }
 
@@ -271,7 +265,7 @@ mod tests {
         ] {
             let payload = Payload::from_raw(raw(text)).unwrap();
             assert_eq!(payload.is_tool_error(), failed, "{text}");
-            assert!(payload.is_text(), "{text} was decoded");
+            assert!(payload.unread_text().is_some(), "{text} was decoded");
             assert_eq!(payload.is_tool_error(), Payload::from(payload.clone().into_value()).is_tool_error());
         }
         assert!(Payload::from_raw(raw(" {}")).unwrap().is_object());
@@ -306,7 +300,7 @@ mod tests {
     #[test]
     fn a_tool_result_is_kept_as_text_when_it_has_content() {
         let kept = Payload::tool_result(r#"{"content": [{"type": "text", "text": "x"}], "b": 1}"#.into()).unwrap();
-        assert!(kept.is_text());
+        assert!(kept.unread_text().is_some());
         assert_eq!(kept.text(), r#"{"content": [{"type": "text", "text": "x"}], "b": 1}"#);
         for refused in [r#"{"content": "x"}"#, r#"{"other": []}"#, "[]", "not json", r#"{"content": []"#] {
             assert_eq!(Payload::tool_result(refused.into()).unwrap_err(), refused);

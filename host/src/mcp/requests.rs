@@ -82,21 +82,19 @@ struct ToolCallText<'a> {
 
 impl ToolCall {
     /// Reads `{name, arguments?, _meta?}`; `_meta` loses the stateless envelope and any
-    /// credential ([`envelope::strip_credentials`]).
+    /// credential ([`call_meta`]).
     pub fn parse(params: Option<Payload>) -> Result<Self, RpcError> {
         if let Some(read) = params.as_ref().and_then(Payload::unread_text).and_then(Self::parse_text) {
             return read;
         }
-        let mut params = params.map(Payload::into_value);
-        envelope::strip_credentials(&mut params);
-        let mut params = object(params, "{name, arguments}")?;
+        let mut params = object(params.map(Payload::into_value), "{name, arguments}")?;
         let Some(Value::String(name)) = params.remove("name") else { return Err(no_name()) };
         let arguments = match params.remove("arguments") {
             None | Some(Value::Null) => None,
             Some(arguments @ Value::Object(_)) => Some(arguments.into()),
             Some(_) => return Err(no_object()),
         };
-        Ok(Self { name, arguments, meta: params.remove("_meta") })
+        Ok(Self { name, arguments, meta: call_meta(params.remove("_meta")) })
     }
 
     /// [`ToolCall::parse`] of params as their text, the arguments kept as text; `None` for
@@ -108,15 +106,15 @@ impl ToolCall {
             return None;
         }
         let read = serde_json::from_str::<ToolCallText>(params.get()).ok()?;
-        let arguments = match read.arguments.map(RawValue::get) {
-            None | Some("null") => None,
+        let arguments = match read.arguments {
+            None => None,
+            Some(raw) if raw.get() == "null" => None,
             // A member of params that passed `Payload::from_raw`'s checks passes them too.
-            Some(text) if text.starts_with('{') => Some(Payload::checked(read.arguments?.to_owned())),
+            Some(raw) if raw.get().starts_with('{') => Some(Payload::checked(raw.to_owned())),
             Some(_) => return Some(Err(no_object())),
         };
         let Some(Value::String(name)) = read.name else { return Some(Err(no_name())) };
-        let meta = envelope::strip(read.meta.and_then(envelope::without_credentials));
-        Some(Ok(Self { name, arguments, meta }))
+        Some(Ok(Self { name, arguments, meta: call_meta(read.meta) }))
     }
 
     /// The params for the tool's owner, which knows it as `upstream_name`: written at once,
@@ -134,6 +132,12 @@ impl ToolCall {
         // Written on one line by `serde_json` from values and checked text: checked text too.
         Payload::checked(serde_json::value::to_raw_value(&params).expect("JSON values serialise"))
     }
+}
+
+/// A tool call's `_meta` as it travels on, however the params were read: without the
+/// stateless envelope and without the client's credential (an emptied one not at all).
+fn call_meta(meta: Option<Value>) -> Option<Value> {
+    envelope::strip(meta.and_then(envelope::without_credentials))
 }
 
 fn no_name() -> RpcError {
@@ -250,9 +254,14 @@ mod tests {
         let [unread, _] = both(r#"{"name": "t", "arguments": {"p": "a"}, "arguments": {"p": "b"}}"#);
         let call = ToolCall::parse(unread).unwrap();
         assert_eq!(call.into_params("t").text(), r#"{"name":"t","arguments":{"p":"b"}}"#);
-        for bad in
-            ["[]", r#"["t", {}]"#, r#"{"name": 1}"#, r#"{"name": "t", "arguments": [1]}"#, r#"{"arguments": {}}"#]
-        {
+        for bad in [
+            "[]",
+            r#"["t", {}]"#,
+            r#"["t", {}, null]"#,
+            r#"{"name": 1}"#,
+            r#"{"name": "t", "arguments": [1]}"#,
+            r#"{"arguments": {}}"#,
+        ] {
             for params in both(bad) {
                 let error = ToolCall::parse(params).unwrap_err();
                 assert_eq!(error.code, error_codes::INVALID_PARAMS, "{bad}");
