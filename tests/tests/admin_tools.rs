@@ -107,4 +107,13 @@ async fn status_reports_the_instance_colour() {
     assert_eq!(status["sessions"], 1, "{status}");
     let ready: Value = reqwest::get(relay.http("/readyz")).await.unwrap().json().await.unwrap();
     assert_eq!(ready["instance"], "green");
+
+    // The text content is the structured answer pretty-printed (for people), keys in order.
+    let reply = relay.line_client().await.call_tool("relay_get_status", json!({})).await;
+    let text = text_of(&reply);
+    assert!(text.starts_with("{\n  \"backends\": [],\n  \"draining\": false,"), "{text}");
+    let structured = &reply["result"]["structuredContent"];
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["instance"], structured["instance"]);
+    assert_eq!(structured["tls"], Value::Null);
+    assert_eq!(structured["kv"]["backend"], "memory");
 }

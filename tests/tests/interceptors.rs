@@ -209,23 +209,31 @@ async fn tool_filter_allows_denies_by_role_and_pins_parameters() {
     assert!(user.call_tool("c__env", json!({})).await.get("result").is_some());
 
     // Arguments nothing read reach their backend as the client wrote them (member order,
-    // spacing, a number's text); arguments an interceptor read (here: held, let through
-    // unchanged) are written from what it read, so a key sent twice reaches the backend once,
-    // as the plugin saw it, and cannot be read another way there.
-    for (tool, args) in
-        [("c__env", r#"{ "z": 1.50,  "m": "kept", "a": [true] }"#), ("a__env", r#"{"x": "first", "x": "second"}"#)]
-    {
+    // spacing, a number's text, a key sent twice): to a backend no interceptor is bound to, and
+    // in a call the plugin holds (its `proceed` stands for the tool's calls, whatever their
+    // arguments: it is not called, and reads none). Arguments an interceptor read (here: a
+    // non-admin's call of a tool with a dropped parameter, decided each time) are written from
+    // what it read, so a key sent twice reaches the backend once, as the plugin saw it, and
+    // cannot be read another way there.
+    for (as_admin, tool, args) in [
+        (true, "c__env", r#"{ "z": 1.50,  "m": "kept", "a": [true] }"#),
+        (true, "a__env", r#"{"x": "first", "x": "second"}"#),
+        (false, "a__echo", r#"{"message": "first", "message": "second"}"#),
+    ] {
+        let client = if as_admin { &mut admin } else { &mut user };
         let call = format!(
             r#"{{"jsonrpc":"2.0","id":"raw-{tool}","method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
         );
-        admin.send_raw(&call).await;
-        assert!(admin.recv_response().await.get("result").is_some(), "{tool}");
+        client.send_raw(&call).await;
+        assert!(client.recv_response().await.get("result").is_some(), "{tool}");
     }
     let received_c = std::fs::read_to_string(&record_c).unwrap();
     assert!(received_c.contains(r#""arguments":{ "z": 1.50,  "m": "kept", "a": [true] }"#), "{received_c}");
     let received = std::fs::read_to_string(&record).unwrap();
-    let line = received.lines().find(|l| l.contains("\"x\"")).expect("a__env received");
-    assert!(line.contains(r#""arguments":{"x":"second"}"#) && !line.contains("first"), "{line}");
+    let held = received.lines().find(|l| l.contains("\"x\"")).expect("a__env received");
+    assert!(held.contains(r#""arguments":{"x": "first", "x": "second"}"#), "{held}");
+    let read = received.lines().find(|l| l.contains("second") && !l.contains("\"x\"")).expect("a__echo received");
+    assert!(read.contains(r#""arguments":{"message":"second"}"#) && !read.contains("first"), "{read}");
 }
 
 /// Policies take `bind` and `on_error` too: a rate limit bound to one backend counts only its

@@ -668,3 +668,65 @@ async fn metrics_on_the_main_port_need_the_admin_role_when_auth_is_on() {
     let private = format!("http://127.0.0.1:{}/metrics", relay.metrics_port.unwrap());
     assert_eq!(reqwest::get(private).await.unwrap().status(), StatusCode::OK);
 }
+
+/// A client that sends requests and never reads the answers is closed after the idle timeout,
+/// as a silent one is: its connection's loop, waiting to write to it, would otherwise hold the
+/// session (and every answer it was owed) for ever, and never see the idle timer again.
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_after_the_idle_timeout() {
+    let relay = Relay::start_with(&yaml("limits: {idle_timeout_secs: 1}\n"), "backends: []\n", &[]).await;
+    let mut stuck = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "stuck", "version": "1"}}});
+    let mut burst = format!("{initialize}\n");
+    // About 25 MB of answers: more than the two sockets' buffers hold.
+    for id in 1..=20_000 {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "relay_get_status"}});
+        burst.push_str(&format!("{call}\n"));
+    }
+    // Written, never read; the stream is kept open (returned) once the relay stops reading.
+    let _writer = tokio::spawn(async move {
+        let _ = stuck.write_all(burst.as_bytes()).await;
+        stuck
+    });
+    eventually("the stuck client's session opened", || async {
+        (relay.status().await["sessions"].as_u64()? >= 2).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    eventually("the stuck client's session closed", || async {
+        (relay.status().await["sessions"].as_u64()? <= 1).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10), "closed after {:?}", started.elapsed());
+}
+
+/// Over HTTP too: a client that asks for a large answer and reads nothing of it is closed after
+/// the idle timeout (hyper has no write deadline; the connection, and the answer it held, would
+/// stay for ever). Its connection ends with the answer cut short.
+#[tokio::test]
+async fn an_http_client_that_never_reads_is_closed_after_the_idle_timeout() {
+    let size = 12 << 20;
+    let backend = HttpBackend::start(size).await;
+    let backends = format!("backends:\n  - name: big\n    url: {}\n", backend.url());
+    let limits = "limits: {idle_timeout_secs: 1, max_message_bytes: 33554432}\n";
+    let relay = Relay::start_with(&yaml(limits), &backends, &[]).await;
+    relay.wait_ready("big").await;
+    let session = HttpSession::open(&relay.http("/mcp"), json!({})).await;
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "big", "arguments": {}}});
+    let body = call.to_string();
+    let mut stuck = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: application/json, text/event-stream\r\n\
+         content-type: application/json\r\nmcp-session-id: {}\r\ncontent-length: {}\r\n\r\n",
+        session.id,
+        body.len()
+    );
+    stuck.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+    // Nothing read for three idle timeouts; then what arrived is read to its end.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stuck.read_to_end(&mut received)).await;
+    assert!(read.is_ok(), "the connection stayed open (read {} bytes)", received.len());
+    assert!(received.len() < size, "the whole answer arrived ({} bytes): the write was not given up", received.len());
+}

@@ -6,6 +6,7 @@
 
 mod auth_tools;
 mod error;
+mod result;
 mod status;
 mod status_page;
 
@@ -17,9 +18,12 @@ use crate::access::Principal;
 use crate::config::{BackendSpec, BackendStore};
 use crate::credentials::Credentials;
 use crate::lifecycle::Lifecycle;
+use crate::mcp::Payload;
 use crate::plugins::{KvStore, Plugins};
 use crate::upstream::Upstreams;
 pub use error::AdminError;
+use result::tool_result;
+use status::ServerList;
 pub use status_page::render as render_status_page;
 
 /// State the built-in tools read and change.
@@ -91,11 +95,12 @@ impl RelayTools {
     /// errors the caller can act on.
     /// What a backend looks like in status output depends on `caller`: everyone sees names,
     /// states and counts, with secrets hidden; admins also see where each backend is.
-    pub async fn call(&self, name: &str, arguments: Value, caller: &Principal) -> Value {
+    pub async fn call(&self, name: &str, arguments: Value, caller: &Principal) -> Payload {
         let admin = caller.has_role(Principal::ADMIN);
         let outcome = match name {
-            "relay_get_status" => Ok(self.status(admin).await),
-            "relay_list_servers" => Ok(json!({"servers": self.servers(admin)})),
+            // Typed answers, written as they are.
+            "relay_get_status" => return tool_result(&self.status(admin).await),
+            "relay_list_servers" => return tool_result(&ServerList { servers: self.servers(admin) }),
             "relay_add_server" => self.add_server(arguments).await,
             "relay_remove_server" => self.remove_server(arguments).await,
             "relay_reconnect_server" => self.reconnect_server(arguments),
@@ -108,14 +113,8 @@ impl RelayTools {
             other => Err(AdminError::NoSuchTool(other.to_owned())),
         };
         match outcome {
-            Ok(value) => {
-                let text = Value::String(serde_json::to_string_pretty(&value).unwrap_or_default());
-                let mut result = json!({"content": [{"type": "text"}]});
-                result["content"][0]["text"] = text;
-                result["structuredContent"] = value;
-                result
-            }
-            Err(error) => json!({"content": [{"type": "text", "text": error.to_string()}], "isError": true}),
+            Ok(answer) => tool_result(&answer),
+            Err(error) => json!({"content": [{"type": "text", "text": error.to_string()}], "isError": true}).into(),
         }
     }
 

@@ -38,7 +38,7 @@ impl Payload {
     pub fn from_raw(raw: Box<RawValue>) -> Option<Self> {
         let text = raw.get();
         let (openers, line_ends) = count_openers_and_line_ends(text.as_bytes());
-        if openers > MAX_DEPTH && json_depth_exceeds(text.as_bytes(), MAX_DEPTH) {
+        if nests_too_deep(text.as_bytes(), openers) {
             return None;
         }
         // A surrogate escape reads as a value only in pairs: read it now to know.
@@ -46,6 +46,14 @@ impl Payload {
             return serde_json::from_str(text).ok().map(|value| Payload(Repr::Value(value)));
         }
         Some(Payload::checked(raw))
+    }
+
+    /// Text `serde_json` wrote from Rust data (on one line, with no escape of half a character:
+    /// it writes strings as UTF-8), so only its depth is checked, as [`Payload::from_raw`]
+    /// checks it; `None` when it nests too deep.
+    pub fn written(raw: Box<RawValue>) -> Option<Self> {
+        let text = raw.get().as_bytes();
+        (!nests_too_deep(text, count_openers(text))).then(|| Payload::checked(raw))
     }
 
     /// Text known to pass [`Payload::from_raw`]'s checks without them: a member of a text that
@@ -121,6 +129,19 @@ impl Payload {
         }
     }
 
+    /// Written from the value from now on if anything read it (arguments an interceptor
+    /// judged reach their backend as it read them: see [`Payload::unread_text`]); the text as
+    /// it came otherwise.
+    pub fn as_read(self) -> Self {
+        match self.0 {
+            Repr::Text(raw, mut cell) => match cell.take() {
+                Some(read) => Payload(Repr::Value(*read)),
+                None => Payload(Repr::Text(raw, cell)),
+            },
+            value => Payload(value),
+        }
+    }
+
     /// Whether the JSON text may hold the key `quoted` finds (its letters, digits and `_` in
     /// quotes) as an object key: it holds it, or a `\u` escape that could spell one (such a key
     /// has no other escape). Always true once decoded.
@@ -152,11 +173,21 @@ fn has_escape(text: &[u8], holds: impl Fn(&[u8]) -> bool) -> bool {
 static IS_ERROR: LazyLock<memchr::memmem::Finder<'static>> =
     LazyLock::new(|| memchr::memmem::Finder::new(b"\"isError\""));
 
+/// Whether `text`, holding `openers` `[`/`{` bytes, nests deeper than [`MAX_DEPTH`]: fewer
+/// openers than that cannot, so the exact depth is only counted for the rare text with more.
+fn nests_too_deep(text: &[u8], openers: usize) -> bool {
+    openers > MAX_DEPTH && json_depth_exceeds(text, MAX_DEPTH)
+}
+
 /// How many `[`/`{` bytes `text` holds, and whether it holds a line end (searched with SIMD:
-/// every kept result passes here). Fewer openers than [`MAX_DEPTH`] cannot nest too deep, so
-/// the exact depth is only counted for the rare text with more.
+/// every kept result passes here).
 fn count_openers_and_line_ends(text: &[u8]) -> (usize, bool) {
-    (memchr::memchr2_iter(b'[', b'{', text).count(), memchr::memchr2(b'\n', b'\r', text).is_some())
+    (count_openers(text), memchr::memchr2(b'\n', b'\r', text).is_some())
+}
+
+/// How many `[`/`{` bytes `text` holds (searched with SIMD).
+fn count_openers(text: &[u8]) -> usize {
+    memchr::memchr2_iter(b'[', b'{', text).count()
 }
 
 /// The one member of a tool's result the relay reads on every call (for the metrics).
@@ -273,6 +304,17 @@ mod tests {
     }
 
     #[test]
+    fn text_once_read_is_written_from_the_value_read() {
+        let unread = Payload::from_raw(raw(r#"{"k": 1, "k": 2}"#)).unwrap().as_read();
+        assert_eq!(unread.text(), r#"{"k": 1, "k": 2}"#, "nothing read it: the text as it came");
+        let read = Payload::from_raw(raw(r#"{"k": 1, "k": 2}"#)).unwrap();
+        assert_eq!(read["k"], 2);
+        let read = read.as_read();
+        assert!(read.unread_text().is_none());
+        assert_eq!(serde_json::to_string(&read).unwrap(), r#"{"k":2}"#, "as it was read");
+    }
+
+    #[test]
     fn text_nested_deeper_than_a_value_can_be_read_is_refused() {
         let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         let deepest = Payload::from_raw(raw(&nested(MAX_DEPTH))).expect("readable");
@@ -281,6 +323,8 @@ mod tests {
             serde_json::from_str::<Value>(&nested(MAX_DEPTH)).unwrap()
         );
         assert!(Payload::from_raw(raw(&nested(MAX_DEPTH + 1))).is_none());
+        assert!(Payload::written(raw(&nested(MAX_DEPTH))).is_some());
+        assert!(Payload::written(raw(&nested(MAX_DEPTH + 1))).is_none());
         let many = format!("[{}]", vec!["[]"; 500].join(","));
         assert!(Payload::from_raw(raw(&many)).is_some(), "many arrays, not deep");
         let deep_result = format!(r#"{{"content": [], "x": {}}}"#, nested(200));

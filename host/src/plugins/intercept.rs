@@ -95,8 +95,10 @@ impl Interception<'_> {
     /// Runs the request hooks on `arguments`: the arguments the call goes ahead with when a
     /// hook replaced them (`None`: as they are), or why it is refused.
     /// A hook whose `proceed` for an earlier call of the same principal, method, backend and
-    /// name still holds (`verdict.hold`) is not called.
-    pub async fn request(&self, arguments: &Value) -> Result<Option<Value>, Refusal> {
+    /// name still holds (`verdict.hold`) is not called. The arguments are read (decoded, and
+    /// then travel on written from the value read) only when a hook is called: with none
+    /// bound to requests, or all held, they stay the client's text.
+    pub async fn request(&self, arguments: &Payload) -> Result<Option<Value>, Refusal> {
         let mut replaced: Option<Value> = None;
         let info = &self.info;
         let key = HoldKey {
@@ -107,12 +109,13 @@ impl Interception<'_> {
             tool: Some(&info.name),
         };
         for slot in self.slots.iter().filter(|s| s.intercepts(Hook::Request)) {
-            let current = replaced.as_ref().unwrap_or(arguments);
             let proceeds = |decision: &RequestDecision| matches!(decision, RequestDecision::Proceed);
+            // Read (decoded, when still text) only if the hook is called.
+            let current = || replaced.as_ref().unwrap_or_else(|| &**arguments);
             let outcome = slot
                 .decide(&self.plugins.engine, &key, proceeds, async |bound, store| {
                     let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
-                    interceptor.relay_plugin_interception().call_on_request(store, info, &current.to_string()).await
+                    interceptor.relay_plugin_interception().call_on_request(store, info, &current().to_string()).await
                 })
                 .await;
             match outcome {
@@ -120,7 +123,7 @@ impl Interception<'_> {
                 Ok(None) => {}
                 Ok(Some(RequestDecision::Proceed)) => slot.settled(false),
                 Ok(Some(RequestDecision::Replace(answer))) => match serde_json::from_str::<Value>(&answer) {
-                    Ok(value) if value == *current => slot.settled(false),
+                    Ok(value) if value == *current() => slot.settled(false),
                     Ok(_) if self.info.method == RESOURCES_READ => {
                         failed(slot, invalid(slot, "replaced the arguments of resources/read, which has none"))?
                     }

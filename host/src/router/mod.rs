@@ -246,7 +246,7 @@ impl Router {
         forward: impl AsyncFnOnce(&Addressed) -> Result<Payload, RouterError>,
     ) -> Result<Payload, RouterError> {
         let Some(interception) = self.plugins.interception(hook) else { return forward(request).await };
-        let replaced = interception.request(&request.arguments()).await.map_err(RouterError::Intercepted)?;
+        let replaced = interception.request(&request.arguments().into()).await.map_err(RouterError::Intercepted)?;
         let result = match replaced {
             None => forward(request).await?,
             Some(arguments) => forward(&request.with_arguments(arguments)).await?,
@@ -371,17 +371,18 @@ impl Router {
         // only some calls run, are boxed here: every call's future would otherwise be as large
         // as theirs (4.8 KB), and be copied whole into its box per call.
         if let Some(interception) = &interception {
-            // What the interceptors read travels on, written from the value they read.
-            let arguments = call.arguments.take().map_or_else(|| json!({}), Payload::into_value);
+            // What the interceptors read travels on, written from the value they read (their
+            // text, while no hook was called to read them).
+            let arguments = call.arguments.take().unwrap_or_else(|| json!({}).into());
             match interception.request(&arguments).await {
-                Ok(replaced) => call.arguments = Some(replaced.unwrap_or(arguments).into()),
+                Ok(replaced) => call.arguments = Some(replaced.map_or_else(|| arguments.as_read(), Payload::from)),
                 Err(refusal) => return Routed { backend: Some(owner), result: Err(RouterError::Intercepted(refusal)) },
             }
         }
         let result = match &entry.owner {
             Owner::Builtin => {
                 let arguments = call.arguments.map_or_else(|| json!({}), Payload::into_value);
-                Ok(Box::pin(self.builtin.call(&entry.upstream_name, arguments, &caller.principal)).await.into())
+                Ok(Box::pin(self.builtin.call(&entry.upstream_name, arguments, &caller.principal)).await)
             }
             Owner::Backend(backend) => match self.upstreams.get(backend) {
                 None => Err(RouterError::UnknownTool(name.clone())),

@@ -202,7 +202,7 @@ impl Session {
     fn initialize(&self, params: Option<&Value>) -> Value {
         let requested = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
         let client =
-            params.and_then(|p| p.pointer("/clientInfo/name")).and_then(Value::as_str).map(|c| clip(c).into_owned());
+            params.and_then(|p| p.get("clientInfo")?.get("name")).and_then(Value::as_str).map(|c| clip(c).into_owned());
         let negotiated = version::negotiate(requested);
         let capabilities = params.and_then(|p| p.get("capabilities")).cloned().unwrap_or(Value::Null);
         self.client_requests.declare(capabilities, false);

@@ -13,6 +13,7 @@ use tokio_util::codec::FramedRead;
 use serde_json::Value;
 
 use super::listener::PendingGuard;
+use super::write_deadline::WriteDeadline;
 use crate::access::{Peer, TransportKind};
 use crate::mcp::{Closed, DecodeError, Line, LineCodec, Message, Response, RpcError, decode};
 use crate::session::{Ended, Inbound, Outbound, SessionFactory, drive, expired_error};
@@ -37,6 +38,8 @@ where
     W: AsyncWrite + Send + Unpin + 'static,
 {
     let limits = factory.limits.clone();
+    // A client that reads nothing for as long as it may stay silent is gone ([`WriteDeadline`]).
+    let write = WriteDeadline::new(write, Duration::from_secs(limits.idle_timeout_secs));
     // Until the client has authenticated, its first line may be only `max_preauth_bytes` long:
     // a connection nobody vouched for holds little memory.
     let preauth = if factory.requires_auth() {

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::write_deadline::WriteDeadline;
 use super::{TransportState, line, tls};
 use crate::access::Peer;
 use crate::admission::CountGuard;
@@ -287,6 +288,8 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let handshake = Duration::from_secs(state.sessions_factory.limits.handshake_timeout_secs);
+    // A client that reads nothing for as long as it may stay silent is gone.
+    let idle = Duration::from_secs(state.sessions_factory.limits.idle_timeout_secs);
     // The first whole request head ends the connection's unauthenticated phase (each request
     // then authenticates on its own, with its body under `limits.body_timeout_secs`).
     let _open = crate::metrics::metrics().clients.connection("http");
@@ -304,7 +307,7 @@ where
         // Heads up to twice the limit are read and refused with a clear 431 by the router;
         // hyper closes on larger ones before buffering them.
         .max_buf_size(max_buf)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(WriteDeadline::new(stream, idle)), service)
         .with_upgrades()
         .await
         .map_err(std::io::Error::other)

@@ -20,6 +20,7 @@ mod stateless;
 mod subject;
 mod tls;
 mod websocket;
+mod write_deadline;
 
 pub use browser_guard::BrowserRules;
 pub use http::TransportState;

@@ -37,7 +37,7 @@ pub(super) async fn supervise(
                     s.last_error = None;
                     s.connects += 1;
                     s.connected_since = Some(SystemTime::now());
-                    s.identity = Some(identity);
+                    s.identity = Some(std::sync::Arc::new(identity));
                 });
                 let reason = serve(&upstream, &conn, [&mut events, &mut lane_events], &changed).await;
                 upstream.connection.send_replace(None);

@@ -1,6 +1,7 @@
 //! What an upstream's health looks like from outside: its state in the supervisor's cycle and
 //! the snapshot that status output shows.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::upstream::handshake::ServerIdentity;
@@ -46,8 +47,9 @@ pub struct Status {
     pub connects: u64,
     /// When the current connection was established.
     pub connected_since: Option<SystemTime>,
-    /// `serverInfo` and version from the upstream's `initialize` answer.
-    pub identity: Option<ServerIdentity>,
+    /// `serverInfo` and version from the upstream's `initialize` answer (shared: every
+    /// client's `initialize` and every status reads it, from a copy of this snapshot).
+    pub identity: Option<Arc<ServerIdentity>>,
     /// Other workers' own connections to it, for their tool calls ([`crate::upstream::lanes`]).
     pub lanes: usize,
 }
