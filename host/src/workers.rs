@@ -58,21 +58,36 @@ impl Drop for Assignment {
     }
 }
 
-/// The worker with the fewest connections (the one running this code when none has fewer),
-/// counted for one more.
+/// The worker that serves a new connection: the one running this code, unless it serves more
+/// than [`SLACK`] beyond the worker with the fewest (then that one, counted for one more).
+/// Moving a connection costs two `epoll_ctl`s and a wake-up of the other thread; the slack keeps
+/// short connections where they were accepted while the workers stay within a few of each other.
 pub fn assign() -> Assignment {
     let here = current();
     let mut worker = here;
     let mut fewest = CONNECTIONS[here].load(Ordering::Relaxed);
+    let mine = fewest;
     for (index, connections) in CONNECTIONS.iter().enumerate().take(count()) {
         let connections = connections.load(Ordering::Relaxed);
         if connections < fewest {
             (worker, fewest) = (index, connections);
         }
     }
+    if mine <= fewest + slack(fewest) {
+        worker = here;
+    }
     CONNECTIONS[worker].fetch_add(1, Ordering::Relaxed);
     Assignment { worker }
 }
+
+/// How many more connections than the least busy worker a worker keeps before it hands new
+/// ones on: [`SLACK`], or an eighth more on busy workers (1,000 connections each: 125).
+fn slack(fewest: usize) -> usize {
+    SLACK.max(fewest / 8)
+}
+
+/// The least imbalance a worker keeps new connections through.
+const SLACK: usize = 2;
 
 /// Makes this thread count as worker `index`, for tests of per-worker state.
 #[cfg(test)]
@@ -182,12 +197,16 @@ mod tests {
                 clients.push(client);
             }
             assert_eq!(seen, [0, 1, 2].into(), "each worker served one connection");
-            let first = assign();
-            let second = assign();
-            let third = assign();
-            assert_eq!([first.worker(), second.worker(), third.worker()], [0, 1, 2], "the fewest, this one first");
-            drop(second);
-            assert_eq!(assign().worker(), 1, "a worker whose connection ended is next");
+            // This thread counts as worker 0: it keeps new connections until it has more than
+            // SLACK beyond the fewest, then hands them to the fewest.
+            let kept: Vec<_> = (0..=SLACK).map(|_| assign()).collect();
+            assert!(kept.iter().all(|a| a.worker() == 0), "kept within the slack");
+            let handed = assign();
+            assert_eq!(handed.worker(), 1, "past the slack: the fewest");
+            assert_eq!(assign().worker(), 2, "then the next fewest");
+            drop(kept);
+            assert_eq!(assign().worker(), 0, "a worker whose connections ended keeps the next");
+            assert_eq!(slack(8000), 1000, "an eighth on busy workers");
             let (ran_tx, ran_rx) = tokio::sync::oneshot::channel();
             spawn_on(2, async move { ran_tx.send(current()).unwrap() });
             assert_eq!(ran_rx.await.unwrap(), 2, "spawn_on runs on that worker");

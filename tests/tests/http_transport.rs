@@ -153,3 +153,42 @@ async fn probes_report_alive_and_ready() {
     assert_eq!(ready.status(), StatusCode::OK);
     assert_eq!(ready.json::<Value>().await.unwrap()["ready"], true);
 }
+
+/// The listener reads a connection's first bytes to tell its protocol and hands them to HTTP:
+/// a request whose first byte arrives alone, then the rest of its head, then its body, is
+/// answered whole.
+#[tokio::test]
+async fn a_request_whose_bytes_arrive_apart_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = Relay::start("backends: []\n").await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "split", "version": "1"}}})
+    .to_string();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (head, rest) = request.split_at(1);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (rest_of_head, body) = rest.split_at(rest.len() - body.len());
+    stream.write_all(rest_of_head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&seen).contains("\"protocolVersion\"") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&seen);
+    assert!(answered.is_ok(), "no answer: {text}");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("mcp-session-id:"), "{text}");
+}

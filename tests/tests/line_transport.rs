@@ -131,3 +131,44 @@ async fn a_batch_is_answered_with_an_error_and_the_session_goes_on() {
     assert_eq!(answer["error"]["code"], -32600, "{answer}");
     assert_eq!(client.request("ping", json!({})).await["result"], json!({}), "the session goes on");
 }
+
+/// The listener reads a connection's first bytes to tell its protocol: a first message whose
+/// bytes arrive apart (the first alone), and a second message in the same write as the end of
+/// the first, all reach the session in order.
+#[tokio::test]
+async fn messages_split_across_writes_and_joined_in_one_are_all_answered() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let relay = Relay::start(NO_BACKENDS).await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (read, mut write) = stream.into_split();
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "split", "version": "1"}}})
+    .to_string();
+    let (head, rest) = initialize.split_at(1);
+    write.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    write.write_all(&rest.as_bytes()[..20]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let joined = format!(
+        "{}\n{}\n{}\n",
+        &rest[20..],
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    );
+    write.write_all(joined.as_bytes()).await.unwrap();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    let mut next = async || -> serde_json::Value {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await;
+        serde_json::from_str(&line.expect("answered in time").unwrap().expect("a line")).unwrap()
+    };
+    let first = next().await;
+    assert_eq!(
+        (first["id"].clone(), first["result"]["protocolVersion"].clone()),
+        (json!(1), json!("2025-06-18")),
+        "{first}"
+    );
+    let second = next().await;
+    assert_eq!(second["id"], 2, "{second}");
+    assert!(second["result"]["tools"].as_array().is_some_and(|tools| !tools.is_empty()), "{second}");
+}

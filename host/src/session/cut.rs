@@ -12,13 +12,13 @@ use crate::mcp::{Response, RpcError, error_codes};
 /// the metrics name it, and for a tool call whose params were read, its `tool`, cut short).
 /// Not the retryable drain error: the request was running, so it may have taken effect.
 pub(super) fn answer(session: &Session, id: Value, method: &'static str, tool: Option<&String>) -> Response {
-    let (tag, principal) = (session.tag.as_str(), session.principal.id.as_str());
+    let (tag, principal) = (session.tag(), session.principal.id.as_str());
     let error = "cut off: the relay shut down before it finished (shutdown.grace_secs passed)";
     match tool {
         Some(tool) => {
-            tracing::warn!(target: "relay::call", session = tag, principal, tool = %tool, outcome = "cut", error, "Tool call finished")
+            tracing::warn!(target: "relay::call", session = %tag, principal, tool = %tool, outcome = "cut", error, "Tool call finished")
         }
-        None => tracing::warn!(session = tag, principal, method, error, "request cut off by the drain"),
+        None => tracing::warn!(session = %tag, principal, method, error, "request cut off by the drain"),
     }
     crate::metrics::metrics().clients.request(method, "error", Some("cancelled"), std::time::Duration::ZERO);
     let message = "the relay shut down before this request finished (its drain grace, shutdown.grace_secs, passed); it may have taken effect";

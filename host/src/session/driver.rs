@@ -97,7 +97,7 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
         // idle timer wakes the loop for it.
         if draining && running.is_empty() {
             if last_activity.elapsed() >= DRAIN_QUIET || session.counts.0.lifecycle().cut_signal().is_cancelled() {
-                tracing::debug!(session = %session.tag, "drained: closing the connection");
+                tracing::debug!(session = %session.tag(), "drained: closing the connection");
                 ended = Ended::Drained;
                 break;
             }
@@ -125,7 +125,7 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
                         Box::pin(session.handle(other, None)).await;
                     }
                     Err(refused) => {
-                        tracing::debug!(session = %session.tag, error = %refused, "refused client input");
+                        tracing::debug!(session = %session.tag(), error = %refused, "refused client input");
                         let refusal = Message::Response(refused.into_response());
                         if deliver(&mut **conn.get_mut(), queue.get_mut(), Some(refusal)).await.is_err() {
                             break;
@@ -155,7 +155,7 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
             () = &mut drain_started, if !draining => draining = true,
             () = &mut idle_timer => {
                 if expires_at.is_some_and(|expiry| expiry <= Instant::now()) {
-                    tracing::info!(session = %session.tag, principal = %session.principal.id, "credential expired: closing the connection");
+                    tracing::info!(session = %session.tag(), principal = %session.principal.id, "credential expired: closing the connection");
                     ended = Ended::CredentialExpired;
                     break;
                 }
@@ -166,7 +166,7 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
                 // A call still running is activity: its answer must not be lost.
                 let since = if running.is_empty() { last_activity } else { Instant::now() };
                 if since.elapsed() >= idle {
-                    tracing::info!(session = %session.tag, "closing idle connection");
+                    tracing::info!(session = %session.tag(), "closing idle connection");
                     break;
                 }
                 idle_timer.as_mut().reset(wake_at(since + idle));

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
@@ -274,7 +274,7 @@ impl SessionFactory {
         });
         let caller = Caller { principal: principal.clone(), session_id: id.clone(), transport, admit, bearer };
         Ok(Arc::new(Session {
-            tag: super::tag_of(&id),
+            tag: OnceLock::new(),
             id,
             transport,
             principal,

@@ -176,7 +176,7 @@ impl Session {
             metrics().access.rate_limited();
         }
         if let Err(refusal) = &outcome {
-            tracing::info!(target: "relay::policy", session = %self.tag, principal = %self.principal.id, method, tool = %clip(info.tool.unwrap_or("-")), reason = %clip(&refusal.to_string()), "request refused");
+            tracing::info!(target: "relay::policy", session = %self.tag(), principal = %self.principal.id, method, tool = %clip(info.tool.unwrap_or("-")), reason = %clip(&refusal.to_string()), "request refused");
         }
         outcome
     }
@@ -184,17 +184,17 @@ impl Session {
     /// Client notifications: `notifications/cancelled` aborts the request it names.
     pub(super) fn handle_notification(&self, notification: Notification) {
         match notification.method.as_str() {
-            "notifications/initialized" => tracing::debug!(session = %self.tag, "client initialized"),
+            "notifications/initialized" => tracing::debug!(session = %self.tag(), "client initialized"),
             "notifications/cancelled" => {
                 let id = notification.params.as_ref().and_then(|p| p.get("requestId")).map(Value::to_string);
                 let task = id.as_ref().and_then(|id| self.inflight.lock().expect("inflight lock").remove(id));
                 if let Some((_, task)) = task {
                     // Dropping the request's future tells its upstream (notifications/cancelled).
                     task.abort();
-                    tracing::info!(session = %self.tag, request = %clip(id.as_deref().unwrap_or("-")), "request cancelled by the client");
+                    tracing::info!(session = %self.tag(), request = %clip(id.as_deref().unwrap_or("-")), "request cancelled by the client");
                 }
             }
-            method => tracing::debug!(session = %self.tag, method = %clip(method), "client notification ignored"),
+            method => tracing::debug!(session = %self.tag(), method = %clip(method), "client notification ignored"),
         }
     }
 
@@ -206,7 +206,7 @@ impl Session {
         let negotiated = version::negotiate(requested);
         let capabilities = params.and_then(|p| p.get("capabilities")).cloned().unwrap_or(Value::Null);
         self.client_requests.declare(capabilities, false);
-        tracing::info!(session = %self.tag, transport = self.transport.as_str(), principal = %self.principal.id, client = client.as_deref().unwrap_or("-"), requested = requested.map(clip).as_deref(), negotiated, "session initialized");
+        tracing::info!(session = %self.tag(), transport = self.transport.as_str(), principal = %self.principal.id, client = client.as_deref().unwrap_or("-"), requested = requested.map(clip).as_deref(), negotiated, "session initialized");
         let mut state = self.state.lock().expect("session lock");
         state.protocol_version = Some(negotiated.to_owned());
         state.client_name = client;
@@ -296,7 +296,7 @@ impl Session {
         let mut call = call?;
         let name = call.name.clone();
         // Logs name the session by its tag, and quote the client's tool name cut short.
-        let (session, principal, tool) = (self.tag.as_str(), self.principal.id.as_str(), clip(&name));
+        let (session, principal, tool) = (self.tag(), self.principal.id.as_str(), clip(&name));
         // The backend sees the same trace, with the relay's hop as its parent span.
         let trace = Trace::of(call.meta.as_ref());
         let meta = call.meta.get_or_insert_with(|| json!({}));
@@ -306,7 +306,7 @@ impl Session {
         let trace_id = trace.trace_id();
         let route = view.route(&name);
         let backend = route.map_or("-", |r| r.backend);
-        tracing::info!(target: "relay::call", session, principal, %tool, backend, trace_id, "Tool call received");
+        tracing::info!(target: "relay::call", session = %session, principal, %tool, backend, trace_id, "Tool call received");
         let started = Instant::now();
         let routed = self.router.call_tool_in(view, call, related, &self.caller).await;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -314,11 +314,11 @@ impl Session {
         match &routed.result {
             Ok(result) => {
                 let outcome = result_outcome(result);
-                tracing::info!(target: "relay::call", session, principal, %tool, backend, trace_id, duration_ms, outcome, "Tool call finished");
+                tracing::info!(target: "relay::call", session = %session, principal, %tool, backend, trace_id, duration_ms, outcome, "Tool call finished");
             }
             Err(error) => {
                 let error = clip(&error.to_string()).into_owned();
-                tracing::info!(target: "relay::call", session, principal, %tool, backend, trace_id, duration_ms, outcome = "error", %error, "Tool call finished");
+                tracing::info!(target: "relay::call", session = %session, principal, %tool, backend, trace_id, duration_ms, outcome = "error", %error, "Tool call finished");
             }
         }
         routed.result.map_err(RpcError::from)

@@ -18,7 +18,7 @@ mod tests;
 mod wake_gate;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use futures::FutureExt;
@@ -59,9 +59,8 @@ struct SessionState {
 pub struct Session {
     /// Random id; the `Mcp-Session-Id` for HTTP sessions.
     pub id: String,
-    /// How logs name the session: a short hash of its id (an HTTP session's id is what a
-    /// client presents to use it, so the id itself is never logged).
-    pub tag: String,
+    /// How logs name the session ([`Session::tag`]), made when first logged.
+    tag: OnceLock<String>,
     /// Which transport the client uses.
     pub transport: TransportKind,
     /// Who the client is.
@@ -133,7 +132,7 @@ impl Session {
             }
             Message::Response(response) => {
                 if !self.client_requests.resolve(response) {
-                    tracing::debug!(session = %self.tag, "response to no pending request; dropped");
+                    tracing::debug!(session = %self.tag(), "response to no pending request; dropped");
                 }
                 None
             }
@@ -304,6 +303,25 @@ pub fn draining_error() -> RpcError {
         error_codes::SHUTTING_DOWN,
         "the relay is draining (shutting down): nothing new starts here; connect again (a load balancer picks another instance)",
     )
+}
+
+impl Session {
+    /// How logs name the session: the first 12 hex digits of its id's SHA-256 (an HTTP
+    /// session's id is what a client presents to use it, so the id itself is never logged).
+    /// Hashed when first shown: a session nothing logs (a quiet log level) hashes nothing.
+    pub fn tag(&self) -> Tag<'_> {
+        Tag(self)
+    }
+}
+
+/// A session's log name ([`Session::tag`]), for a log field (`session = %tag`).
+#[derive(Clone, Copy)]
+pub struct Tag<'a>(&'a Session);
+
+impl std::fmt::Display for Tag<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.tag.get_or_init(|| tag_of(&self.0.id)))
+    }
 }
 
 /// The log name of session `id`: the first 12 hex digits of its SHA-256.

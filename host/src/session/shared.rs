@@ -216,7 +216,7 @@ impl Session {
         for uri in subscriptions {
             let Ok(request) = crate::mcp::Addressed::resource(Some(serde_json::json!({"uri": uri}))) else { continue };
             if let Err(e) = self.router.subscribe_resource(&request, &self.principal).await {
-                tracing::warn!(session = %self.tag, error = %e, "a moved session's resource subscription could not be made again");
+                tracing::warn!(session = %self.tag(), error = %e, "a moved session's resource subscription could not be made again");
             }
         }
         if let Some(level) = level.and_then(|rank| super::events::LOG_LEVELS.get(usize::from(rank))) {

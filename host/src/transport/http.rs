@@ -309,7 +309,7 @@ async fn mcp_get(
     if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok())
         && let Some((stream, replay, from)) = state.resumable.find(&session.id, last)
     {
-        tracing::debug!(session = %session.tag, stream, from, "answer stream resumed");
+        tracing::debug!(session = %session.tag(), stream, from, "answer stream resumed");
         return sse::respond_events(replay.read_from(stream, from));
     }
     if state.lifecycle.is_draining() {
@@ -342,7 +342,7 @@ async fn mcp_delete(
     match find_session(&state, &headers, &peer, None).await {
         Ok(session) => {
             state.sessions.end(&session.id).await;
-            tracing::debug!(session = %session.tag, "session ended by client");
+            tracing::debug!(session = %session.tag(), "session ended by client");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(refusal) => refusal,

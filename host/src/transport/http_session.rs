@@ -66,7 +66,7 @@ pub(super) async fn find_session(
     }
     if session.expired() {
         Box::pin(state.sessions.end(&session.id)).await;
-        tracing::debug!(session = %session.tag, principal = %session.principal.id, "session ended: its credential expired");
+        tracing::debug!(session = %session.tag(), principal = %session.principal.id, "session ended: its credential expired");
         return Err(unauthorized(crate::session::expired_error()));
     }
     if let Some(requested) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok())
@@ -140,7 +140,7 @@ async fn taken_up(
     let (session, adopted) = state.sessions.adopt(session);
     if adopted {
         session.resume_upstream().await;
-        tracing::info!(session = %session.tag, principal = %session.principal.id, "session taken up from another instance");
+        tracing::info!(session = %session.tag(), principal = %session.principal.id, "session taken up from another instance");
     }
     Ok(Some(session))
 }

@@ -11,6 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::prefixed::Prefixed;
+use super::tcp_write::TcpWrite;
 use super::write_deadline::WriteDeadline;
 use super::{TransportState, line, tls};
 use crate::access::Peer;
@@ -18,6 +20,10 @@ use crate::admission::CountGuard;
 
 /// How long a refused connection's first byte is waited for, to answer in its protocol.
 const REFUSAL_PEEK: Duration = Duration::from_millis(250);
+
+/// The most of a new connection's first bytes read to tell its protocol (a client's first
+/// message or request head usually fits: the transport then reads no more for it).
+const FIRST_READ: usize = 2048;
 
 /// Counts a connection as not yet authenticated until dropped.
 pub type PendingGuard = CountGuard<IpAddr>;
@@ -47,8 +53,8 @@ pub async fn serve(listener: TcpListener, state: Arc<TransportState>, shutdown: 
     }
 }
 
-/// Serves a connection on the worker with the fewest ([`crate::workers::assign`]): whichever
-/// worker's accept wins the race, a burst of connections does not all land on it.
+/// Serves a connection on the worker [`crate::workers::assign`] picks: whichever worker's accept
+/// wins the race, a burst of connections does not all land on it.
 fn dispatch(
     stream: TcpStream,
     peer: SocketAddr,
@@ -135,15 +141,18 @@ async fn handle(
         };
         peer = client;
     }
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(handshake, stream.peek(&mut first)).await {
+    // The first bytes tell the protocol; the transport reads them again from `head`.
+    let mut head = Vec::with_capacity(FIRST_READ);
+    match tokio::time::timeout(handshake, stream.read_buf(&mut head)).await {
         Ok(Ok(0)) | Err(_) => return Ok(()),
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(e),
     }
-    match (&state.tls, sniff(first[0])) {
+    let first = head[0];
+    match (&state.tls, sniff(first)) {
         (Some(tls), Sniffed::Tls) => {
             // The handshake is part of the unauthenticated phase and has the same deadline.
+            let stream = Prefixed::new(head, stream);
             let (mut stream, subject) = match tokio::time::timeout(handshake, tls.accept(stream)).await {
                 Ok(Ok(accepted)) => accepted,
                 Ok(Err(e)) => {
@@ -163,38 +172,40 @@ async fn handle(
                 _ => return Ok(()),
             }
             let peer = Peer { addr: peer, client_cert_subject: subject.map(Arc::from) };
-            let stream = tls::Prefixed::new(first.to_vec(), stream);
+            let stream = Prefixed::new(first.to_vec(), stream);
             serve_stream(stream, first[0], peer, state, router, pending).await
         }
-        (Some(tls), _) if tls.required() && is_line_start(first[0]) => {
-            refuse_plaintext(stream, first[0]).await;
+        (Some(tls), _) if tls.required() && is_line_start(first) => {
+            refuse_plaintext(stream, first).await;
             Ok(())
         }
         // Plain HTTP on a TLS-only port: the probes only (health checks), the rest refused.
         (Some(tls), _) if tls.required() => {
             let probes = super::http::plaintext_probes(state.clone());
-            serve_http(stream, Peer::at(peer), state, probes, Gated::No, pending).await
+            serve_http(Prefixed::new(head, stream), Peer::at(peer), state, probes, Gated::No, pending).await
         }
-        _ => serve_plain(stream, first[0], peer, state, router, pending).await,
+        _ => serve_plain(stream, head, peer, state, router, pending).await,
     }
 }
 
-/// A plaintext connection: the newline transport reads and writes the socket's halves directly.
+/// A plaintext connection whose first bytes are `head`: the newline transport reads and writes
+/// the socket's halves directly.
 async fn serve_plain(
     stream: TcpStream,
-    first: u8,
+    head: Vec<u8>,
     peer: SocketAddr,
     state: Arc<TransportState>,
     router: axum::Router,
     pending: PendingGuard,
 ) -> std::io::Result<()> {
-    if is_line_start(first) {
+    if is_line_start(head[0]) {
         let _open = crate::metrics::metrics().clients.connection("line");
         let (read, write) = stream.into_split();
-        line::serve(read, write, Peer::at(peer), &state.sessions_factory, pending).await;
+        line::serve(Prefixed::new(head, read), TcpWrite::new(write), Peer::at(peer), &state.sessions_factory, pending)
+            .await;
         return Ok(());
     }
-    serve_http(stream, Peer::at(peer), state, router, Gated::Yes, pending).await
+    serve_http(Prefixed::new(head, stream), Peer::at(peer), state, router, Gated::Yes, pending).await
 }
 
 /// Any stream (the decrypted side of TLS): sniffed by its first byte like a plain one.

@@ -5,9 +5,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -16,8 +14,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsConfig;
@@ -111,7 +108,7 @@ pub struct Tls {
 const ROTATION_SETTLE: Duration = Duration::from_secs(5);
 
 /// A connection after its handshake, and the verified client certificate's subject, if any.
-pub type Accepted = (TlsStream<TcpStream>, Option<String>);
+pub type Accepted<S> = (TlsStream<S>, Option<String>);
 
 impl Tls {
     /// Loads `config` (paths already resolved); fails if the files are not a usable pair.
@@ -192,63 +189,11 @@ impl Tls {
     }
 
     /// Runs the server side of a handshake on `stream`.
-    pub async fn accept(&self, stream: TcpStream) -> io::Result<Accepted> {
+    pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S) -> io::Result<Accepted<S>> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.current.load_full());
         let stream = acceptor.accept(stream).await?;
         let subject = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(subject_of);
         Ok((stream, subject))
-    }
-}
-
-/// A stream with bytes already read from it put back in front: the transport sniff reads the
-/// first decrypted byte of a TLS connection (there is no peek below TLS).
-pub struct Prefixed<S> {
-    prefix: Vec<u8>,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    /// `inner`, whose reads return `prefix` first.
-    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
-        Self { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.drain(..n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 
