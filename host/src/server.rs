@@ -241,10 +241,13 @@ async fn drain(state: &TransportState, grace: Duration) {
 /// dropped one waits a second for its retransmission.
 const ACCEPT_BACKLOG: u32 = 8192;
 
-/// The main listener, with [`ACCEPT_BACKLOG`].
+/// The main listener, with [`ACCEPT_BACKLOG`], and `TCP_NODELAY`, which the connections it
+/// accepts inherit on Linux (one `setsockopt` fewer per connection; elsewhere the listener sets
+/// it on each).
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(ACCEPT_BACKLOG)
 }
@@ -363,5 +366,18 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = ctrl_c => "SIGINT",
         _ = term.recv() => "SIGTERM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Answers go out as they are written (no Nagle delay) without a `setsockopt` per connection.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_connections_inherit_no_delay_from_the_listener() {
+        let listener = super::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 }

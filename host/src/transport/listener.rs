@@ -44,6 +44,8 @@ pub async fn serve(listener: TcpListener, state: Arc<TransportState>, shutdown: 
             },
             _ = shutdown.cancelled() => break,
         };
+        // On Linux the listener's `TCP_NODELAY` is inherited ([`crate::server`]'s `listen`).
+        #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
         let Some(pending) = pending_slot(&state, peer) else {
             tokio::spawn(refuse_pending(stream));
