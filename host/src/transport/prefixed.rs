@@ -30,7 +30,8 @@ impl<S> Prefixed<S> {
     }
 
     /// The bytes not read yet.
-    pub fn pending(&self) -> &[u8] {
+    #[cfg(test)]
+    fn pending(&self) -> &[u8] {
         self.prefix.as_ref().map_or(&[], |prefix| &prefix.bytes[prefix.taken..])
     }
 }
