@@ -58,10 +58,10 @@ impl Drop for Assignment {
     }
 }
 
-/// The worker that serves a new connection: the one running this code, unless it serves more
-/// than [`SLACK`] beyond the worker with the fewest (then that one, counted for one more).
+/// The worker that serves a new connection, counted for one more: the one running this code,
+/// unless it serves more than its [`slack`] beyond the worker with the fewest (then that one).
 /// Moving a connection costs two `epoll_ctl`s and a wake-up of the other thread; the slack keeps
-/// short connections where they were accepted while the workers stay within a few of each other.
+/// short connections where they were accepted while the workers stay within it of each other.
 pub fn assign() -> Assignment {
     let here = current();
     let mut worker = here;
