@@ -28,6 +28,8 @@ async fn add_remove_and_reconnect_persist_and_take_effect() {
 
     let servers = client.call_tool("relay_list_servers", json!({})).await;
     assert_eq!(servers["result"]["structuredContent"]["servers"][0]["transport"], "websocket");
+    let server_info = &servers["result"]["structuredContent"]["servers"][0]["server_info"];
+    assert_eq!(*server_info, json!({"name": "alpha", "version": "1.0.0"}), "{servers}");
 
     let reconnect = client.call_tool("relay_reconnect_server", json!({"name": "alpha"})).await;
     assert_eq!(reconnect["result"]["structuredContent"]["reconnecting"], "alpha");

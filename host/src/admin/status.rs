@@ -7,12 +7,14 @@
 //! client cost the relay. The fields are in alphabetical order, as a `Value`'s keys were.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::RelayTools;
+use crate::upstream::ServerIdentity;
 
 /// The relay's status, as `relay_get_status` answers it.
 #[derive(Serialize)]
@@ -43,7 +45,9 @@ pub(super) struct Server {
     last_error: Option<String>,
     name: String,
     requests: u64,
-    server_info: Option<Value>,
+    /// The backend's `serverInfo`, written from the identity the supervisor shares (not copied).
+    #[serde(serialize_with = "server_info")]
+    server_info: Option<Arc<ServerIdentity>>,
     state: &'static str,
     state_since: u64,
     /// Where the backend lives: admins only.
@@ -57,6 +61,11 @@ pub(super) struct Server {
 #[derive(Serialize)]
 pub(super) struct ServerList {
     pub(super) servers: Vec<Server>,
+}
+
+/// An identity's `serverInfo` (null before the backend first answered `initialize`).
+fn server_info<S: serde::Serializer>(identity: &Option<Arc<ServerIdentity>>, out: S) -> Result<S::Ok, S::Error> {
+    identity.as_ref().map(|identity| &identity.server_info).serialize(out)
 }
 
 /// Whether the kv store answers.
@@ -151,7 +160,7 @@ impl RelayTools {
                         .map(|e| if admin { backend.redact(&e) } else { backend.without_address(&e) }),
                     name: upstream.name().to_owned(),
                     requests,
-                    server_info: status.identity.map(|i| i.server_info.clone()),
+                    server_info: status.identity,
                     state: status.state.as_str(),
                     state_since: unix_secs(status.since),
                     target: admin.then(|| backend.shown_target()),

@@ -20,7 +20,7 @@ mod websocket;
 
 pub use catalog_credential::{CatalogCredential, CatalogCredentialSlot};
 pub use error::UpstreamError;
-pub use handshake::Listing;
+pub use handshake::{Listing, ServerIdentity};
 pub use http::Credential;
 pub use http_client::{HttpClient, build as build_http_client};
 pub use registry::Upstreams;
