@@ -105,6 +105,13 @@ pub struct Session {
 }
 
 impl Session {
+    /// How logs name the session: the first 12 hex digits of its id's SHA-256 (an HTTP
+    /// session's id is what a client presents to use it, so the id itself is never logged).
+    /// Hashed when first shown: a session nothing logs (a quiet log level) hashes nothing.
+    pub fn tag(&self) -> Tag<'_> {
+        Tag(self)
+    }
+
     /// Handles one decoded message; returns the response for requests. Messages related to a
     /// request (progress, requests from the upstream to the client) go to `stream`.
     pub async fn handle(&self, message: Message, stream: Option<ClientSink>) -> Option<Response> {
@@ -303,15 +310,6 @@ pub fn draining_error() -> RpcError {
         error_codes::SHUTTING_DOWN,
         "the relay is draining (shutting down): nothing new starts here; connect again (a load balancer picks another instance)",
     )
-}
-
-impl Session {
-    /// How logs name the session: the first 12 hex digits of its id's SHA-256 (an HTTP
-    /// session's id is what a client presents to use it, so the id itself is never logged).
-    /// Hashed when first shown: a session nothing logs (a quiet log level) hashes nothing.
-    pub fn tag(&self) -> Tag<'_> {
-        Tag(self)
-    }
 }
 
 /// A session's log name ([`Session::tag`]), for a log field (`session = %tag`).
