@@ -4,6 +4,7 @@
 //! router for each such call; managed by the `relay_auth_*` tools; the `oauth` mode's
 //! authorizations are completed by the relay's `/oauth/callback`.
 
+mod error;
 mod exchange;
 mod oauth;
 mod vault;
@@ -12,6 +13,7 @@ mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use error::{CallbackError, CredentialError};
 pub use vault::{KEYS_ENV, Vault, VaultError};
 
 use crate::access::{Bearer, Principal};
@@ -22,61 +24,6 @@ use crate::plugins::{CredentialAsk, IssueError, Plugins};
 const REFRESH_MARGIN: Duration = Duration::from_secs(30);
 /// How long an exchanged token without `expires_in` is kept.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
-
-/// Why a call could not be given its caller's credential.
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialError {
-    /// The principal has stored nothing for this backend.
-    #[error(
-        "backend {backend} calls its tools with your own credential, and you have not stored one: call relay_auth_set_secret with {{\"backend\": \"{backend}\", \"secret\": \"...\"}} first"
-    )]
-    Missing { backend: String },
-    /// The store failed or the record does not open.
-    #[error("backend {backend}: {source}")]
-    Vault { backend: String, source: VaultError },
-    /// The stored secret cannot be a header value.
-    #[error("backend {backend}: your stored credential cannot be sent in a header (store it again)")]
-    NotAHeader { backend: String },
-    /// A token exchange was needed, and the caller presented no bearer token to exchange.
-    #[error(
-        "backend {backend} is called with a token exchanged for yours, and you authenticated without a bearer token"
-    )]
-    NoBearer { backend: String },
-    /// The exchange failed.
-    #[error("backend {backend}: token exchange failed: {reason}")]
-    Exchange { backend: String, reason: String },
-    /// The principal has not authorized the relay at the backend's authorization server yet
-    /// (or no longer has a usable grant): `url` is where the user does so.
-    #[error(
-        "backend {backend} is called as you, with your own authorization: open {url} in a browser to authorize, then call again"
-    )]
-    AuthorizationRequired { backend: String, url: String, id: String },
-    /// The backend's authorization server cannot be used.
-    #[error("backend {backend}: cannot ask for your authorization: {reason}")]
-    Discovery { backend: String, reason: String },
-    /// The backend's `credentials` plugin refused the caller, saying why.
-    #[error("backend {backend}: {reason}")]
-    Refused { backend: String, reason: String },
-    /// The backend's `credentials` plugin failed (the reason is in the relay's log: it may
-    /// name internals the client has no business seeing).
-    #[error("backend {backend}: the credential plugin {plugin} failed; the relay's log says why")]
-    Plugin { backend: String, plugin: String },
-}
-
-/// Why an authorization's callback did not store a grant (its page says so).
-#[derive(Debug, thiserror::Error)]
-pub enum CallbackError {
-    #[error("this authorization link is unknown or was already used; call the tool again for a new one")]
-    Unknown,
-    #[error("this authorization link has expired; call the tool again for a new one")]
-    Expired,
-    #[error("the authorization was refused ({0}); nothing was stored")]
-    Denied(String),
-    #[error("the authorization server did not accept the authorization: {0}")]
-    Redeem(String),
-    #[error("the credential store failed: {0}")]
-    Vault(#[from] VaultError),
-}
 
 /// An authorization the callback completed.
 #[derive(Debug)]

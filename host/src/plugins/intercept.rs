@@ -14,8 +14,9 @@ use super::bindings::interceptor::exports::relay::plugin::interception::{CallInf
 use super::bindings::types;
 use super::holds::HoldKey;
 use super::loaded::Bound;
-use super::registry::{Plugins, Slot, from_wit};
+use super::registry::{Plugins, Slot};
 use super::sandbox::{PluginError, Refusal, fails_closed};
+use super::wit_types::from_wit;
 use crate::access::Principal;
 use crate::config::{BindingMatcher, Hook};
 use crate::mcp::Payload;

@@ -31,6 +31,7 @@ mod sandbox;
 mod status;
 mod v0_1;
 mod watch;
+mod wit_types;
 
 pub use backends::{BackendCalls, NoBackends};
 pub use cache::default_dir as default_cache_dir;

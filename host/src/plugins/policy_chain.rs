@@ -5,9 +5,10 @@
 use super::bindings::types;
 use super::holds::HoldKey;
 use super::loaded::Bound;
-use super::registry::{Plugins, Slot, from_wit, wit_transport};
+use super::registry::{Plugins, Slot};
 use super::sandbox::{Refusal, fails_closed};
 use super::v0_1;
+use super::wit_types::{from_wit, wit_transport};
 use crate::access::RequestInfo;
 use crate::config::World;
 

@@ -23,8 +23,9 @@ use super::loaded::{Bound, Version};
 use super::reload::ReloadError;
 use super::sandbox::{Caller, PluginContext, PluginError, PluginState, Refusal, classify};
 use super::v0_1;
+use super::wit_types::{from_wit, wit_transport};
 use super::{engine, host};
-use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Principal, TransportKind};
+use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Principal};
 use crate::config::{Hook, PluginConfig, World};
 use crate::mcp::Payload;
 use crate::metrics::{PluginMetrics, PluginOutcomeKind, metrics};
@@ -386,27 +387,4 @@ impl Plugins {
 /// The first 12 hex digits of a content hash, as logs and outcomes show it.
 pub(super) fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
-}
-
-pub(super) fn wit_transport(transport: TransportKind) -> types::Transport {
-    match transport {
-        TransportKind::Line => types::Transport::Line,
-        TransportKind::WebSocket => types::Transport::Websocket,
-        TransportKind::Http => types::Transport::Http,
-    }
-}
-
-/// The most of a plugin's denial message that reaches a client or a log.
-const PLUGIN_MESSAGE_BYTES: usize = 512;
-
-pub(super) fn from_wit(denial: types::Denial, plugin: &str) -> Denial {
-    let code = match denial.code {
-        types::DenialCode::Unauthenticated => DenialCode::Unauthenticated,
-        types::DenialCode::Forbidden => DenialCode::Forbidden,
-        types::DenialCode::RateLimited => DenialCode::RateLimited,
-        types::DenialCode::Invalid => DenialCode::Invalid,
-    };
-    // A plugin may quote its caller's input: its message is cut to a sentence's length.
-    let message = crate::mcp::clip_to(&denial.message, PLUGIN_MESSAGE_BYTES).into_owned();
-    Denial { code, message, retry_after_ms: denial.retry_after_ms, refused_by: plugin.to_owned() }
 }

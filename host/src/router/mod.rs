@@ -4,13 +4,14 @@
 
 mod catalog;
 mod error;
+mod notifications;
 mod resources;
 #[cfg(test)]
 mod tests;
 mod views;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
@@ -23,7 +24,7 @@ pub use error::RouterError;
 use crate::admin::RelayTools;
 use crate::mcp::{Addressed, Completion, CompletionRef, ListKind, Payload, ToolCall};
 use crate::plugins::{CallHook, Caller, PROMPTS_GET, Plugins, TOOLS_CALL};
-use crate::upstream::{UpstreamEvent, Upstreams};
+use crate::upstream::Upstreams;
 
 /// Routes requests to upstreams by catalog ownership.
 pub struct Router {
@@ -65,47 +66,6 @@ pub enum ClientEvent {
 /// Change counters of the catalog's sources (upstreams, adapters).
 type Generations = (u64, u64);
 
-/// Maps upstream notifications to client-facing ones and hands them to the sessions.
-async fn route_notifications(router: Weak<Router>, mut events: broadcast::Receiver<UpstreamEvent>) {
-    loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(dropped = n, "upstream notifications dropped (sessions too slow)");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => break,
-        };
-        let Some(router) = router.upgrade() else { break };
-        let params = event.notification.params.unwrap_or(Value::Null);
-        let client_event = match event.notification.method.as_str() {
-            "notifications/resources/updated" => {
-                let uri = params.get("uri").and_then(Value::as_str).unwrap_or("").to_owned();
-                let catalog = router.catalog();
-                let exposed = catalog
-                    .resources()
-                    .entries()
-                    .iter()
-                    .find(|e| e.owner == Owner::Backend(event.backend.clone()) && e.upstream_name == uri)
-                    .map(|e| e.name.clone())
-                    .unwrap_or(uri);
-                ClientEvent::ResourceUpdated(exposed)
-            }
-            "notifications/message" => ClientEvent::Log(params),
-            // To the session whose client the backend asked with it (and no other).
-            "notifications/elicitation/complete" => match params.get("elicitationId").and_then(Value::as_str) {
-                Some(id) => ClientEvent::ElicitationComplete(id.to_owned()),
-                None => continue,
-            },
-            method => {
-                tracing::debug!(backend = %event.backend, method, "upstream notification not forwarded");
-                continue;
-            }
-        };
-        let _ = router.client_events.send(client_event);
-    }
-}
-
 /// The outcome of a routed call, with the backend that served it (for the call log).
 pub struct Routed {
     /// The backend that owns the tool (`relay` for built-ins), if the tool was found.
@@ -129,7 +89,7 @@ impl Router {
             client_events: broadcast::Sender::new(1024),
             subscriptions: Mutex::default(),
         });
-        tokio::spawn(route_notifications(Arc::downgrade(&router), router.upstreams.notifications()));
+        tokio::spawn(notifications::route_notifications(Arc::downgrade(&router), router.upstreams.notifications()));
         let weak = Arc::downgrade(&router);
         let mut upstream_changes = router.upstreams.subscribe();
         let mut adapter_changes = router.plugins.subscribe();

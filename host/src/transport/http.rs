@@ -11,52 +11,19 @@ use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::{StreamExt, stream};
+use futures::stream;
 use serde_json::{Value, json};
-use std::net::IpAddr;
 
-use crate::access::{Peer, TransportKind};
-use crate::lifecycle::Lifecycle;
-use crate::mcp::{self, ClientStream, DecodeError, Message, RpcError, error_codes};
-use crate::session::{Refused, RunningRequest, Session, SessionFactory, SessionRegistry};
-use tokio::sync::OwnedSemaphorePermit;
-
+use super::TransportState;
 use super::http_session::{find_session, vouched_for};
-
-use super::browser_guard::BrowserRules;
-use super::resumable::{RESUME_WINDOW, RETAIN, ResumableStreams};
-use super::stateless::{self, ParkedCalls};
+use super::stateless;
 use super::{media, oauth, sse};
-use crate::admission::KeyedCounts;
+use crate::access::{Peer, TransportKind};
+use crate::mcp::{self, DecodeError, Message, RpcError, error_codes};
+use crate::session::Refused;
 
 pub(super) const SESSION_HEADER: &str = "mcp-session-id";
 pub(super) const VERSION_HEADER: &str = "mcp-protocol-version";
-
-/// What every transport on the port needs (newline and WebSocket clients too, not only HTTP).
-pub struct TransportState {
-    /// Opens sessions for every transport on this port.
-    pub sessions_factory: SessionFactory,
-    /// Streamable HTTP sessions by id.
-    pub sessions: SessionRegistry,
-    /// Readiness for `/readyz`.
-    pub lifecycle: Arc<Lifecycle>,
-    /// Origin and Host rules for every route.
-    pub browser: Arc<BrowserRules>,
-    /// Connections per remote address not yet authenticated (or without a whole request head).
-    pub pending: Arc<KeyedCounts<IpAddr>>,
-    /// Stateless (2026-07-28) calls waiting for their client's input.
-    pub parked: Arc<ParkedCalls>,
-    /// The relay's own tools, for the status page.
-    pub relay_tools: Arc<crate::admin::RelayTools>,
-    /// TLS on this port, when configured.
-    pub tls: Option<Arc<super::Tls>>,
-    /// The OAuth protected resource metadata, when configured.
-    pub oauth: Option<Arc<super::ProtectedResource>>,
-    /// Proxies whose PROXY protocol headers name the client (`listen.trusted_proxies`).
-    pub proxies: super::TrustedProxies,
-    /// Answer streams a client may resume with `Last-Event-ID`.
-    pub resumable: Arc<ResumableStreams>,
-}
 
 /// What a WebSocket session's read buffer starts at (and the most one read takes): an idle
 /// session holds this much; a larger message grows it.
@@ -238,7 +205,7 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
             // Waits while the session has max_requests_in_flight requests running.
             let slot = session.slot().await;
             if forwarded && accept.names_event_stream {
-                answer_or_stream(&state, &session, request, slot).await
+                super::http_answer::answer_or_stream(&state, &session, request, slot).await
             } else {
                 // Dropped with this exchange when the client goes away: the request is cancelled.
                 let _slot = slot;
@@ -407,101 +374,4 @@ pub(super) fn json_response(message: &Message) -> Response {
 
 pub(super) fn rpc_error(status: StatusCode, response: mcp::Response) -> Response {
     json_with_status(status, &Message::Response(response))
-}
-
-/// Answers a forwarded request the cheapest way its backend allows: while nothing is streamed
-/// before the answer, the request runs on this exchange's own task and its answer goes back as
-/// one `application/json` body (the transport lets the server choose); a client that goes away
-/// then cancels it. The first message streamed before the answer (progress, a log message, the
-/// backend's own request) turns the answer into a resumable SSE stream: the request moves,
-/// unfinished, to a task of its own that records each event ([`super::resumable`]), and the
-/// response body reads them. `slot` is held until the answer is handed on.
-async fn answer_or_stream(
-    state: &TransportState,
-    session: &Arc<Session>,
-    request: mcp::Request,
-    slot: OwnedSemaphorePermit,
-) -> Response {
-    let (tx, mut rx) = crate::mcp::client_channel();
-    let mut running = session.request(request, Some(tx));
-    let streamed = tokio::select! {
-        biased;
-        Some(first) = rx.recv() => (Some(first), Streaming::Running(running, rx, slot)),
-        answer = &mut running => match rx.try_recv() {
-            // Streamed in the same step as the answer: still first.
-            Some(first) => (Some(first), Streaming::Answered(answer, rx, slot)),
-            None => {
-                return match answer {
-                    Some(response) => json_response(&Message::Response(response)),
-                    // Cancelled by the client's notifications/cancelled: no answer is owed.
-                    None => sse::respond(stream::empty(), false),
-                };
-            }
-        },
-    };
-    let (first, streaming) = streamed;
-    let (number, replay) = state.resumable.open(&session.id);
-    if let Some(first) = &first {
-        replay.push(first);
-    }
-    let streams = state.resumable.clone();
-    let session_id = session.id.clone();
-    let pumped = replay.clone();
-    tokio::spawn(async move {
-        let mut messages = std::pin::pin!(stream::unfold(Some(streaming), Streaming::next));
-        let mut check = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                next = messages.next() => match next {
-                    Some(message) => pumped.push(&message),
-                    None => break,
-                },
-                _ = check.tick() => if pumped.abandoned(RESUME_WINDOW) {
-                    // Nobody came back for it: the request is cancelled (dropped with the stream).
-                    tracing::info!(stream = number, "an answer stream nobody resumed was given up; its request is cancelled");
-                    streams.forget(&session_id, number);
-                    return;
-                },
-            }
-        }
-        pumped.finish();
-        tokio::time::sleep(RETAIN).await;
-        streams.forget(&session_id, number);
-    });
-    sse::respond_events(replay.read_from(number, 0))
-}
-
-/// A forwarded request whose answer streams: running, or answered with messages still queued
-/// before its answer. Dropping it (the client closed the stream) cancels the request.
-enum Streaming {
-    Running(RunningRequest, ClientStream, OwnedSemaphorePermit),
-    Answered(Option<mcp::Response>, ClientStream, OwnedSemaphorePermit),
-}
-
-impl Streaming {
-    /// The next message for the stream, the response last; `None` after it.
-    async fn next(state: Option<Self>) -> Option<(Message, Option<Self>)> {
-        match state? {
-            Self::Running(mut running, mut rx, slot) => tokio::select! {
-                biased;
-                Some(message) = rx.recv() => Some((message, Some(Self::Running(running, rx, slot)))),
-                answer = &mut running => Self::after(answer, rx, slot),
-            },
-            Self::Answered(answer, rx, slot) => Self::after(answer, rx, slot),
-        }
-    }
-
-    /// What follows a request's answer: what was queued before it, then the answer itself
-    /// (nothing when the request was cancelled), and the slot is handed back.
-    fn after(
-        answer: Option<mcp::Response>,
-        mut rx: ClientStream,
-        slot: OwnedSemaphorePermit,
-    ) -> Option<(Message, Option<Self>)> {
-        if let Some(message) = rx.try_recv() {
-            return Some((message, Some(Self::Answered(answer, rx, slot))));
-        }
-        drop(slot);
-        answer.map(|response| (Message::Response(response), None))
-    }
 }

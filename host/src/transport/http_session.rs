@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::http::{SESSION_HEADER, TransportState, VERSION_HEADER, bearer, refused, rpc_error};
+use super::TransportState;
+use super::http::{SESSION_HEADER, VERSION_HEADER, bearer, refused, rpc_error};
 use crate::access::{ConnectInfo, Peer, TransportKind};
 use crate::mcp::{self, RpcError, error_codes, version};
 use crate::session::{Refused, Session};

@@ -15,8 +15,9 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::TransportState;
 use super::browser_guard::{self, BrowserRules};
-use super::http::{TransportState, bearer};
+use super::http::bearer;
 use crate::access::{Peer, Principal, TransportKind};
 use crate::admin::{RelayTools, render_status_page};
 use crate::metrics::metrics;

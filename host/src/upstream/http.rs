@@ -7,20 +7,21 @@
 //! parsed from it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
-use http_body_util::{BodyExt, BodyStream, Full, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::connection::Connection;
+use super::http_body::{capped_events, parse, read_json};
 use super::http_client::{error_chain, same_origin_redirect};
 use super::http_pool::{HttpPool, PooledBody};
 use super::routes::ClientRoutes;
@@ -362,58 +363,4 @@ impl Drop for CancelUnanswered<'_> {
 
 fn content_type(headers: &HeaderMap) -> &str {
     headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
-
-fn parse(text: &str) -> Result<Message, UpstreamError> {
-    Message::from_text(text)
-        .map_err(|e| UpstreamError::BadAnswer(format!("bad JSON: {e}")))?
-        .map_err(|_| UpstreamError::BadAnswer("its answer is not a valid JSON-RPC message".into()))
-}
-
-/// The body of an SSE response as a byte stream that fails once more than `limit` bytes arrive
-/// without an event being taken from it (the reader resets the returned counter per event),
-/// so one event can never grow past the limit in memory.
-fn capped_events(
-    response: http::Response<PooledBody>,
-    limit: usize,
-) -> (impl futures::Stream<Item = Result<Bytes, std::io::Error>>, Arc<AtomicUsize>) {
-    let since_event = Arc::new(AtomicUsize::new(0));
-    let counter = since_event.clone();
-    // Some slack for the `data:` framing and keep-alive comments around one message.
-    let cap = limit.saturating_add(64 * 1024);
-    let body = BodyStream::new(response.into_body()).filter_map(move |frame| {
-        let chunk = match frame {
-            Ok(frame) => match frame.into_data() {
-                Ok(chunk) => chunk,
-                // Trailers: nothing to read.
-                Err(_) => return futures::future::ready(None),
-            },
-            Err(e) => return futures::future::ready(Some(Err(std::io::Error::other(e)))),
-        };
-        if counter.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len() > cap {
-            counter.store(usize::MAX / 2, Ordering::Relaxed);
-            return futures::future::ready(Some(Err(std::io::Error::other("SSE event over the size limit"))));
-        }
-        futures::future::ready(Some(Ok(chunk)))
-    });
-    (body, since_event)
-}
-
-/// A JSON response body, read up to `limit` bytes into one buffer and parsed from it.
-async fn read_json(response: http::Response<PooledBody>, id: u64, limit: usize) -> Result<Payload, UpstreamError> {
-    let length = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
-    if length.and_then(|v| v.parse::<u64>().ok()).is_some_and(|length| length > limit as u64) {
-        return Err(UpstreamError::too_large(limit));
-    }
-    let body = match Limited::new(response.into_body(), limit).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(UpstreamError::too_large(limit)),
-        Err(_) => return Err(UpstreamError::ConnectionLost),
-    };
-    let text =
-        std::str::from_utf8(&body).map_err(|_| UpstreamError::BadAnswer("its answer is not UTF-8 text".into()))?;
-    match parse(text)? {
-        Message::Response(r) if r.id.as_u64() == Some(id) => UpstreamError::check_answer(r.outcome),
-        _ => Err(UpstreamError::Protocol("HTTP response did not answer the request".into())),
-    }
 }

@@ -9,6 +9,7 @@ mod error;
 mod framed;
 mod handshake;
 mod http;
+mod http_body;
 mod http_client;
 mod http_pool;
 mod lanes;
