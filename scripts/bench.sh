@@ -7,7 +7,8 @@
 # per call (from /proc/PID/stat), the relay's ratios to direct and to HAProxy `mode http`, the
 # relay at 1 and at 2 server cores, `hold` at 1,000 sessions and at the file-descriptor limit,
 # a soak (64 connections, memory after warm-up and at the end), and the reference scenario at
-# 1,000 clients. Last, one row per performance goal (issue 25) with its figure and met/missed.
+# 1,000 clients (and the same clients against a server that only answers: the floor of this
+# machine). Last, one row per performance goal (issue 25) with its figure and met/missed.
 #
 # Usage: scripts/bench.sh
 #   BENCH_SECS=5          seconds per rate run
@@ -50,10 +51,10 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 # CPU ticks (user + system) of a process; 100 ticks a second.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-BACKEND=$(free_port)
-"${SERVE[@]}" $BIN/echo-backend --port "$BACKEND" >/dev/null &
+BACKEND=$(free_port); BACKEND_LINES=$(free_port)
+"${SERVE[@]}" $BIN/echo-backend --port "$BACKEND" --line-port "$BACKEND_LINES" >/dev/null &
 BACKEND_PID=$!; PIDS+=("$BACKEND_PID")
-wait_port "$BACKEND"
+wait_port "$BACKEND"; wait_port "$BACKEND_LINES"
 
 # A relay in front of the backend: $1 name, $2 backend URL, $3 extra relay.yaml.
 start_relay() {
@@ -271,10 +272,17 @@ done
 
 echo; echo "reference scenario (1000 clients, newline JSON-RPC, relay_get_status):"
 "${LOAD[@]}" $BIN/relay-load --scenario reference --clients 1000 "tcp://127.0.0.1:$RWS_PORT" | tee "$WORK/reference.txt" | sed 's/^/  /'
+# The floor: the same clients against a server that only answers (the echo backend's newline
+# port, with an answer of the status answer's size), on the same cores, just after.
+STATUS_SIZED=$(python3 -c 'print("x" * 1700)')
+echo "  the same clients against the echo backend's newline port (a server that only answers):"
+"${LOAD[@]}" $BIN/relay-load --scenario reference --clients 1000 --tool echo --args "{\"message\":\"$STATUS_SIZED\"}" \
+  "tcp://127.0.0.1:$BACKEND_LINES" | tee "$WORK/reference-floor.txt" | sed 's/^/    /'
 
 # One row per goal of issue 25, from the figures above (same run).
 echo; echo "goals (issue 25), measured in this run:"
-python3 - "$RESULTS" "$WORK/hold.tsv" "$WORK/soak.json" "$WARM" "$END" "$WORK/reference.txt" "$ALL_CPUS" <<'PY'
+python3 - "$RESULTS" "$WORK/hold.tsv" "$WORK/soak.json" "$WARM" "$END" "$WORK/reference.txt" "$ALL_CPUS" \
+  "$WORK/reference-floor.txt" <<'PY'
 import json, re, sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
 calls = {(r[0], r[1]): float(r[2]) for r in rows}
@@ -284,6 +292,7 @@ hold = [line.split("\t") for line in open(sys.argv[2])]
 soak, warm, end = json.load(open(sys.argv[3])), int(sys.argv[4]), int(sys.argv[5])
 avg = re.search(r"avg ([0-9.]+)", open(sys.argv[6]).read())
 all_cpus = sys.argv[7]
+floor = re.search(r"avg ([0-9.]+)", open(sys.argv[8]).read())
 
 def goal(name, met, figure):
     print(f"  {'met   ' if met else 'MISSED'} {name:46} {figure}")
@@ -318,6 +327,8 @@ extra = cpu[("relay adapter (ws)", "32")] - cpu[("healthz", "32")]
 goal("4. adapter served directly, above GET /healthz", extra <= 5, f"{extra:.1f} µs/call (goal <= 5)")
 if avg:
     goal("5. reference, 1000 newline clients, avg", float(avg.group(1)) < 50, f"{float(avg.group(1)):.1f} ms (goal < 50)")
+if floor:
+    print(f"  (info) {'5. the same clients, a server that only answers':46} {float(floor.group(1)):.1f} ms")
 def cores_used(row):
     return calls[row] * cpu[row] / 1e6
 one, many = ("relay masking, 1 core", "32"), (f"relay masking, cores {all_cpus}", "32")

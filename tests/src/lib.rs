@@ -46,6 +46,11 @@ pub fn load_bin() -> PathBuf {
     workspace_bin("relay-load")
 }
 
+/// The `echo-backend` binary (the fast backend `scripts/bench.sh` measures the hop against).
+pub fn echo_backend_bin() -> PathBuf {
+    workspace_bin("echo-backend")
+}
+
 fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");

@@ -5,7 +5,8 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use relay_tests::{Fixture, Relay, TEST_RELAY_YAML, copy_plugin, load_bin};
+use relay_tests::haproxy::free_port;
+use relay_tests::{Fixture, Relay, TEST_RELAY_YAML, copy_plugin, echo_backend_bin, load_bin};
 
 async fn load(args: &[&str]) -> (Output, Value) {
     let out = tokio::process::Command::new(load_bin()).args(args).arg("--json").output().await.expect("run relay-load");
@@ -183,4 +184,33 @@ async fn a_thousand_clients_from_one_address_pass_on_the_shipped_limits() {
         assert!(out.status.success(), "{transport}: {summary}");
         assert_eq!(summary["successes"], 1000, "{transport}: {summary}");
     }
+}
+
+#[tokio::test]
+async fn the_echo_backend_answers_the_reference_clients_on_its_newline_port() {
+    // bench.sh's floor for the reference scenario: the same clients against a server that only
+    // answers. Its notification is not answered, its `echo` is, and a line that is not JSON (the
+    // load tool's GET for /metrics) ends the connection instead of hanging the run.
+    let (port, lines) = (free_port(), free_port());
+    let _backend = tokio::process::Command::new(echo_backend_bin())
+        .args(["--port", &port.to_string(), "--line-port", &lines.to_string()])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start echo-backend");
+    let deadline = tokio::time::Instant::now() + relay_tests::PATIENCE;
+    while tokio::net::TcpStream::connect(("127.0.0.1", lines)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the newline port never opened");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let url = format!("tcp://127.0.0.1:{lines}");
+    let args = ["--scenario", "reference", "--clients", "50", "--tool", "echo", "--args", r#"{"message":"hi"}"#];
+    let (out, summary) = load(&[&args[..], &[url.as_str()]].concat()).await;
+    assert!(out.status.success(), "{summary}");
+    assert_eq!(summary["successes"], 50, "{summary}");
+    assert_eq!(summary["failures"], 0, "{summary}");
+    // Any other tool is an error answer, which the load tool counts as a failed client.
+    let (out, summary) = load(&["--scenario", "reference", "--clients", "3", url.as_str()]).await;
+    assert_eq!(out.status.code(), Some(1), "{summary}");
+    assert_eq!(summary["failures"], 3, "{summary}");
 }
