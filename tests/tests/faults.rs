@@ -55,6 +55,24 @@ async fn an_sse_stream_that_ends_early_is_not_resent_in_a_loop() {
 }
 
 #[tokio::test]
+async fn a_call_longer_than_the_connect_timeout_is_still_resent_when_its_backend_restarts() {
+    // The wait for a new connection (connect_timeout_secs) starts when the connection is lost,
+    // not when the call started: a call that ran longer than that before its backend crashed is
+    // re-sent to the restarted backend (which crashes again: "twice"), instead of failing at
+    // once with "not connected within".
+    let dir = tempfile::tempdir().unwrap();
+    let crasher = stdio_fixture_entry("crasher", &[]);
+    let relay_yaml =
+        "upstream: {connect_timeout_secs: 0.5, backoff_initial_ms: 50, backoff_max_ms: 100, call_timeout_secs: 20}\n";
+    let relay = Relay::start_files(dir.path(), relay_yaml, &format!("backends:\n{crasher}"), &[]).await;
+    relay.wait_ready("crasher").await;
+    let mut client = relay.line_client_as(None).await;
+    let reply = client.call_tool("crash", json!({"after_ms": 1000})).await;
+    let message = reply["error"]["message"].as_str().unwrap_or_else(|| panic!("{reply}"));
+    assert!(message.contains("twice"), "re-sent once, then given up: {message}");
+}
+
+#[tokio::test]
 async fn a_call_that_crashes_its_backend_is_resent_once_and_backoff_holds() {
     let dir = tempfile::tempdir().unwrap();
     let starts = dir.path().join("starts");

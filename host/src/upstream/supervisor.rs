@@ -217,9 +217,11 @@ impl Upstream {
         let attempt = async {
             let mut connection = self.connection.subscribe();
             let mut lost_on: Option<Arc<Connection>> = None;
-            // A request waits this long for a connection (a restart), not its whole deadline.
-            let patience = tokio::time::sleep(self.connect_timeout());
-            tokio::pin!(patience);
+            // A request waits this long for a connection (a restart), not its whole deadline,
+            // counted from when it first has to wait: a call that ran longer than that before
+            // its connection was lost still waits for the restart. Nearly every call finds its
+            // connection at once and makes no timer.
+            let mut patience = std::pin::pin!(None::<tokio::time::Sleep>);
             loop {
                 let conn = loop {
                     if self.stop.is_cancelled() {
@@ -239,12 +241,16 @@ impl Upstream {
                     if lost_on.is_none() && self.down.load(std::sync::atomic::Ordering::Acquire) {
                         return Err(self.is_down());
                     }
+                    if patience.is_none() {
+                        patience.set(Some(tokio::time::sleep(self.connect_timeout())));
+                    }
+                    let waited_long_enough = patience.as_mut().as_pin_mut().expect("set above");
                     tokio::select! {
                         changed = connection.changed() => if changed.is_err() {
                             return Err(UpstreamError::Gone(self.name().to_owned()));
                         },
                         _ = self.stop.cancelled() => {}
-                        () = &mut patience => return Err(UpstreamError::Down {
+                        () = waited_long_enough => return Err(UpstreamError::Down {
                             backend: self.name().to_owned(),
                             reason: format!("not connected within connect_timeout_secs ({:.1}s)", self.timing.connect_timeout_secs),
                         }),
