@@ -218,8 +218,8 @@ impl Upstream {
             let mut connection = self.connection.subscribe();
             let mut lost_on: Option<Arc<Connection>> = None;
             // A request waits this long for a connection (a restart), not its whole deadline,
-            // counted from when it first has to wait: a call that ran longer than that before
-            // its connection was lost still waits for the restart. Nearly every call finds its
+            // counted from when it has to wait (again from the loss, for a call whose connection
+            // was lost under it, however long it had run). Nearly every call finds its
             // connection at once and makes no timer.
             let mut patience = std::pin::pin!(None::<tokio::time::Sleep>);
             loop {
@@ -268,6 +268,7 @@ impl Upstream {
                             "connection lost mid-request; re-sending once when the upstream is back"
                         );
                         lost_on = Some(conn);
+                        patience.set(None);
                     }
                     other => return other,
                 }
