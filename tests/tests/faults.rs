@@ -62,12 +62,14 @@ async fn a_call_longer_than_the_connect_timeout_is_still_resent_when_its_backend
     // once with "not connected within".
     let dir = tempfile::tempdir().unwrap();
     let crasher = stdio_fixture_entry("crasher", &[]);
+    // The restart (Python's start and a handshake) gets 2 s even on a busy machine; the call
+    // runs 3 s before it crashes its backend.
     let relay_yaml =
-        "upstream: {connect_timeout_secs: 0.5, backoff_initial_ms: 50, backoff_max_ms: 100, call_timeout_secs: 20}\n";
+        "upstream: {connect_timeout_secs: 2, backoff_initial_ms: 50, backoff_max_ms: 100, call_timeout_secs: 30}\n";
     let relay = Relay::start_files(dir.path(), relay_yaml, &format!("backends:\n{crasher}"), &[]).await;
     relay.wait_ready("crasher").await;
     let mut client = relay.line_client_as(None).await;
-    let reply = client.call_tool("crash", json!({"after_ms": 1000})).await;
+    let reply = client.call_tool("crash", json!({"after_ms": 3000})).await;
     let message = reply["error"]["message"].as_str().unwrap_or_else(|| panic!("{reply}"));
     assert!(message.contains("twice"), "re-sent once, then given up: {message}");
 }
