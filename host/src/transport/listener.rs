@@ -144,12 +144,7 @@ async fn handle(
         peer = client;
     }
     // The first bytes tell the protocol; the transport reads them again from `head`.
-    let mut head = Vec::with_capacity(FIRST_READ);
-    match tokio::time::timeout(handshake, stream.read_buf(&mut head)).await {
-        Ok(Ok(0)) | Err(_) => return Ok(()),
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(e),
-    }
+    let Some(head) = first_bytes(&mut stream, handshake).await? else { return Ok(()) };
     let first = head[0];
     match (&state.tls, sniff(first)) {
         (Some(tls), Sniffed::Tls) => {
@@ -168,14 +163,10 @@ async fn handle(
                     return Ok(());
                 }
             };
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(handshake, stream.read(&mut first)).await {
-                Ok(Ok(1)) => {}
-                _ => return Ok(()),
-            }
+            // The decrypted first bytes tell the protocol spoken inside, as for a plain one.
+            let Ok(Some(head)) = first_bytes(&mut stream, handshake).await else { return Ok(()) };
             let peer = Peer { addr: peer, client_cert_subject: subject.map(Arc::from) };
-            let stream = Prefixed::new(first.to_vec(), stream);
-            serve_stream(stream, first[0], peer, state, router, pending).await
+            serve_stream(stream, head, peer, state, router, pending).await
         }
         (Some(tls), _) if tls.required() && is_line_start(first) => {
             refuse_plaintext(stream, first).await;
@@ -187,6 +178,17 @@ async fn handle(
             serve_http(Prefixed::new(head, stream), Peer::at(peer), state, probes, Gated::No, pending).await
         }
         _ => serve_plain(stream, head, peer, state, router, pending).await,
+    }
+}
+
+/// A connection's first bytes (up to [`FIRST_READ`]: what one read gives), within `deadline`;
+/// `None` when the client closed or sent nothing in time.
+async fn first_bytes<S: AsyncRead + Unpin>(stream: &mut S, deadline: Duration) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::with_capacity(FIRST_READ);
+    match tokio::time::timeout(deadline, stream.read_buf(&mut head)).await {
+        Ok(Ok(0)) | Err(_) => Ok(None),
+        Ok(Ok(_)) => Ok(Some(head)),
+        Ok(Err(e)) => Err(e),
     }
 }
 
@@ -210,10 +212,11 @@ async fn serve_plain(
     serve_http(Prefixed::new(head, stream), Peer::at(peer), state, router, Gated::Yes, pending).await
 }
 
-/// Any stream (the decrypted side of TLS): sniffed by its first byte like a plain one.
+/// Any stream whose first bytes, `head`, were read from it (the decrypted side of TLS): served
+/// by what they say like a plain one.
 async fn serve_stream<S>(
     stream: S,
-    first: u8,
+    head: Vec<u8>,
     peer: Peer,
     state: Arc<TransportState>,
     router: axum::Router,
@@ -222,7 +225,9 @@ async fn serve_stream<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    if is_line_start(first) {
+    let line = is_line_start(head[0]);
+    let stream = Prefixed::new(head, stream);
+    if line {
         let _open = crate::metrics::metrics().clients.connection("line");
         let (read, write) = tokio::io::split(stream);
         line::serve(read, write, peer, &state.sessions_factory, pending).await;
