@@ -136,7 +136,9 @@ async fn check_config(path: &std::path::Path) -> Result<String, String> {
     let upstreams =
         std::sync::Arc::new(relay::upstream::Upstreams::new(config.upstream.clone(), config.limits.max_message_bytes));
     let kv = relay::server::kv_store(&config).map_err(|e| format!("{e:#}"))?;
-    relay::server::load_plugins(&config, path, upstreams, kv).await.map_err(|e| format!("{e:#}"))?;
+    relay::server::load_plugins(&config, path, upstreams, Default::default(), kv)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     for warning in relay::server::config_warnings(&config) {
         eprintln!("warning: {warning}");
     }

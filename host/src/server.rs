@@ -43,7 +43,8 @@ pub async fn run(
     upstreams.reconcile(&backends);
 
     let kv = kv_store(&config)?;
-    let plugins = load_plugins(&config, config_path, upstreams.clone(), kv.clone()).await?;
+    let credential_step = CredentialStep::default();
+    let plugins = load_plugins(&config, config_path, upstreams.clone(), credential_step.clone(), kv.clone()).await?;
     for warning in config_warnings(&config) {
         tracing::warn!("{warning}");
     }
@@ -91,6 +92,7 @@ pub async fn run(
         tracing::warn!("backends call with each user's own credential, but {problem}: their calls will fail");
     }
     upstreams.set_catalog_credential(relay_tools.credentials().clone());
+    let _ = credential_step.set(relay_tools.credentials().clone());
     let router = Router::new(upstreams.clone(), relay_tools.clone(), plugins.clone());
     let policy = Arc::new(Policy::new(plugins.clone()));
     let state = Arc::new(TransportState {
@@ -253,11 +255,13 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Loads the configured plugins as `serve` does (compiled, type-checked, smoke-instantiated);
-/// `check-config` runs the same, so it refuses what `serve` would.
+/// `check-config` runs the same, so it refuses what `serve` would. Adapters reach `upstreams`
+/// with the credentials of `credentials` once it is set.
 pub async fn load_plugins(
     config: &RelayConfig,
     config_path: &Path,
     upstreams: Arc<Upstreams>,
+    credentials: CredentialStep,
     kv: Arc<KvStore>,
 ) -> anyhow::Result<Arc<Plugins>> {
     let cache_dir = config.plugin_cache_dir.clone().map(|d| config_path.parent().unwrap_or(Path::new(".")).join(d));
@@ -266,7 +270,7 @@ pub async fn load_plugins(
         config_path,
         cache_dir.or_else(plugins::default_cache_dir),
         kv,
-        Arc::new(UpstreamBackends(upstreams)),
+        Arc::new(UpstreamBackends { upstreams, credentials }),
     )
     .await
     .context("cannot load plugins")
@@ -278,9 +282,18 @@ pub fn kv_store(config: &RelayConfig) -> anyhow::Result<Arc<KvStore>> {
     Ok(Arc::new(KvStore::from_config(&config.kv).context("cannot use the kv store (kv)")?))
 }
 
+/// The credential step as the adapters' door reaches it: set once it exists (it is built after
+/// the plugins, since `credentials` plugins are among them); `check-config` never sets it.
+pub type CredentialStep = Arc<std::sync::OnceLock<Arc<crate::credentials::Credentials>>>;
+
 /// Adapter plugins' door to the backends: each call is a caller of its own on the backend, so
-/// nothing the backend sends about it (log messages, elicitation) can reach another client.
-struct UpstreamBackends(Arc<Upstreams>);
+/// nothing the backend sends about it (log messages, elicitation) can reach another client, and
+/// carries the credential the served client's own call would (a backend called as each user
+/// never sees the connection's).
+struct UpstreamBackends {
+    upstreams: Arc<Upstreams>,
+    credentials: CredentialStep,
+}
 
 impl plugins::BackendCalls for UpstreamBackends {
     fn call_tool<'a>(
@@ -288,13 +301,24 @@ impl plugins::BackendCalls for UpstreamBackends {
         backend: &'a str,
         tool: &'a str,
         arguments: serde_json::Value,
+        caller: &'a plugins::Caller,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::mcp::Payload, String>> + Send + 'a>> {
         Box::pin(async move {
-            let upstream = self.0.get(backend).ok_or_else(|| format!("no backend named {backend}"))?;
-            let params = Some(serde_json::json!({"name": tool, "arguments": arguments}));
+            let upstream = self.upstreams.get(backend).ok_or_else(|| format!("no backend named {backend}"))?;
+            let credential = match self.credentials.get() {
+                Some(step) => step
+                    .header_for(&upstream.backend, &caller.principal, caller.bearer.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())?,
+                None if upstream.backend.credentials.is_per_user() => {
+                    return Err(format!("{backend} is called as each user, and the credential step is not ready"));
+                }
+                None => None,
+            };
+            let params = Some(serde_json::json!({"name": tool, "arguments": arguments}).into());
             let detached = crate::mcp::Related::detached();
             upstream
-                .request_for("tools/call", params, upstream.call_timeout(), Some(&detached))
+                .request_as("tools/call", params, upstream.call_timeout(), Some(&detached), credential.as_ref())
                 .await
                 .map_err(|e| e.to_string())
         })

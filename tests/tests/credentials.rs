@@ -18,11 +18,16 @@ fn yaml(dir: &Path, redis: &RedisServer) -> String {
 }
 
 async fn relay(dir: &Path, redis: &RedisServer, backend: &HttpBackend) -> Relay {
+    relay_with(dir, &yaml(dir, redis), backend).await
+}
+
+/// A relay configured by `relay_yaml` whose one backend `h` is called with each user's secret.
+async fn relay_with(dir: &Path, relay_yaml: &str, backend: &HttpBackend) -> Relay {
     let backends = format!(
         "backends:\n  - name: h\n    url: {}\n    headers: {{Authorization: 'Bearer SERVICE'}}\n    credentials: {{mode: per_user_secret}}\n",
         backend.url()
     );
-    let mut relay = Relay::start_files(dir, &yaml(dir, redis), &backends, &[("RELAY_CREDENTIAL_KEYS", KEYS)]).await;
+    let mut relay = Relay::start_files(dir, relay_yaml, &backends, &[("RELAY_CREDENTIAL_KEYS", KEYS)]).await;
     relay.token = Some("OPS-T".into());
     relay.wait_ready("h").await;
     relay
@@ -82,6 +87,44 @@ async fn each_principal_calls_a_backend_with_its_own_stored_secret() {
     let by_admin = one.call_tool_as("OPS-T", "relay_auth_revoke", json!({"principal": "bob"})).await;
     assert_eq!(by_admin["result"]["structuredContent"]["revoked"], json!(["h"]), "{by_admin}");
     assert_eq!(one.call_tool_as("BOB-T", "whoami", json!({})).await["error"]["code"], -32011);
+}
+
+/// An adapter plugin calling a backend that is called as each user does it with the credential
+/// of the client the adapter serves, as that client's own call would: never with the
+/// connection's (the service's) headers, never without one.
+#[tokio::test]
+async fn an_adapter_calls_a_per_user_backend_with_the_credential_of_the_client_it_serves() {
+    let redis = RedisServer::start().await;
+    let backend = HttpBackend::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = copy_plugin(dir.path(), "hostile_adapter");
+    let relay_yaml = format!(
+        "{}  - {{name: hostile, world: adapter, path: {}, grants: {{backends: [h/whoami]}}, limits: {{deadline_ms: 5000}}}}\n",
+        yaml(dir.path(), &redis),
+        adapter.display()
+    );
+    let relay = relay_with(dir.path(), &relay_yaml, &backend).await;
+    let through_adapter = json!({"backend": "h", "tool": "whoami"});
+
+    // Nothing stored: refused as the client's own call is, and the backend is not called.
+    let refused = text_of(&relay.call_tool_as("BOB-T", "call_backend", through_adapter.clone()).await);
+    assert!(refused.starts_with("refused:") && refused.contains("relay_auth_set_secret"), "{refused}");
+    assert!(!refused.contains("SERVICE"), "{refused}");
+    assert_eq!(backend.calls_of("whoami"), 0);
+
+    let stored = relay
+        .call_tool_as("ALICE-T", "relay_auth_set_secret", json!({"backend": "h", "secret": "alice-key-0001"}))
+        .await;
+    assert_eq!(stored["result"]["structuredContent"]["stored"], true, "{stored}");
+    let called = text_of(&relay.call_tool_as("ALICE-T", "call_backend", through_adapter.clone()).await);
+    assert!(called.starts_with("called:") && called.contains("Bearer alice-key-0001"), "{called}");
+    // Another principal gets neither alice's credential nor the service's.
+    let refused = text_of(&relay.call_tool_as("BOB-T", "call_backend", through_adapter).await);
+    assert!(
+        refused.starts_with("refused:") && !refused.contains("alice-key") && !refused.contains("SERVICE"),
+        "{refused}"
+    );
+    assert_eq!(backend.calls_of("whoami"), 1);
 }
 
 #[tokio::test]

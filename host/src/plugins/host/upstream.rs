@@ -61,6 +61,6 @@ impl Host for Upstream<'_> {
         let request = caller.tool_call(crate::access::Route { backend: &backend, tool: &tool });
         (caller.admit)(request).await.map_err(|refusal| format!("refused by policy: {refusal}"))?;
         let arguments: Value = serde_json::from_str(&arguments).map_err(|e| format!("arguments are not JSON: {e}"))?;
-        door.call_tool(&backend, &tool, arguments).await.map(|result| result.text().into_owned())
+        door.call_tool(&backend, &tool, arguments, &caller).await.map(|result| result.text().into_owned())
     }
 }
