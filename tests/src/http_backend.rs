@@ -3,7 +3,8 @@
 //!
 //! Tools: `ok` answers "fine"; `slow` answers after 3 s; `early_close` answers with an SSE
 //! stream that ends before the response; `big` and `big_sse` answer with `big_bytes` of text as
-//! JSON or as one SSE event.
+//! JSON or as one SSE event; `logs` answers with an SSE stream whose first event is a log
+//! message holding the call's arguments.
 
 use std::sync::{Arc, Mutex};
 
@@ -97,10 +98,11 @@ async fn handle(
                 .into_response();
         }
         "tools/list" => {
-            let tools: Vec<Value> = ["ok", "slow", "early_close", "big", "big_sse", "whoami", "verbatim", "pretty"]
-                .iter()
-                .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
-                .collect();
+            let tools: Vec<Value> =
+                ["ok", "slow", "early_close", "big", "big_sse", "whoami", "verbatim", "pretty", "logs"]
+                    .iter()
+                    .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
+                    .collect();
             json!({"tools": tools})
         }
         "tools/call" => match tool {
@@ -111,6 +113,15 @@ async fn handle(
                 return ([("content-type", "application/json")], reply).into_response();
             }
             "early_close" => return ([("content-type", "text/event-stream")], ": nothing to say\n\n").into_response(),
+            // A log message about this call on its own stream, then the answer.
+            "logs" => {
+                let log = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                    "params": {"level": "info", "data": message["params"]["arguments"]}});
+                let reply =
+                    json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "logged"}]}});
+                let stream = format!("event: message\ndata: {log}\n\nevent: message\ndata: {reply}\n\n");
+                return ([("content-type", "text/event-stream")], stream).into_response();
+            }
             "slow" => {
                 tokio::time::sleep(std::time::Duration::from_secs(3)).await;
                 json!({"content": [{"type": "text", "text": "slow done"}]})

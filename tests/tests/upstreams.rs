@@ -33,6 +33,60 @@ async fn a_backends_result_is_passed_on_as_it_was_written() {
     assert_eq!(reply["result"], serde_json::from_str::<Value>(VERBATIM).unwrap(), "{reply}");
 }
 
+/// What a Streamable HTTP backend sends on a call's own answer stream before the answer is
+/// about that call: its log message goes to that call's client alone, even while other
+/// clients' calls are in flight on the backend (which makes the relay unable to tell whose a
+/// message is on the other transports), and never to a client with no call there.
+#[tokio::test]
+async fn a_log_message_on_a_calls_own_http_stream_reaches_that_caller_alone() {
+    let backend = HttpBackend::start(0).await;
+    let relay = Relay::start(&format!("backends:\n  - name: h\n    url: {}\n", backend.url())).await;
+    relay.wait_ready("h").await;
+    let (mut alice, mut bob, mut carol) =
+        (relay.line_client().await, relay.line_client().await, relay.line_client().await);
+    for client in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(client.request("logging/setLevel", json!({"level": "debug"})).await["result"], json!({}));
+    }
+    // Bob's call is in flight on the backend while alice's runs.
+    bob.send_raw(&json!({"jsonrpc": "2.0", "id": 100, "method": "tools/call", "params": {"name": "slow"}}).to_string())
+        .await;
+    eventually("bob's call reaches the backend", || async { (backend.calls_of("slow") == 1).then_some(()) }).await;
+    let call = json!({"jsonrpc": "2.0", "id": 100, "method": "tools/call", "params": {"name": "logs", "arguments": {"ssn": "alice-222"}}});
+    alice.send_raw(&call.to_string()).await;
+    let mut before_answer = Vec::new();
+    let answer = loop {
+        let message = alice.recv().await;
+        if message.get("id").is_some() {
+            break message;
+        }
+        before_answer.push(message);
+    };
+    assert_eq!(text_of(&answer), "logged", "{answer}");
+    assert!(
+        before_answer
+            .iter()
+            .any(|m| m["method"] == "notifications/message" && m["params"]["data"]["ssn"] == "alice-222"),
+        "alice's own log message, before her answer: {before_answer:?}"
+    );
+    // Bob (a call in flight) and carol (none) get to their answers without it.
+    let mut seen = Vec::new();
+    loop {
+        let message = bob.recv().await;
+        if message["id"] == 100 {
+            assert_eq!(text_of(&message), "slow done");
+            break;
+        }
+        seen.push(message);
+    }
+    carol.send_raw(&json!({"jsonrpc": "2.0", "id": 7, "method": "ping"}).to_string()).await;
+    while let message = carol.recv().await
+        && message["id"] != 7
+    {
+        seen.push(message);
+    }
+    assert!(!seen.iter().any(|m| m.to_string().contains("alice-222")), "another client got alice's log: {seen:?}");
+}
+
 #[tokio::test]
 async fn line_to_websocket_aggregates_and_prefixes_collisions() {
     let (alpha, beta) = (Fixture::start("alpha").await, Fixture::start("beta").await);

@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::UpstreamError;
 use super::framed::FramedConnection;
 use super::http::HttpConnection;
-use crate::mcp::Payload;
+use crate::mcp::{Payload, Related};
 
 /// A connected upstream. Message-oriented transports (WebSocket, stdio) share one
 /// implementation; Streamable HTTP has its own because every request is an HTTP exchange.
@@ -19,22 +19,25 @@ pub enum Connection {
 impl Connection {
     /// Sends a request and waits for its response.
     pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Payload, UpstreamError> {
-        self.request_as(method, params.map(Payload::from).as_ref(), None).await
+        self.request_as(method, params.map(Payload::from).as_ref(), None, None).await
     }
 
     /// Sends a request carrying `credential` (a caller's own; HTTP only: configuration refuses
-    /// per-user credentials for the other transports).
+    /// per-user credentials for the other transports) for the client request behind `related`
+    /// (HTTP only: what the server sends on the request's own answer stream is about it alone;
+    /// the other transports carry nothing that says which request a message is about).
     pub async fn request_as(
         &self,
         method: &str,
         params: Option<&Payload>,
         credential: Option<&super::http::Credential>,
+        related: Option<&Related>,
     ) -> Result<Payload, UpstreamError> {
         match self {
             Connection::Framed(c) => c.request(method, params).await,
             // Boxed: an HTTP exchange is a 2 KB future, which every call's future (a WebSocket
             // or stdio backend's too) would otherwise carry and copy into its box.
-            Connection::Http(c) => Box::pin(c.request(method, params, credential)).await,
+            Connection::Http(c) => Box::pin(c.request(method, params, credential, related)).await,
         }
     }
 

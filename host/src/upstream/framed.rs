@@ -197,7 +197,7 @@ async fn read_loop<S, T>(
             }
             // Progress and log messages of a client request go straight to its stream, so they
             // stay ahead of the response read after them.
-            Message::Notification(n) if routes.deliver(&n) => {}
+            Message::Notification(n) if routes.deliver(&n, None) => {}
             Message::Notification(n) => {
                 if events.try_send(n).is_err() {
                     tracing::warn!(backend, "upstream notification queue full; notification dropped");
@@ -209,7 +209,7 @@ async fn read_loop<S, T>(
                 let Ok(slot) = requests_at_once.clone().acquire_owned().await else { break };
                 let (outgoing, routes) = (outgoing.clone(), routes.clone());
                 tokio::spawn(async move {
-                    let answer = routes.answer(request).await;
+                    let answer = routes.answer(request, None).await;
                     let _ = outgoing.send(Message::Response(answer).to_text()).await;
                     drop(slot);
                 });

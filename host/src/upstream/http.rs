@@ -25,7 +25,7 @@ use super::http_body::{capped_events, parse, read_json};
 use super::http_client::{error_chain, same_origin_redirect};
 use super::http_pool::{HttpPool, PooledBody};
 use super::routes::ClientRoutes;
-use crate::mcp::{Message, Notification, Payload, request_text};
+use crate::mcp::{Message, Notification, Payload, Related, request_text};
 
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
@@ -111,12 +111,14 @@ impl HttpConnection {
 
     /// POSTs a request and reads its response from JSON or from the SSE stream. `credential`
     /// (a caller's own, [`crate::credentials`]) replaces the configured header of its name for
-    /// this request only.
+    /// this request only. What the stream carries before the answer (log messages, the
+    /// server's own requests) is about the client request behind `related`, and goes to it.
     pub async fn request(
         &self,
         method: &str,
         params: Option<&Payload>,
         credential: Option<&Credential>,
+        related: Option<&Related>,
     ) -> Result<Payload, UpstreamError> {
         if self.closed.is_cancelled() {
             return Err(UpstreamError::ConnectionLost);
@@ -132,7 +134,7 @@ impl HttpConnection {
         let is_sse = content_type(response.headers()).starts_with("text/event-stream");
         let result = if is_sse {
             // Boxed: what reads a stream is 4 KB that a JSON answer's request need not carry.
-            Box::pin(self.read_sse(response, id)).await
+            Box::pin(self.read_sse(response, id, related)).await
         } else {
             read_json(response, id, self.max_message_bytes).await
         };
@@ -262,7 +264,12 @@ impl HttpConnection {
         }
     }
 
-    async fn read_sse(&self, response: http::Response<PooledBody>, id: u64) -> Result<Payload, UpstreamError> {
+    async fn read_sse(
+        &self,
+        response: http::Response<PooledBody>,
+        id: u64,
+        related: Option<&Related>,
+    ) -> Result<Payload, UpstreamError> {
         let (body, since_event) = capped_events(response, self.max_message_bytes);
         let mut events = body.eventsource();
         while let Some(event) = events.next().await {
@@ -281,7 +288,7 @@ impl HttpConnection {
             }
             match parse(&event.data)? {
                 Message::Response(r) if r.id.as_u64() == Some(id) => return UpstreamError::check_answer(r.outcome),
-                other => self.dispatch(other).await,
+                other => self.dispatch(other, related).await,
             }
         }
         // The server may end a stream early; without resumption the answer is lost. Saying so
@@ -290,14 +297,18 @@ impl HttpConnection {
         Err(UpstreamError::Protocol("the backend ended the response stream before answering".into()))
     }
 
-    async fn dispatch(&self, message: Message) {
+    /// What a request's answer stream carried besides the answer: the spec has such messages
+    /// relate to that request, so they go to its client (`related`), not to whichever clients
+    /// have calls in flight ([`ClientRoutes`]); what is for everyone (list changes) goes out
+    /// as the GET stream's does.
+    async fn dispatch(&self, message: Message, related: Option<&Related>) {
         match message {
-            Message::Notification(n) if self.routes.deliver(&n) => {}
+            Message::Notification(n) if self.routes.deliver(&n, related) => {}
             Message::Notification(n) => {
                 let _ = self.events.try_send(n);
             }
             Message::Request(request) => {
-                let answer = self.routes.answer(request).await;
+                let answer = self.routes.answer(request, related).await;
                 let _ = self.post(Message::Response(answer).to_text(), None).await;
             }
             Message::Response(_) => {}

@@ -66,14 +66,19 @@ impl ClientRoutes {
     }
 
     /// Answers a request the upstream sent to the relay: `ping` at once; anything else
-    /// (sampling, elicitation, roots) by asking the one client the upstream works for, or an
-    /// error when that client cannot be told apart.
-    pub async fn answer(&self, request: Request) -> Response {
+    /// (sampling, elicitation, roots) by asking the client it is about: the one whose request's
+    /// own stream carried it (`on_stream_of`: a Streamable HTTP answer stream), else the one
+    /// client the upstream works for, or an error when that client cannot be told apart.
+    pub async fn answer(&self, request: Request, on_stream_of: Option<&Related>) -> Response {
         let Request { id, method, params } = request;
         if method == "ping" {
             return Response::ok(id, json!({}));
         }
-        let outcome = match self.sole_caller() {
+        let about = match on_stream_of {
+            Some(related) => Some(related.clone()),
+            None => self.sole_caller(),
+        };
+        let outcome = match about {
             Some(related) => {
                 tracing::info!(backend = %self.backend, method, "forwarding a request from the upstream to its client");
                 related.request(&method, params.map(Payload::into_value), self.answer_within).await
@@ -119,9 +124,12 @@ impl ClientRoutes {
         callers.iter().all(|(_, r)| std::sync::Arc::ptr_eq(&r.client, &first.client)).then(|| first.clone())
     }
 
-    /// Sends a notification that belongs to a client request to its stream, unbuffered.
-    /// False when it belongs to none (the caller then treats it as a notification for all).
-    pub fn deliver(&self, notification: &Notification) -> bool {
+    /// Sends a notification that belongs to a client request to its stream, unbuffered: a
+    /// progress notification by its token; a log message to the request whose own stream
+    /// carried it (`on_stream_of`: dropped when that client takes nothing but the answer, never
+    /// shown to another), else to the one client the upstream works for. False when it belongs
+    /// to none (the caller then treats it as a notification for all).
+    pub fn deliver(&self, notification: &Notification, on_stream_of: Option<&Related>) -> bool {
         match notification.method.as_str() {
             "notifications/progress" => {
                 let mut params = notification.params.clone().unwrap_or(Value::Null);
@@ -146,6 +154,12 @@ impl ClientRoutes {
                         params: Some(params),
                     });
                     sink.try_send(message);
+                }
+                true
+            }
+            "notifications/message" if on_stream_of.is_some() => {
+                if let Some(sink) = on_stream_of.and_then(|related| related.sink.as_ref()) {
+                    sink.try_send(Message::Notification(notification.clone()));
                 }
                 true
             }
@@ -199,12 +213,30 @@ mod tests {
             method: "notifications/progress".into(),
             params: Some(json!({"progressToken": relay_token, "progress": n})),
         };
-        assert!(routes.deliver(&progress(1)));
+        assert!(routes.deliver(&progress(1), None));
         let Some(Message::Notification(sent)) = rx.try_recv() else { panic!("a notification") };
         assert_eq!(sent.params, Some(json!({"progressToken": 7, "progress": 1})));
         drop(guard);
-        assert!(!routes.deliver(&progress(2)), "a finished request gets no more progress");
+        assert!(!routes.deliver(&progress(2), None), "a finished request gets no more progress");
         assert!(routes.sole_caller().is_none());
+    }
+
+    #[test]
+    fn a_log_message_on_a_requests_own_stream_is_that_requests_alone() {
+        let routes = ClientRoutes::new("b", Duration::from_secs(1));
+        let (tx, mut rx) = crate::mcp::client_channel();
+        let streamed = Related { sink: Some(tx), client: Arc::new(ClientRequests::default()) };
+        let json_only = Related { sink: None, client: Arc::new(ClientRequests::default()) };
+        let (_a, _b) = (routes.register(&mut None, &streamed), routes.register(&mut None, &json_only));
+        let log = Notification {
+            method: "notifications/message".into(),
+            params: Some(json!({"level": "info", "data": "private"})),
+        };
+        assert!(!routes.deliver(&log, None), "two clients in flight: nobody's, left for all");
+        assert!(routes.deliver(&log, Some(&streamed)));
+        assert!(matches!(rx.try_recv(), Some(Message::Notification(n)) if n == log));
+        assert!(routes.deliver(&log, Some(&json_only)), "its client takes only the answer: dropped, not for all");
+        assert!(rx.try_recv().is_none());
     }
 
     #[test]

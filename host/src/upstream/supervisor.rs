@@ -256,7 +256,7 @@ impl Upstream {
                         }),
                     }
                 };
-                match conn.request_as(method, params.as_ref(), credential).await {
+                match conn.request_as(method, params.as_ref(), credential, related).await {
                     Err(UpstreamError::ConnectionLost) if lost_on.is_some() => {
                         tracing::warn!(backend = self.name(), method, "connection lost again mid-request; giving up");
                         return Err(UpstreamError::LostTwice(self.name().to_owned()));
