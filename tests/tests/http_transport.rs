@@ -1,6 +1,8 @@
 //! Streamable HTTP on `/mcp` spoken by hand (reqwest), checking the protocol rules the SDK
 //! clients rely on, plus the `/healthz` and `/readyz` probes.
 
+use std::time::Duration;
+
 use relay_tests::{Fixture, Relay, sse_messages};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -142,6 +144,35 @@ async fn http_get_stream_carries_tool_list_changes() {
     })
     .await;
     assert_eq!(found, Ok(true), "stream said: {seen}");
+}
+
+/// A session's GET stream ends with the session: after `DELETE` nothing more reaches whoever
+/// holds it (a catalog change included), and it no longer counts as the session's one stream.
+#[tokio::test]
+async fn a_get_stream_ends_when_its_session_is_deleted() {
+    let relay = Relay::start(NO_BACKENDS).await;
+    let session = initialize(&relay).await;
+    let get = || {
+        reqwest::Client::new()
+            .get(relay.http("/mcp"))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session)
+    };
+    let mut stream = get().send().await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(get().send().await.unwrap().status(), StatusCode::CONFLICT, "one GET stream per session");
+    let deleted = reqwest::Client::new().delete(relay.http("/mcp")).header("mcp-session-id", &session).send().await;
+    assert_eq!(deleted.unwrap().status(), StatusCode::NO_CONTENT);
+    let mut seen = String::new();
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the GET stream outlived its session: {seen}");
+    assert!(!seen.contains("jsonrpc"), "{seen}");
+    assert_eq!(get().send().await.unwrap().status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -265,6 +265,15 @@ async fn sessions_end_when_their_token_expires_on_every_transport() {
             .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
     };
     assert_eq!(list().send().await.unwrap().status(), 200);
+    let mut get_stream = reqwest::Client::new()
+        .get(relay.http("/mcp"))
+        .header("Accept", "text/event-stream")
+        .header("Mcp-Session-Id", &session)
+        .bearer_auth(&short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get_stream.status(), 200);
     let mut request = relay.ws("/ws").into_client_request().unwrap();
     request.headers_mut().insert("authorization", format!("Bearer {short}").parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
@@ -277,6 +286,13 @@ async fn sessions_end_when_their_token_expires_on_every_transport() {
     while now() <= expires {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    // The HTTP session's GET stream ends at `exp` by itself, before any request finds the
+    // session expired.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Ok(Some(_)) = get_stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the GET stream outlived its token");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let refused = list().send().await.unwrap();
     assert_eq!(refused.status(), 401, "the HTTP session outlived its token");

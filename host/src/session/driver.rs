@@ -173,7 +173,7 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
             }
         }
     }
-    session.cancel_all();
+    session.end();
     // What the requests queued before they ended still goes out, ahead of the transport's
     // last word.
     drop(running);

@@ -25,6 +25,7 @@ use futures::FutureExt;
 use futures::future::{AbortHandle, Abortable, BoxFuture};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use driver::{Ended, Inbound, drive};
 pub use events::ServerEvents;
@@ -89,8 +90,9 @@ pub struct Session {
     started: std::sync::atomic::AtomicU64,
     /// One permit per request that may run at once (`limits.max_requests_in_flight`).
     slots: Arc<Semaphore>,
-    /// Whether the session's one GET stream (HTTP) is open.
-    get_stream: Arc<std::sync::atomic::AtomicBool>,
+    /// The session's one GET stream (HTTP): whether it is open, and how it learns that the
+    /// session ended.
+    get_stream: Arc<Mutex<GetStream>>,
     /// Requests the relay sent to this client (on an upstream's behalf) awaiting answers.
     client_requests: Arc<ClientRequests>,
     /// This session as the caller of a tool (built once): who it is, and its policy chain,
@@ -196,19 +198,30 @@ impl Session {
         }
     }
 
-    /// Aborts every request still running (the client went away).
-    pub fn cancel_all(&self) {
+    /// Ends the session here (the client went away, `DELETE`, idle expiry, its credential
+    /// expired, the drain): every request still running is aborted and its GET stream closed.
+    pub fn end(&self) {
         for (_, (_, task)) in self.inflight.lock().expect("inflight lock").drain() {
             task.abort();
+        }
+        let open = std::mem::replace(&mut *self.get_stream.lock().expect("get stream lock"), GetStream::Ended);
+        if let GetStream::Open(ended) = open {
+            ended.cancel();
         }
     }
 
     /// Claims the session's one server-to-client stream; `None` while another is open. The
-    /// claim ends when the returned guard is dropped (the stream closed).
+    /// claim ends when the returned guard is dropped (the stream closed); its
+    /// [`GetStreamClaim::ended`] fires when the session ends (at once if it has).
     pub fn claim_get_stream(&self) -> Option<GetStreamClaim> {
-        use std::sync::atomic::Ordering;
-        let free = self.get_stream.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok();
-        free.then(|| GetStreamClaim(self.get_stream.clone()))
+        let mut slot = self.get_stream.lock().expect("get stream lock");
+        let ended = CancellationToken::new();
+        match &*slot {
+            GetStream::Open(_) => return None,
+            GetStream::Ended => ended.cancel(),
+            GetStream::Free => *slot = GetStream::Open(ended.clone()),
+        }
+        Some(GetStreamClaim { slot: self.get_stream.clone(), ended })
     }
 
     /// Whether another request may start now without waiting (transports that read many
@@ -336,11 +349,36 @@ pub fn expired_error() -> RpcError {
     )
 }
 
+/// Whether a session's GET stream is open.
+#[derive(Default)]
+enum GetStream {
+    #[default]
+    Free,
+    /// Open; cancelled when the session ends.
+    Open(CancellationToken),
+    /// The session ended (a stream claimed now ends at once).
+    Ended,
+}
+
 /// Holds a session's GET stream open; released on drop.
-pub struct GetStreamClaim(Arc<std::sync::atomic::AtomicBool>);
+pub struct GetStreamClaim {
+    slot: Arc<Mutex<GetStream>>,
+    ended: CancellationToken,
+}
+
+impl GetStreamClaim {
+    /// Fires when the session ends (`DELETE`, idle expiry, ended as its credential expired):
+    /// its GET stream must not outlive it, delivering to whoever holds the stream.
+    pub fn ended(&self) -> &CancellationToken {
+        &self.ended
+    }
+}
 
 impl Drop for GetStreamClaim {
     fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Release);
+        let mut slot = self.slot.lock().expect("get stream lock");
+        if matches!(*slot, GetStream::Open(_)) {
+            *slot = GetStream::Free;
+        }
     }
 }

@@ -70,7 +70,7 @@ impl SessionRegistry {
     /// there was none.
     pub fn remove(&self, id: &str) -> bool {
         let removed = self.sessions.lock().expect("sessions lock").remove(id);
-        removed.inspect(|session| session.cancel_all()).is_some()
+        removed.inspect(|session| session.end()).is_some()
     }
 
     /// Drops sessions silent for longer than `idle`; returns how many.
@@ -80,7 +80,7 @@ impl SessionRegistry {
         sessions.retain(|_, s| {
             let live = s.last_seen().elapsed() < idle;
             if !live {
-                s.cancel_all();
+                s.end();
             }
             live
         });
@@ -92,7 +92,7 @@ impl SessionRegistry {
     pub fn clear(&self) -> usize {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         for session in sessions.values() {
-            session.cancel_all();
+            session.end();
         }
         let ended = sessions.len();
         sessions.clear();

@@ -287,14 +287,29 @@ async fn mcp_get(
     let Some(claim) = session.claim_get_stream() else {
         return plain(StatusCode::CONFLICT, "this session already has a GET stream open");
     };
+    // The stream ends when the session does, when its credential expires, and when the relay
+    // drains; answers of running requests travel on their POST's own stream, so nothing owed
+    // is lost.
+    let (ended, draining, expires_in) = (claim.ended().clone(), session.draining(), session.expires_in());
+    let end = async move {
+        let expired = async {
+            match expires_in {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = ended.cancelled() => {}
+            () = draining.cancelled() => {}
+            () = expired => {}
+        }
+    };
     let events = session.server_events();
     let stream = stream::unfold((events, claim), |(mut events, claim)| async move {
         let message = events.next().await?;
         Some((message, (events, claim)))
     });
-    // The stream ends when the relay drains; answers of running requests travel on their
-    // POST's own stream, so nothing owed is lost.
-    sse::respond(futures::StreamExt::take_until(stream, session.draining().cancelled_owned()), true)
+    sse::respond(futures::StreamExt::take_until(stream, end), true)
 }
 
 /// DELETE /mcp: the client ends its session.
