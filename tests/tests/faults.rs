@@ -191,6 +191,27 @@ async fn backends_cannot_grow_the_relays_memory_without_bound() {
     assert!(other.request("tools/list", json!({})).await["result"]["tools"].is_array(), "the relay still answers");
 }
 
+/// A backend whose list never ends (a cursor to 1 MB more on every page) is refused once its
+/// pages add up to more than the relay holds, instead of growing the relay by gigabytes until
+/// the handshake's deadline, and says why.
+#[tokio::test]
+async fn a_list_without_end_is_refused_past_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = stdio_fixture_entry("endless", &["--endless-prompts"]);
+    let relay_yaml = "upstream: {connect_timeout_secs: 30, backoff_initial_ms: 5000, backoff_max_ms: 5000}\n";
+    let relay = Relay::start_files(dir.path(), relay_yaml, &format!("backends:\n{entry}"), &[]).await;
+    let before = relay.rss_bytes();
+    let why = eventually("the listing refused", || async {
+        let status = relay.status().await;
+        let endless = status["backends"].as_array()?.iter().find(|b| b["name"] == "endless")?.clone();
+        endless["last_error"].as_str().filter(|e| e.contains("more than")).map(str::to_owned)
+    })
+    .await;
+    assert!(why.contains("prompts/list") && why.contains("16 MiB"), "{why}");
+    let grown = relay.rss_bytes().saturating_sub(before);
+    assert!(grown < 256 << 20, "the listing grew the relay by {} MB", grown >> 20);
+}
+
 #[tokio::test]
 async fn bytes_that_are_not_utf8_do_not_break_a_stdio_backend() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,12 @@ use crate::mcp::{ListKind, error_codes, version};
 /// returning cursors).
 const MAX_PAGES: usize = 1000;
 
+/// Most JSON text of one list, all its pages together: what a backend lists is held in memory
+/// for as long as it is connected, and re-listed on every reconnect and `list_changed`; a
+/// hostile one sending page after page of `max_message_bytes` would otherwise grow the relay
+/// by gigabytes. A large real catalog (a thousand tools with long schemas) is a few MiB.
+const MAX_LIST_BYTES: usize = 16 << 20;
+
 /// What the upstream said about itself in `initialize`.
 #[derive(Debug, Clone, Default)]
 pub struct ServerIdentity {
@@ -110,12 +116,21 @@ pub async fn list_everything(conn: &Connection, identity: &ServerIdentity) -> Re
 pub async fn list(conn: &Connection, kind: ListKind) -> Result<Vec<Value>, UpstreamError> {
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
+    let mut listed_bytes = 0;
     for _ in 0..MAX_PAGES {
         let params = cursor.as_ref().map(|c| json!({"cursor": c}));
         let page = match conn.request(kind.method(), params).await {
             Err(UpstreamError::Rpc(e)) if e.code == error_codes::METHOD_NOT_FOUND => return Ok(items),
             other => other?,
         };
+        listed_bytes += page.text().len();
+        if listed_bytes > MAX_LIST_BYTES {
+            return Err(UpstreamError::Protocol(format!(
+                "{} returned more than {} MiB (all pages together); the relay holds at most that",
+                kind.method(),
+                MAX_LIST_BYTES >> 20
+            )));
+        }
         let page_items = page.get(kind.field()).and_then(Value::as_array).ok_or_else(|| {
             UpstreamError::Protocol(format!("{} result has no {} array", kind.method(), kind.field()))
         })?;
