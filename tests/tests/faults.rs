@@ -335,6 +335,14 @@ async fn set_level_fans_out_idle_counts_calls_and_status_says_why() {
         .send_raw(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "fine__slow", "arguments": {"ms": 2500}}}).to_string())
         .await;
     assert_eq!(text_of(&client.recv_response().await), "fine: slow");
+    // And so does an HTTP session: the idle sweep leaves a session whose call is running, and
+    // its idle time counts from the answer.
+    let session = relay_tests::HttpSession::open(&relay.http("/mcp"), json!({})).await;
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "fine__slow", "arguments": {"ms": 2500}}});
+    let answer = session.post(&call).send().await.unwrap().text().await.unwrap();
+    assert!(answer.contains("fine: slow"), "the HTTP call was answered: {answer:?}");
+    let ping = session.post(&json!({"jsonrpc": "2.0", "id": 3, "method": "ping"})).send().await.unwrap();
+    assert_eq!(ping.status(), 200, "the HTTP session outlived its long call");
     // A backend that never connected says why it is not up.
     let status = relay.status().await;
     let nowhere = status["backends"].as_array().unwrap().iter().find(|b| b["name"] == "nowhere").unwrap().clone();

@@ -177,9 +177,14 @@ impl Session {
         events::meets(self.state.lock().expect("session lock").log_level, level)
     }
 
-    /// When the client last sent something.
+    /// When the client last sent something, or was last answered.
     pub fn last_seen(&self) -> Instant {
         *self.last_seen.lock().expect("last_seen lock")
+    }
+
+    /// Whether requests of this session are running (it is not idle, however long they run).
+    pub fn is_busy(&self) -> bool {
+        !self.inflight.lock().expect("inflight lock").is_empty()
     }
 
     /// Server-initiated messages for this session: list changes, resource updates for its
@@ -314,6 +319,10 @@ impl Drop for ForgetOnDrop {
         if inflight.get(&self.key).is_some_and(|(number, _)| *number == self.number) {
             inflight.remove(&self.key);
         }
+        drop(inflight);
+        // An answer is activity too: the idle clock of a session whose call ran long starts
+        // from its answer, not from its request.
+        *self.session.last_seen.lock().expect("last_seen lock") = Instant::now();
     }
 }
 

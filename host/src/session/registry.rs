@@ -73,12 +73,12 @@ impl SessionRegistry {
         removed.inspect(|session| session.end()).is_some()
     }
 
-    /// Drops sessions silent for longer than `idle`; returns how many.
+    /// Drops sessions silent for longer than `idle` with no request running; returns how many.
     pub fn expire_idle(&self, idle: Duration) -> usize {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let before = sessions.len();
         sessions.retain(|_, s| {
-            let live = s.last_seen().elapsed() < idle;
+            let live = s.last_seen().elapsed() < idle || s.is_busy();
             if !live {
                 s.end();
             }
