@@ -4,7 +4,22 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
+/// The key a client address is counted under by every per-address cap (sessions, connections
+/// not yet authenticated, failed authentications): itself for IPv4 (an IPv4-mapped IPv6
+/// address as the IPv4 one), its /64 for IPv6, which one holder commonly has whole: rotating
+/// source addresses within it must not multiply the caps.
+pub fn address_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
 
 /// How many of something each key holds now.
 #[derive(Debug)]
@@ -62,6 +77,15 @@ impl<K: Eq + Hash + Clone> Drop for CountGuard<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_address_counts_as_its_64_and_a_mapped_one_as_ipv4() {
+        let key = |text: &str| address_key(text.parse().unwrap());
+        assert_eq!(key("2001:db8:1:1::a"), key("2001:db8:1:1:ffff::9"));
+        assert_ne!(key("2001:db8:1:1::a"), key("2001:db8:1:2::a"));
+        assert_eq!(key("::ffff:10.0.0.2"), key("10.0.0.2"));
+        assert_ne!(key("10.0.0.2"), key("10.0.0.3"));
+    }
 
     #[test]
     fn caps_each_key_and_releases_on_drop() {

@@ -51,17 +51,6 @@ pub struct Attempt<'a> {
     permit: Option<OwnedSemaphorePermit>,
 }
 
-/// The key an address is counted under: itself (IPv4), or its /64 (IPv6).
-fn key(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V4(_) => addr,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        },
-    }
-}
-
 impl AuthThrottle {
     /// At most `max_failures` failed attempts per address within `window` (at least one).
     pub fn new(max_failures: u32, window: Duration) -> Self {
@@ -75,7 +64,7 @@ impl AuthThrottle {
     /// Starts an attempt from `addr`, waiting while as many of its attempts are undecided as
     /// it has failures left; `Err` with how long until it may try again when none are left.
     pub async fn attempt(&self, addr: IpAddr) -> Result<Attempt<'_>, Duration> {
-        let key = key(addr);
+        let key = crate::admission::address_key(addr);
         let gate = {
             let mut windows = self.windows.lock().expect("throttle lock");
             let now = Instant::now();

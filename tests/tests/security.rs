@@ -180,6 +180,41 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
     }
 }
 
+/// A PROXY v2 header from a trusted proxy saying the client is `source` (IPv6, TCP).
+fn proxy_v2_from(source: &str) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[0x21, 0x21, 0, 36]);
+    header.extend_from_slice(&source.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    header.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    header.extend_from_slice(&[0xc3, 0x50, 0x01, 0xbb]);
+    header
+}
+
+/// Per-address caps count an IPv6 client by its /64, as the authentication throttle does:
+/// rotating source addresses within one's /64 (here behind a trusted proxy) does not multiply
+/// the connections it may hold unauthenticated.
+#[tokio::test]
+async fn an_ipv6_client_is_capped_by_its_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let top =
+        "listen: {trusted_proxies: [127.0.0.1]}\nlimits: {handshake_timeout_secs: 10, max_pending_per_address: 2}\n";
+    let relay = Relay::start_files(dir.path(), &auth_yaml(dir.path(), top, ""), "backends: []\n", &[]).await;
+    let connect_from = |source: &'static str| async move {
+        let mut stream = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+        stream.write_all(&proxy_v2_from(source)).await.unwrap();
+        stream
+    };
+    let _held = [connect_from("2001:db8:1:1::a").await, connect_from("2001:db8:1:1::b").await];
+    let mut same_64 = connect_from("2001:db8:1:1:ffff::c").await;
+    let took = closed_within(&mut same_64, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(2), "a third address of the /64 was held {took:?}");
+    relay.wait_for_log("refused by limits.max_pending_per_address").await;
+    let mut other_64 = connect_from("2001:db8:1:2::a").await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_millis(700), other_64.read(&mut buf)).await;
+    assert!(read.is_err(), "another /64 is not refused: {read:?}");
+}
+
 #[tokio::test]
 async fn nothing_waits_forever_before_authentication() {
     let dir = tempfile::tempdir().unwrap();

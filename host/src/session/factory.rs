@@ -264,7 +264,8 @@ impl SessionFactory {
         else {
             return refuse(&format!("principal {}", principal.id), limits.max_sessions_per_principal);
         };
-        let Some(address_count) = self.per_address.try_acquire(&remote, limits.max_sessions_per_address) else {
+        let address = crate::admission::address_key(remote);
+        let Some(address_count) = self.per_address.try_acquire(&address, limits.max_sessions_per_address) else {
             return refuse(&format!("address {remote}"), limits.max_sessions_per_address);
         };
         let policy = self.policy.clone();

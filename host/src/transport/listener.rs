@@ -92,7 +92,7 @@ fn dispatch(
 /// `limits.max_pending_per_address` such connections already (refused: logged and counted).
 fn pending_slot(state: &TransportState, peer: SocketAddr) -> Option<PendingGuard> {
     let limit = state.sessions_factory.limits.max_pending_per_address;
-    let slot = state.pending.try_acquire(&peer.ip(), limit);
+    let slot = state.pending.try_acquire(&crate::admission::address_key(peer.ip()), limit);
     if slot.is_none() {
         crate::limit_log::limit_refused(
             "max_pending_per_address",
