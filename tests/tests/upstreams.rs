@@ -87,6 +87,55 @@ async fn a_log_message_on_a_calls_own_http_stream_reaches_that_caller_alone() {
     assert!(!seen.iter().any(|m| m.to_string().contains("alice-222")), "another client got alice's log: {seen:?}");
 }
 
+/// What the backend's session holds for the relay is made again on each new connection: after
+/// a reconnect the backend is subscribed again (its subscribers go on hearing of updates) and
+/// at the level set; a subscription ends upstream when its last subscriber's session ends,
+/// unsubscribed or not, and a session subscribing twice counts once.
+#[tokio::test]
+async fn subscriptions_and_the_log_level_survive_a_reconnect_and_end_with_their_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    let entry = relay_tests::stdio_fixture_entry(
+        "s",
+        &["--record", record.to_str().unwrap(), "--resources", "file:///doc.txt"],
+    );
+    let relay = Relay::start_files(dir.path(), relay_tests::TEST_RELAY_YAML, &format!("backends:\n{entry}"), &[]).await;
+    relay.wait_ready("s").await;
+    // What the backend process now running received (each start writes its record anew).
+    let received = |method: &'static str| {
+        let record = record.clone();
+        move || {
+            let text = std::fs::read_to_string(&record).unwrap_or_default();
+            let messages = text.lines().skip(1).filter_map(|line| serde_json::from_str::<Value>(line).ok());
+            messages.filter(|message| message["method"] == method).count()
+        }
+    };
+    let (subscribes, unsubscribes, levels) =
+        (received("resources/subscribe"), received("resources/unsubscribe"), received("logging/setLevel"));
+    let mut client = relay.line_client().await;
+    for _ in 0..2 {
+        let subscribed = client.request("resources/subscribe", json!({"uri": "file:///doc.txt"})).await;
+        assert_eq!(subscribed["result"], json!({}), "{subscribed}");
+    }
+    assert_eq!(client.request("logging/setLevel", json!({"level": "debug"})).await["result"], json!({}));
+    assert_eq!((subscribes(), levels()), (1, 1));
+
+    // A new backend process (its record starts again) is subscribed and set again.
+    let reconnect = client.call_tool("relay_reconnect_server", json!({"name": "s"})).await;
+    assert!(reconnect["error"].is_null(), "{reconnect}");
+    // Ready again once the new connection's handshake, which makes them again, is done.
+    eventually("connected again", || async {
+        let status = relay.status().await;
+        (status["backends"][0]["connects"] == 2 && status["backends"][0]["state"] == "ready").then_some(())
+    })
+    .await;
+    assert_eq!((subscribes(), levels()), (1, 1), "subscribed and set again on the new connection");
+    // Unsubscribed once, by the session's end (the client only goes away): the subscription
+    // was counted once.
+    drop(client);
+    eventually("unsubscribed when its session ended", || async { (unsubscribes() == 1).then_some(()) }).await;
+}
+
 #[tokio::test]
 async fn line_to_websocket_aggregates_and_prefixes_collisions() {
     let (alpha, beta) = (Fixture::start("alpha").await, Fixture::start("beta").await);

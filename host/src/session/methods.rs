@@ -259,6 +259,10 @@ impl Session {
     /// `resources/subscribe`: this session hears of the URI's updates from now on.
     async fn subscribe(&self, params: Option<Value>) -> Result<Value, RpcError> {
         let request = Addressed::resource(params)?;
+        if self.state.lock().expect("session lock").subscriptions.contains(&request.target) {
+            // Subscribed already: counted once, as one unsubscribe ends it.
+            return Ok(json!({}));
+        }
         let result = self.router.subscribe_resource(&request, &self.principal).await?;
         self.state.lock().expect("session lock").subscriptions.insert(request.target);
         Ok(result)

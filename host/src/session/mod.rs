@@ -9,6 +9,7 @@ mod cut;
 mod driver;
 mod events;
 mod factory;
+mod get_stream;
 mod methods;
 mod outbound;
 mod registry;
@@ -25,11 +26,12 @@ use futures::FutureExt;
 use futures::future::{AbortHandle, Abortable, BoxFuture};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 pub use driver::{Ended, Inbound, drive};
 pub use events::ServerEvents;
 pub use factory::{Refused, SessionFactory};
+use get_stream::GetStream;
+pub use get_stream::GetStreamClaim;
 pub use outbound::{Connection, Outbound};
 pub use registry::SessionRegistry;
 pub use shared::{SessionRecord, SharedSessions};
@@ -209,9 +211,23 @@ impl Session {
         for (_, (_, task)) in self.inflight.lock().expect("inflight lock").drain() {
             task.abort();
         }
-        let open = std::mem::replace(&mut *self.get_stream.lock().expect("get stream lock"), GetStream::Ended);
-        if let GetStream::Open(ended) = open {
-            ended.cancel();
+        get_stream::end(&self.get_stream);
+        // Its subscriptions end with it (most clients go away without unsubscribing): the last
+        // subscriber of a URI ends the backend's subscription.
+        let subscriptions = std::mem::take(&mut self.state.lock().expect("session lock").subscriptions);
+        if !subscriptions.is_empty() {
+            let router = self.router.clone();
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+            runtime.spawn(async move {
+                for uri in subscriptions {
+                    let Ok(request) = crate::mcp::Addressed::resource(Some(serde_json::json!({"uri": uri}))) else {
+                        continue;
+                    };
+                    if let Err(e) = router.unsubscribe_resource(&request).await {
+                        tracing::debug!(error = %e, "a subscription of an ended session was not ended upstream");
+                    }
+                }
+            });
         }
     }
 
@@ -219,14 +235,7 @@ impl Session {
     /// claim ends when the returned guard is dropped (the stream closed); its
     /// [`GetStreamClaim::ended`] fires when the session ends (at once if it has).
     pub fn claim_get_stream(&self) -> Option<GetStreamClaim> {
-        let mut slot = self.get_stream.lock().expect("get stream lock");
-        let ended = CancellationToken::new();
-        match &*slot {
-            GetStream::Open(_) => return None,
-            GetStream::Ended => ended.cancel(),
-            GetStream::Free => *slot = GetStream::Open(ended.clone()),
-        }
-        Some(GetStreamClaim { slot: self.get_stream.clone(), ended })
+        GetStreamClaim::claim(&self.get_stream)
     }
 
     /// Whether another request may start now without waiting (transports that read many
@@ -356,38 +365,4 @@ pub fn expired_error() -> RpcError {
         error_codes::UNAUTHENTICATED,
         "the credential this session authenticated with has expired; authenticate again with a fresh one",
     )
-}
-
-/// Whether a session's GET stream is open.
-#[derive(Default)]
-enum GetStream {
-    #[default]
-    Free,
-    /// Open; cancelled when the session ends.
-    Open(CancellationToken),
-    /// The session ended (a stream claimed now ends at once).
-    Ended,
-}
-
-/// Holds a session's GET stream open; released on drop.
-pub struct GetStreamClaim {
-    slot: Arc<Mutex<GetStream>>,
-    ended: CancellationToken,
-}
-
-impl GetStreamClaim {
-    /// Fires when the session ends (`DELETE`, idle expiry, ended as its credential expired):
-    /// its GET stream must not outlive it, delivering to whoever holds the stream.
-    pub fn ended(&self) -> &CancellationToken {
-        &self.ended
-    }
-}
-
-impl Drop for GetStreamClaim {
-    fn drop(&mut self) {
-        let mut slot = self.slot.lock().expect("get stream lock");
-        if matches!(*slot, GetStream::Open(_)) {
-            *slot = GetStream::Free;
-        }
-    }
 }

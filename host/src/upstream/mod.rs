@@ -14,6 +14,7 @@ mod http_client;
 mod http_pool;
 mod lanes;
 mod registry;
+mod replay;
 mod routes;
 mod stdio;
 mod supervisor;

@@ -71,6 +71,9 @@ pub struct Upstream {
     down: std::sync::atomic::AtomicBool,
     /// The catalog user's credential, for a backend listed as its first authorized user.
     catalog: super::CatalogCredentialSlot,
+    /// The subscriptions and log level the backend's session holds, made again on each new
+    /// connection.
+    replay: super::replay::SessionReplay,
 }
 
 impl Upstream {
@@ -110,6 +113,7 @@ impl Upstream {
             metrics: series,
             down: std::sync::atomic::AtomicBool::new(false),
             catalog,
+            replay: Default::default(),
         });
         // What lanes' backend sessions send that is not for a call goes to the supervisor.
         let (lane_events_tx, lane_events) = mpsc::channel(64);
@@ -277,6 +281,9 @@ impl Upstream {
         let outcome = tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| {
             Err(UpstreamError::Timeout { backend: self.name().to_owned(), secs: timeout.as_secs_f64() })
         });
+        if outcome.is_ok() {
+            self.replay.note(method, params.as_ref());
+        }
         let kind = match &outcome {
             Ok(_) | Err(UpstreamError::Rpc(_)) => BackendOutcomeKind::Ok,
             Err(UpstreamError::Timeout { .. }) => BackendOutcomeKind::Timeout,
@@ -338,7 +345,10 @@ impl Upstream {
         self.within_connect_timeout(async {
             let (conn, events, identity) = self.open_initialized().await?;
             match handshake::list_everything(&conn, &identity).await {
-                Ok(listing) => Ok((conn, events, identity, listing)),
+                Ok(listing) => {
+                    self.replay.replay(&conn, self.name()).await;
+                    Ok((conn, events, identity, listing))
+                }
                 Err(e) => {
                     conn.close().await;
                     Err(e)

@@ -1,0 +1,88 @@
+//! What a backend's MCP session holds for the relay beyond its handshake: the resource
+//! subscriptions the relay made and the log level it set. A new connection is a new session
+//! on the backend, which knows none of it; the supervisor makes it again after each handshake
+//! ([`SessionReplay::replay`]), so a restart, a dropped connection or `relay_reconnect_server`
+//! does not silently end every client's `resources/updated` or reset the level.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use super::connection::Connection;
+use crate::mcp::Payload;
+
+/// The session state of one upstream, as the requests that set it succeeded.
+#[derive(Debug, Default)]
+pub struct SessionReplay {
+    state: Mutex<Replayed>,
+}
+
+#[derive(Debug, Default)]
+struct Replayed {
+    /// The URIs subscribed to (the backend's own), in the order replayed.
+    subscriptions: BTreeSet<String>,
+    /// The `level` of the last `logging/setLevel`.
+    log_level: Option<Value>,
+}
+
+impl SessionReplay {
+    /// Notes what a request of `method` with `params`, which the backend accepted, set.
+    /// Any other method is passed over by its length and first bytes (every call comes here).
+    pub fn note(&self, method: &str, params: Option<&Payload>) {
+        let field = |name: &str| params.and_then(|p| p.get(name)).cloned();
+        match method {
+            "resources/subscribe" | "resources/unsubscribe" => {
+                let Some(Value::String(uri)) = field("uri") else { return };
+                let mut state = self.state.lock().expect("replay lock");
+                if method == "resources/subscribe" {
+                    state.subscriptions.insert(uri);
+                } else {
+                    state.subscriptions.remove(&uri);
+                }
+            }
+            "logging/setLevel" => self.state.lock().expect("replay lock").log_level = field("level"),
+            _ => {}
+        }
+    }
+
+    /// Makes the noted state again on `conn`, a new connection to `backend` (within its
+    /// handshake's deadline). What the backend refuses now (a resource gone) is logged and
+    /// forgotten, not fatal: the connection serves everything else.
+    pub async fn replay(&self, conn: &Connection, backend: &str) {
+        let (subscriptions, log_level) = {
+            let state = self.state.lock().expect("replay lock");
+            (state.subscriptions.iter().cloned().collect::<Vec<_>>(), state.log_level.clone())
+        };
+        if let Some(level) = log_level
+            && let Err(e) = conn.request("logging/setLevel", Some(json!({"level": level}))).await
+        {
+            tracing::debug!(backend, error = %e, "logging/setLevel not applied again after reconnecting");
+        }
+        for uri in subscriptions {
+            if let Err(e) = conn.request("resources/subscribe", Some(json!({"uri": uri}))).await {
+                tracing::warn!(backend, error = %e, "a resource subscription could not be made again after reconnecting; its subscribers hear no more updates");
+                self.state.lock().expect("replay lock").subscriptions.remove(&uri);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_and_the_level_are_noted_as_set_and_unset() {
+        let replay = SessionReplay::default();
+        let params = |value: Value| Some(Payload::from(value));
+        replay.note("resources/subscribe", params(json!({"uri": "file:///a"})).as_ref());
+        replay.note("resources/subscribe", params(json!({"uri": "file:///b"})).as_ref());
+        replay.note("resources/unsubscribe", params(json!({"uri": "file:///a"})).as_ref());
+        replay.note("logging/setLevel", params(json!({"level": "debug"})).as_ref());
+        replay.note("tools/call", params(json!({"uri": "file:///c"})).as_ref());
+        let state = replay.state.lock().unwrap();
+        assert_eq!(state.subscriptions.iter().collect::<Vec<_>>(), ["file:///b"]);
+        assert_eq!(state.log_level, Some(json!("debug")));
+    }
+}
