@@ -19,9 +19,13 @@ pub fn sanitize(name: &str) -> String {
     cut(name.chars().map(|c| if allowed(c) { c } else { '_' }).collect())
 }
 
-/// `name` cut to [`MAX_NAME`] (it is ASCII when it fits the rule otherwise).
+/// `name` cut to [`MAX_NAME`] bytes, or fewer where a character would be split.
 pub fn cut(mut name: String) -> String {
-    name.truncate(MAX_NAME);
+    let mut end = name.len().min(MAX_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
     name
 }
 
@@ -35,5 +39,7 @@ mod tests {
         assert!(!fits("") && !fits("has space") && !fits(&"x".repeat(129)) && !fits("relay://x"));
         assert_eq!(sanitize("has space/é"), "has_space__");
         assert_eq!(sanitize(&"t".repeat(200)).len(), MAX_NAME);
+        assert_eq!(cut("é".repeat(100)).len(), MAX_NAME, "cut at a character's boundary");
+        assert_eq!(cut(format!("x{}", "é".repeat(100))).len(), MAX_NAME - 1);
     }
 }

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::access::Route;
 use crate::mcp::ListKind;
-use crate::mcp::names::{cut, sanitize};
+use crate::mcp::names::{MAX_NAME, cut, sanitize};
 use crate::plugins::Plugins;
 use crate::upstream::Upstreams;
 
@@ -102,7 +102,7 @@ impl Section {
             let base = key.clone();
             let mut n = 2;
             while self.by_key.contains_key(&key) {
-                key = cut(format!("{base}_{n}"));
+                key = numbered(&base, n);
                 n += 1;
             }
             tracing::warn!(item = upstream_name, exposed = %key, "name still collided after prefixing; numbered");
@@ -177,6 +177,18 @@ impl Section {
             }
         }
     }
+}
+
+/// `base` with the suffix `_n`, `base` cut before it (at a character boundary) so that the
+/// name fits [`MAX_NAME`] with its suffix: cut after it, a name of [`MAX_NAME`] came back as
+/// itself on every try, and the catalog's build never ended.
+fn numbered(base: &str, n: usize) -> String {
+    let suffix = format!("_{n}");
+    let mut end = base.len().min(MAX_NAME - suffix.len());
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &base[..end])
 }
 
 /// A resource template and its backend.

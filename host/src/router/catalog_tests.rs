@@ -103,3 +103,28 @@ fn names_are_sanitised_cut_and_kept_unique() {
     assert_eq!(unique.len(), names.len(), "{names:?}");
     assert_eq!(catalog.get("has_space").unwrap().upstream_name, "has space");
 }
+
+#[test]
+fn names_that_collide_in_their_first_128_characters_are_numbered_and_the_build_ends() {
+    // One backend listing two tools whose names agree in their first 128 characters: both cut
+    // to one name, which a numbered suffix must still tell apart.
+    let long = "a".repeat(130);
+    let a = tools(&[&format!("{long}1"), &format!("{long}2"), &long]);
+    let oa = Owner::Backend("a".into());
+    let catalog = Catalog::from_sources(&[], [(&oa, a.as_slice())].into_iter());
+    let names = names(&catalog);
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().all(|n| n.len() <= 128), "{names:?}");
+    let unique: HashSet<_> = names.iter().collect();
+    assert_eq!(unique.len(), 3, "{names:?}");
+    // Prompts are not cut, but a collision's numbered name is, at a character's boundary.
+    let prompt = |name: &str| json!({"name": name});
+    let wide = "é".repeat(100);
+    let listed = [prompt(&wide), prompt(&wide), prompt(&wide)];
+    let mut section = Section::default();
+    for item in &listed {
+        section.push("name", wide.clone(), oa.clone(), &wide, item);
+    }
+    let keys: HashSet<_> = section.entries().iter().map(|e| e.name.clone()).collect();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+}
