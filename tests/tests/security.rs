@@ -465,6 +465,12 @@ async fn an_open_relay_is_not_admin() {
         json!({"name": "x", "command": "python3", "args": [script.clone()], "env": {"PYTHONSTARTUP": "/tmp/evil.py"}}),
         // The relay's own secret, even where an entry lists it.
         json!({"name": "x", "command": "python3", "args": [script.clone(), "--name", "x"], "inherit_env": ["RELAY_AUTH_TOKEN"]}),
+        // An allowed command line run in a directory of the caller's choosing.
+        json!({"name": "x", "command": "python3", "args": [script.clone()], "cwd": "/tmp"}),
+        // A variable of the relay's environment sent as a client secret to a server of the
+        // caller's choosing.
+        json!({"name": "x", "url": "http://127.0.0.1:9/mcp", "credentials": {"mode": "token_exchange",
+            "token_endpoint": "http://127.0.0.1:9/token", "client_id": "x", "client_secret_env": "RELAY_AUTH_TOKEN"}}),
     ];
     for arguments in refused {
         let answer = client.call_tool("relay_add_server", arguments.clone()).await;

@@ -157,6 +157,13 @@ impl RelayTools {
         let spec: BackendSpec = serde_json::from_value(arguments)
             .map_err(|e| AdminError::BadArguments(format!("invalid server description: {e}")))?;
         spec.validate().map_err(AdminError::BadArguments)?;
+        if let Some(name) = spec.credentials.secret_env() {
+            // The relay would send that variable's value to the server the entry names: its
+            // environment is the operator's (backends.yaml), not an MCP admin's to hand out.
+            return Err(AdminError::BadArguments(format!(
+                "credentials.client_secret_env ({name}) names the relay's environment, whose values the relay would send to the server this entry names: such a backend is configured in backends.yaml by the operator, not added over MCP"
+            )));
+        }
         if let Some(command) = &spec.command {
             let env_names = || spec.env.keys().map(String::as_str).chain(spec.inherit_env.iter().map(String::as_str));
             if let Some(secret) = env_names().find(|name| crate::upstream::is_relay_secret(name)) {
@@ -164,7 +171,11 @@ impl RelayTools {
                     "{secret} is one of the relay's own secrets: no backend may be given it"
                 )));
             }
-            if !self.add_server_commands.iter().any(|rule| rule.allows(command, &spec.args, env_names())) {
+            if !self
+                .add_server_commands
+                .iter()
+                .any(|rule| rule.allows(command, &spec.args, spec.cwd.as_deref(), env_names()))
+            {
                 let line = std::iter::once(command.as_str()).chain(spec.args.iter().map(String::as_str));
                 return Err(AdminError::CommandNotAllowed(line.collect::<Vec<_>>().join(" ")));
             }

@@ -131,6 +131,16 @@ impl CredentialMode {
         }
     }
 
+    /// The environment variable whose value the relay sends as its client secret (to a token
+    /// or authorization server the entry names), if any.
+    pub fn secret_env(&self) -> Option<&str> {
+        match self {
+            CredentialMode::TokenExchange { client_secret_env, .. }
+            | CredentialMode::Oauth { client_secret_env, .. } => client_secret_env.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Checks the mode for `backend`, whose transport is `transport` (a per-user credential
     /// needs a request per call to carry it: Streamable HTTP only).
     pub fn validate(&self, backend: &str, transport: &str) -> Result<(), String> {
