@@ -133,6 +133,33 @@ async fn rate_limit_denies_per_principal_with_retry_after() {
     assert!(denied["error"]["message"].as_str().unwrap().len() < 300, "the denial quotes the whole id");
 }
 
+/// A policy bound to a tool by its name keeps holding when a second backend starts offering
+/// the same name (which prefixes both copies): a backend cannot lift another's limit by
+/// naming a tool alike.
+#[tokio::test]
+async fn a_binding_by_tool_name_holds_after_another_backend_offers_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let limiter = rate_limit_entry(dir.path(), "{per_minute: 1}\n    bind: {tools: [echo]}");
+    let yaml = relay_yaml(dir.path(), &limiter);
+    let alpha = relay_tests::stdio_fixture_entry("alpha", &[]);
+    let mut relay =
+        Relay::start_files(dir.path(), &yaml, &format!("backends:\n{alpha}"), &[("E2E_ADMIN_TOKEN", ADMIN)]).await;
+    relay.token = Some(ADMIN.to_owned());
+    relay.wait_ready("alpha").await;
+    let mut user = relay.line_client_as(Some(USER)).await;
+    assert_eq!(text_of(&user.call_tool("echo", json!({"message": "m"})).await), "alpha: m");
+    assert_eq!(user.call_tool("echo", json!({"message": "m"})).await["error"]["code"], -32019);
+    let beta = relay_tests::stdio_fixture_entry("beta", &[]);
+    std::fs::write(relay.backends_path(), format!("backends:\n{alpha}{beta}")).unwrap();
+    eventually("echo offered twice, prefixed", || async {
+        let tools = relay.line_client_as(Some(USER)).await.tool_names().await;
+        tools.iter().any(|t| t == "alpha__echo").then_some(())
+    })
+    .await;
+    let limited = user.call_tool("alpha__echo", json!({"message": "m"})).await;
+    assert_eq!(limited["error"]["code"], -32019, "the limit lapsed with the prefix: {limited}");
+}
+
 #[tokio::test]
 async fn a_busy_principal_is_answered_by_holds_within_the_same_budget() {
     let dir = tempfile::tempdir().unwrap();

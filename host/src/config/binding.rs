@@ -4,6 +4,8 @@
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
+use crate::mcp::names::unprefixed;
+
 /// What an interceptor or policy is bound to: backends (or adapters) and tool names, as globs
 /// (`*`, `?`, `[abc]`, `{a,b}`). Empty lists match everything. An interceptor bound by `tools`
 /// sees those tools only; without `tools` it also sees the prompts and resources of its
@@ -68,12 +70,16 @@ pub struct BindingMatcher {
 }
 
 impl BindingMatcher {
-    /// Whether an item served by `backend` is bound: the tool named `tool` (its catalog name),
+    /// Whether an item served by `backend` is bound: the tool named `tool` (its catalog name;
+    /// one prefixed with `backend` because another source offers the same name is matched by
+    /// its own name too, so a binding keeps holding when a second backend starts offering it),
     /// or, with `tool: None`, a prompt or resource (bound only when the binding names no tools).
     pub fn binds(&self, backend: &str, tool: Option<&str>) -> bool {
         let tools = match (tool, &self.tools) {
             (_, None) => true,
-            (Some(tool), Some(set)) => set.is_match(tool),
+            (Some(tool), Some(set)) => {
+                set.is_match(tool) || unprefixed(tool, backend).is_some_and(|own| set.is_match(own))
+            }
             (None, Some(_)) => false,
         };
         tools && self.backends.as_ref().is_none_or(|set| set.is_match(backend))

@@ -264,6 +264,9 @@ mod tests {
         let bound = plugins[0].bind.matcher().unwrap();
         assert!(bound.binds("docs", Some("read_file")) && bound.binds("github", Some("read_issue")));
         assert!(!bound.binds("docs", Some("write_file")) && !bound.binds("other", Some("read_file")));
+        // Prefixed because another backend offers the same name: bound by its own name still.
+        assert!(bound.binds("docs", Some("docs__read_file")) && !bound.binds("docs", Some("docs__write_file")));
+        assert!(!bound.binds("docs", Some("github__read_file")), "another source's prefix is not its own");
         assert!(plugins[1].bind.matcher().unwrap().binds("anything", Some("at all")));
         assert!(plugins[1].bind.matcher().unwrap().binds("anything", None), "unbound: prompts too");
         assert_eq!((plugins[0].on_error, plugins[1].on_error), (OnError::FailClosed, OnError::FailOpen));

@@ -5,6 +5,16 @@
 /// Longest name the relay exposes.
 pub const MAX_NAME: usize = 128;
 
+/// What separates a source's name from an item's in a prefixed catalog name
+/// (`github__search`: an item whose name another source offers too).
+pub const PREFIX_SEPARATOR: &str = "__";
+
+/// `name` without `source`'s prefix when it carries it: the item's own name, as it was exposed
+/// before another source offered it too.
+pub fn unprefixed<'a>(name: &'a str, source: &str) -> Option<&'a str> {
+    name.strip_prefix(source)?.strip_prefix(PREFIX_SEPARATOR)
+}
+
 fn allowed(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
 }

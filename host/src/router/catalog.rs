@@ -23,8 +23,7 @@ use crate::mcp::names::{MAX_NAME, cut, sanitize};
 use crate::plugins::Plugins;
 use crate::upstream::Upstreams;
 
-/// Joins backend and tool name when names collide.
-pub const PREFIX_SEPARATOR: &str = "__";
+pub use crate::mcp::names::PREFIX_SEPARATOR;
 
 /// Characters escaped in a rewritten resource URI: everything but RFC 3986's unreserved set.
 const URI_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
