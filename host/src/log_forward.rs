@@ -65,6 +65,8 @@ pub struct ForwardLayer {
 /// The sending side, started by the server on its runtime.
 pub struct Forwarder {
     url: String,
+    /// The URL as logs show it (a token in its query or user info hidden).
+    shown: String,
     queue: mpsc::Receiver<Record>,
     queued_bytes: Arc<AtomicUsize>,
 }
@@ -75,7 +77,7 @@ pub fn channel(url: &str) -> (ForwardLayer, Forwarder) {
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     (
         ForwardLayer { queue: tx, queued_bytes: queued_bytes.clone() },
-        Forwarder { url: url.to_owned(), queue: rx, queued_bytes },
+        Forwarder { url: url.to_owned(), shown: crate::config::redact_url(url), queue: rx, queued_bytes },
     )
 }
 
@@ -175,13 +177,13 @@ impl Forwarder {
                 Ok(socket) => {
                     backoff = backoff_builder.build();
                     self.set_connected(true);
-                    tracing::info!(target: "relay::log_forward", url = %self.url, "log forwarding connected");
+                    tracing::info!(target: "relay::log_forward", url = %self.shown, "log forwarding connected");
                     let why = self.serve(socket).await;
                     self.set_connected(false);
-                    tracing::warn!(target: "relay::log_forward", url = %self.url, why, "log forwarding disconnected; reconnecting");
+                    tracing::warn!(target: "relay::log_forward", url = %self.shown, why, "log forwarding disconnected; reconnecting");
                 }
                 Err(error) => {
-                    tracing::debug!(target: "relay::log_forward", url = %self.url, %error, "logger not reachable");
+                    tracing::debug!(target: "relay::log_forward", url = %self.shown, %error, "logger not reachable");
                 }
             }
             if self.queue.is_closed() {

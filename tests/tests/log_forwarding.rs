@@ -36,7 +36,8 @@ async fn tool_calls_reach_the_logger_with_their_trace_id_which_the_backend_sees_
     let dir = tempfile::tempdir().unwrap();
     let logger = Logger::start(0, &dir.path().join("records.jsonl"), false).await;
     let alpha = Fixture::start("alpha").await;
-    let (relay, _dir) = relay_logging_to(&logger.url(), &alpha).await;
+    // A logger URL may carry its token: the relay's own log shows it hidden.
+    let (relay, _dir) = relay_logging_to(&format!("{}/?token=LOGGER-SECRET-93", logger.url()), &alpha).await;
     let mut client = relay.line_client().await;
     let traceparent = format!("00-{TRACE}-00f067aa0ba902b7-01");
     let call = |name: &str| json!({"name": name, "arguments": {"message": "m"}, "_meta": {"traceparent": traceparent}});
@@ -54,6 +55,8 @@ async fn tool_calls_reach_the_logger_with_their_trace_id_which_the_backend_sees_
     assert_eq!(received["data"]["backend"], "alpha");
     assert_eq!(received["data"]["session"].as_str().unwrap().len(), 12, "the session by its tag, not its id");
     assert!(received["data"]["principal"].is_string());
+    relay.wait_for_log("log forwarding connected").await;
+    assert!(!relay.log().contains("LOGGER-SECRET-93"), "the logger's token in the log:\n{}", relay.log());
     let finished = tool_calls(&records, "Tool call finished")[0];
     assert_eq!(finished["trace_id"], TRACE);
     assert_eq!(finished["data"]["outcome"], "ok");

@@ -22,6 +22,7 @@ pub use listen::{ListenConfig, MAX_WORKERS};
 pub use plugins::{
     Grants, MAX_PLUGIN_MEMORY_MB, OnError, PluginConfig, PluginLimits, World, backend_granted, validate_plugins,
 };
+pub use redact::redact_url;
 pub use relay::{
     AccessConfig, ForwardConfig, KvBackend, KvConfig, LogFormat, LoggingConfig, MetricsConfig, OAuthConfig,
     RelayConfig, ShutdownConfig, TlsConfig, UpstreamConfig,

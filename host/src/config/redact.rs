@@ -86,8 +86,9 @@ impl Backend {
     }
 }
 
-/// `url` with its user info and every query value replaced by `***` (and no fragment).
-fn redact_url(url: &str) -> String {
+/// `url` with its user info and every query value replaced by `***` (and no fragment): how a
+/// URL that may carry a credential is shown (status, logs).
+pub fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = reqwest::Url::parse(url) else { return HIDDEN.to_owned() };
     if !parsed.username().is_empty() || parsed.password().is_some() {
         let _ = parsed.set_username(HIDDEN);
