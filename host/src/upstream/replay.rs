@@ -6,11 +6,16 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::connection::Connection;
 use crate::mcp::Payload;
+
+/// How long each replayed request may take: a backend that does not answer one must not fail
+/// the handshake it is part of (and so every reconnect after it).
+const REPLAY_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The session state of one upstream, as the requests that set it succeeded.
 #[derive(Debug, Default)]
@@ -46,23 +51,43 @@ impl SessionReplay {
         }
     }
 
-    /// Makes the noted state again on `conn`, a new connection to `backend` (within its
-    /// handshake's deadline). What the backend refuses now (a resource gone) is logged and
-    /// forgotten, not fatal: the connection serves everything else.
+    /// Makes the noted state again on `conn`, a new connection to `backend`, each request
+    /// within [`REPLAY_DEADLINE`]. What the backend refuses now (a resource gone) is logged and
+    /// forgotten, what it does not answer is logged and kept for the next connection; neither
+    /// is fatal: the connection serves everything else.
     pub async fn replay(&self, conn: &Connection, backend: &str) {
         let (subscriptions, log_level) = {
             let state = self.state.lock().expect("replay lock");
             (state.subscriptions.iter().cloned().collect::<Vec<_>>(), state.log_level.clone())
         };
-        if let Some(level) = log_level
-            && let Err(e) = conn.request("logging/setLevel", Some(json!({"level": level}))).await
+        let ask = async |method: &str, params: Value| match tokio::time::timeout(
+            REPLAY_DEADLINE,
+            conn.request(method, Some(params)),
+        )
+        .await
         {
-            tracing::debug!(backend, error = %e, "logging/setLevel not applied again after reconnecting");
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Some(e)),
+            Err(_) => Err(None),
+        };
+        if let Some(level) = log_level
+            && let Err(e) = ask("logging/setLevel", json!({"level": level})).await
+        {
+            tracing::debug!(backend, error = ?e, "logging/setLevel not applied again after reconnecting");
         }
         for uri in subscriptions {
-            if let Err(e) = conn.request("resources/subscribe", Some(json!({"uri": uri}))).await {
-                tracing::warn!(backend, error = %e, "a resource subscription could not be made again after reconnecting; its subscribers hear no more updates");
-                self.state.lock().expect("replay lock").subscriptions.remove(&uri);
+            match ask("resources/subscribe", json!({"uri": uri})).await {
+                Ok(()) => {}
+                Err(None) => {
+                    tracing::warn!(
+                        backend,
+                        "a resource subscription was not answered after reconnecting; tried again on the next connection"
+                    );
+                }
+                Err(Some(e)) => {
+                    tracing::warn!(backend, error = %e, "a resource subscription could not be made again after reconnecting; its subscribers hear no more updates");
+                    self.state.lock().expect("replay lock").subscriptions.remove(&uri);
+                }
             }
         }
     }
