@@ -9,7 +9,8 @@
 //! the same backend) and restored on the way back. Every request forwarded for a client is
 //! registered, streamed or not (adapter plugins' calls as callers of their own), so log
 //! messages and requests from the upstream (sampling, elicitation) go to a client only when
-//! every request in flight on the upstream is that client session's.
+//! every request in flight on the upstream is that client session's, unless they came on one
+//! request's own answer stream (Streamable HTTP), which says whose they are.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
