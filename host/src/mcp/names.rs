@@ -31,11 +31,7 @@ pub fn sanitize(name: &str) -> String {
 
 /// `name` cut to [`MAX_NAME`] bytes, or fewer where a character would be split.
 pub fn cut(mut name: String) -> String {
-    let mut end = name.len().min(MAX_NAME);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    name.truncate(end);
+    name.truncate(name.floor_char_boundary(MAX_NAME));
     name
 }
 

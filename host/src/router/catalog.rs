@@ -183,11 +183,7 @@ impl Section {
 /// itself on every try, and the catalog's build never ended.
 fn numbered(base: &str, n: usize) -> String {
     let suffix = format!("_{n}");
-    let mut end = base.len().min(MAX_NAME - suffix.len());
-    while !base.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{suffix}", &base[..end])
+    format!("{}{suffix}", &base[..base.floor_char_boundary(MAX_NAME - suffix.len())])
 }
 
 /// A resource template and its backend.
