@@ -159,6 +159,12 @@ impl Addressed {
         Self::parse(params, "uri")
     }
 
+    /// A request for the resource `uri` and nothing else: the relay's own, for a session it
+    /// takes up or ends.
+    pub fn of_resource(uri: String) -> Self {
+        Self { target: uri, key: "uri", rest: Map::new() }
+    }
+
     fn parse(params: Option<Value>, key: &'static str) -> Result<Self, RpcError> {
         let mut rest = object(params, &format!("\"{key}\""))?;
         let Some(Value::String(target)) = rest.remove(key) else {

@@ -220,9 +220,7 @@ impl Session {
             let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
             runtime.spawn(async move {
                 for uri in subscriptions {
-                    let Ok(request) = crate::mcp::Addressed::resource(Some(serde_json::json!({"uri": uri}))) else {
-                        continue;
-                    };
+                    let request = crate::mcp::Addressed::of_resource(uri);
                     if let Err(e) = router.unsubscribe_resource(&request).await {
                         tracing::debug!(error = %e, "a subscription of an ended session was not ended upstream");
                     }

@@ -214,7 +214,7 @@ impl Session {
             (state.subscriptions.clone(), state.log_level)
         };
         for uri in subscriptions {
-            let Ok(request) = crate::mcp::Addressed::resource(Some(serde_json::json!({"uri": uri}))) else { continue };
+            let request = crate::mcp::Addressed::of_resource(uri);
             if let Err(e) = self.router.subscribe_resource(&request, &self.principal).await {
                 tracing::warn!(session = %self.tag(), error = %e, "a moved session's resource subscription could not be made again");
             }
