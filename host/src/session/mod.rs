@@ -119,7 +119,7 @@ impl Session {
     /// Handles one decoded message; returns the response for requests. Messages related to a
     /// request (progress, requests from the upstream to the client) go to `stream`.
     pub async fn handle(&self, message: Message, stream: Option<ClientSink>) -> Option<Response> {
-        *self.last_seen.lock().expect("last_seen lock") = Instant::now();
+        self.touch();
         // Every request is attributed to this session upstream, with a stream or without one.
         let related = Some(Related { sink: stream, client: self.client_requests.clone() });
         match message {
@@ -182,6 +182,15 @@ impl Session {
     /// When the client last sent something, or was last answered.
     pub fn last_seen(&self) -> Instant {
         *self.last_seen.lock().expect("last_seen lock")
+    }
+
+    /// Notes activity now, for the idle expiry of HTTP sessions (the only ones the registry
+    /// holds and expires: newline and WebSocket connections time their own idleness), so the
+    /// other transports' calls take no lock and read no clock for it.
+    fn touch(&self) {
+        if self.transport == TransportKind::Http {
+            *self.last_seen.lock().expect("last_seen lock") = Instant::now();
+        }
     }
 
     /// Whether requests of this session are running (it is not idle, however long they run).
@@ -329,7 +338,7 @@ impl Drop for ForgetOnDrop {
         drop(inflight);
         // An answer is activity too: the idle clock of a session whose call ran long starts
         // from its answer, not from its request.
-        *self.session.last_seen.lock().expect("last_seen lock") = Instant::now();
+        self.session.touch();
     }
 }
 
