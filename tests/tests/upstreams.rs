@@ -87,6 +87,56 @@ async fn a_log_message_on_a_calls_own_http_stream_reaches_that_caller_alone() {
     assert!(!seen.iter().any(|m| m.to_string().contains("alice-222")), "another client got alice's log: {seen:?}");
 }
 
+/// A backend has one log level for all the relay's clients: it is asked for the most verbose
+/// level a live session asked for (not the last one asked), until that session ends, and each
+/// client hears only what meets its own level, its own calls' log messages included.
+#[tokio::test]
+async fn each_session_hears_logs_at_its_own_level_and_backends_log_for_the_most_verbose() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    let backend = HttpBackend::start(0).await;
+    let entry = relay_tests::stdio_fixture_entry("s", &["--record", record.to_str().unwrap()]);
+    let backends = format!("backends:\n{entry}  - name: h\n    url: {}\n", backend.url());
+    let relay = Relay::start_files(dir.path(), relay_tests::TEST_RELAY_YAML, &backends, &[]).await;
+    relay.wait_ready("s").await;
+    relay.wait_ready("h").await;
+    // The level of the last `logging/setLevel` the stdio backend received.
+    let asked = || {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        let messages = text.lines().rev().filter_map(|line| serde_json::from_str::<Value>(line).ok());
+        messages.filter(|m| m["method"] == "logging/setLevel").map(|m| m["params"]["level"].clone()).next()
+    };
+    let (mut alice, mut bob) = (relay.line_client().await, relay.line_client().await);
+    assert_eq!(alice.request("logging/setLevel", json!({"level": "debug"})).await["result"], json!({}));
+    assert_eq!(bob.request("logging/setLevel", json!({"level": "error"})).await["result"], json!({}));
+    assert_eq!(asked(), Some(json!("debug")), "bob's error does not silence the backend for alice");
+
+    // The backend logs each `logs` call at info: alice hears hers, bob (at error) not his.
+    /// How many log messages `client` hears before the answer to its `logs` call `id`.
+    async fn heard(client: &mut relay_tests::LineClient, id: u64) -> usize {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "logs", "arguments": {"n": id}}});
+        client.send_raw(&call.to_string()).await;
+        let mut logs = 0;
+        loop {
+            let message = client.recv().await;
+            if message["id"] == id {
+                assert_eq!(text_of(&message), "logged", "{message}");
+                return logs;
+            }
+            logs += usize::from(message["method"] == "notifications/message");
+        }
+    }
+    assert_eq!(heard(&mut alice, 1).await, 1, "alice asked for debug");
+    assert_eq!(heard(&mut bob, 2).await, 0, "bob asked for error; the message is info");
+
+    // With alice gone, error is the most verbose level held.
+    drop(alice);
+    eventually("the backend asked for error once alice's session ended", || async {
+        (asked() == Some(json!("error"))).then_some(())
+    })
+    .await;
+}
+
 /// What the backend's session holds for the relay is made again on each new connection: after
 /// a reconnect the backend is subscribed again (its subscribers go on hearing of updates) and
 /// at the level set; a subscription ends upstream when its last subscriber's session ends,

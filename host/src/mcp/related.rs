@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{ClientSink, Message, Payload, Request, Response, RpcError, error_codes};
+use super::{ClientLogLevel, ClientSink, Message, Payload, Request, Response, RpcError, error_codes};
 
 /// Who one upstream request is for, and where messages related to it go (its SSE stream or
 /// its connection). Every request the relay forwards on a client's behalf carries one, so the
@@ -38,6 +38,8 @@ pub struct ClientRequests {
     /// error, an `elicitation/create` in URL mode), newest last, at most
     /// [`MAX_AWAITED_ELICITATIONS`]: the ones whose completion it hears.
     awaited_elicitations: Mutex<VecDeque<String>>,
+    /// The log level the client asked for: what it hears of the backends' log messages.
+    log_level: ClientLogLevel,
 }
 
 /// How many URL elicitations one session remembers, for their completion notifications.
@@ -106,6 +108,11 @@ impl Related {
 }
 
 impl ClientRequests {
+    /// The log level the client asked for.
+    pub fn log_level(&self) -> &ClientLogLevel {
+        &self.log_level
+    }
+
     /// Records what the client can answer (`capabilities` as it declared them).
     pub fn declare(&self, capabilities: Value, stateless: bool) {
         *self.declared.lock().expect("declared lock") = (capabilities, stateless);

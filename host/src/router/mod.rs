@@ -4,6 +4,7 @@
 
 mod catalog;
 mod error;
+mod log_levels;
 mod notifications;
 mod resources;
 #[cfg(test)]
@@ -48,6 +49,8 @@ pub struct Router {
     /// How many sessions subscribe to each exposed resource URI (the upstream subscription is
     /// made for the first and dropped with the last).
     subscriptions: Mutex<HashMap<String, usize>>,
+    /// The log levels sessions asked for, and the one the backends were asked for.
+    log_levels: log_levels::LogLevels,
 }
 
 /// A notification from an upstream on its way to client sessions.
@@ -88,6 +91,7 @@ impl Router {
             announced: watch::Sender::new(first),
             client_events: broadcast::Sender::new(1024),
             subscriptions: Mutex::default(),
+            log_levels: Default::default(),
         });
         tokio::spawn(notifications::route_notifications(Arc::downgrade(&router), router.upstreams.notifications()));
         let weak = Arc::downgrade(&router);
@@ -238,23 +242,6 @@ impl Router {
             }
         };
         self.forward(owner, "completion/complete", request.to_params(target), related, Some(caller)).await
-    }
-
-    /// `logging/setLevel`, passed to every upstream that offers logging at once (best effort,
-    /// each within a short deadline: one hung backend delays nobody).
-    pub async fn set_log_level(&self, level: &str) {
-        let params = json!({"level": level});
-        const DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
-        let upstreams = self.upstreams.list();
-        let asks = upstreams.iter().filter(|u| u.status().identity.is_some_and(|i| i.has("logging"))).map(|upstream| {
-            let params = params.clone();
-            async move {
-                if let Err(e) = upstream.request("logging/setLevel", Some(params), DEADLINE).await {
-                    tracing::debug!(backend = upstream.name(), error = %e, "logging/setLevel not applied");
-                }
-            }
-        });
-        futures::future::join_all(asks).await;
     }
 
     /// Sends `method` to the backend `owner`, for `caller` when a client asked (with its own

@@ -1,7 +1,6 @@
 //! What a session sends on its own initiative: `list_changed` when the catalog a client sees
 //! changes, resource updates for its subscriptions, log messages at or above the level it
-//! asked for, and the completion of the URL elicitations it was asked with. Also the one
-//! ranking of MCP log levels.
+//! asked for, and the completion of the URL elicitations it was asked with.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -13,20 +12,6 @@ use super::SessionState;
 use crate::access::Principal;
 use crate::mcp::{ListKind, Message, Notification};
 use crate::router::{Catalog, ClientEvent, Router};
-
-/// RFC 5424 severities as MCP names them, least severe first.
-pub(super) const LOG_LEVELS: [&str; 8] =
-    ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
-
-/// The rank of a log level name (`debug` lowest); `None` for a name MCP does not have.
-pub(super) fn log_rank(level: &str) -> Option<u8> {
-    LOG_LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
-}
-
-/// Whether a log message at `level` meets a client's `wanted` level (none wanted: no messages).
-pub(super) fn meets(wanted: Option<u8>, level: &str) -> bool {
-    matches!((wanted, log_rank(level)), (Some(wanted), Some(rank)) if rank >= wanted)
-}
 
 /// Messages the relay sends to a client on its own initiative.
 pub struct ServerEvents {
@@ -89,8 +74,7 @@ impl ServerEvents {
                         }
                     }
                     Ok(ClientEvent::Log(params)) => {
-                        let wanted = self.state.lock().expect("session lock").log_level;
-                        if meets(wanted, params.get("level").and_then(Value::as_str).unwrap_or("")) {
+                        if self.client_requests.log_level().wants(params.get("level").and_then(Value::as_str).unwrap_or("")) {
                             self.queued.push_back(notification("notifications/message", Some(params)));
                         }
                     }
@@ -123,18 +107,4 @@ impl ServerEvents {
 
 fn notification(method: &str, params: Option<Value>) -> Message {
     Message::Notification(Notification { method: method.into(), params })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_level_meets_the_wanted_one_and_above() {
-        assert!(meets(log_rank("warning"), "error"));
-        assert!(meets(log_rank("warning"), "warning"));
-        assert!(!meets(log_rank("warning"), "info"));
-        assert!(!meets(None, "emergency"), "no level asked: no messages");
-        assert!(!meets(log_rank("debug"), "loud"), "an unknown level is not sent");
-    }
 }

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-use super::events::log_rank;
 use super::{Session, SessionRecord, SessionState, draining_error};
 use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Peer, Principal, RequestInfo, TransportKind};
 use crate::admission::KeyedCounts;
@@ -208,6 +207,8 @@ impl SessionFactory {
         let credential = record.credential_digest();
         let session = self.build(id, TransportKind::Http, authenticated, remote, credential, record.state(), false)?;
         session.client_requests.declare(record.capabilities.clone(), false);
+        // Held with the router once the session is taken up (`resume_upstream`).
+        session.client_requests.log_level().replace(record.log_level);
         Ok(session)
     }
 
@@ -223,12 +224,12 @@ impl SessionFactory {
         let state = SessionState {
             protocol_version: Some(envelope.protocol_version.clone()),
             client_name: envelope.client_name.clone(),
-            log_level: envelope.log_level.as_deref().and_then(log_rank),
             subscriptions: HashSet::new(),
         };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let session = self.build(id, TransportKind::Http, principal, remote, None, state, true)?;
         session.client_requests.declare(envelope.capabilities.clone(), true);
+        session.client_requests.log_level().replace(envelope.log_level.as_deref().and_then(crate::mcp::log_rank));
         Ok(session)
     }
 

@@ -8,11 +8,11 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::Session;
-use super::events::{LOG_LEVELS, log_rank};
 use crate::mcp::{
     Addressed, Completion, ListKind, Notification, Payload, Related, Request, Response, RpcError, ToolCall, Trace,
     error_codes, version,
 };
+use crate::mcp::{LOG_LEVELS, log_rank};
 use crate::mcp::{clip, envelope};
 use crate::metrics::{method_label, metrics};
 use crate::plugins::Refusal;
@@ -279,14 +279,15 @@ impl Session {
         Ok(self.router.unsubscribe_resource(&request).await?)
     }
 
-    /// `logging/setLevel`: this session's level, passed on to the backends.
+    /// `logging/setLevel`: this session's level, what it hears of the backends' log messages;
+    /// the backends are asked for the most verbose level of all sessions.
     async fn set_log_level(&self, params: Option<Value>) -> Result<Value, RpcError> {
         let level = params.as_ref().and_then(|p| p.get("level")).and_then(Value::as_str).unwrap_or("");
         let rank = log_rank(level).ok_or_else(|| {
             RpcError::new(error_codes::INVALID_PARAMS, format!("level must be one of {}", LOG_LEVELS.join(", ")))
         })?;
-        self.state.lock().expect("session lock").log_level = Some(rank);
-        self.router.set_log_level(level).await;
+        let previous = self.client_requests.log_level().replace(Some(rank));
+        self.router.hold_log_level(previous, Some(rank)).await;
         Ok(json!({}))
     }
 

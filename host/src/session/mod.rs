@@ -52,8 +52,6 @@ struct SessionState {
     protocol_version: Option<String>,
     /// `clientInfo.name`, for logs.
     client_name: Option<String>,
-    /// From `logging/setLevel`: log notifications at or above it are sent.
-    log_level: Option<u8>,
     /// Client-facing URIs from `resources/subscribe`.
     subscriptions: HashSet<String>,
 }
@@ -176,7 +174,7 @@ impl Session {
     /// Whether this client asked for log messages at `level` (with `logging/setLevel`, or the
     /// stateless envelope's `logLevel`).
     pub fn wants_log(&self, level: &str) -> bool {
-        events::meets(self.state.lock().expect("session lock").log_level, level)
+        self.client_requests.log_level().wants(level)
     }
 
     /// When the client last sent something, or was last answered.
@@ -222,20 +220,26 @@ impl Session {
         }
         get_stream::end(&self.get_stream);
         // Its subscriptions end with it (most clients go away without unsubscribing): the last
-        // subscriber of a URI ends the backend's subscription.
+        // subscriber of a URI ends the backend's subscription. So does its log level (a
+        // stateless exchange's was never held: it has no `logging/setLevel`).
         let subscriptions = std::mem::take(&mut self.state.lock().expect("session lock").subscriptions);
-        if !subscriptions.is_empty() {
-            let router = self.router.clone();
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-            runtime.spawn(async move {
-                for uri in subscriptions {
-                    let request = crate::mcp::Addressed::of_resource(uri);
-                    if let Err(e) = router.unsubscribe_resource(&request).await {
-                        tracing::debug!(error = %e, "a subscription of an ended session was not ended upstream");
-                    }
-                }
-            });
+        let level = self.client_requests.log_level().replace(None).filter(|_| !self.stateless);
+        if subscriptions.is_empty() && level.is_none() {
+            return;
         }
+        let router = self.router.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            for uri in subscriptions {
+                let request = crate::mcp::Addressed::of_resource(uri);
+                if let Err(e) = router.unsubscribe_resource(&request).await {
+                    tracing::debug!(error = %e, "a subscription of an ended session was not ended upstream");
+                }
+            }
+            if level.is_some() {
+                router.hold_log_level(level, None).await;
+            }
+        });
     }
 
     /// Claims the session's one server-to-client stream; `None` while another is open. The

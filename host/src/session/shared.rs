@@ -62,7 +62,6 @@ impl SessionRecord {
         SessionState {
             protocol_version: self.protocol_version.clone(),
             client_name: self.client_name.clone(),
-            log_level: self.log_level,
             subscriptions: self.subscriptions.iter().cloned().collect::<HashSet<_>>(),
         }
     }
@@ -135,7 +134,7 @@ impl SharedSessions {
         if saved.as_ref().is_none_or(|(_, text)| *text != current)
             && let Ok(record) = serde_json::from_str::<SessionRecord>(&current)
         {
-            session.take_over(&record);
+            session.take_over(&record).await;
         }
         let due = saved.as_ref().is_none_or(|(at, _)| at.elapsed() >= self.ttl / 4);
         let mut refreshed_at = saved.map(|(at, _)| at).unwrap_or_else(Instant::now);
@@ -189,17 +188,21 @@ impl Session {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             protocol_version: state.protocol_version.clone(),
             client_name: state.client_name.clone(),
-            log_level: state.log_level,
+            log_level: self.client_requests.log_level().get(),
             subscriptions,
             capabilities: self.client_requests.declared(),
         }
     }
 
     /// What another instance changed in this session's record since this one last saw it: its
-    /// log level and what the client declared (subscriptions stay as this instance made them).
-    fn take_over(&self, record: &SessionRecord) {
+    /// log level (held with this instance's router too) and what the client declared
+    /// (subscriptions stay as this instance made them).
+    async fn take_over(&self, record: &SessionRecord) {
+        let previous = self.client_requests.log_level().replace(record.log_level);
+        if previous != record.log_level {
+            self.router.hold_log_level(previous, record.log_level).await;
+        }
         let mut state = self.state.lock().expect("session lock");
-        state.log_level = record.log_level;
         state.protocol_version.clone_from(&record.protocol_version);
         state.client_name.clone_from(&record.client_name);
         drop(state);
@@ -209,18 +212,16 @@ impl Session {
     /// Takes up, on this instance, what a session established elsewhere and the backends must
     /// know: its resource subscriptions and its log level.
     pub async fn resume_upstream(&self) {
-        let (subscriptions, level) = {
-            let state = self.state.lock().expect("session lock");
-            (state.subscriptions.clone(), state.log_level)
-        };
+        let subscriptions = self.state.lock().expect("session lock").subscriptions.clone();
         for uri in subscriptions {
             let request = crate::mcp::Addressed::of_resource(uri);
             if let Err(e) = self.router.subscribe_resource(&request, &self.principal).await {
                 tracing::warn!(session = %self.tag(), error = %e, "a moved session's resource subscription could not be made again");
             }
         }
-        if let Some(level) = level.and_then(|rank| super::events::LOG_LEVELS.get(usize::from(rank))) {
-            self.router.set_log_level(level).await;
+        let level = self.client_requests.log_level().get();
+        if level.is_some() {
+            self.router.hold_log_level(None, level).await;
         }
     }
 }

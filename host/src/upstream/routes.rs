@@ -127,9 +127,10 @@ impl ClientRoutes {
 
     /// Sends a notification that belongs to a client request to its stream, unbuffered: a
     /// progress notification by its token; a log message to the request whose own stream
-    /// carried it (`on_stream_of`: dropped when that client takes nothing but the answer, never
-    /// shown to another), else to the one client the upstream works for. False when it belongs
-    /// to none (the caller then treats it as a notification for all).
+    /// carried it (`on_stream_of`), else to the one client the upstream works for, unless that
+    /// client asked for a higher level (the backend logs at the most verbose level any client
+    /// asked for) or takes nothing but the answer: dropped then, never shown to another. False
+    /// when it belongs to none (the caller then treats it as a notification for all).
     pub fn deliver(&self, notification: &Notification, on_stream_of: Option<&Related>) -> bool {
         match notification.method.as_str() {
             "notifications/progress" => {
@@ -158,19 +159,17 @@ impl ClientRoutes {
                 }
                 true
             }
-            "notifications/message" if on_stream_of.is_some() => {
-                if let Some(sink) = on_stream_of.and_then(|related| related.sink.as_ref()) {
+            "notifications/message" => {
+                // On a request's own stream it is that request's; else the sole caller's guess.
+                let Some(related) = on_stream_of.cloned().or_else(|| self.sole_caller()) else { return false };
+                let level = notification.params.as_ref().and_then(|p| p.get("level")).and_then(Value::as_str);
+                if let Some(sink) = &related.sink
+                    && related.client.log_level().wants_about_own_request(level.unwrap_or(""))
+                {
                     sink.try_send(Message::Notification(notification.clone()));
                 }
                 true
             }
-            "notifications/message" => match self.sole_caller().and_then(|related| related.sink) {
-                Some(sink) => {
-                    sink.try_send(Message::Notification(notification.clone()));
-                    true
-                }
-                None => false,
-            },
             _ => false,
         }
     }
@@ -238,6 +237,30 @@ mod tests {
         assert!(matches!(rx.try_recv(), Some(Message::Notification(n)) if n == log));
         assert!(routes.deliver(&log, Some(&json_only)), "its client takes only the answer: dropped, not for all");
         assert!(rx.try_recv().is_none());
+        // Below the level its client asked for: dropped (the backend logs for the most verbose).
+        streamed.client.log_level().replace(crate::mcp::log_rank("error"));
+        assert!(routes.deliver(&log, Some(&streamed)));
+        assert!(rx.try_recv().is_none(), "info is below error");
+    }
+
+    #[test]
+    fn the_sole_callers_log_message_goes_to_it_at_its_level_or_nowhere() {
+        let routes = ClientRoutes::new("b", Duration::from_secs(1));
+        let log = |level: &str| Notification {
+            method: "notifications/message".into(),
+            params: Some(json!({"level": level, "data": "private"})),
+        };
+        let json_only = Related { sink: None, client: Arc::new(ClientRequests::default()) };
+        let guard = routes.register(&mut None, &json_only);
+        assert!(routes.deliver(&log("info"), None), "its sole caller takes only the answer: dropped, not for all");
+        drop(guard);
+        let (tx, mut rx) = crate::mcp::client_channel();
+        let streamed = Related { sink: Some(tx), client: Arc::new(ClientRequests::default()) };
+        streamed.client.log_level().replace(crate::mcp::log_rank("warning"));
+        let _guard = routes.register(&mut None, &streamed);
+        assert!(routes.deliver(&log("info"), None) && rx.try_recv().is_none(), "below its level");
+        assert!(routes.deliver(&log("error"), None));
+        assert!(matches!(rx.try_recv(), Some(Message::Notification(n)) if n == log("error")));
     }
 
     #[test]
