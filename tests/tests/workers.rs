@@ -148,6 +148,42 @@ async fn progress_and_cancellation_go_through_the_session_that_carries_the_call(
     .await;
 }
 
+/// `relay_reconnect_server` replaces the backend's connections, the lanes' too, but the calls in
+/// flight on them finish there: none is cut and sent again on a new connection, where the tool
+/// would run a second time.
+#[tokio::test]
+async fn calls_in_flight_finish_on_their_connections_when_the_backend_is_reconnected() {
+    let alpha = Fixture::start("alpha").await;
+    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
+    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
+    relay.wait_ready("alpha").await;
+    let lanes_up = || async { (relay.status().await["backends"][0]["lanes"] == 1).then_some(()) };
+    relay_tests::eventually("the lane on worker 1", lanes_up).await;
+    // Four clients, two on each worker: two calls on the supervisor's connection, two on the lane.
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let mut client = relay.line_client().await;
+        let call = json!({"jsonrpc": "2.0", "id": c, "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"ms": 1500, "message": format!("call {c}")}}});
+        client.send_raw(&call.to_string()).await;
+        clients.push(client);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let reconnect = relay.line_client().await.call_tool("relay_reconnect_server", json!({"name": "alpha"})).await;
+    assert!(reconnect["error"].is_null(), "{reconnect}");
+    for (c, client) in clients.iter_mut().enumerate() {
+        let reply = client.recv_response().await;
+        assert_eq!(text_of(&reply), format!("alpha: call {c}"), "{reply}");
+    }
+    assert!(!relay.log().contains("re-sending"), "a call was cut and sent again: {}", relay.log());
+    relay_tests::eventually("connected again, the lane too", || async {
+        let status = relay.status().await;
+        (status["backends"][0]["connects"] == 2 && status["backends"][0]["lanes"] == 1).then_some(())
+    })
+    .await;
+    each_of_four_clients_gets_its_echo(&relay).await;
+}
+
 #[tokio::test]
 async fn a_backend_that_refuses_a_second_session_still_answers_every_worker_on_its_one() {
     let alpha = Fixture::start_on("alpha", 0, &["--max-sessions", "1"]).await;

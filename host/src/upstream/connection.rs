@@ -1,11 +1,15 @@
 //! One live connection to an upstream, whatever its transport.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use super::UpstreamError;
 use super::framed::FramedConnection;
 use super::http::HttpConnection;
-use crate::mcp::{Payload, Related};
+use crate::mcp::{Notification, Payload, Related};
 
 /// A connected upstream. Message-oriented transports (WebSocket, stdio) share one
 /// implementation; Streamable HTTP has its own because every request is an HTTP exchange.
@@ -72,4 +76,37 @@ impl Connection {
             Connection::Http(c) => c.close().await,
         }
     }
+
+    /// How many requests wait for their answer on it.
+    pub fn waiting(&self) -> usize {
+        match self {
+            Connection::Framed(c) => c.waiting(),
+            Connection::Http(c) => c.waiting(),
+        }
+    }
+}
+
+/// How often a retiring connection looks whether its requests are answered.
+const RETIRE_POLL: Duration = Duration::from_millis(25);
+
+/// Retires `conn`, replaced by a new connection while requests were in flight on it (a
+/// reconnect asked for, a lane following its supervisor's): no new request takes it, and those
+/// in flight finish there instead of being cut and sent again on the new one (where a tool
+/// would run twice). Closed once none waits, or after `within` (the call deadline); what it
+/// sends meanwhile that is not about those requests (list changes, resource updates: the new
+/// connection's session has its own) is dropped.
+pub async fn retire(conn: Arc<Connection>, mut events: mpsc::Receiver<Notification>, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut poll = tokio::time::interval(RETIRE_POLL);
+    // The first look is after one poll: a request that took the connection just before it was
+    // replaced may not have been sent yet.
+    poll.tick().await;
+    loop {
+        tokio::select! {
+            _ = poll.tick() => if conn.waiting() == 0 || tokio::time::Instant::now() >= deadline { break },
+            () = conn.closed() => return,
+            Some(_) = events.recv() => {}
+        }
+    }
+    conn.close().await;
 }

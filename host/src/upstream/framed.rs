@@ -80,6 +80,11 @@ impl FramedConnection {
         &self.closed
     }
 
+    /// How many requests wait for their answer.
+    pub fn waiting(&self) -> usize {
+        self.pending.lock().expect("pending lock").len()
+    }
+
     /// Sends a request and waits for the matching response.
     pub async fn request(&self, method: &str, params: Option<&Payload>) -> Result<Payload, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -7,7 +7,7 @@
 //! parsed from it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -62,6 +62,8 @@ pub struct HttpConnection {
     routes: Arc<ClientRoutes>,
     /// Largest JSON body or SSE event accepted from the server.
     max_message_bytes: usize,
+    /// Requests sent and not answered yet.
+    waiting: AtomicUsize,
 }
 
 /// Builds the connection; no request is made until `initialize`.
@@ -92,6 +94,7 @@ pub fn connect(
         closed: CancellationToken::new(),
         routes,
         max_message_bytes,
+        waiting: AtomicUsize::new(0),
     };
     Ok((Connection::Http(Box::new(conn)), events_rx))
 }
@@ -124,6 +127,8 @@ impl HttpConnection {
             return Err(UpstreamError::ConnectionLost);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
         let mut unanswered = CancelUnanswered { conn: self, id: Some(id) };
         let response = self.post(request_text(id, method, params), credential).await?;
         if method == "initialize"
@@ -153,6 +158,11 @@ impl HttpConnection {
     /// POSTs a notification (answered with 202).
     pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), UpstreamError> {
         self.post(Message::Notification(Notification { method: method.into(), params }).to_text(), None).await.map(drop)
+    }
+
+    /// How many requests wait for their answer.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Ends the session politely (DELETE) and marks the connection closed.
@@ -340,6 +350,15 @@ impl HttpConnection {
             };
             tokio::select! { _ = stream => {}, _ = closed.cancelled() => {} }
         });
+    }
+}
+
+/// Counts one request as waiting for its answer until it is dropped (counted when made).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

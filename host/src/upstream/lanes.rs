@@ -4,8 +4,8 @@
 //! The supervisor's connection lives on worker 0 ([`crate::workers`]): a call from a client
 //! on another worker would cross threads twice (to the writer, back from the reader). So each
 //! other worker keeps a lane: a connection of its own to the same backend, opened on its own
-//! runtime while the supervisor's is up, and closed and opened again when that one is
-//! replaced. Only `tools/call` takes a lane. Listing, subscriptions, `logging/setLevel` and the
+//! runtime while the supervisor's is up, and opened again when that one is replaced (the old
+//! lane retired: its calls in flight finish on it). Only `tools/call` takes a lane. Listing, subscriptions, `logging/setLevel` and the
 //! relay's own requests stay on the supervisor's connection, where the relay keeps the state
 //! they set. What a lane's backend session sends that is not for a call (list changes,
 //! resource updates) goes to the supervisor, as if its own connection had sent it.
@@ -120,7 +120,12 @@ async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender
             }
         };
         slot.send_replace(None);
-        conn.close().await;
+        if followed {
+            // Its calls in flight finish on it while the next lane opens.
+            tokio::spawn(super::connection::retire(conn, events, upstream.call_timeout()));
+        } else {
+            conn.close().await;
+        }
         if upstream.stop.is_cancelled() {
             return;
         }

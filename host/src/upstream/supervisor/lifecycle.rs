@@ -11,6 +11,10 @@ use crate::mcp::{ListKind, Notification};
 use crate::upstream::connection::Connection;
 use crate::upstream::handshake;
 
+/// Why a connection ended when `relay_reconnect_server` asked for a new one: it still works,
+/// so it is retired, not closed under its calls.
+const RECONNECT_REQUESTED: &str = "reconnect requested";
+
 /// The supervisor loop: connect, serve, and on loss reconnect with capped backoff and jitter.
 pub(super) async fn supervise(
     upstream: Arc<Upstream>,
@@ -41,7 +45,12 @@ pub(super) async fn supervise(
                 });
                 let reason = serve(&upstream, &conn, [&mut events, &mut lane_events], &changed).await;
                 upstream.connection.send_replace(None);
-                conn.close().await;
+                if reason == RECONNECT_REQUESTED {
+                    // Its calls in flight finish on it while the next connection opens.
+                    tokio::spawn(crate::upstream::connection::retire(conn, events, upstream.call_timeout()));
+                } else {
+                    conn.close().await;
+                }
                 // Only a connection that stayed up a while earns a quick reconnect: a backend
                 // that dies right after its handshake keeps backing off.
                 if connected.elapsed() >= STABLE_AFTER {
@@ -126,7 +135,7 @@ async fn serve(
     loop {
         let notification = tokio::select! {
             _ = upstream.stop.cancelled() => return "stopped",
-            _ = upstream.reconnect.notified() => return "reconnect requested",
+            _ = upstream.reconnect.notified() => return RECONNECT_REQUESTED,
             _ = conn.closed() => return "connection closed",
             event = own.recv() => match event {
                 None => return "connection closed",
@@ -140,7 +149,7 @@ async fn serve(
             tokio::select! {
                 _ = relist(upstream, conn, &notification.method, changed) => {}
                 _ = upstream.stop.cancelled() => return "stopped",
-                _ = upstream.reconnect.notified() => return "reconnect requested",
+                _ = upstream.reconnect.notified() => return RECONNECT_REQUESTED,
                 _ = conn.closed() => return "connection closed",
             }
         } else {
