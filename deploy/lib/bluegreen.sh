@@ -12,6 +12,9 @@
 #   RELAY_HOST          127.0.0.1                   where the colours listen (checks go there)
 #   BLUE_PORT           8001                        blue's port (RELAY_PORT in /etc/relay/blue.env)
 #   GREEN_PORT          8002                        green's port (RELAY_PORT in /etc/relay/green.env)
+#   BLUE_METRICS        (RELAY_METRICS_LISTEN in    HOST:PORT of a colour's private /metrics, read
+#   GREEN_METRICS        ENV_DIR/COLOUR.env)        for the drain's progress while it stops; else
+#                                                   its main port (needs no token only when open)
 #   START_CMD           systemctl start relay@%s    starts a colour; %s = colour, %p = its port,
 #   STOP_CMD            systemctl stop relay@%s     %d = its directory; run with `bash -c`
 #   ENABLE_CMD          systemctl enable --quiet relay@%s    the colour that takes traffic starts
@@ -64,6 +67,8 @@ CONFIG_PATH=${CONFIG_PATH:-config/relay.yaml}
 RELAY_HOST=${RELAY_HOST:-127.0.0.1}
 BLUE_PORT=${BLUE_PORT:-8001}
 GREEN_PORT=${GREEN_PORT:-8002}
+BLUE_METRICS=${BLUE_METRICS:-}
+GREEN_METRICS=${GREEN_METRICS:-}
 START_CMD=${START_CMD:-systemctl start relay@%s}
 STOP_CMD=${STOP_CMD:-systemctl stop relay@%s}
 # Enabling follows the service commands: systemd's by default, nothing when START_CMD is custom.
@@ -316,8 +321,8 @@ wait_ready() {
 health_token() {
   if [[ -n ${RELAY_AUTH_TOKEN:-} ]]; then
     echo "$RELAY_AUTH_TOKEN"
-  elif [[ -r $ENV_DIR/$1.env ]]; then
-    sed -n 's/^[[:space:]]*RELAY_AUTH_TOKEN[[:space:]]*=[[:space:]]*//p' "$ENV_DIR/$1.env" | tail -n 1 | sed 's/^"\(.*\)"$/\1/; s/^'"'"'\(.*\)'"'"'$/\1/'
+  else
+    colour_env "$1" | sed -n 's/^RELAY_AUTH_TOKEN=//p' | tail -n 1
   fi
 }
 
@@ -349,10 +354,23 @@ check_colour() {
   info "$1: relay health OK"
 }
 
+# Where COLOUR serves /metrics without a token: its private listener (RELAY_METRICS_LISTEN in
+# ENV_DIR/COLOUR.env, as deploy/systemd/*.env set it; BLUE_METRICS / GREEN_METRICS override),
+# else its main port (where /metrics needs the admin role once an auth plugin runs).
+colour_metrics() {
+  local address=""
+  case $1 in
+    blue) address=$BLUE_METRICS ;;
+    green) address=$GREEN_METRICS ;;
+  esac
+  [[ -n $address ]] || address=$(colour_env "$1" | sed -n 's/^RELAY_METRICS_LISTEN=//p' | tail -n 1)
+  echo "${address:-$RELAY_HOST:$(colour_port "$1")}"
+}
+
 # One series of COLOUR's /metrics (its first value, as an integer); empty when it does not
 # answer.
 metric() {
-  "$CURL" --noproxy '*' -s --max-time 3 "http://$RELAY_HOST:$(colour_port "$1")/metrics" 2>/dev/null |
+  "$CURL" --noproxy '*' -s --max-time 3 "http://$(colour_metrics "$1")/metrics" 2>/dev/null |
     awk -v name="$2" '$1 == name && !seen { print int($2); seen = 1 }' || true
 }
 

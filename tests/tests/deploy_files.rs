@@ -235,3 +235,28 @@ fn the_health_check_of_a_new_build_runs_as_the_service_user() {
     assert!(ok, "{text}");
     assert!(text.contains(&format!("uid={} token=set", nobody.trim())), "{text}");
 }
+
+/// While a colour stops, the scripts show its drain (requests running, sessions open) from its
+/// private metrics listener, the one its env file names: under the production config the main
+/// port's `/metrics` needs the admin role, which the scripts do not send.
+#[tokio::test]
+async fn the_drain_is_shown_from_the_colours_private_metrics_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = relay_tests::copy_plugin(dir.path(), "token_auth");
+    let yaml = format!(
+        "metrics: {{listen: '127.0.0.1:0'}}\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: admin-7c1d, principal: ops, roles: [admin]}}\n",
+        auth.display()
+    );
+    let relay = relay_tests::Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
+    let env = dir.path().join("env");
+    std::fs::create_dir_all(&env).unwrap();
+    let listen = format!("127.0.0.1:{}", relay.metrics_port.expect("a private listener"));
+    std::fs::write(env.join("blue.env"), format!("RELAY_PORT={}\nRELAY_METRICS_LISTEN=\"{listen}\"\n", relay.port))
+        .unwrap();
+    let script =
+        format!("source {}; metric blue relay_sessions", repo_root().join("deploy/lib/bluegreen.sh").display());
+    let (ok, text) =
+        run(Command::new("bash").args(["-c", &script]).env("ENV_DIR", &env).env("BLUE_PORT", relay.port.to_string()));
+    assert!(ok, "{text}");
+    assert_eq!(text.trim(), "0", "the open sessions, read without a token: {text:?}");
+}
