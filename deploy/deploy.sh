@@ -143,14 +143,7 @@ cp -R "$BUILD/." "$STAGING/"
 # Owned by whoever deploys (root in production), readable by the relay user, writable by none.
 chmod -R u+rwX,go+rX,go-w "$STAGING"
 check_bin=${RELAY_BIN:-$STAGING/bin/relay}
-# With the environment the target's service will have (its ENV_DIR file: port, metrics
-# address, tokens), so what check-config passes, serve accepts.
-mapfile -t target_env < <(colour_env "$TARGET")
-as_user=()
-if [[ -n $RUN_AS ]]; then as_user=(runuser -u "$RUN_AS" --); fi
-info "relay check-config --config $STAGING/$CONFIG_PATH (${RUN_AS:+as $RUN_AS, }with $ENV_DIR/$TARGET.env: ${#target_env[@]} settings)"
-"${as_user[@]}" env "${target_env[@]}" RELAY_INSTANCE="$TARGET" "$check_bin" check-config --config "$STAGING/$CONFIG_PATH" ||
-  die "relay check-config refused the new configuration"
+check_config "$TARGET" "$check_bin" "$STAGING/$CONFIG_PATH" || die "relay check-config refused the new configuration"
 
 step "Installing the build as $TARGET ($TARGET_DIR)"
 if is_running "$TARGET"; then

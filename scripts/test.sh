@@ -25,6 +25,8 @@ command -v haproxy >/dev/null || need_apt+=(haproxy)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v socat >/dev/null || need_apt+=(socat)
 command -v curl >/dev/null || need_apt+=(curl)
+# deploy.sh checks that a colour's port is held by the colour's own process with ss.
+command -v ss >/dev/null || need_apt+=(iproute2)
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"

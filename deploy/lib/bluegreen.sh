@@ -26,6 +26,11 @@
 #                                                   colour's process has exited (wait_ready then
 #                                                   stops waiting at once); empty (not checked)
 #                                                   when START_CMD is not the systemctl default
+#   PID_CMD             systemctl show -p MainPID --value relay@%s   prints the PID of a
+#                                                   colour's process: the process listening on
+#                                                   its port must be that one (ss) before the
+#                                                   colour is checked, given a token or traffic;
+#                                                   empty (not checked) when START_CMD is custom
 #   LOG_CMD             journalctl -u relay@%s -n 20 --no-pager -o cat   prints a colour's last
 #                                                   log lines (shown when it exits at start);
 #                                                   empty when START_CMD is custom
@@ -84,6 +89,10 @@ fi
 if [[ -z ${ALIVE_CMD+set} ]]; then
   ALIVE_CMD=
   if [[ $START_CMD == "systemctl start relay@%s" ]]; then ALIVE_CMD="systemctl is-active --quiet relay@%s"; fi
+fi
+if [[ -z ${PID_CMD+set} ]]; then
+  PID_CMD=
+  if [[ $START_CMD == "systemctl start relay@%s" ]]; then PID_CMD="systemctl show -p MainPID --value relay@%s"; fi
 fi
 if [[ -z ${LOG_CMD+set} ]]; then
   LOG_CMD=
@@ -326,6 +335,22 @@ health_token() {
   fi
 }
 
+# `relay check-config --config CONFIG` by BIN, with the environment COLOUR's service will have
+# (its ENV_DIR file: port, metrics address, tokens), so what check-config passes, serve
+# accepts. The settings go through the environment, never a command line (which other users
+# can see in ps, for as long as check-config compiles the plugins); run as RUN_AS.
+check_config() {
+  local colour=$1 bin=$2 config=$3 settings as_user=()
+  mapfile -t settings < <(colour_env "$colour")
+  if [[ -n $RUN_AS ]]; then as_user=(runuser -u "$RUN_AS" --); fi
+  info "relay check-config --config $config (${RUN_AS:+as $RUN_AS, }with $ENV_DIR/$colour.env: ${#settings[@]} settings)"
+  (
+    for setting in "${settings[@]}"; do export "${setting?}"; done
+    export RELAY_INSTANCE="$colour"
+    exec "${as_user[@]}" "$bin" check-config --config "$config"
+  )
+}
+
 # `relay health` against COLOUR (initialize + tools/list over newline JSON-RPC). The token goes
 # through the environment, never the command line (which other users can see in ps). Like every
 # command of a new build, it runs as RUN_AS (the relay user), never as the deploying root.
@@ -344,9 +369,30 @@ relay_health() {
   fi
 }
 
+# The PIDs of the processes listening on COLOUR's port (any address), one per line, by ss
+# (root sees every process's).
+listener_pids() {
+  ss -Hltnp "sport = :$(colour_port "$1")" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u
+}
+
+# Whether the process listening on COLOUR's port is the colour's own (PID_CMD): the ports are
+# unprivileged, and a local user who took one while its colour was stopped (the colour then
+# cannot listen there) must get neither the health check's token nor any traffic.
+owns_port() {
+  [[ -n $PID_CMD ]] || return 0
+  local expected listening
+  expected=$(bash -c "$(service_cmd "$PID_CMD" "$1")" 9>&- 2>/dev/null || true)
+  listening=$(listener_pids "$1" | paste -sd ' ' -)
+  if [[ -z $expected || $listening != "$expected" ]]; then
+    warn "$1: port $(colour_port "$1") is held by process ${listening:-?}, not (only) by $1's own (${expected:-none}): another program took the port; refusing it"
+    return 1
+  fi
+}
+
 # Ready and healthy: what a colour must be before it gets traffic.
 check_colour() {
   wait_ready "$1" || return 1
+  owns_port "$1" || return 1
   if ! relay_health "$1"; then
     warn "$1: relay health failed on port $(colour_port "$1")"
     return 1

@@ -260,3 +260,70 @@ async fn the_drain_is_shown_from_the_colours_private_metrics_listener() {
     assert!(ok, "{text}");
     assert_eq!(text.trim(), "0", "the open sessions, read without a token: {text:?}");
 }
+
+/// `relay check-config` gets the target colour's settings (tokens, Redis password, API keys)
+/// through its environment: never on a command line, which any local user can read in `ps`
+/// (`runuser` stays its parent for as long as the check compiles the plugins).
+#[test]
+fn the_configuration_check_gets_the_colours_secrets_without_a_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, env) = (dir.path().join("bin"), dir.path().join("env"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&env).unwrap();
+    std::fs::write(env.join("green.env"), "RELAY_AUTH_TOKEN=\"s3cret-7d\"\n# comment\nRELAY_PORT=8002\n").unwrap();
+    // A stand-in for the new build's relay: says what it got and what its parent's command line is.
+    let fake = bin.join("relay");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"uid=$(id -u) token=$RELAY_AUTH_TOKEN instance=$RELAY_INSTANCE args=$*\"\necho \"parent=$(tr '\\0' ' ' </proc/$PPID/cmdline)\"\n",
+    )
+    .unwrap();
+    run(Command::new("chmod").args(["-R", "0755"]).arg(dir.path()));
+    let script = format!(
+        "source {}; check_config green {} /etc/x.yaml",
+        repo_root().join("deploy/lib/bluegreen.sh").display(),
+        fake.display()
+    );
+    let (ok, text) = run(Command::new("bash")
+        .args(["-c", &script])
+        .env("RUN_AS", "nobody")
+        .env("ENV_DIR", &env)
+        .env_remove("RELAY_AUTH_TOKEN"));
+    assert!(ok, "{text}");
+    assert!(text.contains("token=s3cret-7d instance=green args=check-config --config /etc/x.yaml"), "{text}");
+    let parent = text.lines().find(|l| l.starts_with("parent=")).expect("the parent's command line");
+    assert!(parent.contains("runuser") && !parent.contains("s3cret"), "{parent}");
+}
+
+/// The colours listen on unprivileged ports: a local user may take a stopped colour's port (the
+/// colour then cannot listen there) and answer its checks. The process on the port must be the
+/// colour's own before it is given the health check's token or any traffic.
+#[tokio::test]
+async fn a_colour_whose_port_another_process_holds_is_refused_before_its_health_check() {
+    let dir = tempfile::tempdir().unwrap();
+    // Someone else's relay on green's port, calling itself green.
+    let squatter =
+        relay_tests::Relay::start_files(dir.path(), "{}\n", "backends: []\n", &[("RELAY_INSTANCE", "green")]).await;
+    let fake = dir.path().join("relay-health");
+    std::fs::write(&fake, "#!/bin/sh\necho health-ran\n").unwrap();
+    run(Command::new("chmod").arg("0755").arg(&fake));
+    let check = |pid: String| {
+        let script = format!("source {}; check_colour green", repo_root().join("deploy/lib/bluegreen.sh").display());
+        run(Command::new("bash")
+            .args(["-c", &script])
+            .env("GREEN_PORT", squatter.port.to_string())
+            .env("START_CMD", "true")
+            .env("ALIVE_CMD", "true")
+            .env("PID_CMD", format!("echo {pid}"))
+            .env("RELAY_BIN", &fake)
+            .env("RUN_AS", "")
+            .env("RELAY_AUTH_TOKEN", "admin-token"))
+    };
+    // Green's own process is another one (here: pid 1).
+    let (ok, text) = check("1".into());
+    assert!(!ok && text.contains("another program took the port"), "{text}");
+    assert!(!text.contains("health-ran"), "the token went to the port's holder: {text}");
+    // The same checks pass when the port's holder is the colour's process.
+    let (ok, text) = check(squatter.pid().to_string());
+    assert!(ok && text.contains("health-ran"), "{text}");
+}
