@@ -146,13 +146,15 @@ pub async fn run(
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     let sweeper_state = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30).min(idle));
+        // Often enough to keep a busy session's shared record (TTL: the idle timeout) alive.
+        let mut tick = tokio::time::interval((idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30)));
         loop {
             tick.tick().await;
             let expired = sweeper_state.sessions.expire_idle(idle);
             if expired > 0 {
                 tracing::info!(expired, "idle HTTP sessions expired");
             }
+            sweeper_state.sessions.keep_busy_alive().await;
         }
     });
 

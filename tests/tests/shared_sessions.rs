@@ -197,3 +197,73 @@ async fn a_record_another_instance_rewrote_keeps_the_session_open_here() {
         assert_eq!(status, 200, "{reply}");
     }
 }
+
+/// A call longer than the idle timeout (the shared record's TTL) keeps its session: the record's
+/// expiry moves on while the call runs, so the session's next request finds it open (it found
+/// no record, and took the session for ended elsewhere).
+#[tokio::test]
+async fn a_call_longer_than_the_idle_timeout_keeps_its_shared_session() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!("limits: {{idle_timeout_secs: 2}}\n{}", yaml(dir.path(), &redis));
+    let blue = relay_with(dir.path(), &yaml, "blue", 0).await;
+    let url = blue.http("/mcp");
+    let session = initialize(&url, "ALICE-TOKEN-1").await;
+    let slow = json!({"name": "slow", "arguments": {"ms": 4500}});
+    let (status, reply) = call(&url, "ALICE-TOKEN-1", &session, 1, "tools/call", slow).await;
+    assert_eq!((status, text_of(&reply)), (200, "b: slow".to_owned()), "{reply}");
+    let (status, reply) = echo(&url, "ALICE-TOKEN-1", &session, 2).await;
+    assert_eq!(status, 200, "the session after its long call: {reply}");
+}
+
+/// A subscription a moved session could not make again where it moved (that instance did not
+/// have the resource yet, as a colour just started may not) is the session's no more: its end
+/// there does not release a count it never added, which ended another session's subscription
+/// upstream.
+#[tokio::test]
+async fn a_subscription_a_moved_session_could_not_make_again_is_not_ended_by_it() {
+    let redis = RedisServer::start().await;
+    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let record = green_dir.path().join("record");
+    let with_resource = |flags: &[&str]| format!("backends:\n{}", stdio_fixture_entry("b", flags));
+    let start = async |dir: &Path, colour: &str, backends: String| {
+        let mut relay = Relay::start_files(dir, &yaml(dir, &redis), &backends, &[("RELAY_INSTANCE", colour)]).await;
+        relay.token = Some("ALICE-TOKEN-1".into());
+        relay.wait_ready("b").await;
+        relay
+    };
+    let blue = start(blue_dir.path(), "blue", with_resource(&["--resources", "file:///r"])).await;
+    let green = start(green_dir.path(), "green", with_resource(&[])).await;
+    let (on_blue, on_green) = (blue.http("/mcp"), green.http("/mcp"));
+    let uri = json!({"uri": "file:///r"});
+
+    let moved = initialize(&on_blue, "ALICE-TOKEN-1").await;
+    assert_eq!(call(&on_blue, "ALICE-TOKEN-1", &moved, 1, "resources/subscribe", uri.clone()).await.0, 200);
+    // Taken up by green, whose backend has no such resource: the subscription is not made there.
+    assert_eq!(echo(&on_green, "ALICE-TOKEN-1", &moved, 2).await.0, 200);
+    // Green's backend gets the resource; another session subscribes to it there.
+    let record_flag = record.to_str().unwrap();
+    let backends = with_resource(&["--resources", "file:///r", "--record", record_flag]);
+    std::fs::write(green_dir.path().join("backends.yaml"), backends).unwrap();
+    let other = initialize(&on_green, "ALICE-TOKEN-1").await;
+    relay_tests::eventually("green's backend lists the resource", || async {
+        let (status, reply) = call(&on_green, "ALICE-TOKEN-1", &other, 3, "resources/list", json!({})).await;
+        (status == 200 && reply.to_string().contains("file:///r")).then_some(())
+    })
+    .await;
+    let (status, reply) = call(&on_green, "ALICE-TOKEN-1", &other, 4, "resources/subscribe", uri).await;
+    assert_eq!(status, 200, "{reply}");
+    // The moved session ends on green.
+    let deleted = reqwest::Client::new()
+        .delete(&on_green)
+        .bearer_auth("ALICE-TOKEN-1")
+        .header("mcp-session-id", &moved)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(received.contains("resources/subscribe"), "{received}");
+    assert!(!received.contains("resources/unsubscribe"), "the other session's subscription was ended: {received}");
+}

@@ -259,13 +259,16 @@ impl Session {
     /// `resources/subscribe`: this session hears of the URI's updates from now on.
     async fn subscribe(&self, params: Option<Value>) -> Result<Value, RpcError> {
         let request = Addressed::resource(params)?;
-        if self.state.lock().expect("session lock").subscriptions.contains(&request.target) {
-            // Subscribed already: counted once, as one unsubscribe ends it.
+        // Claimed before it is made: subscribed already (or being subscribed, by a request
+        // running at the same time), it is counted once, as one unsubscribe ends it.
+        if !self.state.lock().expect("session lock").subscriptions.insert(request.target.clone()) {
             return Ok(json!({}));
         }
-        let result = self.router.subscribe_resource(&request, &self.principal).await?;
-        self.state.lock().expect("session lock").subscriptions.insert(request.target);
-        Ok(result)
+        let subscribed = self.router.subscribe_resource(&request, &self.principal).await;
+        if subscribed.is_err() {
+            self.state.lock().expect("session lock").subscriptions.remove(&request.target);
+        }
+        Ok(subscribed?)
     }
 
     /// `resources/unsubscribe`; unsubscribing from what this session never subscribed to is a

@@ -87,6 +87,19 @@ impl SessionRegistry {
         before - sessions.len()
     }
 
+    /// Keeps the shared records of the sessions with a request running from expiring under it
+    /// ([`SharedSessions::keep_alive`]).
+    pub async fn keep_busy_alive(&self) {
+        if !self.shared.enabled() {
+            return;
+        }
+        let busy: Vec<_> =
+            self.sessions.lock().expect("sessions lock").values().filter(|s| s.is_busy()).cloned().collect();
+        for session in busy {
+            self.shared.keep_alive(&session).await;
+        }
+    }
+
     /// Ends every session here (the drain's last step; their records stay, for the instances
     /// that go on serving them); their requests are cancelled.
     pub fn clear(&self) -> usize {

@@ -138,11 +138,30 @@ impl SharedSessions {
         }
         let due = saved.as_ref().is_none_or(|(at, _)| at.elapsed() >= self.ttl / 4);
         let mut refreshed_at = saved.map(|(at, _)| at).unwrap_or_else(Instant::now);
-        if due && kv.compare_and_swap(&key, Some(&current), &current, Some(self.ttl_ms()), None).await == Ok(true) {
+        if due && self.refresh(kv, &key, &current).await {
             refreshed_at = Instant::now();
         }
         *session.shared_at.lock().expect("shared_at lock") = Some((refreshed_at, current));
         true
+    }
+
+    /// Moves the expiry of `session`'s record on while a request of it runs (one may run longer
+    /// than the TTL, which is the idle timeout: the record must not lapse under it, or the
+    /// session's next request would find it ended), once a quarter of the TTL has passed since
+    /// it last did. A record another instance changed or ended meanwhile is left as it is: the
+    /// session's next request sees that.
+    pub async fn keep_alive(&self, session: &Session) {
+        let Some(kv) = &self.kv else { return };
+        let Some((at, text)) = session.shared_at.lock().expect("shared_at lock").clone() else { return };
+        if at.elapsed() >= self.ttl / 4 && self.refresh(kv, &key(&session.id), &text).await {
+            *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), text));
+        }
+    }
+
+    /// Gives the record at `key` a full TTL again if it still reads `text` (compare-and-swap:
+    /// an ended session is never brought back); whether it did.
+    async fn refresh(&self, kv: &KvStore, key: &str, text: &str) -> bool {
+        kv.compare_and_swap(key, Some(text), text, Some(self.ttl_ms()), None).await == Ok(true)
     }
 
     /// Ends session `id` for every instance.
@@ -210,13 +229,16 @@ impl Session {
     }
 
     /// Takes up, on this instance, what a session established elsewhere and the backends must
-    /// know: its resource subscriptions and its log level.
+    /// know: its resource subscriptions and its log level. A subscription that cannot be made
+    /// here is the session's no more (it hears no updates of it, and its end or unsubscribe
+    /// does not release a count it never added, which would end another session's).
     pub async fn resume_upstream(&self) {
         let subscriptions = self.state.lock().expect("session lock").subscriptions.clone();
         for uri in subscriptions {
             let request = crate::mcp::Addressed::of_resource(uri);
             if let Err(e) = self.router.subscribe_resource(&request, &self.principal).await {
-                tracing::warn!(session = %self.tag(), error = %e, "a moved session's resource subscription could not be made again");
+                tracing::warn!(session = %self.tag(), error = %e, "a moved session's resource subscription could not be made again; it ends");
+                self.state.lock().expect("session lock").subscriptions.remove(&request.target);
             }
         }
         let level = self.client_requests.log_level().get();
