@@ -26,6 +26,11 @@ pub async fn run(
     config: RelayConfig,
     forwarder: Option<crate::log_forward::Forwarder>,
 ) -> anyhow::Result<()> {
+    // First: SIGHUP's default action ends the process, and `systemctl reload` may come while
+    // the plugins still compile (the unit is active at once). One that comes before the
+    // plugins are loaded reloads them once they are.
+    let mut hangups =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot handle SIGHUP")?;
     if let Some(forwarder) = forwarder {
         tokio::spawn(forwarder.run());
     }
@@ -66,8 +71,7 @@ pub async fn run(
     let sighup_plugins = plugins.clone();
     let (running_entries, relay_yaml) = (config.plugins.clone(), config_path.to_owned());
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
-        while hup.recv().await.is_some() {
+        while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading plugins");
             warn_of_plugin_entry_changes(&relay_yaml, &running_entries);
             sighup_plugins.reload_all().await;

@@ -393,3 +393,53 @@ async fn compiled_plugins_are_cached_across_restarts() {
     assert!(loaded.iter().all(|r| r["cached"] == true), "{log}");
     drop(second);
 }
+
+/// SIGHUP while the relay starts (its plugins still compiling: `systemctl reload` is allowed as
+/// soon as the unit is active) does not end it; it reloads the plugins once they are loaded. A
+/// relay ended by SIGHUP is not restarted by systemd (a clean exit to it).
+#[tokio::test]
+async fn a_sighup_while_the_relay_starts_does_not_end_it() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (rate_limit, filter) = (copy_plugin(dir.path(), "rate_limit"), copy_plugin(dir.path(), "tool_filter"));
+    // A cold compile cache: the plugins take most of a second to load.
+    let yaml = format!(
+        "plugin_cache_dir: cache\nplugins:\n  - name: rl\n    world: policy\n    path: {}\n    grants: {{clock: true}}\n  - name: filter\n    world: interceptor\n    path: {}\n    config: {{allow: ['*']}}\n",
+        rate_limit.display(),
+        filter.display()
+    );
+    std::fs::write(dir.path().join("relay.yaml"), yaml).unwrap();
+    std::fs::write(dir.path().join("backends.yaml"), "backends: []\n").unwrap();
+    let log = std::fs::File::create(dir.path().join("relay.log")).unwrap();
+    let mut child = tokio::process::Command::new(relay_tests::relay_bin())
+        .args(["serve", "--config"])
+        .arg(dir.path().join("relay.yaml"))
+        .env("RELAY_PORT", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Once the first plugin is loaded (the relay runs its start-up), while the second compiles.
+    let log = || std::fs::read_to_string(dir.path().join("relay.log")).unwrap();
+    eventually("the first plugin loaded", || async { log().contains("plugin loaded plugin=rl").then_some(()) }).await;
+    let hup = std::process::Command::new("kill").args(["-HUP", &child.id().unwrap().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("relay listening on ") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("started within a minute");
+    assert!(listening, "the relay ended ({:?}): {}", child.try_wait(), log());
+    eventually("the plugins reloaded for the SIGHUP", || async {
+        log().contains("SIGHUP: reloading plugins").then_some(())
+    })
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+}
