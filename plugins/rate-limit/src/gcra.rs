@@ -11,6 +11,9 @@ pub struct Rate {
     tolerance_us: u64,
 }
 
+/// How far apart the clocks of instances sharing buckets may be.
+const MAX_SKEW_US: u64 = 1_000_000;
+
 /// What to do with one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -39,7 +42,7 @@ impl Rate {
 
     /// Decides a request arriving at `now_us` given the stored `tat` (none: a fresh bucket).
     pub fn decide(&self, tat: Option<u64>, now_us: u64) -> Decision {
-        let tat = tat.unwrap_or(now_us).max(now_us);
+        let tat = self.stored(tat, now_us);
         let earliest = tat.saturating_sub(self.tolerance_us);
         if now_us < earliest {
             return Decision::Deny { retry_after_us: earliest - now_us };
@@ -52,7 +55,7 @@ impl Rate {
     /// advance) when the bucket holds them all, else this one alone; with how many it allowed.
     pub fn decide_many(&self, tat: Option<u64>, now_us: u64, wanted: u32) -> (Decision, u32) {
         if wanted > 1 {
-            let start = tat.unwrap_or(now_us).max(now_us);
+            let start = self.stored(tat, now_us);
             let last = start + (u64::from(wanted) - 1) * self.interval_us;
             if last.saturating_sub(self.tolerance_us) <= now_us {
                 let new_tat = start + u64::from(wanted) * self.interval_us;
@@ -60,6 +63,15 @@ impl Rate {
             }
         }
         (self.decide(tat, now_us), 1)
+    }
+
+    /// The stored `tat` as this request sees it: none or past is now; one later than any this
+    /// rate can write (an empty bucket's, give or take the instances' clocks) is taken as that
+    /// empty bucket. Whoever can write the store (a local user, on a Redis without a password)
+    /// could otherwise refuse a principal for as long as they liked with one huge number.
+    fn stored(&self, tat: Option<u64>, now_us: u64) -> u64 {
+        let latest = now_us.saturating_add(self.tolerance_us + self.interval_us + MAX_SKEW_US);
+        tat.unwrap_or(now_us).clamp(now_us, latest)
     }
 
     /// The stored `tat` after giving back `unused` requests paid in advance.
@@ -96,6 +108,17 @@ mod tests {
         let rate = Rate::per_minute(1_000_000_000, None);
         // Another call stored its time (1 ms later) before this one, which read the clock first.
         assert!(matches!(rate.decide(Some(1_000), 0), Decision::Allow { .. }));
+    }
+
+    #[test]
+    fn a_stored_time_no_bucket_could_hold_refuses_for_one_interval_at_most() {
+        let rate = Rate::per_minute(60, Some(10)); // one a second, bursts of ten
+        let now = 1_000_000_000;
+        for forged in [u64::MAX, now + 86_400_000_000] {
+            let Decision::Deny { retry_after_us } = rate.decide(Some(forged), now) else { panic!("an empty bucket") };
+            assert_eq!(retry_after_us, 1_000_000 + MAX_SKEW_US, "one interval, and the clocks' leeway");
+        }
+        assert!(matches!(rate.decide(Some(now + 2_000_000), now + 2_000_000), Decision::Allow { .. }));
     }
 
     #[test]
