@@ -223,7 +223,7 @@ start_colour() {
 # persistent connections close once nothing of theirs runs, and it exits as soon as that is
 # done; meanwhile its running requests and open sessions are shown.
 stop_colour() {
-  local cmd waited=0 running sessions
+  local cmd waited=0 running sessions started=$SECONDS
   cmd=$(service_cmd "$STOP_CMD" "$1")
   info "stopping $1: $cmd"
   # In the background: `systemctl stop` waits for the exit, and the drain is shown meanwhile.
@@ -243,7 +243,7 @@ stop_colour() {
     waited=$((waited + POLL_INTERVAL))
   done
   wait "$stopper" || { warn "stopping $1 failed: $cmd"; return 1; }
-  info "$1 stopped after ${waited}s"
+  info "$1 stopped after $((SECONDS - started))s"
 }
 
 # Makes COLOUR the one started at boot (ENABLE_CMD) and OTHER not (DISABLE_CMD), so a reboot
