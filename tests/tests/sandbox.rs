@@ -257,3 +257,36 @@ async fn a_rollback_sticks() {
     })
     .await;
 }
+
+/// A writable directory grant is made private to the relay's user, and one another local user
+/// could have prepared (a predictable path in `/tmp` made first, open to all) is refused: what
+/// the plugin writes there (Fiedler's answers) is no other user's to read or replace.
+#[test]
+fn a_writable_grant_is_private_to_the_relay_and_one_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = copy_plugin(dir.path(), "hostile_adapter");
+    let out = dir.path().join("out");
+    let yaml = format!(
+        "plugin_cache_dir: cache\nplugins:\n  - {{name: hostile, world: adapter, path: {}, grants: {{files: {{write: [{}]}}}}}}\n",
+        wasm.display(),
+        out.display()
+    );
+    std::fs::write(dir.path().join("relay.yaml"), yaml).unwrap();
+    std::fs::write(dir.path().join("backends.yaml"), "backends: []\n").unwrap();
+    let check = || {
+        let output = std::process::Command::new(relay_tests::relay_bin())
+            .args(["check-config", "--config"])
+            .arg(dir.path().join("relay.yaml"))
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (ok, stderr) = check();
+    assert!(ok, "{stderr}");
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "made for the relay's user alone");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (ok, stderr) = check();
+    assert!(!ok && stderr.contains("others may write it"), "{stderr}");
+}

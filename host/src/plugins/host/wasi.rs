@@ -80,7 +80,8 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
 }
 /// The directories `config` grants (read-only or writable), made absolute against relay.yaml's
 /// directory but not resolved through symlinks: the plugin sees them at the configured paths.
-/// Read-only ones must exist; writable ones are created.
+/// Read-only ones must exist; writable ones are created private to the relay's user, and must
+/// be that user's and written by no other ([`private_to_us`]).
 fn granted_dirs(config: &PluginConfig, relay_yaml: &Path, writable: bool) -> Result<Vec<PathBuf>, PluginError> {
     let grants = if writable { &config.grants.files.write } else { &config.grants.files.read };
     let base = relay_yaml.parent().unwrap_or(Path::new("."));
@@ -93,7 +94,9 @@ fn granted_dirs(config: &PluginConfig, relay_yaml: &Path, writable: bool) -> Res
             };
             let dir = std::path::absolute(base.join(dir)).map_err(failed)?;
             if writable {
-                std::fs::create_dir_all(&dir).map_err(failed)?;
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(failed)?;
+                private_to_us(&dir).map_err(failed)?;
             }
             if !dir.is_dir() {
                 return Err(failed(std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory")));
@@ -101,4 +104,49 @@ fn granted_dirs(config: &PluginConfig, relay_yaml: &Path, writable: bool) -> Res
             Ok(dir)
         })
         .collect()
+}
+
+/// Refuses a writable grant another local user could have prepared (a predictable path in
+/// `/tmp` made first, or a link put there): the directory, and the link if it is one, must
+/// belong to the relay's user, and no group or other user may write it. What a plugin writes
+/// there (Fiedler's answers) is then not another user's to read, replace or delete.
+fn private_to_us(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let us = unsafe { libc::geteuid() };
+    let (link, target) = (std::fs::symlink_metadata(dir)?, std::fs::metadata(dir)?);
+    let refuse = |why: String| Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, why));
+    for meta in [&link, &target] {
+        if meta.uid() != us {
+            return refuse(format!("belongs to uid {}, not to the relay's user (uid {us}); refused", meta.uid()));
+        }
+    }
+    if target.mode() & 0o022 != 0 {
+        return refuse(format!("others may write it (mode {:o}); refused: chmod go-w it", target.mode() & 0o7777));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_writable_grant_must_be_the_relays_own_and_written_by_no_one_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("made/here");
+        std::fs::DirBuilder::new().recursive(true).create(&out).unwrap();
+        assert!(private_to_us(&out).is_ok());
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let refused = private_to_us(&out).unwrap_err().to_string();
+        assert!(refused.contains("others may write it (mode 777)"), "{refused}");
+        // Not ours (root runs the tests: chown works).
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&out, Some(65534), None).unwrap();
+            assert!(private_to_us(&out).unwrap_err().to_string().contains("belongs to uid 65534"));
+        }
+    }
 }
