@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -177,8 +178,9 @@ async fn tokens_are_verified_by_signature_and_claims_and_refusals_point_at_the_m
     assert!(!relay.log().contains(&good), "a token reached the log");
 }
 
-/// A JWKS endpoint that counts its fetches and serves whatever `document` holds.
-async fn jwks_server(document: Arc<std::sync::Mutex<String>>, fetches: Arc<AtomicUsize>) -> u16 {
+/// A JWKS endpoint that counts its fetches and serves whatever `document` holds, each after
+/// `delay`.
+async fn jwks_server(document: Arc<std::sync::Mutex<String>>, fetches: Arc<AtomicUsize>, delay: Duration) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let app = axum::Router::new().route(
@@ -187,6 +189,7 @@ async fn jwks_server(document: Arc<std::sync::Mutex<String>>, fetches: Arc<Atomi
             let (document, fetches) = (document.clone(), fetches.clone());
             async move {
                 fetches.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
                 let body = document.lock().unwrap().clone();
                 ([("content-type", "application/json")], body)
             }
@@ -202,7 +205,7 @@ async fn an_unknown_kid_refetches_the_jwks_url_once() {
     let (first, second) = (ec_key("k1"), ed_key("k2"));
     let document = Arc::new(std::sync::Mutex::new(jwks(&[&first])));
     let fetches = Arc::new(AtomicUsize::new(0));
-    let port = jwks_server(document.clone(), fetches.clone()).await;
+    let port = jwks_server(document.clone(), fetches.clone(), Duration::ZERO).await;
     let yaml = relay_yaml(
         &format!("jwks_url: 'http://127.0.0.1:{port}/jwks.json', jwks_refresh_secs: 600"),
         &format!("http: ['127.0.0.1:{port}']"),
@@ -221,6 +224,36 @@ async fn an_unknown_kid_refetches_the_jwks_url_once() {
         assert_eq!(initialize(&relay, &mint(&ec_key(&format!("x{i}")), &claims(json!({})))).await.status(), 401);
     }
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
+}
+
+/// Each instance of the plugin keeps its own key set: after a rotation every one of them takes
+/// the new key (one instance's refetch spent a budget shared through `kv`, and the others
+/// refused the new key's tokens until their document was an hour old).
+#[tokio::test]
+async fn after_a_key_rotation_every_plugin_instance_takes_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (ec_key("k1"), ed_key("k2"));
+    let document = Arc::new(std::sync::Mutex::new(jwks(&[&first])));
+    // Slow enough that logins at once each take an instance of the plugin.
+    let port = jwks_server(document.clone(), Arc::default(), Duration::from_millis(300)).await;
+    let yaml = relay_yaml(
+        &format!("jwks_url: 'http://127.0.0.1:{port}/jwks.json', jwks_refresh_secs: 600"),
+        &format!("http: ['127.0.0.1:{port}']"),
+    )
+    .replace("config: {issuer", "limits: {deadline_ms: 5000}, config: {issuer");
+    let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
+    let logins = async |key: &TestKey, who: &str| {
+        let tokens: Vec<_> = (0..6).map(|i| mint(key, &claims(json!({"sub": format!("{who}{i}")})))).collect();
+        let answers = futures::future::join_all(tokens.iter().map(|token| initialize(&relay, token))).await;
+        let statuses = answers.iter().map(|answer| answer.status().as_u16()).collect::<Vec<_>>();
+        if statuses.iter().any(|&status| status != 200) {
+            println!("{}", relay.log());
+        }
+        statuses
+    };
+    assert_eq!(logins(&first, "before").await, [200; 6]);
+    *document.lock().unwrap() = jwks(&[&first, &second]);
+    assert_eq!(logins(&second, "after").await, [200; 6], "every instance refetched for the new key");
 }
 
 /// A token signed by `key` whose header is exactly `header` (fields jsonwebtoken cannot set).

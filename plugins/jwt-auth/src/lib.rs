@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use relay::plugin::types::{ConnectInfo, Denial, DenialCode, Principal};
-use relay::plugin::{clock, config, credential, kv, log};
+use relay::plugin::{clock, config, credential, log};
 
 wit_bindgen::generate!({ path: "../../wit", world: "auth" });
 
@@ -146,9 +146,19 @@ fn key_set(settings: &Settings, refresh: bool) -> jwks::KeySet {
     }
 }
 
-/// At most one refetch per `jwks_refresh_secs`, however many unknown `kid`s arrive.
+/// At most one refetch per `jwks_refresh_secs` by this instance, however many unknown `kid`s
+/// arrive. Counted here, beside the document it refreshes: each instance (and each relay)
+/// holds its own, so a budget shared through `kv` let one instance's refetch leave the others
+/// refusing a rotated-in key until their document was an hour old.
 fn may_refresh(settings: &Settings) -> bool {
-    matches!(kv::increment("jwks-refresh", 1, Some(settings.jwks_refresh_secs.max(1) * 1000)), Ok(1))
+    static LAST: Mutex<Option<u64>> = Mutex::new(None);
+    let now = clock::now_ms();
+    let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if last.is_some_and(|at| now.saturating_sub(at) < settings.jwks_refresh_secs.max(1) * 1000) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 #[cfg(target_arch = "wasm32")]
