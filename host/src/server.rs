@@ -41,6 +41,9 @@ pub async fn run(
     crate::workers::start(config.listen.worker_count()).context("cannot start the worker threads")?;
     let store = BackendStore::new(config.backends_path(config_path));
     let (_, backends) = store.load().with_context(|| "cannot start with this backends file")?;
+    for file in ["relay", "backends"] {
+        crate::metrics::metrics().process.config_file(file, true);
+    }
     let lifecycle = Arc::new(Lifecycle::new(std::env::var("RELAY_INSTANCE").unwrap_or_default()));
     let limits = Arc::new(config.limits.clone());
 
@@ -139,9 +142,13 @@ pub async fn run(
             let store = reload_store.clone();
             match tokio::task::spawn_blocking(move || store.reload()).await {
                 Ok(Ok((_, backends))) => {
+                    crate::metrics::metrics().process.config_file("backends", true);
                     reload_upstreams.reconcile(&backends);
                 }
-                Ok(Err(e)) => tracing::error!(error = %e, "backends file rejected; the running set stays"),
+                Ok(Err(e)) => {
+                    crate::metrics::metrics().process.config_file("backends", false);
+                    tracing::error!(error = %e, "backends file rejected; the running set stays (a restart would fail)");
+                }
                 Err(e) => tracing::error!(error = %e, "backends reload task failed"),
             }
         }
@@ -371,9 +378,21 @@ pub fn config_warnings(config: &RelayConfig) -> Vec<String> {
 }
 
 /// Plugin files reload while the relay runs, plugin *entries* do not: says so when relay.yaml's
-/// entries (config, grants, limits, new or removed plugins) differ from the running ones.
+/// entries (config, grants, limits, new or removed plugins) differ from the running ones, and
+/// when relay.yaml no longer loads at all (a restart would fail: `relay_config_file_rejected`).
 fn warn_of_plugin_entry_changes(relay_yaml: &Path, running: &[crate::config::PluginConfig]) {
-    let Ok(on_disk) = RelayConfig::load(relay_yaml) else { return };
+    let on_disk = match RelayConfig::load(relay_yaml) {
+        Ok(on_disk) => on_disk,
+        Err(e) => {
+            crate::metrics::metrics().process.config_file("relay", false);
+            tracing::error!(
+                error = format!("{e:#}"),
+                "relay.yaml no longer loads: the running configuration stays, and a restart would fail"
+            );
+            return;
+        }
+    };
+    crate::metrics::metrics().process.config_file("relay", true);
     let changed: Vec<&str> = on_disk
         .plugins
         .iter()

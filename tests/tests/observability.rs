@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -301,4 +302,49 @@ async fn relay_metrics_listen_overrides_the_configured_metrics_port() {
     assert_eq!(relay.metrics_port, Some(port));
     let text = scrape(&format!("http://{listen}/metrics")).await;
     assert!(text.contains(r#"relay_build_info{version="#) && text.contains(r#"colour="green""#), "{text}");
+}
+
+/// What does not load on disk is shown for as long as it does not (what a restart would fail
+/// on): the backends file (watched), relay.yaml (read again on SIGHUP) and a plugin's file; a
+/// log line alone was all there was, and the reload alert cleared itself 15 minutes after a
+/// failure while the bad file stayed.
+#[tokio::test]
+async fn files_that_do_not_load_are_shown_until_they_load_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay_yaml = relay_yaml(dir.path());
+    let relay = Relay::start_files(dir.path(), &relay_yaml, "backends: []\n", &[]).await;
+    let url = format!("http://127.0.0.1:{}/metrics", relay.metrics_port.unwrap());
+    let shown = |series: &'static str, wanted: f64| {
+        let url = url.clone();
+        async move {
+            let text = scrape(&url).await;
+            (value(&text, series) == Some(wanted)).then_some(())
+        }
+    };
+    let (backends, relay_file) =
+        (r#"relay_config_file_rejected{file="backends"}"#, r#"relay_config_file_rejected{file="relay"}"#);
+    let plugin = r#"relay_plugin_reload_failing{plugin="echoes"}"#;
+    for series in [backends, relay_file, plugin] {
+        eventually(series, || shown(series, 0.0)).await;
+    }
+    std::fs::write(relay.backends_path(), "backends:\n  - name: 'bad name!'\n    url: http://127.0.0.1:9/\n").unwrap();
+    eventually("the backends file rejected", || shown(backends, 1.0)).await;
+    std::fs::write(dir.path().join("relay.yaml"), format!("{relay_yaml}bogus_key: 1\n")).unwrap();
+    std::fs::write(dir.path().join("echo_adapter.wasm"), b"not a component").unwrap();
+    relay.signal("-HUP");
+    eventually("relay.yaml rejected", || shown(relay_file, 1.0)).await;
+    eventually("the plugin's file rejected", || shown(plugin, 1.0)).await;
+    relay.wait_for_log("relay.yaml no longer loads").await;
+    // Still shown a while later; then each loads again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for series in [backends, relay_file, plugin] {
+        assert_eq!(value(&scrape(&url).await, series), Some(1.0), "{series}");
+    }
+    std::fs::write(relay.backends_path(), "backends: []\n").unwrap();
+    std::fs::write(dir.path().join("relay.yaml"), &relay_yaml).unwrap();
+    copy_plugin(dir.path(), "echo_adapter");
+    relay.signal("-HUP");
+    for series in [backends, relay_file, plugin] {
+        eventually(series, || shown(series, 0.0)).await;
+    }
 }

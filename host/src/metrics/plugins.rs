@@ -1,11 +1,13 @@
-//! The plugin layer's series: calls by outcome and their durations, reloads, requests that
-//! went on without a failed plugin, and kv calls that could not reach the store.
+//! The plugin layer's series: calls by outcome and their durations, reloads (and whether the
+//! file on disk loads), requests that went on without a failed plugin, and kv calls that could
+//! not reach the store.
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::histogram::{DurationHistogram, Histograms};
@@ -25,6 +27,7 @@ struct PluginOutcome {
 pub struct PluginSeries {
     calls: Family<PluginOutcome, Counter>,
     reloads: Family<PluginOutcome, Counter>,
+    reload_failing: Family<PluginLabel, Gauge>,
     duration: Histograms<PluginLabel>,
     failed_open: Family<PluginLabel, Counter>,
     kv_unavailable: Counter,
@@ -36,6 +39,7 @@ impl PluginSeries {
         let series = Self {
             calls: Family::default(),
             reloads: Family::default(),
+            reload_failing: Family::default(),
             duration: Family::default(),
             failed_open: Family::default(),
             kv_unavailable: Counter::default(),
@@ -46,6 +50,11 @@ impl PluginSeries {
             series.calls.clone(),
         );
         registry.register("relay_plugin_reloads", "Plugin reloads by outcome (ok, error)", series.reloads.clone());
+        registry.register(
+            "relay_plugin_reload_failing",
+            "1 while the plugin's file does not load (its last reload failed; the previous version runs)",
+            series.reload_failing.clone(),
+        );
         registry.register("relay_plugin_call_duration_seconds", "Time a plugin call took", series.duration.clone());
         registry.register(
             "relay_plugin_failed_open",
@@ -67,8 +76,10 @@ impl PluginSeries {
         let reload = |outcome| self.reloads.get_or_create(&label(outcome)).clone();
         let (ok, denied, trap, timeout) = (call("ok"), call("denied"), call("trap"), call("timeout"));
         let (reloaded, reload_failed) = (reload("ok"), reload("error"));
-        let duration = self.duration.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).clone();
-        PluginMetrics { ok, denied, trap, timeout, duration, reloaded, reload_failed }
+        let label = PluginLabel { plugin: plugin.to_owned() };
+        let (duration, failing) =
+            (self.duration.get_or_create(&label).clone(), self.reload_failing.get_or_create(&label).clone());
+        PluginMetrics { ok, denied, trap, timeout, duration, reloaded, reload_failed, failing }
     }
 
     /// A request that went on without the failed policy or interceptor `plugin` (`on_error:
@@ -93,6 +104,7 @@ pub struct PluginMetrics {
     duration: DurationHistogram,
     reloaded: Counter,
     reload_failed: Counter,
+    failing: Gauge,
 }
 
 /// How a plugin call ended.
@@ -128,5 +140,11 @@ impl PluginMetrics {
     /// A reload that loaded a new version (`true`) or failed.
     pub fn reload(&self, loaded: bool) {
         if loaded { &self.reloaded } else { &self.reload_failed }.inc();
+        self.failing.set(i64::from(!loaded));
+    }
+
+    /// The plugin's file is the running version again: the failed reload before is history.
+    pub fn file_loads_again(&self) {
+        self.failing.set(0);
     }
 }

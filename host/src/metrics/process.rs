@@ -1,5 +1,6 @@
 //! The process's own series: open sessions, version and colour, memory and CPU (read at
-//! scrape time, cheaper to read than to track), and the log forwarder's state.
+//! scrape time, cheaper to read than to track), the log forwarder's state, and whether its
+//! configuration files on disk still load.
 
 use std::sync::{Arc, OnceLock};
 
@@ -16,7 +17,13 @@ use crate::lifecycle::Lifecycle;
 pub struct ProcessSeries {
     log_forward_dropped: Counter,
     log_forward_connected: Gauge,
+    config_rejected: Family<FileLabel, Gauge>,
     sources: Arc<ScrapeSources>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabel {
+    file: &'static str,
 }
 
 impl ProcessSeries {
@@ -25,6 +32,7 @@ impl ProcessSeries {
         let series = Self {
             log_forward_dropped: Counter::default(),
             log_forward_connected: Gauge::default(),
+            config_rejected: Family::default(),
             sources: Arc::default(),
         };
         registry.register(
@@ -37,8 +45,18 @@ impl ProcessSeries {
             "1 while the log forwarder is connected to its logger",
             series.log_forward_connected.clone(),
         );
+        registry.register(
+            "relay_config_file_rejected",
+            "1 while a configuration file on disk does not load (backends: the running set stays; relay: read again on SIGHUP); a restart would fail",
+            series.config_rejected.clone(),
+        );
         registry.register_collector(Box::new(series.sources.clone()));
         series
+    }
+
+    /// Whether the configuration file `file` (`backends`, `relay`) loaded when last read.
+    pub fn config_file(&self, file: &'static str, loads: bool) {
+        self.config_rejected.get_or_create(&FileLabel { file }).set(i64::from(!loads));
     }
 
     /// Gives the scrape-time source of the session count and the instance's colour.

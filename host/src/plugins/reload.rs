@@ -85,6 +85,7 @@ impl Plugins {
             // The file is the running version again: a reload error it had is history.
             if slot.last_failed_hash.lock().expect("failed hash lock").take().is_some() {
                 *slot.last_error.lock().expect("last_error lock") = None;
+                slot.metrics.file_loads_again();
             }
             return Ok(Reloaded::Unchanged(hash));
         }
