@@ -5,9 +5,9 @@
 //! on another worker would cross threads twice (to the writer, back from the reader). So each
 //! other worker keeps a lane: a connection of its own to the same backend, opened on its own
 //! runtime while the supervisor's is up, and opened again when that one is replaced (the old
-//! lane retired: its calls in flight finish on it). Only `tools/call` takes a lane. Listing, subscriptions, `logging/setLevel` and the
-//! relay's own requests stay on the supervisor's connection, where the relay keeps the state
-//! they set. What a lane's backend session sends that is not for a call (list changes,
+//! lane retired: its calls in flight finish on it). Only `tools/call` takes a lane. Listing,
+//! subscriptions, `logging/setLevel` and the relay's own requests stay on the supervisor's
+//! connection, where the relay keeps the state they set. What a lane's backend session sends that is not for a call (list changes,
 //! resource updates) goes to the supervisor, as if its own connection had sent it.
 
 use std::sync::Arc;
