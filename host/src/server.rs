@@ -166,6 +166,7 @@ pub async fn run(
                 tracing::info!(expired, "idle HTTP sessions expired");
             }
             sweeper_state.sessions.keep_busy_alive().await;
+            sweeper_state.sessions.forget_ended().await;
         }
     });
 

@@ -267,3 +267,45 @@ async fn a_subscription_a_moved_session_could_not_make_again_is_not_ended_by_it(
     assert!(received.contains("resources/subscribe"), "{received}");
     assert!(!received.contains("resources/unsubscribe"), "the other session's subscription was ended: {received}");
 }
+
+/// While Redis is away a session opened then is served, and its record is written once Redis is
+/// back (its next request found no record and took it for ended elsewhere); a session ended
+/// then stays ended, here and on the other instances, when Redis comes back with its record
+/// (both took it up again).
+#[tokio::test]
+async fn sessions_opened_or_ended_while_redis_is_away_stay_so_when_it_is_back() {
+    let mut redis = RedisServer::start().await;
+    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A short idle timeout: the relays look after their records every 2 s.
+    let short = |dir: &Path| format!("limits: {{idle_timeout_secs: 8}}\n{}", yaml(dir, &redis));
+    let blue = relay_with(blue_dir.path(), &short(blue_dir.path()), "blue", 0).await;
+    let green = relay_with(green_dir.path(), &short(green_dir.path()), "green", 0).await;
+    let (on_blue, on_green) = (blue.http("/mcp"), green.http("/mcp"));
+    let ended = initialize(&on_blue, "ALICE-TOKEN-1").await;
+    assert_eq!(echo(&on_blue, "ALICE-TOKEN-1", &ended, 1).await.0, 200);
+
+    // Redis goes away (its data kept on disk, as with persistence) and comes back.
+    redis.cli(&["SAVE"]);
+    redis.kill().await;
+    let opened = initialize(&on_blue, "ALICE-TOKEN-1").await;
+    let deleted = reqwest::Client::new()
+        .delete(&on_blue)
+        .bearer_auth("ALICE-TOKEN-1")
+        .header("mcp-session-id", &ended)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    redis.restart().await;
+
+    let (status, reply) = echo(&on_blue, "ALICE-TOKEN-1", &opened, 2).await;
+    assert_eq!(status, 200, "the session opened while Redis was away: {reply}");
+    let (status, reply) = echo(&on_blue, "ALICE-TOKEN-1", &ended, 3).await;
+    assert_eq!(status, 404, "the session ended while Redis was away, where it ended: {reply}");
+    relay_tests::eventually("the ended session refused on green too", || async {
+        (echo(&on_green, "ALICE-TOKEN-1", &ended, 4).await.0 == 404).then_some(())
+    })
+    .await;
+    let (status, reply) = echo(&on_green, "ALICE-TOKEN-1", &opened, 5).await;
+    assert_eq!(status, 200, "the opened session, on green: its record was written: {reply}");
+}

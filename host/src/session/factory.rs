@@ -294,6 +294,7 @@ impl SessionFactory {
             client_requests: Arc::default(),
             caller,
             shared_at: Mutex::default(),
+            shared_unsaved: Default::default(),
             counts: (self.lifecycle.session_opened(transport), principal_count, address_count),
         }))
     }

@@ -101,6 +101,9 @@ pub struct Session {
     /// When this session's record was last written to the shared kv, and what it said
     /// ([`SharedSessions`]; HTTP sessions only).
     shared_at: Mutex<Option<(Instant, String)>>,
+    /// Whether what this session established is not in the shared kv: the last write of its
+    /// record failed (written again at its next request).
+    shared_unsaved: std::sync::atomic::AtomicBool,
     /// Keep the instance's, the principal's and the address's session counts right for this
     /// session's lifetime.
     counts: (SessionCount, CountGuard<String>, CountGuard<std::net::IpAddr>),

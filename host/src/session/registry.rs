@@ -2,16 +2,22 @@
 //! serves, in memory, and (with a shared `kv`) the records every instance can take a session
 //! up from ([`SharedSessions`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Session, SharedSessions};
 
+/// How many sessions ended while the kv was away are remembered until their records go.
+const MAX_UNFORGOTTEN: usize = 65_536;
+
 /// Live HTTP sessions.
 pub struct SessionRegistry {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     shared: SharedSessions,
+    /// Sessions ended here whose shared record could not be removed (the kv was away): not
+    /// taken up again here, and their records removed as soon as the kv answers.
+    unforgotten: Mutex<HashSet<String>>,
 }
 
 impl Default for SessionRegistry {
@@ -23,7 +29,7 @@ impl Default for SessionRegistry {
 impl SessionRegistry {
     /// A registry whose sessions are also kept in `shared`.
     pub fn new(shared: SharedSessions) -> Self {
-        Self { sessions: Mutex::default(), shared }
+        Self { sessions: Mutex::default(), shared, unforgotten: Mutex::default() }
     }
 
     /// The sessions every instance sharing the kv can serve.
@@ -56,9 +62,36 @@ impl SessionRegistry {
     }
 
     /// Ends session `id` on every instance (the client's `DELETE`, its credential's expiry).
+    /// While the kv is away it is ended here at once and for the others once the kv answers
+    /// ([`SessionRegistry::forget_ended`]).
     pub async fn end(&self, id: &str) {
         self.remove(id);
-        self.shared.forget(id).await;
+        if !self.shared.forget(id).await {
+            let mut unforgotten = self.unforgotten.lock().expect("unforgotten lock");
+            // Bounded: a client opening and ending sessions through a long outage cannot grow
+            // it without end (past it, a session ended here may be taken up again elsewhere).
+            if unforgotten.len() < MAX_UNFORGOTTEN {
+                unforgotten.insert(id.to_owned());
+            }
+        }
+    }
+
+    /// Whether session `id` was ended here and its record may still be in the kv: it is not
+    /// taken up again.
+    pub fn was_ended(&self, id: &str) -> bool {
+        self.unforgotten.lock().expect("unforgotten lock").contains(id)
+    }
+
+    /// Removes the records of the sessions ended here while the kv was away, now that it may
+    /// answer.
+    pub async fn forget_ended(&self) {
+        let ended: Vec<String> = self.unforgotten.lock().expect("unforgotten lock").iter().cloned().collect();
+        for id in ended {
+            if !self.shared.forget(&id).await {
+                return;
+            }
+            self.unforgotten.lock().expect("unforgotten lock").remove(&id);
+        }
     }
 
     /// The session with this id.

@@ -92,10 +92,14 @@ impl SharedSessions {
     }
 
     /// Writes what `session` established now (after `initialize`, and whenever it changes).
+    /// One the kv did not take is written again by the session's next request
+    /// ([`SharedSessions::still_open`]).
     pub async fn save(&self, session: &Session) {
         let Some(kv) = &self.kv else { return };
         let record = serde_json::to_string(&session.record()).expect("a record serializes");
-        match kv.set(&key(&session.id), &record, Some(self.ttl_ms()), None).await {
+        let saved = kv.set(&key(&session.id), &record, Some(self.ttl_ms()), None).await;
+        session.shared_unsaved.store(saved.is_err(), std::sync::atomic::Ordering::Relaxed);
+        match saved {
             Ok(()) => *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), record)),
             Err(e) => unavailable("could not store a session for the other instances", &e),
         }
@@ -118,11 +122,22 @@ impl SharedSessions {
     /// instance changed in its record (log level, client capabilities) is taken over here, and
     /// the record's expiry moves on while the session is used (a compare-and-swap every quarter
     /// of the TTL, so an ended session is never brought back). While the kv cannot be reached
-    /// the local copy is trusted.
+    /// the local copy is trusted; what this instance could not write meanwhile is written now
+    /// (a session opened while Redis was away has no record until then).
     pub async fn still_open(&self, session: &Session) -> bool {
         let Some(kv) = &self.kv else { return true };
         let key = key(&session.id);
+        let unsaved = session.shared_unsaved.load(std::sync::atomic::Ordering::Relaxed);
         let current = match kv.get(&key).await {
+            Ok(Some(_)) | Ok(None) if unsaved && session.shared_at.lock().expect("shared_at lock").is_none() => {
+                // Opened here and never stored: no other instance knows of it to have ended it.
+                self.save(session).await;
+                return true;
+            }
+            Ok(Some(_)) if unsaved => {
+                self.save(session).await;
+                return true;
+            }
             Ok(Some(current)) => current,
             Ok(None) => return false,
             Err(e) => {
@@ -164,11 +179,16 @@ impl SharedSessions {
         kv.compare_and_swap(key, Some(text), text, Some(self.ttl_ms()), None).await == Ok(true)
     }
 
-    /// Ends session `id` for every instance.
-    pub async fn forget(&self, id: &str) {
-        let Some(kv) = &self.kv else { return };
-        if let Err(e) = kv.delete(&key(id)).await {
-            unavailable("could not end a session for the other instances", &e);
+    /// Ends session `id` for every instance; false when the kv could not be reached (the record
+    /// stays, and another instance could take the session up: try again).
+    pub async fn forget(&self, id: &str) -> bool {
+        let Some(kv) = &self.kv else { return true };
+        match kv.delete(&key(id)).await {
+            Ok(()) => true,
+            Err(e) => {
+                unavailable("could not end a session for the other instances; tried again until it does", &e);
+                false
+            }
         }
     }
 

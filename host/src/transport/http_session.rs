@@ -98,6 +98,7 @@ async fn named_session(state: &TransportState, headers: &HeaderMap, peer: &Peer)
     };
     let session = match state.sessions.get(id) {
         Some(session) => session,
+        None if state.sessions.was_ended(id) => return Err(unknown_session()),
         None => Box::pin(taken_up(state, id, headers, peer)).await?.ok_or_else(unknown_session)?,
     };
     // Hashed only when the session has a credential to compare (auth is on).
