@@ -227,3 +227,52 @@ async fn each_of_four_clients_gets_its_echo(relay: &Relay) {
         assert_eq!(text_of(&reply), format!("alpha: {c}"), "{reply}");
     }
 }
+
+/// The log level the clients asked for reaches every session of a `session_per_worker` backend,
+/// the lanes' too (and a lane opened later): a call on a lane is logged at the level asked for,
+/// not at the backend's default.
+#[tokio::test]
+async fn the_log_level_reaches_every_lane() {
+    let alpha = Fixture::start_on("alpha", 0, &["--logging"]).await;
+    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
+    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
+    relay.wait_ready("alpha").await;
+    let lanes_up = || async { (relay.status().await["backends"][0]["lanes"] == 1).then_some(()) };
+    relay_tests::eventually("the lane on worker 1", lanes_up).await;
+    // Four clients, two on each worker, each asking for debug.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let mut client = relay.line_client().await;
+        assert_eq!(client.request("logging/setLevel", json!({"level": "debug"})).await["result"], json!({}));
+        clients.push(client);
+    }
+    /// Whether `client` hears the debug message its `log` call `id` makes, before the answer.
+    async fn hears_debug(client: &mut relay_tests::LineClient, id: u64) -> bool {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "log", "arguments": {"level": "debug", "message": format!("call {id}")}}});
+        client.send_raw(&call.to_string()).await;
+        let mut heard = false;
+        loop {
+            let message = client.recv().await;
+            if message["id"] == id {
+                assert_eq!(text_of(&message), "alpha: logged", "{message}");
+                return heard;
+            }
+            heard |= message["method"] == "notifications/message" && message["params"]["data"] == format!("call {id}");
+        }
+    }
+    for (c, client) in clients.iter_mut().enumerate() {
+        assert!(hears_debug(client, c as u64).await, "client {c} (both workers' sessions)");
+    }
+    // New lanes after a reconnect are set too.
+    let reconnect = relay.line_client().await.call_tool("relay_reconnect_server", json!({"name": "alpha"})).await;
+    assert!(reconnect["error"].is_null(), "{reconnect}");
+    relay_tests::eventually("connected again, the lane too", || async {
+        let status = relay.status().await;
+        (status["backends"][0]["connects"] == 2 && status["backends"][0]["lanes"] == 1).then_some(())
+    })
+    .await;
+    for (c, client) in clients.iter_mut().enumerate() {
+        assert!(hears_debug(client, 10 + c as u64).await, "client {c} after the reconnect");
+    }
+}

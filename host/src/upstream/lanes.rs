@@ -6,8 +6,9 @@
 //! other worker keeps a lane: a connection of its own to the same backend, opened on its own
 //! runtime while the supervisor's is up, and opened again when that one is replaced (the old
 //! lane retired: its calls in flight finish on it). Only `tools/call` takes a lane. Listing,
-//! subscriptions, `logging/setLevel` and the relay's own requests stay on the supervisor's
-//! connection, where the relay keeps the state they set. What a lane's backend session sends that is not for a call (list changes,
+//! subscriptions and the relay's own requests stay on the supervisor's connection, where the
+//! relay keeps the state they set; the log level is set on each lane too (its calls' log
+//! messages come at its session's level). What a lane's backend session sends that is not for a call (list changes,
 //! resource updates) goes to the supervisor, as if its own connection had sent it.
 
 use std::sync::Arc;
@@ -19,10 +20,14 @@ use tokio::sync::{mpsc, watch};
 use super::connection::Connection;
 use super::supervisor::{STABLE_AFTER, Upstream};
 use crate::mcp::Notification;
+use crate::mcp::Payload;
 
 /// The method that takes a lane: the hot path, and one that leaves no state on the backend
 /// session that the relay tracks.
 const LANE_METHOD: &str = "tools/call";
+
+/// How long a lane gets to answer `logging/setLevel`.
+const SET_LEVEL_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Each worker's connection (none for worker 0, whose calls use the supervisor's).
 pub struct Lanes {
@@ -48,6 +53,21 @@ impl Lanes {
             return None;
         }
         self.slots.get(index)?.borrow().clone().filter(|conn| !conn.is_closed())
+    }
+
+    /// Asks every connected lane's backend session for the log level just set on the
+    /// supervisor's (`params` of its `logging/setLevel`), each within a short deadline.
+    pub async fn set_log_level(&self, params: Option<&Payload>) {
+        let live: Vec<_> =
+            self.slots.iter().filter_map(|slot| slot.borrow().clone()).filter(|conn| !conn.is_closed()).collect();
+        let asks = live.iter().map(|conn| {
+            tokio::time::timeout(SET_LEVEL_DEADLINE, conn.request_as("logging/setLevel", params, None, None))
+        });
+        for outcome in futures::future::join_all(asks).await {
+            if !matches!(outcome, Ok(Ok(_))) {
+                tracing::debug!("logging/setLevel not applied to a session_per_worker lane");
+            }
+        }
     }
 
     /// How many lanes are connected (for status).
@@ -104,6 +124,7 @@ async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender
             }
         };
         failing = false;
+        upstream.replay.replay_level(&conn, upstream.name()).await;
         let connected = Instant::now();
         slot.send_replace(Some(conn.clone()));
         let followed = loop {

@@ -56,27 +56,10 @@ impl SessionReplay {
     /// forgotten, what it does not answer is logged and kept for the next connection; neither
     /// is fatal: the connection serves everything else.
     pub async fn replay(&self, conn: &Connection, backend: &str) {
-        let (subscriptions, log_level) = {
-            let state = self.state.lock().expect("replay lock");
-            (state.subscriptions.iter().cloned().collect::<Vec<_>>(), state.log_level.clone())
-        };
-        let ask = async |method: &str, params: Value| match tokio::time::timeout(
-            REPLAY_DEADLINE,
-            conn.request(method, Some(params)),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(Some(e)),
-            Err(_) => Err(None),
-        };
-        if let Some(level) = log_level
-            && let Err(e) = ask("logging/setLevel", json!({"level": level})).await
-        {
-            tracing::debug!(backend, error = ?e, "logging/setLevel not applied again after reconnecting");
-        }
+        let subscriptions = self.state.lock().expect("replay lock").subscriptions.iter().cloned().collect::<Vec<_>>();
+        self.replay_level(conn, backend).await;
         for uri in subscriptions {
-            match ask("resources/subscribe", json!({"uri": uri})).await {
+            match ask(conn, "resources/subscribe", json!({"uri": uri})).await {
                 Ok(()) => {}
                 Err(None) => {
                     tracing::warn!(
@@ -90,6 +73,28 @@ impl SessionReplay {
                 }
             }
         }
+    }
+
+    /// Sets the noted log level on `conn`: a new connection's (in [`SessionReplay::replay`]),
+    /// or a `session_per_worker` lane's, whose backend session carries tool calls only, and
+    /// whose calls' log messages the backend sends at the level its session was asked for.
+    pub async fn replay_level(&self, conn: &Connection, backend: &str) {
+        let level = self.state.lock().expect("replay lock").log_level.clone();
+        if let Some(level) = level
+            && let Err(e) = ask(conn, "logging/setLevel", json!({"level": level})).await
+        {
+            tracing::debug!(backend, error = ?e, "logging/setLevel not applied to a new connection");
+        }
+    }
+}
+
+/// One request of the replay on `conn`, within [`REPLAY_DEADLINE`]: `Err(None)` when it was not
+/// answered in time.
+async fn ask(conn: &Connection, method: &str, params: Value) -> Result<(), Option<super::UpstreamError>> {
+    match tokio::time::timeout(REPLAY_DEADLINE, conn.request(method, Some(params))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Some(e)),
+        Err(_) => Err(None),
     }
 }
 

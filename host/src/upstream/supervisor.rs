@@ -72,8 +72,8 @@ pub struct Upstream {
     /// The catalog user's credential, for a backend listed as its first authorized user.
     catalog: super::CatalogCredentialSlot,
     /// The subscriptions and log level the backend's session holds, made again on each new
-    /// connection.
-    replay: super::replay::SessionReplay,
+    /// connection (the level on each lane's too).
+    pub(super) replay: super::replay::SessionReplay,
 }
 
 impl Upstream {
@@ -283,6 +283,9 @@ impl Upstream {
         });
         if outcome.is_ok() {
             self.replay.note(method, params.as_ref());
+            if method == "logging/setLevel" {
+                self.lanes.set_log_level(params.as_ref()).await;
+            }
         }
         let kind = match &outcome {
             Ok(_) | Err(UpstreamError::Rpc(_)) => BackendOutcomeKind::Ok,

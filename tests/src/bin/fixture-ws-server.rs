@@ -3,7 +3,8 @@
 //! stdout once it accepts connections.
 //!
 //! Usage: fixture-ws-server [--port N] [--name NAME] [--hang-initialize] [--max-sessions N]
-//! [--close-extra-sessions] (`--max-sessions`: a connection past N open ones is closed before its
+//! [--close-extra-sessions] [--logging] (`--logging`: it offers the logging capability;
+//! `--max-sessions`: a connection past N open ones is closed before its
 //! WebSocket handshake; `--close-extra-sessions`: one opened while another is open is closed
 //! right after its `initialize` is answered)
 //!
@@ -12,7 +13,9 @@
 //! `register_tool {name}` (adds an echo-like tool and sends `tools/list_changed`);
 //! `cancellations` (how many `notifications/cancelled` it has received that name a request in
 //! flight on their own session); `sessions` (how many
-//! `initialize` requests it has answered); `meta` (the request's `_meta` as JSON text).
+//! `initialize` requests it has answered); `meta` (the request's `_meta` as JSON text);
+//! `log {level, message}` (a `notifications/message` at `level`, sent when it meets the level its
+//! session was set to with `logging/setLevel`, `info` until then).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -30,6 +33,7 @@ struct Options {
     hang_initialize: bool,
     max_sessions: usize,
     close_extra_sessions: bool,
+    logging: bool,
 }
 
 fn options() -> Options {
@@ -39,6 +43,7 @@ fn options() -> Options {
         hang_initialize: false,
         max_sessions: usize::MAX,
         close_extra_sessions: false,
+        logging: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -47,6 +52,7 @@ fn options() -> Options {
             "--name" => opts.name = args.next().expect("--name NAME"),
             "--hang-initialize" => opts.hang_initialize = true,
             "--close-extra-sessions" => opts.close_extra_sessions = true,
+            "--logging" => opts.logging = true,
             "--max-sessions" => opts.max_sessions = args.next().and_then(|n| n.parse().ok()).expect("--max-sessions N"),
             other => panic!("unknown argument {other}"),
         }
@@ -79,6 +85,8 @@ async fn main() {
             // This session's requests not answered yet: a cancellation counts only when it
             // names one of them (the ids are the session's own).
             let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+            // The session's log level (its rank in LOG_LEVELS): info until set.
+            let level = Arc::new(std::sync::atomic::AtomicUsize::new(1));
             let answered = in_flight.clone();
             tokio::spawn(async move {
                 while let Some(text) = rx.recv().await {
@@ -109,8 +117,9 @@ async fn main() {
                 let opts = opts.clone();
                 let tx = tx.clone();
                 let extra_tools = extra_tools.clone();
+                let level = level.clone();
                 let close_after = request["method"] == "initialize" && extra && opts.close_extra_sessions;
-                tokio::spawn(async move { handle(&opts, &extra_tools, request, &tx).await });
+                tokio::spawn(async move { handle(&opts, &extra_tools, request, &tx, &level).await });
                 if close_after {
                     // Its answer goes out first; then the writer ends with the last sender.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -140,7 +149,20 @@ impl Drop for OpenGuard {
 static CANCELLATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: &mpsc::UnboundedSender<String>) {
+/// MCP's log levels, least severe first.
+const LOG_LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+
+fn rank(level: &Value) -> Option<usize> {
+    LOG_LEVELS.iter().position(|l| level.as_str() == Some(l))
+}
+
+async fn handle(
+    opts: &Options,
+    extra: &Mutex<Vec<String>>,
+    request: Value,
+    tx: &mpsc::UnboundedSender<String>,
+    level: &std::sync::atomic::AtomicUsize,
+) {
     let Some(id) = request.get("id").cloned() else { return };
     let method = request["method"].as_str().unwrap_or("");
     let params = &request["params"];
@@ -150,11 +172,19 @@ async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: 
             SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             json!({
             "protocolVersion": params["protocolVersion"].as_str().unwrap_or("2025-06-18"),
-            "capabilities": {"tools": {"listChanged": true}},
+            "capabilities": if opts.logging {
+                json!({"tools": {"listChanged": true}, "logging": {}})
+            } else {
+                json!({"tools": {"listChanged": true}})
+            },
             "serverInfo": {"name": opts.name, "version": "1.0.0"},
             })
         }
         "ping" => json!({}),
+        "logging/setLevel" => {
+            level.store(rank(&params["level"]).unwrap_or(1), std::sync::atomic::Ordering::Relaxed);
+            json!({})
+        }
         "tools/list" => json!({"tools": tools(extra)}),
         "tools/call" => {
             let args = &params["arguments"];
@@ -179,6 +209,14 @@ async fn handle(opts: &Options, extra: &Mutex<Vec<String>>, request: Value, tx: 
                 }
                 // What the relay passed on in `_meta` (trace context, progress token).
                 "meta" => text(params.get("_meta").cloned().unwrap_or(Value::Null).to_string()),
+                "log" => {
+                    if rank(&args["level"]).is_some_and(|r| r >= level.load(std::sync::atomic::Ordering::Relaxed)) {
+                        let note = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                            "params": {"level": args["level"], "data": args["message"]}});
+                        let _ = tx.send(note.to_string());
+                    }
+                    text(format!("{}: logged", opts.name))
+                }
                 "cancellations" => text(CANCELLATIONS.load(std::sync::atomic::Ordering::Relaxed).to_string()),
                 "sessions" => text(SESSIONS.load(std::sync::atomic::Ordering::Relaxed).to_string()),
                 "garbage" => {
@@ -226,6 +264,7 @@ fn tools(extra: &Mutex<Vec<String>>) -> Vec<Value> {
         json!({"name": "register_tool", "description": "Add a tool", "inputSchema": object(json!({"name": {"type": "string"}}))}),
         json!({"name": "cancellations", "description": "Count received cancellations", "inputSchema": object(json!({}))}),
         json!({"name": "sessions", "description": "Count answered initialize requests", "inputSchema": object(json!({}))}),
+        json!({"name": "log", "description": "Send a log message at a level", "inputSchema": object(json!({"level": {"type": "string"}, "message": {"type": "string"}}))}),
     ];
     for name in extra.lock().unwrap().iter() {
         tools.push(json!({"name": name, "inputSchema": object(json!({}))}));
