@@ -157,3 +157,33 @@ async fn a_relay_starts_while_redis_is_down_and_a_bad_kv_config_is_refused() {
     let wrong = check("kv: {backend: redis, url: 'http://127.0.0.1:6379'}\n");
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("redis://"), "{wrong:?}");
 }
+
+/// A bucket whose stored time is out of any reach of the rate (written into Redis by hand, by
+/// whoever can) refuses for one interval at most, then lets the principal through again: it is
+/// stored back as the empty bucket it stands for, not decided around and left.
+#[tokio::test]
+async fn a_forged_bucket_refuses_for_one_interval_at_most() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = copy_plugin(dir.path(), "rate_limit");
+    let plugin = format!(
+        "  - name: rate-limit\n    world: policy\n    path: {}\n    grants: {{clock: true}}\n    config: {{per_minute: 60, burst: 5}}\n",
+        wasm.display()
+    );
+    let relay = start(dir.path(), &relay_yaml(&redis, "f", &plugin), "blue").await;
+    let mut client = relay.line_client().await;
+    assert!(status_call(&mut client).await.get("result").is_some());
+    assert_eq!(redis.cli(&["SET", "f:rate-limit:principal:anonymous", "9000000000000000000"]), "OK");
+    let refused = status_call(&mut client).await;
+    assert_eq!(refused["error"]["code"], -32019, "{refused}");
+    // One interval (1 s) and the clocks' leeway (1 s) later through again, then at the steady
+    // rate as from an empty bucket.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    for n in 0..2 {
+        let reply = status_call(&mut client).await;
+        assert!(reply.get("result").is_some(), "call {n} after the interval: {reply}");
+        tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
+    }
+    let stored: u64 = redis.cli(&["GET", "f:rate-limit:principal:anonymous"]).parse().unwrap();
+    assert!(stored < 9_000_000_000_000_000_000, "the forged time replaced: {stored}");
+}

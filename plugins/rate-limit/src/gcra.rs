@@ -70,8 +70,21 @@ impl Rate {
     /// empty bucket. Whoever can write the store (a local user, on a Redis without a password)
     /// could otherwise refuse a principal for as long as they liked with one huge number.
     fn stored(&self, tat: Option<u64>, now_us: u64) -> u64 {
-        let latest = now_us.saturating_add(self.tolerance_us + self.interval_us + MAX_SKEW_US);
-        tat.unwrap_or(now_us).clamp(now_us, latest)
+        tat.unwrap_or(now_us).clamp(now_us, self.latest(now_us))
+    }
+
+    /// The latest `tat` this rate can write at `now_us` (an empty bucket's), give or take the
+    /// instances' clocks.
+    fn latest(&self, now_us: u64) -> u64 {
+        now_us.saturating_add(self.tolerance_us + self.interval_us + MAX_SKEW_US)
+    }
+
+    /// The empty bucket a stored `tat` later than any this rate can write stands for, to be
+    /// stored in its place (a refused request writes nothing: the forged time would otherwise
+    /// stay, and refuse every request after it); `None` for a `tat` it could have written.
+    pub fn beyond_reach(&self, tat: u64, now_us: u64) -> Option<u64> {
+        let latest = self.latest(now_us);
+        (tat > latest).then_some(latest)
     }
 
     /// The stored `tat` after giving back `unused` requests paid in advance.
@@ -119,6 +132,11 @@ mod tests {
             assert_eq!(retry_after_us, 1_000_000 + MAX_SKEW_US, "one interval, and the clocks' leeway");
         }
         assert!(matches!(rate.decide(Some(now + 2_000_000), now + 2_000_000), Decision::Allow { .. }));
+        // What the bucket stores in the forged time's place: an empty bucket, allowing again
+        // after one interval and the leeway, like the decision above.
+        let empty = rate.beyond_reach(u64::MAX, now).expect("out of reach");
+        assert_eq!(rate.beyond_reach(empty, now), None, "an empty bucket is within reach");
+        assert!(matches!(rate.decide(Some(empty), now + 2_000_000), Decision::Allow { .. }));
     }
 
     #[test]

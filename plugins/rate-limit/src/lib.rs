@@ -141,6 +141,16 @@ fn take(
             Err(e) => return store_failed(e, on_failure, principal).map(|()| 1),
         };
         let tat = stored.as_deref().and_then(|v| v.parse().ok()).map(|tat| rate.refunded(tat, unused));
+        if let Some(empty) = tat.and_then(|tat| rate.beyond_reach(tat, now_us)) {
+            // A time no bucket of this rate holds (written into the store by hand): the empty
+            // bucket it stands for takes its place, so it refuses one interval at most.
+            log::log(log::Level::Warn, &format!("bucket {key} held a time out of reach; reset to an empty bucket"));
+            let ttl_ms = (empty - now_us) / 1000 + 1;
+            if let Err(e) = kv::compare_and_swap(key, stored.as_deref(), &empty.to_string(), Some(ttl_ms)) {
+                return store_failed(e, on_failure, principal).map(|()| 1);
+            }
+            continue;
+        }
         let (new_tat, ttl_us, taken) = match rate.decide_many(tat, now_us, wanted) {
             (gcra::Decision::Allow { new_tat, ttl_us }, taken) => (new_tat, ttl_us, taken),
             (gcra::Decision::Deny { retry_after_us }, _) => {
