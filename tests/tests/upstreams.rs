@@ -137,6 +137,65 @@ async fn each_session_hears_logs_at_its_own_level_and_backends_log_for_the_most_
     .await;
 }
 
+/// A backend added while the relay runs starts at the log level the sessions hold (it was
+/// asked only when a level changed, so it never was).
+#[tokio::test]
+async fn a_backend_added_later_starts_at_the_level_the_sessions_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    let first = relay_tests::stdio_fixture_entry("a", &[]);
+    let relay = Relay::start_files(dir.path(), relay_tests::TEST_RELAY_YAML, &format!("backends:\n{first}"), &[]).await;
+    relay.wait_ready("a").await;
+    let mut client = relay.line_client().await;
+    assert_eq!(client.request("logging/setLevel", json!({"level": "debug"})).await["result"], json!({}));
+    let second = relay_tests::stdio_fixture_entry("b", &["--record", record.to_str().unwrap()]);
+    std::fs::write(relay.backends_path(), format!("backends:\n{first}{second}")).unwrap();
+    relay.wait_ready("b").await;
+    let received = std::fs::read_to_string(&record).unwrap_or_default();
+    let levels: Vec<Value> = received
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|m| m["method"] == "logging/setLevel")
+        .map(|m| m["params"]["level"].clone())
+        .collect();
+    assert_eq!(levels, [json!("debug")], "{received}");
+}
+
+/// A `logging/setLevel` cancelled while the backends are asked (its client went away; this
+/// backend never answers it) leaves the level unknown, not taken for asked: the next session
+/// asking for the first level again has it sent.
+#[tokio::test]
+async fn a_level_change_cut_short_is_not_taken_for_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    let entry = relay_tests::stdio_fixture_entry("s", &["--hang-setlevel", "--record", record.to_str().unwrap()]);
+    let relay = Relay::start_files(dir.path(), relay_tests::TEST_RELAY_YAML, &format!("backends:\n{entry}"), &[]).await;
+    relay.wait_ready("s").await;
+    let levels = || {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        let messages = text.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok());
+        messages.filter(|m| m["method"] == "logging/setLevel").map(|m| m["params"]["level"].clone()).collect::<Vec<_>>()
+    };
+    // debug, asked (unanswered: 2 s), by a session that then ends.
+    let mut first = relay.line_client().await;
+    first.request("logging/setLevel", json!({"level": "debug"})).await;
+    drop(first);
+    // error, by a client that goes away while the backend is being asked.
+    let mut second = relay.line_client().await;
+    second
+        .send_raw(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "logging/setLevel", "params": {"level": "error"}}).to_string(),
+        )
+        .await;
+    eventually("error asked", || async { (levels().len() == 2).then_some(()) }).await;
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // debug again: the backend is at error, and is asked.
+    let mut third = relay.line_client().await;
+    third.request("logging/setLevel", json!({"level": "debug"})).await;
+    assert_eq!(levels(), [json!("debug"), json!("error"), json!("debug")]);
+}
+
 /// What the backend's session holds for the relay is made again on each new connection: after
 /// a reconnect the backend is subscribed again (its subscribers go on hearing of updates) and
 /// at the level set; a subscription ends upstream when its last subscriber's session ends,

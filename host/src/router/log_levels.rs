@@ -2,7 +2,8 @@
 //! it is asked for the most verbose level any live session asked for, and each session hears
 //! only what meets its own (the filter is [`crate::mcp::ClientLogLevel`]'s). One client asking
 //! for `emergency` no longer silences the backend for another that asked for `debug`, and one
-//! asking for `debug` no longer floods another's calls with debug messages.
+//! asking for `debug` no longer floods with debug messages the calls of another that asked for
+//! a level (one that asked for none hears what the backend sends about its calls, as before).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -55,6 +56,11 @@ impl Router {
         let mut asked = self.log_levels.asked.lock().await;
         let wanted = self.log_levels.wanted();
         let Some(level) = wanted.filter(|&rank| Some(rank) != *asked).and_then(level_name) else { return };
+        // Each upstream's next connection is set to it (a reconnect, a backend added later).
+        self.upstreams.hold_log_level(level);
+        // Unknown until every backend was asked: this future is the client's request's, and a
+        // request cancelled halfway must not leave the next change taken for a no-op.
+        *asked = None;
         let params = json!({"level": level});
         let upstreams = self.upstreams.list();
         let asks = upstreams.iter().filter(|u| u.status().identity.is_some_and(|i| i.has("logging"))).map(|upstream| {

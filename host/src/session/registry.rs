@@ -129,7 +129,10 @@ impl SessionRegistry {
         let busy: Vec<_> =
             self.sessions.lock().expect("sessions lock").values().filter(|s| s.is_busy()).cloned().collect();
         for session in busy {
-            self.shared.keep_alive(&session).await;
+            // While the kv is away, one try a sweep: each waits its timeout.
+            if !self.shared.keep_alive(&session).await {
+                return;
+            }
         }
     }
 

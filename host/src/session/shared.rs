@@ -153,7 +153,7 @@ impl SharedSessions {
         }
         let due = saved.as_ref().is_none_or(|(at, _)| at.elapsed() >= self.ttl / 4);
         let mut refreshed_at = saved.map(|(at, _)| at).unwrap_or_else(Instant::now);
-        if due && self.refresh(kv, &key, &current).await {
+        if due && self.refresh(kv, &key, &current).await == Ok(true) {
             refreshed_at = Instant::now();
         }
         *session.shared_at.lock().expect("shared_at lock") = Some((refreshed_at, current));
@@ -165,18 +165,25 @@ impl SharedSessions {
     /// session's next request would find it ended), once a quarter of the TTL has passed since
     /// it last did. A record another instance changed or ended meanwhile is left as it is: the
     /// session's next request sees that.
-    pub async fn keep_alive(&self, session: &Session) {
-        let Some(kv) = &self.kv else { return };
-        let Some((at, text)) = session.shared_at.lock().expect("shared_at lock").clone() else { return };
-        if at.elapsed() >= self.ttl / 4 && self.refresh(kv, &key(&session.id), &text).await {
-            *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), text));
+    /// False when the kv did not answer (the caller stops there: each try waits its timeout).
+    pub async fn keep_alive(&self, session: &Session) -> bool {
+        let Some(kv) = &self.kv else { return true };
+        let Some((at, text)) = session.shared_at.lock().expect("shared_at lock").clone() else { return true };
+        if at.elapsed() < self.ttl / 4 {
+            return true;
         }
+        match self.refresh(kv, &key(&session.id), &text).await {
+            Ok(true) => *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), text)),
+            Ok(false) => {}
+            Err(_) => return false,
+        }
+        true
     }
 
     /// Gives the record at `key` a full TTL again if it still reads `text` (compare-and-swap:
     /// an ended session is never brought back); whether it did.
-    async fn refresh(&self, kv: &KvStore, key: &str, text: &str) -> bool {
-        kv.compare_and_swap(key, Some(text), text, Some(self.ttl_ms()), None).await == Ok(true)
+    async fn refresh(&self, kv: &KvStore, key: &str, text: &str) -> Result<bool, KvError> {
+        kv.compare_and_swap(key, Some(text), text, Some(self.ttl_ms()), None).await
     }
 
     /// Ends session `id` for every instance; false when the kv could not be reached (the record

@@ -23,6 +23,8 @@ pub struct Upstreams {
     max_message_bytes: usize,
     /// The credential step, for backends listed as their first authorized user.
     catalog: super::CatalogCredentialSlot,
+    /// The log level the relay's sessions hold, which every upstream's new connection is set to.
+    log_level: super::replay::HeldLevel,
 }
 
 impl Upstreams {
@@ -35,7 +37,14 @@ impl Upstreams {
             timing,
             max_message_bytes,
             catalog: super::CatalogCredentialSlot::default(),
+            log_level: Default::default(),
         }
+    }
+
+    /// The log level the relay's sessions hold now: each upstream's next connection (a
+    /// reconnect, a backend added later) is set to it.
+    pub fn hold_log_level(&self, level: &'static str) {
+        *self.log_level.lock().expect("held level lock") = Some(level);
     }
 
     /// Hands every upstream (now and later) the credential step, once it exists.
@@ -66,6 +75,7 @@ impl Upstreams {
                     self.changed.clone(),
                     self.notifications.clone(),
                     self.catalog.clone(),
+                    self.log_level.clone(),
                 );
                 map.insert(backend.name.clone(), upstream);
                 started.push(backend.name.clone());

@@ -1,11 +1,12 @@
 //! What a backend's MCP session holds for the relay beyond its handshake: the resource
-//! subscriptions the relay made and the log level it set. A new connection is a new session
-//! on the backend, which knows none of it; the supervisor makes it again after each handshake
-//! ([`SessionReplay::replay`]), so a restart, a dropped connection or `relay_reconnect_server`
-//! does not silently end every client's `resources/updated` or reset the level.
+//! subscriptions the relay made and the log level the relay's sessions hold. A new connection
+//! is a new session on the backend, which knows none of it; the supervisor makes it again after
+//! each handshake ([`SessionReplay::replay`]), so a restart, a dropped connection or
+//! `relay_reconnect_server` does not silently end every client's `resources/updated` or reset
+//! the level, and a backend added while the relay runs starts at the level held.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -17,21 +18,29 @@ use crate::mcp::Payload;
 /// the handshake it is part of (and so every reconnect after it).
 const REPLAY_DEADLINE: Duration = Duration::from_secs(2);
 
-/// The session state of one upstream, as the requests that set it succeeded.
+/// The log level the relay's sessions hold (the router's to set), one for every upstream.
+pub type HeldLevel = Arc<Mutex<Option<&'static str>>>;
+
+/// The session state of one upstream: its subscriptions as the requests that made them
+/// succeeded, and the level every upstream is to be at.
 #[derive(Debug, Default)]
 pub struct SessionReplay {
     state: Mutex<Replayed>,
+    level: HeldLevel,
 }
 
 #[derive(Debug, Default)]
 struct Replayed {
     /// The URIs subscribed to (the backend's own), in the order replayed.
     subscriptions: BTreeSet<String>,
-    /// The `level` of the last `logging/setLevel`.
-    log_level: Option<Value>,
 }
 
 impl SessionReplay {
+    /// Nothing noted yet; the level is `level`, shared by every upstream.
+    pub fn new(level: HeldLevel) -> Self {
+        Self { state: Mutex::default(), level }
+    }
+
     /// Notes what a request of `method` with `params`, which the backend accepted, set.
     /// Any other method is passed over by its length and first bytes (every call comes here).
     pub fn note(&self, method: &str, params: Option<&Payload>) {
@@ -46,7 +55,6 @@ impl SessionReplay {
                     state.subscriptions.remove(&uri);
                 }
             }
-            "logging/setLevel" => self.state.lock().expect("replay lock").log_level = field("level"),
             _ => {}
         }
     }
@@ -75,11 +83,12 @@ impl SessionReplay {
         }
     }
 
-    /// Sets the noted log level on `conn`: a new connection's (in [`SessionReplay::replay`]),
-    /// or a `session_per_worker` lane's, whose backend session carries tool calls only, and
-    /// whose calls' log messages the backend sends at the level its session was asked for.
+    /// Sets the level the relay's sessions hold on `conn`: a new connection's (in
+    /// [`SessionReplay::replay`]), or a `session_per_worker` lane's, whose backend session
+    /// carries tool calls only, and whose calls' log messages the backend sends at the level
+    /// its session was asked for.
     pub async fn replay_level(&self, conn: &Connection, backend: &str) {
-        let level = self.state.lock().expect("replay lock").log_level.clone();
+        let level = *self.level.lock().expect("held level lock");
         if let Some(level) = level
             && let Err(e) = ask(conn, "logging/setLevel", json!({"level": level})).await
         {
@@ -103,16 +112,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subscriptions_and_the_level_are_noted_as_set_and_unset() {
+    fn subscriptions_are_noted_as_made_and_ended() {
         let replay = SessionReplay::default();
         let params = |value: Value| Some(Payload::from(value));
         replay.note("resources/subscribe", params(json!({"uri": "file:///a"})).as_ref());
         replay.note("resources/subscribe", params(json!({"uri": "file:///b"})).as_ref());
         replay.note("resources/unsubscribe", params(json!({"uri": "file:///a"})).as_ref());
-        replay.note("logging/setLevel", params(json!({"level": "debug"})).as_ref());
         replay.note("tools/call", params(json!({"uri": "file:///c"})).as_ref());
         let state = replay.state.lock().unwrap();
         assert_eq!(state.subscriptions.iter().collect::<Vec<_>>(), ["file:///b"]);
-        assert_eq!(state.log_level, Some(json!("debug")));
     }
 }

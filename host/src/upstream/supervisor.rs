@@ -86,6 +86,7 @@ impl Upstream {
         changed: watch::Sender<u64>,
         notifications: broadcast::Sender<UpstreamEvent>,
         catalog: super::CatalogCredentialSlot,
+        log_level: super::replay::HeldLevel,
     ) -> Arc<Self> {
         let routes = Arc::new(ClientRoutes::new(&backend.name, call_deadline(&backend, &timing)));
         let series = metrics().backends.series(&backend.name);
@@ -113,7 +114,7 @@ impl Upstream {
             metrics: series,
             down: std::sync::atomic::AtomicBool::new(false),
             catalog,
-            replay: Default::default(),
+            replay: super::replay::SessionReplay::new(log_level),
         });
         // What lanes' backend sessions send that is not for a call goes to the supervisor.
         let (lane_events_tx, lane_events) = mpsc::channel(64);

@@ -48,7 +48,12 @@ impl WasiGrant {
         for (dirs, perms) in [(&self.read_dirs, FsPerms::ReadOnly), (&self.write_dirs, FsPerms::ReadWrite)] {
             for dir in dirs {
                 let guest = dir.to_string_lossy();
-                if let Err(error) = wasi.preopened_dir(dir, &guest, perms) {
+                // Checked again for each instance: a writable one removed since (a tmp
+                // cleaner) may have been made again by someone else.
+                let checked = if perms == FsPerms::ReadWrite { private_to_us(dir) } else { Ok(()) };
+                if let Err(error) = checked
+                    .and_then(|()| wasi.preopened_dir(dir, &guest, perms).map(drop).map_err(std::io::Error::other))
+                {
                     // Checked at load; a directory removed since is logged and left out.
                     tracing::warn!(plugin = %self.plugin, dir = %guest, %error, "granted directory unavailable");
                 }
@@ -108,7 +113,8 @@ fn granted_dirs(config: &PluginConfig, relay_yaml: &Path, writable: bool) -> Res
 
 /// Refuses a writable grant another local user could have prepared (a predictable path in
 /// `/tmp` made first, or a link put there): the directory, and the link if it is one, must
-/// belong to the relay's user, and no group or other user may write it. What a plugin writes
+/// belong to the relay's user, and no group or other user may write it; other users lose any
+/// access they had to it (a directory an earlier version made 0755). What a plugin writes
 /// there (Fiedler's answers) is then not another user's to read, replace or delete.
 fn private_to_us(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
@@ -123,6 +129,12 @@ fn private_to_us(dir: &Path) -> std::io::Result<()> {
     }
     if target.mode() & 0o022 != 0 {
         return refuse(format!("others may write it (mode {:o}); refused: chmod go-w it", target.mode() & 0o7777));
+    }
+    if target.mode() & 0o007 != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        let private = target.mode() & 0o7770;
+        tracing::warn!(dir = %dir.display(), mode = format!("{:o}", target.mode() & 0o7777), "a writable plugin directory was open to other users; made {private:o}");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(private))?;
     }
     Ok(())
 }
@@ -139,6 +151,10 @@ mod tests {
         let out = dir.path().join("made/here");
         std::fs::DirBuilder::new().recursive(true).create(&out).unwrap();
         assert!(private_to_us(&out).is_ok());
+        // Readable by others (as an earlier version made it): closed to them.
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(private_to_us(&out).is_ok());
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o750);
         std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
         let refused = private_to_us(&out).unwrap_err().to_string();
         assert!(refused.contains("others may write it (mode 777)"), "{refused}");
