@@ -57,6 +57,12 @@ async fn call(url: &str, token: &str, session: &str, id: u64, method: &str, para
     (status, reply)
 }
 
+/// `DELETE` of `session` at `url`: its HTTP status.
+async fn delete(url: &str, token: &str, session: &str) -> u16 {
+    let response = reqwest::Client::new().delete(url).bearer_auth(token).header("mcp-session-id", session).send();
+    response.await.unwrap().status().as_u16()
+}
+
 async fn echo(url: &str, token: &str, session: &str, id: u64) -> (u16, Value) {
     call(url, token, session, id, "tools/call", json!({"name": "echo", "arguments": {"message": "hi"}})).await
 }
@@ -118,14 +124,7 @@ async fn a_session_opened_on_one_instance_is_served_by_another_with_its_own_cred
     let third = relay(third_dir.path(), &redis, "third", 0).await;
     let (status, _) = echo(&third.http("/mcp"), "ALICE-TOKEN-1", &session, 7).await;
     assert_eq!(status, 200);
-    let deleted = reqwest::Client::new()
-        .delete(&on_green)
-        .bearer_auth("ALICE-TOKEN-1")
-        .header("mcp-session-id", &session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(delete(&on_green, "ALICE-TOKEN-1", &session).await, 204);
     let (status, reply) = echo(&third.http("/mcp"), "ALICE-TOKEN-1", &session, 8).await;
     assert_eq!(status, 404, "the session ended on green is refused on the third instance: {reply}");
     let (status, _) = echo(&on_green, "ALICE-TOKEN-1", &session, 9).await;
@@ -254,14 +253,7 @@ async fn a_subscription_a_moved_session_could_not_make_again_is_not_ended_by_it(
     let (status, reply) = call(&on_green, "ALICE-TOKEN-1", &other, 4, "resources/subscribe", uri).await;
     assert_eq!(status, 200, "{reply}");
     // The moved session ends on green.
-    let deleted = reqwest::Client::new()
-        .delete(&on_green)
-        .bearer_auth("ALICE-TOKEN-1")
-        .header("mcp-session-id", &moved)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(delete(&on_green, "ALICE-TOKEN-1", &moved).await, 204);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let received = std::fs::read_to_string(&record).unwrap_or_default();
     assert!(received.contains("resources/subscribe"), "{received}");
@@ -288,14 +280,7 @@ async fn sessions_opened_or_ended_while_redis_is_away_stay_so_when_it_is_back() 
     redis.cli(&["SAVE"]);
     redis.kill().await;
     let opened = initialize(&on_blue, "ALICE-TOKEN-1").await;
-    let deleted = reqwest::Client::new()
-        .delete(&on_blue)
-        .bearer_auth("ALICE-TOKEN-1")
-        .header("mcp-session-id", &ended)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(delete(&on_blue, "ALICE-TOKEN-1", &ended).await, 204);
     redis.restart().await;
 
     let (status, reply) = echo(&on_blue, "ALICE-TOKEN-1", &opened, 2).await;

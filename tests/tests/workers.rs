@@ -75,6 +75,24 @@ async fn a_session_per_worker_backend_gets_one_per_worker_and_its_list_changes_a
     }
 }
 
+/// A relay on two workers whose one backend, `alpha`, asks for a session per worker; ready.
+async fn relay_with_lanes(alpha: &Fixture) -> Relay {
+    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
+    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
+    relay.wait_ready("alpha").await;
+    relay
+}
+
+/// Waits until the supervisor's connection to the first backend is its `connects`th and worker
+/// 1's lane is connected.
+async fn lane_connected(relay: &Relay, connects: u64) {
+    relay_tests::eventually(&format!("connection {connects} and the lane on worker 1"), || async {
+        let status = relay.status().await;
+        (status["backends"][0]["connects"] == connects && status["backends"][0]["lanes"] == 1).then_some(())
+    })
+    .await;
+}
+
 /// How many sessions a fixture has answered `initialize` for, asked through its `sessions` tool
 /// as the relay names it (`alpha__sessions` when two backends have one).
 async fn sessions(relay: &Relay, tool: &str) -> String {
@@ -85,11 +103,8 @@ async fn sessions(relay: &Relay, tool: &str) -> String {
 async fn lanes_follow_a_backend_restart_and_calls_from_every_worker_answer_again() {
     let mut alpha = Fixture::start("alpha").await;
     let port = alpha.port;
-    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
-    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
-    relay.wait_ready("alpha").await;
-    let lanes_up = || async { (relay.status().await["backends"][0]["lanes"] == 1).then_some(()) };
-    relay_tests::eventually("the lane on worker 1", lanes_up).await;
+    let relay = relay_with_lanes(&alpha).await;
+    lane_connected(&relay, 1).await;
     alpha.kill().await;
     relay_tests::eventually("the lane gone with its backend", || async {
         (relay.status().await["backends"][0]["lanes"] == 0).then_some(())
@@ -97,7 +112,7 @@ async fn lanes_follow_a_backend_restart_and_calls_from_every_worker_answer_again
     .await;
     let _restarted = Fixture::start_on("alpha", port, &[]).await;
     relay.wait_ready("alpha").await;
-    relay_tests::eventually("the lane back", lanes_up).await;
+    lane_connected(&relay, 2).await;
     each_of_four_clients_gets_its_echo(&relay).await;
     assert_eq!(
         sessions(&relay, "sessions").await,
@@ -109,13 +124,8 @@ async fn lanes_follow_a_backend_restart_and_calls_from_every_worker_answer_again
 #[tokio::test]
 async fn progress_and_cancellation_go_through_the_session_that_carries_the_call() {
     let alpha = Fixture::start("alpha").await;
-    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
-    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
-    relay.wait_ready("alpha").await;
-    relay_tests::eventually("the lane on worker 1", || async {
-        (relay.status().await["backends"][0]["lanes"] == 1).then_some(())
-    })
-    .await;
+    let relay = relay_with_lanes(&alpha).await;
+    lane_connected(&relay, 1).await;
     // Four clients, two on each worker: half of them call through worker 1's session.
     let mut clients = Vec::new();
     for _ in 0..4 {
@@ -154,11 +164,8 @@ async fn progress_and_cancellation_go_through_the_session_that_carries_the_call(
 #[tokio::test]
 async fn calls_in_flight_finish_on_their_connections_when_the_backend_is_reconnected() {
     let alpha = Fixture::start("alpha").await;
-    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
-    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
-    relay.wait_ready("alpha").await;
-    let lanes_up = || async { (relay.status().await["backends"][0]["lanes"] == 1).then_some(()) };
-    relay_tests::eventually("the lane on worker 1", lanes_up).await;
+    let relay = relay_with_lanes(&alpha).await;
+    lane_connected(&relay, 1).await;
     // Four clients, two on each worker: two calls on the supervisor's connection, two on the lane.
     let mut clients = Vec::new();
     for c in 0..4 {
@@ -176,20 +183,14 @@ async fn calls_in_flight_finish_on_their_connections_when_the_backend_is_reconne
         assert_eq!(text_of(&reply), format!("alpha: call {c}"), "{reply}");
     }
     assert!(!relay.log().contains("re-sending"), "a call was cut and sent again: {}", relay.log());
-    relay_tests::eventually("connected again, the lane too", || async {
-        let status = relay.status().await;
-        (status["backends"][0]["connects"] == 2 && status["backends"][0]["lanes"] == 1).then_some(())
-    })
-    .await;
+    lane_connected(&relay, 2).await;
     each_of_four_clients_gets_its_echo(&relay).await;
 }
 
 #[tokio::test]
 async fn a_backend_that_refuses_a_second_session_still_answers_every_worker_on_its_one() {
     let alpha = Fixture::start_on("alpha", 0, &["--max-sessions", "1"]).await;
-    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
-    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
-    relay.wait_ready("alpha").await;
+    let relay = relay_with_lanes(&alpha).await;
     // The operator hears why there is no second session, once, though the lane keeps trying
     // (every 50 to 500 ms here).
     relay.wait_for_log("a worker's own session did not open").await;
@@ -203,9 +204,7 @@ async fn a_backend_that_refuses_a_second_session_still_answers_every_worker_on_i
 #[tokio::test]
 async fn a_backend_that_drops_each_extra_session_at_once_is_not_reconnected_to_in_a_loop() {
     let alpha = Fixture::start_on("alpha", 0, &["--close-extra-sessions"]).await;
-    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
-    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
-    relay.wait_ready("alpha").await;
+    let relay = relay_with_lanes(&alpha).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     // Backed off from like the supervisor (50 ms doubling to 500 ms here): a handful of
     // sessions in two seconds, not one per round trip.
@@ -234,11 +233,8 @@ async fn each_of_four_clients_gets_its_echo(relay: &Relay) {
 #[tokio::test]
 async fn the_log_level_reaches_every_lane() {
     let alpha = Fixture::start_on("alpha", 0, &["--logging"]).await;
-    let backends = format!("backends:\n{}    session_per_worker: true\n", alpha.entry());
-    let relay = Relay::start_with(&relay_yaml(2), &backends, &[]).await;
-    relay.wait_ready("alpha").await;
-    let lanes_up = || async { (relay.status().await["backends"][0]["lanes"] == 1).then_some(()) };
-    relay_tests::eventually("the lane on worker 1", lanes_up).await;
+    let relay = relay_with_lanes(&alpha).await;
+    lane_connected(&relay, 1).await;
     // Four clients, two on each worker, each asking for debug.
     let mut clients = Vec::new();
     for _ in 0..4 {
@@ -267,11 +263,7 @@ async fn the_log_level_reaches_every_lane() {
     // New lanes after a reconnect are set too.
     let reconnect = relay.line_client().await.call_tool("relay_reconnect_server", json!({"name": "alpha"})).await;
     assert!(reconnect["error"].is_null(), "{reconnect}");
-    relay_tests::eventually("connected again, the lane too", || async {
-        let status = relay.status().await;
-        (status["backends"][0]["connects"] == 2 && status["backends"][0]["lanes"] == 1).then_some(())
-    })
-    .await;
+    lane_connected(&relay, 2).await;
     for (c, client) in clients.iter_mut().enumerate() {
         assert!(hears_debug(client, 10 + c as u64).await, "client {c} after the reconnect");
     }
