@@ -99,11 +99,18 @@ pub async fn retire(conn: Arc<Connection>, mut events: mpsc::Receiver<Notificati
     let deadline = tokio::time::Instant::now() + within;
     let mut poll = tokio::time::interval(RETIRE_POLL);
     // The first look is after one poll: a request that took the connection just before it was
-    // replaced may not have been sent yet.
+    // replaced may not have been sent yet. Closed after two looks in a row find none waiting:
+    // an answer just read is on its way to its request, which takes it before the close.
     poll.tick().await;
+    let mut idle_looks = 0;
     loop {
         tokio::select! {
-            _ = poll.tick() => if conn.waiting() == 0 || tokio::time::Instant::now() >= deadline { break },
+            _ = poll.tick() => {
+                idle_looks = if conn.waiting() == 0 { idle_looks + 1 } else { 0 };
+                if idle_looks == 2 || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
             () = conn.closed() => return,
             Some(_) = events.recv() => {}
         }

@@ -95,7 +95,10 @@ impl FramedConnection {
         if self.outgoing.send(text).await.is_err() {
             return Err(UpstreamError::ConnectionLost);
         }
+        // An answer that arrived is taken even when the link closed meanwhile (a retired
+        // connection closes once its last answer is read: `connection::retire`).
         tokio::select! {
+            biased;
             answer = rx => match answer {
                 Ok(outcome) => outcome,
                 Err(_) => Err(UpstreamError::ConnectionLost),
