@@ -8,8 +8,9 @@
 //! lane retired: its calls in flight finish on it). Only `tools/call` takes a lane. Listing,
 //! subscriptions and the relay's own requests stay on the supervisor's connection, where the
 //! relay keeps the state they set; the log level is set on each lane too (its calls' log
-//! messages come at its session's level). What a lane's backend session sends that is not for a call (list changes,
-//! resource updates) goes to the supervisor, as if its own connection had sent it.
+//! messages come at its session's level). What a lane's backend session sends that is not for
+//! a call (list changes, resource updates) goes to the supervisor, as if its own connection had
+//! sent it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,16 +19,13 @@ use backon::ExponentialBackoff;
 use tokio::sync::{mpsc, watch};
 
 use super::connection::Connection;
+use super::replay::SessionReplay;
 use super::supervisor::{STABLE_AFTER, Upstream};
 use crate::mcp::Notification;
-use crate::mcp::Payload;
 
 /// The method that takes a lane: the hot path, and one that leaves no state on the backend
 /// session that the relay tracks.
 const LANE_METHOD: &str = "tools/call";
-
-/// How long a lane gets to answer `logging/setLevel`.
-const SET_LEVEL_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Each worker's connection (none for worker 0, whose calls use the supervisor's).
 pub struct Lanes {
@@ -55,24 +53,21 @@ impl Lanes {
         self.slots.get(index)?.borrow().clone().filter(|conn| !conn.is_closed())
     }
 
-    /// Asks every connected lane's backend session for the log level just set on the
-    /// supervisor's (`params` of its `logging/setLevel`), each within a short deadline.
-    pub async fn set_log_level(&self, params: Option<&Payload>) {
-        let live: Vec<_> =
-            self.slots.iter().filter_map(|slot| slot.borrow().clone()).filter(|conn| !conn.is_closed()).collect();
-        let asks = live.iter().map(|conn| {
-            tokio::time::timeout(SET_LEVEL_DEADLINE, conn.request_as("logging/setLevel", params, None, None))
-        });
-        for outcome in futures::future::join_all(asks).await {
-            if !matches!(outcome, Ok(Ok(_))) {
-                tracing::debug!("logging/setLevel not applied to a session_per_worker lane");
-            }
-        }
+    /// Sets every connected lane's backend session to the level `replay` holds (just set on
+    /// the supervisor's), as a new lane's is when it opens.
+    pub async fn set_log_level(&self, replay: &SessionReplay, backend: &str) {
+        let live: Vec<_> = self.live().collect();
+        futures::future::join_all(live.iter().map(|lane| replay.replay_level(lane, backend))).await;
     }
 
     /// How many lanes are connected (for status).
     pub fn connected(&self) -> usize {
-        self.slots.iter().filter(|slot| slot.borrow().as_ref().is_some_and(|conn| !conn.is_closed())).count()
+        self.live().count()
+    }
+
+    /// The lanes connected now.
+    fn live(&self) -> impl Iterator<Item = Arc<Connection>> + '_ {
+        self.slots.iter().filter_map(|slot| slot.borrow().clone()).filter(|conn| !conn.is_closed())
     }
 }
 

@@ -25,20 +25,15 @@ pub type HeldLevel = Arc<Mutex<Option<&'static str>>>;
 /// succeeded, and the level every upstream is to be at.
 #[derive(Debug, Default)]
 pub struct SessionReplay {
-    state: Mutex<Replayed>,
-    level: HeldLevel,
-}
-
-#[derive(Debug, Default)]
-struct Replayed {
     /// The URIs subscribed to (the backend's own), in the order replayed.
-    subscriptions: BTreeSet<String>,
+    subscriptions: Mutex<BTreeSet<String>>,
+    level: HeldLevel,
 }
 
 impl SessionReplay {
     /// Nothing noted yet; the level is `level`, shared by every upstream.
     pub fn new(level: HeldLevel) -> Self {
-        Self { state: Mutex::default(), level }
+        Self { subscriptions: Mutex::default(), level }
     }
 
     /// Notes what a request of `method` with `params`, which the backend accepted, set.
@@ -48,11 +43,11 @@ impl SessionReplay {
         match method {
             "resources/subscribe" | "resources/unsubscribe" => {
                 let Some(Value::String(uri)) = field("uri") else { return };
-                let mut state = self.state.lock().expect("replay lock");
+                let mut subscriptions = self.subscriptions.lock().expect("replay lock");
                 if method == "resources/subscribe" {
-                    state.subscriptions.insert(uri);
+                    subscriptions.insert(uri);
                 } else {
-                    state.subscriptions.remove(&uri);
+                    subscriptions.remove(&uri);
                 }
             }
             _ => {}
@@ -64,7 +59,7 @@ impl SessionReplay {
     /// forgotten, what it does not answer is logged and kept for the next connection; neither
     /// is fatal: the connection serves everything else.
     pub async fn replay(&self, conn: &Connection, backend: &str) {
-        let subscriptions = self.state.lock().expect("replay lock").subscriptions.iter().cloned().collect::<Vec<_>>();
+        let subscriptions = self.subscriptions.lock().expect("replay lock").iter().cloned().collect::<Vec<_>>();
         self.replay_level(conn, backend).await;
         for uri in subscriptions {
             match ask(conn, "resources/subscribe", json!({"uri": uri})).await {
@@ -77,7 +72,7 @@ impl SessionReplay {
                 }
                 Err(Some(e)) => {
                     tracing::warn!(backend, error = %e, "a resource subscription could not be made again after reconnecting; its subscribers hear no more updates");
-                    self.state.lock().expect("replay lock").subscriptions.remove(&uri);
+                    self.subscriptions.lock().expect("replay lock").remove(&uri);
                 }
             }
         }
@@ -119,7 +114,6 @@ mod tests {
         replay.note("resources/subscribe", params(json!({"uri": "file:///b"})).as_ref());
         replay.note("resources/unsubscribe", params(json!({"uri": "file:///a"})).as_ref());
         replay.note("tools/call", params(json!({"uri": "file:///c"})).as_ref());
-        let state = replay.state.lock().unwrap();
-        assert_eq!(state.subscriptions.iter().collect::<Vec<_>>(), ["file:///b"]);
+        assert_eq!(replay.subscriptions.lock().unwrap().iter().collect::<Vec<_>>(), ["file:///b"]);
     }
 }

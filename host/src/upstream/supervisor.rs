@@ -285,7 +285,7 @@ impl Upstream {
         if outcome.is_ok() {
             self.replay.note(method, params.as_ref());
             if method == "logging/setLevel" {
-                self.lanes.set_log_level(params.as_ref()).await;
+                self.lanes.set_log_level(&self.replay, self.name()).await;
             }
         }
         let kind = match &outcome {
