@@ -48,12 +48,20 @@ pub struct Principal {
 impl Principal {
     /// The role that may change the relay at run time.
     pub const ADMIN: &'static str = "admin";
+    /// The id of every caller an open relay (no auth plugin) serves.
+    pub const ANONYMOUS: &'static str = "anonymous";
 
     /// The caller when no auth plugin is configured: anonymous, and admin only when relay.yaml
     /// says `access.admin_without_auth: true`.
     pub fn open_access(admin: bool) -> Self {
         let roles = if admin { vec![Self::ADMIN.into()] } else { Vec::new() };
-        Self { id: "anonymous".into(), roles }
+        Self { id: Self::ANONYMOUS.into(), roles }
+    }
+
+    /// Whether this is everyone nobody vouched for (an open relay's callers, or an auth
+    /// plugin's anonymous principal): not one caller, so nothing is capped per this principal.
+    pub fn is_anonymous(&self) -> bool {
+        self.id == Self::ANONYMOUS
     }
 
     /// Whether the principal has `role`.

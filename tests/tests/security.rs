@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use relay_tests::{
-    HttpBackend, HttpSession, LineClient, Relay, copy_plugin, eventually, repo_root, sse_messages, text_of,
+    HttpBackend, HttpSession, LineClient, Relay, copy_plugin, eventually, mcp_post, repo_root, sse_messages, text_of,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -302,6 +302,32 @@ async fn no_principal_can_use_up_the_relays_sessions() {
     assert!(ops.request("initialize", json!({"protocolVersion": "2025-06-18"})).await.get("result").is_some());
     let limited = ops.request("initialize", json!({"protocolVersion": "2025-06-18"})).await;
     assert_eq!(limited["error"]["code"], -32019, "{limited}");
+}
+
+/// An open relay serves everyone as `anonymous`: one client that opened as many HTTP sessions
+/// as a principal may hold (and then went away: the sessions outlive its connections) refused
+/// every other client's until they expired. Anonymous sessions are capped per address instead.
+#[tokio::test]
+async fn one_anonymous_client_cannot_take_an_open_relays_sessions() {
+    let limits = "limits: {max_sessions_per_principal: 2, max_sessions_per_address: 2, max_sessions: 100}\n";
+    let relay = Relay::start_with(&yaml(limits), "backends: []\n", &[]).await;
+    let url = relay.http("/mcp");
+    let from = |address: &str| {
+        let address = address.parse::<std::net::IpAddr>().unwrap();
+        reqwest::Client::builder().local_address(address).build().unwrap()
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}}});
+    let attacker = from("127.0.0.1");
+    for _ in 0..2 {
+        assert!(mcp_post(&attacker, &url, &init, None).send().await.unwrap().status().is_success());
+    }
+    let refused = mcp_post(&attacker, &url, &init, None).send().await.unwrap().text().await.unwrap();
+    assert!(refused.contains("address 127.0.0.1"), "its own address is capped: {refused}");
+    drop(attacker);
+    let other = mcp_post(&from("127.0.0.2"), &url, &init, None).send().await.unwrap();
+    let status = other.status();
+    assert!(status.is_success(), "another client gets a session: {status} {}", other.text().await.unwrap());
 }
 
 #[tokio::test]

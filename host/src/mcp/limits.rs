@@ -15,7 +15,9 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Most concurrent client sessions; further `initialize` requests are refused.
     pub max_sessions: usize,
-    /// Most concurrent sessions of one principal, so no caller can take every session.
+    /// Most concurrent sessions of one principal, so no caller can take every session. Not
+    /// applied to `anonymous` (every client of an open relay): its sessions are capped per
+    /// address alone.
     pub max_sessions_per_principal: usize,
     /// Most concurrent sessions opened from one remote IP address.
     pub max_sessions_per_address: usize,

@@ -261,9 +261,16 @@ impl SessionFactory {
         if self.lifecycle.sessions() >= limits.max_sessions {
             return refuse("the relay", limits.max_sessions);
         }
-        let Some(principal_count) = self.per_principal.try_acquire(&principal.id, limits.max_sessions_per_principal)
-        else {
-            return refuse(&format!("principal {}", principal.id), limits.max_sessions_per_principal);
+        // Anonymous is every client of an open relay: a cap on it would let one client that
+        // opens that many sessions (and holds no connection: HTTP sessions outlive them) refuse
+        // everyone else until they expire. Its sessions are capped per address alone.
+        let principal_count = if principal.is_anonymous() {
+            None
+        } else {
+            match self.per_principal.try_acquire(&principal.id, limits.max_sessions_per_principal) {
+                Some(count) => Some(count),
+                None => return refuse(&format!("principal {}", principal.id), limits.max_sessions_per_principal),
+            }
         };
         let address = crate::admission::address_key(remote);
         let Some(address_count) = self.per_address.try_acquire(&address, limits.max_sessions_per_address) else {

@@ -104,9 +104,9 @@ pub struct Session {
     /// Whether what this session established is not in the shared kv: the last write of its
     /// record failed (written again at its next request).
     shared_unsaved: std::sync::atomic::AtomicBool,
-    /// Keep the instance's, the principal's and the address's session counts right for this
-    /// session's lifetime.
-    counts: (SessionCount, CountGuard<String>, CountGuard<std::net::IpAddr>),
+    /// Keep the instance's, the principal's (none for anonymous) and the address's session
+    /// counts right for this session's lifetime.
+    counts: (SessionCount, Option<CountGuard<String>>, CountGuard<std::net::IpAddr>),
 }
 
 impl Session {

@@ -95,20 +95,33 @@ async fn caps_sessions_per_principal() {
     let dir = tempfile::tempdir().unwrap();
     let limits = Limits { max_sessions_per_principal: 1, ..Limits::default() };
     let factory = factory(dir.path(), limits).await;
-    let first =
-        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
-    let Err(refused) =
-        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None)
-    else {
+    let alice = || Authenticated::lasting(Principal { id: "alice".into(), roles: vec![] });
+    let first = factory.open(TransportKind::Line, alice(), HERE, None).unwrap();
+    let Err(refused) = factory.open(TransportKind::Line, alice(), HERE, None) else {
         panic!("a second session of one principal over a cap of 1");
     };
     assert_eq!(refused.code, -32003);
-    assert!(refused.message.contains("principal anonymous"), "{}", refused.message);
+    assert!(refused.message.contains("principal alice"), "{}", refused.message);
     drop(first);
-    assert!(
-        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).is_ok(),
-        "freed on drop"
-    );
+    assert!(factory.open(TransportKind::Line, alice(), HERE, None).is_ok(), "freed on drop");
+}
+
+#[tokio::test]
+async fn anonymous_sessions_are_capped_per_address_not_as_one_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { max_sessions_per_principal: 1, max_sessions_per_address: 2, ..Limits::default() };
+    let factory = factory(dir.path(), limits).await;
+    let anonymous = || Authenticated::lasting(Principal::open_access(false));
+    let there: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let _held = [
+        factory.open(TransportKind::Line, anonymous(), HERE, None).unwrap(),
+        factory.open(TransportKind::Line, anonymous(), HERE, None).unwrap(),
+    ];
+    let Err(refused) = factory.open(TransportKind::Line, anonymous(), HERE, None) else {
+        panic!("a third session from one address over a cap of 2");
+    };
+    assert!(refused.message.contains("address"), "{}", refused.message);
+    assert!(factory.open(TransportKind::Line, anonymous(), there, None).is_ok(), "another address is not refused");
 }
 
 #[tokio::test]
