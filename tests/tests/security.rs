@@ -330,6 +330,62 @@ async fn one_anonymous_client_cannot_take_an_open_relays_sessions() {
     assert!(status.is_success(), "another client gets a session: {status} {}", other.text().await.unwrap());
 }
 
+/// A backend's requests to clients (elicitation, sampling) wait for their client's answer in a
+/// few slots per backend. A client that left them unanswered held them all, and the backend's
+/// next request stopped the relay reading that backend: every other client's calls waited out
+/// the call deadline. Now one client holds a few, and one more past the slots is refused.
+#[tokio::test]
+async fn a_client_that_never_answers_the_backend_does_not_stall_it_for_others() {
+    let backends = format!("backends:\n{}", stdio_entry("b", &[]));
+    let relay = Relay::start_with(&yaml(""), &backends, &[]).await;
+    relay.wait_ready("b").await;
+    let asking = json!({"protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}}});
+    let mut silent = LineClient::connect(relay.port).await;
+    assert!(silent.request("initialize", asking.clone()).await["result"].is_object());
+    for id in 1000..1040 {
+        let ask =
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "ask", "arguments": {}}});
+        silent.send_raw(&ask.to_string()).await;
+    }
+    let (mut asked, mut refused) = (0, 0);
+    while asked + refused < 40 {
+        let message = silent.recv().await;
+        if message["method"] == "elicitation/create" {
+            asked += 1;
+        } else if message["id"].is_number() {
+            refused += 1;
+        }
+        if asked == 8 && refused == 32 {
+            break;
+        }
+    }
+    assert_eq!((asked, refused), (8, 32), "one session holds a few of the backend's requests, not all");
+    let mut other = LineClient::connect(relay.port).await;
+    assert!(other.request("initialize", asking).await["result"].is_object());
+    let echoed = tokio::time::timeout(Duration::from_secs(10), other.call_tool("echo", json!({"message": "hi"})))
+        .await
+        .expect("another client's call is not held behind the unanswered ones");
+    assert_eq!(text_of(&echoed), "b: hi");
+    // Once the silent client is gone, the backend's requests it held are answered, and the
+    // backend may ask the next client (while both had calls running it could not be told apart).
+    drop(silent);
+    let ask = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "ask", "arguments": {}}});
+    other.send_raw(&ask.to_string()).await;
+    let question = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let message = other.recv().await;
+            if message["method"] == "elicitation/create" {
+                return message;
+            }
+        }
+    })
+    .await
+    .expect("the next client is asked");
+    let answer = json!({"jsonrpc": "2.0", "id": question["id"], "result": {"action": "accept", "content": {}}});
+    other.send_raw(&answer.to_string()).await;
+    assert!(text_of(&other.recv_response().await).contains("accept"));
+}
+
 #[tokio::test]
 async fn one_connection_cannot_start_unbounded_work() {
     let dir = tempfile::tempdir().unwrap();

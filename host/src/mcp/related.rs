@@ -42,6 +42,10 @@ pub struct ClientRequests {
     log_level: ClientLogLevel,
 }
 
+/// How many of the relay's requests one session may leave unanswered at once: a backend's
+/// requests wait for their client's answer in a few slots shared by every client of that
+/// backend, and one client must not hold them all.
+const MAX_AWAITED_ANSWERS: usize = 8;
 /// How many URL elicitations one session remembers, for their completion notifications.
 const MAX_AWAITED_ELICITATIONS: usize = 16;
 /// Longest `elicitationId` remembered.
@@ -77,33 +81,50 @@ impl Related {
         }
         let id = format!("relay-{}", self.client.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
-        self.client.pending.lock().expect("client requests lock").insert(id.clone(), tx);
+        {
+            let mut pending = self.client.pending.lock().expect("client requests lock");
+            if pending.len() >= MAX_AWAITED_ANSWERS {
+                return Err(RpcError::new(
+                    error_codes::SERVER_BUSY,
+                    format!("{method}: the client has {MAX_AWAITED_ANSWERS} requests of the relay's unanswered"),
+                ));
+            }
+            pending.insert(id.clone(), tx);
+        }
+        // Whatever ends this wait (answered, timed out, the caller gone) ends its entry.
+        let _entry = PendingEntry { client: &self.client, id: &id };
         let message = Message::Request(Request {
             id: Value::String(id.clone()),
             method: method.into(),
             params: params.map(Payload::from),
         });
         let unavailable = |message: &str| RpcError::new(error_codes::UPSTREAM_UNAVAILABLE, message.to_owned());
-        let outcome = async {
-            let Some(sink) = &self.sink else {
-                return Err(RpcError::new(
-                    error_codes::METHOD_NOT_FOUND,
-                    format!("{method}: the client's request has no stream the relay could send it on"),
-                ));
-            };
+        let Some(sink) = &self.sink else {
+            return Err(RpcError::new(
+                error_codes::METHOD_NOT_FOUND,
+                format!("{method}: the client's request has no stream the relay could send it on"),
+            ));
+        };
+        // The send is within the deadline too: a client that does not read holds it as long.
+        let asked = async {
             sink.send(message).await.map_err(|_| unavailable("the client's stream is closed"))?;
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(_)) => Err(unavailable("the client session ended")),
-                Err(_) => Err(RpcError::new(
-                    error_codes::REQUEST_TIMEOUT,
-                    format!("the client did not answer {method} in time"),
-                )),
-            }
-        }
-        .await;
-        self.client.pending.lock().expect("client requests lock").remove(&id);
-        outcome
+            rx.await.unwrap_or_else(|_| Err(unavailable("the client session ended")))
+        };
+        tokio::time::timeout(timeout, asked).await.unwrap_or_else(|_| {
+            Err(RpcError::new(error_codes::REQUEST_TIMEOUT, format!("the client did not answer {method} in time")))
+        })
+    }
+}
+
+/// Removes one awaited answer's entry from its session's table when the wait ends.
+struct PendingEntry<'a> {
+    client: &'a ClientRequests,
+    id: &'a str,
+}
+
+impl Drop for PendingEntry<'_> {
+    fn drop(&mut self) {
+        self.client.pending.lock().expect("client requests lock").remove(self.id);
     }
 }
 
@@ -173,6 +194,12 @@ impl ClientRequests {
         })
     }
 
+    /// Fails every request still waiting for the client's answer (its session ended): a
+    /// backend's request must not wait out its deadline for a client that is gone.
+    pub fn end(&self) {
+        self.pending.lock().expect("client requests lock").clear();
+    }
+
     /// Hands a client's response to the request waiting for it; false if none waits.
     pub fn resolve(&self, response: Response) -> bool {
         let key = match &response.id {
@@ -206,6 +233,30 @@ mod tests {
         assert!(client.completes_elicitation(&format!("e{MAX_AWAITED_ELICITATIONS}")));
         client.await_elicitation(&json!({"elicitationId": "x".repeat(MAX_ELICITATION_ID + 1)}));
         assert!(!client.completes_elicitation(&"x".repeat(MAX_ELICITATION_ID + 1)));
+    }
+
+    #[tokio::test]
+    async fn a_client_holds_a_few_unanswered_requests_and_its_end_fails_them() {
+        let client = Arc::new(ClientRequests::default());
+        client.declare(json!({"sampling": {}}), false);
+        let (sink, _rx) = crate::mcp::client_channel();
+        let related = Related { sink: Some(sink), client: client.clone() };
+        let ask = || {
+            let related = related.clone();
+            tokio::spawn(async move { related.request("sampling/createMessage", None, Duration::from_secs(60)).await })
+        };
+        let waiting: Vec<_> = (0..MAX_AWAITED_ANSWERS).map(|_| ask()).collect();
+        while client.pending.lock().unwrap().len() < MAX_AWAITED_ANSWERS {
+            tokio::task::yield_now().await;
+        }
+        let refused = ask().await.unwrap().unwrap_err();
+        assert_eq!(refused.code, error_codes::SERVER_BUSY, "{}", refused.message);
+        client.end();
+        for waiting in waiting {
+            let ended = waiting.await.unwrap().unwrap_err();
+            assert!(ended.message.contains("session ended"), "{}", ended.message);
+        }
+        assert!(client.pending.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -222,6 +222,7 @@ impl Session {
             task.abort();
         }
         get_stream::end(&self.get_stream);
+        self.client_requests.end();
         // Its subscriptions end with it (most clients go away without unsubscribing): the last
         // subscriber of a URI ends the backend's subscription. So does its log level (a
         // stateless exchange's was never held: it has no `logging/setLevel`).

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
 use super::routes::ClientRoutes;
-use crate::mcp::{Message, Notification, Oversized, Payload, Response, request_text};
+use crate::mcp::{Message, Notification, Oversized, Payload, Response, RpcError, error_codes, request_text};
 
 /// How many requests from one upstream (pings, sampling, elicitation) are handled at once.
 const SERVER_REQUESTS_AT_ONCE: usize = 32;
@@ -211,10 +211,23 @@ async fn read_loop<S, T>(
                     tracing::warn!(backend, "upstream notification queue full; notification dropped");
                 }
             }
-            // At most SERVER_REQUESTS_AT_ONCE of the upstream's requests are handled at once; past
-            // that, reading stops until one is answered (a flood cannot grow the relay).
+            // At most SERVER_REQUESTS_AT_ONCE of the upstream's requests are handled at once (a
+            // flood cannot grow the relay); past that, one is refused at once: reading on would
+            // wait for a client's answer, and every other client's answers would wait with it.
             Message::Request(request) => {
-                let Ok(slot) = requests_at_once.clone().acquire_owned().await else { break };
+                let Ok(slot) = requests_at_once.clone().try_acquire_owned() else {
+                    let busy = RpcError::new(
+                        error_codes::SERVER_BUSY,
+                        format!(
+                            "{}: the relay already handles {SERVER_REQUESTS_AT_ONCE} of this server's requests",
+                            request.method
+                        ),
+                    );
+                    tracing::warn!(backend, method = %request.method, "upstream request refused: too many at once");
+                    let refusal = Message::Response(Response { id: request.id, outcome: Err(busy) });
+                    let _ = outgoing.send(refusal.to_text()).await;
+                    continue;
+                };
                 let (outgoing, routes) = (outgoing.clone(), routes.clone());
                 tokio::spawn(async move {
                     let answer = routes.answer(request, None).await;
