@@ -217,7 +217,7 @@ async fn client_certificates_are_verified_when_required() {
     let client = ca.client("agent-7", "client");
     let stranger_ca = TestCa::new(dir.path(), "stranger-ca");
     let stranger = stranger_ca.client("agent-8", "stranger");
-    let yaml = tls_yaml(", client_ca: relay-test-ca.pem, client_cert_required: true");
+    let yaml = tls_yaml(", client_ca: relay-test-ca.pem, client_cert_required: true, required: true");
     let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
     let pair =
         |issued: &relay_tests::pki::Issued| [issued.cert.display().to_string(), issued.key.display().to_string()];

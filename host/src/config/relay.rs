@@ -329,6 +329,13 @@ impl RelayConfig {
                 "tls.client_cert_required needs tls.client_ca (the CA client certificates are verified against)".into(),
             );
         }
+        // Else a client without a certificate would be served anyway, in the clear.
+        if let Some(tls) = &self.tls
+            && tls.client_cert_required
+            && !tls.required
+        {
+            return Err("tls.client_cert_required needs tls.required: true (plaintext clients have no certificate, and would be served)".into());
+        }
         if let Some(oauth) = &self.oauth {
             if !(oauth.resource.starts_with("https://") || oauth.resource.starts_with("http://")) {
                 return Err(format!("oauth.resource {:?} must be an absolute http(s) URL", oauth.resource));
@@ -356,5 +363,14 @@ mod tests {
         let config: RelayConfig = serde_yaml::from_str("{}").unwrap();
         assert_eq!(config.listen.port, 8000);
         assert!(serde_yaml::from_str::<RelayConfig>("listen: {prot: 1}").is_err());
+    }
+
+    #[test]
+    fn a_required_client_certificate_needs_tls_required() {
+        let check = |tls: &str| serde_yaml::from_str::<RelayConfig>(&format!("tls: {tls}")).unwrap().validate();
+        let refused = check("{cert: c, key: k, client_ca: ca, client_cert_required: true}").unwrap_err();
+        assert!(refused.contains("tls.required"), "{refused}");
+        assert!(check("{cert: c, key: k, client_ca: ca, client_cert_required: true, required: true}").is_ok());
+        assert!(check("{cert: c, key: k, client_ca: ca}").is_ok(), "optional certificates, plaintext allowed");
     }
 }
