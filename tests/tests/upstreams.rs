@@ -137,6 +137,34 @@ async fn each_session_hears_logs_at_its_own_level_and_backends_log_for_the_most_
     .await;
 }
 
+/// A WebSocket (or stdio) backend's log message names no request: while calls of two clients run on it, it
+/// may be about either, and went to every session whose level it met (one client's call's
+/// log, with whatever it said, shown to another). It goes to none now.
+#[tokio::test]
+async fn a_log_message_while_two_clients_calls_run_is_shown_to_neither() {
+    let backend = relay_tests::Fixture::start_on("w", 0, &["--logging"]).await;
+    let relay = Relay::start(&format!("backends:\n{}", backend.entry())).await;
+    relay.wait_ready("w").await;
+    let (mut alice, mut bob) = (relay.line_client().await, relay.line_client().await);
+    assert_eq!(alice.request("logging/setLevel", json!({"level": "debug"})).await["result"], json!({}));
+    let slow = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 1500}}});
+    alice.send_raw(&slow.to_string()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let log = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "log", "arguments": {"level": "info", "message": "bob's private detail"}}});
+    bob.send_raw(&log.to_string()).await;
+    assert!(bob.recv_response().await.get("result").is_some());
+    let mut heard = Vec::new();
+    loop {
+        let message = alice.recv().await;
+        if message["id"] == 1 {
+            break;
+        }
+        heard.push(message);
+    }
+    assert!(heard.iter().all(|m| m["method"] != "notifications/message"), "alice heard bob's call's log: {heard:?}");
+}
+
 /// A backend added while the relay runs starts at the log level the sessions hold (it was
 /// asked only when a level changed, so it never was).
 #[tokio::test]

@@ -72,6 +72,10 @@ impl Listing {
     }
 }
 
+/// The requests of its own a server may send the relay, as the relay's `initialize` declares
+/// them (besides `ping`): each goes on to the client whose request the server is serving.
+pub(super) const OFFERED_TO_UPSTREAMS: [&str; 2] = ["sampling/createMessage", "elicitation/create"];
+
 /// `initialize` then `notifications/initialized`.
 pub async fn initialize(conn: &Connection) -> Result<ServerIdentity, UpstreamError> {
     let result = conn

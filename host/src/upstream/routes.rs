@@ -75,6 +75,13 @@ impl ClientRoutes {
         if method == "ping" {
             return Response::ok(id, json!({}));
         }
+        // Only what the relay declared in its `initialize` reaches a client (not `roots/list`:
+        // the relay offers no roots, and a client's would tell the backend about its files).
+        if !super::handshake::OFFERED_TO_UPSTREAMS.contains(&method.as_str()) {
+            let offered = super::handshake::OFFERED_TO_UPSTREAMS.join(", ");
+            let refusal = format!("{method}: the relay does not offer it to its servers (only {offered})");
+            return Response { id, outcome: Err(RpcError::new(error_codes::METHOD_NOT_FOUND, refusal)) };
+        }
         let about = match on_stream_of {
             Some(related) => Some(related.clone()),
             None => self.sole_caller(),
@@ -119,18 +126,25 @@ impl ClientRoutes {
     /// from the same client session. `None` when there is none, or when requests of several
     /// clients are in flight: a request or log message from the upstream carries nothing that
     /// says which of them it is about, and guessing would show one client another's data.
+    /// Of that client's requests, the newest with a stream of its own (an HTTP request answered
+    /// with plain JSON has none, and another of the session's may).
     pub fn sole_caller(&self) -> Option<Related> {
         let callers = self.callers.lock().expect("callers lock");
         let (_, first) = callers.first()?;
-        callers.iter().all(|(_, r)| std::sync::Arc::ptr_eq(&r.client, &first.client)).then(|| first.clone())
+        if !callers.iter().all(|(_, r)| std::sync::Arc::ptr_eq(&r.client, &first.client)) {
+            return None;
+        }
+        let streamed = callers.iter().rev().find(|(_, r)| r.sink.is_some());
+        Some(streamed.map_or(first, |(_, r)| r).clone())
     }
 
     /// Sends a notification that belongs to a client request to its stream, unbuffered: a
     /// progress notification by its token; a log message to the request whose own stream
     /// carried it (`on_stream_of`), else to the one client the upstream works for, unless that
     /// client asked for a higher level (the backend logs at the most verbose level any client
-    /// asked for) or takes nothing but the answer: dropped then, never shown to another. False
-    /// when it belongs to none (the caller then treats it as a notification for all).
+    /// asked for) or takes nothing but the answer: dropped then, never shown to another; with
+    /// requests of several clients in flight, dropped too. False when it belongs to none (no
+    /// client request is in flight: the caller then treats it as a notification for all).
     pub fn deliver(&self, notification: &Notification, on_stream_of: Option<&Related>) -> bool {
         match notification.method.as_str() {
             "notifications/progress" => {
@@ -161,7 +175,11 @@ impl ClientRoutes {
             }
             "notifications/message" => {
                 // On a request's own stream it is that request's; else the sole caller's guess.
-                let Some(related) = on_stream_of.cloned().or_else(|| self.sole_caller()) else { return false };
+                // With several clients' requests in flight it may be about any of them: shown to
+                // none. With none, it is about no client request: for every session at its level.
+                let Some(related) = on_stream_of.cloned().or_else(|| self.sole_caller()) else {
+                    return !self.callers.lock().expect("callers lock").is_empty();
+                };
                 let level = notification.params.as_ref().and_then(|p| p.get("level")).and_then(Value::as_str);
                 if let Some(sink) = &related.sink
                     && related.client.log_level().wants_about_own_request(level.unwrap_or(""))
@@ -232,7 +250,8 @@ mod tests {
             method: "notifications/message".into(),
             params: Some(json!({"level": "info", "data": "private"})),
         };
-        assert!(!routes.deliver(&log, None), "two clients in flight: nobody's, left for all");
+        assert!(routes.deliver(&log, None), "two clients in flight: it may be either's, shown to none");
+        assert!(rx.try_recv().is_none());
         assert!(routes.deliver(&log, Some(&streamed)));
         assert!(matches!(rx.try_recv(), Some(Message::Notification(n)) if n == log));
         assert!(routes.deliver(&log, Some(&json_only)), "its client takes only the answer: dropped, not for all");
@@ -281,5 +300,30 @@ mod tests {
         assert!(routes.sole_caller().is_some());
         let _adapter = routes.register(&mut None, &Related::detached());
         assert!(routes.sole_caller().is_none(), "an adapter plugin's call is a caller of its own");
+    }
+
+    #[test]
+    fn the_sole_clients_request_with_a_stream_is_the_one_asked() {
+        let routes = ClientRoutes::new("b", Duration::from_secs(1));
+        let client = Arc::new(ClientRequests::default());
+        let (tx, _rx) = crate::mcp::client_channel();
+        let _json_only = routes.register(&mut None, &Related { sink: None, client: client.clone() });
+        let _streamed = routes.register(&mut None, &Related { sink: Some(tx), client });
+        assert!(routes.sole_caller().is_some_and(|r| r.sink.is_some()), "the request whose stream can carry it");
+    }
+
+    #[tokio::test]
+    async fn only_the_requests_the_relay_offered_reach_a_client() {
+        let routes = ClientRoutes::new("b", Duration::from_millis(50));
+        let client = Arc::new(ClientRequests::default());
+        client.declare(json!({"roots": {}, "sampling": {}}), false);
+        let (tx, mut rx) = crate::mcp::client_channel();
+        let _guard = routes.register(&mut None, &Related { sink: Some(tx), client });
+        let ask = |method: &str| Request { id: json!(1), method: method.into(), params: None };
+        let refused = routes.answer(ask("roots/list"), None).await.outcome.unwrap_err();
+        assert_eq!(refused.code, error_codes::METHOD_NOT_FOUND, "{}", refused.message);
+        assert!(rx.try_recv().is_none(), "the client is not asked for its roots");
+        let _ = routes.answer(ask("sampling/createMessage"), None).await;
+        assert!(matches!(rx.try_recv(), Some(Message::Request(r)) if r.method == "sampling/createMessage"));
     }
 }
