@@ -273,6 +273,39 @@ async fn subscriptions_and_the_log_level_survive_a_reconnect_and_end_with_their_
     eventually("unsubscribed when its session ended", || async { (unsubscribes() == 1).then_some(()) }).await;
 }
 
+/// An edit of a backend's entry (here its record file and call timeout) replaces its upstream:
+/// that cut the calls running on it (`backend s is no longer configured`) and the new one
+/// knew none of the subscriptions the relay had made, so their clients heard no more updates
+/// and later subscribers were never subscribed upstream. Now its calls finish and it is
+/// subscribed again.
+#[tokio::test]
+async fn an_edited_backend_entry_finishes_its_calls_and_keeps_its_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (before, after) = (dir.path().join("before"), dir.path().join("after"));
+    let entry = |record: &std::path::Path| {
+        relay_tests::stdio_fixture_entry("s", &["--record", record.to_str().unwrap(), "--resources", "file:///doc.txt"])
+    };
+    let relay =
+        Relay::start_files(dir.path(), relay_tests::TEST_RELAY_YAML, &format!("backends:\n{}", entry(&before)), &[])
+            .await;
+    relay.wait_ready("s").await;
+    let mut subscriber = relay.line_client().await;
+    let subscribed = subscriber.request("resources/subscribe", json!({"uri": "file:///doc.txt"})).await;
+    assert_eq!(subscribed["result"], json!({}), "{subscribed}");
+    let mut caller = relay.line_client().await;
+    let slow = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 1500}}});
+    caller.send_raw(&slow.to_string()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let edited = format!("backends:\n{}    call_timeout_secs: 30\n", entry(&after));
+    relay_tests::replace_file(&relay.backends_path(), edited.as_bytes());
+    assert_eq!(text_of(&caller.recv_response().await), "s: slow", "the call running on it finishes");
+    eventually("the new backend process is subscribed", || async {
+        let text = std::fs::read_to_string(&after).unwrap_or_default();
+        text.contains("resources/subscribe").then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn line_to_websocket_aggregates_and_prefixes_collisions() {
     let (alpha, beta) = (Fixture::start("alpha").await, Fixture::start("beta").await);

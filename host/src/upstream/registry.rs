@@ -52,15 +52,22 @@ impl Upstreams {
         let _ = self.catalog.set(source);
     }
 
-    /// Starts upstreams that are new, stops those that are gone, restarts those whose
-    /// configuration changed. Returns the names started and stopped.
+    /// Starts upstreams that are new, stops those that are gone, replaces those whose
+    /// configuration changed (the old one's calls in flight finish on it, and the new one makes
+    /// its subscriptions again). Returns the names started and stopped.
     pub fn reconcile(&self, backends: &[Backend]) -> (Vec<String>, Vec<String>) {
         let mut map = self.map.write().expect("upstreams lock");
         let mut stopped = Vec::new();
+        let mut replaced = BTreeMap::new();
         map.retain(|name, upstream| {
             let keep = backends.iter().any(|b| b == &upstream.backend);
             if !keep {
-                upstream.stop();
+                if backends.iter().any(|b| b.name == *name) {
+                    upstream.replace();
+                    replaced.insert(name.clone(), upstream.replay.carried());
+                } else {
+                    upstream.stop();
+                }
                 stopped.push(name.clone());
             }
             keep
@@ -68,6 +75,9 @@ impl Upstreams {
         let mut started = Vec::new();
         for backend in backends {
             if !map.contains_key(&backend.name) {
+                let replay = replaced
+                    .remove(&backend.name)
+                    .unwrap_or_else(|| super::replay::SessionReplay::new(self.log_level.clone()));
                 let upstream = Upstream::spawn(
                     backend.clone(),
                     self.timing.clone(),
@@ -75,7 +85,7 @@ impl Upstreams {
                     self.changed.clone(),
                     self.notifications.clone(),
                     self.catalog.clone(),
-                    self.log_level.clone(),
+                    replay,
                 );
                 map.insert(backend.name.clone(), upstream);
                 started.push(backend.name.clone());

@@ -74,6 +74,9 @@ pub struct Upstream {
     /// The subscriptions and log level the backend's session holds, made again on each new
     /// connection (the level on each lane's too).
     pub(super) replay: super::replay::SessionReplay,
+    /// Set when a changed entry of the same name took over: the connections retire (their
+    /// calls in flight finish on them) instead of closing under those calls.
+    replaced: std::sync::atomic::AtomicBool,
 }
 
 impl Upstream {
@@ -86,7 +89,7 @@ impl Upstream {
         changed: watch::Sender<u64>,
         notifications: broadcast::Sender<UpstreamEvent>,
         catalog: super::CatalogCredentialSlot,
-        log_level: super::replay::HeldLevel,
+        replay: super::replay::SessionReplay,
     ) -> Arc<Self> {
         let routes = Arc::new(ClientRoutes::new(&backend.name, call_deadline(&backend, &timing)));
         let series = metrics().backends.series(&backend.name);
@@ -114,7 +117,8 @@ impl Upstream {
             metrics: series,
             down: std::sync::atomic::AtomicBool::new(false),
             catalog,
-            replay: super::replay::SessionReplay::new(log_level),
+            replay,
+            replaced: std::sync::atomic::AtomicBool::new(false),
         });
         // What lanes' backend sessions send that is not for a call goes to the supervisor.
         let (lane_events_tx, lane_events) = mpsc::channel(64);
@@ -175,6 +179,19 @@ impl Upstream {
     /// Drops the current connection and connects again at once.
     pub fn request_reconnect(&self) {
         self.reconnect.notify_one();
+    }
+
+    /// Stops the upstream for the changed entry that replaces it: new calls go to that one,
+    /// and the calls in flight here finish on their connections (within their deadline), which
+    /// close then.
+    pub fn replace(&self) {
+        self.replaced.store(true, std::sync::atomic::Ordering::Release);
+        self.stop();
+    }
+
+    /// Whether [`Upstream::replace`] stopped it: its connections retire instead of closing.
+    pub(super) fn is_replaced(&self) -> bool {
+        self.replaced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stops the supervisor and closes the connection; waiting requests fail with `Gone`.
