@@ -8,6 +8,12 @@ use std::path::{Path, PathBuf};
 
 use super::{Backend, BackendsFile};
 
+/// How long the backends file must read the same before a reload takes it (after the watch's
+/// own quiet period): longer than a writer's pause between two writes of one file.
+const SETTLED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// Reads a reload makes before it gives up on a file that keeps changing.
+const SETTLE_LOOKS: usize = 10;
+
 /// Why the backends file could not be read or updated.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -44,11 +50,29 @@ impl BackendStore {
         &self.path
     }
 
-    /// Reads the file again after a change was noticed. An empty or missing file is refused
-    /// (an editor's truncate-then-write or a deploy's remove-then-copy passes through that
-    /// state); only an explicit `backends: []` empties the set.
+    /// Reads the file again after a change was noticed, once it reads the same twice
+    /// [`SETTLED_AFTER`] apart: a file written in place is read as its writer left it, not as
+    /// the part written so far (which may parse: the backends before the pause, the rest
+    /// stopped). An empty or missing file is refused (an editor's truncate-then-write or a
+    /// deploy's remove-then-copy passes through that state); only an explicit `backends: []`
+    /// empties the set. Blocking: call it from `spawn_blocking`.
     pub fn reload(&self) -> Result<(BackendsFile, Vec<Backend>), StoreError> {
-        match self.read()? {
+        let mut text = self.read()?;
+        let mut looks = 1;
+        loop {
+            std::thread::sleep(SETTLED_AFTER);
+            let again = self.read()?;
+            if again == text {
+                break;
+            }
+            if looks == SETTLE_LOOKS {
+                return Err(self.invalid(format!(
+                    "the file was still changing after {looks} reads; read again at its next change"
+                )));
+            }
+            (text, looks) = (again, looks + 1);
+        }
+        match text {
             Some(text) if !text.trim().is_empty() => self.parse(&text),
             Some(_) => Err(self.invalid("the file is empty (write `backends: []` to remove every backend)".into())),
             None => Err(self.invalid("the file is missing (write `backends: []` to remove every backend)".into())),
@@ -127,6 +151,27 @@ mod tests {
 
     fn spec(name: &str) -> BackendSpec {
         serde_yaml::from_str(&format!("{{name: {name}, url: 'ws://127.0.0.1:1'}}")).unwrap()
+    }
+
+    #[test]
+    fn a_file_written_in_two_goes_is_reloaded_as_written_in_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackendStore::new(dir.path().join("backends.yaml"));
+        let (first, second) =
+            ("backends:\n  - {name: a, url: 'ws://127.0.0.1:1'}\n", "  - {name: b, url: 'ws://127.0.0.1:2'}\n");
+        std::fs::write(store.path(), first).unwrap();
+        let writer = std::thread::spawn({
+            let path = store.path().to_owned();
+            move || {
+                std::thread::sleep(SETTLED_AFTER / 2);
+                let mut file = OpenOptions::new().append(true).open(path).unwrap();
+                file.write_all(second.as_bytes()).unwrap();
+            }
+        });
+        let (_, backends) = store.reload().unwrap();
+        writer.join().unwrap();
+        let names: Vec<_> = backends.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"], "the half written first is not taken for the file");
     }
 
     #[test]
