@@ -306,6 +306,28 @@ async fn an_edited_backend_entry_finishes_its_calls_and_keeps_its_subscriptions(
     .await;
 }
 
+/// A backend tells of updates to its own resources only: one naming another backend's
+/// resource reached that resource's subscribers as if its owner had sent it.
+#[tokio::test]
+async fn a_backend_cannot_announce_updates_of_another_backends_resource() {
+    let alpha = relay_tests::stdio_fixture_entry("alpha", &["--resources", "file:///alpha-doc"]);
+    let evil = relay_tests::stdio_fixture_entry("evil", &[]);
+    let relay = Relay::start(&format!("backends:\n{alpha}{evil}")).await;
+    relay.wait_ready("alpha").await;
+    relay.wait_ready("evil").await;
+    let mut subscriber = relay.line_client().await;
+    let subscribed = subscriber.request("resources/subscribe", json!({"uri": "file:///alpha-doc"})).await;
+    assert_eq!(subscribed["result"], json!({}), "{subscribed}");
+    let mut other = relay.line_client().await;
+    let updated = json!({"method": "notifications/resources/updated", "params": {"uri": "file:///alpha-doc"}});
+    assert_eq!(text_of(&other.call_tool("evil__notify", updated.clone()).await), "evil: notified");
+    assert_eq!(text_of(&other.call_tool("alpha__notify", updated).await), "alpha: notified");
+    let first = subscriber.recv().await;
+    assert_eq!(first["method"], "notifications/resources/updated", "{first}");
+    let second = tokio::time::timeout(std::time::Duration::from_millis(500), subscriber.recv()).await;
+    assert!(second.is_err(), "one update (alpha's), not evil's too: {second:?}");
+}
+
 #[tokio::test]
 async fn line_to_websocket_aggregates_and_prefixes_collisions() {
     let (alpha, beta) = (Fixture::start("alpha").await, Fixture::start("beta").await);

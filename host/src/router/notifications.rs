@@ -6,7 +6,7 @@ use std::sync::Weak;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use super::{ClientEvent, Owner, Router};
+use super::{Catalog, ClientEvent, Owner, Router};
 use crate::upstream::UpstreamEvent;
 
 /// Maps upstream notifications to client-facing ones and hands them to the sessions.
@@ -24,16 +24,14 @@ pub(super) async fn route_notifications(router: Weak<Router>, mut events: broadc
         let params = event.notification.params.unwrap_or(Value::Null);
         let client_event = match event.notification.method.as_str() {
             "notifications/resources/updated" => {
-                let uri = params.get("uri").and_then(Value::as_str).unwrap_or("").to_owned();
-                let catalog = router.catalog();
-                let exposed = catalog
-                    .resources()
-                    .entries()
-                    .iter()
-                    .find(|e| e.owner == Owner::Backend(event.backend.clone()) && e.upstream_name == uri)
-                    .map(|e| e.name.clone())
-                    .unwrap_or(uri);
-                ClientEvent::ResourceUpdated(exposed)
+                let uri = params.get("uri").and_then(Value::as_str).unwrap_or("");
+                match updated_name(&router.catalog(), &event.backend, uri) {
+                    Some(exposed) => ClientEvent::ResourceUpdated(exposed),
+                    None => {
+                        tracing::debug!(backend = %event.backend, uri, "update of a resource the backend does not own; dropped");
+                        continue;
+                    }
+                }
             }
             "notifications/message" => ClientEvent::Log(params),
             // To the session whose client the backend asked with it (and no other).
@@ -48,4 +46,17 @@ pub(super) async fn route_notifications(router: Weak<Router>, mut events: broadc
         };
         let _ = router.client_events.send(client_event);
     }
+}
+
+/// The name clients know `uri` by, when `backend` owns it: one of its listed resources, or a
+/// URI of one of its templates that no listed resource holds. `None` for another backend's
+/// resource (a backend must not tell another's subscribers of updates that did not happen).
+fn updated_name(catalog: &Catalog, backend: &str, uri: &str) -> Option<String> {
+    let owner = Owner::Backend(backend.to_owned());
+    let resources = catalog.resources();
+    if let Some(entry) = resources.entries().iter().find(|e| e.owner == owner && e.upstream_name == uri) {
+        return Some(entry.name.clone());
+    }
+    let templated = resources.get(uri).is_none() && catalog.template_owners(uri).contains(&&owner);
+    templated.then(|| uri.to_owned())
 }
