@@ -42,6 +42,15 @@ impl TestCa {
         self.issue(cn, file, vec!["localhost".into(), "127.0.0.1".into()], ExtendedKeyUsagePurpose::ServerAuth)
     }
 
+    /// A server certificate like [`TestCa::server`] that expired in 2021.
+    pub fn expired_server(&self, cn: &str, file: &str) -> Issued {
+        let names = vec!["localhost".into(), "127.0.0.1".into()];
+        self.issue_with(&[(DnType::CommonName, cn)], file, names, ExtendedKeyUsagePurpose::ServerAuth, |params| {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        })
+    }
+
     /// A client certificate with common name `cn`.
     pub fn client(&self, cn: &str, file: &str) -> Issued {
         self.issue(cn, file, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
@@ -63,12 +72,24 @@ impl TestCa {
         names: Vec<String>,
         usage: ExtendedKeyUsagePurpose,
     ) -> Issued {
+        self.issue_with(subject, file, names, usage, |_| {})
+    }
+
+    fn issue_with(
+        &self,
+        subject: &[(DnType, &str)],
+        file: &str,
+        names: Vec<String>,
+        usage: ExtendedKeyUsagePurpose,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Issued {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(names).expect("params");
         for (kind, value) in subject {
             params.distinguished_name.push(kind.clone(), *value);
         }
         params.extended_key_usages = vec![usage];
+        adjust(&mut params);
         let cert = params.signed_by(&key, &self.issuer).expect("certificate");
         let issued = Issued { cert: self.dir.join(format!("{file}.crt")), key: self.dir.join(format!("{file}.key")) };
         std::fs::write(&issued.cert, cert.pem()).unwrap();

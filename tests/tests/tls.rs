@@ -198,6 +198,16 @@ async fn a_replaced_certificate_is_used_for_new_handshakes_and_a_bad_pair_keeps_
     let days = metrics["tls"]["days_left"].as_f64().unwrap_or_else(|| panic!("{metrics}"));
     assert!(days > 1.0, "the test CA issues long-lived certificates: {metrics}");
 
+    // An expired pair: refused like one that does not load (it was put in use).
+    let old = ca.expired_server("relay-old", "staged-old");
+    replace_file(&dir.path().join("server.key"), &std::fs::read(&old.key).unwrap());
+    replace_file(&dir.path().join("server.crt"), &std::fs::read(&old.cert).unwrap());
+    relay.wait_for_log("the certificate is not valid now").await;
+    assert!(presented_cn(relay.port).await.contains("relay-two"), "the valid certificate stays");
+    let two = ca.server("relay-two", "staged-two");
+    replace_file(&dir.path().join("server.key"), &std::fs::read(&two.key).unwrap());
+    replace_file(&dir.path().join("server.crt"), &std::fs::read(&two.cert).unwrap());
+
     // A key that is not the certificate's: refused, the running pair stays, the log says why.
     let three = ca.server("relay-three", "staged-three");
     let four = ca.server("relay-four", "staged-four");

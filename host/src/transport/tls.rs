@@ -114,6 +114,10 @@ impl Tls {
     /// Loads `config` (paths already resolved); fails if the files are not a usable pair.
     pub fn load(config: TlsConfig) -> Result<Arc<Self>, TlsError> {
         let server = server_config(&config)?;
+        // Served anyway at start (there is no other), but said loudly.
+        if let Some(problem) = validity_problem(&config.cert) {
+            tracing::error!(cert = %config.cert.display(), "{problem}: clients that check it will refuse the relay");
+        }
         crate::metrics::metrics().access.tls_certificate(not_after(&config.cert).unwrap_or(0), None);
         Ok(Arc::new(Self {
             config,
@@ -130,7 +134,7 @@ impl Tls {
 
     /// Loads the files again; on failure the running pair stays, and the reason is kept.
     pub fn reload(&self) -> Result<(), TlsError> {
-        match server_config(&self.config) {
+        match replacement(&self.config) {
             Ok(server) => {
                 self.swap_in(server);
                 Ok(())
@@ -151,7 +155,8 @@ impl Tls {
         self.last_error.lock().expect("tls error lock").clone()
     }
 
-    /// Reloads whenever the certificate, key or client CA file changes. A rotation replaces
+    /// Reloads whenever the certificate, key or client CA file changes (a certificate that is
+    /// not valid now is refused like a pair that does not load). A rotation replaces
     /// the files one after the other, so a pair that does not match (yet) is not an error at
     /// first: the running certificate stays, and the files are tried again after
     /// [`ROTATION_SETTLE`]; only a pair still unusable then is reported (and shown by /status).
@@ -161,7 +166,7 @@ impl Tls {
         watch_files(paths.into_iter().flatten().cloned().collect(), Duration::from_millis(200), move |_| {
             let Some(current) = tls.upgrade() else { return };
             let loads = current.loads.load(std::sync::atomic::Ordering::Acquire);
-            match server_config(&current.config) {
+            match replacement(&current.config) {
                 Ok(server) => current.swap_in(server),
                 Err(e) => {
                     tracing::info!(reason = %e, settle_secs = ROTATION_SETTLE.as_secs(), "TLS files changed but are not a usable pair yet (a rotation half done?); the running certificate stays, checking again shortly");
@@ -195,6 +200,25 @@ impl Tls {
         let subject = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(subject_of);
         Ok((stream, subject))
     }
+}
+
+/// The configuration from the files on disk, to replace the running one: a usable pair whose
+/// certificate is valid now (an expired one, or one not valid yet, would fail every handshake
+/// that checks it while the running one may still serve).
+fn replacement(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
+    let server = server_config(config)?;
+    validity_problem(&config.cert).map_or(Ok(server), |problem| Err(file_error(&config.cert, problem)))
+}
+
+/// Why the first certificate in the PEM file at `path` is not valid now, if it is not.
+pub fn validity_problem(path: &std::path::Path) -> Option<String> {
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let validity = cert.validity();
+    (!validity.is_valid()).then(|| {
+        format!("the certificate is not valid now (valid from {} to {})", validity.not_before, validity.not_after)
+    })
 }
 
 /// When the first certificate in the PEM file at `path` expires (Unix seconds).
