@@ -23,7 +23,9 @@ struct BackendOutcome {
     outcome: &'static str,
 }
 
-/// Every backend's series.
+/// Every backend's series (the families are shared handles: a backend's metrics keep a copy
+/// to take their series out when it is removed).
+#[derive(Clone, Debug)]
 pub struct BackendSeries {
     requests: Family<BackendOutcome, Counter>,
     duration: Histograms<BackendLabel>,
@@ -74,8 +76,7 @@ impl BackendSeries {
         let reconnects = self.reconnects.get_or_create(&label).clone();
         let health = self.health.get_or_create(&label).clone();
         health.set(0);
-        let healths = self.health.clone();
-        BackendMetrics { ok, error, timeout, down, duration, reconnects, health, healths, label }
+        BackendMetrics { ok, error, timeout, down, duration, reconnects, health, families: self.clone(), label }
     }
 }
 
@@ -89,8 +90,8 @@ pub struct BackendMetrics {
     duration: DurationHistogram,
     reconnects: Counter,
     health: Gauge,
-    /// The health family, to take this backend out of it when it is removed.
-    healths: Family<BackendLabel, Gauge>,
+    /// The families, to take this backend's series out of them when it is removed.
+    families: BackendSeries,
     label: BackendLabel,
 }
 
@@ -130,11 +131,18 @@ impl BackendMetrics {
         self.health.set(i64::from(ready));
     }
 
-    /// The backend was removed from the configuration: its health series goes (an alert on
-    /// `relay_backend_health == 0` must not fire for a backend nobody runs any more). A
-    /// backend added again under the name starts a series of its own.
+    /// The backend was removed from the configuration: its series go (an alert on
+    /// `relay_backend_health == 0` must not fire for a backend nobody runs any more, and
+    /// backends added and removed under new names must not grow the metrics without end). A
+    /// backend added again under the name starts series of its own.
     pub fn forget(&self) {
-        self.healths.remove(&self.label);
+        let families = &self.families;
+        for outcome in ["ok", "error", "timeout", "down"] {
+            families.requests.remove(&BackendOutcome { backend: self.label.backend.clone(), outcome });
+        }
+        families.duration.remove(&self.label);
+        families.reconnects.remove(&self.label);
+        families.health.remove(&self.label);
     }
 
     /// Requests so far, and how many of them failed or timed out (for status).

@@ -106,11 +106,18 @@ mod tests {
         let alpha = metrics.backends.series("alpha");
         assert!(metrics.render().contains(r#"relay_backend_health{backend="alpha"} 0"#));
         alpha.ready(true);
+        alpha.reconnect();
+        alpha.request(crate::metrics::BackendOutcomeKind::Ok, std::time::Duration::from_millis(1));
         assert!(metrics.render().contains(r#"relay_backend_health{backend="alpha"} 1"#));
         alpha.forget();
         // Its supervisor may still say it stopped: that reaches no series.
         alpha.ready(false);
-        assert!(!metrics.render().contains("relay_backend_health{"), "a removed backend has no health series");
+        alpha.request(crate::metrics::BackendOutcomeKind::Error, std::time::Duration::from_millis(1));
+        assert!(
+            !metrics.render().contains(r#"backend="alpha""#),
+            "a removed backend has no series:\n{}",
+            metrics.render()
+        );
         // Added again under the same name: a series of its own.
         let again = metrics.backends.series("alpha");
         again.ready(true);

@@ -186,7 +186,8 @@ impl Upstream {
     /// close then.
     pub fn replace(&self) {
         self.replaced.store(true, std::sync::atomic::Ordering::Release);
-        self.stop();
+        // Not forgotten from the metrics: the new one goes on with the same series.
+        self.stop.cancel();
     }
 
     /// Whether [`Upstream::replace`] stopped it: its connections retire instead of closing.
