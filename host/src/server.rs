@@ -198,11 +198,20 @@ pub async fn run(
         .context("cannot serve on the worker threads")?;
     tracing::info!(workers = crate::workers::count(), "serving");
     let drain_signal = lifecycle.drain_signal();
-    tokio::select! {
-        signal = shutdown_signal() => tracing::info!(signal, "shutdown signal"),
-        () = drain_signal.cancelled() => tracing::info!("relay_drain called"),
-    }
-    drain(&state, Duration::from_secs(config.shutdown.grace_secs)).await;
+    let by_signal = tokio::select! {
+        signal = shutdown_signal() => { tracing::info!(signal, "shutdown signal"); true }
+        () = drain_signal.cancelled() => { tracing::info!("relay_drain called"); false }
+    };
+    // A second signal is an operator who will not wait out the grace. A signal after
+    // `relay_drain` is a first one (a deploy drains, then stops the unit): the drain goes on.
+    let cut_short = async move {
+        if !by_signal {
+            std::future::pending::<()>().await;
+        }
+        let signal = shutdown_signal().await;
+        tracing::warn!(signal, "a second shutdown signal: the drain's grace is cut short");
+    };
+    drain(&state, Duration::from_secs(config.shutdown.grace_secs), cut_short).await;
     shutdown.cancel();
     upstreams.stop_all();
     crate::upstream::children_stopped(Duration::from_secs(5)).await;
@@ -215,8 +224,9 @@ pub async fn run(
 /// elsewhere); running requests get `grace` to finish, and persistent connections close as
 /// soon as nothing of theirs runs (WebSocket with 1001 Going Away). The relay stops as soon as
 /// that is done, or when `grace` passes: then what still runs is cut off, each request
-/// answered with an error and logged, and the rest closes.
-async fn drain(state: &TransportState, grace: Duration) {
+/// answered with an error and logged, and the rest closes; the same when `cut_short` ends
+/// before `grace` passes.
+async fn drain(state: &TransportState, grace: Duration, cut_short: impl std::future::Future<Output = ()>) {
     let lifecycle = &state.lifecycle;
     lifecycle.start_drain();
     tracing::info!(
@@ -233,7 +243,11 @@ async fn drain(state: &TransportState, grace: Duration) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    if tokio::time::timeout(grace, settled).await.is_err() && lifecycle.running_requests() > 0 {
+    let waited = tokio::select! {
+        waited = tokio::time::timeout(grace, settled) => waited.is_ok(),
+        () = cut_short => false,
+    };
+    if !waited && lifecycle.running_requests() > 0 {
         tracing::warn!(
             running = lifecycle.running_requests(),
             "drain grace passed; requests still running are cut off (each answered with an error)"

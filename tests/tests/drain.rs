@@ -172,6 +172,27 @@ async fn a_call_longer_than_the_grace_is_cut_off_answered_and_logged_and_the_pro
     assert_eq!(records, 2, "each cut call has its record: {log}");
 }
 
+/// A second SIGTERM (or SIGINT) during the drain cuts its grace short: it was ignored, and an
+/// operator could only wait out the grace or SIGKILL the relay (nothing answered or logged).
+#[tokio::test]
+async fn a_second_signal_cuts_the_drain_short_and_the_cut_calls_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
+    let relay_yaml = format!("{RELAY_YAML}shutdown: {{grace_secs: 60}}\n");
+    let mut relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
+    relay.wait_ready("b").await;
+    let mut line = relay.line_client().await;
+    line.send_raw(&slow_call(1, 30_000).to_string()).await;
+    eventually("the call running", || async { (relay_status_running(&relay).await >= 1).then_some(()) }).await;
+    relay.signal("-TERM");
+    relay.wait_for_log("draining").await;
+    relay.signal("-INT");
+    let answer = line.recv_response().await;
+    assert_eq!(answer["error"]["data"]["reason"], "drain_grace_passed", "{answer}");
+    assert_eq!(exit_code(&mut relay, Duration::from_secs(10)).await, 0);
+    assert!(relay.log().contains("a second shutdown signal"), "{}", relay.log());
+}
+
 #[tokio::test]
 async fn a_request_sent_as_the_last_answer_arrives_is_answered_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
