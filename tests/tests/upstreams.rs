@@ -328,6 +328,33 @@ async fn a_backend_cannot_announce_updates_of_another_backends_resource() {
     assert!(second.is_err(), "one update (alpha's), not evil's too: {second:?}");
 }
 
+/// Sessions subscribing to a URI share one upstream subscription. One that came while the
+/// first session's was being made was told it was subscribed at once, and when that failed it
+/// stayed counted: it heard no updates, and neither did any later subscriber (never sent on).
+#[tokio::test]
+async fn a_subscription_that_fails_upstream_fails_every_session_waiting_on_it() {
+    let entry =
+        relay_tests::stdio_fixture_entry("s", &["--resources", "file:///doc.txt", "--fail-subscribe-ms", "1000"]);
+    let relay = Relay::start(&format!("backends:\n{entry}")).await;
+    relay.wait_ready("s").await;
+    let subscribe =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": "file:///doc.txt"}});
+    let (mut first, mut second) = (relay.line_client().await, relay.line_client().await);
+    first.send_raw(&subscribe.to_string()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    second.send_raw(&subscribe.to_string()).await;
+    let (first, second) = (first.recv_response().await, second.recv_response().await);
+    assert!(first["error"].is_object(), "{first}");
+    assert!(second["error"].is_object(), "not subscribed: the backend refused: {second}");
+    let mut third = relay.line_client().await;
+    let started = std::time::Instant::now();
+    let third = third.request("resources/subscribe", json!({"uri": "file:///doc.txt"})).await;
+    assert!(
+        third["error"].is_object() && started.elapsed() >= std::time::Duration::from_millis(900),
+        "asked upstream again: {third}"
+    );
+}
+
 #[tokio::test]
 async fn line_to_websocket_aggregates_and_prefixes_collisions() {
     let (alpha, beta) = (Fixture::start("alpha").await, Fixture::start("beta").await);

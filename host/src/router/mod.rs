@@ -7,12 +7,12 @@ mod error;
 mod log_levels;
 mod notifications;
 mod resources;
+mod subscriptions;
 #[cfg(test)]
 mod tests;
 mod views;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
@@ -48,7 +48,7 @@ pub struct Router {
     client_events: broadcast::Sender<ClientEvent>,
     /// How many sessions subscribe to each exposed resource URI (the upstream subscription is
     /// made for the first and dropped with the last).
-    subscriptions: Mutex<HashMap<String, usize>>,
+    subscriptions: subscriptions::Subscriptions,
     /// The log levels sessions asked for, and the one the backends were asked for.
     log_levels: log_levels::LogLevels,
 }
@@ -90,7 +90,7 @@ impl Router {
             views: views::Views::default(),
             announced: watch::Sender::new(first),
             client_events: broadcast::Sender::new(1024),
-            subscriptions: Mutex::default(),
+            subscriptions: Default::default(),
             log_levels: Default::default(),
         });
         tokio::spawn(notifications::route_notifications(Arc::downgrade(&router), router.upstreams.notifications()));

@@ -7,6 +7,7 @@
 
 use serde_json::{Value, json};
 
+use super::subscriptions::Joined;
 use super::{Catalog, Router, RouterError};
 use crate::access::Principal;
 use crate::mcp::{Addressed, Payload, Related};
@@ -26,19 +27,24 @@ impl Router {
     }
 
     /// `resources/subscribe` for one session; the upstream subscription is shared (made for the
-    /// first subscriber, but every subscriber must be shown the URI).
+    /// first subscriber, but every subscriber must be shown the URI). Later subscribers wait
+    /// for the first one's: it may fail, and then none of them is subscribed.
     pub async fn subscribe_resource(&self, request: &Addressed, principal: &Principal) -> Result<Value, RouterError> {
         let uri = &request.target;
         let view = self.view_with_uri(uri, principal).await?;
-        let first = {
-            let mut subscriptions = self.subscriptions.lock().expect("subscriptions lock");
-            let count = subscriptions.entry(uri.clone()).or_default();
-            *count += 1;
-            *count == 1
-        };
-        if first && let Err(e) = self.by_uri("resources/subscribe", request, None, &view, None).await {
-            self.release_subscription(uri);
-            return Err(e);
+        match self.subscriptions.join(uri) {
+            Joined::First(making) => {
+                self.by_uri("resources/subscribe", request, None, &view, None).await?;
+                making.made();
+            }
+            Joined::Waiting(mut made) => {
+                let subscribed = made.wait_for(Option::is_some).await.is_ok_and(|made| *made == Some(true));
+                if !subscribed {
+                    return Err(RouterError::Unroutable(format!(
+                        "the backend's subscription to {uri} failed (made for another session at the same time); subscribe again"
+                    )));
+                }
+            }
         }
         Ok(json!({}))
     }
@@ -46,26 +52,10 @@ impl Router {
     /// `resources/unsubscribe` for one session (the last one ends the upstream subscription,
     /// routed by the whole catalog: what this session's principal sees does not matter here).
     pub async fn unsubscribe_resource(&self, request: &Addressed) -> Result<Value, RouterError> {
-        if self.release_subscription(&request.target) {
+        if self.subscriptions.release(&request.target) {
             self.by_uri("resources/unsubscribe", request, None, &self.catalog(), None).await?;
         }
         Ok(json!({}))
-    }
-
-    /// Drops one session's subscription; true when it was the last.
-    fn release_subscription(&self, uri: &str) -> bool {
-        let mut subscriptions = self.subscriptions.lock().expect("subscriptions lock");
-        match subscriptions.get_mut(uri) {
-            Some(count) if *count > 1 => {
-                *count -= 1;
-                false
-            }
-            Some(_) => {
-                subscriptions.remove(uri);
-                true
-            }
-            None => false,
-        }
     }
 
     /// `principal`'s view, when `uri` is one it may address: listed in its view, or not a
