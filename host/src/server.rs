@@ -140,11 +140,14 @@ pub async fn run(
     tokio::spawn(async move {
         while file_changes.recv().await.is_some() {
             let store = reload_store.clone();
-            match tokio::task::spawn_blocking(move || store.reload()).await {
-                Ok(Ok((_, backends))) => {
-                    crate::metrics::metrics().process.config_file("backends", true);
-                    reload_upstreams.reconcile(&backends);
-                }
+            let upstreams = reload_upstreams.clone();
+            let reload = move || {
+                store.reload_then(|backends| {
+                    upstreams.reconcile(backends);
+                })
+            };
+            match tokio::task::spawn_blocking(reload).await {
+                Ok(Ok(_)) => crate::metrics::metrics().process.config_file("backends", true),
                 Ok(Err(e)) => {
                     crate::metrics::metrics().process.config_file("backends", false);
                     tracing::error!(error = %e, "backends file rejected; the running set stays (a restart would fail)");

@@ -87,12 +87,15 @@ async fn two_relays_adding_to_one_file_lose_no_update() {
     tokio::join!(add_many(&first, "a"), add_many(&second, "b"));
     let names = backend_names(&std::fs::read_to_string(dir.path().join("backends.yaml")).unwrap());
     assert_eq!(names.len(), 2 * EACH, "lost updates: {names:?}");
-    // Each relay also converges on the full set through the file watch.
-    for relay in [&first, &second] {
+    // Each relay also converges on the full set through the file watch, never stopping a
+    // backend on the way (a change applied after the file's lock went could undo a later one).
+    for (relay, log) in [(&first, "first.log"), (&second, "second.log")] {
         eventually("all backends known", || async {
             (relay.status().await["backends"].as_array().unwrap().len() == 2 * EACH).then_some(())
         })
         .await;
+        let log = std::fs::read_to_string(dir.path().join(log)).unwrap();
+        assert!(log.contains("backends reconciled") && !log.contains("stopped=[\""), "{log}");
     }
 }
 

@@ -211,16 +211,19 @@ impl RelayTools {
         Ok(json!({"reconnecting": name}))
     }
 
-    /// Changes the file under its lock (off the async runtime), then applies the result.
+    /// Changes the file and applies the result, both under its lock (off the async runtime).
     async fn persist<F>(&self, change: F) -> Result<(), AdminError>
     where
         F: FnOnce(&mut crate::config::BackendsFile) -> Result<(), String> + Send + 'static,
     {
-        let store = self.store.clone();
-        let backends = tokio::task::spawn_blocking(move || store.update(change))
-            .await
-            .map_err(|e| AdminError::Interrupted(e.to_string()))??;
-        self.upstreams.reconcile(&backends);
+        let (store, upstreams) = (self.store.clone(), self.upstreams.clone());
+        tokio::task::spawn_blocking(move || {
+            store.update_then(change, |backends| {
+                upstreams.reconcile(backends);
+            })
+        })
+        .await
+        .map_err(|e| AdminError::Interrupted(e.to_string()))??;
         Ok(())
     }
 }

@@ -55,8 +55,13 @@ impl BackendStore {
     /// the part written so far (which may parse: the backends before the pause, the rest
     /// stopped). An empty or missing file is refused (an editor's truncate-then-write or a
     /// deploy's remove-then-copy passes through that state); only an explicit `backends: []`
-    /// empties the set. Blocking: call it from `spawn_blocking`.
-    pub fn reload(&self) -> Result<(BackendsFile, Vec<Backend>), StoreError> {
+    /// empties the set. Then `apply` gets the backends under the file's lock, so a reload and
+    /// an admin tool's change are applied in the order they were written. Blocking: call it
+    /// from `spawn_blocking`.
+    pub fn reload_then<A>(&self, apply: A) -> Result<Vec<Backend>, StoreError>
+    where
+        A: FnOnce(&[Backend]),
+    {
         let mut text = self.read()?;
         let mut looks = 1;
         loop {
@@ -72,11 +77,22 @@ impl BackendStore {
             }
             (text, looks) = (again, looks + 1);
         }
-        match text {
-            Some(text) if !text.trim().is_empty() => self.parse(&text),
-            Some(_) => Err(self.invalid("the file is empty (write `backends: []` to remove every backend)".into())),
-            None => Err(self.invalid("the file is missing (write `backends: []` to remove every backend)".into())),
+        let (_, backends) = match &text {
+            Some(text) if !text.trim().is_empty() => self.parse(text)?,
+            Some(_) => {
+                return Err(self.invalid("the file is empty (write `backends: []` to remove every backend)".into()));
+            }
+            None => {
+                return Err(self.invalid("the file is missing (write `backends: []` to remove every backend)".into()));
+            }
+        };
+        let _lock = self.lock()?;
+        if self.read()? == text {
+            apply(&backends);
         }
+        // Else it changed again (an admin tool's write, under the lock): that change is read
+        // and applied in its turn.
+        Ok(backends)
     }
 
     /// Reads and validates the file. A missing file means "no backends".
@@ -105,6 +121,29 @@ impl BackendStore {
     where
         F: FnOnce(&mut BackendsFile) -> Result<(), String>,
     {
+        self.update_then(change, |_| {})
+    }
+
+    /// [`BackendStore::update`], then `apply` with the backends written, still under the lock:
+    /// two changes at once are applied in the order they were written (applied after the lock,
+    /// the earlier one could undo the later one until the file watch noticed).
+    pub fn update_then<F, A>(&self, change: F, apply: A) -> Result<Vec<Backend>, StoreError>
+    where
+        F: FnOnce(&mut BackendsFile) -> Result<(), String>,
+        A: FnOnce(&[Backend]),
+    {
+        let _lock = self.lock()?;
+        let (mut file, _) = self.load()?;
+        change(&mut file).map_err(|message| self.invalid(message))?;
+        let backends = file.validate().map_err(|message| self.invalid(message))?;
+        self.write_atomically(&file)?;
+        apply(&backends);
+        // Dropping `_lock` releases it.
+        Ok(backends)
+    }
+
+    /// The exclusive lock every writer of the file (and every reload, to apply) holds.
+    fn lock(&self) -> Result<File, StoreError> {
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -112,12 +151,7 @@ impl BackendStore {
             .open(&self.lock_path)
             .map_err(|source| self.io(source))?;
         lock.lock().map_err(|source| self.io(source))?;
-        let (mut file, _) = self.load()?;
-        change(&mut file).map_err(|message| self.invalid(message))?;
-        let backends = file.validate().map_err(|message| self.invalid(message))?;
-        self.write_atomically(&file)?;
-        // Dropping `lock` releases it.
-        Ok(backends)
+        Ok(lock)
     }
 
     fn write_atomically(&self, file: &BackendsFile) -> Result<(), StoreError> {
@@ -168,7 +202,7 @@ mod tests {
                 file.write_all(second.as_bytes()).unwrap();
             }
         });
-        let (_, backends) = store.reload().unwrap();
+        let backends = store.reload_then(|_| {}).unwrap();
         writer.join().unwrap();
         let names: Vec<_> = backends.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(names, ["a", "b"], "the half written first is not taken for the file");
