@@ -58,12 +58,6 @@ impl Principal {
         Self { id: Self::ANONYMOUS.into(), roles }
     }
 
-    /// Whether this is everyone nobody vouched for (an open relay's callers, or an auth
-    /// plugin's anonymous principal): not one caller, so nothing is capped per this principal.
-    pub fn is_anonymous(&self) -> bool {
-        self.id == Self::ANONYMOUS
-    }
-
     /// Whether the principal has `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)

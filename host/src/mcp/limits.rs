@@ -16,8 +16,8 @@ pub struct Limits {
     /// Most concurrent client sessions; further `initialize` requests are refused.
     pub max_sessions: usize,
     /// Most concurrent sessions of one principal, so no caller can take every session. Not
-    /// applied to `anonymous` (every client of an open relay): its sessions are capped per
-    /// address alone.
+    /// applied without an auth plugin (its one principal, `anonymous`, is every client): there
+    /// sessions are capped per address alone.
     pub max_sessions_per_principal: usize,
     /// Most concurrent sessions opened from one remote IP address.
     pub max_sessions_per_address: usize,

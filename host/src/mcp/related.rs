@@ -56,7 +56,6 @@ pub fn capability_for(method: &str) -> Option<&'static str> {
     match method {
         "elicitation/create" => Some("elicitation"),
         "sampling/createMessage" => Some("sampling"),
-        "roots/list" => Some("roots"),
         _ => None,
     }
 }

@@ -49,14 +49,15 @@ pub(super) async fn route_notifications(router: Weak<Router>, mut events: broadc
 }
 
 /// The name clients know `uri` by, when `backend` owns it: one of its listed resources, or a
-/// URI of one of its templates that no listed resource holds. `None` for another backend's
-/// resource (a backend must not tell another's subscribers of updates that did not happen).
+/// URI no listed resource holds whose best-matching template is its own (where a subscription
+/// to it is sent). `None` for another backend's resource (a backend must not tell another's
+/// subscribers of updates that did not happen).
 fn updated_name(catalog: &Catalog, backend: &str, uri: &str) -> Option<String> {
     let owner = Owner::Backend(backend.to_owned());
     let resources = catalog.resources();
     if let Some(entry) = resources.entries().iter().find(|e| e.owner == owner && e.upstream_name == uri) {
         return Some(entry.name.clone());
     }
-    let templated = resources.get(uri).is_none() && catalog.template_owners(uri).contains(&&owner);
+    let templated = resources.get(uri).is_none() && catalog.template_owners(uri).first() == Some(&&owner);
     templated.then(|| uri.to_owned())
 }

@@ -32,14 +32,21 @@ impl Router {
     pub async fn subscribe_resource(&self, request: &Addressed, principal: &Principal) -> Result<Value, RouterError> {
         let uri = &request.target;
         let view = self.view_with_uri(uri, principal).await?;
+        // A session refused here is not subscribed: its count goes back now (one that ends
+        // while it waits gives it back as it ends).
         match self.subscriptions.join(uri) {
             Joined::First(making) => {
-                self.by_uri("resources/subscribe", request, None, &view, None).await?;
+                if let Err(e) = self.by_uri("resources/subscribe", request, None, &view, None).await {
+                    drop(making);
+                    self.subscriptions.release(uri);
+                    return Err(e);
+                }
                 making.made();
             }
             Joined::Waiting(mut made) => {
                 let subscribed = made.wait_for(Option::is_some).await.is_ok_and(|made| *made == Some(true));
                 if !subscribed {
+                    self.subscriptions.release(uri);
                     return Err(RouterError::Unroutable(format!(
                         "the backend's subscription to {uri} failed (made for another session at the same time); subscribe again"
                     )));

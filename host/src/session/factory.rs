@@ -261,10 +261,11 @@ impl SessionFactory {
         if self.lifecycle.sessions() >= limits.max_sessions {
             return refuse("the relay", limits.max_sessions);
         }
-        // Anonymous is every client of an open relay: a cap on it would let one client that
+        // An open relay's one principal is every client: a cap on it would let one client that
         // opens that many sessions (and holds no connection: HTTP sessions outlive them) refuse
-        // everyone else until they expire. Its sessions are capped per address alone.
-        let principal_count = if principal.is_anonymous() {
+        // everyone else until they expire. Its sessions are capped per address alone (an auth
+        // plugin's principals are capped, whatever their names).
+        let principal_count = if !self.requires_auth() {
             None
         } else {
             match self.per_principal.try_acquire(&principal.id, limits.max_sessions_per_principal) {

@@ -90,24 +90,9 @@ async fn dispatches_methods_and_enforces_its_own_rules() {
     assert_eq!(status["structuredContent"]["instance"], "test");
 }
 
+/// (An auth plugin's principals are capped: `security::no_principal_can_use_up_the_relays_sessions`.)
 #[tokio::test]
-async fn caps_sessions_per_principal() {
-    let dir = tempfile::tempdir().unwrap();
-    let limits = Limits { max_sessions_per_principal: 1, ..Limits::default() };
-    let factory = factory(dir.path(), limits).await;
-    let alice = || Authenticated::lasting(Principal { id: "alice".into(), roles: vec![] });
-    let first = factory.open(TransportKind::Line, alice(), HERE, None).unwrap();
-    let Err(refused) = factory.open(TransportKind::Line, alice(), HERE, None) else {
-        panic!("a second session of one principal over a cap of 1");
-    };
-    assert_eq!(refused.code, -32003);
-    assert!(refused.message.contains("principal alice"), "{}", refused.message);
-    drop(first);
-    assert!(factory.open(TransportKind::Line, alice(), HERE, None).is_ok(), "freed on drop");
-}
-
-#[tokio::test]
-async fn anonymous_sessions_are_capped_per_address_not_as_one_principal() {
+async fn an_open_relays_sessions_are_capped_per_address_not_as_one_principal() {
     let dir = tempfile::tempdir().unwrap();
     let limits = Limits { max_sessions_per_principal: 1, max_sessions_per_address: 2, ..Limits::default() };
     let factory = factory(dir.path(), limits).await;

@@ -4,7 +4,7 @@
 //! `Mcp-Name` headers, which must agree with the body. Closing the response stream cancels the
 //! request.
 //!
-//! An upstream that asks its client something mid-request (elicitation, sampling, roots) speaks
+//! An upstream that asks its client something mid-request (elicitation, sampling) speaks
 //! an older protocol, where the relay would send a request on the client's stream. A 2026 client
 //! takes no requests, so the relay answers the POST with an `input_required` result instead and
 //! parks the running call under an opaque `requestState`; the client's retry (same method, new
@@ -202,9 +202,12 @@ fn classify(message: Message) -> Step {
 }
 
 impl Drop for Call {
-    /// A call nobody waits for any more (stream closed, parked too long) is cancelled.
+    /// A call nobody waits for any more (stream closed, parked too long) is cancelled, and its
+    /// session (this exchange's alone) ends: what a backend asked its client fails at once
+    /// instead of holding one of the backend's slots to its deadline.
     fn drop(&mut self) {
         self.task.abort();
+        self.session.end();
     }
 }
 

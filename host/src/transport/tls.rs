@@ -102,6 +102,8 @@ pub struct Tls {
     last_error: Mutex<Option<String>>,
     /// How many times a pair was loaded (a retry after a half-done rotation checks it).
     loads: std::sync::atomic::AtomicU64,
+    /// When the certificate in use expires (Unix seconds).
+    running_not_after: std::sync::atomic::AtomicI64,
 }
 
 /// How long a rotation may leave the certificate and key unmatched before it is an error.
@@ -118,12 +120,14 @@ impl Tls {
         if let Some(problem) = validity_problem(&config.cert) {
             tracing::error!(cert = %config.cert.display(), "{problem}: clients that check it will refuse the relay");
         }
-        crate::metrics::metrics().access.tls_certificate(not_after(&config.cert).unwrap_or(0), None);
+        let expires = not_after(&config.cert).unwrap_or(0);
+        crate::metrics::metrics().access.tls_certificate(expires, None);
         Ok(Arc::new(Self {
             config,
             current: ArcSwap::from_pointee(server),
             last_error: Mutex::new(None),
             loads: Default::default(),
+            running_not_after: expires.into(),
         }))
     }
 
@@ -134,7 +138,7 @@ impl Tls {
 
     /// Loads the files again; on failure the running pair stays, and the reason is kept.
     pub fn reload(&self) -> Result<(), TlsError> {
-        match replacement(&self.config) {
+        match self.replacement() {
             Ok(server) => {
                 self.swap_in(server);
                 Ok(())
@@ -155,8 +159,8 @@ impl Tls {
         self.last_error.lock().expect("tls error lock").clone()
     }
 
-    /// Reloads whenever the certificate, key or client CA file changes (a certificate that is
-    /// not valid now is refused like a pair that does not load). A rotation replaces
+    /// Reloads whenever the certificate, key or client CA file changes (an expired certificate
+    /// is refused like a pair that does not load, unless the running one has expired too). A rotation replaces
     /// the files one after the other, so a pair that does not match (yet) is not an error at
     /// first: the running certificate stays, and the files are tried again after
     /// [`ROTATION_SETTLE`]; only a pair still unusable then is reported (and shown by /status).
@@ -166,7 +170,7 @@ impl Tls {
         watch_files(paths.into_iter().flatten().cloned().collect(), Duration::from_millis(200), move |_| {
             let Some(current) = tls.upgrade() else { return };
             let loads = current.loads.load(std::sync::atomic::Ordering::Acquire);
-            match replacement(&current.config) {
+            match current.replacement() {
                 Ok(server) => current.swap_in(server),
                 Err(e) => {
                     tracing::info!(reason = %e, settle_secs = ROTATION_SETTLE.as_secs(), "TLS files changed but are not a usable pair yet (a rotation half done?); the running certificate stays, checking again shortly");
@@ -185,7 +189,24 @@ impl Tls {
         })
     }
 
+    /// The configuration from the files on disk, to replace the running one: a usable pair,
+    /// whose certificate has not expired unless the running one has too (an expired one would
+    /// fail every handshake that checks it while the running one may still serve; one not
+    /// valid yet is taken, with a warning: it will be).
+    fn replacement(&self) -> Result<ServerConfig, TlsError> {
+        let server = server_config(&self.config)?;
+        let Some(problem) = validity_problem(&self.config.cert) else { return Ok(server) };
+        let now = x509_parser::time::ASN1Time::now().timestamp();
+        let expired = not_after(&self.config.cert).is_some_and(|at| at < now);
+        if expired && self.running_not_after.load(std::sync::atomic::Ordering::Acquire) >= now {
+            return Err(file_error(&self.config.cert, problem));
+        }
+        tracing::warn!(cert = %self.config.cert.display(), "{problem}: taken anyway");
+        Ok(server)
+    }
+
     fn swap_in(&self, server: ServerConfig) {
+        self.running_not_after.store(not_after(&self.config.cert).unwrap_or(0), std::sync::atomic::Ordering::Release);
         self.current.store(Arc::new(server));
         *self.last_error.lock().expect("tls error lock") = None;
         self.loads.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -200,14 +221,6 @@ impl Tls {
         let subject = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(subject_of);
         Ok((stream, subject))
     }
-}
-
-/// The configuration from the files on disk, to replace the running one: a usable pair whose
-/// certificate is valid now (an expired one, or one not valid yet, would fail every handshake
-/// that checks it while the running one may still serve).
-fn replacement(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
-    let server = server_config(config)?;
-    validity_problem(&config.cert).map_or(Ok(server), |problem| Err(file_error(&config.cert, problem)))
 }
 
 /// Why the first certificate in the PEM file at `path` is not valid now, if it is not.

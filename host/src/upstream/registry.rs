@@ -64,7 +64,7 @@ impl Upstreams {
             if !keep {
                 if backends.iter().any(|b| b.name == *name) {
                     upstream.replace();
-                    replaced.insert(name.clone(), upstream.replay.carried());
+                    replaced.insert(name.clone(), upstream.replay.clone());
                 } else {
                     upstream.stop();
                 }
@@ -77,7 +77,7 @@ impl Upstreams {
             if !map.contains_key(&backend.name) {
                 let replay = replaced
                     .remove(&backend.name)
-                    .unwrap_or_else(|| super::replay::SessionReplay::new(self.log_level.clone()));
+                    .unwrap_or_else(|| Arc::new(super::replay::SessionReplay::new(self.log_level.clone())));
                 let upstream = Upstream::spawn(
                     backend.clone(),
                     self.timing.clone(),

@@ -36,13 +36,6 @@ impl SessionReplay {
         Self { subscriptions: Mutex::default(), level }
     }
 
-    /// The same state, for the upstream that replaces this one (its entry changed): its first
-    /// connection makes the subscriptions again, which the router counts as made.
-    pub fn carried(&self) -> Self {
-        let subscriptions = self.subscriptions.lock().expect("replay lock").clone();
-        Self { subscriptions: Mutex::new(subscriptions), level: self.level.clone() }
-    }
-
     /// Notes what a request of `method` with `params`, which the backend accepted, set.
     /// Any other method is passed over by its length and first bytes (every call comes here).
     pub fn note(&self, method: &str, params: Option<&Payload>) {

@@ -72,8 +72,9 @@ pub struct Upstream {
     /// The catalog user's credential, for a backend listed as its first authorized user.
     catalog: super::CatalogCredentialSlot,
     /// The subscriptions and log level the backend's session holds, made again on each new
-    /// connection (the level on each lane's too).
-    pub(super) replay: super::replay::SessionReplay,
+    /// connection (the level on each lane's too); shared with the upstream that replaces this
+    /// one (its entry edited), so what finishes here after that is known there too.
+    pub(super) replay: Arc<super::replay::SessionReplay>,
     /// Set when a changed entry of the same name took over: the connections retire (their
     /// calls in flight finish on them) instead of closing under those calls.
     replaced: std::sync::atomic::AtomicBool,
@@ -89,7 +90,7 @@ impl Upstream {
         changed: watch::Sender<u64>,
         notifications: broadcast::Sender<UpstreamEvent>,
         catalog: super::CatalogCredentialSlot,
-        replay: super::replay::SessionReplay,
+        replay: Arc<super::replay::SessionReplay>,
     ) -> Arc<Self> {
         let routes = Arc::new(ClientRoutes::new(&backend.name, call_deadline(&backend, &timing)));
         let series = metrics().backends.series(&backend.name);
