@@ -18,6 +18,19 @@ fn slow_call(id: u64, ms: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": ms}}})
 }
 
+/// A relay with one stdio backend `b` and `shutdown.grace_secs: grace_secs`, and a newline
+/// client whose `slow` call (id 1) of `ms` milliseconds is running.
+async fn relay_running_a_slow_call(grace_secs: u64, ms: u64) -> (Relay, LineClient) {
+    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
+    let relay_yaml = format!("{RELAY_YAML}shutdown: {{grace_secs: {grace_secs}}}\n");
+    let relay = Relay::start_with(&relay_yaml, &backends, &[]).await;
+    relay.wait_ready("b").await;
+    let mut line = relay.line_client().await;
+    line.send_raw(&slow_call(1, ms).to_string()).await;
+    eventually("the call running", || async { (relay_status_running(&relay).await >= 1).then_some(()) }).await;
+    (relay, line)
+}
+
 async fn exit_code(relay: &mut Relay, within: Duration) -> i32 {
     let status = tokio::time::timeout(within, relay.wait()).await.expect("the relay exits in time");
     status.code().expect("exited, not killed by a signal")
@@ -128,13 +141,7 @@ async fn relay_status_running(relay: &Relay) -> u64 {
 
 #[tokio::test]
 async fn a_call_longer_than_the_grace_is_cut_off_answered_and_logged_and_the_process_still_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
-    let relay_yaml = format!("{RELAY_YAML}shutdown: {{grace_secs: 1}}\n");
-    let mut relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
-    relay.wait_ready("b").await;
-    let mut line = relay.line_client().await;
-    line.send_raw(&slow_call(1, 30_000).to_string()).await;
+    let (mut relay, mut line) = relay_running_a_slow_call(1, 30_000).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(relay.ws("/ws")).await.unwrap();
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}});
     ws.send(Frame::text(init.to_string())).await.unwrap();
@@ -176,14 +183,7 @@ async fn a_call_longer_than_the_grace_is_cut_off_answered_and_logged_and_the_pro
 /// operator could only wait out the grace or SIGKILL the relay (nothing answered or logged).
 #[tokio::test]
 async fn a_second_signal_cuts_the_drain_short_and_the_cut_calls_are_answered() {
-    let dir = tempfile::tempdir().unwrap();
-    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
-    let relay_yaml = format!("{RELAY_YAML}shutdown: {{grace_secs: 60}}\n");
-    let mut relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
-    relay.wait_ready("b").await;
-    let mut line = relay.line_client().await;
-    line.send_raw(&slow_call(1, 30_000).to_string()).await;
-    eventually("the call running", || async { (relay_status_running(&relay).await >= 1).then_some(()) }).await;
+    let (mut relay, mut line) = relay_running_a_slow_call(60, 30_000).await;
     relay.signal("-TERM");
     relay.wait_for_log("draining").await;
     relay.signal("-INT");
@@ -195,14 +195,7 @@ async fn a_second_signal_cuts_the_drain_short_and_the_cut_calls_are_answered() {
 
 #[tokio::test]
 async fn a_request_sent_as_the_last_answer_arrives_is_answered_not_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
-    let relay_yaml = format!("{RELAY_YAML}shutdown: {{grace_secs: 20}}\n");
-    let mut relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
-    relay.wait_ready("b").await;
-    let mut line = relay.line_client().await;
-    line.send_raw(&slow_call(1, 800).to_string()).await;
-    eventually("the call running", || async { (relay_status_running(&relay).await >= 1).then_some(()) }).await;
+    let (mut relay, mut line) = relay_running_a_slow_call(20, 800).await;
     relay.signal("-TERM");
     let answer = line.recv_response().await;
     assert_eq!(answer["result"]["content"][0]["text"], "b: slow", "{answer}");

@@ -16,6 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
+use x509_parser::certificate::Validity;
 
 use crate::config::TlsConfig;
 use crate::file_watch::{WatchGuard, watch_files};
@@ -116,11 +117,12 @@ impl Tls {
     /// Loads `config` (paths already resolved); fails if the files are not a usable pair.
     pub fn load(config: TlsConfig) -> Result<Arc<Self>, TlsError> {
         let server = server_config(&config)?;
+        let validity = validity(&config.cert);
         // Served anyway at start (there is no other), but said loudly.
-        if let Some(problem) = validity_problem(&config.cert) {
+        if let Some(problem) = validity.as_ref().and_then(validity_problem) {
             tracing::error!(cert = %config.cert.display(), "{problem}: clients that check it will refuse the relay");
         }
-        let expires = not_after(&config.cert).unwrap_or(0);
+        let expires = expiry(validity.as_ref());
         crate::metrics::metrics().access.tls_certificate(expires, None);
         Ok(Arc::new(Self {
             config,
@@ -160,9 +162,9 @@ impl Tls {
     }
 
     /// Reloads whenever the certificate, key or client CA file changes (an expired certificate
-    /// is refused like a pair that does not load, unless the running one has expired too). A rotation replaces
-    /// the files one after the other, so a pair that does not match (yet) is not an error at
-    /// first: the running certificate stays, and the files are tried again after
+    /// is refused like a pair that does not load, unless the running one has expired too). A
+    /// rotation replaces the files one after the other, so a pair that does not match (yet) is
+    /// not an error at first: the running certificate stays, and the files are tried again after
     /// [`ROTATION_SETTLE`]; only a pair still unusable then is reported (and shown by /status).
     pub fn watch(self: &Arc<Self>) -> notify::Result<WatchGuard> {
         let paths = [Some(&self.config.cert), Some(&self.config.key), self.config.client_ca.as_ref()];
@@ -195,9 +197,10 @@ impl Tls {
     /// valid yet is taken, with a warning: it will be).
     fn replacement(&self) -> Result<ServerConfig, TlsError> {
         let server = server_config(&self.config)?;
-        let Some(problem) = validity_problem(&self.config.cert) else { return Ok(server) };
+        let Some(validity) = validity(&self.config.cert) else { return Ok(server) };
+        let Some(problem) = validity_problem(&validity) else { return Ok(server) };
         let now = x509_parser::time::ASN1Time::now().timestamp();
-        let expired = not_after(&self.config.cert).is_some_and(|at| at < now);
+        let expired = validity.not_after.timestamp() < now;
         if expired && self.running_not_after.load(std::sync::atomic::Ordering::Acquire) >= now {
             return Err(file_error(&self.config.cert, problem));
         }
@@ -206,11 +209,12 @@ impl Tls {
     }
 
     fn swap_in(&self, server: ServerConfig) {
-        self.running_not_after.store(not_after(&self.config.cert).unwrap_or(0), std::sync::atomic::Ordering::Release);
+        let expires = expiry(validity(&self.config.cert).as_ref());
+        self.running_not_after.store(expires, std::sync::atomic::Ordering::Release);
         self.current.store(Arc::new(server));
         *self.last_error.lock().expect("tls error lock") = None;
         self.loads.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        crate::metrics::metrics().access.tls_certificate(not_after(&self.config.cert).unwrap_or(0), None);
+        crate::metrics::metrics().access.tls_certificate(expires, None);
         tracing::info!(cert = %self.config.cert.display(), "TLS certificate reloaded; new handshakes use it");
     }
 
@@ -223,23 +227,23 @@ impl Tls {
     }
 }
 
-/// Why the first certificate in the PEM file at `path` is not valid now, if it is not.
-pub fn validity_problem(path: &std::path::Path) -> Option<String> {
-    use rustls_pki_types::pem::PemObject;
+/// The validity period of the first certificate in the PEM file at `path`.
+fn validity(path: &std::path::Path) -> Option<Validity> {
     let der = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-    let validity = cert.validity();
+    Some(cert.validity().clone())
+}
+
+/// When a certificate with `validity` expires (Unix seconds; 0 when unknown).
+fn expiry(validity: Option<&Validity>) -> i64 {
+    validity.map_or(0, |v| v.not_after.timestamp())
+}
+
+/// Why a certificate with `validity` is not valid now, if it is not.
+fn validity_problem(validity: &Validity) -> Option<String> {
     (!validity.is_valid()).then(|| {
         format!("the certificate is not valid now (valid from {} to {})", validity.not_before, validity.not_after)
     })
-}
-
-/// When the first certificate in the PEM file at `path` expires (Unix seconds).
-fn not_after(path: &std::path::Path) -> Option<i64> {
-    use rustls_pki_types::pem::PemObject;
-    let der = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-    Some(cert.validity().not_after.timestamp())
 }
 
 /// The subject of a (verified) certificate, escaped as RFC 4514 says (`CN=agent-7, O=Example`;

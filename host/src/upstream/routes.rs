@@ -67,9 +67,10 @@ impl ClientRoutes {
     }
 
     /// Answers a request the upstream sent to the relay: `ping` at once; what the relay offered
-    /// (sampling, elicitation; anything else is refused) by asking the client it is about: the one whose request's
-    /// own stream carried it (`on_stream_of`: a Streamable HTTP answer stream), else the one
-    /// client the upstream works for, or an error when that client cannot be told apart.
+    /// (sampling, elicitation; anything else is refused) by asking the client it is about: the
+    /// one whose request's own stream carried it (`on_stream_of`: a Streamable HTTP answer
+    /// stream), else the one client the upstream works for, or an error when that client cannot
+    /// be told apart.
     pub async fn answer(&self, request: Request, on_stream_of: Option<&Related>) -> Response {
         let Request { id, method, params } = request;
         if method == "ping" {
