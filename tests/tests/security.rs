@@ -304,6 +304,23 @@ async fn no_principal_can_use_up_the_relays_sessions() {
     assert_eq!(limited["error"]["code"], -32019, "{limited}");
 }
 
+/// The per-principal cap is waived for an open relay only: an auth plugin's principal that
+/// happens to be named `anonymous` is capped like any other.
+#[tokio::test]
+async fn an_auth_plugins_principal_named_anonymous_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = "limits: {max_sessions_per_principal: 2, max_sessions: 100}\n";
+    let relay_yaml = auth_yaml(dir.path(), limits, "").replace("principal: alice", "principal: anonymous");
+    let relay = Relay::start_files(dir.path(), &relay_yaml, "backends: []\n", &[]).await;
+    let _held =
+        [relay.line_client_as(Some("ALICETOKEN-456")).await, relay.line_client_as(Some("ALICETOKEN-456")).await];
+    let mut third = LineClient::connect(relay.port).await;
+    let init = json!({"protocolVersion": "2025-06-18", "_meta": {"authorization": "Bearer ALICETOKEN-456"}});
+    let refused = third.request("initialize", init).await;
+    assert_eq!(refused["error"]["code"], -32003, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("principal anonymous"), "{refused}");
+}
+
 /// An open relay serves everyone as `anonymous`: one client that opened as many HTTP sessions
 /// as a principal may hold (and then went away: the sessions outlive its connections) refused
 /// every other client's until they expired. Anonymous sessions are capped per address instead.

@@ -310,16 +310,30 @@ async fn an_edited_backend_entry_finishes_its_calls_and_keeps_its_subscriptions(
 /// resource reached that resource's subscribers as if its owner had sent it.
 #[tokio::test]
 async fn a_backend_cannot_announce_updates_of_another_backends_resource() {
-    let alpha = relay_tests::stdio_fixture_entry("alpha", &["--resources", "file:///alpha-doc"]);
-    let evil = relay_tests::stdio_fixture_entry("evil", &[]);
+    only_the_owners_update_is_heard(&["--resources", "file:///alpha-doc"], &[], "file:///alpha-doc").await;
+}
+
+/// Of the templates matching a URI, the best (longest) match's backend owns it: another's
+/// broader template (`file:///{path}` matches every file URI) does not make it the owner.
+#[tokio::test]
+async fn a_broader_template_does_not_own_another_backends_resources() {
+    let (alpha, evil) = (["--templates", "file:///alpha/{name}"], ["--templates", "file:///{path}"]);
+    only_the_owners_update_is_heard(&alpha, &evil, "file:///alpha/doc").await;
+}
+
+/// Backends `alpha` (which owns `uri`) and `evil` (started with these flags) both announce an
+/// update of `uri`: its subscriber hears one, alpha's.
+async fn only_the_owners_update_is_heard(alpha: &[&str], evil: &[&str], uri: &str) {
+    let alpha = relay_tests::stdio_fixture_entry("alpha", alpha);
+    let evil = relay_tests::stdio_fixture_entry("evil", evil);
     let relay = Relay::start(&format!("backends:\n{alpha}{evil}")).await;
     relay.wait_ready("alpha").await;
     relay.wait_ready("evil").await;
     let mut subscriber = relay.line_client().await;
-    let subscribed = subscriber.request("resources/subscribe", json!({"uri": "file:///alpha-doc"})).await;
+    let subscribed = subscriber.request("resources/subscribe", json!({"uri": uri})).await;
     assert_eq!(subscribed["result"], json!({}), "{subscribed}");
     let mut other = relay.line_client().await;
-    let updated = json!({"method": "notifications/resources/updated", "params": {"uri": "file:///alpha-doc"}});
+    let updated = json!({"method": "notifications/resources/updated", "params": {"uri": uri}});
     assert_eq!(text_of(&other.call_tool("evil__notify", updated.clone()).await), "evil: notified");
     assert_eq!(text_of(&other.call_tool("alpha__notify", updated).await), "alpha: notified");
     let first = subscriber.recv().await;
