@@ -421,7 +421,19 @@ pub const STATELESS_VERSION: &str = "2026-07-28";
 /// A stateless (2026-07-28) POST to `url`: `params._meta` gains the envelope `meta` (keys the
 /// params' own `_meta` already has win), and the `MCP-Protocol-Version`, `Mcp-Method` and
 /// `Mcp-Name` headers agree with the body.
-pub fn stateless_request(url: &str, id: u64, method: &str, mut params: Value, meta: Value) -> reqwest::RequestBuilder {
+pub fn stateless_request(url: &str, id: u64, method: &str, params: Value, meta: Value) -> reqwest::RequestBuilder {
+    stateless_request_from(&reqwest::Client::new(), url, id, method, params, meta)
+}
+
+/// [`stateless_request`] sent by `client` (one bound to another local address, say).
+pub fn stateless_request_from(
+    client: &reqwest::Client,
+    url: &str,
+    id: u64,
+    method: &str,
+    mut params: Value,
+    meta: Value,
+) -> reqwest::RequestBuilder {
     let mut meta = meta;
     if let Some(Value::Object(extra)) = params.get("_meta") {
         meta.as_object_mut().expect("the envelope is an object").extend(extra.clone());
@@ -429,7 +441,7 @@ pub fn stateless_request(url: &str, id: u64, method: &str, mut params: Value, me
     params["_meta"] = meta;
     let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned);
     let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-    let mut builder = reqwest::Client::new()
+    let mut builder = client
         .post(url)
         .header("accept", "application/json, text/event-stream")
         .header("content-type", "application/json")
@@ -674,7 +686,7 @@ pub struct Logger {
 
 impl Logger {
     /// Starts a logger on `port` (0 for any) recording into `record`; `silent` never answers
-    /// `logger_log`.
+    /// `logger_log` on its first connection.
     pub async fn start(port: u16, record: &Path, silent: bool) -> Logger {
         let mut command = Command::new(workspace_bin("fixture-logger"));
         command.args(["--port", &port.to_string(), "--record"]).arg(record);

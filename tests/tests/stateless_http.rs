@@ -272,8 +272,10 @@ async fn every_request_authenticates_and_a_parked_call_resumes_only_for_its_prin
     assert_eq!(status, StatusCode::BAD_REQUEST, "a spent requestState is gone: {replayed}");
 }
 
+/// An open relay's clients are all one principal: the cap on parked calls is per address, so one
+/// client parking its fill leaves others theirs.
 #[tokio::test]
-async fn a_principal_may_park_only_so_many_calls_waiting_for_input() {
+async fn an_open_relays_client_may_park_only_so_many_calls_and_leaves_others_theirs() {
     let yaml = format!("{}limits: {{max_parked_per_principal: 2}}\n", relay_tests::TEST_RELAY_YAML);
     // One backend each: a backend asks a client only while that client alone has calls on it.
     let names = ["e1", "e2", "e3"];
@@ -295,4 +297,11 @@ async fn a_principal_may_park_only_so_many_calls_waiting_for_input() {
     let counted =
         relay_tests::metric_value(&metrics, r#"relay_limit_refusals_total{limit="max_parked_per_principal"}"#);
     assert_eq!(counted, Some(1.0), "{metrics}");
+
+    let other =
+        reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let sent =
+        relay_tests::stateless_request_from(&other, &relay.http("/mcp"), 4, "tools/call", elicit("e3"), envelope());
+    let (_, asked) = json_of(sent.send().await.unwrap()).await;
+    assert_eq!(asked["result"]["resultType"], "input_required", "another client parks its own: {asked}");
 }

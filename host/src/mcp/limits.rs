@@ -43,7 +43,8 @@ pub struct Limits {
     /// The window `auth_failures` counts in, from the first failure.
     pub auth_failure_window_secs: u64,
     /// Stateless (2026-07-28) calls one principal may have parked, waiting for its input;
-    /// one more is ended and answered `-32003`.
+    /// one more is ended and answered `-32003`. Without an auth plugin every client is the one
+    /// open-mode principal, so the cap is per client address instead (IPv6 per /64).
     pub max_parked_per_principal: usize,
     /// Largest first message (newline) a client may send before it has authenticated; the
     /// whole `max_message_bytes` applies after. Keeps what a connection nobody vouched for

@@ -69,6 +69,13 @@ pub async fn post(
         Ok(authenticated) => authenticated,
         Err(refusal) => return refused(Refused::Auth(refusal), id),
     };
+    // An open relay's one principal is every client: its parked calls are counted per address,
+    // or one client parking 64 would refuse every other client's (as for sessions).
+    let holder = if state.sessions_factory.requires_auth() {
+        authenticated.principal.id.clone()
+    } else {
+        format!("address {}", crate::admission::address_key(peer.addr.ip()))
+    };
 
     let call = match request.params.as_ref().and_then(|p| p.get("requestState")).and_then(Value::as_str) {
         Some(request_state) => match state.parked.resume(request_state, &authenticated.principal.id, &request).await {
@@ -88,6 +95,7 @@ pub async fn post(
         id,
         method: request.method,
         parked: state.parked.clone(),
+        holder,
         park_limit: state.sessions_factory.limits.max_parked_per_principal,
         error_code: None,
     };
@@ -218,6 +226,8 @@ struct Exchange {
     method: String,
     /// Where a call waiting for the client's input is parked.
     parked: Arc<ParkedCalls>,
+    /// Whose parked calls `park_limit` counts: the principal, or an open relay's client address.
+    holder: String,
     /// `limits.max_parked_per_principal`.
     park_limit: usize,
     /// The error code of the answer, once given.
@@ -244,7 +254,7 @@ impl Exchange {
                         other => other.to_string(),
                     };
                     let asks = json!({ key: {"method": request.method, "params": request.params} });
-                    let token = match self.parked.park(call, self.park_limit) {
+                    let token = match self.parked.park(call, &self.holder, self.park_limit) {
                         Ok(token) => token,
                         Err(error) => {
                             self.error_code = Some(error.code);
@@ -277,31 +287,39 @@ impl Exchange {
 /// Calls waiting for their client's input, by `requestState`.
 #[derive(Default)]
 pub struct ParkedCalls {
-    calls: Mutex<HashMap<String, (String, Call)>>,
+    calls: Mutex<HashMap<String, Parked>>,
+}
+
+/// A call waiting for its client's retry.
+struct Parked {
+    /// The principal whose retry may continue it.
+    principal: String,
+    /// Whose count it is in (see [`Exchange::holder`]).
+    holder: String,
+    call: Call,
 }
 
 impl ParkedCalls {
     /// Parks `call` until the client's retry (or [`PARKED_FOR`]); returns its `requestState`.
-    /// A principal with `limit` calls parked already gets an error instead (the call ends).
-    fn park(self: &Arc<Self>, call: Call, limit: usize) -> Result<String, RpcError> {
+    /// A `holder` with `limit` calls parked already gets an error instead (the call ends).
+    fn park(self: &Arc<Self>, call: Call, holder: &str, limit: usize) -> Result<String, RpcError> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let principal = call.session.principal.id.clone();
         {
             let mut calls = self.calls.lock().expect("parked lock");
-            if calls.values().filter(|(p, _)| *p == principal).count() >= limit {
+            if calls.values().filter(|parked| parked.holder == holder).count() >= limit {
                 drop(calls);
+                let holder = crate::mcp::clip(holder);
                 crate::limit_log::limit_refused(
                     "max_parked_per_principal",
-                    format_args!("a stateless call of {} waiting for input", crate::mcp::clip(&principal)),
+                    format_args!("a stateless call of {holder} waiting for input"),
                 );
                 return Err(RpcError::new(
                     error_codes::SERVER_BUSY,
-                    format!(
-                        "{principal} has {limit} calls waiting for input already (limits.max_parked_per_principal)"
-                    ),
+                    format!("{holder} has {limit} calls waiting for input already (limits.max_parked_per_principal)"),
                 ));
             }
-            calls.insert(token.clone(), (principal, call));
+            calls.insert(token.clone(), Parked { principal, holder: holder.to_owned(), call });
         }
         let parked: Weak<Self> = Arc::downgrade(self);
         let key = token.clone();
@@ -334,9 +352,9 @@ impl ParkedCalls {
 
     fn take(&self, token: &str, principal: &str, retry: &Request) -> Option<Call> {
         let mut calls = self.calls.lock().expect("parked lock");
-        let matches = calls.get(token).is_some_and(|(owner, call)| {
+        let matches = calls.get(token).is_some_and(|Parked { principal: owner, call, .. }| {
             owner == principal && call.method == retry.method && call.target.as_deref() == target_of(retry)
         });
-        if matches { calls.remove(token).map(|(_, call)| call) } else { None }
+        if matches { calls.remove(token).map(|parked| parked.call) } else { None }
     }
 }
