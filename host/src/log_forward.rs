@@ -7,11 +7,13 @@
 //! [`FIELD_BYTES`]) and never waits: a full queue drops the record and counts it. One task keeps
 //! one connection to the logger (reconnecting with capped backoff) and sends what the queue
 //! holds without waiting for answers; past [`MAX_UNANSWERED`] unanswered records it drops
-//! rather than let a logger that stopped answering grow the relay. The stderr log is unaffected.
+//! rather than let a logger that stopped answering grow the relay. A logger that leaves records
+//! unanswered, or a send unfinished, for [`ANSWER_WITHIN`] is given up and connected to again:
+//! a logger that hung must not end forwarding for good. The stderr log is unaffected.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{SinkExt, StreamExt};
@@ -37,6 +39,10 @@ pub const FIELD_BYTES: usize = 4096;
 
 /// Records sent but not yet answered; past this, new records are dropped.
 pub const MAX_UNANSWERED: usize = 256;
+
+/// How long records may wait for an answer with none coming, or a record for the logger to
+/// read it, before the connection is given up (and made again).
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// How the relay names itself in forwarded records.
 const COMPONENT: &str = "mcp-relay";
@@ -201,18 +207,22 @@ impl Forwarder {
     async fn serve(&mut self, socket: Socket) -> &'static str {
         let (mut sink, mut stream) = socket.split();
         let unanswered = Arc::new(AtomicUsize::new(0));
-        let answers = unanswered.clone();
+        let answered = Arc::new(AtomicU64::new(0));
+        let (pending, answers) = (unanswered.clone(), answered.clone());
         // Answers are only counted: a failed logger_log is the logger's business.
         let mut reader = tokio::spawn(async move {
             while let Some(Ok(frame)) = stream.next().await {
                 if matches!(frame, Frame::Text(_)) {
-                    let _ = answers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                    let _ = pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                    answers.fetch_add(1, Ordering::Relaxed);
                 }
                 if matches!(frame, Frame::Close(_)) {
                     break;
                 }
             }
         });
+        let mut stall = Stall::default();
+        let mut check = tokio::time::interval(Duration::from_secs(1));
         let mut next_id: u64 = 1;
         loop {
             let record = tokio::select! {
@@ -224,6 +234,14 @@ impl Forwarder {
                     None => return "the relay is stopping",
                 },
                 _ = &mut reader => return "the logger closed the connection",
+                _ = check.tick() => {
+                    let (waiting, answered) = (unanswered.load(Ordering::Relaxed), answered.load(Ordering::Relaxed));
+                    if stall.for_too_long(waiting, answered, Instant::now()) {
+                        reader.abort();
+                        return "the logger stopped answering";
+                    }
+                    continue;
+                }
             };
             if unanswered.load(Ordering::Relaxed) >= MAX_UNANSWERED {
                 metrics().process.log_forward_dropped();
@@ -243,12 +261,35 @@ impl Forwarder {
                 }},
             });
             unanswered.fetch_add(1, Ordering::Relaxed);
-            if sink.send(Frame::Text(call.to_string().into())).await.is_err() {
+            let sent = tokio::time::timeout(ANSWER_WITHIN, sink.send(Frame::Text(call.to_string().into()))).await;
+            if !matches!(sent, Ok(Ok(()))) {
                 metrics().process.log_forward_dropped();
                 reader.abort();
-                return "sending failed";
+                return if sent.is_err() { "the logger stopped reading" } else { "sending failed" };
             }
         }
+    }
+}
+
+/// Whether a connection's records have waited too long for an answer: some unanswered, and no
+/// answer for [`ANSWER_WITHIN`] since.
+#[derive(Default)]
+struct Stall {
+    /// Answers counted at the last look.
+    answered: u64,
+    /// Since when records have waited with no answer coming.
+    since: Option<Instant>,
+}
+
+impl Stall {
+    /// Looks at the connection now: `waiting` records unanswered, `answered` answers so far.
+    fn for_too_long(&mut self, waiting: usize, answered: u64, now: Instant) -> bool {
+        if waiting == 0 || answered != self.answered {
+            self.answered = answered;
+            self.since = (waiting > 0).then_some(now);
+            return false;
+        }
+        now.duration_since(*self.since.get_or_insert(now)) >= ANSWER_WITHIN
     }
 }
 
@@ -288,4 +329,23 @@ async fn connect(url: &str) -> Result<Socket, String> {
         Ok(socket)
     };
     tokio::time::timeout(Duration::from_secs(5), attempt).await.unwrap_or_else(|_| Err("handshake timed out".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_unanswered_for_a_while_with_no_answer_coming_are_a_stall() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let mut stall = Stall::default();
+        assert!(!stall.for_too_long(0, 0, at(0)), "nothing waits");
+        assert!(!stall.for_too_long(3, 0, at(1)));
+        assert!(!stall.for_too_long(3, 5, at(9)), "an answer came: the wait starts again");
+        assert!(!stall.for_too_long(3, 5, at(18)));
+        assert!(stall.for_too_long(3, 5, at(19)), "ten seconds with none");
+        let mut idle = Stall::default();
+        assert!(!idle.for_too_long(0, 0, at(60)), "an idle connection is not stalled");
+    }
 }

@@ -4,7 +4,8 @@
 //! `listening on 127.0.0.1:PORT` once it accepts connections.
 //!
 //! Usage: fixture-logger --record FILE [--port N] [--silent]
-//! `--silent` answers the handshake but never a `logger_log` call (a logger that hangs).
+//! `--silent` answers the handshake on its first connection but never a `logger_log` call there
+//! (a logger that hangs); later connections are answered.
 
 use std::io::Write;
 
@@ -28,9 +29,10 @@ async fn main() {
     let record = record.expect("--record FILE");
     let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
     println!("listening on {}", listener.local_addr().unwrap());
-    loop {
+    for connection in 0.. {
         let (stream, _) = listener.accept().await.expect("accept");
         let record = record.clone();
+        let silent = silent && connection == 0;
         tokio::spawn(async move {
             let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else { return };
             while let Some(Ok(frame)) = socket.next().await {
