@@ -4,7 +4,7 @@
 //! declared `elicitation.url` gets that error as the backend sent it; a client that did not gets
 //! `-32011` with the same URL in its data; when the user confirms at the backend's page, the
 //! backend's `notifications/elicitation/complete` reaches the client that was asked, and no
-//! other.
+//! other. Another backend announcing that completion is not believed.
 
 use relay_tests::sdk_example::ExampleServer;
 use relay_tests::{LineClient, Relay};
@@ -24,12 +24,14 @@ async fn a_backends_url_elicitation_reaches_the_client_asked_and_so_does_its_com
     let dir = tempfile::tempdir().unwrap();
     let server = ExampleServer::start(dir.path(), "elicitationUrlExample.js", &[]).await;
     let backends = format!(
-        "backends:\n  - name: shop\n    url: {}\n    headers: {{Authorization: 'Bearer {}'}}\n",
+        "backends:\n  - name: shop\n    url: {}\n    headers: {{Authorization: 'Bearer {}'}}\n{}",
         server.url(),
-        server.service
+        server.service,
+        relay_tests::stdio_fixture_entry("liar", &[]),
     );
     let relay = Relay::start(&backends).await;
     relay.wait_ready("shop").await;
+    relay.wait_ready("liar").await;
 
     let mut asked = client(&relay, json!({"elicitation": {"url": {}}})).await;
     let mut other = client(&relay, json!({"elicitation": {"url": {}}})).await;
@@ -37,6 +39,7 @@ async fn a_backends_url_elicitation_reaches_the_client_asked_and_so_does_its_com
 
     let elicited = asked.call_tool("payment-confirm", json!({"cartId": "cart-7"})).await;
     assert_eq!(elicited["error"]["code"], -32042, "{elicited}");
+    assert_eq!(elicited["error"]["data"]["backend"], "shop", "the backend that asks is named: {elicited}");
     let elicitation = elicited["error"]["data"]["elicitations"][0].clone();
     assert_eq!(elicitation["mode"], "url", "{elicited}");
     let url = url::Url::parse(elicitation["url"].as_str().unwrap()).unwrap();
@@ -46,6 +49,14 @@ async fn a_backends_url_elicitation_reaches_the_client_asked_and_so_does_its_com
     let downgraded = plain.call_tool("payment-confirm", json!({"cartId": "cart-8"})).await;
     assert_eq!(downgraded["error"]["code"], -32011, "{downgraded}");
     assert_eq!(downgraded["error"]["data"]["elicitations"][0]["mode"], "url", "{downgraded}");
+
+    // Another backend cannot tell the client the user is done: only the backend that asked.
+    let completion = json!({"method": "notifications/elicitation/complete", "params": {"elicitationId": elicitation["elicitationId"]}});
+    assert_eq!(relay_tests::text_of(&other.call_tool("notify", completion).await), "liar: notified");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    asked.send_raw(r#"{"jsonrpc": "2.0", "id": 98, "method": "ping"}"#).await;
+    let next = asked.recv().await;
+    assert_eq!(next["id"], 98, "the client heard another backend's claim: {next}");
 
     // The user confirms at the backend's own page (signed in there: its demo session cookie).
     let query = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap();

@@ -34,10 +34,10 @@ pub struct ClientRequests {
     /// The client's capabilities (from `initialize` or the stateless envelope) and whether it
     /// speaks 2026-07-28 (which has its own refusal code).
     declared: Mutex<(Value, bool)>,
-    /// The `elicitationId`s of the URL elicitations the client was asked with (a `-32042`
-    /// error, an `elicitation/create` in URL mode), newest last, at most
-    /// [`MAX_AWAITED_ELICITATIONS`]: the ones whose completion it hears.
-    awaited_elicitations: Mutex<VecDeque<String>>,
+    /// The URL elicitations the client was asked with (a `-32042` error, an
+    /// `elicitation/create` in URL mode), as the backend that asked and the `elicitationId`,
+    /// newest last, at most [`MAX_AWAITED_ELICITATIONS`]: the ones whose completion it hears.
+    awaited_elicitations: Mutex<VecDeque<(String, String)>>,
     /// The log level the client asked for: what it hears of the backends' log messages.
     log_level: ClientLogLevel,
 }
@@ -67,16 +67,22 @@ impl Related {
         Self { sink: None, client: Arc::default() }
     }
 
-    /// Sends a request to the client over this stream and waits (up to `timeout`) for the
-    /// answer, which arrives through the session as a response message.
-    pub async fn request(&self, method: &str, params: Option<Value>, timeout: Duration) -> Result<Payload, RpcError> {
+    /// Sends `backend`'s request to the client over this stream and waits (up to `timeout`) for
+    /// the answer, which arrives through the session as a response message.
+    pub async fn request(
+        &self,
+        backend: &str,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Payload, RpcError> {
         if let Some(refusal) = self.client.refusal(method, params.as_ref()) {
             return Err(refusal);
         }
         if method == "elicitation/create"
             && let Some(elicitation) = params.as_ref().filter(|p| p.get("mode").and_then(Value::as_str) == Some("url"))
         {
-            self.client.await_elicitation(elicitation);
+            self.client.await_elicitation(backend, elicitation);
         }
         let id = format!("relay-{}", self.client.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
@@ -138,9 +144,9 @@ impl ClientRequests {
         *self.declared.lock().expect("declared lock") = (capabilities, stateless);
     }
 
-    /// Remembers the URL elicitation `elicitation` (its `elicitationId`) the client is being
-    /// asked with, so that it hears when it completes.
-    pub fn await_elicitation(&self, elicitation: &Value) {
+    /// Remembers the URL elicitation `elicitation` (its `elicitationId`) `backend` is asking
+    /// the client with, so that it hears when that backend says it completed.
+    pub fn await_elicitation(&self, backend: &str, elicitation: &Value) {
         let Some(id) = elicitation.get("elicitationId").and_then(Value::as_str) else { return };
         if id.len() > MAX_ELICITATION_ID {
             return;
@@ -149,14 +155,15 @@ impl ClientRequests {
         if awaited.len() == MAX_AWAITED_ELICITATIONS {
             awaited.pop_front();
         }
-        awaited.push_back(id.to_owned());
+        awaited.push_back((backend.to_owned(), id.to_owned()));
     }
 
-    /// Whether the client was asked with the URL elicitation `id` and has not heard it complete
-    /// (it then has: a completion is told once).
-    pub fn completes_elicitation(&self, id: &str) -> bool {
+    /// Whether `backend` asked the client with the URL elicitation `id` and the client has not
+    /// heard it complete (it then has: a completion is told once).
+    pub fn completes_elicitation(&self, backend: &str, id: &str) -> bool {
         let mut awaited = self.awaited_elicitations.lock().expect("elicitations lock");
-        awaited.iter().position(|awaited| awaited == id).and_then(|at| awaited.remove(at)).is_some()
+        let at = awaited.iter().position(|(asker, awaited)| asker == backend && awaited == id);
+        at.and_then(|at| awaited.remove(at)).is_some()
     }
 
     /// Whether the client declared elicitation in `mode` (`form` or `url`, MCP 2025-11-25): a
@@ -221,17 +228,18 @@ mod tests {
     #[test]
     fn a_url_elicitation_completes_once_for_the_client_asked_and_few_are_remembered() {
         let client = ClientRequests::default();
-        client.await_elicitation(&json!({"mode": "url", "elicitationId": "e1"}));
-        assert!(client.completes_elicitation("e1"));
-        assert!(!client.completes_elicitation("e1"), "told once");
-        assert!(!ClientRequests::default().completes_elicitation("e1"), "another client was not asked");
+        client.await_elicitation("a", &json!({"mode": "url", "elicitationId": "e1"}));
+        assert!(!client.completes_elicitation("b", "e1"), "only the backend that asked completes it");
+        assert!(client.completes_elicitation("a", "e1"));
+        assert!(!client.completes_elicitation("a", "e1"), "told once");
+        assert!(!ClientRequests::default().completes_elicitation("a", "e1"), "another client was not asked");
         for n in 0..=MAX_AWAITED_ELICITATIONS {
-            client.await_elicitation(&json!({"elicitationId": format!("e{n}")}));
+            client.await_elicitation("a", &json!({"elicitationId": format!("e{n}")}));
         }
-        assert!(!client.completes_elicitation("e0"), "the oldest is forgotten");
-        assert!(client.completes_elicitation(&format!("e{MAX_AWAITED_ELICITATIONS}")));
-        client.await_elicitation(&json!({"elicitationId": "x".repeat(MAX_ELICITATION_ID + 1)}));
-        assert!(!client.completes_elicitation(&"x".repeat(MAX_ELICITATION_ID + 1)));
+        assert!(!client.completes_elicitation("a", "e0"), "the oldest is forgotten");
+        assert!(client.completes_elicitation("a", &format!("e{MAX_AWAITED_ELICITATIONS}")));
+        client.await_elicitation("a", &json!({"elicitationId": "x".repeat(MAX_ELICITATION_ID + 1)}));
+        assert!(!client.completes_elicitation("a", &"x".repeat(MAX_ELICITATION_ID + 1)));
     }
 
     #[tokio::test]
@@ -242,7 +250,9 @@ mod tests {
         let related = Related { sink: Some(sink), client: client.clone() };
         let ask = || {
             let related = related.clone();
-            tokio::spawn(async move { related.request("sampling/createMessage", None, Duration::from_secs(60)).await })
+            tokio::spawn(
+                async move { related.request("b", "sampling/createMessage", None, Duration::from_secs(60)).await },
+            )
         };
         let waiting: Vec<_> = (0..MAX_AWAITED_ANSWERS).map(|_| ask()).collect();
         while client.pending.lock().unwrap().len() < MAX_AWAITED_ANSWERS {

@@ -1,6 +1,6 @@
 //! Errors of the routing layer, and their one conversion into JSON-RPC errors.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::mcp::{RpcError, clip, error_codes};
 use crate::plugins::{PluginError, Refusal};
@@ -68,8 +68,17 @@ impl From<RouterError> for RpcError {
                     .with_data(json!({"uri": uri}))
             }
             RouterError::Unroutable(message) => RpcError::new(error_codes::INVALID_PARAMS, message),
-            // An upstream's own JSON-RPC error passes through unchanged.
-            RouterError::Upstream { source: UpstreamError::Rpc(e), .. } => e,
+            // An upstream's own JSON-RPC error passes through unchanged, but for the backend a
+            // URL elicitation's `data.backend` names (its own, whatever it said): the one whose
+            // completion of it the client hears, as of the relay's own authorization links.
+            RouterError::Upstream { backend, source: UpstreamError::Rpc(mut e) } => {
+                if e.code == error_codes::URL_ELICITATION_REQUIRED
+                    && let Some(Value::Object(data)) = &mut e.data
+                {
+                    data.insert("backend".into(), backend.into());
+                }
+                e
+            }
             RouterError::Intercepted(refusal) => refusal.into(),
             RouterError::Credential(error) => {
                 let (code, data) = match &error {

@@ -60,10 +60,10 @@ pub enum ClientEvent {
     ResourceUpdated(String),
     /// `notifications/message` (to sessions that set a log level at or below it).
     Log(Value),
-    /// `notifications/elicitation/complete` for this `elicitationId` (to the session whose
-    /// client was asked with it): a user finished what a backend's URL elicitation, or the
-    /// relay's own authorization link, asked of them.
-    ElicitationComplete(String),
+    /// `notifications/elicitation/complete` for this `elicitationId` from this backend (to the
+    /// session whose client that backend asked with it): a user finished what a backend's URL
+    /// elicitation, or the relay's own authorization link for it, asked of them.
+    ElicitationComplete { backend: String, id: String },
 }
 
 /// Change counters of the catalog's sources (upstreams, adapters).
@@ -176,10 +176,10 @@ impl Router {
         self.client_events.subscribe()
     }
 
-    /// Tells the sessions that the URL elicitation `elicitation_id` is done (the session that
-    /// asked its client with it sends `notifications/elicitation/complete`).
-    pub fn elicitation_completed(&self, elicitation_id: String) {
-        let _ = self.client_events.send(ClientEvent::ElicitationComplete(elicitation_id));
+    /// Tells the sessions that the URL elicitation `id` made for `backend` is done (the session
+    /// that asked its client with it sends `notifications/elicitation/complete`).
+    pub fn elicitation_completed(&self, backend: String, id: String) {
+        let _ = self.client_events.send(ClientEvent::ElicitationComplete { backend, id });
     }
 
     /// `prompts/get`: routed by the prompt's name as `caller` sees it.

@@ -36,7 +36,7 @@ pub(super) async fn route_notifications(router: Weak<Router>, mut events: broadc
             "notifications/message" => ClientEvent::Log(params),
             // To the session whose client the backend asked with it (and no other).
             "notifications/elicitation/complete" => match params.get("elicitationId").and_then(Value::as_str) {
-                Some(id) => ClientEvent::ElicitationComplete(id.to_owned()),
+                Some(id) => ClientEvent::ElicitationComplete { backend: event.backend.clone(), id: id.to_owned() },
                 None => continue,
             },
             method => {

@@ -67,8 +67,8 @@ impl ServerEvents {
                             self.queued.push_back(notification("notifications/resources/updated", Some(json!({"uri": uri}))));
                         }
                     }
-                    Ok(ClientEvent::ElicitationComplete(id)) => {
-                        if self.client_requests.completes_elicitation(&id) {
+                    Ok(ClientEvent::ElicitationComplete { backend, id }) => {
+                        if self.client_requests.completes_elicitation(&backend, &id) {
                             let params = json!({"elicitationId": id});
                             self.queued.push_back(notification("notifications/elicitation/complete", Some(params)));
                         }

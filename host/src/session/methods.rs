@@ -343,10 +343,14 @@ impl Session {
             error.code = error_codes::UNAUTHENTICATED;
             return error;
         }
-        // Their completion is announced to this client (and no other).
+        // Their completion is announced to this client (and no other), when the backend that
+        // asked tells it (and no other backend).
         let elicitations = error.data.as_ref().and_then(|d| d.get("elicitations")).and_then(Value::as_array);
-        for elicitation in elicitations.into_iter().flatten() {
-            self.client_requests.await_elicitation(elicitation);
+        let asker = error.data.as_ref().and_then(|d| d.get("backend")).and_then(Value::as_str);
+        if let Some(backend) = asker {
+            for elicitation in elicitations.into_iter().flatten() {
+                self.client_requests.await_elicitation(backend, elicitation);
+            }
         }
         error
     }

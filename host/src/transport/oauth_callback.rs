@@ -32,7 +32,7 @@ pub async fn callback(State(state): State<Arc<TransportState>>, RawQuery(query):
         Ok(authorized) => {
             // Heard by the session this instance holds that asked with it (a session on another
             // instance is not told; its client retries when the user says so).
-            state.sessions_factory.router.elicitation_completed(authorized.elicitation_id);
+            state.sessions_factory.router.elicitation_completed(authorized.backend.clone(), authorized.elicitation_id);
             page(
                 StatusCode::OK,
                 "Authorized",

@@ -90,7 +90,7 @@ impl ClientRoutes {
         let outcome = match about {
             Some(related) => {
                 tracing::info!(backend = %self.backend, method, "forwarding a request from the upstream to its client");
-                related.request(&method, params.map(Payload::into_value), self.answer_within).await
+                related.request(&self.backend, &method, params.map(Payload::into_value), self.answer_within).await
             }
             None => Err(RpcError::new(
                 error_codes::METHOD_NOT_FOUND,
