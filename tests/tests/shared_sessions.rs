@@ -299,3 +299,52 @@ async fn sessions_opened_or_ended_while_redis_is_away_stay_so_when_it_is_back() 
     })
     .await;
 }
+
+/// Starts `ask` on `session` at `url` and reads its stream until the backend's question reaches
+/// the client: the question's id, and the rest of the call's messages to come.
+async fn ask(url: &str, session: &str, id: u64, question: &str) -> (Value, tokio::task::JoinHandle<Vec<Value>>) {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "ask", "arguments": {"question": question}}});
+    let mut response = post(url, "ALICE-TOKEN-1", Some(session), &body).send().await.unwrap();
+    let mut seen = String::new();
+    loop {
+        let chunk = response.chunk().await.unwrap().expect("the stream ended before the question");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        let whole_lines = &seen[..seen.rfind('\n').unwrap_or(0)];
+        let data = whole_lines.lines().filter_map(|l| l.strip_prefix("data:"));
+        if let Some(asked) =
+            data.map(|d| serde_json::from_str::<Value>(d.trim()).unwrap()).find(|m| m["method"] == "elicitation/create")
+        {
+            assert_eq!(asked["params"]["message"], question, "{asked}");
+            let rest = tokio::spawn(async move { sse_messages(&response.text().await.unwrap()) });
+            return (asked["id"].clone(), rest);
+        }
+    }
+}
+
+/// Each instance numbers a session's backend questions apart: after a switch, the answer to
+/// blue's question sent to green is refused there, not taken as the answer to green's own
+/// (both were `relay-0`, and blue's "accept" answered green's question).
+#[tokio::test]
+async fn an_answer_to_one_instances_question_is_not_taken_for_anothers() {
+    let redis = RedisServer::start().await;
+    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let blue = relay(blue_dir.path(), &redis, "blue", 0).await;
+    let green = relay(green_dir.path(), &redis, "green", 0).await;
+    let (on_blue, on_green) = (blue.http("/mcp"), green.http("/mcp"));
+    let session = initialize(&on_blue, "ALICE-TOKEN-1").await;
+
+    let (blue_question, _blue_call) = ask(&on_blue, &session, 1, "may I read the file?").await;
+    let (green_question, green_call) = ask(&on_green, &session, 2, "may I delete everything?").await;
+    assert_ne!(blue_question, green_question, "the instances numbered their questions alike");
+
+    let answer = |id: &Value, action: &str| json!({"jsonrpc": "2.0", "id": id, "result": {"action": action}});
+    let sent =
+        post(&on_green, "ALICE-TOKEN-1", Some(&session), &answer(&blue_question, "accept")).send().await.unwrap();
+    assert_eq!(sent.status(), 400, "an answer green waits for nothing of is refused");
+    let sent = post(&on_green, "ALICE-TOKEN-1", Some(&session), &answer(&green_question, "decline")).send().await;
+    assert_eq!(sent.unwrap().status(), 202);
+    let messages = green_call.await.unwrap();
+    let answered = text_of(messages.last().unwrap());
+    assert!(answered.contains("decline"), "green's question got its own answer: {answered}");
+}

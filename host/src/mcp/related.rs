@@ -27,9 +27,12 @@ pub struct Related {
 
 /// Requests the relay sent to one client session, by the relay-assigned id, and what the
 /// client declared it can answer.
-#[derive(Default)]
 pub struct ClientRequests {
     pending: Mutex<HashMap<String, oneshot::Sender<Result<Payload, RpcError>>>>,
+    /// Random for each session on each instance, and part of every id: another instance that
+    /// takes the session up (a blue/green switch) numbers its own requests apart, so an answer
+    /// meant for one instance's request never answers the other's.
+    salt: u64,
     next: AtomicU64,
     /// The client's capabilities (from `initialize` or the stateless envelope) and whether it
     /// speaks 2026-07-28 (which has its own refusal code).
@@ -40,6 +43,19 @@ pub struct ClientRequests {
     awaited_elicitations: Mutex<VecDeque<(String, String)>>,
     /// The log level the client asked for: what it hears of the backends' log messages.
     log_level: ClientLogLevel,
+}
+
+impl Default for ClientRequests {
+    fn default() -> Self {
+        Self {
+            pending: Mutex::default(),
+            salt: uuid::Uuid::new_v4().as_u64_pair().0,
+            next: AtomicU64::default(),
+            declared: Mutex::default(),
+            awaited_elicitations: Mutex::default(),
+            log_level: ClientLogLevel::default(),
+        }
+    }
 }
 
 /// How many of the relay's requests one session may leave unanswered at once: a backend's
@@ -84,7 +100,7 @@ impl Related {
         {
             self.client.await_elicitation(backend, elicitation);
         }
-        let id = format!("relay-{}", self.client.next.fetch_add(1, Ordering::Relaxed));
+        let id = format!("relay-{:016x}-{}", self.client.salt, self.client.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.client.pending.lock().expect("client requests lock");

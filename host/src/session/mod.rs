@@ -143,12 +143,21 @@ impl Session {
                 None
             }
             Message::Response(response) => {
-                if !self.client_requests.resolve(response) {
-                    tracing::debug!(session = %self.tag(), "response to no pending request; dropped");
-                }
+                self.take_answer(response);
                 None
             }
         }
+    }
+
+    /// Hands the client's answer to the relay's request waiting for it. False when none waits
+    /// (answered already, timed out, or asked by another instance before a switch): dropped.
+    pub fn take_answer(&self, response: Response) -> bool {
+        self.touch();
+        let taken = self.client_requests.resolve(response);
+        if !taken {
+            tracing::info!(session = %self.tag(), "answer to no request of the relay's that waits; dropped");
+        }
+        taken
     }
 
     /// Whether `credential` (a [`crate::access::ConnectInfo::credential_digest`], computed only
