@@ -215,6 +215,30 @@ async fn a_call_longer_than_the_idle_timeout_keeps_its_shared_session() {
     assert_eq!(status, 200, "the session after its long call: {reply}");
 }
 
+/// A client that only listens on its GET stream (for resource updates, say) uses its session:
+/// it was expired under the open stream after the idle timeout, here and in Redis.
+#[tokio::test]
+async fn a_session_whose_client_only_listens_outlives_the_idle_timeout() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!("limits: {{idle_timeout_secs: 2}}\n{}", yaml(dir.path(), &redis));
+    let blue = relay_with(dir.path(), &yaml, "blue", 0).await;
+    let url = blue.http("/mcp");
+    let session = initialize(&url, "ALICE-TOKEN-1").await;
+    let listen = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth("ALICE-TOKEN-1")
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session);
+    let mut stream = listen.send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let listening = tokio::spawn(async move { while let Ok(Some(_)) = stream.chunk().await {} });
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert!(!listening.is_finished(), "the GET stream ended under its listening client");
+    let (status, reply) = echo(&url, "ALICE-TOKEN-1", &session, 1).await;
+    assert_eq!(status, 200, "the session after listening past its idle timeout: {reply}");
+}
+
 /// A subscription a moved session could not make again where it moved (that instance did not
 /// have the resource yet, as a colour just started may not) is the session's no more: its end
 /// there does not release a count it never added, which ended another session's subscription

@@ -52,6 +52,11 @@ impl Drop for GetStreamClaim {
     }
 }
 
+/// Whether the stream of `slot` is open.
+pub(super) fn is_open(slot: &Mutex<GetStream>) -> bool {
+    matches!(*slot.lock().expect("get stream lock"), GetStream::Open(_))
+}
+
 /// The session of `slot` ended: its open stream is told, and none opens after.
 pub(super) fn end(slot: &Mutex<GetStream>) {
     if let GetStream::Open(ended) = std::mem::replace(&mut *slot.lock().expect("get stream lock"), GetStream::Ended) {

@@ -204,8 +204,15 @@ impl Session {
     }
 
     /// Whether requests of this session are running (it is not idle, however long they run).
-    pub fn is_busy(&self) -> bool {
+    fn is_busy(&self) -> bool {
         !self.inflight.lock().expect("inflight lock").is_empty()
+    }
+
+    /// Whether the session is in use although its client sends nothing: requests of it run, or
+    /// its GET stream is open (a client that only listens for updates; the write deadline ends
+    /// the stream of one that stops reading).
+    pub fn is_in_use(&self) -> bool {
+        self.is_busy() || get_stream::is_open(&self.get_stream)
     }
 
     /// Server-initiated messages for this session: list changes, resource updates for its

@@ -106,12 +106,13 @@ impl SessionRegistry {
         removed.inspect(|session| session.end()).is_some()
     }
 
-    /// Drops sessions silent for longer than `idle` with no request running; returns how many.
+    /// Drops sessions silent for longer than `idle` and not in use (no request running, no GET
+    /// stream open); returns how many.
     pub fn expire_idle(&self, idle: Duration) -> usize {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let before = sessions.len();
         sessions.retain(|_, s| {
-            let live = s.last_seen().elapsed() < idle || s.is_busy();
+            let live = s.last_seen().elapsed() < idle || s.is_in_use();
             if !live {
                 s.end();
             }
@@ -120,14 +121,14 @@ impl SessionRegistry {
         before - sessions.len()
     }
 
-    /// Keeps the shared records of the sessions with a request running from expiring under it
-    /// ([`SharedSessions::keep_alive`]).
-    pub async fn keep_busy_alive(&self) {
+    /// Keeps the shared records of the sessions in use (a request running, a GET stream open)
+    /// from expiring under them ([`SharedSessions::keep_alive`]).
+    pub async fn keep_in_use_alive(&self) {
         if !self.shared.enabled() {
             return;
         }
         let busy: Vec<_> =
-            self.sessions.lock().expect("sessions lock").values().filter(|s| s.is_busy()).cloned().collect();
+            self.sessions.lock().expect("sessions lock").values().filter(|s| s.is_in_use()).cloned().collect();
         for session in busy {
             // While the kv is away, one try a sweep: each waits its timeout.
             if !self.shared.keep_alive(&session).await {

@@ -160,10 +160,10 @@ impl SharedSessions {
         true
     }
 
-    /// Moves the expiry of `session`'s record on while a request of it runs (one may run longer
-    /// than the TTL, which is the idle timeout: the record must not lapse under it, or the
-    /// session's next request would find it ended), once a quarter of the TTL has passed since
-    /// it last did. A record another instance changed or ended meanwhile is left as it is: the
+    /// Moves the expiry of `session`'s record on while it is in use (a request of it may run,
+    /// or its client listen, longer than the TTL, which is the idle timeout: the record must not
+    /// lapse under it, or the session's next request would find it ended), once a quarter of the
+    /// TTL has passed since it last did. A record another instance changed or ended meanwhile is left as it is: the
     /// session's next request sees that.
     /// False when the kv did not answer (the caller stops there: each try waits its timeout).
     pub async fn keep_alive(&self, session: &Session) -> bool {
