@@ -129,7 +129,9 @@ async fn a_session_opened_on_one_instance_is_served_by_another_with_its_own_cred
     assert_eq!(status, 404, "the session ended on green is refused on the third instance: {reply}");
     let (status, _) = echo(&on_green, "ALICE-TOKEN-1", &session, 9).await;
     assert_eq!(status, 404);
-    assert!(redis.cli(&["--scan", "--pattern", "shared:relay.session:*"]).trim().is_empty());
+    // What is left is the end marker (a record simply gone would be written again).
+    let marker = redis.cli(&["--scan", "--pattern", "shared:relay.session:*"]);
+    assert_eq!(redis.cli(&["get", marker.trim()]), "ended");
 }
 
 #[tokio::test]
@@ -322,6 +324,36 @@ async fn sessions_opened_or_ended_while_redis_is_away_stay_so_when_it_is_back() 
         (echo(&on_green, "ALICE-TOKEN-1", &opened, 6).await.0 == 200).then_some(())
     })
     .await;
+}
+
+/// Redis losing its data (restarted without persistence, flushed) ends no session: the instance
+/// serving one writes its record again, and the other instance takes it up from there (both
+/// took the missing record for an end). While Redis does not answer, a moved session's request
+/// is told to retry (503), not that its session is gone (404, and the client starts anew).
+#[tokio::test]
+async fn sessions_outlive_redis_losing_their_records_and_a_stalled_redis_says_retry() {
+    let redis = RedisServer::start().await;
+    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let blue = relay(blue_dir.path(), &redis, "blue", 0).await;
+    let green = relay(green_dir.path(), &redis, "green", 0).await;
+    let (on_blue, on_green) = (blue.http("/mcp"), green.http("/mcp"));
+    let session = initialize(&on_blue, "ALICE-TOKEN-1").await;
+    assert_eq!(echo(&on_blue, "ALICE-TOKEN-1", &session, 1).await.0, 200);
+
+    redis.cli(&["FLUSHALL"]);
+    let (status, reply) = echo(&on_blue, "ALICE-TOKEN-1", &session, 2).await;
+    assert_eq!(status, 200, "the session after Redis lost its record: {reply}");
+    let (status, reply) = echo(&on_green, "ALICE-TOKEN-1", &session, 3).await;
+    assert_eq!(status, 200, "the other instance takes it up from the record written again: {reply}");
+
+    let moved = initialize(&on_blue, "ALICE-TOKEN-1").await;
+    redis.cli(&["CLIENT", "PAUSE", "3000", "ALL"]);
+    let body = json!({"jsonrpc": "2.0", "id": 4, "method": "ping"});
+    let stalled = post(&on_green, "ALICE-TOKEN-1", Some(&moved), &body).send().await.unwrap();
+    assert_eq!(stalled.status(), 503, "{}", stalled.text().await.unwrap());
+    assert_eq!(stalled.headers()["retry-after"], "1");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(echo(&on_green, "ALICE-TOKEN-1", &moved, 5).await.0, 200, "served once Redis answers");
 }
 
 /// Starts `ask` on `session` at `url` and reads its stream until the backend's question reaches

@@ -6,6 +6,10 @@
 //! `initialize`, and a session ended anywhere (`DELETE`, credential expiry) is refused
 //! everywhere.
 //!
+//! An ended session's record is replaced by a marker ([`ENDED`]), not deleted: a record that is
+//! simply gone was lost by the kv (Redis restarted or flushed, or it lapsed between two
+//! refreshes), and the instance serving the session writes it again instead of ending it.
+//!
 //! Nothing in a record admits anyone: the instance that takes a session over authenticates the
 //! presented credential itself (the auth plugin, as for a new session) and requires it to match
 //! the record's credential digest and principal. Whoever can write to Redis can end sessions
@@ -25,6 +29,9 @@ use crate::plugins::{KvError, KvStore};
 /// Where records live in the kv: plugin prefixes are `[A-Za-z0-9_-]` only, so no plugin's key
 /// can be one of these.
 const PREFIX: &str = "relay.session:";
+
+/// What an ended session's record reads: not JSON, so never a record.
+const ENDED: &str = "ended";
 
 /// What a session established, as another instance needs it to go on serving the session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,15 +112,16 @@ impl SharedSessions {
         }
     }
 
-    /// The record of session `id`, if some instance opened it and it has not ended.
-    pub async fn load(&self, id: &str) -> Option<SessionRecord> {
-        let kv = self.kv.as_ref()?;
+    /// The record of session `id`, if some instance opened it and it has not ended; an error
+    /// when the kv cannot be asked (the session may well be open: the client should retry).
+    pub async fn load(&self, id: &str) -> Result<Option<SessionRecord>, KvError> {
+        let Some(kv) = self.kv.as_ref() else { return Ok(None) };
         match kv.get(&key(id)).await {
-            Ok(Some(text)) => serde_json::from_str(&text).ok(),
-            Ok(None) => None,
+            Ok(Some(text)) => Ok(serde_json::from_str(&text).ok()),
+            Ok(None) => Ok(None),
             Err(e) => {
                 unavailable("could not look up a session another instance opened", &e);
-                None
+                Err(e)
             }
         }
     }
@@ -123,23 +131,25 @@ impl SharedSessions {
     /// the record's expiry moves on while the session is used (a compare-and-swap every quarter
     /// of the TTL, so an ended session is never brought back). While the kv cannot be reached
     /// the local copy is trusted; what this instance could not write meanwhile is written now
-    /// (a session opened while Redis was away has no record until then).
+    /// (a session opened while Redis was away has no record until then), and so is a record
+    /// the kv lost.
     pub async fn still_open(&self, session: &Session) -> bool {
         let Some(kv) = &self.kv else { return true };
         let key = key(&session.id);
         let unsaved = session.shared_unsaved.load(std::sync::atomic::Ordering::Relaxed);
         let current = match kv.get(&key).await {
-            Ok(Some(_)) | Ok(None) if unsaved && session.shared_at.lock().expect("shared_at lock").is_none() => {
-                // Opened here and never stored: no other instance knows of it to have ended it.
-                self.save(session).await;
-                return true;
-            }
+            Ok(Some(text)) if text == ENDED => return false,
             Ok(Some(_)) if unsaved => {
                 self.save(session).await;
                 return true;
             }
             Ok(Some(current)) => current,
-            Ok(None) => return false,
+            // Gone without an end marker: lost by the kv, not ended. Written again from this
+            // instance's copy, unless an instance ended it meanwhile (only if still absent).
+            Ok(None) => {
+                self.restore(kv, &key, session).await;
+                return true;
+            }
             Err(e) => {
                 unavailable("could not check a session with the other instances; serving it as this one knows it", &e);
                 return true;
@@ -162,9 +172,9 @@ impl SharedSessions {
 
     /// Moves the expiry of `session`'s record on while it is in use (a request of it may run,
     /// or its client listen, longer than the TTL, which is the idle timeout: the record must not
-    /// lapse under it, or the session's next request would find it ended), once a quarter of the
-    /// TTL has passed since it last did. A record another instance changed or ended meanwhile is left as it is: the
-    /// session's next request sees that.
+    /// lapse under it), once a quarter of the TTL has passed since it last did. A record another
+    /// instance changed or ended meanwhile is left as it is: the session's next request sees
+    /// that.
     /// False when the kv did not answer (the caller stops there: each try waits its timeout).
     pub async fn keep_alive(&self, session: &Session) -> bool {
         let Some(kv) = &self.kv else { return true };
@@ -186,11 +196,27 @@ impl SharedSessions {
         kv.compare_and_swap(key, Some(text), text, Some(self.ttl_ms()), None).await
     }
 
-    /// Ends session `id` for every instance; false when the kv could not be reached (the record
-    /// stays, and another instance could take the session up: try again).
+    /// Writes `session`'s record at `key` again where the kv lost it, if it is still absent.
+    async fn restore(&self, kv: &KvStore, key: &str, session: &Session) {
+        let record = serde_json::to_string(&session.record()).expect("a record serializes");
+        match kv.compare_and_swap(key, None, &record, Some(self.ttl_ms()), None).await {
+            Ok(true) => {
+                tracing::info!(session = %session.tag(), "a session's shared record was lost by the kv; written again");
+                session.shared_unsaved.store(false, std::sync::atomic::Ordering::Relaxed);
+                *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), record));
+            }
+            Ok(false) => {}
+            Err(e) => unavailable("could not write a lost session record again", &e),
+        }
+    }
+
+    /// Ends session `id` for every instance: its record becomes the [`ENDED`] marker, kept
+    /// twice the TTL (past the idle expiry of any instance's copy of the session). False when
+    /// the kv could not be reached (the record stays, and another instance could take the
+    /// session up: try again).
     pub async fn forget(&self, id: &str) -> bool {
         let Some(kv) = &self.kv else { return true };
-        match kv.delete(&key(id)).await {
+        match kv.set(&key(id), ENDED, Some(self.ttl_ms().saturating_mul(2)), None).await {
             Ok(()) => true,
             Err(e) => {
                 unavailable("could not end a session for the other instances; tried again until it does", &e);

@@ -119,7 +119,11 @@ async fn taken_up(
     peer: &Peer,
 ) -> Result<Option<Arc<Session>>, Response> {
     use subtle::ConstantTimeEq;
-    let Some(record) = state.sessions.shared().load(id).await else { return Ok(None) };
+    let record = match state.sessions.shared().load(id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return Ok(None),
+        Err(_) => return Err(sessions_unreachable()),
+    };
     let factory = &state.sessions_factory;
     if factory.requires_auth() && record.credential.is_none() {
         // Opened where auth was off: bound to no credential, so not served where it is on.
@@ -160,6 +164,18 @@ async fn wrong_credential(state: &TransportState, peer: &Peer) -> Response {
         "this session needs the credential it was opened with (the same bearer token and client certificate)",
     );
     unauthorized(error)
+}
+
+/// While the shared kv cannot be asked, a session another instance opened may be open: 503
+/// and `Retry-After`, not 404 (which tells the client to start a new session).
+fn sessions_unreachable() -> Response {
+    let error = RpcError::new(
+        error_codes::UPSTREAM_UNAVAILABLE,
+        "this session's record cannot be read now (the shared store is unreachable); try again",
+    );
+    let mut response = rpc_error(StatusCode::SERVICE_UNAVAILABLE, mcp::Response::err(Value::Null, error));
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+    response
 }
 
 fn unknown_session() -> Response {
