@@ -322,3 +322,33 @@ async fn tool_filter_rules_hold_when_a_collision_renames_the_tool() {
         "admins are exempt"
     );
 }
+
+/// A call running while its interceptor is replaced finishes on the version it started with:
+/// its result hook ran on the new one (here another plugin, whose first call then failed it).
+#[tokio::test]
+async fn a_call_running_while_its_interceptor_is_replaced_finishes_on_the_version_it_started_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let ti = interceptor_entry(
+        dir.path(),
+        "ti",
+        "test_interceptor",
+        "    bind: {backends: [b]}\n    config: {tag: ' [v1]'}\n",
+    );
+    let relay_yaml = format!("upstream: {{call_timeout_secs: 20}}\nplugin_cache_dir: cache\nplugins:\n{ti}");
+    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
+    let relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
+    relay.wait_ready("b").await;
+    let mut client = relay.line_client().await;
+    assert_eq!(text_of(&client.call_tool("echo", json!({"message": "m"})).await), "b: m [v1]");
+
+    let started = std::time::Instant::now();
+    let slow = json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 6000}}});
+    client.send_raw(&slow.to_string()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let redact = std::fs::read(relay_tests::plugin_wasm("redact")).unwrap();
+    relay_tests::replace_file(&dir.path().join("test_interceptor.wasm"), &redact);
+    relay.wait_for_log("plugin reloaded").await;
+    assert!(started.elapsed().as_millis() < 5500, "the reload came after the call: this test proves nothing");
+    let answer = client.recv_response().await;
+    assert_eq!(text_of(&answer), "b: slow [v1]", "{answer}");
+}

@@ -8,13 +8,13 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
 use wasmtime::{Engine, Store};
 
-use super::loaded::Bound;
+use super::loaded::{Bound, Version};
 use super::registry::Slot;
 use super::sandbox::{PluginError, PluginState};
 
@@ -159,27 +159,26 @@ impl Holds {
 }
 
 impl Slot {
-    /// A decision that may hold (`verdict.hold`): `None` when a standing hold of the current
-    /// version answers `key` (counted as held), else what `call` decided. The call is told the
-    /// hold of `key` that ended (`verdict.previous`), and a hold it gives is kept by the version
-    /// that decided when `stands` says the decision may stand (a policy's `ok`, an
-    /// interceptor's `proceed`).
+    /// A decision of `version` (this slot's, as the caller loaded it) that may hold
+    /// (`verdict.hold`): `None` when a standing hold of that version answers `key` (counted as
+    /// held), else what `call` decided. The call is told the hold of `key` that ended
+    /// (`verdict.previous`), and a hold it gives is kept by the version that decided when
+    /// `stands` says the decision may stand (a policy's `ok`, an interceptor's `proceed`).
     pub(super) async fn decide<T>(
         &self,
+        version: Arc<Version>,
         engine: &Engine,
         key: &HoldKey<'_>,
         stands: impl FnOnce(&T) -> bool,
         call: impl AsyncFnOnce(&Bound, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<Option<T>, PluginError> {
-        let current = self.current.load();
-        let previous = match current.holds.take(key, Instant::now()) {
+        let previous = match version.holds.take(key, Instant::now()) {
             Held::Yes => {
                 self.stats.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Ok(None);
             }
             Held::No { previous } => previous,
         };
-        let version = arc_swap::Guard::into_inner(current);
         let (decision, hold) = self
             .invoke_on(version.clone(), engine, None, async |bound, store| {
                 let note = &mut store.data_mut().verdict;

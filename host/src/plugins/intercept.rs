@@ -8,12 +8,14 @@
 //! `on-result` that named the literals it needs is not called for results without them
 //! (`result_filter`).
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::bindings::interceptor::exports::relay::plugin::interception::{CallInfo, RequestDecision, ResultDecision};
 use super::bindings::types;
 use super::holds::HoldKey;
-use super::loaded::Bound;
+use super::loaded::{Bound, Version};
 use super::registry::{Plugins, Slot};
 use super::sandbox::{PluginError, Refusal, fails_closed};
 use super::wit_types::from_wit;
@@ -67,13 +69,15 @@ impl CallHook<'_> {
 
 impl Plugins {
     /// The interceptors bound to `call` with a call hook (`on-request` or `on-result`), matched
-    /// once for the whole call; `None` when no interceptor is (then the hooks need not run at
-    /// all).
+    /// once for the whole call, each with its version now: a call runs both its hooks on the
+    /// version it started with, whatever is reloaded meanwhile. `None` when no interceptor is
+    /// bound (then the hooks need not run at all).
     pub fn interception(&self, call: &CallHook<'_>) -> Option<Interception<'_>> {
         let slots: Vec<_> = self
             .slots
             .iter()
             .filter(|s| (s.intercepts(Hook::Request) || s.intercepts(Hook::Result)) && call.binds(&s.binding))
+            .map(|slot| (slot, slot.current.load_full()))
             .collect();
         (!slots.is_empty()).then(|| Interception {
             plugins: self,
@@ -87,7 +91,7 @@ impl Plugins {
 /// The interceptors bound to one call, and what they are told about it.
 pub struct Interception<'a> {
     plugins: &'a Plugins,
-    slots: Vec<&'a std::sync::Arc<Slot>>,
+    slots: Vec<(&'a Arc<Slot>, Arc<Version>)>,
     info: CallInfo,
     shape: (&'static str, &'static str),
 }
@@ -109,12 +113,12 @@ impl Interception<'_> {
             backend: Some(&info.backend),
             tool: Some(&info.name),
         };
-        for slot in self.slots.iter().filter(|s| s.intercepts(Hook::Request)) {
+        for (slot, version) in self.slots.iter().filter(|(s, _)| s.intercepts(Hook::Request)) {
             let proceeds = |decision: &RequestDecision| matches!(decision, RequestDecision::Proceed);
             // Read (decoded, when still text) only if the hook is called.
             let current = || replaced.as_ref().unwrap_or_else(|| &**arguments);
             let outcome = slot
-                .decide(&self.plugins.engine, &key, proceeds, async |bound, store| {
+                .decide(version.clone(), &self.plugins.engine, &key, proceeds, async |bound, store| {
                     let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
                     interceptor.relay_plugin_interception().call_on_request(store, info, &current().to_string()).await
                 })
@@ -149,19 +153,15 @@ impl Interception<'_> {
     /// replaces it. A hook that named the literals it needs (`verdict.pass-results-without`)
     /// is not called for a result without them.
     pub async fn result(&self, mut result: Payload) -> Result<Payload, Refusal> {
-        for slot in self.slots.iter().filter(|s| s.intercepts(Hook::Result)) {
+        for (slot, version) in self.slots.iter().filter(|(s, _)| s.intercepts(Hook::Result)) {
             let text = result.text();
-            // The version loaded once: asked whether it reads this result, then (as `decide`
-            // does) the one called.
-            let current = slot.current.load();
-            if current.results.load().as_ref().is_some_and(|filter| !filter.concerns(&text)) {
+            if version.results.load().as_ref().is_some_and(|filter| !filter.concerns(&text)) {
                 // None of the literals the hook named: it would pass this result.
                 slot.stats.unread.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
-            let version = arc_swap::Guard::into_inner(current);
             let outcome = slot
-                .invoke_on(version, &self.plugins.engine, None, async |bound, store| {
+                .invoke_on(version.clone(), &self.plugins.engine, None, async |bound, store| {
                     let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
                     interceptor.relay_plugin_interception().call_on_result(store, &self.info, &text).await
                 })

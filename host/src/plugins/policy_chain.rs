@@ -32,7 +32,7 @@ impl Plugins {
         let key = HoldKey { id, roles, method: info.method, backend: None, tool };
         for slot in self.slots.iter().filter(|s| s.config.world == World::Policy && bound(s)) {
             let outcome = slot
-                .decide(&self.engine, &key, Result::is_ok, async |bound, store| {
+                .decide(slot.current.load_full(), &self.engine, &key, Result::is_ok, async |bound, store| {
                     let request = request.get_or_insert_with(|| types::RequestInfo {
                         principal: types::Principal {
                             id: info.principal.id.clone(),
