@@ -345,6 +345,48 @@ async fn corrupt_file_keeps_the_running_version_and_reports_why() {
     assert_eq!(text_of(&client.call_tool("echo", json!({"message": "still"})).await), "echo: still");
 }
 
+/// A plugin file that went missing, and came back as the running version, clears its reload
+/// error and its alarm (both stayed set until another version loaded).
+#[tokio::test]
+async fn a_plugin_file_that_comes_back_clears_its_reload_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_for_reload(dir.path()).await;
+    let mut admin = relay.line_client().await;
+    let path = dir.path().join("rate_limit.wasm");
+    let aside = dir.path().join("rate_limit.wasm.aside");
+    std::fs::rename(&path, &aside).unwrap();
+    admin.call_tool("relay_reload_plugins", json!({})).await;
+    let failing = || async {
+        let metrics = reqwest::Client::new().get(relay.http("/metrics")).bearer_auth(ADMIN).send().await.unwrap();
+        relay_tests::metric_value(&metrics.text().await.unwrap(), r#"relay_plugin_reload_failing{plugin="rate-limit"}"#)
+    };
+    assert_eq!(failing().await, Some(1.0));
+    assert!(relay.plugin_status("rate-limit").await["last_error"].as_str().unwrap().contains("cannot read"));
+    std::fs::rename(&aside, &path).unwrap();
+    let reloaded = admin.call_tool("relay_reload_plugins", json!({})).await;
+    assert!(reloaded.to_string().contains("unchanged"), "{reloaded}");
+    assert_eq!(failing().await, Some(0.0), "the alarm stays on for a file that loads again");
+    assert_eq!(relay.plugin_status("rate-limit").await["last_error"], Value::Null);
+}
+
+/// A reload of any plugin, asked for even with every file unchanged, forgets the credentials
+/// the auth plugin admitted (as the WIT says): an operator who revoked one where the plugin
+/// reads it and reloads is obeyed at once, not after five minutes.
+#[tokio::test]
+async fn a_reload_forgets_the_credentials_the_auth_plugin_admitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_for_reload(dir.path()).await;
+    let mut admin = relay.line_client().await;
+    let checks = || async { relay.plugin_status("auth").await["calls"].as_u64().unwrap() };
+    relay.line_client_as(Some(USER)).await;
+    let before = checks().await;
+    relay.line_client_as(Some(USER)).await;
+    assert_eq!(checks().await, before, "remembered between reloads");
+    admin.call_tool("relay_reload_plugins", json!({})).await;
+    relay.line_client_as(Some(USER)).await;
+    assert!(checks().await > before, "the user's credential was not checked again after the reload");
+}
+
 #[tokio::test]
 async fn rollback_reload_tool_and_sighup() {
     let dir = tempfile::tempdir().unwrap();

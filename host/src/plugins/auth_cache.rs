@@ -3,8 +3,11 @@
 //! signature check each time, and a credential verified recently is admitted even while its
 //! address is throttled for other clients' failures. Entries are keyed by the credential's
 //! digest (never the credential), held until the credential expires (`credential.expires-at`)
-//! and for at most [`MAX_AGE`], and belong to one version of the auth plugin: a reload or a
-//! rollback forgets them all. Nothing is stored where anyone but this process can write it.
+//! and for at most [`MAX_AGE`], and belong to one version of the auth plugin. A reload of any
+//! plugin (even one that finds its file unchanged: SIGHUP, `relay_reload_plugins`) or a rollback
+//! forgets them all, so an operator who revoked a credential where the plugin reads it (a file
+//! grant, `kv`) and asks for a reload is obeyed at once. Nothing is stored where anyone but
+//! this process can write it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -64,6 +67,11 @@ impl AuthCache {
         }
         let entry = Entry { authenticated: authenticated.clone(), version: version.to_owned(), until: now + left };
         entries.insert(credential, entry);
+    }
+
+    /// Forgets every success.
+    pub fn clear(&self) {
+        self.entries.lock().expect("auth cache lock").clear();
     }
 
     /// Entries held now (for tests).

@@ -56,10 +56,12 @@ impl std::fmt::Display for RolledBack {
 }
 
 impl Plugins {
-    /// Loads plugin `name` again from its file. A failure keeps the running version.
+    /// Loads plugin `name` again from its file. A failure keeps the running version. The auth
+    /// plugin's remembered successes are forgotten whatever the outcome (see `auth_cache`).
     pub async fn reload(&self, name: &str) -> Result<Reloaded, ReloadError> {
         let slot = self.slot(name)?;
         let _guard = slot.reloading.lock().await;
+        self.auth_cache.clear();
         let started = std::time::Instant::now();
         let failed = |message: String| {
             slot.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
@@ -82,9 +84,10 @@ impl Plugins {
             *rolled_back = None;
         }
         if hash == slot.current.load().hash {
-            // The file is the running version again: a reload error it had is history.
-            if slot.last_failed_hash.lock().expect("failed hash lock").take().is_some() {
-                *slot.last_error.lock().expect("last_error lock") = None;
+            // The file is the running version again: a reload error it had (a version that did
+            // not load, or a file that could not be read) is history.
+            slot.last_failed_hash.lock().expect("failed hash lock").take();
+            if slot.last_error.lock().expect("last_error lock").take().is_some() {
                 slot.metrics.file_loads_again();
             }
             return Ok(Reloaded::Unchanged(hash));
@@ -132,6 +135,7 @@ impl Plugins {
         let slot = self.slot(name)?;
         let _guard = slot.reloading.lock().await;
         let previous = slot.previous.swap(None).ok_or_else(|| ReloadError::NoPrevious(name.to_owned()))?;
+        self.auth_cache.clear();
         let hash = previous.hash.clone();
         let replaced = slot.current.swap(previous);
         *slot.rolled_back.lock().expect("rolled back lock") = Some(replaced.hash.clone());
