@@ -387,6 +387,20 @@ async fn a_reload_forgets_the_credentials_the_auth_plugin_admitted() {
     assert!(checks().await > before, "the user's credential was not checked again after the reload");
 }
 
+/// Where a plugin's file lives is the operator's business: admins see it in the status, other
+/// principals do not (as with a backend's target).
+#[tokio::test]
+async fn only_admins_see_where_plugin_files_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_for_reload(dir.path()).await;
+    assert!(relay.plugin_status("rate-limit").await["path"].as_str().unwrap().ends_with("rate_limit.wasm"));
+    let mut user = relay.line_client_as(Some(USER)).await;
+    let status = user.call_tool("relay_get_status", json!({})).await;
+    let plugins = status["result"]["structuredContent"]["plugins"].as_array().unwrap().clone();
+    assert_eq!(plugins.len(), 3, "{status}");
+    assert!(plugins.iter().all(|p| p["path"].is_null()), "{plugins:?}");
+}
+
 #[tokio::test]
 async fn rollback_reload_tool_and_sighup() {
     let dir = tempfile::tempdir().unwrap();

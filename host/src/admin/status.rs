@@ -111,7 +111,7 @@ impl RelayTools {
             instance: self.lifecycle.instance.clone(),
             kv: self.kv_status().await,
             log_forward: LogForward { connected, dropped },
-            plugins: self.plugins.status(),
+            plugins: self.plugins.status(admin),
             running_requests: self.lifecycle.running_requests(),
             sessions: self.lifecycle.sessions(),
             sessions_by_transport: self.lifecycle.sessions_by_transport().into_iter().collect(),

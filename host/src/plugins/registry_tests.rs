@@ -40,7 +40,7 @@ async fn load_plugin(dir: &Path, built_name: &str, file: &str, entry: &str) -> A
 }
 
 fn status(plugins: &Plugins) -> Value {
-    plugins.status().into_iter().next().expect("one plugin")
+    plugins.status(true).into_iter().next().expect("one plugin")
 }
 
 /// The same component with a custom section appended: a new build, a new hash.

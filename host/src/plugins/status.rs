@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use super::registry::Plugins;
 
 impl Plugins {
-    /// Status of every plugin for `relay_get_status`.
-    pub fn status(&self) -> Vec<Value> {
+    /// Status of every plugin for `relay_get_status`; where its file lives only for `admin`
+    /// (as a backend's target is).
+    pub fn status(&self, admin: bool) -> Vec<Value> {
         self.slots
             .iter()
             .map(|slot| {
@@ -19,7 +20,7 @@ impl Plugins {
                 json!({
                     "name": slot.config.name,
                     "world": slot.config.world.as_str(),
-                    "path": slot.path.display().to_string(),
+                    "path": admin.then(|| slot.path.display().to_string()),
                     "hash": current.hash,
                     "loaded_at": current.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
                     "previous_hash": slot.previous.load().as_ref().map(|p| p.hash.clone()),

@@ -8,7 +8,9 @@
 //!
 //! Streams live in the memory of the instance that runs the request: a resume that reaches
 //! another instance (after a blue/green switch) finds nothing to replay and gets the session's
-//! ordinary GET stream; the request itself is answered on the instance it started on.
+//! ordinary GET stream; the request itself is answered on the instance it started on. Each
+//! instance numbers its streams from a random start, so one instance's event id never names
+//! another instance's stream of the same session (which it would replay as the client's).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,10 +33,18 @@ const MAX_EVENTS: usize = 1024;
 const MAX_BYTES: usize = 8 << 20;
 
 /// The resumable streams of every session on this instance, by session id and stream number.
-#[derive(Default)]
 pub struct ResumableStreams {
     streams: Mutex<HashMap<(String, u64), Arc<Replay>>>,
     next: AtomicU64,
+}
+
+impl Default for ResumableStreams {
+    /// Numbering from a random start below 2^52 (so ids stay exact in any client's JSON
+    /// numbers, should one parse them).
+    fn default() -> Self {
+        let start = uuid::Uuid::new_v4().as_u64_pair().0 >> 12;
+        Self { streams: Mutex::default(), next: AtomicU64::new(start) }
+    }
 }
 
 /// One answer stream's events so far, and whether its answer has been sent.
@@ -167,6 +177,17 @@ mod tests {
             method: "notifications/progress".into(),
             params: Some(serde_json::json!({"progress": n})),
         })
+    }
+
+    /// Two instances (blue and green after a switch) number their streams apart: blue's event
+    /// id names nothing on green, where it named green's own first stream of the session.
+    #[test]
+    fn an_event_id_of_one_instance_names_no_stream_of_another() {
+        let (blue, green) = (ResumableStreams::default(), ResumableStreams::default());
+        let (on_blue, _) = blue.open("s1");
+        let (on_green, _) = green.open("s1");
+        assert_ne!(on_blue, on_green);
+        assert!(green.find("s1", &format!("{on_blue}-0")).is_none());
     }
 
     #[tokio::test]
