@@ -118,7 +118,7 @@ fn main() -> ExitCode {
 async fn check_config(path: &std::path::Path) -> Result<String, String> {
     let config = RelayConfig::load(path).map_err(|e| e.to_string())?;
     relay::preflight::preflight(&config, path).map_err(|e| format!("{e:#}"))?;
-    let store = relay::config::BackendStore::new(config.backends_path(path));
+    let store = config.backend_store(path);
     let (_, backends) = store.load().map_err(|e| e.to_string())?;
     if let Some(problem) = relay::config::unknown_credential_plugins(&backends, &config.plugins).into_iter().next() {
         return Err(problem);

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::RelayTools;
-use crate::config::{BackendStore, RelayConfig, watch_backends};
+use crate::config::{RelayConfig, watch_backends};
 use crate::lifecycle::Lifecycle;
 use crate::plugins::{self, KvStore, Plugins};
 use crate::policy::Policy;
@@ -39,7 +39,7 @@ pub async fn run(
     crate::upstream::protect_env(config.plugins.iter().flat_map(|p| p.grants.env.iter().cloned()));
     // Before the upstreams: each keeps idle HTTP connections per worker.
     crate::workers::start(config.listen.worker_count()).context("cannot start the worker threads")?;
-    let store = BackendStore::new(config.backends_path(config_path));
+    let store = config.backend_store(config_path);
     let (_, backends) = store.load().with_context(|| "cannot start with this backends file")?;
     for file in ["relay", "backends"] {
         crate::metrics::metrics().process.config_file(file, true);

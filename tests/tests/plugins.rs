@@ -401,6 +401,31 @@ async fn only_admins_see_where_plugin_files_live() {
     assert!(plugins.iter().all(|p| p["path"].is_null()), "{plugins:?}");
 }
 
+/// A backend may not take an adapter plugin's name: they share tool prefixes, bindings and
+/// grants (a backend named `echo` renamed the adapter's tools and got its interceptors).
+/// Refused at run time, and at start.
+#[tokio::test]
+async fn a_backend_may_not_take_an_adapter_plugins_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_for_reload(dir.path()).await;
+    let mut admin = relay.line_client().await;
+    let added = admin.call_tool("relay_add_server", json!({"name": "echo", "url": "ws://127.0.0.1:9/ws"})).await;
+    assert_eq!(added["result"]["isError"], true, "{added}");
+    assert!(text_of(&added).contains("an adapter plugin of relay.yaml has that name"), "{added}");
+    assert_eq!(text_of(&admin.call_tool("echo", json!({"message": "m"})).await), "echo: m", "the adapter's tool");
+
+    std::fs::write(dir.path().join("backends.yaml"), "backends:\n  - name: echo\n    url: ws://127.0.0.1:9/ws\n")
+        .unwrap();
+    let checked = std::process::Command::new(relay_tests::relay_bin())
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("relay.yaml"))
+        .env("E2E_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(!checked.status.success() && said.contains("an adapter plugin of relay.yaml has that name"), "{said}");
+}
+
 #[tokio::test]
 async fn rollback_reload_tool_and_sighup() {
     let dir = tempfile::tempdir().unwrap();

@@ -352,6 +352,12 @@ impl RelayConfig {
         let file = self.backends_file.clone().unwrap_or_else(|| PathBuf::from("backends.yaml"));
         relay_yaml.parent().unwrap_or(Path::new(".")).join(file)
     }
+
+    /// The store of the backends file, which refuses backends named as an adapter plugin.
+    pub fn backend_store(&self, relay_yaml: &Path) -> super::BackendStore {
+        let adapters = self.plugins.iter().filter(|p| p.world == super::plugins::World::Adapter);
+        super::BackendStore::new(self.backends_path(relay_yaml)).reserving(adapters.map(|p| p.name.clone()).collect())
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ pub enum StoreError {
 pub struct BackendStore {
     path: PathBuf,
     lock_path: PathBuf,
+    /// Names no backend may take: the adapter plugins' (relay.yaml). A backend and an adapter
+    /// share one namespace: tool prefixes, plugin bindings, `grants.backends`, filter rules.
+    reserved: Vec<String>,
 }
 
 impl BackendStore {
@@ -42,7 +45,13 @@ impl BackendStore {
         let path = std::fs::canonicalize(&path).unwrap_or(path);
         let mut lock_path = path.clone().into_os_string();
         lock_path.push(".lock");
-        Self { path, lock_path: lock_path.into() }
+        Self { path, lock_path: lock_path.into(), reserved: Vec::new() }
+    }
+
+    /// This store, refusing backends named as one of `names` (the adapter plugins').
+    pub fn reserving(mut self, names: Vec<String>) -> Self {
+        self.reserved = names;
+        self
     }
 
     /// The data file.
@@ -111,8 +120,20 @@ impl BackendStore {
 
     fn parse(&self, text: &str) -> Result<(BackendsFile, Vec<Backend>), StoreError> {
         let file = BackendsFile::parse(text).map_err(|message| self.invalid(message))?;
-        let backends = file.validate().map_err(|message| self.invalid(message))?;
+        let backends = self.validate(&file)?;
         Ok((file, backends))
+    }
+
+    /// `file`'s backends, each checked, and none named as an adapter plugin.
+    fn validate(&self, file: &BackendsFile) -> Result<Vec<Backend>, StoreError> {
+        let backends = file.validate().map_err(|message| self.invalid(message))?;
+        if let Some(taken) = backends.iter().find(|b| self.reserved.contains(&b.name)) {
+            return Err(self.invalid(format!(
+                "backend {}: an adapter plugin of relay.yaml has that name (backends and adapters share tool prefixes, bindings and grants); name the backend otherwise",
+                taken.name
+            )));
+        }
+        Ok(backends)
     }
 
     /// Applies `change` to the current file contents under the exclusive lock and writes the
@@ -135,7 +156,7 @@ impl BackendStore {
         let _lock = self.lock()?;
         let (mut file, _) = self.load()?;
         change(&mut file).map_err(|message| self.invalid(message))?;
-        let backends = file.validate().map_err(|message| self.invalid(message))?;
+        let backends = self.validate(&file)?;
         self.write_atomically(&file)?;
         apply(&backends);
         // Dropping `_lock` releases it.
