@@ -1,7 +1,10 @@
 //! A debounced watch on a set of files that reports content changes only. Parent directories
 //! are watched, not the files, because writers (deploys, builds, the relay itself) replace files
 //! by rename; a symlinked file is watched both where the link is and where it points, so edits
-//! of the target and re-pointed links are both seen.
+//! of the target and re-pointed links are both seen. Any event in a file's directories has its
+//! file looked at, whatever the event names: Kubernetes swaps a mounted ConfigMap or Secret by
+//! re-pointing a `..data` link beside the file (`f -> ..data/f`), and the file's own name is
+//! in no event.
 //!
 //! Directory events come for reads too (the relay's own reads among them), so every event is
 //! checked against the file's last known state: unchanged size and modification time skip it
@@ -50,9 +53,6 @@ fn changed(path: &Path, last: &mut Option<Seen>) -> bool {
     differs
 }
 
-/// A file name in a (resolved) directory: where events about a watched file show up.
-type Location = (std::ffi::OsString, Option<PathBuf>);
-
 fn dir_of(p: &Path) -> PathBuf {
     p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned()
 }
@@ -64,22 +64,19 @@ pub fn watch_files<F>(paths: Vec<PathBuf>, debounce: Duration, on_change: F) -> 
 where
     F: Fn(&Path) + Send + 'static,
 {
-    // Each path with the (file name, resolved directory) pairs whose events concern it: the
-    // path itself and, for a symlink, its target.
-    let names = |p: &Path| -> Vec<Location> {
-        let mut names = vec![(p.file_name().unwrap_or_default().to_owned(), std::fs::canonicalize(dir_of(p)).ok())];
+    // Each path with the resolved directories whose events concern it: the path's and, for a
+    // symlink, its target's.
+    let dirs_of = |p: &Path| -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::canonicalize(dir_of(p)).ok().into_iter().collect();
         if let Ok(real) = std::fs::canonicalize(p)
             && real != p
         {
-            names.push((real.file_name().unwrap_or_default().to_owned(), real.parent().map(Path::to_owned)));
+            dirs.extend(real.parent().map(Path::to_owned));
         }
-        names
+        dirs
     };
-    let watched: Vec<(PathBuf, Vec<Location>)> = paths.iter().map(|p| (p.clone(), names(p))).collect();
-    let dirs: HashSet<PathBuf> = watched
-        .iter()
-        .flat_map(|(p, names)| names.iter().filter_map(|(_, dir)| dir.clone()).chain([dir_of(p)]))
-        .collect();
+    let watched: Vec<(PathBuf, Vec<PathBuf>)> = paths.iter().map(|p| (p.clone(), dirs_of(p))).collect();
+    let dirs: HashSet<PathBuf> = watched.iter().flat_map(|(p, dirs)| dirs.iter().cloned().chain([dir_of(p)])).collect();
     let state: Mutex<HashMap<PathBuf, Option<Seen>>> =
         Mutex::new(paths.iter().map(|p| (p.clone(), read_seen(p))).collect());
     let check = move |path: &Path| -> bool {
@@ -88,16 +85,15 @@ where
     };
     let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| {
         let touched: Vec<&PathBuf> = match &result {
-            Ok(events) => watched
-                .iter()
-                .filter(|(_, names)| {
-                    events.iter().any(|e| {
-                        let dir = e.path.parent().and_then(|d| std::fs::canonicalize(d).ok());
-                        names.iter().any(|(name, watched_dir)| e.path.file_name() == Some(name) && dir == *watched_dir)
-                    })
-                })
-                .map(|(path, _)| path)
-                .collect(),
+            Ok(events) => {
+                let event_dirs: HashSet<PathBuf> =
+                    events.iter().filter_map(|e| std::fs::canonicalize(e.path.parent()?).ok()).collect();
+                watched
+                    .iter()
+                    .filter(|(_, dirs)| dirs.iter().any(|dir| event_dirs.contains(dir)))
+                    .map(|(path, _)| path)
+                    .collect()
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "file watch error; checking every watched file");
                 watched.iter().map(|(path, _)| path).collect()
@@ -118,6 +114,38 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Kubernetes volume: `f -> ..data/f`, `..data -> ..v1`; an update writes `..v2`, points
+    /// `..data` at it (by rename) and removes `..v1`. Each swap is a change, the second too
+    /// (the first's target directory is gone by then).
+    #[test]
+    fn a_kubernetes_style_swap_of_the_data_link_is_a_change() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let (root, file) = (dir.path().to_owned(), dir.path().join("f.yaml"));
+        let version = |n: u32, text: &str| {
+            let data = root.join(format!("..v{n}"));
+            std::fs::create_dir(&data).unwrap();
+            std::fs::write(data.join("f.yaml"), text).unwrap();
+            symlink(format!("..v{n}"), root.join("..data_tmp")).unwrap();
+            std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+            if n > 1 {
+                std::fs::remove_dir_all(root.join(format!("..v{}", n - 1))).unwrap();
+            }
+        };
+        version(1, "one");
+        symlink("..data/f.yaml", &file).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _guard = watch_files(vec![file.clone()], Duration::from_millis(50), move |p| {
+            let _ = tx.send(std::fs::read_to_string(p).unwrap_or_default());
+        })
+        .unwrap();
+        for (n, text) in [(2, "two"), (3, "three")] {
+            version(n, text);
+            let seen = rx.recv_timeout(Duration::from_secs(5)).expect("the swap was not seen");
+            assert_eq!(seen, text);
+        }
+    }
 
     #[test]
     fn only_content_changes_count() {
