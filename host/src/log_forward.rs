@@ -238,6 +238,8 @@ impl Forwarder {
                     let (waiting, answered) = (unanswered.load(Ordering::Relaxed), answered.load(Ordering::Relaxed));
                     if stall.for_too_long(waiting, answered, Instant::now()) {
                         reader.abort();
+                        // What it left unanswered may never have been logged: counted as lost.
+                        metrics().process.log_forward_lost(waiting as u64);
                         return "the logger stopped answering";
                     }
                     continue;

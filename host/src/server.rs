@@ -168,7 +168,7 @@ pub async fn run(
             if expired > 0 {
                 tracing::info!(expired, "idle HTTP sessions expired");
             }
-            sweeper_state.sessions.keep_in_use_alive().await;
+            sweeper_state.sessions.look_after_records().await;
             sweeper_state.sessions.forget_ended().await;
         }
     });

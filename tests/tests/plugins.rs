@@ -362,6 +362,12 @@ async fn a_plugin_file_that_comes_back_clears_its_reload_error() {
     };
     assert_eq!(failing().await, Some(1.0));
     assert!(relay.plugin_status("rate-limit").await["last_error"].as_str().unwrap().contains("cannot read"));
+    // Others than admins are not told where the file lives, in the error either.
+    let status = relay.line_client_as(Some(USER)).await.call_tool("relay_get_status", json!({})).await;
+    let plugins = status["result"]["structuredContent"]["plugins"].as_array().unwrap().clone();
+    let told = plugins.iter().find(|p| p["name"] == "rate-limit").unwrap()["last_error"].as_str().unwrap().to_owned();
+    let dir_shown = dir.path().display().to_string();
+    assert!(told.contains("cannot read rate_limit.wasm") && !told.contains(&dir_shown), "{told}");
     std::fs::rename(&aside, &path).unwrap();
     let reloaded = admin.call_tool("relay_reload_plugins", json!({})).await;
     assert!(reloaded.to_string().contains("unchanged"), "{reloaded}");
@@ -377,14 +383,21 @@ async fn a_reload_forgets_the_credentials_the_auth_plugin_admitted() {
     let dir = tempfile::tempdir().unwrap();
     let relay = start_for_reload(dir.path()).await;
     let mut admin = relay.line_client().await;
-    let checks = || async { relay.plugin_status("auth").await["calls"].as_u64().unwrap() };
+    // Read on the admin's own connection, which authenticated once, when it opened.
+    let mut checks = async || {
+        let status = admin.call_tool("relay_get_status", json!({})).await;
+        let plugins = status["result"]["structuredContent"]["plugins"].as_array().unwrap().clone();
+        plugins.iter().find(|p| p["name"] == "auth").unwrap()["calls"].as_u64().unwrap()
+    };
     relay.line_client_as(Some(USER)).await;
     let before = checks().await;
     relay.line_client_as(Some(USER)).await;
     assert_eq!(checks().await, before, "remembered between reloads");
-    admin.call_tool("relay_reload_plugins", json!({})).await;
+    let reloaded = relay.line_client().await.call_tool("relay_reload_plugins", json!({})).await;
+    assert!(reloaded.to_string().contains("unchanged"), "{reloaded}");
+    let after_reload = checks().await;
     relay.line_client_as(Some(USER)).await;
-    assert!(checks().await > before, "the user's credential was not checked again after the reload");
+    assert_eq!(checks().await, after_reload + 1, "the user's credential was not checked again after the reload");
 }
 
 /// Where a plugin's file lives is the operator's business: admins see it in the status, other

@@ -69,6 +69,12 @@ impl ProcessSeries {
         self.log_forward_dropped.inc();
     }
 
+    /// `records` records the log forwarder sent were lost (a logger given up with them
+    /// unanswered).
+    pub fn log_forward_lost(&self, records: u64) {
+        self.log_forward_dropped.inc_by(records);
+    }
+
     /// Whether the log forwarder is connected now.
     pub fn log_forward_connected(&self, connected: bool) {
         self.log_forward_connected.set(i64::from(connected));

@@ -92,6 +92,11 @@ pub struct Holds {
 }
 
 impl Holds {
+    /// Forgets every hold (the version is retired, or starts afresh).
+    pub fn clear(&self) {
+        self.entries.lock().expect("holds lock").clear();
+    }
+
     fn hash(&self, key: &HoldKey<'_>) -> u64 {
         self.hasher.hash_one((key.id, key.roles, key.method, key.backend, key.tool))
     }

@@ -213,6 +213,15 @@ impl Version {
         })
     }
 
+    /// Drops what this version built up while it ran: its holds and its idle instances (and
+    /// their guest memory). A version replaced keeps nothing it would not need, and one a
+    /// rollback switches back to starts afresh, as a reload's would: holds given before it was
+    /// replaced do not stand again.
+    pub fn start_afresh(&self) {
+        self.holds.clear();
+        self.idle.lock().expect("idle lock").clear();
+    }
+
     /// An instance for one call: an idle one, or a new one from the pool.
     pub async fn checkout(&self, engine: &Engine, ctx: &Arc<PluginContext>) -> Result<Warm, PluginError> {
         let idle = self.idle.lock().expect("idle lock").pop();

@@ -62,6 +62,9 @@ pub(super) struct Slot {
     /// Hash of the last file that failed to load, so the same bad file is not retried (and
     /// counted) on every file event.
     pub(super) last_failed_hash: Mutex<Option<String>>,
+    /// Whether `last_error` is a reload's (cleared once the file loads again; a call's failure
+    /// stays for status).
+    pub(super) reload_failing: std::sync::atomic::AtomicBool,
     /// Serialises reloads and rollbacks of this plugin.
     pub(super) reloading: tokio::sync::Mutex<()>,
     /// One permit per call that may run at once (`limits.max_concurrent_calls`).
@@ -224,6 +227,7 @@ impl Plugins {
                 stats: Stats::default(),
                 last_error: Mutex::new(None),
                 last_failed_hash: Mutex::new(None),
+                reload_failing: Default::default(),
                 reloading: tokio::sync::Mutex::new(()),
                 calls_at_once: Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent_calls)),
                 rolled_back: Mutex::new(None),
@@ -265,6 +269,7 @@ impl Plugins {
         };
         let credential = info.credential_digest();
         let version = slot.current.load().hash.clone();
+        let generation = self.auth_cache.generation();
         let wit_info = types::ConnectInfo {
             transport: wit_transport(info.transport),
             remote_addr: info.remote_addr.to_string(),
@@ -309,7 +314,7 @@ impl Plugins {
                     };
                     return Err(Refusal::Denied(denial));
                 }
-                self.auth_cache.put(credential, &version, &authenticated);
+                self.auth_cache.put(credential, &version, generation, &authenticated);
                 Ok(authenticated)
             }
             Err(denial) => Err(Refusal::Denied(from_wit(denial, &slot.config.name))),

@@ -131,6 +131,26 @@ async fn holds_answer_a_busy_principal_for_the_plugin_until_a_reload_or_the_budg
     assert!((450..=500 + refilled).contains(&allowed), "{allowed} allowed from a burst of 500 (+{refilled})");
 }
 
+/// A version a rollback switches back to starts without the holds it gave before it was
+/// replaced: they stood again, for a budget spent since under the other version.
+#[tokio::test]
+async fn a_version_rolled_back_to_starts_without_its_old_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = load_with(dir.path(), "{per_minute: 60000, burst: 500}").await;
+    let alice = Principal { id: "alice".into(), roles: vec![] };
+    for _ in 0..20 {
+        plugins.check(&RequestInfo::tool_call(&alice, "echo")).await.expect("within the budget");
+    }
+    assert!(calls_and(&plugins, "held").1 > 0, "holds answered some");
+    let good = std::fs::read(built("rate_limit")).unwrap();
+    std::fs::write(dir.path().join("rl.wasm"), rebuilt(&good, b'2')).unwrap();
+    assert!(matches!(plugins.reload("rl").await, Ok(Reloaded::Loaded(_))));
+    plugins.rollback("rl").await.unwrap();
+    let (calls, held) = calls_and(&plugins, "held");
+    plugins.check(&RequestInfo::tool_call(&alice, "echo")).await.unwrap();
+    assert_eq!(calls_and(&plugins, "held"), (calls + 1, held), "a hold from before the reload answered");
+}
+
 /// One tool result through the interceptors bound to backend `a`: its text as the client gets it.
 async fn through_result_hooks(plugins: &Plugins, text: &str) -> String {
     let alice = Principal { id: "alice".into(), roles: vec![] };

@@ -66,6 +66,7 @@ impl Plugins {
         let failed = |message: String| {
             slot.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
             *slot.last_error.lock().expect("last_error lock") = Some(message.clone());
+            slot.reload_failing.store(true, Ordering::Relaxed);
             tracing::error!(plugin = name, error = %message, running = short(&slot.current.load().hash), "plugin reload failed; keeping the running version");
             slot.metrics.reload(false);
             Err(ReloadError::Failed(message))
@@ -85,9 +86,10 @@ impl Plugins {
         }
         if hash == slot.current.load().hash {
             // The file is the running version again: a reload error it had (a version that did
-            // not load, or a file that could not be read) is history.
+            // not load, or a file that could not be read) is history; a call's failure is not.
             slot.last_failed_hash.lock().expect("failed hash lock").take();
-            if slot.last_error.lock().expect("last_error lock").take().is_some() {
+            if slot.reload_failing.swap(false, Ordering::Relaxed) {
+                *slot.last_error.lock().expect("last_error lock") = None;
                 slot.metrics.file_loads_again();
             }
             return Ok(Reloaded::Unchanged(hash));
@@ -101,10 +103,12 @@ impl Plugins {
         {
             Ok(version) => {
                 let old = slot.current.swap(Arc::new(version));
+                old.start_afresh();
                 slot.previous.store(Some(old));
                 slot.stats.reloads.fetch_add(1, Ordering::Relaxed);
                 *slot.last_error.lock().expect("last_error lock") = None;
                 *slot.last_failed_hash.lock().expect("failed hash lock") = None;
+                slot.reload_failing.store(false, Ordering::Relaxed);
                 if slot.config.world.shapes_lists() {
                     self.changed.send_modify(|n| *n += 1);
                 }
@@ -137,7 +141,9 @@ impl Plugins {
         let previous = slot.previous.swap(None).ok_or_else(|| ReloadError::NoPrevious(name.to_owned()))?;
         self.auth_cache.clear();
         let hash = previous.hash.clone();
+        previous.start_afresh();
         let replaced = slot.current.swap(previous);
+        replaced.start_afresh();
         *slot.rolled_back.lock().expect("rolled back lock") = Some(replaced.hash.clone());
         slot.previous.store(Some(replaced));
         if slot.config.world.shapes_lists() {

@@ -143,21 +143,15 @@ impl Session {
                 None
             }
             Message::Response(response) => {
-                self.take_answer(response);
+                // Answered late (the relay's request timed out or was cancelled), or asked by
+                // another instance before a switch: dropped. Still accepted (HTTP 202): an
+                // error for it would end the Python SDK's whole session.
+                if !self.client_requests.resolve(response) {
+                    tracing::info!(session = %self.tag(), "answer to no request of the relay's that waits; dropped");
+                }
                 None
             }
         }
-    }
-
-    /// Hands the client's answer to the relay's request waiting for it. False when none waits
-    /// (answered already, timed out, or asked by another instance before a switch): dropped.
-    pub fn take_answer(&self, response: Response) -> bool {
-        self.touch();
-        let taken = self.client_requests.resolve(response);
-        if !taken {
-            tracing::info!(session = %self.tag(), "answer to no request of the relay's that waits; dropped");
-        }
-        taken
     }
 
     /// Whether `credential` (a [`crate::access::ConnectInfo::credential_digest`], computed only

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::shared::RecordState;
 use super::{Session, SharedSessions};
 
 /// How many sessions ended while the kv was away are remembered until their records go.
@@ -121,18 +122,23 @@ impl SessionRegistry {
         before - sessions.len()
     }
 
-    /// Keeps the shared records of the sessions in use (a request running, a GET stream open)
-    /// from expiring under them ([`SharedSessions::keep_alive`]).
-    pub async fn keep_in_use_alive(&self) {
+    /// Looks after the shared records of this instance's sessions
+    /// ([`SharedSessions::look_after`]): those in use do not expire under them, those the kv
+    /// lost are written again, and those ended on another instance end here.
+    pub async fn look_after_records(&self) {
         if !self.shared.enabled() {
             return;
         }
-        let busy: Vec<_> =
-            self.sessions.lock().expect("sessions lock").values().filter(|s| s.is_in_use()).cloned().collect();
-        for session in busy {
-            // While the kv is away, one try a sweep: each waits its timeout.
-            if !self.shared.keep_alive(&session).await {
-                return;
+        let sessions: Vec<_> = self.sessions.lock().expect("sessions lock").values().cloned().collect();
+        for session in sessions {
+            match self.shared.look_after(&session).await {
+                RecordState::Open => {}
+                RecordState::Ended => {
+                    self.remove(&session.id);
+                    tracing::debug!(session = %session.tag(), "session ended on another instance; ended here");
+                }
+                // While the kv is away, one try a sweep: each waits its timeout.
+                RecordState::Unreachable => return,
             }
         }
     }

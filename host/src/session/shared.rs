@@ -101,15 +101,33 @@ impl SharedSessions {
     /// Writes what `session` established now (after `initialize`, and whenever it changes).
     /// One the kv did not take is written again by the session's next request
     /// ([`SharedSessions::still_open`]).
+    /// A session ended meanwhile (anywhere) is not written: its end marker stays.
     pub async fn save(&self, session: &Session) {
         let Some(kv) = &self.kv else { return };
         let record = serde_json::to_string(&session.record()).expect("a record serializes");
-        let saved = kv.set(&key(&session.id), &record, Some(self.ttl_ms()), None).await;
+        let saved = self.write_unless_ended(kv, &key(&session.id), &record).await;
         session.shared_unsaved.store(saved.is_err(), std::sync::atomic::Ordering::Relaxed);
         match saved {
-            Ok(()) => *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), record)),
+            Ok(true) => *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), record)),
+            Ok(false) => {}
             Err(e) => unavailable("could not store a session for the other instances", &e),
         }
+    }
+
+    /// Writes `text` at `key` unless it reads [`ENDED`] (compare-and-swap against what it
+    /// read, so an end written meanwhile is not overwritten); whether it did.
+    async fn write_unless_ended(&self, kv: &KvStore, key: &str, text: &str) -> Result<bool, KvError> {
+        for _ in 0..3 {
+            let current = kv.get(key).await?;
+            if current.as_deref() == Some(ENDED) {
+                return Ok(false);
+            }
+            if kv.compare_and_swap(key, current.as_deref(), text, Some(self.ttl_ms()), None).await? {
+                return Ok(true);
+            }
+        }
+        // Rewritten by others three times over: theirs stands.
+        Ok(false)
     }
 
     /// The record of session `id`, if some instance opened it and it has not ended; an error
@@ -170,24 +188,35 @@ impl SharedSessions {
         true
     }
 
-    /// Moves the expiry of `session`'s record on while it is in use (a request of it may run,
-    /// or its client listen, longer than the TTL, which is the idle timeout: the record must not
-    /// lapse under it), once a quarter of the TTL has passed since it last did. A record another
-    /// instance changed or ended meanwhile is left as it is: the session's next request sees
-    /// that.
-    /// False when the kv did not answer (the caller stops there: each try waits its timeout).
-    pub async fn keep_alive(&self, session: &Session) -> bool {
-        let Some(kv) = &self.kv else { return true };
-        let Some((at, text)) = session.shared_at.lock().expect("shared_at lock").clone() else { return true };
-        if at.elapsed() < self.ttl / 4 {
-            return true;
+    /// Looks after the record of `session`, a session of this instance (the sweep does, for
+    /// each): one the kv lost is written again, one ended elsewhere is reported (a client that
+    /// only listens sends nothing that would find out), and one in use has its expiry moved on
+    /// once a quarter of the TTL has passed since it last was (a request may run, or a client
+    /// listen, longer than the TTL, which is the idle timeout).
+    pub async fn look_after(&self, session: &Session) -> RecordState {
+        let Some(kv) = &self.kv else { return RecordState::Open };
+        let key = key(&session.id);
+        let saved = session.shared_at.lock().expect("shared_at lock").clone();
+        if let Some((_, text)) = saved.filter(|(at, _)| session.is_in_use() && at.elapsed() >= self.ttl / 4) {
+            match self.refresh(kv, &key, &text).await {
+                Ok(true) => {
+                    *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), text));
+                    return RecordState::Open;
+                }
+                // Changed, ended or lost since: read it.
+                Ok(false) => {}
+                Err(_) => return RecordState::Unreachable,
+            }
         }
-        match self.refresh(kv, &key(&session.id), &text).await {
-            Ok(true) => *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), text)),
-            Ok(false) => {}
-            Err(_) => return false,
+        match kv.get(&key).await {
+            Ok(Some(text)) if text == ENDED => RecordState::Ended,
+            Ok(Some(_)) => RecordState::Open,
+            Ok(None) => {
+                self.restore(kv, &key, session).await;
+                RecordState::Open
+            }
+            Err(_) => RecordState::Unreachable,
         }
-        true
     }
 
     /// Gives the record at `key` a full TTL again if it still reads `text` (compare-and-swap:
@@ -228,6 +257,17 @@ impl SharedSessions {
     fn ttl_ms(&self) -> u64 {
         u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX).max(1000)
     }
+}
+
+/// What [`SharedSessions::look_after`] found of a session's record.
+#[derive(Debug, PartialEq)]
+pub enum RecordState {
+    /// There (or written again).
+    Open,
+    /// Ended on some instance: the session ends here too.
+    Ended,
+    /// The kv did not answer (the sweep stops there: each try waits its timeout).
+    Unreachable,
 }
 
 /// The kv key of session `id`: a digest, so Redis never holds an id a client could present.

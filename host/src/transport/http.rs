@@ -220,17 +220,6 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
                 json_response(&Message::Response(response))
             }
         }
-        // An answer nobody waits for is not accepted: the client learns it was lost (after a
-        // blue/green switch the instance that asked may be another).
-        Message::Response(response) => {
-            if session.take_answer(response) {
-                return StatusCode::ACCEPTED.into_response();
-            }
-            let lost =
-                "this answers no request of the relay's that waits (answered, timed out, or asked by another instance)";
-            let error = RpcError::new(error_codes::INVALID_REQUEST, lost);
-            rpc_error(StatusCode::BAD_REQUEST, mcp::Response::err(Value::Null, error))
-        }
         other => {
             Box::pin(session.handle(other, None)).await;
             StatusCode::ACCEPTED.into_response()
