@@ -221,6 +221,23 @@ async fn an_ipv6_client_is_capped_by_its_64() {
     assert!(read.is_err(), "another /64 is not refused: {read:?}");
 }
 
+/// The unauthenticated phase has one deadline, `handshake_timeout_secs`, however the client
+/// spreads its bytes: a first byte sent late, then a first line that never ends, had the
+/// deadline twice over (each stage had its own; with PROXY and TLS, four times).
+#[tokio::test]
+async fn the_time_before_authentication_is_one_deadline_however_it_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = "limits: {handshake_timeout_secs: 3}\n";
+    let relay = Relay::start_files(dir.path(), &auth_yaml(dir.path(), limits, ""), "backends: []\n", &[]).await;
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stream.write_all(b"{\"jsonrpc\":").await.unwrap();
+    closed_within(&mut stream, Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(4500), "closed after {took:?}; the deadline is 3 s from the connection");
+}
+
 #[tokio::test]
 async fn nothing_waits_forever_before_authentication() {
     let dir = tempfile::tempdir().unwrap();

@@ -32,8 +32,14 @@ enum Frame {
 
 /// Serves one newline connection as one session. `pending` counts the connection against its
 /// address's cap on unauthenticated connections until its session opens.
-pub async fn serve<R, W>(read: R, write: W, peer: Peer, factory: &SessionFactory, pending: PendingGuard)
-where
+pub async fn serve<R, W>(
+    read: R,
+    write: W,
+    peer: Peer,
+    factory: &SessionFactory,
+    pending: PendingGuard,
+    first_by: tokio::time::Instant,
+) where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
@@ -53,8 +59,9 @@ where
     let mut token = None;
     let mut id = Value::Null;
     if factory.requires_auth() {
-        let deadline = Duration::from_secs(limits.handshake_timeout_secs);
-        first = match tokio::time::timeout(deadline, next_frame(&mut framed)).await {
+        // What the connection's first bytes (and TLS) took counts: `first_by` is the one
+        // deadline of its unauthenticated phase.
+        first = match tokio::time::timeout_at(first_by, next_frame(&mut framed)).await {
             Ok(first) => first,
             Err(_) => {
                 tracing::info!(remote = %peer.addr, secs = limits.handshake_timeout_secs, "no first message in time; connection closed");

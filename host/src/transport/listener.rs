@@ -9,6 +9,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::prefixed::Prefixed;
@@ -126,9 +127,12 @@ async fn handle(
     router: axum::Router,
     mut pending: PendingGuard,
 ) -> std::io::Result<()> {
-    let handshake = Duration::from_secs(state.sessions_factory.limits.handshake_timeout_secs);
+    // One deadline for the whole unauthenticated phase before the transport's own first message
+    // or request head: PROXY header, first bytes, TLS handshake (each stage had its own, and a
+    // client could stretch them to several times `handshake_timeout_secs`).
+    let by = Instant::now() + Duration::from_secs(state.sessions_factory.limits.handshake_timeout_secs);
     // Behind a trusted proxy, the client is who its PROXY header says, and is counted so.
-    let client = match tokio::time::timeout(handshake, state.proxies.client_of(&mut stream, peer)).await {
+    let client = match tokio::time::timeout_at(by, state.proxies.client_of(&mut stream, peer)).await {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => {
             tracing::warn!(proxy = %peer, error = %e, "PROXY header refused; connection closed");
@@ -144,13 +148,13 @@ async fn handle(
         peer = client;
     }
     // The first bytes tell the protocol; the transport reads them again from `head`.
-    let Some(head) = first_bytes(&mut stream, handshake).await? else { return Ok(()) };
+    let Some(head) = first_bytes(&mut stream, by).await? else { return Ok(()) };
     let first = head[0];
     match (&state.tls, sniff(first)) {
         (Some(tls), Sniffed::Tls) => {
             // The handshake is part of the unauthenticated phase and has the same deadline.
             let stream = Prefixed::new(head, stream);
-            let (mut stream, subject) = match tokio::time::timeout(handshake, tls.accept(stream)).await {
+            let (mut stream, subject) = match tokio::time::timeout_at(by, tls.accept(stream)).await {
                 Ok(Ok(accepted)) => accepted,
                 Ok(Err(e)) => {
                     crate::metrics::metrics().access.tls_refused("handshake");
@@ -164,9 +168,9 @@ async fn handle(
                 }
             };
             // The decrypted first bytes tell the protocol spoken inside, as for a plain one.
-            let Ok(Some(head)) = first_bytes(&mut stream, handshake).await else { return Ok(()) };
+            let Ok(Some(head)) = first_bytes(&mut stream, by).await else { return Ok(()) };
             let peer = Peer { addr: peer, client_cert_subject: subject.map(Arc::from) };
-            serve_stream(stream, head, peer, state, router, pending).await
+            serve_stream(stream, head, peer, state, router, pending, by).await
         }
         (Some(tls), _) if tls.required() && is_line_start(first) => {
             refuse_plaintext(stream, first).await;
@@ -177,15 +181,15 @@ async fn handle(
             let probes = super::http::plaintext_probes(state.clone());
             serve_http(Prefixed::new(head, stream), Peer::at(peer), state, probes, Gated::No, pending).await
         }
-        _ => serve_plain(stream, head, peer, state, router, pending).await,
+        _ => serve_plain(stream, head, peer, state, router, pending, by).await,
     }
 }
 
-/// A connection's first bytes (up to [`FIRST_READ`]: what one read gives), within `deadline`;
-/// `None` when the client closed or sent nothing in time.
-async fn first_bytes<S: AsyncRead + Unpin>(stream: &mut S, deadline: Duration) -> std::io::Result<Option<Vec<u8>>> {
+/// A connection's first bytes (up to [`FIRST_READ`]: what one read gives), by `by`; `None`
+/// when the client closed or sent nothing in time.
+async fn first_bytes<S: AsyncRead + Unpin>(stream: &mut S, by: Instant) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(FIRST_READ);
-    match tokio::time::timeout(deadline, stream.read_buf(&mut head)).await {
+    match tokio::time::timeout_at(by, stream.read_buf(&mut head)).await {
         Ok(Ok(0)) | Err(_) => Ok(None),
         Ok(Ok(_)) => Ok(Some(head)),
         Ok(Err(e)) => Err(e),
@@ -193,7 +197,7 @@ async fn first_bytes<S: AsyncRead + Unpin>(stream: &mut S, deadline: Duration) -
 }
 
 /// A plaintext connection whose first bytes are `head`: the newline transport reads and writes
-/// the socket's halves directly.
+/// the socket's halves directly. A newline client's first message is due `by`.
 async fn serve_plain(
     stream: TcpStream,
     head: Vec<u8>,
@@ -201,12 +205,13 @@ async fn serve_plain(
     state: Arc<TransportState>,
     router: axum::Router,
     pending: PendingGuard,
+    by: Instant,
 ) -> std::io::Result<()> {
     if is_line_start(head[0]) {
         let _open = crate::metrics::metrics().clients.connection("line");
         let (read, write) = stream.into_split();
-        line::serve(Prefixed::new(head, read), TcpWrite::new(write), Peer::at(peer), &state.sessions_factory, pending)
-            .await;
+        let (read, write) = (Prefixed::new(head, read), TcpWrite::new(write));
+        line::serve(read, write, Peer::at(peer), &state.sessions_factory, pending, by).await;
         return Ok(());
     }
     serve_http(Prefixed::new(head, stream), Peer::at(peer), state, router, Gated::Yes, pending).await
@@ -221,6 +226,7 @@ async fn serve_stream<S>(
     state: Arc<TransportState>,
     router: axum::Router,
     pending: PendingGuard,
+    by: Instant,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -230,7 +236,7 @@ where
     if line {
         let _open = crate::metrics::metrics().clients.connection("line");
         let (read, write) = tokio::io::split(stream);
-        line::serve(read, write, peer, &state.sessions_factory, pending).await;
+        line::serve(read, write, peer, &state.sessions_factory, pending, by).await;
         return Ok(());
     }
     serve_http(stream, peer, state, router, Gated::Yes, pending).await
