@@ -86,8 +86,9 @@ where
     let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| {
         let touched: Vec<&PathBuf> = match &result {
             Ok(events) => {
+                let parents: HashSet<&Path> = events.iter().filter_map(|e| e.path.parent()).collect();
                 let event_dirs: HashSet<PathBuf> =
-                    events.iter().filter_map(|e| std::fs::canonicalize(e.path.parent()?).ok()).collect();
+                    parents.into_iter().filter_map(|dir| std::fs::canonicalize(dir).ok()).collect();
                 watched
                     .iter()
                     .filter(|(_, dirs)| dirs.iter().any(|dir| event_dirs.contains(dir)))

@@ -221,6 +221,11 @@ impl Forwarder {
                 }
             }
         });
+        // A connection given up takes what it left unanswered with it: counted as dropped.
+        let lost = |why: &'static str| {
+            metrics().process.log_forward_lost(unanswered.load(Ordering::Relaxed) as u64);
+            why
+        };
         let mut stall = Stall::default();
         let mut check = tokio::time::interval(Duration::from_secs(1));
         let mut next_id: u64 = 1;
@@ -233,14 +238,12 @@ impl Forwarder {
                     }
                     None => return "the relay is stopping",
                 },
-                _ = &mut reader => return "the logger closed the connection",
+                _ = &mut reader => return lost("the logger closed the connection"),
                 _ = check.tick() => {
                     let (waiting, answered) = (unanswered.load(Ordering::Relaxed), answered.load(Ordering::Relaxed));
                     if stall.for_too_long(waiting, answered, Instant::now()) {
                         reader.abort();
-                        // What it left unanswered may never have been logged: counted as lost.
-                        metrics().process.log_forward_lost(waiting as u64);
-                        return "the logger stopped answering";
+                        return lost("the logger stopped answering");
                     }
                     continue;
                 }
@@ -265,9 +268,8 @@ impl Forwarder {
             unanswered.fetch_add(1, Ordering::Relaxed);
             let sent = tokio::time::timeout(ANSWER_WITHIN, sink.send(Frame::Text(call.to_string().into()))).await;
             if !matches!(sent, Ok(Ok(()))) {
-                metrics().process.log_forward_dropped();
                 reader.abort();
-                return if sent.is_err() { "the logger stopped reading" } else { "sending failed" };
+                return lost(if sent.is_err() { "the logger stopped reading" } else { "sending failed" });
             }
         }
     }

@@ -168,6 +168,36 @@ async fn a_symlinked_backends_file_is_followed_and_kept() {
     relay.wait_ready("beta").await;
 }
 
+/// A backends file mounted as Kubernetes mounts a ConfigMap (`backends.yaml ->
+/// ..data/backends.yaml`, `..data -> ..v1`) is read again each time `..data` is re-pointed at a
+/// new version and the old one removed: the relay had resolved the link once, and watched and
+/// read a directory that was gone.
+#[tokio::test]
+async fn a_backends_file_swapped_as_kubernetes_does_is_read_again() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().to_owned();
+    let version = |n: u32, text: &str| {
+        let data = config.join(format!("..v{n}"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("backends.yaml"), text).unwrap();
+        symlink(format!("..v{n}"), config.join("..data_tmp")).unwrap();
+        std::fs::rename(config.join("..data_tmp"), config.join("..data")).unwrap();
+        if n > 1 {
+            std::fs::remove_dir_all(config.join(format!("..v{}", n - 1))).unwrap();
+        }
+    };
+    version(1, "backends: []\n");
+    symlink("..data/backends.yaml", config.join("backends.yaml")).unwrap();
+    std::fs::write(config.join("relay.yaml"), TEST_RELAY_YAML).unwrap();
+    let relay = Relay::start_in(&config, "relay.log", &[], &[]).await;
+    let (alpha, beta) = (Fixture::start("alpha").await, Fixture::start("beta").await);
+    version(2, &format!("backends:\n{}", alpha.entry()));
+    relay.wait_ready("alpha").await;
+    version(3, &format!("backends:\n{}{}", alpha.entry(), beta.entry()));
+    relay.wait_ready("beta").await;
+}
+
 #[tokio::test]
 async fn backends_cannot_grow_the_relays_memory_without_bound() {
     let dir = tempfile::tempdir().unwrap();

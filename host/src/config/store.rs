@@ -29,23 +29,25 @@ pub enum StoreError {
 /// replaced by rename on every write, which would make a lock held on it meaningless.
 #[derive(Debug, Clone)]
 pub struct BackendStore {
+    /// As configured: read (following links) and watched there.
     path: PathBuf,
-    lock_path: PathBuf,
     /// Names no backend may take: the adapter plugins' (relay.yaml). A backend and an adapter
     /// share one namespace: tool prefixes, plugin bindings, `grants.backends`, filter rules.
     reserved: Vec<String>,
 }
 
 impl BackendStore {
-    /// A store for `path`; the lock file is `path` + `.lock` beside it. A symlinked file is
-    /// resolved to its target, so locking and the atomic rename act on the file every relay
-    /// sharing it reads (the link itself stays).
+    /// A store for `path`; the lock file is beside the file, `.lock` added to its name. A
+    /// symlinked file is resolved to its target at each lock and write (not once: a link may
+    /// be re-pointed, as Kubernetes swaps a mounted ConfigMap), so locking and the atomic rename
+    /// act on the file every relay sharing it reads (the link itself stays).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        let path = path.into();
-        let path = std::fs::canonicalize(&path).unwrap_or(path);
-        let mut lock_path = path.clone().into_os_string();
-        lock_path.push(".lock");
-        Self { path, lock_path: lock_path.into(), reserved: Vec::new() }
+        Self { path: path.into(), reserved: Vec::new() }
+    }
+
+    /// Where the file really is now (its link resolved).
+    fn real_path(&self) -> PathBuf {
+        std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone())
     }
 
     /// This store, refusing backends named as one of `names` (the adapter plugins').
@@ -165,11 +167,13 @@ impl BackendStore {
 
     /// The exclusive lock every writer of the file (and every reload, to apply) holds.
     fn lock(&self) -> Result<File, StoreError> {
+        let mut lock_path = self.real_path().into_os_string();
+        lock_path.push(".lock");
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&self.lock_path)
+            .open(&lock_path)
             .map_err(|source| self.io(source))?;
         lock.lock().map_err(|source| self.io(source))?;
         Ok(lock)
@@ -177,7 +181,8 @@ impl BackendStore {
 
     fn write_atomically(&self, file: &BackendsFile) -> Result<(), StoreError> {
         let text = serde_yaml::to_string(file).map_err(|e| self.invalid(e.to_string()))?;
-        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let real = self.real_path();
+        let dir = real.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let mut tmp = tempfile::Builder::new()
             .prefix(".backends.")
             .suffix(".tmp")
@@ -185,7 +190,7 @@ impl BackendStore {
             .map_err(|source| self.io(source))?;
         tmp.write_all(text.as_bytes()).map_err(|source| self.io(source))?;
         tmp.as_file().sync_all().map_err(|source| self.io(source))?;
-        tmp.persist(&self.path).map_err(|e| self.io(e.error))?;
+        tmp.persist(&real).map_err(|e| self.io(e.error))?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(|source| self.io(source))?;
         Ok(())
     }

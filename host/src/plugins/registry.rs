@@ -62,9 +62,9 @@ pub(super) struct Slot {
     /// Hash of the last file that failed to load, so the same bad file is not retried (and
     /// counted) on every file event.
     pub(super) last_failed_hash: Mutex<Option<String>>,
-    /// Whether `last_error` is a reload's (cleared once the file loads again; a call's failure
-    /// stays for status).
-    pub(super) reload_failing: std::sync::atomic::AtomicBool,
+    /// The failed reload's error while its file does not load (cleared once it does, and from
+    /// `last_error` if a call's failure has not replaced it there).
+    pub(super) reload_failing: Mutex<Option<String>>,
     /// Serialises reloads and rollbacks of this plugin.
     pub(super) reloading: tokio::sync::Mutex<()>,
     /// One permit per call that may run at once (`limits.max_concurrent_calls`).

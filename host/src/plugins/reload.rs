@@ -66,7 +66,7 @@ impl Plugins {
         let failed = |message: String| {
             slot.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
             *slot.last_error.lock().expect("last_error lock") = Some(message.clone());
-            slot.reload_failing.store(true, Ordering::Relaxed);
+            *slot.reload_failing.lock().expect("reload failing lock") = Some(message.clone());
             tracing::error!(plugin = name, error = %message, running = short(&slot.current.load().hash), "plugin reload failed; keeping the running version");
             slot.metrics.reload(false);
             Err(ReloadError::Failed(message))
@@ -88,8 +88,11 @@ impl Plugins {
             // The file is the running version again: a reload error it had (a version that did
             // not load, or a file that could not be read) is history; a call's failure is not.
             slot.last_failed_hash.lock().expect("failed hash lock").take();
-            if slot.reload_failing.swap(false, Ordering::Relaxed) {
-                *slot.last_error.lock().expect("last_error lock") = None;
+            if let Some(failed) = slot.reload_failing.lock().expect("reload failing lock").take() {
+                let mut last_error = slot.last_error.lock().expect("last_error lock");
+                if last_error.as_ref() == Some(&failed) {
+                    *last_error = None;
+                }
                 slot.metrics.file_loads_again();
             }
             return Ok(Reloaded::Unchanged(hash));
@@ -108,7 +111,7 @@ impl Plugins {
                 slot.stats.reloads.fetch_add(1, Ordering::Relaxed);
                 *slot.last_error.lock().expect("last_error lock") = None;
                 *slot.last_failed_hash.lock().expect("failed hash lock") = None;
-                slot.reload_failing.store(false, Ordering::Relaxed);
+                *slot.reload_failing.lock().expect("reload failing lock") = None;
                 if slot.config.world.shapes_lists() {
                     self.changed.send_modify(|n| *n += 1);
                 }

@@ -165,7 +165,7 @@ impl SharedSessions {
             // Gone without an end marker: lost by the kv, not ended. Written again from this
             // instance's copy, unless an instance ended it meanwhile (only if still absent).
             Ok(None) => {
-                self.restore(kv, &key, session).await;
+                self.restore(kv, &key, session, self.ttl).await;
                 return true;
             }
             Err(e) => {
@@ -195,9 +195,14 @@ impl SharedSessions {
     /// listen, longer than the TTL, which is the idle timeout).
     pub async fn look_after(&self, session: &Session) -> RecordState {
         let Some(kv) = &self.kv else { return RecordState::Open };
+        let (in_use, idle) = (session.is_in_use(), session.last_seen().elapsed());
+        // A request of its own looked at the record lately ([`Self::still_open`]).
+        if !in_use && idle < self.ttl / 4 {
+            return RecordState::Open;
+        }
         let key = key(&session.id);
         let saved = session.shared_at.lock().expect("shared_at lock").clone();
-        if let Some((_, text)) = saved.filter(|(at, _)| session.is_in_use() && at.elapsed() >= self.ttl / 4) {
+        if let Some((_, text)) = saved.clone().filter(|(at, _)| in_use && at.elapsed() >= self.ttl / 4) {
             match self.refresh(kv, &key, &text).await {
                 Ok(true) => {
                     *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), text));
@@ -210,11 +215,27 @@ impl SharedSessions {
         }
         match kv.get(&key).await {
             Ok(Some(text)) if text == ENDED => RecordState::Ended,
-            Ok(Some(_)) => RecordState::Open,
-            Ok(None) => {
-                self.restore(kv, &key, session).await;
+            // Changed by another instance while in use here (a GET stream here, its requests
+            // there): taken over, and kept from lapsing.
+            Ok(Some(current)) if in_use => {
+                if saved.is_none_or(|(_, text)| text != current)
+                    && let Ok(record) = serde_json::from_str::<SessionRecord>(&current)
+                {
+                    session.take_over(&record).await;
+                }
+                if self.refresh(kv, &key, &current).await == Ok(true) {
+                    *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), current));
+                }
                 RecordState::Open
             }
+            Ok(Some(_)) => RecordState::Open,
+            // Lost by the kv: written again, for what is left of its idle time. One that lapsed
+            // as its session idled out stays lapsed (the session ends here too).
+            Ok(None) if in_use || idle < self.ttl => {
+                self.restore(kv, &key, session, if in_use { self.ttl } else { self.ttl - idle }).await;
+                RecordState::Open
+            }
+            Ok(None) => RecordState::Open,
             Err(_) => RecordState::Unreachable,
         }
     }
@@ -225,10 +246,12 @@ impl SharedSessions {
         kv.compare_and_swap(key, Some(text), text, Some(self.ttl_ms()), None).await
     }
 
-    /// Writes `session`'s record at `key` again where the kv lost it, if it is still absent.
-    async fn restore(&self, kv: &KvStore, key: &str, session: &Session) {
+    /// Writes `session`'s record at `key` again where the kv lost it, if it is still absent,
+    /// to expire after `ttl`.
+    async fn restore(&self, kv: &KvStore, key: &str, session: &Session, ttl: Duration) {
         let record = serde_json::to_string(&session.record()).expect("a record serializes");
-        match kv.compare_and_swap(key, None, &record, Some(self.ttl_ms()), None).await {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1000);
+        match kv.compare_and_swap(key, None, &record, Some(ttl_ms), None).await {
             Ok(true) => {
                 tracing::info!(session = %session.tag(), "a session's shared record was lost by the kv; written again");
                 session.shared_unsaved.store(false, std::sync::atomic::Ordering::Relaxed);

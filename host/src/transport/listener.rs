@@ -179,7 +179,7 @@ async fn handle(
         // Plain HTTP on a TLS-only port: the probes only (health checks), the rest refused.
         (Some(tls), _) if tls.required() => {
             let probes = super::http::plaintext_probes(state.clone());
-            serve_http(Prefixed::new(head, stream), Peer::at(peer), state, probes, Gated::No, pending).await
+            serve_http(Prefixed::new(head, stream), Peer::at(peer), state, probes, Gated::No, pending, by).await
         }
         _ => serve_plain(stream, head, peer, state, router, pending, by).await,
     }
@@ -214,7 +214,7 @@ async fn serve_plain(
         line::serve(read, write, Peer::at(peer), &state.sessions_factory, pending, by).await;
         return Ok(());
     }
-    serve_http(Prefixed::new(head, stream), Peer::at(peer), state, router, Gated::Yes, pending).await
+    serve_http(Prefixed::new(head, stream), Peer::at(peer), state, router, Gated::Yes, pending, by).await
 }
 
 /// Any stream whose first bytes, `head`, were read from it (the decrypted side of TLS): served
@@ -239,7 +239,7 @@ where
         line::serve(read, write, peer, &state.sessions_factory, pending, by).await;
         return Ok(());
     }
-    serve_http(stream, peer, state, router, Gated::Yes, pending).await
+    serve_http(stream, peer, state, router, Gated::Yes, pending, by).await
 }
 
 /// What a connection's first byte says it speaks.
@@ -300,6 +300,7 @@ enum Gated {
     No,
 }
 
+/// An HTTP connection, whose first request head is due `by`.
 async fn serve_http<S>(
     stream: S,
     peer: Peer,
@@ -307,6 +308,7 @@ async fn serve_http<S>(
     router: axum::Router,
     gated: Gated,
     pending: PendingGuard,
+    by: Instant,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -318,21 +320,32 @@ where
     // then authenticates on its own, with its body under `limits.body_timeout_secs`).
     let _open = crate::metrics::metrics().clients.connection("http");
     let max_buf = (state.sessions_factory.limits.max_header_bytes * 2).max(8192);
-    let pending = Mutex::new(Some(pending));
+    let pending = Arc::new(Mutex::new(Some(pending)));
+    let unvouched = pending.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         pending.lock().expect("pending lock").take();
         let request = request.map(axum::body::Body::new);
         let answer = super::http::respond(state.clone(), router.clone(), gated == Gated::Yes, peer.clone(), request);
         async move { Ok::<_, std::convert::Infallible>(answer.await) }
     });
-    hyper::server::conn::http1::Builder::new()
+    let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake)
         // Heads up to twice the limit are read and refused with a clear 431 by the router;
         // hyper closes on larger ones before buffering them.
         .max_buf_size(max_buf)
         .serve_connection(TokioIo::new(WriteDeadline::new(stream, idle)), service)
-        .with_upgrades()
-        .await
-        .map_err(std::io::Error::other)
+        .with_upgrades();
+    // hyper's `header_read_timeout` starts again at each head: the first one is also due `by`,
+    // the one deadline of the connection's unauthenticated phase.
+    let first_head_late = async move {
+        tokio::time::sleep_until(by).await;
+        if unvouched.lock().expect("pending lock").is_none() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = connection => served.map_err(std::io::Error::other),
+        () = first_head_late => Ok(()),
+    }
 }
