@@ -35,6 +35,19 @@ async fn relay_with(dir: &Path, yaml: &str, colour: &str, port: u16) -> Relay {
     relay
 }
 
+/// Blue and green on `redis`, each in a directory of its own (returned, to be kept), with the
+/// idle timeout `idle_secs` when given (the relays look after their records every quarter of it).
+async fn blue_and_green(redis: &RedisServer, idle_secs: Option<u64>) -> ([tempfile::TempDir; 2], Relay, Relay) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let yaml_in = |dir: &Path| match idle_secs {
+        Some(secs) => format!("limits: {{idle_timeout_secs: {secs}}}\n{}", yaml(dir, redis)),
+        None => yaml(dir, redis),
+    };
+    let blue = relay_with(dirs[0].path(), &yaml_in(dirs[0].path()), "blue", 0).await;
+    let green = relay_with(dirs[1].path(), &yaml_in(dirs[1].path()), "green", 0).await;
+    (dirs, blue, green)
+}
+
 fn post(url: &str, token: &str, session: Option<&str>, body: &Value) -> reqwest::RequestBuilder {
     relay_tests::mcp_post(&reqwest::Client::new(), url, body, session).bearer_auth(token)
 }
@@ -70,9 +83,7 @@ async fn echo(url: &str, token: &str, session: &str, id: u64) -> (u16, Value) {
 #[tokio::test]
 async fn a_session_opened_on_one_instance_is_served_by_another_with_its_own_credential_only() {
     let redis = RedisServer::start().await;
-    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let blue = relay(blue_dir.path(), &redis, "blue", 0).await;
-    let green = relay(green_dir.path(), &redis, "green", 0).await;
+    let (_dirs, blue, green) = blue_and_green(&redis, None).await;
     let (on_blue, on_green) = (blue.http("/mcp"), green.http("/mcp"));
 
     let session = initialize(&on_blue, "ALICE-TOKEN-1").await;
@@ -139,9 +150,7 @@ async fn one_session_alternates_between_two_relays_behind_the_shipped_haproxy() 
     let redis = RedisServer::start().await;
     // The relays pick their ports and HAProxy is pointed at them: a port chosen free
     // beforehand could be taken by another test before a relay binds it.
-    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let blue = relay(blue_dir.path(), &redis, "blue", 0).await;
-    let green = relay(green_dir.path(), &redis, "green", 0).await;
+    let (_dirs, blue, green) = blue_and_green(&redis, None).await;
     let lb_dir = tempfile::tempdir().unwrap();
     let lb = Haproxy::start(lb_dir.path(), blue.port, green.port).await;
     // Both colours take traffic: round-robin, as if both were active.
@@ -182,11 +191,8 @@ async fn one_session_alternates_between_two_relays_behind_the_shipped_haproxy() 
 #[tokio::test]
 async fn a_record_another_instance_rewrote_keeps_the_session_open_here() {
     let redis = RedisServer::start().await;
-    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // A short idle timeout: the record's expiry is refreshed every quarter of it (2 s).
-    let short = |dir: &Path| format!("limits: {{idle_timeout_secs: 8}}\n{}", yaml(dir, &redis));
-    let blue = relay_with(blue_dir.path(), &short(blue_dir.path()), "blue", 0).await;
-    let green = relay_with(green_dir.path(), &short(green_dir.path()), "green", 0).await;
+    let (_dirs, blue, green) = blue_and_green(&redis, Some(8)).await;
     let session = initialize(&blue.http("/mcp"), "ALICE-TOKEN-1").await;
     let level = json!({"level": "error"});
     let (status, _) = call(&green.http("/mcp"), "ALICE-TOKEN-1", &session, 1, "logging/setLevel", level).await;
@@ -246,10 +252,7 @@ async fn a_session_whose_client_only_listens_outlives_the_idle_timeout() {
 #[tokio::test]
 async fn a_listening_session_ended_on_another_instance_ends_here() {
     let redis = RedisServer::start().await;
-    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let short = |dir: &Path| format!("limits: {{idle_timeout_secs: 4}}\n{}", yaml(dir, &redis));
-    let blue = relay_with(blue_dir.path(), &short(blue_dir.path()), "blue", 0).await;
-    let green = relay_with(green_dir.path(), &short(green_dir.path()), "green", 0).await;
+    let (_dirs, blue, green) = blue_and_green(&redis, Some(4)).await;
     let (on_blue, on_green) = (blue.http("/mcp"), green.http("/mcp"));
     let session = initialize(&on_blue, "ALICE-TOKEN-1").await;
     let listen = reqwest::Client::new()
@@ -319,11 +322,8 @@ async fn a_subscription_a_moved_session_could_not_make_again_is_not_ended_by_it(
 #[tokio::test]
 async fn sessions_opened_or_ended_while_redis_is_away_stay_so_when_it_is_back() {
     let mut redis = RedisServer::start().await;
-    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // A short idle timeout: the relays look after their records every 2 s.
-    let short = |dir: &Path| format!("limits: {{idle_timeout_secs: 8}}\n{}", yaml(dir, &redis));
-    let blue = relay_with(blue_dir.path(), &short(blue_dir.path()), "blue", 0).await;
-    let green = relay_with(green_dir.path(), &short(green_dir.path()), "green", 0).await;
+    let (_dirs, blue, green) = blue_and_green(&redis, Some(8)).await;
     let (on_blue, on_green) = (blue.http("/mcp"), green.http("/mcp"));
     let ended = initialize(&on_blue, "ALICE-TOKEN-1").await;
     assert_eq!(echo(&on_blue, "ALICE-TOKEN-1", &ended, 1).await.0, 200);
@@ -359,11 +359,8 @@ async fn sessions_opened_or_ended_while_redis_is_away_stay_so_when_it_is_back() 
 #[tokio::test]
 async fn sessions_outlive_redis_losing_their_records_and_a_stalled_redis_says_retry() {
     let redis = RedisServer::start().await;
-    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // A short idle timeout: the relays look after their records every second.
-    let short = |dir: &Path| format!("limits: {{idle_timeout_secs: 4}}\n{}", yaml(dir, &redis));
-    let blue = relay_with(blue_dir.path(), &short(blue_dir.path()), "blue", 0).await;
-    let green = relay_with(green_dir.path(), &short(green_dir.path()), "green", 0).await;
+    let (_dirs, blue, green) = blue_and_green(&redis, Some(4)).await;
     let (on_blue, on_green) = (blue.http("/mcp"), green.http("/mcp"));
     let (session, other) = (initialize(&on_blue, "ALICE-TOKEN-1").await, initialize(&on_blue, "ALICE-TOKEN-1").await);
     assert_eq!(echo(&on_blue, "ALICE-TOKEN-1", &session, 1).await.0, 200);
@@ -418,9 +415,7 @@ async fn ask(url: &str, session: &str, id: u64, question: &str) -> (Value, tokio
 #[tokio::test]
 async fn an_answer_to_one_instances_question_is_not_taken_for_anothers() {
     let redis = RedisServer::start().await;
-    let (blue_dir, green_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let blue = relay(blue_dir.path(), &redis, "blue", 0).await;
-    let green = relay(green_dir.path(), &redis, "green", 0).await;
+    let (_dirs, blue, green) = blue_and_green(&redis, None).await;
     let (on_blue, on_green) = (blue.http("/mcp"), green.http("/mcp"));
     let session = initialize(&on_blue, "ALICE-TOKEN-1").await;
 
