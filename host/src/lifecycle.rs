@@ -28,6 +28,8 @@ pub struct Lifecycle {
     /// Cancelled when the drain's grace has passed: requests still running are cut off (each
     /// answered with an error, and logged).
     cut: CancellationToken,
+    /// Whether the cut came before the grace passed (a second shutdown signal).
+    cut_short: AtomicBool,
     /// Client requests being answered now.
     running: AtomicUsize,
     /// Woken when `running` drops to zero.
@@ -45,6 +47,7 @@ impl Lifecycle {
             drain: CancellationToken::new(),
             drain_started: std::sync::OnceLock::new(),
             cut: CancellationToken::new(),
+            cut_short: AtomicBool::new(false),
             running: AtomicUsize::new(0),
             all_answered: Notify::new(),
         }
@@ -75,9 +78,16 @@ impl Lifecycle {
         self.drain.clone()
     }
 
-    /// Cuts off the requests still running once the drain's grace has passed.
-    pub fn cut_off(&self) {
+    /// Cuts off the requests still running once the drain's grace has passed, or before
+    /// (`short`: the operator's second shutdown signal).
+    pub fn cut_off(&self, short: bool) {
+        self.cut_short.store(short, Ordering::Release);
         self.cut.cancel();
+    }
+
+    /// Whether the requests were cut off before the grace passed ([`Lifecycle::cut_off`]).
+    pub fn cut_short(&self) -> bool {
+        self.cut_short.load(Ordering::Acquire)
     }
 
     /// Cancelled when requests still running are cut off ([`Lifecycle::cut_off`]).

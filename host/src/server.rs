@@ -246,17 +246,18 @@ async fn drain(state: &TransportState, grace: Duration, cut_short: impl std::fut
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    let waited = tokio::select! {
-        waited = tokio::time::timeout(grace, settled) => waited.is_ok(),
-        () = cut_short => false,
+    let (waited, short) = tokio::select! {
+        waited = tokio::time::timeout(grace, settled) => (waited.is_ok(), false),
+        () = cut_short => (false, true),
     };
     if !waited && lifecycle.running_requests() > 0 {
+        let why = if short { "drain cut short" } else { "drain grace passed" };
         tracing::warn!(
             running = lifecycle.running_requests(),
-            "drain grace passed; requests still running are cut off (each answered with an error)"
+            "{why}; requests still running are cut off (each answered with an error)"
         );
     }
-    lifecycle.cut_off();
+    lifecycle.cut_off(short);
     // The cut requests' answers are handed to their transports before HTTP sessions end.
     let _ = tokio::time::timeout(Duration::from_secs(1), lifecycle.requests_answered()).await;
     let http_sessions = state.sessions.clear();

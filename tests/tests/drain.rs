@@ -188,9 +188,10 @@ async fn a_second_signal_cuts_the_drain_short_and_the_cut_calls_are_answered() {
     relay.wait_for_log("draining").await;
     relay.signal("-INT");
     let answer = line.recv_response().await;
-    assert_eq!(answer["error"]["data"]["reason"], "drain_grace_passed", "{answer}");
+    assert_eq!(answer["error"]["data"]["reason"], "drain_cut_short", "said as what it was: {answer}");
     assert_eq!(exit_code(&mut relay, Duration::from_secs(10)).await, 0);
     assert!(relay.log().contains("a second shutdown signal"), "{}", relay.log());
+    assert!(relay.log().contains("drain cut short; requests still running are cut off"), "{}", relay.log());
 }
 
 #[tokio::test]
