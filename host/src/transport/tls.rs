@@ -141,8 +141,8 @@ impl Tls {
     /// Loads the files again; on failure the running pair stays, and the reason is kept.
     pub fn reload(&self) -> Result<(), TlsError> {
         match self.replacement() {
-            Ok(server) => {
-                self.swap_in(server);
+            Ok((server, expires)) => {
+                self.swap_in(server, expires);
                 Ok(())
             }
             Err(e) => {
@@ -173,7 +173,7 @@ impl Tls {
             let Some(current) = tls.upgrade() else { return };
             let loads = current.loads.load(std::sync::atomic::Ordering::Acquire);
             match current.replacement() {
-                Ok(server) => current.swap_in(server),
+                Ok((server, expires)) => current.swap_in(server, expires),
                 Err(e) => {
                     tracing::info!(reason = %e, settle_secs = ROTATION_SETTLE.as_secs(), "TLS files changed but are not a usable pair yet (a rotation half done?); the running certificate stays, checking again shortly");
                     let tls = tls.clone();
@@ -194,22 +194,22 @@ impl Tls {
     /// The configuration from the files on disk, to replace the running one: a usable pair,
     /// whose certificate has not expired unless the running one has too (an expired one would
     /// fail every handshake that checks it while the running one may still serve; one not
-    /// valid yet is taken, with a warning: it will be).
-    fn replacement(&self) -> Result<ServerConfig, TlsError> {
+    /// valid yet is taken, with a warning: it will be). With it, when its certificate expires.
+    fn replacement(&self) -> Result<(ServerConfig, i64), TlsError> {
         let server = server_config(&self.config)?;
-        let Some(validity) = validity(&self.config.cert) else { return Ok(server) };
-        let Some(problem) = validity_problem(&validity) else { return Ok(server) };
+        let validity = validity(&self.config.cert);
+        let expires = expiry(validity.as_ref());
+        let Some(problem) = validity.as_ref().and_then(validity_problem) else { return Ok((server, expires)) };
         let now = x509_parser::time::ASN1Time::now().timestamp();
-        let expired = validity.not_after.timestamp() < now;
-        if expired && self.running_not_after.load(std::sync::atomic::Ordering::Acquire) >= now {
+        if expires < now && self.running_not_after.load(std::sync::atomic::Ordering::Acquire) >= now {
             return Err(file_error(&self.config.cert, problem));
         }
         tracing::warn!(cert = %self.config.cert.display(), "{problem}: taken anyway");
-        Ok(server)
+        Ok((server, expires))
     }
 
-    fn swap_in(&self, server: ServerConfig) {
-        let expires = expiry(validity(&self.config.cert).as_ref());
+    /// Serves `server`, whose certificate expires at `expires` (Unix seconds), from now on.
+    fn swap_in(&self, server: ServerConfig, expires: i64) {
         self.running_not_after.store(expires, std::sync::atomic::Ordering::Release);
         self.current.store(Arc::new(server));
         *self.last_error.lock().expect("tls error lock") = None;
