@@ -71,11 +71,7 @@ pub async fn post(
     };
     // An open relay's one principal is every client: its parked calls are counted per address,
     // or one client parking 64 would refuse every other client's (as for sessions).
-    let holder = if state.sessions_factory.requires_auth() {
-        authenticated.principal.id.clone()
-    } else {
-        format!("address {}", crate::admission::address_key(peer.addr.ip()))
-    };
+    let counted_by_address = (!state.sessions_factory.requires_auth()).then(|| peer.addr.ip());
 
     let call = match request.params.as_ref().and_then(|p| p.get("requestState")).and_then(Value::as_str) {
         Some(request_state) => match state.parked.resume(request_state, &authenticated.principal.id, &request).await {
@@ -95,7 +91,7 @@ pub async fn post(
         id,
         method: request.method,
         parked: state.parked.clone(),
-        holder,
+        counted_by_address,
         park_limit: state.sessions_factory.limits.max_parked_per_principal,
         error_code: None,
     };
@@ -226,8 +222,9 @@ struct Exchange {
     method: String,
     /// Where a call waiting for the client's input is parked.
     parked: Arc<ParkedCalls>,
-    /// Whose parked calls `park_limit` counts: the principal, or an open relay's client address.
-    holder: String,
+    /// The client's address, when `park_limit` counts parked calls by it (an open relay's),
+    /// not by principal.
+    counted_by_address: Option<std::net::IpAddr>,
     /// `limits.max_parked_per_principal`.
     park_limit: usize,
     /// The error code of the answer, once given.
@@ -254,7 +251,11 @@ impl Exchange {
                         other => other.to_string(),
                     };
                     let asks = json!({ key: {"method": request.method, "params": request.params} });
-                    let token = match self.parked.park(call, &self.holder, self.park_limit) {
+                    let holder = match self.counted_by_address {
+                        Some(ip) => format!("address {}", crate::admission::address_key(ip)),
+                        None => call.session.principal.id.clone(),
+                    };
+                    let token = match self.parked.park(call, holder, self.park_limit) {
                         Ok(token) => token,
                         Err(error) => {
                             self.error_code = Some(error.code);
@@ -294,7 +295,8 @@ pub struct ParkedCalls {
 struct Parked {
     /// The principal whose retry may continue it.
     principal: String,
-    /// Whose count it is in (see [`Exchange::holder`]).
+    /// Whose count it is in: its principal, or its client's address (see
+    /// [`Exchange::counted_by_address`]).
     holder: String,
     call: Call,
 }
@@ -302,14 +304,14 @@ struct Parked {
 impl ParkedCalls {
     /// Parks `call` until the client's retry (or [`PARKED_FOR`]); returns its `requestState`.
     /// A `holder` with `limit` calls parked already gets an error instead (the call ends).
-    fn park(self: &Arc<Self>, call: Call, holder: &str, limit: usize) -> Result<String, RpcError> {
+    fn park(self: &Arc<Self>, call: Call, holder: String, limit: usize) -> Result<String, RpcError> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let principal = call.session.principal.id.clone();
         {
             let mut calls = self.calls.lock().expect("parked lock");
             if calls.values().filter(|parked| parked.holder == holder).count() >= limit {
                 drop(calls);
-                let holder = crate::mcp::clip(holder);
+                let holder = crate::mcp::clip(&holder);
                 crate::limit_log::limit_refused(
                     "max_parked_per_principal",
                     format_args!("a stateless call of {holder} waiting for input"),
@@ -319,7 +321,7 @@ impl ParkedCalls {
                     format!("{holder} has {limit} calls waiting for input already (limits.max_parked_per_principal)"),
                 ));
             }
-            calls.insert(token.clone(), Parked { principal, holder: holder.to_owned(), call });
+            calls.insert(token.clone(), Parked { principal, holder, call });
         }
         let parked: Weak<Self> = Arc::downgrade(self);
         let key = token.clone();
