@@ -339,6 +339,18 @@ impl LineClient {
             .expect("connection open")
     }
 
+    /// Whether the relay closes the connection (within the patience), after anything it sends
+    /// first.
+    pub async fn closed(&mut self) -> bool {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.lines.next_line()).await {
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None) | Err(_)) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// The next message that is a response (notifications are skipped).
     pub async fn recv_response(&mut self) -> Value {
         loop {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use relay_tests::{Relay, plugin_wasm, stdio_fixture_entry, ts_client_env};
+use relay_tests::{Relay, eventually, plugin_wasm, stdio_fixture_entry, ts_client_env};
 use serde_json::{Value, json};
 
 const ISSUER: &str = "https://as.relay.test";
@@ -418,4 +418,77 @@ async fn attacker_text_in_a_token_is_not_echoed_at_length() {
     .await;
     let refused = huge.recv().await;
     assert!(refused["error"]["message"].as_str().unwrap().contains("max_preauth_bytes"), "{refused}");
+}
+
+/// A key taken out of the key set, followed by a reload (SIGHUP), ends the sessions its tokens
+/// opened, not only new connections: each open session is asked about again at its next
+/// request. An HTTP session answers 401 and is gone; a newline connection is refused and
+/// closed; a session of a token whose key stayed goes on.
+#[tokio::test]
+async fn a_key_taken_out_of_the_key_set_ends_the_sessions_its_tokens_opened_at_the_next_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    std::fs::create_dir(&keys_dir).unwrap();
+    let (leaked, kept) = (ec_key("ec-1"), ed_key("ed-1"));
+    let jwks_file = keys_dir.join("jwks.json");
+    std::fs::write(&jwks_file, jwks(&[&leaked, &kept])).unwrap();
+    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
+    let yaml = relay_yaml(
+        &format!("jwks_file: {}", jwks_file.display()),
+        &format!("files: {{read: [{}]}}", keys_dir.display()),
+    );
+    let relay = Relay::start_files(dir.path(), &yaml, &backends, &[]).await;
+    let (alice, bob) = (mint(&leaked, &claims(json!({}))), mint(&kept, &claims(json!({"sub": "bob"}))));
+
+    let client = reqwest::Client::new();
+    let open = async |token: &str| {
+        let response = initialize(&relay, token).await;
+        assert_eq!(response.status(), 200);
+        let id = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        relay_tests::mcp_post(&client, &relay.http("/mcp"), &initialized, Some(&id))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        id
+    };
+    let call = async |token: &str, session: &str| {
+        let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "m"}}});
+        let response = relay_tests::mcp_post(&client, &relay.http("/mcp"), &body, Some(session))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let (alices, bobs) = (open(&alice).await, open(&bob).await);
+    let mut alice_line = relay.line_client_as(Some(&alice)).await;
+    while !alice_line.tool_names().await.contains(&"echo".to_owned()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(relay_tests::text_of(&alice_line.call_tool("echo", json!({"message": "m"})).await), "b: m");
+    assert_eq!(call(&alice, &alices).await.0, 200);
+
+    std::fs::write(&jwks_file, jwks(&[&kept])).unwrap();
+    relay.signal("-HUP");
+    relay.wait_for_log("SIGHUP: reloading plugins").await;
+    let (status, body) = eventually("alice's HTTP session refused", || async {
+        let (status, body) = call(&alice, &alices).await;
+        (status != 200).then_some((status, body))
+    })
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("no longer admits it"), "{body}");
+    let refused = alice_line.call_tool("echo", json!({"message": "m"})).await;
+    assert_eq!(refused["error"]["code"], -32011, "{refused}");
+    assert!(alice_line.closed().await, "the newline connection stays open");
+    // Ended, not refused once: with the key back (read at each check), the session is gone.
+    std::fs::write(&jwks_file, jwks(&[&leaked, &kept])).unwrap();
+    assert_eq!(call(&alice, &alices).await.0, 404, "the session ended");
+
+    let (status, body) = call(&bob, &bobs).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("b: m"), "{body}");
+    assert!(relay.log().contains("outcome=\"revoked\"") || relay.log().contains("outcome=revoked"), "not logged");
 }

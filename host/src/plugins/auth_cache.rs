@@ -7,9 +7,9 @@
 //! plugin (even one that finds its file unchanged: SIGHUP, `relay_reload_plugins`) or a rollback
 //! forgets them all, and what a check that started before is not remembered: an operator who
 //! revoked a credential where the plugin reads it (a file grant, `kv`) and asks for a reload is
-//! obeyed by every new connection and stateless call at once. (Sessions open already keep the
-//! credential they were admitted with until it expires.) Nothing is stored where anyone but
-//! this process can write it.
+//! obeyed by every new connection and stateless call at once, and by every open session at its
+//! next request (`session::Standing`). Nothing is stored where anyone but this process can
+//! write it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -254,6 +254,12 @@ impl Plugins {
         self.slots.iter().map(|s| (s.config.name.clone(), s.path.clone())).collect()
     }
 
+    /// Moves on with every reload (and rollback): what the auth plugin admitted before one is
+    /// asked again (`auth_cache`; an open session's `Standing`).
+    pub fn auth_generation(&self) -> u64 {
+        self.auth_cache.generation()
+    }
+
     /// A success the auth plugin's current version gave for this credential recently (see
     /// `auth_cache`), without asking it again.
     pub fn remembered(&self, info: &ConnectInfo) -> Option<Authenticated> {

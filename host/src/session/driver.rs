@@ -35,6 +35,8 @@ pub enum Ended {
     Drained,
     /// The credential the session authenticated with expired.
     CredentialExpired,
+    /// The auth plugin, asked again after a reload, no longer admits the session's credential.
+    CredentialRevoked,
 }
 
 /// Serves `session` over `conn` until the client's messages end, the client stays silent past
@@ -44,7 +46,9 @@ pub enum Ended {
 /// grace). Requests still running when it returns are aborted.
 /// While the session has `limits.max_requests_in_flight` requests running, nothing more is
 /// read from the client (backpressure: the connection's buffers fill, not the relay's memory).
-/// A session whose credential expires is ended then ([`Ended::CredentialExpired`]).
+/// A session whose credential expires is ended then ([`Ended::CredentialExpired`]); one whose
+/// credential the auth plugin no longer admits, once a request of it found so
+/// ([`Ended::CredentialRevoked`]).
 /// Everything goes out from this loop: answers as they finish, with what their requests
 /// queued on their own before them ([`super::outbound`]).
 pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &Limits) -> Ended {
@@ -137,6 +141,12 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
                 last_activity = Instant::now();
                 // A cancelled request owes no answer, but may have queued messages before it.
                 if deliver(&mut **conn.get_mut(), queue.get_mut(), response.map(Message::Response)).await.is_err() {
+                    break;
+                }
+                if session.revoked() {
+                    // Its request was refused (and answered so); so is the connection.
+                    tracing::info!(session = %session.tag(), principal = %session.principal.id, "credential no longer admitted: closing the connection");
+                    ended = Ended::CredentialRevoked;
                     break;
                 }
             }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-use super::{Session, SessionRecord, SessionState, draining_error};
+use super::{Session, SessionRecord, SessionState, Standing, draining_error};
 use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Peer, Principal, RequestInfo, TransportKind};
 use crate::admission::KeyedCounts;
 use crate::auth_throttle::AuthThrottle;
@@ -174,24 +174,34 @@ impl SessionFactory {
             return Err(Refused::draining());
         }
         let info = ConnectInfo::new(transport, peer, token);
+        let generation = self.plugins.auth_generation();
         let authenticated = self.authenticate(&info).await.map_err(Refused::Auth)?;
-        let credential = self.requires_auth().then(|| info.credential_digest());
-        self.open(transport, authenticated, peer.addr.ip(), credential).map_err(Refused::Busy)
+        let standing = self.standing(info, generation);
+        self.open(transport, authenticated, peer.addr.ip(), standing).map_err(Refused::Busy)
+    }
+
+    /// With auth on, how a session admitted with `info`, by a check that began at auth
+    /// `generation` ([`Plugins::auth_generation`], read before it), is checked again after a
+    /// reload (see `standing`).
+    pub fn standing(&self, info: ConnectInfo, generation: u64) -> Option<Standing> {
+        self.requires_auth().then(|| Standing::new(info, self.plugins.clone(), generation))
     }
 
     /// Opens a session for an authenticated caller connected from `remote`, unless a session
-    /// cap is reached. `credential` is the digest of what it authenticated with
-    /// ([`ConnectInfo::credential_digest`]); HTTP requests of the session must keep presenting
-    /// the same token and certificate.
+    /// cap is reached. `standing` holds what it authenticated with (none when auth is off):
+    /// HTTP requests of the session must keep presenting the same token and certificate
+    /// ([`ConnectInfo::credential_digest`]), and the auth plugin is asked again after a reload.
     pub fn open(
         &self,
         transport: TransportKind,
         authenticated: Authenticated,
         remote: IpAddr,
-        credential: Option<[u8; 32]>,
+        standing: Option<Standing>,
     ) -> Result<Arc<Session>, RpcError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        self.build(id, transport, authenticated, remote, credential, SessionState::default(), false)
+        let credential = standing.as_ref().map(Standing::credential_digest);
+        let opened = Opened { authenticated, credential, standing, state: SessionState::default(), stateless: false };
+        self.build(id, transport, remote, opened)
     }
 
     /// Opens, on this instance, the Streamable HTTP session `id` that another instance opened
@@ -203,9 +213,11 @@ impl SessionFactory {
         authenticated: Authenticated,
         remote: IpAddr,
         record: &SessionRecord,
+        standing: Option<Standing>,
     ) -> Result<Arc<Session>, RpcError> {
         let credential = record.credential_digest();
-        let session = self.build(id, TransportKind::Http, authenticated, remote, credential, record.state(), false)?;
+        let opened = Opened { authenticated, credential, standing, state: record.state(), stateless: false };
+        let session = self.build(id, TransportKind::Http, remote, opened)?;
         session.client_requests.declare(record.capabilities.clone(), false);
         // Held with the router once the session is taken up (`resume_upstream`).
         session.client_requests.log_level().replace(record.log_level);
@@ -227,26 +239,25 @@ impl SessionFactory {
             subscriptions: HashSet::new(),
         };
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let session = self.build(id, TransportKind::Http, principal, remote, None, state, true)?;
+        let opened = Opened { authenticated: principal, credential: None, standing: None, state, stateless: true };
+        let session = self.build(id, TransportKind::Http, remote, opened)?;
         session.client_requests.declare(envelope.capabilities.clone(), true);
         session.client_requests.log_level().replace(envelope.log_level.as_deref().and_then(crate::mcp::log_rank));
         Ok(session)
     }
 
-    #[allow(clippy::too_many_arguments)] // one private constructor behind three public ones
+    /// The one constructor behind the three ways a session opens.
     fn build(
         &self,
         id: String,
         transport: TransportKind,
-        authenticated: Authenticated,
         remote: IpAddr,
-        credential: Option<[u8; 32]>,
-        state: SessionState,
-        stateless: bool,
+        opened: Opened,
     ) -> Result<Arc<Session>, RpcError> {
         if self.lifecycle.is_draining() {
             return Err(draining_error());
         }
+        let Opened { authenticated, credential, standing, state, stateless } = opened;
         let Authenticated { principal, expires_at, bearer } = authenticated;
         let limits = &self.limits;
         let refuse = |what: &str, limit: usize| {
@@ -289,6 +300,7 @@ impl SessionFactory {
             transport,
             principal,
             credential,
+            standing,
             expires_at,
             stateless,
             router: self.router.clone(),
@@ -306,4 +318,16 @@ impl SessionFactory {
             counts: (self.lifecycle.session_opened(transport), principal_count, address_count),
         }))
     }
+}
+
+/// What a session opens with: who authenticated and with what, and what it established.
+struct Opened {
+    authenticated: Authenticated,
+    /// Digest of the credential HTTP requests of the session must present (none: auth off).
+    credential: Option<[u8; 32]>,
+    /// How the credential is checked again after a reload (none: auth off, or stateless).
+    standing: Option<Standing>,
+    state: SessionState,
+    /// A 2026-07-28 exchange.
+    stateless: bool,
 }

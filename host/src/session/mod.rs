@@ -14,6 +14,7 @@ mod methods;
 mod outbound;
 mod registry;
 mod shared;
+mod standing;
 #[cfg(test)]
 mod tests;
 mod wake_gate;
@@ -35,13 +36,14 @@ pub use get_stream::GetStreamClaim;
 pub use outbound::{Connection, Outbound};
 pub use registry::SessionRegistry;
 pub use shared::{SessionRecord, SharedSessions};
+pub use standing::Standing;
 
-use crate::access::{Principal, TransportKind};
+use crate::access::{Denial, DenialCode, Principal, TransportKind};
 use crate::admission::CountGuard;
 use crate::lifecycle::SessionCount;
 use crate::mcp::{ClientRequests, ClientSink, Related};
 use crate::mcp::{Message, Request, Response, RpcError, error_codes};
-use crate::plugins::Caller;
+use crate::plugins::{Caller, Refusal};
 use crate::policy::Policy;
 use crate::router::Router;
 
@@ -69,6 +71,8 @@ pub struct Session {
     /// Digest of the token and certificate subject the session authenticated with
     /// ([`crate::access::ConnectInfo::credential_digest`]; `None` when auth is off).
     credential: Option<[u8; 32]>,
+    /// How that credential is checked again after a plugin reload (auth on, not stateless).
+    standing: Option<Standing>,
     /// When that credential stops being valid; the session refuses requests after it.
     expires_at: Option<SystemTime>,
     /// A 2026-07-28 exchange: no handshake, results stamped with the 2026 result fields.
@@ -124,8 +128,10 @@ impl Session {
         // Every request is attributed to this session upstream, with a stream or without one.
         let related = Some(Related { sink: stream, client: self.client_requests.clone() });
         match message {
-            Message::Request(request) if self.expired() => Some(Response::err(request.id, expired_error())),
             Message::Request(request) => {
+                if let Err(refusal) = self.still_admitted().await {
+                    return Some(Response::err(request.id, refusal.into()));
+                }
                 // Counted while it runs: the drain waits for it.
                 let lifecycle = self.counts.0.lifecycle();
                 let _running = lifecycle.request_started();
@@ -162,9 +168,33 @@ impl Session {
         self.credential.is_none_or(|expected| bool::from(expected.ct_eq(&credential())))
     }
 
-    /// Whether the credential the session authenticated with has expired.
-    pub fn expired(&self) -> bool {
-        self.expires_at.is_some_and(|at| at <= SystemTime::now())
+    /// Whether the session may not make requests any more: the credential it authenticated
+    /// with expired, or the auth plugin no longer admits it (see `standing`).
+    pub fn lapsed(&self) -> bool {
+        self.expires_at.is_some_and(|at| at <= SystemTime::now()) || self.revoked()
+    }
+
+    /// Whether the auth plugin, asked again after a reload, no longer admits the session.
+    pub fn revoked(&self) -> bool {
+        self.standing.as_ref().is_some_and(Standing::revoked)
+    }
+
+    /// Ok while the session may make requests: its credential has not expired, and after a
+    /// plugin reload the auth plugin still admits it as the session's principal (asked once
+    /// per reload). An auth plugin that fails refuses this request only; the session ends
+    /// ([`Self::lapsed`]) when the credential expired or the plugin refused it.
+    pub async fn still_admitted(&self) -> Result<(), Refusal> {
+        if self.expires_at.is_some_and(|at| at <= SystemTime::now()) {
+            return Err(expired());
+        }
+        match &self.standing {
+            Some(standing) if standing.revoked() => Err(standing::revoked()),
+            // Boxed: asked once per reload, and inline it would grow every request's future.
+            Some(standing) if !standing.current() => {
+                Box::pin(standing.confirm(&self.principal, &self.tag().to_string())).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// How long until the session's credential expires (`None`: it does not).
@@ -384,10 +414,13 @@ fn tag_of(id: &str) -> String {
     crate::digest::hex(&Sha256::digest(id.as_bytes())[..6])
 }
 
+/// The refusal of a request on a session whose credential has expired.
+fn expired() -> Refusal {
+    let message = "the credential this session authenticated with has expired; authenticate again with a fresh one";
+    Refusal::Denied(Denial::by_relay(DenialCode::Unauthenticated, message))
+}
+
 /// The answer to a request on a session whose credential has expired.
 pub fn expired_error() -> RpcError {
-    RpcError::new(
-        error_codes::UNAUTHENTICATED,
-        "the credential this session authenticated with has expired; authenticate again with a fresh one",
-    )
+    expired().into()
 }

@@ -65,10 +65,14 @@ pub(super) async fn find_session(
         state.sessions.remove(&session.id);
         return Err(unknown_session());
     }
-    if session.expired() {
+    if let Err(refusal) = session.still_admitted().await {
+        if !session.lapsed() {
+            // The auth plugin failed, or asks to wait: this request is refused, the session stands.
+            return Err(refused(Refused::Auth(refusal), Value::Null));
+        }
         Box::pin(state.sessions.end(&session.id)).await;
-        tracing::debug!(session = %session.tag(), principal = %session.principal.id, "session ended: its credential expired");
-        return Err(unauthorized(crate::session::expired_error()));
+        tracing::debug!(session = %session.tag(), principal = %session.principal.id, "session ended: its credential expired or no longer admits it");
+        return Err(unauthorized(refusal.into()));
     }
     if let Some(requested) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok())
         && !version::is_supported(requested)
@@ -135,13 +139,14 @@ async fn taken_up(
     {
         return Err(wrong_credential(state, peer).await);
     }
+    let generation = state.sessions_factory.plugins.auth_generation();
     let authenticated = factory.authenticate(&info).await.map_err(|r| refused(Refused::Auth(r), Value::Null))?;
     if authenticated.principal.id != record.principal {
         tracing::info!(principal = %authenticated.principal.id, "a session's credential now names another principal; not taken up");
         return Ok(None);
     }
     let session = factory
-        .reopen(id.to_owned(), authenticated, peer.addr.ip(), &record)
+        .reopen(id.to_owned(), authenticated, peer.addr.ip(), &record, factory.standing(info, generation))
         .map_err(|e| refused(Refused::Busy(e), Value::Null))?;
     let (session, adopted) = state.sessions.adopt(session);
     if adopted {

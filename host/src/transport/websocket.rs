@@ -26,6 +26,8 @@ pub fn serve(socket: WebSocket, factory: SessionFactory, session: Arc<Session>) 
         let close = if ended == Ended::CredentialExpired {
             // 1008 Policy Violation: the client must authenticate again, with a fresh token.
             Some((close_code::POLICY, "credential expired; connect again with a fresh token"))
+        } else if ended == Ended::CredentialRevoked {
+            Some((close_code::POLICY, "credential no longer admitted; connect again with a valid one"))
         } else if draining.is_cancelled() {
             // 1001 Going Away: the client should connect again (to another instance).
             Some((close_code::AWAY, "relay draining; connect again"))
