@@ -170,6 +170,20 @@ async fn a_real_prometheus_scrapes_the_relay_and_sees_a_backend_go_down() {
     };
     wait_for(r#"up{job="relay",colour="blue"}"#, "1").await;
     wait_for(r#"relay_backend_health{backend="alpha"}"#, "1").await;
+    // The request latency histogram is one Prometheus can take HighLatencyP99's quantile of
+    // (without a `+Inf` bucket the quantile is NaN and the alert can never fire).
+    let p99 = r#"histogram_quantile(0.99, sum by (le) (rate(relay_request_duration_seconds_bucket[1m])))"#;
+    let mut client = relay.line_client().await;
+    let mut quantile = None;
+    for _ in 0..200 {
+        client.request("ping", json!({})).await;
+        quantile = prometheus.query(p99).await.filter(|v| v.parse::<f64>().is_ok_and(f64::is_finite));
+        if quantile.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(quantile.is_some(), "no p99 from the relay's histogram: {:?}", prometheus.query(p99).await);
     alpha.kill().await;
     wait_for(r#"relay_backend_health{backend="alpha"}"#, "0").await;
     // The shipped rules are loaded and evaluated against the relay's series.

@@ -444,6 +444,48 @@ async fn one_connection_cannot_start_unbounded_work() {
     assert_eq!(calls(), 20);
 }
 
+/// An HTTP session is held to its in-flight limit as a connection is: as many requests may wait
+/// for a slot as may run (each waits with its body read), one more is refused at once; and a
+/// request still waiting when the session ends (`DELETE`) never starts.
+#[tokio::test]
+async fn one_http_session_cannot_park_unbounded_work_and_what_waits_ends_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = record_path(dir.path(), "b");
+    let backends = format!("backends:\n{}", stdio_entry("b", &["--record", record.to_str().unwrap()]));
+    let relay = Relay::start_files(dir.path(), &yaml("limits: {max_requests_in_flight: 1}\n"), &backends, &[]).await;
+    relay.wait_ready("b").await;
+    let session = std::sync::Arc::new(HttpSession::open(&relay.http("/mcp"), json!({})).await);
+    session.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).send().await.unwrap();
+    let call = |id: u64, tool: &str, arguments: Value| {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}});
+        let session = session.clone();
+        tokio::spawn(async move {
+            let response = session.post(&body).send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        })
+    };
+    let running = call(1, "slow", json!({"ms": 3000}));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = call(2, "echo", json!({"message": "waited"}));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(2), call(3, "echo", json!({"message": "third"})))
+        .await
+        .expect("a third request is answered at once, not parked")
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("max_requests_in_flight"), "{body}");
+
+    let deleted =
+        reqwest::Client::new().delete(relay.http("/mcp")).header("mcp-session-id", &session.id).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND, "the waiting call ran after DELETE: {body}");
+    running.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = std::fs::read_to_string(&record).unwrap();
+    assert!(!seen.contains("waited") && !seen.contains("third"), "{seen}");
+}
+
 #[tokio::test]
 async fn status_tools_do_not_show_backend_secrets() {
     let backends = "backends:\n  - name: svc\n    url: http://svc:PASS1234@127.0.0.1:9/mcp?api_key=KEY5678\n    headers: {Authorization: Bearer HEADER9012}\n  - name: sock\n    url: ws://u:WSPASS3456@127.0.0.1:9/ws?token=WSTOKEN7890\n";

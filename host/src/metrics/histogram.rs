@@ -1,4 +1,5 @@
-//! The duration histogram every layer records into: lock-free buckets from 100 µs to 60 s.
+//! The duration histogram every layer records into: lock-free buckets from 100 µs to 60 s and
+//! `+Inf`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,9 +9,29 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// Upper bounds of every duration histogram, in seconds: 100 µs to 60 s.
-const BUCKETS: [f64; 17] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 60.0];
+/// Upper bounds of every duration histogram, in seconds: 100 µs to 60 s, then `+Inf` (the
+/// encoder's name for `f64::MAX`), which holds every observation: `histogram_quantile` answers
+/// NaN for a histogram without it, so an alert on a quantile could never fire.
+const BUCKETS: [f64; 18] = [
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    10.0,
+    30.0,
+    60.0,
+    f64::MAX,
+];
 
 /// A duration histogram whose recording is lock-free (prometheus-client's own takes a write
 /// lock per observation). Clones share the counts, so a layer can keep its handle.
@@ -65,5 +86,26 @@ impl EncodeMetric for DurationHistogram {
 
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every observation lands in a bucket, the last one `+Inf` (Prometheus needs it), and the
+    /// buckets are cumulative as exported.
+    #[test]
+    fn an_observation_past_the_last_bound_is_in_the_inf_bucket() {
+        let histogram = DurationHistogram::default();
+        histogram.observe(Duration::from_millis(1));
+        histogram.observe(Duration::from_secs(90));
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("d", "durations", histogram);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("d_bucket{le=\"60.0\"} 1\n"), "{text}");
+        assert!(text.contains("d_bucket{le=\"+Inf\"} 2\n"), "{text}");
+        assert!(text.contains("d_count 2\n"), "{text}");
     }
 }

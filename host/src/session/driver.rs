@@ -120,7 +120,7 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
                     }
                     Ok(Message::Request(request)) => {
                         // Free now (the read waited for one); held until the answer is handed on.
-                        let slot = session.slot().await;
+                        let Ok(slot) = session.slot().await else { break };
                         running.push(answer(session.request(request, Some(related.clone())), slot));
                     }
                     Ok(other) => {

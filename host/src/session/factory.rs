@@ -310,6 +310,7 @@ impl SessionFactory {
             inflight: Mutex::default(),
             started: Default::default(),
             slots: Arc::new(Semaphore::new(limits.max_requests_in_flight)),
+            waiters: Semaphore::new(limits.max_requests_in_flight),
             get_stream: Arc::default(),
             client_requests: Arc::default(),
             caller,

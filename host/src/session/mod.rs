@@ -94,6 +94,9 @@ pub struct Session {
     started: std::sync::atomic::AtomicU64,
     /// One permit per request that may run at once (`limits.max_requests_in_flight`).
     slots: Arc<Semaphore>,
+    /// As many requests may wait for a slot as may run (HTTP: each waits with its body read);
+    /// one more is refused.
+    waiters: Semaphore,
     /// The session's one GET stream (HTTP): whether it is open, and how it learns that the
     /// session ended.
     get_stream: Arc<Mutex<GetStream>>,
@@ -258,6 +261,9 @@ impl Session {
     /// Ends the session here (the client went away, `DELETE`, idle expiry, its credential
     /// expired, the drain): every request still running is aborted and its GET stream closed.
     pub fn end(&self) {
+        // First: a request waiting for a slot is refused, and one registering after the
+        // in-flight set is emptied below sees it ([`Session::request`]).
+        self.slots.close();
         for (_, (_, task)) in self.inflight.lock().expect("inflight lock").drain() {
             task.abort();
         }
@@ -304,12 +310,20 @@ impl Session {
     /// does not read its answers cannot make the relay hold more than that many.
     /// One is taken at once when free (a connection reads a request only while one is), and
     /// only a wait is boxed: its future would otherwise be part of every idle connection's.
-    pub async fn slot(&self) -> OwnedSemaphorePermit {
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(permit) => Ok(permit),
-            Err(_) => Box::pin(self.slots.clone().acquire_owned()).await,
+    /// Refused once the session has ended (a request that waited does not start after it),
+    /// and when as many requests wait already as may run (an HTTP client cannot park bodies
+    /// without bound behind a full session).
+    pub async fn slot(&self) -> Result<OwnedSemaphorePermit, NoSlot> {
+        use tokio::sync::TryAcquireError;
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(TryAcquireError::Closed) => return Err(NoSlot::Ended),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        let Ok(_waiting) = self.waiters.try_acquire() else {
+            return Err(NoSlot::Busy);
         };
-        permit.expect("session slots are never closed")
+        Box::pin(self.slots.clone().acquire_owned()).await.map_err(|_closed| NoSlot::Ended)
     }
 
     /// Runs a request on its own task (see [`Session::request`]). Awaiting the handle gives
@@ -331,6 +345,11 @@ impl Session {
         use std::sync::atomic::Ordering;
         let key = request.id.to_string();
         let mut inflight = self.inflight.lock().expect("inflight lock");
+        if self.slots.is_closed() {
+            // The session ended while this request was on its way in: nothing new starts.
+            let refusal = Response::err(request.id, NoSlot::Ended.into());
+            return futures::future::ready(Some(refusal)).boxed();
+        }
         if inflight.contains_key(&key) {
             // Two requests with one id could not be told apart (answers, cancellation).
             let message = format!("request id {key} is already in flight in this session");
@@ -363,6 +382,27 @@ impl Session {
     /// [`Session::handle`] of a request, owning what it needs (so its future is `'static`).
     async fn handle_owned(self: Arc<Self>, request: Request, stream: Option<ClientSink>) -> Option<Response> {
         self.handle(Message::Request(request), stream).await
+    }
+}
+
+/// Why a request got no slot to run in ([`Session::slot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSlot {
+    /// The session ended (closed, `DELETE`, expired, revoked, drained).
+    Ended,
+    /// As many of its requests run and wait as may.
+    Busy,
+}
+
+impl From<NoSlot> for RpcError {
+    fn from(refused: NoSlot) -> Self {
+        match refused {
+            NoSlot::Ended => RpcError::new(error_codes::INVALID_REQUEST, "this session has ended; initialize again"),
+            NoSlot::Busy => RpcError::new(
+                error_codes::SERVER_BUSY,
+                "this session has as many requests running and waiting as it may (limits.max_requests_in_flight each); wait for an answer",
+            ),
+        }
     }
 }
 

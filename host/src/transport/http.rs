@@ -20,7 +20,7 @@ use super::stateless;
 use super::{media, oauth, sse};
 use crate::access::{Peer, TransportKind};
 use crate::mcp::{self, DecodeError, Message, RpcError, error_codes};
-use crate::session::Refused;
+use crate::session::{NoSlot, Refused};
 
 pub(super) const SESSION_HEADER: &str = "mcp-session-id";
 pub(super) const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -203,7 +203,15 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
             let changes_session =
                 matches!(request.method.as_str(), "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe");
             // Waits while the session has max_requests_in_flight requests running.
-            let slot = session.slot().await;
+            let slot = match session.slot().await {
+                Ok(slot) => slot,
+                Err(NoSlot::Ended) => return super::http_session::unknown_session(),
+                Err(busy @ NoSlot::Busy) => return refused(Refused::Busy(busy.into()), request.id),
+            };
+            if state.lifecycle.is_draining() {
+                // The drain began while it waited.
+                return refused(Refused::draining(), request.id);
+            }
             if forwarded && accept.names_event_stream {
                 super::http_answer::answer_or_stream(&state, &session, request, slot).await
             } else {

@@ -183,7 +183,8 @@ fn sessions_unreachable() -> Response {
     response
 }
 
-fn unknown_session() -> Response {
+/// 404: the session named is not open (anywhere); the client initializes again.
+pub(super) fn unknown_session() -> Response {
     rpc_error(
         StatusCode::NOT_FOUND,
         mcp::Response::err(
