@@ -19,8 +19,10 @@ use crate::plugins::Refusal;
 use crate::router::Catalog;
 
 /// What kind of failure an error code is, for `relay_errors_total{kind}`: the client's own
-/// mistakes, refusals, and failures of the relay or its backends (what `HighErrorRate` reads).
-fn error_kind(code: i64) -> &'static str {
+/// mistakes (and steps it must take: a URL elicitation), refusals, the drain's refusals, and
+/// failures of the relay or its backends (what `HighErrorRate` reads: a deploy's drain or a
+/// user's first OAuth sign-in is not one).
+pub(super) fn error_kind(code: i64) -> &'static str {
     match code {
         error_codes::PARSE_ERROR
         | error_codes::INVALID_REQUEST
@@ -29,13 +31,15 @@ fn error_kind(code: i64) -> &'static str {
         | error_codes::RESOURCE_NOT_FOUND
         | error_codes::HEADER_MISMATCH
         | error_codes::UNSUPPORTED_PROTOCOL_VERSION
-        | error_codes::MISSING_CLIENT_CAPABILITY => "client",
-        error_codes::UNAUTHENTICATED | error_codes::FORBIDDEN => "denied",
+        | error_codes::MISSING_CLIENT_CAPABILITY
+        | error_codes::URL_ELICITATION_REQUIRED => "client",
+        error_codes::UNAUTHENTICATED | error_codes::FORBIDDEN | error_codes::AUTH_THROTTLED => "denied",
         error_codes::RATE_LIMITED => "rate_limited",
         error_codes::REQUEST_CANCELLED => "cancelled",
         error_codes::UPSTREAM_UNAVAILABLE => "upstream",
         error_codes::REQUEST_TIMEOUT => "timeout",
         error_codes::SERVER_BUSY => "busy",
+        error_codes::SHUTTING_DOWN => "draining",
         _ => "internal",
     }
 }

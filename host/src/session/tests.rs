@@ -304,3 +304,14 @@ impl<S: Send> super::Outbound for Scripted<S> {
         Ok(())
     }
 }
+
+/// The drain's refusals, a URL elicitation and the authentication throttle are not failures of
+/// the relay: `HighErrorRate` (`upstream|timeout|internal|busy`) must not read them as such.
+#[test]
+fn refusals_that_are_not_failures_are_not_counted_as_the_relays() {
+    use crate::mcp::error_codes;
+    assert_eq!(super::methods::error_kind(error_codes::SHUTTING_DOWN), "draining");
+    assert_eq!(super::methods::error_kind(error_codes::URL_ELICITATION_REQUIRED), "client");
+    assert_eq!(super::methods::error_kind(error_codes::AUTH_THROTTLED), "denied");
+    assert_eq!(super::methods::error_kind(error_codes::INTERNAL_ERROR), "internal");
+}
