@@ -32,6 +32,8 @@ struct Shared {
     /// Token requests' forms, in order.
     forms: Mutex<Vec<HashMap<String, String>>>,
     issued: Mutex<u64>,
+    /// While set, the token endpoint answers 503 (an outage).
+    down: std::sync::atomic::AtomicBool,
     expires_in: u64,
     s256: bool,
 }
@@ -56,6 +58,11 @@ impl AuthorizationServer {
     /// Its issuer, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Takes the token endpoint down (503 for every request) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The token requests' forms, in order.
@@ -103,6 +110,9 @@ async fn authorize(State((shared, _)): State<AppState>, Query(query): Query<Hash
 async fn token(State((shared, _)): State<AppState>, body: String) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
     shared.forms.lock().expect("forms lock").push(form.clone());
+    if shared.down.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
+    }
     let field = |name: &str| form.get(name).cloned().unwrap_or_default();
     let resource = match field("grant_type").as_str() {
         "authorization_code" => {

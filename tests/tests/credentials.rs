@@ -168,8 +168,8 @@ async fn per_user_credentials_are_refused_where_one_connection_serves_every_call
 
 /// `token_exchange` (RFC 8693) against an in-process endpoint (`relay_tests::token_endpoint`,
 /// on axum): each principal's own bearer token is exchanged for one meant for the backend, the
-/// relay authenticating itself as `relay`; the exchanged token is cached per principal, and a
-/// refused exchange fails the call with the server's reason.
+/// relay authenticating itself as `relay`; the exchanged token is cached per principal and
+/// subject token, and a refused exchange fails the call with the server's reason.
 #[tokio::test]
 async fn a_token_exchange_gives_each_principal_its_own_token_for_the_backend() {
     let redis = RedisServer::start().await;
@@ -178,7 +178,7 @@ async fn a_token_exchange_gives_each_principal_its_own_token_for_the_backend() {
     let dir = tempfile::tempdir().unwrap();
     let auth = copy_plugin(dir.path(), "token_auth");
     let yaml = format!(
-        "kv: {{backend: redis, url: '{}', namespace: xchg, timeout_ms: 200}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: ALICE-T, principal: alice}}\n        - {{token: BOB-T, principal: bob}}\n        - {{token: CAROL-T, principal: carol}}\n",
+        "kv: {{backend: redis, url: '{}', namespace: xchg, timeout_ms: 200}}\nplugin_cache_dir: cache\nplugins:\n  - name: auth\n    world: auth\n    path: {}\n    config:\n      tokens:\n        - {{token: ALICE-T, principal: alice}}\n        - {{token: BOB-T, principal: bob}}\n        - {{token: CAROL-T, principal: carol}}\n        - {{token: ALICE-LOW, principal: alice}}\n",
         redis.url(),
         auth.display()
     );
@@ -199,10 +199,14 @@ async fn a_token_exchange_gives_each_principal_its_own_token_for_the_backend() {
         alice,
         "cached, not exchanged again"
     );
+    // Cached for the token it was exchanged for: another token of alice's (one the endpoint
+    // refuses) is exchanged itself, not served alice's cached one.
+    let narrower = relay.call_tool_as("ALICE-LOW", "whoami", json!({})).await;
+    assert!(narrower["error"]["message"].as_str().unwrap_or_default().contains("invalid_grant"), "{narrower}");
     let bob = text_of(&relay.call_tool_as("BOB-T", "whoami", json!({})).await);
     assert!(bob.starts_with("Bearer xchg-bob-"), "{bob}");
     let exchanges = endpoint.exchanges();
-    assert_eq!(exchanges.len(), 2, "{exchanges:?}");
+    assert_eq!(exchanges.len(), 3, "{exchanges:?}");
     assert_eq!(exchanges[0]["subject_token"], "ALICE-T");
     assert_eq!(exchanges[0]["audience"], "backend-h");
 

@@ -296,6 +296,60 @@ async fn tokens_are_refreshed_before_they_expire_and_unusable_servers_are_named(
     assert!(refused["error"]["message"].as_str().unwrap().contains("cannot be reached"), "{refused}");
 }
 
+/// A grant survives its token endpoint's outage (the call fails, saying to try again; the next
+/// one after it refreshes), and two calls that need a refresh at once both get the refreshed
+/// token: the server rotates refresh tokens, so a second use of one is refused, and that
+/// refusal must not forget the grant the first refresh stored.
+#[tokio::test]
+async fn a_grant_outlives_a_token_endpoint_outage_and_calls_refreshing_at_once() {
+    // Tokens live 62 s; the relay refreshes within 60 s of expiry.
+    let server = AuthorizationServer::start(62, true).await;
+    let backend = HttpBackend::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start().await;
+    let mut relay = Relay::start_files(
+        dir.path(),
+        &relay_yaml(dir.path(), &redis),
+        "backends: []\n",
+        &[("RELAY_CREDENTIAL_KEYS", KEYS)],
+    )
+    .await;
+    relay.token = Some("OPS-T".into());
+    let backends = format!(
+        "backends:\n  - name: h\n    url: {}\n    credentials: {{mode: oauth, redirect_uri: '{}', authorization_server: '{}'}}\n",
+        backend.url(),
+        relay.http("/oauth/callback"),
+        server.url()
+    );
+    std::fs::write(relay.backends_path(), backends).unwrap();
+    relay.wait_ready("h").await;
+    let whoami = || {
+        let relay = &relay;
+        // The backend's only one: its tools keep their own names.
+        async move { relay.line_client_as(Some("ALICE-T")).await.call_tool("whoami", json!({})).await }
+    };
+    let (_, status, page) = authorize(&authorize_url(&whoami().await)).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(relay_tests::text_of(&whoami().await).starts_with("Bearer at-"));
+
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    server.set_down(true);
+    let failed = whoami().await;
+    assert!(failed["error"]["message"].as_str().unwrap().contains("could not be renewed now"), "{failed}");
+    server.set_down(false);
+    let renewed = whoami().await;
+    assert!(relay_tests::text_of(&renewed).starts_with("Bearer at-"), "the grant was forgotten: {renewed}");
+
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (one, two) = tokio::join!(whoami(), whoami());
+    for answer in [&one, &two] {
+        assert!(relay_tests::text_of(answer).starts_with("Bearer at-"), "{answer}");
+    }
+    assert_eq!(relay_tests::text_of(&one), relay_tests::text_of(&two), "one refresh, one token");
+    let after = whoami().await;
+    assert!(relay_tests::text_of(&after).starts_with("Bearer at-"), "the grant was forgotten: {after}");
+}
+
 #[tokio::test]
 async fn without_a_service_credential_the_catalog_is_listed_as_the_first_user_who_authorized() {
     let redis = RedisServer::start().await;

@@ -200,16 +200,23 @@ impl CredentialMode {
     }
 
     /// Where the kv keeps a principal's credential for `backend` under this mode: the backend's
-    /// name for what a principal put there (a stored secret, an `oauth` grant), and with the
-    /// mode (and plugin) appended for what the relay derived and keeps for a while (an exchanged
-    /// token, a plugin's secret), so that a mode changed in backends.yaml never serves what
-    /// another mode kept.
+    /// name for the secret a principal stored, and with the mode (and plugin) appended for what
+    /// the relay obtained (an `oauth` grant, an exchanged token, a plugin's secret), so that a
+    /// mode changed in backends.yaml never serves what another mode kept: a grant (with its
+    /// refresh token) is never sent as a secret, and a secret stored as a forged grant never
+    /// sends the relay to refresh it.
     pub fn slot<'a>(&self, backend: &'a str) -> std::borrow::Cow<'a, str> {
         match self {
+            CredentialMode::Oauth { .. } => Self::oauth_slot(backend).into(),
             CredentialMode::TokenExchange { .. } => format!("{backend}#token_exchange").into(),
             CredentialMode::Plugin { plugin, .. } => format!("{backend}#plugin:{plugin}").into(),
             _ => backend.into(),
         }
+    }
+
+    /// Where an `oauth` backend's grants are kept ([`Self::slot`]).
+    pub fn oauth_slot(backend: &str) -> String {
+        format!("{backend}#oauth")
     }
 
     /// The header a call carries for `secret` (`None`: not a header value).
@@ -274,7 +281,7 @@ mod tests {
     fn what_the_relay_derived_is_kept_apart_per_mode_and_plugin() {
         let parse = |yaml: &str| serde_yaml::from_str::<CredentialMode>(yaml).unwrap();
         assert_eq!(parse("{mode: per_user_secret}").slot("b"), "b");
-        assert_eq!(parse("{mode: oauth, redirect_uri: 'https://r/oauth/callback'}").slot("b"), "b");
+        assert_eq!(parse("{mode: oauth, redirect_uri: 'https://r/oauth/callback'}").slot("b"), "b#oauth");
         assert_eq!(parse("{mode: token_exchange, token_endpoint: 'https://as/t'}").slot("b"), "b#token_exchange");
         assert_eq!(parse("{mode: plugin, plugin: sts}").slot("b"), "b#plugin:sts");
         assert_ne!(parse("{mode: plugin, plugin: sts}").slot("b"), parse("{mode: plugin, plugin: other}").slot("b"));

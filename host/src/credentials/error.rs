@@ -31,6 +31,10 @@ pub enum CredentialError {
         "backend {backend} is called as you, with your own authorization: open {url} in a browser to authorize, then call again"
     )]
     AuthorizationRequired { backend: String, url: String, id: String },
+    /// The principal's grant needs a refresh, and the token endpoint cannot be used now (the
+    /// grant is kept: a later call tries again).
+    #[error("backend {backend}: your authorization could not be renewed now ({reason}); try again shortly")]
+    Refresh { backend: String, reason: String },
     /// The backend's authorization server cannot be used.
     #[error("backend {backend}: cannot ask for your authorization: {reason}")]
     Discovery { backend: String, reason: String },

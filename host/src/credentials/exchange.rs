@@ -50,7 +50,9 @@ impl Exchange<'_> {
         // The relay authenticates with HTTP Basic when it has a client id (secret from env).
         let secret = self.client_secret_env.and_then(|name| std::env::var(name).ok()).unwrap_or_default();
         let auth = self.client_id.map(|client_id| ClientAuth { client_id, secret: Some(&secret) });
-        let issued = token_request(client, self.token_endpoint, &self.form(subject_token), auth, "exchange").await?;
+        let issued = token_request(client, self.token_endpoint, &self.form(subject_token), auth, "exchange")
+            .await
+            .map_err(String::from)?;
         if issued.issued_token_type.as_deref().is_some_and(|t| t != ACCESS_TOKEN) {
             return Err("the token endpoint issued something other than an access token".into());
         }

@@ -54,13 +54,15 @@ pub struct Credentials {
     servers: oauth::Servers,
     /// The `credentials` plugins of `plugin` backends (`None`: the relay runs without plugins).
     plugins: Option<Arc<Plugins>>,
+    /// Whose grant is being refreshed here (one refresh at a time per principal and backend).
+    refreshes: Turns,
 }
 
 impl Credentials {
     /// The step on `vault`, asking `plugins`' `credentials` plugins for `plugin` backends.
     pub fn new(vault: Vault, plugins: Option<Arc<Plugins>>) -> Arc<Self> {
         let client = crate::upstream::build_http_client(Duration::from_secs(5)).expect("an HTTP client builds");
-        Arc::new(Self { vault, client, servers: oauth::Servers::default(), plugins })
+        Arc::new(Self { vault, client, servers: oauth::Servers::default(), plugins, refreshes: Turns::default() })
     }
 
     /// The header a call to `backend` carries for `principal` (who authenticated with
@@ -108,25 +110,36 @@ impl Credentials {
                 client_secret_env,
             } => {
                 // Cached per principal (sealed, shared by instances) until shortly before it
-                // expires.
-                if let Some(token) = self.vault.get(principal, &slot).await.map_err(vault_error)? {
+                // expires, for the token it was exchanged for and the exchange's settings: a
+                // narrower token of the same principal, or a changed audience, is exchanged anew.
+                let bearer = bearer.ok_or_else(|| CredentialError::NoBearer { backend: backend.to_owned() })?;
+                let exchange = exchange::Exchange {
+                    token_endpoint,
+                    audience: audience.as_deref(),
+                    resource: resource.as_deref(),
+                    scope: scope.as_deref(),
+                    client_id: client_id.as_deref(),
+                    client_secret_env: client_secret_env.as_deref(),
+                };
+                let inputs = kept_for(&[
+                    &bearer.0,
+                    token_endpoint,
+                    audience.as_deref().unwrap_or(""),
+                    resource.as_deref().unwrap_or(""),
+                    scope.as_deref().unwrap_or(""),
+                    client_id.as_deref().unwrap_or(""),
+                ]);
+                if let Some(token) = self.kept(principal, &slot, &inputs).await.map_err(vault_error)? {
                     token
                 } else {
-                    let bearer = bearer.ok_or_else(|| CredentialError::NoBearer { backend: backend.to_owned() })?;
-                    let exchange = exchange::Exchange {
-                        token_endpoint,
-                        audience: audience.as_deref(),
-                        resource: resource.as_deref(),
-                        scope: scope.as_deref(),
-                        client_id: client_id.as_deref(),
-                        client_secret_env: client_secret_env.as_deref(),
-                    };
                     let issued = exchange
                         .run(&self.client, &bearer.0)
                         .await
                         .map_err(|reason| CredentialError::Exchange { backend: backend.to_owned(), reason })?;
                     let expires_in = issued.expires_in.unwrap_or(DEFAULT_LIFETIME);
-                    self.keep(principal, &slot, &issued.access_token, expires_in).await.map_err(vault_error)?;
+                    self.keep(principal, (&slot, &inputs), &issued.access_token, expires_in)
+                        .await
+                        .map_err(vault_error)?;
                     tracing::info!(principal, backend, "token exchanged");
                     issued.access_token
                 }
@@ -144,9 +157,11 @@ impl Credentials {
                 self.oauth_token(backend, url, &settings, principal).await?
             }
             CredentialMode::Plugin { plugin, .. } => {
-                match self.vault.get(principal, &slot).await.map_err(vault_error)? {
+                // What the plugin was given: another token of the caller's may get another secret.
+                let inputs = kept_for(&[bearer.map_or("", |b| &b.0), url]);
+                match self.kept(principal, &slot, &inputs).await.map_err(vault_error)? {
                     Some(secret) => secret,
-                    None => self.issued_by(plugin, (backend, &slot), url, caller, bearer).await?,
+                    None => self.issued_by(plugin, (backend, &slot, &inputs), url, caller, bearer).await?,
                 }
             }
         };
@@ -159,7 +174,7 @@ impl Credentials {
     async fn issued_by(
         &self,
         plugin: &str,
-        (backend, slot): (&str, &str),
+        (backend, slot, inputs): (&str, &str, &str),
         url: &str,
         caller: &Principal,
         bearer: Option<&Bearer>,
@@ -179,7 +194,7 @@ impl Credentials {
             }
         };
         if let Some(expires_in) = issued.expires_in {
-            self.keep(&caller.id, slot, &issued.secret, expires_in)
+            self.keep(&caller.id, (slot, inputs), &issued.secret, expires_in)
                 .await
                 .map_err(|source| CredentialError::Vault { backend: backend.to_owned(), source })?;
         }
@@ -187,15 +202,31 @@ impl Credentials {
         Ok(issued.secret)
     }
 
-    /// Keeps a token the relay obtained for `principal` (sealed at `slot`) until
-    /// [`REFRESH_MARGIN`] before it expires `expires_in` from now; not at all when that is
-    /// sooner.
-    async fn keep(&self, principal: &str, slot: &str, token: &str, expires_in: Duration) -> Result<(), VaultError> {
+    /// Keeps a token the relay obtained for `principal` from `inputs` ([`kept_for`]; sealed at
+    /// `slot`) until [`REFRESH_MARGIN`] before it expires `expires_in` from now; not at all
+    /// when that is sooner.
+    async fn keep(
+        &self,
+        principal: &str,
+        (slot, inputs): (&str, &str),
+        token: &str,
+        expires_in: Duration,
+    ) -> Result<(), VaultError> {
         let lifetime = expires_in.saturating_sub(REFRESH_MARGIN);
         if lifetime.is_zero() {
             return Ok(());
         }
-        self.vault.put_for(principal, slot, token, lifetime).await
+        let record = serde_json::json!({"for": inputs, "token": token}).to_string();
+        self.vault.put_for(principal, slot, &record, lifetime).await
+    }
+
+    /// The token [`Self::keep`] kept for `principal` at `slot`, if it was obtained from the
+    /// same `inputs`.
+    async fn kept(&self, principal: &str, slot: &str, inputs: &str) -> Result<Option<String>, VaultError> {
+        let Some(record) = self.vault.get(principal, slot).await? else { return Ok(None) };
+        let record: serde_json::Value = serde_json::from_str(&record).unwrap_or_default();
+        let same = record["for"].as_str() == Some(inputs);
+        Ok(record["token"].as_str().filter(|_| same).map(str::to_owned))
     }
 
     /// `principal`'s access token for an `oauth` backend: the stored one while it is fresh,
@@ -208,7 +239,7 @@ impl Credentials {
         settings: &oauth::Settings<'_>,
         principal: &str,
     ) -> Result<String, CredentialError> {
-        if let Some(token) = self.stored_oauth_token(backend, principal).await? {
+        if let Some(token) = self.stored_oauth_token(backend, url, principal).await? {
             return Ok(token);
         }
         let vault_error = |source| CredentialError::Vault { backend: backend.to_owned(), source };
@@ -228,37 +259,69 @@ impl Credentials {
         })
     }
 
-    /// `principal`'s stored access token for an `oauth` backend, refreshed when it is about to
-    /// expire; `None` when there is none (or it could not be refreshed, and was forgotten).
-    async fn stored_oauth_token(&self, backend: &str, principal: &str) -> Result<Option<String>, CredentialError> {
+    /// `principal`'s stored access token for the `oauth` backend at `url`, refreshed when it is
+    /// about to expire; `None` when there is none (or it was refused a refresh, and forgotten).
+    /// One refresh at a time per principal and backend on this instance (a server that rotates
+    /// refresh tokens refuses the second use of one): the others wait and take what it stored.
+    /// A token endpoint that cannot be used now fails the call and keeps the grant; a refresh
+    /// stores its result only over the grant it refreshed (not over a revoke, or another
+    /// refresh's result), and forgets only that grant.
+    async fn stored_oauth_token(
+        &self,
+        backend: &str,
+        url: &str,
+        principal: &str,
+    ) -> Result<Option<String>, CredentialError> {
         let vault_error = |source| CredentialError::Vault { backend: backend.to_owned(), source };
-        if let Some(text) = self.vault.get(principal, backend).await.map_err(vault_error)? {
+        let slot = CredentialMode::oauth_slot(backend);
+        let read = async || -> Result<Option<(String, oauth::Grant)>, CredentialError> {
+            let Some(text) = self.vault.get(principal, &slot).await.map_err(vault_error)? else { return Ok(None) };
             let grant: oauth::Grant = serde_json::from_str(&text)
                 .map_err(|_| CredentialError::Vault { backend: backend.to_owned(), source: VaultError::Unreadable })?;
-            if let Some(token) = grant.usable() {
-                return Ok(Some(token.to_owned()));
+            // A grant for where the backend was before it was re-pointed is not sent here.
+            Ok(grant.is_for(url).then_some((text, grant)))
+        };
+        let Some((_, grant)) = read().await? else { return Ok(None) };
+        if let Some(token) = grant.usable() {
+            return Ok(Some(token.to_owned()));
+        }
+        let turn = self.refreshes.turn(principal, backend);
+        let _turn = turn.lock().await;
+        // Read again: a refresh that held the turn may have stored a fresh grant.
+        let Some((text, grant)) = read().await? else { return Ok(None) };
+        if let Some(token) = grant.usable() {
+            return Ok(Some(token.to_owned()));
+        }
+        let outcome = grant.refresh(&self.client).await;
+        let unchanged = self.vault.get(principal, &slot).await.map_err(vault_error)?.is_some_and(|now| now == text);
+        match outcome {
+            Ok(renewed) if unchanged => {
+                self.store_grant(principal, &slot, &renewed).await.map_err(vault_error)?;
+                tracing::info!(principal, backend, "token refreshed");
+                Ok(renewed.usable().map(str::to_owned))
             }
-            match grant.refresh(&self.client).await {
-                Ok(renewed) => {
-                    self.store_grant(principal, backend, &renewed).await.map_err(vault_error)?;
-                    tracing::info!(principal, backend, "token refreshed");
-                    return Ok(Some(renewed.usable().unwrap_or_default().to_owned()));
+            // Revoked (or replaced) while it refreshed: what is stored now stands.
+            Ok(_) => Ok(read().await?.and_then(|(_, grant)| grant.usable().map(str::to_owned))),
+            Err(wire::TokenError::Refused(reason)) => {
+                // Spent: the user authorizes again.
+                tracing::info!(principal, backend, reason, "token refresh refused; authorization needed");
+                if unchanged {
+                    self.vault.delete(principal, &slot).await.map_err(vault_error)?;
                 }
-                Err(reason) => {
-                    // Spent: the user authorizes again.
-                    tracing::info!(principal, backend, reason, "token could not be refreshed; authorization needed");
-                    self.vault.delete(principal, backend).await.map_err(vault_error)?;
-                }
+                Ok(None)
+            }
+            Err(wire::TokenError::Unavailable(reason)) => {
+                tracing::warn!(principal, backend, reason, "token could not be refreshed now; the grant is kept");
+                Err(CredentialError::Refresh { backend: backend.to_owned(), reason })
             }
         }
-        Ok(None)
     }
 
-    async fn store_grant(&self, principal: &str, backend: &str, grant: &oauth::Grant) -> Result<(), VaultError> {
+    async fn store_grant(&self, principal: &str, slot: &str, grant: &oauth::Grant) -> Result<(), VaultError> {
         let record = serde_json::to_string(grant).expect("a grant serialises");
         match grant.keep_for() {
-            Some(lifetime) => self.vault.put_for(principal, backend, &record, lifetime).await,
-            None => self.vault.put(principal, backend, &record).await,
+            Some(lifetime) => self.vault.put_for(principal, slot, &record, lifetime).await,
+            None => self.vault.put(principal, slot, &record).await,
         }
     }
 
@@ -288,7 +351,7 @@ impl Credentials {
         let code = callback.code.as_deref().ok_or_else(|| CallbackError::Redeem("no code came back".into()))?;
         let (principal, backend) = (attempt.principal.clone(), attempt.backend.clone());
         let grant = attempt.redeem(&self.client, code).await.map_err(CallbackError::Redeem)?;
-        self.store_grant(&principal, &backend, &grant).await?;
+        self.store_grant(&principal, &CredentialMode::oauth_slot(&backend), &grant).await?;
         // The first principal to authorize a backend is the one a `first_user` catalog is
         // listed as (kept until that principal's grant is gone).
         let catalog = catalog_key(&backend);
@@ -300,10 +363,42 @@ impl Credentials {
     }
 }
 
+/// What a kept token was obtained from (the caller's token, the settings it was obtained
+/// with), as a digest: the token is used again only for the same.
+fn kept_for(inputs: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for input in inputs {
+        digest.update((input.len() as u64).to_be_bytes());
+        digest.update(input.as_bytes());
+    }
+    crate::digest::hex(&digest.finalize())
+}
+
 /// The `elicitationId` of the authorization attempt stored at `place`: what the client's URL
 /// elicitation names, and what `notifications/elicitation/complete` names when it is done.
 fn elicitation_id(place: &str) -> String {
     place[..16].to_owned()
+}
+
+/// One async lock per key while anyone holds or waits for it: what makes concurrent refreshes of
+/// one grant take turns.
+#[derive(Default)]
+struct Turns(std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>);
+
+impl Turns {
+    /// The lock of `principal`'s grant for `backend` (the same one for everyone asking now).
+    fn turn(&self, principal: &str, backend: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.0.lock().expect("turns lock");
+        turns.retain(|_, turn| turn.strong_count() > 0);
+        let key = format!("{principal}\n{backend}");
+        if let Some(turn) = turns.get(&key).and_then(std::sync::Weak::upgrade) {
+            return turn;
+        }
+        let turn = Arc::new(tokio::sync::Mutex::new(()));
+        turns.insert(key, Arc::downgrade(&turn));
+        turn
+    }
 }
 
 /// The kv key naming the principal a backend's `first_user` catalog is listed as.
@@ -321,7 +416,8 @@ impl crate::upstream::CatalogCredential for Credentials {
             let Some(principal) = self.vault.kv().get(&key).await.map_err(|e| e.to_string())? else {
                 return Ok(None);
             };
-            match self.stored_oauth_token(&backend.name, &principal).await.map_err(|e| e.to_string())? {
+            let url = backend.transport.url().unwrap_or_default();
+            match self.stored_oauth_token(&backend.name, url, &principal).await.map_err(|e| e.to_string())? {
                 Some(token) => Ok(backend.credentials.header_for(&token)),
                 None => {
                     // That user's grant is gone: the next user to authorize lists it.

@@ -94,9 +94,17 @@ impl Grant {
         }
     }
 
-    /// Refreshes the grant (RFC 6749 section 6, with `resource`).
-    pub async fn refresh(self, client: &HttpClient) -> Result<Grant, String> {
-        let refresh_token = self.refresh_token.ok_or("no refresh token")?;
+    /// Whether the grant was issued for the backend at `url` (its `resource`, as discovery
+    /// found it, is that URL's origin): a backend re-pointed elsewhere is not sent it.
+    pub fn is_for(&self, url: &str) -> bool {
+        same_origin(&self.server.resource, url)
+    }
+
+    /// Refreshes the grant (RFC 6749 section 6, with `resource`), at a token endpoint that is
+    /// still one the relay would use.
+    pub async fn refresh(self, client: &HttpClient) -> Result<Grant, wire::TokenError> {
+        let refresh_token = self.refresh_token.ok_or(wire::TokenError::Refused("no refresh token".into()))?;
+        secure(&self.server.token_endpoint, "the token endpoint").map_err(wire::TokenError::Refused)?;
         let form =
             [("grant_type", "refresh_token"), ("refresh_token", &refresh_token), ("resource", &self.server.resource)];
         let answer =
@@ -134,8 +142,9 @@ impl Attempt {
             ("code_verifier", &self.verifier),
             ("resource", &self.server.resource),
         ];
-        let answer =
-            wire::token_request(client, &self.server.token_endpoint, &form, Some(self.server.auth()), "code").await?;
+        let answer = wire::token_request(client, &self.server.token_endpoint, &form, Some(self.server.auth()), "code")
+            .await
+            .map_err(String::from)?;
         Ok(Grant::from_answer(answer, self.server, None))
     }
 }
@@ -148,8 +157,8 @@ pub struct Started {
     pub attempt: Attempt,
 }
 
-/// Discovery and registration results per backend (per instance: an attempt carries its own
-/// copy, so any instance can complete it).
+/// Discovery and registration results per backend and URL (per instance: an attempt carries
+/// its own copy, so any instance can complete it).
 #[derive(Default)]
 pub struct Servers(std::sync::Mutex<HashMap<String, Server>>);
 
@@ -165,12 +174,14 @@ impl Servers {
     ) -> Result<Started, String> {
         // Not held while discovering: one slow server delays no other backend's users (two
         // first calls may both discover; the second result wins, both work).
-        let known = self.0.lock().expect("servers lock").get(backend).cloned();
+        // By name and URL: a backend re-pointed elsewhere is discovered again.
+        let key = format!("{backend}\n{url}");
+        let known = self.0.lock().expect("servers lock").get(&key).cloned();
         let server = match known {
             Some(server) => server,
             None => {
                 let server = discover(client, url, settings).await?;
-                self.0.lock().expect("servers lock").insert(backend.to_owned(), server.clone());
+                self.0.lock().expect("servers lock").insert(key, server.clone());
                 server
             }
         };

@@ -46,6 +46,23 @@ pub struct ClientAuth<'a> {
     pub secret: Option<&'a str>,
 }
 
+/// Why a token request issued nothing: the endpoint refused it (an OAuth error answer, RFC 6749
+/// section 5.2: the grant is spent), or could not be used now (unreachable, 5xx, an answer
+/// that is not one: worth trying again later, and no reason to forget a grant).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<TokenError> for String {
+    fn from(error: TokenError) -> Self {
+        error.to_string()
+    }
+}
+
 /// Posts the form of `pairs` to `endpoint` (`what` names the request in errors) and reads the
 /// token issued.
 pub async fn token_request(
@@ -54,7 +71,7 @@ pub async fn token_request(
     pairs: &[(&str, &str)],
     auth: Option<ClientAuth<'_>>,
     what: &str,
-) -> Result<TokenAnswer, String> {
+) -> Result<TokenAnswer, TokenError> {
     // A public client names itself in the form; one with a secret authenticates with Basic.
     let public_id = match &auth {
         Some(ClientAuth { client_id, secret: None }) => Some(*client_id),
@@ -80,22 +97,24 @@ pub async fn token_request(
     }
     let request = request
         .body(Full::new(Bytes::from(form)))
-        .map_err(|e| format!("the token endpoint is not a usable URL: {e}"))?;
-    let (status, body) = send(client, request, "the token endpoint").await?;
+        .map_err(|e| TokenError::Refused(format!("the token endpoint is not a usable URL: {e}")))?;
+    let (status, body) = send(client, request, "the token endpoint").await.map_err(TokenError::Unavailable)?;
     if !status.is_success() {
         return Err(match serde_json::from_slice::<ErrorAnswer>(&body) {
-            Ok(e) => format!(
+            // RFC 6749 5.2: an error answer is 400 (401 for the client's own authentication).
+            Ok(e) if matches!(status.as_u16(), 400 | 401) => TokenError::Refused(format!(
                 "the token endpoint refused the {what}: {}{}",
                 clip(&e.error),
                 e.error_description.map(|d| format!(" ({})", clip(&d))).unwrap_or_default()
-            ),
-            Err(_) => format!("the token endpoint answered the {what} with HTTP {status}"),
+            )),
+            _ => TokenError::Unavailable(format!("the token endpoint answered the {what} with HTTP {status}")),
         });
     }
-    let answer: TokenAnswer = serde_json::from_slice(&body)
-        .map_err(|_| format!("the token endpoint's answer to the {what} is not a token response"))?;
+    let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|_| {
+        TokenError::Unavailable(format!("the token endpoint's answer to the {what} is not a token response"))
+    })?;
     if answer.access_token.is_empty() {
-        return Err("the token endpoint issued an empty token".into());
+        return Err(TokenError::Unavailable("the token endpoint issued an empty token".into()));
     }
     Ok(answer)
 }
