@@ -1,6 +1,7 @@
 //! What a limit refused is counted (`relay_limit_refusals_total{limit}`) and logged at warn,
 //! at most once a second per limit, with how many refusals the quiet second held: an operator
-//! sees every limit that bites, and a flood cannot fill the log.
+//! sees every limit that bites, and a flood cannot fill the log. [`OncePerSecond`] holds the
+//! same rule for any other line a peer can make the relay write at will (a backend's flood).
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -10,28 +11,50 @@ use std::time::{Duration, Instant};
 const EVERY: Duration = Duration::from_secs(1);
 
 /// When each limit last logged, and the refusals since that were not logged.
-static LAST: LazyLock<Mutex<HashMap<&'static str, (Instant, u64)>>> = LazyLock::new(Mutex::default);
+static LAST: LazyLock<Mutex<HashMap<&'static str, OncePerSecond>>> = LazyLock::new(Mutex::default);
 
 /// `limit` (its relay.yaml name) refused something; `what` says what, for the log.
 pub fn limit_refused(limit: &'static str, what: std::fmt::Arguments<'_>) {
     crate::metrics::metrics().access.limit_refused(limit);
-    let now = Instant::now();
-    let suppressed = {
-        let mut last = LAST.lock().expect("limit log lock");
-        match last.get_mut(limit) {
-            Some((at, quiet)) if now.duration_since(*at) < EVERY => {
-                *quiet += 1;
-                return;
-            }
-            Some((at, quiet)) => {
-                *at = now;
-                std::mem::take(quiet)
-            }
-            None => {
-                last.insert(limit, (now, 0));
-                0
-            }
-        }
-    };
+    let Some(suppressed) = LAST.lock().expect("limit log lock").entry(limit).or_default().admit() else { return };
     tracing::warn!(limit, also_refused_since_last_logged = suppressed, "refused by limits.{limit}: {what}");
+}
+
+/// One kind of log line, written at most once a second.
+#[derive(Debug, Default)]
+pub struct OncePerSecond {
+    /// When it was last written.
+    at: Option<Instant>,
+    /// How many were not written since.
+    quiet: u64,
+}
+
+impl OncePerSecond {
+    /// `Some(how many were not written since the last)` when the line may be written now.
+    pub fn admit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.at.is_some_and(|at| now.duration_since(at) < EVERY) {
+            self.quiet += 1;
+            return None;
+        }
+        self.at = Some(now);
+        Some(std::mem::take(&mut self.quiet))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first line is written; the rest of the second's are counted, and the count goes
+    /// with the next line written.
+    #[test]
+    fn a_line_is_written_once_a_second_with_what_it_left_out() {
+        let mut line = OncePerSecond::default();
+        assert_eq!(line.admit(), Some(0));
+        assert_eq!(line.admit(), None);
+        assert_eq!(line.admit(), None);
+        line.at = Some(Instant::now() - EVERY);
+        assert_eq!(line.admit(), Some(2));
+    }
 }

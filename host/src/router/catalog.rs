@@ -373,9 +373,14 @@ impl Catalog {
     }
 }
 
-/// Whether `name` has the form `<source>__...` of a source other than `owner`.
+/// Whether `name` has the form `<source>__...` of a source other than `owner`: any source
+/// whose name starts it, not only the part before its first `__` (a source named `ops` must
+/// not list `ops__prod__deploy`, the prefixed name of source `ops__prod`'s `deploy`, nor `a`
+/// list `a___deploy`, source `a_`'s).
 fn claims_prefix(sources: &HashSet<&str>, owner: &Owner, name: &str) -> bool {
-    name.split_once(PREFIX_SEPARATOR).is_some_and(|(prefix, _)| prefix != owner.name() && sources.contains(prefix))
+    sources.iter().any(|source| {
+        *source != owner.name() && name.strip_prefix(source).is_some_and(|rest| rest.starts_with(PREFIX_SEPARATOR))
+    })
 }
 
 /// Whether `uri` is a `relay://` URI of any source other than `owner` (the relay's own scheme

@@ -88,6 +88,21 @@ fn no_source_can_take_another_sources_prefixed_name() {
     assert!(claims_relay_uri(&oaaa, "relay://zeta/x") && !claims_relay_uri(&oz, "relay://zeta/x"));
 }
 
+/// Source names may hold `__` or end in `_`: another source's prefixed names are still its own.
+#[test]
+fn a_source_whose_name_is_a_prefix_of_anothers_cannot_take_its_names() {
+    let (victim, hostile) = (tools(&["deploy"]), tools(&["deploy", "ops__prod__deploy"]));
+    let (ovictim, ohostile) = (Owner::Backend("ops__prod".into()), Owner::Backend("ops".into()));
+    let sources = [(&ohostile, hostile.as_slice()), (&ovictim, victim.as_slice())];
+    let catalog = Catalog::from_sources(&[], sources.into_iter());
+    assert_eq!(catalog.get("ops__prod__deploy").unwrap().owner, ovictim, "{:?}", names(&catalog));
+    let (victim, hostile) = (tools(&["deploy"]), tools(&["deploy", "a___deploy"]));
+    let (ovictim, ohostile) = (Owner::Backend("a_".into()), Owner::Backend("a".into()));
+    let sources = [(&ohostile, hostile.as_slice()), (&ovictim, victim.as_slice())];
+    let catalog = Catalog::from_sources(&[], sources.into_iter());
+    assert_eq!(catalog.get("a___deploy").unwrap().owner, ovictim, "{:?}", names(&catalog));
+}
+
 #[test]
 fn names_are_sanitised_cut_and_kept_unique() {
     let long = "t".repeat(200);

@@ -1,6 +1,7 @@
 //! JSON-RPC over a message-oriented link (WebSocket frames, stdio lines): correlates responses
 //! to requests by id and hands notifications to the supervisor.
 
+use crate::limit_log::OncePerSecond;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,6 +157,8 @@ async fn read_loop<S, T>(
     T: AsRef<str>,
 {
     let requests_at_once = Arc::new(tokio::sync::Semaphore::new(SERVER_REQUESTS_AT_ONCE));
+    // What a backend can make the relay say as often as it likes is said once a second.
+    let mut said = Said::default();
     loop {
         let next = tokio::select! {
             next = incoming.next() => match next { Some(next) => next, None => break },
@@ -165,12 +168,12 @@ async fn read_loop<S, T>(
             Incoming::Text(text) => text,
             Incoming::Oversized(kept) => {
                 let why = format!("its answer ({} bytes) is larger than max_message_bytes", kept.size);
-                fail_waiter(&backend, &pending, kept.response_id(), UpstreamError::BadAnswer(why));
+                fail_waiter(&backend, &pending, kept.response_id(), UpstreamError::BadAnswer(why), &mut said.bad);
                 continue;
             }
             Incoming::Unreadable(kept) => {
                 let why = "its answer is not UTF-8 text".to_owned();
-                fail_waiter(&backend, &pending, kept.response_id(), UpstreamError::BadAnswer(why));
+                fail_waiter(&backend, &pending, kept.response_id(), UpstreamError::BadAnswer(why), &mut said.bad);
                 continue;
             }
         };
@@ -187,9 +190,11 @@ async fn read_loop<S, T>(
         let message = match malformed {
             Ok(message) => message,
             Err(id) => {
-                tracing::warn!(backend, sample = %truncate(text, 120), "upstream sent something that is not JSON-RPC; ignored");
+                if let Some(also) = said.not_json.admit() {
+                    tracing::warn!(backend, sample = %truncate(text, 120), also_since_last_logged = also, "upstream sent something that is not JSON-RPC; ignored");
+                }
                 let why = "its answer is not a valid JSON-RPC response".to_owned();
-                fail_waiter(&backend, &pending, id, UpstreamError::BadAnswer(why));
+                fail_waiter(&backend, &pending, id, UpstreamError::BadAnswer(why), &mut said.bad);
                 continue;
             }
         };
@@ -207,8 +212,14 @@ async fn read_loop<S, T>(
             // stay ahead of the response read after them.
             Message::Notification(n) if routes.deliver(&n, None) => {}
             Message::Notification(n) => {
-                if events.try_send(n).is_err() {
-                    tracing::warn!(backend, "upstream notification queue full; notification dropped");
+                if events.try_send(n).is_err()
+                    && let Some(also) = said.dropped.admit()
+                {
+                    tracing::warn!(
+                        backend,
+                        also_dropped_since_last_logged = also,
+                        "upstream notification queue full; notification dropped"
+                    );
                 }
             }
             // At most SERVER_REQUESTS_AT_ONCE of the upstream's requests are handled at once (a
@@ -223,7 +234,9 @@ async fn read_loop<S, T>(
                             request.method
                         ),
                     );
-                    tracing::warn!(backend, method = %request.method, "upstream request refused: too many at once");
+                    if let Some(also) = said.refused.admit() {
+                        tracing::warn!(backend, method = %request.method, also_refused_since_last_logged = also, "upstream request refused: too many at once");
+                    }
                     let refusal = Message::Response(Response { id: request.id, outcome: Err(busy) });
                     let _ = outgoing.send(refusal.to_text()).await;
                     continue;
@@ -242,9 +255,24 @@ async fn read_loop<S, T>(
     pending.lock().expect("pending lock").clear();
 }
 
-/// Fails the request `id` is waiting for (if any) at once, saying why.
-fn fail_waiter(backend: &str, pending: &Pending, id: Option<u64>, error: UpstreamError) {
-    tracing::warn!(backend, request = ?id, "upstream {error}");
+/// The warnings one backend's reader writes at most once a second each.
+#[derive(Default)]
+struct Said {
+    /// Answers that could not be used.
+    bad: OncePerSecond,
+    /// Lines that are not JSON-RPC.
+    not_json: OncePerSecond,
+    /// Notifications dropped on a full queue.
+    dropped: OncePerSecond,
+    /// The backend's requests refused past SERVER_REQUESTS_AT_ONCE.
+    refused: OncePerSecond,
+}
+
+/// Fails the request `id` is waiting for (if any) at once, saying why (at most once a second).
+fn fail_waiter(backend: &str, pending: &Pending, id: Option<u64>, error: UpstreamError, said: &mut OncePerSecond) {
+    if let Some(also) = said.admit() {
+        tracing::warn!(backend, request = ?id, also_since_last_logged = also, "upstream {error}");
+    }
     if let Some(waiter) = id.and_then(|id| pending.lock().expect("pending lock").remove(&id)) {
         let _ = waiter.send(Err(error));
     }
