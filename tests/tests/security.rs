@@ -528,6 +528,28 @@ async fn every_upstream_transport_enforces_the_message_size_limit() {
     assert_eq!(text_of(&client.call_tool("ok", json!({})).await), "fine", "only those calls failed");
 }
 
+/// A WebSocket backend's answer far over the limit (past what is read at all) ends the
+/// connection: the call fails at once with `-32603`, and is not sent again on the next
+/// connection (it ran: sent again, it would run twice).
+#[tokio::test]
+async fn a_websocket_answer_far_over_the_limit_fails_its_call_without_running_it_again() {
+    let ws = relay_tests::Fixture::start("ws").await;
+    let backends = format!("backends:\n{}", ws.entry());
+    let relay = Relay::start_with(&yaml("limits: {max_message_bytes: 65536}\n"), &backends, &[]).await;
+    relay.wait_ready("ws").await;
+    let mut client = line(&relay).await;
+    let refused = client.call_tool("big", json!({"bytes": 400_000})).await;
+    assert_eq!(refused["error"]["code"], -32603, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("max_message_bytes"), "{refused}");
+    relay.wait_ready("ws").await;
+    let runs = eventually("the backend again", || async {
+        let answer = line(&relay).await.call_tool("big_runs", json!({})).await;
+        answer.get("result").map(|_| text_of(&answer))
+    })
+    .await;
+    assert_eq!(runs, "1", "the call ran again");
+}
+
 #[tokio::test]
 async fn logs_cannot_be_forged_by_client_text() {
     let forged =

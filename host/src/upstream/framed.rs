@@ -32,6 +32,10 @@ pub enum Incoming<T = String> {
     Oversized(Oversized),
     /// A message that is not UTF-8 text.
     Unreadable(Oversized),
+    /// A message too large even to keep the ends of ended the link (`why`): which request it
+    /// answered is unknown, so every request in flight on the link fails with it, and none is
+    /// sent again (one of them may have run: sent again, it would run twice).
+    Overflowed(String),
 }
 
 /// The request side of a framed link. The link's reader task owns the incoming half.
@@ -175,6 +179,13 @@ async fn read_loop<S, T>(
                 let why = "its answer is not UTF-8 text".to_owned();
                 fail_waiter(&backend, &pending, kept.response_id(), UpstreamError::BadAnswer(why), &mut said.bad);
                 continue;
+            }
+            Incoming::Overflowed(why) => {
+                tracing::warn!(backend, "upstream {why}; the requests in flight on the connection fail");
+                for (_, waiter) in pending.lock().expect("pending lock").drain() {
+                    let _ = waiter.send(Err(UpstreamError::BadAnswer(why.clone())));
+                }
+                break;
             }
         };
         let text = read.as_ref();

@@ -95,6 +95,9 @@ pub async fn connect(
                 Err(_) => Incoming::Unreadable(Oversized::of(&bytes)),
             }),
             Ok(_) => None,
+            Err(tungstenite::Error::Capacity(e)) => {
+                Some(Incoming::Overflowed(format!("sent a message far over max_message_bytes ({e})")))
+            }
             Err(e) => {
                 tracing::debug!(backend = %backend_name, error = %e, "websocket read error");
                 None

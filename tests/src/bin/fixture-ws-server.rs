@@ -15,7 +15,8 @@
 //! flight on their own session); `sessions` (how many
 //! `initialize` requests it has answered); `meta` (the request's `_meta` as JSON text);
 //! `log {level, message}` (a `notifications/message` at `level`, sent when it meets the level its
-//! session was set to with `logging/setLevel`, `info` until then).
+//! session was set to with `logging/setLevel`, `info` until then); `big {bytes}` (an answer of
+//! that many bytes of text) and `big_runs` (how many times `big` ran).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -148,6 +149,7 @@ impl Drop for OpenGuard {
 
 static CANCELLATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static BIG_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// MCP's log levels, least severe first.
 const LOG_LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
@@ -218,6 +220,11 @@ async fn handle(
                     text(format!("{}: logged", opts.name))
                 }
                 "cancellations" => text(CANCELLATIONS.load(std::sync::atomic::Ordering::Relaxed).to_string()),
+                "big" => {
+                    BIG_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    text("x".repeat(args["bytes"].as_u64().unwrap_or(0) as usize))
+                }
+                "big_runs" => text(BIG_RUNS.load(std::sync::atomic::Ordering::Relaxed).to_string()),
                 "sessions" => text(SESSIONS.load(std::sync::atomic::Ordering::Relaxed).to_string()),
                 "garbage" => {
                     let _ = tx.send("this is not json {{{".into());
@@ -263,6 +270,8 @@ fn tools(extra: &Mutex<Vec<String>>) -> Vec<Value> {
         json!({"name": "garbage", "description": "Send a non-JSON frame", "inputSchema": object(json!({}))}),
         json!({"name": "register_tool", "description": "Add a tool", "inputSchema": object(json!({"name": {"type": "string"}}))}),
         json!({"name": "cancellations", "description": "Count received cancellations", "inputSchema": object(json!({}))}),
+        json!({"name": "big", "description": "Answer bytes bytes of text", "inputSchema": object(json!({"bytes": {"type": "integer"}}))}),
+        json!({"name": "big_runs", "description": "How many times big ran", "inputSchema": object(json!({}))}),
         json!({"name": "sessions", "description": "Count answered initialize requests", "inputSchema": object(json!({}))}),
         json!({"name": "log", "description": "Send a log message at a level", "inputSchema": object(json!({"level": {"type": "string"}, "message": {"type": "string"}}))}),
     ];
