@@ -4,7 +4,8 @@
 //! Tools: `ok` answers "fine"; `slow` answers after 3 s; `early_close` answers with an SSE
 //! stream that ends before the response; `big` and `big_sse` answer with `big_bytes` of text as
 //! JSON or as one SSE event; `logs` answers with an SSE stream whose first event is a log
-//! message holding the call's arguments.
+//! message holding the call's arguments; `ping_on_get` sends a `ping` request on the GET stream
+//! and answers `answered` once the relay's answer to it came (`unanswered` after 3 s).
 
 use std::sync::{Arc, Mutex};
 
@@ -24,20 +25,17 @@ pub struct HttpBackend {
 struct Shared {
     received: Arc<Mutex<Vec<Value>>>,
     big_bytes: usize,
+    /// The open GET stream's sender (the latest one opened).
+    get_stream: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
 }
 
 impl HttpBackend {
     /// Starts the backend; `big` and `big_sse` answer with `big_bytes` bytes of text.
     pub async fn start(big_bytes: usize) -> HttpBackend {
         let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let shared = Shared { received: received.clone(), big_bytes };
+        let shared = Shared { received: received.clone(), big_bytes, get_stream: Arc::default() };
         let app = axum::Router::new()
-            .route(
-                "/mcp",
-                axum::routing::post(handle)
-                    .get(|| async { StatusCode::METHOD_NOT_ALLOWED })
-                    .delete(|| async { StatusCode::OK }),
-            )
+            .route("/mcp", axum::routing::post(handle).get(get_stream).delete(|| async { StatusCode::OK }))
             // An endpoint that moved, as some frameworks answer `/mcp` when they serve `/mcp/`.
             .route("/moved", axum::routing::any(|| async { moved("/mcp") }))
             // A redirect to another origin, which would receive the configured credentials.
@@ -99,7 +97,7 @@ async fn handle(
         }
         "tools/list" => {
             let tools: Vec<Value> =
-                ["ok", "slow", "early_close", "big", "big_sse", "whoami", "verbatim", "pretty", "logs"]
+                ["ok", "slow", "early_close", "big", "big_sse", "whoami", "verbatim", "pretty", "logs", "ping_on_get"]
                     .iter()
                     .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
                     .collect();
@@ -122,6 +120,31 @@ async fn handle(
                 let stream = format!("event: message\ndata: {log}\n\nevent: message\ndata: {reply}\n\n");
                 return ([("content-type", "text/event-stream")], stream).into_response();
             }
+            "ping_on_get" => {
+                let ping = json!({"jsonrpc": "2.0", "id": "get-ping", "method": "ping"}).to_string();
+                let sent =
+                    shared.get_stream.lock().expect("get stream lock").as_ref().is_some_and(|tx| tx.send(ping).is_ok());
+                let answered = || {
+                    shared
+                        .received
+                        .lock()
+                        .expect("received lock")
+                        .iter()
+                        .any(|m| m["id"] == "get-ping" && m.get("result").is_some())
+                };
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+                while sent && !answered() && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                let said = if !sent {
+                    "no GET stream"
+                } else if answered() {
+                    "answered"
+                } else {
+                    "unanswered"
+                };
+                json!({"content": [{"type": "text", "text": said}]})
+            }
             "slow" => {
                 tokio::time::sleep(std::time::Duration::from_secs(3)).await;
                 json!({"content": [{"type": "text", "text": "slow done"}]})
@@ -142,6 +165,17 @@ async fn handle(
     } else {
         ([("content-type", "application/json")], reply).into_response()
     }
+}
+
+/// GET /mcp: the server-to-client stream, carrying what `ping_on_get` sends.
+async fn get_stream(axum::extract::State(shared): axum::extract::State<Shared>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    *shared.get_stream.lock().expect("get stream lock") = Some(tx);
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        let message = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(format!("event: message\ndata: {message}\n\n")), rx))
+    });
+    ([("content-type", "text/event-stream")], axum::body::Body::from_stream(events)).into_response()
 }
 
 /// The result of the `verbatim` tool, as the backend writes it: members not in sorted order,

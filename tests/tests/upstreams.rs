@@ -37,6 +37,23 @@ async fn a_backends_result_is_passed_on_as_it_was_written() {
 /// about that call: its log message goes to that call's client alone, even while other
 /// clients' calls are in flight on the backend (which makes the relay unable to tell whose a
 /// message is on the other transports), and never to a client with no call there.
+/// A Streamable HTTP backend's request on its GET stream is answered (a `ping` at once), not
+/// left waiting for ever.
+#[tokio::test]
+async fn a_request_on_an_http_backends_get_stream_is_answered() {
+    let backend = HttpBackend::start(0).await;
+    let relay = Relay::start(&format!("backends:\n  - name: h\n    url: {}\n", backend.url())).await;
+    relay.wait_ready("h").await;
+    let mut client = relay.line_client().await;
+    let said = eventually("the backend's GET stream", || async {
+        let answer = relay.line_client().await.call_tool("ping_on_get", json!({})).await;
+        Some(text_of(&answer)).filter(|said| said != "no GET stream")
+    })
+    .await;
+    assert_eq!(said, "answered");
+    assert_eq!(text_of(&client.call_tool("ok", json!({})).await), "fine");
+}
+
 #[tokio::test]
 async fn a_log_message_on_a_calls_own_http_stream_reaches_that_caller_alone() {
     let backend = HttpBackend::start(0).await;

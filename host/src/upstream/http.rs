@@ -19,6 +19,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+mod get_stream;
+
 use super::UpstreamError;
 use super::connection::Connection;
 use super::http_body::{capped_events, parse, read_json};
@@ -323,33 +325,6 @@ impl HttpConnection {
             }
             Message::Response(_) => {}
         }
-    }
-
-    /// Opens the server-to-client stream; a server without one answers 405 and that is fine.
-    fn spawn_get_stream(&self) {
-        let client = self.client.clone();
-        let mut request = self.request_to(Method::GET, &self.session_headers(), Full::default());
-        request.headers_mut().insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
-        let events = self.events.clone();
-        let closed = self.closed.clone();
-        let max_message_bytes = self.max_message_bytes;
-        tokio::spawn(async move {
-            let stream = async {
-                let Ok(response) = client.request(request).await else { return };
-                if !response.status().is_success() {
-                    return;
-                }
-                let (body, since_event) = capped_events(response, max_message_bytes);
-                let mut sse = body.eventsource();
-                while let Some(Ok(event)) = sse.next().await {
-                    since_event.store(0, Ordering::Relaxed);
-                    if let Ok(Message::Notification(n)) = parse(&event.data) {
-                        let _ = events.try_send(n);
-                    }
-                }
-            };
-            tokio::select! { _ = stream => {}, _ = closed.cancelled() => {} }
-        });
     }
 }
 
