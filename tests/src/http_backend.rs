@@ -18,12 +18,15 @@ pub struct HttpBackend {
     /// Its port.
     pub port: u16,
     received: Arc<Mutex<Vec<Value>>>,
+    notified_as: Arc<Mutex<Vec<(String, String)>>>,
     server: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Clone)]
 struct Shared {
     received: Arc<Mutex<Vec<Value>>>,
+    /// Each notification's method and the `Authorization` it came with.
+    notified_as: Arc<Mutex<Vec<(String, String)>>>,
     big_bytes: usize,
     /// The open GET stream's sender (the latest one opened).
     get_stream: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
@@ -33,7 +36,13 @@ impl HttpBackend {
     /// Starts the backend; `big` and `big_sse` answer with `big_bytes` bytes of text.
     pub async fn start(big_bytes: usize) -> HttpBackend {
         let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let shared = Shared { received: received.clone(), big_bytes, get_stream: Arc::default() };
+        let notified_as: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let shared = Shared {
+            received: received.clone(),
+            notified_as: notified_as.clone(),
+            big_bytes,
+            get_stream: Arc::default(),
+        };
         let app = axum::Router::new()
             .route("/mcp", axum::routing::post(handle).get(get_stream).delete(|| async { StatusCode::OK }))
             // An endpoint that moved, as some frameworks answer `/mcp` when they serve `/mcp/`.
@@ -44,7 +53,7 @@ impl HttpBackend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("address").port();
         let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-        HttpBackend { port, received, server }
+        HttpBackend { port, received, notified_as, server }
     }
 
     /// `http://127.0.0.1:PORT/PATH` (`moved` redirects to `/mcp`, `elsewhere` to another
@@ -61,6 +70,11 @@ impl HttpBackend {
     /// Every message received so far.
     pub fn received(&self) -> Vec<Value> {
         self.received.lock().expect("received lock").clone()
+    }
+
+    /// Each notification received, by method, with the `Authorization` header it came with.
+    pub fn notified_as(&self) -> Vec<(String, String)> {
+        self.notified_as.lock().expect("notified lock").clone()
     }
 
     /// How many `tools/call` of `tool` arrived.
@@ -84,6 +98,9 @@ async fn handle(
     shared.received.lock().expect("received lock").push(message.clone());
     let id = message["id"].clone();
     if id.is_null() {
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        let method = message["method"].as_str().unwrap_or("").to_owned();
+        shared.notified_as.lock().expect("notified lock").push((method, auth));
         return StatusCode::ACCEPTED.into_response();
     }
     let tool = message["params"]["name"].as_str().unwrap_or("");

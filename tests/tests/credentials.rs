@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use relay_tests::{HttpBackend, RedisServer, Relay, copy_plugin, text_of};
+use relay_tests::{HttpBackend, RedisServer, Relay, copy_plugin, eventually, text_of};
 use serde_json::json;
 
 const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -87,6 +87,32 @@ async fn each_principal_calls_a_backend_with_its_own_stored_secret() {
     let by_admin = one.call_tool_as("OPS-T", "relay_auth_revoke", json!({"principal": "bob"})).await;
     assert_eq!(by_admin["result"]["structuredContent"]["revoked"], json!(["h"]), "{by_admin}");
     assert_eq!(one.call_tool_as("BOB-T", "whoami", json!({})).await["error"]["code"], -32011);
+}
+
+/// A call's cancellation reaches the backend as the call did: with its caller's own credential,
+/// not the connection's (the service's).
+#[tokio::test]
+async fn a_cancellation_goes_out_with_the_credential_of_the_call_it_cancels() {
+    let redis = RedisServer::start().await;
+    let backend = HttpBackend::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(dir.path(), &redis, &backend).await;
+    let stored = relay
+        .call_tool_as("ALICE-T", "relay_auth_set_secret", json!({"backend": "h", "secret": "alice-key-0001"}))
+        .await;
+    assert_eq!(stored["result"]["structuredContent"]["stored"], true, "{stored}");
+    let mut alice = relay.line_client_as(Some("ALICE-T")).await;
+    alice
+        .send_raw(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "slow"}}).to_string())
+        .await;
+    eventually("the call reaches the backend", || async { (backend.calls_of("slow") == 1).then_some(()) }).await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}});
+    alice.send_raw(&cancel.to_string()).await;
+    let auth = eventually("the cancellation reaches the backend", || async {
+        backend.notified_as().into_iter().find(|(method, _)| method == "notifications/cancelled").map(|(_, auth)| auth)
+    })
+    .await;
+    assert_eq!(auth, "Bearer alice-key-0001");
 }
 
 /// An adapter plugin calling a backend that is called as each user does it with the credential

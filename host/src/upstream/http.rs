@@ -131,7 +131,8 @@ impl HttpConnection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting(&self.waiting);
-        let mut unanswered = CancelUnanswered { conn: self, id: Some(id) };
+        // The cancel goes out as the call did: as its caller, when it is called as one.
+        let mut unanswered = CancelUnanswered { conn: self, id: Some(id), credential };
         let response = self.post(request_text(id, method, params), credential).await?;
         if method == "initialize"
             && let Some(session) = response.headers().get(SESSION_HEADER)
@@ -141,7 +142,7 @@ impl HttpConnection {
         let is_sse = content_type(response.headers()).starts_with("text/event-stream");
         let result = if is_sse {
             // Boxed: what reads a stream is 4 KB that a JSON answer's request need not carry.
-            Box::pin(self.read_sse(response, id, related)).await
+            Box::pin(self.read_sse(response, id, related, credential)).await
         } else {
             read_json(response, id, self.max_message_bytes).await
         };
@@ -276,11 +277,16 @@ impl HttpConnection {
         }
     }
 
+    /// Reads a request's SSE answer stream; what it carries besides the answer goes to the
+    /// request's client, and the relay's answers to the backend's own requests on it go out
+    /// with the request's `credential` (its caller's, when it is called as one: the answer is
+    /// that caller's, not the connection's or another user's).
     async fn read_sse(
         &self,
         response: http::Response<PooledBody>,
         id: u64,
         related: Option<&Related>,
+        credential: Option<&Credential>,
     ) -> Result<Payload, UpstreamError> {
         let (body, since_event) = capped_events(response, self.max_message_bytes);
         let mut events = body.eventsource();
@@ -300,7 +306,7 @@ impl HttpConnection {
             }
             match parse(&event.data)? {
                 Message::Response(r) if r.id.as_u64() == Some(id) => return UpstreamError::check_answer(r.outcome),
-                other => self.dispatch(other, related).await,
+                other => self.dispatch(other, related, credential).await,
             }
         }
         // The server may end a stream early; without resumption the answer is lost. Saying so
@@ -313,7 +319,7 @@ impl HttpConnection {
     /// relate to that request, so they go to its client (`related`), not to whichever clients
     /// have calls in flight ([`ClientRoutes`]); what is for everyone (list changes) goes out
     /// as the GET stream's does.
-    async fn dispatch(&self, message: Message, related: Option<&Related>) {
+    async fn dispatch(&self, message: Message, related: Option<&Related>, credential: Option<&Credential>) {
         match message {
             Message::Notification(n) if self.routes.deliver(&n, related) => {}
             Message::Notification(n) => {
@@ -321,7 +327,7 @@ impl HttpConnection {
             }
             Message::Request(request) => {
                 let answer = self.routes.answer(request, related).await;
-                let _ = self.post(Message::Response(answer).to_text(), None).await;
+                let _ = self.post(Message::Response(answer).to_text(), credential).await;
             }
             Message::Response(_) => {}
         }
@@ -343,6 +349,8 @@ struct CancelUnanswered<'a> {
     conn: &'a HttpConnection,
     /// Cleared once the request is answered.
     id: Option<u64>,
+    /// The request's own credential (its caller's), which the cancel carries too.
+    credential: Option<&'a Credential>,
 }
 
 impl Drop for CancelUnanswered<'_> {
@@ -356,7 +364,10 @@ impl Drop for CancelUnanswered<'_> {
             method: "notifications/cancelled".into(),
             params: Some(serde_json::json!({"requestId": id, "reason": "the relay's caller stopped waiting"})),
         });
-        let request = conn.post_request(Bytes::from(cancel.to_text()), &conn.session_headers());
+        let mut request = conn.post_request(Bytes::from(cancel.to_text()), &conn.session_headers());
+        if let Some((name, value)) = self.credential {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
         let client = conn.client.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
