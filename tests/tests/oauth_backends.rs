@@ -67,11 +67,33 @@ async fn tokens_of_call(relay: &Relay, server: &ExampleServer, token: &str) -> (
 }
 
 /// Opens the authorization URL as the user's browser would (the demo server approves at once
-/// and redirects back to the relay); the final URL (the relay's callback) and its page.
+/// and redirects back to the relay), and confirms on the relay's page, which names the relay
+/// principal the grant is for (nothing is stored before); the final URL (the relay's
+/// callback) and its page.
 async fn authorize(url: &str) -> (String, reqwest::StatusCode, String) {
+    let (at, status, page) = arrive(url).await;
+    match confirm_link(&at, &page) {
+        Some(link) => {
+            let response = reqwest::get(link).await.expect("the confirmation runs");
+            let (at, status) = (response.url().to_string(), response.status());
+            (at, status, response.text().await.unwrap())
+        }
+        None => (at.to_string(), status, page),
+    }
+}
+
+/// Where the authorization URL leads the browser (the relay's callback), and that page.
+async fn arrive(url: &str) -> (url::Url, reqwest::StatusCode, String) {
     let response = reqwest::get(url).await.expect("the authorization flow runs");
-    let (at, status) = (response.url().to_string(), response.status());
+    let (at, status) = (response.url().clone(), response.status());
     (at, status, response.text().await.unwrap())
+}
+
+/// The confirmation link of the callback's page at `at`, if it asks for one.
+fn confirm_link(at: &url::Url, page: &str) -> Option<url::Url> {
+    let (_, link) = page.split_once("<a href=\"")?;
+    let link = link.split('"').next()?.replace("&amp;", "&");
+    Some(at.join(&link).unwrap())
 }
 
 fn authorize_url(refused: &Value) -> String {
@@ -122,10 +144,18 @@ async fn each_principal_authorizes_once_and_its_calls_carry_its_own_token() {
 
     // The user opens the URL; the relay's callback completes the flow and says so, in the page
     // and to the client that was asked (MCP 2025-11-25 `notifications/elicitation/complete`).
-    let (callback, status, page) = authorize(elicitation["url"].as_str().unwrap()).await;
+    // The page first names whose grant it would be, and stores nothing until confirmed.
+    let (arrived, status, asking) = arrive(elicitation["url"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{asking}");
+    assert!(asking.contains("as relay user <b>alice</b>"), "{asking}");
+    let status = one.call_tool_as("ALICE-T", "relay_auth_status", json!({})).await;
+    assert_eq!(status["result"]["structuredContent"]["backends"][0]["authorized"], false, "{status}");
+    let confirmed = reqwest::get(confirm_link(&arrived, &asking).expect("a confirmation link")).await.unwrap();
+    let (callback, status) = (confirmed.url().to_string(), confirmed.status());
+    let page = confirmed.text().await.unwrap();
     assert!(callback.starts_with(&one.http("/oauth/callback")), "{callback}");
     assert_eq!(status, 200, "{page}");
-    assert!(page.contains("Authorized") && page.contains("demo"), "{page}");
+    assert!(page.contains("Authorized") && page.contains("demo") && page.contains("relay user alice"), "{page}");
     let completed = asked.recv().await;
     assert_eq!(completed["method"], "notifications/elicitation/complete", "{completed}");
     assert_eq!(completed["params"]["elicitationId"], elicitation["elicitationId"], "{completed}");

@@ -325,6 +325,19 @@ impl Credentials {
         }
     }
 
+    /// Who is being authorized for which backend by the attempt `callback.state` names (read,
+    /// not taken): what the callback's page asks the user to confirm before anything is stored.
+    pub async fn pending(&self, callback: &Callback) -> Result<(String, String), CallbackError> {
+        let state = callback.state.as_deref().ok_or(CallbackError::Unknown)?;
+        let place = crate::digest::sha256_hex(state.as_bytes());
+        let record = self.vault.get(oauth::ATTEMPTS, &place).await?.ok_or(CallbackError::Unknown)?;
+        let attempt: oauth::Attempt = serde_json::from_str(&record).map_err(|_| VaultError::Unreadable)?;
+        if attempt.expired() {
+            return Err(CallbackError::Expired);
+        }
+        Ok((attempt.principal, attempt.backend))
+    }
+
     /// Completes an authorization at the callback: the attempt named by `state` is taken (once:
     /// a replayed state finds nothing), its code redeemed, and the grant stored for the
     /// principal who started it.
