@@ -37,6 +37,21 @@ async fn a_backends_result_is_passed_on_as_it_was_written() {
 /// about that call: its log message goes to that call's client alone, even while other
 /// clients' calls are in flight on the backend (which makes the relay unable to tell whose a
 /// message is on the other transports), and never to a client with no call there.
+/// A backend that says its tools changed when they did not (a flood of such notices costs every
+/// caller's catalog a rebuild) is listed again, and nothing is published.
+#[tokio::test]
+async fn a_list_changed_notice_with_nothing_changed_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = format!("backends:\n{}", relay_tests::stdio_fixture_entry("b", &[]));
+    let relay = Relay::start_files(dir.path(), "", &backends, &[("RUST_LOG", "relay=debug")]).await;
+    relay.wait_ready("b").await;
+    let mut client = relay.line_client().await;
+    let notice = json!({"method": "notifications/tools/list_changed"});
+    client.call_tool("notify", notice).await;
+    relay.wait_for_log("upstream list unchanged").await;
+    assert!(!relay.log().contains("upstream list changed"), "published anyway");
+}
+
 /// A Streamable HTTP backend's request on its GET stream is answered (a `ping` at once), not
 /// left waiting for ever.
 #[tokio::test]

@@ -93,13 +93,19 @@ pub(super) async fn supervise(
 }
 
 /// Lists again what a `list_changed` notification says changed, each list within the connect
-/// timeout, and publishes the result.
+/// timeout, and publishes the result when a list did change: a backend that says so without
+/// changing anything (a flood of them) does not make the relay rebuild every caller's catalog.
 async fn relist(upstream: &Upstream, conn: &Connection, method: &str, changed: &watch::Sender<u64>) {
     let deadline = upstream.connect_timeout();
     let mut listing = upstream.listing();
+    let mut altered = false;
     for &kind in ListKind::changed_by(method) {
         match tokio::time::timeout(deadline, handshake::list(conn, kind)).await {
+            Ok(Ok(items)) if **listing.get(kind) == items => {
+                tracing::debug!(backend = upstream.name(), list = kind.method(), "upstream list unchanged");
+            }
             Ok(Ok(items)) => {
+                altered = true;
                 tracing::info!(
                     backend = upstream.name(),
                     list = kind.method(),
@@ -119,7 +125,9 @@ async fn relist(upstream: &Upstream, conn: &Connection, method: &str, changed: &
             ),
         }
     }
-    upstream.publish(listing, changed);
+    if altered {
+        upstream.publish(listing, changed);
+    }
 }
 
 /// Serves one connection until it ends; returns why. `events` are its notifications and those
