@@ -34,6 +34,8 @@ struct Shared {
     issued: Mutex<u64>,
     /// While set, the token endpoint answers 503 (an outage).
     down: std::sync::atomic::AtomicBool,
+    /// How long the token endpoint takes to answer, in milliseconds.
+    delay_ms: std::sync::atomic::AtomicU64,
     expires_in: u64,
     s256: bool,
 }
@@ -63,6 +65,11 @@ impl AuthorizationServer {
     /// Takes the token endpoint down (503 for every request) or brings it back.
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Makes the token endpoint take `ms` milliseconds to answer.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.shared.delay_ms.store(ms, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The token requests' forms, in order.
@@ -110,6 +117,8 @@ async fn authorize(State((shared, _)): State<AppState>, Query(query): Query<Hash
 async fn token(State((shared, _)): State<AppState>, body: String) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
     shared.forms.lock().expect("forms lock").push(form.clone());
+    let delay = shared.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     if shared.down.load(std::sync::atomic::Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
     }

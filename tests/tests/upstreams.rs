@@ -33,10 +33,6 @@ async fn a_backends_result_is_passed_on_as_it_was_written() {
     assert_eq!(reply["result"], serde_json::from_str::<Value>(VERBATIM).unwrap(), "{reply}");
 }
 
-/// What a Streamable HTTP backend sends on a call's own answer stream before the answer is
-/// about that call: its log message goes to that call's client alone, even while other
-/// clients' calls are in flight on the backend (which makes the relay unable to tell whose a
-/// message is on the other transports), and never to a client with no call there.
 /// A backend that says its tools changed when they did not (a flood of such notices costs every
 /// caller's catalog a rebuild) is listed again, and nothing is published.
 #[tokio::test]
@@ -69,6 +65,10 @@ async fn a_request_on_an_http_backends_get_stream_is_answered() {
     assert_eq!(text_of(&client.call_tool("ok", json!({})).await), "fine");
 }
 
+/// What a Streamable HTTP backend sends on a call's own answer stream before the answer is
+/// about that call: its log message goes to that call's client alone, even while other
+/// clients' calls are in flight on the backend (which makes the relay unable to tell whose a
+/// message is on the other transports), and never to a client with no call there.
 #[tokio::test]
 async fn a_log_message_on_a_calls_own_http_stream_reaches_that_caller_alone() {
     let backend = HttpBackend::start(0).await;

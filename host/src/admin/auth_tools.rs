@@ -89,6 +89,11 @@ impl RelayTools {
         let mut revoked = Vec::new();
         for upstream in backends {
             let slot = upstream.backend.credentials.slot(upstream.name());
+            if matches!(upstream.backend.credentials, CredentialMode::Oauth { .. }) {
+                // A grant kept before grants had their own place goes too.
+                let legacy = self.credentials.vault.delete(&whose, upstream.name()).await;
+                legacy.map_err(|e| AdminError::BadArguments(e.to_string()))?;
+            }
             if self
                 .credentials
                 .vault

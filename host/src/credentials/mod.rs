@@ -281,7 +281,15 @@ impl Credentials {
             // A grant for where the backend was before it was re-pointed is not sent here.
             Ok(grant.is_for(url).then_some((text, grant)))
         };
-        let Some((_, grant)) = read().await? else { return Ok(None) };
+        let Some((_, grant)) = read().await? else {
+            // A grant kept where per-user secrets are, before grants had their own place: never
+            // sent as a secret should the mode change, and gone once its user calls here.
+            let legacy = self.vault.get(principal, backend).await.map_err(vault_error)?;
+            if legacy.is_some_and(|text| serde_json::from_str::<oauth::Grant>(&text).is_ok()) {
+                self.vault.delete(principal, backend).await.map_err(vault_error)?;
+            }
+            return Ok(None);
+        };
         if let Some(token) = grant.usable() {
             return Ok(Some(token.to_owned()));
         }
@@ -292,7 +300,7 @@ impl Credentials {
         if let Some(token) = grant.usable() {
             return Ok(Some(token.to_owned()));
         }
-        let outcome = grant.refresh(&self.client).await;
+        let outcome = grant.clone().refresh(&self.client).await;
         let unchanged = self.vault.get(principal, &slot).await.map_err(vault_error)?.is_some_and(|now| now == text);
         match outcome {
             Ok(renewed) if unchanged => {
@@ -302,13 +310,20 @@ impl Credentials {
             }
             // Revoked (or replaced) while it refreshed: what is stored now stands.
             Ok(_) => Ok(read().await?.and_then(|(_, grant)| grant.usable().map(str::to_owned))),
+            // Another instance's refresh stored a fresh grant meanwhile (and spent the refresh
+            // token this one used): that one stands.
+            Err(wire::TokenError::Refused(_)) if !unchanged => {
+                Ok(read().await?.and_then(|(_, grant)| grant.usable().map(str::to_owned)))
+            }
             Err(wire::TokenError::Refused(reason)) => {
                 // Spent: the user authorizes again.
                 tracing::info!(principal, backend, reason, "token refresh refused; authorization needed");
-                if unchanged {
-                    self.vault.delete(principal, &slot).await.map_err(vault_error)?;
-                }
+                self.vault.delete(principal, &slot).await.map_err(vault_error)?;
                 Ok(None)
+            }
+            // The access token still works for a while: used while the endpoint is away.
+            Err(wire::TokenError::Unavailable(_)) if grant.unexpired().is_some() => {
+                Ok(grant.unexpired().map(str::to_owned))
             }
             Err(wire::TokenError::Unavailable(reason)) => {
                 tracing::warn!(principal, backend, reason, "token could not be refreshed now; the grant is kept");

@@ -59,7 +59,7 @@ impl Server {
 }
 
 /// A principal's tokens for a backend, with what refreshing them needs.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Grant {
     access_token: String,
     refresh_token: Option<String>,
@@ -83,6 +83,12 @@ impl Grant {
     pub fn usable(&self) -> Option<&str> {
         let fresh = self.expires_at.is_none_or(|at| now() + REFRESH_MARGIN < at);
         fresh.then_some(self.access_token.as_str())
+    }
+
+    /// The access token while it has not expired at all (used when a refresh cannot be made
+    /// now).
+    pub fn unexpired(&self) -> Option<&str> {
+        self.expires_at.is_some_and(|at| now() < at).then_some(self.access_token.as_str())
     }
 
     /// How long the record is worth keeping: for ever with a refresh token, otherwise until

@@ -100,13 +100,17 @@ pub async fn token_request(
         .map_err(|e| TokenError::Refused(format!("the token endpoint is not a usable URL: {e}")))?;
     let (status, body) = send(client, request, "the token endpoint").await.map_err(TokenError::Unavailable)?;
     if !status.is_success() {
+        // A client error (RFC 6749 5.2: 400, 401 for the client's own authentication; anything
+        // else a 4xx says) is the endpoint's answer; a server error, a timeout or "slow down"
+        // is its trouble, which passes.
+        let passing = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
         return Err(match serde_json::from_slice::<ErrorAnswer>(&body) {
-            // RFC 6749 5.2: an error answer is 400 (401 for the client's own authentication).
-            Ok(e) if matches!(status.as_u16(), 400 | 401) => TokenError::Refused(format!(
+            Ok(e) if !passing => TokenError::Refused(format!(
                 "the token endpoint refused the {what}: {}{}",
                 clip(&e.error),
                 e.error_description.map(|d| format!(" ({})", clip(&d))).unwrap_or_default()
             )),
+            _ if !passing => TokenError::Refused(format!("the token endpoint answered the {what} with HTTP {status}")),
             _ => TokenError::Unavailable(format!("the token endpoint answered the {what} with HTTP {status}")),
         });
     }

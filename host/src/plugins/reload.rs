@@ -106,6 +106,9 @@ impl Plugins {
         {
             Ok(version) => {
                 let old = slot.current.swap(Arc::new(version));
+                // Again, now the new version answers: what the old one admitted while this one
+                // loaded (an open session's check, `session::Standing`) is asked again.
+                self.auth_cache.clear();
                 old.start_afresh();
                 slot.previous.store(Some(old));
                 slot.stats.reloads.fetch_add(1, Ordering::Relaxed);
@@ -146,6 +149,7 @@ impl Plugins {
         let hash = previous.hash.clone();
         previous.start_afresh();
         let replaced = slot.current.swap(previous);
+        self.auth_cache.clear();
         replaced.start_afresh();
         *slot.rolled_back.lock().expect("rolled back lock") = Some(replaced.hash.clone());
         slot.previous.store(Some(replaced));

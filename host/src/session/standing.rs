@@ -57,12 +57,17 @@ impl Standing {
             None => self.plugins.authenticate(&self.info).await,
         };
         let reason = match outcome {
-            Ok(now) if now.principal == *principal => {
+            Ok(now) if same_principal(&now.principal, principal) => {
                 self.checked.fetch_max(generation, Ordering::AcqRel);
                 return Ok(());
             }
             Ok(now) => format!("it now names {} {:?}", now.principal.id, now.principal.roles),
-            Err(Refusal::Denied(denial)) if denial.retry_after_ms.is_none() => {
+            // The credential itself is refused. Any other denial (wait, a bad request, a plugin
+            // that cannot read its keys for a moment) refuses this request only.
+            Err(Refusal::Denied(denial))
+                if denial.retry_after_ms.is_none()
+                    && matches!(denial.code, DenialCode::Unauthenticated | DenialCode::Forbidden) =>
+            {
                 crate::mcp::clip(&denial.message).into_owned()
             }
             Err(refusal) => return Err(refusal),
@@ -71,6 +76,14 @@ impl Standing {
         tracing::warn!(target: "relay::auth", session, principal = %principal.id, transport = self.info.transport.as_str(), %reason, outcome = "revoked", "the auth plugin no longer admits an open session's credential: the session ends");
         Err(revoked())
     }
+}
+
+/// Whether `now` is who `then` was: the same id and the same roles, in any order.
+fn same_principal(now: &Principal, then: &Principal) -> bool {
+    fn roles(p: &Principal) -> std::collections::BTreeSet<&str> {
+        p.roles.iter().map(String::as_str).collect()
+    }
+    now.id == then.id && (now.roles == then.roles || roles(now) == roles(then))
 }
 
 /// The refusal of a request on a session whose credential the auth plugin, asked again after a

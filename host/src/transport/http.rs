@@ -205,6 +205,10 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
             // Waits while the session has max_requests_in_flight requests running.
             let slot = match session.slot().await {
                 Ok(slot) => slot,
+                // Ended by the drain while it waited: other instances serve the session.
+                Err(NoSlot::Ended) if state.lifecycle.is_draining() => {
+                    return refused(Refused::draining(), request.id);
+                }
                 Err(NoSlot::Ended) => return super::http_session::unknown_session(),
                 Err(busy @ NoSlot::Busy) => return refused(Refused::Busy(busy.into()), request.id),
             };

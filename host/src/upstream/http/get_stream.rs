@@ -20,6 +20,31 @@ use crate::mcp::{Message, Response, RpcError, error_codes};
 /// answer); past that, one is refused at once.
 const REQUESTS_AT_ONCE: usize = 32;
 
+/// The longest an answer's POST may take (the backend reads it, or the answer is dropped).
+const ANSWER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How one answer goes back to the backend: a POST on the session the stream belongs to,
+/// within [`ANSWER_DEADLINE`], and not after the connection closed.
+struct Answer {
+    client: Arc<super::HttpPool>,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    closed: tokio_util::sync::CancellationToken,
+}
+
+impl Answer {
+    async fn send(self, reply: Response) {
+        let mut post = http::Request::new(Full::new(Bytes::from(Message::Response(reply).to_text())));
+        *post.method_mut() = Method::POST;
+        *post.uri_mut() = self.uri;
+        *post.headers_mut() = self.headers;
+        tokio::select! {
+            _ = tokio::time::timeout(ANSWER_DEADLINE, self.client.request(post)) => {}
+            () = self.closed.cancelled() => {}
+        }
+    }
+}
+
 impl HttpConnection {
     /// Opens the server-to-client stream; a server without one answers 405 and that is fine.
     pub(super) fn spawn_get_stream(&self) {
@@ -49,27 +74,29 @@ impl HttpConnection {
                             let _ = events.try_send(n);
                         }
                         Ok(Message::Request(request)) => {
-                            let (client, routes, at_once) = (client.clone(), routes.clone(), at_once.clone());
                             let (uri, headers) = (answer.uri.clone(), answer.headers.clone());
-                            tokio::spawn(async move {
-                                let reply = match at_once.try_acquire() {
-                                    Ok(_turn) => routes.answer(request, None).await,
-                                    Err(_) => {
-                                        let busy = format!(
-                                            "{}: the relay already handles {REQUESTS_AT_ONCE} of this server's requests",
-                                            request.method
-                                        );
-                                        let busy = RpcError::new(error_codes::SERVER_BUSY, busy);
-                                        Response { id: request.id, outcome: Err(busy) }
-                                    }
-                                };
-                                let mut post =
-                                    http::Request::new(Full::new(Bytes::from(Message::Response(reply).to_text())));
-                                *post.method_mut() = Method::POST;
-                                *post.uri_mut() = uri;
-                                *post.headers_mut() = headers;
-                                let _ = client.request(post).await;
-                            });
+                            let post = Answer { client: client.clone(), uri, headers, closed: closed.clone() };
+                            match at_once.clone().try_acquire_owned() {
+                                // Each may wait for a client's answer: on its own task, holding
+                                // its turn until its answer is posted.
+                                Ok(turn) => {
+                                    let routes = routes.clone();
+                                    tokio::spawn(async move {
+                                        post.send(routes.answer(request, None).await).await;
+                                        drop(turn);
+                                    });
+                                }
+                                // Past the cap: refused here, before the stream is read on, so
+                                // a flood slows itself down rather than grow the relay.
+                                Err(_) => {
+                                    let busy = format!(
+                                        "{}: the relay already handles {REQUESTS_AT_ONCE} of this server's requests",
+                                        request.method
+                                    );
+                                    let busy = RpcError::new(error_codes::SERVER_BUSY, busy);
+                                    post.send(Response { id: request.id, outcome: Err(busy) }).await;
+                                }
+                            }
                         }
                         _ => {}
                     }
