@@ -266,22 +266,22 @@ async fn http_call_with_url_elicitation(relay: &Relay, token: &str) -> Value {
     relay_tests::sse_messages(&body).pop().expect("an answer")
 }
 
+/// A relay with no backends yet, its credentials sealed, the admin's token its own.
+async fn oauth_relay(dir: &Path, redis: &RedisServer) -> Relay {
+    let env = [("RELAY_CREDENTIAL_KEYS", KEYS)];
+    let mut relay = Relay::start_files(dir, &relay_yaml(dir, redis), "backends: []\n", &env).await;
+    relay.token = Some("OPS-T".into());
+    relay
+}
+
 #[tokio::test]
 async fn tokens_are_refreshed_before_they_expire_and_unusable_servers_are_named() {
     // Tokens live 62 s; the relay refreshes within 60 s of expiry, so the second call refreshes.
     let server = AuthorizationServer::start(62, true).await;
     let plain_only = AuthorizationServer::start(3600, false).await;
     let backend = HttpBackend::start(0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start().await;
-    let mut relay = Relay::start_files(
-        dir.path(),
-        &relay_yaml(dir.path(), &redis),
-        "backends: []\n",
-        &[("RELAY_CREDENTIAL_KEYS", KEYS)],
-    )
-    .await;
-    relay.token = Some("OPS-T".into());
+    let (dir, redis) = (tempfile::tempdir().unwrap(), RedisServer::start().await);
+    let relay = oauth_relay(dir.path(), &redis).await;
     let entry = |name: &str, issuer: &str| {
         format!(
             "  - name: {name}\n    url: {}\n    credentials: {{mode: oauth, redirect_uri: '{}', authorization_server: '{issuer}'}}\n",
@@ -335,16 +335,8 @@ async fn a_grant_outlives_a_token_endpoint_outage_and_calls_refreshing_at_once()
     // Tokens live 62 s; the relay refreshes within 60 s of expiry.
     let server = AuthorizationServer::start(62, true).await;
     let backend = HttpBackend::start(0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start().await;
-    let mut relay = Relay::start_files(
-        dir.path(),
-        &relay_yaml(dir.path(), &redis),
-        "backends: []\n",
-        &[("RELAY_CREDENTIAL_KEYS", KEYS)],
-    )
-    .await;
-    relay.token = Some("OPS-T".into());
+    let (dir, redis) = (tempfile::tempdir().unwrap(), RedisServer::start().await);
+    let relay = oauth_relay(dir.path(), &redis).await;
     let backends = format!(
         "backends:\n  - name: h\n    url: {}\n    credentials: {{mode: oauth, redirect_uri: '{}', authorization_server: '{}'}}\n",
         backend.url(),
