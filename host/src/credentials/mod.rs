@@ -306,7 +306,8 @@ impl Credentials {
             Ok(renewed) if unchanged => {
                 self.store_grant(principal, &slot, &renewed).await.map_err(vault_error)?;
                 tracing::info!(principal, backend, "token refreshed");
-                Ok(renewed.usable().map(str::to_owned))
+                // A token issued for less than the refresh margin is still sent while it lasts.
+                Ok(renewed.usable().or_else(|| renewed.unexpired()).map(str::to_owned))
             }
             // Revoked (or replaced) while it refreshed: what is stored now stands.
             Ok(_) => Ok(read().await?.and_then(|(_, grant)| grant.usable().map(str::to_owned))),

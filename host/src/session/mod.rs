@@ -1,10 +1,10 @@
 //! Sessions: one per client connection (newline, WebSocket) or per `Mcp-Session-Id`
 //! (Streamable HTTP). A session answers the protocol itself (initialize, ping, lists) and hands
-//! what backends own to the router. This file holds the session's state and its life (opening to
-//! end); `factory.rs` admits and opens sessions, `methods.rs` answers
-//! each MCP method, `requests.rs` runs and bounds its requests, `standing.rs` keeps its
-//! credential checked, `events.rs` says what the session sends on its own, and `driver.rs` runs
-//! it over a message-oriented connection (`outbound.rs`: how its loop writes to the client).
+//! what backends own to the router. This file holds the session's state and its life (opening
+//! to end); `factory.rs` admits and opens sessions, `methods.rs` answers each MCP method,
+//! `requests.rs` runs and bounds its requests, `standing.rs` keeps its credential checked,
+//! `events.rs` says what the session sends on its own, and `driver.rs` runs it over a
+//! message-oriented connection (`outbound.rs`: how its loop writes to the client).
 
 mod cut;
 mod driver;
