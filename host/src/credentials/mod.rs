@@ -303,18 +303,16 @@ impl Credentials {
         let outcome = grant.clone().refresh(&self.client).await;
         let unchanged = self.vault.get(principal, &slot).await.map_err(vault_error)?.is_some_and(|now| now == text);
         match outcome {
-            Ok(renewed) if unchanged => {
+            // Revoked, or replaced by another instance's refresh, while this one ran (its
+            // refusal then only says that refresh spent the token): what is stored now stands.
+            Ok(_) | Err(wire::TokenError::Refused(_)) if !unchanged => {
+                Ok(read().await?.and_then(|(_, grant)| grant.usable().map(str::to_owned)))
+            }
+            Ok(renewed) => {
                 self.store_grant(principal, &slot, &renewed).await.map_err(vault_error)?;
                 tracing::info!(principal, backend, "token refreshed");
                 // A token issued for less than the refresh margin is still sent while it lasts.
                 Ok(renewed.usable().or_else(|| renewed.unexpired()).map(str::to_owned))
-            }
-            // Revoked (or replaced) while it refreshed: what is stored now stands.
-            Ok(_) => Ok(read().await?.and_then(|(_, grant)| grant.usable().map(str::to_owned))),
-            // Another instance's refresh stored a fresh grant meanwhile (and spent the refresh
-            // token this one used): that one stands.
-            Err(wire::TokenError::Refused(_)) if !unchanged => {
-                Ok(read().await?.and_then(|(_, grant)| grant.usable().map(str::to_owned)))
             }
             Err(wire::TokenError::Refused(reason)) => {
                 // Spent: the user authorizes again.
@@ -323,13 +321,13 @@ impl Credentials {
                 Ok(None)
             }
             // The access token still works for a while: used while the endpoint is away.
-            Err(wire::TokenError::Unavailable(_)) if grant.unexpired().is_some() => {
-                Ok(grant.unexpired().map(str::to_owned))
-            }
-            Err(wire::TokenError::Unavailable(reason)) => {
-                tracing::warn!(principal, backend, reason, "token could not be refreshed now; the grant is kept");
-                Err(CredentialError::Refresh { backend: backend.to_owned(), reason })
-            }
+            Err(wire::TokenError::Unavailable(reason)) => match grant.unexpired() {
+                Some(token) => Ok(Some(token.to_owned())),
+                None => {
+                    tracing::warn!(principal, backend, reason, "token could not be refreshed now; the grant is kept");
+                    Err(CredentialError::Refresh { backend: backend.to_owned(), reason })
+                }
+            },
         }
     }
 

@@ -175,7 +175,12 @@ impl Session {
     /// Whether the session may not make requests any more: the credential it authenticated
     /// with expired, or the auth plugin no longer admits it (see `standing`).
     pub fn lapsed(&self) -> bool {
-        self.expires_at.is_some_and(|at| at <= SystemTime::now()) || self.revoked()
+        self.expired() || self.revoked()
+    }
+
+    /// Whether the credential the session authenticated with has expired.
+    fn expired(&self) -> bool {
+        self.expires_at.is_some_and(|at| at <= SystemTime::now())
     }
 
     /// Whether the auth plugin, asked again after a reload, no longer admits the session.
@@ -188,7 +193,7 @@ impl Session {
     /// per reload). An auth plugin that fails refuses this request only; the session ends
     /// ([`Self::lapsed`]) when the credential expired or the plugin refused it.
     pub async fn still_admitted(&self) -> Result<(), Refusal> {
-        if self.expires_at.is_some_and(|at| at <= SystemTime::now()) {
+        if self.expired() {
             return Err(expired());
         }
         match &self.standing {

@@ -12,11 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::UpstreamError;
-use super::routes::ClientRoutes;
-use crate::mcp::{Message, Notification, Oversized, Payload, Response, RpcError, error_codes, request_text};
-
-/// How many requests from one upstream (pings, sampling, elicitation) are handled at once.
-const SERVER_REQUESTS_AT_ONCE: usize = 32;
+use super::routes::{ClientRoutes, SERVER_REQUESTS_AT_ONCE};
+use crate::mcp::{Message, Notification, Oversized, Payload, Response, request_text};
 
 /// The requests awaiting their answers, by the relay's own id (keys no client chooses: a fast
 /// hasher).
@@ -238,17 +235,10 @@ async fn read_loop<S, T>(
             // wait for a client's answer, and every other client's answers would wait with it.
             Message::Request(request) => {
                 let Ok(slot) = requests_at_once.clone().try_acquire_owned() else {
-                    let busy = RpcError::new(
-                        error_codes::SERVER_BUSY,
-                        format!(
-                            "{}: the relay already handles {SERVER_REQUESTS_AT_ONCE} of this server's requests",
-                            request.method
-                        ),
-                    );
                     if let Some(also) = said.refused.admit() {
                         tracing::warn!(backend, method = %request.method, also_refused_since_last_logged = also, "upstream request refused: too many at once");
                     }
-                    let refusal = Message::Response(Response { id: request.id, outcome: Err(busy) });
+                    let refusal = Message::Response(ClientRoutes::too_many(request));
                     let _ = outgoing.send(refusal.to_text()).await;
                     continue;
                 };

@@ -21,6 +21,10 @@ use serde_json::{Value, json};
 
 use crate::mcp::{Message, Notification, Payload, Related, Request, Response, RpcError, error_codes};
 
+/// How many requests from one upstream (pings, sampling, elicitation) are handled at once, on
+/// any transport.
+pub const SERVER_REQUESTS_AT_ONCE: usize = 32;
+
 /// The key of a progress token, as params spell it (unless with an escape).
 static PROGRESS_TOKEN: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"progressToken\""));
@@ -64,6 +68,17 @@ impl ClientRoutes {
             progress: Mutex::default(),
             next: AtomicU64::new(0),
         }
+    }
+
+    /// The answer to a request the upstream sent past [`SERVER_REQUESTS_AT_ONCE`]: refused at
+    /// once, so reading on does not wait for a client's answer (and a flood cannot grow the
+    /// relay).
+    pub fn too_many(request: Request) -> Response {
+        let message = format!(
+            "{}: the relay already handles {SERVER_REQUESTS_AT_ONCE} of this server's requests",
+            request.method
+        );
+        Response { id: request.id, outcome: Err(RpcError::new(error_codes::SERVER_BUSY, message)) }
     }
 
     /// Answers a request the upstream sent to the relay: `ping` at once; what the relay offered

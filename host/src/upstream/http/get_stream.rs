@@ -14,11 +14,8 @@ use http::{HeaderValue, Method, header};
 use http_body_util::Full;
 
 use super::{HttpConnection, capped_events, parse};
-use crate::mcp::{Message, Response, RpcError, error_codes};
-
-/// The backend's requests on its GET stream answered at once (each may wait for a client's
-/// answer); past that, one is refused at once.
-const REQUESTS_AT_ONCE: usize = 32;
+use crate::mcp::{Message, Response};
+use crate::upstream::routes::{ClientRoutes, SERVER_REQUESTS_AT_ONCE};
 
 /// The longest an answer's POST may take (the backend reads it, or the answer is dropped).
 const ANSWER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -56,7 +53,7 @@ impl HttpConnection {
         let (answer, _) = self.post_request(Bytes::new(), &session).into_parts();
         let (events, routes, closed) = (self.events.clone(), self.routes.clone(), self.closed.clone());
         let max_message_bytes = self.max_message_bytes;
-        let at_once = Arc::new(tokio::sync::Semaphore::new(REQUESTS_AT_ONCE));
+        let at_once = Arc::new(tokio::sync::Semaphore::new(SERVER_REQUESTS_AT_ONCE));
         tokio::spawn(async move {
             let stream = async {
                 let Ok(response) = client.request(request).await else { return };
@@ -88,14 +85,7 @@ impl HttpConnection {
                                 }
                                 // Past the cap: refused here, before the stream is read on, so
                                 // a flood slows itself down rather than grow the relay.
-                                Err(_) => {
-                                    let busy = format!(
-                                        "{}: the relay already handles {REQUESTS_AT_ONCE} of this server's requests",
-                                        request.method
-                                    );
-                                    let busy = RpcError::new(error_codes::SERVER_BUSY, busy);
-                                    post.send(Response { id: request.id, outcome: Err(busy) }).await;
-                                }
+                                Err(_) => post.send(ClientRoutes::too_many(request)).await,
                             }
                         }
                         _ => {}
