@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use relay::access::{ConnectInfo, Principal, RequestInfo, TransportKind};
+use relay::access::{ConnectInfo, Peer, Principal, RequestInfo, TransportKind};
 use relay::config::PluginConfig;
 use relay::plugins::{KvStore, NoBackends, Plugins};
 
@@ -35,12 +35,8 @@ async fn load(configs: &[PluginConfig]) -> Arc<Plugins> {
 }
 
 async fn one_request(plugins: &Plugins) {
-    let info = ConnectInfo {
-        transport: TransportKind::Line,
-        remote_addr: ([127, 0, 0, 1], 1).into(),
-        token: Some("bench-token".into()),
-        client_cert_subject: None,
-    };
+    let peer = Peer::at(([127, 0, 0, 1], 1).into(), false);
+    let info = ConnectInfo::new(TransportKind::Line, &peer, Some("bench-token".into()));
     let principal = plugins.authenticate(&info).await.expect("authenticated").principal;
     check(plugins, principal).await;
 }

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use serde_json::{Value, json};
 
+use crate::admission::AddressKey;
 use crate::mcp::{RpcError, error_codes};
 
 /// The transport a client uses.
@@ -99,15 +100,23 @@ impl std::fmt::Debug for Bearer {
 pub struct Peer {
     /// The remote address.
     pub addr: SocketAddr,
+    /// Whether a trusted proxy's PROXY header named `addr` (the connection came through it).
+    pub proxied: bool,
     /// The subject (RFC 4514, e.g. `CN=agent-7,O=Example`) of the client certificate the TLS
     /// handshake verified against `tls.client_ca`.
     pub client_cert_subject: Option<Arc<str>>,
 }
 
 impl Peer {
-    /// A peer known by its address alone (plaintext, or TLS without a client certificate).
-    pub fn at(addr: SocketAddr) -> Self {
-        Self { addr, client_cert_subject: None }
+    /// A peer known by its address alone (plaintext, or TLS without a client certificate),
+    /// `proxied` when a trusted proxy named it.
+    pub fn at(addr: SocketAddr, proxied: bool) -> Self {
+        Self { addr, proxied, client_cert_subject: None }
+    }
+
+    /// What the per-address caps and the authentication throttle count this peer as.
+    pub fn address_key(&self) -> AddressKey {
+        AddressKey::new(self.addr.ip(), self.proxied)
     }
 }
 
@@ -118,6 +127,8 @@ pub struct ConnectInfo {
     pub transport: TransportKind,
     /// The peer address.
     pub remote_addr: SocketAddr,
+    /// What the peer is counted as (its address, and whether a trusted proxy named it).
+    pub remote_key: AddressKey,
     /// The bearer token, if the client sent one.
     pub token: Option<String>,
     /// The verified client certificate's subject (mTLS).
@@ -130,6 +141,7 @@ impl ConnectInfo {
         Self {
             transport,
             remote_addr: peer.addr,
+            remote_key: peer.address_key(),
             token,
             client_cert_subject: peer.client_cert_subject.as_deref().map(str::to_owned),
         }

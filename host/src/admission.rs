@@ -3,6 +3,7 @@
 //! such cap, so they all count and release the same way: a guard held for the thing's lifetime.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,33 @@ pub fn address_key(addr: IpAddr) -> IpAddr {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
         },
+    }
+}
+
+/// Who every per-address cap and the authentication throttle count a client as: its
+/// [`address_key`], and whether a trusted proxy named it. A client the proxy names is never the
+/// same as one connecting directly from that address: behind a proxy on the same host, the local
+/// users who reach the public frontend as 127.0.0.1 must not use up the caps (or the failed
+/// authentications) of the operator's own tools that connect to the relay's port directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AddressKey {
+    address: IpAddr,
+    proxied: bool,
+}
+
+impl AddressKey {
+    /// The key of a client at `addr`, named by a trusted proxy's header when `proxied`.
+    pub fn new(addr: IpAddr, proxied: bool) -> Self {
+        Self { address: address_key(addr), proxied }
+    }
+}
+
+impl fmt::Display for AddressKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.proxied {
+            true => write!(f, "{} (through a trusted proxy)", self.address),
+            false => write!(f, "{}", self.address),
+        }
     }
 }
 
@@ -85,6 +113,9 @@ mod tests {
         assert_ne!(key("2001:db8:1:1::a"), key("2001:db8:1:2::a"));
         assert_eq!(key("::ffff:10.0.0.2"), key("10.0.0.2"));
         assert_ne!(key("10.0.0.2"), key("10.0.0.3"));
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_ne!(AddressKey::new(local, true), AddressKey::new(local, false), "proxied is not direct");
+        assert_eq!(AddressKey::new("::ffff:127.0.0.1".parse().unwrap(), true), AddressKey::new(local, true));
     }
 
     #[test]

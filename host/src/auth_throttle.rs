@@ -1,15 +1,17 @@
-//! Guessing is throttled: failed authentications are counted per remote address, and past
-//! `limits.auth_failures` within `limits.auth_failure_window_secs` that address is refused
-//! without asking the auth plugin until its window ends. IPv6 addresses count by their /64
-//! (what one host or customer is usually given), so rotating addresses within it does not help.
-//! Successes do not reset the count: one valid credential must not buy more guesses.
+//! Guessing is throttled: failed authentications are counted per remote address (its
+//! [`AddressKey`]), and past `limits.auth_failures` within `limits.auth_failure_window_secs` that
+//! address is refused without asking the auth plugin until its window ends. IPv6 addresses count
+//! by their /64 (what one host or customer is usually given), so rotating addresses within it
+//! does not help; a client a trusted proxy names is counted apart from a direct one at the same
+//! address. Successes do not reset the count: one valid credential must not buy more guesses.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::admission::AddressKey;
 
 /// Addresses tracked before idle and expired ones are swept out.
 const SWEEP_AT: usize = 4096;
@@ -39,7 +41,7 @@ impl Window {
 pub struct AuthThrottle {
     max_failures: u32,
     window: Duration,
-    windows: Mutex<HashMap<IpAddr, Window>>,
+    windows: Mutex<HashMap<AddressKey, Window>>,
 }
 
 /// One authentication attempt in progress; dropped without [`Attempt::failed`] it counts as
@@ -47,7 +49,7 @@ pub struct AuthThrottle {
 #[derive(Debug)]
 pub struct Attempt<'a> {
     throttle: &'a AuthThrottle,
-    key: IpAddr,
+    key: AddressKey,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -63,8 +65,7 @@ impl AuthThrottle {
 
     /// Starts an attempt from `addr`, waiting while as many of its attempts are undecided as
     /// it has failures left; `Err` with how long until it may try again when none are left.
-    pub async fn attempt(&self, addr: IpAddr) -> Result<Attempt<'_>, Duration> {
-        let key = crate::admission::address_key(addr);
+    pub async fn attempt(&self, key: AddressKey) -> Result<Attempt<'_>, Duration> {
         let gate = {
             let mut windows = self.windows.lock().expect("throttle lock");
             let now = Instant::now();
@@ -87,7 +88,7 @@ impl AuthThrottle {
         }
     }
 
-    fn retry_after(&self, key: IpAddr) -> Duration {
+    fn retry_after(&self, key: AddressKey) -> Duration {
         let windows = self.windows.lock().expect("throttle lock");
         let now = Instant::now();
         windows.get(&key).map_or(Duration::ZERO, |w| (w.started + self.window).saturating_duration_since(now))
@@ -142,35 +143,44 @@ impl Drop for Attempt<'_> {
 mod tests {
     use super::*;
 
-    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
-    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+    fn a() -> AddressKey {
+        key("10.0.0.1")
+    }
+
+    fn b() -> AddressKey {
+        key("10.0.0.2")
+    }
+
+    fn key(text: &str) -> AddressKey {
+        AddressKey::new(text.parse().unwrap(), false)
+    }
 
     #[tokio::test]
     async fn an_address_is_refused_after_its_failures_until_the_window_ends() {
         let throttle = AuthThrottle::new(3, Duration::from_millis(300));
         for _ in 0..3 {
-            throttle.attempt(A).await.expect("may try").failed();
+            throttle.attempt(a()).await.expect("may try").failed();
         }
-        let wait = throttle.attempt(A).await.expect_err("refused");
+        let wait = throttle.attempt(a()).await.expect_err("refused");
         assert!(wait > Duration::from_millis(200) && wait <= Duration::from_millis(300), "{wait:?}");
-        drop(throttle.attempt(B).await.expect("another address is unaffected"));
+        drop(throttle.attempt(b()).await.expect("another address is unaffected"));
         tokio::time::sleep(Duration::from_millis(310)).await;
-        throttle.attempt(A).await.expect("the window passed").failed();
-        drop(throttle.attempt(A).await.expect("a new window counts from one"));
+        throttle.attempt(a()).await.expect("the window passed").failed();
+        drop(throttle.attempt(a()).await.expect("a new window counts from one"));
     }
 
     #[tokio::test]
     async fn attempts_at_once_cannot_exceed_the_failures_left() {
         let throttle = Arc::new(AuthThrottle::new(3, Duration::from_secs(60)));
-        let held: Vec<_> = futures::future::join_all((0..3).map(|_| throttle.attempt(A))).await;
+        let held: Vec<_> = futures::future::join_all((0..3).map(|_| throttle.attempt(a()))).await;
         let held: Vec<_> = held.into_iter().map(|a| a.expect("three may try at once")).collect();
         // A fourth waits for one of them to settle...
-        let fourth = tokio::time::timeout(Duration::from_millis(50), throttle.attempt(A)).await;
+        let fourth = tokio::time::timeout(Duration::from_millis(50), throttle.attempt(a())).await;
         assert!(fourth.is_err(), "a fourth attempt waited");
         // ... and is refused when all three fail.
         let waiting = {
             let throttle = throttle.clone();
-            tokio::spawn(async move { throttle.attempt(A).await.map(|_| ()) })
+            tokio::spawn(async move { throttle.attempt(a()).await.map(|_| ()) })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         for attempt in held {
@@ -183,13 +193,13 @@ mod tests {
     async fn successes_are_forgotten_and_ipv6_counts_by_its_64() {
         let throttle = AuthThrottle::new(1, Duration::from_secs(60));
         for _ in 0..10 {
-            drop(throttle.attempt(A).await.expect("successes never use up failures"));
+            drop(throttle.attempt(a()).await.expect("successes never use up failures"));
         }
         assert_eq!(throttle.tracked(), 0, "nothing kept for an address without failures");
-        throttle.attempt("2001:db8:1:2::1".parse().unwrap()).await.unwrap().failed();
-        assert!(throttle.attempt("2001:db8:1:2:ffff::9".parse().unwrap()).await.is_err(), "same /64");
-        assert!(throttle.attempt("2001:db8:1:3::1".parse().unwrap()).await.is_ok(), "another /64");
-        throttle.attempt("::ffff:10.0.0.2".parse().unwrap()).await.unwrap().failed();
-        assert!(throttle.attempt(B).await.is_err(), "IPv4-mapped counts as IPv4");
+        throttle.attempt(key("2001:db8:1:2::1")).await.unwrap().failed();
+        assert!(throttle.attempt(key("2001:db8:1:2:ffff::9")).await.is_err(), "same /64");
+        assert!(throttle.attempt(key("2001:db8:1:3::1")).await.is_ok(), "another /64");
+        throttle.attempt(key("::ffff:10.0.0.2")).await.unwrap().failed();
+        assert!(throttle.attempt(b()).await.is_err(), "IPv4-mapped counts as IPv4");
     }
 }

@@ -342,11 +342,18 @@ impl LineClient {
     /// Whether the relay closes the connection (within the patience), after anything it sends
     /// first.
     pub async fn closed(&mut self) -> bool {
+        self.until_closed().await.is_some()
+    }
+
+    /// What the relay sends until it closes the connection; `None` when it is still open after
+    /// the patience (with nothing sent for that long).
+    pub async fn until_closed(&mut self) -> Option<Vec<Value>> {
+        let mut sent = Vec::new();
         loop {
             match tokio::time::timeout(PATIENCE, self.lines.next_line()).await {
-                Ok(Ok(Some(_))) => {}
-                Ok(Ok(None) | Err(_)) => return true,
-                Err(_) => return false,
+                Ok(Ok(Some(line))) => sent.push(serde_json::from_str(&line).unwrap_or(Value::String(line))),
+                Ok(Ok(None) | Err(_)) => return Some(sent),
+                Err(_) => return None,
             }
         }
     }

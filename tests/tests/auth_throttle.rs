@@ -219,6 +219,42 @@ async fn behind_the_shipped_haproxy_each_client_is_throttled_by_its_own_address(
     assert!(log.contains("127.0.0.3"), "the relay logs the client's own address");
 }
 
+/// With HAProxy on the relay's host, every local user reaches its loopback frontends as
+/// 127.0.0.1, which is also where the deploy script's `relay health` (and the operator's own
+/// tools) connect from, directly. A local user's guesses through HAProxy must not lock those out.
+#[tokio::test]
+async fn local_guesses_through_haproxy_do_not_lock_out_the_deploy_health_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "listen: {{trusted_proxies: [127.0.0.1]}}\nlimits: {{auth_failures: 3, auth_failure_window_secs: 600}}\nplugins:\n  - {{name: auth, world: auth, path: {}, config: {{tokens: [{{token: {GOOD}, principal: deploy}}, {{token: {UNUSED}, principal: bob}}]}}}}\n",
+        plugin_wasm("token_auth").display()
+    );
+    let relay = Relay::start_files(dir.path(), &yaml, "backends: []\n", &[]).await;
+    let lb = haproxy_in_front(dir.path(), &relay).await;
+
+    let local_user = client_from("127.0.0.1");
+    for i in 0..3 {
+        let response = post(&local_user, &lb.url("/mcp"), &format!("guess-{i}"), None, &initialize()).await;
+        assert_eq!(response.status(), 401);
+    }
+    let answer = line_initialize_from("127.0.0.1", lb.tcp, UNUSED).await;
+    assert_eq!(answer["error"]["code"], -32029, "127.0.0.1 through HAProxy is throttled: {answer}");
+
+    // The health check connects to the colour's own port, with a token the relay has not seen.
+    let health = std::process::Command::new(relay_tests::relay_bin())
+        .args(["health", "--host", "127.0.0.1", "--port", &relay.port.to_string(), "--timeout", "5"])
+        .env("RELAY_AUTH_TOKEN", GOOD)
+        .output()
+        .unwrap();
+    assert!(
+        health.status.success(),
+        "the direct health check was locked out by guesses through the proxy: {}",
+        String::from_utf8_lossy(&health.stdout)
+    );
+    let log = relay.log();
+    assert!(log.contains("127.0.0.1 (through a trusted proxy)"), "the throttled key is logged as proxied");
+}
+
 #[tokio::test]
 async fn the_tls_tcp_frontend_passes_newline_json_rpc_only() {
     let dir = tempfile::tempdir().unwrap();

@@ -420,6 +420,81 @@ async fn attacker_text_in_a_token_is_not_echoed_at_length() {
     assert!(refused["error"]["message"].as_str().unwrap().contains("max_preauth_bytes"), "{refused}");
 }
 
+/// A session whose key a reload took away hears nothing more even if it never sends another
+/// request: the next event for it (here the tool list changing) confirms its credential first,
+/// and ends it. A quiet newline connection is closed without the event; an HTTP session's GET
+/// stream ends. A session whose key stayed gets the event.
+#[tokio::test]
+async fn a_quiet_session_whose_key_a_reload_took_away_hears_no_more_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    std::fs::create_dir(&keys_dir).unwrap();
+    let (leaked, kept) = (ec_key("ec-1"), ed_key("ed-1"));
+    let jwks_file = keys_dir.join("jwks.json");
+    std::fs::write(&jwks_file, jwks(&[&leaked, &kept])).unwrap();
+    let yaml = relay_yaml(
+        &format!("jwks_file: {}", jwks_file.display()),
+        &format!("files: {{read: [{}]}}", keys_dir.display()),
+    );
+    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
+    let relay = Relay::start_files(dir.path(), &yaml, &backends, &[]).await;
+    let (alice, bob) = (mint(&leaked, &claims(json!({}))), mint(&kept, &claims(json!({"sub": "bob"}))));
+
+    let mut alice_line = relay.line_client_as(Some(&alice)).await;
+    let mut bob_line = relay.line_client_as(Some(&bob)).await;
+    while !alice_line.tool_names().await.contains(&"echo".to_owned()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = initialize(&relay, &alice).await;
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let get_stream = client
+        .get(relay.http("/mcp"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get_stream.status(), 200);
+
+    std::fs::write(&jwks_file, jwks(&[&kept])).unwrap();
+    relay.signal("-HUP");
+    relay.wait_for_log("SIGHUP: reloading plugins").await;
+    // A second backend: every tool's name changes, and every session is told.
+    let more = format!("backends:\n{}{}", stdio_fixture_entry("b", &[]), stdio_fixture_entry("c", &[]));
+    std::fs::write(dir.path().join("backends.yaml"), more).unwrap();
+
+    let told = async {
+        loop {
+            let message = bob_line.recv().await;
+            if message["method"] == "notifications/tools/list_changed" {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(relay_tests::PATIENCE, told).await.expect("bob is told the tools changed");
+    let heard = alice_line.until_closed().await.expect("alice's quiet connection is closed");
+    assert!(
+        heard.iter().all(|m| m["method"] != "notifications/tools/list_changed"),
+        "alice heard the change after her key was taken away: {heard:?}"
+    );
+    assert_eq!(heard.last().map(|m| m["error"]["code"].clone()), Some(json!(-32011)), "{heard:?}");
+    let streamed = tokio::time::timeout(relay_tests::PATIENCE, get_stream.text())
+        .await
+        .expect("alice's GET stream ends")
+        .unwrap_or_default();
+    assert!(!streamed.contains("list_changed"), "alice's GET stream carried the change: {streamed}");
+    let ping = json!({"jsonrpc": "2.0", "id": 9, "method": "ping"});
+    let after = relay_tests::mcp_post(&client, &relay.http("/mcp"), &ping, Some(&session))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401, "alice's HTTP session is refused");
+}
+
 /// A key taken out of the key set, followed by a reload (SIGHUP), ends the sessions its tokens
 /// opened, not only new connections: each open session is asked about again at its next
 /// request. An HTTP session answers 401 and is gone; a newline connection is refused and

@@ -47,8 +47,8 @@ pub enum Ended {
 /// While the session has `limits.max_requests_in_flight` requests running, nothing more is
 /// read from the client (backpressure: the connection's buffers fill, not the relay's memory).
 /// A session whose credential expires is ended then ([`Ended::CredentialExpired`]); one whose
-/// credential the auth plugin no longer admits, once a request of it found so
-/// ([`Ended::CredentialRevoked`]).
+/// credential the auth plugin no longer admits, once a request of it, or an event for it, found
+/// so ([`Ended::CredentialRevoked`]).
 /// Everything goes out from this loop: answers as they finish, with what their requests
 /// queued on their own before them ([`super::outbound`]).
 pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &Limits) -> Ended {
@@ -158,6 +158,14 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
             }
             Some(message) = events.next() => {
                 last_activity = Instant::now();
+                if !session.may_hear().await {
+                    if session.revoked() {
+                        tracing::info!(session = %session.tag(), principal = %session.principal.id, "credential no longer admitted: closing the connection");
+                        ended = Ended::CredentialRevoked;
+                        break;
+                    }
+                    continue;
+                }
                 if deliver(&mut **conn.get_mut(), queue.get_mut(), Some(message)).await.is_err() {
                     break;
                 }

@@ -3,7 +3,7 @@
 //! Every transport opens its sessions here, so every transport is held to the same caps.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::{Session, SessionRecord, SessionState, Standing, draining_error};
 use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Peer, Principal, RequestInfo, TransportKind};
-use crate::admission::KeyedCounts;
+use crate::admission::{AddressKey, KeyedCounts};
 use crate::auth_throttle::AuthThrottle;
 use crate::lifecycle::Lifecycle;
 use crate::mcp::envelope::Envelope;
@@ -82,8 +82,8 @@ pub struct SessionFactory {
     pub open_admin: bool,
     /// Open sessions per principal id.
     pub per_principal: Arc<KeyedCounts<String>>,
-    /// Open sessions per remote IP address.
-    pub per_address: Arc<KeyedCounts<IpAddr>>,
+    /// Open sessions per remote address ([`AddressKey`]).
+    pub per_address: Arc<KeyedCounts<AddressKey>>,
     /// Failed authentications per address, and who is refused for now.
     pub auth_throttle: Arc<AuthThrottle>,
 }
@@ -110,9 +110,9 @@ impl SessionFactory {
             tracing::info!(target: "relay::auth", transport, %remote, outcome = "ok", principal = %known.principal.id, remembered = true, "authentication");
             return Ok(known);
         }
-        let attempt = match self.auth_throttle.attempt(remote.ip()).await {
+        let attempt = match self.auth_throttle.attempt(info.remote_key).await {
             Ok(attempt) => attempt,
-            Err(wait) => return Err(Refusal::Denied(self.throttled(info.transport, remote, wait))),
+            Err(wait) => return Err(Refusal::Denied(self.throttled(info.transport, remote, info.remote_key, wait))),
         };
         let outcome = self.plugins.authenticate(info).await.map(|mut authenticated| {
             authenticated.bearer = info.token.as_deref().map(|t| crate::access::Bearer(t.into()));
@@ -137,22 +137,29 @@ impl SessionFactory {
 
     /// Counts a wrong credential presented on an open session (a guess on its id) as a failed
     /// authentication of `remote`; `Err` with the refusal when `remote` is throttled now.
-    pub async fn session_credential_failed(&self, transport: TransportKind, remote: SocketAddr) -> Result<(), Denial> {
+    pub async fn session_credential_failed(&self, transport: TransportKind, peer: &Peer) -> Result<(), Denial> {
+        let remote = peer.addr;
         crate::metrics::metrics().access.auth_failure(transport.as_str());
         tracing::warn!(target: "relay::auth", transport = transport.as_str(), %remote, outcome = "denied", reason = "wrong credential for the session", "authentication");
-        match self.auth_throttle.attempt(remote.ip()).await {
+        match self.auth_throttle.attempt(peer.address_key()).await {
             Ok(attempt) => {
                 attempt.failed();
                 Ok(())
             }
-            Err(wait) => Err(self.throttled(transport, remote, wait)),
+            Err(wait) => Err(self.throttled(transport, remote, peer.address_key(), wait)),
         }
     }
 
-    fn throttled(&self, transport: TransportKind, remote: SocketAddr, wait: std::time::Duration) -> Denial {
+    fn throttled(
+        &self,
+        transport: TransportKind,
+        remote: SocketAddr,
+        counted_as: AddressKey,
+        wait: std::time::Duration,
+    ) -> Denial {
         let transport = transport.as_str();
         crate::metrics::metrics().access.auth_throttled(transport);
-        tracing::warn!(target: "relay::auth", transport, %remote, outcome = "throttled", retry_after_s = wait.as_secs(), "authentication");
+        tracing::warn!(target: "relay::auth", transport, %remote, %counted_as, outcome = "throttled", retry_after_s = wait.as_secs(), "authentication");
         let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         let message = format!(
             "too many failed authentications from this address; try again in {} s",
@@ -177,7 +184,7 @@ impl SessionFactory {
         let generation = self.plugins.auth_generation();
         let authenticated = self.authenticate(&info).await.map_err(Refused::Auth)?;
         let standing = self.standing(info, generation);
-        self.open(transport, authenticated, peer.addr.ip(), standing).map_err(Refused::Busy)
+        self.open(transport, authenticated, peer.address_key(), standing).map_err(Refused::Busy)
     }
 
     /// With auth on, how a session admitted with `info`, by a check that began at auth
@@ -195,7 +202,7 @@ impl SessionFactory {
         &self,
         transport: TransportKind,
         authenticated: Authenticated,
-        remote: IpAddr,
+        remote: AddressKey,
         standing: Option<Standing>,
     ) -> Result<Arc<Session>, RpcError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -211,7 +218,7 @@ impl SessionFactory {
         &self,
         id: String,
         authenticated: Authenticated,
-        remote: IpAddr,
+        remote: AddressKey,
         record: &SessionRecord,
         standing: Option<Standing>,
     ) -> Result<Arc<Session>, RpcError> {
@@ -230,7 +237,7 @@ impl SessionFactory {
     pub fn open_stateless(
         &self,
         principal: Authenticated,
-        remote: IpAddr,
+        remote: AddressKey,
         envelope: &Envelope,
     ) -> Result<Arc<Session>, RpcError> {
         let state = SessionState {
@@ -251,7 +258,7 @@ impl SessionFactory {
         &self,
         id: String,
         transport: TransportKind,
-        remote: IpAddr,
+        remote: AddressKey,
         opened: Opened,
     ) -> Result<Arc<Session>, RpcError> {
         if self.lifecycle.is_draining() {
@@ -284,8 +291,7 @@ impl SessionFactory {
                 None => return refuse(&format!("principal {}", principal.id), limits.max_sessions_per_principal),
             }
         };
-        let address = crate::admission::address_key(remote);
-        let Some(address_count) = self.per_address.try_acquire(&address, limits.max_sessions_per_address) else {
+        let Some(address_count) = self.per_address.try_acquire(&remote, limits.max_sessions_per_address) else {
             return refuse(&format!("address {remote}"), limits.max_sessions_per_address);
         };
         let policy = self.policy.clone();

@@ -114,7 +114,7 @@ pub struct Session {
     shared_unsaved: std::sync::atomic::AtomicBool,
     /// Keep the instance's, the principal's (none for anonymous) and the address's session
     /// counts right for this session's lifetime.
-    counts: (SessionCount, Option<CountGuard<String>>, CountGuard<std::net::IpAddr>),
+    counts: (SessionCount, Option<CountGuard<String>>, CountGuard<crate::admission::AddressKey>),
 }
 
 impl Session {
@@ -203,6 +203,20 @@ impl Session {
                 Box::pin(standing.confirm(&self.principal, &self.tag().to_string())).await
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Whether a server event (a list change, an update, a backend's request) may go out to the
+    /// client now. After a plugin reload the session's credential is confirmed first, as its
+    /// next request would (once per reload), so a session the reload revoked hears nothing more
+    /// however quiet it is. `false` when it no longer admits the session (then
+    /// [`Self::lapsed`]), or when the auth plugin could not say: that event is withheld.
+    pub async fn may_hear(&self) -> bool {
+        match &self.standing {
+            Some(standing) if standing.revoked() || !standing.current() => {
+                Box::pin(self.still_admitted()).await.is_ok()
+            }
+            _ => true,
         }
     }
 
@@ -336,7 +350,12 @@ fn expired() -> Refusal {
     Refusal::Denied(Denial::by_relay(DenialCode::Unauthenticated, message))
 }
 
-/// The answer to a request on a session whose credential has expired.
-pub fn expired_error() -> RpcError {
-    expired().into()
+/// Why the relay ends a session it ends for its credential (expired, or no longer admitted),
+/// as a transport without close frames tells its client last; `None` for the other ends.
+pub fn ended_error(ended: Ended) -> Option<RpcError> {
+    match ended {
+        Ended::CredentialExpired => Some(expired().into()),
+        Ended::CredentialRevoked => Some(standing::revoked().into()),
+        Ended::Closed | Ended::Drained => None,
+    }
 }

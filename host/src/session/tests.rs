@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::{Session, SessionFactory};
 use crate::access::{Authenticated, Principal, TransportKind};
 use crate::admin::RelayTools;
+use crate::admission::AddressKey;
 use crate::config::{BackendStore, UpstreamConfig};
 use crate::lifecycle::Lifecycle;
 use crate::mcp::envelope::Envelope;
@@ -18,7 +19,10 @@ use crate::policy::Policy;
 use crate::router::Router;
 use crate::upstream::Upstreams;
 
-const HERE: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Where the sessions of these tests connect from.
+fn here() -> AddressKey {
+    AddressKey::new(IpAddr::V4(Ipv4Addr::LOCALHOST), false)
+}
 
 /// A factory over no backends and no plugins, with `limits`.
 async fn factory(dir: &std::path::Path, limits: Limits) -> SessionFactory {
@@ -59,7 +63,7 @@ async fn open_session(limits: Limits) -> (tempfile::TempDir, SessionFactory, Arc
     let dir = tempfile::tempdir().unwrap();
     let factory = factory(dir.path(), limits).await;
     let session =
-        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap();
+        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), here(), None).unwrap();
     (dir, factory, session)
 }
 
@@ -97,12 +101,12 @@ async fn an_open_relays_sessions_are_capped_per_address_not_as_one_principal() {
     let limits = Limits { max_sessions_per_principal: 1, max_sessions_per_address: 2, ..Limits::default() };
     let factory = factory(dir.path(), limits).await;
     let anonymous = || Authenticated::lasting(Principal::open_access(false));
-    let there: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let there = AddressKey::new("192.0.2.7".parse().unwrap(), false);
     let _held = [
-        factory.open(TransportKind::Line, anonymous(), HERE, None).unwrap(),
-        factory.open(TransportKind::Line, anonymous(), HERE, None).unwrap(),
+        factory.open(TransportKind::Line, anonymous(), here(), None).unwrap(),
+        factory.open(TransportKind::Line, anonymous(), here(), None).unwrap(),
     ];
-    let Err(refused) = factory.open(TransportKind::Line, anonymous(), HERE, None) else {
+    let Err(refused) = factory.open(TransportKind::Line, anonymous(), here(), None) else {
         panic!("a third session from one address over a cap of 2");
     };
     assert!(refused.message.contains("address"), "{}", refused.message);
@@ -116,7 +120,7 @@ async fn stateless_sessions_refuse_the_handshake_era_methods() {
     let envelope =
         Envelope { protocol_version: "2026-07-28".into(), client_name: None, capabilities: json!({}), log_level: None };
     let session =
-        factory.open_stateless(Authenticated::lasting(Principal::open_access(false)), HERE, &envelope).unwrap();
+        factory.open_stateless(Authenticated::lasting(Principal::open_access(false)), here(), &envelope).unwrap();
     for method in ["initialize", "ping", "logging/setLevel"] {
         assert_eq!(code(&ask(&session, 1, method, json!({})).await), -32601, "{method}");
     }
@@ -162,7 +166,7 @@ async fn the_driver_closes_a_silent_connection_and_keeps_a_chatty_one() {
     let limits = Limits { idle_timeout_secs: 1, ..Limits::default() };
     let factory = factory(dir.path(), limits).await;
     let open = || {
-        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), HERE, None).unwrap()
+        factory.open(TransportKind::Line, Authenticated::lasting(Principal::open_access(false)), here(), None).unwrap()
     };
 
     let mut conn = Scripted::new(futures::stream::pending());
@@ -200,7 +204,7 @@ async fn the_driver_ends_a_session_when_its_credential_expires() {
     let expiring = || {
         let mut authenticated = Authenticated::lasting(Principal::open_access(false));
         authenticated.expires_at = Some(SystemTime::now() + Duration::from_millis(800));
-        factory.open(TransportKind::Line, authenticated, HERE, None).unwrap()
+        factory.open(TransportKind::Line, authenticated, here(), None).unwrap()
     };
 
     let mut conn = Scripted::new(futures::stream::pending());

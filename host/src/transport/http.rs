@@ -11,13 +11,12 @@ use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::stream;
 use serde_json::{Value, json};
 
 use super::TransportState;
 use super::http_session::{find_session, vouched_for};
 use super::stateless;
-use super::{media, oauth, sse};
+use super::{get_stream, media, oauth, sse};
 use crate::access::{Peer, TransportKind};
 use crate::mcp::{self, DecodeError, Message, RpcError, error_codes};
 use crate::session::{NoSlot, Refused};
@@ -299,29 +298,7 @@ async fn mcp_get(
     let Some(claim) = session.claim_get_stream() else {
         return plain(StatusCode::CONFLICT, "this session already has a GET stream open");
     };
-    // The stream ends when the session does, when its credential expires, and when the relay
-    // drains; answers of running requests travel on their POST's own stream, so nothing owed
-    // is lost.
-    let (ended, draining, expires_in) = (claim.ended().clone(), session.draining(), session.expires_in());
-    let end = async move {
-        let expired = async {
-            match expires_in {
-                Some(after) => tokio::time::sleep(after).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = ended.cancelled() => {}
-            () = draining.cancelled() => {}
-            () = expired => {}
-        }
-    };
-    let events = session.server_events();
-    let stream = stream::unfold((events, claim), |(mut events, claim)| async move {
-        let message = events.next().await?;
-        Some((message, (events, claim)))
-    });
-    sse::respond(futures::StreamExt::take_until(stream, end), true)
+    get_stream::respond(state, session, claim)
 }
 
 /// DELETE /mcp: the client ends its session.

@@ -146,7 +146,7 @@ async fn taken_up(
         return Ok(None);
     }
     let session = factory
-        .reopen(id.to_owned(), authenticated, peer.addr.ip(), &record, factory.standing(info, generation))
+        .reopen(id.to_owned(), authenticated, peer.address_key(), &record, factory.standing(info, generation))
         .map_err(|e| refused(Refused::Busy(e), Value::Null))?;
     let (session, adopted) = state.sessions.adopt(session);
     if adopted {
@@ -160,7 +160,7 @@ async fn taken_up(
 /// address (throttled past the limit), 401 otherwise.
 async fn wrong_credential(state: &TransportState, peer: &Peer) -> Response {
     let factory = &state.sessions_factory;
-    if let Err(throttled) = factory.session_credential_failed(TransportKind::Http, peer.addr).await {
+    if let Err(throttled) = factory.session_credential_failed(TransportKind::Http, peer).await {
         let refusal = Refused::Auth(crate::plugins::Refusal::Denied(throttled));
         return refused(refusal, Value::Null);
     }

@@ -16,7 +16,7 @@ use super::listener::PendingGuard;
 use super::write_deadline::WriteDeadline;
 use crate::access::{Peer, TransportKind};
 use crate::mcp::{Closed, DecodeError, Line, LineCodec, Message, Response, RpcError, decode};
-use crate::session::{Ended, Inbound, Outbound, SessionFactory, drive, expired_error};
+use crate::session::{Inbound, Outbound, SessionFactory, drive, ended_error};
 
 /// How long a refused client's first request is waited for, to answer it by its id.
 const REFUSAL_WAIT: Duration = Duration::from_secs(2);
@@ -99,9 +99,9 @@ pub async fn serve<R, W>(
                 Frame::TooLarge(size) => Err(DecodeError::TooLarge { size, limit: limits.max_message_bytes }),
             });
             let mut conn = Connection { inbound: decoded, out };
-            if drive(session, &mut conn, limits).await == Ended::CredentialExpired {
+            if let Some(why) = ended_error(drive(session, &mut conn, limits).await) {
                 // The last word: why the relay closes the connection.
-                let _ = conn.out.send(Message::Response(Response::err(Value::Null, expired_error()))).await;
+                let _ = conn.out.send(Message::Response(Response::err(Value::Null, why))).await;
             }
         }
         Err(refused) => {

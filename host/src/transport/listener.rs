@@ -2,7 +2,7 @@
 //! on unauthenticated connections until it has authenticated (newline) or sent a whole request
 //! head (HTTP), and must get that far within `limits.handshake_timeout_secs`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use super::tcp_write::TcpWrite;
 use super::write_deadline::WriteDeadline;
 use super::{TransportState, line, tls};
 use crate::access::Peer;
-use crate::admission::CountGuard;
+use crate::admission::{AddressKey, CountGuard};
 
 /// How long a refused connection's first byte is waited for, to answer in its protocol.
 const REFUSAL_PEEK: Duration = Duration::from_millis(250);
@@ -27,7 +27,7 @@ const REFUSAL_PEEK: Duration = Duration::from_millis(250);
 const FIRST_READ: usize = 2048;
 
 /// Counts a connection as not yet authenticated until dropped.
-pub type PendingGuard = CountGuard<IpAddr>;
+pub type PendingGuard = CountGuard<AddressKey>;
 
 /// Accepts connections until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: Arc<TransportState>, shutdown: CancellationToken) {
@@ -48,7 +48,7 @@ pub async fn serve(listener: TcpListener, state: Arc<TransportState>, shutdown: 
         // On Linux the listener's `TCP_NODELAY` is inherited ([`crate::server`]'s `listen`).
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
-        let Some(pending) = pending_slot(&state, peer) else {
+        let Some(pending) = pending_slot(&state, &Peer::at(peer, false)) else {
             tokio::spawn(refuse_pending(stream));
             continue;
         };
@@ -91,13 +91,14 @@ fn dispatch(
 
 /// Counts a connection from `peer` as not yet authenticated, unless its address has
 /// `limits.max_pending_per_address` such connections already (refused: logged and counted).
-fn pending_slot(state: &TransportState, peer: SocketAddr) -> Option<PendingGuard> {
+fn pending_slot(state: &TransportState, peer: &Peer) -> Option<PendingGuard> {
     let limit = state.sessions_factory.limits.max_pending_per_address;
-    let slot = state.pending.try_acquire(&crate::admission::address_key(peer.ip()), limit);
+    let key = peer.address_key();
+    let slot = state.pending.try_acquire(&key, limit);
     if slot.is_none() {
         crate::limit_log::limit_refused(
             "max_pending_per_address",
-            format_args!("a connection from {} ({limit} not yet authenticated from there)", peer.ip()),
+            format_args!("a connection from {key} ({limit} not yet authenticated from there)"),
         );
     }
     slot
@@ -122,7 +123,7 @@ async fn refuse_pending(stream: TcpStream) {
 
 async fn handle(
     mut stream: TcpStream,
-    mut peer: SocketAddr,
+    peer: SocketAddr,
     state: Arc<TransportState>,
     router: axum::Router,
     mut pending: PendingGuard,
@@ -132,21 +133,25 @@ async fn handle(
     // client could stretch them to several times `handshake_timeout_secs`).
     let by = Instant::now() + Duration::from_secs(state.sessions_factory.limits.handshake_timeout_secs);
     // Behind a trusted proxy, the client is who its PROXY header says, and is counted so.
-    let client = match tokio::time::timeout_at(by, state.proxies.client_of(&mut stream, peer)).await {
-        Ok(Ok(client)) => client,
+    let named = match tokio::time::timeout_at(by, state.proxies.client_of(&mut stream, peer)).await {
+        Ok(Ok(named)) => named,
         Ok(Err(e)) => {
             tracing::warn!(proxy = %peer, error = %e, "PROXY header refused; connection closed");
             return Ok(());
         }
         Err(_) => return Ok(()),
     };
-    if client != peer {
-        pending = match pending_slot(&state, client) {
-            Some(slot) => slot,
-            None => return Ok(()),
-        };
-        peer = client;
-    }
+    let peer = match named {
+        Some(client) => {
+            let client = Peer::at(client, true);
+            pending = match pending_slot(&state, &client) {
+                Some(slot) => slot,
+                None => return Ok(()),
+            };
+            client
+        }
+        None => Peer::at(peer, false),
+    };
     // The first bytes tell the protocol; the transport reads them again from `head`.
     let Some(head) = first_bytes(&mut stream, by).await? else { return Ok(()) };
     let first = head[0];
@@ -158,18 +163,18 @@ async fn handle(
                 Ok(Ok(accepted)) => accepted,
                 Ok(Err(e)) => {
                     crate::metrics::metrics().access.tls_refused("handshake");
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    tracing::debug!(peer = %peer.addr, error = %e, "TLS handshake failed");
                     return Ok(());
                 }
                 Err(_) => {
                     crate::metrics::metrics().access.tls_refused("handshake");
-                    tracing::debug!(%peer, "TLS handshake not finished in time");
+                    tracing::debug!(peer = %peer.addr, "TLS handshake not finished in time");
                     return Ok(());
                 }
             };
             // The decrypted first bytes tell the protocol spoken inside, as for a plain one.
             let Ok(Some(head)) = first_bytes(&mut stream, by).await else { return Ok(()) };
-            let peer = Peer { addr: peer, client_cert_subject: subject.map(Arc::from) };
+            let peer = Peer { client_cert_subject: subject.map(Arc::from), ..peer };
             serve_stream(stream, head, peer, state, router, pending, by).await
         }
         (Some(tls), _) if tls.required() && is_line_start(first) => {
@@ -179,7 +184,7 @@ async fn handle(
         // Plain HTTP on a TLS-only port: the probes only (health checks), the rest refused.
         (Some(tls), _) if tls.required() => {
             let probes = super::http::plaintext_probes(state.clone());
-            serve_http(Prefixed::new(head, stream), Peer::at(peer), state, probes, Gated::No, pending, by).await
+            serve_http(Prefixed::new(head, stream), peer, state, probes, Gated::No, pending, by).await
         }
         _ => serve_plain(stream, head, peer, state, router, pending, by).await,
     }
@@ -201,7 +206,7 @@ async fn first_bytes<S: AsyncRead + Unpin>(stream: &mut S, by: Instant) -> std::
 async fn serve_plain(
     stream: TcpStream,
     head: Vec<u8>,
-    peer: SocketAddr,
+    peer: Peer,
     state: Arc<TransportState>,
     router: axum::Router,
     pending: PendingGuard,
@@ -211,10 +216,10 @@ async fn serve_plain(
         let _open = crate::metrics::metrics().clients.connection("line");
         let (read, write) = stream.into_split();
         let (read, write) = (Prefixed::new(head, read), TcpWrite::new(write));
-        line::serve(read, write, Peer::at(peer), &state.sessions_factory, pending, by).await;
+        line::serve(read, write, peer, &state.sessions_factory, pending, by).await;
         return Ok(());
     }
-    serve_http(Prefixed::new(head, stream), Peer::at(peer), state, router, Gated::Yes, pending, by).await
+    serve_http(Prefixed::new(head, stream), peer, state, router, Gated::Yes, pending, by).await
 }
 
 /// Any stream whose first bytes, `head`, were read from it (the decrypted side of TLS): served

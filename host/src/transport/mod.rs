@@ -5,6 +5,7 @@
 
 mod browser_guard;
 mod gate;
+mod get_stream;
 mod http;
 mod http_answer;
 mod http_session;

@@ -51,11 +51,16 @@ impl TrustedProxies {
     }
 
     /// The client `peer` stands for: the source of a PROXY v2 header at the start of `stream`
-    /// when `peer` is trusted and sent one (`LOCAL` headers, a proxy's own checks, keep
-    /// `peer`); `peer` itself otherwise. Consumes the header; leaves everything after it.
-    pub async fn client_of(&self, stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, ProxyHeaderError> {
+    /// when `peer` is trusted and sent one; `None` when the connection is `peer`'s own (no
+    /// header, or a `LOCAL` one: a proxy's own checks). Consumes the header; leaves everything
+    /// after it.
+    pub async fn client_of(
+        &self,
+        stream: &mut TcpStream,
+        peer: SocketAddr,
+    ) -> Result<Option<SocketAddr>, ProxyHeaderError> {
         if !self.trusts(peer) || !starts_with_signature(stream).await? {
-            return Ok(peer);
+            return Ok(None);
         }
         let mut fixed = [0u8; MINIMUM_LENGTH];
         stream.read_exact(&mut fixed).await?;
@@ -68,10 +73,10 @@ impl TrustedProxies {
         stream.read_exact(&mut whole[MINIMUM_LENGTH..]).await?;
         let header = Header::try_from(whole.as_slice()).map_err(|e| ProxyHeaderError::Malformed(e.to_string()))?;
         Ok(match (header.command, header.addresses) {
-            (Command::Proxy, Addresses::IPv4(a)) => SocketAddr::new(a.source_address.into(), a.source_port),
-            (Command::Proxy, Addresses::IPv6(a)) => SocketAddr::new(a.source_address.into(), a.source_port),
+            (Command::Proxy, Addresses::IPv4(a)) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+            (Command::Proxy, Addresses::IPv6(a)) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
             // LOCAL (the proxy's own connection) or an address family without an IP.
-            _ => peer,
+            _ => None,
         })
     }
 }
@@ -123,23 +128,19 @@ mod tests {
         let (mut client, mut server) = pair().await;
         client.write_all(&header("203.0.113.7:5555")).await.unwrap();
         client.write_all(b"{\"jsonrpc\":\"2.0\"}\n").await.unwrap();
-        assert_eq!(trusted.client_of(&mut server, proxy).await.unwrap(), "203.0.113.7:5555".parse().unwrap());
+        assert_eq!(trusted.client_of(&mut server, proxy).await.unwrap(), Some("203.0.113.7:5555".parse().unwrap()));
         let mut rest = [0u8; 1];
         server.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"{", "what follows the header is left for the sniff");
 
         let (mut client, mut server) = pair().await;
         client.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await.unwrap();
-        assert_eq!(trusted.client_of(&mut server, proxy).await.unwrap(), proxy, "no header: the proxy itself");
+        assert_eq!(trusted.client_of(&mut server, proxy).await.unwrap(), None, "no header: the proxy itself");
 
         let stranger: SocketAddr = "198.51.100.1:1".parse().unwrap();
         let (mut client, mut server) = pair().await;
         client.write_all(&header("203.0.113.7:5555")).await.unwrap();
-        assert_eq!(
-            trusted.client_of(&mut server, stranger).await.unwrap(),
-            stranger,
-            "an untrusted header is not read"
-        );
+        assert_eq!(trusted.client_of(&mut server, stranger).await.unwrap(), None, "an untrusted header is not read");
         assert!(!TrustedProxies::default().trusts(proxy));
     }
 }

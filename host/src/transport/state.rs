@@ -1,13 +1,12 @@
 //! What every transport on the port shares: the session factory and registry, the rules every
 //! request passes, and the port's TLS and OAuth settings.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::browser_guard::BrowserRules;
 use super::resumable::ResumableStreams;
 use super::stateless::ParkedCalls;
-use crate::admission::KeyedCounts;
+use crate::admission::{AddressKey, KeyedCounts};
 use crate::lifecycle::Lifecycle;
 use crate::session::{SessionFactory, SessionRegistry};
 
@@ -22,7 +21,7 @@ pub struct TransportState {
     /// Origin and Host rules for every route.
     pub browser: Arc<BrowserRules>,
     /// Connections per remote address not yet authenticated (or without a whole request head).
-    pub pending: Arc<KeyedCounts<IpAddr>>,
+    pub pending: Arc<KeyedCounts<AddressKey>>,
     /// Stateless (2026-07-28) calls waiting for their client's input.
     pub parked: Arc<ParkedCalls>,
     /// The relay's own tools, for the status page.

@@ -71,7 +71,7 @@ pub async fn post(
     };
     // An open relay's one principal is every client: its parked calls are counted per address,
     // or one client parking 64 would refuse every other client's (as for sessions).
-    let counted_by_address = (!state.sessions_factory.requires_auth()).then(|| peer.addr.ip());
+    let counted_by_address = (!state.sessions_factory.requires_auth()).then(|| peer.address_key());
 
     let call = match request.params.as_ref().and_then(|p| p.get("requestState")).and_then(Value::as_str) {
         Some(request_state) => match state.parked.resume(request_state, &authenticated.principal.id, &request).await {
@@ -79,7 +79,7 @@ pub async fn post(
             Err(error) => return rpc_error(StatusCode::BAD_REQUEST, mcp::Response::err(id, error)),
         },
         None => {
-            let session = match state.sessions_factory.open_stateless(authenticated, peer.addr.ip(), &envelope) {
+            let session = match state.sessions_factory.open_stateless(authenticated, peer.address_key(), &envelope) {
                 Ok(session) => session,
                 Err(busy) => return refused(Refused::Busy(busy), id),
             };
@@ -224,7 +224,7 @@ struct Exchange {
     parked: Arc<ParkedCalls>,
     /// The client's address, when `park_limit` counts parked calls by it (an open relay's),
     /// not by principal.
-    counted_by_address: Option<std::net::IpAddr>,
+    counted_by_address: Option<crate::admission::AddressKey>,
     /// `limits.max_parked_per_principal`.
     park_limit: usize,
     /// The error code of the answer, once given.
@@ -252,7 +252,7 @@ impl Exchange {
                     };
                     let asks = json!({ key: {"method": request.method, "params": request.params} });
                     let holder = match self.counted_by_address {
-                        Some(ip) => format!("address {}", crate::admission::address_key(ip)),
+                        Some(address) => format!("address {address}"),
                         None => call.session.principal.id.clone(),
                     };
                     let token = match self.parked.park(call, holder, self.park_limit) {
