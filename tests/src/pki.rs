@@ -51,6 +51,17 @@ impl TestCa {
         })
     }
 
+    /// A server certificate like [`TestCa::server`] valid only from `after` from now (as an
+    /// issuer whose clock runs ahead issues them).
+    pub fn future_server(&self, cn: &str, file: &str, after: std::time::Duration) -> Issued {
+        let names = vec!["localhost".into(), "127.0.0.1".into()];
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        self.issue_with(&[(DnType::CommonName, cn)], file, names, ExtendedKeyUsagePurpose::ServerAuth, |params| {
+            params.not_before = rcgen::date_time_ymd(1970, 1, 1) + now + after;
+            params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+        })
+    }
+
     /// A client certificate with common name `cn`.
     pub fn client(&self, cn: &str, file: &str) -> Issued {
         self.issue(cn, file, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)

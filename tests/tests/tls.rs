@@ -204,9 +204,21 @@ async fn a_replaced_certificate_is_used_for_new_handshakes_and_a_bad_pair_keeps_
     replace_file(&dir.path().join("server.crt"), &std::fs::read(&old.cert).unwrap());
     relay.wait_for_log("the certificate is not valid now").await;
     assert!(presented_cn(relay.port).await.contains("relay-two"), "the valid certificate stays");
+    // One not valid yet (its issuer's clock runs ahead): the running one stays until it is valid.
+    let ahead = ca.future_server("relay-ahead", "staged-ahead", std::time::Duration::from_secs(8));
+    replace_file(&dir.path().join("server.key"), &std::fs::read(&ahead.key).unwrap());
+    replace_file(&dir.path().join("server.crt"), &std::fs::read(&ahead.cert).unwrap());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(presented_cn(relay.port).await.contains("relay-two"), "a certificate not valid yet was taken");
+    eventually("the certificate is taken once valid", || async {
+        presented_cn(relay.port).await.contains("relay-ahead").then_some(())
+    })
+    .await;
     let two = ca.server("relay-two", "staged-two");
     replace_file(&dir.path().join("server.key"), &std::fs::read(&two.key).unwrap());
     replace_file(&dir.path().join("server.crt"), &std::fs::read(&two.cert).unwrap());
+    eventually("relay-two again", || async { presented_cn(relay.port).await.contains("relay-two").then_some(()) })
+        .await;
 
     // A key that is not the certificate's: refused, the running pair stays, the log says why.
     let three = ca.server("relay-three", "staged-three");

@@ -8,6 +8,7 @@ mod binding;
 mod commands;
 mod credentials;
 mod listen;
+mod logging;
 mod plugins;
 mod redact;
 mod relay;
@@ -19,13 +20,14 @@ pub use binding::{Binding, BindingMatcher, Hook};
 pub use commands::{AllowedCommand, CommandRule};
 pub use credentials::{CredentialMode, unknown_credential_plugins};
 pub use listen::{ListenConfig, MAX_WORKERS};
+pub use logging::{ForwardConfig, LogFormat, LoggingConfig};
 pub use plugins::{
     Grants, MAX_PLUGIN_MEMORY_MB, OnError, PluginConfig, PluginLimits, World, backend_granted, validate_plugins,
 };
 pub use redact::redact_url;
 pub use relay::{
-    AccessConfig, ForwardConfig, KvBackend, KvConfig, LogFormat, LoggingConfig, MetricsConfig, OAuthConfig,
-    RelayConfig, ShutdownConfig, TlsConfig, UpstreamConfig,
+    AccessConfig, KvBackend, KvConfig, MetricsConfig, OAuthConfig, RelayConfig, ShutdownConfig, TlsConfig,
+    UpstreamConfig,
 };
 pub use store::{BackendStore, StoreError};
 pub use watch::watch_backends;

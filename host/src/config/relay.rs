@@ -1,10 +1,10 @@
-//! `relay.yaml`: listener, limits, upstream timing and logging.
+//! `relay.yaml`: listener, limits, upstream timing, TLS, state and plugins (logging is in `logging`).
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigError, ListenConfig, PluginConfig, validate_plugins};
+use super::{ConfigError, ListenConfig, LoggingConfig, PluginConfig, validate_plugins};
 use crate::mcp::Limits;
 
 /// The whole of `relay.yaml`. Every section has working defaults, so an empty file runs.
@@ -206,53 +206,6 @@ impl Default for UpstreamConfig {
     }
 }
 
-/// Log output settings; `--log-format` and `RUST_LOG` override them.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoggingConfig {
-    /// `human` (default) or `json`.
-    pub format: LogFormat,
-    /// A `tracing` filter such as `info` or `relay=debug`.
-    pub level: Option<String>,
-    /// Forwarding of records to the WebSocket logger.
-    pub forward: ForwardConfig,
-}
-
-/// Where records also go: the WebSocket logger (`joshua_logger`'s protocol). Off unless `url`
-/// (or `JOSHUA_LOGGER_URL` in the environment, which wins) is set.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ForwardConfig {
-    /// The logger's `ws://` or `wss://` URL.
-    pub url: Option<String>,
-    /// Records at or above this level are forwarded: `error`, `warn`, `info` (default),
-    /// `debug` or `trace`.
-    pub level: Option<String>,
-}
-
-impl ForwardConfig {
-    /// The logger's URL: `JOSHUA_LOGGER_URL` when set and not empty, else `url`.
-    pub fn resolved_url(&self) -> Option<String> {
-        std::env::var("JOSHUA_LOGGER_URL").ok().filter(|u| !u.trim().is_empty()).or_else(|| self.url.clone())
-    }
-
-    /// The forwarding level (info unless set).
-    pub fn level(&self) -> tracing::Level {
-        self.level.as_deref().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::INFO)
-    }
-}
-
-/// How log records are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One readable line per record.
-    #[default]
-    Human,
-    /// One JSON object per record, for log shippers.
-    Json,
-}
-
 impl RelayConfig {
     /// Reads and validates `relay.yaml`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -286,16 +239,7 @@ impl RelayConfig {
         if self.kv.namespace.is_empty() || self.kv.namespace.contains(|c: char| c.is_whitespace()) {
             return Err("kv.namespace must be a non-empty word".into());
         }
-        if let Some(level) = &self.logging.forward.level
-            && level.parse::<tracing::Level>().is_err()
-        {
-            return Err(format!("logging.forward.level {level:?} must be error, warn, info, debug or trace"));
-        }
-        if let Some(url) = &self.logging.forward.url
-            && !(url.starts_with("ws://") || url.starts_with("wss://"))
-        {
-            return Err(format!("logging.forward.url {url:?} must be a ws:// or wss:// URL"));
-        }
+        self.logging.check()?;
         if self.upstream.call_timeout_secs <= 0.0 || self.upstream.connect_timeout_secs <= 0.0 {
             return Err("upstream timeouts must be positive".into());
         }
@@ -317,6 +261,7 @@ impl RelayConfig {
             ("auth_failures", limits.auth_failures as u64),
             ("auth_failure_window_secs", limits.auth_failure_window_secs),
             ("max_parked_per_principal", limits.max_parked_per_principal as u64),
+            ("idle_timeout_secs", limits.idle_timeout_secs),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("limits.{name} must be positive"));

@@ -161,8 +161,9 @@ impl Tls {
         self.last_error.lock().expect("tls error lock").clone()
     }
 
-    /// Reloads whenever the certificate, key or client CA file changes (an expired certificate
-    /// is refused like a pair that does not load, unless the running one has expired too). A
+    /// Reloads whenever the certificate, key or client CA file changes (a certificate not valid
+    /// now is refused like a pair that does not load, unless the running one has expired; one
+    /// valid within a day is taken when it becomes valid). A
     /// rotation replaces the files one after the other, so a pair that does not match (yet) is
     /// not an error at first: the running certificate stays, and the files are tried again after
     /// [`ROTATION_SETTLE`]; only a pair still unusable then is reported (and shown by /status).
@@ -180,9 +181,16 @@ impl Tls {
                     std::thread::spawn(move || {
                         std::thread::sleep(ROTATION_SETTLE);
                         // Unless a later change loaded a good pair meanwhile.
-                        if let Some(tls) = tls.upgrade()
-                            && tls.loads.load(std::sync::atomic::Ordering::Acquire) == loads
-                        {
+                        let unchanged = |tls: &Tls| tls.loads.load(std::sync::atomic::Ordering::Acquire) == loads;
+                        let Some(wait) =
+                            tls.upgrade().filter(|t| unchanged(t) && t.reload().is_err()).and_then(|t| t.valid_in())
+                        else {
+                            return;
+                        };
+                        // A certificate issued by a clock a little ahead of ours is taken once
+                        // it is valid.
+                        std::thread::sleep(wait);
+                        if let Some(tls) = tls.upgrade().filter(|t| unchanged(t)) {
                             let _ = tls.reload();
                         }
                     });
@@ -192,20 +200,30 @@ impl Tls {
     }
 
     /// The configuration from the files on disk, to replace the running one: a usable pair,
-    /// whose certificate has not expired unless the running one has too (an expired one would
-    /// fail every handshake that checks it while the running one may still serve; one not
-    /// valid yet is taken, with a warning: it will be). With it, when its certificate expires.
+    /// whose certificate is valid now unless the running one has expired (one expired or not
+    /// valid yet would fail every handshake that checks it, while the running one still
+    /// serves; one not valid yet is tried again when it becomes valid, see [`Tls::watch`]).
+    /// With it, when its certificate expires.
     fn replacement(&self) -> Result<(ServerConfig, i64), TlsError> {
         let server = server_config(&self.config)?;
         let validity = validity(&self.config.cert);
         let expires = expiry(validity.as_ref());
         let Some(problem) = validity.as_ref().and_then(validity_problem) else { return Ok((server, expires)) };
         let now = x509_parser::time::ASN1Time::now().timestamp();
-        if expires < now && self.running_not_after.load(std::sync::atomic::Ordering::Acquire) >= now {
+        if self.running_not_after.load(std::sync::atomic::Ordering::Acquire) >= now {
             return Err(file_error(&self.config.cert, problem));
         }
         tracing::warn!(cert = %self.config.cert.display(), "{problem}: taken anyway");
         Ok((server, expires))
+    }
+
+    /// How long until the certificate on disk becomes valid, when it is not valid yet but will
+    /// be within a day.
+    fn valid_in(&self) -> Option<Duration> {
+        let from = validity(&self.config.cert)?.not_before.timestamp();
+        let wait = from.checked_sub(x509_parser::time::ASN1Time::now().timestamp())?;
+        let wait = u64::try_from(wait).ok().filter(|secs| *secs <= 24 * 3600)?;
+        Some(Duration::from_secs(wait + 1))
     }
 
     /// Serves `server`, whose certificate expires at `expires` (Unix seconds), from now on.
