@@ -161,3 +161,46 @@ async fn a_failing_list_hook_hides_what_it_was_asked_about_or_is_skipped() {
     let failed_open = metric_value(&metrics, r#"relay_plugin_failed_open_total{plugin="open"}"#).unwrap_or(0.0);
     assert!(failed_open >= 1.0, "{metrics}");
 }
+
+/// Rules written with a tool's prefixed name (as the README's examples are) hold when the
+/// collision that prefixed it goes away: with backend `c` removed, `a__env` is `env` again and
+/// stays denied; with `a` removed, `c__echo` is `echo` again and stays renamed and pinned.
+#[tokio::test]
+async fn rules_on_a_prefixed_name_hold_when_the_collision_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = [
+        token_auth(dir.path()),
+        interceptor_entry(
+            dir.path(),
+            "filter",
+            "tool_filter",
+            "    config:\n      deny: [{tools: [a__env], unless_roles: [admin]}]\n      rename: {c__echo: say}\n      pin: [{tools: [c__echo], params: {message: pinned}}]\n",
+        ),
+    ];
+    let relay = start(dir.path(), &plugins.concat(), Some("ADMIN")).await;
+    let mut user = relay.line_client_as(Some("USER")).await;
+    let user_names = names(&listed(&mut user, "tools/list", "tools").await).join(",");
+    assert!(!user_names.contains("a__env") && user_names.contains("say"), "{user_names}");
+
+    let only = |name: &str| format!("backends:\n{}", stdio_fixture_entry(name, &[]));
+    replace_file(&dir.path().join("backends.yaml"), only("a").as_bytes());
+    let user_tools = || async {
+        let mut fresh = relay.line_client_as(Some("USER")).await;
+        names(&listed(&mut fresh, "tools/list", "tools").await).join(",")
+    };
+    let user_names = eventually("c gone", || async {
+        let names = user_tools().await;
+        names.split(',').any(|n| n == "echo").then_some(names)
+    })
+    .await;
+    assert!(!user_names.split(',').any(|n| n == "env"), "a's env, unprefixed, is no longer denied: {user_names}");
+    let refused = user.call_tool("env", json!({})).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+
+    replace_file(&dir.path().join("backends.yaml"), only("c").as_bytes());
+    eventually("a gone, c's echo renamed", || async {
+        user_tools().await.split(',').any(|n| n == "say").then_some(())
+    })
+    .await;
+    assert_eq!(text_of(&user.call_tool("say", json!({"message": "chosen"})).await), "c: pinned");
+}

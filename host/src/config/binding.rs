@@ -4,7 +4,7 @@
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
-use crate::mcp::names::unprefixed;
+use crate::mcp::names::{PREFIX_SEPARATOR, unprefixed};
 
 /// What an interceptor or policy is bound to: backends (or adapters) and tool names, as globs
 /// (`*`, `?`, `[abc]`, `{a,b}`). Empty lists match everything. An interceptor bound by `tools`
@@ -70,15 +70,21 @@ pub struct BindingMatcher {
 }
 
 impl BindingMatcher {
-    /// Whether an item served by `backend` is bound: the tool named `tool` (its catalog name;
-    /// one prefixed with `backend` because another source offers the same name is matched by
-    /// its own name too, so a binding keeps holding when a second backend starts offering it),
-    /// or, with `tool: None`, a prompt or resource (bound only when the binding names no tools).
+    /// Whether an item served by `backend` is bound: the tool named `tool` (its catalog name),
+    /// matched by every name it is known by: the catalog name, its backend's own name for it
+    /// (without `<backend>__`) and its qualified name `<backend>__<own name>`, so a binding
+    /// written either way keeps holding as a second backend starts or stops offering the same
+    /// name; or, with `tool: None`, a prompt or resource (bound only when the binding names no
+    /// tools).
     pub fn binds(&self, backend: &str, tool: Option<&str>) -> bool {
         let tools = match (tool, &self.tools) {
             (_, None) => true,
             (Some(tool), Some(set)) => {
-                set.is_match(tool) || unprefixed(tool, backend).is_some_and(|own| set.is_match(own))
+                set.is_match(tool)
+                    || match unprefixed(tool, backend) {
+                        Some(own) => set.is_match(own),
+                        None => set.is_match(format!("{backend}{PREFIX_SEPARATOR}{tool}")),
+                    }
             }
             (None, Some(_)) => false,
         };

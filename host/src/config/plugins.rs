@@ -267,6 +267,15 @@ mod tests {
         // Prefixed because another backend offers the same name: bound by its own name still.
         assert!(bound.binds("docs", Some("docs__read_file")) && !bound.binds("docs", Some("docs__write_file")));
         assert!(!bound.binds("docs", Some("github__read_file")), "another source's prefix is not its own");
+        // Written prefixed, and the other backend went away: bound by its qualified name.
+        let prefixed: Vec<PluginConfig> = serde_yaml::from_str(
+            "- {name: r, world: interceptor, path: r.wasm, bind: {tools: [docs__read_file]}}
+",
+        )
+        .unwrap();
+        let prefixed = prefixed[0].bind.matcher().unwrap();
+        assert!(prefixed.binds("docs", Some("read_file")) && prefixed.binds("docs", Some("docs__read_file")));
+        assert!(!prefixed.binds("github", Some("read_file")), "another backend's read_file");
         assert!(plugins[1].bind.matcher().unwrap().binds("anything", Some("at all")));
         assert!(plugins[1].bind.matcher().unwrap().binds("anything", None), "unbound: prompts too");
         assert_eq!((plugins[0].on_error, plugins[1].on_error), (OnError::FailClosed, OnError::FailOpen));

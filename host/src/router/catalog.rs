@@ -153,15 +153,30 @@ impl Section {
         claims_other: impl Fn(&Owner, &str) -> bool,
         section: &mut Section,
     ) {
+        // A source that lists one name twice (overlapping pages, or on purpose) offers it once:
+        // counted twice it would be prefixed, and its second copy numbered under a name that
+        // no rule or binding knows it by.
         let mut counts: HashMap<String, usize> = HashMap::new();
         for (_, items) in sources.clone() {
-            for key in items.iter().filter_map(|i| key_of(i, field)) {
-                *counts.entry(clean(key)).or_default() += 1;
+            let mut listed = HashSet::new();
+            for original in items.iter().filter_map(|i| key_of(i, field)) {
+                if listed.insert(original) {
+                    *counts.entry(clean(original)).or_default() += 1;
+                }
             }
         }
         for (owner, items) in sources {
+            let mut listed = HashSet::new();
             for item in items {
                 let Some(original) = key_of(item, field) else { continue };
+                if !listed.insert(original) {
+                    tracing::debug!(
+                        source = owner.name(),
+                        item = original,
+                        "{field} listed twice by its source; the first is kept"
+                    );
+                    continue;
+                }
                 let key = clean(original);
                 let exposed = if claims_other(owner, &key) {
                     let renamed = expose(owner, &key);

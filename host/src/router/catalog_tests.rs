@@ -104,6 +104,14 @@ fn a_source_whose_name_is_a_prefix_of_anothers_cannot_take_its_names() {
 }
 
 #[test]
+fn a_name_a_source_lists_twice_is_offered_once_under_its_own_name() {
+    let a = tools(&["delete_repo", "x", "delete_repo"]);
+    let oa = Owner::Backend("a".into());
+    let catalog = Catalog::from_sources(&[], [(&oa, a.as_slice())].into_iter());
+    assert_eq!(names(&catalog), ["delete_repo", "x"], "not prefixed, and no numbered second name");
+}
+
+#[test]
 fn names_are_sanitised_cut_and_kept_unique() {
     let long = "t".repeat(200);
     let a = tools(&["has space", &long, "x"]);

@@ -23,8 +23,8 @@ pub fn edit_tool(rules: &Rules, backend: &str, name: &str, roles: &[String], def
     if rules.refusal(name, backend, roles).is_some() {
         return Edit::Hide;
     }
-    let renamed = rules.rename.get(name);
-    let described = rules.describe.get(name);
+    let renamed = rules.renamed(name, backend);
+    let described = rules.described(name, backend);
     let fixed = rules.fixed_params(name, backend);
     if renamed.is_none() && described.is_none() && fixed.is_empty() {
         return Edit::Keep;
@@ -32,10 +32,10 @@ pub fn edit_tool(rules: &Rules, backend: &str, name: &str, roles: &[String], def
     let Ok(original) = serde_json::from_str::<Value>(definition) else { return Edit::Keep };
     let mut tool = original.clone();
     if let Some(new_name) = renamed {
-        tool["name"] = Value::from(new_name.as_str());
+        tool["name"] = Value::from(new_name);
     }
     if let Some(description) = described {
-        tool["description"] = Value::from(description.as_str());
+        tool["description"] = Value::from(description);
     }
     if let Some(schema) = tool.get_mut("inputSchema") {
         if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {

@@ -1,9 +1,13 @@
 //! What `tool-filter` decides: which tools a caller may use (allow rules and deny rules, by
 //! tool and backend globs and by role) and what a call carries (parameters pinned to a value
 //! or dropped). Tool globs match a tool by its identity, not by a name that moves: a tool is
-//! matched by its catalog name (before any rename) *and* by its backend's own name for it. So
-//! a rule on `delete_repo` keeps matching when a second backend offers `delete_repo` too and
-//! the relay's collision rule exposes it as `<backend>__delete_repo`.
+//! matched by its catalog name (before any rename), by its backend's own name for it, and by
+//! its qualified name `<backend>__<own name>`. So a rule on `delete_repo` keeps matching when
+//! a second backend offers `delete_repo` too and the relay's collision rule exposes it as
+//! `<backend>__delete_repo`, and a rule on `github__delete_repo` keeps matching when that
+//! second backend goes away and the tool is `delete_repo` again. Allow rules match an own name
+//! that itself reads as a prefixed name (`github__x` offered by backend `gamma`) only by its
+//! qualified name (`gamma__github__x`): `github__*` lets in github's tools, not gamma's.
 
 use std::collections::BTreeMap;
 
@@ -91,8 +95,11 @@ impl Scope {
         Ok(Scope { tools: set(tools)?, backends: set(backends)? })
     }
 
-    fn covers(&self, tool: &str, backend: &str) -> bool {
-        self.tools.as_ref().is_none_or(|s| matches_tool(s, tool, backend))
+    /// Whether the rule covers `tool` of `backend`; `allowing` for an allow rule, whose globs
+    /// match more narrowly (see [`allows_tool`]).
+    fn covers(&self, tool: &str, backend: &str, allowing: bool) -> bool {
+        let matches = if allowing { allows_tool } else { matches_tool };
+        self.tools.as_ref().is_none_or(|s| matches(s, tool, backend))
             && self.backends.as_ref().is_none_or(|s| s.is_match(backend))
     }
 }
@@ -100,14 +107,32 @@ impl Scope {
 /// The relay's collision prefix: a tool two backends offer is exposed as `<backend>__<name>`.
 const COLLISION_SEPARATOR: &str = "__";
 
-/// The backend's own name for catalog name `tool` of `backend`: without the collision prefix.
-fn own_name<'a>(tool: &'a str, backend: &str) -> Option<&'a str> {
-    tool.strip_prefix(backend)?.strip_prefix(COLLISION_SEPARATOR)
+/// The backend's own name for catalog name `tool` of `backend` (without the collision prefix),
+/// and its qualified name `<backend>__<own>` (its catalog name while another source offers the
+/// same name).
+fn own_and_qualified<'a>(tool: &'a str, backend: &str) -> (&'a str, std::borrow::Cow<'a, str>) {
+    match tool.strip_prefix(backend).and_then(|rest| rest.strip_prefix(COLLISION_SEPARATOR)) {
+        Some(own) => (own, tool.into()),
+        None => (tool, format!("{backend}{COLLISION_SEPARATOR}{tool}").into()),
+    }
 }
 
-/// Whether `globs` match `tool` of `backend` by either of its names.
+/// Whether `globs` match `tool` of `backend` by any of its names: what deny rules, pins and
+/// drops use (matching more only restricts more).
 fn matches_tool(globs: &GlobSet, tool: &str, backend: &str) -> bool {
-    globs.is_match(tool) || own_name(tool, backend).is_some_and(|own| globs.is_match(own))
+    let (own, qualified) = own_and_qualified(tool, backend);
+    globs.is_match(tool) || globs.is_match(own) || globs.is_match(qualified.as_ref())
+}
+
+/// Whether `globs` match `tool` of `backend` by a name that is its own: as [`matches_tool`],
+/// but an own name that reads as a prefixed name (`github__x` of backend `gamma`, in the
+/// catalog as `gamma__github__x`) counts only qualified. What allow rules use (matching more
+/// would let more in).
+fn allows_tool(globs: &GlobSet, tool: &str, backend: &str) -> bool {
+    let (own, qualified) = own_and_qualified(tool, backend);
+    globs.is_match(tool)
+        || globs.is_match(qualified.as_ref())
+        || !own.contains(COLLISION_SEPARATOR) && globs.is_match(own)
 }
 
 /// The settings with their globs compiled.
@@ -116,10 +141,10 @@ pub struct Rules {
     deny: Vec<(Scope, Vec<String>)>,
     pin: Vec<(GlobSet, Map<String, Value>)>,
     drop: Vec<(GlobSet, Vec<String>)>,
-    /// Catalog name → new name.
-    pub rename: BTreeMap<String, String>,
-    /// Catalog name → description.
-    pub describe: BTreeMap<String, String>,
+    /// Catalog (or qualified) name → new name.
+    rename: BTreeMap<String, String>,
+    /// Catalog (or qualified) name → description.
+    describe: BTreeMap<String, String>,
 }
 
 /// What happens to a call.
@@ -137,6 +162,12 @@ fn globs(patterns: &[String]) -> Result<GlobSet, String> {
         set.add(Glob::new(pattern).map_err(|e| e.to_string())?);
     }
     set.build().map_err(|e| e.to_string())
+}
+
+/// The entry of `map` for `tool` of `backend`, by its catalog name or its qualified name.
+fn by_name<'a>(map: &'a BTreeMap<String, String>, tool: &str, backend: &str) -> Option<&'a str> {
+    let entry = map.get(tool).or_else(|| map.get(own_and_qualified(tool, backend).1.as_ref()));
+    entry.map(String::as_str)
 }
 
 fn has_any(roles: &[String], wanted: &[String]) -> bool {
@@ -195,13 +226,26 @@ impl Rules {
         if let Some(allow) = &self.allow {
             let allowed = allow
                 .iter()
-                .any(|(scope, only)| scope.covers(tool, backend) && (only.is_empty() || has_any(roles, only)));
+                .any(|(scope, only)| scope.covers(tool, backend, true) && (only.is_empty() || has_any(roles, only)));
             if !allowed {
                 return Some(format!("{tool} is not on this relay's allow list"));
             }
         }
-        let denied = self.deny.iter().any(|(scope, unless)| scope.covers(tool, backend) && !has_any(roles, unless));
+        let denied =
+            self.deny.iter().any(|(scope, unless)| scope.covers(tool, backend, false) && !has_any(roles, unless));
         denied.then(|| format!("{tool} is not allowed for this caller"))
+    }
+
+    /// The new name of `tool` (catalog name) of `backend`: `rename` keyed by its catalog name,
+    /// or by its qualified name (`<backend>__<own name>`, its catalog name while another source
+    /// offers the same name), so a rename written either way holds as collisions come and go.
+    pub fn renamed(&self, tool: &str, backend: &str) -> Option<&str> {
+        by_name(&self.rename, tool, backend)
+    }
+
+    /// The new description of `tool` of `backend`, looked up as [`Rules::renamed`] does.
+    pub fn described(&self, tool: &str, backend: &str) -> Option<&str> {
+        by_name(&self.describe, tool, backend)
     }
 
     /// Parameters of `tool` of `backend` the client does not choose (pinned or dropped):
@@ -275,6 +319,37 @@ mod tests {
             "beta's tool named alpha__delete_repo is another tool"
         );
         assert!(matches!(rules.decide("alpha__search", "alpha", &[], "{}"), Decision::Allow(Some(_))));
+    }
+
+    #[test]
+    fn rules_written_with_the_prefixed_name_hold_when_the_collision_goes_away() {
+        let rules = rules(json!({
+            "deny": [{"tools": ["alpha__search_code"], "unless_roles": ["admin"]}],
+            "pin": [{"tools": ["beta__search_code"], "params": {"limit": 10}}],
+            "rename": {"beta__search_code": "search"},
+        }));
+        assert!(rules.refusal("alpha__search_code", "alpha", &[]).is_some());
+        assert!(rules.refusal("search_code", "alpha", &[]).is_some(), "alpha alone: its tool is unprefixed");
+        assert!(rules.refusal("search_code", "beta", &[]).is_none(), "beta's tool is another");
+        let pinned = rules.decide("search_code", "beta", &[], r#"{"limit": 100000}"#);
+        assert_eq!(pinned, Decision::Allow(Some(json!({"limit": 10}))));
+        assert_eq!(rules.renamed("search_code", "beta"), Some("search"));
+        assert_eq!(rules.renamed("search_code", "alpha"), None);
+    }
+
+    #[test]
+    fn an_allow_glob_on_a_prefix_lets_in_that_backends_tools_only() {
+        let rules = rules(json!({"allow": ["github__*", "read__table"]}));
+        assert!(rules.refusal("create_issue", "github", &[]).is_none(), "github's own tool, unprefixed");
+        assert!(rules.refusal("github__create_issue", "github", &[]).is_none());
+        assert!(
+            rules.refusal("gamma__github__delete_everything", "gamma", &[]).is_some(),
+            "gamma's tool named github__delete_everything is not github's"
+        );
+        assert!(rules.refusal("read__table", "db", &[]).is_none(), "the name the client sees counts");
+        // Deny rules match by every name: they only ever restrict more.
+        let deny = super::tests::rules(json!({"deny": [{"tools": ["github__*"]}]}));
+        assert!(deny.refusal("gamma__github__delete_everything", "gamma", &[]).is_some());
     }
 
     #[test]
