@@ -204,3 +204,42 @@ async fn rules_on_a_prefixed_name_hold_when_the_collision_goes_away() {
     .await;
     assert_eq!(text_of(&user.call_tool("say", json!({"message": "chosen"})).await), "c: pinned");
 }
+
+/// A resource two backends list is listed as a `relay://` URI for each; its original URI is
+/// no name of it, even where one backend's template matches it: hidden from a caller, it cannot
+/// be read or subscribed to that way around the view.
+#[tokio::test]
+async fn a_collided_resource_is_not_reachable_by_its_original_uri_through_a_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = [
+        token_auth(dir.path()),
+        interceptor_entry(
+            dir.path(),
+            "hider",
+            "test_interceptor",
+            "    config: {hide_for: {ann: ['relay://a/mem%3A%2F%2Fx']}}\n",
+        ),
+    ];
+    let relay_yaml = format!("plugin_cache_dir: cache\nplugins:\n{}", plugins.concat());
+    let backends = format!(
+        "backends:\n{}{}",
+        stdio_fixture_entry("a", &["--resources", "mem://x", "--templates", "mem://{id}"]),
+        stdio_fixture_entry("c", &["--resources", "mem://x"])
+    );
+    let mut relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
+    relay.token = Some("ADMIN".into());
+    relay.wait_ready("a").await;
+    relay.wait_ready("c").await;
+    let mut user = relay.line_client_as(Some("USER")).await;
+    let listed_uris: Vec<Value> = listed(&mut user, "resources/list", "resources").await;
+    assert_eq!(listed_uris.len(), 1, "a's copy hidden from ann: {listed_uris:?}");
+    for method in ["resources/read", "resources/subscribe"] {
+        let refused = user.request(method, json!({"uri": "mem://x"})).await;
+        assert_eq!(refused["error"]["code"], -32002, "{method}: {refused}");
+    }
+    let mut admin = relay.line_client_as(Some("ADMIN")).await;
+    let read = admin.request("resources/read", json!({"uri": "relay://a/mem%3A%2F%2Fx"})).await;
+    assert_eq!(read["result"]["contents"][0]["text"], "a: mem://x", "{read}");
+    let read = user.request("resources/read", json!({"uri": "mem://other"})).await;
+    assert_eq!(read["result"]["contents"][0]["text"], "a: mem://other", "other URIs of the template: {read}");
+}

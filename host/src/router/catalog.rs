@@ -81,12 +81,23 @@ pub struct Entry {
 pub struct Section {
     entries: Vec<Entry>,
     by_key: HashMap<String, usize, foldhash::fast::RandomState>,
+    /// Upstream names exposed under another name (prefixed after a collision, cleaned): not
+    /// names clients may use for them.
+    moved: HashSet<String>,
 }
 
 impl Section {
     /// The entry clients call `key`.
     pub fn get(&self, key: &str) -> Option<&Entry> {
         self.by_key.get(key).map(|&i| &self.entries[i])
+    }
+
+    /// Whether `name` is an upstream name the catalog exposes under another name (a resource
+    /// URI two backends offer is `relay://<backend>/...` for each), and no entry's own name: a
+    /// template matching it must not reach the item by its upstream name, around the view and
+    /// the interceptors that know it by its catalog name.
+    pub fn is_moved(&self, name: &str) -> bool {
+        self.moved.contains(name) && !self.by_key.contains_key(name)
     }
 
     /// Every entry in catalog order.
@@ -109,6 +120,9 @@ impl Section {
         let mut definition = item.clone();
         definition[field] = Value::String(key.clone());
         self.by_key.insert(key.clone(), self.entries.len());
+        if key != upstream_name {
+            self.moved.insert(upstream_name.to_owned());
+        }
         let catalog_name = key.clone();
         self.entries.push(Entry {
             name: key,

@@ -74,6 +74,8 @@ fn colliding_resource_uris_are_rewritten_per_backend() {
     let uris: Vec<&str> = section.entries().iter().map(|e| e.name.as_str()).collect();
     assert_eq!(uris, ["relay://a/file%3A%2F%2F%2Fx", "mem://only-a", "relay://b/file%3A%2F%2F%2Fx"]);
     assert_eq!(section.get("relay://b/file%3A%2F%2F%2Fx").unwrap().upstream_name, "file:///x");
+    assert!(section.is_moved("file:///x"), "the original URI is no name clients may use");
+    assert!(!section.is_moved("mem://only-a") && !section.is_moved("mem://other"));
     assert_eq!(relay_uri(&oa, "demo://doc/a-b.md"), "relay://a/demo%3A%2F%2Fdoc%2Fa-b.md");
 }
 

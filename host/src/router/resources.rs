@@ -3,7 +3,9 @@
 //! session that asked). A listed resource goes to its owner; any other URI to the backends whose
 //! templates match it, best match first. A caller may address only what its view of the
 //! catalog shows: a resource an interceptor hid from it is unknown to it, whichever template
-//! would also match its URI.
+//! would also match its URI (the URI as listed: the relay does not know which other spellings
+//! a backend takes for the same resource), and so is the original URI of a resource two
+//! backends offer.
 
 use serde_json::{Value, json};
 
@@ -66,10 +68,15 @@ impl Router {
     }
 
     /// `principal`'s view, when `uri` is one it may address: listed in its view, or not a
-    /// listed resource at all (a template's). A listed resource its view hides is unknown.
+    /// listed resource at all (a template's). A listed resource its view hides is unknown, and
+    /// so is the original URI of a resource two backends offer (listed as `relay://` URIs):
+    /// a template matching it would reach the resource around its view and its interceptors.
     async fn view_with_uri(&self, uri: &str, principal: &Principal) -> Result<std::sync::Arc<Catalog>, RouterError> {
         let view = self.catalog_for(principal).await;
-        if view.resources().get(uri).is_none() && self.catalog().resources().get(uri).is_some() {
+        let whole = self.catalog();
+        if view.resources().get(uri).is_none()
+            && (whole.resources().get(uri).is_some() || whole.resources().is_moved(uri))
+        {
             return Err(RouterError::UnknownResource(uri.to_owned()));
         }
         Ok(view)
