@@ -13,7 +13,9 @@
 #   2. Copy BUILD_DIR beside the target's directory and `relay check-config` it there.
 #   3. Stop the target if it still runs; put the new build in its place (its previous build is
 #      kept aside until the switch, and put back if anything before it fails).
-#   4. Start the target (START_CMD); wait for /readyz 200 on its own port; `relay health` it.
+#   4. Start the target (START_CMD); wait for /readyz 200 on its own port; `relay health` it;
+#      check that it shares the active colour's session store (the same `kv.store` in both
+#      colours' /status.json: the same Redis and namespace).
 #   5. Switch: the target leaves maintenance with weight 0 in every backend (checked by HAProxy,
 #      sent nothing); once HAProxy's own checks pass steadily it gets its full weight and the
 #      old colour drains (its Streamable HTTP sessions keep reaching it, nothing new does).
@@ -164,6 +166,7 @@ step "Starting $TARGET and checking it on port $(colour_port "$TARGET")"
 PHASE=started
 start_colour "$TARGET"
 check_colour "$TARGET" || die "$TARGET is not healthy; it gets no traffic"
+check_shared_store "$TARGET" "$ACTIVE" || die "$TARGET does not share $ACTIVE's sessions; it gets no traffic"
 
 step "Switching HAProxy to $TARGET${ACTIVE:+ (draining $ACTIVE)}"
 PHASE=switching

@@ -400,6 +400,37 @@ check_colour() {
   info "$1: relay health OK"
 }
 
+# The shared store COLOUR reports in its status (`kv.store`: an id the first instance wrote
+# into Redis under its namespace): empty without Redis, or when Redis did not answer. The
+# token, when there is one, goes to curl on its standard input, never on a command line.
+store_of() {
+  local token
+  token=$(health_token "$1")
+  if [[ -n $token ]]; then printf 'Authorization: Bearer %s\n' "$token"; fi |
+    "$CURL" --noproxy '*' -s --max-time 3 -H @- "http://$(colour_metrics "$1")/status.json" 2>/dev/null |
+    grep -o '"store":"[0-9a-f]*"' | head -n 1 | cut -d '"' -f 4 || true
+}
+
+# TARGET must share ACTIVE's session store before it takes ACTIVE's clients: with another
+# Redis or namespace (or none), every Streamable HTTP session, subscription and shared budget
+# would be lost at the switch, and the deploy would still say done. Nothing to compare when
+# ACTIVE keeps nothing in Redis (or its Redis does not answer: then nothing survives anyway).
+check_shared_store() {
+  local target=$1 active=$2 theirs ours
+  [[ -n $active ]] || return 0
+  theirs=$(store_of "$active")
+  if [[ -z $theirs ]]; then
+    info "$active keeps no shared store (kv.backend memory, or its Redis is not answering): sessions stay with it"
+    return 0
+  fi
+  ours=$(store_of "$target")
+  if [[ $ours != "$theirs" ]]; then
+    warn "$target does not share $active's session store (kv.url and kv.namespace must name the same Redis and namespace; $active's store ${theirs:0:12}, $target's ${ours:-none}): its clients' sessions would be lost"
+    return 1
+  fi
+  info "$target shares $active's session store (${ours:0:12})"
+}
+
 # Where COLOUR serves /metrics without a token: its private listener (RELAY_METRICS_LISTEN in
 # ENV_DIR/COLOUR.env, as deploy/systemd/*.env set it; BLUE_METRICS / GREEN_METRICS override),
 # else its main port (where /metrics needs the admin role once an auth plugin runs).

@@ -42,6 +42,11 @@ impl Drop for Reaper {
 
 /// A build directory as deploy.sh takes it: bin/relay, plugins/, config/relay.yaml.
 fn build(dir: &Path, name: &str, redis: &RedisServer, backends: &Path, auth: bool) -> PathBuf {
+    build_in(dir, name, redis, "prod", backends, auth)
+}
+
+/// [`build`] keeping its shared state under kv `namespace`.
+fn build_in(dir: &Path, name: &str, redis: &RedisServer, namespace: &str, backends: &Path, auth: bool) -> PathBuf {
     let build = dir.join(name);
     for sub in ["bin", "plugins", "config"] {
         std::fs::create_dir_all(build.join(sub)).unwrap();
@@ -57,7 +62,7 @@ fn build(dir: &Path, name: &str, redis: &RedisServer, backends: &Path, auth: boo
         ""
     };
     let yaml = format!(
-        "listen: {{trusted_proxies: [127.0.0.1]}}\nbackends_file: {}\nplugin_cache_dir: {}\nshutdown: {{grace_secs: 10}}\nlimits: {{max_sessions_per_address: 20000, max_pending_per_address: 4096}}\nupstream: {{backoff_initial_ms: 50, backoff_max_ms: 500}}\nkv: {{backend: redis, url: '{}', namespace: prod, timeout_ms: 50}}\nplugins:\n{auth}  - name: rate-limit\n    world: policy\n    path: ../plugins/rate_limit.wasm\n    grants: {{clock: true}}\n    config: {{per_minute: 100000, per_tool: {{relay_list_servers: 4}}}}\n",
+        "listen: {{trusted_proxies: [127.0.0.1]}}\nbackends_file: {}\nplugin_cache_dir: {}\nshutdown: {{grace_secs: 10}}\nlimits: {{max_sessions_per_address: 20000, max_pending_per_address: 4096}}\nupstream: {{backoff_initial_ms: 50, backoff_max_ms: 500}}\nkv: {{backend: redis, url: '{}', namespace: {namespace}, timeout_ms: 50}}\nplugins:\n{auth}  - name: rate-limit\n    world: policy\n    path: ../plugins/rate_limit.wasm\n    grants: {{clock: true}}\n    config: {{per_minute: 100000, per_tool: {{relay_list_servers: 4}}}}\n",
         backends.display(),
         dir.join("cache").display(),
         redis.url()
@@ -376,6 +381,7 @@ async fn deploy_and_rollback_through_haproxy_lose_no_call() {
 
     let (ok, log) = script(dir, &lb, ports, "deploy.sh", &[&build(dir, "build-2", &redis, &backends, false)]).await;
     assert!(ok, "deploy to green failed:\n{log}");
+    assert!(log.contains("green shares blue's session store"), "{log}");
     assert_eq!(lb.serving().await, "green");
     assert_eq!(std::fs::read_link(dir.join("opt/relay-active")).unwrap(), dir.join("opt/green"));
     // The old colour is done as soon as its work is: seconds, not a fixed grace.
@@ -407,6 +413,14 @@ async fn deploy_and_rollback_through_haproxy_lose_no_call() {
     assert!(log.contains("relay health failed"), "{log}");
     assert_eq!(lb.serving().await, "blue");
     assert_eq!(std::fs::read_link(dir.join("opt/relay-active")).unwrap(), dir.join("opt/blue"));
+
+    // A build that keeps its sessions elsewhere (another kv namespace) would lose every
+    // client's session at the switch: it gets no traffic.
+    let elsewhere = build_in(dir, "build-3b", &redis, "prod-2", &backends, false);
+    let (ok, log) = script(dir, &lb, ports, "deploy.sh", &[&elsewhere]).await;
+    assert!(!ok, "a build that does not share the sessions was deployed:\n{log}");
+    assert!(log.contains("does not share blue's session store"), "{log}");
+    assert_eq!(lb.serving().await, "blue");
 
     // A relay that exits at start (its port is taken) is reported at once, with its reason,
     // not after READY_TIMEOUT.

@@ -68,13 +68,15 @@ fn server_info<S: serde::Serializer>(identity: &Option<Arc<ServerIdentity>>, out
     identity.as_ref().map(|identity| &identity.server_info).serialize(out)
 }
 
-/// Whether the kv store answers.
+/// Whether the kv store answers, and which shared store it is.
 #[derive(Serialize)]
 struct KvStatus {
     backend: &'static str,
     checked_in_ms: f64,
     error: Option<String>,
     reachable: bool,
+    /// [`crate::plugins::KvStore::identity`]: instances showing the same one share state.
+    store: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -128,17 +130,18 @@ impl RelayTools {
         serde_json::to_value(self.status(false).await).unwrap_or_default()
     }
 
-    /// Whether the kv store answers (Redis is asked, within a second).
+    /// Whether the kv store answers, and its identity (Redis is asked, within a second).
     async fn kv_status(&self) -> KvStatus {
         let backend = if self.kv.is_shared() { "redis" } else { "memory" };
         let started = std::time::Instant::now();
-        let reachable = tokio::time::timeout(Duration::from_secs(1), self.kv.ping()).await;
-        let (reachable, error) = match reachable {
-            Ok(Ok(())) => (true, None),
-            Ok(Err(e)) => (false, Some(e.to_string())),
-            Err(_) => (false, Some("no answer within 1 s".to_owned())),
+        let identity = tokio::time::timeout(Duration::from_secs(1), self.kv.identity()).await;
+        let (store, error) = match identity {
+            Ok(Ok(store)) => (store, None),
+            Ok(Err(e)) => (None, Some(e.to_string())),
+            Err(_) => (None, Some("no answer within 1 s".to_owned())),
         };
-        KvStatus { backend, checked_in_ms: started.elapsed().as_secs_f64() * 1000.0, error, reachable }
+        let checked_in_ms = started.elapsed().as_secs_f64() * 1000.0;
+        KvStatus { backend, checked_in_ms, reachable: error.is_none(), error, store }
     }
 
     pub(super) fn servers(&self, admin: bool) -> Vec<Server> {

@@ -82,12 +82,6 @@ impl RedisKv {
         Err(unavailable)
     }
 
-    /// `PING`: whether the server answers.
-    pub async fn ping(&self) -> Result<(), KvError> {
-        let mut c = self.connection.clone();
-        self.run(async move { redis::cmd("PING").query_async::<String>(&mut c).await }).await.map(|_| ())
-    }
-
     /// The live value at `key`.
     pub async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
         check(key, None)?;

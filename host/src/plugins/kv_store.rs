@@ -61,6 +61,10 @@ pub enum KvStore {
     Redis(RedisKv),
 }
 
+/// Where a shared store keeps its [`KvStore::identity`] (under the namespace, apart from
+/// plugins' keys, `<plugin>:...`, and sessions', `relay.session:...`).
+const IDENTITY_KEY: &str = "relay.store";
+
 impl Default for KvStore {
     fn default() -> Self {
         KvStore::Memory(MemoryKv::default())
@@ -86,11 +90,18 @@ impl KvStore {
         matches!(self, KvStore::Redis(_))
     }
 
-    /// Whether the store answers now (Redis: `PING`, within the kv timeout).
-    pub async fn ping(&self) -> Result<(), KvError> {
+    /// Which shared store this is: an id the first instance to ask writes into it, which every
+    /// other reads back (Redis); `None` for a store in this process, which nobody shares.
+    /// Instances that report the same identity see the same sessions, budgets and grants (the
+    /// same server and namespace): what a blue/green deploy checks before it switches.
+    pub async fn identity(&self) -> Result<Option<String>, KvError> {
         match self {
-            KvStore::Memory(_) => Ok(()),
-            KvStore::Redis(store) => store.ping().await,
+            KvStore::Memory(_) => Ok(None),
+            KvStore::Redis(store) => {
+                let mine = uuid::Uuid::new_v4().simple().to_string();
+                Box::pin(store.compare_and_swap(IDENTITY_KEY, None, &mine, None)).await?;
+                Box::pin(store.get(IDENTITY_KEY)).await
+            }
         }
     }
 
