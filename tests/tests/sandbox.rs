@@ -190,6 +190,28 @@ async fn reaching_a_backend_is_a_grant_and_passes_policy() {
     let mut client = relay.line_client().await;
     let text = text_of(&client.call_tool("call_backend", json!({"backend": "b", "tool": "echo"})).await);
     assert!(text.contains("refused by policy") && text.contains("rate limit"), "{text}");
+    drop(relay);
+
+    // A policy bound to the tool's catalog name, prefixed because another backend offers echo
+    // too, binds the adapter's call of b's echo (which names it by b's own name) as well.
+    let dir = tempfile::tempdir().unwrap();
+    let limiter = copy_plugin(dir.path(), "rate_limit");
+    let wasm = copy_plugin(dir.path(), "hostile_adapter");
+    let yaml = format!(
+        "{TEST_RELAY_YAML}plugin_cache_dir: cache\nplugins:\n  - {{name: rate-limit, world: policy, path: {}, bind: {{tools: [b__echo]}}, grants: {{clock: true}}, config: {{per_minute: 1}}}}\n  - {{name: hostile, world: adapter, path: {}, grants: {{backends: [b/echo]}}, limits: {{deadline_ms: 5000}}}}\n",
+        limiter.display(),
+        wasm.display()
+    );
+    let two = format!("backends:\n{}{}", stdio_fixture_entry("b", &[]), stdio_fixture_entry("c", &[]));
+    let relay = Relay::start_files(dir.path(), &yaml, &two, &[]).await;
+    relay.wait_ready("b").await;
+    relay.wait_ready("c").await;
+    let mut client = relay.line_client().await;
+    let through = json!({"backend": "b", "tool": "echo"});
+    let first = text_of(&client.call_tool("call_backend", through.clone()).await);
+    assert!(!first.contains("refused"), "{first}");
+    let second = text_of(&client.call_tool("call_backend", through).await);
+    assert!(second.contains("refused by policy") && second.contains("rate limit"), "{second}");
 }
 
 #[tokio::test]
