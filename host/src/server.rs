@@ -393,6 +393,11 @@ pub fn config_warnings(config: &RelayConfig) -> Vec<String> {
             ));
         }
     }
+    if config.tls.as_ref().is_some_and(|tls| tls.required) && !config.listen.trusted_proxies.is_empty() {
+        warnings.push(
+            "tls.required with listen.trusted_proxies: the proxy in front must speak TLS to this port (HAProxy: `ssl verify required ...` on its server lines), or every request it forwards is refused while its plaintext /readyz checks pass".to_owned(),
+        );
+    }
     warnings
 }
 

@@ -225,8 +225,18 @@ async fn a_replaced_certificate_is_used_for_new_handshakes_and_a_bad_pair_keeps_
     let four = ca.server("relay-four", "staged-four");
     replace_file(&dir.path().join("server.crt"), &std::fs::read(&three.cert).unwrap());
     replace_file(&dir.path().join("server.key"), &std::fs::read(&four.key).unwrap());
-    relay.wait_for_log("TLS files rejected; the running certificate stays").await;
+    // Refused after the rotation's settle time, and seen where operators look: the metric the
+    // ConfigFileRejected alert watches, and /status.
+    let metrics_at = format!("http://127.0.0.1:{}", relay.metrics_port.unwrap());
+    eventually("the TLS files reported rejected", || async {
+        let metrics = reqwest::get(format!("{metrics_at}/metrics")).await.ok()?.text().await.ok()?;
+        (metric_value(&metrics, r#"relay_config_file_rejected{file="tls"}"#) == Some(1.0)).then_some(())
+    })
+    .await;
+    assert!(relay.log().contains("TLS files rejected; the running certificate stays"));
     assert!(presented_cn(relay.port).await.contains("relay-two"));
+    let page = reqwest::get(format!("{metrics_at}/status")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("the files on disk are not in use"), "{page}");
     let ca_path = ca.ca_pem.display().to_string();
     assert!(health(relay.port, &["--tls", "--ca", &ca_path]).await);
 }

@@ -38,9 +38,13 @@ th{{background:#f3f3f3}} .ready{{color:#070}} .bad{{color:#b00}} code{{font-size
             format!("unreachable ({})", text(&report["kv"]["error"]))
         },
         kv_class = if report["kv"]["reachable"] == true { "ready" } else { "bad" },
-        tls = match report["tls"]["days_left"].as_f64() {
-            Some(days) => format!("certificate expires in {days} days"),
-            None => "off".to_owned(),
+        tls = match (report["tls"]["days_left"].as_f64(), report["tls"]["files_error"].as_str()) {
+            (Some(days), None) => format!("certificate expires in {days} days"),
+            (Some(days), Some(_)) => format!(
+                "certificate expires in {days} days; <span class=\"bad\">the files on disk are not in use: {}</span>",
+                text(&report["tls"]["files_error"])
+            ),
+            (None, _) => "off".to_owned(),
         },
         version = text(&report["version"]),
         uptime = uptime(report["uptime_secs"].as_f64().unwrap_or(0.0)),

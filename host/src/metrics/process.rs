@@ -47,14 +47,14 @@ impl ProcessSeries {
         );
         registry.register(
             "relay_config_file_rejected",
-            "1 while a configuration file on disk does not load (backends: the running set stays; relay: read again on SIGHUP); a restart would fail",
+            "1 while a configuration file on disk does not load (backends: the running set stays; relay: read again on SIGHUP; tls: the running certificate stays); a restart would fail",
             series.config_rejected.clone(),
         );
         registry.register_collector(Box::new(series.sources.clone()));
         series
     }
 
-    /// Whether the configuration file `file` (`backends`, `relay`) loaded when last read.
+    /// Whether the configuration file `file` (`backends`, `relay`, `tls`) loaded when last read.
     pub fn config_file(&self, file: &'static str, loads: bool) {
         self.config_rejected.get_or_create(&FileLabel { file }).set(i64::from(!loads));
     }

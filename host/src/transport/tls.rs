@@ -123,7 +123,7 @@ impl Tls {
             tracing::error!(cert = %config.cert.display(), "{problem}: clients that check it will refuse the relay");
         }
         let expires = expiry(validity.as_ref());
-        crate::metrics::metrics().access.tls_certificate(expires, None);
+        report(expires, None);
         Ok(Arc::new(Self {
             config,
             current: ArcSwap::from_pointee(server),
@@ -148,9 +148,8 @@ impl Tls {
             Err(e) => {
                 tracing::error!(error = %e, "TLS files rejected; the running certificate stays");
                 *self.last_error.lock().expect("tls error lock") = Some(e.to_string());
-                let metrics = &crate::metrics::metrics().access;
-                let running = metrics.tls_state().map_or(0, |(not_after, _)| not_after);
-                metrics.tls_certificate(running, Some(e.to_string()));
+                let running = crate::metrics::metrics().access.tls_state().map_or(0, |(not_after, _)| not_after);
+                report(running, Some(e.to_string()));
                 Err(e)
             }
         }
@@ -232,7 +231,7 @@ impl Tls {
         self.current.store(Arc::new(server));
         *self.last_error.lock().expect("tls error lock") = None;
         self.loads.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        crate::metrics::metrics().access.tls_certificate(expires, None);
+        report(expires, None);
         tracing::info!(cert = %self.config.cert.display(), "TLS certificate reloaded; new handshakes use it");
     }
 
@@ -243,6 +242,15 @@ impl Tls {
         let subject = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(subject_of);
         Ok((stream, subject))
     }
+}
+
+/// Tells the metrics (and so `/status`) when the certificate in use expires, and why the files
+/// on disk are not in use, if they are not: `relay_config_file_rejected{file="tls"}` is 1
+/// meanwhile, as for the other files a restart would fail on.
+fn report(expires: i64, error: Option<String>) {
+    let metrics = crate::metrics::metrics();
+    metrics.process.config_file("tls", error.is_none());
+    metrics.access.tls_certificate(expires, error);
 }
 
 /// The validity period of the first certificate in the PEM file at `path`.
