@@ -400,32 +400,53 @@ check_colour() {
   info "$1: relay health OK"
 }
 
-# The shared store COLOUR reports in its status (`kv.store`: an id the first instance wrote
-# into Redis under its namespace): empty without Redis, or when Redis did not answer. The
-# token, when there is one, goes to curl on its standard input, never on a command line.
+# The store COLOUR keeps shared state in: asking for its status makes it read the store now,
+# and `relay_kv_store_info{store="..."}` on its /metrics then says which (an id the first
+# instance wrote into Redis under its namespace; `none` for the in-memory kv; `unreachable`
+# when its Redis did not answer). Empty when COLOUR does not say (a build before the metric,
+# or its metrics cannot be read from here). Read from the metrics the relay writes itself,
+# never from status JSON, where a backend's serverInfo could say anything. The token, when
+# there is one, goes to curl on its standard input, never on a command line.
 store_of() {
+  metrics_get "$1" status.json /dev/null
+  metrics_get "$1" metrics - | sed -n 's/^relay_kv_store_info{store="\([0-9a-z]*\)"} 1$/\1/p' | head -n 1 || true
+}
+
+# GET PATH from COLOUR's metrics address into OUTPUT (`-`: standard output), with its token
+# when there is one (on curl's standard input); nothing when it does not answer.
+metrics_get() {
   local token
   token=$(health_token "$1")
   if [[ -n $token ]]; then printf 'Authorization: Bearer %s\n' "$token"; fi |
-    "$CURL" --noproxy '*' -s --max-time 3 -H @- "http://$(colour_metrics "$1")/status.json" 2>/dev/null |
-    grep -o '"store":"[0-9a-f]*"' | head -n 1 | cut -d '"' -f 4 || true
+    "$CURL" --noproxy '*' -s --max-time 3 -H @- -o "$3" "http://$(colour_metrics "$1")/$2" 2>/dev/null || true
 }
 
 # TARGET must share ACTIVE's session store before it takes ACTIVE's clients: with another
 # Redis or namespace (or none), every Streamable HTTP session, subscription and shared budget
 # would be lost at the switch, and the deploy would still say done. Nothing to compare when
-# ACTIVE keeps nothing in Redis (or its Redis does not answer: then nothing survives anyway).
+# ACTIVE keeps nothing shared; a colour that does not say which store it uses is warned about,
+# not refused (a rollback to a build from before this check must go through).
 check_shared_store() {
   local target=$1 active=$2 theirs ours
   [[ -n $active ]] || return 0
   theirs=$(store_of "$active")
-  if [[ -z $theirs ]]; then
-    info "$active keeps no shared store (kv.backend memory, or its Redis is not answering): sessions stay with it"
+  case $theirs in
+    "")
+      warn "$active does not say which session store it uses (an older build, or its metrics are not readable here): not compared"
+      return 0
+      ;;
+    none | unreachable)
+      info "$active keeps no shared store ($theirs): its sessions stay with it"
+      return 0
+      ;;
+  esac
+  ours=$(store_of "$target")
+  if [[ -z $ours ]]; then
+    warn "$target does not say which session store it uses (an older build, or its metrics are not readable here): not compared"
     return 0
   fi
-  ours=$(store_of "$target")
   if [[ $ours != "$theirs" ]]; then
-    warn "$target does not share $active's session store (kv.url and kv.namespace must name the same Redis and namespace; $active's store ${theirs:0:12}, $target's ${ours:-none}): its clients' sessions would be lost"
+    warn "$target does not share $active's session store (kv.url and kv.namespace must name the same Redis and namespace; $active's store ${theirs:0:12}, $target's ${ours:0:12}): its clients' sessions would be lost"
     return 1
   fi
   info "$target shares $active's session store (${ours:0:12})"

@@ -29,7 +29,9 @@ pub fn address_key(addr: IpAddr) -> IpAddr {
 /// authentications) of the operator's own tools that connect to the relay's port directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AddressKey {
+    /// The client's [`address_key`] (an IPv6 address's /64).
     address: IpAddr,
+    /// Whether a trusted proxy named it (a PROXY header), rather than it connecting directly.
     proxied: bool,
 }
 

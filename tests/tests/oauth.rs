@@ -423,7 +423,7 @@ async fn attacker_text_in_a_token_is_not_echoed_at_length() {
 /// A session whose key a reload took away hears nothing more even if it never sends another
 /// request: the next event for it (here the tool list changing) confirms its credential first,
 /// and ends it. A quiet newline connection is closed without the event; an HTTP session's GET
-/// stream ends. A session whose key stayed gets the event.
+/// stream ends with the session. A session whose key stayed gets the event.
 #[tokio::test]
 async fn a_quiet_session_whose_key_a_reload_took_away_hears_no_more_events() {
     let dir = tempfile::tempdir().unwrap();
@@ -493,6 +493,7 @@ async fn a_quiet_session_whose_key_a_reload_took_away_hears_no_more_events() {
         .await
         .unwrap();
     assert_eq!(after.status(), 401, "alice's HTTP session is refused");
+    assert!(relay.log().contains("session ended: its credential expired or no longer admits it"), "not ended");
 }
 
 /// A key taken out of the key set, followed by a reload (SIGHUP), ends the sessions its tokens

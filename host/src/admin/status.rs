@@ -141,6 +141,12 @@ impl RelayTools {
             Err(_) => (None, Some("no answer within 1 s".to_owned())),
         };
         let checked_in_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let seen = match (&store, &error) {
+            (Some(store), _) => store.as_str(),
+            (None, None) => "none",
+            (None, Some(_)) => "unreachable",
+        };
+        crate::metrics::metrics().process.kv_store(seen);
         KvStatus { backend, checked_in_ms, reachable: error.is_none(), error, store }
     }
 

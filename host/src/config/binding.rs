@@ -56,7 +56,12 @@ impl Binding {
                 "bind: hooks is empty; name at least one of list, request, result (or leave it out for all)".into()
             );
         }
-        Ok(BindingMatcher { backends: set(&self.backends)?, tools: set(&self.tools)?, hooks: self.hooks.clone() })
+        Ok(BindingMatcher {
+            backends: set(&self.backends)?,
+            tools: set(&self.tools)?,
+            by_qualified_name: self.tools.iter().any(|glob| glob.contains(PREFIX_SEPARATOR)),
+            hooks: self.hooks.clone(),
+        })
     }
 }
 
@@ -65,6 +70,9 @@ impl Binding {
 pub struct BindingMatcher {
     backends: Option<GlobSet>,
     tools: Option<GlobSet>,
+    /// Whether some tool glob can match a qualified name (`<backend>__<name>`): only then is an
+    /// unprefixed name matched qualified too (a name built for each call otherwise).
+    by_qualified_name: bool,
     /// `None`: every hook.
     hooks: Option<Vec<Hook>>,
 }
@@ -83,7 +91,7 @@ impl BindingMatcher {
                 set.is_match(tool)
                     || match unprefixed(tool, backend) {
                         Some(own) => set.is_match(own),
-                        None => set.is_match(format!("{backend}{PREFIX_SEPARATOR}{tool}")),
+                        None => self.by_qualified_name && set.is_match(format!("{backend}{PREFIX_SEPARATOR}{tool}")),
                     }
             }
             (None, Some(_)) => false,

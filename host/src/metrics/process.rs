@@ -1,6 +1,6 @@
 //! The process's own series: open sessions, version and colour, memory and CPU (read at
-//! scrape time, cheaper to read than to track), the log forwarder's state, and whether its
-//! configuration files on disk still load.
+//! scrape time, cheaper to read than to track), the log forwarder's state, whether its
+//! configuration files on disk still load, and which shared store it sees.
 
 use std::sync::{Arc, OnceLock};
 
@@ -18,12 +18,18 @@ pub struct ProcessSeries {
     log_forward_dropped: Counter,
     log_forward_connected: Gauge,
     config_rejected: Family<FileLabel, Gauge>,
+    kv_store: Family<StoreLabel, Gauge>,
     sources: Arc<ScrapeSources>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FileLabel {
     file: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabel {
+    store: String,
 }
 
 impl ProcessSeries {
@@ -33,6 +39,7 @@ impl ProcessSeries {
             log_forward_dropped: Counter::default(),
             log_forward_connected: Gauge::default(),
             config_rejected: Family::default(),
+            kv_store: Family::default(),
             sources: Arc::default(),
         };
         registry.register(
@@ -50,6 +57,11 @@ impl ProcessSeries {
             "1 while a configuration file on disk does not load (backends: the running set stays; relay: read again on SIGHUP; tls: the running certificate stays); a restart would fail",
             series.config_rejected.clone(),
         );
+        registry.register(
+            "relay_kv_store_info",
+            "1 for the store this instance keeps shared state in, as last asked (/status): an id written in Redis under kv.namespace (instances showing the same one share sessions and budgets), none for the in-memory kv, unreachable when Redis did not answer",
+            series.kv_store.clone(),
+        );
         registry.register_collector(Box::new(series.sources.clone()));
         series
     }
@@ -57,6 +69,12 @@ impl ProcessSeries {
     /// Whether the configuration file `file` (`backends`, `relay`, `tls`) loaded when last read.
     pub fn config_file(&self, file: &'static str, loads: bool) {
         self.config_rejected.get_or_create(&FileLabel { file }).set(i64::from(!loads));
+    }
+
+    /// The store this instance keeps shared state in, as just asked (see `relay_kv_store_info`).
+    pub fn kv_store(&self, store: &str) {
+        self.kv_store.clear();
+        self.kv_store.get_or_create(&StoreLabel { store: store.to_owned() }).set(1);
     }
 
     /// Gives the scrape-time source of the session count and the instance's colour.

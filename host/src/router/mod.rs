@@ -7,6 +7,7 @@ mod error;
 mod log_levels;
 mod notifications;
 mod resources;
+mod section;
 mod subscriptions;
 #[cfg(test)]
 mod tests;

@@ -145,8 +145,7 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
                 }
                 if session.revoked() {
                     // Its request was refused (and answered so); so is the connection.
-                    tracing::info!(session = %session.tag(), principal = %session.principal.id, "credential no longer admitted: closing the connection");
-                    ended = Ended::CredentialRevoked;
+                    ended = closing_revoked(&session);
                     break;
                 }
             }
@@ -158,13 +157,10 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
             }
             Some(message) = events.next() => {
                 last_activity = Instant::now();
-                if !session.may_hear().await {
-                    if session.revoked() {
-                        tracing::info!(session = %session.tag(), principal = %session.principal.id, "credential no longer admitted: closing the connection");
-                        ended = Ended::CredentialRevoked;
-                        break;
-                    }
-                    continue;
+                // Its credential expired meanwhile: the idle timer, due now, closes the connection.
+                if !session.may_hear().await && session.revoked() {
+                    ended = closing_revoked(&session);
+                    break;
                 }
                 if deliver(&mut **conn.get_mut(), queue.get_mut(), Some(message)).await.is_err() {
                     break;
@@ -197,6 +193,12 @@ pub async fn drive<C: Connection>(session: Arc<Session>, conn: &mut C, limits: &
     drop(running);
     let _ = deliver(&mut **conn.get_mut(), queue.get_mut(), None).await;
     ended
+}
+
+/// Logs why a connection closes whose session's credential the auth plugin no longer admits.
+fn closing_revoked(session: &Session) -> Ended {
+    tracing::info!(session = %session.tag(), principal = %session.principal.id, "credential no longer admitted: closing the connection");
+    Ended::CredentialRevoked
 }
 
 /// The response of one running request (`None`: it was cancelled, and MCP wants no answer),

@@ -209,14 +209,16 @@ impl Session {
     /// Whether a server event (a list change, an update, a backend's request) may go out to the
     /// client now. After a plugin reload the session's credential is confirmed first, as its
     /// next request would (once per reload), so a session the reload revoked hears nothing more
-    /// however quiet it is. `false` when it no longer admits the session (then
-    /// [`Self::lapsed`]), or when the auth plugin could not say: that event is withheld.
+    /// however quiet it is: `false` once the session lapsed ([`Self::lapsed`]). An auth plugin
+    /// that cannot say now (busy, failing) lets the event go out: it is asked again at the next
+    /// request or event, and a list change lost would leave the client's lists stale.
     pub async fn may_hear(&self) -> bool {
         match &self.standing {
             Some(standing) if standing.revoked() || !standing.current() => {
-                Box::pin(self.still_admitted()).await.is_ok()
+                let _ = Box::pin(self.still_admitted()).await;
+                !self.lapsed()
             }
-            _ => true,
+            _ => !self.expired(),
         }
     }
 

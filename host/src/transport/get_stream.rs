@@ -30,17 +30,13 @@ pub(super) fn respond(state: Arc<TransportState>, session: Arc<Session>, claim: 
     };
     let events = session.server_events();
     let stream = stream::unfold((events, claim, session, state), |(mut events, claim, session, state)| async move {
-        loop {
-            let message = events.next().await?;
-            if session.may_hear().await {
-                return Some((message, (events, claim, session, state)));
-            }
-            if session.lapsed() {
-                tracing::debug!(session = %session.tag(), principal = %session.principal.id, "session ended: its credential no longer admits it");
-                Box::pin(state.sessions.end(&session.id)).await;
-                return None;
-            }
+        let message = events.next().await?;
+        if session.may_hear().await {
+            return Some((message, (events, claim, session, state)));
         }
+        tracing::info!(session = %session.tag(), principal = %session.principal.id, "session ended: its credential expired or no longer admits it");
+        Box::pin(state.sessions.end(&session.id)).await;
+        None
     });
     sse::respond(stream.take_until(end), true)
 }

@@ -125,14 +125,13 @@ fn matches_tool(globs: &GlobSet, tool: &str, backend: &str) -> bool {
 }
 
 /// Whether `globs` match `tool` of `backend` by a name that is its own: as [`matches_tool`],
-/// but an own name that reads as a prefixed name (`github__x` of backend `gamma`, in the
-/// catalog as `gamma__github__x`) counts only qualified. What allow rules use (matching more
-/// would let more in).
+/// but a tool whose own name reads as a prefixed name (`github__x` of backend `gamma`, in the
+/// catalog as `github__x` alone and as `gamma__github__x` beside a backend `github`) is known
+/// by its qualified name only. What allow rules use (matching more would let more in).
 fn allows_tool(globs: &GlobSet, tool: &str, backend: &str) -> bool {
     let (own, qualified) = own_and_qualified(tool, backend);
-    globs.is_match(tool)
-        || globs.is_match(qualified.as_ref())
-        || !own.contains(COLLISION_SEPARATOR) && globs.is_match(own)
+    let reads_prefixed = own.contains(COLLISION_SEPARATOR);
+    globs.is_match(qualified.as_ref()) || !reads_prefixed && (globs.is_match(tool) || globs.is_match(own))
 }
 
 /// The settings with their globs compiled.
@@ -339,14 +338,20 @@ mod tests {
 
     #[test]
     fn an_allow_glob_on_a_prefix_lets_in_that_backends_tools_only() {
-        let rules = rules(json!({"allow": ["github__*", "read__table"]}));
+        let rules = rules(json!({"allow": ["github__*", "read__table", "db__write__table"]}));
         assert!(rules.refusal("create_issue", "github", &[]).is_none(), "github's own tool, unprefixed");
         assert!(rules.refusal("github__create_issue", "github", &[]).is_none());
         assert!(
             rules.refusal("gamma__github__delete_everything", "gamma", &[]).is_some(),
             "gamma's tool named github__delete_everything is not github's"
         );
-        assert!(rules.refusal("read__table", "db", &[]).is_none(), "the name the client sees counts");
+        assert!(
+            rules.refusal("github__delete_everything", "gamma", &[]).is_some(),
+            "nor is it with no backend github (unprefixed in the catalog)"
+        );
+        assert!(rules.refusal("read__table", "db", &[]).is_some(), "an own name reading as prefixed: qualified only");
+        assert!(rules.refusal("write__table", "db", &[]).is_none());
+        assert!(rules.refusal("db__write__table", "db", &[]).is_none());
         // Deny rules match by every name: they only ever restrict more.
         let deny = super::tests::rules(json!({"deny": [{"tools": ["github__*"]}]}));
         assert!(deny.refusal("gamma__github__delete_everything", "gamma", &[]).is_some());
