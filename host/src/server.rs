@@ -260,6 +260,13 @@ async fn drain(state: &TransportState, grace: Duration, cut_short: impl std::fut
     lifecycle.cut_off(short);
     // The cut requests' answers are handed to their transports before HTTP sessions end.
     let _ = tokio::time::timeout(Duration::from_secs(1), lifecycle.requests_answered()).await;
+    // What only this instance knows of its sessions goes to the kv first (bounded: the kv's
+    // own timeout makes each try short, and a kv that does not answer is given up on).
+    if tokio::time::timeout(Duration::from_secs(5), state.sessions.hand_over()).await.is_err() {
+        tracing::error!(
+            "the sessions' hand-over to the kv did not finish within 5 s; some may not be served elsewhere"
+        );
+    }
     let http_sessions = state.sessions.clear();
     // Newline and WebSocket sessions close themselves once their requests are answered; their
     // last answers get a moment to be written.

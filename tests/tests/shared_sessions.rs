@@ -433,3 +433,41 @@ async fn an_answer_to_one_instances_question_is_not_taken_for_anothers() {
     let answered = text_of(messages.last().unwrap());
     assert!(answered.contains("decline"), "green's question got its own answer: {answered}");
 }
+
+/// A colour that drains hands its sessions over: what only it knew is written before it exits.
+/// A session whose record Redis lost (restarted, flushed) and that had no request since is
+/// served by the other colour; one ended while Redis was away stays ended there, though Redis
+/// came back with its record.
+#[tokio::test]
+async fn a_draining_instance_leaves_the_kv_what_only_it_knew_of_its_sessions() {
+    let mut redis = RedisServer::start().await;
+    let (_dirs, mut blue, green) = blue_and_green(&redis, None).await;
+    let (on_blue, on_green) = (blue.http("/mcp"), green.http("/mcp"));
+    let kept = initialize(&on_blue, "ALICE-TOKEN-1").await;
+    let ended = initialize(&on_blue, "ALICE-TOKEN-1").await;
+    assert_eq!(echo(&on_blue, "ALICE-TOKEN-1", &ended, 1).await.0, 200);
+
+    // Redis goes away (its data kept on disk) while the client ends one session...
+    redis.cli(&["SAVE"]);
+    redis.kill().await;
+    assert_eq!(delete(&on_blue, "ALICE-TOKEN-1", &ended).await, 204);
+    redis.restart().await;
+    // ... and comes back with both records, then loses the other session's.
+    let digest = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(kept.as_bytes()));
+    assert_eq!(redis.cli(&["DEL", &format!("shared:relay.session:{digest}")]).trim(), "1");
+
+    // Blue is retired before its sweep (every 30 s here) looked at either.
+    blue.terminate().await;
+    // Green's first command may meet the connection Redis's restart broke: 503, retried.
+    let on_green_retried = async |session: &str| {
+        relay_tests::eventually("an answer other than retry", || async {
+            let (status, reply) = echo(&on_green, "ALICE-TOKEN-1", session, 2).await;
+            (status != 503).then_some((status, reply))
+        })
+        .await
+    };
+    let (status, reply) = on_green_retried(&kept).await;
+    assert_eq!(status, 200, "the session whose record Redis lost: {reply}");
+    let (status, reply) = on_green_retried(&ended).await;
+    assert_eq!(status, 404, "the session ended on blue while Redis was away: {reply}");
+}

@@ -143,6 +143,42 @@ impl SessionRegistry {
         }
     }
 
+    /// Before the drain ends the sessions here: writes what other instances will need of them
+    /// and the kv does not hold (records never written or lost, ends not yet recorded), so the
+    /// instance that takes a session up next serves it, or refuses it when it ended here. What
+    /// the kv does not take now is logged: it is lost with this process.
+    pub async fn hand_over(&self) {
+        if !self.shared.enabled() {
+            return;
+        }
+        // Twice: the first command after Redis came back may meet the connection it broke.
+        for _ in 0..2 {
+            self.forget_ended().await;
+        }
+        let sessions: Vec<_> = self.sessions.lock().expect("sessions lock").values().cloned().collect();
+        let (mut unwritten, mut retried) = (0, false);
+        for (done, session) in sessions.iter().enumerate() {
+            let mut state = self.shared.hand_over(session).await;
+            if state == RecordState::Unreachable && !retried {
+                retried = true;
+                state = self.shared.hand_over(session).await;
+            }
+            // While the kv is away each try waits its timeout: the rest are given up on.
+            if state == RecordState::Unreachable {
+                unwritten = sessions.len() - done;
+                break;
+            }
+        }
+        let unrecorded = self.unforgotten.lock().expect("unforgotten lock").len();
+        if unwritten > 0 || unrecorded > 0 {
+            tracing::error!(
+                unwritten,
+                unrecorded,
+                "the kv did not take what the other instances need of this one's sessions: those not written must initialize again elsewhere, those ended here could be taken up again"
+            );
+        }
+    }
+
     /// Ends every session here (the drain's last step; their records stay, for the instances
     /// that go on serving them); their requests are cancelled.
     pub fn clear(&self) -> usize {

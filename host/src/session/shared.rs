@@ -16,14 +16,10 @@
 //! (as they could end anything there), not join or widen one. With the in-memory `kv` there is
 //! one process and the local registry is the whole truth: nothing is written.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use super::{Session, SessionState};
+use super::{Session, SessionRecord};
 use crate::plugins::{KvError, KvStore};
 
 /// Where records live in the kv: plugin prefixes are `[A-Za-z0-9_-]` only, so no plugin's key
@@ -32,47 +28,6 @@ const PREFIX: &str = "relay.session:";
 
 /// What an ended session's record reads: not JSON, so never a record.
 const ENDED: &str = "ended";
-
-/// What a session established, as another instance needs it to go on serving the session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SessionRecord {
-    /// Who the session is (the principal id); the credential must still authenticate as it.
-    pub principal: String,
-    /// Hex SHA-256 digest of the credential the session was opened with (`None`: auth off).
-    pub credential: Option<String>,
-    /// When that credential expires (ms since the epoch).
-    pub expires_at_ms: Option<u64>,
-    /// Negotiated in `initialize`.
-    pub protocol_version: Option<String>,
-    /// `clientInfo.name`, for logs.
-    pub client_name: Option<String>,
-    /// From `logging/setLevel`.
-    pub log_level: Option<u8>,
-    /// Client-facing URIs from `resources/subscribe`.
-    pub subscriptions: Vec<String>,
-    /// What the client declared it can answer (`initialize`'s `capabilities`).
-    pub capabilities: Value,
-}
-
-impl SessionRecord {
-    /// The credential digest as the session keeps it.
-    pub fn credential_digest(&self) -> Option<[u8; 32]> {
-        crate::digest::parse_hex32(self.credential.as_deref()?)
-    }
-
-    /// When the credential expires.
-    pub fn expires_at(&self) -> Option<SystemTime> {
-        self.expires_at_ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
-    }
-
-    pub(super) fn state(&self) -> SessionState {
-        SessionState {
-            protocol_version: self.protocol_version.clone(),
-            client_name: self.client_name.clone(),
-            subscriptions: self.subscriptions.iter().cloned().collect::<HashSet<_>>(),
-        }
-    }
-}
 
 /// The records of open sessions in the shared `kv` (a no-op on the in-memory one).
 pub struct SharedSessions {
@@ -233,6 +188,29 @@ impl SharedSessions {
             // as its session idled out stays lapsed (the session ends here too).
             Ok(None) if in_use || idle < self.ttl => {
                 self.restore(kv, &key, session, if in_use { self.ttl } else { self.ttl - idle }).await;
+                RecordState::Open
+            }
+            Ok(None) => RecordState::Open,
+            Err(_) => RecordState::Unreachable,
+        }
+    }
+
+    /// Makes sure the kv holds `session`'s record before this instance lets go of it (the
+    /// drain): one never written (the kv was away when it opened or changed) is written now, and
+    /// so is one the kv lost, for what is left of its idle time; one ended elsewhere is left so.
+    pub async fn hand_over(&self, session: &Session) -> RecordState {
+        let Some(kv) = &self.kv else { return RecordState::Open };
+        let key = key(&session.id);
+        let idle = session.last_seen().elapsed();
+        match kv.get(&key).await {
+            Ok(Some(text)) if text == ENDED => RecordState::Ended,
+            Ok(Some(_)) if session.shared_unsaved.load(std::sync::atomic::Ordering::Relaxed) => {
+                self.save(session).await;
+                RecordState::Open
+            }
+            Ok(Some(_)) => RecordState::Open,
+            Ok(None) if idle < self.ttl => {
+                self.restore(kv, &key, session, self.ttl - idle).await;
                 RecordState::Open
             }
             Ok(None) => RecordState::Open,
