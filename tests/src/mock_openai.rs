@@ -6,6 +6,8 @@
 //! - `status-<code>`: always answers that HTTP status with an OpenAI-style error body (a 401
 //!   echoes the `Authorization` header it got, as a careless provider might);
 //! - `flaky-<n>`: answers 429 (with `Retry-After: 0`) to its first `n` requests, then succeeds;
+//! - `leaky`: answers 401 with a plain-text body that echoes the `Authorization` header 170
+//!   characters in, where an excerpt of the body would cut it;
 //! - `garbage`: answers 200 with a body that is not JSON;
 //! - `hang`: never answers.
 //!
@@ -131,6 +133,10 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         return response;
     }
     match model.as_str() {
+        "leaky" => {
+            let echoed = format!("{}{}", "x".repeat(170), authorization.unwrap_or_default());
+            return (StatusCode::UNAUTHORIZED, echoed).into_response();
+        }
         "garbage" => return (StatusCode::OK, "{\"choices\": [oops").into_response(),
         "hang" => tokio::time::sleep(Duration::from_secs(3600)).await,
         _ => {}

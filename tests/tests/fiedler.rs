@@ -37,7 +37,7 @@ impl Setup {
         let base = mock.base_url();
         let model = |provider: &str, extra: &str| format!("{{base_url: '{base}', model: {provider}{extra}}}");
         let relay_yaml = format!(
-            "plugin_cache_dir: cache\nplugins:\n  - name: fiedler\n    world: adapter\n    path: {wasm}\n    grants:\n      env: [FIEDLER_TEST_KEY]\n      clock: true\n      http: ['{authority}']\n      files: {{read: [docs], write: [out]}}\n    limits: {{deadline_ms: {deadline_ms}, memory_mb: 64}}\n    config:\n      output_dir: {out}\n      default_models: [gpt-4o]\n      models:\n        gpt-4o: {gpt}\n        gemini-2.5-pro: {gemini}\n        deepseek: {deepseek}\n        slow-a: {slow_a}\n        slow-b: {slow_b}\n        slow-c: {slow_c}\n        broken: {broken}\n        locked: {locked}\n        flaky: {flaky}\n        garbage: {garbage}\n        stuck: {stuck}\n        elsewhere: {{base_url: 'http://127.0.0.1:9/v1'}}\n        nokey: {nokey}\n        stuck-long: {stuck_long}\n",
+            "plugin_cache_dir: cache\nplugins:\n  - name: fiedler\n    world: adapter\n    path: {wasm}\n    grants:\n      env: [FIEDLER_TEST_KEY]\n      clock: true\n      http: ['{authority}']\n      files: {{read: [docs], write: [out]}}\n    limits: {{deadline_ms: {deadline_ms}, memory_mb: 64}}\n    config:\n      output_dir: {out}\n      default_models: [gpt-4o]\n      models:\n        gpt-4o: {gpt}\n        gemini-2.5-pro: {gemini}\n        deepseek: {deepseek}\n        slow-a: {slow_a}\n        slow-b: {slow_b}\n        slow-c: {slow_c}\n        broken: {broken}\n        locked: {locked}\n        leaky: {leaky}\n        flaky: {flaky}\n        garbage: {garbage}\n        stuck: {stuck}\n        elsewhere: {{base_url: 'http://127.0.0.1:9/v1'}}\n        nokey: {nokey}\n        stuck-long: {stuck_long}\n",
             wasm = wasm.display(),
             authority = mock.authority(),
             out = dir.join("out").display(),
@@ -49,6 +49,7 @@ impl Setup {
             slow_c = model("slow-1502", ""),
             broken = model("status-500", ", max_retries: 2"),
             locked = model("status-401", ", api_key_env: FIEDLER_TEST_KEY"),
+            leaky = model("leaky", ", api_key_env: FIEDLER_TEST_KEY"),
             flaky = model("flaky-2", ""),
             garbage = model("garbage", ""),
             stuck = model("hang", ", timeout_ms: 500"),
@@ -153,7 +154,7 @@ async fn provider_failures_are_per_model_retried_and_never_leak_the_key() {
     let mock = MockOpenAi::start().await;
     let setup = Setup::start(&mock).await;
     let mut client = setup.relay.line_client().await;
-    let models = json!(["gpt-4o", "broken", "flaky", "garbage", "stuck", "locked", "elsewhere", "nokey"]);
+    let models = json!(["gpt-4o", "broken", "flaky", "garbage", "stuck", "locked", "leaky", "elsewhere", "nokey"]);
     let (report, failed) = send(&mut client, json!({"models": models, "prompt": "hello"})).await;
     assert_eq!(report["status"], "partial_success", "{report}");
     assert!(!failed);
@@ -182,8 +183,15 @@ async fn provider_failures_are_per_model_retried_and_never_leak_the_key() {
     let nokey = entry(&report, "nokey")["error"].as_str().unwrap().to_owned();
     assert!(nokey.contains("FIEDLER_UNSET_KEY is not set"), "{nokey}");
 
-    // The 401 body echoed the key; neither the result nor the relay's log may carry it.
+    // The 401 bodies echoed the key (one where an excerpt cuts it); neither the result nor the
+    // relay's log may carry it, nor any part of it.
     assert!(!report.to_string().contains(KEY), "{report}");
+    let leaky = entry(&report, "leaky")["error"].as_str().unwrap().to_owned();
+    assert!(leaky.contains("HTTP 401"), "{leaky}");
+    for part in KEY.as_bytes().windows(8) {
+        let part = std::str::from_utf8(part).unwrap();
+        assert!(!leaky.contains(part), "a part of the key, {part:?}, in {leaky}");
+    }
     assert!(!setup.relay.log().contains(KEY), "the key reached the log");
     assert!(setup.relay.log().contains("outgoing HTTP refused"), "the refused host is logged");
 

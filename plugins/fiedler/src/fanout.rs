@@ -188,11 +188,12 @@ mod provider {
             let status = response.status().as_u16();
             let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
             let mut response_body = response.into_body();
-            let text = response_body
-                .str_contents()
-                .await
-                .map_err(|e| format!("reading the provider's answer failed: {e}"))?
-                .to_owned();
+            // The key out before anything is cut from the answer for an error message: an excerpt
+            // could cut an echoed key short, past what a later redaction recognises.
+            let text = chat::redact(
+                response_body.str_contents().await.map_err(|e| format!("reading the provider's answer failed: {e}"))?,
+                key,
+            );
             match chat::verdict(status) {
                 Verdict::Read => return chat::parse_answer(&text),
                 Verdict::Retry if *attempts <= model.max_retries => {

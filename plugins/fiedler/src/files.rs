@@ -68,14 +68,27 @@ pub fn ensure_writable(dir: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes one model's answer; returns the file's path.
+/// Writes one model's answer in a file of its own, never over another's (two calls with one
+/// stem, when the kv that numbers them is away: the later gets `-2`, `-3`, ...); returns the
+/// file's path.
 pub fn write_answer(dir: &str, stem: &str, model: &str, answer: &str) -> Result<String, String> {
+    use std::io::Write as _;
     std::fs::create_dir_all(dir).map_err(|e| format!("output directory {dir}: {e}"))?;
     let safe: String =
         model.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
-    let path = format!("{}/{stem}-{safe}.md", dir.trim_end_matches('/'));
-    std::fs::write(&path, answer).map_err(|e| format!("writing {path}: {e}"))?;
-    Ok(path)
+    let base = format!("{}/{stem}-{safe}", dir.trim_end_matches('/'));
+    for n in 1..=1000 {
+        let path = if n == 1 { format!("{base}.md") } else { format!("{base}-{n}.md") };
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut file) => {
+                file.write_all(answer.as_bytes()).map_err(|e| format!("writing {path}: {e}"))?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("writing {path}: {e}")),
+        }
+    }
+    Err(format!("writing {base}.md: a thousand answers have that name already"))
 }
 
 #[cfg(test)]
@@ -101,7 +114,9 @@ mod tests {
         assert!(read_all(&[path], 50).unwrap_err().contains("larger than"));
         let written = write_answer(&dir.to_string_lossy(), "1-1", "gpt/4o", "4").unwrap();
         assert!(written.ends_with("1-1-gpt_4o.md"), "{written}");
-        assert_eq!(std::fs::read_to_string(written).unwrap(), "4");
+        let again = write_answer(&dir.to_string_lossy(), "1-1", "gpt/4o", "5").unwrap();
+        assert!(again.ends_with("1-1-gpt_4o-2.md"), "another call's answer, same stem: {again}");
+        assert_eq!(std::fs::read_to_string(written).unwrap(), "4", "not overwritten");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
