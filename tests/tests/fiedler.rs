@@ -30,6 +30,11 @@ impl Setup {
 
     /// With `limits.deadline_ms` for the whole plugin call.
     async fn start_with_deadline(mock: &MockOpenAi, deadline_ms: u64) -> Setup {
+        Self::start_with_limits(mock, deadline_ms, "").await
+    }
+
+    /// With `limits.deadline_ms` and `more` limits (`, name: value`...).
+    async fn start_with_limits(mock: &MockOpenAi, deadline_ms: u64, more: &str) -> Setup {
         let tempdir = tempfile::tempdir().unwrap();
         let dir = std::fs::canonicalize(tempdir.path()).unwrap();
         std::fs::create_dir_all(dir.join("docs")).unwrap();
@@ -37,7 +42,7 @@ impl Setup {
         let base = mock.base_url();
         let model = |provider: &str, extra: &str| format!("{{base_url: '{base}', model: {provider}{extra}}}");
         let relay_yaml = format!(
-            "plugin_cache_dir: cache\nplugins:\n  - name: fiedler\n    world: adapter\n    path: {wasm}\n    grants:\n      env: [FIEDLER_TEST_KEY]\n      clock: true\n      http: ['{authority}']\n      files: {{read: [docs], write: [out]}}\n    limits: {{deadline_ms: {deadline_ms}, memory_mb: 64}}\n    config:\n      output_dir: {out}\n      default_models: [gpt-4o]\n      models:\n        gpt-4o: {gpt}\n        gemini-2.5-pro: {gemini}\n        deepseek: {deepseek}\n        slow-a: {slow_a}\n        slow-b: {slow_b}\n        slow-c: {slow_c}\n        broken: {broken}\n        locked: {locked}\n        leaky: {leaky}\n        flaky: {flaky}\n        garbage: {garbage}\n        stuck: {stuck}\n        elsewhere: {{base_url: 'http://127.0.0.1:9/v1'}}\n        nokey: {nokey}\n        stuck-long: {stuck_long}\n",
+            "plugin_cache_dir: cache\nplugins:\n  - name: fiedler\n    world: adapter\n    path: {wasm}\n    grants:\n      env: [FIEDLER_TEST_KEY]\n      clock: true\n      http: ['{authority}']\n      files: {{read: [docs], write: [out]}}\n    limits: {{deadline_ms: {deadline_ms}, memory_mb: 64{more}}}\n    config:\n      output_dir: {out}\n      default_models: [gpt-4o]\n      models:\n        gpt-4o: {gpt}\n        gemini-2.5-pro: {gemini}\n        deepseek: {deepseek}\n        slow-a: {slow_a}\n        slow-b: {slow_b}\n        slow-c: {slow_c}\n        broken: {broken}\n        locked: {locked}\n        leaky: {leaky}\n        flaky: {flaky}\n        garbage: {garbage}\n        stuck: {stuck}\n        elsewhere: {{base_url: 'http://127.0.0.1:9/v1'}}\n        nokey: {nokey}\n        stuck-long: {stuck_long}\n",
             wasm = wasm.display(),
             authority = mock.authority(),
             out = dir.join("out").display(),
@@ -303,4 +308,20 @@ async fn the_plugin_deadline_ends_a_call_waiting_on_a_provider() {
     assert!(elapsed < Duration::from_secs(10), "ended by the deadline, not the model's 60 s timeout: {elapsed:?}");
     let (report, _) = send(&mut client, json!({"models": ["gpt-4o"], "prompt": "still serving?"})).await;
     assert_eq!(report["status"], "success", "the plugin keeps serving: {report}");
+}
+
+/// A request over the plugin's cap on outgoing requests is answered 429 by the relay itself
+/// (its body read and dropped, so the guest sees the answer), which Fiedler retries: the model
+/// waits its turn instead of failing with a bare "connection reset".
+#[tokio::test]
+async fn a_request_over_the_outgoing_cap_is_answered_429_by_the_relay_and_retried() {
+    let mock = MockOpenAi::start().await;
+    let setup = Setup::start_with_limits(&mock, 60_000, ", max_outgoing_requests: 1").await;
+    let mut client = setup.relay.line_client().await;
+    let (report, failed) = send(&mut client, json!({"models": ["slow-a", "slow-b"], "prompt": "x"})).await;
+    assert!(!failed && report["status"] == "success", "{report}");
+    let attempts: Vec<u64> =
+        report["results"].as_array().unwrap().iter().map(|r| r["attempts"].as_u64().unwrap()).collect();
+    assert!(attempts.iter().any(|a| *a > 1), "one of two models waited for the other: {report}");
+    assert_eq!(mock.max_in_flight(), 1, "never two at once");
 }
