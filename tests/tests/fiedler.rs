@@ -204,6 +204,11 @@ async fn provider_failures_are_per_model_retried_and_never_leak_the_key() {
     let (report, failed) = send(&mut client, json!({"models": ["broken", "garbage"], "prompt": "x"})).await;
     assert_eq!(report["status"], "failure");
     assert!(failed);
+
+    // More names than the configuration has are no request for models (each costs an entry).
+    let many: Vec<String> = (0..200).map(|i| format!("nope-{i}")).collect();
+    let refused = client.call_tool("fiedler_send", json!({"models": many, "prompt": "x"})).await;
+    assert!(refused.to_string().contains("200 models named; at most"), "{refused}");
 }
 
 #[tokio::test]

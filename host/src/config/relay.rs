@@ -240,6 +240,18 @@ impl RelayConfig {
             return Err("kv.namespace must be a non-empty word".into());
         }
         self.logging.check()?;
+        // A scheme or path where a bare name (or an origin) belongs matches no request: every
+        // browser, or every request naming this host, would be refused with 403 / 421.
+        let bad_host = |h: &&String| {
+            let ipv6 = h.starts_with('[') && h.ends_with(']');
+            h.is_empty() || h.contains(['/', ' ']) || (h.contains(':') && !ipv6)
+        };
+        if let Some(host) = self.allowed_hosts.iter().find(bad_host) {
+            return Err(format!("allowed_hosts entry {host:?} must be a host name without scheme, port or path"));
+        }
+        if let Some(origin) = self.allowed_origins.iter().find(|o| !is_origin(o)) {
+            return Err(format!("allowed_origins entry {origin:?} must be scheme://host[:port] (no path)"));
+        }
         if self.upstream.call_timeout_secs <= 0.0 || self.upstream.connect_timeout_secs <= 0.0 {
             return Err("upstream timeouts must be positive".into());
         }
@@ -305,6 +317,14 @@ impl RelayConfig {
     }
 }
 
+/// Whether `text` reads as a browser origin: `http://` or `https://`, a host, perhaps a port,
+/// nothing after (a trailing `/` is taken).
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else { return false };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', ' ', '?', '#'])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +334,18 @@ mod tests {
         let config: RelayConfig = serde_yaml::from_str("{}").unwrap();
         assert_eq!(config.listen.port, 8000);
         assert!(serde_yaml::from_str::<RelayConfig>("listen: {prot: 1}").is_err());
+    }
+
+    #[test]
+    fn hosts_and_origins_must_have_the_form_they_are_matched_in() {
+        let check = |yaml: &str| serde_yaml::from_str::<RelayConfig>(yaml).unwrap().validate();
+        assert!(check("allowed_hosts: [relay.example.com]").is_ok());
+        assert!(check("allowed_hosts: ['http://relay.example.com']").unwrap_err().contains("allowed_hosts"));
+        assert!(check("allowed_hosts: ['relay.example.com:443']").is_err());
+        assert!(check("allowed_hosts: ['[2001:db8::1]']").is_ok());
+        assert!(check("allowed_origins: ['https://app.example:8443', 'http://x/']").is_ok());
+        assert!(check("allowed_origins: ['not a url']").unwrap_err().contains("allowed_origins"));
+        assert!(check("allowed_origins: ['https://app.example/path']").is_err());
     }
 
     #[test]

@@ -93,6 +93,15 @@ fn send(settings: &Settings, arguments: &Value) -> Result<String, ToolError> {
     if models.is_empty() {
         return Err(invalid("no models: name some in \"models\" or set defaults with fiedler_set_models"));
     }
+    // Each name costs an entry in the answer (and its checks): a list longer than every name
+    // and alias configured is no request for models, and could be made to cost a lot.
+    let most = settings.models.len() + settings.models.values().map(|m| m.aliases.len()).sum::<usize>();
+    if models.len() > most {
+        return Err(invalid(&format!(
+            "{} models named; at most {most} (every configured name and alias)",
+            models.len()
+        )));
+    }
     let paths = match &arguments["files"] {
         Value::Null => Vec::new(),
         value => string_list(value).ok_or_else(|| invalid("\"files\" must be an array of paths"))?,
