@@ -412,13 +412,16 @@ store_of() {
   metrics_get "$1" metrics - | sed -n 's/^relay_kv_store_info{store="\([0-9a-z]*\)"} 1$/\1/p' | head -n 1 || true
 }
 
-# GET PATH from COLOUR's metrics address into OUTPUT (`-`: standard output), with its token
-# when there is one (on curl's standard input); nothing when it does not answer.
+# GET PATH from COLOUR's metrics address into OUTPUT (`-`: standard output); nothing when it
+# does not answer. The token goes only to the colour's main port (where these need the admin
+# role once an auth plugin runs), on curl's standard input: never to a private metrics
+# address, which needs none, and which a process other than the colour could hold.
 metrics_get() {
-  local token
-  token=$(health_token "$1")
+  local address token=""
+  address=$(colour_metrics "$1")
+  if [[ $address == "$RELAY_HOST:$(colour_port "$1")" ]]; then token=$(health_token "$1"); fi
   if [[ -n $token ]]; then printf 'Authorization: Bearer %s\n' "$token"; fi |
-    "$CURL" --noproxy '*' -s --max-time 3 -H @- -o "$3" "http://$(colour_metrics "$1")/$2" 2>/dev/null || true
+    "$CURL" --noproxy '*' -s --max-time 3 -H @- -o "$3" "http://$address/$2" 2>/dev/null || true
 }
 
 # TARGET must share ACTIVE's session store before it takes ACTIVE's clients: with another
@@ -440,7 +443,12 @@ check_shared_store() {
       return 0
       ;;
   esac
-  ours=$(store_of "$target")
+  # A colour just started may take a moment to answer its status (Redis connecting).
+  for _ in 1 2 3; do
+    ours=$(store_of "$target")
+    [[ -z $ours ]] || break
+    sleep 1
+  done
   if [[ -z $ours ]]; then
     warn "$target does not say which session store it uses (an older build, or its metrics are not readable here): not compared"
     return 0

@@ -156,6 +156,7 @@ impl SessionRegistry {
             self.forget_ended().await;
         }
         let sessions: Vec<_> = self.sessions.lock().expect("sessions lock").values().cloned().collect();
+        let sessions: Vec<_> = sessions.into_iter().filter(|s| !self.was_ended(&s.id)).collect();
         let (mut unwritten, mut retried) = (0, false);
         for (done, session) in sessions.iter().enumerate() {
             let mut state = self.shared.hand_over(session).await;
@@ -169,6 +170,8 @@ impl SessionRegistry {
                 break;
             }
         }
+        // Ends made meanwhile (a DELETE is taken while draining), over any record written above.
+        self.forget_ended().await;
         let unrecorded = self.unforgotten.lock().expect("unforgotten lock").len();
         if unwritten > 0 || unrecorded > 0 {
             tracing::error!(

@@ -197,24 +197,22 @@ impl SharedSessions {
 
     /// Makes sure the kv holds `session`'s record before this instance lets go of it (the
     /// drain): one never written (the kv was away when it opened or changed) is written now, and
-    /// so is one the kv lost, for what is left of its idle time; one ended elsewhere is left so.
+    /// so is one the kv lost (with a whole TTL: a client that only listened on its GET stream,
+    /// closed by the drain, has not been seen for a while); one ended elsewhere is left so.
+    /// `Unreachable` when the kv did not take it.
     pub async fn hand_over(&self, session: &Session) -> RecordState {
         let Some(kv) = &self.kv else { return RecordState::Open };
         let key = key(&session.id);
-        let idle = session.last_seen().elapsed();
+        let unsaved = || session.shared_unsaved.load(std::sync::atomic::Ordering::Relaxed);
         match kv.get(&key).await {
             Ok(Some(text)) if text == ENDED => RecordState::Ended,
-            Ok(Some(_)) if session.shared_unsaved.load(std::sync::atomic::Ordering::Relaxed) => {
+            Ok(Some(_)) if unsaved() => {
                 self.save(session).await;
-                RecordState::Open
+                if unsaved() { RecordState::Unreachable } else { RecordState::Open }
             }
             Ok(Some(_)) => RecordState::Open,
-            Ok(None) if idle < self.ttl => {
-                self.restore(kv, &key, session, self.ttl - idle).await;
-                RecordState::Open
-            }
-            Ok(None) => RecordState::Open,
-            Err(_) => RecordState::Unreachable,
+            Ok(None) if self.restore(kv, &key, session, self.ttl).await => RecordState::Open,
+            Ok(None) | Err(_) => RecordState::Unreachable,
         }
     }
 
@@ -226,7 +224,8 @@ impl SharedSessions {
 
     /// Writes `session`'s record at `key` again where the kv lost it, if it is still absent,
     /// to expire after `ttl`.
-    async fn restore(&self, kv: &KvStore, key: &str, session: &Session, ttl: Duration) {
+    /// Whether the kv answered.
+    async fn restore(&self, kv: &KvStore, key: &str, session: &Session, ttl: Duration) -> bool {
         let record = serde_json::to_string(&session.record()).expect("a record serializes");
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1000);
         match kv.compare_and_swap(key, None, &record, Some(ttl_ms), None).await {
@@ -234,9 +233,13 @@ impl SharedSessions {
                 tracing::info!(session = %session.tag(), "a session's shared record was lost by the kv; written again");
                 session.shared_unsaved.store(false, std::sync::atomic::Ordering::Relaxed);
                 *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), record));
+                true
             }
-            Ok(false) => {}
-            Err(e) => unavailable("could not write a lost session record again", &e),
+            Ok(false) => true,
+            Err(e) => {
+                unavailable("could not write a lost session record again", &e);
+                false
+            }
         }
     }
 

@@ -81,7 +81,11 @@ pub fn write_answer(dir: &str, stem: &str, model: &str, answer: &str) -> Result<
         let path = if n == 1 { format!("{base}.md") } else { format!("{base}-{n}.md") };
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(mut file) => {
-                file.write_all(answer.as_bytes()).map_err(|e| format!("writing {path}: {e}"))?;
+                if let Err(e) = file.write_all(answer.as_bytes()) {
+                    // No half answer left under a name another call would have taken.
+                    let _ = std::fs::remove_file(&path);
+                    return Err(format!("writing {path}: {e}"));
+                }
                 return Ok(path);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

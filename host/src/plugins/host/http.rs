@@ -1,6 +1,7 @@
-//! `wasi:http` (outgoing): requests leave the relay only for hosts in `grants.http`, and at
-//! most `limits.max_outgoing_requests` of one plugin at once; anything else is answered by the
-//! relay itself (403 or 429) without leaving the machine.
+//! `wasi:http` (outgoing): requests leave the relay only for hosts in `grants.http` (any other
+//! is answered 403 by the relay itself, without leaving the machine), and at most
+//! `limits.max_outgoing_requests` of one plugin at once: more wait for one of them to finish
+//! (the plugin call's deadline bounds the wait), as a fan-out over more models than that would.
 
 use std::sync::Arc;
 
@@ -68,15 +69,18 @@ impl WasiHttpHooks for HttpGrant {
             let why = "the host is not in this plugin's grants.http";
             return refused(request, refusal(&authority, 403, "grants.http", why));
         }
-        let Ok(permit) = self.outgoing.clone().try_acquire_owned() else {
-            tracing::warn!(plugin = %self.plugin, host = %authority, "outgoing HTTP refused: too many requests in flight");
-            let why = "too many of this plugin's requests are in flight";
-            return refused(request, refusal(&authority, 429, "limits.max_outgoing_requests", why));
-        };
-        // The default sender (hyper, rustls with the webpki roots) does the rest; the permit is
-        // held until the request's I/O is done (or dropped with the store).
-        let sending = wasmtime_wasi_http::default_hooks().send_request(request, options, fut);
+        let (outgoing, plugin) = (self.outgoing.clone(), self.plugin.clone());
         Box::new(async move {
+            let permit = match outgoing.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    tracing::debug!(%plugin, host = %authority, "outgoing HTTP waits: limits.max_outgoing_requests in flight");
+                    outgoing.acquire_owned().await.expect("the outgoing semaphore is never closed")
+                }
+            };
+            // The default sender (hyper, rustls with the webpki roots) does the rest; the permit
+            // is held until the request's I/O is done (or dropped with the store).
+            let sending = wasmtime_wasi_http::default_hooks().send_request(request, options, fut);
             let (response, io) = Box::into_pin(sending).await?;
             let io = Box::new(async move {
                 let _permit = permit;
