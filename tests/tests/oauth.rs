@@ -420,6 +420,35 @@ async fn attacker_text_in_a_token_is_not_echoed_at_length() {
     assert!(refused["error"]["message"].as_str().unwrap().contains("max_preauth_bytes"), "{refused}");
 }
 
+/// A relay over stdio backend `b` whose jwt-auth reads its keys from a file: two keys, one
+/// about to be taken out (`leaked`, alice's token) and one that stays (`kept`, bob's).
+struct KeySet {
+    relay: Relay,
+    jwks_file: std::path::PathBuf,
+    leaked: TestKey,
+    kept: TestKey,
+    alice: String,
+    bob: String,
+}
+
+impl KeySet {
+    async fn start(dir: &Path) -> KeySet {
+        let keys_dir = dir.join("keys");
+        std::fs::create_dir(&keys_dir).unwrap();
+        let (leaked, kept) = (ec_key("ec-1"), ed_key("ed-1"));
+        let jwks_file = keys_dir.join("jwks.json");
+        std::fs::write(&jwks_file, jwks(&[&leaked, &kept])).unwrap();
+        let yaml = relay_yaml(
+            &format!("jwks_file: {}", jwks_file.display()),
+            &format!("files: {{read: [{}]}}", keys_dir.display()),
+        );
+        let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
+        let relay = Relay::start_files(dir, &yaml, &backends, &[]).await;
+        let (alice, bob) = (mint(&leaked, &claims(json!({}))), mint(&kept, &claims(json!({"sub": "bob"}))));
+        KeySet { relay, jwks_file, leaked, kept, alice, bob }
+    }
+}
+
 /// A session whose key a reload took away hears nothing more even if it never sends another
 /// request: the next event for it (here the tool list changing) confirms its credential first,
 /// and ends it. A quiet newline connection is closed without the event; an HTTP session's GET
@@ -427,18 +456,7 @@ async fn attacker_text_in_a_token_is_not_echoed_at_length() {
 #[tokio::test]
 async fn a_quiet_session_whose_key_a_reload_took_away_hears_no_more_events() {
     let dir = tempfile::tempdir().unwrap();
-    let keys_dir = dir.path().join("keys");
-    std::fs::create_dir(&keys_dir).unwrap();
-    let (leaked, kept) = (ec_key("ec-1"), ed_key("ed-1"));
-    let jwks_file = keys_dir.join("jwks.json");
-    std::fs::write(&jwks_file, jwks(&[&leaked, &kept])).unwrap();
-    let yaml = relay_yaml(
-        &format!("jwks_file: {}", jwks_file.display()),
-        &format!("files: {{read: [{}]}}", keys_dir.display()),
-    );
-    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
-    let relay = Relay::start_files(dir.path(), &yaml, &backends, &[]).await;
-    let (alice, bob) = (mint(&leaked, &claims(json!({}))), mint(&kept, &claims(json!({"sub": "bob"}))));
+    let KeySet { relay, jwks_file, kept, alice, bob, .. } = KeySet::start(dir.path()).await;
 
     let mut alice_line = relay.line_client_as(Some(&alice)).await;
     let mut bob_line = relay.line_client_as(Some(&bob)).await;
@@ -503,18 +521,7 @@ async fn a_quiet_session_whose_key_a_reload_took_away_hears_no_more_events() {
 #[tokio::test]
 async fn a_key_taken_out_of_the_key_set_ends_the_sessions_its_tokens_opened_at_the_next_reload() {
     let dir = tempfile::tempdir().unwrap();
-    let keys_dir = dir.path().join("keys");
-    std::fs::create_dir(&keys_dir).unwrap();
-    let (leaked, kept) = (ec_key("ec-1"), ed_key("ed-1"));
-    let jwks_file = keys_dir.join("jwks.json");
-    std::fs::write(&jwks_file, jwks(&[&leaked, &kept])).unwrap();
-    let backends = format!("backends:\n{}", stdio_fixture_entry("b", &[]));
-    let yaml = relay_yaml(
-        &format!("jwks_file: {}", jwks_file.display()),
-        &format!("files: {{read: [{}]}}", keys_dir.display()),
-    );
-    let relay = Relay::start_files(dir.path(), &yaml, &backends, &[]).await;
-    let (alice, bob) = (mint(&leaked, &claims(json!({}))), mint(&kept, &claims(json!({"sub": "bob"}))));
+    let KeySet { relay, jwks_file, leaked, kept, alice, bob } = KeySet::start(dir.path()).await;
 
     let client = reqwest::Client::new();
     let open = async |token: &str| {
