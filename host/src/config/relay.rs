@@ -317,12 +317,15 @@ impl RelayConfig {
     }
 }
 
-/// Whether `text` reads as a browser origin: `http://` or `https://`, a host, perhaps a port,
-/// nothing after (a trailing `/` is taken).
+/// Whether `text` reads as a browser origin: a scheme (`https`, or an app's own such as
+/// `vscode-webview`), `://`, a host, perhaps a port, nothing after (a trailing `/` is taken);
+/// or `null`, what a browser sends for a page without one.
 fn is_origin(text: &str) -> bool {
-    let Some((scheme, rest)) = text.split_once("://") else { return false };
+    let Some((scheme, rest)) = text.split_once("://") else { return text == "null" };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', ' ', '?', '#'])
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    scheme_ok && !rest.is_empty() && !rest.contains(['/', ' ', '?', '#'])
 }
 
 #[cfg(test)]
@@ -343,7 +346,9 @@ mod tests {
         assert!(check("allowed_hosts: ['http://relay.example.com']").unwrap_err().contains("allowed_hosts"));
         assert!(check("allowed_hosts: ['relay.example.com:443']").is_err());
         assert!(check("allowed_hosts: ['[2001:db8::1]']").is_ok());
-        assert!(check("allowed_origins: ['https://app.example:8443', 'http://x/']").is_ok());
+        assert!(
+            check("allowed_origins: ['https://app.example:8443', 'http://x/', 'vscode-webview://abc', 'null']").is_ok()
+        );
         assert!(check("allowed_origins: ['not a url']").unwrap_err().contains("allowed_origins"));
         assert!(check("allowed_origins: ['https://app.example/path']").is_err());
     }
