@@ -14,8 +14,8 @@
 #   3. Stop the target if it still runs; put the new build in its place (its previous build is
 #      kept aside until the switch, and put back if anything before it fails).
 #   4. Start the target (START_CMD); wait for /readyz 200 on its own port; `relay health` it;
-#      check that it shares the active colour's session store (the same `kv.store` in both
-#      colours' /status.json: the same Redis and namespace).
+#      check that it shares the active colour's session store (the same
+#      `relay_kv_store_info{store}` on both colours' /metrics: the same Redis and namespace).
 #   5. Switch: the target leaves maintenance with weight 0 in every backend (checked by HAProxy,
 #      sent nothing); once HAProxy's own checks pass steadily it gets its full weight and the
 #      old colour drains (its Streamable HTTP sessions keep reaching it, nothing new does).
