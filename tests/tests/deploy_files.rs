@@ -29,7 +29,7 @@ fn the_systemd_unit_verifies() {
         "RestrictAddressFamilies=",
         "Restart=on-failure",
         "ExecReload=/bin/kill -HUP $MAINPID",
-        "TimeoutStopSec=45",
+        "TimeoutStopSec=55",
     ] {
         assert!(unit.contains(hardening), "the unit lacks {hardening:?}");
     }
