@@ -353,6 +353,32 @@ async fn a_broader_template_does_not_own_another_backends_resources() {
     only_the_owners_update_is_heard(&alpha, &evil, "file:///alpha/doc").await;
 }
 
+/// A read goes to the best-matching template's backend; the next is asked only when that one
+/// says it does not have the resource. A backend that fails otherwise answers the read: the
+/// URI reaches no backend that was not chosen for it.
+#[tokio::test]
+async fn a_template_read_goes_on_to_the_next_backend_only_when_the_first_has_no_such_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("broad.record");
+    let backends = format!(
+        "backends:\n{}{}{}",
+        relay_tests::stdio_fixture_entry("deep", &["--templates", "mem://deep/{id}", "--fail-read", "broken"]),
+        relay_tests::stdio_fixture_entry("other", &["--templates", "mem://other/{id}", "--fail-read", "missing"]),
+        relay_tests::stdio_fixture_entry("broad", &["--templates", "mem://{id}", "--record", record.to_str().unwrap()]),
+    );
+    let relay = Relay::start(&backends).await;
+    for name in ["deep", "other", "broad"] {
+        relay.wait_ready(name).await;
+    }
+    let mut client = relay.line_client().await;
+    let failed = client.request("resources/read", json!({"uri": "mem://deep/q"})).await;
+    assert!(failed["error"]["message"].as_str().unwrap_or_default().contains("broken"), "{failed}");
+    let read = client.request("resources/read", json!({"uri": "mem://other/q"})).await;
+    assert_eq!(read["result"]["contents"][0]["text"], "broad: mem://other/q", "{read}");
+    let seen = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(!seen.contains("mem://deep/q"), "the broad backend was sent a URI another was chosen for: {seen}");
+}
+
 /// Backends `alpha` (which owns `uri`) and `evil` (started with these flags) both announce an
 /// update of `uri`: its subscriber hears one, alpha's.
 async fn only_the_owners_update_is_heard(alpha: &[&str], evil: &[&str], uri: &str) {

@@ -14,6 +14,7 @@ use super::{Catalog, Router, RouterError};
 use crate::access::Principal;
 use crate::mcp::{Addressed, Payload, Related};
 use crate::plugins::{CallHook, Caller, RESOURCES_READ};
+use crate::upstream::UpstreamError;
 
 impl Router {
     /// `resources/read` for `caller`, through the interceptors bound to its owner (and with the
@@ -127,11 +128,21 @@ impl Router {
             };
             match attempt {
                 Ok(result) => return Ok(result),
-                // An interceptor's answer is final: no other backend is asked.
-                Err(e @ RouterError::Intercepted(_)) => return Err(e),
-                Err(e) => last = e,
+                // The backend does not have it: the next template's may.
+                Err(e) if declined(&e) => last = e,
+                // Any other answer (an interceptor's, a failure) is final: the URI goes to no
+                // backend that was not chosen for it.
+                Err(e) => return Err(e),
             }
         }
         Err(last)
     }
+}
+
+/// Whether a template's backend answered that it does not have the resource (not found, not a
+/// URI it takes, no resources at all): the next matching template's backend is asked then.
+fn declined(error: &RouterError) -> bool {
+    use crate::mcp::error_codes::{INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND};
+    matches!(error, RouterError::Upstream { source: UpstreamError::Rpc(rpc), .. }
+        if matches!(rpc.code, RESOURCE_NOT_FOUND | INVALID_PARAMS | METHOD_NOT_FOUND))
 }
