@@ -98,8 +98,15 @@ impl KvStore {
         match self {
             KvStore::Memory(_) => Ok(None),
             KvStore::Redis(store) => {
+                // Read: written once, it is there for every later asker (one round trip).
+                if let Some(known) = Box::pin(store.get(IDENTITY_KEY)).await? {
+                    return Ok(Some(known));
+                }
                 let mine = uuid::Uuid::new_v4().simple().to_string();
-                Box::pin(store.compare_and_swap(IDENTITY_KEY, None, &mine, None)).await?;
+                if Box::pin(store.compare_and_swap(IDENTITY_KEY, None, &mine, None)).await? {
+                    return Ok(Some(mine));
+                }
+                // Another instance wrote its id first.
                 Box::pin(store.get(IDENTITY_KEY)).await
             }
         }

@@ -66,8 +66,13 @@ impl WasiHttpHooks for HttpGrant {
             // Answered as a 403 from the relay rather than a transport error, which guests'
             // HTTP clients tend to report as a bare "connection reset".
             // The body is read and dropped frame by frame, so the guest's writes of it succeed.
-            let why = "the host is not in this plugin's grants.http";
-            return refused(request, refusal(&authority, 403, "grants.http", why));
+            return Box::new(async move {
+                use http_body_util::BodyExt;
+                let mut body = request.into_body();
+                while let Some(Ok(_)) = body.frame().await {}
+                let why = "the host is not in this plugin's grants.http";
+                Ok((refusal(&authority, 403, why), Box::new(async { Ok(()) }) as Box<_>))
+            });
         }
         let (outgoing, plugin) = (self.outgoing.clone(), self.plugin.clone());
         Box::new(async move {
@@ -91,29 +96,8 @@ impl WasiHttpHooks for HttpGrant {
     }
 }
 
-/// Answers `request` with `response` without sending it. Its body is read and dropped frame by
-/// frame first, so the guest's writes of it succeed and its client sees the answer, not a bare
-/// "connection reset".
-fn refused(
-    request: hyper::Request<wasmtime_wasi_http::WasiBody>,
-    response: hyper::Response<wasmtime_wasi_http::WasiBody>,
-) -> Box<dyn Future<Output = wasmtime_wasi_http::Result<Answered>> + Send> {
-    Box::new(async move {
-        use http_body_util::BodyExt;
-        let mut body = request.into_body();
-        while let Some(Ok(_)) = body.frame().await {}
-        Ok((response, Box::new(async { Ok(()) }) as Box<_>))
-    })
-}
-
-/// An outgoing request's answer, and the future that finishes its I/O.
-type Answered = (
-    hyper::Response<wasmtime_wasi_http::WasiBody>,
-    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-);
-
-/// The relay's own answer to a request it did not send, because of `rule`.
-fn refusal(authority: &str, status: u16, rule: &str, why: &str) -> hyper::Response<wasmtime_wasi_http::WasiBody> {
+/// The relay's own answer to a request it did not send.
+fn refusal(authority: &str, status: u16, why: &str) -> hyper::Response<wasmtime_wasi_http::WasiBody> {
     use http_body_util::BodyExt;
     let message = format!("the relay refused a request to {authority}: {why}");
     let body = serde_json::json!({"error": {"message": message, "type": "relay_refused"}}).to_string();
@@ -121,7 +105,7 @@ fn refusal(authority: &str, status: u16, rule: &str, why: &str) -> hyper::Respon
     hyper::Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .header("x-relay-refused", rule)
+        .header("x-relay-refused", "grants.http")
         .body(body)
         .expect("a static response")
 }
