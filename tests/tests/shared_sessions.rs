@@ -145,6 +145,39 @@ async fn a_session_opened_on_one_instance_is_served_by_another_with_its_own_cred
     assert_eq!(redis.cli(&["get", marker.trim()]), "ended");
 }
 
+/// The end of a session no other instance took up is recorded for seconds, not for twice the
+/// idle timeout: a client opening and ending sessions in a loop does not fill Redis with end
+/// markers. A session another instance took up keeps its marker as long as that copy may live,
+/// and that copy ends.
+#[tokio::test]
+async fn only_the_end_of_a_session_another_instance_took_up_is_recorded_for_long() {
+    let redis = RedisServer::start().await;
+    let (_dirs, blue, green) = blue_and_green(&redis, None).await;
+    let (on_blue, on_green) = (blue.http("/mcp"), green.http("/mcp"));
+    let markers = || {
+        let keys = redis.cli(&["--scan", "--pattern", "shared:relay.session:*"]);
+        let ttl = |key: &str| redis.cli(&["pttl", key]).trim().parse::<i64>().unwrap();
+        keys.lines().map(|key| (redis.cli(&["get", key]).trim().to_owned(), ttl(key))).collect::<Vec<_>>()
+    };
+    for _ in 0..20 {
+        let session = initialize(&on_blue, "ALICE-TOKEN-1").await;
+        assert_eq!(delete(&on_blue, "ALICE-TOKEN-1", &session).await, 204);
+    }
+    let ended = markers();
+    assert_eq!(ended.len(), 20, "{ended:?}");
+    assert!(ended.iter().all(|(text, ttl)| text == "ended" && (1..=10_000).contains(ttl)), "{ended:?}");
+
+    let moved = initialize(&on_blue, "ALICE-TOKEN-1").await;
+    assert_eq!(echo(&on_green, "ALICE-TOKEN-1", &moved, 1).await.0, 200);
+    assert_eq!(delete(&on_blue, "ALICE-TOKEN-1", &moved).await, 204);
+    let (status, reply) = echo(&on_green, "ALICE-TOKEN-1", &moved, 2).await;
+    assert_eq!(status, 404, "green's copy of the session blue ended: {reply}");
+    // Twice the default idle timeout (600 s).
+    let lasting: Vec<_> = markers().into_iter().filter(|(_, ttl)| *ttl > 10_000).collect();
+    assert_eq!(lasting.len(), 1, "{lasting:?}");
+    assert!(lasting[0].0 == "ended" && lasting[0].1 > 1_190_000, "{lasting:?}");
+}
+
 #[tokio::test]
 async fn one_session_alternates_between_two_relays_behind_the_shipped_haproxy() {
     let redis = RedisServer::start().await;

@@ -228,6 +228,7 @@ impl SessionFactory {
         session.client_requests.declare(record.capabilities.clone(), false);
         // Held with the router once the session is taken up (`resume_upstream`).
         session.client_requests.log_level().replace(record.log_level);
+        session.taken_up.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(session)
     }
 
@@ -322,6 +323,7 @@ impl SessionFactory {
             caller,
             shared_at: Mutex::default(),
             shared_unsaved: Default::default(),
+            taken_up: Default::default(),
             counts: (self.lifecycle.session_opened(transport), principal_count, address_count),
         }))
     }

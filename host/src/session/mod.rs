@@ -114,6 +114,9 @@ pub struct Session {
     /// Whether what this session established is not in the shared kv: the last write of its
     /// record failed (written again at its next request).
     shared_unsaved: std::sync::atomic::AtomicBool,
+    /// Whether this instance took the session up from another ([`SharedSessions::take_up`]):
+    /// it keeps the session marked held while it refreshes the record.
+    taken_up: std::sync::atomic::AtomicBool,
     /// Keep the instance's, the principal's (none for anonymous) and the address's session
     /// counts right for this session's lifetime.
     counts: (SessionCount, Option<CountGuard<String>>, CountGuard<crate::admission::AddressKey>),
@@ -280,6 +283,11 @@ impl Session {
             client_requests: self.client_requests.clone(),
             queued: VecDeque::new(),
         }
+    }
+
+    /// Whether the session has ended here ([`Session::end`]).
+    pub fn has_ended(&self) -> bool {
+        self.slots.is_closed()
     }
 
     /// Ends the session here (the client went away, `DELETE`, idle expiry, its credential

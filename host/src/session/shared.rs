@@ -8,7 +8,11 @@
 //!
 //! An ended session's record is replaced by a marker ([`ENDED`]), not deleted: a record that is
 //! simply gone was lost by the kv (Redis restarted or flushed, or it lapsed between two
-//! refreshes), and the instance serving the session writes it again instead of ending it.
+//! refreshes), and the instance serving the session writes it again instead of ending it. The
+//! marker must outlive every other instance's copy of the session, so it is kept long (twice
+//! the idle timeout) only for a session another instance took up (which marks it held there,
+//! before it reads the record): the end of one no other instance saw is recorded for seconds,
+//! and a client opening and ending sessions in a loop does not fill Redis with markers.
 //!
 //! Nothing in a record admits anyone: the instance that takes a session over authenticates the
 //! presented credential itself (the auth plugin, as for a new session) and requires it to match
@@ -17,7 +21,7 @@
 //! one process and the local registry is the whole truth: nothing is written.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::{Session, SessionRecord};
 use crate::plugins::{KvError, KvStore};
@@ -28,6 +32,14 @@ const PREFIX: &str = "relay.session:";
 
 /// What an ended session's record reads: not JSON, so never a record.
 const ENDED: &str = "ended";
+
+/// Where an instance that took a session up says so (under the digest of its id, as records):
+/// the session's end must then be recorded for as long as that copy may live.
+const HELD_PREFIX: &str = "relay.session-held:";
+
+/// How long the end of a session no other instance took up is recorded: past a write of its
+/// record already on its way when it ended (a request of the session finishing).
+const BRIEF_END: Duration = Duration::from_secs(10);
 
 /// The records of open sessions in the shared `kv` (a no-op on the in-memory one).
 pub struct SharedSessions {
@@ -59,6 +71,10 @@ impl SharedSessions {
     /// A session ended meanwhile (anywhere) is not written: its end marker stays.
     pub async fn save(&self, session: &Session) {
         let Some(kv) = &self.kv else { return };
+        if session.has_ended() {
+            // Its end is (being) recorded: not brought back by a request finishing after it.
+            return;
+        }
         let record = serde_json::to_string(&session.record()).expect("a record serializes");
         let saved = self.write_unless_ended(kv, &key(&session.id), &record).await;
         session.shared_unsaved.store(saved.is_err(), std::sync::atomic::Ordering::Relaxed);
@@ -87,7 +103,7 @@ impl SharedSessions {
 
     /// The record of session `id`, if some instance opened it and it has not ended; an error
     /// when the kv cannot be asked (the session may well be open: the client should retry).
-    pub async fn load(&self, id: &str) -> Result<Option<SessionRecord>, KvError> {
+    async fn load(&self, id: &str) -> Result<Option<SessionRecord>, KvError> {
         let Some(kv) = self.kv.as_ref() else { return Ok(None) };
         match kv.get(&key(id)).await {
             Ok(Some(text)) => Ok(serde_json::from_str(&text).ok()),
@@ -97,6 +113,27 @@ impl SharedSessions {
                 Err(e)
             }
         }
+    }
+
+    /// The record of session `id` for this instance to take the session up: marked as held here
+    /// first (only when some instance has it open: an id no instance opened writes nothing),
+    /// then read again, so its end, wherever it comes, is recorded for as long as this copy may
+    /// live ([`SharedSessions::forget`]).
+    pub async fn take_up(&self, id: &str) -> Result<Option<SessionRecord>, KvError> {
+        let Some(kv) = self.kv.as_ref() else { return Ok(None) };
+        if self.load(id).await?.is_none() {
+            return Ok(None);
+        }
+        if let Err(e) = self.hold(kv, id).await {
+            unavailable("could not take up a session another instance opened", &e);
+            return Err(e);
+        }
+        self.load(id).await
+    }
+
+    /// Marks session `id` as held by this instance for twice the TTL.
+    async fn hold(&self, kv: &KvStore, id: &str) -> Result<(), KvError> {
+        kv.set(&held_key(id), "1", Some(self.ttl_ms().saturating_mul(2)), None).await
     }
 
     /// Whether `session` is still open for every instance (not ended elsewhere). What another
@@ -136,7 +173,7 @@ impl SharedSessions {
         }
         let due = saved.as_ref().is_none_or(|(at, _)| at.elapsed() >= self.ttl / 4);
         let mut refreshed_at = saved.map(|(at, _)| at).unwrap_or_else(Instant::now);
-        if due && self.refresh(kv, &key, &current).await == Ok(true) {
+        if due && self.refresh(kv, &key, &current, session).await == Ok(true) {
             refreshed_at = Instant::now();
         }
         *session.shared_at.lock().expect("shared_at lock") = Some((refreshed_at, current));
@@ -158,7 +195,7 @@ impl SharedSessions {
         let key = key(&session.id);
         let saved = session.shared_at.lock().expect("shared_at lock").clone();
         if let Some((_, text)) = saved.clone().filter(|(at, _)| in_use && at.elapsed() >= self.ttl / 4) {
-            match self.refresh(kv, &key, &text).await {
+            match self.refresh(kv, &key, &text, session).await {
                 Ok(true) => {
                     *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), text));
                     return RecordState::Open;
@@ -178,7 +215,7 @@ impl SharedSessions {
                 {
                     session.take_over(&record).await;
                 }
-                if self.refresh(kv, &key, &current).await == Ok(true) {
+                if self.refresh(kv, &key, &current, session).await == Ok(true) {
                     *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), current));
                 }
                 RecordState::Open
@@ -216,10 +253,15 @@ impl SharedSessions {
         }
     }
 
-    /// Gives the record at `key` a full TTL again if it still reads `text` (compare-and-swap:
-    /// an ended session is never brought back); whether it did.
-    async fn refresh(&self, kv: &KvStore, key: &str, text: &str) -> Result<bool, KvError> {
-        kv.compare_and_swap(key, Some(text), text, Some(self.ttl_ms()), None).await
+    /// Gives `session`'s record at `key` a full TTL again if it still reads `text`
+    /// (compare-and-swap: an ended session is never brought back); whether it did. A session
+    /// taken up here stays marked held as long.
+    async fn refresh(&self, kv: &KvStore, key: &str, text: &str, session: &Session) -> Result<bool, KvError> {
+        let refreshed = kv.compare_and_swap(key, Some(text), text, Some(self.ttl_ms()), None).await?;
+        if refreshed && session.taken_up.load(std::sync::atomic::Ordering::Relaxed) {
+            self.hold(kv, &session.id).await?;
+        }
+        Ok(refreshed)
     }
 
     /// Writes `session`'s record at `key` again where the kv lost it, if it is still absent,
@@ -244,12 +286,24 @@ impl SharedSessions {
     }
 
     /// Ends session `id` for every instance: its record becomes the [`ENDED`] marker, kept
-    /// twice the TTL (past the idle expiry of any instance's copy of the session). False when
-    /// the kv could not be reached (the record stays, and another instance could take the
-    /// session up: try again).
+    /// twice the TTL (past the idle expiry of any instance's copy of the session) when another
+    /// instance took the session up, [`BRIEF_END`] otherwise. False when the kv could not be
+    /// reached (the record may stay, and another instance could take the session up: try
+    /// again).
     pub async fn forget(&self, id: &str) -> bool {
         let Some(kv) = &self.kv else { return true };
-        match kv.set(&key(id), ENDED, Some(self.ttl_ms().saturating_mul(2)), None).await {
+        // The end first, then whether it is held elsewhere: an instance taking the session up
+        // marks it held before it reads the record again, so either it reads this end or this
+        // sees its mark.
+        let ended = async {
+            let brief = u64::try_from(BRIEF_END.as_millis()).expect("a few seconds");
+            kv.set(&key(id), ENDED, Some(brief.min(self.ttl_ms().saturating_mul(2))), None).await?;
+            if kv.get(&held_key(id)).await?.is_some() {
+                kv.set(&key(id), ENDED, Some(self.ttl_ms().saturating_mul(2)), None).await?;
+            }
+            Ok::<_, KvError>(())
+        };
+        match ended.await {
             Ok(()) => true,
             Err(e) => {
                 unavailable("could not end a session for the other instances; tried again until it does", &e);
@@ -279,6 +333,11 @@ fn key(id: &str) -> String {
     format!("{PREFIX}{}", crate::digest::sha256_hex(id.as_bytes()))
 }
 
+/// The kv key saying session `id` was taken up by an instance ([`SharedSessions::take_up`]).
+fn held_key(id: &str) -> String {
+    format!("{HELD_PREFIX}{}", crate::digest::sha256_hex(id.as_bytes()))
+}
+
 /// Says, at most once a minute, that the kv failed a session operation.
 fn unavailable(what: &str, error: &KvError) {
     static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
@@ -286,62 +345,6 @@ fn unavailable(what: &str, error: &KvError) {
     if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
         *last = Some(Instant::now());
         tracing::warn!(error = %error, "{what} (said at most once a minute)");
-    }
-}
-
-impl Session {
-    /// What this session established, for [`SharedSessions`].
-    pub fn record(&self) -> SessionRecord {
-        let state = self.state.lock().expect("session lock");
-        let mut subscriptions: Vec<String> = state.subscriptions.iter().cloned().collect();
-        subscriptions.sort();
-        SessionRecord {
-            principal: self.principal.id.clone(),
-            credential: self.credential.as_ref().map(|digest| crate::digest::hex(digest)),
-            expires_at_ms: self
-                .expires_at
-                .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            protocol_version: state.protocol_version.clone(),
-            client_name: state.client_name.clone(),
-            log_level: self.client_requests.log_level().get(),
-            subscriptions,
-            capabilities: self.client_requests.declared(),
-        }
-    }
-
-    /// What another instance changed in this session's record since this one last saw it: its
-    /// log level (held with this instance's router too) and what the client declared
-    /// (subscriptions stay as this instance made them).
-    async fn take_over(&self, record: &SessionRecord) {
-        let previous = self.client_requests.log_level().replace(record.log_level);
-        if previous != record.log_level {
-            self.router.hold_log_level(previous, record.log_level).await;
-        }
-        let mut state = self.state.lock().expect("session lock");
-        state.protocol_version.clone_from(&record.protocol_version);
-        state.client_name.clone_from(&record.client_name);
-        drop(state);
-        self.client_requests.declare(record.capabilities.clone(), false);
-    }
-
-    /// Takes up, on this instance, what a session established elsewhere and the backends must
-    /// know: its resource subscriptions and its log level. A subscription that cannot be made
-    /// here is the session's no more (it hears no updates of it, and its end or unsubscribe
-    /// does not release a count it never added, which would end another session's).
-    pub async fn resume_upstream(&self) {
-        let subscriptions = self.state.lock().expect("session lock").subscriptions.clone();
-        for uri in subscriptions {
-            let request = crate::mcp::Addressed::of_resource(uri);
-            if let Err(e) = self.router.subscribe_resource(&request, &self.principal).await {
-                tracing::warn!(session = %self.tag(), error = %e, "a moved session's resource subscription could not be made again; it ends");
-                self.state.lock().expect("session lock").subscriptions.remove(&request.target);
-            }
-        }
-        let level = self.client_requests.log_level().get();
-        if level.is_some() {
-            self.router.hold_log_level(None, level).await;
-        }
     }
 }
 

@@ -123,7 +123,7 @@ async fn taken_up(
     peer: &Peer,
 ) -> Result<Option<Arc<Session>>, Response> {
     use subtle::ConstantTimeEq;
-    let record = match state.sessions.shared().load(id).await {
+    let record = match state.sessions.shared().take_up(id).await {
         Ok(Some(record)) => record,
         Ok(None) => return Ok(None),
         Err(_) => return Err(sessions_unreachable()),
