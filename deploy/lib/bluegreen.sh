@@ -43,7 +43,8 @@
 #                                                   RELAY_AUTH_TOKEN is read from there for
 #                                                   `relay health` unless set
 #   HEALTH_TIMEOUT      5                           seconds per answer for `relay health`
-#   HEALTH_ARGS         (none)                      more `relay health` arguments, e.g. "--tls --ca F"
+#   HEALTH_ARGS         (none)                      more `relay health` arguments, e.g. "--tls --ca F
+#                                                   --servername relay.example.com [--cert F --key F]"
 #   READY_TIMEOUT       60                          seconds for a started colour's /readyz to say 200
 #   SWITCH_TIMEOUT      30                          seconds for HAProxy's checks to pass for the
 #                                                   new colour (it gets no traffic meanwhile)

@@ -69,6 +69,10 @@ pub async fn ready(host: &str, port: u16, timeout: Duration) -> bool {
 pub struct TlsCheck {
     /// A PEM file of the CA certificates to trust.
     pub ca: Option<std::path::PathBuf>,
+    /// The name the certificate must have (and SNI), when not the host connected to.
+    pub server_name: Option<String>,
+    /// The client certificate chain and key (PEM files) to present, for a relay requiring one.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 async fn connect_and_probe(
@@ -95,12 +99,25 @@ async fn connect_and_probe(
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
+        .with_root_certificates(roots);
+    let config = match &tls.identity {
+        Some((cert, key)) => {
+            use rustls_pki_types::pem::PemObject;
+            let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {e}", cert.display()))?;
+            let key =
+                rustls_pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let server_name = tls.server_name.as_deref().unwrap_or(host);
+    let name =
+        rustls_pki_types::ServerName::try_from(server_name.to_owned()).map_err(|e| format!("{server_name}: {e}"))?;
     let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, stream)
         .await

@@ -43,6 +43,17 @@ enum Command {
         /// PEM file of CA certificates to trust with --tls (default: the Mozilla roots).
         #[arg(long, requires = "tls")]
         ca: Option<PathBuf>,
+        /// The name the relay's certificate must have, also sent as SNI (default: --host): the
+        /// public name when its certificate does not name the address checked.
+        #[arg(long, requires = "tls")]
+        servername: Option<String>,
+        /// PEM file of the client certificate (chain) to present with --tls, for a relay that
+        /// requires one (`tls.client_cert_required`).
+        #[arg(long, requires_all = ["tls", "key"])]
+        cert: Option<PathBuf>,
+        /// PEM file of the private key of --cert.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
         /// Only ask `GET /readyz` (no login, no session): for frequent container health checks.
         #[arg(long, conflicts_with = "tls")]
         ready: bool,
@@ -94,9 +105,10 @@ fn main() -> ExitCode {
             let ready = runtime.block_on(relay::health::ready(&host, port, Duration::from_secs_f64(timeout)));
             if ready { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
-        Command::Health { host, port, timeout, token, tls, ca, ready: false } => {
+        Command::Health { host, port, timeout, token, tls, ca, servername, cert, key, ready: false } => {
             let timeout = Duration::from_secs_f64(timeout);
-            let tls = tls.then_some(relay::health::TlsCheck { ca });
+            let identity = cert.zip(key);
+            let tls = tls.then_some(relay::health::TlsCheck { ca, server_name: servername, identity });
             let healthy = runtime.block_on(relay::health::check(&host, port, timeout, token.as_deref(), tls.as_ref()));
             if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }

@@ -33,8 +33,13 @@ fn text(output: &Output) -> String {
 
 /// `relay health` against the relay's port with `args`: whether it passed.
 async fn health(port: u16, args: &[&str]) -> bool {
+    health_at("localhost", port, args).await
+}
+
+/// `relay health` against `host:port` with `args`: whether it passed.
+async fn health_at(host: &str, port: u16, args: &[&str]) -> bool {
     let status = tokio::process::Command::new(relay_bin())
-        .args(["health", "--host", "localhost", "--port", &port.to_string(), "--timeout", "5"])
+        .args(["health", "--host", host, "--port", &port.to_string(), "--timeout", "5"])
         .args(args)
         .stdout(std::process::Stdio::null())
         .status()
@@ -262,6 +267,18 @@ async fn client_certificates_are_verified_when_required() {
     let [cert, key] = pair(&stranger);
     let refused = s_client(relay.port, &["-tls1_2", "-cert", &cert, "-key", &key]).await;
     assert!(!refused.status.success(), "another CA's certificate: {}", text(&refused));
+
+    // `relay health` (deploy.sh's step 4, through HEALTH_ARGS) checks such a relay with a
+    // certificate of its own, by the name the relay's certificate has where that is not the
+    // address it connects to.
+    let ca_path = ca.ca_pem.display().to_string();
+    let [cert, key] = pair(&client);
+    assert!(!health(relay.port, &["--tls", "--ca", &ca_path]).await, "no client certificate");
+    assert!(health(relay.port, &["--tls", "--ca", &ca_path, "--cert", &cert, "--key", &key]).await);
+    let with_name =
+        |name: &'static str| ["--tls", "--ca", &ca_path, "--cert", &cert, "--key", &key, "--servername", name];
+    assert!(health_at("127.0.0.1", relay.port, &with_name("localhost")).await);
+    assert!(!health_at("127.0.0.1", relay.port, &with_name("relay.example.com")).await, "a name it does not have");
 }
 
 /// Newline JSON-RPC over TLS from a client presenting `identity` (certificate, key), trusting
