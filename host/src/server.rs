@@ -232,9 +232,12 @@ pub async fn run(
 async fn drain(state: &TransportState, grace: Duration, cut_short: impl std::future::Future<Output = ()>) {
     let lifecycle = &state.lifecycle;
     lifecycle.start_drain();
+    // Their clients' retries reach the instance that serves now (which starts them again).
+    let parked = state.parked.end_all();
     tracing::info!(
         running = lifecycle.running_requests(),
         sessions = lifecycle.sessions(),
+        parked_calls_ended = parked,
         grace_secs = grace.as_secs(),
         "draining: new connections, sessions and requests are refused; running requests finish"
     );

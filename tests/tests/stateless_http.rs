@@ -305,3 +305,51 @@ async fn an_open_relays_client_may_park_only_so_many_calls_and_leaves_others_the
     let (_, asked) = json_of(sent.send().await.unwrap()).await;
     assert_eq!(asked["result"]["resultType"], "input_required", "another client parks its own: {asked}");
 }
+
+/// A retry a blue/green switch sent to another instance than the one holding its call
+/// (stateless POSTs stick to no instance) starts the call again there, which asks again: not
+/// a `-32602` the client cannot recover from. The instance that held it ends its parked calls
+/// when it drains, rather than waiting its grace for retries that go elsewhere.
+#[tokio::test]
+async fn a_retry_that_reaches_another_instance_starts_the_call_again_and_the_drain_ends_parked_calls() {
+    let yaml = format!("{}shutdown: {{grace_secs: 60}}\n", relay_tests::TEST_RELAY_YAML);
+    let backends = format!("backends:\n{}", everything_stdio_entry("everything"));
+    let mut blue = Relay::start_with(&yaml, &backends, &[]).await;
+    let green = Relay::start_with(&yaml, &backends, &[]).await;
+    blue.wait_ready("everything").await;
+    green.wait_ready("everything").await;
+    let can_elicit = json!({"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}});
+    let elicit = json!({"name": "trigger-elicitation-request", "arguments": {}, "_meta": can_elicit});
+    let asked_of = |answer: &Value| {
+        let result = &answer["result"];
+        assert_eq!(result["resultType"], "input_required", "{answer}");
+        let key = result["inputRequests"].as_object().unwrap().keys().next().unwrap().clone();
+        (key, result["requestState"].as_str().unwrap().to_owned())
+    };
+    let retry = |relay: &Relay, id: u64, (key, state): &(String, String)| {
+        let mut params = elicit.clone();
+        params["requestState"] = json!(state);
+        params["inputResponses"] =
+            json!({ key.as_str(): {"action": "accept", "content": {"name": "Ada", "check": true}} });
+        request(relay, id, "tools/call", params).send()
+    };
+
+    let (_, asked) = json_of(request(&blue, 1, "tools/call", elicit.clone()).send().await.unwrap()).await;
+    let on_blue = asked_of(&asked);
+    let (status, asked_again) = json_of(retry(&green, 2, &on_blue).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{asked_again}");
+    let on_green = asked_of(&asked_again);
+    assert_ne!(on_green.1, on_blue.1, "green parks a call of its own");
+    let (status, answered) = json_of(retry(&green, 3, &on_green).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{answered}");
+    assert_eq!(answered["result"]["resultType"], "complete", "{answered}");
+    assert!(answered["result"].to_string().contains("Ada"), "{answered}");
+
+    // Blue still holds its call: its drain ends it, and the process, at once.
+    let started = std::time::Instant::now();
+    blue.signal("-TERM");
+    let exited = tokio::time::timeout(Duration::from_secs(30), blue.wait()).await;
+    assert!(exited.is_ok_and(|status| status.success()), "blue waited for the parked call");
+    assert!(started.elapsed() < Duration::from_secs(20), "exited {:?} after SIGTERM", started.elapsed());
+    assert!(blue.log().contains("parked_calls_ended=1"), "{}", blue.log());
+}

@@ -15,6 +15,7 @@ mod media;
 mod oauth;
 mod oauth_callback;
 mod observe;
+mod parked;
 mod prefixed;
 mod proxy_protocol;
 mod resumable;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::browser_guard::BrowserRules;
+use super::parked::ParkedCalls;
 use super::resumable::ResumableStreams;
-use super::stateless::ParkedCalls;
 use crate::admission::{AddressKey, KeyedCounts};
 use crate::lifecycle::Lifecycle;
 use crate::session::{SessionFactory, SessionRegistry};

@@ -11,8 +11,7 @@
 //! id, `inputResponses` plus that `requestState`) hands the answers to the waiting upstream and
 //! continues the same call.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, header};
@@ -23,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::TransportState;
 use super::http::{bearer, json_response, json_with_status, refused, rpc_error};
+use super::parked::{self, ParkedCalls};
 use super::stateless_headers::target_of;
 pub use super::stateless_headers::{check, is_stateless};
 use crate::access::{ConnectInfo, Peer, TransportKind};
@@ -33,11 +33,6 @@ use crate::session::{Refused, Session};
 /// How long a quiet call may run before its answer is committed to an SSE stream (so the
 /// client and any proxy in between see keep-alives rather than a silent connection).
 const STREAM_AFTER: Duration = Duration::from_secs(10);
-
-/// How long a call waiting for the client's input stays parked before it is cancelled. The
-/// upstream's own wait for the answer (its call deadline, 120 s by default) usually ends first;
-/// a retry after that gets the call's timeout error.
-const PARKED_FOR: Duration = Duration::from_secs(150);
 
 /// One POST of a stateless client. `message` is the decoded body.
 pub async fn post(
@@ -73,17 +68,29 @@ pub async fn post(
     // or one client parking 64 would refuse every other client's (as for sessions).
     let counted_by_address = (!state.sessions_factory.requires_auth()).then(|| peer.address_key());
 
-    let call = match request.params.as_ref().and_then(|p| p.get("requestState")).and_then(Value::as_str) {
+    let request_state = request.params.as_ref().and_then(|p| p.get("requestState")).and_then(Value::as_str);
+    let call = match request_state {
+        Some(request_state) if !state.parked.issued_here(request_state) => {
+            // Parked by another instance (or this one before a restart), which a blue/green
+            // switch took the client away from: the call is started again here, as a stateless
+            // server runs a request anew on each round. What it asked is asked again.
+            tracing::info!(method = %request.method, "a stateless call another instance held for its client's input is started again here");
+            None
+        }
         Some(request_state) => match state.parked.resume(request_state, &authenticated.principal.id, &request).await {
-            Ok(call) => call,
+            Ok(call) => Some(call),
             Err(error) => return rpc_error(StatusCode::BAD_REQUEST, mcp::Response::err(id, error)),
         },
+        None => None,
+    };
+    let call = match call {
+        Some(call) => call,
         None => {
             let session = match state.sessions_factory.open_stateless(authenticated, peer.address_key(), &envelope) {
                 Ok(session) => session,
                 Err(busy) => return refused(Refused::Busy(busy), id),
             };
-            Call::start(session, request.clone())
+            Call::start(session, parked::anew(&request))
         }
     };
     let mut exchange = Exchange {
@@ -145,11 +152,11 @@ pub fn method_not_allowed() -> Response {
 }
 
 /// A request running in its stateless session, and the stream of messages related to it.
-struct Call {
-    session: Arc<Session>,
-    method: String,
+pub(super) struct Call {
+    pub(super) session: Arc<Session>,
+    pub(super) method: String,
     /// The tool name, prompt name or resource URI it is for (a retry must name the same).
-    target: Option<String>,
+    pub(super) target: Option<String>,
     task: JoinHandle<Option<mcp::Response>>,
     related: mcp::ClientStream,
     /// The task's outcome once it ended (`Some(None)`: cancelled); messages queued before it
@@ -282,81 +289,5 @@ impl Exchange {
                 }
             }
         }
-    }
-}
-
-/// Calls waiting for their client's input, by `requestState`.
-#[derive(Default)]
-pub struct ParkedCalls {
-    calls: Mutex<HashMap<String, Parked>>,
-}
-
-/// A call waiting for its client's retry.
-struct Parked {
-    /// The principal whose retry may continue it.
-    principal: String,
-    /// Whose count it is in: its principal, or its client's address (see
-    /// [`Exchange::counted_by_address`]).
-    holder: String,
-    call: Call,
-}
-
-impl ParkedCalls {
-    /// Parks `call` until the client's retry (or [`PARKED_FOR`]); returns its `requestState`.
-    /// A `holder` with `limit` calls parked already gets an error instead (the call ends).
-    fn park(self: &Arc<Self>, call: Call, holder: String, limit: usize) -> Result<String, RpcError> {
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let principal = call.session.principal.id.clone();
-        {
-            let mut calls = self.calls.lock().expect("parked lock");
-            if calls.values().filter(|parked| parked.holder == holder).count() >= limit {
-                drop(calls);
-                let holder = crate::mcp::clip(&holder);
-                crate::limit_log::limit_refused(
-                    "max_parked_per_principal",
-                    format_args!("a stateless call of {holder} waiting for input"),
-                );
-                return Err(RpcError::new(
-                    error_codes::SERVER_BUSY,
-                    format!("{holder} has {limit} calls waiting for input already (limits.max_parked_per_principal)"),
-                ));
-            }
-            calls.insert(token.clone(), Parked { principal, holder, call });
-        }
-        let parked: Weak<Self> = Arc::downgrade(self);
-        let key = token.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(PARKED_FOR).await;
-            if let Some(parked) = parked.upgrade() {
-                // Dropping the call cancels it.
-                parked.calls.lock().expect("parked lock").remove(&key);
-            }
-        });
-        Ok(token)
-    }
-
-    /// Takes the call a retry continues, after checking it belongs to the same principal and
-    /// method, and hands the client's answers to the requests waiting for them.
-    async fn resume(&self, token: &str, principal: &str, retry: &Request) -> Result<Call, RpcError> {
-        let call = self.take(token, principal, retry).ok_or_else(|| {
-            RpcError::new(
-                error_codes::INVALID_PARAMS,
-                "requestState names no waiting request (finished, expired or not yours)",
-            )
-        })?;
-        let answers = retry.params.as_ref().and_then(|p| p.get("inputResponses")).and_then(Value::as_object);
-        for (key, answer) in answers.into_iter().flatten() {
-            let response = mcp::Response::ok(Value::String(key.clone()), answer.clone());
-            call.session.handle(Message::Response(response), None).await;
-        }
-        Ok(call)
-    }
-
-    fn take(&self, token: &str, principal: &str, retry: &Request) -> Option<Call> {
-        let mut calls = self.calls.lock().expect("parked lock");
-        let matches = calls.get(token).is_some_and(|Parked { principal: owner, call, .. }| {
-            owner == principal && call.method == retry.method && call.target.as_deref() == target_of(retry)
-        });
-        if matches { calls.remove(token).map(|parked| parked.call) } else { None }
     }
 }
