@@ -305,6 +305,43 @@ async fn subscriptions_and_the_log_level_survive_a_reconnect_and_end_with_their_
     eventually("unsubscribed when its session ended", || async { (unsubscribes() == 1).then_some(()) }).await;
 }
 
+/// A subscription ends where it was made: a collision that appeared since (another backend now
+/// lists the same URI, and both are `relay://` URIs) left the client's `resources/unsubscribe`
+/// failing `-32002` and the backend subscribed for good.
+#[tokio::test]
+async fn a_subscription_ends_at_its_backend_after_a_collision_renamed_its_uri() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    let entry = |name: &str, record: Option<&std::path::Path>| {
+        let mut args = vec!["--resources", "file:///doc.txt"];
+        if let Some(record) = record {
+            args.extend(["--record", record.to_str().unwrap()]);
+        }
+        relay_tests::stdio_fixture_entry(name, &args)
+    };
+    let backends = format!("backends:\n{}", entry("s", Some(&record)));
+    let relay = Relay::start_files(dir.path(), relay_tests::TEST_RELAY_YAML, &backends, &[]).await;
+    relay.wait_ready("s").await;
+    let unsubscribes = || {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        text.lines().filter(|line| line.contains("\"resources/unsubscribe\"")).count()
+    };
+    let mut client = relay.line_client().await;
+    let subscribed = client.request("resources/subscribe", json!({"uri": "file:///doc.txt"})).await;
+    assert_eq!(subscribed["result"], json!({}), "{subscribed}");
+
+    let both = format!("backends:\n{}{}", entry("s", Some(&record)), entry("t", None));
+    relay_tests::replace_file(&dir.path().join("backends.yaml"), both.as_bytes());
+    eventually("the collision listed", || async {
+        let listed = relay.line_client().await.request("resources/list", json!({})).await;
+        listed.to_string().contains("relay://t/").then_some(())
+    })
+    .await;
+    let unsubscribed = client.request("resources/unsubscribe", json!({"uri": "file:///doc.txt"})).await;
+    assert_eq!(unsubscribed["result"], json!({}), "{unsubscribed}");
+    eventually("unsubscribed at s", || async { (unsubscribes() == 1).then_some(()) }).await;
+}
+
 /// An edit of a backend's entry (here its record file and call timeout) replaces its upstream:
 /// that cut the calls running on it (`backend s is no longer configured`) and the new one
 /// knew none of the subscriptions the relay had made, so their clients heard no more updates

@@ -25,13 +25,20 @@ pub(super) async fn route_notifications(router: Weak<Router>, mut events: broadc
         let client_event = match event.notification.method.as_str() {
             "notifications/resources/updated" => {
                 let uri = params.get("uri").and_then(Value::as_str).unwrap_or("");
-                match updated_name(&router.catalog(), &event.backend, uri) {
-                    Some(exposed) => ClientEvent::ResourceUpdated(exposed),
-                    None => {
-                        tracing::debug!(backend = %event.backend, uri, "update of a resource the backend does not own; dropped");
-                        continue;
-                    }
+                let owner = Owner::Backend(event.backend.clone());
+                // Under the names its subscribers used, where the subscription was made here.
+                let mut names = router.subscriptions.names_of(&owner, uri);
+                if names.is_empty() {
+                    names.extend(updated_name(&router.catalog(), &owner, uri));
                 }
+                if names.is_empty() {
+                    tracing::debug!(backend = %event.backend, uri, "update of a resource the backend does not own; dropped");
+                    continue;
+                }
+                for exposed in names {
+                    let _ = router.client_events.send(ClientEvent::ResourceUpdated(exposed));
+                }
+                continue;
             }
             "notifications/message" => ClientEvent::Log(params),
             // To the session whose client the backend asked with it (and no other).
@@ -52,12 +59,11 @@ pub(super) async fn route_notifications(router: Weak<Router>, mut events: broadc
 /// URI no listed resource holds whose best-matching template is its own (where a subscription
 /// to it is sent). `None` for another backend's resource (a backend must not tell another's
 /// subscribers of updates that did not happen).
-fn updated_name(catalog: &Catalog, backend: &str, uri: &str) -> Option<String> {
-    let owner = Owner::Backend(backend.to_owned());
+fn updated_name(catalog: &Catalog, owner: &Owner, uri: &str) -> Option<String> {
     let resources = catalog.resources();
-    if let Some(entry) = resources.entries().iter().find(|e| e.owner == owner && e.upstream_name == uri) {
+    if let Some(entry) = resources.entries().iter().find(|e| e.owner == *owner && e.upstream_name == uri) {
         return Some(entry.name.clone());
     }
-    let templated = resources.get(uri).is_none() && catalog.template_owners(uri).first() == Some(&&owner);
+    let templated = resources.get(uri).is_none() && catalog.template_owners(uri).first() == Some(&owner);
     templated.then(|| uri.to_owned())
 }

@@ -9,7 +9,7 @@
 
 use serde_json::{Value, json};
 
-use super::subscriptions::Joined;
+use super::subscriptions::{Joined, Source};
 use super::{Catalog, Router, RouterError};
 use crate::access::Principal;
 use crate::mcp::{Addressed, Payload, Related};
@@ -26,7 +26,7 @@ impl Router {
         caller: &Caller,
     ) -> Result<Payload, RouterError> {
         let view = self.view_with_uri(&request.target, &caller.principal).await?;
-        self.by_uri(RESOURCES_READ, request, related, &view, Some(caller)).await
+        Ok(self.by_uri(RESOURCES_READ, request, related, &view, Some(caller)).await?.0)
     }
 
     /// `resources/subscribe` for one session; the upstream subscription is shared (made for the
@@ -38,14 +38,14 @@ impl Router {
         // A session refused here is not subscribed: its count goes back now (one that ends
         // while it waits gives it back as it ends).
         match self.subscriptions.join(uri) {
-            Joined::First(making) => {
-                if let Err(e) = self.by_uri("resources/subscribe", request, None, &view, None).await {
+            Joined::First(making) => match self.by_uri("resources/subscribe", request, None, &view, None).await {
+                Ok((_, source)) => self.subscriptions.made(uri, making, source),
+                Err(e) => {
                     drop(making);
                     self.subscriptions.release(uri);
                     return Err(e);
                 }
-                making.made();
-            }
+            },
             Joined::Waiting(mut made) => {
                 let subscribed = made.wait_for(Option::is_some).await.is_ok_and(|made| *made == Some(true));
                 if !subscribed {
@@ -59,11 +59,11 @@ impl Router {
         Ok(json!({}))
     }
 
-    /// `resources/unsubscribe` for one session (the last one ends the upstream subscription,
-    /// routed by the whole catalog: what this session's principal sees does not matter here).
+    /// `resources/unsubscribe` for one session (the last one ends the upstream subscription
+    /// where it was made, whatever the catalog names now and this session's principal sees).
     pub async fn unsubscribe_resource(&self, request: &Addressed) -> Result<Value, RouterError> {
-        if self.subscriptions.release(&request.target) {
-            self.by_uri("resources/unsubscribe", request, None, &self.catalog(), None).await?;
+        if let Some(Source { owner, uri }) = self.subscriptions.release(&request.target) {
+            self.forward(&owner, "resources/unsubscribe", request.to_params(&uri), None, None).await?;
         }
         Ok(json!({}))
     }
@@ -84,7 +84,8 @@ impl Router {
     }
 
     /// Sends `method` for `request.target` by `catalog`; with `reader`, the interceptors bound
-    /// to the owner see the read, and it carries the reader's credential where needed.
+    /// to the owner see the read, and it carries the reader's credential where needed. Gives
+    /// the answer and where it was sent.
     async fn by_uri(
         &self,
         method: &'static str,
@@ -92,7 +93,7 @@ impl Router {
         related: Option<&Related>,
         catalog: &Catalog,
         reader: Option<&Caller>,
-    ) -> Result<Payload, RouterError> {
+    ) -> Result<(Payload, Source), RouterError> {
         let uri = &request.target;
         if let Some(entry) = catalog.resources().get(uri) {
             let forward = async |request: &Addressed| {
@@ -109,10 +110,11 @@ impl Router {
                 }
                 Ok(result)
             };
-            let Some(reader) = reader else { return forward(request).await };
+            let source = Source { owner: entry.owner.clone(), uri: entry.upstream_name.clone() };
+            let Some(reader) = reader else { return Ok((forward(request).await?, source)) };
             let principal = &reader.principal;
             let hook = CallHook { principal, method, backend: entry.owner.name(), name: &entry.catalog_name };
-            return self.intercepted(&hook, request, forward).await;
+            return Ok((self.intercepted(&hook, request, forward).await?, source));
         }
         let mut last = RouterError::UnknownResource(uri.clone());
         for owner in catalog.template_owners(uri) {
@@ -127,7 +129,7 @@ impl Router {
                 None => forward(request).await,
             };
             match attempt {
-                Ok(result) => return Ok(result),
+                Ok(result) => return Ok((result, Source { owner: owner.clone(), uri: uri.clone() })),
                 // The backend does not have it: the next template's may.
                 Err(e) if declined(&e) => last = e,
                 // Any other answer (an interceptor's, a failure) is final: the URI goes to no
