@@ -133,6 +133,27 @@ async fn rate_limit_denies_per_principal_with_retry_after() {
     assert!(denied["error"]["message"].as_str().unwrap().len() < 300, "the denial quotes the whole id");
 }
 
+/// Settings the plugin cannot read lift no limit: every request it checks fails (its call traps,
+/// and `on_error: fail-closed` refuses the request), where a typo in the stricter
+/// `on_kv_unavailable: closed` used to let every request through.
+#[tokio::test]
+async fn rate_limit_settings_that_do_not_parse_refuse_rather_than_lift_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start(dir.path(), &rate_limit_entry(dir.path(), "{per_minute: 3, on_kv_unavailable: Closed}")).await;
+    let mut user = relay.line_client_as(Some(USER)).await;
+    for _ in 0..4 {
+        let refused = user.call_tool("relay_list_servers", json!({})).await;
+        assert_eq!(refused["error"]["code"], -32603, "{refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("rate-limit"), "{refused}");
+    }
+    relay.wait_for_log("rate-limit configuration: unknown variant").await;
+    assert_eq!(user.request("ping", json!({})).await["result"], json!({}), "ping is not limited");
+    let metrics = reqwest::Client::new().get(relay.http("/metrics")).bearer_auth(ADMIN).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let traps = relay_tests::metric_value(&metrics, r#"relay_plugin_calls_total{plugin="rate-limit",outcome="trap"}"#);
+    assert!(traps.is_some_and(|n| n >= 4.0), "{metrics}");
+}
+
 /// A policy bound to a tool by its name keeps holding when a second backend starts offering
 /// the same name (which prefixes both copies): a backend cannot lift another's limit by
 /// naming a tool alike.

@@ -14,6 +14,12 @@ pub struct Rate {
 /// How far apart the clocks of instances sharing buckets may be.
 const MAX_SKEW_US: u64 = 1_000_000;
 
+/// How far past the latest time this rate can write a stored one must be before it is taken
+/// for no instance's (written by hand) and replaced: an instance whose clock lags another's by
+/// more than [`MAX_SKEW_US`] sees that one's times as out of reach, and writing its own
+/// earlier time over them handed the other instance fresh requests on every turn.
+const NO_INSTANCES_US: u64 = 600_000_000;
+
 /// What to do with one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -38,6 +44,11 @@ impl Rate {
     /// The steady rate.
     pub fn limit(&self) -> u32 {
         self.per_minute
+    }
+
+    /// The time between two requests at the steady rate, in milliseconds.
+    pub fn interval_ms(&self) -> u64 {
+        self.interval_us / 1000
     }
 
     /// Decides a request arriving at `now_us` given the stored `tat` (none: a fresh bucket).
@@ -79,12 +90,14 @@ impl Rate {
         now_us.saturating_add(self.tolerance_us + self.interval_us + MAX_SKEW_US)
     }
 
-    /// The empty bucket a stored `tat` later than any this rate can write stands for, to be
-    /// stored in its place (a refused request writes nothing: the forged time would otherwise
-    /// stay, and refuse every request after it); `None` for a `tat` it could have written.
+    /// The empty bucket a stored `tat` far later than any this rate can write stands for, to
+    /// be stored in its place (a refused request writes nothing: the forged time would
+    /// otherwise stay, and refuse every request after it); `None` for a `tat` it or an instance
+    /// with a clock up to [`NO_INSTANCES_US`] ahead could have written (read as an empty bucket,
+    /// and left as it is).
     pub fn beyond_reach(&self, tat: u64, now_us: u64) -> Option<u64> {
         let latest = self.latest(now_us);
-        (tat > latest).then_some(latest)
+        (tat > latest.saturating_add(NO_INSTANCES_US)).then_some(latest)
     }
 
     /// The stored `tat` after giving back `unused` requests paid in advance.
@@ -137,6 +150,18 @@ mod tests {
         let empty = rate.beyond_reach(u64::MAX, now).expect("out of reach");
         assert_eq!(rate.beyond_reach(empty, now), None, "an empty bucket is within reach");
         assert!(matches!(rate.decide(Some(empty), now + 2_000_000), Decision::Allow { .. }));
+    }
+
+    /// An instance whose clock lags another's by more than the leeway reads the other's times
+    /// as an empty bucket and leaves them: writing its own earlier time over them gave the other
+    /// instance a fresh burst on each turn.
+    #[test]
+    fn a_time_an_instance_with_a_clock_ahead_wrote_is_not_replaced() {
+        let rate = Rate::per_minute(60, Some(10));
+        let (lagging, ahead) = (1_000_000_000, 1_005_000_000);
+        let Decision::Allow { new_tat, .. } = rate.decide(Some(ahead + 9_000_000), ahead) else { panic!("one left") };
+        assert_eq!(rate.beyond_reach(new_tat, lagging), None, "five seconds ahead is some instance's");
+        assert!(matches!(rate.decide(Some(new_tat), lagging), Decision::Deny { .. }), "and empty");
     }
 
     #[test]

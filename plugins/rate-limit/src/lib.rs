@@ -1,7 +1,8 @@
 //! `rate-limit`: a token bucket per principal, and optionally per principal and tool.
 //!
 //! The bucket is kept as GCRA state (one "theoretical arrival time" per key) in the host's
-//! `kv` store and updated with compare-and-swap, so it is exact under concurrency, survives a
+//! `kv` store and updated with compare-and-swap, so it never lets more through than the rate
+//! (a bucket too contended to update refuses), survives a
 //! reload of this plugin, and is shared between relay instances that share a store. A busy
 //! principal's next requests are paid for in advance and handed to the host as a hold
 //! (`verdict.hold`, sized by `lease`), so most of them are decided without a call in here.
@@ -21,16 +22,22 @@ wit_bindgen::generate!({ path: "../../wit", world: "policy" });
 
 struct RateLimit;
 
-/// Attempts at a contended compare-and-swap before giving up (and letting the request pass).
+/// Attempts at a contended compare-and-swap before giving up (and refusing the request: the
+/// bucket is being taken from faster than this instance can read it).
 const CAS_ATTEMPTS: usize = 16;
 
 impl exports::relay::plugin::policy_check::Guest for RateLimit {
     fn check(request: RequestInfo) -> Result<(), Denial> {
         let settings = match settings() {
             Ok(settings) => settings,
+            // Never limited by default: clients still connect, and hear why their requests fail.
+            Err(_) if matches!(request.method.as_str(), "initialize" | "ping") => return Ok(()),
+            // A typo must not lift every limit: the call fails, as the plugin's `on_error` says
+            // (fail-closed by default), and is counted as a trap.
             Err(problem) => {
-                log::log(log::Level::Error, &format!("rate-limit configuration: {problem}"));
-                return Ok(());
+                let problem = format!("rate-limit configuration: {problem}; no request is decided until it is fixed");
+                log::log(log::Level::Error, &problem);
+                panic!("{problem}")
             }
         };
         if !settings.applies_to(&request.method) {
@@ -179,8 +186,13 @@ fn take(
             Err(e) => return store_failed(e, on_failure, principal).map(|()| 1),
         }
     }
-    log::log(log::Level::Warn, &format!("bucket {key} too contended; request allowed"));
-    Ok(1)
+    // Letting it pass gave a client with many connections its burst again and again.
+    log::log(log::Level::Warn, &format!("bucket {key} too contended; request refused"));
+    Err(Denial {
+        code: DenialCode::RateLimited,
+        message: format!("rate limit of {} busy with concurrent requests; retry shortly", shown(principal)),
+        retry_after_ms: Some(rate.interval_ms().max(10)),
+    })
 }
 
 export!(RateLimit);
