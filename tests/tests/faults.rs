@@ -242,6 +242,24 @@ async fn a_list_without_end_is_refused_past_a_bound() {
     assert!(grown < 256 << 20, "the listing grew the relay by {} MB", grown >> 20);
 }
 
+/// A backend listing more tools than any real server (a hostile one's 200,000 small tools fit
+/// the byte bound and held 600 MB of the relay, copied again into each principal's view) is
+/// refused past an item bound, and says why.
+#[tokio::test]
+async fn a_list_of_too_many_items_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let many = stdio_fixture_entry("many", &["--many-tools", "20000"]);
+    let relay_yaml = "upstream: {backoff_initial_ms: 5000, backoff_max_ms: 5000}\n";
+    let relay = Relay::start_files(dir.path(), relay_yaml, &format!("backends:\n{many}"), &[]).await;
+    let why = eventually("the listing refused", || async {
+        let status = relay.status().await;
+        let many = status["backends"].as_array()?.iter().find(|b| b["name"] == "many")?.clone();
+        many["last_error"].as_str().filter(|e| e.contains("more than")).map(str::to_owned)
+    })
+    .await;
+    assert!(why.contains("tools/list") && why.contains("10000 items"), "{why}");
+}
+
 #[tokio::test]
 async fn bytes_that_are_not_utf8_do_not_break_a_stdio_backend() {
     let dir = tempfile::tempdir().unwrap();

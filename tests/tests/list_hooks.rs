@@ -156,10 +156,32 @@ async fn a_failing_list_hook_hides_what_it_was_asked_about_or_is_skipped() {
     let refused = client.call_tool("a__echo", json!({"message": "x"})).await;
     assert_eq!(refused["error"]["code"], -32602, "{refused}");
     assert_eq!(text_of(&client.call_tool("c__echo", json!({"message": "x"})).await), "c: x");
-    relay.wait_for_log("the items it was asked about are hidden").await;
+    relay.wait_for_log("the items of the backend it was asked about are hidden").await;
     let metrics = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
     let failed_open = metric_value(&metrics, r#"relay_plugin_failed_open_total{plugin="open"}"#).unwrap_or(0.0);
     assert!(failed_open >= 1.0, "{metrics}");
+}
+
+/// A list hook bound to every backend that fails on one backend's list (a hostile backend's
+/// huge list ran it out of memory) hides that backend's items only, not every backend's; and
+/// the view built meanwhile serves a while, instead of asking the failing hook again on every
+/// request of every principal.
+#[tokio::test]
+async fn a_list_hook_failing_on_one_backend_hides_only_that_backends_items_and_is_not_asked_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = interceptor_entry(dir.path(), "closed", "test_interceptor", "    config: {trap_list_of: [a]}\n");
+    let relay = start(dir.path(), &plugin, None).await;
+    let mut client = relay.line_client().await;
+    let names = client.tool_names().await;
+    assert!(!names.iter().any(|n| n.starts_with("a__")), "a's tools hidden: {names:?}");
+    assert!(names.contains(&"c__echo".to_string()), "c's tools stay: {names:?}");
+    for _ in 0..10 {
+        assert_eq!(text_of(&client.call_tool("c__echo", json!({"message": "x"})).await), "c: x");
+    }
+    let metrics = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
+    let traps = metric_value(&metrics, r#"relay_plugin_calls_total{plugin="closed",outcome="trap"}"#).unwrap_or(0.0);
+    // Four lists a view build asks about: asked per request, eleven builds would have trapped 44 times.
+    assert!((1.0..=16.0).contains(&traps), "asked again per request: {traps} traps");
 }
 
 /// Rules written with a tool's prefixed name (as the README's examples are) hold when the

@@ -1,6 +1,6 @@
 //! The `interceptor` world's list hook: what one principal sees of a list. Every interceptor
-//! bound to an item (`bind`), in the listed order, is asked about it and may hide it or give it
-//! a new definition (a tool or prompt renamed, a description replaced, a schema edited). The
+//! bound to an item (`bind`), in the listed order, is asked about it (one call per backend) and
+//! may hide it or give it a new definition (a tool or prompt renamed, a description replaced, a schema edited). The
 //! answer is checked here against the hook's contract; the router turns it into the principal's
 //! view of the catalog and maps renamed names back on calls.
 
@@ -62,9 +62,17 @@ impl Plugins {
         }
         let who = types::Principal { id: principal.id.clone(), roles: principal.roles.clone() };
         let mut edited = Edited { items: items.iter().map(|i| Some(i.definition.clone())).collect(), complete: true };
-        for slot in slots {
-            let asked: Vec<usize> =
-                (0..items.len()).filter(|&i| edited.items[i].is_some() && bound_to(slot, &items[i])).collect();
+        // Asked backend by backend: a hook that fails on one backend's list (a hostile one's
+        // hundred thousand tools ran it out of memory) hides that backend's items only.
+        let mut backends: Vec<&str> = items.iter().map(|i| i.backend).collect();
+        backends.sort_unstable();
+        backends.dedup();
+        let asks: Vec<(&Slot, &str)> =
+            slots.iter().flat_map(|&slot| backends.iter().map(move |&backend| (slot, backend))).collect();
+        for (slot, backend) in asks {
+            let asked: Vec<usize> = (0..items.len())
+                .filter(|&i| items[i].backend == backend && edited.items[i].is_some() && bound_to(slot, &items[i]))
+                .collect();
             if asked.is_empty() {
                 continue;
             }
@@ -97,7 +105,7 @@ impl Plugins {
                 Err(error) => {
                     edited.complete = false;
                     if fails_closed(&slot.config, &error) {
-                        tracing::warn!(plugin = %slot.config.name, %error, list = kind.method(), principal = %principal.id, "interceptor's list hook failed; the items it was asked about are hidden (on_error: fail-closed)");
+                        tracing::warn!(plugin = %slot.config.name, %error, list = kind.method(), backend, principal = %principal.id, "interceptor's list hook failed; the items of the backend it was asked about are hidden (on_error: fail-closed)");
                         asked.into_iter().for_each(|i| edited.items[i] = None);
                     }
                 }

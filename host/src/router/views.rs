@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -18,17 +19,32 @@ use crate::plugins::{Listed, Plugins};
 /// rebuilt on demand, so this bounds memory, not correctness).
 const MAX_KEPT: usize = 4096;
 
-/// The views built from one generation of the catalog (a newer one replaces them all).
+/// How long a view built while a list hook failed stands in for one that did not: rebuilt on
+/// every request, a hook that fails on a backend's huge list (out of memory, past its
+/// deadline) cost every request of every principal that long.
+const FAILED_KEPT_FOR: Duration = Duration::from_secs(5);
+
+/// The views built from one generation of the catalog (a newer one replaces them all), each
+/// with when it was built if a list hook failed meanwhile.
 #[derive(Default)]
-pub(super) struct Views(Mutex<(Generations, HashMap<Principal, Arc<Catalog>>)>);
+pub(super) struct Views(Mutex<(Generations, HashMap<Principal, Kept>)>);
+
+/// A view, and when it was built if a list hook failed for it.
+type Kept = (Arc<Catalog>, Option<Instant>);
 
 impl Views {
-    fn get(&self, principal: &Principal, generations: Generations) -> Option<Arc<Catalog>> {
+    /// The view kept for `principal`, and whether every hook answered for it.
+    fn get(&self, principal: &Principal, generations: Generations) -> Option<(Arc<Catalog>, bool)> {
         let views = self.0.lock().expect("views lock");
-        (views.0 == generations).then(|| views.1.get(principal).cloned()).flatten()
+        let (view, failed_at) = views.1.get(principal).filter(|_| views.0 == generations)?;
+        match failed_at {
+            None => Some((view.clone(), true)),
+            Some(at) if at.elapsed() < FAILED_KEPT_FOR => Some((view.clone(), false)),
+            Some(_) => None,
+        }
     }
 
-    fn keep(&self, principal: &Principal, generations: Generations, view: Arc<Catalog>) {
+    fn keep(&self, principal: &Principal, generations: Generations, view: Kept) {
         let mut views = self.0.lock().expect("views lock");
         let (kept, built) = (views.0, generations);
         if kept != built && kept.0 >= built.0 && kept.1 >= built.1 {
@@ -49,29 +65,26 @@ impl Router {
     }
 
     /// The catalog as `principal` sees it, and whether every list hook answered (a view built
-    /// while one failed serves its request but is neither kept nor a baseline for
+    /// while one failed serves for [`FAILED_KEPT_FOR`] and is no baseline for
     /// `list_changed`).
     pub async fn view_for(&self, principal: &Principal) -> (Arc<Catalog>, bool) {
         let (generations, catalog) = self.snapshot();
         if !self.plugins.edits_lists() {
             return (catalog, true);
         }
-        if let Some(view) = self.views.get(principal, generations) {
-            return (view, true);
+        if let Some(kept) = self.views.get(principal, generations) {
+            return kept;
         }
         // Boxed: the common case (a kept view, or no list hook) answers without it, and every
         // request that asks for a view would otherwise carry its size (4 KB).
         let (view, complete) = Box::pin(edit(&self.plugins, &catalog, principal)).await;
-        if complete {
-            self.views.keep(principal, generations, view.clone());
-        }
+        self.views.keep(principal, generations, (view.clone(), (!complete).then(Instant::now)));
         (view, complete)
     }
 }
 
 /// Asks the list hooks about every list but the relay's own tools (which interceptors do not
-/// see); returns the view and whether every hook answered (a view built while one failed is
-/// used once, not kept).
+/// see); returns the view and whether every hook answered.
 async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) -> (Arc<Catalog>, bool) {
     let mut edits: [Option<Vec<Option<Value>>>; 4] = Default::default();
     let mut complete = true;

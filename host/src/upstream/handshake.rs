@@ -18,6 +18,17 @@ const MAX_PAGES: usize = 1000;
 /// by gigabytes. A large real catalog (a thousand tools with long schemas) is a few MiB.
 const MAX_LIST_BYTES: usize = 16 << 20;
 
+/// Most items of one list: each costs the relay far more held than its text (parsed, indexed,
+/// copied into the views of principals an interceptor edits lists for, offered to list hooks);
+/// 200,000 minimal tools within [`MAX_LIST_BYTES`] held 600 MB. Real servers list tens of
+/// tools and prompts; resources may be many files.
+fn max_items(kind: ListKind) -> usize {
+    match kind {
+        ListKind::Tools | ListKind::Prompts => 10_000,
+        ListKind::Resources | ListKind::ResourceTemplates => 100_000,
+    }
+}
+
 /// What the upstream said about itself in `initialize`.
 #[derive(Debug, Clone, Default)]
 pub struct ServerIdentity {
@@ -139,6 +150,13 @@ pub async fn list(conn: &Connection, kind: ListKind) -> Result<Vec<Value>, Upstr
             UpstreamError::Protocol(format!("{} result has no {} array", kind.method(), kind.field()))
         })?;
         items.extend(page_items.iter().filter(|t| t.get(kind.key()).and_then(Value::as_str).is_some()).cloned());
+        if items.len() > max_items(kind) {
+            return Err(UpstreamError::Protocol(format!(
+                "{} returned more than {} items (all pages together); the relay holds at most that",
+                kind.method(),
+                max_items(kind)
+            )));
+        }
         match page.get("nextCursor").and_then(Value::as_str) {
             Some(next) if !next.is_empty() => cursor = Some(next.to_owned()),
             _ => return Ok(items),

@@ -4,7 +4,8 @@
 //! the first text of each result (a tool's content, a prompt's message, a resource's
 //! contents). Lists: `hide: [name]` hides those items, `rename: {name: new}` renames them,
 //! `hide_for: {principal: [name]}` hides items from one principal only, `trap_list: true` traps
-//! in the list hook, `short_list: true` answers with one item too few.
+//! in the list hook, `trap_list_of: [backend]` traps when asked about those backends' items,
+//! `short_list: true` answers with one item too few.
 
 use exports::relay::plugin::interception::{
     CallInfo, Guest, ListDecision, ListItem, ListKind, RequestDecision, ResultDecision,
@@ -30,6 +31,9 @@ impl Guest for TestInterceptor {
         let settings = settings();
         if settings["trap_list"] == true {
             panic!("told to trap on lists");
+        }
+        if items.iter().any(|item| listed(&settings, "trap_list_of", &item.backend)) {
+            panic!("told to trap on this backend's lists");
         }
         let mut answers: Vec<Option<String>> = items
             .into_iter()
