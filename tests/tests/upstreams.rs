@@ -48,6 +48,37 @@ async fn a_list_changed_notice_with_nothing_changed_publishes_nothing() {
     assert!(!relay.log().contains("upstream list changed"), "published anyway");
 }
 
+/// A backend's log message about no client request reaches every session at its level named
+/// by the backend that sent it (a backend cannot speak as another: `logger` is
+/// `<backend>/<its logger>`), and with its data cut to 64 KiB (held for each session until it
+/// reads, a backend's megabytes each held gigabytes).
+#[tokio::test]
+async fn a_backends_log_message_for_every_session_is_named_by_its_backend_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = format!(
+        "backends:\n{}{}",
+        relay_tests::stdio_fixture_entry("good", &[]),
+        relay_tests::stdio_fixture_entry("bad", &[])
+    );
+    let relay = Relay::start_files(dir.path(), "", &backends, &[]).await;
+    relay.wait_ready("good").await;
+    relay.wait_ready("bad").await;
+    let mut listener = relay.line_client().await;
+    assert_eq!(listener.request("logging/setLevel", json!({"level": "debug"})).await["result"], json!({}));
+    let message = json!({"level": "emergency", "logger": "good", "data": "x".repeat(200_000)});
+    let notice = json!({"method": "notifications/message", "params": message, "after_ms": 300});
+    assert_eq!(text_of(&relay.line_client().await.call_tool("bad__notify", notice).await), "bad: notified");
+    let heard = loop {
+        let heard = listener.recv().await;
+        if heard["method"] == "notifications/message" && heard["params"]["level"] == "emergency" {
+            break heard;
+        }
+    };
+    assert_eq!(heard["params"]["logger"], "bad/good", "{}", heard["params"]["logger"]);
+    let data = heard["params"]["data"].as_str().unwrap();
+    assert!(data.len() < 70_000 && data.ends_with("bytes more)"), "{} bytes", data.len());
+}
+
 /// A Streamable HTTP backend's request on its GET stream is answered (a `ping` at once), not
 /// left waiting for ever.
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! A backend's notifications, as the clients see them: a resource's update under the name the
-//! catalog shows, log messages, and the end of a URL elicitation for the session that asked.
+//! A backend's notifications, as the clients see them: a resource's update under the names its
+//! subscribers used, log messages about no client request (named by their backend, bounded),
+//! and the end of a URL elicitation for the session that asked.
 
 use std::sync::Weak;
 
@@ -40,7 +41,7 @@ pub(super) async fn route_notifications(router: Weak<Router>, mut events: broadc
                 }
                 continue;
             }
-            "notifications/message" => ClientEvent::Log(params),
+            "notifications/message" => log_for_every_session(&event.backend, params),
             // To the session whose client the backend asked with it (and no other).
             "notifications/elicitation/complete" => match params.get("elicitationId").and_then(Value::as_str) {
                 Some(id) => ClientEvent::ElicitationComplete { backend: event.backend.clone(), id: id.to_owned() },
@@ -53,6 +54,32 @@ pub(super) async fn route_notifications(router: Weak<Router>, mut events: broadc
         };
         let _ = router.client_events.send(client_event);
     }
+}
+
+/// Most JSON text of a log message's `data` passed to every session: held for each session
+/// until it reads it (up to a thousand messages), so a backend's megabytes each, with one
+/// client slow to read, held gigabytes.
+const MAX_LOG_DATA_BYTES: usize = 64 << 10;
+
+/// A backend's log message about no client request, as every session at its level hears it:
+/// named by the backend that sent it (`logger` is `<backend>` or `<backend>/<its logger>`: a
+/// backend cannot speak as another, or as the relay), its `data` cut to [`MAX_LOG_DATA_BYTES`]
+/// of JSON text.
+fn log_for_every_session(backend: &str, mut params: Value) -> ClientEvent {
+    if let Some(message) = params.as_object_mut() {
+        let logger = match message.get("logger").and_then(Value::as_str) {
+            Some(own) => format!("{backend}/{}", crate::mcp::clip(own)),
+            None => backend.to_owned(),
+        };
+        message.insert("logger".into(), Value::String(logger));
+        if let Some(data) = message.get_mut("data") {
+            let text = data.to_string();
+            if text.len() > MAX_LOG_DATA_BYTES {
+                *data = Value::String(crate::mcp::clip_to(&text, MAX_LOG_DATA_BYTES).into_owned());
+            }
+        }
+    }
+    ClientEvent::Log(params)
 }
 
 /// The name clients know `uri` by, when `backend` owns it: one of its listed resources, or a

@@ -32,7 +32,7 @@ fn max_items(kind: ListKind) -> usize {
 /// What the upstream said about itself in `initialize`.
 #[derive(Debug, Clone, Default)]
 pub struct ServerIdentity {
-    /// `serverInfo` as sent.
+    /// `serverInfo`'s name, title and version ([`described`]).
     pub server_info: Value,
     /// The protocol version the upstream agreed to.
     pub protocol_version: String,
@@ -109,10 +109,22 @@ pub async fn initialize(conn: &Connection) -> Result<ServerIdentity, UpstreamErr
         .to_owned();
     conn.notify("notifications/initialized", None).await?;
     Ok(ServerIdentity {
-        server_info: result.get("serverInfo").cloned().unwrap_or(Value::Null),
+        server_info: described(result.get("serverInfo")),
         protocol_version,
         capabilities: result.get("capabilities").cloned().unwrap_or(Value::Null),
     })
+}
+
+/// What the relay keeps and shows of an upstream's `serverInfo` (in its log at each connect,
+/// and to every caller of `relay_get_status`): its name, title and version, each cut to 128
+/// bytes. The rest (a hostile one's megabytes) is not kept.
+fn described(server_info: Option<&Value>) -> Value {
+    let Some(info) = server_info.and_then(Value::as_object) else { return Value::Null };
+    let kept = ["name", "title", "version"].into_iter().filter_map(|key| {
+        let value = info.get(key)?.as_str()?;
+        Some((key.to_owned(), Value::String(crate::mcp::clip(value).into_owned())))
+    });
+    Value::Object(kept.collect())
 }
 
 /// Every list the upstream's capabilities promise.
@@ -163,4 +175,19 @@ pub async fn list(conn: &Connection, kind: ListKind) -> Result<Vec<Value>, Upstr
         }
     }
     Err(UpstreamError::Protocol(format!("{} returned more than {MAX_PAGES} pages", kind.method())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_name_title_and_version_of_server_info_are_kept_and_cut() {
+        let info = json!({"name": "n".repeat(3_000_000), "version": "1.2", "pad": "x".repeat(1000), "title": 7});
+        let kept = described(Some(&info));
+        assert_eq!(kept.as_object().unwrap().len(), 2, "{kept:.200}");
+        assert_eq!(kept["version"], "1.2");
+        assert!(kept["name"].as_str().unwrap().len() < 200);
+        assert_eq!(described(Some(&json!("not an object"))), Value::Null);
+    }
 }
