@@ -133,6 +133,40 @@ async fn rate_limit_denies_per_principal_with_retry_after() {
     assert!(denied["error"]["message"].as_str().unwrap().len() < 300, "the denial quotes the whole id");
 }
 
+/// A client refused by the rate limit that retries at full speed is refused by the host until
+/// its `retry_after_ms`, without a call into the plugin each time (each one a store round trip
+/// on Redis: a flood of refused retries took every call slot of the plugin from every other
+/// principal). Another tool, method or principal is still asked.
+#[tokio::test]
+async fn a_rate_limited_refusal_stands_until_its_retry_after_without_plugin_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start(dir.path(), &rate_limit_entry(dir.path(), "{per_minute: 3}")).await;
+    let mut user = relay.line_client_as(Some(USER)).await;
+    for _ in 0..3 {
+        assert!(user.call_tool("relay_list_servers", json!({})).await.get("result").is_some());
+    }
+    let calls_before = relay.plugin_status("rate-limit").await["calls"].as_u64().unwrap();
+    let mut waits = Vec::new();
+    for _ in 0..20 {
+        let refused = user.call_tool("relay_list_servers", json!({})).await;
+        assert_eq!(refused["error"]["code"], -32019, "{refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("rate limit exceeded"), "{refused}");
+        waits.push(refused["error"]["data"]["retry_after_ms"].as_u64().unwrap());
+    }
+    assert!(waits.windows(2).all(|w| w[1] <= w[0]) && waits[19] > 0, "the wait counts down: {waits:?}");
+    let status = relay.plugin_status("rate-limit").await;
+    let (calls, held) = (status["calls"].as_u64().unwrap(), status["held"].as_u64().unwrap());
+    // The status calls themselves (relay_get_status) are checked too.
+    assert!(
+        calls - calls_before <= 3,
+        "the plugin was asked {} times for 20 refused retries: {status}",
+        calls - calls_before
+    );
+    assert!(held >= 19, "{status}");
+    let other = relay.line_client().await.call_tool("relay_list_servers", json!({})).await;
+    assert!(other.get("result").is_some(), "another principal is asked: {other}");
+}
+
 /// Settings the plugin cannot read lift no limit: every request it checks fails (its call traps,
 /// and `on_error: fail-closed` refuses the request), where a typo in the stricter
 /// `on_kv_unavailable: closed` used to let every request through.

@@ -74,12 +74,13 @@ impl PluginSeries {
         let label = |outcome| PluginOutcome { plugin: plugin.to_owned(), outcome };
         let call = |outcome| self.calls.get_or_create(&label(outcome)).clone();
         let reload = |outcome| self.reloads.get_or_create(&label(outcome)).clone();
-        let (ok, denied, trap, timeout) = (call("ok"), call("denied"), call("trap"), call("timeout"));
+        let (ok, denied, trap, timeout, busy) =
+            (call("ok"), call("denied"), call("trap"), call("timeout"), call("busy"));
         let (reloaded, reload_failed) = (reload("ok"), reload("error"));
         let label = PluginLabel { plugin: plugin.to_owned() };
         let (duration, failing) =
             (self.duration.get_or_create(&label).clone(), self.reload_failing.get_or_create(&label).clone());
-        PluginMetrics { ok, denied, trap, timeout, duration, reloaded, reload_failed, failing }
+        PluginMetrics { ok, denied, trap, timeout, busy, duration, reloaded, reload_failed, failing }
     }
 
     /// A request that went on without the failed policy or interceptor `plugin` (`on_error:
@@ -101,6 +102,7 @@ pub struct PluginMetrics {
     denied: Counter,
     trap: Counter,
     timeout: Counter,
+    busy: Counter,
     duration: DurationHistogram,
     reloaded: Counter,
     reload_failed: Counter,
@@ -118,6 +120,8 @@ pub enum PluginOutcomeKind {
     Trap,
     /// It ran past its deadline.
     Timeout,
+    /// No instance of it was free within its deadline (it was not called).
+    Busy,
 }
 
 impl PluginMetrics {
@@ -128,6 +132,7 @@ impl PluginMetrics {
             PluginOutcomeKind::Denied => &self.denied,
             PluginOutcomeKind::Trap => &self.trap,
             PluginOutcomeKind::Timeout => &self.timeout,
+            PluginOutcomeKind::Busy => &self.busy,
         }
         .inc();
     }

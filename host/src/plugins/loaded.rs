@@ -107,6 +107,9 @@ pub struct Version {
     /// The decisions of this version that stand for more requests (policy and interceptor
     /// plugins, `verdict.hold`).
     pub holds: super::holds::Holds,
+    /// The rate-limited denials of this version that stand until their `retry-after-ms`
+    /// (policy plugins).
+    pub refusals: super::refusals::Refusals,
     /// The results this version's `on-result` need not see (`verdict.pass-results-without`).
     pub results: ArcSwapOption<ResultFilter>,
 }
@@ -209,6 +212,7 @@ impl Version {
             component,
             idle: Mutex::new(Vec::new()),
             holds: Default::default(),
+            refusals: Default::default(),
             results: Default::default(),
         })
     }
@@ -219,6 +223,7 @@ impl Version {
     /// replaced do not stand again.
     pub fn start_afresh(&self) {
         self.holds.clear();
+        self.refusals.clear();
         self.idle.lock().expect("idle lock").clear();
     }
 

@@ -22,6 +22,7 @@ mod kv_store;
 mod listing;
 mod loaded;
 mod policy_chain;
+mod refusals;
 mod registry;
 #[cfg(test)]
 mod registry_tests;

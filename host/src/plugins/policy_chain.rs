@@ -1,6 +1,9 @@
 //! The policy chain's plugins: every `policy` plugin bound to a request, in configuration
 //! order, each asked `check` unless an earlier `ok` of its current version still holds for the
-//! request's principal, method and tool (`verdict.hold`, kept in `holds`).
+//! request's principal, method and tool (`verdict.hold`, kept in `holds`), or an earlier
+//! rate-limited denial still stands for it (its `retry-after-ms`, kept in `refusals`).
+
+use std::time::Instant;
 
 use super::bindings::types;
 use super::holds::HoldKey;
@@ -31,8 +34,13 @@ impl Plugins {
         let (id, roles) = (info.principal.id.as_str(), info.principal.roles.as_slice());
         let key = HoldKey { id, roles, method: info.method, backend: None, tool };
         for slot in self.slots.iter().filter(|s| s.config.world == World::Policy && bound(s)) {
+            let version = slot.current.load_full();
+            if let Some(denial) = version.refusals.standing(&key, Instant::now()) {
+                slot.stats.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
+            }
             let outcome = slot
-                .decide(slot.current.load_full(), &self.engine, &key, Result::is_ok, async |bound, store| {
+                .decide(version.clone(), &self.engine, &key, Result::is_ok, async |bound, store| {
                     let request = request.get_or_insert_with(|| types::RequestInfo {
                         principal: types::Principal {
                             id: info.principal.id.clone(),
@@ -65,6 +73,7 @@ impl Plugins {
             };
             slot.settled(outcome.is_err());
             if let Err(denial) = outcome {
+                version.refusals.record(&key, &denial, Instant::now());
                 return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
             }
         }

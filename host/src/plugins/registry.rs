@@ -165,10 +165,11 @@ impl Slot {
     }
 
     fn record_failure(&self, error: &PluginError) {
-        let outcome = if matches!(error, PluginError::Timeout { .. }) {
-            PluginOutcomeKind::Timeout
-        } else {
-            PluginOutcomeKind::Trap
+        let outcome = match error {
+            PluginError::Timeout { .. } => PluginOutcomeKind::Timeout,
+            // Not called at all: its other callers held every instance (a flood, not a fault).
+            PluginError::Busy { .. } => PluginOutcomeKind::Busy,
+            _ => PluginOutcomeKind::Trap,
         };
         self.metrics.call(outcome);
         self.stats.traps.fetch_add(1, Ordering::Relaxed);
