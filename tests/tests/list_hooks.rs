@@ -156,7 +156,7 @@ async fn a_failing_list_hook_hides_what_it_was_asked_about_or_is_skipped() {
     let refused = client.call_tool("a__echo", json!({"message": "x"})).await;
     assert_eq!(refused["error"]["code"], -32602, "{refused}");
     assert_eq!(text_of(&client.call_tool("c__echo", json!({"message": "x"})).await), "c: x");
-    relay.wait_for_log("the items of the backend it was asked about are hidden").await;
+    relay.wait_for_log("the items it was asked about are hidden").await;
     let metrics = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
     let failed_open = metric_value(&metrics, r#"relay_plugin_failed_open_total{plugin="open"}"#).unwrap_or(0.0);
     assert!(failed_open >= 1.0, "{metrics}");

@@ -163,6 +163,10 @@ async fn a_rate_limited_refusal_stands_until_its_retry_after_without_plugin_call
         calls - calls_before
     );
     assert!(held >= 19, "{status}");
+    let metrics = reqwest::Client::new().get(relay.http("/metrics")).bearer_auth(ADMIN).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let held = relay_tests::metric_value(&metrics, r#"relay_plugin_held_total{plugin="rate-limit"}"#);
+    assert!(held.is_some_and(|n| n >= 19.0), "{metrics}");
     let other = relay.line_client().await.call_tool("relay_list_servers", json!({})).await;
     assert!(other.get("result").is_some(), "another principal is asked: {other}");
 }

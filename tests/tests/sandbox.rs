@@ -47,6 +47,9 @@ async fn kv_has_quotas() {
     }
     assert!(relay.rss_bytes().saturating_sub(before) < 32 << 20, "kv grew the relay");
     assert!(relay.plugin_status("hostile").await["kv_refusals"].as_u64().unwrap() >= 3);
+    let metrics = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
+    let refused = relay_tests::metric_value(&metrics, r#"relay_plugin_kv_refusals_total{plugin="hostile"}"#);
+    assert!(refused.is_some_and(|n| n >= 3.0), "{metrics}");
 }
 
 #[tokio::test]
@@ -163,6 +166,9 @@ async fn log_is_bounded_and_cannot_forge_lines() {
     assert!(!log.lines().any(|l| l.starts_with("2026-11-30T00:00:00")), "a forged line");
     assert!(!log.contains('\r'));
     assert!(relay.plugin_status("hostile").await["logs_dropped"].as_u64().unwrap() > 100);
+    let metrics = reqwest::get(relay.http("/metrics")).await.unwrap().text().await.unwrap();
+    let dropped = relay_tests::metric_value(&metrics, r#"relay_plugin_logs_dropped_total{plugin="hostile"}"#);
+    assert!(dropped.is_some_and(|n| n > 100.0), "{metrics}");
 }
 
 #[tokio::test]

@@ -65,7 +65,7 @@ async fn a_backends_log_message_for_every_session_is_named_by_its_backend_and_bo
     relay.wait_ready("bad").await;
     let mut listener = relay.line_client().await;
     assert_eq!(listener.request("logging/setLevel", json!({"level": "debug"})).await["result"], json!({}));
-    let message = json!({"level": "emergency", "logger": "good", "data": "x".repeat(200_000)});
+    let message = json!({"level": "emergency", "logger": "good", "data": "x".repeat(200_000), "pad": "p".repeat(100_000), "_meta": {"m": "m".repeat(100_000)}});
     let notice = json!({"method": "notifications/message", "params": message, "after_ms": 300});
     assert_eq!(text_of(&relay.line_client().await.call_tool("bad__notify", notice).await), "bad: notified");
     let heard = loop {
@@ -77,6 +77,8 @@ async fn a_backends_log_message_for_every_session_is_named_by_its_backend_and_bo
     assert_eq!(heard["params"]["logger"], "bad/good", "{}", heard["params"]["logger"]);
     let data = heard["params"]["data"].as_str().unwrap();
     assert!(data.len() < 70_000 && data.ends_with("bytes more)"), "{} bytes", data.len());
+    let fields: Vec<&String> = heard["params"].as_object().unwrap().keys().collect();
+    assert_eq!(fields, ["data", "level", "logger"], "nothing else a backend put in reaches every session");
 }
 
 /// A Streamable HTTP backend's request on its GET stream is answered (a `ping` at once), not

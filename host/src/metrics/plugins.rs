@@ -1,6 +1,7 @@
-//! The plugin layer's series: calls by outcome and their durations, reloads (and whether the
-//! file on disk loads), requests that went on without a failed plugin, and kv calls that could
-//! not reach the store.
+//! The plugin layer's series: calls by outcome and their durations, requests answered without
+//! a call (holds and standing refusals), reloads (and whether the file on disk loads), requests
+//! that went on without a failed plugin, kv calls that could not reach the store, kv writes
+//! past a plugin's quota and log records past its budget.
 
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ pub struct PluginSeries {
     duration: Histograms<PluginLabel>,
     failed_open: Family<PluginLabel, Counter>,
     kv_unavailable: Counter,
+    held: Family<PluginLabel, Counter>,
+    kv_refused: Family<PluginLabel, Counter>,
+    logs_dropped: Family<PluginLabel, Counter>,
 }
 
 impl PluginSeries {
@@ -43,10 +47,28 @@ impl PluginSeries {
             duration: Family::default(),
             failed_open: Family::default(),
             kv_unavailable: Counter::default(),
+            held: Family::default(),
+            kv_refused: Family::default(),
+            logs_dropped: Family::default(),
         };
         registry.register(
+            "relay_plugin_held",
+            "Requests a plugin's earlier decision answered without a call (verdict.hold, a standing rate-limited denial)",
+            series.held.clone(),
+        );
+        registry.register(
+            "relay_plugin_kv_refusals",
+            "Plugin kv writes refused by the plugin's quota (limits.kv_entries, limits.kv_bytes)",
+            series.kv_refused.clone(),
+        );
+        registry.register(
+            "relay_plugin_logs_dropped",
+            "Plugin log records dropped past the plugin's budget (limits.logs_per_sec)",
+            series.logs_dropped.clone(),
+        );
+        registry.register(
             "relay_plugin_calls",
-            "Plugin calls by outcome (ok, denied, trap, timeout)",
+            "Plugin calls by outcome (ok, denied, trap, timeout, busy: not called, no instance free in time)",
             series.calls.clone(),
         );
         registry.register("relay_plugin_reloads", "Plugin reloads by outcome (ok, error)", series.reloads.clone());
@@ -80,7 +102,8 @@ impl PluginSeries {
         let label = PluginLabel { plugin: plugin.to_owned() };
         let (duration, failing) =
             (self.duration.get_or_create(&label).clone(), self.reload_failing.get_or_create(&label).clone());
-        PluginMetrics { ok, denied, trap, timeout, busy, duration, reloaded, reload_failed, failing }
+        let held = self.held.get_or_create(&label).clone();
+        PluginMetrics { ok, denied, trap, timeout, busy, held, duration, reloaded, reload_failed, failing }
     }
 
     /// A request that went on without the failed policy or interceptor `plugin` (`on_error:
@@ -93,6 +116,16 @@ impl PluginSeries {
     pub fn kv_unavailable(&self) {
         self.kv_unavailable.inc();
     }
+
+    /// A `kv` write of `plugin` refused by its quota.
+    pub fn kv_refused(&self, plugin: &str) {
+        self.kv_refused.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).inc();
+    }
+
+    /// A log record of `plugin` dropped past its budget.
+    pub fn log_dropped(&self, plugin: &str) {
+        self.logs_dropped.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).inc();
+    }
 }
 
 /// One plugin's series (see [`PluginSeries::series`]).
@@ -103,6 +136,7 @@ pub struct PluginMetrics {
     trap: Counter,
     timeout: Counter,
     busy: Counter,
+    held: Counter,
     duration: DurationHistogram,
     reloaded: Counter,
     reload_failed: Counter,
@@ -110,7 +144,7 @@ pub struct PluginMetrics {
 }
 
 /// How a plugin call ended.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PluginOutcomeKind {
     /// It answered and let the request through (or served its tool).
     Ok,
@@ -135,6 +169,11 @@ impl PluginMetrics {
             PluginOutcomeKind::Busy => &self.busy,
         }
         .inc();
+    }
+
+    /// A request an earlier decision answered without a call.
+    pub fn held(&self) {
+        self.held.inc();
     }
 
     /// How long one call took, whatever its outcome.

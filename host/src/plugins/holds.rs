@@ -179,7 +179,7 @@ impl Slot {
     ) -> Result<Option<T>, PluginError> {
         let previous = match version.holds.take(key, Instant::now()) {
             Held::Yes => {
-                self.stats.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.held();
                 return Ok(None);
             }
             Held::No { previous } => previous,

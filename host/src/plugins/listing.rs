@@ -1,6 +1,6 @@
 //! The `interceptor` world's list hook: what one principal sees of a list. Every interceptor
-//! bound to an item (`bind`), in the listed order, is asked about it (one call per backend) and
-//! may hide it or give it a new definition (a tool or prompt renamed, a description replaced, a schema edited). The
+//! bound to an item (`bind`), in the listed order, is asked about it (one call for all its
+//! items; again backend by backend when that fails) and may hide it or give it a new definition (a tool or prompt renamed, a description replaced, a schema edited). The
 //! answer is checked here against the hook's contract; the router turns it into the principal's
 //! view of the catalog and maps renamed names back on calls.
 
@@ -35,8 +35,11 @@ pub struct Listed<'a> {
 pub struct Edited {
     /// Per item, in order: hidden (`None`) or the definition the principal sees.
     pub items: Vec<Option<Value>>,
-    /// False when a hook failed: the answer holds for this request but must not be kept.
+    /// False when a hook failed: the answer is not kept as if it had answered.
     pub complete: bool,
+    /// Whether a hook failed for want of a free instance (a flood, not its fault): the answer
+    /// holds for this request only.
+    pub transient: bool,
 }
 
 impl Plugins {
@@ -61,57 +64,93 @@ impl Plugins {
             return None;
         }
         let who = types::Principal { id: principal.id.clone(), roles: principal.roles.clone() };
-        let mut edited = Edited { items: items.iter().map(|i| Some(i.definition.clone())).collect(), complete: true };
-        // Asked backend by backend: a hook that fails on one backend's list (a hostile one's
-        // hundred thousand tools ran it out of memory) hides that backend's items only.
-        let mut backends: Vec<&str> = items.iter().map(|i| i.backend).collect();
-        backends.sort_unstable();
-        backends.dedup();
-        let asks: Vec<(&Slot, &str)> =
-            slots.iter().flat_map(|&slot| backends.iter().map(move |&backend| (slot, backend))).collect();
-        for (slot, backend) in asks {
-            let asked: Vec<usize> = (0..items.len())
-                .filter(|&i| items[i].backend == backend && edited.items[i].is_some() && bound_to(slot, &items[i]))
-                .collect();
-            if asked.is_empty() {
+        let mut edited = Edited {
+            items: items.iter().map(|i| Some(i.definition.clone())).collect(),
+            complete: true,
+            transient: false,
+        };
+        for slot in slots {
+            let asked: Vec<usize> =
+                (0..items.len()).filter(|&i| edited.items[i].is_some() && bound_to(slot, &items[i])).collect();
+            let Err(error) = self.ask(slot, &who, kind, items, &mut edited, &asked).await else { continue };
+            // Asked again backend by backend when it failed on items of several (a hostile
+            // one's hundred thousand tools ran it out of memory): only the failing ones' items
+            // are hidden. Not when it was busy (every backend's would be, again).
+            let mut backends: Vec<&str> = asked.iter().map(|&i| items[i].backend).collect();
+            backends.dedup();
+            if backends.len() < 2 || matches!(error, PluginError::Busy { .. }) {
+                self.failed(slot, principal, kind, &mut edited, &asked, &error);
                 continue;
             }
-            let offered: Vec<ListItem> = asked
-                .iter()
-                .map(|&i| ListItem {
-                    backend: items[i].backend.to_owned(),
-                    name: items[i].name.to_owned(),
-                    definition: edited.items[i].as_ref().map(Value::to_string).unwrap_or_default(),
-                })
-                .collect();
-            let outcome = slot
-                .invoke(&self.engine, None, async |bound, store| {
-                    let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
-                    interceptor.relay_plugin_interception().call_on_list(store, &who, wit_kind(kind), &offered).await
-                })
-                .await;
-            let answer = match outcome {
-                Ok(ListDecision::Pass) => Ok(None),
-                Ok(ListDecision::Edit(answers)) => checked(slot, kind, &offered, answers).map(Some),
-                Err(error) => Err(error),
-            };
-            match answer {
-                Ok(answers) => {
-                    slot.settled(false);
-                    for (i, answer) in asked.into_iter().zip(answers.into_iter().flatten()) {
-                        edited.items[i] = answer;
-                    }
-                }
-                Err(error) => {
-                    edited.complete = false;
-                    if fails_closed(&slot.config, &error) {
-                        tracing::warn!(plugin = %slot.config.name, %error, list = kind.method(), backend, principal = %principal.id, "interceptor's list hook failed; the items of the backend it was asked about are hidden (on_error: fail-closed)");
-                        asked.into_iter().for_each(|i| edited.items[i] = None);
-                    }
+            backends.sort_unstable();
+            backends.dedup();
+            for backend in backends {
+                let part: Vec<usize> = asked.iter().copied().filter(|&i| items[i].backend == backend).collect();
+                if let Err(error) = self.ask(slot, &who, kind, items, &mut edited, &part).await {
+                    self.failed(slot, principal, kind, &mut edited, &part, &error);
                 }
             }
         }
         Some(edited)
+    }
+}
+
+impl Plugins {
+    /// Asks `slot`'s list hook about the `asked` items and takes its answer into `edited`.
+    async fn ask(
+        &self,
+        slot: &Slot,
+        who: &types::Principal,
+        kind: ListKind,
+        items: &[Listed<'_>],
+        edited: &mut Edited,
+        asked: &[usize],
+    ) -> Result<(), PluginError> {
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let offered: Vec<ListItem> = asked
+            .iter()
+            .map(|&i| ListItem {
+                backend: items[i].backend.to_owned(),
+                name: items[i].name.to_owned(),
+                definition: edited.items[i].as_ref().map(Value::to_string).unwrap_or_default(),
+            })
+            .collect();
+        let outcome = slot
+            .invoke(&self.engine, None, async |bound, store| {
+                let Bound::Interceptor(interceptor) = bound else { unreachable!("interceptor slot") };
+                interceptor.relay_plugin_interception().call_on_list(store, who, wit_kind(kind), &offered).await
+            })
+            .await?;
+        let answers = match outcome {
+            ListDecision::Pass => None,
+            ListDecision::Edit(answers) => Some(checked(slot, kind, &offered, answers)?),
+        };
+        slot.settled(false);
+        for (&i, answer) in asked.iter().zip(answers.into_iter().flatten()) {
+            edited.items[i] = answer;
+        }
+        Ok(())
+    }
+
+    /// `slot`'s list hook failed on the `asked` items: they are hidden when it fails closed,
+    /// and the view is not kept as if it had answered.
+    fn failed(
+        &self,
+        slot: &Slot,
+        principal: &Principal,
+        kind: ListKind,
+        edited: &mut Edited,
+        asked: &[usize],
+        error: &PluginError,
+    ) {
+        edited.complete = false;
+        edited.transient |= matches!(error, PluginError::Busy { .. });
+        if fails_closed(&slot.config, error) {
+            tracing::warn!(plugin = %slot.config.name, %error, list = kind.method(), principal = %principal.id, "interceptor's list hook failed; the items it was asked about are hidden (on_error: fail-closed)");
+            asked.iter().for_each(|&i| edited.items[i] = None);
+        }
     }
 }
 

@@ -21,6 +21,7 @@ mod kv_redis;
 mod kv_store;
 mod listing;
 mod loaded;
+mod outcomes;
 mod policy_chain;
 mod refusals;
 mod registry;

@@ -1,7 +1,8 @@
 //! The policy chain's plugins: every `policy` plugin bound to a request, in configuration
 //! order, each asked `check` unless an earlier `ok` of its current version still holds for the
 //! request's principal, method and tool (`verdict.hold`, kept in `holds`), or an earlier
-//! rate-limited denial still stands for it (its `retry-after-ms`, kept in `refusals`).
+//! rate-limited denial in the same session still stands for it (its `retry-after-ms`, kept in
+//! `refusals`).
 
 use std::time::Instant;
 
@@ -35,8 +36,8 @@ impl Plugins {
         let key = HoldKey { id, roles, method: info.method, backend: None, tool };
         for slot in self.slots.iter().filter(|s| s.config.world == World::Policy && bound(s)) {
             let version = slot.current.load_full();
-            if let Some(denial) = version.refusals.standing(&key, Instant::now()) {
-                slot.stats.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(denial) = version.refusals.standing(&key, info.session_id, Instant::now()) {
+                slot.held();
                 return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
             }
             let outcome = slot
@@ -73,7 +74,7 @@ impl Plugins {
             };
             slot.settled(outcome.is_err());
             if let Err(denial) = outcome {
-                version.refusals.record(&key, &denial, Instant::now());
+                version.refusals.record(&key, info.session_id, &denial, Instant::now());
                 return Err(Refusal::Denied(from_wit(denial, &slot.config.name)));
             }
         }

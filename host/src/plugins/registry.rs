@@ -28,7 +28,7 @@ use super::{engine, host};
 use crate::access::{Authenticated, ConnectInfo, Denial, DenialCode, Principal};
 use crate::config::{Hook, PluginConfig, World};
 use crate::mcp::Payload;
-use crate::metrics::{PluginMetrics, PluginOutcomeKind, metrics};
+use crate::metrics::{PluginMetrics, metrics};
 
 /// Counters per plugin, for status (and metrics later).
 #[derive(Default)]
@@ -154,27 +154,6 @@ impl Slot {
     /// Whether this plugin is an interceptor whose `hook` runs (`bind.hooks`).
     pub(super) fn intercepts(&self, hook: Hook) -> bool {
         self.config.world == World::Interceptor && self.binding.runs(hook)
-    }
-
-    /// A call that answered: `ok`, or `denied` (counted apart).
-    pub(super) fn settled(&self, denied: bool) {
-        if denied {
-            self.stats.denials.fetch_add(1, Ordering::Relaxed);
-        }
-        self.metrics.call(if denied { PluginOutcomeKind::Denied } else { PluginOutcomeKind::Ok });
-    }
-
-    fn record_failure(&self, error: &PluginError) {
-        let outcome = match error {
-            PluginError::Timeout { .. } => PluginOutcomeKind::Timeout,
-            // Not called at all: its other callers held every instance (a flood, not a fault).
-            PluginError::Busy { .. } => PluginOutcomeKind::Busy,
-            _ => PluginOutcomeKind::Trap,
-        };
-        self.metrics.call(outcome);
-        self.stats.traps.fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock().expect("last_error lock") = Some(error.to_string());
-        tracing::warn!(plugin = %self.config.name, error = %error, "plugin call failed");
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Weak;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::{Catalog, ClientEvent, Owner, Router};
@@ -62,24 +62,26 @@ pub(super) async fn route_notifications(router: Weak<Router>, mut events: broadc
 const MAX_LOG_DATA_BYTES: usize = 64 << 10;
 
 /// A backend's log message about no client request, as every session at its level hears it:
-/// named by the backend that sent it (`logger` is `<backend>` or `<backend>/<its logger>`: a
-/// backend cannot speak as another, or as the relay), its `data` cut to [`MAX_LOG_DATA_BYTES`]
-/// of JSON text.
-fn log_for_every_session(backend: &str, mut params: Value) -> ClientEvent {
-    if let Some(message) = params.as_object_mut() {
-        let logger = match message.get("logger").and_then(Value::as_str) {
-            Some(own) => format!("{backend}/{}", crate::mcp::clip(own)),
-            None => backend.to_owned(),
-        };
-        message.insert("logger".into(), Value::String(logger));
-        if let Some(data) = message.get_mut("data") {
+/// its level, named by the backend that sent it (`logger` is `<backend>` or `<backend>/<its
+/// logger>`: a backend cannot speak as another, or as the relay), and its `data` cut to
+/// [`MAX_LOG_DATA_BYTES`] of JSON text; nothing else it put in (`_meta`, fields of its own).
+fn log_for_every_session(backend: &str, params: Value) -> ClientEvent {
+    let level = params.get("level").and_then(Value::as_str).map(crate::mcp::clip).unwrap_or_default();
+    let logger = match params.get("logger").and_then(Value::as_str) {
+        Some(own) => format!("{backend}/{}", crate::mcp::clip(own)),
+        None => backend.to_owned(),
+    };
+    let data = match params.get("data") {
+        Some(data) => {
             let text = data.to_string();
-            if text.len() > MAX_LOG_DATA_BYTES {
-                *data = Value::String(crate::mcp::clip_to(&text, MAX_LOG_DATA_BYTES).into_owned());
+            match text.len() > MAX_LOG_DATA_BYTES {
+                true => Value::String(crate::mcp::clip_to(&text, MAX_LOG_DATA_BYTES).into_owned()),
+                false => data.clone(),
             }
         }
-    }
-    ClientEvent::Log(params)
+        None => Value::Null,
+    };
+    ClientEvent::Log(json!({"level": level, "logger": logger, "data": data}))
 }
 
 /// The name clients know `uri` by, when `backend` owns it: one of its listed resources, or a

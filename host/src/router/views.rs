@@ -77,17 +77,20 @@ impl Router {
         }
         // Boxed: the common case (a kept view, or no list hook) answers without it, and every
         // request that asks for a view would otherwise carry its size (4 KB).
-        let (view, complete) = Box::pin(edit(&self.plugins, &catalog, principal)).await;
-        self.views.keep(principal, generations, (view.clone(), (!complete).then(Instant::now)));
+        let (view, complete, transient) = Box::pin(edit(&self.plugins, &catalog, principal)).await;
+        if !transient {
+            self.views.keep(principal, generations, (view.clone(), (!complete).then(Instant::now)));
+        }
         (view, complete)
     }
 }
 
 /// Asks the list hooks about every list but the relay's own tools (which interceptors do not
-/// see); returns the view and whether every hook answered.
-async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) -> (Arc<Catalog>, bool) {
+/// see); returns the view, whether every hook answered, and whether one was busy (the view is
+/// then not kept at all).
+async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) -> (Arc<Catalog>, bool, bool) {
     let mut edits: [Option<Vec<Option<Value>>>; 4] = Default::default();
-    let mut complete = true;
+    let (mut complete, mut transient) = (true, false);
     for (slot, kind) in edits.iter_mut().zip(ListKind::ALL) {
         let items = catalog.items(kind);
         let (positions, offered): (Vec<usize>, Vec<Listed>) = items
@@ -98,6 +101,7 @@ async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) 
             .unzip();
         let Some(edited) = plugins.edit_list(principal, kind, &offered).await else { continue };
         complete &= edited.complete;
+        transient |= edited.transient;
         if edited.items.iter().zip(&offered).all(|(edit, item)| edit.as_ref() == Some(item.definition)) {
             continue;
         }
@@ -108,11 +112,11 @@ async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) 
         *slot = Some(all);
     }
     if edits.iter().all(Option::is_none) {
-        return (catalog.clone(), complete);
+        return (catalog.clone(), complete, transient);
     }
     let view = catalog.view(|kind| {
         let i = ListKind::ALL.iter().position(|&k| k == kind).expect("every kind is in ALL");
         edits[i].take()
     });
-    (Arc::new(view), complete)
+    (Arc::new(view), complete, transient)
 }

@@ -273,6 +273,10 @@ impl SharedSessions {
         match kv.compare_and_swap(key, None, &record, Some(ttl_ms), None).await {
             Ok(true) => {
                 tracing::info!(session = %session.tag(), "a session's shared record was lost by the kv; written again");
+                // Its held mark was lost with it: an end made meanwhile must still be kept long.
+                if session.taken_up.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = self.hold(kv, &session.id).await;
+                }
                 session.shared_unsaved.store(false, std::sync::atomic::Ordering::Relaxed);
                 *session.shared_at.lock().expect("shared_at lock") = Some((Instant::now(), record));
                 true

@@ -23,13 +23,14 @@ const PARKED_FOR: Duration = Duration::from_secs(150);
 pub struct ParkedCalls {
     /// What every `requestState` of this process starts with: random for each process.
     issuer: String,
-    calls: Mutex<HashMap<String, Parked>>,
+    /// `None` once the drain ended them: nothing is parked after that.
+    calls: Mutex<Option<HashMap<String, Parked>>>,
 }
 
 impl Default for ParkedCalls {
     fn default() -> Self {
         let issuer = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        Self { issuer, calls: Mutex::default() }
+        Self { issuer, calls: Mutex::new(Some(HashMap::new())) }
     }
 }
 
@@ -48,21 +49,31 @@ impl ParkedCalls {
     pub(super) fn park(self: &Arc<Self>, call: Call, holder: String, limit: usize) -> Result<String, RpcError> {
         let token = format!("{}.{}", self.issuer, uuid::Uuid::new_v4().simple());
         let principal = call.session.principal.id.clone();
-        {
+        let full = {
             let mut calls = self.calls.lock().expect("parked lock");
-            if calls.values().filter(|parked| parked.holder == holder).count() >= limit {
-                drop(calls);
-                let holder = crate::mcp::clip(&holder);
-                crate::limit_log::limit_refused(
-                    "max_parked_per_principal",
-                    format_args!("a stateless call of {holder} waiting for input"),
-                );
+            // Draining: its retry would reach another instance (which starts it again there).
+            let Some(calls) = calls.as_mut() else {
                 return Err(RpcError::new(
-                    error_codes::SERVER_BUSY,
-                    format!("{holder} has {limit} calls waiting for input already (limits.max_parked_per_principal)"),
+                    error_codes::SHUTTING_DOWN,
+                    "this instance is shutting down; send the request again (without requestState)",
                 ));
+            };
+            let full = calls.values().filter(|parked| parked.holder == holder).count() >= limit;
+            if !full {
+                calls.insert(token.clone(), Parked { principal, holder: holder.clone(), call });
             }
-            calls.insert(token.clone(), Parked { principal, holder, call });
+            full
+        };
+        if full {
+            let holder = crate::mcp::clip(&holder);
+            crate::limit_log::limit_refused(
+                "max_parked_per_principal",
+                format_args!("a stateless call of {holder} waiting for input"),
+            );
+            return Err(RpcError::new(
+                error_codes::SERVER_BUSY,
+                format!("{holder} has {limit} calls waiting for input already (limits.max_parked_per_principal)"),
+            ));
         }
         let parked: Weak<Self> = Arc::downgrade(self);
         let key = token.clone();
@@ -70,7 +81,7 @@ impl ParkedCalls {
             tokio::time::sleep(PARKED_FOR).await;
             if let Some(parked) = parked.upgrade() {
                 // Dropping the call cancels it.
-                parked.calls.lock().expect("parked lock").remove(&key);
+                parked.calls.lock().expect("parked lock").as_mut().and_then(|calls| calls.remove(&key));
             }
         });
         Ok(token)
@@ -101,17 +112,19 @@ impl ParkedCalls {
 
     fn take(&self, token: &str, principal: &str, retry: &Request) -> Option<Call> {
         let mut calls = self.calls.lock().expect("parked lock");
+        let calls = calls.as_mut()?;
         let matches = calls.get(token).is_some_and(|Parked { principal: owner, call, .. }| {
             owner == principal && call.method == retry.method && call.target.as_deref() == target_of(retry)
         });
         if matches { calls.remove(token).map(|parked| parked.call) } else { None }
     }
 
-    /// Cancels every parked call (the drain: their clients' retries go to another instance,
-    /// which starts them again, and the drain need not wait for them); how many there were.
+    /// Cancels every parked call, and parks none from now on (the drain: their clients'
+    /// retries go to another instance, which starts them again, and the drain need not wait for
+    /// them); how many there were.
     pub fn end_all(&self) -> usize {
-        let ended: Vec<Parked> = self.calls.lock().expect("parked lock").drain().map(|(_, parked)| parked).collect();
-        ended.len()
+        let ended = self.calls.lock().expect("parked lock").take();
+        ended.map_or(0, |calls| calls.len())
     }
 }
 

@@ -21,7 +21,7 @@ const MAX_LIST_BYTES: usize = 16 << 20;
 /// Most items of one list: each costs the relay far more held than its text (parsed, indexed,
 /// copied into the views of principals an interceptor edits lists for, offered to list hooks);
 /// 200,000 minimal tools within [`MAX_LIST_BYTES`] held 600 MB. Real servers list tens of
-/// tools and prompts; resources may be many files.
+/// tools and prompts (more is refused); resources may be many files (more are left out).
 fn max_items(kind: ListKind) -> usize {
     match kind {
         ListKind::Tools | ListKind::Prompts => 10_000,
@@ -162,6 +162,17 @@ pub async fn list(conn: &Connection, kind: ListKind) -> Result<Vec<Value>, Upstr
             UpstreamError::Protocol(format!("{} result has no {} array", kind.method(), kind.field()))
         })?;
         items.extend(page_items.iter().filter(|t| t.get(kind.key()).and_then(Value::as_str).is_some()).cloned());
+        let resources = matches!(kind, ListKind::Resources | ListKind::ResourceTemplates);
+        if items.len() > max_items(kind) && resources {
+            // Still readable through a template or by URI; only not listed.
+            tracing::warn!(
+                list = kind.method(),
+                kept = max_items(kind),
+                "a backend listed more items than the relay holds; the rest are left out"
+            );
+            items.truncate(max_items(kind));
+            return Ok(items);
+        }
         if items.len() > max_items(kind) {
             return Err(UpstreamError::Protocol(format!(
                 "{} returned more than {} items (all pages together); the relay holds at most that",

@@ -191,7 +191,8 @@ fn take(
     Err(Denial {
         code: DenialCode::RateLimited,
         message: format!("rate limit of {} busy with concurrent requests; retry shortly", shown(principal)),
-        retry_after_ms: Some(rate.interval_ms().max(10)),
+        // Short: the host lets a refusal with a wait stand until then for this session.
+        retry_after_ms: Some(rate.interval_ms().clamp(10, 100)),
     })
 }
 

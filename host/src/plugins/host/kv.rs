@@ -38,6 +38,8 @@ impl KvGrant {
     fn refused(&self, error: StoreError) -> KvError {
         if matches!(error, StoreError::Quota(_)) {
             self.refusals.fetch_add(1, Ordering::Relaxed);
+            let plugin = self.prefix.strip_suffix(':').unwrap_or(&self.prefix);
+            crate::metrics::metrics().plugins.kv_refused(plugin);
         }
         wit(error)
     }

@@ -38,6 +38,7 @@ impl LogGrant {
         let allowed = budget.1 <= self.per_sec;
         if !allowed {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::metrics().plugins.log_dropped(&self.plugin);
         }
         allowed
     }
