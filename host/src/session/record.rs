@@ -51,7 +51,7 @@ impl SessionRecord {
 }
 
 impl Session {
-    /// What this session established, for [`SharedSessions`].
+    /// What this session established, for [`super::SharedSessions`].
     pub fn record(&self) -> SessionRecord {
         let state = self.state.lock().expect("session lock");
         let mut subscriptions: Vec<String> = state.subscriptions.iter().cloned().collect();
