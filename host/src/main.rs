@@ -132,6 +132,9 @@ async fn check_config(path: &std::path::Path) -> Result<String, String> {
     relay::preflight::preflight(&config, path).map_err(|e| format!("{e:#}"))?;
     let store = config.backend_store(path);
     let (_, backends) = store.load().map_err(|e| e.to_string())?;
+    if let Some(missing) = store.missing() {
+        eprintln!("warning: {missing}");
+    }
     if let Some(problem) = relay::config::unknown_credential_plugins(&backends, &config.plugins).into_iter().next() {
         return Err(problem);
     }

@@ -53,7 +53,7 @@ pub async fn run(
     let kv = kv_store(&config)?;
     let credential_step = CredentialStep::default();
     let plugins = load_plugins(&config, config_path, upstreams.clone(), credential_step.clone(), kv.clone()).await?;
-    for warning in config_warnings(&config) {
+    for warning in config_warnings(&config).into_iter().chain(store.missing()) {
         tracing::warn!("{warning}");
     }
     for problem in crate::config::unknown_credential_plugins(&backends, &config.plugins) {

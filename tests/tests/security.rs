@@ -822,6 +822,23 @@ async fn a_per_caller_session_cap_that_cannot_bite_is_warned_about() {
     relay.wait_for_log("max_sessions_per_principal (4096) is not below").await;
 }
 
+/// A `backends_file` that does not exist (a typo in its name) starts a relay with no backends:
+/// `check-config` and the relay say so.
+#[tokio::test]
+async fn a_backends_file_that_does_not_exist_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay_yaml = format!("backends_file: backend.yaml\n{}", relay_tests::TEST_RELAY_YAML);
+    std::fs::write(dir.path().join("relay.yaml"), &relay_yaml).unwrap();
+    let checked = tokio::process::Command::new(relay_tests::relay_bin())
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("relay.yaml"))
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stderr).to_string();
+    assert!(checked.status.success() && said.contains("backend.yaml does not exist"), "{said}");
+}
+
 /// A process (by pid) killed when the test ends, passed or not.
 struct KilledOnDrop(String);
 

@@ -106,6 +106,17 @@ impl BackendStore {
         Ok(backends)
     }
 
+    /// What to tell the operator when the file does not exist: the relay starts with no
+    /// backends (a typo in `backends_file` looks exactly like that).
+    pub fn missing(&self) -> Option<String> {
+        (!self.path.exists()).then(|| {
+            format!(
+                "backends file {} does not exist: no backends until it is written (relay_add_server writes it)",
+                self.path.display()
+            )
+        })
+    }
+
     /// Reads and validates the file. A missing file means "no backends".
     pub fn load(&self) -> Result<(BackendsFile, Vec<Backend>), StoreError> {
         self.parse(&self.read()?.unwrap_or_default())
