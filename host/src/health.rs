@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::transport::{certificates, private_key};
+
 /// Checks the relay at `host:port` (presenting `token`, if any); true when healthy. Prints the
 /// verdict like the reference.
 pub async fn check(host: &str, port: u16, timeout: Duration, token: Option<&str>, tls: Option<&TlsCheck>) -> bool {
@@ -89,11 +91,8 @@ async fn connect_and_probe(
     let mut roots = rustls::RootCertStore::empty();
     match &tls.ca {
         Some(ca) => {
-            use rustls_pki_types::pem::PemObject;
-            let certs =
-                rustls_pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-            for cert in certs {
-                roots.add(cert.map_err(|e| format!("{}: {e}", ca.display()))?).map_err(|e| e.to_string())?;
+            for cert in certificates(ca).map_err(|e| e.to_string())? {
+                roots.add(cert).map_err(|e| e.to_string())?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -105,12 +104,8 @@ async fn connect_and_probe(
         .with_root_certificates(roots);
     let config = match &tls.identity {
         Some((cert, key)) => {
-            use rustls_pki_types::pem::PemObject;
-            let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("{}: {e}", cert.display()))?;
-            let key =
-                rustls_pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            let chain = certificates(cert).map_err(|e| e.to_string())?;
+            let key = private_key(key).map_err(|e| e.to_string())?;
             builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
         }
         None => builder.with_no_client_auth(),

@@ -63,25 +63,48 @@ pub enum Held {
     No { previous: Option<EndedHold> },
 }
 
-struct Entry {
+impl HoldKey<'_> {
+    /// What a table hashes the key by.
+    pub(super) fn parts(&self) -> (&str, &[String], &str, Option<&str>, Option<&str>) {
+        (self.id, self.roles, self.method, self.backend, self.tool)
+    }
+}
+
+/// A [`HoldKey`] as a standing decision keeps it (a hold here, a standing refusal in
+/// `refusals`), to compare in full on a hash hit.
+pub(super) struct KeptKey {
     id: String,
     roles: Vec<String>,
     method: String,
     backend: Option<String>,
     tool: Option<String>,
-    granted: u32,
-    left: u32,
-    until: Instant,
 }
 
-impl Entry {
-    fn is_for(&self, key: &HoldKey<'_>) -> bool {
+impl KeptKey {
+    pub(super) fn of(key: &HoldKey<'_>) -> Self {
+        KeptKey {
+            id: key.id.to_owned(),
+            roles: key.roles.to_vec(),
+            method: key.method.to_owned(),
+            backend: key.backend.map(str::to_owned),
+            tool: key.tool.map(str::to_owned),
+        }
+    }
+
+    pub(super) fn is(&self, key: &HoldKey<'_>) -> bool {
         self.id == key.id
             && self.roles == key.roles
             && self.method == key.method
             && self.backend.as_deref() == key.backend
             && self.tool.as_deref() == key.tool
     }
+}
+
+struct Entry {
+    key: KeptKey,
+    granted: u32,
+    left: u32,
+    until: Instant,
 }
 
 /// One plugin version's holds, by a hash of their key (compared in full on a hit).
@@ -98,7 +121,7 @@ impl Holds {
     }
 
     fn hash(&self, key: &HoldKey<'_>) -> u64 {
-        self.hasher.hash_one((key.id, key.roles, key.method, key.backend, key.tool))
+        self.hasher.hash_one(key.parts())
     }
 
     /// Serves the request from a standing hold of `key`, or says the plugin must decide (with
@@ -107,7 +130,7 @@ impl Holds {
         let hash = self.hash(key);
         let mut entries = self.entries.lock().expect("holds lock");
         let Some(entry) = entries.get_mut(&hash) else { return Held::No { previous: None } };
-        if !entry.is_for(key) {
+        if !entry.key.is(key) {
             return Held::No { previous: None };
         }
         if entry.left > 0 && entry.until > now {
@@ -130,7 +153,7 @@ impl Holds {
         let hash = self.hash(key);
         let mut entries = self.entries.lock().expect("holds lock");
         if let Some(entry) = entries.get_mut(&hash)
-            && entry.is_for(key)
+            && entry.key.is(key)
         {
             entry.granted = entry.granted.saturating_add(requests);
             entry.left = entry.left.saturating_add(requests);
@@ -141,7 +164,7 @@ impl Holds {
         let crowded = |entries: &HashMap<u64, Entry, RandomState>| {
             entries.len() >= CAPACITY
                 || (entries.len() >= CAPACITY / 2
-                    && entries.values().filter(|e| e.id == key.id).count() >= PER_PRINCIPAL)
+                    && entries.values().filter(|e| e.key.id == key.id).count() >= PER_PRINCIPAL)
         };
         if crowded(&entries) {
             entries.retain(|_, e| e.left > 0 && e.until > now);
@@ -149,16 +172,7 @@ impl Holds {
                 return;
             }
         }
-        let entry = Entry {
-            id: key.id.to_owned(),
-            roles: key.roles.to_vec(),
-            method: key.method.to_owned(),
-            backend: key.backend.map(str::to_owned),
-            tool: key.tool.map(str::to_owned),
-            granted: requests,
-            left: requests,
-            until,
-        };
+        let entry = Entry { key: KeptKey::of(key), granted: requests, left: requests, until };
         entries.insert(hash, entry);
     }
 }

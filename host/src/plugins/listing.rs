@@ -77,13 +77,12 @@ impl Plugins {
             // one's hundred thousand tools ran it out of memory): only the failing ones' items
             // are hidden. Not when it was busy (every backend's would be, again).
             let mut backends: Vec<&str> = asked.iter().map(|&i| items[i].backend).collect();
+            backends.sort_unstable();
             backends.dedup();
             if backends.len() < 2 || matches!(error, PluginError::Busy { .. }) {
                 self.failed(slot, principal, kind, &mut edited, &asked, &error);
                 continue;
             }
-            backends.sort_unstable();
-            backends.dedup();
             for backend in backends {
                 let part: Vec<usize> = asked.iter().copied().filter(|&i| items[i].backend == backend).collect();
                 if let Err(error) = self.ask(slot, &who, kind, items, &mut edited, &part).await {

@@ -14,30 +14,23 @@ use std::time::{Duration, Instant};
 use foldhash::fast::RandomState;
 
 use super::bindings::types::{Denial, DenialCode};
-use super::holds::{HoldKey, MAX_HOLD};
+use super::holds::{HoldKey, KeptKey, MAX_HOLD};
 
 /// Refusals kept per plugin version: beyond it those that ran out are dropped first, and a new
 /// one is not kept when that is not enough (its plugin is asked again, as without the table).
 const CAPACITY: usize = 4096;
 
-/// One standing refusal, with the key it is for (compared in full on a hit).
+/// One standing refusal, with the session and key it is for (compared in full on a hit).
 struct Standing {
     session: String,
-    id: String,
-    roles: Vec<String>,
-    method: String,
-    tool: Option<String>,
+    key: KeptKey,
     denial: Denial,
     until: Instant,
 }
 
 impl Standing {
     fn is_for(&self, key: &HoldKey<'_>, session: &str) -> bool {
-        self.session == session
-            && self.id == key.id
-            && self.roles == key.roles
-            && self.method == key.method
-            && self.tool.as_deref() == key.tool
+        self.session == session && self.key.is(key)
     }
 }
 
@@ -55,7 +48,7 @@ impl Refusals {
     }
 
     fn hash(&self, key: &HoldKey<'_>, session: &str) -> u64 {
-        self.hasher.hash_one((session, key.id, key.roles, key.method, key.tool))
+        self.hasher.hash_one((session, key.parts()))
     }
 
     /// The refusal standing for `key` in `session` at `now`, its wait shortened to what is left.
@@ -78,15 +71,7 @@ impl Refusals {
                 return;
             }
         }
-        let standing = Standing {
-            session: session.to_owned(),
-            id: key.id.to_owned(),
-            roles: key.roles.to_vec(),
-            method: key.method.to_owned(),
-            tool: key.tool.map(str::to_owned),
-            denial: denial.clone(),
-            until,
-        };
+        let standing = Standing { session: session.to_owned(), key: KeptKey::of(key), denial: denial.clone(), until };
         entries.insert(self.hash(key, session), standing);
     }
 }

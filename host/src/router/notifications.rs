@@ -71,14 +71,11 @@ fn log_for_every_session(backend: &str, params: Value) -> ClientEvent {
         Some(own) => format!("{backend}/{}", crate::mcp::clip(own)),
         None => backend.to_owned(),
     };
-    let data = match params.get("data") {
-        Some(data) => {
-            let text = data.to_string();
-            match text.len() > MAX_LOG_DATA_BYTES {
-                true => Value::String(crate::mcp::clip_to(&text, MAX_LOG_DATA_BYTES).into_owned()),
-                false => data.clone(),
-            }
+    let data = match params.get("data").map(|data| (data, data.to_string())) {
+        Some((_, text)) if text.len() > MAX_LOG_DATA_BYTES => {
+            Value::String(crate::mcp::clip_to(&text, MAX_LOG_DATA_BYTES).into_owned())
         }
+        Some((data, _)) => data.clone(),
         None => Value::Null,
     };
     ClientEvent::Log(json!({"level": level, "logger": logger, "data": data}))

@@ -59,7 +59,7 @@ impl Session {
         use std::sync::atomic::Ordering;
         let key = request.id.to_string();
         let mut inflight = self.inflight.lock().expect("inflight lock");
-        if self.slots.is_closed() {
+        if self.has_ended() {
             // The session ended while this request was on its way in: nothing new starts.
             let refusal = Response::err(request.id, NoSlot::Ended.into());
             return futures::future::ready(Some(refusal)).boxed();

@@ -36,4 +36,4 @@ pub use observe::serve_private as serve_metrics;
 pub use proxy_protocol::TrustedProxies;
 pub use state::TransportState;
 pub use stateless::check as check_stateless_request;
-pub use tls::{Tls, TlsError};
+pub use tls::{Tls, TlsError, certificates, private_key};

@@ -58,7 +58,8 @@ fn file_error(path: &std::path::Path, problem: impl ToString) -> TlsError {
     TlsError::File { path: path.to_owned(), problem: problem.to_string() }
 }
 
-fn certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// The PEM certificates in the file at `path` (a chain, or CAs to trust): at least one.
+pub fn certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| file_error(path, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -69,11 +70,16 @@ fn certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
+/// The PEM private key in the file at `path`.
+pub fn private_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, e))
+}
+
 /// Builds the server configuration from `config`'s (resolved) files.
 pub fn server_config(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(provider());
     let certs = certificates(&config.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| file_error(&config.key, e))?;
+    let key = private_key(&config.key)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Rejected(e.to_string()))?;

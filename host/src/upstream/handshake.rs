@@ -162,23 +162,22 @@ pub async fn list(conn: &Connection, kind: ListKind) -> Result<Vec<Value>, Upstr
             UpstreamError::Protocol(format!("{} result has no {} array", kind.method(), kind.field()))
         })?;
         items.extend(page_items.iter().filter(|t| t.get(kind.key()).and_then(Value::as_str).is_some()).cloned());
-        let resources = matches!(kind, ListKind::Resources | ListKind::ResourceTemplates);
-        if items.len() > max_items(kind) && resources {
+        let most = max_items(kind);
+        if items.len() > most {
+            if !matches!(kind, ListKind::Resources | ListKind::ResourceTemplates) {
+                return Err(UpstreamError::Protocol(format!(
+                    "{} returned more than {most} items (all pages together); the relay holds at most that",
+                    kind.method(),
+                )));
+            }
             // Still readable through a template or by URI; only not listed.
             tracing::warn!(
                 list = kind.method(),
-                kept = max_items(kind),
+                kept = most,
                 "a backend listed more items than the relay holds; the rest are left out"
             );
-            items.truncate(max_items(kind));
+            items.truncate(most);
             return Ok(items);
-        }
-        if items.len() > max_items(kind) {
-            return Err(UpstreamError::Protocol(format!(
-                "{} returned more than {} items (all pages together); the relay holds at most that",
-                kind.method(),
-                max_items(kind)
-            )));
         }
         match page.get("nextCursor").and_then(Value::as_str) {
             Some(next) if !next.is_empty() => cursor = Some(next.to_owned()),
