@@ -115,3 +115,37 @@ async fn a_large_answer_from_a_websocket_backend_arrives_whole() {
     assert_eq!(answer["id"], 2, "{}", &answer.to_string()[..200.min(answer.to_string().len())]);
     assert_eq!(answer["result"]["content"][0]["text"].as_str(), Some(format!("alpha: {message}").as_str()));
 }
+
+/// A client that sends pings and reads nothing gets no more of its frames read once a pong
+/// cannot go out: tungstenite queued a pong per ping read, and one such client grew the relay
+/// by gigabytes in seconds. Its writes stall instead, after the sockets' buffers.
+#[tokio::test]
+async fn a_client_that_pings_without_reading_stalls_instead_of_growing_the_relay() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = Relay::start("backends: []\n").await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    let upgrade = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // 8,192 masked pings of 125 bytes (1 MiB); the mask is zero, so the payload goes as it is.
+    let ping: Vec<u8> = [&[0x89u8, 0x80 | 125, 0, 0, 0, 0][..], &[b'p'; 125]].concat();
+    let burst = ping.repeat(8192);
+    let before = relay.rss_bytes();
+    let mut sent = 0usize;
+    while sent < 256 << 20 {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), tcp.write_all(&burst)).await {
+            Ok(Ok(())) => sent += burst.len(),
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    let grown = relay.rss_bytes().saturating_sub(before);
+    assert!(sent < 96 << 20, "the relay read {} MiB of pings from a client reading none of its pongs", sent >> 20);
+    assert!(grown < 64 << 20, "the relay grew by {} MiB", grown >> 20);
+}

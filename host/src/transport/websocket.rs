@@ -18,7 +18,7 @@ use crate::session::{Ended, Inbound, Outbound, Session, SessionFactory, drive};
 pub fn serve(socket: WebSocket, factory: SessionFactory, session: Arc<Session>) -> impl Future<Output = ()> + Send {
     let open = crate::metrics::metrics().clients.connection("websocket");
     let draining = session.draining();
-    let mut conn = Connection { socket, limits: factory.limits, ended: false };
+    let mut conn = Connection { socket, limits: factory.limits, ended: false, pong_unsent: false };
     async move {
         let _open = open;
         let limits = conn.limits.clone();
@@ -47,6 +47,8 @@ struct Connection {
     limits: Arc<Limits>,
     /// The client closed, or reading failed: nothing more is read.
     ended: bool,
+    /// A ping was read whose pong (queued by tungstenite) may not be out yet.
+    pong_unsent: bool,
 }
 
 impl Stream for Connection {
@@ -59,12 +61,26 @@ impl Stream for Connection {
         let limit = this.limits.max_message_bytes;
         let too_large = |size| Some(Err(DecodeError::TooLarge { size, limit }));
         while !this.ended {
+            if this.pong_unsent {
+                // tungstenite queues a pong for every ping it reads: from a client that sends
+                // pings and reads nothing, each read queued one more (gigabytes in seconds).
+                // Nothing more is read until the pong is out.
+                if ready!(this.socket.poll_flush_unpin(cx)).is_err() {
+                    this.ended = true;
+                    break;
+                }
+                this.pong_unsent = false;
+            }
             let message = match ready!(this.socket.poll_next_unpin(cx)) {
                 Some(Ok(Frame::Text(text))) if text.len() > limit => too_large(text.len()),
                 Some(Ok(Frame::Text(text))) => Some(decode(text.as_bytes(), &this.limits)),
                 Some(Ok(Frame::Binary(bytes))) if bytes.len() > limit => too_large(bytes.len()),
                 Some(Ok(Frame::Binary(bytes))) => Some(decode(&bytes, &this.limits)),
-                Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => None,
+                Some(Ok(Frame::Ping(_))) => {
+                    this.pong_unsent = true;
+                    None
+                }
+                Some(Ok(Frame::Pong(_))) => None,
                 Some(Ok(Frame::Close(_)) | Err(_)) | None => {
                     this.ended = true;
                     None
