@@ -86,13 +86,14 @@ pub struct Template {
 }
 
 /// An immutable snapshot of everything the relay offers. Lists are shared: a caller's view
-/// holds its own copy only of the lists interceptors edited for it.
+/// holds its own copy only of the lists interceptors edited for it, and of those only the
+/// items they changed (the rest are shared).
 #[derive(Debug, Default)]
 pub struct Catalog {
     tools: Arc<Section>,
     prompts: Arc<Section>,
     resources: Arc<Section>,
-    templates: Arc<Vec<Template>>,
+    templates: Arc<Vec<Arc<Template>>>,
 }
 
 impl Catalog {
@@ -129,7 +130,7 @@ impl Catalog {
             for template in templates {
                 if let Some(uri) = key_of(template, "uriTemplate") {
                     let prefix = uri.split('{').next().unwrap_or("").to_owned();
-                    let template = Template { owner: owner.clone(), definition: template.clone(), prefix };
+                    let template = Arc::new(Template { owner: owner.clone(), definition: template.clone(), prefix });
                     Arc::make_mut(&mut catalog.templates).push(template);
                 }
             }
@@ -175,7 +176,7 @@ impl Catalog {
     }
 
     /// Every tool, built-ins first, then by backend name, then adapters.
-    pub fn tools(&self) -> &[Entry] {
+    pub fn tools(&self) -> &[Arc<Entry>] {
         self.tools.entries()
     }
 
@@ -190,13 +191,13 @@ impl Catalog {
     }
 
     /// Resource templates, by backend name.
-    pub fn templates(&self) -> &[Template] {
+    pub fn templates(&self) -> &[Arc<Template>] {
         &self.templates
     }
 
     /// Owners whose templates could produce `uri`, best (longest literal prefix) first.
     pub fn template_owners(&self, uri: &str) -> Vec<&Owner> {
-        let mut matches: Vec<&Template> = self.templates.iter().filter(|t| uri.starts_with(&t.prefix)).collect();
+        let mut matches: Vec<&Arc<Template>> = self.templates.iter().filter(|t| uri.starts_with(&t.prefix)).collect();
         matches.sort_by_key(|t| std::cmp::Reverse(t.prefix.len()));
         let mut owners: Vec<&Owner> = Vec::new();
         for template in matches {
@@ -220,7 +221,7 @@ impl Catalog {
             ListKind::Prompts => &self.prompts,
             ListKind::Resources => &self.resources,
             ListKind::ResourceTemplates => {
-                let uri = |t: &'a Template| key_of(&t.definition, "uriTemplate").unwrap_or_default();
+                let uri = |t: &'a Arc<Template>| key_of(&t.definition, "uriTemplate").unwrap_or_default();
                 return self.templates.iter().map(|t| (&t.owner, uri(t), &t.definition)).collect();
             }
         };
@@ -238,7 +239,10 @@ impl Catalog {
                 self.templates
                     .iter()
                     .zip(edits)
-                    .filter_map(|(template, edit)| Some(Template { definition: edit?, ..template.clone() }))
+                    .filter_map(|(template, edit)| match edit? {
+                        definition if definition == template.definition => Some(template.clone()),
+                        definition => Some(Arc::new(Template { definition, ..(**template).clone() })),
+                    })
                     .collect(),
             ),
         };
@@ -248,6 +252,14 @@ impl Catalog {
             resources: self.resources.view("uri", edits(ListKind::Resources)),
             templates,
         }
+    }
+
+    /// How many items its four lists hold (what bounds the views kept of it).
+    pub fn item_count(&self) -> usize {
+        self.tools.entries().len()
+            + self.prompts.entries().len()
+            + self.resources.entries().len()
+            + self.templates.len()
     }
 
     /// Whether anything clients see differs from `other` (for list_changed announcements).

@@ -48,6 +48,20 @@ fn a_view_hides_renames_and_a_taken_name_hides_the_later_item() {
 }
 
 #[test]
+fn a_view_shares_the_items_it_shows_unchanged_with_the_catalog() {
+    let a = tools(&["x", "y", "z"]);
+    let oa = Owner::Backend("a".into());
+    let catalog = Catalog::from_sources(&[], [(&oa, a.as_slice())].into_iter());
+    let (x, y) = (catalog.tools()[0].definition.clone(), catalog.tools()[1].definition.clone());
+    let view = catalog.view(|kind| {
+        (kind == ListKind::Tools).then(|| vec![Some(x.clone()), Some(json!({"name": "y", "description": "d"})), None])
+    });
+    assert!(Arc::ptr_eq(&view.tools()[0], &catalog.tools()[0]), "x is shown as it is: shared, not copied");
+    assert!(!Arc::ptr_eq(&view.tools()[1], &catalog.tools()[1]) && view.tools()[1].definition != y);
+    assert_eq!((view.item_count(), catalog.item_count()), (2, 3));
+}
+
+#[test]
 fn the_result_does_not_depend_on_arrival_order_within_a_backend_set() {
     let (a, b) = (tools(&["x"]), tools(&["x"]));
     let (oa, ob) = (Owner::Backend("a".into()), Owner::Backend("b".into()));

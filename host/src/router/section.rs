@@ -16,7 +16,9 @@ use crate::mcp::names::MAX_NAME;
 /// cannot choose names that collide.
 #[derive(Debug, Default, Clone)]
 pub struct Section {
-    entries: Vec<Entry>,
+    /// Shared with every caller's view that shows them unchanged: a view costs its edits and
+    /// its index, not a copy of every definition.
+    entries: Vec<Arc<Entry>>,
     by_key: HashMap<String, usize, foldhash::fast::RandomState>,
     /// Resource URIs exposed under another one (`relay://<backend>/...` after a collision): not
     /// names clients may use for them.
@@ -26,7 +28,7 @@ pub struct Section {
 impl Section {
     /// The entry clients call `key`.
     pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.by_key.get(key).map(|&i| &self.entries[i])
+        self.by_key.get(key).map(|&i| &*self.entries[i])
     }
 
     /// Whether `name` is a resource URI the catalog exposes under another (one two backends
@@ -38,7 +40,7 @@ impl Section {
     }
 
     /// Every entry in catalog order.
-    pub fn entries(&self) -> &[Entry] {
+    pub fn entries(&self) -> &[Arc<Entry>] {
         &self.entries
     }
 
@@ -61,19 +63,19 @@ impl Section {
             self.moved.insert(upstream_name.to_owned());
         }
         let catalog_name = key.clone();
-        self.entries.push(Entry {
+        self.entries.push(Arc::new(Entry {
             name: key,
             catalog_name,
             owner,
             upstream_name: upstream_name.to_owned(),
             definition,
-        });
+        }));
     }
 
     /// The section as one caller sees it: `edits` (one per entry, in order) hides an entry
     /// (`None`) or gives its definition, whose `field` may rename it. A rename onto a name the
     /// catalog already has (another source's item) hides the renamed entry; two renames onto
-    /// one new name hide the later.
+    /// one new name hide the later. An entry given as it is stays shared with the catalog.
     pub(super) fn view(self: &Arc<Self>, field: &str, edits: Option<Vec<Option<Value>>>) -> Arc<Section> {
         let Some(edits) = edits else { return self.clone() };
         let mut section = Section::default();
@@ -86,7 +88,12 @@ impl Section {
                 continue;
             }
             section.by_key.insert(name.clone(), section.entries.len());
-            section.entries.push(Entry { name, definition, ..entry.clone() });
+            let seen = if definition == entry.definition {
+                entry.clone()
+            } else {
+                Arc::new(Entry { name, definition, ..(**entry).clone() })
+            };
+            section.entries.push(seen);
         }
         Arc::new(section)
     }

@@ -19,6 +19,12 @@ use crate::plugins::{Listed, Plugins};
 /// rebuilt on demand, so this bounds memory, not correctness).
 const MAX_KEPT: usize = 4096;
 
+/// Items the kept views list at most, all together (beyond it the store starts over). A view
+/// shares the definitions it shows unchanged with the catalog, but holds an index entry and a
+/// pointer per item (about 80 bytes): 4,096 principals of a catalog of 10,000 tools would
+/// otherwise keep 3 GB.
+const MAX_KEPT_ITEMS: usize = 1 << 20;
+
 /// How long a view built while a list hook failed stands in for one that did not: rebuilt on
 /// every request, a hook that fails on a backend's huge list (out of memory, past its
 /// deadline) cost every request of every principal that long.
@@ -27,7 +33,15 @@ const FAILED_KEPT_FOR: Duration = Duration::from_secs(5);
 /// The views built from one generation of the catalog (a newer one replaces them all), each
 /// with when it was built if a list hook failed meanwhile.
 #[derive(Default)]
-pub(super) struct Views(Mutex<(Generations, HashMap<Principal, Kept>)>);
+pub(super) struct Views(Mutex<Store>);
+
+/// The views kept, of which catalog generation, and how many items they list together.
+#[derive(Default)]
+struct Store {
+    generations: Generations,
+    views: HashMap<Principal, Kept>,
+    items: usize,
+}
 
 /// A view, and when it was built if a list hook failed for it.
 type Kept = (Arc<Catalog>, Option<Instant>);
@@ -35,8 +49,8 @@ type Kept = (Arc<Catalog>, Option<Instant>);
 impl Views {
     /// The view kept for `principal`, and whether every hook answered for it.
     fn get(&self, principal: &Principal, generations: Generations) -> Option<(Arc<Catalog>, bool)> {
-        let views = self.0.lock().expect("views lock");
-        let (view, failed_at) = views.1.get(principal).filter(|_| views.0 == generations)?;
+        let store = self.0.lock().expect("views lock");
+        let (view, failed_at) = store.views.get(principal).filter(|_| store.generations == generations)?;
         match failed_at {
             None => Some((view.clone(), true)),
             Some(at) if at.elapsed() < FAILED_KEPT_FOR => Some((view.clone(), false)),
@@ -45,16 +59,19 @@ impl Views {
     }
 
     fn keep(&self, principal: &Principal, generations: Generations, view: Kept) {
-        let mut views = self.0.lock().expect("views lock");
-        let (kept, built) = (views.0, generations);
+        let mut store = self.0.lock().expect("views lock");
+        let (kept, built) = (store.generations, generations);
         if kept != built && kept.0 >= built.0 && kept.1 >= built.1 {
             return; // Built from an older catalog than the views kept now.
         }
-        if kept != built || views.1.len() >= MAX_KEPT {
-            views.1.clear();
-            views.0 = generations;
+        let items = view.0.item_count();
+        if kept != built || store.views.len() >= MAX_KEPT || store.items + items > MAX_KEPT_ITEMS {
+            *store = Store { generations, ..Store::default() };
         }
-        views.1.insert(principal.clone(), view);
+        store.items += items;
+        if let Some((replaced, _)) = store.views.insert(principal.clone(), view) {
+            store.items -= replaced.item_count();
+        }
     }
 }
 
@@ -105,7 +122,11 @@ async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) 
         if edited.items.iter().zip(&offered).all(|(edit, item)| edit.as_ref() == Some(item.definition)) {
             continue;
         }
-        let mut all: Vec<Option<Value>> = items.iter().map(|&(_, _, definition)| Some(definition.clone())).collect();
+        // The relay's own tools as they are; every other item as the hooks left it.
+        let mut all: Vec<Option<Value>> = items
+            .iter()
+            .map(|&(owner, _, definition)| (*owner == Owner::Builtin).then(|| definition.clone()))
+            .collect();
         for (i, edit) in positions.into_iter().zip(edited.items) {
             all[i] = edit;
         }
@@ -119,4 +140,30 @@ async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) 
         edits[i].take()
     });
     (Arc::new(view), complete, transient)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn catalog(n: usize) -> Arc<Catalog> {
+        let tools: Vec<Value> = (0..n).map(|i| json!({"name": format!("t{i}")})).collect();
+        Arc::new(Catalog::from_sources(&[], [(&Owner::Backend("a".into()), tools.as_slice())].into_iter()))
+    }
+
+    #[test]
+    fn kept_views_count_their_items_and_a_replaced_view_gives_its_count_back() {
+        let views = Views::default();
+        let named = |id: &str| Principal { id: id.into(), roles: Vec::new() };
+        let (alice, bob) = (named("alice"), named("bob"));
+        views.keep(&alice, (1, 1), (catalog(3), None));
+        views.keep(&bob, (1, 1), (catalog(5), None));
+        views.keep(&alice, (1, 1), (catalog(2), None));
+        assert_eq!(views.0.lock().unwrap().items, 7);
+        views.keep(&bob, (2, 1), (catalog(4), None));
+        let store = views.0.lock().unwrap();
+        assert_eq!((store.items, store.views.len()), (4, 1), "a newer catalog starts the store over");
+    }
 }
