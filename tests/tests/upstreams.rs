@@ -48,6 +48,37 @@ async fn a_list_changed_notice_with_nothing_changed_publishes_nothing() {
     assert!(!relay.log().contains("upstream list changed"), "published anyway");
 }
 
+/// A backend that announces changes many times a second is listed again once per gap for all
+/// it announced meanwhile, not once per notice (a storm of notices over a large list took the
+/// relay's CPU from every other backend's calls); a change announced within the gap is still
+/// taken, at its end.
+#[tokio::test]
+async fn a_storm_of_list_changed_notices_is_listed_again_once_per_gap_and_no_change_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = Fixture::start("alpha").await;
+    let backends = format!("backends:\n{}{}", relay_tests::stdio_fixture_entry("b", &[]), alpha.entry());
+    let relay = Relay::start_files(dir.path(), "", &backends, &[("RUST_LOG", "relay=debug")]).await;
+    relay.wait_ready("b").await;
+    relay.wait_ready("alpha").await;
+    let mut client = relay.line_client().await;
+    let storm = json!({"method": "notifications/tools/list_changed", "n": 60});
+    assert_eq!(text_of(&client.call_tool("notify", storm).await), "b: notified");
+    relay.wait_for_log("upstream list unchanged").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let relists = relay.log().matches("upstream list unchanged").count();
+    assert!(relists <= 3, "60 notices listed again {relists} times within 2.5 s");
+    // Two changes in a row: the second comes within the gap the first one's re-list opened.
+    for name in ["first_tool", "second_tool"] {
+        let registered = client.call_tool("register_tool", json!({"name": name})).await;
+        assert_eq!(text_of(&registered), format!("registered {name}"));
+    }
+    eventually("both new tools listed", || async {
+        let names = relay.line_client().await.tool_names().await;
+        (names.contains(&"first_tool".to_string()) && names.contains(&"second_tool".to_string())).then_some(())
+    })
+    .await;
+}
+
 /// A backend's log message about no client request reaches every session at its level named
 /// by the backend that sent it (a backend cannot speak as another: `logger` is
 /// `<backend>/<its logger>`), and with its data cut to 64 KiB (held for each session until it

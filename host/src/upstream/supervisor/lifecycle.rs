@@ -15,6 +15,12 @@ use crate::upstream::handshake;
 /// so it is retired, not closed under its calls.
 const RECONNECT_REQUESTED: &str = "reconnect requested";
 
+/// Least time between the starts of two re-lists of one backend. A backend announcing changes
+/// many times a second is listed again once per gap, for everything it announced meanwhile,
+/// not once per notice: a storm of notices over a large list took the relay's CPU from every
+/// other backend's calls. The first notice after a quiet gap is followed at once.
+const RELIST_GAP: Duration = Duration::from_secs(1);
+
 /// The supervisor loop: connect, serve, and on loss reconnect with capped backoff and jitter.
 pub(super) async fn supervise(
     upstream: Arc<Upstream>,
@@ -92,14 +98,15 @@ pub(super) async fn supervise(
     tracing::info!(backend = %name, "upstream stopped");
 }
 
-/// Lists again what a `list_changed` notification says changed, each list within the connect
-/// timeout, and publishes the result when a list did change: a backend that says so without
-/// changing anything (a flood of them) does not make the relay rebuild every caller's catalog.
-async fn relist(upstream: &Upstream, conn: &Connection, method: &str, changed: &watch::Sender<u64>) {
+/// Lists again the `kinds` `list_changed` notifications said changed, each list within the
+/// connect timeout, and publishes the result when a list did change: a backend that says so
+/// without changing anything (a flood of them) does not make the relay rebuild every caller's
+/// catalog.
+async fn relist(upstream: &Upstream, conn: &Connection, kinds: &[ListKind], changed: &watch::Sender<u64>) {
     let deadline = upstream.connect_timeout();
     let mut listing = upstream.listing();
     let mut altered = false;
-    for &kind in ListKind::changed_by(method) {
+    for &kind in kinds {
         match tokio::time::timeout(deadline, handshake::list(conn, kind)).await {
             Ok(Ok(items)) if **listing.get(kind) == items => {
                 tracing::debug!(backend = upstream.name(), list = kind.method(), "upstream list unchanged");
@@ -131,7 +138,8 @@ async fn relist(upstream: &Upstream, conn: &Connection, method: &str, changed: &
 }
 
 /// Serves one connection until it ends; returns why. `events` are its notifications and those
-/// of the lanes ([`super::lanes`]).
+/// of the lanes ([`super::lanes`]). Lists announced changed are listed again at most once per
+/// [`RELIST_GAP`].
 async fn serve(
     upstream: &Upstream,
     conn: &Connection,
@@ -140,29 +148,46 @@ async fn serve(
 ) -> &'static str {
     let started = Instant::now();
     let [own, lanes] = events;
+    let mut announced: Vec<ListKind> = Vec::new();
+    let mut next_relist = tokio::time::Instant::now();
     loop {
         let notification = tokio::select! {
             _ = upstream.stop.cancelled() => return "stopped",
             _ = upstream.reconnect.notified() => return RECONNECT_REQUESTED,
             _ = conn.closed() => return "connection closed",
+            _ = tokio::time::sleep_until(next_relist), if !announced.is_empty() => None,
             event = own.recv() => match event {
                 None => return "connection closed",
-                Some(n) => n,
+                Some(n) => Some(n),
             },
-            Some(n) = lanes.recv() => n,
+            Some(n) = lanes.recv() => Some(n),
         };
-        if !ListKind::changed_by(&notification.method).is_empty() {
-            // The re-list has a deadline and gives way to stop, reconnect and close: a
-            // backend that never answers it cannot freeze its supervisor.
-            tokio::select! {
-                _ = relist(upstream, conn, &notification.method, changed) => {}
-                _ = upstream.stop.cancelled() => return "stopped",
-                _ = upstream.reconnect.notified() => return RECONNECT_REQUESTED,
-                _ = conn.closed() => return "connection closed",
+        if let Some(notification) = notification {
+            let kinds = ListKind::changed_by(&notification.method);
+            if kinds.is_empty() {
+                tracing::trace!(backend = upstream.name(), method = %notification.method, up_secs = started.elapsed().as_secs(), "upstream notification");
+                let _ =
+                    upstream.notifications.send(UpstreamEvent { backend: upstream.name().to_owned(), notification });
+                continue;
             }
-        } else {
-            tracing::trace!(backend = upstream.name(), method = %notification.method, up_secs = started.elapsed().as_secs(), "upstream notification");
-            let _ = upstream.notifications.send(UpstreamEvent { backend: upstream.name().to_owned(), notification });
+            for kind in kinds {
+                if !announced.contains(kind) {
+                    announced.push(*kind);
+                }
+            }
+        }
+        if announced.is_empty() || tokio::time::Instant::now() < next_relist {
+            continue;
+        }
+        next_relist = tokio::time::Instant::now() + RELIST_GAP;
+        let kinds = std::mem::take(&mut announced);
+        // The re-list has a deadline and gives way to stop, reconnect and close: a backend
+        // that never answers it cannot freeze its supervisor.
+        tokio::select! {
+            _ = relist(upstream, conn, &kinds, changed) => {}
+            _ = upstream.stop.cancelled() => return "stopped",
+            _ = upstream.reconnect.notified() => return RECONNECT_REQUESTED,
+            _ = conn.closed() => return "connection closed",
         }
     }
 }
