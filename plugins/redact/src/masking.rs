@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// The plugin's configuration.
 #[derive(Debug, Deserialize)]
@@ -108,31 +108,53 @@ impl Masker {
 
     fn walk(&self, value: &mut Value, counts: &mut BTreeMap<String, u64>) {
         match value {
-            Value::String(text) => {
-                // In rule order, only the rules that match the string as it came (one that
-                // would match nothing but a mask an earlier rule wrote is not run); each sees
-                // what the rules before it left.
-                if !self.any.is_match(text) {
-                    return;
-                }
-                for index in self.any.matches(text).iter() {
-                    let Rule { kind, regex } = &self.rules[index];
-                    let found = regex.find_iter(text).count() as u64;
-                    if found > 0 {
-                        *text = regex.replace_all(text, format!("[REDACTED:{kind}]").as_str()).into_owned();
-                        *counts.entry(kind.clone()).or_default() += found;
-                    }
-                }
-            }
+            Value::String(text) => self.mask_text(text, counts),
             Value::Array(items) => items.iter_mut().for_each(|item| self.walk(item, counts)),
             // Every string is content a secret can hide in (URIs of resource links, `_meta`,
-            // `structuredContent` at any depth) except base64 data, which a pattern could match
-            // by chance and break, and a MIME type.
+            // `structuredContent` at any depth, an object's keys) except a content item's
+            // base64 data, which a pattern could match by chance and break, and MIME type.
             Value::Object(map) => {
-                map.iter_mut().filter(|(key, _)| !skipped(key)).for_each(|(_, item)| self.walk(item, counts))
+                let item = ContentItem::of(map.keys().map(String::as_str));
+                map.iter_mut().filter(|(key, _)| !item.skips(key)).for_each(|(_, item)| self.walk(item, counts));
+                if map.keys().any(|key| self.any.is_match(key)) {
+                    *map = self.mask_keys(std::mem::take(map), counts);
+                }
             }
             _ => {}
         }
+    }
+
+    /// Masks `text` in place: in rule order, only the rules that match it as it came (one that
+    /// would match nothing but a mask an earlier rule wrote is not run); each sees what the
+    /// rules before it left.
+    fn mask_text(&self, text: &mut String, counts: &mut BTreeMap<String, u64>) {
+        if !self.any.is_match(text) {
+            return;
+        }
+        for index in self.any.matches(text).iter() {
+            let Rule { kind, regex } = &self.rules[index];
+            let found = regex.find_iter(text).count() as u64;
+            if found > 0 {
+                *text = regex.replace_all(text, format!("[REDACTED:{kind}]").as_str()).into_owned();
+                *counts.entry(kind.clone()).or_default() += found;
+            }
+        }
+    }
+
+    /// `map` with its keys masked (an address used as a key): a masked key another key already
+    /// has is numbered (`[REDACTED:email] #2`), so no value is lost to another.
+    fn mask_keys(&self, map: Map<String, Value>, counts: &mut BTreeMap<String, u64>) -> Map<String, Value> {
+        let mut masked = Map::new();
+        for (mut key, value) in map {
+            self.mask_text(&mut key, counts);
+            let (base, mut n) = (key.clone(), 1);
+            while masked.contains_key(&key) {
+                n += 1;
+                key = format!("{base} #{n}");
+            }
+            masked.insert(key, value);
+        }
+        masked
     }
 
     /// Whether [`Masker::mask`] would find anything in the JSON `result`, read without
@@ -188,10 +210,34 @@ fn needed_literals(rules: &[Rule]) -> Option<Vec<String>> {
     (needed.len() <= MAX_NEEDED).then(|| needed.into_iter().collect())
 }
 
-/// Values under these keys are not masked: base64 data (a pattern could match it by chance,
-/// and masking would break it) and a MIME type.
-fn skipped(key: &str) -> bool {
-    matches!(key, "blob" | "mimeType")
+/// What an object is, by its keys alone (so that the walk and the [`Scan`], which meets the keys
+/// in any order, agree): resource contents (`uri`) hold base64 data in `blob`, which a pattern
+/// could match by chance and masking would break, and contents and content blocks (`uri`,
+/// `type`) a `mimeType`. Only there are those two left as they are: elsewhere (a
+/// `structuredContent` field named `blob`) they are content like any other.
+#[derive(Clone, Copy, Default)]
+struct ContentItem {
+    has_uri: bool,
+    has_type: bool,
+}
+
+impl ContentItem {
+    fn of<'k>(keys: impl Iterator<Item = &'k str>) -> Self {
+        keys.fold(Self::default(), |item, key| item.with(key))
+    }
+
+    fn with(self, key: &str) -> Self {
+        Self { has_uri: self.has_uri || key == "uri", has_type: self.has_type || key == "type" }
+    }
+
+    /// Whether the value under `key` is left unmasked.
+    fn skips(self, key: &str) -> bool {
+        match key {
+            "blob" => self.has_uri,
+            "mimeType" => self.has_uri || self.has_type,
+            _ => false,
+        }
+    }
 }
 
 /// Reads one JSON value as [`Masker::walk`] would walk it, without keeping it: whether any of
@@ -249,38 +295,87 @@ impl<'de> Visitor<'de> for Scan<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        let mut found = false;
-        while let Some(skip) = map.next_key_seed(SkippedKey)? {
-            if skip {
+        // Whether a key or value outside `blob` and `mimeType` needs a rule, and whether the
+        // values under those two would: which counts is known only once every key was read.
+        let (mut found, mut in_blob, mut in_mime_type) = (false, false, false);
+        let mut item = ContentItem::default();
+        while let Some(key) = map.next_key_seed(KeySeed { any: self.any })? {
+            item = item.with(key.name.as_str());
+            found |= key.matches;
+            if item.skips(key.name.as_str()) {
+                // Known already (`uri` and `type` come first in most): not read at all.
                 map.next_value::<IgnoredAny>()?;
-            } else {
-                found |= map.next_value_seed(Scan { any: self.any })?;
+                continue;
+            }
+            let value = map.next_value_seed(Scan { any: self.any })?;
+            match key.name {
+                KeyName::Blob => in_blob |= value,
+                KeyName::MimeType => in_mime_type |= value,
+                _ => found |= value,
             }
         }
-        Ok(found)
+        Ok(found || (in_blob && !item.skips("blob")) || (in_mime_type && !item.skips("mimeType")))
     }
 }
 
-/// Reads an object's key as whether its value is [`skipped`].
-struct SkippedKey;
+/// An object's key as the scan needs it: whether it names one of the keys [`ContentItem`]
+/// looks at, and whether a rule matches it.
+struct SeenKey {
+    name: KeyName,
+    matches: bool,
+}
 
-impl<'de> DeserializeSeed<'de> for SkippedKey {
-    type Value = bool;
+/// The keys that decide or are decided by [`ContentItem`].
+#[derive(Clone, Copy, PartialEq)]
+enum KeyName {
+    Uri,
+    Type,
+    Blob,
+    MimeType,
+    Other,
+}
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+impl KeyName {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Uri => "uri",
+            Self::Type => "type",
+            Self::Blob => "blob",
+            Self::MimeType => "mimeType",
+            Self::Other => "",
+        }
+    }
+}
+
+/// Reads an object's key as a [`SeenKey`].
+struct KeySeed<'m> {
+    any: &'m RegexSet,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = SeenKey;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<SeenKey, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for SkippedKey {
-    type Value = bool;
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = SeenKey;
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
         formatter.write_str("an object key")
     }
 
-    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
-        Ok(skipped(key))
+    fn visit_str<E>(self, key: &str) -> Result<SeenKey, E> {
+        let name = match key {
+            "uri" => KeyName::Uri,
+            "type" => KeyName::Type,
+            "blob" => KeyName::Blob,
+            "mimeType" => KeyName::MimeType,
+            _ => KeyName::Other,
+        };
+        Ok(SeenKey { name, matches: self.any.is_match(key) })
     }
 }
 
@@ -355,8 +450,16 @@ mod tests {
                 r#"{"contents": [{"uri": "mem://b", "blob": "AKIAABCDEFGHIJKLMNOP", "mimeType": "a@b.io"}]}"#,
                 Some(false),
             ),
-            // Keys are not masked, only values.
-            (r#"{"ann@example.com": 1, "n": [1.5, null, true, {"deep": []}]}"#, Some(false)),
+            // Keys are masked too.
+            (r#"{"ann@example.com": 1, "n": [1.5, null, true, {"deep": []}]}"#, Some(true)),
+            (r#"{"n": [1.5, null, true, {"deep": []}]}"#, Some(false)),
+            // `blob` and `mimeType` are left only in content items, whatever the key order.
+            (r#"{"blob": "AKIAABCDEFGHIJKLMNOP", "mimeType": "a@b.io", "uri": "mem://b"}"#, Some(false)),
+            (r#"{"type": "image", "data": "", "mimeType": "a@b.io"}"#, Some(false)),
+            (r#"{"mimeType": "a@b.io", "type": "image"}"#, Some(false)),
+            (r#"{"structuredContent": {"blob": "AKIAABCDEFGHIJKLMNOP"}}"#, Some(true)),
+            (r#"{"structuredContent": {"mimeType": "a@b.io", "kind": "x"}}"#, Some(true)),
+            (r#"{"type": "x", "blob": "AKIAABCDEFGHIJKLMNOP"}"#, Some(true)),
             (r#"{"structuredContent": {"deep": {"list": [1, "x", "AKIAABCDEFGHIJKLMNOP"]}}}"#, Some(true)),
             (r#"["not an object", "but scanned alike"]"#, Some(false)),
             (r#"{"content": [] } trailing"#, None),
@@ -403,6 +506,16 @@ mod tests {
         assert!(!redacted.contains(key), "{redacted}");
         let redacted: Value = serde_json::from_str(&redacted).unwrap();
         assert_eq!(redacted["_meta"]["relay/redacted"]["total"], 4);
+    }
+
+    #[test]
+    fn keys_are_masked_and_a_masked_key_taken_already_is_numbered() {
+        let mut value = json!({"by_user": {"ann@example.com": 1, "bob@example.com": 2, "plain": 3}});
+        let counts = masker().mask(&mut value);
+        assert_eq!(value, json!({"by_user": {"[REDACTED:email]": 1, "[REDACTED:email] #2": 2, "plain": 3}}));
+        assert_eq!(counts, BTreeMap::from([("email".to_owned(), 2)]));
+        let mut field = json!({"structuredContent": {"blob": "AKIAABCDEFGHIJKLMNOP", "mimeType": "ann@example.com"}});
+        assert_eq!(masker().mask(&mut field).values().sum::<u64>(), 2, "{field}");
     }
 
     #[test]
