@@ -56,14 +56,37 @@ pub enum CompletionRef {
     Other(String),
 }
 
+/// The longest progress token taken (as JSON text). It comes back in each of the call's
+/// progress notifications: a megabyte token made each a megabyte (one request of 1 MB came
+/// back as 200 MB, pinning memory and CPU for every other client).
+const MAX_PROGRESS_TOKEN: usize = 256;
+
 fn invalid(message: String) -> RpcError {
     RpcError::new(error_codes::INVALID_PARAMS, message)
+}
+
+/// `_meta` as it may travel on: its progress token, if any, a string or an integer (as the
+/// spec has it) of at most [`MAX_PROGRESS_TOKEN`] bytes.
+fn checked_meta(meta: Option<Value>) -> Result<Option<Value>, RpcError> {
+    let token = meta.as_ref().and_then(|meta| meta.get("progressToken"));
+    let fits = match token {
+        None | Some(Value::Null) => true,
+        Some(Value::String(token)) => token.len() <= MAX_PROGRESS_TOKEN,
+        Some(Value::Number(n)) => n.is_i64() || n.is_u64(),
+        Some(_) => false,
+    };
+    if !fits {
+        let message =
+            format!("_meta.progressToken must be a string of at most {MAX_PROGRESS_TOKEN} bytes or an integer");
+        return Err(invalid(message));
+    }
+    Ok(meta)
 }
 
 /// The params as an object, with `_meta` stripped of the stateless envelope.
 fn object(params: Option<Value>, needs: &str) -> Result<Map<String, Value>, RpcError> {
     let Some(Value::Object(mut params)) = params else { return Err(invalid(format!("params need {needs}"))) };
-    if let Some(meta) = envelope::strip(params.remove("_meta")) {
+    if let Some(meta) = checked_meta(envelope::strip(params.remove("_meta")))? {
         params.insert("_meta".into(), meta);
     }
     Ok(params)
@@ -94,7 +117,7 @@ impl ToolCall {
             Some(arguments @ Value::Object(_)) => Some(arguments.into()),
             Some(_) => return Err(no_object()),
         };
-        Ok(Self { name, arguments, meta: call_meta(params.remove("_meta")) })
+        Ok(Self { name, arguments, meta: call_meta(params.remove("_meta"))? })
     }
 
     /// [`ToolCall::parse`] of params as their text, the arguments kept as text; `None` for
@@ -114,7 +137,7 @@ impl ToolCall {
             Some(_) => return Some(Err(no_object())),
         };
         let Some(Value::String(name)) = read.name else { return Some(Err(no_name())) };
-        Some(Ok(Self { name, arguments, meta: call_meta(read.meta) }))
+        Some(call_meta(read.meta).map(|meta| Self { name, arguments, meta }))
     }
 
     /// The params for the tool's owner, which knows it as `upstream_name`: written at once,
@@ -136,8 +159,8 @@ impl ToolCall {
 
 /// A tool call's `_meta` as it travels on, however the params were read: without the
 /// stateless envelope and without the client's credential (an emptied one not at all).
-fn call_meta(meta: Option<Value>) -> Option<Value> {
-    envelope::strip(meta.and_then(envelope::without_credentials))
+fn call_meta(meta: Option<Value>) -> Result<Option<Value>, RpcError> {
+    checked_meta(envelope::strip(meta.and_then(envelope::without_credentials)))
 }
 
 fn no_name() -> RpcError {
@@ -275,6 +298,23 @@ mod tests {
         }
         let none = ToolCall::parse(both(r#"{"name": "t", "arguments": null}"#)[0].clone()).unwrap();
         assert_eq!(none.arguments, None);
+    }
+
+    #[test]
+    fn a_progress_token_is_a_short_string_or_an_integer() {
+        let call = |token: Value| json!({"name": "t", "_meta": {"progressToken": token}}).to_string();
+        for token in [json!("abc-1"), json!(7), json!("x".repeat(256))] {
+            for params in both(&call(token.clone())) {
+                assert_eq!(ToolCall::parse(params).unwrap().meta, Some(json!({"progressToken": token})));
+            }
+        }
+        for token in [json!("x".repeat(257)), json!(1.5), json!({"a": 1}), json!([1])] {
+            for params in both(&call(token.clone())) {
+                assert_eq!(ToolCall::parse(params).unwrap_err().code, error_codes::INVALID_PARAMS, "{token}");
+            }
+            let read = json!({"uri": "file:///a", "_meta": {"progressToken": token}});
+            assert!(Addressed::resource(Some(read)).is_err(), "{token}");
+        }
     }
 
     #[test]

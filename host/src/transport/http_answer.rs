@@ -8,7 +8,7 @@ use axum::response::Response;
 use futures::{StreamExt, stream};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::http::json_response;
+use super::held_answer::json_holding;
 use super::resumable::{RESUME_WINDOW, RETAIN};
 use super::{TransportState, sse};
 use crate::mcp::{self, ClientStream, Message};
@@ -20,7 +20,8 @@ use crate::session::{RunningRequest, Session};
 /// then cancels it. The first message streamed before the answer (progress, a log message, the
 /// backend's own request) turns the answer into a resumable SSE stream: the request moves,
 /// unfinished, to a task of its own that records each event ([`super::resumable`]), and the
-/// response body reads them. `slot` is held until the answer is handed on.
+/// response body reads them. `slot` is held until the answer is handed on (a JSON one, until
+/// the connection has taken it in).
 pub(super) async fn answer_or_stream(
     state: &TransportState,
     session: &Arc<Session>,
@@ -37,7 +38,7 @@ pub(super) async fn answer_or_stream(
             Some(first) => (Some(first), Streaming::Answered(answer, rx, slot)),
             None => {
                 return match answer {
-                    Some(response) => json_response(&Message::Response(response)),
+                    Some(response) => json_holding(&Message::Response(response), slot),
                     // Cancelled by the client's notifications/cancelled: no answer is owed.
                     None => sse::respond(stream::empty(), false),
                 };
@@ -70,8 +71,9 @@ pub(super) async fn answer_or_stream(
             }
         }
         pumped.finish();
+        streams.retain(&session_id, number, &pumped);
         tokio::time::sleep(RETAIN).await;
-        streams.forget(&session_id, number);
+        streams.expire();
     });
     sse::respond_events(replay.read_from(number, 0))
 }

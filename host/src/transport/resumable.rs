@@ -31,11 +31,29 @@ pub const RETAIN: Duration = Duration::from_secs(60);
 /// cannot make the relay hold more.
 const MAX_EVENTS: usize = 1024;
 const MAX_BYTES: usize = 8 << 20;
+/// The most bytes the finished streams of this instance keep for late resumes, all together:
+/// past it the oldest are forgotten first. Each kept up to [`MAX_BYTES`] for [`RETAIN`]: a
+/// client reading every answer, one call at a time, made the relay hold 1.7 GB.
+const MAX_RETAINED_BYTES: usize = 64 << 20;
+
+/// A stream by session id and number.
+type StreamKey = (String, u64);
 
 /// The resumable streams of every session on this instance, by session id and stream number.
 pub struct ResumableStreams {
-    streams: Mutex<HashMap<(String, u64), Arc<Replay>>>,
+    streams: Mutex<HashMap<StreamKey, Arc<Replay>>>,
     next: AtomicU64,
+    /// The finished streams kept, oldest first: each with its bytes and when it finished.
+    finished: Mutex<Finished>,
+    /// [`MAX_RETAINED_BYTES`] (smaller in tests).
+    retained_at_most: usize,
+}
+
+/// The finished streams kept, oldest first, and their bytes together.
+#[derive(Default)]
+struct Finished {
+    streams: std::collections::VecDeque<(StreamKey, usize, Instant)>,
+    bytes: usize,
 }
 
 impl Default for ResumableStreams {
@@ -43,7 +61,12 @@ impl Default for ResumableStreams {
     /// numbers, should one parse them).
     fn default() -> Self {
         let start = uuid::Uuid::new_v4().as_u64_pair().0 >> 12;
-        Self { streams: Mutex::default(), next: AtomicU64::new(start) }
+        Self {
+            streams: Mutex::default(),
+            next: AtomicU64::new(start),
+            finished: Mutex::default(),
+            retained_at_most: MAX_RETAINED_BYTES,
+        }
     }
 }
 
@@ -85,9 +108,49 @@ impl ResumableStreams {
         Some((stream, replay, n + 1))
     }
 
-    /// Forgets stream `number` of `session` (its answer is old, or it was given up).
+    /// Forgets stream `number` of `session` (it was given up).
     pub fn forget(&self, session: &str, number: u64) {
         self.streams.lock().expect("streams lock").remove(&(session.to_owned(), number));
+    }
+
+    /// Keeps finished stream `number` of `session` for a late resume, for [`RETAIN`] (see
+    /// [`ResumableStreams::expire`]) and while the finished streams kept hold at most
+    /// [`MAX_RETAINED_BYTES`] together: the oldest are forgotten first.
+    pub fn retain(&self, session: &str, number: u64, replay: &Replay) {
+        let mut finished = self.finished.lock().expect("finished lock");
+        let bytes = replay.bytes();
+        finished.streams.push_back(((session.to_owned(), number), bytes, Instant::now()));
+        finished.bytes += bytes;
+        let mut forgotten = Vec::new();
+        while finished.bytes > self.retained_at_most
+            && let Some((key, bytes, _)) = finished.streams.pop_front()
+        {
+            finished.bytes -= bytes;
+            forgotten.push(key);
+        }
+        drop(finished);
+        self.remove(forgotten);
+    }
+
+    /// Forgets the finished streams kept for [`RETAIN`] (the oldest first: all are kept alike).
+    pub fn expire(&self) {
+        let mut finished = self.finished.lock().expect("finished lock");
+        let mut forgotten = Vec::new();
+        while finished.streams.front().is_some_and(|(_, _, at)| at.elapsed() >= RETAIN)
+            && let Some((key, bytes, _)) = finished.streams.pop_front()
+        {
+            finished.bytes -= bytes;
+            forgotten.push(key);
+        }
+        drop(finished);
+        self.remove(forgotten);
+    }
+
+    fn remove(&self, keys: Vec<StreamKey>) {
+        if !keys.is_empty() {
+            let mut streams = self.streams.lock().expect("streams lock");
+            keys.iter().for_each(|key| drop(streams.remove(key)));
+        }
     }
 }
 
@@ -105,6 +168,11 @@ impl Replay {
         }
         drop(state);
         self.changed.notify_waiters();
+    }
+
+    /// The bytes of the events kept.
+    fn bytes(&self) -> usize {
+        self.state.lock().expect("replay lock").bytes
     }
 
     /// No event follows (the answer was the last).
@@ -208,5 +276,24 @@ mod tests {
         let ids: Vec<_> = rest.iter().map(|(id, _)| id.clone()).collect();
         assert_eq!(ids, [format!("{number}-1"), format!("{number}-2")]);
         assert!(rest[1].1.contains("\"progress\":2"));
+    }
+
+    #[test]
+    fn finished_streams_are_kept_within_a_budget_for_all_the_oldest_forgotten_first() {
+        let one = note(0).to_text().len();
+        let streams = ResumableStreams { retained_at_most: 3 * one, ..ResumableStreams::default() };
+        let numbers: Vec<u64> = (0..4)
+            .map(|_| {
+                let (number, replay) = streams.open("s1");
+                replay.push(&note(0));
+                replay.finish();
+                streams.retain("s1", number, &replay);
+                number
+            })
+            .collect();
+        let kept: Vec<bool> = numbers.iter().map(|n| streams.find("s1", &format!("{n}-0")).is_some()).collect();
+        assert_eq!(kept, [false, true, true, true]);
+        streams.expire();
+        assert!(streams.find("s1", &format!("{}-0", numbers[3])).is_some(), "kept for RETAIN");
     }
 }
