@@ -486,6 +486,40 @@ async fn one_http_session_cannot_park_unbounded_work_and_what_waits_ends_with_it
     assert!(!seen.contains("waited") && !seen.contains("third"), "{seen}");
 }
 
+/// An answer its client does not read holds its request's slot until the connection has taken
+/// it in: released when the answer was made, a client reading none of its answers had the
+/// relay hold any number of them (534 MB over 100 connections) while its session looked idle.
+#[tokio::test]
+async fn an_unread_http_answer_holds_its_slot_until_it_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = format!("backends:\n{}", stdio_entry("b", &[]));
+    let limits = "limits: {max_requests_in_flight: 1, max_message_bytes: 67108864}\n";
+    let relay = Relay::start_files(dir.path(), &yaml(limits), &backends, &[]).await;
+    relay.wait_ready("b").await;
+    let session = HttpSession::open(&relay.http("/mcp"), json!({})).await;
+    session.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).send().await.unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "huge", "arguments": {"bytes": 24_000_000}}})
+    .to_string();
+    let mut unread = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMcp-Session-Id: {}\r\nContent-Length: {}\r\n\r\n",
+        session.id,
+        call.len()
+    );
+    unread.write_all(format!("{head}{call}").as_bytes()).await.unwrap();
+    let mut first = [0u8; 12];
+    unread.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200", "answered, and not read further");
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
+    let waited = tokio::time::timeout(Duration::from_secs(2), session.post(&ping).send()).await;
+    assert!(waited.is_err(), "answered while the unread answer should hold the only slot: {waited:?}");
+    drop(unread);
+    let answered = tokio::time::timeout(Duration::from_secs(5), session.post(&ping).send()).await;
+    assert_eq!(answered.expect("the slot comes back with the connection").unwrap().status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn status_tools_do_not_show_backend_secrets() {
     let backends = "backends:\n  - name: svc\n    url: http://svc:PASS1234@127.0.0.1:9/mcp?api_key=KEY5678\n    headers: {Authorization: Bearer HEADER9012}\n  - name: sock\n    url: ws://u:WSPASS3456@127.0.0.1:9/ws?token=WSTOKEN7890\n";

@@ -219,7 +219,6 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
                 super::http_answer::answer_or_stream(&state, &session, request, slot).await
             } else {
                 // Dropped with this exchange when the client goes away: the request is cancelled.
-                let _slot = slot;
                 let id = request.id.clone();
                 let response = session.request(request, None).await;
                 let response = response.unwrap_or_else(|| {
@@ -228,7 +227,7 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
                 if changes_session {
                     state.sessions.shared().save(&session).await;
                 }
-                json_response(&Message::Response(response))
+                super::held_answer::json_holding(&Message::Response(response), slot)
             }
         }
         other => {

@@ -6,6 +6,7 @@
 mod browser_guard;
 mod gate;
 mod get_stream;
+mod held_answer;
 mod http;
 mod http_answer;
 mod http_session;
