@@ -145,7 +145,7 @@ impl Session {
             "resources/subscribe" => self.subscribe(params).await,
             "resources/unsubscribe" => self.unsubscribe(params).await,
             "logging/setLevel" => self.set_log_level(params).await,
-            _ => Err(RpcError::new(error_codes::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
+            _ => Err(RpcError::new(error_codes::METHOD_NOT_FOUND, format!("Method not found: {}", clip(method)))),
         }
     }
 
