@@ -406,6 +406,54 @@ async fn a_subscription_ends_at_its_backend_after_a_collision_renamed_its_uri() 
     eventually("unsubscribed at s", || async { (unsubscribes() == 1).then_some(()) }).await;
 }
 
+/// A backend removed and added again (a file briefly emptied, `relay_remove_server` then
+/// `relay_add_server`) is subscribed again to what its clients still subscribe to; one renamed
+/// is subscribed by the next subscriber, and the earlier subscriber's unsubscribe succeeds.
+/// Before, the relay still counted the subscription as made: later subscribers were told
+/// "subscribed" and the new process never was, and unsubscribing failed (`backend s is gone`).
+#[tokio::test]
+async fn a_backend_removed_and_added_again_or_renamed_is_subscribed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, again, renamed) = (dir.path().join("first"), dir.path().join("again"), dir.path().join("renamed"));
+    let entry = |name: &str, record: &std::path::Path| {
+        relay_tests::stdio_fixture_entry(
+            name,
+            &["--resources", "file:///doc.txt", "--record", record.to_str().unwrap()],
+        )
+    };
+    let file = dir.path().join("backends.yaml");
+    let relay = Relay::start_files(
+        dir.path(),
+        relay_tests::TEST_RELAY_YAML,
+        &format!("backends:\n{}", entry("s", &first)),
+        &[],
+    )
+    .await;
+    relay.wait_ready("s").await;
+    let subscribes = |record: &std::path::Path| {
+        let text = std::fs::read_to_string(record).unwrap_or_default();
+        text.lines().filter(|line| line.contains("\"resources/subscribe\"")).count()
+    };
+    let mut early = relay.line_client().await;
+    let subscribe = json!({"uri": "file:///doc.txt"});
+    assert_eq!(early.request("resources/subscribe", subscribe.clone()).await["result"], json!({}));
+    assert_eq!(subscribes(&first), 1);
+
+    relay_tests::replace_file(&file, b"backends: []\n");
+    eventually("s removed", || async { relay.backend_state("s").await.is_none().then_some(()) }).await;
+    relay_tests::replace_file(&file, format!("backends:\n{}", entry("s", &again)).as_bytes());
+    relay.wait_ready("s").await;
+    eventually("the process added again is subscribed", || async { (subscribes(&again) == 1).then_some(()) }).await;
+
+    relay_tests::replace_file(&file, format!("backends:\n{}", entry("t", &renamed)).as_bytes());
+    relay.wait_ready("t").await;
+    let mut late = relay.line_client().await;
+    assert_eq!(late.request("resources/subscribe", subscribe.clone()).await["result"], json!({}));
+    assert_eq!(subscribes(&renamed), 1, "the renamed backend is subscribed by the next subscriber");
+    let unsubscribed = early.request("resources/unsubscribe", subscribe).await;
+    assert_eq!(unsubscribed["result"], json!({}), "{unsubscribed}");
+}
+
 /// An edit of a backend's entry (here its record file and call timeout) replaces its upstream:
 /// that cut the calls running on it (`backend s is no longer configured`) and the new one
 /// knew none of the subscriptions the relay had made, so their clients heard no more updates

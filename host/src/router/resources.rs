@@ -10,7 +10,7 @@
 use serde_json::{Value, json};
 
 use super::subscriptions::{Joined, Source};
-use super::{Catalog, Router, RouterError};
+use super::{Catalog, Owner, Router, RouterError};
 use crate::access::Principal;
 use crate::mcp::{Addressed, Payload, Related};
 use crate::plugins::{CallHook, Caller, RESOURCES_READ};
@@ -37,7 +37,7 @@ impl Router {
         let view = self.view_with_uri(uri, principal).await?;
         // A session refused here is not subscribed: its count goes back now (one that ends
         // while it waits gives it back as it ends).
-        match self.subscriptions.join(uri) {
+        match self.subscriptions.join(uri, |source| self.serves(&source.owner)) {
             Joined::First(making) => match self.by_uri("resources/subscribe", request, None, &view, None).await {
                 Ok((_, source)) => self.subscriptions.made(uri, making, source),
                 Err(e) => {
@@ -62,10 +62,18 @@ impl Router {
     /// `resources/unsubscribe` for one session (the last one ends the upstream subscription
     /// where it was made, whatever the catalog names now and this session's principal sees).
     pub async fn unsubscribe_resource(&self, request: &Addressed) -> Result<Value, RouterError> {
-        if let Some(Source { owner, uri }) = self.subscriptions.release(&request.target) {
+        if let Some(Source { owner, uri }) = self.subscriptions.release(&request.target)
+            // A backend removed since holds no subscription to end.
+            && self.serves(&owner)
+        {
             self.forward(&owner, "resources/unsubscribe", request.to_params(&uri), None, None).await?;
         }
         Ok(json!({}))
+    }
+
+    /// Whether `owner` is a backend the relay runs now.
+    fn serves(&self, owner: &Owner) -> bool {
+        matches!(owner, Owner::Backend(name) if self.upstreams.get(name).is_some())
     }
 
     /// `principal`'s view, when `uri` is one it may address: listed in its view, or not a

@@ -67,14 +67,18 @@ impl Drop for Making {
 }
 
 impl Subscriptions {
-    /// Counts one more session subscribed to `uri`.
-    pub(super) fn join(&self, uri: &str) -> Joined {
+    /// Counts one more session subscribed to `uri`. `serving` says whether a subscription's
+    /// source still serves: one made at a backend removed since (or renamed) is made again.
+    pub(super) fn join(&self, uri: &str, serving: impl Fn(&Source) -> bool) -> Joined {
         let mut table = self.table.lock().expect("subscriptions lock");
         let shared =
             table.entry(uri.to_owned()).or_insert_with(|| Shared { count: 0, made: Arc::default(), source: None });
         shared.count += 1;
-        // The first, or the first since the last attempt failed: this one makes it.
-        if shared.count == 1 || *shared.made.borrow() == Some(false) {
+        let gone = shared.source.as_ref().is_some_and(|source| !serving(source));
+        // The first, or the first since the last attempt failed or its backend went: this one
+        // makes it.
+        if shared.count == 1 || *shared.made.borrow() == Some(false) || gone {
+            shared.source = None;
             shared.made = Arc::new(watch::Sender::new(None));
             return Joined::First(Making { made: shared.made.clone(), done: false });
         }
@@ -137,17 +141,17 @@ mod tests {
     #[test]
     fn a_failed_first_subscription_fails_its_waiters_and_the_next_subscriber_tries_again() {
         let subscriptions = Subscriptions::default();
-        let Joined::First(making) = subscriptions.join("u") else { panic!("the first") };
-        let later = waiting(subscriptions.join("u"));
+        let Joined::First(making) = subscriptions.join("u", |_| true) else { panic!("the first") };
+        let later = waiting(subscriptions.join("u", |_| true));
         assert_eq!(*later.borrow(), None, "waits while it is being made");
         drop(making);
         assert_eq!(*later.borrow(), Some(false), "told it failed, not that it is subscribed");
         // The waiter gives its count back at once; the first's session (gone meanwhile) later.
         assert!(subscriptions.release("u").is_none());
-        let Joined::First(making) = subscriptions.join("u") else { panic!("the next one makes it again") };
+        let Joined::First(making) = subscriptions.join("u", |_| true) else { panic!("the next one makes it again") };
         subscriptions.made("u", making, at("a", "file:///u"));
         assert!(subscriptions.release("u").is_none(), "the first's session ends: the new one still counts");
-        assert_eq!(*waiting(subscriptions.join("u")).borrow(), Some(true));
+        assert_eq!(*waiting(subscriptions.join("u", |_| true)).borrow(), Some(true));
         assert!(subscriptions.release("u").is_none());
         assert_eq!(subscriptions.release("u"), Some(at("a", "file:///u")), "the last one ends it");
         assert!(subscriptions.release("u").is_none(), "once");
@@ -156,7 +160,7 @@ mod tests {
     #[test]
     fn a_subscription_never_made_is_not_ended_upstream() {
         let subscriptions = Subscriptions::default();
-        let Joined::First(making) = subscriptions.join("u") else { panic!("the first") };
+        let Joined::First(making) = subscriptions.join("u", |_| true) else { panic!("the first") };
         drop(making);
         assert!(subscriptions.release("u").is_none(), "nothing to unsubscribe");
     }
@@ -171,9 +175,9 @@ mod tests {
     #[test]
     fn a_subscription_ends_where_it_was_made_and_once_no_name_holds_it() {
         let subscriptions = Subscriptions::default();
-        let Joined::First(making) = subscriptions.join("file:///x") else { panic!("the first") };
+        let Joined::First(making) = subscriptions.join("file:///x", |_| true) else { panic!("the first") };
         subscriptions.made("file:///x", making, at("a", "file:///x"));
-        let Joined::First(making) = subscriptions.join("relay://a/file:///x") else { panic!("another name") };
+        let Joined::First(making) = subscriptions.join("relay://a/file:///x", |_| true) else { panic!("another name") };
         subscriptions.made("relay://a/file:///x", making, at("a", "file:///x"));
         let mut names = subscriptions.names_of(&Owner::Backend("a".into()), "file:///x");
         names.sort();

@@ -1,10 +1,11 @@
 //! The set of upstreams, reconciled against the configured backends.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{broadcast, watch};
 
+use super::replay::SessionReplay;
 use super::{Upstream, UpstreamEvent};
 use crate::config::{Backend, UpstreamConfig};
 
@@ -25,7 +26,14 @@ pub struct Upstreams {
     catalog: super::CatalogCredentialSlot,
     /// The log level the relay's sessions hold, which every upstream's new connection is set to.
     log_level: super::replay::HeldLevel,
+    /// The session state of backends removed, by name: one added again under its name (a
+    /// file briefly emptied, `relay_remove_server` then `relay_add_server`) is subscribed
+    /// again to what its clients still subscribe to, as a replaced one is.
+    removed: Mutex<BTreeMap<String, Arc<SessionReplay>>>,
 }
+
+/// Removed backends whose session state is kept at most (beyond it, the store starts over).
+const MAX_REMOVED: usize = 256;
 
 impl Upstreams {
     /// An empty set.
@@ -38,6 +46,7 @@ impl Upstreams {
             max_message_bytes,
             catalog: super::CatalogCredentialSlot::default(),
             log_level: Default::default(),
+            removed: Mutex::default(),
         }
     }
 
@@ -67,6 +76,11 @@ impl Upstreams {
                     replaced.insert(name.clone(), upstream.replay.clone());
                 } else {
                     upstream.stop();
+                    let mut removed = self.removed.lock().expect("removed lock");
+                    if removed.len() >= MAX_REMOVED {
+                        removed.clear();
+                    }
+                    removed.insert(name.clone(), upstream.replay.clone());
                 }
                 stopped.push(name.clone());
             }
@@ -75,9 +89,11 @@ impl Upstreams {
         let mut started = Vec::new();
         for backend in backends {
             if !map.contains_key(&backend.name) {
+                let kept = self.removed.lock().expect("removed lock").remove(&backend.name);
                 let replay = replaced
                     .remove(&backend.name)
-                    .unwrap_or_else(|| Arc::new(super::replay::SessionReplay::new(self.log_level.clone())));
+                    .or(kept)
+                    .unwrap_or_else(|| Arc::new(SessionReplay::new(self.log_level.clone())));
                 let upstream = Upstream::spawn(
                     backend.clone(),
                     self.timing.clone(),
