@@ -7,9 +7,12 @@
 //! in no event.
 //!
 //! Directory events come for reads too (the relay's own reads among them), so every event is
-//! checked against the file's last known state: unchanged size and modification time skip it
-//! without opening the file, and an unchanged content hash skips it after reading. Without
-//! this, each reload's read would trigger the next reload, forever.
+//! checked against the file's last known state: unchanged size, modification and change times
+//! and inode skip it without opening the file, and an unchanged content hash skips it after
+//! reading. Without this, each reload's read would trigger the next reload, forever. (Size and
+//! modification time alone missed a file of the same size installed with its modification
+//! time kept: `cp -p`, `rsync -a`, `install -p`, reproducible builds. Its inode or change
+//! time moves.)
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -25,26 +28,41 @@ pub type WatchGuard = Debouncer<notify::RecommendedWatcher>;
 /// What a file looked like when last seen (`None`: missing).
 #[derive(Debug, Clone, PartialEq)]
 struct Seen {
-    len: u64,
-    modified: Option<SystemTime>,
+    meta: Meta,
     hash: [u8; 32],
 }
 
-fn look(path: &Path) -> Option<(u64, Option<SystemTime>)> {
+/// A file's metadata that moves when its content may have: size, modification time, and the
+/// inode and change time (which `touch -r` or a copy keeping times cannot set back).
+#[derive(Debug, Clone, PartialEq)]
+struct Meta {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: (u64, u64),
+    changed: (i64, i64),
+}
+
+fn look(path: &Path) -> Option<Meta> {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.len(), meta.modified().ok()))
+    Some(Meta {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode: (meta.dev(), meta.ino()),
+        changed: (meta.ctime(), meta.ctime_nsec()),
+    })
 }
 
 fn read_seen(path: &Path) -> Option<Seen> {
-    let (len, modified) = look(path)?;
+    let meta = look(path)?;
     let bytes = std::fs::read(path).ok()?;
-    Some(Seen { len, modified, hash: Sha256::digest(&bytes).into() })
+    Some(Seen { meta, hash: Sha256::digest(&bytes).into() })
 }
 
 /// Whether `path` differs from `last` (updating it): metadata first, content only if that moved.
 fn changed(path: &Path, last: &mut Option<Seen>) -> bool {
     let now = look(path);
-    if now == last.as_ref().map(|s| (s.len, s.modified)) {
+    if now.as_ref() == last.as_ref().map(|s| &s.meta) {
         return false;
     }
     let seen = read_seen(path);
@@ -162,5 +180,21 @@ mod tests {
         assert!(changed(&path, &mut last));
         std::fs::remove_file(&path).unwrap();
         assert!(changed(&path, &mut last), "removal is a change");
+    }
+
+    /// A file of the same size put in place with its modification time kept (`cp -p`, `rsync
+    /// -a`, a reproducible build) is a change.
+    #[test]
+    fn a_same_size_file_installed_with_its_modification_time_kept_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, next) = (dir.path().join("p.wasm"), dir.path().join("p.wasm.new"));
+        std::fs::write(&path, "one").unwrap();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let mut last = read_seen(&path);
+        std::fs::write(&next, "two").unwrap();
+        std::fs::File::options().write(true).open(&next).unwrap().set_modified(modified).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), modified);
+        assert!(changed(&path, &mut last), "same size and modification time, new content");
     }
 }
