@@ -79,6 +79,15 @@ async fn reload_memo_rollback_and_a_rollback_that_sticks() {
     std::fs::write(&file, rebuilt(&good, b'3')).unwrap();
     assert!(matches!(plugins.reload("rl").await, Ok(Reloaded::Loaded(_))), "a changed file loads again");
     assert_eq!(plugins.rollback("nope").await.unwrap_err(), ReloadError::NoSuchPlugin("nope".into()));
+
+    // A bad file, a rollback, then the file rolled back from once more: it loaded before, so
+    // the bad file's failure is history (it kept `PluginReloadFailed` firing).
+    std::fs::write(&file, b"\0asm still not a component").unwrap();
+    assert!(plugins.reload("rl").await.is_err());
+    plugins.rollback("rl").await.unwrap();
+    std::fs::write(&file, rebuilt(&good, b'3')).unwrap();
+    assert!(matches!(plugins.reload("rl").await, Ok(Reloaded::StillRolledBack(_))));
+    assert!(status(&plugins)["last_error"].is_null(), "{}", status(&plugins));
 }
 
 /// The plugin's calls and one more of its counters (`held`: requests its holds answered;

@@ -76,17 +76,10 @@ impl Plugins {
             Err(error) => return failed(error.to_string()),
         };
         let hash = super::cache::content_hash(&bytes);
-        {
-            let mut rolled_back = slot.rolled_back.lock().expect("rolled back lock");
-            if rolled_back.as_deref() == Some(hash.as_str()) {
-                return Ok(Reloaded::StillRolledBack(hash));
-            }
-            // The file changed since the rollback: the rollback has had its say.
-            *rolled_back = None;
-        }
-        if hash == slot.current.load().hash {
-            // The file is the running version again: a reload error it had (a version that did
-            // not load, or a file that could not be read) is history; a call's failure is not.
+        // The file is the running version again, or the version rolled back from (which
+        // loaded before): a reload error it had (a version that did not load, or a file that
+        // could not be read) is history; a call's failure is not.
+        let loads_again = || {
             slot.last_failed_hash.lock().expect("failed hash lock").take();
             if let Some(failed) = slot.reload_failing.lock().expect("reload failing lock").take() {
                 let mut last_error = slot.last_error.lock().expect("last_error lock");
@@ -95,6 +88,18 @@ impl Plugins {
                 }
                 slot.metrics.file_loads_again();
             }
+        };
+        {
+            let mut rolled_back = slot.rolled_back.lock().expect("rolled back lock");
+            if rolled_back.as_deref() == Some(hash.as_str()) {
+                loads_again();
+                return Ok(Reloaded::StillRolledBack(hash));
+            }
+            // The file changed since the rollback: the rollback has had its say.
+            *rolled_back = None;
+        }
+        if hash == slot.current.load().hash {
+            loads_again();
             return Ok(Reloaded::Unchanged(hash));
         }
         if slot.last_failed_hash.lock().expect("failed hash lock").as_deref() == Some(hash.as_str()) {
