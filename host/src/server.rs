@@ -150,7 +150,8 @@ pub async fn run(
                 Ok(Ok(_)) => crate::metrics::metrics().process.config_file("backends", true),
                 Ok(Err(e)) => {
                     crate::metrics::metrics().process.config_file("backends", false);
-                    tracing::error!(error = %e, "backends file rejected; the running set stays (a restart would fail)");
+                    let restart = e.on_restart();
+                    tracing::error!(error = %e, "backends file rejected; the running set stays ({restart})");
                 }
                 Err(e) => tracing::error!(error = %e, "backends reload task failed"),
             }

@@ -134,6 +134,9 @@ async fn an_empty_or_missing_backends_file_keeps_the_running_set() {
     let mut client = relay.line_client().await;
     std::fs::write(relay.backends_path(), "").unwrap();
     relay.wait_for_log("the file is empty").await;
+    // What a restart would do is said as it is: start with no backends, not fail.
+    assert!(relay.log().contains("a restart would start with no backends"), "{}", relay.log());
+    assert!(!relay.log().contains("a restart would fail"));
     assert_eq!(text_of(&client.call_tool("echo", json!({"message": "kept"})).await), "alpha: kept");
     std::fs::remove_file(relay.backends_path()).unwrap();
     relay.wait_for_log("the file is missing").await;

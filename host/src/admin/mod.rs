@@ -294,7 +294,7 @@ fn definitions() -> Vec<BuiltinTool> {
             true,
             json!({
                 "name": "relay_reconnect_server",
-                "description": "Drop a backend's connection and reconnect now (admin; calls in flight on it are re-sent).",
+                "description": "Open a new connection to a backend now (admin); calls in flight finish on the old one, which then closes.",
                 "inputSchema": by_name,
             }),
         ),

@@ -23,6 +23,20 @@ pub enum StoreError {
     /// The file on disk (or the requested change) is invalid; nothing was written.
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// The file on disk is empty or missing (an editor's truncate-then-write passes through
+    /// that): on reload the running set stays, but a restart would start with no backends.
+    #[error("{path}: the file is {state} (write `backends: []` to remove every backend)")]
+    Emptied { path: PathBuf, state: &'static str },
+}
+
+impl StoreError {
+    /// What a restart would do with the file as it is: start with no backends, or fail.
+    pub fn on_restart(&self) -> &'static str {
+        match self {
+            Self::Emptied { .. } => "a restart would start with no backends",
+            _ => "a restart would fail",
+        }
+    }
 }
 
 /// The backends file and its lock file. The lock is a separate file because the data file is
@@ -90,12 +104,8 @@ impl BackendStore {
         }
         let (_, backends) = match &text {
             Some(text) if !text.trim().is_empty() => self.parse(text)?,
-            Some(_) => {
-                return Err(self.invalid("the file is empty (write `backends: []` to remove every backend)".into()));
-            }
-            None => {
-                return Err(self.invalid("the file is missing (write `backends: []` to remove every backend)".into()));
-            }
+            Some(_) => return Err(StoreError::Emptied { path: self.path.clone(), state: "empty" }),
+            None => return Err(StoreError::Emptied { path: self.path.clone(), state: "missing" }),
         };
         let _lock = self.lock()?;
         if self.read()? == text {
