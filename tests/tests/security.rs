@@ -241,6 +241,63 @@ async fn the_time_before_authentication_is_one_deadline_however_it_is_spent() {
     }
 }
 
+/// With auth on, an HTTP connection stays "not yet authenticated" until one of its requests
+/// presents a credential the relay accepts: counted only until its first request head, a client
+/// sending `GET /healthz` now and then held any number of connections without a token. Such a
+/// connection is closed at the handshake deadline; one that was vouched for stays.
+#[tokio::test]
+async fn probes_without_a_token_do_not_end_a_connections_unauthenticated_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = "limits: {handshake_timeout_secs: 3, max_pending_per_address: 3}\n";
+    let relay = Relay::start_files(dir.path(), &auth_yaml(dir.path(), limits, ""), "backends: []\n", &[]).await;
+    let probe = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    // Everything the relay sends until it is quiet for 300 ms (one whole answer).
+    let answer = async |stream: &mut TcpStream| {
+        let (mut answer, mut buf) = (Vec::new(), [0u8; 4096]);
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.expect("answered").unwrap();
+        answer.extend_from_slice(&buf[..n]);
+        while let Ok(Ok(n @ 1..)) = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await {
+            answer.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&answer).to_string()
+    };
+    let connected = Instant::now();
+    let mut vouched = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    .to_string();
+    let post = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\n\
+         Authorization: Bearer ALICETOKEN-456\r\nContent-Length: {}\r\n\r\n{initialize}",
+        initialize.len()
+    );
+    vouched.write_all(post.as_bytes()).await.unwrap();
+    assert!(answer(&mut vouched).await.starts_with("HTTP/1.1 200"));
+    let mut probes = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+        stream.write_all(probe).await.unwrap();
+        assert!(answer(&mut stream).await.starts_with("HTTP/1.1 200"));
+        probes.push(stream);
+    }
+    let mut over = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+    over.write_all(probe).await.unwrap();
+    let refused = answer(&mut over).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "three probing connections are still pending: {refused}");
+    // Past the handshake deadline (3 s from the connection; each request within 3 s of the
+    // last answer, hyper's own wait for the next head), the vouched-for connection serves on.
+    for at in [2000, 3600] {
+        tokio::time::sleep(Duration::from_millis(at).saturating_sub(connected.elapsed())).await;
+        vouched.write_all(post.as_bytes()).await.unwrap();
+        let again = answer(&mut vouched).await;
+        assert!(again.starts_with("HTTP/1.1 200"), "a vouched-for connection stays: {again}");
+    }
+    for stream in &mut probes {
+        closed_within(stream, Duration::from_secs(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn nothing_waits_forever_before_authentication() {
     let dir = tempfile::tempdir().unwrap();

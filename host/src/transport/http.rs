@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::TransportState;
 use super::http_session::{find_session, vouched_for};
+use super::listener::Unvouched;
 use super::stateless;
 use super::{get_stream, media, oauth, sse};
 use crate::access::{Peer, TransportKind};
@@ -76,6 +77,7 @@ async fn readyz(State(state): State<Arc<TransportState>>) -> Response {
 async fn websocket_or_info(
     State(state): State<Arc<TransportState>>,
     axum::Extension(peer): axum::Extension<Peer>,
+    unvouched: Option<axum::Extension<Unvouched>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -87,6 +89,7 @@ async fn websocket_or_info(
                 Ok(session) => session,
                 Err(refusal) => return refused(refusal, Value::Null),
             };
+            unvouched.inspect(|unvouched| unvouched.vouch());
             // Frames a little over the message limit are read and refused with a JSON-RPC
             // error; far larger ones close the socket (1009) before being buffered.
             let hard_cap = factory.limits.max_message_bytes.saturating_mul(2);
@@ -156,6 +159,9 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
         Ok(vouched) => vouched,
         Err(refusal) => return refusal,
     };
+    if let Some(unvouched) = parts.extensions.get::<Unvouched>() {
+        unvouched.vouch();
+    }
     let limits = state.sessions_factory.limits.clone();
     let body_deadline = Duration::from_secs(limits.body_timeout_secs);
     let bytes = match crate::deadline::within(body_deadline, to_bytes(body, limits.max_message_bytes)).await {
@@ -269,6 +275,7 @@ async fn initialize(state: &TransportState, peer: &Peer, headers: &HeaderMap, me
 async fn mcp_get(
     State(state): State<Arc<TransportState>>,
     axum::Extension(peer): axum::Extension<Peer>,
+    unvouched: Option<axum::Extension<Unvouched>>,
     headers: HeaderMap,
 ) -> Response {
     if stateless::is_stateless(&headers) {
@@ -281,6 +288,7 @@ async fn mcp_get(
         Ok(session) => session,
         Err(refusal) => return refusal,
     };
+    unvouched.inspect(|unvouched| unvouched.vouch());
     // A broken answer stream resumed: what the client missed, then the rest (even while
     // draining: the request runs here until answered).
     if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok())
@@ -304,6 +312,7 @@ async fn mcp_get(
 async fn mcp_delete(
     State(state): State<Arc<TransportState>>,
     axum::Extension(peer): axum::Extension<Peer>,
+    unvouched: Option<axum::Extension<Unvouched>>,
     headers: HeaderMap,
 ) -> Response {
     if stateless::is_stateless(&headers) {
@@ -311,6 +320,7 @@ async fn mcp_delete(
     }
     match find_session(&state, &headers, &peer, None).await {
         Ok(session) => {
+            unvouched.inspect(|unvouched| unvouched.vouch());
             state.sessions.end(&session.id).await;
             tracing::debug!(session = %session.tag(), "session ended by client");
             StatusCode::NO_CONTENT.into_response()

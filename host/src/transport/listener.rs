@@ -29,6 +29,20 @@ const FIRST_READ: usize = 2048;
 /// Counts a connection as not yet authenticated until dropped.
 pub type PendingGuard = CountGuard<AddressKey>;
 
+/// With auth on, an HTTP connection's [`PendingGuard`] while none of its requests was vouched
+/// for (a credential the relay accepted): handed to each request, whose handler calls
+/// [`Unvouched::vouch`] once it was. Counted only until its first request head, a client
+/// sending `GET /healthz` now and then held any number of connections without a token.
+#[derive(Clone)]
+pub(super) struct Unvouched(Arc<Mutex<Option<PendingGuard>>>);
+
+impl Unvouched {
+    /// The request's credential was accepted: the connection is no longer pending.
+    pub(super) fn vouch(&self) {
+        self.0.lock().expect("pending lock").take();
+    }
+}
+
 /// Accepts connections until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: Arc<TransportState>, shutdown: CancellationToken) {
     let router = super::http::app(state.clone());
@@ -321,15 +335,22 @@ where
     let handshake = Duration::from_secs(state.sessions_factory.limits.handshake_timeout_secs);
     // A client that reads nothing for as long as it may stay silent is gone.
     let idle = Duration::from_secs(state.sessions_factory.limits.idle_timeout_secs);
-    // The first whole request head ends the connection's unauthenticated phase (each request
-    // then authenticates on its own, with its body under `limits.body_timeout_secs`).
+    // The connection's unauthenticated phase ends with its first request head on an open
+    // relay, and with auth on once a request of it is vouched for ([`Unvouched`]); a
+    // connection still in it at `by` is closed. Each request authenticates on its own, with
+    // its body under `limits.body_timeout_secs`.
     let _open = crate::metrics::metrics().clients.connection("http");
     let max_buf = (state.sessions_factory.limits.max_header_bytes * 2).max(8192);
-    let pending = Arc::new(Mutex::new(Some(pending)));
-    let unvouched = pending.clone();
+    let requires_auth = state.sessions_factory.requires_auth();
+    let pending = Unvouched(Arc::new(Mutex::new(Some(pending))));
+    let unvouched = pending.0.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        pending.lock().expect("pending lock").take();
-        let request = request.map(axum::body::Body::new);
+        let mut request = request.map(axum::body::Body::new);
+        if requires_auth {
+            request.extensions_mut().insert(pending.clone());
+        } else {
+            pending.vouch();
+        }
         let answer = super::http::respond(state.clone(), router.clone(), gated == Gated::Yes, peer.clone(), request);
         async move { Ok::<_, std::convert::Infallible>(answer.await) }
     });
@@ -342,7 +363,8 @@ where
         .serve_connection(TokioIo::new(WriteDeadline::new(stream, idle)), service)
         .with_upgrades();
     // hyper's `header_read_timeout` starts again at each head: the first one is also due `by`,
-    // the one deadline of the connection's unauthenticated phase.
+    // the one deadline of the connection's unauthenticated phase, which with auth on lasts
+    // until a request is vouched for (requests answered `401` or probes do not end it).
     let first_head_late = async move {
         tokio::time::sleep_until(by).await;
         if unvouched.lock().expect("pending lock").is_none() {
