@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket, close_code};
 use futures::{SinkExt, Stream, StreamExt};
@@ -18,7 +18,7 @@ use crate::session::{Ended, Inbound, Outbound, Session, SessionFactory, drive};
 pub fn serve(socket: WebSocket, factory: SessionFactory, session: Arc<Session>) -> impl Future<Output = ()> + Send {
     let open = crate::metrics::metrics().clients.connection("websocket");
     let draining = session.draining();
-    let mut conn = Connection { socket, limits: factory.limits, ended: false, pong_unsent: false };
+    let mut conn = Connection { socket, limits: factory.limits, ended: false, pong_unsent: false, gated: None };
     async move {
         let _open = open;
         let limits = conn.limits.clone();
@@ -49,6 +49,9 @@ struct Connection {
     ended: bool,
     /// A ping was read whose pong (queued by tungstenite) may not be out yet.
     pong_unsent: bool,
+    /// The reader waiting for that pong to go out: woken by a flush of the session's own
+    /// messages too, which may have taken the socket's write wake-up for itself.
+    gated: Option<Waker>,
 }
 
 impl Stream for Connection {
@@ -65,11 +68,17 @@ impl Stream for Connection {
                 // tungstenite queues a pong for every ping it reads: from a client that sends
                 // pings and reads nothing, each read queued one more (gigabytes in seconds).
                 // Nothing more is read until the pong is out.
-                if ready!(this.socket.poll_flush_unpin(cx)).is_err() {
-                    this.ended = true;
-                    break;
+                match this.socket.poll_flush_unpin(cx) {
+                    Poll::Pending => {
+                        this.gated = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(_)) => {
+                        this.ended = true;
+                        break;
+                    }
+                    Poll::Ready(Ok(())) => this.pong_unsent = false,
                 }
-                this.pong_unsent = false;
             }
             let message = match ready!(this.socket.poll_next_unpin(cx)) {
                 Some(Ok(Frame::Text(text))) if text.len() > limit => too_large(text.len()),
@@ -107,6 +116,12 @@ impl Outbound for Connection {
     }
 
     async fn flush(&mut self) -> Result<(), Closed> {
-        SinkExt::flush(&mut self.socket).await.map_err(|_| Closed)
+        SinkExt::flush(&mut self.socket).await.map_err(|_| Closed)?;
+        // The pong went out with it.
+        self.pong_unsent = false;
+        if let Some(reader) = self.gated.take() {
+            reader.wake();
+        }
+        Ok(())
     }
 }

@@ -44,7 +44,11 @@ pub async fn connect(
         // backend's answer of a few hundred bytes paid that memset on every read.
         .read_buffer_size(READ_CHUNK)
         .max_message_size(Some(hard_cap))
-        .max_frame_size(Some(hard_cap));
+        .max_frame_size(Some(hard_cap))
+        // tungstenite queues a pong for each ping it reads, and its write buffer has no bound by
+        // default: a backend sending pings and reading nothing grew the relay by 1.4 GB in
+        // seconds. Full, it keeps one pong pending; a message of ours fits (at most the cap).
+        .max_write_buffer_size(hard_cap.saturating_add(1 << 20));
     let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
         .map_err(|e| UpstreamError::Connect(format!("{url}: {e}")))?;
