@@ -32,10 +32,10 @@ pub(super) async fn answer_or_stream(
     let mut running = session.request(request, Some(tx));
     let streamed = tokio::select! {
         biased;
-        Some(first) = rx.recv() => (Some(first), Streaming::Running(running, rx, slot)),
+        Some(first) = rx.recv() => (Some(first), Streaming::Running(running, rx)),
         answer = &mut running => match rx.try_recv() {
             // Streamed in the same step as the answer: still first.
-            Some(first) => (Some(first), Streaming::Answered(answer, rx, slot)),
+            Some(first) => (Some(first), Streaming::Answered(answer, rx)),
             None => {
                 return match answer {
                     Some(response) => json_holding(&Message::Response(response), slot),
@@ -47,6 +47,8 @@ pub(super) async fn answer_or_stream(
     };
     let (first, streaming) = streamed;
     let (number, replay) = state.resumable.open(&session.id);
+    // Held until the stream is read to its end, or nobody reads it once answered.
+    replay.hold(slot);
     if let Some(first) = &first {
         replay.push(first);
     }
@@ -81,34 +83,29 @@ pub(super) async fn answer_or_stream(
 /// A forwarded request whose answer streams: running, or answered with messages still queued
 /// before its answer. Dropping it (the client closed the stream) cancels the request.
 enum Streaming {
-    Running(RunningRequest, ClientStream, OwnedSemaphorePermit),
-    Answered(Option<mcp::Response>, ClientStream, OwnedSemaphorePermit),
+    Running(RunningRequest, ClientStream),
+    Answered(Option<mcp::Response>, ClientStream),
 }
 
 impl Streaming {
     /// The next message for the stream, the response last; `None` after it.
     async fn next(state: Option<Self>) -> Option<(Message, Option<Self>)> {
         match state? {
-            Self::Running(mut running, mut rx, slot) => tokio::select! {
+            Self::Running(mut running, mut rx) => tokio::select! {
                 biased;
-                Some(message) = rx.recv() => Some((message, Some(Self::Running(running, rx, slot)))),
-                answer = &mut running => Self::after(answer, rx, slot),
+                Some(message) = rx.recv() => Some((message, Some(Self::Running(running, rx)))),
+                answer = &mut running => Self::after(answer, rx),
             },
-            Self::Answered(answer, rx, slot) => Self::after(answer, rx, slot),
+            Self::Answered(answer, rx) => Self::after(answer, rx),
         }
     }
 
     /// What follows a request's answer: what was queued before it, then the answer itself
-    /// (nothing when the request was cancelled), and the slot is handed back.
-    fn after(
-        answer: Option<mcp::Response>,
-        mut rx: ClientStream,
-        slot: OwnedSemaphorePermit,
-    ) -> Option<(Message, Option<Self>)> {
+    /// (nothing when the request was cancelled).
+    fn after(answer: Option<mcp::Response>, mut rx: ClientStream) -> Option<(Message, Option<Self>)> {
         if let Some(message) = rx.try_recv() {
-            return Some((message, Some(Self::Answered(answer, rx, slot))));
+            return Some((message, Some(Self::Answered(answer, rx))));
         }
-        drop(slot);
         answer.map(|response| (Message::Response(response), None))
     }
 }

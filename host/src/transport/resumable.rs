@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::mcp::Message;
 
@@ -86,6 +86,10 @@ struct ReplayState {
     first: u64,
     done: bool,
     readers: usize,
+    /// The request's in-flight slot: held until a reader has read the stream to its end, or
+    /// nobody reads it once it is done (a client reading none of its answers could otherwise
+    /// have any number of them kept).
+    slot: Option<OwnedSemaphorePermit>,
     /// When the last reader went away (`None` while one reads).
     unread_since: Option<Instant>,
 }
@@ -175,9 +179,19 @@ impl Replay {
         self.state.lock().expect("replay lock").bytes
     }
 
+    /// Holds the request's in-flight slot (see [`ReplayState::slot`]).
+    pub fn hold(&self, slot: OwnedSemaphorePermit) {
+        self.state.lock().expect("replay lock").slot = Some(slot);
+    }
+
     /// No event follows (the answer was the last).
     pub fn finish(&self) {
-        self.state.lock().expect("replay lock").done = true;
+        let mut state = self.state.lock().expect("replay lock");
+        state.done = true;
+        if state.readers == 0 {
+            state.slot = None;
+        }
+        drop(state);
         self.changed.notify_waiters();
     }
 
@@ -210,6 +224,9 @@ impl Replay {
                         return Some((event, reader));
                     }
                     if state.done {
+                        drop(state);
+                        // Read to its end: the slot goes back.
+                        reader.replay.state.lock().expect("replay lock").slot = None;
                         return None;
                     }
                 }
@@ -231,6 +248,9 @@ impl Drop for Reader {
         state.readers -= 1;
         if state.readers == 0 {
             state.unread_since = Some(Instant::now());
+            if state.done {
+                state.slot = None;
+            }
         }
     }
 }
@@ -276,6 +296,27 @@ mod tests {
         let ids: Vec<_> = rest.iter().map(|(id, _)| id.clone()).collect();
         assert_eq!(ids, [format!("{number}-1"), format!("{number}-2")]);
         assert!(rest[1].1.contains("\"progress\":2"));
+    }
+
+    #[tokio::test]
+    async fn the_slot_is_held_until_the_stream_is_read_to_its_end_or_nobody_reads_it() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(2));
+        let streams = ResumableStreams::default();
+        let (number, read) = streams.open("s1");
+        read.hold(slots.clone().try_acquire_owned().unwrap());
+        read.push(&note(0));
+        let mut reader = std::pin::pin!(read.clone().read_from(number, 0));
+        assert!(reader.next().await.is_some());
+        read.push(&note(1));
+        read.finish();
+        assert_eq!(slots.available_permits(), 1, "answered, but not read yet: held");
+        assert!(reader.next().await.is_some() && reader.next().await.is_none());
+        assert_eq!(slots.available_permits(), 2, "read to its end");
+        let (_, unread) = streams.open("s1");
+        unread.hold(slots.clone().try_acquire_owned().unwrap());
+        unread.push(&note(0));
+        unread.finish();
+        assert_eq!(slots.available_permits(), 2, "nobody reads it: not held");
     }
 
     #[test]
