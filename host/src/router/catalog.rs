@@ -254,12 +254,17 @@ impl Catalog {
         }
     }
 
-    /// How many items its four lists hold (what bounds the views kept of it).
-    pub fn item_count(&self) -> usize {
-        self.tools.entries().len()
-            + self.prompts.entries().len()
-            + self.resources.entries().len()
-            + self.templates.len()
+    /// How many items this view holds in lists of its own, not shared with `catalog` (what
+    /// bounds the views kept of it).
+    pub fn items_apart_from(&self, catalog: &Catalog) -> usize {
+        let own = |mine: &Arc<Section>, theirs: &Arc<Section>| {
+            if Arc::ptr_eq(mine, theirs) { 0 } else { mine.entries().len() }
+        };
+        let templates = if Arc::ptr_eq(&self.templates, &catalog.templates) { 0 } else { self.templates.len() };
+        own(&self.tools, &catalog.tools)
+            + own(&self.prompts, &catalog.prompts)
+            + own(&self.resources, &catalog.resources)
+            + templates
     }
 
     /// Whether anything clients see differs from `other` (for list_changed announcements).

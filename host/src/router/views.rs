@@ -19,10 +19,11 @@ use crate::plugins::{Listed, Plugins};
 /// rebuilt on demand, so this bounds memory, not correctness).
 const MAX_KEPT: usize = 4096;
 
-/// Items the kept views list at most, all together (beyond it the store starts over). A view
-/// shares the definitions it shows unchanged with the catalog, but holds an index entry and a
-/// pointer per item (about 80 bytes): 4,096 principals of a catalog of 10,000 tools would
-/// otherwise keep 3 GB.
+/// Items the kept views hold of their own at most, all together (lists an interceptor edited
+/// for them; the rest they share with the catalog): past it, views are let go until the new
+/// one fits. A view shares the definitions it shows unchanged, but holds an index entry and a
+/// pointer per item of a list it edited (about 80 bytes): 4,096 principals of a catalog of
+/// 10,000 tools would otherwise keep 3 GB.
 const MAX_KEPT_ITEMS: usize = 1 << 20;
 
 /// How long a view built while a list hook failed stands in for one that did not: rebuilt on
@@ -39,18 +40,21 @@ pub(super) struct Views(Mutex<Store>);
 #[derive(Default)]
 struct Store {
     generations: Generations,
-    views: HashMap<Principal, Kept>,
+    views: HashMap<Principal, Held>,
     items: usize,
 }
 
 /// A view, and when it was built if a list hook failed for it.
 type Kept = (Arc<Catalog>, Option<Instant>);
 
+/// A kept view and how many items it holds of its own.
+type Held = (Kept, usize);
+
 impl Views {
     /// The view kept for `principal`, and whether every hook answered for it.
     fn get(&self, principal: &Principal, generations: Generations) -> Option<(Arc<Catalog>, bool)> {
         let store = self.0.lock().expect("views lock");
-        let (view, failed_at) = store.views.get(principal).filter(|_| store.generations == generations)?;
+        let ((view, failed_at), _) = store.views.get(principal).filter(|_| store.generations == generations)?;
         match failed_at {
             None => Some((view.clone(), true)),
             Some(at) if at.elapsed() < FAILED_KEPT_FOR => Some((view.clone(), false)),
@@ -58,20 +62,28 @@ impl Views {
         }
     }
 
-    fn keep(&self, principal: &Principal, generations: Generations, view: Kept) {
+    /// Keeps `view` of `principal`, which holds `items` of its own.
+    fn keep(&self, principal: &Principal, generations: Generations, view: Kept, items: usize) {
         let mut store = self.0.lock().expect("views lock");
         let (kept, built) = (store.generations, generations);
         if kept != built && kept.0 >= built.0 && kept.1 >= built.1 {
             return; // Built from an older catalog than the views kept now.
         }
-        let items = view.0.item_count();
-        if kept != built || store.views.len() >= MAX_KEPT || store.items + items > MAX_KEPT_ITEMS {
+        if kept != built {
             *store = Store { generations, ..Store::default() };
         }
-        store.items += items;
-        if let Some((replaced, _)) = store.views.insert(principal.clone(), view) {
-            store.items -= replaced.item_count();
+        if let Some((_, replaced)) = store.views.remove(principal) {
+            store.items -= replaced;
         }
+        // Others let go (any: a view is rebuilt on demand) until this one fits.
+        while store.views.len() >= MAX_KEPT || (store.items + items > MAX_KEPT_ITEMS && !store.views.is_empty()) {
+            let Some(other) = store.views.keys().next().cloned() else { break };
+            if let Some((_, held)) = store.views.remove(&other) {
+                store.items -= held;
+            }
+        }
+        store.items += items;
+        store.views.insert(principal.clone(), (view, items));
     }
 }
 
@@ -96,7 +108,8 @@ impl Router {
         // request that asks for a view would otherwise carry its size (4 KB).
         let (view, complete, transient) = Box::pin(edit(&self.plugins, &catalog, principal)).await;
         if !transient {
-            self.views.keep(principal, generations, (view.clone(), (!complete).then(Instant::now)));
+            let own = view.items_apart_from(&catalog);
+            self.views.keep(principal, generations, (view.clone(), (!complete).then(Instant::now)), own);
         }
         (view, complete)
     }
@@ -154,16 +167,34 @@ mod tests {
     }
 
     #[test]
-    fn kept_views_count_their_items_and_a_replaced_view_gives_its_count_back() {
+    fn kept_views_count_their_own_items_and_a_replaced_view_gives_its_count_back() {
         let views = Views::default();
         let named = |id: &str| Principal { id: id.into(), roles: Vec::new() };
         let (alice, bob) = (named("alice"), named("bob"));
-        views.keep(&alice, (1, 1), (catalog(3), None));
-        views.keep(&bob, (1, 1), (catalog(5), None));
-        views.keep(&alice, (1, 1), (catalog(2), None));
+        views.keep(&alice, (1, 1), (catalog(3), None), 3);
+        views.keep(&bob, (1, 1), (catalog(5), None), 5);
+        views.keep(&alice, (1, 1), (catalog(2), None), 2);
         assert_eq!(views.0.lock().unwrap().items, 7);
-        views.keep(&bob, (2, 1), (catalog(4), None));
+        views.keep(&bob, (2, 1), (catalog(4), None), 4);
         let store = views.0.lock().unwrap();
         assert_eq!((store.items, store.views.len()), (4, 1), "a newer catalog starts the store over");
+    }
+
+    #[test]
+    fn views_past_the_bound_are_let_go_one_by_one_and_a_shared_list_costs_nothing() {
+        let views = Views::default();
+        let named = |id: String| Principal { id, roles: Vec::new() };
+        let whole = catalog(3);
+        for n in 0..10 {
+            views.keep(&named(format!("p{n}")), (1, 1), (catalog(1), None), MAX_KEPT_ITEMS / 4);
+        }
+        let store = views.0.lock().unwrap();
+        assert_eq!((store.views.len(), store.items), (4, MAX_KEPT_ITEMS), "the newest kept, not all dropped");
+        assert!(store.views.contains_key(&named("p9".into())));
+        drop(store);
+        let unchanged = whole.view(|_| None);
+        assert_eq!(unchanged.items_apart_from(&whole), 0);
+        let edited = whole.view(|kind| (kind == ListKind::Tools).then(|| vec![None, None, None]));
+        assert_eq!(edited.items_apart_from(&whole), 0, "an emptied list holds nothing");
     }
 }

@@ -180,7 +180,7 @@ impl Session {
             metrics().access.rate_limited();
         }
         if let Err(refusal) = &outcome {
-            tracing::info!(target: "relay::policy", session = %self.tag(), principal = %self.principal.id, method, tool = %clip(info.tool.unwrap_or("-")), reason = %clip(&refusal.to_string()), "request refused");
+            tracing::info!(target: "relay::policy", session = %self.tag(), principal = %self.principal.id, method = %clip(method), tool = %clip(info.tool.unwrap_or("-")), reason = %clip(&refusal.to_string()), "request refused");
         }
         outcome
     }

@@ -74,7 +74,7 @@ pub async fn post(
             // Parked by another instance (or this one before a restart), which a blue/green
             // switch took the client away from: the call is started again here, as a stateless
             // server runs a request anew on each round. What it asked is asked again.
-            tracing::info!(method = %request.method, "a stateless call another instance held for its client's input is started again here");
+            tracing::info!(method = %crate::mcp::clip(&request.method), "a stateless call another instance held for its client's input is started again here");
             None
         }
         Some(request_state) => match state.parked.resume(request_state, &authenticated.principal.id, &request).await {

@@ -15,7 +15,7 @@ use crate::upstream::handshake;
 /// so it is retired, not closed under its calls.
 const RECONNECT_REQUESTED: &str = "reconnect requested";
 
-/// Least time between the starts of two re-lists of one backend. A backend announcing changes
+/// Least time between the end of one re-list of a backend and the start of the next. A backend announcing changes
 /// many times a second is listed again once per gap, for everything it announced meanwhile,
 /// not once per notice: a storm of notices over a large list took the relay's CPU from every
 /// other backend's calls. The first notice after a quiet gap is followed at once.
@@ -179,8 +179,8 @@ async fn serve(
         if announced.is_empty() || tokio::time::Instant::now() < next_relist {
             continue;
         }
-        next_relist = tokio::time::Instant::now() + RELIST_GAP;
         let kinds = std::mem::take(&mut announced);
+        let relisting_since = tokio::time::Instant::now();
         // The re-list has a deadline and gives way to stop, reconnect and close: a backend
         // that never answers it cannot freeze its supervisor.
         tokio::select! {
@@ -189,5 +189,8 @@ async fn serve(
             _ = upstream.reconnect.notified() => return RECONNECT_REQUESTED,
             _ = conn.closed() => return "connection closed",
         }
+        // The gap after it at least as long as it took: a list that takes seconds to list
+        // and publish is not listed again back to back.
+        next_relist = tokio::time::Instant::now() + RELIST_GAP.max(relisting_since.elapsed());
     }
 }
