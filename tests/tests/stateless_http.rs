@@ -353,3 +353,32 @@ async fn a_retry_that_reaches_another_instance_starts_the_call_again_and_the_dra
     assert!(started.elapsed() < Duration::from_secs(20), "exited {:?} after SIGTERM", started.elapsed());
     assert!(blue.log().contains("parked_calls_ended=1"), "{}", blue.log());
 }
+
+/// A stateless answer its client does not read keeps its call counted (sessions per address)
+/// until the connection has taken it in: released when the answer was made, a client reading
+/// none of its answers had the relay hold any number of them (320 MB for twelve).
+#[tokio::test]
+async fn an_unread_stateless_answer_stays_counted_until_it_is_taken() {
+    let fixture = Fixture::start("alpha").await;
+    let yaml = format!(
+        "{}limits: {{max_sessions_per_address: 1, max_message_bytes: 67108864}}\n",
+        relay_tests::TEST_RELAY_YAML
+    );
+    let relay = Relay::start_with(&yaml, &format!("backends:\n{}", fixture.entry()), &[]).await;
+    relay.wait_ready("alpha").await;
+    let echo = json!({"name": "echo", "arguments": {"message": "m"}});
+    let answered = || async {
+        let answered = request(&relay, 3, "tools/call", echo.clone()).send().await.ok()?;
+        (answered.status() == StatusCode::OK).then_some(())
+    };
+    // The harness's own session from this address may still be ending.
+    eventually("a call answered", answered).await;
+    let big = json!({"name": "big", "arguments": {"bytes": 24_000_000}});
+    let unread = request(&relay, 1, "tools/call", big).send().await.unwrap();
+    assert_eq!(unread.status(), StatusCode::OK, "{:?}", unread.headers());
+    let refused = request(&relay, 2, "tools/call", echo.clone()).send().await.unwrap();
+    let status = refused.status();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "still counted: {}", refused.text().await.unwrap());
+    drop(unread);
+    eventually("counted no more once its connection went", answered).await;
+}

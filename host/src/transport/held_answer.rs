@@ -1,7 +1,8 @@
-//! A JSON answer whose body holds its request's slot (`limits.max_requests_in_flight`) until
-//! the connection has taken it in: released when the answer was made, a client that reads none
-//! of its answers had the relay hold any number of them (534 MB over 100 connections) while
-//! its session looked idle. hyper asks for the next part of a body only when its write buffer
+//! A JSON answer whose body holds what counts its request (its session's slot under
+//! `limits.max_requests_in_flight`; a stateless call's session, counted per address) until the
+//! connection has taken it in: released when the answer was made, a client that reads none of
+//! its answers had the relay hold any number of them (534 MB over 100 connections) while its
+//! session looked idle. hyper asks for the next part of a body only when its write buffer
 //! has room, so the slot goes once all but the last megabyte or so is on its way.
 
 use std::convert::Infallible;
@@ -13,7 +14,6 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::media;
 use crate::mcp::Message;
@@ -21,28 +21,29 @@ use crate::mcp::Message;
 /// The part of the body handed to the connection at a time.
 const PART: usize = 64 << 10;
 
-/// `message` as a `200 application/json` answer whose body holds `slot` until it is read out.
-pub(super) fn json_holding(message: &Message, slot: OwnedSemaphorePermit) -> Response {
-    let body = Held { rest: Bytes::from(message.to_text()), slot: Some(slot) };
+/// `message` as an `application/json` answer with `status`, whose body holds `guard` (a slot,
+/// a session) until it is read out.
+pub(super) fn json_holding<G: Send + Unpin + 'static>(status: StatusCode, message: &Message, guard: G) -> Response {
+    let body = Held { rest: Bytes::from(message.to_text()), guard: Some(guard) };
     let mut response = Response::new(Body::new(body));
-    *response.status_mut() = StatusCode::OK;
+    *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, media::APPLICATION_JSON);
     response
 }
 
-/// The body not yet handed to the connection, and the slot it holds until then.
-struct Held {
+/// The body not yet handed to the connection, and what it holds until then.
+struct Held<G> {
     rest: Bytes,
-    slot: Option<OwnedSemaphorePermit>,
+    guard: Option<G>,
 }
 
-impl hyper::body::Body for Held {
+impl<G: Send + Unpin + 'static> hyper::body::Body for Held<G> {
     type Data = Bytes;
     type Error = Infallible;
 
     fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.rest.is_empty() {
-            self.slot = None;
+            self.guard = None;
             return Poll::Ready(None);
         }
         let part = self.rest.len().min(PART);
@@ -72,7 +73,7 @@ mod tests {
         let slots = Arc::new(Semaphore::new(1));
         let text = "x".repeat(3 * PART);
         let message = Message::Response(crate::mcp::Response::ok(serde_json::json!(1), serde_json::json!(text)));
-        let response = json_holding(&message, slots.clone().try_acquire_owned().unwrap());
+        let response = json_holding(StatusCode::OK, &message, slots.clone().try_acquire_owned().unwrap());
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         let mut body = response.into_body();
         let mut read = 0;

@@ -233,7 +233,7 @@ async fn mcp_post(state: &Arc<TransportState>, peer: Peer, request: axum::extrac
                 if changes_session {
                     state.sessions.shared().save(&session).await;
                 }
-                super::held_answer::json_holding(&Message::Response(response), slot)
+                super::held_answer::json_holding(StatusCode::OK, &Message::Response(response), slot)
             }
         }
         other => {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use axum::response::Response;
 use futures::{StreamExt, stream};
 use tokio::sync::OwnedSemaphorePermit;
@@ -38,7 +39,7 @@ pub(super) async fn answer_or_stream(
             Some(first) => (Some(first), Streaming::Answered(answer, rx)),
             None => {
                 return match answer {
-                    Some(response) => json_holding(&Message::Response(response), slot),
+                    Some(response) => json_holding(StatusCode::OK, &Message::Response(response), slot),
                     // Cancelled by the client's notifications/cancelled: no answer is owed.
                     None => sse::respond(stream::empty(), false),
                 };

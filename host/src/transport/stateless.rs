@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::TransportState;
-use super::http::{bearer, json_response, json_with_status, refused, rpc_error};
+use super::http::{bearer, json_response, refused, rpc_error};
 use super::parked::{self, ParkedCalls};
 use super::stateless_headers::target_of;
 pub use super::stateless_headers::{check, is_stateless};
@@ -101,6 +101,7 @@ pub async fn post(
         counted_by_address,
         park_limit: state.sessions_factory.limits.max_parked_per_principal,
         error_code: None,
+        answered_by: None,
     };
     let streaming = accept.names_event_stream;
     // A quick answer goes out as one JSON body; a call that streams progress, or that runs
@@ -117,7 +118,8 @@ pub async fn post(
         }
         Some(Some(answer)) if exchange.call.is_none() => {
             let status = status_for(exchange.error_code);
-            return json_with_status(status, &answer);
+            // Its session (counted per address) stays until the client has taken the answer.
+            return super::held_answer::json_holding(status, &answer, exchange.answered_by.take());
         }
         Some(Some(notification)) => Some(notification),
         None => None,
@@ -236,6 +238,8 @@ struct Exchange {
     park_limit: usize,
     /// The error code of the answer, once given.
     error_code: Option<i64>,
+    /// The session of the call, once it answered.
+    answered_by: Option<Arc<Session>>,
 }
 
 impl Exchange {
@@ -275,7 +279,7 @@ impl Exchange {
                     return Some(Message::Response(mcp::Response::ok(self.id.clone(), result)));
                 }
                 Step::Done(outcome) => {
-                    self.call = None;
+                    self.answered_by = self.call.take().map(|call| call.session.clone());
                     let mut response = outcome?;
                     response.id = self.id.clone();
                     // 2026-07-28 has no "resource not found" code: an unknown URI is a bad param.
