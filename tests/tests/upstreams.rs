@@ -418,7 +418,7 @@ async fn a_backend_removed_and_added_again_or_renamed_is_subscribed_again() {
     let entry = |name: &str, record: &std::path::Path| {
         relay_tests::stdio_fixture_entry(
             name,
-            &["--resources", "file:///doc.txt", "--record", record.to_str().unwrap()],
+            &["--resources", "file:///doc.txt,file:///other.txt", "--record", record.to_str().unwrap()],
         )
     };
     let file = dir.path().join("backends.yaml");
@@ -437,13 +437,18 @@ async fn a_backend_removed_and_added_again_or_renamed_is_subscribed_again() {
     let mut early = relay.line_client().await;
     let subscribe = json!({"uri": "file:///doc.txt"});
     assert_eq!(early.request("resources/subscribe", subscribe.clone()).await["result"], json!({}));
-    assert_eq!(subscribes(&first), 1);
+    let other = json!({"uri": "file:///other.txt"});
+    assert_eq!(early.request("resources/subscribe", other.clone()).await["result"], json!({}));
+    assert_eq!(subscribes(&first), 2);
 
     relay_tests::replace_file(&file, b"backends: []\n");
     eventually("s removed", || async { relay.backend_state("s").await.is_none().then_some(()) }).await;
+    // Unsubscribed while its backend is away: not made again when it comes back.
+    assert_eq!(early.request("resources/unsubscribe", other).await["result"], json!({}));
     relay_tests::replace_file(&file, format!("backends:\n{}", entry("s", &again)).as_bytes());
     relay.wait_ready("s").await;
     eventually("the process added again is subscribed", || async { (subscribes(&again) == 1).then_some(()) }).await;
+    assert!(!std::fs::read_to_string(&again).unwrap().contains("other.txt"), "subscribed to what nobody holds");
 
     relay_tests::replace_file(&file, format!("backends:\n{}", entry("t", &renamed)).as_bytes());
     relay.wait_ready("t").await;

@@ -62,11 +62,13 @@ impl Router {
     /// `resources/unsubscribe` for one session (the last one ends the upstream subscription
     /// where it was made, whatever the catalog names now and this session's principal sees).
     pub async fn unsubscribe_resource(&self, request: &Addressed) -> Result<Value, RouterError> {
-        if let Some(Source { owner, uri }) = self.subscriptions.release(&request.target)
-            // A backend removed since holds no subscription to end.
-            && self.serves(&owner)
-        {
+        let Some(Source { owner, uri }) = self.subscriptions.release(&request.target) else { return Ok(json!({})) };
+        if self.serves(&owner) {
             self.forward(&owner, "resources/unsubscribe", request.to_params(&uri), None, None).await?;
+        } else {
+            // A backend removed since holds no subscription to end; one added again under its
+            // name is not to make it.
+            self.upstreams.forget_kept_subscription(owner.name(), &uri);
         }
         Ok(json!({}))
     }

@@ -115,6 +115,15 @@ impl Upstreams {
         (started, stopped)
     }
 
+    /// Forgets `uri` from the subscriptions kept for `name`, a backend removed since: its last
+    /// subscriber left, and a backend added again under the name is not to be subscribed to it.
+    pub fn forget_kept_subscription(&self, name: &str, uri: &str) {
+        if let Some(replay) = self.removed.lock().expect("removed lock").get(name) {
+            let params = crate::mcp::Payload::from(serde_json::json!({"uri": uri}));
+            replay.note("resources/unsubscribe", Some(&params));
+        }
+    }
+
     /// The upstream called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
         self.map.read().expect("upstreams lock").get(name).cloned()
