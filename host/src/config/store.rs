@@ -103,7 +103,7 @@ impl BackendStore {
             (text, looks) = (again, looks + 1);
         }
         let (_, backends) = match &text {
-            Some(text) if !text.trim().is_empty() => self.parse(text)?,
+            Some(text) if !holds_nothing(text) => self.parse(text)?,
             Some(_) => return Err(StoreError::Emptied { path: self.path.clone(), state: "empty" }),
             None => return Err(StoreError::Emptied { path: self.path.clone(), state: "missing" }),
         };
@@ -225,6 +225,12 @@ impl BackendStore {
     }
 }
 
+/// Whether `text` holds no YAML but blank lines and comments: an emptied file, not a list of
+/// no backends (which removes every one; `backends: []` says that).
+fn holds_nothing(text: &str) -> bool {
+    text.lines().map(str::trim).all(|line| line.is_empty() || line.starts_with('#') || line == "---")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +295,16 @@ mod tests {
         let err = store.update(add_a).unwrap_err();
         assert!(err.to_string().contains("twice"));
         assert_eq!(store.load().unwrap().1.len(), 1);
+    }
+
+    #[test]
+    fn a_file_of_comments_alone_is_emptied_not_a_list_of_no_backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackendStore::new(dir.path().join("backends.yaml"));
+        std::fs::write(store.path(), "# backends go here\n---\n  # none yet\n").unwrap();
+        let err = store.reload_then(|_| {}).unwrap_err();
+        assert!(matches!(err, StoreError::Emptied { .. }), "{err}");
+        std::fs::write(store.path(), "# none\nbackends: []\n").unwrap();
+        assert!(store.reload_then(|_| {}).unwrap().is_empty());
     }
 }
