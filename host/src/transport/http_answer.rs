@@ -21,8 +21,8 @@ use crate::session::{RunningRequest, Session};
 /// then cancels it. The first message streamed before the answer (progress, a log message, the
 /// backend's own request) turns the answer into a resumable SSE stream: the request moves,
 /// unfinished, to a task of its own that records each event ([`super::resumable`]), and the
-/// response body reads them. `slot` is held until the answer is handed on (a JSON one, until
-/// the connection has taken it in).
+/// response body reads them. `slot` is held until the answer is read out: a JSON one until the
+/// connection has taken it in, a stream until it is read to its end (or nobody reads it).
 pub(super) async fn answer_or_stream(
     state: &TransportState,
     session: &Arc<Session>,

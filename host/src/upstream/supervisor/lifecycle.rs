@@ -15,10 +15,11 @@ use crate::upstream::handshake;
 /// so it is retired, not closed under its calls.
 const RECONNECT_REQUESTED: &str = "reconnect requested";
 
-/// Least time between the end of one re-list of a backend and the start of the next. A backend announcing changes
-/// many times a second is listed again once per gap, for everything it announced meanwhile,
-/// not once per notice: a storm of notices over a large list took the relay's CPU from every
-/// other backend's calls. The first notice after a quiet gap is followed at once.
+/// Least time between the end of one re-list of a backend and the start of the next. A
+/// backend announcing changes many times a second is listed again once per gap, for
+/// everything it announced meanwhile, not once per notice: a storm of notices over a large
+/// list took the relay's CPU from every other backend's calls. The first notice after a quiet
+/// gap is followed at once.
 const RELIST_GAP: Duration = Duration::from_secs(1);
 
 /// The supervisor loop: connect, serve, and on loss reconnect with capped backoff and jitter.
