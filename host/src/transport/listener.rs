@@ -41,6 +41,11 @@ impl Unvouched {
     pub(super) fn vouch(&self) {
         self.0.lock().expect("pending lock").take();
     }
+
+    /// Whether no request of the connection was vouched for yet.
+    fn is_pending(&self) -> bool {
+        self.0.lock().expect("pending lock").is_some()
+    }
 }
 
 /// Accepts connections until `shutdown` is cancelled.
@@ -346,10 +351,11 @@ where
     let unvouched = pending.0.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let mut request = request.map(axum::body::Body::new);
-        if requires_auth {
-            request.extensions_mut().insert(pending.clone());
-        } else {
+        if !requires_auth {
             pending.vouch();
+        } else if pending.is_pending() {
+            // Only then: a request's extensions are allocated on first insert.
+            request.extensions_mut().insert(pending.clone());
         }
         let answer = super::http::respond(state.clone(), router.clone(), gated == Gated::Yes, peer.clone(), request);
         async move { Ok::<_, std::convert::Infallible>(answer.await) }
