@@ -187,10 +187,16 @@ impl BackendSpec {
 impl BackendsFile {
     /// Parses the YAML text of a backends file (an empty file means no backends).
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.trim().is_empty() {
+        if Self::holds_nothing(text) {
             return Ok(Self::default());
         }
         serde_yaml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Whether `text` holds no YAML but blank lines and comments: an emptied file, not a list
+    /// of no backends (`backends: []` says that), which a reload must not take for one.
+    pub fn holds_nothing(text: &str) -> bool {
+        text.lines().map(str::trim).all(|line| line.is_empty() || line.starts_with('#') || line == "---")
     }
 
     /// Validates every entry and that names are unique.

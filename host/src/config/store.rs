@@ -103,7 +103,7 @@ impl BackendStore {
             (text, looks) = (again, looks + 1);
         }
         let (_, backends) = match &text {
-            Some(text) if !holds_nothing(text) => self.parse(text)?,
+            Some(text) if !BackendsFile::holds_nothing(text) => self.parse(text)?,
             Some(_) => return Err(StoreError::Emptied { path: self.path.clone(), state: "empty" }),
             None => return Err(StoreError::Emptied { path: self.path.clone(), state: "missing" }),
         };
@@ -223,12 +223,6 @@ impl BackendStore {
     fn invalid(&self, message: String) -> StoreError {
         StoreError::Invalid { path: self.path.clone(), message }
     }
-}
-
-/// Whether `text` holds no YAML but blank lines and comments: an emptied file, not a list of
-/// no backends (which removes every one; `backends: []` says that).
-fn holds_nothing(text: &str) -> bool {
-    text.lines().map(str::trim).all(|line| line.is_empty() || line.starts_with('#') || line == "---")
 }
 
 #[cfg(test)]

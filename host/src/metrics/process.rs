@@ -54,7 +54,7 @@ impl ProcessSeries {
         );
         registry.register(
             "relay_config_file_rejected",
-            "1 while a configuration file on disk does not load (backends: the running set stays; relay: read again on SIGHUP; tls: the running certificate stays); a restart would fail",
+            "1 while a configuration file on disk does not load (backends: the running set stays; relay: read again on SIGHUP; tls: the running certificate stays); a restart would fail (an emptied backends file: start with no backends)",
             series.config_rejected.clone(),
         );
         registry.register(

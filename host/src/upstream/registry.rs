@@ -119,8 +119,7 @@ impl Upstreams {
     /// subscriber left, and a backend added again under the name is not to be subscribed to it.
     pub fn forget_kept_subscription(&self, name: &str, uri: &str) {
         if let Some(replay) = self.removed.lock().expect("removed lock").get(name) {
-            let params = crate::mcp::Payload::from(serde_json::json!({"uri": uri}));
-            replay.note("resources/unsubscribe", Some(&params));
+            replay.forget(uri);
         }
     }
 

@@ -43,15 +43,19 @@ impl SessionReplay {
         match method {
             "resources/subscribe" | "resources/unsubscribe" => {
                 let Some(Value::String(uri)) = field("uri") else { return };
-                let mut subscriptions = self.subscriptions.lock().expect("replay lock");
                 if method == "resources/subscribe" {
-                    subscriptions.insert(uri);
+                    self.subscriptions.lock().expect("replay lock").insert(uri);
                 } else {
-                    subscriptions.remove(&uri);
+                    self.forget(&uri);
                 }
             }
             _ => {}
         }
+    }
+
+    /// Forgets the subscription to `uri`: it is not made again on the next connection.
+    pub fn forget(&self, uri: &str) {
+        self.subscriptions.lock().expect("replay lock").remove(uri);
     }
 
     /// Makes the noted state again on `conn`, a new connection to `backend`, each request
