@@ -299,10 +299,22 @@ impl Stall {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// The logger's socket: its answers are small, and what waits to be written is bounded
+/// (tungstenite queues a pong for each ping it reads, without a bound by default: a logger
+/// sending pings and reading nothing would grow the relay as a backend could, stop 56).
+fn socket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+        .max_write_buffer_size(QUEUE_BYTES)
+}
+
 /// Opens the WebSocket and performs the MCP handshake with the logger.
 async fn connect(url: &str) -> Result<Socket, String> {
     let attempt = async {
-        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| e.to_string())?;
+        let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(socket_config()), false)
+            .await
+            .map_err(|e| e.to_string())?;
         let initialize = json!({
             "jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {

@@ -168,3 +168,54 @@ async fn a_logger_that_is_down_holds_little_memory_whatever_the_records_quote() 
     let longest = relay.log().lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 8192, "a log line of {longest} bytes");
 }
+
+/// A logger that sends pings and reads nothing does not grow the relay: tungstenite queued a
+/// pong for each ping it read, without a bound, on the forwarder's socket too.
+#[tokio::test]
+async fn a_logger_that_pings_without_reading_does_not_grow_the_relay() {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::Message as Frame;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let flood = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        // The MCP handshake, then nothing more is read.
+        while let Some(Ok(frame)) = socket.next().await {
+            let Frame::Text(text) = frame else { continue };
+            let message: Value = serde_json::from_str(text.as_str()).unwrap();
+            if message["method"] == "initialize" {
+                let answer = json!({"jsonrpc": "2.0", "id": message["id"], "result": {
+                    "protocolVersion": "2025-06-18", "capabilities": {}, "serverInfo": {"name": "pinger", "version": "1"}}});
+                socket.send(Frame::Text(answer.to_string().into())).await.unwrap();
+            } else if message["method"] == "notifications/initialized" {
+                break;
+            }
+        }
+        // Unmasked pings of 125 bytes, 1 MiB a burst, for as long as the relay reads them.
+        let ping: Vec<u8> = [&[0x89u8, 125][..], &[b'p'; 125]].concat();
+        let burst = ping.repeat(8192);
+        let tcp = socket.get_mut();
+        let mut sent = 0usize;
+        while sent < 256 << 20 {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), tcp.write_all(&burst)).await {
+                Ok(Ok(())) => sent += burst.len(),
+                _ => break,
+            }
+        }
+        sent
+    });
+    let alpha = Fixture::start("alpha").await;
+    let (relay, _dir) = relay_logging_to(&url, &alpha).await;
+    let before = relay.rss_bytes();
+    let sent = flood.await.unwrap();
+    let grown = relay.rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "a logger that sent {} MiB of pings and read nothing grew the relay by {} MiB",
+        sent >> 20,
+        grown >> 20
+    );
+}
