@@ -240,6 +240,30 @@ async fn http_media_types_and_sse_framing_follow_the_spec() {
     assert_eq!(messages[1]["id"], 3, "{body}");
 }
 
+/// A backend's progress notification of a megabyte reaches the client cut to the fields MCP
+/// defines: it waits in the client's queue and the request's stream (64 of them per request,
+/// for every call in flight), where a backend's megabytes each held gigabytes.
+#[tokio::test]
+async fn a_backends_huge_progress_notification_reaches_the_client_cut_short() {
+    let fixture = Fixture::start("alpha").await;
+    let relay = Relay::start(&format!("backends:\n{}", fixture.entry())).await;
+    relay.wait_ready("alpha").await;
+    let session = HttpSession::open(&relay.http("/mcp"), json!({})).await;
+    let call = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "progress", "arguments": {"message_bytes": 1 << 20}, "_meta": {"progressToken": "p-2"}}});
+    let body = session.post(&call).send().await.unwrap().text().await.unwrap();
+    let messages = relay_tests::sse_messages(&body);
+    assert_eq!(messages[0]["method"], "notifications/progress", "{}", &body[..body.len().min(300)]);
+    let progress = &messages[0]["params"];
+    assert_eq!(
+        (&progress["progressToken"], &progress["progress"], &progress["total"]),
+        (&json!("p-2"), &json!(1), &json!(2))
+    );
+    assert!(progress["message"].as_str().unwrap().starts_with("xxxx"));
+    assert!(progress.to_string().len() < 16 << 10, "a progress notification of {} bytes", progress.to_string().len());
+    assert_eq!(messages[1]["id"], 4);
+}
+
 #[tokio::test]
 async fn a_broken_answer_stream_is_resumed_with_last_event_id_and_nothing_is_lost() {
     let fixture = Fixture::start("alpha").await;

@@ -4,7 +4,7 @@
 
 use std::sync::Weak;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::{Catalog, ClientEvent, Owner, Router};
@@ -56,29 +56,17 @@ pub(super) async fn route_notifications(router: Weak<Router>, mut events: broadc
     }
 }
 
-/// Most JSON text of a log message's `data` passed to every session: held for each session
-/// until it reads it (up to a thousand messages), so a backend's megabytes each, with one
-/// client slow to read, held gigabytes.
-const MAX_LOG_DATA_BYTES: usize = 64 << 10;
-
-/// A backend's log message about no client request, as every session at its level hears it:
-/// its level, named by the backend that sent it (`logger` is `<backend>` or `<backend>/<its
-/// logger>`: a backend cannot speak as another, or as the relay), and its `data` cut to
-/// [`MAX_LOG_DATA_BYTES`] of JSON text; nothing else it put in (`_meta`, fields of its own).
+/// A backend's log message about no client request, as every session at its level hears it
+/// (held for each session until it reads it, up to a thousand messages): its level, named by
+/// the backend that sent it (`logger` is `<backend>` or `<backend>/<its logger>`: a backend
+/// cannot speak as another, or as the relay), and its `data` within
+/// [`crate::mcp::NOTICE_BYTES`]; nothing else it put in (`_meta`, fields of its own).
 fn log_for_every_session(backend: &str, params: Value) -> ClientEvent {
-    let level = params.get("level").and_then(Value::as_str).map(crate::mcp::clip).unwrap_or_default();
     let logger = match params.get("logger").and_then(Value::as_str) {
         Some(own) => format!("{backend}/{}", crate::mcp::clip(own)),
         None => backend.to_owned(),
     };
-    let data = match params.get("data").map(|data| (data, data.to_string())) {
-        Some((_, text)) if text.len() > MAX_LOG_DATA_BYTES => {
-            Value::String(crate::mcp::clip_to(&text, MAX_LOG_DATA_BYTES).into_owned())
-        }
-        Some((data, _)) => data.clone(),
-        None => Value::Null,
-    };
-    ClientEvent::Log(json!({"level": level, "logger": logger, "data": data}))
+    ClientEvent::Log(crate::mcp::log_params(&params, Some(logger)))
 }
 
 /// The name clients know `uri` by, when `backend` owns it: one of its listed resources, or a

@@ -161,6 +161,7 @@ impl ClientRoutes {
     /// asked for) or takes nothing but the answer: dropped then, never shown to another; with
     /// requests of several clients in flight, dropped too. False when it belongs to none (no
     /// client request is in flight: the caller then treats it as a notification for all).
+    /// Either is cut to [`crate::mcp::NOTICE_BYTES`] of params (it waits in the client's queue).
     pub fn deliver(&self, notification: &Notification, on_stream_of: Option<&Related>) -> bool {
         match notification.method.as_str() {
             "notifications/progress" => {
@@ -183,7 +184,7 @@ impl ClientRoutes {
                 if let Some(sink) = sink {
                     let message = Message::Notification(Notification {
                         method: notification.method.clone(),
-                        params: Some(params),
+                        params: Some(crate::mcp::progress_params(params)),
                     });
                     sink.try_send(message);
                 }
@@ -200,7 +201,10 @@ impl ClientRoutes {
                 if let Some(sink) = &related.sink
                     && related.client.log_level().wants_about_own_request(level.unwrap_or(""))
                 {
-                    sink.try_send(Message::Notification(notification.clone()));
+                    sink.try_send(Message::Notification(Notification {
+                        method: notification.method.clone(),
+                        params: notification.params.clone().map(crate::mcp::related_log_params),
+                    }));
                 }
                 true
             }

@@ -198,11 +198,15 @@ async fn handle(
                     text(format!("{}: {}", opts.name, args["message"].as_str().unwrap_or("done")))
                 }
                 "hang" => return,
-                // One progress notification for the call's token, then (after `ms`) the answer.
+                // One progress notification for the call's token (with a `message` of
+                // `message_bytes`, if given), then (after `ms`) the answer.
                 "progress" => {
                     let token = params["_meta"]["progressToken"].clone();
-                    let note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                    let mut note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
                         "params": {"progressToken": token, "progress": 1, "total": 2}});
+                    if let Some(bytes) = args["message_bytes"].as_u64() {
+                        note["params"]["message"] = "x".repeat(bytes as usize).into();
+                    }
                     let _ = tx.send(note.to_string());
                     if let Some(ms) = args["ms"].as_u64() {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
