@@ -1,7 +1,8 @@
 //! A Streamable HTTP MCP backend for the end-to-end tests, in process on loopback: it records
 //! every message it receives and misbehaves on demand.
 //!
-//! Tools: `ok` answers "fine"; `slow` answers after 3 s; `early_close` answers with an SSE
+//! Tools: `ok` answers "fine"; `slow` answers after 3 s (unless the session is ended with
+//! `DELETE` meanwhile: then `404`, as a server ends the requests of a session it ended); `early_close` answers with an SSE
 //! stream that ends before the response; `big` and `big_sse` answer with `big_bytes` of text as
 //! JSON or as one SSE event; `logs` answers with an SSE stream whose first event is a log
 //! message holding the call's arguments; `ping_on_get` sends a `ping` request on the GET stream
@@ -30,6 +31,8 @@ struct Shared {
     big_bytes: usize,
     /// The open GET stream's sender (the latest one opened).
     get_stream: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
+    /// Told of each `DELETE` (the session ended).
+    ended: Arc<tokio::sync::Notify>,
 }
 
 impl HttpBackend {
@@ -42,9 +45,14 @@ impl HttpBackend {
             notified_as: notified_as.clone(),
             big_bytes,
             get_stream: Arc::default(),
+            ended: Arc::default(),
+        };
+        let end = |axum::extract::State(shared): axum::extract::State<Shared>| async move {
+            shared.ended.notify_waiters();
+            StatusCode::OK
         };
         let app = axum::Router::new()
-            .route("/mcp", axum::routing::post(handle).get(get_stream).delete(|| async { StatusCode::OK }))
+            .route("/mcp", axum::routing::post(handle).get(get_stream).delete(end))
             // An endpoint that moved, as some frameworks answer `/mcp` when they serve `/mcp/`.
             .route("/moved", axum::routing::any(|| async { moved("/mcp") }))
             // A redirect to another origin, which would receive the configured credentials.
@@ -163,7 +171,10 @@ async fn handle(
                 json!({"content": [{"type": "text", "text": said}]})
             }
             "slow" => {
-                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(3)) => {}
+                    () = shared.ended.notified() => return StatusCode::NOT_FOUND.into_response(),
+                }
                 json!({"content": [{"type": "text", "text": "slow done"}]})
             }
             "big" | "big_sse" => json!({"content": [{"type": "text", "text": "x".repeat(shared.big_bytes)}]}),

@@ -799,3 +799,37 @@ fn child_pid_running(needle: &str, dir: &std::path::Path) -> u32 {
     }
     panic!("no process running {needle} under the relay in {}", dir.display());
 }
+
+/// A backend removed or renamed in the file lets the calls in flight on it finish (as a changed
+/// entry does), while new calls go by the file as it is now: an HTTP backend's session was
+/// ended (`DELETE`) under them, which a server answers by ending the session's requests, and
+/// they failed `-32000 backend h is no longer configured`: a rename an operator made under
+/// traffic failed them.
+#[tokio::test]
+async fn a_backend_renamed_or_removed_under_a_call_lets_the_call_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = HttpBackend::start(0).await;
+    let entry = |name: &str| format!("backends:\n  - name: {name}\n    url: {}\n", backend.url());
+    let file = dir.path().join("backends.yaml");
+    let relay = Relay::start_files(dir.path(), relay_tests::TEST_RELAY_YAML, &entry("h"), &[]).await;
+    relay.wait_ready("h").await;
+    let slow_call =
+        |mut client: relay_tests::LineClient| tokio::spawn(async move { client.call_tool("slow", json!({})).await });
+    let renamed = slow_call(relay.line_client().await);
+    eventually("the call reaches the backend", || async { (backend.calls_of("slow") == 1).then_some(()) }).await;
+    relay_tests::replace_file(&file, entry("g").as_bytes());
+    relay.wait_ready("g").await;
+    let answer = renamed.await.unwrap();
+    assert_eq!(text_of(&answer), "slow done", "{answer}");
+    let mut client = relay.line_client().await;
+    assert_eq!(text_of(&client.call_tool("ok", json!({})).await), "fine", "g serves now");
+
+    let removed = slow_call(relay.line_client().await);
+    eventually("the call reaches the backend", || async { (backend.calls_of("slow") == 2).then_some(()) }).await;
+    relay_tests::replace_file(&file, b"backends: []\n");
+    eventually("g removed", || async { relay.backend_state("g").await.is_none().then_some(()) }).await;
+    let answer = removed.await.unwrap();
+    assert_eq!(text_of(&answer), "slow done", "{answer}");
+    let refused = client.call_tool("ok", json!({})).await;
+    assert!(refused.get("error").is_some(), "no backend serves ok now: {refused}");
+}

@@ -124,7 +124,7 @@ async fn keep(upstream: Arc<Upstream>, index: usize, to_supervisor: mpsc::Sender
         slot.send_replace(Some(conn.clone()));
         let followed = loop {
             tokio::select! {
-                () = upstream.stop.cancelled() => break upstream.is_replaced(),
+                () = upstream.stop.cancelled() => break upstream.is_retiring(),
                 () = conn.closed() => break false,
                 // The supervisor reconnected (or lost its connection): so does the lane.
                 changed = primary.changed() => if changed.is_err()

@@ -62,8 +62,8 @@ impl Upstreams {
     }
 
     /// Starts upstreams that are new, stops those that are gone, replaces those whose
-    /// configuration changed (the old one's calls in flight finish on it, and the new one makes
-    /// its subscriptions again). Returns the names started and stopped.
+    /// configuration changed (the new one makes its subscriptions again); the calls in flight
+    /// on one stopped or replaced finish on it. Returns the names started and stopped.
     pub fn reconcile(&self, backends: &[Backend]) -> (Vec<String>, Vec<String>) {
         let mut map = self.map.write().expect("upstreams lock");
         let mut stopped = Vec::new();
@@ -75,7 +75,7 @@ impl Upstreams {
                     upstream.replace();
                     replaced.insert(name.clone(), upstream.replay.clone());
                 } else {
-                    upstream.stop();
+                    upstream.remove();
                     let mut removed = self.removed.lock().expect("removed lock");
                     if removed.len() >= MAX_REMOVED {
                         removed.clear();

@@ -75,9 +75,10 @@ pub struct Upstream {
     /// connection (the level on each lane's too); shared with the upstream that replaces this
     /// one (its entry edited), so what finishes here after that is known there too.
     pub(super) replay: Arc<super::replay::SessionReplay>,
-    /// Set when a changed entry of the same name took over: the connections retire (their
-    /// calls in flight finish on them) instead of closing under those calls.
-    replaced: std::sync::atomic::AtomicBool,
+    /// Set when a changed entry of the same name took over, or the backend was removed: the
+    /// connections retire (their calls in flight finish on them) instead of closing under
+    /// those calls.
+    retiring: std::sync::atomic::AtomicBool,
 }
 
 impl Upstream {
@@ -119,7 +120,7 @@ impl Upstream {
             down: std::sync::atomic::AtomicBool::new(false),
             catalog,
             replay,
-            replaced: std::sync::atomic::AtomicBool::new(false),
+            retiring: std::sync::atomic::AtomicBool::new(false),
         });
         // What lanes' backend sessions send that is not for a call goes to the supervisor.
         let (lane_events_tx, lane_events) = mpsc::channel(64);
@@ -186,17 +187,28 @@ impl Upstream {
     /// and the calls in flight here finish on their connections (within their deadline), which
     /// close then.
     pub fn replace(&self) {
-        self.replaced.store(true, std::sync::atomic::Ordering::Release);
+        self.retiring.store(true, std::sync::atomic::Ordering::Release);
         // Not forgotten from the metrics: the new one goes on with the same series.
         self.stop.cancel();
     }
 
-    /// Whether [`Upstream::replace`] stopped it: its connections retire instead of closing.
-    pub(super) fn is_replaced(&self) -> bool {
-        self.replaced.load(std::sync::atomic::Ordering::Acquire)
+    /// Stops the upstream of a backend removed from the configuration (or renamed): new calls
+    /// fail with `Gone`, and the calls in flight finish on their connections (within their
+    /// deadline), which close then, as a replaced one's do.
+    pub fn remove(&self) {
+        self.retiring.store(true, std::sync::atomic::Ordering::Release);
+        self.metrics.forget();
+        self.stop.cancel();
     }
 
-    /// Stops the supervisor and closes the connection; waiting requests fail with `Gone`.
+    /// Whether [`Upstream::replace`] or [`Upstream::remove`] stopped it: its connections retire
+    /// instead of closing.
+    pub(super) fn is_retiring(&self) -> bool {
+        self.retiring.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stops the supervisor and closes the connection (the relay is stopping); waiting
+    /// requests fail with `Gone`.
     pub fn stop(&self) {
         self.metrics.forget();
         self.stop.cancel();

@@ -52,7 +52,7 @@ pub(super) async fn supervise(
                 });
                 let reason = serve(&upstream, &conn, [&mut events, &mut lane_events], &changed).await;
                 upstream.connection.send_replace(None);
-                if reason == RECONNECT_REQUESTED || upstream.is_replaced() {
+                if reason == RECONNECT_REQUESTED || upstream.is_retiring() {
                     // Its calls in flight finish on it while the next connection opens.
                     tokio::spawn(crate::upstream::connection::retire(conn, events, upstream.call_timeout()));
                 } else {
