@@ -135,7 +135,7 @@ async fn check_config(path: &std::path::Path) -> Result<String, String> {
     if let Some(missing) = store.missing() {
         eprintln!("warning: {missing}");
     }
-    if let Some(problem) = relay::config::unknown_credential_plugins(&backends, &config.plugins).into_iter().next() {
+    if let Some(problem) = relay::config::credential_problems(&backends, &config.plugins).into_iter().next() {
         return Err(problem);
     }
     for plugin in &config.plugins {

@@ -56,7 +56,7 @@ pub async fn run(
     for warning in config_warnings(&config).into_iter().chain(store.missing()) {
         tracing::warn!("{warning}");
     }
-    for problem in crate::config::unknown_credential_plugins(&backends, &config.plugins) {
+    for problem in crate::config::credential_problems(&backends, &config.plugins) {
         tracing::warn!("{problem}: its calls will fail");
     }
     if !plugins.has_auth() {

@@ -236,12 +236,21 @@ impl CredentialMode {
     }
 }
 
-/// Why each backend of `backends` whose `plugin` mode names no `credentials` plugin of
-/// `plugins` cannot be called (its calls would fail).
-pub fn unknown_credential_plugins(backends: &[super::Backend], plugins: &[super::PluginConfig]) -> Vec<String> {
+/// Why each backend of `backends` whose credentials `plugins` cannot give cannot be called
+/// (its calls would fail): a `plugin` mode naming no `credentials` plugin, or a per-user mode
+/// on a relay without an auth plugin, where every client is the one principal `anonymous` and
+/// the first user's credential would be everyone's.
+pub fn credential_problems(backends: &[super::Backend], plugins: &[super::PluginConfig]) -> Vec<String> {
+    let has_auth = plugins.iter().any(|p| p.world == super::World::Auth);
     backends
         .iter()
         .filter_map(|backend| match &backend.credentials {
+            CredentialMode::Static => None,
+            mode if !has_auth => Some(format!(
+                "backend {}: credentials mode {} gives each caller their own credential, and relay.yaml has no auth plugin (every client would be the one principal anonymous and share it)",
+                backend.name,
+                mode.name()
+            )),
             CredentialMode::Plugin { plugin, .. }
                 if !plugins.iter().any(|p| p.name == *plugin && p.world == super::World::Credentials) =>
             {

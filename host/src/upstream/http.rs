@@ -173,7 +173,7 @@ impl HttpConnection {
         self.closed.cancel();
         let session = self.session_headers();
         if session.session_id.is_some() {
-            let request = self.request_to(Method::DELETE, &session, Full::default());
+            let request = self.request_to(Method::DELETE, &session, Full::default(), None);
             let _ = self.client.request(request).await;
         }
     }
@@ -182,14 +182,27 @@ impl HttpConnection {
         self.session.read().expect("session lock").clone()
     }
 
-    /// A request to the endpoint: configured headers, and the session id and protocol version
-    /// once known.
-    fn request_to(&self, method: Method, session: &SessionHeaders, body: Full<Bytes>) -> http::Request<Full<Bytes>> {
+    /// A request to the endpoint: the configured headers (the service credential) or, for a
+    /// call made as its caller, that caller's `credential` instead (none of the configured
+    /// ones: the service's identity must not travel beside the user's), and the session id and
+    /// protocol version once known.
+    fn request_to(
+        &self,
+        method: Method,
+        session: &SessionHeaders,
+        body: Full<Bytes>,
+        credential: Option<&Credential>,
+    ) -> http::Request<Full<Bytes>> {
         let mut request = http::Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = self.uri.read().expect("uri lock").clone();
         let headers = request.headers_mut();
-        headers.clone_from(&self.headers);
+        match credential {
+            Some((name, value)) => {
+                headers.insert(name.clone(), value.clone());
+            }
+            None => headers.clone_from(&self.headers),
+        }
         if let Some(session) = &session.session_id {
             headers.insert(SESSION_HEADER, session.clone());
         }
@@ -199,9 +212,15 @@ impl HttpConnection {
         request
     }
 
-    /// A POST of `body` on this session, both answer formats accepted.
-    fn post_request(&self, body: Bytes, session: &SessionHeaders) -> http::Request<Full<Bytes>> {
-        let mut request = self.request_to(Method::POST, session, Full::new(body));
+    /// A POST of `body` on this session (as `credential`'s holder, if given), both answer
+    /// formats accepted.
+    fn post_request(
+        &self,
+        body: Bytes,
+        session: &SessionHeaders,
+        credential: Option<&Credential>,
+    ) -> http::Request<Full<Bytes>> {
+        let mut request = self.request_to(Method::POST, session, Full::new(body), credential);
         let headers = request.headers_mut();
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -221,10 +240,7 @@ impl HttpConnection {
         let body = Bytes::from(text);
         let mut redirects = 0;
         let response = loop {
-            let mut request = self.post_request(body.clone(), &session);
-            if let Some((name, value)) = credential {
-                request.headers_mut().insert(name.clone(), value.clone());
-            }
+            let request = self.post_request(body.clone(), &session, credential);
             let response = self.client.request(request).await.map_err(|e| {
                 self.closed.cancel();
                 if never_connected {
@@ -364,10 +380,7 @@ impl Drop for CancelUnanswered<'_> {
             method: "notifications/cancelled".into(),
             params: Some(serde_json::json!({"requestId": id, "reason": "the relay's caller stopped waiting"})),
         });
-        let mut request = conn.post_request(Bytes::from(cancel.to_text()), &conn.session_headers());
-        if let Some((name, value)) = self.credential {
-            request.headers_mut().insert(name.clone(), value.clone());
-        }
+        let request = conn.post_request(Bytes::from(cancel.to_text()), &conn.session_headers(), self.credential);
         let client = conn.client.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {

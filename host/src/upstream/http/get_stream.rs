@@ -47,10 +47,10 @@ impl HttpConnection {
     pub(super) fn spawn_get_stream(&self) {
         let client = self.client.clone();
         let session = self.session_headers();
-        let mut request = self.request_to(Method::GET, &session, Full::default());
+        let mut request = self.request_to(Method::GET, &session, Full::default(), None);
         request.headers_mut().insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
         // What each answer's POST is made of (the session is the one the stream belongs to).
-        let (answer, _) = self.post_request(Bytes::new(), &session).into_parts();
+        let (answer, _) = self.post_request(Bytes::new(), &session, None).into_parts();
         let (events, routes, closed) = (self.events.clone(), self.routes.clone(), self.closed.clone());
         let max_message_bytes = self.max_message_bytes;
         let at_once = Arc::new(tokio::sync::Semaphore::new(SERVER_REQUESTS_AT_ONCE));
