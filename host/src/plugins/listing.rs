@@ -21,6 +21,11 @@ use crate::mcp::{ListKind, names};
 /// are kept per principal, so a hook must not be able to inflate them.
 const MAX_ITEM_BYTES: usize = 64 << 10;
 
+/// How much larger than the list it was offered one answer may be, all its items together:
+/// twice as large and [`LIST_GROWTH_BYTES`] more (a hook adding a few KB to every one of
+/// thousands of tools made each principal's `tools/list` 30 MB).
+const LIST_GROWTH_BYTES: usize = 1 << 20;
+
 /// One list item as the hooks are told about it.
 pub struct Listed<'a> {
     /// The backend or adapter that serves it.
@@ -154,7 +159,8 @@ impl Plugins {
 }
 
 /// The hook's answer for the `offered` items, if it keeps the contract: one entry per item,
-/// each hidden or a JSON object of at most 64 KiB (or its offered size); a tool or prompt named
+/// each hidden or a JSON object of at most 64 KiB (or its offered size), all of them at most
+/// twice the offered list and 1 MiB; a tool or prompt named
 /// `[A-Za-z0-9_.-]{1,128}`, a resource or template with its key unchanged.
 fn checked(
     slot: &Slot,
@@ -167,6 +173,14 @@ fn checked(
         return Err(bad(format!("answered {} items of a list of {}", answers.len(), offered.len())));
     }
     let key = kind.key();
+    let offered_bytes: usize = offered.iter().map(|item| item.definition.len()).sum();
+    let answered_bytes: usize = answers.iter().flatten().map(String::len).sum();
+    if answered_bytes > offered_bytes.saturating_mul(2).saturating_add(LIST_GROWTH_BYTES) {
+        return Err(bad(format!(
+            "grew {} from {offered_bytes} to {answered_bytes} bytes (at most twice, and {LIST_GROWTH_BYTES} bytes more)",
+            kind.method()
+        )));
+    }
     offered
         .iter()
         .zip(answers)

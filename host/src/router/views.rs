@@ -19,12 +19,17 @@ use crate::plugins::{Listed, Plugins};
 /// rebuilt on demand, so this bounds memory, not correctness).
 const MAX_KEPT: usize = 4096;
 
-/// Items the kept views hold of their own at most, all together (lists an interceptor edited
+/// Bytes the kept views hold of their own at most, all together (lists an interceptor edited
 /// for them; the rest they share with the catalog): past it, views are let go until the new
 /// one fits. A view shares the definitions it shows unchanged, but holds an index entry and a
-/// pointer per item of a list it edited (about 80 bytes): 4,096 principals of a catalog of
-/// 10,000 tools would otherwise keep 3 GB.
-const MAX_KEPT_ITEMS: usize = 1 << 20;
+/// pointer per item of a list it edited ([`ITEM_BYTES`]) and each definition a hook changed:
+/// 4,096 principals of a catalog of 10,000 tools would otherwise keep 3 GB, and a hook giving
+/// every tool a 6 KB description per principal grew the relay by 38 MB per principal.
+const MAX_KEPT_BYTES: usize = 128 << 20;
+
+/// What a view holds per item of a list of its own besides a changed definition: its index
+/// entry and pointer.
+const ITEM_BYTES: usize = 80;
 
 /// How long a view built while a list hook failed stands in for one that did not: rebuilt on
 /// every request, a hook that fails on a backend's huge list (out of memory, past its
@@ -36,18 +41,18 @@ const FAILED_KEPT_FOR: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub(super) struct Views(Mutex<Store>);
 
-/// The views kept, of which catalog generation, and how many items they list together.
+/// The views kept, of which catalog generation, and how many bytes they hold of their own.
 #[derive(Default)]
 struct Store {
     generations: Generations,
     views: HashMap<Principal, Held>,
-    items: usize,
+    bytes: usize,
 }
 
 /// A view, and when it was built if a list hook failed for it.
 type Kept = (Arc<Catalog>, Option<Instant>);
 
-/// A kept view and how many items it holds of its own.
+/// A kept view and how many bytes it holds of its own.
 type Held = (Kept, usize);
 
 impl Views {
@@ -62,8 +67,8 @@ impl Views {
         }
     }
 
-    /// Keeps `view` of `principal`, which holds `items` of its own.
-    fn keep(&self, principal: &Principal, generations: Generations, view: Kept, items: usize) {
+    /// Keeps `view` of `principal`, which holds `bytes` of its own.
+    fn keep(&self, principal: &Principal, generations: Generations, view: Kept, bytes: usize) {
         let mut store = self.0.lock().expect("views lock");
         let (kept, built) = (store.generations, generations);
         if kept != built && kept.0 >= built.0 && kept.1 >= built.1 {
@@ -73,17 +78,17 @@ impl Views {
             *store = Store { generations, ..Store::default() };
         }
         if let Some((_, replaced)) = store.views.remove(principal) {
-            store.items -= replaced;
+            store.bytes -= replaced;
         }
         // Others let go (any: a view is rebuilt on demand) until this one fits.
-        while store.views.len() >= MAX_KEPT || (store.items + items > MAX_KEPT_ITEMS && !store.views.is_empty()) {
+        while store.views.len() >= MAX_KEPT || (store.bytes + bytes > MAX_KEPT_BYTES && !store.views.is_empty()) {
             let Some(other) = store.views.keys().next().cloned() else { break };
             if let Some((_, held)) = store.views.remove(&other) {
-                store.items -= held;
+                store.bytes -= held;
             }
         }
-        store.items += items;
-        store.views.insert(principal.clone(), (view, items));
+        store.bytes += bytes;
+        store.views.insert(principal.clone(), (view, bytes));
     }
 }
 
@@ -106,9 +111,9 @@ impl Router {
         }
         // Boxed: the common case (a kept view, or no list hook) answers without it, and every
         // request that asks for a view would otherwise carry its size (4 KB).
-        let (view, complete, transient) = Box::pin(edit(&self.plugins, &catalog, principal)).await;
+        let (view, edited, complete, transient) = Box::pin(edit(&self.plugins, &catalog, principal)).await;
         if !transient {
-            let own = view.items_apart_from(&catalog);
+            let own = view.items_apart_from(&catalog) * ITEM_BYTES + edited;
             self.views.keep(principal, generations, (view.clone(), (!complete).then(Instant::now)), own);
         }
         (view, complete)
@@ -116,11 +121,11 @@ impl Router {
 }
 
 /// Asks the list hooks about every list but the relay's own tools (which interceptors do not
-/// see); returns the view, whether every hook answered, and whether one was busy (the view is
-/// then not kept at all).
-async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) -> (Arc<Catalog>, bool, bool) {
+/// see); returns the view, the JSON bytes of the definitions the hooks changed, whether every
+/// hook answered, and whether one was busy (the view is then not kept at all).
+async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) -> (Arc<Catalog>, usize, bool, bool) {
     let mut edits: [Option<Vec<Option<Value>>>; 4] = Default::default();
-    let (mut complete, mut transient) = (true, false);
+    let (mut complete, mut transient, mut changed_bytes) = (true, false, 0);
     for (slot, kind) in edits.iter_mut().zip(ListKind::ALL) {
         let items = catalog.items(kind);
         let (positions, offered): (Vec<usize>, Vec<Listed>) = items
@@ -135,6 +140,13 @@ async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) 
         if edited.items.iter().zip(&offered).all(|(edit, item)| edit.as_ref() == Some(item.definition)) {
             continue;
         }
+        changed_bytes += edited
+            .items
+            .iter()
+            .zip(&offered)
+            .filter_map(|(edit, item)| edit.as_ref().filter(|edit| *edit != item.definition))
+            .map(|edit| serde_json::to_string(edit).map_or(0, |text| text.len()))
+            .sum::<usize>();
         // The relay's own tools as they are; every other item as the hooks left it.
         let mut all: Vec<Option<Value>> = items
             .iter()
@@ -146,13 +158,13 @@ async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) 
         *slot = Some(all);
     }
     if edits.iter().all(Option::is_none) {
-        return (catalog.clone(), complete, transient);
+        return (catalog.clone(), 0, complete, transient);
     }
     let view = catalog.view(|kind| {
         let i = ListKind::ALL.iter().position(|&k| k == kind).expect("every kind is in ALL");
         edits[i].take()
     });
-    (Arc::new(view), complete, transient)
+    (Arc::new(view), changed_bytes, complete, transient)
 }
 
 #[cfg(test)]
@@ -167,17 +179,17 @@ mod tests {
     }
 
     #[test]
-    fn kept_views_count_their_own_items_and_a_replaced_view_gives_its_count_back() {
+    fn kept_views_count_their_own_bytes_and_a_replaced_view_gives_its_count_back() {
         let views = Views::default();
         let named = |id: &str| Principal { id: id.into(), roles: Vec::new() };
         let (alice, bob) = (named("alice"), named("bob"));
         views.keep(&alice, (1, 1), (catalog(3), None), 3);
         views.keep(&bob, (1, 1), (catalog(5), None), 5);
         views.keep(&alice, (1, 1), (catalog(2), None), 2);
-        assert_eq!(views.0.lock().unwrap().items, 7);
+        assert_eq!(views.0.lock().unwrap().bytes, 7);
         views.keep(&bob, (2, 1), (catalog(4), None), 4);
         let store = views.0.lock().unwrap();
-        assert_eq!((store.items, store.views.len()), (4, 1), "a newer catalog starts the store over");
+        assert_eq!((store.bytes, store.views.len()), (4, 1), "a newer catalog starts the store over");
     }
 
     #[test]
@@ -186,10 +198,10 @@ mod tests {
         let named = |id: String| Principal { id, roles: Vec::new() };
         let whole = catalog(3);
         for n in 0..10 {
-            views.keep(&named(format!("p{n}")), (1, 1), (catalog(1), None), MAX_KEPT_ITEMS / 4);
+            views.keep(&named(format!("p{n}")), (1, 1), (catalog(1), None), MAX_KEPT_BYTES / 4);
         }
         let store = views.0.lock().unwrap();
-        assert_eq!((store.views.len(), store.items), (4, MAX_KEPT_ITEMS), "the newest kept, not all dropped");
+        assert_eq!((store.views.len(), store.bytes), (4, MAX_KEPT_BYTES), "the newest kept, not all dropped");
         assert!(store.views.contains_key(&named("p9".into())));
         drop(store);
         let unchanged = whole.view(|_| None);

@@ -1,6 +1,7 @@
 //! WASI 0.2 for plugins, built from the grants: only the granted environment variables, clocks
 //! that stand still without the `clock` grant, the granted directories (read-only or
-//! writable, at their configured paths), and no sockets.
+//! writable, at their configured paths), no sockets, and random bytes [`MAX_RANDOM_BYTES`] at a
+//! time.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,12 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use crate::config::PluginConfig;
 use crate::plugins::PluginError;
+
+/// The most random bytes one `get-random-bytes` (or `get-insecure-random-bytes`) call gives; a
+/// larger ask traps. The host fills them in one synchronous call, which no deadline can end
+/// (wasmtime's default, 64 MiB, held a worker thread for 250 ms and other clients' calls with
+/// it); a guest wanting more asks again, yielding between asks.
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 /// What one plugin's WASI context may reach.
 pub struct WasiGrant {
@@ -44,7 +51,7 @@ impl WasiGrant {
         if !self.clock {
             wasi.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
         }
-        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).max_random_size(MAX_RANDOM_BYTES);
         for (dirs, perms) in [(&self.read_dirs, FsPerms::ReadOnly), (&self.write_dirs, FsPerms::ReadWrite)] {
             for dir in dirs {
                 let guest = dir.to_string_lossy();
