@@ -1,6 +1,7 @@
 //! The accept loop and the first-byte sniff. Every connection counts against its address's cap
-//! on unauthenticated connections until it has authenticated (newline) or sent a whole request
-//! head (HTTP), and must get that far within `limits.handshake_timeout_secs`.
+//! on unauthenticated connections until it has authenticated (newline), or (HTTP) sent a whole
+//! request head on an open relay or had a request vouched for with auth on, and must get that
+//! far within `limits.handshake_timeout_secs`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
