@@ -52,6 +52,21 @@ async fn kv_has_quotas() {
     assert!(refused.is_some_and(|n| n >= 3.0), "{metrics}");
 }
 
+/// `wasi:random` fills its bytes in one host call, which no deadline can end: a plugin asking
+/// for wasmtime's default limit (64 MiB) held a worker thread, and every call on it, for a
+/// quarter of a second past its deadline. One call gives at most 1 MiB; a larger ask traps.
+#[tokio::test]
+async fn random_bytes_come_at_most_a_mebibyte_per_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = hostile(dir.path(), "{}", "{}", "{deadline_ms: 5000, memory_mb: 128}", "backends: []\n").await;
+    let mut client = relay.line_client().await;
+    assert_eq!(text_of(&client.call_tool("random", json!({"n": 1 << 20})).await), "got 1048576");
+    let refused = client.call_tool("random", json!({"n": 32 << 20})).await;
+    assert!(refused.get("error").is_some() || refused["result"]["isError"] == true, "{refused}");
+    assert!(!refused.to_string().contains("got 33554432"), "{refused}");
+    assert_eq!(text_of(&client.call_tool("random", json!({"n": 16})).await), "got 16", "the plugin serves on");
+}
+
 #[tokio::test]
 async fn nothing_a_call_creates_outlives_it() {
     // A server that accepts connections and never answers.

@@ -6,7 +6,8 @@
 //! HTTP header maps of 120 KB and forgets them; `leak_requests {n, authority}` starts n
 //! outgoing requests and forgets them; `spin` loops forever; `hold {mb, ms}` holds that much
 //! memory for that long; `log_flood {n}` logs n records, one of them a forged line;
-//! `call_backend {backend, tool}` calls a backend through `upstream`.
+//! `call_backend {backend, tool}` calls a backend through `upstream`; `random {n}` asks
+//! `wasi:random` for n bytes in one call.
 
 use relay::plugin::{config, kv, log, upstream};
 use serde_json::{Value, json};
@@ -17,8 +18,8 @@ use exports::relay::plugin::tools::{Guest, Tool, ToolError};
 
 struct Hostile;
 
-const TOOLS: [&str; 8] =
-    ["kv_flood", "leak_fields", "leak_requests", "spin", "hold", "log_flood", "call_backend", "noop"];
+const TOOLS: [&str; 9] =
+    ["kv_flood", "leak_fields", "leak_requests", "spin", "hold", "log_flood", "call_backend", "random", "noop"];
 
 impl Guest for Hostile {
     fn list_tools() -> Vec<Tool> {
@@ -88,6 +89,7 @@ impl Guest for Hostile {
                     Err(e) => Ok(text(format!("refused: {e}"))),
                 }
             }
+            "random" => Ok(text(format!("got {}", random_bytes(n)))),
             "noop" => Ok(text("ok".into())),
             other => Err(ToolError::UnknownTool(other.to_owned())),
         }
@@ -119,6 +121,16 @@ fn leak_requests(n: u64, authority: &str) -> u64 {
         }
     }
     started
+}
+
+#[cfg(target_arch = "wasm32")]
+fn random_bytes(n: u64) -> usize {
+    wasip2::random::random::get_random_bytes(n).len()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn random_bytes(_: u64) -> usize {
+    0
 }
 
 #[cfg(not(target_arch = "wasm32"))]
