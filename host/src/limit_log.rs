@@ -30,6 +30,11 @@ pub struct OncePerSecond {
 }
 
 impl OncePerSecond {
+    /// A line not written yet (for a `static`).
+    pub const fn new() -> Self {
+        Self { at: None, quiet: 0 }
+    }
+
     /// `Some(how many were not written since the last)` when the line may be written now.
     pub fn admit(&mut self) -> Option<u64> {
         let now = Instant::now();

@@ -190,6 +190,31 @@ fn proxy_v2_from(source: &str) -> Vec<u8> {
     header
 }
 
+/// A PROXY header from an address `listen.trusted_proxies` leaves out (a proxy the operator
+/// forgot to name) is refused with a warning that names the setting: it was read as the start
+/// of a newline message, so each of HAProxy's health checks counted as a failed authentication
+/// from the proxy's address, and `relay health` on loopback was locked out.
+#[tokio::test]
+async fn a_proxy_header_from_an_address_not_trusted_is_refused_and_counts_no_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = "listen: {trusted_proxies: [127.0.0.9]}\n";
+    let relay = Relay::start_files(dir.path(), &auth_yaml(dir.path(), top, ""), "backends: []\n", &[]).await;
+    for _ in 0..25 {
+        let mut check = TcpStream::connect(("127.0.0.1", relay.port)).await.unwrap();
+        check
+            .write_all(&[proxy_v2_from("2001:db8::1"), b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()].concat())
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), check.read_to_end(&mut answer)).await;
+        assert!(answer.is_empty(), "answered: {}", String::from_utf8_lossy(&answer));
+    }
+    relay.wait_for_log("listen.trusted_proxies does not name").await;
+    let mut ops = relay.line_client_as(Some("ADMINTOKEN-123")).await;
+    let pong = ops.request("ping", json!({})).await;
+    assert_eq!(pong["result"], json!({}), "loopback was locked out: {pong}");
+}
+
 /// Per-address caps count an IPv6 client by its /64, as the authentication throttle does:
 /// rotating source addresses within one's /64 (here behind a trusted proxy) does not multiply
 /// the connections it may hold unauthenticated.

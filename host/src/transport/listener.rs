@@ -156,7 +156,12 @@ async fn handle(
     let named = match tokio::time::timeout_at(by, state.proxies.client_of(&mut stream, peer)).await {
         Ok(Ok(named)) => named,
         Ok(Err(e)) => {
-            tracing::warn!(proxy = %peer, error = %e, "PROXY header refused; connection closed");
+            // Once a second at most: anyone may send one from an address not trusted.
+            static REFUSED: std::sync::Mutex<crate::limit_log::OncePerSecond> =
+                std::sync::Mutex::new(crate::limit_log::OncePerSecond::new());
+            if let Some(suppressed) = REFUSED.lock().expect("refusal log lock").admit() {
+                tracing::warn!(proxy = %peer, error = %e, also_refused_since_last_logged = suppressed, "PROXY header refused; connection closed");
+            }
             return Ok(());
         }
         Err(_) => return Ok(()),

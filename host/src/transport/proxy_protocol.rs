@@ -4,7 +4,10 @@
 //! counts, throttles and logs. Without it, every client behind the proxy would share one
 //! address, and one guesser would lock them all out. The header is optional from a trusted
 //! proxy (its health checks and an operator's `curl` on the colour's port need none) and never
-//! read from anyone else. Parsing is the `ppp` crate's.
+//! believed from anyone else: a header from an address the setting does not name (a proxy
+//! left out of it) is refused with a warning, not read as the client's first message (each of
+//! HAProxy's health checks then counted as a failed authentication from the proxy's address,
+//! which locked `relay health` on loopback out). Parsing is the `ppp` crate's.
 
 use std::net::SocketAddr;
 
@@ -29,6 +32,9 @@ pub enum ProxyHeaderError {
     /// The header does not parse or is too large.
     #[error("malformed PROXY v2 header: {0}")]
     Malformed(String),
+    /// A header from a peer `listen.trusted_proxies` does not name.
+    #[error("a PROXY v2 header from an address listen.trusted_proxies does not name; add the proxy's address there")]
+    Untrusted,
 }
 
 /// The proxies whose PROXY headers are believed.
@@ -53,14 +59,17 @@ impl TrustedProxies {
     /// The client `peer` stands for: the source of a PROXY v2 header at the start of `stream`
     /// when `peer` is trusted and sent one; `None` when the connection is `peer`'s own (no
     /// header, or a `LOCAL` one: a proxy's own checks). Consumes the header; leaves everything
-    /// after it.
+    /// after it. A header from a peer not trusted is refused.
     pub async fn client_of(
         &self,
         stream: &mut TcpStream,
         peer: SocketAddr,
     ) -> Result<Option<SocketAddr>, ProxyHeaderError> {
-        if !self.trusts(peer) || !starts_with_signature(stream).await? {
+        if !starts_with_signature(stream).await? {
             return Ok(None);
+        }
+        if !self.trusts(peer) {
+            return Err(ProxyHeaderError::Untrusted);
         }
         let mut fixed = [0u8; MINIMUM_LENGTH];
         stream.read_exact(&mut fixed).await?;
@@ -140,7 +149,11 @@ mod tests {
         let stranger: SocketAddr = "198.51.100.1:1".parse().unwrap();
         let (mut client, mut server) = pair().await;
         client.write_all(&header("203.0.113.7:5555")).await.unwrap();
-        assert_eq!(trusted.client_of(&mut server, stranger).await.unwrap(), None, "an untrusted header is not read");
+        let refused = trusted.client_of(&mut server, stranger).await;
+        assert!(matches!(refused, Err(ProxyHeaderError::Untrusted)), "an untrusted header is refused: {refused:?}");
+        let (mut client, mut server) = pair().await;
+        client.write_all(b"{\"jsonrpc\":\"2.0\"}\n").await.unwrap();
+        assert_eq!(trusted.client_of(&mut server, stranger).await.unwrap(), None, "a stranger's own connection");
         assert!(!TrustedProxies::default().trusts(proxy));
     }
 }
