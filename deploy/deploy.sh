@@ -18,7 +18,8 @@
 #      `relay_kv_store_info{store}` on both colours' /metrics: the same Redis and namespace).
 #   5. Switch: the target leaves maintenance with weight 0 in every backend (checked by HAProxy,
 #      sent nothing); once HAProxy's own checks pass steadily it gets its full weight and the
-#      old colour drains (its Streamable HTTP sessions keep reaching it, nothing new does).
+#      old colour drains (every new connection and request goes to the target, Streamable
+#      HTTP sessions included: it takes them up from the shared store).
 #      Then relay-active moves to the target (atomic rename), which is enabled at boot while
 #      the old colour is disabled.
 #   6. Retire the old colour: stop it at once (STOP_CMD: SIGTERM; it drains itself: running
@@ -166,7 +167,7 @@ step "Starting $TARGET and checking it on port $(colour_port "$TARGET")"
 PHASE=started
 start_colour "$TARGET"
 check_colour "$TARGET" || die "$TARGET is not healthy; it gets no traffic"
-check_shared_store "$TARGET" "$ACTIVE" || die "$TARGET does not share $ACTIVE's sessions; it gets no traffic"
+check_shared_store "$TARGET" "$ACTIVE" || die "$TARGET is not known to share $ACTIVE's sessions; it gets no traffic"
 
 step "Switching HAProxy to $TARGET${ACTIVE:+ (draining $ACTIVE)}"
 PHASE=switching

@@ -82,7 +82,7 @@ else
   STARTED=1
 fi
 check_colour "$TARGET" || die "$TARGET is not healthy; refusing to send traffic to it"
-check_shared_store "$TARGET" "$CURRENT" || die "$TARGET does not share $CURRENT's sessions; refusing to send traffic to it"
+check_shared_store "$TARGET" "$CURRENT" || die "$TARGET is not known to share $CURRENT's sessions; refusing to send traffic to it"
 
 step "Switching HAProxy to $TARGET (draining $CURRENT)"
 PHASE=switching

@@ -110,6 +110,7 @@ HEALTH_ARGS=${HEALTH_ARGS:-}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 SWITCH_TIMEOUT=${SWITCH_TIMEOUT:-30}
 SWITCH_SETTLE=${SWITCH_SETTLE:-5}
+ALLOW_UNVERIFIED_STORE=${ALLOW_UNVERIFIED_STORE:-0}
 STOP_TIMEOUT=${STOP_TIMEOUT:-60}
 POLL_INTERVAL=${POLL_INTERVAL:-1}
 HAPROXY_SOCKET=${HAPROXY_SOCKET:-${RELAY_LB_SOCKET:-/run/haproxy/admin.sock}}
@@ -413,6 +414,17 @@ store_of() {
   metrics_get "$1" metrics - | sed -n 's/^relay_kv_store_info{store="\([0-9a-z]*\)"} 1$/\1/p' | head -n 1 || true
 }
 
+# COLOUR is configured with a shared store it cannot reach now: whether both colours share one
+# cannot be told. Refused (status 1) unless ALLOW_UNVERIFIED_STORE=1.
+unverified_store() {
+  if [[ $ALLOW_UNVERIFIED_STORE == 1 ]]; then
+    warn "$1 cannot reach its session store (kv) now: whether both colours share it is not verified (ALLOW_UNVERIFIED_STORE=1)"
+    return 0
+  fi
+  warn "$1 cannot reach its session store (kv) now, so whether both colours share it cannot be told (a different kv.url or kv.namespace would lose every client's session at the switch); bring the store back, or set ALLOW_UNVERIFIED_STORE=1 to switch without knowing"
+  return 1
+}
+
 # GET PATH from COLOUR's metrics address into OUTPUT (`-`: standard output); nothing when it
 # does not answer. The token goes only to the colour's main port (where these need the admin
 # role once an auth plugin runs), on curl's standard input: never to a private metrics
@@ -429,7 +441,9 @@ metrics_get() {
 # Redis or namespace (or none), every Streamable HTTP session, subscription and shared budget
 # would be lost at the switch, and the deploy would still say done. Nothing to compare when
 # ACTIVE keeps nothing shared; a colour that does not say which store it uses is warned about,
-# not refused (a rollback to a build from before this check must go through).
+# not refused (a rollback to a build from before this check must go through). A colour that
+# cannot reach its store now cannot be compared: refused, unless ALLOW_UNVERIFIED_STORE=1 (a
+# deploy made to fix the store's address, during the outage).
 check_shared_store() {
   local target=$1 active=$2 theirs ours
   [[ -n $active ]] || return 0
@@ -439,9 +453,13 @@ check_shared_store() {
       warn "$active does not say which session store it uses (an older build, or its metrics are not readable here): not compared"
       return 0
       ;;
-    none | unreachable)
-      info "$active keeps no shared store ($theirs): its sessions stay with it"
+    none)
+      info "$active keeps no shared store: its sessions stay with it"
       return 0
+      ;;
+    unreachable)
+      unverified_store "$active"
+      return
       ;;
   esac
   # A colour just started may take a moment to answer its status (Redis connecting).
@@ -453,6 +471,10 @@ check_shared_store() {
   if [[ -z $ours ]]; then
     warn "$target does not say which session store it uses (an older build, or its metrics are not readable here): not compared"
     return 0
+  fi
+  if [[ $ours == unreachable ]]; then
+    unverified_store "$target"
+    return
   fi
   if [[ $ours != "$theirs" ]]; then
     warn "$target does not share $active's session store (kv.url and kv.namespace must name the same Redis and namespace; $active's store ${theirs:0:12}, $target's ${ours:0:12}): its clients' sessions would be lost"
@@ -591,7 +613,12 @@ wait_haproxy_up() {
       good=0
     fi
     if ((waited >= SWITCH_TIMEOUT)); then
-      warn "HAProxy's checks do not pass for $colour within ${SWITCH_TIMEOUT}s (${failing[*]:-not steady for ${SWITCH_SETTLE}s}); check RELAY_LB_${colour^^} in HAProxy's environment"
+      # A layer-7 failure: HAProxy reaches the colour, which does not answer its check well.
+      local hint="check RELAY_LB_${colour^^} in HAProxy's environment"
+      if [[ ${failing[*]} == *L7* && ${failing[*]} != *L4* ]]; then
+        hint="HAProxy reaches $colour, whose answer to its check fails: is HAProxy's address in $colour's listen.trusted_proxies (it sends a PROXY header; $colour's log says so when not), and does /readyz answer 200?"
+      fi
+      warn "HAProxy's checks do not pass for $colour within ${SWITCH_TIMEOUT}s (${failing[*]:-not steady for ${SWITCH_SETTLE}s}); $hint"
       return 1
     fi
     sleep "$POLL_INTERVAL"
