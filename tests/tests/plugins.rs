@@ -596,3 +596,30 @@ async fn a_sighup_while_the_relay_starts_does_not_end_it() {
     .await;
     assert!(child.try_wait().unwrap().is_none(), "still running");
 }
+
+/// A plugin built against a `relay:plugin` version this relay does not speak is named as such
+/// by check-config (it read as a type error: "instance export `log` has the wrong type").
+#[tokio::test]
+async fn a_plugin_built_against_another_contract_version_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    // echo-adapter with every `relay:plugin/...@0.2.0` name made `@0.3.0` (the same length).
+    let mut wasm = std::fs::read(plugin_wasm("echo_adapter")).unwrap();
+    let (from, to) = (b"@0.2.0".as_slice(), b"@0.3.0".as_slice());
+    let mut at = 0;
+    while let Some(i) = wasm[at..].windows(from.len()).position(|w| w == from) {
+        wasm[at + i..at + i + to.len()].copy_from_slice(to);
+        at += i + to.len();
+    }
+    let path = dir.path().join("future.wasm");
+    std::fs::write(&path, &wasm).unwrap();
+    let yaml = format!("plugins:\n  - name: future\n    world: adapter\n    path: {}\n", path.display());
+    std::fs::write(dir.path().join("relay.yaml"), yaml).unwrap();
+    std::fs::write(dir.path().join("backends.yaml"), "backends: []\n").unwrap();
+    let checked = std::process::Command::new(relay_tests::relay_bin())
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("relay.yaml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(!checked.status.success() && said.contains("built against relay:plugin@0.3.0"), "{said}");
+}

@@ -142,10 +142,16 @@ impl Version {
                 .await
                 .map_err(|e| fail(e.to_string()))?
                 .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| fail(format!("imports do not match the {} world: {e:#}", world.as_str())))?;
-        let exports = |e: wasmtime::Error| fail(format!("exports do not match the {} world: {e:#}", world.as_str()));
+        // A contract this relay does not speak is named as such, not as a type mismatch.
+        let contract = unknown_contract(engine, &component);
+        let mismatch = |what: &str, e: wasmtime::Error| match &contract {
+            Some(version) => fail(format!(
+                "built against relay:plugin@{version}; this relay speaks relay:plugin 0.1 and 0.2 (build it against the wit/ of this relay's release)"
+            )),
+            None => fail(format!("{what} do not match the {} world: {e:#}", world.as_str())),
+        };
+        let pre = linker.instantiate_pre(&component).map_err(|e| mismatch("imports", e))?;
+        let exports = |e: wasmtime::Error| mismatch("exports", e);
         let instantiate = async {
             Ok::<_, PluginError>(match world {
                 // Each world in its current version, else as relay:plugin 0.1 built it.
@@ -347,4 +353,20 @@ fn checked_tools(
             Ok(json!({"name": tool.name, "description": tool.description, "inputSchema": schema}))
         })
         .collect()
+}
+
+/// A `relay:plugin` version `component` imports or exports that this relay does not speak (it
+/// speaks 0.1.x and 0.2.x), if any.
+fn unknown_contract(engine: &Engine, component: &wasmtime::component::Component) -> Option<String> {
+    let ty = component.component_type();
+    let names: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .chain(ty.exports(engine).map(|(name, _)| name.to_owned()))
+        .collect();
+    names
+        .iter()
+        .filter_map(|name| name.strip_prefix("relay:plugin/")?.split_once('@').map(|(_, version)| version))
+        .find(|version| !(version.starts_with("0.1.") || version.starts_with("0.2.")))
+        .map(str::to_owned)
 }
