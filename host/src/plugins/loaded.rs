@@ -343,6 +343,17 @@ fn checked_tools(
     if let Some(tool) = listed.iter().find(|t| t.input_schema.len() > MAX_SCHEMA) {
         return Err(refuse(format!("tool {}: input-schema over {MAX_SCHEMA} bytes", tool.name)));
     }
+    // Listed all the same (the catalog makes such a name fit, or leaves out an empty one or a
+    // second of one name), but said: the WIT asks for names that fit.
+    let mut seen = std::collections::HashSet::new();
+    let unfit: Vec<String> = listed
+        .iter()
+        .filter(|t| !crate::mcp::names::fits(&t.name) || !seen.insert(t.name.as_str()))
+        .map(|t| crate::mcp::clip(&t.name).into_owned())
+        .collect();
+    if !unfit.is_empty() {
+        tracing::warn!(plugin = %ctx.name, names = ?unfit, "adapter lists tool names that are not [A-Za-z0-9_.-]{{1,128}} or are listed twice: the catalog shows them changed (other characters as _, cut to 128), or leaves them out (empty, or a second of one name)");
+    }
     listed
         .into_iter()
         .map(|tool| {
