@@ -45,7 +45,7 @@
 #     (a colour that exits while starting is reported at once, with its last log lines)
 #   RELAY_BIN=<colour>/bin/relay  RUN_AS=relay (as root)  ENV_DIR=/etc/relay
 #   HEALTH_TIMEOUT=5  HEALTH_ARGS=  READY_TIMEOUT=60  SWITCH_TIMEOUT=30  SWITCH_SETTLE=5
-#   STOP_TIMEOUT=60  POLL_INTERVAL=1
+#   STOP_TIMEOUT=60  POLL_INTERVAL=1  ALLOW_UNVERIFIED_STORE=0
 #   HAPROXY_SOCKET=/run/haproxy/admin.sock  HAPROXY_BACKENDS='relay_http relay_tcp'
 #   HAPROXY_STATE_FILE=/var/lib/haproxy/server-state  LOCK_FILE=$RELAY_ROOT/.deploy.lock
 #   FIRST_COLOUR=blue     colour of the very first install (no relay-active yet)

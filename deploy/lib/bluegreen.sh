@@ -458,8 +458,9 @@ check_shared_store() {
       return 0
       ;;
     unreachable)
-      unverified_store "$active"
-      return
+      # Allowed unverified: the target is still looked at (a target keeping none is refused).
+      unverified_store "$active" || return 1
+      theirs=""
       ;;
   esac
   # A colour just started may take a moment to answer its status (Redis connecting).
@@ -472,10 +473,15 @@ check_shared_store() {
     warn "$target does not say which session store it uses (an older build, or its metrics are not readable here): not compared"
     return 0
   fi
+  if [[ $ours == none ]]; then
+    warn "$target keeps no shared session store (kv) while $active has one: its clients' sessions would be lost"
+    return 1
+  fi
   if [[ $ours == unreachable ]]; then
     unverified_store "$target"
     return
   fi
+  [[ -n $theirs ]] || return 0 # $active's store could not be asked (allowed unverified)
   if [[ $ours != "$theirs" ]]; then
     warn "$target does not share $active's session store (kv.url and kv.namespace must name the same Redis and namespace; $active's store ${theirs:0:12}, $target's ${ours:0:12}): its clients' sessions would be lost"
     return 1

@@ -135,8 +135,11 @@ async fn check_config(path: &std::path::Path) -> Result<String, String> {
     if let Some(missing) = store.missing() {
         eprintln!("warning: {missing}");
     }
-    if let Some(problem) = relay::config::credential_problems(&backends, &config.plugins).into_iter().next() {
+    if let Some(problem) = relay::config::unknown_credential_plugins(&backends, &config.plugins).into_iter().next() {
         return Err(problem);
+    }
+    for shared in relay::config::shared_per_user_backends(&backends, &config.plugins) {
+        eprintln!("warning: {shared}");
     }
     for plugin in &config.plugins {
         let wasm = plugin.resolved_path(path);

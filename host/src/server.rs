@@ -56,8 +56,11 @@ pub async fn run(
     for warning in config_warnings(&config).into_iter().chain(store.missing()) {
         tracing::warn!("{warning}");
     }
-    for problem in crate::config::credential_problems(&backends, &config.plugins) {
+    for problem in crate::config::unknown_credential_plugins(&backends, &config.plugins) {
         tracing::warn!("{problem}: its calls will fail");
+    }
+    for shared in crate::config::shared_per_user_backends(&backends, &config.plugins) {
+        tracing::warn!("{shared}");
     }
     if !plugins.has_auth() {
         if config.access.admin_without_auth {

@@ -190,11 +190,8 @@ async fn per_user_credentials_are_refused_where_one_connection_serves_every_call
     let refused = client.call_tool("relay_auth_set_secret", json!({"backend": "h", "secret": "x"})).await;
     assert_eq!(refused["result"]["isError"], true, "{refused}");
     assert!(refused.to_string().contains("no auth plugin"), "{refused}");
-    // Nor is a call made as "everyone" (an OAuth grant, an exchanged or a plugin's token would
-    // be the first user's for every client), and check-config says so.
-    let call = client.call_tool("whoami", json!({})).await;
-    assert!(call.to_string().contains("no auth plugin"), "{call}");
-    assert_eq!(backend.calls_of("whoami"), 0);
+    // An OAuth grant (or an exchanged or a plugin's token) would be the first user's for every
+    // client: check-config warns.
     let open_dir = tempfile::tempdir().unwrap();
     std::fs::write(open_dir.path().join("relay.yaml"), relay_tests::TEST_RELAY_YAML).unwrap();
     let oauth = format!(
@@ -208,7 +205,10 @@ async fn per_user_credentials_are_refused_where_one_connection_serves_every_call
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && said.contains("no auth plugin"), "{said}");
+    assert!(
+        output.status.success() && said.contains("warning: backend docs") && said.contains("no auth plugin"),
+        "{said}"
+    );
 }
 
 /// `token_exchange` (RFC 8693) against an in-process endpoint (`relay_tests::token_endpoint`,
@@ -264,27 +264,20 @@ async fn a_token_exchange_gives_each_principal_its_own_token_for_the_backend() {
     assert!(!relay.log().contains("xchg-alice"), "exchanged tokens stay out of the log");
 }
 
-/// A call made as its caller carries the caller's credential instead of the entry's headers
-/// (the service credential travelled beside it, and a backend preferring `Authorization` took
-/// every user for the service); a stored secret is sent only to the address the backend had
-/// when it was stored (re-pointing a name collected every user's key).
+/// A call made as its caller carries the caller's credential in place of the entry's
+/// `Authorization` (the service credential travelled beside the user's, and a backend
+/// preferring `Authorization` took every user for the service).
 #[tokio::test]
-async fn a_users_call_carries_only_their_credential_and_only_where_it_was_stored_for() {
+async fn a_users_call_does_not_carry_the_service_credential_beside_theirs() {
     let redis = RedisServer::start().await;
-    let (backend, elsewhere) = (HttpBackend::start(0).await, HttpBackend::start(0).await);
+    let backend = HttpBackend::start(0).await;
     let dir = tempfile::tempdir().unwrap();
-    let entry = |url: &str| {
-        format!(
-            "backends:\n  - name: h\n    url: {url}\n    headers: {{Authorization: 'Bearer SERVICE'}}\n    credentials: {{mode: per_user_secret, header: X-Api-Key, format: '{{secret}}'}}\n"
-        )
-    };
-    let mut relay = Relay::start_files(
-        dir.path(),
-        &yaml(dir.path(), &redis),
-        &entry(&backend.url()),
-        &[("RELAY_CREDENTIAL_KEYS", KEYS)],
-    )
-    .await;
+    let backends = format!(
+        "backends:\n  - name: h\n    url: {}\n    headers: {{Authorization: 'Bearer SERVICE', X-Tenant: acme}}\n    credentials: {{mode: per_user_secret, header: X-Api-Key, format: '{{secret}}'}}\n",
+        backend.url()
+    );
+    let mut relay =
+        Relay::start_files(dir.path(), &yaml(dir.path(), &redis), &backends, &[("RELAY_CREDENTIAL_KEYS", KEYS)]).await;
     relay.token = Some("OPS-T".into());
     relay.wait_ready("h").await;
     let stored =
@@ -292,15 +285,4 @@ async fn a_users_call_carries_only_their_credential_and_only_where_it_was_stored
     assert_eq!(stored["result"]["structuredContent"]["stored"], true, "{stored}");
     let seen = relay.call_tool_as("ALICE-T", "whoami", json!({})).await;
     assert_eq!(text_of(&seen), "-", "the service's Authorization went with alice's key: {seen}");
-
-    relay_tests::replace_file(&dir.path().join("backends.yaml"), entry(&elsewhere.url()).as_bytes());
-    eventually("h re-pointed and ready", || async {
-        let connected = elsewhere.received().iter().any(|m| m["method"] == "initialize");
-        (connected && relay.backend_state("h").await.as_deref() == Some("ready")).then_some(())
-    })
-    .await;
-    let refused = relay.call_tool_as("ALICE-T", "whoami", json!({})).await;
-    assert_eq!(refused["error"]["code"], -32011, "alice's key went to the new address: {refused}");
-    assert!(refused.to_string().contains("moved"), "{refused}");
-    assert_eq!(elsewhere.calls_of("whoami"), 0);
 }

@@ -37,9 +37,9 @@ impl RelayTools {
         if secret.len() > 8192 || secret.chars().any(char::is_control) {
             return Err(AdminError::BadArguments("secret must be at most 8 KiB, without control characters".into()));
         }
-        let (slot, url) = (mode.slot(backend), upstream.backend.transport.url().unwrap_or_default());
-        let stored = self.credentials.store_secret(&caller.id, (backend, &slot, url), secret).await;
-        stored.map_err(|e| AdminError::BadArguments(e.to_string()))?;
+        let vault = &self.credentials.vault;
+        let slot = mode.slot(backend);
+        vault.put(&caller.id, &slot, secret).await.map_err(|e| AdminError::BadArguments(e.to_string()))?;
         tracing::info!(principal = %caller.id, backend, "credential stored");
         Ok(json!({"backend": backend, "stored": true}))
     }

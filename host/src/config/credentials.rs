@@ -236,21 +236,33 @@ impl CredentialMode {
     }
 }
 
-/// Why each backend of `backends` whose credentials `plugins` cannot give cannot be called
-/// (its calls would fail): a `plugin` mode naming no `credentials` plugin, or a per-user mode
-/// on a relay without an auth plugin, where every client is the one principal `anonymous` and
-/// the first user's credential would be everyone's.
-pub fn credential_problems(backends: &[super::Backend], plugins: &[super::PluginConfig]) -> Vec<String> {
-    let has_auth = plugins.iter().any(|p| p.world == super::World::Auth);
+/// Each backend of `backends` with a per-user mode on a relay whose `plugins` hold no auth
+/// plugin, said: every client is then the one principal `anonymous`, so the first user's grant
+/// (or exchanged or plugin-issued token) is every client's, and any client may revoke it.
+/// Legal (a relay one person uses on loopback), warned about by check-config and serve.
+pub fn shared_per_user_backends(backends: &[super::Backend], plugins: &[super::PluginConfig]) -> Vec<String> {
+    if plugins.iter().any(|p| p.world == super::World::Auth) {
+        return Vec::new();
+    }
+    backends
+        .iter()
+        .filter(|backend| !matches!(backend.credentials, CredentialMode::Static))
+        .map(|backend| {
+            format!(
+                "backend {}: credentials mode {} gives each caller their own credential, and relay.yaml has no auth plugin: every client is the one principal anonymous, and shares (and may revoke) what the first one stores or authorizes",
+                backend.name,
+                backend.credentials.name()
+            )
+        })
+        .collect()
+}
+
+/// Why each backend of `backends` whose `plugin` mode names no `credentials` plugin of
+/// `plugins` cannot be called (its calls would fail).
+pub fn unknown_credential_plugins(backends: &[super::Backend], plugins: &[super::PluginConfig]) -> Vec<String> {
     backends
         .iter()
         .filter_map(|backend| match &backend.credentials {
-            CredentialMode::Static => None,
-            mode if !has_auth => Some(format!(
-                "backend {}: credentials mode {} gives each caller their own credential, and relay.yaml has no auth plugin (every client would be the one principal anonymous and share it)",
-                backend.name,
-                mode.name()
-            )),
             CredentialMode::Plugin { plugin, .. }
                 if !plugins.iter().any(|p| p.name == *plugin && p.world == super::World::Credentials) =>
             {

@@ -18,7 +18,7 @@ mod watch;
 pub use backends::{Backend, BackendSpec, BackendsFile, ConfigError, Transport};
 pub use binding::{Binding, BindingMatcher, Hook};
 pub use commands::{AllowedCommand, CommandRule};
-pub use credentials::{CredentialMode, credential_problems};
+pub use credentials::{CredentialMode, shared_per_user_backends, unknown_credential_plugins};
 pub use listen::{ListenConfig, MAX_WORKERS};
 pub use logging::{ForwardConfig, LogFormat, LoggingConfig};
 pub use plugins::{

@@ -11,17 +11,6 @@ pub enum CredentialError {
         "backend {backend} calls its tools with your own credential, and you have not stored one: call relay_auth_set_secret with {{\"backend\": \"{backend}\", \"secret\": \"...\"}} first"
     )]
     Missing { backend: String },
-    /// The principal's secret was stored while the backend was at another address (its name
-    /// was re-pointed): it is not sent here.
-    #[error(
-        "backend {backend} has moved since you stored your credential for it, which is not sent to its new address: call relay_auth_set_secret with {{\"backend\": \"{backend}\", \"secret\": \"...\"}} again"
-    )]
-    StoredElsewhere { backend: String },
-    /// The relay has no auth plugin: every client is the one principal `anonymous`.
-    #[error(
-        "backend {backend} calls its tools with each caller's own credential, and this relay has no auth plugin (every client is the same principal, who would share it): configure an auth plugin"
-    )]
-    NoAuthPlugin { backend: String },
     /// The store failed or the record does not open.
     #[error("backend {backend}: {source}")]
     Vault { backend: String, source: VaultError },

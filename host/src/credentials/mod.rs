@@ -7,7 +7,6 @@
 mod error;
 mod exchange;
 mod oauth;
-mod secret;
 mod vault;
 mod wire;
 
@@ -91,29 +90,17 @@ impl Credentials {
     ) -> Result<Option<(http::HeaderName, http::HeaderValue)>, CredentialError> {
         let (mode, url) = (&backend.credentials, backend.transport.url().unwrap_or_default());
         let backend = backend.name.as_str();
-        if !self.plugins.as_ref().is_some_and(|plugins| plugins.has_auth()) {
-            // Every client is the one principal `anonymous`: its credential would be everyone's.
-            return Err(CredentialError::NoAuthPlugin { backend: backend.to_owned() });
-        }
         let principal = caller.id.as_str();
         let slot = mode.slot(backend);
         let vault_error = |source| CredentialError::Vault { backend: backend.to_owned(), source };
         let secret = match mode {
             CredentialMode::Static => return Ok(None),
-            CredentialMode::PerUserSecret { .. } => {
-                let missing = || CredentialError::Missing { backend: backend.to_owned() };
-                let stored = self.vault.get(principal, &slot).await.map_err(vault_error)?.ok_or_else(missing)?;
-                match secret::read(stored, url) {
-                    secret::Stored::For(secret) => secret,
-                    secret::Stored::Elsewhere => {
-                        return Err(CredentialError::StoredElsewhere { backend: backend.to_owned() });
-                    }
-                    secret::Stored::Unbound(secret) => {
-                        self.store_secret(principal, (backend, &slot, url), &secret).await.map_err(vault_error)?;
-                        secret
-                    }
-                }
-            }
+            CredentialMode::PerUserSecret { .. } => self
+                .vault
+                .get(principal, backend)
+                .await
+                .map_err(vault_error)?
+                .ok_or_else(|| CredentialError::Missing { backend: backend.to_owned() })?,
             CredentialMode::TokenExchange {
                 token_endpoint,
                 audience,
@@ -219,18 +206,6 @@ impl Credentials {
         }
         tracing::info!(principal = %caller.id, backend, plugin, "credential issued by its plugin");
         Ok(issued.secret)
-    }
-
-    /// Stores `secret` as `principal`'s for the `per_user_secret` backend at `url` (sealed at
-    /// `slot`): it is sent to that origin only.
-    pub async fn store_secret(
-        &self,
-        principal: &str,
-        (backend, slot, url): (&str, &str, &str),
-        secret: &str,
-    ) -> Result<(), VaultError> {
-        tracing::debug!(principal, backend, "credential bound to the backend's address");
-        self.vault.put(principal, slot, &secret::record(secret, url)).await
     }
 
     /// Keeps a token the relay obtained for `principal` from `inputs` ([`kept_for`]; sealed at

@@ -7,8 +7,9 @@ use serde_json::{Map, Value, json};
 
 use super::clip::{clip, clip_to};
 
-/// The most JSON text of one notification's params given to a client (larger ones keep the
-/// fields MCP defines, their text cut).
+/// The most JSON text of one notification's params given to a client, about (larger ones keep
+/// the fields MCP defines, their text cut: a log's `data` cut to this much then quoted as a
+/// string, which its escapes may lengthen).
 pub const NOTICE_BYTES: usize = 64 << 10;
 
 /// The most of a progress notification's `message` kept when its params are over the bound.
@@ -37,8 +38,12 @@ pub fn progress_params(params: Value) -> Value {
         return params;
     }
     let mut kept = Map::new();
-    for field in ["progressToken", "progress", "total"] {
-        if let Some(value) = params.get(field).filter(|v| !json_longer_than(v, PROGRESS_MESSAGE_BYTES)) {
+    // The token is the client's own (at most 256 bytes, `mcp::requests`), put back by the relay.
+    if let Some(token) = params.get("progressToken") {
+        kept.insert("progressToken".into(), token.clone());
+    }
+    for field in ["progress", "total"] {
+        if let Some(value) = params.get(field).filter(|v| v.is_number()) {
             kept.insert(field.to_owned(), value.clone());
         }
     }

@@ -346,13 +346,14 @@ fn checked_tools(
     // Listed all the same (the catalog makes such a name fit, or leaves out an empty one or a
     // second of one name), but said: the WIT asks for names that fit.
     let mut seen = std::collections::HashSet::new();
-    let unfit: Vec<String> = listed
+    let unfit: Vec<&str> = listed
         .iter()
         .filter(|t| !crate::mcp::names::fits(&t.name) || !seen.insert(t.name.as_str()))
-        .map(|t| crate::mcp::clip(&t.name).into_owned())
+        .map(|t| t.name.as_str())
         .collect();
     if !unfit.is_empty() {
-        tracing::warn!(plugin = %ctx.name, names = ?unfit, "adapter lists tool names that are not [A-Za-z0-9_.-]{{1,128}} or are listed twice: the catalog shows them changed (other characters as _, cut to 128), or leaves them out (empty, or a second of one name)");
+        let first: Vec<_> = unfit.iter().take(5).map(|name| crate::mcp::clip(name)).collect();
+        tracing::warn!(plugin = %ctx.name, count = unfit.len(), first = ?first, "adapter lists tool names that are not [A-Za-z0-9_.-]{{1,128}} or are listed twice: the catalog shows them changed (other characters as _, cut to 128), or leaves them out (empty, or a second of one name)");
     }
     listed
         .into_iter()

@@ -82,8 +82,7 @@ impl From<RouterError> for RpcError {
             RouterError::Intercepted(refusal) => refusal.into(),
             RouterError::Credential(error) => {
                 let (code, data) = match &error {
-                    crate::credentials::CredentialError::Missing { backend }
-                    | crate::credentials::CredentialError::StoredElsewhere { backend } => (
+                    crate::credentials::CredentialError::Missing { backend } => (
                         error_codes::UNAUTHENTICATED,
                         json!({"backend": backend, "store_with": "relay_auth_set_secret"}),
                     ),

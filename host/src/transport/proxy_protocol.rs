@@ -65,11 +65,16 @@ impl TrustedProxies {
         stream: &mut TcpStream,
         peer: SocketAddr,
     ) -> Result<Option<SocketAddr>, ProxyHeaderError> {
-        if !starts_with_signature(stream).await? {
-            return Ok(None);
-        }
         if !self.trusts(peer) {
-            return Err(ProxyHeaderError::Untrusted);
+            // One look at what arrived first, no wait for more: a stranger sending half a
+            // signature must not keep the relay looking again until its deadline.
+            return match starts_with_signature(stream, false).await? {
+                true => Err(ProxyHeaderError::Untrusted),
+                false => Ok(None),
+            };
+        }
+        if !starts_with_signature(stream, true).await? {
+            return Ok(None);
         }
         let mut fixed = [0u8; MINIMUM_LENGTH];
         stream.read_exact(&mut fixed).await?;
@@ -90,9 +95,10 @@ impl TrustedProxies {
     }
 }
 
-/// Whether the stream's first bytes are the PROXY v2 signature; waits (peeking) until enough
-/// bytes arrived to tell. The caller's handshake deadline bounds the wait.
-async fn starts_with_signature(stream: &TcpStream) -> std::io::Result<bool> {
+/// Whether the stream's first bytes are the PROXY v2 signature: with `wait_for_all`, waits
+/// (peeking) until enough bytes arrived to tell (the caller's handshake deadline bounds the
+/// wait); else the bytes of the first arrival decide (a part of the signature is not one).
+async fn starts_with_signature(stream: &TcpStream, wait_for_all: bool) -> std::io::Result<bool> {
     let mut seen = [0u8; 12];
     loop {
         let n = stream.peek(&mut seen).await?;
@@ -101,6 +107,9 @@ async fn starts_with_signature(stream: &TcpStream) -> std::io::Result<bool> {
         }
         if n == PROTOCOL_PREFIX.len() {
             return Ok(true);
+        }
+        if !wait_for_all {
+            return Ok(false);
         }
         // A partial signature: let more arrive.
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -154,6 +163,12 @@ mod tests {
         let (mut client, mut server) = pair().await;
         client.write_all(b"{\"jsonrpc\":\"2.0\"}\n").await.unwrap();
         assert_eq!(trusted.client_of(&mut server, stranger).await.unwrap(), None, "a stranger's own connection");
+        // Half a signature from a stranger is looked at once, not waited on.
+        let (mut client, mut server) = pair().await;
+        client.write_all(b"\r\n\r\n\0\r\n").await.unwrap();
+        let looked =
+            tokio::time::timeout(std::time::Duration::from_millis(500), trusted.client_of(&mut server, stranger));
+        assert_eq!(looked.await.expect("no wait for the rest").unwrap(), None);
         assert!(!TrustedProxies::default().trusts(proxy));
     }
 }

@@ -32,6 +32,10 @@ use crate::mcp::{Message, Notification, Payload, Related, request_text};
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
+/// The configured headers that carry the service's identity, which a call made as its caller
+/// does not carry (a backend preferring `Authorization` took every user for the service).
+const SERVICE_IDENTITY: [HeaderName; 3] = [header::AUTHORIZATION, header::PROXY_AUTHORIZATION, header::COOKIE];
+
 /// A header a request carries for its caller (name, value), instead of the configured one.
 pub type Credential = (http::HeaderName, HeaderValue);
 /// What a POST on this session carries besides its body: set once `initialize` is answered.
@@ -182,10 +186,11 @@ impl HttpConnection {
         self.session.read().expect("session lock").clone()
     }
 
-    /// A request to the endpoint: the configured headers (the service credential) or, for a
-    /// call made as its caller, that caller's `credential` instead (none of the configured
-    /// ones: the service's identity must not travel beside the user's), and the session id and
-    /// protocol version once known.
+    /// A request to the endpoint: the configured headers, and for a call made as its caller
+    /// that caller's `credential` in place of the configured ones that carry an identity
+    /// ([`SERVICE_IDENTITY`] and the credential's own: the service's must not travel beside
+    /// the user's; a tenant or API-version header goes on), and the session id and protocol
+    /// version once known.
     fn request_to(
         &self,
         method: Method,
@@ -197,11 +202,12 @@ impl HttpConnection {
         *request.method_mut() = method;
         *request.uri_mut() = self.uri.read().expect("uri lock").clone();
         let headers = request.headers_mut();
-        match credential {
-            Some((name, value)) => {
-                headers.insert(name.clone(), value.clone());
+        headers.clone_from(&self.headers);
+        if let Some((name, value)) = credential {
+            for service in SERVICE_IDENTITY {
+                headers.remove(service);
             }
-            None => headers.clone_from(&self.headers),
+            headers.insert(name.clone(), value.clone());
         }
         if let Some(session) = &session.session_id {
             headers.insert(SESSION_HEADER, session.clone());
