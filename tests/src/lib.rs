@@ -64,6 +64,19 @@ pub fn relay_bin() -> PathBuf {
     workspace_bin("relay")
 }
 
+/// `relay check-config` of `dir`'s relay.yaml: whether it passed, and what it wrote (stderr,
+/// then stdout).
+pub async fn check_config(dir: &Path) -> (bool, String) {
+    let output = tokio::process::Command::new(relay_bin())
+        .args(["check-config", "--config"])
+        .arg(dir.join("relay.yaml"))
+        .output()
+        .await
+        .expect("relay check-config runs");
+    let said = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
+    (output.status.success(), said)
+}
+
 /// A running relay process; killed on drop.
 pub struct Relay {
     child: Child,

@@ -160,13 +160,8 @@ async fn per_user_credentials_are_refused_where_one_connection_serves_every_call
     std::fs::write(dir.path().join("relay.yaml"), relay_tests::TEST_RELAY_YAML).unwrap();
     let bad = "backends:\n  - {name: w, url: 'ws://127.0.0.1:9/', credentials: {mode: per_user_secret}}\n";
     std::fs::write(dir.path().join("backends.yaml"), bad).unwrap();
-    let output = std::process::Command::new(relay_tests::relay_bin())
-        .args(["check-config", "--config"])
-        .arg(dir.path().join("relay.yaml"))
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && said.contains("needs an http(s):// backend"), "{said}");
+    let (passed, said) = relay_tests::check_config(dir.path()).await;
+    assert!(!passed && said.contains("needs an http(s):// backend"), "{said}");
     // At run time: relay_add_server refuses it too.
     let relay = Relay::start("backends: []\n").await;
     let added = relay
@@ -199,16 +194,8 @@ async fn per_user_credentials_are_refused_where_one_connection_serves_every_call
         backend.url()
     );
     std::fs::write(open_dir.path().join("backends.yaml"), oauth).unwrap();
-    let output = std::process::Command::new(relay_tests::relay_bin())
-        .args(["check-config", "--config"])
-        .arg(open_dir.path().join("relay.yaml"))
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && said.contains("warning: backend docs") && said.contains("no auth plugin"),
-        "{said}"
-    );
+    let (passed, said) = relay_tests::check_config(open_dir.path()).await;
+    assert!(passed && said.contains("warning: backend docs") && said.contains("no auth plugin"), "{said}");
 }
 
 /// `token_exchange` (RFC 8693) against an in-process endpoint (`relay_tests::token_endpoint`,

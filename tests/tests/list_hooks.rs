@@ -265,3 +265,23 @@ async fn a_collided_resource_is_not_reachable_by_its_original_uri_through_a_temp
     let read = user.request("resources/read", json!({"uri": "mem://other"})).await;
     assert_eq!(read["result"]["contents"][0]["text"], "a: mem://other", "other URIs of the template: {read}");
 }
+
+/// A list hook may not grow a list past twice its size and 1 MiB: views are kept per
+/// principal, and a hook giving each of thousands of tools a few KB of description grew the
+/// relay by 38 MB per principal. An answer over it fails as a bad answer (fail-closed: what it
+/// was asked about is hidden).
+#[tokio::test]
+async fn a_list_hook_may_not_grow_a_list_past_twice_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = interceptor_entry(dir.path(), "closed", "test_interceptor", "    config: {describe_bytes: 60000}\n");
+    let relay_yaml = format!("plugin_cache_dir: cache\nplugins:\n{plugin}");
+    let extra: Vec<String> = (0..30).map(|n| format!("x{n}")).collect();
+    let backends = format!("backends:\n{}", stdio_fixture_entry("a", &["--tools", &extra.join(",")]));
+    let relay = Relay::start_files(dir.path(), &relay_yaml, &backends, &[]).await;
+    relay.wait_ready("a").await;
+    let mut client = relay.line_client().await;
+    let reply = client.request("tools/list", json!({})).await;
+    let size = reply.to_string().len();
+    assert!(size < 1 << 20, "a tools/list of {size} bytes: the hook grew 44 tools to 60 KB each");
+    relay.wait_for_log("grew tools/list").await;
+}

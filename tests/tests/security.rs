@@ -931,8 +931,7 @@ async fn a_per_caller_session_cap_that_cannot_bite_is_warned_about() {
     let relay_yaml = auth_yaml(dir.path(), "limits: {max_sessions: 40}\n", "");
     std::fs::write(dir.path().join("relay.yaml"), &relay_yaml).unwrap();
     std::fs::write(dir.path().join("backends.yaml"), "backends: []\n").unwrap();
-    let checked = check_config(dir.path()).await;
-    let said = String::from_utf8_lossy(&checked.stderr).to_string() + &String::from_utf8_lossy(&checked.stdout);
+    let (_, said) = relay_tests::check_config(dir.path()).await;
     assert!(said.contains("limits.max_sessions_per_principal (4096) is not below limits.max_sessions (40)"), "{said}");
     let relay = Relay::start_files(dir.path(), &relay_yaml, "backends: []\n", &[]).await;
     relay.wait_for_log("max_sessions_per_principal (4096) is not below").await;
@@ -945,18 +944,8 @@ async fn a_backends_file_that_does_not_exist_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let relay_yaml = format!("backends_file: backend.yaml\n{}", relay_tests::TEST_RELAY_YAML);
     std::fs::write(dir.path().join("relay.yaml"), &relay_yaml).unwrap();
-    let checked = check_config(dir.path()).await;
-    let said = String::from_utf8_lossy(&checked.stderr).to_string();
-    assert!(checked.status.success() && said.contains("backend.yaml does not exist"), "{said}");
-}
-
-/// `relay check-config` of `dir`'s relay.yaml.
-async fn check_config(dir: &std::path::Path) -> std::process::Output {
-    let command = tokio::process::Command::new(relay_tests::relay_bin())
-        .args(["check-config", "--config"])
-        .arg(dir.join("relay.yaml"))
-        .output();
-    command.await.unwrap()
+    let (passed, said) = relay_tests::check_config(dir.path()).await;
+    assert!(passed && said.contains("backend.yaml does not exist"), "{said}");
 }
 
 /// A process (by pid) killed when the test ends, passed or not.

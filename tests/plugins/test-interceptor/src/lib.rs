@@ -5,7 +5,8 @@
 //! contents). Lists: `hide: [name]` hides those items, `rename: {name: new}` renames them,
 //! `hide_for: {principal: [name]}` hides items from one principal only, `trap_list: true` traps
 //! in the list hook, `trap_list_of: [backend]` traps when asked about those backends' items,
-//! `short_list: true` answers with one item too few.
+//! `short_list: true` answers with one item too few; `describe_bytes: n` gives every item a
+//! description of n bytes.
 
 use exports::relay::plugin::interception::{
     CallInfo, Guest, ListDecision, ListItem, ListKind, RequestDecision, ResultDecision,
@@ -44,14 +45,19 @@ impl Guest for TestInterceptor {
                 if listed(&settings, "hide", &item.name) || hidden_for_principal {
                     return None;
                 }
-                match settings["rename"][&item.name].as_str() {
-                    Some(new_name) => {
-                        let mut definition: Value = serde_json::from_str(&item.definition).unwrap_or_default();
-                        definition["name"] = Value::from(new_name);
-                        Some(definition.to_string())
-                    }
-                    None => Some(item.definition),
+                let rename = settings["rename"][&item.name].as_str();
+                let describe = settings["describe_bytes"].as_u64();
+                if rename.is_none() && describe.is_none() {
+                    return Some(item.definition);
                 }
+                let mut definition: Value = serde_json::from_str(&item.definition).unwrap_or_default();
+                if let Some(new_name) = rename {
+                    definition["name"] = Value::from(new_name);
+                }
+                if let Some(bytes) = describe {
+                    definition["description"] = Value::from("D".repeat(bytes as usize));
+                }
+                Some(definition.to_string())
             })
             .collect();
         if settings["short_list"] == true {
