@@ -22,7 +22,8 @@ const MAX_KEPT: usize = 4096;
 /// Bytes the kept views hold of their own at most, all together (lists an interceptor edited
 /// for them; the rest they share with the catalog): past it, views are let go until the new
 /// one fits. A view shares the definitions it shows unchanged, but holds an index entry and a
-/// pointer per item of a list it edited ([`ITEM_BYTES`]) and each definition a hook changed:
+/// pointer per item of a list it edited ([`ITEM_BYTES`]) and each definition a hook changed
+/// ([`held_bytes`]):
 /// 4,096 principals of a catalog of 10,000 tools would otherwise keep 3 GB, and a hook giving
 /// every tool a 6 KB description per principal grew the relay by 38 MB per principal.
 const MAX_KEPT_BYTES: usize = 128 << 20;
@@ -120,8 +121,21 @@ impl Router {
     }
 }
 
+/// About the memory a parsed definition holds: a value's slot for each of its values (its JSON
+/// text undercounts them: `[0,0,...]` takes 16 times its text) and the bytes of its strings and
+/// keys.
+fn held_bytes(value: &Value) -> usize {
+    const SLOT: usize = std::mem::size_of::<Value>();
+    SLOT + match value {
+        Value::String(text) => text.len(),
+        Value::Array(items) => items.iter().map(held_bytes).sum(),
+        Value::Object(map) => map.iter().map(|(key, item)| SLOT + key.len() + held_bytes(item)).sum(),
+        _ => 0,
+    }
+}
+
 /// Asks the list hooks about every list but the relay's own tools (which interceptors do not
-/// see); returns the view, the JSON bytes of the definitions the hooks changed, whether every
+/// see); returns the view, the bytes the definitions the hooks changed hold, whether every
 /// hook answered, and whether one was busy (the view is then not kept at all).
 async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) -> (Arc<Catalog>, usize, bool, bool) {
     let mut edits: [Option<Vec<Option<Value>>>; 4] = Default::default();
@@ -145,7 +159,7 @@ async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) 
             .iter()
             .zip(&offered)
             .filter_map(|(edit, item)| edit.as_ref().filter(|edit| *edit != item.definition))
-            .map(|edit| serde_json::to_string(edit).map_or(0, |text| text.len()))
+            .map(held_bytes)
             .sum::<usize>();
         // The relay's own tools as they are; every other item as the hooks left it.
         let mut all: Vec<Option<Value>> = items
@@ -190,6 +204,15 @@ mod tests {
         views.keep(&bob, (2, 1), (catalog(4), None), 4);
         let store = views.0.lock().unwrap();
         assert_eq!((store.bytes, store.views.len()), (4, 1), "a newer catalog starts the store over");
+    }
+
+    #[test]
+    fn a_definition_is_counted_by_what_it_holds_not_by_its_text() {
+        let numbers = Value::Array(vec![json!(0); 1000]);
+        assert!(held_bytes(&numbers) >= 16 * numbers.to_string().len(), "{}", held_bytes(&numbers));
+        let description = json!({"name": "t", "description": "d".repeat(10_000)});
+        let held = held_bytes(&description);
+        assert!((10_000..10_400).contains(&held), "a long string is about its length: {held}");
     }
 
     #[test]
