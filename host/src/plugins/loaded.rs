@@ -142,9 +142,9 @@ impl Version {
                 .await
                 .map_err(|e| fail(e.to_string()))?
                 .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
-        // A contract this relay does not speak is named as such, not as a type mismatch.
-        let contract = unknown_contract(engine, &component);
-        let mismatch = |what: &str, e: wasmtime::Error| match &contract {
+        // A contract this relay does not speak is named as such, not as a type mismatch (looked
+        // for only when the component does not fit).
+        let mismatch = |what: &str, e: wasmtime::Error| match unknown_contract(engine, &component) {
             Some(version) => fail(format!(
                 "built against relay:plugin@{version}; this relay speaks relay:plugin 0.1 and 0.2 (build it against the wit/ of this relay's release)"
             )),
@@ -371,13 +371,9 @@ fn checked_tools(
 /// speaks 0.1.x and 0.2.x), if any.
 fn unknown_contract(engine: &Engine, component: &wasmtime::component::Component) -> Option<String> {
     let ty = component.component_type();
-    let names: Vec<String> = ty
-        .imports(engine)
-        .map(|(name, _)| name.to_owned())
-        .chain(ty.exports(engine).map(|(name, _)| name.to_owned()))
-        .collect();
-    names
-        .iter()
+    ty.imports(engine)
+        .map(|(name, _)| name)
+        .chain(ty.exports(engine).map(|(name, _)| name))
         .filter_map(|name| name.strip_prefix("relay:plugin/")?.split_once('@').map(|(_, version)| version))
         .find(|version| !(version.starts_with("0.1.") || version.starts_with("0.2.")))
         .map(str::to_owned)

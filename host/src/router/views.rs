@@ -151,16 +151,19 @@ async fn edit(plugins: &Plugins, catalog: &Arc<Catalog>, principal: &Principal) 
         let Some(edited) = plugins.edit_list(principal, kind, &offered).await else { continue };
         complete &= edited.complete;
         transient |= edited.transient;
-        if edited.items.iter().zip(&offered).all(|(edit, item)| edit.as_ref() == Some(item.definition)) {
+        // One look at each item: whether the hooks left it as offered, and what it holds if not.
+        let (mut unchanged, mut held) = (true, 0);
+        for (edit, item) in edited.items.iter().zip(&offered) {
+            match edit {
+                Some(edit) if edit == item.definition => {}
+                Some(edit) => (unchanged, held) = (false, held + held_bytes(edit)),
+                None => unchanged = false,
+            }
+        }
+        if unchanged {
             continue;
         }
-        changed_bytes += edited
-            .items
-            .iter()
-            .zip(&offered)
-            .filter_map(|(edit, item)| edit.as_ref().filter(|edit| *edit != item.definition))
-            .map(held_bytes)
-            .sum::<usize>();
+        changed_bytes += held;
         // The relay's own tools as they are; every other item as the hooks left it.
         let mut all: Vec<Option<Value>> = items
             .iter()

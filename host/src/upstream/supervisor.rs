@@ -196,9 +196,8 @@ impl Upstream {
     /// fail with `Gone`, and the calls in flight finish on their connections (within their
     /// deadline), which close then, as a replaced one's do.
     pub fn remove(&self) {
-        self.retiring.store(true, std::sync::atomic::Ordering::Release);
         self.metrics.forget();
-        self.stop.cancel();
+        self.replace();
     }
 
     /// Whether [`Upstream::replace`] or [`Upstream::remove`] stopped it: its connections retire
